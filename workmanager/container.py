@@ -1,0 +1,102 @@
+"""The WorkManager: builds every service from one Settings object."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from .db.models import utcnow
+from .db.session import Database
+from .dispatch import Dispatcher, NullDispatcher
+from .leases.base import LeaseBackend
+from .leases.factory import build_lease_backend
+from .metrics.base import Metrics
+from .metrics.factory import build_metrics
+from .provenance.recorder import ProvenanceRecorder, build_enricher
+from .registry import Registry
+from .services.agent import AgentAPI
+from .services.context import ServiceContext
+from .services.executor import ApplyService
+from .services.idempotency import IdempotencyService
+from .services.maintenance import Maintenance
+from .services.orders import OrderService
+from .services.queries import Queries
+from .services.sweep import Sweeper
+from .settings import Settings
+from .types import JSON, Actor
+
+
+class WorkManager:
+    """One per process: holds the database, the lease backend, metrics and the services.
+
+    Build it explicitly and pass it to whatever needs it::
+
+        wm = WorkManager(Settings.from_env())
+        wm.registry.register(MyType())
+        order = wm.propose("my.type", {"x": 1})
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        registry: Registry | None = None,
+        metrics: Metrics | None = None,
+        leases: LeaseBackend | None = None,
+        dispatcher: Dispatcher | None = None,
+        database: Database | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self.registry = registry or Registry()
+        if registry is None:
+            self.registry.load_modules(self.settings.order_types)
+        self.ctx = ServiceContext(
+            settings=self.settings,
+            db=database or Database(self.settings.database_url),
+            registry=self.registry,
+            metrics=metrics or build_metrics(self.settings),
+            provenance=ProvenanceRecorder(build_enricher(self.settings)),
+            leases=leases or build_lease_backend(self.settings),
+            dispatcher=dispatcher or NullDispatcher(),
+            clock=clock,
+        )
+        self.agent = AgentAPI(self.ctx)
+        self.orders = OrderService(self.ctx)
+        self.executor = ApplyService(self.ctx)
+        self.sweeper = Sweeper(self.ctx)
+        self.maintenance = Maintenance(self.ctx)
+        self.idempotency = IdempotencyService(self.ctx)
+        self.queries = Queries(self.ctx)
+
+    @property
+    def db(self) -> Database:
+        return self.ctx.db
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.ctx.metrics
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        return self.ctx.dispatcher
+
+    @dispatcher.setter
+    def dispatcher(self, value: Dispatcher) -> None:
+        self.ctx.dispatcher = value
+
+    def propose(self, type: str, payload: JSON, priority: int = 0, meta: JSON | None = None,
+                dedupe_key: str | None = None, **kwargs: Any) -> uuid.UUID:
+        """Create and plan an order now; returns its id (an existing one for a known
+        ``dedupe_key``)."""
+        proposal = self.orders.propose(type, payload, priority=priority, meta=meta,
+                                       dedupe_key=dedupe_key, **kwargs)
+        return uuid.UUID(proposal.order["id"])
+
+    def approve(self, order_id: uuid.UUID, actor: Actor | None = None) -> dict[str, Any]:
+        return self.orders.approve(order_id, actor or Actor("user", "library"))
+
+    def close(self) -> None:
+        self.ctx.db.dispose()

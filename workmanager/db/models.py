@@ -1,0 +1,256 @@
+"""SQLAlchemy 2 models of SPEC §3. Portable across SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSONType, datetime: UTCDateTime}
+
+
+class Order(Base):
+    __tablename__ = "work_orders"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    type: Mapped[str] = mapped_column(String(191))
+    state: Mapped[str] = mapped_column(String(32))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    requested_by_type: Mapped[str] = mapped_column(String(16), default="system")
+    requested_by_id: Mapped[str | None] = mapped_column(String(191))
+    dedupe_key: Mapped[str | None] = mapped_column(String(191), unique=True)
+    last_error: Mapped[dict[str, Any] | None] = mapped_column()
+    apply_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    diff: Mapped[dict[str, Any] | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    last_transitioned_at: Mapped[datetime] = mapped_column(default=utcnow)
+    submitted_at: Mapped[datetime | None] = mapped_column()
+    applied_at: Mapped[datetime | None] = mapped_column()
+    completed_at: Mapped[datetime | None] = mapped_column()
+
+    items: Mapped[list[Item]] = relationship(
+        back_populates="order", cascade="all, delete-orphan", passive_deletes=True,
+        order_by="Item.created_at",
+    )
+
+    __table_args__ = (
+        Index("ix_work_orders_state_priority", "state", "priority", "created_at"),
+        Index("ix_work_orders_type_state", "type", "state"),
+        Index("ix_work_orders_created_at", "created_at"),
+        Index("ix_work_orders_transitioned", "state", "last_transitioned_at"),
+    )
+
+
+class Item(Base):
+    __tablename__ = "work_items"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("work_orders.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(191))
+    # Copied from the order at planning time so checkout reads one table (SPEC §4.5 order).
+    order_type: Mapped[str] = mapped_column(String(191))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    tenant_id: Mapped[str | None] = mapped_column(String(191))
+    state: Mapped[str] = mapped_column(String(32))
+    input: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column()
+    assembled_result: Mapped[dict[str, Any] | None] = mapped_column()
+    error: Mapped[dict[str, Any] | None] = mapped_column()
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    leased_by_agent_id: Mapped[str | None] = mapped_column(String(191))
+    # The last fencing token granted; never decreases. A lease is held while the item is
+    # leased/in_progress, and its token is this one.
+    lease_token: Mapped[int] = mapped_column(BigInteger, default=0)
+    lease_expires_at: Mapped[datetime | None] = mapped_column()
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column()
+    available_at: Mapped[datetime | None] = mapped_column()
+    progress: Mapped[dict[str, Any] | None] = mapped_column()
+    parts_required: Mapped[list[str] | None] = mapped_column(JSONType)
+    parts_state: Mapped[dict[str, Any] | None] = mapped_column()
+    accepted_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    order: Mapped[Order] = relationship(back_populates="items")
+
+    __table_args__ = (
+        # Global checkout: queued items by priority desc, then age (partial on both backends).
+        Index(
+            "ix_work_items_checkout",
+            text("priority DESC"), "created_at",
+            postgresql_where=text("state = 'queued'"),
+            sqlite_where=text("state = 'queued'"),
+        ),
+        Index("ix_work_items_order_state", "order_id", "state"),
+        # The sweep: held leases by expiry.
+        Index(
+            "ix_work_items_lease_expiry", "lease_expires_at",
+            postgresql_where=text("state IN ('leased', 'in_progress')"),
+            sqlite_where=text("state IN ('leased', 'in_progress')"),
+        ),
+        Index(
+            "ix_work_items_agent_held", "leased_by_agent_id",
+            postgresql_where=text("state IN ('leased', 'in_progress')"),
+            sqlite_where=text("state IN ('leased', 'in_progress')"),
+        ),
+        Index("ix_work_items_state_updated", "state", "updated_at"),
+    )
+
+
+class Part(Base):
+    __tablename__ = "work_item_parts"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    item_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("work_items.id", ondelete="CASCADE"))
+    part_key: Mapped[str] = mapped_column(String(191))
+    seq: Mapped[int | None] = mapped_column(Integer)
+    # seq with NULL folded to -1, so the unique slot treats "no seq" as one slot everywhere.
+    seq_slot: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]] = mapped_column()
+    evidence: Mapped[dict[str, Any] | None] = mapped_column()
+    notes: Mapped[str | None] = mapped_column(Text)
+    errors: Mapped[dict[str, Any] | None] = mapped_column()
+    checksum: Mapped[str] = mapped_column(String(64))
+    submitted_by_agent_id: Mapped[str | None] = mapped_column(String(191))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("item_id", "part_key", "seq_slot", name="uq_part_slot"),)
+
+
+class Event(Base):
+    __tablename__ = "work_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("work_orders.id", ondelete="CASCADE"))
+    item_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("work_items.id", ondelete="CASCADE")
+    )
+    event: Mapped[str] = mapped_column(String(64))
+    actor_type: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str | None] = mapped_column(String(191))
+    payload: Mapped[dict[str, Any] | None] = mapped_column()
+    diff: Mapped[dict[str, Any] | None] = mapped_column()
+    message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        Index("ix_work_events_order", "order_id", "id"),
+        Index("ix_work_events_item", "item_id", "id"),
+    )
+
+
+class Provenance(Base):
+    __tablename__ = "work_provenance"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    order_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("work_orders.id", ondelete="CASCADE")
+    )
+    item_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("work_items.id", ondelete="CASCADE")
+    )
+    action: Mapped[str] = mapped_column(String(32))
+    agent_id: Mapped[str | None] = mapped_column(String(191))
+    agent_name: Mapped[str | None] = mapped_column(String(191))
+    agent_version: Mapped[str | None] = mapped_column(String(64))
+    agent_type: Mapped[str | None] = mapped_column(String(191))
+    model_name: Mapped[str | None] = mapped_column(String(191))
+    runtime: Mapped[str | None] = mapped_column(String(191))
+    request_id: Mapped[str | None] = mapped_column(String(191))
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    ip_address: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(Text)
+    principal: Mapped[str | None] = mapped_column(String(191))
+    idempotency_key_hash: Mapped[str | None] = mapped_column(String(64))
+    extra: Mapped[dict[str, Any] | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        Index("ix_work_provenance_order", "order_id"),
+        Index("ix_work_provenance_agent", "agent_id"),
+        Index("ix_work_provenance_model", "model_name"),
+        Index("ix_work_provenance_ip", "ip_address"),
+    )
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "work_idempotency_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # sha256 of (endpoint, target, principal, key): the key itself is never stored.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    endpoint: Mapped[str] = mapped_column(String(64))
+    request_fingerprint: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # in_flight | done
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_body: Mapped[dict[str, Any] | None] = mapped_column()
+    locked_until: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+
+    __table_args__ = (Index("ix_work_idempotency_expires", "expires_at"),)
+
+
+class ApiToken(Base):
+    __tablename__ = "work_api_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(191), unique=True)
+    agent_id: Mapped[str | None] = mapped_column(String(191))
+    scopes: Mapped[list[str]] = mapped_column(JSONType)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()

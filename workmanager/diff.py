@@ -1,0 +1,49 @@
+"""Diffs produced by ``apply``: what changed, per top-level key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    changes: dict[str, dict[str, Any]] = {}
+    for key in before.keys() | after.keys():
+        if key not in before:
+            changes[key] = {"type": "added", "value": after[key]}
+        elif key not in after:
+            changes[key] = {"type": "removed", "value": before[key]}
+        elif before[key] != after[key]:
+            changes[key] = {"type": "modified", "from": before[key], "to": after[key]}
+    return dict(sorted(changes.items()))
+
+
+@dataclass(frozen=True)
+class Diff:
+    """The effect of applying an order: ``before``, ``after``, a ``summary`` and ``changes``."""
+
+    before: dict[str, Any] = field(default_factory=dict)
+    after: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""
+
+    @classmethod
+    def empty(cls, summary: str = "no changes") -> Diff:
+        return cls({}, {}, summary)
+
+    @property
+    def changes(self) -> dict[str, dict[str, Any]]:
+        return _changes(self.before, self.after)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "before": self.before,
+            "after": self.after,
+            "summary": self.summary,
+            "changes": self.changes,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Diff | None:
+        if data is None:
+            return None
+        return cls(data.get("before", {}), data.get("after", {}), data.get("summary", ""))

@@ -1,0 +1,55 @@
+"""The port through which services announce work to the task queue (Celery lives in tasks/).
+
+Services call these hooks after their transaction commits. The default does nothing, so the
+library and its tests run with no broker; ``tasks`` installs a Celery-backed dispatcher.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Protocol
+
+
+class Dispatcher(Protocol):
+    """Hooks called after commit. Implementations must not raise for a broker hiccup."""
+
+    def order_submitted(self, order_id: uuid.UUID) -> None:
+        """Every item of the order is submitted: check auto-approval."""
+
+    def order_approved(self, order_id: uuid.UUID) -> None:
+        """The order was approved: apply it."""
+
+    def items_available(self, order_type: str, item_ids: Sequence[uuid.UUID]) -> None:
+        """Items were planned or requeued and can be leased."""
+
+
+class NullDispatcher:
+    """Announces nothing; used when no task queue is wired in."""
+
+    def order_submitted(self, order_id: uuid.UUID) -> None:
+        pass
+
+    def order_approved(self, order_id: uuid.UUID) -> None:
+        pass
+
+    def items_available(self, order_type: str, item_ids: Sequence[uuid.UUID]) -> None:
+        pass
+
+
+class RecordingDispatcher(NullDispatcher):
+    """Remembers every announcement; for tests of the services."""
+
+    def __init__(self) -> None:
+        self.submitted: list[uuid.UUID] = []
+        self.approved: list[uuid.UUID] = []
+        self.available: list[tuple[str, list[uuid.UUID]]] = []
+
+    def order_submitted(self, order_id: uuid.UUID) -> None:
+        self.submitted.append(order_id)
+
+    def order_approved(self, order_id: uuid.UUID) -> None:
+        self.approved.append(order_id)
+
+    def items_available(self, order_type: str, item_ids: Sequence[uuid.UUID]) -> None:
+        self.available.append((order_type, list(item_ids)))

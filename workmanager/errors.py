@@ -1,0 +1,215 @@
+"""One exception tree for the whole product.
+
+Every error the services raise derives from :class:`WorkManagerError`. Each class carries
+the SPEC §6.1 error ``code`` and its HTTP status, so every adapter (HTTP, MCP, CLI, Celery)
+maps an error the same way, from this one place. Transient errors (the caller may retry the
+same request later) derive from :class:`TransientError`; everything else is permanent.
+A class's docstring is its default message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class WorkManagerError(Exception):
+    """An error in workmanager."""
+
+    code = "internal_error"
+    http_status = 500
+
+    def __init__(self, message: str | None = None, *, details: Any = None, **fields: Any) -> None:
+        self.message = message or (self.__doc__ or self.code).strip().splitlines()[0]
+        self.details = details
+        self.fields = fields
+        super().__init__(self.message)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The SPEC §6.1 error body: ``{"code", "message", "details"?}``."""
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            body["details"] = self.details
+        return body
+
+
+class TransientError(WorkManagerError):
+    """A temporary failure; the same request may succeed later."""
+
+
+class PermanentError(WorkManagerError):
+    """A failure that retrying the same request will not fix."""
+
+
+class Unavailable(TransientError):
+    """A backing service (database, Redis or broker) is unavailable."""
+
+    code = "unavailable"
+    http_status = 503
+
+
+class ConfigurationError(PermanentError):
+    """The configuration is invalid."""
+
+    code = "configuration_error"
+
+
+# --- 400 -----------------------------------------------------------------------------------
+class MalformedJSON(PermanentError):
+    """The request body is not valid JSON."""
+
+    code = "malformed_json"
+    http_status = 400
+
+
+class InvalidAgentMetadata(PermanentError):
+    """The agent metadata headers are invalid."""
+
+    code = "invalid_agent_metadata"
+    http_status = 400
+
+
+class InvalidQuery(PermanentError):
+    """The query names an unknown filter, sort or field."""
+
+    code = "invalid_query"
+    http_status = 400
+
+
+# --- 401 / 403 / 404 -------------------------------------------------------------------------
+class Unauthenticated(PermanentError):
+    """A valid bearer token is required."""
+
+    code = "unauthenticated"
+    http_status = 401
+
+
+class Forbidden(PermanentError):
+    """This principal may not do that."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+class WorkOrderRequired(PermanentError):
+    """This route requires an X-Work-Order-ID of an order in an allowed state."""
+
+    code = "work_order_required"
+    http_status = 403
+
+
+class NotFound(PermanentError):
+    """No such order or item."""
+
+    code = "not_found"
+    http_status = 404
+
+
+# --- 409 -----------------------------------------------------------------------------------
+class LeaseConflict(PermanentError):
+    """The lease token is not the item's current lease."""
+
+    code = "lease_conflict"
+    http_status = 409
+
+
+class LeaseExpired(PermanentError):
+    """The lease has expired."""
+
+    code = "lease_expired"
+    http_status = 409
+
+
+class NoItemsAvailable(PermanentError):
+    """No item is available to lease."""
+
+    code = "no_items_available"
+    http_status = 409
+
+
+class IllegalStateTransition(PermanentError):
+    """That state transition is not allowed."""
+
+    code = "illegal_state_transition"
+    http_status = 409
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        kind: str = "",
+        from_state: str = "",
+        to_state: str = "",
+        details: Any = None,
+    ) -> None:
+        if message is None and kind:
+            message = f"{kind} cannot go from {from_state!r} to {to_state!r}"
+        if details is None and kind:
+            details = {"kind": kind, "from": from_state, "to": to_state}
+        super().__init__(message, details=details)
+        self.kind, self.from_state, self.to_state = kind, from_state, to_state
+
+
+class NotReadyForApproval(PermanentError):
+    """The order is not ready for approval."""
+
+    code = "not_ready_for_approval"
+    http_status = 409
+
+
+class IdempotencyInFlight(PermanentError):
+    """A request with this idempotency key is still being processed."""
+
+    code = "idempotency_in_flight"
+    http_status = 409
+
+
+# --- 413 / 422 / 428 -----------------------------------------------------------------------
+class PayloadTooLarge(PermanentError):
+    """The body, part or number of parts exceeds the configured limit."""
+
+    code = "payload_too_large"
+    http_status = 413
+
+
+class ValidationFailed(PermanentError):
+    """The data failed validation."""
+
+    code = "validation_failed"
+    http_status = 422
+
+    def __init__(self, details: Any = None, message: str | None = None) -> None:
+        super().__init__(message, details=details)
+
+
+class UnknownOrderType(PermanentError):
+    """No order type is registered under that name."""
+
+    code = "unknown_order_type"
+    http_status = 422
+
+
+class MissingParts(PermanentError):
+    """Required parts are missing."""
+
+    code = "missing_parts"
+    http_status = 422
+
+
+class IdempotencyKeyReused(PermanentError):
+    """This idempotency key was used with a different request body."""
+
+    code = "idempotency_key_reused"
+    http_status = 422
+
+
+class IdempotencyKeyRequired(PermanentError):
+    """This endpoint requires an idempotency key header."""
+
+    code = "idempotency_key_required"
+    http_status = 428
+
+
+class ApplyFailed(PermanentError):
+    """The order type's apply raised an error."""
+
+    code = "apply_failed"

@@ -1,0 +1,20 @@
+"""Import ``pkg.mod:name`` references named in configuration."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .errors import ConfigurationError
+
+
+def import_object(reference: str, variable: str) -> Any:
+    """Import ``pkg.mod:attr``; a bad reference raises ConfigurationError naming ``variable``."""
+    module_name, _, attr = reference.partition(":")
+    if not module_name or not attr:
+        raise ConfigurationError(f"{variable}: expected 'pkg.mod:name', got {reference!r}")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"{variable}: cannot import {reference!r}: {exc}") from exc

@@ -1,0 +1,129 @@
+"""The lease backend port, and the row checks every backend shares.
+
+A backend owns three decisions: which eligible item an agent gets (atomically, honouring
+the concurrency limits), whether a presented lease is still the current one, and how a
+lease is kept alive. Item *state* always lives in the database; backends change it only
+inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy.orm import Session
+
+from ..db.models import Item
+from ..errors import Forbidden, IllegalStateTransition, LeaseConflict, LeaseExpired
+from ..states import HELD_ITEM_STATES, ItemState
+from ..types import Lease
+
+
+@dataclass(frozen=True)
+class CheckoutQuery:
+    """Which items an agent will take: one order's, or the global queue filtered."""
+
+    order_id: uuid.UUID | None = None
+    type: str | None = None
+    min_priority: int | None = None
+    tenant_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a backend granted: the item row (already updated in the session) and its token."""
+
+    item: Item
+    token: int
+    expires_at: datetime
+
+
+class LeaseBackend(Protocol):
+    """Decides who holds a lease. Every method runs inside the caller's transaction."""
+
+    name: str
+
+    def checkout(
+        self, session: Session, agent_id: str, query: CheckoutQuery, now: datetime, ttl: int
+    ) -> Grant | None:
+        """Pick the next eligible item and grant it to ``agent_id``, or return ``None``.
+
+        Atomic under concurrency: two callers never get the same item, and a caller racing
+        others gets the next eligible item rather than ``None``. The grant sets the row to
+        ``leased`` with a token strictly greater than any earlier token of that item,
+        ``attempts + 1`` and ``lease_expires_at = now + ttl``. Limits per agent and per type
+        are enforced in the same atomic step.
+        """
+
+    def check(self, item: Item, lease: Lease, now: datetime) -> None:
+        """Raise unless ``lease`` is the item's current, unexpired lease (row locked)."""
+
+    def extend(self, item: Item, lease: Lease, now: datetime, ttl: int) -> None:
+        """Check the lease and push its expiry to ``now + ttl``; raise as :meth:`check`."""
+
+    def released(self, item: Item, lease: Lease) -> None:
+        """Called after a commit that ended the lease; drops any backend-side hold."""
+
+    def abandoned(self, grant: Grant, agent_id: str) -> None:
+        """Called when the transaction of a grant rolled back; drops any backend-side hold."""
+
+    def dead(self, session: Session, items: list[Item], now: datetime) -> list[Item]:
+        """Of these held rows whose recorded expiry passed, the ones whose lease is gone.
+
+        The sweep reclaims those. Rows whose lease is in fact alive may have their recorded
+        expiry refreshed here so the sweep does not look at them again until then.
+        """
+
+
+def check_row(item: Item, lease: Lease, now: datetime, *, check_expiry: bool = True) -> None:
+    """The checks every backend makes against the locked item row.
+
+    Order matters: a token that is not current is a conflict even for the same agent id; a
+    current token held by another agent is forbidden; a current token on an item that is no
+    longer held (reclaimed) or past its expiry is expired.
+    """
+    if item.lease_token != lease.token:
+        raise LeaseConflict(
+            "the lease token is not the item's current lease",
+            details={"item_id": str(item.id), "presented_token": lease.token},
+        )
+    if item.state not in HELD_ITEM_STATES:
+        if item.state in (ItemState.QUEUED, ItemState.FAILED):
+            raise LeaseExpired("the lease has expired and the item was reclaimed",
+                               details={"item_id": str(item.id), "state": item.state})
+        raise IllegalStateTransition(
+            f"item is {item.state}; the lease has ended",
+            details={"item_id": str(item.id), "state": item.state},
+        )
+    if item.leased_by_agent_id != lease.agent_id:
+        raise Forbidden("this item is leased by another agent", details={"item_id": str(item.id)})
+    if check_expiry and item.lease_expires_at is not None and item.lease_expires_at <= now:
+        raise LeaseExpired("the lease has expired", details={"item_id": str(item.id)})
+
+
+class LeaseStore(Protocol):
+    """An external lock store (Redis, memory): TTL'd keys per item, owner + token checked.
+
+    Every method is atomic on the store. ``limit`` arguments are ``0`` for unlimited.
+    """
+
+    def acquire(
+        self, item_id: str, owner: str, ttl_ms: int, floor: int, order_type: str,
+        agent_limit: int, type_limit: int,
+    ) -> int:
+        """Lock the item for ``owner``. Returns the token (> 0, and >= ``floor``), ``0`` if
+        the item is held, ``-1`` if the agent is at its limit, ``-2`` if the type is."""
+
+    def extend(self, item_id: str, owner: str, token: int, ttl_ms: int, order_type: str) -> int:
+        """``1`` extended; ``0`` no lock (expired or lost); ``-1`` held under another token."""
+
+    def check(self, item_id: str, owner: str, token: int) -> int:
+        """``1`` held by owner+token; ``0`` no lock; ``-1`` held under another owner/token."""
+
+    def release(self, item_id: str, owner: str, token: int, order_type: str) -> int:
+        """Delete the lock if owner+token match: ``1`` deleted, ``0`` not held by them."""
+
+    def alive(self, item_ids: list[str]) -> dict[str, int]:
+        """Of these items, the ones with a live lock, with the milliseconds it has left."""

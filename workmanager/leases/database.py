@@ -1,0 +1,103 @@
+"""The ``database`` lease backend: pick-and-lease in one statement.
+
+PostgreSQL: ``UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED LIMIT 1)``, so racing
+agents skip each other's rows and each gets the next eligible item. SQLite: the same
+conditional update; every SQLite transaction here holds the write lock (``BEGIN
+IMMEDIATE``), so checkouts are serialized. Concurrency limits take a transaction-scoped
+advisory lock on PostgreSQL (per agent; one for per-type limits) so count-then-grant is
+atomic.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session
+
+from ..db.models import Item
+from ..states import HELD_ITEM_STATES, ItemState
+from ..types import Lease
+from .base import CheckoutQuery, Grant, check_row
+from .selection import eligible
+
+_HELD = [s.value for s in HELD_ITEM_STATES]
+
+
+class DatabaseLeaseBackend:
+    """Leases recorded on the item rows themselves."""
+
+    name = "database"
+
+    def __init__(self, max_per_agent: int | None = None, max_per_type: int | None = None) -> None:
+        self.max_per_agent = max_per_agent
+        self.max_per_type = max_per_type
+
+    def checkout(
+        self, session: Session, agent_id: str, query: CheckoutQuery, now: datetime, ttl: int
+    ) -> Grant | None:
+        blocked = self._limits(session, agent_id)
+        if blocked is None:
+            return None
+        postgres = session.get_bind().dialect.name == "postgresql"
+        pick = eligible(query, now, blocked_types=blocked).with_only_columns(Item.id).limit(1)
+        if postgres:
+            pick = pick.with_for_update(skip_locked=True)
+        expires = now + timedelta(seconds=ttl)
+        stmt = (
+            update(Item)
+            .where(Item.id == pick.scalar_subquery(), Item.state == ItemState.QUEUED.value)
+            .values(
+                state=ItemState.LEASED.value, leased_by_agent_id=agent_id,
+                lease_token=Item.lease_token + 1, lease_expires_at=expires,
+                attempts=Item.attempts + 1, updated_at=now,
+            )
+            .returning(Item)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        )
+        item = session.scalars(stmt).first()
+        if item is None:
+            return None
+        return Grant(item=item, token=item.lease_token, expires_at=expires)
+
+    def _limits(self, session: Session, agent_id: str) -> set[str] | None:
+        """Types blocked by the per-type limit, or ``None`` when the agent is at its limit."""
+        postgres = session.get_bind().dialect.name == "postgresql"
+        if self.max_per_agent is not None:
+            if postgres:
+                _advisory_lock(session, f"wm:agent:{agent_id}")
+            held = session.scalar(
+                select(func.count()).select_from(Item).where(
+                    Item.leased_by_agent_id == agent_id, Item.state.in_(_HELD)
+                )
+            )
+            if (held or 0) >= self.max_per_agent:
+                return None
+        if self.max_per_type is None:
+            return set()
+        if postgres:
+            _advisory_lock(session, "wm:type-limits")
+        rows = session.execute(
+            select(Item.order_type, func.count()).where(Item.state.in_(_HELD))
+            .group_by(Item.order_type)
+        )
+        return {t for t, n in rows if n >= self.max_per_type}
+
+    def check(self, item: Item, lease: Lease, now: datetime) -> None:
+        check_row(item, lease, now)
+
+    def extend(self, item: Item, lease: Lease, now: datetime, ttl: int) -> None:
+        check_row(item, lease, now)
+
+    def released(self, item: Item, lease: Lease) -> None:
+        pass
+
+    def abandoned(self, grant: Grant, agent_id: str) -> None:
+        pass
+
+    def dead(self, session: Session, items: list[Item], now: datetime) -> list[Item]:
+        return items
+
+
+def _advisory_lock(session: Session, key: str) -> None:
+    session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key})

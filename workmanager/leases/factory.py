@@ -1,0 +1,25 @@
+"""Build the lease backend named by ``WORK_MANAGER_LEASE_BACKEND`` (drivers imported lazily)."""
+
+from __future__ import annotations
+
+from ..settings import Settings
+from .base import LeaseBackend
+
+
+def build_lease_backend(settings: Settings) -> LeaseBackend:
+    limits = {"max_per_agent": settings.max_leases_per_agent,
+              "max_per_type": settings.max_leases_per_type}
+    if settings.lease_backend == "database":
+        from .database import DatabaseLeaseBackend
+
+        return DatabaseLeaseBackend(**limits)
+    from .keyed import StoreLeaseBackend
+
+    if settings.lease_backend == "memory":
+        from .memory import MemoryLeaseStore
+
+        return StoreLeaseBackend(MemoryLeaseStore(), "memory", **limits)
+    from .redis import RedisLeaseStore, connect
+
+    store = RedisLeaseStore(connect(settings.redis_url), settings.redis_prefix)
+    return StoreLeaseBackend(store, "redis", **limits)

@@ -1,0 +1,29 @@
+"""Every Redis key name of the lease backend, in one place.
+
+    {prefix}item:{item_id}     string "token|owner", PX = lease TTL      (the lock)
+    {prefix}fence              integer, INCR per grant                     (fencing counter)
+    {prefix}agent:{agent_id}   zset item_id -> expiry ms                  (per-agent count)
+    {prefix}type:{order_type}  zset item_id -> expiry ms                  (per-type count)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    prefix: str = "work:lease:"
+
+    def item(self, item_id: str) -> str:
+        return f"{self.prefix}item:{item_id}"
+
+    @property
+    def fence(self) -> str:
+        return f"{self.prefix}fence"
+
+    def agent(self, agent_id: str) -> str:
+        return f"{self.prefix}agent:{agent_id}"
+
+    def order_type(self, order_type: str) -> str:
+        return f"{self.prefix}type:{order_type}"

@@ -1,0 +1,44 @@
+-- acquire.lua: lock one work item for an agent, with a fencing token and lease limits.
+--
+-- KEYS[1]  {prefix}item:{item_id}     the lock (string "token|owner", PX ttl)
+-- KEYS[2]  {prefix}fence              the fencing counter
+-- KEYS[3]  {prefix}agent:{agent_id}   zset of the agent's held items -> expiry (ms)
+-- KEYS[4]  {prefix}type:{order_type}  zset of the type's held items -> expiry (ms)
+-- ARGV[1]  owner (agent id)
+-- ARGV[2]  ttl in milliseconds
+-- ARGV[3]  floor: the token must be >= this (the database's last token + 1), so tokens
+--          stay strictly increasing even after Redis lost the counter
+-- ARGV[4]  item id (the zset member)
+-- ARGV[5]  agent limit (0 = unlimited)
+-- ARGV[6]  type limit (0 = unlimited)
+--
+-- Returns: the token (> 0) when granted; 0 when the item is already locked;
+--          -1 when the agent is at its limit; -2 when the type is at its limit.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+local agent_limit = tonumber(ARGV[5])
+if agent_limit > 0 and redis.call('ZCARD', KEYS[3]) >= agent_limit then
+  return -1
+end
+local type_limit = tonumber(ARGV[6])
+if type_limit > 0 and redis.call('ZCARD', KEYS[4]) >= type_limit then
+  return -2
+end
+local token = redis.call('INCR', KEYS[2])
+local floor = tonumber(ARGV[3])
+if token < floor then
+  redis.call('SET', KEYS[2], floor)
+  token = floor
+end
+redis.call('SET', KEYS[1], token .. '|' .. ARGV[1], 'PX', ttl)
+redis.call('ZADD', KEYS[3], now + ttl, ARGV[4])
+redis.call('ZADD', KEYS[4], now + ttl, ARGV[4])
+redis.call('PEXPIRE', KEYS[3], ttl)
+redis.call('PEXPIRE', KEYS[4], ttl)
+return token

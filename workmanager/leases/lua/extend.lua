@@ -1,0 +1,27 @@
+-- extend.lua: compare-and-extend a lock by owner + token (a heartbeat).
+--
+-- KEYS[1]  {prefix}item:{item_id}
+-- KEYS[2]  {prefix}agent:{agent_id}
+-- KEYS[3]  {prefix}type:{order_type}
+-- ARGV[1]  owner (agent id)
+-- ARGV[2]  token
+-- ARGV[3]  ttl in milliseconds
+-- ARGV[4]  item id (the zset member)
+--
+-- Returns: 1 extended; 0 no lock (expired or lost); -1 locked under another owner/token.
+local v = redis.call('GET', KEYS[1])
+if not v then
+  return 0
+end
+if v ~= ARGV[2] .. '|' .. ARGV[1] then
+  return -1
+end
+local ttl = tonumber(ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ttl)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[2], now + ttl, ARGV[4])
+redis.call('ZADD', KEYS[3], now + ttl, ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ttl)
+redis.call('PEXPIRE', KEYS[3], ttl)
+return 1

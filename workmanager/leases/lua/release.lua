@@ -1,0 +1,17 @@
+-- release.lua: compare-and-delete a lock by owner + token (submit, release, fail).
+--
+-- KEYS[1]  {prefix}item:{item_id}
+-- KEYS[2]  {prefix}agent:{agent_id}
+-- KEYS[3]  {prefix}type:{order_type}
+-- ARGV[1]  owner (agent id)
+-- ARGV[2]  token
+-- ARGV[3]  item id (the zset member)
+--
+-- Returns: 1 deleted; 0 not locked by this owner + token (nothing changed).
+if redis.call('GET', KEYS[1]) ~= ARGV[2] .. '|' .. ARGV[1] then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('ZREM', KEYS[3], ARGV[3])
+return 1

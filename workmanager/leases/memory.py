@@ -1,0 +1,95 @@
+"""The ``memory`` lock store: the Redis store's semantics in one process, for tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class _Lock:
+    owner: str
+    token: int
+    order_type: str
+    expires: float
+
+
+class MemoryLeaseStore:
+    """Thread-safe; every method is atomic under one lock. Time is ``time.monotonic``."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._locks: dict[str, _Lock] = {}
+        self._fence = 0
+
+    def _live(self, item_id: str, now: float) -> _Lock | None:
+        lock = self._locks.get(item_id)
+        if lock is not None and lock.expires <= now:
+            del self._locks[item_id]
+            return None
+        return lock
+
+    def _count(self, now: float, *, owner: str | None = None, order_type: str | None = None) -> int:
+        return sum(
+            1 for key in list(self._locks)
+            if (lock := self._live(key, now)) is not None
+            and (owner is None or lock.owner == owner)
+            and (order_type is None or lock.order_type == order_type)
+        )
+
+    def acquire(self, item_id: str, owner: str, ttl_ms: int, floor: int, order_type: str,
+                agent_limit: int, type_limit: int) -> int:
+        with self._mutex:
+            now = time.monotonic()
+            if self._live(item_id, now) is not None:
+                return 0
+            if agent_limit and self._count(now, owner=owner) >= agent_limit:
+                return -1
+            if type_limit and self._count(now, order_type=order_type) >= type_limit:
+                return -2
+            self._fence = max(self._fence + 1, floor)
+            self._locks[item_id] = _Lock(owner, self._fence, order_type, now + ttl_ms / 1000)
+            return self._fence
+
+    def extend(self, item_id: str, owner: str, token: int, ttl_ms: int, order_type: str) -> int:
+        with self._mutex:
+            now = time.monotonic()
+            lock = self._live(item_id, now)
+            if lock is None:
+                return 0
+            if (lock.owner, lock.token) != (owner, token):
+                return -1
+            lock.expires = now + ttl_ms / 1000
+            return 1
+
+    def check(self, item_id: str, owner: str, token: int) -> int:
+        with self._mutex:
+            lock = self._live(item_id, time.monotonic())
+            if lock is None:
+                return 0
+            return 1 if (lock.owner, lock.token) == (owner, token) else -1
+
+    def release(self, item_id: str, owner: str, token: int, order_type: str) -> int:
+        with self._mutex:
+            lock = self._live(item_id, time.monotonic())
+            if lock is None or (lock.owner, lock.token) != (owner, token):
+                return 0
+            del self._locks[item_id]
+            return 1
+
+    def alive(self, item_ids: list[str]) -> dict[str, int]:
+        with self._mutex:
+            now = time.monotonic()
+            out = {}
+            for item_id in item_ids:
+                lock = self._live(item_id, now)
+                if lock is not None:
+                    out[item_id] = int((lock.expires - now) * 1000)
+            return out
+
+    def flush(self) -> None:
+        """Forget every lock, as a Redis FLUSHDB would (the fence counter too)."""
+        with self._mutex:
+            self._locks.clear()
+            self._fence = 0

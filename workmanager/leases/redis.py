@@ -1,0 +1,98 @@
+"""The ``redis`` lock store: Lua scripts (``lua/*.lua``) for every atomic step."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from ..errors import ConfigurationError, Unavailable
+from .keys import RedisKeys
+
+
+def _script(name: str) -> str:
+    return resources.files("workmanager.leases").joinpath(f"lua/{name}.lua").read_text()
+
+
+def connect(url: str) -> Any:
+    try:
+        import redis
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ConfigurationError(
+            "WORK_MANAGER_LEASE_BACKEND=redis needs the redis package: "
+            "pip install 'workmanager[redis]'"
+        ) from exc
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5,
+                                health_check_interval=30)
+
+
+class RedisLeaseStore:
+    """Locks as ``SET key "token|owner" NX PX ttl`` semantics, compared by owner + token."""
+
+    def __init__(self, client: Any, prefix: str = "work:lease:") -> None:
+        import redis
+
+        self.client = client
+        self.keys = RedisKeys(prefix)
+        self._errors: tuple[type[BaseException], ...] = (redis.ConnectionError,
+                                                         redis.TimeoutError)
+        self._acquire = client.register_script(_script("acquire"))
+        self._extend = client.register_script(_script("extend"))
+        self._release = client.register_script(_script("release"))
+
+    def _run(self, script: Any, keys: list[str], args: list[Any]) -> int:
+        try:
+            return int(script(keys=keys, args=args))
+        except self._errors as exc:
+            raise Unavailable(f"redis unavailable: {exc}") from exc
+
+    def acquire(self, item_id: str, owner: str, ttl_ms: int, floor: int, order_type: str,
+                agent_limit: int, type_limit: int) -> int:
+        k = self.keys
+        return self._run(
+            self._acquire,
+            [k.item(item_id), k.fence, k.agent(owner), k.order_type(order_type)],
+            [owner, ttl_ms, floor, item_id, agent_limit, type_limit],
+        )
+
+    def extend(self, item_id: str, owner: str, token: int, ttl_ms: int, order_type: str) -> int:
+        k = self.keys
+        return self._run(
+            self._extend,
+            [k.item(item_id), k.agent(owner), k.order_type(order_type)],
+            [owner, token, ttl_ms, item_id],
+        )
+
+    def check(self, item_id: str, owner: str, token: int) -> int:
+        try:
+            value = self.client.get(self.keys.item(item_id))
+        except self._errors as exc:
+            raise Unavailable(f"redis unavailable: {exc}") from exc
+        if value is None:
+            return 0
+        return 1 if value.decode() == f"{token}|{owner}" else -1
+
+    def release(self, item_id: str, owner: str, token: int, order_type: str) -> int:
+        k = self.keys
+        return self._run(
+            self._release,
+            [k.item(item_id), k.agent(owner), k.order_type(order_type)],
+            [owner, token, item_id],
+        )
+
+    def alive(self, item_ids: list[str]) -> dict[str, int]:
+        if not item_ids:
+            return {}
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for item_id in item_ids:
+                pipe.pttl(self.keys.item(item_id))
+            ttls = pipe.execute()
+        except self._errors as exc:
+            raise Unavailable(f"redis unavailable: {exc}") from exc
+        return {i: int(t) for i, t in zip(item_ids, ttls, strict=True) if int(t) > 0}
+
+    def ping(self) -> None:
+        try:
+            self.client.ping()
+        except self._errors as exc:
+            raise Unavailable(f"redis unavailable: {exc}") from exc

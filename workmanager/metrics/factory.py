@@ -1,0 +1,33 @@
+"""Build the metrics driver named by settings: an alias or ``pkg.mod:Class``."""
+
+from __future__ import annotations
+
+from ..importing import import_object
+from ..settings import Settings
+from .base import Metrics, MetricsDriver
+
+
+def _driver(settings: Settings) -> MetricsDriver:
+    name = settings.metrics_driver
+    if name == "log":
+        from .simple import LogDriver
+
+        return LogDriver()
+    if name in ("null", "memory"):
+        from .simple import MemoryDriver, NullDriver
+
+        return NullDriver() if name == "null" else MemoryDriver()
+    if name == "statsd":
+        from .statsd import StatsdDriver
+
+        return StatsdDriver(settings.statsd_host, settings.statsd_port, settings.statsd_tag_style)
+    if name == "prometheus":
+        from .prometheus import PrometheusDriver
+
+        return PrometheusDriver()
+    driver: MetricsDriver = import_object(name, "WORK_MANAGER_METRICS_DRIVER")()
+    return driver
+
+
+def build_metrics(settings: Settings) -> Metrics:
+    return Metrics(_driver(settings), settings.metrics_namespace, settings.metrics_enabled)

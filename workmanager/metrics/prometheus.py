@@ -1,0 +1,45 @@
+"""The Prometheus driver: counters, gauges and histograms in a ``prometheus_client`` registry."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from ..errors import ConfigurationError
+from .base import Labels
+
+
+class PrometheusDriver:
+    """Creates each metric on first use; expose ``registry`` with ``make_asgi_app``."""
+
+    def __init__(self, registry: Any = None) -> None:
+        try:
+            import prometheus_client
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ConfigurationError(
+                "WORK_MANAGER_METRICS_DRIVER=prometheus needs prometheus-client: "
+                "pip install 'workmanager[prometheus]'"
+            ) from exc
+        self._prom = prometheus_client
+        self.registry = registry or prometheus_client.CollectorRegistry()
+        self._metrics: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def _metric(self, kind: str, name: str, labels: Labels | None) -> Any:
+        flat = name.replace(".", "_")
+        with self._lock:
+            metric = self._metrics.get(flat)
+            if metric is None:
+                cls = getattr(self._prom, kind)
+                metric = cls(flat, flat, sorted(labels or {}), registry=self.registry)
+                self._metrics[flat] = metric
+        return metric.labels(**labels) if labels else metric
+
+    def increment(self, name: str, value: float = 1, labels: Labels | None = None) -> None:
+        self._metric("Counter", name.removesuffix("_total"), labels).inc(value)
+
+    def gauge(self, name: str, value: float, labels: Labels | None = None) -> None:
+        self._metric("Gauge", name, labels).set(value)
+
+    def histogram(self, name: str, seconds: float, labels: Labels | None = None) -> None:
+        self._metric("Histogram", name, labels).observe(seconds)

@@ -1,0 +1,98 @@
+"""The order-type base class: the hooks a deployment implements per type (SPEC §4.1)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .diff import Diff
+from .types import JSON, ApplyContext, ItemView, OrderView
+
+
+@dataclass(frozen=True)
+class ItemSpec:
+    """One work item that ``plan`` asks for. Unset fields take the order's defaults."""
+
+    input: JSON | None = None
+    type: str | None = None
+    max_attempts: int | None = None
+    parts_required: Sequence[str] | None = None
+
+
+@dataclass(frozen=True)
+class Part:
+    """A validated part handed to ``assemble``."""
+
+    part_key: str
+    seq: int | None
+    payload: JSON
+
+
+class OrderType:
+    """Subclass per type of work order; only ``type`` and ``apply`` are required.
+
+    Hooks receive read-only snapshots (:class:`OrderView`, :class:`ItemView`). Validation
+    hooks raise :class:`workmanager.ValidationFailed`. ``apply`` must be idempotent: it may
+    run more than once for one order (a crashed worker, a retry); its recorded effect
+    (state, diff, ``applied`` event) happens exactly once.
+    """
+
+    type: ClassVar[str] = ""
+    auto_approve: ClassVar[bool] = False
+    #: Default ``max_attempts`` for items of this type (``None``: the setting's default).
+    max_attempts: ClassVar[int | None] = None
+
+    # --- proposing and planning -------------------------------------------------------
+    def schema(self) -> JSON | None:
+        """JSON Schema (draft 2020-12) of the order payload, or ``None``."""
+        return None
+
+    def plan(self, order: OrderView) -> list[ItemSpec]:
+        """The items to create for ``order``; default one item whose input is the payload."""
+        return [ItemSpec(input=dict(order.payload))]
+
+    # --- whole submissions ------------------------------------------------------------
+    def result_schema(self, item: ItemView) -> JSON | None:
+        """JSON Schema of an item's submitted result, or ``None``."""
+        return None
+
+    def validate_submission(self, item: ItemView, result: JSON) -> None:
+        """Custom check of a submitted result; always runs. Raise ``ValidationFailed``."""
+
+    # --- partial submissions ----------------------------------------------------------
+    def part_schema(self, item: ItemView, part_key: str) -> JSON | None:
+        """JSON Schema of one part's payload, or ``None``."""
+        return None
+
+    def validate_part(self, item: ItemView, part_key: str, payload: JSON, seq: int | None) -> None:
+        """Custom check of one part; always runs. Raise ``ValidationFailed``."""
+
+    def required_parts(self, item: ItemView) -> list[str]:
+        """Part keys that ``finalize`` in strict mode requires; default the item's list."""
+        return list(item.parts_required)
+
+    def assemble(self, item: ItemView, parts: list[Part]) -> JSON:
+        """The item's result from its latest validated part per key."""
+        return {part.part_key: part.payload for part in parts}
+
+    def validate_assembled(self, item: ItemView, result: JSON) -> None:
+        """Custom check of the assembled result; always runs. Raise ``ValidationFailed``."""
+
+    # --- approval and apply -----------------------------------------------------------
+    def can_approve(self, order: OrderView) -> bool:
+        """Cross-item check before approval."""
+        return True
+
+    def before_apply(self, order: OrderView) -> None:
+        """Runs before each apply attempt."""
+
+    def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
+        """Make the order's effect happen; must be idempotent. Returns the diff."""
+        raise NotImplementedError(f"{type(self).__name__} must implement apply()")
+
+    def after_apply(self, order: OrderView, diff: Diff) -> None:
+        """Runs once, after the apply was recorded."""
+
+    def __repr__(self) -> str:
+        return f"<OrderType {self.type!r}>"

@@ -1,0 +1,48 @@
+"""Writes provenance rows inside the caller's transaction."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from ..db.models import Provenance, utcnow
+from ..importing import import_object
+from ..settings import Settings
+from ..types import AgentInfo
+from .base import ProvenanceEnricher
+from .default import DefaultEnricher
+
+log = logging.getLogger("workmanager.provenance")
+
+
+def build_enricher(settings: Settings) -> ProvenanceEnricher:
+    if not settings.provenance_enricher:
+        return DefaultEnricher(anonymize=settings.provenance_anonymize_ip)
+    cls = import_object(settings.provenance_enricher, "WORK_MANAGER_PROVENANCE_ENRICHER")
+    enricher: ProvenanceEnricher = cls(anonymize=settings.provenance_anonymize_ip)
+    return enricher
+
+
+class ProvenanceRecorder:
+    """Adds one row per mutating agent action, in the same transaction as the action."""
+
+    def __init__(self, enricher: ProvenanceEnricher) -> None:
+        self.enricher = enricher
+
+    def record(
+        self,
+        session: Session,
+        action: str,
+        agent: AgentInfo | None,
+        *,
+        order_id: uuid.UUID | None = None,
+        item_id: uuid.UUID | None = None,
+    ) -> None:
+        if agent is None:
+            return
+        fields: dict[str, Any] = self.enricher.enrich(action, agent)
+        session.add(Provenance(order_id=order_id, item_id=item_id, action=action,
+                               created_at=utcnow(), **fields))

@@ -1,0 +1,55 @@
+"""The registry of order types, and loading of ``WORK_MANAGER_ORDER_TYPES`` modules."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Iterator
+
+from .errors import ConfigurationError, UnknownOrderType
+from .order_types import OrderType
+
+
+class Registry:
+    """Order types by name. Re-registering a name replaces the earlier type."""
+
+    def __init__(self, types: Iterable[OrderType] = ()) -> None:
+        self._types: dict[str, OrderType] = {}
+        for order_type in types:
+            self.register(order_type)
+
+    def register(self, order_type: OrderType) -> OrderType:
+        if not isinstance(order_type, OrderType) or not order_type.type:
+            raise ConfigurationError(f"{order_type!r} is not an OrderType with a `type` name")
+        self._types[order_type.type] = order_type
+        return order_type
+
+    def get(self, name: str) -> OrderType:
+        try:
+            return self._types[name]
+        except KeyError:
+            known = ", ".join(sorted(self._types)) or "none registered"
+            raise UnknownOrderType(
+                f"unknown order type {name!r} (known: {known})", details={"type": name}
+            ) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._types)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+    def __iter__(self) -> Iterator[OrderType]:
+        return iter(list(self._types.values()))
+
+    def load_modules(self, modules: Iterable[str]) -> None:
+        """Import each module and call its ``register(registry)`` when it has one."""
+        for name in modules:
+            try:
+                module = importlib.import_module(name)
+            except ImportError as exc:
+                raise ConfigurationError(
+                    f"WORK_MANAGER_ORDER_TYPES: cannot import {name!r}: {exc}"
+                ) from exc
+            register = getattr(module, "register", None)
+            if callable(register):
+                register(self)

@@ -1,0 +1,48 @@
+"""JSON Schema validation (draft 2020-12) with errors as ``{path, message, validator}``."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from .errors import ConfigurationError, ValidationFailed
+
+
+def _path(prefix: str, parts: Any) -> str:
+    out = prefix
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "$"
+
+
+@lru_cache(maxsize=256)
+def _validator(schema_key: str) -> Draft202012Validator:
+    schema = json.loads(schema_key)
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise ConfigurationError(f"invalid JSON Schema: {exc.message}") from exc
+    return Draft202012Validator(schema)
+
+
+def schema_errors(schema: dict[str, Any], instance: Any, prefix: str = "") -> list[dict[str, str]]:
+    """Every error of ``instance`` against ``schema``, sorted by path."""
+    validator = _validator(json.dumps(schema, sort_keys=True))
+    errors = [
+        {"path": _path(prefix, e.absolute_path), "message": e.message, "validator": str(e.validator)}
+        for e in validator.iter_errors(instance)
+    ]
+    return sorted(errors, key=lambda e: (e["path"], e["validator"]))
+
+
+def validate(schema: dict[str, Any] | None, instance: Any, prefix: str = "") -> None:
+    """Raise :class:`ValidationFailed` listing every error, when ``schema`` is set."""
+    if not schema:
+        return
+    errors = schema_errors(schema, instance, prefix)
+    if errors:
+        raise ValidationFailed(errors, f"{len(errors)} validation error(s) in {prefix or 'input'}")

@@ -1,0 +1,1 @@
+"""Services: every rule of the product lives here, once, for every adapter."""

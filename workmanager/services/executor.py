@@ -1,0 +1,141 @@
+"""Apply: make an approved order's effect happen, and record it exactly once (SPEC §5).
+
+An apply may run more than once for one order (a redelivered task after a worker died, a
+retry, two workers at once). ``OrderType.apply`` must therefore be idempotent; what this
+module guarantees is that the *recorded* effect — ``approved → applied → completed``, the
+stored diff and the ``applied`` event — happens once: the recording transaction locks the
+order and does nothing when another run already recorded it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..db.models import Item, Order
+from ..diff import Diff
+from ..errors import ApplyFailed, IllegalStateTransition, NotFound
+from ..states import ItemState, OrderState
+from ..types import Actor, ApplyContext, OrderView
+from .context import ServiceContext
+from .lifecycle import lock_order
+from .transitions import move_item, move_order, record_event
+from .views import order_dict, order_view
+
+log = logging.getLogger("workmanager.apply")
+
+DONE = (OrderState.APPLIED, OrderState.COMPLETED)
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    order: dict[str, Any]
+    diff: dict[str, Any] | None
+    recorded: bool  # False when another run had already recorded the apply
+
+
+class ApplyService:
+    """Runs ``before_apply → apply → after_apply`` and records the result once."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    def apply(self, order_id: uuid.UUID, actor: Actor | None = None) -> ApplyOutcome:
+        """Apply an approved order. Raises :class:`ApplyFailed` when the type's apply raised;
+        the failure is recorded, and the order is ``failed`` once retries are spent."""
+        actor = actor or Actor.system()
+        started = self.ctx.db.run(lambda s: self._start(s, order_id))
+        if isinstance(started, ApplyOutcome):
+            return started
+        view, ctx = started
+        order_type = self.ctx.registry.get(view.type)
+        t0 = time.perf_counter()
+        try:
+            order_type.before_apply(view)
+            diff = order_type.apply(view, ctx)
+            if not isinstance(diff, Diff):
+                raise TypeError(f"{order_type!r}.apply() must return a Diff, got {diff!r}")
+        except Exception as exc:
+            final = self.record_failure(order_id, exc, ctx.attempt)
+            raise ApplyFailed(f"apply of {order_id} failed: {exc}", details={
+                "exception": type(exc).__name__, "attempt": ctx.attempt, "final": final}) from exc
+        outcome = self.ctx.db.run(lambda s: self._record(s, order_id, diff, actor))
+        if outcome.recorded:
+            self.ctx.metrics.histogram("order_apply_duration_seconds", time.perf_counter() - t0,
+                                       type=view.type)
+            self._after(order_type.after_apply, view, diff)
+        return outcome
+
+    def _start(self, s: Session, order_id: uuid.UUID) -> ApplyOutcome | tuple[OrderView,
+                                                                              ApplyContext]:
+        order = lock_order(s, order_id)
+        if order.state in DONE:
+            return ApplyOutcome(order_dict(order), order.diff, recorded=False)
+        if order.state != OrderState.APPROVED:
+            raise IllegalStateTransition(kind="order", from_state=order.state,
+                                         to_state=OrderState.APPLIED)
+        order.apply_attempts += 1
+        tokens = {str(i.id): i.lease_token for i in order.items}
+        ctx = ApplyContext(attempt=order.apply_attempts, lease_tokens=tokens,
+                           actor=Actor.system())
+        return order_view(order), ctx
+
+    def _record(self, s: Session, order_id: uuid.UUID, diff: Diff,
+                actor: Actor) -> ApplyOutcome:
+        now = self.ctx.clock()
+        order = lock_order(s, order_id)
+        if order.state != OrderState.APPROVED:  # another run recorded it (or it was failed)
+            return ApplyOutcome(order_dict(order), order.diff, recorded=False)
+        data = diff.to_dict()
+        order.diff, order.applied_at, order.last_error = data, now, None
+        move_order(s, order, OrderState.APPLIED, actor, diff=data, now=now,
+                   payload={"summary": diff.summary, "attempt": order.apply_attempts})
+        items = s.scalars(select(Item).where(Item.order_id == order.id,
+                                             Item.state == ItemState.SUBMITTED.value))
+        for item in items:
+            item.accepted_at = now
+            move_item(s, item, ItemState.ACCEPTED, actor)
+            move_item(s, item, ItemState.COMPLETED, actor)
+        order.completed_at = now
+        move_order(s, order, OrderState.COMPLETED, actor, now=now)
+        return ApplyOutcome(order_dict(order), data, recorded=True)
+
+    def _after(self, hook: Any, view: OrderView, diff: Diff) -> None:
+        try:
+            hook(view, diff)
+        except Exception:  # the apply is recorded; a failing after-hook must not undo it
+            log.exception("after_apply of %s raised", view.id)
+
+    def record_failure(self, order_id: uuid.UUID, exc: BaseException, attempt: int) -> bool:
+        """Record a failed apply attempt; fail the order once retries are spent.
+
+        Returns True when the order is now ``failed``."""
+        final = attempt > self.ctx.settings.apply_max_retries
+        info = {"exception": type(exc).__name__, "message": str(exc)[:2000], "attempt": attempt}
+        with self.ctx.db.transaction() as s:
+            order = s.get(Order, order_id, with_for_update=True)
+            if order is None:
+                raise NotFound(f"order {order_id} not found")
+            if order.state != OrderState.APPROVED:
+                return False
+            order.last_error = {"code": "apply_failed", **info}
+            actor = Actor.system()
+            if final:
+                move_order(s, order, OrderState.FAILED, actor, event="apply_failed", payload=info)
+            else:
+                record_event(s, order.id, "apply_retrying", actor, payload=info)
+            order_type = order.type
+        if final:
+            self.ctx.metrics.increment("orders_apply_failed_total", type=order_type,
+                                       exception=info["exception"])
+        return final
+
+    def retry_delay(self, attempt: int) -> float:
+        """Seconds before apply attempt ``attempt + 1``: the backoff doubles each time."""
+        return self.ctx.settings.apply_retry_backoff_seconds * (2 ** max(attempt - 1, 0))

@@ -1,0 +1,111 @@
+"""Idempotency keys (SPEC §6.3): replay a stored response, refuse a reused or in-flight key.
+
+The key is scoped by endpoint, target resource and principal, and stored only as a hash,
+with a fingerprint of the request body. ``begin`` claims the key (an in-flight marker with
+a short lock so a crashed request does not block its key until the TTL), ``complete``
+stores the response, ``abandon`` forgets a failed attempt (failures are not stored).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from ..db.models import IdempotencyKey
+from ..errors import IdempotencyInFlight, IdempotencyKeyReused
+from .context import ServiceContext
+from .parts import canonical
+
+IN_FLIGHT, DONE = "in_flight", "done"
+#: How long an in-flight marker blocks its key before another request may take it over.
+IN_FLIGHT_LOCK = timedelta(minutes=5)
+
+
+def key_hash(endpoint: str, target: str, principal: str, key: str) -> str:
+    raw = "\x1f".join((endpoint, target, principal, key))
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def fingerprint(body: Any) -> str:
+    return hashlib.sha256(canonical(body)).hexdigest()
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A stored response to send again, with ``Idempotent-Replayed: true``."""
+
+    status: int
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claimed key; pass it to ``complete`` or ``abandon``."""
+
+    key_hash: str
+
+
+class IdempotencyService:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    def begin(self, endpoint: str, target: str, principal: str, key: str,
+              body: Any) -> Claim | Replay:
+        hashed, fp = key_hash(endpoint, target, principal, key), fingerprint(body)
+        now = self.ctx.clock()
+        for _ in range(3):
+            try:
+                with self.ctx.db.transaction() as s:
+                    s.add(IdempotencyKey(
+                        key_hash=hashed, endpoint=endpoint, request_fingerprint=fp,
+                        status=IN_FLIGHT, locked_until=now + IN_FLIGHT_LOCK, created_at=now,
+                        expires_at=now + timedelta(hours=self.ctx.settings.idempotency_ttl_hours),
+                    ))
+                return Claim(hashed)
+            except IntegrityError:
+                replay = self._existing(hashed, fp, now)
+                if replay is not None:
+                    return replay
+        raise IdempotencyInFlight(details={"endpoint": endpoint})
+
+    def _existing(self, hashed: str, fp: str, now: datetime) -> Replay | None:
+        """The stored response; or None after clearing an expired/abandoned row."""
+        with self.ctx.db.transaction() as s:
+            row = s.scalar(select(IdempotencyKey).where(IdempotencyKey.key_hash == hashed)
+                           .with_for_update())
+            if row is None:
+                return None
+            stale = row.status == IN_FLIGHT and row.locked_until and row.locked_until <= now
+            if row.expires_at <= now or stale:
+                s.delete(row)
+                return None
+            if row.request_fingerprint != fp:
+                raise IdempotencyKeyReused(
+                    "this idempotency key was used with a different request body")
+            if row.status == IN_FLIGHT:
+                raise IdempotencyInFlight()
+            return Replay(row.response_status or 200, row.response_body or {})
+
+    def complete(self, claim: Claim, status: int, body: dict[str, Any]) -> None:
+        with self.ctx.db.transaction() as s:
+            row = s.scalar(select(IdempotencyKey).where(IdempotencyKey.key_hash == claim.key_hash))
+            if row is not None:
+                row.status, row.response_status, row.response_body = DONE, status, body
+                row.locked_until = None
+
+    def abandon(self, claim: Claim) -> None:
+        with self.ctx.db.transaction() as s:
+            s.execute(delete(IdempotencyKey).where(IdempotencyKey.key_hash == claim.key_hash))
+
+    def purge(self, older_than: datetime | None = None) -> int:
+        """Delete expired keys (or every key created before ``older_than``)."""
+        now = self.ctx.clock()
+        cond = (IdempotencyKey.created_at < older_than if older_than
+                else IdempotencyKey.expires_at <= now)
+        with self.ctx.db.transaction() as s:
+            return s.execute(delete(IdempotencyKey).where(cond)).rowcount or 0

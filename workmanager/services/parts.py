@@ -1,0 +1,107 @@
+"""Partial submissions: storing parts in their slots and summarising an item's parts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ..db.models import Item, Part, utcnow
+from ..errors import PayloadTooLarge, ValidationFailed
+from ..order_types import OrderType
+from ..order_types import Part as PartValue
+from ..settings import Settings
+from .views import item_view
+
+VALIDATED, REJECTED = "validated", "rejected"
+
+
+def canonical(value: Any) -> bytes:
+    """Canonical JSON: sorted keys, no spaces, UTF-8; what checksums and limits measure."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def checksum(value: Any) -> str:
+    return hashlib.sha256(canonical(value)).hexdigest()
+
+
+def check_part_input(settings: Settings, part_key: Any, payload: Any, seq: Any) -> None:
+    """Shape and size checks that need no database."""
+    errors = []
+    if not isinstance(part_key, str) or not part_key.strip() or len(part_key) > 191:
+        errors.append({"path": "part_key", "message": "must be a non-empty string (≤191 chars)",
+                       "validator": "type"})
+    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0):
+        errors.append({"path": "seq", "message": "must be an integer ≥ 0", "validator": "minimum"})
+    if not isinstance(payload, dict):
+        errors.append({"path": "payload", "message": "must be an object", "validator": "type"})
+    if errors:
+        raise ValidationFailed(errors)
+    size = len(canonical(payload))
+    if size > settings.max_part_payload_bytes:
+        raise PayloadTooLarge(
+            f"part payload is {size} bytes; the limit is {settings.max_part_payload_bytes}",
+            details={"limit": settings.max_part_payload_bytes, "size": size},
+        )
+
+
+def upsert_part(
+    session: Session, settings: Settings, item: Item, part_key: str, payload: dict[str, Any],
+    seq: int | None, evidence: Any, notes: str | None, agent_id: str,
+) -> Part:
+    """Store a validated part in its (key, seq) slot, replacing what the slot held."""
+    slot = -1 if seq is None else seq
+    part = session.scalar(select(Part).where(
+        Part.item_id == item.id, Part.part_key == part_key, Part.seq_slot == slot))
+    if part is None:
+        count = session.scalar(select(func.count()).select_from(Part)
+                               .where(Part.item_id == item.id)) or 0
+        if count >= settings.max_parts_per_item:
+            raise PayloadTooLarge(
+                f"item already has {count} parts; the limit is {settings.max_parts_per_item}",
+                details={"limit": settings.max_parts_per_item, "parts": count},
+            )
+        part = Part(id=uuid.uuid4(), item_id=item.id, part_key=part_key, seq=seq, seq_slot=slot)
+        session.add(part)
+    part.status = VALIDATED
+    part.payload = payload
+    part.evidence = evidence if isinstance(evidence, dict) or evidence is None else {
+        "value": evidence}
+    part.notes = notes
+    part.errors = None
+    part.checksum = checksum(payload)
+    part.submitted_by_agent_id = agent_id
+    part.created_at = utcnow()
+    session.flush()
+    return part
+
+
+def latest_validated(session: Session, item_id: uuid.UUID) -> dict[str, Part]:
+    """The latest validated part per key: highest seq, then most recent."""
+    parts = session.scalars(
+        select(Part).where(Part.item_id == item_id, Part.status == VALIDATED)
+        .order_by(Part.part_key, Part.seq_slot, Part.created_at)
+    )
+    latest: dict[str, Part] = {}
+    for part in parts:
+        latest[part.part_key] = part
+    return latest
+
+
+def parts_state(session: Session, order_type: OrderType, item: Item) -> dict[str, Any]:
+    """The summary kept on the item: what was received, what is required, what is missing."""
+    latest = latest_validated(session, item.id)
+    required = order_type.required_parts(item_view(item))
+    return {
+        "received": {k: {"seq": p.seq, "checksum": p.checksum} for k, p in sorted(latest.items())},
+        "required": required,
+        "missing": [k for k in required if k not in latest],
+    }
+
+
+def as_values(latest: dict[str, Part]) -> list[PartValue]:
+    return [PartValue(p.part_key, p.seq, dict(p.payload)) for _, p in sorted(latest.items())]

@@ -1,0 +1,72 @@
+"""Reads: an order with its items and events, item logs, item parts."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import or_, select
+
+from ..db.models import Event, Item, Order, Part
+from ..errors import InvalidQuery, NotFound
+from .context import ServiceContext
+from .views import event_dict, item_dict, order_dict, part_dict
+
+
+class Queries:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    def order(self, order_id: uuid.UUID, events: int = 20) -> dict[str, Any]:
+        """The order, its items and its latest ``events`` events (newest first)."""
+        with self.ctx.db.transaction() as s:
+            order = s.get(Order, order_id)
+            if order is None:
+                raise NotFound(f"order {order_id} not found", details={"order_id": str(order_id)})
+            items = s.scalars(select(Item).where(Item.order_id == order_id)
+                              .order_by(Item.created_at, Item.id))
+            latest = s.scalars(select(Event).where(Event.order_id == order_id)
+                               .order_by(Event.id.desc()).limit(events))
+            return {**order_dict(order), "items": [item_dict(i) for i in items],
+                    "events": [event_dict(e) for e in latest]}
+
+    def item(self, item_id: uuid.UUID) -> dict[str, Any]:
+        with self.ctx.db.transaction() as s:
+            item = s.get(Item, item_id)
+            if item is None:
+                raise NotFound(f"item {item_id} not found", details={"item_id": str(item_id)})
+            return item_dict(item)
+
+    def events(self, order_id: uuid.UUID) -> list[dict[str, Any]]:
+        """Every event of an order, oldest first."""
+        with self.ctx.db.transaction() as s:
+            rows = s.scalars(select(Event).where(Event.order_id == order_id).order_by(Event.id))
+            return [event_dict(e) for e in rows]
+
+    def item_logs(self, item_id: uuid.UUID, limit: int = 100) -> list[dict[str, Any]]:
+        """The item's events and its order's order-level events, newest first."""
+        if not 1 <= limit <= 100:
+            raise InvalidQuery("limit must be between 1 and 100", details={"limit": limit})
+        with self.ctx.db.transaction() as s:
+            item = s.get(Item, item_id)
+            if item is None:
+                raise NotFound(f"item {item_id} not found", details={"item_id": str(item_id)})
+            rows = s.scalars(select(Event).where(
+                Event.order_id == item.order_id,
+                or_(Event.item_id == item_id, Event.item_id.is_(None)),
+            ).order_by(Event.id.desc()).limit(limit))
+            return [event_dict(e) for e in rows]
+
+    def parts(self, item_id: uuid.UUID, part_key: str | None = None,
+              status: str | None = None) -> dict[str, Any]:
+        with self.ctx.db.transaction() as s:
+            item = s.get(Item, item_id)
+            if item is None:
+                raise NotFound(f"item {item_id} not found", details={"item_id": str(item_id)})
+            stmt = select(Part).where(Part.item_id == item_id)
+            if part_key is not None:
+                stmt = stmt.where(Part.part_key == part_key)
+            if status is not None:
+                stmt = stmt.where(Part.status == status)
+            parts = s.scalars(stmt.order_by(Part.part_key, Part.seq_slot))
+            return {"parts": [part_dict(p) for p in parts], "parts_state": item.parts_state or {}}

@@ -1,0 +1,77 @@
+"""Checked state changes of orders and items; each writes exactly one event."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from ..db.models import Event, Item, Order, utcnow
+from ..state_machine import check_item, check_order
+from ..states import ItemState, OrderState
+from ..types import Actor
+
+
+def record_event(
+    session: Session,
+    order_id: Any,
+    event: str,
+    actor: Actor,
+    *,
+    item_id: Any = None,
+    payload: dict[str, Any] | None = None,
+    diff: dict[str, Any] | None = None,
+    message: str | None = None,
+) -> Event:
+    """Append one event to the audit log."""
+    row = Event(
+        order_id=order_id, item_id=item_id, event=event, actor_type=actor.type,
+        actor_id=actor.id, payload=payload, diff=diff, message=message, created_at=utcnow(),
+    )
+    session.add(row)
+    return row
+
+
+def move_order(
+    session: Session,
+    order: Order,
+    to_state: str,
+    actor: Actor,
+    *,
+    event: str | None = None,
+    payload: dict[str, Any] | None = None,
+    diff: dict[str, Any] | None = None,
+    message: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Move ``order`` to ``to_state`` (checked) and record the event (default: the state)."""
+    check_order(order.state, to_state)
+    order.state = OrderState(to_state).value
+    order.last_transitioned_at = now or utcnow()
+    record_event(session, order.id, event or to_state, actor, payload=payload, diff=diff,
+                 message=message)
+
+
+def move_item(
+    session: Session,
+    item: Item,
+    to_state: str,
+    actor: Actor,
+    *,
+    event: str | None = None,
+    payload: dict[str, Any] | None = None,
+    message: str | None = None,
+) -> None:
+    """Move ``item`` to ``to_state`` (checked) and record the event (default: the state)."""
+    check_item(item.state, to_state)
+    item.state = ItemState(to_state).value
+    item.updated_at = utcnow()
+    record_event(session, item.order_id, event or to_state, actor, item_id=item.id,
+                 payload=payload, message=message)
+
+
+def clear_lease(item: Item) -> None:
+    """Forget the holder; the token stays, so the next grant is still strictly greater."""
+    item.leased_by_agent_id = None
+    item.lease_expires_at = None

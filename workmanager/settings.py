@@ -1,0 +1,257 @@
+"""The one settings object, and the only module that reads the environment.
+
+``Settings.from_env()`` reads ``WORK_MANAGER_*`` variables (SPEC §2), and the TOML file
+named by ``WORK_MANAGER_CONFIG`` when set (its keys are the variable names, with or
+without the ``WORK_MANAGER_`` prefix, in any case); the environment wins. Every value is
+validated here, and a bad one raises :class:`ConfigurationError` naming the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigurationError
+
+PREFIX = "WORK_MANAGER_"
+EMBEDDED_BROKER = "sqla+sqlite:///./var/broker.db"
+DEFAULT_ENFORCE_ON = ("propose", "submit", "submit-part", "finalize", "approve", "reject")
+
+LEASE_BACKENDS = ("database", "redis", "memory")
+TAG_STYLES = ("influxdb", "dogstatsd", "graphite", "none")
+AUTH_MODES = ("tokens", "none")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of a workmanager deployment (SPEC §2). Build with :meth:`from_env`."""
+
+    database_url: str = "sqlite:///./var/workmanager.db"
+    broker_url: str = EMBEDDED_BROKER
+    result_backend: str | None = None
+    lease_backend: str = "database"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "work:lease:"
+    lease_ttl_seconds: int = 600
+    heartbeat_every_seconds: int = 120
+    max_leases_per_agent: int | None = None
+    max_leases_per_type: int | None = None
+    default_max_attempts: int = 3
+    retry_backoff_seconds: float = 60.0
+    retry_jitter_seconds: float = 20.0
+    sweep_interval_seconds: float = 15.0
+    sweep_batch_size: int = 500
+    apply_max_retries: int = 3
+    apply_retry_backoff_seconds: float = 10.0
+    apply_recovery_seconds: int = 300
+    metrics_enabled: bool = True
+    metrics_driver: str = "log"
+    metrics_namespace: str = "work_manager"
+    statsd_host: str = "127.0.0.1"
+    statsd_port: int = 8125
+    statsd_tag_style: str = "influxdb"
+    order_types: tuple[str, ...] = ()
+    provenance_enricher: str | None = None
+    provenance_anonymize_ip: bool = False
+    idempotency_header: str = "X-Idempotency-Key"
+    idempotency_enforce_on: tuple[str, ...] = DEFAULT_ENFORCE_ON
+    idempotency_ttl_hours: float = 24.0
+    max_parts_per_item: int = 100
+    max_part_payload_bytes: int = 1_048_576
+    max_body_bytes: int = 4_194_304
+    api_prefix: str = "/agent/work"
+    auth: str = "tokens"
+    dead_letter_after_hours: float = 48.0
+    stale_order_hours: float = 24.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from ``environ`` (default ``os.environ``) and the optional TOML file."""
+        env = dict(os.environ if environ is None else environ)
+        raw: dict[str, Any] = {}
+        config_file = env.get(PREFIX + "CONFIG")
+        if config_file:
+            raw.update(_read_toml(config_file))
+        raw.update({k: v for k, v in env.items() if k.startswith(PREFIX)})
+        values: dict[str, Any] = {}
+        for spec in _SPECS:
+            found = spec.lookup(raw)
+            if found is not None:
+                name, value = found
+                values[spec.field] = spec.parse(name, value)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied (handy in tests)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        return self.broker_url.startswith("sqla+sqlite")
+
+
+# --- parsing ----------------------------------------------------------------------------------
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"WORK_MANAGER_CONFIG: cannot read {path!r}: {exc}") from exc
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = key.upper()
+        out[name if name.startswith(PREFIX) else PREFIX + name] = value
+    return out
+
+
+def _fail(name: str, value: Any, expected: str) -> ConfigurationError:
+    return ConfigurationError(f"{name}: expected {expected}, got {value!r}")
+
+
+def _str(name: str, value: Any) -> str:
+    text = str(value).strip()
+    if not text:
+        raise _fail(name, value, "a non-empty string")
+    return text
+
+
+def _int(minimum: int) -> Callable[[str, Any], int]:
+    def parse(name: str, value: Any) -> int:
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise _fail(name, value, f"an integer >= {minimum}") from None
+        if number < minimum:
+            raise _fail(name, value, f"an integer >= {minimum}")
+        return number
+
+    return parse
+
+
+def _float(name: str, value: Any) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise _fail(name, value, "a number >= 0") from None
+    if number < 0 or number != number:
+        raise _fail(name, value, "a number >= 0")
+    return number
+
+
+def _optional_limit(name: str, value: Any) -> int | None:
+    if str(value).strip().lower() in ("", "none", "null", "unlimited"):
+        return None
+    return _int(1)(name, value)
+
+
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise _fail(name, value, "a boolean (true/false)")
+
+
+def _choice(*choices: str) -> Callable[[str, Any], str]:
+    def parse(name: str, value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise _fail(name, value, "one of " + ", ".join(choices))
+        return text
+
+    return parse
+
+
+def _driver(name: str, value: Any) -> str:
+    text = _str(name, value)
+    if text.lower() in ("statsd", "log", "null", "prometheus", "memory"):
+        return text.lower()
+    if ":" not in text:
+        raise _fail(name, value, "statsd, log, null, prometheus or pkg.mod:Class")
+    return text
+
+
+def _csv(name: str, value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    return tuple(str(v).strip() for v in items if str(v).strip())
+
+
+def _optional_str(name: str, value: Any) -> str | None:
+    text = str(value).strip()
+    return text or None
+
+
+def _prefix(name: str, value: Any) -> str:
+    text = _str(name, value).rstrip("/")
+    if not text.startswith("/"):
+        raise _fail(name, value, "a path starting with '/'")
+    return text
+
+
+@dataclass(frozen=True)
+class _Spec:
+    field: str
+    names: tuple[str, ...]
+    parse: Callable[[str, Any], Any]
+
+    def lookup(self, raw: Mapping[str, Any]) -> tuple[str, Any] | None:
+        for name in self.names:
+            if name in raw:
+                return name, raw[name]
+        return None
+
+
+def _spec(fieldname: str, parse: Callable[[str, Any], Any], *aliases: str) -> _Spec:
+    names = (PREFIX + fieldname.upper(), *(PREFIX + a for a in aliases))
+    return _Spec(fieldname, names, parse)
+
+
+_SPECS: tuple[_Spec, ...] = (
+    _spec("database_url", _str),
+    _spec("broker_url", _str, "QUEUE_CONNECTION"),
+    _spec("result_backend", _optional_str),
+    _spec("lease_backend", _choice(*LEASE_BACKENDS)),
+    _spec("redis_url", _str, "REDIS_CONNECTION"),
+    _spec("redis_prefix", _str),
+    _spec("lease_ttl_seconds", _int(1)),
+    _spec("heartbeat_every_seconds", _int(1)),
+    _spec("max_leases_per_agent", _optional_limit),
+    _spec("max_leases_per_type", _optional_limit),
+    _spec("default_max_attempts", _int(1)),
+    _spec("retry_backoff_seconds", _float),
+    _spec("retry_jitter_seconds", _float),
+    _spec("sweep_interval_seconds", _float),
+    _spec("sweep_batch_size", _int(1)),
+    _spec("apply_max_retries", _int(0)),
+    _spec("apply_retry_backoff_seconds", _float),
+    _spec("apply_recovery_seconds", _int(1)),
+    _spec("metrics_enabled", _bool),
+    _spec("metrics_driver", _driver),
+    _spec("metrics_namespace", _str),
+    _spec("statsd_host", _str),
+    _spec("statsd_port", _int(1)),
+    _spec("statsd_tag_style", _choice(*TAG_STYLES)),
+    _spec("order_types", _csv),
+    _spec("provenance_enricher", _optional_str),
+    _spec("provenance_anonymize_ip", _bool),
+    _spec("idempotency_header", _str),
+    _spec("idempotency_enforce_on", _csv),
+    _spec("idempotency_ttl_hours", _float),
+    _spec("max_parts_per_item", _int(1)),
+    _spec("max_part_payload_bytes", _int(1)),
+    _spec("max_body_bytes", _int(1)),
+    _spec("api_prefix", _prefix),
+    _spec("auth", _choice(*AUTH_MODES)),
+    _spec("dead_letter_after_hours", _float),
+    _spec("stale_order_hours", _float),
+)

@@ -1,0 +1,97 @@
+"""Small value types shared by the services and the adapters."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+#: A JSON object as it crosses the edge of the system (payloads, results, metadata).
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did something: ``user``, ``agent`` or ``system``, and their id."""
+
+    type: str
+    id: str | None = None
+
+    @classmethod
+    def system(cls) -> Actor:
+        return cls("system", "system")
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    """An agent and the request it acts through, as recorded in provenance (SPEC §4.7)."""
+
+    id: str
+    name: str | None = None
+    version: str | None = None
+    model_name: str | None = None
+    runtime: str | None = None
+    request_id: str | None = None
+    ip_address: str | None = None
+    user_agent: str | None = None
+    principal: str | None = None
+    idempotency_key_hash: str | None = None
+    extra: JSON = field(default_factory=dict)
+
+    @property
+    def actor(self) -> Actor:
+        return Actor("agent", self.id)
+
+
+@dataclass(frozen=True)
+class ItemView:
+    """A read-only snapshot of a work item, handed to order-type hooks and agents."""
+
+    id: uuid.UUID
+    order_id: uuid.UUID
+    type: str
+    state: str
+    input: JSON
+    result: JSON | None
+    assembled_result: JSON | None
+    attempts: int
+    max_attempts: int
+    parts_required: tuple[str, ...]
+    progress: JSON | None = None
+    order_type: str = ""
+
+
+@dataclass(frozen=True)
+class OrderView:
+    """A read-only snapshot of an order and its items, handed to order-type hooks."""
+
+    id: uuid.UUID
+    type: str
+    state: str
+    priority: int
+    payload: JSON
+    meta: JSON
+    items: tuple[ItemView, ...] = ()
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A granted lease: present it on every call that acts on the item (SPEC §4.2, §4.4)."""
+
+    item_id: uuid.UUID
+    order_id: uuid.UUID
+    agent_id: str
+    token: int
+    expires_at: datetime
+    heartbeat_every_seconds: int
+    item: ItemView | None = None
+
+
+@dataclass(frozen=True)
+class ApplyContext:
+    """What ``OrderType.apply`` gets besides the order: the attempt and the fencing tokens."""
+
+    attempt: int
+    lease_tokens: dict[str, int]
+    actor: Actor
