@@ -87,12 +87,20 @@ class WorkManager:
     def dispatcher(self, value: Dispatcher) -> None:
         self.ctx.dispatcher = value
 
-    def propose(self, type: str, payload: JSON, priority: int = 0, meta: JSON | None = None,
-                dedupe_key: str | None = None, **kwargs: Any) -> uuid.UUID:
+    def propose(
+        self,
+        type: str,
+        payload: JSON,
+        priority: int = 0,
+        meta: JSON | None = None,
+        dedupe_key: str | None = None,
+        **kwargs: Any,
+    ) -> uuid.UUID:
         """Create and plan an order now; returns its id (an existing one for a known
         ``dedupe_key``)."""
-        proposal = self.orders.propose(type, payload, priority=priority, meta=meta,
-                                       dedupe_key=dedupe_key, **kwargs)
+        proposal = self.orders.propose(
+            type, payload, priority=priority, meta=meta, dedupe_key=dedupe_key, **kwargs
+        )
         return uuid.UUID(proposal.order["id"])
 
     def approve(self, order_id: uuid.UUID, actor: Actor | None = None) -> dict[str, Any]:

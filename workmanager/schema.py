@@ -33,7 +33,11 @@ def schema_errors(schema: dict[str, Any], instance: Any, prefix: str = "") -> li
     """Every error of ``instance`` against ``schema``, sorted by path."""
     validator = _validator(json.dumps(schema, sort_keys=True))
     errors = [
-        {"path": _path(prefix, e.absolute_path), "message": e.message, "validator": str(e.validator)}
+        {
+            "path": _path(prefix, e.absolute_path),
+            "message": e.message,
+            "validator": str(e.validator),
+        }
         for e in validator.iter_errors(instance)
     ]
     return sorted(errors, key=lambda e: (e["path"], e["validator"]))

@@ -33,7 +33,7 @@ class ItemState(StrEnum):
     DEAD_LETTERED = "dead_lettered"
 
 
-O, I = OrderState, ItemState
+O, I = OrderState, ItemState  # noqa: E741 - short names keep the tables readable
 
 #: Every allowed order transition. Anything not listed raises IllegalStateTransition.
 ORDER_TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {

@@ -3,5 +3,14 @@
 from .models import ApiToken, Base, Event, IdempotencyKey, Item, Order, Part, Provenance
 from .session import Database
 
-__all__ = ["ApiToken", "Base", "Database", "Event", "IdempotencyKey", "Item", "Order", "Part",
-           "Provenance"]
+__all__ = [
+    "ApiToken",
+    "Base",
+    "Database",
+    "Event",
+    "IdempotencyKey",
+    "Item",
+    "Order",
+    "Part",
+    "Provenance",
+]

@@ -79,7 +79,9 @@ class Order(Base):
     completed_at: Mapped[datetime | None] = mapped_column()
 
     items: Mapped[list[Item]] = relationship(
-        back_populates="order", cascade="all, delete-orphan", passive_deletes=True,
+        back_populates="order",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
         order_by="Item.created_at",
     )
 
@@ -128,19 +130,22 @@ class Item(Base):
         # Global checkout: queued items by priority desc, then age (partial on both backends).
         Index(
             "ix_work_items_checkout",
-            text("priority DESC"), "created_at",
+            text("priority DESC"),
+            "created_at",
             postgresql_where=text("state = 'queued'"),
             sqlite_where=text("state = 'queued'"),
         ),
         Index("ix_work_items_order_state", "order_id", "state"),
         # The sweep: held leases by expiry.
         Index(
-            "ix_work_items_lease_expiry", "lease_expires_at",
+            "ix_work_items_lease_expiry",
+            "lease_expires_at",
             postgresql_where=text("state IN ('leased', 'in_progress')"),
             sqlite_where=text("state IN ('leased', 'in_progress')"),
         ),
         Index(
-            "ix_work_items_agent_held", "leased_by_agent_id",
+            "ix_work_items_agent_held",
+            "leased_by_agent_id",
             postgresql_where=text("state IN ('leased', 'in_progress')"),
             sqlite_where=text("state IN ('leased', 'in_progress')"),
         ),

@@ -129,7 +129,14 @@ class Database:
 
 def _is_connection_error(exc: OperationalError) -> bool:
     text = str(exc.orig).lower()
-    markers = ("connection", "could not connect", "server closed", "terminating", "timeout", "locked")
+    markers = (
+        "connection",
+        "could not connect",
+        "server closed",
+        "terminating",
+        "timeout",
+        "locked",
+    )
     return exc.connection_invalidated or any(m in text for m in markers)
 
 

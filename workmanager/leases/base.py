@@ -91,8 +91,10 @@ def check_row(item: Item, lease: Lease, now: datetime, *, check_expiry: bool = T
         )
     if item.state not in HELD_ITEM_STATES:
         if item.state in (ItemState.QUEUED, ItemState.FAILED):
-            raise LeaseExpired("the lease has expired and the item was reclaimed",
-                               details={"item_id": str(item.id), "state": item.state})
+            raise LeaseExpired(
+                "the lease has expired and the item was reclaimed",
+                details={"item_id": str(item.id), "state": item.state},
+            )
         raise IllegalStateTransition(
             f"item is {item.state}; the lease has ended",
             details={"item_id": str(item.id), "state": item.state},
@@ -110,8 +112,14 @@ class LeaseStore(Protocol):
     """
 
     def acquire(
-        self, item_id: str, owner: str, ttl_ms: int, floor: int, order_type: str,
-        agent_limit: int, type_limit: int,
+        self,
+        item_id: str,
+        owner: str,
+        ttl_ms: int,
+        floor: int,
+        order_type: str,
+        agent_limit: int,
+        type_limit: int,
     ) -> int:
         """Lock the item for ``owner``. Returns the token (> 0, and >= ``floor``), ``0`` if
         the item is held, ``-1`` if the agent is at its limit, ``-2`` if the type is."""

@@ -48,9 +48,12 @@ class DatabaseLeaseBackend:
             update(Item)
             .where(Item.id == pick.scalar_subquery(), Item.state == ItemState.QUEUED.value)
             .values(
-                state=ItemState.LEASED.value, leased_by_agent_id=agent_id,
-                lease_token=Item.lease_token + 1, lease_expires_at=expires,
-                attempts=Item.attempts + 1, updated_at=now,
+                state=ItemState.LEASED.value,
+                leased_by_agent_id=agent_id,
+                lease_token=Item.lease_token + 1,
+                lease_expires_at=expires,
+                attempts=Item.attempts + 1,
+                updated_at=now,
             )
             .returning(Item)
             .execution_options(synchronize_session=False, populate_existing=True)
@@ -67,9 +70,9 @@ class DatabaseLeaseBackend:
             if postgres:
                 _advisory_lock(session, f"wm:agent:{agent_id}")
             held = session.scalar(
-                select(func.count()).select_from(Item).where(
-                    Item.leased_by_agent_id == agent_id, Item.state.in_(_HELD)
-                )
+                select(func.count())
+                .select_from(Item)
+                .where(Item.leased_by_agent_id == agent_id, Item.state.in_(_HELD))
             )
             if (held or 0) >= self.max_per_agent:
                 return None
@@ -78,7 +81,8 @@ class DatabaseLeaseBackend:
         if postgres:
             _advisory_lock(session, "wm:type-limits")
         rows = session.execute(
-            select(Item.order_type, func.count()).where(Item.state.in_(_HELD))
+            select(Item.order_type, func.count())
+            .where(Item.state.in_(_HELD))
             .group_by(Item.order_type)
         )
         return {t for t, n in rows if n >= self.max_per_type}

@@ -7,8 +7,10 @@ from .base import LeaseBackend
 
 
 def build_lease_backend(settings: Settings) -> LeaseBackend:
-    limits = {"max_per_agent": settings.max_leases_per_agent,
-              "max_per_type": settings.max_leases_per_type}
+    limits = {
+        "max_per_agent": settings.max_leases_per_agent,
+        "max_per_type": settings.max_leases_per_type,
+    }
     if settings.lease_backend == "database":
         from .database import DatabaseLeaseBackend
 

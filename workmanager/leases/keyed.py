@@ -27,8 +27,13 @@ BATCH = 8
 class StoreLeaseBackend:
     """Grants leases by locking the item in the store, then recording it on the row."""
 
-    def __init__(self, store: LeaseStore, name: str, max_per_agent: int | None = None,
-                 max_per_type: int | None = None) -> None:
+    def __init__(
+        self,
+        store: LeaseStore,
+        name: str,
+        max_per_agent: int | None = None,
+        max_per_type: int | None = None,
+    ) -> None:
         self.store = store
         self.name = name
         self.agent_limit = max_per_agent or 0
@@ -52,8 +57,13 @@ class StoreLeaseBackend:
                 if item.order_type in blocked:
                     continue
                 token = self.store.acquire(
-                    str(item.id), agent_id, ttl * 1000, item.lease_token + 1, item.order_type,
-                    self.agent_limit, self.type_limit,
+                    str(item.id),
+                    agent_id,
+                    ttl * 1000,
+                    item.lease_token + 1,
+                    item.order_type,
+                    self.agent_limit,
+                    self.type_limit,
                 )
                 if token > 0:
                     return self._grant(item, agent_id, token, now, ttl)
@@ -89,8 +99,9 @@ class StoreLeaseBackend:
         if verdict == 0:
             raise LeaseExpired("the lease has expired", details={"item_id": str(item.id)})
         if verdict < 0:
-            raise LeaseConflict("the lease is held under another token",
-                                details={"item_id": str(item.id)})
+            raise LeaseConflict(
+                "the lease is held under another token", details={"item_id": str(item.id)}
+            )
 
     def released(self, item: Item, lease: Lease) -> None:
         self.store.release(str(item.id), lease.agent_id, lease.token, item.order_type)

@@ -1,9 +1,9 @@
 """Every Redis key name of the lease backend, in one place.
 
-    {prefix}item:{item_id}     string "token|owner", PX = lease TTL      (the lock)
-    {prefix}fence              integer, INCR per grant                     (fencing counter)
-    {prefix}agent:{agent_id}   zset item_id -> expiry ms                  (per-agent count)
-    {prefix}type:{order_type}  zset item_id -> expiry ms                  (per-type count)
+{prefix}item:{item_id}     string "token|owner", PX = lease TTL      (the lock)
+{prefix}fence              integer, INCR per grant                     (fencing counter)
+{prefix}agent:{agent_id}   zset item_id -> expiry ms                  (per-agent count)
+{prefix}type:{order_type}  zset item_id -> expiry ms                  (per-type count)
 """
 
 from __future__ import annotations

@@ -32,14 +32,23 @@ class MemoryLeaseStore:
 
     def _count(self, now: float, *, owner: str | None = None, order_type: str | None = None) -> int:
         return sum(
-            1 for key in list(self._locks)
+            1
+            for key in list(self._locks)
             if (lock := self._live(key, now)) is not None
             and (owner is None or lock.owner == owner)
             and (order_type is None or lock.order_type == order_type)
         )
 
-    def acquire(self, item_id: str, owner: str, ttl_ms: int, floor: int, order_type: str,
-                agent_limit: int, type_limit: int) -> int:
+    def acquire(
+        self,
+        item_id: str,
+        owner: str,
+        ttl_ms: int,
+        floor: int,
+        order_type: str,
+        agent_limit: int,
+        type_limit: int,
+    ) -> int:
         with self._mutex:
             now = time.monotonic()
             if self._live(item_id, now) is not None:

@@ -21,8 +21,9 @@ def connect(url: str) -> Any:
             "WORK_MANAGER_LEASE_BACKEND=redis needs the redis package: "
             "pip install 'workmanager[redis]'"
         ) from exc
-    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5,
-                                health_check_interval=30)
+    return redis.Redis.from_url(
+        url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+    )
 
 
 class RedisLeaseStore:
@@ -33,8 +34,7 @@ class RedisLeaseStore:
 
         self.client = client
         self.keys = RedisKeys(prefix)
-        self._errors: tuple[type[BaseException], ...] = (redis.ConnectionError,
-                                                         redis.TimeoutError)
+        self._errors: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError)
         self._acquire = client.register_script(_script("acquire"))
         self._extend = client.register_script(_script("extend"))
         self._release = client.register_script(_script("release"))
@@ -45,8 +45,16 @@ class RedisLeaseStore:
         except self._errors as exc:
             raise Unavailable(f"redis unavailable: {exc}") from exc
 
-    def acquire(self, item_id: str, owner: str, ttl_ms: int, floor: int, order_type: str,
-                agent_limit: int, type_limit: int) -> int:
+    def acquire(
+        self,
+        item_id: str,
+        owner: str,
+        ttl_ms: int,
+        floor: int,
+        order_type: str,
+        agent_limit: int,
+        type_limit: int,
+    ) -> int:
         k = self.keys
         return self._run(
             self._acquire,

@@ -19,7 +19,7 @@ def eligible(
     *,
     blocked_types: Collection[str] = (),
     exclude_ids: Collection[uuid.UUID] = (),
-) -> Select[tuple[Item]]:
+) -> Select[Item]:
     """Queued items that are due, filtered, in checkout order: priority desc, then age."""
     stmt = select(Item).where(
         Item.state == ItemState.QUEUED.value,

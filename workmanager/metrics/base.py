@@ -26,8 +26,9 @@ class MetricsDriver(Protocol):
 class Metrics:
     """What services call. Prefixes names, stringifies labels, and never raises."""
 
-    def __init__(self, driver: MetricsDriver, namespace: str = "work_manager",
-                 enabled: bool = True) -> None:
+    def __init__(
+        self, driver: MetricsDriver, namespace: str = "work_manager", enabled: bool = True
+    ) -> None:
         self.driver = driver
         self.namespace = namespace
         self.enabled = enabled
@@ -54,5 +55,6 @@ class Metrics:
         try:
             getattr(self.driver, method)(self._name(name), value, self._labels(labels))
         except Exception:  # a metrics outage must never fail the operation reporting to it
-            log.warning("metrics driver %s failed on %s", type(self.driver).__name__, name,
-                        exc_info=True)
+            log.warning(
+                "metrics driver %s failed on %s", type(self.driver).__name__, name, exc_info=True
+            )

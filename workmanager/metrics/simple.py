@@ -53,8 +53,8 @@ class MemoryDriver:
         self._lock = threading.Lock()
         self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
         self.gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-        self.histograms: dict[tuple[str, tuple[tuple[str, str], ...]], list[float]] = (
-            defaultdict(list)
+        self.histograms: dict[tuple[str, tuple[tuple[str, str], ...]], list[float]] = defaultdict(
+            list
         )
 
     @staticmethod

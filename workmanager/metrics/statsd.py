@@ -16,8 +16,9 @@ def tagged(name: str, labels: Labels | None, style: str) -> str:
     """
     if not labels or style in ("none", "dogstatsd"):
         return name
-    clean = {k: str(v).replace(",", "_").replace(" ", "_").replace(";", "_")
-             for k, v in labels.items()}
+    clean = {
+        k: str(v).replace(",", "_").replace(" ", "_").replace(";", "_") for k, v in labels.items()
+    }
     sep = "," if style == "influxdb" else ";"
     return name + sep + sep.join(f"{k}={v}" for k, v in clean.items())
 

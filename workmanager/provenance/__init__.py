@@ -4,5 +4,11 @@ from .base import ProvenanceEnricher
 from .default import DefaultEnricher, agent_type_of, anonymize_ip
 from .recorder import ProvenanceRecorder, build_enricher
 
-__all__ = ["DefaultEnricher", "ProvenanceEnricher", "ProvenanceRecorder", "agent_type_of",
-           "anonymize_ip", "build_enricher"]
+__all__ = [
+    "DefaultEnricher",
+    "ProvenanceEnricher",
+    "ProvenanceRecorder",
+    "agent_type_of",
+    "anonymize_ip",
+    "build_enricher",
+]

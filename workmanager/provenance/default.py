@@ -39,8 +39,15 @@ class DefaultEnricher:
         self.anonymize = anonymize
 
     def fingerprint(self, action: str, agent: AgentInfo) -> str:
-        parts = [action, agent.id, agent.name or "", agent.version or "", agent.model_name or "",
-                 agent.runtime or "", agent.user_agent or ""]
+        parts = [
+            action,
+            agent.id,
+            agent.name or "",
+            agent.version or "",
+            agent.model_name or "",
+            agent.runtime or "",
+            agent.user_agent or "",
+        ]
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
     def extra(self, action: str, agent: AgentInfo) -> dict[str, Any]:
@@ -49,11 +56,17 @@ class DefaultEnricher:
     def enrich(self, action: str, agent: AgentInfo) -> dict[str, Any]:
         ip = anonymize_ip(agent.ip_address) if self.anonymize else agent.ip_address
         return {
-            "agent_id": agent.id, "agent_name": agent.name, "agent_version": agent.version,
-            "agent_type": agent_type_of(agent.id), "model_name": agent.model_name,
-            "runtime": agent.runtime, "request_id": agent.request_id,
-            "request_fingerprint": self.fingerprint(action, agent), "ip_address": ip,
-            "user_agent": agent.user_agent, "principal": agent.principal,
+            "agent_id": agent.id,
+            "agent_name": agent.name,
+            "agent_version": agent.version,
+            "agent_type": agent_type_of(agent.id),
+            "model_name": agent.model_name,
+            "runtime": agent.runtime,
+            "request_id": agent.request_id,
+            "request_fingerprint": self.fingerprint(action, agent),
+            "ip_address": ip,
+            "user_agent": agent.user_agent,
+            "principal": agent.principal,
             "idempotency_key_hash": agent.idempotency_key_hash,
             "extra": self.extra(action, agent) or None,
         }

@@ -44,5 +44,8 @@ class ProvenanceRecorder:
         if agent is None:
             return
         fields: dict[str, Any] = self.enricher.enrich(action, agent)
-        session.add(Provenance(order_id=order_id, item_id=item_id, action=action,
-                               created_at=utcnow(), **fields))
+        session.add(
+            Provenance(
+                order_id=order_id, item_id=item_id, action=action, created_at=utcnow(), **fields
+            )
+        )

@@ -7,6 +7,7 @@ and announces follow-up work once the transaction has committed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import uuid
 from dataclasses import dataclass
@@ -56,8 +57,9 @@ def _agent(agent: AgentInfo | str | None, lease: Lease | None = None) -> AgentIn
         return agent
     agent_id = agent or (lease.agent_id if lease else None)
     if not agent_id:
-        raise ValidationFailed([{"path": "agent_id", "message": "an agent id is required",
-                                 "validator": "required"}])
+        raise ValidationFailed(
+            [{"path": "agent_id", "message": "an agent id is required", "validator": "required"}]
+        )
     return AgentInfo(id=agent_id)
 
 
@@ -87,40 +89,67 @@ class AgentAPI:
                 self.ctx.leases.abandoned(grant, info.id)
             raise
         if lease is not None and lease.item is not None:
-            self.ctx.metrics.increment("leases_acquired_total", type=lease.item.order_type,
-                                       agent_id=info.id)
+            self.ctx.metrics.increment(
+                "leases_acquired_total", type=lease.item.order_type, agent_id=info.id
+            )
         return lease
 
-    def _checkout_tx(self, s: Session, agent: AgentInfo, query: CheckoutQuery,
-                     granted: list[Grant]) -> Lease | None:
+    def _checkout_tx(
+        self, s: Session, agent: AgentInfo, query: CheckoutQuery, granted: list[Grant]
+    ) -> Lease | None:
         now = self.ctx.clock()
         if query.order_id is not None:
             lock_order(s, query.order_id)  # 404 for an unknown order
-        grant = self.ctx.leases.checkout(s, agent.id, query, now, self.ctx.settings.lease_ttl_seconds)
+        grant = self.ctx.leases.checkout(
+            s, agent.id, query, now, self.ctx.settings.lease_ttl_seconds
+        )
         if grant is None:
             return None
         granted.append(grant)
         item = grant.item
-        record_event(s, item.order_id, ItemState.LEASED, agent.actor, item_id=item.id,
-                     payload={"agent_id": agent.id, "lease_token": grant.token,
-                              "attempt": item.attempts})
+        record_event(
+            s,
+            item.order_id,
+            ItemState.LEASED,
+            agent.actor,
+            item_id=item.id,
+            payload={"agent_id": agent.id, "lease_token": grant.token, "attempt": item.attempts},
+        )
         order = lock_order(s, item.order_id)
         if order.state == OrderState.QUEUED:
             move_order(s, order, OrderState.IN_PROGRESS, agent.actor, now=now)
         self.ctx.provenance.record(s, "checkout", agent, order_id=item.order_id, item_id=item.id)
-        return Lease(item.id, item.order_id, agent.id, grant.token, grant.expires_at,
-                     self.ctx.settings.heartbeat_every_seconds, item_view(item))
+        return Lease(
+            item.id,
+            item.order_id,
+            agent.id,
+            grant.token,
+            grant.expires_at,
+            self.ctx.settings.heartbeat_every_seconds,
+            item_view(item),
+        )
 
     # --- heartbeat --------------------------------------------------------------------
-    def heartbeat(self, lease: Lease, progress: float | None = None,
-                  checkpoint: JSON | None = None, agent: AgentInfo | None = None) -> Lease:
+    def heartbeat(
+        self,
+        lease: Lease,
+        progress: float | None = None,
+        checkpoint: JSON | None = None,
+        agent: AgentInfo | None = None,
+    ) -> Lease:
         """Extend the lease to now + TTL; optionally record progress and a checkpoint."""
         _check_progress(progress, checkpoint)
         info = _agent(agent, lease)
         return self.ctx.db.run(lambda s: self._heartbeat_tx(s, lease, progress, checkpoint, info))
 
-    def _heartbeat_tx(self, s: Session, lease: Lease, progress: float | None,
-                      checkpoint: JSON | None, agent: AgentInfo) -> Lease:
+    def _heartbeat_tx(
+        self,
+        s: Session,
+        lease: Lease,
+        progress: float | None,
+        checkpoint: JSON | None,
+        agent: AgentInfo,
+    ) -> Lease:
         now = self.ctx.clock()
         ttl = self.ctx.settings.lease_ttl_seconds
         item = lock_item(s, lease.item_id)
@@ -128,28 +157,47 @@ class AgentAPI:
         item.lease_expires_at = now + timedelta(seconds=ttl)
         item.last_heartbeat_at = now
         if progress is not None or checkpoint is not None:
-            item.progress = {"progress": progress, "checkpoint": checkpoint,
-                             "at": now.isoformat(), "attempt": item.attempts}
+            item.progress = {
+                "progress": progress,
+                "checkpoint": checkpoint,
+                "at": now.isoformat(),
+                "attempt": item.attempts,
+            }
         if item.state == ItemState.LEASED:
             move_item(s, item, ItemState.IN_PROGRESS, agent.actor)
         self.ctx.provenance.record(s, "heartbeat", agent, order_id=item.order_id, item_id=item.id)
         return dataclasses.replace(lease, expires_at=item.lease_expires_at)
 
     # --- submit -----------------------------------------------------------------------
-    def submit(self, lease: Lease, result: JSON, evidence: Any = None, notes: str | None = None,
-               agent: AgentInfo | None = None) -> ItemOutcome:
+    def submit(
+        self,
+        lease: Lease,
+        result: JSON,
+        evidence: Any = None,
+        notes: str | None = None,
+        agent: AgentInfo | None = None,
+    ) -> ItemOutcome:
         """Submit the whole result; validated by the type's schema and hook. Ends the lease."""
         if not isinstance(result, dict):
-            raise ValidationFailed([{"path": "result", "message": "must be an object",
-                                     "validator": "type"}])
+            raise ValidationFailed(
+                [{"path": "result", "message": "must be an object", "validator": "type"}]
+            )
         info = _agent(agent, lease)
-        outcome = self.ctx.db.run(lambda s: self._submit_tx(s, lease, result, evidence, notes,
-                                                            info))
+        outcome = self.ctx.db.run(
+            lambda s: self._submit_tx(s, lease, result, evidence, notes, info)
+        )
         self._after_submit(lease, info, outcome)
         return outcome
 
-    def _submit_tx(self, s: Session, lease: Lease, result: JSON, evidence: Any,
-                   notes: str | None, agent: AgentInfo) -> ItemOutcome:
+    def _submit_tx(
+        self,
+        s: Session,
+        lease: Lease,
+        result: JSON,
+        evidence: Any,
+        notes: str | None,
+        agent: AgentInfo,
+    ) -> ItemOutcome:
         now = self.ctx.clock()
         item = lock_item(s, lease.item_id)
         self.ctx.leases.check(item, _as(lease, agent), now)
@@ -158,14 +206,27 @@ class AgentAPI:
         validate(order_type.result_schema(view), result, "result")
         order_type.validate_submission(view, result)
         item.result = result
-        return self._mark_submitted(s, item, agent, now, "submit",
-                                    {"evidence": evidence, "notes": notes})
+        return self._mark_submitted(
+            s, item, agent, now, "submit", {"evidence": evidence, "notes": notes}
+        )
 
-    def _mark_submitted(self, s: Session, item: Item, agent: AgentInfo, now: Any, action: str,
-                        payload: dict[str, Any]) -> ItemOutcome:
+    def _mark_submitted(
+        self,
+        s: Session,
+        item: Item,
+        agent: AgentInfo,
+        now: Any,
+        action: str,
+        payload: dict[str, Any],
+    ) -> ItemOutcome:
         clear_lease(item)
-        move_item(s, item, ItemState.SUBMITTED, agent.actor,
-                  payload={"agent_id": agent.id, **{k: v for k, v in payload.items() if v}})
+        move_item(
+            s,
+            item,
+            ItemState.SUBMITTED,
+            agent.actor,
+            payload={"agent_id": agent.id, **{k: v for k, v in payload.items() if v}},
+        )
         order = lock_order(s, item.order_id)
         became = maybe_submit_order(s, order, agent.actor, now)
         self.ctx.provenance.record(s, action, agent, order_id=item.order_id, item_id=item.id)
@@ -173,8 +234,9 @@ class AgentAPI:
 
     def _after_submit(self, lease: Lease, agent: AgentInfo, outcome: ItemOutcome) -> None:
         self._released(lease, outcome.item)
-        self.ctx.metrics.increment("items_submitted_total", type=outcome.item["order_type"],
-                                   agent_id=agent.id)
+        self.ctx.metrics.increment(
+            "items_submitted_total", type=outcome.item["order_type"], agent_id=agent.id
+        )
         if outcome.order_submitted:
             self.ctx.dispatcher.order_submitted(lease.order_id)
 
@@ -182,24 +244,38 @@ class AgentAPI:
         # The lease ended in the database; drop the backend's hold (best effort: an
         # orphaned store lock only delays nothing, since the row is no longer queued).
         stub = Item(id=lease.item_id, order_type=item["order_type"])
-        try:
+        with contextlib.suppress(Exception):
             self.ctx.leases.released(stub, lease)
-        except Exception:  # noqa: BLE001 - the commit already happened
-            pass
 
     # --- parts ------------------------------------------------------------------------
-    def submit_part(self, lease: Lease, part_key: str, payload: JSON, seq: int | None = None,
-                    evidence: Any = None, notes: str | None = None,
-                    agent: AgentInfo | None = None) -> PartOutcome:
+    def submit_part(
+        self,
+        lease: Lease,
+        part_key: str,
+        payload: JSON,
+        seq: int | None = None,
+        evidence: Any = None,
+        notes: str | None = None,
+        agent: AgentInfo | None = None,
+    ) -> PartOutcome:
         """Store one validated part in its (key, seq) slot; the lease stays held."""
         check_part_input(self.ctx.settings, part_key, payload, seq)
         info = _agent(agent, lease)
         return self.ctx.db.run(
-            lambda s: self._part_tx(s, lease, part_key, payload, seq, evidence, notes, info))
+            lambda s: self._part_tx(s, lease, part_key, payload, seq, evidence, notes, info)
+        )
 
-    def _part_tx(self, s: Session, lease: Lease, part_key: str, payload: JSON,
-                 seq: int | None, evidence: Any, notes: str | None,
-                 agent: AgentInfo) -> PartOutcome:
+    def _part_tx(
+        self,
+        s: Session,
+        lease: Lease,
+        part_key: str,
+        payload: JSON,
+        seq: int | None,
+        evidence: Any,
+        notes: str | None,
+        agent: AgentInfo,
+    ) -> PartOutcome:
         now = self.ctx.clock()
         item = lock_item(s, lease.item_id)
         self.ctx.leases.check(item, _as(lease, agent), now)
@@ -207,21 +283,29 @@ class AgentAPI:
         view = item_view(item)
         validate(order_type.part_schema(view, part_key), payload, f"payload[{part_key}]")
         order_type.validate_part(view, part_key, payload, seq)
-        part = upsert_part(s, self.ctx.settings, item, part_key, payload, seq, evidence, notes,
-                           agent.id)
+        part = upsert_part(
+            s, self.ctx.settings, item, part_key, payload, seq, evidence, notes, agent.id
+        )
         item.parts_state = parts_state(s, order_type, item)
-        record_event(s, item.order_id, "part_submitted", agent.actor, item_id=item.id,
-                     payload={"part_key": part_key, "seq": seq, "checksum": part.checksum})
-        self.ctx.provenance.record(s, "submit-part", agent, order_id=item.order_id,
-                                   item_id=item.id)
+        record_event(
+            s,
+            item.order_id,
+            "part_submitted",
+            agent.actor,
+            item_id=item.id,
+            payload={"part_key": part_key, "seq": seq, "checksum": part.checksum},
+        )
+        self.ctx.provenance.record(s, "submit-part", agent, order_id=item.order_id, item_id=item.id)
         return PartOutcome(part_dict(part), item.parts_state)
 
-    def finalize(self, lease: Lease, mode: str = "strict",
-                 agent: AgentInfo | None = None) -> ItemOutcome:
+    def finalize(
+        self, lease: Lease, mode: str = "strict", agent: AgentInfo | None = None
+    ) -> ItemOutcome:
         """Assemble the latest validated part per key into the result and submit it."""
         if mode not in FINALIZE_MODES:
-            raise ValidationFailed([{"path": "mode", "message": "must be strict or best_effort",
-                                     "validator": "enum"}])
+            raise ValidationFailed(
+                [{"path": "mode", "message": "must be strict or best_effort", "validator": "enum"}]
+            )
         info = _agent(agent, lease)
         outcome = self.ctx.db.run(lambda s: self._finalize_tx(s, lease, mode, info))
         self._after_submit(lease, info, outcome)
@@ -236,17 +320,21 @@ class AgentAPI:
         latest = latest_validated(s, item.id)
         missing = [k for k in order_type.required_parts(view) if k not in latest]
         if (mode == "strict" and missing) or not latest:
-            raise MissingParts(f"missing parts: {', '.join(missing) or 'no parts submitted'}",
-                               details={"missing": missing, "mode": mode})
+            raise MissingParts(
+                f"missing parts: {', '.join(missing) or 'no parts submitted'}",
+                details={"missing": missing, "mode": mode},
+            )
         result = order_type.assemble(view, as_values(latest))
         if not isinstance(result, dict):
-            raise ValidationFailed([{"path": "assembled_result", "message": "must be an object",
-                                     "validator": "type"}])
+            raise ValidationFailed(
+                [{"path": "assembled_result", "message": "must be an object", "validator": "type"}]
+            )
         order_type.validate_assembled(view, result)
         item.assembled_result = result
         item.result = result
-        return self._mark_submitted(s, item, agent, now, "finalize",
-                                    {"mode": mode, "missing": missing})
+        return self._mark_submitted(
+            s, item, agent, now, "finalize", {"mode": mode, "missing": missing}
+        )
 
     # --- release and fail -------------------------------------------------------------
     def release(self, lease: Lease, agent: AgentInfo | None = None) -> ItemOutcome:
@@ -254,8 +342,9 @@ class AgentAPI:
         info = _agent(agent, lease)
         outcome = self.ctx.db.run(lambda s: self._release_tx(s, lease, info))
         self._released(lease, outcome.item)
-        self.ctx.metrics.increment("leases_released_total", type=outcome.item["order_type"],
-                                   agent_id=info.id)
+        self.ctx.metrics.increment(
+            "leases_released_total", type=outcome.item["order_type"], agent_id=info.id
+        )
         self.ctx.dispatcher.items_available(outcome.item["order_type"], [lease.item_id])
         return outcome
 
@@ -265,15 +354,17 @@ class AgentAPI:
         self.ctx.leases.check(item, _as(lease, agent), now)
         clear_lease(item)
         item.attempts = max(item.attempts - 1, 0)
-        move_item(s, item, ItemState.QUEUED, agent.actor, event="released",
-                  payload={"agent_id": agent.id})
+        move_item(
+            s, item, ItemState.QUEUED, agent.actor, event="released", payload={"agent_id": agent.id}
+        )
         order = lock_order(s, item.order_id)
         maybe_requeue_order(s, order, agent.actor, now)
         self.ctx.provenance.record(s, "release", agent, order_id=item.order_id, item_id=item.id)
         return ItemOutcome(item_dict(item), order.state)
 
-    def fail(self, lease: Lease, error: JSON, retryable: bool = True,
-             agent: AgentInfo | None = None) -> ItemOutcome:
+    def fail(
+        self, lease: Lease, error: JSON, retryable: bool = True, agent: AgentInfo | None = None
+    ) -> ItemOutcome:
         """Report that the work failed: requeued with backoff, or failed when not retryable
         or out of attempts."""
         _check_error(error)
@@ -283,18 +374,27 @@ class AgentAPI:
         if outcome.item["state"] == ItemState.QUEUED:
             self.ctx.dispatcher.items_available(outcome.item["order_type"], [lease.item_id])
         else:
-            self.ctx.metrics.increment("items_failed_total", type=outcome.item["order_type"],
-                                       error_code=error["code"])
+            self.ctx.metrics.increment(
+                "items_failed_total", type=outcome.item["order_type"], error_code=error["code"]
+            )
         return outcome
 
-    def _fail_tx(self, s: Session, lease: Lease, error: JSON, retryable: bool,
-                 agent: AgentInfo) -> ItemOutcome:
+    def _fail_tx(
+        self, s: Session, lease: Lease, error: JSON, retryable: bool, agent: AgentInfo
+    ) -> ItemOutcome:
         now = self.ctx.clock()
         item = lock_item(s, lease.item_id)
         self.ctx.leases.check(item, _as(lease, agent), now)
-        requeue_or_fail(s, self.ctx.settings, item, agent.actor, now, event="agent_failed",
-                        error={"code": error["code"], "message": error["message"]},
-                        retryable=retryable)
+        requeue_or_fail(
+            s,
+            self.ctx.settings,
+            item,
+            agent.actor,
+            now,
+            event="agent_failed",
+            error={"code": error["code"], "message": error["message"]},
+            retryable=retryable,
+        )
         self.ctx.provenance.record(s, "fail", agent, order_id=item.order_id, item_id=item.id)
         order = lock_order(s, item.order_id)
         return ItemOutcome(item_dict(item), order.state)
@@ -307,11 +407,14 @@ def _as(lease: Lease, agent: AgentInfo) -> Lease:
 
 def _check_progress(progress: Any, checkpoint: Any) -> None:
     errors = []
-    if progress is not None and (isinstance(progress, bool)
-                                 or not isinstance(progress, int | float)
-                                 or not 0 <= progress <= 1):
-        errors.append({"path": "progress", "message": "must be a number from 0 to 1",
-                       "validator": "maximum"})
+    if progress is not None and (
+        isinstance(progress, bool)
+        or not isinstance(progress, int | float)
+        or not 0 <= progress <= 1
+    ):
+        errors.append(
+            {"path": "progress", "message": "must be a number from 0 to 1", "validator": "maximum"}
+        )
     if checkpoint is not None and not isinstance(checkpoint, dict):
         errors.append({"path": "checkpoint", "message": "must be an object", "validator": "type"})
     if errors:
@@ -319,8 +422,19 @@ def _check_progress(progress: Any, checkpoint: Any) -> None:
 
 
 def _check_error(error: Any) -> None:
-    ok = (isinstance(error, dict) and isinstance(error.get("code"), str) and error["code"]
-          and isinstance(error.get("message"), str))
+    ok = (
+        isinstance(error, dict)
+        and isinstance(error.get("code"), str)
+        and error["code"]
+        and isinstance(error.get("message"), str)
+    )
     if not ok:
-        raise ValidationFailed([{"path": "error", "message": "must be {code, message} strings",
-                                 "validator": "required"}])
+        raise ValidationFailed(
+            [
+                {
+                    "path": "error",
+                    "message": "must be {code, message} strings",
+                    "validator": "required",
+                }
+            ]
+        )

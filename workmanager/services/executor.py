@@ -63,41 +63,52 @@ class ApplyService:
                 raise TypeError(f"{order_type!r}.apply() must return a Diff, got {diff!r}")
         except Exception as exc:
             final = self.record_failure(order_id, exc, ctx.attempt)
-            raise ApplyFailed(f"apply of {order_id} failed: {exc}", details={
-                "exception": type(exc).__name__, "attempt": ctx.attempt, "final": final}) from exc
+            raise ApplyFailed(
+                f"apply of {order_id} failed: {exc}",
+                details={"exception": type(exc).__name__, "attempt": ctx.attempt, "final": final},
+            ) from exc
         outcome = self.ctx.db.run(lambda s: self._record(s, order_id, diff, actor))
         if outcome.recorded:
-            self.ctx.metrics.histogram("order_apply_duration_seconds", time.perf_counter() - t0,
-                                       type=view.type)
+            self.ctx.metrics.histogram(
+                "order_apply_duration_seconds", time.perf_counter() - t0, type=view.type
+            )
             self._after(order_type.after_apply, view, diff)
         return outcome
 
-    def _start(self, s: Session, order_id: uuid.UUID) -> ApplyOutcome | tuple[OrderView,
-                                                                              ApplyContext]:
+    def _start(
+        self, s: Session, order_id: uuid.UUID
+    ) -> ApplyOutcome | tuple[OrderView, ApplyContext]:
         order = lock_order(s, order_id)
         if order.state in DONE:
             return ApplyOutcome(order_dict(order), order.diff, recorded=False)
         if order.state != OrderState.APPROVED:
-            raise IllegalStateTransition(kind="order", from_state=order.state,
-                                         to_state=OrderState.APPLIED)
+            raise IllegalStateTransition(
+                kind="order", from_state=order.state, to_state=OrderState.APPLIED
+            )
         order.apply_attempts += 1
         tokens = {str(i.id): i.lease_token for i in order.items}
-        ctx = ApplyContext(attempt=order.apply_attempts, lease_tokens=tokens,
-                           actor=Actor.system())
+        ctx = ApplyContext(attempt=order.apply_attempts, lease_tokens=tokens, actor=Actor.system())
         return order_view(order), ctx
 
-    def _record(self, s: Session, order_id: uuid.UUID, diff: Diff,
-                actor: Actor) -> ApplyOutcome:
+    def _record(self, s: Session, order_id: uuid.UUID, diff: Diff, actor: Actor) -> ApplyOutcome:
         now = self.ctx.clock()
         order = lock_order(s, order_id)
         if order.state != OrderState.APPROVED:  # another run recorded it (or it was failed)
             return ApplyOutcome(order_dict(order), order.diff, recorded=False)
         data = diff.to_dict()
         order.diff, order.applied_at, order.last_error = data, now, None
-        move_order(s, order, OrderState.APPLIED, actor, diff=data, now=now,
-                   payload={"summary": diff.summary, "attempt": order.apply_attempts})
-        items = s.scalars(select(Item).where(Item.order_id == order.id,
-                                             Item.state == ItemState.SUBMITTED.value))
+        move_order(
+            s,
+            order,
+            OrderState.APPLIED,
+            actor,
+            diff=data,
+            now=now,
+            payload={"summary": diff.summary, "attempt": order.apply_attempts},
+        )
+        items = s.scalars(
+            select(Item).where(Item.order_id == order.id, Item.state == ItemState.SUBMITTED.value)
+        )
         for item in items:
             item.accepted_at = now
             move_item(s, item, ItemState.ACCEPTED, actor)
@@ -132,10 +143,11 @@ class ApplyService:
                 record_event(s, order.id, "apply_retrying", actor, payload=info)
             order_type = order.type
         if final:
-            self.ctx.metrics.increment("orders_apply_failed_total", type=order_type,
-                                       exception=info["exception"])
+            self.ctx.metrics.increment(
+                "orders_apply_failed_total", type=order_type, exception=info["exception"]
+            )
         return final
 
     def retry_delay(self, attempt: int) -> float:
         """Seconds before apply attempt ``attempt + 1``: the backoff doubles each time."""
-        return self.ctx.settings.apply_retry_backoff_seconds * (2 ** max(attempt - 1, 0))
+        return float(self.ctx.settings.apply_retry_backoff_seconds * 2.0 ** max(attempt - 1, 0))

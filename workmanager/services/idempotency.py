@@ -54,18 +54,26 @@ class IdempotencyService:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
 
-    def begin(self, endpoint: str, target: str, principal: str, key: str,
-              body: Any) -> Claim | Replay:
+    def begin(
+        self, endpoint: str, target: str, principal: str, key: str, body: Any
+    ) -> Claim | Replay:
         hashed, fp = key_hash(endpoint, target, principal, key), fingerprint(body)
         now = self.ctx.clock()
         for _ in range(3):
             try:
                 with self.ctx.db.transaction() as s:
-                    s.add(IdempotencyKey(
-                        key_hash=hashed, endpoint=endpoint, request_fingerprint=fp,
-                        status=IN_FLIGHT, locked_until=now + IN_FLIGHT_LOCK, created_at=now,
-                        expires_at=now + timedelta(hours=self.ctx.settings.idempotency_ttl_hours),
-                    ))
+                    s.add(
+                        IdempotencyKey(
+                            key_hash=hashed,
+                            endpoint=endpoint,
+                            request_fingerprint=fp,
+                            status=IN_FLIGHT,
+                            locked_until=now + IN_FLIGHT_LOCK,
+                            created_at=now,
+                            expires_at=now
+                            + timedelta(hours=self.ctx.settings.idempotency_ttl_hours),
+                        )
+                    )
                 return Claim(hashed)
             except IntegrityError:
                 replay = self._existing(hashed, fp, now)
@@ -76,8 +84,9 @@ class IdempotencyService:
     def _existing(self, hashed: str, fp: str, now: datetime) -> Replay | None:
         """The stored response; or None after clearing an expired/abandoned row."""
         with self.ctx.db.transaction() as s:
-            row = s.scalar(select(IdempotencyKey).where(IdempotencyKey.key_hash == hashed)
-                           .with_for_update())
+            row = s.scalar(
+                select(IdempotencyKey).where(IdempotencyKey.key_hash == hashed).with_for_update()
+            )
             if row is None:
                 return None
             stale = row.status == IN_FLIGHT and row.locked_until and row.locked_until <= now
@@ -86,7 +95,8 @@ class IdempotencyService:
                 return None
             if row.request_fingerprint != fp:
                 raise IdempotencyKeyReused(
-                    "this idempotency key was used with a different request body")
+                    "this idempotency key was used with a different request body"
+                )
             if row.status == IN_FLIGHT:
                 raise IdempotencyInFlight()
             return Replay(row.response_status or 200, row.response_body or {})
@@ -105,7 +115,11 @@ class IdempotencyService:
     def purge(self, older_than: datetime | None = None) -> int:
         """Delete expired keys (or every key created before ``older_than``)."""
         now = self.ctx.clock()
-        cond = (IdempotencyKey.created_at < older_than if older_than
-                else IdempotencyKey.expires_at <= now)
+        cond = (
+            IdempotencyKey.created_at < older_than
+            if older_than
+            else IdempotencyKey.expires_at <= now
+        )
         with self.ctx.db.transaction() as s:
-            return s.execute(delete(IdempotencyKey).where(cond)).rowcount or 0
+            result = s.execute(delete(IdempotencyKey).where(cond))
+            return int(getattr(result, "rowcount", 0) or 0)

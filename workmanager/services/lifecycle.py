@@ -62,9 +62,9 @@ def maybe_requeue_order(session: Session, order: Order, actor: Actor, now: datet
 
 
 def backoff(settings: Settings, attempt: int) -> float:
-    """Seconds before a reclaimed item is leasable again: ``base·2^(attempt−1) + U(0, jitter)``."""
-    base = settings.retry_backoff_seconds * (2 ** max(attempt - 1, 0))
-    return base + random.uniform(0, settings.retry_jitter_seconds)
+    """Seconds before a reclaimed item is leasable again: ``base·2^(attempt-1) + U(0, jitter)``."""
+    base = settings.retry_backoff_seconds * 2.0 ** max(attempt - 1, 0)
+    return float(base + random.uniform(0, settings.retry_jitter_seconds))
 
 
 def requeue_or_fail(
@@ -90,17 +90,37 @@ def requeue_or_fail(
         item.available_at = now + timedelta(seconds=backoff(settings, item.attempts))
         if error is not None:
             item.error = error
-        move_item(session, item, ItemState.QUEUED, actor, event=event,
-                  payload={**payload, "outcome": "requeued", "error": error})
+        move_item(
+            session,
+            item,
+            ItemState.QUEUED,
+            actor,
+            event=event,
+            payload={**payload, "outcome": "requeued", "error": error},
+        )
         maybe_requeue_order(session, order, actor, now)
         return True
-    reason = error or {"code": "max_attempts_exceeded",
-                       "message": f"attempts spent ({item.attempts}/{item.max_attempts})"}
+    reason = error or {
+        "code": "max_attempts_exceeded",
+        "message": f"attempts spent ({item.attempts}/{item.max_attempts})",
+    }
     item.error = reason
-    move_item(session, item, ItemState.FAILED, actor, event=event,
-              payload={**payload, "outcome": "failed", "error": reason})
+    move_item(
+        session,
+        item,
+        ItemState.FAILED,
+        actor,
+        event=event,
+        payload={**payload, "outcome": "failed", "error": reason},
+    )
     if order.state in (OrderState.QUEUED, OrderState.IN_PROGRESS):
         order.last_error = {"item_id": str(item.id), **reason}
-        move_order(session, order, OrderState.FAILED, actor, now=now,
-                   payload={"item_id": str(item.id), "error": reason})
+        move_order(
+            session,
+            order,
+            OrderState.FAILED,
+            actor,
+            now=now,
+            payload={"item_id": str(item.id), "error": reason},
+        )
     return False

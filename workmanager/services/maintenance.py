@@ -33,12 +33,19 @@ class Maintenance:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
 
-    def run(self, *, dead_letter: bool = True, check_stale: bool = True, purge_keys: bool = True,
-            recover_applies: bool = True) -> MaintenanceReport:
+    def run(
+        self,
+        *,
+        dead_letter: bool = True,
+        check_stale: bool = True,
+        purge_keys: bool = True,
+        recover_applies: bool = True,
+    ) -> MaintenanceReport:
         report = MaintenanceReport()
         if dead_letter:
             report.dead_lettered_orders, report.dead_lettered_items = self.ctx.db.run(
-                self._dead_letter)
+                self._dead_letter
+            )
         if check_stale:
             report.stale_orders = self.stale_orders()
         if purge_keys:
@@ -53,14 +60,28 @@ class Maintenance:
     def _dead_letter(self, s: Session) -> tuple[int, int]:
         cutoff = self.ctx.clock() - timedelta(hours=self.ctx.settings.dead_letter_after_hours)
         actor = Actor.system()
-        orders = list(s.scalars(select(Order).where(
-            Order.state == OrderState.FAILED.value, Order.last_transitioned_at <= cutoff,
-        ).with_for_update(skip_locked=True)))
+        orders = list(
+            s.scalars(
+                select(Order)
+                .where(
+                    Order.state == OrderState.FAILED.value,
+                    Order.last_transitioned_at <= cutoff,
+                )
+                .with_for_update(skip_locked=True)
+            )
+        )
         for order in orders:
             move_order(s, order, OrderState.DEAD_LETTERED, actor)
-        items = list(s.scalars(select(Item).where(
-            Item.state == ItemState.FAILED.value, Item.updated_at <= cutoff,
-        ).with_for_update(skip_locked=True)))
+        items = list(
+            s.scalars(
+                select(Item)
+                .where(
+                    Item.state == ItemState.FAILED.value,
+                    Item.updated_at <= cutoff,
+                )
+                .with_for_update(skip_locked=True)
+            )
+        )
         for item in items:
             move_item(s, item, ItemState.DEAD_LETTERED, actor)
         return len(orders), len(items)
@@ -69,9 +90,17 @@ class Maintenance:
         """Orders queued or in progress for longer than ``STALE_ORDER_HOURS``: logged."""
         cutoff = self.ctx.clock() - timedelta(hours=self.ctx.settings.stale_order_hours)
         with self.ctx.db.transaction() as s:
-            ids = [str(i) for i in s.scalars(select(Order.id).where(
-                Order.state.in_([OrderState.QUEUED.value, OrderState.IN_PROGRESS.value]),
-                Order.last_transitioned_at <= cutoff).limit(1000))]
+            ids = [
+                str(i)
+                for i in s.scalars(
+                    select(Order.id)
+                    .where(
+                        Order.state.in_([OrderState.QUEUED.value, OrderState.IN_PROGRESS.value]),
+                        Order.last_transitioned_at <= cutoff,
+                    )
+                    .limit(1000)
+                )
+            ]
         if ids:
             log.warning("%d stale order(s), e.g. %s", len(ids), ", ".join(ids[:5]))
         self.ctx.metrics.gauge("stale_orders", len(ids))
@@ -81,16 +110,25 @@ class Maintenance:
         """Orders left ``approved`` past ``APPLY_RECOVERY_SECONDS`` (their worker died)."""
         cutoff = self.ctx.clock() - timedelta(seconds=self.ctx.settings.apply_recovery_seconds)
         with self.ctx.db.transaction() as s:
-            return list(s.scalars(select(Order.id).where(
-                Order.state == OrderState.APPROVED.value,
-                Order.last_transitioned_at <= cutoff).limit(1000)))
+            return list(
+                s.scalars(
+                    select(Order.id)
+                    .where(
+                        Order.state == OrderState.APPROVED.value,
+                        Order.last_transitioned_at <= cutoff,
+                    )
+                    .limit(1000)
+                )
+            )
 
     def report_gauges(self) -> None:
         """``queue_depth`` and ``leases_active`` per order type."""
         with self.ctx.db.transaction() as s:
-            rows = s.execute(select(Item.order_type, Item.state, func.count())
-                             .where(Item.state.in_(["queued", "leased", "in_progress"]))
-                             .group_by(Item.order_type, Item.state)).all()
+            rows = s.execute(
+                select(Item.order_type, Item.state, func.count())
+                .where(Item.state.in_(["queued", "leased", "in_progress"]))
+                .group_by(Item.order_type, Item.state)
+            ).all()
         depth: dict[str, int] = {t: 0 for t in self.ctx.registry.names()}
         active: dict[str, int] = dict(depth)
         for order_type, state, n in rows:

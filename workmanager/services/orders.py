@@ -63,18 +63,27 @@ class OrderService:
         order_type = self.ctx.registry.get(type)
         _require(isinstance(payload, dict), "payload", "must be an object")
         _require(meta is None or isinstance(meta, dict), "meta", "must be an object")
-        _require(isinstance(priority, int) and not isinstance(priority, bool), "priority",
-                 "must be an integer")
-        _require(dedupe_key is None or (isinstance(dedupe_key, str) and 0 < len(dedupe_key) <= 191),
-                 "dedupe_key", "must be a string of 1 to 191 characters")
+        _require(
+            isinstance(priority, int) and not isinstance(priority, bool),
+            "priority",
+            "must be an integer",
+        )
+        _require(
+            dedupe_key is None or (isinstance(dedupe_key, str) and 0 < len(dedupe_key) <= 191),
+            "dedupe_key",
+            "must be a string of 1 to 191 characters",
+        )
         validate(order_type.schema(), payload, "payload")
         actor = requested_by or (agent.actor if agent else Actor.system())
         existing = self._existing(order_id, dedupe_key)
         if existing is not None:
             return existing
         try:
-            order, item_ids = self.ctx.db.run(lambda s: self._create(
-                s, order_type, payload, priority, meta or {}, dedupe_key, actor, agent, order_id))
+            order, item_ids = self.ctx.db.run(
+                lambda s: self._create(
+                    s, order_type, payload, priority, meta or {}, dedupe_key, actor, agent, order_id
+                )
+            )
         except IntegrityError:
             found = self._existing(order_id, dedupe_key)
             if found is None:
@@ -93,22 +102,42 @@ class OrderService:
                 order = s.scalar(select(Order).where(Order.dedupe_key == dedupe_key))
             return Proposal(order_dict(order), False) if order else None
 
-    def _create(self, s: Session, order_type: OrderType, payload: JSON, priority: int,
-                meta: JSON, dedupe_key: str | None, actor: Actor, agent: AgentInfo | None,
-                order_id: uuid.UUID | None) -> tuple[dict[str, Any], list[uuid.UUID]]:
+    def _create(
+        self,
+        s: Session,
+        order_type: OrderType,
+        payload: JSON,
+        priority: int,
+        meta: JSON,
+        dedupe_key: str | None,
+        actor: Actor,
+        agent: AgentInfo | None,
+        order_id: uuid.UUID | None,
+    ) -> tuple[dict[str, Any], list[uuid.UUID]]:
         now = self.ctx.clock()
         order = Order(
-            id=order_id or uuid.uuid4(), type=order_type.type, state=OrderState.QUEUED.value,
-            priority=priority, payload=payload, meta=meta, requested_by_type=actor.type,
-            requested_by_id=actor.id, dedupe_key=dedupe_key, created_at=now, updated_at=now,
+            id=order_id or uuid.uuid4(),
+            type=order_type.type,
+            state=OrderState.QUEUED.value,
+            priority=priority,
+            payload=payload,
+            meta=meta,
+            requested_by_type=actor.type,
+            requested_by_id=actor.id,
+            dedupe_key=dedupe_key,
+            created_at=now,
+            updated_at=now,
             last_transitioned_at=now,
         )
         s.add(order)
         s.flush()
-        record_event(s, order.id, "proposed", actor, payload={"type": order.type,
-                                                              "priority": priority})
-        items = [self._item(order, order_type, spec, now)
-                 for spec in order_type.plan(order_view(order, []))]
+        record_event(
+            s, order.id, "proposed", actor, payload={"type": order.type, "priority": priority}
+        )
+        items = [
+            self._item(order, order_type, spec, now)
+            for spec in order_type.plan(order_view(order, []))
+        ]
         s.add_all(items)
         record_event(s, order.id, "planned", actor, payload={"item_count": len(items)})
         self.ctx.provenance.record(s, "propose", agent, order_id=order.id)
@@ -117,43 +146,60 @@ class OrderService:
     def _item(self, order: Order, order_type: OrderType, spec: ItemSpec, now: Any) -> Item:
         if not isinstance(spec, ItemSpec):
             raise TypeError(f"{order_type!r}.plan() must return ItemSpec objects, got {spec!r}")
-        max_attempts = (spec.max_attempts or order_type.max_attempts
-                        or self.ctx.settings.default_max_attempts)
+        max_attempts = (
+            spec.max_attempts or order_type.max_attempts or self.ctx.settings.default_max_attempts
+        )
         tenant = order.payload.get("tenant_id")
         return Item(
-            id=uuid.uuid4(), order_id=order.id, type=spec.type or order.type,
-            order_type=order.type, priority=order.priority,
+            id=uuid.uuid4(),
+            order_id=order.id,
+            type=spec.type or order.type,
+            order_type=order.type,
+            priority=order.priority,
             tenant_id=str(tenant) if tenant is not None else None,
             state=ItemState.QUEUED.value,
             input=dict(order.payload) if spec.input is None else dict(spec.input),
-            max_attempts=max_attempts, parts_required=list(spec.parts_required or []) or None,
-            attempts=0, lease_token=0, created_at=now, updated_at=now,
+            max_attempts=max_attempts,
+            parts_required=list(spec.parts_required or []) or None,
+            attempts=0,
+            lease_token=0,
+            created_at=now,
+            updated_at=now,
         )
 
     # --- approve ----------------------------------------------------------------------
-    def approve(self, order_id: uuid.UUID, actor: Actor,
-                agent: AgentInfo | None = None) -> dict[str, Any]:
+    def approve(
+        self, order_id: uuid.UUID, actor: Actor, agent: AgentInfo | None = None
+    ) -> dict[str, Any]:
         """``submitted → approved``; then the apply is dispatched."""
         order = self.ctx.db.run(lambda s: self._approve_tx(s, order_id, actor, agent))
         self.ctx.metrics.increment("orders_approved_total", type=order["type"])
         self.ctx.dispatcher.order_approved(order_id)
         return order
 
-    def _approve_tx(self, s: Session, order_id: uuid.UUID, actor: Actor,
-                    agent: AgentInfo | None) -> dict[str, Any]:
+    def _approve_tx(
+        self, s: Session, order_id: uuid.UUID, actor: Actor, agent: AgentInfo | None
+    ) -> dict[str, Any]:
         now = self.ctx.clock()
         order = lock_order(s, order_id)
         if order.state == OrderState.SUBMITTED:
             if not self.ctx.registry.get(order.type).can_approve(order_view(order)):
-                raise NotReadyForApproval("the order type's can_approve check refused",
-                                          details={"order_id": str(order.id)})
+                raise NotReadyForApproval(
+                    "the order type's can_approve check refused",
+                    details={"order_id": str(order.id)},
+                )
         elif order.state in (OrderState.QUEUED, OrderState.IN_PROGRESS):
-            raise NotReadyForApproval("not every item is submitted yet",
-                                      details={"order_id": str(order.id), "state": order.state})
+            raise NotReadyForApproval(
+                "not every item is submitted yet",
+                details={"order_id": str(order.id), "state": order.state},
+            )
         move_order(s, order, OrderState.APPROVED, actor, now=now)
         self.ctx.provenance.record(s, "approve", agent, order_id=order.id)
-        self.ctx.metrics.histogram("order_time_to_approval_seconds",
-                                   (now - order.created_at).total_seconds(), type=order.type)
+        self.ctx.metrics.histogram(
+            "order_time_to_approval_seconds",
+            (now - order.created_at).total_seconds(),
+            type=order.type,
+        )
         return order_dict(order)
 
     def check_auto_approval(self, order_id: uuid.UUID) -> bool:
@@ -172,33 +218,58 @@ class OrderService:
             self.approve(order_id, Actor.system())
         except WorkManagerError as exc:
             log.warning("auto-approval of %s refused: %s", order_id, exc.message)
-            self.ctx.metrics.increment("auto_approval_refused_total", type=order_type.type,
-                                       reason=exc.code)
+            self.ctx.metrics.increment(
+                "auto_approval_refused_total", type=order_type.type, reason=exc.code
+            )
             return False
         return True
 
     # --- reject and retry -------------------------------------------------------------
-    def reject(self, order_id: uuid.UUID, errors: list[JSON], actor: Actor,
-               allow_rework: bool = False, agent: AgentInfo | None = None) -> dict[str, Any]:
+    def reject(
+        self,
+        order_id: uuid.UUID,
+        errors: list[JSON],
+        actor: Actor,
+        allow_rework: bool = False,
+        agent: AgentInfo | None = None,
+    ) -> dict[str, Any]:
         """``submitted → rejected`` (items and parts too); with rework, back to ``queued``."""
         _check_reject_errors(errors)
         order, item_ids = self.ctx.db.run(
-            lambda s: self._reject_tx(s, order_id, errors, actor, allow_rework, agent))
+            lambda s: self._reject_tx(s, order_id, errors, actor, allow_rework, agent)
+        )
         self.ctx.metrics.increment("orders_rejected_total", type=order["type"])
         if item_ids:
             self.ctx.dispatcher.items_available(order["type"], item_ids)
         return order
 
-    def _reject_tx(self, s: Session, order_id: uuid.UUID, errors: list[JSON], actor: Actor,
-                   allow_rework: bool, agent: AgentInfo | None,
-                   ) -> tuple[dict[str, Any], list[uuid.UUID]]:
+    def _reject_tx(
+        self,
+        s: Session,
+        order_id: uuid.UUID,
+        errors: list[JSON],
+        actor: Actor,
+        allow_rework: bool,
+        agent: AgentInfo | None,
+    ) -> tuple[dict[str, Any], list[uuid.UUID]]:
         now = self.ctx.clock()
         order = lock_order(s, order_id)
-        move_order(s, order, OrderState.REJECTED, actor, now=now,
-                   payload={"errors": errors, "allow_rework": allow_rework})
+        move_order(
+            s,
+            order,
+            OrderState.REJECTED,
+            actor,
+            now=now,
+            payload={"errors": errors, "allow_rework": allow_rework},
+        )
         order.last_error = {"code": "rejected", "errors": errors}
-        items = list(s.scalars(select(Item).where(Item.order_id == order.id,
-                                                  Item.state == ItemState.SUBMITTED.value)))
+        items = list(
+            s.scalars(
+                select(Item).where(
+                    Item.order_id == order.id, Item.state == ItemState.SUBMITTED.value
+                )
+            )
+        )
         for item in items:
             move_item(s, item, ItemState.REJECTED, actor)
         for part in s.scalars(select(Part).where(Part.item_id.in_([i.id for i in items]))):
@@ -223,12 +294,19 @@ class OrderService:
             self.ctx.dispatcher.order_submitted(order_id)
         return order
 
-    def _retry_tx(self, s: Session, order_id: uuid.UUID, actor: Actor,
-                  ) -> tuple[dict[str, Any], list[uuid.UUID], bool]:
+    def _retry_tx(
+        self,
+        s: Session,
+        order_id: uuid.UUID,
+        actor: Actor,
+    ) -> tuple[dict[str, Any], list[uuid.UUID], bool]:
         now = self.ctx.clock()
         order = lock_order(s, order_id)
-        failed = list(s.scalars(select(Item).where(Item.order_id == order.id,
-                                                   Item.state == ItemState.FAILED.value)))
+        failed = list(
+            s.scalars(
+                select(Item).where(Item.order_id == order.id, Item.state == ItemState.FAILED.value)
+            )
+        )
         if not failed and order.state == OrderState.FAILED:
             states = set(s.scalars(select(Item.state).where(Item.order_id == order.id)))
             if states and states <= {ItemState.SUBMITTED.value}:
@@ -244,9 +322,15 @@ class OrderService:
 
 
 def _check_reject_errors(errors: Any) -> None:
-    ok = isinstance(errors, list) and len(errors) >= 1 and all(
-        isinstance(e, dict) and isinstance(e.get("code"), str) and isinstance(e.get("message"), str)
-        and (e.get("field") is None or isinstance(e.get("field"), str))
-        for e in errors
+    ok = (
+        isinstance(errors, list)
+        and len(errors) >= 1
+        and all(
+            isinstance(e, dict)
+            and isinstance(e.get("code"), str)
+            and isinstance(e.get("message"), str)
+            and (e.get("field") is None or isinstance(e.get("field"), str))
+            for e in errors
+        )
     )
     _require(ok, "errors", "must be a list of at least one {code, message, field?}", "minItems")

@@ -33,8 +33,13 @@ def check_part_input(settings: Settings, part_key: Any, payload: Any, seq: Any) 
     """Shape and size checks that need no database."""
     errors = []
     if not isinstance(part_key, str) or not part_key.strip() or len(part_key) > 191:
-        errors.append({"path": "part_key", "message": "must be a non-empty string (≤191 chars)",
-                       "validator": "type"})
+        errors.append(
+            {
+                "path": "part_key",
+                "message": "must be a non-empty string (≤191 chars)",
+                "validator": "type",
+            }
+        )
     if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0):
         errors.append({"path": "seq", "message": "must be an integer ≥ 0", "validator": "minimum"})
     if not isinstance(payload, dict):
@@ -50,16 +55,28 @@ def check_part_input(settings: Settings, part_key: Any, payload: Any, seq: Any) 
 
 
 def upsert_part(
-    session: Session, settings: Settings, item: Item, part_key: str, payload: dict[str, Any],
-    seq: int | None, evidence: Any, notes: str | None, agent_id: str,
+    session: Session,
+    settings: Settings,
+    item: Item,
+    part_key: str,
+    payload: dict[str, Any],
+    seq: int | None,
+    evidence: Any,
+    notes: str | None,
+    agent_id: str,
 ) -> Part:
     """Store a validated part in its (key, seq) slot, replacing what the slot held."""
     slot = -1 if seq is None else seq
-    part = session.scalar(select(Part).where(
-        Part.item_id == item.id, Part.part_key == part_key, Part.seq_slot == slot))
+    part = session.scalar(
+        select(Part).where(
+            Part.item_id == item.id, Part.part_key == part_key, Part.seq_slot == slot
+        )
+    )
     if part is None:
-        count = session.scalar(select(func.count()).select_from(Part)
-                               .where(Part.item_id == item.id)) or 0
+        count = (
+            session.scalar(select(func.count()).select_from(Part).where(Part.item_id == item.id))
+            or 0
+        )
         if count >= settings.max_parts_per_item:
             raise PayloadTooLarge(
                 f"item already has {count} parts; the limit is {settings.max_parts_per_item}",
@@ -69,8 +86,9 @@ def upsert_part(
         session.add(part)
     part.status = VALIDATED
     part.payload = payload
-    part.evidence = evidence if isinstance(evidence, dict) or evidence is None else {
-        "value": evidence}
+    part.evidence = (
+        evidence if isinstance(evidence, dict) or evidence is None else {"value": evidence}
+    )
     part.notes = notes
     part.errors = None
     part.checksum = checksum(payload)
@@ -83,7 +101,8 @@ def upsert_part(
 def latest_validated(session: Session, item_id: uuid.UUID) -> dict[str, Part]:
     """The latest validated part per key: highest seq, then most recent."""
     parts = session.scalars(
-        select(Part).where(Part.item_id == item_id, Part.status == VALIDATED)
+        select(Part)
+        .where(Part.item_id == item_id, Part.status == VALIDATED)
         .order_by(Part.part_key, Part.seq_slot, Part.created_at)
     )
     latest: dict[str, Part] = {}

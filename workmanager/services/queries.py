@@ -23,12 +23,20 @@ class Queries:
             order = s.get(Order, order_id)
             if order is None:
                 raise NotFound(f"order {order_id} not found", details={"order_id": str(order_id)})
-            items = s.scalars(select(Item).where(Item.order_id == order_id)
-                              .order_by(Item.created_at, Item.id))
-            latest = s.scalars(select(Event).where(Event.order_id == order_id)
-                               .order_by(Event.id.desc()).limit(events))
-            return {**order_dict(order), "items": [item_dict(i) for i in items],
-                    "events": [event_dict(e) for e in latest]}
+            items = s.scalars(
+                select(Item).where(Item.order_id == order_id).order_by(Item.created_at, Item.id)
+            )
+            latest = s.scalars(
+                select(Event)
+                .where(Event.order_id == order_id)
+                .order_by(Event.id.desc())
+                .limit(events)
+            )
+            return {
+                **order_dict(order),
+                "items": [item_dict(i) for i in items],
+                "events": [event_dict(e) for e in latest],
+            }
 
     def item(self, item_id: uuid.UUID) -> dict[str, Any]:
         with self.ctx.db.transaction() as s:
@@ -51,14 +59,20 @@ class Queries:
             item = s.get(Item, item_id)
             if item is None:
                 raise NotFound(f"item {item_id} not found", details={"item_id": str(item_id)})
-            rows = s.scalars(select(Event).where(
-                Event.order_id == item.order_id,
-                or_(Event.item_id == item_id, Event.item_id.is_(None)),
-            ).order_by(Event.id.desc()).limit(limit))
+            rows = s.scalars(
+                select(Event)
+                .where(
+                    Event.order_id == item.order_id,
+                    or_(Event.item_id == item_id, Event.item_id.is_(None)),
+                )
+                .order_by(Event.id.desc())
+                .limit(limit)
+            )
             return [event_dict(e) for e in rows]
 
-    def parts(self, item_id: uuid.UUID, part_key: str | None = None,
-              status: str | None = None) -> dict[str, Any]:
+    def parts(
+        self, item_id: uuid.UUID, part_key: str | None = None, status: str | None = None
+    ) -> dict[str, Any]:
         with self.ctx.db.transaction() as s:
             item = s.get(Item, item_id)
             if item is None:

@@ -60,15 +60,20 @@ class Sweeper:
 
     def _batch(self, s: Session, size: int) -> tuple[SweepResult, int]:
         now = self.ctx.clock()
-        stmt = (select(Item).where(Item.state.in_(_HELD), Item.lease_expires_at <= now)
-                .order_by(Item.lease_expires_at).limit(size))
+        stmt = (
+            select(Item)
+            .where(Item.state.in_(_HELD), Item.lease_expires_at <= now)
+            .order_by(Item.lease_expires_at)
+            .limit(size)
+        )
         if s.get_bind().dialect.name == "postgresql":
             stmt = stmt.with_for_update(skip_locked=True)
         rows = list(s.scalars(stmt))
         result = SweepResult()
         for item in self.ctx.leases.dead(s, rows, now):
-            if requeue_or_fail(s, self.ctx.settings, item, Actor.system(), now,
-                               event="lease_expired"):
+            if requeue_or_fail(
+                s, self.ctx.settings, item, Actor.system(), now, event="lease_expired"
+            ):
                 result.requeued[item.order_type].append(item.id)
             else:
                 result.failed[item.order_type] += 1
@@ -80,5 +85,6 @@ class Sweeper:
             self.ctx.dispatcher.items_available(order_type, ids)
         for order_type, n in result.failed.items():
             self.ctx.metrics.increment("leases_expired_total", n, type=order_type)
-            self.ctx.metrics.increment("items_failed_total", n, type=order_type,
-                                       error_code="max_attempts_exceeded")
+            self.ctx.metrics.increment(
+                "items_failed_total", n, type=order_type, error_code="max_attempts_exceeded"
+            )

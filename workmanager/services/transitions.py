@@ -26,8 +26,15 @@ def record_event(
 ) -> Event:
     """Append one event to the audit log."""
     row = Event(
-        order_id=order_id, item_id=item_id, event=event, actor_type=actor.type,
-        actor_id=actor.id, payload=payload, diff=diff, message=message, created_at=utcnow(),
+        order_id=order_id,
+        item_id=item_id,
+        event=event,
+        actor_type=actor.type,
+        actor_id=actor.id,
+        payload=payload,
+        diff=diff,
+        message=message,
+        created_at=utcnow(),
     )
     session.add(row)
     return row
@@ -49,8 +56,9 @@ def move_order(
     check_order(order.state, to_state)
     order.state = OrderState(to_state).value
     order.last_transitioned_at = now or utcnow()
-    record_event(session, order.id, event or to_state, actor, payload=payload, diff=diff,
-                 message=message)
+    record_event(
+        session, order.id, event or to_state, actor, payload=payload, diff=diff, message=message
+    )
 
 
 def move_item(
@@ -67,8 +75,15 @@ def move_item(
     check_item(item.state, to_state)
     item.state = ItemState(to_state).value
     item.updated_at = utcnow()
-    record_event(session, item.order_id, event or to_state, actor, item_id=item.id,
-                 payload=payload, message=message)
+    record_event(
+        session,
+        item.order_id,
+        event or to_state,
+        actor,
+        item_id=item.id,
+        payload=payload,
+        message=message,
+    )
 
 
 def clear_lease(item: Item) -> None:

@@ -11,19 +11,30 @@ from ..types import ItemView, OrderView
 
 def item_view(item: Item) -> ItemView:
     return ItemView(
-        id=item.id, order_id=item.order_id, type=item.type, order_type=item.order_type,
+        id=item.id,
+        order_id=item.order_id,
+        type=item.type,
+        order_type=item.order_type,
         state=item.state,
-        input=dict(item.input or {}), result=item.result, assembled_result=item.assembled_result,
-        attempts=item.attempts, max_attempts=item.max_attempts,
-        parts_required=tuple(item.parts_required or ()), progress=item.progress,
+        input=dict(item.input or {}),
+        result=item.result,
+        assembled_result=item.assembled_result,
+        attempts=item.attempts,
+        max_attempts=item.max_attempts,
+        parts_required=tuple(item.parts_required or ()),
+        progress=item.progress,
     )
 
 
 def order_view(order: Order, items: list[Item] | None = None) -> OrderView:
     rows = order.items if items is None else items
     return OrderView(
-        id=order.id, type=order.type, state=order.state, priority=order.priority,
-        payload=dict(order.payload or {}), meta=dict(order.meta or {}),
+        id=order.id,
+        type=order.type,
+        state=order.state,
+        priority=order.priority,
+        payload=dict(order.payload or {}),
+        meta=dict(order.meta or {}),
         items=tuple(item_view(i) for i in rows),
     )
 
@@ -34,46 +45,78 @@ def iso(value: datetime | None) -> str | None:
 
 def order_dict(order: Order) -> dict[str, Any]:
     return {
-        "id": str(order.id), "type": order.type, "state": order.state,
-        "priority": order.priority, "payload": order.payload, "meta": order.meta,
-        "requested_by_type": order.requested_by_type, "requested_by_id": order.requested_by_id,
-        "dedupe_key": order.dedupe_key, "last_error": order.last_error, "diff": order.diff,
-        "created_at": iso(order.created_at), "updated_at": iso(order.updated_at),
+        "id": str(order.id),
+        "type": order.type,
+        "state": order.state,
+        "priority": order.priority,
+        "payload": order.payload,
+        "meta": order.meta,
+        "requested_by_type": order.requested_by_type,
+        "requested_by_id": order.requested_by_id,
+        "dedupe_key": order.dedupe_key,
+        "last_error": order.last_error,
+        "diff": order.diff,
+        "created_at": iso(order.created_at),
+        "updated_at": iso(order.updated_at),
         "last_transitioned_at": iso(order.last_transitioned_at),
-        "applied_at": iso(order.applied_at), "completed_at": iso(order.completed_at),
+        "applied_at": iso(order.applied_at),
+        "completed_at": iso(order.completed_at),
     }
 
 
 def item_dict(item: Item) -> dict[str, Any]:
     return {
-        "id": str(item.id), "order_id": str(item.order_id), "type": item.type,
-        "order_type": item.order_type, "state": item.state, "input": item.input, "result": item.result,
-        "assembled_result": item.assembled_result, "error": item.error,
-        "attempts": item.attempts, "max_attempts": item.max_attempts,
+        "id": str(item.id),
+        "order_id": str(item.order_id),
+        "type": item.type,
+        "order_type": item.order_type,
+        "state": item.state,
+        "input": item.input,
+        "result": item.result,
+        "assembled_result": item.assembled_result,
+        "error": item.error,
+        "attempts": item.attempts,
+        "max_attempts": item.max_attempts,
         "leased_by_agent_id": item.leased_by_agent_id,
         "lease_expires_at": iso(item.lease_expires_at),
         "last_heartbeat_at": iso(item.last_heartbeat_at),
-        "available_at": iso(item.available_at), "progress": item.progress,
-        "parts_required": item.parts_required or [], "parts_state": item.parts_state,
+        "available_at": iso(item.available_at),
+        "progress": item.progress,
+        "parts_required": item.parts_required or [],
+        "parts_state": item.parts_state,
         "accepted_at": iso(item.accepted_at),
-        "created_at": iso(item.created_at), "updated_at": iso(item.updated_at),
+        "created_at": iso(item.created_at),
+        "updated_at": iso(item.updated_at),
     }
 
 
 def part_dict(part: Part) -> dict[str, Any]:
     return {
-        "id": str(part.id), "item_id": str(part.item_id), "part_key": part.part_key,
-        "seq": part.seq, "status": part.status, "payload": part.payload,
-        "evidence": part.evidence, "notes": part.notes, "errors": part.errors,
-        "checksum": part.checksum, "submitted_by_agent_id": part.submitted_by_agent_id,
+        "id": str(part.id),
+        "item_id": str(part.item_id),
+        "part_key": part.part_key,
+        "seq": part.seq,
+        "status": part.status,
+        "payload": part.payload,
+        "evidence": part.evidence,
+        "notes": part.notes,
+        "errors": part.errors,
+        "checksum": part.checksum,
+        "submitted_by_agent_id": part.submitted_by_agent_id,
         "created_at": iso(part.created_at),
     }
 
 
 def event_dict(event: Event) -> dict[str, Any]:
     return {
-        "id": event.id, "order_id": str(event.order_id),
-        "item_id": str(event.item_id) if event.item_id else None, "event": event.event,
-        "actor_type": event.actor_type, "actor_id": event.actor_id, "payload": event.payload,
-        "diff": event.diff, "message": event.message, "created_at": iso(event.created_at),
+        "id": event.id,
+        "order_id": str(event.order_id),
+        "item_id": str(event.item_id) if event.item_id else None,
+        "event": event.event,
+        "actor_type": event.actor_type,
+        "actor_id": event.actor_id,
+        "payload": event.payload,
+        "diff": event.diff,
+        "message": event.message,
+        "created_at": iso(event.created_at),
     }

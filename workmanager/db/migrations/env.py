@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import engine_from_config, pool
+from sqlalchemy import Connection, engine_from_config, pool
 
 from workmanager.db.models import Base
 
@@ -12,9 +12,12 @@ target_metadata = Base.metadata
 
 
 def run_offline() -> None:
-    context.configure(url=config.get_main_option("sqlalchemy.url"),
-                      target_metadata=target_metadata, literal_binds=True,
-                      render_as_batch=True)
+    context.configure(
+        url=config.get_main_option("sqlalchemy.url"),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        render_as_batch=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -22,17 +25,19 @@ def run_offline() -> None:
 def run_online() -> None:
     connectable = config.attributes.get("connection")
     if connectable is None:
-        connectable = engine_from_config(config.get_section(config.config_ini_section) or {},
-                                         prefix="sqlalchemy.", poolclass=pool.NullPool)
+        connectable = engine_from_config(
+            config.get_section(config.config_ini_section) or {},
+            prefix="sqlalchemy.",
+            poolclass=pool.NullPool,
+        )
         with connectable.connect() as connection:
             _run(connection)
     else:
         _run(connectable)
 
 
-def _run(connection: object) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata,
-                      render_as_batch=True)
+def _run(connection: Connection) -> None:
+    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()
 

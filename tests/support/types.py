@@ -1,0 +1,111 @@
+"""Order types for tests: small, each exercising a group of hooks."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from workmanager import ApplyContext, Diff, ItemSpec, OrderType, OrderView, ValidationFailed
+from workmanager.types import JSON, ItemView
+
+
+class Simple(OrderType):
+    """One item; the result must carry ``answer``; apply counts its calls."""
+
+    type = "test.simple"
+
+    def __init__(self, auto: bool = False) -> None:
+        self.auto_approve = auto  # type: ignore[misc]
+        self.apply_calls = 0
+        self.after_calls = 0
+        self.lock = threading.Lock()
+
+    def schema(self) -> JSON:
+        return {
+            "type": "object",
+            "properties": {"n": {"type": "integer", "minimum": 0}, "name": {"type": "string"}},
+        }
+
+    def result_schema(self, item: ItemView) -> JSON:
+        return {"type": "object", "required": ["answer"]}
+
+    def validate_submission(self, item: ItemView, result: JSON) -> None:
+        if result.get("answer") == "forbidden":
+            raise ValidationFailed(
+                [{"path": "result.answer", "message": "not allowed", "validator": "custom"}]
+            )
+
+    def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
+        with self.lock:
+            self.apply_calls += 1
+        return Diff({}, {"answers": [i.result for i in order.items]}, "applied")
+
+    def after_apply(self, order: OrderView, diff: Diff) -> None:
+        with self.lock:
+            self.after_calls += 1
+
+
+class Multi(OrderType):
+    """``count`` items from the payload."""
+
+    type = "test.multi"
+
+    def plan(self, order: OrderView) -> list[ItemSpec]:
+        return [ItemSpec(input={"i": i}) for i in range(order.payload.get("count", 2))]
+
+    def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
+        return Diff.empty()
+
+
+class Parts(OrderType):
+    """One item needing parts ``a`` and ``b``; part ``a`` must hold an integer ``v``."""
+
+    type = "test.parts"
+
+    def plan(self, order: OrderView) -> list[ItemSpec]:
+        return [ItemSpec(input={}, parts_required=["a", "b"])]
+
+    def part_schema(self, item: ItemView, part_key: str) -> JSON | None:
+        if part_key == "a":
+            return {"type": "object", "required": ["v"], "properties": {"v": {"type": "integer"}}}
+        return None
+
+    def validate_assembled(self, item: ItemView, result: JSON) -> None:
+        if result.get("b", {}).get("bad"):
+            raise ValidationFailed([{"path": "b", "message": "bad", "validator": "custom"}])
+
+    def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
+        return Diff.empty()
+
+
+class Flaky(OrderType):
+    """Apply fails the first ``failures`` times."""
+
+    type = "test.flaky"
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise RuntimeError(f"downstream down (call {self.calls})")
+        return Diff({"v": 0}, {"v": 1}, "ok")
+
+
+class Picky(OrderType):
+    """``can_approve`` is false unless the payload says ``ok``."""
+
+    type = "test.picky"
+    auto_approve = True
+
+    def can_approve(self, order: OrderView) -> bool:
+        return bool(order.payload.get("ok"))
+
+    def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
+        return Diff.empty()
+
+
+def all_types(**kwargs: Any) -> list[OrderType]:
+    return [Simple(), Multi(), Parts(), Flaky(kwargs.get("failures", 1)), Picky()]
