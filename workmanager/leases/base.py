@@ -29,6 +29,8 @@ class CheckoutQuery:
     type: str | None = None
     min_priority: int | None = None
     tenant_id: str | None = None
+    #: One specific item (Celery consumer agents lease the item their message names).
+    item_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)

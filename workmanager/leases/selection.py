@@ -25,6 +25,8 @@ def eligible(
         Item.state == ItemState.QUEUED.value,
         or_(Item.available_at.is_(None), Item.available_at <= now),
     )
+    if query.item_id is not None:
+        stmt = stmt.where(Item.id == query.item_id)
     if query.order_id is not None:
         stmt = stmt.where(Item.order_id == query.order_id)
     if query.type is not None:

@@ -77,10 +77,14 @@ class AgentAPI:
         type: str | None = None,
         min_priority: int | None = None,
         tenant_id: str | None = None,
+        item_id: uuid.UUID | None = None,
     ) -> Lease | None:
-        """Lease the next eligible item (of one order, or globally), or return ``None``."""
+        """Lease the next eligible item (of one order, or globally), or return ``None``.
+
+        ``item_id`` narrows the checkout to that one item (how Celery consumer agents take
+        the item their message names)."""
         info = _agent(agent)
-        query = CheckoutQuery(order_id, type, min_priority, tenant_id)
+        query = CheckoutQuery(order_id, type, min_priority, tenant_id, item_id)
         granted: list[Grant] = []
         try:
             lease = self.ctx.db.run(lambda s: self._checkout_tx(s, info, query, granted))
