@@ -73,14 +73,13 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read settings from ``environ`` (default ``os.environ``) and the optional TOML file."""
         env = dict(os.environ if environ is None else environ)
-        raw: dict[str, Any] = {}
         config_file = env.get(PREFIX + "CONFIG")
-        if config_file:
-            raw.update(_read_toml(config_file))
-        raw.update({k: v for k, v in env.items() if k.startswith(PREFIX)})
+        from_file = _read_toml(config_file) if config_file else {}
         values: dict[str, Any] = {}
         for spec in _SPECS:
-            found = spec.lookup(raw)
+            # The environment wins over the file under any of a setting's names (an alias
+            # in the environment beats the canonical name in the file).
+            found = spec.lookup(env) or spec.lookup(from_file)
             if found is not None:
                 name, value = found
                 values[spec.field] = spec.parse(name, value)

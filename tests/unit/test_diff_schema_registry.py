@@ -1,0 +1,226 @@
+"""Diff, JSON Schema errors, the registry and WORK_MANAGER_ORDER_TYPES, the public names."""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+import pytest
+
+import workmanager
+from tests.support import registering
+from tests.support.types import Multi, Simple
+from workmanager import Diff, ItemSpec, OrderType, Registry, Settings, ValidationFailed, WorkManager
+from workmanager.errors import ConfigurationError, UnknownOrderType
+from workmanager.schema import schema_errors, validate
+
+# --- Diff -------------------------------------------------------------------------------
+
+
+def test_diff_changes_added_modified_removed() -> None:
+    diff = Diff(
+        before={"kept": 1, "changed": "a", "gone": [1, 2], "nested": {"x": 1}},
+        after={"kept": 1, "changed": "b", "new": True, "nested": {"x": 2}},
+        summary="s",
+    )
+    assert diff.changes == {
+        "changed": {"type": "modified", "from": "a", "to": "b"},
+        "gone": {"type": "removed", "value": [1, 2]},
+        "nested": {"type": "modified", "from": {"x": 1}, "to": {"x": 2}},
+        "new": {"type": "added", "value": True},
+    }
+    assert list(diff.changes) == sorted(diff.changes)
+    data = diff.to_dict()
+    assert data["summary"] == "s" and data["changes"] == diff.changes
+    assert Diff.from_dict(data) == diff
+    assert Diff.from_dict(None) is None
+
+
+def test_diff_added_none_is_a_change() -> None:
+    assert Diff({}, {"k": None}).changes == {"k": {"type": "added", "value": None}}
+    assert Diff({"k": None}, {}).changes == {"k": {"type": "removed", "value": None}}
+
+
+def test_diff_empty() -> None:
+    empty = Diff.empty()
+    assert (empty.before, empty.after, empty.changes) == ({}, {}, {})
+    assert empty.summary == "no changes"
+    assert Diff.empty("nothing").summary == "nothing"
+    assert Diff({"a": 1}, {"a": 1}).changes == {}
+
+
+# --- JSON Schema ------------------------------------------------------------------------
+
+SCHEMA = {
+    "type": "object",
+    "required": ["name", "tags"],
+    "properties": {
+        "name": {"type": "string", "minLength": 2},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "owner": {
+            "type": "object",
+            "properties": {"email": {"type": "string", "format": "email"}, "age": {"minimum": 0}},
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def test_schema_errors_list_every_error_with_nested_paths() -> None:
+    payload = {"name": "x", "tags": ["ok", 3, None], "owner": {"age": -1, "extra": 1}}
+    with pytest.raises(ValidationFailed) as info:
+        validate(SCHEMA, payload, "payload")
+    details = info.value.details
+    assert info.value.code == "validation_failed" and info.value.http_status == 422
+    assert all(set(d) == {"path", "message", "validator"} for d in details)
+    found = {(d["path"], d["validator"]) for d in details}
+    assert found == {
+        ("payload.name", "minLength"),
+        ("payload.tags[1]", "type"),
+        ("payload.tags[2]", "type"),
+        ("payload.owner.age", "minimum"),
+        ("payload.owner", "additionalProperties"),
+    }
+    assert any("extra" in d["message"] for d in details if d["path"] == "payload.owner")
+    assert details == sorted(details, key=lambda d: (d["path"], d["validator"]))
+
+
+def test_required_and_top_level_errors() -> None:
+    errors = schema_errors(SCHEMA, {})
+    assert {(e["path"], e["validator"]) for e in errors} == {("$", "required")}
+    assert len(errors) == 2  # name and tags, one error each
+    assert {e["message"] for e in errors} == {
+        "'name' is a required property",
+        "'tags' is a required property",
+    }
+    top = schema_errors(SCHEMA, [1], "payload")
+    assert top == [
+        {"path": "payload", "message": "[1] is not of type 'object'", "validator": "type"}
+    ]
+
+
+def test_draft_2020_12_keywords_are_enforced() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"pair": {"type": "array", "prefixItems": [{"type": "integer"}]}},
+        "dependentRequired": {"a": ["b"]},
+        "unevaluatedProperties": False,
+    }
+    errors = schema_errors(schema, {"pair": ["x"], "a": 1})
+    validators = {e["validator"] for e in errors}
+    assert {"type", "dependentRequired", "unevaluatedProperties"} <= validators
+
+
+def test_valid_instance_and_no_schema_pass() -> None:
+    validate(SCHEMA, {"name": "ok", "tags": []}, "payload")
+    validate(None, "anything")
+    validate({}, 42)
+
+
+def test_invalid_schema_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError):
+        validate({"type": "no-such-type"}, {})
+
+
+# --- registry ---------------------------------------------------------------------------
+
+
+class Other(Simple):
+    """Same name as Simple: re-registering replaces it."""
+
+
+def test_register_get_and_replace() -> None:
+    registry = Registry([Simple(), Multi()])
+    assert registry.names() == ["test.multi", "test.simple"]
+    first = registry.get("test.simple")
+    assert isinstance(first, Simple) and "test.simple" in registry
+    replacement = Other()
+    assert registry.register(replacement) is replacement
+    assert registry.get("test.simple") is replacement
+    assert registry.names() == ["test.multi", "test.simple"]
+    assert len(list(registry)) == 2
+
+
+def test_unknown_type_raises() -> None:
+    registry = Registry([Simple()])
+    with pytest.raises(UnknownOrderType) as info:
+        registry.get("nope")
+    assert info.value.code == "unknown_order_type" and info.value.http_status == 422
+    assert info.value.details == {"type": "nope"}
+    assert "test.simple" in info.value.message
+
+
+def test_register_refuses_things_that_are_not_order_types() -> None:
+    class Nameless(OrderType):
+        pass
+
+    registry = Registry()
+    with pytest.raises(ConfigurationError):
+        registry.register(Nameless())
+    with pytest.raises(ConfigurationError):
+        registry.register("test.simple")  # type: ignore[arg-type]
+    assert registry.names() == []
+
+
+def test_order_type_defaults() -> None:
+    class Bare(OrderType):
+        type = "bare"
+
+    bare = Bare()
+    assert bare.auto_approve is False and bare.schema() is None
+    assert repr(bare) == "<OrderType 'bare'>"
+    with pytest.raises(NotImplementedError):
+        bare.apply(None, None)  # type: ignore[arg-type]
+    assert ItemSpec().parts_required is None
+
+
+def test_load_modules_calls_register(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registering, "seen", [])
+    registry = Registry()
+    registry.load_modules(["tests.support.registering", "tests.support.no_register"])
+    assert registering.seen == [registry]
+    assert registry.names() == ["test.loaded"]
+
+
+def test_load_modules_bad_name_names_the_variable() -> None:
+    with pytest.raises(ConfigurationError, match="WORK_MANAGER_ORDER_TYPES"):
+        Registry().load_modules(["tests.support.does_not_exist"])
+
+
+def test_work_manager_loads_order_types_from_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registering, "seen", [])
+    settings = Settings.from_env(
+        {
+            "WORK_MANAGER_DATABASE_URL": f"sqlite:///{tmp_path}/wm.db",
+            "WORK_MANAGER_LEASE_BACKEND": "memory",
+            "WORK_MANAGER_METRICS_DRIVER": "null",
+            "WORK_MANAGER_ORDER_TYPES": "tests.support.registering, tests.support.no_register",
+        }
+    )
+    wm = WorkManager(settings)
+    try:
+        assert "test.loaded" in wm.registry
+        assert registering.seen == [wm.registry]
+    finally:
+        wm.close()
+
+
+# --- public names -----------------------------------------------------------------------
+
+
+def test_spec_public_names_importable_from_the_root() -> None:
+    from workmanager import Diff, ItemSpec, OrderType, ValidationFailed, WorkManager  # noqa: F401
+
+
+def test_all_matches_what_is_importable() -> None:
+    public = {
+        name
+        for name in dir(workmanager)
+        if not name.startswith("_") and not isinstance(getattr(workmanager, name), types.ModuleType)
+    }
+    assert set(workmanager.__all__) - {"__version__"} == public
+    assert len(workmanager.__all__) == len(set(workmanager.__all__))
+    for name in workmanager.__all__:
+        assert getattr(workmanager, name) is not None

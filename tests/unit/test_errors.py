@@ -1,0 +1,104 @@
+"""The exception tree: SPEC §6.1 codes and HTTP statuses, transient vs permanent, to_dict."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from workmanager import errors
+from workmanager.errors import PermanentError, TransientError, WorkManagerError
+
+# SPEC §6.1, written out: code -> HTTP status.
+SPEC_CODES = {
+    "malformed_json": 400,
+    "invalid_agent_metadata": 400,
+    "invalid_query": 400,
+    "unauthenticated": 401,
+    "forbidden": 403,
+    "work_order_required": 403,  # SPEC §6.4
+    "not_found": 404,
+    "lease_conflict": 409,
+    "lease_expired": 409,
+    "no_items_available": 409,
+    "illegal_state_transition": 409,
+    "not_ready_for_approval": 409,
+    "idempotency_in_flight": 409,
+    "payload_too_large": 413,
+    "validation_failed": 422,
+    "unknown_order_type": 422,
+    "missing_parts": 422,
+    "idempotency_key_reused": 422,
+    "idempotency_key_required": 428,
+    "unavailable": 503,
+}
+# Codes that never reach a client as such (configuration at start-up, apply in a worker).
+INTERNAL_CODES = {"internal_error", "configuration_error", "apply_failed"}
+
+CLASSES = [
+    cls
+    for _, cls in inspect.getmembers(errors, inspect.isclass)
+    if issubclass(cls, WorkManagerError) and cls.__module__ == errors.__name__
+]
+ABSTRACT = {WorkManagerError, TransientError, PermanentError}
+CONCRETE = [c for c in CLASSES if c not in ABSTRACT]
+
+
+def _make(cls: type[WorkManagerError]) -> WorkManagerError:
+    return cls()
+
+
+def test_every_spec_code_has_exactly_one_class() -> None:
+    by_code: dict[str, list[str]] = {}
+    for cls in CONCRETE:
+        by_code.setdefault(cls.code, []).append(cls.__name__)
+    for code in SPEC_CODES:
+        assert len(by_code.get(code, [])) == 1, (code, by_code.get(code))
+    assert set(by_code) <= set(SPEC_CODES) | INTERNAL_CODES
+
+
+@pytest.mark.parametrize("cls", CONCRETE, ids=lambda c: c.__name__)
+def test_class_code_and_status(cls: type[WorkManagerError]) -> None:
+    assert cls.code in SPEC_CODES or cls.code in INTERNAL_CODES
+    if cls.code in SPEC_CODES:
+        assert cls.http_status == SPEC_CODES[cls.code]
+    else:
+        assert cls.http_status == 500
+    assert issubclass(cls, TransientError) != issubclass(cls, PermanentError)
+    assert cls.__doc__, "the docstring is the default message"
+    err = _make(cls)
+    assert err.message == cls.__doc__.strip().splitlines()[0]
+    assert str(err) == err.message
+
+
+def test_only_unavailable_is_transient() -> None:
+    transient = {c.__name__ for c in CONCRETE if issubclass(c, TransientError)}
+    assert transient == {"Unavailable"}
+
+
+def test_to_dict_shape() -> None:
+    plain = errors.NotFound("order x not found")
+    assert plain.to_dict() == {"code": "not_found", "message": "order x not found"}
+    detailed = errors.ValidationFailed(
+        [{"path": "payload.n", "message": "bad", "validator": "type"}]
+    )
+    body = detailed.to_dict()
+    assert body == {
+        "code": "validation_failed",
+        "message": "The data failed validation.",
+        "details": [{"path": "payload.n", "message": "bad", "validator": "type"}],
+    }
+    default = errors.LeaseExpired()
+    assert default.to_dict() == {"code": "lease_expired", "message": "The lease has expired."}
+
+
+def test_illegal_state_transition_builds_its_message_and_details() -> None:
+    err = errors.IllegalStateTransition(kind="order", from_state="queued", to_state="applied")
+    assert "queued" in err.message and "applied" in err.message
+    assert err.to_dict()["details"] == {"kind": "order", "from": "queued", "to": "applied"}
+
+
+def test_fields_are_kept() -> None:
+    err = errors.LeaseConflict("stale token", details={"item_id": "i"}, item_id="i", token=3)
+    assert err.fields == {"item_id": "i", "token": 3}
+    assert err.details == {"item_id": "i"}

@@ -1,0 +1,199 @@
+"""Settings (SPEC §2): defaults, seed-name aliases, the TOML file, and validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from workmanager import Settings
+from workmanager.errors import ConfigurationError
+from workmanager.settings import DEFAULT_ENFORCE_ON, EMBEDDED_BROKER
+
+
+def test_defaults_match_the_spec() -> None:
+    s = Settings.from_env({})
+    assert s.database_url == "sqlite:///./var/workmanager.db"
+    assert s.broker_url == EMBEDDED_BROKER and s.uses_embedded_broker
+    assert s.result_backend is None
+    assert s.lease_backend == "database"
+    assert s.redis_url == "redis://127.0.0.1:6379/0"
+    assert s.redis_prefix == "work:lease:"
+    assert (s.lease_ttl_seconds, s.heartbeat_every_seconds) == (600, 120)
+    assert s.max_leases_per_agent is None and s.max_leases_per_type is None
+    assert s.default_max_attempts == 3
+    assert (s.retry_backoff_seconds, s.retry_jitter_seconds) == (60, 20)
+    assert s.sweep_interval_seconds == 15
+    assert (s.apply_max_retries, s.apply_retry_backoff_seconds) == (3, 10)
+    assert s.apply_recovery_seconds == 300
+    assert (s.metrics_enabled, s.metrics_driver, s.metrics_namespace) == (
+        True,
+        "log",
+        "work_manager",
+    )
+    assert (s.statsd_host, s.statsd_port, s.statsd_tag_style) == ("127.0.0.1", 8125, "influxdb")
+    assert s.order_types == ()
+    assert s.idempotency_header == "X-Idempotency-Key"
+    assert s.idempotency_enforce_on == DEFAULT_ENFORCE_ON
+    assert set(DEFAULT_ENFORCE_ON) == {
+        "propose",
+        "submit",
+        "submit-part",
+        "finalize",
+        "approve",
+        "reject",
+    }
+    assert s.idempotency_ttl_hours == 24
+    assert (s.max_parts_per_item, s.max_part_payload_bytes, s.max_body_bytes) == (
+        100,
+        1_048_576,
+        4_194_304,
+    )
+    assert s.api_prefix == "/agent/work"
+    assert s.auth == "tokens"
+    assert (s.dead_letter_after_hours, s.stale_order_hours) == (48, 24)
+
+
+def test_from_env_ignores_unrelated_variables() -> None:
+    s = Settings.from_env({"PATH": "/bin", "LEASE_BACKEND": "redis", "WORK_MANAGER_NOPE": "x"})
+    assert s == Settings.from_env({})
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings.from_env({})
+    with pytest.raises(AttributeError):
+        s.lease_backend = "redis"  # type: ignore[misc]
+    assert s.replace(lease_backend="redis").lease_backend == "redis"
+    assert s.lease_backend == "database"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field", "expected"),
+    [
+        ("WORK_MANAGER_LEASE_BACKEND", "redis", "lease_backend", "redis"),
+        ("WORK_MANAGER_LEASE_BACKEND", "Memory", "lease_backend", "memory"),
+        ("WORK_MANAGER_REDIS_CONNECTION", "redis://r:6380/2", "redis_url", "redis://r:6380/2"),
+        ("WORK_MANAGER_REDIS_URL", "redis://r:6380/3", "redis_url", "redis://r:6380/3"),
+        ("WORK_MANAGER_MAX_LEASES_PER_AGENT", "5", "max_leases_per_agent", 5),
+        ("WORK_MANAGER_MAX_LEASES_PER_AGENT", "", "max_leases_per_agent", None),
+        ("WORK_MANAGER_MAX_LEASES_PER_TYPE", "7", "max_leases_per_type", 7),
+        ("WORK_MANAGER_MAX_LEASES_PER_TYPE", "unlimited", "max_leases_per_type", None),
+        ("WORK_MANAGER_METRICS_DRIVER", "statsd", "metrics_driver", "statsd"),
+        ("WORK_MANAGER_METRICS_DRIVER", "NULL", "metrics_driver", "null"),
+        ("WORK_MANAGER_METRICS_DRIVER", "pkg.mod:Driver", "metrics_driver", "pkg.mod:Driver"),
+        ("WORK_MANAGER_QUEUE_CONNECTION", "redis://q:6379/1", "broker_url", "redis://q:6379/1"),
+        ("WORK_MANAGER_BROKER_URL", "amqp://guest@mq//", "broker_url", "amqp://guest@mq//"),
+        ("WORK_MANAGER_METRICS_ENABLED", "false", "metrics_enabled", False),
+        ("WORK_MANAGER_LEASE_TTL_SECONDS", "30", "lease_ttl_seconds", 30),
+        ("WORK_MANAGER_ORDER_TYPES", "a.b, c.d,", "order_types", ("a.b", "c.d")),
+        ("WORK_MANAGER_IDEMPOTENCY_TTL_HOURS", "0.5", "idempotency_ttl_hours", 0.5),
+        ("WORK_MANAGER_API_PREFIX", "/api/work/", "api_prefix", "/api/work"),
+        ("WORK_MANAGER_AUTH", "none", "auth", "none"),
+    ],
+)
+def test_variables_and_seed_aliases(
+    variable: str, value: str, field: str, expected: object
+) -> None:
+    s = Settings.from_env({variable: value})
+    assert getattr(s, field) == expected
+
+
+def test_canonical_name_wins_over_alias() -> None:
+    s = Settings.from_env(
+        {
+            "WORK_MANAGER_BROKER_URL": "redis://canonical",
+            "WORK_MANAGER_QUEUE_CONNECTION": "redis://alias",
+            "WORK_MANAGER_REDIS_URL": "redis://canonical-r",
+            "WORK_MANAGER_REDIS_CONNECTION": "redis://alias-r",
+        }
+    )
+    assert s.broker_url == "redis://canonical"
+    assert s.redis_url == "redis://canonical-r"
+    assert not s.uses_embedded_broker
+
+
+def test_toml_file_with_env_winning(tmp_path: Path) -> None:
+    config = tmp_path / "wm.toml"
+    config.write_text(
+        "\n".join(
+            [
+                'lease_backend = "redis"',
+                "lease_ttl_seconds = 42",
+                'WORK_MANAGER_METRICS_DRIVER = "null"',
+                "max_leases_per_agent = 3",
+                'order_types = ["x.types", "y.types"]',
+                "metrics_enabled = false",
+                'queue_connection = "redis://from-toml/1"',
+            ]
+        )
+    )
+    env = {"WORK_MANAGER_CONFIG": str(config), "WORK_MANAGER_LEASE_TTL_SECONDS": "99"}
+    s = Settings.from_env(env)
+    assert s.lease_backend == "redis"  # from the file
+    assert s.lease_ttl_seconds == 99  # the environment wins
+    assert s.metrics_driver == "null"
+    assert s.max_leases_per_agent == 3
+    assert s.order_types == ("x.types", "y.types")
+    assert s.metrics_enabled is False
+    assert s.broker_url == "redis://from-toml/1"
+
+
+def test_env_alias_beats_toml_canonical_name(tmp_path: Path) -> None:
+    config = tmp_path / "wm.toml"
+    config.write_text('broker_url = "redis://from-toml"\n')
+    env = {
+        "WORK_MANAGER_CONFIG": str(config),
+        "WORK_MANAGER_QUEUE_CONNECTION": "redis://from-env",
+    }
+    assert Settings.from_env(env).broker_url == "redis://from-env"
+
+
+def test_missing_or_broken_toml_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="WORK_MANAGER_CONFIG"):
+        Settings.from_env({"WORK_MANAGER_CONFIG": str(tmp_path / "absent.toml")})
+    broken = tmp_path / "broken.toml"
+    broken.write_text("this is = = not toml")
+    with pytest.raises(ConfigurationError, match="WORK_MANAGER_CONFIG"):
+        Settings.from_env({"WORK_MANAGER_CONFIG": str(broken)})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("WORK_MANAGER_LEASE_BACKEND", "etcd"),
+        ("WORK_MANAGER_LEASE_TTL_SECONDS", "ten"),
+        ("WORK_MANAGER_LEASE_TTL_SECONDS", "0"),
+        ("WORK_MANAGER_HEARTBEAT_EVERY_SECONDS", "-1"),
+        ("WORK_MANAGER_MAX_LEASES_PER_AGENT", "0"),
+        ("WORK_MANAGER_MAX_LEASES_PER_AGENT", "many"),
+        ("WORK_MANAGER_MAX_LEASES_PER_TYPE", "-3"),
+        ("WORK_MANAGER_DEFAULT_MAX_ATTEMPTS", "0"),
+        ("WORK_MANAGER_RETRY_BACKOFF_SECONDS", "-1"),
+        ("WORK_MANAGER_RETRY_JITTER_SECONDS", "nan"),
+        ("WORK_MANAGER_APPLY_MAX_RETRIES", "-1"),
+        ("WORK_MANAGER_METRICS_ENABLED", "maybe"),
+        ("WORK_MANAGER_METRICS_DRIVER", "graphite"),
+        ("WORK_MANAGER_STATSD_PORT", "http"),
+        ("WORK_MANAGER_STATSD_TAG_STYLE", "json"),
+        ("WORK_MANAGER_IDEMPOTENCY_TTL_HOURS", "soon"),
+        ("WORK_MANAGER_MAX_PARTS_PER_ITEM", "0"),
+        ("WORK_MANAGER_MAX_PART_PAYLOAD_BYTES", "1MB"),
+        ("WORK_MANAGER_API_PREFIX", "agent/work"),
+        ("WORK_MANAGER_AUTH", "basic"),
+        ("WORK_MANAGER_DATABASE_URL", "   "),
+        ("WORK_MANAGER_REDIS_CONNECTION", ""),
+        ("WORK_MANAGER_QUEUE_CONNECTION", " "),
+    ],
+)
+def test_bad_values_raise_naming_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Settings.from_env({variable: value})
+    assert variable in str(info.value)
+    assert info.value.code == "configuration_error"
+
+
+def test_bad_value_in_toml_names_the_variable(tmp_path: Path) -> None:
+    config = tmp_path / "wm.toml"
+    config.write_text("lease_ttl_seconds = -5\n")
+    with pytest.raises(ConfigurationError, match="WORK_MANAGER_LEASE_TTL_SECONDS"):
+        Settings.from_env({"WORK_MANAGER_CONFIG": str(config)})
