@@ -19,6 +19,7 @@ from .registry import Registry
 from .services.agent import AgentAPI
 from .services.context import ServiceContext
 from .services.executor import ApplyService
+from .services.generate import Generator
 from .services.idempotency import IdempotencyService
 from .services.maintenance import Maintenance
 from .services.orders import OrderService
@@ -70,6 +71,7 @@ class WorkManager:
         self.maintenance = Maintenance(self.ctx)
         self.idempotency = IdempotencyService(self.ctx)
         self.queries = Queries(self.ctx)
+        self.generator = Generator(self.ctx, self.orders)
 
     @property
     def db(self) -> Database:

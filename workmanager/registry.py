@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable, Iterator
 
+from .allocators import AllocatorStrategy
 from .errors import ConfigurationError, UnknownOrderType
 from .order_types import OrderType
 
@@ -14,6 +15,7 @@ class Registry:
 
     def __init__(self, types: Iterable[OrderType] = ()) -> None:
         self._types: dict[str, OrderType] = {}
+        self._allocators: dict[str, AllocatorStrategy] = {}
         for order_type in types:
             self.register(order_type)
 
@@ -31,6 +33,14 @@ class Registry:
             raise UnknownOrderType(
                 f"unknown order type {name!r} (known: {known})", details={"type": name}
             ) from None
+
+    def register_allocator(self, strategy: AllocatorStrategy) -> AllocatorStrategy:
+        """Add an allocator strategy; re-registering a name replaces it."""
+        self._allocators[strategy.name or type(strategy).__name__] = strategy
+        return strategy
+
+    def allocators(self) -> list[AllocatorStrategy]:
+        return list(self._allocators.values())
 
     def names(self) -> list[str]:
         return sorted(self._types)

@@ -25,6 +25,15 @@ from .views import order_dict, order_view
 
 log = logging.getLogger("workmanager.orders")
 
+#: Orders proposed with a dedupe key get the id uuid5(DEDUPE_NAMESPACE, key), so a producer
+#: that enqueues asynchronously knows the id of the (possibly existing) order at once.
+DEDUPE_NAMESPACE = uuid.UUID("6f1d3c0e-9a53-4f0e-8d1e-5d6c2b7a9e41")
+
+
+def order_id_for(dedupe_key: str | None) -> uuid.UUID:
+    """The id an order gets: derived from its dedupe key when it has one, else random."""
+    return uuid.uuid5(DEDUPE_NAMESPACE, dedupe_key) if dedupe_key else uuid.uuid4()
+
 
 @dataclass(frozen=True)
 class Proposal:
@@ -116,7 +125,7 @@ class OrderService:
     ) -> tuple[dict[str, Any], list[uuid.UUID]]:
         now = self.ctx.clock()
         order = Order(
-            id=order_id or uuid.uuid4(),
+            id=order_id or order_id_for(dedupe_key),
             type=order_type.type,
             state=OrderState.QUEUED.value,
             priority=priority,

@@ -1,0 +1,57 @@
+"""Celery settings (lowercase only), every value taken from workmanager's Settings.
+
+Loaded by the app in ``tasks/app.py`` with ``config_from_object("celeryconfig")``.
+"""
+
+from __future__ import annotations
+
+from celery.schedules import crontab
+
+from workmanager.settings import Settings
+
+_settings = Settings.from_env()
+
+broker_url = _settings.broker_url
+result_backend = _settings.result_backend
+task_ignore_result = _settings.result_backend is None
+
+# JSON only: other services send tasks by name, and nothing executable rides a message.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+
+# A worker killed mid-task leaves its message unacknowledged: it is redelivered, and the
+# tasks are written to be run again safely (SPEC §5).
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+broker_connection_retry_on_startup = True
+
+# Flower reads these events.
+worker_send_task_events = True
+task_send_sent_event = True
+task_track_started = True
+
+task_default_queue = "workmanager"
+task_routes = {
+    "workmanager.orders.apply": {"queue": "workmanager.apply"},
+    "workmanager.*": {"queue": "workmanager"},
+}
+
+# kombu's SQLAlchemy transport hands its options to create_engine, so it gets none.
+broker_transport_options = {} if _settings.uses_embedded_broker else {"visibility_timeout": 3600}
+
+beat_schedule = {
+    "workmanager-sweep": {
+        "task": "workmanager.leases.sweep",
+        "schedule": _settings.sweep_interval_seconds,
+    },
+    "workmanager-maintenance": {
+        "task": "workmanager.maintenance.run",
+        "schedule": 60.0,
+    },
+    "workmanager-generate": {
+        "task": "workmanager.orders.generate",
+        "schedule": crontab(minute="*/15"),
+    },
+}

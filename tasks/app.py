@@ -1,0 +1,10 @@
+"""The Celery app, configured from ``celeryconfig`` (which reads workmanager's Settings)."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+app = Celery("workmanager")
+app.config_from_object("celeryconfig")
+# Every worker knows every control-plane task name.
+app.conf.imports = ("tasks.orders", "tasks.leases", "tasks.maintenance")

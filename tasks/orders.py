@@ -1,0 +1,87 @@
+"""Order tasks: create, check_auto_approval, apply, generate. Thin: ids in, one service
+call, transient errors retried."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from celery import Task
+
+from workmanager.errors import ApplyFailed, IllegalStateTransition, NotFound, TransientError
+from workmanager.types import Actor
+
+from .app import app
+from .runtime import get_wm
+
+log = logging.getLogger("workmanager.tasks")
+
+STATEFUL = {"acks_late": True, "reject_on_worker_lost": True}
+TRANSIENT = {
+    "autoretry_for": (TransientError,),
+    "retry_backoff": True,
+    "retry_backoff_max": 60,
+    "max_retries": None,
+}
+
+
+@app.task(name="workmanager.orders.create", **STATEFUL, **TRANSIENT)
+def create(
+    type: str,
+    payload: dict[str, Any],
+    priority: int = 0,
+    meta: dict[str, Any] | None = None,
+    dedupe_key: str | None = None,
+    order_id: str | None = None,
+    requested_by_type: str = "system",
+    requested_by_id: str | None = None,
+) -> str:
+    """Validate, create and plan an order (a redelivery finds the order already there)."""
+    proposal = get_wm().orders.propose(
+        type,
+        payload,
+        priority=priority,
+        meta=meta,
+        dedupe_key=dedupe_key,
+        order_id=uuid.UUID(order_id) if order_id else None,
+        requested_by=Actor(requested_by_type, requested_by_id or requested_by_type),
+    )
+    return str(proposal.order["id"])
+
+
+@app.task(name="workmanager.orders.check_auto_approval", **STATEFUL, **TRANSIENT)
+def check_auto_approval(order_id: str) -> bool:
+    """Approve when the type auto-approves and the order is ready; apply is chained."""
+    return get_wm().orders.check_auto_approval(uuid.UUID(order_id))
+
+
+@app.task(name="workmanager.orders.apply", bind=True, **STATEFUL, **TRANSIENT)
+def apply(self: Task, order_id: str) -> str:
+    """Apply an approved order, exactly once in effect; retried with doubling backoff."""
+    wm = get_wm()
+    try:
+        outcome = wm.executor.apply(uuid.UUID(order_id))
+    except ApplyFailed as exc:
+        if exc.details["final"]:
+            log.error("apply of %s failed for good: %s", order_id, exc.message)
+            return "failed"
+        raise self.retry(
+            countdown=wm.executor.retry_delay(exc.details["attempt"]), max_retries=None
+        ) from exc
+    except (IllegalStateTransition, NotFound) as exc:
+        log.warning("apply of %s skipped: %s", order_id, exc.message)
+        return "skipped"
+    return str(outcome.order["state"])
+
+
+@app.task(name="workmanager.orders.generate", **TRANSIENT)
+def generate() -> dict[str, int]:
+    """Let the registered allocator strategies propose orders."""
+    report = get_wm().generator.run()
+    return {
+        "discovered": len(report.discovered),
+        "created": report.created,
+        "existing": report.existing,
+        "errors": len(report.errors),
+    }

@@ -1,0 +1,1 @@
+"""Process entry points: agents as Celery consumers, and the demo."""

@@ -1,0 +1,154 @@
+"""Agents as Celery consumers of ``agents.<type>`` (SPEC §8.3).
+
+    python -m workers.agent --type T --handler pkg.mod:callable [--agent-id ID]
+                            [--concurrency N] [--pool threads|prefork|solo]
+
+(``workmanager agent`` runs this.) Per message: lease the item it names through the agent
+API module (skip it when another agent holds it), heartbeat in the background while the
+handler runs, submit the returned dict, and report an exception as ``fail``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from celery import Celery, Task
+
+from workmanager import WorkManager
+from workmanager.errors import LeaseConflict, LeaseExpired, NotFound, WorkManagerError
+from workmanager.states import ItemState
+from workmanager.types import AgentInfo
+
+from .handlers import Heartbeater, load_handler, run_handler
+
+log = logging.getLogger("workmanager.agent")
+
+
+def default_agent_id() -> str:
+    return f"agent-{socket.gethostname()}-{os.getpid()}"
+
+
+class AgentConsumer:
+    """What one ``workmanager.agents.<type>`` message does."""
+
+    def __init__(self, wm: WorkManager, handler: Any, agent: AgentInfo) -> None:
+        self.wm, self.handler, self.agent = wm, handler, agent
+        self.every = max(
+            0.2, min(wm.settings.heartbeat_every_seconds, wm.settings.lease_ttl_seconds / 3)
+        )
+
+    def handle(self, item_id: uuid.UUID) -> tuple[str, float]:
+        """Returns (outcome, retry-after seconds); the delay is > 0 only for ``later``."""
+        try:
+            item = self.wm.queries.item(item_id)
+        except NotFound:
+            return "missing", 0.0
+        if item["state"] != ItemState.QUEUED:
+            return "skipped", 0.0
+        if item["available_at"]:
+            due = datetime.fromisoformat(item["available_at"].replace("Z", "+00:00"))
+            wait = (due - datetime.now(UTC)).total_seconds()
+            if wait > 0:
+                return "later", wait
+        lease = self.wm.agent.checkout(self.agent, item_id=item_id)
+        if lease is None:
+            return "skipped", 0.0
+        return self._work(lease), 0.0
+
+    def _work(self, lease: Any) -> str:
+        with Heartbeater(self.wm, lease, self.agent, self.every):
+            try:
+                return run_handler(self.wm, self.handler, lease, self.agent)
+            except (LeaseConflict, LeaseExpired) as exc:
+                log.warning("lease on %s lost: %s", lease.item_id, exc.message)
+                return "lost"
+            except Exception as exc:
+                log.exception("handler failed on %s", lease.item_id)
+                code = exc.code if isinstance(exc, WorkManagerError) else type(exc).__name__
+                try:
+                    self.wm.agent.fail(
+                        lease, {"code": code, "message": str(exc)[:1000]}, agent=self.agent
+                    )
+                except WorkManagerError as failed:
+                    log.warning("could not report failure on %s: %s", lease.item_id, failed)
+                return "failed"
+
+
+def register_agent_task(app: Celery, order_type: str, consumer: AgentConsumer) -> Task:
+    """Register ``workmanager.agents.<type>`` on ``app`` to run ``consumer``."""
+
+    @app.task(
+        name=f"workmanager.agents.{order_type}",
+        bind=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        max_retries=None,
+    )
+    def agent_task(self: Task, item_id: str) -> str:
+        outcome, delay = consumer.handle(uuid.UUID(item_id))
+        if outcome == "later":
+            raise self.retry(countdown=delay)
+        return outcome
+
+    return agent_task
+
+
+def build(
+    order_type: str, handler_ref: str, agent_id: str | None, wm: WorkManager | None = None
+) -> tuple[Celery, AgentConsumer]:
+    from tasks.app import app
+    from tasks.runtime import get_wm, set_wm
+
+    if wm is not None:
+        set_wm(wm)
+    manager = get_wm()
+    manager.registry.get(order_type)  # fail fast on an unknown type
+    agent = AgentInfo(
+        id=agent_id or default_agent_id(),
+        name=os.environ.get("WORK_MANAGER_AGENT_NAME", "celery-agent"),
+        version=os.environ.get("WORK_MANAGER_AGENT_VERSION"),
+        model_name=os.environ.get("WORK_MANAGER_AGENT_MODEL"),
+        runtime=f"celery/{os.environ.get('WORK_MANAGER_AGENT_RUNTIME', 'python')}",
+    )
+    consumer = AgentConsumer(manager, load_handler(handler_ref), agent)
+    register_agent_task(app, order_type, consumer)
+    return app, consumer
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="workmanager agent", description=__doc__)
+    parser.add_argument("--type", required=True, dest="order_type")
+    parser.add_argument("--handler", required=True)
+    parser.add_argument("--agent-id")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--pool", default="threads", choices=["threads", "prefork", "solo"])
+    parser.add_argument("--loglevel", default="INFO")
+    args = parser.parse_args(argv)
+    app, consumer = build(args.order_type, args.handler, args.agent_id)
+    app.worker_main(
+        [
+            "worker",
+            "-Q",
+            f"agents.{args.order_type}",
+            "-c",
+            str(args.concurrency),
+            "-P",
+            args.pool,
+            "-n",
+            f"{consumer.agent.id}@%h",
+            "--loglevel",
+            args.loglevel,
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    main()

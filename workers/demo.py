@@ -1,0 +1,199 @@
+"""``workmanager demo``: the real pipeline on the configured stack (SPEC §10).
+
+Starts a control-plane Celery worker and an agent consumer as real subprocesses, enqueues
+orders through the producer API, and follows them to ``completed`` with a progress bar,
+then prints a summary read from the database and from the workers' metric log lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import select
+
+from workmanager import Settings, WorkManager
+from workmanager.db.migrate import upgrade
+from workmanager.db.models import Event, Item
+from workmanager.demo import completed, payload
+from workmanager.demo.types import ResearchOrder
+
+METRIC = re.compile(r"\[Metric\] (\w+) (\S+) = ([\d.e+-]+)")
+DEMO_TYPES = "workmanager.demo.types"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(int(len(ordered) * q), len(ordered) - 1)] if ordered else 0.0
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    types = [t for t in env.get("WORK_MANAGER_ORDER_TYPES", "").split(",") if t]
+    env["WORK_MANAGER_ORDER_TYPES"] = ",".join(
+        [*types, DEMO_TYPES] if DEMO_TYPES not in types else types
+    )
+    env.setdefault("WORK_MANAGER_AGENT_MODEL", "demo-model")
+    env.setdefault("WORK_MANAGER_AGENT_VERSION", "1.0.0")
+    return env
+
+
+def start_workers(logs: Path, agents: int) -> list[subprocess.Popen[bytes]]:
+    logs.mkdir(parents=True, exist_ok=True)
+    env = child_env()
+    commands = {
+        "control": [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tasks",
+            "worker",
+            "-Q",
+            "workmanager,workmanager.apply",
+            "-c",
+            "2",
+            "-P",
+            "threads",
+            "-n",
+            "control@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "INFO",
+        ],
+        "agent": [
+            sys.executable,
+            "-m",
+            "workers.agent",
+            "--type",
+            ResearchOrder.type,
+            "--handler",
+            "workers.examples:research",
+            "--concurrency",
+            str(agents),
+            "--agent-id",
+            "demo-agent-1",
+        ],
+    }
+    procs = []
+    for name, command in commands.items():
+        with open(logs / f"demo-{name}.log", "wb") as out:
+            procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT))
+    return procs
+
+
+def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def metrics_seen(logs: Path) -> Counter[str]:
+    seen: Counter[str] = Counter()
+    for path in logs.glob("demo-*.log"):
+        for match in METRIC.finditer(path.read_text(errors="replace")):
+            # counters add their value; gauges and histograms count observations
+            seen[match.group(2)] += float(match.group(3)) if match.group(1) == "COUNTER" else 1
+    return seen
+
+
+def lease_waits(wm: WorkManager, order_ids: list[uuid.UUID]) -> list[float]:
+    """Seconds from an item's creation to its first lease."""
+    with wm.db.transaction() as s:
+        rows = s.execute(
+            select(Item.created_at, Event.created_at)
+            .join(Event, Event.item_id == Item.id)
+            .where(Item.order_id.in_(order_ids), Event.event == "leased")
+        ).all()
+    return [(leased - created).total_seconds() for created, leased in rows]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="workmanager demo")
+    parser.add_argument("--orders", type=int, default=30)
+    parser.add_argument("--agents", type=int, default=4)
+    parser.add_argument("--timeout", type=float, default=240)
+    args = parser.parse_args(argv)
+    os.environ.update(child_env())
+    console = Console()
+    settings = Settings.from_env()
+    wm = WorkManager(settings)
+    upgrade(wm.db)
+    logs = Path("var/log")
+    for old in logs.glob("demo-*.log"):
+        old.unlink()
+    console.print(
+        f"[bold]workmanager demo[/]: database {settings.database_url}, broker "
+        f"{settings.broker_url}, leases {settings.lease_backend}, metrics "
+        f"{settings.metrics_driver}"
+    )
+    from tasks.producer import enqueue_order
+
+    procs = start_workers(logs, args.agents)
+    started = time.perf_counter()
+    try:
+        ids = [enqueue_order(ResearchOrder.type, payload(n)) for n in range(args.orders)]
+        done = _follow(console, wm, ids, args.timeout)
+    finally:
+        stop_workers(procs)
+    elapsed = time.perf_counter() - started
+    _summary(console, wm, ids, done, elapsed, logs)
+    if done < len(ids):
+        console.print(f"[red]only {done} of {len(ids)} orders completed; see {logs}/[/]")
+        return 1
+    return 0
+
+
+def _follow(console: Console, wm: WorkManager, ids: list[uuid.UUID], timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    with Progress(
+        TextColumn("orders completed"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("orders", total=len(ids))
+        done = 0
+        while done < len(ids) and time.monotonic() < deadline:
+            time.sleep(0.25)
+            done = completed(wm, ids)
+            progress.update(task, completed=done)
+    return done
+
+
+def _summary(
+    console: Console, wm: WorkManager, ids: list[uuid.UUID], done: int, elapsed: float, logs: Path
+) -> None:
+    waits = lease_waits(wm, ids)
+    table = Table(title="demo summary")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("orders enqueued", str(len(ids)))
+    table.add_row("orders completed", str(done))
+    table.add_row("leases granted", str(len(waits)))
+    table.add_row("lease latency p50 (enqueue → lease)", f"{percentile(waits, 0.5) * 1e3:.0f} ms")
+    table.add_row("lease latency p99 (enqueue → lease)", f"{percentile(waits, 0.99) * 1e3:.0f} ms")
+    table.add_row("wall time", f"{elapsed:.1f} s")
+    for name, total in sorted(metrics_seen(logs).items()):
+        table.add_row(f"metric {name}", f"{total:g}")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
