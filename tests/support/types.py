@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from workmanager import ApplyContext, Diff, ItemSpec, OrderType, OrderView, ValidationFailed
@@ -109,3 +110,44 @@ class Picky(OrderType):
 
 def all_types(**kwargs: Any) -> list[OrderType]:
     return [Simple(), Multi(), Parts(), Flaky(kwargs.get("failures", 1)), Picky()]
+
+
+class Slow(OrderType):
+    """Apply sleeps a little (so two concurrent applies overlap) and counts its calls."""
+
+    type = "test.slow"
+
+    def __init__(self, delay: float = 0.2) -> None:
+        self.delay = delay
+        self.apply_calls = 0
+        self.after_calls = 0
+        self.lock = threading.Lock()
+
+    def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
+        with self.lock:
+            self.apply_calls += 1
+        time.sleep(self.delay)
+        return Diff({"count": 0}, {"count": 1}, "slow apply")
+
+    def after_apply(self, order: OrderView, diff: Diff) -> None:
+        with self.lock:
+            self.after_calls += 1
+
+
+class Hooked(OrderType):
+    """No result schema; ``validate_submission`` alone decides, and counts its calls."""
+
+    type = "test.hooked"
+
+    def __init__(self) -> None:
+        self.validated: list[JSON] = []
+
+    def validate_submission(self, item: ItemView, result: JSON) -> None:
+        self.validated.append(result)
+        if not result.get("ok"):
+            raise ValidationFailed(
+                [{"path": "result.ok", "message": "must be true", "validator": "custom"}]
+            )
+
+    def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
+        return Diff.empty()

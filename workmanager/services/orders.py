@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -143,9 +144,11 @@ class OrderService:
         record_event(
             s, order.id, "proposed", actor, payload={"type": order.type, "priority": priority}
         )
+        # Items are created "at the same time", but listings and checkout order by
+        # created_at: one microsecond apart keeps the order plan() gave them.
         items = [
-            self._item(order, order_type, spec, now)
-            for spec in order_type.plan(order_view(order, []))
+            self._item(order, order_type, spec, now + timedelta(microseconds=n))
+            for n, spec in enumerate(order_type.plan(order_view(order, [])))
         ]
         s.add_all(items)
         record_event(s, order.id, "planned", actor, payload={"item_count": len(items)})
