@@ -9,6 +9,7 @@ validated here, and a bad one raises :class:`ConfigurationError` naming the vari
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -20,6 +21,15 @@ from .errors import ConfigurationError
 PREFIX = "WORK_MANAGER_"
 EMBEDDED_BROKER = "sqla+sqlite:///./var/broker.db"
 DEFAULT_ENFORCE_ON = ("propose", "submit", "submit-part", "finalize", "approve", "reject")
+#: The mutating endpoints an idempotency key can be enforced on (SPEC §6, §6.3).
+IDEMPOTENT_ENDPOINTS = (
+    *DEFAULT_ENFORCE_ON,
+    "checkout",
+    "heartbeat",
+    "release",
+    "fail",
+    "retry",
+)
 
 LEASE_BACKENDS = ("database", "redis", "memory")
 TAG_STYLES = ("influxdb", "dogstatsd", "graphite", "none")
@@ -75,6 +85,7 @@ class Settings:
         env = dict(os.environ if environ is None else environ)
         config_file = env.get(PREFIX + "CONFIG")
         from_file = _read_toml(config_file) if config_file else {}
+        _check_known(from_file)
         values: dict[str, Any] = {}
         for spec in _SPECS:
             # The environment wins over the file under any of a setting's names (an alias
@@ -108,6 +119,17 @@ def _read_toml(path: str) -> dict[str, Any]:
         name = key.upper()
         out[name if name.startswith(PREFIX) else PREFIX + name] = value
     return out
+
+
+def _check_known(from_file: Mapping[str, Any]) -> None:
+    """A key in the file that names no setting is a typo: say so rather than ignore it."""
+    known = {name for spec in _SPECS for name in spec.names}
+    for name in from_file:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f" (did you mean {close[0].removeprefix(PREFIX).lower()!r}?)" if close else ""
+            key = name.removeprefix(PREFIX).lower()
+            raise ConfigurationError(f"WORK_MANAGER_CONFIG: unknown setting {key!r}{hint}")
 
 
 def _fail(name: str, value: Any, expected: str) -> ConfigurationError:
@@ -185,6 +207,14 @@ def _csv(name: str, value: Any) -> tuple[str, ...]:
     return tuple(str(v).strip() for v in items if str(v).strip())
 
 
+def _endpoints(name: str, value: Any) -> tuple[str, ...]:
+    endpoints = _csv(name, value)
+    unknown = [e for e in endpoints if e not in IDEMPOTENT_ENDPOINTS]
+    if unknown:
+        raise _fail(name, value, "a comma-separated list of " + ", ".join(IDEMPOTENT_ENDPOINTS))
+    return endpoints
+
+
 def _optional_str(name: str, value: Any) -> str | None:
     text = str(value).strip()
     return text or None
@@ -244,7 +274,7 @@ _SPECS: tuple[_Spec, ...] = (
     _spec("provenance_enricher", _optional_str),
     _spec("provenance_anonymize_ip", _bool),
     _spec("idempotency_header", _str),
-    _spec("idempotency_enforce_on", _csv),
+    _spec("idempotency_enforce_on", _endpoints),
     _spec("idempotency_ttl_hours", _float),
     _spec("max_parts_per_item", _int(1)),
     _spec("max_part_payload_bytes", _int(1)),

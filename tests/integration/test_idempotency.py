@@ -209,3 +209,11 @@ def test_purge_older_than(wm: WorkManager, clock: Clock) -> None:
     assert wm.idempotency.purge(older_than=clock.now - timedelta(minutes=5)) == 1
     assert keys(wm) == 1
     assert uuid.UUID(propose_once(wm, "b", BODY)[1]["order"]["id"])
+
+
+def test_completing_with_a_failure_status_stores_nothing(wm: WorkManager) -> None:
+    claim = wm.idempotency.begin("approve", "o1", "token-a", "k", {})
+    assert isinstance(claim, Claim)
+    wm.idempotency.complete(claim, 409, {"error": {"code": "illegal_state_transition"}})
+    assert keys(wm) == 0
+    assert isinstance(wm.idempotency.begin("approve", "o1", "token-a", "k", {}), Claim)

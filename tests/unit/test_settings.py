@@ -197,3 +197,27 @@ def test_bad_value_in_toml_names_the_variable(tmp_path: Path) -> None:
     config.write_text("lease_ttl_seconds = -5\n")
     with pytest.raises(ConfigurationError, match="WORK_MANAGER_LEASE_TTL_SECONDS"):
         Settings.from_env({"WORK_MANAGER_CONFIG": str(config)})
+
+
+def test_idempotency_enforce_on_is_checked() -> None:
+    s = Settings.from_env({"WORK_MANAGER_IDEMPOTENCY_ENFORCE_ON": "propose, checkout,fail"})
+    assert s.idempotency_enforce_on == ("propose", "checkout", "fail")
+    assert (
+        Settings.from_env({"WORK_MANAGER_IDEMPOTENCY_ENFORCE_ON": ""}).idempotency_enforce_on == ()
+    )
+    with pytest.raises(ConfigurationError, match="WORK_MANAGER_IDEMPOTENCY_ENFORCE_ON"):
+        Settings.from_env({"WORK_MANAGER_IDEMPOTENCY_ENFORCE_ON": "propose,submit_part"})
+
+
+def test_unknown_key_in_toml_is_refused_with_a_hint(tmp_path: Path) -> None:
+    config = tmp_path / "wm.toml"
+    config.write_text('lease_backnd = "redis"\n')
+    with pytest.raises(ConfigurationError, match="WORK_MANAGER_CONFIG") as info:
+        Settings.from_env({"WORK_MANAGER_CONFIG": str(config)})
+    assert "lease_backnd" in str(info.value) and "'lease_backend'" in str(info.value)
+
+
+def test_unknown_environment_variables_are_left_alone() -> None:
+    # Other tools (and agent processes) share the prefix; only the file is ours alone.
+    s = Settings.from_env({"WORK_MANAGER_AGENT_NAME": "x", "WORK_MANAGER_LEASE_BACKNED": "y"})
+    assert s == Settings.from_env({})

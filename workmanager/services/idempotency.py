@@ -102,6 +102,10 @@ class IdempotencyService:
             return Replay(row.response_status or 200, row.response_body or {})
 
     def complete(self, claim: Claim, status: int, body: dict[str, Any]) -> None:
+        """Store the response to replay. A failure (4xx/5xx) is not stored: the key is freed."""
+        if status >= 400:
+            self.abandon(claim)
+            return
         with self.ctx.db.transaction() as s:
             row = s.scalar(select(IdempotencyKey).where(IdempotencyKey.key_hash == claim.key_hash))
             if row is not None:
