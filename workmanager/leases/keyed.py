@@ -20,8 +20,10 @@ from ..types import Lease
 from .base import CheckoutQuery, Grant, LeaseStore, check_row
 from .selection import eligible
 
-#: Rows locked per candidate round; small so concurrent checkouts rarely collide.
-BATCH = 8
+#: Rows locked per candidate round. One: a checkout grants one item, and every further
+#: row it locked would be skipped by racing checkouts until it commits, so they would see
+#: "no items" while eligible items remain (SPEC §4.5 forbids that spurious answer).
+BATCH = 1
 
 
 class StoreLeaseBackend:

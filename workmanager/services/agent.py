@@ -102,6 +102,8 @@ class AgentAPI:
         self, s: Session, agent: AgentInfo, query: CheckoutQuery, granted: list[Grant]
     ) -> Lease | None:
         now = self.ctx.clock()
+        while granted:  # an earlier run of this transaction rolled back (deadlock retry)
+            self.ctx.leases.abandoned(granted.pop(), agent.id)
         if query.order_id is not None:
             lock_order(s, query.order_id)  # 404 for an unknown order
         grant = self.ctx.leases.checkout(
@@ -111,6 +113,10 @@ class AgentAPI:
             return None
         granted.append(grant)
         item = grant.item
+        # The order row is locked before any event row referencing it is written: the
+        # event's foreign key takes a KEY SHARE lock on the order, and two transactions
+        # holding that lock and then both asking FOR UPDATE deadlock (PostgreSQL).
+        order = lock_order(s, item.order_id)
         record_event(
             s,
             item.order_id,
@@ -119,7 +125,6 @@ class AgentAPI:
             item_id=item.id,
             payload={"agent_id": agent.id, "lease_token": grant.token, "attempt": item.attempts},
         )
-        order = lock_order(s, item.order_id)
         if order.state == OrderState.QUEUED:
             move_order(s, order, OrderState.IN_PROGRESS, agent.actor, now=now)
         self.ctx.provenance.record(s, "checkout", agent, order_id=item.order_id, item_id=item.id)
@@ -223,6 +228,7 @@ class AgentAPI:
         action: str,
         payload: dict[str, Any],
     ) -> ItemOutcome:
+        order = lock_order(s, item.order_id)  # before the event row: see _checkout_tx
         clear_lease(item)
         move_item(
             s,
@@ -231,7 +237,6 @@ class AgentAPI:
             agent.actor,
             payload={"agent_id": agent.id, **{k: v for k, v in payload.items() if v}},
         )
-        order = lock_order(s, item.order_id)
         became = maybe_submit_order(s, order, agent.actor, now)
         self.ctx.provenance.record(s, action, agent, order_id=item.order_id, item_id=item.id)
         return ItemOutcome(item_dict(item), order.state, became)
@@ -356,12 +361,12 @@ class AgentAPI:
         now = self.ctx.clock()
         item = lock_item(s, lease.item_id)
         self.ctx.leases.check(item, _as(lease, agent), now)
+        order = lock_order(s, item.order_id)  # before the event row: see _checkout_tx
         clear_lease(item)
         item.attempts = max(item.attempts - 1, 0)
         move_item(
             s, item, ItemState.QUEUED, agent.actor, event="released", payload={"agent_id": agent.id}
         )
-        order = lock_order(s, item.order_id)
         maybe_requeue_order(s, order, agent.actor, now)
         self.ctx.provenance.record(s, "release", agent, order_id=item.order_id, item_id=item.id)
         return ItemOutcome(item_dict(item), order.state)

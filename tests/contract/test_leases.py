@@ -1,0 +1,434 @@
+"""The leasing contract (SPEC §3.1, §4.2, §4.4 to §4.6), one suite over every lease backend.
+
+Each test runs on sqlite-memory, sqlite-database, postgres-database and postgres-redis
+(the ``backend`` fixture). Expiry is real: leases of one second and a short sleep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from tests.support.types import Multi, Parts, Simple
+from workmanager import Registry, WorkManager
+from workmanager.db.models import Item, Order, utcnow
+from workmanager.errors import Forbidden, LeaseConflict, LeaseExpired, NotFound
+from workmanager.leases.memory import MemoryLeaseStore
+from workmanager.leases.redis import RedisLeaseStore
+from workmanager.types import Lease
+
+FAST = {"retry_backoff_seconds": 0, "retry_jitter_seconds": 0}
+EXPIRY = 1.15  # seconds to sleep for a lease of lease_ttl_seconds=1 to be over everywhere
+
+
+@pytest.fixture
+def build(
+    make_wm: Callable[..., WorkManager], backend: tuple[str, str]
+) -> Callable[..., WorkManager]:
+    """A WorkManager on this test's backend with the test order types registered."""
+    db, lease_backend = backend
+
+    def factory(**overrides: Any) -> WorkManager:
+        registry = Registry([Simple(), Multi(), Parts()])
+        return make_wm(db=db, backend=lease_backend, registry=registry, **overrides)
+
+    return factory
+
+
+def row(wm: WorkManager, item_id: uuid.UUID) -> Item:
+    with wm.db.transaction() as s:
+        item = s.get(Item, item_id)
+        assert item is not None
+        return item
+
+
+def order_state(wm: WorkManager, order_id: uuid.UUID) -> str:
+    with wm.db.transaction() as s:
+        order = s.get(Order, order_id)
+        assert order is not None
+        return order.state
+
+
+def item_events(wm: WorkManager, order_id: uuid.UUID, item_id: uuid.UUID) -> list[str]:
+    return [e["event"] for e in wm.queries.events(order_id) if e["item_id"] == str(item_id)]
+
+
+def lose_store_data(wm: WorkManager) -> None:
+    """What a Redis flush does to this WorkManager's lease store (a no-op for ``database``).
+
+    Deletes the test's own keys rather than FLUSHDB, so tests running at the same time on
+    the same Redis database are not disturbed.
+    """
+    store = getattr(wm.ctx.leases, "store", None)
+    if isinstance(store, MemoryLeaseStore):
+        store.flush()
+    elif isinstance(store, RedisLeaseStore):
+        keys = list(store.client.scan_iter(match=f"{store.keys.prefix}*"))
+        if keys:
+            store.client.delete(*keys)
+
+
+def checkout(wm: WorkManager, agent: str = "agent-a", **query: Any) -> Lease:
+    lease = wm.agent.checkout(agent, **query)
+    assert lease is not None, f"{agent} got no item for {query}"
+    return lease
+
+
+#: Every call that acts on a held lease, each with arguments it would succeed with.
+LEASE_OPS: dict[str, Callable[[WorkManager, Lease], object]] = {
+    "heartbeat": lambda wm, lease: wm.agent.heartbeat(lease, progress=0.5),
+    "submit_part": lambda wm, lease: wm.agent.submit_part(lease, "a", {"v": 1}),
+    "finalize": lambda wm, lease: wm.agent.finalize(lease, mode="best_effort"),
+    "submit": lambda wm, lease: wm.agent.submit(lease, {"answer": 1}),
+    "release": lambda wm, lease: wm.agent.release(lease),
+    "fail": lambda wm, lease: wm.agent.fail(lease, {"code": "boom", "message": "no"}),
+}
+
+
+def assert_all_refused(wm: WorkManager, lease: Lease, error: type[Exception]) -> None:
+    """Every lease operation with ``lease`` raises ``error`` and changes nothing."""
+    before = row(wm, lease.item_id)
+    for name, op in LEASE_OPS.items():
+        with pytest.raises(error):
+            op(wm, lease)
+        after = row(wm, lease.item_id)
+        assert (after.state, after.lease_token, after.leased_by_agent_id) == (
+            before.state,
+            before.lease_token,
+            before.leased_by_agent_id,
+        ), f"{name} changed the item although it was refused"
+
+
+# --- checkout ---------------------------------------------------------------------------
+def test_global_checkout_takes_priority_desc_then_oldest(build) -> None:
+    wm = build()
+    low = wm.propose("test.simple", {"n": 0}, priority=0)
+    high_old = wm.propose("test.simple", {"n": 1}, priority=5)
+    mid = wm.propose("test.simple", {"n": 2}, priority=1)
+    high_new = wm.propose("test.simple", {"n": 3}, priority=5)
+    got = [checkout(wm, f"agent-{i}").order_id for i in range(4)]
+    assert got == [high_old, high_new, mid, low]
+    assert wm.agent.checkout("agent-9") is None
+
+
+def test_checkout_filters_type_min_priority_and_tenant(build) -> None:
+    wm = build()
+    t1_simple = wm.propose("test.simple", {"tenant_id": "t1"}, priority=1)
+    t2_simple = wm.propose("test.simple", {"tenant_id": "t2"}, priority=3)
+    t1_multi = wm.propose("test.multi", {"count": 1, "tenant_id": "t1"}, priority=5)
+    assert wm.agent.checkout("a", min_priority=6) is None
+    assert wm.agent.checkout("a", tenant_id="t3") is None
+    assert checkout(wm, tenant_id="t1", type="test.simple").order_id == t1_simple
+    assert checkout(wm, min_priority=4).order_id == t1_multi
+    assert wm.agent.checkout("a", type="test.multi") is None
+    assert wm.agent.checkout("a", tenant_id="t1") is None
+    assert checkout(wm, type="test.simple", min_priority=3).order_id == t2_simple
+
+
+def test_scoped_checkout_takes_only_that_order(build) -> None:
+    wm = build()
+    scoped = wm.propose("test.multi", {"count": 2}, priority=0)
+    wm.propose("test.simple", {}, priority=9)
+    first = checkout(wm, order_id=scoped)
+    second = checkout(wm, order_id=scoped)
+    assert {first.order_id, second.order_id} == {scoped}
+    assert first.item_id != second.item_id
+    assert wm.agent.checkout("a", order_id=scoped) is None
+    with pytest.raises(NotFound):
+        wm.agent.checkout("a", order_id=uuid.uuid4())
+
+
+def test_items_not_yet_available_are_skipped(build) -> None:
+    wm = build()
+    later = wm.propose("test.simple", {}, priority=9)
+    now_ = wm.propose("test.simple", {}, priority=0)
+    with wm.db.transaction() as s:
+        s.execute(
+            update(Item)
+            .where(Item.order_id == later)
+            .values(available_at=utcnow() + timedelta(minutes=5))
+        )
+    assert checkout(wm).order_id == now_
+    assert wm.agent.checkout("a") is None
+    assert wm.agent.checkout("a", order_id=later) is None
+    with wm.db.transaction() as s:
+        s.execute(update(Item).where(Item.order_id == later).values(available_at=utcnow()))
+    assert checkout(wm).order_id == later
+
+
+def test_first_grant_moves_item_and_order_and_counts_the_attempt(build) -> None:
+    wm = build()
+    order_id = wm.propose("test.multi", {"count": 2})
+    lease = checkout(wm)
+    item = row(wm, lease.item_id)
+    assert (item.state, item.attempts, item.leased_by_agent_id) == ("leased", 1, "agent-a")
+    assert item.lease_token == lease.token > 0
+    assert item.lease_expires_at == lease.expires_at
+    assert order_state(wm, order_id) == "in_progress"
+    assert lease.heartbeat_every_seconds == wm.settings.heartbeat_every_seconds
+
+
+# --- fencing tokens ---------------------------------------------------------------------
+def test_tokens_strictly_increase_across_every_kind_of_regrant(build) -> None:
+    wm = build(lease_ttl_seconds=1, default_max_attempts=20, **FAST)
+    wm.propose("test.simple", {})
+    tokens = [checkout(wm, "agent-a").token]
+    wm.agent.release(_lease(wm, tokens[-1]))
+    tokens.append(checkout(wm, "agent-a").token)  # same agent, after release
+    wm.agent.fail(_lease(wm, tokens[-1]), {"code": "x", "message": "retry me"})
+    tokens.append(checkout(wm, "agent-b").token)  # after a retryable failure
+    time.sleep(EXPIRY)
+    assert wm.sweeper.sweep().reclaimed == 1
+    tokens.append(checkout(wm, "agent-a").token)  # after expiry and sweep
+    wm.agent.release(_lease(wm, tokens[-1]))
+    lose_store_data(wm)  # Redis flushed: the fence counter is gone
+    tokens.append(checkout(wm, "agent-c").token)
+    assert all(a < b for a, b in itertools.pairwise(tokens)), tokens
+
+
+def _lease(wm: WorkManager, token: int) -> Lease:
+    """The lease currently recorded on the only item (as its holder would present it)."""
+    with wm.db.transaction() as s:
+        item = s.query(Item).one()
+        assert item.lease_token == token and item.lease_expires_at is not None
+        assert item.leased_by_agent_id is not None
+        return Lease(
+            item.id, item.order_id, item.leased_by_agent_id, token, item.lease_expires_at, 1
+        )
+
+
+# --- heartbeat --------------------------------------------------------------------------
+def test_heartbeat_extends_the_lease_and_first_one_starts_the_item(build) -> None:
+    wm = build(lease_ttl_seconds=1)
+    order_id = wm.propose("test.simple", {})
+    lease = checkout(wm)
+    time.sleep(0.6)
+    beat = wm.agent.heartbeat(lease, progress=0.25, checkpoint={"page": 3})
+    assert beat.expires_at > lease.expires_at
+    assert row(wm, lease.item_id).state == "in_progress"
+    time.sleep(0.6)  # 1.2 s after the grant: alive only because the heartbeat extended it
+    wm.agent.heartbeat(beat, progress=0.5)
+    time.sleep(0.6)
+    item = row(wm, lease.item_id)
+    assert item.lease_expires_at == item.last_heartbeat_at + timedelta(seconds=1)
+    assert item.progress is not None and item.progress["progress"] == 0.5
+    assert wm.sweeper.sweep().reclaimed == 0
+    wm.agent.submit(lease, {"answer": 1})
+    assert item_events(wm, order_id, lease.item_id).count("in_progress") == 1
+
+
+def test_checkpoint_is_readable_by_the_next_attempt(build) -> None:
+    wm = build(lease_ttl_seconds=1, **FAST)
+    wm.propose("test.simple", {})
+    lease = checkout(wm)
+    wm.agent.heartbeat(lease, progress=0.4, checkpoint={"cursor": "abc"})
+    time.sleep(EXPIRY)
+    wm.sweeper.sweep()
+    again = checkout(wm, "agent-b")
+    assert again.item is not None and again.item.progress is not None
+    assert again.item.progress["checkpoint"] == {"cursor": "abc"}
+
+
+# --- refusals: stale, expired, foreign --------------------------------------------------
+def test_a_stale_token_is_refused_even_for_the_same_agent(build) -> None:
+    wm = build(**FAST)
+    wm.propose("test.parts", {})
+    old = checkout(wm, "agent-a")
+    wm.agent.release(old)
+    current = checkout(wm, "agent-a")  # the same agent id, a newer grant
+    assert current.item_id == old.item_id and current.token > old.token
+    assert_all_refused(wm, old, LeaseConflict)
+    wm.agent.heartbeat(current)  # the current holder is unaffected
+    wm.agent.submit_part(current, "a", {"v": 1})
+    wm.agent.submit_part(current, "b", {})
+    assert wm.agent.finalize(current).item["state"] == "submitted"
+
+
+def test_another_agent_presenting_the_current_token_is_forbidden(build) -> None:
+    wm = build()
+    wm.propose("test.parts", {})
+    lease = checkout(wm, "agent-a")
+    assert_all_refused(wm, dataclasses.replace(lease, agent_id="agent-b"), Forbidden)
+    assert wm.agent.submit(lease, {"answer": 1}).item["state"] == "submitted"
+
+
+def test_an_expired_lease_is_refused(build) -> None:
+    wm = build(lease_ttl_seconds=1, **FAST)
+    wm.propose("test.parts", {})
+    lease = checkout(wm, "agent-a")
+    time.sleep(EXPIRY)
+    assert_all_refused(wm, lease, LeaseExpired)  # expired, not yet swept
+    assert wm.sweeper.sweep().reclaimed == 1
+    assert_all_refused(wm, lease, LeaseExpired)  # swept back to the queue
+    regrant = checkout(wm, "agent-b")
+    assert_all_refused(wm, lease, LeaseConflict)  # somebody else holds it now
+    wm.agent.heartbeat(regrant)
+
+
+# --- release and fail -------------------------------------------------------------------
+def test_release_requeues_the_item_and_the_order_when_nothing_is_held(build) -> None:
+    wm = build()
+    order_id = wm.propose("test.multi", {"count": 2})
+    first, second = checkout(wm, "agent-a"), checkout(wm, "agent-b")
+    outcome = wm.agent.release(first)
+    assert outcome.item["state"] == "queued" and outcome.order_state == "in_progress"
+    item = row(wm, first.item_id)
+    assert (item.leased_by_agent_id, item.lease_expires_at) == (None, None)
+    assert wm.agent.release(second).order_state == "queued"
+    assert order_state(wm, order_id) == "queued"
+    assert "released" in item_events(wm, order_id, first.item_id)
+    assert {checkout(wm).item_id, checkout(wm).item_id} == {first.item_id, second.item_id}
+
+
+def test_retryable_failure_requeues_with_backoff(build) -> None:
+    wm = build(retry_backoff_seconds=30, retry_jitter_seconds=0)
+    order_id = wm.propose("test.simple", {})
+    lease = checkout(wm)
+    before = utcnow()
+    outcome = wm.agent.fail(lease, {"code": "flaky", "message": "try later"})
+    assert outcome.item["state"] == "queued"
+    item = row(wm, lease.item_id)
+    assert item.available_at is not None
+    delay = (item.available_at - before).total_seconds()
+    assert 29 <= delay <= 31, delay
+    assert item.error == {"code": "flaky", "message": "try later"}
+    assert item.leased_by_agent_id is None
+    assert order_state(wm, order_id) == "queued"
+    assert wm.agent.checkout("agent-b") is None  # backing off
+
+
+def test_non_retryable_failure_fails_the_item_and_the_order(build) -> None:
+    wm = build()
+    order_id = wm.propose("test.multi", {"count": 2})
+    lease = checkout(wm)
+    outcome = wm.agent.fail(lease, {"code": "bad_input", "message": "never"}, retryable=False)
+    assert outcome.item["state"] == "failed" and outcome.order_state == "failed"
+    assert row(wm, lease.item_id).error == {"code": "bad_input", "message": "never"}
+    assert order_state(wm, order_id) == "failed"
+
+
+# --- the sweep --------------------------------------------------------------------------
+def test_sweep_requeues_expired_leases_with_backoff(build) -> None:
+    wm = build(lease_ttl_seconds=1, retry_backoff_seconds=30, retry_jitter_seconds=0)
+    order_id = wm.propose("test.multi", {"count": 2})
+    lease, kept = checkout(wm, "agent-a"), checkout(wm, "agent-b")
+    time.sleep(0.6)
+    wm.agent.heartbeat(kept)
+    time.sleep(0.55)
+    result = wm.sweeper.sweep()
+    assert result.requeued == {"test.multi": [lease.item_id]}
+    item = row(wm, lease.item_id)
+    assert (item.state, item.attempts, item.leased_by_agent_id) == ("queued", 1, None)
+    assert item.available_at is not None
+    assert 28 <= (item.available_at - utcnow()).total_seconds() <= 31
+    assert row(wm, kept.item_id).state == "in_progress"
+    expired = [e for e in wm.queries.events(order_id) if e["event"] == "lease_expired"]
+    assert len(expired) == 1 and expired[0]["payload"]["attempts"] == 1
+    assert wm.sweeper.sweep().reclaimed == 0  # nothing else is due
+
+
+def test_sweep_fails_items_whose_attempts_are_spent(build) -> None:
+    wm = build(lease_ttl_seconds=1, default_max_attempts=2, **FAST)
+    order_id = wm.propose("test.simple", {})
+    for attempt in (1, 2):
+        lease = checkout(wm, f"agent-{attempt}")
+        assert row(wm, lease.item_id).attempts == attempt
+        time.sleep(EXPIRY)
+        result = wm.sweeper.sweep()
+        assert result.reclaimed == 1
+    item = row(wm, lease.item_id)
+    assert item.state == "failed" and item.error is not None
+    assert item.error["code"] == "max_attempts_exceeded"
+    assert result.failed == {"test.simple": 1}
+    assert order_state(wm, order_id) == "failed"
+    assert wm.agent.checkout("agent-3") is None
+
+
+def test_a_submitted_item_is_never_reclaimed(build) -> None:
+    wm = build(lease_ttl_seconds=1, **FAST)
+    order_id = wm.propose("test.multi", {"count": 2})
+    lease = checkout(wm)
+    wm.agent.submit(lease, {"answer": 1})
+    item = row(wm, lease.item_id)
+    assert (item.state, item.leased_by_agent_id, item.lease_expires_at) == (
+        "submitted",
+        None,
+        None,
+    )
+    time.sleep(EXPIRY)
+    assert wm.sweeper.sweep().reclaimed == 0
+    assert row(wm, lease.item_id).state == "submitted"
+    assert lease.item_id not in {checkout(wm, "agent-b").item_id}
+    assert "lease_expired" not in item_events(wm, order_id, lease.item_id)
+
+
+# --- concurrency limits -----------------------------------------------------------------
+def test_per_agent_limit_on_global_and_scoped_checkout(build) -> None:
+    wm = build(max_leases_per_agent=2)
+    order_id = wm.propose("test.multi", {"count": 5})
+    first = checkout(wm, "agent-a")
+    checkout(wm, "agent-a", order_id=order_id)
+    assert wm.agent.checkout("agent-a") is None
+    assert wm.agent.checkout("agent-a", order_id=order_id) is None
+    checkout(wm, "agent-b")  # other agents are not affected
+    wm.agent.submit(first, {"answer": 1})
+    checkout(wm, "agent-a", order_id=order_id)
+    assert wm.agent.checkout("agent-a") is None
+
+
+def test_per_type_limit_does_not_block_other_types(build) -> None:
+    wm = build(max_leases_per_type=2)
+    busy = wm.propose("test.multi", {"count": 4}, priority=9)
+    other = [wm.propose("test.simple", {}, priority=0) for _ in range(3)]
+    multi = [checkout(wm, "agent-a"), checkout(wm, "agent-b")]
+    assert {lease.order_id for lease in multi} == {busy}
+    # test.multi is at its limit and has higher priority, yet the next grant is a simple.
+    assert checkout(wm, "agent-c").order_id in other
+    assert wm.agent.checkout("agent-d", order_id=busy) is None
+    assert wm.agent.checkout("agent-d", type="test.multi") is None
+    assert checkout(wm, "agent-d", order_id=other[2]).order_id == other[2]
+    assert wm.agent.checkout("agent-e") is None  # both types at their limit
+    wm.agent.release(multi[0])
+    assert checkout(wm, "agent-e").order_id == busy
+
+
+# --- concurrency ------------------------------------------------------------------------
+def test_racing_threads_never_share_an_item_and_never_miss_one(build) -> None:
+    threads, per_thread = 8, 5
+    wm = build()
+    orders = [wm.propose("test.multi", {"count": threads * per_thread // 4}) for _ in range(4)]
+    held: dict[int, list[Lease]] = {}
+    errors: list[BaseException] = []
+    start, granted = threading.Barrier(threads), threading.Barrier(threads)
+
+    def agent(n: int) -> None:
+        try:
+            start.wait()
+            held[n] = [checkout(wm, f"agent-{n}") for _ in range(per_thread)]
+            granted.wait()  # everything is held at once here
+            for lease in held[n]:  # then all submit at once, on items of shared orders
+                wm.agent.submit(lease, {"answer": n})
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+            granted.abort()
+
+    workers = [threading.Thread(target=agent, args=(n,)) for n in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(60)
+    assert not errors, errors  # includes "got no item": a racing agent must get the next one
+    leases = [lease for mine in held.values() for lease in mine]
+    assert len({lease.item_id for lease in leases}) == threads * per_thread == len(leases)
+    assert wm.agent.checkout("late") is None
+    assert [order_state(wm, o) for o in orders] == ["submitted"] * 4
+    assert sorted(map(str, wm.dispatcher.submitted)) == sorted(map(str, orders))  # type: ignore[attr-defined]
