@@ -178,6 +178,10 @@ class ValidationFailed(PermanentError):
     http_status = 422
 
     def __init__(self, details: Any = None, message: str | None = None) -> None:
+        if isinstance(details, str) and message is None:
+            # ``raise ValidationFailed("why")`` from a hook: keep the {path, message,
+            # validator} shape of ``details`` that adapters and agents rely on.
+            message, details = details, [{"path": "$", "message": details, "validator": "custom"}]
         super().__init__(message, details=details)
 
 

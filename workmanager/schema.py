@@ -26,7 +26,8 @@ def _validator(schema_key: str) -> Draft202012Validator:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         raise ConfigurationError(f"invalid JSON Schema: {exc.message}") from exc
-    return Draft202012Validator(schema)
+    # Formats ("email", "uri", "date-time", ...) are asserted, as users of a schema expect.
+    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
 def schema_errors(schema: dict[str, Any], instance: Any, prefix: str = "") -> list[dict[str, str]]:

@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from tests.support.types import Flaky, Hooked, Multi, Parts, Picky, Simple, Slow
+from tests.support.types import Broken, Empty, Flaky, Hooked, Multi, Parts, Picky, Simple, Slow
 from workmanager import IllegalStateTransition, Lease, Registry, ValidationFailed, WorkManager
 from workmanager.db.models import Event, IdempotencyKey, Item, Order, Part, Provenance
 from workmanager.errors import (
     ApplyFailed,
     MissingParts,
+    NotFound,
     NotReadyForApproval,
     PayloadTooLarge,
     UnknownOrderType,
@@ -90,7 +91,7 @@ def completed_flow(wm: WorkManager, type: str = "test.simple") -> uuid.UUID:
 
 @pytest.fixture
 def wm(make_wm: Callable[..., WorkManager], database: str) -> WorkManager:
-    registry = Registry([Simple(), Multi(), Parts(), Picky(), Hooked()])
+    registry = Registry([Simple(), Multi(), Parts(), Picky(), Hooked(), Empty(), Broken()])
     return make_wm(db=database, backend="database", registry=registry)
 
 
@@ -707,3 +708,53 @@ def test_manual_approval_records_the_reviewer(wm: WorkManager) -> None:
 def test_no_idempotency_rows_from_domain_calls(wm: WorkManager) -> None:
     completed_flow(wm)
     assert count(wm, IdempotencyKey) == 0
+
+
+def test_a_plan_with_no_items_is_refused_and_writes_nothing(wm: WorkManager) -> None:
+    with pytest.raises(ValidationFailed) as info:
+        wm.propose("test.empty", {"nothing": True})
+    assert info.value.details[0]["validator"] == "plan"
+    assert count(wm, Order) == 0 and count(wm, Event) == 0
+    assert len(items_of(wm, wm.propose("test.empty", {}))) == 1
+
+
+def test_a_raising_can_approve_refuses_approval(wm: WorkManager) -> None:
+    order_id = submitted_order(wm, "test.broken")
+    assert wm.orders.check_auto_approval(order_id) is False  # logged and counted, not raised
+    assert counter(wm, "auto_approval_refused_total") == 1
+    assert order_state(wm, order_id) == "submitted"
+    with pytest.raises(NotReadyForApproval) as info:
+        wm.approve(order_id)
+    assert info.value.details["exception"] == "KeyError"
+    assert "approved" not in event_names(wm, order_id)
+
+
+def test_apply_of_an_unregistered_type_is_a_recorded_failure(
+    make_wm: Callable[..., WorkManager], database: str
+) -> None:
+    registry = Registry([Simple()])
+    wm = make_wm(db=database, backend="database", registry=registry, apply_max_retries=0)
+    order_id = submitted_order(wm)
+    wm.approve(order_id)
+    worker = make_wm(
+        db=database, backend="database", registry=Registry(), apply_max_retries=0
+    )  # no types
+    with pytest.raises(ApplyFailed) as info:
+        worker.executor.apply(order_id)
+    assert info.value.details["exception"] == "UnknownOrderType"
+    assert order_state(wm, order_id) == "failed"
+    assert event_names(wm, order_id)[-1] == "apply_failed"
+
+
+def test_reads_of_unknown_ids_are_not_found(wm: WorkManager) -> None:
+    missing = uuid.uuid4()
+    for read in (wm.queries.order, wm.queries.events, wm.queries.item, wm.queries.item_logs):
+        with pytest.raises(NotFound):
+            read(missing)
+    for write in (wm.approve, wm.executor.apply):
+        with pytest.raises(NotFound):
+            write(missing)
+    with pytest.raises(NotFound):
+        wm.orders.reject(missing, REASONS, REVIEWER)
+    with pytest.raises(NotFound):
+        wm.orders.retry(missing, REVIEWER)

@@ -151,3 +151,28 @@ class Hooked(OrderType):
 
     def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
         return Diff.empty()
+
+
+class Empty(OrderType):
+    """``plan`` returns no items when the payload says so."""
+
+    type = "test.empty"
+
+    def plan(self, order: OrderView) -> list[ItemSpec]:
+        return [] if order.payload.get("nothing") else super().plan(order)
+
+    def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
+        return Diff.empty()
+
+
+class Broken(OrderType):
+    """Auto-approves, but its ``can_approve`` raises (a bug in the deployment's code)."""
+
+    type = "test.broken"
+    auto_approve = True
+
+    def can_approve(self, order: OrderView) -> bool:
+        raise KeyError("reviewer")
+
+    def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
+        return Diff.empty()

@@ -111,6 +111,23 @@ def test_draft_2020_12_keywords_are_enforced() -> None:
     assert {"type", "dependentRequired", "unevaluatedProperties"} <= validators
 
 
+def test_formats_are_asserted() -> None:
+    schema = {"type": "object", "properties": {"email": {"type": "string", "format": "email"}}}
+    errors = schema_errors(schema, {"email": "not-an-email"}, "payload")
+    assert [(e["path"], e["validator"]) for e in errors] == [("payload.email", "format")]
+    assert schema_errors(schema, {"email": "a@example.com"}) == []
+
+
+def test_validation_failed_from_a_plain_message() -> None:
+    err = ValidationFailed("the answer must cite a source")
+    assert err.message == "the answer must cite a source"
+    assert err.details == [
+        {"path": "$", "message": "the answer must cite a source", "validator": "custom"}
+    ]
+    listed = ValidationFailed([{"path": "a", "message": "m", "validator": "v"}], "one error")
+    assert (listed.message, listed.details[0]["path"]) == ("one error", "a")
+
+
 def test_valid_instance_and_no_schema_pass() -> None:
     validate(SCHEMA, {"name": "ok", "tags": []}, "payload")
     validate(None, "anything")
@@ -159,6 +176,8 @@ def test_register_refuses_things_that_are_not_order_types() -> None:
         registry.register(Nameless())
     with pytest.raises(ConfigurationError):
         registry.register("test.simple")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        registry.register(Simple)  # type: ignore[arg-type]  # the class, not an instance
     assert registry.names() == []
 
 

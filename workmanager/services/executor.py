@@ -54,9 +54,11 @@ class ApplyService:
         if isinstance(started, ApplyOutcome):
             return started
         view, ctx = started
-        order_type = self.ctx.registry.get(view.type)
         t0 = time.perf_counter()
         try:
+            # Inside the try: a type that is no longer registered is a recorded failure too,
+            # not an order left approved for ever.
+            order_type = self.ctx.registry.get(view.type)
             order_type.before_apply(view)
             diff = order_type.apply(view, ctx)
             if not isinstance(diff, Diff):

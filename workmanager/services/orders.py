@@ -150,6 +150,8 @@ class OrderService:
             self._item(order, order_type, spec, now + timedelta(microseconds=n))
             for n, spec in enumerate(order_type.plan(order_view(order, [])))
         ]
+        # An order with no items could never be submitted: it would sit queued forever.
+        _require(bool(items), "payload", "the order type planned no items for it", "plan")
         s.add_all(items)
         record_event(s, order.id, "planned", actor, payload={"item_count": len(items)})
         self.ctx.provenance.record(s, "propose", agent, order_id=order.id)
@@ -195,7 +197,7 @@ class OrderService:
         now = self.ctx.clock()
         order = lock_order(s, order_id)
         if order.state == OrderState.SUBMITTED:
-            if not self.ctx.registry.get(order.type).can_approve(order_view(order)):
+            if not _can_approve(self.ctx.registry.get(order.type), order):
                 raise NotReadyForApproval(
                     "the order type's can_approve check refused",
                     details={"order_id": str(order.id)},
@@ -228,7 +230,10 @@ class OrderService:
             return False
         try:
             self.approve(order_id, Actor.system())
-        except WorkManagerError as exc:
+        except Exception as exc:  # logged and counted; a person reviews the order instead
+            if not isinstance(exc, WorkManagerError):
+                log.exception("auto-approval of %s raised", order_id)
+                exc = WorkManagerError(str(exc))
             log.warning("auto-approval of %s refused: %s", order_id, exc.message)
             self.ctx.metrics.increment(
                 "auto_approval_refused_total", type=order_type.type, reason=exc.code
@@ -331,6 +336,20 @@ class OrderService:
             item.error, item.attempts, item.available_at = None, 0, None
             move_item(s, item, ItemState.QUEUED, actor, event="retried")
         return order_dict(order), [i.id for i in failed], False
+
+
+def _can_approve(order_type: OrderType, order: Order) -> bool:
+    """The type's cross-item check; a hook that raises refuses approval (409, not a 500)."""
+    try:
+        return bool(order_type.can_approve(order_view(order)))
+    except WorkManagerError:
+        raise
+    except Exception as exc:
+        log.exception("can_approve of %s raised", order.id)
+        raise NotReadyForApproval(
+            f"the order type's can_approve check raised {type(exc).__name__}: {exc}",
+            details={"order_id": str(order.id), "exception": type(exc).__name__},
+        ) from exc
 
 
 def _check_reject_errors(errors: Any) -> None:

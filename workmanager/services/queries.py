@@ -48,6 +48,8 @@ class Queries:
     def events(self, order_id: uuid.UUID) -> list[dict[str, Any]]:
         """Every event of an order, oldest first."""
         with self.ctx.db.transaction() as s:
+            if s.get(Order, order_id) is None:
+                raise NotFound(f"order {order_id} not found", details={"order_id": str(order_id)})
             rows = s.scalars(select(Event).where(Event.order_id == order_id).order_by(Event.id))
             return [event_dict(e) for e in rows]
 
