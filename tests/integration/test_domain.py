@@ -758,3 +758,46 @@ def test_reads_of_unknown_ids_are_not_found(wm: WorkManager) -> None:
         wm.orders.reject(missing, REASONS, REVIEWER)
     with pytest.raises(NotFound):
         wm.orders.retry(missing, REVIEWER)
+
+
+def test_concurrent_approvals_approve_once(
+    make_wm: Callable[..., WorkManager], database: str
+) -> None:
+    registry = Registry([Simple()])
+    wm = make_wm(db=database, backend="database", registry=registry)
+    other = make_wm(db=database, backend="database", registry=registry)
+    order_id = submitted_order(wm)
+    barrier = threading.Barrier(2)
+    outcomes: list[Any] = []
+
+    def approve(manager: WorkManager) -> None:
+        barrier.wait()
+        try:
+            outcomes.append(manager.approve(order_id))
+        except Exception as exc:  # collected and asserted below
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=approve, args=(m,)) for m in (wm, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    errors = [o for o in outcomes if isinstance(o, Exception)]
+    assert len(outcomes) == 2 and len(errors) == 1
+    assert isinstance(errors[0], IllegalStateTransition)
+    assert event_names(wm, order_id).count("approved") == 1
+    dispatched = wm.dispatcher.approved + other.dispatcher.approved  # type: ignore[attr-defined]
+    assert dispatched == [order_id]
+
+
+def test_rework_and_retry_announce_the_requeued_items(wm: WorkManager) -> None:
+    order_id = submitted_order(wm)
+    (item,) = items_of(wm, order_id)
+    wm.dispatcher.available.clear()  # type: ignore[attr-defined]
+    wm.orders.reject(order_id, REASONS, REVIEWER, allow_rework=True)
+    assert wm.dispatcher.available == [("test.simple", [uuid.UUID(item["id"])])]  # type: ignore[attr-defined]
+    lease = lease_one(wm, order_id)
+    wm.agent.fail(lease, {"code": "x", "message": "y"}, retryable=False)
+    wm.dispatcher.available.clear()  # type: ignore[attr-defined]
+    wm.orders.retry(order_id, REVIEWER)
+    assert wm.dispatcher.available == [("test.simple", [uuid.UUID(item["id"])])]  # type: ignore[attr-defined]

@@ -221,3 +221,10 @@ def test_unknown_environment_variables_are_left_alone() -> None:
     # Other tools (and agent processes) share the prefix; only the file is ours alone.
     s = Settings.from_env({"WORK_MANAGER_AGENT_NAME": "x", "WORK_MANAGER_LEASE_BACKNED": "y"})
     assert s == Settings.from_env({})
+
+
+def test_from_env_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORK_MANAGER_LEASE_BACKEND", "redis")
+    monkeypatch.setenv("WORK_MANAGER_MAX_LEASES_PER_TYPE", "4")
+    s = Settings.from_env()
+    assert (s.lease_backend, s.max_leases_per_type) == ("redis", 4)
