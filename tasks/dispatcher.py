@@ -33,7 +33,7 @@ class CeleryDispatcher:
             log.exception("could not send %s %s", name, kwargs)
 
     def order_submitted(self, order_id: uuid.UUID) -> None:
-        self._send(CHECK_AUTO_APPROVAL, order_id=str(order_id))
+        self._send(CHECK_AUTO_APPROVAL, queue="workmanager", order_id=str(order_id))
 
     def order_approved(self, order_id: uuid.UUID) -> None:
         self._send(APPLY, queue="workmanager.apply", order_id=str(order_id))

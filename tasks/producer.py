@@ -10,6 +10,7 @@ from celery import Celery
 from workmanager.services.orders import order_id_for
 
 CREATE = "workmanager.orders.create"
+QUEUE = "workmanager"
 
 
 def enqueue_order(
@@ -39,5 +40,6 @@ def enqueue_order(
             "dedupe_key": dedupe_key,
             "order_id": str(order_id),
         },
+        queue=QUEUE,
     )
     return order_id

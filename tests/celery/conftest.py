@@ -1,0 +1,170 @@
+"""Real Celery workers as subprocesses, on the Redis broker and PostgreSQL.
+
+``stack`` starts processes with an environment that points every WORK_MANAGER_* setting at
+this test's PostgreSQL database, a Redis broker db and lease prefix of its own; the test
+process talks to the same broker through a producer app of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from workmanager import Registry, Settings, WorkManager
+from workmanager.db.session import Database
+
+from ..conftest import truncate_all
+from ..support.pipeline import register
+
+ROOT = Path(__file__).resolve().parents[2]
+BROKER_DB = 14
+
+
+class Stack:
+    """The processes of one test, and a WorkManager + producer app beside them."""
+
+    def __init__(self, env: dict[str, str], tmp: Path) -> None:
+        self.env = env
+        self.tmp = tmp
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.settings = Settings.from_env(env)
+        registry = Registry()
+        register(registry)
+        self.wm = WorkManager(self.settings, registry=registry)
+        self.app = Celery("producer", broker=self.settings.broker_url)
+        self.app.conf.task_serializer = "json"
+
+    def start(self, name: str, command: list[str], **extra_env: str) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed at stop
+        proc = subprocess.Popen(
+            command,
+            env={**self.env, **extra_env},
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs[name] = proc
+        return proc
+
+    def worker(self, name: str = "control", concurrency: int = 4, **extra_env: str) -> None:
+        self.start(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tasks",
+                "worker",
+                "-Q",
+                "workmanager,workmanager.apply",
+                "-P",
+                "threads",
+                "-c",
+                str(concurrency),
+                "-n",
+                f"{name}-{uuid.uuid4().hex[:6]}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel",
+                "INFO",
+            ],
+            **extra_env,
+        )
+
+    def agent(
+        self, order_type: str, handler: str, concurrency: int = 4, name: str = "agent"
+    ) -> None:
+        self.start(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "workers.agent",
+                "--type",
+                order_type,
+                "--handler",
+                handler,
+                "--concurrency",
+                str(concurrency),
+                "--agent-id",
+                f"{name}-1",
+            ],
+        )
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=30)
+
+    def log(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text(errors="replace")
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.2)
+        logs = "\n".join(f"--- {n} ---\n{self.log(n)[-3000:]}" for n in self.procs)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{logs}")
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        self.wm.close()
+
+
+@pytest.fixture
+def make_stack(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    stacks: list[Stack] = []
+
+    def factory(**settings: str) -> Stack:
+        import redis
+
+        broker = redis_url.rsplit("/", 1)[0] + f"/{BROKER_DB}"
+        redis.Redis.from_url(broker).flushdb()
+        truncate_all(Database(pg_url))
+        markers = tmp_path / "markers"
+        markers.mkdir(exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WORK_MANAGER_")}
+        env.update(
+            {
+                "WORK_MANAGER_DATABASE_URL": pg_url,
+                "WORK_MANAGER_BROKER_URL": broker,
+                "WORK_MANAGER_REDIS_URL": redis_url,
+                "WORK_MANAGER_REDIS_PREFIX": f"wmtest:{uuid.uuid4().hex[:8]}:",
+                "WORK_MANAGER_ORDER_TYPES": "tests.support.pipeline",
+                "WORK_MANAGER_HEARTBEAT_EVERY_SECONDS": "1",
+                "WM_TEST_MARKERS": str(markers),
+                "PYTHONPATH": str(ROOT),
+            }
+        )
+        env.update({f"WORK_MANAGER_{k.upper()}": v for k, v in settings.items()})
+        stack = Stack(env, tmp_path)
+        stacks.append(stack)
+        return stack
+
+    yield factory
+    for stack in stacks:
+        stack.stop()
