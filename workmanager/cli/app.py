@@ -37,7 +37,8 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from . import db, demo, orders  # noqa: F401  (each module attaches its commands)
+    # each module attaches its commands
+    from . import db, demo, mcp, orders, serve, tokens  # noqa: F401
 
 
 _register()

@@ -1,0 +1,6 @@
+"""The HTTP API (SPEC §6): an adapter over the services. Needs the ``api`` extra."""
+
+from .app import create_app
+from .guard import WorkOrderGuard, WorkOrderOnlyMiddleware
+
+__all__ = ["WorkOrderGuard", "WorkOrderOnlyMiddleware", "create_app"]

@@ -1,0 +1,44 @@
+"""The app factory: ``create_app(wm)`` → the ASGI app of SPEC §6."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from .. import __version__
+from ..container import WorkManager
+from ..services.operations import Operations
+from ..services.tokens import TokenService
+from . import errors
+from .deps import ApiState
+from .middleware import RequestContextMiddleware
+from .routes import health, items, orders
+
+log = logging.getLogger("workmanager.api")
+
+AUTH_NONE_WARNING = (
+    "WORK_MANAGER_AUTH=none: the HTTP API accepts every request without a token and with "
+    "every scope. Use this for local development only, never on a reachable network."
+)
+
+
+def create_app(wm: WorkManager) -> FastAPI:
+    """Build the HTTP API over ``wm`` (routes under ``settings.api_prefix``)."""
+    settings = wm.settings
+    auth_enabled = settings.auth != "none"
+    if not auth_enabled:
+        log.warning(AUTH_NONE_WARNING)
+    app = FastAPI(
+        title="workmanager",
+        version=__version__,
+        description="Work orders for AI agents: propose, lease, submit, approve, apply.",
+        strict_content_type=False,
+    )
+    app.state.api = ApiState(wm, Operations(wm), TokenService(wm.ctx), auth_enabled)
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(orders.router, prefix=settings.api_prefix)
+    app.include_router(items.router, prefix=settings.api_prefix)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,81 @@
+"""Request → caller: bearer authentication, scope checks and agent metadata (SPEC §4.7, §6.4).
+
+Routes declare ``caller: Caller = Depends(scope("submit"))``; the dependency authenticates
+the bearer token (or takes the anonymous principal when ``WORK_MANAGER_AUTH=none``),
+checks the scope, and builds the agent from the ``X-Agent-*`` headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from ..container import WorkManager
+from ..services.callers import AgentMetadata, Caller, build_caller
+from ..services.operations import Operations
+from ..services.tokens import ANONYMOUS, Principal, TokenService
+
+
+@dataclass(frozen=True)
+class ApiState:
+    """What the routes share, kept on ``app.state.api``."""
+
+    wm: WorkManager
+    ops: Operations
+    tokens: TokenService
+    auth_enabled: bool
+
+
+def state(request: Request) -> ApiState:
+    api: ApiState = request.app.state.api
+    return api
+
+
+def bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def principal(request: Request) -> Principal:
+    api = state(request)
+    if not api.auth_enabled:
+        return ANONYMOUS
+    return api.tokens.authenticate(bearer(request))
+
+
+def metadata(request: Request) -> AgentMetadata:
+    h = request.headers
+    return AgentMetadata(
+        agent_id=h.get("x-agent-id"),
+        name=h.get("x-agent-name"),
+        version=h.get("x-agent-version"),
+        model_name=h.get("x-model-name"),
+        runtime=h.get("x-runtime"),
+        request_id=request.state.request_id,
+        ip_address=request.client.host if request.client else None,
+        user_agent=h.get("user-agent"),
+    )
+
+
+def scope(name: str) -> Callable[[Request], Caller]:
+    """A dependency: the authenticated caller, refused with 403 unless it holds ``name``."""
+
+    def dependency(request: Request) -> Caller:
+        who = principal(request)
+        who.require(name)
+        return build_caller(who, metadata(request))
+
+    dependency.__name__ = f"scope_{name}"
+    return dependency
+
+
+ProposeCaller = Annotated[Caller, Depends(scope("propose"))]
+ViewCaller = Annotated[Caller, Depends(scope("view"))]
+CheckoutCaller = Annotated[Caller, Depends(scope("checkout"))]
+SubmitCaller = Annotated[Caller, Depends(scope("submit"))]
+ApproveCaller = Annotated[Caller, Depends(scope("approve"))]
+RejectCaller = Annotated[Caller, Depends(scope("reject"))]

@@ -1,0 +1,94 @@
+"""The one place errors become HTTP responses (SPEC §6.1).
+
+Every :class:`WorkManagerError` answers with its own ``http_status`` and the envelope
+``{"error": {code, message, details?}}``; 503s add ``Retry-After``. Request validation
+becomes ``400 malformed_json`` (the body is not JSON), ``400 invalid_query`` (a query
+parameter) or ``422 validation_failed`` (the body's shape); Starlette's own 404/405 keep
+their status in the same envelope. Anything else is handled by the request middleware.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from ..errors import (
+    InvalidQuery,
+    MalformedJSON,
+    NotFound,
+    Unavailable,
+    ValidationFailed,
+    WorkManagerError,
+)
+
+RETRY_AFTER_SECONDS = 5
+_HTTP_CODES = {
+    400: "malformed_json",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_response(error: WorkManagerError, headers: dict[str, str] | None = None) -> JSONResponse:
+    extra = dict(headers or {})
+    if isinstance(error, Unavailable):
+        extra["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return JSONResponse({"error": error.to_dict()}, error.http_status, headers=extra)
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc[1:]) or str(loc[0] if loc else "body")
+
+
+def _where(error: Any) -> str:
+    loc = tuple(error.get("loc", ()))
+    return str(loc[0]) if loc else ""
+
+
+def validation_error(exc: RequestValidationError) -> WorkManagerError:
+    """Map FastAPI's validation error to the product's own."""
+    errors = list(exc.errors())
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return MalformedJSON("the request body is not valid JSON")
+    details = [
+        {
+            "path": _path(tuple(e.get("loc", ()))),
+            "message": e.get("msg", ""),
+            "validator": e.get("type", ""),
+        }
+        for e in errors
+    ]
+    if all(_where(e) == "query" for e in errors):
+        return InvalidQuery("invalid query parameter", details=details)
+    if any(_where(e) == "path" for e in errors):
+        return NotFound("not found")
+    return ValidationFailed(details, "the request failed validation")
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on ``app``."""
+
+    async def on_domain(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, WorkManagerError)
+        return error_response(exc)
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(validation_error(exc))
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        error = WorkManagerError(str(exc.detail))
+        error.code, error.http_status = code, exc.status_code
+        return error_response(error, dict(exc.headers or {}))
+
+    app.add_exception_handler(WorkManagerError, on_domain)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(HTTPException, on_http)

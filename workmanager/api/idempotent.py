@@ -1,0 +1,61 @@
+"""Idempotency keys on the enforced routes (SPEC §6.3), over ``wm.idempotency``.
+
+The key comes from the configured header (or ``Idempotency-Key``) and is scoped by
+endpoint, target resource and principal. A replay answers the stored status and body with
+``Idempotent-Replayed: true``; a failure is not stored (the claim is abandoned).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from ..errors import IdempotencyKeyRequired
+from ..services.callers import Caller
+from ..services.idempotency import Replay
+from ..services.operations import Answer
+from .deps import state
+
+FALLBACK_HEADER = "Idempotency-Key"
+REPLAYED = "Idempotent-Replayed"
+
+
+def respond(answer: Answer) -> JSONResponse:
+    status, body = answer
+    return JSONResponse(body, status)
+
+
+def run(
+    request: Request,
+    caller: Caller,
+    endpoint: str,
+    target: str,
+    body: Any,
+    operation: Callable[[Caller], Answer],
+) -> JSONResponse:
+    """Run ``operation`` once per idempotency key (when ``endpoint`` is enforced)."""
+    api = state(request)
+    settings = api.wm.settings
+    if endpoint not in settings.idempotency_enforce_on:
+        return respond(operation(caller))
+    header = settings.idempotency_header
+    key = request.headers.get(header) or request.headers.get(FALLBACK_HEADER)
+    if not key:
+        raise IdempotencyKeyRequired(
+            f"this endpoint requires the {header} header", details={"header": header}
+        )
+    claim = api.wm.idempotency.begin(endpoint, target, caller.principal.name, key, body)
+    if isinstance(claim, Replay):
+        return JSONResponse(claim.body, claim.status, headers={REPLAYED: "true"})
+    agent = dataclasses.replace(caller.agent, idempotency_key_hash=claim.key_hash)
+    try:
+        status, payload = operation(dataclasses.replace(caller, agent=agent))
+    except BaseException:
+        api.wm.idempotency.abandon(claim)
+        raise
+    api.wm.idempotency.complete(claim, status, payload)
+    return JSONResponse(payload, status)

@@ -1,0 +1,142 @@
+"""The outermost layer of the API: request ids, the body limit and the last-resort 500.
+
+A pure ASGI middleware (no per-request task switching), so it costs little on every call:
+it reads the body up front (refusing more than ``max_body_bytes`` with 413 before any
+route runs), echoes ``X-Request-ID`` (generated when absent) on every response, and turns
+an exception nothing else handled into ``500 {"error": {"code": "internal_error"}}`` —
+the stack trace goes to the log, never to the client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..errors import PayloadTooLarge, WorkManagerError
+from ..services.callers import new_request_id
+
+log = logging.getLogger("workmanager.api")
+REQUEST_ID = "x-request-id"
+_MAX_REQUEST_ID = 191
+
+
+def error_body(error: WorkManagerError) -> bytes:
+    return json.dumps({"error": error.to_dict()}).encode()
+
+
+async def send_error(send: Send, error: WorkManagerError, headers: list[Any]) -> None:
+    body = error_body(error)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.http_status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge()
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            text: str = value.decode("latin-1").strip()[:_MAX_REQUEST_ID]
+            return text or new_request_id()
+    return new_request_id()
+
+
+def _declared_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class RequestContextMiddleware:
+    """Request id, body limit, catch-all; see the module docstring."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        echo = [(b"x-request-id", request_id.encode("latin-1"))]
+        too_large = PayloadTooLarge(
+            f"the request body exceeds {self.max_body_bytes} bytes",
+            details={"limit_bytes": self.max_body_bytes},
+        )
+        declared = _declared_length(scope)
+        if declared is not None and declared > self.max_body_bytes:
+            await send_error(send, too_large, echo)
+            return
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            try:
+                body = await _read_body(receive, self.max_body_bytes)
+            except _TooLarge:
+                await send_error(send, too_large, echo)
+                return
+            receive = _replay(body, receive)
+        await self._call(scope, receive, send, echo)
+
+    async def _call(self, scope: Scope, receive: Receive, send: Send, echo: list[Any]) -> None:
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", []), *echo]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            if not started:
+                await send_error(send, WorkManagerError("internal error"), echo)

@@ -1,0 +1,170 @@
+"""Item routes: checkout, heartbeat, submit, parts, finalize, release, fail, logs.
+
+The lease an agent presents is the path's item id, the ``X-Lease-Token`` header and the
+caller's agent id (SPEC §4.4).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse
+
+from ...services.operations import CheckoutFilters
+from .. import idempotent
+from ..deps import CheckoutCaller, SubmitCaller, ViewCaller, state
+from ..schemas import (
+    CheckoutBody,
+    FailBody,
+    FinalizeBody,
+    HeartbeatBody,
+    PartBody,
+    SubmitBody,
+)
+
+router = APIRouter(tags=["items"])
+LeaseToken = Header(default=None, alias="X-Lease-Token", description="the lease token")
+
+
+@router.post("/checkout", summary="Lease the next eligible item")
+def checkout(
+    request: Request,
+    caller: CheckoutCaller,
+    body: CheckoutBody | None = None,
+) -> JSONResponse:
+    b = body or CheckoutBody()
+    filters = CheckoutFilters(b.type, b.min_priority, b.tenant_id)
+    return idempotent.respond(state(request).ops.checkout(caller, filters))
+
+
+@router.post("/items/{item_id}/heartbeat", summary="Extend the lease")
+def heartbeat(
+    request: Request,
+    caller: CheckoutCaller,
+    item_id: str,
+    body: HeartbeatBody | None = None,
+    token: str | None = LeaseToken,
+) -> JSONResponse:
+    b = body or HeartbeatBody()
+    ops = state(request).ops
+    return idempotent.run(
+        request,
+        caller,
+        "heartbeat",
+        item_id,
+        b.model_dump(mode="json"),
+        lambda c: ops.heartbeat(c, item_id, token, b.progress, b.checkpoint),
+    )
+
+
+@router.post("/items/{item_id}/submit", status_code=202, summary="Submit the whole result")
+def submit(
+    request: Request,
+    caller: SubmitCaller,
+    item_id: str,
+    body: SubmitBody,
+    token: str | None = LeaseToken,
+) -> JSONResponse:
+    ops = state(request).ops
+    return idempotent.run(
+        request,
+        caller,
+        "submit",
+        item_id,
+        body.model_dump(mode="json"),
+        lambda c: ops.submit(c, item_id, token, body.result, body.evidence, body.notes),
+    )
+
+
+@router.post("/items/{item_id}/parts", status_code=202, summary="Submit one part")
+def submit_part(
+    request: Request,
+    caller: SubmitCaller,
+    item_id: str,
+    body: PartBody,
+    token: str | None = LeaseToken,
+) -> JSONResponse:
+    ops = state(request).ops
+    return idempotent.run(
+        request,
+        caller,
+        "submit-part",
+        item_id,
+        body.model_dump(mode="json"),
+        lambda c: ops.submit_part(
+            c, item_id, token, body.part_key, body.payload, body.seq, body.evidence, body.notes
+        ),
+    )
+
+
+@router.get("/items/{item_id}/parts", summary="The item's parts")
+def list_parts(
+    request: Request,
+    caller: ViewCaller,
+    item_id: str,
+    part_key: str | None = Query(default=None, max_length=191),
+    status: str | None = Query(default=None, max_length=16),
+) -> JSONResponse:
+    return idempotent.respond(state(request).ops.list_parts(caller, item_id, part_key, status))
+
+
+@router.post("/items/{item_id}/finalize", status_code=202, summary="Assemble parts and submit")
+def finalize(
+    request: Request,
+    caller: SubmitCaller,
+    item_id: str,
+    body: FinalizeBody | None = None,
+    token: str | None = LeaseToken,
+) -> JSONResponse:
+    b = body or FinalizeBody()
+    ops = state(request).ops
+    return idempotent.run(
+        request,
+        caller,
+        "finalize",
+        item_id,
+        b.model_dump(mode="json"),
+        lambda c: ops.finalize(c, item_id, token, b.mode),
+    )
+
+
+@router.post("/items/{item_id}/release", summary="Give the item back")
+def release(
+    request: Request,
+    caller: CheckoutCaller,
+    item_id: str,
+    token: str | None = LeaseToken,
+) -> JSONResponse:
+    ops = state(request).ops
+    return idempotent.run(
+        request, caller, "release", item_id, {}, lambda c: ops.release(c, item_id, token)
+    )
+
+
+@router.post("/items/{item_id}/fail", summary="Report that the work failed")
+def fail(
+    request: Request,
+    caller: SubmitCaller,
+    item_id: str,
+    body: FailBody,
+    token: str | None = LeaseToken,
+) -> JSONResponse:
+    ops = state(request).ops
+    error = body.error.model_dump()
+    return idempotent.run(
+        request,
+        caller,
+        "fail",
+        item_id,
+        body.model_dump(mode="json"),
+        lambda c: ops.fail(c, item_id, token, error, body.retryable),
+    )
+
+
+@router.get("/items/{item_id}/logs", summary="Item events and order-level events")
+def logs(
+    request: Request,
+    caller: ViewCaller,
+    item_id: str,
+    limit: int = Query(default=100, ge=1, le=100),
+) -> JSONResponse:
+    return idempotent.respond(state(request).ops.logs(caller, item_id, limit))

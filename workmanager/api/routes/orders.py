@@ -1,0 +1,82 @@
+"""Order routes: propose, list, show, approve, reject, retry, checkout within an order."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from ...services.operations import CheckoutFilters
+from .. import idempotent
+from ..deps import ApproveCaller, CheckoutCaller, ProposeCaller, RejectCaller, ViewCaller, state
+from ..schemas import ProposeBody, RejectBody
+
+router = APIRouter(tags=["orders"])
+
+
+@router.post("/propose", status_code=201, summary="Propose (create and plan) an order")
+def propose(request: Request, caller: ProposeCaller, body: ProposeBody) -> JSONResponse:
+    ops = state(request).ops
+    return idempotent.run(
+        request,
+        caller,
+        "propose",
+        "",
+        body.model_dump(mode="json"),
+        lambda c: ops.propose(
+            c, body.type, body.payload, body.meta, body.priority, body.dedupe_key
+        ),
+    )
+
+
+@router.get("/orders", summary="List orders (filters, sorts, pages of SPEC §6.2)")
+def list_orders(request: Request, caller: ViewCaller) -> JSONResponse:
+    status, body = state(request).ops.list_orders(caller, request.query_params.multi_items())
+    return JSONResponse(body, status)
+
+
+@router.get("/orders/{order_id}", summary="An order with its items and latest events")
+def get_order(request: Request, caller: ViewCaller, order_id: str) -> JSONResponse:
+    return idempotent.respond(state(request).ops.get_order(caller, order_id))
+
+
+@router.post("/orders/{order_id}/checkout", summary="Lease the next item of this order")
+def checkout_order(request: Request, caller: CheckoutCaller, order_id: str) -> JSONResponse:
+    return idempotent.respond(state(request).ops.checkout(caller, CheckoutFilters(), order_id))
+
+
+@router.post("/orders/{order_id}/approve", status_code=202, summary="Approve; apply runs later")
+def approve(
+    request: Request,
+    caller: ApproveCaller,
+    order_id: str,
+    wait: float | None = Query(default=None, ge=0, le=60),
+) -> JSONResponse:
+    ops = state(request).ops
+    return idempotent.run(
+        request, caller, "approve", order_id, {}, lambda c: ops.approve(c, order_id, wait)
+    )
+
+
+@router.post("/orders/{order_id}/reject", summary="Reject (optionally for rework)")
+def reject(
+    request: Request,
+    caller: RejectCaller,
+    order_id: str,
+    body: RejectBody,
+) -> JSONResponse:
+    ops = state(request).ops
+    errors = [e.model_dump(exclude_none=True) for e in body.errors]
+    return idempotent.run(
+        request,
+        caller,
+        "reject",
+        order_id,
+        body.model_dump(mode="json"),
+        lambda c: ops.reject(c, order_id, errors, body.allow_rework),
+    )
+
+
+@router.post("/orders/{order_id}/retry", summary="Put a failed order back to work")
+def retry(request: Request, caller: ApproveCaller, order_id: str) -> JSONResponse:
+    ops = state(request).ops
+    return idempotent.run(request, caller, "retry", order_id, {}, lambda c: ops.retry(c, order_id))

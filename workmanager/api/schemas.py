@@ -1,0 +1,69 @@
+"""Request bodies of SPEC §6, strictly typed: a wrong type in any field is a 422."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class ProposeBody(Body):
+    type: str = Field(min_length=1, max_length=191)
+    payload: dict[str, Any]
+    meta: dict[str, Any] | None = None
+    priority: int = Field(default=0, ge=-(2**31), le=2**31 - 1)
+    dedupe_key: str | None = Field(default=None, min_length=1, max_length=191)
+
+
+class CheckoutBody(Body):
+    type: str | None = Field(default=None, min_length=1, max_length=191)
+    min_priority: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
+    tenant_id: str | None = Field(default=None, max_length=191)
+
+
+class HeartbeatBody(Body):
+    progress: float | None = Field(default=None, ge=0, le=1)
+    checkpoint: dict[str, Any] | None = None
+
+
+class SubmitBody(Body):
+    result: dict[str, Any]
+    evidence: Any = None
+    notes: str | None = None
+
+
+class PartBody(Body):
+    part_key: str = Field(min_length=1, max_length=191)
+    seq: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    payload: dict[str, Any]
+    evidence: Any = None
+    notes: str | None = None
+
+
+class FinalizeBody(Body):
+    mode: Literal["strict", "best_effort"] = "strict"
+
+
+class ErrorInfo(Body):
+    code: str = Field(min_length=1, max_length=191)
+    message: str
+
+
+class FailBody(Body):
+    error: ErrorInfo
+    retryable: bool = True
+
+
+class RejectError(Body):
+    code: str = Field(min_length=1, max_length=191)
+    message: str
+    field: str | None = None
+
+
+class RejectBody(Body):
+    errors: list[RejectError] = Field(min_length=1)
+    allow_rework: bool = False

@@ -1,0 +1,28 @@
+"""``workmanager mcp --transport stdio|http`` (SPEC §7)."""
+
+from __future__ import annotations
+
+import click
+
+from .app import Env, cli, pass_env
+
+
+@cli.command("mcp")
+@click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8001, show_default=True, type=int)
+@pass_env
+def mcp_command(env: Env, transport: str, host: str, port: int) -> None:
+    """Serve the work.* tools over MCP (stdio, or streamable HTTP at /mcp with bearer auth)."""
+    from ..mcp import build_server
+
+    wm = env.wm
+    if transport == "stdio":
+        build_server(wm).run("stdio")
+        return
+    import uvicorn
+
+    from ..mcp.http import http_app
+
+    server = build_server(wm, require_token=True)
+    uvicorn.run(http_app(wm, server), host=host, port=port, log_level="warning")

@@ -1,0 +1,58 @@
+"""``workmanager serve``: the HTTP API under uvicorn (SPEC §1, §6)."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from ..container import WorkManager
+from ..dispatch import Dispatcher, NullDispatcher
+from ..importing import import_object
+from .app import Env, cli, pass_env
+
+
+def celery_dispatcher(wm: WorkManager) -> Dispatcher:
+    """Announce work through the Celery app in ``tasks`` (imported only here)."""
+    from tasks.app import app
+    from tasks.dispatcher import CeleryDispatcher
+
+    return CeleryDispatcher(app)
+
+
+def build_dispatcher(reference: str, wm: WorkManager) -> Dispatcher:
+    """``celery`` (default), ``none``, or ``pkg.mod:factory`` called with the WorkManager."""
+    if reference == "celery":
+        return celery_dispatcher(wm)
+    if reference == "none":
+        return NullDispatcher()
+    factory = import_object(reference, "--dispatcher")
+    dispatcher: Dispatcher = factory(wm)
+    return dispatcher
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option(
+    "--dispatcher",
+    "dispatcher_ref",
+    default="celery",
+    show_default=True,
+    help="how the API announces work: celery, none, or pkg.mod:factory(wm)",
+)
+@click.option("--log-level", default="info", show_default=True)
+@pass_env
+def serve(env: Env, host: str, port: int, dispatcher_ref: str, log_level: str) -> None:
+    """Serve the HTTP API (and /openapi.json, /healthz, /readyz)."""
+    import uvicorn
+
+    from ..api import create_app
+    from ..api.app import AUTH_NONE_WARNING
+
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    wm = env.wm
+    wm.dispatcher = build_dispatcher(dispatcher_ref, wm)
+    if wm.settings.auth == "none":
+        click.secho("WARNING: " + AUTH_NONE_WARNING, fg="red", bold=True, err=True)
+    uvicorn.run(create_app(wm), host=host, port=port, log_level=log_level, access_log=False)

@@ -1,0 +1,237 @@
+"""The MCP tools of SPEC §7 over :class:`~workmanager.services.operations.Operations`.
+
+Over stdio the server runs as whoever started it (like the CLI: every scope). Over HTTP
+every call must carry ``Authorization: Bearer <token>``; the token's principal, scopes
+and agent binding apply exactly as on the HTTP API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcp.server.mcpserver import Context, MCPServer
+
+from ..container import WorkManager
+from ..errors import WorkManagerError
+from ..services.callers import AgentMetadata, Caller, build_caller
+from ..services.operations import CheckoutFilters, Operations
+from ..services.tokens import Principal, TokenService
+from . import results
+from .results import Result
+
+TOOL_NAMES = (
+    "work.propose",
+    "work.list",
+    "work.get",
+    "work.checkout",
+    "work.heartbeat",
+    "work.submit",
+    "work.submit_part",
+    "work.list_parts",
+    "work.finalize",
+    "work.approve",
+    "work.reject",
+    "work.release",
+    "work.logs",
+    "work.fail",
+)
+STDIO_PRINCIPAL = Principal("mcp-stdio", None, frozenset({"admin"}))
+JSONObj = dict[str, Any]
+
+
+class Tools:
+    """Authenticates each call and hands it to the operations."""
+
+    def __init__(self, wm: WorkManager, require_token: bool) -> None:
+        self.ops = Operations(wm)
+        self.tokens = TokenService(wm.ctx)
+        self.require_token = require_token and wm.settings.auth != "none"
+
+    def principal(self, ctx: Context | None) -> Principal:
+        if not self.require_token:
+            return STDIO_PRINCIPAL
+        headers = (ctx.headers if ctx is not None else None) or {}
+        scheme, _, token = str(headers.get("authorization", "")).partition(" ")
+        return self.tokens.authenticate(token.strip() if scheme.lower() == "bearer" else None)
+
+    def caller(self, ctx: Context | None, meta: AgentMetadata) -> Caller:
+        return build_caller(self.principal(ctx), meta)
+
+    def call(self, ctx: Context | None, meta: AgentMetadata, fn: Any) -> Result:
+        try:
+            caller = self.caller(ctx, meta)
+        except WorkManagerError as exc:
+            return results.failure(exc)
+        return results.run(lambda: fn(caller))
+
+
+def _meta(
+    agent_id: str | None,
+    agent_name: str | None = None,
+    agent_version: str | None = None,
+    model_name: str | None = None,
+    runtime: str | None = None,
+) -> AgentMetadata:
+    return AgentMetadata(
+        agent_id, agent_name, agent_version, model_name, runtime, None, None, "mcp"
+    )
+
+
+def build_server(wm: WorkManager, *, require_token: bool = False) -> MCPServer[Any]:
+    """An MCP server with the ``work.*`` tools; ``require_token`` for the HTTP transport."""
+    server: MCPServer[Any] = MCPServer("workmanager", instructions=__doc__)
+    tools = Tools(wm, require_token)
+    _order_tools(server, tools)
+    _lease_tools(server, tools)
+    _result_tools(server, tools)
+    return server
+
+
+def _order_tools(server: MCPServer[Any], t: Tools) -> None:
+    ops = t.ops
+
+    @server.tool("work.propose", description="Propose (create and plan) a work order.")
+    def propose(
+        type: str,
+        payload: JSONObj,
+        ctx: Context,
+        meta: JSONObj | None = None,
+        priority: int = 0,
+        dedupe_key: str | None = None,
+        agent_id: str | None = None,
+        model_name: str | None = None,
+    ) -> Result:
+        return t.call(
+            ctx,
+            _meta(agent_id, model_name=model_name),
+            lambda c: ops.propose(c, type, payload, meta, priority, dedupe_key),
+        )
+
+    @server.tool("work.list", description="List orders; filters as in the HTTP API (§6.2).")
+    def list_orders(ctx: Context, query: dict[str, str] | None = None) -> Result:
+        params = list((query or {}).items())
+        return t.call(ctx, _meta(None), lambda c: ops.list_orders(c, params))
+
+    @server.tool("work.get", description="An order with its items and latest events.")
+    def get(order_id: str, ctx: Context) -> Result:
+        return t.call(ctx, _meta(None), lambda c: ops.get_order(c, order_id))
+
+    @server.tool("work.approve", description="Approve a submitted order; apply runs later.")
+    def approve(order_id: str, ctx: Context, wait: float | None = None) -> Result:
+        return t.call(ctx, _meta(None), lambda c: ops.approve(c, order_id, wait))
+
+    @server.tool("work.reject", description="Reject a submitted order, optionally for rework.")
+    def reject(
+        order_id: str, errors: list[JSONObj], ctx: Context, allow_rework: bool = False
+    ) -> Result:
+        return t.call(ctx, _meta(None), lambda c: ops.reject(c, order_id, errors, allow_rework))
+
+
+def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
+    ops = t.ops
+
+    @server.tool("work.checkout", description="Lease the next eligible item (or of one order).")
+    def checkout(
+        agent_id: str,
+        ctx: Context,
+        order_id: str | None = None,
+        type: str | None = None,
+        min_priority: int | None = None,
+        tenant_id: str | None = None,
+        agent_name: str | None = None,
+        agent_version: str | None = None,
+        model_name: str | None = None,
+        runtime: str | None = None,
+    ) -> Result:
+        meta = _meta(agent_id, agent_name, agent_version, model_name, runtime)
+        filters = CheckoutFilters(type, min_priority, tenant_id)
+        return t.call(ctx, meta, lambda c: ops.checkout(c, filters, order_id))
+
+    @server.tool("work.heartbeat", description="Extend a lease; optionally report progress.")
+    def heartbeat(
+        item_id: str,
+        lease_token: str,
+        agent_id: str,
+        ctx: Context,
+        progress: float | None = None,
+        checkpoint: JSONObj | None = None,
+    ) -> Result:
+        return t.call(
+            ctx,
+            _meta(agent_id),
+            lambda c: ops.heartbeat(c, item_id, lease_token, progress, checkpoint),
+        )
+
+    @server.tool("work.release", description="Give a leased item back to the queue.")
+    def release(item_id: str, lease_token: str, agent_id: str, ctx: Context) -> Result:
+        return t.call(ctx, _meta(agent_id), lambda c: ops.release(c, item_id, lease_token))
+
+    @server.tool("work.fail", description="Report that the work on a leased item failed.")
+    def fail(
+        item_id: str,
+        lease_token: str,
+        agent_id: str,
+        error: JSONObj,
+        ctx: Context,
+        retryable: bool = True,
+    ) -> Result:
+        return t.call(
+            ctx, _meta(agent_id), lambda c: ops.fail(c, item_id, lease_token, error, retryable)
+        )
+
+    @server.tool("work.logs", description="An item's events and its order's, newest first.")
+    def logs(item_id: str, ctx: Context, limit: int = 100) -> Result:
+        return t.call(ctx, _meta(None), lambda c: ops.logs(c, item_id, limit))
+
+
+def _result_tools(server: MCPServer[Any], t: Tools) -> None:
+    ops = t.ops
+
+    @server.tool("work.submit", description="Submit the whole result of a leased item.")
+    def submit(
+        item_id: str,
+        lease_token: str,
+        agent_id: str,
+        result: JSONObj,
+        ctx: Context,
+        evidence: Any = None,
+        notes: str | None = None,
+        model_name: str | None = None,
+    ) -> Result:
+        return t.call(
+            ctx,
+            _meta(agent_id, model_name=model_name),
+            lambda c: ops.submit(c, item_id, lease_token, result, evidence, notes),
+        )
+
+    @server.tool("work.submit_part", description="Submit one part of a leased item's result.")
+    def submit_part(
+        item_id: str,
+        lease_token: str,
+        agent_id: str,
+        part_key: str,
+        payload: JSONObj,
+        ctx: Context,
+        seq: int | None = None,
+        evidence: Any = None,
+        notes: str | None = None,
+    ) -> Result:
+        return t.call(
+            ctx,
+            _meta(agent_id),
+            lambda c: ops.submit_part(
+                c, item_id, lease_token, part_key, payload, seq, evidence, notes
+            ),
+        )
+
+    @server.tool("work.list_parts", description="The parts submitted for an item.")
+    def list_parts(
+        item_id: str, ctx: Context, part_key: str | None = None, status: str | None = None
+    ) -> Result:
+        return t.call(ctx, _meta(None), lambda c: ops.list_parts(c, item_id, part_key, status))
+
+    @server.tool("work.finalize", description="Assemble the parts into the result and submit.")
+    def finalize(
+        item_id: str, lease_token: str, agent_id: str, ctx: Context, mode: str = "strict"
+    ) -> Result:
+        return t.call(ctx, _meta(agent_id), lambda c: ops.finalize(c, item_id, lease_token, mode))

@@ -1,0 +1,95 @@
+"""Who is calling an adapter: the principal, and the agent it acts as (SPEC §4.7, §6.4).
+
+HTTP headers and MCP arguments both end up here, so the rules are the same everywhere:
+a token bound to an agent acts as that agent (naming another is 403); otherwise the
+``X-Agent-ID`` the caller names, else the token's name. Versions must be semver.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+
+from ..errors import Forbidden, InvalidAgentMetadata
+from ..types import JSON, AgentInfo
+from .tokens import Principal
+
+SEMVER = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+)
+_MAX_FIELD = 191
+
+
+@dataclass(frozen=True)
+class AgentMetadata:
+    """What the caller says about itself (headers or tool arguments), before checking."""
+
+    agent_id: str | None = None
+    name: str | None = None
+    version: str | None = None
+    model_name: str | None = None
+    runtime: str | None = None
+    request_id: str | None = None
+    ip_address: str | None = None
+    user_agent: str | None = None
+    extra: JSON = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A principal and the agent it acts as; what every adapter operation receives."""
+
+    principal: Principal
+    agent: AgentInfo
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def resolve_agent_id(principal: Principal, named: str | None) -> str:
+    """The bound agent wins (another name is 403); else the named one; else the token name."""
+    if principal.agent_id:
+        if named and named != principal.agent_id:
+            raise Forbidden(
+                "this token is bound to another agent",
+                details={"bound_agent_id": principal.agent_id, "agent_id": named},
+            )
+        return principal.agent_id
+    return named or principal.name
+
+
+def _check(meta: AgentMetadata) -> None:
+    errors = []
+    if meta.version is not None and not SEMVER.match(meta.version):
+        errors.append({"field": "agent_version", "message": "must be a semantic version"})
+    for name in ("agent_id", "name", "model_name", "runtime", "request_id"):
+        value = getattr(meta, name)
+        if value is not None and (not value.strip() or len(value) > _MAX_FIELD):
+            errors.append({"field": name, "message": f"1 to {_MAX_FIELD} characters"})
+    if errors:
+        raise InvalidAgentMetadata("invalid agent metadata", details=errors)
+
+
+def build_caller(
+    principal: Principal, meta: AgentMetadata, idempotency_key_hash: str | None = None
+) -> Caller:
+    """Check the metadata and build the :class:`AgentInfo` recorded in provenance."""
+    _check(meta)
+    agent = AgentInfo(
+        id=resolve_agent_id(principal, meta.agent_id),
+        name=meta.name,
+        version=meta.version,
+        model_name=meta.model_name,
+        runtime=meta.runtime,
+        request_id=meta.request_id or new_request_id(),
+        ip_address=meta.ip_address,
+        user_agent=meta.user_agent,
+        principal=principal.name,
+        idempotency_key_hash=idempotency_key_hash,
+        extra=dict(meta.extra),
+    )
+    return Caller(principal, agent)

@@ -1,0 +1,222 @@
+"""The orders list (SPEC §6.2): filters, sorts and pages, all in one SQL query.
+
+``items_count`` is a correlated subquery, item and provenance filters are ``EXISTS``
+clauses (served by ``ix_work_items_order_state`` / ``ix_work_provenance_*``), so a page
+costs two statements (rows, total) whatever its size. Anything unknown is ``InvalidQuery``.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, select
+from sqlalchemy.sql import Select
+
+from ..db.models import Item, Order, Provenance
+from ..errors import InvalidQuery
+from ..states import ItemState, OrderState
+from .context import ServiceContext
+from .views import order_dict
+
+DEFAULT_SORT = "-priority,created_at"
+DEFAULT_SIZE, MAX_SIZE = 50, 100
+_OPERATOR = re.compile(r"^(>=|<=|<>|!=|>|<|=)?(.*)$")
+_FILTER = re.compile(r"^filter\[([a-z_.]+)\]$")
+
+ITEMS_COUNT = (
+    select(func.count(Item.id))
+    .where(Item.order_id == Order.id)
+    .correlate(Order)
+    .scalar_subquery()
+    .label("items_count")
+)
+SORTS: dict[str, Any] = {
+    "priority": Order.priority,
+    "created_at": Order.created_at,
+    "last_transitioned_at": Order.last_transitioned_at,
+    "applied_at": Order.applied_at,
+    "completed_at": Order.completed_at,
+    "items_count": ITEMS_COUNT,
+}
+
+
+@dataclass
+class ListQuery:
+    """A parsed query string: conditions, sort columns and the page."""
+
+    where: list[ColumnElement[bool]] = field(default_factory=list)
+    order_by: list[Any] = field(default_factory=list)
+    size: int = DEFAULT_SIZE
+    number: int = 1
+
+
+def _bad(message: str, param: str) -> InvalidQuery:
+    return InvalidQuery(message, details={"parameter": param})
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _states(value: str, param: str, allowed: Iterable[str]) -> list[str]:
+    values, known = _csv(value), set(allowed)
+    bad = [v for v in values if v not in known]
+    if not values or bad:
+        raise _bad(f"{param}: unknown state(s) {bad or value!r}", param)
+    return values
+
+
+def _compare(column: Any, op: str, value: Any) -> ColumnElement[bool]:
+    ops: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
+        "=": lambda c, v: c == v,
+        ">": lambda c, v: c > v,
+        ">=": lambda c, v: c >= v,
+        "<": lambda c, v: c < v,
+        "<=": lambda c, v: c <= v,
+        "<>": lambda c, v: c != v,
+        "!=": lambda c, v: c != v,
+    }
+    return ops[op](column, value)
+
+
+def _operator(value: str, param: str, parse: Callable[[str], Any]) -> tuple[str, Any]:
+    match = _OPERATOR.match(value.strip())
+    op, raw = (match.group(1) or "=", match.group(2).strip()) if match else ("=", value)
+    try:
+        return op, parse(raw)
+    except (ValueError, OverflowError):
+        raise _bad(f"{param}: cannot read {raw!r}", param) from None
+
+
+def _datetime(raw: str) -> datetime:
+    return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+
+
+def _int(raw: str) -> int:
+    number = int(raw)
+    if abs(number) > 2**31 - 1:
+        raise ValueError(raw)
+    return number
+
+
+def _bool(value: str, param: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise _bad(f"{param}: expected true or false", param)
+
+
+def _items_exist(*conds: ColumnElement[bool]) -> ColumnElement[bool]:
+    return exists().where(Item.order_id == Order.id, *conds)
+
+
+def _provenance_exists(column: Any, values: list[str]) -> ColumnElement[bool]:
+    return exists().where(Provenance.order_id == Order.id, column.in_(values))
+
+
+def _meta(value: str, param: str) -> ColumnElement[bool]:
+    key, sep, expected = value.partition(":")
+    if not sep or not key:
+        raise _bad(f"{param}: expected key:value", param)
+    cond: ColumnElement[bool] = Order.meta[key].as_string() == expected
+    return cond
+
+
+class OrderListing:
+    """``list(params)`` → ``{"data": [...], "meta": {current_page, per_page, total,
+    last_page}}``."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    def list(self, params: Iterable[tuple[str, str]]) -> dict[str, Any]:
+        query = self.parse(params)
+        stmt: Select[Any] = select(Order, ITEMS_COUNT).where(and_(*query.where))
+        stmt = stmt.order_by(*query.order_by, Order.id)
+        stmt = stmt.limit(query.size).offset((query.number - 1) * query.size)
+        total_stmt = select(func.count()).select_from(Order).where(and_(*query.where))
+        with self.ctx.db.transaction() as s:
+            rows = s.execute(stmt).all()
+            total = int(s.scalar(total_stmt) or 0)
+        data = [{**order_dict(order), "items_count": int(count)} for order, count in rows]
+        meta = {
+            "current_page": query.number,
+            "per_page": query.size,
+            "total": total,
+            "last_page": max(1, -(-total // query.size)),
+        }
+        return {"data": data, "meta": meta}
+
+    def parse(self, params: Iterable[tuple[str, str]]) -> ListQuery:
+        query, sort = ListQuery(), DEFAULT_SORT
+        for param, value in params:
+            if param == "sort":
+                sort = value
+            elif param in ("page[size]", "limit", "per_page"):
+                query.size = min(max(_operator(value, param, _int)[1], 1), MAX_SIZE)
+            elif param in ("page[number]", "page"):
+                query.number = max(_operator(value, param, _int)[1], 1)
+            else:
+                query.where.append(self._filter(param, value))
+        query.order_by = _sort(sort)
+        return query
+
+    def _filter(self, param: str, value: str) -> ColumnElement[bool]:
+        match = _FILTER.match(param)
+        name = match.group(1) if match else param if param in ("state", "type") else None
+        handler = _FILTERS.get(name or "")
+        if handler is None:
+            raise _bad(f"unknown query parameter {param!r}", param)
+        return handler(value, param, self.ctx)
+
+
+def _sort(value: str) -> list[Any]:
+    columns = []
+    for token in _csv(value) or _csv(DEFAULT_SORT):
+        name = token.lstrip("-")
+        column = SORTS.get(name)
+        if column is None:
+            raise _bad(f"unknown sort {name!r}; one of {', '.join(SORTS)}", "sort")
+        columns.append(column.desc() if token.startswith("-") else column.asc())
+    return columns
+
+
+def _has_available(value: str, param: str, ctx: ServiceContext) -> ColumnElement[bool]:
+    now = ctx.clock()
+    cond = _items_exist(
+        Item.state == ItemState.QUEUED.value,
+        or_(Item.available_at.is_(None), Item.available_at <= now),
+    )
+    return cond if _bool(value, param) else not_(cond)
+
+
+_Handler = Callable[[str, str, ServiceContext], ColumnElement[bool]]
+_FILTERS: dict[str, _Handler] = {
+    "state": lambda v, p, _: Order.state.in_(_states(v, p, (s.value for s in OrderState))),
+    "type": lambda v, p, _: Order.type.in_(_csv(v)),
+    "id": lambda v, p, _: Order.id.in_(_uuids(v, p)),
+    "requested_by_id": lambda v, p, _: Order.requested_by_id.in_(_csv(v)),
+    "priority": lambda v, p, _: _compare(Order.priority, *_operator(v, p, _int)),
+    "created_at": lambda v, p, _: _compare(Order.created_at, *_operator(v, p, _datetime)),
+    "items.state": lambda v, p, _: _items_exist(
+        Item.state.in_(_states(v, p, (s.value for s in ItemState)))
+    ),
+    "meta": lambda v, p, _: _meta(v, p),
+    "has_available_items": _has_available,
+    "agent_id": lambda v, p, _: _provenance_exists(Provenance.agent_id, _csv(v)),
+    "model_name": lambda v, p, _: _provenance_exists(Provenance.model_name, _csv(v)),
+}
+
+
+def _uuids(value: str, param: str) -> list[Any]:
+    try:
+        return [uuid.UUID(v) for v in _csv(value)]
+    except ValueError:
+        # An id that is not a UUID matches no order (like a 404), rather than failing.
+        return []

@@ -1,0 +1,262 @@
+"""The operations of SPEC §6 as one surface, for the HTTP API and the MCP server alike.
+
+Each method checks the caller's scope, parses ids (one that is not a UUID is a 404),
+rebuilds the lease an agent presents, calls one service and returns ``(status, body)``.
+The adapters only translate their transport to and from these calls.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from ..container import WorkManager
+from ..db.models import Item
+from ..errors import LeaseConflict, NoItemsAvailable, NotFound, ValidationFailed
+from ..states import OrderState
+from ..types import JSON, Actor, Lease
+from .callers import Caller
+from .listing import OrderListing
+from .shapes import finalize_answer, heartbeat_dict, lease_dict, part_answer
+
+Answer = tuple[int, dict[str, Any]]
+#: Order states after which an approved order's apply has finished, one way or the other.
+SETTLED = frozenset({OrderState.APPLIED, OrderState.COMPLETED, OrderState.FAILED})
+MAX_WAIT_SECONDS = 60.0
+
+
+def parse_id(value: str | uuid.UUID, kind: str) -> uuid.UUID:
+    """A path id; anything that is not a UUID cannot name a row, so it is a 404."""
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise NotFound(f"{kind} {value!r} not found", details={f"{kind}_id": str(value)}) from None
+
+
+def parse_token(value: str | int | None) -> int:
+    if value is None or value == "":
+        raise ValidationFailed(
+            [
+                {
+                    "path": "lease_token",
+                    "message": "the lease token is required",
+                    "validator": "required",
+                }
+            ]
+        )
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise LeaseConflict("the lease token is not the item's current lease") from None
+
+
+@dataclass(frozen=True)
+class CheckoutFilters:
+    type: str | None = None
+    min_priority: int | None = None
+    tenant_id: str | None = None
+
+
+class Operations:
+    """propose · list · get · checkout · heartbeat · submit · parts · finalize · release ·
+    fail · approve · reject · retry · logs."""
+
+    def __init__(self, wm: WorkManager) -> None:
+        self.wm = wm
+        self.listing = OrderListing(wm.ctx)
+
+    # --- orders -----------------------------------------------------------------------
+    def propose(
+        self,
+        caller: Caller,
+        type: str,
+        payload: JSON,
+        meta: JSON | None = None,
+        priority: int = 0,
+        dedupe_key: str | None = None,
+    ) -> Answer:
+        caller.principal.require("propose")
+        proposal = self.wm.orders.propose(
+            type,
+            payload,
+            priority=priority,
+            meta=meta,
+            dedupe_key=dedupe_key,
+            requested_by=Actor("agent", caller.agent.id),
+            agent=caller.agent,
+        )
+        return (201 if proposal.created else 200), {"order": proposal.order}
+
+    def list_orders(self, caller: Caller, params: Iterable[tuple[str, str]]) -> Answer:
+        caller.principal.require("view")
+        return 200, self.listing.list(params)
+
+    def get_order(self, caller: Caller, order_id: str) -> Answer:
+        caller.principal.require("view")
+        return 200, {"order": self.wm.queries.order(parse_id(order_id, "order"))}
+
+    def approve(self, caller: Caller, order_id: str, wait: float | None = None) -> Answer:
+        caller.principal.require("approve")
+        oid = parse_id(order_id, "order")
+        order = self.wm.orders.approve(oid, self._actor(caller), agent=caller.agent)
+        if not wait:
+            return 202, {"order": order}
+        return self._wait(oid, min(wait, MAX_WAIT_SECONDS), order)
+
+    def _wait(self, order_id: uuid.UUID, wait: float, order: dict[str, Any]) -> Answer:
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            order = self.wm.queries.order(order_id, events=20)
+            if order["state"] in SETTLED:
+                return 200, {"order": order, "diff": order.get("diff")}
+            time.sleep(0.05)
+        return 202, {"order": order}
+
+    def reject(
+        self, caller: Caller, order_id: str, errors: list[JSON], allow_rework: bool = False
+    ) -> Answer:
+        caller.principal.require("reject")
+        order = self.wm.orders.reject(
+            parse_id(order_id, "order"),
+            errors,
+            self._actor(caller),
+            allow_rework=allow_rework,
+            agent=caller.agent,
+        )
+        return 200, {"order": order}
+
+    def retry(self, caller: Caller, order_id: str) -> Answer:
+        caller.principal.require("approve")
+        return 200, {
+            "order": self.wm.orders.retry(parse_id(order_id, "order"), self._actor(caller))
+        }
+
+    @staticmethod
+    def _actor(caller: Caller) -> Actor:
+        return Actor("user", caller.principal.name)
+
+    # --- leases -----------------------------------------------------------------------
+    def checkout(
+        self, caller: Caller, filters: CheckoutFilters, order_id: str | None = None
+    ) -> Answer:
+        caller.principal.require("checkout")
+        lease = self.wm.agent.checkout(
+            caller.agent,
+            order_id=parse_id(order_id, "order") if order_id is not None else None,
+            type=filters.type,
+            min_priority=filters.min_priority,
+            tenant_id=filters.tenant_id,
+        )
+        if lease is None:
+            raise NoItemsAvailable("no item is available to lease")
+        return 200, {"item": lease_dict(lease)}
+
+    def lease(self, caller: Caller, item_id: str, token: str | int | None) -> Lease:
+        """The lease an agent presents: the item, its token and the caller's agent id."""
+        iid = parse_id(item_id, "item")
+        presented = parse_token(token)
+        with self.wm.db.transaction() as s:
+            order_id = s.scalar(select(Item.order_id).where(Item.id == iid))
+        if order_id is None:
+            raise NotFound(f"item {iid} not found", details={"item_id": str(iid)})
+        settings = self.wm.settings
+        return Lease(
+            iid,
+            order_id,
+            caller.agent.id,
+            presented,
+            self.wm.ctx.clock(),
+            settings.heartbeat_every_seconds,
+        )
+
+    def heartbeat(
+        self,
+        caller: Caller,
+        item_id: str,
+        token: str | int | None,
+        progress: float | None = None,
+        checkpoint: JSON | None = None,
+    ) -> Answer:
+        caller.principal.require("checkout")
+        lease = self.lease(caller, item_id, token)
+        renewed = self.wm.agent.heartbeat(lease, progress, checkpoint, agent=caller.agent)
+        return 200, heartbeat_dict(renewed)
+
+    def release(self, caller: Caller, item_id: str, token: str | int | None) -> Answer:
+        caller.principal.require("checkout")
+        outcome = self.wm.agent.release(self.lease(caller, item_id, token), agent=caller.agent)
+        return 200, {"item": outcome.item}
+
+    # --- results ----------------------------------------------------------------------
+    def submit(
+        self,
+        caller: Caller,
+        item_id: str,
+        token: str | int | None,
+        result: JSON,
+        evidence: Any = None,
+        notes: str | None = None,
+    ) -> Answer:
+        caller.principal.require("submit")
+        lease = self.lease(caller, item_id, token)
+        outcome = self.wm.agent.submit(lease, result, evidence, notes, agent=caller.agent)
+        return 202, {"item": outcome.item, "state": outcome.item["state"]}
+
+    def submit_part(
+        self,
+        caller: Caller,
+        item_id: str,
+        token: str | int | None,
+        part_key: str,
+        payload: JSON,
+        seq: int | None = None,
+        evidence: Any = None,
+        notes: str | None = None,
+    ) -> Answer:
+        caller.principal.require("submit")
+        lease = self.lease(caller, item_id, token)
+        outcome = self.wm.agent.submit_part(
+            lease, part_key, payload, seq, evidence, notes, agent=caller.agent
+        )
+        return 202, part_answer(outcome)
+
+    def list_parts(
+        self,
+        caller: Caller,
+        item_id: str,
+        part_key: str | None = None,
+        status: str | None = None,
+    ) -> Answer:
+        caller.principal.require("view")
+        return 200, self.wm.queries.parts(parse_id(item_id, "item"), part_key, status)
+
+    def finalize(
+        self, caller: Caller, item_id: str, token: str | int | None, mode: str = "strict"
+    ) -> Answer:
+        caller.principal.require("submit")
+        lease = self.lease(caller, item_id, token)
+        return 202, finalize_answer(self.wm.agent.finalize(lease, mode, agent=caller.agent))
+
+    def fail(
+        self,
+        caller: Caller,
+        item_id: str,
+        token: str | int | None,
+        error: JSON,
+        retryable: bool = True,
+    ) -> Answer:
+        caller.principal.require("submit")
+        lease = self.lease(caller, item_id, token)
+        outcome = self.wm.agent.fail(lease, error, retryable, agent=caller.agent)
+        return 200, {"item": outcome.item}
+
+    def logs(self, caller: Caller, item_id: str, limit: int = 100) -> Answer:
+        caller.principal.require("view")
+        return 200, {"events": self.wm.queries.item_logs(parse_id(item_id, "item"), limit)}

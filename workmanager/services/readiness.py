@@ -1,0 +1,50 @@
+"""Is this process ready to serve? The database, the broker and (when used) Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..settings import Settings
+from .context import ServiceContext
+
+TIMEOUT_SECONDS = 2.0
+
+
+def _broker(settings: Settings) -> None:
+    from kombu import Connection  # type: ignore[attr-defined]
+
+    connection = Connection(settings.broker_url, connect_timeout=TIMEOUT_SECONDS)  # type: ignore[no-untyped-call]
+    with connection as conn:
+        conn.ensure_connection(max_retries=1, interval_start=0, timeout=TIMEOUT_SECONDS)
+
+
+def _redis(settings: Settings) -> None:
+    import redis
+
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=TIMEOUT_SECONDS,
+        socket_timeout=TIMEOUT_SECONDS,
+    )
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
+def check(ctx: ServiceContext) -> dict[str, str]:
+    """``{component: "ok" | "down: <reason>"}`` for every backing service in use."""
+    checks: dict[str, Callable[[], None]] = {
+        "database": ctx.db.ping,
+        "broker": lambda: _broker(ctx.settings),
+    }
+    if ctx.settings.lease_backend == "redis":
+        checks["redis"] = lambda: _redis(ctx.settings)
+    results = {}
+    for name, probe in checks.items():
+        try:
+            probe()
+            results[name] = "ok"
+        except Exception as exc:  # any failure means "not ready", with its reason
+            results[name] = f"down: {type(exc).__name__}: {exc}"[:300]
+    return results

@@ -1,0 +1,153 @@
+"""API tokens and scopes (SPEC §6.4): created once, stored as sha256, revocable.
+
+A token is ``wm_`` + 32 random bytes (url-safe). Only its sha256 is stored; authentication
+hashes the presented token and compares digests in constant time. ``last_used_at`` is
+written at most once a minute per token, so authentication is a read on the hot path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from ..db.models import ApiToken
+from ..errors import Forbidden, NotFound, Unauthenticated, ValidationFailed
+from .context import ServiceContext
+from .views import iso
+
+SCOPES = ("propose", "view", "checkout", "submit", "approve", "reject", "admin")
+TOKEN_PREFIX = "wm_"
+_TOUCH_EVERY = timedelta(minutes=1)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a token's name, its bound agent (if any) and its scopes."""
+
+    name: str
+    agent_id: str | None = None
+    scopes: frozenset[str] = frozenset()
+
+    def allows(self, scope: str) -> bool:
+        return "admin" in self.scopes or scope in self.scopes
+
+    def require(self, scope: str) -> None:
+        """Raise :class:`Forbidden` unless the principal holds ``scope`` (or ``admin``)."""
+        if not self.allows(scope):
+            raise Forbidden(
+                f"this token lacks the {scope!r} scope",
+                details={"required_scope": scope, "principal": self.name},
+            )
+
+
+#: The principal when ``WORK_MANAGER_AUTH=none`` (local development only).
+ANONYMOUS = Principal("anonymous", None, frozenset({"admin"}))
+
+
+def parse_scopes(raw: str | list[str] | tuple[str, ...]) -> list[str]:
+    """``"a,b"`` or a list → a validated, de-duplicated scope list."""
+    items = raw.split(",") if isinstance(raw, str) else list(raw)
+    scopes = sorted({s.strip() for s in items if s.strip()})
+    unknown = [s for s in scopes if s not in SCOPES]
+    if not scopes or unknown:
+        raise ValidationFailed(
+            [
+                {
+                    "path": "scopes",
+                    "message": f"scopes must be some of {', '.join(SCOPES)}; got {unknown or raw}",
+                    "validator": "enum",
+                }
+            ]
+        )
+    return scopes
+
+
+def token_dict(row: ApiToken) -> dict[str, Any]:
+    return {
+        "name": row.name,
+        "agent_id": row.agent_id,
+        "scopes": list(row.scopes or []),
+        "created_at": iso(row.created_at),
+        "last_used_at": iso(row.last_used_at),
+        "revoked_at": iso(row.revoked_at),
+    }
+
+
+class TokenService:
+    """create · list · revoke · authenticate."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    def create(
+        self, name: str, scopes: str | list[str], agent_id: str | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """Store a new token; returns ``(plaintext, row)``. The plaintext is never stored."""
+        if not name or len(name) > 191:
+            raise ValidationFailed(
+                [{"path": "name", "message": "1 to 191 characters", "validator": "maxLength"}]
+            )
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        row = ApiToken(
+            name=name,
+            agent_id=agent_id or None,
+            scopes=parse_scopes(scopes),
+            token_hash=hash_token(token),
+            created_at=self.ctx.clock(),
+        )
+        try:
+            with self.ctx.db.transaction() as s:
+                s.add(row)
+                s.flush()
+                return token, token_dict(row)
+        except IntegrityError as exc:
+            raise ValidationFailed(
+                [
+                    {
+                        "path": "name",
+                        "message": f"a token named {name!r} exists",
+                        "validator": "unique",
+                    }
+                ]
+            ) from exc
+
+    def list(self) -> list[dict[str, Any]]:
+        with self.ctx.db.transaction() as s:
+            return [token_dict(r) for r in s.scalars(select(ApiToken).order_by(ApiToken.id))]
+
+    def revoke(self, name: str) -> dict[str, Any]:
+        with self.ctx.db.transaction() as s:
+            row = s.scalar(select(ApiToken).where(ApiToken.name == name))
+            if row is None:
+                raise NotFound(f"no token named {name!r}")
+            row.revoked_at = row.revoked_at or self.ctx.clock()
+            return token_dict(row)
+
+    def authenticate(self, token: str | None) -> Principal:
+        """The principal of a presented bearer token, or :class:`Unauthenticated`."""
+        if not token:
+            raise Unauthenticated("a bearer token is required")
+        digest = hash_token(token)
+        with self.ctx.db.transaction() as s:
+            row = s.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
+            # The lookup is by digest; compare again in constant time so no branch depends
+            # on how much of a near-miss matched.
+            if row is None or not hmac.compare_digest(row.token_hash, digest):
+                raise Unauthenticated("unknown bearer token")
+            if row.revoked_at is not None:
+                raise Unauthenticated("this token was revoked")
+            now = self.ctx.clock()
+            if row.last_used_at is None or now - row.last_used_at >= _TOUCH_EVERY:
+                row.last_used_at = now
+            return Principal(row.name, row.agent_id, frozenset(row.scopes or ()))
