@@ -1,0 +1,98 @@
+"""StatsD lines from real workers reach a UDP listener with their labels; Flower answers
+and shows the workers and the named tasks."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tasks.producer import enqueue_order
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_statsd_lines_reach_a_udp_listener(make_stack) -> None:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(0.5)
+    port = listener.getsockname()[1]
+    stack = make_stack(metrics_driver="statsd", statsd_port=str(port), statsd_host="127.0.0.1")
+    stack.worker()
+    stack.agent("e2e.echo", "tests.support.pipeline:echo_handler", concurrency=1)
+    enqueue_order("e2e.echo", {"n": 1}, priority=3, app=stack.app)
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    wanted = (
+        "work_manager.orders_created_total,type=e2e.echo,priority=3:1|c",
+        "work_manager.leases_acquired_total,type=e2e.echo,agent_id=agent-1:1|c",
+        "work_manager.order_apply_duration_seconds,type=e2e.echo:",
+    )
+    while time.monotonic() < deadline and not all(any(w in x for x in lines) for w in wanted):
+        try:
+            lines.extend(listener.recv(65535).decode().splitlines())
+        except TimeoutError:
+            continue
+    listener.close()
+    for w in wanted:
+        assert any(w in line for line in lines), (w, lines)
+    assert any(line.endswith("|ms") for line in lines if "apply_duration" in line)
+
+
+def get_json(url: str) -> object:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def test_flower_answers_and_shows_workers_and_tasks(make_stack) -> None:
+    stack = make_stack()
+    stack.worker("control")
+    port = free_port()
+    stack.start(
+        "flower",
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tasks",
+            "flower",
+            f"--port={port}",
+            "--address=127.0.0.1",
+        ],
+        FLOWER_UNAUTHENTICATED_API="true",
+    )  # Flower 2 guards its JSON API
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(base + "/healthcheck", timeout=2) as r:
+                return r.read() == b"OK"
+        except OSError:
+            return False
+
+    stack.wait_for(healthy, 60, "Flower to answer /healthcheck")
+    workers = stack.wait_for(
+        lambda: get_json(base + "/api/workers?refresh=1"), 60, "Flower to see the worker"
+    )
+    assert any(name.startswith("control-") for name in workers)  # type: ignore[union-attr]
+    registered = next(iter(workers.values()))["registered"]  # type: ignore[union-attr]
+    assert "workmanager.orders.apply" in registered
+    order_id = enqueue_order("e2e.echo", {"n": 7}, app=stack.app)
+    tasks = stack.wait_for(
+        lambda: get_json(base + "/api/tasks?taskname=workmanager.orders.create"),
+        60,
+        "Flower to show the create task",
+    )
+    shown = json.dumps(tasks)
+    assert str(order_id) in shown  # arguments are readable JSON, not pickles
