@@ -1,0 +1,260 @@
+"""Leasing under real concurrency: 8 agent processes over one pool of items (SPEC §4.4, §4.5).
+
+Each process (``tests/support/lease_worker.py``) builds its own WorkManager on the same
+PostgreSQL database (and Redis prefix), checks out, sometimes heartbeats or releases,
+submits, presents stale tokens on purpose, and sweeps while it waits. Every grant and
+outcome is logged; the tests then check the logs against the database: each (item,
+token) granted once, each item submitted exactly once by the holder of its last token,
+nothing lost, every stale token refused, no grant of an item while a released lease of
+it was still held. Variants: a process SIGKILLed while holding leases, and a Redis
+FLUSHDB in the middle of a run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import func, select
+
+from tests.support.types import Multi
+from workmanager import Registry, WorkManager
+from workmanager.db.models import Event, Item, Order
+
+pytestmark = pytest.mark.postgres
+
+ROOT = Path(__file__).resolve().parents[2]
+PROCESSES = 8
+ORDERS, ITEMS_PER_ORDER = 20, 20  # 400 items
+REFUSED = {"LeaseConflict", "LeaseExpired"}
+
+
+@dataclass
+class Pool:
+    """A pool of items and the agent processes working on it."""
+
+    wm: WorkManager
+    config: dict[str, Any]
+    tmp: Path
+    items: set[str]
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, agent: str, **overrides: Any) -> None:
+        config = {
+            **self.config,
+            "agent": agent,
+            "log": str(self.tmp / f"{agent}.log"),
+            "seed": len(self.procs),
+            **overrides,
+        }
+        with open(self.tmp / f"{agent}.err", "wb") as err:
+            self.procs[agent] = subprocess.Popen(
+                [sys.executable, "-m", "tests.support.lease_worker", json.dumps(config)],
+                cwd=ROOT,
+                stderr=err,
+            )
+
+    def records(self, agent: str | None = None) -> list[dict[str, Any]]:
+        names = [agent] if agent else list(self.procs)
+        out = []
+        for name in names:
+            path = self.tmp / f"{name}.log"
+            if path.exists():
+                out += [json.loads(line) for line in path.read_text().splitlines()]
+        return out
+
+    def wait_for(self, what: str, condition: Callable[[], bool], timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"timed out waiting for {what}\n{self.stderr()}")
+            time.sleep(0.02)
+
+    def finish(self, timeout: float = 100, killed: frozenset[str] = frozenset()) -> None:
+        deadline = time.monotonic() + timeout
+        for name, proc in self.procs.items():
+            try:
+                code = proc.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                self.stop()
+                pytest.fail(f"{name} did not finish\n{self.stderr()}")
+            expected = -signal.SIGKILL if name in killed else 0
+            assert code == expected, f"{name} exited {code}\n{self.stderr()}"
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    def stderr(self) -> str:
+        return "\n".join(
+            f"--- {name}\n{(self.tmp / f'{name}.err').read_text()[-3000:]}" for name in self.procs
+        )
+
+    def count(self, *states: str) -> int:
+        with self.wm.db.transaction() as s:
+            return int(s.scalar(select(func.count()).where(Item.state.in_(states))) or 0)
+
+
+@pytest.fixture
+def pool(make_wm, pg_url, redis_url, tmp_path) -> Any:
+    """``pool(backend, ttl, redis=None, orders=20)``: orders of 20 queued items on PostgreSQL."""
+    made: list[Pool] = []
+
+    def build(backend: str, ttl: int, redis: str | None = None, orders: int = ORDERS) -> Pool:
+        prefix = f"wmstress:{uuid.uuid4().hex[:8]}:"
+        url = redis or redis_url
+        wm = make_wm(
+            db="postgres",
+            backend=backend,
+            registry=Registry([Multi()]),
+            redis_url=url,
+            redis_prefix=prefix,
+            lease_ttl_seconds=ttl,
+            default_max_attempts=50,
+            retry_backoff_seconds=0,
+            retry_jitter_seconds=0,
+        )
+        for _ in range(orders):
+            wm.propose("test.multi", {"count": ITEMS_PER_ORDER})
+        with wm.db.transaction() as s:
+            items = {str(i) for i in s.scalars(select(Item.id))}
+        config = {
+            "database_url": pg_url,
+            "backend": backend,
+            "redis_url": url,
+            "redis_prefix": prefix,
+            "ttl": ttl,
+            "hold": 0,
+            "deadline": 90,
+        }
+        made.append(Pool(wm, config, tmp_path, items))
+        return made[-1]
+
+    yield build
+    for p in made:
+        p.stop()
+
+
+def check_exactly_once(pool: Pool, killed: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Every invariant of the run, from the logs and the database. Returns the figures."""
+    records = pool.records()
+    by_event: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        by_event[r["ev"]].append(r)
+    grants, submits = by_event["grant"], by_event["submit"]
+
+    # No double grant: a token is granted for an item once, and every item was granted.
+    pairs = Counter((g["item"], g["token"]) for g in grants)
+    assert max(pairs.values()) == 1, [p for p, n in pairs.items() if n > 1][:5]
+    assert {g["item"] for g in grants} == pool.items
+    # Nothing lost, nothing done twice: each item submitted once, by its last token.
+    done = Counter(r["item"] for r in submits)
+    assert set(done) == pool.items and max(done.values()) == 1
+    last_token = {i: max(t for (j, t) in pairs if j == i) for i in pool.items}
+    assert all(r["token"] == last_token[r["item"]] for r in submits)
+    # A stale token was refused every time it was presented.
+    stale = by_event["stale"]
+    assert stale and {r["error"] for r in stale} <= REFUSED, Counter(r["error"] for r in stale)
+    # Every grant of a living process ended: submitted, released, or lost under it.
+    ends = Counter(
+        (r["item"], r["token"]) for r in submits + by_event["release"] + by_event["lost"]
+    )
+    live = [(g["item"], g["token"]) for g in grants if g["agent"] not in killed]
+    assert all(ends[p] == 1 for p in live)
+    # No grant of an item while a released lease of it was still held.
+    released = {(r["item"], r["token"]): r["t0"] for r in by_event["release"]}
+    for g in grants:
+        before = [t for (i, t) in released if i == g["item"] and t < g["token"]]
+        assert all(g["t"] > released[(g["item"], t)] for t in before), g
+    check_database(pool, {r["item"]: r for r in submits})
+    return {"grants": len(grants), "stale": len(stale), "lost": len(by_event["lost"])}
+
+
+def check_database(pool: Pool, submits: dict[str, dict[str, Any]]) -> None:
+    with pool.wm.db.transaction() as s:
+        items = list(s.scalars(select(Item)))
+        submitted = Counter(
+            str(i) for i in s.scalars(select(Event.item_id).where(Event.event == "submitted"))
+        )
+        orders = set(s.scalars(select(Order.state)))
+    assert orders == {"submitted"}
+    for item in items:
+        key, log = str(item.id), submits[str(item.id)]
+        assert item.state == "submitted" and submitted[key] == 1
+        assert item.result == {"agent": log["agent"], "token": log["token"]}
+        assert item.lease_token == log["token"] and item.leased_by_agent_id is None
+
+
+@pytest.mark.parametrize("backend", ["database", pytest.param("redis", marks=pytest.mark.redis)])
+def test_processes_never_double_grant_or_lose_an_item(pool, backend) -> None:
+    run = pool(backend, ttl=15)
+    for n in range(PROCESSES):
+        run.start(f"agent-{n}")
+    run.finish()
+    figures = check_exactly_once(run)
+    assert figures["grants"] >= len(run.items) and figures["lost"] == 0, figures
+
+
+@pytest.mark.parametrize("backend", ["database", pytest.param("redis", marks=pytest.mark.redis)])
+def test_a_killed_holder_loses_its_leases_and_others_finish_them(pool, backend) -> None:
+    run = pool(backend, ttl=2, orders=10)
+    run.start("victim", hold=12)
+    for n in range(PROCESSES - 1):
+        run.start(f"agent-{n}")
+    run.wait_for("the victim to hold its leases", lambda: bool(run.records("victim")[-1:]))
+    run.wait_for(
+        "the victim to hold its leases",
+        lambda: run.records("victim")[-1]["ev"] == "holding",
+    )
+    os.kill(run.procs["victim"].pid, signal.SIGKILL)
+    run.finish(killed=frozenset({"victim"}))
+    check_exactly_once(run, killed=frozenset({"victim"}))
+    victim = {g["item"]: g["token"] for g in run.records("victim") if g["ev"] == "grant"}
+    assert len(victim) == 12
+    with run.wm.db.transaction() as s:
+        for item_id, token in victim.items():
+            item = s.get(Item, uuid.UUID(item_id))
+            assert item is not None and item.lease_token > token and item.attempts >= 2
+            assert item.result is not None and item.result["agent"] != "victim"
+            expired = s.scalar(
+                select(func.count()).where(Event.item_id == item.id, Event.event == "lease_expired")
+            )
+            assert expired and expired >= 1
+
+
+def flush_redis_url(redis_url: str) -> str:
+    """A Redis database of its own for the FLUSHDB test, so it wipes nobody else's keys."""
+    return os.environ.get("WM_TEST_REDIS_FLUSH_URL", redis_url.rsplit("/", 1)[0] + "/14")
+
+
+@pytest.mark.redis
+def test_redis_flushdb_mid_run_then_sweep_loses_and_doubles_nothing(pool, redis_url) -> None:
+    url = flush_redis_url(redis_url)
+    run = pool("redis", ttl=3, redis=url)
+    for n in range(PROCESSES):
+        run.start(f"agent-{n}")
+    run.wait_for("a quarter of the items", lambda: run.count("submitted") >= 100)
+    held = run.count("leased", "in_progress")
+    redis.Redis.from_url(url).flushdb()
+    swept = run.wm.sweeper.sweep()
+    left = len(run.items) - run.count("submitted")
+    run.finish()
+    figures = check_exactly_once(run)
+    assert left > 0, "the run had finished before the flush"
+    assert held > 0, "no lease was held when Redis was flushed"
+    print(f"flush: {held} held, {swept.reclaimed} reclaimed at once, {figures}")
