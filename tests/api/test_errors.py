@@ -1,0 +1,357 @@
+"""Every error code of SPEC §6.1 from a real server, in the one envelope."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import subprocess
+import time
+import uuid
+
+import httpx
+
+from tests.api.conftest import (
+    BIN,
+    PREFIX,
+    Server,
+    base_env,
+    checkout,
+    free_port,
+    idem,
+    lease_headers,
+    propose,
+    start_server,
+)
+
+
+def error(r: httpx.Response, status: int, code: str) -> dict:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error"} and body["error"]["code"] == code, body
+    assert "Traceback" not in r.text
+    return body["error"]
+
+
+def test_400s(server: Server) -> None:
+    c = server.client()
+    r = c.post(
+        f"{PREFIX}/propose",
+        content=b'{"type": ',
+        headers={"Content-Type": "application/json", **idem()},
+    )
+    error(r, 400, "malformed_json")
+    r = c.post(
+        f"{PREFIX}/propose",
+        content=b"\xff\xfe",
+        headers={"Content-Type": "application/json", **idem()},
+    )
+    error(r, 400, "malformed_json")
+    r = c.post(f"{PREFIX}/checkout", headers={"X-Agent-ID": "a", "X-Agent-Version": "v1"})
+    assert error(r, 400, "invalid_agent_metadata")["details"][0]["field"] == "agent_version"
+    for params in (
+        {"filter[nope]": "1"},
+        {"sort": "bogus"},
+        {"filter[priority]": ">x"},
+        {"whatever": "1"},
+        {"filter[state]": "nope"},
+    ):
+        error(c.get(f"{PREFIX}/orders", params=params), 400, "invalid_query")
+    error(c.get(f"{PREFIX}/items/{uuid.uuid4()}/logs", params={"limit": 500}), 400, "invalid_query")
+
+
+def test_401_403(server: Server) -> None:
+    order = propose(server.client())
+    error(server.client(None).get(f"{PREFIX}/orders"), 401, "unauthenticated")
+    error(server.client("not-a-token").get(f"{PREFIX}/orders"), 401, "unauthenticated")
+    viewer = server.client("viewer", "v-agent")
+    assert viewer.get(f"{PREFIX}/orders").status_code == 200
+    err = error(viewer.post(f"{PREFIX}/checkout"), 403, "forbidden")
+    assert err["details"]["required_scope"] == "checkout"
+    error(viewer.post(f"{PREFIX}/orders/{order['id']}/approve", headers=idem()), 403, "forbidden")
+    error(server.client("proposer").get(f"{PREFIX}/orders"), 403, "forbidden")
+    # A token bound to an agent acts as that agent; naming another is 403.
+    bound = server.client("bound")
+    item = checkout(bound, order["id"])
+    r = bound.post(
+        f"{PREFIX}/items/{item['id']}/heartbeat",
+        headers={**lease_headers(item), "X-Agent-ID": "someone-else"},
+    )
+    error(r, 403, "forbidden")
+    r = bound.post(f"{PREFIX}/items/{item['id']}/heartbeat", headers=lease_headers(item))
+    assert r.status_code == 200, r.text
+
+
+def test_agent_a_cannot_touch_agent_b_lease(server: Server) -> None:
+    order = propose(server.client())
+    a = server.client("agent-a", "agent-a-1")
+    b = server.client("agent-b", "agent-b-1")
+    item = checkout(a, order["id"])
+    base = f"{PREFIX}/items/{item['id']}"
+    error(b.post(f"{base}/heartbeat", headers=lease_headers(item)), 403, "forbidden")
+    error(
+        b.post(f"{base}/submit", json={"result": {"answer": 1}}, headers=lease_headers(item)),
+        403,
+        "forbidden",
+    )
+    error(b.post(f"{base}/release", headers=lease_headers(item)), 403, "forbidden")
+    error(
+        b.post(
+            f"{base}/fail",
+            json={"error": {"code": "x", "message": "y"}},
+            headers=lease_headers(item),
+        ),
+        403,
+        "forbidden",
+    )
+    assert a.post(f"{base}/heartbeat", headers=lease_headers(item)).status_code == 200
+
+
+def test_404s(server: Server) -> None:
+    c = server.client("admin", "agent-404")
+    error(c.get(f"{PREFIX}/orders/not-a-uuid"), 404, "not_found")
+    error(c.get(f"{PREFIX}/orders/{uuid.uuid4()}"), 404, "not_found")
+    error(c.post(f"{PREFIX}/items/123/heartbeat", headers={"X-Lease-Token": "1"}), 404, "not_found")
+    error(
+        c.post(
+            f"{PREFIX}/items/{uuid.uuid4()}/submit",
+            json={"result": {}},
+            headers=lease_headers({"lease_token": 1}),
+        ),
+        404,
+        "not_found",
+    )
+    error(c.post(f"{PREFIX}/orders/{uuid.uuid4()}/checkout"), 404, "not_found")
+    error(c.get("/no/such/route"), 404, "not_found")
+
+
+def test_409s(server: Server) -> None:
+    admin = server.client("admin", "agent-409")
+    order = propose(admin)
+    item = checkout(admin, order["id"])
+    base = f"{PREFIX}/items/{item['id']}"
+    stale = {**item, "lease_token": int(item["lease_token"]) - 1}
+    error(admin.post(f"{base}/heartbeat", headers=lease_headers(stale)), 409, "lease_conflict")
+    error(admin.post(f"{base}/heartbeat", headers={"X-Lease-Token": "abc"}), 409, "lease_conflict")
+    error(admin.post(f"{PREFIX}/orders/{order['id']}/checkout"), 409, "no_items_available")
+    error(
+        admin.post(f"{PREFIX}/orders/{order['id']}/approve", headers=idem()),
+        409,
+        "not_ready_for_approval",
+    )
+    admin.post(f"{base}/submit", json={"result": {"answer": 1}}, headers=lease_headers(item))
+    error(
+        admin.post(f"{base}/submit", json={"result": {"answer": 1}}, headers=lease_headers(item)),
+        409,
+        "illegal_state_transition",
+    )
+    error(admin.post(f"{PREFIX}/orders/{order['id']}/retry"), 409, "illegal_state_transition")
+
+
+def test_lease_expired(api_db_url: str, tokens: dict[str, str]) -> None:
+    srv = start_server(api_db_url, tokens, "database", None, WORK_MANAGER_LEASE_TTL_SECONDS="1")
+    try:
+        c = srv.client("admin", "agent-exp")
+        order = propose(c)
+        item = checkout(c, order["id"])
+        time.sleep(1.3)
+        r = c.post(f"{PREFIX}/items/{item['id']}/heartbeat", headers=lease_headers(item))
+        error(r, 409, "lease_expired")
+    finally:
+        srv.close()
+
+
+def test_413_422_428(server: Server) -> None:
+    c = server.client("admin", "agent-4xx")
+    big = {"type": "test.simple", "payload": {"x": "a" * 70_000}}
+    error(c.post(f"{PREFIX}/propose", json=big, headers=idem()), 413, "payload_too_large")
+
+    def chunks():
+        yield b'{"type": "test.simple", "payload": {"x": "'
+        for _ in range(20):
+            yield b"a" * 5000
+        yield b'"}}'
+
+    r = c.post(
+        f"{PREFIX}/propose",
+        content=chunks(),
+        headers={"Content-Type": "application/json", **idem()},
+    )
+    error(r, 413, "payload_too_large")
+
+    for body in (
+        {"type": "test.simple", "payload": []},
+        {"type": "test.simple", "payload": {}, "priority": "5"},
+        {"type": "test.simple", "payload": {}, "priority": 1.5},
+        {"type": 7, "payload": {}},
+        {"payload": {}},
+        [1, 2],
+        "text",
+    ):
+        err = error(
+            c.post(f"{PREFIX}/propose", json=body, headers=idem()), 422, "validation_failed"
+        )
+        assert err["details"]
+    err = error(
+        c.post(
+            f"{PREFIX}/propose", json={"type": "test.simple", "payload": {"n": -1}}, headers=idem()
+        ),
+        422,
+        "validation_failed",
+    )
+    assert err["details"][0]["validator"] == "minimum"
+    error(
+        c.post(f"{PREFIX}/propose", json={"type": "nope", "payload": {}}, headers=idem()),
+        422,
+        "unknown_order_type",
+    )
+    order = propose(c)
+    item = checkout(c, order["id"])
+    base = f"{PREFIX}/items/{item['id']}"
+    error(
+        c.post(f"{base}/heartbeat", json={"progress": 2}, headers=lease_headers(item)),
+        422,
+        "validation_failed",
+    )
+    error(
+        c.post(f"{base}/submit", json={"result": {"nope": 1}}, headers=lease_headers(item)),
+        422,
+        "validation_failed",
+    )
+    error(
+        c.post(f"{base}/submit", json={"result": "x"}, headers=lease_headers(item)),
+        422,
+        "validation_failed",
+    )
+    error(
+        c.post(f"{base}/submit", json={"result": {"answer": 1}}, headers=idem()),
+        422,
+        "validation_failed",
+    )
+    error(
+        c.post(f"{base}/fail", json={"error": {"code": ""}}, headers=lease_headers(item)),
+        422,
+        "validation_failed",
+    )
+    error(
+        c.post(f"{PREFIX}/orders/{order['id']}/reject", json={"errors": []}, headers=idem()),
+        422,
+        "validation_failed",
+    )
+    error(
+        c.post(f"{base}/finalize", json={"mode": "sloppy"}, headers=lease_headers(item)),
+        422,
+        "validation_failed",
+    )
+
+    err = error(
+        c.post(f"{PREFIX}/propose", json={"type": "test.simple", "payload": {}}),
+        428,
+        "idempotency_key_required",
+    )
+    assert err["details"] == {"header": "X-Idempotency-Key"}
+    error(
+        c.post(
+            f"{base}/submit",
+            json={"result": {"answer": 1}},
+            headers={"X-Lease-Token": str(item["lease_token"])},
+        ),
+        428,
+        "idempotency_key_required",
+    )
+
+
+def test_idempotency_replay_reuse_and_fallback_header(server: Server) -> None:
+    c = server.client()
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    body = {"type": "test.simple", "payload": {"n": 3}}
+    first = c.post(f"{PREFIX}/propose", json=body, headers=key)
+    assert first.status_code == 201 and "Idempotent-Replayed" not in first.headers
+    again = c.post(f"{PREFIX}/propose", json=body, headers=key)
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    error(
+        c.post(f"{PREFIX}/propose", json={**body, "priority": 9}, headers=key),
+        422,
+        "idempotency_key_reused",
+    )
+    # Scoped by principal: the same key under another token is another request.
+    other = server.client("agent-a").post(f"{PREFIX}/propose", json=body, headers=key)
+    assert other.status_code == 201 and other.json()["order"]["id"] != first.json()["order"]["id"]
+    # Failures are not stored: the same key may be used again after a 4xx.
+    k2 = idem()
+    error(
+        c.post(f"{PREFIX}/propose", json={"type": "nope", "payload": {}}, headers=k2),
+        422,
+        "unknown_order_type",
+    )
+    assert (
+        c.post(f"{PREFIX}/propose", json={"type": "nope", "payload": {}}, headers=k2).headers.get(
+            "Idempotent-Replayed"
+        )
+        is None
+    )
+
+
+def test_ten_concurrent_duplicates_create_one_order(server: Server) -> None:
+    key = idem()
+    body = {"type": "test.simple", "payload": {"n": 10}, "meta": {"dup": key["X-Idempotency-Key"]}}
+    c = server.client()
+
+    def send(_: int) -> httpx.Response:
+        with httpx.Client(base_url=server.url, headers=c.headers, timeout=30) as own:
+            return own.post(f"{PREFIX}/propose", json=body, headers=key)
+
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(send, range(10)))
+    created = [
+        r for r in answers if r.status_code == 201 and "Idempotent-Replayed" not in r.headers
+    ]
+    replayed = [r for r in answers if r.headers.get("Idempotent-Replayed") == "true"]
+    in_flight = [r for r in answers if r.status_code == 409]
+    assert len(created) == 1, [r.text for r in answers]
+    assert len(created) + len(replayed) + len(in_flight) == 10
+    assert all(r.json()["error"]["code"] == "idempotency_in_flight" for r in in_flight)
+    assert {r.json()["order"]["id"] for r in created + replayed} == {
+        created[0].json()["order"]["id"]
+    }
+    listed = c.get(
+        f"{PREFIX}/orders", params={"filter[meta]": f"dup:{key['X-Idempotency-Key']}"}
+    ).json()
+    assert listed["meta"]["total"] == 1
+
+
+def test_503_when_the_database_is_down(tokens: dict[str, str], api_db_url: str) -> None:
+    bad_url = api_db_url.rsplit("@", 1)[0] + "@127.0.0.1:1/nowhere"
+    srv2 = None
+    try:
+        port = free_port()
+        proc = subprocess.Popen(
+            [
+                str(BIN / "workmanager"),
+                "serve",
+                "--port",
+                str(port),
+                "--dispatcher",
+                "none",
+                "--log-level",
+                "error",
+            ],
+            env=base_env(bad_url, WORK_MANAGER_AUTH="none"),
+            stderr=subprocess.DEVNULL,
+        )
+        srv2 = Server(f"http://127.0.0.1:{port}", "database", tokens, proc)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(srv2.url + "/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        r = srv2.client(None).get(f"{PREFIX}/orders")
+        err = error(r, 503, "unavailable")
+        assert r.headers["Retry-After"] and "message" in err
+        ready = srv2.client(None).get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["database"].startswith("down")
+    finally:
+        if srv2:
+            srv2.close()
