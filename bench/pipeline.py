@@ -1,0 +1,282 @@
+"""Pipeline throughput: orders/s from enqueue to ``completed``, beside a bare Celery chain.
+
+    python -m bench.pipeline [--orders 200] [--json var/bench-pipeline.json]
+
+Single-item, auto-approved orders go through real worker processes (a control-plane
+worker and an agent consumer, 4 threads each) on the Redis broker and PostgreSQL, for
+each lease backend; the bare chain sends the same number of task hops (4 per order)
+through one worker with the same total threads. Also reports the workers' memory (RSS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+from celery import Celery
+from sqlalchemy import func, select
+
+from workmanager import Registry, Settings, WorkManager
+from workmanager.db.models import Base, Order
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_HOST = os.environ.get("WM_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
+PG_ADMIN = os.environ.get("WM_BENCH_PG_ADMIN", "host=127.0.0.1 user=postgres dbname=postgres")
+DB = "wm_bench_pipeline"
+BROKER = os.environ.get("WM_BENCH_BROKER", "redis://127.0.0.1:6379/11")
+REDIS = os.environ.get("WM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+TYPE = "e2e.echo"
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children, in MiB."""
+    total = 0
+    for p in [pid, *_children(pid)]:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    out = [int(k) for k in kids]
+    for k in list(out):
+        out.extend(_children(k))
+    return out
+
+
+def spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        command,
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+
+
+def fresh_database() -> str:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{DB}"')
+    return f"{PG_HOST}/{DB}"
+
+
+def drop_database() -> None:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
+
+
+def wait_ready(log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if b" ready." in log.read_bytes():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"worker not ready: {log}")
+
+
+def run_ours(lease_backend: str, orders: int, logs: Path) -> dict[str, float]:
+    from tasks.producer import enqueue_order
+    from tests.support.pipeline import register
+
+    url = fresh_database()
+    redis.Redis.from_url(BROKER).flushdb()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("WORK_MANAGER_")},
+        "WORK_MANAGER_DATABASE_URL": url,
+        "WORK_MANAGER_BROKER_URL": BROKER,
+        "WORK_MANAGER_REDIS_URL": REDIS,
+        "WORK_MANAGER_LEASE_BACKEND": lease_backend,
+        "WORK_MANAGER_REDIS_PREFIX": f"wmbench:{uuid.uuid4().hex[:6]}:",
+        "WORK_MANAGER_ORDER_TYPES": "tests.support.pipeline",
+        "WORK_MANAGER_METRICS_DRIVER": "null",
+        "PYTHONPATH": str(ROOT),
+    }
+    registry = Registry()
+    register(registry)
+    wm = WorkManager(Settings.from_env(env), registry=registry)
+    Base.metadata.create_all(wm.db.engine)
+    control_log, agent_log = (
+        logs / f"control-{lease_backend}.log",
+        logs / f"agent-{lease_backend}.log",
+    )
+    procs = [
+        spawn(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tasks",
+                "worker",
+                "-Q",
+                "workmanager,workmanager.apply",
+                "-P",
+                "threads",
+                "-c",
+                "4",
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel",
+                "WARNING",
+                "-n",
+                "control@%h",
+            ],
+            env,
+            control_log,
+        ),
+        spawn(
+            [
+                sys.executable,
+                "-m",
+                "workers.agent",
+                "--type",
+                TYPE,
+                "--handler",
+                "tests.support.pipeline:echo_handler",
+                "--concurrency",
+                "4",
+                "--loglevel",
+                "WARNING",
+            ],
+            env,
+            agent_log,
+        ),
+    ]
+    try:
+        time.sleep(3)  # let both connect before the clock starts
+        app = Celery("producer", broker=BROKER)
+        start = time.perf_counter()
+        ids = [enqueue_order(TYPE, {"n": n}, app=app) for n in range(orders)]
+        while _completed(wm, ids) < orders:
+            if time.perf_counter() - start > 600:
+                raise RuntimeError("pipeline did not finish in 600 s")
+            time.sleep(0.1)
+        wall = time.perf_counter() - start
+        memory = {
+            "control_worker_rss_mb": rss_mb(procs[0].pid),
+            "agent_worker_rss_mb": rss_mb(procs[1].pid),
+        }
+    finally:
+        stop(procs)
+        wm.close()
+        drop_database()
+    return {"orders_per_s": orders / wall, "seconds": wall, **memory}
+
+
+def _completed(wm: WorkManager, ids: list[uuid.UUID]) -> int:
+    with wm.db.transaction() as s:
+        return (
+            s.scalar(
+                select(func.count())
+                .select_from(Order)
+                .where(Order.id.in_(ids), Order.state == "completed")
+            )
+            or 0
+        )
+
+
+def run_bare(chains: int, logs: Path) -> dict[str, float]:
+    from bench.bare_chain import COUNTER
+
+    client = redis.Redis.from_url(BROKER)
+    client.flushdb()
+    env = {**os.environ, "WM_BENCH_BROKER": BROKER, "PYTHONPATH": str(ROOT)}
+    proc = spawn(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bench.bare_chain",
+            "worker",
+            "-Q",
+            "bare",
+            "-P",
+            "threads",
+            "-c",
+            "8",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "WARNING",
+        ],
+        env,
+        logs / "bare.log",
+    )
+    try:
+        time.sleep(3)
+        app = Celery("producer", broker=BROKER)
+        start = time.perf_counter()
+        for n in range(chains):
+            app.send_task("bare.hop1", args=[n], queue="bare")
+        while int(client.get(COUNTER) or 0) < chains:
+            if time.perf_counter() - start > 600:
+                raise RuntimeError("bare chain did not finish in 600 s")
+            time.sleep(0.05)
+        wall = time.perf_counter() - start
+        memory = rss_mb(proc.pid)
+    finally:
+        stop([proc])
+    return {"chains_per_s": chains / wall, "seconds": wall, "worker_rss_mb": memory}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(prog="python -m bench.pipeline")
+    ap.add_argument("--orders", type=int, default=200)
+    ap.add_argument("--json", default="var/bench-pipeline.json")
+    args = ap.parse_args(argv)
+    logs = ROOT / "var" / "bench-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    bare = run_bare(args.orders, logs)
+    figures: dict[str, Any] = {"bare_chain": bare}
+    print(
+        f"bare Celery chain (4 hops)       {bare['chains_per_s']:8.1f} chains/s  "
+        f"worker RSS {bare['worker_rss_mb']:.0f} MiB"
+    )
+    for backend in ("database", "redis"):
+        ours = run_ours(backend, args.orders, logs)
+        ratio = ours["orders_per_s"] / bare["chains_per_s"]
+        figures[f"pipeline_{backend}"] = {**ours, "ratio_to_bare_chain": ratio}
+        verdict = "target met" if ratio >= 0.5 else "target missed"
+        print(
+            f"pipeline, {backend:8s} leases     {ours['orders_per_s']:8.1f} orders/s  "
+            f"ratio {ratio:.2f} (target >= 0.5: {verdict})  control RSS "
+            f"{ours['control_worker_rss_mb']:.0f} MiB, agent RSS {ours['agent_worker_rss_mb']:.0f} MiB"
+        )
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(figures, indent=2))
+    return figures
+
+
+if __name__ == "__main__":
+    main()
