@@ -271,7 +271,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(
             f"pipeline, {backend:8s} leases     {ours['orders_per_s']:8.1f} orders/s  "
             f"ratio {ratio:.2f} (target >= 0.5: {verdict})  control RSS "
-            f"{ours['control_worker_rss_mb']:.0f} MiB, agent RSS {ours['agent_worker_rss_mb']:.0f} MiB"
+            f"{ours['control_worker_rss_mb']:.0f} MiB, "
+            f"agent RSS {ours['agent_worker_rss_mb']:.0f} MiB"
         )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(figures, indent=2))
