@@ -24,8 +24,10 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import PG_ADMIN_DSN
+from workmanager import Registry, Settings, WorkManager
 from workmanager.db.models import Base
 from workmanager.db.session import Database
+from workmanager.services.tokens import TokenService
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -87,16 +89,17 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="session")
 def tokens(api_db_url: str) -> dict[str, str]:
-    """Tokens made by ``workmanager tokens create`` (the token alone on the last line)."""
-    env = base_env(api_db_url)
-    made = {}
+    """``admin`` made by ``workmanager tokens create`` (the token alone on the last line),
+    the others through the same service in-process (a CLI start per token is slow)."""
+    done = cli(base_env(api_db_url), "tokens", "create", "--name", "admin", "--scopes", "admin")
+    assert done.returncode == 0, done.stderr
+    made = {"admin": done.stdout.strip().splitlines()[-1]}
+    wm = WorkManager(Settings(database_url=api_db_url, metrics_driver="null"), registry=Registry())
+    service = TokenService(wm.ctx)
     for name, (scopes, agent) in TOKENS.items():
-        args = ["tokens", "create", "--name", name, "--scopes", scopes]
-        if agent:
-            args += ["--agent", agent]
-        done = cli(env, *args)
-        assert done.returncode == 0, done.stderr
-        made[name] = done.stdout.strip().splitlines()[-1]
+        if name not in made:
+            made[name] = service.create(name, scopes, agent)[0]
+    wm.close()
     return made
 
 

@@ -61,14 +61,9 @@ def parse_scopes(raw: str | list[str] | tuple[str, ...]) -> list[str]:
     scopes = sorted({s.strip() for s in items if s.strip()})
     unknown = [s for s in scopes if s not in SCOPES]
     if not scopes or unknown:
+        message = f"scopes must be some of {', '.join(SCOPES)}; got {unknown or raw}"
         raise ValidationFailed(
-            [
-                {
-                    "path": "scopes",
-                    "message": f"scopes must be some of {', '.join(SCOPES)}; got {unknown or raw}",
-                    "validator": "enum",
-                }
-            ]
+            [{"path": "scopes", "message": message, "validator": "enum"}], message
         )
     return scopes
 

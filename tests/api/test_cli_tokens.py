@@ -1,0 +1,25 @@
+"""``workmanager tokens list|revoke``; a revoked token is refused at once."""
+
+from __future__ import annotations
+
+import json
+
+from tests.api.conftest import PREFIX, Server, base_env, cli
+
+
+def test_list_and_revoke(db_server: Server, api_db_url: str) -> None:
+    env = base_env(api_db_url)
+    made = cli(env, "tokens", "create", "--name", "temp", "--scopes", "view", "--agent", "x-1")
+    token = made.stdout.strip().splitlines()[-1]
+    assert token.startswith("wm_") and token not in made.stderr
+    listed = json.loads(cli(env, "tokens", "list", "--json").stdout)
+    temp = next(t for t in listed if t["name"] == "temp")
+    assert temp["scopes"] == ["view"] and temp["agent_id"] == "x-1"
+    assert token not in json.dumps(listed)
+    client = db_server.client(token)
+    assert client.get(f"{PREFIX}/orders").status_code == 200
+    assert cli(env, "tokens", "revoke", "temp").returncode == 0
+    r = client.get(f"{PREFIX}/orders")
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated"
+    bad = cli(env, "tokens", "create", "--name", "t2", "--scopes", "view,root")
+    assert bad.returncode != 0 and "scopes" in bad.stderr

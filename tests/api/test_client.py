@@ -1,0 +1,45 @@
+"""``workmanager.client``: checkout with background heartbeats, parts, finalize, errors."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.api.conftest import Server
+from workmanager.client import ApiError, WorkClient
+
+
+def test_client_cycle(db_server: Server) -> None:
+    token = db_server.tokens["agent-a"]
+    with WorkClient(db_server.url, token, "client-agent-7", agent_version="0.1.0") as wc:
+        order = wc.propose("test.parts", {})
+        lease = wc.checkout(order["id"], heartbeat_every=0.1)
+        assert lease is not None
+        assert wc.checkout(order["id"]) is None  # its only item is leased
+        time.sleep(0.5)
+        assert lease.heartbeats >= 2 and not lease.heartbeat_errors
+        lease.submit_part("a", {"v": 1})
+        lease.submit_part("b", {"w": 2})
+        done = lease.finalize()
+        assert done["item"]["state"] == "submitted" and done["order_state"] == "submitted"
+        assert wc.order(order["id"])["state"] == "submitted"
+        with pytest.raises(ApiError) as info:
+            lease.heartbeat()
+        assert info.value.code == "illegal_state_transition" and info.value.http_status == 409
+
+
+def test_client_releases_and_fails(db_server: Server) -> None:
+    with WorkClient(db_server.url, db_server.tokens["agent-a"], "client-agent-8") as wc:
+        order = wc.propose("test.simple", {})
+        with wc.checkout(order["id"]) as lease:
+            assert lease is not None
+        assert wc.order(order["id"])["items"][0]["state"] == "queued"
+        with pytest.raises(RuntimeError), wc.checkout(order["id"]):
+            raise RuntimeError("handler broke")
+        item = wc.order(order["id"])["items"][0]
+        assert item["error"]["code"] == "agent_exception"
+        with wc.checkout(order["id"]) as lease:
+            assert lease is not None
+            lease.submit({"answer": 1})
+        assert wc.order(order["id"])["state"] == "submitted"
