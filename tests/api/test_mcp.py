@@ -1,0 +1,98 @@
+"""The MCP server through a real MCP client session over stdio (SPEC §7)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+
+from tests.api.conftest import BIN, base_env, truncate_work_tables
+from workmanager.mcp import TOOL_NAMES
+
+
+def result(answer: Any) -> dict[str, Any]:
+    if answer.structured_content is not None:
+        data = answer.structured_content
+        return dict(data.get("result", data))
+    return dict(json.loads(answer.content[0].text))
+
+
+async def session_run(env: dict[str, str]) -> dict[str, Any]:
+    params = StdioServerParameters(
+        command=str(BIN / "workmanager"), args=["mcp", "--transport", "stdio"], env=env
+    )
+    seen: dict[str, Any] = {}
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        seen["tools"] = {t.name for t in (await session.list_tools()).tools}
+
+        async def call(name: str, **args: Any) -> dict[str, Any]:
+            return result(await session.call_tool(name, args))
+
+        proposed = await call(
+            "work.propose", type="test.simple", payload={"n": 1}, agent_id="mcp-agent-1"
+        )
+        seen["propose"] = proposed
+        order_id = proposed["order"]["id"]
+        leased = await call("work.checkout", agent_id="mcp-agent-1", model_name="claude-mcp")
+        seen["checkout"] = leased
+        item = leased["item"]
+        token = str(item["lease_token"])
+        seen["heartbeat"] = await call(
+            "work.heartbeat",
+            item_id=item["id"],
+            lease_token=token,
+            agent_id="mcp-agent-1",
+            progress=0.5,
+        )
+        seen["other_agent"] = await call(
+            "work.submit",
+            item_id=item["id"],
+            lease_token=token,
+            agent_id="intruder",
+            result={"answer": 1},
+        )
+        seen["bad_result"] = await call(
+            "work.submit", item_id=item["id"], lease_token=token, agent_id="mcp-agent-1", result={}
+        )
+        seen["submit"] = await call(
+            "work.submit",
+            item_id=item["id"],
+            lease_token=token,
+            agent_id="mcp-agent-1",
+            result={"answer": 7},
+        )
+        seen["get"] = await call("work.get", order_id=order_id)
+        seen["list"] = await call("work.list", query={"filter[agent_id]": "mcp-agent-1"})
+        seen["logs"] = await call("work.logs", item_id=item["id"], limit=3)
+        seen["missing"] = await call("work.get", order_id="nope")
+        seen["approve"] = await call("work.approve", order_id=order_id)
+    return seen
+
+
+def test_mcp_stdio_session(api_db_url: str) -> None:
+    truncate_work_tables(api_db_url)
+    env = base_env(api_db_url)
+    seen = anyio.run(session_run, env)
+    assert seen["tools"] >= set(TOOL_NAMES)
+    assert seen["propose"]["success"] is True and seen["propose"]["order"]["state"] == "queued"
+    assert seen["checkout"]["success"] is True and seen["checkout"]["item"]["lease_token"]
+    assert seen["heartbeat"]["success"] is True and "lease_expires_at" in seen["heartbeat"]
+    assert seen["other_agent"] == {
+        "success": False,
+        "code": "forbidden",
+        "error": "this item is leased by another agent",
+        "details": seen["other_agent"]["details"],
+    }
+    assert (
+        seen["bad_result"]["success"] is False and seen["bad_result"]["code"] == "validation_failed"
+    )
+    assert seen["submit"]["success"] is True and seen["submit"]["state"] == "submitted"
+    assert seen["get"]["order"]["state"] == "submitted"
+    assert [o["id"] for o in seen["list"]["data"]] == [seen["get"]["order"]["id"]]
+    assert 1 <= len(seen["logs"]["events"]) <= 3
+    assert seen["missing"]["success"] is False and seen["missing"]["code"] == "not_found"
+    assert seen["approve"]["success"] is True and seen["approve"]["order"]["state"] == "approved"
