@@ -1,0 +1,95 @@
+"""``honcho start`` brings the whole Procfile stack up: web, worker, beat, flower, agent."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tasks.producer import enqueue_order
+from workmanager.errors import NotFound
+
+from .test_observability import free_port
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def test_honcho_starts_every_procfile_line(make_stack, tmp_path: Path) -> None:
+    stack = make_stack(order_types="workmanager.demo.types", sweep_interval_seconds="1")
+    honcho = shutil.which("honcho", path=str(Path(sys.executable).parent))
+    assert honcho, "honcho is installed with the dev extra"
+    web, flower = free_port(), free_port()
+    env = {
+        **stack.env,
+        "FLOWER_PORT": str(flower),
+        "PATH": str(Path(honcho).parent) + ":" + os.environ.get("PATH", ""),
+    }
+    log = (tmp_path / "honcho.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            honcho,
+            "start",
+            "-f",
+            str(ROOT / "Procfile"),
+            "-d",
+            str(ROOT),
+            "-p",
+            str(web),
+            "--no-colour",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        stack.wait_for(lambda: answers(f"http://127.0.0.1:{web}/healthz"), 60, "web to answer")
+        stack.wait_for(
+            lambda: answers(f"http://127.0.0.1:{flower}/healthcheck"), 60, "flower to answer"
+        )
+        order_id = enqueue_order("demo.research", {"company": "Acme"}, app=stack.app)
+        stack.wait_for(
+            lambda: _state(stack, order_id) == "completed",
+            90,
+            "worker and agent to complete an order",
+        )
+        text = (tmp_path / "honcho.log").read_text(errors="replace")
+        stack.wait_for(
+            lambda: (
+                "workmanager.leases.sweep" in (tmp_path / "honcho.log").read_text(errors="replace")
+            ),
+            30,
+            "beat to send the sweep",
+        )
+        for name in ("web.1", "worker.1", "beat.1", "flower.1", "agent.1"):
+            assert name in text
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def _state(stack, order_id) -> str | None:
+    try:
+        return str(stack.wm.queries.order(order_id)["state"])
+    except NotFound:  # not created yet
+        return None
