@@ -1,0 +1,68 @@
+"""The MCP streamable HTTP transport: a bearer token is required, and then tools work."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from typing import Any
+
+import anyio
+import httpx
+import httpx2
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.api.conftest import BIN, base_env, free_port, truncate_work_tables
+from tests.api.test_mcp import result
+
+
+async def tool_calls(url: str, token: str) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=30) as http,
+        streamable_http_client(url, http_client=http) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        proposed = result(
+            await session.call_tool(
+                "work.propose", {"type": "test.simple", "payload": {}, "agent_id": "h-1"}
+            )
+        )
+        listed = result(await session.call_tool("work.list", {}))
+    return {"propose": proposed, "list": listed}
+
+
+def test_mcp_http_requires_a_token(api_db_url: str, tokens: dict[str, str]) -> None:
+    truncate_work_tables(api_db_url)
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "workmanager"), "mcp", "--transport", "http", "--port", str(port)],
+        env=base_env(api_db_url),
+    )
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.post(url, json={}, timeout=2)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated"
+        bad = httpx.post(url, json={}, headers={"Authorization": "Bearer nope"}, timeout=5)
+        assert bad.status_code == 401
+        seen = anyio.run(tool_calls, url, tokens["admin"])
+        assert seen["propose"]["success"] is True
+        assert seen["list"]["meta"]["total"] == 1
+        viewer = anyio.run(tool_calls, url, tokens["viewer"])
+        assert viewer["propose"] == {
+            "success": False,
+            "code": "forbidden",
+            "error": "this token lacks the 'propose' scope",
+            "details": {"required_scope": "propose", "principal": "viewer"},
+        }
+    finally:
+        proc.terminate()
+        proc.wait(10)
