@@ -29,6 +29,9 @@ from .handlers import Heartbeater, load_handler, run_handler
 
 log = logging.getLogger("workmanager.agent")
 
+#: How long a message waits before trying again when a lease limit refused its item.
+LIMITED_RETRY_SECONDS = 1.0
+
 
 def default_agent_id() -> str:
     return f"agent-{socket.gethostname()}-{os.getpid()}"
@@ -45,21 +48,25 @@ class AgentConsumer:
 
     def handle(self, item_id: uuid.UUID) -> tuple[str, float]:
         """Returns (outcome, retry-after seconds); the delay is > 0 only for ``later``."""
+        lease = self.wm.agent.checkout(self.agent, item_id=item_id)
+        if lease is not None:
+            return self._work(lease), 0.0
+        return self._not_leasable(item_id)
+
+    def _not_leasable(self, item_id: uuid.UUID) -> tuple[str, float]:
+        """Why the item could not be leased: gone, held or done (skip); backing off or held
+        back by a lease limit (try again later)."""
         try:
             item = self.wm.queries.item(item_id)
         except NotFound:
             return "missing", 0.0
         if item["state"] != ItemState.QUEUED:
             return "skipped", 0.0
+        wait = LIMITED_RETRY_SECONDS  # queued and due, yet refused: a lease limit was reached
         if item["available_at"]:
             due = datetime.fromisoformat(item["available_at"].replace("Z", "+00:00"))
-            wait = (due - datetime.now(UTC)).total_seconds()
-            if wait > 0:
-                return "later", wait
-        lease = self.wm.agent.checkout(self.agent, item_id=item_id)
-        if lease is None:
-            return "skipped", 0.0
-        return self._work(lease), 0.0
+            wait = max(wait, (due - datetime.now(UTC)).total_seconds())
+        return "later", wait
 
     def _work(self, lease: Any) -> str:
         with Heartbeater(self.wm, lease, self.agent, self.every):
