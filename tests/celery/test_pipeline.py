@@ -66,3 +66,16 @@ def test_enqueue_with_dedupe_key_creates_one_order(make_stack) -> None:
     )
     with stack.wm.db.transaction() as s:
         assert s.scalar(select(func.count()).select_from(Order)) == 1
+
+
+def test_lease_limit_holds_messages_back_instead_of_dropping_them(make_stack) -> None:
+    stack = make_stack(max_leases_per_agent="1")
+    stack.worker()
+    stack.agent("e2e.echo", "tests.support.pipeline:echo_handler", concurrency=4)
+    ids = [enqueue_order("e2e.echo", {"n": n}, app=stack.app) for n in range(12)]
+    stack.wait_for(
+        lambda: count_orders(stack, OrderState.COMPLETED, ids) == 12,
+        90,
+        "12 orders completed by one agent limited to one lease",
+    )
+    assert "later" in stack.log("agent") or "Retry in" in stack.log("agent")
