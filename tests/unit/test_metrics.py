@@ -1,0 +1,109 @@
+"""Metrics drivers (SPEC §4.8): line formats, tag styles, and a failing driver is harmless."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import pytest
+
+from workmanager import Registry, Settings
+from workmanager.errors import ConfigurationError
+from workmanager.metrics.base import Metrics
+from workmanager.metrics.factory import build_metrics
+from workmanager.metrics.prometheus import PrometheusDriver
+from workmanager.metrics.simple import LogDriver, MemoryDriver, NullDriver
+from workmanager.metrics.statsd import StatsdDriver, tagged
+
+
+def test_log_driver_line_matches_the_spec(caplog: pytest.LogCaptureFixture) -> None:
+    metrics = Metrics(LogDriver(), "work_manager")
+    with caplog.at_level(logging.INFO, logger="workmanager.metrics"):
+        metrics.increment("orders_created_total", type="customer.research", priority=0)
+    assert caplog.messages == [
+        "[Metric] COUNTER work_manager.orders_created_total = 1 "
+        "{type=customer.research, priority=0}"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("style", "expected"),
+    [
+        ("influxdb", "m,type=a,agent_id=b"),
+        ("graphite", "m;type=a;agent_id=b"),
+        ("dogstatsd", "m"),
+        ("none", "m"),
+    ],
+)
+def test_tag_styles(style: str, expected: str) -> None:
+    assert tagged("m", {"type": "a", "agent_id": "b"}, style) == expected
+
+
+@pytest.mark.parametrize("style", ["influxdb", "dogstatsd", "graphite", "none"])
+def test_statsd_driver_sends_udp_lines(style: str) -> None:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(2)
+    driver = StatsdDriver("127.0.0.1", listener.getsockname()[1], style)
+    metrics = Metrics(driver, "work_manager")
+    metrics.increment("leases_acquired_total", type="t", agent_id="a-1")
+    metrics.histogram("order_apply_duration_seconds", 0.25, type="t")
+    metrics.gauge("queue_depth", 7, type="t")
+    lines = [listener.recv(1024).decode() for _ in range(3)]
+    listener.close()
+    base = {"influxdb": ",type=t", "graphite": ";type=t"}.get(style, "")
+    assert lines[0].startswith(f"work_manager.leases_acquired_total{base}")
+    assert ":1|c" in lines[0]
+    assert ":250.000|ms" in lines[1]
+    assert ":7|g" in lines[2]
+    if style == "dogstatsd":
+        assert lines[0].endswith("|#type:t,agent_id:a-1")
+
+
+class Exploding:
+    def increment(self, *args: object) -> None:
+        raise OSError("metrics endpoint down")
+
+    gauge = histogram = increment
+
+
+def test_a_failing_driver_never_fails_the_operation(make_wm) -> None:
+    from tests.support.types import Simple
+
+    wm = make_wm(registry=Registry([Simple()]))
+    wm.ctx.metrics = Metrics(Exploding(), "work_manager")  # type: ignore[arg-type]
+    order_id = wm.propose("test.simple", {"n": 1})
+    lease = wm.agent.checkout("agent-1")
+    assert lease is not None
+    assert wm.agent.submit(lease, {"answer": 1}).order_submitted
+    wm.approve(order_id)
+    assert wm.executor.apply(order_id).recorded
+
+
+def test_prometheus_driver_exposes_counters_gauges_histograms() -> None:
+    from prometheus_client import generate_latest
+
+    driver = PrometheusDriver()
+    metrics = Metrics(driver, "work_manager")
+    metrics.increment("orders_created_total", type="t", priority=0)
+    metrics.gauge("queue_depth", 3, type="t")
+    metrics.histogram("order_apply_duration_seconds", 0.5, type="t")
+    text = generate_latest(driver.registry).decode()
+    assert 'work_manager_orders_created_total{priority="0",type="t"} 1.0' in text
+    assert 'work_manager_queue_depth{type="t"} 3.0' in text
+    assert 'work_manager_order_apply_duration_seconds_count{type="t"} 1.0' in text
+
+
+def test_factory_picks_drivers_by_alias_and_by_path() -> None:
+    assert isinstance(build_metrics(Settings(metrics_driver="null")).driver, NullDriver)
+    assert isinstance(build_metrics(Settings(metrics_driver="log")).driver, LogDriver)
+    custom = build_metrics(Settings(metrics_driver="workmanager.metrics.simple:MemoryDriver"))
+    assert isinstance(custom.driver, MemoryDriver)
+    with pytest.raises(ConfigurationError, match="WORK_MANAGER_METRICS_DRIVER"):
+        build_metrics(Settings(metrics_driver="nowhere.mod:Nothing"))
+
+
+def test_disabled_metrics_send_nothing() -> None:
+    memory = MemoryDriver()
+    Metrics(memory, "work_manager", enabled=False).increment("orders_created_total")
+    assert memory.total("orders_created_total") == 0
