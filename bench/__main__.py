@@ -1,0 +1,162 @@
+"""``python -m bench`` (``make bench``): every figure, beside its floor, in one run.
+
+    python -m bench [--quick] [--json var/bench.json]
+
+Creates its own PostgreSQL databases (``wm_bench``, ``wm_bench_procrastinate``) and uses
+Redis db 12 under the ``wmbench:`` prefix; drops and deletes them at the end. Exits 0
+whether or not targets are met: a benchmark measures, it does not assert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import cycle, floor, leases, peer_procrastinate, queue_size, report
+from .common import (
+    REPO_ROOT,
+    Config,
+    clear_redis,
+    create_database,
+    create_schema,
+    drop_database,
+    median_of,
+)
+
+BACKENDS = ("database", "redis")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (200k queue, fewer ops)")
+    ap.add_argument("--n-floor", type=int, help="baseline and Redis store ops (default 20000)")
+    ap.add_argument("--n-agent", type=int, help="agent-API ops per figure (default 2000)")
+    ap.add_argument("--n-queue", type=int, help="checkouts timed per queue size (default 500)")
+    ap.add_argument("--big-queue", type=int, help="the large queue size (default 1000000)")
+    ap.add_argument("--n-peer", type=int, help="procrastinate jobs (default 2000)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of alternating runs (Redis floor/store, peer/cycles)",
+    )
+    ap.add_argument("--json", default=str(REPO_ROOT / "var" / "bench.json"), help="output file")
+    ap.add_argument("--keep", action="store_true", help="keep the bench databases afterwards")
+    args = ap.parse_args(argv)
+    quick = args.quick
+    defaults = {
+        "n_floor": 5000 if quick else 20000,
+        "n_agent": 500 if quick else 2000,
+        "n_queue": 200 if quick else 500,
+        "big_queue": 200_000 if quick else 1_000_000,
+        "n_peer": 500 if quick else 2000,
+    }
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def _meta(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.system()}",
+        "python": platform.python_version(),
+        "args": {k: v for k, v in vars(args).items() if k != "json"},
+        "load_avg_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _step(message: str) -> float:
+    print(f"bench: {message}…", file=sys.stderr, flush=True)
+    return time.perf_counter()
+
+
+def run(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
+    r: dict[str, Any] = {"meta": _meta(args), "agent": {}, "paired_floor": {}}
+    _step(f"creating database {cfg.pg_db}")
+    create_database(cfg, cfg.pg_db)
+    create_schema(cfg)
+    baseline = floor.load_baseline()
+    bare: list[dict[str, Any]] = []
+    ours: list[dict[str, Any]] = []
+    for k in range(args.rounds):
+        _step(f"round {k + 1}/{args.rounds}: baseline.py Redis floor (n={args.n_floor})")
+        bare.append(floor.baseline_redis(cfg, baseline, args.n_floor))
+        _step(f"round {k + 1}/{args.rounds}: RedisLeaseStore primitives (n={args.n_floor})")
+        ours.append(leases.store_figures(cfg, args.n_floor))
+    r["floor"], r["store"] = median_of(bare), median_of(ours)
+    _step(f"floor: baseline.py PostgreSQL checkout (n={args.n_floor // 2})")
+    r["floor"].update(floor.baseline_postgres(cfg, baseline, args.n_floor))
+    bare = floor.Bare(cfg, baseline, 4 * args.n_agent + 100)
+    try:
+        for backend in BACKENDS:
+            agent_phase(cfg, args, r, backend, bare)
+    finally:
+        bare.close()
+    small, large = 10_000, args.big_queue
+    _step(f"checkout latency at {small:,} and {large:,} queued items")
+    r["queue"] = queue_size.queue_figures(cfg, small, large, args.n_queue, BACKENDS)
+    peer_phase(cfg, args, r)
+    return r
+
+
+def agent_phase(
+    cfg: Config, args: argparse.Namespace, r: dict[str, Any], backend: str, bare: floor.Bare
+) -> None:
+    """The agent API on one backend, each call paired with its bare floor."""
+    n = args.n_agent
+    _step(f"agent API on {backend}: checkout, heartbeat, release, paired with floors (n={n})")
+    ours, floors = leases.agent_figures(cfg, backend, n, bare)
+    _step(f"agent API on {backend}: checkout → submit, paired with its floor (n={n})")
+    cycles, cycle_floor = cycle.cycle_figures(cfg, backend, n, bare)
+    r["agent"][backend] = {**ours, **cycles}
+    r["paired_floor"][backend] = {**floors, **cycle_floor}
+
+
+def peer_phase(cfg: Config, args: argparse.Namespace, r: dict[str, Any]) -> None:
+    """procrastinate and our two cycles in alternating rounds; the median round of each."""
+    m = max(args.n_peer // args.rounds, 1)
+    peers: list[dict[str, float]] = []
+    cycles: dict[str, list[dict[str, Any]]] = {b: [] for b in BACKENDS}
+    for k in range(args.rounds):
+        _step(f"round {k + 1}/{args.rounds}: procrastinate, {m} jobs, one worker")
+        peers.append(peer_procrastinate.peer_figures(cfg, m, first=k == 0))
+        for backend in BACKENDS:
+            _step(f"round {k + 1}/{args.rounds}: {backend} checkout → submit (n={m})")
+            cycles[backend].append(cycle.cycle_figures(cfg, backend, m)[0])
+    peers.sort(key=lambda f: f["worker_jobs_per_s"])
+    r["peer"] = {**peers[len(peers) // 2], "rounds": len(peers), "total_jobs": m * len(peers)}
+    r["peer_cycle"] = {b: median_of(rounds) for b, rounds in cycles.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = Config()
+    start = time.perf_counter()
+    try:
+        r = run(cfg, args)
+    finally:
+        if not args.keep:
+            drop_database(cfg, cfg.peer_db)
+            drop_database(cfg, queue_size.small_config(cfg).pg_db)
+            drop_database(cfg, cfg.pg_db)
+        clear_redis(cfg)
+    r["meta"]["seconds"] = round(time.perf_counter() - start, 1)
+    r["meta"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    table = report.rows(r)
+    print(report.render(r, table))
+    path = os.path.abspath(args.json)
+    report.write_json(Path(path), r, table)
+    print(f"\nfigures written to {path} ({r['meta']['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Acquire, heartbeat and release through the agent API, and the Redis store alone.
+
+Agent API: ``wm.agent.checkout`` (global, by priority then age), ``wm.agent.heartbeat``
+and ``wm.agent.release`` on PostgreSQL, once per lease backend. Store: the
+``RedisLeaseStore`` primitives, to compare with the bare Lua calls of the baseline.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from .common import AGENT, ORDER_TYPE, Config, Figures, make_wm, measure, measure_pair, seed
+from .floor import Bare
+
+Paired = tuple[dict[str, Figures], dict[str, Figures]]
+
+
+def agent_figures(cfg: Config, backend: str, n: int, bare: Bare) -> Paired:
+    """n checkouts, then two heartbeats of each lease, then n releases: ours, and each
+    call's floor measured in alternating chunks with it."""
+    seed(cfg, n)
+    wm = make_wm(cfg, backend)
+    leases: list[Any] = []
+    calls: dict[str, Any] = {
+        "checkout": lambda _: leases.append(wm.agent.checkout(AGENT)),
+        "heartbeat_first": lambda i: wm.agent.heartbeat(leases[i]),
+        "heartbeat": lambda i: wm.agent.heartbeat(leases[i]),
+        "release": lambda i: wm.agent.release(leases[i]),
+    }
+    ours, floors = {}, {}
+    try:
+        for _ in range(10):  # warm the pool, statement caches and scripts; then put back
+            wm.agent.release(wm.agent.checkout(AGENT))
+        for op, call in calls.items():
+            ours[op], floors[op] = measure_pair(call, bare.floor(backend, op), n)
+            if op == "checkout" and any(lease is None for lease in leases):
+                raise RuntimeError(f"{backend}: a checkout found no item in a full queue")
+    finally:
+        wm.close()
+    return ours, floors
+
+
+def store_figures(cfg: Config, n: int) -> dict[str, Figures]:
+    """``RedisLeaseStore.acquire / extend / release`` on n distinct items, no limits."""
+    from workmanager.leases.redis import RedisLeaseStore, connect
+
+    store = RedisLeaseStore(connect(cfg.redis_url), f"{cfg.redis_prefix}store:")
+    items = [str(uuid.uuid4()) for _ in range(n)]
+    tokens: list[int] = []
+    ttl_ms = 600_000
+
+    def acquire(i: int) -> None:
+        tokens.append(store.acquire(items[i], AGENT, ttl_ms, 1, ORDER_TYPE, 0, 0))
+
+    try:
+        out = {"store_acquire": measure(acquire, n)}
+        if min(tokens) <= 0:
+            raise RuntimeError("RedisLeaseStore.acquire refused a free item")
+        out["store_extend"] = measure(
+            lambda i: store.extend(items[i], AGENT, tokens[i], ttl_ms, ORDER_TYPE), n
+        )
+        out["store_release"] = measure(
+            lambda i: store.release(items[i], AGENT, tokens[i], ORDER_TYPE), n
+        )
+    finally:
+        store.client.close()
+    return out
