@@ -371,6 +371,26 @@ def test_a_submitted_item_is_never_reclaimed(build) -> None:
     assert "lease_expired" not in item_events(wm, order_id, lease.item_id)
 
 
+def test_leases_lost_with_the_store_are_reclaimed_by_the_next_sweep(build, backend) -> None:
+    wm = build(**FAST)  # leases of 600 s: only the loss of the store can end this one early
+    wm.propose("test.multi", {"count": 2})
+    lost = checkout(wm, "agent-a")
+    assert wm.sweeper.sweep().reclaimed == 0  # a live lease survives the first (audit) sweep
+    lose_store_data(wm)
+    result = wm.sweeper.sweep()
+    if backend[1] == "database":  # the rows are the leases: nothing was lost
+        assert result.reclaimed == 0
+        wm.agent.heartbeat(lost)
+        return
+    assert result.requeued == {"test.multi": [lost.item_id]}
+    assert_all_refused(wm, lost, LeaseExpired)
+    regrant = checkout(wm, "agent-b", order_id=lost.order_id)
+    assert regrant.item_id == lost.item_id and regrant.token > lost.token
+    assert_all_refused(wm, lost, LeaseConflict)
+    wm.agent.submit(regrant, {"answer": 1})
+    assert wm.sweeper.sweep().reclaimed == 0
+
+
 # --- concurrency limits -----------------------------------------------------------------
 def test_per_agent_limit_on_global_and_scoped_checkout(build) -> None:
     wm = build(max_leases_per_agent=2)

@@ -246,15 +246,28 @@ def flush_redis_url(redis_url: str) -> str:
 def test_redis_flushdb_mid_run_then_sweep_loses_and_doubles_nothing(pool, redis_url) -> None:
     url = flush_redis_url(redis_url)
     run = pool("redis", ttl=3, redis=url)
-    for n in range(PROCESSES):
+    run.start("slow", work_seconds=1.0)  # holds each lease for a second
+    for n in range(PROCESSES - 1):
         run.start(f"agent-{n}")
     run.wait_for("a quarter of the items", lambda: run.count("submitted") >= 100)
+
+    def slow_grants() -> list[dict[str, Any]]:
+        return [r for r in run.records("slow") if r["ev"] == "grant"]
+
+    before = len(slow_grants())
+    run.wait_for("a fresh slow grant", lambda: len(slow_grants()) > before)
+    slow = slow_grants()[-1]  # held for about a second from now, across the flush
     held = run.count("leased", "in_progress")
     redis.Redis.from_url(url).flushdb()
     swept = run.wm.sweeper.sweep()
     left = len(run.items) - run.count("submitted")
+    print(f"flush: {held} held, {swept.reclaimed} reclaimed at once, {left} left")
     run.finish()
     figures = check_exactly_once(run)
     assert left > 0, "the run had finished before the flush"
     assert held > 0, "no lease was held when Redis was flushed"
-    print(f"flush: {held} held, {swept.reclaimed} reclaimed at once, {figures}")
+    # The sweep right after the flush reclaimed leases the flush took, with time to spare.
+    assert uuid.UUID(slow["item"]) in swept.requeued["test.multi"]
+    lost = {(r["item"], r["token"]) for r in run.records("slow") if r["ev"] == "lost"}
+    assert (slow["item"], slow["token"]) in lost  # its holder was refused from then on
+    print(figures)

@@ -72,11 +72,16 @@ class LeaseBackend(Protocol):
         """Called when the transaction of a grant rolled back; drops any backend-side hold."""
 
     def dead(self, session: Session, items: list[Item], now: datetime) -> list[Item]:
-        """Of these held rows whose recorded expiry passed, the ones whose lease is gone.
+        """Of these held rows, the ones whose lease is gone.
 
         The sweep reclaims those. Rows whose lease is in fact alive may have their recorded
         expiry refreshed here so the sweep does not look at them again until then.
         """
+
+    def lost_track(self) -> bool:
+        """True when leases may have been lost since the last call (the store was flushed
+        or restarted, or this is its first sweep). The sweep then checks every held row,
+        not only those past their recorded expiry. Marks the store, atomically."""
 
 
 def check_row(item: Item, lease: Lease, now: datetime, *, check_expiry: bool = True) -> None:
@@ -137,3 +142,7 @@ class LeaseStore(Protocol):
 
     def alive(self, item_ids: list[str]) -> dict[str, int]:
         """Of these items, the ones with a live lock, with the milliseconds it has left."""
+
+    def mark(self) -> bool:
+        """Set the store's data-loss marker; ``True`` when it was missing (the store lost
+        its data, or was never marked), so locks may have vanished with it."""

@@ -100,7 +100,10 @@ class DatabaseLeaseBackend:
         pass
 
     def dead(self, session: Session, items: list[Item], now: datetime) -> list[Item]:
-        return items
+        return [i for i in items if i.lease_expires_at is not None and i.lease_expires_at <= now]
+
+    def lost_track(self) -> bool:
+        return False  # the rows are the leases: nothing to lose
 
 
 def _advisory_lock(session: Session, key: str) -> None:

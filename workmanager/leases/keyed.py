@@ -121,3 +121,6 @@ class StoreLeaseBackend:
             else:
                 item.lease_expires_at = now + timedelta(milliseconds=remaining_ms)
         return gone
+
+    def lost_track(self) -> bool:
+        return self.store.mark()

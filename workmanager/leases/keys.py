@@ -4,6 +4,7 @@
 {prefix}fence              integer, INCR per grant                     (fencing counter)
 {prefix}agent:{agent_id}   zset item_id -> expiry ms                  (per-agent count)
 {prefix}type:{order_type}  zset item_id -> expiry ms                  (per-type count)
+{prefix}epoch              "1", set by the sweep                        (data-loss marker)
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ class RedisKeys:
     @property
     def fence(self) -> str:
         return f"{self.prefix}fence"
+
+    @property
+    def epoch(self) -> str:
+        return f"{self.prefix}epoch"
 
     def agent(self, agent_id: str) -> str:
         return f"{self.prefix}agent:{agent_id}"

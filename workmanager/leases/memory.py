@@ -22,6 +22,7 @@ class MemoryLeaseStore:
         self._mutex = threading.Lock()
         self._locks: dict[str, _Lock] = {}
         self._fence = 0
+        self._marked = False
 
     def _live(self, item_id: str, now: float) -> _Lock | None:
         lock = self._locks.get(item_id)
@@ -97,8 +98,14 @@ class MemoryLeaseStore:
                     out[item_id] = int((lock.expires - now) * 1000)
             return out
 
+    def mark(self) -> bool:
+        with self._mutex:
+            missing, self._marked = not self._marked, True
+            return missing
+
     def flush(self) -> None:
-        """Forget every lock, as a Redis FLUSHDB would (the fence counter too)."""
+        """Forget every lock, as a Redis FLUSHDB would (the fence counter and marker too)."""
         with self._mutex:
             self._locks.clear()
             self._fence = 0
+            self._marked = False

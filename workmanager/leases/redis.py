@@ -99,6 +99,12 @@ class RedisLeaseStore:
             raise Unavailable(f"redis unavailable: {exc}") from exc
         return {i: int(t) for i, t in zip(item_ids, ttls, strict=True) if int(t) > 0}
 
+    def mark(self) -> bool:
+        try:
+            return bool(self.client.set(self.keys.epoch, "1", nx=True))
+        except self._errors as exc:
+            raise Unavailable(f"redis unavailable: {exc}") from exc
+
     def ping(self) -> None:
         try:
             self.client.ping()
