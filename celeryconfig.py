@@ -6,6 +6,7 @@ Loaded by the app in ``tasks/app.py`` with ``config_from_object("celeryconfig")`
 from __future__ import annotations
 
 from celery.schedules import crontab
+from kombu import Queue
 
 from workmanager.settings import Settings
 
@@ -32,7 +33,10 @@ worker_send_task_events = True
 task_send_sent_event = True
 task_track_started = True
 
+# A plain `celery -A tasks worker` consumes both control-plane queues; agents.<type>
+# queues are consumed by `workmanager agent` only.
 task_default_queue = "workmanager"
+task_queues = (Queue("workmanager"), Queue("workmanager.apply"))
 task_routes = {
     "workmanager.orders.apply": {"queue": "workmanager.apply"},
     "workmanager.*": {"queue": "workmanager"},

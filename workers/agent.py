@@ -118,10 +118,10 @@ def build(
     manager.registry.get(order_type)  # fail fast on an unknown type
     agent = AgentInfo(
         id=agent_id or default_agent_id(),
-        name=os.environ.get("WORK_MANAGER_AGENT_NAME", "celery-agent"),
-        version=os.environ.get("WORK_MANAGER_AGENT_VERSION"),
-        model_name=os.environ.get("WORK_MANAGER_AGENT_MODEL"),
-        runtime=f"celery/{os.environ.get('WORK_MANAGER_AGENT_RUNTIME', 'python')}",
+        name=manager.settings.agent_name,
+        version=manager.settings.agent_version,
+        model_name=manager.settings.agent_model,
+        runtime=f"celery/{manager.settings.agent_runtime}",
     )
     consumer = AgentConsumer(manager, load_handler(handler_ref), agent)
     register_agent_task(app, order_type, consumer)

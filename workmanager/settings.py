@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigurationError
+from .semver import is_semver
 
 PREFIX = "WORK_MANAGER_"
 EMBEDDED_BROKER = "sqla+sqlite:///./var/broker.db"
@@ -77,6 +78,11 @@ class Settings:
     auth: str = "tokens"
     dead_letter_after_hours: float = 48.0
     stale_order_hours: float = 24.0
+    # Provenance of Celery consumer agents (``workmanager agent``); HTTP agents send headers.
+    agent_name: str = "celery-agent"
+    agent_version: str | None = None
+    agent_model: str | None = None
+    agent_runtime: str = "python"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -220,6 +226,13 @@ def _optional_str(name: str, value: Any) -> str | None:
     return text or None
 
 
+def _optional_semver(name: str, value: Any) -> str | None:
+    text = _optional_str(name, value)
+    if text is not None and not is_semver(text):
+        raise _fail(name, value, "a semantic version such as 1.2.3")
+    return text
+
+
 def _prefix(name: str, value: Any) -> str:
     text = _str(name, value).rstrip("/")
     if not text.startswith("/"):
@@ -283,4 +296,8 @@ _SPECS: tuple[_Spec, ...] = (
     _spec("auth", _choice(*AUTH_MODES)),
     _spec("dead_letter_after_hours", _float),
     _spec("stale_order_hours", _float),
+    _spec("agent_name", _str),
+    _spec("agent_version", _optional_semver),
+    _spec("agent_model", _optional_str),
+    _spec("agent_runtime", _str),
 )

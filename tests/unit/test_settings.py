@@ -219,7 +219,7 @@ def test_unknown_key_in_toml_is_refused_with_a_hint(tmp_path: Path) -> None:
 
 def test_unknown_environment_variables_are_left_alone() -> None:
     # Other tools (and agent processes) share the prefix; only the file is ours alone.
-    s = Settings.from_env({"WORK_MANAGER_AGENT_NAME": "x", "WORK_MANAGER_LEASE_BACKNED": "y"})
+    s = Settings.from_env({"WORK_MANAGER_SOMETHING_ELSE": "x", "WORK_MANAGER_LEASE_BACKNED": "y"})
     assert s == Settings.from_env({})
 
 
@@ -228,3 +228,16 @@ def test_from_env_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("WORK_MANAGER_MAX_LEASES_PER_TYPE", "4")
     s = Settings.from_env()
     assert (s.lease_backend, s.max_leases_per_type) == ("redis", 4)
+
+
+def test_consumer_agent_metadata_settings() -> None:
+    s = Settings.from_env(
+        {
+            "WORK_MANAGER_AGENT_NAME": "researcher",
+            "WORK_MANAGER_AGENT_VERSION": "1.4.0-rc.1",
+            "WORK_MANAGER_AGENT_MODEL": "gpt-x",
+        }
+    )
+    assert (s.agent_name, s.agent_version, s.agent_model) == ("researcher", "1.4.0-rc.1", "gpt-x")
+    with pytest.raises(ConfigurationError, match="WORK_MANAGER_AGENT_VERSION"):
+        Settings.from_env({"WORK_MANAGER_AGENT_VERSION": "v1"})

@@ -7,19 +7,14 @@ a token bound to an agent acts as that agent (naming another is 403); otherwise 
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass, field
 
 from ..errors import Forbidden, InvalidAgentMetadata
+from ..semver import SEMVER
 from ..types import JSON, AgentInfo
 from .tokens import Principal
 
-SEMVER = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
-)
 _MAX_FIELD = 191
 
 

@@ -27,6 +27,7 @@ class MaintenanceReport:
     stale_orders: list[str] = field(default_factory=list)
     purged_keys: int = 0
     recovered_applies: list[uuid.UUID] = field(default_factory=list)
+    recovered_auto_approvals: list[uuid.UUID] = field(default_factory=list)
 
 
 class Maintenance:
@@ -54,6 +55,9 @@ class Maintenance:
             report.recovered_applies = self.stuck_applies()
             for order_id in report.recovered_applies:
                 self.ctx.dispatcher.order_approved(order_id)
+            report.recovered_auto_approvals = self.stuck_auto_approvals()
+            for order_id in report.recovered_auto_approvals:
+                self.ctx.dispatcher.order_submitted(order_id)
         self.report_gauges()
         return report
 
@@ -107,7 +111,12 @@ class Maintenance:
         return ids
 
     def stuck_applies(self) -> list[uuid.UUID]:
-        """Orders left ``approved`` past ``APPLY_RECOVERY_SECONDS`` (their worker died)."""
+        """Orders ``approved`` with no apply activity for ``APPLY_RECOVERY_SECONDS``.
+
+        Each apply attempt touches the order (``updated_at``) when it starts and when it
+        fails, so an order untouched that long has no apply running: its worker died, or
+        its message was lost. Set the setting above the longest apply you run.
+        """
         cutoff = self.ctx.clock() - timedelta(seconds=self.ctx.settings.apply_recovery_seconds)
         with self.ctx.db.transaction() as s:
             return list(
@@ -115,7 +124,28 @@ class Maintenance:
                     select(Order.id)
                     .where(
                         Order.state == OrderState.APPROVED.value,
-                        Order.last_transitioned_at <= cutoff,
+                        Order.updated_at <= cutoff,
+                    )
+                    .limit(1000)
+                )
+            )
+
+    def stuck_auto_approvals(self) -> list[uuid.UUID]:
+        """Orders of auto-approving types left ``submitted`` for ``APPLY_RECOVERY_SECONDS``
+        (their ``check_auto_approval`` message was lost): announced again. A refused check
+        is repeated too, which is harmless: it refuses again and stays for review."""
+        auto = [t.type for t in self.ctx.registry if t.auto_approve]
+        if not auto:
+            return []
+        cutoff = self.ctx.clock() - timedelta(seconds=self.ctx.settings.apply_recovery_seconds)
+        with self.ctx.db.transaction() as s:
+            return list(
+                s.scalars(
+                    select(Order.id)
+                    .where(
+                        Order.state == OrderState.SUBMITTED.value,
+                        Order.type.in_(auto),
+                        Order.updated_at <= cutoff,
                     )
                     .limit(1000)
                 )

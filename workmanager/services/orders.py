@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -188,6 +188,12 @@ class OrderService:
         """``submitted → approved``; then the apply is dispatched."""
         order = self.ctx.db.run(lambda s: self._approve_tx(s, order_id, actor, agent))
         self.ctx.metrics.increment("orders_approved_total", type=order["type"])
+        waited = datetime.fromisoformat(order["last_transitioned_at"]) - datetime.fromisoformat(
+            order["created_at"]
+        )
+        self.ctx.metrics.histogram(
+            "order_time_to_approval_seconds", waited.total_seconds(), type=order["type"]
+        )
         self.ctx.dispatcher.order_approved(order_id)
         return order
 
@@ -209,11 +215,6 @@ class OrderService:
             )
         move_order(s, order, OrderState.APPROVED, actor, now=now)
         self.ctx.provenance.record(s, "approve", agent, order_id=order.id)
-        self.ctx.metrics.histogram(
-            "order_time_to_approval_seconds",
-            (now - order.created_at).total_seconds(),
-            type=order.type,
-        )
         return order_dict(order)
 
     def check_auto_approval(self, order_id: uuid.UUID) -> bool:

@@ -1,0 +1,45 @@
+"""Maintenance re-announces work whose message was lost: applies and auto-approvals."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from workmanager import Registry
+from workmanager.db.models import utcnow
+
+from tests.support.types import Picky, Simple
+
+
+def later(wm, seconds: float) -> None:
+    wm.ctx.clock = lambda: utcnow() + timedelta(seconds=seconds)
+
+
+def submitted_order(wm, type_name: str, payload: dict) -> object:
+    order_id = wm.propose(type_name, payload)
+    lease = wm.agent.checkout("agent-1")
+    wm.agent.submit(lease, {"answer": 1})
+    return order_id
+
+
+def test_stuck_apply_is_reannounced_only_after_the_recovery_window(make_wm, database) -> None:
+    wm = make_wm(db=database, registry=Registry([Simple()]), apply_recovery_seconds=300)
+    order_id = submitted_order(wm, "test.simple", {"n": 1})
+    wm.approve(order_id)
+    wm.dispatcher.approved.clear()
+    assert wm.maintenance.run().recovered_applies == []
+    later(wm, 301)
+    assert wm.maintenance.run().recovered_applies == [order_id]
+    assert wm.dispatcher.approved == [order_id]
+
+
+def test_lost_auto_approval_check_is_reannounced(make_wm, database) -> None:
+    wm = make_wm(db=database, registry=Registry([Picky(), Simple()]), apply_recovery_seconds=60)
+    auto = submitted_order(wm, "test.picky", {"ok": False})  # refused: stays submitted
+    manual = submitted_order(wm, "test.simple", {"n": 1})  # not auto-approving
+    assert wm.maintenance.run().recovered_auto_approvals == []
+    before = len(wm.dispatcher.submitted)
+    later(wm, 61)
+    report = wm.maintenance.run()
+    assert report.recovered_auto_approvals == [auto]
+    assert wm.dispatcher.submitted[before:] == [auto]
+    assert manual not in report.recovered_auto_approvals
