@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from tests.support.types import Picky, Simple
 from workmanager import Registry
 from workmanager.db.models import utcnow
-
-from tests.support.types import Picky, Simple
 
 
 def later(wm, seconds: float) -> None:
