@@ -5,8 +5,10 @@
     from workmanager.client import WorkClient
 
     with WorkClient("http://127.0.0.1:8000", token, agent_id="research-agent-1") as wc:
-        with wc.checkout(type="customer.research") as lease:   # None when nothing is free
-            lease.submit({"answer": 42})
+        lease = wc.checkout(type="customer.research")   # None when nothing is free
+        if lease is not None:
+            with lease:                                   # heartbeats until closed
+                lease.submit({"answer": 42})
 
 While a :class:`LeaseHandle` is open a background thread heartbeats at the advised
 interval. Every mutating call carries a fresh idempotency key, and a transport error or a
