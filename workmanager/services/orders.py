@@ -21,7 +21,7 @@ from ..types import JSON, Actor, AgentInfo
 from .context import ServiceContext
 from .lifecycle import lock_order
 from .parts import REJECTED
-from .transitions import move_item, move_order, record_event
+from .transitions import move_item, move_order, record_event, rework_item
 from .views import order_dict, order_view
 
 log = logging.getLogger("workmanager.orders")
@@ -296,9 +296,7 @@ class OrderService:
         if not allow_rework:
             return order_dict(order), []
         for item in items:
-            item.result = item.assembled_result = None
-            item.attempts, item.available_at, item.parts_state = 0, None, None
-            move_item(s, item, ItemState.QUEUED, actor, event="rework")
+            rework_item(s, item, actor)
         move_order(s, order, OrderState.QUEUED, actor, event="rework", now=now)
         return order_dict(order), [i.id for i in items]
 

@@ -90,3 +90,10 @@ def clear_lease(item: Item) -> None:
     """Forget the holder; the token stays, so the next grant is still strictly greater."""
     item.leased_by_agent_id = None
     item.lease_expires_at = None
+
+
+def rework_item(session: Session, item: Item, actor: Actor) -> None:
+    """A rejected item goes back to work: result, attempts, backoff and parts state reset."""
+    item.result = item.assembled_result = None
+    item.attempts, item.available_at, item.parts_state = 0, None, None
+    move_item(session, item, ItemState.QUEUED, actor, event="rework")
