@@ -33,7 +33,15 @@ def checkout(
 ) -> JSONResponse:
     b = body or CheckoutBody()
     filters = CheckoutFilters(b.type, b.min_priority, b.tenant_id)
-    return idempotent.respond(state(request).ops.checkout(caller, filters))
+    ops = state(request).ops
+    return idempotent.run(
+        request,
+        caller,
+        "checkout",
+        "global",
+        b.model_dump(mode="json"),
+        lambda c: ops.checkout(c, filters),
+    )
 
 
 @router.post("/items/{item_id}/heartbeat", summary="Extend the lease")

@@ -41,7 +41,15 @@ def get_order(request: Request, caller: ViewCaller, order_id: str) -> JSONRespon
 
 @router.post("/orders/{order_id}/checkout", summary="Lease the next item of this order")
 def checkout_order(request: Request, caller: CheckoutCaller, order_id: str) -> JSONResponse:
-    return idempotent.respond(state(request).ops.checkout(caller, CheckoutFilters(), order_id))
+    ops = state(request).ops
+    return idempotent.run(
+        request,
+        caller,
+        "checkout",
+        order_id,
+        {},
+        lambda c: ops.checkout(c, CheckoutFilters(), order_id),
+    )
 
 
 @router.post("/orders/{order_id}/approve", status_code=202, summary="Approve; apply runs later")

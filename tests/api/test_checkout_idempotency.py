@@ -1,0 +1,31 @@
+"""Checkout honours WORK_MANAGER_IDEMPOTENCY_ENFORCE_ON when an operator adds it there."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.api.conftest import PREFIX, idem, propose, start_server
+
+pytestmark = pytest.mark.postgres
+
+
+def test_checkout_enforced_requires_a_key_and_replays_the_same_lease(api_db_url, tokens) -> None:
+    srv = start_server(
+        api_db_url, tokens, "database", None, WORK_MANAGER_IDEMPOTENCY_ENFORCE_ON="propose,checkout"
+    )
+    try:
+        with srv.client(agent="agent-1") as client:
+            order = propose(client)
+            missing = client.post(PREFIX + "/checkout", json={})
+            assert missing.status_code == 428
+            assert missing.json()["error"]["code"] == "idempotency_key_required"
+            key = idem()
+            first = client.post(PREFIX + "/checkout", json={}, headers=key)
+            again = client.post(PREFIX + "/checkout", json={}, headers=key)
+            assert first.status_code == again.status_code == 200
+            assert again.headers.get("Idempotent-Replayed") == "true"
+            assert again.json() == first.json()
+            scoped = client.post(f"{PREFIX}/orders/{order['id']}/checkout", headers=idem())
+            assert scoped.status_code == 409  # the only item is already leased
+    finally:
+        srv.close()
