@@ -128,6 +128,8 @@ class Database:
 
 
 def _is_connection_error(exc: OperationalError) -> bool:
+    if _is_retryable(exc):  # a deadlock's text says "blocked by process": not an outage
+        return False
     text = str(exc.orig).lower()
     markers = (
         "connection",
