@@ -32,7 +32,7 @@ def test_deadlock_victim_is_retried(pg_url: str) -> None:
 
         try:
             db.run(body)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [
