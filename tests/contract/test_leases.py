@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import update
 
 from tests.support.types import Multi, Parts, Simple
-from workmanager import Registry, WorkManager
+from workmanager import Actor, Registry, WorkManager
 from workmanager.db.models import Item, Order, utcnow
 from workmanager.errors import Forbidden, LeaseConflict, LeaseExpired, NotFound
 from workmanager.leases.memory import MemoryLeaseStore
@@ -314,6 +314,11 @@ def test_non_retryable_failure_fails_the_item_and_the_order(build) -> None:
     assert outcome.item["state"] == "failed" and outcome.order_state == "failed"
     assert row(wm, lease.item_id).error == {"code": "bad_input", "message": "never"}
     assert order_state(wm, order_id) == "failed"
+    # The order's other item is still queued, but a failed order hands out no more work.
+    assert wm.agent.checkout("agent-b") is None
+    assert wm.agent.checkout("agent-b", order_id=order_id) is None
+    wm.orders.retry(order_id, Actor("user", "ops"))
+    assert checkout(wm, "agent-b").order_id == order_id
 
 
 # --- the sweep --------------------------------------------------------------------------

@@ -6,10 +6,10 @@ import uuid
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, exists, or_, select
 
-from ..db.models import Item
-from ..states import ItemState
+from ..db.models import Item, Order
+from ..states import LEASABLE_ORDER_STATES, ItemState
 from .base import CheckoutQuery
 
 
@@ -20,10 +20,14 @@ def eligible(
     blocked_types: Collection[str] = (),
     exclude_ids: Collection[uuid.UUID] = (),
 ) -> Select[Item]:
-    """Queued items that are due, filtered, in checkout order: priority desc, then age."""
+    """Queued items that are due, of orders still being worked on (not failed, say),
+    filtered, in checkout order: priority desc, then age."""
     stmt = select(Item).where(
         Item.state == ItemState.QUEUED.value,
         or_(Item.available_at.is_(None), Item.available_at <= now),
+        exists().where(
+            Order.id == Item.order_id, Order.state.in_([s.value for s in LEASABLE_ORDER_STATES])
+        ),
     )
     if query.item_id is not None:
         stmt = stmt.where(Item.id == query.item_id)
