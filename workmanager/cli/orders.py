@@ -1,14 +1,37 @@
-"""``workmanager orders …``: a first slice of the operator console (SPEC §9)."""
+"""``workmanager orders list|show|review|requeue|retry|clone`` (SPEC §9)."""
 
 from __future__ import annotations
 
-import json
 import uuid
+from typing import Any
 
 import click
 
-from ..types import Actor
+from ..services.listing import OrderListing
+from ..services.order_admin import OrderAdmin
 from .app import Env, cli, pass_env
+from .render import emit_json, json_option, pairs, table
+
+ORDER_COLUMNS = ("id", "type", "state", "priority", "items_count", "created_at", "error")
+ITEM_COLUMNS = ("id", "state", "attempts", "leased_by_agent_id", "lease_expires_at", "error")
+EVENT_COLUMNS = ("id", "created_at", "event", "actor_id", "item_id", "payload")
+SHOW_FIELDS = (
+    "id",
+    "type",
+    "state",
+    "priority",
+    "requested_by_type",
+    "requested_by_id",
+    "dedupe_key",
+    "payload",
+    "meta",
+    "last_error",
+    "created_at",
+    "last_transitioned_at",
+    "applied_at",
+    "completed_at",
+    "diff",
+)
 
 
 @cli.group()
@@ -16,18 +39,143 @@ def orders() -> None:
     """Inspect and steer orders."""
 
 
+def _with_error(order: dict[str, Any]) -> dict[str, Any]:
+    error = order.get("last_error") or {}
+    return {**order, "error": error.get("code")}
+
+
+@orders.command("list")
+@click.option("--state", multiple=True, help="order state (repeat or comma list)")
+@click.option("--type", "order_type", multiple=True, help="order type (repeat or comma list)")
+@click.option("--sort", default=None, help="e.g. -priority,created_at (SPEC §6.2)")
+@click.option("--limit", default=50, show_default=True, help="page size, 1..100")
+@click.option("--page", default=1, show_default=True)
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="any filter of the HTTP list, e.g. priority='>=5' or items.state=failed",
+)
+@json_option
+@pass_env
+def list_orders(
+    env: Env,
+    state: tuple[str, ...],
+    order_type: tuple[str, ...],
+    sort: str | None,
+    limit: int,
+    page: int,
+    filters: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """List orders with the filters, sorts and pages of the HTTP API."""
+    params = [("page[size]", str(limit)), ("page[number]", str(page))]
+    if state:
+        params.append(("filter[state]", ",".join(state)))
+    if order_type:
+        params.append(("filter[type]", ",".join(order_type)))
+    if sort:
+        params.append(("sort", sort))
+    for raw in filters:
+        key, sep, value = raw.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{raw!r} is not KEY=VALUE", param_hint="--filter")
+        params.append((f"filter[{key}]", value))
+    answer = OrderListing(env.wm.ctx).list(params)
+    if as_json:
+        emit_json(answer)
+        return
+    meta = answer["meta"]
+    title = f"orders (page {meta['current_page']}/{meta['last_page']}, {meta['total']} total)"
+    table([_with_error(o) for o in answer["data"]], ORDER_COLUMNS, title=title)
+
+
 @orders.command("show")
 @click.argument("order_id", type=click.UUID)
+@click.option("--events", default=20, show_default=True, help="latest events to show")
+@json_option
 @pass_env
-def show(env: Env, order_id: uuid.UUID) -> None:
-    """Print an order with its items and latest events as JSON."""
-    click.echo(json.dumps(env.wm.queries.order(order_id), indent=2, default=str))
+def show(env: Env, order_id: uuid.UUID, events: int, as_json: bool) -> None:
+    """An order with its items and latest events."""
+    order = env.wm.queries.order(order_id, events=events)
+    if as_json:
+        emit_json(order)
+        return
+    pairs(order, SHOW_FIELDS, title=f"order {order['id']}")
+    table(order["items"], ITEM_COLUMNS, title="items", empty="no items")
+    table(order["events"], EVENT_COLUMNS, title="events (newest first)", empty="no events")
+
+
+def _done(order: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(order)
+    else:
+        click.echo(f"{order['id']} {order['state']}")
+
+
+@orders.command("review")
+@click.argument("order_id", type=click.UUID)
+@click.option("--approve", "decision", flag_value="approve", help="approve; the apply follows")
+@click.option("--reject", "decision", flag_value="reject", help="reject (needs --reason)")
+@click.option("--reason", default=None, help="why it is rejected (stored as the error)")
+@click.option("--code", default="rejected_by_reviewer", show_default=True, help="error code")
+@click.option("--rework", is_flag=True, help="with --reject: send the items back to work")
+@json_option
+@pass_env
+def review(
+    env: Env,
+    order_id: uuid.UUID,
+    decision: str | None,
+    reason: str | None,
+    code: str,
+    rework: bool,
+    as_json: bool,
+) -> None:
+    """Approve or reject a submitted order."""
+    if decision is None:
+        raise click.UsageError("choose --approve or --reject")
+    wm = env.console
+    if decision == "approve":
+        if reason or rework:
+            raise click.UsageError("--reason and --rework go with --reject")
+        _done(wm.orders.approve(order_id, env.actor), as_json)
+        return
+    if not reason:
+        raise click.UsageError("--reject needs --reason")
+    errors = [{"code": code, "message": reason}]
+    _done(wm.orders.reject(order_id, errors, env.actor, allow_rework=rework), as_json)
+
+
+@orders.command("requeue")
+@click.argument("order_id", type=click.UUID)
+@json_option
+@pass_env
+def requeue(env: Env, order_id: uuid.UUID, as_json: bool) -> None:
+    """Send an order's open work back to the queue, leasable now (rejected orders are
+    reworked; held leases are released)."""
+    wm = env.console
+    _done(OrderAdmin(wm.ctx, wm.orders).requeue(order_id, env.actor), as_json)
 
 
 @orders.command("retry")
 @click.argument("order_id", type=click.UUID)
+@json_option
 @pass_env
-def retry(env: Env, order_id: uuid.UUID) -> None:
+def retry(env: Env, order_id: uuid.UUID, as_json: bool) -> None:
     """Put a failed order (and its failed items) back to work."""
-    order = env.wm.orders.retry(order_id, Actor("user", "cli"))
-    click.echo(f"{order['id']} {order['state']}")
+    _done(env.console.orders.retry(order_id, env.actor), as_json)
+
+
+@orders.command("clone")
+@click.argument("order_id", type=click.UUID)
+@json_option
+@pass_env
+def clone(env: Env, order_id: uuid.UUID, as_json: bool) -> None:
+    """Propose a new order with the same type, payload, priority and meta."""
+    wm = env.console
+    order = OrderAdmin(wm.ctx, wm.orders).clone(order_id, env.actor)
+    if as_json:
+        emit_json(order)
+    else:
+        click.echo(f"{order['id']} {order['state']} (clone of {order_id})")

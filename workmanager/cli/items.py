@@ -1,0 +1,68 @@
+"""``workmanager items list|retry`` (SPEC §9)."""
+
+from __future__ import annotations
+
+import uuid
+
+import click
+
+from ..services.items import ItemAdmin, ItemFilter
+from .app import Env, cli, pass_env
+from .render import emit_json, json_option, table
+
+COLUMNS = (
+    "id",
+    "order_id",
+    "order_type",
+    "state",
+    "attempts",
+    "max_attempts",
+    "leased_by_agent_id",
+    "lease_expires_at",
+    "error",
+)
+
+
+@cli.group()
+def items() -> None:
+    """Inspect and retry work items."""
+
+
+@items.command("list")
+@click.option("--order", "order_id", type=click.UUID, default=None)
+@click.option("--state", default=None)
+@click.option("--type", "order_type", default=None, help="order type")
+@click.option("--agent", "agent_id", default=None, help="holder of the lease")
+@click.option("--limit", default=50, show_default=True, help="1..1000")
+@json_option
+@pass_env
+def list_items(
+    env: Env,
+    order_id: uuid.UUID | None,
+    state: str | None,
+    order_type: str | None,
+    agent_id: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Items, oldest first."""
+    where = ItemFilter(order_id=order_id, state=state, type=order_type, agent_id=agent_id)
+    rows = ItemAdmin(env.wm.ctx).list(where, limit=limit)
+    if as_json:
+        emit_json(rows)
+        return
+    shown = [{**r, "error": (r["error"] or {}).get("code")} for r in rows]
+    table(shown, COLUMNS, title=f"items ({len(rows)})")
+
+
+@items.command("retry")
+@click.argument("item_id", type=click.UUID)
+@json_option
+@pass_env
+def retry(env: Env, item_id: uuid.UUID, as_json: bool) -> None:
+    """Put a failed item back to work (its failed order with it)."""
+    item = ItemAdmin(env.console.ctx).retry(item_id, env.actor)
+    if as_json:
+        emit_json(item)
+    else:
+        click.echo(f"{item['id']} {item['state']}")

@@ -1,0 +1,124 @@
+"""``workmanager leases list|reclaim|release|extend`` by selector (SPEC §9).
+
+The selector rule (and the refusal of an empty one) lives in ``services.admin``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from ..errors import InvalidQuery
+from ..services.admin import LeaseAdmin, LeaseAdminResult, LeaseSelector
+from .app import Env, cli, pass_env
+from .render import DURATION, emit_json, json_option, table
+
+F = TypeVar("F", bound=Callable[..., Any])
+COLUMNS = ("item_id", "order_type", "agent_id", "lease_token", "lease_expires_at", "attempts")
+
+
+def selectors(fn: F) -> F:
+    """The options every lease command takes."""
+    for option in reversed(
+        [
+            click.option("--agent", "agent_id", default=None, help="leases held by this agent"),
+            click.option("--order", "order_id", type=click.UUID, default=None),
+            click.option("--type", "order_type", default=None, help="order type"),
+            click.option(
+                "--older-than", type=DURATION, default=None, help="granted longer ago, e.g. 2h"
+            ),
+            click.option("--all", "select_all", is_flag=True, help="every held lease"),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def _selector(kw: dict[str, Any], required: bool = True) -> LeaseSelector:
+    selector = LeaseSelector(
+        agent_id=kw.pop("agent_id"),
+        order_id=kw.pop("order_id"),
+        order_type=kw.pop("order_type"),
+        older_than=kw.pop("older_than"),
+        all=kw.pop("select_all"),
+    )
+    try:
+        if required:
+            selector.require()
+    except InvalidQuery as exc:
+        raise click.UsageError(
+            f"{exc.message} (use --agent, --order, --type, --older-than or --all)"
+        ) from exc
+    return selector
+
+
+@cli.group()
+def leases() -> None:
+    """Administer held leases, chosen by --agent --order --type --older-than or --all."""
+
+
+@leases.command("list")
+@selectors
+@json_option
+@pass_env
+def list_leases(env: Env, /, as_json: bool, **kw: Any) -> None:
+    """Held leases (all of them when no selector is given)."""
+    rows = LeaseAdmin(env.wm.ctx).held(_selector(kw, required=False))
+    if as_json:
+        emit_json(rows)
+    else:
+        table(rows, ("order_id", "state", *COLUMNS), title=f"held leases ({len(rows)})")
+
+
+def _report(result: LeaseAdminResult, as_json: bool) -> None:
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    extra = ("new_lease_expires_at", "reason") if result.action == "extend" else ()
+    title = f"{result.action}{' (dry run: nothing changed)' if result.dry_run else ''}"
+    table(result.changes, (*COLUMNS, "outcome", *extra), title=title, empty="no lease matched")
+    counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(result.counts().items()))
+    verb = "would be" if result.dry_run else "were"
+    click.echo(f"{len(result.changes)} lease(s) {verb} touched" + (f": {counts}" if counts else ""))
+
+
+dry_run_option = click.option(
+    "--dry-run", is_flag=True, help="show what would change, change nothing"
+)
+
+
+@leases.command("reclaim")
+@selectors
+@dry_run_option
+@json_option
+@pass_env
+def reclaim(env: Env, /, dry_run: bool, as_json: bool, **kw: Any) -> None:
+    """End the leases now, as the sweep ends expired ones: requeued with backoff, or failed
+    when their attempts are spent."""
+    admin = LeaseAdmin(env.console.ctx, env.actor)
+    _report(admin.reclaim(_selector(kw), dry_run=dry_run), as_json)
+
+
+@leases.command("release")
+@selectors
+@dry_run_option
+@json_option
+@pass_env
+def release(env: Env, /, dry_run: bool, as_json: bool, **kw: Any) -> None:
+    """End the leases now and give the attempt back; the items are leasable at once."""
+    admin = LeaseAdmin(env.console.ctx, env.actor)
+    _report(admin.release(_selector(kw), dry_run=dry_run), as_json)
+
+
+@leases.command("extend")
+@selectors
+@click.option("--seconds", type=click.IntRange(min=1), required=True, help="add this much")
+@dry_run_option
+@json_option
+@pass_env
+def extend(env: Env, /, seconds: int, dry_run: bool, as_json: bool, **kw: Any) -> None:
+    """Push each live lease's expiry out by --seconds."""
+    admin = LeaseAdmin(env.console.ctx, env.actor)
+    _report(admin.extend(_selector(kw), seconds, dry_run=dry_run), as_json)

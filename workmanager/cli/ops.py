@@ -1,0 +1,123 @@
+"""``workmanager ops check|tail|prune|purge-keys`` (SPEC §9)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import click
+
+from ..services.housekeeping import Housekeeping
+from .app import Env, cli, pass_env
+from .render import DURATION, console, emit_json, json_option, pairs, progress_bar
+
+
+@cli.group()
+def ops() -> None:
+    """Health, the event log and housekeeping."""
+
+
+@ops.command("check")
+@json_option
+@pass_env
+def check(env: Env, as_json: bool) -> None:
+    """Database, broker and Redis reachability, and counts by state. Exit 1 when a
+    component in use is down."""
+    report = Housekeeping(env.wm.ctx).check()
+    if as_json:
+        emit_json(report)
+    else:
+        pairs(report["components"], list(report["components"]), title="components")
+        for key in ("orders", "items", "leases"):
+            if key in report:
+                pairs(report[key], list(report[key]) or ["-"], title=key)
+        click.echo("ok" if report["ok"] else "NOT OK")
+    if not report["ok"]:
+        sys.exit(1)
+
+
+def _line(event: dict[str, Any]) -> str:
+    item = f" item={event['item_id']}" if event["item_id"] else ""
+    payload = f" {json.dumps(event['payload'], default=str)}" if event["payload"] else ""
+    actor = f"{event['actor_type']}:{event['actor_id']}"
+    head = f"{event['created_at']} #{event['id']} {event['event']} order={event['order_id']}"
+    return f"{head}{item} by {actor}{payload}"
+
+
+def _print(events: list[dict[str, Any]], as_json: bool) -> None:
+    for event in events:
+        click.echo(json.dumps(event, default=str) if as_json else _line(event))
+
+
+@ops.command("tail")
+@click.option("--limit", "-n", default=20, show_default=True, help="latest events to show")
+@click.option("--order", "order_id", type=click.UUID, default=None, help="one order's events")
+@click.option("--follow", "-f", is_flag=True, help="keep printing new events")
+@click.option("--interval", default=1.0, show_default=True, help="seconds between polls")
+@click.option("--timeout", default=None, type=float, help="stop following after this long")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+@pass_env
+def tail(
+    env: Env,
+    limit: int,
+    order_id: uuid.UUID | None,
+    follow: bool,
+    interval: float,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """The event log, newest last."""
+    house = Housekeeping(env.wm.ctx)
+    events = house.tail(limit=limit, order_id=order_id)
+    _print(events, as_json)
+    if not follow:
+        return
+    last = events[-1]["id"] if events else 0
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(interval)
+            new = house.tail(limit=1000, after_id=last, order_id=order_id)
+            _print(new, as_json)
+            last = new[-1]["id"] if new else last
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass
+
+
+@ops.command("prune")
+@click.option("--older-than", type=DURATION, required=True, help="e.g. 90d")
+@click.option("--dry-run", is_flag=True, help="count what would go; delete nothing")
+@json_option
+@pass_env
+def prune(env: Env, older_than: timedelta, dry_run: bool, as_json: bool) -> None:
+    """Delete completed and dead-lettered orders older than that, with their items, parts,
+    events and provenance."""
+    house = Housekeeping(env.wm.ctx)
+    with progress_bar("counting" if dry_run else "pruning") as update:
+        report = house.prune(older_than, dry_run=dry_run, progress=update)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    verb = "would delete" if dry_run else "deleted"
+    console().print(
+        f"{verb} {report.orders} order(s) and {report.items} item(s) last changed before "
+        f"{report.cutoff}"
+    )
+
+
+@ops.command("purge-keys")
+@click.option("--older-than", type=DURATION, required=True, help="e.g. 30d")
+@json_option
+@pass_env
+def purge_keys(env: Env, older_than: timedelta, as_json: bool) -> None:
+    """Delete idempotency keys created longer ago than that."""
+    purged = Housekeeping(env.wm.ctx).purge_keys(older_than)
+    if as_json:
+        emit_json({"purged": purged})
+    else:
+        click.echo(f"purged {purged} idempotency key(s)")

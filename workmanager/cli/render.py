@@ -1,0 +1,110 @@
+"""Output for the operator console: rich tables for people, JSON for scripts, progress
+bars on stderr (so ``--json`` output on stdout stays parseable), and shared option types."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..durations import parse_duration
+from ..errors import WorkManagerError
+
+json_option = click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
+
+
+def console(stderr: bool = False) -> Console:
+    """A console on the current stdout/stderr (wide when not a terminal, so ids fit)."""
+    out = Console(stderr=stderr, highlight=False)
+    if not out.is_terminal:
+        out = Console(stderr=stderr, highlight=False, width=200, soft_wrap=True)
+    return out
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def table(
+    rows: Iterable[dict[str, Any]],
+    columns: Sequence[str],
+    title: str | None = None,
+    empty: str = "nothing matched",
+) -> None:
+    """Print ``rows`` (dicts) as a table of ``columns``; a line saying so when empty."""
+    rows = list(rows)
+    if not rows:
+        console().print(empty)
+        return
+    grid = Table(title=title, show_lines=False)
+    for column in columns:
+        grid.add_column(column)
+    for row in rows:
+        grid.add_row(*(cell(row.get(c)) for c in columns))
+    console().print(grid)
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def pairs(data: dict[str, Any], keys: Sequence[str], title: str | None = None) -> None:
+    """One record as a two-column table."""
+    grid = Table(title=title, show_header=False)
+    grid.add_column("field", style="bold")
+    grid.add_column("value")
+    for key in keys:
+        grid.add_row(key, cell(data.get(key)))
+    console().print(grid)
+
+
+#: ``update(done, total=None)``: move a progress bar (and set its total when known).
+Update = Callable[..., None]
+
+
+@contextmanager
+def progress_bar(label: str, total: int | None = None) -> Iterator[Update]:
+    """A progress bar on stderr, so ``--json`` on stdout stays clean."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console(stderr=True),
+    ) as bar:
+        task = bar.add_task(label, total=total)
+
+        def update(done: int, total: int | None = None) -> None:
+            bar.update(task, completed=done, total=total)  # None keeps the total
+
+        yield update
+
+
+class Duration(click.ParamType[timedelta]):
+    """``90d``, ``12h``, ``30m``, ``45s``, ``2w`` (``workmanager.durations``)."""
+
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        try:
+            return parse_duration(str(value), field=param.name if param and param.name else "")
+        except WorkManagerError as exc:
+            self.fail(exc.message, param, ctx)
+
+
+DURATION = Duration()
