@@ -16,10 +16,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from ..checks import check, guarded
 from ..db.models import Item
 from ..errors import MissingParts, ValidationFailed
 from ..leases.base import CheckoutQuery, Grant
-from ..schema import validate
 from ..states import ItemState, OrderState
 from ..types import JSON, AgentInfo, Lease
 from .context import ServiceContext
@@ -212,8 +212,8 @@ class AgentAPI:
         self.ctx.leases.check(item, _as(lease, agent), now)
         order_type = self.ctx.registry.get(item.order_type)
         view = item_view(item)
-        validate(order_type.result_schema(view), result, "result")
-        order_type.validate_submission(view, result)
+        schema = guarded(lambda: order_type.result_schema(view), "result")
+        check(schema, result, "result", lambda: order_type.validate_submission(view, result))
         item.result = result
         return self._mark_submitted(
             s, item, agent, now, "submit", {"evidence": evidence, "notes": notes}
@@ -290,8 +290,9 @@ class AgentAPI:
         self.ctx.leases.check(item, _as(lease, agent), now)
         order_type = self.ctx.registry.get(item.order_type)
         view = item_view(item)
-        validate(order_type.part_schema(view, part_key), payload, f"payload[{part_key}]")
-        order_type.validate_part(view, part_key, payload, seq)
+        path = f"payload[{part_key}]"
+        schema = guarded(lambda: order_type.part_schema(view, part_key), path)
+        check(schema, payload, path, lambda: order_type.validate_part(view, part_key, payload, seq))
         part = upsert_part(
             s, self.ctx.settings, item, part_key, payload, seq, evidence, notes, agent.id
         )
@@ -327,18 +328,19 @@ class AgentAPI:
         order_type = self.ctx.registry.get(item.order_type)
         view = item_view(item)
         latest = latest_validated(s, item.id)
-        missing = [k for k in order_type.required_parts(view) if k not in latest]
+        required = guarded(lambda: order_type.required_parts(view), "parts")
+        missing = [k for k in required if k not in latest]
         if (mode == "strict" and missing) or not latest:
             raise MissingParts(
                 f"missing parts: {', '.join(missing) or 'no parts submitted'}",
                 details={"missing": missing, "mode": mode},
             )
-        result = order_type.assemble(view, as_values(latest))
+        result = guarded(lambda: order_type.assemble(view, as_values(latest)), "assembled_result")
         if not isinstance(result, dict):
             raise ValidationFailed(
                 [{"path": "assembled_result", "message": "must be an object", "validator": "type"}]
             )
-        order_type.validate_assembled(view, result)
+        check(None, result, "assembled_result", lambda: order_type.validate_assembled(view, result))
         item.assembled_result = result
         item.result = result
         return self._mark_submitted(

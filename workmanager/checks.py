@@ -1,0 +1,52 @@
+"""Running an order type's validation: the JSON Schema and the custom hook, both, always.
+
+SPEC §4.1: the custom hook runs whenever it is defined, never skipped — also when the
+schema already failed, so the agent gets every error at once. A hook that raises
+something other than ``ValidationFailed`` (a bug in the order type) is logged and reported
+as a validation error naming the exception, never as a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .errors import ValidationFailed
+from .schema import schema_errors
+
+log = logging.getLogger("workmanager.hooks")
+T = TypeVar("T")
+
+
+def _as_errors(details: Any, path: str) -> list[dict[str, Any]]:
+    if isinstance(details, list) and all(isinstance(d, dict) for d in details):
+        return list(details)
+    return [{"path": path, "message": str(details), "validator": "custom"}]
+
+
+def guarded(fn: Callable[[], T], path: str) -> T:
+    """Call an order-type hook; a crash becomes ``ValidationFailed`` at ``path``."""
+    try:
+        return fn()
+    except ValidationFailed:
+        raise
+    except Exception as exc:
+        log.exception("order-type hook failed at %s", path)
+        raise ValidationFailed(
+            [{"path": path, "message": f"{type(exc).__name__}: {exc}", "validator": "hook_error"}],
+            f"the order type's check raised {type(exc).__name__}",
+        ) from exc
+
+
+def check(
+    schema: dict[str, Any] | None, instance: Any, path: str, hook: Callable[[], None]
+) -> None:
+    """Validate ``instance`` against ``schema`` and run ``hook``; raise every error at once."""
+    errors = schema_errors(schema, instance, path) if schema else []
+    try:
+        guarded(hook, path)
+    except ValidationFailed as exc:
+        errors.extend(_as_errors(exc.details, path))
+    if errors:
+        raise ValidationFailed(errors, f"{len(errors)} validation error(s) in {path}")
