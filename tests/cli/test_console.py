@@ -1,0 +1,312 @@
+"""The rest of the operator console in-process: orders, items, ops, maintain, generate,
+dev and make. Each command's happy path, ``--json`` parses, refusals exit non-zero."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, update
+
+from tests.cli.conftest import Console
+from workmanager import Registry
+from workmanager.allocators import AllocatorStrategy, OrderRequest
+from workmanager.db.models import Event, IdempotencyKey, Item, Order, utcnow
+from workmanager.errors import IllegalStateTransition, NotFound, ValidationFailed
+
+
+def _submitted(console: Console) -> uuid.UUID:
+    wm = console.wm
+    order_id = wm.propose("test.simple", {"n": 1})
+    lease = wm.agent.checkout("a1")
+    assert lease is not None
+    wm.agent.submit(lease, {"answer": 42})
+    return order_id
+
+
+def _set(console: Console, order_id: uuid.UUID, **values: object) -> None:
+    with console.wm.db.transaction() as s:
+        s.execute(update(Order).where(Order.id == order_id).values(**values))
+
+
+def test_orders_list_filters_and_table(console: Console) -> None:
+    wm = console.wm
+    ids = [wm.propose("test.simple", {"n": n}, priority=n) for n in range(3)]
+    wm.propose("test.multi", {"count": 2})
+    listed = console.json("orders", "list", "--type", "test.simple")
+    assert [o["id"] for o in listed["data"]] == [str(i) for i in reversed(ids)]
+    assert listed["meta"]["total"] == 3
+    high = console.json("orders", "list", "--filter", "priority=>=1", "--sort", "priority")
+    assert [o["priority"] for o in high["data"]] == [1, 2]
+    assert console.json("orders", "list", "--limit", "1", "--page", "2")["data"][0]["priority"] == 1
+    out = console("orders", "list").stdout
+    assert "test.multi" in out and "4 total" in out
+    bad = console("orders", "list", "--filter", "colour=red", code=1)
+    assert bad.exception is not None and "colour" in str(bad.exception)
+    assert console("orders", "list", "--filter", "nonsense", code=2)
+
+
+def test_orders_show(console: Console) -> None:
+    order_id = _submitted(console)
+    shown = console.json("orders", "show", str(order_id))
+    assert shown["state"] == "submitted" and len(shown["items"]) == 1
+    assert shown["events"][0]["event"] == "submitted"
+    out = console("orders", "show", str(order_id)).stdout
+    assert str(order_id) in out and "items" in out and "events" in out
+    missing = console("orders", "show", str(uuid.uuid4()), code=1)
+    assert isinstance(missing.exception, NotFound)
+    assert console("orders", "show", "not-a-uuid", code=2)
+
+
+def test_review_approve_dispatches_the_apply(console: Console) -> None:
+    order_id = _submitted(console)
+    assert console("orders", "review", str(order_id), code=2)  # no decision
+    approved = console.json("orders", "review", str(order_id), "--approve")
+    assert approved["state"] == "approved"
+    assert console.dispatched.approved == [order_id]
+    events = console.wm.queries.events(order_id)
+    assert events[-1]["event"] == "approved" and events[-1]["actor_id"] == "cli"
+    again = console("orders", "review", str(order_id), "--approve", code=1)
+    assert isinstance(again.exception, IllegalStateTransition)
+
+
+def test_review_reject_needs_a_reason_and_can_rework(console: Console) -> None:
+    order_id = _submitted(console)
+    assert "--reason" in console("orders", "review", str(order_id), "--reject", code=2).output
+    out = console("orders", "review", str(order_id), "--reject", "--reason", "wrong", "--rework")
+    assert out.stdout.strip() == f"{order_id} queued"
+    order = console.json("orders", "show", str(order_id))
+    assert order["last_error"]["errors"][0] == {"code": "rejected_by_reviewer", "message": "wrong"}
+    assert order["items"][0]["state"] == "queued" and order["items"][0]["result"] is None
+
+
+def test_requeue_reworks_a_rejected_order(console: Console) -> None:
+    order_id = _submitted(console)
+    console("orders", "review", str(order_id), "--reject", "--reason", "no")
+    assert console.json("orders", "show", str(order_id))["state"] == "rejected"
+    requeued = console.json("orders", "requeue", str(order_id))
+    assert requeued["state"] == "queued"
+    items = console.json("items", "list", "--order", str(order_id))
+    assert [i["state"] for i in items] == ["queued"]
+    assert console.dispatched.available[-1] == ("test.simple", [uuid.UUID(items[0]["id"])])
+
+
+def test_requeue_releases_held_leases_of_an_in_progress_order(console: Console) -> None:
+    wm = console.wm
+    order_id = wm.propose("test.multi", {"count": 2})
+    assert wm.agent.checkout("a1") is not None
+    assert console.json("orders", "show", str(order_id))["state"] == "in_progress"
+    assert console.json("orders", "requeue", str(order_id))["state"] == "queued"
+    items = console.json("items", "list", "--order", str(order_id))
+    assert {i["state"] for i in items} == {"queued"} and {i["attempts"] for i in items} == {0}
+    _set(console, order_id, state="completed")
+    refused = console("orders", "requeue", str(order_id), code=1)
+    assert isinstance(refused.exception, IllegalStateTransition)
+    assert "retry" in str(refused.exception)
+
+
+def test_retry_and_items_retry(console_for: object) -> None:
+    console = console_for(default_max_attempts=1)  # type: ignore[operator]
+    wm = console.wm
+    order_id = wm.propose("test.multi", {"count": 2})
+    lease = wm.agent.checkout("a1")
+    assert lease is not None
+    wm.agent.fail(lease, {"code": "boom", "message": "x"}, retryable=False)
+    failed = console.json("items", "list", "--state", "failed")
+    assert [i["id"] for i in failed] == [str(lease.item_id)]
+    assert console.json("orders", "show", str(order_id))["state"] == "failed"
+    item = console.json("items", "retry", str(lease.item_id))
+    assert item["state"] == "queued" and item["error"] is None and item["attempts"] == 0
+    assert console.json("orders", "show", str(order_id))["state"] == "queued"
+    refused = console("items", "retry", str(lease.item_id), code=1)
+    assert isinstance(refused.exception, IllegalStateTransition)
+    # the order-level retry
+    lease = wm.agent.checkout("a1")
+    assert lease is not None
+    wm.agent.fail(lease, {"code": "boom", "message": "x"}, retryable=False)
+    assert console("orders", "retry", str(order_id)).stdout.strip() == f"{order_id} queued"
+    assert console("items", "list", "--state", "bogus", code=1)
+
+
+def test_clone(console: Console) -> None:
+    order_id = console.wm.propose("test.simple", {"n": 7}, priority=3, meta={"k": "v"})
+    clone = console.json("orders", "clone", str(order_id))
+    assert clone["id"] != str(order_id) and clone["payload"] == {"n": 7}
+    assert clone["priority"] == 3 and clone["meta"] == {"k": "v", "cloned_from": str(order_id)}
+    assert clone["requested_by_id"] == "cli"
+
+
+def test_ops_check(console: Console) -> None:
+    _submitted(console)
+    report = console.json("ops", "check")
+    assert report["ok"] is True
+    assert report["components"]["database"] == "ok" and report["components"]["broker"] == "ok"
+    assert report["components"]["redis"].startswith("not used")
+    assert report["orders"] == {"submitted": 1} and report["items"] == {"submitted": 1}
+    assert report["leases"] == {"held": 0, "expired": 0}
+    assert "ok" in console("ops", "check").stdout
+
+
+def test_ops_check_fails_when_the_broker_is_down(console_for: object, tmp_path: Path) -> None:
+    console = console_for(broker_url="redis://127.0.0.1:1/0")  # type: ignore[operator]
+    result = console("ops", "check", "--json", code=1)
+    assert result.stdout and '"ok": false' in result.stdout
+
+
+def test_ops_tail_newest_last_and_follow(console: Console) -> None:
+    order_id = _submitted(console)
+    events = console.jsonl("ops", "tail", "-n", "3")
+    assert [e["id"] for e in events] == sorted(e["id"] for e in events)
+    assert events[-1]["event"] == "submitted"
+    assert "submitted" in console("ops", "tail", "--order", str(order_id)).stdout
+
+    def later() -> None:
+        time.sleep(0.4)
+        console.wm.propose("test.simple", {"n": 2})
+
+    thread = threading.Thread(target=later)
+    thread.start()
+    followed = console.jsonl(
+        "ops", "tail", "-n", "1", "-f", "--interval", "0.1", "--timeout", "1.5"
+    )
+    thread.join()
+    assert followed[0]["event"] == "submitted"
+    assert [e["event"] for e in followed[1:]] == ["proposed", "planned"]
+
+
+def test_ops_prune_cascades(console: Console) -> None:
+    wm = console.wm
+    old_done, old_dead, recent = (_submitted(console) for _ in range(3))
+    long_ago = utcnow() - timedelta(days=100)
+    _set(console, old_done, state="completed", last_transitioned_at=long_ago)
+    _set(console, old_dead, state="dead_lettered", last_transitioned_at=long_ago)
+    _set(console, recent, state="completed")
+    dry = console.json("ops", "prune", "--older-than", "90d", "--dry-run")
+    assert dry["orders"] == 2 and dry["items"] == 2 and dry["dry_run"] is True
+    assert console.json("ops", "check")["orders"] == {"completed": 2, "dead_lettered": 1}
+    done = console.json("ops", "prune", "--older-than", "90d")
+    assert done["orders"] == 2
+    with wm.db.transaction() as s:
+        assert set(s.scalars(select(Order.id))) == {recent}
+        assert set(s.scalars(select(Item.order_id))) == {recent}
+        assert set(s.scalars(select(Event.order_id))) == {recent}
+    assert "deleted 0 order(s)" in console("ops", "prune", "--older-than", "90d").stdout
+    assert console("ops", "prune", code=2)
+    assert console("ops", "prune", "--older-than", "ninety", code=2)
+
+
+def test_ops_purge_keys(console: Console) -> None:
+    wm = console.wm
+    for n in range(3):
+        wm.idempotency.begin("propose", "-", "p", f"key-{n}", {"n": n})
+    with wm.db.transaction() as s:
+        s.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.id <= 2)
+            .values(created_at=utcnow() - timedelta(days=31))
+        )
+    assert console.json("ops", "purge-keys", "--older-than", "30d") == {"purged": 2}
+    with wm.db.transaction() as s:
+        assert s.scalar(select(func.count()).select_from(IdempotencyKey)) == 1
+
+
+def test_maintain(console_for: object) -> None:
+    console = console_for(backend="database")  # type: ignore[operator]
+    wm = console.wm
+    order_id = wm.propose("test.simple", {})
+    assert wm.agent.checkout("a1") is not None
+    everything = console.json("maintain")
+    assert everything["leases_requeued"] == 0 and "dead_lettered_orders" in everything
+    wm.ctx.clock = lambda: utcnow() + timedelta(hours=1)  # the lease has expired
+    swept = console.json("maintain", "--reclaim-leases")
+    assert swept == {"leases_requeued": 1, "leases_failed": 0}
+    stale = console.json("maintain", "--check-stale")
+    assert stale["stale_orders"] == [] and "leases_requeued" not in stale
+    assert console.json("orders", "show", str(order_id))["items"][0]["state"] == "queued"
+    assert "maintenance" in console("maintain", "--dead-letter").stdout
+
+
+class Discover(AllocatorStrategy):
+    name = "discover"
+
+    def discover(self) -> list[OrderRequest]:
+        return [OrderRequest("test.simple", {"n": 1}, dedupe_key="gen-1")]
+
+
+class Broken(AllocatorStrategy):
+    name = "broken"
+
+    def discover(self) -> list[OrderRequest]:
+        raise RuntimeError("upstream down")
+
+
+def test_generate(console_for: object) -> None:
+    from tests.support.types import Simple
+
+    registry = Registry([Simple()])
+    registry.register_allocator(Discover())
+    console = console_for(registry=registry)  # type: ignore[operator]
+    dry = console.json("generate", "--dry-run")
+    assert dry["dry_run"] and len(dry["discovered"]) == 1 and dry["created"] == 0
+    assert console.json("orders", "list")["meta"]["total"] == 0
+    assert console.json("generate")["created"] == 1
+    assert console.json("generate")["existing"] == 1
+    assert "discovered 1" in console("generate", "--dry-run").stdout
+    registry.register_allocator(Broken())
+    failed = console("generate", "--dry-run", code=1)
+    assert "upstream down" in failed.output
+
+
+def test_dev_seed_and_reset(console: Console) -> None:
+    seeded = console.json(
+        "dev", "seed", "--type", "test.multi", "--count", "3", "--payload", '{"count": 2}'
+    )
+    assert len(seeded["created"]) == 3
+    check = console.json("ops", "check")
+    assert check["orders"] == {"queued": 3} and check["items"] == {"queued": 6}
+    assert "seeded 2" in console("dev", "seed", "--type", "test.simple", "--count", "2").stdout
+    bad = console("dev", "seed", "--type", "test.simple", "--payload", '{"n": -1}', code=1)
+    assert isinstance(bad.exception, ValidationFailed)
+    assert console("dev", "seed", "--type", "test.simple", "--payload", "[1]", code=2)
+    refused = console("dev", "reset", code=2)
+    assert "--force" in refused.output
+    assert console.json("orders", "list")["meta"]["total"] == 5
+    deleted = console.json("dev", "reset", "--force")["deleted"]
+    assert deleted["work_orders"] == 5 and deleted["work_items"] == 8
+    assert console.json("orders", "list")["meta"]["total"] == 0
+
+
+def test_make_order_type(console: Console, tmp_path: Path) -> None:
+    source = console("make", "order-type", "billing.invoice_check").stdout
+    assert "class BillingInvoiceCheckOrder(OrderType)" in source
+    target = tmp_path / "invoice_check.py"
+    console("make", "order-type", "billing.invoice_check", "--output", str(target))
+    assert target.read_text() == source
+    assert "exists" in console("make", "order-type", "x.y", "-o", str(target), code=2).output
+    console("make", "order-type", "x.y", "-o", str(target), "--force")
+    spec = importlib.util.spec_from_file_location("generated_type", target)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    registry = Registry()
+    module.register(registry)
+    assert registry.get("x.y").type == "x.y"
+    bad = console("make", "order-type", "Not A Name", code=1)
+    assert isinstance(bad.exception, ValidationFailed)
+
+
+@pytest.mark.postgres
+def test_console_over_postgres(console_for: object) -> None:
+    console = console_for(db="postgres", backend="database")  # type: ignore[operator]
+    order_id = _submitted(console)
+    assert console.json("orders", "list")["data"][0]["id"] == str(order_id)
+    console.wm.propose("test.multi", {"count": 2})
+    assert console.wm.agent.checkout("a9") is not None
+    report = console.json("leases", "release", "--agent", "a9")
+    assert report["counts"] == {"released": 1}
+    assert console.json("ops", "check")["leases"]["held"] == 0

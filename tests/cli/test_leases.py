@@ -1,0 +1,146 @@
+"""``workmanager leases …``: selectors, the refusal of no selector, dry runs, outcomes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+
+from tests.cli.conftest import Console
+from workmanager.db.models import utcnow
+from workmanager.durations import parse_duration
+from workmanager.errors import InvalidQuery, ValidationFailed
+from workmanager.services.admin import LeaseAdmin, LeaseSelector
+
+
+def _hold(console: Console, count: int = 2, agents: tuple[str, ...] = ("a1", "a2")) -> None:
+    wm = console.wm
+    for _ in range(count):
+        wm.propose("test.multi", {"count": len(agents)})
+    for _ in range(count):
+        for agent in agents:
+            assert wm.agent.checkout(agent) is not None
+
+
+def _snapshot(console: Console) -> list[tuple[str, str, int, int, str | None]]:
+    rows = console.json("items", "list", "--limit", "1000")
+    return sorted(
+        (r["id"], r["state"], r["attempts"], r["lease_expires_at"] or "", r["leased_by_agent_id"])
+        for r in rows
+    )
+
+
+@pytest.mark.parametrize("command", ["reclaim", "release", "extend"])
+def test_no_selector_is_refused_and_changes_nothing(console: Console, command: str) -> None:
+    _hold(console)
+    before = _snapshot(console)
+    extra = ["--seconds", "60"] if command == "extend" else []
+    result = console("leases", command, *extra, code=2)
+    assert "no lease selector" in result.output and "--all" in result.output
+    assert _snapshot(console) == before
+
+
+def test_service_refuses_an_empty_selector(console: Console) -> None:
+    with pytest.raises(InvalidQuery):
+        LeaseAdmin(console.wm.ctx).reclaim(LeaseSelector())
+
+
+@pytest.mark.parametrize("command", ["reclaim", "release", "extend"])
+def test_dry_run_reports_and_changes_nothing(console: Console, command: str) -> None:
+    _hold(console)
+    before, announced = _snapshot(console), len(console.dispatched.available)
+    extra = ["--seconds", "60"] if command == "extend" else []
+    report = console.json("leases", command, "--all", "--dry-run", *extra)
+    assert report["dry_run"] is True and len(report["leases"]) == 4
+    expected = {"reclaim": "requeued", "release": "released", "extend": "extended"}[command]
+    assert report["counts"] == {expected: 4}
+    assert _snapshot(console) == before
+    assert len(console.dispatched.available) == announced
+
+
+def test_release_by_agent_gives_the_attempt_back(console: Console) -> None:
+    _hold(console)
+    dispatched = len(console.dispatched.available)
+    report = console.json("leases", "release", "--agent", "a1")
+    assert report["counts"] == {"released": 2}
+    assert {r["agent_id"] for r in report["leases"]} == {"a1"}
+    items = console.json("items", "list")
+    released = [i for i in items if i["state"] == "queued"]
+    assert len(released) == 2 and all(i["attempts"] == 0 for i in released)
+    assert all(i["available_at"] is None for i in released)
+    held = [i for i in items if i["leased_by_agent_id"] == "a2"]
+    assert len(held) == 2 and all(i["state"] == "leased" for i in held)
+    assert len(console.dispatched.available) == dispatched + 1  # one announcement, 2 ids
+    events = [e["event"] for e in console.jsonl("ops", "tail", "-n", "50")]
+    assert events.count("lease_released") == 2
+
+
+def test_reclaim_requeues_with_backoff_or_fails_when_spent(
+    console_for: Callable[..., Console],
+) -> None:
+    console = console_for(retry_backoff_seconds=0, retry_jitter_seconds=0)
+    wm = console.wm
+    order_id = wm.propose("test.simple", {})
+    lease = wm.agent.checkout("a1")
+    assert lease is not None
+    report = console.json("leases", "reclaim", "--order", str(order_id))
+    assert report["counts"] == {"requeued": 1}
+    assert report["leases"][0]["available_at"] is not None  # backoff, as the sweep does
+    order = console.json("orders", "show", str(order_id))
+    assert order["state"] == "queued" and order["items"][0]["attempts"] == 1
+    # spend the attempts: the last reclaim fails the item and the order
+    for _ in range(2):
+        assert wm.agent.checkout("a1") is not None
+        report = console.json("leases", "reclaim", "--type", "test.simple")
+    assert report["counts"] == {"failed": 1}
+    assert console.json("orders", "show", str(order_id))["state"] == "failed"
+
+
+def test_extend_moves_expiry_by_seconds(console: Console) -> None:
+    _hold(console, count=1)
+    before = {i["item_id"]: i["lease_expires_at"] for i in console.json("leases", "list")}
+    report = console.json("leases", "extend", "--agent", "a2", "--seconds", "3600")
+    assert report["counts"] == {"extended": 1}
+    change = report["leases"][0]
+    old = parse_iso(before[change["item_id"]])
+    assert parse_iso(change["new_lease_expires_at"]) - old == timedelta(seconds=3600)
+    listed = {i["item_id"]: i for i in console.json("leases", "list")}
+    assert listed[change["item_id"]]["lease_expires_at"] == change["new_lease_expires_at"]
+    assert console("leases", "extend", "--all", "--seconds", "0", code=2)
+
+
+def parse_iso(value: str) -> object:
+    from datetime import datetime
+
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def test_older_than_selects_by_grant_time(console: Console) -> None:
+    _hold(console, count=1)
+    assert console.json("leases", "reclaim", "--older-than", "1h", "--dry-run")["leases"] == []
+    console.wm.ctx.clock = lambda: utcnow() + timedelta(hours=2)
+    report = console.json("leases", "reclaim", "--older-than", "1h", "--agent", "a1")
+    assert report["counts"] == {"requeued": 1}
+    result = console("leases", "reclaim", "--older-than", "soon", code=2)
+    assert "not a duration" in result.output
+
+
+def test_table_output_and_nothing_matched(console: Console) -> None:
+    _hold(console, count=1)
+    out = console("leases", "release", "--agent", "a1", "--dry-run").stdout
+    assert "released" in out and "dry run" in out and "would be" in out
+    assert "no lease matched" in console("leases", "release", "--agent", "nobody").stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90d", 90 * 86400), ("12h", 43200), ("30m", 1800), ("45s", 45)]
+)
+def test_parse_duration(text: str, seconds: int) -> None:
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "5", "0d", "-3h", "3 days", "h"])
+def test_parse_duration_refuses(text: str) -> None:
+    with pytest.raises(ValidationFailed):
+        parse_duration(text)
