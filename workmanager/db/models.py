@@ -132,6 +132,7 @@ class Item(Base):
             "ix_work_items_checkout",
             text("priority DESC"),
             "created_at",
+            "id",
             postgresql_where=text("state = 'queued'"),
             sqlite_where=text("state = 'queued'"),
         ),
