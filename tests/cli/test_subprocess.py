@@ -1,0 +1,135 @@
+"""The real ``.venv/bin/workmanager`` executable: exit codes, stderr, JSON on stdout.
+
+One group on a temporary SQLite file (with the embedded SQLite broker, so announcements go
+through Celery for real), one on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import truncate_all
+from workmanager import Registry, Settings, WorkManager
+from workmanager.db.session import Database
+from workmanager.demo.types import register
+
+EXE = Path(sys.executable).with_name("workmanager")
+ROOT = Path(__file__).resolve().parents[2]
+PAYLOAD = '{"company": "Acme", "questions": ["a", "b"]}'
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def runner(database_url: str, tmp_path: Path) -> Run:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("WORK_MANAGER_")},
+        "WORK_MANAGER_DATABASE_URL": database_url,
+        "WORK_MANAGER_BROKER_URL": f"sqla+sqlite:///{tmp_path}/broker.db",
+        "WORK_MANAGER_ORDER_TYPES": "workmanager.demo.types",
+        "WORK_MANAGER_METRICS_DRIVER": "null",
+    }
+
+    def run(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [str(EXE), *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == code, (args, done.stdout, done.stderr)
+        return done
+
+    return run
+
+
+def as_json(done: subprocess.CompletedProcess[str]) -> Any:
+    return json.loads(done.stdout)
+
+
+def library(database_url: str) -> WorkManager:
+    registry = Registry()
+    register(registry)
+    settings = Settings(database_url=database_url, lease_backend="database", metrics_driver="null")
+    return WorkManager(settings, registry=registry)
+
+
+def test_console_on_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/wm.db"
+    run = runner(url, tmp_path)
+    run("db", "upgrade")
+    seeded = as_json(
+        run(
+            "dev", "seed", "--type", "demo.research", "--count", "3", "--payload", PAYLOAD, "--json"
+        )
+    )
+    assert len(seeded["created"]) == 3
+    assert as_json(run("orders", "list", "--json"))["meta"]["total"] == 3
+
+    wm = library(url)
+    try:
+        leases = [wm.agent.checkout(agent) for agent in ("a1", "a1", "a2")]
+        assert all(leases)
+        refused = run("leases", "reclaim", code=2)
+        assert "no lease selector" in refused.stderr and not refused.stdout
+        before = as_json(run("items", "list", "--json"))
+        dry = as_json(run("leases", "release", "--agent", "a1", "--dry-run", "--json"))
+        assert dry["counts"] == {"released": 2}
+        assert as_json(run("items", "list", "--json")) == before
+        done = as_json(run("leases", "release", "--agent", "a1", "--json"))
+        assert done["counts"] == {"released": 2} and not done["dry_run"]
+        check = as_json(run("ops", "check", "--json"))
+        assert check["ok"] and check["leases"]["held"] == 1 and check["items"]["queued"] == 5
+        # the announcements went to the broker (the embedded SQLite transport)
+        assert (tmp_path / "broker.db").exists()
+    finally:
+        wm.close()
+
+    missing = run("orders", "show", "00000000-0000-0000-0000-000000000000", code=1)
+    assert missing.stderr.startswith("error [not_found]:")
+    run("orders", "show", "nope", code=2)
+    tail = [
+        json.loads(line) for line in run("ops", "tail", "-n", "3", "--json").stdout.splitlines()
+    ]
+    assert [e["event"] for e in tail] == ["lease_released", "lease_released", "requeued"]
+    assert tail[0]["id"] < tail[1]["id"] < tail[2]["id"]  # newest last
+    assert as_json(run("ops", "prune", "--older-than", "90d", "--json"))["orders"] == 0
+    assert "--force" in run("dev", "reset", code=2).stderr
+    assert as_json(run("dev", "reset", "--force", "--json"))["deleted"]["work_orders"] == 3
+    source = run("make", "order-type", "shop.restock").stdout
+    compile(source, "shop_restock.py", "exec")
+
+
+def test_ops_check_exits_non_zero_when_the_database_is_unreachable(tmp_path: Path) -> None:
+    run = runner("postgresql+psycopg://nobody@127.0.0.1:1/none", tmp_path)
+    report = as_json(run("ops", "check", "--json", code=1))
+    assert report["ok"] is False and report["components"]["database"].startswith("down")
+
+
+@pytest.mark.postgres
+def test_console_on_postgres(pg_url: str, tmp_path: Path) -> None:
+    db = Database(pg_url)
+    truncate_all(db)
+    db.dispose()
+    run = runner(pg_url, tmp_path)
+    run("dev", "seed", "--type", "demo.research", "--count", "2", "--payload", PAYLOAD)
+    wm = library(pg_url)
+    try:
+        lease = wm.agent.checkout("pg-agent")
+        assert lease is not None
+        extended = as_json(
+            run("leases", "extend", "--order", str(lease.order_id), "--seconds", "120", "--json")
+        )
+        assert extended["counts"] == {"extended": 1}
+        wm.agent.heartbeat(lease)  # the holder's lease is still good
+        reclaimed = as_json(run("leases", "reclaim", "--type", "demo.research", "--json"))
+        assert reclaimed["counts"] == {"requeued": 1}
+    finally:
+        wm.close()
+    check = as_json(run("ops", "check", "--json"))
+    assert check["ok"] and check["orders"] == {"queued": 2} and check["leases"]["held"] == 0
+    assert ROOT.exists()
