@@ -144,3 +144,24 @@ def test_parse_duration(text: str, seconds: int) -> None:
 def test_parse_duration_refuses(text: str) -> None:
     with pytest.raises(ValidationFailed):
         parse_duration(text)
+
+
+def test_every_lease_backend(console_for: Callable[..., Console], backend: tuple[str, str]) -> None:
+    """Extend, release and reclaim keep the backend's hold in step with the rows: the holder
+    can heartbeat an extended lease; a released or reclaimed item is leased again at once."""
+    db, lease_backend = backend
+    console = console_for(
+        db=db, backend=lease_backend, retry_backoff_seconds=0, retry_jitter_seconds=0
+    )
+    wm = console.wm
+    wm.propose("test.multi", {"count": 2})
+    first, second = wm.agent.checkout("a1"), wm.agent.checkout("a2")
+    assert first is not None and second is not None
+    assert console.json("leases", "extend", "--agent", "a1", "--seconds", "60")["counts"] == {
+        "extended": 1
+    }
+    wm.agent.heartbeat(first)
+    assert console.json("leases", "release", "--agent", "a1")["counts"] == {"released": 1}
+    assert console.json("leases", "reclaim", "--agent", "a2")["counts"] == {"requeued": 1}
+    again = [wm.agent.checkout("b1"), wm.agent.checkout("b2")]
+    assert {lease.item_id for lease in again if lease} == {first.item_id, second.item_id}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, select
+from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, select, true
 from sqlalchemy.sql import Select
 
 from ..db.models import Item, Order, Provenance
@@ -137,10 +137,10 @@ class OrderListing:
 
     def list(self, params: Iterable[tuple[str, str]]) -> dict[str, Any]:
         query = self.parse(params)
-        stmt: Select[Any] = select(Order, ITEMS_COUNT).where(and_(*query.where))
+        stmt: Select[Any] = select(Order, ITEMS_COUNT).where(and_(true(), *query.where))
         stmt = stmt.order_by(*query.order_by, Order.id)
         stmt = stmt.limit(query.size).offset((query.number - 1) * query.size)
-        total_stmt = select(func.count()).select_from(Order).where(and_(*query.where))
+        total_stmt = select(func.count()).select_from(Order).where(and_(true(), *query.where))
         with self.ctx.db.transaction() as s:
             rows = s.execute(stmt).all()
             total = int(s.scalar(total_stmt) or 0)
