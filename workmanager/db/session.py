@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from ..errors import Unavailable
+from . import pending
 
 T = TypeVar("T")
 #: PostgreSQL deadlock / serialization failure: the transaction may simply be run again.
@@ -66,6 +67,7 @@ class Database:
         self.url = url
         self.engine = engine or make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        pending.install(self._sessions)
 
     @property
     def dialect(self) -> str:

@@ -16,6 +16,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from ..db.models import Item
+from ..db.predicates import held, queued
 from ..states import HELD_ITEM_STATES, ItemState
 from ..types import Lease
 from .base import CheckoutQuery, Grant, check_row
@@ -46,7 +47,7 @@ class DatabaseLeaseBackend:
         expires = now + timedelta(seconds=ttl)
         stmt = (
             update(Item)
-            .where(Item.id == pick.scalar_subquery(), Item.state == ItemState.QUEUED.value)
+            .where(Item.id == pick.scalar_subquery(), queued())
             .values(
                 state=ItemState.LEASED.value,
                 leased_by_agent_id=agent_id,
@@ -69,21 +70,19 @@ class DatabaseLeaseBackend:
         if self.max_per_agent is not None:
             if postgres:
                 _advisory_lock(session, f"wm:agent:{agent_id}")
-            held = session.scalar(
+            holding = session.scalar(
                 select(func.count())
                 .select_from(Item)
-                .where(Item.leased_by_agent_id == agent_id, Item.state.in_(_HELD))
+                .where(Item.leased_by_agent_id == agent_id, held())
             )
-            if (held or 0) >= self.max_per_agent:
+            if (holding or 0) >= self.max_per_agent:
                 return None
         if self.max_per_type is None:
             return set()
         if postgres:
             _advisory_lock(session, "wm:type-limits")
         rows = session.execute(
-            select(Item.order_type, func.count())
-            .where(Item.state.in_(_HELD))
-            .group_by(Item.order_type)
+            select(Item.order_type, func.count()).where(held()).group_by(Item.order_type)
         )
         return {t for t, n in rows if n >= self.max_per_type}
 

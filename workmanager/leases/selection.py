@@ -9,7 +9,8 @@ from datetime import datetime
 from sqlalchemy import Select, exists, or_, select
 
 from ..db.models import Item, Order
-from ..states import LEASABLE_ORDER_STATES, ItemState
+from ..db.predicates import queued
+from ..states import LEASABLE_ORDER_STATES
 from .base import CheckoutQuery
 
 
@@ -23,7 +24,7 @@ def eligible(
     """Queued items that are due, of orders still being worked on (not failed, say),
     filtered, in checkout order: priority desc, then age."""
     stmt = select(Item).where(
-        Item.state == ItemState.QUEUED.value,
+        queued(),
         or_(Item.available_at.is_(None), Item.available_at <= now),
         exists().where(
             Order.id == Item.order_id, Order.state.in_([s.value for s in LEASABLE_ORDER_STATES])

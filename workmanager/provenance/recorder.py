@@ -8,7 +8,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from ..db.models import Provenance, utcnow
+from ..db import pending
+from ..db.models import PROVENANCE_TABLE, utcnow
+from ..errors import ConfigurationError
 from ..importing import import_object
 from ..settings import Settings
 from ..types import AgentInfo
@@ -16,6 +18,10 @@ from .base import ProvenanceEnricher
 from .default import DefaultEnricher
 
 log = logging.getLogger("workmanager.provenance")
+
+_TABLE = PROVENANCE_TABLE
+#: Every column a provenance row is written with (each row must carry the same keys).
+_COLUMNS = frozenset(c.name for c in _TABLE.columns if c.name != "id")
 
 
 def build_enricher(settings: Settings) -> ProvenanceEnricher:
@@ -44,8 +50,12 @@ class ProvenanceRecorder:
         if agent is None:
             return
         fields: dict[str, Any] = self.enricher.enrich(action, agent)
-        session.add(
-            Provenance(
-                order_id=order_id, item_id=item_id, action=action, created_at=utcnow(), **fields
+        unknown = set(fields) - _COLUMNS
+        if unknown:
+            raise ConfigurationError(
+                f"provenance enricher returned unknown fields: {', '.join(sorted(unknown))}"
             )
-        )
+        row = dict.fromkeys(_COLUMNS)
+        row.update(fields)
+        row.update(order_id=order_id, item_id=item_id, action=action, created_at=utcnow())
+        pending.add(session, _TABLE, row)

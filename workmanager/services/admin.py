@@ -29,6 +29,7 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from ..db.models import Event, Item
+from ..db.predicates import held
 from ..errors import InvalidQuery, ValidationFailed, WorkManagerError
 from ..states import HELD_ITEM_STATES, ItemState
 from ..types import Actor, Lease
@@ -68,7 +69,7 @@ class LeaseSelector:
             )
 
     def where(self, now: datetime) -> list[ColumnElement[bool]]:
-        conds: list[ColumnElement[bool]] = [Item.state.in_(_HELD)]
+        conds: list[ColumnElement[bool]] = [held()]
         if self.agent_id is not None:
             conds.append(Item.leased_by_agent_id == self.agent_id)
         if self.order_id is not None:

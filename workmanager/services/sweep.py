@@ -11,6 +11,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from ..db.models import Item
+from ..db.predicates import held
 from ..states import HELD_ITEM_STATES
 from ..types import Actor
 from .context import ServiceContext
@@ -87,7 +88,7 @@ class Sweeper:
 
     @staticmethod
     def _held_ids(s: Session, size: int, after: uuid.UUID | None) -> list[uuid.UUID]:
-        stmt = select(Item.id).where(Item.state.in_(_HELD)).order_by(Item.id).limit(size)
+        stmt = select(Item.id).where(held()).order_by(Item.id).limit(size)
         if after is not None:
             stmt = stmt.where(Item.id > after)
         return list(s.scalars(stmt))
@@ -95,7 +96,7 @@ class Sweeper:
     def _audit_rows(
         self, s: Session, ids: list[uuid.UUID], wait: bool
     ) -> tuple[SweepResult, set[uuid.UUID]]:
-        stmt = select(Item).where(Item.id.in_(ids), Item.state.in_(_HELD))
+        stmt = select(Item).where(Item.id.in_(ids), held())
         rows = self._locked(s, stmt, wait=wait)
         return self._reclaim(s, rows), {i.id for i in rows}
 
@@ -103,7 +104,7 @@ class Sweeper:
         now = self.ctx.clock()
         stmt = (
             select(Item)
-            .where(Item.state.in_(_HELD), Item.lease_expires_at <= now)
+            .where(held(), Item.lease_expires_at <= now)
             .order_by(Item.lease_expires_at)
             .limit(size)
         )

@@ -7,7 +7,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from ..db.models import Event, Item, Order, utcnow
+from ..db import pending
+from ..db.models import EVENTS_TABLE, Item, Order, utcnow
 from ..state_machine import check_item, check_order
 from ..states import ItemState, OrderState
 from ..types import Actor
@@ -23,21 +24,23 @@ def record_event(
     payload: dict[str, Any] | None = None,
     diff: dict[str, Any] | None = None,
     message: str | None = None,
-) -> Event:
-    """Append one event to the audit log."""
-    row = Event(
-        order_id=order_id,
-        item_id=item_id,
-        event=event,
-        actor_type=actor.type,
-        actor_id=actor.id,
-        payload=payload,
-        diff=diff,
-        message=message,
-        created_at=utcnow(),
+) -> None:
+    """Append one event to the audit log (written at commit, see :mod:`..db.pending`)."""
+    pending.add(
+        session,
+        EVENTS_TABLE,
+        {
+            "order_id": order_id,
+            "item_id": item_id,
+            "event": event,
+            "actor_type": actor.type,
+            "actor_id": actor.id,
+            "payload": payload,
+            "diff": diff,
+            "message": message,
+            "created_at": utcnow(),
+        },
     )
-    session.add(row)
-    return row
 
 
 def move_order(

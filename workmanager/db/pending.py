@@ -1,0 +1,40 @@
+"""Append-only rows (events, provenance) written once per transaction, at commit.
+
+Services record audit rows as they go; instead of one ORM insert each (a round trip and
+identity-map bookkeeping per row), the rows wait in ``session.info`` and go out as one
+multi-row INSERT per table just before the commit, after the ORM flush, so every row they
+reference exists. A rolled-back transaction drops them with everything else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Table, event, insert
+from sqlalchemy.orm import Session, sessionmaker
+
+_KEY = "workmanager.pending_rows"
+
+
+def add(session: Session, table: Table, row: dict[str, Any]) -> None:
+    """Queue ``row`` for ``table``; every row of one table must have the same keys."""
+    session.info.setdefault(_KEY, {}).setdefault(table, []).append(row)
+
+
+def _write(session: Session) -> None:
+    pending: dict[Table, list[dict[str, Any]]] | None = session.info.pop(_KEY, None)
+    if not pending:
+        return
+    session.flush()
+    for table, rows in pending.items():
+        session.execute(insert(table), rows)
+
+
+def _drop(session: Session, *_: Any) -> None:
+    session.info.pop(_KEY, None)
+
+
+def install(factory: sessionmaker[Session]) -> None:
+    """Write pending rows before each commit of sessions from ``factory``."""
+    event.listen(factory, "before_commit", _write)
+    event.listen(factory, "after_rollback", _drop)

@@ -1,0 +1,30 @@
+"""Item-state predicates rendered with the states inline.
+
+PostgreSQL uses a partial index (``WHERE state = 'queued'``, ``WHERE state IN ('leased',
+'in_progress')``) only when the query's predicate names the same constants; a bound
+parameter does not match in a generic plan, which psycopg's prepared statements get after
+a few executions, and the checkout or sweep then scans every row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import ColumnElement, literal
+
+from ..states import HELD_ITEM_STATES, ItemState
+from .models import Item
+
+
+def item_state_in(states: Iterable[str]) -> ColumnElement[bool]:
+    return Item.state.in_([literal(str(s), literal_execute=True) for s in sorted(states)])
+
+
+def queued() -> ColumnElement[bool]:
+    """Matches ``ix_work_items_checkout``."""
+    return Item.state == literal(ItemState.QUEUED.value, literal_execute=True)
+
+
+def held() -> ColumnElement[bool]:
+    """Matches ``ix_work_items_lease_expiry`` and ``ix_work_items_agent_held``."""
+    return item_state_in(s.value for s in HELD_ITEM_STATES)
