@@ -34,7 +34,7 @@ from ..errors import InvalidQuery, ValidationFailed, WorkManagerError
 from ..states import HELD_ITEM_STATES, ItemState
 from ..types import Actor, Lease
 from .context import ServiceContext
-from .lifecycle import lock_order, maybe_requeue_order, requeue_or_fail
+from .lifecycle import lock_order_ref, maybe_requeue_order, requeue_or_fail
 from .transitions import clear_lease, move_item, record_event
 from .views import iso
 
@@ -281,7 +281,7 @@ class LeaseAdmin:
     def _release(
         self, s: Session, item: Item, lease: Lease, now: datetime
     ) -> tuple[str, dict[str, Any]]:
-        order = lock_order(s, item.order_id)
+        order = lock_order_ref(s, item.order_id)
         clear_lease(item)
         item.attempts, item.available_at = max(item.attempts - 1, 0), None
         move_item(
@@ -304,7 +304,7 @@ class LeaseAdmin:
             self.ctx.leases.extend(item, lease, now, ttl)
         except WorkManagerError as exc:  # expired, or the backend no longer holds it
             return SKIPPED, {"reason": f"{exc.code}: {exc.message}"}
-        lock_order(s, item.order_id)  # before the event row: see AgentAPI._checkout_tx
+        lock_order_ref(s, item.order_id)  # agent paths lock the item, then its order
         item.lease_expires_at = new_expiry
         record_event(
             s,

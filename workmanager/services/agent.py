@@ -17,21 +17,22 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from ..checks import check, guarded
-from ..db.models import Item
-from ..errors import MissingParts, ValidationFailed
+from ..db.models import Item, Order
+from ..errors import MissingParts, NotFound, ValidationFailed
 from ..leases.base import CheckoutQuery, Grant
 from ..states import ItemState, OrderState
 from ..types import JSON, AgentInfo, Lease
 from .context import ServiceContext
 from .lifecycle import (
     lock_item,
-    lock_order,
+    lock_order_ref,
     maybe_requeue_order,
     maybe_submit_order,
+    move_order_ref,
     requeue_or_fail,
 )
 from .parts import as_values, check_part_input, latest_validated, parts_state, upsert_part
-from .transitions import clear_lease, move_item, move_order, record_event
+from .transitions import clear_lease, move_item, record_event
 from .views import item_dict, item_view, part_dict
 
 FINALIZE_MODES = ("strict", "best_effort")
@@ -104,19 +105,21 @@ class AgentAPI:
         now = self.ctx.clock()
         while granted:  # an earlier run of this transaction rolled back (deadlock retry)
             self.ctx.leases.abandoned(granted.pop(), agent.id)
-        if query.order_id is not None:
-            lock_order(s, query.order_id)  # 404 for an unknown order
         grant = self.ctx.leases.checkout(
             s, agent.id, query, now, self.ctx.settings.lease_ttl_seconds
         )
         if grant is None:
+            if query.order_id is not None and s.get(Order, query.order_id) is None:
+                raise NotFound(
+                    f"order {query.order_id} not found", details={"order_id": str(query.order_id)}
+                )
             return None
         granted.append(grant)
         item = grant.item
         # The order row is locked before any event row referencing it is written: the
         # event's foreign key takes a KEY SHARE lock on the order, and two transactions
         # holding that lock and then both asking FOR UPDATE deadlock (PostgreSQL).
-        order = lock_order(s, item.order_id)
+        order = lock_order_ref(s, item.order_id)
         record_event(
             s,
             item.order_id,
@@ -126,7 +129,7 @@ class AgentAPI:
             payload={"agent_id": agent.id, "lease_token": grant.token, "attempt": item.attempts},
         )
         if order.state == OrderState.QUEUED:
-            move_order(s, order, OrderState.IN_PROGRESS, agent.actor, now=now)
+            move_order_ref(s, order, OrderState.IN_PROGRESS, agent.actor, now)
         self.ctx.provenance.record(s, "checkout", agent, order_id=item.order_id, item_id=item.id)
         return Lease(
             item.id,
@@ -228,7 +231,7 @@ class AgentAPI:
         action: str,
         payload: dict[str, Any],
     ) -> ItemOutcome:
-        order = lock_order(s, item.order_id)  # before the event row: see _checkout_tx
+        order = lock_order_ref(s, item.order_id)
         clear_lease(item)
         move_item(
             s,
@@ -363,7 +366,7 @@ class AgentAPI:
         now = self.ctx.clock()
         item = lock_item(s, lease.item_id)
         self.ctx.leases.check(item, _as(lease, agent), now)
-        order = lock_order(s, item.order_id)  # before the event row: see _checkout_tx
+        order = lock_order_ref(s, item.order_id)
         clear_lease(item)
         item.attempts = max(item.attempts - 1, 0)
         move_item(
@@ -407,7 +410,7 @@ class AgentAPI:
             retryable=retryable,
         )
         self.ctx.provenance.record(s, "fail", agent, order_id=item.order_id, item_id=item.id)
-        order = lock_order(s, item.order_id)
+        order = lock_order_ref(s, item.order_id)
         return ItemOutcome(item_dict(item), order.state)
 
 

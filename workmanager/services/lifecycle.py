@@ -9,18 +9,68 @@ from __future__ import annotations
 
 import random
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
 from ..db.models import Item, Order
+from ..db.predicates import held, item_state_in
 from ..errors import NotFound
 from ..settings import Settings
-from ..states import HELD_ITEM_STATES, SUBMITTED_ITEM_STATES, ItemState, OrderState
+from ..state_machine import check_order
+from ..states import SUBMITTED_ITEM_STATES, ItemState, OrderState
 from ..types import Actor
-from .transitions import clear_lease, move_item, move_order
+from .transitions import clear_lease, move_item, record_event
+
+
+@dataclass
+class OrderRef:
+    """What agent paths need of a locked order: its id, type and state (no JSON columns)."""
+
+    id: uuid.UUID
+    type: str
+    state: str
+
+
+def lock_order_ref(session: Session, order_id: uuid.UUID) -> OrderRef:
+    """Lock the order row (``FOR NO KEY UPDATE``: it does not block the key-share locks that
+    foreign keys of new event rows take) and read only its id, type and state."""
+    row = session.execute(
+        select(Order.id, Order.type, Order.state)
+        .where(Order.id == order_id)
+        .with_for_update(key_share=True)
+    ).first()
+    if row is None:
+        raise NotFound(f"order {order_id} not found", details={"order_id": str(order_id)})
+    return OrderRef(row.id, row.type, row.state)
+
+
+def move_order_ref(
+    session: Session,
+    order: OrderRef,
+    to_state: str,
+    actor: Actor,
+    now: datetime,
+    *,
+    event: str | None = None,
+    payload: dict[str, Any] | None = None,
+    **values: Any,
+) -> None:
+    """The Core twin of ``transitions.move_order`` for a locked :class:`OrderRef`: checked,
+    one UPDATE of the columns that change, one event."""
+    check_order(order.state, to_state)
+    state = OrderState(to_state).value
+    session.execute(
+        update(Order)
+        .where(Order.id == order.id)
+        .values(state=state, last_transitioned_at=now, updated_at=now, **values)
+        .execution_options(synchronize_session=False)
+    )
+    order.state = state
+    record_event(session, order.id, event or state, actor, payload=payload)
 
 
 def lock_order(session: Session, order_id: uuid.UUID) -> Order:
@@ -37,28 +87,27 @@ def lock_item(session: Session, item_id: uuid.UUID) -> Item:
     return item
 
 
-def item_states(session: Session, order_id: uuid.UUID) -> list[str]:
-    return list(session.scalars(select(Item.state).where(Item.order_id == order_id)))
+def _any_item(session: Session, order_id: uuid.UUID, condition: Any) -> bool:
+    # An ORM select autoflushes first, so pending item changes of this transaction count.
+    found = session.scalar(select(exists().where(Item.order_id == order_id, condition)))
+    return bool(found)
 
 
-def maybe_submit_order(session: Session, order: Order, actor: Actor, now: datetime) -> bool:
+def maybe_submit_order(session: Session, order: OrderRef, actor: Actor, now: datetime) -> bool:
     """Move an in-progress order to ``submitted`` once every item is submitted."""
     if order.state != OrderState.IN_PROGRESS:
         return False
-    states = item_states(session, order.id)
-    if not states or any(s not in SUBMITTED_ITEM_STATES for s in states):
+    open_items = ~item_state_in(s.value for s in SUBMITTED_ITEM_STATES)
+    if _any_item(session, order.id, open_items):
         return False
-    move_order(session, order, OrderState.SUBMITTED, actor, now=now)
-    order.submitted_at = now
+    move_order_ref(session, order, OrderState.SUBMITTED, actor, now, submitted_at=now)
     return True
 
 
-def maybe_requeue_order(session: Session, order: Order, actor: Actor, now: datetime) -> None:
+def maybe_requeue_order(session: Session, order: OrderRef, actor: Actor, now: datetime) -> None:
     """An in-progress order with no held item goes back to ``queued``."""
-    if order.state != OrderState.IN_PROGRESS:
-        return
-    if not any(s in HELD_ITEM_STATES for s in item_states(session, order.id)):
-        move_order(session, order, OrderState.QUEUED, actor, event="requeued", now=now)
+    if order.state == OrderState.IN_PROGRESS and not _any_item(session, order.id, held()):
+        move_order_ref(session, order, OrderState.QUEUED, actor, now, event="requeued")
 
 
 def backoff(settings: Settings, attempt: int) -> float:
@@ -85,7 +134,7 @@ def requeue_or_fail(
     """
     clear_lease(item)
     payload: dict[str, Any] = {"attempts": item.attempts, "max_attempts": item.max_attempts}
-    order = lock_order(session, item.order_id)
+    order = lock_order_ref(session, item.order_id)
     if retryable and item.attempts < item.max_attempts:
         item.available_at = now + timedelta(seconds=backoff(settings, item.attempts))
         if error is not None:
@@ -114,13 +163,14 @@ def requeue_or_fail(
         payload={**payload, "outcome": "failed", "error": reason},
     )
     if order.state in (OrderState.QUEUED, OrderState.IN_PROGRESS):
-        order.last_error = {"item_id": str(item.id), **reason}
-        move_order(
+        failure = {"item_id": str(item.id), **reason}
+        move_order_ref(
             session,
             order,
             OrderState.FAILED,
             actor,
-            now=now,
+            now,
             payload={"item_id": str(item.id), "error": reason},
+            last_error=failure,
         )
     return False
