@@ -23,5 +23,6 @@ def build_lease_backend(settings: Settings) -> LeaseBackend:
         return StoreLeaseBackend(MemoryLeaseStore(), "memory", **limits)
     from .redis import RedisLeaseStore, connect
 
-    store = RedisLeaseStore(connect(settings.redis_url), settings.redis_prefix)
+    limited = settings.max_leases_per_agent is not None or settings.max_leases_per_type is not None
+    store = RedisLeaseStore(connect(settings.redis_url), settings.redis_prefix, limited)
     return StoreLeaseBackend(store, "redis", **limits)

@@ -29,11 +29,15 @@ def connect(url: str) -> Any:
 class RedisLeaseStore:
     """Locks as ``SET key "token|owner" NX PX ttl`` semantics, compared by owner + token."""
 
-    def __init__(self, client: Any, prefix: str = "work:lease:") -> None:
+    def __init__(self, client: Any, prefix: str = "work:lease:", track_limits: bool = True) -> None:
+        """``track_limits`` keeps the per-agent/per-type counts the limits need; without
+        limits configured the scripts skip that bookkeeping (turning limits on later
+        starts the counts from the leases granted after the change)."""
         import redis
 
         self.client = client
         self.keys = RedisKeys(prefix)
+        self._track = 1 if track_limits else 0
         self._errors: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError)
         self._acquire = client.register_script(_script("acquire"))
         self._extend = client.register_script(_script("extend"))
@@ -59,7 +63,7 @@ class RedisLeaseStore:
         return self._run(
             self._acquire,
             [k.item(item_id), k.fence, k.agent(owner), k.order_type(order_type)],
-            [owner, ttl_ms, floor, item_id, agent_limit, type_limit],
+            [owner, ttl_ms, floor, item_id, agent_limit, type_limit, self._track],
         )
 
     def extend(self, item_id: str, owner: str, token: int, ttl_ms: int, order_type: str) -> int:
@@ -67,7 +71,7 @@ class RedisLeaseStore:
         return self._run(
             self._extend,
             [k.item(item_id), k.agent(owner), k.order_type(order_type)],
-            [owner, token, ttl_ms, item_id],
+            [owner, token, ttl_ms, item_id, self._track],
         )
 
     def check(self, item_id: str, owner: str, token: int) -> int:
@@ -84,7 +88,7 @@ class RedisLeaseStore:
         return self._run(
             self._release,
             [k.item(item_id), k.agent(owner), k.order_type(order_type)],
-            [owner, token, item_id],
+            [owner, token, item_id, self._track],
         )
 
     def alive(self, item_ids: list[str]) -> dict[str, int]:

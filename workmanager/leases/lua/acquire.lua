@@ -11,24 +11,30 @@
 -- ARGV[4]  item id (the zset member)
 -- ARGV[5]  agent limit (0 = unlimited)
 -- ARGV[6]  type limit (0 = unlimited)
+-- ARGV[7]  track: 1 to keep the per-agent/per-type zsets (limits configured), 0 to skip
+--          them (no limits: the lock and the token are all there is to do)
 --
 -- Returns: the token (> 0) when granted; 0 when the item is already locked;
 --          -1 when the agent is at its limit; -2 when the type is at its limit.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-local agent_limit = tonumber(ARGV[5])
-if agent_limit > 0 and redis.call('ZCARD', KEYS[3]) >= agent_limit then
-  return -1
-end
-local type_limit = tonumber(ARGV[6])
-if type_limit > 0 and redis.call('ZCARD', KEYS[4]) >= type_limit then
-  return -2
+local track = ARGV[7] == '1'
+local now = 0
+if track then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+  local agent_limit = tonumber(ARGV[5])
+  if agent_limit > 0 and redis.call('ZCARD', KEYS[3]) >= agent_limit then
+    return -1
+  end
+  local type_limit = tonumber(ARGV[6])
+  if type_limit > 0 and redis.call('ZCARD', KEYS[4]) >= type_limit then
+    return -2
+  end
 end
 local token = redis.call('INCR', KEYS[2])
 local floor = tonumber(ARGV[3])
@@ -37,8 +43,10 @@ if token < floor then
   token = floor
 end
 redis.call('SET', KEYS[1], token .. '|' .. ARGV[1], 'PX', ttl)
-redis.call('ZADD', KEYS[3], now + ttl, ARGV[4])
-redis.call('ZADD', KEYS[4], now + ttl, ARGV[4])
-redis.call('PEXPIRE', KEYS[3], ttl)
-redis.call('PEXPIRE', KEYS[4], ttl)
+if track then
+  redis.call('ZADD', KEYS[3], now + ttl, ARGV[4])
+  redis.call('ZADD', KEYS[4], now + ttl, ARGV[4])
+  redis.call('PEXPIRE', KEYS[3], ttl)
+  redis.call('PEXPIRE', KEYS[4], ttl)
+end
 return token

@@ -7,6 +7,7 @@
 -- ARGV[2]  token
 -- ARGV[3]  ttl in milliseconds
 -- ARGV[4]  item id (the zset member)
+-- ARGV[5]  track: 1 to move the item's expiry in the agent/type zsets, 0 to skip them
 --
 -- Returns: 1 extended; 0 no lock (expired or lost); -1 locked under another owner/token.
 local v = redis.call('GET', KEYS[1])
@@ -18,6 +19,9 @@ if v ~= ARGV[2] .. '|' .. ARGV[1] then
 end
 local ttl = tonumber(ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ttl)
+if ARGV[5] ~= '1' then
+  return 1
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[2], now + ttl, ARGV[4])

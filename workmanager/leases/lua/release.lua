@@ -6,12 +6,15 @@
 -- ARGV[1]  owner (agent id)
 -- ARGV[2]  token
 -- ARGV[3]  item id (the zset member)
+-- ARGV[4]  track: 1 to remove the item from the agent/type zsets, 0 to skip them
 --
 -- Returns: 1 deleted; 0 not locked by this owner + token (nothing changed).
 if redis.call('GET', KEYS[1]) ~= ARGV[2] .. '|' .. ARGV[1] then
   return 0
 end
 redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[3])
-redis.call('ZREM', KEYS[3], ARGV[3])
+if ARGV[4] == '1' then
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  redis.call('ZREM', KEYS[3], ARGV[3])
+end
 return 1
