@@ -20,7 +20,7 @@ from ..checks import check, guarded
 from ..db.models import Item, Order
 from ..errors import MissingParts, NotFound, ValidationFailed
 from ..leases.base import CheckoutQuery, Grant
-from ..states import ItemState, OrderState
+from ..states import ItemState
 from ..types import JSON, AgentInfo, Lease
 from .context import ServiceContext
 from .lifecycle import (
@@ -28,8 +28,8 @@ from .lifecycle import (
     lock_order_ref,
     maybe_requeue_order,
     maybe_submit_order,
-    move_order_ref,
     requeue_or_fail,
+    start_order,
 )
 from .parts import as_values, check_part_input, latest_validated, parts_state, upsert_part
 from .transitions import clear_lease, move_item, record_event
@@ -116,10 +116,6 @@ class AgentAPI:
             return None
         granted.append(grant)
         item = grant.item
-        # The order row is locked before any event row referencing it is written: the
-        # event's foreign key takes a KEY SHARE lock on the order, and two transactions
-        # holding that lock and then both asking FOR UPDATE deadlock (PostgreSQL).
-        order = lock_order_ref(s, item.order_id)
         record_event(
             s,
             item.order_id,
@@ -128,8 +124,9 @@ class AgentAPI:
             item_id=item.id,
             payload={"agent_id": agent.id, "lease_token": grant.token, "attempt": item.attempts},
         )
-        if order.state == OrderState.QUEUED:
-            move_order_ref(s, order, OrderState.IN_PROGRESS, agent.actor, now)
+        # Event rows are written at commit (db/pending.py); their foreign keys' KEY SHARE
+        # locks do not conflict with the NO KEY UPDATE / UPDATE locks taken here.
+        start_order(s, item.order_id, agent.actor, now)
         self.ctx.provenance.record(s, "checkout", agent, order_id=item.order_id, item_id=item.id)
         return Lease(
             item.id,
@@ -217,9 +214,8 @@ class AgentAPI:
         view = item_view(item)
         schema = guarded(lambda: order_type.result_schema(view), "result")
         check(schema, result, "result", lambda: order_type.validate_submission(view, result))
-        item.result = result
         return self._mark_submitted(
-            s, item, agent, now, "submit", {"evidence": evidence, "notes": notes}
+            s, item, agent, now, "submit", {"evidence": evidence, "notes": notes}, result
         )
 
     def _mark_submitted(
@@ -230,8 +226,16 @@ class AgentAPI:
         now: Any,
         action: str,
         payload: dict[str, Any],
+        result: JSON,
+        *,
+        assembled: bool = False,
     ) -> ItemOutcome:
+        # Lock the order before touching the item: the lock's SELECT would otherwise flush
+        # the item once for the result and again for the state.
         order = lock_order_ref(s, item.order_id)
+        item.result = result
+        if assembled:
+            item.assembled_result = result
         clear_lease(item)
         move_item(
             s,
@@ -344,10 +348,15 @@ class AgentAPI:
                 [{"path": "assembled_result", "message": "must be an object", "validator": "type"}]
             )
         check(None, result, "assembled_result", lambda: order_type.validate_assembled(view, result))
-        item.assembled_result = result
-        item.result = result
         return self._mark_submitted(
-            s, item, agent, now, "finalize", {"mode": mode, "missing": missing}
+            s,
+            item,
+            agent,
+            now,
+            "finalize",
+            {"mode": mode, "missing": missing},
+            result,
+            assembled=True,
         )
 
     # --- release and fail -------------------------------------------------------------

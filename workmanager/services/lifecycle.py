@@ -94,14 +94,47 @@ def _any_item(session: Session, order_id: uuid.UUID, condition: Any) -> bool:
 
 
 def maybe_submit_order(session: Session, order: OrderRef, actor: Actor, now: datetime) -> bool:
-    """Move an in-progress order to ``submitted`` once every item is submitted."""
+    """Move an in-progress order to ``submitted`` once every item is submitted.
+
+    One conditional UPDATE (the check and the change together). The caller holds the
+    order's lock, so a sibling item submitted concurrently has committed before this
+    statement's snapshot and counts.
+    """
     if order.state != OrderState.IN_PROGRESS:
         return False
-    open_items = ~item_state_in(s.value for s in SUBMITTED_ITEM_STATES)
-    if _any_item(session, order.id, open_items):
+    check_order(order.state, OrderState.SUBMITTED)
+    open_items = exists().where(
+        Item.order_id == order.id, ~item_state_in(s.value for s in SUBMITTED_ITEM_STATES)
+    )
+    state = OrderState.SUBMITTED.value
+    changed = session.execute(
+        update(Order)
+        .where(Order.id == order.id, ~open_items)
+        .values(state=state, last_transitioned_at=now, updated_at=now, submitted_at=now)
+        .returning(Order.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if changed is None:
         return False
-    move_order_ref(session, order, OrderState.SUBMITTED, actor, now, submitted_at=now)
+    order.state = state
+    record_event(session, order.id, state, actor)
     return True
+
+
+def start_order(session: Session, order_id: uuid.UUID, actor: Actor, now: datetime) -> None:
+    """``queued → in_progress`` on an order's first lease, as one conditional UPDATE that
+    locks the order row only when it changes it (most checkouts change nothing)."""
+    check_order(OrderState.QUEUED, OrderState.IN_PROGRESS)
+    state = OrderState.IN_PROGRESS.value
+    changed = session.execute(
+        update(Order)
+        .where(Order.id == order_id, Order.state == OrderState.QUEUED.value)
+        .values(state=state, last_transitioned_at=now, updated_at=now)
+        .returning(Order.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if changed is not None:
+        record_event(session, order_id, state, actor)
 
 
 def maybe_requeue_order(session: Session, order: OrderRef, actor: Actor, now: datetime) -> None:
