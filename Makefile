@@ -33,7 +33,7 @@ bench: $(STAMP)  ## benchmarks (not tests): figures beside the bare-client floor
 	$(BIN)/python -m bench
 
 soak: $(STAMP)  ## long stress runs, not part of make test
-	WM_SOAK=1 $(BIN)/pytest -q -m slow tests
+	$(BIN)/pytest -q -m slow tests
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -115,7 +115,9 @@ def pool(make_wm, pg_url, redis_url, tmp_path) -> Any:
     """``pool(backend, ttl, redis=None, orders=20)``: orders of 20 queued items on PostgreSQL."""
     made: list[Pool] = []
 
-    def build(backend: str, ttl: int, redis: str | None = None, orders: int = ORDERS) -> Pool:
+    def build(
+        backend: str, ttl: int, redis: str | None = None, orders: int = ORDERS, deadline: int = 90
+    ) -> Pool:
         prefix = f"wmstress:{uuid.uuid4().hex[:8]}:"
         url = redis or redis_url
         wm = make_wm(
@@ -140,7 +142,7 @@ def pool(make_wm, pg_url, redis_url, tmp_path) -> Any:
             "redis_prefix": prefix,
             "ttl": ttl,
             "hold": 0,
-            "deadline": 90,
+            "deadline": deadline,
         }
         made.append(Pool(wm, config, tmp_path, items))
         return made[-1]
@@ -271,3 +273,16 @@ def test_redis_flushdb_mid_run_then_sweep_loses_and_doubles_nothing(pool, redis_
     lost = {(r["item"], r["token"]) for r in run.records("slow") if r["ev"] == "lost"}
     assert (slow["item"], slow["token"]) in lost  # its holder was refused from then on
     print(figures)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["database", pytest.param("redis", marks=pytest.mark.redis)])
+def test_soak_thousands_of_items(pool, backend) -> None:
+    """``make soak``: the same invariants over WM_SOAK_ORDERS x 20 items (default 5,000)."""
+    orders = int(os.environ.get("WM_SOAK_ORDERS", "250"))
+    run = pool(backend, ttl=15, orders=orders, deadline=1200)
+    for n in range(PROCESSES):
+        run.start(f"agent-{n}")
+    run.finish(timeout=1300)
+    figures = check_exactly_once(run)
+    assert figures["grants"] >= orders * ITEMS_PER_ORDER and figures["lost"] == 0, figures
