@@ -31,6 +31,8 @@ check: lint typecheck test  ## what CI runs, and more
 
 bench: $(STAMP)  ## benchmarks (not tests): figures beside the bare-client floor
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.http
 
 soak: $(STAMP)  ## long stress runs, not part of make test
 	$(BIN)/pytest -q -m slow tests
