@@ -11,16 +11,18 @@ atomic.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import lru_cache
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import UpdateBase
 
 from ..db.models import Item
 from ..db.predicates import held, queued
 from ..states import HELD_ITEM_STATES, ItemState
 from ..types import Lease
 from .base import CheckoutQuery, Grant, check_row
-from .selection import eligible
+from .selection import Shape, eligible, params, shape_of
 
 _HELD = [s.value for s in HELD_ITEM_STATES]
 
@@ -41,25 +43,10 @@ class DatabaseLeaseBackend:
         if blocked is None:
             return None
         postgres = session.get_bind().dialect.name == "postgresql"
-        pick = eligible(query, now, blocked_types=blocked).with_only_columns(Item.id).limit(1)
-        if postgres:
-            pick = pick.with_for_update(skip_locked=True)
         expires = now + timedelta(seconds=ttl)
-        stmt = (
-            update(Item)
-            .where(Item.id == pick.scalar_subquery(), queued())
-            .values(
-                state=ItemState.LEASED.value,
-                leased_by_agent_id=agent_id,
-                lease_token=Item.lease_token + 1,
-                lease_expires_at=expires,
-                attempts=Item.attempts + 1,
-                updated_at=now,
-            )
-            .returning(Item)
-            .execution_options(synchronize_session=False, populate_existing=True)
-        )
-        item = session.scalars(stmt).first()
+        stmt = _grant_statement(shape_of(query, blocked, ()), postgres)
+        values = {**params(query, now, blocked), "q_agent": agent_id, "q_expires": expires}
+        item = session.scalars(stmt, values).first()
         if item is None:
             return None
         return Grant(item=item, token=item.lease_token, expires_at=expires)
@@ -107,3 +94,25 @@ class DatabaseLeaseBackend:
 
 def _advisory_lock(session: Session, key: str) -> None:
     session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key})
+
+
+@lru_cache(maxsize=256)
+def _grant_statement(shape: Shape, postgres: bool) -> UpdateBase:
+    """``UPDATE … WHERE id = (the first eligible item, SKIP LOCKED) RETURNING *``."""
+    pick = eligible(shape).with_only_columns(Item.id).limit(1)
+    if postgres:
+        pick = pick.with_for_update(skip_locked=True)
+    return (
+        update(Item)
+        .where(Item.id == pick.scalar_subquery(), queued())
+        .values(
+            state=ItemState.LEASED.value,
+            leased_by_agent_id=bindparam("q_agent"),
+            lease_token=Item.lease_token + 1,
+            lease_expires_at=bindparam("q_expires"),
+            attempts=Item.attempts + 1,
+            updated_at=bindparam("q_now"),
+        )
+        .returning(Item)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )

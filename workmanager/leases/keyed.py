@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from functools import lru_cache
 
+from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
 from ..db.models import Item
@@ -18,7 +20,7 @@ from ..errors import LeaseConflict, LeaseExpired
 from ..states import ItemState
 from ..types import Lease
 from .base import CheckoutQuery, Grant, LeaseStore, check_row
-from .selection import eligible
+from .selection import Shape, eligible, params, shape_of
 
 #: Rows locked per candidate round. One: a checkout grants one item, and every further
 #: row it locked would be skipped by racing checkouts until it commits, so they would see
@@ -48,10 +50,8 @@ class StoreLeaseBackend:
         blocked: set[str] = set()
         tried: set[uuid.UUID] = set()
         while True:
-            stmt = eligible(query, now, blocked_types=blocked, exclude_ids=tried).limit(BATCH)
-            if postgres:
-                stmt = stmt.with_for_update(skip_locked=True)
-            rows = list(session.scalars(stmt))
+            stmt = _candidates(shape_of(query, blocked, tried), postgres)
+            rows = list(session.scalars(stmt, params(query, now, blocked, tried)))
             if not rows:
                 return None
             for item in rows:
@@ -124,3 +124,9 @@ class StoreLeaseBackend:
 
     def lost_track(self) -> bool:
         return self.store.mark()
+
+
+@lru_cache(maxsize=256)
+def _candidates(shape: Shape, postgres: bool) -> Select[Item]:
+    stmt = eligible(shape).limit(BATCH)
+    return stmt.with_for_update(skip_locked=True) if postgres else stmt
