@@ -17,6 +17,8 @@ from .runtime import get_wm
 
 log = logging.getLogger("workmanager.tasks")
 
+#: Orders created by a task with no order id take uuid5(TASK_NAMESPACE, task id).
+TASK_NAMESPACE = uuid.UUID("0b7c5a52-3f0e-4c8e-9d55-2f4a8e1c6b90")
 STATEFUL = {"acks_late": True, "reject_on_worker_lost": True}
 TRANSIENT = {
     "autoretry_for": (TransientError,),
@@ -26,8 +28,9 @@ TRANSIENT = {
 }
 
 
-@app.task(name="workmanager.orders.create", **STATEFUL, **TRANSIENT)
+@app.task(name="workmanager.orders.create", bind=True, **STATEFUL, **TRANSIENT)
 def create(
+    self: Task,
     type: str,
     payload: dict[str, Any],
     priority: int = 0,
@@ -37,8 +40,13 @@ def create(
     requested_by_type: str = "system",
     requested_by_id: str | None = None,
 ) -> str:
-    """Validate, create and plan an order (a redelivery finds the order already there)."""
-    proposal = get_wm().orders.propose(
+    """Validate, create and plan an order. A redelivered message finds its order already
+    there (a sender that names no ``order_id`` gets one derived from the task id) and
+    announces its still-queued items again, in case the first run died before it did."""
+    wm = get_wm()
+    if order_id is None and dedupe_key is None and self.request.id:
+        order_id = str(uuid.uuid5(TASK_NAMESPACE, self.request.id))
+    proposal = wm.orders.propose(
         type,
         payload,
         priority=priority,
@@ -47,6 +55,8 @@ def create(
         order_id=uuid.UUID(order_id) if order_id else None,
         requested_by=Actor(requested_by_type, requested_by_id or requested_by_type),
     )
+    if not proposal.created:
+        wm.maintenance.announce_queued(uuid.UUID(proposal.order["id"]))
     return str(proposal.order["id"])
 
 

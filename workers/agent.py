@@ -21,8 +21,14 @@ from typing import Any
 from celery import Celery, Task
 
 from workmanager import WorkManager
-from workmanager.errors import LeaseConflict, LeaseExpired, NotFound, WorkManagerError
-from workmanager.states import ItemState
+from workmanager.errors import (
+    LeaseConflict,
+    LeaseExpired,
+    NotFound,
+    TransientError,
+    WorkManagerError,
+)
+from workmanager.states import LEASABLE_ORDER_STATES, ItemState
 from workmanager.types import AgentInfo
 
 from .handlers import Heartbeater, load_handler, run_handler
@@ -60,13 +66,20 @@ class AgentConsumer:
             item = self.wm.queries.item(item_id)
         except NotFound:
             return "missing", 0.0
-        if item["state"] != ItemState.QUEUED:
-            return "skipped", 0.0
+        if item["state"] != ItemState.QUEUED or not self._order_leasable(item["order_id"]):
+            return "skipped", 0.0  # taken, done, or its order failed: the retry re-announces
         wait = LIMITED_RETRY_SECONDS  # queued and due, yet refused: a lease limit was reached
         if item["available_at"]:
             due = datetime.fromisoformat(item["available_at"].replace("Z", "+00:00"))
             wait = max(wait, (due - datetime.now(UTC)).total_seconds())
         return "later", wait
+
+    def _order_leasable(self, order_id: str) -> bool:
+        try:
+            state = self.wm.queries.order_state(uuid.UUID(order_id))
+        except NotFound:
+            return False
+        return state in LEASABLE_ORDER_STATES
 
     def _work(self, lease: Any) -> str:
         with Heartbeater(self.wm, lease, self.agent, self.every):
@@ -92,6 +105,9 @@ def register_agent_task(app: Celery, order_type: str, consumer: AgentConsumer) -
 
     @app.task(
         name=f"workmanager.agents.{order_type}",
+        autoretry_for=(TransientError,),
+        retry_backoff=True,
+        retry_backoff_max=60,
         bind=True,
         acks_late=True,
         reject_on_worker_lost=True,

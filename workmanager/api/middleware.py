@@ -15,7 +15,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import PayloadTooLarge, WorkManagerError
+from ..errors import MalformedJSON, PayloadTooLarge, WorkManagerError
+from ..jsonvalues import loads
 from ..services.callers import new_request_id
 
 log = logging.getLogger("workmanager.api")
@@ -83,6 +84,15 @@ def _request_id(scope: Scope) -> str:
     return new_request_id()
 
 
+def _strict_json(body: bytes) -> bool:
+    """Valid JSON, and no NaN/Infinity (Python accepts them; no JSON column stores them)."""
+    try:
+        loads(body)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors too
+        return False
+    return True
+
+
 def _declared_length(scope: Scope) -> int | None:
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
@@ -120,6 +130,9 @@ class RequestContextMiddleware:
                 body = await _read_body(receive, self.max_body_bytes)
             except _TooLarge:
                 await send_error(send, too_large, echo)
+                return
+            if body.strip() and not _strict_json(body):
+                await send_error(send, MalformedJSON("the request body is not valid JSON"), echo)
                 return
             receive = _replay(body, receive)
         await self._call(scope, receive, send, echo)

@@ -10,11 +10,11 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from ..errors import Unavailable
+from ..errors import Unavailable, ValidationFailed
 from . import pending
 
 T = TypeVar("T")
@@ -91,6 +91,13 @@ class Database:
             if _is_connection_error(exc):
                 raise Unavailable(f"database unavailable: {exc.orig}") from exc
             raise
+        except DataError as exc:
+            # A value the database cannot store (a NUL in text, an out-of-range number) that
+            # slipped past the checks at the edge: the caller's input, so a 422, not a 500.
+            raise ValidationFailed(
+                [{"path": "$", "message": str(exc.orig).splitlines()[0], "validator": "storable"}],
+                "a value cannot be stored",
+            ) from exc
         finally:
             session.close()
 

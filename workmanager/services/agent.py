@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session
 from ..checks import check, guarded
 from ..db.models import Item, Order
 from ..errors import MissingParts, NotFound, ValidationFailed
+from ..jsonvalues import json_value
 from ..leases.base import CheckoutQuery, Grant
-from ..states import ItemState
+from ..states import ItemState, OrderState
 from ..types import JSON, AgentInfo, Lease
 from .context import ServiceContext
 from .lifecycle import (
@@ -28,8 +29,8 @@ from .lifecycle import (
     lock_order_ref,
     maybe_requeue_order,
     maybe_submit_order,
+    move_order_ref,
     requeue_or_fail,
-    start_order,
 )
 from .parts import as_values, check_part_input, latest_validated, parts_state, upsert_part
 from .transitions import clear_lease, move_item, record_event
@@ -85,6 +86,7 @@ class AgentAPI:
         ``item_id`` narrows the checkout to that one item (how Celery consumer agents take
         the item their message names)."""
         info = _agent(agent)
+        json_value({"type": type, "tenant_id": tenant_id}, "$")
         query = CheckoutQuery(order_id, type, min_priority, tenant_id, item_id)
         granted: list[Grant] = []
         try:
@@ -122,11 +124,14 @@ class AgentAPI:
             ItemState.LEASED,
             agent.actor,
             item_id=item.id,
-            payload={"agent_id": agent.id, "lease_token": grant.token, "attempt": item.attempts},
+            payload={"agent_id": agent.id, "attempt": item.attempts},
         )
-        # Event rows are written at commit (db/pending.py); their foreign keys' KEY SHARE
-        # locks do not conflict with the NO KEY UPDATE / UPDATE locks taken here.
-        start_order(s, item.order_id, agent.actor, now)
+        # The order is locked even when it needs no change, so a release or expiry of a
+        # sibling that is deciding "nothing held: back to queued" waits for this grant to
+        # commit (or this waits for its decision) instead of both missing each other.
+        order = lock_order_ref(s, item.order_id)
+        if order.state == OrderState.QUEUED:
+            move_order_ref(s, order, OrderState.IN_PROGRESS, agent.actor, now)
         self.ctx.provenance.record(s, "checkout", agent, order_id=item.order_id, item_id=item.id)
         return Lease(
             item.id,
@@ -148,6 +153,7 @@ class AgentAPI:
     ) -> Lease:
         """Extend the lease to now + TTL; optionally record progress and a checkpoint."""
         _check_progress(progress, checkpoint)
+        json_value(checkpoint, "checkpoint")
         info = _agent(agent, lease)
         return self.ctx.db.run(lambda s: self._heartbeat_tx(s, lease, progress, checkpoint, info))
 
@@ -191,6 +197,7 @@ class AgentAPI:
             raise ValidationFailed(
                 [{"path": "result", "message": "must be an object", "validator": "type"}]
             )
+        json_value({"result": result, "evidence": evidence, "notes": notes}, "$")
         info = _agent(agent, lease)
         outcome = self.ctx.db.run(
             lambda s: self._submit_tx(s, lease, result, evidence, notes, info)
@@ -276,6 +283,9 @@ class AgentAPI:
     ) -> PartOutcome:
         """Store one validated part in its (key, seq) slot; the lease stays held."""
         check_part_input(self.ctx.settings, part_key, payload, seq)
+        json_value(
+            {"part_key": part_key, "payload": payload, "evidence": evidence, "notes": notes}, "$"
+        )
         info = _agent(agent, lease)
         return self.ctx.db.run(
             lambda s: self._part_tx(s, lease, part_key, payload, seq, evidence, notes, info)
@@ -391,6 +401,7 @@ class AgentAPI:
         """Report that the work failed: requeued with backoff, or failed when not retryable
         or out of attempts."""
         _check_error(error)
+        json_value(error, "error")
         info = _agent(agent, lease)
         outcome = self.ctx.db.run(lambda s: self._fail_tx(s, lease, error, retryable, info))
         self._released(lease, outcome.item)

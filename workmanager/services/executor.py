@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from ..db.models import Item, Order
 from ..diff import Diff
 from ..errors import ApplyFailed, IllegalStateTransition, NotFound
+from ..jsonvalues import json_value
 from ..states import ItemState, OrderState
 from ..types import Actor, ApplyContext, OrderView
 from .context import ServiceContext
@@ -63,6 +64,7 @@ class ApplyService:
             diff = order_type.apply(view, ctx)
             if not isinstance(diff, Diff):
                 raise TypeError(f"{order_type!r}.apply() must return a Diff, got {diff!r}")
+            json_value(diff.to_dict(), "the diff")  # stored as JSON: fail here, recorded
         except Exception as exc:
             final = self.record_failure(order_id, exc, ctx.attempt)
             raise ApplyFailed(

@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from ..db.models import Item
-from ..errors import InvalidQuery, NotFound
+from ..errors import IllegalStateTransition, InvalidQuery, NotFound
 from ..states import ItemState, OrderState
 from ..types import Actor
 from .context import ServiceContext
@@ -71,7 +71,14 @@ class ItemAdmin:
         if order_id is None:
             raise NotFound(f"item {item_id} not found", details={"item_id": str(item_id)})
         order = lock_order(s, order_id)  # admin paths lock the order first (see lifecycle)
-        item = lock_item(s, item_id)
+        item = lock_item(s, item_id)  # a failed item: no agent path locks it
+        if item.state != ItemState.FAILED:  # retry is failed -> queued, nothing else
+            raise IllegalStateTransition(
+                f"only a failed item can be retried; this one is {item.state}",
+                kind="item",
+                from_state=item.state,
+                to_state=ItemState.QUEUED,
+            )
         item.error, item.attempts, item.available_at = None, 0, None
         move_item(s, item, ItemState.QUEUED, actor, event="retried")
         if order.state == OrderState.FAILED:

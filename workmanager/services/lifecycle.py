@@ -121,22 +121,6 @@ def maybe_submit_order(session: Session, order: OrderRef, actor: Actor, now: dat
     return True
 
 
-def start_order(session: Session, order_id: uuid.UUID, actor: Actor, now: datetime) -> None:
-    """``queued → in_progress`` on an order's first lease, as one conditional UPDATE that
-    locks the order row only when it changes it (most checkouts change nothing)."""
-    check_order(OrderState.QUEUED, OrderState.IN_PROGRESS)
-    state = OrderState.IN_PROGRESS.value
-    changed = session.execute(
-        update(Order)
-        .where(Order.id == order_id, Order.state == OrderState.QUEUED.value)
-        .values(state=state, last_transitioned_at=now, updated_at=now)
-        .returning(Order.id)
-        .execution_options(synchronize_session=False)
-    ).first()
-    if changed is not None:
-        record_event(session, order_id, state, actor)
-
-
 def maybe_requeue_order(session: Session, order: OrderRef, actor: Actor, now: datetime) -> None:
     """An in-progress order with no held item goes back to ``queued``."""
     if order.state == OrderState.IN_PROGRESS and not _any_item(session, order.id, held()):

@@ -11,7 +11,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, select, true
@@ -94,7 +94,10 @@ def _operator(value: str, param: str, parse: Callable[[str], Any]) -> tuple[str,
 
 
 def _datetime(raw: str) -> datetime:
-    return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)  # here, so an out-of-range instant is a 400, not a 500
 
 
 def _int(raw: str) -> int:

@@ -7,11 +7,12 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from ..db.models import Item, Order
-from ..states import ItemState, OrderState
+from ..db.models import Event, Item, Order
+from ..db.predicates import queued
+from ..states import LEASABLE_ORDER_STATES, ItemState, OrderState
 from ..types import Actor
 from .context import ServiceContext
 from .idempotency import IdempotencyService
@@ -28,6 +29,7 @@ class MaintenanceReport:
     purged_keys: int = 0
     recovered_applies: list[uuid.UUID] = field(default_factory=list)
     recovered_auto_approvals: list[uuid.UUID] = field(default_factory=list)
+    reannounced_items: int = 0
 
 
 class Maintenance:
@@ -58,6 +60,9 @@ class Maintenance:
             report.recovered_auto_approvals = self.stuck_auto_approvals()
             for order_id in report.recovered_auto_approvals:
                 self.ctx.dispatcher.order_submitted(order_id)
+            after = self.ctx.settings.reannounce_after_seconds
+            if after:
+                report.reannounced_items = self.announce_queued(older_than=after)
         self.report_gauges()
         return report
 
@@ -110,6 +115,44 @@ class Maintenance:
         self.ctx.metrics.gauge("stale_orders", len(ids))
         return ids
 
+    def announce_queued(
+        self, order_id: uuid.UUID | None = None, *, older_than: float = 0, limit: int = 1000
+    ) -> int:
+        """Announce queued, due items of leasable orders again (their message may be lost).
+
+        With ``order_id``, that order's items; otherwise items nothing touched for
+        ``older_than`` seconds, oldest first, at most ``limit``. Each announced item's
+        ``updated_at`` is touched, so one item is re-announced at most once per window.
+        Duplicates are harmless: a consumer leases the item or skips it.
+        """
+        now = self.ctx.clock()
+        stmt = select(Item.id, Item.order_type).where(
+            queued(),
+            or_(Item.available_at.is_(None), Item.available_at <= now),
+            exists().where(
+                Order.id == Item.order_id, Order.state.in_([s.value for s in LEASABLE_ORDER_STATES])
+            ),
+        )
+        if order_id is not None:
+            stmt = stmt.where(Item.order_id == order_id)
+        else:
+            stmt = stmt.where(Item.updated_at <= now - timedelta(seconds=older_than))
+        with self.ctx.db.transaction() as s:
+            rows = s.execute(stmt.order_by(Item.updated_at).limit(limit)).all()
+            if rows:
+                s.execute(
+                    update(Item)
+                    .where(Item.id.in_([r.id for r in rows]))
+                    .values(updated_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+        by_type: dict[str, list[uuid.UUID]] = {}
+        for row in rows:
+            by_type.setdefault(row.order_type, []).append(row.id)
+        for order_type, ids in by_type.items():
+            self.ctx.dispatcher.items_available(order_type, ids)
+        return len(rows)
+
     def stuck_applies(self) -> list[uuid.UUID]:
         """Orders ``approved`` with no apply activity for ``APPLY_RECOVERY_SECONDS``.
 
@@ -132,8 +175,9 @@ class Maintenance:
 
     def stuck_auto_approvals(self) -> list[uuid.UUID]:
         """Orders of auto-approving types left ``submitted`` for ``APPLY_RECOVERY_SECONDS``
-        (their ``check_auto_approval`` message was lost): announced again. A refused check
-        is repeated too, which is harmless: it refuses again and stays for review."""
+        with no check run since (their ``check_auto_approval`` message was lost): announced
+        again. An order whose check refused (event ``auto_approval_refused``) waits for a
+        person instead."""
         auto = [t.type for t in self.ctx.registry if t.auto_approve]
         if not auto:
             return []
@@ -146,6 +190,11 @@ class Maintenance:
                         Order.state == OrderState.SUBMITTED.value,
                         Order.type.in_(auto),
                         Order.updated_at <= cutoff,
+                        ~exists().where(
+                            Event.order_id == Order.id,
+                            Event.event == "auto_approval_refused",
+                            Event.created_at >= Order.last_transitioned_at,
+                        ),
                     )
                     .limit(1000)
                 )

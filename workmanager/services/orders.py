@@ -12,8 +12,15 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ..checks import guarded
 from ..db.models import Item, Order, Part
-from ..errors import NotReadyForApproval, ValidationFailed, WorkManagerError
+from ..errors import (
+    IllegalStateTransition,
+    NotReadyForApproval,
+    ValidationFailed,
+    WorkManagerError,
+)
+from ..jsonvalues import json_value
 from ..order_types import ItemSpec, OrderType
 from ..schema import validate
 from ..states import ItemState, OrderState
@@ -83,7 +90,9 @@ class OrderService:
             "dedupe_key",
             "must be a string of 1 to 191 characters",
         )
-        validate(order_type.schema(), payload, "payload")
+        json_value({"payload": payload, "meta": meta, "dedupe_key": dedupe_key}, "$")
+        schema = guarded(order_type.schema, "payload")
+        validate(schema, payload, "payload")
         actor = requested_by or (agent.actor if agent else Actor.system())
         existing = self._existing(order_id, dedupe_key)
         if existing is not None:
@@ -148,7 +157,9 @@ class OrderService:
         # created_at: one microsecond apart keeps the order plan() gave them.
         items = [
             self._item(order, order_type, spec, now + timedelta(microseconds=n))
-            for n, spec in enumerate(order_type.plan(order_view(order, [])))
+            for n, spec in enumerate(
+                guarded(lambda: order_type.plan(order_view(order, [])), "plan")
+            )
         ]
         # An order with no items could never be submitted: it would sit queued forever.
         _require(bool(items), "payload", "the order type planned no items for it", "plan")
@@ -159,7 +170,17 @@ class OrderService:
 
     def _item(self, order: Order, order_type: OrderType, spec: ItemSpec, now: Any) -> Item:
         if not isinstance(spec, ItemSpec):
-            raise TypeError(f"{order_type!r}.plan() must return ItemSpec objects, got {spec!r}")
+            raise ValidationFailed(
+                [
+                    {
+                        "path": "plan",
+                        "validator": "hook_error",
+                        "message": f"plan() must return ItemSpec objects, got {spec!r}",
+                    }
+                ],
+                "the order type's plan() returned something else than ItemSpec objects",
+            )
+        json_value(spec.input, "plan.input")
         max_attempts = (
             spec.max_attempts or order_type.max_attempts or self.ctx.settings.default_max_attempts
         )
@@ -236,6 +257,14 @@ class OrderService:
                 log.exception("auto-approval of %s raised", order_id)
                 exc = WorkManagerError(str(exc))
             log.warning("auto-approval of %s refused: %s", order_id, exc.message)
+            with self.ctx.db.transaction() as s:  # maintenance will not ask again
+                record_event(
+                    s,
+                    order_id,
+                    "auto_approval_refused",
+                    Actor.system(),
+                    payload={"code": exc.code, "message": exc.message},
+                )
             self.ctx.metrics.increment(
                 "auto_approval_refused_total", type=order_type.type, reason=exc.code
             )
@@ -253,6 +282,7 @@ class OrderService:
     ) -> dict[str, Any]:
         """``submitted → rejected`` (items and parts too); with rework, back to ``queued``."""
         _check_reject_errors(errors)
+        json_value(errors, "errors")
         order, item_ids = self.ctx.db.run(
             lambda s: self._reject_tx(s, order_id, errors, actor, allow_rework, agent)
         )
@@ -318,12 +348,19 @@ class OrderService:
     ) -> tuple[dict[str, Any], list[uuid.UUID], bool]:
         now = self.ctx.clock()
         order = lock_order(s, order_id)
+        if order.state != OrderState.FAILED:  # retry is failed -> queued, nothing else
+            raise IllegalStateTransition(
+                f"only a failed order can be retried; this one is {order.state}",
+                kind="order",
+                from_state=order.state,
+                to_state=OrderState.QUEUED,
+            )
         failed = list(
             s.scalars(
                 select(Item).where(Item.order_id == order.id, Item.state == ItemState.FAILED.value)
             )
         )
-        if not failed and order.state == OrderState.FAILED:
+        if not failed:
             states = set(s.scalars(select(Item.state).where(Item.order_id == order.id)))
             if states and states <= {ItemState.SUBMITTED.value}:
                 order.last_error, order.apply_attempts = None, 0

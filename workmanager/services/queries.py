@@ -38,6 +38,14 @@ class Queries:
                 "events": [event_dict(e) for e in latest],
             }
 
+    def order_state(self, order_id: uuid.UUID) -> str:
+        """Just the order's state (cheap: no items, no events)."""
+        with self.ctx.db.transaction() as s:
+            state = s.scalar(select(Order.state).where(Order.id == order_id))
+        if state is None:
+            raise NotFound(f"order {order_id} not found", details={"order_id": str(order_id)})
+        return str(state)
+
     def item(self, item_id: uuid.UUID) -> dict[str, Any]:
         with self.ctx.db.transaction() as s:
             item = s.get(Item, item_id)

@@ -1,0 +1,115 @@
+"""Edges found in review: retry only from failed, unstorable values, an apply whose diff
+cannot be stored, refused auto-approvals, and lost item announcements."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.support.types import Multi, Picky, Simple
+from workmanager import Actor, ApplyContext, Diff, OrderType, OrderView, Registry
+from workmanager.db.models import Order, utcnow
+from workmanager.errors import ApplyFailed, IllegalStateTransition, ValidationFailed
+from workmanager.services.items import ItemAdmin
+
+
+class BadDiff(OrderType):
+    type = "test.bad_diff"
+
+    def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
+        return Diff({}, {"at": datetime.now()}, "not JSON")  # a datetime cannot be stored
+
+
+def events(wm, order_id) -> list[str]:
+    return [e["event"] for e in wm.queries.events(order_id) if not e["item_id"]]
+
+
+def test_retry_refuses_orders_that_are_not_failed(make_wm, database) -> None:
+    wm = make_wm(db=database, registry=Registry([Simple()]))
+    order_id = wm.propose("test.simple", {"n": 1})
+    lease = wm.agent.checkout("agent-1")
+    with pytest.raises(IllegalStateTransition):
+        wm.orders.retry(order_id, Actor("user", "ops"))  # in progress
+    assert wm.queries.order(order_id)["state"] == "in_progress"
+    wm.agent.submit(lease, {"answer": 1})
+    wm.orders.reject(order_id, [{"code": "bad", "message": "no"}], Actor("user", "ops"))
+    with pytest.raises(IllegalStateTransition):
+        wm.orders.retry(order_id, Actor("user", "ops"))  # rejected
+    assert wm.queries.order(order_id)["state"] == "rejected"
+
+
+def test_item_retry_refuses_items_that_are_not_failed(make_wm, database) -> None:
+    wm = make_wm(db=database, registry=Registry([Simple()]))
+    wm.propose("test.simple", {"n": 1})
+    lease = wm.agent.checkout("agent-1")
+    with pytest.raises(IllegalStateTransition):
+        ItemAdmin(wm.ctx).retry(lease.item_id, Actor("user", "ops"))
+    assert wm.queries.item(lease.item_id)["state"] == "leased"
+
+
+@pytest.mark.parametrize(
+    "payload", [{"n": math.nan}, {"n": math.inf}, {"name": "a\x00b"}, {"a\x00": 1}]
+)
+def test_unstorable_values_are_refused_and_nothing_is_written(make_wm, database, payload) -> None:
+    wm = make_wm(db=database, registry=Registry([Simple()]))
+    with pytest.raises(ValidationFailed):
+        wm.propose("test.simple", payload)
+    with wm.db.transaction() as s:
+        assert s.scalar(select(func.count()).select_from(Order)) == 0
+
+
+def test_unstorable_result_is_refused_and_the_lease_stays(make_wm, database) -> None:
+    wm = make_wm(db=database, registry=Registry([Simple()]))
+    wm.propose("test.simple", {"n": 1})
+    lease = wm.agent.checkout("agent-1")
+    with pytest.raises(ValidationFailed):
+        wm.agent.submit(lease, {"answer": float("nan")})
+    assert wm.queries.item(lease.item_id)["state"] == "leased"
+    assert wm.agent.submit(lease, {"answer": 1}).item["state"] == "submitted"
+
+
+def test_apply_whose_diff_cannot_be_stored_is_a_recorded_failure(make_wm, database) -> None:
+    wm = make_wm(db=database, registry=Registry([BadDiff()]), apply_max_retries=1)
+    order_id = wm.propose("test.bad_diff", {})
+    wm.agent.submit(wm.agent.checkout("agent-1"), {"x": 1})
+    wm.approve(order_id)
+    for attempt, final in ((1, False), (2, True)):
+        with pytest.raises(ApplyFailed) as caught:
+            wm.executor.apply(order_id)
+        assert caught.value.details == {
+            "exception": "ValidationFailed",
+            "attempt": attempt,
+            "final": final,
+        }
+    assert events(wm, order_id)[-2:] == ["apply_retrying", "apply_failed"]
+    assert wm.queries.order(order_id)["state"] == "failed"
+
+
+def test_refused_auto_approval_is_not_asked_again(make_wm, database) -> None:
+    wm = make_wm(db=database, registry=Registry([Picky()]), apply_recovery_seconds=60)
+    order_id = wm.propose("test.picky", {"ok": False})
+    wm.agent.submit(wm.agent.checkout("agent-1"), {"x": 1})
+    assert wm.orders.check_auto_approval(order_id) is False
+    assert "auto_approval_refused" in events(wm, order_id)
+    wm.ctx.clock = lambda: utcnow() + timedelta(seconds=61)
+    assert wm.maintenance.run().recovered_auto_approvals == []
+
+
+def test_lost_item_announcements_are_sent_again_once_per_window(make_wm, database) -> None:
+    wm = make_wm(db=database, registry=Registry([Multi()]), reannounce_after_seconds=600)
+    order_id = wm.propose("test.multi", {"count": 3})
+    wm.agent.checkout("agent-1")  # one item held: only the two queued ones are re-sent
+    wm.dispatcher.available.clear()
+    assert wm.maintenance.run().reannounced_items == 0  # too recent
+    wm.ctx.clock = lambda: utcnow() + timedelta(seconds=601)
+    assert wm.maintenance.run().reannounced_items == 2
+    [(order_type, ids)] = wm.dispatcher.available
+    assert order_type == "test.multi" and len(ids) == 2
+    assert wm.maintenance.run().reannounced_items == 0  # touched: not again this window
+    wm.agent.fail(wm.agent.checkout("agent-2"), {"code": "x", "message": "y"}, retryable=False)
+    wm.ctx.clock = lambda: utcnow() + timedelta(seconds=1300)
+    assert wm.maintenance.run().reannounced_items == 0  # the order failed: nothing to do
+    assert wm.queries.order_state(order_id) == "failed"
