@@ -21,7 +21,7 @@ from ..db.models import Item, Order
 from ..errors import MissingParts, NotFound, ValidationFailed
 from ..jsonvalues import json_value
 from ..leases.base import CheckoutQuery, Grant
-from ..states import ItemState, OrderState
+from ..states import ItemState
 from ..types import JSON, AgentInfo, Lease
 from .context import ServiceContext
 from .lifecycle import (
@@ -29,8 +29,8 @@ from .lifecycle import (
     lock_order_ref,
     maybe_requeue_order,
     maybe_submit_order,
-    move_order_ref,
     requeue_or_fail,
+    start_order,
 )
 from .parts import as_values, check_part_input, latest_validated, parts_state, upsert_part
 from .transitions import clear_lease, move_item, record_event
@@ -126,12 +126,7 @@ class AgentAPI:
             item_id=item.id,
             payload={"agent_id": agent.id, "attempt": item.attempts},
         )
-        # The order is locked even when it needs no change, so a release or expiry of a
-        # sibling that is deciding "nothing held: back to queued" waits for this grant to
-        # commit (or this waits for its decision) instead of both missing each other.
-        order = lock_order_ref(s, item.order_id)
-        if order.state == OrderState.QUEUED:
-            move_order_ref(s, order, OrderState.IN_PROGRESS, agent.actor, now)
+        start_order(s, item.order_id, agent.actor, now)
         self.ctx.provenance.record(s, "checkout", agent, order_id=item.order_id, item_id=item.id)
         return Lease(
             item.id,

@@ -17,13 +17,15 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
 from ..db.models import Item, Order
-from ..db.predicates import held, item_state_in
+from ..db.predicates import held, item_state_in, queued
 from ..errors import NotFound
 from ..settings import Settings
 from ..state_machine import check_order
-from ..states import SUBMITTED_ITEM_STATES, ItemState, OrderState
+from ..states import HELD_ITEM_STATES, SUBMITTED_ITEM_STATES, ItemState, OrderState
 from ..types import Actor
 from .transitions import clear_lease, move_item, record_event
+
+HELD = [s.value for s in HELD_ITEM_STATES]
 
 
 @dataclass
@@ -123,8 +125,48 @@ def maybe_submit_order(session: Session, order: OrderRef, actor: Actor, now: dat
 
 def maybe_requeue_order(session: Session, order: OrderRef, actor: Actor, now: datetime) -> None:
     """An in-progress order with no held item goes back to ``queued``."""
-    if order.state == OrderState.IN_PROGRESS and not _any_item(session, order.id, held()):
+    if order.state == OrderState.IN_PROGRESS and not _holds_any(session, order.id):
         move_order_ref(session, order, OrderState.QUEUED, actor, now, event="requeued")
+
+
+def _holds_any(session: Session, order_id: uuid.UUID) -> bool:
+    """Whether an item of the order is held, counting a grant committing right now.
+
+    Checkout does not lock the order (that would serialize every checkout of one order),
+    so a sibling may be in the middle of ``queued → leased`` and a snapshot read would
+    still see it queued. So the items this transaction sees as queued are read again ``FOR
+    SHARE`` by id: that waits for a grant's row lock (its UPDATE holds ``NO KEY UPDATE``)
+    and then returns the row as committed. Only queued rows are locked: held rows belong
+    to agents whose submit may be waiting for this transaction's order lock.
+    """
+    if _any_item(session, order_id, held()):
+        return True
+    if session.get_bind().dialect.name != "postgresql":
+        return False  # SQLite transactions are serialized: nothing is in flight
+    queued_ids = list(session.scalars(select(Item.id).where(Item.order_id == order_id, queued())))
+    if not queued_ids:
+        return False
+    now_states = session.scalars(
+        select(Item.state).where(Item.id.in_(queued_ids)).with_for_update(read=True)
+    )
+    return any(state in HELD for state in now_states)
+
+
+def start_order(session: Session, order_id: uuid.UUID, actor: Actor, now: datetime) -> None:
+    """``queued → in_progress`` on an order's first lease: one conditional UPDATE, which
+    locks the order row only when it changes it (see :func:`_holds_any` for the race with
+    a sibling's release this leaves, and how that side closes it)."""
+    check_order(OrderState.QUEUED, OrderState.IN_PROGRESS)
+    state = OrderState.IN_PROGRESS.value
+    changed = session.execute(
+        update(Order)
+        .where(Order.id == order_id, Order.state == OrderState.QUEUED.value)
+        .values(state=state, last_transitioned_at=now, updated_at=now)
+        .returning(Order.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if changed is not None:
+        record_event(session, order_id, state, actor)
 
 
 def backoff(settings: Settings, attempt: int) -> float:
