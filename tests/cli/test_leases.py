@@ -88,7 +88,8 @@ def test_reclaim_requeues_with_backoff_or_fails_when_spent(
     assert report["counts"] == {"requeued": 1}
     assert report["leases"][0]["available_at"] is not None  # backoff, as the sweep does
     order = console.json("orders", "show", str(order_id))
-    assert order["state"] == "queued" and order["items"][0]["attempts"] == 1
+    # reclaim is an expiry brought forward: it changes the item, not the order (SPEC §3.1)
+    assert order["state"] == "in_progress" and order["items"][0]["attempts"] == 1
     # spend the attempts: the last reclaim fails the item and the order
     for _ in range(2):
         assert wm.agent.checkout("a1") is not None

@@ -131,5 +131,7 @@ def test_console_on_postgres(pg_url: str, tmp_path: Path) -> None:
     finally:
         wm.close()
     check = as_json(run("ops", "check", "--json"))
-    assert check["ok"] and check["orders"] == {"queued": 2} and check["leases"]["held"] == 0
+    # the reclaimed order stays in_progress: reclaim changes the item only (SPEC §3.1)
+    assert check["ok"] and check["orders"] == {"queued": 1, "in_progress": 1}
+    assert check["leases"]["held"] == 0
     assert ROOT.exists()

@@ -302,7 +302,7 @@ def test_retryable_failure_requeues_with_backoff(build) -> None:
     assert 29 <= delay <= 31, delay
     assert item.error == {"code": "flaky", "message": "try later"}
     assert item.leased_by_agent_id is None
-    assert order_state(wm, order_id) == "queued"
+    assert order_state(wm, order_id) == "in_progress"  # SPEC §3.1: fail changes the item only
     assert wm.agent.checkout("agent-b") is None  # backing off
 
 

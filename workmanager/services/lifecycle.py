@@ -193,7 +193,6 @@ def requeue_or_fail(
     """
     clear_lease(item)
     payload: dict[str, Any] = {"attempts": item.attempts, "max_attempts": item.max_attempts}
-    order = lock_order_ref(session, item.order_id)
     if retryable and item.attempts < item.max_attempts:
         item.available_at = now + timedelta(seconds=backoff(settings, item.attempts))
         if error is not None:
@@ -206,7 +205,8 @@ def requeue_or_fail(
             event=event,
             payload={**payload, "outcome": "requeued", "error": error},
         )
-        maybe_requeue_order(session, order, actor, now)
+        # The order stays as it is (SPEC §3.1: expiry and fail change only the item; only
+        # a release by the holder sends the order back to queued).
         return True
     reason = error or {
         "code": "max_attempts_exceeded",
@@ -221,6 +221,7 @@ def requeue_or_fail(
         event=event,
         payload={**payload, "outcome": "failed", "error": reason},
     )
+    order = lock_order_ref(session, item.order_id)
     if order.state in (OrderState.QUEUED, OrderState.IN_PROGRESS):
         failure = {"item_id": str(item.id), **reason}
         move_order_ref(
