@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import uuid
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +23,7 @@ from ..leases.base import CheckoutQuery, Grant
 from ..states import ItemState
 from ..types import JSON, AgentInfo, Lease
 from .context import ServiceContext
+from .inputs import agent_of, as_presented, check_error, check_finalize_mode, check_progress
 from .lifecycle import (
     lock_item,
     lock_order_ref,
@@ -32,37 +32,10 @@ from .lifecycle import (
     requeue_or_fail,
     start_order,
 )
+from .outcomes import ItemOutcome, PartOutcome
 from .parts import as_values, check_part_input, latest_validated, parts_state, upsert_part
 from .transitions import clear_lease, move_item, record_event
 from .views import item_dict, item_view, part_dict
-
-FINALIZE_MODES = ("strict", "best_effort")
-
-
-@dataclass(frozen=True)
-class ItemOutcome:
-    """The item after an agent call, and its order's state."""
-
-    item: dict[str, Any]
-    order_state: str
-    order_submitted: bool = False
-
-
-@dataclass(frozen=True)
-class PartOutcome:
-    part: dict[str, Any]
-    parts_state: dict[str, Any]
-
-
-def _agent(agent: AgentInfo | str | None, lease: Lease | None = None) -> AgentInfo:
-    if isinstance(agent, AgentInfo):
-        return agent
-    agent_id = agent or (lease.agent_id if lease else None)
-    if not agent_id:
-        raise ValidationFailed(
-            [{"path": "agent_id", "message": "an agent id is required", "validator": "required"}]
-        )
-    return AgentInfo(id=agent_id)
 
 
 class AgentAPI:
@@ -85,7 +58,7 @@ class AgentAPI:
 
         ``item_id`` narrows the checkout to that one item (how Celery consumer agents take
         the item their message names)."""
-        info = _agent(agent)
+        info = agent_of(agent)
         json_value({"type": type, "tenant_id": tenant_id}, "$")
         query = CheckoutQuery(order_id, type, min_priority, tenant_id, item_id)
         granted: list[Grant] = []
@@ -147,9 +120,9 @@ class AgentAPI:
         agent: AgentInfo | None = None,
     ) -> Lease:
         """Extend the lease to now + TTL; optionally record progress and a checkpoint."""
-        _check_progress(progress, checkpoint)
+        check_progress(progress, checkpoint)
         json_value(checkpoint, "checkpoint")
-        info = _agent(agent, lease)
+        info = agent_of(agent, lease)
         return self.ctx.db.run(lambda s: self._heartbeat_tx(s, lease, progress, checkpoint, info))
 
     def _heartbeat_tx(
@@ -163,7 +136,7 @@ class AgentAPI:
         now = self.ctx.clock()
         ttl = self.ctx.settings.lease_ttl_seconds
         item = lock_item(s, lease.item_id)
-        self.ctx.leases.extend(item, _as(lease, agent), now, ttl)
+        self.ctx.leases.extend(item, as_presented(lease, agent), now, ttl)
         item.lease_expires_at = now + timedelta(seconds=ttl)
         item.last_heartbeat_at = now
         if progress is not None or checkpoint is not None:
@@ -193,7 +166,7 @@ class AgentAPI:
                 [{"path": "result", "message": "must be an object", "validator": "type"}]
             )
         json_value({"result": result, "evidence": evidence, "notes": notes}, "$")
-        info = _agent(agent, lease)
+        info = agent_of(agent, lease)
         outcome = self.ctx.db.run(
             lambda s: self._submit_tx(s, lease, result, evidence, notes, info)
         )
@@ -211,7 +184,7 @@ class AgentAPI:
     ) -> ItemOutcome:
         now = self.ctx.clock()
         item = lock_item(s, lease.item_id)
-        self.ctx.leases.check(item, _as(lease, agent), now)
+        self.ctx.leases.check(item, as_presented(lease, agent), now)
         order_type = self.ctx.registry.get(item.order_type)
         view = item_view(item)
         schema = guarded(lambda: order_type.result_schema(view), "result")
@@ -281,7 +254,7 @@ class AgentAPI:
         json_value(
             {"part_key": part_key, "payload": payload, "evidence": evidence, "notes": notes}, "$"
         )
-        info = _agent(agent, lease)
+        info = agent_of(agent, lease)
         return self.ctx.db.run(
             lambda s: self._part_tx(s, lease, part_key, payload, seq, evidence, notes, info)
         )
@@ -299,7 +272,7 @@ class AgentAPI:
     ) -> PartOutcome:
         now = self.ctx.clock()
         item = lock_item(s, lease.item_id)
-        self.ctx.leases.check(item, _as(lease, agent), now)
+        self.ctx.leases.check(item, as_presented(lease, agent), now)
         order_type = self.ctx.registry.get(item.order_type)
         view = item_view(item)
         path = f"payload[{part_key}]"
@@ -324,11 +297,8 @@ class AgentAPI:
         self, lease: Lease, mode: str = "strict", agent: AgentInfo | None = None
     ) -> ItemOutcome:
         """Assemble the latest validated part per key into the result and submit it."""
-        if mode not in FINALIZE_MODES:
-            raise ValidationFailed(
-                [{"path": "mode", "message": "must be strict or best_effort", "validator": "enum"}]
-            )
-        info = _agent(agent, lease)
+        check_finalize_mode(mode)
+        info = agent_of(agent, lease)
         outcome = self.ctx.db.run(lambda s: self._finalize_tx(s, lease, mode, info))
         self._after_submit(lease, info, outcome)
         return outcome
@@ -336,7 +306,7 @@ class AgentAPI:
     def _finalize_tx(self, s: Session, lease: Lease, mode: str, agent: AgentInfo) -> ItemOutcome:
         now = self.ctx.clock()
         item = lock_item(s, lease.item_id)
-        self.ctx.leases.check(item, _as(lease, agent), now)
+        self.ctx.leases.check(item, as_presented(lease, agent), now)
         order_type = self.ctx.registry.get(item.order_type)
         view = item_view(item)
         latest = latest_validated(s, item.id)
@@ -367,7 +337,7 @@ class AgentAPI:
     # --- release and fail -------------------------------------------------------------
     def release(self, lease: Lease, agent: AgentInfo | None = None) -> ItemOutcome:
         """Give the item back to the queue now; the attempt it cost is given back too."""
-        info = _agent(agent, lease)
+        info = agent_of(agent, lease)
         outcome = self.ctx.db.run(lambda s: self._release_tx(s, lease, info))
         self._released(lease, outcome.item)
         self.ctx.metrics.increment(
@@ -379,7 +349,7 @@ class AgentAPI:
     def _release_tx(self, s: Session, lease: Lease, agent: AgentInfo) -> ItemOutcome:
         now = self.ctx.clock()
         item = lock_item(s, lease.item_id)
-        self.ctx.leases.check(item, _as(lease, agent), now)
+        self.ctx.leases.check(item, as_presented(lease, agent), now)
         order = lock_order_ref(s, item.order_id)
         clear_lease(item)
         item.attempts = max(item.attempts - 1, 0)
@@ -395,9 +365,9 @@ class AgentAPI:
     ) -> ItemOutcome:
         """Report that the work failed: requeued with backoff, or failed when not retryable
         or out of attempts."""
-        _check_error(error)
+        check_error(error)
         json_value(error, "error")
-        info = _agent(agent, lease)
+        info = agent_of(agent, lease)
         outcome = self.ctx.db.run(lambda s: self._fail_tx(s, lease, error, retryable, info))
         self._released(lease, outcome.item)
         if outcome.item["state"] == ItemState.QUEUED:
@@ -413,7 +383,7 @@ class AgentAPI:
     ) -> ItemOutcome:
         now = self.ctx.clock()
         item = lock_item(s, lease.item_id)
-        self.ctx.leases.check(item, _as(lease, agent), now)
+        self.ctx.leases.check(item, as_presented(lease, agent), now)
         requeue_or_fail(
             s,
             self.ctx.settings,
@@ -427,43 +397,3 @@ class AgentAPI:
         self.ctx.provenance.record(s, "fail", agent, order_id=item.order_id, item_id=item.id)
         order = lock_order_ref(s, item.order_id)
         return ItemOutcome(item_dict(item), order.state)
-
-
-def _as(lease: Lease, agent: AgentInfo) -> Lease:
-    """The lease as presented by ``agent`` (an HTTP caller names itself in a header)."""
-    return lease if lease.agent_id == agent.id else dataclasses.replace(lease, agent_id=agent.id)
-
-
-def _check_progress(progress: Any, checkpoint: Any) -> None:
-    errors = []
-    if progress is not None and (
-        isinstance(progress, bool)
-        or not isinstance(progress, int | float)
-        or not 0 <= progress <= 1
-    ):
-        errors.append(
-            {"path": "progress", "message": "must be a number from 0 to 1", "validator": "maximum"}
-        )
-    if checkpoint is not None and not isinstance(checkpoint, dict):
-        errors.append({"path": "checkpoint", "message": "must be an object", "validator": "type"})
-    if errors:
-        raise ValidationFailed(errors)
-
-
-def _check_error(error: Any) -> None:
-    ok = (
-        isinstance(error, dict)
-        and isinstance(error.get("code"), str)
-        and error["code"]
-        and isinstance(error.get("message"), str)
-    )
-    if not ok:
-        raise ValidationFailed(
-            [
-                {
-                    "path": "error",
-                    "message": "must be {code, message} strings",
-                    "validator": "required",
-                }
-            ]
-        )

@@ -26,6 +26,7 @@ from ..schema import validate
 from ..states import ItemState, OrderState
 from ..types import JSON, Actor, AgentInfo
 from .context import ServiceContext
+from .inputs import check_reject_errors, require
 from .lifecycle import lock_order
 from .parts import REJECTED
 from .transitions import move_item, move_order, record_event, rework_item
@@ -51,11 +52,6 @@ class Proposal:
     created: bool
 
 
-def _require(condition: bool, path: str, message: str, validator: str = "type") -> None:
-    if not condition:
-        raise ValidationFailed([{"path": path, "message": message, "validator": validator}])
-
-
 class OrderService:
     """Everything done to orders that is not an agent's lease work."""
 
@@ -78,14 +74,14 @@ class OrderService:
         """Validate, create and plan an order. A known ``dedupe_key`` (or ``order_id``)
         returns the existing order instead of creating a second one."""
         order_type = self.ctx.registry.get(type)
-        _require(isinstance(payload, dict), "payload", "must be an object")
-        _require(meta is None or isinstance(meta, dict), "meta", "must be an object")
-        _require(
+        require(isinstance(payload, dict), "payload", "must be an object")
+        require(meta is None or isinstance(meta, dict), "meta", "must be an object")
+        require(
             isinstance(priority, int) and not isinstance(priority, bool),
             "priority",
             "must be an integer",
         )
-        _require(
+        require(
             dedupe_key is None or (isinstance(dedupe_key, str) and 0 < len(dedupe_key) <= 191),
             "dedupe_key",
             "must be a string of 1 to 191 characters",
@@ -162,7 +158,7 @@ class OrderService:
             )
         ]
         # An order with no items could never be submitted: it would sit queued forever.
-        _require(bool(items), "payload", "the order type planned no items for it", "plan")
+        require(bool(items), "payload", "the order type planned no items for it", "plan")
         s.add_all(items)
         record_event(s, order.id, "planned", actor, payload={"item_count": len(items)})
         self.ctx.provenance.record(s, "propose", agent, order_id=order.id)
@@ -281,7 +277,7 @@ class OrderService:
         agent: AgentInfo | None = None,
     ) -> dict[str, Any]:
         """``submitted → rejected`` (items and parts too); with rework, back to ``queued``."""
-        _check_reject_errors(errors)
+        check_reject_errors(errors)
         json_value(errors, "errors")
         order, item_ids = self.ctx.db.run(
             lambda s: self._reject_tx(s, order_id, errors, actor, allow_rework, agent)
@@ -386,18 +382,3 @@ def _can_approve(order_type: OrderType, order: Order) -> bool:
             f"the order type's can_approve check raised {type(exc).__name__}: {exc}",
             details={"order_id": str(order.id), "exception": type(exc).__name__},
         ) from exc
-
-
-def _check_reject_errors(errors: Any) -> None:
-    ok = (
-        isinstance(errors, list)
-        and len(errors) >= 1
-        and all(
-            isinstance(e, dict)
-            and isinstance(e.get("code"), str)
-            and isinstance(e.get("message"), str)
-            and (e.get("field") is None or isinstance(e.get("field"), str))
-            for e in errors
-        )
-    )
-    _require(ok, "errors", "must be a list of at least one {code, message, field?}", "minItems")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..types import Lease
-from .agent import ItemOutcome, PartOutcome
+from .outcomes import ItemOutcome, PartOutcome
 from .views import iso
 
 
