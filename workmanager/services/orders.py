@@ -90,10 +90,7 @@ class OrderService:
         schema = guarded(order_type.schema, "payload")
         validate(schema, payload, "payload")
         actor = requested_by or (agent.actor if agent else Actor.system())
-        existing = self._existing(order_id, dedupe_key)
-        if existing is not None:
-            return existing
-        try:
+        try:  # a known id or dedupe key fails the insert; no read before it on the happy path
             order, item_ids = self.ctx.db.run(
                 lambda s: self._create(
                     s, order_type, payload, priority, meta or {}, dedupe_key, actor, agent, order_id
@@ -204,6 +201,12 @@ class OrderService:
     ) -> dict[str, Any]:
         """``submitted → approved``; then the apply is dispatched."""
         order = self.ctx.db.run(lambda s: self._approve_tx(s, order_id, actor, agent))
+        assert order is not None  # only auto approval declines without raising
+        self._approved(order_id, order)
+        return order
+
+    def _approved(self, order_id: uuid.UUID, order: dict[str, Any]) -> None:
+        """After the approval committed: metrics, then the apply."""
         self.ctx.metrics.increment("orders_approved_total", type=order["type"])
         waited = datetime.fromisoformat(order["last_transitioned_at"]) - datetime.fromisoformat(
             order["created_at"]
@@ -212,13 +215,22 @@ class OrderService:
             "order_time_to_approval_seconds", waited.total_seconds(), type=order["type"]
         )
         self.ctx.dispatcher.order_approved(order_id)
-        return order
 
     def _approve_tx(
-        self, s: Session, order_id: uuid.UUID, actor: Actor, agent: AgentInfo | None
-    ) -> dict[str, Any]:
+        self,
+        s: Session,
+        order_id: uuid.UUID,
+        actor: Actor,
+        agent: AgentInfo | None,
+        *,
+        auto: bool = False,
+    ) -> dict[str, Any] | None:
         now = self.ctx.clock()
         order = lock_order(s, order_id)
+        if auto and not (
+            order.state == OrderState.SUBMITTED and self.ctx.registry.get(order.type).auto_approve
+        ):
+            return None  # nothing to auto-approve: changed meanwhile, or a manual type
         if order.state == OrderState.SUBMITTED:
             if not _can_approve(self.ctx.registry.get(order.type), order):
                 raise NotReadyForApproval(
@@ -237,17 +249,13 @@ class OrderService:
     def check_auto_approval(self, order_id: uuid.UUID) -> bool:
         """Approve (actor ``system``) when the type auto-approves and the order is ready.
 
-        A refusal or error is logged and counted; the order stays ``submitted``.
+        A refusal or error is logged and counted; the order stays ``submitted``. One
+        transaction: the order is locked, its type asked, and approved in the same step.
         """
-        with self.ctx.db.transaction() as s:
-            order = s.get(Order, order_id)
-            if order is None or order.state != OrderState.SUBMITTED:
-                return False
-            order_type = self.ctx.registry.get(order.type)
-        if not order_type.auto_approve:
-            return False
         try:
-            self.approve(order_id, Actor.system())
+            order = self.ctx.db.run(
+                lambda s: self._approve_tx(s, order_id, Actor.system(), None, auto=True)
+            )
         except Exception as exc:  # logged and counted; a person reviews the order instead
             if not isinstance(exc, WorkManagerError):
                 log.exception("auto-approval of %s raised", order_id)
@@ -262,10 +270,17 @@ class OrderService:
                     payload={"code": exc.code, "message": exc.message},
                 )
             self.ctx.metrics.increment(
-                "auto_approval_refused_total", type=order_type.type, reason=exc.code
+                "auto_approval_refused_total", type=self._type_of(order_id), reason=exc.code
             )
             return False
+        if order is None:
+            return False
+        self._approved(order_id, order)
         return True
+
+    def _type_of(self, order_id: uuid.UUID) -> str:
+        with self.ctx.db.transaction() as s:
+            return str(s.scalar(select(Order.type).where(Order.id == order_id)) or "")
 
     # --- reject and retry -------------------------------------------------------------
     def reject(
