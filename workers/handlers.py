@@ -38,15 +38,13 @@ class Heartbeater:
         self.wm, self.lease, self.agent, self.every = wm, lease, agent, every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="wm-heartbeat")
-        self.lost: WorkManagerError | None = None
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
             try:
                 self.lease = self.wm.agent.heartbeat(self.lease, agent=self.agent)
-            except (LeaseConflict, LeaseExpired) as exc:
-                self.lost = exc
-                return
+            except (LeaseConflict, LeaseExpired):
+                return  # lost: the submit that follows is refused and reported as lost
             except WorkManagerError:
                 continue  # transient: try again at the next beat
 

@@ -19,12 +19,10 @@ from sqlalchemy.sql.dml import UpdateBase
 
 from ..db.models import Item
 from ..db.predicates import held, queued
-from ..states import HELD_ITEM_STATES, ItemState
+from ..states import ItemState
 from ..types import Lease
 from .base import CheckoutQuery, Grant, check_row
 from .selection import Shape, eligible, params, shape_of
-
-_HELD = [s.value for s in HELD_ITEM_STATES]
 
 
 class DatabaseLeaseBackend:

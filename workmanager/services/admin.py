@@ -31,14 +31,13 @@ from sqlalchemy.orm import Session
 from ..db.models import Event, Item
 from ..db.predicates import held
 from ..errors import InvalidQuery, ValidationFailed, WorkManagerError
-from ..states import HELD_ITEM_STATES, ItemState
+from ..states import ItemState
 from ..types import Actor, Lease
 from .context import ServiceContext
 from .lifecycle import lock_order_ref, maybe_requeue_order, requeue_or_fail
 from .transitions import clear_lease, move_item, record_event
 from .views import iso
 
-_HELD = [s.value for s in HELD_ITEM_STATES]
 REQUEUED, FAILED, RELEASED, EXTENDED, SKIPPED = (
     "requeued",
     "failed",

@@ -12,12 +12,9 @@ from sqlalchemy.orm import Session
 
 from ..db.models import Item
 from ..db.predicates import held
-from ..states import HELD_ITEM_STATES
 from ..types import Actor
 from .context import ServiceContext
 from .lifecycle import requeue_or_fail
-
-_HELD = [s.value for s in HELD_ITEM_STATES]
 
 
 @dataclass
