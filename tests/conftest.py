@@ -87,7 +87,8 @@ WMFactory = Callable[..., WorkManager]
 @pytest.fixture
 def make_wm(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[WMFactory]:
     """Build WorkManagers: ``make_wm(db="sqlite"|"postgres", backend="database"|"memory"|
-    "redis", **settings)``. Each call gets metrics in memory and a recording dispatcher;
+    "redis", **settings)``; a backend suffixed ``/general`` turns the PostgreSQL hot path
+    off (``pg_fast_path=False``), so the general path is tested on PostgreSQL too. Each call gets metrics in memory and a recording dispatcher;
     PostgreSQL is truncated and Redis keys under a per-test prefix are used."""
     built: list[WorkManager] = []
     prefix = f"wmtest:{uuid.uuid4().hex[:8]}:"
@@ -98,6 +99,9 @@ def make_wm(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[WMFactory
         registry: Registry | None = None,
         **overrides: Any,
     ) -> WorkManager:
+        backend, _, path = backend.partition("/")
+        if path == "general":  # PostgreSQL without the raw-SQL hot path
+            overrides = {"pg_fast_path": False, **overrides}
         if db == "postgres":
             url = request.getfixturevalue("pg_url")
         else:
@@ -148,6 +152,16 @@ BACKENDS = [
     pytest.param(("postgres", "database"), id="postgres-database", marks=pytest.mark.postgres),
     pytest.param(
         ("postgres", "redis"), id="postgres-redis", marks=[pytest.mark.postgres, pytest.mark.redis]
+    ),
+    pytest.param(
+        ("postgres", "database/general"),
+        id="postgres-database-general",
+        marks=pytest.mark.postgres,
+    ),
+    pytest.param(
+        ("postgres", "redis/general"),
+        id="postgres-redis-general",
+        marks=[pytest.mark.postgres, pytest.mark.redis],
     ),
 ]
 

@@ -61,6 +61,8 @@ class Settings:
     apply_recovery_seconds: int = 300
     #: Maintenance re-announces queued items untouched this long (0 = never); see docs.
     reannounce_after_seconds: int = 600
+    #: PostgreSQL: run checkout and submit on the raw-SQL hot path (services/hotpath.py).
+    pg_fast_path: bool = True
     metrics_enabled: bool = True
     metrics_driver: str = "log"
     metrics_namespace: str = "work_manager"
@@ -280,6 +282,7 @@ _SPECS: tuple[_Spec, ...] = (
     _spec("apply_retry_backoff_seconds", _float),
     _spec("apply_recovery_seconds", _int(1)),
     _spec("reannounce_after_seconds", _int(0)),
+    _spec("pg_fast_path", _bool),
     _spec("metrics_enabled", _bool),
     _spec("metrics_driver", _driver),
     _spec("metrics_namespace", _str),

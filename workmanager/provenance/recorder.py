@@ -49,6 +49,17 @@ class ProvenanceRecorder:
     ) -> None:
         if agent is None:
             return
+        pending.add(session, _TABLE, self.row(action, agent, order_id=order_id, item_id=item_id))
+
+    def row(
+        self,
+        action: str,
+        agent: AgentInfo,
+        *,
+        order_id: uuid.UUID | None = None,
+        item_id: uuid.UUID | None = None,
+    ) -> dict[str, Any]:
+        """The column values of one provenance row (every column of the table but ``id``)."""
         fields: dict[str, Any] = self.enricher.enrich(action, agent)
         unknown = set(fields) - _COLUMNS
         if unknown:
@@ -58,4 +69,4 @@ class ProvenanceRecorder:
         row = dict.fromkeys(_COLUMNS)
         row.update(fields)
         row.update(order_id=order_id, item_id=item_id, action=action, created_at=utcnow())
-        pending.add(session, _TABLE, row)
+        return row

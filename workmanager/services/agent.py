@@ -23,6 +23,7 @@ from ..leases.base import CheckoutQuery, Grant
 from ..states import ItemState
 from ..types import JSON, AgentInfo, Lease
 from .context import ServiceContext
+from .hotpath import hot_path
 from .inputs import agent_of, as_presented, check_error, check_finalize_mode, check_progress
 from .lifecycle import (
     lock_item,
@@ -43,6 +44,7 @@ class AgentAPI:
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
+        self.hot = hot_path(ctx)
 
     # --- checkout ---------------------------------------------------------------------
     def checkout(
@@ -61,6 +63,10 @@ class AgentAPI:
         info = agent_of(agent)
         json_value({"type": type, "tenant_id": tenant_id}, "$")
         query = CheckoutQuery(order_id, type, min_priority, tenant_id, item_id)
+        if self.hot is not None and self.hot.handles_checkout:
+            lease = self.hot.checkout(info, query)
+            self._acquired(lease, info)
+            return lease
         granted: list[Grant] = []
         try:
             lease = self.ctx.db.run(lambda s: self._checkout_tx(s, info, query, granted))
@@ -68,11 +74,14 @@ class AgentAPI:
             for grant in granted:
                 self.ctx.leases.abandoned(grant, info.id)
             raise
+        self._acquired(lease, info)
+        return lease
+
+    def _acquired(self, lease: Lease | None, agent: AgentInfo) -> None:
         if lease is not None and lease.item is not None:
             self.ctx.metrics.increment(
-                "leases_acquired_total", type=lease.item.order_type, agent_id=info.id
+                "leases_acquired_total", type=lease.item.order_type, agent_id=agent.id
             )
-        return lease
 
     def _checkout_tx(
         self, s: Session, agent: AgentInfo, query: CheckoutQuery, granted: list[Grant]
@@ -167,9 +176,18 @@ class AgentAPI:
             )
         json_value({"result": result, "evidence": evidence, "notes": notes}, "$")
         info = agent_of(agent, lease)
-        outcome = self.ctx.db.run(
-            lambda s: self._submit_tx(s, lease, result, evidence, notes, info)
-        )
+        if self.hot is not None:
+            outcome = self.hot.submit(
+                lease,
+                info,
+                result,
+                {"evidence": evidence, "notes": notes},
+                lambda item: self._validate_result(item, result),
+            )
+        else:
+            outcome = self.ctx.db.run(
+                lambda s: self._submit_tx(s, lease, result, evidence, notes, info)
+            )
         self._after_submit(lease, info, outcome)
         return outcome
 
@@ -185,13 +203,16 @@ class AgentAPI:
         now = self.ctx.clock()
         item = lock_item(s, lease.item_id)
         self.ctx.leases.check(item, as_presented(lease, agent), now)
+        self._validate_result(item, result)
+        return self._mark_submitted(
+            s, item, agent, now, "submit", {"evidence": evidence, "notes": notes}, result
+        )
+
+    def _validate_result(self, item: Item, result: JSON) -> None:
         order_type = self.ctx.registry.get(item.order_type)
         view = item_view(item)
         schema = guarded(lambda: order_type.result_schema(view), "result")
         check(schema, result, "result", lambda: order_type.validate_submission(view, result))
-        return self._mark_submitted(
-            s, item, agent, now, "submit", {"evidence": evidence, "notes": notes}, result
-        )
 
     def _mark_submitted(
         self,

@@ -1,0 +1,101 @@
+"""Raw psycopg connections from the engine's pool, for the PostgreSQL hot paths.
+
+The agent hot paths (see :mod:`workmanager.services.hotpath`) send hand-written SQL
+straight to psycopg: a statement through SQLAlchemy costs more Python than its round trip
+to a local PostgreSQL. The connections are the engine's own pooled ones, borrowed in
+autocommit mode so that one statement is one transaction and one round trip; several
+statements are sent in a pipeline between an explicit ``BEGIN`` and ``COMMIT``.
+
+Errors are mapped as :meth:`Database.transaction` maps them (unreachable server → 503,
+unstorable value → 422), and a deadlock victim is run again as :meth:`Database.run`
+does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg.pq import TransactionStatus
+from sqlalchemy import Engine
+
+from ..errors import Unavailable, ValidationFailed
+
+T = TypeVar("T")
+Conn = psycopg.Connection[Any]
+
+_RETRYABLE = (pgerrors.DeadlockDetected, pgerrors.SerializationFailure)
+
+
+class RawPostgres:
+    """Borrows psycopg connections from a PostgreSQL engine's pool."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @contextmanager
+    def connection(self) -> Iterator[Conn]:
+        """A pooled connection in autocommit mode; rolled back and returned afterwards.
+
+        A connection left in a transaction by an error is rolled back before it goes back
+        to the pool; one that is broken is discarded.
+        """
+        try:
+            fairy = self.engine.raw_connection()
+        except Exception as exc:  # pool checkout runs the connect and the ping
+            raise Unavailable(f"database unavailable: {exc}") from exc
+        conn: Conn = fairy.driver_connection  # type: ignore[assignment]
+        conn.autocommit = True
+        healthy = False
+        try:
+            yield conn
+            healthy = True
+        except pgerrors.DataError as exc:
+            healthy = _reset(conn)
+            raise ValidationFailed(
+                [{"path": "$", "message": str(exc).splitlines()[0], "validator": "storable"}],
+                "a value cannot be stored",
+            ) from exc
+        except psycopg.OperationalError as exc:
+            healthy = _reset(conn)
+            if isinstance(exc, _RETRYABLE):
+                raise
+            raise Unavailable(f"database unavailable: {exc}") from exc
+        except BaseException:
+            healthy = _reset(conn)
+            raise
+        finally:
+            if healthy:
+                conn.autocommit = False
+                fairy.close()
+            else:
+                fairy.invalidate()
+
+    def run(self, fn: Callable[[Conn], T], attempts: int = 4) -> T:
+        """Run ``fn`` on a connection, again when PostgreSQL aborted its transaction as a
+        deadlock victim or serialization failure (it changed nothing then)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.connection() as conn:
+                    return fn(conn)
+            except _RETRYABLE as exc:
+                if attempt == attempts:
+                    raise Unavailable(f"database contention, try again: {exc}") from exc
+                time.sleep(0.005 * attempt)
+        raise AssertionError("unreachable")
+
+
+def _reset(conn: Conn) -> bool:
+    """Roll back whatever the failed call left open; False when the connection is broken."""
+    if conn.closed or conn.broken:
+        return False
+    try:
+        if conn.info.transaction_status != TransactionStatus.IDLE:
+            conn.execute("ROLLBACK")
+    except psycopg.Error:
+        return False
+    return conn.info.transaction_status == TransactionStatus.IDLE

@@ -1,0 +1,423 @@
+"""PostgreSQL hot paths for the agent API's two busiest calls: checkout and submit.
+
+Same rules, same rows, fewer round trips. The general path (:mod:`.agent`) runs each call
+as an ORM transaction of four to six statements; on PostgreSQL these paths send
+hand-written SQL on a raw psycopg connection (:mod:`workmanager.db.raw`):
+
+* **checkout, database leases** — one statement, one round trip: a data-modifying CTE
+  that picks and leases the next eligible item (``FOR UPDATE SKIP LOCKED``), moves its
+  order ``queued → in_progress`` when this is its first lease, and writes the ``leased``
+  (and ``in_progress``) events and the provenance row.
+* **checkout, store leases** (Redis, memory) — ``BEGIN`` + candidate row locked ``SKIP
+  LOCKED`` in one round trip, the store's atomic acquire, then the same CTE (granting the
+  store's token) + ``COMMIT`` in a second.
+* **submit** — ``BEGIN`` + the item locked in one round trip; the lease checks and the
+  result's validation (schema and hook) in Python; then the order lock, one CTE (item
+  ``submitted``, the order ``submitted`` when it was the last open item, events,
+  provenance) and ``COMMIT`` pipelined in a second round trip. The order is locked by its
+  own statement first so that the CTE's snapshot sees every sibling submitted before it.
+
+Which items are eligible, in which order, and which transitions are legal are the same
+rules as :mod:`workmanager.leases.selection` and :mod:`.lifecycle`; the contract suite
+(``tests/contract``) runs every backend on PostgreSQL through these paths and through the
+general one (``WORK_MANAGER_PG_FAST_PATH=false``), so the two cannot drift apart unseen.
+The database backend with concurrency limits, and every other call, use the general path.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from ..db.models import PROVENANCE_TABLE, Item
+from ..db.raw import Conn, RawPostgres
+from ..errors import NotFound
+from ..leases.base import CheckoutQuery, Grant
+from ..leases.database import DatabaseLeaseBackend
+from ..leases.keyed import StoreLeaseBackend
+from ..leases.selection import Shape, shape_of
+from ..state_machine import check_item, check_order
+from ..states import (
+    LEASABLE_ORDER_STATES,
+    SUBMITTED_ITEM_STATES,
+    ItemState,
+    OrderState,
+)
+from ..types import JSON, AgentInfo, Lease
+from .context import ServiceContext
+from .inputs import as_presented
+from .outcomes import ItemOutcome
+from .transitions import clear_lease
+from .views import item_dict, item_view
+
+_ITEM_COLUMNS = [c.name for c in Item.__table__.columns]
+_DATETIME_COLUMNS = [c for c in _ITEM_COLUMNS if c.endswith("_at")]
+_PROVENANCE_COLUMNS = [
+    c.name for c in PROVENANCE_TABLE.columns if c.name not in ("id", "order_id", "item_id")
+]
+_JSON_PROVENANCE = {"extra"}
+
+
+def _literals(states: Any) -> str:
+    return ", ".join(f"'{s.value}'" for s in sorted(states, key=lambda s: s.value))
+
+
+_LEASABLE = _literals(LEASABLE_ORDER_STATES)
+_SUBMITTED = _literals(SUBMITTED_ITEM_STATES)
+
+
+def hot_path(ctx: ServiceContext) -> HotPath | None:
+    """The hot path for this deployment, or ``None`` where the general path serves."""
+    if not ctx.settings.pg_fast_path or not ctx.db.is_postgres:
+        return None
+    backend = ctx.leases
+    if isinstance(backend, DatabaseLeaseBackend):
+        # Limits take advisory locks and counts: the general path does that.
+        limited = backend.max_per_agent is not None or backend.max_per_type is not None
+        return HotPath(ctx, store=None, checkout=not limited)
+    if isinstance(backend, StoreLeaseBackend):
+        return HotPath(ctx, store=backend, checkout=True)
+    return None
+
+
+class HotPath:
+    """checkout and submit on PostgreSQL in one and two round trips."""
+
+    def __init__(self, ctx: ServiceContext, store: StoreLeaseBackend | None, checkout: bool):
+        self.ctx = ctx
+        self.raw = RawPostgres(ctx.db.engine)
+        self.store = store
+        self.handles_checkout = checkout
+
+    # --- checkout ---------------------------------------------------------------------
+    def checkout(self, agent: AgentInfo, query: CheckoutQuery) -> Lease | None:
+        now = self.ctx.clock()
+        ttl = self.ctx.settings.lease_ttl_seconds
+        expires = now + timedelta(seconds=ttl)
+        values = {
+            **_query_params(query),
+            "now": now,
+            "agent": agent.id,
+            "expires": expires,
+            "actor_type": agent.actor.type,
+            "actor_id": agent.actor.id,
+            **self._provenance_params("checkout", agent),
+        }
+        if self.store is None:
+            row = self.raw.run(lambda conn: self._grant_in_one(conn, query, values))
+        else:
+            row = self.raw.run(lambda conn: self._grant_with_store(conn, agent, query, values))
+        if row is None:
+            return None
+        item = _item(row)
+        return Lease(
+            item.id,
+            item.order_id,
+            agent.id,
+            item.lease_token,
+            expires,
+            self.ctx.settings.heartbeat_every_seconds,
+            item_view(item),
+        )
+
+    def _grant_in_one(
+        self, conn: Conn, query: CheckoutQuery, values: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        cur = conn.cursor(row_factory=dict_row)
+        cur.execute(_grant_sql(shape_of(query, (), ()), store=False), values, prepare=True)
+        row = cur.fetchone()
+        if row is None:
+            _order_must_exist(conn, query)
+        return row
+
+    def _grant_with_store(
+        self, conn: Conn, agent: AgentInfo, query: CheckoutQuery, values: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        assert self.store is not None
+        store = self.store
+        blocked: set[str] = set()
+        tried: list[uuid.UUID] = []
+        cur = conn.cursor(row_factory=dict_row)
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            cur.execute(_candidate_sql(shape_of(query, (), ())), values, prepare=True)
+        while True:
+            row = cur.fetchone()
+            if row is None:
+                conn.execute("ROLLBACK")
+                _order_must_exist(conn, query)
+                return None
+            item_id, order_type = row["id"], row["order_type"]
+            tried.append(item_id)
+            token = store.store.acquire(
+                str(item_id),
+                agent.id,
+                self.ctx.settings.lease_ttl_seconds * 1000,
+                row["lease_token"] + 1,
+                order_type,
+                store.agent_limit,
+                store.type_limit,
+            )
+            if token > 0:
+                return self._grant_stored(conn, cur, agent, values, row, token)
+            if token == -1:  # the agent is at its limit
+                conn.execute("ROLLBACK")
+                return None
+            if token == -2:  # this type is at its limit; others may not be
+                blocked.add(order_type)
+            shape = shape_of(query, blocked, tried)
+            more = {**values, "q_blocked": sorted(blocked), "q_exclude": tried}
+            cur.execute(_candidate_sql(shape), more)
+
+    def _grant_stored(
+        self,
+        conn: Conn,
+        cur: Any,
+        agent: AgentInfo,
+        values: dict[str, Any],
+        candidate: dict[str, Any],
+        token: int,
+    ) -> dict[str, Any]:
+        try:
+            with conn.pipeline():
+                cur.execute(
+                    _grant_sql(Shape(), store=True),
+                    {**values, "item_id": candidate["id"], "token": token},
+                    prepare=True,
+                )
+                conn.execute("COMMIT")
+            row: dict[str, Any] = cur.fetchone()
+            return row
+        except BaseException:
+            assert self.store is not None
+            stub = Item(id=candidate["id"], order_type=candidate["order_type"])
+            self.store.abandoned(Grant(stub, token, values["expires"]), agent.id)
+            raise
+
+    # --- submit -----------------------------------------------------------------------
+    def submit(
+        self,
+        lease: Lease,
+        agent: AgentInfo,
+        result: JSON,
+        payload: dict[str, Any],
+        validate: Callable[[Item], None],
+    ) -> ItemOutcome:
+        """Check the lease, ``validate(item)``, then mark the item (and maybe its order)
+        submitted, as ``AgentAPI._mark_submitted`` does."""
+        return self.raw.run(
+            lambda conn: self._submit(conn, lease, agent, result, payload, validate)
+        )
+
+    def _submit(
+        self,
+        conn: Conn,
+        lease: Lease,
+        agent: AgentInfo,
+        result: JSON,
+        payload: dict[str, Any],
+        validate: Callable[[Item], None],
+    ) -> ItemOutcome:
+        now = self.ctx.clock()
+        cur = conn.cursor(row_factory=dict_row)
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            cur.execute(_LOCK_ITEM, {"id": lease.item_id}, prepare=True)
+        row = cur.fetchone()
+        if row is None:
+            raise NotFound(
+                f"item {lease.item_id} not found", details={"item_id": str(lease.item_id)}
+            )
+        item = _item(row)
+        self.ctx.leases.check(item, as_presented(lease, agent), now)
+        validate(item)
+        check_item(item.state, ItemState.SUBMITTED)
+        check_order(OrderState.IN_PROGRESS, OrderState.SUBMITTED)
+        event_payload = {"agent_id": agent.id, **{k: v for k, v in payload.items() if v}}
+        values = {
+            "now": now,
+            "item": item.id,
+            "order": item.order_id,
+            "result": Jsonb(result),
+            "payload": Jsonb(event_payload),
+            "actor_type": agent.actor.type,
+            "actor_id": agent.actor.id,
+            **self._provenance_params("submit", agent),
+        }
+        locked = conn.cursor()
+        marked = conn.cursor()
+        with conn.pipeline():
+            locked.execute(_LOCK_ORDER, {"order": item.order_id}, prepare=True)
+            marked.execute(_SUBMIT_SQL, values, prepare=True)
+            conn.execute("COMMIT")
+        order_row = locked.fetchone()
+        if order_row is None:
+            raise NotFound(
+                f"order {item.order_id} not found", details={"order_id": str(item.order_id)}
+            )
+        became = bool(marked.fetchone()[0])  # type: ignore[index]
+        item.result = result
+        clear_lease(item)
+        item.state = ItemState.SUBMITTED.value
+        item.updated_at = now
+        order_state = OrderState.SUBMITTED.value if became else order_row[0]
+        return ItemOutcome(item_dict(item), order_state, became)
+
+    # --- shared -----------------------------------------------------------------------
+    def _provenance_params(self, action: str, agent: AgentInfo) -> dict[str, Any]:
+        row = self.ctx.provenance.row(action, agent)
+        out = {}
+        for column in _PROVENANCE_COLUMNS:
+            value = row[column]
+            if column in _JSON_PROVENANCE and value is not None:
+                value = Jsonb(value)
+            out[f"p_{column}"] = value
+        return out
+
+
+def _item(row: dict[str, Any]) -> Item:
+    """A transient (session-less) Item from a raw row, datetimes in UTC as the ORM gives."""
+    for column in _DATETIME_COLUMNS:
+        value = row[column]
+        if isinstance(value, datetime):
+            row[column] = value.astimezone(UTC)
+    return Item(**row)
+
+
+def _order_must_exist(conn: Conn, query: CheckoutQuery) -> None:
+    if query.order_id is None:
+        return
+    found = conn.execute(_ORDER_EXISTS, {"order": query.order_id}).fetchone()
+    if found is None:
+        raise NotFound(
+            f"order {query.order_id} not found", details={"order_id": str(query.order_id)}
+        )
+
+
+def _query_params(query: CheckoutQuery) -> dict[str, Any]:
+    return {
+        "q_item": query.item_id,
+        "q_order": query.order_id,
+        "q_type": query.type,
+        "q_min_priority": query.min_priority,
+        "q_tenant": query.tenant_id,
+    }
+
+
+# --- SQL ---------------------------------------------------------------------------------
+_COLS = ", ".join(_ITEM_COLUMNS)
+_LOCK_ITEM = f"SELECT {_COLS} FROM work_items WHERE id = %(id)s FOR UPDATE"
+_LOCK_ORDER = "SELECT state FROM work_orders WHERE id = %(order)s FOR NO KEY UPDATE"
+_ORDER_EXISTS = "SELECT 1 FROM work_orders WHERE id = %(order)s"
+
+
+def _eligible_where(shape: Shape) -> str:
+    """The eligibility rules of :func:`workmanager.leases.selection.eligible`, as SQL."""
+    where = [
+        "i.state = 'queued'",
+        "(i.available_at IS NULL OR i.available_at <= %(now)s)",
+        "EXISTS (SELECT 1 FROM work_orders o WHERE o.id = i.order_id"
+        f" AND o.state IN ({_LEASABLE}))",
+    ]
+    if shape.item:
+        where.append("i.id = %(q_item)s")
+    if shape.order:
+        where.append("i.order_id = %(q_order)s")
+    if shape.type:
+        where.append("i.order_type = %(q_type)s")
+    if shape.min_priority:
+        where.append("i.priority >= %(q_min_priority)s")
+    if shape.tenant:
+        where.append("i.tenant_id = %(q_tenant)s")
+    if shape.blocked:
+        where.append("i.order_type <> ALL(%(q_blocked)s::text[])")
+    if shape.exclude:
+        where.append("i.id <> ALL(%(q_exclude)s::uuid[])")
+    return " AND ".join(where)
+
+
+_CHECKOUT_ORDER = "ORDER BY i.priority DESC, i.created_at, i.id LIMIT 1 FOR UPDATE SKIP LOCKED"
+
+
+@lru_cache(maxsize=256)
+def _candidate_sql(shape: Shape) -> str:
+    cols = ", ".join(f"i.{c}" for c in ("id", "order_type", "lease_token"))
+    return f"SELECT {cols} FROM work_items i WHERE {_eligible_where(shape)} {_CHECKOUT_ORDER}"
+
+
+@lru_cache(maxsize=256)
+def _grant_sql(shape: Shape, store: bool) -> str:
+    """Lease one item, start its order, write the events and provenance: one statement."""
+    if store:  # the candidate is locked by this transaction; the store chose the token
+        token, target = "%(token)s", "id = %(item_id)s"
+    else:
+        pick = f"SELECT i.id FROM work_items i WHERE {_eligible_where(shape)} {_CHECKOUT_ORDER}"
+        token, target = "lease_token + 1", f"id = ({pick}) AND state = 'queued'"
+    prov_cols = ", ".join(_PROVENANCE_COLUMNS)
+    prov_vals = ", ".join(
+        f"%(p_{c})s::jsonb" if c in _JSON_PROVENANCE else f"%(p_{c})s" for c in _PROVENANCE_COLUMNS
+    )
+    return f"""
+WITH picked AS (
+  UPDATE work_items SET state = 'leased', leased_by_agent_id = %(agent)s,
+         lease_token = {token}, lease_expires_at = %(expires)s,
+         attempts = attempts + 1, updated_at = %(now)s
+   WHERE {target}
+  RETURNING {_COLS}
+), started AS (
+  UPDATE work_orders o SET state = 'in_progress', last_transitioned_at = %(now)s,
+         updated_at = %(now)s
+    FROM picked WHERE o.id = picked.order_id AND o.state = 'queued'
+  RETURNING o.id
+), events AS (
+  INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
+  SELECT order_id, id, 'leased', %(actor_type)s, %(actor_id)s,
+         jsonb_build_object('agent_id', %(agent)s::text, 'attempt', attempts), %(now)s
+    FROM picked
+  UNION ALL
+  SELECT id, NULL, 'in_progress', %(actor_type)s, %(actor_id)s, NULL, %(now)s FROM started
+), provenance AS (
+  INSERT INTO work_provenance (order_id, item_id, {prov_cols})
+  SELECT order_id, id, {prov_vals} FROM picked
+)
+SELECT * FROM picked"""
+
+
+def _submit_sql() -> str:
+    prov_cols = ", ".join(_PROVENANCE_COLUMNS)
+    prov_vals = ", ".join(
+        f"%(p_{c})s::jsonb" if c in _JSON_PROVENANCE else f"%(p_{c})s" for c in _PROVENANCE_COLUMNS
+    )
+    return f"""
+WITH item AS (
+  UPDATE work_items SET state = 'submitted', result = %(result)s,
+         leased_by_agent_id = NULL, lease_expires_at = NULL, updated_at = %(now)s
+   WHERE id = %(item)s
+  RETURNING id
+), ord AS (
+  UPDATE work_orders SET state = 'submitted', last_transitioned_at = %(now)s,
+         updated_at = %(now)s, submitted_at = %(now)s
+   WHERE id = %(order)s AND state = 'in_progress'
+     AND NOT EXISTS (SELECT 1 FROM work_items s WHERE s.order_id = %(order)s
+                      AND s.id <> %(item)s AND s.state NOT IN ({_SUBMITTED}))
+  RETURNING id
+), events AS (
+  INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
+  SELECT %(order)s::uuid, %(item)s::uuid, 'submitted', %(actor_type)s::text,
+         %(actor_id)s::text, %(payload)s::jsonb, %(now)s::timestamptz
+  UNION ALL
+  SELECT id, NULL, 'submitted', %(actor_type)s, %(actor_id)s, NULL, %(now)s FROM ord
+), provenance AS (
+  INSERT INTO work_provenance (order_id, item_id, {prov_cols})
+  VALUES (%(order)s, %(item)s, {prov_vals})
+)
+SELECT count(*) FROM ord"""
+
+
+_SUBMIT_SQL = _submit_sql()
