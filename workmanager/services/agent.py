@@ -11,7 +11,8 @@ import contextlib
 import dataclasses
 import uuid
 from datetime import timedelta
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 from sqlalchemy.orm import Session
 
@@ -184,11 +185,12 @@ class AgentAPI:
                 {"evidence": evidence, "notes": notes},
                 lambda item: self._validate_result(item, result),
             )
+            self._after_submit(lease, info, outcome, release=not self.hot.ends_store_lease)
         else:
             outcome = self.ctx.db.run(
                 lambda s: self._submit_tx(s, lease, result, evidence, notes, info)
             )
-        self._after_submit(lease, info, outcome)
+            self._after_submit(lease, info, outcome)
         return outcome
 
     def _submit_tx(
@@ -244,8 +246,11 @@ class AgentAPI:
         self.ctx.provenance.record(s, action, agent, order_id=item.order_id, item_id=item.id)
         return ItemOutcome(item_dict(item), order.state, became)
 
-    def _after_submit(self, lease: Lease, agent: AgentInfo, outcome: ItemOutcome) -> None:
-        self._released(lease, outcome.item)
+    def _after_submit(
+        self, lease: Lease, agent: AgentInfo, outcome: ItemOutcome, *, release: bool = True
+    ) -> None:
+        if release:
+            self._released(lease, outcome.item)
         self.ctx.metrics.increment(
             "items_submitted_total", type=outcome.item["order_type"], agent_id=agent.id
         )
@@ -255,7 +260,7 @@ class AgentAPI:
     def _released(self, lease: Lease, item: dict[str, Any]) -> None:
         # The lease ended in the database; drop the backend's hold (best effort: an
         # orphaned store lock only delays nothing, since the row is no longer queued).
-        stub = Item(id=lease.item_id, order_type=item["order_type"])
+        stub = cast(Item, SimpleNamespace(id=lease.item_id, order_type=item["order_type"]))
         with contextlib.suppress(Exception):
             self.ctx.leases.released(stub, lease)
 

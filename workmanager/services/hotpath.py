@@ -30,15 +30,16 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from ..db.models import PROVENANCE_TABLE, Item
 from ..db.raw import Conn, RawPostgres
-from ..errors import NotFound
-from ..leases.base import CheckoutQuery, Grant
+from ..errors import LeaseExpired, NotFound
+from ..leases.base import CheckoutQuery, Grant, check_row
 from ..leases.database import DatabaseLeaseBackend
 from ..leases.keyed import StoreLeaseBackend
 from ..leases.selection import Shape, shape_of
@@ -196,11 +197,16 @@ class HotPath:
             return row
         except BaseException:
             assert self.store is not None
-            stub = Item(id=candidate["id"], order_type=candidate["order_type"])
+            stub = _item({**dict.fromkeys(_DATETIME_COLUMNS), **candidate})
             self.store.abandoned(Grant(stub, token, values["expires"]), agent.id)
             raise
 
     # --- submit -----------------------------------------------------------------------
+    @property
+    def ends_store_lease(self) -> bool:
+        """Whether :meth:`submit` ends the store's lock itself (no ``released`` after)."""
+        return self.store is not None
+
     def submit(
         self,
         lease: Lease,
@@ -235,8 +241,14 @@ class HotPath:
                 f"item {lease.item_id} not found", details={"item_id": str(lease.item_id)}
             )
         item = _item(row)
-        self.ctx.leases.check(item, as_presented(lease, agent), now)
-        validate(item)
+        presented = as_presented(lease, agent)
+        if self.store is None:
+            self.ctx.leases.check(item, presented, now)
+            validate(item)
+        else:
+            check_row(item, presented, now)
+            validate(item)
+            self._end_stored_lease(item, presented)
         check_item(item.state, ItemState.SUBMITTED)
         check_order(OrderState.IN_PROGRESS, OrderState.SUBMITTED)
         event_payload = {"agent_id": agent.id, **{k: v for k, v in payload.items() if v}}
@@ -269,6 +281,16 @@ class HotPath:
         order_state = OrderState.SUBMITTED.value if became else order_row[0]
         return ItemOutcome(item_dict(item), order_state, became)
 
+    def _end_stored_lease(self, item: Item, lease: Lease) -> None:
+        """Delete the store's lock, which also proves it was still ours (the check the
+        general path makes with ``store.check``, and its ``released`` afterwards, in one
+        call). Done last before the commit, with the row locked: if the commit then
+        fails, the row shows a lease without a lock and the sweep requeues the item."""
+        assert self.store is not None
+        ended = self.store.store.release(str(item.id), lease.agent_id, lease.token, item.order_type)
+        if ended != 1:
+            raise LeaseExpired("the lease has expired", details={"item_id": str(item.id)})
+
     # --- shared -----------------------------------------------------------------------
     def _provenance_params(self, action: str, agent: AgentInfo) -> dict[str, Any]:
         row = self.ctx.provenance.row(action, agent)
@@ -282,12 +304,15 @@ class HotPath:
 
 
 def _item(row: dict[str, Any]) -> Item:
-    """A transient (session-less) Item from a raw row, datetimes in UTC as the ORM gives."""
+    """An item row as the read-only helpers see it (``check_row``, ``item_view``,
+    ``item_dict``, ``clear_lease`` only read and set attributes), datetimes in UTC as the
+    ORM gives them. Not an ORM instance: building one costs more than this whole call's
+    Python, and nothing here is flushed through a session."""
     for column in _DATETIME_COLUMNS:
         value = row[column]
         if isinstance(value, datetime):
             row[column] = value.astimezone(UTC)
-    return Item(**row)
+    return cast(Item, SimpleNamespace(**row))
 
 
 def _order_must_exist(conn: Conn, query: CheckoutQuery) -> None:
