@@ -1,0 +1,110 @@
+"""The PostgreSQL hot path writes what the general path writes.
+
+The same scenario runs through both paths on one PostgreSQL database (with each lease
+backend); the rows it leaves — item state, events in order with their payloads and actors,
+provenance rows — must be the same once ids and timestamps are set aside. The contract
+suite covers the rules; this covers the audit trail the hand-written SQL produces.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from tests.support.types import Multi, Simple
+from workmanager import AgentInfo, Registry, WorkManager
+from workmanager.db.models import Item, Order, Provenance
+from workmanager.errors import LeaseConflict, NotFound, ValidationFailed
+from workmanager.services.hotpath import HotPath
+
+pytestmark = pytest.mark.postgres
+
+AGENT = AgentInfo(id="agent-7", name="tester", version="1.2.3", model_name="m", runtime="py")
+VOLATILE = {"id", "order_id", "item_id", "created_at", "request_fingerprint"}
+
+
+def scenario(wm: WorkManager, tenant: str) -> list[uuid.UUID]:
+    """Two orders: one of two items (scoped checkouts), one of one item (filtered global
+    checkout); everything submitted; plus refused calls that must change nothing."""
+    multi = wm.propose("test.multi", {"count": 2}, priority=3)
+    simple = wm.propose("test.simple", {"tenant_id": tenant}, priority=1)
+    first = wm.agent.checkout(AGENT, order_id=multi)
+    second = wm.agent.checkout("agent-8", order_id=multi)
+    assert first is not None and second is not None
+    with pytest.raises(LeaseConflict):  # a stale token changes nothing
+        wm.agent.submit(_with_token(first, first.token - 1), {"x": 1})
+    wm.agent.submit(first, {"x": 1}, evidence={"url": "e"}, notes="n")
+    wm.agent.submit(second, {"x": 2})
+    only = wm.agent.checkout(AGENT, type="test.simple", min_priority=1, tenant_id=tenant)
+    assert only is not None and only.order_id == simple
+    with pytest.raises(ValidationFailed):  # schema refusal: the lease stays
+        wm.agent.submit(only, {"no": "answer"})
+    wm.agent.submit(only, {"answer": 42})
+    assert wm.agent.checkout(AGENT, order_id=simple) is None
+    with pytest.raises(NotFound):
+        wm.agent.checkout(AGENT, order_id=uuid.uuid4())
+    return [multi, simple]
+
+
+def _with_token(lease: Any, token: int) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(lease, token=token)
+
+
+def trail(wm: WorkManager, order_ids: list[uuid.UUID]) -> dict[str, Any]:
+    """What the scenario left, ids and clocks aside."""
+    out: dict[str, Any] = {"orders": [], "items": [], "events": [], "provenance": []}
+    with wm.db.transaction() as s:
+        for order_id in order_ids:
+            order = s.get(Order, order_id)
+            assert order is not None
+            out["orders"].append((order.state, order.submitted_at is not None))
+            items = s.scalars(select(Item).where(Item.order_id == order_id).order_by(Item.id))
+            out["items"].extend(
+                sorted(
+                    (
+                        (i.state, i.result, i.attempts, i.lease_token > 0, i.leased_by_agent_id)
+                        for i in items
+                    ),
+                    key=repr,
+                )
+            )
+            rows = s.scalars(
+                select(Provenance).where(Provenance.order_id == order_id).order_by(Provenance.id)
+            )
+            out["provenance"].extend(
+                {c: getattr(p, c) for c in Provenance.__table__.columns.keys() if c not in VOLATILE}
+                for p in rows
+            )
+    for order_id in order_ids:
+        out["events"].extend(
+            (e["event"], e["actor_type"], e["actor_id"], e["payload"], e["item_id"] is None)
+            for e in wm.queries.events(order_id)
+        )
+    return out
+
+
+@pytest.mark.parametrize("backend", ["database", pytest.param("redis", marks=pytest.mark.redis)])
+def test_hot_and_general_paths_leave_the_same_trail(make_wm, backend) -> None:
+    registry = Registry([Simple(), Multi()])
+    hot = make_wm(db="postgres", backend=backend, registry=registry)
+    general = make_wm(db="postgres", backend=f"{backend}/general", registry=registry)
+    assert isinstance(hot.agent.hot, HotPath) and general.agent.hot is None
+    via_general = trail(general, scenario(general, "t-general"))
+    via_hot = trail(hot, scenario(hot, "t-hot"))
+    assert via_hot["orders"] == via_general["orders"] == [("submitted", True)] * 2
+    assert via_hot == via_general
+    names = [e[0] for e in via_hot["events"]]
+    assert names[names.index("leased") :][:3] == ["leased", "in_progress", "leased"], names
+
+
+def test_limits_keep_the_general_checkout_on_the_database_backend(make_wm) -> None:
+    """Limits take advisory locks and counts on the general path; submit stays hot."""
+    wm = make_wm(db="postgres", backend="database", max_leases_per_agent=1)
+    assert wm.agent.hot is not None and not wm.agent.hot.handles_checkout
+    plain = make_wm(db="postgres", backend="database")
+    assert plain.agent.hot is not None and plain.agent.hot.handles_checkout
