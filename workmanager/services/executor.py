@@ -15,18 +15,18 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ..db.models import Item, Order
 from ..diff import Diff
 from ..errors import ApplyFailed, IllegalStateTransition, NotFound
 from ..jsonvalues import json_value
+from ..state_machine import check_item, check_order
 from ..states import ItemState, OrderState
 from ..types import Actor, ApplyContext, OrderView
 from .context import ServiceContext
-from .lifecycle import lock_order
-from .transitions import move_item, move_order, record_event
+from .transitions import move_order, record_event
 from .views import order_dict, order_view
 
 log = logging.getLogger("workmanager.apply")
@@ -82,43 +82,70 @@ class ApplyService:
     def _start(
         self, s: Session, order_id: uuid.UUID
     ) -> ApplyOutcome | tuple[OrderView, ApplyContext]:
-        order = lock_order(s, order_id)
-        if order.state in DONE:
-            return ApplyOutcome(order_dict(order), order.diff, recorded=False)
-        if order.state != OrderState.APPROVED:
+        # Counting the attempt is the lock: ``UPDATE … WHERE state = 'approved'`` waits for
+        # a concurrent run's transaction and re-checks the state it committed.
+        order = s.scalars(
+            update(Order)
+            .where(Order.id == order_id, Order.state == OrderState.APPROVED.value)
+            .values(apply_attempts=Order.apply_attempts + 1, updated_at=self.ctx.clock())
+            .returning(Order)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        ).first()
+        if order is None:
+            current = _read(s, order_id)
+            if current.state in DONE:
+                return ApplyOutcome(order_dict(current), current.diff, recorded=False)
             raise IllegalStateTransition(
-                kind="order", from_state=order.state, to_state=OrderState.APPLIED
+                kind="order", from_state=current.state, to_state=OrderState.APPLIED
             )
-        order.apply_attempts += 1
-        tokens = {str(i.id): i.lease_token for i in order.items}
+        items = list(
+            s.scalars(select(Item).where(Item.order_id == order_id).order_by(Item.created_at))
+        )
+        tokens = {str(i.id): i.lease_token for i in items}
         ctx = ApplyContext(attempt=order.apply_attempts, lease_tokens=tokens, actor=Actor.system())
-        return order_view(order), ctx
+        return order_view(order, items), ctx
 
     def _record(self, s: Session, order_id: uuid.UUID, diff: Diff, actor: Actor) -> ApplyOutcome:
+        """``approved → applied → completed`` with the diff, the submitted items
+        ``accepted → completed``, and their events: two statements, recorded once (the
+        guarded UPDATE finds nothing when another run recorded it, or the order failed)."""
         now = self.ctx.clock()
-        order = lock_order(s, order_id)
-        if order.state != OrderState.APPROVED:  # another run recorded it (or it was failed)
-            return ApplyOutcome(order_dict(order), order.diff, recorded=False)
         data = diff.to_dict()
-        order.diff, order.applied_at, order.last_error = data, now, None
-        move_order(
-            s,
-            order,
-            OrderState.APPLIED,
-            actor,
-            diff=data,
-            now=now,
-            payload={"summary": diff.summary, "attempt": order.apply_attempts},
-        )
-        items = s.scalars(
-            select(Item).where(Item.order_id == order.id, Item.state == ItemState.SUBMITTED.value)
-        )
-        for item in items:
-            item.accepted_at = now
-            move_item(s, item, ItemState.ACCEPTED, actor)
-            move_item(s, item, ItemState.COMPLETED, actor)
-        order.completed_at = now
-        move_order(s, order, OrderState.COMPLETED, actor, now=now)
+        check_order(OrderState.APPROVED, OrderState.APPLIED)
+        check_order(OrderState.APPLIED, OrderState.COMPLETED)
+        order = s.scalars(
+            update(Order)
+            .where(Order.id == order_id, Order.state == OrderState.APPROVED.value)
+            .values(
+                state=OrderState.COMPLETED.value,
+                diff=data,
+                applied_at=now,
+                completed_at=now,
+                last_error=None,
+                last_transitioned_at=now,
+                updated_at=now,
+            )
+            .returning(Order)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        ).first()
+        if order is None:
+            current = _read(s, order_id)
+            return ApplyOutcome(order_dict(current), current.diff, recorded=False)
+        payload = {"summary": diff.summary, "attempt": order.apply_attempts}
+        record_event(s, order.id, OrderState.APPLIED, actor, payload=payload, diff=data)
+        check_item(ItemState.SUBMITTED, ItemState.ACCEPTED)
+        check_item(ItemState.ACCEPTED, ItemState.COMPLETED)
+        accepted = s.scalars(
+            update(Item)
+            .where(Item.order_id == order_id, Item.state == ItemState.SUBMITTED.value)
+            .values(state=ItemState.COMPLETED.value, accepted_at=now, updated_at=now)
+            .returning(Item.id)
+            .execution_options(synchronize_session=False)
+        ).all()
+        for item_id in accepted:
+            record_event(s, order.id, ItemState.ACCEPTED, actor, item_id=item_id)
+            record_event(s, order.id, ItemState.COMPLETED, actor, item_id=item_id)
+        record_event(s, order.id, OrderState.COMPLETED, actor)
         return ApplyOutcome(order_dict(order), data, recorded=True)
 
     def _after(self, hook: Any, view: OrderView, diff: Diff) -> None:
@@ -155,3 +182,10 @@ class ApplyService:
     def retry_delay(self, attempt: int) -> float:
         """Seconds before apply attempt ``attempt + 1``: the backoff doubles each time."""
         return float(self.ctx.settings.apply_retry_backoff_seconds * 2.0 ** max(attempt - 1, 0))
+
+
+def _read(s: Session, order_id: uuid.UUID) -> Order:
+    order = s.get(Order, order_id, populate_existing=True)
+    if order is None:
+        raise NotFound(f"order {order_id} not found", details={"order_id": str(order_id)})
+    return order

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -23,6 +23,7 @@ from ..errors import (
 from ..jsonvalues import json_value
 from ..order_types import ItemSpec, OrderType
 from ..schema import validate
+from ..state_machine import check_order
 from ..states import ItemState, OrderState
 from ..types import JSON, Actor, AgentInfo
 from .context import ServiceContext
@@ -226,6 +227,10 @@ class OrderService:
         auto: bool = False,
     ) -> dict[str, Any] | None:
         now = self.ctx.clock()
+        if auto:
+            plain = self._auto_approve_plain(s, order_id, actor, now)
+            if plain is not None:
+                return plain
         order = lock_order(s, order_id)
         if auto and not (
             order.state == OrderState.SUBMITTED and self.ctx.registry.get(order.type).auto_approve
@@ -244,6 +249,36 @@ class OrderService:
             )
         move_order(s, order, OrderState.APPROVED, actor, now=now)
         self.ctx.provenance.record(s, "approve", agent, order_id=order.id)
+        return order_dict(order)
+
+    def _auto_approve_plain(
+        self, s: Session, order_id: uuid.UUID, actor: Actor, now: datetime
+    ) -> dict[str, Any] | None:
+        """Auto-approval of a type with nothing to ask (``auto_approve`` and the default
+        ``can_approve``): one guarded UPDATE. ``None`` when it did not apply; the general
+        checks then decide (and explain a refusal)."""
+        plain = [
+            t.type
+            for t in self.ctx.registry
+            if t.auto_approve and type(t).can_approve is OrderType.can_approve
+        ]
+        if not plain:
+            return None
+        check_order(OrderState.SUBMITTED, OrderState.APPROVED)
+        order = s.scalars(
+            update(Order)
+            .where(
+                Order.id == order_id,
+                Order.state == OrderState.SUBMITTED.value,
+                Order.type.in_(plain),
+            )
+            .values(state=OrderState.APPROVED.value, last_transitioned_at=now, updated_at=now)
+            .returning(Order)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        ).first()
+        if order is None:
+            return None
+        record_event(s, order.id, OrderState.APPROVED, actor)
         return order_dict(order)
 
     def check_auto_approval(self, order_id: uuid.UUID) -> bool:
