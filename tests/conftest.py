@@ -88,8 +88,9 @@ WMFactory = Callable[..., WorkManager]
 def make_wm(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[WMFactory]:
     """Build WorkManagers: ``make_wm(db="sqlite"|"postgres", backend="database"|"memory"|
     "redis", **settings)``; a backend suffixed ``/general`` turns the PostgreSQL hot path
-    off (``pg_fast_path=False``), so the general path is tested on PostgreSQL too. Each call gets metrics in memory and a recording dispatcher;
-    PostgreSQL is truncated and Redis keys under a per-test prefix are used."""
+    off (``pg_fast_path=False``), so the general path is tested on PostgreSQL too. Each
+    call gets metrics in memory and a recording dispatcher; PostgreSQL is truncated and
+    Redis keys under a per-test prefix are used."""
     built: list[WorkManager] = []
     prefix = f"wmtest:{uuid.uuid4().hex[:8]}:"
 

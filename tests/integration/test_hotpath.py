@@ -1,4 +1,4 @@
-"""The PostgreSQL hot path writes what the general path writes.
+"""The PostgreSQL hot paths (agent and control plane) write what the general path writes.
 
 The same scenario runs through both paths on one PostgreSQL database (with each lease
 backend); the rows it leaves — item state, events in order with their payloads and actors,
@@ -17,7 +17,12 @@ from sqlalchemy import select
 from tests.support.types import Multi, Simple
 from workmanager import AgentInfo, Registry, WorkManager
 from workmanager.db.models import Item, Order, Provenance
-from workmanager.errors import LeaseConflict, NotFound, ValidationFailed
+from workmanager.errors import (
+    IllegalStateTransition,
+    LeaseConflict,
+    NotFound,
+    ValidationFailed,
+)
 from workmanager.services.hotpath import HotPath
 
 pytestmark = pytest.mark.postgres
@@ -28,7 +33,8 @@ VOLATILE = {"id", "order_id", "item_id", "created_at", "request_fingerprint"}
 
 def scenario(wm: WorkManager, tenant: str) -> list[uuid.UUID]:
     """Two orders: one of two items (scoped checkouts), one of one item (filtered global
-    checkout); everything submitted; plus refused calls that must change nothing."""
+    checkout); everything submitted, approved (one automatically) and applied; plus
+    refused calls that must change nothing."""
     multi = wm.propose("test.multi", {"count": 2}, priority=3)
     simple = wm.propose("test.simple", {"tenant_id": tenant}, priority=1)
     first = wm.agent.checkout(AGENT, order_id=multi)
@@ -46,6 +52,16 @@ def scenario(wm: WorkManager, tenant: str) -> list[uuid.UUID]:
     assert wm.agent.checkout(AGENT, order_id=simple) is None
     with pytest.raises(NotFound):
         wm.agent.checkout(AGENT, order_id=uuid.uuid4())
+    # The control plane: plain auto-approval, a refused one, a manual one, two applies.
+    assert wm.orders.check_auto_approval(multi) is False  # not an auto-approving type
+    assert wm.orders.check_auto_approval(simple) is True
+    assert wm.orders.check_auto_approval(simple) is False  # already approved
+    wm.approve(multi)
+    assert wm.executor.apply(multi).recorded and wm.executor.apply(simple).recorded
+    again = wm.executor.apply(simple)  # a redelivered apply records nothing
+    assert not again.recorded and again.order["state"] == "completed"
+    with pytest.raises(IllegalStateTransition):
+        wm.executor.apply(wm.propose("test.multi", {"count": 1}))
     return [multi, simple]
 
 
@@ -62,7 +78,14 @@ def trail(wm: WorkManager, order_ids: list[uuid.UUID]) -> dict[str, Any]:
         for order_id in order_ids:
             order = s.get(Order, order_id)
             assert order is not None
-            out["orders"].append((order.state, order.submitted_at is not None))
+            out["orders"].append(
+                (
+                    order.state,
+                    order.diff,
+                    order.apply_attempts,
+                    order.applied_at == order.completed_at is not None,
+                )
+            )
             items = s.scalars(select(Item).where(Item.order_id == order_id).order_by(Item.id))
             out["items"].extend(
                 sorted(
@@ -77,7 +100,11 @@ def trail(wm: WorkManager, order_ids: list[uuid.UUID]) -> dict[str, Any]:
                 select(Provenance).where(Provenance.order_id == order_id).order_by(Provenance.id)
             )
             out["provenance"].extend(
-                {c: getattr(p, c) for c in Provenance.__table__.columns.keys() if c not in VOLATILE}
+                {
+                    c: getattr(p, c)
+                    for c in (col.name for col in Provenance.__table__.columns)
+                    if c not in VOLATILE
+                }
                 for p in rows
             )
     for order_id in order_ids:
@@ -90,13 +117,14 @@ def trail(wm: WorkManager, order_ids: list[uuid.UUID]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("backend", ["database", pytest.param("redis", marks=pytest.mark.redis)])
 def test_hot_and_general_paths_leave_the_same_trail(make_wm, backend) -> None:
-    registry = Registry([Simple(), Multi()])
+    registry = Registry([Simple(auto=True), Multi()])
     hot = make_wm(db="postgres", backend=backend, registry=registry)
     general = make_wm(db="postgres", backend=f"{backend}/general", registry=registry)
     assert isinstance(hot.agent.hot, HotPath) and general.agent.hot is None
+    assert hot.executor.hot is not None and general.executor.hot is None
     via_general = trail(general, scenario(general, "t-general"))
     via_hot = trail(hot, scenario(hot, "t-hot"))
-    assert via_hot["orders"] == via_general["orders"] == [("submitted", True)] * 2
+    assert [o[0] for o in via_hot["orders"]] == ["completed", "completed"]
     assert via_hot == via_general
     names = [e[0] for e in via_hot["events"]]
     assert names[names.index("leased") :][:3] == ["leased", "in_progress", "leased"], names

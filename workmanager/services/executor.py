@@ -26,6 +26,7 @@ from ..state_machine import check_item, check_order
 from ..states import ItemState, OrderState
 from ..types import Actor, ApplyContext, OrderView
 from .context import ServiceContext
+from .hotcontrol import control_hot_path
 from .transitions import move_order, record_event
 from .views import order_dict, order_view
 
@@ -46,12 +47,15 @@ class ApplyService:
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
+        self.hot = control_hot_path(ctx)
 
     def apply(self, order_id: uuid.UUID, actor: Actor | None = None) -> ApplyOutcome:
         """Apply an approved order. Raises :class:`ApplyFailed` when the type's apply raised;
         the failure is recorded, and the order is ``failed`` once retries are spent."""
         actor = actor or Actor.system()
-        started = self.ctx.db.run(lambda s: self._start(s, order_id))
+        started = (self.hot.start_apply(order_id) if self.hot else None) or self.ctx.db.run(
+            lambda s: self._start(s, order_id)
+        )
         if isinstance(started, ApplyOutcome):
             return started
         view, ctx = started
@@ -71,7 +75,11 @@ class ApplyService:
                 f"apply of {order_id} failed: {exc}",
                 details={"exception": type(exc).__name__, "attempt": ctx.attempt, "final": final},
             ) from exc
-        outcome = self.ctx.db.run(lambda s: self._record(s, order_id, diff, actor))
+        recorded = self.hot.record_apply(order_id, diff, actor) if self.hot else None
+        if recorded is not None:
+            outcome = ApplyOutcome(recorded[0], recorded[1], recorded=True)
+        else:
+            outcome = self.ctx.db.run(lambda s: self._record(s, order_id, diff, actor))
         if outcome.recorded:
             self.ctx.metrics.histogram(
                 "order_apply_duration_seconds", time.perf_counter() - t0, type=view.type

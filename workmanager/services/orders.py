@@ -27,6 +27,7 @@ from ..state_machine import check_order
 from ..states import ItemState, OrderState
 from ..types import JSON, Actor, AgentInfo
 from .context import ServiceContext
+from .hotcontrol import control_hot_path
 from .inputs import check_reject_errors, require
 from .lifecycle import lock_order
 from .parts import REJECTED
@@ -58,6 +59,7 @@ class OrderService:
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
+        self.hot = control_hot_path(ctx)
 
     # --- propose ----------------------------------------------------------------------
     def propose(
@@ -251,17 +253,28 @@ class OrderService:
         self.ctx.provenance.record(s, "approve", agent, order_id=order.id)
         return order_dict(order)
 
+    def _plain_auto_types(self) -> list[str]:
+        """Types whose auto-approval asks nothing: ``auto_approve`` and the default
+        ``can_approve``."""
+        return [
+            t.type
+            for t in self.ctx.registry
+            if t.auto_approve and type(t).can_approve is OrderType.can_approve
+        ]
+
+    def _auto_approve_hot(self, order_id: uuid.UUID) -> dict[str, Any] | None:
+        if self.hot is None:
+            return None
+        plain = self._plain_auto_types()
+        return self.hot.auto_approve(order_id, plain, Actor.system()) if plain else None
+
     def _auto_approve_plain(
         self, s: Session, order_id: uuid.UUID, actor: Actor, now: datetime
     ) -> dict[str, Any] | None:
         """Auto-approval of a type with nothing to ask (``auto_approve`` and the default
         ``can_approve``): one guarded UPDATE. ``None`` when it did not apply; the general
         checks then decide (and explain a refusal)."""
-        plain = [
-            t.type
-            for t in self.ctx.registry
-            if t.auto_approve and type(t).can_approve is OrderType.can_approve
-        ]
+        plain = self._plain_auto_types()
         if not plain:
             return None
         check_order(OrderState.SUBMITTED, OrderState.APPROVED)
@@ -288,7 +301,7 @@ class OrderService:
         transaction: the order is locked, its type asked, and approved in the same step.
         """
         try:
-            order = self.ctx.db.run(
+            order = self._auto_approve_hot(order_id) or self.ctx.db.run(
                 lambda s: self._approve_tx(s, order_id, Actor.system(), None, auto=True)
             )
         except Exception as exc:  # logged and counted; a person reviews the order instead
