@@ -62,7 +62,16 @@ def scenario(wm: WorkManager, tenant: str) -> list[uuid.UUID]:
     assert not again.recorded and again.order["state"] == "completed"
     with pytest.raises(IllegalStateTransition):
         wm.executor.apply(wm.propose("test.multi", {"count": 1}))
-    return [multi, simple]
+    # Proposed by an agent (provenance), with a dedupe key: the second call finds it.
+    by_agent = wm.orders.propose(
+        "test.multi", {"count": 3}, priority=2, dedupe_key=f"dk-{tenant}", agent=AGENT
+    )
+    again_proposed = wm.orders.propose(
+        "test.multi", {"count": 3}, dedupe_key=f"dk-{tenant}", agent=AGENT
+    )
+    assert by_agent.created and not again_proposed.created
+    assert again_proposed.order == by_agent.order
+    return [multi, simple, uuid.UUID(by_agent.order["id"])]
 
 
 def _with_token(lease: Any, token: int) -> Any:
@@ -124,7 +133,8 @@ def test_hot_and_general_paths_leave_the_same_trail(make_wm, backend) -> None:
     assert hot.executor.hot is not None and general.executor.hot is None
     via_general = trail(general, scenario(general, "t-general"))
     via_hot = trail(hot, scenario(hot, "t-hot"))
-    assert [o[0] for o in via_hot["orders"]] == ["completed", "completed"]
+    assert [o[0] for o in via_hot["orders"]] == ["completed", "completed", "queued"]
+    assert [p["action"] for p in via_hot["provenance"]][-1] == "propose"
     assert via_hot == via_general
     names = [e[0] for e in via_hot["events"]]
     assert names[names.index("leased") :][:3] == ["leased", "in_progress", "leased"], names

@@ -29,7 +29,7 @@ from typing import Any, cast
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from ..db.models import Order
+from ..db.models import PROVENANCE_TABLE, Item, Order
 from ..db.raw import Conn, RawPostgres
 from ..diff import Diff
 from ..state_machine import check_item, check_order
@@ -49,6 +49,33 @@ class ControlHotPath:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         self.raw = RawPostgres(ctx.db.engine)
+
+    def create_order(
+        self,
+        order: Order,
+        items: list[Item],
+        actor: Actor,
+        provenance: dict[str, Any] | None,
+    ) -> None:
+        """Insert a built order, its items, the ``proposed`` and ``planned`` events and the
+        provenance row (when an agent proposed it). A known id or dedupe key raises
+        ``UniqueViolation`` and stores nothing."""
+        values: dict[str, Any] = {
+            **{f"o_{c}": getattr(order, c) for c in _NEW_ORDER},
+            "payload": Jsonb(order.payload),
+            "meta": Jsonb(order.meta),
+            "items": Jsonb([_new_item(i) for i in items]),
+            "count": len(items),
+            "actor_type": actor.type,
+            "actor_id": actor.id,
+        }
+        sql = _CREATE
+        if provenance is not None:
+            sql = _CREATE_WITH_PROVENANCE
+            for column in _PROVENANCE_COLUMNS:
+                value = provenance[column]
+                values[f"p_{column}"] = Jsonb(value) if column == "extra" and value else value
+        self.raw.run(lambda conn: conn.execute(sql, values, prepare=True))
 
     def auto_approve(
         self, order_id: uuid.UUID, types: list[str], actor: Actor
@@ -111,6 +138,13 @@ class ControlHotPath:
         return None if row is None else (order_dict(_order(row)), data)
 
 
+def _new_item(item: Item) -> dict[str, Any]:
+    row = {c: getattr(item, c) for c in _NEW_ITEM}
+    row["id"] = str(item.id)
+    row["created_at"] = item.created_at.isoformat()
+    return row
+
+
 def _one(conn: Conn, sql: str, values: dict[str, Any]) -> dict[str, Any] | None:
     cur = conn.cursor(row_factory=dict_row)
     cur.execute(sql, values, prepare=True)
@@ -149,6 +183,54 @@ def _item_view(r: dict[str, Any]) -> ItemView:
 
 
 _ORDER_COLUMNS = ", ".join(c.name for c in Order.__table__.columns)
+_PROVENANCE_COLUMNS = [
+    c.name for c in PROVENANCE_TABLE.columns if c.name not in ("id", "order_id", "item_id")
+]
+_NEW_ORDER = (
+    "id",
+    "type",
+    "state",
+    "priority",
+    "requested_by_type",
+    "requested_by_id",
+    "dedupe_key",
+    "created_at",
+)
+_NEW_ITEM = ("type", "tenant_id", "input", "max_attempts", "parts_required")
+_CREATE = """
+WITH o AS (
+  INSERT INTO work_orders (id, type, state, priority, payload, meta, requested_by_type,
+         requested_by_id, dedupe_key, apply_attempts, created_at, updated_at,
+         last_transitioned_at)
+  VALUES (%(o_id)s, %(o_type)s, %(o_state)s, %(o_priority)s, %(payload)s, %(meta)s,
+          %(o_requested_by_type)s, %(o_requested_by_id)s, %(o_dedupe_key)s, 0,
+          %(o_created_at)s, %(o_created_at)s, %(o_created_at)s)
+  RETURNING id, type, state, priority, created_at
+), items AS (
+  INSERT INTO work_items (id, order_id, type, order_type, priority, tenant_id, state, input,
+         max_attempts, parts_required, attempts, lease_token, created_at, updated_at)
+  SELECT x.id, o.id, x.type, o.type, o.priority, x.tenant_id, 'queued', x.input,
+         x.max_attempts, x.parts_required, 0, 0, x.created_at, x.created_at
+    FROM o, jsonb_to_recordset(%(items)s::jsonb) AS x (id uuid, type text, tenant_id text,
+         input jsonb, max_attempts int, parts_required jsonb, created_at timestamptz)
+), events AS (
+  INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
+  SELECT id, NULL::uuid, e.event, %(actor_type)s, %(actor_id)s, e.payload, created_at
+    FROM o, LATERAL (VALUES
+      (1, 'proposed', jsonb_build_object('type', o.type, 'priority', o.priority)),
+      (2, 'planned', jsonb_build_object('item_count', %(count)s::int))
+    ) AS e (seq, event, payload)
+   ORDER BY e.seq
+)"""
+_CREATE_WITH_PROVENANCE = (
+    _CREATE
+    + f""", provenance AS (
+  INSERT INTO work_provenance (order_id, {", ".join(_PROVENANCE_COLUMNS)})
+  SELECT id, {", ".join(f"%(p_{c})s" for c in _PROVENANCE_COLUMNS)} FROM o
+)"""
+)
+_CREATE += "\nSELECT 1"
+_CREATE_WITH_PROVENANCE += "\nSELECT 1"
 _EVENT_COLUMNS = "order_id, item_id, event, actor_type, actor_id, payload, diff, created_at"
 
 _AUTO_APPROVE = f"""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from psycopg.errors import UniqueViolation
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -93,20 +94,25 @@ class OrderService:
         schema = guarded(order_type.schema, "payload")
         validate(schema, payload, "payload")
         actor = requested_by or (agent.actor if agent else Actor.system())
+        order, items = self._build(
+            order_type, payload, priority, meta or {}, dedupe_key, actor, order_id
+        )
         try:  # a known id or dedupe key fails the insert; no read before it on the happy path
-            order, item_ids = self.ctx.db.run(
-                lambda s: self._create(
-                    s, order_type, payload, priority, meta or {}, dedupe_key, actor, agent, order_id
+            if self.hot is not None:
+                provenance = (
+                    self.ctx.provenance.row("propose", agent, order_id=order.id) if agent else None
                 )
-            )
-        except IntegrityError:
-            found = self._existing(order_id, dedupe_key)
+                self.hot.create_order(order, items, actor, provenance)
+            else:
+                self.ctx.db.run(lambda s: self._create(s, order, items, actor, agent))
+        except (IntegrityError, UniqueViolation):
+            found = self._existing(order.id, dedupe_key)
             if found is None:
                 raise
             return found
         self.ctx.metrics.increment("orders_created_total", type=type, priority=priority)
-        self.ctx.dispatcher.items_available(type, item_ids)
-        return Proposal(order, True)
+        self.ctx.dispatcher.items_available(type, [i.id for i in items])
+        return Proposal(order_dict(order), True)
 
     def _existing(self, order_id: uuid.UUID | None, dedupe_key: str | None) -> Proposal | None:
         if order_id is None and dedupe_key is None:
@@ -117,18 +123,17 @@ class OrderService:
                 order = s.scalar(select(Order).where(Order.dedupe_key == dedupe_key))
             return Proposal(order_dict(order), False) if order else None
 
-    def _create(
+    def _build(
         self,
-        s: Session,
         order_type: OrderType,
         payload: JSON,
         priority: int,
         meta: JSON,
         dedupe_key: str | None,
         actor: Actor,
-        agent: AgentInfo | None,
         order_id: uuid.UUID | None,
-    ) -> tuple[dict[str, Any], list[uuid.UUID]]:
+    ) -> tuple[Order, list[Item]]:
+        """The new order and its planned items, not yet stored."""
         now = self.ctx.clock()
         order = Order(
             id=order_id or order_id_for(dedupe_key),
@@ -140,14 +145,10 @@ class OrderService:
             requested_by_type=actor.type,
             requested_by_id=actor.id,
             dedupe_key=dedupe_key,
+            apply_attempts=0,
             created_at=now,
             updated_at=now,
             last_transitioned_at=now,
-        )
-        s.add(order)
-        s.flush()
-        record_event(
-            s, order.id, "proposed", actor, payload={"type": order.type, "priority": priority}
         )
         # Items are created "at the same time", but listings and checkout order by
         # created_at: one microsecond apart keeps the order plan() gave them.
@@ -159,10 +160,19 @@ class OrderService:
         ]
         # An order with no items could never be submitted: it would sit queued forever.
         require(bool(items), "payload", "the order type planned no items for it", "plan")
+        return order, items
+
+    def _create(
+        self, s: Session, order: Order, items: list[Item], actor: Actor, agent: AgentInfo | None
+    ) -> None:
+        s.add(order)
+        s.flush()
+        record_event(
+            s, order.id, "proposed", actor, payload={"type": order.type, "priority": order.priority}
+        )
         s.add_all(items)
         record_event(s, order.id, "planned", actor, payload={"item_count": len(items)})
         self.ctx.provenance.record(s, "propose", agent, order_id=order.id)
-        return order_dict(order), [i.id for i in items]
 
     def _item(self, order: Order, order_type: OrderType, spec: ItemSpec, now: Any) -> Item:
         if not isinstance(spec, ItemSpec):
