@@ -24,10 +24,9 @@ from typing import Any
 import psycopg
 import redis
 from celery import Celery
-from sqlalchemy import func, select
 
 from workmanager import Registry, Settings, WorkManager
-from workmanager.db.models import Base, Order
+from workmanager.db.models import Base
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_HOST = os.environ.get("WM_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
@@ -176,11 +175,13 @@ def run_ours(lease_backend: str, orders: int, logs: Path) -> dict[str, float]:
         time.sleep(3)  # let both connect before the clock starts
         app = Celery("producer", broker=BROKER)
         start = time.perf_counter()
-        ids = [enqueue_order(TYPE, {"n": n}, app=app) for n in range(orders)]
-        while _completed(wm, ids) < orders:
-            if time.perf_counter() - start > 600:
-                raise RuntimeError("pipeline did not finish in 600 s")
-            time.sleep(0.1)
+        for n in range(orders):
+            enqueue_order(TYPE, {"n": n}, app=app)
+        with psycopg.connect(_libpq(url), autocommit=True) as poll:
+            while _completed(poll) < orders:
+                if time.perf_counter() - start > 600:
+                    raise RuntimeError("pipeline did not finish in 600 s")
+                time.sleep(0.05)
         wall = time.perf_counter() - start
         memory = {
             "control_worker_rss_mb": rss_mb(procs[0].pid),
@@ -193,16 +194,17 @@ def run_ours(lease_backend: str, orders: int, logs: Path) -> dict[str, float]:
     return {"orders_per_s": orders / wall, "seconds": wall, **memory}
 
 
-def _completed(wm: WorkManager, ids: list[uuid.UUID]) -> int:
-    with wm.db.transaction() as s:
-        return (
-            s.scalar(
-                select(func.count())
-                .select_from(Order)
-                .where(Order.id.in_(ids), Order.state == "completed")
-            )
-            or 0
-        )
+def _completed(conn: psycopg.Connection[Any]) -> int:
+    """Completed orders so far: one cheap query, as the bare chain reads one Redis counter
+    (the database is fresh, so every order in it is this run's). Polling with the ORM and
+    the list of ids cost the measuring process a quarter of a core on this machine, taken
+    from the workers being measured."""
+    row = conn.execute("SELECT count(*) FROM work_orders WHERE state = 'completed'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
 
 
 def run_bare(chains: int, logs: Path) -> dict[str, float]:
