@@ -31,7 +31,7 @@ from workmanager.errors import (
 from workmanager.states import LEASABLE_ORDER_STATES, ItemState
 from workmanager.types import AgentInfo
 
-from .handlers import Heartbeater, load_handler, run_handler
+from .handlers import Heartbeats, load_handler, run_handler
 
 log = logging.getLogger("workmanager.agent")
 
@@ -51,6 +51,7 @@ class AgentConsumer:
         self.every = max(
             0.2, min(wm.settings.heartbeat_every_seconds, wm.settings.lease_ttl_seconds / 3)
         )
+        self.heartbeats = Heartbeats(wm, agent, self.every)
 
     def handle(self, item_id: uuid.UUID) -> tuple[str, float]:
         """Returns (outcome, retry-after seconds); the delay is > 0 only for ``later``."""
@@ -82,7 +83,7 @@ class AgentConsumer:
         return state in LEASABLE_ORDER_STATES
 
     def _work(self, lease: Any) -> str:
-        with Heartbeater(self.wm, lease, self.agent, self.every):
+        with self.heartbeats.holding(lease):
             try:
                 return run_handler(self.wm, self.handler, lease, self.agent)
             except (LeaseConflict, LeaseExpired) as exc:

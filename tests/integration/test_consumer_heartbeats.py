@@ -1,0 +1,71 @@
+"""A consumer agent keeps its leases alive while handlers run longer than the lease TTL.
+
+One heartbeat thread per consumer serves every lease it holds (``workers.handlers.
+Heartbeats``); these run the consumer directly, without Celery, on real threads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+from tests.support.types import Multi
+from workers.agent import AgentConsumer
+from workmanager import AgentInfo, Registry
+
+TTL = 1  # seconds: the consumer beats every max(0.2, TTL / 3) seconds
+
+
+def slow_handler(seconds: float) -> Any:
+    def handle(item: Any, lease: Any) -> dict[str, Any]:
+        time.sleep(seconds)
+        return {"i": item.input["i"]}
+
+    return handle
+
+
+def test_handlers_longer_than_the_ttl_keep_their_leases(make_wm) -> None:
+    wm = make_wm(
+        db="sqlite", backend="database", registry=Registry([Multi()]), lease_ttl_seconds=TTL
+    )
+    order_id = wm.propose("test.multi", {"count": 3})
+    items = [i["id"] for i in wm.queries.order(order_id)["items"]]
+    consumer = AgentConsumer(wm, slow_handler(2.5 * TTL), AgentInfo(id="slow-agent"))
+    outcomes: list[str] = []
+
+    def run(item_id: Any) -> None:
+        outcomes.append(consumer.handle(uuid.UUID(item_id))[0])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in items]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert outcomes == ["submitted"] * 3
+    assert wm.queries.order(order_id)["state"] == "submitted"
+    assert not consumer.heartbeats._due  # every finished lease was let go
+    events = [e["event"] for e in wm.queries.events(order_id)]
+    assert events.count("in_progress") >= 3  # each item's first beat (and the order's)
+
+
+def test_a_lost_lease_is_reported_and_no_longer_beaten(make_wm) -> None:
+    wm = make_wm(
+        db="sqlite", backend="database", registry=Registry([Multi()]), lease_ttl_seconds=TTL
+    )
+    order_id = wm.propose("test.multi", {"count": 1})
+    (item,) = wm.queries.order(order_id)["items"]
+    taken = threading.Event()
+
+    def handle(view: Any, lease: Any) -> dict[str, Any]:
+        # Someone with the power to end the lease does (an operator's release).
+        wm.agent.release(lease)
+        taken.set()
+        time.sleep(1.5 * TTL)
+        return {"i": 0}
+
+    consumer = AgentConsumer(wm, handle, AgentInfo(id="unlucky"))
+    outcome, _ = consumer.handle(uuid.UUID(item["id"]))
+    assert taken.is_set() and outcome == "lost"
+    assert not consumer.heartbeats._due
