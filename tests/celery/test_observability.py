@@ -8,6 +8,7 @@ import socket
 import sys
 import time
 import urllib.request
+from typing import Any
 
 import pytest
 
@@ -82,12 +83,18 @@ def test_flower_answers_and_shows_workers_and_tasks(make_stack) -> None:
             return False
 
     stack.wait_for(healthy, 60, "Flower to answer /healthcheck")
-    workers = stack.wait_for(
-        lambda: get_json(base + "/api/workers?refresh=1"), 60, "Flower to see the worker"
-    )
-    assert any(name.startswith("control-") for name in workers)  # type: ignore[union-attr]
-    registered = next(iter(workers.values()))["registered"]  # type: ignore[union-attr]
-    assert "workmanager.orders.apply" in registered
+
+    def control_worker() -> dict[str, Any] | None:
+        # Flower fills a worker's entry from several inspect replies; wait for the one
+        # with its registered tasks rather than taking the first partial answer.
+        workers = get_json(base + "/api/workers?refresh=1") or {}
+        for name, info in workers.items():  # type: ignore[union-attr]
+            if name.startswith("control-") and info.get("registered"):
+                return dict(info)
+        return None
+
+    worker = stack.wait_for(control_worker, 60, "Flower to see the worker and its tasks")
+    assert "workmanager.orders.apply" in worker["registered"]  # type: ignore[index]
     order_id = enqueue_order("e2e.echo", {"n": 7}, app=stack.app)
     tasks = stack.wait_for(
         lambda: get_json(base + "/api/tasks?taskname=workmanager.orders.create"),
