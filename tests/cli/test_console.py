@@ -16,7 +16,7 @@ from sqlalchemy import func, select, update
 from tests.cli.conftest import Console
 from workmanager import Registry
 from workmanager.allocators import AllocatorStrategy, OrderRequest
-from workmanager.db.models import Event, IdempotencyKey, Item, Order, utcnow
+from workmanager.db.models import Event, IdempotencyKey, Item, Order, Provenance, utcnow
 from workmanager.errors import IllegalStateTransition, NotFound, ValidationFailed
 
 
@@ -195,6 +195,8 @@ def test_ops_prune_cascades(console: Console) -> None:
         assert set(s.scalars(select(Order.id))) == {recent}
         assert set(s.scalars(select(Item.order_id))) == {recent}
         assert set(s.scalars(select(Event.order_id))) == {recent}
+        # audit rows carry no foreign keys (migration 0003): prune deletes them itself
+        assert set(s.scalars(select(Provenance.order_id))) == {recent}
     assert "deleted 0 order(s)" in console("ops", "prune", "--older-than", "90d").stdout
     assert console("ops", "prune", code=2)
     assert console("ops", "prune", "--older-than", "ninety", code=2)

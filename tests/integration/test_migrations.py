@@ -9,15 +9,18 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from workmanager.db.migrate import current, upgrade
+from workmanager.db.migrate import alembic_config, current, upgrade
 from workmanager.db.models import Base
 from workmanager.db.session import Database
 
 from ..conftest import PG_ADMIN_DSN, PG_HOST_URL
+
+AUDIT_TABLES = ("work_events", "work_provenance")
 
 
 def schema_differences(db: Database) -> list[object]:
@@ -48,10 +51,20 @@ def check(url: str) -> None:
     upgrade(db)
     head = current(db)
     upgrade(db)  # idempotent
-    assert current(db) == head == "0002"
+    assert current(db) == head == "0003"
     assert schema_differences(db) == []
     indexes = {i["name"]: i for i in inspect(db.engine).get_indexes("work_items")}
     assert indexes["ix_work_items_checkout"]["column_names"][-2:] == ["created_at", "id"]
+
+    def audit_fks() -> list[int]:
+        db.engine.dispose()  # SQLite: a pooled connection keeps the schema it first read
+        return [len(inspect(db.engine).get_foreign_keys(t)) for t in AUDIT_TABLES]
+
+    assert audit_fks() == [0, 0]  # 0003 dropped them; down and up again both work
+    command.downgrade(alembic_config(db), "0002")
+    assert audit_fks() == [2, 2] and current(db) == "0002"
+    upgrade(db)
+    assert audit_fks() == [0, 0] and schema_differences(db) == []
     db.dispose()
 
 
@@ -71,4 +84,4 @@ def test_cli_db_upgrade(tmp_path) -> None:
         [cli, "db", "upgrade"], env=env, capture_output=True, text=True, check=False
     )
     assert run.returncode == 0, run.stderr
-    assert "0002" in run.stdout
+    assert "0003" in run.stdout

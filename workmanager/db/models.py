@@ -178,13 +178,14 @@ class Part(Base):
 
 
 class Event(Base):
+    """One audit event. No foreign keys (migration 0003): rows are written in the
+    transaction of the change they record, and pruning deletes them with their order."""
+
     __tablename__ = "work_events"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("work_orders.id", ondelete="CASCADE"))
-    item_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("work_items.id", ondelete="CASCADE")
-    )
+    order_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    item_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     event: Mapped[str] = mapped_column(String(64))
     actor_type: Mapped[str] = mapped_column(String(16))
     actor_id: Mapped[str | None] = mapped_column(String(191))
@@ -200,15 +201,13 @@ class Event(Base):
 
 
 class Provenance(Base):
+    """Who did what (SPEC §4.7). No foreign keys, as :class:`Event`."""
+
     __tablename__ = "work_provenance"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    order_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("work_orders.id", ondelete="CASCADE")
-    )
-    item_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("work_items.id", ondelete="CASCADE")
-    )
+    order_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    item_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     action: Mapped[str] = mapped_column(String(32))
     agent_id: Mapped[str | None] = mapped_column(String(191))
     agent_name: Mapped[str | None] = mapped_column(String(191))

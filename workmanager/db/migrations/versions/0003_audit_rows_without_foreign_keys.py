@@ -1,0 +1,42 @@
+"""audit rows (events, provenance) without foreign keys
+
+Every event and provenance row is written in the transaction of the change it records, so
+its order and item exist; the foreign keys only added a lookup and a ``FOR KEY SHARE``
+lock on the order (and item) row per audit row, on the hottest statements there are.
+Pruning deletes an order's events and provenance explicitly instead of by cascade.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-29 02:40:00
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+#: Names for the constraints 0001 left unnamed, so batch mode (SQLite) can find them; on
+#: PostgreSQL these are the names it gave them.
+NAMING = {"fk": "%(table_name)s_%(column_0_name)s_fkey"}
+AUDIT = ("work_events", "work_provenance")
+TARGETS = (("order_id", "work_orders"), ("item_id", "work_items"))
+
+
+def upgrade() -> None:
+    for table in AUDIT:
+        with op.batch_alter_table(table, naming_convention=NAMING) as batch:
+            for column, _ in TARGETS:
+                batch.drop_constraint(f"{table}_{column}_fkey", type_="foreignkey")
+
+
+def downgrade() -> None:
+    for table in AUDIT:
+        with op.batch_alter_table(table, naming_convention=NAMING) as batch:
+            for column, target in TARGETS:
+                batch.create_foreign_key(
+                    f"{table}_{column}_fkey", target, [column], ["id"], ondelete="CASCADE"
+                )
