@@ -20,6 +20,7 @@ from workmanager.db.models import Item, Order, Provenance
 from workmanager.errors import (
     IllegalStateTransition,
     LeaseConflict,
+    LeaseExpired,
     NotFound,
     ValidationFailed,
 )
@@ -146,3 +147,24 @@ def test_limits_keep_the_general_checkout_on_the_database_backend(make_wm) -> No
     assert wm.agent.hot is not None and not wm.agent.hot.handles_checkout
     plain = make_wm(db="postgres", backend="database")
     assert plain.agent.hot is not None and plain.agent.hot.handles_checkout
+
+
+@pytest.mark.redis
+def test_a_lock_the_store_lost_does_not_refuse_a_hot_submit(make_wm) -> None:
+    """The one documented difference (ARCHITECTURE.md, "The PostgreSQL hot path"): the row
+    still shows the agent's unexpired lease, so the hot path accepts the submit; the
+    general path asks Redis first and refuses it as expired."""
+    registry = Registry([Simple(), Multi()])
+    outcomes = {}
+    for backend in ("redis", "redis/general"):
+        wm = make_wm(db="postgres", backend=backend, registry=registry)
+        order_id = wm.propose("test.multi", {"count": 1})
+        lease = wm.agent.checkout(AGENT, order_id=order_id)
+        assert lease is not None
+        store = wm.ctx.leases.store  # type: ignore[attr-defined]
+        store.client.delete(*store.client.keys(f"{store.keys.prefix}item:*"))
+        try:
+            outcomes[backend] = wm.agent.submit(lease, {"x": 1}).item["state"]
+        except LeaseExpired:
+            outcomes[backend] = "lease_expired"
+    assert outcomes == {"redis": "submitted", "redis/general": "lease_expired"}

@@ -26,6 +26,7 @@ The database backend with concurrency limits, and every other call, use the gene
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -38,7 +39,7 @@ from psycopg.types.json import Jsonb
 
 from ..db.models import PROVENANCE_TABLE, Item
 from ..db.raw import Conn, RawPostgres
-from ..errors import LeaseExpired, NotFound
+from ..errors import NotFound
 from ..leases.base import CheckoutQuery, Grant, check_row
 from ..leases.database import DatabaseLeaseBackend
 from ..leases.keyed import StoreLeaseBackend
@@ -56,6 +57,8 @@ from .inputs import as_presented
 from .outcomes import ItemOutcome
 from .transitions import clear_lease
 from .views import item_dict, item_view
+
+log = logging.getLogger("workmanager.agent")
 
 _ITEM_COLUMNS = [c.name for c in Item.__table__.columns]
 _DATETIME_COLUMNS = [c for c in _ITEM_COLUMNS if c.endswith("_at")]
@@ -248,7 +251,6 @@ class HotPath:
         else:
             check_row(item, presented, now)
             validate(item)
-            self._end_stored_lease(item, presented)
         check_item(item.state, ItemState.SUBMITTED)
         check_order(OrderState.IN_PROGRESS, OrderState.SUBMITTED)
         event_payload = {"agent_id": agent.id, **{k: v for k, v in payload.items() if v}}
@@ -268,6 +270,8 @@ class HotPath:
             locked.execute(_LOCK_ORDER, {"order": item.order_id}, prepare=True)
             marked.execute(_SUBMIT_SQL, values, prepare=True)
             conn.execute("COMMIT")
+            if self.store is not None:  # overlaps the round trip above
+                self._end_stored_lease(item, presented)
         order_row = locked.fetchone()
         if order_row is None:
             raise NotFound(
@@ -282,14 +286,21 @@ class HotPath:
         return ItemOutcome(item_dict(item), order_state, became)
 
     def _end_stored_lease(self, item: Item, lease: Lease) -> None:
-        """Delete the store's lock, which also proves it was still ours (the check the
-        general path makes with ``store.check``, and its ``released`` afterwards, in one
-        call). Done last before the commit, with the row locked: if the commit then
-        fails, the row shows a lease without a lock and the sweep requeues the item."""
+        """Delete the store's lock (compare-and-delete by owner + token) while the commit's
+        round trip is in flight, so the two overlap. Never raises: the row check already
+        proved the lease (current token, this holder, not expired), and no one else can
+        hold an item whose row is held, so a lock the store no longer had (a flush) does
+        not undo the submit; a store that cannot be reached leaves the lock to its TTL."""
         assert self.store is not None
-        ended = self.store.store.release(str(item.id), lease.agent_id, lease.token, item.order_type)
+        try:
+            ended = self.store.store.release(
+                str(item.id), lease.agent_id, lease.token, item.order_type
+            )
+        except Exception:
+            log.warning("could not release the store lock of %s", item.id, exc_info=True)
+            return
         if ended != 1:
-            raise LeaseExpired("the lease has expired", details={"item_id": str(item.id)})
+            log.warning("the store had lost the lock of %s before its submit", item.id)
 
     # --- shared -----------------------------------------------------------------------
     def _provenance_params(self, action: str, agent: AgentInfo) -> dict[str, Any]:
