@@ -1,6 +1,6 @@
 """Pipeline throughput: orders/s from enqueue to ``completed``, beside a bare Celery chain.
 
-    python -m bench.pipeline [--orders 300] [--rounds 3] [--json var/bench-pipeline.json]
+    python -m bench.pipeline [--orders 1000] [--rounds 3] [--json var/bench-pipeline.json]
 
 Single-item, auto-approved orders go through real worker processes (a control-plane
 worker and an agent consumer, 4 threads each) on the Redis broker and PostgreSQL, for
@@ -263,7 +263,7 @@ def _rates(runs: list[dict[str, float]], key: str) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(prog="python -m bench.pipeline")
-    ap.add_argument("--orders", type=int, default=300)
+    ap.add_argument("--orders", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (median kept)")
     ap.add_argument("--json", default="var/bench-pipeline.json")
     args = ap.parse_args(argv)
