@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -10,7 +11,7 @@ from contextlib import contextmanager
 from typing import Any, Protocol
 
 from workmanager import Lease, WorkManager
-from workmanager.errors import LeaseConflict, LeaseExpired, WorkManagerError
+from workmanager.errors import LeaseConflict, LeaseExpired
 from workmanager.importing import import_object
 from workmanager.types import JSON, AgentInfo, ItemView
 
@@ -24,6 +25,8 @@ class PartsHandler(Protocol):
         """Yield ``(part_key, payload)`` pairs; each is submitted as it comes."""
         ...
 
+
+log = logging.getLogger("workmanager.agent")
 
 Handler = Callable[[ItemView, Lease], JSON]
 
@@ -85,8 +88,9 @@ class Heartbeats:
             with self._wake:
                 self._due.pop(key, None)  # lost: stop beating it
             return
-        except WorkManagerError:
-            renewed = lease  # transient: try again at the next beat
+        except Exception:  # transient, or a bug: keep the thread (and the other leases) alive
+            log.warning("heartbeat of %s failed; trying again", lease.item_id, exc_info=True)
+            renewed = lease
         with self._wake:
             if key in self._due:  # not finished meanwhile
                 self._due[key] = (time.monotonic() + self.every, renewed)

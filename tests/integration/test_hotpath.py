@@ -168,3 +168,19 @@ def test_a_lock_the_store_lost_does_not_refuse_a_hot_submit(make_wm) -> None:
         except LeaseExpired:
             outcomes[backend] = "lease_expired"
     assert outcomes == {"redis": "submitted", "redis/general": "lease_expired"}
+
+
+@pytest.mark.parametrize("backend", ["database", pytest.param("redis", marks=pytest.mark.redis)])
+def test_a_submit_the_database_refuses_leaves_the_lease_usable(make_wm, backend) -> None:
+    """A result PostgreSQL cannot store (a lone surrogate in a string) is a 422 at the
+    commit's round trip; nothing changed, so the holder can still heartbeat and fail
+    (the store lock is only deleted after a commit that succeeded)."""
+    wm = make_wm(db="postgres", backend=backend, registry=Registry([Multi()]))
+    order_id = wm.propose("test.multi", {"count": 1})
+    lease = wm.agent.checkout(AGENT, order_id=order_id)
+    assert lease is not None
+    with pytest.raises(ValidationFailed):
+        wm.agent.submit(lease, {"x": "\ud800"})
+    wm.agent.heartbeat(lease)
+    outcome = wm.agent.fail(lease, {"code": "gave_up", "message": "after the 422"})
+    assert outcome.item["state"] == "queued"

@@ -270,8 +270,8 @@ class HotPath:
             locked.execute(_LOCK_ORDER, {"order": item.order_id}, prepare=True)
             marked.execute(_SUBMIT_SQL, values, prepare=True)
             conn.execute("COMMIT")
-            if self.store is not None:  # overlaps the round trip above
-                self._end_stored_lease(item, presented)
+        if self.store is not None:  # only once the commit is known to have happened
+            self._end_stored_lease(item, presented)
         order_row = locked.fetchone()
         if order_row is None:
             raise NotFound(
@@ -286,11 +286,13 @@ class HotPath:
         return ItemOutcome(item_dict(item), order_state, became)
 
     def _end_stored_lease(self, item: Item, lease: Lease) -> None:
-        """Delete the store's lock (compare-and-delete by owner + token) while the commit's
-        round trip is in flight, so the two overlap. Never raises: the row check already
-        proved the lease (current token, this holder, not expired), and no one else can
-        hold an item whose row is held, so a lock the store no longer had (a flush) does
-        not undo the submit; a store that cannot be reached leaves the lock to its TTL."""
+        """Delete the store's lock (compare-and-delete by owner + token) after the commit.
+        Not before it: a commit that then failed would leave the row held with no lock,
+        and every later call on that lease refused until the sweep. Never raises: the row
+        check already proved the lease (current token, this holder, not expired) and no one
+        else can hold an item whose row is held, so a lock the store no longer had (a
+        flush) does not undo the submit; a store that cannot be reached leaves the lock to
+        its TTL."""
         assert self.store is not None
         try:
             ended = self.store.store.release(
