@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from tests.support.types import Multi, Simple
 from workmanager import AgentInfo, Registry, WorkManager
-from workmanager.db.models import Item, Order, Provenance
+from workmanager.db.models import Event, Item, Order, Provenance
 from workmanager.errors import (
     IllegalStateTransition,
     LeaseConflict,
@@ -24,6 +24,7 @@ from workmanager.errors import (
     NotFound,
     ValidationFailed,
 )
+from workmanager.provenance import DefaultEnricher
 from workmanager.services.hotpath import HotPath
 
 pytestmark = pytest.mark.postgres
@@ -184,3 +185,98 @@ def test_a_submit_the_database_refuses_leaves_the_lease_usable(make_wm, backend)
     wm.agent.heartbeat(lease)
     outcome = wm.agent.fail(lease, {"code": "gave_up", "message": "after the 422"})
     assert outcome.item["state"] == "queued"
+
+
+def test_the_order_start_sees_a_requeue_committed_after_the_grant(make_wm) -> None:
+    """Review finding: a release that requeues the order can commit after the grant's
+    statement began. The order start is its own statement (fresh snapshot), so the order
+    still ends ``in_progress`` with its event. Driven step by step on a raw connection:
+    the grant, then a concurrent requeue committed, then the start and the commit."""
+    import psycopg
+
+    from workmanager.leases.base import CheckoutQuery
+    from workmanager.leases.selection import shape_of
+    from workmanager.services import hotpath
+
+    wm = make_wm(db="postgres", backend="database", registry=Registry([Multi()]))
+    order_id = wm.propose("test.multi", {"count": 2})
+    assert wm.agent.checkout("agent-a", order_id=order_id) is not None  # order in_progress
+    hot = wm.agent.hot
+    assert hot is not None
+    query = CheckoutQuery(order_id=order_id)
+    values = hot.checkout_values(AgentInfo(id="agent-b"), query)
+    url = wm.settings.database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url, autocommit=True) as b, psycopg.connect(url, autocommit=True) as a:
+        b.execute("BEGIN")
+        granted = b.execute(hotpath._grant_sql(shape_of(query, (), ()), False), values)
+        assert granted.fetchone() is not None
+        # Meanwhile the other holder's release requeued the order and committed.
+        a.execute("UPDATE work_orders SET state = 'queued' WHERE id = %s", (order_id,))
+        b.execute(hotpath._START_ORDER, values)
+        b.execute("COMMIT")
+    assert wm.queries.order(order_id)["state"] == "in_progress"
+    assert [e["event"] for e in wm.queries.events(order_id)][-2:] == ["leased", "in_progress"]
+
+
+class EmptyExtraEnricher(DefaultEnricher):
+    """A custom enricher whose ``extra`` is an empty object, not None."""
+
+    def enrich(self, action: str, agent: AgentInfo) -> dict[str, Any]:
+        return {**super().enrich(action, agent), "extra": {}}
+
+
+@pytest.mark.parametrize("backend", ["database", "database/general"])
+def test_custom_provenance_fields_are_stored_alike(make_wm, backend) -> None:
+    """Review finding: an enricher's empty ``extra`` made the hot propose fail to adapt it."""
+    wm = make_wm(
+        db="postgres",
+        backend=backend,
+        registry=Registry([Multi()]),
+        provenance_enricher="tests.integration.test_hotpath:EmptyExtraEnricher",
+    )
+    order_id = uuid.UUID(wm.orders.propose("test.multi", {"count": 1}, agent=AGENT).order["id"])
+    lease = wm.agent.checkout(AGENT, order_id=order_id)
+    assert lease is not None
+    wm.agent.submit(lease, {"x": 1})
+    with wm.db.transaction() as s:
+        rows = s.scalars(select(Provenance).where(Provenance.order_id == order_id))
+        assert [(p.action, p.extra) for p in rows] == [
+            ("propose", {}),
+            ("checkout", {}),
+            ("submit", {}),
+        ]
+
+
+def test_after_the_server_drops_its_connections_one_call_fails_then_all_succeed(make_wm):
+    """Every pooled connection killed at once (what a restart does): the first hot call
+    that meets a dead one answers 503 and the pool is emptied, so the next calls connect
+    afresh instead of each meeting another dead connection."""
+    import psycopg
+
+    from workmanager.errors import Unavailable
+
+    wm = make_wm(db="postgres", backend="database", registry=Registry([Multi()]))
+    order_id = wm.propose("test.multi", {"count": 3})
+    with wm.agent.hot.raw.connection(), wm.agent.hot.raw.connection():  # type: ignore[union-attr]
+        pass  # two connections now sit in the pool
+    url = wm.settings.database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url, autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    assert killed is not None and killed[0] >= 2
+    with pytest.raises(Unavailable):
+        wm.agent.checkout(AGENT, order_id=order_id)
+    assert wm.agent.checkout(AGENT, order_id=order_id) is not None
+    assert wm.agent.checkout(AGENT, order_id=order_id) is not None
+
+
+@pytest.mark.parametrize("backend", ["database", "database/general"])
+def test_auto_approval_of_an_unknown_order_writes_nothing(make_wm, backend) -> None:
+    """Audit rows carry no foreign keys, so nothing but this check stops an orphan
+    ``auto_approval_refused`` event for an order that does not exist."""
+    wm = make_wm(db="postgres", backend=backend, registry=Registry([Simple(auto=True)]))
+    assert wm.orders.check_auto_approval(uuid.uuid4()) is False
+    with wm.db.transaction() as s:
+        assert s.scalars(select(Event)).first() is None

@@ -12,8 +12,10 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
+from tests.support.types import Multi
+from workmanager import AgentInfo, Registry, Settings, WorkManager
 from workmanager.db.migrate import alembic_config, current, upgrade
 from workmanager.db.models import Base
 from workmanager.db.session import Database
@@ -61,11 +63,45 @@ def check(url: str) -> None:
         return [len(inspect(db.engine).get_foreign_keys(t)) for t in AUDIT_TABLES]
 
     assert audit_fks() == [0, 0]  # 0003 dropped them; down and up again both work
+    assert_delete_cascades(db)
     command.downgrade(alembic_config(db), "0002")
     assert audit_fks() == [2, 2] and current(db) == "0002"
     upgrade(db)
     assert audit_fks() == [0, 0] and schema_differences(db) == []
+    assert_delete_cascades(db)
     db.dispose()
+
+
+def assert_delete_cascades(db: Database) -> None:
+    """SPEC §3: deleting an order (here in plain SQL) deletes its items, events and
+    provenance — by foreign key for items, by the trigger of 0003 for the audit rows."""
+    wm = WorkManager(
+        Settings(database_url=db.url, metrics_driver="null"),
+        registry=Registry([Multi()]),
+        database=db,
+    )
+    order_id = wm.propose("test.multi", {"count": 2})
+    lease = wm.agent.checkout(AgentInfo(id="a-1"), order_id=order_id)
+    assert lease is not None
+    wm.agent.submit(lease, {"x": 1})
+    counts = "SELECT (SELECT count(*) FROM {t} WHERE order_id = :o)"
+    tables = ("work_items", "work_events", "work_provenance")
+    o = order_id.hex if db.dialect == "sqlite" else order_id
+    with db.engine.begin() as conn:
+        before = [conn.execute(text(counts.format(t=t)), {"o": o}).scalar() for t in tables]
+        conn.execute(text("DELETE FROM work_orders WHERE id = :o"), {"o": o})
+        after = [conn.execute(text(counts.format(t=t)), {"o": o}).scalar() for t in tables]
+    assert all(n and n > 0 for n in before), before
+    assert after == [0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_deleting_an_order_deletes_its_audit_rows(make_wm, database) -> None:
+    """The same on a schema built from the models (``create_all``), as tests and
+    ``Database.create_all`` build it."""
+    assert_delete_cascades(make_wm(db=database, backend="database").db)
 
 
 def test_upgrade_on_sqlite(tmp_path) -> None:

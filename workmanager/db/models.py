@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
+    DDL,
     JSON,
     BigInteger,
     DateTime,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    event,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -179,7 +181,7 @@ class Part(Base):
 
 class Event(Base):
     """One audit event. No foreign keys (migration 0003): rows are written in the
-    transaction of the change they record, and pruning deletes them with their order."""
+    transaction of the change they record; a trigger deletes them with their order."""
 
     __tablename__ = "work_events"
 
@@ -264,5 +266,32 @@ class ApiToken(Base):
 
 
 #: The append-only tables, for Core inserts (see :mod:`workmanager.db.pending`).
+# Deleting an order deletes its events and provenance (SPEC §3). Audit rows carry no
+# foreign keys (migration 0003: a key cost a lookup and a lock per audit row on the hottest
+# statements), so a trigger does what ON DELETE CASCADE did. Items and parts keep theirs.
+_AUDIT_CASCADE_PG = """
+CREATE OR REPLACE FUNCTION work_orders_delete_audit() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  DELETE FROM work_events WHERE order_id = OLD.id;
+  DELETE FROM work_provenance WHERE order_id = OLD.id;
+  RETURN OLD;
+END $$;
+CREATE TRIGGER work_orders_delete_audit AFTER DELETE ON work_orders
+  FOR EACH ROW EXECUTE FUNCTION work_orders_delete_audit();
+"""
+_AUDIT_CASCADE_SQLITE = """
+CREATE TRIGGER work_orders_delete_audit AFTER DELETE ON work_orders FOR EACH ROW BEGIN
+  DELETE FROM work_events WHERE order_id = OLD.id;
+  DELETE FROM work_provenance WHERE order_id = OLD.id;
+END
+"""
+for _ddl, _dialect, _when in (
+    (_AUDIT_CASCADE_PG, "postgresql", "after_create"),
+    (_AUDIT_CASCADE_SQLITE, "sqlite", "after_create"),
+    ("DROP FUNCTION IF EXISTS work_orders_delete_audit()", "postgresql", "after_drop"),
+):
+    event.listen(Order.__table__, _when, DDL(_ddl).execute_if(dialect=_dialect))  # type: ignore[no-untyped-call]
+
 EVENTS_TABLE = cast(Table, Event.__table__)
 PROVENANCE_TABLE = cast(Table, Provenance.__table__)

@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg.pq import TransactionStatus
-from sqlalchemy import Engine
+from psycopg.types.json import Jsonb
+from sqlalchemy import JSON, Engine, Table
 
 from ..errors import Unavailable, ValidationFailed
 
@@ -50,7 +51,7 @@ class RawPostgres:
             raise Unavailable(f"database unavailable: {exc}") from exc
         conn: Conn = fairy.driver_connection  # type: ignore[assignment]
         conn.autocommit = True
-        healthy = False
+        healthy = lost = False
         try:
             yield conn
             healthy = True
@@ -64,6 +65,7 @@ class RawPostgres:
             healthy = _reset(conn)
             if isinstance(exc, _RETRYABLE):
                 raise
+            lost = not healthy
             raise Unavailable(f"database unavailable: {exc}") from exc
         except BaseException:
             healthy = _reset(conn)
@@ -74,6 +76,11 @@ class RawPostgres:
                 fairy.close()
             else:
                 fairy.invalidate()
+            if lost:
+                # The server went away (restart, failover): the pooled connections that
+                # went with it are dropped now, as SQLAlchemy does on a disconnect, rather
+                # than each failing one more request.
+                self.engine.pool.dispose()
 
     def run(self, fn: Callable[[Conn], T], attempts: int = 4) -> T:
         """Run ``fn`` on a connection, again when PostgreSQL aborted its transaction as a
@@ -99,3 +106,28 @@ def _reset(conn: Conn) -> bool:
     except psycopg.Error:
         return False
     return conn.info.transaction_status == TransactionStatus.IDLE
+
+
+class AuditColumns:
+    """The columns of an audit table (events, provenance) the hot paths write, as SQL
+    placeholders ``%(p_<column>)s`` and as the matching parameters (JSON wrapped)."""
+
+    def __init__(self, table: Table, *, skip: tuple[str, ...] = ("id", "order_id", "item_id")):
+        self.names = [c.name for c in table.columns if c.name not in skip]
+        self.json = {c.name for c in table.columns if isinstance(c.type, JSON)}
+
+    @property
+    def sql_names(self) -> str:
+        return ", ".join(self.names)
+
+    @property
+    def sql_values(self) -> str:
+        return ", ".join(
+            f"%(p_{c})s::jsonb" if c in self.json else f"%(p_{c})s" for c in self.names
+        )
+
+    def params(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {
+            f"p_{c}": Jsonb(row[c]) if c in self.json and row[c] is not None else row[c]
+            for c in self.names
+        }

@@ -30,7 +30,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from ..db.models import PROVENANCE_TABLE, Item, Order
-from ..db.raw import Conn, RawPostgres
+from ..db.raw import AuditColumns, Conn, RawPostgres
 from ..diff import Diff
 from ..state_machine import check_item, check_order
 from ..states import ItemState, OrderState
@@ -72,9 +72,7 @@ class ControlHotPath:
         sql = _CREATE
         if provenance is not None:
             sql = _CREATE_WITH_PROVENANCE
-            for column in _PROVENANCE_COLUMNS:
-                value = provenance[column]
-                values[f"p_{column}"] = Jsonb(value) if column == "extra" and value else value
+            values.update(_PROVENANCE.params(provenance))
         self.raw.run(lambda conn: conn.execute(sql, values, prepare=True))
 
     def auto_approve(
@@ -183,9 +181,7 @@ def _item_view(r: dict[str, Any]) -> ItemView:
 
 
 _ORDER_COLUMNS = ", ".join(c.name for c in Order.__table__.columns)
-_PROVENANCE_COLUMNS = [
-    c.name for c in PROVENANCE_TABLE.columns if c.name not in ("id", "order_id", "item_id")
-]
+_PROVENANCE = AuditColumns(PROVENANCE_TABLE)
 _NEW_ORDER = (
     "id",
     "type",
@@ -225,8 +221,8 @@ WITH o AS (
 _CREATE_WITH_PROVENANCE = (
     _CREATE
     + f""", provenance AS (
-  INSERT INTO work_provenance (order_id, {", ".join(_PROVENANCE_COLUMNS)})
-  SELECT id, {", ".join(f"%(p_{c})s" for c in _PROVENANCE_COLUMNS)} FROM o
+  INSERT INTO work_provenance (order_id, {_PROVENANCE.sql_names})
+  SELECT id, {_PROVENANCE.sql_values} FROM o
 )"""
 )
 _CREATE += "\nSELECT 1"

@@ -4,18 +4,20 @@ Same rules, same rows, fewer round trips. The general path (:mod:`.agent`) runs 
 as an ORM transaction of four to six statements; on PostgreSQL these paths send
 hand-written SQL on a raw psycopg connection (:mod:`workmanager.db.raw`):
 
-* **checkout, database leases** — one statement, one round trip: a data-modifying CTE
-  that picks and leases the next eligible item (``FOR UPDATE SKIP LOCKED``), moves its
-  order ``queued → in_progress`` when this is its first lease, and writes the ``leased``
-  (and ``in_progress``) events and the provenance row.
+* **checkout, database leases** — one round trip: ``BEGIN``, a data-modifying CTE that
+  picks and leases the next eligible item (``FOR UPDATE SKIP LOCKED``) and writes the
+  ``leased`` event and the provenance row, then the order start (``queued →
+  in_progress`` and its event, when this is the order's first lease) as a statement of its
+  own so it sees the order as committed after the grant, and ``COMMIT``, pipelined.
 * **checkout, store leases** (Redis, memory) — ``BEGIN`` + candidate row locked ``SKIP
-  LOCKED`` in one round trip, the store's atomic acquire, then the same CTE (granting the
-  store's token) + ``COMMIT`` in a second.
+  LOCKED`` in one round trip, the store's atomic acquire, then the same grant (with the
+  store's token), order start and ``COMMIT`` in a second.
 * **submit** — ``BEGIN`` + the item locked in one round trip; the lease checks and the
   result's validation (schema and hook) in Python; then the order lock, one CTE (item
   ``submitted``, the order ``submitted`` when it was the last open item, events,
   provenance) and ``COMMIT`` pipelined in a second round trip. The order is locked by its
   own statement first so that the CTE's snapshot sees every sibling submitted before it.
+  With a store, its lock is deleted once the commit succeeded.
 
 Which items are eligible, in which order, and which transitions are legal are the same
 rules as :mod:`workmanager.leases.selection` and :mod:`.lifecycle`; the contract suite
@@ -38,7 +40,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from ..db.models import PROVENANCE_TABLE, Item
-from ..db.raw import Conn, RawPostgres
+from ..db.raw import AuditColumns, Conn, RawPostgres
 from ..errors import NotFound
 from ..leases.base import CheckoutQuery, Grant, check_row
 from ..leases.database import DatabaseLeaseBackend
@@ -62,10 +64,7 @@ log = logging.getLogger("workmanager.agent")
 
 _ITEM_COLUMNS = [c.name for c in Item.__table__.columns]
 _DATETIME_COLUMNS = [c for c in _ITEM_COLUMNS if c.endswith("_at")]
-_PROVENANCE_COLUMNS = [
-    c.name for c in PROVENANCE_TABLE.columns if c.name not in ("id", "order_id", "item_id")
-]
-_JSON_PROVENANCE = {"extra"}
+_PROVENANCE = AuditColumns(PROVENANCE_TABLE)
 
 
 def _literals(states: Any) -> str:
@@ -101,18 +100,8 @@ class HotPath:
 
     # --- checkout ---------------------------------------------------------------------
     def checkout(self, agent: AgentInfo, query: CheckoutQuery) -> Lease | None:
-        now = self.ctx.clock()
-        ttl = self.ctx.settings.lease_ttl_seconds
-        expires = now + timedelta(seconds=ttl)
-        values = {
-            **_query_params(query),
-            "now": now,
-            "agent": agent.id,
-            "expires": expires,
-            "actor_type": agent.actor.type,
-            "actor_id": agent.actor.id,
-            **self._provenance_params("checkout", agent),
-        }
+        values = self.checkout_values(agent, query)
+        expires = values["expires"]
         if self.store is None:
             row = self.raw.run(lambda conn: self._grant_in_one(conn, query, values))
         else:
@@ -130,11 +119,28 @@ class HotPath:
             item_view(item),
         )
 
+    def checkout_values(self, agent: AgentInfo, query: CheckoutQuery) -> dict[str, Any]:
+        """The parameters of the checkout statements."""
+        now = self.ctx.clock()
+        return {
+            **_query_params(query),
+            "now": now,
+            "agent": agent.id,
+            "expires": now + timedelta(seconds=self.ctx.settings.lease_ttl_seconds),
+            "actor_type": agent.actor.type,
+            "actor_id": agent.actor.id,
+            **self._provenance_params("checkout", agent),
+        }
+
     def _grant_in_one(
         self, conn: Conn, query: CheckoutQuery, values: dict[str, Any]
     ) -> dict[str, Any] | None:
         cur = conn.cursor(row_factory=dict_row)
-        cur.execute(_grant_sql(shape_of(query, (), ()), store=False), values, prepare=True)
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            cur.execute(_grant_sql(shape_of(query, (), ()), store=False), values, prepare=True)
+            conn.execute(_START_ORDER, values, prepare=True)
+            conn.execute("COMMIT")
         row = cur.fetchone()
         if row is None:
             _order_must_exist(conn, query)
@@ -195,6 +201,7 @@ class HotPath:
                     {**values, "item_id": candidate["id"], "token": token},
                     prepare=True,
                 )
+                conn.execute(_START_ORDER, values, prepare=True)
                 conn.execute("COMMIT")
             row: dict[str, Any] = cur.fetchone()
             return row
@@ -306,14 +313,7 @@ class HotPath:
 
     # --- shared -----------------------------------------------------------------------
     def _provenance_params(self, action: str, agent: AgentInfo) -> dict[str, Any]:
-        row = self.ctx.provenance.row(action, agent)
-        out = {}
-        for column in _PROVENANCE_COLUMNS:
-            value = row[column]
-            if column in _JSON_PROVENANCE and value is not None:
-                value = Jsonb(value)
-            out[f"p_{column}"] = value
-        return out
+        return _PROVENANCE.params(self.ctx.provenance.row(action, agent))
 
 
 def _item(row: dict[str, Any]) -> Item:
@@ -389,18 +389,20 @@ def _candidate_sql(shape: Shape) -> str:
     return f"SELECT {cols} FROM work_items i WHERE {_eligible_where(shape)} {_CHECKOUT_ORDER}"
 
 
+#: Where the grant notes its item's order for the order start (transaction-local).
+_PICKED_ORDER = "workmanager.picked_order"
+
+
 @lru_cache(maxsize=256)
 def _grant_sql(shape: Shape, store: bool) -> str:
-    """Lease one item, start its order, write the events and provenance: one statement."""
+    """Lease one item, write its ``leased`` event and the provenance row, and note its
+    order for :data:`_START_ORDER` (a transaction-local setting): one statement."""
     if store:  # the candidate is locked by this transaction; the store chose the token
         token, target = "%(token)s", "id = %(item_id)s"
     else:
         pick = f"SELECT i.id FROM work_items i WHERE {_eligible_where(shape)} {_CHECKOUT_ORDER}"
         token, target = "lease_token + 1", f"id = ({pick}) AND state = 'queued'"
-    prov_cols = ", ".join(_PROVENANCE_COLUMNS)
-    prov_vals = ", ".join(
-        f"%(p_{c})s::jsonb" if c in _JSON_PROVENANCE else f"%(p_{c})s" for c in _PROVENANCE_COLUMNS
-    )
+    prov_cols, prov_vals = _PROVENANCE.sql_names, _PROVENANCE.sql_values
     return f"""
 WITH picked AS (
   UPDATE work_items SET state = 'leased', leased_by_agent_id = %(agent)s,
@@ -408,30 +410,38 @@ WITH picked AS (
          attempts = attempts + 1, updated_at = %(now)s
    WHERE {target}
   RETURNING {_COLS}
-), started AS (
-  UPDATE work_orders o SET state = 'in_progress', last_transitioned_at = %(now)s,
-         updated_at = %(now)s
-    FROM picked WHERE o.id = picked.order_id AND o.state = 'queued'
-  RETURNING o.id
 ), events AS (
   INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
   SELECT order_id, id, 'leased', %(actor_type)s, %(actor_id)s,
          jsonb_build_object('agent_id', %(agent)s::text, 'attempt', attempts), %(now)s
     FROM picked
-  UNION ALL
-  SELECT id, NULL, 'in_progress', %(actor_type)s, %(actor_id)s, NULL, %(now)s FROM started
 ), provenance AS (
   INSERT INTO work_provenance (order_id, item_id, {prov_cols})
   SELECT order_id, id, {prov_vals} FROM picked
+), noted AS (
+  SELECT set_config('{_PICKED_ORDER}', order_id::text, true) FROM picked
 )
-SELECT * FROM picked"""
+SELECT * FROM picked WHERE (SELECT count(*) FROM noted) >= 0"""
+
+
+#: ``queued → in_progress`` for the order of the item just leased, with its event. A
+#: statement of its own, after the grant: its snapshot is taken once the grant holds the
+#: item's lock, so it sees a sibling's release that committed meanwhile (and requeued the
+#: order) — within the grant's statement, the order would still look ``in_progress``.
+_START_ORDER = f"""
+WITH started AS (
+  UPDATE work_orders SET state = 'in_progress', last_transitioned_at = %(now)s,
+         updated_at = %(now)s
+   WHERE id = nullif(current_setting('{_PICKED_ORDER}', true), '')::uuid
+     AND state = 'queued'
+  RETURNING id
+)
+INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
+SELECT id, NULL, 'in_progress', %(actor_type)s, %(actor_id)s, NULL, %(now)s FROM started"""
 
 
 def _submit_sql() -> str:
-    prov_cols = ", ".join(_PROVENANCE_COLUMNS)
-    prov_vals = ", ".join(
-        f"%(p_{c})s::jsonb" if c in _JSON_PROVENANCE else f"%(p_{c})s" for c in _PROVENANCE_COLUMNS
-    )
+    prov_cols, prov_vals = _PROVENANCE.sql_names, _PROVENANCE.sql_values
     return f"""
 WITH item AS (
   UPDATE work_items SET state = 'submitted', result = %(result)s,

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from ..db.models import Event, Item, Order, Provenance
+from ..db.models import Event, Item, Order
 from ..errors import InvalidQuery
 from ..states import HELD_ITEM_STATES, OrderState
 from . import readiness
@@ -98,8 +98,8 @@ class Housekeeping:
         self, older_than: timedelta, dry_run: bool = False, progress: Progress | None = None
     ) -> PruneReport:
         """Delete completed and dead-lettered orders whose last transition is older than
-        ``older_than``; their items and parts go with them (cascade), and their events and
-        provenance rows (deleted here: audit rows carry no foreign keys)."""
+        ``older_than``; their items, parts, events and provenance go with them (foreign-key
+        cascade for items and parts, a trigger for the audit rows: migration 0003)."""
         cutoff = self.ctx.clock() - older_than
         old = Order.state.in_(PRUNABLE), Order.last_transitioned_at <= cutoff
         with self.ctx.db.transaction() as s:
@@ -117,16 +117,7 @@ class Housekeeping:
         items = int(s.scalar(select(func.count()).where(Item.order_id.in_(chunk))) or 0)
         if not dry_run:
             # the state check again: an order retried since it was listed is kept
-            gone = list(
-                s.scalars(
-                    delete(Order)
-                    .where(Order.id.in_(chunk), Order.state.in_(PRUNABLE))
-                    .returning(Order.id)
-                )
-            )
-            if gone:
-                s.execute(delete(Event).where(Event.order_id.in_(gone)))
-                s.execute(delete(Provenance).where(Provenance.order_id.in_(gone)))
+            s.execute(delete(Order).where(Order.id.in_(chunk), Order.state.in_(PRUNABLE)))
         return items
 
     def purge_keys(self, older_than: timedelta) -> int:

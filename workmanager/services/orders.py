@@ -17,6 +17,7 @@ from ..checks import guarded
 from ..db.models import Item, Order, Part
 from ..errors import (
     IllegalStateTransition,
+    NotFound,
     NotReadyForApproval,
     ValidationFailed,
     WorkManagerError,
@@ -314,6 +315,9 @@ class OrderService:
             order = self._auto_approve_hot(order_id) or self.ctx.db.run(
                 lambda s: self._approve_tx(s, order_id, Actor.system(), None, auto=True)
             )
+        except NotFound:
+            log.warning("auto-approval of %s: no such order", order_id)
+            return False
         except Exception as exc:  # logged and counted; a person reviews the order instead
             if not isinstance(exc, WorkManagerError):
                 log.exception("auto-approval of %s raised", order_id)

@@ -3,7 +3,8 @@
 Every event and provenance row is written in the transaction of the change it records, so
 its order and item exist; the foreign keys only added a lookup and a ``FOR KEY SHARE``
 lock on the order (and item) row per audit row, on the hottest statements there are.
-Pruning deletes an order's events and provenance explicitly instead of by cascade.
+Deleting an order still deletes its events and provenance (SPEC §3): a trigger on
+``work_orders`` does what ``ON DELETE CASCADE`` did.
 
 Revision ID: 0003
 Revises: 0002
@@ -26,14 +27,40 @@ AUDIT = ("work_events", "work_provenance")
 TARGETS = (("order_id", "work_orders"), ("item_id", "work_items"))
 
 
+CASCADE_PG = """
+CREATE OR REPLACE FUNCTION work_orders_delete_audit() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  DELETE FROM work_events WHERE order_id = OLD.id;
+  DELETE FROM work_provenance WHERE order_id = OLD.id;
+  RETURN OLD;
+END $$;
+CREATE TRIGGER work_orders_delete_audit AFTER DELETE ON work_orders
+  FOR EACH ROW EXECUTE FUNCTION work_orders_delete_audit();
+"""
+CASCADE_SQLITE = """
+CREATE TRIGGER work_orders_delete_audit AFTER DELETE ON work_orders FOR EACH ROW BEGIN
+  DELETE FROM work_events WHERE order_id = OLD.id;
+  DELETE FROM work_provenance WHERE order_id = OLD.id;
+END
+"""
+
+
 def upgrade() -> None:
     for table in AUDIT:
         with op.batch_alter_table(table, naming_convention=NAMING) as batch:
             for column, _ in TARGETS:
                 batch.drop_constraint(f"{table}_{column}_fkey", type_="foreignkey")
+    postgres = op.get_bind().dialect.name == "postgresql"
+    op.execute(CASCADE_PG if postgres else CASCADE_SQLITE)
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS work_orders_delete_audit ON work_orders")
+        op.execute("DROP FUNCTION IF EXISTS work_orders_delete_audit()")
+    else:
+        op.execute("DROP TRIGGER IF EXISTS work_orders_delete_audit")
     for table in AUDIT:
         with op.batch_alter_table(table, naming_convention=NAMING) as batch:
             for column, target in TARGETS:
