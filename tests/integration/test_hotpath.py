@@ -270,6 +270,7 @@ def test_after_the_server_drops_its_connections_one_call_fails_then_all_succeed(
         wm.agent.checkout(AGENT, order_id=order_id)
     assert wm.agent.checkout(AGENT, order_id=order_id) is not None
     assert wm.agent.checkout(AGENT, order_id=order_id) is not None
+    assert wm.db.engine.pool.checkedout() == 0  # nothing leaked; the pool's count intact
 
 
 @pytest.mark.parametrize("backend", ["database", "database/general"])
@@ -280,3 +281,21 @@ def test_auto_approval_of_an_unknown_order_writes_nothing(make_wm, backend) -> N
     assert wm.orders.check_auto_approval(uuid.uuid4()) is False
     with wm.db.transaction() as s:
         assert s.scalars(select(Event)).first() is None
+
+
+class LooksUpElsewhere(Simple):
+    """``can_approve`` fails with a NotFound of its own (a record it looks up elsewhere)."""
+
+    def can_approve(self, order: Any) -> bool:
+        raise NotFound("the customer record is gone", details={"customer": "c-1"})
+
+
+def test_a_hooks_own_not_found_is_a_recorded_refusal(make_wm) -> None:
+    wm = make_wm(db="postgres", backend="database", registry=Registry([LooksUpElsewhere(True)]))
+    order_id = wm.propose("test.simple", {})
+    lease = wm.agent.checkout(AGENT, order_id=order_id)
+    assert lease is not None
+    wm.agent.submit(lease, {"answer": 1})
+    assert wm.orders.check_auto_approval(order_id) is False
+    events = [e["event"] for e in wm.queries.events(order_id)]
+    assert events[-1] == "auto_approval_refused"

@@ -265,7 +265,6 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column()
 
 
-#: The append-only tables, for Core inserts (see :mod:`workmanager.db.pending`).
 # Deleting an order deletes its events and provenance (SPEC §3). Audit rows carry no
 # foreign keys (migration 0003: a key cost a lookup and a lock per audit row on the hottest
 # statements), so a trigger does what ON DELETE CASCADE did. Items and parts keep theirs.
@@ -293,5 +292,6 @@ for _ddl, _dialect, _when in (
 ):
     event.listen(Order.__table__, _when, DDL(_ddl).execute_if(dialect=_dialect))  # type: ignore[no-untyped-call]
 
+#: The append-only tables, for Core inserts (see :mod:`workmanager.db.pending`).
 EVENTS_TABLE = cast(Table, Event.__table__)
 PROVENANCE_TABLE = cast(Table, Provenance.__table__)

@@ -25,6 +25,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, Engine, Table
 
 from ..errors import Unavailable, ValidationFailed
+from .session import mark_lost
 
 T = TypeVar("T")
 Conn = psycopg.Connection[Any]
@@ -77,10 +78,11 @@ class RawPostgres:
             else:
                 fairy.invalidate()
             if lost:
-                # The server went away (restart, failover): the pooled connections that
-                # went with it are dropped now, as SQLAlchemy does on a disconnect, rather
-                # than each failing one more request.
-                self.engine.pool.dispose()
+                # The server went away (restart, failover): every connection pooled before
+                # now is pinged at its next checkout and replaced if dead, rather than each
+                # failing one more request (lazily, as SQLAlchemy invalidates on a
+                # disconnect; emptying the pool would break its size accounting).
+                mark_lost(self.engine)
 
     def run(self, fn: Callable[[Conn], T], attempts: int = 4) -> T:
         """Run ``fn`` on a connection, again when PostgreSQL aborted its transaction as a

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -56,6 +57,14 @@ def _sqlite_engine(url: str) -> Engine:
 
 #: A pooled connection idle longer than this is pinged before it is handed out again.
 PING_AFTER_IDLE_SECONDS = 2.0
+#: When each engine last saw its server go away (time.monotonic()).
+_LOST: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
+
+
+def mark_lost(engine: Engine) -> None:
+    """The server of ``engine`` went away: ping every connection returned to the pool
+    before now at its next checkout (a dead one is replaced), not only the idle ones."""
+    _LOST[engine] = time.monotonic()
 
 
 def _server_engine(url: str) -> Engine:
@@ -72,7 +81,10 @@ def _server_engine(url: str) -> Engine:
     @event.listens_for(engine, "checkout")
     def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
         since = record.info.get("idle_since")
-        if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
+        if since is None:
+            return  # a new connection
+        fresh = time.monotonic() - since < PING_AFTER_IDLE_SECONDS
+        if fresh and since > _LOST.get(engine, 0.0):
             return
         try:
             cursor = dbapi_conn.cursor()

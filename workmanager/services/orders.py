@@ -315,10 +315,10 @@ class OrderService:
             order = self._auto_approve_hot(order_id) or self.ctx.db.run(
                 lambda s: self._approve_tx(s, order_id, Actor.system(), None, auto=True)
             )
-        except NotFound:
-            log.warning("auto-approval of %s: no such order", order_id)
-            return False
         except Exception as exc:  # logged and counted; a person reviews the order instead
+            if isinstance(exc, NotFound) and exc.details.get("order_id") == str(order_id):
+                log.warning("auto-approval of %s: no such order", order_id)
+                return False  # nothing to refuse, and no order to hang an event on
             if not isinstance(exc, WorkManagerError):
                 log.exception("auto-approval of %s raised", order_id)
                 exc = WorkManagerError(str(exc))
