@@ -83,9 +83,9 @@ class AgentConsumer:
         return state in LEASABLE_ORDER_STATES
 
     def _work(self, lease: Any) -> str:
-        with self.heartbeats.holding(lease):
+        with self.heartbeats.holding(lease) as current:
             try:
-                return run_handler(self.wm, self.handler, lease, self.agent)
+                return run_handler(self.wm, self.handler, lease, self.agent, current)
             except (LeaseConflict, LeaseExpired) as exc:
                 log.warning("lease on %s lost: %s", lease.item_id, exc.message)
                 return "lost"

@@ -54,8 +54,9 @@ class Heartbeats:
         self._thread: threading.Thread | None = None
 
     @contextmanager
-    def holding(self, lease: Lease) -> Iterator[None]:
-        """Heartbeat ``lease`` until the block ends."""
+    def holding(self, lease: Lease) -> Iterator[Callable[[], Lease]]:
+        """Heartbeat ``lease`` until the block ends; yields a function that returns the
+        latest renewal (its item as the last beat left it)."""
         key = next(self._next)
         with self._wake:
             self._due[key] = (time.monotonic() + self.every, lease)
@@ -63,8 +64,14 @@ class Heartbeats:
                 self._thread = threading.Thread(target=self._run, daemon=True, name="wm-heartbeats")
                 self._thread.start()
             self._wake.notify()
+
+        def current() -> Lease:
+            with self._wake:
+                entry = self._due.get(key)
+            return entry[1] if entry else lease
+
         try:
-            yield
+            yield current
         finally:
             with self._wake:
                 self._due.pop(key, None)
@@ -96,8 +103,15 @@ class Heartbeats:
                 self._due[key] = (time.monotonic() + self.every, renewed)
 
 
-def run_handler(wm: WorkManager, handler: Any, lease: Lease, agent: AgentInfo) -> str:
-    """Run the handler on a leased item and submit (or finalize) what it produced."""
+def run_handler(
+    wm: WorkManager,
+    handler: Any,
+    lease: Lease,
+    agent: AgentInfo,
+    current: Callable[[], Lease] | None = None,
+) -> str:
+    """Run the handler on a leased item and submit (or finalize) what it produced.
+    ``current`` gives the latest heartbeat renewal, which the submit presents."""
     assert lease.item is not None
     if hasattr(handler, "parts"):
         for part_key, payload in handler.parts(lease.item, lease):
@@ -106,5 +120,5 @@ def run_handler(wm: WorkManager, handler: Any, lease: Lease, agent: AgentInfo) -
         return "finalized"
     call = handler.handle if hasattr(handler, "handle") else handler
     result = call(lease.item, lease)
-    wm.agent.submit(lease, result, agent=agent)
+    wm.agent.submit(current() if current else lease, result, agent=agent)
     return "submitted"

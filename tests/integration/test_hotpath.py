@@ -8,6 +8,7 @@ suite covers the rules; this covers the audit trail the hand-written SQL produce
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Any
 
@@ -299,3 +300,46 @@ def test_a_hooks_own_not_found_is_a_recorded_refusal(make_wm) -> None:
     assert wm.orders.check_auto_approval(order_id) is False
     events = [e["event"] for e in wm.queries.events(order_id)]
     assert events[-1] == "auto_approval_refused"
+
+
+class SeesItems(Simple):
+    """Records the item view each validation saw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, Any]] = []
+
+    def validate_submission(self, item: Any, result: Any) -> None:
+        self.seen.append((item.state, item.progress and item.progress["progress"]))
+        super().validate_submission(item, result)
+
+
+@pytest.mark.parametrize("backend", ["database", pytest.param("redis", marks=pytest.mark.redis)])
+def test_the_one_trip_submit_decides_as_the_general_path(make_wm, backend) -> None:
+    """A lease from checkout carries the item: its submit validates against that view and
+    writes in one round trip, guarded on the view still being the row. Whatever that
+    guard refuses is decided as in general: lease first, then the fresh row's view."""
+    sees = SeesItems()
+    wm = make_wm(db="postgres", backend=backend, registry=Registry([sees]))
+    order_id = wm.propose("test.simple", {})
+    lease = wm.agent.checkout(AGENT, order_id=order_id)
+    assert lease is not None and lease.item is not None
+    stale = dataclasses.replace(lease, token=lease.token - 1)
+    with pytest.raises(LeaseConflict):  # not the 422 this result also deserves
+        wm.agent.submit(stale, {"no": "answer"})
+    with pytest.raises(ValidationFailed):
+        wm.agent.submit(lease, {"no": "answer"})
+    assert sees.seen == [("leased", None), ("leased", None)]  # once per refused submit
+    beat = wm.agent.heartbeat(lease, progress=0.5)
+    assert beat.item is not None and beat.item.state == "in_progress"
+    # The first lease's view is stale now; its submit reads the row afresh and succeeds.
+    outcome = wm.agent.submit(lease, {"answer": 1})
+    assert outcome.item["state"] == "submitted" and outcome.order_submitted
+    assert sees.seen[-1] == ("in_progress", 0.5)
+    order_id2 = wm.propose("test.simple", {})
+    second = wm.agent.checkout(AGENT, order_id=order_id2)
+    assert second is not None
+    renewed = wm.agent.heartbeat(second, progress=0.25)
+    sees.seen.clear()
+    wm.agent.submit(renewed, {"answer": 2})  # the renewal's view is current: one check
+    assert sees.seen == [("in_progress", 0.25)]

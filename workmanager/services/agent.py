@@ -22,7 +22,7 @@ from ..errors import MissingParts, NotFound, ValidationFailed
 from ..jsonvalues import json_value
 from ..leases.base import CheckoutQuery, Grant
 from ..states import ItemState
-from ..types import JSON, AgentInfo, Lease
+from ..types import JSON, AgentInfo, ItemView, Lease
 from .context import ServiceContext
 from .hotpath import hot_path
 from .inputs import agent_of, as_presented, check_error, check_finalize_mode, check_progress
@@ -159,7 +159,8 @@ class AgentAPI:
         if item.state == ItemState.LEASED:
             move_item(s, item, ItemState.IN_PROGRESS, agent.actor)
         self.ctx.provenance.record(s, "heartbeat", agent, order_id=item.order_id, item_id=item.id)
-        return dataclasses.replace(lease, expires_at=item.lease_expires_at)
+        # The item as it now is, so a submit with this lease can skip re-reading it.
+        return dataclasses.replace(lease, expires_at=item.lease_expires_at, item=item_view(item))
 
     # --- submit -----------------------------------------------------------------------
     def submit(
@@ -183,7 +184,7 @@ class AgentAPI:
                 info,
                 result,
                 {"evidence": evidence, "notes": notes},
-                lambda item: self._validate_result(item, result),
+                lambda view: self._validate_result(view, result),
             )
             self._after_submit(lease, info, outcome, release=not self.hot.ends_store_lease)
         else:
@@ -205,14 +206,13 @@ class AgentAPI:
         now = self.ctx.clock()
         item = lock_item(s, lease.item_id)
         self.ctx.leases.check(item, as_presented(lease, agent), now)
-        self._validate_result(item, result)
+        self._validate_result(item_view(item), result)
         return self._mark_submitted(
             s, item, agent, now, "submit", {"evidence": evidence, "notes": notes}, result
         )
 
-    def _validate_result(self, item: Item, result: JSON) -> None:
-        order_type = self.ctx.registry.get(item.order_type)
-        view = item_view(item)
+    def _validate_result(self, view: ItemView, result: JSON) -> None:
+        order_type = self.ctx.registry.get(view.order_type)
         schema = guarded(lambda: order_type.result_schema(view), "result")
         check(schema, result, "result", lambda: order_type.validate_submission(view, result))
 

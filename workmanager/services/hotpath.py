@@ -41,7 +41,7 @@ from psycopg.types.json import Jsonb
 
 from ..db.models import PROVENANCE_TABLE, Item
 from ..db.raw import AuditColumns, Conn, RawPostgres
-from ..errors import NotFound
+from ..errors import NotFound, ValidationFailed
 from ..leases.base import CheckoutQuery, Grant, check_row
 from ..leases.database import DatabaseLeaseBackend
 from ..leases.keyed import StoreLeaseBackend
@@ -53,7 +53,7 @@ from ..states import (
     ItemState,
     OrderState,
 )
-from ..types import JSON, AgentInfo, Lease
+from ..types import JSON, AgentInfo, ItemView, Lease
 from .context import ServiceContext
 from .inputs import as_presented
 from .outcomes import ItemOutcome
@@ -223,13 +223,88 @@ class HotPath:
         agent: AgentInfo,
         result: JSON,
         payload: dict[str, Any],
-        validate: Callable[[Item], None],
+        validate: Callable[[ItemView], None],
     ) -> ItemOutcome:
-        """Check the lease, ``validate(item)``, then mark the item (and maybe its order)
-        submitted, as ``AgentAPI._mark_submitted`` does."""
+        """Check the lease, ``validate(view)``, then mark the item (and maybe its order)
+        submitted, as ``AgentAPI._mark_submitted`` does.
+
+        A lease from this process's checkout carries the item as it was granted. The
+        result is then validated against that view first, and the write goes out in one
+        round trip, guarded on the lease being current *and* on the row still matching
+        the view (state, attempts, progress, result): the hooks saw what a fresh read
+        would have shown. When the guard fails, the locked row says why (a refused lease
+        raises as the general path would); a row that merely moved on (a heartbeat) and a
+        result that fails validation take the two-round-trip path, which checks the lease
+        first, as everywhere (the hooks run again only if the row changed since).
+        """
+        view = lease.item
+        refused: ValidationFailed | None = None
+        if view is not None and view.id == lease.item_id:
+            try:
+                validate(view)
+            except ValidationFailed as exc:
+                refused = exc  # the lease is checked before the result: decided below
+            else:
+                done = self.raw.run(
+                    lambda conn: self._submit_at_once(conn, lease, view, agent, result, payload)
+                )
+                if done is not None:
+                    return done
+
+        def validate_fresh(fresh: ItemView) -> None:
+            # The result was already refused against this very view: say so again rather
+            # than run the hooks twice.
+            if refused is not None and fresh == view:
+                raise refused
+            validate(fresh)
+
         return self.raw.run(
-            lambda conn: self._submit(conn, lease, agent, result, payload, validate)
+            lambda conn: self._submit(conn, lease, agent, result, payload, validate_fresh)
         )
+
+    def _submit_at_once(
+        self,
+        conn: Conn,
+        lease: Lease,
+        view: ItemView,
+        agent: AgentInfo,
+        result: JSON,
+        payload: dict[str, Any],
+    ) -> ItemOutcome | None:
+        now = self.ctx.clock()
+        presented = as_presented(lease, agent)
+        check_item(view.state, ItemState.SUBMITTED)
+        check_order(OrderState.IN_PROGRESS, OrderState.SUBMITTED)
+        values = {
+            **self._submit_values(now, lease.item_id, lease.order_id, agent, result, payload),
+            "token": presented.token,
+            "agent": presented.agent_id,
+            "v_state": view.state,
+            "v_attempts": view.attempts,
+            "v_progress": _jsonb(view.progress),
+            "v_result": _jsonb(view.result),
+            "v_assembled": _jsonb(view.assembled_result),
+        }
+        cur = conn.cursor(row_factory=dict_row)
+        locked = conn.cursor()
+        marked = conn.cursor()
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            cur.execute(_LOCK_ITEM, {"id": lease.item_id}, prepare=True)
+            locked.execute(_LOCK_ORDER, {"order": lease.order_id}, prepare=True)
+            marked.execute(_SUBMIT_GUARDED_SQL, values, prepare=True)
+            conn.execute("COMMIT")
+        row = cur.fetchone()
+        if row is None:
+            raise NotFound(
+                f"item {lease.item_id} not found", details={"item_id": str(lease.item_id)}
+            )
+        item = _item(row)
+        written, became = marked.fetchone() or (0, 0)
+        if not written:
+            check_row(item, presented, now)  # a refused lease raises here, as in general
+            return None  # the row moved on since the checkout: validate afresh
+        return self._submitted(item, presented, result, now, locked.fetchone(), bool(became))
 
     def _submit(
         self,
@@ -238,7 +313,7 @@ class HotPath:
         agent: AgentInfo,
         result: JSON,
         payload: dict[str, Any],
-        validate: Callable[[Item], None],
+        validate: Callable[[ItemView], None],
     ) -> ItemOutcome:
         now = self.ctx.clock()
         cur = conn.cursor(row_factory=dict_row)
@@ -252,39 +327,59 @@ class HotPath:
             )
         item = _item(row)
         presented = as_presented(lease, agent)
-        if self.store is None:
-            self.ctx.leases.check(item, presented, now)
-            validate(item)
-        else:
-            check_row(item, presented, now)
-            validate(item)
+        check_row(item, presented, now)
+        validate(item_view(item))
         check_item(item.state, ItemState.SUBMITTED)
         check_order(OrderState.IN_PROGRESS, OrderState.SUBMITTED)
-        event_payload = {"agent_id": agent.id, **{k: v for k, v in payload.items() if v}}
-        values = {
-            "now": now,
-            "item": item.id,
-            "order": item.order_id,
-            "result": Jsonb(result),
-            "payload": Jsonb(event_payload),
-            "actor_type": agent.actor.type,
-            "actor_id": agent.actor.id,
-            **self._provenance_params("submit", agent),
-        }
+        values = self._submit_values(now, item.id, item.order_id, agent, result, payload)
         locked = conn.cursor()
         marked = conn.cursor()
         with conn.pipeline():
             locked.execute(_LOCK_ORDER, {"order": item.order_id}, prepare=True)
             marked.execute(_SUBMIT_SQL, values, prepare=True)
             conn.execute("COMMIT")
+        became = marked.fetchone()
+        return self._submitted(
+            item, presented, result, now, locked.fetchone(), bool(became and became[1])
+        )
+
+    def _submit_values(
+        self,
+        now: datetime,
+        item_id: uuid.UUID,
+        order_id: uuid.UUID,
+        agent: AgentInfo,
+        result: JSON,
+        payload: dict[str, Any],
+    ) -> dict[str, Any]:
+        event_payload = {"agent_id": agent.id, **{k: v for k, v in payload.items() if v}}
+        return {
+            "now": now,
+            "item": item_id,
+            "order": order_id,
+            "result": Jsonb(result),
+            "payload": Jsonb(event_payload),
+            "actor_type": agent.actor.type,
+            "actor_id": agent.actor.id,
+            **self._provenance_params("submit", agent),
+        }
+
+    def _submitted(
+        self,
+        item: Item,
+        lease: Lease,
+        result: JSON,
+        now: datetime,
+        order_row: Any,
+        became: bool,
+    ) -> ItemOutcome:
+        """The outcome of a committed submit; with a store, its lock is deleted now."""
         if self.store is not None:  # only once the commit is known to have happened
-            self._end_stored_lease(item, presented)
-        order_row = locked.fetchone()
+            self._end_stored_lease(item, lease)
         if order_row is None:
             raise NotFound(
                 f"order {item.order_id} not found", details={"order_id": str(item.order_id)}
             )
-        became = bool(marked.fetchone()[0])  # type: ignore[index]
         item.result = result
         clear_lease(item)
         item.state = ItemState.SUBMITTED.value
@@ -326,6 +421,10 @@ def _item(row: dict[str, Any]) -> Item:
         if isinstance(value, datetime):
             row[column] = value.astimezone(UTC)
     return cast(Item, SimpleNamespace(**row))
+
+
+def _jsonb(value: Any) -> Jsonb | None:
+    return None if value is None else Jsonb(value)
 
 
 def _order_must_exist(conn: Conn, query: CheckoutQuery) -> None:
@@ -440,32 +539,49 @@ INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload
 SELECT id, NULL, 'in_progress', %(actor_type)s, %(actor_id)s, NULL, %(now)s FROM started"""
 
 
-def _submit_sql() -> str:
+def _submit_sql(guarded: bool) -> str:
+    """Item ``submitted``, its order ``submitted`` when this was its last open item, the
+    events and the provenance row: one statement. ``guarded``: only if the lease is still
+    current and the row still matches the view the result was validated against (every
+    part hangs on the item's UPDATE having matched). Returns (items written, orders
+    submitted)."""
     prov_cols, prov_vals = _PROVENANCE.sql_names, _PROVENANCE.sql_values
+    guard = ""
+    if guarded:
+        guard = """
+     AND order_id = %(order)s AND lease_token = %(token)s AND leased_by_agent_id = %(agent)s
+     AND state IN ('leased', 'in_progress')
+     AND (lease_expires_at IS NULL OR lease_expires_at > %(now)s)
+     AND state = %(v_state)s AND attempts = %(v_attempts)s
+     AND progress IS NOT DISTINCT FROM %(v_progress)s::jsonb
+     AND result IS NOT DISTINCT FROM %(v_result)s::jsonb
+     AND assembled_result IS NOT DISTINCT FROM %(v_assembled)s::jsonb"""
     return f"""
 WITH item AS (
   UPDATE work_items SET state = 'submitted', result = %(result)s,
          leased_by_agent_id = NULL, lease_expires_at = NULL, updated_at = %(now)s
-   WHERE id = %(item)s
-  RETURNING id
+   WHERE id = %(item)s{guard}
+  RETURNING id, order_id
 ), ord AS (
   UPDATE work_orders SET state = 'submitted', last_transitioned_at = %(now)s,
          updated_at = %(now)s, submitted_at = %(now)s
-   WHERE id = %(order)s AND state = 'in_progress'
+   WHERE id = %(order)s AND state = 'in_progress' AND EXISTS (SELECT 1 FROM item)
      AND NOT EXISTS (SELECT 1 FROM work_items s WHERE s.order_id = %(order)s
                       AND s.id <> %(item)s AND s.state NOT IN ({_SUBMITTED}))
   RETURNING id
 ), events AS (
   INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
-  SELECT %(order)s::uuid, %(item)s::uuid, 'submitted', %(actor_type)s::text,
-         %(actor_id)s::text, %(payload)s::jsonb, %(now)s::timestamptz
+  SELECT order_id, id, 'submitted', %(actor_type)s::text, %(actor_id)s::text,
+         %(payload)s::jsonb, %(now)s::timestamptz
+    FROM item
   UNION ALL
   SELECT id, NULL, 'submitted', %(actor_type)s, %(actor_id)s, NULL, %(now)s FROM ord
 ), provenance AS (
   INSERT INTO work_provenance (order_id, item_id, {prov_cols})
-  VALUES (%(order)s, %(item)s, {prov_vals})
+  SELECT order_id, id, {prov_vals} FROM item
 )
-SELECT count(*) FROM ord"""
+SELECT (SELECT count(*) FROM item), (SELECT count(*) FROM ord)"""
 
 
-_SUBMIT_SQL = _submit_sql()
+_SUBMIT_SQL = _submit_sql(guarded=False)
+_SUBMIT_GUARDED_SQL = _submit_sql(guarded=True)
