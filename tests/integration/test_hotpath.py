@@ -343,3 +343,41 @@ def test_the_one_trip_submit_decides_as_the_general_path(make_wm, backend) -> No
     sees.seen.clear()
     wm.agent.submit(renewed, {"answer": 2})  # the renewal's view is current: one check
     assert sees.seen == [("in_progress", 0.25)]
+
+
+class NeedsKeys(Multi):
+    """The result must carry every key the item's input lists under ``need``."""
+
+    type = "test.needs"
+
+    def plan(self, order: Any) -> list[Any]:
+        from workmanager import ItemSpec
+
+        return [ItemSpec(input={"need": ["a", "b"]})]
+
+    def result_schema(self, item: Any) -> Any:
+        return {"type": "object", "required": list(item.input["need"])}
+
+
+@pytest.mark.parametrize("backend", ["database", pytest.param("redis", marks=pytest.mark.redis)])
+def test_third_review_findings_on_the_one_trip_submit(make_wm, backend) -> None:
+    """(1) a caller that changed its copy of the item's input is validated against the
+    row, not its copy; (2) a stale lease with an unstorable result is the lease error, as
+    in general; (3) a checkpoint changed by the caller after its heartbeat does not make
+    the renewal's view stale."""
+    wm = make_wm(db="postgres", backend=backend, registry=Registry([NeedsKeys(), Simple()]))
+    order_id = wm.propose("test.needs", {})
+    lease = wm.agent.checkout(AGENT, order_id=order_id)
+    assert lease is not None and lease.item is not None
+    lease.item.input["need"] = []  # a handler's scribble on its view
+    with pytest.raises(ValidationFailed):
+        wm.agent.submit(lease, {"partial": True})
+    stale = dataclasses.replace(lease, token=lease.token - 1)
+    with pytest.raises(LeaseConflict):
+        wm.agent.submit(stale, {"answer": "\ud800"})
+    cp = {"step": 1}
+    renewed = wm.agent.heartbeat(lease, progress=0.5, checkpoint=cp)
+    cp["step"] = 2  # the caller keeps its running checkpoint
+    assert renewed.item is not None and renewed.item.progress["checkpoint"] == {"step": 1}
+    outcome = wm.agent.submit(renewed, {"a": 1, "b": 2})
+    assert outcome.item["state"] == "submitted"

@@ -8,6 +8,7 @@ and announces follow-up work once the transaction has committed.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import uuid
 from datetime import timedelta
@@ -152,7 +153,8 @@ class AgentAPI:
         if progress is not None or checkpoint is not None:
             item.progress = {
                 "progress": progress,
-                "checkpoint": checkpoint,
+                # a copy: the lease this returns must not change when the caller's does
+                "checkpoint": copy.deepcopy(checkpoint),
                 "at": now.isoformat(),
                 "attempt": item.attempts,
             }

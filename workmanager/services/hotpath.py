@@ -41,7 +41,7 @@ from psycopg.types.json import Jsonb
 
 from ..db.models import PROVENANCE_TABLE, Item
 from ..db.raw import AuditColumns, Conn, RawPostgres
-from ..errors import NotFound, ValidationFailed
+from ..errors import NotFound, ValidationFailed, WorkManagerError
 from ..leases.base import CheckoutQuery, Grant, check_row
 from ..leases.database import DatabaseLeaseBackend
 from ..leases.keyed import StoreLeaseBackend
@@ -231,11 +231,12 @@ class HotPath:
         A lease from this process's checkout carries the item as it was granted. The
         result is then validated against that view first, and the write goes out in one
         round trip, guarded on the lease being current *and* on the row still matching
-        the view (state, attempts, progress, result): the hooks saw what a fresh read
-        would have shown. When the guard fails, the locked row says why (a refused lease
-        raises as the general path would); a row that merely moved on (a heartbeat) and a
-        result that fails validation take the two-round-trip path, which checks the lease
-        first, as everywhere (the hooks run again only if the row changed since).
+        the view (input, state, attempts, progress, result — a caller may have changed
+        its copy): the hooks saw what a fresh read would have shown. When the guard
+        fails, the locked row says why (a refused lease raises as the general path
+        would); a row that moved on (a heartbeat), a result that fails validation or
+        cannot be stored take the two-round-trip path, which checks the lease first, as
+        everywhere (the hooks run again only if the row changed since).
         """
         view = lease.item
         refused: ValidationFailed | None = None
@@ -244,10 +245,15 @@ class HotPath:
                 validate(view)
             except ValidationFailed as exc:
                 refused = exc  # the lease is checked before the result: decided below
+            except WorkManagerError:
+                pass  # likewise, and the hooks say it again below
             else:
-                done = self.raw.run(
-                    lambda conn: self._submit_at_once(conn, lease, view, agent, result, payload)
-                )
+                try:
+                    done = self.raw.run(
+                        lambda conn: self._submit_at_once(conn, lease, view, agent, result, payload)
+                    )
+                except ValidationFailed:
+                    done = None  # unstorable: but a refused lease is said first, below
                 if done is not None:
                     return done
 
@@ -279,6 +285,7 @@ class HotPath:
             **self._submit_values(now, lease.item_id, lease.order_id, agent, result, payload),
             "token": presented.token,
             "agent": presented.agent_id,
+            "v_input": Jsonb(view.input),
             "v_state": view.state,
             "v_attempts": view.attempts,
             "v_progress": _jsonb(view.progress),
@@ -552,6 +559,7 @@ def _submit_sql(guarded: bool) -> str:
      AND order_id = %(order)s AND lease_token = %(token)s AND leased_by_agent_id = %(agent)s
      AND state IN ('leased', 'in_progress')
      AND (lease_expires_at IS NULL OR lease_expires_at > %(now)s)
+     AND input = %(v_input)s::jsonb
      AND state = %(v_state)s AND attempts = %(v_attempts)s
      AND progress IS NOT DISTINCT FROM %(v_progress)s::jsonb
      AND result IS NOT DISTINCT FROM %(v_result)s::jsonb
