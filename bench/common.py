@@ -58,16 +58,11 @@ def measure(fn: Callable[[int], Any], n: int) -> Figures:
         fn(i)
         lat.append(time.perf_counter() - t)
     wall = time.perf_counter() - start
-    lat.sort()
-    return {
-        "ops_per_s": n / wall,
-        "p50_ms": lat[n // 2] * 1e3,
-        "p99_ms": lat[min(int(n * 0.99), n - 1)] * 1e3,
-        "n": n,
-    }
+    return figures(lat, wall)
 
 
-def _figures(lat: list[float], wall: float) -> Figures:
+def figures(lat: list[float], wall: float) -> Figures:
+    """Throughput (``len(lat)`` calls over ``wall`` seconds) and p50/p99 of ``lat``."""
     lat = sorted(lat)
     n = len(lat)
     return {
@@ -97,7 +92,7 @@ def measure_pair(
                 fn(i)
                 lat[side].append(time.perf_counter() - t)
             wall[side] += time.perf_counter() - start
-    return _figures(lat[1], wall[1]), _figures(lat[0], wall[0])
+    return figures(lat[1], wall[1]), figures(lat[0], wall[0])
 
 
 def median_of(rounds: list[dict[str, Figures]]) -> dict[str, Figures]:

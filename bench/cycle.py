@@ -10,19 +10,18 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .common import AGENT, RESULT, Config, Figures, make_wm, measure, measure_pair, seed
+from .common import (
+    AGENT,
+    RESULT,
+    Config,
+    Figures,
+    figures,
+    make_wm,
+    measure,
+    measure_pair,
+    seed,
+)
 from .floor import Bare
-
-
-def _stats(lat: list[float], wall: float) -> Figures:
-    lat = sorted(lat)
-    n = len(lat)
-    return {
-        "ops_per_s": n / wall,
-        "p50_ms": lat[n // 2] * 1e3,
-        "p99_ms": lat[min(int(n * 0.99), n - 1)] * 1e3,
-        "n": n,
-    }
 
 
 def cycle_figures(
@@ -52,7 +51,7 @@ def cycle_figures(
         else:
             cycle, floors["cycle"] = measure_pair(one, bare.floor(backend, "cycle"), n)
         # Submit's throughput if it were called back to back at its measured latency.
-        submit = _stats(submits, sum(submits))
+        submit = figures(submits, sum(submits))
     finally:
         wm.close()
     return {"cycle": cycle, "submit": submit}, floors

@@ -197,7 +197,7 @@ def test_the_order_start_sees_a_requeue_committed_after_the_grant(make_wm) -> No
 
     from workmanager.leases.base import CheckoutQuery
     from workmanager.leases.selection import shape_of
-    from workmanager.services import hotpath
+    from workmanager.services import hotsql
 
     wm = make_wm(db="postgres", backend="database", registry=Registry([Multi()]))
     order_id = wm.propose("test.multi", {"count": 2})
@@ -209,11 +209,11 @@ def test_the_order_start_sees_a_requeue_committed_after_the_grant(make_wm) -> No
     url = wm.settings.database_url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(url, autocommit=True) as b, psycopg.connect(url, autocommit=True) as a:
         b.execute("BEGIN")
-        granted = b.execute(hotpath._grant_sql(shape_of(query, (), ()), False), values)
+        granted = b.execute(hotsql.grant_sql(shape_of(query, (), ()), False), values)
         assert granted.fetchone() is not None
         # Meanwhile the other holder's release requeued the order and committed.
         a.execute("UPDATE work_orders SET state = 'queued' WHERE id = %s", (order_id,))
-        b.execute(hotpath._START_ORDER, values)
+        b.execute(hotsql.START_ORDER, values)
         b.execute("COMMIT")
     assert wm.queries.order(order_id)["state"] == "in_progress"
     assert [e["event"] for e in wm.queries.events(order_id)][-2:] == ["leased", "in_progress"]

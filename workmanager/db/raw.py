@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import psycopg
@@ -108,6 +109,15 @@ def _reset(conn: Conn) -> bool:
     except psycopg.Error:
         return False
     return conn.info.transaction_status == TransactionStatus.IDLE
+
+
+def utc_row(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with its datetimes in UTC, as the ORM gives them (psycopg returns them in
+    the session's time zone). Changes and returns the same dict."""
+    for key, value in row.items():
+        if isinstance(value, datetime):
+            row[key] = value.astimezone(UTC)
+    return row
 
 
 class AuditColumns:

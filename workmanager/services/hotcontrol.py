@@ -22,7 +22,6 @@ both paths leave.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -30,7 +29,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from ..db.models import PROVENANCE_TABLE, Item, Order
-from ..db.raw import AuditColumns, Conn, RawPostgres
+from ..db.raw import AuditColumns, Conn, RawPostgres, utc_row
 from ..diff import Diff
 from ..state_machine import check_item, check_order
 from ..states import ItemState, OrderState
@@ -157,10 +156,7 @@ def _all(conn: Conn, sql: str, values: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _order(row: dict[str, Any]) -> Order:
     """An order row as ``order_dict`` reads it (attributes only), datetimes in UTC."""
-    for key, value in row.items():
-        if isinstance(value, datetime):
-            row[key] = value.astimezone(UTC)
-    return cast(Order, SimpleNamespace(**row))
+    return cast(Order, SimpleNamespace(**utc_row(row)))
 
 
 def _item_view(r: dict[str, Any]) -> ItemView:

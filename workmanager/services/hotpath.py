@@ -31,48 +31,42 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, cast
 
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from ..db.models import PROVENANCE_TABLE, Item
-from ..db.raw import AuditColumns, Conn, RawPostgres
+from ..db.models import Item
+from ..db.raw import Conn, RawPostgres, utc_row
 from ..errors import NotFound, ValidationFailed, WorkManagerError
 from ..leases.base import CheckoutQuery, Grant, check_row
 from ..leases.database import DatabaseLeaseBackend
 from ..leases.keyed import StoreLeaseBackend
 from ..leases.selection import Shape, shape_of
 from ..state_machine import check_item, check_order
-from ..states import (
-    LEASABLE_ORDER_STATES,
-    SUBMITTED_ITEM_STATES,
-    ItemState,
-    OrderState,
-)
+from ..states import ItemState, OrderState
 from ..types import JSON, AgentInfo, ItemView, Lease
 from .context import ServiceContext
+from .hotsql import (
+    LOCK_ITEM,
+    LOCK_ORDER,
+    ORDER_EXISTS,
+    PROVENANCE,
+    START_ORDER,
+    SUBMIT_GUARDED_SQL,
+    SUBMIT_SQL,
+    candidate_sql,
+    grant_sql,
+    query_params,
+)
 from .inputs import as_presented
 from .outcomes import ItemOutcome
 from .transitions import clear_lease
 from .views import item_dict, item_view
 
 log = logging.getLogger("workmanager.agent")
-
-_ITEM_COLUMNS = [c.name for c in Item.__table__.columns]
-_DATETIME_COLUMNS = [c for c in _ITEM_COLUMNS if c.endswith("_at")]
-_PROVENANCE = AuditColumns(PROVENANCE_TABLE)
-
-
-def _literals(states: Any) -> str:
-    return ", ".join(f"'{s.value}'" for s in sorted(states, key=lambda s: s.value))
-
-
-_LEASABLE = _literals(LEASABLE_ORDER_STATES)
-_SUBMITTED = _literals(SUBMITTED_ITEM_STATES)
 
 
 def hot_path(ctx: ServiceContext) -> HotPath | None:
@@ -123,7 +117,7 @@ class HotPath:
         """The parameters of the checkout statements."""
         now = self.ctx.clock()
         return {
-            **_query_params(query),
+            **query_params(query),
             "now": now,
             "agent": agent.id,
             "expires": now + timedelta(seconds=self.ctx.settings.lease_ttl_seconds),
@@ -138,8 +132,8 @@ class HotPath:
         cur = conn.cursor(row_factory=dict_row)
         with conn.pipeline():
             conn.execute("BEGIN")
-            cur.execute(_grant_sql(shape_of(query, (), ()), store=False), values, prepare=True)
-            conn.execute(_START_ORDER, values, prepare=True)
+            cur.execute(grant_sql(shape_of(query, (), ()), store=False), values, prepare=True)
+            conn.execute(START_ORDER, values, prepare=True)
             conn.execute("COMMIT")
         row = cur.fetchone()
         if row is None:
@@ -156,7 +150,7 @@ class HotPath:
         cur = conn.cursor(row_factory=dict_row)
         with conn.pipeline():
             conn.execute("BEGIN")
-            cur.execute(_candidate_sql(shape_of(query, (), ())), values, prepare=True)
+            cur.execute(candidate_sql(shape_of(query, (), ())), values, prepare=True)
         while True:
             row = cur.fetchone()
             if row is None:
@@ -183,7 +177,7 @@ class HotPath:
                 blocked.add(order_type)
             shape = shape_of(query, blocked, tried)
             more = {**values, "q_blocked": sorted(blocked), "q_exclude": tried}
-            cur.execute(_candidate_sql(shape), more)
+            cur.execute(candidate_sql(shape), more)
 
     def _grant_stored(
         self,
@@ -197,17 +191,17 @@ class HotPath:
         try:
             with conn.pipeline():
                 cur.execute(
-                    _grant_sql(Shape(), store=True),
+                    grant_sql(Shape(), store=True),
                     {**values, "item_id": candidate["id"], "token": token},
                     prepare=True,
                 )
-                conn.execute(_START_ORDER, values, prepare=True)
+                conn.execute(START_ORDER, values, prepare=True)
                 conn.execute("COMMIT")
             row: dict[str, Any] = cur.fetchone()
             return row
         except BaseException:
             assert self.store is not None
-            stub = _item({**dict.fromkeys(_DATETIME_COLUMNS), **candidate})
+            stub = _item(dict(candidate))
             self.store.abandoned(Grant(stub, token, values["expires"]), agent.id)
             raise
 
@@ -297,9 +291,9 @@ class HotPath:
         marked = conn.cursor()
         with conn.pipeline():
             conn.execute("BEGIN")
-            cur.execute(_LOCK_ITEM, {"id": lease.item_id}, prepare=True)
-            locked.execute(_LOCK_ORDER, {"order": lease.order_id}, prepare=True)
-            marked.execute(_SUBMIT_GUARDED_SQL, values, prepare=True)
+            cur.execute(LOCK_ITEM, {"id": lease.item_id}, prepare=True)
+            locked.execute(LOCK_ORDER, {"order": lease.order_id}, prepare=True)
+            marked.execute(SUBMIT_GUARDED_SQL, values, prepare=True)
             conn.execute("COMMIT")
         row = cur.fetchone()
         if row is None:
@@ -326,7 +320,7 @@ class HotPath:
         cur = conn.cursor(row_factory=dict_row)
         with conn.pipeline():
             conn.execute("BEGIN")
-            cur.execute(_LOCK_ITEM, {"id": lease.item_id}, prepare=True)
+            cur.execute(LOCK_ITEM, {"id": lease.item_id}, prepare=True)
         row = cur.fetchone()
         if row is None:
             raise NotFound(
@@ -342,8 +336,8 @@ class HotPath:
         locked = conn.cursor()
         marked = conn.cursor()
         with conn.pipeline():
-            locked.execute(_LOCK_ORDER, {"order": item.order_id}, prepare=True)
-            marked.execute(_SUBMIT_SQL, values, prepare=True)
+            locked.execute(LOCK_ORDER, {"order": item.order_id}, prepare=True)
+            marked.execute(SUBMIT_SQL, values, prepare=True)
             conn.execute("COMMIT")
         became = marked.fetchone()
         return self._submitted(
@@ -415,7 +409,7 @@ class HotPath:
 
     # --- shared -----------------------------------------------------------------------
     def _provenance_params(self, action: str, agent: AgentInfo) -> dict[str, Any]:
-        return _PROVENANCE.params(self.ctx.provenance.row(action, agent))
+        return PROVENANCE.params(self.ctx.provenance.row(action, agent))
 
 
 def _item(row: dict[str, Any]) -> Item:
@@ -423,11 +417,7 @@ def _item(row: dict[str, Any]) -> Item:
     ``item_dict``, ``clear_lease`` only read and set attributes), datetimes in UTC as the
     ORM gives them. Not an ORM instance: building one costs more than this whole call's
     Python, and nothing here is flushed through a session."""
-    for column in _DATETIME_COLUMNS:
-        value = row[column]
-        if isinstance(value, datetime):
-            row[column] = value.astimezone(UTC)
-    return cast(Item, SimpleNamespace(**row))
+    return cast(Item, SimpleNamespace(**utc_row(row)))
 
 
 def _jsonb(value: Any) -> Jsonb | None:
@@ -437,159 +427,8 @@ def _jsonb(value: Any) -> Jsonb | None:
 def _order_must_exist(conn: Conn, query: CheckoutQuery) -> None:
     if query.order_id is None:
         return
-    found = conn.execute(_ORDER_EXISTS, {"order": query.order_id}).fetchone()
+    found = conn.execute(ORDER_EXISTS, {"order": query.order_id}).fetchone()
     if found is None:
         raise NotFound(
             f"order {query.order_id} not found", details={"order_id": str(query.order_id)}
         )
-
-
-def _query_params(query: CheckoutQuery) -> dict[str, Any]:
-    return {
-        "q_item": query.item_id,
-        "q_order": query.order_id,
-        "q_type": query.type,
-        "q_min_priority": query.min_priority,
-        "q_tenant": query.tenant_id,
-    }
-
-
-# --- SQL ---------------------------------------------------------------------------------
-_COLS = ", ".join(_ITEM_COLUMNS)
-_LOCK_ITEM = f"SELECT {_COLS} FROM work_items WHERE id = %(id)s FOR UPDATE"
-_LOCK_ORDER = "SELECT state FROM work_orders WHERE id = %(order)s FOR NO KEY UPDATE"
-_ORDER_EXISTS = "SELECT 1 FROM work_orders WHERE id = %(order)s"
-
-
-def _eligible_where(shape: Shape) -> str:
-    """The eligibility rules of :func:`workmanager.leases.selection.eligible`, as SQL."""
-    where = [
-        "i.state = 'queued'",
-        "(i.available_at IS NULL OR i.available_at <= %(now)s)",
-        "EXISTS (SELECT 1 FROM work_orders o WHERE o.id = i.order_id"
-        f" AND o.state IN ({_LEASABLE}))",
-    ]
-    if shape.item:
-        where.append("i.id = %(q_item)s")
-    if shape.order:
-        where.append("i.order_id = %(q_order)s")
-    if shape.type:
-        where.append("i.order_type = %(q_type)s")
-    if shape.min_priority:
-        where.append("i.priority >= %(q_min_priority)s")
-    if shape.tenant:
-        where.append("i.tenant_id = %(q_tenant)s")
-    if shape.blocked:
-        where.append("i.order_type <> ALL(%(q_blocked)s::text[])")
-    if shape.exclude:
-        where.append("i.id <> ALL(%(q_exclude)s::uuid[])")
-    return " AND ".join(where)
-
-
-_CHECKOUT_ORDER = "ORDER BY i.priority DESC, i.created_at, i.id LIMIT 1 FOR UPDATE SKIP LOCKED"
-
-
-@lru_cache(maxsize=256)
-def _candidate_sql(shape: Shape) -> str:
-    cols = ", ".join(f"i.{c}" for c in ("id", "order_type", "lease_token"))
-    return f"SELECT {cols} FROM work_items i WHERE {_eligible_where(shape)} {_CHECKOUT_ORDER}"
-
-
-#: Where the grant notes its item's order for the order start (transaction-local).
-_PICKED_ORDER = "workmanager.picked_order"
-
-
-@lru_cache(maxsize=256)
-def _grant_sql(shape: Shape, store: bool) -> str:
-    """Lease one item, write its ``leased`` event and the provenance row, and note its
-    order for :data:`_START_ORDER` (a transaction-local setting): one statement."""
-    if store:  # the candidate is locked by this transaction; the store chose the token
-        token, target = "%(token)s", "id = %(item_id)s"
-    else:
-        pick = f"SELECT i.id FROM work_items i WHERE {_eligible_where(shape)} {_CHECKOUT_ORDER}"
-        token, target = "lease_token + 1", f"id = ({pick}) AND state = 'queued'"
-    prov_cols, prov_vals = _PROVENANCE.sql_names, _PROVENANCE.sql_values
-    return f"""
-WITH picked AS (
-  UPDATE work_items SET state = 'leased', leased_by_agent_id = %(agent)s,
-         lease_token = {token}, lease_expires_at = %(expires)s,
-         attempts = attempts + 1, updated_at = %(now)s
-   WHERE {target}
-  RETURNING {_COLS}
-), events AS (
-  INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
-  SELECT order_id, id, 'leased', %(actor_type)s, %(actor_id)s,
-         jsonb_build_object('agent_id', %(agent)s::text, 'attempt', attempts), %(now)s
-    FROM picked
-), provenance AS (
-  INSERT INTO work_provenance (order_id, item_id, {prov_cols})
-  SELECT order_id, id, {prov_vals} FROM picked
-), noted AS (
-  SELECT set_config('{_PICKED_ORDER}', order_id::text, true) FROM picked
-)
-SELECT * FROM picked WHERE (SELECT count(*) FROM noted) >= 0"""
-
-
-#: ``queued → in_progress`` for the order of the item just leased, with its event. A
-#: statement of its own, after the grant: its snapshot is taken once the grant holds the
-#: item's lock, so it sees a sibling's release that committed meanwhile (and requeued the
-#: order) — within the grant's statement, the order would still look ``in_progress``.
-_START_ORDER = f"""
-WITH started AS (
-  UPDATE work_orders SET state = 'in_progress', last_transitioned_at = %(now)s,
-         updated_at = %(now)s
-   WHERE id = nullif(current_setting('{_PICKED_ORDER}', true), '')::uuid
-     AND state = 'queued'
-  RETURNING id
-)
-INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
-SELECT id, NULL, 'in_progress', %(actor_type)s, %(actor_id)s, NULL, %(now)s FROM started"""
-
-
-def _submit_sql(guarded: bool) -> str:
-    """Item ``submitted``, its order ``submitted`` when this was its last open item, the
-    events and the provenance row: one statement. ``guarded``: only if the lease is still
-    current and the row still matches the view the result was validated against (every
-    part hangs on the item's UPDATE having matched). Returns (items written, orders
-    submitted)."""
-    prov_cols, prov_vals = _PROVENANCE.sql_names, _PROVENANCE.sql_values
-    guard = ""
-    if guarded:
-        guard = """
-     AND order_id = %(order)s AND lease_token = %(token)s AND leased_by_agent_id = %(agent)s
-     AND state IN ('leased', 'in_progress')
-     AND (lease_expires_at IS NULL OR lease_expires_at > %(now)s)
-     AND input = %(v_input)s::jsonb
-     AND state = %(v_state)s AND attempts = %(v_attempts)s
-     AND progress IS NOT DISTINCT FROM %(v_progress)s::jsonb
-     AND result IS NOT DISTINCT FROM %(v_result)s::jsonb
-     AND assembled_result IS NOT DISTINCT FROM %(v_assembled)s::jsonb"""
-    return f"""
-WITH item AS (
-  UPDATE work_items SET state = 'submitted', result = %(result)s,
-         leased_by_agent_id = NULL, lease_expires_at = NULL, updated_at = %(now)s
-   WHERE id = %(item)s{guard}
-  RETURNING id, order_id
-), ord AS (
-  UPDATE work_orders SET state = 'submitted', last_transitioned_at = %(now)s,
-         updated_at = %(now)s, submitted_at = %(now)s
-   WHERE id = %(order)s AND state = 'in_progress' AND EXISTS (SELECT 1 FROM item)
-     AND NOT EXISTS (SELECT 1 FROM work_items s WHERE s.order_id = %(order)s
-                      AND s.id <> %(item)s AND s.state NOT IN ({_SUBMITTED}))
-  RETURNING id
-), events AS (
-  INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
-  SELECT order_id, id, 'submitted', %(actor_type)s::text, %(actor_id)s::text,
-         %(payload)s::jsonb, %(now)s::timestamptz
-    FROM item
-  UNION ALL
-  SELECT id, NULL, 'submitted', %(actor_type)s, %(actor_id)s, NULL, %(now)s FROM ord
-), provenance AS (
-  INSERT INTO work_provenance (order_id, item_id, {prov_cols})
-  SELECT order_id, id, {prov_vals} FROM item
-)
-SELECT (SELECT count(*) FROM item), (SELECT count(*) FROM ord)"""
-
-
-_SUBMIT_SQL = _submit_sql(guarded=False)
-_SUBMIT_GUARDED_SQL = _submit_sql(guarded=True)

@@ -1,0 +1,178 @@
+"""The SQL of the PostgreSQL hot path (:mod:`.hotpath`), built once per shape.
+
+Eligibility and checkout order repeat :func:`workmanager.leases.selection.eligible` in
+SQL; the contract suite runs every backend through both, so they cannot drift unseen.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from ..db.models import PROVENANCE_TABLE, Item
+from ..db.raw import AuditColumns
+from ..leases.base import CheckoutQuery
+from ..leases.selection import Shape
+from ..states import LEASABLE_ORDER_STATES, SUBMITTED_ITEM_STATES
+
+ITEM_COLUMNS = [c.name for c in Item.__table__.columns]
+ITEM_DATETIME_COLUMNS = [c for c in ITEM_COLUMNS if c.endswith("_at")]
+PROVENANCE = AuditColumns(PROVENANCE_TABLE)
+
+
+def _literals(states: Any) -> str:
+    return ", ".join(f"'{s.value}'" for s in sorted(states, key=lambda s: s.value))
+
+
+_LEASABLE = _literals(LEASABLE_ORDER_STATES)
+_SUBMITTED = _literals(SUBMITTED_ITEM_STATES)
+
+
+ITEM_COLUMNS_SQL = ", ".join(ITEM_COLUMNS)
+LOCK_ITEM = f"SELECT {ITEM_COLUMNS_SQL} FROM work_items WHERE id = %(id)s FOR UPDATE"
+LOCK_ORDER = "SELECT state FROM work_orders WHERE id = %(order)s FOR NO KEY UPDATE"
+ORDER_EXISTS = "SELECT 1 FROM work_orders WHERE id = %(order)s"
+
+
+#: The optional filters of a checkout shape, as SQL.
+_FILTERS = (
+    ("item", "i.id = %(q_item)s"),
+    ("order", "i.order_id = %(q_order)s"),
+    ("type", "i.order_type = %(q_type)s"),
+    ("min_priority", "i.priority >= %(q_min_priority)s"),
+    ("tenant", "i.tenant_id = %(q_tenant)s"),
+    ("blocked", "i.order_type <> ALL(%(q_blocked)s::text[])"),
+    ("exclude", "i.id <> ALL(%(q_exclude)s::uuid[])"),
+)
+
+
+def eligible_where(shape: Shape) -> str:
+    """The eligibility rules of :func:`workmanager.leases.selection.eligible`, as SQL."""
+    where = [
+        "i.state = 'queued'",
+        "(i.available_at IS NULL OR i.available_at <= %(now)s)",
+        "EXISTS (SELECT 1 FROM work_orders o WHERE o.id = i.order_id"
+        f" AND o.state IN ({_LEASABLE}))",
+    ]
+    where += [sql for flag, sql in _FILTERS if getattr(shape, flag)]
+    return " AND ".join(where)
+
+
+def query_params(query: CheckoutQuery) -> dict[str, Any]:
+    """The values of the filters' placeholders."""
+    return {
+        "q_item": query.item_id,
+        "q_order": query.order_id,
+        "q_type": query.type,
+        "q_min_priority": query.min_priority,
+        "q_tenant": query.tenant_id,
+    }
+
+
+CHECKOUT_ORDER = "ORDER BY i.priority DESC, i.created_at, i.id LIMIT 1 FOR UPDATE SKIP LOCKED"
+
+
+@lru_cache(maxsize=256)
+def candidate_sql(shape: Shape) -> str:
+    cols = ", ".join(f"i.{c}" for c in ("id", "order_type", "lease_token"))
+    return f"SELECT {cols} FROM work_items i WHERE {eligible_where(shape)} {CHECKOUT_ORDER}"
+
+
+#: Where the grant notes its item's order for the order start (transaction-local).
+PICKED_ORDER = "workmanager.picked_order"
+
+
+@lru_cache(maxsize=256)
+def grant_sql(shape: Shape, store: bool) -> str:
+    """Lease one item, write its ``leased`` event and the provenance row, and note its
+    order for :data:`START_ORDER` (a transaction-local setting): one statement."""
+    if store:  # the candidate is locked by this transaction; the store chose the token
+        token, target = "%(token)s", "id = %(item_id)s"
+    else:
+        pick = f"SELECT i.id FROM work_items i WHERE {eligible_where(shape)} {CHECKOUT_ORDER}"
+        token, target = "lease_token + 1", f"id = ({pick}) AND state = 'queued'"
+    prov_cols, prov_vals = PROVENANCE.sql_names, PROVENANCE.sql_values
+    return f"""
+WITH picked AS (
+  UPDATE work_items SET state = 'leased', leased_by_agent_id = %(agent)s,
+         lease_token = {token}, lease_expires_at = %(expires)s,
+         attempts = attempts + 1, updated_at = %(now)s
+   WHERE {target}
+  RETURNING {ITEM_COLUMNS_SQL}
+), events AS (
+  INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
+  SELECT order_id, id, 'leased', %(actor_type)s, %(actor_id)s,
+         jsonb_build_object('agent_id', %(agent)s::text, 'attempt', attempts), %(now)s
+    FROM picked
+), provenance AS (
+  INSERT INTO work_provenance (order_id, item_id, {prov_cols})
+  SELECT order_id, id, {prov_vals} FROM picked
+), noted AS (
+  SELECT set_config('{PICKED_ORDER}', order_id::text, true) FROM picked
+)
+SELECT * FROM picked WHERE (SELECT count(*) FROM noted) >= 0"""
+
+
+#: ``queued → in_progress`` for the order of the item just leased, with its event. A
+#: statement of its own, after the grant: its snapshot is taken once the grant holds the
+#: item's lock, so it sees a sibling's release that committed meanwhile (and requeued the
+#: order) — within the grant's statement, the order would still look ``in_progress``.
+START_ORDER = f"""
+WITH started AS (
+  UPDATE work_orders SET state = 'in_progress', last_transitioned_at = %(now)s,
+         updated_at = %(now)s
+   WHERE id = nullif(current_setting('{PICKED_ORDER}', true), '')::uuid
+     AND state = 'queued'
+  RETURNING id
+)
+INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
+SELECT id, NULL, 'in_progress', %(actor_type)s, %(actor_id)s, NULL, %(now)s FROM started"""
+
+
+def submit_sql(guarded: bool) -> str:
+    """Item ``submitted``, its order ``submitted`` when this was its last open item, the
+    events and the provenance row: one statement. ``guarded``: only if the lease is still
+    current and the row still matches the view the result was validated against (every
+    part hangs on the item's UPDATE having matched). Returns (items written, orders
+    submitted)."""
+    prov_cols, prov_vals = PROVENANCE.sql_names, PROVENANCE.sql_values
+    guard = ""
+    if guarded:
+        guard = """
+     AND order_id = %(order)s AND lease_token = %(token)s AND leased_by_agent_id = %(agent)s
+     AND state IN ('leased', 'in_progress')
+     AND (lease_expires_at IS NULL OR lease_expires_at > %(now)s)
+     AND input = %(v_input)s::jsonb
+     AND state = %(v_state)s AND attempts = %(v_attempts)s
+     AND progress IS NOT DISTINCT FROM %(v_progress)s::jsonb
+     AND result IS NOT DISTINCT FROM %(v_result)s::jsonb
+     AND assembled_result IS NOT DISTINCT FROM %(v_assembled)s::jsonb"""
+    return f"""
+WITH item AS (
+  UPDATE work_items SET state = 'submitted', result = %(result)s,
+         leased_by_agent_id = NULL, lease_expires_at = NULL, updated_at = %(now)s
+   WHERE id = %(item)s{guard}
+  RETURNING id, order_id
+), ord AS (
+  UPDATE work_orders SET state = 'submitted', last_transitioned_at = %(now)s,
+         updated_at = %(now)s, submitted_at = %(now)s
+   WHERE id = %(order)s AND state = 'in_progress' AND EXISTS (SELECT 1 FROM item)
+     AND NOT EXISTS (SELECT 1 FROM work_items s WHERE s.order_id = %(order)s
+                      AND s.id <> %(item)s AND s.state NOT IN ({_SUBMITTED}))
+  RETURNING id
+), events AS (
+  INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
+  SELECT order_id, id, 'submitted', %(actor_type)s::text, %(actor_id)s::text,
+         %(payload)s::jsonb, %(now)s::timestamptz
+    FROM item
+  UNION ALL
+  SELECT id, NULL, 'submitted', %(actor_type)s, %(actor_id)s, NULL, %(now)s FROM ord
+), provenance AS (
+  INSERT INTO work_provenance (order_id, item_id, {prov_cols})
+  SELECT order_id, id, {prov_vals} FROM item
+)
+SELECT (SELECT count(*) FROM item), (SELECT count(*) FROM ord)"""
+
+
+SUBMIT_SQL = submit_sql(guarded=False)
+SUBMIT_GUARDED_SQL = submit_sql(guarded=True)
