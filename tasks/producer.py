@@ -7,7 +7,7 @@ from typing import Any
 
 from celery import Celery
 
-from workmanager.services.orders import order_id_for
+from workmanager.services.planning import order_id_for
 
 CREATE = "workmanager.orders.create"
 QUEUE = "workmanager"

@@ -295,12 +295,7 @@ class HotPath:
             locked.execute(LOCK_ORDER, {"order": lease.order_id}, prepare=True)
             marked.execute(SUBMIT_GUARDED_SQL, values, prepare=True)
             conn.execute("COMMIT")
-        row = cur.fetchone()
-        if row is None:
-            raise NotFound(
-                f"item {lease.item_id} not found", details={"item_id": str(lease.item_id)}
-            )
-        item = _item(row)
+        item = _locked_item(cur.fetchone(), lease.item_id)
         written, became = marked.fetchone() or (0, 0)
         if not written:
             check_row(item, presented, now)  # a refused lease raises here, as in general
@@ -321,12 +316,7 @@ class HotPath:
         with conn.pipeline():
             conn.execute("BEGIN")
             cur.execute(LOCK_ITEM, {"id": lease.item_id}, prepare=True)
-        row = cur.fetchone()
-        if row is None:
-            raise NotFound(
-                f"item {lease.item_id} not found", details={"item_id": str(lease.item_id)}
-            )
-        item = _item(row)
+        item = _locked_item(cur.fetchone(), lease.item_id)
         presented = as_presented(lease, agent)
         check_row(item, presented, now)
         validate(item_view(item))
@@ -418,6 +408,12 @@ def _item(row: dict[str, Any]) -> Item:
     ORM gives them. Not an ORM instance: building one costs more than this whole call's
     Python, and nothing here is flushed through a session."""
     return cast(Item, SimpleNamespace(**utc_row(row)))
+
+
+def _locked_item(row: dict[str, Any] | None, item_id: uuid.UUID) -> Item:
+    if row is None:
+        raise NotFound(f"item {item_id} not found", details={"item_id": str(item_id)})
+    return _item(row)
 
 
 def _jsonb(value: Any) -> Jsonb | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from psycopg.errors import UniqueViolation
@@ -19,11 +19,10 @@ from ..errors import (
     IllegalStateTransition,
     NotFound,
     NotReadyForApproval,
-    ValidationFailed,
     WorkManagerError,
 )
 from ..jsonvalues import json_value
-from ..order_types import ItemSpec, OrderType
+from ..order_types import OrderType
 from ..schema import validate
 from ..state_machine import check_order
 from ..states import ItemState, OrderState
@@ -33,19 +32,11 @@ from .hotcontrol import control_hot_path
 from .inputs import check_reject_errors, require
 from .lifecycle import lock_order
 from .parts import REJECTED
+from .planning import build_order
 from .transitions import move_item, move_order, record_event, rework_item
 from .views import order_dict, order_view
 
 log = logging.getLogger("workmanager.orders")
-
-#: Orders proposed with a dedupe key get the id uuid5(DEDUPE_NAMESPACE, key), so a producer
-#: that enqueues asynchronously knows the id of the (possibly existing) order at once.
-DEDUPE_NAMESPACE = uuid.UUID("6f1d3c0e-9a53-4f0e-8d1e-5d6c2b7a9e41")
-
-
-def order_id_for(dedupe_key: str | None) -> uuid.UUID:
-    """The id an order gets: derived from its dedupe key when it has one, else random."""
-    return uuid.uuid5(DEDUPE_NAMESPACE, dedupe_key) if dedupe_key else uuid.uuid4()
 
 
 @dataclass(frozen=True)
@@ -95,8 +86,16 @@ class OrderService:
         schema = guarded(order_type.schema, "payload")
         validate(schema, payload, "payload")
         actor = requested_by or (agent.actor if agent else Actor.system())
-        order, items = self._build(
-            order_type, payload, priority, meta or {}, dedupe_key, actor, order_id
+        order, items = build_order(
+            self.ctx.settings,
+            order_type,
+            payload,
+            priority=priority,
+            meta=meta or {},
+            dedupe_key=dedupe_key,
+            actor=actor,
+            order_id=order_id,
+            now=self.ctx.clock(),
         )
         try:  # a known id or dedupe key fails the insert; no read before it on the happy path
             if self.hot is not None:
@@ -124,45 +123,6 @@ class OrderService:
                 order = s.scalar(select(Order).where(Order.dedupe_key == dedupe_key))
             return Proposal(order_dict(order), False) if order else None
 
-    def _build(
-        self,
-        order_type: OrderType,
-        payload: JSON,
-        priority: int,
-        meta: JSON,
-        dedupe_key: str | None,
-        actor: Actor,
-        order_id: uuid.UUID | None,
-    ) -> tuple[Order, list[Item]]:
-        """The new order and its planned items, not yet stored."""
-        now = self.ctx.clock()
-        order = Order(
-            id=order_id or order_id_for(dedupe_key),
-            type=order_type.type,
-            state=OrderState.QUEUED.value,
-            priority=priority,
-            payload=payload,
-            meta=meta,
-            requested_by_type=actor.type,
-            requested_by_id=actor.id,
-            dedupe_key=dedupe_key,
-            apply_attempts=0,
-            created_at=now,
-            updated_at=now,
-            last_transitioned_at=now,
-        )
-        # Items are created "at the same time", but listings and checkout order by
-        # created_at: one microsecond apart keeps the order plan() gave them.
-        items = [
-            self._item(order, order_type, spec, now + timedelta(microseconds=n))
-            for n, spec in enumerate(
-                guarded(lambda: order_type.plan(order_view(order, [])), "plan")
-            )
-        ]
-        # An order with no items could never be submitted: it would sit queued forever.
-        require(bool(items), "payload", "the order type planned no items for it", "plan")
-        return order, items
-
     def _create(
         self, s: Session, order: Order, items: list[Item], actor: Actor, agent: AgentInfo | None
     ) -> None:
@@ -174,40 +134,6 @@ class OrderService:
         s.add_all(items)
         record_event(s, order.id, "planned", actor, payload={"item_count": len(items)})
         self.ctx.provenance.record(s, "propose", agent, order_id=order.id)
-
-    def _item(self, order: Order, order_type: OrderType, spec: ItemSpec, now: Any) -> Item:
-        if not isinstance(spec, ItemSpec):
-            raise ValidationFailed(
-                [
-                    {
-                        "path": "plan",
-                        "validator": "hook_error",
-                        "message": f"plan() must return ItemSpec objects, got {spec!r}",
-                    }
-                ],
-                "the order type's plan() returned something else than ItemSpec objects",
-            )
-        json_value(spec.input, "plan.input")
-        max_attempts = (
-            spec.max_attempts or order_type.max_attempts or self.ctx.settings.default_max_attempts
-        )
-        tenant = order.payload.get("tenant_id")
-        return Item(
-            id=uuid.uuid4(),
-            order_id=order.id,
-            type=spec.type or order.type,
-            order_type=order.type,
-            priority=order.priority,
-            tenant_id=str(tenant) if tenant is not None else None,
-            state=ItemState.QUEUED.value,
-            input=dict(order.payload) if spec.input is None else dict(spec.input),
-            max_attempts=max_attempts,
-            parts_required=list(spec.parts_required or []) or None,
-            attempts=0,
-            lease_token=0,
-            created_at=now,
-            updated_at=now,
-        )
 
     # --- approve ----------------------------------------------------------------------
     def approve(
