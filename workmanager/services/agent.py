@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from ..checks import check, guarded
 from ..db.models import Item, Order
-from ..errors import MissingParts, NotFound, ValidationFailed
+from ..errors import NotFound, ValidationFailed
 from ..jsonvalues import json_value
 from ..leases.base import CheckoutQuery, Grant
 from ..states import ItemState
@@ -36,9 +36,9 @@ from .lifecycle import (
     start_order,
 )
 from .outcomes import ItemOutcome, PartOutcome
-from .parts import as_values, check_part_input, latest_validated, parts_state, upsert_part
+from .parts import add_part, assemble, check_part_input
 from .transitions import clear_lease, move_item, record_event
-from .views import item_dict, item_view, part_dict
+from .views import item_dict, item_view
 
 
 class AgentAPI:
@@ -302,24 +302,11 @@ class AgentAPI:
         item = lock_item(s, lease.item_id)
         self.ctx.leases.check(item, as_presented(lease, agent), now)
         order_type = self.ctx.registry.get(item.order_type)
-        view = item_view(item)
-        path = f"payload[{part_key}]"
-        schema = guarded(lambda: order_type.part_schema(view, part_key), path)
-        check(schema, payload, path, lambda: order_type.validate_part(view, part_key, payload, seq))
-        part = upsert_part(
-            s, self.ctx.settings, item, part_key, payload, seq, evidence, notes, agent.id
-        )
-        item.parts_state = parts_state(s, order_type, item)
-        record_event(
-            s,
-            item.order_id,
-            "part_submitted",
-            agent.actor,
-            item_id=item.id,
-            payload={"part_key": part_key, "seq": seq, "checksum": part.checksum},
+        outcome = add_part(
+            s, self.ctx.settings, order_type, item, agent, part_key, payload, seq, evidence, notes
         )
         self.ctx.provenance.record(s, "submit-part", agent, order_id=item.order_id, item_id=item.id)
-        return PartOutcome(part_dict(part), item.parts_state)
+        return outcome
 
     def finalize(
         self, lease: Lease, mode: str = "strict", agent: AgentInfo | None = None
@@ -335,22 +322,7 @@ class AgentAPI:
         now = self.ctx.clock()
         item = lock_item(s, lease.item_id)
         self.ctx.leases.check(item, as_presented(lease, agent), now)
-        order_type = self.ctx.registry.get(item.order_type)
-        view = item_view(item)
-        latest = latest_validated(s, item.id)
-        required = guarded(lambda: order_type.required_parts(view), "parts")
-        missing = [k for k in required if k not in latest]
-        if (mode == "strict" and missing) or not latest:
-            raise MissingParts(
-                f"missing parts: {', '.join(missing) or 'no parts submitted'}",
-                details={"missing": missing, "mode": mode},
-            )
-        result = guarded(lambda: order_type.assemble(view, as_values(latest)), "assembled_result")
-        if not isinstance(result, dict):
-            raise ValidationFailed(
-                [{"path": "assembled_result", "message": "must be an object", "validator": "type"}]
-            )
-        check(None, result, "assembled_result", lambda: order_type.validate_assembled(view, result))
+        result, missing = assemble(s, self.ctx.registry.get(item.order_type), item, mode)
         return self._mark_submitted(
             s,
             item,

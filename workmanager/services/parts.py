@@ -10,12 +10,16 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from ..checks import check, guarded
 from ..db.models import Item, Part, utcnow
-from ..errors import PayloadTooLarge, ValidationFailed
+from ..errors import MissingParts, PayloadTooLarge, ValidationFailed
 from ..order_types import OrderType
 from ..order_types import Part as PartValue
 from ..settings import Settings
-from .views import item_view
+from ..types import JSON, AgentInfo
+from .outcomes import PartOutcome
+from .transitions import record_event
+from .views import item_view, part_dict
 
 VALIDATED, REJECTED = "validated", "rejected"
 
@@ -124,3 +128,55 @@ def parts_state(session: Session, order_type: OrderType, item: Item) -> dict[str
 
 def as_values(latest: dict[str, Part]) -> list[PartValue]:
     return [PartValue(p.part_key, p.seq, dict(p.payload)) for _, p in sorted(latest.items())]
+
+
+def add_part(
+    s: Session,
+    settings: Settings,
+    order_type: OrderType,
+    item: Item,
+    agent: AgentInfo,
+    part_key: str,
+    payload: JSON,
+    seq: int | None,
+    evidence: Any,
+    notes: str | None,
+) -> PartOutcome:
+    """Validate a part (schema and hook), store it in its slot, refresh the item's parts
+    state and record the event. The caller holds the item's lock and checked the lease."""
+    view = item_view(item)
+    path = f"payload[{part_key}]"
+    schema = guarded(lambda: order_type.part_schema(view, part_key), path)
+    check(schema, payload, path, lambda: order_type.validate_part(view, part_key, payload, seq))
+    part = upsert_part(s, settings, item, part_key, payload, seq, evidence, notes, agent.id)
+    item.parts_state = parts_state(s, order_type, item)
+    record_event(
+        s,
+        item.order_id,
+        "part_submitted",
+        agent.actor,
+        item_id=item.id,
+        payload={"part_key": part_key, "seq": seq, "checksum": part.checksum},
+    )
+    return PartOutcome(part_dict(part), item.parts_state)
+
+
+def assemble(s: Session, order_type: OrderType, item: Item, mode: str) -> tuple[JSON, list[str]]:
+    """The result finalize submits, from the latest validated part per key, and the
+    required keys missing (allowed in ``best_effort`` mode when some part exists)."""
+    view = item_view(item)
+    latest = latest_validated(s, item.id)
+    required = guarded(lambda: order_type.required_parts(view), "parts")
+    missing = [k for k in required if k not in latest]
+    if (mode == "strict" and missing) or not latest:
+        raise MissingParts(
+            f"missing parts: {', '.join(missing) or 'no parts submitted'}",
+            details={"missing": missing, "mode": mode},
+        )
+    result = guarded(lambda: order_type.assemble(view, as_values(latest)), "assembled_result")
+    if not isinstance(result, dict):
+        raise ValidationFailed(
+            [{"path": "assembled_result", "message": "must be an object", "validator": "type"}]
+        )
+    check(None, result, "assembled_result", lambda: order_type.validate_assembled(view, result))
+    return result, missing
