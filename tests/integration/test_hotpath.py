@@ -9,6 +9,7 @@ suite covers the rules; this covers the audit trail the hand-written SQL produce
 from __future__ import annotations
 
 import dataclasses
+import time
 import uuid
 from typing import Any
 
@@ -189,10 +190,14 @@ def test_a_submit_the_database_refuses_leaves_the_lease_usable(make_wm, backend)
 
 
 def test_the_order_start_sees_a_requeue_committed_after_the_grant(make_wm) -> None:
-    """Review finding: a release that requeues the order can commit after the grant's
-    statement began. The order start is its own statement (fresh snapshot), so the order
-    still ends ``in_progress`` with its event. Driven step by step on a raw connection:
-    the grant, then a concurrent requeue committed, then the start and the commit."""
+    """Review finding: a release that requeues the order can commit while the checkout's
+    statement runs. The order start (``workmanager_start_order``, VOLATILE) takes its own
+    snapshot once the item is locked, so the order still ends ``in_progress`` with its
+    event. The statement is paused between the item's grant and the order start, while
+    the requeue commits, by a test trigger on the provenance insert (which runs before
+    the start; BEFORE INSERT, so it fires during the statement, not at its end)."""
+    import threading
+
     import psycopg
 
     from workmanager.leases.base import CheckoutQuery
@@ -207,16 +212,49 @@ def test_the_order_start_sees_a_requeue_committed_after_the_grant(make_wm) -> No
     query = CheckoutQuery(order_id=order_id)
     values = hot.checkout_values(AgentInfo(id="agent-b"), query)
     url = wm.settings.database_url.replace("postgresql+psycopg://", "postgresql://")
+    granted: list[object] = []
     with psycopg.connect(url, autocommit=True) as b, psycopg.connect(url, autocommit=True) as a:
-        b.execute("BEGIN")
-        granted = b.execute(hotsql.grant_sql(shape_of(query, (), ()), False), values)
-        assert granted.fetchone() is not None
+        a.execute(PAUSE_TRIGGER)
+        b.execute("SET wmtest.pause = 'on'")
+        grant = threading.Thread(
+            target=lambda: granted.append(
+                b.execute(hotsql.grant_sql(shape_of(query, (), ()), False), values).fetchone()
+            )
+        )
+        grant.start()
+        wait_for(
+            lambda: (
+                a.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
+                ).fetchone()
+                == (1,)
+            )
+        )
         # Meanwhile the other holder's release requeued the order and committed.
         a.execute("UPDATE work_orders SET state = 'queued' WHERE id = %s", (order_id,))
-        b.execute(hotsql.START_ORDER, values)
-        b.execute("COMMIT")
+        grant.join(10)
+        a.execute("DROP TRIGGER wmtest_pause ON work_provenance")
+    assert granted and granted[0] is not None
     assert wm.queries.order(order_id)["state"] == "in_progress"
     assert [e["event"] for e in wm.queries.events(order_id)][-2:] == ["leased", "in_progress"]
+
+
+PAUSE_TRIGGER = """
+CREATE OR REPLACE FUNCTION wmtest_pause() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF current_setting('wmtest.pause', true) = 'on' THEN PERFORM pg_sleep(1); END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER wmtest_pause BEFORE INSERT ON work_provenance
+  FOR EACH ROW EXECUTE FUNCTION wmtest_pause();
+"""
+
+
+def wait_for(condition: Any, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 class EmptyExtraEnricher(DefaultEnricher):

@@ -27,6 +27,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from . import ddl
+
 # Python None is SQL NULL (not JSON 'null'), for ORM and Core inserts alike.
 JSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -268,29 +270,19 @@ class ApiToken(Base):
 # Deleting an order deletes its events and provenance (SPEC §3). Audit rows carry no
 # foreign keys (migration 0003: a key cost a lookup and a lock per audit row on the hottest
 # statements), so a trigger does what ON DELETE CASCADE did. Items and parts keep theirs.
-_AUDIT_CASCADE_PG = """
-CREATE OR REPLACE FUNCTION work_orders_delete_audit() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-  DELETE FROM work_events WHERE order_id = OLD.id;
-  DELETE FROM work_provenance WHERE order_id = OLD.id;
-  RETURN OLD;
-END $$;
-CREATE TRIGGER work_orders_delete_audit AFTER DELETE ON work_orders
-  FOR EACH ROW EXECUTE FUNCTION work_orders_delete_audit();
-"""
-_AUDIT_CASCADE_SQLITE = """
-CREATE TRIGGER work_orders_delete_audit AFTER DELETE ON work_orders FOR EACH ROW BEGIN
-  DELETE FROM work_events WHERE order_id = OLD.id;
-  DELETE FROM work_provenance WHERE order_id = OLD.id;
-END
-"""
+# The hot path's order functions (migration 0004) come with the schema on PostgreSQL.
+# ``create_all`` runs the same SQL as the migrations (:mod:`.ddl`).
 for _ddl, _dialect, _when in (
-    (_AUDIT_CASCADE_PG, "postgresql", "after_create"),
-    (_AUDIT_CASCADE_SQLITE, "sqlite", "after_create"),
+    (ddl.AUDIT_CASCADE_PG, "postgresql", "after_create"),
+    (ddl.AUDIT_CASCADE_SQLITE, "sqlite", "after_create"),
     ("DROP FUNCTION IF EXISTS work_orders_delete_audit()", "postgresql", "after_drop"),
 ):
     event.listen(Order.__table__, _when, DDL(_ddl).execute_if(dialect=_dialect))  # type: ignore[no-untyped-call]
+for _ddl, _when in (
+    (ddl.HOT_PATH_FUNCTIONS_V1, "after_create"),
+    (ddl.DROP_HOT_PATH_FUNCTIONS_V1, "after_drop"),
+):
+    event.listen(Base.metadata, _when, DDL(_ddl).execute_if(dialect="postgresql"))  # type: ignore[no-untyped-call]
 
 #: The append-only tables, for Core inserts (see :mod:`workmanager.db.pending`).
 EVENTS_TABLE = cast(Table, Event.__table__)

@@ -51,10 +51,8 @@ from ..types import JSON, AgentInfo, ItemView, Lease
 from .context import ServiceContext
 from .hotsql import (
     LOCK_ITEM,
-    LOCK_ORDER,
     ORDER_EXISTS,
     PROVENANCE,
-    START_ORDER,
     SUBMIT_GUARDED_SQL,
     SUBMIT_SQL,
     candidate_sql,
@@ -63,7 +61,6 @@ from .hotsql import (
 )
 from .inputs import as_presented
 from .outcomes import ItemOutcome
-from .transitions import clear_lease
 from .views import item_dict, item_view
 
 log = logging.getLogger("workmanager.agent")
@@ -102,6 +99,7 @@ class HotPath:
             row = self.raw.run(lambda conn: self._grant_with_store(conn, agent, query, values))
         if row is None:
             return None
+        row.pop("order_started")  # the order's step, already done
         item = _item(row)
         return Lease(
             item.id,
@@ -129,12 +127,9 @@ class HotPath:
     def _grant_in_one(
         self, conn: Conn, query: CheckoutQuery, values: dict[str, Any]
     ) -> dict[str, Any] | None:
+        """One statement in autocommit: one round trip, its own transaction."""
         cur = conn.cursor(row_factory=dict_row)
-        with conn.pipeline():
-            conn.execute("BEGIN")
-            cur.execute(grant_sql(shape_of(query, (), ()), store=False), values, prepare=True)
-            conn.execute(START_ORDER, values, prepare=True)
-            conn.execute("COMMIT")
+        cur.execute(grant_sql(shape_of(query, (), ()), store=False), values, prepare=True)
         row = cur.fetchone()
         if row is None:
             _order_must_exist(conn, query)
@@ -195,7 +190,6 @@ class HotPath:
                     {**values, "item_id": candidate["id"], "token": token},
                     prepare=True,
                 )
-                conn.execute(START_ORDER, values, prepare=True)
                 conn.execute("COMMIT")
             row: dict[str, Any] = cur.fetchone()
             return row
@@ -224,13 +218,14 @@ class HotPath:
 
         A lease from this process's checkout carries the item as it was granted. The
         result is then validated against that view first, and the write goes out in one
-        round trip, guarded on the lease being current *and* on the row still matching
-        the view (input, state, attempts, progress, result — a caller may have changed
-        its copy): the hooks saw what a fresh read would have shown. When the guard
-        fails, the locked row says why (a refused lease raises as the general path
-        would); a row that moved on (a heartbeat), a result that fails validation or
-        cannot be stored take the two-round-trip path, which checks the lease first, as
-        everywhere (the hooks run again only if the row changed since).
+        round trip (one statement in autocommit), guarded on the lease being current
+        *and* on the row still matching the view (input, state, attempts, progress,
+        result — a caller may have changed its copy): the hooks saw what a fresh read
+        would have shown. When the guard does not match (a refused lease, a row that
+        moved on since, such as after a heartbeat), or the result fails validation or
+        cannot be stored, the two-round-trip path decides: it locks and reads the row,
+        checks the lease first as everywhere, and says why (the hooks run again only if
+        the row changed since).
         """
         view = lease.item
         refused: ValidationFailed | None = None
@@ -287,20 +282,11 @@ class HotPath:
             "v_assembled": _jsonb(view.assembled_result),
         }
         cur = conn.cursor(row_factory=dict_row)
-        locked = conn.cursor()
-        marked = conn.cursor()
-        with conn.pipeline():
-            conn.execute("BEGIN")
-            cur.execute(LOCK_ITEM, {"id": lease.item_id}, prepare=True)
-            locked.execute(LOCK_ORDER, {"order": lease.order_id}, prepare=True)
-            marked.execute(SUBMIT_GUARDED_SQL, values, prepare=True)
-            conn.execute("COMMIT")
-        item = _locked_item(cur.fetchone(), lease.item_id)
-        written, became = marked.fetchone() or (0, 0)
-        if not written:
-            check_row(item, presented, now)  # a refused lease raises here, as in general
-            return None  # the row moved on since the checkout: validate afresh
-        return self._submitted(item, presented, result, now, locked.fetchone(), bool(became))
+        cur.execute(SUBMIT_GUARDED_SQL, values, prepare=True)  # autocommit: one round trip
+        row = cur.fetchone()
+        if row is None:  # the lease was refused, or the row moved on since the checkout:
+            return None  # the two-round-trip path reads it and says which
+        return self._submitted(row, presented)
 
     def _submit(
         self,
@@ -323,16 +309,12 @@ class HotPath:
         check_item(item.state, ItemState.SUBMITTED)
         check_order(OrderState.IN_PROGRESS, OrderState.SUBMITTED)
         values = self._submit_values(now, item.id, item.order_id, agent, result, payload)
-        locked = conn.cursor()
-        marked = conn.cursor()
         with conn.pipeline():
-            locked.execute(LOCK_ORDER, {"order": item.order_id}, prepare=True)
-            marked.execute(SUBMIT_SQL, values, prepare=True)
+            cur.execute(SUBMIT_SQL, values, prepare=True)
             conn.execute("COMMIT")
-        became = marked.fetchone()
-        return self._submitted(
-            item, presented, result, now, locked.fetchone(), bool(became and became[1])
-        )
+        row = cur.fetchone()
+        assert row is not None  # the item is locked by this transaction
+        return self._submitted(row, presented)
 
     def _submit_values(
         self,
@@ -355,27 +337,17 @@ class HotPath:
             **self._provenance_params("submit", agent),
         }
 
-    def _submitted(
-        self,
-        item: Item,
-        lease: Lease,
-        result: JSON,
-        now: datetime,
-        order_row: Any,
-        became: bool,
-    ) -> ItemOutcome:
-        """The outcome of a committed submit; with a store, its lock is deleted now."""
+    def _submitted(self, row: dict[str, Any], lease: Lease) -> ItemOutcome:
+        """The outcome of a committed submit (``row``: the item as written, with its
+        order's state); with a store, its lock is deleted now."""
+        order_state, became = row.pop("order_state"), bool(row.pop("order_became"))
+        item = _item(row)
         if self.store is not None:  # only once the commit is known to have happened
             self._end_stored_lease(item, lease)
-        if order_row is None:
+        if order_state is None:
             raise NotFound(
                 f"order {item.order_id} not found", details={"order_id": str(item.order_id)}
             )
-        item.result = result
-        clear_lease(item)
-        item.state = ItemState.SUBMITTED.value
-        item.updated_at = now
-        order_state = OrderState.SUBMITTED.value if became else order_row[0]
         return ItemOutcome(item_dict(item), order_state, became)
 
     def _end_stored_lease(self, item: Item, lease: Lease) -> None:
@@ -403,8 +375,8 @@ class HotPath:
 
 
 def _item(row: dict[str, Any]) -> Item:
-    """An item row as the read-only helpers see it (``check_row``, ``item_view``,
-    ``item_dict``, ``clear_lease`` only read and set attributes), datetimes in UTC as the
+    """An item row as the read-only helpers see it (``check_row``, ``item_view`` and
+    ``item_dict`` only read attributes), datetimes in UTC as the
     ORM gives them. Not an ORM instance: building one costs more than this whole call's
     Python, and nothing here is flushed through a session."""
     return cast(Item, SimpleNamespace(**utc_row(row)))

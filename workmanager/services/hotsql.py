@@ -13,7 +13,7 @@ from ..db.models import PROVENANCE_TABLE, Item
 from ..db.raw import AuditColumns
 from ..leases.base import CheckoutQuery
 from ..leases.selection import Shape
-from ..states import LEASABLE_ORDER_STATES, SUBMITTED_ITEM_STATES
+from ..states import LEASABLE_ORDER_STATES
 
 ITEM_COLUMNS = [c.name for c in Item.__table__.columns]
 ITEM_DATETIME_COLUMNS = [c for c in ITEM_COLUMNS if c.endswith("_at")]
@@ -25,12 +25,10 @@ def _literals(states: Any) -> str:
 
 
 _LEASABLE = _literals(LEASABLE_ORDER_STATES)
-_SUBMITTED = _literals(SUBMITTED_ITEM_STATES)
 
 
 ITEM_COLUMNS_SQL = ", ".join(ITEM_COLUMNS)
 LOCK_ITEM = f"SELECT {ITEM_COLUMNS_SQL} FROM work_items WHERE id = %(id)s FOR UPDATE"
-LOCK_ORDER = "SELECT state FROM work_orders WHERE id = %(order)s FOR NO KEY UPDATE"
 ORDER_EXISTS = "SELECT 1 FROM work_orders WHERE id = %(order)s"
 
 
@@ -78,14 +76,18 @@ def candidate_sql(shape: Shape) -> str:
     return f"SELECT {cols} FROM work_items i WHERE {eligible_where(shape)} {CHECKOUT_ORDER}"
 
 
-#: Where the grant notes its item's order for the order start (transaction-local).
-PICKED_ORDER = "workmanager.picked_order"
+#: Runs the audit CTEs (uncorrelated subqueries: evaluated once, before the first row)
+#: ahead of the order function, so the events keep the order the general path writes.
+_AUDIT_FIRST = "(SELECT count(*) FROM events) >= 0 AND (SELECT count(*) FROM provenance) >= 0"
 
 
 @lru_cache(maxsize=256)
 def grant_sql(shape: Shape, store: bool) -> str:
-    """Lease one item, write its ``leased`` event and the provenance row, and note its
-    order for :data:`START_ORDER` (a transaction-local setting): one statement."""
+    """Lease one item, write its ``leased`` event and the provenance row, then start its
+    order (``workmanager_start_order``, migration 0004): one statement. The function's
+    queries take their own snapshot once the item is locked, so a sibling's release that
+    requeued the order and committed while this statement ran is seen — within the
+    statement's own snapshot, the order would still look ``in_progress``."""
     if store:  # the candidate is locked by this transaction; the store chose the token
         token, target = "%(token)s", "id = %(item_id)s"
     else:
@@ -104,37 +106,26 @@ WITH picked AS (
   SELECT order_id, id, 'leased', %(actor_type)s, %(actor_id)s,
          jsonb_build_object('agent_id', %(agent)s::text, 'attempt', attempts), %(now)s
     FROM picked
+  RETURNING 1
 ), provenance AS (
   INSERT INTO work_provenance (order_id, item_id, {prov_cols})
   SELECT order_id, id, {prov_vals} FROM picked
-), noted AS (
-  SELECT set_config('{PICKED_ORDER}', order_id::text, true) FROM picked
+  RETURNING 1
 )
-SELECT * FROM picked WHERE (SELECT count(*) FROM noted) >= 0"""
-
-
-#: ``queued → in_progress`` for the order of the item just leased, with its event. A
-#: statement of its own, after the grant: its snapshot is taken once the grant holds the
-#: item's lock, so it sees a sibling's release that committed meanwhile (and requeued the
-#: order) — within the grant's statement, the order would still look ``in_progress``.
-START_ORDER = f"""
-WITH started AS (
-  UPDATE work_orders SET state = 'in_progress', last_transitioned_at = %(now)s,
-         updated_at = %(now)s
-   WHERE id = nullif(current_setting('{PICKED_ORDER}', true), '')::uuid
-     AND state = 'queued'
-  RETURNING id
-)
-INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
-SELECT id, NULL, 'in_progress', %(actor_type)s, %(actor_id)s, NULL, %(now)s FROM started"""
+SELECT picked.*,
+       workmanager_start_order(picked.order_id, %(now)s, %(actor_type)s, %(actor_id)s)
+         AS order_started
+  FROM picked WHERE {_AUDIT_FIRST}"""
 
 
 def submit_sql(guarded: bool) -> str:
-    """Item ``submitted``, its order ``submitted`` when this was its last open item, the
-    events and the provenance row: one statement. ``guarded``: only if the lease is still
-    current and the row still matches the view the result was validated against (every
-    part hangs on the item's UPDATE having matched). Returns (items written, orders
-    submitted)."""
+    """Item ``submitted`` with its event and provenance row, then its order
+    (``workmanager_submit_order``, migration 0004: locks the order, and moves it to
+    ``submitted`` with its event when this was its last open item): one statement.
+    ``guarded``: only if the lease is still current and the row still matches the view
+    the result was validated against (every part hangs on the item's UPDATE having
+    matched). Returns the item as written, with ``order_state`` and ``order_became``; no
+    row when the guard did not match."""
     prov_cols, prov_vals = PROVENANCE.sql_names, PROVENANCE.sql_values
     guard = ""
     if guarded:
@@ -152,26 +143,23 @@ WITH item AS (
   UPDATE work_items SET state = 'submitted', result = %(result)s,
          leased_by_agent_id = NULL, lease_expires_at = NULL, updated_at = %(now)s
    WHERE id = %(item)s{guard}
-  RETURNING id, order_id
-), ord AS (
-  UPDATE work_orders SET state = 'submitted', last_transitioned_at = %(now)s,
-         updated_at = %(now)s, submitted_at = %(now)s
-   WHERE id = %(order)s AND state = 'in_progress' AND EXISTS (SELECT 1 FROM item)
-     AND NOT EXISTS (SELECT 1 FROM work_items s WHERE s.order_id = %(order)s
-                      AND s.id <> %(item)s AND s.state NOT IN ({_SUBMITTED}))
-  RETURNING id
+  RETURNING {ITEM_COLUMNS_SQL}
 ), events AS (
   INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
   SELECT order_id, id, 'submitted', %(actor_type)s::text, %(actor_id)s::text,
          %(payload)s::jsonb, %(now)s::timestamptz
     FROM item
-  UNION ALL
-  SELECT id, NULL, 'submitted', %(actor_type)s, %(actor_id)s, NULL, %(now)s FROM ord
+  RETURNING 1
 ), provenance AS (
   INSERT INTO work_provenance (order_id, item_id, {prov_cols})
   SELECT order_id, id, {prov_vals} FROM item
+  RETURNING 1
 )
-SELECT (SELECT count(*) FROM item), (SELECT count(*) FROM ord)"""
+SELECT item.*, o.order_state, o.became AS order_became
+  FROM item, LATERAL workmanager_submit_order(
+         item.order_id, item.id, %(now)s::timestamptz, %(actor_type)s::text,
+         %(actor_id)s::text) o
+ WHERE {_AUDIT_FIRST}"""
 
 
 SUBMIT_SQL = submit_sql(guarded=False)

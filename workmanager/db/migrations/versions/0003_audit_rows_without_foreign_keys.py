@@ -15,6 +15,9 @@ from __future__ import annotations
 
 from alembic import op
 
+from workmanager.db.ddl import AUDIT_CASCADE_PG as CASCADE_PG
+from workmanager.db.ddl import AUDIT_CASCADE_SQLITE as CASCADE_SQLITE
+
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
@@ -25,25 +28,6 @@ depends_on = None
 NAMING = {"fk": "%(table_name)s_%(column_0_name)s_fkey"}
 AUDIT = ("work_events", "work_provenance")
 TARGETS = (("order_id", "work_orders"), ("item_id", "work_items"))
-
-
-CASCADE_PG = """
-CREATE OR REPLACE FUNCTION work_orders_delete_audit() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-  DELETE FROM work_events WHERE order_id = OLD.id;
-  DELETE FROM work_provenance WHERE order_id = OLD.id;
-  RETURN OLD;
-END $$;
-CREATE TRIGGER work_orders_delete_audit AFTER DELETE ON work_orders
-  FOR EACH ROW EXECUTE FUNCTION work_orders_delete_audit();
-"""
-CASCADE_SQLITE = """
-CREATE TRIGGER work_orders_delete_audit AFTER DELETE ON work_orders FOR EACH ROW BEGIN
-  DELETE FROM work_events WHERE order_id = OLD.id;
-  DELETE FROM work_provenance WHERE order_id = OLD.id;
-END
-"""
 
 
 def upgrade() -> None:
