@@ -47,6 +47,10 @@ class Unavailable(TransientError):
     http_status = 503
 
 
+class SchemaOutdated(Unavailable):
+    """The database schema is older than this code: run ``workmanager db upgrade``."""
+
+
 class ConfigurationError(PermanentError):
     """The configuration is invalid."""
 

@@ -8,9 +8,11 @@ suite covers the rules; this covers the audit trail the hand-written SQL produce
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -419,3 +421,70 @@ def test_third_review_findings_on_the_one_trip_submit(make_wm, backend) -> None:
     assert renewed.item is not None and renewed.item.progress["checkpoint"] == {"step": 1}
     outcome = wm.agent.submit(renewed, {"a": 1, "b": 2})
     assert outcome.item["state"] == "submitted"
+
+
+@pytest.mark.parametrize("backend", ["database", pytest.param("redis", marks=pytest.mark.redis)])
+def test_code_newer_than_the_schema_falls_back_to_the_general_path(
+    make_wm, backend, caplog
+) -> None:
+    """Code deployed before ``workmanager db upgrade`` (the functions of migration 0004
+    missing): the hot call changes nothing, says so once in the log, and the general path
+    serves that call and the next ones, with the same trail."""
+    wm = make_wm(db="postgres", backend=backend, registry=Registry([Multi()]))
+    order_id = wm.propose("test.multi", {"count": 2})
+    assert wm.agent.hot is not None
+    with functions_dropped(wm):
+        fallen_back(wm, order_id, caplog)
+
+
+def fallen_back(wm: WorkManager, order_id: uuid.UUID, caplog: Any) -> None:
+    with caplog.at_level("ERROR", logger="workmanager.agent"):
+        first = wm.agent.checkout(AGENT, order_id=order_id)
+    assert first is not None  # (with Redis, token 2: the store's fence passed 1 already)
+    assert wm.agent.hot is None
+    assert ["workmanager db upgrade" in r.getMessage() for r in caplog.records] == [True]
+    second = wm.agent.checkout(AGENT, order_id=order_id)
+    assert second is not None
+    for lease in (first, second):
+        wm.agent.submit(lease, {"x": 1})
+    assert wm.queries.order(order_id)["state"] == "submitted"
+    events = [(e["event"], e["item_id"] is None) for e in wm.queries.events(order_id)]
+    assert events == [
+        ("proposed", True),
+        ("planned", True),
+        ("leased", False),
+        ("in_progress", True),
+        ("leased", False),
+        ("submitted", False),
+        ("submitted", False),
+        ("submitted", True),
+    ]
+
+
+def test_a_hot_submit_without_the_functions_falls_back_too(make_wm, caplog) -> None:
+    """The same when the schema goes back between a hot checkout and its submit."""
+    wm = make_wm(db="postgres", backend="database", registry=Registry([Multi()]))
+    order_id = wm.propose("test.multi", {"count": 1})
+    lease = wm.agent.checkout(AGENT, order_id=order_id)
+    assert lease is not None and wm.agent.hot is not None
+    with functions_dropped(wm):
+        outcome = wm.agent.submit(lease, {"x": 1})
+    assert outcome.order_submitted and wm.agent.hot is None
+    assert [e["event"] for e in wm.queries.events(order_id)][-2:] == ["submitted", "submitted"]
+
+
+@contextlib.contextmanager
+def functions_dropped(wm: WorkManager) -> Iterator[None]:
+    """The schema as it was before migration 0004, for the block (the test database is
+    shared, so the functions come back afterwards)."""
+    from sqlalchemy import text
+
+    from workmanager.db.ddl import DROP_HOT_PATH_FUNCTIONS_V1, HOT_PATH_FUNCTIONS_V1
+
+    with wm.db.engine.begin() as conn:
+        conn.execute(text(DROP_HOT_PATH_FUNCTIONS_V1))
+    try:
+        yield
+    finally:
+        with wm.db.engine.begin() as conn:
+            conn.execute(text(HOT_PATH_FUNCTIONS_V1))

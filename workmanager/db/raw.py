@@ -25,7 +25,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, Engine, Table
 
-from ..errors import Unavailable, ValidationFailed
+from ..errors import SchemaOutdated, Unavailable, ValidationFailed
 from .session import mark_lost
 
 T = TypeVar("T")
@@ -62,6 +62,12 @@ class RawPostgres:
             raise ValidationFailed(
                 [{"path": "$", "message": str(exc).splitlines()[0], "validator": "storable"}],
                 "a value cannot be stored",
+            ) from exc
+        except pgerrors.UndefinedFunction as exc:  # a function of a newer migration
+            healthy = _reset(conn)
+            raise SchemaOutdated(
+                f"the database schema is older than this code ({str(exc).splitlines()[0]});"
+                " run `workmanager db upgrade`"
             ) from exc
         except psycopg.OperationalError as exc:
             healthy = _reset(conn)

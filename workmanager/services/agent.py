@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import logging
 import uuid
 from datetime import timedelta
 from types import SimpleNamespace
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from ..checks import check, guarded
 from ..db.models import Item, Order
-from ..errors import NotFound, ValidationFailed
+from ..errors import NotFound, SchemaOutdated, ValidationFailed
 from ..jsonvalues import json_value
 from ..leases.base import CheckoutQuery, Grant
 from ..states import ItemState
@@ -39,6 +40,8 @@ from .outcomes import ItemOutcome, PartOutcome
 from .parts import add_part, assemble, check_part_input
 from .transitions import clear_lease, move_item, record_event
 from .views import item_dict, item_view
+
+log = logging.getLogger("workmanager.agent")
 
 
 class AgentAPI:
@@ -66,9 +69,13 @@ class AgentAPI:
         json_value({"type": type, "tenant_id": tenant_id}, "$")
         query = CheckoutQuery(order_id, type, min_priority, tenant_id, item_id)
         if self.hot is not None and self.hot.handles_checkout:
-            lease = self.hot.checkout(info, query)
-            self._acquired(lease, info)
-            return lease
+            try:
+                lease = self.hot.checkout(info, query)
+            except SchemaOutdated as exc:
+                self._without_hot_path(exc)
+            else:
+                self._acquired(lease, info)
+                return lease
         granted: list[Grant] = []
         try:
             lease = self.ctx.db.run(lambda s: self._checkout_tx(s, info, query, granted))
@@ -181,20 +188,30 @@ class AgentAPI:
         json_value({"result": result, "evidence": evidence, "notes": notes}, "$")
         info = agent_of(agent, lease)
         if self.hot is not None:
-            outcome = self.hot.submit(
-                lease,
-                info,
-                result,
-                {"evidence": evidence, "notes": notes},
-                lambda view: self._validate_result(view, result),
-            )
-            self._after_submit(lease, info, outcome, release=not self.hot.ends_store_lease)
-        else:
-            outcome = self.ctx.db.run(
-                lambda s: self._submit_tx(s, lease, result, evidence, notes, info)
-            )
-            self._after_submit(lease, info, outcome)
+            try:
+                outcome = self.hot.submit(
+                    lease,
+                    info,
+                    result,
+                    {"evidence": evidence, "notes": notes},
+                    lambda view: self._validate_result(view, result),
+                )
+            except SchemaOutdated as exc:
+                self._without_hot_path(exc)
+            else:
+                self._after_submit(lease, info, outcome, release=not self.hot.ends_store_lease)
+                return outcome
+        outcome = self.ctx.db.run(
+            lambda s: self._submit_tx(s, lease, result, evidence, notes, info)
+        )
+        self._after_submit(lease, info, outcome)
         return outcome
+
+    def _without_hot_path(self, exc: SchemaOutdated) -> None:
+        """The hot path's functions are missing (code deployed before ``workmanager db
+        upgrade``): the call changed nothing, and this process uses the general path."""
+        log.error("%s; using the general path until this process restarts", exc.message)
+        self.hot = None
 
     def _submit_tx(
         self,
