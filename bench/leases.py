@@ -42,10 +42,13 @@ def agent_figures(cfg: Config, backend: str, n: int, bare: Bare) -> Paired:
 
 
 def store_figures(cfg: Config, n: int) -> dict[str, Figures]:
-    """``RedisLeaseStore.acquire / extend / release`` on n distinct items, no limits."""
+    """``RedisLeaseStore.acquire / extend / release`` on n distinct items, no limits.
+
+    Built as ``leases.factory`` builds it when no limit is configured: the scripts then
+    skip the per-agent/per-type bookkeeping (the bench's settings set no limit)."""
     from workmanager.leases.redis import RedisLeaseStore, connect
 
-    store = RedisLeaseStore(connect(cfg.redis_url), f"{cfg.redis_prefix}store:")
+    store = RedisLeaseStore(connect(cfg.redis_url), f"{cfg.redis_prefix}store:", track_limits=False)
     items = [str(uuid.uuid4()) for _ in range(n)]
     tokens: list[int] = []
     ttl_ms = 600_000
