@@ -215,27 +215,26 @@ def test_the_order_start_sees_a_requeue_committed_after_the_grant(make_wm) -> No
     values = hot.checkout_values(AgentInfo(id="agent-b"), query)
     url = wm.settings.database_url.replace("postgresql+psycopg://", "postgresql://")
     granted: list[object] = []
+    sleeping = (
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE wait_event = 'PgSleep' AND datname = current_database()"
+    )
     with psycopg.connect(url, autocommit=True) as b, psycopg.connect(url, autocommit=True) as a:
         a.execute(PAUSE_TRIGGER)
-        b.execute("SET wmtest.pause = 'on'")
-        grant = threading.Thread(
-            target=lambda: granted.append(
-                b.execute(hotsql.grant_sql(shape_of(query, (), ()), False), values).fetchone()
+        try:
+            b.execute("SET wmtest.pause = 'on'")
+            grant = threading.Thread(
+                target=lambda: granted.append(
+                    b.execute(hotsql.grant_sql(shape_of(query, (), ()), False), values).fetchone()
+                )
             )
-        )
-        grant.start()
-        wait_for(
-            lambda: (
-                a.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
-                ).fetchone()
-                == (1,)
-            )
-        )
-        # Meanwhile the other holder's release requeued the order and committed.
-        a.execute("UPDATE work_orders SET state = 'queued' WHERE id = %s", (order_id,))
-        grant.join(10)
-        a.execute("DROP TRIGGER wmtest_pause ON work_provenance")
+            grant.start()
+            wait_for(lambda: a.execute(sleeping).fetchone() == (1,))
+            # Meanwhile the other holder's release requeued the order and committed.
+            a.execute("UPDATE work_orders SET state = 'queued' WHERE id = %s", (order_id,))
+            grant.join(10)
+        finally:
+            a.execute("DROP TRIGGER IF EXISTS wmtest_pause ON work_provenance")
     assert granted and granted[0] is not None
     assert wm.queries.order(order_id)["state"] == "in_progress"
     assert [e["event"] for e in wm.queries.events(order_id)][-2:] == ["leased", "in_progress"]
@@ -488,3 +487,47 @@ def functions_dropped(wm: WorkManager) -> Iterator[None]:
     finally:
         with wm.db.engine.begin() as conn:
             conn.execute(text(HOT_PATH_FUNCTIONS_V1))
+
+
+def test_only_the_missing_functions_turn_the_hot_path_off(make_wm) -> None:
+    """Review finding: another "undefined function" error (an operator for a filter of
+    the wrong type) is not an outdated schema; it must not switch the hot path off. The
+    agent API refuses such a filter before any SQL, naming it."""
+    import psycopg
+
+    from workmanager.leases.base import CheckoutQuery
+
+    wm = make_wm(db="postgres", backend="database", registry=Registry([Multi()]))
+    order_id = wm.propose("test.multi", {"count": 1})
+    hot = wm.agent.hot
+    assert hot is not None
+    with pytest.raises(psycopg.errors.UndefinedFunction):
+        hot.checkout(AgentInfo(id="a"), CheckoutQuery(tenant_id=7))  # type: ignore[arg-type]
+    for bad, path in (
+        ({"tenant_id": 7}, "tenant_id"),
+        ({"type": 7}, "type"),
+        ({"min_priority": "high"}, "min_priority"),
+        ({"min_priority": True}, "min_priority"),
+        ({"order_id": 7}, "order_id"),
+        ({"item_id": "not-a-uuid"}, "item_id"),
+    ):
+        with pytest.raises(ValidationFailed) as refused:
+            wm.agent.checkout("a", **bad)
+        assert refused.value.details[0]["path"] == path
+    assert wm.agent.hot is hot
+    assert wm.agent.checkout("a", order_id=str(order_id)) is not None
+
+
+@pytest.mark.parametrize("backend", ["database", "database/general"])
+def test_the_outcome_carries_the_result_as_submitted(make_wm, backend) -> None:
+    """Review finding: the hot submit returned the result as jsonb gave it back (keys
+    reordered, 1e300 an integer); both paths return what was submitted."""
+    wm = make_wm(db="postgres", backend=backend, registry=Registry([Multi()]))
+    order_id = wm.propose("test.multi", {"count": 1})
+    lease = wm.agent.checkout(AGENT, order_id=order_id)
+    assert lease is not None
+    result = {"zeta": 1, "alpha": 1e300, "x": 1}
+    outcome = wm.agent.submit(lease, result)
+    assert outcome.item["result"] == result
+    assert list(outcome.item["result"]) == ["zeta", "alpha", "x"]
+    assert isinstance(outcome.item["result"]["alpha"], float)

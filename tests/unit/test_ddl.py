@@ -10,3 +10,27 @@ def test_the_submit_function_counts_the_submitted_item_states_as_done() -> None:
     assert set(ddl.HOT_PATH_DONE_ITEM_STATES_V1) == {s.value for s in SUBMITTED_ITEM_STATES}
     listed = ", ".join(f"'{s}'" for s in ddl.HOT_PATH_DONE_ITEM_STATES_V1)
     assert f"s.state NOT IN ({listed})" in ddl.HOT_PATH_FUNCTIONS_V1
+
+
+#: Migrations run these strings: they must never change (a change is a new constant and a
+#: new migration). sha256 of each, first 16 hex digits.
+FROZEN = {
+    "AUDIT_CASCADE_PG": "5c2ced605387924f",
+    "AUDIT_CASCADE_SQLITE": "4216fc5a8dcbd3df",
+    "DROP_AUDIT_CASCADE_PG": "2d35592a0c59bc66",
+    "DROP_AUDIT_CASCADE_SQLITE": "4efa7888fa3ab3cd",
+    "HOT_PATH_FUNCTIONS_V1": "35e94d5e44afa69b",
+    "DROP_HOT_PATH_FUNCTIONS_V1": "50c46b5b9df643c1",
+    "HOT_PATH_DONE_ITEM_STATES_V1": "8ce0721f6dcbff2e",
+}
+
+
+def test_the_sql_the_migrations_run_is_frozen() -> None:
+    import hashlib
+
+    found = {
+        name: hashlib.sha256(repr(getattr(ddl, name)).encode()).hexdigest()[:16]
+        for name in dir(ddl)
+        if name.isupper()
+    }
+    assert found == FROZEN

@@ -2,7 +2,10 @@
 
 Both the migrations and ``create_all`` (the DDL listeners in :mod:`.models`) run these
 same strings. **Each constant is frozen once a migration uses it**: a migration is a
-snapshot, so a change is a new constant (``..._V2``) and a new migration, never an edit.
+snapshot, so a change is a new constant (``..._V2``) and a new migration, never an edit
+(``tests/unit/test_ddl.py`` pins their hashes). A function whose arguments or result
+columns change gets a new name: running processes hold prepared statements that name the
+old one, and ``CREATE OR REPLACE`` cannot change a result type.
 """
 
 from __future__ import annotations

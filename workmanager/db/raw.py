@@ -32,6 +32,8 @@ T = TypeVar("T")
 Conn = psycopg.Connection[Any]
 
 _RETRYABLE = (pgerrors.DeadlockDetected, pgerrors.SerializationFailure)
+#: The names of this package's SQL functions (:mod:`.ddl`) start so.
+FUNCTION_PREFIX = "workmanager_"
 
 
 class RawPostgres:
@@ -63,10 +65,13 @@ class RawPostgres:
                 [{"path": "$", "message": str(exc).splitlines()[0], "validator": "storable"}],
                 "a value cannot be stored",
             ) from exc
-        except pgerrors.UndefinedFunction as exc:  # a function of a newer migration
+        except pgerrors.UndefinedFunction as exc:
             healthy = _reset(conn)
-            raise SchemaOutdated(
-                f"the database schema is older than this code ({str(exc).splitlines()[0]});"
+            message = exc.diag.message_primary or ""
+            if not message.startswith(f"function {FUNCTION_PREFIX}"):
+                raise  # another 42883 ("operator does not exist"): a bug, not the schema
+            raise SchemaOutdated(  # a function of a newer migration (db/ddl.py)
+                f"the database schema is older than this code ({message});"
                 " run `workmanager db upgrade`"
             ) from exc
         except psycopg.OperationalError as exc:

@@ -27,7 +27,14 @@ from ..states import ItemState
 from ..types import JSON, AgentInfo, ItemView, Lease
 from .context import ServiceContext
 from .hotpath import hot_path
-from .inputs import agent_of, as_presented, check_error, check_finalize_mode, check_progress
+from .inputs import (
+    agent_of,
+    as_presented,
+    check_error,
+    check_finalize_mode,
+    check_progress,
+    checkout_query,
+)
 from .lifecycle import (
     lock_item,
     lock_order_ref,
@@ -66,11 +73,11 @@ class AgentAPI:
         ``item_id`` narrows the checkout to that one item (how Celery consumer agents take
         the item their message names)."""
         info = agent_of(agent)
-        json_value({"type": type, "tenant_id": tenant_id}, "$")
-        query = CheckoutQuery(order_id, type, min_priority, tenant_id, item_id)
-        if self.hot is not None and self.hot.handles_checkout:
+        query = checkout_query(order_id, type, min_priority, tenant_id, item_id)
+        hot = self.hot  # once: another thread may turn it off meanwhile
+        if hot is not None and hot.handles_checkout:
             try:
-                lease = self.hot.checkout(info, query)
+                lease = hot.checkout(info, query)
             except SchemaOutdated as exc:
                 self._without_hot_path(exc)
             else:
@@ -187,9 +194,10 @@ class AgentAPI:
             )
         json_value({"result": result, "evidence": evidence, "notes": notes}, "$")
         info = agent_of(agent, lease)
-        if self.hot is not None:
+        hot = self.hot  # once: another thread may turn it off meanwhile
+        if hot is not None:
             try:
-                outcome = self.hot.submit(
+                outcome = hot.submit(
                     lease,
                     info,
                     result,
@@ -199,7 +207,7 @@ class AgentAPI:
             except SchemaOutdated as exc:
                 self._without_hot_path(exc)
             else:
-                self._after_submit(lease, info, outcome, release=not self.hot.ends_store_lease)
+                self._after_submit(lease, info, outcome, release=not hot.ends_store_lease)
                 return outcome
         outcome = self.ctx.db.run(
             lambda s: self._submit_tx(s, lease, result, evidence, notes, info)
@@ -209,7 +217,8 @@ class AgentAPI:
 
     def _without_hot_path(self, exc: SchemaOutdated) -> None:
         """The hot path's functions are missing (code deployed before ``workmanager db
-        upgrade``): the call changed nothing, and this process uses the general path."""
+        upgrade``): the call wrote nothing (with Redis, the lock it took was given back
+        and one fencing token skipped), and this process uses the general path."""
         log.error("%s; using the general path until this process restarts", exc.message)
         self.hot = None
 

@@ -4,20 +4,23 @@ Same rules, same rows, fewer round trips. The general path (:mod:`.agent`) runs 
 as an ORM transaction of four to six statements; on PostgreSQL these paths send
 hand-written SQL on a raw psycopg connection (:mod:`workmanager.db.raw`):
 
-* **checkout, database leases** — one round trip: ``BEGIN``, a data-modifying CTE that
-  picks and leases the next eligible item (``FOR UPDATE SKIP LOCKED``) and writes the
-  ``leased`` event and the provenance row, then the order start (``queued →
-  in_progress`` and its event, when this is the order's first lease) as a statement of its
-  own so it sees the order as committed after the grant, and ``COMMIT``, pipelined.
+* **checkout, database leases** — one statement in autocommit (one round trip, its own
+  transaction): a data-modifying CTE picks and leases the next eligible item (``FOR
+  UPDATE SKIP LOCKED``) and writes the ``leased`` event and the provenance row; its final
+  ``SELECT`` then calls ``workmanager_start_order`` (``queued → in_progress`` and its
+  event, on the order's first lease), a VOLATILE SQL function whose queries take their
+  own snapshot, so it sees the order as committed after the grant (:mod:`..db.ddl`).
 * **checkout, store leases** (Redis, memory) — ``BEGIN`` + candidate row locked ``SKIP
   LOCKED`` in one round trip, the store's atomic acquire, then the same grant (with the
-  store's token), order start and ``COMMIT`` in a second.
-* **submit** — ``BEGIN`` + the item locked in one round trip; the lease checks and the
-  result's validation (schema and hook) in Python; then the order lock, one CTE (item
-  ``submitted``, the order ``submitted`` when it was the last open item, events,
-  provenance) and ``COMMIT`` pipelined in a second round trip. The order is locked by its
-  own statement first so that the CTE's snapshot sees every sibling submitted before it.
-  With a store, its lock is deleted once the commit succeeded.
+  store's token) and ``COMMIT`` in a second.
+* **submit** — with a lease that carries its item (this process's checkout or
+  heartbeat): the result validated against that view, then one statement in autocommit,
+  guarded on the lease being current and the row still matching the view: item
+  ``submitted`` with its event and provenance, then ``workmanager_submit_order`` (locks
+  the order, then moves it to ``submitted`` when no other item is open). Otherwise, or
+  when the guard does not match: ``BEGIN`` + the item locked in one round trip; the lease
+  checks and the validation in Python; the same statement unguarded and ``COMMIT`` in a
+  second. With a store, its lock is deleted once the commit succeeded.
 
 Which items are eligible, in which order, and which transitions are legal are the same
 rules as :mod:`workmanager.leases.selection` and :mod:`.lifecycle`; the contract suite
@@ -286,7 +289,7 @@ class HotPath:
         row = cur.fetchone()
         if row is None:  # the lease was refused, or the row moved on since the checkout:
             return None  # the two-round-trip path reads it and says which
-        return self._submitted(row, presented)
+        return self._submitted(row, presented, result)
 
     def _submit(
         self,
@@ -314,7 +317,7 @@ class HotPath:
             conn.execute("COMMIT")
         row = cur.fetchone()
         assert row is not None  # the item is locked by this transaction
-        return self._submitted(row, presented)
+        return self._submitted(row, presented, result)
 
     def _submit_values(
         self,
@@ -337,11 +340,13 @@ class HotPath:
             **self._provenance_params("submit", agent),
         }
 
-    def _submitted(self, row: dict[str, Any], lease: Lease) -> ItemOutcome:
+    def _submitted(self, row: dict[str, Any], lease: Lease, result: JSON) -> ItemOutcome:
         """The outcome of a committed submit (``row``: the item as written, with its
-        order's state); with a store, its lock is deleted now."""
+        order's state); with a store, its lock is deleted now. The result is the one
+        submitted, as the general path returns it (not its jsonb round trip, whose keys
+        are reordered)."""
         order_state, became = row.pop("order_state"), bool(row.pop("order_became"))
-        item = _item(row)
+        item = _item({**row, "result": result})
         if self.store is not None:  # only once the commit is known to have happened
             self._end_stored_lease(item, lease)
         if order_state is None:

@@ -4,9 +4,12 @@ shared by the agent API and the order service."""
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from typing import Any
 
 from ..errors import ValidationFailed
+from ..jsonvalues import json_value
+from ..leases.base import CheckoutQuery
 from ..types import AgentInfo, Lease
 
 
@@ -24,6 +27,37 @@ def agent_of(agent: AgentInfo | str | None, lease: Lease | None = None) -> Agent
             [{"path": "agent_id", "message": "an agent id is required", "validator": "required"}]
         )
     return AgentInfo(id=agent_id)
+
+
+def checkout_query(
+    order_id: Any, type: Any, min_priority: Any, tenant_id: Any, item_id: Any
+) -> CheckoutQuery:
+    """The filters of a checkout, checked: a Python caller (a handler, a script) is not
+    held to types the way HTTP and MCP requests are, and a filter of the wrong type must
+    be a 422 that names it, not a database error."""
+    for path, value in (("type", type), ("tenant_id", tenant_id)):
+        require(value is None or isinstance(value, str), path, "must be a string")
+    require(
+        min_priority is None
+        or (isinstance(min_priority, int) and not isinstance(min_priority, bool)),
+        "min_priority",
+        "must be an integer",
+    )
+    json_value({"type": type, "tenant_id": tenant_id}, "$")
+    return CheckoutQuery(
+        _uuid(order_id, "order_id"), type, min_priority, tenant_id, _uuid(item_id, "item_id")
+    )
+
+
+def _uuid(value: Any, path: str) -> uuid.UUID | None:
+    if value is None or isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    raise ValidationFailed([{"path": path, "message": "must be a UUID", "validator": "format"}])
 
 
 def as_presented(lease: Lease, agent: AgentInfo) -> Lease:

@@ -17,6 +17,7 @@ from alembic import op
 
 from workmanager.db.ddl import AUDIT_CASCADE_PG as CASCADE_PG
 from workmanager.db.ddl import AUDIT_CASCADE_SQLITE as CASCADE_SQLITE
+from workmanager.db.ddl import DROP_AUDIT_CASCADE_PG, DROP_AUDIT_CASCADE_SQLITE
 
 revision = "0003"
 down_revision = "0002"
@@ -40,11 +41,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute("DROP TRIGGER IF EXISTS work_orders_delete_audit ON work_orders")
-        op.execute("DROP FUNCTION IF EXISTS work_orders_delete_audit()")
-    else:
-        op.execute("DROP TRIGGER IF EXISTS work_orders_delete_audit")
+    postgres = op.get_bind().dialect.name == "postgresql"
+    op.execute(DROP_AUDIT_CASCADE_PG if postgres else DROP_AUDIT_CASCADE_SQLITE)
     for table in AUDIT:
         with op.batch_alter_table(table, naming_convention=NAMING) as batch:
             for column, target in TARGETS:
