@@ -508,12 +508,17 @@ def test_only_the_missing_functions_turn_the_hot_path_off(make_wm) -> None:
         ({"type": 7}, "type"),
         ({"min_priority": "high"}, "min_priority"),
         ({"min_priority": True}, "min_priority"),
-        ({"order_id": 7}, "order_id"),
-        ({"item_id": "not-a-uuid"}, "item_id"),
+        ({"min_priority": 10**20}, "min_priority"),
     ):
         with pytest.raises(ValidationFailed) as refused:
             wm.agent.checkout("a", **bad)
         assert refused.value.details[0]["path"] == path
+    for bad in ({"order_id": 7}, {"item_id": "not-a-uuid"}):  # SPEC §6.1: 404, as over HTTP
+        with pytest.raises(NotFound):
+            wm.agent.checkout("a", **bad)
+    with pytest.raises(ValidationFailed) as refused:  # an agent id that is not a string
+        wm.agent.checkout(AgentInfo(id=uuid.uuid4()))  # type: ignore[arg-type]
+    assert refused.value.details[0]["path"] == "agent_id"
     assert wm.agent.hot is hot
     assert wm.agent.checkout("a", order_id=str(order_id)) is not None
 

@@ -96,5 +96,10 @@ DROP_HOT_PATH_FUNCTIONS_V1 = (
     " DROP FUNCTION IF EXISTS"
     " workmanager_submit_order(uuid, uuid, timestamptz, text, text)"
 )
+#: Their signatures, to ask the catalog whether they exist (``to_regprocedure``).
+HOT_PATH_SIGNATURES_V1 = (
+    "workmanager_start_order(uuid,timestamptz,text,text)",
+    "workmanager_submit_order(uuid,uuid,timestamptz,text,text)",
+)
 #: The item states the submit function counts as done, as written in it.
 HOT_PATH_DONE_ITEM_STATES_V1 = ("accepted", "completed", "submitted")

@@ -26,14 +26,13 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, Engine, Table
 
 from ..errors import SchemaOutdated, Unavailable, ValidationFailed
+from .ddl import HOT_PATH_SIGNATURES_V1
 from .session import mark_lost
 
 T = TypeVar("T")
 Conn = psycopg.Connection[Any]
 
 _RETRYABLE = (pgerrors.DeadlockDetected, pgerrors.SerializationFailure)
-#: The names of this package's SQL functions (:mod:`.ddl`) start so.
-FUNCTION_PREFIX = "workmanager_"
 
 
 class RawPostgres:
@@ -67,11 +66,10 @@ class RawPostgres:
             ) from exc
         except pgerrors.UndefinedFunction as exc:
             healthy = _reset(conn)
-            message = exc.diag.message_primary or ""
-            if not message.startswith(f"function {FUNCTION_PREFIX}"):
-                raise  # another 42883 ("operator does not exist"): a bug, not the schema
+            if not (healthy and _functions_missing(conn)):
+                raise  # another 42883 (an operator, a mistyped argument): a bug
             raise SchemaOutdated(  # a function of a newer migration (db/ddl.py)
-                f"the database schema is older than this code ({message});"
+                f"the database schema is older than this code ({exc.diag.message_primary});"
                 " run `workmanager db upgrade`"
             ) from exc
         except psycopg.OperationalError as exc:
@@ -120,6 +118,18 @@ def _reset(conn: Conn) -> bool:
     except psycopg.Error:
         return False
     return conn.info.transaction_status == TransactionStatus.IDLE
+
+
+def _functions_missing(conn: Conn) -> bool:
+    """Whether a function of :mod:`.ddl` is missing, asked of the catalog (the error's
+    text is translated under a non-English ``lc_messages``, and "does not exist" is also
+    what a call with mistyped arguments gets)."""
+    missing = " OR ".join(["to_regprocedure(%s) IS NULL"] * len(HOT_PATH_SIGNATURES_V1))
+    try:
+        row = conn.execute(f"SELECT {missing}", HOT_PATH_SIGNATURES_V1).fetchone()
+    except psycopg.Error:
+        return False
+    return bool(row and row[0])
 
 
 def utc_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -62,11 +62,11 @@ class AgentAPI:
     def checkout(
         self,
         agent: AgentInfo | str,
-        order_id: uuid.UUID | None = None,
+        order_id: uuid.UUID | str | None = None,
         type: str | None = None,
         min_priority: int | None = None,
         tenant_id: str | None = None,
-        item_id: uuid.UUID | None = None,
+        item_id: uuid.UUID | str | None = None,
     ) -> Lease | None:
         """Lease the next eligible item (of one order, or globally), or return ``None``.
 

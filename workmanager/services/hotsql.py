@@ -28,6 +28,10 @@ _LEASABLE = _literals(LEASABLE_ORDER_STATES)
 
 
 ITEM_COLUMNS_SQL = ", ".join(ITEM_COLUMNS)
+#: What a submit returns: the caller has the result it sent; not its jsonb round trip.
+_ITEM_COLUMNS_BUT_RESULT = ", ".join(
+    "NULL::jsonb AS result" if c == "result" else c for c in ITEM_COLUMNS
+)
 LOCK_ITEM = f"SELECT {ITEM_COLUMNS_SQL} FROM work_items WHERE id = %(id)s FOR UPDATE"
 ORDER_EXISTS = "SELECT 1 FROM work_orders WHERE id = %(order)s"
 
@@ -113,8 +117,8 @@ WITH picked AS (
   RETURNING 1
 )
 SELECT picked.*,
-       workmanager_start_order(picked.order_id, %(now)s, %(actor_type)s, %(actor_id)s)
-         AS order_started
+       workmanager_start_order(picked.order_id, %(now)s::timestamptz,
+                               %(actor_type)s::text, %(actor_id)s::text) AS order_started
   FROM picked WHERE {_AUDIT_FIRST}"""
 
 
@@ -143,7 +147,7 @@ WITH item AS (
   UPDATE work_items SET state = 'submitted', result = %(result)s,
          leased_by_agent_id = NULL, lease_expires_at = NULL, updated_at = %(now)s
    WHERE id = %(item)s{guard}
-  RETURNING {ITEM_COLUMNS_SQL}
+  RETURNING {_ITEM_COLUMNS_BUT_RESULT}
 ), events AS (
   INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
   SELECT order_id, id, 'submitted', %(actor_type)s::text, %(actor_id)s::text,

@@ -4,10 +4,11 @@ shared by the agent API and the order service."""
 from __future__ import annotations
 
 import dataclasses
+import operator
 import uuid
 from typing import Any
 
-from ..errors import ValidationFailed
+from ..errors import NotFound, ValidationFailed
 from ..jsonvalues import json_value
 from ..leases.base import CheckoutQuery
 from ..types import AgentInfo, Lease
@@ -20,6 +21,7 @@ def require(condition: bool, path: str, message: str, validator: str = "type") -
 
 def agent_of(agent: AgentInfo | str | None, lease: Lease | None = None) -> AgentInfo:
     if isinstance(agent, AgentInfo):
+        require(isinstance(agent.id, str) and agent.id != "", "agent_id", "must be a string")
         return agent
     agent_id = agent or (lease.agent_id if lease else None)
     if not agent_id:
@@ -29,27 +31,33 @@ def agent_of(agent: AgentInfo | str | None, lease: Lease | None = None) -> Agent
     return AgentInfo(id=agent_id)
 
 
+#: Priorities are 32-bit integers (the column, and the HTTP schema's bounds).
+PRIORITY_RANGE = range(-(2**31), 2**31)
+
+
 def checkout_query(
     order_id: Any, type: Any, min_priority: Any, tenant_id: Any, item_id: Any
 ) -> CheckoutQuery:
     """The filters of a checkout, checked: a Python caller (a handler, a script) is not
     held to types the way HTTP and MCP requests are, and a filter of the wrong type must
-    be a 422 that names it, not a database error."""
+    be a 422 that names it, not a database error. Ids that are not UUIDs are 404, as SPEC
+    §6.1 has it for every id."""
     for path, value in (("type", type), ("tenant_id", tenant_id)):
         require(value is None or isinstance(value, str), path, "must be a string")
-    require(
-        min_priority is None
-        or (isinstance(min_priority, int) and not isinstance(min_priority, bool)),
-        "min_priority",
-        "must be an integer",
-    )
+    if min_priority is not None:
+        try:
+            require(not isinstance(min_priority, bool), "min_priority", "must be an integer")
+            min_priority = operator.index(min_priority)
+        except TypeError:
+            require(False, "min_priority", "must be an integer")
+        require(min_priority in PRIORITY_RANGE, "min_priority", "must fit in 32 bits", "maximum")
     json_value({"type": type, "tenant_id": tenant_id}, "$")
     return CheckoutQuery(
-        _uuid(order_id, "order_id"), type, min_priority, tenant_id, _uuid(item_id, "item_id")
+        _uuid(order_id, "order"), type, min_priority, tenant_id, _uuid(item_id, "item")
     )
 
 
-def _uuid(value: Any, path: str) -> uuid.UUID | None:
+def _uuid(value: Any, kind: str) -> uuid.UUID | None:
     if value is None or isinstance(value, uuid.UUID):
         return value
     if isinstance(value, str):
@@ -57,7 +65,7 @@ def _uuid(value: Any, path: str) -> uuid.UUID | None:
             return uuid.UUID(value)
         except ValueError:
             pass
-    raise ValidationFailed([{"path": path, "message": "must be a UUID", "validator": "format"}])
+    raise NotFound(f"{kind} {value!r} not found", details={f"{kind}_id": str(value)})
 
 
 def as_presented(lease: Lease, agent: AgentInfo) -> Lease:
