@@ -5,7 +5,9 @@
 Single-item, auto-approved orders go through real worker processes (a control-plane
 worker and an agent consumer, 4 threads each) on the Redis broker and PostgreSQL, for
 each lease backend; the bare chain sends the same number of task hops (4 per order)
-through one worker with the same total threads. Also reports the workers' memory (RSS).
+through one worker with the same total threads, with Celery's defaults (the target's
+basis) and, for information, with the workers' task events on as ours run them for
+Flower. Also reports the workers' memory (RSS).
 """
 
 from __future__ import annotations
@@ -207,7 +209,9 @@ def _libpq(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://")
 
 
-def run_bare(chains: int, logs: Path) -> dict[str, float]:
+def run_bare(chains: int, logs: Path, events: bool = False) -> dict[str, float]:
+    """The bare chain; ``events``: with the workers' task events on (``-E``), as ours run
+    for Flower (for information: the target compares with Celery's defaults)."""
     from bench.bare_chain import COUNTER
 
     client = redis.Redis.from_url(BROKER)
@@ -231,9 +235,10 @@ def run_bare(chains: int, logs: Path) -> dict[str, float]:
             "--without-mingle",
             "--loglevel",
             "WARNING",
+            *(["-E"] if events else []),
         ],
         env,
-        logs / "bare.log",
+        logs / ("bare-events.log" if events else "bare.log"),
     )
     try:
         time.sleep(3)
@@ -271,24 +276,41 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logs.mkdir(parents=True, exist_ok=True)
     # Rounds alternate bare, database, redis, so load from elsewhere on this shared
     # machine falls on every side of the ratios; each figure is its median round.
-    runs: dict[str, list[dict[str, float]]] = {"bare": [], "database": [], "redis": []}
+    runs: dict[str, list[dict[str, float]]] = {
+        "bare": [],
+        "bare_events": [],
+        "database": [],
+        "redis": [],
+    }
     for _ in range(args.rounds):
         runs["bare"].append(run_bare(args.orders, logs))
+        runs["bare_events"].append(run_bare(args.orders, logs, events=True))
         for backend in ("database", "redis"):
             runs[backend].append(run_ours(backend, args.orders, logs))
     bare = _median(runs["bare"], "chains_per_s")
-    figures: dict[str, Any] = {"bare_chain": {**bare, "rounds": runs["bare"]}}
+    bare_events = _median(runs["bare_events"], "chains_per_s")
+    figures: dict[str, Any] = {
+        "bare_chain": {**bare, "rounds": runs["bare"]},
+        "bare_chain_task_events": {**bare_events, "rounds": runs["bare_events"]},
+    }
     print(
         f"bare Celery chain (4 hops)       {bare['chains_per_s']:8.1f} chains/s  "
         f"worker RSS {bare['worker_rss_mb']:.0f} MiB  "
         f"(rounds: {_rates(runs['bare'], 'chains_per_s')})"
     )
+    print(
+        f"  the same, task events on (-E)  {bare_events['chains_per_s']:8.1f} chains/s  "
+        f"(info: ours run with them for Flower; rounds: "
+        f"{_rates(runs['bare_events'], 'chains_per_s')})"
+    )
     for backend in ("database", "redis"):
         ours = _median(runs[backend], "orders_per_s")
         ratio = ours["orders_per_s"] / bare["chains_per_s"]
+        ratio_events = ours["orders_per_s"] / bare_events["chains_per_s"]
         figures[f"pipeline_{backend}"] = {
             **ours,
             "ratio_to_bare_chain": ratio,
+            "ratio_to_bare_chain_task_events": ratio_events,
             "rounds": runs[backend],
         }
         verdict = "target met" if ratio >= 0.5 else "target missed"
@@ -297,7 +319,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"ratio {ratio:.2f} (target >= 0.5: {verdict})  control RSS "
             f"{ours['control_worker_rss_mb']:.0f} MiB, "
             f"agent RSS {ours['agent_worker_rss_mb']:.0f} MiB  "
-            f"(rounds: {_rates(runs[backend], 'orders_per_s')})"
+            f"(rounds: {_rates(runs[backend], 'orders_per_s')}; "
+            f"{ratio_events:.2f} of the chain with task events)"
         )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(figures, indent=2))
