@@ -22,6 +22,7 @@ from tests.support.types import Multi, Simple
 from workmanager import AgentInfo, Registry, WorkManager
 from workmanager.db.models import Event, Item, Order, Provenance
 from workmanager.errors import (
+    Forbidden,
     IllegalStateTransition,
     LeaseConflict,
     LeaseExpired,
@@ -48,7 +49,22 @@ def scenario(wm: WorkManager, tenant: str) -> list[uuid.UUID]:
     assert first is not None and second is not None
     with pytest.raises(LeaseConflict):  # a stale token changes nothing
         wm.agent.submit(_with_token(first, first.token - 1), {"x": 1})
-    wm.agent.submit(first, {"x": 1}, evidence={"url": "e"}, notes="n")
+    # Heartbeats: the first moves the item to in_progress (an event), with progress and a
+    # checkpoint; a stale one is refused; a later one writes provenance only.
+    beat = wm.agent.heartbeat(first, progress=0.5, checkpoint={"page": 3})
+    assert beat.item is not None and beat.item.state == "in_progress"
+    assert beat.item.progress is not None and beat.item.progress["checkpoint"] == {"page": 3}
+    assert beat.item.progress["attempt"] == 1 and beat.expires_at > first.expires_at
+    with pytest.raises(LeaseConflict):
+        wm.agent.heartbeat(_with_token(first, first.token - 1))
+    with pytest.raises(Forbidden):
+        wm.agent.heartbeat(first, agent=AgentInfo(id="someone-else"))
+    beat = wm.agent.heartbeat(beat, checkpoint={"pages": [1, "two"]})
+    assert beat.item is not None and beat.item.progress is not None
+    assert beat.item.progress["progress"] is None
+    assert beat.item.progress["checkpoint"] == {"pages": [1, "two"]}
+    wm.agent.heartbeat(second)
+    wm.agent.submit(beat, {"x": 1}, evidence={"url": "e"}, notes="n")
     wm.agent.submit(second, {"x": 2})
     only = wm.agent.checkout(AGENT, type="test.simple", min_priority=1, tenant_id=tenant)
     assert only is not None and only.order_id == simple
@@ -105,7 +121,15 @@ def trail(wm: WorkManager, order_ids: list[uuid.UUID]) -> dict[str, Any]:
             out["items"].extend(
                 sorted(
                     (
-                        (i.state, i.result, i.attempts, i.lease_token > 0, i.leased_by_agent_id)
+                        (
+                            i.state,
+                            i.result,
+                            i.attempts,
+                            i.lease_token > 0,
+                            i.leased_by_agent_id,
+                            {k: v for k, v in (i.progress or {}).items() if k != "at"},
+                            i.last_heartbeat_at is not None,
+                        )
                         for i in items
                     ),
                     key=repr,
@@ -536,3 +560,24 @@ def test_the_outcome_carries_the_result_as_submitted(make_wm, backend) -> None:
     assert outcome.item["result"] == result
     assert list(outcome.item["result"]) == ["zeta", "alpha", "x"]
     assert isinstance(outcome.item["result"]["alpha"], float)
+
+
+@pytest.mark.parametrize("backend", ["database", pytest.param("redis", marks=pytest.mark.redis)])
+def test_a_current_lease_heartbeats_on_the_hot_path(make_wm, backend, monkeypatch) -> None:
+    """Only a refused heartbeat reaches the general path (which then says why)."""
+    wm = make_wm(db="postgres", backend=backend, registry=Registry([Multi()]))
+    order_id = wm.propose("test.multi", {"count": 1})
+    lease = wm.agent.checkout(AGENT, order_id=order_id)
+    assert lease is not None
+    general: list[object] = []
+    original = wm.agent._heartbeat_tx
+    monkeypatch.setattr(wm.agent, "_heartbeat_tx", lambda *a: general.append(a) or original(*a))
+    renewed = wm.agent.heartbeat(lease, progress=1)
+    renewed = wm.agent.heartbeat(renewed)
+    assert general == []
+    with pytest.raises(LeaseConflict):
+        wm.agent.heartbeat(_with_token(lease, lease.token + 5))
+    assert len(general) == 1
+    assert wm.queries.item(lease.item_id)["state"] == "in_progress"
+    outcome = wm.agent.submit(renewed, {"x": 1})  # the renewal's view: one round trip
+    assert outcome.order_submitted

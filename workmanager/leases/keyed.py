@@ -87,22 +87,23 @@ class StoreLeaseBackend:
 
     def check(self, item: Item, lease: Lease, now: datetime) -> None:
         check_row(item, lease, now)
-        self._verdict(item, self.store.check(str(item.id), lease.agent_id, lease.token))
+        self.verdict(item.id, self.store.check(str(item.id), lease.agent_id, lease.token))
 
     def extend(self, item: Item, lease: Lease, now: datetime, ttl: int) -> None:
         check_row(item, lease, now)
         verdict = self.store.extend(
             str(item.id), lease.agent_id, lease.token, ttl * 1000, item.order_type
         )
-        self._verdict(item, verdict)
+        self.verdict(item.id, verdict)
 
     @staticmethod
-    def _verdict(item: Item, verdict: int) -> None:
+    def verdict(item_id: uuid.UUID, verdict: int) -> None:
+        """Raise what a store's refusal (0: no lock; < 0: another token) means."""
         if verdict == 0:
-            raise LeaseExpired("the lease has expired", details={"item_id": str(item.id)})
+            raise LeaseExpired("the lease has expired", details={"item_id": str(item_id)})
         if verdict < 0:
             raise LeaseConflict(
-                "the lease is held under another token", details={"item_id": str(item.id)}
+                "the lease is held under another token", details={"item_id": str(item_id)}
             )
 
     def released(self, item: Item, lease: Lease) -> None:

@@ -148,6 +148,11 @@ class AgentAPI:
         check_progress(progress, checkpoint)
         json_value(checkpoint, "checkpoint")
         info = agent_of(agent, lease)
+        hot = self.hot
+        if hot is not None:
+            renewed = hot.heartbeat(lease, info, progress, checkpoint)
+            if renewed is not None:
+                return renewed  # else the lease was refused: the general path says why
         return self.ctx.db.run(lambda s: self._heartbeat_tx(s, lease, progress, checkpoint, info))
 
     def _heartbeat_tx(

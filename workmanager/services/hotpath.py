@@ -31,6 +31,7 @@ The database backend with concurrency limits, and every other call, use the gene
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable
@@ -60,6 +61,7 @@ from .hotsql import (
     SUBMIT_SQL,
     candidate_sql,
     grant_sql,
+    heartbeat_sql,
     query_params,
 )
 from .inputs import as_presented
@@ -201,6 +203,64 @@ class HotPath:
             stub = _item(dict(candidate))
             self.store.abandoned(Grant(stub, token, values["expires"]), agent.id)
             raise
+
+    # --- heartbeat --------------------------------------------------------------------
+    def heartbeat(
+        self, lease: Lease, agent: AgentInfo, progress: float | None, checkpoint: JSON | None
+    ) -> Lease | None:
+        """Extend a current lease in one statement (database leases) or around the
+        store's extend (store leases), as ``AgentAPI._heartbeat_tx`` does; ``None`` when
+        the guard did not match: the general path then reads the row and says why."""
+        now = self.ctx.clock()
+        presented = as_presented(lease, agent)
+        expires = now + timedelta(seconds=self.ctx.settings.lease_ttl_seconds)
+        recorded = progress is not None or checkpoint is not None
+        values = {
+            "item": lease.item_id,
+            "token": presented.token,
+            "agent": presented.agent_id,
+            "now": now,
+            "expires": expires,
+            # as the general path writes it; the attempt is the row's, added in SQL
+            "progress": Jsonb(
+                {"progress": progress, "checkpoint": checkpoint, "at": now.isoformat()}
+            ),
+            "actor_type": agent.actor.type,
+            "actor_id": agent.actor.id,
+            **self._provenance_params("heartbeat", agent),
+        }
+        sql = heartbeat_sql(recorded)
+        if self.store is None:
+            row = self.raw.run(lambda conn: _one_row(conn, sql, values))
+        else:
+            row = self.raw.run(lambda conn: self._beat_with_store(conn, sql, values, presented))
+        if row is None:
+            return None
+        row.pop("was")
+        item = _item(row)
+        return dataclasses.replace(lease, expires_at=expires, item=item_view(item))
+
+    def _beat_with_store(
+        self, conn: Conn, sql: str, values: dict[str, Any], lease: Lease
+    ) -> dict[str, Any] | None:
+        """The row first (its guard, as ``check_row`` comes first in general), then the
+        store's extend, then the commit; a refused extend rolls the row back."""
+        assert self.store is not None
+        cur = conn.cursor(row_factory=dict_row)
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            cur.execute(sql, values, prepare=True)
+        row: dict[str, Any] | None = cur.fetchone()
+        if row is None:
+            conn.execute("ROLLBACK")
+            return None
+        ttl_ms = self.ctx.settings.lease_ttl_seconds * 1000
+        verdict = self.store.store.extend(
+            str(lease.item_id), lease.agent_id, lease.token, ttl_ms, row["order_type"]
+        )
+        self.store.verdict(lease.item_id, verdict)  # raises (and rolls back) when refused
+        conn.execute("COMMIT")
+        return row
 
     # --- submit -----------------------------------------------------------------------
     @property
@@ -391,6 +451,14 @@ def _locked_item(row: dict[str, Any] | None, item_id: uuid.UUID) -> Item:
     if row is None:
         raise NotFound(f"item {item_id} not found", details={"item_id": str(item_id)})
     return _item(row)
+
+
+def _one_row(conn: Conn, sql: str, values: dict[str, Any]) -> dict[str, Any] | None:
+    """One statement in autocommit (one round trip, its own transaction), its row."""
+    row: dict[str, Any] | None = (
+        conn.cursor(row_factory=dict_row).execute(sql, values, prepare=True).fetchone()
+    )
+    return row
 
 
 def _jsonb(value: Any) -> Jsonb | None:

@@ -168,3 +168,41 @@ SELECT item.*, o.order_state, o.became AS order_became
 
 SUBMIT_SQL = submit_sql(guarded=False)
 SUBMIT_GUARDED_SQL = submit_sql(guarded=True)
+
+
+@lru_cache(maxsize=2)
+def heartbeat_sql(with_progress: bool) -> str:
+    """Extend a lease (and record progress), guarded on the lease being current; the
+    first heartbeat also moves the item ``leased → in_progress`` with its event; the
+    provenance row: one statement. ``prev`` locks the row and reads its state before the
+    update (PostgreSQL 15's RETURNING has no OLD). No row: the guard did not match."""
+    prov_cols, prov_vals = PROVENANCE.sql_names, PROVENANCE.sql_values
+    progress = (
+        "progress = %(progress)s::jsonb || jsonb_build_object('attempt', w.attempts),"
+        if with_progress
+        else ""
+    )
+    returned = ", ".join(f"w.{c}" for c in ITEM_COLUMNS)
+    return f"""
+WITH prev AS (
+  SELECT id, state FROM work_items WHERE id = %(item)s FOR UPDATE
+), item AS (
+  UPDATE work_items w SET lease_expires_at = %(expires)s, last_heartbeat_at = %(now)s,
+         {progress} state = 'in_progress', updated_at = %(now)s
+    FROM prev
+   WHERE w.id = prev.id AND w.lease_token = %(token)s AND w.leased_by_agent_id = %(agent)s
+     AND w.state IN ('leased', 'in_progress')
+     AND (w.lease_expires_at IS NULL OR w.lease_expires_at > %(now)s)
+  RETURNING {returned}, prev.state AS was
+), events AS (
+  INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
+  SELECT order_id, id, 'in_progress', %(actor_type)s::text, %(actor_id)s::text, NULL,
+         %(now)s::timestamptz
+    FROM item WHERE was = 'leased'
+  RETURNING 1
+), provenance AS (
+  INSERT INTO work_provenance (order_id, item_id, {prov_cols})
+  SELECT order_id, id, {prov_vals} FROM item
+  RETURNING 1
+)
+SELECT * FROM item WHERE {_AUDIT_FIRST}"""
