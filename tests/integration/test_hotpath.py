@@ -581,3 +581,37 @@ def test_a_current_lease_heartbeats_on_the_hot_path(make_wm, backend, monkeypatc
     assert wm.queries.item(lease.item_id)["state"] == "in_progress"
     outcome = wm.agent.submit(renewed, {"x": 1})  # the renewal's view: one round trip
     assert outcome.order_submitted
+
+
+def test_guarded_writes_find_their_row_by_primary_key(make_wm) -> None:
+    """Review finding (bench): with the guard in the UPDATE's WHERE, a generic plan on
+    statistics from before the leases existed scanned the partial index of held items,
+    every held lease for one row (heartbeat ~2x slower with 3,000 held). The guard is now
+    tested on a CTE that locks the row by id; both scans are primary-key lookups."""
+    import re
+
+    import psycopg
+
+    from workmanager.services import hotsql
+
+    wm = make_wm(db="postgres", backend="database", registry=Registry([Multi()]))
+    url = wm.settings.database_url.replace("postgresql+psycopg://", "postgresql://")
+    statements = {
+        "heartbeat": hotsql.heartbeat_sql(False),
+        "heartbeat+progress": hotsql.heartbeat_sql(True),
+        "submit": hotsql.SUBMIT_SQL,
+        "submit guarded": hotsql.SUBMIT_GUARDED_SQL,
+    }
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ANALYZE work_items")  # no held item: the partial indexes look empty
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute("SET enable_seqscan = off")  # a small table: choose among indexes
+        for n, (name, sql) in enumerate(statements.items()):
+            params = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", sql)))
+            for i, param in enumerate(params, 1):
+                sql = sql.replace(f"%({param})s", f"${i}")
+            conn.execute(f"PREPARE wmtest_{n} AS {sql}")
+            nulls = ", ".join("NULL" for _ in params)
+            plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN EXECUTE wmtest_{n}({nulls})"))
+            scans = re.findall(r"Scan using (\w+) on work_items", plan)
+            assert scans == ["work_items_pkey", "work_items_pkey"], (name, plan)

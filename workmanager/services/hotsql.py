@@ -28,13 +28,8 @@ _LEASABLE = _literals(LEASABLE_ORDER_STATES)
 
 
 ITEM_COLUMNS_SQL = ", ".join(ITEM_COLUMNS)
-#: What a submit returns: the caller has the result it sent; not its jsonb round trip.
-_ITEM_COLUMNS_BUT_RESULT = ", ".join(
-    "NULL::jsonb AS result" if c == "result" else c for c in ITEM_COLUMNS
-)
 LOCK_ITEM = f"SELECT {ITEM_COLUMNS_SQL} FROM work_items WHERE id = %(id)s FOR UPDATE"
 ORDER_EXISTS = "SELECT 1 FROM work_orders WHERE id = %(order)s"
-
 
 #: The optional filters of a checkout shape, as SQL.
 _FILTERS = (
@@ -78,6 +73,16 @@ CHECKOUT_ORDER = "ORDER BY i.priority DESC, i.created_at, i.id LIMIT 1 FOR UPDAT
 def candidate_sql(shape: Shape) -> str:
     cols = ", ".join(f"i.{c}" for c in ("id", "order_type", "lease_token"))
     return f"SELECT {cols} FROM work_items i WHERE {eligible_where(shape)} {CHECKOUT_ORDER}"
+
+
+#: Guarded writes lock their row by primary key in a MATERIALIZED CTE and test the guard
+#: on that CTE's columns, so the row is always found by ``id``. With the guard in the
+#: UPDATE's own WHERE (``state IN ('leased', 'in_progress')`` matches the predicate of
+#: the partial indexes on held items), a generic plan built on statistics from before the
+#: leases existed chose such an index and scanned every held lease to find one row.
+_LOCKED = """SELECT id, order_id, state, lease_token, leased_by_agent_id, lease_expires_at,
+         input, attempts, progress, result, assembled_result
+    FROM work_items WHERE id = %(item)s FOR UPDATE"""
 
 
 #: Runs the audit CTEs (uncorrelated subqueries: evaluated once, before the first row)
@@ -134,20 +139,24 @@ def submit_sql(guarded: bool) -> str:
     guard = ""
     if guarded:
         guard = """
-     AND order_id = %(order)s AND lease_token = %(token)s AND leased_by_agent_id = %(agent)s
-     AND state IN ('leased', 'in_progress')
-     AND (lease_expires_at IS NULL OR lease_expires_at > %(now)s)
-     AND input = %(v_input)s::jsonb
-     AND state = %(v_state)s AND attempts = %(v_attempts)s
-     AND progress IS NOT DISTINCT FROM %(v_progress)s::jsonb
-     AND result IS NOT DISTINCT FROM %(v_result)s::jsonb
-     AND assembled_result IS NOT DISTINCT FROM %(v_assembled)s::jsonb"""
+     AND c.order_id = %(order)s AND c.lease_token = %(token)s
+     AND c.leased_by_agent_id = %(agent)s AND c.state IN ('leased', 'in_progress')
+     AND (c.lease_expires_at IS NULL OR c.lease_expires_at > %(now)s)
+     AND c.input = %(v_input)s::jsonb
+     AND c.state = %(v_state)s AND c.attempts = %(v_attempts)s
+     AND c.progress IS NOT DISTINCT FROM %(v_progress)s::jsonb
+     AND c.result IS NOT DISTINCT FROM %(v_result)s::jsonb
+     AND c.assembled_result IS NOT DISTINCT FROM %(v_assembled)s::jsonb"""
+    returned = ", ".join(f"w.{c}" for c in ITEM_COLUMNS if c != "result")
     return f"""
-WITH item AS (
-  UPDATE work_items SET state = 'submitted', result = %(result)s,
+WITH c AS MATERIALIZED (
+  {_LOCKED}
+), item AS (
+  UPDATE work_items w SET state = 'submitted', result = %(result)s,
          leased_by_agent_id = NULL, lease_expires_at = NULL, updated_at = %(now)s
-   WHERE id = %(item)s{guard}
-  RETURNING {_ITEM_COLUMNS_BUT_RESULT}
+    FROM c
+   WHERE w.id = %(item)s{guard}
+  RETURNING {returned}, NULL::jsonb AS result
 ), events AS (
   INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
   SELECT order_id, id, 'submitted', %(actor_type)s::text, %(actor_id)s::text,
@@ -174,7 +183,7 @@ SUBMIT_GUARDED_SQL = submit_sql(guarded=True)
 def heartbeat_sql(with_progress: bool) -> str:
     """Extend a lease (and record progress), guarded on the lease being current; the
     first heartbeat also moves the item ``leased → in_progress`` with its event; the
-    provenance row: one statement. ``prev`` locks the row and reads its state before the
+    provenance row: one statement. ``c`` locks the row and reads its state before the
     update (PostgreSQL 15's RETURNING has no OLD). No row: the guard did not match."""
     prov_cols, prov_vals = PROVENANCE.sql_names, PROVENANCE.sql_values
     progress = (
@@ -184,16 +193,16 @@ def heartbeat_sql(with_progress: bool) -> str:
     )
     returned = ", ".join(f"w.{c}" for c in ITEM_COLUMNS)
     return f"""
-WITH prev AS (
-  SELECT id, state FROM work_items WHERE id = %(item)s FOR UPDATE
+WITH c AS MATERIALIZED (
+  {_LOCKED}
 ), item AS (
   UPDATE work_items w SET lease_expires_at = %(expires)s, last_heartbeat_at = %(now)s,
          {progress} state = 'in_progress', updated_at = %(now)s
-    FROM prev
-   WHERE w.id = prev.id AND w.lease_token = %(token)s AND w.leased_by_agent_id = %(agent)s
-     AND w.state IN ('leased', 'in_progress')
-     AND (w.lease_expires_at IS NULL OR w.lease_expires_at > %(now)s)
-  RETURNING {returned}, prev.state AS was
+    FROM c
+   WHERE w.id = %(item)s AND c.lease_token = %(token)s
+     AND c.leased_by_agent_id = %(agent)s AND c.state IN ('leased', 'in_progress')
+     AND (c.lease_expires_at IS NULL OR c.lease_expires_at > %(now)s)
+  RETURNING {returned}, c.state AS was
 ), events AS (
   INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
   SELECT order_id, id, 'in_progress', %(actor_type)s::text, %(actor_id)s::text, NULL,
