@@ -1,4 +1,4 @@
-"""PostgreSQL hot paths for the agent API's two busiest calls: checkout and submit.
+"""PostgreSQL hot paths for the agent API's busiest calls: checkout, heartbeat and submit.
 
 Same rules, same rows, fewer round trips. The general path (:mod:`.agent`) runs each call
 as an ORM transaction of four to six statements; on PostgreSQL these paths send
@@ -13,6 +13,11 @@ hand-written SQL on a raw psycopg connection (:mod:`workmanager.db.raw`):
 * **checkout, store leases** (Redis, memory) — ``BEGIN`` + candidate row locked ``SKIP
   LOCKED`` in one round trip, the store's atomic acquire, then the same grant (with the
   store's token) and ``COMMIT`` in a second.
+* **heartbeat** — one statement in autocommit: the row locked by id in a CTE, the guard
+  (current token, this holder, held, unexpired) tested on it, the lease extended, the
+  progress recorded, the first heartbeat's ``leased → in_progress`` and its event, the
+  provenance row. With a store: that statement in a transaction, the store's extend,
+  ``COMMIT``. A refused guard goes to the general path, which says why.
 * **submit** — with a lease that carries its item (this process's checkout or
   heartbeat): the result validated against that view, then one statement in autocommit,
   guarded on the lease being current and the row still matching the view: item
@@ -26,11 +31,13 @@ Which items are eligible, in which order, and which transitions are legal are th
 rules as :mod:`workmanager.leases.selection` and :mod:`.lifecycle`; the contract suite
 (``tests/contract``) runs every backend on PostgreSQL through these paths and through the
 general one (``WORK_MANAGER_PG_FAST_PATH=false``), so the two cannot drift apart unseen.
-The database backend with concurrency limits, and every other call, use the general path.
+The database backend with concurrency limits checks out on the general path; release,
+fail, parts and finalize always do.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import uuid
@@ -230,13 +237,23 @@ class HotPath:
             **self._provenance_params("heartbeat", agent),
         }
         sql = heartbeat_sql(recorded)
-        if self.store is None:
-            row = self.raw.run(lambda conn: _one_row(conn, sql, values))
-        else:
-            row = self.raw.run(lambda conn: self._beat_with_store(conn, sql, values, presented))
+        try:
+            if self.store is None:
+                row = self.raw.run(lambda conn: _one_row(conn, sql, values))
+            else:
+                row = self.raw.run(lambda conn: self._beat_with_store(conn, sql, values, presented))
+        except ValidationFailed:
+            return None  # a checkpoint jsonb refuses: the general path checks the lease first
         if row is None:
             return None
         row.pop("was")
+        if recorded:  # what the caller sent, as the general path returns it (a copy)
+            row["progress"] = {
+                "progress": progress,
+                "checkpoint": copy.deepcopy(checkpoint),
+                "at": now.isoformat(),
+                "attempt": row["attempts"],
+            }
         item = _item(row)
         return dataclasses.replace(lease, expires_at=expires, item=item_view(item))
 

@@ -101,7 +101,9 @@ def grant_sql(shape: Shape, store: bool) -> str:
         token, target = "%(token)s", "id = %(item_id)s"
     else:
         pick = f"SELECT i.id FROM work_items i WHERE {eligible_where(shape)} {CHECKOUT_ORDER}"
-        token, target = "lease_token + 1", f"id = ({pick}) AND state = 'queued'"
+        # The pick locks the row and checks it on its latest version; the UPDATE finds
+        # it by id alone, so no plan reaches it through a partial index (see _LOCKED).
+        token, target = "lease_token + 1", f"id = ({pick})"
     prov_cols, prov_vals = PROVENANCE.sql_names, PROVENANCE.sql_values
     return f"""
 WITH picked AS (
