@@ -85,6 +85,30 @@ _LOCKED = """SELECT id, order_id, state, lease_token, leased_by_agent_id, lease_
     FROM work_items WHERE id = %(item)s FOR UPDATE"""
 
 
+_LEASED_PAYLOAD = "jsonb_build_object('agent_id', %(agent)s::text, 'attempt', attempts)"
+
+#: The lease presented is the row's current one (``check_row``'s rules), on ``c``.
+_CURRENT = """c.lease_token = %(token)s AND c.leased_by_agent_id = %(agent)s
+     AND c.state IN ('leased', 'in_progress')
+     AND (c.lease_expires_at IS NULL OR c.lease_expires_at > %(now)s)"""
+
+
+def _audit(source: str, event: str, payload: str = "NULL", where: str = "") -> str:
+    """The ``events`` and ``provenance`` CTEs: one event and one provenance row per row
+    of ``source`` (``where`` narrows the events)."""
+    return f"""events AS (
+  INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
+  SELECT order_id, id, '{event}', %(actor_type)s::text, %(actor_id)s::text, {payload},
+         %(now)s::timestamptz
+    FROM {source}{where}
+  RETURNING 1
+), provenance AS (
+  INSERT INTO work_provenance (order_id, item_id, {PROVENANCE.sql_names})
+  SELECT order_id, id, {PROVENANCE.sql_values} FROM {source}
+  RETURNING 1
+)"""
+
+
 #: Runs the audit CTEs (uncorrelated subqueries: evaluated once, before the first row)
 #: ahead of the order function, so the events keep the order the general path writes.
 _AUDIT_FIRST = "(SELECT count(*) FROM events) >= 0 AND (SELECT count(*) FROM provenance) >= 0"
@@ -104,7 +128,6 @@ def grant_sql(shape: Shape, store: bool) -> str:
         # The pick locks the row and checks it on its latest version; the UPDATE finds
         # it by id alone, so no plan reaches it through a partial index (see _LOCKED).
         token, target = "lease_token + 1", f"id = ({pick})"
-    prov_cols, prov_vals = PROVENANCE.sql_names, PROVENANCE.sql_values
     return f"""
 WITH picked AS (
   UPDATE work_items SET state = 'leased', leased_by_agent_id = %(agent)s,
@@ -112,17 +135,7 @@ WITH picked AS (
          attempts = attempts + 1, updated_at = %(now)s
    WHERE {target}
   RETURNING {ITEM_COLUMNS_SQL}
-), events AS (
-  INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
-  SELECT order_id, id, 'leased', %(actor_type)s, %(actor_id)s,
-         jsonb_build_object('agent_id', %(agent)s::text, 'attempt', attempts), %(now)s
-    FROM picked
-  RETURNING 1
-), provenance AS (
-  INSERT INTO work_provenance (order_id, item_id, {prov_cols})
-  SELECT order_id, id, {prov_vals} FROM picked
-  RETURNING 1
-)
+), {_audit("picked", "leased", _LEASED_PAYLOAD)}
 SELECT picked.*,
        workmanager_start_order(picked.order_id, %(now)s::timestamptz,
                                %(actor_type)s::text, %(actor_id)s::text) AS order_started
@@ -137,13 +150,10 @@ def submit_sql(guarded: bool) -> str:
     the result was validated against (every part hangs on the item's UPDATE having
     matched). Returns the item as written, with ``order_state`` and ``order_became``; no
     row when the guard did not match."""
-    prov_cols, prov_vals = PROVENANCE.sql_names, PROVENANCE.sql_values
     guard = ""
     if guarded:
-        guard = """
-     AND c.order_id = %(order)s AND c.lease_token = %(token)s
-     AND c.leased_by_agent_id = %(agent)s AND c.state IN ('leased', 'in_progress')
-     AND (c.lease_expires_at IS NULL OR c.lease_expires_at > %(now)s)
+        guard = f"""
+     AND c.order_id = %(order)s AND {_CURRENT}
      AND c.input = %(v_input)s::jsonb
      AND c.state = %(v_state)s AND c.attempts = %(v_attempts)s
      AND c.progress IS NOT DISTINCT FROM %(v_progress)s::jsonb
@@ -159,17 +169,7 @@ WITH c AS MATERIALIZED (
     FROM c
    WHERE w.id = %(item)s{guard}
   RETURNING {returned}, NULL::jsonb AS result
-), events AS (
-  INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
-  SELECT order_id, id, 'submitted', %(actor_type)s::text, %(actor_id)s::text,
-         %(payload)s::jsonb, %(now)s::timestamptz
-    FROM item
-  RETURNING 1
-), provenance AS (
-  INSERT INTO work_provenance (order_id, item_id, {prov_cols})
-  SELECT order_id, id, {prov_vals} FROM item
-  RETURNING 1
-)
+), {_audit("item", "submitted", "%(payload)s::jsonb")}
 SELECT item.*, o.order_state, o.became AS order_became
   FROM item, LATERAL workmanager_submit_order(
          item.order_id, item.id, %(now)s::timestamptz, %(actor_type)s::text,
@@ -187,7 +187,6 @@ def heartbeat_sql(with_progress: bool) -> str:
     first heartbeat also moves the item ``leased → in_progress`` with its event; the
     provenance row: one statement. ``c`` locks the row and reads its state before the
     update (PostgreSQL 15's RETURNING has no OLD). No row: the guard did not match."""
-    prov_cols, prov_vals = PROVENANCE.sql_names, PROVENANCE.sql_values
     progress = (
         "progress = %(progress)s::jsonb || jsonb_build_object('attempt', w.attempts),"
         if with_progress
@@ -201,19 +200,7 @@ WITH c AS MATERIALIZED (
   UPDATE work_items w SET lease_expires_at = %(expires)s, last_heartbeat_at = %(now)s,
          {progress} state = 'in_progress', updated_at = %(now)s
     FROM c
-   WHERE w.id = %(item)s AND c.lease_token = %(token)s
-     AND c.leased_by_agent_id = %(agent)s AND c.state IN ('leased', 'in_progress')
-     AND (c.lease_expires_at IS NULL OR c.lease_expires_at > %(now)s)
+   WHERE w.id = %(item)s AND {_CURRENT}
   RETURNING {returned}, c.state AS was
-), events AS (
-  INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
-  SELECT order_id, id, 'in_progress', %(actor_type)s::text, %(actor_id)s::text, NULL,
-         %(now)s::timestamptz
-    FROM item WHERE was = 'leased'
-  RETURNING 1
-), provenance AS (
-  INSERT INTO work_provenance (order_id, item_id, {prov_cols})
-  SELECT order_id, id, {prov_vals} FROM item
-  RETURNING 1
-)
+), {_audit("item", "in_progress", where=" WHERE was = 'leased'")}
 SELECT * FROM item WHERE {_AUDIT_FIRST}"""
