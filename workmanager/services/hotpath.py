@@ -18,7 +18,7 @@ hand-written SQL on a raw psycopg connection (:mod:`workmanager.db.raw`):
   progress recorded, the first heartbeat's ``leased → in_progress`` and its event, the
   provenance row. With a store: that statement in a transaction, the store's extend,
   ``COMMIT``. A refused guard goes to the general path, which says why.
-* **submit** — with a lease that carries its item (this process's checkout or
+* **submit** (:mod:`.hotsubmit`) — with a lease that carries its item (this process's checkout or
   heartbeat): the result validated against that view, then one statement in autocommit,
   guarded on the lease being current and the row still matching the view: item
   ``submitted`` with its event and provenance, then ``workmanager_submit_order`` (locks
@@ -39,43 +39,35 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import logging
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
-from types import SimpleNamespace
-from typing import Any, cast
+from datetime import timedelta
+from typing import Any
 
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from ..db.models import Item
-from ..db.raw import Conn, RawPostgres, utc_row
-from ..errors import NotFound, ValidationFailed, WorkManagerError
-from ..leases.base import CheckoutQuery, Grant, check_row
+from ..db.raw import Conn, RawPostgres
+from ..errors import NotFound, ValidationFailed
+from ..leases.base import CheckoutQuery, Grant
 from ..leases.database import DatabaseLeaseBackend
 from ..leases.keyed import StoreLeaseBackend
 from ..leases.selection import Shape, shape_of
-from ..state_machine import check_item, check_order
-from ..states import ItemState, OrderState
 from ..types import JSON, AgentInfo, ItemView, Lease
 from .context import ServiceContext
 from .hotsql import (
-    LOCK_ITEM,
     ORDER_EXISTS,
-    PROVENANCE,
-    SUBMIT_GUARDED_SQL,
-    SUBMIT_SQL,
     candidate_sql,
     grant_sql,
     heartbeat_sql,
+    item_of_row,
+    provenance_params,
     query_params,
 )
+from .hotsubmit import HotSubmit
 from .inputs import as_presented
 from .outcomes import ItemOutcome
-from .views import item_dict, item_view
-
-log = logging.getLogger("workmanager.agent")
+from .views import item_view
 
 
 def hot_path(ctx: ServiceContext) -> HotPath | None:
@@ -100,6 +92,7 @@ class HotPath:
         self.raw = RawPostgres(ctx.db.engine)
         self.store = store
         self.handles_checkout = checkout
+        self.submitter = HotSubmit(ctx, self.raw, store)
 
     # --- checkout ---------------------------------------------------------------------
     def checkout(self, agent: AgentInfo, query: CheckoutQuery) -> Lease | None:
@@ -112,7 +105,7 @@ class HotPath:
         if row is None:
             return None
         row.pop("order_started")  # the order's step, already done
-        item = _item(row)
+        item = item_of_row(row)
         return Lease(
             item.id,
             item.order_id,
@@ -133,7 +126,7 @@ class HotPath:
             "expires": now + timedelta(seconds=self.ctx.settings.lease_ttl_seconds),
             "actor_type": agent.actor.type,
             "actor_id": agent.actor.id,
-            **self._provenance_params("checkout", agent),
+            **provenance_params(self.ctx, "checkout", agent),
         }
 
     def _grant_in_one(
@@ -207,7 +200,7 @@ class HotPath:
             return row
         except BaseException:
             assert self.store is not None
-            stub = _item(dict(candidate))
+            stub = item_of_row(dict(candidate))
             self.store.abandoned(Grant(stub, token, values["expires"]), agent.id)
             raise
 
@@ -234,7 +227,7 @@ class HotPath:
             ),
             "actor_type": agent.actor.type,
             "actor_id": agent.actor.id,
-            **self._provenance_params("heartbeat", agent),
+            **provenance_params(self.ctx, "heartbeat", agent),
         }
         sql = heartbeat_sql(recorded)
         try:
@@ -254,7 +247,7 @@ class HotPath:
                 "at": now.isoformat(),
                 "attempt": row["attempts"],
             }
-        item = _item(row)
+        item = item_of_row(row)
         return dataclasses.replace(lease, expires_at=expires, item=item_view(item))
 
     def _beat_with_store(
@@ -279,7 +272,7 @@ class HotPath:
         conn.execute("COMMIT")
         return row
 
-    # --- submit -----------------------------------------------------------------------
+    # --- submit (services/hotsubmit.py) ------------------------------------------------
     @property
     def ends_store_lease(self) -> bool:
         """Whether :meth:`submit` ends the store's lock itself (no ``released`` after)."""
@@ -293,181 +286,8 @@ class HotPath:
         payload: dict[str, Any],
         validate: Callable[[ItemView], None],
     ) -> ItemOutcome:
-        """Check the lease, ``validate(view)``, then mark the item (and maybe its order)
-        submitted, as ``AgentAPI._mark_submitted`` does.
-
-        A lease from this process's checkout carries the item as it was granted. The
-        result is then validated against that view first, and the write goes out in one
-        round trip (one statement in autocommit), guarded on the lease being current
-        *and* on the row still matching the view (input, state, attempts, progress,
-        result — a caller may have changed its copy): the hooks saw what a fresh read
-        would have shown. When the guard does not match (a refused lease, a row that
-        moved on since, such as after a heartbeat), or the result fails validation or
-        cannot be stored, the two-round-trip path decides: it locks and reads the row,
-        checks the lease first as everywhere, and says why (the hooks run again only if
-        the row changed since).
-        """
-        view = lease.item
-        refused: ValidationFailed | None = None
-        if view is not None and view.id == lease.item_id:
-            try:
-                validate(view)
-            except ValidationFailed as exc:
-                refused = exc  # the lease is checked before the result: decided below
-            except WorkManagerError:
-                pass  # likewise, and the hooks say it again below
-            else:
-                try:
-                    done = self.raw.run(
-                        lambda conn: self._submit_at_once(conn, lease, view, agent, result, payload)
-                    )
-                except ValidationFailed:
-                    done = None  # unstorable: but a refused lease is said first, below
-                if done is not None:
-                    return done
-
-        def validate_fresh(fresh: ItemView) -> None:
-            # The result was already refused against this very view: say so again rather
-            # than run the hooks twice.
-            if refused is not None and fresh == view:
-                raise refused
-            validate(fresh)
-
-        return self.raw.run(
-            lambda conn: self._submit(conn, lease, agent, result, payload, validate_fresh)
-        )
-
-    def _submit_at_once(
-        self,
-        conn: Conn,
-        lease: Lease,
-        view: ItemView,
-        agent: AgentInfo,
-        result: JSON,
-        payload: dict[str, Any],
-    ) -> ItemOutcome | None:
-        now = self.ctx.clock()
-        presented = as_presented(lease, agent)
-        check_item(view.state, ItemState.SUBMITTED)
-        check_order(OrderState.IN_PROGRESS, OrderState.SUBMITTED)
-        values = {
-            **self._submit_values(now, lease.item_id, lease.order_id, agent, result, payload),
-            "token": presented.token,
-            "agent": presented.agent_id,
-            "v_input": Jsonb(view.input),
-            "v_state": view.state,
-            "v_attempts": view.attempts,
-            "v_progress": _jsonb(view.progress),
-            "v_result": _jsonb(view.result),
-            "v_assembled": _jsonb(view.assembled_result),
-        }
-        cur = conn.cursor(row_factory=dict_row)
-        cur.execute(SUBMIT_GUARDED_SQL, values, prepare=True)  # autocommit: one round trip
-        row = cur.fetchone()
-        if row is None:  # the lease was refused, or the row moved on since the checkout:
-            return None  # the two-round-trip path reads it and says which
-        return self._submitted(row, presented, result)
-
-    def _submit(
-        self,
-        conn: Conn,
-        lease: Lease,
-        agent: AgentInfo,
-        result: JSON,
-        payload: dict[str, Any],
-        validate: Callable[[ItemView], None],
-    ) -> ItemOutcome:
-        now = self.ctx.clock()
-        cur = conn.cursor(row_factory=dict_row)
-        with conn.pipeline():
-            conn.execute("BEGIN")
-            cur.execute(LOCK_ITEM, {"id": lease.item_id}, prepare=True)
-        item = _locked_item(cur.fetchone(), lease.item_id)
-        presented = as_presented(lease, agent)
-        check_row(item, presented, now)
-        validate(item_view(item))
-        check_item(item.state, ItemState.SUBMITTED)
-        check_order(OrderState.IN_PROGRESS, OrderState.SUBMITTED)
-        values = self._submit_values(now, item.id, item.order_id, agent, result, payload)
-        with conn.pipeline():
-            cur.execute(SUBMIT_SQL, values, prepare=True)
-            conn.execute("COMMIT")
-        row = cur.fetchone()
-        assert row is not None  # the item is locked by this transaction
-        return self._submitted(row, presented, result)
-
-    def _submit_values(
-        self,
-        now: datetime,
-        item_id: uuid.UUID,
-        order_id: uuid.UUID,
-        agent: AgentInfo,
-        result: JSON,
-        payload: dict[str, Any],
-    ) -> dict[str, Any]:
-        event_payload = {"agent_id": agent.id, **{k: v for k, v in payload.items() if v}}
-        return {
-            "now": now,
-            "item": item_id,
-            "order": order_id,
-            "result": Jsonb(result),
-            "payload": Jsonb(event_payload),
-            "actor_type": agent.actor.type,
-            "actor_id": agent.actor.id,
-            **self._provenance_params("submit", agent),
-        }
-
-    def _submitted(self, row: dict[str, Any], lease: Lease, result: JSON) -> ItemOutcome:
-        """The outcome of a committed submit (``row``: the item as written, with its
-        order's state); with a store, its lock is deleted now. The result is the one
-        submitted, as the general path returns it (not its jsonb round trip, whose keys
-        are reordered)."""
-        order_state, became = row.pop("order_state"), bool(row.pop("order_became"))
-        item = _item({**row, "result": result})
-        if self.store is not None:  # only once the commit is known to have happened
-            self._end_stored_lease(item, lease)
-        if order_state is None:
-            raise NotFound(
-                f"order {item.order_id} not found", details={"order_id": str(item.order_id)}
-            )
-        return ItemOutcome(item_dict(item), order_state, became)
-
-    def _end_stored_lease(self, item: Item, lease: Lease) -> None:
-        """Delete the store's lock (compare-and-delete by owner + token) after the commit.
-        Not before it: a commit that then failed would leave the row held with no lock,
-        and every later call on that lease refused until the sweep. Never raises: the row
-        check already proved the lease (current token, this holder, not expired) and no one
-        else can hold an item whose row is held, so a lock the store no longer had (a
-        flush) does not undo the submit; a store that cannot be reached leaves the lock to
-        its TTL."""
-        assert self.store is not None
-        try:
-            ended = self.store.store.release(
-                str(item.id), lease.agent_id, lease.token, item.order_type
-            )
-        except Exception:
-            log.warning("could not release the store lock of %s", item.id, exc_info=True)
-            return
-        if ended != 1:
-            log.warning("the store had lost the lock of %s before its submit", item.id)
-
-    # --- shared -----------------------------------------------------------------------
-    def _provenance_params(self, action: str, agent: AgentInfo) -> dict[str, Any]:
-        return PROVENANCE.params(self.ctx.provenance.row(action, agent))
-
-
-def _item(row: dict[str, Any]) -> Item:
-    """An item row as the read-only helpers see it (``check_row``, ``item_view`` and
-    ``item_dict`` only read attributes), datetimes in UTC as the
-    ORM gives them. Not an ORM instance: building one costs more than this whole call's
-    Python, and nothing here is flushed through a session."""
-    return cast(Item, SimpleNamespace(**utc_row(row)))
-
-
-def _locked_item(row: dict[str, Any] | None, item_id: uuid.UUID) -> Item:
-    if row is None:
-        raise NotFound(f"item {item_id} not found", details={"item_id": str(item_id)})
-    return _item(row)
+        """See :meth:`.hotsubmit.HotSubmit.submit`."""
+        return self.submitter.submit(lease, agent, result, payload, validate)
 
 
 def _one_row(conn: Conn, sql: str, values: dict[str, Any]) -> dict[str, Any] | None:
@@ -476,10 +296,6 @@ def _one_row(conn: Conn, sql: str, values: dict[str, Any]) -> dict[str, Any] | N
         conn.cursor(row_factory=dict_row).execute(sql, values, prepare=True).fetchone()
     )
     return row
-
-
-def _jsonb(value: Any) -> Jsonb | None:
-    return None if value is None else Jsonb(value)
 
 
 def _order_must_exist(conn: Conn, query: CheckoutQuery) -> None:

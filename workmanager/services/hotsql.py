@@ -1,4 +1,5 @@
-"""The SQL of the PostgreSQL hot path (:mod:`.hotpath`), built once per shape.
+"""The SQL of the PostgreSQL hot path (:mod:`.hotpath`), built once per shape, and the
+two helpers that turn values into its parameters and its rows back into items.
 
 Eligibility and checkout order repeat :func:`workmanager.leases.selection.eligible` in
 SQL; the contract suite runs every backend through both, so they cannot drift unseen.
@@ -7,13 +8,15 @@ SQL; the contract suite runs every backend through both, so they cannot drift un
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 from ..db.models import PROVENANCE_TABLE, Item
-from ..db.raw import AuditColumns
+from ..db.raw import AuditColumns, utc_row
 from ..leases.base import CheckoutQuery
 from ..leases.selection import Shape
 from ..states import LEASABLE_ORDER_STATES
+from ..types import AgentInfo
 
 ITEM_COLUMNS = [c.name for c in Item.__table__.columns]
 ITEM_DATETIME_COLUMNS = [c for c in ITEM_COLUMNS if c.endswith("_at")]
@@ -204,3 +207,16 @@ WITH c AS MATERIALIZED (
   RETURNING {returned}, c.state AS was
 ), {_audit("item", "in_progress", where=" WHERE was = 'leased'")}
 SELECT * FROM item WHERE {_AUDIT_FIRST}"""
+
+
+def provenance_params(ctx: Any, action: str, agent: AgentInfo) -> dict[str, Any]:
+    """The provenance row of ``action`` by ``agent``, as the statements' parameters."""
+    return PROVENANCE.params(ctx.provenance.row(action, agent))
+
+
+def item_of_row(row: dict[str, Any]) -> Item:
+    """An item row as the read-only helpers see it (``check_row``, ``item_view`` and
+    ``item_dict`` only read attributes), datetimes in UTC as the ORM gives them. Not an
+    ORM instance: building one costs more than this whole call's Python, and nothing here
+    is flushed through a session."""
+    return cast(Item, SimpleNamespace(**utc_row(row)))
