@@ -26,6 +26,7 @@ from ..leases.base import CheckoutQuery, Grant
 from ..states import ItemState
 from ..types import JSON, AgentInfo, ItemView, Lease
 from .context import ServiceContext
+from .endings import fail_tx, release_tx
 from .hotpath import hot_path
 from .inputs import (
     agent_of,
@@ -38,9 +39,7 @@ from .inputs import (
 from .lifecycle import (
     lock_item,
     lock_order_ref,
-    maybe_requeue_order,
     maybe_submit_order,
-    requeue_or_fail,
     start_order,
 )
 from .outcomes import ItemOutcome, PartOutcome
@@ -369,27 +368,13 @@ class AgentAPI:
     def release(self, lease: Lease, agent: AgentInfo | None = None) -> ItemOutcome:
         """Give the item back to the queue now; the attempt it cost is given back too."""
         info = agent_of(agent, lease)
-        outcome = self.ctx.db.run(lambda s: self._release_tx(s, lease, info))
+        outcome = self.ctx.db.run(lambda s: release_tx(self.ctx, s, lease, info))
         self._released(lease, outcome.item)
         self.ctx.metrics.increment(
             "leases_released_total", type=outcome.item["order_type"], agent_id=info.id
         )
         self.ctx.dispatcher.items_available(outcome.item["order_type"], [lease.item_id])
         return outcome
-
-    def _release_tx(self, s: Session, lease: Lease, agent: AgentInfo) -> ItemOutcome:
-        now = self.ctx.clock()
-        item = lock_item(s, lease.item_id)
-        self.ctx.leases.check(item, as_presented(lease, agent), now)
-        order = lock_order_ref(s, item.order_id)
-        clear_lease(item)
-        item.attempts = max(item.attempts - 1, 0)
-        move_item(
-            s, item, ItemState.QUEUED, agent.actor, event="released", payload={"agent_id": agent.id}
-        )
-        maybe_requeue_order(s, order, agent.actor, now)
-        self.ctx.provenance.record(s, "release", agent, order_id=item.order_id, item_id=item.id)
-        return ItemOutcome(item_dict(item), order.state)
 
     def fail(
         self, lease: Lease, error: JSON, retryable: bool = True, agent: AgentInfo | None = None
@@ -399,7 +384,7 @@ class AgentAPI:
         check_error(error)
         json_value(error, "error")
         info = agent_of(agent, lease)
-        outcome = self.ctx.db.run(lambda s: self._fail_tx(s, lease, error, retryable, info))
+        outcome = self.ctx.db.run(lambda s: fail_tx(self.ctx, s, lease, error, retryable, info))
         self._released(lease, outcome.item)
         if outcome.item["state"] == ItemState.QUEUED:
             self.ctx.dispatcher.items_available(outcome.item["order_type"], [lease.item_id])
@@ -408,23 +393,3 @@ class AgentAPI:
                 "items_failed_total", type=outcome.item["order_type"], error_code=error["code"]
             )
         return outcome
-
-    def _fail_tx(
-        self, s: Session, lease: Lease, error: JSON, retryable: bool, agent: AgentInfo
-    ) -> ItemOutcome:
-        now = self.ctx.clock()
-        item = lock_item(s, lease.item_id)
-        self.ctx.leases.check(item, as_presented(lease, agent), now)
-        requeue_or_fail(
-            s,
-            self.ctx.settings,
-            item,
-            agent.actor,
-            now,
-            event="agent_failed",
-            error={"code": error["code"], "message": error["message"]},
-            retryable=retryable,
-        )
-        self.ctx.provenance.record(s, "fail", agent, order_id=item.order_id, item_id=item.id)
-        order = lock_order_ref(s, item.order_id)
-        return ItemOutcome(item_dict(item), order.state)
