@@ -83,9 +83,13 @@ def candidate_sql(shape: Shape) -> str:
 #: UPDATE's own WHERE (``state IN ('leased', 'in_progress')`` matches the predicate of
 #: the partial indexes on held items), a generic plan built on statistics from before the
 #: leases existed chose such an index and scanned every held lease to find one row.
-_LOCKED = """SELECT id, order_id, state, lease_token, leased_by_agent_id, lease_expires_at,
-         input, attempts, progress, result, assembled_result
-    FROM work_items WHERE id = %(item)s FOR UPDATE"""
+_GUARD_COLUMNS = "id, order_id, state, lease_token, leased_by_agent_id, lease_expires_at"
+_LOCKED = f"SELECT {_GUARD_COLUMNS} FROM work_items WHERE id = %(item)s FOR UPDATE"
+#: The same, with what the guarded submit compares to the view it validated against.
+_LOCKED_WITH_VIEW = (
+    f"SELECT {_GUARD_COLUMNS}, input, attempts, progress, result, assembled_result"
+    " FROM work_items WHERE id = %(item)s FOR UPDATE"
+)
 
 
 _LEASED_PAYLOAD = "jsonb_build_object('agent_id', %(agent)s::text, 'attempt', attempts)"
@@ -165,7 +169,7 @@ def submit_sql(guarded: bool) -> str:
     returned = ", ".join(f"w.{c}" for c in ITEM_COLUMNS if c != "result")
     return f"""
 WITH c AS MATERIALIZED (
-  {_LOCKED}
+  {_LOCKED_WITH_VIEW if guarded else _LOCKED}
 ), item AS (
   UPDATE work_items w SET state = 'submitted', result = %(result)s,
          leased_by_agent_id = NULL, lease_expires_at = NULL, updated_at = %(now)s
