@@ -201,7 +201,7 @@ class AgentAPI:
         hot = self.hot  # once: another thread may turn it off meanwhile
         if hot is not None:
             try:
-                outcome = hot.submit(
+                outcome = hot.submitter.submit(
                     lease,
                     info,
                     result,
@@ -211,7 +211,7 @@ class AgentAPI:
             except SchemaOutdated as exc:
                 self._without_hot_path(exc)
             else:
-                self._after_submit(lease, info, outcome, release=not hot.ends_store_lease)
+                self._after_submit(lease, info, outcome, release=not hot.submitter.ends_store_lease)
                 return outcome
         outcome = self.ctx.db.run(
             lambda s: self._submit_tx(s, lease, result, evidence, notes, info)

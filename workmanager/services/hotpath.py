@@ -40,7 +40,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -53,7 +52,7 @@ from ..leases.base import CheckoutQuery, Grant
 from ..leases.database import DatabaseLeaseBackend
 from ..leases.keyed import StoreLeaseBackend
 from ..leases.selection import Shape, shape_of
-from ..types import JSON, AgentInfo, ItemView, Lease
+from ..types import JSON, AgentInfo, Lease
 from .context import ServiceContext
 from .hotsql import (
     ORDER_EXISTS,
@@ -66,7 +65,6 @@ from .hotsql import (
 )
 from .hotsubmit import HotSubmit
 from .inputs import as_presented
-from .outcomes import ItemOutcome
 from .views import item_view
 
 
@@ -92,6 +90,7 @@ class HotPath:
         self.raw = RawPostgres(ctx.db.engine)
         self.store = store
         self.handles_checkout = checkout
+        #: submit (:mod:`.hotsubmit`), on the same pool and store
         self.submitter = HotSubmit(ctx, self.raw, store)
 
     # --- checkout ---------------------------------------------------------------------
@@ -271,23 +270,6 @@ class HotPath:
         self.store.verdict(lease.item_id, verdict)  # raises (and rolls back) when refused
         conn.execute("COMMIT")
         return row
-
-    # --- submit (services/hotsubmit.py) ------------------------------------------------
-    @property
-    def ends_store_lease(self) -> bool:
-        """Whether :meth:`submit` ends the store's lock itself (no ``released`` after)."""
-        return self.store is not None
-
-    def submit(
-        self,
-        lease: Lease,
-        agent: AgentInfo,
-        result: JSON,
-        payload: dict[str, Any],
-        validate: Callable[[ItemView], None],
-    ) -> ItemOutcome:
-        """See :meth:`.hotsubmit.HotSubmit.submit`."""
-        return self.submitter.submit(lease, agent, result, payload, validate)
 
 
 def _one_row(conn: Conn, sql: str, values: dict[str, Any]) -> dict[str, Any] | None:
