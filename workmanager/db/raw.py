@@ -1,10 +1,12 @@
-"""Raw psycopg connections from the engine's pool, for the PostgreSQL hot paths.
+"""Raw psycopg connections for the PostgreSQL hot paths.
 
-The agent hot paths (see :mod:`workmanager.services.hotpath`) send hand-written SQL
-straight to psycopg: a statement through SQLAlchemy costs more Python than its round trip
-to a local PostgreSQL. The connections are the engine's own pooled ones, borrowed in
-autocommit mode so that one statement is one transaction and one round trip; several
-statements are sent in a pipeline between an explicit ``BEGIN`` and ``COMMIT``.
+The agent and control-plane hot paths (see :mod:`workmanager.services.hotpath`) send
+hand-written SQL straight to psycopg: a statement through SQLAlchemy costs more Python
+than its round trip to a local PostgreSQL. Their connections come from a pool of their
+own (:mod:`.rawpool`), kept in autocommit mode, so that one statement is one transaction
+and one round trip; several statements are sent in a pipeline between an explicit
+``BEGIN`` and ``COMMIT``. They are made with the engine's connection arguments (same
+server, same type adapters as the ORM's connections).
 
 Errors are mapped as :meth:`Database.transaction` maps them (unreachable server → 503,
 unstorable value → 422), and a deadlock victim is run again as :meth:`Database.run`
@@ -13,6 +15,8 @@ does.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +31,8 @@ from sqlalchemy import JSON, Engine, Table
 
 from ..errors import SchemaOutdated, Unavailable, ValidationFailed
 from .ddl import HOT_PATH_SIGNATURES_V1
-from .session import mark_lost
+from .rawpool import RawPool
+from .session import MAX_OVERFLOW, PING_AFTER_IDLE_SECONDS, POOL_SIZE, POOL_TIMEOUT, mark_lost
 
 T = TypeVar("T")
 Conn = psycopg.Connection[Any]
@@ -36,24 +41,62 @@ _RETRYABLE = (pgerrors.DeadlockDetected, pgerrors.SerializationFailure)
 
 
 class RawPostgres:
-    """Borrows psycopg connections from a PostgreSQL engine's pool."""
+    """Lends psycopg connections to the hot paths, from a pool of their own.
+
+    Sized as the engine's pool (``POOL_SIZE`` kept idle, ``POOL_SIZE + MAX_OVERFLOW`` lent
+    at most), so a process may hold up to twice that many connections when both are
+    busy. Built on first use in each process (a fork gets a pool of its own).
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._lock = threading.Lock()
+        self._pool: RawPool | None = None
+        self._pid = 0
+
+    @property
+    def pool(self) -> RawPool:
+        pool = self._pool
+        if pool is not None and self._pid == os.getpid():
+            return pool
+        with self._lock:
+            if self._pool is None or self._pid != os.getpid():
+                self._pool, self._pid = self._new_pool(), os.getpid()
+            return self._pool
+
+    def _new_pool(self) -> RawPool:
+        args, kwargs = self.engine.dialect.create_connect_args(self.engine.url)
+
+        def connect() -> Conn:
+            return psycopg.connect(*args, **{**kwargs, "autocommit": True})
+
+        return RawPool(
+            connect,
+            max_size=POOL_SIZE + MAX_OVERFLOW,
+            max_idle=POOL_SIZE,
+            timeout=POOL_TIMEOUT,
+            ping_after=PING_AFTER_IDLE_SECONDS,
+        )
+
+    def close(self) -> None:
+        """Close the idle connections of this process's pool (as ``engine.dispose()``)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None and self._pid == os.getpid():
+            pool.close()
 
     @contextmanager
     def connection(self) -> Iterator[Conn]:
-        """A pooled connection in autocommit mode; rolled back and returned afterwards.
+        """A pooled connection in autocommit mode, back in the pool afterwards.
 
         A connection left in a transaction by an error is rolled back before it goes back
-        to the pool; one that is broken is discarded.
+        to the pool; one that is broken is closed.
         """
+        pool = self.pool
         try:
-            fairy = self.engine.raw_connection()
-        except Exception as exc:  # pool checkout runs the connect and the ping
+            conn = pool.checkout()
+        except psycopg.OperationalError as exc:  # a new connection could not be made
             raise Unavailable(f"database unavailable: {exc}") from exc
-        conn: Conn = fairy.driver_connection  # type: ignore[assignment]
-        conn.autocommit = True
         healthy = lost = False
         try:
             yield conn
@@ -82,16 +125,12 @@ class RawPostgres:
             healthy = _reset(conn)
             raise
         finally:
-            if healthy:
-                conn.autocommit = False
-                fairy.close()
-            else:
-                fairy.invalidate()
+            pool.checkin(conn, healthy=healthy)
             if lost:
                 # The server went away (restart, failover): every connection pooled before
-                # now is pinged at its next checkout and replaced if dead, rather than each
-                # failing one more request (lazily, as SQLAlchemy invalidates on a
-                # disconnect; emptying the pool would break its size accounting).
+                # now, here and in the engine's pool, is pinged before it is lent again and
+                # replaced if dead, rather than each failing one more request.
+                pool.mark_lost()
                 mark_lost(self.engine)
 
     def run(self, fn: Callable[[Conn], T], attempts: int = 4) -> T:

@@ -7,7 +7,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -17,6 +17,9 @@ from sqlalchemy.pool import StaticPool
 
 from ..errors import Unavailable, ValidationFailed
 from . import pending
+
+if TYPE_CHECKING:
+    from .raw import RawPostgres
 
 T = TypeVar("T")
 #: PostgreSQL deadlock / serialization failure: the transaction may simply be run again.
@@ -57,6 +60,11 @@ def _sqlite_engine(url: str) -> Engine:
 
 #: A pooled connection idle longer than this is pinged before it is handed out again.
 PING_AFTER_IDLE_SECONDS = 2.0
+#: The engine's pool (and the hot paths' own, :mod:`.rawpool`): connections kept idle,
+#: more lent at once beyond those, and how long a caller waits for one when all are out.
+POOL_SIZE = 10
+MAX_OVERFLOW = 20
+POOL_TIMEOUT = 30.0
 #: When each engine last saw its server go away (time.monotonic()).
 _LOST: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
 
@@ -68,7 +76,9 @@ def mark_lost(engine: Engine) -> None:
 
 
 def _server_engine(url: str) -> Engine:
-    engine = create_engine(url, pool_size=10, max_overflow=20)
+    engine = create_engine(
+        url, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW, pool_timeout=POOL_TIMEOUT
+    )
 
     # Pessimistic disconnect handling, but only for connections that sat idle: a ping on
     # every checkout (``pool_pre_ping``) is one more round trip per transaction, as much as
@@ -111,6 +121,17 @@ class Database:
         self.engine = engine or make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         pending.install(self._sessions)
+        self._raw: RawPostgres | None = None
+
+    @property
+    def raw(self) -> RawPostgres:
+        """Raw psycopg connections for the PostgreSQL hot paths (:mod:`.raw`), one pool
+        shared by every hot path of this database."""
+        if self._raw is None:
+            from .raw import RawPostgres
+
+            self._raw = RawPostgres(self.engine)
+        return self._raw
 
     @property
     def dialect(self) -> str:
@@ -176,6 +197,8 @@ class Database:
             raise Unavailable(f"database unavailable: {exc.orig}") from exc
 
     def dispose(self) -> None:
+        if self._raw is not None:
+            self._raw.close()
         self.engine.dispose()
 
 

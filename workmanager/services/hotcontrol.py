@@ -29,7 +29,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from ..db.models import PROVENANCE_TABLE, Item, Order
-from ..db.raw import AuditColumns, Conn, RawPostgres, utc_row
+from ..db.raw import AuditColumns, Conn, utc_row
 from ..diff import Diff
 from ..state_machine import check_item, check_order
 from ..states import ItemState, OrderState
@@ -47,7 +47,7 @@ def control_hot_path(ctx: ServiceContext) -> ControlHotPath | None:
 class ControlHotPath:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
-        self.raw = RawPostgres(ctx.db.engine)
+        self.raw = ctx.db.raw
 
     def create_order(
         self,

@@ -46,7 +46,7 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from ..db.raw import Conn, RawPostgres
+from ..db.raw import Conn
 from ..errors import NotFound, ValidationFailed
 from ..leases.base import CheckoutQuery, Grant
 from ..leases.database import DatabaseLeaseBackend
@@ -87,7 +87,7 @@ class HotPath:
 
     def __init__(self, ctx: ServiceContext, store: StoreLeaseBackend | None, checkout: bool):
         self.ctx = ctx
-        self.raw = RawPostgres(ctx.db.engine)
+        self.raw = ctx.db.raw
         self.store = store
         self.handles_checkout = checkout
         #: submit (:mod:`.hotsubmit`), on the same pool and store
