@@ -104,13 +104,15 @@ def _agent_rows(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+PEER_BACKENDS = ("database", "redis")
+
+
 def _peer_rows(r: dict[str, Any]) -> list[Row]:
-    peer, rows = r.get("peer"), []
-    if not peer:
-        return rows
+    rows: list[Row] = []
     for backend, target in (("database", 2.0), ("redis", 4.0)):
+        peer = r.get("peer", {}).get(backend)
         ours = r.get("peer_cycle", {}).get(backend, {}).get("cycle")
-        if not ours:
+        if not (peer and ours):
             continue
         for name, key in (
             ("procrastinate worker", "worker"),
@@ -224,14 +226,20 @@ def render(r: dict[str, Any], table: list[Row]) -> str:
         "ratio = our ops/s / floor ops/s; store rows: median of alternating rounds; backend rows:"
         " ours and the floor in alternating chunks; queue rows: p50 large / p50 small"
     )
-    peer = r.get("peer")
-    if peer:
+    for backend, peer in r.get("peer", {}).items():
         lines.append(
-            f"procrastinate: defer {peer['defer_jobs_per_s']:.0f} jobs/s, worker "
-            f"{peer['worker_jobs_per_s']:.0f} jobs/s, defer+worker {peer['full_jobs_per_s']:.0f}"
-            f" jobs/s (median of {peer['rounds']} rounds of {peer['n']} jobs, alternating"
-            " with our cycles)"
+            f"procrastinate beside our {backend} cycle (its median round of"
+            f" {peer['rounds']}, {peer['n']} jobs each): defer {peer['defer_jobs_per_s']:.0f}"
+            f" jobs/s, worker {peer['worker_jobs_per_s']:.0f} jobs/s, defer+worker"
+            f" {peer['full_jobs_per_s']:.0f} jobs/s"
         )
+    if r.get("peer_rounds"):
+        per_round = "; ".join(
+            f"{one['worker_jobs_per_s']:.0f} jobs/s: "
+            + ", ".join(f"{b} {one[b] / one['worker_jobs_per_s']:.2f}x" for b in PEER_BACKENDS)
+            for one in r["peer_rounds"]
+        )
+        lines.append(f"peer rounds (procrastinate worker; our cycle ÷ it): {per_round}")
     for backend, figures in r["agent"].items():
         f = figures["submit"]
         lines.append(
