@@ -93,7 +93,24 @@ def scenario(wm: WorkManager, tenant: str) -> list[uuid.UUID]:
     )
     assert by_agent.created and not again_proposed.created
     assert again_proposed.order == by_agent.order
-    return [multi, simple, uuid.UUID(by_agent.order["id"])]
+    # Releases: refused ones change nothing; the order goes back to queued with the last.
+    third = uuid.UUID(by_agent.order["id"])
+    a = wm.agent.checkout(AGENT, order_id=third)
+    b = wm.agent.checkout("agent-8", order_id=third)
+    assert a is not None and b is not None
+    with pytest.raises(LeaseConflict):
+        wm.agent.release(_with_token(a, a.token - 1))
+    with pytest.raises(Forbidden):
+        wm.agent.release(a, agent=AgentInfo(id="someone-else"))
+    wm.agent.heartbeat(a)  # in_progress, released from there
+    held = wm.agent.release(a)
+    assert held.item["state"] == "queued" and held.item["attempts"] == 0
+    assert held.item["leased_by_agent_id"] is None and held.order_state == "in_progress"
+    last = wm.agent.release(b)
+    assert last.order_state == "queued" and not last.order_submitted
+    with pytest.raises(LeaseExpired):  # released: the lease has ended
+        wm.agent.release(b)
+    return [multi, simple, third]
 
 
 def _with_token(lease: Any, token: int) -> Any:
@@ -164,7 +181,14 @@ def test_hot_and_general_paths_leave_the_same_trail(make_wm, backend) -> None:
     via_general = trail(general, scenario(general, "t-general"))
     via_hot = trail(hot, scenario(hot, "t-hot"))
     assert [o[0] for o in via_hot["orders"]] == ["completed", "completed", "queued"]
-    assert [p["action"] for p in via_hot["provenance"]][-1] == "propose"
+    assert [p["action"] for p in via_hot["provenance"]][-6:] == [
+        "propose",
+        "checkout",
+        "checkout",
+        "heartbeat",
+        "release",
+        "release",
+    ]
     assert via_hot == via_general
     names = [e[0] for e in via_hot["events"]]
     assert names[names.index("leased") :][:3] == ["leased", "in_progress", "leased"], names

@@ -1,15 +1,21 @@
-"""The SQL functions of migration 0004 hold the same rules as the Python side."""
+"""The SQL functions of migrations 0004 and 0005 hold the same rules as the Python side."""
 
 from __future__ import annotations
 
 from workmanager.db import ddl
-from workmanager.states import SUBMITTED_ITEM_STATES
+from workmanager.states import HELD_ITEM_STATES, SUBMITTED_ITEM_STATES
 
 
 def test_the_submit_function_counts_the_submitted_item_states_as_done() -> None:
     assert set(ddl.HOT_PATH_DONE_ITEM_STATES_V1) == {s.value for s in SUBMITTED_ITEM_STATES}
     listed = ", ".join(f"'{s}'" for s in ddl.HOT_PATH_DONE_ITEM_STATES_V1)
     assert f"s.state NOT IN ({listed})" in ddl.HOT_PATH_FUNCTIONS_V1
+
+
+def test_the_release_function_counts_the_held_item_states_as_held() -> None:
+    assert set(ddl.HOT_PATH_HELD_ITEM_STATES_V2) == {s.value for s in HELD_ITEM_STATES}
+    listed = ", ".join(f"'{s}'" for s in ddl.HOT_PATH_HELD_ITEM_STATES_V2)
+    assert ddl.HOT_PATH_FUNCTIONS_V2.count(f"s.state IN ({listed})") == 2
 
 
 #: Migrations run these strings: they must never change (a change is a new constant and a
@@ -23,6 +29,10 @@ FROZEN = {
     "DROP_HOT_PATH_FUNCTIONS_V1": "50c46b5b9df643c1",
     "HOT_PATH_DONE_ITEM_STATES_V1": "8ce0721f6dcbff2e",
     "HOT_PATH_SIGNATURES_V1": "7b1e272d65335b54",
+    "HOT_PATH_FUNCTIONS_V2": "8c3e35db43792efa",
+    "DROP_HOT_PATH_FUNCTIONS_V2": "d9f7560db249c653",
+    "HOT_PATH_SIGNATURES_V2": "8fa2074621846ce6",
+    "HOT_PATH_HELD_ITEM_STATES_V2": "5b696b62a4a2fd3a",
 }
 
 

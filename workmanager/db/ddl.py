@@ -103,3 +103,56 @@ HOT_PATH_SIGNATURES_V1 = (
 )
 #: The item states the submit function counts as done, as written in it.
 HOT_PATH_DONE_ITEM_STATES_V1 = ("accepted", "completed", "submitted")
+
+# --- migration 0005: the order step of a hot release (PostgreSQL only) -----------------
+#: ``workmanager_release_order``: locks the order, then moves it ``in_progress → queued``
+#: with its ``requeued`` event when none of its other items is held — as
+#: ``lifecycle.maybe_requeue_order`` does. Checkout does not lock the order, so a sibling
+#: may be between ``queued`` and ``leased`` right now: the siblings that look queued are
+#: locked ``FOR SHARE`` by id (which waits for such a grant to commit; a later grant waits
+#: for this transaction), then read again in a fresh snapshot. The lock and the state test
+#: are two queries: with the test in the locking query, PostgreSQL filters rows on the
+#: snapshot's version before locking them, and a grant in flight is never waited for
+#: (``test_the_order_step_waits_for_a_sibling_grant_in_flight``). Returns the order's
+#: state after it (NULL when there is no such order) and whether it moved.
+HOT_PATH_FUNCTIONS_V2 = """
+CREATE OR REPLACE FUNCTION workmanager_release_order(
+  p_order uuid, p_item uuid, p_now timestamptz, p_actor_type text, p_actor_id text,
+  OUT order_state text, OUT became boolean
+) LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+  queued_ids uuid[];
+BEGIN
+  became := false;
+  SELECT o.state INTO order_state FROM work_orders o WHERE o.id = p_order
+     FOR NO KEY UPDATE;
+  IF NOT FOUND OR order_state <> 'in_progress' THEN
+    RETURN;
+  END IF;
+  IF EXISTS (SELECT 1 FROM work_items s
+              WHERE s.order_id = p_order AND s.id <> p_item
+                AND s.state IN ('leased', 'in_progress')) THEN
+    RETURN;
+  END IF;
+  queued_ids := ARRAY(SELECT s.id FROM work_items s
+                       WHERE s.order_id = p_order AND s.id <> p_item AND s.state = 'queued');
+  PERFORM 1 FROM work_items s WHERE s.id = ANY(queued_ids) FOR SHARE;
+  IF EXISTS (SELECT 1 FROM work_items s
+              WHERE s.id = ANY(queued_ids) AND s.state IN ('leased', 'in_progress')) THEN
+    RETURN;
+  END IF;
+  UPDATE work_orders o SET state = 'queued', last_transitioned_at = p_now,
+         updated_at = p_now
+   WHERE o.id = p_order;
+  INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
+  VALUES (p_order, NULL, 'requeued', p_actor_type, p_actor_id, NULL, p_now);
+  order_state := 'queued';
+  became := true;
+END $$;
+"""
+DROP_HOT_PATH_FUNCTIONS_V2 = (
+    "DROP FUNCTION IF EXISTS workmanager_release_order(uuid, uuid, timestamptz, text, text)"
+)
+HOT_PATH_SIGNATURES_V2 = ("workmanager_release_order(uuid,uuid,timestamptz,text,text)",)
+#: The item states the release function counts as held, as written in it.
+HOT_PATH_HELD_ITEM_STATES_V2 = ("leased", "in_progress")

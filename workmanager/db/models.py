@@ -270,7 +270,7 @@ class ApiToken(Base):
 # Deleting an order deletes its events and provenance (SPEC §3). Audit rows carry no
 # foreign keys (migration 0003: a key cost a lookup and a lock per audit row on the hottest
 # statements), so a trigger does what ON DELETE CASCADE did. Items and parts keep theirs.
-# The hot path's order functions (migration 0004) come with the schema on PostgreSQL.
+# The hot path's order functions (migrations 0004, 0005) come with the schema on PostgreSQL.
 # ``create_all`` runs the same SQL as the migrations (:mod:`.ddl`).
 for _ddl, _dialect, _when in (
     (ddl.AUDIT_CASCADE_PG, "postgresql", "after_create"),
@@ -280,7 +280,9 @@ for _ddl, _dialect, _when in (
     event.listen(Order.__table__, _when, DDL(_ddl).execute_if(dialect=_dialect))  # type: ignore[no-untyped-call]
 for _ddl, _when in (
     (ddl.HOT_PATH_FUNCTIONS_V1, "after_create"),
+    (ddl.HOT_PATH_FUNCTIONS_V2, "after_create"),
     (ddl.DROP_HOT_PATH_FUNCTIONS_V1, "after_drop"),
+    (ddl.DROP_HOT_PATH_FUNCTIONS_V2, "after_drop"),
 ):
     event.listen(Base.metadata, _when, DDL(_ddl).execute_if(dialect="postgresql"))  # type: ignore[no-untyped-call]
 

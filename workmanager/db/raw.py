@@ -30,7 +30,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, Engine, Table
 
 from ..errors import SchemaOutdated, Unavailable, ValidationFailed
-from .ddl import HOT_PATH_SIGNATURES_V1
+from .ddl import HOT_PATH_SIGNATURES_V1, HOT_PATH_SIGNATURES_V2
 from .rawpool import RawPool
 from .session import MAX_OVERFLOW, PING_AFTER_IDLE_SECONDS, POOL_SIZE, POOL_TIMEOUT, mark_lost
 
@@ -163,9 +163,10 @@ def _functions_missing(conn: Conn) -> bool:
     """Whether a function of :mod:`.ddl` is missing, asked of the catalog (the error's
     text is translated under a non-English ``lc_messages``, and "does not exist" is also
     what a call with mistyped arguments gets)."""
-    missing = " OR ".join(["to_regprocedure(%s) IS NULL"] * len(HOT_PATH_SIGNATURES_V1))
+    signatures = HOT_PATH_SIGNATURES_V1 + HOT_PATH_SIGNATURES_V2
+    missing = " OR ".join(["to_regprocedure(%s) IS NULL"] * len(signatures))
     try:
-        row = conn.execute(f"SELECT {missing}", HOT_PATH_SIGNATURES_V1).fetchone()
+        row = conn.execute(f"SELECT {missing}", signatures).fetchone()
     except psycopg.Error:
         return False
     return bool(row and row[0])

@@ -224,3 +224,31 @@ def item_of_row(row: dict[str, Any]) -> Item:
     ORM instance: building one costs more than this whole call's Python, and nothing here
     is flushed through a session."""
     return cast(Item, SimpleNamespace(**utc_row(row)))
+
+
+def _release_sql() -> str:
+    """Give a current lease's item back to the queue (lease cleared, its attempt given
+    back), with its ``released`` event and the provenance row, then its order
+    (``workmanager_release_order``, migration 0005: ``in_progress → queued`` when no other
+    item is held): one statement, guarded on the lease being current. Returns the item as
+    written, with ``order_state`` and ``order_became``; no row when the guard did not
+    match (the general path then reads the row and says why)."""
+    returned = ", ".join(f"w.{c}" for c in ITEM_COLUMNS)
+    return f"""
+WITH c AS MATERIALIZED (
+  {_LOCKED}
+), item AS (
+  UPDATE work_items w SET state = 'queued', leased_by_agent_id = NULL,
+         lease_expires_at = NULL, attempts = GREATEST(w.attempts - 1, 0), updated_at = %(now)s
+    FROM c
+   WHERE w.id = %(item)s AND {_CURRENT}
+  RETURNING {returned}
+), {_audit("item", "released", "jsonb_build_object('agent_id', %(agent)s::text)")}
+SELECT item.*, o.order_state, o.became AS order_became
+  FROM item, LATERAL workmanager_release_order(
+         item.order_id, item.id, %(now)s::timestamptz, %(actor_type)s::text,
+         %(actor_id)s::text) o
+ WHERE {_AUDIT_FIRST}"""
+
+
+RELEASE_SQL = _release_sql()

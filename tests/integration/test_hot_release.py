@@ -1,0 +1,143 @@
+"""The hot release (one statement + ``workmanager_release_order``, migration 0005).
+
+The trail test in ``test_hotpath.py`` checks it writes what the general release writes,
+and the contract suite runs every release rule through both paths; these check that the
+hot path is the one serving, that its order step waits for a sibling's grant in flight,
+and that a schema without the function turns off only the hot release.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from tests.integration.test_hotpath import PAUSE_TRIGGER, wait_for
+from tests.support.types import Multi
+from workmanager import AgentInfo, Registry
+from workmanager.db.ddl import DROP_HOT_PATH_FUNCTIONS_V2, HOT_PATH_FUNCTIONS_V2
+from workmanager.errors import LeaseConflict
+from workmanager.services import agent as agent_module
+
+pytestmark = pytest.mark.postgres
+
+
+def _count_general_releases(monkeypatch: Any) -> list[object]:
+    calls: list[object] = []
+    general = agent_module.release_tx
+
+    def counted(*args: Any) -> Any:
+        calls.append(args[2])
+        return general(*args)
+
+    monkeypatch.setattr(agent_module, "release_tx", counted)
+    return calls
+
+
+@pytest.mark.parametrize("backend", ["database", pytest.param("redis", marks=pytest.mark.redis)])
+def test_a_current_lease_releases_on_the_hot_path(make_wm, backend, monkeypatch) -> None:
+    wm = make_wm(db="postgres", backend=backend, registry=Registry([Multi()]))
+    order_id = wm.propose("test.multi", {"count": 2})
+    first = wm.agent.checkout("agent-1", order_id=order_id)
+    second = wm.agent.checkout("agent-2", order_id=order_id)
+    assert first is not None and second is not None
+    general = _count_general_releases(monkeypatch)
+    assert wm.agent.release(first).order_state == "in_progress"
+    assert wm.agent.release(second).order_state == "queued"
+    assert general == []  # both served by the one statement
+    if backend == "redis":  # the store's locks went with them
+        store = wm.agent.hot.store.store
+        assert store.alive([str(first.item_id), str(second.item_id)]) == {}
+    again = wm.agent.checkout("agent-3", order_id=order_id)  # leasable again, a new token
+    assert again is not None and again.token > max(first.token, second.token)
+    with pytest.raises(LeaseConflict):  # a refused guard: the general path says why
+        wm.agent.release(first)
+    assert len(general) == 1
+
+
+def test_the_order_step_waits_for_a_sibling_grant_in_flight(make_wm) -> None:
+    """A checkout does not lock the order, so a sibling's grant can be uncommitted while
+    the last holder releases. The release's order step must not requeue the order under
+    it: it reads the siblings that look queued again ``FOR SHARE``, which waits for the
+    grant and sees it leased. The grant is paused mid-statement by a test trigger on its
+    provenance insert (after the item's row is locked), while the release runs."""
+    from workmanager.leases.base import CheckoutQuery
+    from workmanager.leases.selection import shape_of
+    from workmanager.services import hotsql
+
+    wm = make_wm(db="postgres", backend="database", registry=Registry([Multi()]))
+    order_id = wm.propose("test.multi", {"count": 2})
+    held = wm.agent.checkout("agent-a", order_id=order_id)
+    assert held is not None
+    hot = wm.agent.hot
+    assert hot is not None
+    query = CheckoutQuery(order_id=order_id)
+    values = hot.checkout_values(AgentInfo(id="agent-b"), query)
+    url = wm.settings.database_url.replace("postgresql+psycopg://", "postgresql://")
+    granted: list[Any] = []
+    released: list[Any] = []
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    )
+    with psycopg.connect(url, autocommit=True) as b, psycopg.connect(url, autocommit=True) as a:
+        a.execute(PAUSE_TRIGGER)
+        try:
+            b.execute("SET wmtest.pause = 'on'")
+            grant = threading.Thread(
+                target=lambda: granted.append(
+                    b.execute(hotsql.grant_sql(shape_of(query, (), ()), False), values).fetchone()
+                )
+            )
+            grant.start()
+            wait_for(
+                lambda: (
+                    a.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
+                    ).fetchone()
+                    == (1,)
+                )
+            )
+            release = threading.Thread(target=lambda: released.append(wm.agent.release(held)))
+            release.start()
+            wait_for(lambda: a.execute(waiting).fetchone() == (1,))  # on the grant's row
+            grant.join(10)
+            release.join(10)
+        finally:
+            a.execute("DROP TRIGGER IF EXISTS wmtest_pause ON work_provenance")
+    assert granted and granted[0] is not None
+    assert released and released[0].order_state == "in_progress"
+    assert wm.queries.order(order_id)["state"] == "in_progress"
+    assert "requeued" not in [e["event"] for e in wm.queries.events(order_id)]
+
+
+def test_a_schema_without_the_release_function_turns_off_only_the_hot_release(
+    make_wm, caplog
+) -> None:
+    """Code deployed before migration 0005: the first release finds the function
+    missing, writes nothing, logs it, and is served by the general path, as are the
+    releases after it; checkout and submit stay on the hot path."""
+    wm = make_wm(db="postgres", backend="database", registry=Registry([Multi()]))
+    order_id = wm.propose("test.multi", {"count": 2})
+    leases = [wm.agent.checkout("agent-1", order_id=order_id) for _ in range(2)]
+    assert all(leases)
+    hot = wm.agent.hot
+    with wm.db.engine.begin() as conn:
+        conn.execute(text(DROP_HOT_PATH_FUNCTIONS_V2))
+    try:
+        with caplog.at_level(logging.ERROR, logger="workmanager.agent"):
+            assert wm.agent.release(leases[0]).item["state"] == "queued"
+        assert "older than this code" in caplog.text
+        assert hot is not None and not hot.handles_release and wm.agent.hot is hot
+        assert wm.agent.release(leases[1]).order_state == "queued"
+        events = [e["event"] for e in wm.queries.events(order_id)]
+        assert events.count("released") == 2 and events.count("requeued") == 1
+    finally:
+        with wm.db.engine.begin() as conn:
+            conn.execute(text(HOT_PATH_FUNCTIONS_V2))
+    again = wm.agent.checkout("agent-1", order_id=order_id)
+    assert again is not None and wm.agent.hot is hot  # still the hot checkout
