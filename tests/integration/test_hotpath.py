@@ -337,8 +337,9 @@ def test_custom_provenance_fields_are_stored_alike(make_wm, backend) -> None:
 
 def test_after_the_server_drops_its_connections_one_call_fails_then_all_succeed(make_wm):
     """Every pooled connection killed at once (what a restart does): the first hot call
-    that meets a dead one answers 503 and the pool is emptied, so the next calls connect
-    afresh instead of each meeting another dead connection."""
+    that meets a dead one answers 503 and the server is marked lost, so the other pooled
+    connections are pinged and replaced before they are lent, instead of each failing
+    one more call."""
     import psycopg
 
     from workmanager.errors import Unavailable

@@ -16,7 +16,10 @@ from sqlalchemy import create_engine
 
 from workmanager.db.raw import RawPostgres
 from workmanager.db.rawpool import RawPool
+from workmanager.db.session import Database, lost_at
 from workmanager.errors import Unavailable
+
+pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
@@ -59,7 +62,9 @@ def test_last_in_first_out_and_at_most_max_idle_kept(dsn: str) -> None:
         pool.checkin(conn, healthy=True)
     assert (pool.lent, pool.idle) == (0, 2)
     assert c.closed and not a.closed and not b.closed  # the third beyond max_idle
-    assert pool.checkout() is b  # the last one back goes out first
+    again = pool.checkout()
+    assert again is b  # the last one back goes out first
+    pool.checkin(again, healthy=True)
     pool.close()
 
 
@@ -77,13 +82,62 @@ def test_a_caller_beyond_max_size_waits_then_gets_unavailable(dsn: str) -> None:
     start = time.monotonic()
     with pytest.raises(Unavailable, match="no database connection free"):
         pool.checkout()
-    assert 0.25 < time.monotonic() - start < 2
-    # ... and gets one as soon as one comes back
-    timer = threading.Timer(0.1, pool.checkin, args=(held.pop(),), kwargs={"healthy": True})
-    timer.start()
-    assert pool.checkout() is not None
-    timer.join()
+    assert time.monotonic() - start >= 0.25
+    for conn in held:
+        pool.checkin(conn, healthy=True)
     pool.close()
+
+
+def test_a_waiting_caller_gets_the_first_connection_back(dsn: str) -> None:
+    pool = _pool(dsn, max_size=2, timeout=30.0)
+    held = [pool.checkout(), pool.checkout()]
+    timer = threading.Timer(0.1, pool.checkin, args=(held[1],), kwargs={"healthy": True})
+    timer.start()
+    assert pool.checkout() is held[1]  # waited for it, well before the timeout
+    timer.join()
+    for conn in held:
+        pool.checkin(conn, healthy=True)
+    assert (pool.lent, pool.idle) == (0, 2)
+    pool.close()
+
+
+def test_a_failed_connect_gives_its_slot_back() -> None:
+    attempts: list[int] = []
+
+    def refused() -> psycopg.Connection[Any]:
+        attempts.append(1)
+        return psycopg.connect("host=127.0.0.1 port=1 dbname=x connect_timeout=2")
+
+    pool = RawPool(refused, max_size=1, max_idle=1, timeout=0.2, ping_after=60.0)
+    for _ in range(3):  # a leaked slot would make the second one "no connection free"
+        with pytest.raises(psycopg.OperationalError):
+            pool.checkout()
+    assert len(attempts) == 3 and pool.lent == 0
+
+
+def test_a_connection_back_inside_a_transaction_is_closed_not_pooled(dsn: str) -> None:
+    pool = _pool(dsn)
+    conn = pool.checkout()
+    conn.execute("BEGIN")
+    conn.execute("SELECT 1")
+    pool.checkin(conn, healthy=True)
+    assert conn.closed and pool.idle == 0
+    again = pool.checkout()
+    assert again is not conn and again.info.transaction_status.name == "IDLE"
+    pool.checkin(again, healthy=True)
+    pool.close()
+
+
+def test_a_closed_pool_still_lends_but_keeps_nothing(dsn: str) -> None:
+    pool = _pool(dsn)
+    idle = pool.checkout()
+    pool.checkin(idle, healthy=True)
+    pool.close()
+    assert idle.closed and pool.idle == 0
+    late = pool.checkout()
+    assert _pid(late) > 0
+    pool.checkin(late, healthy=True)
+    assert late.closed and pool.idle == 0
 
 
 def test_many_threads_never_hold_more_than_max_size(dsn: str) -> None:
@@ -125,18 +179,39 @@ def test_a_connection_idle_past_ping_after_is_pinged_and_replaced_if_dead(dsn: s
 
 
 def test_a_fresh_connection_is_not_pinged_until_the_server_is_marked_lost(dsn: str) -> None:
-    pool = _pool(dsn, ping_after=60.0)
+    marks = [0.0]
+    pool = _pool(dsn, ping_after=60.0, lost_at=lambda: marks[-1])
     conn = pool.checkout()
     pool.checkin(conn, healthy=True)
     _kill(dsn, [_pid_of_idle(pool)])
     same = pool.checkout()  # fresh: lent without a ping (its next statement would fail)
     assert same is conn
     pool.checkin(same, healthy=True)
-    pool.mark_lost()
+    marks.append(time.monotonic())
     replaced = pool.checkout()  # pooled before the loss: pinged, found dead, replaced
     assert replaced is not conn and _pid(replaced) > 0
     pool.checkin(replaced, healthy=True)
     pool.close()
+
+
+def test_a_disconnect_the_orm_sees_makes_the_hot_paths_pool_ping_too(pg_url: str) -> None:
+    from sqlalchemy import text
+
+    db = Database(pg_url)
+    try:
+        with db.raw.connection() as conn:
+            raw_pid = _pid(conn)  # one fresh idle connection: not pinged by age
+        with db.transaction() as s:
+            orm_pid = s.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        _kill(pg_url.replace("postgresql+psycopg://", "postgresql://"), [raw_pid, orm_pid])
+        before = lost_at(db.engine)
+        with pytest.raises(Unavailable), db.transaction() as s:
+            s.execute(text("SELECT 1"))
+        assert lost_at(db.engine) > before
+        with db.raw.connection() as conn:  # pinged, found dead, replaced: no error
+            assert _pid(conn) != raw_pid
+    finally:
+        db.dispose()
 
 
 def _pid_of_idle(pool: RawPool) -> int:

@@ -32,7 +32,14 @@ from sqlalchemy import JSON, Engine, Table
 from ..errors import SchemaOutdated, Unavailable, ValidationFailed
 from .ddl import HOT_PATH_SIGNATURES_V1, HOT_PATH_SIGNATURES_V2
 from .rawpool import RawPool
-from .session import MAX_OVERFLOW, PING_AFTER_IDLE_SECONDS, POOL_SIZE, POOL_TIMEOUT, mark_lost
+from .session import (
+    MAX_OVERFLOW,
+    PING_AFTER_IDLE_SECONDS,
+    POOL_SIZE,
+    POOL_TIMEOUT,
+    lost_at,
+    mark_lost,
+)
 
 T = TypeVar("T")
 Conn = psycopg.Connection[Any]
@@ -45,7 +52,10 @@ class RawPostgres:
 
     Sized as the engine's pool (``POOL_SIZE`` kept idle, ``POOL_SIZE + MAX_OVERFLOW`` lent
     at most), so a process may hold up to twice that many connections when both are
-    busy. Built on first use in each process (a fork gets a pool of its own).
+    busy. Built on first use in each process (a fork gets a pool of its own). Its
+    connections are made from the engine's URL (host, database, user, query options such
+    as ``sslmode``) and type adapters (``dialect.create_connect_args``); ``connect_args``
+    or a ``creator`` given to a hand-built engine do not reach them.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -56,8 +66,8 @@ class RawPostgres:
 
     @property
     def pool(self) -> RawPool:
-        pool = self._pool
-        if pool is not None and self._pid == os.getpid():
+        pool, pid = self._pool, self._pid
+        if pool is not None and pid == os.getpid():
             return pool
         with self._lock:
             if self._pool is None or self._pid != os.getpid():
@@ -76,13 +86,14 @@ class RawPostgres:
             max_idle=POOL_SIZE,
             timeout=POOL_TIMEOUT,
             ping_after=PING_AFTER_IDLE_SECONDS,
+            lost_at=lambda: lost_at(self.engine),
         )
 
     def close(self) -> None:
         """Close the idle connections of this process's pool (as ``engine.dispose()``)."""
         with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None and self._pid == os.getpid():
+            pool, pid, self._pool = self._pool, self._pid, None
+        if pool is not None and pid == os.getpid():
             pool.close()
 
     @contextmanager
@@ -94,7 +105,7 @@ class RawPostgres:
         """
         pool = self.pool
         try:
-            conn = pool.checkout()
+            conn = pool.checkout()  # gives its slot back on any failure
         except psycopg.OperationalError as exc:  # a new connection could not be made
             raise Unavailable(f"database unavailable: {exc}") from exc
         healthy = lost = False
@@ -130,7 +141,6 @@ class RawPostgres:
                 # The server went away (restart, failover): every connection pooled before
                 # now, here and in the engine's pool, is pinged before it is lent again and
                 # replaced if dead, rather than each failing one more request.
-                pool.mark_lost()
                 mark_lost(self.engine)
 
     def run(self, fn: Callable[[Conn], T], attempts: int = 4) -> T:

@@ -14,10 +14,17 @@ What it keeps from SQLAlchemy's ``QueuePool``, as the ORM's connections behave:
   survive a fork either.
 * **bounded**: at most ``max_size`` connections are lent at once; a caller beyond that
   waits up to ``timeout`` seconds, then gets :class:`~workmanager.errors.Unavailable`.
-* **last in, first out**, and at most ``max_idle`` kept between uses; the rest are closed.
-* **pinged only when it matters**: a connection idle for ``ping_after`` seconds, or pooled
-  before the server was last seen going away (:meth:`RawPool.mark_lost`), is pinged
-  before it is lent, and replaced if dead. One in steady use is proven by its last use.
+  At most ``max_idle`` are kept between uses; the rest are closed.
+* **pinged only when it matters**: a connection idle for ``ping_after`` seconds, or
+  pooled before the server was last seen going away (``lost_at()``: the engine's mark,
+  set by a disconnect on either path), is pinged before it is lent, and replaced if
+  dead. One in steady use is proven by its last use.
+
+Unlike ``QueuePool`` (first in, first out unless ``pool_use_lifo``), it lends the most
+recently returned connection first: a sequential caller keeps reusing one warm
+connection and its prepared statements. A connection that comes back inside a
+transaction is closed, never pooled: the next borrower's autocommit statements would
+otherwise run inside it.
 
 One pool per process: :class:`~workmanager.db.raw.RawPostgres` builds a new one after a
 fork (the parent's connections are left alone; psycopg does not close a connection from
@@ -33,6 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from ..errors import Unavailable
 
@@ -50,6 +58,7 @@ class RawPool:
         max_idle: int,
         timeout: float,
         ping_after: float,
+        lost_at: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self._connect = connect
         self._slots = threading.BoundedSemaphore(max_size)
@@ -58,7 +67,7 @@ class RawPool:
         self._max_idle = max_idle
         self._timeout = timeout
         self._ping_after = ping_after
-        self._lost_at = 0.0
+        self._lost_at = lost_at
         self._lent = 0
         self._closed = False
 
@@ -73,38 +82,42 @@ class RawPool:
         return len(self._idle)
 
     def checkout(self) -> Conn:
-        """Lend a connection: an idle one (pinged first if it may be stale) or a new one."""
-        if not self._slots.acquire(timeout=self._timeout):
-            raise Unavailable(
-                f"no database connection free after {self._timeout:g} s (hot-path pool full)"
-            )
+        """Lend a connection: an idle one (pinged first if it may be stale) or a new one.
+        Every failure gives the slot back."""
+        acquired = False
         try:
+            acquired = self._slots.acquire(timeout=self._timeout)
+            if not acquired:
+                raise Unavailable(
+                    f"no database connection free after {self._timeout:g} s (hot-path pool full)"
+                )
             conn = self._reuse()
             if conn is None:
                 conn = self._connect()
+            with self._lock:
+                self._lent += 1
+            return conn
         except BaseException:
-            self._slots.release()
+            if acquired:
+                self._slots.release()
             raise
-        with self._lock:
-            self._lent += 1
-        return conn
 
     def checkin(self, conn: Conn, *, healthy: bool) -> None:
-        """Take a lent connection back; one that is not ``healthy`` is closed."""
-        with self._lock:
-            self._lent -= 1
-            kept = healthy and not self._closed and len(self._idle) < self._max_idle
-            if kept and not conn.closed:
-                self._idle.append((conn, time.monotonic()))
-            else:
-                kept = False
-        self._slots.release()
+        """Take a lent connection back; one that is not ``healthy``, closed, or still
+        inside a transaction is closed instead of pooled."""
+        usable = healthy and not conn.closed
+        if usable and conn.info.transaction_status != TransactionStatus.IDLE:
+            usable = False  # a BEGIN without its COMMIT: its locks go with the connection
+        try:
+            with self._lock:
+                self._lent -= 1
+                kept = usable and not self._closed and len(self._idle) < self._max_idle
+                if kept:
+                    self._idle.append((conn, time.monotonic()))
+        finally:
+            self._slots.release()
         if not kept:
             _close(conn)
-
-    def mark_lost(self) -> None:
-        """The server went away: ping every idle connection before it is lent again."""
-        self._lost_at = time.monotonic()
 
     def close(self) -> None:
         """Close the idle connections; lent ones are closed as they come back."""
@@ -121,7 +134,7 @@ class RawPool:
                     return None
                 conn, since = self._idle.pop()
             fresh = time.monotonic() - since < self._ping_after
-            if fresh and since > self._lost_at:
+            if fresh and since > self._lost_at():
                 return conn
             try:
                 conn.execute("SELECT 1")

@@ -7,7 +7,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -17,9 +17,6 @@ from sqlalchemy.pool import StaticPool
 
 from ..errors import Unavailable, ValidationFailed
 from . import pending
-
-if TYPE_CHECKING:
-    from .raw import RawPostgres
 
 T = TypeVar("T")
 #: PostgreSQL deadlock / serialization failure: the transaction may simply be run again.
@@ -71,8 +68,14 @@ _LOST: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
 
 def mark_lost(engine: Engine) -> None:
     """The server of ``engine`` went away: ping every connection returned to the pool
-    before now at its next checkout (a dead one is replaced), not only the idle ones."""
+    before now at its next checkout (a dead one is replaced), not only the idle ones —
+    in the engine's pool and in the hot paths' (:mod:`.rawpool`)."""
     _LOST[engine] = time.monotonic()
+
+
+def lost_at(engine: Engine) -> float:
+    """When ``engine``'s server was last seen going away (``time.monotonic()``; 0: never)."""
+    return _LOST.get(engine, 0.0)
 
 
 def _server_engine(url: str) -> Engine:
@@ -88,13 +91,20 @@ def _server_engine(url: str) -> Engine:
     def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
         record.info["idle_since"] = time.monotonic()
 
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context: Any) -> None:
+        # A disconnect seen through the ORM: SQLAlchemy replaces its own pool's
+        # connections; the mark makes the hot paths' pool ping its idle ones too.
+        if context.is_disconnect:
+            mark_lost(engine)
+
     @event.listens_for(engine, "checkout")
     def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
         since = record.info.get("idle_since")
         if since is None:
             return  # a new connection
         fresh = time.monotonic() - since < PING_AFTER_IDLE_SECONDS
-        if fresh and since > _LOST.get(engine, 0.0):
+        if fresh and since > lost_at(engine):
             return
         try:
             cursor = dbapi_conn.cursor()
@@ -121,17 +131,11 @@ class Database:
         self.engine = engine or make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         pending.install(self._sessions)
-        self._raw: RawPostgres | None = None
+        from .raw import RawPostgres  # it imports this module
 
-    @property
-    def raw(self) -> RawPostgres:
-        """Raw psycopg connections for the PostgreSQL hot paths (:mod:`.raw`), one pool
-        shared by every hot path of this database."""
-        if self._raw is None:
-            from .raw import RawPostgres
-
-            self._raw = RawPostgres(self.engine)
-        return self._raw
+        #: Raw psycopg connections for the PostgreSQL hot paths (:mod:`.raw`): one pool,
+        #: made on first use, shared by every hot path of this database.
+        self.raw = RawPostgres(self.engine)
 
     @property
     def dialect(self) -> str:
@@ -197,8 +201,7 @@ class Database:
             raise Unavailable(f"database unavailable: {exc.orig}") from exc
 
     def dispose(self) -> None:
-        if self._raw is not None:
-            self._raw.close()
+        self.raw.close()
         self.engine.dispose()
 
 
