@@ -1,4 +1,4 @@
-"""PostgreSQL hot paths for the agent API's busiest calls: checkout, heartbeat and submit.
+"""PostgreSQL hot paths for the agent API's busiest calls: checkout, heartbeat, submit, release.
 
 Same rules, same rows, fewer round trips. The general path (:mod:`.agent`) runs each call
 as an ORM transaction of four to six statements; on PostgreSQL these paths send
@@ -26,13 +26,18 @@ hand-written SQL on a raw psycopg connection (:mod:`workmanager.db.raw`):
   when the guard does not match: ``BEGIN`` + the item locked in one round trip; the lease
   checks and the validation in Python; the same statement unguarded and ``COMMIT`` in a
   second. With a store, its lock is deleted once the commit succeeded.
+* **release** — one statement in autocommit, guarded as the heartbeat: the item back to
+  ``queued`` (lease cleared, its attempt given back) with its event and provenance, then
+  ``workmanager_release_order`` (locks the order; requeues it when no other item is
+  held, waiting for a sibling's grant in flight). The caller drops the store's lock
+  afterwards, as after the general release. A refused guard goes to the general path.
 
 Which items are eligible, in which order, and which transitions are legal are the same
 rules as :mod:`workmanager.leases.selection` and :mod:`.lifecycle`; the contract suite
 (``tests/contract``) runs every backend on PostgreSQL through these paths and through the
 general one (``WORK_MANAGER_PG_FAST_PATH=false``), so the two cannot drift apart unseen.
-The database backend with concurrency limits checks out on the general path; release,
-fail, parts and finalize always do.
+The database backend with concurrency limits checks out on the general path; fail,
+parts and finalize always do.
 """
 
 from __future__ import annotations
