@@ -12,13 +12,12 @@ import logging
 import threading
 from typing import Any
 
-import psycopg
 import pytest
 from sqlalchemy import text
 
-from tests.integration.test_hotpath import PAUSE_TRIGGER, wait_for
+from tests.integration.test_hotpath import paused_grant, wait_for
 from tests.support.types import Multi
-from workmanager import AgentInfo, Registry
+from workmanager import Registry
 from workmanager.db.ddl import DROP_HOT_PATH_FUNCTIONS_V2, HOT_PATH_FUNCTIONS_V2
 from workmanager.errors import LeaseConflict
 from workmanager.services import agent as agent_module
@@ -62,53 +61,22 @@ def test_a_current_lease_releases_on_the_hot_path(make_wm, backend, monkeypatch)
 def test_the_order_step_waits_for_a_sibling_grant_in_flight(make_wm) -> None:
     """A checkout does not lock the order, so a sibling's grant can be uncommitted while
     the last holder releases. The release's order step must not requeue the order under
-    it: it reads the siblings that look queued again ``FOR SHARE``, which waits for the
-    grant and sees it leased. The grant is paused mid-statement by a test trigger on its
-    provenance insert (after the item's row is locked), while the release runs."""
-    from workmanager.leases.base import CheckoutQuery
-    from workmanager.leases.selection import shape_of
-    from workmanager.services import hotsql
-
+    it: it locks the siblings that look queued ``FOR SHARE``, which waits for the grant,
+    and then sees it leased. The grant is paused mid-statement while the release runs."""
     wm = make_wm(db="postgres", backend="database", registry=Registry([Multi()]))
     order_id = wm.propose("test.multi", {"count": 2})
     held = wm.agent.checkout("agent-a", order_id=order_id)
     assert held is not None
-    hot = wm.agent.hot
-    assert hot is not None
-    query = CheckoutQuery(order_id=order_id)
-    values = hot.checkout_values(AgentInfo(id="agent-b"), query)
-    url = wm.settings.database_url.replace("postgresql+psycopg://", "postgresql://")
-    granted: list[Any] = []
     released: list[Any] = []
     waiting = (
         "SELECT count(*) FROM pg_stat_activity"
         " WHERE wait_event_type = 'Lock' AND datname = current_database()"
     )
-    with psycopg.connect(url, autocommit=True) as b, psycopg.connect(url, autocommit=True) as a:
-        a.execute(PAUSE_TRIGGER)
-        try:
-            b.execute("SET wmtest.pause = 'on'")
-            grant = threading.Thread(
-                target=lambda: granted.append(
-                    b.execute(hotsql.grant_sql(shape_of(query, (), ()), False), values).fetchone()
-                )
-            )
-            grant.start()
-            wait_for(
-                lambda: (
-                    a.execute(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
-                    ).fetchone()
-                    == (1,)
-                )
-            )
-            release = threading.Thread(target=lambda: released.append(wm.agent.release(held)))
-            release.start()
-            wait_for(lambda: a.execute(waiting).fetchone() == (1,))  # on the grant's row
-            grant.join(10)
-            release.join(10)
-        finally:
-            a.execute("DROP TRIGGER IF EXISTS wmtest_pause ON work_provenance")
+    with paused_grant(wm, order_id, "agent-b") as (admin, granted):
+        release = threading.Thread(target=lambda: released.append(wm.agent.release(held)))
+        release.start()
+        wait_for(lambda: admin.execute(waiting).fetchone() == (1,))  # on the grant's row
+    release.join(10)
     assert granted and granted[0] is not None
     assert released and released[0].order_state == "in_progress"
     assert wm.queries.order(order_id)["state"] == "in_progress"

@@ -243,46 +243,14 @@ def test_the_order_start_sees_a_requeue_committed_after_the_grant(make_wm) -> No
     """Review finding: a release that requeues the order can commit while the checkout's
     statement runs. The order start (``workmanager_start_order``, VOLATILE) takes its own
     snapshot once the item is locked, so the order still ends ``in_progress`` with its
-    event. The statement is paused between the item's grant and the order start, while
-    the requeue commits, by a test trigger on the provenance insert (which runs before
-    the start; BEFORE INSERT, so it fires during the statement, not at its end)."""
-    import threading
-
-    import psycopg
-
-    from workmanager.leases.base import CheckoutQuery
-    from workmanager.leases.selection import shape_of
-    from workmanager.services import hotsql
-
+    event. The statement is paused between the item's grant and the order start while
+    the requeue commits."""
     wm = make_wm(db="postgres", backend="database", registry=Registry([Multi()]))
     order_id = wm.propose("test.multi", {"count": 2})
     assert wm.agent.checkout("agent-a", order_id=order_id) is not None  # order in_progress
-    hot = wm.agent.hot
-    assert hot is not None
-    query = CheckoutQuery(order_id=order_id)
-    values = hot.checkout_values(AgentInfo(id="agent-b"), query)
-    url = wm.settings.database_url.replace("postgresql+psycopg://", "postgresql://")
-    granted: list[object] = []
-    sleeping = (
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE wait_event = 'PgSleep' AND datname = current_database()"
-    )
-    with psycopg.connect(url, autocommit=True) as b, psycopg.connect(url, autocommit=True) as a:
-        a.execute(PAUSE_TRIGGER)
-        try:
-            b.execute("SET wmtest.pause = 'on'")
-            grant = threading.Thread(
-                target=lambda: granted.append(
-                    b.execute(hotsql.grant_sql(shape_of(query, (), ()), False), values).fetchone()
-                )
-            )
-            grant.start()
-            wait_for(lambda: a.execute(sleeping).fetchone() == (1,))
-            # Meanwhile the other holder's release requeued the order and committed.
-            a.execute("UPDATE work_orders SET state = 'queued' WHERE id = %s", (order_id,))
-            grant.join(10)
-        finally:
-            a.execute("DROP TRIGGER IF EXISTS wmtest_pause ON work_provenance")
+    with paused_grant(wm, order_id, "agent-b") as (admin, granted):
+        # Meanwhile the other holder's release requeued the order and committed.
+        admin.execute("UPDATE work_orders SET state = 'queued' WHERE id = %s", (order_id,))
     assert granted and granted[0] is not None
     assert wm.queries.order(order_id)["state"] == "in_progress"
     assert [e["event"] for e in wm.queries.events(order_id)][-2:] == ["leased", "in_progress"]
@@ -297,6 +265,47 @@ END $$;
 CREATE TRIGGER wmtest_pause BEFORE INSERT ON work_provenance
   FOR EACH ROW EXECUTE FUNCTION wmtest_pause();
 """
+
+
+@contextlib.contextmanager
+def paused_grant(wm: WorkManager, order_id: uuid.UUID, agent_id: str) -> Iterator[Any]:
+    """A hot checkout of ``order_id`` by ``agent_id`` (the real statement, on its own
+    connection) paused for a second mid-statement — its item locked, its order step not
+    yet run — by a test trigger on its provenance insert (BEFORE INSERT, so it fires
+    during the statement, not at its end). Yields an admin connection and the list the
+    grant's row lands in; the grant has finished when the block ends."""
+    import threading
+
+    import psycopg
+
+    from workmanager.leases.base import CheckoutQuery
+    from workmanager.leases.selection import shape_of
+    from workmanager.services import hotsql
+
+    hot = wm.agent.hot
+    assert hot is not None
+    query = CheckoutQuery(order_id=order_id)
+    values = hot.checkout_values(AgentInfo(id=agent_id), query)
+    sql = hotsql.grant_sql(shape_of(query, (), ()), False)
+    url = wm.settings.database_url.replace("postgresql+psycopg://", "postgresql://")
+    granted: list[Any] = []
+    sleeping = (
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE wait_event = 'PgSleep' AND datname = current_database()"
+    )
+    with psycopg.connect(url, autocommit=True) as b, psycopg.connect(url, autocommit=True) as a:
+        a.execute(PAUSE_TRIGGER)
+        try:
+            b.execute("SET wmtest.pause = 'on'")
+            grant = threading.Thread(
+                target=lambda: granted.append(b.execute(sql, values).fetchone())
+            )
+            grant.start()
+            wait_for(lambda: a.execute(sleeping).fetchone() == (1,))
+            yield a, granted
+            grant.join(10)
+        finally:
+            a.execute("DROP TRIGGER IF EXISTS wmtest_pause ON work_provenance")
 
 
 def wait_for(condition: Any, timeout: float = 10) -> None:

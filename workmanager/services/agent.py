@@ -368,15 +368,9 @@ class AgentAPI:
     def release(self, lease: Lease, agent: AgentInfo | None = None) -> ItemOutcome:
         """Give the item back to the queue now; the attempt it cost is given back too."""
         info = agent_of(agent, lease)
-        outcome = None
         hot = self.hot  # once: another thread may turn it off meanwhile
-        if hot is not None and hot.handles_release:
-            try:
-                outcome = hot.release(lease, info)
-            except SchemaOutdated as exc:
-                hot.handles_release = False
-                log.error("%s; releasing on the general path until restarted", exc.message)
-        if outcome is None:  # no hot path, or its guard refused: the general path says why
+        outcome = hot.release(lease, info) if hot is not None else None
+        if outcome is None:  # no hot path, or it left the call to the general path
             outcome = self.ctx.db.run(lambda s: release_tx(self.ctx, s, lease, info))
         self._released(lease, outcome.item)
         self.ctx.metrics.increment(

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -52,7 +53,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from ..db.raw import Conn
-from ..errors import NotFound, ValidationFailed
+from ..errors import NotFound, SchemaOutdated, ValidationFailed
 from ..leases.base import CheckoutQuery, Grant
 from ..leases.database import DatabaseLeaseBackend
 from ..leases.keyed import StoreLeaseBackend
@@ -73,6 +74,8 @@ from .hotsubmit import HotSubmit
 from .inputs import as_presented
 from .outcomes import ItemOutcome
 from .views import item_dict, item_view
+
+log = logging.getLogger("workmanager.agent")
 
 
 def hot_path(ctx: ServiceContext) -> HotPath | None:
@@ -283,9 +286,13 @@ class HotPath:
     # --- release ----------------------------------------------------------------------
     def release(self, lease: Lease, agent: AgentInfo) -> ItemOutcome | None:
         """Give a current lease's item back in one statement, as ``endings.release_tx``
-        does (the order's step is ``workmanager_release_order``, migration 0005); ``None``
-        when the guard did not match: the general path then reads the row and says why.
-        The caller then drops the store's lock, as after the general release."""
+        does (the order's step is ``workmanager_release_order``, migration 0005). ``None``
+        leaves the call to the general path: the guard did not match (it reads the row
+        and says why), or the function is missing (a schema at 0004: logged once, and
+        releases take the general path from then on). The caller then drops the store's
+        lock, as after the general release."""
+        if not self.handles_release:
+            return None
         presented = as_presented(lease, agent)
         values = {
             "item": lease.item_id,
@@ -296,7 +303,12 @@ class HotPath:
             "actor_id": agent.actor.id,
             **provenance_params(self.ctx, "release", agent),
         }
-        row = self.raw.run(lambda conn: _one_row(conn, RELEASE_SQL, values))
+        try:
+            row = self.raw.run(lambda conn: _one_row(conn, RELEASE_SQL, values))
+        except SchemaOutdated as exc:
+            self.handles_release = False
+            log.error("%s; releasing on the general path until restarted", exc.message)
+            return None
         if row is None:
             return None
         order_state = row.pop("order_state")

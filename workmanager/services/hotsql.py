@@ -121,6 +121,17 @@ def _audit(source: str, event: str, payload: str = "NULL", where: str = "") -> s
 _AUDIT_FIRST = "(SELECT count(*) FROM events) >= 0 AND (SELECT count(*) FROM provenance) >= 0"
 
 
+def _then_order(function: str) -> str:
+    """The final ``SELECT`` of a statement that ends an item's lease: the item as written
+    (the ``item`` CTE), with its order's step ``function(order, item, now, actor type,
+    actor id)`` (``OUT order_state, OUT became``) run after the audit CTEs."""
+    return f"""SELECT item.*, o.order_state, o.became AS order_became
+  FROM item, LATERAL {function}(
+         item.order_id, item.id, %(now)s::timestamptz, %(actor_type)s::text,
+         %(actor_id)s::text) o
+ WHERE {_AUDIT_FIRST}"""
+
+
 @lru_cache(maxsize=256)
 def grant_sql(shape: Shape, store: bool) -> str:
     """Lease one item, write its ``leased`` event and the provenance row, then start its
@@ -177,11 +188,7 @@ WITH c AS MATERIALIZED (
    WHERE w.id = %(item)s{guard}
   RETURNING {returned}, NULL::jsonb AS result
 ), {_audit("item", "submitted", "%(payload)s::jsonb")}
-SELECT item.*, o.order_state, o.became AS order_became
-  FROM item, LATERAL workmanager_submit_order(
-         item.order_id, item.id, %(now)s::timestamptz, %(actor_type)s::text,
-         %(actor_id)s::text) o
- WHERE {_AUDIT_FIRST}"""
+{_then_order("workmanager_submit_order")}"""
 
 
 SUBMIT_SQL = submit_sql(guarded=False)
@@ -244,11 +251,7 @@ WITH c AS MATERIALIZED (
    WHERE w.id = %(item)s AND {_CURRENT}
   RETURNING {returned}
 ), {_audit("item", "released", "jsonb_build_object('agent_id', %(agent)s::text)")}
-SELECT item.*, o.order_state, o.became AS order_became
-  FROM item, LATERAL workmanager_release_order(
-         item.order_id, item.id, %(now)s::timestamptz, %(actor_type)s::text,
-         %(actor_id)s::text) o
- WHERE {_AUDIT_FIRST}"""
+{_then_order("workmanager_release_order")}"""
 
 
 RELEASE_SQL = _release_sql()
