@@ -5,8 +5,8 @@ hand-written SQL straight to psycopg: a statement through SQLAlchemy costs more 
 than its round trip to a local PostgreSQL. Their connections come from a pool of their
 own (:mod:`.rawpool`), kept in autocommit mode, so that one statement is one transaction
 and one round trip; several statements are sent in a pipeline between an explicit
-``BEGIN`` and ``COMMIT``. They are made with the engine's connection arguments (same
-server, same type adapters as the ORM's connections).
+``BEGIN`` and ``COMMIT``. They are made from the engine's URL and type adapters (same
+server, same adapters as the ORM's connections).
 
 Errors are mapped as :meth:`Database.transaction` maps them (unreachable server → 503,
 unstorable value → 422), and a deadlock victim is run again as :meth:`Database.run`
