@@ -58,6 +58,27 @@ def test_a_current_lease_releases_on_the_hot_path(make_wm, backend, monkeypatch)
     assert len(general) == 1
 
 
+@pytest.mark.redis
+def test_a_lock_the_store_lost_is_refused_as_on_the_general_path(make_wm) -> None:
+    """Unlike a submit (kept: the work is done), a release under a lock Redis lost is
+    refused as expired, as the general path's store check refuses it; nothing is
+    written, and the sweep reclaims the item."""
+    from workmanager.errors import LeaseExpired
+
+    for backend in ("redis", "redis/general"):
+        wm = make_wm(db="postgres", backend=backend, registry=Registry([Multi()]))
+        order_id = wm.propose("test.multi", {"count": 1})
+        lease = wm.agent.checkout("agent-1", order_id=order_id)
+        assert lease is not None
+        store = wm.ctx.leases.store  # type: ignore[attr-defined]
+        store.client.delete(*store.client.keys(f"{store.keys.prefix}item:*"))
+        before = [e["event"] for e in wm.queries.events(order_id)]
+        with pytest.raises(LeaseExpired):
+            wm.agent.release(lease)
+        assert [e["event"] for e in wm.queries.events(order_id)] == before, backend
+        assert wm.queries.item(lease.item_id)["state"] == "leased"
+
+
 def test_the_order_step_waits_for_a_sibling_grant_in_flight(make_wm) -> None:
     """A checkout does not lock the order, so a sibling's grant can be uncommitted while
     the last holder releases. The release's order step must not requeue the order under
@@ -68,15 +89,15 @@ def test_the_order_step_waits_for_a_sibling_grant_in_flight(make_wm) -> None:
     held = wm.agent.checkout("agent-a", order_id=order_id)
     assert held is not None
     released: list[Any] = []
-    waiting = (
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    waiting = (  # on the grant's row (the grant itself waits at the test's advisory gate)
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        " AND wait_event <> 'advisory' AND datname = current_database()"
     )
     with paused_grant(wm, order_id, "agent-b") as (admin, granted):
         release = threading.Thread(target=lambda: released.append(wm.agent.release(held)))
         release.start()
-        wait_for(lambda: admin.execute(waiting).fetchone() == (1,))  # on the grant's row
-    release.join(10)
+        wait_for(lambda: admin.execute(waiting).fetchone() == (1,))
+    release.join(30)
     assert granted and granted[0] is not None
     assert released and released[0].order_state == "in_progress"
     assert wm.queries.order(order_id)["state"] == "in_progress"

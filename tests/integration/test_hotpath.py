@@ -256,10 +256,17 @@ def test_the_order_start_sees_a_requeue_committed_after_the_grant(make_wm) -> No
     assert [e["event"] for e in wm.queries.events(order_id)][-2:] == ["leased", "in_progress"]
 
 
-PAUSE_TRIGGER = """
+#: Holds a statement of the session that set ``wmtest.pause`` at its provenance insert
+#: until the test gives up the advisory lock ``PAUSE_KEY`` (BEFORE INSERT: it fires
+#: during the statement, not at its end). A gate, not a sleep: what runs meanwhile may
+#: take as long as it needs on a loaded machine.
+PAUSE_KEY = 7_417_001
+PAUSE_TRIGGER = f"""
 CREATE OR REPLACE FUNCTION wmtest_pause() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  IF current_setting('wmtest.pause', true) = 'on' THEN PERFORM pg_sleep(1); END IF;
+  IF current_setting('wmtest.pause', true) = 'on' THEN
+    PERFORM pg_advisory_xact_lock({PAUSE_KEY});
+  END IF;
   RETURN NEW;
 END $$;
 CREATE TRIGGER wmtest_pause BEFORE INSERT ON work_provenance
@@ -270,10 +277,9 @@ CREATE TRIGGER wmtest_pause BEFORE INSERT ON work_provenance
 @contextlib.contextmanager
 def paused_grant(wm: WorkManager, order_id: uuid.UUID, agent_id: str) -> Iterator[Any]:
     """A hot checkout of ``order_id`` by ``agent_id`` (the real statement, on its own
-    connection) paused for a second mid-statement — its item locked, its order step not
-    yet run — by a test trigger on its provenance insert (BEFORE INSERT, so it fires
-    during the statement, not at its end). Yields an admin connection and the list the
-    grant's row lands in; the grant has finished when the block ends."""
+    connection) held mid-statement — its item locked, its order step not yet run — until
+    the block ends. Yields an admin connection and the list the grant's row lands in;
+    the grant has finished when the block ends, whether it ended well or not."""
     import threading
 
     import psycopg
@@ -289,22 +295,23 @@ def paused_grant(wm: WorkManager, order_id: uuid.UUID, agent_id: str) -> Iterato
     sql = hotsql.grant_sql(shape_of(query, (), ()), False)
     url = wm.settings.database_url.replace("postgresql+psycopg://", "postgresql://")
     granted: list[Any] = []
-    sleeping = (
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE wait_event = 'PgSleep' AND datname = current_database()"
+    held_at_gate = (
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'"
+        " AND datname = current_database()"
     )
     with psycopg.connect(url, autocommit=True) as b, psycopg.connect(url, autocommit=True) as a:
         a.execute(PAUSE_TRIGGER)
+        a.execute("SELECT pg_advisory_lock(%s)", (PAUSE_KEY,))
+        grant = threading.Thread(target=lambda: granted.append(b.execute(sql, values).fetchone()))
         try:
             b.execute("SET wmtest.pause = 'on'")
-            grant = threading.Thread(
-                target=lambda: granted.append(b.execute(sql, values).fetchone())
-            )
             grant.start()
-            wait_for(lambda: a.execute(sleeping).fetchone() == (1,))
+            wait_for(lambda: a.execute(held_at_gate).fetchone() == (1,))
             yield a, granted
-            grant.join(10)
         finally:
+            a.execute("SELECT pg_advisory_unlock(%s)", (PAUSE_KEY,))
+            if grant.is_alive() or grant.ident is not None:
+                grant.join(30)
             a.execute("DROP TRIGGER IF EXISTS wmtest_pause ON work_provenance")
 
 

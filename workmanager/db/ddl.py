@@ -108,11 +108,13 @@ HOT_PATH_DONE_ITEM_STATES_V1 = ("accepted", "completed", "submitted")
 #: ``workmanager_release_order``: locks the order, then moves it ``in_progress → queued``
 #: with its ``requeued`` event when none of its other items is held — as
 #: ``lifecycle.maybe_requeue_order`` does. Checkout does not lock the order, so a sibling
-#: may be between ``queued`` and ``leased`` right now: the siblings that look queued are
-#: locked ``FOR SHARE`` by id (which waits for such a grant to commit; a later grant waits
-#: for this transaction), then read again in a fresh snapshot. The lock and the state test
-#: are two queries: with the test in the locking query, PostgreSQL filters rows on the
-#: snapshot's version before locking them, and a grant in flight is never waited for
+#: may be between ``queued`` and ``leased`` right now. So: the held siblings and the
+#: queued ones are read in **one** query (one snapshot: a grant committing between two
+#: queries would be in neither set); the queued ones are then locked ``FOR SHARE`` by id,
+#: which waits for a grant in flight to commit (a later checkout skips them, ``SKIP
+#: LOCKED``), and read again in a fresh snapshot. The lock and the state test are two
+#: queries: with the test in the locking query, PostgreSQL filters rows on the snapshot's
+#: version before locking them, and a grant in flight is never waited for
 #: (``test_the_order_step_waits_for_a_sibling_grant_in_flight``). Returns the order's
 #: state after it (NULL when there is no such order) and whether it moved.
 HOT_PATH_FUNCTIONS_V2 = """
@@ -121,6 +123,7 @@ CREATE OR REPLACE FUNCTION workmanager_release_order(
   OUT order_state text, OUT became boolean
 ) LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
+  any_held boolean;
   queued_ids uuid[];
 BEGIN
   became := false;
@@ -129,13 +132,13 @@ BEGIN
   IF NOT FOUND OR order_state <> 'in_progress' THEN
     RETURN;
   END IF;
-  IF EXISTS (SELECT 1 FROM work_items s
-              WHERE s.order_id = p_order AND s.id <> p_item
-                AND s.state IN ('leased', 'in_progress')) THEN
+  SELECT coalesce(bool_or(s.state IN ('leased', 'in_progress')), false),
+         coalesce(array_agg(s.id) FILTER (WHERE s.state = 'queued'), '{}')
+    INTO any_held, queued_ids
+    FROM work_items s WHERE s.order_id = p_order AND s.id <> p_item;
+  IF any_held THEN
     RETURN;
   END IF;
-  queued_ids := ARRAY(SELECT s.id FROM work_items s
-                       WHERE s.order_id = p_order AND s.id <> p_item AND s.state = 'queued');
   PERFORM 1 FROM work_items s WHERE s.id = ANY(queued_ids) FOR SHARE;
   IF EXISTS (SELECT 1 FROM work_items s
               WHERE s.id = ANY(queued_ids) AND s.state IN ('leased', 'in_progress')) THEN

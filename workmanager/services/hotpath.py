@@ -26,7 +26,8 @@ hand-written SQL on a raw psycopg connection (:mod:`workmanager.db.raw`):
   when the guard does not match: ``BEGIN`` + the item locked in one round trip; the lease
   checks and the validation in Python; the same statement unguarded and ``COMMIT`` in a
   second. With a store, its lock is deleted once the commit succeeded.
-* **release** — one statement in autocommit, guarded as the heartbeat: the item back to
+* **release** — with a store, its lock checked first; then one statement in autocommit,
+  guarded on the lease being current: the item back to
   ``queued`` (lease cleared, its attempt given back) with its event and provenance, then
   ``workmanager_release_order`` (locks the order; requeues it when no other item is
   held, waiting for a sibling's grant in flight). The caller drops the store's lock
@@ -93,7 +94,8 @@ def hot_path(ctx: ServiceContext) -> HotPath | None:
 
 
 class HotPath:
-    """checkout and submit on PostgreSQL in one and two round trips."""
+    """checkout, heartbeat, submit and release on PostgreSQL, one statement each where it
+    can (see the module's docstring)."""
 
     def __init__(self, ctx: ServiceContext, store: StoreLeaseBackend | None, checkout: bool):
         self.ctx = ctx
@@ -286,14 +288,21 @@ class HotPath:
     # --- release ----------------------------------------------------------------------
     def release(self, lease: Lease, agent: AgentInfo) -> ItemOutcome | None:
         """Give a current lease's item back in one statement, as ``endings.release_tx``
-        does (the order's step is ``workmanager_release_order``, migration 0005). ``None``
-        leaves the call to the general path: the guard did not match (it reads the row
-        and says why), or the function is missing (a schema at 0004: logged once, and
+        does (the order's step is ``workmanager_release_order``, migration 0005). With a
+        store, its lock is checked first, as the general path's ``check`` does (unlike
+        the hot submit, a release is not worth keeping past a lost lock: the sweep
+        reclaims the item). ``None`` leaves the call to the general path, which says
+        why: a lock the store no longer holds, a guard that did not match, a value the
+        database refuses, or the function missing (a schema at 0004: logged, and
         releases take the general path from then on). The caller then drops the store's
         lock, as after the general release."""
         if not self.handles_release:
             return None
         presented = as_presented(lease, agent)
+        if self.store is not None and (
+            self.store.store.check(str(lease.item_id), presented.agent_id, presented.token) != 1
+        ):
+            return None  # the store lost or moved the lock: the general path says how
         values = {
             "item": lease.item_id,
             "token": presented.token,
@@ -309,6 +318,8 @@ class HotPath:
             self.handles_release = False
             log.error("%s; releasing on the general path until restarted", exc.message)
             return None
+        except ValidationFailed:
+            return None  # a value jsonb or text refuses: the general path checks the lease first
         if row is None:
             return None
         order_state = row.pop("order_state")

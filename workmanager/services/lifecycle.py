@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..db.models import Item, Order
@@ -89,12 +89,6 @@ def lock_item(session: Session, item_id: uuid.UUID) -> Item:
     return item
 
 
-def _any_item(session: Session, order_id: uuid.UUID, condition: Any) -> bool:
-    # An ORM select autoflushes first, so pending item changes of this transaction count.
-    found = session.scalar(select(exists().where(Item.order_id == order_id, condition)))
-    return bool(found)
-
-
 def maybe_submit_order(session: Session, order: OrderRef, actor: Actor, now: datetime) -> bool:
     """Move an in-progress order to ``submitted`` once every item is submitted.
 
@@ -137,13 +131,19 @@ def _holds_any(session: Session, order_id: uuid.UUID) -> bool:
     still see it queued. So the items this transaction sees as queued are read again ``FOR
     SHARE`` by id: that waits for a grant's row lock (its UPDATE holds ``NO KEY UPDATE``)
     and then returns the row as committed. Only queued rows are locked: held rows belong
-    to agents whose submit may be waiting for this transaction's order lock.
+    to agents whose submit may be waiting for this transaction's order lock. Held and
+    queued rows are read in one query (one snapshot): a grant committing between two
+    reads would be in neither.
     """
-    if _any_item(session, order_id, held()):
+    # An ORM select autoflushes first, so pending item changes of this transaction count.
+    rows = session.execute(
+        select(Item.id, Item.state).where(Item.order_id == order_id, or_(held(), queued()))
+    ).all()
+    if any(state in HELD for _, state in rows):
         return True
     if session.get_bind().dialect.name != "postgresql":
         return False  # SQLite transactions are serialized: nothing is in flight
-    queued_ids = list(session.scalars(select(Item.id).where(Item.order_id == order_id, queued())))
+    queued_ids = [item_id for item_id, state in rows if state == ItemState.QUEUED.value]
     if not queued_ids:
         return False
     now_states = session.scalars(
