@@ -13,12 +13,10 @@ import threading
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
-from tests.integration.test_hotpath import paused_grant, wait_for
+from tests.integration.test_hotpath import paused_grant, release_function_dropped, wait_for
 from tests.support.types import Multi
 from workmanager import Registry
-from workmanager.db.ddl import DROP_HOT_PATH_FUNCTIONS_V2, HOT_PATH_FUNCTIONS_V2
 from workmanager.errors import LeaseConflict
 from workmanager.services import agent as agent_module
 
@@ -115,9 +113,7 @@ def test_a_schema_without_the_release_function_turns_off_only_the_hot_release(
     leases = [wm.agent.checkout("agent-1", order_id=order_id) for _ in range(2)]
     assert all(leases)
     hot = wm.agent.hot
-    with wm.db.engine.begin() as conn:
-        conn.execute(text(DROP_HOT_PATH_FUNCTIONS_V2))
-    try:
+    with release_function_dropped(wm):
         with caplog.at_level(logging.ERROR, logger="workmanager.agent"):
             assert wm.agent.release(leases[0]).item["state"] == "queued"
         assert "older than this code" in caplog.text
@@ -125,8 +121,5 @@ def test_a_schema_without_the_release_function_turns_off_only_the_hot_release(
         assert wm.agent.release(leases[1]).order_state == "queued"
         events = [e["event"] for e in wm.queries.events(order_id)]
         assert events.count("released") == 2 and events.count("requeued") == 1
-    finally:
-        with wm.db.engine.begin() as conn:
-            conn.execute(text(HOT_PATH_FUNCTIONS_V2))
     again = wm.agent.checkout("agent-1", order_id=order_id)
     assert again is not None and wm.agent.hot is hot  # still the hot checkout

@@ -554,6 +554,22 @@ def functions_dropped(wm: WorkManager) -> Iterator[None]:
             conn.execute(text(HOT_PATH_FUNCTIONS_V1))
 
 
+@contextlib.contextmanager
+def release_function_dropped(wm: WorkManager) -> Iterator[None]:
+    """The schema as it was at migration 0004, for the block."""
+    from sqlalchemy import text
+
+    from workmanager.db.ddl import DROP_HOT_PATH_FUNCTIONS_V2, HOT_PATH_FUNCTIONS_V2
+
+    with wm.db.engine.begin() as conn:
+        conn.execute(text(DROP_HOT_PATH_FUNCTIONS_V2))
+    try:
+        yield
+    finally:
+        with wm.db.engine.begin() as conn:
+            conn.execute(text(HOT_PATH_FUNCTIONS_V2))
+
+
 def test_only_the_missing_functions_turn_the_hot_path_off(make_wm) -> None:
     """Review finding: another "undefined function" error (an operator for a filter of
     the wrong type) is not an outdated schema; it must not switch the hot path off. The
@@ -567,6 +583,9 @@ def test_only_the_missing_functions_turn_the_hot_path_off(make_wm) -> None:
     hot = wm.agent.hot
     assert hot is not None
     with pytest.raises(psycopg.errors.UndefinedFunction):
+        hot.checkout(AgentInfo(id="a"), CheckoutQuery(tenant_id=7))  # type: ignore[arg-type]
+    with release_function_dropped(wm), pytest.raises(psycopg.errors.UndefinedFunction):
+        # a schema at 0004 (only the release function missing): still the bug it is
         hot.checkout(AgentInfo(id="a"), CheckoutQuery(tenant_id=7))  # type: ignore[arg-type]
     for bad, path in (
         ({"tenant_id": 7}, "tenant_id"),

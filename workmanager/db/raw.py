@@ -120,7 +120,7 @@ class RawPostgres:
             ) from exc
         except pgerrors.UndefinedFunction as exc:
             healthy = _reset(conn)
-            if not (healthy and _functions_missing(conn)):
+            if not (healthy and _functions_missing(conn, str(exc))):
                 raise  # another 42883 (an operator, a mistyped argument): a bug
             raise SchemaOutdated(  # a function of a newer migration (db/ddl.py)
                 f"the database schema is older than this code ({exc.diag.message_primary});"
@@ -169,17 +169,23 @@ def _reset(conn: Conn) -> bool:
     return conn.info.transaction_status == TransactionStatus.IDLE
 
 
-def _functions_missing(conn: Conn) -> bool:
-    """Whether a function of :mod:`.ddl` is missing, asked of the catalog (the error's
-    text is translated under a non-English ``lc_messages``, and "does not exist" is also
-    what a call with mistyped arguments gets)."""
+def _functions_missing(conn: Conn, message: str) -> bool:
+    """Whether the error ``message`` names a function of :mod:`.ddl` that the catalog
+    says is missing. The catalog is asked (``to_regprocedure``) because "does not exist"
+    is also what a call with mistyped arguments gets; the name is looked for in the
+    message because that is what failed (identifiers are not translated under a
+    non-English ``lc_messages``; the surrounding text is). So on a schema that lacks only
+    a newer function, another error is still raised as the bug it is."""
     signatures = HOT_PATH_SIGNATURES_V1 + HOT_PATH_SIGNATURES_V2
-    missing = " OR ".join(["to_regprocedure(%s) IS NULL"] * len(signatures))
+    checks = ", ".join(["to_regprocedure(%s) IS NULL"] * len(signatures))
     try:
-        row = conn.execute(f"SELECT {missing}", signatures).fetchone()
+        row = conn.execute(f"SELECT {checks}", signatures).fetchone()
     except psycopg.Error:
         return False
-    return bool(row and row[0])
+    if row is None:
+        return False
+    missing = [sig.split("(")[0] for sig, gone in zip(signatures, row, strict=True) if gone]
+    return any(name in message for name in missing)
 
 
 def utc_row(row: dict[str, Any]) -> dict[str, Any]:
