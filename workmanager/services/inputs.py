@@ -42,6 +42,8 @@ def checkout_query(
     held to types the way HTTP and MCP requests are, and a filter of the wrong type must
     be a 422 that names it, not a database error. Ids that are not UUIDs are 404, as SPEC
     §6.1 has it for every id."""
+    if (order_id, type, min_priority, tenant_id, item_id) == (None,) * 5:
+        return _GLOBAL  # the commonest checkout: nothing to check
     for path, value in (("type", type), ("tenant_id", tenant_id)):
         require(value is None or isinstance(value, str), path, "must be a string")
     if min_priority is not None:
@@ -55,6 +57,9 @@ def checkout_query(
     return CheckoutQuery(
         _uuid(order_id, "order"), type, min_priority, tenant_id, _uuid(item_id, "item")
     )
+
+
+_GLOBAL = CheckoutQuery()
 
 
 def _uuid(value: Any, kind: str) -> uuid.UUID | None:
