@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_hotpath import paused_grant, release_function_dropped, wait_for
+from tests.integration.test_hotpath import functions_dropped, paused_grant, wait_for
 from tests.support.types import Multi
 from workmanager import Registry
 from workmanager.errors import LeaseConflict
@@ -113,7 +113,7 @@ def test_a_schema_without_the_release_function_turns_off_only_the_hot_release(
     leases = [wm.agent.checkout("agent-1", order_id=order_id) for _ in range(2)]
     assert all(leases)
     hot = wm.agent.hot
-    with release_function_dropped(wm):
+    with functions_dropped(wm, "0005"):
         with caplog.at_level(logging.ERROR, logger="workmanager.agent"):
             assert wm.agent.release(leases[0]).item["state"] == "queued"
         assert "older than this code" in caplog.text

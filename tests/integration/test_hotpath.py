@@ -538,36 +538,25 @@ def test_a_hot_submit_without_the_functions_falls_back_too(make_wm, caplog) -> N
 
 
 @contextlib.contextmanager
-def functions_dropped(wm: WorkManager) -> Iterator[None]:
-    """The schema as it was before migration 0004, for the block (the test database is
-    shared, so the functions come back afterwards)."""
+def functions_dropped(wm: WorkManager, migration: str = "0004") -> Iterator[None]:
+    """The SQL functions ``migration`` adds (0004: start and submit; 0005: release) gone
+    for the block, as on a schema from before it (the test database is shared, so they
+    come back afterwards)."""
     from sqlalchemy import text
 
-    from workmanager.db.ddl import DROP_HOT_PATH_FUNCTIONS_V1, HOT_PATH_FUNCTIONS_V1
+    from workmanager.db import ddl
 
+    drop, create = {
+        "0004": (ddl.DROP_HOT_PATH_FUNCTIONS_V1, ddl.HOT_PATH_FUNCTIONS_V1),
+        "0005": (ddl.DROP_HOT_PATH_FUNCTIONS_V2, ddl.HOT_PATH_FUNCTIONS_V2),
+    }[migration]
     with wm.db.engine.begin() as conn:
-        conn.execute(text(DROP_HOT_PATH_FUNCTIONS_V1))
+        conn.execute(text(drop))
     try:
         yield
     finally:
         with wm.db.engine.begin() as conn:
-            conn.execute(text(HOT_PATH_FUNCTIONS_V1))
-
-
-@contextlib.contextmanager
-def release_function_dropped(wm: WorkManager) -> Iterator[None]:
-    """The schema as it was at migration 0004, for the block."""
-    from sqlalchemy import text
-
-    from workmanager.db.ddl import DROP_HOT_PATH_FUNCTIONS_V2, HOT_PATH_FUNCTIONS_V2
-
-    with wm.db.engine.begin() as conn:
-        conn.execute(text(DROP_HOT_PATH_FUNCTIONS_V2))
-    try:
-        yield
-    finally:
-        with wm.db.engine.begin() as conn:
-            conn.execute(text(HOT_PATH_FUNCTIONS_V2))
+            conn.execute(text(create))
 
 
 def test_only_the_missing_functions_turn_the_hot_path_off(make_wm) -> None:
@@ -584,7 +573,7 @@ def test_only_the_missing_functions_turn_the_hot_path_off(make_wm) -> None:
     assert hot is not None
     with pytest.raises(psycopg.errors.UndefinedFunction):
         hot.checkout(AgentInfo(id="a"), CheckoutQuery(tenant_id=7))  # type: ignore[arg-type]
-    with release_function_dropped(wm), pytest.raises(psycopg.errors.UndefinedFunction):
+    with functions_dropped(wm, "0005"), pytest.raises(psycopg.errors.UndefinedFunction):
         # a schema at 0004 (only the release function missing): still the bug it is
         hot.checkout(AgentInfo(id="a"), CheckoutQuery(tenant_id=7))  # type: ignore[arg-type]
     for bad, path in (
