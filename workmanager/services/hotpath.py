@@ -68,6 +68,8 @@ from .hotsql import (
     grant_sql,
     heartbeat_sql,
     item_of_row,
+    lease_params,
+    order_step,
     provenance_params,
     query_params,
 )
@@ -229,18 +231,12 @@ class HotPath:
         expires = now + timedelta(seconds=self.ctx.settings.lease_ttl_seconds)
         recorded = progress is not None or checkpoint is not None
         values = {
-            "item": lease.item_id,
-            "token": presented.token,
-            "agent": presented.agent_id,
-            "now": now,
+            **lease_params(self.ctx, lease, agent, now, "heartbeat"),
             "expires": expires,
             # as the general path writes it; the attempt is the row's, added in SQL
             "progress": Jsonb(
                 {"progress": progress, "checkpoint": checkpoint, "at": now.isoformat()}
             ),
-            "actor_type": agent.actor.type,
-            "actor_id": agent.actor.id,
-            **provenance_params(self.ctx, "heartbeat", agent),
         }
         sql = heartbeat_sql(recorded)
         try:
@@ -298,20 +294,11 @@ class HotPath:
         lock, as after the general release."""
         if not self.handles_release:
             return None
-        presented = as_presented(lease, agent)
+        values = lease_params(self.ctx, lease, agent, self.ctx.clock(), "release")
         if self.store is not None and (
-            self.store.store.check(str(lease.item_id), presented.agent_id, presented.token) != 1
+            self.store.store.check(str(lease.item_id), values["agent"], values["token"]) != 1
         ):
             return None  # the store lost or moved the lock: the general path says how
-        values = {
-            "item": lease.item_id,
-            "token": presented.token,
-            "agent": presented.agent_id,
-            "now": self.ctx.clock(),
-            "actor_type": agent.actor.type,
-            "actor_id": agent.actor.id,
-            **provenance_params(self.ctx, "release", agent),
-        }
         try:
             row = self.raw.run(lambda conn: _one_row(conn, RELEASE_SQL, values))
         except SchemaOutdated as exc:
@@ -322,14 +309,8 @@ class HotPath:
             return None  # a value jsonb or text refuses: the general path checks the lease first
         if row is None:
             return None
-        order_state = row.pop("order_state")
-        row.pop("order_became")
-        item = item_of_row(row)
-        if order_state is None:
-            raise NotFound(
-                f"order {item.order_id} not found", details={"order_id": str(item.order_id)}
-            )
-        return ItemOutcome(item_dict(item), order_state)
+        order_state, _ = order_step(row)
+        return ItemOutcome(item_dict(item_of_row(row)), order_state)
 
 
 def _one_row(conn: Conn, sql: str, values: dict[str, Any]) -> dict[str, Any] | None:

@@ -14,11 +14,13 @@ from typing import Any, cast
 
 from ..db.models import PROVENANCE_TABLE, Item, utcnow
 from ..db.raw import AuditColumns, utc_row
+from ..errors import NotFound
 from ..leases.base import CheckoutQuery
 from ..leases.selection import Shape
 from ..provenance.default import DefaultEnricher
 from ..states import LEASABLE_ORDER_STATES
-from ..types import AgentInfo
+from ..types import AgentInfo, Lease
+from .inputs import as_presented
 
 ITEM_COLUMNS = [c.name for c in Item.__table__.columns]
 ITEM_DATETIME_COLUMNS = [c for c in ITEM_COLUMNS if c.endswith("_at")]
@@ -245,6 +247,32 @@ def provenance_params(ctx: Any, action: str, agent: AgentInfo) -> dict[str, Any]
             _ROWS.clear()
         _ROWS[key] = params
     return {**params, "p_created_at": utcnow()}
+
+
+def lease_params(ctx: Any, lease: Lease, agent: AgentInfo, now: Any, action: str) -> dict[str, Any]:
+    """What every statement on a presented lease takes (heartbeat, submit, release): the
+    row (``item``), the guard's ``token`` and ``agent`` (the lease as ``agent``
+    presents it), the clock, the actor, and the provenance row of ``action``."""
+    presented = as_presented(lease, agent)
+    return {
+        "item": lease.item_id,
+        "token": presented.token,
+        "agent": presented.agent_id,
+        "now": now,
+        "actor_type": agent.actor.type,
+        "actor_id": agent.actor.id,
+        **provenance_params(ctx, action, agent),
+    }
+
+
+def order_step(row: dict[str, Any]) -> tuple[str, bool]:
+    """Take the order's step out of a row a lease-ending statement returned
+    (:func:`_then_order`): its state after the step, and whether it moved."""
+    order_state, became = row.pop("order_state"), bool(row.pop("order_became"))
+    if order_state is None:  # items go with their order (a cascade): not seen in practice
+        order_id = str(row["order_id"])
+        raise NotFound(f"order {order_id} not found", details={"order_id": order_id})
+    return order_state, became
 
 
 #: Every field of :class:`AgentInfo` but ``extra`` (a row is only reused without it).

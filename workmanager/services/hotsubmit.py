@@ -23,7 +23,7 @@ from ..state_machine import check_item, check_order
 from ..states import ItemState, OrderState
 from ..types import JSON, AgentInfo, ItemView, Lease
 from .context import ServiceContext
-from .hotsql import LOCK_ITEM, SUBMIT_GUARDED_SQL, SUBMIT_SQL, item_of_row, provenance_params
+from .hotsql import LOCK_ITEM, SUBMIT_GUARDED_SQL, SUBMIT_SQL, item_of_row, lease_params, order_step
 from .inputs import as_presented
 from .outcomes import ItemOutcome
 from .views import item_dict, item_view
@@ -105,14 +105,10 @@ class HotSubmit:
         result: JSON,
         payload: dict[str, Any],
     ) -> ItemOutcome | None:
-        now = self.ctx.clock()
-        presented = as_presented(lease, agent)
         check_item(view.state, ItemState.SUBMITTED)
         check_order(OrderState.IN_PROGRESS, OrderState.SUBMITTED)
         values = {
-            **self._submit_values(now, lease.item_id, lease.order_id, agent, result, payload),
-            "token": presented.token,
-            "agent": presented.agent_id,
+            **self._submit_values(self.ctx.clock(), lease, lease.order_id, agent, result, payload),
             "v_input": Jsonb(view.input),
             "v_state": view.state,
             "v_attempts": view.attempts,
@@ -125,7 +121,7 @@ class HotSubmit:
         row = cur.fetchone()
         if row is None:  # the lease was refused, or the row moved on since the checkout:
             return None  # the two-round-trip path reads it and says which
-        return self._submitted(row, presented, result)
+        return self._submitted(row, lease, agent, result)
 
     def _submit(
         self,
@@ -147,18 +143,18 @@ class HotSubmit:
         validate(item_view(item))
         check_item(item.state, ItemState.SUBMITTED)
         check_order(OrderState.IN_PROGRESS, OrderState.SUBMITTED)
-        values = self._submit_values(now, item.id, item.order_id, agent, result, payload)
+        values = self._submit_values(now, lease, item.order_id, agent, result, payload)
         with conn.pipeline():
             cur.execute(SUBMIT_SQL, values, prepare=True)
             conn.execute("COMMIT")
         row = cur.fetchone()
         assert row is not None  # the item is locked by this transaction
-        return self._submitted(row, presented, result)
+        return self._submitted(row, lease, agent, result)
 
     def _submit_values(
         self,
         now: datetime,
-        item_id: uuid.UUID,
+        lease: Lease,
         order_id: uuid.UUID,
         agent: AgentInfo,
         result: JSON,
@@ -166,29 +162,23 @@ class HotSubmit:
     ) -> dict[str, Any]:
         event_payload = {"agent_id": agent.id, **{k: v for k, v in payload.items() if v}}
         return {
-            "now": now,
-            "item": item_id,
+            **lease_params(self.ctx, lease, agent, now, "submit"),
             "order": order_id,
             "result": Jsonb(result),
             "payload": Jsonb(event_payload),
-            "actor_type": agent.actor.type,
-            "actor_id": agent.actor.id,
-            **provenance_params(self.ctx, "submit", agent),
         }
 
-    def _submitted(self, row: dict[str, Any], lease: Lease, result: JSON) -> ItemOutcome:
+    def _submitted(
+        self, row: dict[str, Any], lease: Lease, agent: AgentInfo, result: JSON
+    ) -> ItemOutcome:
         """The outcome of a committed submit (``row``: the item as written, with its
         order's state); with a store, its lock is deleted now. The result is the one
         submitted, as the general path returns it (not its jsonb round trip, whose keys
         are reordered)."""
-        order_state, became = row.pop("order_state"), bool(row.pop("order_became"))
+        order_state, became = order_step(row)
         item = item_of_row({**row, "result": result})
         if self.store is not None:  # only once the commit is known to have happened
-            self._end_stored_lease(item, lease)
-        if order_state is None:
-            raise NotFound(
-                f"order {item.order_id} not found", details={"order_id": str(item.order_id)}
-            )
+            self._end_stored_lease(item, as_presented(lease, agent))
         return ItemOutcome(item_dict(item), order_state, became)
 
     def _end_stored_lease(self, item: Item, lease: Lease) -> None:
