@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.api.conftest import Server
+from tests.support.waiting import wait_for
 from workmanager.client import ApiError, WorkClient
 
 
@@ -17,8 +16,8 @@ def test_client_cycle(db_server: Server) -> None:
         lease = wc.checkout(order["id"], heartbeat_every=0.1)
         assert lease is not None
         assert wc.checkout(order["id"]) is None  # its only item is leased
-        time.sleep(0.5)
-        assert lease.heartbeats >= 2 and not lease.heartbeat_errors
+        wait_for(lambda: lease.heartbeats >= 2, what="two background heartbeats")
+        assert not lease.heartbeat_errors
         lease.submit_part("a", {"v": 1})
         lease.submit_part("b", {"w": 2})
         done = lease.finalize()

@@ -28,7 +28,7 @@ def events(stack, order_id, name: str, order_level: bool = False) -> int:
 
 def test_sigkill_mid_apply_loses_nothing(make_stack, tmp_path) -> None:
     stack = make_stack(apply_recovery_seconds="1")
-    stack.worker("control-1")
+    stack.worker("control-1", WM_TEST_APPLY_SECONDS="60")  # killed long before it ends
     stack.agent("e2e.slow", "tests.support.pipeline:echo_handler")
     order_id = enqueue_order("e2e.slow", {"n": 1}, app=stack.app)
     markers = tmp_path / "markers"

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
@@ -18,6 +18,7 @@ from workmanager import Registry
 from workmanager.allocators import AllocatorStrategy, OrderRequest
 from workmanager.db.models import Event, IdempotencyKey, Item, Order, Provenance, utcnow
 from workmanager.errors import IllegalStateTransition, NotFound, ValidationFailed
+from workmanager.services.housekeeping import Housekeeping
 
 
 def _submitted(console: Console) -> uuid.UUID:
@@ -158,22 +159,31 @@ def test_ops_check_fails_when_the_broker_is_down(console_for: object, tmp_path: 
     assert result.stdout and '"ok": false' in result.stdout
 
 
-def test_ops_tail_newest_last_and_follow(console: Console) -> None:
+def test_ops_tail_newest_last_and_follow(console: Console, monkeypatch: pytest.MonkeyPatch) -> None:
     order_id = _submitted(console)
     events = console.jsonl("ops", "tail", "-n", "3")
     assert [e["id"] for e in events] == sorted(e["id"] for e in events)
     assert events[-1]["event"] == "submitted"
     assert "submitted" in console("ops", "tail", "--order", str(order_id)).stdout
 
-    def later() -> None:
-        time.sleep(0.4)
+    first_read = threading.Event()
+    read = Housekeeping.tail
+
+    def tail(self: Housekeeping, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        try:
+            return read(self, *args, **kwargs)
+        finally:
+            first_read.set()
+
+    monkeypatch.setattr(Housekeeping, "tail", tail)
+
+    def later() -> None:  # proposes once the follow has printed its first page
+        assert first_read.wait(30)
         console.wm.propose("test.simple", {"n": 2})
 
     thread = threading.Thread(target=later)
     thread.start()
-    followed = console.jsonl(
-        "ops", "tail", "-n", "1", "-f", "--interval", "0.1", "--timeout", "1.5"
-    )
+    followed = console.jsonl("ops", "tail", "-n", "1", "-f", "--interval", "0.1", "--timeout", "3")
     thread.join()
     assert followed[0]["event"] == "submitted"
     assert [e["event"] for e in followed[1:]] == ["proposed", "planned"]

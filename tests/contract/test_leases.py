@@ -1,7 +1,8 @@
 """The leasing contract (SPEC §3.1, §4.2, §4.4 to §4.6), one suite over every lease backend.
 
 Each test runs on sqlite-memory, sqlite-database, postgres-database and postgres-redis
-(the ``backend`` fixture). Expiry is real: leases of one second and a short sleep.
+(the ``backend`` fixture). Expiry is real: leases of a few seconds and a sleep past their
+end. Every margin a stall could eat is a second or more, for loaded CI machines.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -27,7 +28,8 @@ from workmanager.leases.redis import RedisLeaseStore
 from workmanager.types import Lease
 
 FAST = {"retry_backoff_seconds": 0, "retry_jitter_seconds": 0}
-EXPIRY = 1.15  # seconds to sleep for a lease of lease_ttl_seconds=1 to be over everywhere
+#: Short enough to wait out, long enough that a call right after a grant is well inside it.
+SHORT_TTL = 2
 
 
 @pytest.fixture
@@ -75,6 +77,14 @@ def lose_store_data(wm: WorkManager) -> None:
         keys = list(store.client.scan_iter(match=f"{store.keys.prefix}*"))
         if keys:
             store.client.delete(*keys)
+
+
+def sleep_past(moment: datetime) -> None:
+    """Sleep until ``moment`` (an aware UTC time) is a little way in the past everywhere.
+
+    The pad covers the Redis key, whose expiry is set just after the row's.
+    """
+    time.sleep(max(0.0, (moment - utcnow()).total_seconds()) + 0.15)
 
 
 def checkout(wm: WorkManager, agent: str = "agent-a", **query: Any) -> Lease:
@@ -179,14 +189,15 @@ def test_first_grant_moves_item_and_order_and_counts_the_attempt(build) -> None:
 
 # --- fencing tokens ---------------------------------------------------------------------
 def test_tokens_strictly_increase_across_every_kind_of_regrant(build) -> None:
-    wm = build(lease_ttl_seconds=1, default_max_attempts=20, **FAST)
+    wm = build(lease_ttl_seconds=SHORT_TTL, default_max_attempts=20, **FAST)
     wm.propose("test.simple", {})
     tokens = [checkout(wm, "agent-a").token]
     wm.agent.release(_lease(wm, tokens[-1]))
     tokens.append(checkout(wm, "agent-a").token)  # same agent, after release
     wm.agent.fail(_lease(wm, tokens[-1]), {"code": "x", "message": "retry me"})
-    tokens.append(checkout(wm, "agent-b").token)  # after a retryable failure
-    time.sleep(EXPIRY)
+    held = checkout(wm, "agent-b")  # after a retryable failure
+    tokens.append(held.token)
+    sleep_past(held.expires_at)
     assert wm.sweeper.sweep().reclaimed == 1
     tokens.append(checkout(wm, "agent-a").token)  # after expiry and sweep
     wm.agent.release(_lease(wm, tokens[-1]))
@@ -208,18 +219,20 @@ def _lease(wm: WorkManager, token: int) -> Lease:
 
 # --- heartbeat --------------------------------------------------------------------------
 def test_heartbeat_extends_the_lease_and_first_one_starts_the_item(build) -> None:
-    wm = build(lease_ttl_seconds=1)
+    # A 3 s lease beaten at half-time leaves 1.5 s of slack on each side for a loaded machine:
+    # the second beat must come after the grant's expiry (a sleep guarantees that) and before
+    # the first beat's expiry (a stall shorter than the slack still makes it).
+    wm = build(lease_ttl_seconds=3)
     order_id = wm.propose("test.simple", {})
     lease = checkout(wm)
-    time.sleep(0.6)
+    time.sleep(1.5)
     beat = wm.agent.heartbeat(lease, progress=0.25, checkpoint={"page": 3})
     assert beat.expires_at > lease.expires_at
     assert row(wm, lease.item_id).state == "in_progress"
-    time.sleep(0.6)  # 1.2 s after the grant: alive only because the heartbeat extended it
+    sleep_past(lease.expires_at)  # alive from here on only because the heartbeat extended it
     wm.agent.heartbeat(beat, progress=0.5)
-    time.sleep(0.6)
     item = row(wm, lease.item_id)
-    assert item.lease_expires_at == item.last_heartbeat_at + timedelta(seconds=1)
+    assert item.lease_expires_at == item.last_heartbeat_at + timedelta(seconds=3)
     assert item.progress is not None and item.progress["progress"] == 0.5
     assert wm.sweeper.sweep().reclaimed == 0
     wm.agent.submit(lease, {"answer": 1})
@@ -227,11 +240,11 @@ def test_heartbeat_extends_the_lease_and_first_one_starts_the_item(build) -> Non
 
 
 def test_checkpoint_is_readable_by_the_next_attempt(build) -> None:
-    wm = build(lease_ttl_seconds=1, **FAST)
+    wm = build(lease_ttl_seconds=SHORT_TTL, **FAST)
     wm.propose("test.simple", {})
     lease = checkout(wm)
     wm.agent.heartbeat(lease, progress=0.4, checkpoint={"cursor": "abc"})
-    time.sleep(EXPIRY)
+    sleep_past(wm.agent.heartbeat(lease).expires_at)
     wm.sweeper.sweep()
     again = checkout(wm, "agent-b")
     assert again.item is not None and again.item.progress is not None
@@ -262,10 +275,10 @@ def test_another_agent_presenting_the_current_token_is_forbidden(build) -> None:
 
 
 def test_an_expired_lease_is_refused(build) -> None:
-    wm = build(lease_ttl_seconds=1, **FAST)
+    wm = build(lease_ttl_seconds=SHORT_TTL, **FAST)
     wm.propose("test.parts", {})
     lease = checkout(wm, "agent-a")
-    time.sleep(EXPIRY)
+    sleep_past(lease.expires_at)
     assert_all_refused(wm, lease, LeaseExpired)  # expired, not yet swept
     assert wm.sweeper.sweep().reclaimed == 1
     assert_all_refused(wm, lease, LeaseExpired)  # swept back to the queue
@@ -295,11 +308,12 @@ def test_retryable_failure_requeues_with_backoff(build) -> None:
     lease = checkout(wm)
     before = utcnow()
     outcome = wm.agent.fail(lease, {"code": "flaky", "message": "try later"})
+    after = utcnow()
     assert outcome.item["state"] == "queued"
     item = row(wm, lease.item_id)
     assert item.available_at is not None
-    delay = (item.available_at - before).total_seconds()
-    assert 29 <= delay <= 31, delay
+    backoff = timedelta(seconds=30)
+    assert before + backoff <= item.available_at <= after + backoff, item.available_at
     assert item.error == {"code": "flaky", "message": "try later"}
     assert item.leased_by_agent_id is None
     assert order_state(wm, order_id) == "in_progress"  # SPEC §3.1: fail changes the item only
@@ -323,18 +337,23 @@ def test_non_retryable_failure_fails_the_item_and_the_order(build) -> None:
 
 # --- the sweep --------------------------------------------------------------------------
 def test_sweep_requeues_expired_leases_with_backoff(build) -> None:
-    wm = build(lease_ttl_seconds=1, retry_backoff_seconds=30, retry_jitter_seconds=0)
+    # 3 s leases, ``kept`` beaten at half-time: the sweep runs after ``lease`` expired and
+    # 1.5 s before ``kept`` would, slack enough for a loaded machine.
+    wm = build(lease_ttl_seconds=3, retry_backoff_seconds=30, retry_jitter_seconds=0)
     order_id = wm.propose("test.multi", {"count": 2})
     lease, kept = checkout(wm, "agent-a"), checkout(wm, "agent-b")
-    time.sleep(0.6)
+    time.sleep(1.5)
     wm.agent.heartbeat(kept)
-    time.sleep(0.55)
+    sleep_past(lease.expires_at)
+    before = utcnow()
     result = wm.sweeper.sweep()
+    after = utcnow()
     assert result.requeued == {"test.multi": [lease.item_id]}
     item = row(wm, lease.item_id)
     assert (item.state, item.attempts, item.leased_by_agent_id) == ("queued", 1, None)
+    backoff = timedelta(seconds=30)
     assert item.available_at is not None
-    assert 28 <= (item.available_at - utcnow()).total_seconds() <= 31
+    assert before + backoff <= item.available_at <= after + backoff, item.available_at
     assert row(wm, kept.item_id).state == "in_progress"
     expired = [e for e in wm.queries.events(order_id) if e["event"] == "lease_expired"]
     assert len(expired) == 1 and expired[0]["payload"]["attempts"] == 1
@@ -342,12 +361,12 @@ def test_sweep_requeues_expired_leases_with_backoff(build) -> None:
 
 
 def test_sweep_fails_items_whose_attempts_are_spent(build) -> None:
-    wm = build(lease_ttl_seconds=1, default_max_attempts=2, **FAST)
+    wm = build(lease_ttl_seconds=SHORT_TTL, default_max_attempts=2, **FAST)
     order_id = wm.propose("test.simple", {})
     for attempt in (1, 2):
         lease = checkout(wm, f"agent-{attempt}")
         assert row(wm, lease.item_id).attempts == attempt
-        time.sleep(EXPIRY)
+        sleep_past(lease.expires_at)
         result = wm.sweeper.sweep()
         assert result.reclaimed == 1
     item = row(wm, lease.item_id)
@@ -359,7 +378,7 @@ def test_sweep_fails_items_whose_attempts_are_spent(build) -> None:
 
 
 def test_a_submitted_item_is_never_reclaimed(build) -> None:
-    wm = build(lease_ttl_seconds=1, **FAST)
+    wm = build(lease_ttl_seconds=SHORT_TTL, **FAST)
     order_id = wm.propose("test.multi", {"count": 2})
     lease = checkout(wm)
     wm.agent.submit(lease, {"answer": 1})
@@ -369,7 +388,7 @@ def test_a_submitted_item_is_never_reclaimed(build) -> None:
         None,
         None,
     )
-    time.sleep(EXPIRY)
+    sleep_past(lease.expires_at)
     assert wm.sweeper.sweep().reclaimed == 0
     assert row(wm, lease.item_id).state == "submitted"
     assert lease.item_id not in {checkout(wm, "agent-b").item_id}

@@ -15,7 +15,10 @@ from tests.support.types import Multi
 from workers.agent import AgentConsumer
 from workmanager import AgentInfo, Registry
 
-TTL = 1  # seconds: the consumer beats every max(0.2, TTL / 3) seconds
+TTL = 3  # seconds
+BEAT = 0.3  # the consumer beats every max(0.2, min(BEAT, TTL / 3)) seconds
+# A beat may come up to TTL - BEAT = 2.7 s late before a lease is lost: slack for a loaded
+# machine, where each beat of the one thread is a SQLite commit.
 
 
 def slow_handler(seconds: float) -> Any:
@@ -28,11 +31,15 @@ def slow_handler(seconds: float) -> Any:
 
 def test_handlers_longer_than_the_ttl_keep_their_leases(make_wm) -> None:
     wm = make_wm(
-        db="sqlite", backend="database", registry=Registry([Multi()]), lease_ttl_seconds=TTL
+        db="sqlite",
+        backend="database",
+        registry=Registry([Multi()]),
+        lease_ttl_seconds=TTL,
+        heartbeat_every_seconds=BEAT,
     )
     order_id = wm.propose("test.multi", {"count": 3})
     items = [i["id"] for i in wm.queries.order(order_id)["items"]]
-    consumer = AgentConsumer(wm, slow_handler(2.5 * TTL), AgentInfo(id="slow-agent"))
+    consumer = AgentConsumer(wm, slow_handler(TTL + 1.5), AgentInfo(id="slow-agent"))
     outcomes: list[str] = []
 
     def run(item_id: Any) -> None:
@@ -52,7 +59,11 @@ def test_handlers_longer_than_the_ttl_keep_their_leases(make_wm) -> None:
 
 def test_a_lost_lease_is_reported_and_no_longer_beaten(make_wm) -> None:
     wm = make_wm(
-        db="sqlite", backend="database", registry=Registry([Multi()]), lease_ttl_seconds=TTL
+        db="sqlite",
+        backend="database",
+        registry=Registry([Multi()]),
+        lease_ttl_seconds=TTL,
+        heartbeat_every_seconds=BEAT,
     )
     order_id = wm.propose("test.multi", {"count": 1})
     (item,) = wm.queries.order(order_id)["items"]
@@ -62,7 +73,7 @@ def test_a_lost_lease_is_reported_and_no_longer_beaten(make_wm) -> None:
         # Someone with the power to end the lease does (an operator's release).
         wm.agent.release(lease)
         taken.set()
-        time.sleep(1.5 * TTL)
+        time.sleep(4 * BEAT)  # the beats find the lease gone meanwhile
         return {"i": 0}
 
     consumer = AgentConsumer(wm, handle, AgentInfo(id="unlucky"))

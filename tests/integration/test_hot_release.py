@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_hotpath import functions_dropped, paused_grant, wait_for
+from tests.integration.test_hotpath import functions_dropped, paused_grant
 from tests.support.types import Multi
+from tests.support.waiting import wait_for
 from workmanager import Registry
 from workmanager.errors import LeaseConflict
 from workmanager.services import agent as agent_module

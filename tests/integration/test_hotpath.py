@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.support.types import Multi, Simple
+from tests.support.waiting import wait_for
 from workmanager import AgentInfo, Registry, WorkManager
 from workmanager.db.models import Event, Item, Order, Provenance
 from workmanager.errors import (
@@ -313,13 +313,6 @@ def paused_grant(wm: WorkManager, order_id: uuid.UUID, agent_id: str) -> Iterato
             if grant.is_alive() or grant.ident is not None:
                 grant.join(30)
             a.execute("DROP TRIGGER IF EXISTS wmtest_pause ON work_provenance")
-
-
-def wait_for(condition: Any, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 class EmptyExtraEnricher(DefaultEnricher):

@@ -214,14 +214,17 @@ def test_processes_never_double_grant_or_lose_an_item(pool, backend) -> None:
 
 @pytest.mark.parametrize("backend", ["database", pytest.param("redis", marks=pytest.mark.redis)])
 def test_a_killed_holder_loses_its_leases_and_others_finish_them(pool, backend) -> None:
-    run = pool(backend, ttl=2, orders=10)
-    run.start("victim", hold=12)
-    for n in range(PROCESSES - 1):
-        run.start(f"agent-{n}")
+    run = pool(backend, ttl=4, orders=10)
+    run.start("victim", hold=12)  # alone first: its 12 grants cannot race the others' drain
     run.wait_for("the victim to hold its leases", lambda: bool(run.records("victim")[-1:]))
     run.wait_for(
         "the victim to hold its leases",
         lambda: run.records("victim")[-1]["ev"] == "holding",
+    )
+    for n in range(PROCESSES - 1):
+        run.start(f"agent-{n}")
+    run.wait_for(  # killed while the others work
+        "the others to start", lambda: len(run.records()) > len(run.records("victim"))
     )
     os.kill(run.procs["victim"].pid, signal.SIGKILL)
     run.finish(killed=frozenset({"victim"}))
@@ -245,30 +248,29 @@ def flush_redis_url(redis_url: str) -> str:
 
 
 @pytest.mark.redis
-def test_redis_flushdb_mid_run_then_sweep_loses_and_doubles_nothing(pool, redis_url) -> None:
+def test_redis_flushdb_mid_run_then_sweep_loses_and_doubles_nothing(
+    pool, redis_url, tmp_path
+) -> None:
     url = flush_redis_url(redis_url)
-    run = pool("redis", ttl=3, redis=url)
-    run.start("slow", work_seconds=1.0)  # holds each lease for a second
+    run = pool("redis", ttl=60, redis=url)
+    gate = tmp_path / "gate"
+    run.start("slow", gate=str(gate))  # holds its first lease until the gate opens
     for n in range(PROCESSES - 1):
         run.start(f"agent-{n}")
+    run.wait_for("the slow agent's grant", lambda: bool(run.records("slow")))
     run.wait_for("a quarter of the items", lambda: run.count("submitted") >= 100)
-
-    def slow_grants() -> list[dict[str, Any]]:
-        return [r for r in run.records("slow") if r["ev"] == "grant"]
-
-    before = len(slow_grants())
-    run.wait_for("a fresh slow grant", lambda: len(slow_grants()) > before)
-    slow = slow_grants()[-1]  # held for about a second from now, across the flush
+    [slow] = run.records("slow")  # held across the flush: its submit waits for the gate
+    assert slow["ev"] == "grant"
     held = run.count("leased", "in_progress")
     redis.Redis.from_url(url).flushdb()
     swept = run.wm.sweeper.sweep()
     left = len(run.items) - run.count("submitted")
+    gate.touch()
     print(f"flush: {held} held, {swept.reclaimed} reclaimed at once, {left} left")
     run.finish()
     figures = check_exactly_once(run)
-    assert left > 0, "the run had finished before the flush"
-    assert held > 0, "no lease was held when Redis was flushed"
-    # The sweep right after the flush reclaimed leases the flush took, with time to spare.
+    assert left > 0 and held > 0
+    # The sweep right after the flush reclaimed the leases the flush took.
     assert uuid.UUID(slow["item"]) in swept.requeued["test.multi"]
     lost = {(r["item"], r["token"]) for r in run.records("slow") if r["ev"] == "lost"}
     assert (slow["item"], slow["token"]) in lost  # its holder was refused from then on

@@ -4,12 +4,12 @@ committing at that moment, instead of requeueing an order being worked on (Postg
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from sqlalchemy import text
 
 from tests.support.types import Multi
+from tests.support.waiting import wait_for
 from workmanager import Registry
 
 pytestmark = pytest.mark.postgres
@@ -33,8 +33,17 @@ def test_release_waits_for_a_sibling_grant_in_flight(make_wm) -> None:
     )
     released = threading.Thread(target=wm.agent.release, args=(lease,))
     released.start()
-    time.sleep(0.5)
-    assert released.is_alive(), "the release should wait for the sibling's row lock"
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    )
+
+    def release_waits_on_a_lock() -> bool:
+        with wm.db.engine.connect() as admin:  # a new transaction: a fresh activity snapshot
+            return admin.execute(waiting).scalar() == 1
+
+    wait_for(release_waits_on_a_lock, what="the release to wait on the sibling's row lock")
+    assert released.is_alive()
     tx.commit()
     grant.close()
     released.join(timeout=10)

@@ -13,13 +13,15 @@ JSON line in its log (line-buffered, so a SIGKILL loses nothing already written)
     holding count (``hold`` mode: it now holds that many leases and stops)
 
 Config keys: database_url, backend, redis_url, redis_prefix, ttl, agent, log, seed,
-hold (0 = normal), deadline (seconds), work_seconds (optional: time spent per item).
+hold (0 = normal), deadline (seconds), gate (optional: a file path; each item's work waits
+until that file exists, so the test decides when a held lease is submitted).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
 import sys
 import time
@@ -91,7 +93,12 @@ class Worker:
             self._stale(dataclasses.replace(lease, token=lease.token - 1), "heartbeat")
         if roll < 0.4:
             lease = self.wm.agent.heartbeat(lease, progress=roll)
-        time.sleep(self.config.get("work_seconds") or self.rng.uniform(0, 0.004))  # "work"
+        gate = self.config.get("gate")
+        if gate:
+            while not os.path.exists(gate):
+                time.sleep(0.02)
+        else:
+            time.sleep(self.rng.uniform(0, 0.004))  # "work"
         if roll > 0.9:
             t0 = time.time()
             self.wm.agent.release(lease)
