@@ -7,7 +7,6 @@ endpoint, target resource and principal. A replay answers the stored status and 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -48,14 +47,7 @@ def run(
         raise IdempotencyKeyRequired(
             f"this endpoint requires the {header} header", details={"header": header}
         )
-    claim = api.wm.idempotency.begin(endpoint, target, caller.principal.name, key, body)
-    if isinstance(claim, Replay):
-        return JSONResponse(claim.body, claim.status, headers={REPLAYED: "true"})
-    agent = dataclasses.replace(caller.agent, idempotency_key_hash=claim.key_hash)
-    try:
-        status, payload = operation(dataclasses.replace(caller, agent=agent))
-    except BaseException:
-        api.wm.idempotency.abandon(claim)
-        raise
-    api.wm.idempotency.complete(claim, status, payload)
-    return JSONResponse(payload, status)
+    answer = api.wm.idempotency.once(caller, endpoint, target, key, body, operation)
+    if isinstance(answer, Replay):
+        return JSONResponse(answer.body, answer.status, headers={REPLAYED: "true"})
+    return respond(answer)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import WorkManagerError
+from ..services.idempotency import Replay
 from ..services.operations import Answer
 
 log = logging.getLogger("workmanager.mcp")
@@ -21,13 +22,18 @@ def failure(error: WorkManagerError) -> Result:
     return out
 
 
-def run(call: Callable[[], Answer]) -> Result:
-    """Run one operation; every error becomes a failure result (never an exception)."""
+def run(call: Callable[[], Answer | Replay]) -> Result:
+    """Run one operation; every error becomes a failure result (never an exception).
+
+    A replay of an idempotent call answers its stored result with ``"replayed": true``.
+    """
     try:
-        _status, body = call()
+        answer = call()
     except WorkManagerError as exc:
         return failure(exc)
     except Exception:
         log.exception("MCP tool failed")
         return {"success": False, "code": "internal_error", "error": "internal error"}
-    return {"success": True, **body}
+    if isinstance(answer, Replay):
+        return {"success": True, **answer.body, "replayed": True}
+    return {"success": True, **answer[1]}

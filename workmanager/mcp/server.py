@@ -3,10 +3,17 @@
 Over stdio the server runs as whoever started it (like the CLI: every scope). Over HTTP
 every call must carry ``Authorization: Bearer <token>``; the token's principal, scopes
 and agent binding apply exactly as on the HTTP API.
+
+Every tool that changes something takes an optional ``idempotency_key``: a call retried
+with the same key and arguments runs once and answers the stored result again, with
+``"replayed": true`` (SPEC §6.3's rules, and the same keys as the HTTP header: a key is
+scoped by operation, target and principal).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -14,7 +21,8 @@ from mcp.server.mcpserver import Context, MCPServer
 from ..container import WorkManager
 from ..errors import WorkManagerError
 from ..services.callers import AgentMetadata, Caller, build_caller
-from ..services.operations import CheckoutFilters, Operations
+from ..services.idempotency import IdempotencyService
+from ..services.operations import Answer, CheckoutFilters, Operations
 from ..services.tokens import Principal, TokenService
 from . import results
 from .results import Result
@@ -37,6 +45,17 @@ TOOL_NAMES = (
 )
 STDIO_PRINCIPAL = Principal("mcp-stdio", None, frozenset({"admin"}))
 JSONObj = dict[str, Any]
+KEY_HELP = "optional: a retry with the same key and arguments runs once and replays"
+
+
+@dataclass(frozen=True)
+class Once:
+    """An optional idempotency key, with what it is scoped to (the HTTP endpoint names)."""
+
+    key: str | None
+    endpoint: str
+    target: str
+    body: JSONObj
 
 
 class Tools:
@@ -45,6 +64,7 @@ class Tools:
     def __init__(self, wm: WorkManager, require_token: bool) -> None:
         self.ops = Operations(wm)
         self.tokens = TokenService(wm.ctx)
+        self.idempotency: IdempotencyService = wm.idempotency
         self.require_token = require_token and wm.settings.auth != "none"
 
     def principal(self, ctx: Context | None) -> Principal:
@@ -57,12 +77,23 @@ class Tools:
     def caller(self, ctx: Context | None, meta: AgentMetadata) -> Caller:
         return build_caller(self.principal(ctx), meta)
 
-    def call(self, ctx: Context | None, meta: AgentMetadata, fn: Any) -> Result:
+    def call(
+        self,
+        ctx: Context | None,
+        meta: AgentMetadata,
+        fn: Callable[[Caller], Answer],
+        once: Once | None = None,
+    ) -> Result:
         try:
             caller = self.caller(ctx, meta)
         except WorkManagerError as exc:
             return results.failure(exc)
-        return results.run(lambda: fn(caller))
+        if once is None or not once.key:
+            return results.run(lambda: fn(caller))
+        key = once.key
+        return results.run(
+            lambda: self.idempotency.once(caller, once.endpoint, once.target, key, once.body, fn)
+        )
 
 
 def _meta(
@@ -100,11 +131,14 @@ def _order_tools(server: MCPServer[Any], t: Tools) -> None:
         dedupe_key: str | None = None,
         agent_id: str | None = None,
         model_name: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Result:
+        body = {"type": type, "payload": payload, "meta": meta, "priority": priority}
         return t.call(
             ctx,
             _meta(agent_id, model_name=model_name),
             lambda c: ops.propose(c, type, payload, meta, priority, dedupe_key),
+            Once(idempotency_key, "propose", "", body | {"dedupe_key": dedupe_key}),
         )
 
     @server.tool("work.list", description="List orders; filters as in the HTTP API (§6.2).")
@@ -117,14 +151,35 @@ def _order_tools(server: MCPServer[Any], t: Tools) -> None:
         return t.call(ctx, _meta(None), lambda c: ops.get_order(c, order_id))
 
     @server.tool("work.approve", description="Approve a submitted order; apply runs later.")
-    def approve(order_id: str, ctx: Context, wait: float | None = None) -> Result:
-        return t.call(ctx, _meta(None), lambda c: ops.approve(c, order_id, wait))
+    def approve(
+        order_id: str, ctx: Context, wait: float | None = None, idempotency_key: str | None = None
+    ) -> Result:
+        return t.call(
+            ctx,
+            _meta(None),
+            lambda c: ops.approve(c, order_id, wait),
+            Once(idempotency_key, "approve", order_id, {}),
+        )
 
     @server.tool("work.reject", description="Reject a submitted order, optionally for rework.")
     def reject(
-        order_id: str, errors: list[JSONObj], ctx: Context, allow_rework: bool = False
+        order_id: str,
+        errors: list[JSONObj],
+        ctx: Context,
+        allow_rework: bool = False,
+        idempotency_key: str | None = None,
     ) -> Result:
-        return t.call(ctx, _meta(None), lambda c: ops.reject(c, order_id, errors, allow_rework))
+        return t.call(
+            ctx,
+            _meta(None),
+            lambda c: ops.reject(c, order_id, errors, allow_rework),
+            Once(
+                idempotency_key,
+                "reject",
+                order_id,
+                {"errors": errors, "allow_rework": allow_rework},
+            ),
+        )
 
 
 def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
@@ -142,10 +197,17 @@ def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
         agent_version: str | None = None,
         model_name: str | None = None,
         runtime: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Result:
         meta = _meta(agent_id, agent_name, agent_version, model_name, runtime)
         filters = CheckoutFilters(type, min_priority, tenant_id)
-        return t.call(ctx, meta, lambda c: ops.checkout(c, filters, order_id))
+        body = {"type": type, "min_priority": min_priority, "tenant_id": tenant_id}
+        return t.call(
+            ctx,
+            meta,
+            lambda c: ops.checkout(c, filters, order_id),
+            Once(idempotency_key, "checkout", order_id or "global", body),
+        )
 
     @server.tool("work.heartbeat", description="Extend a lease; optionally report progress.")
     def heartbeat(
@@ -155,16 +217,34 @@ def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
         ctx: Context,
         progress: float | None = None,
         checkpoint: JSONObj | None = None,
+        idempotency_key: str | None = None,
     ) -> Result:
         return t.call(
             ctx,
             _meta(agent_id),
             lambda c: ops.heartbeat(c, item_id, lease_token, progress, checkpoint),
+            Once(
+                idempotency_key,
+                "heartbeat",
+                item_id,
+                {"progress": progress, "checkpoint": checkpoint},
+            ),
         )
 
     @server.tool("work.release", description="Give a leased item back to the queue.")
-    def release(item_id: str, lease_token: str, agent_id: str, ctx: Context) -> Result:
-        return t.call(ctx, _meta(agent_id), lambda c: ops.release(c, item_id, lease_token))
+    def release(
+        item_id: str,
+        lease_token: str,
+        agent_id: str,
+        ctx: Context,
+        idempotency_key: str | None = None,
+    ) -> Result:
+        return t.call(
+            ctx,
+            _meta(agent_id),
+            lambda c: ops.release(c, item_id, lease_token),
+            Once(idempotency_key, "release", item_id, {}),
+        )
 
     @server.tool("work.fail", description="Report that the work on a leased item failed.")
     def fail(
@@ -174,9 +254,13 @@ def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
         error: JSONObj,
         ctx: Context,
         retryable: bool = True,
+        idempotency_key: str | None = None,
     ) -> Result:
         return t.call(
-            ctx, _meta(agent_id), lambda c: ops.fail(c, item_id, lease_token, error, retryable)
+            ctx,
+            _meta(agent_id),
+            lambda c: ops.fail(c, item_id, lease_token, error, retryable),
+            Once(idempotency_key, "fail", item_id, {"error": error, "retryable": retryable}),
         )
 
     @server.tool("work.logs", description="An item's events and its order's, newest first.")
@@ -197,11 +281,14 @@ def _result_tools(server: MCPServer[Any], t: Tools) -> None:
         evidence: Any = None,
         notes: str | None = None,
         model_name: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Result:
+        body = {"result": result, "evidence": evidence, "notes": notes}
         return t.call(
             ctx,
             _meta(agent_id, model_name=model_name),
             lambda c: ops.submit(c, item_id, lease_token, result, evidence, notes),
+            Once(idempotency_key, "submit", item_id, body),
         )
 
     @server.tool("work.submit_part", description="Submit one part of a leased item's result.")
@@ -215,12 +302,20 @@ def _result_tools(server: MCPServer[Any], t: Tools) -> None:
         seq: int | None = None,
         evidence: Any = None,
         notes: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Result:
+        body = {"part_key": part_key, "payload": payload, "seq": seq}
         return t.call(
             ctx,
             _meta(agent_id),
             lambda c: ops.submit_part(
                 c, item_id, lease_token, part_key, payload, seq, evidence, notes
+            ),
+            Once(
+                idempotency_key,
+                "submit-part",
+                item_id,
+                body | {"evidence": evidence, "notes": notes},
             ),
         )
 
@@ -232,6 +327,16 @@ def _result_tools(server: MCPServer[Any], t: Tools) -> None:
 
     @server.tool("work.finalize", description="Assemble the parts into the result and submit.")
     def finalize(
-        item_id: str, lease_token: str, agent_id: str, ctx: Context, mode: str = "strict"
+        item_id: str,
+        lease_token: str,
+        agent_id: str,
+        ctx: Context,
+        mode: str = "strict",
+        idempotency_key: str | None = None,
     ) -> Result:
-        return t.call(ctx, _meta(agent_id), lambda c: ops.finalize(c, item_id, lease_token, mode))
+        return t.call(
+            ctx,
+            _meta(agent_id),
+            lambda c: ops.finalize(c, item_id, lease_token, mode),
+            Once(idempotency_key, "finalize", item_id, {"mode": mode}),
+        )

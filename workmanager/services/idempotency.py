@@ -8,10 +8,12 @@ stores the response, ``abandon`` forgets a failed attempt (failures are not stor
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -20,6 +22,10 @@ from ..db.models import IdempotencyKey
 from ..errors import IdempotencyInFlight, IdempotencyKeyReused
 from .context import ServiceContext
 from .parts import canonical
+
+if TYPE_CHECKING:
+    from .callers import Caller
+    from .operations import Answer
 
 IN_FLIGHT, DONE = "in_flight", "done"
 #: How long an in-flight marker blocks its key before another request may take it over.
@@ -115,6 +121,34 @@ class IdempotencyService:
     def abandon(self, claim: Claim) -> None:
         with self.ctx.db.transaction() as s:
             s.execute(delete(IdempotencyKey).where(IdempotencyKey.key_hash == claim.key_hash))
+
+    def once(
+        self,
+        caller: Caller,
+        endpoint: str,
+        target: str,
+        key: str,
+        body: Any,
+        operation: Callable[[Caller], Answer],
+    ) -> Answer | Replay:
+        """Run ``operation`` at most once per key: what every adapter calls with a key.
+
+        The key is scoped by ``endpoint``, ``target`` and the caller's principal. The first
+        call claims it, runs (its provenance carries the key's hash) and stores a success;
+        a later call with the same body gets the :class:`Replay`. An error raised or a
+        failure answered frees the key, so the request can be retried with it.
+        """
+        claim = self.begin(endpoint, target, caller.principal.name, key, body)
+        if isinstance(claim, Replay):
+            return claim
+        agent = dataclasses.replace(caller.agent, idempotency_key_hash=claim.key_hash)
+        try:
+            status, payload = operation(dataclasses.replace(caller, agent=agent))
+        except BaseException:
+            self.abandon(claim)
+            raise
+        self.complete(claim, status, payload)
+        return status, payload
 
     def purge(self, older_than: datetime | None = None) -> int:
         """Delete expired keys (or every key created before ``older_than``)."""
