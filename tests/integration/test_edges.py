@@ -50,6 +50,25 @@ def test_item_retry_refuses_items_that_are_not_failed(make_wm, database) -> None
     assert wm.queries.item(lease.item_id)["state"] == "leased"
 
 
+def test_item_retry_refuses_while_the_order_has_other_failed_items(make_wm, database) -> None:
+    """Retrying one of two failed items would reopen an order that could never be
+    submitted (its other item stays failed) and that ``orders retry`` then refuses."""
+    wm = make_wm(db=database, registry=Registry([Multi()]), default_max_attempts=1)
+    order_id = wm.propose("test.multi", {"count": 2})
+    leases = [wm.agent.checkout(f"agent-{n}") for n in (1, 2)]
+    for lease in leases:
+        assert lease is not None
+        wm.agent.fail(lease, {"code": "boom", "message": "x"}, retryable=False)
+    admin, ops = ItemAdmin(wm.ctx), Actor("user", "ops")
+    with pytest.raises(IllegalStateTransition) as refused:
+        admin.retry(leases[0].item_id, ops)
+    assert refused.value.details["other_failed_items"] == [str(leases[1].item_id)]
+    assert wm.queries.order(order_id)["state"] == "failed"  # nothing changed
+    assert {i["state"] for i in wm.queries.order(order_id)["items"]} == {"failed"}
+    wm.orders.retry(order_id, ops)  # the whole order, as the error says
+    assert {i["state"] for i in wm.queries.order(order_id)["items"]} == {"queued"}
+
+
 @pytest.mark.parametrize(
     "payload", [{"n": math.nan}, {"n": math.inf}, {"name": "a\x00b"}, {"a\x00": 1}]
 )

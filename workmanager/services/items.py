@@ -60,7 +60,9 @@ class ItemAdmin:
 
     def retry(self, item_id: uuid.UUID, actor: Actor) -> dict[str, Any]:
         """A failed item back to ``queued`` (error, attempts and backoff cleared); a failed
-        order it belongs to goes back to ``queued`` with it."""
+        order it belongs to goes back to ``queued`` with it. Refused while the order has
+        other failed items: that order could never be submitted, and ``orders retry``
+        takes them all."""
         item = self.ctx.db.run(lambda s: self._retry_tx(s, item_id, actor))
         self.ctx.dispatcher.items_available(item["order_type"], [item_id])
         return item
@@ -78,6 +80,27 @@ class ItemAdmin:
                 kind="item",
                 from_state=item.state,
                 to_state=ItemState.QUEUED,
+            )
+        others = list(
+            s.scalars(
+                select(Item.id).where(
+                    Item.order_id == order_id,
+                    Item.id != item_id,
+                    Item.state == ItemState.FAILED.value,
+                )
+            )
+        )
+        if others:  # this item alone would reopen an order that can then never be submitted
+            raise IllegalStateTransition(
+                f"order {order_id} has other failed items; retry the whole order"
+                f" (workmanager orders retry {order_id})",
+                details={
+                    "kind": "item",
+                    "from": item.state,
+                    "to": ItemState.QUEUED.value,
+                    "order_id": str(order_id),
+                    "other_failed_items": [str(i) for i in others],
+                },
             )
         item.error, item.attempts, item.available_at = None, 0, None
         move_item(s, item, ItemState.QUEUED, actor, event="retried")
