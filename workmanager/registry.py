@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 from .allocators import AllocatorStrategy
 from .errors import ConfigurationError, UnknownOrderType
 from .order_types import OrderType
+from .schema import check_schema
 
 
 class Registry:
@@ -20,8 +21,13 @@ class Registry:
             self.register(order_type)
 
     def register(self, order_type: OrderType) -> OrderType:
+        """Add ``order_type``; its payload schema is checked now, so a broken one stops the
+        process at start-up rather than failing every propose."""
         if not isinstance(order_type, OrderType) or not order_type.type:
             raise ConfigurationError(f"{order_type!r} is not an OrderType with a `type` name")
+        schema = order_type.schema()
+        if schema:
+            check_schema(schema, f"order type {order_type.type!r}, schema()")
         self._types[order_type.type] = order_type
         return order_type
 

@@ -19,13 +19,19 @@ def _path(prefix: str, parts: Any) -> str:
     return out or "$"
 
 
-@lru_cache(maxsize=256)
-def _validator(schema_key: str) -> Draft202012Validator:
-    schema = json.loads(schema_key)
+def check_schema(schema: Any, where: str = "") -> None:
+    """Raise :class:`ConfigurationError` when ``schema`` is not a valid JSON Schema."""
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
-        raise ConfigurationError(f"invalid JSON Schema: {exc.message}") from exc
+        at = f" ({where})" if where else ""
+        raise ConfigurationError(f"invalid JSON Schema{at}: {exc.message}") from exc
+
+
+@lru_cache(maxsize=256)
+def _validator(schema_key: str) -> Draft202012Validator:
+    schema = json.loads(schema_key)
+    check_schema(schema)
     # Formats ("email", "uri", "date-time", ...) are asserted, as users of a schema expect.
     return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -179,6 +180,19 @@ def test_register_refuses_things_that_are_not_order_types() -> None:
     with pytest.raises(ConfigurationError):
         registry.register(Simple)  # type: ignore[arg-type]  # the class, not an instance
     assert registry.names() == []
+
+
+def test_register_refuses_a_payload_schema_that_is_not_json_schema() -> None:
+    class Broken(OrderType):
+        type = "test.broken"
+
+        def schema(self) -> dict[str, Any]:
+            return {"type": "no-such-type"}
+
+    registry = Registry()
+    with pytest.raises(ConfigurationError, match=r"order type 'test.broken', schema\(\)"):
+        registry.register(Broken())
+    assert "test.broken" not in registry
 
 
 def test_order_type_defaults() -> None:
