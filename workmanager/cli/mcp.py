@@ -22,7 +22,10 @@ def mcp_command(env: Env, transport: str, host: str, port: int) -> None:
         return
     import uvicorn
 
+    from ..api.app import AUTH_NONE_WARNING
     from ..mcp.http import http_app
 
+    if wm.settings.auth == "none":
+        click.secho("WARNING: " + AUTH_NONE_WARNING, fg="red", bold=True, err=True)
     server = build_server(wm, require_token=True)
     uvicorn.run(http_app(wm, server), host=host, port=port, log_level="warning")
