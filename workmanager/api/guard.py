@@ -4,9 +4,10 @@ Host apps put it on their own mutating routes, so only changes made on behalf of
 order in an allowed state get through::
 
     guard = WorkOrderGuard(wm)
+    install_error_handlers(app)  # the dependency raises; these answer with the envelope
     @app.post("/customers", dependencies=[Depends(guard)])
 
-    # or for a whole ASGI app:
+    # or for a whole ASGI app (answers by itself, no handlers needed):
     app = WorkOrderOnlyMiddleware(app, wm)
 
 A missing, unknown or not-allowed ``X-Work-Order-ID`` is 403 ``work_order_required``.
