@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from fastapi import Depends, FastAPI
@@ -29,7 +29,7 @@ def host_app(wm: WorkManager) -> FastAPI:
     guard = WorkOrderGuard(wm)
 
     @app.post("/customers")
-    def create(order_id: uuid.UUID = Depends(guard)) -> dict[str, str]:
+    def create(order_id: Annotated[uuid.UUID, Depends(guard)]) -> dict[str, str]:
         return {"on_behalf_of": str(order_id)}
 
     return app
