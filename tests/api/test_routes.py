@@ -129,6 +129,10 @@ def test_whole_cycle_with_wait_and_provenance(server: Server, api_db_url: str) -
         params={"filter[model_name]": "claude-x", "filter[agent_id]": "research-agent-42"},
     ).json()
     assert [o["id"] for o in listed["data"]] == [order["id"]]
+    by_ip = admin.get(f"{PREFIX}/orders", params={"filter[ip_address]": "10.9.9.9,127.0.0.1"})
+    assert order["id"] in [o["id"] for o in by_ip.json()["data"]]
+    elsewhere = admin.get(f"{PREFIX}/orders", params={"filter[ip_address]": "10.9.9.9"})
+    assert elsewhere.status_code == 200 and elsewhere.json()["data"] == []
 
 
 def test_approve_without_wait_is_202_then_applied(server: Server) -> None:

@@ -214,6 +214,8 @@ _FILTERS: dict[str, _Handler] = {
     "has_available_items": _has_available,
     "agent_id": lambda v, p, _: _provenance_exists(Provenance.agent_id, _csv(v)),
     "model_name": lambda v, p, _: _provenance_exists(Provenance.model_name, _csv(v)),
+    # as stored: with WORK_MANAGER_PROVENANCE_ANONYMIZE_IP, ask for the anonymised form
+    "ip_address": lambda v, p, _: _provenance_exists(Provenance.ip_address, _csv(v)),
 }
 
 
