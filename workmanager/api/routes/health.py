@@ -1,10 +1,13 @@
-"""``/healthz`` (the process answers) and ``/readyz`` (its backing services do)."""
+"""``/healthz`` (the process answers), ``/readyz`` (its backing services do) and, with the
+``prometheus`` metrics driver, ``/metrics`` (this process's registry, for scraping)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
+from ...errors import NotFound
+from ...metrics.prometheus import PrometheusDriver
 from ...services import readiness
 from ..deps import state
 from ..errors import RETRY_AFTER_SECONDS
@@ -29,3 +32,16 @@ def readyz(request: Request) -> JSONResponse:
         "error": {"code": "unavailable", "message": "a backing service is down"},
     }
     return JSONResponse(body, 503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+@router.get("/metrics", summary="Prometheus exposition (WORK_MANAGER_METRICS_DRIVER=prometheus)")
+def metrics(request: Request) -> Response:
+    driver = state(request).wm.metrics.driver
+    if not isinstance(driver, PrometheusDriver):
+        raise NotFound(
+            "/metrics is served with WORK_MANAGER_METRICS_DRIVER=prometheus",
+            details={"metrics_driver": state(request).wm.settings.metrics_driver},
+        )
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return Response(generate_latest(driver.registry), media_type=CONTENT_TYPE_LATEST)
