@@ -29,6 +29,11 @@ def test_stuck_apply_is_reannounced_only_after_the_recovery_window(make_wm, data
     later(wm, 301)
     assert wm.maintenance.run().recovered_applies == [order_id]
     assert wm.dispatcher.approved == [order_id]
+    # Sent once per window, not on every run while the apply queue is stalled.
+    assert wm.maintenance.run().recovered_applies == []
+    later(wm, 2 * 301)
+    assert wm.maintenance.run().recovered_applies == [order_id]
+    assert wm.dispatcher.approved == [order_id, order_id]
 
 
 def test_lost_auto_approval_check_is_reannounced(make_wm, database) -> None:
@@ -42,3 +47,4 @@ def test_lost_auto_approval_check_is_reannounced(make_wm, database) -> None:
     assert report.recovered_auto_approvals == [auto]
     assert wm.dispatcher.submitted[before:] == [auto]
     assert manual not in report.recovered_auto_approvals
+    assert wm.maintenance.run().recovered_auto_approvals == []  # once per window

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from ..db.models import Event, Item, Order
 from ..db.predicates import queued
@@ -158,47 +159,53 @@ class Maintenance:
 
         Each apply attempt touches the order (``updated_at``) when it starts and when it
         fails, so an order untouched that long has no apply running: its worker died, or
-        its message was lost. Set the setting above the longest apply you run.
+        its message was lost. Set the setting above the longest apply you run. The orders
+        returned are touched too, so each is sent again once per window, not on every run.
         """
-        cutoff = self.ctx.clock() - timedelta(seconds=self.ctx.settings.apply_recovery_seconds)
-        with self.ctx.db.transaction() as s:
-            return list(
-                s.scalars(
-                    select(Order.id)
-                    .where(
-                        Order.state == OrderState.APPROVED.value,
-                        Order.updated_at <= cutoff,
-                    )
-                    .limit(1000)
-                )
-            )
+        return self._claim_stale(Order.state == OrderState.APPROVED.value)
 
     def stuck_auto_approvals(self) -> list[uuid.UUID]:
         """Orders of auto-approving types left ``submitted`` for ``APPLY_RECOVERY_SECONDS``
         with no check run since (their ``check_auto_approval`` message was lost): announced
-        again. An order whose check refused (event ``auto_approval_refused``) waits for a
-        person instead."""
+        again, once per window. An order whose check refused (event
+        ``auto_approval_refused``) waits for a person instead."""
         auto = [t.type for t in self.ctx.registry if t.auto_approve]
         if not auto:
             return []
-        cutoff = self.ctx.clock() - timedelta(seconds=self.ctx.settings.apply_recovery_seconds)
+        return self._claim_stale(
+            Order.state == OrderState.SUBMITTED.value,
+            Order.type.in_(auto),
+            ~exists().where(
+                Event.order_id == Order.id,
+                Event.event == "auto_approval_refused",
+                Event.created_at >= Order.last_transitioned_at,
+            ),
+        )
+
+    def _claim_stale(self, *conditions: ColumnElement[bool]) -> list[uuid.UUID]:
+        """Up to 1,000 orders matching ``conditions`` untouched for ``APPLY_RECOVERY_SECONDS``,
+        touched now in the same transaction: the next run (or a concurrent one: the rows
+        are locked, and skipped by another run) leaves them alone for a window."""
+        now = self.ctx.clock()
+        cutoff = now - timedelta(seconds=self.ctx.settings.apply_recovery_seconds)
         with self.ctx.db.transaction() as s:
-            return list(
+            ids = list(
                 s.scalars(
                     select(Order.id)
-                    .where(
-                        Order.state == OrderState.SUBMITTED.value,
-                        Order.type.in_(auto),
-                        Order.updated_at <= cutoff,
-                        ~exists().where(
-                            Event.order_id == Order.id,
-                            Event.event == "auto_approval_refused",
-                            Event.created_at >= Order.last_transitioned_at,
-                        ),
-                    )
+                    .where(*conditions, Order.updated_at <= cutoff)
+                    .order_by(Order.updated_at)
                     .limit(1000)
+                    .with_for_update(skip_locked=True)
                 )
             )
+            if ids:
+                s.execute(
+                    update(Order)
+                    .where(Order.id.in_(ids))
+                    .values(updated_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+        return ids
 
     def report_gauges(self) -> None:
         """``queue_depth`` and ``leases_active`` per order type."""
