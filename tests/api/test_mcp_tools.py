@@ -1,0 +1,85 @@
+"""The MCP tools the stdio and HTTP sessions do not reach: parts, finalize, list_parts,
+release, fail and reject, through an in-process client session, results read back from
+the database."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from tests.api.test_mcp_idempotency import Call, session
+from tests.support.types import Multi, Parts, Simple
+from workmanager import Registry, WorkManager
+
+
+def build(make_wm: Any) -> WorkManager:
+    wm: WorkManager = make_wm(registry=Registry([Simple(), Multi(), Parts()]))
+    return wm
+
+
+def lease_args(leased: dict[str, Any], agent: str) -> dict[str, str]:
+    item = leased["item"]
+    return {"item_id": item["id"], "lease_token": str(item["lease_token"]), "agent_id": agent}
+
+
+def test_parts_are_submitted_listed_and_finalized(make_wm: Any) -> None:
+    wm = build(make_wm)
+
+    async def script(call: Call) -> dict[str, Any]:
+        order = (await call("work.propose", type="test.parts", payload={}))["order"]
+        lease = lease_args(await call("work.checkout", agent_id="mcp-p"), "mcp-p")
+        seen = {"order": order}
+        seen["bad_part"] = await call("work.submit_part", **lease, part_key="a", payload={})
+        seen["a"] = await call("work.submit_part", **lease, part_key="a", payload={"v": 1})
+        seen["early"] = await call("work.finalize", **lease)  # strict: b is missing
+        seen["b"] = await call("work.submit_part", **lease, part_key="b", payload={"w": 2})
+        seen["parts"] = await call("work.list_parts", item_id=lease["item_id"])
+        seen["only_a"] = await call("work.list_parts", item_id=lease["item_id"], part_key="a")
+        seen["final"] = await call("work.finalize", **lease)
+        return seen
+
+    seen = session(wm, script)
+    assert seen["bad_part"]["code"] == "validation_failed"
+    assert seen["a"]["success"] and seen["b"]["success"]
+    assert seen["early"]["code"] == "missing_parts" and seen["early"]["details"]["missing"] == ["b"]
+    listed = seen["parts"]["parts"]
+    assert sorted(p["part_key"] for p in listed) == ["a", "b"]
+    assert [p["part_key"] for p in seen["only_a"]["parts"]] == ["a"]
+    assert seen["final"]["item"]["state"] == "submitted"
+    assert seen["final"]["item"]["assembled_result"] == {"a": {"v": 1}, "b": {"w": 2}}
+    assert seen["final"]["order_state"] == "submitted"
+    assert wm.queries.order(uuid.UUID(seen["order"]["id"]))["state"] == "submitted"
+
+
+def test_release_fail_and_reject(make_wm: Any) -> None:
+    wm = build(make_wm)
+
+    async def script(call: Call) -> dict[str, Any]:
+        multi = (await call("work.propose", type="test.multi", payload={"count": 2}))["order"]
+        first = lease_args(await call("work.checkout", agent_id="mcp-r"), "mcp-r")
+        seen: dict[str, Any] = {"multi": multi}
+        seen["foreign"] = await call("work.release", **(first | {"agent_id": "other"}))
+        seen["released"] = await call("work.release", **first)
+        again = lease_args(await call("work.checkout", agent_id="mcp-r"), "mcp-r")
+        error = {"code": "bad_input", "message": "cannot"}
+        seen["failed"] = await call("work.fail", **again, error=error, retryable=False)
+        simple = (await call("work.propose", type="test.simple", payload={}))["order"]
+        lease = lease_args(await call("work.checkout", agent_id="mcp-r"), "mcp-r")
+        await call("work.submit", **lease, result={"answer": 1})
+        errors = [{"code": "wrong", "message": "redo"}]
+        seen["rejected"] = await call(
+            "work.reject", order_id=simple["id"], errors=errors, allow_rework=True
+        )
+        seen["simple"] = simple
+        return seen
+
+    seen = session(wm, script)
+    assert seen["foreign"]["code"] == "forbidden"
+    assert seen["released"]["item"]["state"] == "queued"
+    assert seen["failed"]["item"]["state"] == "failed"
+    assert seen["failed"]["item"]["error"] == {"code": "bad_input", "message": "cannot"}
+    assert wm.queries.order(uuid.UUID(seen["multi"]["id"]))["state"] == "failed"
+    assert seen["rejected"]["success"], seen["rejected"]
+    reworked = wm.queries.order(uuid.UUID(seen["simple"]["id"]))
+    assert reworked["state"] == "queued"  # allow_rework: back to the queue
+    assert [i["state"] for i in reworked["items"]] == ["queued"]
