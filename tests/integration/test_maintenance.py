@@ -48,3 +48,16 @@ def test_lost_auto_approval_check_is_reannounced(make_wm, database) -> None:
     assert wm.dispatcher.submitted[before:] == [auto]
     assert manual not in report.recovered_auto_approvals
     assert wm.maintenance.run().recovered_auto_approvals == []  # once per window
+
+
+def test_orders_queued_or_in_progress_too_long_are_flagged_stale(make_wm, database) -> None:
+    wm = make_wm(db=database, registry=Registry([Simple()]), stale_order_hours=2)
+    done = submitted_order(wm, "test.simple", {"n": 3})  # submitted: not stale
+    waiting = wm.propose("test.simple", {"n": 1})
+    working = wm.propose("test.simple", {"n": 2})
+    assert wm.agent.checkout("agent-1", order_id=working) is not None
+    assert wm.maintenance.run().stale_orders == []
+    later(wm, 2 * 3600 + 1)
+    stale = wm.maintenance.run().stale_orders
+    assert sorted(stale) == sorted([str(waiting), str(working)]) and str(done) not in stale
+    assert wm.metrics.driver.gauges[("work_manager.stale_orders", ())] == 2

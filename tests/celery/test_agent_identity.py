@@ -1,0 +1,37 @@
+"""The Celery consumer agent's identity (SPEC §8.3): ``--agent-id``, else
+``agent-<host>-<pid>``, with the name, version and model from settings."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tasks.runtime import set_wm
+from tests.support.types import Simple
+from workers.agent import build
+from workmanager import Registry, WorkManager
+
+
+@pytest.fixture
+def wm(make_wm: Any) -> Iterator[WorkManager]:
+    manager: WorkManager = make_wm(
+        registry=Registry([Simple()]), agent_model="m-1", agent_version="2.0.0"
+    )
+    yield manager
+    set_wm(None)
+
+
+def test_the_default_agent_id_names_host_and_process(wm: WorkManager) -> None:
+    _, consumer = build("test.simple", "tests.support.pipeline:echo_handler", None, wm)
+    assert consumer.agent.id == f"agent-{socket.gethostname()}-{os.getpid()}"
+    assert (consumer.agent.model_name, consumer.agent.version) == ("m-1", "2.0.0")
+    assert consumer.agent.runtime is not None and consumer.agent.runtime.startswith("celery/")
+
+
+def test_an_explicit_agent_id_wins(wm: WorkManager) -> None:
+    _, consumer = build("test.simple", "tests.support.pipeline:echo_handler", "researcher-7", wm)
+    assert consumer.agent.id == "researcher-7"
