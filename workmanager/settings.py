@@ -37,6 +37,14 @@ TAG_STYLES = ("influxdb", "dogstatsd", "graphite", "none")
 AUTH_MODES = ("tokens", "none")
 
 
+def auth_none_warning(server: str) -> str:
+    """What a network server says at start-up when ``WORK_MANAGER_AUTH=none``."""
+    return (
+        f"WORK_MANAGER_AUTH=none: {server} accepts every request without a token and with "
+        "every scope. Use this for local development only, never on a reachable network."
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting of a workmanager deployment (SPEC §2). Build with :meth:`from_env`."""

@@ -10,6 +10,7 @@ from .. import __version__
 from ..container import WorkManager
 from ..services.operations import Operations
 from ..services.tokens import TokenService
+from ..settings import auth_none_warning
 from . import errors
 from .deps import ApiState
 from .middleware import RequestContextMiddleware
@@ -17,10 +18,7 @@ from .routes import health, items, orders
 
 log = logging.getLogger("workmanager.api")
 
-AUTH_NONE_WARNING = (
-    "WORK_MANAGER_AUTH=none: the HTTP API accepts every request without a token and with "
-    "every scope. Use this for local development only, never on a reachable network."
-)
+AUTH_NONE_WARNING = auth_none_warning("the HTTP API")
 
 
 def create_app(wm: WorkManager) -> FastAPI:

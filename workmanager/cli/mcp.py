@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .app import Env, cli, pass_env
+from .render import warn_if_open
 
 
 @cli.command("mcp")
@@ -22,10 +23,8 @@ def mcp_command(env: Env, transport: str, host: str, port: int) -> None:
         return
     import uvicorn
 
-    from ..api.app import AUTH_NONE_WARNING
     from ..mcp.http import http_app
 
-    if wm.settings.auth == "none":
-        click.secho("WARNING: " + AUTH_NONE_WARNING, fg="red", bold=True, err=True)
+    warn_if_open(wm.settings, "the MCP HTTP transport")
     server = build_server(wm, require_token=True)
     uvicorn.run(http_app(wm, server), host=host, port=port, log_level="warning")

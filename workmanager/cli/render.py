@@ -16,8 +16,15 @@ from rich.table import Table
 
 from ..durations import parse_duration
 from ..errors import WorkManagerError
+from ..settings import Settings, auth_none_warning
 
 json_option = click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
+
+
+def warn_if_open(settings: Settings, server: str) -> None:
+    """Say loudly on stderr that ``server`` will take requests without a token."""
+    if settings.auth == "none":
+        click.secho("WARNING: " + auth_none_warning(server), fg="red", bold=True, err=True)
 
 
 def console(stderr: bool = False) -> Console:

@@ -10,6 +10,7 @@ from ..container import WorkManager
 from ..dispatch import Dispatcher, NullDispatcher
 from ..importing import import_object
 from .app import Env, cli, pass_env
+from .render import warn_if_open
 
 
 def celery_dispatcher(wm: WorkManager) -> Dispatcher:
@@ -48,11 +49,9 @@ def serve(env: Env, host: str, port: int, dispatcher_ref: str, log_level: str) -
     import uvicorn
 
     from ..api import create_app
-    from ..api.app import AUTH_NONE_WARNING
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     wm = env.wm
     wm.dispatcher = build_dispatcher(dispatcher_ref, wm)
-    if wm.settings.auth == "none":
-        click.secho("WARNING: " + AUTH_NONE_WARNING, fg="red", bold=True, err=True)
+    warn_if_open(wm.settings, "the HTTP API")
     uvicorn.run(create_app(wm), host=host, port=port, log_level=log_level, access_log=False)
