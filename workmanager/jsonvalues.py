@@ -9,9 +9,20 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from .errors import ValidationFailed
+
+#: NUL, which jsonb refuses, and lone UTF-16 surrogates (``"\\ud800"`` in JSON), which no
+#: UTF-8 encoder takes: neither can be stored, hashed or sent on.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _why(text: str) -> str:
+    if "\x00" in text:
+        return "must not contain NUL characters"
+    return "must not contain lone surrogates (unpaired \\ud800-\\udfff escapes)"
 
 
 def _reject_constant(name: str) -> float:
@@ -31,24 +42,13 @@ def problems(value: Any, path: str = "$") -> list[dict[str, str]]:
         where, v = stack.pop()
         if isinstance(v, float) and not math.isfinite(v):
             found.append({"path": where, "message": "must be a finite number", "validator": "type"})
-        elif isinstance(v, str) and "\x00" in v:
-            found.append(
-                {
-                    "path": where,
-                    "message": "must not contain NUL characters",
-                    "validator": "pattern",
-                }
-            )
+        elif isinstance(v, str) and _UNSTORABLE.search(v):
+            found.append({"path": where, "message": _why(v), "validator": "pattern"})
         elif isinstance(v, dict):
             for k, item in v.items():
-                if isinstance(k, str) and "\x00" in k:
-                    found.append(
-                        {
-                            "path": where,
-                            "message": "keys must not contain NUL",
-                            "validator": "pattern",
-                        }
-                    )
+                if isinstance(k, str) and _UNSTORABLE.search(k):
+                    why = "keys " + _why(k)
+                    found.append({"path": where, "message": why, "validator": "pattern"})
                 stack.append((f"{where}.{k}", item))
         elif isinstance(v, list | tuple):
             stack.extend((f"{where}[{i}]", item) for i, item in enumerate(v))

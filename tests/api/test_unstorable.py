@@ -1,5 +1,6 @@
 """Values no JSON column can store are refused at the edge, and nothing breaks after:
-NaN/Infinity (400 malformed_json), NUL characters (422), out-of-range filter dates (400)."""
+NaN/Infinity (400 malformed_json), NUL characters and lone surrogates (422), out-of-range
+filter dates (400)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,35 @@ def test_nul_characters_are_a_validation_error(server: Server) -> None:
     listed = c.get(f"{PREFIX}/orders", params={"filter[type]": "a\x00b"})
     assert listed.status_code in (400, 422), listed.text
     assert c.get(f"{PREFIX}/orders").status_code == 200
+
+
+def test_lone_surrogates_are_a_validation_error_even_with_an_idempotency_key(
+    server: Server,
+) -> None:
+    """``"\\ud800"`` parses to a string no UTF-8 encoder takes: it was a 500 from the key's
+    fingerprint (before the operation ran), and from the database or checksums after."""
+    c = server.client()
+    body = b'{"type": "test.simple", "payload": {"name": "a\\ud800b"}}'
+    headers = {"Content-Type": "application/json", **idem()}
+    r = c.post(f"{PREFIX}/propose", content=body, headers=headers)
+    error(r, 422, "validation_failed")
+    assert "surrogate" in r.json()["error"]["details"][0]["message"]
+    again = c.post(f"{PREFIX}/propose", content=body, headers=headers)  # failures not stored
+    error(again, 422, "validation_failed")
+    agent = server.client("agent-a", "agent-surrogate")
+    order = propose(c)
+    leased = agent.post(f"{PREFIX}/orders/{order['id']}/checkout").json()["item"]
+    result = b'{"result": {"answer": 1, "note": "\\udfff"}}'
+    r = agent.post(
+        f"{PREFIX}/items/{leased['id']}/submit",
+        content=result,
+        headers={
+            "Content-Type": "application/json",
+            "X-Lease-Token": str(leased["lease_token"]),
+            **idem(),
+        },
+    )
+    error(r, 422, "validation_failed")
 
 
 def test_out_of_range_filter_dates_are_invalid_queries(server: Server) -> None:

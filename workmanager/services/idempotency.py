@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,7 +39,11 @@ def key_hash(endpoint: str, target: str, principal: str, key: str) -> str:
 
 
 def fingerprint(body: Any) -> str:
-    return hashlib.sha256(canonical(body)).hexdigest()
+    try:
+        data = canonical(body)
+    except UnicodeEncodeError:  # a lone surrogate: the operation refuses it with a 422
+        data = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
