@@ -7,6 +7,7 @@ PostgreSQL's hot path, the database every tool writes to read back afterwards.
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import anyio
@@ -103,3 +104,21 @@ def test_a_retried_submit_replays_and_a_failure_frees_its_key(wm: WorkManager) -
             s.scalars(select(Provenance.idempotency_key_hash).where(Provenance.action == "submit"))
         )
     assert len(hashes) == 1 and hashes[0] is not None  # provenance names the key
+
+
+def test_keys_are_scoped_by_agent(wm: WorkManager) -> None:
+    """Every stdio session is the same principal: two agents that happen to pick the same
+    key each get their own lease, not a replay of the other's."""
+
+    async def script(call: Call) -> list[dict[str, Any]]:
+        await call("work.propose", type="test.simple", payload={"n": 1})
+        await call("work.propose", type="test.simple", payload={"n": 2})
+        first = await call("work.checkout", agent_id="agent-a", idempotency_key="checkout-1")
+        second = await call("work.checkout", agent_id="agent-b", idempotency_key="checkout-1")
+        return [first, second]
+
+    first, second = session(wm, script)
+    assert "replayed" not in first and "replayed" not in second
+    assert first["item"]["id"] != second["item"]["id"]
+    leased = [wm.queries.item(uuid.UUID(a["item"]["id"])) for a in (first, second)]
+    assert [i["leased_by_agent_id"] for i in leased] == ["agent-a", "agent-b"]

@@ -4,10 +4,11 @@ Over stdio the server runs as whoever started it (like the CLI: every scope). Ov
 every call must carry ``Authorization: Bearer <token>``; the token's principal, scopes
 and agent binding apply exactly as on the HTTP API.
 
-Every tool that changes something takes an optional ``idempotency_key``: a call retried
-with the same key and arguments runs once and answers the stored result again, with
-``"replayed": true`` (SPEC §6.3's rules, and the same keys as the HTTP header: a key is
-scoped by operation, target and principal).
+Every tool that changes something (heartbeat aside: repeating it is harmless, replaying
+it would not extend the lease) takes an optional ``idempotency_key``: a call retried with
+the same key and arguments runs once and answers the stored result again, with
+``"replayed": true``. SPEC §6.3's rules; a key is scoped by tool, target, principal and
+agent id, so MCP keys never meet HTTP ones.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ KEY_HELP = "optional: a retry with the same key and arguments runs once and repl
 
 @dataclass(frozen=True)
 class Once:
-    """An optional idempotency key, with what it is scoped to (the HTTP endpoint names)."""
+    """An optional idempotency key, with what it is scoped to (the tool and its target)."""
 
     key: str | None
     endpoint: str
@@ -138,7 +139,7 @@ def _order_tools(server: MCPServer[Any], t: Tools) -> None:
             ctx,
             _meta(agent_id, model_name=model_name),
             lambda c: ops.propose(c, type, payload, meta, priority, dedupe_key),
-            Once(idempotency_key, "propose", "", body | {"dedupe_key": dedupe_key}),
+            Once(idempotency_key, "work.propose", "", body | {"dedupe_key": dedupe_key}),
         )
 
     @server.tool("work.list", description="List orders; filters as in the HTTP API (§6.2).")
@@ -158,7 +159,7 @@ def _order_tools(server: MCPServer[Any], t: Tools) -> None:
             ctx,
             _meta(None),
             lambda c: ops.approve(c, order_id, wait),
-            Once(idempotency_key, "approve", order_id, {}),
+            Once(idempotency_key, "work.approve", order_id, {}),
         )
 
     @server.tool("work.reject", description="Reject a submitted order, optionally for rework.")
@@ -175,7 +176,7 @@ def _order_tools(server: MCPServer[Any], t: Tools) -> None:
             lambda c: ops.reject(c, order_id, errors, allow_rework),
             Once(
                 idempotency_key,
-                "reject",
+                "work.reject",
                 order_id,
                 {"errors": errors, "allow_rework": allow_rework},
             ),
@@ -206,7 +207,7 @@ def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
             ctx,
             meta,
             lambda c: ops.checkout(c, filters, order_id),
-            Once(idempotency_key, "checkout", order_id or "global", body),
+            Once(idempotency_key, "work.checkout", order_id or "", body),
         )
 
     @server.tool("work.heartbeat", description="Extend a lease; optionally report progress.")
@@ -217,18 +218,11 @@ def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
         ctx: Context,
         progress: float | None = None,
         checkpoint: JSONObj | None = None,
-        idempotency_key: str | None = None,
     ) -> Result:
         return t.call(
             ctx,
             _meta(agent_id),
             lambda c: ops.heartbeat(c, item_id, lease_token, progress, checkpoint),
-            Once(
-                idempotency_key,
-                "heartbeat",
-                item_id,
-                {"progress": progress, "checkpoint": checkpoint},
-            ),
         )
 
     @server.tool("work.release", description="Give a leased item back to the queue.")
@@ -243,7 +237,7 @@ def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
             ctx,
             _meta(agent_id),
             lambda c: ops.release(c, item_id, lease_token),
-            Once(idempotency_key, "release", item_id, {}),
+            Once(idempotency_key, "work.release", item_id, {}),
         )
 
     @server.tool("work.fail", description="Report that the work on a leased item failed.")
@@ -260,7 +254,7 @@ def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
             ctx,
             _meta(agent_id),
             lambda c: ops.fail(c, item_id, lease_token, error, retryable),
-            Once(idempotency_key, "fail", item_id, {"error": error, "retryable": retryable}),
+            Once(idempotency_key, "work.fail", item_id, {"error": error, "retryable": retryable}),
         )
 
     @server.tool("work.logs", description="An item's events and its order's, newest first.")
@@ -288,7 +282,7 @@ def _result_tools(server: MCPServer[Any], t: Tools) -> None:
             ctx,
             _meta(agent_id, model_name=model_name),
             lambda c: ops.submit(c, item_id, lease_token, result, evidence, notes),
-            Once(idempotency_key, "submit", item_id, body),
+            Once(idempotency_key, "work.submit", item_id, body),
         )
 
     @server.tool("work.submit_part", description="Submit one part of a leased item's result.")
@@ -313,7 +307,7 @@ def _result_tools(server: MCPServer[Any], t: Tools) -> None:
             ),
             Once(
                 idempotency_key,
-                "submit-part",
+                "work.submit_part",
                 item_id,
                 body | {"evidence": evidence, "notes": notes},
             ),
@@ -338,5 +332,5 @@ def _result_tools(server: MCPServer[Any], t: Tools) -> None:
             ctx,
             _meta(agent_id),
             lambda c: ops.finalize(c, item_id, lease_token, mode),
-            Once(idempotency_key, "finalize", item_id, {"mode": mode}),
+            Once(idempotency_key, "work.finalize", item_id, {"mode": mode}),
         )

@@ -138,12 +138,17 @@ class IdempotencyService:
     ) -> Answer | Replay:
         """Run ``operation`` at most once per key: what every adapter calls with a key.
 
-        The key is scoped by ``endpoint``, ``target`` and the caller's principal. The first
-        call claims it, runs (its provenance carries the key's hash) and stores a success;
-        a later call with the same body gets the :class:`Replay`. An error raised or a
-        failure answered frees the key, so the request can be retried with it.
+        The key is scoped by ``endpoint``, ``target``, the caller's principal and the agent
+        it acts as (two agents sharing a token, or every stdio MCP session, do not replay
+        each other's answers). The first call claims it, runs (its provenance carries the
+        key's hash) and stores a success; a later call with the same body gets the
+        :class:`Replay`. An error raised or a failure answered frees the key, so the
+        request can be retried with it.
         """
-        claim = self.begin(endpoint, target, caller.principal.name, key, body)
+        scope = caller.principal.name
+        if caller.agent.id is not None:
+            scope += "\x1f" + caller.agent.id
+        claim = self.begin(endpoint, target, scope, key, body)
         if isinstance(claim, Replay):
             return claim
         agent = dataclasses.replace(caller.agent, idempotency_key_hash=claim.key_hash)
