@@ -82,9 +82,10 @@ def lose_store_data(wm: WorkManager) -> None:
 def sleep_past(moment: datetime) -> None:
     """Sleep until ``moment`` (an aware UTC time) is a little way in the past everywhere.
 
-    The pad covers the Redis key, whose expiry is set just after the row's.
+    The pad covers the Redis key, whose expiry is counted from the Lua call that comes
+    just after the row's clock was read (a stall between the two moves it later).
     """
-    time.sleep(max(0.0, (moment - utcnow()).total_seconds()) + 0.15)
+    time.sleep(max(0.0, (moment - utcnow()).total_seconds()) + 0.5)
 
 
 def checkout(wm: WorkManager, agent: str = "agent-a", **query: Any) -> Lease:

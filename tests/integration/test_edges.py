@@ -11,9 +11,11 @@ from sqlalchemy import func, select
 
 from tests.support.types import Multi, Picky, Simple
 from workmanager import Actor, ApplyContext, Diff, OrderType, OrderView, Registry
-from workmanager.db.models import Order, utcnow
+from workmanager.db.models import Order, Provenance, utcnow
 from workmanager.errors import ApplyFailed, IllegalStateTransition, ValidationFailed
+from workmanager.provenance import anonymize_ip
 from workmanager.services.items import ItemAdmin
+from workmanager.services.listing import OrderListing
 
 
 class BadDiff(OrderType):
@@ -132,3 +134,29 @@ def test_lost_item_announcements_are_sent_again_once_per_window(make_wm, databas
     wm.ctx.clock = lambda: utcnow() + timedelta(seconds=1300)
     assert wm.maintenance.run().reannounced_items == 0  # the order failed: nothing to do
     assert wm.queries.order_state(order_id) == "failed"
+
+
+@pytest.mark.parametrize("anonymize", [False, True])
+def test_the_ip_filter_matches_addresses_as_the_enricher_stores_them(
+    make_wm, database, anonymize
+) -> None:
+    """filter[ip_address] takes any spelling of an address, and with anonymisation on a
+    full address finds the rows stored anonymised."""
+    wm = make_wm(db=database, registry=Registry([Simple()]), provenance_anonymize_ip=anonymize)
+    v4, v6 = wm.propose("test.simple", {"n": 1}), wm.propose("test.simple", {"n": 2})
+    stored = {v4: anonymize_ip("10.1.2.3"), v6: anonymize_ip("2001:db8::7")}
+    if not anonymize:
+        stored = {v4: "10.1.2.3", v6: "2001:db8::7"}
+    with wm.db.transaction() as s:
+        for order_id, ip in stored.items():
+            s.add(Provenance(order_id=order_id, action="propose", ip_address=ip))
+    listing = OrderListing(wm.ctx)
+
+    def found(value: str) -> list[str]:
+        return [o["id"] for o in listing.list([("filter[ip_address]", value)])["data"]]
+
+    assert found("10.1.2.3") == [str(v4)]
+    assert found("2001:0db8:0000::0007") == [str(v6)]  # another spelling of the same address
+    assert set(found("10.1.2.3,2001:db8::7")) == {str(v4), str(v6)}
+    assert found("10.9.9.9") == [] and found("not-an-ip") == []
+    assert found("10.1.2.99") == ([str(v4)] if anonymize else [])  # same /24 when anonymised

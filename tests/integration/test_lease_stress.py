@@ -257,10 +257,14 @@ def test_redis_flushdb_mid_run_then_sweep_loses_and_doubles_nothing(
     run.start("slow", gate=str(gate))  # holds its first lease until the gate opens
     for n in range(PROCESSES - 1):
         run.start(f"agent-{n}")
-    run.wait_for("the slow agent's grant", lambda: bool(run.records("slow")))
+    run.wait_for(
+        "the slow agent's grant",
+        lambda: any(r["ev"] == "grant" for r in run.records("slow")),
+    )
     run.wait_for("a quarter of the items", lambda: run.count("submitted") >= 100)
-    [slow] = run.records("slow")  # held across the flush: its submit waits for the gate
-    assert slow["ev"] == "grant"
+    # Its one grant, held across the flush: its submit waits for the gate. (It may also
+    # have logged a stale-token probe made before the work.)
+    [slow] = [r for r in run.records("slow") if r["ev"] == "grant"]
     held = run.count("leased", "in_progress")
     redis.Redis.from_url(url).flushdb()
     swept = run.wm.sweeper.sweep()

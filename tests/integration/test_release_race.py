@@ -40,7 +40,7 @@ def test_release_waits_for_a_sibling_grant_in_flight(make_wm) -> None:
 
     def release_waits_on_a_lock() -> bool:
         with wm.db.engine.connect() as admin:  # a new transaction: a fresh activity snapshot
-            return admin.execute(waiting).scalar() == 1
+            return bool(admin.execute(waiting).scalar())
 
     wait_for(release_waits_on_a_lock, what="the release to wait on the sibling's row lock")
     assert released.is_alive()

@@ -7,6 +7,7 @@ costs two statements (rows, total) whatever its size. Anything unknown is ``Inva
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import uuid
 from collections.abc import Callable, Iterable
@@ -19,6 +20,7 @@ from sqlalchemy.sql import Select
 
 from ..db.models import Item, Order, Provenance
 from ..errors import InvalidQuery
+from ..provenance.default import anonymize_ip
 from ..states import ItemState, OrderState
 from .context import ServiceContext
 from .views import order_dict
@@ -214,9 +216,22 @@ _FILTERS: dict[str, _Handler] = {
     "has_available_items": _has_available,
     "agent_id": lambda v, p, _: _provenance_exists(Provenance.agent_id, _csv(v)),
     "model_name": lambda v, p, _: _provenance_exists(Provenance.model_name, _csv(v)),
-    # as stored: with WORK_MANAGER_PROVENANCE_ANONYMIZE_IP, ask for the anonymised form
-    "ip_address": lambda v, p, _: _provenance_exists(Provenance.ip_address, _csv(v)),
+    "ip_address": lambda v, p, ctx: _provenance_exists(Provenance.ip_address, _ips(v, ctx)),
 }
+
+
+def _ips(value: str, ctx: ServiceContext) -> list[str]:
+    """Addresses as the default enricher stores them: in canonical form, and anonymised
+    when the setting is on (so a full address finds its anonymised rows)."""
+    out = []
+    for raw in _csv(value):
+        try:
+            ip = str(ipaddress.ip_address(raw))
+        except ValueError:
+            out.append(raw)  # not an address: matches whatever was stored as is
+            continue
+        out.append(anonymize_ip(ip) or ip if ctx.settings.provenance_anonymize_ip else ip)
+    return out
 
 
 def _uuids(value: str, param: str) -> list[Any]:
