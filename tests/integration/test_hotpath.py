@@ -225,9 +225,10 @@ def test_a_lock_the_store_lost_does_not_refuse_a_hot_submit(make_wm) -> None:
 
 @pytest.mark.parametrize("backend", ["database", pytest.param("redis", marks=pytest.mark.redis)])
 def test_a_submit_the_database_refuses_leaves_the_lease_usable(make_wm, backend) -> None:
-    """A result PostgreSQL cannot store (a lone surrogate in a string) is a 422 at the
-    commit's round trip; nothing changed, so the holder can still heartbeat and fail
-    (the store lock is only deleted after a commit that succeeded)."""
+    """A result PostgreSQL cannot store (a lone surrogate in a string) is a 422 and
+    changes nothing, so the holder can still heartbeat and fail. (It is refused at the
+    edge now; the hot paths still turn a value psycopg refuses at the commit's round trip
+    into the same 422, and delete the store lock only after a commit that succeeded.)"""
     wm = make_wm(db="postgres", backend=backend, registry=Registry([Multi()]))
     order_id = wm.propose("test.multi", {"count": 1})
     lease = wm.agent.checkout(AGENT, order_id=order_id)
@@ -459,9 +460,10 @@ class NeedsKeys(Multi):
 @pytest.mark.parametrize("backend", ["database", pytest.param("redis", marks=pytest.mark.redis)])
 def test_third_review_findings_on_the_one_trip_submit(make_wm, backend) -> None:
     """(1) a caller that changed its copy of the item's input is validated against the
-    row, not its copy; (2) a stale lease with an unstorable result is the lease error, as
-    in general; (3) a checkpoint changed by the caller after its heartbeat does not make
-    the renewal's view stale."""
+    row, not its copy; (2) a stale lease with an unstorable result is answered as in
+    general: since lone surrogates are refused at the edge like NUL, that is the 422,
+    before any lease check; (3) a checkpoint changed by the caller after its heartbeat
+    does not make the renewal's view stale."""
     wm = make_wm(db="postgres", backend=backend, registry=Registry([NeedsKeys(), Simple()]))
     order_id = wm.propose("test.needs", {})
     lease = wm.agent.checkout(AGENT, order_id=order_id)
@@ -470,8 +472,10 @@ def test_third_review_findings_on_the_one_trip_submit(make_wm, backend) -> None:
     with pytest.raises(ValidationFailed):
         wm.agent.submit(lease, {"partial": True})
     stale = dataclasses.replace(lease, token=lease.token - 1)
-    with pytest.raises(LeaseConflict):
+    with pytest.raises(ValidationFailed):
         wm.agent.submit(stale, {"answer": "\ud800"})
+    with pytest.raises(LeaseConflict):
+        wm.agent.submit(stale, {"answer": 1})
     cp = {"step": 1}
     renewed = wm.agent.heartbeat(lease, progress=0.5, checkpoint=cp)
     cp["step"] = 2  # the caller keeps its running checkpoint
@@ -628,15 +632,18 @@ def test_a_current_lease_heartbeats_on_the_hot_path(make_wm, backend, monkeypatc
 @pytest.mark.parametrize("backend", ["database", "database/general"])
 def test_heartbeat_answers_as_the_general_path(make_wm, backend) -> None:
     """Review findings on the hot heartbeat: a checkpoint jsonb cannot store (a lone
-    surrogate) is refused after the lease check, as in general; the renewal carries the
-    checkpoint as sent (key order, a float stays a float), as in general."""
+    surrogate) is refused as in general (at the edge, like NUL, before the lease check);
+    the renewal carries the checkpoint as sent (key order, a float stays a float), as in
+    general."""
     wm = make_wm(db="postgres", backend=backend, registry=Registry([Multi()]))
     order_id = wm.propose("test.multi", {"count": 1})
     lease = wm.agent.checkout(AGENT, order_id=order_id)
     assert lease is not None
     bad = {"s": "\ud800"}
-    with pytest.raises(LeaseConflict):
+    with pytest.raises(ValidationFailed):
         wm.agent.heartbeat(_with_token(lease, lease.token + 1), checkpoint=bad)
+    with pytest.raises(LeaseConflict):
+        wm.agent.heartbeat(_with_token(lease, lease.token + 1), checkpoint={"s": 1})
     with pytest.raises(ValidationFailed):
         wm.agent.heartbeat(lease, checkpoint=bad)
     checkpoint = {"zeta": 1, "alpha": 1e16}
