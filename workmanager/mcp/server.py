@@ -46,7 +46,6 @@ TOOL_NAMES = (
 )
 STDIO_PRINCIPAL = Principal("mcp-stdio", None, frozenset({"admin"}))
 JSONObj = dict[str, Any]
-KEY_HELP = "optional: a retry with the same key and arguments runs once and replays"
 
 
 @dataclass(frozen=True)
@@ -135,11 +134,12 @@ def _order_tools(server: MCPServer[Any], t: Tools) -> None:
         idempotency_key: str | None = None,
     ) -> Result:
         body = {"type": type, "payload": payload, "meta": meta, "priority": priority}
+        body["dedupe_key"] = dedupe_key
         return t.call(
             ctx,
             _meta(agent_id, model_name=model_name),
             lambda c: ops.propose(c, type, payload, meta, priority, dedupe_key),
-            Once(idempotency_key, "work.propose", "", body | {"dedupe_key": dedupe_key}),
+            Once(idempotency_key, "work.propose", "", body),
         )
 
     @server.tool("work.list", description="List orders; filters as in the HTTP API (§6.2).")
@@ -299,18 +299,14 @@ def _result_tools(server: MCPServer[Any], t: Tools) -> None:
         idempotency_key: str | None = None,
     ) -> Result:
         body = {"part_key": part_key, "payload": payload, "seq": seq}
+        body |= {"evidence": evidence, "notes": notes}
         return t.call(
             ctx,
             _meta(agent_id),
             lambda c: ops.submit_part(
                 c, item_id, lease_token, part_key, payload, seq, evidence, notes
             ),
-            Once(
-                idempotency_key,
-                "work.submit_part",
-                item_id,
-                body | {"evidence": evidence, "notes": notes},
-            ),
+            Once(idempotency_key, "work.submit_part", item_id, body),
         )
 
     @server.tool("work.list_parts", description="The parts submitted for an item.")

@@ -230,7 +230,9 @@ def _ips(value: str, ctx: ServiceContext) -> list[str]:
         except ValueError:
             out.append(raw)  # not an address: matches whatever was stored as is
             continue
-        out.append(anonymize_ip(ip) or ip if ctx.settings.provenance_anonymize_ip else ip)
+        if ctx.settings.provenance_anonymize_ip:
+            ip = anonymize_ip(ip) or ip
+        out.append(ip)
     return out
 
 
