@@ -10,10 +10,13 @@ from typing import Any
 
 import pytest
 
+from tasks.app import app
 from tasks.runtime import set_wm
 from tests.support.types import Simple
 from workers.agent import build
 from workmanager import Registry, WorkManager
+
+TASK = "workmanager.agents.test.simple"
 
 
 @pytest.fixture
@@ -23,6 +26,7 @@ def wm(make_wm: Any) -> Iterator[WorkManager]:
     )
     yield manager
     set_wm(None)
+    app.tasks.pop(TASK, None)  # the shared app keeps no task bound to this closed manager
 
 
 def test_the_default_agent_id_names_host_and_process(wm: WorkManager) -> None:
