@@ -43,6 +43,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from ..errors import Unavailable
+from .session import needs_ping
 
 Conn = psycopg.Connection[Any]
 
@@ -133,8 +134,7 @@ class RawPool:
                 if not self._idle:
                     return None
                 conn, since = self._idle.pop()
-            fresh = time.monotonic() - since < self._ping_after
-            if fresh and since > self._lost_at():
+            if not needs_ping(since, self._lost_at(), self._ping_after):
                 return conn
             try:
                 conn.execute("SELECT 1")

@@ -78,6 +78,13 @@ def lost_at(engine: Engine) -> float:
     return _LOST.get(engine, 0.0)
 
 
+def needs_ping(since: float, lost: float, ping_after: float = PING_AFTER_IDLE_SECONDS) -> bool:
+    """Whether a connection pooled at ``since`` is pinged before it is lent again: it sat
+    idle ``ping_after`` seconds or more, or the server went away (at ``lost``) after it
+    was pooled. One in steady use is proven by its last use. Both pools follow this."""
+    return time.monotonic() - since >= ping_after or since <= lost
+
+
 def _server_engine(url: str) -> Engine:
     engine = create_engine(
         url, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW, pool_timeout=POOL_TIMEOUT
@@ -103,8 +110,7 @@ def _server_engine(url: str) -> Engine:
         since = record.info.get("idle_since")
         if since is None:
             return  # a new connection
-        fresh = time.monotonic() - since < PING_AFTER_IDLE_SECONDS
-        if fresh and since > lost_at(engine):
+        if not needs_ping(since, lost_at(engine)):
             return
         try:
             cursor = dbapi_conn.cursor()
