@@ -27,7 +27,8 @@ from ..conftest import truncate_all
 from ..support.pipeline import register
 
 ROOT = Path(__file__).resolve().parents[2]
-BROKER_DB = 14
+#: Redis db of the broker; WM_TEST_BROKER_DB lets two runs on one machine stay apart.
+BROKER_DB = int(os.environ.get("WM_TEST_BROKER_DB", "14"))
 
 
 class Stack:

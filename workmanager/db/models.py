@@ -120,6 +120,10 @@ class Item(Base):
     # The last fencing token granted; never decreases. A lease is held while the item is
     # leased/in_progress, and its token is this one.
     lease_token: Mapped[int] = mapped_column(BigInteger, default=0)
+    # sha256 (hex) of the current lease's secret: the lease token an agent presents is
+    # ``<lease_token>.<secret>`` and proves possession (leases/tokens.py). NULL when no
+    # lease was ever granted under this scheme.
+    lease_secret_hash: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None] = mapped_column()
     last_heartbeat_at: Mapped[datetime | None] = mapped_column()
     available_at: Mapped[datetime | None] = mapped_column()
