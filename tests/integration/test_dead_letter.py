@@ -1,0 +1,129 @@
+"""Dead-lettering (SPEC §3.1 "maintain"): ``workmanager maintain --dead-letter`` moves failed
+orders and failed items older than ``DEAD_LETTER_AFTER_HOURS`` to ``dead_lettered``, one
+event each, and leaves everything else alone; a second run changes nothing. SQLite and
+PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, update
+
+from tests.cli.conftest import Console
+from tests.support.types import Flaky, Multi, Simple
+from workmanager import Registry, WorkManager
+from workmanager.db.models import Event, Item, Order, utcnow
+from workmanager.errors import ApplyFailed
+
+HOURS = 24
+
+
+def failed_by_agent(wm: WorkManager, count: int = 2) -> uuid.UUID:
+    """An order whose first item an agent failed for good: the order and that item are
+    ``failed``, the other items stay ``queued``."""
+    order_id = wm.propose("test.multi", {"count": count})
+    lease = wm.agent.checkout("agent-1", order_id=order_id)
+    assert lease is not None
+    wm.agent.fail(lease, {"code": "broken", "message": "no"}, retryable=False)
+    return order_id
+
+
+def failed_in_apply(wm: WorkManager) -> uuid.UUID:
+    """An order whose apply failed for good: the order is ``failed``, its item ``submitted``."""
+    order_id = wm.propose("test.flaky", {})
+    lease = wm.agent.checkout("agent-1", order_id=order_id)
+    assert lease is not None
+    wm.agent.submit(lease, {"answer": 1})
+    wm.approve(order_id)
+    with pytest.raises(ApplyFailed):
+        wm.executor.apply(order_id)
+    return order_id
+
+
+def completed(wm: WorkManager) -> uuid.UUID:
+    order_id = wm.propose("test.simple", {"n": 1})
+    lease = wm.agent.checkout("agent-1", order_id=order_id)
+    assert lease is not None
+    wm.agent.submit(lease, {"answer": 1})
+    wm.approve(order_id)
+    wm.executor.apply(order_id)
+    return order_id
+
+
+def age(wm: WorkManager, order_id: uuid.UUID, hours: float) -> None:
+    """Make an order and its items look last changed ``hours`` ago (their state kept)."""
+    then = utcnow() - timedelta(hours=hours)
+    with wm.db.transaction() as s:
+        s.execute(update(Order).where(Order.id == order_id).values(last_transitioned_at=then))
+        s.execute(update(Item).where(Item.order_id == order_id).values(updated_at=then))
+
+
+def states(wm: WorkManager, order_id: uuid.UUID) -> tuple[str, list[str]]:
+    order = wm.queries.order(order_id)
+    return order["state"], sorted(i["state"] for i in order["items"])
+
+
+def events(wm: WorkManager, name: str | None = None) -> list[tuple[Any, Any, str]]:
+    stmt = select(Event.order_id, Event.item_id, Event.event).order_by(Event.id)
+    if name is not None:
+        stmt = stmt.where(Event.event == name)
+    with wm.db.transaction() as s:
+        return [tuple(r) for r in s.execute(stmt)]
+
+
+def test_dead_letter_moves_old_failures_once_and_nothing_else(make_wm, database: str) -> None:
+    registry = Registry([Multi(), Flaky(failures=99), Simple()])
+    wm = make_wm(
+        db=database,
+        registry=registry,
+        dead_letter_after_hours=HOURS,
+        apply_max_retries=0,
+        broker_url="memory://",
+    )
+    console = Console(wm)
+    old_by_agent = failed_by_agent(wm)
+    old_in_apply = failed_in_apply(wm)
+    recent = failed_by_agent(wm)
+    old_done = completed(wm)
+    old_queued = wm.propose("test.multi", {"count": 1})
+    for order_id in (old_by_agent, old_in_apply, old_done, old_queued):
+        age(wm, order_id, HOURS + 1)
+    age(wm, recent, HOURS - 1)  # failed, but not for long enough
+    assert states(wm, old_by_agent) == ("failed", ["failed", "queued"])
+    assert states(wm, old_in_apply) == ("failed", ["submitted"])
+    untouched = {o: states(wm, o) for o in (recent, old_done, old_queued)}
+    with wm.db.transaction() as s:
+        failed_item = s.scalar(
+            select(Item.id).where(Item.order_id == old_by_agent, Item.state == "failed")
+        )
+    before = len(events(wm))
+
+    report = console.json("maintain", "--dead-letter")
+    assert report["dead_lettered_orders"] == 2
+    assert report["dead_lettered_items"] == 1
+    assert "leases_requeued" not in report  # --dead-letter alone does not sweep
+    assert states(wm, old_by_agent) == ("dead_lettered", ["dead_lettered", "queued"])
+    assert states(wm, old_in_apply) == ("dead_lettered", ["submitted"])
+    assert {o: states(wm, o) for o in untouched} == untouched
+    written = events(wm)[before:]
+    assert sorted(written, key=str) == sorted(
+        [
+            (old_by_agent, None, "dead_lettered"),
+            (old_in_apply, None, "dead_lettered"),
+            (old_by_agent, failed_item, "dead_lettered"),
+        ],
+        key=str,
+    )
+    dead = wm.queries.events(old_by_agent)[-1]
+    assert dead["actor_type"] == "system"
+
+    again = console.json("maintain", "--dead-letter")
+    assert (again["dead_lettered_orders"], again["dead_lettered_items"]) == (0, 0)
+    assert len(events(wm)) == before + 3
+    assert len(events(wm, "dead_lettered")) == 3
+    with wm.db.transaction() as s:
+        by_state = dict(s.execute(select(Order.state, func.count()).group_by(Order.state)).all())
+    assert by_state == {"dead_lettered": 2, "failed": 1, "completed": 1, "queued": 1}
