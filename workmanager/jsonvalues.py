@@ -10,9 +10,16 @@ from __future__ import annotations
 import json
 import math
 import re
+from itertools import accumulate
 from typing import Any
 
-from .errors import ValidationFailed
+from .errors import MalformedJSON, ValidationFailed
+
+#: Containers nested deeper than this are refused (``WORK_MANAGER_MAX_JSON_DEPTH``), and the
+#: setting cannot go above the ceiling: past it, recursive code further in (JSON Schema
+#: validation, pydantic's serialiser, ``json``'s C parser) runs out of stack.
+DEFAULT_MAX_JSON_DEPTH = 64
+MAX_JSON_DEPTH_CEILING = 128
 
 #: NUL, which jsonb refuses, and lone UTF-16 surrogates (``"\\ud800"`` in JSON), which no
 #: UTF-8 encoder takes: neither can be stored, hashed or sent on.
@@ -32,6 +39,54 @@ def _reject_constant(name: str) -> float:
 def loads(text: str | bytes) -> Any:
     """``json.loads`` that refuses ``NaN``, ``Infinity`` and ``-Infinity``."""
     return json.loads(text, parse_constant=_reject_constant)
+
+
+#: A JSON string, escapes included; an unterminated one runs to the end (so a body with many
+#: stray quotes is still one linear pass: no match is ever retried from a later quote).
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.S)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_STEP = tuple(1 if b in b"[{" else -1 if b in b"]}" else 0 for b in range(256))
+
+
+def raw_depth(raw: str | bytes) -> int:
+    """How deep the containers of the JSON text ``raw`` nest, without parsing it (and so
+    without recursion): strings are cut out, then the brackets left are counted in one pass
+    of C-level loops. Malformed text gets a number too; the parser refuses it afterwards."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    brackets = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    return max(accumulate(map(_STEP.__getitem__, brackets), initial=0))
+
+
+def deeper_than(value: Any, limit: int) -> bool:
+    """Whether the containers of the Python value ``value`` nest deeper than ``limit``
+    (iteratively: a value too deep to recurse into is answered, not a ``RecursionError``)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict):
+            children: Any = v.values()
+        elif isinstance(v, list | tuple):
+            children = v
+        else:
+            continue
+        if depth + 1 > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def too_deep(limit: int, what: str = "the JSON value") -> MalformedJSON:
+    """The error for JSON nested deeper than ``limit``, the same on every surface."""
+    return MalformedJSON(
+        f"{what} nests deeper than {limit} levels (WORK_MANAGER_MAX_JSON_DEPTH)",
+        details={"max_depth": limit},
+    )
+
+
+def check_raw_depth(raw: str | bytes, limit: int, what: str = "the request body") -> None:
+    """Raise :func:`too_deep` when the JSON text ``raw`` nests deeper than ``limit``."""
+    if raw_depth(raw) > limit:
+        raise too_deep(limit, what)
 
 
 def problems(value: Any, path: str = "$") -> list[dict[str, str]]:
@@ -59,8 +114,12 @@ def problems(value: Any, path: str = "$") -> list[dict[str, str]]:
     return sorted(found, key=lambda e: e["path"])
 
 
-def json_value(value: Any, path: str = "$") -> Any:
-    """Return ``value`` when it is storable JSON, else raise :class:`ValidationFailed`."""
+def json_value(value: Any, path: str = "$", max_depth: int = MAX_JSON_DEPTH_CEILING) -> Any:
+    """Return ``value`` when it is storable JSON, else raise :class:`ValidationFailed`
+    (or :class:`MalformedJSON` when it nests deeper than ``max_depth``: callers' values
+    pass ``settings.max_json_depth``; values made by code, the ceiling)."""
+    if deeper_than(value, max_depth):
+        raise too_deep(max_depth, "the value" if path == "$" else path)
     found = problems(value, path)
     if found:
         raise ValidationFailed(found, f"{path} is not storable JSON")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigurationError
+from .jsonvalues import DEFAULT_MAX_JSON_DEPTH, MAX_JSON_DEPTH_CEILING
 from .semver import is_semver
 
 PREFIX = "WORK_MANAGER_"
@@ -86,6 +87,8 @@ class Settings:
     max_parts_per_item: int = 100
     max_part_payload_bytes: int = 1_048_576
     max_body_bytes: int = 4_194_304
+    #: JSON nested deeper than this is refused (400 ``malformed_json``) on every surface.
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
     api_prefix: str = "/agent/work"
     auth: str = "tokens"
     dead_letter_after_hours: float = 48.0
@@ -169,6 +172,16 @@ def _int(minimum: int) -> Callable[[str, Any], int]:
             raise _fail(name, value, f"an integer >= {minimum}") from None
         if number < minimum:
             raise _fail(name, value, f"an integer >= {minimum}")
+        return number
+
+    return parse
+
+
+def _int_range(minimum: int, maximum: int) -> Callable[[str, Any], int]:
+    def parse(name: str, value: Any) -> int:
+        number = _int(minimum)(name, value)
+        if number > maximum:
+            raise _fail(name, value, f"an integer from {minimum} to {maximum}")
         return number
 
     return parse
@@ -306,6 +319,7 @@ _SPECS: tuple[_Spec, ...] = (
     _spec("max_parts_per_item", _int(1)),
     _spec("max_part_payload_bytes", _int(1)),
     _spec("max_body_bytes", _int(1)),
+    _spec("max_json_depth", _int_range(1, MAX_JSON_DEPTH_CEILING)),
     _spec("api_prefix", _prefix),
     _spec("auth", _choice(*AUTH_MODES)),
     _spec("dead_letter_after_hours", _float),

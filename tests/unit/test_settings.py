@@ -241,3 +241,11 @@ def test_consumer_agent_metadata_settings() -> None:
     assert (s.agent_name, s.agent_version, s.agent_model) == ("researcher", "1.4.0-rc.1", "gpt-x")
     with pytest.raises(ConfigurationError, match="WORK_MANAGER_AGENT_VERSION"):
         Settings.from_env({"WORK_MANAGER_AGENT_VERSION": "v1"})
+
+
+def test_max_json_depth_is_bounded_by_its_ceiling() -> None:
+    assert Settings.from_env({}).max_json_depth == 64
+    assert Settings.from_env({"WORK_MANAGER_MAX_JSON_DEPTH": "128"}).max_json_depth == 128
+    for bad in ("0", "129", "deep"):
+        with pytest.raises(ConfigurationError, match="WORK_MANAGER_MAX_JSON_DEPTH"):
+            Settings.from_env({"WORK_MANAGER_MAX_JSON_DEPTH": bad})

@@ -38,5 +38,9 @@ def create_app(wm: WorkManager) -> FastAPI:
     app.include_router(health.router)
     app.include_router(orders.router, prefix=settings.api_prefix)
     app.include_router(items.router, prefix=settings.api_prefix)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_json_depth=settings.max_json_depth,
+    )
     return app

@@ -1,10 +1,11 @@
 """The outermost layer of the API: request ids, the body limit and the last-resort 500.
 
 A pure ASGI middleware (no per-request task switching), so it costs little on every call:
-it reads the body up front (refusing more than ``max_body_bytes`` with 413 before any
-route runs), echoes ``X-Request-ID`` (generated when absent) on every response, and turns
-an exception nothing else handled into ``500 {"error": {"code": "internal_error"}}`` —
-the stack trace goes to the log, never to the client.
+it reads the body up front (refusing more than ``max_body_bytes`` with 413, and JSON that
+is malformed or nested deeper than ``max_json_depth`` with 400, before any route runs),
+echoes ``X-Request-ID`` (generated when absent) on every response, and turns an exception
+nothing else handled into ``500 {"error": {"code": "internal_error"}}`` — the stack trace
+goes to the log, never to the client.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import MalformedJSON, PayloadTooLarge, WorkManagerError
-from ..jsonvalues import loads
+from ..jsonvalues import loads, raw_depth, too_deep
 from ..services.callers import new_request_id
 
 log = logging.getLogger("workmanager.api")
@@ -84,13 +85,17 @@ def _request_id(scope: Scope) -> str:
     return new_request_id()
 
 
-def _strict_json(body: bytes) -> bool:
-    """Valid JSON, and no NaN/Infinity (Python accepts them; no JSON column stores them)."""
+def _strict_json(body: bytes, max_depth: int) -> MalformedJSON | None:
+    """Why ``body`` is refused, if it is: nested deeper than ``max_depth`` (counted first,
+    without recursion, so no recursive parser or serialiser ever meets it), not JSON, or
+    NaN/Infinity (Python accepts them; no JSON column stores them)."""
+    if raw_depth(body) > max_depth:
+        return too_deep(max_depth, "the request body")
     try:
         loads(body)
     except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors too
-        return False
-    return True
+        return MalformedJSON("the request body is not valid JSON")
+    return None
 
 
 def _declared_length(scope: Scope) -> int | None:
@@ -104,11 +109,12 @@ def _declared_length(scope: Scope) -> int | None:
 
 
 class RequestContextMiddleware:
-    """Request id, body limit, catch-all; see the module docstring."""
+    """Request id, body limits, catch-all; see the module docstring."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, max_json_depth: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_json_depth = max_json_depth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -131,8 +137,9 @@ class RequestContextMiddleware:
             except _TooLarge:
                 await send_error(send, too_large, echo)
                 return
-            if body.strip() and not _strict_json(body):
-                await send_error(send, MalformedJSON("the request body is not valid JSON"), echo)
+            refused = _strict_json(body, self.max_json_depth) if body.strip() else None
+            if refused is not None:
+                await send_error(send, refused, echo)
                 return
             receive = _replay(body, receive)
         await self._call(scope, receive, send, echo)

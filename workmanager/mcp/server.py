@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.types import CallToolResult, InputRequiredResult
 
 from ..container import WorkManager
 from ..errors import WorkManagerError
+from ..jsonvalues import deeper_than, too_deep
 from ..services.callers import AgentMetadata, Caller, build_caller
 from ..services.idempotency import IdempotencyService
 from ..services.operations import Answer, CheckoutFilters, Operations
@@ -92,8 +94,28 @@ class Tools:
             return results.run(lambda: fn(caller))
         key = once.key
         return results.run(
-            lambda: self.idempotency.once(caller, once.endpoint, once.target, key, once.body, fn)
+            lambda: self.idempotency.once(
+                caller, once.endpoint, once.target, key, once.body, fn, once.lease_token
+            )
         )
+
+
+class WorkServer(MCPServer[Any]):
+    """The MCP server, refusing tool arguments nested deeper than ``max_json_depth``
+    (``malformed_json``, as the HTTP API does) before anything validates or stores them."""
+
+    def __init__(self, max_json_depth: int) -> None:
+        super().__init__("workmanager", instructions=__doc__)
+        self.max_json_depth = max_json_depth
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        tool = self._tool_manager.get_tool(name)
+        if tool is not None and deeper_than(arguments, self.max_json_depth):
+            refused = results.failure(too_deep(self.max_json_depth, "the tool arguments"))
+            return tool.fn_metadata.convert_result(refused)
+        return await super().call_tool(name, arguments, context)
 
 
 def _meta(
@@ -110,7 +132,7 @@ def _meta(
 
 def build_server(wm: WorkManager, *, require_token: bool = False) -> MCPServer[Any]:
     """An MCP server with the ``work.*`` tools; ``require_token`` for the HTTP transport."""
-    server: MCPServer[Any] = MCPServer("workmanager", instructions=__doc__)
+    server = WorkServer(wm.settings.max_json_depth)
     tools = Tools(wm, require_token)
     _order_tools(server, tools)
     _lease_tools(server, tools)

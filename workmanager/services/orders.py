@@ -82,7 +82,11 @@ class OrderService:
             "dedupe_key",
             "must be a string of 1 to 191 characters",
         )
-        json_value({"payload": payload, "meta": meta, "dedupe_key": dedupe_key}, "$")
+        json_value(
+            {"payload": payload, "meta": meta, "dedupe_key": dedupe_key},
+            "$",
+            self.ctx.settings.max_json_depth,
+        )
         schema = guarded(order_type.schema, "payload")
         validate(schema, payload, "payload")
         actor = requested_by or (agent.actor if agent else Actor.system())
@@ -281,7 +285,7 @@ class OrderService:
     ) -> dict[str, Any]:
         """``submitted → rejected`` (items and parts too); with rework, back to ``queued``."""
         check_reject_errors(errors)
-        json_value(errors, "errors")
+        json_value(errors, "errors", self.ctx.settings.max_json_depth)
         order, item_ids = self.ctx.db.run(
             lambda s: self._reject_tx(s, order_id, errors, actor, allow_rework, agent)
         )
