@@ -9,7 +9,13 @@ from typing import Any
 
 from celery import Task
 
-from workmanager.errors import ApplyFailed, IllegalStateTransition, NotFound, TransientError
+from workmanager.errors import (
+    ApplyFailed,
+    DedupeKeyReused,
+    IllegalStateTransition,
+    NotFound,
+    TransientError,
+)
 from workmanager.types import Actor
 
 from .app import app
@@ -39,22 +45,28 @@ def create(
     order_id: str | None = None,
     requested_by_type: str = "system",
     requested_by_id: str | None = None,
-) -> str:
+) -> str | None:
     """Validate, create and plan an order. A redelivered message finds its order already
     there (a sender that names no ``order_id`` gets one derived from the task id) and
-    announces its still-queued items again, in case the first run died before it did."""
+    announces its still-queued items again, in case the first run died before it did.
+    A dedupe key already used for another type or payload creates nothing: logged, and
+    the task returns ``None`` rather than the other order's id."""
     wm = get_wm()
     if order_id is None and dedupe_key is None and self.request.id:
         order_id = str(uuid.uuid5(TASK_NAMESPACE, self.request.id))
-    proposal = wm.orders.propose(
-        type,
-        payload,
-        priority=priority,
-        meta=meta,
-        dedupe_key=dedupe_key,
-        order_id=uuid.UUID(order_id) if order_id else None,
-        requested_by=Actor(requested_by_type, requested_by_id or requested_by_type),
-    )
+    try:
+        proposal = wm.orders.propose(
+            type,
+            payload,
+            priority=priority,
+            meta=meta,
+            dedupe_key=dedupe_key,
+            order_id=uuid.UUID(order_id) if order_id else None,
+            requested_by=Actor(requested_by_type, requested_by_id or requested_by_type),
+        )
+    except DedupeKeyReused as exc:
+        log.error("orders.create of %s refused, nothing recorded: %s", type, exc.message)
+        return None
     if not proposal.created:
         wm.maintenance.announce_queued(uuid.UUID(proposal.order["id"]))
     return str(proposal.order["id"])

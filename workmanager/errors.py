@@ -210,6 +210,13 @@ class IdempotencyKeyReused(PermanentError):
     http_status = 422
 
 
+class DedupeKeyReused(PermanentError):
+    """This dedupe key names an existing order of another type or payload."""
+
+    code = "dedupe_key_reused"
+    http_status = 422
+
+
 class IdempotencyKeyRequired(PermanentError):
     """This endpoint requires an idempotency key header."""
 

@@ -15,6 +15,7 @@ from workmanager import IllegalStateTransition, Lease, Registry, ValidationFaile
 from workmanager.db.models import Event, IdempotencyKey, Item, Order, Part, Provenance
 from workmanager.errors import (
     ApplyFailed,
+    DedupeKeyReused,
     MissingParts,
     NotFound,
     NotReadyForApproval,
@@ -120,10 +121,12 @@ def test_propose_creates_and_plans(wm: WorkManager) -> None:
 
 def test_dedupe_key_returns_the_same_order(wm: WorkManager) -> None:
     first = wm.orders.propose("test.simple", {"n": 1}, dedupe_key="job-1")
-    again = wm.orders.propose("test.simple", {"n": 2}, dedupe_key="job-1")
+    again = wm.orders.propose("test.simple", {"n": 1}, dedupe_key="job-1")
     assert first.created and not again.created
     assert again.order["id"] == first.order["id"]
     assert again.order["payload"] == {"n": 1}
+    with pytest.raises(DedupeKeyReused):  # another payload: test_dedupe_keys.py
+        wm.orders.propose("test.simple", {"n": 2}, dedupe_key="job-1")
     assert count(wm, Order) == 1 and count(wm, Item) == 1
     other = wm.orders.propose("test.simple", {"n": 1}, dedupe_key="job-2")
     assert other.created and count(wm, Order) == 2
@@ -138,7 +141,7 @@ def test_concurrent_proposes_with_one_dedupe_key_make_one_order(wm: WorkManager)
     def propose(n: int) -> None:
         barrier.wait()
         try:
-            outcome: Any = wm.orders.propose("test.simple", {"n": n}, dedupe_key="same")
+            outcome: Any = wm.orders.propose("test.simple", {"n": 1}, dedupe_key="same")
         except Exception as exc:  # collected and asserted below
             outcome = exc
         with lock:

@@ -29,6 +29,7 @@ SPEC_CODES = {
     "unknown_order_type": 422,
     "missing_parts": 422,
     "idempotency_key_reused": 422,
+    "dedupe_key_reused": 422,  # SPEC §13
     "idempotency_key_required": 428,
     "unavailable": 503,
 }

@@ -92,7 +92,12 @@ class Operations:
             requested_by=Actor("agent", caller.agent.id),
             agent=caller.agent,
         )
-        return (201 if proposal.created else 200), {"order": proposal.order}
+        if proposal.created:
+            return 201, {"order": proposal.order}
+        order = proposal.order
+        if not caller.principal.allows("view"):  # a guessed key must not read the order
+            order = {"id": order["id"], "state": order["state"]}
+        return 200, {"order": order}
 
     def list_orders(self, caller: Caller, params: Iterable[tuple[str, str]]) -> Answer:
         caller.principal.require("view")

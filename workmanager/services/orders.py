@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -14,8 +15,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..checks import guarded
+from ..db import claims
 from ..db.models import Item, Order, Part
 from ..errors import (
+    DedupeKeyReused,
     IllegalStateTransition,
     NotFound,
     NotReadyForApproval,
@@ -41,7 +44,11 @@ log = logging.getLogger("workmanager.orders")
 
 @dataclass(frozen=True)
 class Proposal:
-    """The order created (``created``) or found by its dedupe key or id."""
+    """The order created (``created``) or found by its dedupe key or id.
+
+    A found order is the caller's only when the proposal was the same (type and payload);
+    even then an adapter shows a caller without the ``view`` scope only its id and state
+    (SPEC §13, "Dedupe keys")."""
 
     order: dict[str, Any]
     created: bool
@@ -68,7 +75,8 @@ class OrderService:
         order_id: uuid.UUID | None = None,
     ) -> Proposal:
         """Validate, create and plan an order. A known ``dedupe_key`` (or ``order_id``)
-        returns the existing order instead of creating a second one."""
+        returns the existing order instead of creating a second one, when it has the same
+        type and payload; otherwise :class:`DedupeKeyReused` (nothing is created)."""
         order_type = self.ctx.registry.get(type)
         require(isinstance(payload, dict), "payload", "must be an object")
         require(meta is None or isinstance(meta, dict), "meta", "must be an object")
@@ -102,30 +110,34 @@ class OrderService:
             now=self.ctx.clock(),
         )
         try:  # a known id or dedupe key fails the insert; no read before it on the happy path
-            if self.hot is not None:
+            hot = claims.hot(self.hot)
+            if hot is not None:
                 provenance = (
                     self.ctx.provenance.row("propose", agent, order_id=order.id) if agent else None
                 )
-                self.hot.create_order(order, items, actor, provenance)
+                hot.create_order(order, items, actor, provenance)
             else:
                 self.ctx.db.run(lambda s: self._create(s, order, items, actor, agent))
         except (IntegrityError, UniqueViolation):
             found = self._existing(order.id, dedupe_key)
             if found is None:
                 raise
-            return found
+            _same_proposal(found, type, payload, dedupe_key)
+            return Proposal(found, False)
         self.ctx.metrics.increment("orders_created_total", type=type, priority=priority)
         self.ctx.dispatcher.items_available(type, [i.id for i in items])
         return Proposal(order_dict(order), True)
 
-    def _existing(self, order_id: uuid.UUID | None, dedupe_key: str | None) -> Proposal | None:
+    def _existing(
+        self, order_id: uuid.UUID | None, dedupe_key: str | None
+    ) -> dict[str, Any] | None:
         if order_id is None and dedupe_key is None:
             return None
         with self.ctx.db.transaction() as s:
             order = s.get(Order, order_id) if order_id else None
             if order is None and dedupe_key:
                 order = s.scalar(select(Order).where(Order.dedupe_key == dedupe_key))
-            return Proposal(order_dict(order), False) if order else None
+            return order_dict(order) if order else None
 
     def _create(
         self, s: Session, order: Order, items: list[Item], actor: Actor, agent: AgentInfo | None
@@ -375,6 +387,23 @@ class OrderService:
             item.error, item.attempts, item.available_at = None, 0, None
             move_item(s, item, ItemState.QUEUED, actor, event="retried")
         return order_dict(order), [i.id for i in failed], False
+
+
+def _same_proposal(found: dict[str, Any], type: str, payload: JSON, key: str | None) -> None:
+    """A repeated dedupe key (or order id) stands for the order it made only when the
+    proposal is the same: same type, same payload (compared as JSON, so ``1`` is not
+    ``true``). Anything else would hand one caller another's order."""
+    if found["type"] == type and _canonical(found["payload"]) == _canonical(payload):
+        return
+    named = f"dedupe key {key!r}" if key else f"order id {found['id']}"
+    raise DedupeKeyReused(
+        f"{named} already names an order of another type or payload",
+        details={"dedupe_key": key} if key else None,
+    )
+
+
+def _canonical(value: JSON) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _can_approve(order_type: OrderType, order: Order) -> bool:

@@ -1,0 +1,84 @@
+"""A repeated dedupe key (SPEC §13, "Dedupe keys"): the same proposal finds its order, another
+type or payload is 422 ``dedupe_key_reused`` and changes nothing, on SQLite and on PostgreSQL
+through both paths (the raw-SQL create and the ORM one)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.support.types import Multi, Simple
+from workmanager import Registry, WorkManager
+from workmanager.db.models import Event, Item, Order
+from workmanager.errors import DedupeKeyReused
+
+PATHS = [
+    pytest.param(("sqlite", "database"), id="sqlite"),
+    pytest.param(("postgres", "database"), id="postgres", marks=pytest.mark.postgres),
+    pytest.param(
+        ("postgres", "database/general"), id="postgres-general", marks=pytest.mark.postgres
+    ),
+]
+
+
+@pytest.fixture(params=PATHS)
+def wm(request: pytest.FixtureRequest, make_wm: Callable[..., WorkManager]) -> WorkManager:
+    db, backend = request.param
+    return make_wm(db=db, backend=backend, registry=Registry([Simple(), Multi()]))
+
+
+def rows(wm: WorkManager) -> tuple[int, int, int]:
+    with wm.db.transaction() as s:
+        return tuple(  # type: ignore[return-value]
+            int(s.scalar(select(func.count()).select_from(m)) or 0) for m in (Order, Item, Event)
+        )
+
+
+def test_the_same_proposal_finds_its_order(wm: WorkManager) -> None:
+    first = wm.orders.propose("test.simple", {"n": 1, "s": "é"}, dedupe_key="job-1")
+    again = wm.orders.propose(
+        "test.simple", {"s": "é", "n": 1}, dedupe_key="job-1", priority=3, meta={"x": 1}
+    )
+    assert first.created and not again.created
+    assert again.order["id"] == first.order["id"] and again.order["state"] == "queued"
+    assert rows(wm) == (1, 1, 2)
+
+
+@pytest.mark.parametrize(
+    ("type", "payload"),
+    [
+        ("test.simple", {"n": 2, "x": 1}),  # another payload
+        ("test.simple", {"n": 1, "x": True}),  # equal in Python (True == 1), not in JSON
+        ("test.simple", {"n": 1, "x": 1, "extra": None}),
+        ("test.multi", {"n": 1, "x": 1}),  # another type
+    ],
+)
+def test_another_proposal_under_a_known_key_is_refused(
+    wm: WorkManager, type: str, payload: Any
+) -> None:
+    first = wm.orders.propose("test.simple", {"n": 1, "x": 1}, dedupe_key="job-1")
+    before = rows(wm)
+    with pytest.raises(DedupeKeyReused) as info:
+        wm.orders.propose(type, payload, dedupe_key="job-1")
+    assert info.value.code == "dedupe_key_reused" and info.value.http_status == 422
+    assert info.value.details == {"dedupe_key": "job-1"}
+    assert first.order["id"] not in info.value.message  # nothing about the order leaks
+    assert rows(wm) == before
+    with pytest.raises(DedupeKeyReused):  # the library's propose raises too
+        wm.propose(type, payload, dedupe_key="job-1")
+    order = wm.queries.order(uuid.UUID(first.order["id"]))
+    assert order["payload"] == {"n": 1, "x": 1} and order["type"] == "test.simple"
+
+
+def test_a_known_order_id_with_another_payload_is_refused(wm: WorkManager) -> None:
+    """The id ``enqueue_order`` picks (or a create task's redelivery) follows the same rule."""
+    order_id = uuid.uuid4()
+    wm.orders.propose("test.simple", {"n": 1}, order_id=order_id)
+    assert not wm.orders.propose("test.simple", {"n": 1}, order_id=order_id).created
+    with pytest.raises(DedupeKeyReused):
+        wm.orders.propose("test.simple", {"n": 2}, order_id=order_id)
+    assert rows(wm) == (1, 1, 2)
