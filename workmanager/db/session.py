@@ -12,11 +12,12 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, DBAPIError, DisconnectionError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from ..errors import Unavailable, ValidationFailed
-from . import pending
+from . import claims, pending
 
 T = TypeVar("T")
 #: PostgreSQL deadlock / serialization failure: the transaction may simply be run again.
@@ -159,12 +160,8 @@ class Database:
         """
         session = self._sessions()
         try:
-            with session.begin():
+            with unavailable_when_down(), session.begin():
                 yield session
-        except OperationalError as exc:
-            if _is_connection_error(exc):
-                raise Unavailable(f"database unavailable: {exc.orig}") from exc
-            raise
         except DataError as exc:
             # A value the database cannot store (a NUL in text, an out-of-range number) that
             # slipped past the checks at the edge: the caller's input, so a 422, not a 500.
@@ -201,14 +198,32 @@ class Database:
 
     def ping(self) -> None:
         try:
-            with self.engine.connect() as conn:
+            with unavailable_when_down(), self.engine.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
-        except DBAPIError as exc:
+        except DBAPIError as exc:  # a probe: any driver error means "not ready"
             raise Unavailable(f"database unavailable: {exc.orig}") from exc
 
     def dispose(self) -> None:
         self.raw.close()
         self.engine.dispose()
+
+
+@contextmanager
+def unavailable_when_down() -> Iterator[None]:
+    """The one place the ORM's transient failures become :class:`Unavailable` (HTTP 503
+    with ``Retry-After``, a retry for Celery tasks): the server unreachable or gone, and
+    the engine's pool exhausted (every connection lent out past ``POOL_TIMEOUT``). The hot
+    paths' psycopg connections are translated the same way in :mod:`.raw`."""
+    try:
+        yield
+    except PoolTimeout as exc:
+        raise Unavailable(
+            "database busy: no pooled connection was free in time, try again"
+        ) from exc
+    except OperationalError as exc:
+        if _is_connection_error(exc):
+            raise Unavailable(f"database unavailable: {exc.orig}") from exc
+        raise
 
 
 def _is_connection_error(exc: OperationalError) -> bool:
