@@ -1,4 +1,7 @@
-"""Is this process ready to serve? The database, the broker and (when used) Redis."""
+"""Is this process ready to serve? The database, the broker and (when used) Redis.
+
+The reasons a dependency is down (driver messages: host names, ports, user names) are
+for operators: :func:`names_only` is what an unidentified caller of ``/readyz`` sees."""
 
 from __future__ import annotations
 
@@ -48,3 +51,8 @@ def check(ctx: ServiceContext) -> dict[str, str]:
         except Exception as exc:  # any failure means "not ready", with its reason
             results[name] = f"down: {type(exc).__name__}: {exc}"[:300]
     return results
+
+
+def names_only(checks: dict[str, str]) -> dict[str, str]:
+    """``{component: "ok" | "down"}``: which dependency is down, without the reason."""
+    return {name: "ok" if result == "ok" else "down" for name, result in checks.items()}

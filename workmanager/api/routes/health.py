@@ -6,10 +6,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from ...errors import NotFound
+from ...errors import NotFound, WorkManagerError
 from ...metrics.prometheus import PrometheusDriver
 from ...services import readiness
-from ..deps import state
+from ..deps import bearer, principal, state
 from ..errors import RETRY_AFTER_SECONDS
 
 router = APIRouter(tags=["health"])
@@ -20,10 +20,26 @@ async def healthz() -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
+def _identified(request: Request) -> bool:
+    """Whether the caller showed a valid token (any scope), or auth is off. A token that
+    cannot be checked now (the database down) does not count: no reasons then."""
+    if state(request).auth_enabled and bearer(request) is None:
+        return False
+    try:
+        principal(request)
+    except WorkManagerError:
+        return False
+    return True
+
+
 @router.get("/readyz", summary="Readiness: database, broker and Redis (when used)")
 def readyz(request: Request) -> JSONResponse:
+    """Anyone learns whether each dependency is up; only a caller with a valid token
+    learns why one is down (driver messages name hosts, ports and users)."""
     checks = readiness.check(state(request).wm.ctx)
     ready = all(v == "ok" for v in checks.values())
+    if not _identified(request):
+        checks = readiness.names_only(checks)
     if ready:
         return JSONResponse({"status": "ok", "checks": checks})
     body = {

@@ -1,0 +1,32 @@
+"""``/readyz`` tells anyone which dependency is down, and only a caller with a valid token
+why (issue 11, item 10): driver messages name hosts, ports and users."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.api.conftest import free_port, start_server
+
+pytestmark = pytest.mark.postgres
+
+
+def test_readyz_reasons_only_with_a_token(api_db_url: str, tokens: dict[str, str]) -> None:
+    closed = free_port()  # nothing listens there: Redis is down for this server
+    server = start_server(api_db_url, tokens, "redis", f"redis://127.0.0.1:{closed}/0")
+    try:
+        anonymous = server.client(None).get("/readyz")
+        assert anonymous.status_code == 503 and anonymous.headers["Retry-After"]
+        body: dict[str, Any] = anonymous.json()
+        assert body["checks"] == {"database": "ok", "broker": "ok", "redis": "down"}, body
+        assert str(closed) not in anonymous.text and "Error" not in anonymous.text
+        forged = server.client("not-a-token").get("/readyz")
+        assert forged.json()["checks"]["redis"] == "down"
+
+        viewer = server.client("viewer").get("/readyz")  # any scope will do
+        assert viewer.status_code == 503
+        reason = viewer.json()["checks"]["redis"]
+        assert reason.startswith("down: ") and str(closed) in reason, reason
+    finally:
+        server.close()
