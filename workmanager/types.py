@@ -5,7 +5,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
+
+from .lease_tokens import Holder
+from .lease_tokens import parse as parse_token
 
 #: A JSON object as it crosses the edge of the system (payloads, results, metadata).
 JSON = dict[str, Any]
@@ -77,15 +81,34 @@ class OrderView:
 
 @dataclass(frozen=True)
 class Lease:
-    """A granted lease: present it on every call that acts on the item (SPEC §4.2, §4.4)."""
+    """A granted lease: present it on every call that acts on the item (SPEC §4.2, §4.4).
+
+    ``token`` is the opaque string checkout returned (``<fence>.<secret>``, see
+    :mod:`workmanager.lease_tokens`); it proves possession. ``fence`` is its integer part,
+    strictly increasing per item: what external systems compare to refuse stale writers.
+    """
 
     item_id: uuid.UUID
     order_id: uuid.UUID
     agent_id: str
-    token: int
+    token: str
     expires_at: datetime
     heartbeat_every_seconds: int
     item: ItemView | None = None
+
+    @cached_property
+    def _parsed(self) -> tuple[int, str | None]:
+        return parse_token(self.token)
+
+    @property
+    def fence(self) -> int:
+        """The fencing number of this lease (``-1`` for a token that is not well formed)."""
+        return self._parsed[0]
+
+    @property
+    def holder(self) -> Holder:
+        """What the lease checks compare: agent, fence and the secret's hash."""
+        return Holder(self.agent_id, *self._parsed)
 
 
 @dataclass(frozen=True)
@@ -93,5 +116,12 @@ class ApplyContext:
     """What ``OrderType.apply`` gets besides the order: the attempt and the fencing tokens."""
 
     attempt: int
+    #: item id -> the fence of the item's last lease (never the secret): pass it to an
+    #: external system that refuses writes carrying a lower number than it has seen.
     lease_tokens: dict[str, int]
     actor: Actor
+
+    @property
+    def fences(self) -> dict[str, int]:
+        """The same as ``lease_tokens``, by the name the docs use."""
+        return self.lease_tokens

@@ -128,7 +128,8 @@ def test_409s(server: Server) -> None:
     order = propose(admin)
     item = checkout(admin, order["id"])
     base = f"{PREFIX}/items/{item['id']}"
-    stale = {**item, "lease_token": int(item["lease_token"]) - 1}
+    fence, secret = item["lease_token"].split(".", 1)
+    stale = {**item, "lease_token": f"{int(fence) - 1}.{secret}"}
     error(admin.post(f"{base}/heartbeat", headers=lease_headers(stale)), 409, "lease_conflict")
     error(admin.post(f"{base}/heartbeat", headers={"X-Lease-Token": "abc"}), 409, "lease_conflict")
     error(admin.post(f"{PREFIX}/orders/{order['id']}/checkout"), 409, "no_items_available")

@@ -182,7 +182,7 @@ def test_first_grant_moves_item_and_order_and_counts_the_attempt(build) -> None:
     lease = checkout(wm)
     item = row(wm, lease.item_id)
     assert (item.state, item.attempts, item.leased_by_agent_id) == ("leased", 1, "agent-a")
-    assert item.lease_token == lease.token > 0
+    assert item.lease_token == lease.fence > 0 and lease.token.startswith(f"{lease.fence}.")
     assert item.lease_expires_at == lease.expires_at
     assert order_state(wm, order_id) == "in_progress"
     assert lease.heartbeat_every_seconds == wm.settings.heartbeat_every_seconds
@@ -192,30 +192,31 @@ def test_first_grant_moves_item_and_order_and_counts_the_attempt(build) -> None:
 def test_tokens_strictly_increase_across_every_kind_of_regrant(build) -> None:
     wm = build(lease_ttl_seconds=SHORT_TTL, default_max_attempts=20, **FAST)
     wm.propose("test.simple", {})
-    tokens = [checkout(wm, "agent-a").token]
-    wm.agent.release(_lease(wm, tokens[-1]))
-    tokens.append(checkout(wm, "agent-a").token)  # same agent, after release
-    wm.agent.fail(_lease(wm, tokens[-1]), {"code": "x", "message": "retry me"})
+    leases = [checkout(wm, "agent-a")]
+    wm.agent.release(_current(wm, leases[-1]))
+    leases.append(checkout(wm, "agent-a"))  # same agent, after release
+    wm.agent.fail(_current(wm, leases[-1]), {"code": "x", "message": "retry me"})
     held = checkout(wm, "agent-b")  # after a retryable failure
-    tokens.append(held.token)
+    leases.append(held)
     sleep_past(held.expires_at)
     assert wm.sweeper.sweep().reclaimed == 1
-    tokens.append(checkout(wm, "agent-a").token)  # after expiry and sweep
-    wm.agent.release(_lease(wm, tokens[-1]))
+    leases.append(checkout(wm, "agent-a"))  # after expiry and sweep
+    wm.agent.release(_current(wm, leases[-1]))
     lose_store_data(wm)  # Redis flushed: the fence counter is gone
-    tokens.append(checkout(wm, "agent-c").token)
-    assert all(a < b for a, b in itertools.pairwise(tokens)), tokens
+    leases.append(checkout(wm, "agent-c"))
+    fences = [lease.fence for lease in leases]
+    assert all(a < b for a, b in itertools.pairwise(fences)), fences
+    secrets = {lease.token.split(".", 1)[1] for lease in leases}
+    assert len(secrets) == len(leases), "every grant gets a secret of its own"
 
 
-def _lease(wm: WorkManager, token: int) -> Lease:
-    """The lease currently recorded on the only item (as its holder would present it)."""
+def _current(wm: WorkManager, lease: Lease) -> Lease:
+    """``lease``, checked to be the one recorded on the only item."""
     with wm.db.transaction() as s:
         item = s.query(Item).one()
-        assert item.lease_token == token and item.lease_expires_at is not None
-        assert item.leased_by_agent_id is not None
-        return Lease(
-            item.id, item.order_id, item.leased_by_agent_id, token, item.lease_expires_at, 1
-        )
+        assert item.lease_token == lease.fence and item.lease_expires_at is not None
+        assert item.leased_by_agent_id == lease.agent_id
+    return lease
 
 
 # --- heartbeat --------------------------------------------------------------------------
@@ -259,7 +260,7 @@ def test_a_stale_token_is_refused_even_for_the_same_agent(build) -> None:
     old = checkout(wm, "agent-a")
     wm.agent.release(old)
     current = checkout(wm, "agent-a")  # the same agent id, a newer grant
-    assert current.item_id == old.item_id and current.token > old.token
+    assert current.item_id == old.item_id and current.fence > old.fence
     assert_all_refused(wm, old, LeaseConflict)
     wm.agent.heartbeat(current)  # the current holder is unaffected
     wm.agent.submit_part(current, "a", {"v": 1})
@@ -410,7 +411,7 @@ def test_leases_lost_with_the_store_are_reclaimed_by_the_next_sweep(build, backe
     assert result.requeued == {"test.multi": [lost.item_id]}
     assert_all_refused(wm, lost, LeaseExpired)
     regrant = checkout(wm, "agent-b", order_id=lost.order_id)
-    assert regrant.item_id == lost.item_id and regrant.token > lost.token
+    assert regrant.item_id == lost.item_id and regrant.fence > lost.fence
     assert_all_refused(wm, lost, LeaseConflict)
     wm.agent.submit(regrant, {"answer": 1})
     assert wm.sweeper.sweep().reclaimed == 0

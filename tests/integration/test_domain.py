@@ -429,7 +429,7 @@ def test_reject_with_rework_from_submitted(wm: WorkManager) -> None:
     assert {p["status"] for p in wm.queries.parts(lease.item_id)["parts"]} == {"rejected"}
     # Rejected parts do not count: the agent must send them again.
     again = lease_one(wm, order_id, "agent-2")
-    assert again.token > lease.token
+    assert again.fence > lease.fence
     with pytest.raises(MissingParts):
         wm.agent.finalize(again)
     wm.agent.submit_part(again, "a", {"v": 5})

@@ -51,7 +51,7 @@ def test_a_current_lease_releases_on_the_hot_path(make_wm, backend, monkeypatch)
         store = wm.agent.hot.store.store
         assert store.alive([str(first.item_id), str(second.item_id)]) == {}
     again = wm.agent.checkout("agent-3", order_id=order_id)  # leasable again, a new token
-    assert again is not None and again.token > max(first.token, second.token)
+    assert again is not None and again.fence > max(first.fence, second.fence)
     with pytest.raises(LeaseConflict):  # a refused guard: the general path says why
         wm.agent.release(first)
     assert len(general) == 1

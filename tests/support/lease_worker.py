@@ -59,7 +59,7 @@ class Worker:
 
     def log(self, event: str, lease: Lease | None = None, **fields: Any) -> None:
         if lease is not None:
-            fields |= {"item": str(lease.item_id), "token": lease.token}
+            fields |= {"item": str(lease.item_id), "token": lease.fence}
         self.out.write(json.dumps({"ev": event, "agent": self.agent, **fields}) + "\n")
 
     def run(self) -> None:
@@ -89,8 +89,13 @@ class Worker:
 
     def _work(self, lease: Lease) -> None:
         roll = self.rng.random()
-        if roll < 0.25:  # a token one below the current one is never the current lease
-            self._stale(dataclasses.replace(lease, token=lease.token - 1), "heartbeat")
+        if roll < 0.25:  # a fence one below the current one is never the current lease
+            secret = lease.token.split(".", 1)[1]
+            stale = f"{lease.fence - 1}.{secret}"
+            self._stale(dataclasses.replace(lease, token=stale), "heartbeat")
+        elif roll < 0.3:  # nor is the current fence with a guessed secret
+            guessed = f"{lease.fence}.{'A' * 32}"
+            self._stale(dataclasses.replace(lease, token=guessed), "heartbeat")
         if roll < 0.4:
             lease = self.wm.agent.heartbeat(lease, progress=roll)
         gate = self.config.get("gate")
@@ -106,7 +111,7 @@ class Worker:
             self.released.append(lease)
             return
         t0 = time.time()
-        self.wm.agent.submit(lease, {"agent": self.agent, "token": lease.token})
+        self.wm.agent.submit(lease, {"agent": self.agent, "token": lease.fence})
         self.log("submit", lease, t0=t0)
 
     def _probe_released(self) -> None:

@@ -45,4 +45,4 @@ def register(registry: Registry) -> None:
 
 
 def echo_handler(item: ItemView, lease: Lease) -> JSON:
-    return {"echo": item.input, "token": lease.token}
+    return {"echo": item.input, "token": lease.fence}

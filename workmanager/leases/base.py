@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from ..db.models import Item
 from ..errors import Forbidden, IllegalStateTransition, LeaseConflict, LeaseExpired
+from ..lease_tokens import Holder, same_secret
 from ..states import HELD_ITEM_STATES, ItemState
-from ..types import Lease
 
 
 @dataclass(frozen=True)
@@ -35,11 +35,17 @@ class CheckoutQuery:
 
 @dataclass(frozen=True)
 class Grant:
-    """What a backend granted: the item row (already updated in the session) and its token."""
+    """What a backend granted: the item row (already updated in the session), its fence
+    and the hash of the grant's secret (on the row, and in the store's lock)."""
 
     item: Item
     token: int
     expires_at: datetime
+    secret_hash: str
+
+    @property
+    def holder(self) -> Holder:
+        return Holder(self.item.leased_by_agent_id or "", self.token, self.secret_hash)
 
 
 class LeaseBackend(Protocol):
@@ -48,24 +54,30 @@ class LeaseBackend(Protocol):
     name: str
 
     def checkout(
-        self, session: Session, agent_id: str, query: CheckoutQuery, now: datetime, ttl: int
+        self,
+        session: Session,
+        agent_id: str,
+        query: CheckoutQuery,
+        now: datetime,
+        ttl: int,
+        secret_hash: str,
     ) -> Grant | None:
         """Pick the next eligible item and grant it to ``agent_id``, or return ``None``.
 
         Atomic under concurrency: two callers never get the same item, and a caller racing
         others gets the next eligible item rather than ``None``. The grant sets the row to
-        ``leased`` with a token strictly greater than any earlier token of that item,
-        ``attempts + 1`` and ``lease_expires_at = now + ttl``. Limits per agent and per type
-        are enforced in the same atomic step.
+        ``leased`` with a fence strictly greater than any earlier fence of that item,
+        ``secret_hash`` as the lease's proof, ``attempts + 1`` and ``lease_expires_at =
+        now + ttl``. Limits per agent and per type are enforced in the same atomic step.
         """
 
-    def check(self, item: Item, lease: Lease, now: datetime) -> None:
-        """Raise unless ``lease`` is the item's current, unexpired lease (row locked)."""
+    def check(self, item: Item, holder: Holder, now: datetime) -> None:
+        """Raise unless ``holder`` holds the item's current, unexpired lease (row locked)."""
 
-    def extend(self, item: Item, lease: Lease, now: datetime, ttl: int) -> None:
+    def extend(self, item: Item, holder: Holder, now: datetime, ttl: int) -> None:
         """Check the lease and push its expiry to ``now + ttl``; raise as :meth:`check`."""
 
-    def released(self, item: Item, lease: Lease) -> None:
+    def released(self, item: Item, holder: Holder) -> None:
         """Called after a commit that ended the lease; drops any backend-side hold."""
 
     def abandoned(self, grant: Grant, agent_id: str) -> None:
@@ -79,22 +91,30 @@ class LeaseBackend(Protocol):
         """
 
     def lost_track(self) -> bool:
-        """True when leases may have been lost since the last call (the store was flushed
-        or restarted, or this is its first sweep). The sweep then checks every held row,
-        not only those past their recorded expiry. Marks the store, atomically."""
+        """True when leases may have been lost since the last audit (the store was flushed
+        or restarted, or it was never audited). The sweep then checks every held row, not
+        only those past their recorded expiry. A read: it changes nothing, so an audit that
+        fails is tried again by the next sweep."""
+
+    def audited(self) -> None:
+        """Record that every held row was checked after a loss :meth:`lost_track` reported.
+        The sweep calls it only once its audit has finished."""
 
 
-def check_row(item: Item, lease: Lease, now: datetime, *, check_expiry: bool = True) -> None:
+def check_row(item: Item, holder: Holder, now: datetime, *, check_expiry: bool = True) -> None:
     """The checks every backend makes against the locked item row.
 
-    Order matters: a token that is not current is a conflict even for the same agent id; a
-    current token held by another agent is forbidden; a current token on an item that is no
-    longer held (reclaimed) or past its expiry is expired.
+    Order matters: a token that is not current (its fence, or its secret) is a conflict
+    even for the same agent id; a current token held by another agent is forbidden; a
+    current token on an item that is no longer held (reclaimed) or past its expiry is
+    expired.
     """
-    if item.lease_token != lease.token:
+    if item.lease_token != holder.fence or not same_secret(
+        item.lease_secret_hash, holder.secret_hash
+    ):
         raise LeaseConflict(
             "the lease token is not the item's current lease",
-            details={"item_id": str(item.id), "presented_token": lease.token},
+            details={"item_id": str(item.id)},
         )
     if item.state not in HELD_ITEM_STATES:
         if item.state in (ItemState.QUEUED, ItemState.FAILED):
@@ -106,7 +126,7 @@ def check_row(item: Item, lease: Lease, now: datetime, *, check_expiry: bool = T
             f"item is {item.state}; the lease has ended",
             details={"item_id": str(item.id), "state": item.state},
         )
-    if item.leased_by_agent_id != lease.agent_id:
+    if item.leased_by_agent_id != holder.agent_id:
         raise Forbidden("this item is leased by another agent", details={"item_id": str(item.id)})
     if check_expiry and item.lease_expires_at is not None and item.lease_expires_at <= now:
         raise LeaseExpired("the lease has expired", details={"item_id": str(item.id)})
@@ -127,22 +147,28 @@ class LeaseStore(Protocol):
         order_type: str,
         agent_limit: int,
         type_limit: int,
+        secret_hash: str,
     ) -> int:
-        """Lock the item for ``owner``. Returns the token (> 0, and >= ``floor``), ``0`` if
-        the item is held, ``-1`` if the agent is at its limit, ``-2`` if the type is."""
+        """Lock the item for ``owner`` (the lock keeps the fence and ``secret_hash``).
+        Returns the fence (> 0, and >= ``floor``), ``0`` if the item is held, ``-1`` if the
+        agent is at its limit, ``-2`` if the type is."""
 
-    def extend(self, item_id: str, owner: str, token: int, ttl_ms: int, order_type: str) -> int:
-        """``1`` extended; ``0`` no lock (expired or lost); ``-1`` held under another token."""
+    def extend(self, item_id: str, owner: str, proof: str, ttl_ms: int, order_type: str) -> int:
+        """``1`` extended; ``0`` no lock (expired or lost); ``-1`` held under another proof.
+        ``proof`` is :meth:`Holder.store_proof`: the fence and the secret's hash."""
 
-    def check(self, item_id: str, owner: str, token: int) -> int:
-        """``1`` held by owner+token; ``0`` no lock; ``-1`` held under another owner/token."""
+    def check(self, item_id: str, owner: str, proof: str) -> int:
+        """``1`` held by owner+proof; ``0`` no lock; ``-1`` held under another owner/proof."""
 
-    def release(self, item_id: str, owner: str, token: int, order_type: str) -> int:
-        """Delete the lock if owner+token match: ``1`` deleted, ``0`` not held by them."""
+    def release(self, item_id: str, owner: str, proof: str, order_type: str) -> int:
+        """Delete the lock if owner+proof match: ``1`` deleted, ``0`` not held by them."""
 
     def alive(self, item_ids: list[str]) -> dict[str, int]:
         """Of these items, the ones with a live lock, with the milliseconds it has left."""
 
-    def mark(self) -> bool:
-        """Set the store's data-loss marker; ``True`` when it was missing (the store lost
-        its data, or was never marked), so locks may have vanished with it."""
+    def marked(self) -> bool:
+        """Whether the store's data-loss marker is there; ``False`` when it is missing (the
+        store lost its data, or was never marked), so locks may have vanished with it."""
+
+    def mark(self) -> None:
+        """Set the data-loss marker (after an audit of every held row)."""

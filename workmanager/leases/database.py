@@ -19,8 +19,8 @@ from sqlalchemy.sql.dml import UpdateBase
 
 from ..db.models import Item
 from ..db.predicates import held, queued
+from ..lease_tokens import Holder
 from ..states import ItemState
-from ..types import Lease
 from .base import CheckoutQuery, Grant, check_row
 from .selection import Shape, eligible, params, shape_of
 
@@ -35,7 +35,13 @@ class DatabaseLeaseBackend:
         self.max_per_type = max_per_type
 
     def checkout(
-        self, session: Session, agent_id: str, query: CheckoutQuery, now: datetime, ttl: int
+        self,
+        session: Session,
+        agent_id: str,
+        query: CheckoutQuery,
+        now: datetime,
+        ttl: int,
+        secret_hash: str,
     ) -> Grant | None:
         blocked = self._limits(session, agent_id)
         if blocked is None:
@@ -43,11 +49,16 @@ class DatabaseLeaseBackend:
         postgres = session.get_bind().dialect.name == "postgresql"
         expires = now + timedelta(seconds=ttl)
         stmt = _grant_statement(shape_of(query, blocked, ()), postgres)
-        values = {**params(query, now, blocked), "q_agent": agent_id, "q_expires": expires}
+        values = {
+            **params(query, now, blocked),
+            "q_agent": agent_id,
+            "q_expires": expires,
+            "q_secret": secret_hash,
+        }
         item = session.scalars(stmt, values).first()
         if item is None:
             return None
-        return Grant(item=item, token=item.lease_token, expires_at=expires)
+        return Grant(item=item, token=item.lease_token, expires_at=expires, secret_hash=secret_hash)
 
     def _limits(self, session: Session, agent_id: str) -> set[str] | None:
         """Types blocked by the per-type limit, or ``None`` when the agent is at its limit."""
@@ -71,13 +82,13 @@ class DatabaseLeaseBackend:
         )
         return {t for t, n in rows if n >= self.max_per_type}
 
-    def check(self, item: Item, lease: Lease, now: datetime) -> None:
-        check_row(item, lease, now)
+    def check(self, item: Item, holder: Holder, now: datetime) -> None:
+        check_row(item, holder, now)
 
-    def extend(self, item: Item, lease: Lease, now: datetime, ttl: int) -> None:
-        check_row(item, lease, now)
+    def extend(self, item: Item, holder: Holder, now: datetime, ttl: int) -> None:
+        check_row(item, holder, now)
 
-    def released(self, item: Item, lease: Lease) -> None:
+    def released(self, item: Item, holder: Holder) -> None:
         pass
 
     def abandoned(self, grant: Grant, agent_id: str) -> None:
@@ -88,6 +99,9 @@ class DatabaseLeaseBackend:
 
     def lost_track(self) -> bool:
         return False  # the rows are the leases: nothing to lose
+
+    def audited(self) -> None:
+        pass
 
 
 def _advisory_lock(session: Session, key: str) -> None:
@@ -107,6 +121,7 @@ def _grant_statement(shape: Shape, postgres: bool) -> UpdateBase:
             state=ItemState.LEASED.value,
             leased_by_agent_id=bindparam("q_agent"),
             lease_token=Item.lease_token + 1,
+            lease_secret_hash=bindparam("q_secret"),
             lease_expires_at=bindparam("q_expires"),
             attempts=Item.attempts + 1,
             updated_at=bindparam("q_now"),

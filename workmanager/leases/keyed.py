@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from ..db.models import Item
 from ..errors import LeaseConflict, LeaseExpired
+from ..lease_tokens import Holder
 from ..states import ItemState
-from ..types import Lease
 from .base import CheckoutQuery, Grant, LeaseStore, check_row
 from .selection import Shape, eligible, params, shape_of
 
@@ -44,7 +44,13 @@ class StoreLeaseBackend:
         self.type_limit = max_per_type or 0
 
     def checkout(
-        self, session: Session, agent_id: str, query: CheckoutQuery, now: datetime, ttl: int
+        self,
+        session: Session,
+        agent_id: str,
+        query: CheckoutQuery,
+        now: datetime,
+        ttl: int,
+        secret_hash: str,
     ) -> Grant | None:
         postgres = session.get_bind().dialect.name == "postgresql"
         blocked: set[str] = set()
@@ -66,33 +72,37 @@ class StoreLeaseBackend:
                     item.order_type,
                     self.agent_limit,
                     self.type_limit,
+                    secret_hash,
                 )
                 if token > 0:
-                    return self._grant(item, agent_id, token, now, ttl)
+                    return self._grant(item, agent_id, token, now, ttl, secret_hash)
                 if token == -1:
                     return None
                 if token == -2:
                     blocked.add(item.order_type)
 
     @staticmethod
-    def _grant(item: Item, agent_id: str, token: int, now: datetime, ttl: int) -> Grant:
+    def _grant(
+        item: Item, agent_id: str, token: int, now: datetime, ttl: int, secret_hash: str
+    ) -> Grant:
         expires = now + timedelta(seconds=ttl)
         item.state = ItemState.LEASED.value
         item.leased_by_agent_id = agent_id
         item.lease_token = token
+        item.lease_secret_hash = secret_hash
         item.lease_expires_at = expires
         item.attempts += 1
         item.updated_at = now
-        return Grant(item=item, token=token, expires_at=expires)
+        return Grant(item=item, token=token, expires_at=expires, secret_hash=secret_hash)
 
-    def check(self, item: Item, lease: Lease, now: datetime) -> None:
-        check_row(item, lease, now)
-        self.verdict(item.id, self.store.check(str(item.id), lease.agent_id, lease.token))
+    def check(self, item: Item, holder: Holder, now: datetime) -> None:
+        check_row(item, holder, now)
+        self.verdict(item.id, self.store.check(str(item.id), holder.agent_id, holder.store_proof()))
 
-    def extend(self, item: Item, lease: Lease, now: datetime, ttl: int) -> None:
-        check_row(item, lease, now)
+    def extend(self, item: Item, holder: Holder, now: datetime, ttl: int) -> None:
+        check_row(item, holder, now)
         verdict = self.store.extend(
-            str(item.id), lease.agent_id, lease.token, ttl * 1000, item.order_type
+            str(item.id), holder.agent_id, holder.store_proof(), ttl * 1000, item.order_type
         )
         self.verdict(item.id, verdict)
 
@@ -106,11 +116,12 @@ class StoreLeaseBackend:
                 "the lease is held under another token", details={"item_id": str(item_id)}
             )
 
-    def released(self, item: Item, lease: Lease) -> None:
-        self.store.release(str(item.id), lease.agent_id, lease.token, item.order_type)
+    def released(self, item: Item, holder: Holder) -> None:
+        self.store.release(str(item.id), holder.agent_id, holder.store_proof(), item.order_type)
 
     def abandoned(self, grant: Grant, agent_id: str) -> None:
-        self.store.release(str(grant.item.id), agent_id, grant.token, grant.item.order_type)
+        proof = Holder(agent_id, grant.token, grant.secret_hash).store_proof()
+        self.store.release(str(grant.item.id), agent_id, proof, grant.item.order_type)
 
     def dead(self, session: Session, items: list[Item], now: datetime) -> list[Item]:
         alive = self.store.alive([str(i.id) for i in items])
@@ -124,7 +135,10 @@ class StoreLeaseBackend:
         return gone
 
     def lost_track(self) -> bool:
-        return self.store.mark()
+        return not self.store.marked()
+
+    def audited(self) -> None:
+        self.store.mark()
 
 
 @lru_cache(maxsize=256)

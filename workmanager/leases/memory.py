@@ -10,7 +10,7 @@ from dataclasses import dataclass
 @dataclass
 class _Lock:
     owner: str
-    token: int
+    proof: str  # "<fence>|<secret hash>", as the Redis value keeps it
     order_type: str
     expires: float
 
@@ -49,6 +49,7 @@ class MemoryLeaseStore:
         order_type: str,
         agent_limit: int,
         type_limit: int,
+        secret_hash: str,
     ) -> int:
         with self._mutex:
             now = time.monotonic()
@@ -59,31 +60,32 @@ class MemoryLeaseStore:
             if type_limit and self._count(now, order_type=order_type) >= type_limit:
                 return -2
             self._fence = max(self._fence + 1, floor)
-            self._locks[item_id] = _Lock(owner, self._fence, order_type, now + ttl_ms / 1000)
+            proof = f"{self._fence}|{secret_hash}"
+            self._locks[item_id] = _Lock(owner, proof, order_type, now + ttl_ms / 1000)
             return self._fence
 
-    def extend(self, item_id: str, owner: str, token: int, ttl_ms: int, order_type: str) -> int:
+    def extend(self, item_id: str, owner: str, proof: str, ttl_ms: int, order_type: str) -> int:
         with self._mutex:
             now = time.monotonic()
             lock = self._live(item_id, now)
             if lock is None:
                 return 0
-            if (lock.owner, lock.token) != (owner, token):
+            if (lock.owner, lock.proof) != (owner, proof):
                 return -1
             lock.expires = now + ttl_ms / 1000
             return 1
 
-    def check(self, item_id: str, owner: str, token: int) -> int:
+    def check(self, item_id: str, owner: str, proof: str) -> int:
         with self._mutex:
             lock = self._live(item_id, time.monotonic())
             if lock is None:
                 return 0
-            return 1 if (lock.owner, lock.token) == (owner, token) else -1
+            return 1 if (lock.owner, lock.proof) == (owner, proof) else -1
 
-    def release(self, item_id: str, owner: str, token: int, order_type: str) -> int:
+    def release(self, item_id: str, owner: str, proof: str, order_type: str) -> int:
         with self._mutex:
             lock = self._live(item_id, time.monotonic())
-            if lock is None or (lock.owner, lock.token) != (owner, token):
+            if lock is None or (lock.owner, lock.proof) != (owner, proof):
                 return 0
             del self._locks[item_id]
             return 1
@@ -98,10 +100,13 @@ class MemoryLeaseStore:
                     out[item_id] = int((lock.expires - now) * 1000)
             return out
 
-    def mark(self) -> bool:
+    def marked(self) -> bool:
         with self._mutex:
-            missing, self._marked = not self._marked, True
-            return missing
+            return self._marked
+
+    def mark(self) -> None:
+        with self._mutex:
+            self._marked = True
 
     def flush(self) -> None:
         """Forget every lock, as a Redis FLUSHDB would (the fence counter and marker too)."""

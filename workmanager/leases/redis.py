@@ -27,7 +27,8 @@ def connect(url: str) -> Any:
 
 
 class RedisLeaseStore:
-    """Locks as ``SET key "token|owner" NX PX ttl`` semantics, compared by owner + token."""
+    """Locks as ``SET key "fence|secret hash|owner" NX PX ttl`` semantics, compared by
+    owner + proof (fence and secret hash)."""
 
     def __init__(self, client: Any, prefix: str = "work:lease:", track_limits: bool = True) -> None:
         """``track_limits`` keeps the per-agent/per-type counts the limits need; without
@@ -58,37 +59,38 @@ class RedisLeaseStore:
         order_type: str,
         agent_limit: int,
         type_limit: int,
+        secret_hash: str,
     ) -> int:
         k = self.keys
         return self._run(
             self._acquire,
             [k.item(item_id), k.fence, k.agent(owner), k.order_type(order_type)],
-            [owner, ttl_ms, floor, item_id, agent_limit, type_limit, self._track],
+            [owner, ttl_ms, floor, item_id, agent_limit, type_limit, self._track, secret_hash],
         )
 
-    def extend(self, item_id: str, owner: str, token: int, ttl_ms: int, order_type: str) -> int:
+    def extend(self, item_id: str, owner: str, proof: str, ttl_ms: int, order_type: str) -> int:
         k = self.keys
         return self._run(
             self._extend,
             [k.item(item_id), k.agent(owner), k.order_type(order_type)],
-            [owner, token, ttl_ms, item_id, self._track],
+            [owner, proof, ttl_ms, item_id, self._track],
         )
 
-    def check(self, item_id: str, owner: str, token: int) -> int:
+    def check(self, item_id: str, owner: str, proof: str) -> int:
         try:
             value = self.client.get(self.keys.item(item_id))
         except self._errors as exc:
             raise Unavailable(f"redis unavailable: {exc}") from exc
         if value is None:
             return 0
-        return 1 if value.decode() == f"{token}|{owner}" else -1
+        return 1 if value.decode() == f"{proof}|{owner}" else -1
 
-    def release(self, item_id: str, owner: str, token: int, order_type: str) -> int:
+    def release(self, item_id: str, owner: str, proof: str, order_type: str) -> int:
         k = self.keys
         return self._run(
             self._release,
             [k.item(item_id), k.agent(owner), k.order_type(order_type)],
-            [owner, token, item_id, self._track],
+            [owner, proof, item_id, self._track],
         )
 
     def alive(self, item_ids: list[str]) -> dict[str, int]:
@@ -103,9 +105,15 @@ class RedisLeaseStore:
             raise Unavailable(f"redis unavailable: {exc}") from exc
         return {i: int(t) for i, t in zip(item_ids, ttls, strict=True) if int(t) > 0}
 
-    def mark(self) -> bool:
+    def marked(self) -> bool:
         try:
-            return bool(self.client.set(self.keys.epoch, "1", nx=True))
+            return bool(self.client.exists(self.keys.epoch))
+        except self._errors as exc:
+            raise Unavailable(f"redis unavailable: {exc}") from exc
+
+    def mark(self) -> None:
+        try:
+            self.client.set(self.keys.epoch, "1")
         except self._errors as exc:
             raise Unavailable(f"redis unavailable: {exc}") from exc
 

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from ..db.models import Event, Item
 from ..db.predicates import held
 from ..errors import InvalidQuery, ValidationFailed, WorkManagerError
+from ..lease_tokens import Holder
 from ..states import ItemState
 from ..types import Actor, Lease
 from .context import ServiceContext
@@ -129,15 +130,23 @@ def lease_row(item: Item) -> dict[str, Any]:
 
 
 def _lease_of(item: Item, heartbeat_every: int) -> Lease:
+    """The held lease as an operator acts on it: without its secret (the token is empty;
+    backend calls use :func:`holder_of`)."""
     assert item.lease_expires_at is not None
     return Lease(
         item.id,
         item.order_id,
         item.leased_by_agent_id or "",
-        item.lease_token,
+        "",
         item.lease_expires_at,
         heartbeat_every,
     )
+
+
+def holder_of(item: Item) -> Holder:
+    """The current holder as the row records it: operators end or extend a lease without
+    knowing its secret."""
+    return Holder(item.leased_by_agent_id or "", item.lease_token, item.lease_secret_hash)
 
 
 # (session, item, lease, now) -> (outcome, extra fields); runs inside the batch transaction
@@ -255,7 +264,7 @@ class LeaseAdmin:
     def _after_commit(self, batch: _Batch) -> None:
         requeued: dict[str, list[uuid.UUID]] = {}
         for item, lease, outcome in batch.ended:
-            self.ctx.leases.released(item, lease)
+            self.ctx.leases.released(item, holder_of(item))
             self.ctx.metrics.increment(
                 "leases_released_total", type=item.order_type, agent_id=lease.agent_id
             )
@@ -289,7 +298,7 @@ class LeaseAdmin:
             ItemState.QUEUED,
             self.actor,
             event="lease_released",
-            payload={"agent_id": lease.agent_id, "lease_token": lease.token},
+            payload={"agent_id": lease.agent_id, "lease_token": item.lease_token},
         )
         maybe_requeue_order(s, order, self.actor, now)
         return RELEASED, {}
@@ -300,7 +309,7 @@ class LeaseAdmin:
         new_expiry = lease.expires_at + timedelta(seconds=seconds)
         ttl = math.ceil((new_expiry - now).total_seconds())
         try:
-            self.ctx.leases.extend(item, lease, now, ttl)
+            self.ctx.leases.extend(item, holder_of(item), now, ttl)
         except WorkManagerError as exc:  # expired, or the backend no longer holds it
             return SKIPPED, {"reason": f"{exc.code}: {exc.message}"}
         lock_order_ref(s, item.order_id)  # agent paths lock the item, then its order

@@ -19,9 +19,11 @@ from typing import Any, cast
 from sqlalchemy.orm import Session
 
 from ..checks import check, guarded
+from ..db import claims
 from ..db.models import Item, Order
 from ..errors import NotFound, SchemaOutdated, ValidationFailed
 from ..jsonvalues import json_value
+from ..lease_tokens import compose, new_secret
 from ..leases.base import CheckoutQuery, Grant
 from ..states import ItemState
 from ..types import JSON, AgentInfo, ItemView, Lease
@@ -73,7 +75,7 @@ class AgentAPI:
         the item their message names)."""
         info = agent_of(agent)
         query = checkout_query(order_id, type, min_priority, tenant_id, item_id)
-        hot = self.hot  # once: another thread may turn it off meanwhile
+        hot = claims.hot(self.hot)  # once: another thread may turn it off meanwhile
         if hot is not None and hot.handles_checkout:
             try:
                 lease = hot.checkout(info, query)
@@ -104,8 +106,9 @@ class AgentAPI:
         now = self.ctx.clock()
         while granted:  # an earlier run of this transaction rolled back (deadlock retry)
             self.ctx.leases.abandoned(granted.pop(), agent.id)
+        secret, secret_hash = new_secret()
         grant = self.ctx.leases.checkout(
-            s, agent.id, query, now, self.ctx.settings.lease_ttl_seconds
+            s, agent.id, query, now, self.ctx.settings.lease_ttl_seconds, secret_hash
         )
         if grant is None:
             if query.order_id is not None and s.get(Order, query.order_id) is None:
@@ -129,7 +132,7 @@ class AgentAPI:
             item.id,
             item.order_id,
             agent.id,
-            grant.token,
+            compose(grant.token, secret),
             grant.expires_at,
             self.ctx.settings.heartbeat_every_seconds,
             item_view(item),
@@ -147,7 +150,7 @@ class AgentAPI:
         check_progress(progress, checkpoint)
         json_value(checkpoint, "checkpoint")
         info = agent_of(agent, lease)
-        hot = self.hot
+        hot = claims.hot(self.hot)
         if hot is not None:
             renewed = hot.heartbeat(lease, info, progress, checkpoint)
             if renewed is not None:
@@ -198,7 +201,7 @@ class AgentAPI:
             )
         json_value({"result": result, "evidence": evidence, "notes": notes}, "$")
         info = agent_of(agent, lease)
-        hot = self.hot  # once: another thread may turn it off meanwhile
+        hot = claims.hot(self.hot)  # once: another thread may turn it off meanwhile
         if hot is not None:
             try:
                 outcome = hot.submitter.submit(
@@ -294,7 +297,7 @@ class AgentAPI:
         # orphaned store lock only delays nothing, since the row is no longer queued).
         stub = cast(Item, SimpleNamespace(id=lease.item_id, order_type=item["order_type"]))
         with contextlib.suppress(Exception):
-            self.ctx.leases.released(stub, lease)
+            self.ctx.leases.released(stub, lease.holder)
 
     # --- parts ------------------------------------------------------------------------
     def submit_part(
@@ -368,7 +371,7 @@ class AgentAPI:
     def release(self, lease: Lease, agent: AgentInfo | None = None) -> ItemOutcome:
         """Give the item back to the queue now; the attempt it cost is given back too."""
         info = agent_of(agent, lease)
-        hot = self.hot  # once: another thread may turn it off meanwhile
+        hot = claims.hot(self.hot)  # once: another thread may turn it off meanwhile
         outcome = hot.release(lease, info) if hot is not None else None
         if outcome is None:  # no hot path, or it left the call to the general path
             outcome = self.ctx.db.run(lambda s: release_tx(self.ctx, s, lease, info))

@@ -55,6 +55,7 @@ from psycopg.types.json import Jsonb
 
 from ..db.raw import Conn
 from ..errors import NotFound, SchemaOutdated, ValidationFailed
+from ..lease_tokens import Holder, compose, new_secret
 from ..leases.base import CheckoutQuery, Grant
 from ..leases.database import DatabaseLeaseBackend
 from ..leases.keyed import StoreLeaseBackend
@@ -125,7 +126,7 @@ class HotPath:
             item.id,
             item.order_id,
             agent.id,
-            item.lease_token,
+            compose(item.lease_token, values["secret"]),
             expires,
             self.ctx.settings.heartbeat_every_seconds,
             item_view(item),
@@ -134,10 +135,13 @@ class HotPath:
     def checkout_values(self, agent: AgentInfo, query: CheckoutQuery) -> dict[str, Any]:
         """The parameters of the checkout statements."""
         now = self.ctx.clock()
+        secret, secret_hash = new_secret()
         return {
             **query_params(query),
             "now": now,
             "agent": agent.id,
+            "secret": secret,
+            "secret_hash": secret_hash,
             "expires": now + timedelta(seconds=self.ctx.settings.lease_ttl_seconds),
             "actor_type": agent.actor.type,
             "actor_id": agent.actor.id,
@@ -182,6 +186,7 @@ class HotPath:
                 order_type,
                 store.agent_limit,
                 store.type_limit,
+                values["secret_hash"],
             )
             if token > 0:
                 return self._grant_stored(conn, cur, agent, values, row, token)
@@ -216,7 +221,8 @@ class HotPath:
         except BaseException:
             assert self.store is not None
             stub = item_of_row(dict(candidate))
-            self.store.abandoned(Grant(stub, token, values["expires"]), agent.id)
+            grant = Grant(stub, token, values["expires"], values["secret_hash"])
+            self.store.abandoned(grant, agent.id)
             raise
 
     # --- heartbeat --------------------------------------------------------------------
@@ -260,7 +266,7 @@ class HotPath:
         return dataclasses.replace(lease, expires_at=expires, item=item_view(item))
 
     def _beat_with_store(
-        self, conn: Conn, sql: str, values: dict[str, Any], lease: Lease
+        self, conn: Conn, sql: str, values: dict[str, Any], lease: Holder
     ) -> dict[str, Any] | None:
         """The row first (its guard, as ``check_row`` comes first in general), then the
         store's extend, then the commit; a refused extend rolls the row back."""
@@ -274,10 +280,11 @@ class HotPath:
             conn.execute("ROLLBACK")
             return None
         ttl_ms = self.ctx.settings.lease_ttl_seconds * 1000
+        item_id = values["item"]
         verdict = self.store.store.extend(
-            str(lease.item_id), lease.agent_id, lease.token, ttl_ms, row["order_type"]
+            str(item_id), lease.agent_id, lease.store_proof(), ttl_ms, row["order_type"]
         )
-        self.store.verdict(lease.item_id, verdict)  # raises (and rolls back) when refused
+        self.store.verdict(item_id, verdict)  # raises (and rolls back) when refused
         conn.execute("COMMIT")
         return row
 
@@ -295,8 +302,9 @@ class HotPath:
         if not self.handles_release:
             return None
         values = lease_params(self.ctx, lease, agent, self.ctx.clock(), "release")
+        proof = as_presented(lease, agent).store_proof()
         if self.store is not None and (
-            self.store.store.check(str(lease.item_id), values["agent"], values["token"]) != 1
+            self.store.store.check(str(lease.item_id), values["agent"], proof) != 1
         ):
             return None  # the store lost or moved the lock: the general path says how
         try:

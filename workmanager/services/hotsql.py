@@ -87,7 +87,9 @@ def candidate_sql(shape: Shape) -> str:
 #: UPDATE's own WHERE (``state IN ('leased', 'in_progress')`` matches the predicate of
 #: the partial indexes on held items), a generic plan built on statistics from before the
 #: leases existed chose such an index and scanned every held lease to find one row.
-_GUARD_COLUMNS = "id, order_id, state, lease_token, leased_by_agent_id, lease_expires_at"
+_GUARD_COLUMNS = (
+    "id, order_id, state, lease_token, lease_secret_hash, leased_by_agent_id, lease_expires_at"
+)
 _LOCKED = f"SELECT {_GUARD_COLUMNS} FROM work_items WHERE id = %(item)s FOR UPDATE"
 #: The same, with what the guarded submit compares to the view it validated against.
 _LOCKED_WITH_VIEW = (
@@ -99,7 +101,8 @@ _LOCKED_WITH_VIEW = (
 _LEASED_PAYLOAD = "jsonb_build_object('agent_id', %(agent)s::text, 'attempt', attempts)"
 
 #: The lease presented is the row's current one (``check_row``'s rules), on ``c``.
-_CURRENT = """c.lease_token = %(token)s AND c.leased_by_agent_id = %(agent)s
+_CURRENT = """c.lease_token = %(token)s AND c.lease_secret_hash = %(secret_hash)s
+     AND c.leased_by_agent_id = %(agent)s
      AND c.state IN ('leased', 'in_progress')
      AND (c.lease_expires_at IS NULL OR c.lease_expires_at > %(now)s)"""
 
@@ -153,7 +156,8 @@ def grant_sql(shape: Shape, store: bool) -> str:
     return f"""
 WITH picked AS (
   UPDATE work_items SET state = 'leased', leased_by_agent_id = %(agent)s,
-         lease_token = {token}, lease_expires_at = %(expires)s,
+         lease_token = {token}, lease_secret_hash = %(secret_hash)s,
+         lease_expires_at = %(expires)s,
          attempts = attempts + 1, updated_at = %(now)s
    WHERE {target}
   RETURNING {ITEM_COLUMNS_SQL}
@@ -256,7 +260,8 @@ def lease_params(ctx: Any, lease: Lease, agent: AgentInfo, now: Any, action: str
     presented = as_presented(lease, agent)
     return {
         "item": lease.item_id,
-        "token": presented.token,
+        "token": presented.fence,
+        "secret_hash": presented.secret_hash,
         "agent": presented.agent_id,
         "now": now,
         "actor_type": agent.actor.type,

@@ -17,6 +17,7 @@ from psycopg.types.json import Jsonb
 from ..db.models import Item
 from ..db.raw import Conn, RawPostgres
 from ..errors import NotFound, ValidationFailed, WorkManagerError
+from ..lease_tokens import Holder
 from ..leases.base import check_row
 from ..leases.keyed import StoreLeaseBackend
 from ..state_machine import check_item, check_order
@@ -68,7 +69,7 @@ class HotSubmit:
         """
         view = lease.item
         refused: ValidationFailed | None = None
-        if view is not None and view.id == lease.item_id:
+        if view is not None and view.id == lease.item_id and self._store_holds(lease, agent):
             try:
                 validate(view)
             except ValidationFailed as exc:
@@ -139,7 +140,10 @@ class HotSubmit:
             cur.execute(LOCK_ITEM, {"id": lease.item_id}, prepare=True)
         item = _locked_item(cur.fetchone(), lease.item_id)
         presented = as_presented(lease, agent)
-        check_row(item, presented, now)
+        if self.store is None:
+            check_row(item, presented, now)
+        else:  # the row, then the store's lock: a lease the store lost is expired
+            self.store.check(item, presented, now)
         validate(item_view(item))
         check_item(item.state, ItemState.SUBMITTED)
         check_order(OrderState.IN_PROGRESS, OrderState.SUBMITTED)
@@ -181,7 +185,18 @@ class HotSubmit:
             self._end_stored_lease(item, as_presented(lease, agent))
         return ItemOutcome(item_dict(item), order_state, became)
 
-    def _end_stored_lease(self, item: Item, lease: Lease) -> None:
+    def _store_holds(self, lease: Lease, agent: AgentInfo) -> bool:
+        """Whether the store still holds this lease (always, without a store). When it
+        does not, the one-round-trip submit is skipped: the locked path says why, row
+        first, as everywhere (SPEC §4.5: a lease with no lock is expired)."""
+        if self.store is None:
+            return True
+        holder = as_presented(lease, agent)
+        return (
+            self.store.store.check(str(lease.item_id), holder.agent_id, holder.store_proof()) == 1
+        )
+
+    def _end_stored_lease(self, item: Item, lease: Holder) -> None:
         """Delete the store's lock (compare-and-delete by owner + token) after the commit.
         Not before it: a commit that then failed would leave the row held with no lock,
         and every later call on that lease refused until the sweep. Never raises: the row
@@ -192,7 +207,7 @@ class HotSubmit:
         assert self.store is not None
         try:
             ended = self.store.store.release(
-                str(item.id), lease.agent_id, lease.token, item.order_type
+                str(item.id), lease.agent_id, lease.store_proof(), item.order_type
             )
         except Exception:
             log.warning("could not release the store lock of %s", item.id, exc_info=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import NotFound, ValidationFailed
 from ..jsonvalues import json_value
+from ..lease_tokens import Holder
 from ..leases.base import CheckoutQuery
 from ..types import AgentInfo, Lease
 
@@ -73,9 +74,11 @@ def _uuid(value: Any, kind: str) -> uuid.UUID | None:
     raise NotFound(f"{kind} {value!r} not found", details={f"{kind}_id": str(value)})
 
 
-def as_presented(lease: Lease, agent: AgentInfo) -> Lease:
-    """The lease as presented by ``agent`` (an HTTP caller names itself in a header)."""
-    return lease if lease.agent_id == agent.id else dataclasses.replace(lease, agent_id=agent.id)
+def as_presented(lease: Lease, agent: AgentInfo) -> Holder:
+    """What the lease checks compare for ``lease`` as presented by ``agent`` (an HTTP caller
+    names itself in a header): the agent, the token's fence and its secret's hash."""
+    holder = lease.holder
+    return holder if holder.agent_id == agent.id else dataclasses.replace(holder, agent_id=agent.id)
 
 
 def check_progress(progress: Any, checkpoint: Any) -> None:

@@ -7,6 +7,7 @@ The adapters only translate their transport to and from these calls.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -17,7 +18,7 @@ from sqlalchemy import select
 
 from ..container import WorkManager
 from ..db.models import Item
-from ..errors import LeaseConflict, NoItemsAvailable, NotFound, ValidationFailed
+from ..errors import NoItemsAvailable, NotFound, Unavailable, ValidationFailed
 from ..states import OrderState
 from ..types import JSON, Actor, Lease
 from .callers import Caller
@@ -40,7 +41,9 @@ def parse_id(value: str | uuid.UUID, kind: str) -> uuid.UUID:
         raise NotFound(f"{kind} {value!r} not found", details={f"{kind}_id": str(value)}) from None
 
 
-def parse_token(value: str | int | None) -> int:
+def parse_token(value: str | int | None) -> str:
+    """The lease token as presented: required, and opaque (``<fence>.<secret>``; one that
+    is not well formed is simply not the current one, a 409 ``lease_conflict``)."""
     if value is None or value == "":
         raise ValidationFailed(
             [
@@ -51,10 +54,7 @@ def parse_token(value: str | int | None) -> int:
                 }
             ]
         )
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise LeaseConflict("the lease token is not the item's current lease") from None
+    return value if isinstance(value, str) else str(value)
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,9 @@ class Operations:
     def __init__(self, wm: WorkManager) -> None:
         self.wm = wm
         self.listing = OrderListing(wm.ctx)
+        #: ``approve`` with ``wait`` holds a server thread while it polls: at most this
+        #: many at once, so waiters cannot take every thread of the server's pool.
+        self._waiters = threading.BoundedSemaphore(wm.settings.approve_wait_max_waiters)
 
     # --- orders -----------------------------------------------------------------------
     def propose(
@@ -110,10 +113,24 @@ class Operations:
     def approve(self, caller: Caller, order_id: str, wait: float | None = None) -> Answer:
         caller.principal.require("approve")
         oid = parse_id(order_id, "order")
-        order = self.wm.orders.approve(oid, self._actor(caller), agent=caller.agent)
         if not wait:
-            return 202, {"order": order}
-        return self._wait(oid, min(wait, MAX_WAIT_SECONDS), order)
+            return 202, {"order": self._approve(caller, oid)}
+        # A place among the waiters first: a request refused for want of one approved nothing.
+        if not self._waiters.acquire(blocking=False):
+            limit = self.wm.settings.approve_wait_max_waiters
+            raise Unavailable(
+                f"{limit} approvals are already waiting (WORK_MANAGER_APPROVE_WAIT_MAX_WAITERS);"
+                " try again later, or approve without wait and poll the order",
+                details={"max_waiters": limit},
+            )
+        try:
+            order = self._approve(caller, oid)
+            return self._wait(oid, min(wait, MAX_WAIT_SECONDS), order)
+        finally:
+            self._waiters.release()
+
+    def _approve(self, caller: Caller, order_id: uuid.UUID) -> dict[str, Any]:
+        return self.wm.orders.approve(order_id, self._actor(caller), agent=caller.agent)
 
     def _wait(self, order_id: uuid.UUID, wait: float, order: dict[str, Any]) -> Answer:
         deadline = time.monotonic() + wait

@@ -1,6 +1,6 @@
 -- acquire.lua: lock one work item for an agent, with a fencing token and lease limits.
 --
--- KEYS[1]  {prefix}item:{item_id}     the lock (string "token|owner", PX ttl)
+-- KEYS[1]  {prefix}item:{item_id}     the lock (string "fence|secret hash|owner", PX ttl)
 -- KEYS[2]  {prefix}fence              the fencing counter
 -- KEYS[3]  {prefix}agent:{agent_id}   zset of the agent's held items -> expiry (ms)
 -- KEYS[4]  {prefix}type:{order_type}  zset of the type's held items -> expiry (ms)
@@ -13,6 +13,7 @@
 -- ARGV[6]  type limit (0 = unlimited)
 -- ARGV[7]  track: 1 to keep the per-agent/per-type zsets (limits configured), 0 to skip
 --          them (no limits: the lock and the token are all there is to do)
+-- ARGV[8]  sha256 (hex) of the lease's secret: the holder proves possession with it
 --
 -- Returns: the token (> 0) when granted; 0 when the item is already locked;
 --          -1 when the agent is at its limit; -2 when the type is at its limit.
@@ -42,7 +43,7 @@ if token < floor then
   redis.call('SET', KEYS[2], floor)
   token = floor
 end
-redis.call('SET', KEYS[1], token .. '|' .. ARGV[1], 'PX', ttl)
+redis.call('SET', KEYS[1], token .. '|' .. ARGV[8] .. '|' .. ARGV[1], 'PX', ttl)
 if track then
   redis.call('ZADD', KEYS[3], now + ttl, ARGV[4])
   redis.call('ZADD', KEYS[4], now + ttl, ARGV[4])

@@ -1,15 +1,15 @@
--- extend.lua: compare-and-extend a lock by owner + token (a heartbeat).
+-- extend.lua: compare-and-extend a lock by owner + proof (a heartbeat).
 --
 -- KEYS[1]  {prefix}item:{item_id}
 -- KEYS[2]  {prefix}agent:{agent_id}
 -- KEYS[3]  {prefix}type:{order_type}
 -- ARGV[1]  owner (agent id)
--- ARGV[2]  token
+-- ARGV[2]  proof: "fence|secret hash", as acquire.lua stored it
 -- ARGV[3]  ttl in milliseconds
 -- ARGV[4]  item id (the zset member)
 -- ARGV[5]  track: 1 to move the item's expiry in the agent/type zsets, 0 to skip them
 --
--- Returns: 1 extended; 0 no lock (expired or lost); -1 locked under another owner/token.
+-- Returns: 1 extended; 0 no lock (expired or lost); -1 locked under another owner/proof.
 local v = redis.call('GET', KEYS[1])
 if not v then
   return 0

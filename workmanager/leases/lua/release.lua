@@ -1,14 +1,14 @@
--- release.lua: compare-and-delete a lock by owner + token (submit, release, fail).
+-- release.lua: compare-and-delete a lock by owner + proof (submit, release, fail).
 --
 -- KEYS[1]  {prefix}item:{item_id}
 -- KEYS[2]  {prefix}agent:{agent_id}
 -- KEYS[3]  {prefix}type:{order_type}
 -- ARGV[1]  owner (agent id)
--- ARGV[2]  token
+-- ARGV[2]  proof: "fence|secret hash", as acquire.lua stored it
 -- ARGV[3]  item id (the zset member)
 -- ARGV[4]  track: 1 to remove the item from the agent/type zsets, 0 to skip them
 --
--- Returns: 1 deleted; 0 not locked by this owner + token (nothing changed).
+-- Returns: 1 deleted; 0 not locked by this owner + proof (nothing changed).
 if redis.call('GET', KEYS[1]) ~= ARGV[2] .. '|' .. ARGV[1] then
   return 0
 end
