@@ -1,8 +1,10 @@
-"""Idempotency keys (SPEC §6.3) on a real database, over SQLite and PostgreSQL."""
+"""Idempotency keys (SPEC §6.3) on a real database, over SQLite and PostgreSQL (its hot
+path on)."""
 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -13,9 +15,18 @@ from sqlalchemy import func, select
 
 from tests.support.types import Simple
 from workmanager import Registry, WorkManager
-from workmanager.db.models import IdempotencyKey, Order
-from workmanager.errors import IdempotencyInFlight, IdempotencyKeyReused
+from workmanager.db.models import Event, IdempotencyKey, Order
+from workmanager.errors import (
+    IdempotencyInFlight,
+    IdempotencyKeyReused,
+    LeaseConflict,
+    Unavailable,
+    ValidationFailed,
+)
+from workmanager.services.callers import AgentMetadata, Caller, build_caller
 from workmanager.services.idempotency import IN_FLIGHT_LOCK, Claim, Replay
+from workmanager.services.operations import Answer, CheckoutFilters, Operations
+from workmanager.services.tokens import Principal
 
 
 class Clock:
@@ -217,3 +228,202 @@ def test_completing_with_a_failure_status_stores_nothing(wm: WorkManager) -> Non
     wm.idempotency.complete(claim, 409, {"error": {"code": "illegal_state_transition"}})
     assert keys(wm) == 0
     assert isinstance(wm.idempotency.begin("approve", "o1", "token-a", "k", {}), Claim)
+
+
+# --- the outcome of a key is never unknown (issue 11, item 3) ---------------------------
+# Through ``once``, the operation's own transaction marks the key committed; these run on
+# SQLite and on PostgreSQL's hot path (which declines while a claim is unmarked).
+
+
+class Died(Exception):
+    """The process "dies" after the operation committed, before its response is stored."""
+
+
+def die(*_: Any) -> None:
+    raise Died()
+
+
+def caller(agent: str = "agent-1") -> Caller:
+    return build_caller(Principal("token-a", None, frozenset({"admin"})), AgentMetadata(agent))
+
+
+def order_ids(wm: WorkManager) -> list[str]:
+    with wm.db.transaction() as s:
+        return [str(i) for i in s.scalars(select(Order.id))]
+
+
+def test_a_key_whose_propose_committed_is_never_run_again(
+    wm: WorkManager, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ops = Operations(wm)
+
+    def propose(c: Caller) -> Answer:
+        return ops.propose(c, "test.simple", {"n": 1})
+
+    monkeypatch.setattr(wm.idempotency, "complete", die)
+    with pytest.raises(Died):
+        wm.idempotency.once(caller(), "propose", "", "k", BODY, propose)
+    monkeypatch.undo()
+    (order_id,) = order_ids(wm)
+    with wm.db.transaction() as s:
+        row = s.scalars(select(IdempotencyKey)).one()
+        assert row.status == "committed" and row.locked_until is None
+    clock.advance(seconds=IN_FLIGHT_LOCK.total_seconds() + 1)  # the lock would have lapsed
+    again = wm.idempotency.once(caller(), "propose", "", "k", BODY, propose)
+    assert isinstance(again, Replay) and again.status == 200
+    assert again.body["replayed"] is True and again.body["outcome"] == "committed"
+    assert again.body["order_id"] == again.body["order"]["id"] == order_id
+    assert wm.idempotency.once(caller(), "propose", "", "k", BODY, propose) == again
+    assert order_ids(wm) == [order_id]  # one order for one key
+    with pytest.raises(IdempotencyKeyReused):  # the key still knows its body
+        wm.idempotency.once(caller(), "propose", "", "k", {"other": 1}, propose)
+
+
+def test_a_key_whose_submit_committed_answers_from_the_item(
+    wm: WorkManager, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ops = Operations(wm)
+    wm.orders.propose("test.simple", {})
+    leased = ops.checkout(caller(), CheckoutFilters())[1]["item"]
+    item_id, token = leased["id"], str(leased["lease_token"])
+    body = {"result": {"answer": 42}}
+
+    def submit(c: Caller) -> Answer:
+        return ops.submit(c, item_id, token, {"answer": 42})
+
+    monkeypatch.setattr(wm.idempotency, "complete", die)
+    with pytest.raises(Died):
+        wm.idempotency.once(caller(), "submit", item_id, "s", body, submit, token)
+    monkeypatch.undo()
+    clock.advance(seconds=IN_FLIGHT_LOCK.total_seconds() + 1)
+    again = wm.idempotency.once(caller(), "submit", item_id, "s", body, submit, token)
+    assert isinstance(again, Replay) and again.status == 200
+    assert again.body["outcome"] == "committed" and again.body["item_id"] == item_id
+    assert again.body["item"]["state"] == "submitted"
+    with wm.db.transaction() as s:
+        submitted = s.scalar(
+            select(func.count()).where(
+                Event.item_id == uuid.UUID(item_id), Event.event == "submitted"
+            )
+        )
+    assert submitted == 1
+
+
+def test_an_operation_that_raises_after_its_commit_keeps_its_key(wm: WorkManager) -> None:
+    ops = Operations(wm)
+
+    def propose_then_fail(c: Caller) -> Answer:
+        ops.propose(c, "test.simple", {"n": 1})
+        raise Unavailable("the broker went away after the commit")
+
+    with pytest.raises(Unavailable):
+        wm.idempotency.once(caller(), "propose", "", "k", BODY, propose_then_fail)
+    again = wm.idempotency.once(caller(), "propose", "", "k", BODY, propose_then_fail)
+    assert isinstance(again, Replay) and again.body["outcome"] == "committed"
+    assert len(order_ids(wm)) == 1
+
+
+def test_an_operation_that_fails_before_committing_frees_its_key(wm: WorkManager) -> None:
+    ops = Operations(wm)
+    wm.orders.propose("test.simple", {})
+    leased = ops.checkout(caller(), CheckoutFilters())[1]["item"]
+    item_id, body = leased["id"], {"result": {"answer": 1}}
+
+    def submit_with(token: str) -> Callable[[Caller], Answer]:
+        return lambda c: ops.submit(c, item_id, token, {"answer": 1})
+
+    # The lease is read (a transaction that writes nothing), then refused: nothing marked.
+    with pytest.raises(LeaseConflict):
+        wm.idempotency.once(caller(), "submit", item_id, "s", body, submit_with("999999"))
+    assert keys(wm) == 0
+    with pytest.raises(ValidationFailed):  # a result the type refuses
+        wm.idempotency.once(
+            caller(), "propose", "", "p", BODY, lambda c: ops.propose(c, "test.simple", {"n": -1})
+        )
+    assert keys(wm) == 0
+    token = str(leased["lease_token"])
+    first = wm.idempotency.once(caller(), "submit", item_id, "s", body, submit_with(token), token)
+    assert not isinstance(first, Replay) and first[0] == 202
+
+
+def test_concurrent_requests_with_one_key_run_one_operation(wm: WorkManager) -> None:
+    ops = Operations(wm)
+    threads = 8
+    barrier = threading.Barrier(threads)
+    results: list[Any] = []
+    lock = threading.Lock()
+
+    def request() -> None:
+        barrier.wait()
+        try:
+            outcome: Any = wm.idempotency.once(
+                caller(), "propose", "", "race", BODY, lambda c: ops.propose(c, "test.simple", {})
+            )
+        except Exception as exc:  # collected and asserted below
+            outcome = exc
+        with lock:
+            results.append(outcome)
+
+    workers = [threading.Thread(target=request) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(30)
+    assert len(results) == threads
+    ran = [r for r in results if isinstance(r, tuple)]
+    assert len(ran) == 1 and ran[0][0] == 201
+    others = [r for r in results if not isinstance(r, tuple)]
+    assert all(isinstance(r, IdempotencyInFlight | Replay) for r in others), others
+    assert len(order_ids(wm)) == 1
+
+
+def test_a_claim_taken_over_while_it_ran_cannot_commit(wm: WorkManager, clock: Clock) -> None:
+    """An operation that outlived its in-flight lock, its key taken over meanwhile by
+    another request: its commit is refused, so the key runs one operation."""
+    ops = Operations(wm)
+    taken_over = threading.Event()
+    slow_outcome: list[Any] = []
+
+    def propose(c: Caller) -> Answer:
+        return ops.propose(c, "test.simple", {"n": 1})
+
+    def slow(c: Caller) -> Answer:
+        assert taken_over.wait(30)
+        return propose(c)
+
+    def first_request() -> None:
+        try:
+            slow_outcome.append(wm.idempotency.once(caller(), "propose", "", "k", BODY, slow))
+        except Exception as exc:  # asserted below
+            slow_outcome.append(exc)
+
+    worker = threading.Thread(target=first_request)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while keys(wm) == 0 and time.monotonic() < deadline:  # the first request holds the key
+        time.sleep(0.01)
+    clock.advance(seconds=IN_FLIGHT_LOCK.total_seconds() + 1)
+    second = wm.idempotency.once(caller(), "propose", "", "k", BODY, propose)
+    taken_over.set()
+    worker.join(30)
+    assert not isinstance(second, Replay) and second[0] == 201
+    assert isinstance(slow_outcome[0], IdempotencyInFlight), slow_outcome
+    assert order_ids(wm) == [second[1]["order"]["id"]]
+    replay = wm.idempotency.once(caller(), "propose", "", "k", BODY, propose)
+    assert isinstance(replay, Replay) and replay.body == second[1]
+
+
+# --- the lease token is part of the fingerprint (issue 11, item 8) ----------------------
+
+
+def test_the_lease_token_is_part_of_the_fingerprint(wm: WorkManager) -> None:
+    def answer(_: Caller) -> Answer:
+        return 202, {"state": "submitted"}
+
+    first = wm.idempotency.once(caller(), "submit", "i", "k", {"r": 1}, answer, "7.secret")
+    assert first == (202, {"state": "submitted"})
+    same = wm.idempotency.once(caller(), "submit", "i", "k", {"r": 1}, answer, "7.secret")
+    assert same == Replay(202, {"state": "submitted"})
+    for other in ("7.other", "8.secret", None):
+        with pytest.raises(IdempotencyKeyReused):
+            wm.idempotency.once(caller(), "submit", "i", "k", {"r": 1}, answer, other)

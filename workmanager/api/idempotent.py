@@ -1,7 +1,8 @@
 """Idempotency keys on the enforced routes (SPEC §6.3), over ``wm.idempotency``.
 
 The key comes from the configured header (or ``Idempotency-Key``) and is scoped by
-endpoint, target resource and principal. A replay answers the stored status and body with
+endpoint, target resource and principal; the body and the ``X-Lease-Token`` presented are
+its fingerprint. A replay answers the stored status and body with
 ``Idempotent-Replayed: true``; a failure is not stored (the claim is abandoned).
 """
 
@@ -20,6 +21,7 @@ from ..services.operations import Answer
 from .deps import state
 
 FALLBACK_HEADER = "Idempotency-Key"
+LEASE_TOKEN_HEADER = "X-Lease-Token"
 REPLAYED = "Idempotent-Replayed"
 
 
@@ -47,7 +49,10 @@ def run(
         raise IdempotencyKeyRequired(
             f"this endpoint requires the {header} header", details={"header": header}
         )
-    answer = api.wm.idempotency.once(caller, endpoint, target, key, body, operation)
+    lease_token = request.headers.get(LEASE_TOKEN_HEADER)
+    answer = api.wm.idempotency.once(
+        caller, endpoint, target, key, body, operation, lease_token=lease_token
+    )
     if isinstance(answer, Replay):
         return JSONResponse(answer.body, answer.status, headers={REPLAYED: "true"})
     return respond(answer)

@@ -21,6 +21,12 @@ def add(session: Session, table: Table, row: dict[str, Any]) -> None:
     session.info.setdefault(_KEY, {}).setdefault(table, []).append(row)
 
 
+def queued(session: Session, table: Table) -> list[dict[str, Any]]:
+    """The rows waiting for ``table`` in this transaction (not yet written)."""
+    rows: list[dict[str, Any]] = session.info.get(_KEY, {}).get(table, [])
+    return rows
+
+
 def _write(session: Session) -> None:
     pending: dict[Table, list[dict[str, Any]]] | None = session.info.pop(_KEY, None)
     if not pending:

@@ -137,6 +137,7 @@ class Database:
         self.url = url
         self.engine = engine or make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        claims.install(self._sessions)  # first: it reads the rows pending writes out
         pending.install(self._sessions)
         from .raw import RawPostgres  # it imports this module
 

@@ -6,9 +6,9 @@ and agent binding apply exactly as on the HTTP API.
 
 Every tool that changes something (heartbeat aside: repeating it is harmless, replaying
 it would not extend the lease) takes an optional ``idempotency_key``: a call retried with
-the same key and arguments runs once and answers the stored result again, with
-``"replayed": true``. SPEC §6.3's rules; a key is scoped by tool, target, principal and
-agent id, so MCP keys never meet HTTP ones.
+the same key and arguments (the lease token among them) runs once and answers the stored
+result again, with ``"replayed": true``. SPEC §6.3's rules; a key is scoped by tool,
+target, principal and agent id, so MCP keys never meet HTTP ones.
 """
 
 from __future__ import annotations
@@ -52,12 +52,14 @@ JSONObj = dict[str, Any]
 
 @dataclass(frozen=True)
 class Once:
-    """An optional idempotency key, with what it is scoped to (the tool and its target)."""
+    """An optional idempotency key, with what it is scoped to (the tool and its target)
+    and what it fingerprints (the arguments and the lease token presented, if any)."""
 
     key: str | None
     endpoint: str
     target: str
     body: JSONObj
+    lease_token: str | None = None
 
 
 class Tools:
@@ -69,15 +71,16 @@ class Tools:
         self.idempotency: IdempotencyService = wm.idempotency
         self.require_token = require_token and wm.settings.auth != "none"
 
-    def principal(self, ctx: Context | None) -> Principal:
+    def principal(self, ctx: Context | None, claimed_agent: str | None = None) -> Principal:
         if not self.require_token:
             return STDIO_PRINCIPAL
         headers = (ctx.headers if ctx is not None else None) or {}
         scheme, _, token = str(headers.get("authorization", "")).partition(" ")
-        return self.tokens.authenticate(token.strip() if scheme.lower() == "bearer" else None)
+        bearer = token.strip() if scheme.lower() == "bearer" else None
+        return self.tokens.authenticate(bearer, claimed_agent)
 
     def caller(self, ctx: Context | None, meta: AgentMetadata) -> Caller:
-        return build_caller(self.principal(ctx), meta)
+        return build_caller(self.principal(ctx, meta.agent_id), meta)
 
     def call(
         self,
@@ -259,7 +262,7 @@ def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
             ctx,
             _meta(agent_id),
             lambda c: ops.release(c, item_id, lease_token),
-            Once(idempotency_key, "work.release", item_id, {}),
+            Once(idempotency_key, "work.release", item_id, {}, lease_token),
         )
 
     @server.tool("work.fail", description="Report that the work on a leased item failed.")
@@ -276,7 +279,13 @@ def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
             ctx,
             _meta(agent_id),
             lambda c: ops.fail(c, item_id, lease_token, error, retryable),
-            Once(idempotency_key, "work.fail", item_id, {"error": error, "retryable": retryable}),
+            Once(
+                idempotency_key,
+                "work.fail",
+                item_id,
+                {"error": error, "retryable": retryable},
+                lease_token,
+            ),
         )
 
     @server.tool("work.logs", description="An item's events and its order's, newest first.")
@@ -304,7 +313,7 @@ def _result_tools(server: MCPServer[Any], t: Tools) -> None:
             ctx,
             _meta(agent_id, model_name=model_name),
             lambda c: ops.submit(c, item_id, lease_token, result, evidence, notes),
-            Once(idempotency_key, "work.submit", item_id, body),
+            Once(idempotency_key, "work.submit", item_id, body, lease_token),
         )
 
     @server.tool("work.submit_part", description="Submit one part of a leased item's result.")
@@ -328,7 +337,7 @@ def _result_tools(server: MCPServer[Any], t: Tools) -> None:
             lambda c: ops.submit_part(
                 c, item_id, lease_token, part_key, payload, seq, evidence, notes
             ),
-            Once(idempotency_key, "work.submit_part", item_id, body),
+            Once(idempotency_key, "work.submit_part", item_id, body, lease_token),
         )
 
     @server.tool("work.list_parts", description="The parts submitted for an item.")
@@ -350,5 +359,5 @@ def _result_tools(server: MCPServer[Any], t: Tools) -> None:
             ctx,
             _meta(agent_id),
             lambda c: ops.finalize(c, item_id, lease_token, mode),
-            Once(idempotency_key, "work.finalize", item_id, {"mode": mode}),
+            Once(idempotency_key, "work.finalize", item_id, {"mode": mode}, lease_token),
         )

@@ -1,9 +1,15 @@
 """Idempotency keys (SPEC §6.3): replay a stored response, refuse a reused or in-flight key.
 
 The key is scoped by endpoint, target resource and principal, and stored only as a hash,
-with a fingerprint of the request body. ``begin`` claims the key (an in-flight marker with
-a short lock so a crashed request does not block its key until the TTL), ``complete``
-stores the response, ``abandon`` forgets a failed attempt (failures are not stored).
+with a fingerprint of the request body and the lease token presented. ``begin`` claims the
+key (an in-flight marker with a short lock so a request that crashed before its operation
+committed does not block its key until the TTL), ``complete`` stores the response,
+``abandon`` forgets a failed attempt (failures are not stored).
+
+Through :meth:`IdempotencyService.once` the operation's own transaction also marks the key
+``committed`` (:mod:`workmanager.db.claims`): a key whose operation committed is never taken
+over or run again, even when its response was never stored (the process died in between);
+it then answers from the current state of what the operation touched (:meth:`_recovered`).
 """
 
 from __future__ import annotations
@@ -11,24 +17,27 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.exc import IntegrityError
 
+from ..db import claims
 from ..db.models import IdempotencyKey
-from ..errors import IdempotencyInFlight, IdempotencyKeyReused
+from ..errors import IdempotencyInFlight, IdempotencyKeyReused, NotFound
 from .context import ServiceContext
 from .parts import canonical
+from .queries import Queries
 
 if TYPE_CHECKING:
     from .callers import Caller
     from .operations import Answer
 
-IN_FLIGHT, DONE = "in_flight", "done"
+IN_FLIGHT, COMMITTED, DONE = claims.IN_FLIGHT, claims.COMMITTED, "done"
 #: How long an in-flight marker blocks its key before another request may take it over.
 IN_FLIGHT_LOCK = timedelta(minutes=5)
 
@@ -38,7 +47,11 @@ def key_hash(endpoint: str, target: str, principal: str, key: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def fingerprint(body: Any) -> str:
+def fingerprint(body: Any, lease_token: object = None) -> str:
+    """The request's fingerprint: its body and, when one was presented, the lease token
+    (an opaque string: the same body under another lease is another request)."""
+    if lease_token is not None:
+        body = {"body": body, "lease_token": str(lease_token)}
     try:
         data = canonical(body)
     except UnicodeEncodeError:  # a lone surrogate: the operation refuses it with a 422
@@ -56,9 +69,17 @@ class Replay:
 
 @dataclass(frozen=True)
 class Claim:
-    """A claimed key; pass it to ``complete`` or ``abandon``."""
+    """A claimed key: its hash, its row and when it was claimed (a row taken over later,
+    which SQLite may give the same id, was claimed later); pass it to ``complete`` or
+    ``abandon``."""
 
     key_hash: str
+    row_id: int
+    claimed_at: datetime
+
+    def rows(self) -> ColumnElement[bool]:
+        """The condition that picks this claim's row, and no later one of its key."""
+        return claims.row_of(self.key_hash, self.row_id, self.claimed_at)
 
 
 class IdempotencyService:
@@ -66,26 +87,33 @@ class IdempotencyService:
         self.ctx = ctx
 
     def begin(
-        self, endpoint: str, target: str, principal: str, key: str, body: Any
+        self,
+        endpoint: str,
+        target: str,
+        principal: str,
+        key: str,
+        body: Any,
+        lease_token: object = None,
     ) -> Claim | Replay:
-        hashed, fp = key_hash(endpoint, target, principal, key), fingerprint(body)
+        hashed = key_hash(endpoint, target, principal, key)
+        fp = fingerprint(body, lease_token)
         now = self.ctx.clock()
         for _ in range(3):
             try:
                 with self.ctx.db.transaction() as s:
-                    s.add(
-                        IdempotencyKey(
-                            key_hash=hashed,
-                            endpoint=endpoint,
-                            request_fingerprint=fp,
-                            status=IN_FLIGHT,
-                            locked_until=now + IN_FLIGHT_LOCK,
-                            created_at=now,
-                            expires_at=now
-                            + timedelta(hours=self.ctx.settings.idempotency_ttl_hours),
-                        )
+                    row = IdempotencyKey(
+                        key_hash=hashed,
+                        endpoint=endpoint,
+                        request_fingerprint=fp,
+                        status=IN_FLIGHT,
+                        locked_until=now + IN_FLIGHT_LOCK,
+                        created_at=now,
+                        expires_at=now + timedelta(hours=self.ctx.settings.idempotency_ttl_hours),
                     )
-                return Claim(hashed)
+                    s.add(row)
+                    s.flush()
+                    row_id = row.id
+                return Claim(hashed, row_id, now)
             except IntegrityError:
                 replay = self._existing(hashed, fp, now)
                 if replay is not None:
@@ -93,7 +121,8 @@ class IdempotencyService:
         raise IdempotencyInFlight(details={"endpoint": endpoint})
 
     def _existing(self, hashed: str, fp: str, now: datetime) -> Replay | None:
-        """The stored response; or None after clearing an expired/abandoned row."""
+        """The stored response; or None after clearing an expired/abandoned row. A row
+        marked committed is never cleared before it expires (its operation is done)."""
         with self.ctx.db.transaction() as s:
             row = s.scalar(
                 select(IdempotencyKey).where(IdempotencyKey.key_hash == hashed).with_for_update()
@@ -110,22 +139,45 @@ class IdempotencyService:
                 )
             if row.status == IN_FLIGHT:
                 raise IdempotencyInFlight()
-            return Replay(row.response_status or 200, row.response_body or {})
+            if row.status != COMMITTED or row.response_status is not None:
+                return Replay(row.response_status or 200, row.response_body or {})
+            refs = dict(row.response_body or {})
+        return self._recovered(refs)
+
+    def _recovered(self, refs: dict[str, Any]) -> Replay:
+        """The answer to a key whose operation committed but whose response was never
+        stored: 200 ``{"replayed": true, "outcome": "committed"}`` with the ids the
+        operation's provenance named and the current state of its item (or else its
+        order). Deterministic, and nothing runs again."""
+        body: dict[str, Any] = {"replayed": True, "outcome": "committed", **refs}
+        queries = Queries(self.ctx)
+        try:
+            if "item_id" in refs:
+                body["item"] = queries.item(uuid.UUID(refs["item_id"]))
+            elif "order_id" in refs:
+                body["order"] = queries.order(uuid.UUID(refs["order_id"]))
+        except NotFound:
+            pass  # deleted since: the ids still say what was done
+        return Replay(200, body)
 
     def complete(self, claim: Claim, status: int, body: dict[str, Any]) -> None:
-        """Store the response to replay. A failure (4xx/5xx) is not stored: the key is freed."""
+        """Store the response to replay. A failure (4xx/5xx) is not stored: the key is
+        freed, unless the operation committed (its mark then answers)."""
         if status >= 400:
             self.abandon(claim)
             return
         with self.ctx.db.transaction() as s:
-            row = s.scalar(select(IdempotencyKey).where(IdempotencyKey.key_hash == claim.key_hash))
+            row = s.scalar(select(IdempotencyKey).where(claim.rows()))
             if row is not None:
                 row.status, row.response_status, row.response_body = DONE, status, body
                 row.locked_until = None
 
     def abandon(self, claim: Claim) -> None:
+        """Free a claim whose operation did not commit (a committed one stays marked)."""
         with self.ctx.db.transaction() as s:
-            s.execute(delete(IdempotencyKey).where(IdempotencyKey.key_hash == claim.key_hash))
+            s.execute(
+                delete(IdempotencyKey).where(claim.rows(), IdempotencyKey.status == IN_FLIGHT)
+            )
 
     def once(
         self,
@@ -135,25 +187,29 @@ class IdempotencyService:
         key: str,
         body: Any,
         operation: Callable[[Caller], Answer],
+        lease_token: object = None,
     ) -> Answer | Replay:
         """Run ``operation`` at most once per key: what every adapter calls with a key.
 
         The key is scoped by ``endpoint``, ``target``, the caller's principal and the agent
         it acts as (two agents sharing a token, or every stdio MCP session, do not replay
-        each other's answers). The first call claims it, runs (its provenance carries the
-        key's hash) and stores a success; a later call with the same body gets the
-        :class:`Replay`. An error raised or a failure answered frees the key, so the
-        request can be retried with it.
+        each other's answers); ``body`` and the ``lease_token`` presented (if any) are its
+        fingerprint. The first call claims it and runs (its provenance carries the key's
+        hash; its transaction marks the key committed, :mod:`workmanager.db.claims`), then
+        stores a success; a later call with the same body and token gets the
+        :class:`Replay`. An error raised or a failure answered before anything committed
+        frees the key, so the request can be retried with it.
         """
         scope = caller.principal.name
         if caller.agent.id is not None:
             scope += "\x1f" + caller.agent.id
-        claim = self.begin(endpoint, target, scope, key, body)
+        claim = self.begin(endpoint, target, scope, key, body, lease_token)
         if isinstance(claim, Replay):
             return claim
         agent = dataclasses.replace(caller.agent, idempotency_key_hash=claim.key_hash)
         try:
-            status, payload = operation(dataclasses.replace(caller, agent=agent))
+            with claims.holding(claim.rows()):
+                status, payload = operation(dataclasses.replace(caller, agent=agent))
         except BaseException:
             self.abandon(claim)
             raise

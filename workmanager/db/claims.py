@@ -1,0 +1,151 @@
+"""An idempotency key marked ``committed`` in the operation's own transaction (SPEC §6.3).
+
+While a request runs the operation its key claimed
+(:meth:`workmanager.services.idempotency.IdempotencyService.once`), the claim is the
+*active* one in this context. The first transaction of :meth:`.session.Database.transaction`
+that writes and commits while it is active also marks the key's row ``committed``, just
+before its COMMIT, with the order and item its provenance rows name: the operation and the
+mark commit together or not at all, so a key's outcome is never unknown. The response is
+stored afterwards; if that step never happens (the process died), the key answers from the
+mark and never runs the operation again.
+
+Statements outside those transactions (the PostgreSQL hot paths' autocommit SQL) cannot
+carry the mark: they consult :func:`unmarked` and leave the call to the general path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, and_, event, update
+from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
+
+from ..errors import IdempotencyInFlight
+from . import pending
+from .models import PROVENANCE_TABLE, IdempotencyKey
+
+T = TypeVar("T")
+IN_FLIGHT, COMMITTED = "in_flight", "committed"
+_WROTE = "workmanager.claim_wrote"
+_MARKING = "workmanager.claim_marking"
+
+
+@dataclass
+class ActiveClaim:
+    """The key row this context's operation holds; ``marked`` once a commit carried it."""
+
+    row: ColumnElement[bool]
+    marked: bool = False
+
+
+_ACTIVE: ContextVar[ActiveClaim | None] = ContextVar("workmanager_claim", default=None)
+
+
+def row_of(key_hash: str, row_id: int, claimed_at: datetime) -> ColumnElement[bool]:
+    """The condition that picks one claim's key row (:class:`..services.idempotency.Claim`)."""
+    return and_(
+        IdempotencyKey.id == row_id,
+        IdempotencyKey.key_hash == key_hash,
+        IdempotencyKey.created_at == claimed_at,
+    )
+
+
+@contextmanager
+def holding(row: ColumnElement[bool]) -> Iterator[ActiveClaim]:
+    """Make the claim whose key row ``row`` picks the active one for the block."""
+    claim = ActiveClaim(row)
+    token = _ACTIVE.set(claim)
+    try:
+        yield claim
+    finally:
+        _ACTIVE.reset(token)
+
+
+def unmarked() -> bool:
+    """Whether a claim is active and no commit has marked it yet: a write must then go
+    through :meth:`.session.Database.transaction`, which marks it. The one rule the hot
+    paths ask before they take a call."""
+    claim = _ACTIVE.get()
+    return claim is not None and not claim.marked
+
+
+def hot(path: T | None) -> T | None:
+    """``path`` (a PostgreSQL hot path), or ``None`` while :func:`unmarked`: its
+    autocommit statements cannot carry the mark, so the general path takes the call."""
+    return None if unmarked() else path
+
+
+def _wrote(session: Session) -> None:
+    session.info[_WROTE] = True
+
+
+def _before_flush(session: Session, *_: Any) -> None:
+    if not unmarked():
+        return  # the usual case: nothing to watch
+    if session.new or session.deleted or any(session.is_modified(o) for o in session.dirty):
+        _wrote(session)
+
+
+def _on_execute(state: ORMExecuteState) -> None:
+    if unmarked() and (state.is_insert or state.is_update or state.is_delete):
+        _wrote(state.session)
+
+
+def _refs(session: Session) -> dict[str, str]:
+    """The order and item the operation's provenance rows (still queued) name."""
+    for row in pending.queued(session, PROVENANCE_TABLE):
+        if row.get("idempotency_key_hash"):
+            refs = {k: str(row[k]) for k in ("order_id", "item_id") if row.get(k)}
+            if refs:
+                return refs
+    return {}
+
+
+def _before_commit(session: Session) -> None:
+    claim = _ACTIVE.get()
+    if claim is None or claim.marked:
+        return
+    session.flush()
+    if not (session.info.get(_WROTE) or pending.queued(session, PROVENANCE_TABLE)):
+        return  # a read: nothing to mark
+    refs = _refs(session)
+    done = session.execute(
+        update(IdempotencyKey)
+        .where(claim.row, IdempotencyKey.status == IN_FLIGHT)
+        .values(status=COMMITTED, locked_until=None, response_body=refs or None)
+        .execution_options(synchronize_session=False)
+    )
+    if not getattr(done, "rowcount", 1):
+        # The claim was taken over (it outlived its in-flight lock): this operation must
+        # not commit beside the one that now holds the key.
+        raise IdempotencyInFlight(
+            "the idempotency key was taken over by another request while this one ran"
+        )
+    session.info[_MARKING] = claim
+
+
+def _after_commit(session: Session) -> None:
+    claim: ActiveClaim | None = session.info.pop(_MARKING, None)
+    if claim is not None:
+        claim.marked = True
+    session.info.pop(_WROTE, None)
+
+
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_MARKING, None)
+    session.info.pop(_WROTE, None)
+
+
+def install(factory: sessionmaker[Session]) -> None:
+    """Mark the active claim in the first writing transaction of ``factory``'s sessions.
+    Installed before :func:`.pending.install`, so the provenance rows are still queued."""
+    event.listen(factory, "before_flush", _before_flush)
+    event.listen(factory, "do_orm_execute", _on_execute)
+    event.listen(factory, "before_commit", _before_commit)
+    event.listen(factory, "after_commit", _after_commit)
+    event.listen(factory, "after_rollback", _after_rollback)
