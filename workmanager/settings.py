@@ -89,6 +89,9 @@ class Settings:
     max_body_bytes: int = 4_194_304
     #: JSON nested deeper than this is refused (400 ``malformed_json``) on every surface.
     max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    #: ``approve?wait=`` requests waiting at once per process (each holds a server thread);
+    #: more are 503 ``unavailable`` before anything is approved.
+    approve_wait_max_waiters: int = 8
     api_prefix: str = "/agent/work"
     auth: str = "tokens"
     dead_letter_after_hours: float = 48.0
@@ -320,6 +323,7 @@ _SPECS: tuple[_Spec, ...] = (
     _spec("max_part_payload_bytes", _int(1)),
     _spec("max_body_bytes", _int(1)),
     _spec("max_json_depth", _int_range(1, MAX_JSON_DEPTH_CEILING)),
+    _spec("approve_wait_max_waiters", _int(1)),
     _spec("api_prefix", _prefix),
     _spec("auth", _choice(*AUTH_MODES)),
     _spec("dead_letter_after_hours", _float),

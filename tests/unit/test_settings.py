@@ -249,3 +249,11 @@ def test_max_json_depth_is_bounded_by_its_ceiling() -> None:
     for bad in ("0", "129", "deep"):
         with pytest.raises(ConfigurationError, match="WORK_MANAGER_MAX_JSON_DEPTH"):
             Settings.from_env({"WORK_MANAGER_MAX_JSON_DEPTH": bad})
+
+
+def test_approve_wait_max_waiters() -> None:
+    assert Settings.from_env({}).approve_wait_max_waiters == 8
+    env = {"WORK_MANAGER_APPROVE_WAIT_MAX_WAITERS": "2"}
+    assert Settings.from_env(env).approve_wait_max_waiters == 2
+    with pytest.raises(ConfigurationError, match="WORK_MANAGER_APPROVE_WAIT_MAX_WAITERS"):
+        Settings.from_env({"WORK_MANAGER_APPROVE_WAIT_MAX_WAITERS": "0"})
