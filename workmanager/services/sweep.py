@@ -45,7 +45,9 @@ class Sweeper:
     When the backend says it may have lost leases (Redis flushed or restarted), the sweep
     first audits every held row, paged by id, so a lease the database shows as held but
     the store no longer has is reclaimed now rather than when its recorded expiry passes.
-    That costs one pass over the held rows, once per data loss.
+    That costs one pass over the held rows, once per data loss: the backend records the
+    audit only when it has finished, so an audit cut short (a database error) is done
+    again by the next sweep.
     """
 
     def __init__(self, ctx: ServiceContext) -> None:
@@ -56,6 +58,7 @@ class Sweeper:
         total = SweepResult()
         if self.ctx.leases.lost_track():
             total.merge(self._audit(size))
+            self.ctx.leases.audited()  # only now: a failed audit is tried again next sweep
         for _ in range(max_batches):
             result, examined = self.ctx.db.run(lambda s: self._batch(s, size))
             total.merge(result)
