@@ -157,7 +157,7 @@ _Preview = Callable[[Item, datetime], tuple[str, dict[str, Any]]]
 @dataclass
 class _Batch:
     changes: list[dict[str, Any]]
-    ended: list[tuple[Item, Lease, str]]
+    ended: list[tuple[Item, Holder, str]]  # the holder as it was before the lease ended
 
 
 class LeaseAdmin:
@@ -253,20 +253,20 @@ class LeaseAdmin:
     ) -> _Batch:
         batch = _Batch([], [])
         for item in self._rows(s, selector, chunk, now):
-            before = lease_row(item)
+            before, holder = lease_row(item), holder_of(item)  # the step clears the row
             lease = _lease_of(item, self.ctx.settings.heartbeat_every_seconds)
             outcome, extra = step(s, item, lease, now)
             batch.changes.append({**before, "outcome": outcome, **extra})
             if outcome in (REQUEUED, FAILED, RELEASED):
-                batch.ended.append((item, lease, outcome))
+                batch.ended.append((item, holder, outcome))
         return batch
 
     def _after_commit(self, batch: _Batch) -> None:
         requeued: dict[str, list[uuid.UUID]] = {}
-        for item, lease, outcome in batch.ended:
-            self.ctx.leases.released(item, holder_of(item))
+        for item, holder, outcome in batch.ended:
+            self.ctx.leases.released(item, holder)
             self.ctx.metrics.increment(
-                "leases_released_total", type=item.order_type, agent_id=lease.agent_id
+                "leases_released_total", type=item.order_type, agent_id=holder.agent_id
             )
             if outcome == FAILED:
                 self.ctx.metrics.increment(
