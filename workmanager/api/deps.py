@@ -44,7 +44,7 @@ def principal(request: Request) -> Principal:
     api = state(request)
     if not api.auth_enabled:
         return ANONYMOUS
-    return api.tokens.authenticate(bearer(request))
+    return api.tokens.authenticate(bearer(request), request.headers.get("x-agent-id"))
 
 
 def metadata(request: Request) -> AgentMetadata:

@@ -2,7 +2,9 @@
 
 HTTP headers and MCP arguments both end up here, so the rules are the same everywhere:
 a token bound to an agent acts as that agent (naming another is 403); otherwise the
-``X-Agent-ID`` the caller names, else the token's name. Versions must be semver.
+``X-Agent-ID`` the caller names, else the token's name. An agent id that some token is
+bound to can only be named through that token: ``TokenService.authenticate`` refuses any
+other token naming it (403), before the request does anything. Versions must be semver.
 """
 
 from __future__ import annotations
@@ -86,5 +88,6 @@ def build_caller(
         principal=principal.name,
         idempotency_key_hash=idempotency_key_hash,
         extra=dict(meta.extra),
+        self_named=principal.agent_id is None,
     )
     return Caller(principal, agent)
