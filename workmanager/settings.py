@@ -36,6 +36,7 @@ IDEMPOTENT_ENDPOINTS = (
 LEASE_BACKENDS = ("database", "redis", "memory")
 TAG_STYLES = ("influxdb", "dogstatsd", "graphite", "none")
 AUTH_MODES = ("tokens", "none")
+AGENT_LABELS = ("bound", "all", "none")
 
 
 def auth_none_warning(server: str) -> str:
@@ -75,6 +76,9 @@ class Settings:
     metrics_enabled: bool = True
     metrics_driver: str = "log"
     metrics_namespace: str = "work_manager"
+    #: The ``agent_id`` label: ``bound`` (ids callers chose themselves become ``other``),
+    #: ``all`` (every id: one series per id a client invents), ``none`` (no label).
+    metrics_agent_label: str = "bound"
     statsd_host: str = "127.0.0.1"
     statsd_port: int = 8125
     statsd_tag_style: str = "influxdb"
@@ -310,6 +314,7 @@ _SPECS: tuple[_Spec, ...] = (
     _spec("metrics_enabled", _bool),
     _spec("metrics_driver", _driver),
     _spec("metrics_namespace", _str),
+    _spec("metrics_agent_label", _choice(*AGENT_LABELS)),
     _spec("statsd_host", _str),
     _spec("statsd_port", _int(1)),
     _spec("statsd_tag_style", _choice(*TAG_STYLES)),

@@ -42,6 +42,9 @@ class AgentInfo:
     principal: str | None = None
     idempotency_key_hash: str | None = None
     extra: JSON = field(default_factory=dict)
+    #: The id was chosen by the caller (``X-Agent-ID`` or an MCP argument under a token not
+    #: bound to an agent): anyone can mint such ids, so metrics keep them out of labels.
+    self_named: bool = False
 
     @property
     def actor(self) -> Actor:

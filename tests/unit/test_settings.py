@@ -257,3 +257,11 @@ def test_approve_wait_max_waiters() -> None:
     assert Settings.from_env(env).approve_wait_max_waiters == 2
     with pytest.raises(ConfigurationError, match="WORK_MANAGER_APPROVE_WAIT_MAX_WAITERS"):
         Settings.from_env({"WORK_MANAGER_APPROVE_WAIT_MAX_WAITERS": "0"})
+
+
+def test_metrics_agent_label() -> None:
+    assert Settings.from_env({}).metrics_agent_label == "bound"
+    env = {"WORK_MANAGER_METRICS_AGENT_LABEL": "None"}
+    assert Settings.from_env(env).metrics_agent_label == "none"
+    with pytest.raises(ConfigurationError, match="WORK_MANAGER_METRICS_AGENT_LABEL"):
+        Settings.from_env({"WORK_MANAGER_METRICS_AGENT_LABEL": "some"})

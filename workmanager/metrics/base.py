@@ -5,9 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
+from ..types import AgentInfo
+
 log = logging.getLogger("workmanager.metrics")
 
 Labels = dict[str, str]
+#: What the ``agent_id`` label of an agent whose id the caller chose itself reads.
+OTHER_AGENT = "other"
 
 
 class MetricsDriver(Protocol):
@@ -24,21 +28,43 @@ class MetricsDriver(Protocol):
 
 
 class Metrics:
-    """What services call. Prefixes names, stringifies labels, and never raises."""
+    """What services call. Prefixes names, stringifies labels, and never raises.
+
+    The ``agent_id`` label is bounded here, the one place for every driver: a call passes
+    the :class:`AgentInfo` (whose ``self_named`` says whether the caller chose the id), or
+    a bare id its code vouches for, and ``agent_label`` says what is kept — ``bound``: ids a
+    caller could not choose (a token's bound agent, a consumer agent, an in-process caller),
+    the others as ``other``; ``all``; ``none``: no label. Every id a client invents would
+    otherwise be one more series in Prometheus.
+    """
 
     def __init__(
-        self, driver: MetricsDriver, namespace: str = "work_manager", enabled: bool = True
+        self,
+        driver: MetricsDriver,
+        namespace: str = "work_manager",
+        enabled: bool = True,
+        agent_label: str = "bound",
     ) -> None:
         self.driver = driver
         self.namespace = namespace
         self.enabled = enabled
+        self.agent_label = agent_label
 
     def _name(self, name: str) -> str:
         return f"{self.namespace}.{name}" if self.namespace else name
 
-    @staticmethod
-    def _labels(labels: dict[str, object]) -> Labels:
-        return {k: str(v) for k, v in labels.items()}
+    def _labels(self, labels: dict[str, object]) -> Labels:
+        out = {k: str(v) for k, v in labels.items() if k != "agent_id"}
+        if "agent_id" in labels and self.agent_label != "none":
+            out["agent_id"] = self._agent(labels["agent_id"])
+        return out
+
+    def _agent(self, agent: object) -> str:
+        if isinstance(agent, AgentInfo):
+            if agent.self_named and self.agent_label == "bound":
+                return OTHER_AGENT
+            return agent.id
+        return str(agent)
 
     def increment(self, name: str, value: float = 1, **labels: object) -> None:
         self._call("increment", name, value, labels)

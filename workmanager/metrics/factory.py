@@ -30,4 +30,9 @@ def _driver(settings: Settings) -> MetricsDriver:
 
 
 def build_metrics(settings: Settings) -> Metrics:
-    return Metrics(_driver(settings), settings.metrics_namespace, settings.metrics_enabled)
+    return Metrics(
+        _driver(settings),
+        settings.metrics_namespace,
+        settings.metrics_enabled,
+        agent_label=settings.metrics_agent_label,
+    )

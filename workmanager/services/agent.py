@@ -97,7 +97,7 @@ class AgentAPI:
     def _acquired(self, lease: Lease | None, agent: AgentInfo) -> None:
         if lease is not None and lease.item is not None:
             self.ctx.metrics.increment(
-                "leases_acquired_total", type=lease.item.order_type, agent_id=agent.id
+                "leases_acquired_total", type=lease.item.order_type, agent_id=agent
             )
 
     def _checkout_tx(
@@ -287,7 +287,7 @@ class AgentAPI:
         if release:
             self._released(lease, outcome.item)
         self.ctx.metrics.increment(
-            "items_submitted_total", type=outcome.item["order_type"], agent_id=agent.id
+            "items_submitted_total", type=outcome.item["order_type"], agent_id=agent
         )
         if outcome.order_submitted:
             self.ctx.dispatcher.order_submitted(lease.order_id)
@@ -377,7 +377,7 @@ class AgentAPI:
             outcome = self.ctx.db.run(lambda s: release_tx(self.ctx, s, lease, info))
         self._released(lease, outcome.item)
         self.ctx.metrics.increment(
-            "leases_released_total", type=outcome.item["order_type"], agent_id=info.id
+            "leases_released_total", type=outcome.item["order_type"], agent_id=info
         )
         self.ctx.dispatcher.items_available(outcome.item["order_type"], [lease.item_id])
         return outcome
