@@ -95,7 +95,13 @@ def test_python_api_gets_malformed_json_not_recursion_error(make_wm: Any) -> Non
         wm.propose("test.simple", {"x": nested(100_000)})
     with pytest.raises(MalformedJSON):
         wm.propose("test.simple", {"x": nested(LIMIT)})
-    wm.propose("test.simple", {"x": nested(LIMIT - 2)})  # with its envelope: LIMIT levels
+    order_id = wm.propose("test.simple", {"x": nested(LIMIT - 2)})  # LIMIT with its envelope
+    lease = wm.agent.checkout("deep-agent", order_id=order_id)
+    assert lease is not None
+    with pytest.raises(MalformedJSON, match=str(LIMIT)):
+        wm.agent.submit(lease, {"answer": nested(100_000)})
+    with pytest.raises(MalformedJSON):
+        wm.agent.heartbeat(lease, checkpoint={"x": nested(LIMIT)})
 
 
 async def _mcp_deep(env: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -148,7 +148,7 @@ class AgentAPI:
     ) -> Lease:
         """Extend the lease to now + TTL; optionally record progress and a checkpoint."""
         check_progress(progress, checkpoint)
-        json_value(checkpoint, "checkpoint")
+        json_value(checkpoint, "checkpoint", self.ctx.settings.max_json_depth)
         info = agent_of(agent, lease)
         hot = claims.hot(self.hot)
         if hot is not None:
@@ -199,7 +199,8 @@ class AgentAPI:
             raise ValidationFailed(
                 [{"path": "result", "message": "must be an object", "validator": "type"}]
             )
-        json_value({"result": result, "evidence": evidence, "notes": notes}, "$")
+        depth = self.ctx.settings.max_json_depth
+        json_value({"result": result, "evidence": evidence, "notes": notes}, "$", depth)
         info = agent_of(agent, lease)
         hot = claims.hot(self.hot)  # once: another thread may turn it off meanwhile
         if hot is not None:
@@ -313,7 +314,9 @@ class AgentAPI:
         """Store one validated part in its (key, seq) slot; the lease stays held."""
         check_part_input(self.ctx.settings, part_key, payload, seq)
         json_value(
-            {"part_key": part_key, "payload": payload, "evidence": evidence, "notes": notes}, "$"
+            {"part_key": part_key, "payload": payload, "evidence": evidence, "notes": notes},
+            "$",
+            self.ctx.settings.max_json_depth,
         )
         info = agent_of(agent, lease)
         return self.ctx.db.run(
@@ -388,7 +391,7 @@ class AgentAPI:
         """Report that the work failed: requeued with backoff, or failed when not retryable
         or out of attempts."""
         check_error(error)
-        json_value(error, "error")
+        json_value(error, "error", self.ctx.settings.max_json_depth)
         info = agent_of(agent, lease)
         outcome = self.ctx.db.run(lambda s: fail_tx(self.ctx, s, lease, error, retryable, info))
         self._released(lease, outcome.item)
