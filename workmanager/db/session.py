@@ -157,7 +157,9 @@ class Database:
     def transaction(self) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on any error.
 
-        Driver-level connection failures become :class:`Unavailable` (HTTP 503).
+        Driver-level connection failures become :class:`Unavailable` (HTTP 503). The first
+        one that writes while an idempotency claim is active marks its key committed
+        before the COMMIT (:mod:`.claims`).
         """
         session = self._sessions()
         try:
