@@ -69,3 +69,23 @@ def test_out_of_range_filter_dates_are_invalid_queries(server: Server) -> None:
     for value in ("9999-12-31T23:59:59-01:00", ">0001-01-01T00:00:00+01:00"):
         r = c.get(f"{PREFIX}/orders", params={"filter[created_at]": value})
         error(r, 400, "invalid_query")
+
+
+def test_lone_surrogates_in_keys_are_a_validation_error(server: Server) -> None:
+    """A lone surrogate as a key (of ``evidence``, of a part's payload) was a 500: pydantic's
+    JSON dump of the body, the part's size check and the 422's own rendering (its path names
+    the key) each tried to encode it."""
+    agent = server.client("agent-a", "agent-surrogate-key")
+    parts = propose(server.client(), "test.parts")
+    leased = agent.post(f"{PREFIX}/orders/{parts['id']}/checkout").json()["item"]
+    lease = {"Content-Type": "application/json", "X-Lease-Token": str(leased["lease_token"])}
+    bodies = {
+        "parts": b'{"part_key": "a", "payload": {"v": 1, "\\ud800": "\\ud800"}}',
+        "submit": b'{"result": {"answer": 1}, "evidence": {"\\udfff": "\\udfff"}}',
+    }
+    for route, body in bodies.items():
+        url = f"{PREFIX}/items/{leased['id']}/{route}"
+        r = agent.post(url, content=body, headers={**lease, **idem()})
+        error(r, 422, "validation_failed")
+        assert "surrogate" in r.text, r.text
+    assert agent.get(f"{PREFIX}/items/{leased['id']}/parts").json()["parts"] == []

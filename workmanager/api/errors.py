@@ -9,6 +9,7 @@ their status in the same envelope. Anything else is handled by the request middl
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -35,11 +36,20 @@ _HTTP_CODES = {
 }
 
 
+class ErrorResponse(JSONResponse):
+    """The envelope, rendered ASCII-escaped: an error may echo what the caller sent (a path,
+    a key), and a lone surrogate there (``"\\ud800"``) has no UTF-8 encoding; escaped, it
+    goes back as the same JSON string instead of failing the response (a 500)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, separators=(",", ":")).encode()
+
+
 def error_response(error: WorkManagerError, headers: dict[str, str] | None = None) -> JSONResponse:
     extra = dict(headers or {})
     if isinstance(error, Unavailable):
         extra["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    return JSONResponse({"error": error.to_dict()}, error.http_status, headers=extra)
+    return ErrorResponse({"error": error.to_dict()}, error.http_status, headers=extra)
 
 
 def _path(loc: tuple[Any, ...]) -> str:

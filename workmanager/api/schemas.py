@@ -10,6 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 class Body(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """The fields as parsed, for the idempotency fingerprint. Not ``mode="json"``: that
+        raises on a lone surrogate in a free-form key (a 500) and rewrites one in a typed
+        key, where the operation must see it to refuse it with a 422."""
+        return self.model_dump()
+
 
 class ProposeBody(Body):
     type: str = Field(min_length=1, max_length=191)

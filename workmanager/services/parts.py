@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from ..checks import check, guarded
 from ..db.models import Item, Part, utcnow
 from ..errors import MissingParts, PayloadTooLarge, ValidationFailed
+from ..jsonvalues import json_value
 from ..order_types import OrderType
 from ..order_types import Part as PartValue
 from ..settings import Settings
@@ -50,6 +51,7 @@ def check_part_input(settings: Settings, part_key: Any, payload: Any, seq: Any) 
         errors.append({"path": "payload", "message": "must be an object", "validator": "type"})
     if errors:
         raise ValidationFailed(errors)
+    json_value({"payload": payload}, "$")  # before measuring: a lone surrogate cannot be encoded
     size = len(canonical(payload))
     if size > settings.max_part_payload_bytes:
         raise PayloadTooLarge(

@@ -39,7 +39,7 @@ def checkout(
         caller,
         "checkout",
         "global",
-        b.model_dump(mode="json"),
+        b.fingerprint_fields(),
         lambda c: ops.checkout(c, filters),
     )
 
@@ -59,7 +59,7 @@ def heartbeat(
         caller,
         "heartbeat",
         item_id,
-        b.model_dump(mode="json"),
+        b.fingerprint_fields(),
         lambda c: ops.heartbeat(c, item_id, token, b.progress, b.checkpoint),
     )
 
@@ -78,7 +78,7 @@ def submit(
         caller,
         "submit",
         item_id,
-        body.model_dump(mode="json"),
+        body.fingerprint_fields(),
         lambda c: ops.submit(c, item_id, token, body.result, body.evidence, body.notes),
     )
 
@@ -97,7 +97,7 @@ def submit_part(
         caller,
         "submit-part",
         item_id,
-        body.model_dump(mode="json"),
+        body.fingerprint_fields(),
         lambda c: ops.submit_part(
             c, item_id, token, body.part_key, body.payload, body.seq, body.evidence, body.notes
         ),
@@ -130,7 +130,7 @@ def finalize(
         caller,
         "finalize",
         item_id,
-        b.model_dump(mode="json"),
+        b.fingerprint_fields(),
         lambda c: ops.finalize(c, item_id, token, b.mode),
     )
 
@@ -163,7 +163,7 @@ def fail(
         caller,
         "fail",
         item_id,
-        body.model_dump(mode="json"),
+        body.fingerprint_fields(),
         lambda c: ops.fail(c, item_id, token, error, body.retryable),
     )
 

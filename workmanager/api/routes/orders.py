@@ -21,7 +21,7 @@ def propose(request: Request, caller: ProposeCaller, body: ProposeBody) -> JSONR
         caller,
         "propose",
         "",
-        body.model_dump(mode="json"),
+        body.fingerprint_fields(),
         lambda c: ops.propose(
             c, body.type, body.payload, body.meta, body.priority, body.dedupe_key
         ),
@@ -79,7 +79,7 @@ def reject(
         caller,
         "reject",
         order_id,
-        body.model_dump(mode="json"),
+        body.fingerprint_fields(),
         lambda c: ops.reject(c, order_id, errors, body.allow_rework),
     )
 
