@@ -26,6 +26,8 @@ log = logging.getLogger("workmanager.tasks")
 #: Orders created by a task with no order id take uuid5(TASK_NAMESPACE, task id).
 TASK_NAMESPACE = uuid.UUID("0b7c5a52-3f0e-4c8e-9d55-2f4a8e1c6b90")
 STATEFUL = {"acks_late": True, "reject_on_worker_lost": True}
+#: A run that found the apply claimed tries again this long after the claim would lapse.
+CLAIM_SLACK_SECONDS = 1.0
 TRANSIENT = {
     "autoretry_for": (TransientError,),
     "retry_backoff": True,
@@ -80,7 +82,9 @@ def check_auto_approval(order_id: str) -> bool:
 
 @app.task(name="workmanager.orders.apply", bind=True, **STATEFUL, **TRANSIENT)
 def apply(self: Task, order_id: str) -> str:
-    """Apply an approved order, exactly once in effect; retried with doubling backoff."""
+    """Apply an approved order, exactly once in effect; retried with doubling backoff.
+    While another run holds the order's apply claim nothing runs here: the task tries
+    again when that claim would lapse (by then the order is applied, failed, or free)."""
     wm = get_wm()
     try:
         outcome = wm.executor.apply(uuid.UUID(order_id))
@@ -94,6 +98,8 @@ def apply(self: Task, order_id: str) -> str:
     except (IllegalStateTransition, NotFound) as exc:
         log.warning("apply of %s skipped: %s", order_id, exc.message)
         return "skipped"
+    if outcome.retry_after is not None:
+        raise self.retry(countdown=outcome.retry_after + CLAIM_SLACK_SECONDS, max_retries=None)
     return str(outcome.order["state"])
 
 

@@ -176,3 +176,44 @@ class Broken(OrderType):
 
     def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
         return Diff.empty()
+
+
+class WorkerDied(BaseException):
+    """Raised from inside an apply body to stand for its worker dying there: not an
+    ``Exception``, so nothing records it, and the apply claim is left behind."""
+
+
+class Gated(OrderType):
+    """Apply is driven by the test, one step per call, from ``script``: ``"wait"`` blocks
+    until ``release`` is set, then succeeds (``"wait-fail"``: then raises); ``"fail"``
+    raises at once; ``"die"`` raises :class:`WorkerDied`; ``"ok"`` (and any call past the
+    script) succeeds. Counts calls and the bodies running at once."""
+
+    type = "test.gated"
+
+    def __init__(self, *script: str) -> None:
+        self.script = list(script)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        self.calls = self.running = self.most_at_once = 0
+
+    def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
+        with self.lock:
+            step = self.script[self.calls] if self.calls < len(self.script) else "ok"
+            self.calls += 1
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            if step.startswith("wait"):
+                self.entered.set()
+                if not self.release.wait(30):
+                    raise TimeoutError("the test never released the apply")
+            if step.endswith("fail"):
+                raise RuntimeError("downstream refused the call")
+            elif step == "die":
+                raise WorkerDied()
+            return Diff({"done": False}, {"done": True}, f"gated call {self.calls}")
+        finally:
+            with self.lock:
+                self.running -= 1

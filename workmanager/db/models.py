@@ -76,6 +76,11 @@ class Order(Base):
     dedupe_key: Mapped[str | None] = mapped_column(String(191), unique=True)
     last_error: Mapped[dict[str, Any] | None] = mapped_column()
     apply_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The apply claim (services/apply_claim.py): at most one apply body runs per order at a
+    # time, and only the run holding the claim records its outcome. NULL when unclaimed; a
+    # claim past its expiry has lapsed (its worker died).
+    apply_claim: Mapped[str | None] = mapped_column(String(36))
+    apply_claim_expires_at: Mapped[datetime | None] = mapped_column()
     diff: Mapped[dict[str, Any] | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

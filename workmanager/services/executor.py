@@ -1,10 +1,12 @@
 """Apply: make an approved order's effect happen, and record it exactly once (SPEC §5).
 
-An apply may run more than once for one order (a redelivered task after a worker died, a
-retry, two workers at once). ``OrderType.apply`` must therefore be idempotent; what this
-module guarantees is that the *recorded* effect — ``approved → applied → completed``, the
-stored diff and the ``applied`` event — happens once: the recording transaction locks the
-order and does nothing when another run already recorded it.
+An apply may be sent more than once for one order (a redelivered task after a worker died,
+a retry, two workers at once). Each run first claims the order (``services/apply_claim.py``):
+at most one apply body runs at a time, a run that finds a live claim backs off, and only the
+claim holder records success or failure — so a duplicate's failure cannot throw away the
+holder's success. The *recorded* effect — ``approved → applied → completed``, the stored
+diff and the ``applied`` event — happens once. A worker that dies mid-apply leaves a claim
+that lapses, and the apply runs again: ``OrderType.apply`` must still be idempotent.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ..jsonvalues import json_value
 from ..state_machine import check_item, check_order
 from ..states import ItemState, OrderState
 from ..types import Actor, ApplyContext, OrderView
+from . import apply_claim
 from .context import ServiceContext
 from .hotcontrol import control_hot_path
 from .transitions import move_order, record_event
@@ -40,6 +43,9 @@ class ApplyOutcome:
     order: dict[str, Any]
     diff: dict[str, Any] | None
     recorded: bool  # False when another run had already recorded the apply
+    #: Set when another run holds the apply claim: nothing ran here; seconds until the
+    #: claim lapses (the Celery task tries again then).
+    retry_after: float | None = None
 
 
 class ApplyService:
@@ -53,8 +59,9 @@ class ApplyService:
         """Apply an approved order. Raises :class:`ApplyFailed` when the type's apply raised;
         the failure is recorded, and the order is ``failed`` once retries are spent."""
         actor = actor or Actor.system()
-        started = (self.hot.start_apply(order_id) if self.hot else None) or self.ctx.db.run(
-            lambda s: self._start(s, order_id)
+        claim = apply_claim.new_claim()
+        started = (self.hot.start_apply(order_id, claim) if self.hot else None) or self.ctx.db.run(
+            lambda s: self._start(s, order_id, claim)
         )
         if isinstance(started, ApplyOutcome):
             return started
@@ -70,16 +77,16 @@ class ApplyService:
                 raise TypeError(f"{order_type!r}.apply() must return a Diff, got {diff!r}")
             json_value(diff.to_dict(), "the diff")  # stored as JSON: fail here, recorded
         except Exception as exc:
-            final = self.record_failure(order_id, exc, ctx.attempt)
+            final = self.record_failure(order_id, exc, ctx.attempt, claim)
             raise ApplyFailed(
                 f"apply of {order_id} failed: {exc}",
                 details={"exception": type(exc).__name__, "attempt": ctx.attempt, "final": final},
             ) from exc
-        recorded = self.hot.record_apply(order_id, diff, actor) if self.hot else None
+        recorded = self.hot.record_apply(order_id, claim, diff, actor) if self.hot else None
         if recorded is not None:
             outcome = ApplyOutcome(recorded[0], recorded[1], recorded=True)
         else:
-            outcome = self.ctx.db.run(lambda s: self._record(s, order_id, diff, actor))
+            outcome = self.ctx.db.run(lambda s: self._record(s, order_id, claim, diff, actor))
         if outcome.recorded:
             self.ctx.metrics.histogram(
                 "order_apply_duration_seconds", time.perf_counter() - t0, type=view.type
@@ -88,14 +95,24 @@ class ApplyService:
         return outcome
 
     def _start(
-        self, s: Session, order_id: uuid.UUID
+        self, s: Session, order_id: uuid.UUID, claim: str
     ) -> ApplyOutcome | tuple[OrderView, ApplyContext]:
-        # Counting the attempt is the lock: ``UPDATE … WHERE state = 'approved'`` waits for
-        # a concurrent run's transaction and re-checks the state it committed.
+        # Claiming and counting the attempt is the lock: ``UPDATE … WHERE state =
+        # 'approved' AND <claimable>`` waits for a concurrent run's transaction and
+        # re-checks what it committed.
+        now = self.ctx.clock()
         order = s.scalars(
             update(Order)
-            .where(Order.id == order_id, Order.state == OrderState.APPROVED.value)
-            .values(apply_attempts=Order.apply_attempts + 1, updated_at=self.ctx.clock())
+            .where(
+                Order.id == order_id,
+                Order.state == OrderState.APPROVED.value,
+                apply_claim.claimable(now),
+            )
+            .values(
+                apply_attempts=Order.apply_attempts + 1,
+                updated_at=now,
+                **apply_claim.taken(claim, now, self.ctx.settings),
+            )
             .returning(Order)
             .execution_options(synchronize_session=False, populate_existing=True)
         ).first()
@@ -103,6 +120,10 @@ class ApplyService:
             current = _read(s, order_id)
             if current.state in DONE:
                 return ApplyOutcome(order_dict(current), current.diff, recorded=False)
+            if current.state == OrderState.APPROVED:  # another run holds a live claim
+                left = apply_claim.seconds_left(current.apply_claim_expires_at, now)
+                log.info("apply of %s is claimed by another run; backing off", order_id)
+                return ApplyOutcome(order_dict(current), None, recorded=False, retry_after=left)
             raise IllegalStateTransition(
                 kind="order", from_state=current.state, to_state=OrderState.APPLIED
             )
@@ -113,18 +134,26 @@ class ApplyService:
         ctx = ApplyContext(attempt=order.apply_attempts, lease_tokens=tokens, actor=Actor.system())
         return order_view(order, items), ctx
 
-    def _record(self, s: Session, order_id: uuid.UUID, diff: Diff, actor: Actor) -> ApplyOutcome:
+    def _record(
+        self, s: Session, order_id: uuid.UUID, claim: str, diff: Diff, actor: Actor
+    ) -> ApplyOutcome:
         """``approved → applied → completed`` with the diff, the submitted items
-        ``accepted → completed``, and their events: two statements, recorded once (the
-        guarded UPDATE finds nothing when another run recorded it, or the order failed)."""
+        ``accepted → completed``, and their events: two statements, recorded once and only
+        by the claim holder (the guarded UPDATE finds nothing when another run recorded it,
+        the order failed, or this run's claim lapsed and was taken)."""
         now = self.ctx.clock()
         data = diff.to_dict()
         check_order(OrderState.APPROVED, OrderState.APPLIED)
         check_order(OrderState.APPLIED, OrderState.COMPLETED)
         order = s.scalars(
             update(Order)
-            .where(Order.id == order_id, Order.state == OrderState.APPROVED.value)
+            .where(
+                Order.id == order_id,
+                Order.state == OrderState.APPROVED.value,
+                apply_claim.held_by(claim),
+            )
             .values(
+                **apply_claim.RELEASED,
                 state=OrderState.COMPLETED.value,
                 diff=data,
                 applied_at=now,
@@ -162,18 +191,23 @@ class ApplyService:
         except Exception:  # the apply is recorded; a failing after-hook must not undo it
             log.exception("after_apply of %s raised", view.id)
 
-    def record_failure(self, order_id: uuid.UUID, exc: BaseException, attempt: int) -> bool:
-        """Record a failed apply attempt; fail the order once retries are spent.
+    def record_failure(
+        self, order_id: uuid.UUID, exc: BaseException, attempt: int, claim: str
+    ) -> bool:
+        """Record a failed apply attempt of the run holding ``claim``; fail the order once
+        retries are spent. The claim is released, so the retry can claim it at once.
 
-        Returns True when the order is now ``failed``."""
+        Returns True when the order is now ``failed``; False also when nothing was recorded
+        (the order moved on, or this run's claim lapsed and another run holds it)."""
         final = attempt > self.ctx.settings.apply_max_retries
         info = {"exception": type(exc).__name__, "message": str(exc)[:2000], "attempt": attempt}
         with self.ctx.db.transaction() as s:
-            order = s.get(Order, order_id, with_for_update=True)
+            order = s.get(Order, order_id, with_for_update=True, populate_existing=True)
             if order is None:
                 raise NotFound(f"order {order_id} not found")
-            if order.state != OrderState.APPROVED:
+            if order.state != OrderState.APPROVED or order.apply_claim != claim:
                 return False
+            order.apply_claim = order.apply_claim_expires_at = None
             order.last_error = {"code": "apply_failed", **info}
             actor = Actor.system()
             if final:

@@ -7,9 +7,11 @@ own transaction:
 
 * **auto-approve** (a type with ``auto_approve`` and the default ``can_approve``):
   ``submitted → approved`` guarded by state and type, plus its event.
-* **apply start**: count the attempt (``UPDATE … WHERE state = 'approved'``, which is the
-  lock and the check at once) and read the order with its items for the hooks.
-* **apply record**: ``approved → completed`` with the diff, the submitted items
+* **apply start**: claim the order and count the attempt (``UPDATE … WHERE state =
+  'approved' AND <claimable>``, which is the lock and the check at once) and read the order
+  with its items for the hooks.
+* **apply record**: for the claim holder only, ``approved → completed`` with the diff (the
+  claim released), the submitted items
   ``accepted → completed``, and the events ``applied``, per item ``accepted`` and
   ``completed``, then ``completed`` — in that order, as the general path writes them.
 
@@ -34,6 +36,7 @@ from ..diff import Diff
 from ..state_machine import check_item, check_order
 from ..states import ItemState, OrderState
 from ..types import Actor, ApplyContext, ItemView, OrderView
+from . import apply_claim
 from .context import ServiceContext
 from .views import order_dict
 
@@ -90,9 +93,16 @@ class ControlHotPath:
         row = self.raw.run(lambda conn: _one(conn, _AUTO_APPROVE, values))
         return None if row is None else order_dict(_order(row))
 
-    def start_apply(self, order_id: uuid.UUID) -> tuple[OrderView, ApplyContext] | None:
-        """Count an apply attempt of an approved order; ``None`` if it is not approved."""
-        values = {"order": order_id, "now": self.ctx.clock()}
+    def start_apply(self, order_id: uuid.UUID, claim: str) -> tuple[OrderView, ApplyContext] | None:
+        """Claim an approved order for this run and count the attempt; ``None`` if it is
+        not approved or another run holds a live claim (the general path says which)."""
+        now = self.ctx.clock()
+        values = {
+            "order": order_id,
+            "now": now,
+            "claim": claim,
+            "claim_expires": now + apply_claim.lifetime(self.ctx.settings),
+        }
         rows = self.raw.run(lambda conn: _all(conn, _START_APPLY, values))
         if not rows:
             return None
@@ -114,10 +124,10 @@ class ControlHotPath:
         return view, ctx
 
     def record_apply(
-        self, order_id: uuid.UUID, diff: Diff, actor: Actor
+        self, order_id: uuid.UUID, claim: str, diff: Diff, actor: Actor
     ) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """(order dict, stored diff) once recorded; ``None`` if the order was no longer
-        approved (another run recorded it, or it failed)."""
+        approved (another run recorded it, or it failed) or ``claim`` is no longer its."""
         check_order(OrderState.APPROVED, OrderState.APPLIED)
         check_order(OrderState.APPLIED, OrderState.COMPLETED)
         check_item(ItemState.SUBMITTED, ItemState.ACCEPTED)
@@ -125,6 +135,7 @@ class ControlHotPath:
         data = diff.to_dict()
         values = {
             "order": order_id,
+            "claim": claim,
             "now": self.ctx.clock(),
             "diff": Jsonb(data),
             "summary": diff.summary,
@@ -254,8 +265,9 @@ _ITEM_FIELDS = (
 
 _START_APPLY = f"""
 WITH o AS (
-  UPDATE work_orders SET apply_attempts = apply_attempts + 1, updated_at = %(now)s
-   WHERE id = %(order)s AND state = 'approved'
+  UPDATE work_orders SET apply_attempts = apply_attempts + 1, updated_at = %(now)s,
+         {apply_claim.TAKE_SQL}
+   WHERE id = %(order)s AND state = 'approved' AND {apply_claim.CLAIMABLE_SQL}
   RETURNING id, type, state, priority, payload, meta, apply_attempts
 )
 SELECT o.*, {", ".join(f"i.{c} AS i_{c}" for c in _ITEM_FIELDS)}
@@ -268,8 +280,8 @@ _RECORD_APPLY = f"""
 WITH o AS (
   UPDATE work_orders SET state = 'completed', diff = %(diff)s, applied_at = %(now)s,
          completed_at = %(now)s, last_error = NULL, last_transitioned_at = %(now)s,
-         updated_at = %(now)s
-   WHERE id = %(order)s AND state = 'approved'
+         updated_at = %(now)s, {apply_claim.RELEASE_SQL}
+   WHERE id = %(order)s AND state = 'approved' AND {apply_claim.HELD_SQL}
   RETURNING {_ORDER_COLUMNS}
 ), items AS (
   UPDATE work_items SET state = 'completed', accepted_at = %(now)s, updated_at = %(now)s

@@ -15,6 +15,7 @@ from ..db.models import Event, Item, Order
 from ..db.predicates import queued
 from ..states import LEASABLE_ORDER_STATES, ItemState, OrderState
 from ..types import Actor
+from . import apply_claim
 from .context import ServiceContext
 from .idempotency import IdempotencyService
 from .transitions import move_item, move_order
@@ -155,14 +156,19 @@ class Maintenance:
         return len(rows)
 
     def stuck_applies(self) -> list[uuid.UUID]:
-        """Orders ``approved`` with no apply activity for ``APPLY_RECOVERY_SECONDS``.
+        """Orders ``approved`` with no apply activity for ``APPLY_RECOVERY_SECONDS`` and no
+        live apply claim.
 
-        Each apply attempt touches the order (``updated_at``) when it starts and when it
-        fails, so an order untouched that long has no apply running: its worker died, or
-        its message was lost. Set the setting above the longest apply you run. The orders
-        returned are touched too, so each is sent again once per window, not on every run.
+        Each apply attempt claims the order for ``APPLY_RECOVERY_SECONDS`` and touches it
+        (``updated_at``) when it starts and when it fails, so an order untouched that long
+        whose claim has lapsed (or that was never claimed) has no apply running: its worker
+        died, or its message was lost. Set the setting above the longest apply you run. The
+        orders returned are touched too, so each is sent again once per window, not on
+        every run.
         """
-        return self._claim_stale(Order.state == OrderState.APPROVED.value)
+        return self._claim_stale(
+            Order.state == OrderState.APPROVED.value, apply_claim.claimable(self.ctx.clock())
+        )
 
     def stuck_auto_approvals(self) -> list[uuid.UUID]:
         """Orders of auto-approving types left ``submitted`` for ``APPLY_RECOVERY_SECONDS``

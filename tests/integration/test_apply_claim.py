@@ -1,0 +1,187 @@
+"""The apply claim (issue 11, item 6; ``services/apply_claim.py``): at most one apply body runs
+per order at a time, only the claim holder records success or failure, and maintenance sends
+the apply again only for an order whose claim has lapsed. On PostgreSQL through the hot path
+and the general one (and on SQLite), with two WorkManagers standing for two workers."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from tests.support.types import Gated, WorkerDied
+from workmanager import Registry, WorkManager
+from workmanager.db.models import Order, utcnow
+from workmanager.errors import ApplyFailed
+
+PATHS = [
+    pytest.param(("sqlite", "database"), id="sqlite"),
+    pytest.param(("postgres", "database"), id="postgres", marks=pytest.mark.postgres),
+    pytest.param(
+        ("postgres", "database/general"), id="postgres-general", marks=pytest.mark.postgres
+    ),
+]
+
+
+class Clock:
+    """The real time, moved forward by hand."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return utcnow() + self.offset
+
+
+@pytest.fixture(params=PATHS)
+def workers(
+    request: pytest.FixtureRequest, make_wm: Callable[..., WorkManager]
+) -> Callable[..., tuple[WorkManager, WorkManager]]:
+    """Two WorkManagers (two workers) on one database, sharing a registry and a clock."""
+    db, backend = request.param
+
+    def build(gated: Gated, **settings: Any) -> tuple[WorkManager, WorkManager]:
+        registry = Registry([gated])
+        pair = [make_wm(db=db, backend=backend, registry=registry, **settings) for _ in "ab"]
+        clock = Clock()
+        for wm in pair:
+            wm.ctx.clock = clock
+        return pair[0], pair[1]
+
+    return build
+
+
+def approved_order(wm: WorkManager) -> uuid.UUID:
+    order_id = wm.propose("test.gated", {})
+    lease = wm.agent.checkout("agent-1", order_id=order_id)
+    assert lease is not None
+    wm.agent.submit(lease, {"ok": True})
+    wm.approve(order_id)
+    return order_id
+
+
+def events(wm: WorkManager, order_id: uuid.UUID) -> list[str]:
+    return [e["event"] for e in wm.queries.events(order_id)]
+
+
+def claim_of(wm: WorkManager, order_id: uuid.UUID) -> tuple[str | None, datetime | None]:
+    with wm.db.transaction() as s:
+        order = s.get(Order, order_id)
+        assert order is not None
+        return order.apply_claim, order.apply_claim_expires_at
+
+
+def test_a_duplicate_run_backs_off_and_cannot_fail_a_successful_apply(
+    workers: Callable[..., tuple[WorkManager, WorkManager]],
+) -> None:
+    """Run A's body is slow and will succeed; run B (a duplicate delivery) would fail, and
+    with no retries left would record ``failed``. B must back off without running its body;
+    A's success is recorded once."""
+    gated = Gated("wait", "fail")
+    a, b = workers(gated, apply_max_retries=0)
+    order_id = approved_order(a)
+    outcome: dict[str, Any] = {}
+
+    def run_a() -> None:
+        try:
+            outcome["a"] = a.executor.apply(order_id)
+        except BaseException as exc:  # asserted below
+            outcome["a"] = exc
+
+    thread = threading.Thread(target=run_a)
+    thread.start()
+    try:
+        assert gated.entered.wait(30), "run A never started its body"
+        claim, expires = claim_of(b, order_id)
+        assert claim is not None and expires is not None and expires > utcnow()
+        backed_off = b.executor.apply(order_id)  # B: the duplicate, while A runs
+    finally:
+        gated.release.set()
+        thread.join(30)
+    assert not backed_off.recorded and backed_off.order["state"] == "approved"
+    assert backed_off.retry_after is not None and 0 < backed_off.retry_after <= 300
+    assert gated.calls == 1 and gated.most_at_once == 1  # B's body never ran
+
+    done = outcome["a"]
+    assert not isinstance(done, BaseException), done
+    assert done.recorded and done.order["state"] == "completed"
+    names = events(a, order_id)
+    assert names.count("applied") == 1
+    assert "apply_failed" not in names and "apply_retrying" not in names
+    assert claim_of(a, order_id) == (None, None)  # recording released the claim
+
+    late = b.executor.apply(order_id)  # B's retry, after the fact: a no-op
+    assert not late.recorded and late.retry_after is None
+    assert late.order["state"] == "completed" and gated.calls == 1
+
+
+def test_only_the_claim_holder_records_a_failure(
+    workers: Callable[..., tuple[WorkManager, WorkManager]],
+) -> None:
+    """A's claim lapses mid-body (it ran past APPLY_RECOVERY_SECONDS); B takes it over and
+    succeeds. A's late failure then records nothing: the order stays applied by B."""
+    gated = Gated("wait-fail", "ok")
+    a, b = workers(gated, apply_max_retries=0, apply_recovery_seconds=60)
+    order_id = approved_order(a)
+    outcome: dict[str, Any] = {}
+
+    def run_a() -> None:
+        try:
+            outcome["a"] = a.executor.apply(order_id)
+        except BaseException as exc:  # asserted below
+            outcome["a"] = exc
+
+    thread = threading.Thread(target=run_a)
+    thread.start()
+    try:
+        assert gated.entered.wait(30)
+        b.ctx.clock.offset = timedelta(seconds=61)  # type: ignore[attr-defined]
+        taken_over = b.executor.apply(order_id)  # A's claim lapsed: B takes it
+        assert taken_over.recorded and taken_over.order["state"] == "completed"
+    finally:
+        gated.release.set()  # A's body now fails
+        thread.join(30)
+    assert isinstance(outcome["a"], ApplyFailed)
+    assert outcome["a"].details["final"] is False  # nothing recorded for A
+    names = events(a, order_id)
+    assert names.count("applied") == 1 and "apply_failed" not in names
+    assert a.queries.order(order_id)["state"] == "completed"
+
+
+def test_maintenance_recovers_a_lapsed_claim_and_not_a_live_one(
+    workers: Callable[..., tuple[WorkManager, WorkManager]],
+) -> None:
+    gated = Gated("die")
+    a, b = workers(gated, apply_recovery_seconds=30)
+    order_id = approved_order(a)
+    with pytest.raises(WorkerDied):  # the worker died mid-apply: its claim stays behind
+        a.executor.apply(order_id)
+    claim, expires = claim_of(a, order_id)
+    assert claim is not None and expires is not None
+
+    # Nothing touched the order for an hour (as far as updated_at says), but the claim is
+    # live: an apply may still be running, so it is not sent again.
+    with a.db.transaction() as s:
+        s.execute(
+            update(Order)
+            .where(Order.id == order_id)
+            .values(updated_at=utcnow() - timedelta(hours=1))
+        )
+    assert b.maintenance.stuck_applies() == []
+    assert b.maintenance.run().recovered_applies == []
+    busy = b.executor.apply(order_id)
+    assert busy.retry_after is not None and gated.calls == 1
+
+    b.ctx.clock.offset = timedelta(seconds=31)  # type: ignore[attr-defined]  # lapsed
+    report = b.maintenance.run()
+    assert report.recovered_applies == [order_id]
+    assert b.dispatcher.approved == [order_id]  # type: ignore[attr-defined]
+    assert b.maintenance.run().recovered_applies == []  # once per window
+    recovered = b.executor.apply(order_id)
+    assert recovered.recorded and recovered.order["state"] == "completed"
+    assert gated.calls == 2 and events(b, order_id).count("applied") == 1

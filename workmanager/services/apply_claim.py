@@ -1,0 +1,76 @@
+"""The apply claim: at most one apply body runs per order at a time (SPEC §13).
+
+A run of apply first *claims* the order: in the statement that counts its attempt it sets
+``apply_claim`` (a random id) and ``apply_claim_expires_at`` (now + the claim's lifetime),
+and only where the order is ``approved`` and **claimable** (no claim, or one that lapsed).
+A run that finds a live claim runs nothing and backs off until the claim lapses. The outcome
+— success (``approved → completed``) or a failure (``apply_retrying`` / ``apply_failed``) —
+is recorded only by the run that **holds** the claim, compared on the claim id in the very
+statement or locked transaction that records it, and recording clears the claim. So a
+duplicate delivery can neither run the body beside the holder nor record ``failed`` over
+its success.
+
+The claim's lifetime is ``APPLY_RECOVERY_SECONDS``, which operators already set above their
+longest apply; when the worker dies the claim lapses with it, and maintenance sends the apply
+again (only for orders whose claim has lapsed or never existed). An apply that outlives its
+claim may be overtaken by another run: it then records nothing, and ``OrderType.apply`` must
+be idempotent as before.
+
+The rule is written here once, in the two forms its two paths need: SQLAlchemy expressions
+for the ORM path (``services/executor.py``, ``services/maintenance.py``) and SQL fragments for
+the PostgreSQL hot path (``services/hotcontrol.py``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_
+from sqlalchemy.sql.elements import ColumnElement
+
+from ..db.models import Order
+from ..settings import Settings
+
+
+def new_claim() -> str:
+    """A fresh claim id for one run of apply."""
+    return str(uuid.uuid4())
+
+
+def lifetime(settings: Settings) -> timedelta:
+    """How long a claim lives: above the longest normal apply (``APPLY_RECOVERY_SECONDS``)."""
+    return timedelta(seconds=settings.apply_recovery_seconds)
+
+
+def claimable(now: datetime) -> ColumnElement[bool]:
+    """The order has no live claim: never claimed, released, or lapsed."""
+    return or_(Order.apply_claim.is_(None), Order.apply_claim_expires_at <= now)
+
+
+def held_by(claim: str) -> ColumnElement[bool]:
+    """The order's claim is this run's (it has not lapsed and been taken by another)."""
+    return Order.apply_claim == claim
+
+
+def taken(claim: str, now: datetime, settings: Settings) -> dict[str, object]:
+    """The column values that claim the order for this run."""
+    return {"apply_claim": claim, "apply_claim_expires_at": now + lifetime(settings)}
+
+
+#: Column values that clear the claim, set when its holder records the outcome.
+RELEASED: dict[str, object] = {"apply_claim": None, "apply_claim_expires_at": None}
+
+# The same rule as SQL for the hot path, with its parameters named ``claim``, ``now`` and
+# ``claim_expires``.
+CLAIMABLE_SQL = "(apply_claim IS NULL OR apply_claim_expires_at <= %(now)s)"
+HELD_SQL = "apply_claim = %(claim)s"
+TAKE_SQL = "apply_claim = %(claim)s, apply_claim_expires_at = %(claim_expires)s"
+RELEASE_SQL = "apply_claim = NULL, apply_claim_expires_at = NULL"
+
+
+def seconds_left(expires: datetime | None, now: datetime) -> float:
+    """Seconds until a live claim lapses (0 when it has)."""
+    if expires is None:
+        return 0.0
+    return max((expires - now).total_seconds(), 0.0)
