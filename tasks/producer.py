@@ -7,6 +7,7 @@ from typing import Any
 
 from celery import Celery
 
+from workmanager.jsonvalues import MAX_JSON_DEPTH_CEILING, deeper_than, too_deep
 from workmanager.services.planning import order_id_for
 
 CREATE = "workmanager.orders.create"
@@ -29,6 +30,11 @@ def enqueue_order(
         from .app import app as default_app
 
         app = default_app
+    for name, value in (("payload", payload), ("meta", meta)):
+        # Celery's JSON encoder recurses: answer a value it cannot encode here, not with a
+        # RecursionError (the worker applies WORK_MANAGER_MAX_JSON_DEPTH itself).
+        if deeper_than(value, MAX_JSON_DEPTH_CEILING):
+            raise too_deep(MAX_JSON_DEPTH_CEILING, name)
     order_id = order_id_for(dedupe_key)
     app.send_task(
         CREATE,
