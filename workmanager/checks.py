@@ -1,7 +1,9 @@
-"""Running an order type's validation: the JSON Schema and the custom hook, both, always.
+"""Running an order type's validation: the JSON Schema, then the custom hook.
 
-SPEC §4.1: the custom hook runs whenever it is defined, never skipped — also when the
-schema already failed, so the agent gets every error at once. A hook that raises
+The one rule for ``validate_submission``, ``validate_part`` and ``validate_assembled``:
+the hook runs on every value that passed its schema, and when there is no schema — never
+skipped, and never on a value the schema already refused (the hook may then rely on what
+the schema guarantees, and the agent gets the schema's errors alone). A hook that raises
 something other than ``ValidationFailed`` (a bug in the order type) is logged and reported
 as a validation error naming the exception, never as a 500.
 """
@@ -42,11 +44,13 @@ def guarded(fn: Callable[[], T], path: str) -> T:
 def check(
     schema: dict[str, Any] | None, instance: Any, path: str, hook: Callable[[], None]
 ) -> None:
-    """Validate ``instance`` against ``schema`` and run ``hook``; raise every error at once."""
+    """Validate ``instance`` against ``schema``, then (only when it passed) run ``hook``;
+    raise the errors of the first that refused it."""
     errors = schema_errors(schema, instance, path) if schema else []
-    try:
-        guarded(hook, path)
-    except ValidationFailed as exc:
-        errors.extend(_as_errors(exc.details, path))
+    if not errors:
+        try:
+            guarded(hook, path)
+        except ValidationFailed as exc:
+            errors = _as_errors(exc.details, path)
     if errors:
         raise ValidationFailed(errors, f"{len(errors)} validation error(s) in {path}")

@@ -58,7 +58,9 @@ class OrderType:
         return None
 
     def validate_submission(self, item: ItemView, result: JSON) -> None:
-        """Custom check of a submitted result; always runs. Raise ``ValidationFailed``."""
+        """Custom check of a submitted result: runs on every result that passed
+        ``result_schema`` (or when there is none), never on one it refused. Raise
+        ``ValidationFailed``."""
 
     # --- partial submissions ----------------------------------------------------------
     def part_schema(self, item: ItemView, part_key: str) -> JSON | None:
@@ -66,7 +68,8 @@ class OrderType:
         return None
 
     def validate_part(self, item: ItemView, part_key: str, payload: JSON, seq: int | None) -> None:
-        """Custom check of one part; always runs. Raise ``ValidationFailed``."""
+        """Custom check of one part: runs on every payload that passed ``part_schema`` (or
+        when there is none). Raise ``ValidationFailed``."""
 
     def required_parts(self, item: ItemView) -> list[str]:
         """Part keys that ``finalize`` in strict mode requires; default the item's list."""
@@ -77,7 +80,8 @@ class OrderType:
         return {part.part_key: part.payload for part in parts}
 
     def validate_assembled(self, item: ItemView, result: JSON) -> None:
-        """Custom check of the assembled result; always runs. Raise ``ValidationFailed``."""
+        """Custom check of the assembled result; always runs (there is no schema before it).
+        Raise ``ValidationFailed``."""
 
     # --- approval and apply -----------------------------------------------------------
     def can_approve(self, order: OrderView) -> bool:

@@ -1,7 +1,9 @@
-"""Order-type checks: the schema and the custom hook both run, and a crashing hook is a
-422 that changes nothing (SPEC §4.1, §6.1)."""
+"""Order-type checks: the schema first, then the custom hook on every value the schema
+passed (never on one it refused); a crashing hook is a 422 that changes nothing."""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import pytest
 
@@ -11,8 +13,11 @@ from workmanager.types import JSON, ItemView
 
 
 class Strict(OrderType):
+    """Hooks written as the README's example is: they rely on what their schema requires
+    (a ``KeyError`` if they ever ran on a value the schema refused)."""
+
     type = "test.strict"
-    hook_calls = 0
+    calls: ClassVar[dict[str, int]] = {}
 
     def plan(self, order: OrderView) -> list[ItemSpec]:
         return [ItemSpec(input={}, parts_required=["a"])]
@@ -21,30 +26,46 @@ class Strict(OrderType):
         return {"type": "object", "required": ["answer"]}
 
     def validate_submission(self, item: ItemView, result: JSON) -> None:
-        type(self).hook_calls += 1
-        if "source" not in result:
+        self.calls["submission"] = self.calls.get("submission", 0) + 1
+        if result["answer"] == 0:
             raise ValidationFailed(
-                [{"path": "result.source", "message": "cite a source", "validator": "custom"}]
+                [{"path": "result.answer", "message": "must not be 0", "validator": "custom"}]
             )
 
+    def part_schema(self, item: ItemView, part_key: str) -> JSON:
+        return {"type": "object", "required": ["required_key"]}
+
     def validate_part(self, item: ItemView, part_key: str, payload: JSON, seq: int | None) -> None:
-        _ = payload["required_key"]  # a bug in the order type: KeyError on bad input
+        self.calls["part"] = self.calls.get("part", 0) + 1
+        _ = payload["required_key"]["nested"]  # a bug: crashes on a value its schema allows
 
     def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
         return Diff.empty()
 
 
-def test_schema_and_hook_errors_are_reported_together(make_wm, database) -> None:
+def test_a_value_the_schema_refused_never_reaches_the_hook(make_wm, database) -> None:
+    Strict.calls = {}
     wm = make_wm(db=database, registry=Registry([Strict()]))
     wm.propose("test.strict", {})
     lease = wm.agent.checkout("agent-1")
     with pytest.raises(ValidationFailed) as caught:
         wm.agent.submit(lease, {"wrong": 1})
-    paths = {e["path"] for e in caught.value.details}
-    assert paths == {"result", "result.source"}  # schema (missing answer) and hook, both
-    assert Strict.hook_calls >= 1
+    [error] = caught.value.details  # the schema's error alone, no KeyError from the hook
+    assert (error["path"], error["validator"]) == ("result", "required"), error
+    with pytest.raises(ValidationFailed) as caught:
+        wm.agent.submit_part(lease, "a", {"other": 1})
+    assert [e["validator"] for e in caught.value.details] == ["required"]
+    assert Strict.calls == {}
+    # a value the schema passed always reaches the hook
+    with pytest.raises(ValidationFailed) as caught:
+        wm.agent.submit(lease, {"answer": 0})
+    assert [(e["path"], e["validator"]) for e in caught.value.details] == [
+        ("result.answer", "custom")
+    ]
+    assert Strict.calls == {"submission": 1}
     assert wm.queries.item(lease.item_id)["state"] == "leased"
-    wm.agent.submit(lease, {"answer": 1, "source": "10-K"})
+    assert wm.agent.submit(lease, {"answer": 1}).order_submitted
+    assert Strict.calls == {"submission": 2}
 
 
 def test_a_crashing_hook_is_a_validation_error_and_stores_nothing(make_wm, database) -> None:
@@ -52,9 +73,9 @@ def test_a_crashing_hook_is_a_validation_error_and_stores_nothing(make_wm, datab
     wm.propose("test.strict", {})
     lease = wm.agent.checkout("agent-1")
     with pytest.raises(ValidationFailed) as caught:
-        wm.agent.submit_part(lease, "a", {"other": 1})
+        wm.agent.submit_part(lease, "a", {"required_key": 1})
     [error] = caught.value.details
-    assert error["validator"] == "hook_error" and "KeyError" in error["message"]
+    assert error["validator"] == "hook_error" and "TypeError" in error["message"]
     assert wm.queries.parts(lease.item_id)["parts"] == []
-    wm.agent.submit_part(lease, "a", {"required_key": 1})
+    wm.agent.submit_part(lease, "a", {"required_key": {"nested": 1}})
     assert wm.agent.finalize(lease).item["state"] == "submitted"
