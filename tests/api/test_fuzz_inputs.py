@@ -403,19 +403,30 @@ def check_answer(case: Case, response: httpx.Response) -> str | None:
             return f"{where} -> {got}, expected {status} {code}"
     if response.status_code < 400:
         return None
+    problem = envelope_problem(response)
+    if problem:
+        return f"{where} -> {response.status_code} {problem}"
+    code = response.json()["error"]["code"]
+    if case.expect and code != case.expect[1]:
+        return f"{where} -> code {code}, expected {case.expect[1]}"
+    return None
+
+
+def envelope_problem(response: httpx.Response) -> str | None:
+    """How an error answer departs from SPEC §6.1's envelope."""
     try:
         body = response.json()
     except ValueError:
-        return f"{where} -> {response.status_code} not JSON: {response.text[:300]}"
+        return f"not JSON: {response.text[:300]}"
     error = body.get("error") if isinstance(body, dict) else None
     if set(body) != {"error"} or not isinstance(error, dict):
-        return f"{where} -> {response.status_code} not the envelope: {body!r:.300}"
+        return f"not the envelope: {body!r:.300}"
     if not (isinstance(error.get("code"), str) and isinstance(error.get("message"), str)):
-        return f"{where} -> {response.status_code} envelope without code/message: {body!r:.300}"
+        return f"envelope without code/message: {body!r:.300}"
+    if error["code"] not in CODES | {"method_not_allowed"}:
+        return f"a code SPEC §6.1 does not have: {body!r:.300}"
     if set(error) - {"code", "message", "details"}:
-        return f"{where} -> {response.status_code} envelope with extra keys: {body!r:.300}"
-    if case.expect and error["code"] != case.expect[1]:
-        return f"{where} -> code {error['code']}, expected {case.expect[1]}"
+        return f"envelope with extra keys: {body!r:.300}"
     return None
 
 
@@ -546,3 +557,242 @@ def test_raw_headers_and_paths(fuzz_server: Server) -> None:
             payload = json.loads(rest.partition(b"\r\n\r\n")[2])
             assert set(payload) == {"error"} and payload["error"]["code"], payload
     assert fuzz_server.client().get("/healthz").status_code == 200
+
+
+# --- MCP over stdio ---------------------------------------------------------------------
+
+#: SPEC §6.1's codes (and §13's), plus the HTTP layer's own for a wrong method or media type.
+CODES = {
+    "malformed_json",
+    "invalid_agent_metadata",
+    "invalid_query",
+    "unauthenticated",
+    "forbidden",
+    "not_found",
+    "lease_conflict",
+    "lease_expired",
+    "no_items_available",
+    "illegal_state_transition",
+    "not_ready_for_approval",
+    "idempotency_in_flight",
+    "payload_too_large",
+    "validation_failed",
+    "unknown_order_type",
+    "missing_parts",
+    "idempotency_key_reused",
+    "dedupe_key_reused",
+    "idempotency_key_required",
+    "rate_limited",
+    "unavailable",
+}
+#: Below this depth the MCP library's JSON-RPC parser (pydantic, recursion limit 200) reads
+#: the message, so the tool answers; deeper, see test_mcp_survives_unparseable_messages.
+MCP_PARSEABLE_DEPTHS = (65, 150)
+MCP_NUMBERS = [n for n in NUMBERS if len(n) < 4300]  # longer: past pydantic's digit limit
+MCP_DEEPER = (300, 5000, 100_000)
+
+
+class Stdio:
+    """A bare JSON-RPC client on ``workmanager mcp --transport stdio``'s pipes: it writes
+    bytes no MCP client library would (deep nesting, raw literals)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        import queue
+        import subprocess
+        import threading
+
+        from tests.api.conftest import BIN
+
+        args = [str(BIN / "workmanager"), "mcp", "--transport", "stdio"]
+        self.proc = subprocess.Popen(
+            args, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+        self.lines: queue.Queue[bytes] = queue.Queue()
+        assert self.proc.stdout is not None
+        out = self.proc.stdout
+        threading.Thread(target=lambda: [self.lines.put(x) for x in out], daemon=True).start()
+        self.next_id = 0
+        self.answers: dict[int, Any] = {}
+        init = {"protocolVersion": "2025-06-18", "capabilities": {}}
+        self.request("initialize", {**init, "clientInfo": {"name": "fuzz", "version": "1"}})
+        self.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}')
+
+    def write(self, line: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + b"\n")
+        self.proc.stdin.flush()
+
+    def send(self, method: str, params_json: str) -> int:
+        self.next_id += 1
+        head = f'{{"jsonrpc":"2.0","id":{self.next_id},"method":"{method}","params":'
+        self.write((head + params_json + "}").encode())
+        return self.next_id
+
+    def wait(self, request_id: int, timeout: float = 60) -> Any:
+        import queue
+        import time
+
+        deadline = time.monotonic() + timeout
+        while request_id not in self.answers:
+            assert self.proc.poll() is None, "the MCP server exited"
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no answer to request {request_id}") from None
+            message = json.loads(line)
+            if "id" in message:
+                self.answers[message["id"]] = message
+        return self.answers.pop(request_id)
+
+    def request(self, method: str, params: Any) -> Any:
+        return self.wait(self.send(method, json.dumps(params)))
+
+    def call_raw(self, name: str, arguments_json: str) -> int:
+        return self.send(
+            "tools/call", f'{{"name":{json.dumps(name)},"arguments":{arguments_json}}}'
+        )
+
+    def result(self, request_id: int) -> dict[str, Any]:
+        answer = self.wait(request_id)
+        assert "result" in answer, answer
+        content = answer["result"]
+        if content.get("structuredContent") is not None:
+            data = content["structuredContent"]
+            return dict(data.get("result", data))
+        return {"tool_error": content}  # the MCP library's own refusal, not a §7 result
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except Exception:
+            self.proc.kill()
+
+
+def _kind(schema: dict[str, Any]) -> set[str]:
+    """JSON Schema types an argument accepts (``anyOf`` flattened)."""
+    if "anyOf" in schema:
+        return set().union(*(_kind(s) for s in schema["anyOf"]))
+    t = schema.get("type")
+    return {t} if isinstance(t, str) else set(t or ["any"])
+
+
+_SCHEMA_TO_SAMPLE = {
+    "string": STR,
+    "integer": INT,
+    "number": NUM,
+    "boolean": BOOL,
+    "object": OBJ,
+    "array": LIST,
+    "null": "null",
+}
+
+
+def _base_args(schema: dict[str, Any]) -> dict[str, Any]:
+    base: dict[str, Any] = {}
+    for name in schema.get("required", []):
+        kinds = _kind(schema["properties"][name])
+        if "object" in kinds:
+            base[name] = {}
+        elif "array" in kinds:
+            base[name] = [{"code": "c", "message": "m"}]
+        elif name == "type":
+            base[name] = "test.simple"
+        elif name.endswith("_id") and name != "agent_id":
+            base[name] = str(uuid.uuid4())
+        else:
+            base[name] = "fuzz-mcp-1"
+    return base
+
+
+def mcp_cases(rng: random.Random, tools: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """(label, tool, arguments as JSON text, what must happen): ``refused`` = success false
+    with a §6.1 code; ``malformed`` = code ``malformed_json``; ``answered`` = any §7 result."""
+    cases = []
+    for tool in tools:
+        name, schema = tool["name"], tool["inputSchema"]
+        base = _base_args(schema)
+        for arg, prop in schema.get("properties", {}).items():
+            accepted = {_SCHEMA_TO_SAMPLE.get(k, "any") for k in _kind(prop)}
+            if "any" in accepted:
+                accepted = set(SAMPLES)
+            for sample_kind, values in SAMPLES.items():
+                if sample_kind in accepted or (sample_kind == INT and NUM in accepted):
+                    continue
+                value = rng.choice(values)
+                # MCP arguments are validated laxly (True is 1, "0" is 0): an answer either way.
+                lax = sample_kind in (STR, BOOL, INT) and bool(accepted & {INT, NUM, BOOL})
+                expect = "answered" if lax else "refused"
+                cases.append((f"{arg}={value!r}", name, json.dumps({**base, arg: value}), expect))
+            text = json.dumps({**base, arg: RAW})
+            for literal in rng.sample(MCP_NUMBERS, 2):
+                cases.append(
+                    (f"{arg}={literal[:12]}", name, text.replace(f'"{RAW}"', literal), "answered")
+                )
+            for odd in rng.sample(ODD_STRINGS[:2] + ODD_STRINGS[4:], 2):  # no lone surrogates here
+                cases.append((f"{arg}={odd!r}", name, json.dumps({**base, arg: odd}), "answered"))
+            long = json.dumps({**base, arg: rng.choice("aé") * 1_000_000}, ensure_ascii=False)
+            cases.append((f"{arg} 1 MB", name, long, "answered"))
+            for depth in MCP_PARSEABLE_DEPTHS:
+                nested = deep(depth, rng.choice(["list", "object"]))
+                text = json.dumps({**base, arg: RAW}).replace(f'"{RAW}"', nested)
+                cases.append((f"{arg} depth {depth}", name, text, "malformed"))
+    rng.shuffle(cases)
+    return cases
+
+
+def check_mcp(label: str, expect: str, result: dict[str, Any]) -> str | None:
+    where = f"{label}: {result!r:.300}"
+    if "tool_error" in result:
+        return f"not a §7 result: {where}"
+    if result.get("success") is True:
+        return None if expect == "answered" else f"accepted: {where}"
+    if result.get("success") is not False or result.get("code") not in CODES:
+        return f"not a §6.1 failure: {where}"
+    if not isinstance(result.get("error"), str):
+        return f"failure without a message: {where}"
+    if expect == "malformed" and result["code"] != "malformed_json":
+        return f"expected malformed_json: {where}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def mcp_stdio(api_db_url: str) -> Iterator[Stdio]:
+    from tests.api.conftest import base_env
+
+    client = Stdio(base_env(api_db_url))
+    yield client
+    client.close()
+
+
+def test_mcp_tools_refuse_odd_arguments(mcp_stdio: Stdio) -> None:
+    tools = mcp_stdio.request("tools/list", {})["result"]["tools"]
+    cases = mcp_cases(random.Random(SEED), tools)
+    problems = []
+    for label, tool, arguments, expect in cases:
+        problem = check_mcp(
+            f"{tool} {label}", expect, mcp_stdio.result(mcp_stdio.call_raw(tool, arguments))
+        )
+        if problem:
+            problems.append(problem)
+    assert len(cases) > 300, len(cases)
+    assert not problems, f"{len(problems)} bad results:\n" + "\n".join(problems[:30])
+
+
+def test_mcp_survives_unparseable_messages(mcp_stdio: Stdio) -> None:
+    """Nesting past the JSON-RPC parser's own limit, lone surrogates and NaN: the MCP
+    library cannot read the message, so there may be no answer to it (the library drops
+    it); whatever comes back is not a success, and the server goes on answering."""
+    proposal = '{"type":"test.simple","payload":' + RAW + "}"
+    values = [deep(d, k) for d in MCP_DEEPER for k in ("list", "object")]
+    values += ['{"\\ud800":"\\udfff"}', '{"n":NaN}', '{"n":1e400}', "[" * 10 + "]" * 9]
+    values += ['{"n":' + "1" * 5000 + "}"]
+    for value in values:
+        sent = mcp_stdio.call_raw("work.propose", proposal.replace(RAW, value))
+        follow = mcp_stdio.call_raw("work.get", json.dumps({"order_id": "nope"}))
+        assert mcp_stdio.result(follow)["code"] == "not_found"
+        answer = mcp_stdio.answers.pop(sent, None)
+        if answer is not None and "result" in answer:
+            assert answer["result"].get("structuredContent", {}).get("success") is not True
+    assert mcp_stdio.proc.poll() is None

@@ -83,3 +83,20 @@ def test_release_fail_and_reject(make_wm: Any) -> None:
     reworked = wm.queries.order(uuid.UUID(seen["simple"]["id"]))
     assert reworked["state"] == "queued"  # allow_rework: back to the queue
     assert [i["state"] for i in reworked["items"]] == ["queued"]
+
+
+def test_arguments_of_the_wrong_type_are_a_validation_failure(make_wm: Any) -> None:
+    """They were the MCP library's own error text (``isError``), not a §7 result."""
+    wm = build(make_wm)
+
+    async def script(call: Call) -> list[dict[str, Any]]:
+        return [
+            await call("work.propose", type="test.simple", payload="not an object"),
+            await call("work.heartbeat", item_id="x", lease_token=[], agent_id="a"),
+        ]
+
+    answers = session(wm, script)
+    for answer in answers:
+        assert answer["success"] is False and answer["code"] == "validation_failed", answer
+    paths = [d["path"] for answer in answers for d in answer["details"]]
+    assert paths == ["payload", "lease_token"]

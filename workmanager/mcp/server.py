@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, InputRequiredResult
+from pydantic import ValidationError
 
 from ..container import WorkManager
-from ..errors import WorkManagerError
+from ..errors import ValidationFailed, WorkManagerError
 from ..jsonvalues import deeper_than, too_deep
 from ..services.callers import AgentMetadata, Caller, build_caller
 from ..services.idempotency import IdempotencyService
@@ -118,7 +120,26 @@ class WorkServer(MCPServer[Any]):
         if tool is not None and deeper_than(arguments, self.max_json_depth):
             refused = results.failure(too_deep(self.max_json_depth, "the tool arguments"))
             return tool.fn_metadata.convert_result(refused)
-        return await super().call_tool(name, arguments, context)
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:  # arguments of the wrong type: a result, as §7 says
+            cause = exc.__cause__
+            if tool is None or isinstance(exc, UnexpectedToolError):
+                raise
+            if not isinstance(cause, ValidationError):
+                raise
+            refused = results.failure(argument_errors(cause))
+            return tool.fn_metadata.convert_result(refused)
+
+
+def argument_errors(error: ValidationError) -> ValidationFailed:
+    """Pydantic's refusal of tool arguments as ``validation_failed`` (the values the caller
+    sent are not echoed, only where and why)."""
+    details = [
+        {"path": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "validator": e["type"]}
+        for e in error.errors()
+    ]
+    return ValidationFailed(details, "the tool arguments failed validation")
 
 
 def _meta(
