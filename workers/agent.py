@@ -1,4 +1,4 @@
-"""Agents as Celery consumers of ``agents.<type>`` (SPEC §8.3).
+"""Agents as Celery consumers of ``agents.<type>``.
 
     python -m workers.agent --type T --handler pkg.mod:callable [--agent-id ID]
                             [--concurrency N] [--pool threads|prefork|solo]
@@ -14,6 +14,7 @@ import argparse
 import logging
 import os
 import socket
+import sys
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from celery import Celery, Task
 
 from workmanager import WorkManager
+from workmanager.cli.render import reporting_errors
 from workmanager.errors import (
     LeaseConflict,
     LeaseExpired,
@@ -175,4 +177,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(reporting_errors(main))

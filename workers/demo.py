@@ -23,6 +23,7 @@ from rich.table import Table
 from sqlalchemy import select
 
 from workmanager import Settings, WorkManager
+from workmanager.cli.render import reporting_errors
 from workmanager.db.migrate import upgrade
 from workmanager.db.models import Event, Item
 from workmanager.demo import completed, payload
@@ -196,4 +197,4 @@ def _summary(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(reporting_errors(main))

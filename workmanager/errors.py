@@ -17,11 +17,22 @@ class WorkManagerError(Exception):
 
     code = "internal_error"
     http_status = 500
+    #: What a person can do about it (the CLI prints it under the error line), or None.
+    hint: str | None = None
 
-    def __init__(self, message: str | None = None, *, details: Any = None, **fields: Any) -> None:
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: Any = None,
+        hint: str | None = None,
+        **fields: Any,
+    ) -> None:
         self.message = message or (self.__doc__ or self.code).strip().splitlines()[0]
         self.details = details
         self.fields = fields
+        if hint is not None:
+            self.hint = hint
         super().__init__(self.message)
 
     def to_dict(self) -> dict[str, Any]:
@@ -50,11 +61,25 @@ class Unavailable(TransientError):
 class SchemaOutdated(Unavailable):
     """The database schema is older than this code: run ``workmanager db upgrade``."""
 
+    hint = "run `workmanager db upgrade`"
+
+
+class DatabaseMissing(Unavailable):
+    """The database does not exist: create it, then run ``workmanager db upgrade``."""
+
+    hint = "run `workmanager db upgrade`"
+
 
 class ConfigurationError(PermanentError):
     """The configuration is invalid."""
 
     code = "configuration_error"
+
+
+class UsageError(PermanentError):
+    """The command line is not valid (a missing option, a value of the wrong form)."""
+
+    code = "usage_error"
 
 
 # --- 400 -----------------------------------------------------------------------------------
@@ -145,6 +170,8 @@ class IllegalStateTransition(PermanentError):
         to_state: str = "",
         details: Any = None,
     ) -> None:
+        # plain strings: a state enum's repr (<OrderState.APPROVED: 'approved'>) is no message
+        from_state, to_state = str(from_state), str(to_state)
         if message is None and kind:
             message = f"{kind} cannot go from {from_state!r} to {to_state!r}"
         if details is None and kind:

@@ -11,10 +11,16 @@ from .errors import ConfigurationError
 def import_object(reference: str, variable: str) -> Any:
     """Import ``pkg.mod:attr``; a bad reference raises ConfigurationError naming ``variable``."""
     module_name, _, attr = reference.partition(":")
+    hint = "expected module:function (or module:Class), e.g. myapp.agents:summarize"
     if not module_name or not attr:
-        raise ConfigurationError(f"{variable}: expected 'pkg.mod:name', got {reference!r}")
+        raise ConfigurationError(
+            f"{variable}: expected 'pkg.mod:name', got {reference!r}", hint=hint
+        )
     try:
         module = importlib.import_module(module_name)
         return getattr(module, attr)
     except (ImportError, AttributeError) as exc:
-        raise ConfigurationError(f"{variable}: cannot import {reference!r}: {exc}") from exc
+        raise ConfigurationError(
+            f"{variable}: cannot import {reference!r}: {exc}",
+            hint=f"{hint}; is its package on PYTHONPATH?",
+        ) from exc

@@ -37,7 +37,12 @@ class Registry:
         except KeyError:
             known = ", ".join(sorted(self._types)) or "none registered"
             raise UnknownOrderType(
-                f"unknown order type {name!r} (known: {known})", details={"type": name}
+                f"unknown order type {name!r} (known: {known})",
+                details={"type": name},
+                hint=f"known types: {known}"
+                if self._types
+                else "no order type is registered: list the modules that register them in"
+                " WORK_MANAGER_ORDER_TYPES",
             ) from None
 
     def register_allocator(self, strategy: AllocatorStrategy) -> AllocatorStrategy:

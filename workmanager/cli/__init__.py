@@ -3,20 +3,41 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 import click
 
 from ..errors import WorkManagerError
 from .app import cli
+from .render import report_error, usage_error_of
 
 
-def main() -> None:
-    """Entry point: domain errors print their code and message and exit 1."""
+def wants_json(args: Sequence[str]) -> bool:
+    """Whether the command line asks for JSON (``--json`` before any ``--``)."""
+    options = list(args)[: list(args).index("--")] if "--" in args else list(args)
+    return "--json" in options
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """Entry point; the one place the console reports errors. A domain error (the HTTP
+    API's codes) exits 1, a command line the parser refused (``usage_error``) exits 2;
+    each prints ``error [code]: message``, its details and a hint, never a traceback."""
+    args = list(sys.argv[1:] if args is None else args)
     try:
-        cli(standalone_mode=True)
-    except WorkManagerError as exc:
-        click.echo(f"error [{exc.code}]: {exc.message}", err=True)
+        code = cli.main(args=args, prog_name="workmanager", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted!", err=True)
         sys.exit(1)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        exc.show()  # a group named alone: its help, as click prints it
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        report_error(usage_error_of(exc), wants_json(args))
+        sys.exit(exc.exit_code)
+    except WorkManagerError as exc:
+        report_error(exc, wants_json(args))
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 __all__ = ["cli", "main"]

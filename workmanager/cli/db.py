@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from ..db.migrate import current, upgrade
 from .app import Env, cli, pass_env
 
 
@@ -17,5 +16,7 @@ def db() -> None:
 @pass_env
 def db_upgrade(env: Env) -> None:
     """Create or migrate the schema (idempotent)."""
+    from ..db.migrate import current, upgrade  # alembic: only this command needs it
+
     upgrade(env.wm.db)
     click.echo(f"database at revision {current(env.wm.db)}")

@@ -23,7 +23,7 @@ def _exec(module: str, args: list[str]) -> None:
 @click.option("--agents", default=4, show_default=True, help="agent consumer threads")
 @click.option("--timeout", default=240.0, show_default=True, help="seconds to wait")
 def demo(orders: int, agents: int, timeout: float) -> None:
-    """Run the real pipeline end to end (SPEC §10): a Celery worker, agent consumers,
+    """Run the real pipeline end to end: a Celery worker, agent consumers,
     producers enqueueing, auto-approval and apply, on whatever WORK_MANAGER_* configures
     (by default SQLite and kombu's SQLAlchemy broker: no servers needed)."""
     _exec(
@@ -44,7 +44,8 @@ def demo(orders: int, agents: int, timeout: float) -> None:
     type=click.Choice(["threads", "prefork", "solo"]),
 )
 def agent(order_type: str, handler: str, agent_id: str | None, concurrency: int, pool: str) -> None:
-    """Run agents as Celery consumers of queue agents.<type> (SPEC §8.3)."""
+    """Run agents as Celery consumers of queue agents.<type>: each leases the item its
+    message names, runs --handler on it and submits what it returns."""
     args = [
         "--type",
         order_type,

@@ -25,12 +25,13 @@ def ops() -> None:
 @json_option
 @pass_env
 def check(env: Env, as_json: bool) -> None:
-    """Database, broker and Redis reachability, and counts by state. Exit 1 when a
-    component in use is down."""
+    """Which database (its URL, password masked), database, broker and Redis reachability,
+    and counts by state. Exit 1 when a component in use is down."""
     report = Housekeeping(env.wm.ctx).check()
     if as_json:
         emit_json(report)
     else:
+        click.echo(f"database: {report['database_url']}")
         pairs(report["components"], list(report["components"]), title="components")
         for key in ("orders", "items", "leases"):
             if key in report:

@@ -47,7 +47,7 @@ def _with_error(order: dict[str, Any]) -> dict[str, Any]:
 @orders.command("list")
 @click.option("--state", multiple=True, help="order state (repeat or comma list)")
 @click.option("--type", "order_type", multiple=True, help="order type (repeat or comma list)")
-@click.option("--sort", default=None, help="e.g. -priority,created_at (SPEC §6.2)")
+@click.option("--sort", default=None, help="e.g. -priority,created_at (as GET /orders)")
 @click.option("--limit", default=50, show_default=True, help="page size, 1..100")
 @click.option("--page", default=1, show_default=True)
 @click.option(

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..durations import parse_duration
-from ..errors import WorkManagerError
+from ..errors import UsageError, WorkManagerError
 from ..settings import Settings, auth_none_warning
 
 json_option = click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
@@ -82,13 +82,18 @@ Update = Callable[..., None]
 
 @contextmanager
 def progress_bar(label: str, total: int | None = None) -> Iterator[Update]:
-    """A progress bar on stderr, so ``--json`` on stdout stays clean."""
+    """A progress bar on stderr when it is a terminal, so ``--json`` on stdout stays
+    clean."""
+    err = console(stderr=True)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console(stderr=True),
+        console=err,
+        # a bar is for a person watching: redirected, it would only leave a stale line
+        # (before the error line, when the work failed)
+        disable=not err.is_terminal,
     ) as bar:
         task = bar.add_task(label, total=total)
 
@@ -115,3 +120,54 @@ class Duration(click.ParamType[timedelta]):
 
 
 DURATION = Duration()
+
+
+# --- errors -----------------------------------------------------------------------------
+def usage_error_of(exc: click.ClickException) -> UsageError:
+    """A parser refusal as an error like any other, with the command's ``--help`` as hint."""
+    ctx = getattr(exc, "ctx", None)
+    hint = f"see `{ctx.command_path} --help`" if ctx is not None else None
+    return UsageError(exc.format_message(), hint=hint)
+
+
+def error_body(exc: WorkManagerError) -> dict[str, Any]:
+    """``{"error": {code, message, details?, hint?}}``: the HTTP API's envelope, plus the
+    hint a person can act on."""
+    body = exc.to_dict()
+    if exc.hint:
+        body["hint"] = exc.hint
+    return {"error": body}
+
+
+def detail_lines(details: Any) -> list[str]:
+    """``details`` under the error line: ``path: message (validator)`` per validation
+    error, ``key: value`` for a mapping."""
+    if details is None:
+        return []
+    if isinstance(details, list) and all(isinstance(d, dict) and "path" in d for d in details):
+        return [f"  {d['path']}: {d.get('message')} ({d.get('validator')})" for d in details]
+    if isinstance(details, dict):
+        return [f"  {key}: {cell(value)}" for key, value in details.items()]
+    return [f"  {cell(details)}"]
+
+
+def report_error(exc: WorkManagerError, as_json: bool = False) -> None:
+    """Print an error as a person reads it: ``error [code]: message`` first on stderr,
+    its details under it, then ``hint: …``; with ``as_json`` also the JSON envelope on
+    stdout for scripts. Never a traceback."""
+    lines = [f"error [{exc.code}]: {exc.message}", *detail_lines(exc.details)]
+    if exc.hint:
+        lines.append(f"hint: {exc.hint}")
+    click.echo("\n".join(lines), err=True)
+    if as_json:
+        emit_json(error_body(exc))
+
+
+def reporting_errors(entry: Callable[[], int | None]) -> int:
+    """Run a process entry point (``python -m workers.agent``): a domain error is reported
+    as the console reports it and exits 1, instead of a traceback."""
+    try:
+        return entry() or 0
+    except WorkManagerError as exc:
+        report_error(exc)
+        return 1

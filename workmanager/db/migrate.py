@@ -22,6 +22,7 @@ def alembic_config(db: Database) -> Config:
 def upgrade(db: Database, revision: str = "head") -> None:
     """Create or migrate the schema; running it again changes nothing."""
     cfg = alembic_config(db)
+    db.allow_create()  # the one command that asks for a new database
     with db.engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)

@@ -10,13 +10,27 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DataError, DBAPIError, DisconnectionError, OperationalError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    DBAPIError,
+    DisconnectionError,
+    NoSuchModuleError,
+    OperationalError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from ..errors import Unavailable, ValidationFailed
+from ..errors import (
+    ConfigurationError,
+    DatabaseMissing,
+    SchemaOutdated,
+    Unavailable,
+    ValidationFailed,
+    WorkManagerError,
+)
 from . import claims, pending
 
 T = TypeVar("T")
@@ -24,12 +38,36 @@ T = TypeVar("T")
 _RETRYABLE_PGCODES = {"40P01", "40001"}
 
 
+#: Which processes may create a missing SQLite file (see :meth:`Database.allow_create`).
+CREATE_HINT = (
+    "run `workmanager db upgrade` to create it, or point WORK_MANAGER_DATABASE_URL at an"
+    " existing database"
+)
+
+
+def sqlite_file(url: str) -> str | None:
+    """The absolute path of a file-based SQLite URL (None: a server, or in memory)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return os.path.abspath(parsed.database or "")
+
+
+def display_url(url: str) -> str:
+    """``url`` for people: the password masked, a SQLite path made absolute."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url  # not a URL: nothing to mask
+    path = sqlite_file(url)
+    if path is not None:
+        parsed = parsed.set(database=path)
+    return parsed.render_as_string(hide_password=True)
+
+
 def _sqlite_engine(url: str) -> Engine:
     parsed = make_url(url)
     memory = parsed.database in (None, "", ":memory:")
-    if not memory and parsed.database:
-        directory = os.path.dirname(os.path.abspath(parsed.database))
-        os.makedirs(directory, exist_ok=True)
     kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 30}}
     if memory:
         kwargs["poolclass"] = StaticPool
@@ -125,9 +163,17 @@ def _server_engine(url: str) -> Engine:
 
 
 def make_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        return _sqlite_engine(url)
-    return _server_engine(url)
+    """The engine for ``url``; a URL SQLAlchemy cannot use is a :class:`ConfigurationError`."""
+    try:
+        parsed: URL = make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            return _sqlite_engine(url)
+        return _server_engine(url)
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise ConfigurationError(
+            f"WORK_MANAGER_DATABASE_URL: cannot use {display_url(url)!r}: {exc}",
+            hint="expected sqlite:///path/to/file.db or postgresql+psycopg://user@host/name",
+        ) from exc
 
 
 class Database:
@@ -136,6 +182,13 @@ class Database:
     def __init__(self, url: str, engine: Engine | None = None) -> None:
         self.url = url
         self.engine = engine or make_engine(url)
+        #: The SQLite file (None: a server, or in memory). A connection never creates it
+        #: unless :meth:`allow_create` was called: a command run in the wrong directory or
+        #: before ``workmanager db upgrade`` says so instead of leaving an empty database.
+        self.file = sqlite_file(url)
+        self.may_create = False
+        if self.file is not None:
+            event.listen(self.engine, "do_connect", self._refuse_missing_file)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         claims.install(self._sessions)  # first: it reads the rows pending writes out
         pending.install(self._sessions)
@@ -144,6 +197,17 @@ class Database:
         #: Raw psycopg connections for the PostgreSQL hot paths (:mod:`.raw`): one pool,
         #: made on first use, shared by every hot path of this database.
         self.raw = RawPostgres(self.engine)
+
+    def _refuse_missing_file(self, *_: Any) -> None:
+        if not self.may_create and self.file and not os.path.exists(self.file):
+            raise DatabaseMissing(f"no database at {self.file}", hint=CREATE_HINT)
+
+    def allow_create(self) -> None:
+        """Let connections create the SQLite file (and its directory) when missing: only
+        ``workmanager db upgrade``, ``create_all`` and the demo ask for a new database."""
+        self.may_create = True
+        if self.file is not None:
+            os.makedirs(os.path.dirname(self.file), exist_ok=True)
 
     @property
     def dialect(self) -> str:
@@ -163,7 +227,7 @@ class Database:
         """
         session = self._sessions()
         try:
-            with unavailable_when_down(), session.begin():
+            with unavailable_when_down(self.url), session.begin():
                 yield session
         except DataError as exc:
             # A value the database cannot store (a NUL in text, an out-of-range number) that
@@ -192,6 +256,7 @@ class Database:
         """Create the tables directly (tests); production uses ``workmanager db upgrade``."""
         from .models import Base
 
+        self.allow_create()
         Base.metadata.create_all(self.engine)
 
     def drop_all(self) -> None:
@@ -201,7 +266,7 @@ class Database:
 
     def ping(self) -> None:
         try:
-            with unavailable_when_down(), self.engine.connect() as conn:
+            with unavailable_when_down(self.url), self.engine.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
         except DBAPIError as exc:  # a probe: any driver error means "not ready"
             raise Unavailable(f"database unavailable: {exc.orig}") from exc
@@ -212,21 +277,56 @@ class Database:
 
 
 @contextmanager
-def unavailable_when_down() -> Iterator[None]:
-    """The one place the ORM's transient failures become :class:`Unavailable` (HTTP 503
-    with ``Retry-After``, a retry for Celery tasks): the server unreachable or gone, and
-    the engine's pool exhausted (every connection lent out past ``POOL_TIMEOUT``). The hot
-    paths' psycopg connections are translated the same way in :mod:`.raw`."""
+def unavailable_when_down(url: str = "") -> Iterator[None]:
+    """The one place the ORM's driver errors about the database itself become
+    :class:`Unavailable` (HTTP 503 with ``Retry-After``, a retry for Celery tasks): the
+    server unreachable or gone, the database missing (:class:`DatabaseMissing`), its
+    tables missing or older than the code (:class:`SchemaOutdated`), and the engine's pool
+    exhausted (every connection lent out past ``POOL_TIMEOUT``). The hot paths' psycopg
+    connections are translated the same way in :mod:`.raw`. ``url`` is named in hints."""
     try:
         yield
     except PoolTimeout as exc:
         raise Unavailable(
             "database busy: no pooled connection was free in time, try again"
         ) from exc
-    except OperationalError as exc:
-        if _is_connection_error(exc):
-            raise Unavailable(f"database unavailable: {exc.orig}") from exc
-        raise
+    except DBAPIError as exc:
+        error = _translated(exc, url)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _translated(exc: DBAPIError, url: str) -> WorkManagerError | None:
+    text = str(exc.orig)
+    code = _sqlstate(exc)
+    where = display_url(url) if url else "the database"
+    if code in _MISSING_SCHEMA_CODES or text.startswith(("no such table", "no such column")):
+        return SchemaOutdated(
+            f"{where} has no workmanager schema or an older one ({text.splitlines()[0]})"
+        )
+    if code == "3D000" or ("database " in text and "does not exist" in text):
+        return DatabaseMissing(
+            f"database unavailable: {_one_line(text)}",
+            hint=f"create it (e.g. `createdb`), then run `workmanager db upgrade`; {where}",
+        )
+    if isinstance(exc, OperationalError) and _is_connection_error(exc):
+        unreachable = "connect" in text.lower()  # not a lock timeout: the server itself
+        return Unavailable(
+            f"database unavailable: {_one_line(text)}",
+            hint=f"is the server running and is {where} right? (WORK_MANAGER_DATABASE_URL)"
+            if unreachable
+            else None,
+        )
+    return None
+
+
+#: PostgreSQL: undefined table, undefined column (a schema older than the code).
+_MISSING_SCHEMA_CODES = {"42P01", "42703"}
 
 
 def _is_connection_error(exc: OperationalError) -> bool:
@@ -244,6 +344,9 @@ def _is_connection_error(exc: OperationalError) -> bool:
     return exc.connection_invalidated or any(m in text for m in markers)
 
 
+def _sqlstate(exc: DBAPIError) -> str | None:
+    return getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+
+
 def _is_retryable(exc: DBAPIError) -> bool:
-    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-    return code in _RETRYABLE_PGCODES
+    return _sqlstate(exc) in _RETRYABLE_PGCODES

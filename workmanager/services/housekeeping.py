@@ -14,7 +14,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from ..db.models import Event, Item, Order
-from ..errors import InvalidQuery
+from ..db.session import display_url
+from ..errors import InvalidQuery, SchemaOutdated
 from ..states import HELD_ITEM_STATES, OrderState
 from . import readiness
 from .context import ServiceContext
@@ -52,10 +53,20 @@ class Housekeeping:
         components = readiness.check(self.ctx)
         if "redis" not in components:
             components["redis"] = f"not used (lease backend: {self.ctx.settings.lease_backend})"
-        ok = all(v == "ok" or v.startswith("not used") for v in components.values())
-        report: dict[str, Any] = {"ok": ok, "components": components}
+        counts: dict[str, Any] = {}
         if components["database"] == "ok":
-            report.update(self.counts())
+            try:
+                counts = self.counts()
+            except SchemaOutdated as exc:  # reachable, but ``db upgrade`` has not run
+                components["database"] = f"down: {exc.message}; {exc.hint}"
+        ok = all(v == "ok" or v.startswith("not used") for v in components.values())
+        # which database, so a command run from another directory is seen at once
+        report: dict[str, Any] = {
+            "ok": ok,
+            "database_url": display_url(self.ctx.settings.database_url),
+            "components": components,
+        }
+        report.update(counts)
         return report
 
     def counts(self) -> dict[str, Any]:

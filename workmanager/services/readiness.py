@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..errors import WorkManagerError
 from ..settings import Settings
 from .context import ServiceContext
 
@@ -49,7 +50,8 @@ def check(ctx: ServiceContext) -> dict[str, str]:
             probe()
             results[name] = "ok"
         except Exception as exc:  # any failure means "not ready", with its reason
-            results[name] = f"down: {type(exc).__name__}: {exc}"[:300]
+            hint = f"; {exc.hint}" if isinstance(exc, WorkManagerError) and exc.hint else ""
+            results[name] = f"down: {type(exc).__name__}: {exc}{hint}"[:300]
     return results
 
 
