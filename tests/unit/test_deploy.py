@@ -1,4 +1,5 @@
-"""The files under deploy/ parse, and name only metrics the services emit (SPEC §4.8)."""
+"""The files under deploy/ parse, name only metrics the services emit, and say what they
+mean (dashboard queries, systemd ordering)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,28 @@ def test_every_spec_metric_is_emitted_somewhere_in_the_services() -> None:
     source = "\n".join(p.read_text() for p in (DEPLOY.parent / "workmanager").rglob("*.py"))
     for name in SPEC_METRICS:
         assert f'"{name}"' in source, f"{name} is never reported"
+
+
+def test_no_dashboard_query_joins_two_series_with_or() -> None:
+    """``rate(a) or rate(b)`` with the same labels keeps only ``a``: the expired leases
+    vanished from "acquired vs expired". Each series is its own query."""
+    dashboard = json.loads((DEPLOY / "grafana/workmanager.json").read_text())
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            assert not re.search(r"\)\s+or\s+", target["expr"]), (panel["title"], target)
+    leases = next(p for p in dashboard["panels"] if "expired" in p["title"].lower())
+    series = [referenced(t["expr"]) for t in leases["targets"]]
+    assert {"leases_acquired_total"} in series and {"leases_expired_total"} in series
+    assert len({t["refId"] for t in leases["targets"]}) == len(leases["targets"])
+
+
+def test_systemd_units_that_wait_for_the_network_also_want_it() -> None:
+    """``After=network-online.target`` orders nothing unless the target is pulled in."""
+    units = sorted((DEPLOY / "systemd").glob("*.service"))
+    assert len(units) >= 5
+    for unit in units:
+        lines = unit.read_text().splitlines()
+        after = " ".join(line for line in lines if line.startswith("After="))
+        wants = " ".join(line for line in lines if line.startswith("Wants="))
+        if "network-online.target" in after:
+            assert "network-online.target" in wants, unit.name
