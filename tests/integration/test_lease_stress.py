@@ -6,8 +6,9 @@ submits, presents stale tokens on purpose, and sweeps while it waits. Every gran
 outcome is logged; the tests then check the logs against the database: each (item,
 token) granted once, each item submitted exactly once by the holder of its last token,
 nothing lost, every stale token refused, no grant of an item while a released lease of
-it was still held. Variants: a process SIGKILLed while holding leases, and a Redis
-FLUSHDB in the middle of a run.
+it was still held. Variants: a process SIGKILLed while holding leases (also on the
+embedded default, a SQLite file with the database lease backend), and a Redis FLUSHDB in
+the middle of a run.
 """
 
 from __future__ import annotations
@@ -32,8 +33,6 @@ from sqlalchemy import func, select
 from tests.support.types import Multi
 from workmanager import Registry, WorkManager
 from workmanager.db.models import Event, Item, Order
-
-pytestmark = pytest.mark.postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESSES = 8
@@ -111,17 +110,23 @@ class Pool:
 
 
 @pytest.fixture
-def pool(make_wm, pg_url, redis_url, tmp_path) -> Any:
-    """``pool(backend, ttl, redis=None, orders=20)``: orders of 20 queued items on PostgreSQL."""
+def pool(make_wm, request, tmp_path) -> Any:
+    """``pool(backend, ttl, redis=None, orders=20, db="postgres")``: orders of 20 queued
+    items on PostgreSQL, or (``db="sqlite"``) on the SQLite file the embedded default uses."""
     made: list[Pool] = []
 
     def build(
-        backend: str, ttl: int, redis: str | None = None, orders: int = ORDERS, deadline: int = 90
+        backend: str,
+        ttl: int,
+        redis: str | None = None,
+        orders: int = ORDERS,
+        deadline: int = 90,
+        db: str = "postgres",
     ) -> Pool:
         prefix = f"wmstress:{uuid.uuid4().hex[:8]}:"
-        url = redis or redis_url
+        url = redis or (request.getfixturevalue("redis_url") if backend == "redis" else "")
         wm = make_wm(
-            db="postgres",
+            db=db,
             backend=backend,
             registry=Registry([Multi()]),
             redis_url=url,
@@ -136,7 +141,7 @@ def pool(make_wm, pg_url, redis_url, tmp_path) -> Any:
         with wm.db.transaction() as s:
             items = {str(i) for i in s.scalars(select(Item.id))}
         config = {
-            "database_url": pg_url,
+            "database_url": wm.settings.database_url,
             "backend": backend,
             "redis_url": url,
             "redis_prefix": prefix,
@@ -202,6 +207,7 @@ def check_database(pool: Pool, submits: dict[str, dict[str, Any]]) -> None:
         assert item.lease_token == log["token"] and item.leased_by_agent_id is None
 
 
+@pytest.mark.postgres
 @pytest.mark.parametrize("backend", ["database", pytest.param("redis", marks=pytest.mark.redis)])
 def test_processes_never_double_grant_or_lose_an_item(pool, backend) -> None:
     run = pool(backend, ttl=15)
@@ -212,10 +218,23 @@ def test_processes_never_double_grant_or_lose_an_item(pool, backend) -> None:
     assert figures["grants"] >= len(run.items) and figures["lost"] == 0, figures
 
 
+@pytest.mark.postgres
 @pytest.mark.parametrize("backend", ["database", pytest.param("redis", marks=pytest.mark.redis)])
 def test_a_killed_holder_loses_its_leases_and_others_finish_them(pool, backend) -> None:
-    run = pool(backend, ttl=4, orders=10)
-    run.start("victim", hold=12)  # alone first: its 12 grants cannot race the others' drain
+    run_with_a_killed_holder(pool(backend, ttl=4, orders=10))
+
+
+def test_a_killed_holder_on_the_embedded_sqlite_default(pool) -> None:
+    """The embedded default (a SQLite file, the database lease backend) under the same 8
+    processes, one SIGKILLed while it holds leases: no double grant, every item submitted
+    once (the killed holder's by others, after the sweep reclaimed them)."""
+    run_with_a_killed_holder(pool("database", ttl=3, orders=10, deadline=60, db="sqlite"))
+
+
+def run_with_a_killed_holder(run: Pool, hold: int = 12) -> None:
+    """A victim takes ``hold`` leases alone, the others start, the victim is SIGKILLed
+    while they work; then every invariant, and the victim's items finished by others."""
+    run.start("victim", hold=hold)  # alone first: its grants cannot race the others' drain
     run.wait_for("the victim to hold its leases", lambda: bool(run.records("victim")[-1:]))
     run.wait_for(
         "the victim to hold its leases",
@@ -230,7 +249,7 @@ def test_a_killed_holder_loses_its_leases_and_others_finish_them(pool, backend) 
     run.finish(killed=frozenset({"victim"}))
     check_exactly_once(run, killed=frozenset({"victim"}))
     victim = {g["item"]: g["token"] for g in run.records("victim") if g["ev"] == "grant"}
-    assert len(victim) == 12
+    assert len(victim) == hold
     with run.wm.db.transaction() as s:
         for item_id, token in victim.items():
             item = s.get(Item, uuid.UUID(item_id))
@@ -247,6 +266,7 @@ def flush_redis_url(redis_url: str) -> str:
     return os.environ.get("WM_TEST_REDIS_FLUSH_URL", redis_url.rsplit("/", 1)[0] + "/14")
 
 
+@pytest.mark.postgres
 @pytest.mark.redis
 def test_redis_flushdb_mid_run_then_sweep_loses_and_doubles_nothing(
     pool, redis_url, tmp_path
@@ -282,6 +302,7 @@ def test_redis_flushdb_mid_run_then_sweep_loses_and_doubles_nothing(
 
 
 @pytest.mark.slow
+@pytest.mark.postgres
 @pytest.mark.parametrize("backend", ["database", pytest.param("redis", marks=pytest.mark.redis)])
 def test_soak_thousands_of_items(pool, backend) -> None:
     """``make soak``: the same invariants over WM_SOAK_ORDERS x 20 items (default 5,000)."""
