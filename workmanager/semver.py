@@ -12,4 +12,8 @@ SEMVER = re.compile(
 
 
 def is_semver(text: str) -> bool:
+    """``1.2.3`` and friends; a leading ``v`` (``v2.1.0``, as git tags and many agents
+    write it) is accepted too."""
+    if text[:1] in ("v", "V"):
+        text = text[1:]
     return SEMVER.match(text) is not None

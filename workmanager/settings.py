@@ -98,6 +98,10 @@ class Settings:
     approve_wait_max_waiters: int = 8
     api_prefix: str = "/agent/work"
     auth: str = "tokens"
+    #: ``false``: a request without ``X-Lease-Token`` acts on the caller's current lease when
+    #: the caller holds it (upstream agents); any process that can act as that agent id can
+    #: then act on its leases. With the header the token is always checked.
+    lease_token_required: bool = True
     dead_letter_after_hours: float = 48.0
     stale_order_hours: float = 24.0
     # Provenance of Celery consumer agents (``workmanager agent``); HTTP agents send headers.
@@ -331,6 +335,7 @@ _SPECS: tuple[_Spec, ...] = (
     _spec("approve_wait_max_waiters", _int(1)),
     _spec("api_prefix", _prefix),
     _spec("auth", _choice(*AUTH_MODES)),
+    _spec("lease_token_required", _bool),
     _spec("dead_letter_after_hours", _float),
     _spec("stale_order_hours", _float),
     _spec("agent_name", _str),

@@ -331,17 +331,19 @@ def test_part_size_limit(make_wm: Callable[..., WorkManager], database: str) -> 
     assert count(wm, Part) == 1
 
 
-def test_part_validation_failure_stores_nothing(wm: WorkManager) -> None:
+def test_part_validation_failure_stores_only_the_rejected_part(wm: WorkManager) -> None:
     order_id = wm.propose("test.parts", {})
     lease = lease_one(wm, order_id)
     with pytest.raises(ValidationFailed) as info:
         wm.agent.submit_part(lease, "a", {"v": "not an int"})
     assert [(d["path"], d["validator"]) for d in info.value.details] == [("payload[a].v", "type")]
+    assert count(wm, Part) == 1  # stored ``rejected`` (SPEC §13), see the test below
+    # A malformed key or seq names no slot: nothing is stored.
     with pytest.raises(ValidationFailed):
         wm.agent.submit_part(lease, "", {"v": 1})
     with pytest.raises(ValidationFailed):
         wm.agent.submit_part(lease, "a", {"v": 1}, seq=-1)
-    assert count(wm, Part) == 0
+    assert count(wm, Part) == 1
 
 
 def test_finalize_strict_refuses_missing_parts(wm: WorkManager) -> None:
@@ -370,13 +372,41 @@ def test_finalize_strict_refuses_missing_parts(wm: WorkManager) -> None:
 def test_finalize_best_effort(wm: WorkManager) -> None:
     order_id = wm.propose("test.parts", {})
     lease = lease_one(wm, order_id)
-    with pytest.raises(MissingParts):
-        wm.agent.finalize(lease, mode="best_effort")  # nothing at all to assemble
     wm.agent.submit_part(lease, "a", {"v": 1})
     outcome = wm.agent.finalize(lease, mode="best_effort")
     assert outcome.item["state"] == "submitted"
     assert outcome.item["assembled_result"] == {"a": {"v": 1}}
     assert outcome.item["result"] == {"a": {"v": 1}}
+
+
+def test_finalize_best_effort_with_no_parts_assembles_nothing(wm: WorkManager) -> None:
+    # As upstream: best effort needs no part at all (strict still names the missing ones).
+    lease = lease_one(wm, wm.propose("test.parts", {}))
+    with pytest.raises(MissingParts):
+        wm.agent.finalize(lease)
+    outcome = wm.agent.finalize(lease, mode="best_effort")
+    assert outcome.item["state"] == "submitted" and outcome.item["assembled_result"] == {}
+
+
+def test_an_invalid_part_is_stored_rejected_with_its_errors(wm: WorkManager) -> None:
+    order_id = wm.propose("test.parts", {})
+    lease = lease_one(wm, order_id)
+    written = new_events(
+        wm,
+        order_id,
+        lambda: pytest.raises(ValidationFailed, wm.agent.submit_part, lease, "a", {"v": "x"}),
+    )
+    assert written == ["part_rejected"]
+    listed = wm.queries.parts(lease.item_id, status="rejected")
+    (part,) = listed["parts"]
+    assert part["part_key"] == "a" and part["status"] == "rejected"
+    assert part["errors"]["validation"][0]["path"].startswith("payload[a]")
+    assert listed["parts_state"]["a"]["status"] == "rejected"
+    assert listed["missing_parts"] == ["a", "b"]
+    # The same slot, now valid, replaces it; finalize uses only validated parts.
+    outcome = wm.agent.submit_part(lease, "a", {"v": 1})
+    assert outcome.parts_state["a"]["status"] == "validated" and outcome.missing == ["b"]
+    assert wm.queries.parts(lease.item_id, status="rejected")["parts"] == []
 
 
 def test_finalize_takes_the_latest_validated_part_per_key(wm: WorkManager) -> None:
@@ -387,8 +417,11 @@ def test_finalize_takes_the_latest_validated_part_per_key(wm: WorkManager) -> No
     wm.agent.submit_part(lease, "a", {"v": 1}, seq=1)  # later, but a lower seq
     wm.agent.submit_part(lease, "b", {"x": "old"}, seq=0)
     wm.agent.submit_part(lease, "b", {"x": "new"}, seq=0)  # same slot: replaces
-    state = wm.queries.parts(lease.item_id)["parts_state"]
-    assert state["received"]["a"]["seq"] == 2 and state["missing"] == []
+    listed = wm.queries.parts(lease.item_id)
+    state = listed["parts_state"]  # upstream's map: the latest part submitted per key
+    assert state["a"]["seq"] == 1 and state["a"]["status"] == "validated"
+    assert set(state["a"]) == {"status", "seq", "checksum", "submitted_at"}
+    assert listed["required_parts"] == ["a", "b"] and listed["missing_parts"] == []
     outcome = wm.agent.finalize(lease)
     assert outcome.item["assembled_result"] == {"a": {"v": 2}, "b": {"x": "new"}}
     assert count(wm, Part) == 4

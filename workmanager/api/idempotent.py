@@ -3,7 +3,8 @@
 The key comes from the configured header (or ``Idempotency-Key``) and is scoped by
 endpoint, target resource and principal; the body and the ``X-Lease-Token`` presented are
 its fingerprint. A replay answers the stored status and body with
-``Idempotent-Replayed: true``; a failure is not stored (the claim is abandoned).
+``Idempotent-Replayed: true``; a failure is not stored (the claim is abandoned). A key sent
+on an endpoint outside ``ENFORCE_ON`` is honoured the same way; only its absence differs.
 """
 
 from __future__ import annotations
@@ -38,14 +39,16 @@ def run(
     body: Any,
     operation: Callable[[Caller], Answer],
 ) -> JSONResponse:
-    """Run ``operation`` once per idempotency key (when ``endpoint`` is enforced)."""
+    """Run ``operation`` once per idempotency key: a key is required where ``endpoint`` is
+    enforced, and honoured wherever one is sent (as upstream: a retried request with its
+    key never acts twice, enforced or not)."""
     api = state(request)
     settings = api.wm.settings
-    if endpoint not in settings.idempotency_enforce_on:
-        return respond(operation(caller))
     header = settings.idempotency_header
     key = request.headers.get(header) or request.headers.get(FALLBACK_HEADER)
     if not key:
+        if endpoint not in settings.idempotency_enforce_on:
+            return respond(operation(caller))
         raise IdempotencyKeyRequired(
             f"this endpoint requires the {header} header", details={"header": header}
         )

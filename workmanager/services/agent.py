@@ -311,7 +311,9 @@ class AgentAPI:
         notes: str | None = None,
         agent: AgentInfo | None = None,
     ) -> PartOutcome:
-        """Store one validated part in its (key, seq) slot; the lease stays held."""
+        """Store one part in its (key, seq) slot; the lease stays held. A part that fails
+        validation is stored ``rejected`` with its errors (event ``part_rejected``), then
+        its ``ValidationFailed`` is raised."""
         check_part_input(self.ctx.settings, part_key, payload, seq)
         json_value(
             {"part_key": part_key, "payload": payload, "evidence": evidence, "notes": notes},
@@ -319,9 +321,12 @@ class AgentAPI:
             self.ctx.settings.max_json_depth,
         )
         info = agent_of(agent, lease)
-        return self.ctx.db.run(
+        outcome = self.ctx.db.run(
             lambda s: self._part_tx(s, lease, part_key, payload, seq, evidence, notes, info)
         )
+        if outcome.rejected is not None:
+            raise outcome.rejected
+        return outcome
 
     def _part_tx(
         self,

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from ..errors import Forbidden, InvalidAgentMetadata
-from ..semver import SEMVER
+from ..semver import is_semver
 from ..types import JSON, AgentInfo
 from .tokens import Principal
 
@@ -61,7 +61,7 @@ def resolve_agent_id(principal: Principal, named: str | None) -> str:
 
 def _check(meta: AgentMetadata) -> None:
     errors = []
-    if meta.version is not None and not SEMVER.match(meta.version):
+    if meta.version is not None and not is_semver(meta.version):
         errors.append({"field": "agent_version", "message": "must be a semantic version"})
     for name in ("agent_id", "name", "model_name", "runtime", "request_id"):
         value = getattr(meta, name)

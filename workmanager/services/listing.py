@@ -18,12 +18,12 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, select, true
 from sqlalchemy.sql import Select
 
-from ..db.models import Item, Order, Provenance
+from ..db.models import Event, Item, Order, Provenance
 from ..errors import InvalidQuery
 from ..provenance.default import anonymize_ip
 from ..states import ItemState, OrderState
 from .context import ServiceContext
-from .views import order_dict
+from .views import event_dict, item_dict, order_dict
 
 DEFAULT_SORT = "-priority,created_at"
 DEFAULT_SIZE, MAX_SIZE = 50, 100
@@ -55,6 +55,24 @@ class ListQuery:
     order_by: list[Any] = field(default_factory=list)
     size: int = DEFAULT_SIZE
     number: int = 1
+    #: ``include=``: ``items``, ``events``, ``events_count`` (``items_count`` is always there)
+    include: set[str] = field(default_factory=set)
+    #: ``fields[work_orders|items|events]=a,b``: the keys kept in each kind of row
+    fields: dict[str, list[str]] = field(default_factory=dict)
+
+
+#: upstream's ``include`` names (camelCase counts too) → ours
+INCLUDES = {
+    "items": "items",
+    "events": "events",
+    "itemsCount": "items_count",
+    "items_count": "items_count",
+    "eventsCount": "events_count",
+    "events_count": "events_count",
+}
+_FIELDS = re.compile(r"^fields\[([a-z_]+)\]$")
+FIELD_KINDS = {"work_orders": "work_orders", "orders": "work_orders", "items": "items"}
+FIELD_KINDS["events"] = "events"
 
 
 def _bad(message: str, param: str) -> InvalidQuery:
@@ -133,6 +151,45 @@ def _meta(value: str, param: str) -> ColumnElement[bool]:
     return cond
 
 
+def related(s: Any, data: list[dict[str, Any]], include: set[str]) -> None:
+    """Add the included relations (upstream's ``include=items,events,eventsCount``) to the
+    rows of one page, one statement per relation."""
+    ids = [uuid.UUID(row["id"]) for row in data]
+    if not ids or not include - {"items_count"}:
+        return
+    by_id = {row["id"]: row for row in data}
+    if "items" in include:
+        for row in data:
+            row["items"] = []
+        items = s.scalars(select(Item).where(Item.order_id.in_(ids)).order_by(Item.created_at))
+        for item in items:
+            by_id[str(item.order_id)]["items"].append(item_dict(item))
+    if "events" in include or "events_count" in include:
+        for row in data:
+            row.setdefault("events", [])
+        events = s.scalars(select(Event).where(Event.order_id.in_(ids)).order_by(Event.id))
+        for event in events:
+            by_id[str(event.order_id)]["events"].append(event_dict(event))
+        for row in data:
+            row["events_count"] = len(row["events"])
+            if "events" not in include:
+                del row["events"]
+
+
+def sparse(row: dict[str, Any], fields: dict[str, list[str]]) -> dict[str, Any]:
+    """Upstream's sparse fieldsets: only the named keys of each kind of row (included
+    relations keep their key; ``fields[items]`` trims each item)."""
+    kept = fields.get("work_orders")
+    out = row if kept is None else {k: v for k, v in row.items() if k in kept or k in RELATIONS}
+    for kind in ("items", "events"):
+        if kind in fields and isinstance(out.get(kind), list):
+            out[kind] = [{k: v for k, v in r.items() if k in fields[kind]} for r in out[kind]]
+    return out
+
+
+RELATIONS = ("items", "events", "events_count")
+
+
 class OrderListing:
     """``list(params)`` → ``{"data": [...], "meta": {current_page, per_page, total,
     last_page}}``."""
@@ -149,7 +206,9 @@ class OrderListing:
         with self.ctx.db.transaction() as s:
             rows = s.execute(stmt).all()
             total = int(s.scalar(total_stmt) or 0)
-        data = [{**order_dict(order), "items_count": int(count)} for order, count in rows]
+            data = [{**order_dict(order), "items_count": int(count)} for order, count in rows]
+            related(s, data, query.include)
+        data = [sparse(row, query.fields) for row in data]
         meta = {
             "current_page": query.number,
             "per_page": query.size,
@@ -167,6 +226,16 @@ class OrderListing:
                 query.size = min(max(_operator(value, param, _int)[1], 1), MAX_SIZE)
             elif param in ("page[number]", "page"):
                 query.number = max(_operator(value, param, _int)[1], 1)
+            elif param == "include":
+                for name in _csv(value):
+                    if name not in INCLUDES:
+                        raise _bad(f"unknown include {name!r}; one of {', '.join(INCLUDES)}", param)
+                    query.include.add(INCLUDES[name])
+            elif (fields := _FIELDS.match(param)) is not None:
+                kind = FIELD_KINDS.get(fields.group(1))
+                if kind is None:
+                    raise _bad(f"{param}: one of fields[work_orders|items|events]", param)
+                query.fields[kind] = _csv(value)
             else:
                 query.where.append(self._filter(param, value))
         query.order_by = _sort(sort)
@@ -209,6 +278,12 @@ _FILTERS: dict[str, _Handler] = {
     "requested_by_id": lambda v, p, _: Order.requested_by_id.in_(_csv(v)),
     "priority": lambda v, p, _: _compare(Order.priority, *_operator(v, p, _int)),
     "created_at": lambda v, p, _: _compare(Order.created_at, *_operator(v, p, _datetime)),
+    "requested_by_type": lambda v, p, _: Order.requested_by_type.in_(_csv(v)),
+    "last_transitioned_at": lambda v, p, _: _compare(
+        Order.last_transitioned_at, *_operator(v, p, _datetime)
+    ),
+    "applied_at": lambda v, p, _: _compare(Order.applied_at, *_operator(v, p, _datetime)),
+    "completed_at": lambda v, p, _: _compare(Order.completed_at, *_operator(v, p, _datetime)),
     "items.state": lambda v, p, _: _items_exist(
         Item.state.in_(_states(v, p, (s.value for s in ItemState)))
     ),

@@ -19,8 +19,10 @@ from sqlalchemy import select
 from ..container import WorkManager
 from ..db.models import Item
 from ..errors import NoItemsAvailable, NotFound, Unavailable, ValidationFailed
+from ..lease_tokens import Holder
 from ..states import OrderState
 from ..types import JSON, Actor, Lease
+from .admin import LeaseAdmin, LeaseSelector
 from .callers import Caller
 from .listing import OrderListing
 from .shapes import finalize_answer, heartbeat_dict, lease_dict, part_answer
@@ -58,6 +60,19 @@ def parse_token(value: str | int | None) -> str:
 
 
 @dataclass(frozen=True)
+class CurrentLease(Lease):
+    """A lease acted on without its token (``WORK_MANAGER_LEASE_TOKEN_REQUIRED=false``):
+    the checks compare the holder as the row recorded it when the request was read, so a
+    lease granted anew since then is still refused."""
+
+    proof: Holder | None = None
+
+    @property
+    def holder(self) -> Holder:
+        return self.proof or Holder(self.agent_id, -1, None)
+
+
+@dataclass(frozen=True)
 class CheckoutFilters:
     type: str | None = None
     min_priority: int | None = None
@@ -66,7 +81,7 @@ class CheckoutFilters:
 
 class Operations:
     """propose · list · get · checkout · heartbeat · submit · parts · finalize · release ·
-    fail · approve · reject · retry · logs."""
+    fail · approve · reject · retry · logs · release_lease · extend_lease."""
 
     def __init__(self, wm: WorkManager) -> None:
         self.wm = wm
@@ -160,6 +175,21 @@ class Operations:
             "order": self.wm.orders.retry(parse_id(order_id, "order"), self._actor(caller))
         }
 
+    # --- operator lease actions (the console's item page) ------------------------------
+    def release_lease(self, caller: Caller, item_id: str) -> Answer:
+        """End an item's lease now and give its attempt back (``admin`` scope)."""
+        caller.principal.require("admin")
+        selector = LeaseSelector(item_id=parse_id(item_id, "item"))
+        result = LeaseAdmin(self.wm.ctx, self._actor(caller)).release(selector)
+        return 200, result.to_dict()
+
+    def extend_lease(self, caller: Caller, item_id: str, seconds: int) -> Answer:
+        """Push an item's live lease out by ``seconds`` (``admin`` scope)."""
+        caller.principal.require("admin")
+        selector = LeaseSelector(item_id=parse_id(item_id, "item"))
+        result = LeaseAdmin(self.wm.ctx, self._actor(caller)).extend(selector, seconds)
+        return 200, result.to_dict()
+
     @staticmethod
     def _actor(caller: Caller) -> Actor:
         return Actor("user", caller.principal.name)
@@ -181,17 +211,40 @@ class Operations:
         return 200, {"item": lease_dict(lease)}
 
     def lease(self, caller: Caller, item_id: str, token: str | int | None) -> Lease:
-        """The lease an agent presents: the item, its token and the caller's agent id."""
+        """The lease an agent presents: the item, its token and the caller's agent id.
+
+        Without a token, when ``WORK_MANAGER_LEASE_TOKEN_REQUIRED=false`` (upstream agents
+        send none), the caller's current lease: the row's fence and secret hash if the
+        caller is its holder, else a holder that every check refuses (409). The one place
+        this rule lives."""
         iid = parse_id(item_id, "item")
-        presented = parse_token(token)
-        with self.wm.db.transaction() as s:
-            order_id = s.scalar(select(Item.order_id).where(Item.id == iid))
-        if order_id is None:
-            raise NotFound(f"item {iid} not found", details={"item_id": str(iid)})
         settings = self.wm.settings
+        without = (token is None or token == "") and not settings.lease_token_required
+        presented = "" if without else parse_token(token)
+        with self.wm.db.transaction() as s:
+            row = s.execute(
+                select(
+                    Item.order_id, Item.leased_by_agent_id, Item.lease_token, Item.lease_secret_hash
+                ).where(Item.id == iid)
+            ).first()
+        if row is None:
+            raise NotFound(f"item {iid} not found", details={"item_id": str(iid)})
+        if without:
+            agent = caller.agent.id
+            held = row.leased_by_agent_id is not None and row.leased_by_agent_id == agent
+            proof = Holder(agent, row.lease_token, row.lease_secret_hash) if held else None
+            return CurrentLease(
+                iid,
+                row.order_id,
+                agent,
+                presented,
+                self.wm.ctx.clock(),
+                settings.heartbeat_every_seconds,
+                proof=proof,
+            )
         return Lease(
             iid,
-            order_id,
+            row.order_id,
             caller.agent.id,
             presented,
             self.wm.ctx.clock(),

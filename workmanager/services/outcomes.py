@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from ..errors import ValidationFailed
 
 
 @dataclass(frozen=True)
@@ -17,5 +19,11 @@ class ItemOutcome:
 
 @dataclass(frozen=True)
 class PartOutcome:
+    """A stored part and the item's parts state. ``rejected``: the part failed validation
+    and was stored ``rejected``; the agent API raises it once that is committed."""
+
     part: dict[str, Any]
     parts_state: dict[str, Any]
+    required: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    rejected: ValidationFailed | None = None

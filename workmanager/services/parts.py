@@ -20,7 +20,7 @@ from ..settings import Settings
 from ..types import JSON, AgentInfo
 from .outcomes import PartOutcome
 from .transitions import record_event
-from .views import item_view, part_dict
+from .views import iso, item_view, part_dict
 
 VALIDATED, REJECTED = "validated", "rejected"
 
@@ -70,8 +70,10 @@ def upsert_part(
     evidence: Any,
     notes: str | None,
     agent_id: str,
+    errors: list[dict[str, Any]] | None = None,
 ) -> Part:
-    """Store a validated part in its (key, seq) slot, replacing what the slot held."""
+    """Store a part in its (key, seq) slot, replacing what the slot held: validated, or
+    ``rejected`` with its validation ``errors`` (upstream's ``{"validation": [...]}``)."""
     slot = -1 if seq is None else seq
     part = session.scalar(
         select(Part).where(
@@ -90,13 +92,13 @@ def upsert_part(
             )
         part = Part(id=uuid.uuid4(), item_id=item.id, part_key=part_key, seq=seq, seq_slot=slot)
         session.add(part)
-    part.status = VALIDATED
+    part.status = VALIDATED if errors is None else REJECTED
     part.payload = payload
     part.evidence = (
         evidence if isinstance(evidence, dict) or evidence is None else {"value": evidence}
     )
     part.notes = notes
-    part.errors = None
+    part.errors = None if errors is None else {"validation": errors}
     part.checksum = checksum(payload)
     part.submitted_by_agent_id = agent_id
     part.created_at = utcnow()
@@ -117,15 +119,34 @@ def latest_validated(session: Session, item_id: uuid.UUID) -> dict[str, Part]:
     return latest
 
 
-def parts_state(session: Session, order_type: OrderType, item: Item) -> dict[str, Any]:
-    """The summary kept on the item: what was received, what is required, what is missing."""
-    latest = latest_validated(session, item.id)
-    required = order_type.required_parts(item_view(item))
+def parts_state(session: Session, item: Item) -> dict[str, Any]:
+    """The map kept on the item, upstream's shape: part key → the latest part submitted
+    under it (validated or rejected) as ``{status, seq, checksum, submitted_at}``."""
+    parts = session.scalars(
+        select(Part).where(Part.item_id == item.id).order_by(Part.part_key, Part.created_at)
+    )
+    latest: dict[str, Part] = {}
+    for part in parts:
+        latest[part.part_key] = part
     return {
-        "received": {k: {"seq": p.seq, "checksum": p.checksum} for k, p in sorted(latest.items())},
-        "required": required,
-        "missing": [k for k in required if k not in latest],
+        key: {
+            "status": p.status,
+            "seq": p.seq,
+            "checksum": p.checksum,
+            "submitted_at": iso(p.created_at),
+        }
+        for key, p in sorted(latest.items())
     }
+
+
+def required_and_missing(
+    session: Session, order_type: OrderType, item: Item
+) -> tuple[list[str], list[str]]:
+    """The keys the type requires, and those with no validated part yet (the siblings of
+    ``parts_state`` in answers)."""
+    required = list(guarded(lambda: order_type.required_parts(item_view(item)), "parts"))
+    latest = latest_validated(session, item.id)
+    return required, [k for k in required if k not in latest]
 
 
 def as_values(latest: dict[str, Part]) -> list[PartValue]:
@@ -149,9 +170,29 @@ def add_part(
     view = item_view(item)
     path = f"payload[{part_key}]"
     schema = guarded(lambda: order_type.part_schema(view, part_key), path)
-    check(schema, payload, path, lambda: order_type.validate_part(view, part_key, payload, seq))
+    try:
+        check(
+            schema, payload, path, lambda: order_type.validate_part(view, part_key, payload, seq)
+        )
+    except ValidationFailed as exc:
+        # Stored ``rejected`` with its errors (SPEC §3, §13) and recorded; the caller
+        # commits this and then raises ``exc`` (PartOutcome.rejected).
+        errors = exc.details if isinstance(exc.details, list) else [exc.details]
+        part = upsert_part(
+            s, settings, item, part_key, payload, seq, evidence, notes, agent.id, errors
+        )
+        item.parts_state = parts_state(s, item)
+        record_event(
+            s,
+            item.order_id,
+            "part_rejected",
+            agent.actor,
+            item_id=item.id,
+            payload={"part_key": part_key, "seq": seq, "errors": errors},
+        )
+        return PartOutcome(part_dict(part), item.parts_state, rejected=exc)
     part = upsert_part(s, settings, item, part_key, payload, seq, evidence, notes, agent.id)
-    item.parts_state = parts_state(s, order_type, item)
+    item.parts_state = parts_state(s, item)
     record_event(
         s,
         item.order_id,
@@ -160,7 +201,8 @@ def add_part(
         item_id=item.id,
         payload={"part_key": part_key, "seq": seq, "checksum": part.checksum},
     )
-    return PartOutcome(part_dict(part), item.parts_state)
+    required, missing = required_and_missing(s, order_type, item)
+    return PartOutcome(part_dict(part), item.parts_state, required, missing)
 
 
 def assemble(s: Session, order_type: OrderType, item: Item, mode: str) -> tuple[JSON, list[str]]:
@@ -170,7 +212,7 @@ def assemble(s: Session, order_type: OrderType, item: Item, mode: str) -> tuple[
     latest = latest_validated(s, item.id)
     required = guarded(lambda: order_type.required_parts(view), "parts")
     missing = [k for k in required if k not in latest]
-    if (mode == "strict" and missing) or not latest:
+    if mode == "strict" and missing:  # best effort with no parts assembles nothing, as upstream
         raise MissingParts(
             f"missing parts: {', '.join(missing) or 'no parts submitted'}",
             details={"missing": missing, "mode": mode},

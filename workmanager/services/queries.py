@@ -10,6 +10,7 @@ from sqlalchemy import or_, select
 from ..db.models import Event, Item, Order, Part
 from ..errors import InvalidQuery, NotFound
 from .context import ServiceContext
+from .parts import required_and_missing
 from .views import event_dict, item_dict, order_dict, part_dict
 
 
@@ -92,5 +93,11 @@ class Queries:
                 stmt = stmt.where(Part.part_key == part_key)
             if status is not None:
                 stmt = stmt.where(Part.status == status)
-            parts = s.scalars(stmt.order_by(Part.part_key, Part.seq_slot))
-            return {"parts": [part_dict(p) for p in parts], "parts_state": item.parts_state or {}}
+            parts = [part_dict(p) for p in s.scalars(stmt.order_by(Part.part_key, Part.seq_slot))]
+            answer: dict[str, Any] = {"parts": parts, "parts_state": item.parts_state or {}}
+            if item.order_type in self.ctx.registry:
+                required, missing = required_and_missing(
+                    s, self.ctx.registry.get(item.order_type), item
+                )
+                answer |= {"required_parts": required, "missing_parts": missing}
+            return answer

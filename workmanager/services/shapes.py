@@ -35,14 +35,18 @@ def heartbeat_dict(lease: Lease) -> dict[str, Any]:
 def part_answer(outcome: PartOutcome) -> dict[str, Any]:
     part = outcome.part
     return {
+        "success": True,
         "part": {k: part[k] for k in ("id", "part_key", "seq", "status")},
         "item_parts_state": outcome.parts_state,
+        "required_parts": outcome.required,
+        "missing_parts": outcome.missing,
     }
 
 
 def finalize_answer(outcome: ItemOutcome) -> dict[str, Any]:
     item = outcome.item
     return {
+        "success": True,
         "item": {k: item[k] for k in ("id", "state", "assembled_result")},
         "order_state": outcome.order_state,
     }

@@ -6,9 +6,12 @@ caller's agent id (SPEC §4.4).
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 
+from ...errors import ValidationFailed
 from ...services.operations import CheckoutFilters
 from .. import idempotent
 from ..deps import CheckoutCaller, SubmitCaller, ViewCaller, state
@@ -30,8 +33,14 @@ def checkout(
     request: Request,
     caller: CheckoutCaller,
     body: CheckoutBody | None = None,
+    type: str | None = Query(default=None, min_length=1, max_length=191),
+    min_priority: int | None = Query(default=None, ge=-(2**31), le=2**31 - 1),
+    tenant_id: str | None = Query(default=None, max_length=191),
 ) -> JSONResponse:
-    b = body or CheckoutBody()
+    # Filters from the query string (upstream agents send them there) and the body.
+    b = merge_filters(
+        body or CheckoutBody(), {"type": type, "min_priority": min_priority, "tenant_id": tenant_id}
+    )
     filters = CheckoutFilters(b.type, b.min_priority, b.tenant_id)
     ops = state(request).ops
     return idempotent.run(
@@ -42,6 +51,28 @@ def checkout(
         b.fingerprint_fields(),
         lambda c: ops.checkout(c, filters),
     )
+
+
+def merge_filters(body: CheckoutBody, query: dict[str, Any]) -> CheckoutBody:
+    """The body's filters completed by the query string's; one given in both with two
+    values is refused rather than one of them silently ignored."""
+    fields = body.model_dump()
+    conflicts = []
+    for name, value in query.items():
+        if value is None:
+            continue
+        if fields.get(name) is not None and fields[name] != value:
+            conflicts.append(
+                {
+                    "path": name,
+                    "message": "given in the query string and the body with different values",
+                    "validator": "conflict",
+                }
+            )
+        fields[name] = value
+    if conflicts:
+        raise ValidationFailed(conflicts)
+    return CheckoutBody(**fields)
 
 
 @router.post("/items/{item_id}/heartbeat", summary="Extend the lease")

@@ -1,0 +1,29 @@
+"""Upstream (laravel-work-manager) scenarios replayed against a real server.
+
+The server is the API suite's (``workmanager serve`` on PostgreSQL, tests/api/conftest.py),
+started as a porting user would configure it: ``WORK_MANAGER_LEASE_TOKEN_REQUIRED=false``
+(upstream agents send no lease token) and keys enforced on ``submit`` and ``finalize`` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.api.conftest import api_db_url, start_server, tokens  # noqa: F401  (fixtures)
+
+
+@pytest.fixture(scope="module")
+def upstream(api_db_url: str, tokens: dict[str, str]) -> Iterator[Any]:  # noqa: F811
+    srv = start_server(
+        api_db_url,
+        tokens,
+        "database",
+        None,
+        WORK_MANAGER_LEASE_TOKEN_REQUIRED="false",
+        WORK_MANAGER_IDEMPOTENCY_ENFORCE_ON="submit,finalize",
+    )
+    yield srv
+    srv.close()
