@@ -35,7 +35,7 @@ BACKENDS = ("database", "redis")
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes (200k queue, fewer ops)")
-    ap.add_argument("--n-floor", type=int, help="baseline and Redis store ops (default 20000)")
+    ap.add_argument("--n-floor", type=int, help="floor and Redis store ops (default 20000)")
     ap.add_argument("--n-agent", type=int, help="agent-API ops per figure (default 2000)")
     ap.add_argument("--n-queue", type=int, help="checkouts timed per queue size (default 500)")
     ap.add_argument("--big-queue", type=int, help="the large queue size (default 1000000)")
@@ -84,18 +84,17 @@ def run(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     _step(f"creating database {cfg.pg_db}")
     create_database(cfg, cfg.pg_db)
     create_schema(cfg)
-    baseline = floor.load_baseline()
     bare: list[dict[str, Any]] = []
     ours: list[dict[str, Any]] = []
     for k in range(args.rounds):
-        _step(f"round {k + 1}/{args.rounds}: baseline.py Redis floor (n={args.n_floor})")
-        bare.append(floor.baseline_redis(cfg, baseline, args.n_floor))
+        _step(f"round {k + 1}/{args.rounds}: bare Redis floor (n={args.n_floor})")
+        bare.append(floor.redis_floor(cfg, args.n_floor))
         _step(f"round {k + 1}/{args.rounds}: RedisLeaseStore primitives (n={args.n_floor})")
         ours.append(leases.store_figures(cfg, args.n_floor))
     r["floor"], r["store"] = median_of(bare), median_of(ours)
-    _step(f"floor: baseline.py PostgreSQL checkout (n={args.n_floor // 2})")
-    r["floor"].update(floor.baseline_postgres(cfg, baseline, args.n_floor))
-    bare = floor.Bare(cfg, baseline, 4 * args.n_agent + 100)
+    _step(f"floor: bare PostgreSQL checkout (n={args.n_floor // 2})")
+    r["floor"].update(floor.postgres_floor(cfg, args.n_floor // 2))
+    bare = floor.Bare(cfg, 4 * args.n_agent + 100)
     try:
         for backend in BACKENDS:
             agent_phase(cfg, args, r, backend, bare)

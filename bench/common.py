@@ -48,8 +48,8 @@ class Config:
 def measure(fn: Callable[[int], Any], n: int) -> Figures:
     """Call ``fn(i)`` n times: throughput over the wall clock, p50/p99 of each call.
 
-    The same definition as ``measure`` in ``shared/bench/baseline.py``, so ratios to the
-    floor compare like with like.
+    The floors (``floor.py``) are measured with it too, so ratios to the floor compare
+    like with like.
     """
     lat = []
     start = time.perf_counter()
@@ -224,7 +224,7 @@ def create_schema(cfg: Config) -> None:
 
 
 def clear_redis(cfg: Config) -> None:
-    """Delete every key under the bench prefix (the baseline flushes its db itself)."""
+    """Delete every key under the bench prefix."""
     import redis
 
     client = redis.Redis.from_url(cfg.redis_url)

@@ -1,31 +1,57 @@
-"""The floor: ``shared/bench/baseline.py`` run in this process, and the bare composites.
+"""The floor: what the bare clients do on this machine, measured by the bench itself.
 
-The baseline is imported by path from ``../shared/bench/baseline.py`` relative to the repo
-root (CI checks ``shared/`` out beside the clone). Its figures are the floors of the Redis
-primitives and of the database checkout. The composites below use the same bare clients
-(one psycopg connection, one redis-py client, the baseline's own Lua and SQL) to give the
-floor of each agent-API call, which on the Redis backend is a Lua call plus a transaction.
+One psycopg connection and one redis-py client, no framework: a plain ``SET NX EX``, the
+smallest Lua script for each lease primitive (acquire with a fencing counter, an
+owner-checked extend, an owner-checked release), and a ``FOR UPDATE SKIP LOCKED`` checkout
+transaction on a scratch table. Each figure of ours is reported as a ratio to the floor
+measured in the same run, since absolute times drift from machine to machine. The
+composites (:class:`Bare`) use the same clients to give the floor of each agent-API call,
+which on the Redis backend is a Lua call plus a transaction.
+
+Everything lives in the bench's own database and under the bench's Redis prefix
+(``Config``); the scratch table is dropped and the keys deleted afterwards.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from collections.abc import Callable
-from types import ModuleType
 
 import psycopg
 import redis
 
 from .common import Config, Figures, measure
 
-BASELINE = "shared/bench/baseline.py"
-
-#: Compare-and-delete in the baseline's style (it has none): the floor of a store release.
-RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+#: Take a free lock and hand out the next fencing number, or 0 when the lock is held.
+#: KEYS: lock, fence counter. ARGV: owner, ttl seconds.
+ACQUIRE = """
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  return redis.call('incr', KEYS[2])
+end
 return 0"""
+#: Push the lock's expiry out when the caller owns it; 0 otherwise.
+#: KEYS: lock. ARGV: owner, ttl seconds.
+EXTEND = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('expire', KEYS[1], ARGV[2])"""
+#: Drop the lock when the caller owns it (compare-and-delete); 0 otherwise.
+#: KEYS: lock. ARGV: owner.
+RELEASE = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('del', KEYS[1])"""
 
+#: The scratch queue: just the columns a lease touches.
+TABLE = """
+create table bench_items (id bigserial primary key, state text not null,
+  priority int not null default 0, lease_owner text, lease_expires_at timestamptz,
+  attempts int not null default 0)"""
+#: Lease the best queued row in one statement (highest priority, then oldest).
+CHECKOUT = """
+update bench_items
+   set state = 'leased', lease_owner = %s, attempts = attempts + 1,
+       lease_expires_at = now() + interval '600 seconds'
+ where id = (select id from bench_items where state = 'queued'
+              order by priority desc, id limit 1 for update skip locked)
+returning id"""
 #: The second transaction of a cycle: an owner-checked UPDATE of the leased row.
 SUBMIT = """
 update bench_items set state = 'submitted', lease_owner = null, lease_expires_at = null
@@ -33,121 +59,127 @@ update bench_items set state = 'submitted', lease_owner = null, lease_expires_at
 HEARTBEAT = """
 update bench_items set lease_expires_at = now() + interval '600 seconds'
  where id = %s and lease_owner = %s"""
-TABLE = """
-create table bench_items (id bigserial primary key, state text not null,
-  priority int not null default 0, lease_owner text, lease_expires_at timestamptz,
-  attempts int not null default 0)"""
+OWNER = "agent-1"
 
 
-def load_baseline() -> ModuleType:
-    """Import ``../shared/bench/baseline.py`` (relative to the repo root) by path."""
-    from .common import REPO_ROOT
-
-    path = (REPO_ROOT.parent / BASELINE).resolve()
-    if not path.exists():
-        raise SystemExit(f"bench: the floor script is missing: {path} (check out shared/ beside)")
-    spec = importlib.util.spec_from_file_location("wm_bench_baseline", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _environ(cfg: Config) -> None:
-    os.environ["WORK_MANAGER_BENCH_REDIS_URL"] = cfg.redis_url
-    os.environ["WORK_MANAGER_BENCH_PG_DSN"] = cfg.dsn()
+def scratch_queue(cfg: Config, rows: int) -> psycopg.Connection:
+    """A connection (autocommit off) to the bench database with ``bench_items`` made anew
+    and ``rows`` queued rows of random priority."""
+    conn = psycopg.connect(cfg.dsn(), autocommit=True)
+    conn.execute("drop table if exists bench_items")
+    conn.execute(TABLE)
+    conn.execute("create index on bench_items (priority desc, id) where state = 'queued'")
+    conn.execute(
+        "insert into bench_items (state, priority)"
+        " select 'queued', (random() * 10)::int from generate_series(1, %s)",
+        (rows,),
+    )
+    conn.execute("analyze bench_items")
+    conn.autocommit = False
+    return conn
 
 
-def baseline_redis(cfg: Config, baseline: ModuleType, n: int) -> dict[str, Figures]:
-    """The baseline's Redis figures, plus a bare compare-and-delete in the same style."""
-    _environ(cfg)
-    figures: dict[str, Figures] = baseline.redis_figures(n)
+def drop_scratch_queue(conn: psycopg.Connection) -> None:
+    conn.autocommit = True
+    conn.execute("drop table if exists bench_items")
+    conn.close()
+
+
+def redis_floor(cfg: Config, n: int) -> dict[str, Figures]:
+    """``n`` calls of each bare Redis primitive: ``SET NX EX``, the fenced acquire, the
+    owner-checked extend and release (each on its own keys, deleted afterwards)."""
     r = redis.Redis.from_url(cfg.redis_url)
+    base = f"{cfg.redis_prefix}floor:"
+    fence = f"{base}fence"
+    acquire, extend = r.register_script(ACQUIRE), r.register_script(EXTEND)
+    release = r.register_script(RELEASE)
+    lock = [f"{base}lock:{i}" for i in range(n)]
     try:
-        acquire, release = r.register_script(baseline.ACQUIRE), r.register_script(RELEASE)
-        keys = [f"{cfg.redis_prefix}rel:{i}" for i in range(n)]
-        for key in keys:
-            acquire(keys=[key, f"{cfg.redis_prefix}rel:fence"], args=["a", 60])
-        figures["redis_lua_release_owner_checked"] = measure(
-            lambda i: release(keys=[keys[i]], args=["a"]), n
-        )
-        r.delete(f"{cfg.redis_prefix}rel:fence")
+        out = {
+            "redis_set_nx_ex": measure(lambda i: r.set(f"{base}set:{i}", OWNER, nx=True, ex=60), n),
+            "redis_lua_acquire_with_fence": measure(
+                lambda i: acquire(keys=[lock[i], fence], args=[OWNER, 60]), n
+            ),
+            "redis_lua_extend_owner_checked": measure(
+                lambda i: extend(keys=[lock[i]], args=[OWNER, 60]), n
+            ),
+            "redis_lua_release_owner_checked": measure(
+                lambda i: release(keys=[lock[i]], args=[OWNER]), n
+            ),
+        }
     finally:
+        _delete_under(r, base)
         r.close()
-    for f in figures.values():
-        f.setdefault("n", n)
-    return figures
+    return out
 
 
-def baseline_postgres(cfg: Config, baseline: ModuleType, n: int) -> dict[str, Figures]:
-    """The baseline's PostgreSQL figure, sized as its ``main`` sizes it (n // 2)."""
-    _environ(cfg)
-    figures: dict[str, Figures] = baseline.postgres_figures(n // 2)
-    for f in figures.values():
-        f.setdefault("n", n // 2)
-    return figures
+def _delete_under(r: redis.Redis, prefix: str) -> None:
+    keys = list(r.scan_iter(match=f"{prefix}*", count=1000))
+    for start in range(0, len(keys), 1000):
+        r.delete(*keys[start : start + 1000])
+
+
+def postgres_floor(cfg: Config, n: int) -> dict[str, Figures]:
+    """``n`` bare ``SKIP LOCKED`` checkout transactions on a scratch queue of ``n`` rows."""
+    conn = scratch_queue(cfg, n)
+    try:
+
+        def checkout(_: int) -> None:
+            with conn.transaction():
+                conn.execute(CHECKOUT, (OWNER,)).fetchone()
+
+        return {"postgres_skip_locked_checkout": measure(checkout, n)}
+    finally:
+        drop_scratch_queue(conn)
 
 
 class _Bare:
-    """One psycopg connection and one redis-py client, as bare as the baseline's."""
+    """One psycopg connection and one redis-py client over a scratch queue."""
 
-    def __init__(self, cfg: Config, baseline: ModuleType, rows: int) -> None:
-        self.baseline = baseline
-        self.conn = psycopg.connect(cfg.dsn(), autocommit=True)
-        self.conn.execute("drop table if exists bench_items")
-        self.conn.execute(TABLE)
-        self.conn.execute("create index on bench_items (priority desc, id) where state = 'queued'")
-        self.conn.execute(
-            "insert into bench_items (state, priority) select 'queued', (random()*10)::int"
-            " from generate_series(1, %s)",
-            (rows,),
-        )
-        self.conn.execute("analyze bench_items")
-        self.conn.autocommit = False
+    def __init__(self, cfg: Config, rows: int) -> None:
+        self.conn = scratch_queue(cfg, rows)
         self.r = redis.Redis.from_url(cfg.redis_url)
         self.prefix = f"{cfg.redis_prefix}bare:"
         self.fence = f"{self.prefix}fence"
-        self.acquire = self.r.register_script(baseline.ACQUIRE)
-        self.extend = self.r.register_script(baseline.EXTEND)
+        self.acquire = self.r.register_script(ACQUIRE)
+        self.extend = self.r.register_script(EXTEND)
         self.release = self.r.register_script(RELEASE)
 
     def checkout_txn(self) -> int:
         with self.conn.transaction():
-            row = self.conn.execute(self.baseline.CHECKOUT, ("agent-1",)).fetchone()
+            row = self.conn.execute(CHECKOUT, (OWNER,)).fetchone()
         assert row is not None, "the bare queue ran dry"
         return int(row[0])
 
     def update_txn(self, statement: str, item: int) -> None:
         with self.conn.transaction():
-            self.conn.execute(statement, (item, "agent-1"))
+            self.conn.execute(statement, (item, OWNER))
 
     def lua_acquire(self, item: int) -> None:
-        self.acquire(keys=[f"{self.prefix}{item}", self.fence], args=["agent-1", 600])
+        self.acquire(keys=[f"{self.prefix}{item}", self.fence], args=[OWNER, 600])
 
     def lua_extend(self, item: int) -> None:
-        self.extend(keys=[f"{self.prefix}{item}"], args=["agent-1", 600])
+        self.extend(keys=[f"{self.prefix}{item}"], args=[OWNER, 600])
 
     def lua_release(self, item: int) -> None:
-        self.release(keys=[f"{self.prefix}{item}"], args=["agent-1"])
+        self.release(keys=[f"{self.prefix}{item}"], args=[OWNER])
 
     def close(self) -> None:
-        self.conn.autocommit = True
-        self.conn.execute("drop table bench_items")
-        self.conn.close()
+        drop_scratch_queue(self.conn)
+        _delete_under(self.r, self.prefix)
         self.r.close()
 
 
 class Bare(_Bare):
     """The floor of each agent-API call, as a callable to pair with ours (``fn(i)``).
 
-    database: the baseline's SKIP LOCKED checkout txn; one owner-checked UPDATE txn
-    (heartbeat, release); both (the cycle). redis: the same plus one Lua call each (the
-    baseline's acquire and extend, a compare-and-delete for release); the cycle is one
-    Lua acquire plus two transactions.
+    database: the bare SKIP LOCKED checkout txn; one owner-checked UPDATE txn (heartbeat,
+    release); both (the cycle). redis: the same plus one Lua call each (acquire, extend,
+    release above); the cycle is one Lua acquire plus two transactions.
     """
 
-    def __init__(self, cfg: Config, baseline: ModuleType, rows: int) -> None:
-        super().__init__(cfg, baseline, rows)
+    def __init__(self, cfg: Config, rows: int) -> None:
+        super().__init__(cfg, rows)
         self.held: dict[str, list[int]] = {"database": [], "redis": []}
 
     def floor(self, backend: str, op: str) -> Callable[[int], None]:

@@ -2,7 +2,7 @@
 
 Agent API: ``wm.agent.checkout`` (global, by priority then age), ``wm.agent.heartbeat``
 and ``wm.agent.release`` on PostgreSQL, once per lease backend. Store: the
-``RedisLeaseStore`` primitives, to compare with the bare Lua calls of the baseline.
+``RedisLeaseStore`` primitives, to compare with the bare Lua calls of ``floor.py``.
 """
 
 from __future__ import annotations

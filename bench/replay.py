@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     create_database(cfg, cfg.pg_db)
     create_schema(cfg)
     wm = make_wm(cfg, "database")
-    bare = floor.Bare(cfg, floor.load_baseline(), 4 * n + 100)
+    bare = floor.Bare(cfg, 4 * n + 100)
     conn = psycopg.connect(cfg.dsn(), autocommit=True)
     try:
         seed(cfg, 2 * n + 100)
