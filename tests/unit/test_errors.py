@@ -113,3 +113,21 @@ def test_fields_are_kept() -> None:
     err = errors.LeaseConflict("stale token", details={"item_id": "i"}, item_id="i", token=3)
     assert err.fields == {"item_id": "i", "token": 3}
     assert err.details == {"item_id": "i"}
+
+
+def test_a_transition_error_names_states_by_value_never_by_repr() -> None:
+    from workmanager.states import OrderState
+
+    err = errors.IllegalStateTransition(
+        kind="order", from_state=OrderState.APPROVED, to_state=OrderState.QUEUED
+    )
+    assert err.message == "order cannot go from 'approved' to 'queued'"
+    assert "<OrderState" not in str(err.to_dict())
+    assert type(err.details["from"]) is str
+
+
+def test_a_hint_is_kept_apart_from_the_http_body() -> None:
+    err = errors.UnknownOrderType("unknown order type 'x'", hint="known types: a, b")
+    assert err.hint == "known types: a, b" and "hint" not in err.to_dict()
+    assert errors.SchemaOutdated().hint == "run `workmanager db upgrade`"
+    assert errors.NotFound().hint is None
