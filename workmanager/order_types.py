@@ -88,6 +88,13 @@ class OrderType:
         """Cross-item check before approval."""
         return True
 
+    def preview(self, order: OrderView) -> Diff | None:
+        """What ``apply`` would change, computed before anyone approves; ``None`` (the
+        default) when the type cannot tell. The review console shows it on a submitted
+        order's page. It must not change anything: it may run many times, or never.
+        An exception is shown to the reviewer as "no preview" with its message."""
+        return None
+
     def before_apply(self, order: OrderView) -> None:
         """Runs before each apply attempt."""
 

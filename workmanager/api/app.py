@@ -6,7 +6,7 @@ import logging
 
 from fastapi import FastAPI
 
-from .. import __version__
+from .. import __version__, ui
 from ..container import WorkManager
 from ..services.operations import Operations
 from ..services.tokens import TokenService
@@ -38,9 +38,11 @@ def create_app(wm: WorkManager) -> FastAPI:
     app.include_router(health.router)
     app.include_router(orders.router, prefix=settings.api_prefix)
     app.include_router(items.router, prefix=settings.api_prefix)
+    ui.mount(app, app.state.api)  # the review console under /ui (SPEC §13)
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
         max_json_depth=settings.max_json_depth,
+        form_prefix=ui.PREFIX + "/",
     )
     return app

@@ -111,10 +111,19 @@ def _declared_length(scope: Scope) -> int | None:
 class RequestContextMiddleware:
     """Request id, body limits, catch-all; see the module docstring."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, max_json_depth: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        max_json_depth: int,
+        form_prefix: str | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_json_depth = max_json_depth
+        #: Paths under this prefix (the review console's pages) post HTML forms, not JSON:
+        #: their bodies keep the size limit but are not read as JSON.
+        self.form_prefix = form_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -137,7 +146,9 @@ class RequestContextMiddleware:
             except _TooLarge:
                 await send_error(send, too_large, echo)
                 return
-            refused = _strict_json(body, self.max_json_depth) if body.strip() else None
+            form = self.form_prefix is not None and scope["path"].startswith(self.form_prefix)
+            strict = body.strip() and not form
+            refused = _strict_json(body, self.max_json_depth) if strict else None
             if refused is not None:
                 await send_error(send, refused, echo)
                 return

@@ -276,6 +276,25 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column()
 
 
+class UiSession(Base):
+    """A signed-in review console session (migration 0008). The cookie carries a random
+    secret; only its sha256 is stored. The token it was opened with is read again on every
+    request, so revoking the token (or removing a scope) ends what the session may do."""
+
+    __tablename__ = "work_ui_sessions"
+
+    # sha256 (hex) of the cookie's secret: the secret itself is never stored.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # the API token signed in with (NULL under WORK_MANAGER_AUTH=none)
+    token_id: Mapped[int | None] = mapped_column(BigInteger)
+    principal: Mapped[str] = mapped_column(String(191))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+
+    __table_args__ = (Index("ix_work_ui_sessions_expires", "expires_at"),)
+
+
 # Deleting an order deletes its events and provenance (SPEC §3). Audit rows carry no
 # foreign keys (migration 0003: a key cost a lookup and a lock per audit row on the hottest
 # statements), so a trigger does what ON DELETE CASCADE did. Items and parts keep theirs.

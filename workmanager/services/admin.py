@@ -57,10 +57,11 @@ class LeaseSelector:
     order_type: str | None = None
     older_than: timedelta | None = None
     all: bool = False
+    item_id: uuid.UUID | None = None
 
     def require(self) -> None:
         """Refuse an empty selector: acting on every lease must be asked for with ``all``."""
-        named = (self.agent_id, self.order_id, self.order_type, self.older_than)
+        named = (self.agent_id, self.order_id, self.order_type, self.older_than, self.item_id)
         if not self.all and all(v is None for v in named):
             raise InvalidQuery(
                 "no lease selector: name an agent, an order, an order type or an age "
@@ -76,6 +77,8 @@ class LeaseSelector:
             conds.append(Item.order_id == self.order_id)
         if self.order_type is not None:
             conds.append(Item.order_type == self.order_type)
+        if self.item_id is not None:
+            conds.append(Item.id == self.item_id)
         if self.older_than is not None:
             conds.append(_granted_at() <= now - self.older_than)
         return conds

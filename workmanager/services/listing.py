@@ -197,8 +197,10 @@ class OrderListing:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
 
-    def list(self, params: Iterable[tuple[str, str]]) -> dict[str, Any]:
-        query = self.parse(params)
+    def list(self, params: Iterable[tuple[str, str]], size: int | None = None) -> dict[str, Any]:
+        """One page; ``size`` is the default page size of the surface asking (MCP's is
+        smaller than HTTP's, as upstream's)."""
+        query = self.parse(params, size)
         stmt: Select[Any] = select(Order, ITEMS_COUNT).where(and_(true(), *query.where))
         stmt = stmt.order_by(*query.order_by, Order.id)
         stmt = stmt.limit(query.size).offset((query.number - 1) * query.size)
@@ -217,13 +219,18 @@ class OrderListing:
         }
         return {"data": data, "meta": meta}
 
-    def parse(self, params: Iterable[tuple[str, str]]) -> ListQuery:
-        query, sort = ListQuery(), DEFAULT_SORT
+    def parse(self, params: Iterable[tuple[str, str]], size: int | None = None) -> ListQuery:
+        settings = self.ctx.settings
+        limit = settings.max_page_size
+        query, sort = (
+            ListQuery(size=min(size or settings.default_page_size_http, limit)),
+            DEFAULT_SORT,
+        )
         for param, value in params:
             if param == "sort":
                 sort = value
             elif param in ("page[size]", "limit", "per_page"):
-                query.size = min(max(_operator(value, param, _int)[1], 1), MAX_SIZE)
+                query.size = min(max(_operator(value, param, _int)[1], 1), limit)
             elif param in ("page[number]", "page"):
                 query.number = max(_operator(value, param, _int)[1], 1)
             elif param == "include":
@@ -317,3 +324,67 @@ def _uuids(value: str, param: str) -> list[Any]:
     except ValueError:
         # An id that is not a UUID matches no order (like a 404), rather than failing.
         return []
+
+
+ITEM_SORTS: dict[str, Any] = {
+    "priority": Item.priority,
+    "created_at": Item.created_at,
+    "updated_at": Item.updated_at,
+    "lease_expires_at": Item.lease_expires_at,
+    "attempts": Item.attempts,
+}
+_ITEM_FILTERS: dict[str, Callable[[str, str], ColumnElement[bool]]] = {
+    "state": lambda v, p: Item.state.in_(_states(v, p, (s.value for s in ItemState))),
+    "type": lambda v, p: Item.order_type.in_(_csv(v)),
+    "order_id": lambda v, p: Item.order_id.in_(_uuids(v, p)),
+    "agent_id": lambda v, p: Item.leased_by_agent_id.in_(_csv(v)),
+    "priority": lambda v, p: _compare(Item.priority, *_operator(v, p, _int)),
+    "created_at": lambda v, p: _compare(Item.created_at, *_operator(v, p, _datetime)),
+}
+
+
+class ItemListing:
+    """The items list of the review console, with the orders list's conventions:
+    ``filter[state|type|order_id|agent_id|priority|created_at]``, ``sort`` (``-`` for
+    descending) and ``page[number]``/``page[size]``; anything unknown is ``InvalidQuery``."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    def list(self, params: Iterable[tuple[str, str]]) -> dict[str, Any]:
+        query, sort = ListQuery(), "-updated_at"
+        for param, value in params:
+            if param == "sort":
+                sort = value
+            elif param in ("page[size]", "limit", "per_page"):
+                query.size = min(max(_operator(value, param, _int)[1], 1), MAX_SIZE)
+            elif param in ("page[number]", "page"):
+                query.number = max(_operator(value, param, _int)[1], 1)
+            else:
+                match = _FILTER.match(param)
+                name = match.group(1) if match else param if param in ("state", "type") else ""
+                handler = _ITEM_FILTERS.get(name or "")
+                if handler is None:
+                    raise _bad(f"unknown query parameter {param!r}", param)
+                query.where.append(handler(value, param))
+        order_by = []
+        for token in _csv(sort) or ["-updated_at"]:
+            column = ITEM_SORTS.get(token.lstrip("-"))
+            if column is None:
+                raise _bad(
+                    f"unknown sort {token.lstrip('-')!r}; one of {', '.join(ITEM_SORTS)}", "sort"
+                )
+            order_by.append(column.desc() if token.startswith("-") else column.asc())
+        where = and_(true(), *query.where)
+        stmt = select(Item).where(where).order_by(*order_by, Item.id)
+        stmt = stmt.limit(query.size).offset((query.number - 1) * query.size)
+        with self.ctx.db.transaction() as s:
+            rows = [item_dict(i) for i in s.scalars(stmt)]
+            total = int(s.scalar(select(func.count()).select_from(Item).where(where)) or 0)
+        meta = {
+            "current_page": query.number,
+            "per_page": query.size,
+            "total": total,
+            "last_page": max(1, -(-total // query.size)),
+        }
+        return {"data": rows, "meta": meta}

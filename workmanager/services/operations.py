@@ -117,9 +117,11 @@ class Operations:
             order = {"id": order["id"], "state": order["state"]}
         return 200, {"order": order}
 
-    def list_orders(self, caller: Caller, params: Iterable[tuple[str, str]]) -> Answer:
+    def list_orders(
+        self, caller: Caller, params: Iterable[tuple[str, str]], size: int | None = None
+    ) -> Answer:
         caller.principal.require("view")
-        return 200, self.listing.list(params)
+        return 200, self.listing.list(params, size)
 
     def get_order(self, caller: Caller, order_id: str) -> Answer:
         caller.principal.require("view")
@@ -332,6 +334,27 @@ class Operations:
         outcome = self.wm.agent.fail(lease, error, retryable, agent=caller.agent)
         return 200, {"item": outcome.item}
 
-    def logs(self, caller: Caller, item_id: str, limit: int = 100) -> Answer:
+    def logs(
+        self,
+        caller: Caller,
+        item_id: str | None,
+        limit: int = 100,
+        order_id: str | None = None,
+    ) -> Answer:
+        """An item's events and its order's order-level ones, or (``order_id`` alone, as
+        upstream's ``work.logs``) every event of the order; newest first."""
         caller.principal.require("view")
-        return 200, {"events": self.wm.queries.item_logs(parse_id(item_id, "item"), limit)}
+        queries = self.wm.queries
+        if item_id is not None:
+            return 200, {"events": queries.item_logs(parse_id(item_id, "item"), limit)}
+        if order_id is None:
+            raise ValidationFailed(
+                [
+                    {
+                        "path": "item_id",
+                        "message": "item_id or order_id is required",
+                        "validator": "required",
+                    }
+                ]
+            )
+        return 200, {"events": queries.order_logs(parse_id(order_id, "order"), limit)}

@@ -1,0 +1,51 @@
+"""Order types for the review console's tests, loaded by the Celery workers too
+(WORK_MANAGER_ORDER_TYPES=tests.ui.types).
+
+``ui.title`` sets a document's title: one item per document, reviewed by a person (no
+auto-approval); apply returns the title before and after, and ``preview`` says so before
+approval. ``ui.plain`` has no preview.
+"""
+
+from __future__ import annotations
+
+from workmanager import ApplyContext, Diff, ItemSpec, Lease, OrderType, OrderView, Registry
+from workmanager.types import JSON, ItemView
+
+
+def _diff(order: OrderView) -> Diff:
+    before = {doc: f"untitled {doc}" for doc in order.payload.get("docs", [])}
+    after = dict(before)
+    for item in order.items:
+        if item.result is not None:
+            after[item.input["doc"]] = item.result.get("title")
+    return Diff(before, after, f"{len(order.items)} title(s) set")
+
+
+class Titles(OrderType):
+    type = "ui.title"
+
+    def plan(self, order: OrderView) -> list[ItemSpec]:
+        return [ItemSpec(input={"doc": doc}) for doc in order.payload.get("docs", [])]
+
+    def preview(self, order: OrderView) -> Diff | None:
+        return _diff(order)
+
+    def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
+        return _diff(order)
+
+
+class Plain(OrderType):
+    type = "ui.plain"
+
+    def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
+        return Diff({}, {"done": True}, "done")
+
+
+def register(registry: Registry) -> None:
+    registry.register(Titles())
+    registry.register(Plain())
+
+
+def title_handler(item: ItemView, lease: Lease) -> JSON:
+    """The agent: a title for the document."""
+    return {"title": f"A title for {item.input['doc']}"}

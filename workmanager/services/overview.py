@@ -1,0 +1,302 @@
+"""Reads for the review console: the review queue, what each item's agents did, and the
+dashboard's figures. Plain queries, portable across SQLite and PostgreSQL; no rule lives
+here (the console acts only through :mod:`.operations` and :mod:`.admin`).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+
+from ..db.models import Event, Item, Order, Provenance
+from ..errors import NotFound
+from ..states import ItemState, OrderState
+from .context import ServiceContext
+from .views import iso, order_view
+
+log = logging.getLogger("workmanager.console")
+
+#: Provenance actions by which an agent produced (part of) a result.
+PRODUCING_ACTIONS = ("submit", "finalize", "submit-part")
+HELD = (ItemState.LEASED.value, ItemState.IN_PROGRESS.value)
+#: Item states shown as the queue on the dashboard (the rest are finished).
+OPEN_ITEM_STATES = (
+    ItemState.QUEUED.value,
+    ItemState.LEASED.value,
+    ItemState.IN_PROGRESS.value,
+    ItemState.SUBMITTED.value,
+    ItemState.FAILED.value,
+)
+
+
+class Overview:
+    """review_queue · producers · submissions · provenance · dashboard."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    # --- the review queue -------------------------------------------------------------
+    def review_queue(self, limit: int = 100) -> dict[str, Any]:
+        """Orders waiting for a person (``submitted``), oldest submission first, with
+        their item counts and the agents and models that produced their results."""
+        waiting = Order.state == OrderState.SUBMITTED.value
+        since = func.coalesce(Order.submitted_at, Order.created_at)
+        count = (
+            select(func.count(Item.id))
+            .where(Item.order_id == Order.id)
+            .correlate(Order)
+            .scalar_subquery()
+        )
+        stmt = select(Order, count).where(waiting).order_by(since, Order.id).limit(limit)
+        with self.ctx.db.transaction() as s:
+            rows = s.execute(stmt).all()
+            total = int(s.scalar(select(func.count()).select_from(Order).where(waiting)) or 0)
+        now = self.ctx.clock()
+        producers = self.producers([order.id for order, _ in rows])
+        data = []
+        for order, items in rows:
+            submitted = order.submitted_at or order.created_at
+            data.append(
+                {
+                    "id": str(order.id),
+                    "type": order.type,
+                    "priority": order.priority,
+                    "submitted_at": iso(submitted),
+                    "age_seconds": max(0.0, (now - submitted).total_seconds()),
+                    "items_count": int(items),
+                    "producers": producers.get(order.id, []),
+                }
+            )
+        return {"data": data, "total": total}
+
+    def producers(self, order_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[dict[str, Any]]]:
+        """Per order, the distinct (agent, version, model) that submitted results."""
+        if not order_ids:
+            return {}
+        stmt = (
+            select(
+                Provenance.order_id,
+                Provenance.agent_id,
+                Provenance.agent_version,
+                Provenance.model_name,
+            )
+            .where(
+                Provenance.order_id.in_(order_ids),
+                Provenance.action.in_(PRODUCING_ACTIONS),
+            )
+            .distinct()
+        )
+        out: dict[uuid.UUID, list[dict[str, Any]]] = defaultdict(list)
+        with self.ctx.db.transaction() as s:
+            for order_id, agent_id, version, model in s.execute(stmt):
+                if order_id is None:
+                    continue
+                out[order_id].append({"agent_id": agent_id, "version": version, "model": model})
+        for rows in out.values():
+            rows.sort(key=lambda r: (r["agent_id"] or "", r["model"] or ""))
+        return dict(out)
+
+    # --- one order --------------------------------------------------------------------
+    def provenance(self, order_id: uuid.UUID) -> dict[str, list[dict[str, Any]]]:
+        """The order's provenance rows by item id (``""`` for order-level rows), oldest
+        first: who did what, with which version and model, under which request id."""
+        stmt = (
+            select(Provenance)
+            .where(Provenance.order_id == order_id, Provenance.action != "heartbeat")
+            .order_by(Provenance.id)
+            .limit(500)
+        )
+        out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        with self.ctx.db.transaction() as s:
+            for row in s.scalars(stmt):
+                out[str(row.item_id) if row.item_id else ""].append(
+                    {
+                        "action": row.action,
+                        "agent_id": row.agent_id,
+                        "agent_name": row.agent_name,
+                        "agent_version": row.agent_version,
+                        "model_name": row.model_name,
+                        "runtime": row.runtime,
+                        "request_id": row.request_id,
+                        "principal": row.principal,
+                        "created_at": iso(row.created_at),
+                    }
+                )
+        return dict(out)
+
+    def submissions(self, order_id: uuid.UUID) -> dict[str, dict[str, Any]]:
+        """Per item id, the latest submission's evidence, notes and agent (from its
+        ``submitted`` event)."""
+        stmt = (
+            select(Event)
+            .where(Event.order_id == order_id, Event.event == ItemState.SUBMITTED.value)
+            .order_by(Event.id)
+        )
+        out: dict[str, dict[str, Any]] = {}
+        with self.ctx.db.transaction() as s:
+            for event in s.scalars(stmt):
+                if event.item_id is not None:
+                    payload = dict(event.payload or {})
+                    out[str(event.item_id)] = {
+                        "agent_id": payload.get("agent_id"),
+                        "evidence": payload.get("evidence"),
+                        "notes": payload.get("notes"),
+                        "at": iso(event.created_at),
+                    }
+        return out
+
+    def preview(self, order_id: uuid.UUID) -> dict[str, Any] | None:
+        """The type's :meth:`~workmanager.OrderType.preview` of a submitted order, as a
+        diff dict; ``None`` when the order is not waiting or the type gives none; an
+        ``{"error": ...}`` when the hook raised (logged, never a failed page)."""
+        with self.ctx.db.transaction() as s:
+            order = s.get(Order, order_id)
+            if order is None or order.state != OrderState.SUBMITTED.value:
+                return None
+            view = order_view(order)
+        if view.type not in self.ctx.registry:
+            return None
+        try:
+            diff = self.ctx.registry.get(view.type).preview(view)
+        except Exception as exc:
+            log.warning("preview of order %s raised", order_id, exc_info=True)
+            return {"error": f"{type(exc).__name__}: {exc}"}
+        return None if diff is None else diff.to_dict()
+
+    def item_order(self, item_id: uuid.UUID) -> uuid.UUID:
+        with self.ctx.db.transaction() as s:
+            order_id = s.scalar(select(Item.order_id).where(Item.id == item_id))
+        if order_id is None:
+            raise NotFound(f"item {item_id} not found", details={"item_id": str(item_id)})
+        return order_id
+
+    # --- the dashboard ----------------------------------------------------------------
+    def dashboard(self, window: timedelta = timedelta(hours=1)) -> dict[str, Any]:
+        """Queue depth and leases by type and state, leases expiring within a minute,
+        throughput and apply failures over ``window``, agents seen within it."""
+        now = self.ctx.clock()
+        since = now - window
+        with self.ctx.db.transaction() as s:
+            return {
+                "now": iso(now),
+                "window_seconds": int(window.total_seconds()),
+                "items": self._items_by_type(s),
+                "orders": {
+                    str(state): int(n)
+                    for state, n in s.execute(
+                        select(Order.state, func.count()).group_by(Order.state)
+                    )
+                },
+                "expiring": self._expiring(s, now),
+                "throughput": self._throughput(s, since),
+                "agents": self._agents(s, since),
+            }
+
+    @staticmethod
+    def _items_by_type(s: Any) -> list[dict[str, Any]]:
+        stmt = (
+            select(Item.order_type, Item.state, func.count())
+            .where(Item.state.in_(OPEN_ITEM_STATES))
+            .group_by(Item.order_type, Item.state)
+        )
+        table: dict[str, dict[str, int]] = defaultdict(dict)
+        for order_type, state, n in s.execute(stmt):
+            table[order_type][state] = int(n)
+        return [
+            {"type": t, **{state: table[t].get(state, 0) for state in OPEN_ITEM_STATES}}
+            for t in sorted(table)
+        ]
+
+    @staticmethod
+    def _expiring(s: Any, now: datetime, within: timedelta = timedelta(minutes=1)) -> list[Any]:
+        stmt = (
+            select(Item)
+            .where(Item.state.in_(HELD), Item.lease_expires_at <= now + within)
+            .order_by(Item.lease_expires_at)
+            .limit(20)
+        )
+        return [
+            {
+                "id": str(i.id),
+                "order_id": str(i.order_id),
+                "type": i.order_type,
+                "state": i.state,
+                "agent_id": i.leased_by_agent_id,
+                "expires_in_seconds": round(((i.lease_expires_at or now) - now).total_seconds()),
+            }
+            for i in s.scalars(stmt)
+        ]
+
+    @staticmethod
+    def _throughput(s: Any, since: datetime) -> dict[str, int]:
+        done = (OrderState.COMPLETED.value, OrderState.APPLIED.value)
+        finished_items = (
+            ItemState.SUBMITTED.value,
+            ItemState.ACCEPTED.value,
+            ItemState.COMPLETED.value,
+        )
+        failures = dict(
+            s.execute(
+                select(Event.event, func.count())
+                .where(
+                    Event.created_at >= since,
+                    Event.event.in_(("apply_failed", "apply_retrying")),
+                )
+                .group_by(Event.event)
+            ).all()
+        )
+        return {
+            "orders_completed": int(
+                s.scalar(
+                    select(func.count())
+                    .select_from(Order)
+                    .where(Order.state.in_(done), Order.last_transitioned_at >= since)
+                )
+                or 0
+            ),
+            "items_submitted": int(
+                s.scalar(
+                    select(func.count())
+                    .select_from(Item)
+                    .where(Item.state.in_(finished_items), Item.updated_at >= since)
+                )
+                or 0
+            ),
+            "apply_failed": int(failures.get("apply_failed", 0)),
+            "apply_retrying": int(failures.get("apply_retrying", 0)),
+        }
+
+    @staticmethod
+    def _agents(s: Any, since: datetime) -> list[dict[str, Any]]:
+        stmt = (
+            select(
+                Provenance.agent_id,
+                Provenance.agent_version,
+                Provenance.model_name,
+                func.max(Provenance.created_at),
+                func.count(),
+            )
+            .where(
+                Provenance.created_at >= since,
+                Provenance.agent_id.is_not(None),
+                Provenance.action.not_in(("approve", "reject")),  # people reviewing
+            )
+            .group_by(Provenance.agent_id, Provenance.agent_version, Provenance.model_name)
+            .order_by(func.max(Provenance.created_at).desc())
+            .limit(50)
+        )
+        return [
+            {
+                "agent_id": agent,
+                "version": version,
+                "model": model,
+                "last_seen": iso(last),
+                "actions": int(n),
+            }
+            for agent, version, model, last, n in s.execute(stmt)
+        ]

@@ -1,0 +1,109 @@
+"""Review console sessions (SPEC §13): sign in with an API token, a server-side session.
+
+Signing in authenticates the token once (:meth:`TokenService.authenticate`) and stores a
+row: the sha256 of a random cookie secret, the token's id, a CSRF token and an expiry. The
+cookie carries only the secret. On every request the session is looked up by the secret's
+hash and the token is read again, so a revoked token (or a scope removed) takes effect at
+once, and the principal the pages act as is always the token's current one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import delete, select
+
+from ..db.models import ApiToken, UiSession
+from ..errors import Unauthenticated
+from .context import ServiceContext
+from .tokens import ANONYMOUS, Principal, TokenService
+
+#: How long a console session lasts from sign-in (the cookie's Max-Age too).
+SESSION_LIFETIME = timedelta(hours=8)
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ConsoleSession:
+    """A live session: who it acts as and the CSRF token its forms must carry."""
+
+    id: str
+    principal: Principal
+    csrf_token: str
+
+    def csrf_ok(self, presented: str | None) -> bool:
+        """Constant-time check of a form's CSRF token against the session's."""
+        return bool(presented) and hmac.compare_digest(self.csrf_token, str(presented))
+
+
+class SessionService:
+    """sign_in · resolve · sign_out."""
+
+    def __init__(self, ctx: ServiceContext, tokens: TokenService, auth_enabled: bool) -> None:
+        self.ctx = ctx
+        self.tokens = tokens
+        self.auth_enabled = auth_enabled
+
+    def sign_in(self, token: str | None) -> tuple[str, ConsoleSession]:
+        """Open a session for an API token; returns ``(cookie secret, session)``.
+
+        Refused (:class:`Unauthenticated`) for an unknown or revoked token, and
+        (:class:`Forbidden`) for a token without the ``view`` scope: every page reads."""
+        principal = self.tokens.authenticate(token) if self.auth_enabled else ANONYMOUS
+        principal.require("view")
+        token_id = None
+        if self.auth_enabled and token:
+            with self.ctx.db.transaction() as s:
+                token_id = s.scalar(
+                    select(ApiToken.id).where(ApiToken.token_hash == _digest(token))
+                )
+        secret = secrets.token_urlsafe(32)
+        csrf = secrets.token_urlsafe(32)
+        now = self.ctx.clock()
+        with self.ctx.db.transaction() as s:
+            s.execute(delete(UiSession).where(UiSession.expires_at <= now))
+            s.add(
+                UiSession(
+                    id=_digest(secret),
+                    token_id=token_id,
+                    principal=principal.name,
+                    csrf_token=csrf,
+                    created_at=now,
+                    expires_at=now + SESSION_LIFETIME,
+                )
+            )
+        return secret, ConsoleSession(_digest(secret), principal, csrf)
+
+    def resolve(self, secret: str | None) -> ConsoleSession:
+        """The live session of a cookie secret, with its token's current principal, or
+        :class:`Unauthenticated` (no cookie, unknown, expired, token revoked)."""
+        if not secret:
+            raise Unauthenticated("sign in to the console")
+        now = self.ctx.clock()
+        with self.ctx.db.transaction() as s:
+            row = s.get(UiSession, _digest(secret))
+            if row is None or row.expires_at <= now:
+                raise Unauthenticated("the console session has ended; sign in again")
+            if row.token_id is None:
+                if self.auth_enabled:
+                    raise Unauthenticated("the console session has ended; sign in again")
+                return ConsoleSession(row.id, ANONYMOUS, row.csrf_token)
+            token = s.get(ApiToken, row.token_id)
+            if token is None or token.revoked_at is not None:
+                s.delete(row)
+                raise Unauthenticated("the token of this session was revoked; sign in again")
+            principal = Principal(token.name, token.agent_id, frozenset(token.scopes or ()))
+            return ConsoleSession(row.id, principal, row.csrf_token)
+
+    def sign_out(self, secret: str | None) -> None:
+        if not secret:
+            return
+        with self.ctx.db.transaction() as s:
+            s.execute(delete(UiSession).where(UiSession.id == _digest(secret)))

@@ -1,0 +1,15 @@
+"""The review console (SPEC §13): server-rendered pages under ``/ui``.
+
+An adapter beside the HTTP API, the MCP server and the CLI: mounted on the API's app by
+``create_app`` (so ``workmanager serve`` serves it), it signs people in with an API token
+(:mod:`workmanager.services.ui_sessions`), reads through :mod:`~workmanager.services.
+operations`, :mod:`~workmanager.services.overview` and :mod:`~workmanager.services.listing`,
+and acts only through :class:`~workmanager.services.operations.Operations` — no rule lives in
+the pages. Templates and the one small script are package data: no CDN, no build step.
+"""
+
+from __future__ import annotations
+
+from .app import PREFIX, mount
+
+__all__ = ["PREFIX", "mount"]
