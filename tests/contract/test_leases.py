@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import update
 
 from tests.support.types import Multi, Parts, Simple
+from tests.support.waiting import wait_for
 from workmanager import Actor, Registry, WorkManager
 from workmanager.db.models import Item, Order, utcnow
 from workmanager.errors import Forbidden, LeaseConflict, LeaseExpired, NotFound
@@ -86,6 +87,21 @@ def sleep_past(moment: datetime) -> None:
     just after the row's clock was read (a stall between the two moves it later).
     """
     time.sleep(max(0.0, (moment - utcnow()).total_seconds()) + 0.5)
+
+
+def keep_alive_past(wm: WorkManager, lease: Lease, moment: datetime, **beat: Any) -> Lease:
+    """Heartbeat ``lease`` every quarter second until ``moment`` (an aware UTC time) is a
+    little way in the past (``sleep_past``'s pad); returns the last beat's lease. No beat
+    races a deadline: each only has to come within the TTL of the one before."""
+    last = [lease]
+
+    def beaten_past() -> bool:
+        past = utcnow() > moment + timedelta(seconds=0.5)  # read first: the beat comes after
+        last.append(wm.agent.heartbeat(last[-1], **beat))
+        return past
+
+    wait_for(beaten_past, timeout=60, what=f"a heartbeat past {moment}", interval=0.25)
+    return last[-1]
 
 
 def checkout(wm: WorkManager, agent: str = "agent-a", **query: Any) -> Lease:
@@ -221,18 +237,17 @@ def _current(wm: WorkManager, lease: Lease) -> Lease:
 
 # --- heartbeat --------------------------------------------------------------------------
 def test_heartbeat_extends_the_lease_and_first_one_starts_the_item(build) -> None:
-    # A 3 s lease beaten at half-time leaves 1.5 s of slack on each side for a loaded machine:
-    # the second beat must come after the grant's expiry (a sleep guarantees that) and before
-    # the first beat's expiry (a stall shorter than the slack still makes it).
+    # Beaten every quarter second until the grant's own expiry has passed: each beat need only
+    # come within the TTL (3 s) of the one before, so a stall of up to ~2.5 s is harmless, and
+    # a beat accepted past the grant's expiry shows the beats extended it.
     wm = build(lease_ttl_seconds=3)
     order_id = wm.propose("test.simple", {})
     lease = checkout(wm)
-    time.sleep(1.5)
     beat = wm.agent.heartbeat(lease, progress=0.25, checkpoint={"page": 3})
-    assert beat.expires_at > lease.expires_at
+    assert beat.expires_at >= lease.expires_at
     assert row(wm, lease.item_id).state == "in_progress"
-    sleep_past(lease.expires_at)  # alive from here on only because the heartbeat extended it
-    wm.agent.heartbeat(beat, progress=0.5)
+    beat = keep_alive_past(wm, beat, lease.expires_at, progress=0.5)
+    assert beat.expires_at > lease.expires_at
     item = row(wm, lease.item_id)
     assert item.lease_expires_at == item.last_heartbeat_at + timedelta(seconds=3)
     assert item.progress is not None and item.progress["progress"] == 0.5
@@ -339,14 +354,12 @@ def test_non_retryable_failure_fails_the_item_and_the_order(build) -> None:
 
 # --- the sweep --------------------------------------------------------------------------
 def test_sweep_requeues_expired_leases_with_backoff(build) -> None:
-    # 3 s leases, ``kept`` beaten at half-time: the sweep runs after ``lease`` expired and
-    # 1.5 s before ``kept`` would, slack enough for a loaded machine.
+    # 3 s leases, ``kept`` beaten until ``lease`` has expired: the sweep then runs a whole
+    # TTL (less a beat's interval) before ``kept`` would expire, slack for a loaded machine.
     wm = build(lease_ttl_seconds=3, retry_backoff_seconds=30, retry_jitter_seconds=0)
     order_id = wm.propose("test.multi", {"count": 2})
     lease, kept = checkout(wm, "agent-a"), checkout(wm, "agent-b")
-    time.sleep(1.5)
-    wm.agent.heartbeat(kept)
-    sleep_past(lease.expires_at)
+    keep_alive_past(wm, kept, lease.expires_at)
     before = utcnow()
     result = wm.sweeper.sweep()
     after = utcnow()

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from sqlalchemy import create_engine
 
+from tests.support.waiting import wait_for
 from workmanager.db.raw import RawPostgres
 from workmanager.db.rawpool import RawPool
 from workmanager.db.session import Database, lost_at
@@ -48,10 +49,18 @@ def _pid(conn: psycopg.Connection[Any]) -> int:
 
 
 def _kill(dsn: str, pids: list[int]) -> None:
+    """Terminate those backends and wait until they are gone (``pg_terminate_backend`` only
+    signals them: a fixed sleep after it raced their exit on a loaded machine)."""
     with psycopg.connect(dsn, autocommit=True) as admin:
         for pid in pids:
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    time.sleep(0.1)
+
+        def gone() -> bool:
+            query = "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)"
+            row = admin.execute(query, (pids,)).fetchone()
+            return row is not None and row[0] == 0
+
+        wait_for(gone, timeout=30, what=f"backends {pids} to exit")
 
 
 def test_last_in_first_out_and_at_most_max_idle_kept(dsn: str) -> None:
@@ -171,7 +180,7 @@ def test_a_connection_idle_past_ping_after_is_pinged_and_replaced_if_dead(dsn: s
     dead = _pid(conn)
     pool.checkin(conn, healthy=True)
     _kill(dsn, [dead])
-    time.sleep(0.1)
+    time.sleep(0.1)  # idle past ping_after (0.05 s): a duration, not a race
     fresh = pool.checkout()  # the ping finds it dead: a new connection, no error
     assert fresh is not conn and conn.closed and _pid(fresh) != dead
     pool.checkin(fresh, healthy=True)

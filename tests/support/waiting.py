@@ -11,12 +11,18 @@ from collections.abc import Callable
 from typing import Any
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 10, what: str = "condition") -> Any:
-    """Poll ``condition`` until it returns something truthy (returned); fail after ``timeout``."""
+def wait_for(
+    condition: Callable[[], Any],
+    timeout: float = 10,
+    what: str = "condition",
+    interval: float = 0.01,
+) -> Any:
+    """Poll ``condition`` every ``interval`` seconds until it returns something truthy
+    (returned); fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.01)
+        time.sleep(interval)
