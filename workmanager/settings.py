@@ -102,6 +102,14 @@ class Settings:
     #: the caller holds it (upstream agents); any process that can act as that agent id can
     #: then act on its leases. With the header the token is always checked.
     lease_token_required: bool = True
+    #: Orders listed per page when the caller names no size: HTTP, MCP ``work.list``
+    #: (upstream's ``query.default_page_size_http|mcp``); no page is ever larger than the max.
+    default_page_size_http: int = 50
+    default_page_size_mcp: int = 20
+    max_page_size: int = 100
+    #: Origins allowed to call the MCP HTTP/SSE transports from a browser (CORS): empty =
+    #: no CORS headers, ``*`` = any origin (bearer tokens, not cookies, authenticate).
+    mcp_cors_origins: tuple[str, ...] = ()
     dead_letter_after_hours: float = 48.0
     stale_order_hours: float = 24.0
     # Provenance of Celery consumer agents (``workmanager agent``); HTTP agents send headers.
@@ -336,6 +344,10 @@ _SPECS: tuple[_Spec, ...] = (
     _spec("api_prefix", _prefix),
     _spec("auth", _choice(*AUTH_MODES)),
     _spec("lease_token_required", _bool),
+    _spec("default_page_size_http", _int(1)),
+    _spec("default_page_size_mcp", _int(1)),
+    _spec("max_page_size", _int(1)),
+    _spec("mcp_cors_origins", _csv),
     _spec("dead_letter_after_hours", _float),
     _spec("stale_order_hours", _float),
     _spec("agent_name", _str),

@@ -1,4 +1,4 @@
-"""``workmanager mcp --transport stdio|http`` (SPEC §7)."""
+"""``workmanager mcp --transport stdio|http|sse`` (SPEC §7)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from .render import warn_if_open
 
 
 @cli.command("mcp")
-@click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio")
+@click.option("--transport", type=click.Choice(["stdio", "http", "sse"]), default="stdio")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8001, show_default=True, type=int)
 @pass_env
 def mcp_command(env: Env, transport: str, host: str, port: int) -> None:
-    """Serve the work.* tools over MCP (stdio, or streamable HTTP at /mcp with bearer auth)."""
+    """Serve the work.* tools over MCP: stdio, streamable HTTP at /mcp, or SSE at /sse
+    (both with bearer auth; CORS from WORK_MANAGER_MCP_CORS_ORIGINS)."""
     from ..mcp import build_server
 
     wm = env.wm
@@ -25,6 +26,6 @@ def mcp_command(env: Env, transport: str, host: str, port: int) -> None:
 
     from ..mcp.http import http_app
 
-    warn_if_open(wm.settings, "the MCP HTTP transport")
+    warn_if_open(wm.settings, f"the MCP {transport.upper()} transport")
     server = build_server(wm, require_token=True)
-    uvicorn.run(http_app(wm, server), host=host, port=port, log_level="warning")
+    uvicorn.run(http_app(wm, server, transport), host=host, port=port, log_level="warning")

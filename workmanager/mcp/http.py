@@ -1,4 +1,4 @@
-"""The streamable HTTP transport, behind a bearer-token check on every request."""
+"""The HTTP transports (streamable HTTP, SSE), behind a bearer-token check on every request."""
 
 from __future__ import annotations
 
@@ -35,8 +35,29 @@ class BearerGate:
         await self.app(scope, receive, send)
 
 
-def http_app(wm: WorkManager, server: MCPServer[Any]) -> ASGIApp:
-    app = server.streamable_http_app(streamable_http_path="/mcp")
-    if wm.settings.auth == "none":
-        return app
-    return BearerGate(app, TokenService(wm.ctx))
+#: What a browser client of the MCP transports sends and must read (CORS).
+CORS_HEADERS = ["Authorization", "Content-Type", "Mcp-Session-Id", "Mcp-Protocol-Version"]
+
+
+def http_app(wm: WorkManager, server: MCPServer[Any], transport: str = "http") -> ASGIApp:
+    """The MCP server over streamable HTTP (``/mcp``) or SSE (``/sse`` + ``/messages/``),
+    behind the bearer gate, with CORS for the origins of ``WORK_MANAGER_MCP_CORS_ORIGINS``
+    outermost (a browser's preflight carries no token)."""
+    if transport == "sse":
+        app: ASGIApp = server.sse_app()
+    else:
+        app = server.streamable_http_app(streamable_http_path="/mcp")
+    if wm.settings.auth != "none":
+        app = BearerGate(app, TokenService(wm.ctx))
+    origins = list(wm.settings.mcp_cors_origins)
+    if origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app = CORSMiddleware(
+            app,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=CORS_HEADERS,
+            expose_headers=["Mcp-Session-Id"],
+        )
+    return app

@@ -13,6 +13,7 @@ target, principal and agent id, so MCP keys never meet HTTP ones.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +73,7 @@ class Tools:
         self.tokens = TokenService(wm.ctx)
         self.idempotency: IdempotencyService = wm.idempotency
         self.require_token = require_token and wm.settings.auth != "none"
+        self.page_size = wm.settings.default_page_size_mcp
 
     def principal(self, ctx: Context | None, claimed_agent: str | None = None) -> Principal:
         if not self.require_token:
@@ -120,6 +122,11 @@ class WorkServer(MCPServer[Any]):
         if tool is not None and deeper_than(arguments, self.max_json_depth):
             refused = results.failure(too_deep(self.max_json_depth, "the tool arguments"))
             return tool.fn_metadata.convert_result(refused)
+        if tool is not None:
+            try:
+                arguments = normalise_arguments(arguments, tool.parameters)
+            except ValidationFailed as exc:
+                return tool.fn_metadata.convert_result(results.failure(exc))
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:  # arguments of the wrong type: a result, as §7 says
@@ -132,6 +139,46 @@ class WorkServer(MCPServer[Any]):
             return tool.fn_metadata.convert_result(refused)
 
 
+_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
+
+
+def snake(name: str) -> str:
+    """``itemId`` → ``item_id``, ``allowRework`` → ``allow_rework`` (upstream's names)."""
+    return _CAMEL.sub(r"_\1", name).lower()
+
+
+def normalise_arguments(arguments: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """The arguments under the tool's own (snake_case) names: a camelCase alias is renamed;
+    an argument the tool does not take, or one given under both names, is
+    ``validation_failed`` naming it (never silently dropped)."""
+    known = set(schema.get("properties", {}))
+    out: dict[str, Any] = {}
+    errors: list[dict[str, Any]] = []
+    for name, value in (arguments or {}).items():
+        canonical = name if name in known else snake(name)
+        if canonical not in known:
+            errors.append(
+                {
+                    "path": name,
+                    "message": "unknown argument; this tool takes " + ", ".join(sorted(known)),
+                    "validator": "additionalProperties",
+                }
+            )
+        elif canonical in out:
+            errors.append(
+                {
+                    "path": name,
+                    "message": f"given twice (as {canonical!r} too)",
+                    "validator": "duplicate",
+                }
+            )
+        else:
+            out[canonical] = value
+    if errors:
+        raise ValidationFailed(errors, "the tool arguments failed validation")
+    return out
+
+
 def argument_errors(error: ValidationError) -> ValidationFailed:
     """Pydantic's refusal of tool arguments as ``validation_failed`` (the values the caller
     sent are not echoed, only where and why)."""
@@ -140,6 +187,43 @@ def argument_errors(error: ValidationError) -> ValidationFailed:
         for e in error.errors()
     ]
     return ValidationFailed(details, "the tool arguments failed validation")
+
+
+def list_params(
+    query: dict[str, str] | None,
+    state: str | None,
+    type: str | None,
+    priority: str | None,
+    filter: dict[str, Any] | None,
+    sort: str | None,
+    include: str | None,
+    fields: dict[str, str] | None,
+    page: dict[str, int] | None,
+) -> list[tuple[str, str]]:
+    """Upstream's ``work.list`` arguments as the orders list's query parameters."""
+    params = list((query or {}).items())
+    filters = dict(filter or {})
+    for name, value in (("state", state), ("type", type), ("priority", priority)):
+        if value is not None:
+            filters[name] = value
+    params += [(f"filter[{k}]", str(v)) for k, v in filters.items()]
+    params += [(f"fields[{k}]", str(v)) for k, v in (fields or {}).items()]
+    params += [(f"page[{k}]", str(v)) for k, v in (page or {}).items()]
+    params += [(k, v) for k, v in (("sort", sort), ("include", include)) if v is not None]
+    return params
+
+
+def listed(answer: Answer) -> Answer:
+    """The orders list with upstream's ``orders`` and ``count`` beside ``data``."""
+    status, body = answer
+    return status, {**body, "orders": body["data"], "count": len(body["data"])}
+
+
+def with_recent_events(answer: Answer) -> Answer:
+    """``work.get`` as upstream's: the order, its ``items`` and ``recent_events``."""
+    status, body = answer
+    order = body["order"]
+    return status, {**body, "items": order["items"], "recent_events": order["events"]}
 
 
 def _meta(
@@ -188,14 +272,30 @@ def _order_tools(server: MCPServer[Any], t: Tools) -> None:
             Once(idempotency_key, "work.propose", "", body),
         )
 
-    @server.tool("work.list", description="List orders; filters as in the HTTP API (§6.2).")
-    def list_orders(ctx: Context, query: dict[str, str] | None = None) -> Result:
-        params = list((query or {}).items())
-        return t.call(ctx, _meta(None), lambda c: ops.list_orders(c, params))
+    @server.tool(
+        "work.list",
+        description="List orders: filters, sorts, includes, fields and pages as the HTTP API's "
+        "(§6.2), as upstream's arguments or as a raw query object.",
+    )
+    def list_orders(
+        ctx: Context,
+        query: dict[str, str] | None = None,
+        state: str | None = None,
+        type: str | None = None,
+        priority: str | None = None,
+        filter: dict[str, Any] | None = None,
+        sort: str | None = None,
+        include: str | None = None,
+        fields: dict[str, str] | None = None,
+        page: dict[str, int] | None = None,
+    ) -> Result:
+        params = list_params(query, state, type, priority, filter, sort, include, fields, page)
+        size = t.page_size
+        return t.call(ctx, _meta(None), lambda c: listed(ops.list_orders(c, params, size)))
 
     @server.tool("work.get", description="An order with its items and latest events.")
     def get(order_id: str, ctx: Context) -> Result:
-        return t.call(ctx, _meta(None), lambda c: ops.get_order(c, order_id))
+        return t.call(ctx, _meta(None), lambda c: with_recent_events(ops.get_order(c, order_id)))
 
     @server.tool("work.approve", description="Approve a submitted order; apply runs later.")
     def approve(
@@ -259,9 +359,9 @@ def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
     @server.tool("work.heartbeat", description="Extend a lease; optionally report progress.")
     def heartbeat(
         item_id: str,
-        lease_token: str,
         agent_id: str,
         ctx: Context,
+        lease_token: str | None = None,
         progress: float | None = None,
         checkpoint: JSONObj | None = None,
     ) -> Result:
@@ -274,9 +374,9 @@ def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
     @server.tool("work.release", description="Give a leased item back to the queue.")
     def release(
         item_id: str,
-        lease_token: str,
         agent_id: str,
         ctx: Context,
+        lease_token: str | None = None,
         idempotency_key: str | None = None,
     ) -> Result:
         return t.call(
@@ -289,10 +389,10 @@ def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
     @server.tool("work.fail", description="Report that the work on a leased item failed.")
     def fail(
         item_id: str,
-        lease_token: str,
         agent_id: str,
         error: JSONObj,
         ctx: Context,
+        lease_token: str | None = None,
         retryable: bool = True,
         idempotency_key: str | None = None,
     ) -> Result:
@@ -309,9 +409,15 @@ def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
             ),
         )
 
-    @server.tool("work.logs", description="An item's events and its order's, newest first.")
-    def logs(item_id: str, ctx: Context, limit: int = 100) -> Result:
-        return t.call(ctx, _meta(None), lambda c: ops.logs(c, item_id, limit))
+    @server.tool(
+        "work.logs",
+        description="An item's events and its order's order-level ones, or (order_id alone) "
+        "every event of an order; newest first.",
+    )
+    def logs(
+        ctx: Context, item_id: str | None = None, order_id: str | None = None, limit: int = 50
+    ) -> Result:
+        return t.call(ctx, _meta(None), lambda c: ops.logs(c, item_id, limit, order_id))
 
 
 def _result_tools(server: MCPServer[Any], t: Tools) -> None:
@@ -320,10 +426,10 @@ def _result_tools(server: MCPServer[Any], t: Tools) -> None:
     @server.tool("work.submit", description="Submit the whole result of a leased item.")
     def submit(
         item_id: str,
-        lease_token: str,
         agent_id: str,
         result: JSONObj,
         ctx: Context,
+        lease_token: str | None = None,
         evidence: Any = None,
         notes: str | None = None,
         model_name: str | None = None,
@@ -340,11 +446,11 @@ def _result_tools(server: MCPServer[Any], t: Tools) -> None:
     @server.tool("work.submit_part", description="Submit one part of a leased item's result.")
     def submit_part(
         item_id: str,
-        lease_token: str,
         agent_id: str,
         part_key: str,
         payload: JSONObj,
         ctx: Context,
+        lease_token: str | None = None,
         seq: int | None = None,
         evidence: Any = None,
         notes: str | None = None,
@@ -370,9 +476,9 @@ def _result_tools(server: MCPServer[Any], t: Tools) -> None:
     @server.tool("work.finalize", description="Assemble the parts into the result and submit.")
     def finalize(
         item_id: str,
-        lease_token: str,
         agent_id: str,
         ctx: Context,
+        lease_token: str | None = None,
         mode: str = "strict",
         idempotency_key: str | None = None,
     ) -> Result:

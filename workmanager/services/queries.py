@@ -62,6 +62,21 @@ class Queries:
             rows = s.scalars(select(Event).where(Event.order_id == order_id).order_by(Event.id))
             return [event_dict(e) for e in rows]
 
+    def order_logs(self, order_id: uuid.UUID, limit: int = 100) -> list[dict[str, Any]]:
+        """An order's events, item events included, newest first."""
+        if not 1 <= limit <= 100:
+            raise InvalidQuery("limit must be between 1 and 100", details={"limit": limit})
+        with self.ctx.db.transaction() as s:
+            if s.get(Order, order_id) is None:
+                raise NotFound(f"order {order_id} not found", details={"order_id": str(order_id)})
+            rows = s.scalars(
+                select(Event)
+                .where(Event.order_id == order_id)
+                .order_by(Event.id.desc())
+                .limit(limit)
+            )
+            return [event_dict(e) for e in rows]
+
     def item_logs(self, item_id: uuid.UUID, limit: int = 100) -> list[dict[str, Any]]:
         """The item's events and its order's order-level events, newest first."""
         if not 1 <= limit <= 100:

@@ -1,0 +1,73 @@
+"""``workmanager mcp --transport sse`` (upstream serves MCP over HTTP+SSE) with a bearer
+token, and CORS for a browser client from ``WORK_MANAGER_MCP_CORS_ORIGINS``."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from mcp.client.session import ClientSession
+from mcp.client.sse import sse_client
+
+from tests.api.conftest import BIN, base_env, free_port, truncate_work_tables
+from tests.api.test_mcp import result
+
+pytestmark = pytest.mark.postgres
+ORIGIN = "https://console.example"
+
+
+async def over_sse(url: str, token: str) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        sse_client(url, headers=headers) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        proposed = await session.call_tool(
+            "work.propose", {"type": "test.simple", "payload": {}, "agentId": "sse-1"}
+        )
+        return result(proposed)
+
+
+def test_mcp_over_sse_with_cors(api_db_url: str, tokens: dict[str, str]) -> None:
+    truncate_work_tables(api_db_url)
+    port = free_port()
+    env = base_env(api_db_url, WORK_MANAGER_MCP_CORS_ORIGINS=ORIGIN)
+    proc = subprocess.Popen(
+        [str(BIN / "workmanager"), "mcp", "--transport", "sse", "--port", str(port)], env=env
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.get(base + "/sse", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
+        assert r.status_code == 401  # no token, no stream
+        preflight = httpx.options(
+            base + "/sse",
+            headers={
+                "Origin": ORIGIN,
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == ORIGIN
+        other = httpx.options(
+            base + "/sse",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+        )
+        assert other.headers.get("access-control-allow-origin") != "https://evil.example"
+        seen = anyio.run(over_sse, base + "/sse", tokens["admin"])
+        assert seen["success"] is True and seen["order"]["state"] == "queued"
+    finally:
+        proc.terminate()
+        proc.wait(10)
