@@ -435,10 +435,12 @@ def test_the_one_trip_submit_decides_as_the_general_path(make_wm, backend) -> No
     lease = wm.agent.checkout(AGENT, order_id=order_id)
     assert lease is not None and lease.item is not None
     stale = _with_token(lease, lease.fence - 1)
+    # a result the schema passes and the hook refuses (the hook sees only those)
+    refused = {"answer": "forbidden"}
     with pytest.raises(LeaseConflict):  # not the 422 this result also deserves
-        wm.agent.submit(stale, {"no": "answer"})
+        wm.agent.submit(stale, refused)
     with pytest.raises(ValidationFailed):
-        wm.agent.submit(lease, {"no": "answer"})
+        wm.agent.submit(lease, refused)
     # Once per refused submit; with a store, the stale lease is refused before the hooks
     # (its lock check comes first there), which is the general path's order.
     refused_by_hooks = 1 if backend == "redis" else 2
