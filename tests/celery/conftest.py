@@ -1,13 +1,16 @@
-"""Real Celery workers as subprocesses, on the Redis broker and PostgreSQL.
+"""Real Celery workers as subprocesses, on a Redis or RabbitMQ broker and PostgreSQL.
 
 ``stack`` starts processes with an environment that points every WORK_MANAGER_* setting at
-this test's PostgreSQL database, a Redis broker db and lease prefix of its own; the test
-process talks to the same broker through a producer app of its own.
+this test's PostgreSQL database, a broker of its own (a Redis db, or a RabbitMQ vhost made
+for the stack and deleted after it) and a lease prefix of its own; the test process talks
+to the same broker through a producer app of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +32,42 @@ from ..support.pipeline import register
 ROOT = Path(__file__).resolve().parents[2]
 #: Redis db of the broker; WM_TEST_BROKER_DB lets two runs on one machine stay apart.
 BROKER_DB = int(os.environ.get("WM_TEST_BROKER_DB", "14"))
+#: RabbitMQ on loopback; each stack gets a vhost of its own under it (rabbitmqctl).
+RABBITMQ_URL = os.environ.get("WM_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
+RABBITMQ_USER = os.environ.get("WM_TEST_RABBITMQ_USER", "guest")
+#: The brokers a stack can run on; tests parametrize over them with the ``broker`` fixture.
+BROKERS = ("redis", "rabbitmq")
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq() -> str:
+    """RabbitMQ's base URL (no vhost), after checking it answers and rabbitmqctl is here."""
+    try:
+        from kombu import Connection
+
+        with Connection(RABBITMQ_URL + "//", connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as exc:
+        from ..conftest import need
+
+        need("RabbitMQ", str(exc))
+    if shutil.which("rabbitmqctl") is None:
+        from ..conftest import need
+
+        need("RabbitMQ", "rabbitmqctl is not on PATH (the tests make a vhost per stack)")
+    return RABBITMQ_URL
+
+
+@pytest.fixture(params=BROKERS)
+def broker(request: pytest.FixtureRequest) -> str:
+    """Parametrizes a test over the brokers: pass it to ``make_stack(broker=...)``."""
+    if request.param == "rabbitmq":
+        request.getfixturevalue("rabbitmq")
+    return str(request.param)
 
 
 class Stack:
@@ -137,14 +176,25 @@ class Stack:
 
 
 @pytest.fixture
-def make_stack(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+def make_stack(
+    request: pytest.FixtureRequest, pg_url: str, redis_url: str, tmp_path: Path
+) -> Iterator[Callable[..., Stack]]:
     stacks: list[Stack] = []
+    vhosts: list[str] = []
 
-    def factory(**settings: str) -> Stack:
+    def factory(broker: str = "redis", **settings: str) -> Stack:
         import redis
 
-        broker = redis_url.rsplit("/", 1)[0] + f"/{BROKER_DB}"
-        redis.Redis.from_url(broker).flushdb()
+        if broker == "rabbitmq":
+            base = request.getfixturevalue("rabbitmq")
+            vhost = f"wm_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+            rabbitmqctl("add_vhost", vhost)
+            vhosts.append(vhost)
+            rabbitmqctl("set_permissions", "-p", vhost, RABBITMQ_USER, ".*", ".*", ".*")
+            broker_url = f"{base}/{vhost}"
+        else:
+            broker_url = redis_url.rsplit("/", 1)[0] + f"/{BROKER_DB}"
+            redis.Redis.from_url(broker_url).flushdb()
         truncate_all(Database(pg_url))
         markers = tmp_path / "markers"
         markers.mkdir(exist_ok=True)
@@ -152,7 +202,7 @@ def make_stack(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Callable
         env.update(
             {
                 "WORK_MANAGER_DATABASE_URL": pg_url,
-                "WORK_MANAGER_BROKER_URL": broker,
+                "WORK_MANAGER_BROKER_URL": broker_url,
                 "WORK_MANAGER_REDIS_URL": redis_url,
                 "WORK_MANAGER_REDIS_PREFIX": f"wmtest:{uuid.uuid4().hex[:8]}:",
                 "WORK_MANAGER_ORDER_TYPES": "tests.support.pipeline",
@@ -169,3 +219,7 @@ def make_stack(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Callable
     yield factory
     for stack in stacks:
         stack.stop()
+    for vhost in vhosts:
+        # a leftover vhost holds no state another run reads
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            rabbitmqctl("delete_vhost", vhost)

@@ -59,8 +59,8 @@ def get_json(url: str) -> object:
         return None
 
 
-def test_flower_answers_and_shows_workers_and_tasks(make_stack) -> None:
-    stack = make_stack()
+def test_flower_answers_and_shows_workers_and_tasks(make_stack, broker) -> None:
+    stack = make_stack(broker=broker)
     stack.worker("control")
     port = free_port()
     stack.start(

@@ -1,5 +1,5 @@
 """End to end through real Celery worker processes (SPEC §8): propose → agents consume →
-auto-approve → apply → completed, on the Redis broker and PostgreSQL."""
+auto-approve → apply → completed, on PostgreSQL and each broker (Redis, RabbitMQ)."""
 
 from __future__ import annotations
 
@@ -39,9 +39,13 @@ def count_events(stack, event: str, ids: list[uuid.UUID]) -> int:
         )
 
 
-@pytest.mark.parametrize("lease_backend", ["database", "redis"])
-def test_hundred_orders_complete(make_stack, lease_backend: str) -> None:
-    stack = make_stack(lease_backend=lease_backend)
+@pytest.mark.parametrize(
+    ("broker", "lease_backend"),
+    [("redis", "database"), ("redis", "redis"), ("rabbitmq", "redis")],
+    indirect=["broker"],
+)
+def test_hundred_orders_complete(make_stack, broker: str, lease_backend: str) -> None:
+    stack = make_stack(broker=broker, lease_backend=lease_backend)
     stack.worker()
     stack.agent("e2e.echo", "tests.support.pipeline:echo_handler", concurrency=4)
     ids = [enqueue_order("e2e.echo", {"n": n}, app=stack.app) for n in range(100)]
@@ -68,8 +72,8 @@ def test_enqueue_with_dedupe_key_creates_one_order(make_stack) -> None:
         assert s.scalar(select(func.count()).select_from(Order)) == 1
 
 
-def test_lease_limit_holds_messages_back_instead_of_dropping_them(make_stack) -> None:
-    stack = make_stack(max_leases_per_agent="1")
+def test_lease_limit_holds_messages_back_instead_of_dropping_them(make_stack, broker) -> None:
+    stack = make_stack(broker=broker, max_leases_per_agent="1")
     stack.worker()
     stack.agent("e2e.echo", "tests.support.pipeline:echo_handler", concurrency=4)
     ids = [enqueue_order("e2e.echo", {"n": n}, app=stack.app) for n in range(12)]

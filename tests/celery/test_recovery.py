@@ -1,4 +1,5 @@
-"""Crash and expiry recovery with real worker processes: SIGKILL mid-apply, the sweep."""
+"""Crash and expiry recovery with real worker processes: SIGKILL mid-apply, the sweep, on
+each broker (Redis, RabbitMQ)."""
 
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ def events(stack, order_id, name: str, order_level: bool = False) -> int:
         return s.scalar(stmt) or 0
 
 
-def test_sigkill_mid_apply_loses_nothing(make_stack, tmp_path) -> None:
-    stack = make_stack(apply_recovery_seconds="1")
+def test_sigkill_mid_apply_loses_nothing(make_stack, broker, tmp_path) -> None:
+    stack = make_stack(broker=broker, apply_recovery_seconds="1")
     stack.worker("control-1", WM_TEST_APPLY_SECONDS="60")  # killed long before it ends
     stack.agent("e2e.slow", "tests.support.pipeline:echo_handler")
     order_id = enqueue_order("e2e.slow", {"n": 1}, app=stack.app)
@@ -55,8 +56,9 @@ def item_of(stack, order_id) -> Item:
         return s.scalars(select(Item).where(Item.order_id == order_id)).one()
 
 
-def test_sweep_task_requeues_then_fails_abandoned_items(make_stack) -> None:
+def test_sweep_task_requeues_then_fails_abandoned_items(make_stack, broker) -> None:
     stack = make_stack(
+        broker=broker,
         lease_ttl_seconds="1",
         retry_backoff_seconds="0",
         retry_jitter_seconds="0",
