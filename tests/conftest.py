@@ -7,6 +7,7 @@ Tests that need a server skip with a reason when it is absent locally, and fail 
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -70,6 +71,25 @@ def redis_url() -> str:
     return REDIS_URL
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A Redis Cluster of our own (three masters with replicas), shared by the session's
+    tests that need one and torn down at the end (``tests/support/redis_cluster.py``)."""
+    from tests.support.redis_cluster import LocalCluster, available
+
+    reason = available()
+    if reason:
+        need("Redis Cluster", reason)
+    cluster = LocalCluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        cluster.stop()
+        need("Redis Cluster", str(exc))
+    yield cluster
+    cluster.stop()
+
+
 def truncate_all(db: Database) -> None:
     tables = ", ".join(t.name for t in reversed(Base.metadata.sorted_tables))
     with db.engine.begin() as conn:
@@ -115,6 +135,9 @@ def make_wm(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[WMFactory
         }
         if backend == "redis":
             fields["redis_url"] = request.getfixturevalue("redis_url")
+        elif backend == "redis-cluster":
+            fields |= {"lease_backend": "redis", "redis_cluster": True}
+            fields["redis_url"] = request.getfixturevalue("redis_cluster").url
         settings = Settings(**{**fields, **overrides})
         database = Database(url)
         if not built or db == "sqlite":
@@ -153,6 +176,11 @@ BACKENDS = [
     pytest.param(("postgres", "database"), id="postgres-database", marks=pytest.mark.postgres),
     pytest.param(
         ("postgres", "redis"), id="postgres-redis", marks=[pytest.mark.postgres, pytest.mark.redis]
+    ),
+    pytest.param(
+        ("postgres", "redis-cluster"),
+        id="postgres-redis-cluster",
+        marks=[pytest.mark.postgres, pytest.mark.redis],
     ),
     pytest.param(
         ("postgres", "database/general"),

@@ -57,6 +57,8 @@ class Settings:
     lease_backend: str = "database"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "work:lease:"
+    #: The lease store is a Redis Cluster (``RedisCluster``, keys hash-tagged per item).
+    redis_cluster: bool = False
     lease_ttl_seconds: int = 600
     heartbeat_every_seconds: int = 120
     max_leases_per_agent: int | None = None
@@ -119,6 +121,10 @@ class Settings:
     agent_runtime: str = "python"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.redis_cluster:
+            _check_cluster(self.redis_url, self.redis_prefix)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read settings from ``environ`` (default ``os.environ``) and the optional TOML file."""
@@ -134,7 +140,7 @@ class Settings:
             if found is not None:
                 name, value = found
                 values[spec.field] = spec.parse(name, value)
-        return cls(**values)
+        return cls(**_resolve_connections(values))
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (handy in tests)."""
@@ -159,6 +165,24 @@ def _read_toml(path: str) -> dict[str, Any]:
         name = key.upper()
         out[name if name.startswith(PREFIX) else PREFIX + name] = value
     return out
+
+
+def _check_cluster(url: str, prefix: str) -> None:
+    """Redis Cluster has one database (0), and the lease keys carry their own hash tags."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise _fail(PREFIX + "REDIS_URL", url, "a redis:// or rediss:// URL of any cluster node")
+    if parts.path.strip("/") not in ("", "0"):
+        raise _fail(PREFIX + "REDIS_URL", url, "no database number but 0 (Redis Cluster)")
+    if "{" in prefix or "}" in prefix:
+        raise _fail(
+            PREFIX + "REDIS_PREFIX",
+            prefix,
+            "no '{' or '}' with WORK_MANAGER_REDIS_CLUSTER=true (the keys are hash-tagged "
+            "per item; a tag in the prefix would put every key in one slot)",
+        )
 
 
 def _check_known(from_file: Mapping[str, Any]) -> None:
@@ -284,6 +308,67 @@ def _prefix(name: str, value: Any) -> str:
     return text
 
 
+#: Laravel connection names the seed's configuration uses (``REDIS_CONNECTION=default``,
+#: ``QUEUE_CONNECTION=redis``): they mean "the configured Redis" (or, for the queue,
+#: ``database``: the SQL database), resolved once every setting is read.
+REDIS_CONNECTION_NAMES = ("default", "redis", "cache")
+QUEUE_CONNECTION_NAMES = ("redis", "database")
+
+
+@dataclass(frozen=True)
+class _ConnectionName:
+    """A Laravel connection name read from ``variable``, resolved by
+    :func:`_resolve_connections`."""
+
+    name: str
+    variable: str
+
+
+def _redis_url(name: str, value: Any) -> str | _ConnectionName:
+    text = _str(name, value)
+    if "://" in text:
+        return text
+    if text.lower() in REDIS_CONNECTION_NAMES:
+        return _ConnectionName(text.lower(), name)
+    raise _fail(
+        name,
+        value,
+        "a Redis URL such as redis://127.0.0.1:6379/0, or a Laravel connection name ("
+        + ", ".join(REDIS_CONNECTION_NAMES)
+        + ") meaning WORK_MANAGER_REDIS_URL",
+    )
+
+
+def _broker_url(name: str, value: Any) -> str | _ConnectionName:
+    text = _str(name, value)
+    if "://" in text:
+        return text
+    if text.lower() in QUEUE_CONNECTION_NAMES:
+        return _ConnectionName(text.lower(), name)
+    raise _fail(
+        name,
+        value,
+        "a broker URL (redis://…, amqp://…, sqla+sqlite:///…), or a Laravel connection name: "
+        "redis (WORK_MANAGER_REDIS_URL) or database (the SQL database, via kombu's "
+        "SQLAlchemy transport)",
+    )
+
+
+def _resolve_connections(values: dict[str, Any]) -> dict[str, Any]:
+    """Turn Laravel connection names into URLs: ``default``/``redis`` → the configured
+    Redis URL; ``QUEUE_CONNECTION=database`` → ``sqla+`` the database URL."""
+    redis = values.get("redis_url")
+    if isinstance(redis, _ConnectionName):
+        values["redis_url"] = redis = Settings.redis_url
+    broker = values.get("broker_url")
+    if isinstance(broker, _ConnectionName):
+        if broker.name == "redis":
+            values["broker_url"] = redis or Settings.redis_url
+        else:
+            values["broker_url"] = "sqla+" + values.get("database_url", Settings.database_url)
+    return values
+
+
 @dataclass(frozen=True)
 class _Spec:
     field: str
@@ -304,11 +389,12 @@ def _spec(fieldname: str, parse: Callable[[str, Any], Any], *aliases: str) -> _S
 
 _SPECS: tuple[_Spec, ...] = (
     _spec("database_url", _str),
-    _spec("broker_url", _str, "QUEUE_CONNECTION"),
+    _spec("broker_url", _broker_url, "QUEUE_CONNECTION"),
     _spec("result_backend", _optional_str),
     _spec("lease_backend", _choice(*LEASE_BACKENDS)),
-    _spec("redis_url", _str, "REDIS_CONNECTION"),
+    _spec("redis_url", _redis_url, "REDIS_CONNECTION"),
     _spec("redis_prefix", _str),
+    _spec("redis_cluster", _bool),
     _spec("lease_ttl_seconds", _int(1)),
     _spec("heartbeat_every_seconds", _int(1)),
     _spec("max_leases_per_agent", _optional_limit),

@@ -14,7 +14,11 @@ JSON line in its log (line-buffered, so a SIGKILL loses nothing already written)
 
 Config keys: database_url, backend, redis_url, redis_prefix, ttl, agent, log, seed,
 hold (0 = normal), deadline (seconds), gate (optional: a file path; each item's work waits
-until that file exists, so the test decides when a held lease is submitted).
+until that file exists, so the test decides when a held lease is submitted), redis_cluster
+(optional: the lease store is a Redis Cluster).
+
+A call answered ``Unavailable`` (the lease store is failing over) changed nothing: it is
+made again after a pause, and counted in the log as ``unavailable``.
 """
 
 from __future__ import annotations
@@ -25,17 +29,19 @@ import os
 import random
 import sys
 import time
-from typing import Any, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO, TypeVar
 
 from sqlalchemy import func, select
 
 from tests.support.types import Multi
 from workmanager import Registry, Settings, WorkManager
 from workmanager.db.models import Item
-from workmanager.errors import LeaseConflict, LeaseExpired
+from workmanager.errors import LeaseConflict, LeaseExpired, Unavailable
 from workmanager.types import Lease
 
 REFUSALS = (LeaseConflict, LeaseExpired)
+T = TypeVar("T")
 
 
 class Worker:
@@ -50,6 +56,7 @@ class Worker:
             lease_backend=config["backend"],
             redis_url=config["redis_url"],
             redis_prefix=config["redis_prefix"],
+            redis_cluster=bool(config.get("redis_cluster")),
             lease_ttl_seconds=config["ttl"],
             retry_backoff_seconds=0,
             retry_jitter_seconds=0,
@@ -62,15 +69,24 @@ class Worker:
             fields |= {"item": str(lease.item_id), "token": lease.fence}
         self.out.write(json.dumps({"ev": event, "agent": self.agent, **fields}) + "\n")
 
+    def retry(self, call: Callable[[], T]) -> T:
+        """``call()``, made again while the lease store answers Unavailable."""
+        while True:
+            try:
+                return call()
+            except Unavailable as exc:
+                self.log("unavailable", error=exc.message[:200])
+                time.sleep(0.2)
+
     def run(self) -> None:
         deadline = time.monotonic() + float(self.config["deadline"])
         held: list[Lease] = []
         while time.monotonic() < deadline:
-            lease = self.wm.agent.checkout(self.agent)
+            lease = self.retry(lambda: self.wm.agent.checkout(self.agent))
             if lease is None:
                 if self._remaining() == 0:
                     return
-                self.wm.sweeper.sweep()  # many sweepers at once, as with several beats
+                self.retry(self.wm.sweeper.sweep)  # many sweepers at once, as with several beats
                 time.sleep(0.1)
                 continue
             self.log("grant", lease, t=time.time())
@@ -97,7 +113,8 @@ class Worker:
             guessed = f"{lease.fence}.{'A' * 32}"
             self._stale(dataclasses.replace(lease, token=guessed), "heartbeat")
         if roll < 0.4:
-            lease = self.wm.agent.heartbeat(lease, progress=roll)
+            current = lease
+            lease = self.retry(lambda: self.wm.agent.heartbeat(current, progress=roll))
         gate = self.config.get("gate")
         if gate:
             while not os.path.exists(gate):
@@ -106,12 +123,12 @@ class Worker:
             time.sleep(self.rng.uniform(0, 0.004))  # "work"
         if roll > 0.9:
             t0 = time.time()
-            self.wm.agent.release(lease)
+            self.retry(lambda: self.wm.agent.release(lease))
             self.log("release", lease, t0=t0)
             self.released.append(lease)
             return
         t0 = time.time()
-        self.wm.agent.submit(lease, {"agent": self.agent, "token": lease.fence})
+        self.retry(lambda: self.wm.agent.submit(lease, {"agent": self.agent, "token": lease.fence}))
         self.log("submit", lease, t0=t0)
 
     def _probe_released(self) -> None:
@@ -129,7 +146,7 @@ class Worker:
             "fail": lambda: agent.fail(lease, {"code": "stale", "message": "probe"}),
         }
         try:
-            calls[op]()
+            self.retry(calls[op])
         except REFUSALS as exc:
             self.log("stale", lease, op=op, error=type(exc).__name__)
         else:

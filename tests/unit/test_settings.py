@@ -265,3 +265,20 @@ def test_metrics_agent_label() -> None:
     assert Settings.from_env(env).metrics_agent_label == "none"
     with pytest.raises(ConfigurationError, match="WORK_MANAGER_METRICS_AGENT_LABEL"):
         Settings.from_env({"WORK_MANAGER_METRICS_AGENT_LABEL": "some"})
+
+
+def test_redis_cluster_setting_and_what_it_refuses() -> None:
+    env = {"WORK_MANAGER_REDIS_CLUSTER": "true", "WORK_MANAGER_REDIS_URL": "redis://h:7000"}
+    assert Settings.from_env(env).redis_cluster is True
+    assert Settings.from_env({}).redis_cluster is False
+    refused = {
+        "WORK_MANAGER_REDIS_URL": "redis://h:7000/3",  # a cluster has database 0 only
+        "WORK_MANAGER_REDIS_PREFIX": "{wm}:lease:",  # the keys carry their own hash tags
+    }
+    for variable, value in refused.items():
+        with pytest.raises(ConfigurationError, match=variable):
+            Settings.from_env({**env, variable: value})
+    with pytest.raises(ConfigurationError, match="WORK_MANAGER_REDIS_CLUSTER"):
+        Settings.from_env({"WORK_MANAGER_REDIS_CLUSTER": "maybe"})
+    # Without cluster mode the same values stay valid, as before.
+    assert Settings.from_env(refused).redis_prefix == "{wm}:lease:"

@@ -24,5 +24,12 @@ def build_lease_backend(settings: Settings) -> LeaseBackend:
     from .redis import RedisLeaseStore, connect
 
     limited = settings.max_leases_per_agent is not None or settings.max_leases_per_type is not None
-    store = RedisLeaseStore(connect(settings.redis_url), settings.redis_prefix, limited)
+    if settings.redis_cluster:
+        from .redis_cluster import RedisClusterLeaseStore, connect_cluster
+
+        store: RedisLeaseStore = RedisClusterLeaseStore(
+            connect_cluster(settings.redis_url), settings.redis_prefix, limited
+        )
+    else:
+        store = RedisLeaseStore(connect(settings.redis_url), settings.redis_prefix, limited)
     return StoreLeaseBackend(store, "redis", **limits)

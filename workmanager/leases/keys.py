@@ -5,6 +5,15 @@
 {prefix}agent:{agent_id}   zset item_id -> expiry ms                  (per-agent count)
 {prefix}type:{order_type}  zset item_id -> expiry ms                  (per-type count)
 {prefix}epoch              "1", set by the sweep                        (data-loss marker)
+
+On Redis Cluster (``ClusterKeys``) every key carries a hash tag, so each script touches
+one slot: the item's lock and its own fencing counter share the item id's slot.
+
+{prefix}item:{<item_id>}     string "fence|secret hash|owner", PX = lease TTL
+{prefix}fence:{<item_id>}    integer, INCR per grant of that item (kept a day)
+{prefix}agent:{<agent_id>}   zset "<item_id>|<secret hash>" -> expiry ms (its own slot)
+{prefix}type:{<order_type>}  zset "<item_id>|<secret hash>" -> expiry ms (its own slot)
+{prefix}epoch                "1", set by the sweep
 """
 
 from __future__ import annotations
@@ -32,3 +41,21 @@ class RedisKeys:
 
     def order_type(self, order_type: str) -> str:
         return f"{self.prefix}type:{order_type}"
+
+
+@dataclass(frozen=True)
+class ClusterKeys(RedisKeys):
+    """The key names on Redis Cluster: hash-tagged per item, per agent and per type (the
+    global ``fence`` is not used there: each item has its own, ``item_fence``)."""
+
+    def item(self, item_id: str) -> str:
+        return f"{self.prefix}item:{{{item_id}}}"
+
+    def item_fence(self, item_id: str) -> str:
+        return f"{self.prefix}fence:{{{item_id}}}"
+
+    def agent(self, agent_id: str) -> str:
+        return f"{self.prefix}agent:{{{agent_id}}}"
+
+    def order_type(self, order_type: str) -> str:
+        return f"{self.prefix}type:{{{order_type}}}"
