@@ -1,0 +1,306 @@
+"""The review console in a real headless Chromium (Debian's ``chromium`` +
+``chromium-driver``, driven by Selenium; nothing is downloaded), served by a real
+``workmanager serve`` process over PostgreSQL, with real Celery workers and agent consumers
+(the ``make_stack`` fixture of tests/celery). Skipped locally when Chromium, PostgreSQL or
+Redis is missing; a failure under CI.
+
+The screenshots in docs/img/ (review queue, an order with its diff, the dashboard) are
+taken here; ``WM_SCREENSHOTS_DIR`` writes them elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from tasks.producer import enqueue_order
+from workmanager import AgentInfo, NotFound, Registry, Settings, WorkManager
+from workmanager.db.models import Event, Order
+from workmanager.services.tokens import TokenService
+
+from ..celery.conftest import Stack, make_stack  # noqa: F401 - the fixture, reused
+from ..conftest import need
+from .types import register
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+SHOTS = Path(os.environ.get("WM_SCREENSHOTS_DIR") or ROOT / "docs" / "img")
+TYPES = "tests.support.pipeline,tests.ui.types"
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
+    if missing:
+        need(
+            "Chromium",
+            f"{', '.join(missing)} not installed (apt-get install chromium chromium-driver)",
+        )
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError as exc:
+        need("Chromium", f"selenium is not installed: {exc}")
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never download a driver
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1360,1000",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Console:
+    """A ``workmanager serve`` process of the stack, and the browser pointed at it."""
+
+    def __init__(self, stack: Stack, driver: Any) -> None:
+        self.stack = stack
+        self.driver = driver
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        registry = Registry()
+        register(registry)
+        self.wm = WorkManager(Settings.from_env(stack.env), registry=registry)
+        cli = str(Path(sys.executable).parent / "workmanager")
+        stack.start("api", [cli, "serve", "--host", "127.0.0.1", "--port", str(self.port)])
+        stack.wait_for(self._up, 30, "the API server to answer")
+        driver.delete_all_cookies()
+
+    def _up(self) -> bool:
+        try:
+            return httpx.get(self.base + "/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def token(self, name: str, scopes: str) -> str:
+        plaintext, _ = TokenService(self.wm.ctx).create(f"{name}-{uuid.uuid4().hex[:6]}", scopes)
+        return plaintext
+
+    def sign_in(self, token: str, path: str = "/ui/queue") -> None:
+        from selenium.webdriver.common.by import By
+
+        self.driver.delete_all_cookies()
+        self.open(path)  # no session: the sign-in page, which comes back here after
+        assert "/ui/login" in self.driver.current_url
+        self.driver.find_element(By.ID, "token").send_keys(token)
+        self.driver.find_element(By.ID, "sign-in").click()
+        self.wait(lambda: path in self.driver.current_url, "signed in")
+
+    def open(self, path: str) -> None:
+        self.driver.get(self.base + path)
+
+    def wait(self, predicate: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+        return self.stack.wait_for(predicate, timeout, what)
+
+    def text(self, element_id: str) -> str:
+        from selenium.webdriver.common.by import By
+
+        return str(self.driver.find_element(By.ID, element_id).text)
+
+    def has(self, element_id: str) -> bool:
+        from selenium.webdriver.common.by import By
+
+        return bool(self.driver.find_elements(By.ID, element_id))
+
+    def shot(self, name: str) -> None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        height, chrome = self.driver.execute_script(
+            "return [document.documentElement.scrollHeight, "
+            "window.outerHeight - window.innerHeight]"
+        )
+        self.driver.set_window_size(1360, min(int(height) + max(int(chrome), 140) + 8, 2400))
+        try:
+            assert self.driver.save_screenshot(str(SHOTS / name))
+        finally:
+            self.driver.set_window_size(1360, 1000)
+
+    def state(self, order_id: uuid.UUID) -> str:
+        try:
+            return self.wm.queries.order_state(order_id)
+        except NotFound:  # enqueue_order returns before the worker created it
+            return ""
+
+    def events(self, order_id: uuid.UUID, event: str, item_id: uuid.UUID | None = None) -> int:
+        with self.wm.db.transaction() as s:
+            stmt = select(func.count()).select_from(Event)
+            stmt = stmt.where(Event.order_id == order_id, Event.event == event)
+            if item_id is not None:
+                stmt = stmt.where(Event.item_id == item_id)
+            return int(s.scalar(stmt) or 0)
+
+    def post_from_page(self, path: str, fields: dict[str, str]) -> int:
+        """POST a form body from the page's own origin (what a forged form would send,
+        with the session cookie), returning the status."""
+        script = """
+            const [path, fields, done] = arguments;
+            fetch(path, {method: 'POST', body: new URLSearchParams(fields),
+                         credentials: 'same-origin', redirect: 'manual'})
+              .then(r => done(r.status)).catch(e => done(String(e)));
+        """
+        return int(self.driver.execute_async_script(script, path, fields))
+
+
+@pytest.fixture
+def console(make_stack: Callable[..., Stack], browser: Any) -> Iterator[Console]:  # noqa: F811
+    stack = make_stack(order_types=TYPES, retry_backoff_seconds="0", retry_jitter_seconds="0")
+    made = Console(stack, browser)
+    yield made
+    made.wm.close()
+
+
+def start_workers(console: Console) -> None:
+    stack = console.stack
+    stack.worker(concurrency=2)
+    stack.start(
+        "agent",
+        [
+            sys.executable,
+            "-m",
+            "workers.agent",
+            "--type",
+            "ui.title",
+            "--handler",
+            "tests.ui.types:title_handler",
+            "--concurrency",
+            "2",
+            "--agent-id",
+            "writer-1",
+        ],
+        WORK_MANAGER_AGENT_MODEL="gpt-test",
+        WORK_MANAGER_AGENT_VERSION="1.2.0",
+    )
+
+
+def test_review_approve_and_rework_through_real_workers(console: Console) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    start_workers(console)
+    app = console.stack.app
+    first = enqueue_order("ui.title", {"docs": ["intro", "summary"]}, app=app)
+    second = enqueue_order("ui.title", {"docs": ["appendix"]}, app=app)
+    for order_id in (first, second):
+        console.wait(lambda o=order_id: console.state(o) == "submitted", f"{order_id} submitted")
+
+    console.sign_in(console.token("reviewer", "view,approve,reject"))
+    assert console.text("queue-total") == "2 waiting"
+    rows = console.driver.find_elements(By.CSS_SELECTOR, "#queue tbody tr")
+    with console.wm.db.transaction() as s:  # oldest submission first
+        oldest = s.scalars(
+            select(Order.id).where(Order.id.in_([first, second])).order_by(Order.submitted_at)
+        ).all()
+    assert [r.get_attribute("data-order") for r in rows] == [str(o) for o in oldest]
+    assert all("writer-1 · 1.2.0 · gpt-test" in r.text for r in rows)
+    console.shot("console-queue.png")
+
+    # the order page: preview before approval, results and provenance per item
+    rows[oldest.index(first)].find_element(By.TAG_NAME, "a").click()
+    console.wait(lambda: console.has("approve"), "the order page")
+    assert "Preview: what apply would change" in console.driver.page_source
+    assert "A title for intro" in console.text("items")
+    assert "gpt-test" in console.text("items")
+    # a double click approves once
+    ActionChains(console.driver).double_click(
+        console.driver.find_element(By.ID, "approve")
+    ).perform()
+    console.wait(lambda: console.state(first) == "completed", "the order applied by the worker")
+    assert console.events(first, "approved") == 1
+    console.open(f"/ui/orders/{first}")
+    assert console.text("order-state") == "completed"
+    diff = console.text("diff")
+    assert "untitled intro" in diff and "A title for intro" in diff
+    assert not console.has("approve")
+    console.shot("console-order-diff.png")
+
+    # reject the second for rework: its item goes back to the agents and is leased again
+    console.open(f"/ui/orders/{second}")
+    item_id = uuid.UUID(
+        console.driver.find_element(By.CSS_SELECTOR, "article.item").get_attribute("data-item")
+    )
+    console.driver.find_element(By.ID, "reason").send_keys("make it shorter")
+    assert console.driver.find_element(By.ID, "allow-rework").is_selected()
+    console.driver.find_element(By.ID, "reject").click()
+    console.wait(lambda: console.has("flash"), "the page after reject")
+    console.wait(
+        lambda: console.events(second, "leased", item_id) == 2, "the reworked item leased again"
+    )
+    console.open(f"/ui/orders/{second}")
+    timeline = [
+        e.get_attribute("data-event")
+        for e in console.driver.find_elements(By.CSS_SELECTOR, "#timeline tr.event")
+    ]
+    assert "rework" in timeline
+    assert timeline.index("leased", timeline.index("rework")) > timeline.index("rework")
+    assert "make it shorter" in console.text("timeline")
+
+    console.open("/ui/dashboard")
+    assert "writer-1" in console.text("agents") and "gpt-test" in console.text("agents")
+    assert int(console.text("orders-completed")) >= 1
+    console.shot("console-dashboard.png")
+
+
+def test_a_view_token_sees_no_actions_and_forged_posts_change_nothing(console: Console) -> None:
+    from selenium.webdriver.common.by import By
+
+    agent = AgentInfo(id="writer-2", model_name="gpt-test")
+    order_id = console.wm.propose("ui.title", {"docs": ["a"]})
+    lease = console.wm.agent.checkout(agent, order_id=order_id)
+    assert lease is not None
+    console.wm.agent.submit(lease, {"title": "T"}, agent=agent)
+    assert console.state(order_id) == "submitted"
+
+    console.sign_in(console.token("viewer", "view"), f"/ui/orders/{order_id}")
+    assert console.text("order-state") == "submitted"
+    assert not console.has("approve") and not console.has("reject") and not console.has("actions")
+
+    csrf = console.driver.find_element(By.NAME, "csrf").get_attribute("value")
+    key = uuid.uuid4().hex
+    # the scope is missing: refused even with the session's CSRF token
+    status = console.post_from_page(f"/ui/orders/{order_id}/approve", {"csrf": csrf, "key": key})
+    assert status == 403
+    assert console.state(order_id) == "submitted"
+
+    console.sign_in(console.token("reviewer", "view,approve,reject"), f"/ui/orders/{order_id}")
+    assert console.has("approve")
+    key = console.driver.find_element(By.CSS_SELECTOR, "#approve-form [name=key]")
+    # no CSRF token (and a wrong one): refused, nothing approved
+    path = f"/ui/orders/{order_id}/approve"
+    assert console.post_from_page(path, {"key": key.get_attribute("value")}) == 403
+    assert console.post_from_page(path, {"key": uuid.uuid4().hex, "csrf": "forged"}) == 403
+    assert console.state(order_id) == "submitted"
+    assert console.events(order_id, "approved") == 0
+    # the page still works with its own form
+    console.driver.find_element(By.ID, "approve").click()
+    console.wait(lambda: console.state(order_id) != "submitted", "approved through the form")
+    assert console.events(order_id, "approved") == 1
