@@ -395,7 +395,7 @@ _SPECS: tuple[_Spec, ...] = (
     _spec("redis_url", _redis_url, "REDIS_CONNECTION"),
     _spec("redis_prefix", _str),
     _spec("redis_cluster", _bool),
-    _spec("lease_ttl_seconds", _int(1)),
+    _spec("lease_ttl_seconds", _int(1), "LEASE_TTL"),
     _spec("heartbeat_every_seconds", _int(1)),
     _spec("max_leases_per_agent", _optional_limit),
     _spec("max_leases_per_type", _optional_limit),

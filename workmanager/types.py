@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -42,6 +43,9 @@ class AgentInfo:
     principal: str | None = None
     idempotency_key_hash: str | None = None
     extra: JSON = field(default_factory=dict)
+    #: The request's headers (lower-case names; never ``Authorization``, ``Cookie`` or
+    #: ``X-Lease-Token``), for custom provenance enrichers; not stored unless one does.
+    headers: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     #: The id was chosen by the caller (``X-Agent-ID`` or an MCP argument under a token not
     #: bound to an agent): anyone can mint such ids, so metrics keep them out of labels.
     self_named: bool = False

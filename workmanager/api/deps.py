@@ -47,6 +47,10 @@ def principal(request: Request) -> Principal:
     return api.tokens.authenticate(bearer(request), request.headers.get("x-agent-id"))
 
 
+#: Headers a provenance enricher never sees (credentials).
+PRIVATE_HEADERS = frozenset({"authorization", "cookie", "x-lease-token", "proxy-authorization"})
+
+
 def metadata(request: Request) -> AgentMetadata:
     h = request.headers
     return AgentMetadata(
@@ -58,6 +62,7 @@ def metadata(request: Request) -> AgentMetadata:
         request_id=request.state.request_id,
         ip_address=request.client.host if request.client else None,
         user_agent=h.get("user-agent"),
+        headers={k: v for k, v in h.items() if k not in PRIVATE_HEADERS},
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from typing import Any
@@ -10,7 +11,6 @@ from sqlalchemy.orm import Session
 
 from ..db import pending
 from ..db.models import PROVENANCE_TABLE, utcnow
-from ..errors import ConfigurationError
 from ..importing import import_object
 from ..settings import Settings
 from ..types import AgentInfo
@@ -37,6 +37,8 @@ class ProvenanceRecorder:
 
     def __init__(self, enricher: ProvenanceEnricher) -> None:
         self.enricher = enricher
+        anonymize = bool(getattr(enricher, "anonymize", False))
+        self.fallback = DefaultEnricher(anonymize=anonymize)
 
     def record(
         self,
@@ -59,13 +61,32 @@ class ProvenanceRecorder:
         order_id: uuid.UUID | None = None,
         item_id: uuid.UUID | None = None,
     ) -> dict[str, Any]:
-        """The column values of one provenance row (every column of the table but ``id``)."""
-        fields: dict[str, Any] = self.enricher.enrich(action, agent)
-        unknown = set(fields) - _COLUMNS
+        """The column values of one provenance row (every column of the table but ``id``).
+
+        What an enricher returns beyond the table's columns (upstream's enrichers add
+        keys freely, e.g. ``data["team"] = ...``) goes into ``extra``; a value that is not
+        JSON is stored as its text. An enricher that raises or returns something other
+        than a dict never fails the action: the row is the default enricher's, with
+        ``extra.enricher_error`` naming the exception, and the error is logged."""
+        try:
+            fields = self.enricher.enrich(action, agent)
+            if not isinstance(fields, dict):
+                raise TypeError(f"enrich() returned {type(fields).__name__}, not a dict")
+        except Exception as exc:
+            log.exception("provenance enricher %s failed", type(self.enricher).__name__)
+            fields = self.fallback.enrich(action, agent)
+            fields["extra"] = {**(fields.get("extra") or {}), "enricher_error": repr(exc)[:500]}
+        fields = dict(fields)
+        unknown = {k: fields.pop(k) for k in list(fields) if k not in _COLUMNS}
         if unknown:
-            raise ConfigurationError(
-                f"provenance enricher returned unknown fields: {', '.join(sorted(unknown))}"
-            )
+            extra = fields.get("extra")
+            merged = dict(extra) if isinstance(extra, dict) else {}
+            if extra is not None and not isinstance(extra, dict):
+                merged["extra"] = extra
+            merged.update({str(k): v for k, v in unknown.items()})
+            fields["extra"] = merged
+        if fields.get("extra") is not None:
+            fields["extra"] = json.loads(json.dumps(fields["extra"], default=str))
         row = dict.fromkeys(_COLUMNS)
         row.update(fields)
         row.update(order_id=order_id, item_id=item_id, action=action, created_at=utcnow())

@@ -10,6 +10,7 @@ other token naming it (403), before the request does anything. Versions must be 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..errors import Forbidden, InvalidAgentMetadata
@@ -33,6 +34,7 @@ class AgentMetadata:
     ip_address: str | None = None
     user_agent: str | None = None
     extra: JSON = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ def build_caller(
         principal=principal.name,
         idempotency_key_hash=idempotency_key_hash,
         extra=dict(meta.extra),
+        headers=meta.headers,
         self_named=principal.agent_id is None,
     )
     return Caller(principal, agent)
