@@ -34,6 +34,7 @@ bench: $(STAMP)  ## benchmarks (not tests): figures beside the bare-client floor
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.http
 	$(BIN)/python -m bench.replay
+	$(BIN)/python -m bench.console
 
 soak: $(STAMP)  ## long stress runs, not part of make test
 	$(BIN)/pytest -q -m slow tests
