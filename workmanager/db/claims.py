@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, and_, event, update
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
+from .. import events
 from ..errors import IdempotencyInFlight
 from . import pending
 from .models import PROVENANCE_TABLE, IdempotencyKey
@@ -75,9 +76,10 @@ def unmarked() -> bool:
 
 
 def hot(path: T | None) -> T | None:
-    """``path`` (a PostgreSQL hot path), or ``None`` while :func:`unmarked`: its
-    autocommit statements cannot carry the mark, so the general path takes the call."""
-    return None if unmarked() else path
+    """``path`` (a PostgreSQL hot path), or ``None`` while :func:`unmarked` (its
+    autocommit statements cannot carry the mark) or while event listeners are registered
+    (its events bypass the session they are announced from): the general path takes it."""
+    return None if unmarked() or events.listening() else path
 
 
 def _wrote(session: Session) -> None:

@@ -13,7 +13,11 @@ from typing import Any
 from sqlalchemy import Table, event, insert
 from sqlalchemy.orm import Session, sessionmaker
 
+from .. import events
+
 _KEY = "workmanager.pending_rows"
+_COMMITTING = "workmanager.committing_events"
+EVENTS = "work_events"
 
 
 def add(session: Session, table: Table, row: dict[str, Any]) -> None:
@@ -34,13 +38,25 @@ def _write(session: Session) -> None:
     session.flush()
     for table, rows in pending.items():
         session.execute(insert(table), rows)
+        if table.name == EVENTS and events.listening():
+            session.info.setdefault(_COMMITTING, []).extend(rows)
+
+
+def _announce(session: Session) -> None:
+    """After the commit: the event listeners hear what it recorded (workmanager.events)."""
+    rows = session.info.pop(_COMMITTING, None)
+    if rows:
+        events.announce_rows(rows)
 
 
 def _drop(session: Session, *_: Any) -> None:
     session.info.pop(_KEY, None)
+    session.info.pop(_COMMITTING, None)
 
 
 def install(factory: sessionmaker[Session]) -> None:
-    """Write pending rows before each commit of sessions from ``factory``."""
+    """Write pending rows before each commit of sessions from ``factory``, and announce
+    the events among them after it."""
     event.listen(factory, "before_commit", _write)
+    event.listen(factory, "after_commit", _announce)
     event.listen(factory, "after_rollback", _drop)

@@ -18,6 +18,7 @@ from typing import Any, cast
 
 from sqlalchemy.orm import Session
 
+from .. import events
 from ..checks import check, guarded
 from ..db import claims
 from ..db.models import Item, Order
@@ -155,7 +156,24 @@ class AgentAPI:
             renewed = hot.heartbeat(lease, info, progress, checkpoint)
             if renewed is not None:
                 return renewed  # else the lease was refused: the general path says why
-        return self.ctx.db.run(lambda s: self._heartbeat_tx(s, lease, progress, checkpoint, info))
+        renewed = self.ctx.db.run(
+            lambda s: self._heartbeat_tx(s, lease, progress, checkpoint, info)
+        )
+        if events.listening():  # heartbeats write no event row: announced here, committed
+            beat = {"progress": progress, "lease_expires_at": renewed.expires_at.isoformat()}
+            events.announce(
+                events.Event(
+                    events.ITEM_HEARTBEAT,
+                    "heartbeat",
+                    lease.order_id,
+                    lease.item_id,
+                    "agent",
+                    info.id,
+                    beat,
+                    self.ctx.clock(),
+                )
+            )
+        return renewed
 
     def _heartbeat_tx(
         self,

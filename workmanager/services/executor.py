@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from .. import events
 from ..db.models import Item, Order
 from ..diff import Diff
 from ..errors import ApplyFailed, IllegalStateTransition, NotFound
@@ -29,7 +30,7 @@ from ..states import ItemState, OrderState
 from ..types import Actor, ApplyContext, OrderView
 from . import apply_claim
 from .context import ServiceContext
-from .hotcontrol import control_hot_path
+from .hotcontrol import ControlHotPath, control_hot_path
 from .transitions import move_order, record_event
 from .views import order_dict, order_view
 
@@ -55,12 +56,17 @@ class ApplyService:
         self.ctx = ctx
         self.hot = control_hot_path(ctx)
 
+    def _hot(self) -> ControlHotPath | None:
+        """The hot path, unless event listeners need the events announced (events.py)."""
+        return None if events.listening() else self.hot
+
     def apply(self, order_id: uuid.UUID, actor: Actor | None = None) -> ApplyOutcome:
         """Apply an approved order. Raises :class:`ApplyFailed` when the type's apply raised;
         the failure is recorded, and the order is ``failed`` once retries are spent."""
         actor = actor or Actor.system()
         claim = apply_claim.new_claim()
-        started = (self.hot.start_apply(order_id, claim) if self.hot else None) or self.ctx.db.run(
+        hot = self._hot()
+        started = (hot.start_apply(order_id, claim) if hot else None) or self.ctx.db.run(
             lambda s: self._start(s, order_id, claim)
         )
         if isinstance(started, ApplyOutcome):
@@ -82,7 +88,7 @@ class ApplyService:
                 f"apply of {order_id} failed: {exc}",
                 details={"exception": type(exc).__name__, "attempt": ctx.attempt, "final": final},
             ) from exc
-        recorded = self.hot.record_apply(order_id, claim, diff, actor) if self.hot else None
+        recorded = hot.record_apply(order_id, claim, diff, actor) if hot else None
         if recorded is not None:
             outcome = ApplyOutcome(recorded[0], recorded[1], recorded=True)
         else:

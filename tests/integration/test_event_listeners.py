@@ -1,0 +1,89 @@
+"""``workmanager.events``: upstream's events announced to listeners after commit (SPEC §13).
+
+On PostgreSQL the hot paths are on by default: while a listener is registered they step
+aside, so the same events are heard there too."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.support.types import Parts, Simple
+from workmanager import Registry, WorkManager, events
+from workmanager.errors import ValidationFailed
+
+
+@pytest.fixture
+def heard() -> Iterator[list[events.Event]]:
+    seen: list[events.Event] = []
+    events.listen(events.ANY, seen.append)
+    yield seen
+    events.clear()
+
+
+@pytest.fixture
+def wm(make_wm: Callable[..., WorkManager], database: str) -> WorkManager:
+    return make_wm(db=database, backend="database", registry=Registry([Simple(), Parts()]))
+
+
+def names(seen: list[events.Event]) -> list[str]:
+    return [e.name for e in seen]
+
+
+def test_a_whole_flow_is_announced(wm: WorkManager, heard: list[events.Event]) -> None:
+    order_id = wm.propose("test.parts", {})
+    assert names(heard) == ["WorkOrderProposed", "WorkOrderPlanned"]
+    lease = wm.agent.checkout("agent-1", order_id=order_id)
+    assert lease is not None
+    wm.agent.heartbeat(lease, progress=0.5)
+    wm.agent.submit_part(lease, "a", {"v": 1})
+    with pytest.raises(ValidationFailed):
+        wm.agent.submit_part(lease, "a", {"v": "x"}, seq=2)
+    wm.agent.submit_part(lease, "b", {"x": 1})
+    wm.agent.finalize(lease)
+    wm.approve(order_id)
+    wm.executor.apply(order_id)
+    got = names(heard)
+    for name in (
+        "WorkItemLeased",
+        "WorkItemHeartbeat",
+        "WorkItemPartSubmitted",
+        "WorkItemPartValidated",
+        "WorkItemPartRejected",
+        "WorkItemSubmitted",
+        "WorkItemFinalized",
+        "WorkOrderApproved",
+        "WorkOrderApplied",
+        "WorkOrderCompleted",
+    ):
+        assert name in got, (name, got)
+    rejected = next(e for e in heard if e.name == "WorkItemPartRejected")
+    assert rejected.item_id == lease.item_id and rejected.payload["part_key"] == "a"
+    assert got.index("WorkOrderApproved") < got.index("WorkOrderApplied")
+
+
+def test_a_raising_listener_never_breaks_the_operation(
+    wm: WorkManager, heard: list[events.Event], caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(event: events.Event) -> None:
+        raise RuntimeError("listener bug")
+
+    events.listen(events.ORDER_PROPOSED, broken)
+    order_id = wm.propose("test.simple", {"n": 1})
+    assert wm.queries.order_state(order_id) == "queued"
+    assert "WorkOrderProposed" in names(heard)  # the others still heard it
+    assert "listener bug" in caplog.text
+
+
+def test_listeners_hear_only_what_committed(wm: WorkManager, heard: list[events.Event]) -> None:
+    order_id = wm.propose("test.simple", {"n": 1})
+    heard.clear()
+    with pytest.raises(ValidationFailed):
+        wm.agent.submit(wm.agent.checkout("agent-1", order_id=order_id), {})  # type: ignore[arg-type]
+    assert names(heard) == ["WorkItemLeased"]  # the refused submit rolled back: nothing
+
+
+def test_unknown_event_names_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown event"):
+        events.listen("WorkOrderExploded", print)
