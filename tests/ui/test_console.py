@@ -263,3 +263,20 @@ def test_lists_dashboard_and_lease_actions_for_operators_only(
     answer = operator.post(f"/ui/items/{lease.item_id}/release", data={"csrf": field(page, "csrf")})
     assert answer.status_code == 303
     assert wm.queries.item(lease.item_id)["state"] == "queued"
+
+
+def test_unknown_orders_are_an_html_404_and_auth_none_needs_no_token(make_wm: Any) -> None:
+    registry = Registry()
+    register(registry)
+    wm = make_wm(db="sqlite", backend="database", registry=registry, auth="none")
+    client = client_for(wm)
+    page = client.get("/ui/login")
+    assert 'name="token"' not in page.text
+    answer = client.post("/ui/login", data={"csrf": field(page.text, "csrf")})
+    assert answer.status_code == 303
+    assert "anonymous" in client.get("/ui/queue").text
+    for path in ("/ui/orders/not-a-uuid", f"/ui/orders/{uuid.uuid4()}", "/ui/items/x"):
+        missing = client.get(path)
+        assert missing.status_code == 404
+        assert missing.headers["content-type"].startswith("text/html")
+        assert "not_found" in missing.text
