@@ -6,6 +6,11 @@
 (``workmanager agent`` runs this.) Per message: lease the item it names through the agent
 API module (skip it when another agent holds it), heartbeat in the background while the
 handler runs, submit the returned dict, and report an exception as ``fail``.
+
+SIGTERM (or Ctrl-C): Celery's warm shutdown stops taking messages; the handlers running
+get ``WORK_MANAGER_AGENT_SHUTDOWN_GRACE_SECONDS`` to finish (their leases heartbeat on);
+the leases still held then are released (requeued and announced again, the attempt given
+back) and the process exits, leaving its unfinished messages unacknowledged.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import logging
 import os
 import socket
 import sys
+import threading
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -102,6 +109,50 @@ class AgentConsumer:
                     log.warning("could not report failure on %s: %s", lease.item_id, failed)
                 return "failed"
 
+    def shutdown(self, grace: float, exit_process: Any = os._exit) -> threading.Thread:
+        """Start the graceful end (from a thread): wait up to ``grace`` seconds for the
+        handlers to finish, then release every lease still held and end the process."""
+
+        def run() -> None:
+            deadline = time.monotonic() + grace
+            while self.heartbeats.held() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            held = self.heartbeats.held()
+            if not held:
+                return  # every handler finished: Celery's warm shutdown ends the process
+            log.warning(
+                "shutdown: %d handler(s) still running after %.0fs; releasing their leases",
+                len(held),
+                grace,
+            )
+            for lease in held:
+                try:
+                    self.wm.agent.release(lease, agent=self.agent)
+                    log.warning("shutdown: released %s", lease.item_id)
+                except WorkManagerError as exc:
+                    log.warning("shutdown: could not release %s: %s", lease.item_id, exc)
+            logging.shutdown()
+            exit_process(0)
+
+        thread = threading.Thread(target=run, name="wm-shutdown", daemon=True)
+        thread.start()
+        return thread
+
+
+def install_shutdown(consumer: AgentConsumer) -> None:
+    """Run :meth:`AgentConsumer.shutdown` when the Celery worker starts its shutdown."""
+    from celery.signals import worker_shutting_down
+
+    started: list[threading.Thread] = []
+
+    def on_shutdown(**_: Any) -> None:
+        if not started:  # a second SIGTERM does not start a second countdown
+            grace = consumer.wm.settings.agent_shutdown_grace_seconds
+            log.info("shutdown: stopped taking messages; handlers have %.0fs to finish", grace)
+            started.append(consumer.shutdown(grace))
+
+    worker_shutting_down.connect(on_shutdown, weak=False)
+
 
 def register_agent_task(app: Celery, order_type: str, consumer: AgentConsumer) -> Task:
     """Register ``workmanager.agents.<type>`` on ``app`` to run ``consumer``."""
@@ -157,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--loglevel", default="INFO")
     args = parser.parse_args(argv)
     app, consumer = build(args.order_type, args.handler, args.agent_id)
+    install_shutdown(consumer)
     app.worker_main(
         [
             "worker",

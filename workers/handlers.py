@@ -76,6 +76,11 @@ class Heartbeats:
             with self._wake:
                 self._due.pop(key, None)
 
+    def held(self) -> list[Lease]:
+        """The leases being worked on now, each as its latest renewal left it."""
+        with self._wake:
+            return [lease for _, lease in self._due.values()]
+
     def _run(self) -> None:
         while True:
             with self._wake:

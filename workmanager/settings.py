@@ -119,6 +119,11 @@ class Settings:
     agent_version: str | None = None
     agent_model: str | None = None
     agent_runtime: str = "python"
+    #: SIGTERM on ``workmanager agent``: handlers get this long to finish, then the leases
+    #: still held are released (requeued) and the process exits.
+    agent_shutdown_grace_seconds: int = 30
+    #: SIGTERM on ``workmanager serve``: in-flight requests get this long to finish.
+    api_shutdown_grace_seconds: int = 30
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -440,4 +445,6 @@ _SPECS: tuple[_Spec, ...] = (
     _spec("agent_version", _optional_semver),
     _spec("agent_model", _optional_str),
     _spec("agent_runtime", _str),
+    _spec("agent_shutdown_grace_seconds", _int(0)),
+    _spec("api_shutdown_grace_seconds", _int(0)),
 )

@@ -39,10 +39,40 @@ class SlowApply(OrderType):
         return Diff({}, {"done": True}, "slow")
 
 
+class Strict(Echo):
+    """Echo with a payload schema: ``{"n": integer}``, nothing else."""
+
+    type = "e2e.strict"
+
+    def schema(self) -> JSON:
+        return {
+            "type": "object",
+            "properties": {"n": {"type": "integer"}},
+            "required": ["n"],
+            "additionalProperties": False,
+        }
+
+
 def register(registry: Registry) -> None:
     registry.register(Echo())
     registry.register(SlowApply())
+    registry.register(Strict())
 
 
 def echo_handler(item: ItemView, lease: Lease) -> JSON:
+    return {"echo": item.input, "token": lease.fence}
+
+
+def gated_handler(item: ItemView, lease: Lease) -> JSON:
+    """Marks ``handler-start-<item>`` under WM_TEST_MARKERS, then works until the file
+    ``go-<item>`` (or ``go-all``) exists there, at most ``input["max"]`` seconds (60)."""
+    markers = Path(os.environ["WM_TEST_MARKERS"])
+    (markers / f"handler-start-{item.id}-{os.getpid()}").touch()
+    limit = item.input.get("max", 60) if isinstance(item.input, dict) else 60
+    deadline = time.monotonic() + float(limit)
+    while time.monotonic() < deadline:
+        if (markers / f"go-{item.id}").exists() or (markers / "go-all").exists():
+            break
+        time.sleep(0.05)
+    (markers / f"handler-end-{item.id}-{os.getpid()}").touch()
     return {"echo": item.input, "token": lease.fence}

@@ -88,3 +88,137 @@ def test_systemd_units_that_wait_for_the_network_also_want_it() -> None:
         wants = " ".join(line for line in lines if line.startswith("Wants="))
         if "network-online.target" in after:
             assert "network-online.target" in wants, unit.name
+
+
+# --- Compose and Kubernetes (no container engine runs here: the files are validated) -----
+
+COMPOSE_SERVICES = {
+    "postgres",
+    "redis",
+    "api",
+    "worker",
+    "beat",
+    "flower",
+    "agent",
+    "statsd-exporter",
+    "prometheus",
+    "grafana",
+}
+K8S_VERSION = "1.33.0"
+
+
+def compose_schema() -> dict[str, object]:
+    """The Compose specification's JSON schema as check-jsonschema vendors it (its
+    ``vendor.compose-spec``, from github.com/compose-spec/compose-spec): no download."""
+    from importlib import resources
+
+    text = (
+        resources.files("check_jsonschema.builtin_schemas.vendor")
+        .joinpath("compose-spec.json")
+        .read_text()
+    )
+    return dict(json.loads(text))
+
+
+def compose_errors(document: object) -> list[str]:
+    import jsonschema
+
+    schema = compose_schema()
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    return [e.message for e in validator.iter_errors(document)]
+
+
+def k8s_documents() -> list[tuple[str, dict[str, object]]]:
+    out = []
+    for path in sorted((DEPLOY / "kubernetes").glob("*.yaml")):
+        out += [(path.name, d) for d in yaml.safe_load_all(path.read_text()) if d]
+    return out
+
+
+def k8s_errors(document: dict[str, object]) -> str | None:
+    import kubernetes_validate
+
+    try:
+        kubernetes_validate.validate(document, K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        return str(exc)
+    return None
+
+
+def settings_names() -> set[str]:
+    from workmanager.settings import _SPECS
+
+    return {name for spec in _SPECS for name in spec.names}
+
+
+def test_compose_file_is_valid_against_the_compose_spec_schema() -> None:
+    document = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    assert compose_errors(document) == []
+    assert COMPOSE_SERVICES <= set(document["services"])
+    # The validator refuses what Compose would refuse (so the check above can fail).
+    broken = json.loads(json.dumps(document))
+    broken["services"]["api"]["healthcheck"]["interval"] = ["10s"]
+    broken["services"]["api"]["restartt"] = "always"
+    assert len(compose_errors(broken)) >= 2
+
+
+def test_compose_services_have_health_checks_and_one_beat() -> None:
+    services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    for name in COMPOSE_SERVICES - {"beat"}:  # beat serves nothing to probe
+        assert "healthcheck" in services[name], name
+    assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
+    assert services["beat"]["deploy"]["replicas"] == 1
+    api_deps = services["api"]["depends_on"]
+    assert api_deps["postgres"]["condition"] == "service_healthy"
+    assert api_deps["migrate"]["condition"] == "service_completed_successfully"
+    for relative in ("prometheus/prometheus.yml", "grafana/provisioning/datasources"):
+        assert (DEPLOY / relative).exists(), relative
+
+
+def test_kubernetes_manifests_are_valid_against_the_kubernetes_schemas() -> None:
+    documents = k8s_documents()
+    kinds = {(name, d["kind"]) for name, d in documents}
+    assert len(documents) >= 10, kinds
+    for name, document in documents:
+        assert k8s_errors(document) is None, (name, document["kind"], k8s_errors(document))
+    # Strict validation refuses a misspelt field and a wrongly typed one.
+    deployment = next(d for _, d in documents if d["kind"] == "Deployment")
+    broken = json.loads(json.dumps(deployment))
+    broken["spec"]["replica"] = 2
+    assert k8s_errors(broken) is not None
+    broken = json.loads(json.dumps(deployment))
+    broken["spec"]["replicas"] = "two"
+    assert k8s_errors(broken) is not None
+
+
+def deployment(name: str) -> dict[str, object]:
+    for _, document in k8s_documents():
+        if document["kind"] == "Deployment" and document["metadata"]["name"] == name:
+            return document
+    raise AssertionError(f"no Deployment {name}")
+
+
+def test_kubernetes_probes_single_beat_and_agents_scaled_by_queue_depth() -> None:
+    api = deployment("workmanager-api")["spec"]["template"]["spec"]["containers"][0]
+    assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    beat = deployment("workmanager-beat")["spec"]
+    assert beat["replicas"] == 1 and beat["strategy"]["type"] == "Recreate"
+    [hpa] = [d for _, d in k8s_documents() if d["kind"] == "HorizontalPodAutoscaler"]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "workmanager-agent-demo-research"
+    metric = hpa["spec"]["metrics"][0]["external"]["metric"]
+    assert metric["name"] == "work_manager_queue_depth"
+    assert metric["selector"]["matchLabels"]["type"] == "demo.research"
+
+
+def test_deploy_files_use_only_documented_settings() -> None:
+    """Every WORK_MANAGER_* variable the files set is a setting and is in the docs."""
+    docs = (DEPLOY.parent / "docs/configuration.md").read_text()
+    known = settings_names()
+    texts = [(DEPLOY / "compose.yaml").read_text()]
+    texts += [p.read_text() for p in (DEPLOY / "kubernetes").glob("*.yaml")]
+    used = set(re.findall(r"\b(WORK_MANAGER_[A-Z_]+)\b", "\n".join(texts)))
+    assert len(used) >= 8
+    for name in sorted(used):
+        assert name in known, name
+        assert f"`{name}`" in docs, name

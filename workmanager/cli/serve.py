@@ -54,4 +54,13 @@ def serve(env: Env, host: str, port: int, dispatcher_ref: str, log_level: str) -
     wm = env.wm
     wm.dispatcher = build_dispatcher(dispatcher_ref, wm)
     warn_if_open(wm.settings, "the HTTP API")
-    uvicorn.run(create_app(wm), host=host, port=port, log_level=log_level, access_log=False)
+    # SIGTERM: stop accepting, let in-flight requests finish for the grace period (then
+    # their connections are closed), then exit.
+    uvicorn.run(
+        create_app(wm),
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=wm.settings.api_shutdown_grace_seconds,
+    )

@@ -1,0 +1,183 @@
+"""Graceful shutdown with real processes: SIGTERM on an agent consumer (``workmanager
+agent``) and on the HTTP API (``workmanager serve``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from tasks.producer import enqueue_order
+from workmanager.db.models import Event, Item
+from workmanager.states import ItemState, OrderState
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+GATED = "tests.support.pipeline:gated_handler"
+
+
+def item_of(stack, order_id: uuid.UUID) -> Item:
+    with stack.wm.db.transaction() as s:
+        return s.scalars(select(Item).where(Item.order_id == order_id)).one()
+
+
+def item_events(stack, order_id: uuid.UUID) -> list[str]:
+    with stack.wm.db.transaction() as s:
+        return list(s.scalars(select(Event.event).where(Event.order_id == order_id)))
+
+
+def terminate(stack, name: str) -> tuple[Any, float]:
+    """SIGTERM the process (not its group: Celery's own handler runs), then wait."""
+    proc = stack.procs.pop(name)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=60)
+    except Exception:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    return code, time.monotonic() - started
+
+
+def test_sigterm_lets_a_running_handler_finish_and_takes_no_new_message(
+    make_stack, tmp_path
+) -> None:
+    stack = make_stack(agent_shutdown_grace_seconds="30")
+    stack.worker()
+    stack.agent("e2e.echo", GATED, concurrency=1)
+    markers = tmp_path / "markers"
+    first = enqueue_order("e2e.echo", {"n": 1}, app=stack.app)
+    first_item = stack.wait_for(
+        lambda: item_of(stack, first).id if _started(stack, first) else None,
+        60,
+        "the first handler to start",
+    )
+    second = enqueue_order("e2e.echo", {"n": 2}, app=stack.app)
+    done: list[Any] = []
+    stopper = threading.Thread(target=lambda: done.append(terminate(stack, "agent")))
+    stopper.start()
+    time.sleep(1.5)  # SIGTERM delivered; the handler is still working
+    assert stopper.is_alive(), "the agent exited without waiting for its handler"
+    (markers / f"go-{first_item}").touch()
+    stopper.join(timeout=60)
+    code, _ = done[0]
+    assert code == 0
+    assert stack.wait_for(
+        lambda: stack.wm.queries.order(first)["state"] == OrderState.COMPLETED,
+        60,
+        "the finished handler's order to complete",
+    )
+    assert "released" not in item_events(stack, first)
+    # The second message was not taken by the stopping consumer: its item is still queued.
+    assert not _started(stack, second)
+    assert item_of(stack, second).state == ItemState.QUEUED
+
+
+def _started(stack, order_id: uuid.UUID) -> bool:
+    markers = stack.tmp / "markers"
+    try:
+        item_id = item_of(stack, order_id).id
+    except Exception:
+        return False
+    return bool(list(markers.glob(f"handler-start-{item_id}-*")))
+
+
+def test_sigterm_past_the_grace_releases_the_lease_and_another_agent_finishes(
+    make_stack, tmp_path
+) -> None:
+    stack = make_stack(agent_shutdown_grace_seconds="1")
+    stack.worker()
+    stack.agent("e2e.echo", GATED, concurrency=2)
+    order_id = enqueue_order("e2e.echo", {"n": 1}, app=stack.app)
+    stack.wait_for(lambda: _started(stack, order_id), 60, "the handler to start")
+    leased = item_of(stack, order_id)
+    assert leased.state in (ItemState.LEASED, ItemState.IN_PROGRESS)
+    code, took = terminate(stack, "agent")
+    assert code == 0 and took < 20, (code, took)
+    item = item_of(stack, order_id)
+    assert item.state == ItemState.QUEUED and item.leased_by_agent_id is None
+    assert "released" in item_events(stack, order_id)
+    assert "releasing their leases" in stack.log("agent")
+    # Nothing is lost: the next consumer takes the requeued item and the order completes.
+    (tmp_path / "markers" / "go-all").touch()
+    stack.agent("e2e.echo", GATED, concurrency=1, name="agent-2")
+    stack.wait_for(
+        lambda: stack.wm.queries.order(order_id)["state"] == OrderState.COMPLETED,
+        90,
+        "the released item to be done by the next agent",
+    )
+    assert item_of(stack, order_id).leased_by_agent_id is None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_sigterm_on_the_api_drains_an_in_flight_request(make_stack) -> None:
+    stack = make_stack(auth="none", api_shutdown_grace_seconds="20")
+    port = free_port()
+    stack.start(
+        "api",
+        [str(Path(sys.executable).parent / "workmanager"), "serve", "--port", str(port)],
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    stack.wait_for(healthy, 60, "the API to answer")
+    order_id = stack.wm.propose("e2e.echo", {"n": 1})
+    lease = stack.wm.agent.checkout("a", order_id=order_id)
+    assert lease is not None
+    stack.wm.agent.submit(lease, {"ok": True})
+    # No control worker runs: approve?wait=4 holds its request for the whole wait.
+    answers: list[Any] = []
+
+    def approve() -> None:
+        request = urllib.request.Request(
+            f"{base}/agent/work/orders/{order_id}/approve?wait=4",
+            method="POST",
+            data=b"",
+            headers={"X-Idempotency-Key": uuid.uuid4().hex},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as r:
+                answers.append((r.status, json.loads(r.read())))
+        except urllib.error.HTTPError as exc:
+            answers.append((exc.code, json.loads(exc.read())))
+        except OSError as exc:
+            answers.append(("error", str(exc)))
+
+    caller = threading.Thread(target=approve)
+    caller.start()
+    time.sleep(1.0)  # the request is in flight
+    started = time.monotonic()
+    proc = stack.procs.pop("api")
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert not healthy(), "a new connection was accepted after SIGTERM"
+    code = proc.wait(timeout=30)
+    caller.join(timeout=30)
+    # uvicorn re-raises the SIGTERM it caught once it has drained, so the exit is by it.
+    assert code in (0, -signal.SIGTERM), code
+    assert answers and answers[0][0] in (200, 202), answers
+    assert time.monotonic() - started >= 2  # it waited for the request, not just exited
+    assert stack.wm.queries.order(order_id)["state"] == OrderState.APPROVED
