@@ -14,8 +14,10 @@ from workmanager.errors import (
     DedupeKeyReused,
     IllegalStateTransition,
     NotFound,
+    PermanentError,
     TransientError,
 )
+from workmanager.services.planning import order_id_for
 from workmanager.types import Actor
 
 from .app import app
@@ -51,11 +53,14 @@ def create(
     """Validate, create and plan an order. A redelivered message finds its order already
     there (a sender that names no ``order_id`` gets one derived from the task id) and
     announces its still-queued items again, in case the first run died before it did.
-    A dedupe key already used for another type or payload creates nothing: logged, and
-    the task returns ``None`` rather than the other order's id."""
+    A proposal the service refuses (unknown type, a payload failing the schema) is
+    recorded as a ``failed`` order under the id the producer got, with the error, so that
+    id still resolves; a dedupe key already used for another type or payload creates
+    nothing (the key's id already names the other order) and the task returns ``None``."""
     wm = get_wm()
     if order_id is None and dedupe_key is None and self.request.id:
         order_id = str(uuid.uuid5(TASK_NAMESPACE, self.request.id))
+    requested_by = Actor(requested_by_type, requested_by_id or requested_by_type)
     try:
         proposal = wm.orders.propose(
             type,
@@ -64,11 +69,24 @@ def create(
             meta=meta,
             dedupe_key=dedupe_key,
             order_id=uuid.UUID(order_id) if order_id else None,
-            requested_by=Actor(requested_by_type, requested_by_id or requested_by_type),
+            requested_by=requested_by,
         )
     except DedupeKeyReused as exc:
+        wm.orders.count_refused(type, exc)
         log.error("orders.create of %s refused, nothing recorded: %s", type, exc.message)
         return None
+    except PermanentError as exc:
+        log.error("orders.create of %s refused: %s", type, exc.message)
+        refused = wm.orders.refuse(
+            exc,
+            type,
+            payload,
+            order_id=uuid.UUID(order_id) if order_id else order_id_for(dedupe_key),
+            priority=priority,
+            meta=meta,
+            requested_by=requested_by,
+        )
+        return str(refused["id"])
     if not proposal.created:
         wm.maintenance.announce_queued(uuid.UUID(proposal.order["id"]))
     return str(proposal.order["id"])

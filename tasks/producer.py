@@ -1,17 +1,33 @@
-"""The producer API (SPEC §4.3): enqueue an order and get its id back at once."""
+"""The producer API: enqueue an order and get its id back at once.
+
+A proposal is checked here, before it is sent, when this process knows the order types:
+the ``registry`` argument when given, else the types of ``WORK_MANAGER_ORDER_TYPES``,
+imported once per process on first use. A process that cannot import them (the variable
+unset, or the modules not installed here) sends unchecked, and the worker decides: a
+proposal it refuses is recorded as a ``failed`` order under the returned id."""
 
 from __future__ import annotations
 
+import logging
+import threading
 import uuid
 from typing import Any
 
 from celery import Celery
 
+from workmanager.errors import WorkManagerError
 from workmanager.jsonvalues import MAX_JSON_DEPTH_CEILING, deeper_than, too_deep
+from workmanager.registry import Registry
 from workmanager.services.planning import order_id_for
+from workmanager.services.proposals import check_proposal
+from workmanager.settings import Settings
 
 CREATE = "workmanager.orders.create"
 QUEUE = "workmanager"
+
+log = logging.getLogger("workmanager.producer")
+_lock = threading.Lock()
+_loaded: tuple[Registry | None, int] | None = None
 
 
 def enqueue_order(
@@ -22,10 +38,15 @@ def enqueue_order(
     dedupe_key: str | None = None,
     *,
     app: Celery | None = None,
+    registry: Registry | None = None,
 ) -> uuid.UUID:
     """Publish ``workmanager.orders.create``; the order id is chosen here, so the call
     returns without waiting. With a ``dedupe_key`` the id is derived from the key, so a
-    repeated key returns the id of the one existing order and never creates a second."""
+    repeated key returns the id of the one existing order and never creates a second.
+
+    Raises :class:`UnknownOrderType`, :class:`ValidationFailed` (``details``: path,
+    message, validator) or :class:`MalformedJSON` before sending anything when the order
+    types are known here (see the module docstring)."""
     if app is None:
         from .app import app as default_app
 
@@ -35,6 +56,17 @@ def enqueue_order(
         # RecursionError (the worker applies WORK_MANAGER_MAX_JSON_DEPTH itself).
         if deeper_than(value, MAX_JSON_DEPTH_CEILING):
             raise too_deep(MAX_JSON_DEPTH_CEILING, name)
+    known, max_depth = (registry, MAX_JSON_DEPTH_CEILING) if registry else producer_registry()
+    if known is not None:
+        check_proposal(
+            known,
+            type,
+            payload,
+            priority=priority,
+            meta=meta,
+            dedupe_key=dedupe_key,
+            max_depth=max_depth,
+        )
     order_id = order_id_for(dedupe_key)
     app.send_task(
         CREATE,
@@ -49,3 +81,33 @@ def enqueue_order(
         queue=QUEUE,
     )
     return order_id
+
+
+def producer_registry() -> tuple[Registry | None, int]:
+    """The order types this process can check proposals against (``None``: none, the
+    worker decides) and the JSON depth limit, loaded from the environment once."""
+    global _loaded
+    with _lock:
+        if _loaded is None:
+            _loaded = _load()
+        return _loaded
+
+
+def forget_producer_registry() -> None:
+    """Load the order types again on the next enqueue (tests, a changed environment)."""
+    global _loaded
+    with _lock:
+        _loaded = None
+
+
+def _load() -> tuple[Registry | None, int]:
+    try:
+        settings = Settings.from_env()
+        if not settings.order_types:
+            return None, MAX_JSON_DEPTH_CEILING
+        registry = Registry()
+        registry.load_modules(settings.order_types)
+    except WorkManagerError as exc:
+        log.warning("enqueue_order sends proposals unchecked (the worker checks them): %s", exc)
+        return None, MAX_JSON_DEPTH_CEILING
+    return registry, settings.max_json_depth

@@ -15,7 +15,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .. import events
-from ..checks import guarded
 from ..db import claims
 from ..db.models import Item, Order, Part
 from ..errors import (
@@ -27,16 +26,16 @@ from ..errors import (
 )
 from ..jsonvalues import json_value
 from ..order_types import OrderType
-from ..schema import validate
 from ..state_machine import check_order
 from ..states import ItemState, OrderState
 from ..types import JSON, Actor, AgentInfo
 from .context import ServiceContext
 from .hotcontrol import control_hot_path
-from .inputs import check_reject_errors, require
+from .inputs import check_reject_errors
 from .lifecycle import lock_order
 from .parts import REJECTED
 from .planning import build_order
+from .proposals import check_proposal, drop_refused, insert_refused, is_refused, refused_order
 from .transitions import move_item, move_order, record_event, rework_item
 from .views import order_dict, order_view
 
@@ -78,26 +77,15 @@ class OrderService:
         """Validate, create and plan an order. A known ``dedupe_key`` (or ``order_id``)
         returns the existing order instead of creating a second one, when it has the same
         type and payload; otherwise :class:`DedupeKeyReused` (nothing is created)."""
-        order_type = self.ctx.registry.get(type)
-        require(isinstance(payload, dict), "payload", "must be an object")
-        require(meta is None or isinstance(meta, dict), "meta", "must be an object")
-        require(
-            isinstance(priority, int) and not isinstance(priority, bool),
-            "priority",
-            "must be an integer",
+        order_type = check_proposal(
+            self.ctx.registry,
+            type,
+            payload,
+            priority=priority,
+            meta=meta,
+            dedupe_key=dedupe_key,
+            max_depth=self.ctx.settings.max_json_depth,
         )
-        require(
-            dedupe_key is None or (isinstance(dedupe_key, str) and 0 < len(dedupe_key) <= 191),
-            "dedupe_key",
-            "must be a string of 1 to 191 characters",
-        )
-        json_value(
-            {"payload": payload, "meta": meta, "dedupe_key": dedupe_key},
-            "$",
-            self.ctx.settings.max_json_depth,
-        )
-        schema = guarded(order_type.schema, "payload")
-        validate(schema, payload, "payload")
         actor = requested_by or (agent.actor if agent else Actor.system())
         order, items = build_order(
             self.ctx.settings,
@@ -111,23 +99,67 @@ class OrderService:
             now=self.ctx.clock(),
         )
         try:  # a known id or dedupe key fails the insert; no read before it on the happy path
-            hot = claims.hot(self.hot)
-            if hot is not None:
-                provenance = (
-                    self.ctx.provenance.row("propose", agent, order_id=order.id) if agent else None
-                )
-                hot.create_order(order, items, actor, provenance)
-            else:
-                self.ctx.db.run(lambda s: self._create(s, order, items, actor, agent))
+            self._insert(order, items, actor, agent)
         except (IntegrityError, UniqueViolation):
             found = self._existing(order.id, dedupe_key)
             if found is None:
                 raise
-            _same_proposal(found, type, payload, dedupe_key)
-            return Proposal(found, False)
+            # A refused proposal's record gives its id to the corrected proposal.
+            if not (is_refused(found) and self.ctx.db.run(lambda s: drop_refused(s, order.id))):
+                _same_proposal(found, type, payload, dedupe_key)
+                return Proposal(found, False)
+            self._insert(order, items, actor, agent)
         self.ctx.metrics.increment("orders_created_total", type=type, priority=priority)
         self.ctx.dispatcher.items_available(type, [i.id for i in items])
         return Proposal(order_dict(order), True)
+
+    def _insert(
+        self, order: Order, items: list[Item], actor: Actor, agent: AgentInfo | None
+    ) -> None:
+        hot = claims.hot(self.hot)
+        if hot is not None:
+            provenance = (
+                self.ctx.provenance.row("propose", agent, order_id=order.id) if agent else None
+            )
+            hot.create_order(order, items, actor, provenance)
+        else:
+            self.ctx.db.run(lambda s: self._create(s, order, items, actor, agent))
+
+    def refuse(
+        self,
+        error: WorkManagerError,
+        type: str,
+        payload: Any,
+        *,
+        order_id: uuid.UUID,
+        priority: Any = 0,
+        meta: Any = None,
+        requested_by: Actor | None = None,
+    ) -> dict[str, Any]:
+        """Record a proposal the worker refused as a ``failed`` order under ``order_id``
+        (the id its producer got), with the error in ``last_error`` and a
+        ``proposal_refused`` event, counted in ``orders_refused_total``. When the id is
+        already an order's (a repeated dedupe key), that order is left as it is and
+        returned."""
+        actor = requested_by or Actor.system()
+        self.count_refused(type, error)
+        order = refused_order(
+            order_id, type, payload, priority, meta, actor, error, self.ctx.settings.max_json_depth
+        )
+        try:
+            self.ctx.db.run(lambda s: insert_refused(s, order, actor))
+        except IntegrityError:
+            found = self._existing(order_id, None)
+            if found is None:
+                raise
+            return found
+        return order_dict(order)
+
+    def count_refused(self, type: Any, error: WorkManagerError) -> None:
+        """``orders_refused_total{type, reason}``; an unregistered type counts as
+        ``other`` (a typo must not mint a label)."""
+        label = type if isinstance(type, str) and type in self.ctx.registry else "other"
+        self.ctx.metrics.increment("orders_refused_total", type=label, reason=error.code)
 
     def _existing(
         self, order_id: uuid.UUID | None, dedupe_key: str | None
@@ -367,6 +399,14 @@ class OrderService:
         if order.state != OrderState.FAILED:  # retry is failed -> queued, nothing else
             raise IllegalStateTransition(
                 f"only a failed order can be retried; this one is {order.state}",
+                kind="order",
+                from_state=order.state,
+                to_state=OrderState.QUEUED,
+            )
+        if is_refused({"state": order.state, "last_error": order.last_error}):
+            raise IllegalStateTransition(
+                "a refused proposal has nothing to retry: propose it again, corrected"
+                " (under the same dedupe key it takes this id)",
                 kind="order",
                 from_state=order.state,
                 to_state=OrderState.QUEUED,
