@@ -780,19 +780,27 @@ def test_mcp_tools_refuse_odd_arguments(mcp_stdio: Stdio) -> None:
     assert not problems, f"{len(problems)} bad results:\n" + "\n".join(problems[:30])
 
 
-def test_mcp_survives_unparseable_messages(mcp_stdio: Stdio) -> None:
-    """Nesting past the JSON-RPC parser's own limit, lone surrogates and NaN: the MCP
-    library cannot read the message, so there may be no answer to it (the library drops
-    it); whatever comes back is not a success, and the server goes on answering."""
+def test_mcp_answers_unparseable_messages(mcp_stdio: Stdio) -> None:
+    """Nesting past the depth limit (and past the JSON-RPC parser's own), lone surrogates,
+    NaN, huge numbers: each message gets its own answer, never silence, and the server
+    goes on answering. A message too deep or unparseable is a JSON-RPC parse error under
+    the request's id whose data is the project's ``malformed_json``; one the parser reads
+    is a tool result that is not a success."""
     proposal = '{"type":"test.simple","payload":' + RAW + "}"
     values = [deep(d, k) for d in MCP_DEEPER for k in ("list", "object")]
     values += ['{"\\ud800":"\\udfff"}', '{"n":NaN}', '{"n":1e400}', "[" * 10 + "]" * 9]
     values += ['{"n":' + "1" * 5000 + "}"]
     for value in values:
         sent = mcp_stdio.call_raw("work.propose", proposal.replace(RAW, value))
+        answer = mcp_stdio.wait(sent, timeout=30)
+        if "error" in answer:
+            assert answer["error"]["code"] == -32700, (value[:40], answer)
+            assert answer["error"]["data"]["code"] == "malformed_json", (value[:40], answer)
+        else:
+            structured = answer["result"].get("structuredContent") or {}
+            assert structured.get("result", structured).get("success") is not True, answer
         follow = mcp_stdio.call_raw("work.get", json.dumps({"order_id": "nope"}))
         assert mcp_stdio.result(follow)["code"] == "not_found"
-        answer = mcp_stdio.answers.pop(sent, None)
-        if answer is not None and "result" in answer:
-            assert answer["result"].get("structuredContent", {}).get("success") is not True
+    garbage = mcp_stdio.send("tools/call", '{"name": "work.get", "arguments": {')
+    assert mcp_stdio.wait(garbage, timeout=30)["error"]["code"] == -32700
     assert mcp_stdio.proc.poll() is None

@@ -115,6 +115,12 @@ class WorkServer(MCPServer[Any]):
         super().__init__("workmanager", instructions=__doc__)
         self.max_json_depth = max_json_depth
 
+    async def run_stdio_async(self) -> None:
+        """stdio, with every line answered, even one the library cannot parse."""
+        from .stdio import serve
+
+        await serve(self, self.max_json_depth)
+
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
