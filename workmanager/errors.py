@@ -58,6 +58,13 @@ class Unavailable(TransientError):
     http_status = 503
 
 
+class TimedOut(TransientError):
+    """What was waited for did not happen in time (``orders create --wait --timeout``)."""
+
+    code = "timed_out"
+    http_status = 504
+
+
 class SchemaOutdated(Unavailable):
     """The database schema is older than this code: run ``workmanager db upgrade``."""
 

@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import click
 
-from ..jsonvalues import raw_depth, too_deep
 from ..scaffold import class_name, order_type_module
 from ..services.devtools import DevTools
 from .app import Env, cli, pass_env
-from .render import emit_json, json_option, progress_bar, table
+from .render import emit_json, json_object, json_option, progress_bar, table
 
 
 @cli.group()
 def dev() -> None:
     """Development helpers: seed orders, wipe the database."""
-
-
-def _payload(raw: str, max_depth: int) -> dict[str, object]:
-    if raw_depth(raw) > max_depth:  # before json.loads, which recurses
-        raise click.BadParameter(too_deep(max_depth).message, param_hint="--payload")
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload") from None
-    if not isinstance(value, dict):
-        raise click.BadParameter("must be a JSON object", param_hint="--payload")
-    return value
 
 
 @dev.command("seed")
@@ -41,7 +27,7 @@ def _payload(raw: str, max_depth: int) -> dict[str, object]:
 def seed(env: Env, order_type: str, count: int, payload: str, priority: int, as_json: bool) -> None:
     """Propose COUNT orders of a type (validated and planned like any other)."""
     tools = DevTools(env.console.ctx, env.console.orders)
-    body = _payload(payload, env.settings.max_json_depth)
+    body = json_object(payload, env.settings.max_json_depth, "--payload")
     with progress_bar(f"seeding {order_type}", total=count) as update:
         ids = tools.seed(order_type, count, body, priority=priority, progress=update)
     if as_json:

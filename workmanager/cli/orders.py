@@ -1,4 +1,4 @@
-"""``workmanager orders list|show|review|requeue|retry|clone`` (SPEC §9)."""
+"""``workmanager orders create|list|show|review|requeue|retry|clone``."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import click
 
 from ..services.listing import OrderListing
 from ..services.order_admin import OrderAdmin
+from ..states import OrderState
 from .app import Env, cli, pass_env
-from .render import emit_json, json_option, pairs, table
+from .follow import follow
+from .render import emit_json, json_object, json_option, pairs, table
 
 ORDER_COLUMNS = ("id", "type", "state", "priority", "items_count", "created_at", "error")
 ITEM_COLUMNS = ("id", "state", "attempts", "leased_by_agent_id", "lease_expires_at", "error")
@@ -42,6 +44,54 @@ def orders() -> None:
 def _with_error(order: dict[str, Any]) -> dict[str, Any]:
     error = order.get("last_error") or {}
     return {**order, "error": error.get("code")}
+
+
+@orders.command("create")
+@click.option("--type", "order_type", required=True, help="a registered order type")
+@click.option("--payload", required=True, help="the payload, a JSON object")
+@click.option("--priority", default=0, show_default=True, type=int, help="higher goes first")
+@click.option("--meta", default=None, help="metadata, a JSON object")
+@click.option("--dedupe-key", default=None, help="one order per key (the id derives from it)")
+@click.option("--wait", is_flag=True, help="follow the order to its end (exit 1 unless completed)")
+@click.option("--timeout", default=None, type=float, help="with --wait: give up after SECONDS")
+@json_option
+@pass_env
+def create(
+    env: Env,
+    order_type: str,
+    payload: str,
+    priority: int,
+    meta: str | None,
+    dedupe_key: str | None,
+    wait: bool,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Enqueue an order for the workers, as ``tasks.enqueue_order`` does (checked against
+    the order types first); prints its id, or with --wait follows it to its end."""
+    from tasks.producer import enqueue_order  # the Celery app, only for this command
+
+    depth = env.settings.max_json_depth
+    order_id = enqueue_order(
+        order_type,
+        json_object(payload, depth, "--payload"),
+        priority,
+        json_object(meta, depth, "--meta") if meta is not None else None,
+        dedupe_key,
+        registry=env.wm.registry,
+    )
+    if not wait:
+        _done({"id": str(order_id), "state": "enqueued"}, as_json)
+        return
+    order = follow(env.wm.queries, order_id, timeout)
+    if as_json:
+        emit_json(order)
+    else:
+        error = order.get("last_error") or {}
+        reason = f": [{error.get('code')}] {error.get('message')}" if error else ""
+        click.echo(f"{order['id']} {order['state']}{reason}")
+    if order["state"] != OrderState.COMPLETED:
+        click.get_current_context().exit(1)
 
 
 @orders.command("list")

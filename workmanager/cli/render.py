@@ -16,6 +16,7 @@ from rich.table import Table
 
 from ..durations import parse_duration
 from ..errors import UsageError, WorkManagerError
+from ..jsonvalues import raw_depth, too_deep
 from ..settings import Settings, auth_none_warning
 
 json_option = click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
@@ -37,6 +38,19 @@ def console(stderr: bool = False) -> Console:
 
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
+
+
+def json_object(raw: str, max_depth: int, option: str) -> dict[str, Any]:
+    """The JSON object given to ``option`` on the command line (a usage error if not)."""
+    if raw_depth(raw) > max_depth:  # before json.loads, which recurses
+        raise click.BadParameter(too_deep(max_depth).message, param_hint=option)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint=option) from None
+    if not isinstance(value, dict):
+        raise click.BadParameter("must be a JSON object", param_hint=option)
+    return value
 
 
 def table(
