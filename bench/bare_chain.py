@@ -24,7 +24,8 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     task_default_queue="bare",
 )
-_redis = redis.Redis.from_url(BROKER)
+# The counter lives in Redis, also when the broker is RabbitMQ (bench.pipeline sets it).
+_redis = redis.Redis.from_url(os.environ.get("WM_BENCH_COUNTER_URL", BROKER))
 
 
 @app.task(name="bare.hop1")

@@ -8,6 +8,10 @@ each lease backend; the bare chain sends the same number of task hops (4 per ord
 through one worker with the same total threads, with Celery's defaults (the target's
 basis) and, for information, with the workers' task events on as ours run them for
 Flower. Also reports the workers' memory (RSS).
+
+With RabbitMQ answering (``WM_BENCH_RABBITMQ``, default guest on loopback, a fresh vhost
+per run made with rabbitmqctl), the same pipeline (Redis leases) and the same bare chain
+also run on RabbitMQ, and their ratio is reported beside Redis's. ``--brokers`` picks.
 """
 
 from __future__ import annotations
@@ -37,6 +41,33 @@ DB = "wm_bench_pipeline"
 BROKER = os.environ.get("WM_BENCH_BROKER", "redis://127.0.0.1:6379/11")
 REDIS = os.environ.get("WM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 TYPE = "e2e.echo"
+RABBITMQ = os.environ.get("WM_BENCH_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672")
+COUNTER_URL = os.environ.get("WM_BENCH_COUNTER_URL", "redis://127.0.0.1:6379/11")
+
+
+def rabbit_broker() -> str:
+    """A fresh RabbitMQ vhost for one run (an empty broker, as FLUSHDB gives Redis)."""
+    vhost = f"wm_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    for args in (["add_vhost", vhost], ["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]):
+        subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True)
+    return f"{RABBITMQ}/{vhost}"
+
+
+def drop_broker(broker: str) -> None:
+    if broker.startswith("amqp"):
+        vhost = broker.rsplit("/", 1)[1]
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
+
+
+def rabbit_answers() -> bool:
+    try:
+        from kombu import Connection
+
+        with Connection(RABBITMQ + "//", connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception:
+        return False
+    return True
 
 
 def rss_mb(pid: int) -> float:
@@ -105,16 +136,20 @@ def wait_ready(log: Path, timeout: float = 60) -> None:
     raise RuntimeError(f"worker not ready: {log}")
 
 
-def run_ours(lease_backend: str, orders: int, logs: Path) -> dict[str, float]:
+def run_ours(
+    lease_backend: str, orders: int, logs: Path, rabbitmq: bool = False
+) -> dict[str, float]:
     from tasks.producer import enqueue_order
     from tests.support.pipeline import register
 
     url = fresh_database()
-    redis.Redis.from_url(BROKER).flushdb()
+    broker = rabbit_broker() if rabbitmq else BROKER
+    if not rabbitmq:
+        redis.Redis.from_url(BROKER).flushdb()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("WORK_MANAGER_")},
         "WORK_MANAGER_DATABASE_URL": url,
-        "WORK_MANAGER_BROKER_URL": BROKER,
+        "WORK_MANAGER_BROKER_URL": broker,
         "WORK_MANAGER_REDIS_URL": REDIS,
         "WORK_MANAGER_LEASE_BACKEND": lease_backend,
         "WORK_MANAGER_REDIS_PREFIX": f"wmbench:{uuid.uuid4().hex[:6]}:",
@@ -175,7 +210,7 @@ def run_ours(lease_backend: str, orders: int, logs: Path) -> dict[str, float]:
     ]
     try:
         time.sleep(3)  # let both connect before the clock starts
-        app = Celery("producer", broker=BROKER)
+        app = Celery("producer", broker=broker)
         start = time.perf_counter()
         for n in range(orders):
             enqueue_order(TYPE, {"n": n}, app=app)
@@ -193,6 +228,7 @@ def run_ours(lease_backend: str, orders: int, logs: Path) -> dict[str, float]:
         stop(procs)
         wm.close()
         drop_database()
+        drop_broker(broker)
     return {"orders_per_s": orders / wall, "seconds": wall, **memory}
 
 
@@ -209,14 +245,25 @@ def _libpq(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://")
 
 
-def run_bare(chains: int, logs: Path, events: bool = False) -> dict[str, float]:
+def run_bare(
+    chains: int, logs: Path, events: bool = False, rabbitmq: bool = False
+) -> dict[str, float]:
     """The bare chain; ``events``: with the workers' task events on (``-E``), as ours run
     for Flower (for information: the target compares with Celery's defaults)."""
     from bench.bare_chain import COUNTER
 
-    client = redis.Redis.from_url(BROKER)
-    client.flushdb()
-    env = {**os.environ, "WM_BENCH_BROKER": BROKER, "PYTHONPATH": str(ROOT)}
+    broker = rabbit_broker() if rabbitmq else BROKER
+    client = redis.Redis.from_url(COUNTER_URL if rabbitmq else BROKER)
+    if rabbitmq:
+        client.delete(COUNTER)
+    else:
+        client.flushdb()
+    env = {
+        **os.environ,
+        "WM_BENCH_BROKER": broker,
+        "WM_BENCH_COUNTER_URL": COUNTER_URL if rabbitmq else BROKER,
+        "PYTHONPATH": str(ROOT),
+    }
     proc = spawn(
         [
             sys.executable,
@@ -242,7 +289,7 @@ def run_bare(chains: int, logs: Path, events: bool = False) -> dict[str, float]:
     )
     try:
         time.sleep(3)
-        app = Celery("producer", broker=BROKER)
+        app = Celery("producer", broker=broker)
         start = time.perf_counter()
         for n in range(chains):
             app.send_task("bare.hop1", args=[n], queue="bare")
@@ -254,6 +301,7 @@ def run_bare(chains: int, logs: Path, events: bool = False) -> dict[str, float]:
         memory = rss_mb(proc.pid)
     finally:
         stop([proc])
+        drop_broker(broker)
     return {"chains_per_s": chains / wall, "seconds": wall, "worker_rss_mb": memory}
 
 
@@ -264,6 +312,35 @@ def _median(runs: list[dict[str, float]], key: str) -> dict[str, float]:
 
 def _rates(runs: list[dict[str, float]], key: str) -> str:
     return ", ".join(f"{r[key]:.0f}" for r in runs)
+
+
+def rabbitmq_figures(orders: int, rounds: int, logs: Path) -> dict[str, Any]:
+    """The pipeline (Redis leases) and the bare chain, both on RabbitMQ, in alternating
+    rounds, as a ratio (empty when RabbitMQ does not answer)."""
+    if not rabbit_answers():
+        print(f"RabbitMQ at {RABBITMQ} does not answer: the RabbitMQ figures are skipped")
+        return {}
+    bare_runs: list[dict[str, float]] = []
+    ours_runs: list[dict[str, float]] = []
+    for _ in range(rounds):
+        bare_runs.append(run_bare(orders, logs, rabbitmq=True))
+        ours_runs.append(run_ours("redis", orders, logs, rabbitmq=True))
+    bare = _median(bare_runs, "chains_per_s")
+    ours = _median(ours_runs, "orders_per_s")
+    ratio = ours["orders_per_s"] / bare["chains_per_s"]
+    print(
+        f"bare Celery chain on RabbitMQ    {bare['chains_per_s']:8.1f} chains/s  "
+        f"(rounds: {_rates(bare_runs, 'chains_per_s')})"
+    )
+    print(
+        f"pipeline on RabbitMQ, redis leases {ours['orders_per_s']:6.1f} orders/s  "
+        f"ratio {ratio:.2f} to the chain on RabbitMQ "
+        f"(rounds: {_rates(ours_runs, 'orders_per_s')})"
+    )
+    return {
+        "bare_chain_rabbitmq": {**bare, "rounds": bare_runs},
+        "pipeline_rabbitmq_redis": {**ours, "ratio_to_bare_chain": ratio, "rounds": ours_runs},
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -322,6 +399,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"(rounds: {_rates(runs[backend], 'orders_per_s')}; "
             f"{ratio_events:.2f} of the chain with task events)"
         )
+    figures.update(rabbitmq_figures(args.orders, args.rounds, logs))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(figures, indent=2))
     return figures
