@@ -3,11 +3,11 @@ workers, 4 agent consumers and beat, on PostgreSQL, RabbitMQ and the Redis lease
 Mid-run one of each kind is SIGKILLed and started again. Every order completes, is
 applied exactly once, and no item is ever leased twice at a time.
 
-``make test`` runs 150 orders (about a minute); ``make soak`` (``-m slow``) the full 2,000 — ten Python
-processes and a few thousand tasks are several minutes of the two cores these machines
-have (docs/operations.md). RabbitMQ is the broker because a SIGKILLed worker's unacknowledged
-messages come back as soon as its connection drops; on Redis they would wait for the
-visibility timeout (an hour), which is longer than the test (docs: choosing a broker).
+``make test`` runs 150 orders (about a minute); ``make soak`` (``-m slow``) the full
+2,000 — ten Python processes and a few thousand tasks are many minutes of the two cores
+these machines have (docs/operations.md). RabbitMQ is the broker because a SIGKILLed worker's
+unacknowledged messages come back as soon as its connection drops; on Redis they would
+wait for the visibility timeout (an hour), longer than the test (docs: choosing a broker).
 """
 
 from __future__ import annotations
