@@ -323,6 +323,27 @@ def test_an_operation_that_raises_after_its_commit_keeps_its_key(wm: WorkManager
     assert len(order_ids(wm)) == 1
 
 
+def test_a_refusal_after_the_commit_is_the_stored_answer(wm: WorkManager) -> None:
+    """An operation that commits and then refuses (a part stored ``rejected``, answered
+    422) keeps its key with that refusal: the retry gets the same 422, replayed, and runs
+    nothing again."""
+    ops = Operations(wm)
+    runs: list[int] = []
+
+    def propose_then_refuse(c: Caller) -> Answer:
+        runs.append(1)
+        ops.propose(c, "test.simple", {"n": 1})
+        raise ValidationFailed([{"path": "x", "message": "refused", "validator": "type"}])
+
+    with pytest.raises(ValidationFailed):
+        wm.idempotency.once(caller(), "propose", "", "k2", BODY, propose_then_refuse)
+    again = wm.idempotency.once(caller(), "propose", "", "k2", BODY, propose_then_refuse)
+    assert isinstance(again, Replay) and again.status == 422
+    assert again.body["error"]["code"] == "validation_failed"
+    assert again.body["error"]["details"][0]["message"] == "refused"
+    assert runs == [1] and len(order_ids(wm)) == 1
+
+
 def test_an_operation_that_fails_before_committing_frees_its_key(wm: WorkManager) -> None:
     ops = Operations(wm)
     wm.orders.propose("test.simple", {})

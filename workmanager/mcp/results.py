@@ -22,6 +22,14 @@ def failure(error: WorkManagerError) -> Result:
     return out
 
 
+def _flat(error: dict[str, Any]) -> Result:
+    """A stored ``{"code", "message", "details"?}`` as a failure result's fields."""
+    out: Result = {"code": error.get("code"), "error": error.get("message")}
+    if error.get("details") is not None:
+        out["details"] = error["details"]
+    return out
+
+
 def run(call: Callable[[], Answer | Replay]) -> Result:
     """Run one operation; every error becomes a failure result (never an exception).
 
@@ -35,5 +43,8 @@ def run(call: Callable[[], Answer | Replay]) -> Result:
         log.exception("MCP tool failed")
         return {"success": False, "code": "internal_error", "error": "internal error"}
     if isinstance(answer, Replay):
+        error = answer.body.get("error") if answer.status >= 400 else None
+        if isinstance(error, dict):  # a refusal stored with what it committed
+            return {"success": False, **_flat(error), "replayed": True}
         return {"success": True, **answer.body, "replayed": True}
     return {"success": True, **answer[1]}

@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..db import claims
 from ..db.models import IdempotencyKey
-from ..errors import IdempotencyInFlight, IdempotencyKeyReused, NotFound
+from ..errors import IdempotencyInFlight, IdempotencyKeyReused, NotFound, WorkManagerError
 from .context import ServiceContext
 from .parts import canonical
 from .queries import Queries
@@ -160,10 +160,14 @@ class IdempotencyService:
             pass  # deleted since: the ids still say what was done
         return Replay(200, body)
 
-    def complete(self, claim: Claim, status: int, body: dict[str, Any]) -> None:
-        """Store the response to replay. A failure (4xx/5xx) is not stored: the key is
-        freed, unless the operation committed (its mark then answers)."""
-        if status >= 400:
+    def complete(
+        self, claim: Claim, status: int, body: dict[str, Any], *, committed: bool = False
+    ) -> None:
+        """Store the response to replay. A failure (4xx/5xx) that changed nothing is not
+        stored: the key is freed. One the operation answered after committing (``committed``:
+        a part stored as ``rejected`` and refused with 422) is stored like a success, so a
+        retry with the key gets the same refusal, not a second attempt."""
+        if status >= 400 and not committed:
             self.abandon(claim)
             return
         with self.ctx.db.transaction() as s:
@@ -208,8 +212,16 @@ class IdempotencyService:
             return claim
         agent = dataclasses.replace(caller.agent, idempotency_key_hash=claim.key_hash)
         try:
-            with claims.holding(claim.rows()):
+            with claims.holding(claim.rows()) as active:
                 status, payload = operation(dataclasses.replace(caller, agent=agent))
+        except WorkManagerError as exc:
+            if active.marked and exc.http_status < 500:
+                # it committed, then refused (a part stored as rejected): that refusal is
+                # the answer. A transient error after the commit keeps the bare mark.
+                self.complete(claim, exc.http_status, {"error": exc.to_dict()}, committed=True)
+            elif not active.marked:
+                self.abandon(claim)
+            raise
         except BaseException:
             self.abandon(claim)
             raise
