@@ -115,8 +115,6 @@ def scenario(wm: WorkManager, tenant: str) -> list[uuid.UUID]:
 
 def _with_token(lease: Any, fence: int) -> Any:
     """``lease`` presenting another fence with its own secret."""
-    import dataclasses
-
     return dataclasses.replace(lease, token=f"{fence}.{lease.token.split('.', 1)[1]}")
 
 
@@ -203,6 +201,18 @@ def test_limits_keep_the_general_checkout_on_the_database_backend(make_wm) -> No
     assert plain.agent.hot is not None and plain.agent.hot.handles_checkout
 
 
+def _every_lease_call(wm: WorkManager, lease: Any) -> dict[str, Any]:
+    agent = wm.agent
+    return {
+        "submit": lambda: agent.submit(lease, {"x": 1}),
+        "heartbeat": lambda: agent.heartbeat(lease),
+        "release": lambda: agent.release(lease),
+        "submit_part": lambda: agent.submit_part(lease, "a", {"v": 1}),
+        "finalize": lambda: agent.finalize(lease),
+        "fail": lambda: agent.fail(lease, {"code": "x", "message": "y"}),
+    }
+
+
 @pytest.mark.redis
 def test_a_lock_the_store_lost_is_expired_on_every_path(make_wm) -> None:
     """SPEC §4.5: a lease with no Redis lock is expired, for every operation on every
@@ -218,14 +228,7 @@ def test_a_lock_the_store_lost_is_expired_on_every_path(make_wm) -> None:
         store = wm.ctx.leases.store  # type: ignore[attr-defined]
         store.client.delete(*store.client.keys(f"{store.keys.prefix}item:*"))
         before = trail(wm, [order_id])
-        for name, call in (
-            ("submit", lambda: wm.agent.submit(lease, {"x": 1})),
-            ("heartbeat", lambda: wm.agent.heartbeat(lease)),
-            ("release", lambda: wm.agent.release(lease)),
-            ("submit_part", lambda: wm.agent.submit_part(lease, "a", {"v": 1})),
-            ("finalize", lambda: wm.agent.finalize(lease)),
-            ("fail", lambda: wm.agent.fail(lease, {"code": "x", "message": "y"})),
-        ):
+        for name, call in _every_lease_call(wm, lease).items():
             try:
                 call()
                 outcomes[(backend, name)] = "accepted"
