@@ -391,11 +391,11 @@ def test_finalize_best_effort_with_no_parts_assembles_nothing(wm: WorkManager) -
 def test_an_invalid_part_is_stored_rejected_with_its_errors(wm: WorkManager) -> None:
     order_id = wm.propose("test.parts", {})
     lease = lease_one(wm, order_id)
-    written = new_events(
-        wm,
-        order_id,
-        lambda: pytest.raises(ValidationFailed, wm.agent.submit_part, lease, "a", {"v": "x"}),
-    )
+    def refused() -> None:
+        with pytest.raises(ValidationFailed):
+            wm.agent.submit_part(lease, "a", {"v": "x"})
+
+    written = new_events(wm, order_id, refused)
     assert written == ["part_rejected"]
     listed = wm.queries.parts(lease.item_id, status="rejected")
     (part,) = listed["parts"]
