@@ -40,7 +40,8 @@ async def session_run(env: dict[str, str]) -> dict[str, Any]:
         leased = await call("work.checkout", agent_id="mcp-agent-1", model_name="claude-mcp")
         seen["checkout"] = leased
         item = leased["item"]
-        token = str(item["lease_token"])
+        token = item["lease_token"]  # used exactly as checkout returned it
+        assert isinstance(token, str) and token.split(".", 1)[0].isdigit()
         seen["heartbeat"] = await call(
             "work.heartbeat",
             item_id=item["id"],
