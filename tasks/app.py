@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from celery import Celery
 
+from .embedded_broker import install
+
+install()  # before any connection: sqla+ URLs get the often-polled transport
 app = Celery("workmanager")
 app.config_from_object("celeryconfig")
 # Every worker knows every control-plane task name.

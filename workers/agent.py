@@ -206,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--pool", default="threads", choices=["threads", "prefork", "solo"])
     parser.add_argument("--loglevel", default="INFO")
+    parser.add_argument("--json", action="store_true", help="errors as JSON")
     args = parser.parse_args(argv)
     app, consumer = build(args.order_type, args.handler, args.agent_id)
     install_shutdown(consumer)
@@ -229,4 +230,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(reporting_errors(main))
+    sys.exit(reporting_errors(main, as_json="--json" in sys.argv[1:]))

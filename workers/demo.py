@@ -8,6 +8,7 @@ then prints a summary read from the database and from the workers' metric log li
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -16,6 +17,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -129,9 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orders", type=int, default=30)
     parser.add_argument("--agents", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=240)
+    parser.add_argument("--json", action="store_true", help="the summary as JSON on stdout")
     args = parser.parse_args(argv)
     os.environ.update(child_env())
-    console = Console()
+    console = Console(stderr=args.json)  # with --json, stdout is the summary alone
     settings = Settings.from_env()
     wm = WorkManager(settings)
     upgrade(wm.db)
@@ -153,7 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_workers(procs)
     elapsed = time.perf_counter() - started
-    _summary(console, wm, ids, done, elapsed, logs)
+    summary = _summary(wm, ids, done, elapsed, logs)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_summary(console, summary)
     if done < len(ids):
         console.print(f"[red]only {done} of {len(ids)} orders completed; see {logs}/[/]")
         return 1
@@ -178,23 +185,52 @@ def _follow(console: Console, wm: WorkManager, ids: list[uuid.UUID], timeout: fl
     return done
 
 
+#: What to try after the demo, printed under its summary.
+NEXT_STEPS = (
+    "look at an order: workmanager orders list, then workmanager orders show <id>",
+    "keep the pipeline running (honcho start, the Procfile), then enqueue your own:"
+    " WORK_MANAGER_ORDER_TYPES=workmanager.demo.types workmanager orders create"
+    """ --type demo.research --payload '{"company": "Acme"}' --wait""",
+    "write your own order type: workmanager make order-type my.type -o my_type.py"
+    " (README, the tour)",
+)
+
+
 def _summary(
-    console: Console, wm: WorkManager, ids: list[uuid.UUID], done: int, elapsed: float, logs: Path
-) -> None:
+    wm: WorkManager, ids: list[uuid.UUID], done: int, elapsed: float, logs: Path
+) -> dict[str, Any]:
     waits = lease_waits(wm, ids)
+    return {
+        "orders_enqueued": len(ids),
+        "orders_completed": done,
+        "leases_granted": len(waits),
+        "lease_latency_p50_ms": round(percentile(waits, 0.5) * 1e3),
+        "lease_latency_p99_ms": round(percentile(waits, 0.99) * 1e3),
+        "wall_seconds": round(elapsed, 1),
+        "metrics": dict(sorted(metrics_seen(logs).items())),
+        "logs": sorted(str(p) for p in logs.glob("demo-*.log")),
+        "next_steps": list(NEXT_STEPS),
+    }
+
+
+def _print_summary(console: Console, summary: dict[str, Any]) -> None:
     table = Table(title="demo summary")
     table.add_column("what")
     table.add_column("value", justify="right")
-    table.add_row("orders enqueued", str(len(ids)))
-    table.add_row("orders completed", str(done))
-    table.add_row("leases granted", str(len(waits)))
-    table.add_row("lease latency p50 (enqueue → lease)", f"{percentile(waits, 0.5) * 1e3:.0f} ms")
-    table.add_row("lease latency p99 (enqueue → lease)", f"{percentile(waits, 0.99) * 1e3:.0f} ms")
-    table.add_row("wall time", f"{elapsed:.1f} s")
-    for name, total in sorted(metrics_seen(logs).items()):
+    table.add_row("orders enqueued", str(summary["orders_enqueued"]))
+    table.add_row("orders completed", str(summary["orders_completed"]))
+    table.add_row("leases granted", str(summary["leases_granted"]))
+    table.add_row("lease latency p50 (enqueue → lease)", f"{summary['lease_latency_p50_ms']} ms")
+    table.add_row("lease latency p99 (enqueue → lease)", f"{summary['lease_latency_p99_ms']} ms")
+    table.add_row("wall time", f"{summary['wall_seconds']:.1f} s")
+    for name, total in summary["metrics"].items():
         table.add_row(f"metric {name}", f"{total:g}")
     console.print(table)
+    console.print("logs: " + ", ".join(summary["logs"]))
+    console.print("next steps:")
+    for n, step in enumerate(summary["next_steps"], 1):
+        console.print(f"  {n}. {step}", soft_wrap=True)
 
 
 if __name__ == "__main__":
-    sys.exit(reporting_errors(main))
+    sys.exit(reporting_errors(main, as_json="--json" in sys.argv[1:]))

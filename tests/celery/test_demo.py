@@ -4,6 +4,7 @@ worker and agent subprocesses, orders followed to ``completed``."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -44,3 +45,27 @@ def test_demo_completes_its_orders_on_the_embedded_default(tmp_path: Path) -> No
     }
     assert rows["orders completed"] == "4", rows
     assert int(rows["leases granted"]) >= 4, rows
+    assert "logs: var/log/demo-agent.log, var/log/demo-control.log" in out
+    assert "next steps:" in out and "  3. " in out
+
+
+def test_demo_json_summary_and_its_speed_on_the_embedded_broker(tmp_path: Path) -> None:
+    """30 orders through the same real worker processes: the embedded broker polls every
+    50 ms (tasks/embedded_broker.py), so the demo is seconds, not the 45 s of 1 s polls."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORK_MANAGER_")}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "workmanager"), "demo", "--orders", "30", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    summary = json.loads(done.stdout)
+    assert summary["orders_completed"] == 30, summary
+    assert summary["logs"] == ["var/log/demo-agent.log", "var/log/demo-control.log"]
+    assert len(summary["next_steps"]) == 3
+    # ≤ 10 s on an idle machine; the bound leaves room for a loaded CI box (1 s polls: 45 s)
+    assert summary["wall_seconds"] <= 20, summary

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
+from ..db.session import display_url
 from .app import Env, cli, pass_env
+from .render import emit_json, json_option
 
 
 @cli.group()
@@ -13,10 +15,15 @@ def db() -> None:
 
 
 @db.command("upgrade")
+@json_option
 @pass_env
-def db_upgrade(env: Env) -> None:
+def db_upgrade(env: Env, as_json: bool) -> None:
     """Create or migrate the schema (idempotent)."""
     from ..db.migrate import current, upgrade  # alembic: only this command needs it
 
     upgrade(env.wm.db)
-    click.echo(f"database at revision {current(env.wm.db)}")
+    revision = current(env.wm.db)
+    if as_json:
+        emit_json({"revision": revision, "database_url": display_url(env.wm.settings.database_url)})
+    else:
+        click.echo(f"database at revision {revision}")

@@ -12,6 +12,7 @@ import sys
 import click
 
 from .app import cli
+from .render import json_option
 
 
 def _exec(module: str, args: list[str]) -> None:
@@ -22,13 +23,15 @@ def _exec(module: str, args: list[str]) -> None:
 @click.option("--orders", default=30, show_default=True, help="orders to enqueue")
 @click.option("--agents", default=4, show_default=True, help="agent consumer threads")
 @click.option("--timeout", default=240.0, show_default=True, help="seconds to wait")
-def demo(orders: int, agents: int, timeout: float) -> None:
+@json_option
+def demo(orders: int, agents: int, timeout: float, as_json: bool) -> None:
     """Run the real pipeline end to end: a Celery worker, agent consumers,
     producers enqueueing, auto-approval and apply, on whatever WORK_MANAGER_* configures
     (by default SQLite and kombu's SQLAlchemy broker: no servers needed)."""
     _exec(
         "workers.demo",
-        ["--orders", str(orders), "--agents", str(agents), "--timeout", str(timeout)],
+        ["--orders", str(orders), "--agents", str(agents), "--timeout", str(timeout)]
+        + (["--json"] if as_json else []),
     )
 
 
@@ -43,7 +46,10 @@ def demo(orders: int, agents: int, timeout: float) -> None:
     show_default=True,
     type=click.Choice(["threads", "prefork", "solo"]),
 )
-def agent(order_type: str, handler: str, agent_id: str | None, concurrency: int, pool: str) -> None:
+@json_option
+def agent(
+    order_type: str, handler: str, agent_id: str | None, concurrency: int, pool: str, as_json: bool
+) -> None:
     """Run agents as Celery consumers of queue agents.<type>: each leases the item its
     message names, runs --handler on it and submits what it returns."""
     args = [
@@ -58,4 +64,6 @@ def agent(order_type: str, handler: str, agent_id: str | None, concurrency: int,
     ]
     if agent_id:
         args += ["--agent-id", agent_id]
+    if as_json:
+        args.append("--json")
     _exec("workers.agent", args)

@@ -64,15 +64,19 @@ def make() -> None:
 @click.argument("name")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="file")
 @click.option("--force", is_flag=True, help="overwrite an existing file")
-def make_order_type(name: str, output: str | None, force: bool) -> None:
+@json_option
+def make_order_type(name: str, output: str | None, force: bool, as_json: bool) -> None:
     """A module with an OrderType subclass for NAME (schema, plan, result_schema, apply and
     register), printed or written to --output."""
     source = order_type_module(name)
-    if output is None:
+    if output is not None:
+        if os.path.exists(output) and not force:
+            raise click.UsageError(f"{output} exists; pass --force to overwrite it")
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(source)
+    if as_json:
+        emit_json({"type": name, "class": class_name(name), "output": output, "source": source})
+    elif output is None:
         click.echo(source, nl=False)
-        return
-    if os.path.exists(output) and not force:
-        raise click.UsageError(f"{output} exists; pass --force to overwrite it")
-    with open(output, "w", encoding="utf-8") as fh:
-        fh.write(source)
-    click.echo(f"wrote {class_name(name)} ({name}) to {output}", err=True)
+    else:
+        click.echo(f"wrote {class_name(name)} ({name}) to {output}", err=True)

@@ -20,6 +20,11 @@ from ..jsonvalues import raw_depth, too_deep
 from ..settings import Settings, auth_none_warning
 
 json_option = click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
+#: ``--json`` on a command whose only output is its errors (a server, a process):
+#: ``main`` reads it from the command line and reports errors as JSON.
+json_errors_option = click.option(
+    "--json", is_flag=True, expose_value=False, help="errors as JSON, for scripts"
+)
 
 
 def warn_if_open(settings: Settings, server: str) -> None:
@@ -177,11 +182,12 @@ def report_error(exc: WorkManagerError, as_json: bool = False) -> None:
         emit_json(error_body(exc))
 
 
-def reporting_errors(entry: Callable[[], int | None]) -> int:
+def reporting_errors(entry: Callable[[], int | None], as_json: bool = False) -> int:
     """Run a process entry point (``python -m workers.agent``): a domain error is reported
-    as the console reports it and exits 1, instead of a traceback."""
+    as the console reports it (with ``as_json``, the JSON envelope too) and exits 1,
+    instead of a traceback."""
     try:
         return entry() or 0
     except WorkManagerError as exc:
-        report_error(exc)
+        report_error(exc, as_json)
         return 1

@@ -10,7 +10,7 @@ from ..container import WorkManager
 from ..dispatch import Dispatcher, NullDispatcher
 from ..importing import import_object
 from .app import Env, cli, pass_env
-from .render import warn_if_open
+from .render import json_errors_option, warn_if_open
 
 
 def celery_dispatcher(wm: WorkManager) -> Dispatcher:
@@ -43,6 +43,7 @@ def build_dispatcher(reference: str, wm: WorkManager) -> Dispatcher:
     help="how the API announces work: celery, none, or pkg.mod:factory(wm)",
 )
 @click.option("--log-level", default="info", show_default=True)
+@json_errors_option
 @pass_env
 def serve(env: Env, host: str, port: int, dispatcher_ref: str, log_level: str) -> None:
     """Serve the HTTP API (and /openapi.json, /healthz, /readyz)."""

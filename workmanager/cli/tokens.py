@@ -1,13 +1,16 @@
-"""``workmanager tokens create|list|revoke`` (SPEC §6.4)."""
+"""``workmanager tokens create|list|revoke``."""
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 import click
 
 from ..services.tokens import SCOPES, TokenService
 from .app import Env, cli, pass_env
+from .render import emit_json, json_option, table
+
+TOKEN_COLUMNS = ("name", "state", "agent_id", "scopes", "created_at", "last_used_at")
 
 
 @cli.group()
@@ -19,33 +22,44 @@ def tokens() -> None:
 @click.option("--name", required=True, help="unique name; recorded as the principal")
 @click.option("--agent", "agent_id", default=None, help="bind the token to this agent id")
 @click.option("--scopes", required=True, help=f"comma list of: {','.join(SCOPES)}")
+@json_option
 @pass_env
-def create(env: Env, name: str, agent_id: str | None, scopes: str) -> None:
-    """Create a token and print it, alone on the last line. It is shown only this once."""
+def create(env: Env, name: str, agent_id: str | None, scopes: str, as_json: bool) -> None:
+    """Create a token and print it, alone on the last line (with --json: under
+    ``token``). It is shown only this once."""
     token, row = TokenService(env.wm.ctx).create(name, scopes, agent_id)
+    if as_json:
+        emit_json({**row, "token": token})
+        return
     click.echo(f"created token {row['name']!r} scopes={','.join(row['scopes'])}", err=True)
     click.echo(token)
 
 
 @tokens.command("list")
-@click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
+@json_option
 @pass_env
 def list_tokens(env: Env, as_json: bool) -> None:
     """List tokens (never their values)."""
     rows = TokenService(env.wm.ctx).list()
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        emit_json(rows)
         return
-    for r in rows:
-        state = "revoked" if r["revoked_at"] else "active"
-        agent = r["agent_id"] or "-"
-        click.echo(f"{r['name']}\t{state}\tagent={agent}\tscopes={','.join(r['scopes'])}")
+    table([_shown(r) for r in rows], TOKEN_COLUMNS, title="tokens", empty="no tokens")
+
+
+def _shown(row: dict[str, Any]) -> dict[str, Any]:
+    state = "revoked" if row["revoked_at"] else "active"
+    return {**row, "state": state, "scopes": ",".join(row["scopes"])}
 
 
 @tokens.command("revoke")
 @click.argument("name")
+@json_option
 @pass_env
-def revoke(env: Env, name: str) -> None:
+def revoke(env: Env, name: str, as_json: bool) -> None:
     """Revoke a token by name; it is refused from then on."""
     row = TokenService(env.wm.ctx).revoke(name)
-    click.echo(f"revoked {row['name']}")
+    if as_json:
+        emit_json(row)
+    else:
+        click.echo(f"revoked {row['name']}")
