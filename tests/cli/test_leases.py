@@ -31,7 +31,7 @@ def _snapshot(console: Console) -> list[tuple[str, str, int, int, str | None]]:
     )
 
 
-@pytest.mark.parametrize("command", ["reclaim", "release", "extend"])
+@pytest.mark.parametrize("command", ["release", "extend"])
 def test_no_selector_is_refused_and_changes_nothing(console: Console, command: str) -> None:
     _hold(console)
     before = _snapshot(console)
@@ -43,7 +43,43 @@ def test_no_selector_is_refused_and_changes_nothing(console: Console, command: s
 
 def test_service_refuses_an_empty_selector(console: Console) -> None:
     with pytest.raises(InvalidQuery):
-        LeaseAdmin(console.wm.ctx).reclaim(LeaseSelector())
+        LeaseAdmin(console.wm.ctx).release(LeaseSelector())
+
+
+def test_reclaim_without_selector_takes_only_expired_leases(
+    console_for: Callable[..., Console],
+) -> None:
+    """SPEC §13: as upstream's lease:reclaim, ``leases reclaim`` alone reclaims the expired
+    leases (event lease_expired) and leaves live ones; ``--dry-run`` lists them first."""
+    console = console_for(backend="database")  # the rows are the leases: expiry by row
+    _hold(console)
+    wm = console.wm
+    live = {i["item_id"] for i in console.json("leases", "list", "--agent", "a2")}
+    # a1's two leases expire: their recorded expiry is pushed into the past
+    from sqlalchemy import update
+
+    from workmanager.db.models import Item
+
+    with wm.ctx.db.transaction() as s:
+        s.execute(
+            update(Item)
+            .where(Item.leased_by_agent_id == "a1")
+            .values(lease_expires_at=utcnow() - timedelta(seconds=5))
+        )
+    before = _snapshot(console)
+    preview = console.json("leases", "reclaim", "--dry-run")
+    assert preview["counts"] == {"requeued": 2} and _snapshot(console) == before
+    assert {r["agent_id"] for r in preview["leases"]} == {"a1"}
+    report = console.json("leases", "reclaim")
+    assert report["counts"] == {"requeued": 2} and report["dry_run"] is False
+    assert {i["item_id"] for i in console.json("leases", "list")} == live
+    events = [e["event"] for e in console.jsonl("ops", "tail", "-n", "50")]
+    assert events.count("lease_expired") == 2 and "lease_reclaimed" not in events
+    assert console.json("leases", "reclaim")["leases"] == []  # nothing expired any more
+    # a selector narrows it: --expired with --agent takes only that agent's expired leases
+    assert console.json("leases", "reclaim", "--expired", "--agent", "a2")["leases"] == []
+    table_out = console("leases", "reclaim").stdout
+    assert "no lease matched" in table_out
 
 
 @pytest.mark.parametrize("command", ["reclaim", "release", "extend"])
@@ -166,3 +202,17 @@ def test_every_lease_backend(console_for: Callable[..., Console], backend: tuple
     assert console.json("leases", "reclaim", "--agent", "a2")["counts"] == {"requeued": 1}
     again = [wm.agent.checkout("b1"), wm.agent.checkout("b2")]
     assert {lease.item_id for lease in again if lease} == {first.item_id, second.item_id}
+
+
+def test_reclaim_expired_asks_the_backend(console: Console) -> None:
+    """A row past its recorded expiry whose lease the store still holds (a Redis heartbeat
+    that touched only Redis) is alive: the no-selector reclaim leaves it, as the sweep does."""
+    from sqlalchemy import update
+
+    from workmanager.db.models import Item
+
+    _hold(console, count=1)
+    with console.wm.ctx.db.transaction() as s:
+        s.execute(update(Item).values(lease_expires_at=utcnow() - timedelta(seconds=5)))
+    assert console.json("leases", "reclaim")["leases"] == []
+    assert len(console.json("leases", "list")) == 2

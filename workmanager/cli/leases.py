@@ -1,6 +1,7 @@
-"""``workmanager leases list|reclaim|release|extend`` by selector (SPEC §9).
+"""``workmanager leases list|reclaim|release|extend`` by selector (SPEC §9, §13).
 
-The selector rule (and the refusal of an empty one) lives in ``services.admin``.
+The selector rule (the refusal of an empty one, and reclaim's "no selector: the expired
+leases") lives in ``services.admin``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def _selector(kw: dict[str, Any], required: bool = True) -> LeaseSelector:
         order_type=kw.pop("order_type"),
         older_than=kw.pop("older_than"),
         all=kw.pop("select_all"),
+        expired=kw.pop("expired", False),
     )
     try:
         if required:
@@ -91,14 +93,18 @@ dry_run_option = click.option(
 
 @leases.command("reclaim")
 @selectors
+@click.option(
+    "--expired", is_flag=True, help="only leases past their expiry (the default with no selector)"
+)
 @dry_run_option
 @json_option
 @pass_env
 def reclaim(env: Env, /, dry_run: bool, as_json: bool, **kw: Any) -> None:
-    """End the leases now, as the sweep ends expired ones: requeued with backoff, or failed
-    when their attempts are spent."""
+    """Reclaim leases as the sweep does: requeued with backoff, or failed when their
+    attempts are spent. With no selector, the expired leases (event lease_expired), as
+    upstream's lease:reclaim; selectors end the leases they name now."""
     admin = LeaseAdmin(env.console.ctx, env.actor)
-    _report(admin.reclaim(_selector(kw), dry_run=dry_run), as_json)
+    _report(admin.reclaim(_selector(kw, required=False), dry_run=dry_run), as_json)
 
 
 @leases.command("release")

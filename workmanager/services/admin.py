@@ -1,12 +1,16 @@
 """Lease administration by selector: reclaim, release or extend held leases now.
 
 Operators pick leases by agent, order, order type and age (``older_than``: the lease was
-granted longer ago than that), or all of them explicitly; an empty selector is refused so
-that a typo never ends every lease in the system. Every action has a dry run that returns
-what would change and writes nothing.
+granted longer ago than that), past their expiry (``expired``), or all of them explicitly;
+an empty selector is refused so that a typo never ends every lease in the system, except by
+``reclaim``, where it means the expired leases (upstream's ``lease:reclaim``, SPEC §13).
+Every action has a dry run that returns what would change and writes nothing.
 
 - **reclaim** ends the lease as the sweep does when one expires (``requeue_or_fail``): the
   attempt stays spent, the item is requeued with backoff or fails when attempts are spent.
+  Expired leases are those the backend says are gone (as the sweep asks it: a Redis lease
+  extended by a heartbeat that touched only Redis is alive) and get event
+  ``lease_expired``; leases ended early by selector get ``lease_reclaimed``.
 - **release** ends it as the holder's own release does: the attempt is given back and the
   item is leasable again at once.
 - **extend** pushes the recorded expiry (and the backend's hold) out by N seconds.
@@ -20,7 +24,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -58,15 +62,20 @@ class LeaseSelector:
     older_than: timedelta | None = None
     all: bool = False
     item_id: uuid.UUID | None = None
+    #: only leases past their expiry (and gone from the backend)
+    expired: bool = False
+
+    def empty(self) -> bool:
+        named = (self.agent_id, self.order_id, self.order_type, self.older_than, self.item_id)
+        return not self.all and not self.expired and all(v is None for v in named)
 
     def require(self) -> None:
         """Refuse an empty selector: acting on every lease must be asked for with ``all``."""
-        named = (self.agent_id, self.order_id, self.order_type, self.older_than, self.item_id)
-        if not self.all and all(v is None for v in named):
+        if self.empty():
             raise InvalidQuery(
                 "no lease selector: name an agent, an order, an order type or an age "
                 "(older than), or select all leases explicitly",
-                details={"selectors": ["agent", "order", "type", "older_than", "all"]},
+                details={"selectors": ["agent", "order", "type", "older_than", "expired", "all"]},
             )
 
     def where(self, now: datetime) -> list[ColumnElement[bool]]:
@@ -81,6 +90,8 @@ class LeaseSelector:
             conds.append(Item.id == self.item_id)
         if self.older_than is not None:
             conds.append(_granted_at() <= now - self.older_than)
+        if self.expired:
+            conds.append(Item.lease_expires_at <= now)
         return conds
 
 
@@ -178,8 +189,13 @@ class LeaseAdmin:
 
     def reclaim(self, selector: LeaseSelector, dry_run: bool = False) -> LeaseAdminResult:
         """End the leases now as the sweep ends expired ones (requeue with backoff, or fail
-        when attempts are spent)."""
-        return self._run("reclaim", selector, dry_run, self._reclaim, _preview_reclaim)
+        when attempts are spent). No selector: the expired leases (upstream's
+        ``lease:reclaim``)."""
+        if selector.empty():
+            selector = replace(selector, expired=True)
+        event = "lease_expired" if selector.expired else "lease_reclaimed"
+        step = partial(self._reclaim, event=event)
+        return self._run("reclaim", selector, dry_run, step, _preview_reclaim)
 
     def release(self, selector: LeaseSelector, dry_run: bool = False) -> LeaseAdminResult:
         """End the leases now and give their attempt back; the items are leasable at once."""
@@ -218,7 +234,7 @@ class LeaseAdmin:
             else:
                 act = partial(self._apply, selector=selector, chunk=chunk, now=now)
                 batch = self.ctx.db.run(partial(act, step=step))
-                self._after_commit(batch)
+                self._after_commit(batch, expired=selector.expired)
             result.changes.extend(batch.changes)
         return result
 
@@ -228,7 +244,9 @@ class LeaseAdmin:
         stmt = select(Item).where(Item.id.in_(chunk), *selector.where(now)).order_by(Item.id)
         if s.get_bind().dialect.name == "postgresql":
             stmt = stmt.with_for_update(of=Item)
-        return list(s.scalars(stmt))
+        rows = list(s.scalars(stmt))
+        # past the recorded expiry is not enough: the backend says which leases are gone
+        return self.ctx.leases.dead(s, rows, now) if selector.expired else rows
 
     def _preview(
         self,
@@ -264,13 +282,16 @@ class LeaseAdmin:
                 batch.ended.append((item, holder, outcome))
         return batch
 
-    def _after_commit(self, batch: _Batch) -> None:
+    def _after_commit(self, batch: _Batch, expired: bool = False) -> None:
         requeued: dict[str, list[uuid.UUID]] = {}
         for item, holder, outcome in batch.ended:
             self.ctx.leases.released(item, holder)
-            self.ctx.metrics.increment(
-                "leases_released_total", type=item.order_type, agent_id=holder.agent_id
-            )
+            if expired:  # counted as the sweep counts the leases it reclaims
+                self.ctx.metrics.increment("leases_expired_total", type=item.order_type)
+            else:
+                self.ctx.metrics.increment(
+                    "leases_released_total", type=item.order_type, agent_id=holder.agent_id
+                )
             if outcome == FAILED:
                 self.ctx.metrics.increment(
                     "items_failed_total", type=item.order_type, error_code="max_attempts_exceeded"
@@ -282,11 +303,9 @@ class LeaseAdmin:
 
     # --- the steps --------------------------------------------------------------------
     def _reclaim(
-        self, s: Session, item: Item, lease: Lease, now: datetime
+        self, s: Session, item: Item, lease: Lease, now: datetime, *, event: str
     ) -> tuple[str, dict[str, Any]]:
-        requeued = requeue_or_fail(
-            s, self.ctx.settings, item, self.actor, now, event="lease_reclaimed"
-        )
+        requeued = requeue_or_fail(s, self.ctx.settings, item, self.actor, now, event=event)
         return (REQUEUED if requeued else FAILED), {"available_at": iso(item.available_at)}
 
     def _release(
