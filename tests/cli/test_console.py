@@ -199,7 +199,10 @@ def test_ops_prune_cascades(console: Console) -> None:
     dry = console.json("ops", "prune", "--older-than", "90d", "--dry-run")
     assert dry["orders"] == 2 and dry["items"] == 2 and dry["dry_run"] is True
     assert console.json("ops", "check")["orders"] == {"completed": 2, "dead_lettered": 1}
-    done = console.json("ops", "prune", "--older-than", "90d")
+    refused = console("ops", "prune", "--older-than", "90d", code=1)  # asks; no answer
+    assert "Delete 2 order(s)" in refused.output
+    assert console.json("ops", "check")["orders"] == {"completed": 2, "dead_lettered": 1}
+    done = console.json("ops", "prune", "--older-than", "90d", "--yes")
     assert done["orders"] == 2
     with wm.db.transaction() as s:
         assert set(s.scalars(select(Order.id))) == {recent}
@@ -210,6 +213,56 @@ def test_ops_prune_cascades(console: Console) -> None:
     assert "deleted 0 order(s)" in console("ops", "prune", "--older-than", "90d").stdout
     assert console("ops", "prune", code=2)
     assert console("ops", "prune", "--older-than", "ninety", code=2)
+
+
+def test_ops_prune_old_audit_rows_of_kept_orders(console: Console) -> None:
+    """As upstream's ops:prune: events and provenance written before the cutoff go, also
+    of orders that stay; newer ones and the orders themselves stay. A person is asked
+    first and answering yes deletes."""
+    from click.testing import CliRunner
+
+    from workmanager.cli.app import Env, cli
+
+    kept = _submitted(console)  # in progress: never pruned itself
+    long_ago = utcnow() - timedelta(days=120)
+    with console.wm.db.transaction() as s:
+        first = min(s.scalars(select(Event.id).where(Event.order_id == kept)))
+        s.execute(update(Event).where(Event.id == first).values(created_at=long_ago))
+        s.execute(update(Provenance).values(created_at=long_ago))
+        events, records = (
+            s.scalar(select(func.count(Event.id))),
+            s.scalar(select(func.count(Provenance.id))),
+        )
+    dry = console.json("ops", "prune", "--older-than", "90d", "--dry-run")
+    assert (dry["orders"], dry["events"], dry["provenance"]) == (0, 1, records)
+    answered = CliRunner().invoke(
+        cli, ["ops", "prune", "--older-than", "90d"], obj=Env(console.wm), input="y\n"
+    )
+    assert answered.exit_code == 0, answered.output
+    assert "deleted 0 order(s) and 0 item(s)" in answered.output
+    with console.wm.db.transaction() as s:
+        assert s.scalar(select(func.count(Event.id))) == events - 1
+        assert first not in set(s.scalars(select(Event.id)))
+        assert s.scalar(select(func.count(Provenance.id))) == 0
+        assert set(s.scalars(select(Order.id))) == {kept}
+
+
+def test_ops_tail_by_item_and_event(console: Console) -> None:
+    wm = console.wm
+    first = _submitted(console)
+    _submitted(console)
+    item = console.json("orders", "show", str(first))["items"][0]["id"]
+    by_item = console.jsonl("ops", "tail", "--item", item, "-n", "100")
+    assert by_item and {e["item_id"] for e in by_item} == {item}
+    assert [e["event"] for e in by_item] == ["leased", "submitted"]
+    leased = console.jsonl("ops", "tail", "--event", "leased", "-n", "100")
+    assert len(leased) == 2 and {e["event"] for e in leased} == {"leased"}
+    both = console.jsonl("ops", "tail", "--item", item, "--event", "submitted")
+    assert [(e["item_id"], e["event"]) for e in both] == [(item, "submitted")]
+    assert "item=" in console("ops", "tail", "--event", "leased").stdout
+    assert console("ops", "tail", "--item", "nope", code=2)
+    wm.propose("test.simple", {"n": 3})
+    assert console.jsonl("ops", "tail", "--event", "no_such_event") == []
 
 
 def test_ops_purge_keys(console: Console) -> None:

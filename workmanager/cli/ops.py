@@ -7,11 +7,12 @@ import sys
 import time
 import uuid
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import click
 
-from ..services.housekeeping import Housekeeping
+from ..services.housekeeping import Housekeeping, PruneReport
 from .app import Env, cli, pass_env
 from .render import DURATION, console, emit_json, json_option, pairs, progress_bar
 
@@ -57,6 +58,8 @@ def _print(events: list[dict[str, Any]], as_json: bool) -> None:
 @ops.command("tail")
 @click.option("--limit", "-n", default=20, show_default=True, help="latest events to show")
 @click.option("--order", "order_id", type=click.UUID, default=None, help="one order's events")
+@click.option("--item", "item_id", type=click.UUID, default=None, help="one item's events")
+@click.option("--event", "event_name", default=None, help="one event name, e.g. lease_expired")
 @click.option("--follow", "-f", is_flag=True, help="keep printing new events")
 @click.option("--interval", default=1.0, show_default=True, help="seconds between polls")
 @click.option("--timeout", default=None, type=float, help="stop following after this long")
@@ -66,14 +69,17 @@ def tail(
     env: Env,
     limit: int,
     order_id: uuid.UUID | None,
+    item_id: uuid.UUID | None,
+    event_name: str | None,
     follow: bool,
     interval: float,
     timeout: float | None,
     as_json: bool,
 ) -> None:
-    """The event log, newest last."""
+    """The event log, newest last (--order, --item and --event narrow it)."""
     house = Housekeeping(env.wm.ctx)
-    events = house.tail(limit=limit, order_id=order_id)
+    where = partial(house.tail, order_id=order_id, item_id=item_id, event=event_name)
+    events = where(limit=limit)
     _print(events, as_json)
     if not follow:
         return
@@ -82,7 +88,7 @@ def tail(
     try:
         while deadline is None or time.monotonic() < deadline:
             time.sleep(interval)
-            new = house.tail(limit=1000, after_id=last, order_id=order_id)
+            new = where(limit=1000, after_id=last)
             _print(new, as_json)
             last = new[-1]["id"] if new else last
             sys.stdout.flush()
@@ -90,25 +96,36 @@ def tail(
         pass
 
 
+def _pruned(report: PruneReport) -> str:
+    return (
+        f"{report.orders} order(s) and {report.items} item(s) last changed before "
+        f"{report.cutoff}, {report.events} event(s) and {report.provenance} provenance "
+        "record(s) written before it"
+    )
+
+
 @ops.command("prune")
 @click.option("--older-than", type=DURATION, required=True, help="e.g. 90d")
 @click.option("--dry-run", is_flag=True, help="count what would go; delete nothing")
+@click.option("--yes", "-y", is_flag=True, help="delete without asking")
 @json_option
 @pass_env
-def prune(env: Env, older_than: timedelta, dry_run: bool, as_json: bool) -> None:
+def prune(env: Env, older_than: timedelta, dry_run: bool, yes: bool, as_json: bool) -> None:
     """Delete completed and dead-lettered orders older than that, with their items, parts,
-    events and provenance."""
+    events and provenance, and the events and provenance of other orders written before
+    then (as upstream's ops:prune). Asks first (on stderr) unless --yes or --dry-run."""
     house = Housekeeping(env.wm.ctx)
+    if not dry_run and not yes:
+        found = house.prune(older_than, dry_run=True)
+        if found.total and not click.confirm(f"Delete {_pruned(found)}?", err=True):
+            raise click.Abort()
     with progress_bar("counting" if dry_run else "pruning") as update:
         report = house.prune(older_than, dry_run=dry_run, progress=update)
     if as_json:
         emit_json(report.to_dict())
         return
     verb = "would delete" if dry_run else "deleted"
-    console().print(
-        f"{verb} {report.orders} order(s) and {report.items} item(s) last changed before "
-        f"{report.cutoff}"
-    )
+    console().print(f"{verb} {_pruned(report)}")
 
 
 @ops.command("purge-keys")

@@ -1,19 +1,19 @@
-"""Operations housekeeping: health with counts, the event tail, pruning old orders, purging
-idempotency keys (SPEC §9 ``ops``)."""
+"""Operations housekeeping: health with counts, the event tail, pruning old orders, events
+and provenance, purging idempotency keys (SPEC §9 ``ops``)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from ..db.models import Event, Item, Order
+from ..db.models import Event, Item, Order, Provenance
 from ..db.session import display_url
 from ..errors import InvalidQuery, SchemaOutdated
 from ..states import HELD_ITEM_STATES, OrderState
@@ -37,6 +37,13 @@ class PruneReport:
     dry_run: bool
     orders: int = 0
     items: int = 0
+    #: audit rows older than the cutoff, of orders that are kept (upstream's ops:prune)
+    events: int = 0
+    provenance: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.orders + self.events + self.provenance
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -88,14 +95,24 @@ class Housekeeping:
 
     # --- events -----------------------------------------------------------------------
     def tail(
-        self, limit: int = 20, after_id: int | None = None, order_id: uuid.UUID | None = None
+        self,
+        limit: int = 20,
+        after_id: int | None = None,
+        order_id: uuid.UUID | None = None,
+        item_id: uuid.UUID | None = None,
+        event: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Events, newest last: the latest ``limit``, or (``after_id``) the next ones."""
+        """Events, newest last: the latest ``limit``, or (``after_id``) the next ones; of
+        one order, one item, one event name (the filters narrow each other)."""
         if not 1 <= limit <= MAX_TAIL:
             raise InvalidQuery(f"limit must be between 1 and {MAX_TAIL}", details={"limit": limit})
         stmt = select(Event)
         if order_id is not None:
             stmt = stmt.where(Event.order_id == order_id)
+        if item_id is not None:
+            stmt = stmt.where(Event.item_id == item_id)
+        if event is not None:
+            stmt = stmt.where(Event.event == event)
         if after_id is not None:
             stmt = stmt.where(Event.id > after_id).order_by(Event.id).limit(limit)
         else:
@@ -110,7 +127,10 @@ class Housekeeping:
     ) -> PruneReport:
         """Delete completed and dead-lettered orders whose last transition is older than
         ``older_than``; their items, parts, events and provenance go with them (foreign-key
-        cascade for items and parts, a trigger for the audit rows: migration 0003)."""
+        cascade for items and parts, a trigger for the audit rows: migration 0003). Then,
+        as upstream's ``ops:prune``, the events and provenance rows written before the
+        cutoff of the orders that are kept (an order's state lives on its row, not in its
+        events; only its history that old goes)."""
         cutoff = self.ctx.clock() - older_than
         old = Order.state.in_(PRUNABLE), Order.last_transitioned_at <= cutoff
         with self.ctx.db.transaction() as s:
@@ -121,7 +141,40 @@ class Housekeeping:
             report.items += self.ctx.db.run(partial(self._delete, chunk=chunk, dry_run=dry_run))
             if progress is not None:
                 progress(min(start + PRUNE_BATCH, len(ids)), len(ids))
+        pruned = select(Order.id).where(*old)  # a dry run: their audit rows go with them
+        report.events = self._prune_audit(Event, cutoff, dry_run, pruned)
+        report.provenance = self._prune_audit(Provenance, cutoff, dry_run, pruned)
         return report
+
+    def _prune_audit(
+        self,
+        model: type[Event] | type[Provenance],
+        cutoff: datetime,
+        dry_run: bool,
+        pruned: Select[uuid.UUID],
+    ) -> int:
+        """Rows of ``model`` created before ``cutoff``: counted (apart from those of the
+        orders pruned with them), or deleted in batches of ``PRUNE_BATCH`` (one short
+        transaction each, never a table-long lock)."""
+        old = model.created_at < cutoff
+        if dry_run:
+            kept = or_(model.order_id.is_(None), model.order_id.not_in(pruned))
+            stmt = select(func.count()).select_from(model).where(old, kept)
+            with self.ctx.db.transaction() as s:
+                return int(s.scalar(stmt) or 0)
+        deleted = 0
+        while True:
+
+            def batch(s: Session) -> int:
+                ids = list(s.scalars(select(model.id).where(old).limit(PRUNE_BATCH)))
+                if ids:
+                    s.execute(delete(model).where(model.id.in_(ids)))
+                return len(ids)
+
+            n = self.ctx.db.run(batch)
+            deleted += n
+            if n < PRUNE_BATCH:
+                return deleted
 
     @staticmethod
     def _delete(s: Session, *, chunk: list[uuid.UUID], dry_run: bool) -> int:
