@@ -11,7 +11,7 @@ from ..container import WorkManager
 from ..services.operations import Operations
 from ..services.tokens import TokenService
 from ..settings import auth_none_warning
-from . import errors
+from . import errors, openapi
 from .deps import ApiState
 from .middleware import RequestContextMiddleware
 from .routes import health, items, orders
@@ -39,6 +39,7 @@ def create_app(wm: WorkManager) -> FastAPI:
     app.include_router(orders.router, prefix=settings.api_prefix)
     app.include_router(items.router, prefix=settings.api_prefix)
     ui.mount(app, app.state.api)  # the review console under /ui (SPEC §13)
+    openapi.install(app, settings, auth_enabled)
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
