@@ -111,6 +111,74 @@ def test_requeue_releases_held_leases_of_an_in_progress_order(console: Console) 
     assert "retry" in str(refused.exception)
 
 
+def test_batch_requeue_by_selector_with_dry_run(console: Console) -> None:
+    """As upstream's orders:requeue: selectors pick orders, --dry-run changes nothing,
+    submitted orders only with --requeue-submitted, other states skipped; no selector is
+    refused."""
+    wm = console.wm
+    busy = wm.propose("test.multi", {"count": 2})
+    assert wm.agent.checkout("a1") is not None
+    submitted = _submitted(console)
+    done = _submitted(console)
+    _set(console, done, state="completed")
+    before = console.json("items", "list", "--limit", "100")
+    preview = console.json("orders", "requeue", "--type", "test.multi", "--dry-run")
+    assert preview["dry_run"] is True and preview["counts"] == {"requeued": 1}
+    assert preview["orders"][0]["id"] == str(busy)
+    assert console.json("items", "list", "--limit", "100") == before
+    assert console.json("orders", "requeue", "--all")["counts"] == {"requeued": 1}
+    assert console.json("orders", "show", str(busy))["state"] == "queued"
+    skipped = console.json("orders", "requeue", "--order", str(submitted))
+    assert (
+        skipped["counts"] == {"skipped": 1}
+        and "requeue-submitted" in (skipped["orders"][0]["reason"])
+    )
+    assert console.json("orders", "show", str(submitted))["state"] == "submitted"
+    reworked = console.json("orders", "requeue", "--order", str(submitted), "--requeue-submitted")
+    assert reworked["counts"] == {"reworked": 1}
+    assert console.json("orders", "show", str(submitted))["state"] == "queued"
+    by_state = console.json("orders", "requeue", "--state", "completed")
+    assert by_state["counts"] == {"skipped": 1}
+    assert console.json("orders", "show", str(done))["state"] == "completed"
+    assert "no order selector" in console("orders", "requeue", code=2).output
+    assert console("orders", "requeue", "--state", "bogus", code=2)
+    out = console("orders", "requeue", "--all", "--dry-run").stdout
+    assert "dry run" in out and "would be" in out
+
+
+def test_batch_items_retry_by_selector_with_dry_run(console_for: object) -> None:
+    """As upstream's items:retry: failed items chosen by order or type; an order with
+    several failed items is retried whole."""
+    console = console_for(default_max_attempts=1)  # type: ignore[operator]
+    wm = console.wm
+    order_id = wm.propose("test.multi", {"count": 2})
+    leases = [wm.agent.checkout("a1"), wm.agent.checkout("a2")]  # both held, then failed
+    for held in leases:
+        assert held is not None
+        wm.agent.fail(held, {"code": "boom", "message": "x"}, retryable=False)
+    other = wm.propose("test.simple", {"n": 1})
+    lease = wm.agent.checkout("a1")
+    assert lease is not None and lease.order_id == other
+    wm.agent.fail(lease, {"code": "bad", "message": "y"}, retryable=False)
+    preview = console.json("items", "retry", "--order", str(order_id), "--dry-run")
+    assert preview["counts"] == {"retried": 2} and {i["error"] for i in preview["items"]} == {
+        "boom"
+    }
+    assert len(console.json("items", "list", "--state", "failed")) == 3
+    done = console.json("items", "retry", "--order", str(order_id))
+    assert done["counts"] == {"retried": 2} and done["dry_run"] is False
+    assert console.json("orders", "show", str(order_id))["state"] == "queued"
+    items = console.json("items", "list", "--order", str(order_id))
+    assert {i["state"] for i in items} == {"queued"} and {i["error"] is None for i in items} == {
+        True
+    }
+    assert console.json("items", "retry", "--type", "test.simple")["counts"] == {"retried": 1}
+    assert console.json("orders", "show", str(other))["state"] == "queued"
+    assert console.json("items", "retry", "--all")["items"] == []
+    assert "--order" in console("items", "retry", code=2).output
+    assert console("items", "retry", str(lease.item_id), "--all", code=2)
+
+
 def test_retry_and_items_retry(console_for: object) -> None:
     console = console_for(default_max_attempts=1)  # type: ignore[operator]
     wm = console.wm

@@ -56,13 +56,53 @@ def list_items(
 
 
 @items.command("retry")
-@click.argument("item_id", type=click.UUID)
+@click.argument("item_id", type=click.UUID, required=False)
+@click.option("--order", "order_id", type=click.UUID, default=None, help="failed items of it")
+@click.option("--type", "order_type", default=None, help="failed items of this order type")
+@click.option("--all", "select_all", is_flag=True, help="every failed item")
+@click.option("--limit", default=1000, show_default=True, help="1..1000")
+@click.option("--dry-run", is_flag=True, help="show what would change, change nothing")
 @json_option
 @pass_env
-def retry(env: Env, item_id: uuid.UUID, as_json: bool) -> None:
-    """Put a failed item back to work (its failed order with it)."""
-    item = ItemAdmin(env.console.ctx).retry(item_id, env.actor)
+def retry(
+    env: Env,
+    item_id: uuid.UUID | None,
+    order_id: uuid.UUID | None,
+    order_type: str | None,
+    select_all: bool,
+    limit: int,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Put a failed item back to work (its failed order with it). Selectors (--order
+    --type --all) retry failed items in a batch, as upstream's items:retry."""
+    wm = env.console
+    admin = ItemAdmin(wm.ctx)
+    if item_id is not None:
+        if order_id or order_type or select_all or dry_run:
+            raise click.UsageError("ITEM_ID goes alone; use --order, --type or --all for a batch")
+        item = admin.retry(item_id, env.actor)
+        if as_json:
+            emit_json(item)
+        else:
+            click.echo(f"{item['id']} {item['state']}")
+        return
+    if not (order_id or order_type or select_all):
+        raise click.UsageError("name ITEM_ID, or select failed items with --order, --type or --all")
+    result = admin.retry_many(
+        wm.orders,
+        env.actor,
+        order_id=order_id,
+        order_type=order_type,
+        select_all=select_all,
+        limit=limit,
+        dry_run=dry_run,
+    )
     if as_json:
-        emit_json(item)
-    else:
-        click.echo(f"{item['id']} {item['state']}")
+        emit_json(result)
+        return
+    title = f"retry{' (dry run: nothing changed)' if dry_run else ''}"
+    columns = ("id", "order_id", "order_type", "error", "outcome", "reason")
+    table(result["items"], columns, title=title, empty="no failed item matched")
+    verb = "would be" if dry_run else "were"
+    click.echo(f"{len(result['items'])} item(s) {verb} retried")

@@ -7,8 +7,9 @@ from typing import Any
 
 import click
 
+from ..errors import InvalidQuery
 from ..services.listing import OrderListing
-from ..services.order_admin import OrderAdmin
+from ..services.order_admin import OrderAdmin, OrderSelector, requeue_many
 from ..states import OrderState
 from .app import Env, cli, pass_env
 from .follow import follow
@@ -198,14 +199,62 @@ def review(
 
 
 @orders.command("requeue")
-@click.argument("order_id", type=click.UUID)
+@click.argument("order_id", type=click.UUID, required=False)
+@click.option("--order", "selected", type=click.UUID, default=None, help="this order")
+@click.option("--type", "order_type", default=None, help="orders of this type")
+@click.option("--state", default=None, help="only orders in this state")
+@click.option("--all", "select_all", is_flag=True, help="every requeueable order")
+@click.option("--requeue-submitted", is_flag=True, help="submitted orders too (rejected, reworked)")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1))
+@click.option("--dry-run", is_flag=True, help="show what would change, change nothing")
 @json_option
 @pass_env
-def requeue(env: Env, order_id: uuid.UUID, as_json: bool) -> None:
+def requeue(
+    env: Env,
+    order_id: uuid.UUID | None,
+    selected: uuid.UUID | None,
+    order_type: str | None,
+    state: str | None,
+    select_all: bool,
+    requeue_submitted: bool,
+    limit: int,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
     """Send an order's open work back to the queue, leasable now (rejected orders are
-    reworked; held leases are released)."""
+    reworked; held leases are released). ORDER_ID alone: that order, refused if it cannot
+    be requeued; selectors (--order --type --state --all): a batch, as upstream's
+    orders:requeue, skipping what cannot be requeued."""
     wm = env.console
-    _done(OrderAdmin(wm.ctx, wm.orders).requeue(order_id, env.actor), as_json)
+    admin = OrderAdmin(wm.ctx, wm.orders)
+    batch = selected or order_type or state or select_all or requeue_submitted or dry_run
+    if order_id is not None and not batch:
+        _done(admin.requeue(order_id, env.actor), as_json)
+        return
+    if order_id is not None and selected is not None and order_id != selected:
+        raise click.UsageError("ORDER_ID and --order name different orders")
+    selector = OrderSelector(order_id or selected, order_type, state, select_all)
+    try:
+        selector.require()
+    except InvalidQuery as exc:
+        raise click.UsageError(exc.message) from None
+    result = requeue_many(
+        admin,
+        selector,
+        env.actor,
+        requeue_submitted=requeue_submitted,
+        limit=limit,
+        dry_run=dry_run,
+    )
+    if as_json:
+        emit_json(result.to_dict("orders"))
+        return
+    title = f"requeue{' (dry run: nothing changed)' if dry_run else ''}"
+    columns = ("id", "type", "state", "outcome", "reason")
+    table(result.rows, columns, title=title, empty="no order matched")
+    counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(result.counts().items()))
+    verb = "would be" if dry_run else "were"
+    click.echo(f"{len(result.rows)} order(s) {verb} touched" + (f": {counts}" if counts else ""))
 
 
 @orders.command("retry")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,11 +11,12 @@ from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from ..db.models import Item
-from ..errors import IllegalStateTransition, InvalidQuery, NotFound
+from ..errors import IllegalStateTransition, InvalidQuery, NotFound, WorkManagerError
 from ..states import ItemState, OrderState
 from ..types import Actor
 from .context import ServiceContext
 from .lifecycle import lock_item, lock_order
+from .orders import OrderService
 from .transitions import move_item, move_order
 from .views import item_dict
 
@@ -108,3 +110,61 @@ class ItemAdmin:
             order.last_error = None
             move_order(s, order, OrderState.QUEUED, actor, event="retried")
         return item_dict(item)
+
+    def retry_many(
+        self,
+        orders: OrderService,
+        actor: Actor,
+        *,
+        order_id: uuid.UUID | None = None,
+        order_type: str | None = None,
+        select_all: bool = False,
+        limit: int = MAX_LIMIT,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Failed items back to work, chosen by order and/or type (or ``select_all``), at
+        most ``limit``, as upstream's ``items:retry``. An order with one failed item has it
+        retried (:meth:`retry`); an order with several is retried whole (``orders.retry``:
+        one item alone would reopen an order that could never be submitted). One order's
+        refusal is reported and the batch goes on."""
+        if not select_all and order_id is None and order_type is None:
+            raise InvalidQuery(
+                "no item selector: name an order or an order type, or select all failed "
+                "items explicitly",
+                details={"selectors": ["order", "type", "all"]},
+            )
+        if not 1 <= limit <= MAX_LIMIT:
+            raise InvalidQuery(f"limit must be between 1 and {MAX_LIMIT}", details={"limit": limit})
+        where = ItemFilter(order_id=order_id, state=ItemState.FAILED.value, type=order_type)
+        found = self.list(where, limit=limit)
+        by_order: dict[str, list[dict[str, Any]]] = {}
+        for item in found:
+            by_order.setdefault(item["order_id"], []).append(item)
+        rows: list[dict[str, Any]] = []
+        for oid, group in by_order.items():
+            outcome, reason = "retried", None
+            if not dry_run:
+                outcome, reason = self._retry_group(orders, actor, oid, group)
+            for item in group:
+                error = (item.get("error") or {}).get("code")
+                row = {"id": item["id"], "order_id": oid, "order_type": item["order_type"]}
+                row.update(error=error, outcome=outcome)
+                if reason:
+                    row["reason"] = reason
+                rows.append(row)
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
+        return {"action": "retry", "dry_run": dry_run, "counts": counts, "items": rows}
+
+    def _retry_group(
+        self, orders: OrderService, actor: Actor, order_id: str, group: Sequence[dict[str, Any]]
+    ) -> tuple[str, str | None]:
+        try:
+            if len(group) == 1:
+                self.retry(uuid.UUID(group[0]["id"]), actor)
+            else:
+                orders.retry(uuid.UUID(order_id), actor)
+        except WorkManagerError as exc:
+            return "error", f"{exc.code}: {exc.message}"
+        return "retried", None
