@@ -433,6 +433,61 @@ def test_make_order_type(console: Console, tmp_path: Path) -> None:
     assert isinstance(bad.exception, ValidationFailed)
 
 
+@pytest.mark.parametrize("parts", [False, True])
+def test_make_order_type_with_tests_runs_its_tests(
+    console: Console, tmp_path: Path, parts: bool
+) -> None:
+    """--parts scaffolds the partial-submission hooks; --with-tests writes a pytest file
+    that runs one order through the scaffolded type: the generated tests pass as written."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "pkg" / "shop_restock.py"
+    target.parent.mkdir()
+    flags = ["--parts"] if parts else []
+    args = ["make", "order-type", "shop.restock", "-o", str(target), "--with-tests", *flags]
+    made = console.json(*args, "--tests-dir", str(tmp_path / "tests"))
+    assert made["parts"] is parts and made["tests"] == str(
+        tmp_path / "tests" / "test_shop_restock.py"
+    )
+    source = target.read_text()
+    hooks = ("part_schema", "validate_part", "required_parts", "assemble", "validate_assembled")
+    assert all((f"def {hook}(" in source) is parts for hook in hooks)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", made["tests"]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 passed" in run.stdout
+    assert "needs --output" in console("make", "order-type", "a.b", "--with-tests", code=2).output
+
+
+def test_make_allocator(console: Console, tmp_path: Path) -> None:
+    """make allocator: a strategy module whose register() adds it; generate asks it."""
+    source = console("make", "allocator", "inbox", "--type", "test.simple").stdout
+    assert "class InboxAllocator(AllocatorStrategy)" in source
+    target = tmp_path / "inbox.py"
+    made = console.json("make", "allocator", "Inbox", "--type", "test.simple", "-o", str(target))
+    assert made["class"] == "InboxAllocator" and target.read_text() == made["source"]
+    assert "exists" in console("make", "allocator", "x", "-o", str(target), code=2).output
+    # the TODO filled in: one subject found
+    target.write_text(made["source"].replace("subjects: list[str] = []", 'subjects = ["a"]'))
+    spec = importlib.util.spec_from_file_location("generated_allocator", target)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    registry = Registry()
+    module.register(registry)
+    [strategy] = registry.allocators()
+    assert strategy.name == "inbox"
+    expected = OrderRequest("test.simple", {"subject": "a"}, dedupe_key="test.simple:a")
+    assert strategy.discover() == [expected]
+    assert console("make", "allocator", "x", "--type", "Not A Type", code=1)
+
+
 @pytest.mark.postgres
 def test_console_over_postgres(console_for: object) -> None:
     console = console_for(db="postgres", backend="database")  # type: ignore[operator]

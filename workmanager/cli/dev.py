@@ -1,4 +1,4 @@
-"""``workmanager dev seed|reset`` and ``workmanager make order-type`` (SPEC §9)."""
+"""``workmanager dev seed|reset`` and ``workmanager make order-type|allocator`` (SPEC §9)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ import os
 
 import click
 
-from ..scaffold import class_name, order_type_module
+from ..scaffold import (
+    allocator_class_name,
+    allocator_module,
+    class_name,
+    order_type_source,
+    order_type_test,
+)
 from ..services.devtools import DevTools
 from .app import Env, cli, pass_env
 from .render import emit_json, json_object, json_option, progress_bar, table
@@ -60,23 +66,94 @@ def make() -> None:
     """Generate skeleton code."""
 
 
+def _write(path: str, source: str, force: bool) -> None:
+    if os.path.exists(path) and not force:
+        raise click.UsageError(f"{path} exists; pass --force to overwrite it")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(source)
+
+
 @make.command("order-type")
 @click.argument("name")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="file")
+@click.option("--parts", is_flag=True, help="items built from parts: the partial-submission hooks")
+@click.option("--with-tests", is_flag=True, help="also write a pytest file (needs --output)")
+@click.option(
+    "--tests-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="where --with-tests writes test_<module>.py (default: beside --output)",
+)
 @click.option("--force", is_flag=True, help="overwrite an existing file")
 @json_option
-def make_order_type(name: str, output: str | None, force: bool, as_json: bool) -> None:
+def make_order_type(
+    name: str,
+    output: str | None,
+    parts: bool,
+    with_tests: bool,
+    tests_dir: str | None,
+    force: bool,
+    as_json: bool,
+) -> None:
     """A module with an OrderType subclass for NAME (schema, plan, result_schema, apply and
-    register), printed or written to --output."""
-    source = order_type_module(name)
+    register; with --parts the part hooks), printed or written to --output; --with-tests
+    writes a pytest file that runs one order through it."""
+    source = order_type_source(name, parts=parts)
+    test_path = None
+    if with_tests and output is None:
+        raise click.UsageError("--with-tests needs --output (the tests import that file)")
     if output is not None:
-        if os.path.exists(output) and not force:
-            raise click.UsageError(f"{output} exists; pass --force to overwrite it")
-        with open(output, "w", encoding="utf-8") as fh:
-            fh.write(source)
+        if with_tests:
+            folder = tests_dir or os.path.dirname(output) or "."
+            test_path = os.path.join(
+                folder, f"test_{os.path.splitext(os.path.basename(output))[0]}.py"
+            )
+            if os.path.exists(test_path) and not force:
+                raise click.UsageError(f"{test_path} exists; pass --force to overwrite it")
+        _write(output, source, force)
+        if test_path is not None:
+            os.makedirs(os.path.dirname(test_path) or ".", exist_ok=True)
+            module_path = os.path.relpath(output, os.path.dirname(test_path) or ".")
+            _write(test_path, order_type_test(name, module_path, parts=parts), True)
     if as_json:
-        emit_json({"type": name, "class": class_name(name), "output": output, "source": source})
+        emit_json(
+            {
+                "type": name,
+                "class": class_name(name),
+                "parts": parts,
+                "output": output,
+                "tests": test_path,
+                "source": source,
+            }
+        )
     elif output is None:
         click.echo(source, nl=False)
     else:
         click.echo(f"wrote {class_name(name)} ({name}) to {output}", err=True)
+        if test_path is not None:
+            click.echo(f"wrote its tests to {test_path}", err=True)
+
+
+@make.command("allocator")
+@click.argument("name")
+@click.option("--type", "order_type", default=None, help="the order type it proposes")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="file")
+@click.option("--force", is_flag=True, help="overwrite an existing file")
+@json_option
+def make_allocator(
+    name: str, order_type: str | None, output: str | None, force: bool, as_json: bool
+) -> None:
+    """A module with an AllocatorStrategy subclass (NAME + Allocator) whose discover()
+    returns the orders `workmanager generate` proposes, and a register function."""
+    source = allocator_module(name, order_type)
+    if output is not None:
+        _write(output, source, force)
+    cls = allocator_class_name(name)
+    if as_json:
+        emit_json(
+            {"class": cls, "type": order_type or "example.type", "output": output, "source": source}
+        )
+    elif output is None:
+        click.echo(source, nl=False)
+    else:
+        click.echo(f"wrote {cls} to {output}", err=True)
