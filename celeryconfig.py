@@ -38,12 +38,13 @@ task_send_sent_event = False
 task_track_started = True
 
 # A plain `celery -A tasks worker` consumes both control-plane queues; agents.<type>
-# queues are consumed by `workmanager agent` only.
-task_default_queue = "workmanager"
-task_queues = (Queue("workmanager"), Queue("workmanager.apply"))
+# queues are consumed by `workmanager agent` only. Names from WORK_MANAGER_CONTROL_QUEUE,
+# _APPLY_QUEUE and _AGENT_QUEUE_PREFIX (defaults workmanager, workmanager.apply, agents.).
+task_default_queue = _settings.control_queue
+task_queues = (Queue(_settings.control_queue), Queue(_settings.apply_queue))
 task_routes = {
-    "workmanager.orders.apply": {"queue": "workmanager.apply"},
-    "workmanager.*": {"queue": "workmanager"},
+    "workmanager.orders.apply": {"queue": _settings.apply_queue},
+    "workmanager.*": {"queue": _settings.control_queue},
 }
 
 # The embedded broker (kombu's SQLAlchemy transport, tasks/embedded_broker.py) polls

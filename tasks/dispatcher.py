@@ -8,12 +8,13 @@ from collections.abc import Sequence
 
 from celery import Celery
 
+from workmanager.settings import Settings
+
 log = logging.getLogger("workmanager.tasks")
 
 CHECK_AUTO_APPROVAL = "workmanager.orders.check_auto_approval"
 APPLY = "workmanager.orders.apply"
 AGENT_TASK = "workmanager.agents.{type}"
-AGENT_QUEUE = "agents.{type}"
 
 
 class CeleryDispatcher:
@@ -23,8 +24,11 @@ class CeleryDispatcher:
     sweep / maintenance recover what a lost message would have done.
     """
 
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: Celery, settings: Settings | None = None) -> None:
         self.app = app
+        #: queue names (``WORK_MANAGER_CONTROL_QUEUE``, ``_APPLY_QUEUE``,
+        #: ``_AGENT_QUEUE_PREFIX``); the defaults when no settings are given
+        self.settings = settings or Settings()
 
     def _send(self, name: str, queue: str | None = None, **kwargs: object) -> None:
         try:
@@ -33,15 +37,15 @@ class CeleryDispatcher:
             log.exception("could not send %s %s", name, kwargs)
 
     def order_submitted(self, order_id: uuid.UUID) -> None:
-        self._send(CHECK_AUTO_APPROVAL, queue="workmanager", order_id=str(order_id))
+        self._send(CHECK_AUTO_APPROVAL, queue=self.settings.control_queue, order_id=str(order_id))
 
     def order_approved(self, order_id: uuid.UUID) -> None:
-        self._send(APPLY, queue="workmanager.apply", order_id=str(order_id))
+        self._send(APPLY, queue=self.settings.apply_queue, order_id=str(order_id))
 
     def items_available(self, order_type: str, item_ids: Sequence[uuid.UUID]) -> None:
         for item_id in item_ids:
             self._send(
                 AGENT_TASK.format(type=order_type),
-                queue=AGENT_QUEUE.format(type=order_type),
+                queue=self.settings.agent_queue(order_type),
                 item_id=str(item_id),
             )

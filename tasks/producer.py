@@ -78,7 +78,7 @@ def enqueue_order(
             "dedupe_key": dedupe_key,
             "order_id": str(order_id),
         },
-        queue=QUEUE,
+        queue=app.conf.task_default_queue or QUEUE,  # WORK_MANAGER_CONTROL_QUEUE
     )
     return order_id
 

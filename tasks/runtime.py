@@ -26,7 +26,7 @@ def get_wm() -> WorkManager:
                 from .app import app
 
                 wm = WorkManager(Settings.from_env())
-                wm.dispatcher = CeleryDispatcher(app)
+                wm.dispatcher = CeleryDispatcher(app, wm.settings)
                 _wm = wm
     return _wm
 

@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
         [
             "worker",
             "-Q",
-            f"agents.{args.order_type}",
+            consumer.wm.settings.agent_queue(args.order_type),
             "-c",
             str(args.concurrency),
             "-P",

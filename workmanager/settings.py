@@ -114,6 +114,14 @@ class Settings:
     mcp_cors_origins: tuple[str, ...] = ()
     dead_letter_after_hours: float = 48.0
     stale_order_hours: float = 24.0
+    #: maintenance warns (log + ``stale_orders`` gauge) about stale orders; ``false`` turns
+    #: the check off (upstream's ``maintenance.enable_alerts``)
+    enable_alerts: bool = True
+    #: Celery queue names (upstream's ``queues.*``): the control plane's tasks, apply, and
+    #: the prefix of the per-type agent queues (``<prefix><type>``)
+    control_queue: str = "workmanager"
+    apply_queue: str = "workmanager.apply"
+    agent_queue_prefix: str = "agents."
     # Provenance of Celery consumer agents (``workmanager agent``); HTTP agents send headers.
     agent_name: str = "celery-agent"
     agent_version: str | None = None
@@ -150,6 +158,10 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (handy in tests)."""
         return dataclasses.replace(self, **changes)
+
+    def agent_queue(self, order_type: str) -> str:
+        """The queue of one order type's agent messages (``agents.<type>`` by default)."""
+        return f"{self.agent_queue_prefix}{order_type}"
 
     @property
     def uses_embedded_broker(self) -> bool:
@@ -209,6 +221,13 @@ def _str(name: str, value: Any) -> str:
     text = str(value).strip()
     if not text:
         raise _fail(name, value, "a non-empty string")
+    return text
+
+
+def _queue_name(name: str, value: Any) -> str:
+    text = _str(name, value)
+    if any(c.isspace() for c in text) or len(text) > 200:
+        raise _fail(name, value, "a queue name without spaces")
     return text
 
 
@@ -441,6 +460,10 @@ _SPECS: tuple[_Spec, ...] = (
     _spec("mcp_cors_origins", _csv),
     _spec("dead_letter_after_hours", _float),
     _spec("stale_order_hours", _float),
+    _spec("enable_alerts", _bool),
+    _spec("control_queue", _queue_name),
+    _spec("apply_queue", _queue_name),
+    _spec("agent_queue_prefix", _queue_name),
     _spec("agent_name", _str),
     _spec("agent_version", _optional_semver),
     _spec("agent_model", _optional_str),

@@ -18,7 +18,7 @@ def celery_dispatcher(wm: WorkManager) -> Dispatcher:
     from tasks.app import app
     from tasks.dispatcher import CeleryDispatcher
 
-    return CeleryDispatcher(app)
+    return CeleryDispatcher(app, wm.settings)
 
 
 def build_dispatcher(reference: str, wm: WorkManager) -> Dispatcher:

@@ -51,7 +51,7 @@ class Maintenance:
             report.dead_lettered_orders, report.dead_lettered_items = self.ctx.db.run(
                 self._dead_letter
             )
-        if check_stale:
+        if check_stale and self.ctx.settings.enable_alerts:
             report.stale_orders = self.stale_orders()
         if purge_keys:
             report.purged_keys = IdempotencyService(self.ctx).purge()
