@@ -54,10 +54,40 @@ def test_statsd_driver_sends_udp_lines(style: str) -> None:
     base = {"influxdb": ",type=t", "graphite": ";type=t"}.get(style, "")
     assert lines[0].startswith(f"work_manager.leases_acquired_total{base}")
     assert ":1|c" in lines[0]
-    assert ":250.000|ms" in lines[1]
+    assert ":250.000000|ms" in lines[1]
     assert ":7|g" in lines[2]
     if style == "dogstatsd":
         assert lines[0].endswith("|#type:t,agent_id:a-1")
+
+
+def test_statsd_driver_uses_the_package_public_api_only() -> None:
+    """No private attribute of the statsd client is touched (the design card): the
+    driver's calls go through incr, gauge and timing."""
+    import inspect
+    import re
+
+    from workmanager.metrics import statsd as module
+
+    source = inspect.getsource(module)
+    assert not re.search(r"client\._", source), "private statsd API used"
+    calls: list[tuple[str, object, object]] = []
+
+    class Client:
+        def incr(self, stat: str, count: object = 1) -> None:
+            calls.append(("incr", stat, count))
+
+        def gauge(self, stat: str, value: object) -> None:
+            calls.append(("gauge", stat, value))
+
+        def timing(self, stat: str, ms: object) -> None:
+            calls.append(("timing", stat, ms))
+
+    driver = StatsdDriver("127.0.0.1", 8125, "influxdb")
+    driver.client = Client()
+    driver.increment("c", 2, {"type": "t"})
+    driver.gauge("g", -3)
+    driver.histogram("h", 0.5)
+    assert calls == [("incr", "c,type=t", 2), ("gauge", "g", -3), ("timing", "h", 500.0)]
 
 
 class Exploding:
