@@ -6,7 +6,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 
-from celery import Celery
+from celery import Celery, Signature
 
 from workmanager.settings import Settings
 
@@ -36,8 +36,21 @@ class CeleryDispatcher:
         except Exception:
             log.exception("could not send %s %s", name, kwargs)
 
+    def approval_chain(self, order_id: uuid.UUID) -> Signature:
+        """``check_auto_approval | apply`` for one order (SPEC §8.2): Flower shows apply as
+        the check's child; apply gets the check's result and does nothing unless approved."""
+        kwargs = {"order_id": str(order_id)}
+        check = self.app.signature(
+            CHECK_AUTO_APPROVAL, kwargs=kwargs, queue=self.settings.control_queue
+        )
+        then = self.app.signature(APPLY, kwargs=kwargs, queue=self.settings.apply_queue)
+        return check | then
+
     def order_submitted(self, order_id: uuid.UUID) -> None:
-        self._send(CHECK_AUTO_APPROVAL, queue=self.settings.control_queue, order_id=str(order_id))
+        try:
+            self.approval_chain(order_id).apply_async()
+        except Exception:
+            log.exception("could not send %s for %s", CHECK_AUTO_APPROVAL, order_id)
 
     def order_approved(self, order_id: uuid.UUID) -> None:
         self._send(APPLY, queue=self.settings.apply_queue, order_id=str(order_id))

@@ -92,17 +92,34 @@ def create(
     return str(proposal.order["id"])
 
 
-@app.task(name="workmanager.orders.check_auto_approval", **STATEFUL, **TRANSIENT)
-def check_auto_approval(order_id: str) -> bool:
-    """Approve when the type auto-approves and the order is ready; apply is chained."""
-    return get_wm().orders.check_auto_approval(uuid.UUID(order_id))
+@app.task(name="workmanager.orders.check_auto_approval", bind=True, **STATEFUL, **TRANSIENT)
+def check_auto_approval(self: Task, order_id: str) -> bool:
+    """Approve when the type auto-approves and the order is ready. Sent as the chain
+    ``check_auto_approval | apply`` (SPEC §8.2): the result (approved or not) goes to the
+    chained apply, which is a no-op when it is false. Sent alone (by name, from another
+    service), an approval announces its apply as a manual one does."""
+    chained = bool(self.request.chain)
+    log.info("check_auto_approval of %s: task %s, chained %s", order_id, self.request.id, chained)
+    return get_wm().orders.check_auto_approval(uuid.UUID(order_id), chained=chained)
 
 
 @app.task(name="workmanager.orders.apply", bind=True, **STATEFUL, **TRANSIENT)
-def apply(self: Task, order_id: str) -> str:
+def apply(self: Task, approved: bool | None = None, order_id: str | None = None) -> str:
     """Apply an approved order, exactly once in effect; retried with doubling backoff.
     While another run holds the order's apply claim nothing runs here: the task tries
-    again when that claim would lapse (by then the order is applied, failed, or free)."""
+    again when that claim would lapse (by then the order is applied, failed, or free).
+
+    As the child of ``check_auto_approval`` in a chain, ``approved`` is its parent's
+    result: false means not approved, and nothing runs. Sent alone (a manual approval,
+    maintenance) it has only ``order_id``."""
+    if order_id is None:
+        raise ValueError("apply needs order_id")
+    if approved is False:
+        log.info(
+            "apply of %s: not approved (parent %s), nothing to do", order_id, self.request.parent_id
+        )
+        return "not_approved"
+    log.info("apply of %s: task %s, parent %s", order_id, self.request.id, self.request.parent_id)
     wm = get_wm()
     try:
         outcome = wm.executor.apply(uuid.UUID(order_id))

@@ -3,6 +3,7 @@ create → agent consumer → check_auto_approval → apply, with the real broke
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 
@@ -81,6 +82,54 @@ def test_chain_runs_to_completed_in_an_inprocess_worker(wm_on_app: WorkManager) 
             "applied",
             "completed",
         ]
+
+
+def test_apply_is_the_chained_child_of_the_approval_check(wm_on_app: WorkManager) -> None:
+    """SPEC §8.2: check_auto_approval | apply is a Celery chain: the apply task's request
+    names the check task as its parent (what Flower shows), and the order is applied once."""
+    import re
+
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger, keep = logging.getLogger("workmanager.tasks"), Keep()
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=2,
+        perform_ping_check=False,
+        queues=QUEUES,
+        loglevel="WARNING",
+    ):
+        level = logger.level
+        logger.setLevel(logging.INFO)  # after the worker set its levels up
+        logger.addHandler(keep)
+        try:
+            order_id = enqueue_order(Echo.type, {"n": 1}, app=app)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and _state(wm_on_app, order_id) != "completed":
+                time.sleep(0.1)
+        finally:
+            logger.removeHandler(keep)
+            logger.setLevel(level)
+    assert _state(wm_on_app, order_id) == "completed"
+    text = "\n".join(lines)
+    checks = re.findall(rf"check_auto_approval of {order_id}: task (\S+), chained True", text)
+    parents = re.findall(rf"apply of {order_id}: task \S+, parent (\S+)", text)
+    assert checks and parents, text[-2000:]
+    assert parents[0] == checks[0]
+    events = [e["event"] for e in wm_on_app.queries.events(order_id) if not e["item_id"]]
+    assert events.count("applied") == 1
+
+
+def _state(wm: WorkManager, order_id: uuid.UUID) -> str | None:
+    try:
+        return str(wm.queries.order(order_id)["state"])
+    except NotFound:
+        return None
 
 
 def _existing(wm: WorkManager, ids: list[uuid.UUID]) -> list[uuid.UUID]:

@@ -28,17 +28,21 @@ class SendRecorder:
 
 
 def _announce(settings: Settings | None) -> list[tuple[str, str | None]]:
+    from celery import Celery
+
+    chain = CeleryDispatcher(Celery("t"), settings).approval_chain(uuid.uuid4())
+    sent = [(task.name, task.options["queue"]) for task in chain.tasks]
     app = SendRecorder()
     dispatcher = CeleryDispatcher(app, settings)  # type: ignore[arg-type]
-    dispatcher.order_submitted(uuid.uuid4())
     dispatcher.order_approved(uuid.uuid4())
     dispatcher.items_available("shop.restock", [uuid.uuid4()])
-    return app.sent
+    return sent + app.sent
 
 
 def test_default_queue_names_are_unchanged() -> None:
     assert _announce(None) == [
         (CHECK_AUTO_APPROVAL, "workmanager"),
+        (APPLY, "workmanager.apply"),  # the chain's child
         (APPLY, "workmanager.apply"),
         ("workmanager.agents.shop.restock", "agents.shop.restock"),
     ]
@@ -51,6 +55,7 @@ def test_queue_names_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     settings = Settings.from_env()
     assert _announce(settings) == [
         (CHECK_AUTO_APPROVAL, "work:maintenance"),
+        (APPLY, "work:planning"),
         (APPLY, "work:planning"),
         ("workmanager.agents.shop.restock", "agents:shop.restock"),
     ]

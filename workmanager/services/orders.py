@@ -194,8 +194,9 @@ class OrderService:
         self._approved(order_id, order)
         return order
 
-    def _approved(self, order_id: uuid.UUID, order: dict[str, Any]) -> None:
-        """After the approval committed: metrics, then the apply."""
+    def _approved(self, order_id: uuid.UUID, order: dict[str, Any], announce: bool = True) -> None:
+        """After the approval committed: metrics, then the apply (unless the caller
+        chains it)."""
         self.ctx.metrics.increment("orders_approved_total", type=order["type"])
         waited = datetime.fromisoformat(order["last_transitioned_at"]) - datetime.fromisoformat(
             order["created_at"]
@@ -203,7 +204,8 @@ class OrderService:
         self.ctx.metrics.histogram(
             "order_time_to_approval_seconds", waited.total_seconds(), type=order["type"]
         )
-        self.ctx.dispatcher.order_approved(order_id)
+        if announce:
+            self.ctx.dispatcher.order_approved(order_id)
 
     def _approve_tx(
         self,
@@ -280,11 +282,13 @@ class OrderService:
         record_event(s, order.id, OrderState.APPROVED, actor)
         return order_dict(order)
 
-    def check_auto_approval(self, order_id: uuid.UUID) -> bool:
+    def check_auto_approval(self, order_id: uuid.UUID, chained: bool = False) -> bool:
         """Approve (actor ``system``) when the type auto-approves and the order is ready.
 
         A refusal or error is logged and counted; the order stays ``submitted``. One
         transaction: the order is locked, its type asked, and approved in the same step.
+        ``chained``: the caller runs apply itself next (the Celery chain
+        ``check_auto_approval | apply``), so the approval is not announced.
         """
         try:
             order = self._auto_approve_hot(order_id) or self.ctx.db.run(
@@ -312,7 +316,7 @@ class OrderService:
             return False
         if order is None:
             return False
-        self._approved(order_id, order)
+        self._approved(order_id, order, announce=not chained)
         return True
 
     def _type_of(self, order_id: uuid.UUID) -> str:
