@@ -74,8 +74,10 @@ def test_console_on_sqlite(tmp_path: Path) -> None:
     try:
         leases = [wm.agent.checkout(agent) for agent in ("a1", "a1", "a2")]
         assert all(leases)
-        refused = run("leases", "reclaim", code=2)
+        refused = run("leases", "release", code=2)
         assert "no lease selector" in refused.stderr and not refused.stdout
+        # reclaim alone takes the expired leases (SPEC §13): none has expired yet
+        assert "no lease matched" in run("leases", "reclaim").stdout
         before = as_json(run("items", "list", "--json"))
         dry = as_json(run("leases", "release", "--agent", "a1", "--dry-run", "--json"))
         assert dry["counts"] == {"released": 2}
