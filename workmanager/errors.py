@@ -58,13 +58,6 @@ class Unavailable(TransientError):
     http_status = 503
 
 
-class TimedOut(TransientError):
-    """What was waited for did not happen in time (``orders create --wait --timeout``)."""
-
-    code = "timed_out"
-    http_status = 504
-
-
 class SchemaOutdated(Unavailable):
     """The database schema is older than this code: run ``workmanager db upgrade``."""
 
@@ -87,6 +80,13 @@ class UsageError(PermanentError):
     """The command line is not valid (a missing option, a value of the wrong form)."""
 
     code = "usage_error"
+
+
+class TimedOut(PermanentError):
+    """What the command waited for did not happen in time (``orders create --wait
+    --timeout``); the work goes on. A CLI outcome, never an HTTP answer."""
+
+    code = "timed_out"
 
 
 # --- 400 -----------------------------------------------------------------------------------

@@ -35,7 +35,13 @@ SPEC_CODES = {
 }
 # Codes that never reach a client as such (configuration at start-up, apply in a worker,
 # a command line the console's parser refused).
-INTERNAL_CODES = {"internal_error", "configuration_error", "apply_failed", "usage_error"}
+INTERNAL_CODES = {
+    "internal_error",
+    "configuration_error",
+    "apply_failed",
+    "usage_error",
+    "timed_out",
+}
 
 CLASSES = [
     cls
