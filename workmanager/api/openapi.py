@@ -1,7 +1,8 @@
-"""``/openapi.json`` as the server behaves: the bearer scheme, the error envelope for every
-error status, the headers and query parameters the routes read. The routes declare their
-bodies; what they read by hand (headers, ``filter[...]``) and what the error handlers send
-is described here, in one place, from the same settings the server runs with."""
+"""``/openapi.json`` as the server behaves: the bearer scheme, the error statuses and codes
+each route can answer (:data:`ROUTE_ERRORS`, in the error envelope), the headers and query
+parameters the routes read. The routes declare their success bodies (``api.responses``);
+what they read by hand (headers, ``filter[...]``) and what the error handlers send is
+described here, in one place, from the same settings the server runs with."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from fastapi.openapi.utils import get_openapi
 from ..settings import Settings
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorEnvelope"}
+REPLAYED = "Idempotent-Replayed"
+HTTP_VALIDATION_ERROR = "#/components/schemas/HTTPValidationError"
 ERROR_ENVELOPE: dict[str, Any] = {
     "type": "object",
     "description": "Every error: a code, a message a person can read, details when known.",
@@ -30,20 +33,79 @@ ERROR_ENVELOPE: dict[str, Any] = {
         }
     },
 }
-#: What each error status means on this API (every status the exception tree maps to).
-ERROR_STATUSES = {
-    "400": "malformed JSON or a header of the wrong form",
-    "401": "no valid bearer token",
-    "403": "the token lacks the scope, or the lease is another agent's",
-    "404": "no such order or item",
-    "409": "a conflict: the lease, the state, an idempotency key in flight",
-    "413": "the body is larger than WORK_MANAGER_MAX_BODY_BYTES",
-    "422": "the request failed validation",
-    "428": "an idempotency key is required on this route",
-    "500": "an unexpected server error",
-    "503": "the database, broker or Redis is unavailable",
+#: Every error code the API sends, its status and when (SPEC §6.1).
+ERROR_CODES: dict[str, tuple[int, str]] = {
+    "malformed_json": (400, "the body is not JSON, or is nested too deep"),
+    "invalid_agent_metadata": (400, "an X-Agent-* header of the wrong form"),
+    "invalid_query": (400, "an unknown or malformed query parameter"),
+    "unauthenticated": (401, "no valid bearer token"),
+    "forbidden": (403, "the token lacks the scope, or is bound to another agent"),
+    "not_found": (404, "no such order or item (or the id is not a UUID)"),
+    "lease_conflict": (409, "the lease is not the caller's, or the token is not the current one"),
+    "lease_expired": (409, "the lease expired"),
+    "no_items_available": (409, "no item can be leased now"),
+    "illegal_state_transition": (409, "not allowed in the current state"),
+    "not_ready_for_approval": (409, "the order cannot be approved yet"),
+    "idempotency_in_flight": (409, "a request with this idempotency key is still running"),
+    "payload_too_large": (413, "the body, a part or the parts count is over its limit"),
+    "validation_failed": (422, "the request failed validation; details say where"),
+    "unknown_order_type": (422, "no order type of that name is loaded"),
+    "missing_parts": (422, "required parts have no validated part"),
+    "idempotency_key_reused": (422, "the idempotency key was used with another request"),
+    "dedupe_key_reused": (422, "the dedupe key belongs to another proposal"),
+    "idempotency_key_required": (428, "this route requires the idempotency key header"),
+    "unavailable": (503, "the database, broker or Redis is unavailable; retry after a while"),
 }
-OUTSIDE_ERRORS = [(s, ERROR_STATUSES[s]) for s in ("404", "500", "503")]
+#: Every route under the API prefix: a caller's headers, token and scope; a backing service.
+API_ERRORS = ("invalid_agent_metadata", "unauthenticated", "forbidden", "unavailable")
+#: Every POST under the API prefix: the body, and the idempotency key (the 428 only where
+#: the key is enforced, from the settings).
+POST_ERRORS = (
+    "malformed_json",
+    "payload_too_large",
+    "idempotency_in_flight",
+    "idempotency_key_reused",
+    "idempotency_key_required",
+)
+LEASE_ERRORS = (
+    "not_found",
+    "lease_conflict",
+    "lease_expired",
+    "illegal_state_transition",
+    "validation_failed",  # the lease token missing, or the body's shape
+)
+#: The errors each route can answer besides those above: the one table of them. Paths
+#: under the API prefix are written without it. A route missing here is a test failure.
+ROUTE_ERRORS: dict[str, tuple[str, ...]] = {
+    "GET /healthz": (),
+    "GET /readyz": (),  # its 503 is the readiness body, declared on the route
+    "GET /metrics": ("not_found",),  # served only with the prometheus metrics driver
+    "POST /propose": ("validation_failed", "unknown_order_type", "dedupe_key_reused"),
+    "GET /orders": ("invalid_query",),
+    "GET /orders/{order_id}": ("not_found",),
+    "POST /checkout": ("invalid_query", "no_items_available", "validation_failed"),
+    "POST /orders/{order_id}/checkout": ("not_found", "no_items_available"),
+    "POST /orders/{order_id}/approve": (
+        "invalid_query",
+        "not_found",
+        "illegal_state_transition",
+        "not_ready_for_approval",
+    ),
+    "POST /orders/{order_id}/reject": (
+        "not_found",
+        "illegal_state_transition",
+        "validation_failed",
+    ),
+    "POST /orders/{order_id}/retry": ("not_found", "illegal_state_transition"),
+    "POST /items/{item_id}/heartbeat": LEASE_ERRORS,
+    "POST /items/{item_id}/submit": LEASE_ERRORS,
+    "POST /items/{item_id}/parts": LEASE_ERRORS,
+    "GET /items/{item_id}/parts": ("invalid_query", "not_found"),
+    "POST /items/{item_id}/finalize": (*LEASE_ERRORS, "missing_parts"),
+    "POST /items/{item_id}/release": LEASE_ERRORS,
+    "POST /items/{item_id}/fail": LEASE_ERRORS,
+    "GET /items/{item_id}/logs": ("invalid_query", "not_found"),
+}
 AGENT_HEADERS = {
     "X-Agent-ID": "the calling agent's id (bound tokens: must match)",
     "X-Agent-Name": "the agent's name (provenance)",
@@ -109,19 +171,8 @@ def _operation(
 ) -> None:
     if "summary" in op:
         op["summary"] = SPEC_MENTION.sub("", op["summary"])
-    responses = op.setdefault("responses", {})
-    for status, response in responses.items():
-        _request_id_header(response)
-        if status.startswith("2"):
-            _json_object(response)
+    _responses(path, method, op.setdefault("responses", {}), settings, auth_enabled)
     api = path.startswith(settings.api_prefix)
-    # outside the API (health, metrics): no auth; 404 (/metrics without prometheus), 503
-    for status, why in ERROR_STATUSES.items() if api else OUTSIDE_ERRORS:
-        responses[status] = {
-            "description": why,
-            "content": {"application/json": {"schema": ERROR_REF}},
-        }
-        _request_id_header(responses[status])
     if not api:
         return
     if auth_enabled:
@@ -136,6 +187,70 @@ def _operation(
     )
     if method == "get" and path == f"{settings.api_prefix}/orders":
         params.extend(_order_list_query())
+
+
+def _responses(
+    path: str, method: str, responses: dict[str, Any], settings: Settings, auth_enabled: bool
+) -> None:
+    """The success bodies the route declared, and the errors of :data:`ROUTE_ERRORS`;
+    the headers every response carries."""
+    endpoint = _endpoint(path, method) if path.startswith(settings.api_prefix) else None
+    for status, response in responses.items():
+        _request_id_header(response)
+        for media in response.get("content", {}).values():
+            media.get("schema", {}).pop("title", None)  # "Response 200 Heartbeat Agent…"
+        if endpoint is not None and status.startswith("2"):
+            response["headers"][REPLAYED] = {
+                "description": "true when this is the stored answer to a retried key",
+                "schema": {"type": "string", "enum": ["true"]},
+            }
+    for status in [s for s, r in responses.items() if HTTP_VALIDATION_ERROR in str(r)]:
+        del responses[status]  # FastAPI's own 422: this server answers its envelope instead
+    for status, codes in _errors(path, method, settings, auth_enabled).items():
+        responses[status] = {
+            "description": "; ".join(f"`{c}`: {ERROR_CODES[c][1]}" for c in codes),
+            "content": {"application/json": {"schema": _envelope(codes)}},
+        }
+        _request_id_header(responses[status])
+    for status, response in responses.items():
+        if status == "503":
+            response["headers"]["Retry-After"] = {
+                "description": "seconds to wait before retrying",
+                "required": True,
+                "schema": {"type": "string"},
+            }
+
+
+def _errors(path: str, method: str, settings: Settings, auth_enabled: bool) -> dict[str, list[str]]:
+    """The error codes a route can answer, by status (from :data:`ROUTE_ERRORS`)."""
+    api = path.startswith(settings.api_prefix)
+    route = f"{method.upper()} {path[len(settings.api_prefix) :] if api else path}"
+    if route not in ROUTE_ERRORS:
+        raise KeyError(f"{route}: add the errors it can answer to openapi.ROUTE_ERRORS")
+    codes = list(ROUTE_ERRORS[route])
+    if api:
+        codes += API_ERRORS
+        if not auth_enabled:
+            codes = [c for c in codes if c not in ("unauthenticated", "forbidden")]
+    endpoint = _endpoint(path, method) if api else None
+    if endpoint is not None:
+        codes += POST_ERRORS
+        if endpoint not in settings.idempotency_enforce_on:
+            codes.remove("idempotency_key_required")
+    by_status: dict[str, list[str]] = {}
+    for code in sorted(set(codes), key=lambda c: (ERROR_CODES[c][0], c)):
+        by_status.setdefault(str(ERROR_CODES[code][0]), []).append(code)
+    return by_status
+
+
+def _envelope(codes: list[str]) -> dict[str, Any]:
+    """The error envelope, its ``code`` one of ``codes``."""
+    return {
+        "allOf": [
+            ERROR_REF,
+            {"properties": {"error": {"properties": {"code": {"enum": codes}}}}},
+        ]
+    }
 
 
 def _lease_token(params: list[dict[str, Any]], required: bool) -> None:
@@ -190,10 +305,3 @@ def _request_id_header(response: dict[str, Any]) -> None:
         "description": "the request's id (the caller's, or generated)",
         "schema": {"type": "string"},
     }
-
-
-def _json_object(response: dict[str, Any]) -> None:
-    content = response.setdefault("content", {"application/json": {}})
-    media = content.get("application/json")
-    if media is not None and not media.get("schema"):
-        media["schema"] = {"type": "object"}

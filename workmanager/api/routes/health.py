@@ -4,18 +4,19 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from ...errors import NotFound, WorkManagerError
 from ...metrics.prometheus import PrometheusDriver
 from ...services import readiness
 from ..deps import bearer, principal, state
 from ..errors import RETRY_AFTER_SECONDS
+from ..responses import Health, Readiness, declare
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="Liveness")
+@router.get("/healthz", summary="Liveness", responses=declare({200: Health}, idempotent=False))
 async def healthz() -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
@@ -32,7 +33,11 @@ def _identified(request: Request) -> bool:
     return True
 
 
-@router.get("/readyz", summary="Readiness: database, broker and Redis (when used)")
+@router.get(
+    "/readyz",
+    summary="Readiness: database, broker and Redis (when used)",
+    responses=declare({200: Readiness, 503: Readiness}, idempotent=False),
+)
 def readyz(request: Request) -> JSONResponse:
     """Anyone learns whether each dependency is up; only a caller with a valid token
     learns why one is down (driver messages name hosts, ports and users)."""
@@ -50,7 +55,12 @@ def readyz(request: Request) -> JSONResponse:
     return JSONResponse(body, 503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
-@router.get("/metrics", summary="Prometheus exposition (WORK_MANAGER_METRICS_DRIVER=prometheus)")
+@router.get(
+    "/metrics",
+    summary="Prometheus exposition (WORK_MANAGER_METRICS_DRIVER=prometheus)",
+    response_class=PlainTextResponse,
+    responses={200: {"description": "the Prometheus text exposition format"}},
+)
 def metrics(request: Request) -> Response:
     driver = state(request).wm.metrics.driver
     if not isinstance(driver, PrometheusDriver):

@@ -14,7 +14,9 @@ from fastapi.responses import JSONResponse
 from ...errors import ValidationFailed
 from ...services.operations import CheckoutFilters
 from .. import idempotent
+from .. import responses as R
 from ..deps import CheckoutCaller, SubmitCaller, ViewCaller, state
+from ..responses import declare
 from ..schemas import (
     CheckoutBody,
     FailBody,
@@ -28,7 +30,11 @@ router = APIRouter(tags=["items"])
 LeaseToken = Header(default=None, alias="X-Lease-Token", description="the lease token")
 
 
-@router.post("/checkout", summary="Lease the next eligible item")
+@router.post(
+    "/checkout",
+    summary="Lease the next eligible item",
+    responses=declare({200: R.Checkout}),
+)
 def checkout(
     request: Request,
     caller: CheckoutCaller,
@@ -75,7 +81,11 @@ def merge_filters(body: CheckoutBody, query: dict[str, Any]) -> CheckoutBody:
     return CheckoutBody(**fields)
 
 
-@router.post("/items/{item_id}/heartbeat", summary="Extend the lease")
+@router.post(
+    "/items/{item_id}/heartbeat",
+    summary="Extend the lease",
+    responses=declare({200: R.Heartbeat}),
+)
 def heartbeat(
     request: Request,
     caller: CheckoutCaller,
@@ -95,7 +105,12 @@ def heartbeat(
     )
 
 
-@router.post("/items/{item_id}/submit", status_code=202, summary="Submit the whole result")
+@router.post(
+    "/items/{item_id}/submit",
+    status_code=202,
+    summary="Submit the whole result",
+    responses=declare({202: R.Submitted}),
+)
 def submit(
     request: Request,
     caller: SubmitCaller,
@@ -114,7 +129,12 @@ def submit(
     )
 
 
-@router.post("/items/{item_id}/parts", status_code=202, summary="Submit one part")
+@router.post(
+    "/items/{item_id}/parts",
+    status_code=202,
+    summary="Submit one part",
+    responses=declare({202: R.PartStored}),
+)
 def submit_part(
     request: Request,
     caller: SubmitCaller,
@@ -135,7 +155,11 @@ def submit_part(
     )
 
 
-@router.get("/items/{item_id}/parts", summary="The item's parts")
+@router.get(
+    "/items/{item_id}/parts",
+    summary="The item's parts",
+    responses=declare({200: R.PartList}, idempotent=False),
+)
 def list_parts(
     request: Request,
     caller: ViewCaller,
@@ -146,7 +170,12 @@ def list_parts(
     return idempotent.respond(state(request).ops.list_parts(caller, item_id, part_key, status))
 
 
-@router.post("/items/{item_id}/finalize", status_code=202, summary="Assemble parts and submit")
+@router.post(
+    "/items/{item_id}/finalize",
+    status_code=202,
+    summary="Assemble parts and submit",
+    responses=declare({202: R.Finalized}),
+)
 def finalize(
     request: Request,
     caller: SubmitCaller,
@@ -166,7 +195,11 @@ def finalize(
     )
 
 
-@router.post("/items/{item_id}/release", summary="Give the item back")
+@router.post(
+    "/items/{item_id}/release",
+    summary="Give the item back",
+    responses=declare({200: R.ItemAnswer}),
+)
 def release(
     request: Request,
     caller: CheckoutCaller,
@@ -179,7 +212,11 @@ def release(
     )
 
 
-@router.post("/items/{item_id}/fail", summary="Report that the work failed")
+@router.post(
+    "/items/{item_id}/fail",
+    summary="Report that the work failed",
+    responses=declare({200: R.ItemAnswer}),
+)
 def fail(
     request: Request,
     caller: SubmitCaller,
@@ -199,7 +236,11 @@ def fail(
     )
 
 
-@router.get("/items/{item_id}/logs", summary="Item events and order-level events")
+@router.get(
+    "/items/{item_id}/logs",
+    summary="Item events and order-level events",
+    responses=declare({200: R.Logs}, idempotent=False),
+)
 def logs(
     request: Request,
     caller: ViewCaller,

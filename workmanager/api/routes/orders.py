@@ -7,13 +7,20 @@ from fastapi.responses import JSONResponse
 
 from ...services.operations import CheckoutFilters
 from .. import idempotent
+from .. import responses as R
 from ..deps import ApproveCaller, CheckoutCaller, ProposeCaller, RejectCaller, ViewCaller, state
+from ..responses import declare
 from ..schemas import ProposeBody, RejectBody
 
 router = APIRouter(tags=["orders"])
 
 
-@router.post("/propose", status_code=201, summary="Propose (create and plan) an order")
+@router.post(
+    "/propose",
+    status_code=201,
+    summary="Propose (create and plan) an order",
+    responses=declare({201: R.OrderCreated, 200: R.OrderFound}),
+)
 def propose(request: Request, caller: ProposeCaller, body: ProposeBody) -> JSONResponse:
     ops = state(request).ops
     return idempotent.run(
@@ -28,18 +35,30 @@ def propose(request: Request, caller: ProposeCaller, body: ProposeBody) -> JSONR
     )
 
 
-@router.get("/orders", summary="List orders (filters, sorts, pages of SPEC §6.2)")
+@router.get(
+    "/orders",
+    summary="List orders (filters, sorts, pages of SPEC §6.2)",
+    responses=declare({200: R.OrderPage}, idempotent=False),
+)
 def list_orders(request: Request, caller: ViewCaller) -> JSONResponse:
     status, body = state(request).ops.list_orders(caller, request.query_params.multi_items())
     return JSONResponse(body, status)
 
 
-@router.get("/orders/{order_id}", summary="An order with its items and latest events")
+@router.get(
+    "/orders/{order_id}",
+    summary="An order with its items and latest events",
+    responses=declare({200: R.OrderShown}, idempotent=False),
+)
 def get_order(request: Request, caller: ViewCaller, order_id: str) -> JSONResponse:
     return idempotent.respond(state(request).ops.get_order(caller, order_id))
 
 
-@router.post("/orders/{order_id}/checkout", summary="Lease the next item of this order")
+@router.post(
+    "/orders/{order_id}/checkout",
+    summary="Lease the next item of this order",
+    responses=declare({200: R.Checkout}),
+)
 def checkout_order(request: Request, caller: CheckoutCaller, order_id: str) -> JSONResponse:
     ops = state(request).ops
     return idempotent.run(
@@ -52,7 +71,12 @@ def checkout_order(request: Request, caller: CheckoutCaller, order_id: str) -> J
     )
 
 
-@router.post("/orders/{order_id}/approve", status_code=202, summary="Approve; apply runs later")
+@router.post(
+    "/orders/{order_id}/approve",
+    status_code=202,
+    summary="Approve; apply runs later",
+    responses=declare({202: R.ApprovePending, 200: R.ApproveSettled}),
+)
 def approve(
     request: Request,
     caller: ApproveCaller,
@@ -65,7 +89,11 @@ def approve(
     )
 
 
-@router.post("/orders/{order_id}/reject", summary="Reject (optionally for rework)")
+@router.post(
+    "/orders/{order_id}/reject",
+    summary="Reject (optionally for rework)",
+    responses=declare({200: R.OrderAnswer}),
+)
 def reject(
     request: Request,
     caller: RejectCaller,
@@ -84,7 +112,11 @@ def reject(
     )
 
 
-@router.post("/orders/{order_id}/retry", summary="Put a failed order back to work")
+@router.post(
+    "/orders/{order_id}/retry",
+    summary="Put a failed order back to work",
+    responses=declare({200: R.OrderAnswer}),
+)
 def retry(request: Request, caller: ApproveCaller, order_id: str) -> JSONResponse:
     ops = state(request).ops
     return idempotent.run(request, caller, "retry", order_id, {}, lambda c: ops.retry(c, order_id))
