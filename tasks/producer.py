@@ -8,6 +8,7 @@ proposal it refuses is recorded as a ``failed`` order under the returned id."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import uuid
@@ -78,7 +79,7 @@ def enqueue_order(
             "dedupe_key": dedupe_key,
             "order_id": str(order_id),
         },
-        queue=app.conf.task_default_queue or QUEUE,  # WORK_MANAGER_CONTROL_QUEUE
+        queue=control_queue(),
     )
     return order_id
 
@@ -98,6 +99,19 @@ def forget_producer_registry() -> None:
     global _loaded
     with _lock:
         _loaded = None
+    control_queue.cache_clear()
+
+
+@functools.cache
+def control_queue() -> str:
+    """``WORK_MANAGER_CONTROL_QUEUE``, where the control-plane worker listens. Read from
+    the settings, not from the Celery app handed in: a producer's own bare app has
+    Celery's default queue (``celery``), which no worker consumes."""
+    try:
+        return Settings.from_env().control_queue
+    except WorkManagerError as exc:
+        log.warning("enqueue_order sends to the default queue %r: %s", QUEUE, exc)
+        return QUEUE
 
 
 def _load() -> tuple[Registry | None, int]:

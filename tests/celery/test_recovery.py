@@ -28,7 +28,10 @@ def events(stack, order_id, name: str, order_level: bool = False) -> int:
 
 
 def test_sigkill_mid_apply_loses_nothing(make_stack, broker, tmp_path) -> None:
-    stack = make_stack(broker=broker, apply_recovery_seconds="1")
+    # The apply claim lasts APPLY_RECOVERY_SECONDS: long enough here that the recovered
+    # apply (a second or so) is never overtaken, short enough to wait out. On RabbitMQ the
+    # killed worker's message comes back at once and backs off until the claim lapses.
+    stack = make_stack(broker=broker, apply_recovery_seconds="3")
     stack.worker("control-1", WM_TEST_APPLY_SECONDS="60")  # killed long before it ends
     stack.agent("e2e.slow", "tests.support.pipeline:echo_handler")
     order_id = enqueue_order("e2e.slow", {"n": 1}, app=stack.app)
@@ -39,7 +42,7 @@ def test_sigkill_mid_apply_loses_nothing(make_stack, broker, tmp_path) -> None:
     assert stack.wm.queries.order(order_id)["state"] == OrderState.APPROVED
 
     stack.worker("control-2")
-    time.sleep(1.2)  # past WORK_MANAGER_APPLY_RECOVERY_SECONDS
+    time.sleep(3.2)  # past WORK_MANAGER_APPLY_RECOVERY_SECONDS
     stack.app.send_task("workmanager.maintenance.run", queue="workmanager")
     stack.wait_for(
         lambda: stack.wm.queries.order(order_id)["state"] == OrderState.COMPLETED,
