@@ -1,14 +1,23 @@
-"""The task chain in an in-process worker (celery.contrib.testing.worker.start_worker):
-create → agent consumer → check_auto_approval → apply, with the real broker."""
+"""The task chain in an in-process worker: create → agent consumer → check_auto_approval →
+apply, with the real broker (Redis) and PostgreSQL.
+
+The worker is pytest-celery's plugin fixture ``celery_session_worker`` (``celery.contrib.
+pytest``: a thread-pool worker inside the test process, no Docker). Its app is the
+project's own Celery app (``celery_session_app`` is overridden to hand it over, pointed at a
+broker db of its own), so the worker runs the real tasks with the real routes.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from celery.contrib.testing.worker import start_worker
+from celery import Celery
 
 from tasks.app import app
 from tasks.dispatcher import CeleryDispatcher
@@ -25,49 +34,75 @@ from ..conftest import truncate_all
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 QUEUES = ["workmanager", "workmanager.apply", "agents.e2e.echo"]
+#: The in-process worker lives for the whole session: a broker db no subprocess stack uses.
+INPROCESS_BROKER_DB = int(os.environ.get("WM_TEST_INPROCESS_BROKER_DB", "13"))
 
 
-@pytest.fixture
-def wm_on_app(pg_url: str, redis_url: str):
-    broker = redis_url.rsplit("/", 1)[0] + "/13"
-    import redis
-
-    redis.Redis.from_url(broker).flushdb()
-    truncate_all(Database(pg_url))
-    saved = app.conf.broker_url
-    app.conf.broker_url = broker
+@pytest.fixture(scope="session")
+def inprocess_wm(pg_url: str, redis_url: str) -> Iterator[WorkManager]:
+    broker = redis_url.rsplit("/", 1)[0] + f"/{INPROCESS_BROKER_DB}"
     wm = WorkManager(
         Settings(database_url=pg_url, broker_url=broker, metrics_driver="null"),
         registry=Registry([Echo()]),
     )
     wm.dispatcher = CeleryDispatcher(app)
-    set_wm(wm)
+    yield wm
+    wm.close()
+
+
+@pytest.fixture(scope="session")
+def celery_session_app(inprocess_wm: WorkManager) -> Iterator[Celery]:
+    """The plugin's session app, replaced by the project's app on this test's broker."""
+    import redis
+
+    broker = inprocess_wm.settings.broker_url
+    assert broker is not None
+    redis.Redis.from_url(broker).flushdb()
+    saved = app.conf.broker_url
+    app.conf.broker_url = broker
     consumer = AgentConsumer(
-        wm, load_handler("tests.support.pipeline:echo_handler"), AgentInfo(id="inproc-agent-1")
+        inprocess_wm,
+        load_handler("tests.support.pipeline:echo_handler"),
+        AgentInfo(id="inproc-agent-1"),
     )
     register_agent_task(app, Echo.type, consumer)
-    yield wm
+    set_wm(inprocess_wm)
+    yield app
     set_wm(None)
-    wm.close()
     app.conf.broker_url = saved
 
 
+@pytest.fixture(scope="session")
+def celery_worker_pool() -> str:
+    return "threads"
+
+
+@pytest.fixture(scope="session")
+def celery_worker_parameters() -> dict[str, Any]:
+    return {
+        "concurrency": 2,
+        "perform_ping_check": False,
+        "queues": QUEUES,
+        "loglevel": "WARNING",
+    }
+
+
+@pytest.fixture
+def wm_on_app(pg_url: str, inprocess_wm: WorkManager, celery_session_worker: Any) -> WorkManager:
+    """The worker running, the tables empty."""
+    truncate_all(Database(pg_url))
+    set_wm(inprocess_wm)
+    return inprocess_wm
+
+
 def test_chain_runs_to_completed_in_an_inprocess_worker(wm_on_app: WorkManager) -> None:
-    with start_worker(
-        app,
-        pool="threads",
-        concurrency=2,
-        perform_ping_check=False,
-        queues=QUEUES,
-        loglevel="WARNING",
-    ):
-        ids: list[uuid.UUID] = [enqueue_order(Echo.type, {"n": n}, app=app) for n in range(5)]
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            states = [wm_on_app.queries.order(i)["state"] for i in _existing(wm_on_app, ids)]
-            if len(states) == 5 and set(states) == {"completed"}:
-                break
-            time.sleep(0.2)
+    ids: list[uuid.UUID] = [enqueue_order(Echo.type, {"n": n}, app=app) for n in range(5)]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        states = [wm_on_app.queries.order(i)["state"] for i in _existing(wm_on_app, ids)]
+        if len(states) == 5 and set(states) == {"completed"}:
+            break
+        time.sleep(0.2)
     for order_id in ids:
         order = wm_on_app.queries.order(order_id)
         assert order["state"] == "completed"
@@ -96,25 +131,17 @@ def test_apply_is_the_chained_child_of_the_approval_check(wm_on_app: WorkManager
             lines.append(record.getMessage())
 
     logger, keep = logging.getLogger("workmanager.tasks"), Keep()
-    with start_worker(
-        app,
-        pool="threads",
-        concurrency=2,
-        perform_ping_check=False,
-        queues=QUEUES,
-        loglevel="WARNING",
-    ):
-        level = logger.level
-        logger.setLevel(logging.INFO)  # after the worker set its levels up
-        logger.addHandler(keep)
-        try:
-            order_id = enqueue_order(Echo.type, {"n": 1}, app=app)
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and _state(wm_on_app, order_id) != "completed":
-                time.sleep(0.1)
-        finally:
-            logger.removeHandler(keep)
-            logger.setLevel(level)
+    level = logger.level
+    logger.setLevel(logging.INFO)  # the worker set its levels up when it started
+    logger.addHandler(keep)
+    try:
+        order_id = enqueue_order(Echo.type, {"n": 1}, app=app)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _state(wm_on_app, order_id) != "completed":
+            time.sleep(0.1)
+    finally:
+        logger.removeHandler(keep)
+        logger.setLevel(level)
     assert _state(wm_on_app, order_id) == "completed"
     text = "\n".join(lines)
     checks = re.findall(rf"check_auto_approval of {order_id}: task (\S+), chained True", text)
