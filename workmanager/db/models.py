@@ -74,6 +74,9 @@ class Order(Base):
     requested_by_type: Mapped[str] = mapped_column(String(16), default="system")
     requested_by_id: Mapped[str | None] = mapped_column(String(191))
     dedupe_key: Mapped[str | None] = mapped_column(String(191), unique=True)
+    # The tenant the order belongs to (migration 0009): set at propose, inherited by its
+    # items; a token bound to a tenant sees and acts on its tenant's orders only.
+    tenant_id: Mapped[str | None] = mapped_column(String(191), index=True)
     last_error: Mapped[dict[str, Any] | None] = mapped_column()
     apply_attempts: Mapped[int] = mapped_column(Integer, default=0)
     # The apply claim (services/apply_claim.py): at most one apply body runs per order at a
@@ -126,7 +129,7 @@ class Item(Base):
     # leased/in_progress, and its token is this one.
     lease_token: Mapped[int] = mapped_column(BigInteger, default=0)
     # sha256 (hex) of the current lease's secret: the lease token an agent presents is
-    # ``<lease_token>.<secret>`` and proves possession (leases/tokens.py). NULL when no
+    # ``<lease_token>.<secret>`` and proves possession (lease_tokens.py). NULL when no
     # lease was ever granted under this scheme.
     lease_secret_hash: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None] = mapped_column()
@@ -269,6 +272,8 @@ class ApiToken(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(191), unique=True)
     agent_id: Mapped[str | None] = mapped_column(String(191))
+    # A token bound to a tenant acts within that tenant only (migration 0009).
+    tenant_id: Mapped[str | None] = mapped_column(String(191))
     scopes: Mapped[list[str]] = mapped_column(JSONType)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

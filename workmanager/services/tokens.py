@@ -38,6 +38,8 @@ class Principal:
     name: str
     agent_id: str | None = None
     scopes: frozenset[str] = frozenset()
+    #: The tenant a token is bound to: it sees and acts on that tenant's orders only.
+    tenant_id: str | None = None
 
     def allows(self, scope: str) -> bool:
         return "admin" in self.scopes or scope in self.scopes
@@ -161,4 +163,4 @@ class TokenService:
             now = self.ctx.clock()
             if row.last_used_at is None or now - row.last_used_at >= _TOUCH_EVERY:
                 row.last_used_at = now
-            return Principal(row.name, row.agent_id, frozenset(row.scopes or ()))
+            return Principal(row.name, row.agent_id, frozenset(row.scopes or ()), row.tenant_id)
