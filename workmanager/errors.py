@@ -258,6 +258,21 @@ class IdempotencyKeyRequired(PermanentError):
     http_status = 428
 
 
+# --- 429 -----------------------------------------------------------------------------------
+class RateLimited(TransientError):
+    """Too many requests: a rate limit was reached; try again after ``retry_after`` seconds."""
+
+    code = "rate_limited"
+    http_status = 429
+
+    def __init__(
+        self, message: str | None = None, *, retry_after: int = 1, details: Any = None
+    ) -> None:
+        #: Whole seconds until a token is available again (HTTP ``Retry-After``).
+        self.retry_after = max(1, int(retry_after))
+        super().__init__(message, details=details or {"retry_after": self.retry_after})
+
+
 class ApplyFailed(PermanentError):
     """The order type's apply raised an error."""
 

@@ -53,7 +53,7 @@ def check(url: str) -> None:
     upgrade(db)
     head = current(db)
     upgrade(db)  # idempotent
-    assert current(db) == head == "0009"
+    assert current(db) == head == "0010"
     assert schema_differences(db) == []
     indexes = {i["name"]: i for i in inspect(db.engine).get_indexes("work_items")}
     assert indexes["ix_work_items_checkout"]["column_names"][-2:] == ["created_at", "id"]
@@ -138,4 +138,4 @@ def test_cli_db_upgrade(tmp_path) -> None:
         [cli, "db", "upgrade"], env=env, capture_output=True, text=True, check=False
     )
     assert run.returncode == 0, run.stderr
-    assert "0009" in run.stdout
+    assert "0010" in run.stdout

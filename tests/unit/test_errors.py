@@ -31,6 +31,7 @@ SPEC_CODES = {
     "idempotency_key_reused": 422,
     "dedupe_key_reused": 422,  # SPEC §13
     "idempotency_key_required": 428,
+    "rate_limited": 429,  # SPEC §13
     "unavailable": 503,
 }
 # Codes that never reach a client as such (configuration at start-up, apply in a worker,
@@ -86,9 +87,10 @@ def test_class_code_and_status(cls: type[WorkManagerError]) -> None:
 
 def test_only_unavailable_is_transient() -> None:
     """(and its refinements: a schema older than the code, or a database not created yet,
-    is fixed by an operator, which a retried task lives to see)"""
+    is fixed by an operator, which a retried task lives to see), and a rate limit reached
+    (SPEC §13: the same call succeeds once the bucket has refilled)"""
     transient = {c.__name__ for c in CONCRETE if issubclass(c, TransientError)}
-    assert transient == {"Unavailable", "SchemaOutdated", "DatabaseMissing"}
+    assert transient == {"Unavailable", "SchemaOutdated", "DatabaseMissing", "RateLimited"}
     assert issubclass(errors.SchemaOutdated, errors.Unavailable)
     assert issubclass(errors.DatabaseMissing, errors.Unavailable)
 

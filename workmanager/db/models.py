@@ -11,6 +11,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -298,6 +299,19 @@ class UiSession(Base):
     expires_at: Mapped[datetime] = mapped_column()
 
     __table_args__ = (Index("ix_work_ui_sessions_expires", "expires_at"),)
+
+
+class RateBucket(Base):
+    """One token bucket of the rate limits (migration 0010, :mod:`workmanager.ratelimit`):
+    ``tokens`` left at ``updated_at`` (seconds since the epoch, the database's clock on
+    PostgreSQL). A missing row is a full bucket. Used when the lease backend is not Redis."""
+
+    __tablename__ = "work_rate_buckets"
+
+    # "<limit>:<agent|tenant>:<id>", e.g. "checkout:agent:a-1"
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
 
 
 # Deleting an order deletes its events and provenance (SPEC §3). Audit rows carry no
