@@ -6,12 +6,18 @@ skipped, and never on a value the schema already refused (the hook may then rely
 the schema guarantees, and the agent gets the schema's errors alone). A hook that raises
 something other than ``ValidationFailed`` (a bug in the order type) is logged and reported
 as a validation error naming the exception, never as a 500.
+
+Evidence sent beside a value (a whole result or a part) is checked in the same pass: its
+schema (``evidence_schema`` / ``part_evidence_schema``) runs beside the value's, and the
+hook runs only when both passed. Absent evidence (``None``) is an error only when the type
+``requires_evidence``; otherwise no evidence schema applies to it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .errors import ValidationFailed
@@ -41,16 +47,47 @@ def guarded(fn: Callable[[], T], path: str) -> T:
         ) from exc
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """Evidence sent beside a value: what it is, its schema (``None``: any) and whether
+    the type requires some."""
+
+    value: Any
+    schema: dict[str, Any] | None = None
+    required: bool = False
+
+    def errors(self) -> list[dict[str, Any]]:
+        if self.value is None:
+            if not self.required:
+                return []
+            message = "this order type requires evidence"
+            return [{"path": "evidence", "message": message, "validator": "required"}]
+        return schema_errors(self.schema, self.value, "evidence") if self.schema else []
+
+
 def check(
-    schema: dict[str, Any] | None, instance: Any, path: str, hook: Callable[[], None]
+    schema: dict[str, Any] | None,
+    instance: Any,
+    path: str,
+    hook: Callable[[], None],
+    evidence: Evidence | None = None,
 ) -> None:
-    """Validate ``instance`` against ``schema``, then (only when it passed) run ``hook``;
-    raise the errors of the first that refused it."""
+    """Validate ``instance`` against ``schema`` (and ``evidence`` against its own), then
+    (only when all passed) run ``hook``; raise the errors of what refused it."""
     errors = schema_errors(schema, instance, path) if schema else []
+    errors += evidence.errors() if evidence is not None else []
     if not errors:
         try:
             guarded(hook, path)
         except ValidationFailed as exc:
             errors = _as_errors(exc.details, path)
     if errors:
-        raise ValidationFailed(errors, f"{len(errors)} validation error(s) in {path}")
+        where = _where(errors, path)
+        raise ValidationFailed(errors, f"{len(errors)} validation error(s) in {where}")
+
+
+def _where(errors: list[dict[str, Any]], path: str) -> str:
+    on_evidence = [str(e.get("path", "")).startswith("evidence") for e in errors]
+    if all(on_evidence):
+        return "evidence"
+    return f"{path} and evidence" if any(on_evidence) else path

@@ -42,6 +42,10 @@ class OrderType:
     auto_approve: ClassVar[bool] = False
     #: Default ``max_attempts`` for items of this type (``None``: the setting's default).
     max_attempts: ClassVar[int | None] = None
+    #: Every submit and submit-part must carry evidence (absent: 422 ``validation_failed``
+    #: at path ``evidence``, validator ``required``). Without it, evidence is optional and
+    #: its schema applies only to evidence that was sent.
+    requires_evidence: ClassVar[bool] = False
 
     # --- proposing and planning -------------------------------------------------------
     def schema(self) -> JSON | None:
@@ -62,9 +66,20 @@ class OrderType:
         ``result_schema`` (or when there is none), never on one it refused. Raise
         ``ValidationFailed``."""
 
+    def evidence_schema(self, item: ItemView) -> JSON | None:
+        """JSON Schema of the evidence sent with a whole result, or ``None`` (any).
+        Checked beside ``result_schema``; ``validate_submission`` runs only when both
+        passed. Errors' paths start with ``evidence``."""
+        return None
+
     # --- partial submissions ----------------------------------------------------------
     def part_schema(self, item: ItemView, part_key: str) -> JSON | None:
         """JSON Schema of one part's payload, or ``None``."""
+        return None
+
+    def part_evidence_schema(self, item: ItemView, part_key: str) -> JSON | None:
+        """JSON Schema of the evidence sent with one part, or ``None`` (any); checked
+        beside ``part_schema``, and a part it refuses is stored ``rejected``."""
         return None
 
     def validate_part(self, item: ItemView, part_key: str, payload: JSON, seq: int | None) -> None:

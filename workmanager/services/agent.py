@@ -19,7 +19,7 @@ from typing import Any, cast
 from sqlalchemy.orm import Session
 
 from .. import events
-from ..checks import check, guarded
+from ..checks import Evidence, check, guarded
 from ..db import claims
 from ..db.models import Item, Order
 from ..errors import NotFound, SchemaOutdated, ValidationFailed
@@ -228,7 +228,7 @@ class AgentAPI:
                     info,
                     result,
                     {"evidence": evidence, "notes": notes},
-                    lambda view: self._validate_result(view, result),
+                    lambda view: self._validate_result(view, result, evidence),
                 )
             except SchemaOutdated as exc:
                 self._without_hot_path(exc)
@@ -260,15 +260,22 @@ class AgentAPI:
         now = self.ctx.clock()
         item = lock_item(s, lease.item_id)
         self.ctx.leases.check(item, as_presented(lease, agent), now)
-        self._validate_result(item_view(item), result)
+        self._validate_result(item_view(item), result, evidence)
         return self._mark_submitted(
             s, item, agent, now, "submit", {"evidence": evidence, "notes": notes}, result
         )
 
-    def _validate_result(self, view: ItemView, result: JSON) -> None:
+    def _validate_result(self, view: ItemView, result: JSON, evidence: Any) -> None:
+        """The result and its evidence, through the one rule (``checks.check``): both
+        schemas, then ``validate_submission`` when they passed. The hot path calls this too."""
         order_type = self.ctx.registry.get(view.order_type)
         schema = guarded(lambda: order_type.result_schema(view), "result")
-        check(schema, result, "result", lambda: order_type.validate_submission(view, result))
+        proof = Evidence(
+            evidence,
+            guarded(lambda: order_type.evidence_schema(view), "evidence"),
+            order_type.requires_evidence,
+        )
+        check(schema, result, "result", lambda: order_type.validate_submission(view, result), proof)
 
     def _mark_submitted(
         self,

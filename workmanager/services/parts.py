@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..checks import check, guarded
+from ..checks import Evidence, check, guarded
 from ..db.models import Item, Part, utcnow
 from ..errors import MissingParts, PayloadTooLarge, ValidationFailed
 from ..jsonvalues import json_value
@@ -165,14 +165,24 @@ def add_part(
     evidence: Any,
     notes: str | None,
 ) -> PartOutcome:
-    """Validate a part (schema and hook), store it in its slot, refresh the item's parts
-    state and record the event. The caller holds the item's lock and checked the lease."""
+    """Validate a part (its schema and its evidence's, then the hook), store it in its
+    slot, refresh the item's parts state and record the event. The caller holds the
+    item's lock and checked the lease."""
     view = item_view(item)
     path = f"payload[{part_key}]"
     schema = guarded(lambda: order_type.part_schema(view, part_key), path)
+    proof = Evidence(
+        evidence,
+        guarded(lambda: order_type.part_evidence_schema(view, part_key), "evidence"),
+        order_type.requires_evidence,
+    )
     try:
         check(
-            schema, payload, path, lambda: order_type.validate_part(view, part_key, payload, seq)
+            schema,
+            payload,
+            path,
+            lambda: order_type.validate_part(view, part_key, payload, seq),
+            proof,
         )
     except ValidationFailed as exc:
         # Stored ``rejected`` with its errors (SPEC §3, §13) and recorded; the caller

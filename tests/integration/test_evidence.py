@@ -1,0 +1,141 @@
+"""Evidence standards (issue 17): ``evidence_schema`` / ``part_evidence_schema`` and
+``requires_evidence`` checked on submit and submit-part through the one rule of
+``workmanager/checks.py`` (schemas first, the hook only when all passed), on SQLite and on
+PostgreSQL through the hot path and the general path."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import pytest
+
+from workmanager import ApplyContext, Diff, ItemSpec, OrderType, OrderView, Registry
+from workmanager.errors import ValidationFailed
+from workmanager.types import JSON, ItemView, Lease
+
+EVIDENCE = {
+    "type": "object",
+    "required": ["source"],
+    "properties": {"source": {"type": "string", "format": "uri"}},
+}
+
+
+class Proven(OrderType):
+    """Every result and part must carry evidence of a fixed shape."""
+
+    type = "test.proven"
+    requires_evidence = True
+    calls: ClassVar[dict[str, int]] = {}
+
+    def plan(self, order: OrderView) -> list[ItemSpec]:
+        return [ItemSpec(input={}, parts_required=["a"])]
+
+    def result_schema(self, item: ItemView) -> JSON:
+        return {"type": "object", "required": ["answer"]}
+
+    def evidence_schema(self, item: ItemView) -> JSON:
+        return EVIDENCE
+
+    def validate_submission(self, item: ItemView, result: JSON) -> None:
+        self.calls["submission"] = self.calls.get("submission", 0) + 1
+
+    def part_evidence_schema(self, item: ItemView, part_key: str) -> JSON:
+        return {"type": "object", "required": ["page"], "properties": {"page": {"type": "integer"}}}
+
+    def validate_part(self, item: ItemView, part_key: str, payload: JSON, seq: int | None) -> None:
+        self.calls["part"] = self.calls.get("part", 0) + 1
+
+    def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
+        return Diff.empty()
+
+
+class Optional_(Proven):
+    """The same schemas, evidence optional: its schema applies only when some is sent."""
+
+    type = "test.proven-optional"
+    requires_evidence = False
+
+
+PATHS = [
+    pytest.param(("sqlite", {}), id="sqlite"),
+    pytest.param(("postgres", {}), id="postgres-hot", marks=pytest.mark.postgres),
+    pytest.param(
+        ("postgres", {"pg_fast_path": False}), id="postgres-general", marks=pytest.mark.postgres
+    ),
+]
+
+
+@pytest.fixture(params=PATHS)
+def wm(request: pytest.FixtureRequest, make_wm: Any) -> Any:
+    db, settings = request.param
+    Proven.calls = {}
+    registry = Registry([Proven(), Optional_()])
+    built = make_wm(db=db, backend="database", registry=registry, **settings)
+    assert (built.agent.hot is not None) == (db == "postgres" and not settings)
+    return built
+
+
+def refused(call: Any) -> list[tuple[str, str]]:
+    with pytest.raises(ValidationFailed) as caught:
+        call()
+    return [(e["path"], e["validator"]) for e in caught.value.details]
+
+
+def without_view(lease: Lease) -> Lease:
+    """The lease as an HTTP caller presents it (no item carried): the locked path."""
+    return dataclasses.replace(lease, item=None)
+
+
+def test_submit_checks_evidence_beside_the_result(wm: Any) -> None:
+    wm.propose("test.proven", {})
+    lease = wm.agent.checkout("agent-1")
+    for presented in (lease, without_view(lease)):
+        assert refused(lambda p=presented: wm.agent.submit(p, {"answer": 1})) == [
+            ("evidence", "required")
+        ]
+        assert refused(
+            lambda p=presented: wm.agent.submit(p, {"answer": 1}, evidence={"source": 5})
+        ) == [("evidence.source", "type")]
+        # both refused: both sets of errors, and the hook never ran
+        assert refused(lambda p=presented: wm.agent.submit(p, {}, evidence={})) == [
+            ("result", "required"),
+            ("evidence", "required"),
+        ]
+    assert Proven.calls == {}
+    assert wm.queries.item(lease.item_id)["state"] == "leased"
+    beat = wm.agent.heartbeat(lease)  # a renewal carries the item too: the hot path again
+    assert refused(lambda: wm.agent.submit(beat, {"answer": 1})) == [("evidence", "required")]
+    proof = {"source": "https://example.org/doc"}
+    outcome = wm.agent.submit(beat, {"answer": 1}, evidence=proof, notes="checked")
+    assert outcome.item["state"] == "submitted" and Proven.calls == {"submission": 1}
+    events = wm.queries.events(lease.order_id)
+    [event] = [e for e in events if e["event"] == "submitted" and e["item_id"]]
+    assert event["payload"]["evidence"] == proof
+
+
+def test_submit_part_stores_a_part_whose_evidence_is_refused_as_rejected(wm: Any) -> None:
+    wm.propose("test.proven", {})
+    lease = wm.agent.checkout("agent-1")
+    assert refused(lambda: wm.agent.submit_part(lease, "a", {"x": 1})) == [("evidence", "required")]
+    assert refused(lambda: wm.agent.submit_part(lease, "a", {"x": 1}, evidence={"page": "2"})) == [
+        ("evidence.page", "type")
+    ]
+    assert Proven.calls == {}
+    [part] = wm.queries.parts(lease.item_id)["parts"]
+    assert part["status"] == "rejected" and part["evidence"] == {"page": "2"}
+    wm.agent.submit_part(lease, "a", {"x": 1}, evidence={"page": 2})
+    [part] = wm.queries.parts(lease.item_id)["parts"]
+    assert part["status"] == "validated" and part["evidence"] == {"page": 2}
+    assert Proven.calls == {"part": 1}
+    assert wm.agent.finalize(lease).item["state"] == "submitted"  # finalize takes none
+
+
+def test_optional_evidence_is_checked_only_when_sent(wm: Any) -> None:
+    wm.propose("test.proven-optional", {})
+    lease = wm.agent.checkout("agent-1")
+    assert refused(lambda: wm.agent.submit(lease, {"answer": 1}, evidence={"source": 1})) == [
+        ("evidence.source", "type")
+    ]
+    wm.agent.submit_part(lease, "a", {"x": 1})  # none sent: fine
+    assert wm.agent.submit(lease, {"answer": 1}).item["state"] == "submitted"
