@@ -37,6 +37,8 @@ LEASE_BACKENDS = ("database", "redis", "memory")
 TAG_STYLES = ("influxdb", "dogstatsd", "graphite", "none")
 AUTH_MODES = ("tokens", "none")
 AGENT_LABELS = ("bound", "all", "none")
+#: ``WORK_MANAGER_TRACING``: no traces, OTLP/HTTP export (``OTEL_*``), or JSON on stderr.
+TRACING_MODES = ("off", "otlp", "console")
 
 
 def auth_none_warning(server: str) -> str:
@@ -132,6 +134,9 @@ class Settings:
     agent_shutdown_grace_seconds: int = 30
     #: SIGTERM on ``workmanager serve``: in-flight requests get this long to finish.
     api_shutdown_grace_seconds: int = 30
+    #: OpenTelemetry traces (workmanager/tracing.py): ``off``, ``otlp`` (the exporter reads
+    #: the standard ``OTEL_*`` variables) or ``console``.
+    tracing: str = "off"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -470,4 +475,5 @@ _SPECS: tuple[_Spec, ...] = (
     _spec("agent_runtime", _str),
     _spec("agent_shutdown_grace_seconds", _int(0)),
     _spec("api_shutdown_grace_seconds", _int(0)),
+    _spec("tracing", _choice(*TRACING_MODES)),
 )
