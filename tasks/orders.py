@@ -49,6 +49,7 @@ def create(
     order_id: str | None = None,
     requested_by_type: str = "system",
     requested_by_id: str | None = None,
+    tenant_id: str | None = None,
 ) -> str | None:
     """Validate, create and plan an order. A redelivered message finds its order already
     there (a sender that names no ``order_id`` gets one derived from the task id) and
@@ -70,6 +71,7 @@ def create(
             dedupe_key=dedupe_key,
             order_id=uuid.UUID(order_id) if order_id else None,
             requested_by=requested_by,
+            tenant_id=tenant_id,
         )
     except DedupeKeyReused as exc:
         wm.orders.count_refused(type, exc)
@@ -85,6 +87,7 @@ def create(
             priority=priority,
             meta=meta,
             requested_by=requested_by,
+            tenant_id=tenant_id,
         )
         return str(refused["id"])
     if not proposal.created:

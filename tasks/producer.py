@@ -21,6 +21,7 @@ from workmanager.jsonvalues import MAX_JSON_DEPTH_CEILING, deeper_than, too_deep
 from workmanager.registry import Registry
 from workmanager.services.planning import order_id_for
 from workmanager.services.proposals import check_proposal
+from workmanager.services.tenancy import checked_tenant
 from workmanager.settings import Settings
 
 CREATE = "workmanager.orders.create"
@@ -40,6 +41,7 @@ def enqueue_order(
     *,
     app: Celery | None = None,
     registry: Registry | None = None,
+    tenant_id: str | None = None,
 ) -> uuid.UUID:
     """Publish ``workmanager.orders.create``; the order id is chosen here, so the call
     returns without waiting. With a ``dedupe_key`` the id is derived from the key, so a
@@ -47,7 +49,9 @@ def enqueue_order(
 
     Raises :class:`UnknownOrderType`, :class:`ValidationFailed` (``details``: path,
     message, validator) or :class:`MalformedJSON` before sending anything when the order
-    types are known here (see the module docstring)."""
+    types are known here (see the module docstring). ``tenant_id``: the tenant the order
+    belongs to (its items inherit it; without one, the payload's ``tenant_id`` key)."""
+    tenant_id = checked_tenant(tenant_id)
     if app is None:
         from .app import app as default_app
 
@@ -78,6 +82,8 @@ def enqueue_order(
             "meta": meta,
             "dedupe_key": dedupe_key,
             "order_id": str(order_id),
+            # Only when set, so a worker of an earlier release still takes the message.
+            **({"tenant_id": tenant_id} if tenant_id else {}),
         },
         queue=control_queue(),
     )

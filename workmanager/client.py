@@ -114,7 +114,7 @@ class WorkClient:
 
     # --- producers and reviewers --------------------------------------------------------
     def propose(self, type: str, payload: dict[str, Any], **fields: Any) -> dict[str, Any]:
-        """Create an order (``meta``, ``priority``, ``dedupe_key`` as keywords)."""
+        """Create an order (``meta``, ``priority``, ``dedupe_key``, ``tenant_id`` as keywords)."""
         order: dict[str, Any] = self.request(
             "POST", "/propose", {"type": type, "payload": payload, **fields}
         )["order"]

@@ -47,6 +47,7 @@ class Order(Closed):
     requested_by_type: str
     requested_by_id: str | None
     dedupe_key: str | None
+    tenant_id: str | None
     last_error: Open | None = Field(description="why the order failed or was rejected")
     diff: Any = Field(description="what apply changed (the order type's answer), or null")
     created_at: datetime
@@ -79,6 +80,7 @@ class Item(Closed):
     order_id: uuid.UUID
     type: str
     order_type: str
+    tenant_id: str | None
     state: ItemState
     input: Open
     result: Open | None

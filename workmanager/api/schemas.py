@@ -23,6 +23,15 @@ class ProposeBody(Body):
     meta: dict[str, Any] | None = None
     priority: int = Field(default=0, ge=-(2**31), le=2**31 - 1)
     dedupe_key: str | None = Field(default=None, min_length=1, max_length=191)
+    #: the tenant the order belongs to (a tenant-bound token's own when absent)
+    tenant_id: str | None = Field(default=None, min_length=1, max_length=191)
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        # Without a tenant, the fingerprint of a key stored before the field existed.
+        fields = super().fingerprint_fields()
+        if fields["tenant_id"] is None:
+            del fields["tenant_id"]
+        return fields
 
 
 class CheckoutBody(Body):

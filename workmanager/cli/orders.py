@@ -26,6 +26,7 @@ SHOW_FIELDS = (
     "requested_by_type",
     "requested_by_id",
     "dedupe_key",
+    "tenant_id",
     "payload",
     "meta",
     "last_error",
@@ -53,6 +54,7 @@ def _with_error(order: dict[str, Any]) -> dict[str, Any]:
 @click.option("--priority", default=0, show_default=True, type=int, help="higher goes first")
 @click.option("--meta", default=None, help="metadata, a JSON object")
 @click.option("--dedupe-key", default=None, help="one order per key (the id derives from it)")
+@click.option("--tenant", "tenant_id", default=None, help="the tenant the order belongs to")
 @click.option("--wait", is_flag=True, help="follow the order to its end (exit 1 unless completed)")
 @click.option("--timeout", default=None, type=float, help="with --wait: give up after SECONDS")
 @json_option
@@ -64,6 +66,7 @@ def create(
     priority: int,
     meta: str | None,
     dedupe_key: str | None,
+    tenant_id: str | None,
     wait: bool,
     timeout: float | None,
     as_json: bool,
@@ -80,6 +83,7 @@ def create(
         json_object(meta, depth, "--meta") if meta is not None else None,
         dedupe_key,
         registry=env.wm.registry,
+        tenant_id=tenant_id,
     )
     if not wait:
         _done({"id": str(order_id), "state": "enqueued"}, as_json)

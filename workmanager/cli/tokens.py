@@ -10,7 +10,7 @@ from ..services.tokens import SCOPES, TokenService
 from .app import Env, cli, pass_env
 from .render import emit_json, json_option, table
 
-TOKEN_COLUMNS = ("name", "state", "agent_id", "scopes", "created_at", "last_used_at")
+TOKEN_COLUMNS = ("name", "state", "agent_id", "tenant_id", "scopes", "created_at", "last_used_at")
 
 
 @cli.group()
@@ -22,16 +22,26 @@ def tokens() -> None:
 @click.option("--name", required=True, help="unique name; recorded as the principal")
 @click.option("--agent", "agent_id", default=None, help="bind the token to this agent id")
 @click.option("--scopes", required=True, help=f"comma list of: {','.join(SCOPES)}")
+@click.option(
+    "--tenant",
+    "tenant_id",
+    default=None,
+    help="bind the token to this tenant: it proposes, sees, leases and acts on that "
+    "tenant's orders only",
+)
 @json_option
 @pass_env
-def create(env: Env, name: str, agent_id: str | None, scopes: str, as_json: bool) -> None:
+def create(
+    env: Env, name: str, agent_id: str | None, scopes: str, tenant_id: str | None, as_json: bool
+) -> None:
     """Create a token and print it, alone on the last line (with --json: under
     ``token``). It is shown only this once."""
-    token, row = TokenService(env.wm.ctx).create(name, scopes, agent_id)
+    token, row = TokenService(env.wm.ctx).create(name, scopes, agent_id, tenant_id)
     if as_json:
         emit_json({**row, "token": token})
         return
-    click.echo(f"created token {row['name']!r} scopes={','.join(row['scopes'])}", err=True)
+    tenant = f" tenant={row['tenant_id']}" if row["tenant_id"] else ""
+    click.echo(f"created token {row['name']!r} scopes={','.join(row['scopes'])}{tenant}", err=True)
     click.echo(token)
 
 

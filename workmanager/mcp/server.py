@@ -268,13 +268,16 @@ def _order_tools(server: MCPServer[Any], t: Tools) -> None:
         agent_id: str | None = None,
         model_name: str | None = None,
         idempotency_key: str | None = None,
+        tenant_id: str | None = None,
     ) -> Result:
         body = {"type": type, "payload": payload, "meta": meta, "priority": priority}
         body["dedupe_key"] = dedupe_key
+        if tenant_id is not None:  # absent: the fingerprint of a key stored before it existed
+            body["tenant_id"] = tenant_id
         return t.call(
             ctx,
             _meta(agent_id, model_name=model_name),
-            lambda c: ops.propose(c, type, payload, meta, priority, dedupe_key),
+            lambda c: ops.propose(c, type, payload, meta, priority, dedupe_key, tenant_id),
             Once(idempotency_key, "work.propose", "", body),
         )
 
@@ -294,8 +297,11 @@ def _order_tools(server: MCPServer[Any], t: Tools) -> None:
         include: str | None = None,
         fields: dict[str, str] | None = None,
         page: dict[str, int] | None = None,
+        tenant_id: str | None = None,
     ) -> Result:
         params = list_params(query, state, type, priority, filter, sort, include, fields, page)
+        if tenant_id is not None:
+            params.append(("filter[tenant_id]", tenant_id))
         size = t.page_size
         return t.call(ctx, _meta(None), lambda c: listed(ops.list_orders(c, params, size)))
 

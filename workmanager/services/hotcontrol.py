@@ -197,16 +197,17 @@ _NEW_ORDER = (
     "requested_by_type",
     "requested_by_id",
     "dedupe_key",
+    "tenant_id",
     "created_at",
 )
 _NEW_ITEM = ("type", "tenant_id", "input", "max_attempts", "parts_required")
 _CREATE = """
 WITH o AS (
   INSERT INTO work_orders (id, type, state, priority, payload, meta, requested_by_type,
-         requested_by_id, dedupe_key, apply_attempts, created_at, updated_at,
+         requested_by_id, dedupe_key, tenant_id, apply_attempts, created_at, updated_at,
          last_transitioned_at)
   VALUES (%(o_id)s, %(o_type)s, %(o_state)s, %(o_priority)s, %(payload)s, %(meta)s,
-          %(o_requested_by_type)s, %(o_requested_by_id)s, %(o_dedupe_key)s, 0,
+          %(o_requested_by_type)s, %(o_requested_by_id)s, %(o_dedupe_key)s, %(o_tenant_id)s, 0,
           %(o_created_at)s, %(o_created_at)s, %(o_created_at)s)
   RETURNING id, type, state, priority, created_at
 ), items AS (

@@ -197,10 +197,19 @@ class OrderListing:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
 
-    def list(self, params: Iterable[tuple[str, str]], size: int | None = None) -> dict[str, Any]:
+    def list(
+        self,
+        params: Iterable[tuple[str, str]],
+        size: int | None = None,
+        tenant: str | None = None,
+    ) -> dict[str, Any]:
         """One page; ``size`` is the default page size of the surface asking (MCP's is
-        smaller than HTTP's, as upstream's)."""
+        smaller than HTTP's, as upstream's). ``tenant``: the tenant of a token bound to one
+        (services/tenancy.py), forced beside the query's own filters (a
+        ``filter[tenant_id]`` naming another tenant then finds nothing)."""
         query = self.parse(params, size)
+        if tenant is not None:
+            query.where.append(Order.tenant_id == tenant)
         stmt: Select[Any] = select(Order, ITEMS_COUNT).where(and_(true(), *query.where))
         stmt = stmt.order_by(*query.order_by, Order.id)
         stmt = stmt.limit(query.size).offset((query.number - 1) * query.size)
@@ -283,6 +292,7 @@ _FILTERS: dict[str, _Handler] = {
     "type": lambda v, p, _: Order.type.in_(_csv(v)),
     "id": lambda v, p, _: Order.id.in_(_uuids(v, p)),
     "requested_by_id": lambda v, p, _: Order.requested_by_id.in_(_csv(v)),
+    "tenant_id": lambda v, p, _: Order.tenant_id.in_(_csv(v)),
     "priority": lambda v, p, _: _compare(Order.priority, *_operator(v, p, _int)),
     "created_at": lambda v, p, _: _compare(Order.created_at, *_operator(v, p, _datetime)),
     "requested_by_type": lambda v, p, _: Order.requested_by_type.in_(_csv(v)),
@@ -337,6 +347,7 @@ _ITEM_FILTERS: dict[str, Callable[[str, str], ColumnElement[bool]]] = {
     "state": lambda v, p: Item.state.in_(_states(v, p, (s.value for s in ItemState))),
     "type": lambda v, p: Item.order_type.in_(_csv(v)),
     "order_id": lambda v, p: Item.order_id.in_(_uuids(v, p)),
+    "tenant_id": lambda v, p: Item.tenant_id.in_(_csv(v)),
     "agent_id": lambda v, p: Item.leased_by_agent_id.in_(_csv(v)),
     "priority": lambda v, p: _compare(Item.priority, *_operator(v, p, _int)),
     "created_at": lambda v, p: _compare(Item.created_at, *_operator(v, p, _datetime)),
@@ -345,14 +356,17 @@ _ITEM_FILTERS: dict[str, Callable[[str, str], ColumnElement[bool]]] = {
 
 class ItemListing:
     """The items list of the review console, with the orders list's conventions:
-    ``filter[state|type|order_id|agent_id|priority|created_at]``, ``sort`` (``-`` for
+    ``filter[state|type|order_id|tenant_id|agent_id|priority|created_at]``, ``sort`` (``-`` for
     descending) and ``page[number]``/``page[size]``; anything unknown is ``InvalidQuery``."""
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
 
-    def list(self, params: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    def list(self, params: Iterable[tuple[str, str]], tenant: str | None = None) -> dict[str, Any]:
+        """One page; ``tenant`` forced as :meth:`OrderListing.list`'s is."""
         query, sort = ListQuery(), "-updated_at"
+        if tenant is not None:
+            query.where.append(Item.tenant_id == tenant)
         for param, value in params:
             if param == "sort":
                 sort = value

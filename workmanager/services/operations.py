@@ -26,6 +26,13 @@ from .admin import LeaseAdmin, LeaseSelector
 from .callers import Caller
 from .listing import OrderListing
 from .shapes import finalize_answer, heartbeat_dict, lease_dict, part_answer
+from .tenancy import (
+    checkout_tenant,
+    item_visible,
+    proposal_tenant,
+    require_item,
+    require_order,
+)
 
 Answer = tuple[int, dict[str, Any]]
 #: Order states after which an approved order's apply has finished, one way or the other.
@@ -99,8 +106,10 @@ class Operations:
         meta: JSON | None = None,
         priority: int = 0,
         dedupe_key: str | None = None,
+        tenant_id: str | None = None,
     ) -> Answer:
         caller.principal.require("propose")
+        tenant = proposal_tenant(caller.principal.tenant_id, tenant_id)
         proposal = self.wm.orders.propose(
             type,
             payload,
@@ -109,6 +118,7 @@ class Operations:
             dedupe_key=dedupe_key,
             requested_by=Actor("agent", caller.agent.id),
             agent=caller.agent,
+            tenant_id=tenant,
         )
         if proposal.created:
             return 201, {"order": proposal.order}
@@ -121,15 +131,29 @@ class Operations:
         self, caller: Caller, params: Iterable[tuple[str, str]], size: int | None = None
     ) -> Answer:
         caller.principal.require("view")
-        return 200, self.listing.list(params, size)
+        return 200, self.listing.list(params, size, tenant=caller.principal.tenant_id)
+
+    # --- ids, through the caller's tenant (services/tenancy.py) -------------------------
+    def order_id(self, caller: Caller, order_id: str | uuid.UUID) -> uuid.UUID:
+        """A path's order id, parsed, and (for a token bound to a tenant) in its tenant:
+        another tenant's order is a 404, as an unknown one."""
+        oid = parse_id(order_id, "order")
+        require_order(self.wm.db, oid, caller.principal.tenant_id)
+        return oid
+
+    def item_id(self, caller: Caller, item_id: str | uuid.UUID) -> uuid.UUID:
+        """:meth:`order_id` for an item."""
+        iid = parse_id(item_id, "item")
+        require_item(self.wm.db, iid, caller.principal.tenant_id)
+        return iid
 
     def get_order(self, caller: Caller, order_id: str) -> Answer:
         caller.principal.require("view")
-        return 200, {"order": self.wm.queries.order(parse_id(order_id, "order"))}
+        return 200, {"order": self.wm.queries.order(self.order_id(caller, order_id))}
 
     def approve(self, caller: Caller, order_id: str, wait: float | None = None) -> Answer:
         caller.principal.require("approve")
-        oid = parse_id(order_id, "order")
+        oid = self.order_id(caller, order_id)
         if not wait:
             return 202, {"order": self._approve(caller, oid)}
         # A place among the waiters first: a request refused for want of one approved nothing.
@@ -163,7 +187,7 @@ class Operations:
     ) -> Answer:
         caller.principal.require("reject")
         order = self.wm.orders.reject(
-            parse_id(order_id, "order"),
+            self.order_id(caller, order_id),
             errors,
             self._actor(caller),
             allow_rework=allow_rework,
@@ -174,21 +198,21 @@ class Operations:
     def retry(self, caller: Caller, order_id: str) -> Answer:
         caller.principal.require("approve")
         return 200, {
-            "order": self.wm.orders.retry(parse_id(order_id, "order"), self._actor(caller))
+            "order": self.wm.orders.retry(self.order_id(caller, order_id), self._actor(caller))
         }
 
     # --- operator lease actions (the console's item page) ------------------------------
     def release_lease(self, caller: Caller, item_id: str) -> Answer:
         """End an item's lease now and give its attempt back (``admin`` scope)."""
         caller.principal.require("admin")
-        selector = LeaseSelector(item_id=parse_id(item_id, "item"))
+        selector = LeaseSelector(item_id=self.item_id(caller, item_id))
         result = LeaseAdmin(self.wm.ctx, self._actor(caller)).release(selector)
         return 200, result.to_dict()
 
     def extend_lease(self, caller: Caller, item_id: str, seconds: int) -> Answer:
         """Push an item's live lease out by ``seconds`` (``admin`` scope)."""
         caller.principal.require("admin")
-        selector = LeaseSelector(item_id=parse_id(item_id, "item"))
+        selector = LeaseSelector(item_id=self.item_id(caller, item_id))
         result = LeaseAdmin(self.wm.ctx, self._actor(caller)).extend(selector, seconds)
         return 200, result.to_dict()
 
@@ -201,13 +225,19 @@ class Operations:
         self, caller: Caller, filters: CheckoutFilters, order_id: str | None = None
     ) -> Answer:
         caller.principal.require("checkout")
-        lease = self.wm.agent.checkout(
-            caller.agent,
-            order_id=parse_id(order_id, "order") if order_id is not None else None,
-            type=filters.type,
-            min_priority=filters.min_priority,
-            tenant_id=filters.tenant_id,
-        )
+        oid = self.order_id(caller, order_id) if order_id is not None else None
+        # A bound token's checkout is narrowed to its tenant; asked for another, it finds
+        # nothing (the answer of an empty queue, revealing nothing).
+        tenant, possible = checkout_tenant(caller.principal.tenant_id, filters.tenant_id)
+        lease = None
+        if possible:
+            lease = self.wm.agent.checkout(
+                caller.agent,
+                order_id=oid,
+                type=filters.type,
+                min_priority=filters.min_priority,
+                tenant_id=tenant,
+            )
         if lease is None:
             raise NoItemsAvailable("no item is available to lease")
         return 200, {"item": lease_dict(lease)}
@@ -226,10 +256,14 @@ class Operations:
         with self.wm.db.transaction() as s:
             row = s.execute(
                 select(
-                    Item.order_id, Item.leased_by_agent_id, Item.lease_token, Item.lease_secret_hash
+                    Item.order_id,
+                    Item.leased_by_agent_id,
+                    Item.lease_token,
+                    Item.lease_secret_hash,
+                    Item.tenant_id,
                 ).where(Item.id == iid)
             ).first()
-        if row is None:
+        if row is None or not item_visible(row.tenant_id, caller.principal.tenant_id):
             raise NotFound(f"item {iid} not found", details={"item_id": str(iid)})
         if without:
             agent = caller.agent.id
@@ -312,7 +346,7 @@ class Operations:
         status: str | None = None,
     ) -> Answer:
         caller.principal.require("view")
-        return 200, self.wm.queries.parts(parse_id(item_id, "item"), part_key, status)
+        return 200, self.wm.queries.parts(self.item_id(caller, item_id), part_key, status)
 
     def finalize(
         self, caller: Caller, item_id: str, token: str | int | None, mode: str = "strict"
@@ -346,7 +380,7 @@ class Operations:
         caller.principal.require("view")
         queries = self.wm.queries
         if item_id is not None:
-            return 200, {"events": queries.item_logs(parse_id(item_id, "item"), limit)}
+            return 200, {"events": queries.item_logs(self.item_id(caller, item_id), limit)}
         if order_id is None:
             raise ValidationFailed(
                 [
@@ -357,4 +391,4 @@ class Operations:
                     }
                 ]
             )
-        return 200, {"events": queries.order_logs(parse_id(order_id, "order"), limit)}
+        return 200, {"events": queries.order_logs(self.order_id(caller, order_id), limit)}

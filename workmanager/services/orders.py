@@ -36,6 +36,7 @@ from .lifecycle import lock_order
 from .parts import REJECTED
 from .planning import build_order
 from .proposals import check_proposal, drop_refused, insert_refused, is_refused, refused_order
+from .tenancy import checked_tenant
 from .transitions import move_item, move_order, record_event, rework_item
 from .views import order_dict, order_view
 
@@ -73,10 +74,12 @@ class OrderService:
         requested_by: Actor | None = None,
         agent: AgentInfo | None = None,
         order_id: uuid.UUID | None = None,
+        tenant_id: str | None = None,
     ) -> Proposal:
-        """Validate, create and plan an order. A known ``dedupe_key`` (or ``order_id``)
-        returns the existing order instead of creating a second one, when it has the same
-        type and payload; otherwise :class:`DedupeKeyReused` (nothing is created)."""
+        """Validate, create and plan an order (in ``tenant_id``; services/tenancy.py). A
+        known ``dedupe_key`` (or ``order_id``) returns the existing order instead of
+        creating a second one, when it has the same type, payload and tenant; otherwise
+        :class:`DedupeKeyReused` (nothing is created)."""
         order_type = check_proposal(
             self.ctx.registry,
             type,
@@ -97,6 +100,7 @@ class OrderService:
             actor=actor,
             order_id=order_id,
             now=self.ctx.clock(),
+            tenant_id=checked_tenant(tenant_id),
         )
         try:  # a known id or dedupe key fails the insert; no read before it on the happy path
             self._insert(order, items, actor, agent)
@@ -106,7 +110,7 @@ class OrderService:
                 raise
             # A refused proposal's record gives its id to the corrected proposal.
             if not (is_refused(found) and self.ctx.db.run(lambda s: drop_refused(s, order.id))):
-                _same_proposal(found, type, payload, dedupe_key)
+                _same_proposal(found, type, payload, dedupe_key, order.tenant_id)
                 return Proposal(found, False)
             self._insert(order, items, actor, agent)
         self.ctx.metrics.increment("orders_created_total", type=type, priority=priority)
@@ -135,6 +139,7 @@ class OrderService:
         priority: Any = 0,
         meta: Any = None,
         requested_by: Actor | None = None,
+        tenant_id: str | None = None,
     ) -> dict[str, Any]:
         """Record a proposal the worker refused as a ``failed`` order under ``order_id``
         (the id its producer got), with the error in ``last_error`` and a
@@ -146,6 +151,8 @@ class OrderService:
         order = refused_order(
             order_id, type, payload, priority, meta, actor, error, self.ctx.settings.max_json_depth
         )
+        # The tenant it was proposed into, so a token of that tenant sees why it failed.
+        order.tenant_id = tenant_id if isinstance(tenant_id, str) else None
         try:
             self.ctx.db.run(lambda s: insert_refused(s, order, actor))
         except IntegrityError:
@@ -434,15 +441,19 @@ class OrderService:
         return order_dict(order), [i.id for i in failed], False
 
 
-def _same_proposal(found: dict[str, Any], type: str, payload: JSON, key: str | None) -> None:
+def _same_proposal(
+    found: dict[str, Any], type: str, payload: JSON, key: str | None, tenant: str | None
+) -> None:
     """A repeated dedupe key (or order id) stands for the order it made only when the
     proposal is the same: same type, same payload (compared as JSON, so ``1`` is not
-    ``true``). Anything else would hand one caller another's order."""
-    if found["type"] == type and _canonical(found["payload"]) == _canonical(payload):
+    ``true``), same tenant. Anything else would hand one caller another's order (dedupe
+    keys are global: a key used in another tenant is refused without showing its order)."""
+    same = found["type"] == type and found.get("tenant_id") == tenant
+    if same and _canonical(found["payload"]) == _canonical(payload):
         return
     named = f"dedupe key {key!r}" if key else f"order id {found['id']}"
     raise DedupeKeyReused(
-        f"{named} already names an order of another type or payload",
+        f"{named} already names an order of another type, payload or tenant",
         details={"dedupe_key": key} if key else None,
     )
 

@@ -11,7 +11,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, func, select
 
 from ..db.models import Event, Item, Order, Provenance
 from ..errors import NotFound
@@ -41,10 +41,11 @@ class Overview:
         self.ctx = ctx
 
     # --- the review queue -------------------------------------------------------------
-    def review_queue(self, limit: int = 100) -> dict[str, Any]:
+    def review_queue(self, limit: int = 100, tenant: str | None = None) -> dict[str, Any]:
         """Orders waiting for a person (``submitted``), oldest submission first, with
-        their item counts and the agents and models that produced their results."""
-        waiting = Order.state == OrderState.SUBMITTED.value
+        their item counts and the agents and models that produced their results; only
+        ``tenant``'s for a token bound to one (services/tenancy.py)."""
+        waiting = and_(Order.state == OrderState.SUBMITTED.value, *_of_tenant(Order, tenant))
         since = func.coalesce(Order.submitted_at, Order.created_at)
         count = (
             select(func.count(Item.id))
@@ -176,32 +177,33 @@ class Overview:
         return order_id
 
     # --- the dashboard ----------------------------------------------------------------
-    def dashboard(self, window: timedelta = timedelta(hours=1)) -> dict[str, Any]:
+    def dashboard(
+        self, window: timedelta = timedelta(hours=1), tenant: str | None = None
+    ) -> dict[str, Any]:
         """Queue depth and leases by type and state, leases expiring within a minute,
-        throughput and apply failures over ``window``, agents seen within it."""
+        throughput and apply failures over ``window``, agents seen within it; counted
+        within ``tenant`` for a token bound to one."""
         now = self.ctx.clock()
         since = now - window
+        orders = select(Order.state, func.count()).where(*_of_tenant(Order, tenant))
         with self.ctx.db.transaction() as s:
             return {
                 "now": iso(now),
                 "window_seconds": int(window.total_seconds()),
-                "items": self._items_by_type(s),
+                "items": self._items_by_type(s, tenant),
                 "orders": {
-                    str(state): int(n)
-                    for state, n in s.execute(
-                        select(Order.state, func.count()).group_by(Order.state)
-                    )
+                    str(state): int(n) for state, n in s.execute(orders.group_by(Order.state))
                 },
-                "expiring": self._expiring(s, now),
-                "throughput": self._throughput(s, since),
-                "agents": self._agents(s, since),
+                "expiring": self._expiring(s, now, tenant),
+                "throughput": self._throughput(s, since, tenant),
+                "agents": self._agents(s, since, tenant),
             }
 
     @staticmethod
-    def _items_by_type(s: Any) -> list[dict[str, Any]]:
+    def _items_by_type(s: Any, tenant: str | None) -> list[dict[str, Any]]:
         stmt = (
             select(Item.order_type, Item.state, func.count())
-            .where(Item.state.in_(OPEN_ITEM_STATES))
+            .where(Item.state.in_(OPEN_ITEM_STATES), *_of_tenant(Item, tenant))
             .group_by(Item.order_type, Item.state)
         )
         table: dict[str, dict[str, int]] = defaultdict(dict)
@@ -213,10 +215,16 @@ class Overview:
         ]
 
     @staticmethod
-    def _expiring(s: Any, now: datetime, within: timedelta = timedelta(minutes=1)) -> list[Any]:
+    def _expiring(
+        s: Any, now: datetime, tenant: str | None, within: timedelta = timedelta(minutes=1)
+    ) -> list[Any]:
         stmt = (
             select(Item)
-            .where(Item.state.in_(HELD), Item.lease_expires_at <= now + within)
+            .where(
+                Item.state.in_(HELD),
+                Item.lease_expires_at <= now + within,
+                *_of_tenant(Item, tenant),
+            )
             .order_by(Item.lease_expires_at)
             .limit(20)
         )
@@ -233,7 +241,7 @@ class Overview:
         ]
 
     @staticmethod
-    def _throughput(s: Any, since: datetime) -> dict[str, int]:
+    def _throughput(s: Any, since: datetime, tenant: str | None) -> dict[str, int]:
         done = (OrderState.COMPLETED.value, OrderState.APPLIED.value)
         finished_items = (
             ItemState.SUBMITTED.value,
@@ -246,6 +254,7 @@ class Overview:
                 .where(
                     Event.created_at >= since,
                     Event.event.in_(("apply_failed", "apply_retrying")),
+                    *_orders_of_tenant(Event.order_id, tenant),
                 )
                 .group_by(Event.event)
             ).all()
@@ -255,7 +264,11 @@ class Overview:
                 s.scalar(
                     select(func.count())
                     .select_from(Order)
-                    .where(Order.state.in_(done), Order.last_transitioned_at >= since)
+                    .where(
+                        Order.state.in_(done),
+                        Order.last_transitioned_at >= since,
+                        *_of_tenant(Order, tenant),
+                    )
                 )
                 or 0
             ),
@@ -263,7 +276,11 @@ class Overview:
                 s.scalar(
                     select(func.count())
                     .select_from(Item)
-                    .where(Item.state.in_(finished_items), Item.updated_at >= since)
+                    .where(
+                        Item.state.in_(finished_items),
+                        Item.updated_at >= since,
+                        *_of_tenant(Item, tenant),
+                    )
                 )
                 or 0
             ),
@@ -272,7 +289,7 @@ class Overview:
         }
 
     @staticmethod
-    def _agents(s: Any, since: datetime) -> list[dict[str, Any]]:
+    def _agents(s: Any, since: datetime, tenant: str | None) -> list[dict[str, Any]]:
         stmt = (
             select(
                 Provenance.agent_id,
@@ -285,6 +302,7 @@ class Overview:
                 Provenance.created_at >= since,
                 Provenance.agent_id.is_not(None),
                 Provenance.action.not_in(("approve", "reject")),  # people reviewing
+                *_orders_of_tenant(Provenance.order_id, tenant),
             )
             .group_by(Provenance.agent_id, Provenance.agent_version, Provenance.model_name)
             .order_by(func.max(Provenance.created_at).desc())
@@ -300,3 +318,15 @@ class Overview:
             }
             for agent, version, model, last, n in s.execute(stmt)
         ]
+
+
+def _of_tenant(table: type[Order] | type[Item], tenant: str | None) -> list[ColumnElement[bool]]:
+    """The rows of ``tenant`` only (none: every row)."""
+    return [] if tenant is None else [table.tenant_id == tenant]
+
+
+def _orders_of_tenant(column: Any, tenant: str | None) -> list[ColumnElement[bool]]:
+    """Rows (events, provenance) whose order is ``tenant``'s (none: every row)."""
+    if tenant is None:
+        return []
+    return [column.in_(select(Order.id).where(Order.tenant_id == tenant))]

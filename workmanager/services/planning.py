@@ -18,6 +18,7 @@ from ..settings import Settings
 from ..states import ItemState, OrderState
 from ..types import JSON, Actor
 from .inputs import require
+from .tenancy import payload_tenant
 from .views import order_view
 
 #: Orders proposed with a dedupe key get the id uuid5(DEDUPE_NAMESPACE, key), so a producer
@@ -41,8 +42,11 @@ def build_order(
     actor: Actor,
     order_id: uuid.UUID | None,
     now: datetime,
+    tenant_id: str | None = None,
 ) -> tuple[Order, list[Item]]:
-    """The new order and its planned items, not yet stored."""
+    """The new order and its planned items, not yet stored. The order belongs to
+    ``tenant_id`` (when none is given, to its payload's ``tenant_id`` key, as items were
+    given a tenant before orders had one); its items inherit it."""
     order = Order(
         id=order_id or order_id_for(dedupe_key),
         type=order_type.type,
@@ -53,6 +57,7 @@ def build_order(
         requested_by_type=actor.type,
         requested_by_id=actor.id,
         dedupe_key=dedupe_key,
+        tenant_id=tenant_id or payload_tenant(payload),
         apply_attempts=0,
         created_at=now,
         updated_at=now,
@@ -86,14 +91,13 @@ def _item(
         )
     json_value(spec.input, "plan.input")
     max_attempts = spec.max_attempts or order_type.max_attempts or settings.default_max_attempts
-    tenant = order.payload.get("tenant_id")
     return Item(
         id=uuid.uuid4(),
         order_id=order.id,
         type=spec.type or order.type,
         order_type=order.type,
         priority=order.priority,
-        tenant_id=str(tenant) if tenant is not None else None,
+        tenant_id=order.tenant_id,
         state=ItemState.QUEUED.value,
         input=dict(order.payload) if spec.input is None else dict(spec.input),
         max_attempts=max_attempts,

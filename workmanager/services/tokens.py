@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from ..db.models import ApiToken
 from ..errors import Forbidden, NotFound, Unauthenticated, ValidationFailed
 from .context import ServiceContext
+from .tenancy import checked_tenant
 from .views import iso
 
 SCOPES = ("propose", "view", "checkout", "submit", "approve", "reject", "admin")
@@ -74,6 +75,7 @@ def token_dict(row: ApiToken) -> dict[str, Any]:
     return {
         "name": row.name,
         "agent_id": row.agent_id,
+        "tenant_id": row.tenant_id,
         "scopes": list(row.scopes or []),
         "created_at": iso(row.created_at),
         "last_used_at": iso(row.last_used_at),
@@ -88,9 +90,15 @@ class TokenService:
         self.ctx = ctx
 
     def create(
-        self, name: str, scopes: str | list[str], agent_id: str | None = None
+        self,
+        name: str,
+        scopes: str | list[str],
+        agent_id: str | None = None,
+        tenant_id: str | None = None,
     ) -> tuple[str, dict[str, Any]]:
-        """Store a new token; returns ``(plaintext, row)``. The plaintext is never stored."""
+        """Store a new token; returns ``(plaintext, row)``. The plaintext is never stored.
+        A token bound to ``tenant_id`` proposes, sees, leases and acts on that tenant's
+        orders only (services/tenancy.py)."""
         if not name or len(name) > 191:
             raise ValidationFailed(
                 [{"path": "name", "message": "1 to 191 characters", "validator": "maxLength"}]
@@ -99,6 +107,7 @@ class TokenService:
         row = ApiToken(
             name=name,
             agent_id=agent_id or None,
+            tenant_id=checked_tenant(tenant_id),
             scopes=parse_scopes(scopes),
             token_hash=hash_token(token),
             created_at=self.ctx.clock(),

@@ -99,7 +99,9 @@ class SessionService:
             if token is None or token.revoked_at is not None:
                 s.delete(row)
                 raise Unauthenticated("the token of this session was revoked; sign in again")
-            principal = Principal(token.name, token.agent_id, frozenset(token.scopes or ()))
+            principal = Principal(
+                token.name, token.agent_id, frozenset(token.scopes or ()), token.tenant_id
+            )
             return ConsoleSession(row.id, principal, row.csrf_token)
 
     def sign_out(self, secret: str | None) -> None:

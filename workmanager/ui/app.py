@@ -289,7 +289,9 @@ def _set_cookie(request: Request, response: Response, name: str, value: str, age
 # --- the review queue and orders --------------------------------------------------------
 @router.get("/queue", include_in_schema=False)
 def queue(request: Request, sess: Signed) -> HTMLResponse:
-    return render(request, "queue.html", sess, queue=console(request).overview.review_queue())
+    tenant = sess.principal.tenant_id
+    queue = console(request).overview.review_queue(tenant=tenant)
+    return render(request, "queue.html", sess, queue=queue)
 
 
 @router.get("/orders", include_in_schema=False)
@@ -387,7 +389,7 @@ def retry(
 @router.get("/items", include_in_schema=False)
 def items(request: Request, sess: Signed) -> HTMLResponse:
     params = [(k, v) for k, v in request.query_params.multi_items() if v != ""]
-    page = console(request).items.list(params)
+    page = console(request).items.list(params, tenant=sess.principal.tenant_id)
     return render(request, "items.html", sess, page=page, params=dict(params), pages=_pages(params))
 
 
@@ -395,7 +397,7 @@ def items(request: Request, sess: Signed) -> HTMLResponse:
 def item(request: Request, item_id: str, sess: Signed) -> HTMLResponse:
     c = console(request)
     caller = caller_of(request, sess)
-    iid = parse_id(item_id, "item")
+    iid = c.api.ops.item_id(caller, item_id)  # another tenant's item: 404
     found = c.api.wm.queries.item(iid)
     _, logs = c.api.ops.logs(caller, item_id)
     _, parts = c.api.ops.list_parts(caller, item_id)
@@ -449,12 +451,13 @@ def _pages(params: list[tuple[str, str]]) -> Callable[[int], str]:
 # --- the dashboard ------------------------------------------------------------------------
 @router.get("/dashboard", include_in_schema=False)
 def dashboard(request: Request, sess: Signed) -> HTMLResponse:
-    return render(request, "dashboard.html", sess, board=console(request).overview.dashboard())
+    board = console(request).overview.dashboard(tenant=sess.principal.tenant_id)
+    return render(request, "dashboard.html", sess, board=board)
 
 
 @router.get("/dashboard/panel", include_in_schema=False)
 def dashboard_panel(request: Request, sess: Signed) -> HTMLResponse:
-    board = console(request).overview.dashboard()
+    board = console(request).overview.dashboard(tenant=sess.principal.tenant_id)
     return render(request, "_dashboard_panel.html", sess, board=board)
 
 

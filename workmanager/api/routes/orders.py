@@ -30,7 +30,7 @@ def propose(request: Request, caller: ProposeCaller, body: ProposeBody) -> JSONR
         "",
         body.fingerprint_fields(),
         lambda c: ops.propose(
-            c, body.type, body.payload, body.meta, body.priority, body.dedupe_key
+            c, body.type, body.payload, body.meta, body.priority, body.dedupe_key, body.tenant_id
         ),
     )
 

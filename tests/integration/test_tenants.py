@@ -1,0 +1,142 @@
+"""Tenants at the service level (services/tenancy.py through Operations), on SQLite and
+PostgreSQL: a tenant-bound token proposes into its tenant only, and another tenant's ids
+answer exactly as unknown ones (404), lists and checkout narrowed. The same rule over
+HTTP and MCP is tests/api/test_tenant_isolation.py."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.support.types import Simple
+from workmanager import Registry, WorkManager
+from workmanager.errors import (
+    DedupeKeyReused,
+    Forbidden,
+    NoItemsAvailable,
+    NotFound,
+)
+from workmanager.services.callers import AgentMetadata, Caller, build_caller
+from workmanager.services.listing import ItemListing
+from workmanager.services.operations import CheckoutFilters, Operations
+from workmanager.services.overview import Overview
+from workmanager.services.tokens import Principal, TokenService
+
+ALL = frozenset({"admin"})
+
+
+def caller(tenant: str | None, agent: str = "agent-1") -> Caller:
+    return build_caller(Principal(f"token-{tenant}", None, ALL, tenant), AgentMetadata(agent))
+
+
+@pytest.fixture
+def wm(make_wm: Callable[..., WorkManager], database: str) -> WorkManager:
+    return make_wm(db=database, backend="database", registry=Registry([Simple()]))
+
+
+def test_proposals_take_the_tokens_tenant_and_items_inherit_it(wm: WorkManager) -> None:
+    ops = Operations(wm)
+    _, body = ops.propose(caller("acme"), "test.simple", {"n": 1})
+    assert body["order"]["tenant_id"] == "acme"
+    _, same = ops.propose(caller("acme"), "test.simple", {"n": 2}, tenant_id="acme")
+    assert same["order"]["tenant_id"] == "acme"
+    with pytest.raises(Forbidden):
+        ops.propose(caller("acme"), "test.simple", {"n": 3}, tenant_id="globex")
+    # An unbound caller names any tenant; without one, the payload's key still counts.
+    _, named = ops.propose(caller(None), "test.simple", {"n": 4}, tenant_id="globex")
+    _, legacy = ops.propose(caller(None), "test.simple", {"n": 5, "tenant_id": "initech"})
+    _, none = ops.propose(caller(None), "test.simple", {"n": 6})
+    assert named["order"]["tenant_id"] == "globex"
+    assert legacy["order"]["tenant_id"] == "initech"
+    assert none["order"]["tenant_id"] is None
+    for answer, tenant in ((body, "acme"), (named, "globex"), (legacy, "initech")):
+        order = wm.queries.order(uuid.UUID(answer["order"]["id"]))
+        assert [i["tenant_id"] for i in order["items"]] == [tenant]
+
+
+def test_a_dedupe_key_of_another_tenant_is_refused_without_its_order(wm: WorkManager) -> None:
+    ops = Operations(wm)
+    ops.propose(caller("acme"), "test.simple", {"n": 1}, dedupe_key="k1")
+    with pytest.raises(DedupeKeyReused) as refused:
+        ops.propose(caller("globex"), "test.simple", {"n": 1}, dedupe_key="k1")
+    assert "order" not in str(refused.value.to_dict().get("details"))
+
+
+def _b_world(wm: WorkManager) -> dict[str, Any]:
+    """Tenant B's order with a leased item (B's real lease token in hand)."""
+    ops = Operations(wm)
+    b = caller("globex", "agent-b")
+    _, body = ops.propose(b, "test.simple", {"n": 1})
+    _, lease = ops.checkout(b, CheckoutFilters())
+    return {"order": body["order"]["id"], "item": lease["item"]["id"], "token": lease["item"]}
+
+
+def test_another_tenants_ids_are_404_everywhere(wm: WorkManager) -> None:
+    ops = Operations(wm)
+    world = _b_world(wm)
+    oid, iid, token = world["order"], world["item"], world["token"]["lease_token"]
+    a = caller("acme", "agent-b")  # even naming B's agent id
+    before = wm.queries.order(uuid.UUID(oid))
+    calls: list[Callable[[], Any]] = [
+        lambda: ops.get_order(a, oid),
+        lambda: ops.approve(a, oid),
+        lambda: ops.reject(a, oid, [{"code": "x", "message": "y"}]),
+        lambda: ops.retry(a, oid),
+        lambda: ops.checkout(a, CheckoutFilters(), oid),
+        lambda: ops.heartbeat(a, iid, token),
+        lambda: ops.submit(a, iid, token, {"answer": 1}),
+        lambda: ops.submit_part(a, iid, token, "p", {"x": 1}),
+        lambda: ops.finalize(a, iid, token),
+        lambda: ops.release(a, iid, token),
+        lambda: ops.fail(a, iid, token, {"code": "x", "message": "y"}),
+        lambda: ops.list_parts(a, iid),
+        lambda: ops.logs(a, iid),
+        lambda: ops.logs(a, None, order_id=oid),
+        lambda: ops.release_lease(a, iid),
+        lambda: ops.extend_lease(a, iid, 60),
+    ]
+    for call in calls:
+        with pytest.raises(NotFound):
+            call()
+    after = wm.queries.order(uuid.UUID(oid))
+    assert after["items"] == before["items"] and after["state"] == before["state"]
+    # Lists and checkout are narrowed: nothing of B's.
+    assert ops.list_orders(a, [])[1]["data"] == []
+    assert ops.list_orders(a, [("filter[tenant_id]", "globex")])[1]["meta"]["total"] == 0
+    assert ItemListing(wm.ctx).list([], tenant="acme")["data"] == []
+    assert Overview(wm.ctx).dashboard(tenant="acme")["orders"] == {}
+    assert Overview(wm.ctx).review_queue(tenant="acme")["total"] == 0
+
+
+def test_checkout_is_narrowed_to_the_tokens_tenant(wm: WorkManager) -> None:
+    ops = Operations(wm)
+    unbound = caller(None)
+    ops.propose(unbound, "test.simple", {"n": 1}, tenant_id="globex")
+    a = caller("acme")
+    with pytest.raises(NoItemsAvailable):
+        ops.checkout(a, CheckoutFilters())
+    with pytest.raises(NoItemsAvailable):  # naming B finds nothing either
+        ops.checkout(a, CheckoutFilters(tenant_id="globex"))
+    _, mine = ops.propose(a, "test.simple", {"n": 2})
+    _, lease = ops.checkout(a, CheckoutFilters())
+    assert lease["item"]["order_id"] == mine["order"]["id"]
+    # Once leased, the item is the holder's to work as usual.
+    ops.submit(a, lease["item"]["id"], lease["item"]["lease_token"], {"answer": 1})
+    _, listed = ops.list_orders(a, [])
+    assert [o["id"] for o in listed["data"]] == [mine["order"]["id"]]
+    # An unbound token sees both, and filters by tenant.
+    _, both = ops.list_orders(unbound, [("filter[tenant_id]", "acme,globex")])
+    assert both["meta"]["total"] == 2
+    _, only = ops.list_orders(unbound, [("filter[tenant_id]", "acme")])
+    assert [o["id"] for o in only["data"]] == [mine["order"]["id"]]
+
+
+def test_tokens_carry_their_tenant(wm: WorkManager) -> None:
+    tokens = TokenService(wm.ctx)
+    plain, row = tokens.create("t-acme", "view,propose", tenant_id="acme")
+    assert row["tenant_id"] == "acme"
+    assert tokens.authenticate(plain).tenant_id == "acme"
+    assert [r["tenant_id"] for r in tokens.list()] == ["acme"]
