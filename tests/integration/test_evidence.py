@@ -139,3 +139,40 @@ def test_optional_evidence_is_checked_only_when_sent(wm: Any) -> None:
     ]
     wm.agent.submit_part(lease, "a", {"x": 1})  # none sent: fine
     assert wm.agent.submit(lease, {"answer": 1}).item["state"] == "submitted"
+
+
+def test_orders_show_and_the_console_show_the_evidence(make_wm: Any) -> None:
+    import json
+
+    from click.testing import CliRunner
+    from fastapi.testclient import TestClient
+
+    from tests.ui.test_console import sign_in
+    from workmanager.api import create_app
+    from workmanager.cli.app import Env, cli
+    from workmanager.services.tokens import TokenService
+
+    wm = make_wm(db="sqlite", backend="database", registry=Registry([Proven()]))
+    order_id = wm.propose("test.proven", {})
+    lease = wm.agent.checkout("agent-1")
+    wm.agent.submit_part(lease, "a", {"x": 1}, evidence={"page": 41}, notes="part-note")
+    wm.agent.submit(lease, {"answer": 1}, evidence={"source": "https://e.org/p"}, notes="n-1")
+
+    def show(*extra: str) -> str:
+        result = CliRunner().invoke(cli, ["orders", "show", str(order_id), *extra], obj=Env(wm))
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    text = show()
+    assert "evidence" in text and "https://e.org/p" in text and "41" in text
+    assert "part a" in text and "part-note" in text
+    rows = json.loads(show("--json"))["evidence"]
+    assert [(r["source"], r["evidence"]) for r in rows] == [
+        ("part a (validated)", {"page": 41}),
+        ("result", {"source": "https://e.org/p"}),
+    ]
+    token, _ = TokenService(wm.ctx).create("viewer", "view")
+    page = sign_in(TestClient(create_app(wm), follow_redirects=False), token)
+    html = page.get(f"/ui/orders/{order_id}").text
+    assert "https://e.org/p" in html and "part-note" in html
+    assert html.count('class="evidence"') == 2  # the result's and the part's

@@ -18,6 +18,7 @@ from .render import emit_json, json_object, json_option, pairs, table
 ORDER_COLUMNS = ("id", "type", "state", "priority", "items_count", "created_at", "error")
 ITEM_COLUMNS = ("id", "state", "attempts", "leased_by_agent_id", "lease_expires_at", "error")
 EVENT_COLUMNS = ("id", "created_at", "event", "actor_id", "item_id", "payload")
+EVIDENCE_COLUMNS = ("item_id", "source", "agent_id", "evidence", "notes", "at")
 SHOW_FIELDS = (
     "id",
     "type",
@@ -154,11 +155,14 @@ def list_orders(
 def show(env: Env, order_id: uuid.UUID, events: int, as_json: bool) -> None:
     """An order with its items and latest events."""
     order = env.wm.queries.order(order_id, events=events)
+    evidence = env.wm.queries.evidence(order_id)
     if as_json:
-        emit_json(order)
+        emit_json({**order, "evidence": evidence})
         return
     pairs(order, SHOW_FIELDS, title=f"order {order['id']}")
     table(order["items"], ITEM_COLUMNS, title="items", empty="no items")
+    if evidence:
+        table(evidence, EVIDENCE_COLUMNS, title="evidence")
     table(order["events"], EVENT_COLUMNS, title="events (newest first)", empty="no events")
 
 

@@ -11,7 +11,7 @@ from ..db.models import Event, Item, Order, Part
 from ..errors import InvalidQuery, NotFound
 from .context import ServiceContext
 from .parts import required_and_missing
-from .views import event_dict, item_dict, order_dict, part_dict
+from .views import event_dict, iso, item_dict, order_dict, part_dict
 
 
 class Queries:
@@ -96,6 +96,27 @@ class Queries:
             )
             return [event_dict(e) for e in rows]
 
+    def evidence(self, order_id: uuid.UUID) -> list[dict[str, Any]]:
+        """What an order's agents sent as evidence, oldest first: each whole submission
+        (from its ``submitted`` event) and each part that carried some, as ``{item_id,
+        source ("result" or "part <key>[#seq]"), evidence, notes, agent_id, at}``."""
+        with self.ctx.db.transaction() as s:
+            events = s.scalars(
+                select(Event)
+                .where(Event.order_id == order_id, Event.event == "submitted")
+                .where(Event.item_id.is_not(None))
+                .order_by(Event.id)
+            )
+            rows = [_submission(e) for e in events if (e.payload or {}).get("evidence")]
+            parts = s.scalars(
+                select(Part)
+                .join(Item, Item.id == Part.item_id)
+                .where(Item.order_id == order_id, Part.evidence.is_not(None))
+                .order_by(Part.created_at, Part.id)
+            )
+            rows += [_part_evidence(p) for p in parts]
+        return sorted(rows, key=lambda row: str(row["at"]))
+
     def parts(
         self, item_id: uuid.UUID, part_key: str | None = None, status: str | None = None
     ) -> dict[str, Any]:
@@ -116,3 +137,27 @@ class Queries:
                 )
                 answer |= {"required_parts": required, "missing_parts": missing}
             return answer
+
+
+def _submission(event: Event) -> dict[str, Any]:
+    payload = dict(event.payload or {})
+    return {
+        "item_id": str(event.item_id),
+        "source": "result",
+        "evidence": payload.get("evidence"),
+        "notes": payload.get("notes"),
+        "agent_id": payload.get("agent_id"),
+        "at": iso(event.created_at),
+    }
+
+
+def _part_evidence(part: Part) -> dict[str, Any]:
+    seq = "" if part.seq is None else f"#{part.seq}"
+    return {
+        "item_id": str(part.item_id),
+        "source": f"part {part.part_key}{seq} ({part.status})",
+        "evidence": part.evidence,
+        "notes": part.notes,
+        "agent_id": part.submitted_by_agent_id,
+        "at": iso(part.created_at),
+    }
