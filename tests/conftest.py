@@ -152,6 +152,7 @@ def make_wm(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[WMFactory
                 "memory",
                 settings.max_leases_per_agent,
                 settings.max_leases_per_type,
+                settings.max_leases_per_tenant,
             )
         wm = WorkManager(
             settings,

@@ -65,6 +65,8 @@ class Settings:
     heartbeat_every_seconds: int = 120
     max_leases_per_agent: int | None = None
     max_leases_per_type: int | None = None
+    #: Leases held at once by the items of one tenant (``None``: unlimited).
+    max_leases_per_tenant: int | None = None
     default_max_attempts: int = 3
     retry_backoff_seconds: float = 60.0
     retry_jitter_seconds: float = 20.0
@@ -428,6 +430,7 @@ _SPECS: tuple[_Spec, ...] = (
     _spec("heartbeat_every_seconds", _int(1)),
     _spec("max_leases_per_agent", _optional_limit),
     _spec("max_leases_per_type", _optional_limit),
+    _spec("max_leases_per_tenant", _optional_limit),
     _spec("default_max_attempts", _int(1)),
     _spec("retry_backoff_seconds", _float),
     _spec("retry_jitter_seconds", _float),

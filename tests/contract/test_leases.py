@@ -460,6 +460,42 @@ def test_per_type_limit_does_not_block_other_types(build) -> None:
     assert checkout(wm, "agent-e").order_id == busy
 
 
+def test_per_tenant_limit_does_not_block_other_tenants(build) -> None:
+    wm = build(max_leases_per_tenant=2)
+    busy = wm.propose("test.multi", {"count": 4}, priority=9, tenant_id="acme")
+    other = wm.propose("test.multi", {"count": 2}, priority=0, tenant_id="globex")
+    untenanted = wm.propose("test.simple", {}, priority=0)
+    acme = [checkout(wm, "agent-a"), checkout(wm, "agent-b")]
+    assert {lease.order_id for lease in acme} == {busy}
+    # acme is at its limit and has the higher priority, yet the next grants are others'.
+    assert wm.agent.checkout("agent-c", tenant_id="acme") is None
+    assert wm.agent.checkout("agent-c", order_id=busy) is None
+    assert checkout(wm, "agent-c").order_id == other
+    assert checkout(wm, "agent-d", order_id=untenanted).order_id == untenanted  # no tenant
+    wm.agent.submit(acme[0], {"answer": 1})
+    assert checkout(wm, "agent-e", tenant_id="acme").order_id == busy
+
+
+def test_per_tenant_limit_holds_under_racing_checkouts(build) -> None:
+    wm = build(max_leases_per_tenant=2)
+    wm.propose("test.multi", {"count": 8}, tenant_id="acme")
+    threads = 6
+    start = threading.Barrier(threads)
+    got: list[Lease | None] = []
+
+    def agent(n: int) -> None:
+        start.wait()
+        got.append(wm.agent.checkout(f"agent-{n}"))
+
+    workers = [threading.Thread(target=agent, args=(n,)) for n in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(60)
+    assert len(got) == threads
+    assert len([lease for lease in got if lease is not None]) == 2
+
+
 # --- concurrency ------------------------------------------------------------------------
 def test_racing_threads_never_share_an_item_and_never_miss_one(build) -> None:
     threads, per_thread = 8, 5

@@ -22,6 +22,7 @@ from ..db.predicates import held, queued
 from ..lease_tokens import Holder
 from ..states import ItemState
 from .base import CheckoutQuery, Grant, check_row
+from .limits import full_tenants
 from .selection import Shape, eligible, params, shape_of
 
 
@@ -30,9 +31,15 @@ class DatabaseLeaseBackend:
 
     name = "database"
 
-    def __init__(self, max_per_agent: int | None = None, max_per_type: int | None = None) -> None:
+    def __init__(
+        self,
+        max_per_agent: int | None = None,
+        max_per_type: int | None = None,
+        max_per_tenant: int | None = None,
+    ) -> None:
         self.max_per_agent = max_per_agent
         self.max_per_type = max_per_type
+        self.max_per_tenant = max_per_tenant
 
     def checkout(
         self,
@@ -46,11 +53,12 @@ class DatabaseLeaseBackend:
         blocked = self._limits(session, agent_id)
         if blocked is None:
             return None
+        full = full_tenants(session, self.max_per_tenant)
         postgres = session.get_bind().dialect.name == "postgresql"
         expires = now + timedelta(seconds=ttl)
-        stmt = _grant_statement(shape_of(query, blocked, ()), postgres)
+        stmt = _grant_statement(shape_of(query, blocked, (), full), postgres)
         values = {
-            **params(query, now, blocked),
+            **params(query, now, blocked, (), full),
             "q_agent": agent_id,
             "q_expires": expires,
             "q_secret": secret_hash,

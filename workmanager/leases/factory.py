@@ -10,6 +10,7 @@ def build_lease_backend(settings: Settings) -> LeaseBackend:
     limits = {
         "max_per_agent": settings.max_leases_per_agent,
         "max_per_type": settings.max_leases_per_type,
+        "max_per_tenant": settings.max_leases_per_tenant,
     }
     if settings.lease_backend == "database":
         from .database import DatabaseLeaseBackend

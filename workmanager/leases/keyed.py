@@ -20,6 +20,7 @@ from ..errors import LeaseConflict, LeaseExpired
 from ..lease_tokens import Holder
 from ..states import ItemState
 from .base import CheckoutQuery, Grant, LeaseStore, check_row
+from .limits import full_tenants
 from .selection import Shape, eligible, params, shape_of
 
 #: Rows locked per candidate round. One: a checkout grants one item, and every further
@@ -37,11 +38,14 @@ class StoreLeaseBackend:
         name: str,
         max_per_agent: int | None = None,
         max_per_type: int | None = None,
+        max_per_tenant: int | None = None,
     ) -> None:
         self.store = store
         self.name = name
         self.agent_limit = max_per_agent or 0
         self.type_limit = max_per_type or 0
+        #: counted on the rows (leases/limits.py), not in the store
+        self.max_per_tenant = max_per_tenant
 
     def checkout(
         self,
@@ -55,9 +59,10 @@ class StoreLeaseBackend:
         postgres = session.get_bind().dialect.name == "postgresql"
         blocked: set[str] = set()
         tried: set[uuid.UUID] = set()
+        full = full_tenants(session, self.max_per_tenant)
         while True:
-            stmt = _candidates(shape_of(query, blocked, tried), postgres)
-            rows = list(session.scalars(stmt, params(query, now, blocked, tried)))
+            stmt = _candidates(shape_of(query, blocked, tried, full), postgres)
+            rows = list(session.scalars(stmt, params(query, now, blocked, tried, full)))
             if not rows:
                 return None
             for item in rows:

@@ -35,9 +35,15 @@ class Shape:
     tenant: bool = False
     blocked: bool = False
     exclude: bool = False
+    full_tenants: bool = False
 
 
-def shape_of(query: CheckoutQuery, blocked: Collection[str], exclude: Collection[Any]) -> Shape:
+def shape_of(
+    query: CheckoutQuery,
+    blocked: Collection[str],
+    exclude: Collection[Any],
+    full_tenants: Collection[str] = (),
+) -> Shape:
     return Shape(
         item=query.item_id is not None,
         order=query.order_id is not None,
@@ -46,6 +52,7 @@ def shape_of(query: CheckoutQuery, blocked: Collection[str], exclude: Collection
         tenant=query.tenant_id is not None,
         blocked=bool(blocked),
         exclude=bool(exclude),
+        full_tenants=bool(full_tenants),
     )
 
 
@@ -54,6 +61,7 @@ def params(
     now: datetime,
     blocked: Collection[str] = (),
     exclude: Collection[uuid.UUID] = (),
+    full_tenants: Collection[str] = (),
 ) -> dict[str, Any]:
     """The bound values for :func:`eligible` (unused ones are ignored by SQLAlchemy). The
     names are not column names: an UPDATE would take those as values to SET."""
@@ -66,6 +74,7 @@ def params(
         "q_tenant": query.tenant_id,
         "q_blocked": list(blocked),
         "q_exclude": list(exclude),
+        "q_full_tenants": list(full_tenants),
     }
 
 
@@ -92,4 +101,7 @@ def eligible(shape: Shape) -> Select[Item]:
         stmt = stmt.where(Item.order_type.not_in(bindparam("q_blocked", expanding=True)))
     if shape.exclude:
         stmt = stmt.where(Item.id.not_in(bindparam("q_exclude", expanding=True)))
+    if shape.full_tenants:  # tenants at their lease limit; items of no tenant are not limited
+        full = Item.tenant_id.not_in(bindparam("q_full_tenants", expanding=True))
+        stmt = stmt.where(or_(Item.tenant_id.is_(None), full))
     return stmt.order_by(Item.priority.desc(), Item.created_at.asc(), Item.id.asc())

@@ -37,7 +37,8 @@ Which items are eligible, in which order, and which transitions are legal are th
 rules as :mod:`workmanager.leases.selection` and :mod:`.lifecycle`; the contract suite
 (``tests/contract``) runs every backend on PostgreSQL through these paths and through the
 general one (``WORK_MANAGER_PG_FAST_PATH=false``), so the two cannot drift apart unseen.
-The database backend with concurrency limits checks out on the general path; fail,
+The database backend with concurrency limits, and any backend with a per-tenant lease
+limit, checks out on the general path; fail,
 parts and finalize always do.
 """
 
@@ -90,9 +91,12 @@ def hot_path(ctx: ServiceContext) -> HotPath | None:
     if isinstance(backend, DatabaseLeaseBackend):
         # Limits take advisory locks and counts: the general path does that.
         limited = backend.max_per_agent is not None or backend.max_per_type is not None
+        limited = limited or backend.max_per_tenant is not None
         return HotPath(ctx, store=None, checkout=not limited)
     if isinstance(backend, StoreLeaseBackend):
-        return HotPath(ctx, store=backend, checkout=True)
+        # The tenant limit is counted on the rows under an advisory lock (leases/limits.py):
+        # the general path does that too.
+        return HotPath(ctx, store=backend, checkout=backend.max_per_tenant is None)
     return None
 
 
