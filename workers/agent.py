@@ -34,6 +34,7 @@ from workmanager.errors import (
     LeaseConflict,
     LeaseExpired,
     NotFound,
+    RateLimited,
     TransientError,
     WorkManagerError,
 )
@@ -63,8 +64,14 @@ class AgentConsumer:
         self.heartbeats = Heartbeats(wm, agent, self.every)
 
     def handle(self, item_id: uuid.UUID) -> tuple[str, float]:
-        """Returns (outcome, retry-after seconds); the delay is > 0 only for ``later``."""
-        lease = self.wm.agent.checkout(self.agent, item_id=item_id)
+        """Returns (outcome, retry-after seconds); the delay is > 0 only for ``later``.
+        Over a checkout rate limit the message waits (``later``) the ``Retry-After`` the
+        limiter gave: the item stays queued, nothing is marked failed."""
+        try:
+            lease = self.wm.agent.checkout(self.agent, item_id=item_id)
+        except RateLimited as exc:
+            log.info("checkout of %s rate limited; again in %ss", item_id, exc.retry_after)
+            return "later", float(exc.retry_after)
         if lease is not None:
             return self._work(lease), 0.0
         return self._not_leasable(item_id)

@@ -15,6 +15,7 @@ from .leases.factory import build_lease_backend
 from .metrics.base import Metrics
 from .metrics.factory import build_metrics
 from .provenance.recorder import ProvenanceRecorder, build_enricher
+from .ratelimit.factory import build_limiter
 from .registry import Registry
 from .services.agent import AgentAPI
 from .services.context import ServiceContext
@@ -64,7 +65,9 @@ class WorkManager:
             dispatcher=dispatcher or NullDispatcher(),
             clock=clock,
         )
-        self.agent = AgentAPI(self.ctx)
+        #: The rate limits (SPEC §13): checkout here, API requests in the HTTP adapter.
+        self.limits = build_limiter(self.settings, self.ctx.db)
+        self.agent = AgentAPI(self.ctx, self.limits)
         self.orders = OrderService(self.ctx)
         self.executor = ApplyService(self.ctx)
         self.sweeper = Sweeper(self.ctx)

@@ -18,6 +18,8 @@ from typing import Any
 
 from .errors import ConfigurationError
 from .jsonvalues import DEFAULT_MAX_JSON_DEPTH, MAX_JSON_DEPTH_CEILING
+from .ratelimit.rate import FORM as RATE_FORM
+from .ratelimit.rate import Rate, parse_rate
 from .semver import is_semver
 
 PREFIX = "WORK_MANAGER_"
@@ -102,6 +104,14 @@ class Settings:
     #: ``approve?wait=`` requests waiting at once per process (each holds a server thread);
     #: more are 503 ``unavailable`` before anything is approved.
     approve_wait_max_waiters: int = 8
+    #: Rate limits (token buckets, workmanager/ratelimit/): checkouts and API requests per
+    #: agent and per tenant, ``<count>/<s|m|h>``; ``None`` = no limit (and no round trip).
+    rate_limit_checkout_per_agent: Rate | None = None
+    rate_limit_checkout_per_tenant: Rate | None = None
+    rate_limit_requests_per_agent: Rate | None = None
+    rate_limit_requests_per_tenant: Rate | None = None
+    #: Every bucket's capacity (the burst it allows); ``None``: the rate's own count.
+    rate_limit_burst: int | None = None
     api_prefix: str = "/agent/work"
     auth: str = "tokens"
     #: ``false``: a request without ``X-Lease-Token`` acts on the caller's current lease when
@@ -275,6 +285,15 @@ def _optional_limit(name: str, value: Any) -> int | None:
     if str(value).strip().lower() in ("", "none", "null", "unlimited"):
         return None
     return _int(1)(name, value)
+
+
+def _optional_rate(name: str, value: Any) -> Rate | None:
+    if str(value).strip().lower() in ("", "none", "null", "unlimited"):
+        return None
+    try:
+        return parse_rate(str(value))
+    except ValueError:
+        raise _fail(name, value, RATE_FORM) from None
 
 
 def _bool(name: str, value: Any) -> bool:
@@ -459,6 +478,11 @@ _SPECS: tuple[_Spec, ...] = (
     _spec("max_body_bytes", _int(1)),
     _spec("max_json_depth", _int_range(1, MAX_JSON_DEPTH_CEILING)),
     _spec("approve_wait_max_waiters", _int(1)),
+    _spec("rate_limit_checkout_per_agent", _optional_rate),
+    _spec("rate_limit_checkout_per_tenant", _optional_rate),
+    _spec("rate_limit_requests_per_agent", _optional_rate),
+    _spec("rate_limit_requests_per_tenant", _optional_rate),
+    _spec("rate_limit_burst", _optional_limit),
     _spec("api_prefix", _prefix),
     _spec("auth", _choice(*AUTH_MODES)),
     _spec("lease_token_required", _bool),

@@ -67,12 +67,16 @@ def metadata(request: Request) -> AgentMetadata:
 
 
 def scope(name: str) -> Callable[[Request], Caller]:
-    """A dependency: the authenticated caller, refused with 403 unless it holds ``name``."""
+    """A dependency: the authenticated caller, refused with 403 unless it holds ``name``,
+    and with 429 ``rate_limited`` past the API request rate limits (per agent, per tenant
+    of the token; ``workmanager/ratelimit/``)."""
 
     def dependency(request: Request) -> Caller:
         who = principal(request)
         who.require(name)
-        return build_caller(who, metadata(request))
+        caller = build_caller(who, metadata(request))
+        state(request).wm.limits.request(caller.agent.id, who.tenant_id)
+        return caller
 
     dependency.__name__ = f"scope_{name}"
     return dependency

@@ -1,7 +1,7 @@
 """The one place errors become HTTP responses (SPEC §6.1).
 
 Every :class:`WorkManagerError` answers with its own ``http_status`` and the envelope
-``{"error": {code, message, details?}}``; 503s add ``Retry-After``. Request validation
+``{"error": {code, message, details?}}``; 503s and 429s add ``Retry-After``. Request validation
 becomes ``400 malformed_json`` (the body is not JSON), ``400 invalid_query`` (a query
 parameter) or ``422 validation_failed`` (the body's shape); Starlette's own 404/405 keep
 their status in the same envelope. Anything else is handled by the request middleware.
@@ -21,6 +21,7 @@ from ..errors import (
     InvalidQuery,
     MalformedJSON,
     NotFound,
+    RateLimited,
     Unavailable,
     ValidationFailed,
     WorkManagerError,
@@ -49,6 +50,8 @@ def error_response(error: WorkManagerError, headers: dict[str, str] | None = Non
     extra = dict(headers or {})
     if isinstance(error, Unavailable):
         extra["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    elif isinstance(error, RateLimited):
+        extra["Retry-After"] = str(error.retry_after)
     return ErrorResponse({"error": error.to_dict()}, error.http_status, headers=extra)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from ..ratelimit import rules
 from ..settings import Settings
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorEnvelope"}
@@ -54,6 +55,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "idempotency_key_reused": (422, "the idempotency key was used with another request"),
     "dedupe_key_reused": (422, "the dedupe key belongs to another proposal"),
     "idempotency_key_required": (428, "this route requires the idempotency key header"),
+    "rate_limited": (429, "a rate limit was reached; retry after Retry-After seconds"),
     "unavailable": (503, "the database, broker or Redis is unavailable; retry after a while"),
 }
 #: Every route under the API prefix: a caller's headers, token and scope; a backing service.
@@ -74,6 +76,8 @@ LEASE_ERRORS = (
     "illegal_state_transition",
     "validation_failed",  # the lease token missing, or the body's shape
 )
+#: The routes that check out (the checkout rate limits apply to them).
+CHECKOUT_ROUTES = ("POST /checkout", "POST /orders/{order_id}/checkout")
 #: The errors each route can answer besides those above: the one table of them. Paths
 #: under the API prefix are written without it. A route missing here is a test failure.
 ROUTE_ERRORS: dict[str, tuple[str, ...]] = {
@@ -213,7 +217,7 @@ def _responses(
         }
         _request_id_header(responses[status])
     for status, response in responses.items():
-        if status == "503":
+        if status in ("429", "503"):
             response["headers"]["Retry-After"] = {
                 "description": "seconds to wait before retrying",
                 "required": True,
@@ -232,6 +236,7 @@ def _errors(path: str, method: str, settings: Settings, auth_enabled: bool) -> d
         codes += API_ERRORS
         if not auth_enabled:
             codes = [c for c in codes if c not in ("unauthenticated", "forbidden")]
+        codes += _rate_limited(route, settings)
     endpoint = _endpoint(path, method) if api else None
     if endpoint is not None:
         codes += POST_ERRORS
@@ -241,6 +246,15 @@ def _errors(path: str, method: str, settings: Settings, auth_enabled: bool) -> d
     for code in sorted(set(codes), key=lambda c: (ERROR_CODES[c][0], c)):
         by_status.setdefault(str(ERROR_CODES[code][0]), []).append(code)
     return by_status
+
+
+def _rate_limited(route: str, settings: Settings) -> tuple[str, ...]:
+    """429 on every API route with a request rate limit set, on checkout with a checkout
+    one (:mod:`workmanager.ratelimit.rules`)."""
+    checkout = route in CHECKOUT_ROUTES and rules.limited(settings, rules.CHECKOUT)
+    if checkout or rules.limited(settings, rules.REQUESTS):
+        return ("rate_limited",)
+    return ()
 
 
 def _envelope(codes: list[str]) -> dict[str, Any]:

@@ -5,6 +5,7 @@
 {prefix}agent:{agent_id}   zset item_id -> expiry ms                  (per-agent count)
 {prefix}type:{order_type}  zset item_id -> expiry ms                  (per-type count)
 {prefix}epoch              "1", set by the sweep                        (data-loss marker)
+{prefix}rate:{bucket}      hash tokens, ts (ms)             (a rate limit's token bucket)
 
 On Redis Cluster (``ClusterKeys``) every key carries a hash tag, so each script touches
 one slot: the item's lock and its own fencing counter share the item id's slot.
@@ -14,6 +15,8 @@ one slot: the item's lock and its own fencing counter share the item id's slot.
 {prefix}agent:{<agent_id>}   zset "<item_id>|<secret hash>" -> expiry ms (its own slot)
 {prefix}type:{<order_type>}  zset "<item_id>|<secret hash>" -> expiry ms (its own slot)
 {prefix}epoch                "1", set by the sweep
+{prefix}rate:{rate}:{bucket} hash tokens, ts: every bucket in one slot (a call takes
+                             from its agent's and its tenant's buckets in one script)
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ class RedisKeys:
     def order_type(self, order_type: str) -> str:
         return f"{self.prefix}type:{order_type}"
 
+    def rate(self, bucket: str) -> str:
+        return f"{self.prefix}rate:{bucket}"
+
 
 @dataclass(frozen=True)
 class ClusterKeys(RedisKeys):
@@ -59,3 +65,6 @@ class ClusterKeys(RedisKeys):
 
     def order_type(self, order_type: str) -> str:
         return f"{self.prefix}type:{{{order_type}}}"
+
+    def rate(self, bucket: str) -> str:
+        return f"{self.prefix}rate:{{rate}}:{bucket}"

@@ -16,6 +16,7 @@ from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any, cast
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import events
@@ -26,6 +27,9 @@ from ..errors import NotFound, SchemaOutdated, ValidationFailed
 from ..jsonvalues import json_value
 from ..lease_tokens import compose, new_secret
 from ..leases.base import CheckoutQuery, Grant
+from ..ratelimit.factory import build_limiter
+from ..ratelimit.limiter import RateLimiter
+from ..ratelimit.rules import CHECKOUT
 from ..states import ItemState
 from ..types import JSON, AgentInfo, ItemView, Lease
 from .context import ServiceContext
@@ -56,9 +60,10 @@ log = logging.getLogger("workmanager.agent")
 class AgentAPI:
     """checkout · heartbeat · submit · submit_part · finalize · release · fail."""
 
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, limits: RateLimiter | None = None) -> None:
         self.ctx = ctx
         self.hot = hot_path(ctx)
+        self.limits = limits or build_limiter(ctx.settings, ctx.db)
 
     # --- checkout ---------------------------------------------------------------------
     def checkout(
@@ -73,9 +78,11 @@ class AgentAPI:
         """Lease the next eligible item (of one order, or globally), or return ``None``.
 
         ``item_id`` narrows the checkout to that one item (how Celery consumer agents take
-        the item their message names)."""
+        the item their message names). Over a checkout rate limit: ``RateLimited``."""
         info = agent_of(agent)
         query = checkout_query(order_id, type, min_priority, tenant_id, item_id)
+        if self.limits.limits(CHECKOUT):  # off: not even a call
+            self._take_checkout_token(info, query)
         hot = claims.hot(self.hot)  # once: another thread may turn it off meanwhile
         if hot is not None and hot.handles_checkout:
             try:
@@ -94,6 +101,15 @@ class AgentAPI:
             raise
         self._acquired(lease, info)
         return lease
+
+    def _take_checkout_token(self, agent: AgentInfo, query: CheckoutQuery) -> None:
+        item_id = query.item_id
+        item_tenant = None if item_id is None else (lambda: self._item_tenant(item_id))
+        self.limits.checkout(agent.id, query.tenant_id, item_tenant)
+
+    def _item_tenant(self, item_id: uuid.UUID) -> str | None:
+        with self.ctx.db.transaction() as s:
+            return s.scalar(select(Item.tenant_id).where(Item.id == item_id))
 
     def _acquired(self, lease: Lease | None, agent: AgentInfo) -> None:
         if lease is not None and lease.item is not None:

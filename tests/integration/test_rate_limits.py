@@ -1,0 +1,156 @@
+"""Rate limits (SPEC §13, issue 17): token buckets per agent and per tenant, on the database
+(SQLite, PostgreSQL) and on Redis, driven through the limiter and through the agent API.
+
+The burst test hammers one bucket (20/s, burst 10) from several threads for two seconds:
+what it accepts is the burst plus the rate times the time, within 10 %.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from tests.support.types import Simple
+from workmanager import Registry, WorkManager
+from workmanager.db.models import Item
+from workmanager.errors import RateLimited
+from workmanager.ratelimit.base import Bucket
+from workmanager.ratelimit.rate import Rate
+
+STORES = [
+    pytest.param(("sqlite", "database"), id="sqlite"),
+    pytest.param(("postgres", "database"), id="postgres", marks=pytest.mark.postgres),
+    pytest.param(("postgres", "redis"), id="redis", marks=[pytest.mark.postgres, pytest.mark.redis]),
+]
+
+
+@pytest.fixture(params=STORES)
+def store_wm(request: pytest.FixtureRequest, make_wm: Any) -> Any:
+    """A WorkManager per bucket store; the test passes its limits."""
+    db, backend = request.param
+
+    def build(**limits: Any) -> WorkManager:
+        wm: WorkManager = make_wm(db=db, backend=backend, registry=Registry([Simple()]), **limits)
+        return wm
+
+    return build
+
+
+def hammer(take: Any, seconds: float, threads: int = 4) -> tuple[int, int, float]:
+    """Call ``take()`` from ``threads`` threads for ``seconds``: (accepted, refused, the
+    seconds between the first call and the last)."""
+    accepted, refused, lock = [0], [0], threading.Lock()
+    start = time.monotonic()
+    deadline = start + seconds
+
+    def run() -> None:
+        while time.monotonic() < deadline:
+            try:
+                take()
+                ok = True
+            except RateLimited as exc:
+                assert exc.retry_after >= 1
+                ok = False
+            with lock:
+                (accepted if ok else refused)[0] += 1
+
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return accepted[0], refused[0], time.monotonic() - start
+
+
+def test_burst_then_rate_within_ten_percent(store_wm: Any) -> None:
+    wm = store_wm(rate_limit_checkout_per_agent=Rate(20, 1), rate_limit_burst=10)
+    agent = f"a-{uuid.uuid4().hex[:6]}"
+    accepted, refused, elapsed = hammer(lambda: wm.limits.checkout(agent), 2.0)
+    expected = 10 + 20 * elapsed
+    assert refused > accepted  # it was hammered well past the limit
+    assert abs(accepted - expected) <= 0.1 * expected, (accepted, expected, refused)
+
+
+def test_tokens_are_taken_from_every_bucket_or_none(store_wm: Any) -> None:
+    """Agent 3/m, tenant 2/m: the third call of tenant t1 is refused by the tenant's
+    bucket and takes nothing from the agent's, which still serves one call for t2."""
+    wm = store_wm(
+        rate_limit_checkout_per_agent=Rate(3, 60), rate_limit_checkout_per_tenant=Rate(2, 60)
+    )
+    wm.limits.checkout("a", "t1")
+    wm.limits.checkout("a", "t1")
+    with pytest.raises(RateLimited) as refused:
+        wm.limits.checkout("a", "t1")
+    assert 25 <= refused.value.retry_after <= 30  # one token of 2/m: 30 s from the first
+    wm.limits.checkout("a", "t2")  # the agent's third token: the refusal took none
+    with pytest.raises(RateLimited) as agent_empty:
+        wm.limits.checkout("a", "t2")
+    assert 15 <= agent_empty.value.retry_after <= 20  # 3/m: a token every 20 s
+    wm.limits.checkout("b", "t2")  # another agent, t2's second token
+
+
+def test_retry_after_is_when_a_token_is_back(store_wm: Any) -> None:
+    """1/s, burst 1: refused with Retry-After 1, and served again a second later."""
+    wm = store_wm(rate_limit_checkout_per_agent=Rate(1, 1), rate_limit_burst=1)
+    wm.limits.checkout("a")
+    with pytest.raises(RateLimited) as refused:
+        wm.limits.checkout("a")
+    assert refused.value.retry_after == 1
+    assert refused.value.to_dict()["details"] == {"retry_after": 1, "limit": "checkout"}
+    time.sleep(1.05)  # the refill itself is what is tested: a token per second
+    wm.limits.checkout("a")
+
+
+def test_checkout_through_the_agent_api_is_limited(make_wm: Any) -> None:
+    wm = make_wm(
+        db="sqlite",
+        backend="database",
+        registry=Registry([Simple()]),
+        rate_limit_checkout_per_agent=Rate(2, 60),
+    )
+    for _ in range(3):
+        wm.propose("test.simple", {"n": 1})
+    assert wm.agent.checkout("a1") is not None
+    assert wm.agent.checkout("a1") is not None
+    with pytest.raises(RateLimited):
+        wm.agent.checkout("a1")
+    assert wm.agent.checkout("a2") is not None  # per agent
+
+
+def test_a_consumers_item_checkout_counts_against_the_items_tenant(store_wm: Any) -> None:
+    """A Celery consumer checks out the item its message names: with a per-tenant rate,
+    that item's tenant's bucket (one lookup, only then)."""
+    wm = store_wm(rate_limit_checkout_per_tenant=Rate(1, 60))
+    items = []
+    for _ in range(3):
+        oid = wm.propose("test.simple", {"n": 1})
+        items.append(wm.queries.order(oid)["items"][0]["id"])
+    with wm.db.transaction() as s:
+        s.execute(update(Item).where(Item.id.in_(map(uuid.UUID, items))).values(tenant_id="t9"))
+    assert wm.agent.checkout("c1", item_id=items[0]) is not None
+    with pytest.raises(RateLimited):
+        wm.agent.checkout("c2", item_id=items[1])  # another agent, the same tenant
+    assert wm.agent.checkout("c2", type="test.simple", tenant_id="t8") is None  # t8: its own
+
+
+def test_no_limit_no_store(make_wm: Any) -> None:
+    """Every limit unset: checkout never builds (or calls) a bucket store."""
+    wm = make_wm(db="sqlite", backend="database", registry=Registry([Simple()]))
+    wm.propose("test.simple", {"n": 1})
+    assert wm.agent.checkout("a1") is not None
+    assert wm.agent.checkout("a1") is None
+    assert wm.limits._store is None
+
+
+def test_buckets_are_independent_per_key(store_wm: Any) -> None:
+    wm = store_wm(rate_limit_checkout_per_agent=Rate(1, 60))
+    store = wm.limits.store
+    one, two = Bucket("t:one", 1, 1 / 60), Bucket("t:two", 1, 1 / 60)
+    assert store.take([one]) == 0.0
+    assert store.take([one]) > 50
+    assert store.take([two]) == 0.0

@@ -1,0 +1,65 @@
+"""Buckets on the database: ``work_rate_buckets`` (migration 0010).
+
+One statement per bucket, ``INSERT … ON CONFLICT DO UPDATE … RETURNING``, refills and takes
+in SQL; the buckets of one call are taken in one transaction, in key order (no deadlock
+between two calls), rolled back when any is empty, so nothing is taken then. PostgreSQL
+reads its own clock; SQLite takes the process's clock inside its write transaction (every
+transaction there begins ``IMMEDIATE``: one writer at a time). The statements run on a
+connection of their own, outside the ORM sessions, so they never carry an idempotency
+key's mark (:mod:`workmanager.db.claims`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from sqlalchemy import TextClause, text
+
+from ..db.session import Database, unavailable_when_down
+from .base import Bucket
+
+_TAKE = """
+INSERT INTO work_rate_buckets AS b (key, tokens, updated_at)
+VALUES (:key, CAST(:capacity AS DOUBLE PRECISION) - 1, {now})
+ON CONFLICT (key) DO UPDATE SET
+  tokens = {least}(CAST(:capacity AS DOUBLE PRECISION),
+                   b.tokens + {greatest}(0, excluded.updated_at - b.updated_at) * :rate) - 1,
+  updated_at = {greatest}(b.updated_at, excluded.updated_at)
+RETURNING tokens
+"""
+TAKE_POSTGRES = _TAKE.format(
+    now="CAST(extract(epoch FROM clock_timestamp()) AS DOUBLE PRECISION)",
+    least="least",
+    greatest="greatest",
+)
+TAKE_SQLITE = _TAKE.format(now=":now", least="min", greatest="max")
+
+
+class _Refused(Exception):
+    def __init__(self, wait: float) -> None:
+        self.wait = wait
+
+
+class DatabaseBucketStore:
+    """Token buckets in ``work_rate_buckets`` (PostgreSQL or SQLite)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._take: TextClause = text(TAKE_POSTGRES if db.is_postgres else TAKE_SQLITE)
+
+    def take(self, buckets: Sequence[Bucket]) -> float:
+        try:
+            with unavailable_when_down(self.db.url), self.db.engine.begin() as conn:
+                wait = 0.0
+                for bucket in sorted(buckets, key=lambda b: b.key):
+                    params = {"key": bucket.key, "capacity": bucket.capacity, "rate": bucket.rate}
+                    params["now"] = time.time()  # unused on PostgreSQL
+                    left = float(conn.execute(self._take, params).scalar_one())
+                    if left < 0:  # it held less than one token (-left short of one)
+                        wait = max(wait, -left / bucket.rate)
+                if wait > 0:
+                    raise _Refused(wait)  # rolls back: nothing taken
+        except _Refused as refused:
+            return refused.wait
+        return 0.0

@@ -1,0 +1,34 @@
+"""Buckets on Redis: one Lua script (``lua/take.lua``) takes from every bucket of a call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+from ..errors import Unavailable
+from ..leases.keys import RedisKeys
+from .base import Bucket
+
+
+class RedisBucketStore:
+    """Token buckets as Redis hashes, keyed by :meth:`RedisKeys.rate`."""
+
+    def __init__(self, client: Any, keys: RedisKeys) -> None:
+        import redis
+
+        self.client, self.keys = client, keys
+        self._errors: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError)
+        script = resources.files("workmanager.ratelimit").joinpath("lua/take.lua").read_text()
+        self._script = client.register_script(script)
+
+    def take(self, buckets: Sequence[Bucket]) -> float:
+        keys = [self.keys.rate(b.key) for b in buckets]
+        args: list[float] = []
+        for bucket in buckets:
+            args += [bucket.capacity, bucket.rate]
+        try:
+            wait_ms = int(self._script(keys=keys, args=args))
+        except self._errors as exc:
+            raise Unavailable(f"redis unavailable: {exc}") from exc
+        return wait_ms / 1000

@@ -1,0 +1,65 @@
+"""Which buckets a call takes a token from: the one place this rule lives.
+
+Two limits, each per agent and per tenant: ``checkout`` (every checkout, whatever the
+surface: HTTP, MCP, Celery consumer agents, the library) and ``requests`` (every
+authenticated HTTP API request). A bucket holds ``WORK_MANAGER_RATE_LIMIT_BURST`` tokens,
+or, unset, the rate's count (``20/s`` → 20), and refills at the rate.
+
+The tenant of a checkout is the one it is narrowed to: a token bound to a tenant checks
+out within its tenant only (``Operations`` narrows it), an unbound caller may name one
+(the ``tenant_id`` filter); else, for a checkout of one named item (Celery consumer
+agents), that item's tenant. An unbound caller's checkout across every tenant, and an item
+of no tenant, take from the agent's bucket only (which tenant's item it will get is not
+known before the item is granted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..settings import Settings
+from .base import Bucket
+from .rate import Rate
+
+CHECKOUT, REQUESTS = "checkout", "requests"
+
+
+def rates(settings: Settings, limit: str) -> tuple[Rate | None, Rate | None]:
+    """The (per agent, per tenant) rates of ``limit``; ``None`` where unset."""
+    if limit == CHECKOUT:
+        return settings.rate_limit_checkout_per_agent, settings.rate_limit_checkout_per_tenant
+    return settings.rate_limit_requests_per_agent, settings.rate_limit_requests_per_tenant
+
+
+def limited(settings: Settings, limit: str) -> bool:
+    """Whether any bucket can apply to ``limit`` (else: no bucket, no round trip)."""
+    return rates(settings, limit) != (None, None)
+
+
+def buckets(
+    settings: Settings, limit: str, agent_id: str | None, tenant_id: str | None
+) -> tuple[Bucket, ...]:
+    """The buckets one call under ``limit`` takes a token from."""
+    per_agent, per_tenant = rates(settings, limit)
+    found = []
+    if per_agent is not None and agent_id:
+        found.append(_bucket(settings, f"{limit}:agent:{agent_id}", per_agent))
+    if per_tenant is not None and tenant_id:
+        found.append(_bucket(settings, f"{limit}:tenant:{tenant_id}", per_tenant))
+    return tuple(found)
+
+
+def checkout_tenant(
+    settings: Settings, narrowed: str | None, item_tenant: Callable[[], str | None] | None
+) -> str | None:
+    """The tenant a checkout counts against (see the module's docstring). ``item_tenant``
+    (a lookup) is called only when a per-tenant checkout rate is set and the checkout is
+    narrowed to no tenant."""
+    if narrowed is not None or item_tenant is None:
+        return narrowed
+    return item_tenant() if settings.rate_limit_checkout_per_tenant is not None else None
+
+
+def _bucket(settings: Settings, key: str, rate: Rate) -> Bucket:
+    capacity = settings.rate_limit_burst or rate.count
+    return Bucket(key, float(capacity), rate.per_second)
