@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+from . import tracing  # noqa: F401  (connects its worker start hook: traces when configured)
 from .embedded_broker import install
 
 install()  # before any connection: sqla+ URLs get the often-polled transport

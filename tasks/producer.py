@@ -24,6 +24,8 @@ from workmanager.services.proposals import check_proposal
 from workmanager.services.tenancy import checked_tenant
 from workmanager.settings import Settings
 
+from .tracing import traced_enqueue
+
 CREATE = "workmanager.orders.create"
 QUEUE = "workmanager"
 
@@ -32,6 +34,7 @@ _lock = threading.Lock()
 _loaded: tuple[Registry | None, int] | None = None
 
 
+@traced_enqueue
 def enqueue_order(
     type: str,
     payload: dict[str, Any],

@@ -28,7 +28,7 @@ from typing import Any
 
 from celery import Celery, Task
 
-from workmanager import WorkManager
+from workmanager import Settings, WorkManager
 from workmanager.cli.render import reporting_errors
 from workmanager.errors import (
     LeaseConflict,
@@ -188,7 +188,10 @@ def build(
 ) -> tuple[Celery, AgentConsumer]:
     from tasks.app import app
     from tasks.runtime import get_wm, set_wm
+    from tasks.tracing import install
 
+    # before the WorkManager's engine exists, so its connections are traced too
+    install(wm.settings if wm is not None else Settings.from_env(), "workmanager-agent")
     if wm is not None:
         set_wm(wm)
     manager = get_wm()

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from workmanager import Lease, WorkManager
+from workmanager import Lease, WorkManager, tracing
 from workmanager.errors import LeaseConflict, LeaseExpired
 from workmanager.importing import import_object
 from workmanager.types import JSON, AgentInfo, ItemView
@@ -49,6 +49,8 @@ class Heartbeats:
     def __init__(self, wm: WorkManager, agent: AgentInfo, every: float) -> None:
         self.wm, self.agent, self.every = wm, agent, every
         self._due: dict[int, tuple[float, Lease]] = {}
+        #: each lease's trace context (the agent task's span), continued by its beats
+        self._carried: dict[int, object | None] = {}
         self._next = itertools.count()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -60,6 +62,7 @@ class Heartbeats:
         key = next(self._next)
         with self._wake:
             self._due[key] = (time.monotonic() + self.every, lease)
+            self._carried[key] = tracing.current_context(self.wm.settings)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, daemon=True, name="wm-heartbeats")
                 self._thread.start()
@@ -75,6 +78,7 @@ class Heartbeats:
         finally:
             with self._wake:
                 self._due.pop(key, None)
+                self._carried.pop(key, None)
 
     def held(self) -> list[Lease]:
         """The leases being worked on now, each as its latest renewal left it."""
@@ -95,7 +99,8 @@ class Heartbeats:
 
     def _beat(self, key: int, lease: Lease) -> None:
         try:
-            renewed = self.wm.agent.heartbeat(lease, agent=self.agent)
+            with tracing.within(self._carried.get(key)):
+                renewed = self.wm.agent.heartbeat(lease, agent=self.agent)
         except (LeaseConflict, LeaseExpired):
             with self._wake:
                 self._due.pop(key, None)  # lost: stop beating it

@@ -272,3 +272,11 @@ def order_call(args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> At
     result's order (a view dict, or an outcome holding one) when there is one."""
     order = result if isinstance(result, dict) else getattr(result, "order", None)
     return {ORDER: arg(args, kwargs, 0, "order_id"), **of_order(order)}
+
+
+def instrument_app(app: Any) -> None:
+    """A server span per HTTP request of a FastAPI app, continuing the caller's W3C
+    ``traceparent`` (health probes left out)."""
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")

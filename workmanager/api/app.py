@@ -6,7 +6,7 @@ import logging
 
 from fastapi import FastAPI
 
-from .. import __version__, ui
+from .. import __version__, tracing, ui
 from ..container import WorkManager
 from ..services.operations import Operations
 from ..services.tokens import TokenService
@@ -46,4 +46,6 @@ def create_app(wm: WorkManager) -> FastAPI:
         max_json_depth=settings.max_json_depth,
         form_prefix=ui.PREFIX + "/",
     )
+    if tracing.enabled(settings):
+        tracing.instrument_app(app)  # a server span per request, continuing `traceparent`
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .. import tracing
 from .app import Env, cli, pass_env
 from .render import json_errors_option, warn_if_open
 
@@ -19,6 +20,7 @@ def mcp_command(env: Env, transport: str, host: str, port: int) -> None:
     (both with bearer auth; CORS from WORK_MANAGER_MCP_CORS_ORIGINS)."""
     from ..mcp import build_server
 
+    tracing.configure(env.settings, "workmanager-mcp")  # before the engine is built
     wm = env.wm
     if transport == "stdio":
         build_server(wm).run("stdio")

@@ -6,6 +6,7 @@ import logging
 
 import click
 
+from .. import tracing
 from ..container import WorkManager
 from ..dispatch import Dispatcher, NullDispatcher
 from ..importing import import_object
@@ -17,7 +18,9 @@ def celery_dispatcher(wm: WorkManager) -> Dispatcher:
     """Announce work through the Celery app in ``tasks`` (imported only here)."""
     from tasks.app import app
     from tasks.dispatcher import CeleryDispatcher
+    from tasks.tracing import install
 
+    install(wm.settings, "workmanager-api")  # messages carry the request's trace
     return CeleryDispatcher(app, wm.settings)
 
 
@@ -52,6 +55,7 @@ def serve(env: Env, host: str, port: int, dispatcher_ref: str, log_level: str) -
     from ..api import create_app
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    tracing.configure(env.settings, "workmanager-api")  # before the engine is built
     wm = env.wm
     wm.dispatcher = build_dispatcher(dispatcher_ref, wm)
     warn_if_open(wm.settings, "the HTTP API")

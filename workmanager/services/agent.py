@@ -19,7 +19,7 @@ from typing import Any, cast
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .. import events
+from .. import events, tracing
 from ..checks import Evidence, check, guarded
 from ..db import claims
 from ..db.models import Item, Order
@@ -66,6 +66,7 @@ class AgentAPI:
         self.limits = limits or build_limiter(ctx.settings, ctx.db)
 
     # --- checkout ---------------------------------------------------------------------
+    @tracing.traced("workmanager.checkout", tracing.checkout_call)
     def checkout(
         self,
         agent: AgentInfo | str,
@@ -156,6 +157,7 @@ class AgentAPI:
         )
 
     # --- heartbeat --------------------------------------------------------------------
+    @tracing.traced("workmanager.heartbeat", tracing.lease_call)
     def heartbeat(
         self,
         lease: Lease,
@@ -220,6 +222,7 @@ class AgentAPI:
         return dataclasses.replace(lease, expires_at=item.lease_expires_at, item=item_view(item))
 
     # --- submit -----------------------------------------------------------------------
+    @tracing.traced("workmanager.submit", tracing.lease_call)
     def submit(
         self,
         lease: Lease,
@@ -342,6 +345,7 @@ class AgentAPI:
             self.ctx.leases.released(stub, lease.holder)
 
     # --- parts ------------------------------------------------------------------------
+    @tracing.traced("workmanager.submit_part", tracing.lease_call)
     def submit_part(
         self,
         lease: Lease,
@@ -390,6 +394,7 @@ class AgentAPI:
         self.ctx.provenance.record(s, "submit-part", agent, order_id=item.order_id, item_id=item.id)
         return outcome
 
+    @tracing.traced("workmanager.finalize", tracing.lease_call)
     def finalize(
         self, lease: Lease, mode: str = "strict", agent: AgentInfo | None = None
     ) -> ItemOutcome:
@@ -417,6 +422,7 @@ class AgentAPI:
         )
 
     # --- release and fail -------------------------------------------------------------
+    @tracing.traced("workmanager.release", tracing.lease_call)
     def release(self, lease: Lease, agent: AgentInfo | None = None) -> ItemOutcome:
         """Give the item back to the queue now; the attempt it cost is given back too."""
         info = agent_of(agent, lease)
@@ -431,6 +437,7 @@ class AgentAPI:
         self.ctx.dispatcher.items_available(outcome.item["order_type"], [lease.item_id])
         return outcome
 
+    @tracing.traced("workmanager.fail", tracing.lease_call)
     def fail(
         self, lease: Lease, error: JSON, retryable: bool = True, agent: AgentInfo | None = None
     ) -> ItemOutcome:

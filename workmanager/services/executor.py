@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from .. import events
+from .. import events, tracing
 from ..db.models import Item, Order
 from ..diff import Diff
 from ..errors import ApplyFailed, IllegalStateTransition, NotFound
@@ -60,6 +60,7 @@ class ApplyService:
         """The hot path, unless event listeners need the events announced (events.py)."""
         return None if events.listening() else self.hot
 
+    @tracing.traced("workmanager.apply", tracing.order_call)
     def apply(self, order_id: uuid.UUID, actor: Actor | None = None) -> ApplyOutcome:
         """Apply an approved order. Raises :class:`ApplyFailed` when the type's apply raised;
         the failure is recorded, and the order is ``failed`` once retries are spent."""

@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .. import events
+from .. import events, tracing
 from ..db import claims
 from ..db.models import Item, Order, Part
 from ..errors import (
@@ -63,6 +63,7 @@ class OrderService:
         self.hot = control_hot_path(ctx)
 
     # --- propose ----------------------------------------------------------------------
+    @tracing.traced("workmanager.propose", tracing.propose_call)
     def propose(
         self,
         type: str,
@@ -192,6 +193,7 @@ class OrderService:
         self.ctx.provenance.record(s, "propose", agent, order_id=order.id)
 
     # --- approve ----------------------------------------------------------------------
+    @tracing.traced("workmanager.approve", tracing.order_call)
     def approve(
         self, order_id: uuid.UUID, actor: Actor, agent: AgentInfo | None = None
     ) -> dict[str, Any]:
@@ -289,6 +291,7 @@ class OrderService:
         record_event(s, order.id, OrderState.APPROVED, actor)
         return order_dict(order)
 
+    @tracing.traced("workmanager.check_auto_approval", tracing.order_call)
     def check_auto_approval(self, order_id: uuid.UUID, chained: bool = False) -> bool:
         """Approve (actor ``system``) when the type auto-approves and the order is ready.
 
@@ -331,6 +334,7 @@ class OrderService:
             return str(s.scalar(select(Order.type).where(Order.id == order_id)) or "")
 
     # --- reject and retry -------------------------------------------------------------
+    @tracing.traced("workmanager.reject", tracing.order_call)
     def reject(
         self,
         order_id: uuid.UUID,
