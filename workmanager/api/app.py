@@ -14,7 +14,7 @@ from ..settings import auth_none_warning
 from . import errors, openapi
 from .deps import ApiState
 from .middleware import RequestContextMiddleware
-from .routes import health, items, orders
+from .routes import health, items, orders, provenance
 
 log = logging.getLogger("workmanager.api")
 
@@ -38,6 +38,7 @@ def create_app(wm: WorkManager) -> FastAPI:
     app.include_router(health.router)
     app.include_router(orders.router, prefix=settings.api_prefix)
     app.include_router(items.router, prefix=settings.api_prefix)
+    app.include_router(provenance.router, prefix=settings.api_prefix)
     ui.mount(app, app.state.api)  # the review console under /ui (SPEC §13)
     openapi.install(app, settings, auth_enabled)
     app.add_middleware(

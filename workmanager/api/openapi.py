@@ -109,6 +109,7 @@ ROUTE_ERRORS: dict[str, tuple[str, ...]] = {
     "POST /items/{item_id}/release": LEASE_ERRORS,
     "POST /items/{item_id}/fail": LEASE_ERRORS,
     "GET /items/{item_id}/logs": ("invalid_query", "not_found"),
+    "POST /provenance/forget": ("validation_failed", "lease_conflict"),
 }
 AGENT_HEADERS = {
     "X-Agent-ID": "the calling agent's id (bound tokens: must match)",

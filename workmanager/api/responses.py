@@ -327,6 +327,15 @@ class Recovered(Closed):
     )
 
 
+class Forgotten(Closed):
+    """What an erasure changed (or, in a dry run, would change), per record; never whose."""
+
+    subject: Literal["agent", "user"]
+    dry_run: bool
+    live_leases: int = Field(description="items the subject holds now (a real run refuses)")
+    counts: dict[str, int] = Field(description="record → rows changed (or that would be)")
+
+
 class Health(Closed):
     """The process answers."""
 

@@ -82,3 +82,11 @@ class RejectError(Body):
 class RejectBody(Body):
     errors: list[RejectError] = Field(min_length=1)
     allow_rework: bool = False
+
+
+class ForgetBody(Body):
+    """Whose id to erase: exactly one of ``agent_id`` and ``user_id``."""
+
+    agent_id: str | None = Field(default=None, min_length=1, max_length=191)
+    user_id: str | None = Field(default=None, min_length=1, max_length=191)
+    dry_run: bool = False

@@ -108,6 +108,7 @@ def _register() -> None:
         mcp,
         ops,
         orders,
+        provenance,
         serve,
         tokens,
     )

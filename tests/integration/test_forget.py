@@ -1,0 +1,191 @@
+"""The right to be forgotten (issue 17), end to end on SQLite and PostgreSQL: an agent and a
+user leave traces everywhere (library calls, HTTP with their tokens, the console); after
+``provenance forget`` their ids are in no column of any table, everyone else's rows are as
+they were, one audit event per erasure says what happened but not whose; a dry run
+changes nothing and reports counts; live leases refuse."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from tests.support.types import Parts, Simple
+from tests.ui.test_console import sign_in
+from workmanager import AgentInfo, Registry, WorkManager
+from workmanager.api import create_app
+from workmanager.cli.app import Env, cli
+from workmanager.db.models import Base, Event
+from workmanager.errors import LeaseConflict
+from workmanager.services.forget import Forget, Subject
+from workmanager.services.tokens import TokenService
+from workmanager.types import Actor
+
+X = "agent-xq7zk-forgetme"
+U = "ulla-reviewer-forgetme"
+AGENT_X = AgentInfo(
+    id=X,
+    name="Xavier's bot",
+    version="1.0.0",
+    model_name="m-1",
+    runtime="py",
+    request_id="req-x-1",
+    ip_address="10.1.2.3",
+    user_agent="x-agent/1.0",
+    extra={"team": "x-team"},
+)
+AGENT_Y = AgentInfo(id="agent-y", name="Yolanda", ip_address="10.9.9.9", request_id="req-y")
+
+
+def dump(wm: WorkManager) -> dict[str, list[str]]:
+    """Every row of every table, as text (sorted per table); a token's ``last_used_at``
+    aside (the admin's changes as it calls the route)."""
+    out: dict[str, list[str]] = {}
+    with wm.db.transaction() as s:
+        for table in Base.metadata.sorted_tables:
+            rows = s.execute(select(table)).mappings()
+            out[table.name] = sorted(
+                json.dumps(
+                    {k: v for k, v in r.items() if k != "last_used_at"},
+                    default=str,
+                    ensure_ascii=False,
+                    sort_keys=True,
+                )
+                for r in rows
+            )
+    return out
+
+
+def mentioning(rows: dict[str, list[str]], needle: str) -> dict[str, list[str]]:
+    return {
+        t: [r for r in rs if needle in r] for t, rs in rows.items() if any(needle in r for r in rs)
+    }
+
+
+def activity(wm: WorkManager) -> dict[str, str]:
+    """X and Y work (library and HTTP), U reviews over HTTP and signs in to the console."""
+    tokens = TokenService(wm.ctx)
+    x_token, _ = tokens.create("x-token", "propose,view,checkout,submit", agent_id=X)
+    u_token, _ = tokens.create(U, "view,approve,reject")
+    admin, _ = tokens.create("root", "admin,view")
+    http = TestClient(create_app(wm), follow_redirects=False)
+    # X proposes and works an order through and through; Y works one beside it
+    first = wm.propose("test.simple", {"n": 1}, agent=AGENT_X)
+    other = wm.propose("test.simple", {"n": 2}, agent=AGENT_Y)
+    lease = wm.agent.checkout(AGENT_X, order_id=first)
+    wm.agent.release(lease, agent=AGENT_X)
+    lease = wm.agent.checkout(AGENT_X, order_id=first)
+    lease = wm.agent.heartbeat(lease, progress=0.5, agent=AGENT_X)
+    wm.agent.submit(lease, {"answer": 1}, evidence={"how": "by hand"}, notes="fine", agent=AGENT_X)
+    y_lease = wm.agent.checkout(AGENT_Y, order_id=other)
+    wm.agent.submit(y_lease, {"answer": 1}, agent=AGENT_Y)
+    # parts, over HTTP with X's bound token and an idempotency key
+    parted = wm.propose("test.parts", {})
+    headers = {"Authorization": f"Bearer {x_token}", "Idempotency-Key": "k-1"}
+    answer = http.post(f"/agent/work/orders/{parted}/checkout", headers=headers)
+    assert answer.status_code == 200, answer.text
+    item, token = answer.json()["item"]["id"], answer.json()["item"]["lease_token"]
+    lease_h = {"Authorization": f"Bearer {x_token}", "X-Lease-Token": token}
+    for key in ("a", "b"):
+        body = {"part_key": key, "payload": {"v": 1}, "evidence": {"p": key}}
+        keyed = {**lease_h, "Idempotency-Key": f"k-{key}"}
+        answer = http.post(f"/agent/work/items/{item}/parts", json=body, headers=keyed)
+        assert answer.status_code == 202, answer.text
+    keyed = {**lease_h, "Idempotency-Key": "k-f"}
+    answer = http.post(f"/agent/work/items/{item}/finalize", json={}, headers=keyed)
+    assert answer.status_code == 202, answer.text
+    # U approves one, rejects another for rework, over HTTP; and signs in to the console
+    u = {"Authorization": f"Bearer {u_token}"}
+    approve = {**u, "Idempotency-Key": "u-1"}
+    assert http.post(f"/agent/work/orders/{first}/approve", headers=approve).status_code == 202
+    reject = {"errors": [{"code": "no", "message": "redo"}], "allow_rework": True}
+    u = {**u, "Idempotency-Key": "u-2"}
+    assert (
+        http.post(f"/agent/work/orders/{parted}/reject", json=reject, headers=u).status_code == 200
+    )
+    sign_in(TestClient(create_app(wm), follow_redirects=False), u_token)
+    return {"admin": admin}
+
+
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_forgetting_an_agent_and_a_user_leaves_nothing_of_them(make_wm: Any, database: str) -> None:
+    wm = make_wm(db=database, backend="database", registry=Registry([Simple(), Parts()]))
+    made = activity(wm)
+    before = dump(wm)
+    for needle in (X, U):
+        assert mentioning(before, needle), needle  # the scenario left traces to erase
+    # a live lease of X's refuses the erasure (and changes nothing)
+    held = wm.propose("test.simple", {"n": 3})
+    lease = wm.agent.checkout(AGENT_X, order_id=held)
+    forget = Forget(wm.ctx)
+    with pytest.raises(LeaseConflict):
+        forget.forget(Subject("agent", X), Actor("user", "cli"))
+    wm.agent.release(lease, agent=AGENT_X)
+    before = dump(wm)
+
+    # a dry run: counts, nothing changed
+    cli_run = CliRunner().invoke(
+        cli, ["provenance", "forget", "--agent", X, "--dry-run", "--json"], obj=Env(wm)
+    )
+    assert cli_run.exit_code == 0, cli_run.output
+    dry = json.loads(cli_run.stdout)
+    assert dry["dry_run"] is True and X not in cli_run.stdout
+    assert dry["counts"]["provenance"] >= 8 and dry["counts"]["events"] >= 8
+    assert dry["counts"]["tokens_revoked"] == 1 and dry["counts"]["idempotency_keys"] >= 1
+    assert dump(wm) == before
+
+    # the agent through the CLI, the user through the HTTP route (admin scope)
+    done = CliRunner().invoke(cli, ["provenance", "forget", "--agent", X, "--json"], obj=Env(wm))
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["counts"] == dry["counts"]
+    http = TestClient(create_app(wm))
+    auth = {"Authorization": f"Bearer {made['admin']}"}
+    answer = http.post("/agent/work/provenance/forget", json={"user_id": U}, headers=auth)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["subject"] == "user" and answer.json()["counts"]["ui_sessions"] == 1
+
+    after = dump(wm)
+    for needle in (X, U):
+        assert not mentioning(after, needle), mentioning(after, needle)
+    # others' rows: every row that named neither is still there, unchanged
+    untouched = {t: [r for r in rs if X not in r and U not in r] for t, rs in before.items()}
+    for table, rows in untouched.items():
+        assert set(rows) <= set(after[table]), table
+    # what was the subject's keeps its shape: as many provenance rows and events as before
+    assert len(after["work_provenance"]) == len(before["work_provenance"])
+    with wm.db.transaction() as s:
+        audits = list(s.scalars(select(Event).where(Event.event == "provenance_forgotten")))
+        assert sorted(e.payload["subject"] for e in audits) == ["agent", "user"]
+        assert len(after["work_events"]) == len(before["work_events"]) + 2
+    # the pseudonym is the same wherever X stood, and X's token no longer works
+    actors = {r for r in after["work_events"] if '"actor_type": "agent"' in r}
+    assert any("forgotten-" in r for r in actors)
+    wrong = http.post("/agent/work/checkout", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+
+
+def test_forget_route_needs_admin_and_exactly_one_subject(make_wm: Any) -> None:
+    wm = make_wm(db="sqlite", backend="database", registry=Registry([Simple()]))
+    viewer, _ = TokenService(wm.ctx).create("viewer", "view")
+    admin, _ = TokenService(wm.ctx).create("root", "admin")
+    http = TestClient(create_app(wm))
+    answer = http.post(
+        "/agent/work/provenance/forget",
+        json={"agent_id": "a"},
+        headers={"Authorization": f"Bearer {viewer}"},
+    )
+    assert answer.status_code == 403 and answer.json()["error"]["code"] == "forbidden"
+    for body in ({}, {"agent_id": "a", "user_id": "b"}):
+        answer = http.post(
+            "/agent/work/provenance/forget", json=body, headers={"Authorization": f"Bearer {admin}"}
+        )
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["error"]["code"] == "validation_failed"
+    usage = CliRunner().invoke(cli, ["provenance", "forget"], obj=Env(wm))
+    assert usage.exit_code == 2

@@ -1,0 +1,254 @@
+"""The right to be forgotten: an agent's or a user's id erased from every record, in one
+transaction (``workmanager provenance forget``, ``POST /provenance/forget``).
+
+The rule, in one place:
+
+- **Provenance rows** that name the subject (``agent_id`` or ``principal``) are kept, so
+  the counts per action and the timeline stay, but anonymised: the agent id becomes a
+  pseudonym; the request's traces (IP, user agent, request id, fingerprint, principal,
+  idempotency key hash, agent name, ``extra``) are cleared, and so is any other field that
+  contains the id (the agent type derived from it, say).
+- **Events**: an actor that is the subject becomes the pseudonym, and so does the id
+  wherever it stands in an event's payload or message (``{"agent_id": ...}``). The work
+  itself — payloads, inputs, results, evidence, notes, diffs, item errors — is untouched.
+- Orders proposed by the subject (``requested_by_id``), items it held and parts it sent
+  name the pseudonym; a rejection's ``last_error`` likewise.
+- **Tokens** bound to the subject or named after it are revoked (the id replaced by the
+  pseudonym): a token still able to act under the id would write it again. Console
+  sessions of such a principal are deleted; so are stored idempotency answers that
+  contain the id (a replay would hand it back).
+- **Live leases**: refused (409 ``lease_conflict``) while the subject holds an item, since
+  the lease (and a lease store's lock) carries the id; release them, or let them expire
+  and the sweep reclaim them, then forget.
+- One pseudonym per erasure, ``forgotten-<16 hex>``: an HMAC of the id under a random key
+  that is thrown away, so records keep their shape (every row of the subject names the
+  same pseudonym) yet nothing maps it back to the id.
+- One audit event, ``provenance_forgotten`` (order id all zeros: it concerns no order),
+  records that an erasure happened, by whom, of which kind of subject and how many rows;
+  never whose.
+
+Agent ids and user ids share one namespace in practice (a token's name is its agent id
+when no other is given), so ``--agent`` and ``--user`` erase the id wherever it stands;
+they differ in the audit event's ``subject``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Text, cast, delete, func, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from ..db.models import (
+    ApiToken,
+    Event,
+    IdempotencyKey,
+    Item,
+    Order,
+    Part,
+    Provenance,
+    UiSession,
+    utcnow,
+)
+from ..errors import LeaseConflict, ValidationFailed
+from ..states import ItemState
+from ..types import Actor
+from .context import ServiceContext
+from .transitions import record_event
+
+SUBJECTS = ("agent", "user")
+#: The order id of events that concern no order.
+NO_ORDER = uuid.UUID(int=0)
+HELD = (ItemState.LEASED.value, ItemState.IN_PROGRESS.value)
+#: Provenance columns that describe the request, not the work: cleared.
+REQUEST_TRACES = (
+    "agent_name",
+    "request_id",
+    "request_fingerprint",
+    "ip_address",
+    "user_agent",
+    "principal",
+    "idempotency_key_hash",
+    "extra",
+)
+#: Provenance columns kept unless they contain the id.
+DESCRIPTIVE = ("agent_type", "agent_version", "model_name", "runtime")
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Whose records to erase: ``kind`` is ``agent`` or ``user``."""
+
+    kind: str
+    id: str
+
+    def check(self) -> None:
+        errors = []
+        if self.kind not in SUBJECTS:
+            errors.append({"path": "kind", "message": "agent or user", "validator": "enum"})
+        if not isinstance(self.id, str) or not self.id.strip() or len(self.id) > 191:
+            message = "a non-empty id of at most 191 characters"
+            errors.append({"path": f"{self.kind}_id", "message": message, "validator": "type"})
+        if errors:
+            raise ValidationFailed(errors)
+
+
+def pseudonym(subject_id: str) -> str:
+    """A stable name for this erasure, under a key nobody keeps."""
+    digest = hmac.new(secrets.token_bytes(32), subject_id.encode(), hashlib.sha256)
+    return f"forgotten-{digest.hexdigest()[:16]}"
+
+
+def scrub(value: Any, old: str, new: str) -> Any:
+    """``value`` with ``old`` replaced by ``new`` in every string (keys included)."""
+    if isinstance(value, str):
+        return value.replace(old, new)
+    if isinstance(value, list):
+        return [scrub(v, old, new) for v in value]
+    if isinstance(value, dict):
+        return {scrub(k, old, new): scrub(v, old, new) for k, v in value.items()}
+    return value
+
+
+class Forget:
+    """Erases a subject's id (see the module's docstring for the rule)."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    def forget(self, subject: Subject, actor: Actor, *, dry_run: bool = False) -> dict[str, Any]:
+        """Erase (or with ``dry_run`` only count) what names ``subject``; the answer is
+        ``{subject, dry_run, live_leases, counts}``, with no id in it."""
+        subject.check()
+        return self.ctx.db.run(lambda s: self._tx(s, subject, actor, dry_run))
+
+    def _tx(self, s: Session, subject: Subject, actor: Actor, dry_run: bool) -> dict[str, Any]:
+        sid = subject.id
+        live = _count(s, Item, Item.leased_by_agent_id == sid, Item.state.in_(HELD))
+        answer: dict[str, Any] = {"subject": subject.kind, "dry_run": dry_run}
+        if live and not dry_run:
+            raise LeaseConflict(
+                f"the {subject.kind} holds {live} live lease(s): release them, or let them"
+                " expire and the sweep reclaim them, then forget",
+                details={"live_leases": live},
+            )
+        eraser = _Eraser(s, sid, pseudonym(sid), dry_run)
+        counts = eraser.run()
+        if not dry_run:
+            who = actor if actor.id is None or sid not in actor.id else Actor(actor.type, None)
+            record_event(
+                s,
+                NO_ORDER,
+                "provenance_forgotten",
+                who,
+                payload={"subject": subject.kind, "counts": counts},
+            )
+        return {**answer, "live_leases": live, "counts": counts}
+
+
+class _Eraser:
+    """One erasure's statements; each step returns how many rows it touched (or would)."""
+
+    def __init__(self, s: Session, sid: str, alias: str, dry_run: bool) -> None:
+        self.s, self.sid, self.alias, self.dry_run = s, sid, alias, dry_run
+
+    def run(self) -> dict[str, int]:
+        steps: dict[str, Callable[[], int]] = {
+            "provenance": self.provenance,
+            "events": self.events,
+            "orders": self.orders,
+            "items": lambda: self.rename(Item, Item.leased_by_agent_id),
+            "parts": lambda: self.rename(Part, Part.submitted_by_agent_id),
+            "tokens_revoked": self.tokens,
+            "ui_sessions": lambda: self.drop(UiSession, UiSession.principal == self.sid),
+            "idempotency_keys": lambda: self.drop(
+                IdempotencyKey, self.mentions(IdempotencyKey.response_body)
+            ),
+        }
+        return {name: step() for name, step in steps.items()}
+
+    def mentions(self, column: Any) -> ColumnElement[bool]:
+        """Rows whose column (JSON as its text) contains the id, in any JSON spelling."""
+        forms = {
+            self.sid,
+            json.dumps(self.sid)[1:-1],
+            json.dumps(self.sid, ensure_ascii=False)[1:-1],
+        }
+        text = cast(column, Text)
+        return or_(*(text.contains(form, autoescape=True) for form in forms))
+
+    def rows(self, model: Any, *where: ColumnElement[bool]) -> list[Any]:
+        return list(self.s.scalars(select(model).where(*where)))
+
+    def provenance(self) -> int:
+        rows = self.rows(
+            Provenance, or_(Provenance.agent_id == self.sid, Provenance.principal == self.sid)
+        )
+        for row in [] if self.dry_run else rows:
+            if row.agent_id == self.sid:
+                row.agent_id = self.alias
+            for name in REQUEST_TRACES:
+                setattr(row, name, None)
+            for name in DESCRIPTIVE:
+                if self.sid in (getattr(row, name) or ""):
+                    setattr(row, name, None)
+        return len(rows)
+
+    def events(self) -> int:
+        rows = self.rows(
+            Event,
+            or_(
+                Event.actor_id == self.sid,
+                self.mentions(Event.payload),
+                Event.message.contains(self.sid, autoescape=True),
+            ),
+        )
+        for row in [] if self.dry_run else rows:
+            if row.actor_id == self.sid:
+                row.actor_id = self.alias
+            row.payload = scrub(row.payload, self.sid, self.alias)
+            row.message = scrub(row.message, self.sid, self.alias)
+        return len(rows)
+
+    def orders(self) -> int:
+        rows = self.rows(
+            Order, or_(Order.requested_by_id == self.sid, self.mentions(Order.last_error))
+        )
+        for row in [] if self.dry_run else rows:
+            if row.requested_by_id == self.sid:
+                row.requested_by_id = self.alias
+            row.last_error = scrub(row.last_error, self.sid, self.alias)
+        return len(rows)
+
+    def rename(self, model: Any, column: InstrumentedAttribute[Any]) -> int:
+        rows = self.rows(model, column == self.sid)
+        for row in [] if self.dry_run else rows:
+            setattr(row, column.key, self.alias)
+        return len(rows)
+
+    def tokens(self) -> int:
+        rows = self.rows(ApiToken, or_(ApiToken.agent_id == self.sid, ApiToken.name == self.sid))
+        for row in [] if self.dry_run else rows:
+            row.revoked_at = row.revoked_at or utcnow()
+            if row.agent_id == self.sid:
+                row.agent_id = self.alias
+            if row.name == self.sid:
+                row.name = self.alias
+        return len(rows)
+
+    def drop(self, model: Any, where: ColumnElement[bool]) -> int:
+        count = _count(self.s, model, where)
+        if count and not self.dry_run:
+            self.s.execute(delete(model).where(where))
+        return count
+
+
+def _count(s: Session, model: Any, *where: ColumnElement[bool]) -> int:
+    return int(s.scalar(select(func.count()).select_from(model).where(*where)) or 0)
