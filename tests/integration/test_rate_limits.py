@@ -25,7 +25,9 @@ from workmanager.ratelimit.rate import Rate
 STORES = [
     pytest.param(("sqlite", "database"), id="sqlite"),
     pytest.param(("postgres", "database"), id="postgres", marks=pytest.mark.postgres),
-    pytest.param(("postgres", "redis"), id="redis", marks=[pytest.mark.postgres, pytest.mark.redis]),
+    pytest.param(
+        ("postgres", "redis"), id="redis", marks=[pytest.mark.postgres, pytest.mark.redis]
+    ),
 ]
 
 
