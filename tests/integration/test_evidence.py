@@ -176,3 +176,42 @@ def test_orders_show_and_the_console_show_the_evidence(make_wm: Any) -> None:
     html = page.get(f"/ui/orders/{order_id}").text
     assert "https://e.org/p" in html and "part-note" in html
     assert html.count('class="evidence"') == 2  # the result's and the part's
+
+
+def test_http_and_mcp_answer_422_with_the_evidence_errors(make_wm: Any) -> None:
+    import anyio
+    from fastapi.testclient import TestClient
+    from mcp import Client
+
+    from tests.api.test_mcp_idempotency import result
+    from workmanager.api import create_app
+    from workmanager.mcp.server import build_server
+    from workmanager.services.tokens import TokenService
+
+    wm = make_wm(db="sqlite", backend="database", registry=Registry([Proven()]))
+    wm.propose("test.proven", {})
+    wm.propose("test.proven", {})
+    token, _ = TokenService(wm.ctx).create("bot", "checkout,submit")
+    http = TestClient(create_app(wm))
+    auth = {"Authorization": f"Bearer {token}", "X-Agent-ID": "bot-1"}
+    leased = http.post("/agent/work/checkout", headers={**auth, "Idempotency-Key": "c1"}).json()
+    headers = {**auth, "X-Lease-Token": leased["item"]["lease_token"], "Idempotency-Key": "s1"}
+    body = {"result": {"answer": 1}, "evidence": {"source": 7}}
+    answer = http.post(
+        f"/agent/work/items/{leased['item']['id']}/submit", json=body, headers=headers
+    )
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "validation_failed"
+    assert [(d["path"], d["validator"]) for d in error["details"]] == [("evidence.source", "type")]
+
+    async def main() -> dict[str, Any]:
+        async with Client(build_server(wm)) as client:
+            got = result(await client.call_tool("work.checkout", {"agent_id": "mcp-a"}))
+            lease = {"item_id": got["item"]["id"], "lease_token": got["item"]["lease_token"]}
+            args = {**lease, "agent_id": "mcp-a", "result": {"answer": 1}}
+            return result(await client.call_tool("work.submit", args))
+
+    refused_ = anyio.run(main)
+    assert refused_["success"] is False and refused_["code"] == "validation_failed"
+    assert [d["path"] for d in refused_["details"]] == ["evidence"]
