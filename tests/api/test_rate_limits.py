@@ -105,3 +105,21 @@ def test_requests_per_agent_limit_every_route(serve: Callable[..., str]) -> None
         assert client.get(url.removesuffix(PREFIX) + "/healthz").status_code == 200
     with httpx.Client(base_url=url, headers={"X-Agent-ID": "r2"}, timeout=10) as other:
         assert other.get("/orders").status_code == 200
+
+
+def test_mcp_checkout_answers_rate_limited(make_wm: Any) -> None:
+    """The MCP tool answers the refusal as a failure result with ``retry_after``."""
+    from tests.api.test_mcp_idempotency import Call, session
+
+    wm = make_wm(registry=Registry([Simple()]), rate_limit_checkout_per_agent=Rate(1, 60))
+
+    async def script(call: Call) -> dict[str, Any]:
+        await call("work.propose", type="test.simple", payload={})
+        first = await call("work.checkout", agent_id="mcp-rl")
+        return {"first": first, "second": await call("work.checkout", agent_id="mcp-rl")}
+
+    seen = session(wm, script)
+    assert seen["first"]["success"]
+    second = seen["second"]
+    assert (second["success"], second["code"]) == (False, "rate_limited")
+    assert 55 <= second["details"]["retry_after"] <= 60

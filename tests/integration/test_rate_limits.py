@@ -28,6 +28,11 @@ STORES = [
     pytest.param(
         ("postgres", "redis"), id="redis", marks=[pytest.mark.postgres, pytest.mark.redis]
     ),
+    pytest.param(
+        ("postgres", "redis-cluster"),
+        id="redis-cluster",
+        marks=[pytest.mark.postgres, pytest.mark.redis],
+    ),
 ]
 
 
