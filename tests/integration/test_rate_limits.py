@@ -18,7 +18,7 @@ from sqlalchemy import update
 from tests.support.types import Simple
 from workmanager import Registry, WorkManager
 from workmanager.db.models import Item
-from workmanager.errors import RateLimited
+from workmanager.errors import NoItemsAvailable, RateLimited
 from workmanager.ratelimit.base import Bucket
 from workmanager.ratelimit.rate import Rate
 
@@ -161,3 +161,27 @@ def test_buckets_are_independent_per_key(store_wm: Any) -> None:
     assert store.take([one]) == 0.0
     assert store.take([one]) > 50
     assert store.take([two]) == 0.0
+
+
+def test_a_bound_tokens_checkouts_count_against_its_tenant(make_wm: Any) -> None:
+    """Through the operations layer (HTTP and MCP): a token bound to a tenant takes from
+    its tenant's bucket, whatever agent it acts as; an unbound caller's global checkout
+    from no tenant's bucket."""
+    from workmanager.services.callers import Caller
+    from workmanager.services.operations import CheckoutFilters, Operations
+    from workmanager.services.tokens import Principal
+    from workmanager.types import AgentInfo
+
+    wm = make_wm(registry=Registry([Simple()]), rate_limit_checkout_per_tenant=Rate(1, 60))
+    ops = Operations(wm)
+    bound = Principal("t-token", None, frozenset({"checkout"}), "tb")
+    unbound = Principal("op", None, frozenset({"checkout"}))
+    with pytest.raises(NoItemsAvailable):
+        ops.checkout(Caller(bound, AgentInfo("b1")), CheckoutFilters())
+    with pytest.raises(RateLimited):
+        ops.checkout(Caller(bound, AgentInfo("b2")), CheckoutFilters())
+    for agent in ("u1", "u1", "u2"):  # no tenant named: no tenant bucket
+        with pytest.raises(NoItemsAvailable):
+            ops.checkout(Caller(unbound, AgentInfo(agent)), CheckoutFilters())
+    with pytest.raises(RateLimited):  # the tenant named by an unbound caller: its bucket
+        ops.checkout(Caller(unbound, AgentInfo("u3")), CheckoutFilters(tenant_id="tb"))
