@@ -195,6 +195,10 @@ def test_every_success_body_matches_the_document(db_server: Server) -> None:
     doc.check(r, f"{ipath}/finalize", 202)
     doc.check(agent.get(f"{P}/orders/{order['id']}"), f"{P}/orders/{{order_id}}", 200)
 
+    # the right to be forgotten, as a dry run (admin)
+    body = {"agent_id": "conform-nobody", "dry_run": True}
+    doc.check(admin.post(f"{P}/provenance/forget", json=body), f"{P}/provenance/forget", 200)
+
     # every success status the document declares was met (a recovered replay aside: it
     # needs a process killed between commit and answer)
     recovered = {"$ref": "#/components/schemas/Recovered"}
