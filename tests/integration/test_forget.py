@@ -189,3 +189,10 @@ def test_forget_route_needs_admin_and_exactly_one_subject(make_wm: Any) -> None:
         assert answer.json()["error"]["code"] == "validation_failed"
     usage = CliRunner().invoke(cli, ["provenance", "forget"], obj=Env(wm))
     assert usage.exit_code == 2
+
+
+def test_the_id_is_replaced_only_where_it_stands_whole() -> None:
+    from workmanager.services.forget import scrub
+
+    value = {"bob": ["bob", "bobcat", "bob-2", "by bob.", "x:bob"], "n": 1}
+    assert scrub(value, "bob", "P") == {"P": ["P", "bobcat", "bob-2", "by bob.", "x:P"], "n": 1}

@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import uuid
 from collections.abc import Callable
@@ -107,13 +108,20 @@ def pseudonym(subject_id: str) -> str:
 
 
 def scrub(value: Any, old: str, new: str) -> Any:
-    """``value`` with ``old`` replaced by ``new`` in every string (keys included)."""
+    """``value`` with ``old`` replaced by ``new`` wherever it stands as a whole id in a
+    string (keys included): not inside a longer id or word, so forgetting ``bob`` leaves
+    ``bobcat`` and ``bob-2`` alone."""
+    pattern = re.compile(rf"(?<![\w.@-]){re.escape(old)}(?![\w.@-])")
+    return _scrub(value, pattern, new)
+
+
+def _scrub(value: Any, pattern: re.Pattern[str], new: str) -> Any:
     if isinstance(value, str):
-        return value.replace(old, new)
+        return pattern.sub(new, value)
     if isinstance(value, list):
-        return [scrub(v, old, new) for v in value]
+        return [_scrub(v, pattern, new) for v in value]
     if isinstance(value, dict):
-        return {scrub(k, old, new): scrub(v, old, new) for k, v in value.items()}
+        return {_scrub(k, pattern, new): _scrub(v, pattern, new) for k, v in value.items()}
     return value
 
 
@@ -202,7 +210,7 @@ class _Eraser:
         return len(rows)
 
     def events(self) -> int:
-        rows = self.rows(
+        candidates = self.rows(
             Event,
             or_(
                 Event.actor_id == self.sid,
@@ -210,22 +218,34 @@ class _Eraser:
                 Event.message.contains(self.sid, autoescape=True),
             ),
         )
-        for row in [] if self.dry_run else rows:
-            if row.actor_id == self.sid:
-                row.actor_id = self.alias
-            row.payload = scrub(row.payload, self.sid, self.alias)
-            row.message = scrub(row.message, self.sid, self.alias)
-        return len(rows)
+        changed = 0
+        for row in candidates:
+            new = (
+                self.alias if row.actor_id == self.sid else row.actor_id,
+                scrub(row.payload, self.sid, self.alias),
+                scrub(row.message, self.sid, self.alias),
+            )
+            if new == (row.actor_id, row.payload, row.message):
+                continue  # the id only inside a longer id or word
+            changed += 1
+            if not self.dry_run:
+                row.actor_id, row.payload, row.message = new
+        return changed
 
     def orders(self) -> int:
-        rows = self.rows(
+        candidates = self.rows(
             Order, or_(Order.requested_by_id == self.sid, self.mentions(Order.last_error))
         )
-        for row in [] if self.dry_run else rows:
-            if row.requested_by_id == self.sid:
-                row.requested_by_id = self.alias
-            row.last_error = scrub(row.last_error, self.sid, self.alias)
-        return len(rows)
+        changed = 0
+        for row in candidates:
+            by = self.alias if row.requested_by_id == self.sid else row.requested_by_id
+            error = scrub(row.last_error, self.sid, self.alias)
+            if (by, error) == (row.requested_by_id, row.last_error):
+                continue
+            changed += 1
+            if not self.dry_run:
+                row.requested_by_id, row.last_error = by, error
+        return changed
 
     def rename(self, model: Any, column: InstrumentedAttribute[Any]) -> int:
         rows = self.rows(model, column == self.sid)
