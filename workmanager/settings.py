@@ -87,6 +87,9 @@ class Settings:
     #: The ``agent_id`` label: ``bound`` (ids callers chose themselves become ``other``),
     #: ``all`` (every id: one series per id a client invents), ``none`` (no label).
     metrics_agent_label: str = "bound"
+    #: The ``tenant`` label on lease and submit counters (``none`` for orders of no
+    #: tenant); off drops it (tenant ids an unbound token proposes are client-chosen).
+    metrics_tenant_label: bool = True
     statsd_host: str = "127.0.0.1"
     statsd_port: int = 8125
     statsd_tag_style: str = "influxdb"
@@ -464,6 +467,7 @@ _SPECS: tuple[_Spec, ...] = (
     _spec("metrics_driver", _driver),
     _spec("metrics_namespace", _str),
     _spec("metrics_agent_label", _choice(*AGENT_LABELS)),
+    _spec("metrics_tenant_label", _bool),
     _spec("statsd_host", _str),
     _spec("statsd_port", _int(1)),
     _spec("statsd_tag_style", _choice(*TAG_STYLES)),

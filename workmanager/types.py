@@ -71,6 +71,7 @@ class ItemView:
     parts_required: tuple[str, ...]
     progress: JSON | None = None
     order_type: str = ""
+    tenant_id: str | None = None
 
 
 @dataclass(frozen=True)

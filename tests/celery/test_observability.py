@@ -36,7 +36,7 @@ def test_statsd_lines_reach_a_udp_listener(make_stack) -> None:
     deadline = time.monotonic() + 60
     wanted = (
         "work_manager.orders_created_total,type=e2e.echo,priority=3:1|c",
-        "work_manager.leases_acquired_total,type=e2e.echo,agent_id=agent-1:1|c",
+        "work_manager.leases_acquired_total,type=e2e.echo,agent_id=agent-1,tenant=none:1|c",
         "work_manager.order_apply_duration_seconds,type=e2e.echo:",
     )
     while time.monotonic() < deadline and not all(any(w in x for x in lines) for w in wanted):

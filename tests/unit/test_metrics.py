@@ -137,3 +137,14 @@ def test_disabled_metrics_send_nothing() -> None:
     memory = MemoryDriver()
     Metrics(memory, "work_manager", enabled=False).increment("orders_created_total")
     assert memory.total("orders_created_total") == 0
+
+
+def test_the_tenant_label_names_the_tenant_or_none_and_can_be_dropped() -> None:
+    on, off = MemoryDriver(), MemoryDriver()
+    for driver, kept in ((on, True), (off, False)):
+        metrics = Metrics(driver, "", tenant_label=kept)
+        metrics.increment("c", type="t", tenant="acme")
+        metrics.increment("c", type="t", tenant=None)
+    assert {dict(labels).get("tenant") for (_n, labels) in on.counters} == {"acme", "none"}
+    assert {dict(labels).get("tenant") for (_n, labels) in off.counters} == {None}
+    assert sum(off.counters.values()) == 2

@@ -35,7 +35,8 @@ class Metrics:
     a bare id its code vouches for, and ``agent_label`` says what is kept — ``bound``: ids a
     caller could not choose (a token's bound agent, a consumer agent, an in-process caller),
     the others as ``other``; ``all``; ``none``: no label. Every id a client invents would
-    otherwise be one more series in Prometheus.
+    otherwise be one more series in Prometheus. The ``tenant`` label (``none`` when the
+    work belongs to no tenant) is kept unless ``tenant_label`` is off.
     """
 
     def __init__(
@@ -44,19 +45,24 @@ class Metrics:
         namespace: str = "work_manager",
         enabled: bool = True,
         agent_label: str = "bound",
+        tenant_label: bool = True,
     ) -> None:
         self.driver = driver
         self.namespace = namespace
         self.enabled = enabled
         self.agent_label = agent_label
+        self.tenant_label = tenant_label
 
     def _name(self, name: str) -> str:
         return f"{self.namespace}.{name}" if self.namespace else name
 
     def _labels(self, labels: dict[str, object]) -> Labels:
-        out = {k: str(v) for k, v in labels.items() if k != "agent_id"}
+        out = {k: str(v) for k, v in labels.items() if k not in ("agent_id", "tenant")}
         if "agent_id" in labels and self.agent_label != "none":
             out["agent_id"] = self._agent(labels["agent_id"])
+        if "tenant" in labels and self.tenant_label:
+            tenant = labels["tenant"]
+            out["tenant"] = "none" if tenant is None else str(tenant)
         return out
 
     def _agent(self, agent: object) -> str:

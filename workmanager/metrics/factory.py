@@ -35,4 +35,5 @@ def build_metrics(settings: Settings) -> Metrics:
         settings.metrics_namespace,
         settings.metrics_enabled,
         agent_label=settings.metrics_agent_label,
+        tenant_label=settings.metrics_tenant_label,
     )

@@ -290,7 +290,10 @@ class LeaseAdmin:
                 self.ctx.metrics.increment("leases_expired_total", type=item.order_type)
             else:
                 self.ctx.metrics.increment(
-                    "leases_released_total", type=item.order_type, agent_id=holder.agent_id
+                    "leases_released_total",
+                    type=item.order_type,
+                    agent_id=holder.agent_id,
+                    tenant=item.tenant_id,
                 )
             if outcome == FAILED:
                 self.ctx.metrics.increment(

@@ -115,7 +115,10 @@ class AgentAPI:
     def _acquired(self, lease: Lease | None, agent: AgentInfo) -> None:
         if lease is not None and lease.item is not None:
             self.ctx.metrics.increment(
-                "leases_acquired_total", type=lease.item.order_type, agent_id=agent
+                "leases_acquired_total",
+                type=lease.item.order_type,
+                agent_id=agent,
+                tenant=lease.item.tenant_id,
             )
 
     def _checkout_tx(
@@ -332,7 +335,10 @@ class AgentAPI:
         if release:
             self._released(lease, outcome.item)
         self.ctx.metrics.increment(
-            "items_submitted_total", type=outcome.item["order_type"], agent_id=agent
+            "items_submitted_total",
+            type=outcome.item["order_type"],
+            agent_id=agent,
+            tenant=outcome.item.get("tenant_id"),
         )
         if outcome.order_submitted:
             self.ctx.dispatcher.order_submitted(lease.order_id)
@@ -432,7 +438,10 @@ class AgentAPI:
             outcome = self.ctx.db.run(lambda s: release_tx(self.ctx, s, lease, info))
         self._released(lease, outcome.item)
         self.ctx.metrics.increment(
-            "leases_released_total", type=outcome.item["order_type"], agent_id=info
+            "leases_released_total",
+            type=outcome.item["order_type"],
+            agent_id=info,
+            tenant=outcome.item.get("tenant_id"),
         )
         self.ctx.dispatcher.items_available(outcome.item["order_type"], [lease.item_id])
         return outcome

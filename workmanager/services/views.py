@@ -23,6 +23,7 @@ def item_view(item: Item) -> ItemView:
         max_attempts=item.max_attempts,
         parts_required=tuple(item.parts_required or ()),
         progress=item.progress,
+        tenant_id=item.tenant_id,
     )
 
 
