@@ -21,6 +21,7 @@ from workmanager.api import create_app
 from workmanager.cli.app import Env, cli
 from workmanager.db.models import Base, Event
 from workmanager.errors import LeaseConflict
+from workmanager.ratelimit.rate import Rate
 from workmanager.services.forget import Forget, Subject
 from workmanager.services.tokens import TokenService
 from workmanager.types import Actor
@@ -115,7 +116,12 @@ def activity(wm: WorkManager) -> dict[str, str]:
     "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
 def test_forgetting_an_agent_and_a_user_leaves_nothing_of_them(make_wm: Any, database: str) -> None:
-    wm = make_wm(db=database, backend="database", registry=Registry([Simple(), Parts()]))
+    wm = make_wm(
+        db=database,
+        backend="database",
+        registry=Registry([Simple(), Parts()]),
+        rate_limit_checkout_per_agent=Rate(1000, 1),  # X's checkouts leave a bucket row
+    )
     made = activity(wm)
     before = dump(wm)
     for needle in (X, U):
@@ -138,6 +144,7 @@ def test_forgetting_an_agent_and_a_user_leaves_nothing_of_them(make_wm: Any, dat
     assert dry["dry_run"] is True and X not in cli_run.stdout
     assert dry["counts"]["provenance"] >= 8 and dry["counts"]["events"] >= 8
     assert dry["counts"]["tokens_revoked"] == 1 and dry["counts"]["idempotency_keys"] >= 1
+    assert dry["counts"]["rate_buckets"] == 1
     assert dump(wm) == before
 
     # the agent through the CLI, the user through the HTTP route (admin scope)

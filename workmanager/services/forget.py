@@ -55,6 +55,7 @@ from ..db.models import (
     Order,
     Part,
     Provenance,
+    RateBucket,
     UiSession,
     utcnow,
 )
@@ -178,6 +179,10 @@ class _Eraser:
             "ui_sessions": lambda: self.drop(UiSession, UiSession.principal == self.sid),
             "idempotency_keys": lambda: self.drop(
                 IdempotencyKey, self.mentions(IdempotencyKey.response_body)
+            ),
+            # the agent's token buckets ("<limit>:agent:<id>"); a full bucket has no row
+            "rate_buckets": lambda: self.drop(
+                RateBucket, RateBucket.key.endswith(f":agent:{self.sid}", autoescape=True)
             ),
         }
         return {name: step() for name, step in steps.items()}
