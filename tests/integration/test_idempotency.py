@@ -448,3 +448,57 @@ def test_the_lease_token_is_part_of_the_fingerprint(wm: WorkManager) -> None:
     for other in ("7.other", "8.secret", None):
         with pytest.raises(IdempotencyKeyReused):
             wm.idempotency.once(caller(), "submit", "i", "k", {"r": 1}, answer, other)
+
+
+# --- the PostgreSQL hot submit carries the mark itself -----------------------------------
+
+
+def _leased(wm: WorkManager) -> tuple[Operations, str, str]:
+    ops = Operations(wm)
+    wm.orders.propose("test.simple", {})
+    leased = ops.checkout(caller(), CheckoutFilters())[1]["item"]
+    return ops, leased["id"], leased["lease_token"]
+
+
+def test_a_keyed_submit_stays_on_the_hot_path_and_marks_its_key(
+    make_wm: Callable[..., WorkManager], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wm = make_wm(db="postgres", backend="database", registry=Registry([Simple()]))
+    assert wm.agent.hot is not None
+    ops, item_id, token = _leased(wm)
+    general: list[int] = []
+    monkeypatch.setattr(wm.agent, "_submit_tx", lambda *a, **k: general.append(1))
+    body = {"result": {"answer": 1}}
+
+    def submit(c: Caller) -> Answer:
+        return ops.submit(c, item_id, token, {"answer": 1})
+
+    monkeypatch.setattr(wm.idempotency, "complete", die)  # dies after the commit
+    with pytest.raises(Died):
+        wm.idempotency.once(caller(), "submit", item_id, "hk", body, submit, token)
+    monkeypatch.undo()
+    assert general == []  # the hot submit took it
+    with wm.db.transaction() as s:
+        (row,) = s.scalars(select(IdempotencyKey))
+        assert row.status == "committed" and row.response_body == {
+            "order_id": str(wm.queries.item(uuid.UUID(item_id))["order_id"]),
+            "item_id": item_id,
+        }
+    again = wm.idempotency.once(caller(), "submit", item_id, "hk", body, submit, token)
+    assert isinstance(again, Replay) and again.body["outcome"] == "committed"
+
+
+def test_a_hot_submit_whose_key_was_taken_over_does_not_commit(
+    make_wm: Callable[..., WorkManager],
+) -> None:
+    wm = make_wm(db="postgres", backend="database", registry=Registry([Simple()]))
+    ops, item_id, token = _leased(wm)
+
+    def taken_then_submit(c: Caller) -> Answer:
+        with wm.db.engine.begin() as conn:  # another request took the key meanwhile
+            conn.execute(IdempotencyKey.__table__.update().values(status="done"))
+        return ops.submit(c, item_id, token, {"answer": 1})
+
+    with pytest.raises(IdempotencyInFlight):
+        wm.idempotency.once(caller(), "submit", item_id, "tk", {}, taken_then_submit, token)
+    assert wm.queries.item(uuid.UUID(item_id))["state"] == "leased"

@@ -38,10 +38,12 @@ _MARKING = "workmanager.claim_marking"
 
 @dataclass
 class ActiveClaim:
-    """The key row this context's operation holds; ``marked`` once a commit carried it."""
+    """The key row this context's operation holds; ``marked`` once a commit carried it.
+    ``ident`` is the row's ``(key_hash, id, created_at)``, for SQL sent without the ORM."""
 
     row: ColumnElement[bool]
     marked: bool = False
+    ident: tuple[str, int, datetime] | None = None
 
 
 _ACTIVE: ContextVar[ActiveClaim | None] = ContextVar("workmanager_claim", default=None)
@@ -57,9 +59,11 @@ def row_of(key_hash: str, row_id: int, claimed_at: datetime) -> ColumnElement[bo
 
 
 @contextmanager
-def holding(row: ColumnElement[bool]) -> Iterator[ActiveClaim]:
+def holding(
+    row: ColumnElement[bool], ident: tuple[str, int, datetime] | None = None
+) -> Iterator[ActiveClaim]:
     """Make the claim whose key row ``row`` picks the active one for the block."""
-    claim = ActiveClaim(row)
+    claim = ActiveClaim(row, ident=ident)
     token = _ACTIVE.set(claim)
     try:
         yield claim
@@ -75,11 +79,50 @@ def unmarked() -> bool:
     return claim is not None and not claim.marked
 
 
-def hot(path: T | None) -> T | None:
+def unmarked_claim() -> ActiveClaim | None:
+    """The active claim while no commit has marked it (see :func:`unmarked`)."""
+    claim = _ACTIVE.get()
+    return claim if claim is not None and not claim.marked else None
+
+
+#: The mark as one SQL statement, for a transaction the ORM does not see (the PostgreSQL
+#: hot submit): the same row, the same condition and values as :func:`_before_commit`'s.
+RAW_MARK = (
+    "UPDATE work_idempotency_keys SET status = 'committed', locked_until = NULL,"
+    " response_body = %(claim_refs)s WHERE id = %(claim_id)s AND key_hash = %(claim_hash)s"
+    " AND created_at = %(claim_at)s AND status = 'in_flight'"
+)
+
+
+def raw_mark_params(claim: ActiveClaim, refs: dict[str, str]) -> dict[str, Any]:
+    """The values of :data:`RAW_MARK` (``refs``: the order and item the operation wrote)."""
+    from psycopg.types.json import Jsonb
+
+    assert claim.ident is not None
+    key_hash, row_id, claimed_at = claim.ident
+    return {
+        "claim_refs": Jsonb(refs),
+        "claim_id": row_id,
+        "claim_hash": key_hash,
+        "claim_at": claimed_at,
+    }
+
+
+def taken_over() -> IdempotencyInFlight:
+    return IdempotencyInFlight(
+        "the idempotency key was taken over by another request while this one ran"
+    )
+
+
+def hot(path: T | None, *, marks: bool = False) -> T | None:
     """``path`` (a PostgreSQL hot path), or ``None`` while :func:`unmarked` (its
     autocommit statements cannot carry the mark) or while event listeners are registered
-    (its events bypass the session they are announced from): the general path takes it."""
-    return None if unmarked() or events.listening() else path
+    (its events bypass the session they are announced from): the general path takes it.
+    ``marks``: the path carries the mark itself (the hot submit, :data:`RAW_MARK` in its
+    transaction), so a pending claim does not send it away."""
+    if events.listening() or (unmarked() and not marks):
+        return None
+    return path
 
 
 def _wrote(session: Session) -> None:
@@ -125,9 +168,7 @@ def _before_commit(session: Session) -> None:
     if not getattr(done, "rowcount", 1):
         # The claim was taken over (it outlived its in-flight lock): this operation must
         # not commit beside the one that now holds the key.
-        raise IdempotencyInFlight(
-            "the idempotency key was taken over by another request while this one ran"
-        )
+        raise taken_over()
     session.info[_MARKING] = claim
 
 

@@ -242,7 +242,8 @@ class AgentAPI:
         depth = self.ctx.settings.max_json_depth
         json_value({"result": result, "evidence": evidence, "notes": notes}, "$", depth)
         info = agent_of(agent, lease)
-        hot = claims.hot(self.hot)  # once: another thread may turn it off meanwhile
+        # once: another thread may turn it off meanwhile; the hot submit marks a key itself
+        hot = claims.hot(self.hot, marks=True)
         if hot is not None:
             try:
                 outcome = hot.submitter.submit(

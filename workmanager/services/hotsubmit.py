@@ -14,6 +14,7 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from ..db import claims
 from ..db.models import Item
 from ..db.raw import Conn, RawPostgres
 from ..errors import NotFound, ValidationFailed, WorkManagerError
@@ -69,7 +70,13 @@ class HotSubmit:
         """
         view = lease.item
         refused: ValidationFailed | None = None
-        if view is not None and view.id == lease.item_id and self._store_holds(lease, agent):
+        one_trip = claims.unmarked_claim() is None  # a key's mark needs the locked transaction
+        if (
+            one_trip
+            and view is not None
+            and view.id == lease.item_id
+            and self._store_holds(lease, agent)
+        ):
             try:
                 validate(view)
             except ValidationFailed as exc:
@@ -148,10 +155,24 @@ class HotSubmit:
         check_item(item.state, ItemState.SUBMITTED)
         check_order(OrderState.IN_PROGRESS, OrderState.SUBMITTED)
         values = self._submit_values(now, lease, item.order_id, agent, result, payload)
-        with conn.pipeline():
-            cur.execute(SUBMIT_SQL, values, prepare=True)
+        claim = claims.unmarked_claim()
+        if claim is None:
+            with conn.pipeline():
+                cur.execute(SUBMIT_SQL, values, prepare=True)
+                conn.execute("COMMIT")
+            row = cur.fetchone()
+        else:  # the idempotency key is marked committed in this same transaction
+            refs = {"order_id": str(item.order_id), "item_id": str(item.id)}
+            mark = conn.cursor()
+            with conn.pipeline():
+                cur.execute(SUBMIT_SQL, values, prepare=True)
+                mark.execute(claims.RAW_MARK, claims.raw_mark_params(claim, refs))
+            row = cur.fetchone()
+            if mark.rowcount != 1:
+                conn.execute("ROLLBACK")
+                raise claims.taken_over()
             conn.execute("COMMIT")
-        row = cur.fetchone()
+            claim.marked = True
         assert row is not None  # the item is locked by this transaction
         return self._submitted(row, lease, agent, result)
 

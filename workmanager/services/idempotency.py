@@ -212,7 +212,8 @@ class IdempotencyService:
             return claim
         agent = dataclasses.replace(caller.agent, idempotency_key_hash=claim.key_hash)
         try:
-            with claims.holding(claim.rows()) as active:
+            ident = (claim.key_hash, claim.row_id, claim.claimed_at)
+            with claims.holding(claim.rows(), ident) as active:
                 status, payload = operation(dataclasses.replace(caller, agent=agent))
         except WorkManagerError as exc:
             if active.marked and exc.http_status < 500:
