@@ -33,6 +33,7 @@ from tests.api.conftest import (
 from tests.api.test_mcp import result
 from workmanager import Registry, Settings, WorkManager
 from workmanager.db.session import Database
+from workmanager.errors import Forbidden
 from workmanager.services.tokens import TokenService
 
 pytestmark = pytest.mark.postgres
@@ -294,3 +295,22 @@ def test_the_matrix_over_mcp(
         proc.terminate()
         proc.wait(10)
         server.close()
+
+
+def test_an_unbound_token_named_like_a_bound_agent_does_not_become_it(
+    api_db_url: str, kinds: dict[str, str]
+) -> None:
+    """Without X-Agent-ID an unbound token acts as its own name: a name that is another
+    token's bound agent id is refused like naming it in the header."""
+    wm = WorkManager(Settings(database_url=api_db_url, metrics_driver="null"), registry=Registry())
+    service = TokenService(wm.ctx)
+    clash = service.create(kinds["victim"], "checkout,view")[0]  # named after the bound agent
+    try:
+        with pytest.raises(Forbidden):
+            service.authenticate(clash)
+        with pytest.raises(Forbidden):
+            service.authenticate(clash, kinds["victim"])
+        assert service.authenticate(clash, "someone-else").name == kinds["victim"]
+    finally:
+        service.revoke(kinds["victim"])
+        wm.close()

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from workmanager import AgentInfo, Registry, WorkManager
 from workmanager.api import create_app
-from workmanager.db.models import Event, UiSession
+from workmanager.db.models import Event, Provenance, UiSession
 from workmanager.services.tokens import TokenService
 
 from .types import register
@@ -167,10 +167,21 @@ def test_approve_runs_once_per_form_and_a_view_token_sees_no_approve(
     assert no_csrf.status_code == 403
     assert wm.queries.order_state(order_id) == "submitted"
     for _ in range(2):  # a double click: the same form twice
-        answer = reviewer.post(f"/ui/orders/{order_id}/approve", data=form)
+        # an X-Agent-ID header names no one here: the console acts as the signed-in person
+        headers = {"X-Agent-ID": "someone-else-7"}
+        answer = reviewer.post(f"/ui/orders/{order_id}/approve", data=form, headers=headers)
         assert answer.status_code == 303
     assert wm.queries.order_state(order_id) == "approved"
     assert count_events(wm, order_id, "approved") == 1
+    with wm.db.transaction() as s:
+        actors = set(
+            s.scalars(
+                select(Provenance.agent_id).where(
+                    Provenance.order_id == order_id, Provenance.action == "approve"
+                )
+            )
+        )
+    assert actors == {"reviewer"}, actors
     wm.executor.apply(order_id)
     page = reviewer.get(f"/ui/orders/{order_id}").text
     assert "What apply changed" in page and "untitled a" in page

@@ -146,8 +146,10 @@ class TokenService:
         ``claimed_agent`` is the agent id the request names (``X-Agent-ID``, MCP
         ``agent_id``). An agent id that a token is bound to belongs to that token: any
         other token naming it is :class:`Forbidden`, revoked owners included (revoking a
-        token must not free its agent's name for impersonation). A bound token naming
-        another agent is refused by :func:`~.callers.resolve_agent_id`."""
+        token must not free its agent's name for impersonation). An unbound token that
+        names no agent acts as its own name (:func:`~.callers.resolve_agent_id`), so that
+        name is checked the same way. A bound token naming another agent is refused by
+        :func:`~.callers.resolve_agent_id`."""
         if not token:
             raise Unauthenticated("a bearer token is required")
         digest = hash_token(token)
@@ -159,15 +161,16 @@ class TokenService:
                 raise Unauthenticated("unknown bearer token")
             if row.revoked_at is not None:
                 raise Unauthenticated("this token was revoked")
-            if claimed_agent and row.agent_id is None:
+            acting_as = claimed_agent or row.name
+            if row.agent_id is None:
                 owner = s.scalar(
-                    select(ApiToken.name).where(ApiToken.agent_id == claimed_agent).limit(1)
+                    select(ApiToken.name).where(ApiToken.agent_id == acting_as).limit(1)
                 )
                 if owner is not None:
                     raise Forbidden(
-                        f"agent {claimed_agent!r} is bound to another token; "
+                        f"agent {acting_as!r} is bound to another token; "
                         "act as it only with that token",
-                        details={"agent_id": claimed_agent},
+                        details={"agent_id": acting_as},
                     )
             now = self.ctx.clock()
             if row.last_used_at is None or now - row.last_used_at >= _TOUCH_EVERY:

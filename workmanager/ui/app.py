@@ -10,6 +10,7 @@ of its own, passed to the idempotency service as the HTTP API's header would be.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import uuid
@@ -160,7 +161,10 @@ Signed = Annotated[ConsoleSession, Depends(session)]
 
 
 def caller_of(request: Request, sess: ConsoleSession) -> Caller:
-    return build_caller(sess.principal, metadata(request))
+    """The console acts as the signed-in person, never as an agent a header names (the
+    bound-agent rule is checked at sign-in, where no agent is named)."""
+    meta = dataclasses.replace(metadata(request), agent_id=None)
+    return build_caller(sess.principal, meta)
 
 
 def checked_form(request: Request, sess: ConsoleSession, csrf: str) -> Caller:
