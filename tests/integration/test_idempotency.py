@@ -3,6 +3,7 @@ path on)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -502,3 +503,27 @@ def test_a_hot_submit_whose_key_was_taken_over_does_not_commit(
     with pytest.raises(IdempotencyInFlight):
         wm.idempotency.once(caller(), "submit", item_id, "tk", {}, taken_then_submit, token)
     assert wm.queries.item(uuid.UUID(item_id))["state"] == "leased"
+
+
+def test_a_stored_checkout_answer_keeps_the_lease_secret_sealed(wm: WorkManager) -> None:
+    """A keyed checkout's answer is stored to be replayed; what is stored must not be a
+    live lease token for whoever reads the database, and the replay (the caller sends the
+    key again) is the very token checkout returned."""
+    ops = Operations(wm)
+    wm.orders.propose("test.simple", {})
+
+    def checkout(c: Caller) -> Answer:
+        return ops.checkout(c, CheckoutFilters())
+
+    first = wm.idempotency.once(caller(), "checkout", "", "ck", {}, checkout)
+    assert not isinstance(first, Replay)
+    token = first[1]["item"]["lease_token"]
+    secret = token.split(".", 1)[1]
+    with wm.db.transaction() as s:
+        (row,) = s.scalars(select(IdempotencyKey))
+        stored = row.response_body["item"]["lease_token"]
+    assert secret not in json.dumps(row.response_body) and stored.startswith(
+        token.split(".")[0] + ".sealed:"
+    )
+    again = wm.idempotency.once(caller(), "checkout", "", "ck", {}, checkout)
+    assert isinstance(again, Replay) and again.body["item"]["lease_token"] == token

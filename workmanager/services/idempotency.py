@@ -14,8 +14,10 @@ it then answers from the current state of what the operation touched (:meth:`_re
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
+import hmac
 import json
 import uuid
 from collections.abc import Callable
@@ -57,6 +59,44 @@ def fingerprint(body: Any, lease_token: object = None) -> str:
     except UnicodeEncodeError:  # a lone surrogate: the operation refuses it with a 422
         data = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(data).hexdigest()
+
+
+#: A stored checkout answer's lease token: ``<fence>.sealed:<secret XOR pad, base64>``.
+SEALED = "sealed:"
+
+
+def _pad(key: str, length: int) -> bytes:
+    """A keystream from the raw idempotency key, which is never stored (only its hash)."""
+    out, counter = b"", 0
+    while len(out) < length:
+        block = f"lease-secret\x1f{counter}".encode()
+        out += hmac.new(key.encode(), block, hashlib.sha256).digest()
+        counter += 1
+    return out[:length]
+
+
+def sealed_lease(body: dict[str, Any], key: str, *, open_: bool = False) -> dict[str, Any]:
+    """``body`` with its lease token's secret sealed (or, ``open_``, unsealed) under the
+    raw idempotency key: a checkout's stored answer must not hand a live lease to whoever
+    reads the database or a backup, while its replay gives the caller, who sends the key
+    again, the very token it got. Bodies without an ``item.lease_token`` pass unchanged."""
+    item = body.get("item")
+    token = item.get("lease_token") if isinstance(item, dict) else None
+    if not isinstance(token, str) or "." not in token:
+        return body
+    fence, secret = token.split(".", 1)
+    if open_:
+        if not secret.startswith(SEALED):
+            return body
+        raw = base64.urlsafe_b64decode(secret[len(SEALED) :].encode())
+        plain = bytes(a ^ b for a, b in zip(raw, _pad(key, len(raw)), strict=True)).decode()
+        secret_out = plain
+    else:
+        data = secret.encode()
+        mixed = bytes(a ^ b for a, b in zip(data, _pad(key, len(data)), strict=True))
+        secret_out = SEALED + base64.urlsafe_b64encode(mixed).decode()
+    assert isinstance(item, dict)
+    return {**body, "item": {**item, "lease_token": f"{fence}.{secret_out}"}}
 
 
 @dataclass(frozen=True)
@@ -209,7 +249,7 @@ class IdempotencyService:
             scope += "\x1f" + caller.agent.id
         claim = self.begin(endpoint, target, scope, key, body, lease_token)
         if isinstance(claim, Replay):
-            return claim
+            return Replay(claim.status, sealed_lease(claim.body, key, open_=True))
         agent = dataclasses.replace(caller.agent, idempotency_key_hash=claim.key_hash)
         try:
             ident = (claim.key_hash, claim.row_id, claim.claimed_at)
@@ -226,7 +266,7 @@ class IdempotencyService:
         except BaseException:
             self.abandon(claim)
             raise
-        self.complete(claim, status, payload)
+        self.complete(claim, status, sealed_lease(payload, key))
         return status, payload
 
     def purge(self, older_than: datetime | None = None) -> int:
