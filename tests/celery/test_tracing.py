@@ -223,9 +223,13 @@ def test_http_propose_continues_the_callers_traceparent(make_stack, collector) -
     )
     assert propose.service == "workmanager-api"
     assert propose.attributes[ORDER] == order_id
-    by_id = {s.span_id: s for s in spans.spans if s.trace_id == trace}
-    server = [s for s in by_id.values() if s.parent_id == parent]
-    assert server and server[0].service == "workmanager-api"
+    # The server span ends after the response is sent: it may come in a later export.
+    server = stack.wait_for(
+        lambda: [s for s in spans.spans if s.trace_id == trace and s.parent_id == parent],
+        30,
+        "the HTTP server span",
+    )
+    assert server[0].service == "workmanager-api"
     # the items' messages carry the request's trace to the agents' queue
     stack.wait_for(
         lambda: spans.named("send workmanager.agents.e2e.echo", trace), 30, "the send span"
