@@ -46,25 +46,30 @@ def store_figures(cfg: Config, n: int) -> dict[str, Figures]:
 
     Built as ``leases.factory`` builds it when no limit is configured: the scripts then
     skip the per-agent/per-type bookkeeping (the bench's settings set no limit)."""
+    from workmanager.lease_tokens import Holder, new_secret
     from workmanager.leases.redis import RedisLeaseStore, connect
 
     store = RedisLeaseStore(connect(cfg.redis_url), f"{cfg.redis_prefix}store:", track_limits=False)
     items = [str(uuid.uuid4()) for _ in range(n)]
     tokens: list[int] = []
+    proofs: list[str] = []
     ttl_ms = 600_000
+    _, secret_hash = new_secret()
 
     def acquire(i: int) -> None:
-        tokens.append(store.acquire(items[i], AGENT, ttl_ms, 1, ORDER_TYPE, 0, 0))
+        fence = store.acquire(items[i], AGENT, ttl_ms, 1, ORDER_TYPE, 0, 0, secret_hash)
+        tokens.append(fence)
+        proofs.append(Holder(AGENT, fence, secret_hash).store_proof())
 
     try:
         out = {"store_acquire": measure(acquire, n)}
         if min(tokens) <= 0:
             raise RuntimeError("RedisLeaseStore.acquire refused a free item")
         out["store_extend"] = measure(
-            lambda i: store.extend(items[i], AGENT, tokens[i], ttl_ms, ORDER_TYPE), n
+            lambda i: store.extend(items[i], AGENT, proofs[i], ttl_ms, ORDER_TYPE), n
         )
         out["store_release"] = measure(
-            lambda i: store.release(items[i], AGENT, tokens[i], ORDER_TYPE), n
+            lambda i: store.release(items[i], AGENT, proofs[i], ORDER_TYPE), n
         )
     finally:
         store.client.close()
