@@ -42,7 +42,7 @@ from .views import order_dict
 
 
 def control_hot_path(ctx: ServiceContext) -> ControlHotPath | None:
-    if not ctx.settings.pg_fast_path or not ctx.db.is_postgres:
+    if not ctx.db.is_postgres:
         return None
     return ControlHotPath(ctx)
 

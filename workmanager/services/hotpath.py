@@ -85,7 +85,7 @@ log = logging.getLogger("workmanager.agent")
 
 def hot_path(ctx: ServiceContext) -> HotPath | None:
     """The hot path for this deployment, or ``None`` where the general path serves."""
-    if not ctx.settings.pg_fast_path or not ctx.db.is_postgres:
+    if not ctx.db.is_postgres:
         return None
     backend = ctx.leases
     if isinstance(backend, DatabaseLeaseBackend):
