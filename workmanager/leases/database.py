@@ -13,16 +13,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from functools import lru_cache
 
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import UpdateBase
 
 from ..db.models import Item
-from ..db.predicates import held, queued
+from ..db.predicates import queued
 from ..lease_tokens import Holder
 from ..states import ItemState
 from .base import CheckoutQuery, Grant, check_row
-from .limits import full_tenants
+from .limits import Limits, in_session
 from .selection import Shape, eligible, params, shape_of
 
 
@@ -41,6 +41,11 @@ class DatabaseLeaseBackend:
         self.max_per_type = max_per_type
         self.max_per_tenant = max_per_tenant
 
+    @property
+    def limits(self) -> Limits:
+        """The limits this backend counts on the rows (all three)."""
+        return Limits(self.max_per_agent, self.max_per_type, self.max_per_tenant)
+
     def checkout(
         self,
         session: Session,
@@ -50,15 +55,14 @@ class DatabaseLeaseBackend:
         ttl: int,
         secret_hash: str,
     ) -> Grant | None:
-        blocked = self._limits(session, agent_id)
-        if blocked is None:
+        out = in_session(self.limits, session, agent_id)
+        if out is None:
             return None
-        full = full_tenants(session, self.max_per_tenant)
         postgres = session.get_bind().dialect.name == "postgresql"
         expires = now + timedelta(seconds=ttl)
-        stmt = _grant_statement(shape_of(query, blocked, (), full), postgres)
+        stmt = _grant_statement(shape_of(query, out.types, (), out.tenants), postgres)
         values = {
-            **params(query, now, blocked, (), full),
+            **params(query, now, out.types, (), out.tenants),
             "q_agent": agent_id,
             "q_expires": expires,
             "q_secret": secret_hash,
@@ -67,28 +71,6 @@ class DatabaseLeaseBackend:
         if item is None:
             return None
         return Grant(item=item, token=item.lease_token, expires_at=expires, secret_hash=secret_hash)
-
-    def _limits(self, session: Session, agent_id: str) -> set[str] | None:
-        """Types blocked by the per-type limit, or ``None`` when the agent is at its limit."""
-        postgres = session.get_bind().dialect.name == "postgresql"
-        if self.max_per_agent is not None:
-            if postgres:
-                _advisory_lock(session, f"wm:agent:{agent_id}")
-            holding = session.scalar(
-                select(func.count())
-                .select_from(Item)
-                .where(Item.leased_by_agent_id == agent_id, held())
-            )
-            if (holding or 0) >= self.max_per_agent:
-                return None
-        if self.max_per_type is None:
-            return set()
-        if postgres:
-            _advisory_lock(session, "wm:type-limits")
-        rows = session.execute(
-            select(Item.order_type, func.count()).where(held()).group_by(Item.order_type)
-        )
-        return {t for t, n in rows if n >= self.max_per_type}
 
     def check(self, item: Item, holder: Holder, now: datetime) -> None:
         check_row(item, holder, now)
@@ -110,10 +92,6 @@ class DatabaseLeaseBackend:
 
     def audited(self) -> None:
         pass
-
-
-def _advisory_lock(session: Session, key: str) -> None:
-    session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key})
 
 
 @lru_cache(maxsize=256)

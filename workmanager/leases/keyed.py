@@ -20,7 +20,7 @@ from ..errors import LeaseConflict, LeaseExpired
 from ..lease_tokens import Holder
 from ..states import ItemState
 from .base import CheckoutQuery, Grant, LeaseStore, check_row
-from .limits import full_tenants
+from .limits import Limits, in_session
 from .selection import Shape, eligible, params, shape_of
 
 #: Rows locked per candidate round. One: a checkout grants one item, and every further
@@ -46,6 +46,8 @@ class StoreLeaseBackend:
         self.type_limit = max_per_type or 0
         #: counted on the rows (leases/limits.py), not in the store
         self.max_per_tenant = max_per_tenant
+        #: counted on the rows; the per-agent and per-type limits are the store's
+        self.limits = Limits(per_tenant=max_per_tenant)
 
     def checkout(
         self,
@@ -59,7 +61,9 @@ class StoreLeaseBackend:
         postgres = session.get_bind().dialect.name == "postgresql"
         blocked: set[str] = set()
         tried: set[uuid.UUID] = set()
-        full = full_tenants(session, self.max_per_tenant)
+        counted = in_session(self.limits, session, agent_id)
+        assert counted is not None  # no per-agent limit counted on the rows here
+        full = counted.tenants
         while True:
             stmt = _candidates(shape_of(query, blocked, tried, full), postgres)
             rows = list(session.scalars(stmt, params(query, now, blocked, tried, full)))

@@ -1,9 +1,16 @@
-"""Limits counted on the item rows, shared by every backend: the per-tenant lease limit.
+"""The lease limits counted on the item rows: per agent, per type and per tenant.
+
+One rule, run by every executor: :func:`blocked` takes the advisory locks and counts in a
+fixed order, through two callables its caller supplies (the ORM session on SQLite, the
+raw connection of the PostgreSQL checkout), so the counts and their statements live here
+only. The database backend counts all three; the store backends (Redis, memory) keep the
+per-agent and per-type counts in the store, atomically with the grant, and count only the
+tenant limit here.
 
 A tenant at ``WORK_MANAGER_MAX_LEASES_PER_TENANT`` held items is left out of the pick (as
-a type at its limit is), so a full tenant does not block the others. The count and the
-grant are atomic: on PostgreSQL the checkout transaction first takes the advisory lock
-``wm:tenant-limits`` (held to its end, where the grant commits); SQLite transactions are
+a type at its limit is), so a full tenant does not block the others. The counts and the
+grant are atomic: on PostgreSQL the checkout transaction first takes the advisory lock of
+each count (held to its end, where the grant commits); SQLite transactions are
 serialized. The rows are the record for every backend (the Redis backend mirrors its
 holder on the row in the same transaction), so one count serves them all; a lease whose
 Redis lock was lost still counts until the sweep returns its row to ``queued``.
@@ -11,28 +18,107 @@ Redis lock was lost still counts until the sweep returns its row to ``queued``.
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, text
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Select, bindparam, func, select, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from ..db.models import Item
 from ..db.predicates import held
 
+#: ``lock(key)`` takes a transaction-scoped advisory lock (a no-op where transactions
+#: are serialized); ``rows(statement, values)`` runs a count and returns its rows.
+Lock = Callable[[str], None]
+Rows = Callable[[Select[Any], dict[str, Any]], Sequence[Sequence[Any]]]
 
-def advisory_lock(session: Session, key: str) -> None:
-    """A transaction-scoped PostgreSQL advisory lock on ``key`` (a no-op elsewhere)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key})
+ADVISORY_SQL = "SELECT pg_advisory_xact_lock(hashtextextended(%(k)s, 0))"
+TYPE_KEY, TENANT_KEY = "wm:type-limits", "wm:tenant-limits"
+
+HELD_BY_AGENT: Select[Any] = (
+    select(func.count())
+    .select_from(Item)
+    .where(Item.leased_by_agent_id == bindparam("agent"), held())
+)
+HELD_BY_TYPE: Select[Any] = (
+    select(Item.order_type, func.count()).where(held()).group_by(Item.order_type)
+)
+HELD_BY_TENANT: Select[Any] = (
+    select(Item.tenant_id, func.count())
+    .where(held(), Item.tenant_id.is_not(None))
+    .group_by(Item.tenant_id)
+)
 
 
-def full_tenants(session: Session, limit: int | None) -> set[str]:
-    """Tenants holding ``limit`` leases or more (none when there is no limit), counted
-    under the lock that makes the count and the grant one step."""
-    if limit is None:
-        return set()
-    advisory_lock(session, "wm:tenant-limits")
-    rows = session.execute(
-        select(Item.tenant_id, func.count())
-        .where(held(), Item.tenant_id.is_not(None))
-        .group_by(Item.tenant_id)
+@dataclass(frozen=True)
+class Limits:
+    """The lease limits one backend counts on the rows (``None``: no limit)."""
+
+    per_agent: int | None = None
+    per_type: int | None = None
+    per_tenant: int | None = None
+
+    def __bool__(self) -> bool:
+        return any(n is not None for n in (self.per_agent, self.per_type, self.per_tenant))
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """What the limits leave out of a pick: types and tenants at their limit."""
+
+    types: frozenset[str] = frozenset()
+    tenants: frozenset[str] = frozenset()
+
+
+NOTHING_BLOCKED = Blocked()
+
+
+def blocked(limits: Limits, agent_id: str, lock: Lock, rows: Rows) -> Blocked | None:
+    """The types and tenants at their limit, or ``None`` when the agent is at its own
+    (no checkout then). Each count is taken under its advisory lock, always in the same
+    order (agent, types, tenants), so two checkouts never wait on each other in a cycle."""
+    if limits.per_agent is not None:
+        lock(f"wm:agent:{agent_id}")
+        [(holding,)] = rows(HELD_BY_AGENT, {"agent": agent_id})
+        if (holding or 0) >= limits.per_agent:
+            return None
+    types: frozenset[str] = frozenset()
+    if limits.per_type is not None:
+        lock(TYPE_KEY)
+        types = frozenset(str(t) for t, n in rows(HELD_BY_TYPE, {}) if n >= limits.per_type)
+    tenants: frozenset[str] = frozenset()
+    if limits.per_tenant is not None:
+        lock(TENANT_KEY)
+        tenants = frozenset(str(t) for t, n in rows(HELD_BY_TENANT, {}) if n >= limits.per_tenant)
+    return Blocked(types, tenants) if types or tenants else NOTHING_BLOCKED
+
+
+def in_session(limits: Limits, session: Session, agent_id: str) -> Blocked | None:
+    """:func:`blocked` through an ORM session (SQLite; any SQLAlchemy database)."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+
+    def lock(key: str) -> None:
+        if postgres:
+            session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key}
+            )
+
+    def rows(stmt: Select[Any], values: dict[str, Any]) -> Sequence[Sequence[Any]]:
+        return session.execute(stmt, values).all()
+
+    return blocked(limits, agent_id, lock, rows)
+
+
+@lru_cache(maxsize=8)
+def as_psycopg(stmt: Select[Any]) -> str:
+    """A count as the SQL text psycopg takes (``%(name)s`` placeholders)."""
+    binds = stmt.compile().binds.values()
+    placeholders = {b.key: None for b in binds if b.required}  # values given at run time
+    compiled = stmt.params(placeholders).compile(
+        dialect=postgresql.psycopg.dialect(),  # type: ignore[attr-defined]
+        compile_kwargs={"render_postcompile": True},
     )
-    return {str(t) for t, n in rows if n >= limit}
+    return str(compiled)
