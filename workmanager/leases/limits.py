@@ -24,7 +24,7 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Select, bindparam, func, select, text
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg as psycopg_dialect
 from sqlalchemy.orm import Session
 
 from ..db.models import Item
@@ -33,20 +33,19 @@ from ..db.predicates import held
 #: ``lock(key)`` takes a transaction-scoped advisory lock (a no-op where transactions
 #: are serialized); ``rows(statement, values)`` runs a count and returns its rows.
 Lock = Callable[[str], None]
-Rows = Callable[[Select[Any], dict[str, Any]], Sequence[Sequence[Any]]]
+Count = Select[*tuple[Any, ...]]
+Rows = Callable[[Count, dict[str, Any]], Sequence[Sequence[Any]]]
 
 ADVISORY_SQL = "SELECT pg_advisory_xact_lock(hashtextextended(%(k)s, 0))"
 TYPE_KEY, TENANT_KEY = "wm:type-limits", "wm:tenant-limits"
 
-HELD_BY_AGENT: Select[Any] = (
+HELD_BY_AGENT: Count = (
     select(func.count())
     .select_from(Item)
     .where(Item.leased_by_agent_id == bindparam("agent"), held())
 )
-HELD_BY_TYPE: Select[Any] = (
-    select(Item.order_type, func.count()).where(held()).group_by(Item.order_type)
-)
-HELD_BY_TENANT: Select[Any] = (
+HELD_BY_TYPE: Count = select(Item.order_type, func.count()).where(held()).group_by(Item.order_type)
+HELD_BY_TENANT: Count = (
     select(Item.tenant_id, func.count())
     .where(held(), Item.tenant_id.is_not(None))
     .group_by(Item.tenant_id)
@@ -106,19 +105,19 @@ def in_session(limits: Limits, session: Session, agent_id: str) -> Blocked | Non
                 text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key}
             )
 
-    def rows(stmt: Select[Any], values: dict[str, Any]) -> Sequence[Sequence[Any]]:
+    def rows(stmt: Count, values: dict[str, Any]) -> Sequence[Sequence[Any]]:
         return session.execute(stmt, values).all()
 
     return blocked(limits, agent_id, lock, rows)
 
 
 @lru_cache(maxsize=8)
-def as_psycopg(stmt: Select[Any]) -> str:
+def as_psycopg(stmt: Count) -> str:
     """A count as the SQL text psycopg takes (``%(name)s`` placeholders)."""
     binds = stmt.compile().binds.values()
     placeholders = {b.key: None for b in binds if b.required}  # values given at run time
     compiled = stmt.params(placeholders).compile(
-        dialect=postgresql.psycopg.dialect(),  # type: ignore[attr-defined]
+        dialect=psycopg_dialect(),  # type: ignore[no-untyped-call]
         compile_kwargs={"render_postcompile": True},
     )
     return str(compiled)
