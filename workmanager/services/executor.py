@@ -15,12 +15,13 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from .. import events, tracing
+from .. import tracing
 from ..db.models import Item, Order
 from ..diff import Diff
 from ..errors import ApplyFailed, IllegalStateTransition, NotFound
@@ -30,7 +31,7 @@ from ..states import ItemState, OrderState
 from ..types import Actor, ApplyContext, OrderView
 from . import apply_claim
 from .context import ServiceContext
-from .hotcontrol import ControlHotPath, control_hot_path
+from .hotcontrol import control_hot_path
 from .transitions import move_order, record_event
 from .views import order_dict, order_view
 
@@ -54,22 +55,26 @@ class ApplyService:
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
-        self.hot = control_hot_path(ctx)
-
-    def _hot(self) -> ControlHotPath | None:
-        """The hot path, unless event listeners need the events announced (events.py)."""
-        return None if events.listening() else self.hot
+        self.hot = control_hot_path(ctx)  # PostgreSQL's statements; None on SQLite
 
     @tracing.traced("workmanager.apply", tracing.order_call)
     def apply(self, order_id: uuid.UUID, actor: Actor | None = None) -> ApplyOutcome:
         """Apply an approved order. Raises :class:`ApplyFailed` when the type's apply raised;
-        the failure is recorded, and the order is ``failed`` once retries are spent."""
+        the failure is recorded, and the order is ``failed`` once retries are spent.
+
+        On PostgreSQL both steps are :mod:`.hotcontrol`'s statements; the ORM code here
+        (``_start``, ``_record``) serves SQLite. Either way the outcome of a step that
+        found the order elsewhere is named from its row by :func:`_not_started` and
+        :func:`_not_recorded`."""
         actor = actor or Actor.system()
         claim = apply_claim.new_claim()
-        hot = self._hot()
-        started = (hot.start_apply(order_id, claim) if hot else None) or self.ctx.db.run(
-            lambda s: self._start(s, order_id, claim)
-        )
+        hot = self.hot
+        now = self.ctx.clock()
+        if hot is not None:
+            found = hot.start_apply(order_id, claim, now)
+            started = found if isinstance(found, tuple) else _not_started(found, now)
+        else:
+            started = self.ctx.db.run(lambda s: self._start(s, order_id, claim, now))
         if isinstance(started, ApplyOutcome):
             return started
         view, ctx = started
@@ -89,9 +94,12 @@ class ApplyService:
                 f"apply of {order_id} failed: {exc}",
                 details={"exception": type(exc).__name__, "attempt": ctx.attempt, "final": final},
             ) from exc
-        recorded = hot.record_apply(order_id, claim, diff, actor) if hot else None
-        if recorded is not None:
-            outcome = ApplyOutcome(recorded[0], recorded[1], recorded=True)
+        if hot is not None:
+            recorded = hot.record_apply(order_id, claim, diff, actor)
+            if isinstance(recorded, tuple):
+                outcome = ApplyOutcome(recorded[0], recorded[1], recorded=True)
+            else:
+                outcome = _not_recorded(recorded)
         else:
             outcome = self.ctx.db.run(lambda s: self._record(s, order_id, claim, diff, actor))
         if outcome.recorded:
@@ -102,12 +110,12 @@ class ApplyService:
         return outcome
 
     def _start(
-        self, s: Session, order_id: uuid.UUID, claim: str
+        self, s: Session, order_id: uuid.UUID, claim: str, now: datetime
     ) -> ApplyOutcome | tuple[OrderView, ApplyContext]:
+        """SQLite's apply start (PostgreSQL's is ``ControlHotPath.start_apply``)."""
         # Claiming and counting the attempt is the lock: ``UPDATE … WHERE state =
         # 'approved' AND <claimable>`` waits for a concurrent run's transaction and
         # re-checks what it committed.
-        now = self.ctx.clock()
         order = s.scalars(
             update(Order)
             .where(
@@ -124,16 +132,7 @@ class ApplyService:
             .execution_options(synchronize_session=False, populate_existing=True)
         ).first()
         if order is None:
-            current = _read(s, order_id)
-            if current.state in DONE:
-                return ApplyOutcome(order_dict(current), current.diff, recorded=False)
-            if current.state == OrderState.APPROVED:  # another run holds a live claim
-                left = apply_claim.seconds_left(current.apply_claim_expires_at, now)
-                log.info("apply of %s is claimed by another run; backing off", order_id)
-                return ApplyOutcome(order_dict(current), None, recorded=False, retry_after=left)
-            raise IllegalStateTransition(
-                kind="order", from_state=current.state, to_state=OrderState.APPLIED
-            )
+            return _not_started(_read(s, order_id), now)
         items = list(
             s.scalars(select(Item).where(Item.order_id == order_id).order_by(Item.created_at))
         )
@@ -144,7 +143,8 @@ class ApplyService:
     def _record(
         self, s: Session, order_id: uuid.UUID, claim: str, diff: Diff, actor: Actor
     ) -> ApplyOutcome:
-        """``approved → applied → completed`` with the diff, the submitted items
+        """SQLite's apply record (PostgreSQL's is ``ControlHotPath.record_apply``):
+        ``approved → applied → completed`` with the diff, the submitted items
         ``accepted → completed``, and their events: two statements, recorded once and only
         by the claim holder (the guarded UPDATE finds nothing when another run recorded it,
         the order failed, or this run's claim lapsed and was taken)."""
@@ -173,8 +173,7 @@ class ApplyService:
             .execution_options(synchronize_session=False, populate_existing=True)
         ).first()
         if order is None:
-            current = _read(s, order_id)
-            return ApplyOutcome(order_dict(current), current.diff, recorded=False)
+            return _not_recorded(_read(s, order_id))
         payload = {"summary": diff.summary, "attempt": order.apply_attempts}
         record_event(s, order.id, OrderState.APPLIED, actor, payload=payload, diff=data)
         check_item(ItemState.SUBMITTED, ItemState.ACCEPTED)
@@ -231,6 +230,27 @@ class ApplyService:
     def retry_delay(self, attempt: int) -> float:
         """Seconds before apply attempt ``attempt + 1``: the backoff doubles each time."""
         return float(self.ctx.settings.apply_retry_backoff_seconds * 2.0 ** max(attempt - 1, 0))
+
+
+def _not_started(current: Order, now: datetime) -> ApplyOutcome:
+    """The outcome of an apply whose claim found the order elsewhere (``current``, as it
+    is now): already done, claimed by another run (back off until the claim lapses), or
+    not approved (:class:`IllegalStateTransition`)."""
+    if current.state in DONE:
+        return ApplyOutcome(order_dict(current), current.diff, recorded=False)
+    if current.state == OrderState.APPROVED:  # another run holds a live claim
+        left = apply_claim.seconds_left(current.apply_claim_expires_at, now)
+        log.info("apply of %s is claimed by another run; backing off", current.id)
+        return ApplyOutcome(order_dict(current), None, recorded=False, retry_after=left)
+    raise IllegalStateTransition(
+        kind="order", from_state=current.state, to_state=OrderState.APPLIED
+    )
+
+
+def _not_recorded(current: Order) -> ApplyOutcome:
+    """The outcome of a record that found the order elsewhere (another run recorded it,
+    it failed, or this run's claim was taken): nothing recorded here."""
+    return ApplyOutcome(order_dict(current), current.diff, recorded=False)
 
 
 def _read(s: Session, order_id: uuid.UUID) -> Order:

@@ -1,38 +1,59 @@
-"""PostgreSQL hot path of the control plane: plain auto-approval and apply's two steps.
+"""PostgreSQL's control plane: propose's insert, auto-approval and apply's two steps.
 
-Every auto-approved order passes through ``check_auto_approval`` and ``apply`` once, on the
-Celery control worker; through the ORM they cost more Python than their round trips. Here
-each is **one statement** on a raw pooled connection (:mod:`workmanager.db.raw`), in its
-own transaction:
+On PostgreSQL these statements are the one path of these operations; the ORM code beside
+them (``OrderService._create`` and ``_approve_tx``, ``ApplyService._start`` and
+``_record``) serves SQLite, the embedded default, under the same tests. Every
+auto-approved order passes through ``check_auto_approval`` and ``apply`` once, on the
+Celery control worker; each step is **one statement** on a raw pooled connection
+(:mod:`workmanager.db.raw`), its own transaction:
 
+* **create order**: the order, its items, the ``proposed`` and ``planned`` events and the
+  provenance row (when an agent proposed it). A known id or dedupe key raises
+  ``UniqueViolation`` and stores nothing; ``OrderService.propose`` then finds the order.
 * **auto-approve** (a type with ``auto_approve`` and the default ``can_approve``):
-  ``submitted → approved`` guarded by state and type, plus its event.
+  ``submitted → approved`` guarded by state and type, plus its event. When the guard
+  matches nothing, or the type has a ``can_approve`` of its own, the order is locked and
+  read with its items in a transaction on the same connection, the caller's check decides
+  from that row (not found, nothing to approve, refused), and the same statement approves.
 * **apply start**: claim the order and count the attempt (``UPDATE … WHERE state =
   'approved' AND <claimable>``, which is the lock and the check at once) and read the order
   with its items for the hooks.
 * **apply record**: for the claim holder only, ``approved → completed`` with the diff (the
-  claim released), the submitted items
-  ``accepted → completed``, and the events ``applied``, per item ``accepted`` and
-  ``completed``, then ``completed`` — in that order, as the general path writes them.
+  claim released), the submitted items ``accepted → completed``, and the events
+  ``applied``, per item ``accepted`` and ``completed``, then ``completed`` — in that order,
+  as the ORM code writes them.
 
-Each returns ``None`` when its guard matched nothing; the caller's general path then reads
-the order and decides (already done, refused, not found), so every outcome but the common
-one keeps a single implementation. ``tests/integration/test_hotpath.py`` compares the rows
-both paths leave.
+When an apply step's guard matches nothing, the order is read as it is now, on the same
+connection, and returned: ``ApplyService`` names the outcome from that row (already done,
+claimed by another run, not approved, or :class:`NotFound`), with the same function the
+ORM code uses.
+
+Each writing statement also returns the ``work_events`` rows it inserted (``json_agg`` in
+id order, as text, parsed only while a listener is registered); after the commit they are
+announced to :mod:`workmanager.events` as :mod:`workmanager.db.pending` announces the
+ORM's, so listeners hear the same events in the same order on both databases. While an
+idempotency claim is unmarked (:mod:`workmanager.db.claims`), the write runs in a
+transaction that also marks the key (``claims.RAW_MARK``), as the hot submit does.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, cast
 
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from .. import events
+from ..db import claims
 from ..db.models import PROVENANCE_TABLE, Item, Order
 from ..db.raw import AuditColumns, Conn, utc_row
 from ..diff import Diff
+from ..errors import NotFound
 from ..state_machine import check_item, check_order
 from ..states import ItemState, OrderState
 from ..types import Actor, ApplyContext, ItemView, OrderView
@@ -40,8 +61,13 @@ from . import apply_claim
 from .context import ServiceContext
 from .views import order_dict
 
+#: What ``auto_approve`` asks of a locked order (with its ``items``): True to approve it,
+#: False when there is nothing to approve; raises to refuse (``OrderService._auto_ready``).
+AutoCheck = Callable[[Order], bool]
+
 
 def control_hot_path(ctx: ServiceContext) -> ControlHotPath | None:
+    """The control plane's statements on PostgreSQL; ``None`` on SQLite (the ORM code)."""
     if not ctx.db.is_postgres:
         return None
     return ControlHotPath(ctx)
@@ -75,39 +101,82 @@ class ControlHotPath:
         if provenance is not None:
             sql = _CREATE_WITH_PROVENANCE
             values.update(_PROVENANCE.params(provenance))
-        self.raw.run(lambda conn: conn.execute(sql, values, prepare=True))
+        refs = _claim_refs(provenance)
+        rows = self.raw.run(lambda conn: _write(conn, sql, values, refs))
+        _announce(rows[0])
 
     def auto_approve(
-        self, order_id: uuid.UUID, types: list[str], actor: Actor
+        self, order_id: uuid.UUID, plain: list[str], check: AutoCheck, actor: Actor
     ) -> dict[str, Any] | None:
-        """The order as :func:`order_dict` shows it, approved; ``None`` if the guard (state
-        ``submitted``, type in ``types``) did not hold."""
+        """Auto-approve the order: the order as :func:`order_dict` shows it, approved, or
+        ``None`` when there was nothing to approve (``check`` said so).
+
+        An order of a ``plain`` type (auto-approving, nothing to ask) is approved by one
+        guarded statement. Otherwise, or when its guard matched nothing, the order is
+        locked and read with its items, ``check`` decides from that row (and raises to
+        refuse), and the same statement approves it in that transaction. A missing order
+        raises :class:`NotFound`."""
         check_order(OrderState.SUBMITTED, OrderState.APPROVED)
         values = {
             "order": order_id,
-            "types": types,
+            "types": plain,
             "now": self.ctx.clock(),
             "actor_type": actor.type,
             "actor_id": actor.id,
         }
-        row = self.raw.run(lambda conn: _one(conn, _AUTO_APPROVE, values))
-        return None if row is None else order_dict(_order(row))
+        if plain:
+            rows = self.raw.run(lambda conn: _write(conn, _AUTO_APPROVE, values, {}))
+            if rows:
+                return self._approved(rows[0])
+        row = self.raw.run(lambda conn: self._approve_locked(conn, order_id, check, values))
+        return None if row is None else self._approved(row)
 
-    def start_apply(self, order_id: uuid.UUID, claim: str) -> tuple[OrderView, ApplyContext] | None:
-        """Claim an approved order for this run and count the attempt; ``None`` if it is
-        not approved or another run holds a live claim (the general path says which)."""
-        now = self.ctx.clock()
+    def _approve_locked(
+        self, conn: Conn, order_id: uuid.UUID, check: AutoCheck, values: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        cur = conn.cursor(row_factory=dict_row)
+        items = conn.cursor(row_factory=dict_row)
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            cur.execute(_LOCK_ORDER, values, prepare=True)
+            items.execute(_ORDER_ITEMS, values, prepare=True)
+        row = cur.fetchone()
+        if row is None:
+            conn.execute("ROLLBACK")
+            raise _not_found(order_id)
+        order = _order(row)
+        order.items = [cast(Item, SimpleNamespace(**utc_row(i))) for i in items.fetchall()]
+        if not check(order):  # raises to refuse (rolled back by the connection's reset)
+            conn.execute("ROLLBACK")
+            return None
+        rows = _write(conn, _AUTO_APPROVE, {**values, "types": [order.type]}, {}, begun=True)
+        assert rows, "the order is locked by this transaction"
+        return rows[0]
+
+    def _approved(self, row: dict[str, Any]) -> dict[str, Any]:
+        _announce(row)
+        return order_dict(_order(row))
+
+    def start_apply(
+        self, order_id: uuid.UUID, claim: str, now: datetime
+    ) -> tuple[OrderView, ApplyContext] | Order:
+        """Claim an approved order for this run and count the attempt: the view and
+        context for the hooks. When the order is not approved, or another run holds a
+        live claim, the order as it is now (``ApplyService`` says which); a missing order
+        raises :class:`NotFound`."""
         values = {
             "order": order_id,
             "now": now,
             "claim": claim,
             "claim_expires": now + apply_claim.lifetime(self.ctx.settings),
         }
-        rows = self.raw.run(lambda conn: _all(conn, _START_APPLY, values))
-        if not rows:
-            return None
-        first = rows[0]
-        items = [r for r in rows if r["i_id"] is not None]
+        found = self.raw.run(
+            lambda conn: _write(conn, _START_APPLY, values, {}) or _read(conn, order_id)
+        )
+        if not isinstance(found, list):
+            return found
+        first = found[0]
+        items = [r for r in found if r["i_id"] is not None]
         view = OrderView(
             id=first["id"],
             type=first["type"],
@@ -125,9 +194,10 @@ class ControlHotPath:
 
     def record_apply(
         self, order_id: uuid.UUID, claim: str, diff: Diff, actor: Actor
-    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        """(order dict, stored diff) once recorded; ``None`` if the order was no longer
-        approved (another run recorded it, or it failed) or ``claim`` is no longer its."""
+    ) -> tuple[dict[str, Any], dict[str, Any]] | Order:
+        """(order dict, stored diff) once recorded; when the order was no longer approved
+        (another run recorded it, or it failed) or ``claim`` is no longer its, the order
+        as it is now, nothing recorded."""
         check_order(OrderState.APPROVED, OrderState.APPLIED)
         check_order(OrderState.APPLIED, OrderState.COMPLETED)
         check_item(ItemState.SUBMITTED, ItemState.ACCEPTED)
@@ -142,8 +212,90 @@ class ControlHotPath:
             "actor_type": actor.type,
             "actor_id": actor.id,
         }
-        row = self.raw.run(lambda conn: _one(conn, _RECORD_APPLY, values))
-        return None if row is None else (order_dict(_order(row)), data)
+        found = self.raw.run(
+            lambda conn: _write(conn, _RECORD_APPLY, values, {}) or _read(conn, order_id)
+        )
+        if not isinstance(found, list):
+            return found
+        _announce(found[0])
+        return order_dict(_order(found[0])), data
+
+
+def _write(
+    conn: Conn, sql: str, values: dict[str, Any], refs: dict[str, str], *, begun: bool = False
+) -> list[dict[str, Any]]:
+    """Run one writing statement and commit it: in autocommit (one round trip), or to end
+    the transaction ``begun`` on ``conn``. While an idempotency claim is unmarked, the
+    key is marked ``committed`` (with ``refs``) in the same transaction, and a key taken
+    over meanwhile rolls it all back (:func:`claims.taken_over`), as the ORM's commit
+    does (:mod:`workmanager.db.claims`)."""
+    cur = conn.cursor(row_factory=dict_row)
+    claim = claims.unmarked_claim()
+    if claim is None and not begun:
+        cur.execute(sql, values, prepare=True)
+        return cur.fetchall()
+    mark = conn.cursor()
+    with conn.pipeline():
+        if not begun:
+            conn.execute("BEGIN")
+        cur.execute(sql, values, prepare=True)
+        if claim is None:
+            conn.execute("COMMIT")
+        else:
+            params = claims.raw_mark_params(claim, refs)
+            if not refs:  # as the ORM's mark stores it: no refs, no body
+                params["claim_refs"] = None
+            mark.execute(claims.RAW_MARK, params)
+    rows = cur.fetchall()
+    if claim is not None:
+        if mark.rowcount != 1:
+            conn.execute("ROLLBACK")
+            raise claims.taken_over()
+        conn.execute("COMMIT")
+        claim.marked = True
+    return rows
+
+
+def _claim_refs(provenance: dict[str, Any] | None) -> dict[str, str]:
+    """What the key's mark stores: the order and item a keyed caller's provenance row
+    names, as ``claims._refs`` reads them from the ORM's queued rows."""
+    if not provenance or not provenance.get("idempotency_key_hash"):
+        return {}
+    return {k: str(provenance[k]) for k in ("order_id", "item_id") if provenance.get(k)}
+
+
+def _read(conn: Conn, order_id: uuid.UUID) -> Order:
+    """The order as it is now (a statement of its own: it sees what the guard's statement
+    waited for); :class:`NotFound` when there is none."""
+    cur = conn.cursor(row_factory=dict_row)
+    cur.execute(_READ_ORDER, {"order": order_id}, prepare=True)
+    row = cur.fetchone()
+    if row is None:
+        raise _not_found(order_id)
+    return _order(row)
+
+
+def _not_found(order_id: uuid.UUID) -> NotFound:
+    return NotFound(f"order {order_id} not found", details={"order_id": str(order_id)})
+
+
+def _announce(row: dict[str, Any]) -> None:
+    """After the commit: the listeners hear the events the statement inserted (its
+    ``events`` column), as :mod:`workmanager.db.pending` announces the ORM's."""
+    text = row.pop("events", None)
+    if text is not None and events.listening():
+        events.announce_rows(_event_rows(text))
+
+
+def _event_rows(text: str) -> list[dict[str, Any]]:
+    """The ``work_events`` rows of a statement's ``events`` column, typed as the ORM
+    queues them (UUIDs, ``created_at`` an aware datetime in UTC)."""
+    rows: list[dict[str, Any]] = json.loads(text)
+    for row in rows:
+        row["order_id"] = uuid.UUID(row["order_id"])
+        row["item_id"] = uuid.UUID(row["item_id"]) if row["item_id"] else None
+        row["created_at"] = datetime.fromisoformat(row["created_at"]).astimezone(UTC)
+    return rows
 
 
 def _new_item(item: Item) -> dict[str, Any]:
@@ -151,18 +303,6 @@ def _new_item(item: Item) -> dict[str, Any]:
     row["id"] = str(item.id)
     row["created_at"] = item.created_at.isoformat()
     return row
-
-
-def _one(conn: Conn, sql: str, values: dict[str, Any]) -> dict[str, Any] | None:
-    cur = conn.cursor(row_factory=dict_row)
-    cur.execute(sql, values, prepare=True)
-    return cur.fetchone()
-
-
-def _all(conn: Conn, sql: str, values: dict[str, Any]) -> list[dict[str, Any]]:
-    cur = conn.cursor(row_factory=dict_row)
-    cur.execute(sql, values, prepare=True)
-    return cur.fetchall()
 
 
 def _order(row: dict[str, Any]) -> Order:
@@ -184,10 +324,12 @@ def _item_view(r: dict[str, Any]) -> ItemView:
         max_attempts=r["i_max_attempts"],
         parts_required=tuple(r["i_parts_required"] or ()),
         progress=r["i_progress"],
+        tenant_id=r["i_tenant_id"],
     )
 
 
 _ORDER_COLUMNS = ", ".join(c.name for c in Order.__table__.columns)
+_ITEM_COLUMNS = ", ".join(c.name for c in Item.__table__.columns)
 _PROVENANCE = AuditColumns(PROVENANCE_TABLE)
 _NEW_ORDER = (
     "id",
@@ -201,7 +343,14 @@ _NEW_ORDER = (
     "created_at",
 )
 _NEW_ITEM = ("type", "tenant_id", "input", "max_attempts", "parts_required")
-_CREATE = """
+
+#: What each writing statement returns of the events it inserted, in the order written.
+_RETURNED_EVENTS = (
+    "RETURNING id, order_id, item_id, event, actor_type, actor_id, payload, created_at"
+)
+_EVENTS_COLUMN = "(SELECT json_agg(e ORDER BY e.id)::text FROM events AS e) AS events"
+
+_CREATE = f"""
 WITH o AS (
   INSERT INTO work_orders (id, type, state, priority, payload, meta, requested_by_type,
          requested_by_id, dedupe_key, tenant_id, apply_attempts, created_at, updated_at,
@@ -225,6 +374,7 @@ WITH o AS (
       (2, 'planned', jsonb_build_object('item_count', %(count)s::int))
     ) AS e (seq, event, payload)
    ORDER BY e.seq
+  {_RETURNED_EVENTS}
 )"""
 _CREATE_WITH_PROVENANCE = (
     _CREATE
@@ -233,8 +383,8 @@ _CREATE_WITH_PROVENANCE = (
   SELECT id, {_PROVENANCE.sql_values} FROM o
 )"""
 )
-_CREATE += "\nSELECT 1"
-_CREATE_WITH_PROVENANCE += "\nSELECT 1"
+_CREATE += f"\nSELECT {_EVENTS_COLUMN}"
+_CREATE_WITH_PROVENANCE += f"\nSELECT {_EVENTS_COLUMN}"
 _EVENT_COLUMNS = "order_id, item_id, event, actor_type, actor_id, payload, diff, created_at"
 
 _AUTO_APPROVE = f"""
@@ -246,8 +396,16 @@ WITH o AS (
 ), events AS (
   INSERT INTO work_events ({_EVENT_COLUMNS})
   SELECT id, NULL, 'approved', %(actor_type)s, %(actor_id)s, NULL, NULL, %(now)s FROM o
+  {_RETURNED_EVENTS}
 )
-SELECT * FROM o"""
+SELECT o.*, {_EVENTS_COLUMN} FROM o"""
+
+#: The order locked as ``lock_order`` locks it, then its items as ``Order.items`` reads them.
+_LOCK_ORDER = f"SELECT {_ORDER_COLUMNS} FROM work_orders WHERE id = %(order)s FOR UPDATE"
+_ORDER_ITEMS = (
+    f"SELECT {_ITEM_COLUMNS} FROM work_items WHERE order_id = %(order)s ORDER BY created_at"
+)
+_READ_ORDER = f"SELECT {_ORDER_COLUMNS} FROM work_orders WHERE id = %(order)s"
 
 _ITEM_FIELDS = (
     "id",
@@ -261,6 +419,7 @@ _ITEM_FIELDS = (
     "max_attempts",
     "parts_required",
     "progress",
+    "tenant_id",
     "lease_token",
 )
 
@@ -275,8 +434,8 @@ SELECT o.*, {", ".join(f"i.{c} AS i_{c}" for c in _ITEM_FIELDS)}
   FROM o LEFT JOIN work_items i ON i.order_id = o.id
  ORDER BY i.created_at"""
 
-# Events are inserted in the order the general path writes them (``seq``): applied, then
-# per item accepted and completed, then completed.
+# Events are inserted in the order the ORM code writes them (``seq``): applied, then per
+# item accepted and completed, then completed.
 _RECORD_APPLY = f"""
 WITH o AS (
   UPDATE work_orders SET state = 'completed', diff = %(diff)s, applied_at = %(now)s,
@@ -305,5 +464,6 @@ WITH o AS (
       SELECT 1000000000, o.id, NULL, 'completed', NULL, NULL FROM o
     ) AS ordered
    ORDER BY seq
+  {_RETURNED_EVENTS}
 )
-SELECT * FROM o"""
+SELECT o.*, {_EVENTS_COLUMN} FROM o"""

@@ -14,8 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .. import events, tracing
-from ..db import claims
+from .. import tracing
 from ..db.models import Item, Order, Part
 from ..errors import (
     DedupeKeyReused,
@@ -121,12 +120,11 @@ class OrderService:
     def _insert(
         self, order: Order, items: list[Item], actor: Actor, agent: AgentInfo | None
     ) -> None:
-        hot = claims.hot(self.hot)
-        if hot is not None:
+        if self.hot is not None:  # PostgreSQL: one statement (it marks a pending key too)
             provenance = (
                 self.ctx.provenance.row("propose", agent, order_id=order.id) if agent else None
             )
-            hot.create_order(order, items, actor, provenance)
+            self.hot.create_order(order, items, actor, provenance)
         else:
             self.ctx.db.run(lambda s: self._create(s, order, items, actor, agent))
 
@@ -183,6 +181,7 @@ class OrderService:
     def _create(
         self, s: Session, order: Order, items: list[Item], actor: Actor, agent: AgentInfo | None
     ) -> None:
+        """SQLite's insert of a proposal (PostgreSQL's is ``ControlHotPath.create_order``)."""
         s.add(order)
         s.flush()
         record_event(
@@ -225,16 +224,28 @@ class OrderService:
         *,
         auto: bool = False,
     ) -> dict[str, Any] | None:
+        """Approve in one transaction (on both databases); ``auto``: SQLite's
+        auto-approval (PostgreSQL's is ``ControlHotPath.auto_approve``), ``None`` when
+        there is nothing to auto-approve."""
         now = self.ctx.clock()
         if auto:
             plain = self._auto_approve_plain(s, order_id, actor, now)
             if plain is not None:
                 return plain
         order = lock_order(s, order_id)
-        if auto and not (
-            order.state == OrderState.SUBMITTED and self.ctx.registry.get(order.type).auto_approve
-        ):
-            return None  # nothing to auto-approve: changed meanwhile, or a manual type
+        if auto:
+            if not self._auto_ready(order):
+                return None
+        else:
+            self._check_ready(order)
+        move_order(s, order, OrderState.APPROVED, actor, now=now)
+        self.ctx.provenance.record(s, "approve", agent, order_id=order.id)
+        return order_dict(order)
+
+    def _check_ready(self, order: Order) -> None:
+        """Refuse approval of the locked ``order`` when it is not ready: its type's
+        ``can_approve`` refused, or items are still open (other states are refused by
+        the state machine)."""
         if order.state == OrderState.SUBMITTED:
             if not _can_approve(self.ctx.registry.get(order.type), order):
                 raise NotReadyForApproval(
@@ -246,9 +257,17 @@ class OrderService:
                 "not every item is submitted yet",
                 details={"order_id": str(order.id), "state": order.state},
             )
-        move_order(s, order, OrderState.APPROVED, actor, now=now)
-        self.ctx.provenance.record(s, "approve", agent, order_id=order.id)
-        return order_dict(order)
+
+    def _auto_ready(self, order: Order) -> bool:
+        """Whether to auto-approve the locked ``order`` (read with its items): False when
+        there is nothing to auto-approve (it changed meanwhile, or its type is approved
+        by hand); raises when the type refuses. Both databases' auto-approval ask it."""
+        if not (
+            order.state == OrderState.SUBMITTED and self.ctx.registry.get(order.type).auto_approve
+        ):
+            return False
+        self._check_ready(order)
+        return True
 
     def _plain_auto_types(self) -> list[str]:
         """Types whose auto-approval asks nothing: ``auto_approve`` and the default
@@ -259,18 +278,12 @@ class OrderService:
             if t.auto_approve and type(t).can_approve is OrderType.can_approve
         ]
 
-    def _auto_approve_hot(self, order_id: uuid.UUID) -> dict[str, Any] | None:
-        if self.hot is None or events.listening():  # listeners hear the general path's events
-            return None
-        plain = self._plain_auto_types()
-        return self.hot.auto_approve(order_id, plain, Actor.system()) if plain else None
-
     def _auto_approve_plain(
         self, s: Session, order_id: uuid.UUID, actor: Actor, now: datetime
     ) -> dict[str, Any] | None:
-        """Auto-approval of a type with nothing to ask (``auto_approve`` and the default
-        ``can_approve``): one guarded UPDATE. ``None`` when it did not apply; the general
-        checks then decide (and explain a refusal)."""
+        """SQLite's auto-approval of a type with nothing to ask (``auto_approve`` and the
+        default ``can_approve``): one guarded UPDATE. ``None`` when it did not apply; the
+        locked checks then decide (and explain a refusal)."""
         plain = self._plain_auto_types()
         if not plain:
             return None
@@ -301,9 +314,14 @@ class OrderService:
         ``check_auto_approval | apply``), so the approval is not announced.
         """
         try:
-            order = self._auto_approve_hot(order_id) or self.ctx.db.run(
-                lambda s: self._approve_tx(s, order_id, Actor.system(), None, auto=True)
-            )
+            if self.hot is not None:
+                order = self.hot.auto_approve(
+                    order_id, self._plain_auto_types(), self._auto_ready, Actor.system()
+                )
+            else:
+                order = self.ctx.db.run(
+                    lambda s: self._approve_tx(s, order_id, Actor.system(), None, auto=True)
+                )
         except Exception as exc:  # logged and counted; a person reviews the order instead
             if isinstance(exc, NotFound) and exc.details.get("order_id") == str(order_id):
                 log.warning("auto-approval of %s: no such order", order_id)
