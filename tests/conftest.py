@@ -50,7 +50,7 @@ def pg_url() -> Iterator[str]:
         need("PostgreSQL", str(exc))
     url = f"{PG_HOST_URL}/{PG_DB}"
     db = Database(url)
-    Base.metadata.create_all(db.engine)
+    db.create_all()  # the models' schema, recorded as the migrations' head
     db.dispose()
     yield url
     try:
@@ -107,10 +107,9 @@ WMFactory = Callable[..., WorkManager]
 @pytest.fixture
 def make_wm(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[WMFactory]:
     """Build WorkManagers: ``make_wm(db="sqlite"|"postgres", backend="database"|"memory"|
-    "redis", **settings)``; a backend suffixed ``/general`` turns the PostgreSQL hot path
-    off (``pg_fast_path=False``), so the general path is tested on PostgreSQL too. Each
-    call gets metrics in memory and a recording dispatcher; PostgreSQL is truncated and
-    Redis keys under a per-test prefix are used."""
+    "redis"|"redis-cluster", **settings)``. Each database has one path (PostgreSQL its SQL
+    path, SQLite the ORM's). Each call gets metrics in memory and a recording dispatcher;
+    PostgreSQL is truncated and Redis keys under a per-test prefix are used."""
     built: list[WorkManager] = []
     prefix = f"wmtest:{uuid.uuid4().hex[:8]}:"
 
@@ -120,9 +119,6 @@ def make_wm(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[WMFactory
         registry: Registry | None = None,
         **overrides: Any,
     ) -> WorkManager:
-        backend, _, path = backend.partition("/")
-        if path == "general":  # PostgreSQL without the raw-SQL hot path
-            overrides = {"pg_fast_path": False, **overrides}
         if db == "postgres":
             url = request.getfixturevalue("pg_url")
         else:
@@ -171,26 +167,20 @@ def make_wm(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[WMFactory
 
 
 DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+#: Every store (SQLite, PostgreSQL) with every lock backend (the row itself, Redis, memory), and
+#: Redis Cluster on PostgreSQL: the contract suite runs once per pair.
 BACKENDS = [
-    pytest.param(("sqlite", "memory"), id="sqlite-memory"),
     pytest.param(("sqlite", "database"), id="sqlite-database"),
+    pytest.param(("sqlite", "redis"), id="sqlite-redis", marks=pytest.mark.redis),
+    pytest.param(("sqlite", "memory"), id="sqlite-memory"),
     pytest.param(("postgres", "database"), id="postgres-database", marks=pytest.mark.postgres),
     pytest.param(
         ("postgres", "redis"), id="postgres-redis", marks=[pytest.mark.postgres, pytest.mark.redis]
     ),
+    pytest.param(("postgres", "memory"), id="postgres-memory", marks=pytest.mark.postgres),
     pytest.param(
         ("postgres", "redis-cluster"),
         id="postgres-redis-cluster",
-        marks=[pytest.mark.postgres, pytest.mark.redis],
-    ),
-    pytest.param(
-        ("postgres", "database/general"),
-        id="postgres-database-general",
-        marks=pytest.mark.postgres,
-    ),
-    pytest.param(
-        ("postgres", "redis/general"),
-        id="postgres-redis-general",
         marks=[pytest.mark.postgres, pytest.mark.redis],
     ),
 ]

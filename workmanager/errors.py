@@ -89,6 +89,16 @@ class TimedOut(PermanentError):
     code = "timed_out"
 
 
+class SchemaBehind(PermanentError):
+    """The database schema is behind this code's migrations: run `workmanager db upgrade`.
+
+    Found at start-up (``workmanager serve``, Celery workers) and by ``/readyz``
+    (:func:`workmanager.db.migrate.require_head`); the process does not start, or is not
+    ready, until the schema is upgraded. Never an HTTP answer (``/readyz`` says 503)."""
+
+    code = "schema_outdated"
+
+
 # --- 400 -----------------------------------------------------------------------------------
 class MalformedJSON(PermanentError):
     """The request body is not valid JSON."""

@@ -79,8 +79,6 @@ class Settings:
     apply_recovery_seconds: int = 300
     #: Maintenance re-announces queued items untouched this long (0 = never); see docs.
     reannounce_after_seconds: int = 600
-    #: PostgreSQL: run checkout and submit on the raw-SQL hot path (services/hotpath.py).
-    pg_fast_path: bool = True
     metrics_enabled: bool = True
     metrics_driver: str = "log"
     metrics_namespace: str = "work_manager"
@@ -222,10 +220,24 @@ def _check_cluster(url: str, prefix: str) -> None:
         )
 
 
+#: Settings that existed once, and what became of them. In the file they are refused with
+#: this line (as any key naming no setting is); in the environment, like any variable
+#: naming no setting, they are ignored.
+REMOVED = {
+    PREFIX + "PG_FAST_PATH": (
+        "removed: on PostgreSQL checkout, heartbeat, submit and release always run on the "
+        "raw-SQL path (there is no ORM path to switch to)"
+    ),
+}
+
+
 def _check_known(from_file: Mapping[str, Any]) -> None:
     """A key in the file that names no setting is a typo: say so rather than ignore it."""
     known = {name for spec in _SPECS for name in spec.names}
     for name in from_file:
+        if name in REMOVED:
+            key = name.removeprefix(PREFIX).lower()
+            raise ConfigurationError(f"WORK_MANAGER_CONFIG: setting {key!r} {REMOVED[name]}")
         if name not in known:
             close = difflib.get_close_matches(name, sorted(known), n=1)
             hint = f" (did you mean {close[0].removeprefix(PREFIX).lower()!r}?)" if close else ""
@@ -462,7 +474,6 @@ _SPECS: tuple[_Spec, ...] = (
     _spec("apply_retry_backoff_seconds", _float),
     _spec("apply_recovery_seconds", _int(1)),
     _spec("reannounce_after_seconds", _int(0)),
-    _spec("pg_fast_path", _bool),
     _spec("metrics_enabled", _bool),
     _spec("metrics_driver", _driver),
     _spec("metrics_namespace", _str),

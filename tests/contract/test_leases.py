@@ -1,7 +1,8 @@
 """The leasing contract (SPEC §3.1, §4.2, §4.4 to §4.6), one suite over every lease backend.
 
-Each test runs on sqlite-memory, sqlite-database, postgres-database and postgres-redis
-(the ``backend`` fixture). Expiry is real: leases of a few seconds and a sleep past their
+Each test runs once per store and lock backend (the ``backend`` fixture): SQLite (the ORM
+path) and PostgreSQL (the SQL path), each with database, Redis and memory leases, and
+Redis Cluster on PostgreSQL. Expiry is real: leases of a few seconds and a sleep past their
 end. Every margin a stall could eat is a second or more, for loaded CI machines.
 """
 

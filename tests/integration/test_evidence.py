@@ -1,7 +1,7 @@
 """Evidence standards (issue 17): ``evidence_schema`` / ``part_evidence_schema`` and
 ``requires_evidence`` checked on submit and submit-part through the one rule of
-``workmanager/checks.py`` (schemas first, the hook only when all passed), on SQLite and on
-PostgreSQL through the hot path and the general path."""
+``workmanager/checks.py`` (schemas first, the hook only when all passed), on SQLite (the
+ORM path) and on PostgreSQL (the SQL path), with the lease carrying its item and without."""
 
 from __future__ import annotations
 
@@ -57,23 +57,11 @@ class Optional_(Proven):
     requires_evidence = False
 
 
-PATHS = [
-    pytest.param(("sqlite", {}), id="sqlite"),
-    pytest.param(("postgres", {}), id="postgres-hot", marks=pytest.mark.postgres),
-    pytest.param(
-        ("postgres", {"pg_fast_path": False}), id="postgres-general", marks=pytest.mark.postgres
-    ),
-]
-
-
-@pytest.fixture(params=PATHS)
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def wm(request: pytest.FixtureRequest, make_wm: Any) -> Any:
-    db, settings = request.param
     Proven.calls = {}
     registry = Registry([Proven(), Optional_()])
-    built = make_wm(db=db, backend="database", registry=registry, **settings)
-    assert (built.agent.hot is not None) == (db == "postgres" and not settings)
-    return built
+    return make_wm(db=request.param, backend="database", registry=registry)
 
 
 def refused(call: Any) -> list[tuple[str, str]]:

@@ -42,6 +42,7 @@ INTERNAL_CODES = {
     "apply_failed",
     "usage_error",
     "timed_out",
+    "schema_outdated",  # the schema behind the migrations: serve and workers refuse to start
 }
 
 CLASSES = [

@@ -223,6 +223,22 @@ def test_unknown_environment_variables_are_left_alone() -> None:
     assert s == Settings.from_env({})
 
 
+def test_the_removed_pg_fast_path_is_named_as_removed(tmp_path: Path) -> None:
+    """``pg_fast_path`` is gone (issue 12: one path per database). In the file it is
+    refused with one line saying so; in the environment it is ignored like any variable
+    naming no setting, so a deployment that still sets it starts, on the SQL path."""
+    for key in ("pg_fast_path", "WORK_MANAGER_PG_FAST_PATH"):
+        config = tmp_path / "wm.toml"
+        config.write_text(f"{key} = false\n")
+        with pytest.raises(ConfigurationError) as info:
+            Settings.from_env({"WORK_MANAGER_CONFIG": str(config)})
+        message = str(info.value)
+        assert message.startswith("WORK_MANAGER_CONFIG: setting 'pg_fast_path' removed:"), message
+        assert "raw-SQL path" in message and "\n" not in message
+    assert not hasattr(Settings(), "pg_fast_path")
+    assert Settings.from_env({"WORK_MANAGER_PG_FAST_PATH": "false"}) == Settings.from_env({})
+
+
 def test_from_env_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORK_MANAGER_LEASE_BACKEND", "redis")
     monkeypatch.setenv("WORK_MANAGER_MAX_LEASES_PER_TYPE", "4")

@@ -9,9 +9,12 @@ import click
 from .. import tracing
 from ..container import WorkManager
 from ..dispatch import Dispatcher, NullDispatcher
+from ..errors import Unavailable
 from ..importing import import_object
 from .app import Env, cli, pass_env
 from .render import json_errors_option, warn_if_open
+
+log = logging.getLogger("workmanager.serve")
 
 
 def celery_dispatcher(wm: WorkManager) -> Dispatcher:
@@ -33,6 +36,19 @@ def build_dispatcher(reference: str, wm: WorkManager) -> Dispatcher:
     factory = import_object(reference, "--dispatcher")
     dispatcher: Dispatcher = factory(wm)
     return dispatcher
+
+
+def schema_at_head(wm: WorkManager) -> None:
+    """Refuse to start on a schema behind the migrations (:class:`SchemaBehind`: ``error
+    [schema_outdated]: … run `workmanager db upgrade```, exit 1). A database that does not
+    answer yet is not refused here: the server starts and ``/readyz`` says 503 until it
+    does, as when it goes away later."""
+    from ..db.migrate import require_head
+
+    try:
+        require_head(wm.db)
+    except Unavailable as exc:
+        log.warning("database not ready at start-up: %s", exc)
 
 
 @cli.command()
@@ -57,6 +73,7 @@ def serve(env: Env, host: str, port: int, dispatcher_ref: str, log_level: str) -
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     tracing.configure(env.settings, "workmanager-api")  # before the engine is built
     wm = env.wm
+    schema_at_head(wm)
     wm.dispatcher = build_dispatcher(dispatcher_ref, wm)
     warn_if_open(wm.settings, "the HTTP API")
     # SIGTERM: stop accepting, let in-flight requests finish for the grace period (then

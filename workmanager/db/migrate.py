@@ -1,15 +1,23 @@
-"""``workmanager db upgrade``: Alembic migrations with the scripts shipped in the package."""
+"""``workmanager db upgrade``: Alembic migrations with the scripts shipped in the package,
+and the one check that a database's schema is at their head (:func:`require_head`)."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import Connection
 
-from .session import Database
+from ..errors import SchemaBehind
+from .session import Database, display_url, unavailable_when_down
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+UPGRADE = "run `workmanager db upgrade`"
 
 
 def alembic_config(db: Database) -> Config:
@@ -29,7 +37,57 @@ def upgrade(db: Database, revision: str = "head") -> None:
 
 
 def current(db: Database) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
     with db.engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+@functools.cache
+def scripts() -> ScriptDirectory:
+    """The package's migration scripts (read once per process)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(cfg)
+
+
+def head() -> str:
+    """The latest revision of the package's migrations."""
+    return ", ".join(sorted(scripts().get_heads()))
+
+
+def stamp_head(connection: Connection) -> None:
+    """Record the head on a schema built from the models (``create_all``, which builds
+    the head's schema), unless a revision is recorded already: a database the migrations
+    made keeps its own."""
+    context = MigrationContext.configure(connection)
+    if not context.get_current_heads():
+        context.stamp(scripts(), "head")
+
+
+def require_head(db: Database) -> None:
+    """Raise :class:`SchemaBehind` unless the schema is at the migrations' head: the code
+    needs every table, column and function of every migration (on PostgreSQL its SQL
+    functions), and there is no other path to fall back on. Run at the start of
+    ``workmanager serve`` and of Celery workers, and by ``/readyz``.
+
+    A revision these scripts do not know is accepted: newer code migrated the database
+    (migrations add what the next code needs; during a rolling deploy the processes of the
+    code before keep serving and stay ready). A database that cannot be reached raises
+    :class:`~workmanager.errors.Unavailable` as every other use of it does."""
+    with unavailable_when_down(db.url), db.engine.connect() as connection:
+        recorded = MigrationContext.configure(connection).get_current_heads()
+    latest = scripts().get_heads()
+    if set(recorded) == set(latest):
+        return
+    where = display_url(db.url)
+    if not recorded:
+        raise SchemaBehind(f"{where} has no workmanager schema (no migration ran); {UPGRADE}")
+    for revision in recorded:
+        try:
+            known = scripts().get_revision(revision) is not None
+        except CommandError:  # not one of ours: newer code migrated the database
+            known = False
+        if known and revision not in latest:
+            raise SchemaBehind(
+                f"the schema of {where} is at revision {', '.join(recorded)}, behind this "
+                f"code's {head()}; {UPGRADE}"
+            )

@@ -333,6 +333,17 @@ for _ddl, _when in (
 ):
     event.listen(Base.metadata, _when, DDL(_ddl).execute_if(dialect="postgresql"))  # type: ignore[no-untyped-call]
 
+
+def _record_head(_metadata: Any, connection: Any, **_: Any) -> None:
+    """``create_all`` builds the migrations' head schema: record it as such, so the check
+    that the schema is at head (``serve``, workers, ``/readyz``) passes on it."""
+    from .migrate import stamp_head  # alembic: only when a schema is built
+
+    stamp_head(connection)
+
+
+event.listen(Base.metadata, "after_create", _record_head)
+
 #: The append-only tables, for Core inserts (see :mod:`workmanager.db.pending`).
 EVENTS_TABLE = cast(Table, Event.__table__)
 PROVENANCE_TABLE = cast(Table, Provenance.__table__)

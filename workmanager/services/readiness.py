@@ -1,4 +1,5 @@
-"""Is this process ready to serve? The database, the broker and (when used) Redis.
+"""Is this process ready to serve? The database (reachable, its schema at the migrations'
+head), the broker and (when used) Redis.
 
 The reasons a dependency is down (driver messages: host names, ports, user names) are
 for operators: :func:`names_only` is what an unidentified caller of ``/readyz`` sees."""
@@ -36,10 +37,17 @@ def _redis(settings: Settings) -> None:
         client.close()
 
 
+def _database(ctx: ServiceContext) -> None:
+    from ..db.migrate import require_head  # alembic, imported on the first probe
+
+    ctx.db.ping()
+    require_head(ctx.db)  # a schema behind the code: not ready, "run `workmanager db upgrade`"
+
+
 def check(ctx: ServiceContext) -> dict[str, str]:
     """``{component: "ok" | "down: <reason>"}`` for every backing service in use."""
     checks: dict[str, Callable[[], None]] = {
-        "database": ctx.db.ping,
+        "database": lambda: _database(ctx),
         "broker": lambda: _broker(ctx.settings),
     }
     if ctx.settings.lease_backend == "redis":
