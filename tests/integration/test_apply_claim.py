@@ -1,7 +1,7 @@
 """The apply claim (issue 11, item 6; ``services/apply_claim.py``): at most one apply body runs
 per order at a time, only the claim holder records success or failure, and maintenance sends
-the apply again only for an order whose claim has lapsed. On PostgreSQL through the hot path
-and the general one (and on SQLite), with two WorkManagers standing for two workers."""
+the apply again only for an order whose claim has lapsed. On PostgreSQL (the SQL path) and
+on SQLite (the ORM path), with two WorkManagers standing for two workers."""
 
 from __future__ import annotations
 
@@ -22,9 +22,6 @@ from workmanager.errors import ApplyFailed
 PATHS = [
     pytest.param(("sqlite", "database"), id="sqlite"),
     pytest.param(("postgres", "database"), id="postgres", marks=pytest.mark.postgres),
-    pytest.param(
-        ("postgres", "database/general"), id="postgres-general", marks=pytest.mark.postgres
-    ),
 ]
 
 

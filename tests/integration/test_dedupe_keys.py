@@ -1,6 +1,6 @@
 """A repeated dedupe key (SPEC §13, "Dedupe keys"): the same proposal finds its order, another
-type or payload is 422 ``dedupe_key_reused`` and changes nothing, on SQLite and on PostgreSQL
-through both paths (the raw-SQL create and the ORM one)."""
+type or payload is 422 ``dedupe_key_reused`` and changes nothing, on SQLite (the ORM path)
+and on PostgreSQL (the SQL path)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,6 @@ from workmanager.errors import DedupeKeyReused
 PATHS = [
     pytest.param(("sqlite", "database"), id="sqlite"),
     pytest.param(("postgres", "database"), id="postgres", marks=pytest.mark.postgres),
-    pytest.param(
-        ("postgres", "database/general"), id="postgres-general", marks=pytest.mark.postgres
-    ),
 ]
 
 

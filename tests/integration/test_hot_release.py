@@ -61,11 +61,11 @@ def test_a_current_lease_releases_on_the_hot_path(make_wm, backend, monkeypatch)
 def test_a_lock_the_store_lost_is_refused_as_on_the_general_path(make_wm) -> None:
     """Unlike a submit (kept: the work is done), a release under a lock Redis lost is
     refused as expired, as the general path's store check refuses it; nothing is
-    written, and the sweep reclaims the item."""
+    written, and the sweep reclaims the item. On PostgreSQL and on SQLite."""
     from workmanager.errors import LeaseExpired
 
-    for backend in ("redis", "redis/general"):
-        wm = make_wm(db="postgres", backend=backend, registry=Registry([Multi()]))
+    for db in ("postgres", "sqlite"):
+        wm = make_wm(db=db, backend="redis", registry=Registry([Multi()]))
         order_id = wm.propose("test.multi", {"count": 1})
         lease = wm.agent.checkout("agent-1", order_id=order_id)
         assert lease is not None
@@ -74,7 +74,7 @@ def test_a_lock_the_store_lost_is_refused_as_on_the_general_path(make_wm) -> Non
         before = [e["event"] for e in wm.queries.events(order_id)]
         with pytest.raises(LeaseExpired):
             wm.agent.release(lease)
-        assert [e["event"] for e in wm.queries.events(order_id)] == before, backend
+        assert [e["event"] for e in wm.queries.events(order_id)] == before, db
         assert wm.queries.item(lease.item_id)["state"] == "leased"
 
 

@@ -103,13 +103,12 @@ def row_fence(wm: WorkManager, item_id: uuid.UUID) -> int:
         return int(item.lease_token)
 
 
-@pytest.mark.parametrize("path", ["redis", "redis/general"])
 def test_redis_down_refuses_and_changes_nothing_then_fences_keep_growing(
-    make_wm: Callable[..., WorkManager], own_redis: OwnRedis, path: str
+    make_wm: Callable[..., WorkManager], own_redis: OwnRedis
 ) -> None:
     wm = make_wm(
         db="postgres",
-        backend=path,
+        backend="redis",
         registry=Registry([Simple()]),
         redis_url=own_redis.url,
         retry_backoff_seconds=0,
