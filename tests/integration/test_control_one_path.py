@@ -1,0 +1,356 @@
+"""One path per database for the control plane (issue 12): on PostgreSQL the statements of
+``services/hotcontrol.py`` are the only implementation of propose's insert, auto-approval
+and apply; the ORM code beside them serves SQLite. No call reaches that ORM code on
+PostgreSQL — not while a listener is registered, not while an idempotency key is pending,
+not when a statement's guard matched nothing and the outcome must be named — and every
+scenario here ends the same on both databases."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from tests.support.types import Broken, Multi, Picky, Simple
+from workmanager import ApplyContext, Diff, OrderType, OrderView, Registry, WorkManager, events
+from workmanager.db.models import IdempotencyKey, Order
+from workmanager.errors import IdempotencyInFlight, IllegalStateTransition, NotFound
+from workmanager.services.callers import AgentMetadata, Caller, build_caller
+from workmanager.services.operations import Answer, Operations
+from workmanager.services.tokens import Principal
+
+WM = Callable[..., WorkManager]
+
+
+class Thief(OrderType):
+    """Its apply succeeds, but meanwhile another run takes the order's claim (its own
+    lapsed): the record step must find the claim gone and record nothing."""
+
+    type = "test.thief"
+
+    def __init__(self) -> None:
+        self.wm: WorkManager | None = None
+
+    def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
+        assert self.wm is not None
+        with self.wm.db.transaction() as s:
+            s.execute(update(Order).where(Order.id == order.id).values(apply_claim="another-run"))
+        return Diff({}, {"stolen": True}, "stolen")
+
+
+def registry() -> Registry:
+    return Registry([Simple(auto=True), Multi(), Picky(), Broken(), Thief()])
+
+
+def build(make_wm: WM, database: str, monkeypatch: pytest.MonkeyPatch) -> WorkManager:
+    """A WorkManager on ``database``; on PostgreSQL the ORM code of these operations fails
+    the test if it is ever reached."""
+    wm = make_wm(db=database, backend="database", registry=registry())
+    thief = wm.registry.get("test.thief")
+    assert isinstance(thief, Thief)
+    thief.wm = wm
+    if database == "sqlite":
+        assert wm.orders.hot is None and wm.executor.hot is None
+        return wm
+    assert wm.orders.hot is not None and wm.executor.hot is not None
+
+    def orm(name: str) -> Callable[..., Any]:
+        def reached(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError(f"the ORM code {name} ran on PostgreSQL")
+
+        return reached
+
+    monkeypatch.setattr(wm.orders, "_create", orm("OrderService._create"))
+    monkeypatch.setattr(wm.orders, "_auto_approve_plain", orm("_auto_approve_plain"))
+    monkeypatch.setattr(wm.executor, "_start", orm("ApplyService._start"))
+    monkeypatch.setattr(wm.executor, "_record", orm("ApplyService._record"))
+    approve_tx = wm.orders._approve_tx
+
+    def manual_only(*args: Any, auto: bool = False, **kwargs: Any) -> Any:
+        assert not auto, "the ORM auto-approval ran on PostgreSQL"
+        return approve_tx(*args, **kwargs)
+
+    monkeypatch.setattr(wm.orders, "_approve_tx", manual_only)
+    return wm
+
+
+def submitted(wm: WorkManager, type: str, payload: dict[str, Any]) -> uuid.UUID:
+    """An order of ``type`` with every item submitted."""
+    order_id = wm.propose(type, payload)
+    while (lease := wm.agent.checkout("agent-1", order_id=order_id)) is not None:
+        wm.agent.submit(lease, {"answer": 1})
+    assert wm.queries.order_state(order_id) == "submitted"
+    return order_id
+
+
+def event_names(wm: WorkManager, order_id: uuid.UUID) -> list[str]:
+    return [e["event"] for e in wm.queries.events(order_id)]
+
+
+# --- listeners hear the same events from both databases ---------------------------------
+
+
+@pytest.fixture
+def heard() -> Iterator[list[events.Event]]:
+    seen: list[events.Event] = []
+    events.listen(events.ANY, seen.append)
+    yield seen
+    events.clear()
+
+
+def listened_flow(wm: WorkManager, heard: list[events.Event]) -> list[tuple[Any, ...]]:
+    """Propose, auto-approve (plain and with a ``can_approve``), approve by hand, apply,
+    plus calls that change nothing; what the listeners heard, ids and clocks aside."""
+    heard.clear()
+    plain = submitted(wm, "test.simple", {"n": 1})
+    picky = submitted(wm, "test.picky", {"ok": True})
+    manual = submitted(wm, "test.multi", {"count": 2})
+    refused = submitted(wm, "test.picky", {"ok": False})
+    assert wm.orders.check_auto_approval(plain) is True
+    assert wm.orders.check_auto_approval(plain) is False  # already approved: nothing heard
+    assert wm.orders.check_auto_approval(picky) is True  # the locked path
+    assert wm.orders.check_auto_approval(manual) is False
+    assert wm.orders.check_auto_approval(refused) is False
+    wm.approve(manual)
+    for order_id in (plain, picky, manual):
+        assert wm.executor.apply(order_id).recorded
+    assert not wm.executor.apply(plain).recorded  # a redelivery: nothing heard
+    again = wm.orders.propose("test.simple", {"n": 2}, dedupe_key="dk")
+    assert again.created
+    assert not wm.orders.propose("test.simple", {"n": 2}, dedupe_key="dk").created
+    labels = {plain: "plain", picky: "picky", manual: "manual", refused: "refused"}
+    labels[uuid.UUID(again.order["id"])] = "keyed"
+    items: dict[uuid.UUID, str] = {}
+    out = []
+    for e in heard:
+        assert isinstance(e.created_at, datetime) and e.created_at.tzinfo is not None, e
+        assert isinstance(e.order_id, uuid.UUID), e
+        if e.item_id is not None:
+            assert isinstance(e.item_id, uuid.UUID), e
+            items.setdefault(e.item_id, f"item-{len(items)}")
+        out.append(
+            (
+                e.name,
+                e.event,
+                labels[e.order_id],
+                items.get(e.item_id) if e.item_id else None,
+                e.actor_type,
+                e.actor_id,
+                dict(e.payload),
+            )
+        )
+    return out
+
+
+@pytest.mark.postgres
+def test_listeners_hear_the_same_events_from_both_databases(
+    make_wm: WM, monkeypatch: pytest.MonkeyPatch, heard: list[events.Event]
+) -> None:
+    lite = listened_flow(build(make_wm, "sqlite", monkeypatch), heard)
+    pg = listened_flow(build(make_wm, "postgres", monkeypatch), heard)
+    assert pg == lite
+    names = [(e[0], e[2]) for e in pg]
+    for label in ("plain", "picky", "manual"):
+        mine = [n for n, o in names if o == label]
+        assert mine[:2] == ["WorkOrderProposed", "WorkOrderPlanned"], (label, mine)
+        assert mine[-3:] == ["WorkOrderApproved", "WorkOrderApplied", "WorkOrderCompleted"]
+    assert [n for n, o in names if o == "refused"][-1] == "WorkItemSubmitted"
+    assert [n for n, o in names if o == "keyed"] == ["WorkOrderProposed", "WorkOrderPlanned"]
+
+
+@pytest.mark.postgres
+def test_the_hot_statements_announce_only_after_their_commit(
+    make_wm: WM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listener that reads the database when it hears an event finds the change
+    committed (it runs on another connection)."""
+    wm = build(make_wm, "postgres", monkeypatch)
+    seen: list[tuple[str, str | None]] = []
+
+    def look(event: events.Event) -> None:
+        assert event.order_id is not None
+        seen.append((event.name, wm.queries.order_state(event.order_id)))
+
+    events.listen(events.ORDER_PROPOSED, look)
+    events.listen(events.ORDER_APPROVED, look)
+    events.listen(events.ORDER_COMPLETED, look)
+    try:
+        order_id = submitted(wm, "test.simple", {"n": 1})
+        assert wm.orders.check_auto_approval(order_id)
+        wm.executor.apply(order_id)
+    finally:
+        events.clear()
+    assert seen == [
+        ("WorkOrderProposed", "queued"),
+        ("WorkOrderApproved", "approved"),
+        ("WorkOrderCompleted", "completed"),
+    ]
+
+
+# --- a guard that matched nothing: the outcome is named from the row ---------------------
+
+
+DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.mark.parametrize("database", DATABASES)
+def test_auto_approval_decides_from_the_row(
+    make_wm: WM, monkeypatch: pytest.MonkeyPatch, database: str
+) -> None:
+    wm = build(make_wm, database, monkeypatch)
+    assert wm.orders.check_auto_approval(uuid.uuid4()) is False  # no such order
+    queued = wm.propose("test.simple", {"n": 1})
+    assert wm.orders.check_auto_approval(queued) is False  # not submitted: nothing to do
+    assert event_names(wm, queued) == ["proposed", "planned"]
+    manual = submitted(wm, "test.multi", {"count": 1})
+    assert wm.orders.check_auto_approval(manual) is False
+    assert wm.queries.order_state(manual) == "submitted"
+    assert "auto_approval_refused" not in event_names(wm, manual)
+    for type, payload, exception in (
+        ("test.picky", {"ok": False}, None),
+        ("test.broken", {}, "KeyError"),
+    ):
+        order_id = submitted(wm, type, payload)
+        assert wm.orders.check_auto_approval(order_id) is False
+        assert wm.queries.order_state(order_id) == "submitted"
+        (refusal,) = [
+            e for e in wm.queries.events(order_id) if e["event"] == "auto_approval_refused"
+        ]
+        assert refusal["payload"]["code"] == "not_ready_for_approval"
+        assert (exception or "can_approve") in refusal["payload"]["message"]
+    picky = submitted(wm, "test.picky", {"ok": True})
+    assert wm.orders.check_auto_approval(picky) is True
+    assert wm.queries.order_state(picky) == "approved"
+    assert event_names(wm, picky)[-1] == "approved"
+    assert wm.orders.check_auto_approval(picky) is False  # approved already
+    assert event_names(wm, picky)[-1] == "approved"
+
+
+@pytest.mark.parametrize("database", DATABASES)
+def test_apply_names_every_outcome_from_the_row(
+    make_wm: WM, monkeypatch: pytest.MonkeyPatch, database: str
+) -> None:
+    wm = build(make_wm, database, monkeypatch)
+    with pytest.raises(NotFound) as missing:
+        wm.executor.apply(uuid.uuid4())
+    assert missing.value.details["order_id"]
+    queued = wm.propose("test.simple", {"n": 1})
+    with pytest.raises(IllegalStateTransition):
+        wm.executor.apply(queued)
+    # Claimed by a live run: this one backs off, counting no attempt.
+    claimed = submitted(wm, "test.simple", {"n": 2})
+    wm.approve(claimed)
+    until = wm.ctx.clock() + timedelta(seconds=90)
+    with wm.db.transaction() as s:
+        s.execute(
+            update(Order)
+            .where(Order.id == claimed)
+            .values(apply_claim="live-run", apply_claim_expires_at=until)
+        )
+    backed_off = wm.executor.apply(claimed)
+    assert not backed_off.recorded and backed_off.diff is None
+    assert backed_off.retry_after is not None and 60 < backed_off.retry_after <= 90
+    assert backed_off.order["state"] == "approved"
+    # Done already: what was recorded, recorded once.
+    done = submitted(wm, "test.simple", {"n": 3})
+    wm.approve(done)
+    first = wm.executor.apply(done)
+    again = wm.executor.apply(done)
+    assert first.recorded and not again.recorded and again.retry_after is None
+    assert again.order["state"] == "completed" and again.diff == first.diff
+    assert event_names(wm, done).count("applied") == 1
+    # The claim taken while the body ran: nothing recorded, the order left approved.
+    stolen = submitted(wm, "test.thief", {})
+    wm.approve(stolen)
+    outcome = wm.executor.apply(stolen)
+    assert not outcome.recorded and outcome.diff is None
+    assert outcome.order["state"] == "approved"
+    assert "applied" not in event_names(wm, stolen)
+    with wm.db.transaction() as s:
+        order = s.get(Order, stolen)
+        assert order is not None
+        assert (order.apply_claim, order.apply_attempts) == ("another-run", 1)
+
+
+# --- a pending idempotency key is marked by the statement's own transaction --------------
+
+
+def caller() -> Caller:
+    return build_caller(Principal("token-a", None, frozenset({"admin"})), AgentMetadata("a-1"))
+
+
+class Died(Exception):
+    """The process "dies" after the operation committed, before its response is stored."""
+
+
+@pytest.mark.parametrize("database", DATABASES)
+def test_a_keyed_propose_marks_its_key_in_its_own_transaction(
+    make_wm: WM, monkeypatch: pytest.MonkeyPatch, database: str
+) -> None:
+    wm = build(make_wm, database, monkeypatch)
+    ops = Operations(wm)
+    body = {"type": "test.simple", "payload": {"n": 1}}
+
+    def propose(c: Caller) -> Answer:
+        return ops.propose(c, "test.simple", {"n": 1})
+
+    def die(*_: Any) -> None:
+        raise Died()
+
+    with monkeypatch.context() as m:
+        m.setattr(wm.idempotency, "complete", die)
+        with pytest.raises(Died):
+            wm.idempotency.once(caller(), "propose", "", "k", body, propose)
+    with wm.db.transaction() as s:
+        (order_id,) = s.scalars(select(Order.id))
+        (row,) = s.scalars(select(IdempotencyKey))
+        assert row.status == "committed" and row.locked_until is None
+        assert row.response_body == {"order_id": str(order_id)}
+    replay = wm.idempotency.once(caller(), "propose", "", "k", body, propose)
+    assert not isinstance(replay, tuple) and replay.body["order_id"] == str(order_id)
+    # Unkeyed, the same statement in autocommit; its key marked nowhere.
+    assert wm.orders.propose("test.simple", {"n": 9}).created
+
+
+@pytest.mark.parametrize("database", DATABASES)
+def test_a_propose_whose_key_was_taken_over_does_not_commit(
+    make_wm: WM, monkeypatch: pytest.MonkeyPatch, database: str
+) -> None:
+    wm = build(make_wm, database, monkeypatch)
+    ops = Operations(wm)
+
+    def taken_then_propose(c: Caller) -> Answer:
+        with wm.db.engine.begin() as conn:  # another request took the key meanwhile
+            conn.execute(update(IdempotencyKey).values(status="done"))
+        return ops.propose(c, "test.simple", {"n": 1})
+
+    with pytest.raises(IdempotencyInFlight):
+        wm.idempotency.once(caller(), "propose", "", "tk", {}, taken_then_propose)
+    with wm.db.transaction() as s:
+        assert list(s.scalars(select(Order.id))) == []
+
+
+def test_event_rows_are_typed_as_the_orm_queues_them() -> None:
+    """The ``events`` column's JSON, as the listeners get it: UUIDs and aware datetimes
+    (``created_at`` in UTC whatever the session's time zone)."""
+    from workmanager.services.hotcontrol import _event_rows
+
+    order, item = uuid.uuid4(), uuid.uuid4()
+    text = (
+        f'[{{"id": 1, "order_id": "{order}", "item_id": null, "event": "applied",'
+        ' "actor_type": "system", "actor_id": null, "payload": {"a": 1},'
+        ' "created_at": "2030-01-01T13:00:00.5+01:00"},'
+        f' {{"id": 2, "order_id": "{order}", "item_id": "{item}", "event": "accepted",'
+        ' "actor_type": "system", "actor_id": null, "payload": null,'
+        ' "created_at": "2030-01-01T12:00:00.5+00:00"}]'
+    )
+    first, second = _event_rows(text)
+    when = datetime(2030, 1, 1, 12, 0, 0, 500000, tzinfo=UTC)
+    assert first["order_id"] == order and first["item_id"] is None
+    assert first["created_at"] == when and first["created_at"].utcoffset() == timedelta(0)
+    assert second["item_id"] == item and second["payload"] is None
+    assert [e.name for e in events.of_row(first)] == [events.ORDER_APPLIED]
