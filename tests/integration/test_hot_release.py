@@ -1,14 +1,14 @@
-"""The hot release (one statement + ``workmanager_release_order``, migration 0005).
+"""The PostgreSQL release (one statement + ``workmanager_release_order``, migration 0005).
 
-The trail test in ``test_hotpath.py`` checks it writes what the general release writes,
-and the contract suite runs every release rule through both paths; these check that the
-hot path is the one serving, that its order step waits for a sibling's grant in flight,
-and that a schema without the function turns off only the hot release.
+The trail test in ``test_hotpath.py`` checks it writes what the SQLite release writes,
+and the contract suite runs every release rule on both databases; these check that the
+SQL path is the only one serving on PostgreSQL, that a refusal is explained from the row,
+that its order step waits for a sibling's grant in flight, and that a schema without the
+function is an error that names its fix (nothing written, no second path).
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import Any
 
@@ -18,43 +18,42 @@ from tests.integration.test_hotpath import functions_dropped, paused_grant
 from tests.support.types import Multi
 from tests.support.waiting import wait_for
 from workmanager import Registry
-from workmanager.errors import LeaseConflict
+from workmanager.errors import LeaseConflict, SchemaOutdated
 from workmanager.services import agent as agent_module
 
 pytestmark = pytest.mark.postgres
 
 
-def _count_general_releases(monkeypatch: Any) -> list[object]:
+def _count_orm_releases(monkeypatch: Any) -> list[object]:
     calls: list[object] = []
-    general = agent_module.release_tx
+    orm = agent_module.release_tx
 
     def counted(*args: Any) -> Any:
         calls.append(args[2])
-        return general(*args)
+        return orm(*args)
 
     monkeypatch.setattr(agent_module, "release_tx", counted)
     return calls
 
 
 @pytest.mark.parametrize("backend", ["database", pytest.param("redis", marks=pytest.mark.redis)])
-def test_a_current_lease_releases_on_the_hot_path(make_wm, backend, monkeypatch) -> None:
+def test_a_current_lease_releases_on_the_sql_path_only(make_wm, backend, monkeypatch) -> None:
     wm = make_wm(db="postgres", backend=backend, registry=Registry([Multi()]))
     order_id = wm.propose("test.multi", {"count": 2})
     first = wm.agent.checkout("agent-1", order_id=order_id)
     second = wm.agent.checkout("agent-2", order_id=order_id)
     assert first is not None and second is not None
-    general = _count_general_releases(monkeypatch)
+    orm = _count_orm_releases(monkeypatch)
     assert wm.agent.release(first).order_state == "in_progress"
     assert wm.agent.release(second).order_state == "queued"
-    assert general == []  # both served by the one statement
     if backend == "redis":  # the store's locks went with them
         store = wm.agent.hot.store.store
         assert store.alive([str(first.item_id), str(second.item_id)]) == {}
     again = wm.agent.checkout("agent-3", order_id=order_id)  # leasable again, a new token
     assert again is not None and again.fence > max(first.fence, second.fence)
-    with pytest.raises(LeaseConflict):  # a refused guard: the general path says why
+    with pytest.raises(LeaseConflict):  # a refused guard, explained from the row
         wm.agent.release(first)
-    assert len(general) == 1
+    assert orm == []  # every release, refused or not, served by the SQL path
 
 
 @pytest.mark.redis
@@ -103,24 +102,18 @@ def test_the_order_step_waits_for_a_sibling_grant_in_flight(make_wm) -> None:
     assert "requeued" not in [e["event"] for e in wm.queries.events(order_id)]
 
 
-def test_a_schema_without_the_release_function_turns_off_only_the_hot_release(
-    make_wm, caplog
-) -> None:
-    """Code deployed before migration 0005: the first release finds the function
-    missing, writes nothing, logs it, and is served by the general path, as are the
-    releases after it; checkout and submit stay on the hot path."""
+def test_a_schema_without_the_release_function_is_an_error_naming_its_fix(make_wm) -> None:
+    """Code deployed before migration 0005 (start-up and ``/readyz`` say so first): a
+    release finds the function missing, writes nothing, and says to run ``workmanager db
+    upgrade`` (503 ``schema_outdated``); there is no second path to fall back on. Once
+    the function is back, the same lease releases."""
     wm = make_wm(db="postgres", backend="database", registry=Registry([Multi()]))
     order_id = wm.propose("test.multi", {"count": 2})
-    leases = [wm.agent.checkout("agent-1", order_id=order_id) for _ in range(2)]
-    assert all(leases)
-    hot = wm.agent.hot
+    lease = wm.agent.checkout("agent-1", order_id=order_id)
+    assert lease is not None
     with functions_dropped(wm, "0005"):
-        with caplog.at_level(logging.ERROR, logger="workmanager.agent"):
-            assert wm.agent.release(leases[0]).item["state"] == "queued"
-        assert "older than this code" in caplog.text
-        assert hot is not None and not hot.handles_release and wm.agent.hot is hot
-        assert wm.agent.release(leases[1]).order_state == "queued"
-        events = [e["event"] for e in wm.queries.events(order_id)]
-        assert events.count("released") == 2 and events.count("requeued") == 1
-    again = wm.agent.checkout("agent-1", order_id=order_id)
-    assert again is not None and wm.agent.hot is hot  # still the hot checkout
+        with pytest.raises(SchemaOutdated, match="workmanager db upgrade"):
+            wm.agent.release(lease)
+        assert wm.queries.item(lease.item_id)["state"] == "leased"
+        assert "released" not in [e["event"] for e in wm.queries.events(order_id)]
+    assert wm.agent.release(lease).item["state"] == "queued"

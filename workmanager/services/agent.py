@@ -21,9 +21,8 @@ from sqlalchemy.orm import Session
 
 from .. import events, tracing
 from ..checks import Evidence, check, guarded
-from ..db import claims
 from ..db.models import Item, Order
-from ..errors import NotFound, SchemaOutdated, ValidationFailed
+from ..errors import NotFound, ValidationFailed
 from ..jsonvalues import json_value
 from ..lease_tokens import compose, new_secret
 from ..leases.base import CheckoutQuery, Grant
@@ -84,15 +83,10 @@ class AgentAPI:
         query = checkout_query(order_id, type, min_priority, tenant_id, item_id)
         if self.limits.limits(CHECKOUT):  # off: not even a call
             self._take_checkout_token(info, query)
-        hot = claims.hot(self.hot)  # once: another thread may turn it off meanwhile
-        if hot is not None and hot.handles_checkout:
-            try:
-                lease = hot.checkout(info, query)
-            except SchemaOutdated as exc:
-                self._without_hot_path(exc)
-            else:
-                self._acquired(lease, info)
-                return lease
+        if self.hot is not None:  # PostgreSQL: its one path
+            lease = self.hot.checkout(info, query)
+            self._acquired(lease, info)
+            return lease
         granted: list[Grant] = []
         try:
             lease = self.ctx.db.run(lambda s: self._checkout_tx(s, info, query, granted))
@@ -172,14 +166,12 @@ class AgentAPI:
         check_progress(progress, checkpoint)
         json_value(checkpoint, "checkpoint", self.ctx.settings.max_json_depth)
         info = agent_of(agent, lease)
-        hot = claims.hot(self.hot)
-        if hot is not None:
-            renewed = hot.heartbeat(lease, info, progress, checkpoint)
-            if renewed is not None:
-                return renewed  # else the lease was refused: the general path says why
-        renewed = self.ctx.db.run(
-            lambda s: self._heartbeat_tx(s, lease, progress, checkpoint, info)
-        )
+        if self.hot is not None:  # PostgreSQL: its one path
+            renewed = self.hot.heartbeat(lease, info, progress, checkpoint)
+        else:
+            renewed = self.ctx.db.run(
+                lambda s: self._heartbeat_tx(s, lease, progress, checkpoint, info)
+            )
         if events.listening():  # heartbeats write no event row: announced here, committed
             beat = {"progress": progress, "lease_expires_at": renewed.expires_at.isoformat()}
             events.announce(
@@ -242,34 +234,22 @@ class AgentAPI:
         depth = self.ctx.settings.max_json_depth
         json_value({"result": result, "evidence": evidence, "notes": notes}, "$", depth)
         info = agent_of(agent, lease)
-        # once: another thread may turn it off meanwhile; the hot submit marks a key itself
-        hot = claims.hot(self.hot, marks=True)
-        if hot is not None:
-            try:
-                outcome = hot.submitter.submit(
-                    lease,
-                    info,
-                    result,
-                    {"evidence": evidence, "notes": notes},
-                    lambda view: self._validate_result(view, result, evidence),
-                )
-            except SchemaOutdated as exc:
-                self._without_hot_path(exc)
-            else:
-                self._after_submit(lease, info, outcome, release=not hot.submitter.ends_store_lease)
-                return outcome
+        if self.hot is not None:  # PostgreSQL: its one path
+            submitter = self.hot.submitter
+            outcome = submitter.submit(
+                lease,
+                info,
+                result,
+                {"evidence": evidence, "notes": notes},
+                lambda view: self._validate_result(view, result, evidence),
+            )
+            self._after_submit(lease, info, outcome, release=not submitter.ends_store_lease)
+            return outcome
         outcome = self.ctx.db.run(
             lambda s: self._submit_tx(s, lease, result, evidence, notes, info)
         )
         self._after_submit(lease, info, outcome)
         return outcome
-
-    def _without_hot_path(self, exc: SchemaOutdated) -> None:
-        """The hot path's functions are missing (code deployed before ``workmanager db
-        upgrade``): the call wrote nothing (with Redis, the lock it took was given back
-        and one fencing token skipped), and this process uses the general path."""
-        log.error("%s; using the general path until this process restarts", exc.message)
-        self.hot = None
 
     def _submit_tx(
         self,
@@ -433,9 +413,9 @@ class AgentAPI:
     def release(self, lease: Lease, agent: AgentInfo | None = None) -> ItemOutcome:
         """Give the item back to the queue now; the attempt it cost is given back too."""
         info = agent_of(agent, lease)
-        hot = claims.hot(self.hot)  # once: another thread may turn it off meanwhile
-        outcome = hot.release(lease, info) if hot is not None else None
-        if outcome is None:  # no hot path, or it left the call to the general path
+        if self.hot is not None:  # PostgreSQL: its one path
+            outcome = self.hot.release(lease, info)
+        else:
             outcome = self.ctx.db.run(lambda s: release_tx(self.ctx, s, lease, info))
         self._released(lease, outcome.item)
         self.ctx.metrics.increment(

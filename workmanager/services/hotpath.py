@@ -1,8 +1,11 @@
-"""PostgreSQL hot paths for the agent API's busiest calls: checkout, heartbeat, submit, release.
+"""The PostgreSQL path of the agent API's busiest calls: checkout, heartbeat, submit, release.
 
-Same rules, same rows, fewer round trips. The general path (:mod:`.agent`) runs each call
-as an ORM transaction of four to six statements; on PostgreSQL these paths send
-hand-written SQL on a raw psycopg connection (:mod:`workmanager.db.raw`):
+On PostgreSQL these calls have one implementation, this one: hand-written SQL on a raw
+psycopg connection (:mod:`workmanager.db.raw`). The ORM implementation in :mod:`.agent`
+serves SQLite (the embedded default) and lease backends other than the database and the
+store ones; it is never a fallback here. A refused call is explained from the row the
+statement locked (:func:`workmanager.leases.base.check_row`, the one rule), in the same
+connection.
 
 * **checkout, database leases** — one statement in autocommit (one round trip, its own
   transaction): a data-modifying CTE picks and leases the next eligible item (``FOR
@@ -10,36 +13,28 @@ hand-written SQL on a raw psycopg connection (:mod:`workmanager.db.raw`):
   ``SELECT`` then calls ``workmanager_start_order`` (``queued → in_progress`` and its
   event, on the order's first lease), a VOLATILE SQL function whose queries take their
   own snapshot, so it sees the order as committed after the grant (:mod:`..db.ddl`).
+  With lease limits (:mod:`workmanager.leases.limits`) or an idempotency key to mark,
+  the same statement runs inside ``BEGIN`` … ``COMMIT`` after the counts, and the mark.
 * **checkout, store leases** (Redis, memory) — ``BEGIN`` + candidate row locked ``SKIP
   LOCKED`` in one round trip, the store's atomic acquire, then the same grant (with the
   store's token) and ``COMMIT`` in a second.
 * **heartbeat** — one statement in autocommit: the row locked by id in a CTE, the guard
   (current token, this holder, held, unexpired) tested on it, the lease extended, the
   progress recorded, the first heartbeat's ``leased → in_progress`` and its event, the
-  provenance row. With a store: that statement in a transaction, the store's extend,
-  ``COMMIT``. A refused guard goes to the general path, which says why.
-* **submit** (:mod:`.hotsubmit`) — with a lease that carries its item (this process's checkout or
-  heartbeat): the result validated against that view, then one statement in autocommit,
-  guarded on the lease being current and the row still matching the view: item
-  ``submitted`` with its event and provenance, then ``workmanager_submit_order`` (locks
-  the order, then moves it to ``submitted`` when no other item is open). Otherwise, or
-  when the guard does not match: ``BEGIN`` + the item locked in one round trip; the lease
-  checks and the validation in Python; the same statement unguarded and ``COMMIT`` in a
-  second. With a store, its lock is deleted once the commit succeeded.
+  provenance row. With a store or a key to mark: that statement in a transaction, the
+  store's extend, the mark, ``COMMIT``.
+* **submit** (:mod:`.hotsubmit`) — one guarded statement when the lease carries the
+  item it validated against; otherwise the item locked and checked first.
 * **release** — with a store, its lock checked first; then one statement in autocommit,
-  guarded on the lease being current: the item back to
-  ``queued`` (lease cleared, its attempt given back) with its event and provenance, then
-  ``workmanager_release_order`` (locks the order; requeues it when no other item is
-  held, waiting for a sibling's grant in flight). The caller drops the store's lock
-  afterwards, as after the general release. A refused guard goes to the general path.
+  guarded on the lease being current: the item back to ``queued`` (lease cleared, its
+  attempt given back) with its event and provenance, then ``workmanager_release_order``
+  (locks the order; requeues it when no other item is held). With a key to mark: inside a
+  transaction with the mark.
 
-Which items are eligible, in which order, and which transitions are legal are the same
-rules as :mod:`workmanager.leases.selection` and :mod:`.lifecycle`; the contract suite
-(``tests/contract``) runs every backend on PostgreSQL through these paths and through the
-general one (``WORK_MANAGER_PG_FAST_PATH=false``), so the two cannot drift apart unseen.
-The database backend with concurrency limits, and any backend with a per-tenant lease
-limit, checks out on the general path; fail,
-parts and finalize always do.
+A guard that matches nothing means the lease was refused: the row is read and
+``check_row`` (and the store's check) says why, as the ORM path would. A value PostgreSQL
+cannot store is refused after the lease was checked, as everywhere. Event listeners
+(:mod:`workmanager.events`) get the event rows each statement returns, after its commit.
 """
 
 from __future__ import annotations
@@ -48,24 +43,31 @@ import copy
 import dataclasses
 import logging
 import uuid
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
+from psycopg import errors as pgerrors
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from ..db import claims
 from ..db.raw import Conn
-from ..errors import NotFound, SchemaOutdated, ValidationFailed
+from ..errors import LeaseConflict, NotFound
 from ..lease_tokens import Holder, compose, new_secret
-from ..leases.base import CheckoutQuery, Grant
+from ..leases import limits
+from ..leases.base import CheckoutQuery, Grant, check_row
 from ..leases.database import DatabaseLeaseBackend
 from ..leases.keyed import StoreLeaseBackend
 from ..leases.selection import Shape, shape_of
 from ..types import JSON, AgentInfo, Lease
 from .context import ServiceContext
 from .hotsql import (
+    LOCK_ITEM,
     ORDER_EXISTS,
     RELEASE_SQL,
+    announce_written,
     candidate_sql,
     grant_sql,
     heartbeat_sql,
@@ -84,19 +86,15 @@ log = logging.getLogger("workmanager.agent")
 
 
 def hot_path(ctx: ServiceContext) -> HotPath | None:
-    """The hot path for this deployment, or ``None`` where the general path serves."""
+    """This deployment's PostgreSQL path, or ``None`` where the ORM path serves (SQLite,
+    or a lease backend that is neither the database one nor a store)."""
     if not ctx.db.is_postgres:
         return None
     backend = ctx.leases
     if isinstance(backend, DatabaseLeaseBackend):
-        # Limits take advisory locks and counts: the general path does that.
-        limited = backend.max_per_agent is not None or backend.max_per_type is not None
-        limited = limited or backend.max_per_tenant is not None
-        return HotPath(ctx, store=None, checkout=not limited)
+        return HotPath(ctx, store=None, counted=backend.limits)
     if isinstance(backend, StoreLeaseBackend):
-        # The tenant limit is counted on the rows under an advisory lock (leases/limits.py):
-        # the general path does that too.
-        return HotPath(ctx, store=backend, checkout=backend.max_per_tenant is None)
+        return HotPath(ctx, store=backend, counted=backend.limits)
     return None
 
 
@@ -104,13 +102,14 @@ class HotPath:
     """checkout, heartbeat, submit and release on PostgreSQL, one statement each where it
     can (see the module's docstring)."""
 
-    def __init__(self, ctx: ServiceContext, store: StoreLeaseBackend | None, checkout: bool):
+    def __init__(
+        self, ctx: ServiceContext, store: StoreLeaseBackend | None, counted: limits.Limits
+    ) -> None:
         self.ctx = ctx
         self.raw = ctx.db.raw
         self.store = store
-        self.handles_checkout = checkout
-        #: off once ``workmanager_release_order`` is found missing (migration 0005 not run)
-        self.handles_release = True
+        #: the limits counted on the rows (the store counts its own atomically)
+        self.limits = counted
         #: submit (:mod:`.hotsubmit`), on the same pool and store
         self.submitter = HotSubmit(ctx, self.raw, store)
 
@@ -118,13 +117,17 @@ class HotPath:
     def checkout(self, agent: AgentInfo, query: CheckoutQuery) -> Lease | None:
         values = self.checkout_values(agent, query)
         expires = values["expires"]
+        claim = claims.unmarked_claim()
         if self.store is None:
-            row = self.raw.run(lambda conn: self._grant_in_one(conn, query, values))
+            row = self.raw.run(lambda conn: self._grant(conn, agent, query, values, claim))
         else:
-            row = self.raw.run(lambda conn: self._grant_with_store(conn, agent, query, values))
+            row = self.raw.run(
+                lambda conn: self._grant_with_store(conn, agent, query, values, claim)
+            )
         if row is None:
             return None
         row.pop("order_started")  # the order's step, already done
+        announce_written(row)
         item = item_of_row(row)
         return Lease(
             item.id,
@@ -152,28 +155,80 @@ class HotPath:
             **provenance_params(self.ctx, "checkout", agent),
         }
 
-    def _grant_in_one(
-        self, conn: Conn, query: CheckoutQuery, values: dict[str, Any]
+    def _grant(
+        self,
+        conn: Conn,
+        agent: AgentInfo,
+        query: CheckoutQuery,
+        values: dict[str, Any],
+        claim: claims.ActiveClaim | None,
     ) -> dict[str, Any] | None:
-        """One statement in autocommit: one round trip, its own transaction."""
+        """Database leases: one statement in autocommit; in a transaction when limits
+        are counted first or a key is marked after."""
         cur = conn.cursor(row_factory=dict_row)
-        cur.execute(grant_sql(shape_of(query, (), ()), store=False), values, prepare=True)
+        if not self.limits and claim is None:  # the common case: one round trip
+            cur.execute(grant_sql(shape_of(query, (), ()), store=False), values, prepare=True)
+            row: dict[str, Any] | None = cur.fetchone()
+            if row is None:
+                _order_must_exist(conn, query)
+            return row
+        conn.execute("BEGIN")
+        blocked = self._count(conn, agent)
+        if blocked is None:  # the agent is at its limit
+            conn.execute("ROLLBACK")
+            return None
+        shape = shape_of(query, blocked.types, (), blocked.tenants)
+        cur.execute(grant_sql(shape, store=False), {**values, **_blocked_params(blocked)})
         row = cur.fetchone()
         if row is None:
+            conn.execute("ROLLBACK")
             _order_must_exist(conn, query)
+            return None
+        _mark(conn, claim, row["order_id"], row["id"])
+        conn.execute("COMMIT")
+        _marked(claim)
         return row
 
+    def _count(self, conn: Conn, agent: AgentInfo) -> limits.Blocked | None:
+        """The limits' counts (:func:`workmanager.leases.limits.blocked`) on this
+        connection's transaction."""
+        if not self.limits:
+            return limits.NOTHING_BLOCKED
+
+        def lock(key: str) -> None:
+            conn.execute(limits.ADVISORY_SQL, {"k": key})
+
+        def rows(stmt: limits.Count, values: dict[str, Any]) -> Sequence[Sequence[Any]]:
+            return conn.execute(limits.as_psycopg(stmt), values).fetchall()
+
+        return limits.blocked(self.limits, agent.id, lock, rows)
+
     def _grant_with_store(
-        self, conn: Conn, agent: AgentInfo, query: CheckoutQuery, values: dict[str, Any]
+        self,
+        conn: Conn,
+        agent: AgentInfo,
+        query: CheckoutQuery,
+        values: dict[str, Any],
+        claim: claims.ActiveClaim | None,
     ) -> dict[str, Any] | None:
         assert self.store is not None
         store = self.store
-        blocked: set[str] = set()
         tried: list[uuid.UUID] = []
         cur = conn.cursor(row_factory=dict_row)
-        with conn.pipeline():
+        counted: limits.Blocked | None = limits.NOTHING_BLOCKED
+        if self.limits:
             conn.execute("BEGIN")
-            cur.execute(candidate_sql(shape_of(query, (), ())), values, prepare=True)
+            counted = self._count(conn, agent)
+        assert counted is not None  # no per-agent limit is counted on the rows here
+        blocked, full = set(counted.types), counted.tenants
+        with conn.pipeline():  # without limits, BEGIN and the pick in one round trip
+            if not self.limits:
+                conn.execute("BEGIN")
+            cur.execute(
+                candidate_sql(shape_of(query, blocked, (), full)),
+                {**values, **_blocked_params(counted)},
+                prepare=True,
+            )
         while True:
             row = cur.fetchone()
             if row is None:
@@ -193,14 +248,19 @@ class HotPath:
                 values["secret_hash"],
             )
             if token > 0:
-                return self._grant_stored(conn, cur, agent, values, row, token)
+                return self._grant_stored(conn, cur, agent, values, row, token, claim)
             if token == -1:  # the agent is at its limit
                 conn.execute("ROLLBACK")
                 return None
             if token == -2:  # this type is at its limit; others may not be
                 blocked.add(order_type)
-            shape = shape_of(query, blocked, tried)
-            more = {**values, "q_blocked": sorted(blocked), "q_exclude": tried}
+            shape = shape_of(query, blocked, tried, full)
+            more = {
+                **values,
+                "q_blocked": sorted(blocked),
+                "q_exclude": tried,
+                "q_full_tenants": sorted(full),
+            }
             cur.execute(candidate_sql(shape), more)
 
     def _grant_stored(
@@ -211,16 +271,22 @@ class HotPath:
         values: dict[str, Any],
         candidate: dict[str, Any],
         token: int,
+        claim: claims.ActiveClaim | None,
     ) -> dict[str, Any]:
         try:
-            with conn.pipeline():
+            with conn.pipeline():  # without a key to mark, the grant and COMMIT at once
                 cur.execute(
                     grant_sql(Shape(), store=True),
                     {**values, "item_id": candidate["id"], "token": token},
                     prepare=True,
                 )
-                conn.execute("COMMIT")
+                if claim is None:
+                    conn.execute("COMMIT")
             row: dict[str, Any] = cur.fetchone()
+            if claim is not None:
+                _mark(conn, claim, row["order_id"], row["id"])
+                conn.execute("COMMIT")
+                _marked(claim)
             return row
         except BaseException:
             assert self.store is not None
@@ -232,10 +298,9 @@ class HotPath:
     # --- heartbeat --------------------------------------------------------------------
     def heartbeat(
         self, lease: Lease, agent: AgentInfo, progress: float | None, checkpoint: JSON | None
-    ) -> Lease | None:
+    ) -> Lease:
         """Extend a current lease in one statement (database leases) or around the
-        store's extend (store leases), as ``AgentAPI._heartbeat_tx`` does; ``None`` when
-        the guard did not match: the general path then reads the row and says why."""
+        store's extend (store leases), as ``AgentAPI._heartbeat_tx`` does on SQLite."""
         now = self.ctx.clock()
         presented = as_presented(lease, agent)
         expires = now + timedelta(seconds=self.ctx.settings.lease_ttl_seconds)
@@ -243,23 +308,17 @@ class HotPath:
         values = {
             **lease_params(self.ctx, lease, agent, now, "heartbeat"),
             "expires": expires,
-            # as the general path writes it; the attempt is the row's, added in SQL
+            # as the ORM path writes it; the attempt is the row's, added in SQL
             "progress": Jsonb(
                 {"progress": progress, "checkpoint": checkpoint, "at": now.isoformat()}
             ),
         }
         sql = heartbeat_sql(recorded)
-        try:
-            if self.store is None:
-                row = self.raw.run(lambda conn: _one_row(conn, sql, values))
-            else:
-                row = self.raw.run(lambda conn: self._beat_with_store(conn, sql, values, presented))
-        except ValidationFailed:
-            return None  # a checkpoint jsonb refuses: the general path checks the lease first
-        if row is None:
-            return None
+        claim = claims.unmarked_claim()
+        row = self.raw.run(lambda conn: self._beat(conn, sql, values, presented, now, claim))
         row.pop("was")
-        if recorded:  # what the caller sent, as the general path returns it (a copy)
+        announce_written(row)
+        if recorded:  # what the caller sent, as the ORM path returns it (a copy)
             row["progress"] = {
                 "progress": progress,
                 "checkpoint": copy.deepcopy(checkpoint),
@@ -269,68 +328,147 @@ class HotPath:
         item = item_of_row(row)
         return dataclasses.replace(lease, expires_at=expires, item=item_view(item))
 
-    def _beat_with_store(
-        self, conn: Conn, sql: str, values: dict[str, Any], lease: Holder
-    ) -> dict[str, Any] | None:
-        """The row first (its guard, as ``check_row`` comes first in general), then the
-        store's extend, then the commit; a refused extend rolls the row back."""
-        assert self.store is not None
-        cur = conn.cursor(row_factory=dict_row)
-        with conn.pipeline():
-            conn.execute("BEGIN")
-            cur.execute(sql, values, prepare=True)
-        row: dict[str, Any] | None = cur.fetchone()
-        if row is None:
-            conn.execute("ROLLBACK")
-            return None
-        ttl_ms = self.ctx.settings.lease_ttl_seconds * 1000
-        item_id = values["item"]
-        verdict = self.store.store.extend(
-            str(item_id), lease.agent_id, lease.store_proof(), ttl_ms, row["order_type"]
-        )
-        self.store.verdict(item_id, verdict)  # raises (and rolls back) when refused
+    def _beat(
+        self,
+        conn: Conn,
+        sql: str,
+        values: dict[str, Any],
+        lease: Holder,
+        now: datetime,
+        claim: claims.ActiveClaim | None,
+    ) -> dict[str, Any]:
+        """The statement alone (autocommit), or with a store or a key to mark: the row
+        first (its guard, as ``check_row`` comes first everywhere), then the store's
+        extend, the mark and the commit; a refused extend rolls the row back."""
+        if self.store is None and claim is None:
+            return self._guarded(conn, sql, values, lease, now)
+        row = self._guarded(conn, sql, values, lease, now, begin=True)
+        if self.store is not None:
+            ttl_ms = self.ctx.settings.lease_ttl_seconds * 1000
+            item_id = values["item"]
+            verdict = self.store.store.extend(
+                str(item_id), lease.agent_id, lease.store_proof(), ttl_ms, row["order_type"]
+            )
+            self.store.verdict(item_id, verdict)  # raises (and rolls back) when refused
+        _mark(conn, claim, row["order_id"], row["id"])
         conn.execute("COMMIT")
+        _marked(claim)
         return row
 
-    # --- release ----------------------------------------------------------------------
-    def release(self, lease: Lease, agent: AgentInfo) -> ItemOutcome | None:
-        """Give a current lease's item back in one statement, as ``endings.release_tx``
-        does (the order's step is ``workmanager_release_order``, migration 0005). With a
-        store, its lock is checked first, as the general path's ``check`` does (unlike
-        the hot submit, a release is not worth keeping past a lost lock: the sweep
-        reclaims the item). ``None`` leaves the call to the general path, which says
-        why: a lock the store no longer holds, a guard that did not match, a value the
-        database refuses, or the function missing (a schema at 0004: logged, and
-        releases take the general path from then on). The caller then drops the store's
-        lock, as after the general release."""
-        if not self.handles_release:
-            return None
-        values = lease_params(self.ctx, lease, agent, self.ctx.clock(), "release")
-        proof = as_presented(lease, agent).store_proof()
-        if self.store is not None and (
-            self.store.store.check(str(lease.item_id), values["agent"], proof) != 1
-        ):
-            return None  # the store lost or moved the lock: the general path says how
+    def _guarded(
+        self,
+        conn: Conn,
+        sql: str,
+        values: dict[str, Any],
+        lease: Holder,
+        now: datetime,
+        *,
+        begin: bool = False,
+    ) -> dict[str, Any]:
+        """Run a statement guarded on ``lease`` being current (``begin``: in a
+        transaction it opens, in the same round trip); its row, or the refusal
+        :meth:`_refuse` reads from the row. A value PostgreSQL cannot store is refused
+        only after the lease was found current."""
+        cur = conn.cursor(row_factory=dict_row)
         try:
-            row = self.raw.run(lambda conn: _one_row(conn, RELEASE_SQL, values))
-        except SchemaOutdated as exc:
-            self.handles_release = False
-            log.error("%s; releasing on the general path until restarted", exc.message)
-            return None
-        except ValidationFailed:
-            return None  # a value jsonb or text refuses: the general path checks the lease first
+            with conn.pipeline():
+                if begin:
+                    conn.execute("BEGIN")
+                cur.execute(sql, values, prepare=True)
+            row: dict[str, Any] | None = cur.fetchone()
+        except pgerrors.DataError:
+            if conn.info.transaction_status != TransactionStatus.IDLE:
+                conn.execute("ROLLBACK")
+            self._refuse(conn, values["item"], lease, now, check_only=True)
+            raise  # the lease is current: the value is what is wrong (422)
         if row is None:
-            return None
+            self._refuse(conn, values["item"], lease, now)
+        assert row is not None
+        return row
+
+    def _refuse(
+        self,
+        conn: Conn,
+        item_id: uuid.UUID,
+        lease: Holder,
+        now: datetime,
+        *,
+        check_only: bool = False,
+    ) -> None:
+        """Say why a guard refused ``lease``, from the row (``check_row``, then the
+        store's check): raises. ``check_only``: return when the lease is current."""
+        found = conn.cursor(row_factory=dict_row).execute(LOCK_ITEM, {"id": item_id}).fetchone()
+        if found is None:
+            raise NotFound(f"item {item_id} not found", details={"item_id": str(item_id)})
+        item = item_of_row(found)
+        if self.store is None:
+            check_row(item, lease, now)
+        else:
+            self.store.check(item, lease, now)
+        if not check_only:  # the guard and check_row are one rule: not seen in practice
+            raise LeaseConflict(
+                "the lease changed while it was checked; try again",
+                details={"item_id": str(item_id)},
+            )
+
+    # --- release ----------------------------------------------------------------------
+    def release(self, lease: Lease, agent: AgentInfo) -> ItemOutcome:
+        """Give a current lease's item back in one statement, as ``endings.release_tx``
+        does on SQLite (the order's step is ``workmanager_release_order``). With a store,
+        its lock is checked first (a lease the store lost is expired, SPEC §4.5). The
+        caller then drops the store's lock."""
+        now = self.ctx.clock()
+        values = lease_params(self.ctx, lease, agent, now, "release")
+        presented = as_presented(lease, agent)
+        claim = claims.unmarked_claim()
+        row = self.raw.run(lambda conn: self._release(conn, values, presented, now, claim))
         order_state, _ = order_step(row)
+        announce_written(row)
         return ItemOutcome(item_dict(item_of_row(row)), order_state)
 
+    def _release(
+        self,
+        conn: Conn,
+        values: dict[str, Any],
+        lease: Holder,
+        now: datetime,
+        claim: claims.ActiveClaim | None,
+    ) -> dict[str, Any]:
+        item_id = values["item"]
+        if self.store is not None and (
+            self.store.store.check(str(item_id), lease.agent_id, lease.store_proof()) != 1
+        ):
+            self._refuse(conn, item_id, lease, now)  # the row, then the store, says how
+        if claim is None:
+            return self._guarded(conn, RELEASE_SQL, values, lease, now)
+        row = self._guarded(conn, RELEASE_SQL, values, lease, now, begin=True)
+        _mark(conn, claim, row["order_id"], row["id"])
+        conn.execute("COMMIT")
+        _marked(claim)
+        return row
 
-def _one_row(conn: Conn, sql: str, values: dict[str, Any]) -> dict[str, Any] | None:
-    """One statement in autocommit (one round trip, its own transaction), its row."""
-    row: dict[str, Any] | None = (
-        conn.cursor(row_factory=dict_row).execute(sql, values, prepare=True).fetchone()
-    )
-    return row
+
+def _blocked_params(blocked: limits.Blocked) -> dict[str, Any]:
+    return {"q_blocked": sorted(blocked.types), "q_full_tenants": sorted(blocked.tenants)}
+
+
+def _mark(
+    conn: Conn, claim: claims.ActiveClaim | None, order_id: uuid.UUID, item_id: uuid.UUID
+) -> None:
+    """Mark the active idempotency key ``committed`` in this transaction (before its
+    COMMIT), as the ORM path's transactions do; a key taken over meanwhile rolls back."""
+    if claim is None:
+        return
+    refs = {"order_id": str(order_id), "item_id": str(item_id)}
+    done = conn.execute(claims.RAW_MARK, claims.raw_mark_params(claim, refs))
+    if done.rowcount != 1:
+        conn.execute("ROLLBACK")
+        raise claims.taken_over()
+
+
+def _marked(claim: claims.ActiveClaim | None) -> None:
+    if claim is not None:
+        claim.marked = True
 
 
 def _order_must_exist(conn: Conn, query: CheckoutQuery) -> None:

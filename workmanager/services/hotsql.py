@@ -8,10 +8,13 @@ SQL; the contract suite runs every backend through both, so they cannot drift un
 from __future__ import annotations
 
 import dataclasses
+import uuid
+from datetime import datetime
 from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any, cast
 
+from .. import events
 from ..db.models import PROVENANCE_TABLE, Item, utcnow
 from ..db.raw import AuditColumns, utc_row
 from ..errors import NotFound
@@ -47,6 +50,8 @@ _FILTERS = (
     ("tenant", "i.tenant_id = %(q_tenant)s"),
     ("blocked", "i.order_type <> ALL(%(q_blocked)s::text[])"),
     ("exclude", "i.id <> ALL(%(q_exclude)s::uuid[])"),
+    # tenants at their lease limit (leases/limits.py); items of no tenant are not limited
+    ("full_tenants", "(i.tenant_id IS NULL OR i.tenant_id <> ALL(%(q_full_tenants)s::text[]))"),
 )
 
 
@@ -115,7 +120,7 @@ def _audit(source: str, event: str, payload: str = "NULL", where: str = "") -> s
   SELECT order_id, id, '{event}', %(actor_type)s::text, %(actor_id)s::text, {payload},
          %(now)s::timestamptz
     FROM {source}{where}
-  RETURNING 1
+  RETURNING order_id, item_id, event, actor_type, actor_id, payload, created_at
 ), provenance AS (
   INSERT INTO work_provenance (order_id, item_id, {PROVENANCE.sql_names})
   SELECT order_id, id, {PROVENANCE.sql_values} FROM {source}
@@ -126,13 +131,15 @@ def _audit(source: str, event: str, payload: str = "NULL", where: str = "") -> s
 #: Runs the audit CTEs (uncorrelated subqueries: evaluated once, before the first row)
 #: ahead of the order function, so the events keep the order the general path writes.
 _AUDIT_FIRST = "(SELECT count(*) FROM events) >= 0 AND (SELECT count(*) FROM provenance) >= 0"
+#: The event rows the statement wrote, for the listeners (``events.announce_rows``).
+WRITTEN = "(SELECT json_agg(events) FROM events) AS written_events"
 
 
 def _then_order(function: str) -> str:
     """The final ``SELECT`` of a statement that ends an item's lease: the item as written
     (the ``item`` CTE), with its order's step ``function(order, item, now, actor type,
     actor id)`` (``OUT order_state, OUT became``) run after the audit CTEs."""
-    return f"""SELECT item.*, o.order_state, o.became AS order_became
+    return f"""SELECT item.*, o.order_state, o.became AS order_became, {WRITTEN}
   FROM item, LATERAL {function}(
          item.order_id, item.id, %(now)s::timestamptz, %(actor_type)s::text,
          %(actor_id)s::text) o
@@ -162,7 +169,7 @@ WITH picked AS (
    WHERE {target}
   RETURNING {ITEM_COLUMNS_SQL}
 ), {_audit("picked", "leased", _LEASED_PAYLOAD)}
-SELECT picked.*,
+SELECT picked.*, {WRITTEN},
        workmanager_start_order(picked.order_id, %(now)s::timestamptz,
                                %(actor_type)s::text, %(actor_id)s::text) AS order_started
   FROM picked WHERE {_AUDIT_FIRST}"""
@@ -225,7 +232,7 @@ WITH c AS MATERIALIZED (
    WHERE w.id = %(item)s AND {_CURRENT}
   RETURNING {returned}, c.state AS was
 ), {_audit("item", "in_progress", where=" WHERE was = 'leased'")}
-SELECT * FROM item WHERE {_AUDIT_FIRST}"""
+SELECT item.*, {WRITTEN} FROM item WHERE {_AUDIT_FIRST}"""
 
 
 def provenance_params(ctx: Any, action: str, agent: AgentInfo) -> dict[str, Any]:
@@ -317,3 +324,22 @@ WITH c AS MATERIALIZED (
 
 
 RELEASE_SQL = _release_sql()
+
+
+def announce_written(row: dict[str, Any]) -> None:
+    """Take a committed statement's event rows (:data:`WRITTEN`) out of ``row`` and
+    announce them to the listeners (:mod:`workmanager.events`), typed as the ORM reads
+    them."""
+    written = row.pop("written_events", None)
+    if not written or not events.listening():
+        return
+    typed = []
+    for event in written:
+        event = dict(event)
+        for key in ("order_id", "item_id"):
+            if event.get(key) is not None:
+                event[key] = uuid.UUID(event[key])
+        if event.get("created_at") is not None:
+            event["created_at"] = datetime.fromisoformat(event["created_at"])
+        typed.append(event)
+    events.announce_rows(typed)

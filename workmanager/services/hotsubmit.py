@@ -25,7 +25,15 @@ from ..state_machine import check_item, check_order
 from ..states import ItemState, OrderState
 from ..types import JSON, AgentInfo, ItemView, Lease
 from .context import ServiceContext
-from .hotsql import LOCK_ITEM, SUBMIT_GUARDED_SQL, SUBMIT_SQL, item_of_row, lease_params, order_step
+from .hotsql import (
+    LOCK_ITEM,
+    SUBMIT_GUARDED_SQL,
+    SUBMIT_SQL,
+    announce_written,
+    item_of_row,
+    lease_params,
+    order_step,
+)
 from .inputs import as_presented
 from .outcomes import ItemOutcome
 from .views import item_dict, item_view
@@ -201,6 +209,7 @@ class HotSubmit:
         submitted, as the general path returns it (not its jsonb round trip, whose keys
         are reordered)."""
         order_state, became = order_step(row)
+        announce_written(row)
         item = item_of_row({**row, "result": result})
         if self.store is not None:  # only once the commit is known to have happened
             self._end_stored_lease(item, as_presented(lease, agent))
