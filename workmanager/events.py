@@ -12,10 +12,11 @@ other listeners::
         print("approved", event.order_id)
 
 Events come from the rows of ``work_events`` as they are written, so every path that changes
-state announces them (HTTP, MCP, Celery tasks, the CLI). While any listener is registered
-the PostgreSQL hot paths step aside (their raw statements write events outside the ORM
-session this hooks into), so listeners cost throughput: keep them for integration, and use
-the event table or metrics for high-volume consumers. ``on("*")`` receives every event.
+state announces them (HTTP, MCP, Celery tasks, the CLI): the ORM's transactions from
+the rows they flushed, the PostgreSQL path's statements from the rows they return. A
+listener runs in the caller's thread after the commit, so a slow one slows the operation
+that announced it: keep them quick, and use the event table or metrics for high-volume
+consumers. ``on("*")`` receives every event.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def clear() -> None:
 
 
 def listening() -> bool:
-    """Whether any listener is registered (the hot paths step aside while one is)."""
+    """Whether any listener is registered (nothing is announced while none is)."""
     return bool(_listeners)
 
 

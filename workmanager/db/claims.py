@@ -9,8 +9,9 @@ mark commit together or not at all, so a key's outcome is never unknown. The res
 stored afterwards; if that step never happens (the process died), the key answers from the
 mark and never runs the operation again.
 
-Statements outside those transactions (the PostgreSQL hot paths' autocommit SQL) cannot
-carry the mark: they consult :func:`unmarked` and leave the call to the general path.
+Statements outside those transactions (the PostgreSQL path's raw SQL) carry the mark
+themselves: they ask :func:`unmarked_claim` and, when a key is pending, send
+:data:`RAW_MARK` in the statement's own transaction before its COMMIT.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, and_, event, update
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
-from .. import events
 from ..errors import IdempotencyInFlight
 from . import pending
 from .models import PROVENANCE_TABLE, IdempotencyKey
@@ -112,17 +112,6 @@ def taken_over() -> IdempotencyInFlight:
     return IdempotencyInFlight(
         "the idempotency key was taken over by another request while this one ran"
     )
-
-
-def hot(path: T | None, *, marks: bool = False) -> T | None:
-    """``path`` (a PostgreSQL hot path), or ``None`` while :func:`unmarked` (its
-    autocommit statements cannot carry the mark) or while event listeners are registered
-    (its events bypass the session they are announced from): the general path takes it.
-    ``marks``: the path carries the mark itself (the hot submit, :data:`RAW_MARK` in its
-    transaction), so a pending claim does not send it away."""
-    if events.listening() or (unmarked() and not marks):
-        return None
-    return path
 
 
 def _wrote(session: Session) -> None:
