@@ -18,7 +18,13 @@ from sqlalchemy import select, update
 from tests.support.types import Broken, Multi, Picky, Simple
 from workmanager import ApplyContext, Diff, OrderType, OrderView, Registry, WorkManager, events
 from workmanager.db.models import IdempotencyKey, Order
-from workmanager.errors import IdempotencyInFlight, IllegalStateTransition, NotFound
+from workmanager.errors import (
+    DedupeKeyReused,
+    IdempotencyInFlight,
+    IllegalStateTransition,
+    NotFound,
+    ValidationFailed,
+)
 from workmanager.services.callers import AgentMetadata, Caller, build_caller
 from workmanager.services.operations import Answer, Operations
 from workmanager.services.tokens import Principal
@@ -65,6 +71,7 @@ def build(make_wm: WM, database: str, monkeypatch: pytest.MonkeyPatch) -> WorkMa
         return reached
 
     monkeypatch.setattr(wm.orders, "_create", orm("OrderService._create"))
+    monkeypatch.setattr(wm.orders, "_existing", orm("OrderService._existing"))
     monkeypatch.setattr(wm.orders, "_auto_approve_plain", orm("_auto_approve_plain"))
     monkeypatch.setattr(wm.executor, "_start", orm("ApplyService._start"))
     monkeypatch.setattr(wm.executor, "_record", orm("ApplyService._record"))
@@ -276,6 +283,33 @@ def test_apply_names_every_outcome_from_the_row(
         assert (order.apply_claim, order.apply_attempts) == ("another-run", 1)
 
 
+@pytest.mark.parametrize("database", DATABASES)
+def test_a_known_id_or_key_finds_its_order_on_the_same_path(
+    make_wm: WM, monkeypatch: pytest.MonkeyPatch, database: str
+) -> None:
+    wm = build(make_wm, database, monkeypatch)
+    first = wm.orders.propose("test.simple", {"n": 1}, dedupe_key="k")
+    first_id = uuid.UUID(first.order["id"])
+    again = wm.orders.propose("test.simple", {"n": 1}, dedupe_key="k")
+    by_id = wm.orders.propose("test.simple", {"n": 1}, order_id=first_id)
+    assert first.created and not again.created and not by_id.created
+    assert again.order == by_id.order == first.order
+    with pytest.raises(DedupeKeyReused):
+        wm.orders.propose("test.simple", {"n": 2}, dedupe_key="k")
+    with pytest.raises(DedupeKeyReused):
+        wm.orders.propose("test.multi", {"n": 1}, order_id=first_id)
+    assert event_names(wm, first_id) == ["proposed", "planned"]
+    # A refused proposal's record gives its id to the corrected proposal.
+    refused_id = uuid.uuid4()
+    error = ValidationFailed([{"path": "$.n", "message": "too small", "validator": "minimum"}])
+    wm.orders.refuse(error, "test.simple", {"n": -1}, order_id=refused_id)
+    assert wm.queries.order_state(refused_id) == "failed"
+    corrected = wm.orders.propose("test.simple", {"n": 1}, order_id=refused_id)
+    assert corrected.created and corrected.order["id"] == str(refused_id)
+    assert wm.queries.order_state(refused_id) == "queued"
+    assert event_names(wm, refused_id) == ["proposed", "planned"]
+
+
 # --- a pending idempotency key is marked by the statement's own transaction --------------
 
 
@@ -312,8 +346,17 @@ def test_a_keyed_propose_marks_its_key_in_its_own_transaction(
         assert row.response_body == {"order_id": str(order_id)}
     replay = wm.idempotency.once(caller(), "propose", "", "k", body, propose)
     assert not isinstance(replay, tuple) and replay.body["order_id"] == str(order_id)
-    # Unkeyed, the same statement in autocommit; its key marked nowhere.
-    assert wm.orders.propose("test.simple", {"n": 9}).created
+    # A known dedupe key under another idempotency key: the insert fails in the
+    # transaction that would have marked the key, and the order holding it is found.
+    first = ops.propose(caller(), "test.simple", {"n": 2}, dedupe_key="dk")
+    assert first[0] == 201
+
+    def propose_known(c: Caller) -> Answer:
+        return ops.propose(c, "test.simple", {"n": 2}, dedupe_key="dk")
+
+    found = wm.idempotency.once(caller(), "propose", "", "k2", {"dk": 1}, propose_known)
+    assert isinstance(found, tuple) and found[0] == 200
+    assert found[1]["order"]["id"] == first[1]["order"]["id"]
 
 
 @pytest.mark.parametrize("database", DATABASES)

@@ -9,7 +9,8 @@ Celery control worker; each step is **one statement** on a raw pooled connection
 
 * **create order**: the order, its items, the ``proposed`` and ``planned`` events and the
   provenance row (when an agent proposed it). A known id or dedupe key raises
-  ``UniqueViolation`` and stores nothing; ``OrderService.propose`` then finds the order.
+  ``UniqueViolation`` and stores nothing; the order holding it is then read on the same
+  connection and returned (``OrderService.propose`` compares the proposals).
 * **auto-approve** (a type with ``auto_approve`` and the default ``can_approve``):
   ``submitted → approved`` guarded by state and type, plus its event. When the guard
   matches nothing, or the type has a ``can_approve`` of its own, the order is locked and
@@ -45,6 +46,8 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, cast
 
+from psycopg.errors import UniqueViolation
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -84,10 +87,11 @@ class ControlHotPath:
         items: list[Item],
         actor: Actor,
         provenance: dict[str, Any] | None,
-    ) -> None:
+    ) -> dict[str, Any] | None:
         """Insert a built order, its items, the ``proposed`` and ``planned`` events and the
-        provenance row (when an agent proposed it). A known id or dedupe key raises
-        ``UniqueViolation`` and stores nothing."""
+        provenance row (when an agent proposed it): ``None`` once created. When its id or
+        dedupe key is already an order's, nothing is stored and that order (as
+        :func:`order_dict`) is returned, read on the same connection."""
         values: dict[str, Any] = {
             **{f"o_{c}": getattr(order, c) for c in _NEW_ORDER},
             "payload": Jsonb(order.payload),
@@ -102,8 +106,21 @@ class ControlHotPath:
             sql = _CREATE_WITH_PROVENANCE
             values.update(_PROVENANCE.params(provenance))
         refs = _claim_refs(provenance)
-        rows = self.raw.run(lambda conn: _write(conn, sql, values, refs))
-        _announce(rows[0])
+
+        def create(conn: Conn) -> dict[str, Any] | None:
+            try:
+                rows = _write(conn, sql, values, refs)
+            except UniqueViolation:
+                if conn.info.transaction_status != TransactionStatus.IDLE:
+                    conn.execute("ROLLBACK")  # the key's mark went with it
+                found = _one(conn, _FIND_ORDER, {"id": order.id, "key": order.dedupe_key})
+                if found is None:
+                    raise
+                return order_dict(_order(found))
+            _announce(rows[0])
+            return None
+
+        return self.raw.run(create)
 
     def auto_approve(
         self, order_id: uuid.UUID, plain: list[str], check: AutoCheck, actor: Actor
@@ -264,12 +281,16 @@ def _claim_refs(provenance: dict[str, Any] | None) -> dict[str, str]:
     return {k: str(provenance[k]) for k in ("order_id", "item_id") if provenance.get(k)}
 
 
+def _one(conn: Conn, sql: str, values: dict[str, Any]) -> dict[str, Any] | None:
+    cur = conn.cursor(row_factory=dict_row)
+    cur.execute(sql, values, prepare=True)
+    return cur.fetchone()
+
+
 def _read(conn: Conn, order_id: uuid.UUID) -> Order:
     """The order as it is now (a statement of its own: it sees what the guard's statement
     waited for); :class:`NotFound` when there is none."""
-    cur = conn.cursor(row_factory=dict_row)
-    cur.execute(_READ_ORDER, {"order": order_id}, prepare=True)
-    row = cur.fetchone()
+    row = _one(conn, _READ_ORDER, {"order": order_id})
     if row is None:
         raise _not_found(order_id)
     return _order(row)
@@ -406,6 +427,12 @@ _ORDER_ITEMS = (
     f"SELECT {_ITEM_COLUMNS} FROM work_items WHERE order_id = %(order)s ORDER BY created_at"
 )
 _READ_ORDER = f"SELECT {_ORDER_COLUMNS} FROM work_orders WHERE id = %(order)s"
+#: The order holding a proposal's id, else its dedupe key (as ``OrderService._existing``).
+_FIND_ORDER = f"""
+SELECT {_ORDER_COLUMNS} FROM work_orders
+ WHERE id = %(id)s OR dedupe_key = %(key)s::text
+ ORDER BY id = %(id)s DESC
+ LIMIT 1"""
 
 _ITEM_FIELDS = (
     "id",

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg.errors import UniqueViolation
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -102,31 +101,44 @@ class OrderService:
             now=self.ctx.clock(),
             tenant_id=checked_tenant(tenant_id),
         )
-        try:  # a known id or dedupe key fails the insert; no read before it on the happy path
-            self._insert(order, items, actor, agent)
-        except (IntegrityError, UniqueViolation):
-            found = self._existing(order.id, dedupe_key)
-            if found is None:
-                raise
-            # A refused proposal's record gives its id to the corrected proposal.
-            if not (is_refused(found) and self.ctx.db.run(lambda s: drop_refused(s, order.id))):
-                _same_proposal(found, type, payload, dedupe_key, order.tenant_id)
-                return Proposal(found, False)
-            self._insert(order, items, actor, agent)
+        # A known id or dedupe key fails the insert (no read before it on the happy path),
+        # which then finds the order that holds it.
+        found = self._insert(order, items, actor, agent)
+        # A refused proposal's record gives its id to the corrected proposal.
+        if (
+            found is not None
+            and is_refused(found)
+            and self.ctx.db.run(lambda s: drop_refused(s, order.id))
+        ):
+            found = self._insert(order, items, actor, agent)
+        if found is not None:
+            _same_proposal(found, type, payload, dedupe_key, order.tenant_id)
+            return Proposal(found, False)
         self.ctx.metrics.increment("orders_created_total", type=type, priority=priority)
         self.ctx.dispatcher.items_available(type, [i.id for i in items])
         return Proposal(order_dict(order), True)
 
     def _insert(
         self, order: Order, items: list[Item], actor: Actor, agent: AgentInfo | None
-    ) -> None:
-        if self.hot is not None:  # PostgreSQL: one statement (it marks a pending key too)
+    ) -> dict[str, Any] | None:
+        """Insert the proposal: ``None`` once created; when its id or dedupe key is
+        already an order's, nothing is stored and that order (as :func:`order_dict`) is
+        returned. On PostgreSQL one statement (``ControlHotPath.create_order``, which also
+        marks a pending idempotency key and finds the order on its own connection); on
+        SQLite the ORM code."""
+        if self.hot is not None:
             provenance = (
                 self.ctx.provenance.row("propose", agent, order_id=order.id) if agent else None
             )
-            self.hot.create_order(order, items, actor, provenance)
-        else:
+            return self.hot.create_order(order, items, actor, provenance)
+        try:
             self.ctx.db.run(lambda s: self._create(s, order, items, actor, agent))
+        except IntegrityError:
+            found = self._existing(order.id, order.dedupe_key)
+            if found is None:
+                raise
+            return found
+        return None
 
     def refuse(
         self,
