@@ -16,9 +16,10 @@ again (only for orders whose claim has lapsed or never existed). An apply that o
 claim may be overtaken by another run: it then records nothing, and ``OrderType.apply`` must
 be idempotent as before.
 
-The rule is written here once, in the two forms its two paths need: SQLAlchemy expressions
-for the ORM path (``services/executor.py``, ``services/maintenance.py``) and SQL fragments for
-the PostgreSQL hot path (``services/hotcontrol.py``).
+The rule is written here once, in the two forms its stores need: SQLAlchemy expressions for
+the ORM code (SQLite's apply in ``services/executor.py``, and ``services/maintenance.py`` on
+both databases) and SQL fragments for PostgreSQL's apply statements, its one path there
+(``services/hotcontrol.py``).
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ def taken(claim: str, now: datetime, settings: Settings) -> dict[str, object]:
 #: Column values that clear the claim, set when its holder records the outcome.
 RELEASED: dict[str, object] = {"apply_claim": None, "apply_claim_expires_at": None}
 
-# The same rule as SQL for the hot path, with its parameters named ``claim``, ``now`` and
-# ``claim_expires``.
+# The same rule as SQL for PostgreSQL's apply statements, with their parameters named
+# ``claim``, ``now`` and ``claim_expires``.
 CLAIMABLE_SQL = "(apply_claim IS NULL OR apply_claim_expires_at <= %(now)s)"
 HELD_SQL = "apply_claim = %(claim)s"
 TAKE_SQL = "apply_claim = %(claim)s, apply_claim_expires_at = %(claim_expires)s"
