@@ -107,20 +107,21 @@ class ControlHotPath:
             values.update(_PROVENANCE.params(provenance))
         refs = _claim_refs(provenance)
 
-        def create(conn: Conn) -> dict[str, Any] | None:
+        def create(conn: Conn) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
             try:
-                rows = _write(conn, sql, values, refs)
+                return _write(conn, sql, values, refs)[0], None
             except UniqueViolation:
                 if conn.info.transaction_status != TransactionStatus.IDLE:
                     conn.execute("ROLLBACK")  # the key's mark went with it
                 found = _one(conn, _FIND_ORDER, {"id": order.id, "key": order.dedupe_key})
                 if found is None:
                     raise
-                return order_dict(_order(found))
-            _announce(rows[0])
-            return None
+                return None, order_dict(_order(found))
 
-        return self.raw.run(create)
+        created, found = self.raw.run(create)
+        if created is not None:
+            _announce(created)  # the connection is back in the pool
+        return found
 
     def auto_approve(
         self, order_id: uuid.UUID, plain: list[str], check: AutoCheck, actor: Actor
@@ -151,6 +152,8 @@ class ControlHotPath:
     def _approve_locked(
         self, conn: Conn, order_id: uuid.UUID, check: AutoCheck, values: dict[str, Any]
     ) -> dict[str, Any] | None:
+        """The order locked ``FOR UPDATE`` (as ``lock_order``), then its items read (as
+        ``Order.items``), ``check`` asked, and the approval in the same transaction."""
         cur = conn.cursor(row_factory=dict_row)
         items = conn.cursor(row_factory=dict_row)
         with conn.pipeline():
