@@ -112,7 +112,8 @@ def test_serve_refuses_to_start_on_an_older_schema(old_pg: str, redis_url: str) 
         text=True,
         timeout=60,
     )
-    the_one_error_line(done)
+    line = the_one_error_line(done)
+    assert done.stderr.strip().splitlines() == [line]  # nothing else: no log, no hint
 
 
 @pytest.mark.postgres

@@ -69,6 +69,7 @@ def serve(env: Env, host: str, port: int, dispatcher_ref: str, log_level: str) -
     import uvicorn
 
     from ..api import create_app
+    from ..db import migrate  # noqa: F401  (alembic logs its plugins at INFO on import: before logging is set up)
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     tracing.configure(env.settings, "workmanager-api")  # before the engine is built
