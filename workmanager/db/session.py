@@ -253,7 +253,9 @@ class Database:
         raise AssertionError("unreachable")
 
     def create_all(self) -> None:
-        """Create the tables directly (tests); production uses ``workmanager db upgrade``."""
+        """Create the tables directly (tests); production uses ``workmanager db upgrade``.
+        The schema is the migrations' head and is recorded as such (``models._record_head``),
+        so the start-up and ``/readyz`` check (:func:`.migrate.require_head`) passes on it."""
         from .models import Base
 
         self.allow_create()
