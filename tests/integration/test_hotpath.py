@@ -28,9 +28,11 @@ from workmanager.errors import (
     LeaseConflict,
     LeaseExpired,
     NotFound,
+    SchemaOutdated,
     ValidationFailed,
 )
 from workmanager.provenance import DefaultEnricher
+from workmanager.services import agent as agent_module
 from workmanager.services.hotpath import HotPath
 
 pytestmark = pytest.mark.postgres
@@ -194,12 +196,49 @@ def test_postgres_and_sqlite_leave_the_same_trail(make_wm, backend) -> None:
     assert names[names.index("leased") :][:3] == ["leased", "in_progress", "leased"], names
 
 
-def test_limits_keep_the_general_checkout_on_the_database_backend(make_wm) -> None:
-    """Limits take advisory locks and counts on the general path; submit stays hot."""
-    wm = make_wm(db="postgres", backend="database", max_leases_per_agent=1)
-    assert wm.agent.hot is not None and not wm.agent.hot.handles_checkout
-    plain = make_wm(db="postgres", backend="database")
-    assert plain.agent.hot is not None and plain.agent.hot.handles_checkout
+def _no_orm(wm: WorkManager, monkeypatch: Any) -> None:
+    """Fail the test if any lease operation reaches the ORM implementation (SQLite's)."""
+
+    def refused(*_: Any) -> Any:
+        raise AssertionError("the ORM path ran on PostgreSQL")
+
+    for name in ("_checkout_tx", "_heartbeat_tx", "_submit_tx"):
+        monkeypatch.setattr(wm.agent, name, refused)
+    monkeypatch.setattr(agent_module, "release_tx", refused)
+
+
+@pytest.mark.parametrize("backend", ["database", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.mark.parametrize("limit", ["agent", "type", "tenant"])
+def test_limits_are_counted_on_the_sql_path(make_wm, backend, limit, monkeypatch) -> None:
+    """Per-agent, per-type and per-tenant limits (leases/limits.py, one rule) hold on the
+    PostgreSQL path, with no call reaching the ORM."""
+    registry = Registry([Multi(), Simple()])
+    wm = make_wm(
+        db="postgres", backend=backend, registry=registry, **{f"max_leases_per_{limit}": 1}
+    )
+    _no_orm(wm, monkeypatch)
+    if limit == "agent":
+        order_id = wm.propose("test.multi", {"count": 3})
+        first = wm.agent.checkout("a", order_id=order_id)
+        assert first is not None
+        assert wm.agent.checkout("a", order_id=order_id) is None  # at its limit
+        assert wm.agent.checkout("b", order_id=order_id) is not None  # another agent is not
+        wm.agent.submit(first, {"x": 1})
+        assert wm.agent.checkout("a", order_id=order_id) is not None  # below it again
+    elif limit == "type":
+        multi = wm.propose("test.multi", {"count": 2})
+        simple = wm.propose("test.simple", {"x": 1})
+        assert wm.agent.checkout("a", order_id=multi) is not None
+        assert wm.agent.checkout("b", order_id=multi) is None  # test.multi is full
+        got = wm.agent.checkout("b")  # the global pick skips the full type
+        assert got is not None and got.order_id == simple
+    else:
+        t1 = wm.propose("test.multi", {"count": 2}, tenant_id="t1")
+        t2 = wm.propose("test.multi", {"count": 1}, tenant_id="t2")
+        assert wm.agent.checkout("a", order_id=t1) is not None
+        assert wm.agent.checkout("b", order_id=t1) is None  # tenant t1 is full
+        other = wm.agent.checkout("b")
+        assert other is not None and other.order_id == t2
 
 
 def _every_lease_call(wm: WorkManager, lease: Any) -> dict[str, Any]:
@@ -506,53 +545,31 @@ def test_third_review_findings_on_the_one_trip_submit(make_wm, backend) -> None:
 
 
 @pytest.mark.parametrize("backend", ["database", pytest.param("redis", marks=pytest.mark.redis)])
-def test_code_newer_than_the_schema_falls_back_to_the_general_path(
-    make_wm, backend, caplog
-) -> None:
+def test_code_newer_than_the_schema_is_an_error_naming_its_fix(make_wm, backend) -> None:
     """Code deployed before ``workmanager db upgrade`` (the functions of migration 0004
-    missing): the hot call changes nothing, says so once in the log, and the general path
-    serves that call and the next ones, with the same trail."""
+    missing; start-up and ``/readyz`` refuse it first): a checkout or a submit changes
+    nothing and says to run the upgrade (503 ``schema_outdated``); there is no second
+    path. With Redis the lock the checkout took is given back. After the upgrade, the
+    same calls succeed."""
     wm = make_wm(db="postgres", backend=backend, registry=Registry([Multi()]))
     order_id = wm.propose("test.multi", {"count": 2})
-    assert wm.agent.hot is not None
+    held = wm.agent.checkout(AGENT, order_id=order_id)
+    assert held is not None
+    before = trail(wm, [order_id])
     with functions_dropped(wm):
-        fallen_back(wm, order_id, caplog)
-
-
-def fallen_back(wm: WorkManager, order_id: uuid.UUID, caplog: Any) -> None:
-    with caplog.at_level("ERROR", logger="workmanager.agent"):
-        first = wm.agent.checkout(AGENT, order_id=order_id)
-    assert first is not None  # (with Redis, token 2: the store's fence passed 1 already)
-    assert wm.agent.hot is None
-    assert ["workmanager db upgrade" in r.getMessage() for r in caplog.records] == [True]
+        with pytest.raises(SchemaOutdated, match="workmanager db upgrade"):
+            wm.agent.checkout(AGENT, order_id=order_id)
+        with pytest.raises(SchemaOutdated, match="workmanager db upgrade"):
+            wm.agent.submit(held, {"x": 1})
+        assert trail(wm, [order_id]) == before
+        if backend == "redis":
+            store = wm.ctx.leases.store  # type: ignore[attr-defined]
+            assert len(store.client.keys(f"{store.keys.prefix}item:*")) == 1  # held's only
     second = wm.agent.checkout(AGENT, order_id=order_id)
     assert second is not None
-    for lease in (first, second):
+    for lease in (held, second):
         wm.agent.submit(lease, {"x": 1})
     assert wm.queries.order(order_id)["state"] == "submitted"
-    events = [(e["event"], e["item_id"] is None) for e in wm.queries.events(order_id)]
-    assert events == [
-        ("proposed", True),
-        ("planned", True),
-        ("leased", False),
-        ("in_progress", True),
-        ("leased", False),
-        ("submitted", False),
-        ("submitted", False),
-        ("submitted", True),
-    ]
-
-
-def test_a_hot_submit_without_the_functions_falls_back_too(make_wm, caplog) -> None:
-    """The same when the schema goes back between a hot checkout and its submit."""
-    wm = make_wm(db="postgres", backend="database", registry=Registry([Multi()]))
-    order_id = wm.propose("test.multi", {"count": 1})
-    lease = wm.agent.checkout(AGENT, order_id=order_id)
-    assert lease is not None and wm.agent.hot is not None
-    with functions_dropped(wm):
-        outcome = wm.agent.submit(lease, {"x": 1})
-    assert outcome.order_submitted and wm.agent.hot is None
-    assert [e["event"] for e in wm.queries.events(order_id)][-2:] == ["submitted", "submitted"]
 
 
 @contextlib.contextmanager
@@ -577,10 +594,10 @@ def functions_dropped(wm: WorkManager, migration: str = "0004") -> Iterator[None
             conn.execute(text(create))
 
 
-def test_only_the_missing_functions_turn_the_hot_path_off(make_wm) -> None:
+def test_only_the_missing_functions_are_an_outdated_schema(make_wm) -> None:
     """Review finding: another "undefined function" error (an operator for a filter of
-    the wrong type) is not an outdated schema; it must not switch the hot path off. The
-    agent API refuses such a filter before any SQL, naming it."""
+    the wrong type) is not an outdated schema: it stays the bug it is. The agent API
+    refuses such a filter before any SQL, naming it."""
     import psycopg
 
     from workmanager.leases.base import CheckoutQuery
@@ -630,21 +647,21 @@ def test_the_outcome_carries_the_result_as_submitted(make_wm, backend) -> None:
 
 
 @pytest.mark.parametrize("backend", ["database", pytest.param("redis", marks=pytest.mark.redis)])
-def test_a_current_lease_heartbeats_on_the_hot_path(make_wm, backend, monkeypatch) -> None:
-    """Only a refused heartbeat reaches the general path (which then says why)."""
+def test_every_heartbeat_runs_on_the_sql_path(make_wm, backend, monkeypatch) -> None:
+    """A refused heartbeat is explained from the row (no ORM run to say why): a wrong
+    fence is a conflict, another agent is forbidden, an expired lease is expired; the
+    lease stays usable after each refusal."""
     wm = make_wm(db="postgres", backend=backend, registry=Registry([Multi()]))
     order_id = wm.propose("test.multi", {"count": 1})
     lease = wm.agent.checkout(AGENT, order_id=order_id)
     assert lease is not None
-    general: list[object] = []
-    original = wm.agent._heartbeat_tx
-    monkeypatch.setattr(wm.agent, "_heartbeat_tx", lambda *a: general.append(a) or original(*a))
+    _no_orm(wm, monkeypatch)
     renewed = wm.agent.heartbeat(lease, progress=1)
     renewed = wm.agent.heartbeat(renewed)
-    assert general == []
     with pytest.raises(LeaseConflict):
         wm.agent.heartbeat(_with_token(lease, lease.fence + 5))
-    assert len(general) == 1
+    with pytest.raises(Forbidden):
+        wm.agent.heartbeat(lease, agent=AgentInfo(id="someone-else"))
     assert wm.queries.item(lease.item_id)["state"] == "in_progress"
     outcome = wm.agent.submit(renewed, {"x": 1})  # the renewal's view: one round trip
     assert outcome.order_submitted
