@@ -18,21 +18,21 @@ from tests.integration.test_hotpath import functions_dropped, paused_grant
 from tests.support.types import Multi
 from tests.support.waiting import wait_for
 from workmanager import Registry
+from workmanager.db.orm_store import OrmStore
 from workmanager.errors import LeaseConflict, SchemaOutdated
-from workmanager.services import agent as agent_module
 
 pytestmark = pytest.mark.postgres
 
 
 def _count_orm_releases(monkeypatch: Any) -> list[object]:
     calls: list[object] = []
-    orm = agent_module.release_tx
+    orm = OrmStore.release
 
     def counted(*args: Any) -> Any:
-        calls.append(args[2])
+        calls.append(args[1])
         return orm(*args)
 
-    monkeypatch.setattr(agent_module, "release_tx", counted)
+    monkeypatch.setattr(OrmStore, "release", counted)
     return calls
 
 
@@ -47,7 +47,7 @@ def test_a_current_lease_releases_on_the_sql_path_only(make_wm, backend, monkeyp
     assert wm.agent.release(first).order_state == "in_progress"
     assert wm.agent.release(second).order_state == "queued"
     if backend == "redis":  # the store's locks went with them
-        store = wm.agent.hot.store.store
+        store = wm.agent.store.store.store
         assert store.alive([str(first.item_id), str(second.item_id)]) == {}
     again = wm.agent.checkout("agent-3", order_id=order_id)  # leasable again, a new token
     assert again is not None and again.fence > max(first.fence, second.fence)

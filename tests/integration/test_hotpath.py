@@ -22,6 +22,8 @@ from tests.support.types import Multi, Simple
 from tests.support.waiting import wait_for
 from workmanager import AgentInfo, Registry, WorkManager
 from workmanager.db.models import Event, Item, Order, Provenance
+from workmanager.db.orm_store import OrmStore
+from workmanager.db.postgres.leases import PostgresStore
 from workmanager.errors import (
     Forbidden,
     IllegalStateTransition,
@@ -32,8 +34,6 @@ from workmanager.errors import (
     ValidationFailed,
 )
 from workmanager.provenance import DefaultEnricher
-from workmanager.services import agent as agent_module
-from workmanager.services.hotpath import HotPath
 
 pytestmark = pytest.mark.postgres
 
@@ -178,7 +178,8 @@ def test_postgres_and_sqlite_leave_the_same_trail(make_wm, backend) -> None:
     registry = Registry([Simple(auto=True), Multi()])
     hot = make_wm(db="postgres", backend=backend, registry=registry)  # first: truncated
     general = make_wm(db="sqlite", backend=backend, registry=registry)
-    assert isinstance(hot.agent.hot, HotPath) and general.agent.hot is None
+    assert isinstance(hot.agent.store, PostgresStore)
+    assert isinstance(general.agent.store, OrmStore)
     assert hot.executor.hot is not None and general.executor.hot is None
     via_general = trail(general, scenario(general, "t-general"))
     via_hot = trail(hot, scenario(hot, "t-hot"))
@@ -202,9 +203,9 @@ def _no_orm(wm: WorkManager, monkeypatch: Any) -> None:
     def refused(*_: Any) -> Any:
         raise AssertionError("the ORM path ran on PostgreSQL")
 
-    for name in ("_checkout_tx", "_heartbeat_tx", "_submit_tx"):
-        monkeypatch.setattr(wm.agent, name, refused)
-    monkeypatch.setattr(agent_module, "release_tx", refused)
+    assert isinstance(wm.agent.store, PostgresStore)
+    for name in ("grant", "heartbeat", "submit", "release"):
+        monkeypatch.setattr(OrmStore, name, refused)
 
 
 @pytest.mark.parametrize("backend", ["database", pytest.param("redis", marks=pytest.mark.redis)])
@@ -340,11 +341,11 @@ def paused_grant(wm: WorkManager, order_id: uuid.UUID, agent_id: str) -> Iterato
 
     import psycopg
 
+    from workmanager.db.postgres import sql as hotsql
     from workmanager.leases.base import CheckoutQuery
     from workmanager.leases.selection import shape_of
-    from workmanager.services import hotsql
 
-    hot = wm.agent.hot
+    hot = wm.agent.store
     assert hot is not None
     query = CheckoutQuery(order_id=order_id)
     values = hot.checkout_values(AgentInfo(id=agent_id), query)
@@ -411,7 +412,7 @@ def test_after_the_server_drops_its_connections_one_call_fails_then_all_succeed(
 
     wm = make_wm(db="postgres", backend="database", registry=Registry([Multi()]))
     order_id = wm.propose("test.multi", {"count": 3})
-    with wm.agent.hot.raw.connection(), wm.agent.hot.raw.connection():  # type: ignore[union-attr]
+    with wm.db.raw.connection(), wm.db.raw.connection():  # type: ignore[union-attr]
         pass  # two connections now sit in the pool
     url = wm.settings.database_url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(url, autocommit=True) as admin:
@@ -604,13 +605,13 @@ def test_only_the_missing_functions_are_an_outdated_schema(make_wm) -> None:
 
     wm = make_wm(db="postgres", backend="database", registry=Registry([Multi()]))
     order_id = wm.propose("test.multi", {"count": 1})
-    hot = wm.agent.hot
+    hot = wm.agent.store
     assert hot is not None
     with pytest.raises(psycopg.errors.UndefinedFunction):
-        hot.checkout(AgentInfo(id="a"), CheckoutQuery(tenant_id=7))  # type: ignore[arg-type]
+        hot.grant(AgentInfo(id="a"), CheckoutQuery(tenant_id=7))  # type: ignore[arg-type]
     with functions_dropped(wm, "0005"), pytest.raises(psycopg.errors.UndefinedFunction):
         # a schema at 0004 (only the release function missing): still the bug it is
-        hot.checkout(AgentInfo(id="a"), CheckoutQuery(tenant_id=7))  # type: ignore[arg-type]
+        hot.grant(AgentInfo(id="a"), CheckoutQuery(tenant_id=7))  # type: ignore[arg-type]
     for bad, path in (
         ({"tenant_id": 7}, "tenant_id"),
         ({"type": 7}, "type"),
@@ -627,7 +628,7 @@ def test_only_the_missing_functions_are_an_outdated_schema(make_wm) -> None:
     with pytest.raises(ValidationFailed) as refused:  # an agent id that is not a string
         wm.agent.checkout(AgentInfo(id=uuid.uuid4()))  # type: ignore[arg-type]
     assert refused.value.details[0]["path"] == "agent_id"
-    assert wm.agent.hot is hot
+    assert wm.agent.store is hot
     assert wm.agent.checkout("a", order_id=str(order_id)) is not None
 
 
@@ -702,8 +703,8 @@ def test_guarded_writes_find_their_row_by_primary_key(make_wm) -> None:
     of ``work_items`` but the pick's must be a primary-key lookup."""
     import psycopg
 
+    from workmanager.db.postgres import sql as hotsql
     from workmanager.leases.selection import Shape
-    from workmanager.services import hotsql
 
     wm = make_wm(db="postgres", backend="database", registry=Registry([Multi()]))
     order_id = wm.propose("test.multi", {"count": 300})

@@ -7,9 +7,9 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
+from workmanager.db.postgres.sql import provenance_params
 from workmanager.provenance import DefaultEnricher
 from workmanager.provenance.recorder import ProvenanceRecorder
-from workmanager.services.hotsql import provenance_params
 from workmanager.types import AgentInfo
 
 
@@ -19,7 +19,7 @@ def ctx(enricher: object) -> SimpleNamespace:
 
 def built(c: SimpleNamespace, action: str, agent: AgentInfo) -> dict[str, object]:
     """What the recorder itself makes of it (no reuse), as parameters."""
-    from workmanager.services.hotsql import PROVENANCE
+    from workmanager.db.postgres.sql import PROVENANCE
 
     return PROVENANCE.params(c.provenance.row(action, agent))
 

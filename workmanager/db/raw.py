@@ -1,6 +1,6 @@
 """Raw psycopg connections for the PostgreSQL hot paths.
 
-The agent and control-plane hot paths (see :mod:`workmanager.services.hotpath`) send
+The agent and control-plane hot paths (see :mod:`workmanager.db.postgres`) send
 hand-written SQL straight to psycopg: a statement through SQLAlchemy costs more Python
 than its round trip to a local PostgreSQL. Their connections come from a pool of their
 own (:mod:`.rawpool`), kept in autocommit mode, so that one statement is one transaction

@@ -14,18 +14,21 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from ..db import claims
-from ..db.models import Item
-from ..db.raw import Conn, RawPostgres
-from ..errors import NotFound, ValidationFailed, WorkManagerError
-from ..lease_tokens import Holder
-from ..leases.base import check_row
-from ..leases.keyed import StoreLeaseBackend
-from ..state_machine import check_item, check_order
-from ..states import ItemState, OrderState
-from ..types import JSON, AgentInfo, ItemView, Lease
-from .context import ServiceContext
-from .hotsql import (
+from ...errors import NotFound, ValidationFailed, WorkManagerError
+from ...lease_tokens import Holder
+from ...leases.base import check_row
+from ...leases.keyed import StoreLeaseBackend
+from ...services.context import ServiceContext
+from ...services.inputs import as_presented
+from ...services.outcomes import ItemOutcome
+from ...services.views import item_dict, item_view
+from ...state_machine import check_item, check_order
+from ...states import ItemState, OrderState
+from ...types import JSON, AgentInfo, ItemView, Lease
+from .. import claims
+from ..models import Item
+from ..raw import Conn, RawPostgres
+from .sql import (
     LOCK_ITEM,
     SUBMIT_GUARDED_SQL,
     SUBMIT_SQL,
@@ -34,25 +37,17 @@ from .hotsql import (
     lease_params,
     order_step,
 )
-from .inputs import as_presented
-from .outcomes import ItemOutcome
-from .views import item_dict, item_view
 
 log = logging.getLogger("workmanager.agent")
 
 
-class HotSubmit:
-    """``submit`` for :class:`.hotpath.HotPath`, on the same pool and store."""
+class PostgresSubmit:
+    """``submit`` for :class:`.leases.PostgresStore`, on the same pool and lock store."""
 
     def __init__(self, ctx: ServiceContext, raw: RawPostgres, store: StoreLeaseBackend | None):
         self.ctx = ctx
         self.raw = raw
         self.store = store
-
-    @property
-    def ends_store_lease(self) -> bool:
-        """Whether :meth:`submit` ends the store's lock itself (no ``released`` after)."""
-        return self.store is not None
 
     def submit(
         self,

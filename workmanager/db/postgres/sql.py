@@ -14,16 +14,16 @@ from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any, cast
 
-from .. import events
-from ..db.models import PROVENANCE_TABLE, Item, utcnow
-from ..db.raw import AuditColumns, utc_row
-from ..errors import NotFound
-from ..leases.base import CheckoutQuery
-from ..leases.selection import Shape
-from ..provenance.default import DefaultEnricher
-from ..states import LEASABLE_ORDER_STATES
-from ..types import AgentInfo, Lease
-from .inputs import as_presented
+from ... import events
+from ...errors import NotFound
+from ...leases.base import CheckoutQuery
+from ...leases.selection import Shape
+from ...provenance.default import DefaultEnricher
+from ...services.inputs import as_presented
+from ...states import LEASABLE_ORDER_STATES
+from ...types import AgentInfo, Lease
+from ..models import PROVENANCE_TABLE, Item, utcnow
+from ..raw import AuditColumns, utc_row
 
 ITEM_COLUMNS = [c.name for c in Item.__table__.columns]
 ITEM_DATETIME_COLUMNS = [c for c in ITEM_COLUMNS if c.endswith("_at")]

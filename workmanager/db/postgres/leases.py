@@ -52,18 +52,23 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from ..db import claims
-from ..db.raw import Conn
-from ..errors import LeaseConflict, NotFound
-from ..lease_tokens import Holder, compose, new_secret
-from ..leases import limits
-from ..leases.base import CheckoutQuery, Grant, check_row
-from ..leases.database import DatabaseLeaseBackend
-from ..leases.keyed import StoreLeaseBackend
-from ..leases.selection import Shape, shape_of
-from ..types import JSON, AgentInfo, Lease
-from .context import ServiceContext
-from .hotsql import (
+from ...errors import LeaseConflict, NotFound
+from ...lease_tokens import Holder, compose, new_secret
+from ...leases import limits
+from ...leases.base import CheckoutQuery, Grant, check_row
+from ...leases.database import DatabaseLeaseBackend
+from ...leases.keyed import StoreLeaseBackend
+from ...leases.selection import Shape, shape_of
+from ...services.context import ServiceContext
+from ...services.inputs import as_presented
+from ...services.outcomes import ItemOutcome, PartOutcome
+from ...services.views import item_dict, item_view
+from ...types import JSON, AgentInfo, Lease
+from .. import claims
+from ..orm_store import OrmStore
+from ..raw import Conn
+from ..store import Validate
+from .sql import (
     LOCK_ITEM,
     ORDER_EXISTS,
     RELEASE_SQL,
@@ -77,44 +82,73 @@ from .hotsql import (
     provenance_params,
     query_params,
 )
-from .hotsubmit import HotSubmit
-from .inputs import as_presented
-from .outcomes import ItemOutcome
-from .views import item_dict, item_view
+from .submit import PostgresSubmit
 
 log = logging.getLogger("workmanager.agent")
 
 
-def hot_path(ctx: ServiceContext) -> HotPath | None:
-    """This deployment's PostgreSQL path, or ``None`` where the ORM path serves (SQLite,
-    or a lease backend that is neither the database one nor a store)."""
-    if not ctx.db.is_postgres:
-        return None
+def postgres_store(ctx: ServiceContext, orm: OrmStore) -> PostgresStore | None:
+    """PostgreSQL's store for the database backend and the lock-store ones (Redis,
+    memory); ``None`` for a third party's lease backend (the ORM store serves it)."""
     backend = ctx.leases
     if isinstance(backend, DatabaseLeaseBackend):
-        return HotPath(ctx, store=None, counted=backend.limits)
+        return PostgresStore(ctx, orm, lock=None, counted=backend.limits)
     if isinstance(backend, StoreLeaseBackend):
-        return HotPath(ctx, store=backend, counted=backend.limits)
+        return PostgresStore(ctx, orm, lock=backend, counted=backend.limits)
     return None
 
 
-class HotPath:
-    """checkout, heartbeat, submit and release on PostgreSQL, one statement each where it
-    can (see the module's docstring)."""
+class PostgresStore:
+    """The :class:`~workmanager.db.store.Store` of PostgreSQL (see the module's
+    docstring). Parts, finalize and fail have no SQL of their own yet: they are the ORM
+    store's (``orm``), their one path on both databases."""
 
     def __init__(
-        self, ctx: ServiceContext, store: StoreLeaseBackend | None, counted: limits.Limits
+        self,
+        ctx: ServiceContext,
+        orm: OrmStore,
+        lock: StoreLeaseBackend | None,
+        counted: limits.Limits,
     ) -> None:
         self.ctx = ctx
         self.raw = ctx.db.raw
-        self.store = store
-        #: the limits counted on the rows (the store counts its own atomically)
+        self.orm = orm
+        self.store = lock
+        #: the limits counted on the rows (the lock store counts its own atomically)
         self.limits = counted
-        #: submit (:mod:`.hotsubmit`), on the same pool and store
-        self.submitter = HotSubmit(ctx, self.raw, store)
+        #: submit (:mod:`.submit`), on the same pool and lock store
+        self.submitter = PostgresSubmit(ctx, self.raw, lock)
+
+    def submit(
+        self,
+        lease: Lease,
+        agent: AgentInfo,
+        result: JSON,
+        payload: dict[str, Any],
+        validate: Validate,
+    ) -> ItemOutcome:
+        return self.submitter.submit(lease, agent, result, payload, validate)
+
+    def submit_part(
+        self,
+        lease: Lease,
+        agent: AgentInfo,
+        part_key: str,
+        payload: JSON,
+        seq: int | None,
+        evidence: Any,
+        notes: str | None,
+    ) -> PartOutcome:
+        return self.orm.submit_part(lease, agent, part_key, payload, seq, evidence, notes)
+
+    def finalize(self, lease: Lease, agent: AgentInfo, mode: str) -> ItemOutcome:
+        return self.orm.finalize(lease, agent, mode)
+
+    def fail(self, lease: Lease, agent: AgentInfo, error: JSON, retryable: bool) -> ItemOutcome:
+        return self.orm.fail(lease, agent, error, retryable)
 
     # --- checkout ---------------------------------------------------------------------
-    def checkout(self, agent: AgentInfo, query: CheckoutQuery) -> Lease | None:
+    def grant(self, agent: AgentInfo, query: CheckoutQuery) -> Lease | None:
         values = self.checkout_values(agent, query)
         expires = values["expires"]
         claim = claims.unmarked_claim()
@@ -415,8 +449,8 @@ class HotPath:
     def release(self, lease: Lease, agent: AgentInfo) -> ItemOutcome:
         """Give a current lease's item back in one statement, as ``endings.release_tx``
         does on SQLite (the order's step is ``workmanager_release_order``). With a store,
-        its lock is checked first (a lease the store lost is expired, SPEC §4.5). The
-        caller then drops the store's lock."""
+        its lock is checked first (a lease the store lost is expired, SPEC §4.5), and
+        dropped after the commit."""
         now = self.ctx.clock()
         values = lease_params(self.ctx, lease, agent, now, "release")
         presented = as_presented(lease, agent)
@@ -424,7 +458,8 @@ class HotPath:
         row = self.raw.run(lambda conn: self._release(conn, values, presented, now, claim))
         order_state, _ = order_step(row)
         announce_written(row)
-        return ItemOutcome(item_dict(item_of_row(row)), order_state)
+        outcome = ItemOutcome(item_dict(item_of_row(row)), order_state)
+        return self.orm.end_lock(lease, outcome)  # the lock store's hold, after the commit
 
     def _release(
         self,

@@ -1,0 +1,237 @@
+"""The ORM store (:class:`OrmStore`): the lease operations as SQLAlchemy transactions.
+
+SQLite's one path (every transaction ``BEGIN IMMEDIATE``, so they are serialized), and the
+path of a lease backend that is neither the database one nor a lock store. On PostgreSQL
+:class:`~workmanager.db.postgres.leases.PostgresStore` runs instead, and asks this one only
+for the operations it has no SQL of its own for yet (parts, finalize, fail): each
+operation still has one path per database. See :mod:`workmanager.db.store` for what each
+method locks and what is atomic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+from datetime import datetime, timedelta
+from types import SimpleNamespace
+from typing import Any, cast
+
+from sqlalchemy.orm import Session
+
+from ..errors import NotFound
+from ..lease_tokens import compose, new_secret
+from ..leases.base import CheckoutQuery, Grant
+from ..services.context import ServiceContext
+from ..services.endings import fail_tx, release_tx
+from ..services.inputs import as_presented
+from ..services.lifecycle import lock_item, lock_order_ref, maybe_submit_order, start_order
+from ..services.outcomes import ItemOutcome, PartOutcome
+from ..services.parts import add_part, assemble
+from ..services.transitions import clear_lease, move_item, record_event
+from ..services.views import item_dict, item_view
+from ..states import ItemState
+from ..types import JSON, AgentInfo, Lease
+from .models import Item, Order
+from .store import Validate
+
+
+class OrmStore:
+    """The lease operations through the ORM (see the module's docstring)."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    # --- checkout ---------------------------------------------------------------------
+    def grant(self, agent: AgentInfo, query: CheckoutQuery) -> Lease | None:
+        granted: list[Grant] = []
+        try:
+            return self.ctx.db.run(lambda s: self._grant_tx(s, agent, query, granted))
+        except BaseException:
+            for grant in granted:
+                self.ctx.leases.abandoned(grant, agent.id)
+            raise
+
+    def _grant_tx(
+        self, s: Session, agent: AgentInfo, query: CheckoutQuery, granted: list[Grant]
+    ) -> Lease | None:
+        now = self.ctx.clock()
+        while granted:  # an earlier run of this transaction rolled back (deadlock retry)
+            self.ctx.leases.abandoned(granted.pop(), agent.id)
+        secret, secret_hash = new_secret()
+        grant = self.ctx.leases.checkout(
+            s, agent.id, query, now, self.ctx.settings.lease_ttl_seconds, secret_hash
+        )
+        if grant is None:
+            if query.order_id is not None and s.get(Order, query.order_id) is None:
+                raise NotFound(
+                    f"order {query.order_id} not found", details={"order_id": str(query.order_id)}
+                )
+            return None
+        granted.append(grant)
+        item = grant.item
+        record_event(
+            s,
+            item.order_id,
+            ItemState.LEASED,
+            agent.actor,
+            item_id=item.id,
+            payload={"agent_id": agent.id, "attempt": item.attempts},
+        )
+        start_order(s, item.order_id, agent.actor, now)
+        self.ctx.provenance.record(s, "checkout", agent, order_id=item.order_id, item_id=item.id)
+        return Lease(
+            item.id,
+            item.order_id,
+            agent.id,
+            compose(grant.token, secret),
+            grant.expires_at,
+            self.ctx.settings.heartbeat_every_seconds,
+            item_view(item),
+        )
+
+    # --- heartbeat --------------------------------------------------------------------
+    def heartbeat(
+        self, lease: Lease, agent: AgentInfo, progress: float | None, checkpoint: JSON | None
+    ) -> Lease:
+        return self.ctx.db.run(lambda s: self._heartbeat_tx(s, lease, progress, checkpoint, agent))
+
+    def _heartbeat_tx(
+        self,
+        s: Session,
+        lease: Lease,
+        progress: float | None,
+        checkpoint: JSON | None,
+        agent: AgentInfo,
+    ) -> Lease:
+        now = self.ctx.clock()
+        ttl = self.ctx.settings.lease_ttl_seconds
+        item = lock_item(s, lease.item_id)
+        self.ctx.leases.extend(item, as_presented(lease, agent), now, ttl)
+        item.lease_expires_at = now + timedelta(seconds=ttl)
+        item.last_heartbeat_at = now
+        if progress is not None or checkpoint is not None:
+            item.progress = {
+                "progress": progress,
+                # a copy: the lease this returns must not change when the caller's does
+                "checkpoint": copy.deepcopy(checkpoint),
+                "at": now.isoformat(),
+                "attempt": item.attempts,
+            }
+        if item.state == ItemState.LEASED:
+            move_item(s, item, ItemState.IN_PROGRESS, agent.actor)
+        self.ctx.provenance.record(s, "heartbeat", agent, order_id=item.order_id, item_id=item.id)
+        # The item as it now is, so a submit with this lease can skip re-reading it.
+        return dataclasses.replace(lease, expires_at=item.lease_expires_at, item=item_view(item))
+
+    # --- submit, parts, finalize ------------------------------------------------------
+    def submit(
+        self,
+        lease: Lease,
+        agent: AgentInfo,
+        result: JSON,
+        payload: dict[str, Any],
+        validate: Validate,
+    ) -> ItemOutcome:
+        def tx(s: Session) -> ItemOutcome:
+            now = self.ctx.clock()
+            item = lock_item(s, lease.item_id)
+            self.ctx.leases.check(item, as_presented(lease, agent), now)
+            validate(item_view(item))
+            return self._mark_submitted(s, item, agent, now, "submit", payload, result)
+
+        return self.end_lock(lease, self.ctx.db.run(tx))
+
+    def submit_part(
+        self,
+        lease: Lease,
+        agent: AgentInfo,
+        part_key: str,
+        payload: JSON,
+        seq: int | None,
+        evidence: Any,
+        notes: str | None,
+    ) -> PartOutcome:
+        def tx(s: Session) -> PartOutcome:
+            now = self.ctx.clock()
+            item = lock_item(s, lease.item_id)
+            self.ctx.leases.check(item, as_presented(lease, agent), now)
+            order_type = self.ctx.registry.get(item.order_type)
+            outcome = add_part(
+                s,
+                self.ctx.settings,
+                order_type,
+                item,
+                agent,
+                part_key,
+                payload,
+                seq,
+                evidence,
+                notes,
+            )
+            self.ctx.provenance.record(
+                s, "submit-part", agent, order_id=item.order_id, item_id=item.id
+            )
+            return outcome
+
+        return self.ctx.db.run(tx)
+
+    def finalize(self, lease: Lease, agent: AgentInfo, mode: str) -> ItemOutcome:
+        def tx(s: Session) -> ItemOutcome:
+            now = self.ctx.clock()
+            item = lock_item(s, lease.item_id)
+            self.ctx.leases.check(item, as_presented(lease, agent), now)
+            result, missing = assemble(s, self.ctx.registry.get(item.order_type), item, mode)
+            payload = {"mode": mode, "missing": missing}
+            return self._mark_submitted(
+                s, item, agent, now, "finalize", payload, result, assembled=True
+            )
+
+        return self.end_lock(lease, self.ctx.db.run(tx))
+
+    def _mark_submitted(
+        self,
+        s: Session,
+        item: Item,
+        agent: AgentInfo,
+        now: datetime,
+        action: str,
+        payload: dict[str, Any],
+        result: JSON,
+        *,
+        assembled: bool = False,
+    ) -> ItemOutcome:
+        # Lock the order before touching the item: the lock's SELECT would otherwise flush
+        # the item once for the result and again for the state.
+        order = lock_order_ref(s, item.order_id)
+        item.result = result
+        if assembled:
+            item.assembled_result = result
+        clear_lease(item)
+        move_item(
+            s,
+            item,
+            ItemState.SUBMITTED,
+            agent.actor,
+            payload={"agent_id": agent.id, **{k: v for k, v in payload.items() if v}},
+        )
+        became = maybe_submit_order(s, order, agent.actor, now)
+        self.ctx.provenance.record(s, action, agent, order_id=item.order_id, item_id=item.id)
+        return ItemOutcome(item_dict(item), order.state, became)
+
+    # --- release and fail -------------------------------------------------------------
+    def release(self, lease: Lease, agent: AgentInfo) -> ItemOutcome:
+        outcome = self.ctx.db.run(lambda s: release_tx(self.ctx, s, lease, agent))
+        return self.end_lock(lease, outcome)
+
+    def fail(self, lease: Lease, agent: AgentInfo, error: JSON, retryable: bool) -> ItemOutcome:
+        outcome = self.ctx.db.run(lambda s: fail_tx(self.ctx, s, lease, error, retryable, agent))
+        return self.end_lock(lease, outcome)
+
+    def end_lock(self, lease: Lease, outcome: ItemOutcome) -> ItemOutcome:
+        """The lease ended in the database (committed); drop the lock store's hold (best
+        effort: an orphaned lock delays nothing, the row is no longer held)."""
+        stub = cast(Item, SimpleNamespace(id=lease.item_id, order_type=outcome.item["order_type"]))
+        with contextlib.suppress(Exception):
+            self.ctx.leases.released(stub, lease.holder)
+        return outcome
