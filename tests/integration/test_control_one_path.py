@@ -25,9 +25,9 @@ from workmanager.errors import (
     NotFound,
     ValidationFailed,
 )
-from workmanager.services.callers import AgentMetadata, Caller, build_caller
-from workmanager.services.operations import Answer, Operations
 from workmanager.services.tokens import Principal
+from workmanager.surface.callers import AgentMetadata, Caller, build_caller
+from workmanager.surface.operations import Answer, Operations
 
 WM = Callable[..., WorkManager]
 

@@ -25,10 +25,10 @@ from workmanager.errors import (
     Unavailable,
     ValidationFailed,
 )
-from workmanager.services.callers import AgentMetadata, Caller, build_caller
 from workmanager.services.idempotency import IN_FLIGHT_LOCK, Claim, Replay
-from workmanager.services.operations import Answer, CheckoutFilters, Operations
 from workmanager.services.tokens import Principal
+from workmanager.surface.callers import AgentMetadata, Caller, build_caller
+from workmanager.surface.operations import Answer, CheckoutFilters, Operations
 
 
 class Clock:

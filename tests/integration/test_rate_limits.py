@@ -167,9 +167,9 @@ def test_a_bound_tokens_checkouts_count_against_its_tenant(make_wm: Any) -> None
     """Through the operations layer (HTTP and MCP): a token bound to a tenant takes from
     its tenant's bucket, whatever agent it acts as; an unbound caller's global checkout
     from no tenant's bucket."""
-    from workmanager.services.callers import Caller
-    from workmanager.services.operations import CheckoutFilters, Operations
     from workmanager.services.tokens import Principal
+    from workmanager.surface.callers import Caller
+    from workmanager.surface.operations import CheckoutFilters, Operations
     from workmanager.types import AgentInfo
 
     wm = make_wm(registry=Registry([Simple()]), rate_limit_checkout_per_tenant=Rate(1, 60))

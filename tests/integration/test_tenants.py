@@ -19,11 +19,11 @@ from workmanager.errors import (
     NoItemsAvailable,
     NotFound,
 )
-from workmanager.services.callers import AgentMetadata, Caller, build_caller
 from workmanager.services.listing import ItemListing
-from workmanager.services.operations import CheckoutFilters, Operations
 from workmanager.services.overview import Overview
 from workmanager.services.tokens import Principal, TokenService
+from workmanager.surface.callers import AgentMetadata, Caller, build_caller
+from workmanager.surface.operations import CheckoutFilters, Operations
 
 ALL = frozenset({"admin"})
 

@@ -8,9 +8,9 @@ from fastapi import FastAPI
 
 from .. import __version__, tracing, ui
 from ..container import WorkManager
-from ..services.operations import Operations
 from ..services.tokens import TokenService
 from ..settings import auth_none_warning
+from ..surface.operations import Operations
 from . import errors, openapi
 from .deps import ApiState
 from .middleware import RequestContextMiddleware

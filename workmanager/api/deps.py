@@ -14,9 +14,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from ..container import WorkManager
-from ..services.callers import AgentMetadata, Caller, build_caller
-from ..services.operations import Operations
 from ..services.tokens import ANONYMOUS, Principal, TokenService
+from ..surface.callers import AgentMetadata, Caller, build_caller
+from ..surface.operations import Operations
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from ..errors import IdempotencyKeyRequired
-from ..services.callers import Caller
 from ..services.idempotency import Replay
-from ..services.operations import Answer
+from ..surface.callers import Caller
+from ..surface.operations import Answer
 from .deps import state
 
 FALLBACK_HEADER = "Idempotency-Key"

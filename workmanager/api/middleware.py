@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import MalformedJSON, PayloadTooLarge, WorkManagerError
 from ..jsonvalues import loads, raw_depth, too_deep
-from ..services.callers import new_request_id
+from ..surface.callers import new_request_id
 
 log = logging.getLogger("workmanager.api")
 REQUEST_ID = "x-request-id"

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import WorkManagerError
 from ..services.idempotency import Replay
-from ..services.operations import Answer
+from ..surface.operations import Answer
 
 log = logging.getLogger("workmanager.mcp")
 Result = dict[str, Any]

@@ -1,4 +1,4 @@
-"""The MCP tools of SPEC §7 over :class:`~workmanager.services.operations.Operations`.
+"""The MCP tools of SPEC §7 over :class:`~workmanager.surface.operations.Operations`.
 
 Over stdio the server runs as whoever started it (like the CLI: every scope). Over HTTP
 every call must carry ``Authorization: Bearer <token>``; the token's principal, scopes
@@ -26,10 +26,10 @@ from pydantic import ValidationError
 from ..container import WorkManager
 from ..errors import ValidationFailed, WorkManagerError
 from ..jsonvalues import deeper_than, too_deep
-from ..services.callers import AgentMetadata, Caller, build_caller
 from ..services.idempotency import IdempotencyService
-from ..services.operations import Answer, CheckoutFilters, Operations
 from ..services.tokens import Principal, TokenService
+from ..surface.callers import AgentMetadata, Caller, build_caller
+from ..surface.operations import Answer, CheckoutFilters, Operations
 from . import results
 from .results import Result
 

@@ -36,8 +36,8 @@ from .parts import canonical
 from .queries import Queries
 
 if TYPE_CHECKING:
-    from .callers import Caller
-    from .operations import Answer
+    from ..surface.callers import Caller
+    from ..surface.operations import Answer
 
 IN_FLIGHT, COMMITTED, DONE = claims.IN_FLIGHT, claims.COMMITTED, "done"
 #: How long an in-flight marker blocks its key before another request may take it over.

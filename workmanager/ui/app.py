@@ -35,12 +35,12 @@ from ..errors import (
     Unauthenticated,
     WorkManagerError,
 )
-from ..services.callers import Caller, build_caller
 from ..services.idempotency import Replay
 from ..services.listing import ItemListing
-from ..services.operations import Answer, parse_id
 from ..services.overview import Overview
 from ..services.ui_sessions import SESSION_LIFETIME, ConsoleSession, SessionService
+from ..surface.callers import Caller, build_caller
+from ..surface.operations import Answer, parse_id
 
 HERE = Path(__file__).parent
 PREFIX = "/ui"

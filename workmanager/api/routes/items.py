@@ -12,7 +12,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from ...errors import ValidationFailed
-from ...services.operations import CheckoutFilters
+from ...surface.operations import CheckoutFilters
 from .. import idempotent
 from .. import responses as R
 from ..deps import CheckoutCaller, SubmitCaller, ViewCaller, state

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from ...services.operations import CheckoutFilters
+from ...surface.operations import CheckoutFilters
 from .. import idempotent
 from .. import responses as R
 from ..deps import ApproveCaller, CheckoutCaller, ProposeCaller, RejectCaller, ViewCaller, state

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from ...errors import ValidationFailed
-from ...services.callers import Caller
 from ...services.forget import Forget, Subject
+from ...surface.callers import Caller
 from ...types import Actor
 from .. import responses as R
 from ..deps import scope, state

@@ -20,19 +20,19 @@ from ..container import WorkManager
 from ..db.models import Item
 from ..errors import NoItemsAvailable, NotFound, Unavailable, ValidationFailed
 from ..lease_tokens import Holder
-from ..states import OrderState
-from ..types import JSON, Actor, Lease
-from .admin import LeaseAdmin, LeaseSelector
-from .callers import Caller
-from .listing import OrderListing
-from .shapes import finalize_answer, heartbeat_dict, lease_dict, part_answer
-from .tenancy import (
+from ..services.admin import LeaseAdmin, LeaseSelector
+from ..services.listing import OrderListing
+from ..services.tenancy import (
     checkout_tenant,
     item_visible,
     proposal_tenant,
     require_item,
     require_order,
 )
+from ..states import OrderState
+from ..types import JSON, Actor, Lease
+from .callers import Caller
+from .shapes import finalize_answer, heartbeat_dict, lease_dict, part_answer
 
 Answer = tuple[int, dict[str, Any]]
 #: Order states after which an approved order's apply has finished, one way or the other.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..services.outcomes import ItemOutcome, PartOutcome
+from ..services.views import iso
 from ..types import Lease
-from .outcomes import ItemOutcome, PartOutcome
-from .views import iso
 
 
 def lease_dict(lease: Lease) -> dict[str, Any]:

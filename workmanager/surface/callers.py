@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from ..errors import Forbidden, InvalidAgentMetadata
 from ..semver import is_semver
+from ..services.tokens import Principal
 from ..types import JSON, AgentInfo
-from .tokens import Principal
 
 _MAX_FIELD = 191
 
