@@ -22,10 +22,10 @@ from .services.context import ServiceContext
 from .services.executor import ApplyService
 from .services.generate import Generator
 from .services.idempotency import IdempotencyService
+from .services.lease_admin import Sweeper
 from .services.maintenance import Maintenance
 from .services.orders import OrderService
 from .services.queries import Queries
-from .services.sweep import Sweeper
 from .settings import Settings
 from .types import JSON, Actor
 

@@ -18,7 +18,7 @@ from workmanager import Registry
 from workmanager.allocators import AllocatorStrategy, OrderRequest
 from workmanager.db.models import Event, IdempotencyKey, Item, Order, Provenance, utcnow
 from workmanager.errors import IllegalStateTransition, NotFound, ValidationFailed
-from workmanager.services.housekeeping import Housekeeping
+from workmanager.services.maintenance import Housekeeping
 
 
 def _submitted(console: Console) -> uuid.UUID:

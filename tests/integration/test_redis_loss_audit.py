@@ -13,7 +13,7 @@ import redis
 from tests.support.types import Multi
 from workmanager import Registry, WorkManager
 from workmanager.errors import Unavailable
-from workmanager.services.sweep import Sweeper
+from workmanager.services.lease_admin import Sweeper
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 

@@ -1,7 +1,7 @@
 """``workmanager leases list|reclaim|release|extend`` by selector (SPEC §9, §13).
 
 The selector rule (the refusal of an empty one, and reclaim's "no selector: the expired
-leases") lives in ``services.admin``.
+leases") lives in ``services.lease_admin``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from ..errors import InvalidQuery
-from ..services.admin import LeaseAdmin, LeaseAdminResult, LeaseSelector
+from ..services.lease_admin import LeaseAdmin, LeaseAdminResult, LeaseSelector
 from .app import Env, cli, pass_env
 from .render import DURATION, emit_json, json_option, table
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ..services.housekeeping import Housekeeping, PruneReport
+from ..services.maintenance import Housekeeping, PruneReport
 from .app import Env, cli, pass_env
 from .render import DURATION, console, emit_json, json_option, pairs, progress_bar
 

@@ -13,8 +13,8 @@ from ..db.models import Item, Order
 from ..errors import IllegalStateTransition, InvalidQuery, NotFound, WorkManagerError
 from ..states import ItemState, OrderState
 from ..types import Actor
-from .admin import LeaseAdmin, LeaseSelector
 from .context import ServiceContext
+from .lease_admin import LeaseAdmin, LeaseSelector
 from .lifecycle import lock_order
 from .orders import OrderService
 from .transitions import move_order, rework_item

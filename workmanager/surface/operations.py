@@ -20,7 +20,7 @@ from ..container import WorkManager
 from ..db.models import Item
 from ..errors import NoItemsAvailable, NotFound, Unavailable, ValidationFailed
 from ..lease_tokens import Holder
-from ..services.admin import LeaseAdmin, LeaseSelector
+from ..services.lease_admin import LeaseAdmin, LeaseSelector
 from ..services.listing import OrderListing
 from ..services.tenancy import (
     checkout_tenant,
