@@ -8,9 +8,9 @@ and one round trip; several statements are sent in a pipeline between an explici
 ``BEGIN`` and ``COMMIT``. They are made from the engine's URL and type adapters (same
 server, same adapters as the ORM's connections).
 
-Errors are mapped as :meth:`Database.transaction` maps them (unreachable server → 503,
-unstorable value → 422), and a deadlock victim is run again as :meth:`Database.run`
-does.
+Errors are translated by :mod:`.driver_errors`, as the ORM's are (unreachable server →
+503, unstorable value → 422, missing tables → ``schema_outdated``), and a deadlock victim
+is run again as :meth:`Database.run` does.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, Engine, Table
 
-from ..errors import SchemaOutdated, Unavailable, ValidationFailed
+from ..errors import SchemaOutdated, Unavailable
+from . import driver_errors
 from .ddl import HOT_PATH_SIGNATURES_V1, HOT_PATH_SIGNATURES_V2
 from .rawpool import RawPool
 from .session import (
@@ -112,12 +113,6 @@ class RawPostgres:
         try:
             yield conn
             healthy = True
-        except pgerrors.DataError as exc:
-            healthy = _reset(conn)
-            raise ValidationFailed(
-                [{"path": "$", "message": str(exc).splitlines()[0], "validator": "storable"}],
-                "a value cannot be stored",
-            ) from exc
         except pgerrors.UndefinedFunction as exc:
             healthy = _reset(conn)
             if not (healthy and _functions_missing(conn, str(exc))):
@@ -126,12 +121,23 @@ class RawPostgres:
                 f"the database schema is older than this code ({exc.diag.message_primary});"
                 " run `workmanager db upgrade`"
             ) from exc
-        except psycopg.OperationalError as exc:
+        except psycopg.Error as exc:
             healthy = _reset(conn)
             if isinstance(exc, _RETRYABLE):
-                raise
-            lost = not healthy
-            raise Unavailable(f"database unavailable: {exc}") from exc
+                raise  # run() runs it again
+            operational = isinstance(exc, psycopg.OperationalError)
+            lost = operational and not healthy
+            error = driver_errors.translate(
+                exc,
+                data_error=isinstance(exc, pgerrors.DataError),
+                operational=operational,
+                invalidated=not healthy,
+            )
+            if error is None and operational:
+                error = Unavailable(f"database unavailable: {exc}")
+            if error is None:
+                raise  # not the database's state nor the caller's value: a bug
+            raise error from exc
         except BaseException:
             healthy = _reset(conn)
             raise

@@ -26,16 +26,13 @@ from sqlalchemy.pool import StaticPool
 from ..errors import (
     ConfigurationError,
     DatabaseMissing,
-    SchemaOutdated,
     Unavailable,
-    ValidationFailed,
     WorkManagerError,
 )
-from . import claims, pending
+from . import claims, driver_errors, pending
 
 T = TypeVar("T")
 #: PostgreSQL deadlock / serialization failure: the transaction may simply be run again.
-_RETRYABLE_PGCODES = {"40P01", "40001"}
 
 
 #: Which processes may create a missing SQLite file (see :meth:`Database.allow_create`).
@@ -229,13 +226,6 @@ class Database:
         try:
             with unavailable_when_down(self.url), session.begin():
                 yield session
-        except DataError as exc:
-            # A value the database cannot store (a NUL in text, an out-of-range number) that
-            # slipped past the checks at the edge: the caller's input, so a 422, not a 500.
-            raise ValidationFailed(
-                [{"path": "$", "message": str(exc.orig).splitlines()[0], "validator": "storable"}],
-                "a value cannot be stored",
-            ) from exc
         finally:
             session.close()
 
@@ -284,8 +274,9 @@ def unavailable_when_down(url: str = "") -> Iterator[None]:
     :class:`Unavailable` (HTTP 503 with ``Retry-After``, a retry for Celery tasks): the
     server unreachable or gone, the database missing (:class:`DatabaseMissing`), its
     tables missing or older than the code (:class:`SchemaOutdated`), and the engine's pool
-    exhausted (every connection lent out past ``POOL_TIMEOUT``). The hot paths' psycopg
-    connections are translated the same way in :mod:`.raw`. ``url`` is named in hints."""
+    exhausted (every connection lent out past ``POOL_TIMEOUT``); a value it cannot store
+    becomes :class:`ValidationFailed`. The rules are :mod:`.driver_errors`', which the
+    PostgreSQL store's connections (:mod:`.raw`) use too. ``url`` is named in hints."""
     try:
         yield
     except PoolTimeout as exc:
@@ -299,56 +290,15 @@ def unavailable_when_down(url: str = "") -> Iterator[None]:
         raise error from exc
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def _translated(exc: DBAPIError, url: str) -> WorkManagerError | None:
-    text = str(exc.orig)
-    code = _sqlstate(exc)
-    where = display_url(url) if url else "the database"
-    if code in _MISSING_SCHEMA_CODES or text.startswith(("no such table", "no such column")):
-        return SchemaOutdated(
-            f"{where} has no workmanager schema or an older one ({text.splitlines()[0]})"
-        )
-    if code == "3D000" or ("database " in text and "does not exist" in text):
-        return DatabaseMissing(
-            f"database unavailable: {_one_line(text)}",
-            hint=f"create it (e.g. `createdb`), then run `workmanager db upgrade`; {where}",
-        )
-    if isinstance(exc, OperationalError) and _is_connection_error(exc):
-        unreachable = "connect" in text.lower()  # not a lock timeout: the server itself
-        return Unavailable(
-            f"database unavailable: {_one_line(text)}",
-            hint=f"is the server running and is {where} right? (WORK_MANAGER_DATABASE_URL)"
-            if unreachable
-            else None,
-        )
-    return None
-
-
-#: PostgreSQL: undefined table, undefined column (a schema older than the code).
-_MISSING_SCHEMA_CODES = {"42P01", "42703"}
-
-
-def _is_connection_error(exc: OperationalError) -> bool:
-    if _is_retryable(exc):  # a deadlock's text says "blocked by process": not an outage
-        return False
-    text = str(exc.orig).lower()
-    markers = (
-        "connection",
-        "could not connect",
-        "server closed",
-        "terminating",
-        "timeout",
-        "locked",
+    return driver_errors.translate(
+        exc.orig or exc,
+        display_url(url) if url else "the database",
+        data_error=isinstance(exc, DataError),
+        operational=isinstance(exc, OperationalError),
+        invalidated=exc.connection_invalidated,
     )
-    return exc.connection_invalidated or any(m in text for m in markers)
-
-
-def _sqlstate(exc: DBAPIError) -> str | None:
-    return getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
 
 
 def _is_retryable(exc: DBAPIError) -> bool:
-    return _sqlstate(exc) in _RETRYABLE_PGCODES
+    return driver_errors.is_retryable(exc.orig or exc)

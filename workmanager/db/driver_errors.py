@@ -1,0 +1,105 @@
+"""Driver errors as the project's errors: the one module that translates them.
+
+psycopg (the PostgreSQL store's raw connections, and under SQLAlchemy), sqlite3 (under
+SQLAlchemy): each caller hands the driver's own exception (``DBAPIError.orig`` for the
+ORM) to :func:`translate`, and raises what it returns:
+
+* a value the database cannot store (a NUL in text, an out-of-range number) that slipped
+  past the checks at the edge → :class:`ValidationFailed` (422): the caller's input;
+* tables or columns missing → :class:`SchemaOutdated` (503, "run `workmanager db
+  upgrade`");
+* the database missing → :class:`DatabaseMissing`;
+* the server unreachable or gone, a lock timeout → :class:`Unavailable` (503 with
+  ``Retry-After``; a retry for Celery tasks).
+
+A deadlock victim or serialization failure (:func:`is_retryable`) is not translated: the
+callers run the transaction again (it changed nothing). Anything else is a bug and stays
+the driver's error.
+"""
+
+from __future__ import annotations
+
+from ..errors import (
+    DatabaseMissing,
+    SchemaOutdated,
+    Unavailable,
+    ValidationFailed,
+    WorkManagerError,
+)
+
+#: PostgreSQL: deadlock detected, serialization failure.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+#: PostgreSQL: undefined table, undefined column (a schema older than the code).
+MISSING_SCHEMA_SQLSTATES = frozenset({"42P01", "42703"})
+#: PostgreSQL class 22: data exception (the value, not the statement).
+_DATA_EXCEPTION_CLASS = "22"
+_CONNECTION_MARKERS = (
+    "connection",
+    "could not connect",
+    "server closed",
+    "terminating",
+    "timeout",
+    "locked",
+)
+
+
+def sqlstate(orig: BaseException) -> str | None:
+    """The SQLSTATE of a driver error (psycopg), if it has one."""
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return str(code) if code else None
+
+
+def is_retryable(orig: BaseException) -> bool:
+    """A deadlock victim or a serialization failure: nothing was changed, run it again."""
+    return sqlstate(orig) in RETRYABLE_SQLSTATES
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def unstorable(orig: BaseException) -> ValidationFailed:
+    first = str(orig).splitlines()[0] if str(orig) else type(orig).__name__
+    return ValidationFailed(
+        [{"path": "$", "message": first, "validator": "storable"}],
+        "a value cannot be stored",
+    )
+
+
+def translate(
+    orig: BaseException,
+    where: str = "the database",
+    *,
+    data_error: bool = False,
+    operational: bool = False,
+    invalidated: bool = False,
+) -> WorkManagerError | None:
+    """The project's error for a driver error ``orig`` (``None``: not one of ours).
+
+    ``where`` names the database in hints (a display URL); ``data_error`` /
+    ``operational``: the driver classed it so (SQLAlchemy's ``DataError`` /
+    ``OperationalError``, or psycopg's); ``invalidated``: the pool dropped the connection."""
+    text = str(orig)
+    code = sqlstate(orig)
+    if data_error or (code or "").startswith(_DATA_EXCEPTION_CLASS):
+        return unstorable(orig)
+    if code in MISSING_SCHEMA_SQLSTATES or text.startswith(("no such table", "no such column")):
+        return SchemaOutdated(
+            f"{where} has no workmanager schema or an older one ({text.splitlines()[0]})"
+        )
+    if code == "3D000" or ("database " in text and "does not exist" in text):
+        return DatabaseMissing(
+            f"database unavailable: {_one_line(text)}",
+            hint=f"create it (e.g. `createdb`), then run `workmanager db upgrade`; {where}",
+        )
+    if operational and not is_retryable(orig):
+        lowered = text.lower()
+        if invalidated or any(m in lowered for m in _CONNECTION_MARKERS):
+            unreachable = "connect" in lowered  # not a lock timeout: the server itself
+            return Unavailable(
+                f"database unavailable: {_one_line(text)}",
+                hint=f"is the server running and is {where} right? (WORK_MANAGER_DATABASE_URL)"
+                if unreachable
+                else None,
+            )
+    return None
