@@ -1,9 +1,10 @@
-"""One path per database for the control plane (issue 12): on PostgreSQL the statements of
-``services/hotcontrol.py`` are the only implementation of propose's insert, auto-approval
-and apply; the ORM code beside them serves SQLite. No call reaches that ORM code on
-PostgreSQL — not while a listener is registered, not while an idempotency key is pending,
-not when a statement's guard matched nothing and the outcome must be named — and every
-scenario here ends the same on both databases."""
+"""One path per database for the control plane (issue 12): on PostgreSQL the order store of
+``db/postgres/control.py`` (``PostgresOrderStore``) is the only implementation of
+propose's insert, auto-approval and apply; the ORM store (``db/orm_orders.py``,
+``OrmOrderStore``) serves SQLite. No call reaches the ORM store on PostgreSQL — not while a
+listener is registered, not while an idempotency key is pending, not when a statement's
+guard matched nothing and the outcome must be named — and every scenario here ends the
+same on both databases."""
 
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ from sqlalchemy import select, update
 
 from tests.support.types import Broken, Multi, Picky, Simple
 from workmanager import ApplyContext, Diff, OrderType, OrderView, Registry, WorkManager, events
+from workmanager.db import orm_orders
 from workmanager.db.models import IdempotencyKey, Order
+from workmanager.db.orm_orders import OrmOrderStore
+from workmanager.db.postgres.control import PostgresOrderStore
 from workmanager.errors import (
     DedupeKeyReused,
     IdempotencyInFlight,
@@ -53,16 +57,19 @@ def registry() -> Registry:
 
 
 def build(make_wm: WM, database: str, monkeypatch: pytest.MonkeyPatch) -> WorkManager:
-    """A WorkManager on ``database``; on PostgreSQL the ORM code of these operations fails
-    the test if it is ever reached."""
+    """A WorkManager on ``database``; on PostgreSQL the ORM store of these operations fails
+    the test if any of its methods (or its read of a refused insert's holder) is ever
+    reached, by any instance."""
     wm = make_wm(db=database, backend="database", registry=registry())
     thief = wm.registry.get("test.thief")
     assert isinstance(thief, Thief)
     thief.wm = wm
     if database == "sqlite":
-        assert wm.orders.hot is None and wm.executor.hot is None
+        assert isinstance(wm.orders.store, OrmOrderStore)
+        assert isinstance(wm.executor.store, OrmOrderStore)
         return wm
-    assert wm.orders.hot is not None and wm.executor.hot is not None
+    assert isinstance(wm.orders.store, PostgresOrderStore)
+    assert isinstance(wm.executor.store, PostgresOrderStore)
 
     def orm(name: str) -> Callable[..., Any]:
         def reached(*args: Any, **kwargs: Any) -> Any:
@@ -70,18 +77,20 @@ def build(make_wm: WM, database: str, monkeypatch: pytest.MonkeyPatch) -> WorkMa
 
         return reached
 
-    monkeypatch.setattr(wm.orders, "_create", orm("OrderService._create"))
-    monkeypatch.setattr(wm.orders, "_existing", orm("OrderService._existing"))
-    monkeypatch.setattr(wm.orders, "_auto_approve_plain", orm("_auto_approve_plain"))
-    monkeypatch.setattr(wm.executor, "_start", orm("ApplyService._start"))
-    monkeypatch.setattr(wm.executor, "_record", orm("ApplyService._record"))
-    approve_tx = wm.orders._approve_tx
-
-    def manual_only(*args: Any, auto: bool = False, **kwargs: Any) -> Any:
-        assert not auto, "the ORM auto-approval ran on PostgreSQL"
-        return approve_tx(*args, **kwargs)
-
-    monkeypatch.setattr(wm.orders, "_approve_tx", manual_only)
+    for method in (
+        "create_order",
+        "_create_tx",
+        "auto_approve",
+        "_auto_approve_tx",
+        "start_apply",
+        "_start_tx",
+        "record_apply",
+        "_record_tx",
+    ):
+        monkeypatch.setattr(OrmOrderStore, method, orm(f"OrmOrderStore.{method}"))
+    # The ORM's insert reads the holder of a known id or key after the refusal; the
+    # PostgreSQL store reads it on its own connection.
+    monkeypatch.setattr(orm_orders, "find_order", orm("orm_orders.find_order"))
     return wm
 
 
@@ -380,7 +389,7 @@ def test_a_propose_whose_key_was_taken_over_does_not_commit(
 def test_event_rows_are_typed_as_the_orm_queues_them() -> None:
     """The ``events`` column's JSON, as the listeners get it: UUIDs and aware datetimes
     (``created_at`` in UTC whatever the session's time zone)."""
-    from workmanager.services.hotcontrol import _event_rows
+    from workmanager.db.postgres.control import _event_rows
 
     order, item = uuid.uuid4(), uuid.uuid4()
     text = (

@@ -22,7 +22,9 @@ from tests.support.types import Multi, Simple
 from tests.support.waiting import wait_for
 from workmanager import AgentInfo, Registry, WorkManager
 from workmanager.db.models import Event, Item, Order, Provenance
+from workmanager.db.orm_orders import OrmOrderStore
 from workmanager.db.orm_store import OrmStore
+from workmanager.db.postgres.control import PostgresOrderStore
 from workmanager.db.postgres.leases import PostgresStore
 from workmanager.errors import (
     Forbidden,
@@ -180,7 +182,8 @@ def test_postgres_and_sqlite_leave_the_same_trail(make_wm, backend) -> None:
     general = make_wm(db="sqlite", backend=backend, registry=registry)
     assert isinstance(hot.agent.store, PostgresStore)
     assert isinstance(general.agent.store, OrmStore)
-    assert hot.executor.hot is not None and general.executor.hot is None
+    assert isinstance(hot.executor.store, PostgresOrderStore)
+    assert isinstance(general.executor.store, OrmOrderStore)
     via_general = trail(general, scenario(general, "t-general"))
     via_hot = trail(hot, scenario(hot, "t-hot"))
     assert [o[0] for o in via_hot["orders"]] == ["completed", "completed", "queued"]

@@ -17,9 +17,9 @@ claim may be overtaken by another run: it then records nothing, and ``OrderType.
 be idempotent as before.
 
 The rule is written here once, in the two forms its stores need: SQLAlchemy expressions for
-the ORM code (SQLite's apply in ``services/executor.py``, and ``services/maintenance.py`` on
+the ORM code (SQLite's apply in ``db/orm_orders.py``, and ``services/maintenance.py`` on
 both databases) and SQL fragments for PostgreSQL's apply statements, its one path there
-(``services/hotcontrol.py``).
+(``db/postgres/control.py``).
 """
 
 from __future__ import annotations

@@ -18,22 +18,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
-
 from .. import tracing
-from ..db.models import Item, Order
+from ..db.models import Order
+from ..db.store import OrderRow, build_order_store
 from ..diff import Diff
 from ..errors import ApplyFailed, IllegalStateTransition, NotFound
 from ..jsonvalues import json_value
-from ..state_machine import check_item, check_order
-from ..states import ItemState, OrderState
-from ..types import Actor, ApplyContext, OrderView
+from ..states import OrderState
+from ..types import Actor, OrderView
 from . import apply_claim
 from .context import ServiceContext
-from .hotcontrol import control_hot_path
 from .transitions import move_order, record_event
-from .views import order_dict, order_view
+from .views import order_dict
 
 log = logging.getLogger("workmanager.apply")
 
@@ -55,28 +51,23 @@ class ApplyService:
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
-        self.hot = control_hot_path(ctx)  # PostgreSQL's statements; None on SQLite
+        #: The apply's claim and record, one path per database (db/store.py).
+        self.store = build_order_store(ctx)
 
     @tracing.traced("workmanager.apply", tracing.order_call)
     def apply(self, order_id: uuid.UUID, actor: Actor | None = None) -> ApplyOutcome:
         """Apply an approved order. Raises :class:`ApplyFailed` when the type's apply raised;
         the failure is recorded, and the order is ``failed`` once retries are spent.
 
-        On PostgreSQL both steps are :mod:`.hotcontrol`'s statements; the ORM code here
-        (``_start``, ``_record``) serves SQLite. Either way the outcome of a step that
-        found the order elsewhere is named from its row by :func:`_not_started` and
-        :func:`_not_recorded`."""
+        Both steps are the order store's (``start_apply``, ``record_apply``); the outcome
+        of a step that found the order elsewhere is named from its row by
+        :func:`_not_started` and :func:`_not_recorded`."""
         actor = actor or Actor.system()
         claim = apply_claim.new_claim()
-        hot = self.hot
         now = self.ctx.clock()
-        if hot is not None:
-            found = hot.start_apply(order_id, claim, now)
-            started = found if isinstance(found, tuple) else _not_started(found, now)
-        else:
-            started = self.ctx.db.run(lambda s: self._start(s, order_id, claim, now))
-        if isinstance(started, ApplyOutcome):
-            return started
+        started = self.store.start_apply(order_id, claim, now)
+        if isinstance(started, OrderRow):
+            return _not_started(started, now)
         view, ctx = started
         t0 = time.perf_counter()
         try:
@@ -94,102 +85,17 @@ class ApplyService:
                 f"apply of {order_id} failed: {exc}",
                 details={"exception": type(exc).__name__, "attempt": ctx.attempt, "final": final},
             ) from exc
-        if hot is not None:
-            recorded = hot.record_apply(order_id, claim, diff, actor)
-            if isinstance(recorded, tuple):
-                outcome = ApplyOutcome(recorded[0], recorded[1], recorded=True)
-            else:
-                outcome = _not_recorded(recorded)
+        row, stored = self.store.record_apply(order_id, claim, diff, actor)
+        if stored is None:
+            outcome = _not_recorded(row)
         else:
-            outcome = self.ctx.db.run(lambda s: self._record(s, order_id, claim, diff, actor))
+            outcome = ApplyOutcome(order_dict(row), stored, recorded=True)
         if outcome.recorded:
             self.ctx.metrics.histogram(
                 "order_apply_duration_seconds", time.perf_counter() - t0, type=view.type
             )
             self._after(order_type.after_apply, view, diff)
         return outcome
-
-    def _start(
-        self, s: Session, order_id: uuid.UUID, claim: str, now: datetime
-    ) -> ApplyOutcome | tuple[OrderView, ApplyContext]:
-        """SQLite's apply start (PostgreSQL's is ``ControlHotPath.start_apply``)."""
-        # Claiming and counting the attempt is the lock: ``UPDATE … WHERE state =
-        # 'approved' AND <claimable>`` waits for a concurrent run's transaction and
-        # re-checks what it committed.
-        order = s.scalars(
-            update(Order)
-            .where(
-                Order.id == order_id,
-                Order.state == OrderState.APPROVED.value,
-                apply_claim.claimable(now),
-            )
-            .values(
-                apply_attempts=Order.apply_attempts + 1,
-                updated_at=now,
-                **apply_claim.taken(claim, now, self.ctx.settings),
-            )
-            .returning(Order)
-            .execution_options(synchronize_session=False, populate_existing=True)
-        ).first()
-        if order is None:
-            return _not_started(_read(s, order_id), now)
-        items = list(
-            s.scalars(select(Item).where(Item.order_id == order_id).order_by(Item.created_at))
-        )
-        tokens = {str(i.id): i.lease_token for i in items}
-        ctx = ApplyContext(attempt=order.apply_attempts, lease_tokens=tokens, actor=Actor.system())
-        return order_view(order, items), ctx
-
-    def _record(
-        self, s: Session, order_id: uuid.UUID, claim: str, diff: Diff, actor: Actor
-    ) -> ApplyOutcome:
-        """SQLite's apply record (PostgreSQL's is ``ControlHotPath.record_apply``):
-        ``approved → applied → completed`` with the diff, the submitted items
-        ``accepted → completed``, and their events: two statements, recorded once and only
-        by the claim holder (the guarded UPDATE finds nothing when another run recorded it,
-        the order failed, or this run's claim lapsed and was taken)."""
-        now = self.ctx.clock()
-        data = diff.to_dict()
-        check_order(OrderState.APPROVED, OrderState.APPLIED)
-        check_order(OrderState.APPLIED, OrderState.COMPLETED)
-        order = s.scalars(
-            update(Order)
-            .where(
-                Order.id == order_id,
-                Order.state == OrderState.APPROVED.value,
-                apply_claim.held_by(claim),
-            )
-            .values(
-                **apply_claim.RELEASED,
-                state=OrderState.COMPLETED.value,
-                diff=data,
-                applied_at=now,
-                completed_at=now,
-                last_error=None,
-                last_transitioned_at=now,
-                updated_at=now,
-            )
-            .returning(Order)
-            .execution_options(synchronize_session=False, populate_existing=True)
-        ).first()
-        if order is None:
-            return _not_recorded(_read(s, order_id))
-        payload = {"summary": diff.summary, "attempt": order.apply_attempts}
-        record_event(s, order.id, OrderState.APPLIED, actor, payload=payload, diff=data)
-        check_item(ItemState.SUBMITTED, ItemState.ACCEPTED)
-        check_item(ItemState.ACCEPTED, ItemState.COMPLETED)
-        accepted = s.scalars(
-            update(Item)
-            .where(Item.order_id == order_id, Item.state == ItemState.SUBMITTED.value)
-            .values(state=ItemState.COMPLETED.value, accepted_at=now, updated_at=now)
-            .returning(Item.id)
-            .execution_options(synchronize_session=False)
-        ).all()
-        for item_id in accepted:
-            record_event(s, order.id, ItemState.ACCEPTED, actor, item_id=item_id)
-            record_event(s, order.id, ItemState.COMPLETED, actor, item_id=item_id)
-        record_event(s, order.id, OrderState.COMPLETED, actor)
-        return ApplyOutcome(order_dict(order), data, recorded=True)
 
     def _after(self, hook: Any, view: OrderView, diff: Diff) -> None:
         try:
@@ -232,7 +138,7 @@ class ApplyService:
         return float(self.ctx.settings.apply_retry_backoff_seconds * 2.0 ** max(attempt - 1, 0))
 
 
-def _not_started(current: Order, now: datetime) -> ApplyOutcome:
+def _not_started(current: OrderRow, now: datetime) -> ApplyOutcome:
     """The outcome of an apply whose claim found the order elsewhere (``current``, as it
     is now): already done, claimed by another run (back off until the claim lapses), or
     not approved (:class:`IllegalStateTransition`)."""
@@ -247,14 +153,7 @@ def _not_started(current: Order, now: datetime) -> ApplyOutcome:
     )
 
 
-def _not_recorded(current: Order) -> ApplyOutcome:
+def _not_recorded(current: OrderRow) -> ApplyOutcome:
     """The outcome of a record that found the order elsewhere (another run recorded it,
     it failed, or this run's claim was taken): nothing recorded here."""
     return ApplyOutcome(order_dict(current), current.diff, recorded=False)
-
-
-def _read(s: Session, order_id: uuid.UUID) -> Order:
-    order = s.get(Order, order_id, populate_existing=True)
-    if order is None:
-        raise NotFound(f"order {order_id} not found", details={"order_id": str(order_id)})
-    return order

@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .. import tracing
 from ..db.models import Item, Order, Part
+from ..db.orm_orders import find_order
+from ..db.store import build_order_store
 from ..errors import (
     DedupeKeyReused,
     IllegalStateTransition,
@@ -24,11 +26,9 @@ from ..errors import (
 )
 from ..jsonvalues import json_value
 from ..order_types import OrderType
-from ..state_machine import check_order
 from ..states import ItemState, OrderState
-from ..types import JSON, Actor, AgentInfo
+from ..types import JSON, Actor, AgentInfo, OrderView
 from .context import ServiceContext
-from .hotcontrol import control_hot_path
 from .inputs import check_reject_errors
 from .lifecycle import lock_order
 from .parts import REJECTED
@@ -58,7 +58,8 @@ class OrderService:
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
-        self.hot = control_hot_path(ctx)
+        #: The control plane's state changes, one path per database (db/store.py).
+        self.store = build_order_store(ctx)
 
     # --- propose ----------------------------------------------------------------------
     @tracing.traced("workmanager.propose", tracing.propose_call)
@@ -121,24 +122,11 @@ class OrderService:
     def _insert(
         self, order: Order, items: list[Item], actor: Actor, agent: AgentInfo | None
     ) -> dict[str, Any] | None:
-        """Insert the proposal: ``None`` once created; when its id or dedupe key is
-        already an order's, nothing is stored and that order (as :func:`order_dict`) is
-        returned. On PostgreSQL one statement (``ControlHotPath.create_order``, which also
-        marks a pending idempotency key and finds the order on its own connection); on
-        SQLite the ORM code."""
-        if self.hot is not None:
-            provenance = (
-                self.ctx.provenance.row("propose", agent, order_id=order.id) if agent else None
-            )
-            return self.hot.create_order(order, items, actor, provenance)
-        try:
-            self.ctx.db.run(lambda s: self._create(s, order, items, actor, agent))
-        except IntegrityError:
-            found = self._existing(order.id, order.dedupe_key)
-            if found is None:
-                raise
-            return found
-        return None
+        """Insert the proposal (the store's ``create_order``): ``None`` once created; when
+        its id or dedupe key is already an order's, nothing is stored and that order (as
+        :func:`order_dict`) is returned."""
+        found = self.store.create_order(order, items, actor, agent)
+        return None if found is None else order_dict(found)
 
     def refuse(
         self,
@@ -167,10 +155,10 @@ class OrderService:
         try:
             self.ctx.db.run(lambda s: insert_refused(s, order, actor))
         except IntegrityError:
-            found = self._existing(order_id, None)
+            found = find_order(self.ctx.db, order_id, None)
             if found is None:
                 raise
-            return found
+            return order_dict(found)
         return order_dict(order)
 
     def count_refused(self, type: Any, error: WorkManagerError) -> None:
@@ -179,30 +167,6 @@ class OrderService:
         label = type if isinstance(type, str) and type in self.ctx.registry else "other"
         self.ctx.metrics.increment("orders_refused_total", type=label, reason=error.code)
 
-    def _existing(
-        self, order_id: uuid.UUID | None, dedupe_key: str | None
-    ) -> dict[str, Any] | None:
-        if order_id is None and dedupe_key is None:
-            return None
-        with self.ctx.db.transaction() as s:
-            order = s.get(Order, order_id) if order_id else None
-            if order is None and dedupe_key:
-                order = s.scalar(select(Order).where(Order.dedupe_key == dedupe_key))
-            return order_dict(order) if order else None
-
-    def _create(
-        self, s: Session, order: Order, items: list[Item], actor: Actor, agent: AgentInfo | None
-    ) -> None:
-        """SQLite's insert of a proposal (PostgreSQL's is ``ControlHotPath.create_order``)."""
-        s.add(order)
-        s.flush()
-        record_event(
-            s, order.id, "proposed", actor, payload={"type": order.type, "priority": order.priority}
-        )
-        s.add_all(items)
-        record_event(s, order.id, "planned", actor, payload={"item_count": len(items)})
-        self.ctx.provenance.record(s, "propose", agent, order_id=order.id)
-
     # --- approve ----------------------------------------------------------------------
     @tracing.traced("workmanager.approve", tracing.order_call)
     def approve(
@@ -210,7 +174,6 @@ class OrderService:
     ) -> dict[str, Any]:
         """``submitted → approved``; then the apply is dispatched."""
         order = self.ctx.db.run(lambda s: self._approve_tx(s, order_id, actor, agent))
-        assert order is not None  # only auto approval declines without raising
         self._approved(order_id, order)
         return order
 
@@ -228,36 +191,21 @@ class OrderService:
             self.ctx.dispatcher.order_approved(order_id)
 
     def _approve_tx(
-        self,
-        s: Session,
-        order_id: uuid.UUID,
-        actor: Actor,
-        agent: AgentInfo | None,
-        *,
-        auto: bool = False,
-    ) -> dict[str, Any] | None:
-        """Approve in one transaction (on both databases); ``auto``: SQLite's
-        auto-approval (PostgreSQL's is ``ControlHotPath.auto_approve``), ``None`` when
-        there is nothing to auto-approve."""
+        self, s: Session, order_id: uuid.UUID, actor: Actor, agent: AgentInfo | None
+    ) -> dict[str, Any]:
+        """Approve by hand in one transaction (the same ORM code on both databases): the
+        order locked, :meth:`_check_ready` asked, the approval written."""
         now = self.ctx.clock()
-        if auto:
-            plain = self._auto_approve_plain(s, order_id, actor, now)
-            if plain is not None:
-                return plain
         order = lock_order(s, order_id)
-        if auto:
-            if not self._auto_ready(order):
-                return None
-        else:
-            self._check_ready(order)
+        self._check_ready(order_view(order))
         move_order(s, order, OrderState.APPROVED, actor, now=now)
         self.ctx.provenance.record(s, "approve", agent, order_id=order.id)
         return order_dict(order)
 
-    def _check_ready(self, order: Order) -> None:
-        """Refuse approval of the locked ``order`` when it is not ready: its type's
-        ``can_approve`` refused, or items are still open (other states are refused by
-        the state machine)."""
+    def _check_ready(self, order: OrderView) -> None:
+        """Refuse approval of the locked order (its view, with its items) when it is not
+        ready: its type's ``can_approve`` refused, or items are still open (other states
+        are refused by the state machine)."""
         if order.state == OrderState.SUBMITTED:
             if not _can_approve(self.ctx.registry.get(order.type), order):
                 raise NotReadyForApproval(
@@ -270,10 +218,10 @@ class OrderService:
                 details={"order_id": str(order.id), "state": order.state},
             )
 
-    def _auto_ready(self, order: Order) -> bool:
-        """Whether to auto-approve the locked ``order`` (read with its items): False when
+    def _auto_ready(self, order: OrderView) -> bool:
+        """Whether to auto-approve the locked order (its view, with its items): False when
         there is nothing to auto-approve (it changed meanwhile, or its type is approved
-        by hand); raises when the type refuses. Both databases' auto-approval ask it."""
+        by hand); raises when the type refuses. Both stores' ``auto_approve`` ask it."""
         if not (
             order.state == OrderState.SUBMITTED and self.ctx.registry.get(order.type).auto_approve
         ):
@@ -290,32 +238,6 @@ class OrderService:
             if t.auto_approve and type(t).can_approve is OrderType.can_approve
         ]
 
-    def _auto_approve_plain(
-        self, s: Session, order_id: uuid.UUID, actor: Actor, now: datetime
-    ) -> dict[str, Any] | None:
-        """SQLite's auto-approval of a type with nothing to ask (``auto_approve`` and the
-        default ``can_approve``): one guarded UPDATE. ``None`` when it did not apply; the
-        locked checks then decide (and explain a refusal)."""
-        plain = self._plain_auto_types()
-        if not plain:
-            return None
-        check_order(OrderState.SUBMITTED, OrderState.APPROVED)
-        order = s.scalars(
-            update(Order)
-            .where(
-                Order.id == order_id,
-                Order.state == OrderState.SUBMITTED.value,
-                Order.type.in_(plain),
-            )
-            .values(state=OrderState.APPROVED.value, last_transitioned_at=now, updated_at=now)
-            .returning(Order)
-            .execution_options(synchronize_session=False, populate_existing=True)
-        ).first()
-        if order is None:
-            return None
-        record_event(s, order.id, OrderState.APPROVED, actor)
-        return order_dict(order)
-
     @tracing.traced("workmanager.check_auto_approval", tracing.order_call)
     def check_auto_approval(self, order_id: uuid.UUID, chained: bool = False) -> bool:
         """Approve (actor ``system``) when the type auto-approves and the order is ready.
@@ -326,14 +248,9 @@ class OrderService:
         ``check_auto_approval | apply``), so the approval is not announced.
         """
         try:
-            if self.hot is not None:
-                order = self.hot.auto_approve(
-                    order_id, self._plain_auto_types(), self._auto_ready, Actor.system()
-                )
-            else:
-                order = self.ctx.db.run(
-                    lambda s: self._approve_tx(s, order_id, Actor.system(), None, auto=True)
-                )
+            row = self.store.auto_approve(
+                order_id, self._plain_auto_types(), self._auto_ready, Actor.system()
+            )
         except Exception as exc:  # logged and counted; a person reviews the order instead
             if isinstance(exc, NotFound) and exc.details.get("order_id") == str(order_id):
                 log.warning("auto-approval of %s: no such order", order_id)
@@ -354,9 +271,9 @@ class OrderService:
                 "auto_approval_refused_total", type=self._type_of(order_id), reason=exc.code
             )
             return False
-        if order is None:
+        if row is None:
             return False
-        self._approved(order_id, order, announce=not chained)
+        self._approved(order_id, order_dict(row), announce=not chained)
         return True
 
     def _type_of(self, order_id: uuid.UUID) -> str:
@@ -496,10 +413,10 @@ def _canonical(value: JSON) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _can_approve(order_type: OrderType, order: Order) -> bool:
+def _can_approve(order_type: OrderType, order: OrderView) -> bool:
     """The type's cross-item check; a hook that raises refuses approval (409, not a 500)."""
     try:
-        return bool(order_type.can_approve(order_view(order)))
+        return bool(order_type.can_approve(order))
     except WorkManagerError:
         raise
     except Exception as exc:

@@ -1,7 +1,8 @@
 """Planning: a proposed order and the items its type plans for it, built but not stored.
 
-Both ways of storing them (the ORM in :mod:`.orders`, one statement on PostgreSQL in
-:mod:`.hotcontrol`) take what :func:`build_order` returns.
+Both order stores' ``create_order`` (the ORM's in :mod:`workmanager.db.orm_orders`, one
+statement on PostgreSQL in :mod:`workmanager.db.postgres.control`) take what
+:func:`build_order` returns.
 """
 
 from __future__ import annotations

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..db.models import Event, Item, Order, Part
 from ..types import ItemView, OrderView
+
+if TYPE_CHECKING:
+    from ..db.store import OrderRow
 
 
 def item_view(item: Item) -> ItemView:
@@ -44,7 +47,7 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
-def order_dict(order: Order) -> dict[str, Any]:
+def order_dict(order: Order | OrderRow) -> dict[str, Any]:
     return {
         "id": str(order.id),
         "type": order.type,

@@ -1,11 +1,13 @@
-"""PostgreSQL's control plane: propose's insert, auto-approval and apply's two steps.
+"""PostgreSQL's order store (:class:`PostgresOrderStore`): propose's insert, auto-approval
+and apply's two steps.
 
-On PostgreSQL these statements are the one path of these operations; the ORM code beside
-them (``OrderService._create`` and ``_approve_tx``, ``ApplyService._start`` and
-``_record``) serves SQLite, the embedded default, under the same tests. Every
-auto-approved order passes through ``check_auto_approval`` and ``apply`` once, on the
-Celery control worker; each step is **one statement** on a raw pooled connection
-(:mod:`workmanager.db.raw`), its own transaction:
+On PostgreSQL these statements are the one path of these operations (the
+:class:`~workmanager.db.store.OrderStore` port, chosen by ``build_order_store``); the
+:class:`~workmanager.db.orm_orders.OrmOrderStore` serves SQLite, the embedded default,
+under the same tests, and is never a fallback here. Every auto-approved order passes
+through ``check_auto_approval`` and ``apply`` once, on the Celery control worker; each step
+is **one statement** on a raw pooled connection (:mod:`workmanager.db.raw`), its own
+transaction:
 
 * **create order**: the order, its items, the ``proposed`` and ``planned`` events and the
   provenance row (when an agent proposed it). A known id or dedupe key raises
@@ -15,7 +17,8 @@ Celery control worker; each step is **one statement** on a raw pooled connection
   ``submitted → approved`` guarded by state and type, plus its event. When the guard
   matches nothing, or the type has a ``can_approve`` of its own, the order is locked and
   read with its items in a transaction on the same connection, the caller's check decides
-  from that row (not found, nothing to approve, refused), and the same statement approves.
+  from that view (nothing to approve, refused; a missing order is :class:`NotFound`), and
+  the same statement approves.
 * **apply start**: claim the order and count the attempt (``UPDATE … WHERE state =
   'approved' AND <claimable>``, which is the lock and the check at once) and read the order
   with its items for the hooks.
@@ -25,9 +28,9 @@ Celery control worker; each step is **one statement** on a raw pooled connection
   as the ORM code writes them.
 
 When an apply step's guard matches nothing, the order is read as it is now, on the same
-connection, and returned: ``ApplyService`` names the outcome from that row (already done,
-claimed by another run, not approved, or :class:`NotFound`), with the same function the
-ORM code uses.
+connection, and returned as an :class:`~workmanager.db.store.OrderRow`: ``ApplyService``
+names the outcome from that row (already done, claimed by another run, not approved), with
+the same function for both stores; a missing order is :class:`NotFound`.
 
 Each writing statement also returns the ``work_events`` rows it inserted (``json_agg`` in
 id order, as text, parsed only while a listener is registered); after the commit they are
@@ -41,57 +44,42 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 from psycopg.errors import UniqueViolation
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from .. import events
-from ..db import claims
-from ..db.models import PROVENANCE_TABLE, Item, Order
-from ..db.raw import AuditColumns, Conn, utc_row
-from ..diff import Diff
-from ..errors import NotFound
-from ..state_machine import check_item, check_order
-from ..states import ItemState, OrderState
-from ..types import Actor, ApplyContext, ItemView, OrderView
-from . import apply_claim
-from .context import ServiceContext
-from .views import order_dict
-
-#: What ``auto_approve`` asks of a locked order (with its ``items``): True to approve it,
-#: False when there is nothing to approve; raises to refuse (``OrderService._auto_ready``).
-AutoCheck = Callable[[Order], bool]
+from ... import events
+from ...diff import Diff
+from ...errors import NotFound
+from ...services import apply_claim
+from ...services.context import ServiceContext
+from ...state_machine import check_item, check_order
+from ...states import ItemState, OrderState
+from ...types import Actor, AgentInfo, ApplyContext, ItemView, OrderView
+from .. import claims
+from ..models import PROVENANCE_TABLE, Item, Order
+from ..raw import AuditColumns, Conn, utc_row
+from ..store import ORDER_ROW_FIELDS, AutoCheck, OrderRow
 
 
-def control_hot_path(ctx: ServiceContext) -> ControlHotPath | None:
-    """The control plane's statements on PostgreSQL; ``None`` on SQLite (the ORM code)."""
-    if not ctx.db.is_postgres:
-        return None
-    return ControlHotPath(ctx)
+class PostgresOrderStore:
+    """The control plane's statements on PostgreSQL (see the module's docstring)."""
 
-
-class ControlHotPath:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         self.raw = ctx.db.raw
 
     def create_order(
-        self,
-        order: Order,
-        items: list[Item],
-        actor: Actor,
-        provenance: dict[str, Any] | None,
-    ) -> dict[str, Any] | None:
-        """Insert a built order, its items, the ``proposed`` and ``planned`` events and the
-        provenance row (when an agent proposed it): ``None`` once created. When its id or
-        dedupe key is already an order's, nothing is stored and that order (as
-        :func:`order_dict`) is returned, read on the same connection."""
+        self, order: Order, items: list[Item], actor: Actor, agent: AgentInfo | None
+    ) -> OrderRow | None:
+        """One statement: the order, its items, the ``proposed`` and ``planned`` events and
+        the provenance row (when an agent proposed it). After a ``UniqueViolation`` the
+        order holding the id or key is read on the same connection."""
+        provenance = self.ctx.provenance.row("propose", agent, order_id=order.id) if agent else None
         values: dict[str, Any] = {
             **{f"o_{c}": getattr(order, c) for c in _NEW_ORDER},
             "payload": Jsonb(order.payload),
@@ -107,7 +95,7 @@ class ControlHotPath:
             values.update(_PROVENANCE.params(provenance))
         refs = _claim_refs(provenance)
 
-        def create(conn: Conn) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        def create(conn: Conn) -> tuple[dict[str, Any] | None, OrderRow | None]:
             try:
                 return _write(conn, sql, values, refs)[0], None
             except UniqueViolation:
@@ -116,7 +104,7 @@ class ControlHotPath:
                 found = _one(conn, _FIND_ORDER, {"id": order.id, "key": order.dedupe_key})
                 if found is None:
                     raise
-                return None, order_dict(_order(found))
+                return None, _order(found)
 
         created, found = self.raw.run(create)
         if created is not None:
@@ -125,15 +113,10 @@ class ControlHotPath:
 
     def auto_approve(
         self, order_id: uuid.UUID, plain: list[str], check: AutoCheck, actor: Actor
-    ) -> dict[str, Any] | None:
-        """Auto-approve the order: the order as :func:`order_dict` shows it, approved, or
-        ``None`` when there was nothing to approve (``check`` said so).
-
-        An order of a ``plain`` type (auto-approving, nothing to ask) is approved by one
-        guarded statement. Otherwise, or when its guard matched nothing, the order is
-        locked and read with its items, ``check`` decides from that row (and raises to
-        refuse), and the same statement approves it in that transaction. A missing order
-        raises :class:`NotFound`."""
+    ) -> OrderRow | None:
+        """One guarded statement for a ``plain`` type; otherwise, or when it matched
+        nothing, the order locked and read with its items, ``check`` asked, and the same
+        statement in that transaction (:meth:`_approve_locked`)."""
         check_order(OrderState.SUBMITTED, OrderState.APPROVED)
         values = {
             "order": order_id,
@@ -153,7 +136,8 @@ class ControlHotPath:
         self, conn: Conn, order_id: uuid.UUID, check: AutoCheck, values: dict[str, Any]
     ) -> dict[str, Any] | None:
         """The order locked ``FOR UPDATE`` (as ``lock_order``), then its items read (as
-        ``Order.items``), ``check`` asked, and the approval in the same transaction."""
+        ``Order.items``), ``check`` asked of their view, and the approval in the same
+        transaction."""
         cur = conn.cursor(row_factory=dict_row)
         items = conn.cursor(row_factory=dict_row)
         with conn.pipeline():
@@ -164,26 +148,23 @@ class ControlHotPath:
         if row is None:
             conn.execute("ROLLBACK")
             raise _not_found(order_id)
-        order = _order(row)
-        order.items = [cast(Item, SimpleNamespace(**utc_row(i))) for i in items.fetchall()]
-        if not check(order):  # raises to refuse (rolled back by the connection's reset)
+        view = _order_view(row, [_item_view(i) for i in items.fetchall()])
+        if not check(view):  # raises to refuse (rolled back by the connection's reset)
             conn.execute("ROLLBACK")
             return None
-        rows = _write(conn, _AUTO_APPROVE, {**values, "types": [order.type]}, {}, begun=True)
+        rows = _write(conn, _AUTO_APPROVE, {**values, "types": [view.type]}, {}, begun=True)
         assert rows, "the order is locked by this transaction"
         return rows[0]
 
-    def _approved(self, row: dict[str, Any]) -> dict[str, Any]:
+    def _approved(self, row: dict[str, Any]) -> OrderRow:
         _announce(row)
-        return order_dict(_order(row))
+        return _order(row)
 
     def start_apply(
         self, order_id: uuid.UUID, claim: str, now: datetime
-    ) -> tuple[OrderView, ApplyContext] | Order:
-        """Claim an approved order for this run and count the attempt: the view and
-        context for the hooks. When the order is not approved, or another run holds a
-        live claim, the order as it is now (``ApplyService`` says which); a missing order
-        raises :class:`NotFound`."""
+    ) -> tuple[OrderView, ApplyContext] | OrderRow:
+        """One statement claims the order, counts the attempt and reads it with its items;
+        when its guard matched nothing, the order is read as it is now."""
         values = {
             "order": order_id,
             "now": now,
@@ -197,15 +178,7 @@ class ControlHotPath:
             return found
         first = found[0]
         items = [r for r in found if r["i_id"] is not None]
-        view = OrderView(
-            id=first["id"],
-            type=first["type"],
-            state=first["state"],
-            priority=first["priority"],
-            payload=dict(first["payload"] or {}),
-            meta=dict(first["meta"] or {}),
-            items=tuple(_item_view(r) for r in items),
-        )
+        view = _order_view(first, [_item_view(r, "i_", first["id"]) for r in items])
         tokens = {str(r["i_id"]): r["i_lease_token"] for r in items}
         ctx = ApplyContext(
             attempt=first["apply_attempts"], lease_tokens=tokens, actor=Actor.system()
@@ -214,10 +187,9 @@ class ControlHotPath:
 
     def record_apply(
         self, order_id: uuid.UUID, claim: str, diff: Diff, actor: Actor
-    ) -> tuple[dict[str, Any], dict[str, Any]] | Order:
-        """(order dict, stored diff) once recorded; when the order was no longer approved
-        (another run recorded it, or it failed) or ``claim`` is no longer its, the order
-        as it is now, nothing recorded."""
+    ) -> tuple[OrderRow, dict[str, Any] | None]:
+        """One statement records it all for the claim holder; when its guard matched
+        nothing, the order is read as it is now."""
         check_order(OrderState.APPROVED, OrderState.APPLIED)
         check_order(OrderState.APPLIED, OrderState.COMPLETED)
         check_item(ItemState.SUBMITTED, ItemState.ACCEPTED)
@@ -236,9 +208,9 @@ class ControlHotPath:
             lambda conn: _write(conn, _RECORD_APPLY, values, {}) or _read(conn, order_id)
         )
         if not isinstance(found, list):
-            return found
+            return found, None
         _announce(found[0])
-        return order_dict(_order(found[0])), data
+        return _order(found[0]), data
 
 
 def _write(
@@ -290,7 +262,7 @@ def _one(conn: Conn, sql: str, values: dict[str, Any]) -> dict[str, Any] | None:
     return cur.fetchone()
 
 
-def _read(conn: Conn, order_id: uuid.UUID) -> Order:
+def _read(conn: Conn, order_id: uuid.UUID) -> OrderRow:
     """The order as it is now (a statement of its own: it sees what the guard's statement
     waited for); :class:`NotFound` when there is none."""
     row = _one(conn, _READ_ORDER, {"order": order_id})
@@ -329,30 +301,46 @@ def _new_item(item: Item) -> dict[str, Any]:
     return row
 
 
-def _order(row: dict[str, Any]) -> Order:
-    """An order row as ``order_dict`` reads it (attributes only), datetimes in UTC."""
-    return cast(Order, SimpleNamespace(**utc_row(row)))
+def _order(row: dict[str, Any]) -> OrderRow:
+    """An order row (every column of :class:`OrderRow`), datetimes in UTC."""
+    return OrderRow(**utc_row(row))
 
 
-def _item_view(r: dict[str, Any]) -> ItemView:
-    return ItemView(
-        id=r["i_id"],
-        order_id=r["id"],
-        type=r["i_type"],
-        order_type=r["i_order_type"],
-        state=r["i_state"],
-        input=dict(r["i_input"] or {}),
-        result=r["i_result"],
-        assembled_result=r["i_assembled_result"],
-        attempts=r["i_attempts"],
-        max_attempts=r["i_max_attempts"],
-        parts_required=tuple(r["i_parts_required"] or ()),
-        progress=r["i_progress"],
-        tenant_id=r["i_tenant_id"],
+def _order_view(row: dict[str, Any], items: list[ItemView]) -> OrderView:
+    """The hooks' view of an order row, with its items' views."""
+    return OrderView(
+        id=row["id"],
+        type=row["type"],
+        state=row["state"],
+        priority=row["priority"],
+        payload=dict(row["payload"] or {}),
+        meta=dict(row["meta"] or {}),
+        items=tuple(items),
     )
 
 
-_ORDER_COLUMNS = ", ".join(c.name for c in Order.__table__.columns)
+def _item_view(r: dict[str, Any], prefix: str = "", order_id: uuid.UUID | None = None) -> ItemView:
+    """The hooks' view of an item row: its columns named ``<prefix><column>`` (the order's
+    id given when the row has no ``order_id`` of its own)."""
+    return ItemView(
+        id=r[f"{prefix}id"],
+        order_id=r[f"{prefix}order_id"] if order_id is None else order_id,
+        type=r[f"{prefix}type"],
+        order_type=r[f"{prefix}order_type"],
+        state=r[f"{prefix}state"],
+        input=dict(r[f"{prefix}input"] or {}),
+        result=r[f"{prefix}result"],
+        assembled_result=r[f"{prefix}assembled_result"],
+        attempts=r[f"{prefix}attempts"],
+        max_attempts=r[f"{prefix}max_attempts"],
+        parts_required=tuple(r[f"{prefix}parts_required"] or ()),
+        progress=r[f"{prefix}progress"],
+        tenant_id=r[f"{prefix}tenant_id"],
+    )
+
+
+#: The columns an :class:`OrderRow` holds (every column of ``work_orders``).
+_ORDER_COLUMNS = ", ".join(ORDER_ROW_FIELDS)
 _ITEM_COLUMNS = ", ".join(c.name for c in Item.__table__.columns)
 _PROVENANCE = AuditColumns(PROVENANCE_TABLE)
 _NEW_ORDER = (
@@ -430,7 +418,7 @@ _ORDER_ITEMS = (
     f"SELECT {_ITEM_COLUMNS} FROM work_items WHERE order_id = %(order)s ORDER BY created_at"
 )
 _READ_ORDER = f"SELECT {_ORDER_COLUMNS} FROM work_orders WHERE id = %(order)s"
-#: The order holding a proposal's id, else its dedupe key (as ``OrderService._existing``).
+#: The order holding a proposal's id, else its dedupe key (as ``orm_orders.find_order``).
 _FIND_ORDER = f"""
 SELECT {_ORDER_COLUMNS} FROM work_orders
  WHERE id = %(id)s OR dedupe_key = %(key)s::text
