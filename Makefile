@@ -35,6 +35,7 @@ bench: $(STAMP)  ## benchmarks (not tests): figures beside the bare-client floor
 	$(BIN)/python -m bench.http
 	$(BIN)/python -m bench.replay
 	$(BIN)/python -m bench.console
+	$(BIN)/python -m bench.workers
 
 soak: $(STAMP)  ## long stress runs, not part of make test
 	$(BIN)/pytest -q -m slow tests
