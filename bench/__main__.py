@@ -94,7 +94,7 @@ def run(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     r["floor"], r["store"] = median_of(bare), median_of(ours)
     _step(f"floor: bare PostgreSQL checkout (n={args.n_floor // 2})")
     r["floor"].update(floor.postgres_floor(cfg, args.n_floor // 2))
-    bare = floor.Bare(cfg, 4 * args.n_agent + 100)
+    bare = floor.Bare(cfg, 8 * args.n_agent + 100)
     try:
         for backend in BACKENDS:
             agent_phase(cfg, args, r, backend, bare)
@@ -112,7 +112,10 @@ def agent_phase(
 ) -> None:
     """The agent API on one backend, each call paired with its bare floor."""
     n = args.n_agent
-    _step(f"agent API on {backend}: checkout, heartbeat, release, paired with floors (n={n})")
+    _step(
+        f"agent API on {backend}: checkout, heartbeat, release, part, finalize, fail,"
+        f" paired with floors (n={n})"
+    )
     ours, floors = leases.agent_figures(cfg, backend, n, bare)
     _step(f"agent API on {backend}: checkout → submit, paired with its floor (n={n})")
     cycles, cycle_floor = cycle.cycle_figures(cfg, backend, n, bare)

@@ -44,6 +44,9 @@ TABLE = """
 create table bench_items (id bigserial primary key, state text not null,
   priority int not null default 0, lease_owner text, lease_expires_at timestamptz,
   attempts int not null default 0)"""
+#: The parts of the scratch queue's rows.
+PARTS_TABLE = """
+create table bench_parts (id bigserial primary key, item_id bigint not null, payload jsonb)"""
 #: Lease the best queued row in one statement (highest priority, then oldest).
 CHECKOUT = """
 update bench_items
@@ -56,6 +59,16 @@ returning id"""
 SUBMIT = """
 update bench_items set state = 'submitted', lease_owner = null, lease_expires_at = null
  where id = %s and lease_owner = %s"""
+#: A part: the part's row stored and the owner-checked item row touched, one statement.
+PART = """
+with part as (insert into bench_parts (item_id, payload) values (%(id)s, '{"text": "42"}')
+              returning 1)
+update bench_items set attempts = attempts
+ where id = %(id)s and lease_owner = %(owner)s and (select count(*) from part) = 1"""
+#: A fail: the owner-checked row back to the queue.
+FAIL = """
+update bench_items set state = 'queued', lease_owner = null, lease_expires_at = null
+ where id = %s and lease_owner = %s"""
 HEARTBEAT = """
 update bench_items set lease_expires_at = now() + interval '600 seconds'
  where id = %s and lease_owner = %s"""
@@ -66,8 +79,9 @@ def scratch_queue(cfg: Config, rows: int) -> psycopg.Connection:
     """A connection (autocommit off) to the bench database with ``bench_items`` made anew
     and ``rows`` queued rows of random priority."""
     conn = psycopg.connect(cfg.dsn(), autocommit=True)
-    conn.execute("drop table if exists bench_items")
+    conn.execute("drop table if exists bench_items, bench_parts")
     conn.execute(TABLE)
+    conn.execute(PARTS_TABLE)
     conn.execute("create index on bench_items (priority desc, id) where state = 'queued'")
     conn.execute(
         "insert into bench_items (state, priority)"
@@ -81,7 +95,7 @@ def scratch_queue(cfg: Config, rows: int) -> psycopg.Connection:
 
 def drop_scratch_queue(conn: psycopg.Connection) -> None:
     conn.autocommit = True
-    conn.execute("drop table if exists bench_items")
+    conn.execute("drop table if exists bench_items, bench_parts")
     conn.close()
 
 
@@ -155,6 +169,10 @@ class _Bare:
         with self.conn.transaction():
             self.conn.execute(statement, (item, OWNER))
 
+    def part_txn(self, item: int) -> None:
+        with self.conn.transaction():
+            self.conn.execute(PART, {"id": item, "owner": OWNER})
+
     def lua_acquire(self, item: int) -> None:
         self.acquire(keys=[f"{self.prefix}{item}", self.fence], args=[OWNER, 600])
 
@@ -174,13 +192,27 @@ class Bare(_Bare):
     """The floor of each agent-API call, as a callable to pair with ours (``fn(i)``).
 
     database: the bare SKIP LOCKED checkout txn; one owner-checked UPDATE txn (heartbeat,
-    release); both (the cycle). redis: the same plus one Lua call each (acquire, extend,
-    release above); the cycle is one Lua acquire plus two transactions.
+    release, finalize, fail); an INSERT + owner-checked UPDATE txn (a part); checkout and
+    UPDATE (the cycle). redis: the same plus one Lua call each (acquire, extend, release
+    above; a part checks nothing in Redis here); the cycle is one Lua acquire plus two
+    transactions.
     """
 
     def __init__(self, cfg: Config, rows: int) -> None:
         super().__init__(cfg, rows)
         self.held: dict[str, list[int]] = {"database": [], "redis": []}
+        #: rows leased untimed (``hold``) for the part, finalize and fail floors
+        self.kept: dict[str, list[int]] = {"database": [], "redis": []}
+
+    def hold(self, backend: str, n: int) -> None:
+        """Lease ``n`` rows untimed (and their Lua locks on redis), for the next floors."""
+        kept = self.kept[backend]
+        kept.clear()
+        for _ in range(n):
+            item = self.checkout_txn()
+            if backend == "redis":
+                self.lua_acquire(item)
+            kept.append(item)
 
     def floor(self, backend: str, op: str) -> Callable[[int], None]:
         held = self.held[backend]
@@ -208,5 +240,31 @@ class Bare(_Bare):
                 self.lua_acquire(item)
             self.update_txn(SUBMIT, item)
 
-        ops = {"checkout": checkout, "heartbeat": heartbeat, "release": release, "cycle": cycle}
+        ops = {
+            "checkout": checkout,
+            "heartbeat": heartbeat,
+            "release": release,
+            "cycle": cycle,
+            **self._ending_floors(backend),
+        }
         return ops[op.removesuffix("_first")]
+
+    def _ending_floors(self, backend: str) -> dict[str, Callable[[int], None]]:
+        """The floors of a part, a finalize and a fail, on the rows ``hold`` leased."""
+        redis_ = backend == "redis"
+        kept = self.kept[backend]
+
+        def part(i: int) -> None:
+            self.part_txn(kept[i])
+
+        def finalize(i: int) -> None:
+            self.update_txn(SUBMIT, kept[i])
+            if redis_:
+                self.lua_release(kept[i])
+
+        def fail(i: int) -> None:
+            self.update_txn(FAIL, kept[i])
+            if redis_:
+                self.lua_release(kept[i])
+
+        return {"submit_part": part, "finalize": finalize, "fail": fail}

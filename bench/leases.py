@@ -1,7 +1,8 @@
 """Acquire, heartbeat and release through the agent API, and the Redis store alone.
 
-Agent API: ``wm.agent.checkout`` (global, by priority then age), ``wm.agent.heartbeat``
-and ``wm.agent.release`` on PostgreSQL, once per lease backend. Store: the
+Agent API: ``wm.agent.checkout`` (global, by priority then age), ``wm.agent.heartbeat``,
+``wm.agent.release``, ``wm.agent.submit_part``, ``wm.agent.finalize`` and
+``wm.agent.fail`` on PostgreSQL, once per lease backend. Store: the
 ``RedisLeaseStore`` primitives, to compare with the bare Lua calls of ``floor.py``.
 """
 
@@ -17,22 +18,40 @@ Paired = tuple[dict[str, Figures], dict[str, Figures]]
 
 
 def agent_figures(cfg: Config, backend: str, n: int, bare: Bare) -> Paired:
-    """n checkouts, then two heartbeats of each lease, then n releases: ours, and each
-    call's floor measured in alternating chunks with it."""
-    seed(cfg, n)
+    """n checkouts, then two heartbeats of each lease, then n releases; n leases again
+    (not timed), a part on each, then n finalizes; n more leases (not timed), then n
+    fails (retryable: requeued with backoff): ours, and each call's floor measured in
+    alternating chunks with it (the floor's own leases taken untimed, ``Bare.hold``)."""
+    seed(cfg, 2 * n)
     wm = make_wm(cfg, backend)
     leases: list[Any] = []
+    more: list[Any] = []
+
+    def lease_again(op: str) -> None:  # untimed: the leases the next calls end
+        more.clear()
+        more.extend(wm.agent.checkout(AGENT) for _ in range(n))
+        if any(lease is None for lease in more):
+            raise RuntimeError(f"{backend}: a checkout found no item before {op}")
+        bare.hold(backend, n)
+
+    error = {"code": "bench", "message": "bench failure"}
     calls: dict[str, Any] = {
         "checkout": lambda _: leases.append(wm.agent.checkout(AGENT)),
         "heartbeat_first": lambda i: wm.agent.heartbeat(leases[i]),
         "heartbeat": lambda i: wm.agent.heartbeat(leases[i]),
         "release": lambda i: wm.agent.release(leases[i]),
+        "submit_part": lambda i: wm.agent.submit_part(more[i], "answer", {"text": "42"}),
+        "finalize": lambda i: wm.agent.finalize(more[i]),
+        "fail": lambda i: wm.agent.fail(more[i], error, retryable=True),
     }
+    untimed_before = {"submit_part": lease_again, "fail": lease_again}
     ours, floors = {}, {}
     try:
         for _ in range(10):  # warm the pool, statement caches and scripts; then put back
             wm.agent.release(wm.agent.checkout(AGENT))
         for op, call in calls.items():
+            if op in untimed_before:
+                untimed_before[op](op)
             ours[op], floors[op] = measure_pair(call, bare.floor(backend, op), n)
             if op == "checkout" and any(lease is None for lease in leases):
                 raise RuntimeError(f"{backend}: a checkout found no item in a full queue")

@@ -71,6 +71,9 @@ FLOOR_LABELS = {
         "heartbeat_first": "bare UPDATE txn",
         "heartbeat": "bare UPDATE txn",
         "release": "bare UPDATE txn",
+        "submit_part": "bare INSERT + UPDATE txn",
+        "finalize": "bare UPDATE txn",
+        "fail": "bare UPDATE txn",
         "cycle": "bare SKIP LOCKED + UPDATE txns",
     },
     "redis": {
@@ -78,6 +81,9 @@ FLOOR_LABELS = {
         "heartbeat_first": "Lua extend + UPDATE txn",
         "heartbeat": "Lua extend + UPDATE txn",
         "release": "UPDATE txn + Lua release",
+        "submit_part": "bare INSERT + UPDATE txn",
+        "finalize": "UPDATE txn + Lua release",
+        "fail": "UPDATE txn + Lua release",
         "cycle": "Lua acquire + 2 txns",
     },
 }

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.support.types import Multi, Simple
+from tests.support.types import Multi, Parts, Simple
 from tests.support.waiting import wait_for
 from workmanager import AgentInfo, Registry, WorkManager
-from workmanager.db.models import Event, Item, Order, Provenance
+from workmanager.db.models import Event, Item, Order, Part, Provenance
 from workmanager.db.orm_orders import OrmOrderStore
 from workmanager.db.orm_store import OrmStore
 from workmanager.db.postgres.control import PostgresOrderStore
@@ -31,6 +31,7 @@ from workmanager.errors import (
     IllegalStateTransition,
     LeaseConflict,
     LeaseExpired,
+    MissingParts,
     NotFound,
     SchemaOutdated,
     ValidationFailed,
@@ -118,6 +119,85 @@ def scenario(wm: WorkManager, tenant: str) -> list[uuid.UUID]:
     return [multi, simple, third]
 
 
+class Once(Multi):
+    """Items with one attempt: a retryable fail is out of attempts."""
+
+    type = "test.once"
+    max_attempts = 1
+
+
+def endings(wm: WorkManager, tenant: str) -> list[uuid.UUID]:
+    """Parts (rejected, replaced in their slot) and finalize (strict, missing parts, best
+    effort); fail retryable (requeued; the order stays), decided from the row when the
+    lease's view moved on, not retryable and out of attempts (item and order failed);
+    refused calls that must change nothing."""
+    parts = wm.propose("test.parts", {"tenant": tenant})
+    lease = wm.agent.checkout(AGENT, order_id=parts)
+    assert lease is not None
+    with pytest.raises(ValidationFailed):  # stored rejected, then refused
+        wm.agent.submit_part(lease, "a", {"v": "not an integer"})
+    with pytest.raises(LeaseConflict):
+        wm.agent.submit_part(_with_token(lease, lease.fence - 1), "a", {"v": 1})
+    with pytest.raises(Forbidden):
+        wm.agent.submit_part(lease, "a", {"v": 1}, agent=AgentInfo(id="someone-else"))
+    stored = wm.agent.submit_part(lease, "a", {"v": 1}, evidence="seen", notes="n")
+    assert stored.required == ["a", "b"] and stored.missing == ["b"]
+    assert stored.part["status"] == "validated" and stored.parts_state["a"]["seq"] is None
+    first_b = wm.agent.submit_part(lease, "b", {"w": 1}, seq=0)
+    replaced = wm.agent.submit_part(lease, "b", {"w": 2}, seq=0)  # the same slot
+    assert replaced.part["id"] == first_b.part["id"] and replaced.missing == []
+    done = wm.agent.finalize(lease)
+    assert done.item["state"] == "submitted" and done.order_submitted
+    assert done.item["assembled_result"] == done.item["result"] == {"a": {"v": 1}, "b": {"w": 2}}
+    with pytest.raises(IllegalStateTransition):  # submitted: the lease has ended
+        wm.agent.finalize(lease)
+    partial = wm.propose("test.parts", {"tenant": tenant, "n": 2})
+    lease = wm.agent.checkout(AGENT, order_id=partial)
+    assert lease is not None
+    wm.agent.submit_part(lease, "b", {"w": 3})
+    with pytest.raises(MissingParts):  # the lease stays
+        wm.agent.finalize(lease)
+    best = wm.agent.finalize(lease, mode="best_effort")
+    assert best.item["result"] == {"b": {"w": 3}} and best.order_state == "submitted"
+    # Fail: requeued with backoff, the order as it was.
+    again = wm.propose("test.multi", {"count": 2})
+    a = wm.agent.checkout(AGENT, order_id=again)
+    b = wm.agent.checkout("agent-8", order_id=again)
+    assert a is not None and b is not None and b.item is not None
+    error = {"code": "flaky", "message": "try later"}
+    with pytest.raises(LeaseConflict):
+        wm.agent.fail(_with_token(a, a.fence - 1), error)
+    with pytest.raises(Forbidden):
+        wm.agent.fail(a, error, agent=AgentInfo(id="someone-else"))
+    requeued = wm.agent.fail(a, error)
+    assert requeued.item["state"] == "queued" and requeued.order_state == "in_progress"
+    assert requeued.item["available_at"] is not None and requeued.item["error"] == error
+    # The view says the attempts are spent; the row (attempt 1 of 3) decides: requeued.
+    moved = dataclasses.replace(b, item=dataclasses.replace(b.item, attempts=3))
+    assert wm.agent.fail(moved, error).item["state"] == "queued"
+    with pytest.raises(LeaseExpired):
+        wm.agent.fail(a, error)
+    # Not retryable, and out of attempts: the item fails, and its order with it.
+    hard = wm.propose("test.multi", {"count": 2})
+    c = wm.agent.checkout(AGENT, order_id=hard)
+    assert c is not None
+    failed = wm.agent.fail(c, {"code": "bad_input", "message": "no"}, retryable=False)
+    assert failed.item["state"] == "failed" and failed.order_state == "failed"
+    once = wm.propose("test.once", {})
+    d = wm.agent.checkout(AGENT, order_id=once)
+    assert d is not None
+    spent = wm.agent.fail(d, error)
+    assert spent.item["state"] == "failed" and spent.order_state == "failed"
+    return [parts, partial, again, hard, once]
+
+
+def _no_ids(payload: Any) -> Any:
+    """An event's payload, an item id in it set aside (an order's ``failed`` names one)."""
+    if isinstance(payload, dict) and "item_id" in payload:
+        return {**payload, "item_id": None}
+    return payload
+
+
 def _with_token(lease: Any, fence: int) -> Any:
     """``lease`` presenting another fence with its own secret."""
     return dataclasses.replace(lease, token=f"{fence}.{lease.token.split('.', 1)[1]}")
@@ -125,7 +205,13 @@ def _with_token(lease: Any, fence: int) -> Any:
 
 def trail(wm: WorkManager, order_ids: list[uuid.UUID]) -> dict[str, Any]:
     """What the scenario left, ids and clocks aside."""
-    out: dict[str, Any] = {"orders": [], "items": [], "events": [], "provenance": []}
+    out: dict[str, Any] = {
+        "orders": [],
+        "items": [],
+        "events": [],
+        "provenance": [],
+        "parts": [],
+    }
     with wm.db.transaction() as s:
         for order_id in order_ids:
             order = s.get(Order, order_id)
@@ -136,6 +222,7 @@ def trail(wm: WorkManager, order_ids: list[uuid.UUID]) -> dict[str, Any]:
                     order.diff,
                     order.apply_attempts,
                     order.applied_at == order.completed_at is not None,
+                    order.last_error and {**order.last_error, "item_id": None},
                 )
             )
             items = s.scalars(select(Item).where(Item.order_id == order_id).order_by(Item.id))
@@ -150,11 +237,38 @@ def trail(wm: WorkManager, order_ids: list[uuid.UUID]) -> dict[str, Any]:
                             i.leased_by_agent_id,
                             {k: v for k, v in (i.progress or {}).items() if k != "at"},
                             i.last_heartbeat_at is not None,
+                            i.assembled_result,
+                            i.error,
+                            i.available_at is not None,
+                            {
+                                key: {k: v for k, v in part.items() if k != "submitted_at"}
+                                for key, part in (i.parts_state or {}).items()
+                            },
                         )
                         for i in items
                     ),
                     key=repr,
                 )
+            )
+            parts = s.scalars(
+                select(Part)
+                .join(Item, Item.id == Part.item_id)
+                .where(Item.order_id == order_id)
+                .order_by(Part.part_key, Part.seq_slot)
+            )
+            out["parts"].extend(
+                (
+                    p.part_key,
+                    p.seq,
+                    p.status,
+                    p.payload,
+                    p.evidence,
+                    p.notes,
+                    p.errors,
+                    p.checksum,
+                    p.submitted_by_agent_id,
+                )
+                for p in parts
             )
             rows = s.scalars(
                 select(Provenance).where(Provenance.order_id == order_id).order_by(Provenance.id)
@@ -169,7 +283,13 @@ def trail(wm: WorkManager, order_ids: list[uuid.UUID]) -> dict[str, Any]:
             )
     for order_id in order_ids:
         out["events"].extend(
-            (e["event"], e["actor_type"], e["actor_id"], e["payload"], e["item_id"] is None)
+            (
+                e["event"],
+                e["actor_type"],
+                e["actor_id"],
+                _no_ids(e["payload"]),
+                e["item_id"] is None,
+            )
             for e in wm.queries.events(order_id)
         )
     return out
@@ -177,7 +297,7 @@ def trail(wm: WorkManager, order_ids: list[uuid.UUID]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("backend", ["database", pytest.param("redis", marks=pytest.mark.redis)])
 def test_postgres_and_sqlite_leave_the_same_trail(make_wm, backend) -> None:
-    registry = Registry([Simple(auto=True), Multi()])
+    registry = Registry([Simple(auto=True), Multi(), Parts(), Once()])
     hot = make_wm(db="postgres", backend=backend, registry=registry)  # first: truncated
     general = make_wm(db="sqlite", backend=backend, registry=registry)
     assert isinstance(hot.agent.store, PostgresStore)
@@ -198,6 +318,19 @@ def test_postgres_and_sqlite_leave_the_same_trail(make_wm, backend) -> None:
     assert via_hot == via_general
     names = [e[0] for e in via_hot["events"]]
     assert names[names.index("leased") :][:3] == ["leased", "in_progress", "leased"], names
+    # Parts, finalize and fail (PostgreSQL's own SQL since issue 12).
+    ends_general = trail(general, endings(general, "t-general"))
+    ends_hot = trail(hot, endings(hot, "t-hot"))
+    assert [o[0] for o in ends_hot["orders"]] == [
+        "submitted",
+        "submitted",
+        "in_progress",
+        "failed",
+        "failed",
+    ]
+    assert [p[2] for p in ends_hot["parts"]] == ["validated"] * 3  # "a" replaced its rejection
+    assert ends_hot == ends_general
+    assert [p["action"] for p in ends_hot["provenance"]].count("submit-part") == 5
 
 
 def _no_orm(wm: WorkManager, monkeypatch: Any) -> None:
@@ -207,8 +340,19 @@ def _no_orm(wm: WorkManager, monkeypatch: Any) -> None:
         raise AssertionError("the ORM path ran on PostgreSQL")
 
     assert isinstance(wm.agent.store, PostgresStore)
-    for name in ("grant", "heartbeat", "submit", "release"):
+    for name in ("grant", "heartbeat", "submit", "release", "submit_part", "finalize", "fail"):
         monkeypatch.setattr(OrmStore, name, refused)
+
+
+@pytest.mark.parametrize("backend", ["database", pytest.param("redis", marks=pytest.mark.redis)])
+def test_fail_parts_and_finalize_run_on_the_sql_path(make_wm, backend, monkeypatch) -> None:
+    """Issue 12: on PostgreSQL no fail, part or finalize reaches the ORM store, refused
+    ones included (each refusal is said from the locked row)."""
+    wm = make_wm(db="postgres", backend=backend, registry=Registry([Multi(), Parts(), Once()]))
+    _no_orm(wm, monkeypatch)
+    orders = endings(wm, "t")
+    states = [wm.queries.order(o)["state"] for o in orders]
+    assert states == ["submitted", "submitted", "in_progress", "failed", "failed"]
 
 
 @pytest.mark.parametrize("backend", ["database", pytest.param("redis", marks=pytest.mark.redis)])

@@ -2,10 +2,9 @@
 
 SQLite's one path (every transaction ``BEGIN IMMEDIATE``, so they are serialized), and the
 path of a lease backend that is neither the database one nor a lock store. On PostgreSQL
-:class:`~workmanager.db.postgres.leases.PostgresStore` runs instead, and asks this one only
-for the operations it has no SQL of its own for yet (parts, finalize, fail): each
-operation still has one path per database. See :mod:`workmanager.db.store` for what each
-method locks and what is atomic.
+:class:`~workmanager.db.postgres.leases.PostgresStore` runs instead, every operation in its
+own SQL; it only asks this one to drop a lock store's hold after a commit (``end_lock``).
+See :mod:`workmanager.db.store` for what each method locks and what is atomic.
 """
 
 from __future__ import annotations

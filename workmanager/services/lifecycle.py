@@ -175,6 +175,74 @@ def backoff(settings: Settings, attempt: int) -> float:
     return float(base + random.uniform(0, settings.retry_jitter_seconds))
 
 
+#: The order states an item's failure fails its order from (any other state stays).
+ORDER_FAILS_FROM = (OrderState.QUEUED.value, OrderState.IN_PROGRESS.value)
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a held lease that failed (or expired) ends, decided from the item's attempts
+    alone (:func:`decide_ending`), so every store writes the same thing.
+
+    ``state``: ``queued`` (requeued, leasable again at ``available_at``) or ``failed``;
+    ``error``: the item's error after (``None``: left as it was); ``payload``: the item
+    event's; ``reason``: what a failed item fails its order with (``None`` when requeued).
+    """
+
+    state: str
+    available_at: datetime | None
+    error: dict[str, Any] | None
+    payload: dict[str, Any]
+    reason: dict[str, Any] | None
+
+    @property
+    def requeued(self) -> bool:
+        return self.reason is None
+
+    def order_payload(self, item_id: uuid.UUID) -> dict[str, Any]:
+        """The payload of the order's ``failed`` event."""
+        return {"item_id": str(item_id), "error": self.reason}
+
+    def order_error(self, item_id: uuid.UUID) -> dict[str, Any]:
+        """The order's ``last_error`` when it fails with the item."""
+        assert self.reason is not None
+        return {"item_id": str(item_id), **self.reason}
+
+
+def decide_ending(
+    settings: Settings,
+    attempts: int,
+    max_attempts: int,
+    now: datetime,
+    *,
+    error: dict[str, Any] | None = None,
+    retryable: bool = True,
+) -> Ending:
+    """Requeue with backoff, or fail: the item's attempts were counted at grant time;
+    when they are spent (or ``retryable`` is false) the item fails (and its order, when
+    in :data:`ORDER_FAILS_FROM`)."""
+    counted: dict[str, Any] = {"attempts": attempts, "max_attempts": max_attempts}
+    if retryable and attempts < max_attempts:
+        return Ending(
+            ItemState.QUEUED.value,
+            now + timedelta(seconds=backoff(settings, attempts)),
+            error,
+            {**counted, "outcome": "requeued", "error": error},
+            None,
+        )
+    reason = error or {
+        "code": "max_attempts_exceeded",
+        "message": f"attempts spent ({attempts}/{max_attempts})",
+    }
+    return Ending(
+        ItemState.FAILED.value,
+        None,
+        reason,
+        {**counted, "outcome": "failed", "error": reason},
+        reason,
+    )
+
+
 def requeue_or_fail(
     session: Session,
     settings: Settings,
@@ -186,51 +254,30 @@ def requeue_or_fail(
     error: dict[str, Any] | None = None,
     retryable: bool = True,
 ) -> bool:
-    """End a held lease: requeue the item with backoff, or fail it (and its order).
-
-    Returns True when requeued. The item's attempts were counted at grant time; when they
-    are spent (or ``retryable`` is false) the item fails.
-    """
+    """End a held lease as :func:`decide_ending` says: requeue the item with backoff, or
+    fail it (and its order). Returns True when requeued."""
     clear_lease(item)
-    payload: dict[str, Any] = {"attempts": item.attempts, "max_attempts": item.max_attempts}
-    if retryable and item.attempts < item.max_attempts:
-        item.available_at = now + timedelta(seconds=backoff(settings, item.attempts))
-        if error is not None:
-            item.error = error
-        move_item(
-            session,
-            item,
-            ItemState.QUEUED,
-            actor,
-            event=event,
-            payload={**payload, "outcome": "requeued", "error": error},
-        )
+    end = decide_ending(
+        settings, item.attempts, item.max_attempts, now, error=error, retryable=retryable
+    )
+    if end.available_at is not None:
+        item.available_at = end.available_at
+    if end.error is not None:
+        item.error = end.error
+    move_item(session, item, end.state, actor, event=event, payload=end.payload)
+    if end.requeued:
         # The order stays as it is (SPEC §3.1: expiry and fail change only the item; only
         # a release by the holder sends the order back to queued).
         return True
-    reason = error or {
-        "code": "max_attempts_exceeded",
-        "message": f"attempts spent ({item.attempts}/{item.max_attempts})",
-    }
-    item.error = reason
-    move_item(
-        session,
-        item,
-        ItemState.FAILED,
-        actor,
-        event=event,
-        payload={**payload, "outcome": "failed", "error": reason},
-    )
     order = lock_order_ref(session, item.order_id)
-    if order.state in (OrderState.QUEUED, OrderState.IN_PROGRESS):
-        failure = {"item_id": str(item.id), **reason}
+    if order.state in ORDER_FAILS_FROM:
         move_order_ref(
             session,
             order,
             OrderState.FAILED,
             actor,
             now,
-            payload={"item_id": str(item.id), "error": reason},
-            last_error=failure,
+            payload=end.order_payload(item.id),
+            last_error=end.order_error(item.id),
         )
     return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import func, select
@@ -17,7 +18,7 @@ from ..jsonvalues import json_value
 from ..order_types import OrderType
 from ..order_types import Part as PartValue
 from ..settings import Settings
-from ..types import JSON, AgentInfo
+from ..types import JSON, AgentInfo, ItemView
 from .outcomes import PartOutcome
 from .transitions import record_event
 from .views import iso, item_view, part_dict
@@ -60,6 +61,38 @@ def check_part_input(settings: Settings, part_key: Any, payload: Any, seq: Any) 
         )
 
 
+def check_room(settings: Settings, count: int) -> None:
+    """A new slot is refused when the item already has ``max_parts_per_item`` parts."""
+    if count >= settings.max_parts_per_item:
+        raise PayloadTooLarge(
+            f"item already has {count} parts; the limit is {settings.max_parts_per_item}",
+            details={"limit": settings.max_parts_per_item, "parts": count},
+        )
+
+
+def part_fields(
+    payload: dict[str, Any],
+    evidence: Any,
+    notes: str | None,
+    agent_id: str,
+    errors: list[dict[str, Any]] | None,
+) -> dict[str, Any]:
+    """The columns a stored part gets (bar its slot and id): ``validated``, or
+    ``rejected`` with its validation ``errors`` (upstream's ``{"validation": [...]}``)."""
+    return {
+        "status": VALIDATED if errors is None else REJECTED,
+        "payload": payload,
+        "evidence": (
+            evidence if isinstance(evidence, dict) or evidence is None else {"value": evidence}
+        ),
+        "notes": notes,
+        "errors": None if errors is None else {"validation": errors},
+        "checksum": checksum(payload),
+        "submitted_by_agent_id": agent_id,
+        "created_at": utcnow(),
+    }
+
+
 def upsert_part(
     session: Session,
     settings: Settings,
@@ -72,8 +105,8 @@ def upsert_part(
     agent_id: str,
     errors: list[dict[str, Any]] | None = None,
 ) -> Part:
-    """Store a part in its (key, seq) slot, replacing what the slot held: validated, or
-    ``rejected`` with its validation ``errors`` (upstream's ``{"validation": [...]}``)."""
+    """Store a part in its (key, seq) slot, replacing what the slot held
+    (:func:`part_fields`)."""
     slot = -1 if seq is None else seq
     part = session.scalar(
         select(Part).where(
@@ -85,48 +118,43 @@ def upsert_part(
             session.scalar(select(func.count()).select_from(Part).where(Part.item_id == item.id))
             or 0
         )
-        if count >= settings.max_parts_per_item:
-            raise PayloadTooLarge(
-                f"item already has {count} parts; the limit is {settings.max_parts_per_item}",
-                details={"limit": settings.max_parts_per_item, "parts": count},
-            )
+        check_room(settings, count)
         part = Part(id=uuid.uuid4(), item_id=item.id, part_key=part_key, seq=seq, seq_slot=slot)
         session.add(part)
-    part.status = VALIDATED if errors is None else REJECTED
-    part.payload = payload
-    part.evidence = (
-        evidence if isinstance(evidence, dict) or evidence is None else {"value": evidence}
-    )
-    part.notes = notes
-    part.errors = None if errors is None else {"validation": errors}
-    part.checksum = checksum(payload)
-    part.submitted_by_agent_id = agent_id
-    part.created_at = utcnow()
+    for column, value in part_fields(payload, evidence, notes, agent_id, errors).items():
+        setattr(part, column, value)
     session.flush()
     return part
 
 
 def latest_validated(session: Session, item_id: uuid.UUID) -> dict[str, Part]:
     """The latest validated part per key: highest seq, then most recent."""
-    parts = session.scalars(
-        select(Part)
-        .where(Part.item_id == item_id, Part.status == VALIDATED)
-        .order_by(Part.part_key, Part.seq_slot, Part.created_at)
-    )
+    return latest_of(session.scalars(select(Part).where(Part.item_id == item_id)))
+
+
+def latest_of(parts: Iterable[Part]) -> dict[str, Part]:
+    """Of an item's parts, the latest validated one per key: highest seq, then most
+    recent."""
     latest: dict[str, Part] = {}
-    for part in parts:
+    ranked = sorted(
+        (p for p in parts if p.status == VALIDATED),
+        key=lambda p: (p.part_key, p.seq_slot, p.created_at),
+    )
+    for part in ranked:
         latest[part.part_key] = part
     return latest
 
 
 def parts_state(session: Session, item: Item) -> dict[str, Any]:
+    """The map kept on the item (:func:`summarize`)."""
+    return summarize(session.scalars(select(Part).where(Part.item_id == item.id)))
+
+
+def summarize(parts: Iterable[Part]) -> dict[str, Any]:
     """The map kept on the item, upstream's shape: part key → the latest part submitted
     under it (validated or rejected) as ``{status, seq, checksum, submitted_at}``."""
-    parts = session.scalars(
-        select(Part).where(Part.item_id == item.id).order_by(Part.part_key, Part.created_at)
-    )
     latest: dict[str, Part] = {}
-    for part in parts:
+    for part in sorted(parts, key=lambda p: (p.part_key, p.created_at)):
         latest[part.part_key] = part
     return {
         key: {
@@ -144,8 +172,14 @@ def required_and_missing(
 ) -> tuple[list[str], list[str]]:
     """The keys the type requires, and those with no validated part yet (the siblings of
     ``parts_state`` in answers)."""
-    required = list(guarded(lambda: order_type.required_parts(item_view(item)), "parts"))
-    latest = latest_validated(session, item.id)
+    return required_of(order_type, item_view(item), latest_validated(session, item.id))
+
+
+def required_of(
+    order_type: OrderType, view: ItemView, latest: dict[str, Part]
+) -> tuple[list[str], list[str]]:
+    """The keys the type requires of ``view``, and those ``latest`` has no part for."""
+    required = list(guarded(lambda: order_type.required_parts(view), "parts"))
     return required, [k for k in required if k not in latest]
 
 
@@ -153,22 +187,16 @@ def as_values(latest: dict[str, Part]) -> list[PartValue]:
     return [PartValue(p.part_key, p.seq, dict(p.payload)) for _, p in sorted(latest.items())]
 
 
-def add_part(
-    s: Session,
-    settings: Settings,
+def judge_part(
     order_type: OrderType,
-    item: Item,
-    agent: AgentInfo,
+    view: ItemView,
     part_key: str,
     payload: JSON,
     seq: int | None,
     evidence: Any,
-    notes: str | None,
-) -> PartOutcome:
-    """Validate a part (its schema and its evidence's, then the hook), store it in its
-    slot, refresh the item's parts state and record the event. The caller holds the
-    item's lock and checked the lease."""
-    view = item_view(item)
+) -> ValidationFailed | None:
+    """Validate a part (its schema and its evidence's, then the hook): ``None`` when it
+    is valid, else the refusal it is stored ``rejected`` with (SPEC §3, §13)."""
     path = f"payload[{part_key}]"
     schema = guarded(lambda: order_type.part_schema(view, part_key), path)
     proof = Evidence(
@@ -185,41 +213,64 @@ def add_part(
             proof,
         )
     except ValidationFailed as exc:
-        # Stored ``rejected`` with its errors (SPEC §3, §13) and recorded; the caller
-        # commits this and then raises ``exc`` (PartOutcome.rejected).
-        errors = exc.details if isinstance(exc.details, list) else [exc.details]
-        part = upsert_part(
-            s, settings, item, part_key, payload, seq, evidence, notes, agent.id, errors
-        )
-        item.parts_state = parts_state(s, item)
-        record_event(
-            s,
-            item.order_id,
-            "part_rejected",
-            agent.actor,
-            item_id=item.id,
-            payload={"part_key": part_key, "seq": seq, "errors": errors},
-        )
-        return PartOutcome(part_dict(part), item.parts_state, rejected=exc)
-    part = upsert_part(s, settings, item, part_key, payload, seq, evidence, notes, agent.id)
+        return exc
+    return None
+
+
+def rejection_errors(refused: ValidationFailed | None) -> list[dict[str, Any]] | None:
+    """The validation errors a rejected part is stored with (``None``: valid)."""
+    if refused is None:
+        return None
+    return refused.details if isinstance(refused.details, list) else [refused.details]
+
+
+def part_event(
+    part_key: str, seq: int | None, checksum_: str, errors: list[dict[str, Any]] | None
+) -> tuple[str, dict[str, Any]]:
+    """The event a stored part records, and its payload."""
+    if errors is not None:
+        return "part_rejected", {"part_key": part_key, "seq": seq, "errors": errors}
+    return "part_submitted", {"part_key": part_key, "seq": seq, "checksum": checksum_}
+
+
+def add_part(
+    s: Session,
+    settings: Settings,
+    order_type: OrderType,
+    item: Item,
+    agent: AgentInfo,
+    part_key: str,
+    payload: JSON,
+    seq: int | None,
+    evidence: Any,
+    notes: str | None,
+) -> PartOutcome:
+    """Validate a part (:func:`judge_part`), store it in its slot, refresh the item's
+    parts state and record the event. The caller holds the item's lock and checked the
+    lease. A rejected part is stored and recorded; the caller commits this and then
+    raises its refusal (``PartOutcome.rejected``)."""
+    refused = judge_part(order_type, item_view(item), part_key, payload, seq, evidence)
+    errors = rejection_errors(refused)
+    part = upsert_part(s, settings, item, part_key, payload, seq, evidence, notes, agent.id, errors)
     item.parts_state = parts_state(s, item)
-    record_event(
-        s,
-        item.order_id,
-        "part_submitted",
-        agent.actor,
-        item_id=item.id,
-        payload={"part_key": part_key, "seq": seq, "checksum": part.checksum},
-    )
+    event, event_payload = part_event(part_key, seq, part.checksum, errors)
+    record_event(s, item.order_id, event, agent.actor, item_id=item.id, payload=event_payload)
+    if refused is not None:
+        return PartOutcome(part_dict(part), item.parts_state, rejected=refused)
     required, missing = required_and_missing(s, order_type, item)
     return PartOutcome(part_dict(part), item.parts_state, required, missing)
 
 
 def assemble(s: Session, order_type: OrderType, item: Item, mode: str) -> tuple[JSON, list[str]]:
+    """The result finalize submits (:func:`assemble_parts`)."""
+    return assemble_parts(order_type, item_view(item), latest_validated(s, item.id), mode)
+
+
+def assemble_parts(
+    order_type: OrderType, view: ItemView, latest: dict[str, Part], mode: str
+) -> tuple[JSON, list[str]]:
     """The result finalize submits, from the latest validated part per key, and the
     required keys missing (allowed in ``best_effort`` mode when some part exists)."""
-    view = item_view(item)
-    latest = latest_validated(s, item.id)
     required = guarded(lambda: order_type.required_parts(view), "parts")
     missing = [k for k in required if k not in latest]
     if mode == "strict" and missing:  # best effort with no parts assembles nothing, as upstream

@@ -2,6 +2,6 @@
 psycopg connections (:mod:`workmanager.db.raw`), the one path on PostgreSQL.
 
 * :mod:`.leases` — :class:`.leases.PostgresStore`: checkout, heartbeat, release (and
-  submit through :mod:`.submit`);
+  submit through :mod:`.submit`; fail, submit_part and finalize through :mod:`.endings`);
 * :mod:`.sql` — the statements, built once per shape, and the row helpers.
 """

@@ -1,4 +1,5 @@
-"""The PostgreSQL path of the agent API's busiest calls: checkout, heartbeat, submit, release.
+"""The PostgreSQL path of the agent API's busiest calls: checkout, heartbeat, submit, release
+(and fail, submit_part and finalize through :mod:`.endings`).
 
 On PostgreSQL these calls have one implementation, this one: hand-written SQL on a raw
 psycopg connection (:mod:`workmanager.db.raw`). The ORM implementation in :mod:`.agent`
@@ -68,6 +69,7 @@ from .. import claims
 from ..orm_store import OrmStore
 from ..raw import Conn
 from ..store import Validate
+from .endings import PostgresEndings
 from .sql import (
     LOCK_ITEM,
     ORDER_EXISTS,
@@ -82,6 +84,8 @@ from .sql import (
     provenance_params,
     query_params,
 )
+from .sql import mark as _mark
+from .sql import marked as _marked
 from .submit import PostgresSubmit
 
 log = logging.getLogger("workmanager.agent")
@@ -100,8 +104,9 @@ def postgres_store(ctx: ServiceContext, orm: OrmStore) -> PostgresStore | None:
 
 class PostgresStore:
     """The :class:`~workmanager.db.store.Store` of PostgreSQL (see the module's
-    docstring). Parts, finalize and fail have no SQL of their own yet: they are the ORM
-    store's (``orm``), their one path on both databases."""
+    docstring); fail, parts and finalize are :mod:`.endings`'. The ORM store (``orm``)
+    only drops a lock store's hold after a commit (``end_lock``): no operation runs
+    through it here."""
 
     def __init__(
         self,
@@ -118,6 +123,8 @@ class PostgresStore:
         self.limits = counted
         #: submit (:mod:`.submit`), on the same pool and lock store
         self.submitter = PostgresSubmit(ctx, self.raw, lock)
+        #: fail, submit_part and finalize (:mod:`.endings`)
+        self.endings = PostgresEndings(self)
 
     def submit(
         self,
@@ -139,13 +146,13 @@ class PostgresStore:
         evidence: Any,
         notes: str | None,
     ) -> PartOutcome:
-        return self.orm.submit_part(lease, agent, part_key, payload, seq, evidence, notes)
+        return self.endings.submit_part(lease, agent, part_key, payload, seq, evidence, notes)
 
     def finalize(self, lease: Lease, agent: AgentInfo, mode: str) -> ItemOutcome:
-        return self.orm.finalize(lease, agent, mode)
+        return self.endings.finalize(lease, agent, mode)
 
     def fail(self, lease: Lease, agent: AgentInfo, error: JSON, retryable: bool) -> ItemOutcome:
-        return self.orm.fail(lease, agent, error, retryable)
+        return self.endings.fail(lease, agent, error, retryable)
 
     # --- checkout ---------------------------------------------------------------------
     def grant(self, agent: AgentInfo, query: CheckoutQuery) -> Lease | None:
@@ -485,25 +492,6 @@ class PostgresStore:
 
 def _blocked_params(blocked: limits.Blocked) -> dict[str, Any]:
     return {"q_blocked": sorted(blocked.types), "q_full_tenants": sorted(blocked.tenants)}
-
-
-def _mark(
-    conn: Conn, claim: claims.ActiveClaim | None, order_id: uuid.UUID, item_id: uuid.UUID
-) -> None:
-    """Mark the active idempotency key ``committed`` in this transaction (before its
-    COMMIT), as the ORM path's transactions do; a key taken over meanwhile rolls back."""
-    if claim is None:
-        return
-    refs = {"order_id": str(order_id), "item_id": str(item_id)}
-    done = conn.execute(claims.RAW_MARK, claims.raw_mark_params(claim, refs))
-    if done.rowcount != 1:
-        conn.execute("ROLLBACK")
-        raise claims.taken_over()
-
-
-def _marked(claim: claims.ActiveClaim | None) -> None:
-    if claim is not None:
-        claim.marked = True
 
 
 def _order_must_exist(conn: Conn, query: CheckoutQuery) -> None:

@@ -22,8 +22,9 @@ from ...provenance.default import DefaultEnricher
 from ...services.inputs import as_presented
 from ...states import LEASABLE_ORDER_STATES
 from ...types import AgentInfo, Lease
+from .. import claims
 from ..models import PROVENANCE_TABLE, Item, utcnow
-from ..raw import AuditColumns, utc_row
+from ..raw import AuditColumns, Conn, utc_row
 
 ITEM_COLUMNS = [c.name for c in Item.__table__.columns]
 ITEM_DATETIME_COLUMNS = [c for c in ITEM_COLUMNS if c.endswith("_at")]
@@ -175,14 +176,15 @@ SELECT picked.*, {WRITTEN},
   FROM picked WHERE {_AUDIT_FIRST}"""
 
 
-def submit_sql(guarded: bool) -> str:
+def submit_sql(guarded: bool, assembled: bool = False) -> str:
     """Item ``submitted`` with its event and provenance row, then its order
     (``workmanager_submit_order``, migration 0004: locks the order, and moves it to
     ``submitted`` with its event when this was its last open item): one statement.
     ``guarded``: only if the lease is still current and the row still matches the view
     the result was validated against (every part hangs on the item's UPDATE having
-    matched). Returns the item as written, with ``order_state`` and ``order_became``; no
-    row when the guard did not match."""
+    matched). ``assembled``: finalize's, the result is also the assembled result. Returns
+    the item as written (its results ``NULL``: the caller has them), with ``order_state``
+    and ``order_became``; no row when the guard did not match."""
     guard = ""
     if guarded:
         guard = f"""
@@ -192,22 +194,27 @@ def submit_sql(guarded: bool) -> str:
      AND c.progress IS NOT DISTINCT FROM %(v_progress)s::jsonb
      AND c.result IS NOT DISTINCT FROM %(v_result)s::jsonb
      AND c.assembled_result IS NOT DISTINCT FROM %(v_assembled)s::jsonb"""
-    returned = ", ".join(f"w.{c}" for c in ITEM_COLUMNS if c != "result")
+    results = ("result", "assembled_result") if assembled else ("result",)
+    returned = ", ".join(f"w.{c}" for c in ITEM_COLUMNS if c not in results)
+    returned += "".join(f", NULL::jsonb AS {c}" for c in results)
+    also = ", assembled_result = %(result)s" if assembled else ""
     return f"""
 WITH c AS MATERIALIZED (
   {_LOCKED_WITH_VIEW if guarded else _LOCKED}
 ), item AS (
-  UPDATE work_items w SET state = 'submitted', result = %(result)s,
+  UPDATE work_items w SET state = 'submitted', result = %(result)s{also},
          leased_by_agent_id = NULL, lease_expires_at = NULL, updated_at = %(now)s
     FROM c
    WHERE w.id = %(item)s{guard}
-  RETURNING {returned}, NULL::jsonb AS result
+  RETURNING {returned}
 ), {_audit("item", "submitted", "%(payload)s::jsonb")}
 {_then_order("workmanager_submit_order")}"""
 
 
 SUBMIT_SQL = submit_sql(guarded=False)
 SUBMIT_GUARDED_SQL = submit_sql(guarded=True)
+#: finalize: the assembled result submitted (the item locked and checked first)
+FINALIZE_SQL = submit_sql(guarded=False, assembled=True)
 
 
 @lru_cache(maxsize=2)
@@ -343,3 +350,116 @@ def announce_written(row: dict[str, Any]) -> None:
             event["created_at"] = datetime.fromisoformat(event["created_at"])
         typed.append(event)
     events.announce_rows(typed)
+
+
+def _fail_sql() -> str:
+    """End a failed lease as ``lifecycle.decide_ending`` decided in Python (``state``,
+    ``available_at``, ``error``, the event's ``payload``; the order's ``failed`` event,
+    ``order_error`` and the states it fails from when ``fails_order``), with the
+    ``agent_failed`` event and the provenance row: one statement, guarded on the lease
+    being current and on the attempts it was decided from. The order is locked after the
+    item (``FOR NO KEY UPDATE``, as ``lifecycle.lock_order_ref``) and failed with the
+    item when it is in one of those states; its event follows the item's, as the ORM
+    writes them. Returns the item as written with ``order_state``; no row when the guard
+    did not match."""
+    returned = ", ".join(f"w.{c}" for c in ITEM_COLUMNS)
+    return f"""
+WITH c AS MATERIALIZED (
+  SELECT {_GUARD_COLUMNS}, attempts, max_attempts FROM work_items WHERE id = %(item)s
+     FOR UPDATE
+), item AS (
+  UPDATE work_items w SET state = %(state)s, leased_by_agent_id = NULL,
+         lease_expires_at = NULL,
+         available_at = coalesce(%(available_at)s::timestamptz, w.available_at),
+         error = coalesce(%(error)s::jsonb, w.error), updated_at = %(now)s
+    FROM c
+   WHERE w.id = %(item)s AND {_CURRENT}
+     AND c.attempts = %(v_attempts)s AND c.max_attempts = %(v_max_attempts)s
+  RETURNING {returned}
+), o AS MATERIALIZED (
+  SELECT id, state FROM work_orders WHERE id = (SELECT order_id FROM item)
+     FOR NO KEY UPDATE
+), failed AS (
+  UPDATE work_orders w SET state = 'failed', last_error = %(order_error)s::jsonb,
+         last_transitioned_at = %(now)s, updated_at = %(now)s
+    FROM o
+   WHERE w.id = o.id AND %(fails_order)s AND o.state = ANY(%(fails_from)s::text[])
+  RETURNING w.id, w.state
+), events AS (
+  INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
+  SELECT order_id, id, 'agent_failed', %(actor_type)s::text, %(actor_id)s::text,
+         %(payload)s::jsonb, %(now)s::timestamptz FROM item
+  UNION ALL
+  SELECT id, NULL, 'failed', %(actor_type)s::text, %(actor_id)s::text,
+         %(order_payload)s::jsonb, %(now)s::timestamptz FROM failed
+  RETURNING order_id, item_id, event, actor_type, actor_id, payload, created_at
+), provenance AS (
+  INSERT INTO work_provenance (order_id, item_id, {PROVENANCE.sql_names})
+  SELECT order_id, id, {PROVENANCE.sql_values} FROM item
+  RETURNING 1
+)
+SELECT item.*, coalesce((SELECT state FROM failed), (SELECT state FROM o)) AS order_state,
+       {WRITTEN}
+  FROM item WHERE {_AUDIT_FIRST}"""
+
+
+FAIL_SQL = _fail_sql()
+
+_PART_COLUMNS = (
+    "id, item_id, part_key, seq, seq_slot, status, payload, evidence, notes, errors,"
+    " checksum, submitted_by_agent_id, created_at"
+)
+#: An item's parts (the item locked first), without their payloads: what a new part's
+#: slot, the parts limit and the parts state are decided from.
+PARTS_OF = (
+    "SELECT id, item_id, part_key, seq, seq_slot, status, checksum, created_at"
+    " FROM work_item_parts WHERE item_id = %(id)s"
+)
+#: An item's validated parts with their payloads: what finalize assembles.
+VALIDATED_PARTS_OF = (
+    f"SELECT {_PART_COLUMNS} FROM work_item_parts WHERE item_id = %(id)s AND status = 'validated'"
+)
+
+
+@lru_cache(maxsize=2)
+def part_sql(event: str) -> str:
+    """Store a part in its slot (replacing what it held; its columns as Python decided
+    them, ``parts.part_fields``, in ``part_<column>``), the item's new parts state, the
+    ``event`` (``part_submitted`` / ``part_rejected``) and the provenance row: one
+    statement, on an item this transaction locked and whose lease it checked."""
+    kept = ("id", "item_id", "part_key", "seq", "seq_slot")
+    replaced = ", ".join(
+        f"{c} = EXCLUDED.{c}" for c in _PART_COLUMNS.split(", ") if c.strip() not in kept
+    )
+    values = ", ".join(f"%(part_{c.strip()})s" for c in _PART_COLUMNS.split(","))
+    return f"""
+WITH part AS (
+  INSERT INTO work_item_parts ({_PART_COLUMNS}) VALUES ({values})
+  ON CONFLICT (item_id, part_key, seq_slot) DO UPDATE SET {replaced}
+  RETURNING id
+), item AS (
+  UPDATE work_items w SET parts_state = %(parts_state)s::jsonb, updated_at = %(now)s
+   WHERE w.id = %(item)s AND (SELECT count(*) FROM part) = 1
+  RETURNING w.id, w.order_id
+), {_audit("item", event, "%(payload)s::jsonb")}
+SELECT (SELECT id FROM part) AS part_id, {WRITTEN} FROM item WHERE {_AUDIT_FIRST}"""
+
+
+def mark(
+    conn: Conn, claim: claims.ActiveClaim | None, order_id: uuid.UUID, item_id: uuid.UUID
+) -> None:
+    """Mark the active idempotency key ``committed`` in this transaction (before its
+    COMMIT), as the ORM path's transactions do; a key taken over meanwhile rolls back."""
+    if claim is None:
+        return
+    refs = {"order_id": str(order_id), "item_id": str(item_id)}
+    done = conn.execute(claims.RAW_MARK, claims.raw_mark_params(claim, refs))
+    if done.rowcount != 1:
+        conn.execute("ROLLBACK")
+        raise claims.taken_over()
+
+
+def marked(claim: claims.ActiveClaim | None) -> None:
+    """The key ``mark`` marked is committed now."""
+    if claim is not None:
+        claim.marked = True

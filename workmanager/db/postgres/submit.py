@@ -119,7 +119,7 @@ class PostgresSubmit:
         check_item(view.state, ItemState.SUBMITTED)
         check_order(OrderState.IN_PROGRESS, OrderState.SUBMITTED)
         values = {
-            **self._submit_values(self.ctx.clock(), lease, lease.order_id, agent, result, payload),
+            **self.submit_values(self.ctx.clock(), lease, lease.order_id, agent, result, payload),
             "v_input": Jsonb(view.input),
             "v_state": view.state,
             "v_attempts": view.attempts,
@@ -132,7 +132,7 @@ class PostgresSubmit:
         row = cur.fetchone()
         if row is None:  # the lease was refused, or the row moved on since the checkout:
             return None  # the two-round-trip path reads it and says which
-        return self._submitted(row, lease, agent, result)
+        return self.submitted(row, lease, agent, result)
 
     def _submit(
         self,
@@ -157,7 +157,7 @@ class PostgresSubmit:
         validate(item_view(item))
         check_item(item.state, ItemState.SUBMITTED)
         check_order(OrderState.IN_PROGRESS, OrderState.SUBMITTED)
-        values = self._submit_values(now, lease, item.order_id, agent, result, payload)
+        values = self.submit_values(now, lease, item.order_id, agent, result, payload)
         claim = claims.unmarked_claim()
         if claim is None:
             with conn.pipeline():
@@ -177,9 +177,9 @@ class PostgresSubmit:
             conn.execute("COMMIT")
             claim.marked = True
         assert row is not None  # the item is locked by this transaction
-        return self._submitted(row, lease, agent, result)
+        return self.submitted(row, lease, agent, result)
 
-    def _submit_values(
+    def submit_values(
         self,
         now: datetime,
         lease: Lease,
@@ -187,25 +187,34 @@ class PostgresSubmit:
         agent: AgentInfo,
         result: JSON,
         payload: dict[str, Any],
+        action: str = "submit",
     ) -> dict[str, Any]:
+        """The submit statements' parameters (finalize's too: ``action``)."""
         event_payload = {"agent_id": agent.id, **{k: v for k, v in payload.items() if v}}
         return {
-            **lease_params(self.ctx, lease, agent, now, "submit"),
+            **lease_params(self.ctx, lease, agent, now, action),
             "order": order_id,
             "result": Jsonb(result),
             "payload": Jsonb(event_payload),
         }
 
-    def _submitted(
-        self, row: dict[str, Any], lease: Lease, agent: AgentInfo, result: JSON
+    def submitted(
+        self,
+        row: dict[str, Any],
+        lease: Lease,
+        agent: AgentInfo,
+        result: JSON,
+        *,
+        assembled: bool = False,
     ) -> ItemOutcome:
         """The outcome of a committed submit (``row``: the item as written, with its
         order's state); with a store, its lock is deleted now. The result is the one
         submitted, as the general path returns it (not its jsonb round trip, whose keys
-        are reordered)."""
+        are reordered); ``assembled``: finalize's, the assembled result too."""
         order_state, became = order_step(row)
         announce_written(row)
-        item = item_of_row({**row, "result": result})
+        results = {"result": result, **({"assembled_result": result} if assembled else {})}
+        item = item_of_row({**row, **results})
         if self.store is not None:  # only once the commit is known to have happened
             self._end_stored_lease(item, as_presented(lease, agent))
         return ItemOutcome(item_dict(item), order_state, became)
