@@ -6,17 +6,24 @@ never shared across a fork. The Celery-backed dispatcher is wired in here.
 
 from __future__ import annotations
 
+import ast
+import functools
 import logging
 import sys
 import threading
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from celery.signals import worker_init, worker_process_init
 
+import workmanager.db
 from workmanager import Settings, WorkManager
 from workmanager.errors import SchemaBehind, Unavailable, WorkManagerError
 
 from .dispatcher import CeleryDispatcher
+
+if TYPE_CHECKING:
+    from workmanager.db.session import Database
 
 _lock = threading.Lock()
 _wm: WorkManager | None = None
@@ -58,15 +65,21 @@ def _schema_at_head(**_: Any) -> None:
     behind the migrations, as ``workmanager serve`` does. One line on stderr, ``error
     [schema_outdated]: … run `workmanager db upgrade```, and exit 1 (``SystemExit``: Celery
     logs and ignores any other exception a signal handler raises). A database that does
-    not answer yet is not refused: tasks retry on it as on any outage."""
-    from workmanager.db.migrate import require_head
+    not answer yet is not refused: tasks retry on it as on any outage.
+
+    A schema at the head is seen without Alembic (:func:`at_shipped_head`); only another
+    answer loads it (:func:`~workmanager.db.migrate.require_head`, which decides), so a
+    worker does not hold Alembic, Mako and their migration scripts for its lifetime."""
     from workmanager.db.session import Database
 
     built = _wm
     try:
         db = built.db if built is not None else Database(Settings.from_env().database_url)
         try:
-            require_head(db)
+            if not at_shipped_head(db):
+                from workmanager.db.migrate import require_head
+
+                require_head(db)
         finally:
             if built is None:
                 db.dispose()
@@ -77,3 +90,79 @@ def _schema_at_head(**_: Any) -> None:
         log.warning("database not ready at start-up: %s", exc)
     except WorkManagerError:
         pass  # bad settings: said by the first task that builds the WorkManager
+
+
+#: Where Alembic records the revision (``workmanager.db.migrate.VERSION_TABLE``).
+VERSION_TABLE = "alembic_version"
+MIGRATION_SCRIPTS = Path(workmanager.db.__file__).parent / "migrations" / "versions"
+
+
+#: The assignments of a migration script that place it in the history.
+_PLACING = ("revision", "down_revision", "branch_labels", "depends_on")
+
+
+def _placing(script: Path) -> dict[str, object]:
+    """A script's :data:`_PLACING` assignments, as literals (an ``ast`` node when one is
+    not a literal)."""
+    said: dict[str, object] = {}
+    for node in ast.parse(script.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        else:
+            continue
+        if isinstance(target, ast.Name) and target.id in _PLACING:
+            try:
+                said[target.id] = ast.literal_eval(value)
+            except (ValueError, TypeError):
+                said[target.id] = value
+    return said
+
+
+@functools.cache
+def shipped_heads() -> frozenset[str]:
+    """The heads of the package's migration scripts, read from their ``revision`` and
+    ``down_revision`` assignments without importing Alembic (a test holds them equal to
+    Alembic's). Empty when a script does not say them plainly (then Alembic decides)."""
+    revisions: set[str] = set()
+    downs: set[str] = set()
+    for script in sorted(MIGRATION_SCRIPTS.glob("*.py")):
+        said = _placing(script)
+        revision, down = said.get("revision"), said.get("down_revision")
+        down = (down,) if isinstance(down, str) else () if down is None else down
+        if (
+            not isinstance(revision, str)
+            or not isinstance(down, tuple | list)
+            or not all(isinstance(d, str) for d in down)
+            or said.get("branch_labels")
+            or said.get("depends_on")
+        ):
+            return frozenset()
+        revisions.add(revision)
+        downs.update(down)
+    return frozenset(revisions - downs)
+
+
+def at_shipped_head(db: Database) -> bool:
+    """Whether the revisions recorded in ``db`` are exactly :func:`shipped_heads`. False
+    when they differ or cannot be read plainly (then ``require_head`` decides, with
+    Alembic); a database that does not answer raises
+    :class:`~workmanager.errors.Unavailable`, as ``require_head`` would."""
+    from sqlalchemy import inspect, text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from workmanager.db.session import unavailable_when_down
+
+    heads = shipped_heads()
+    if not heads:
+        return False
+    try:
+        with unavailable_when_down(db.url), db.engine.connect() as connection:
+            if not inspect(connection).has_table(VERSION_TABLE):
+                return False
+            rows = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))
+            recorded = {str(row[0]) for row in rows}
+    except SQLAlchemyError:
+        return False
+    return recorded == heads

@@ -29,7 +29,6 @@ from typing import Any
 from celery import Celery, Task
 
 from workmanager import Settings, WorkManager
-from workmanager.cli.render import reporting_errors
 from workmanager.errors import (
     LeaseConflict,
     LeaseExpired,
@@ -239,5 +238,21 @@ def main(argv: list[str] | None = None) -> None:
     )
 
 
+def run(argv: list[str] | None = None) -> int:
+    """:func:`main`, a domain error reported as the console reports it (``--json``: the
+    JSON envelope too) with exit status 1, not a traceback. The console's renderer (click,
+    rich, every command's module) is imported only to report one: a running consumer
+    never needs it."""
+    try:
+        main(argv)
+    except WorkManagerError as exc:
+        from workmanager.cli.render import report_error
+
+        args = sys.argv[1:] if argv is None else argv
+        report_error(exc, "--json" in args)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(reporting_errors(main, as_json="--json" in sys.argv[1:]))
+    sys.exit(run())

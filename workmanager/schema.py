@@ -1,15 +1,19 @@
-"""JSON Schema validation (draft 2020-12) with errors as ``{path, message, validator}``."""
+"""JSON Schema validation (draft 2020-12) with errors as ``{path, message, validator}``.
+
+``jsonschema`` (with ``referencing``, ``rpds`` and ``attrs``, ~3 MiB resident) is imported
+on the first schema checked, so a process whose order types declare none (a worker, a
+producer) never loads it."""
 
 from __future__ import annotations
 
 import json
 from functools import lru_cache
-from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError, ValidationFailed
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 
 def _path(prefix: str, parts: Any) -> str:
@@ -21,6 +25,9 @@ def _path(prefix: str, parts: Any) -> str:
 
 def check_schema(schema: Any, where: str = "") -> None:
     """Raise :class:`ConfigurationError` when ``schema`` is not a valid JSON Schema."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
@@ -30,6 +37,8 @@ def check_schema(schema: Any, where: str = "") -> None:
 
 @lru_cache(maxsize=256)
 def _validator(schema_key: str) -> Draft202012Validator:
+    from jsonschema import Draft202012Validator
+
     schema = json.loads(schema_key)
     check_schema(schema)
     # Formats ("email", "uri", "date-time", ...) are asserted, as users of a schema expect.

@@ -1,0 +1,103 @@
+"""What a worker process loads: the Celery app, its tasks and the agent consumer import
+neither the web, console and MCP adapters nor code a worker never runs (issue 18), and
+the start-up schema check loads Alembic only when the schema is not at the head.
+
+Each case runs in a fresh interpreter, where ``sys.modules`` is the process's own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tasks.runtime import VERSION_TABLE, shipped_heads
+from workmanager.db import migrate
+from workmanager.db.session import Database
+
+ROOT = Path(__file__).resolve().parents[2]
+#: Modules a control worker or an agent consumer never uses on its way (with a Redis
+#: broker and order types without schemas).
+NOT_IN_A_WORKER = (
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "jinja2",
+    "rich",
+    "alembic",
+    "mako",
+    "jsonschema",
+    "kombu.transport.sqlalchemy",
+    "workmanager.api",
+    "workmanager.ui",
+    "workmanager.mcp",
+    "workmanager.cli",
+)
+
+
+def run_python(code: str, database_url: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORK_MANAGER_")}
+    env |= {"WORK_MANAGER_DATABASE_URL": database_url, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def loaded(names: tuple[str, ...]) -> str:
+    return f"import json, sys; print(json.dumps([m for m in {list(names)!r} if m in sys.modules]))"
+
+
+def test_the_worker_modules_import_no_adapter_and_nothing_a_worker_never_runs(
+    tmp_path: Path,
+) -> None:
+    code = "import tasks, tasks.orders, tasks.leases, tasks.maintenance, workers.agent\n"
+    done = run_python(code + loaded(NOT_IN_A_WORKER), f"sqlite:///{tmp_path}/wm.db")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []
+
+
+def test_the_start_up_check_passes_a_schema_at_head_without_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/wm.db"
+    db = Database(url)
+    db.create_all()
+    db.dispose()
+    code = "from tasks.runtime import _schema_at_head\n_schema_at_head()\n"
+    done = run_python(code + loaded(("alembic",)), url)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []
+
+
+def test_the_start_up_check_still_refuses_an_older_schema(tmp_path: Path) -> None:
+    """Not at the head: Alembic decides, as before (refused, one line, exit 1)."""
+    url = f"sqlite:///{tmp_path}/wm.db"
+    db = Database(url)
+    migrate.upgrade(db, "0009")
+    db.dispose()
+    done = run_python("from tasks.runtime import _schema_at_head\n_schema_at_head()\n", url)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error [schema_outdated]: ")
+    assert "run `workmanager db upgrade`" in done.stderr
+
+
+def test_the_heads_read_without_alembic_are_alembics() -> None:
+    assert shipped_heads() == frozenset(migrate.scripts().get_heads())
+    assert VERSION_TABLE == migrate.VERSION_TABLE
+
+
+def test_the_agent_reports_a_domain_error_without_a_traceback(tmp_path: Path) -> None:
+    """The console's renderer is imported only to report the error."""
+    code = (
+        "import sys\nfrom workers.agent import run\n"
+        "sys.exit(run(['--type', 'no.such', '--handler', 'workers.examples:research']))\n"
+    )
+    done = run_python(code, f"sqlite:///{tmp_path}/wm.db")
+    assert done.returncode == 1
+    assert done.stderr.startswith("error [unknown_order_type]: unknown order type 'no.such'")
+    assert "Traceback" not in done.stderr
