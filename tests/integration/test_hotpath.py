@@ -912,3 +912,64 @@ def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield node
     for child in node.get("Plans", []):
         yield from _plan_nodes(child)
+
+
+class _Died(Exception):
+    """The process "dies" after the operation committed, before its answer is stored."""
+
+
+def _caller() -> Any:
+    from workmanager.services.tokens import Principal
+    from workmanager.surface.callers import AgentMetadata, build_caller
+
+    return build_caller(Principal("token-a", None, frozenset({"admin"})), AgentMetadata("a-1"))
+
+
+@pytest.mark.parametrize("backend", ["database", pytest.param("redis", marks=pytest.mark.redis)])
+def test_keyed_fail_part_and_finalize_mark_their_key_in_their_transaction(
+    make_wm, backend, monkeypatch
+) -> None:
+    """A pending idempotency key is marked ``committed`` by the transaction of the part,
+    the finalize or the fail (so a process dying before the answer is stored replays it);
+    a key taken over meanwhile commits nothing."""
+    from sqlalchemy import update
+
+    from workmanager.db.models import IdempotencyKey
+    from workmanager.errors import IdempotencyInFlight
+
+    wm = make_wm(db="postgres", backend=backend, registry=Registry([Multi(), Parts()]))
+    _no_orm(wm, monkeypatch)
+    lease = wm.agent.checkout(AGENT, order_id=wm.propose("test.parts", {}))
+    other = wm.agent.checkout(AGENT, order_id=wm.propose("test.multi", {"count": 1}))
+    taken = wm.agent.checkout(AGENT, order_id=wm.propose("test.multi", {"count": 1}))
+    assert lease is not None and other is not None and taken is not None
+    error = {"code": "flaky", "message": "later"}
+    calls = {
+        "part": lambda: wm.agent.submit_part(lease, "a", {"v": 1}),
+        "finalize": lambda: wm.agent.finalize(lease, mode="best_effort"),
+        "fail": lambda: wm.agent.fail(other, error),
+    }
+    for key, call in calls.items():
+
+        def run(_: Any, call: Any = call) -> Any:
+            call()
+            return 200, {"done": True}
+
+        with monkeypatch.context() as m:
+            m.setattr(wm.idempotency, "complete", lambda *_: (_ for _ in ()).throw(_Died()))
+            with pytest.raises(_Died):
+                wm.idempotency.once(_caller(), key, "", key, {}, run)
+    with wm.db.transaction() as s:
+        assert sorted(s.scalars(select(IdempotencyKey.status))) == ["committed"] * 3
+    assert wm.queries.item(lease.item_id)["state"] == "submitted"
+    assert wm.queries.item(other.item_id)["state"] == "queued"
+
+    def taken_then_fail(_: Any) -> Any:
+        with wm.db.engine.begin() as conn:  # another request took the key meanwhile
+            conn.execute(update(IdempotencyKey).values(status="done"))
+        wm.agent.fail(taken, error)
+        return 200, {}
+
+    with pytest.raises(IdempotencyInFlight):
+        wm.idempotency.once(_caller(), "fail", "", "tk", {}, taken_then_fail)
+    assert wm.queries.item(taken.item_id)["state"] == "leased"
