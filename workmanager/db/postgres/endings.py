@@ -1,4 +1,4 @@
-"""PostgreSQL's fail, submit_part and finalize (for :class:`.leases.PostgresStore`).
+"""PostgreSQL's release, fail, submit_part and finalize (for :class:`.leases.PostgresStore`).
 
 The rules are the services' (one home each): what a failed lease becomes is
 :func:`workmanager.services.lifecycle.decide_ending`, a part's verdict, slot limit, stored
@@ -6,6 +6,8 @@ columns and parts state are :mod:`workmanager.services.parts`' functions, finali
 is ``parts.assemble_parts``. Python decides from the item row; the statements of
 :mod:`.sql` only write what was decided.
 
+* **release** — with a store, its lock checked first; then one statement in autocommit
+  (:data:`.sql.RELEASE_SQL`), guarded on the lease being current (see :mod:`.leases`).
 * **fail** — decided from the item view the lease carries (the attempts it was granted
   with), then one statement in autocommit (:data:`.sql.FAIL_SQL`), guarded on the lease
   being current and on those attempts. When the guard does not match (a refused lease, a
@@ -65,12 +67,14 @@ from .sql import (
     FINALIZE_SQL,
     LOCK_ITEM,
     PARTS_OF,
+    RELEASE_SQL,
     VALIDATED_PARTS_OF,
     announce_written,
     item_of_row,
     lease_params,
     mark,
     marked,
+    order_step,
     part_sql,
 )
 
@@ -79,12 +83,49 @@ if TYPE_CHECKING:
 
 
 class PostgresEndings:
-    """fail, submit_part and finalize of a :class:`.leases.PostgresStore` (its pool, lock
+    """release, fail, submit_part and finalize of a :class:`.leases.PostgresStore` (its pool, lock
     store, submit and refusals)."""
 
     def __init__(self, store: PostgresStore) -> None:
         self.pg = store
         self.ctx = store.ctx
+
+    # --- release ----------------------------------------------------------------------
+    def release(self, lease: Lease, agent: AgentInfo) -> ItemOutcome:
+        """Give a current lease's item back in one statement, as ``endings.release_tx``
+        does on SQLite (the order's step is ``workmanager_release_order``). With a store,
+        its lock is checked first (a lease the store lost is expired, SPEC §4.5), and
+        dropped after the commit."""
+        now = self.ctx.clock()
+        values = lease_params(self.ctx, lease, agent, now, "release")
+        presented = as_presented(lease, agent)
+        claim = claims.unmarked_claim()
+        row = self.pg.raw.run(lambda conn: self._release(conn, values, presented, now, claim))
+        order_state, _ = order_step(row)
+        announce_written(row)
+        outcome = ItemOutcome(item_dict(item_of_row(row)), order_state)
+        return self.pg.orm.end_lock(lease, outcome)  # the lock store's hold, after the commit
+
+    def _release(
+        self,
+        conn: Conn,
+        values: dict[str, Any],
+        lease: Holder,
+        now: datetime,
+        claim: claims.ActiveClaim | None,
+    ) -> dict[str, Any]:
+        item_id = values["item"]
+        if self.pg.store is not None and (
+            self.pg.store.store.check(str(item_id), lease.agent_id, lease.store_proof()) != 1
+        ):
+            self.pg._refuse(conn, item_id, lease, now)  # the row, then the store, says how
+        if claim is None:
+            return self.pg._guarded(conn, RELEASE_SQL, values, lease, now)
+        row = self.pg._guarded(conn, RELEASE_SQL, values, lease, now, begin=True)
+        mark(conn, claim, row["order_id"], row["id"])
+        conn.execute("COMMIT")
+        marked(claim)
+        return row
 
     # --- fail -------------------------------------------------------------------------
     def fail(self, lease: Lease, agent: AgentInfo, error: JSON, retryable: bool) -> ItemOutcome:

@@ -63,7 +63,7 @@ from ...leases.selection import Shape, shape_of
 from ...services.context import ServiceContext
 from ...services.inputs import as_presented
 from ...services.outcomes import ItemOutcome, PartOutcome
-from ...services.views import item_dict, item_view
+from ...services.views import item_view
 from ...types import JSON, AgentInfo, Lease
 from .. import claims
 from ..orm_store import OrmStore
@@ -73,14 +73,12 @@ from .endings import PostgresEndings
 from .sql import (
     LOCK_ITEM,
     ORDER_EXISTS,
-    RELEASE_SQL,
     announce_written,
     candidate_sql,
     grant_sql,
     heartbeat_sql,
     item_of_row,
     lease_params,
-    order_step,
     provenance_params,
     query_params,
 )
@@ -153,6 +151,9 @@ class PostgresStore:
 
     def fail(self, lease: Lease, agent: AgentInfo, error: JSON, retryable: bool) -> ItemOutcome:
         return self.endings.fail(lease, agent, error, retryable)
+
+    def release(self, lease: Lease, agent: AgentInfo) -> ItemOutcome:
+        return self.endings.release(lease, agent)
 
     # --- checkout ---------------------------------------------------------------------
     def grant(self, agent: AgentInfo, query: CheckoutQuery) -> Lease | None:
@@ -451,43 +452,6 @@ class PostgresStore:
                 "the lease changed while it was checked; try again",
                 details={"item_id": str(item_id)},
             )
-
-    # --- release ----------------------------------------------------------------------
-    def release(self, lease: Lease, agent: AgentInfo) -> ItemOutcome:
-        """Give a current lease's item back in one statement, as ``endings.release_tx``
-        does on SQLite (the order's step is ``workmanager_release_order``). With a store,
-        its lock is checked first (a lease the store lost is expired, SPEC §4.5), and
-        dropped after the commit."""
-        now = self.ctx.clock()
-        values = lease_params(self.ctx, lease, agent, now, "release")
-        presented = as_presented(lease, agent)
-        claim = claims.unmarked_claim()
-        row = self.raw.run(lambda conn: self._release(conn, values, presented, now, claim))
-        order_state, _ = order_step(row)
-        announce_written(row)
-        outcome = ItemOutcome(item_dict(item_of_row(row)), order_state)
-        return self.orm.end_lock(lease, outcome)  # the lock store's hold, after the commit
-
-    def _release(
-        self,
-        conn: Conn,
-        values: dict[str, Any],
-        lease: Holder,
-        now: datetime,
-        claim: claims.ActiveClaim | None,
-    ) -> dict[str, Any]:
-        item_id = values["item"]
-        if self.store is not None and (
-            self.store.store.check(str(item_id), lease.agent_id, lease.store_proof()) != 1
-        ):
-            self._refuse(conn, item_id, lease, now)  # the row, then the store, says how
-        if claim is None:
-            return self._guarded(conn, RELEASE_SQL, values, lease, now)
-        row = self._guarded(conn, RELEASE_SQL, values, lease, now, begin=True)
-        _mark(conn, claim, row["order_id"], row["id"])
-        conn.execute("COMMIT")
-        _marked(claim)
-        return row
 
 
 def _blocked_params(blocked: limits.Blocked) -> dict[str, Any]:
