@@ -1,13 +1,14 @@
 """Request → caller: bearer authentication, scope checks and agent metadata (SPEC §4.7, §6.4).
 
-Routes declare ``caller: Caller = Depends(scope("submit"))``; the dependency authenticates
-the bearer token (or takes the anonymous principal when ``WORK_MANAGER_AUTH=none``),
-checks the scope, and builds the agent from the ``X-Agent-*`` headers.
+Routes declare ``auth: SubmitAuth`` (``Depends(scope("submit"))``) and call
+``auth.caller()`` first: it authenticates the bearer token (or takes the anonymous
+principal when ``WORK_MANAGER_AUTH=none``), checks the scope, and builds the agent from the
+``X-Agent-*`` headers, in the route's own worker thread (one thread-pool hop a request).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -66,25 +67,53 @@ def metadata(request: Request) -> AgentMetadata:
     )
 
 
-def scope(name: str) -> Callable[[Request], Caller]:
-    """A dependency: the authenticated caller, refused with 403 unless it holds ``name``,
-    and with 429 ``rate_limited`` past the API request rate limits (per agent, per tenant
-    of the token; ``workmanager/ratelimit/``)."""
+@dataclass(frozen=True)
+class Auth:
+    """A request's credentials and the scope its route requires, not yet checked.
 
-    def dependency(request: Request) -> Caller:
+    The route's dependency only builds it (on the event loop, no database); the route
+    calls :meth:`caller` first thing, in the worker thread it runs in anyway, so a request
+    takes one thread-pool hop, not one for the dependency and another for the route.
+    Nothing the route does comes before :meth:`caller`. A request FastAPI refuses before
+    the route runs (a body or query that fails validation) is checked by the validation
+    handler (:mod:`.errors`) first, so a bad token still answers 401/403 before a 422."""
+
+    request: Request
+    scope: str
+
+    def caller(self) -> Caller:
+        """The authenticated caller, refused with 401/403 unless its token is good, holds
+        the scope and may act as the agent it names, with 400 for bad agent metadata and
+        with 429 ``rate_limited`` past the API request rate limits (per agent, per tenant
+        of the token; ``workmanager/ratelimit/``)."""
+        request = self.request
         who = principal(request)
-        who.require(name)
+        who.require(self.scope)
         caller = build_caller(who, metadata(request))
         state(request).wm.limits.request(caller.agent.id, who.tenant_id)
         return caller
+
+
+#: Where the route's :class:`Auth` waits on ``request.state`` for the validation handler.
+PENDING_AUTH = "pending_auth"
+
+
+def scope(name: str) -> Callable[[Request], Awaitable[Auth]]:
+    """A dependency: the request's :class:`Auth` for ``name`` (checked by the route)."""
+
+    async def dependency(request: Request) -> Auth:
+        auth = Auth(request, name)
+        setattr(request.state, PENDING_AUTH, auth)
+        return auth
 
     dependency.__name__ = f"scope_{name}"
     return dependency
 
 
-ProposeCaller = Annotated[Caller, Depends(scope("propose"))]
-ViewCaller = Annotated[Caller, Depends(scope("view"))]
-CheckoutCaller = Annotated[Caller, Depends(scope("checkout"))]
-SubmitCaller = Annotated[Caller, Depends(scope("submit"))]
-ApproveCaller = Annotated[Caller, Depends(scope("approve"))]
-RejectCaller = Annotated[Caller, Depends(scope("reject"))]
+ProposeAuth = Annotated[Auth, Depends(scope("propose"))]
+ViewAuth = Annotated[Auth, Depends(scope("view"))]
+CheckoutAuth = Annotated[Auth, Depends(scope("checkout"))]
+SubmitAuth = Annotated[Auth, Depends(scope("submit"))]
+ApproveAuth = Annotated[Auth, Depends(scope("approve"))]
+RejectAuth = Annotated[Auth, Depends(scope("reject"))]
+AdminAuth = Annotated[Auth, Depends(scope("admin"))]

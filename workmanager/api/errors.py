@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from ..errors import (
@@ -26,6 +27,7 @@ from ..errors import (
     ValidationFailed,
     WorkManagerError,
 )
+from .deps import PENDING_AUTH, Auth
 
 RETRY_AFTER_SECONDS = 5
 _HTTP_CODES = {
@@ -93,6 +95,14 @@ def install(app: FastAPI) -> None:
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
+        # The route never ran, so neither did its credentials check (deps.Auth): a caller
+        # with a bad token or without the scope is told that, not how its body failed.
+        auth: Auth | None = getattr(request.state, PENDING_AUTH, None)
+        if auth is not None:
+            try:
+                await run_in_threadpool(auth.caller)
+            except WorkManagerError as refused:
+                return error_response(refused)
         return error_response(validation_error(exc))
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from psycopg.types.json import Jsonb
 from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.exc import IntegrityError
 
@@ -40,6 +41,18 @@ if TYPE_CHECKING:
     from ..surface.operations import Answer
 
 IN_FLIGHT, COMMITTED, DONE = claims.IN_FLIGHT, claims.COMMITTED, "done"
+#: The claim and the stored response on PostgreSQL, each one statement in autocommit.
+_CLAIM = (
+    "INSERT INTO work_idempotency_keys (key_hash, endpoint, request_fingerprint, status,"
+    " locked_until, created_at, expires_at) VALUES (%(key_hash)s, %(endpoint)s,"
+    " %(request_fingerprint)s, %(status)s, %(locked_until)s, %(created_at)s, %(expires_at)s)"
+    " ON CONFLICT (key_hash) DO NOTHING RETURNING id"
+)
+_COMPLETE = (
+    f"UPDATE work_idempotency_keys SET status = '{DONE}', response_status = %(status)s,"
+    " response_body = %(body)s, locked_until = NULL"
+    " WHERE id = %(id)s AND key_hash = %(key_hash)s AND created_at = %(created_at)s"
+)
 #: How long an in-flight marker blocks its key before another request may take it over.
 IN_FLIGHT_LOCK = timedelta(minutes=5)
 
@@ -138,27 +151,40 @@ class IdempotencyService:
         hashed = key_hash(endpoint, target, principal, key)
         fp = fingerprint(body, lease_token)
         now = self.ctx.clock()
+        values = {
+            "key_hash": hashed,
+            "endpoint": endpoint,
+            "request_fingerprint": fp,
+            "status": IN_FLIGHT,
+            "locked_until": now + IN_FLIGHT_LOCK,
+            "created_at": now,
+            "expires_at": now + timedelta(hours=self.ctx.settings.idempotency_ttl_hours),
+        }
         for _ in range(3):
-            try:
-                with self.ctx.db.transaction() as s:
-                    row = IdempotencyKey(
-                        key_hash=hashed,
-                        endpoint=endpoint,
-                        request_fingerprint=fp,
-                        status=IN_FLIGHT,
-                        locked_until=now + IN_FLIGHT_LOCK,
-                        created_at=now,
-                        expires_at=now + timedelta(hours=self.ctx.settings.idempotency_ttl_hours),
-                    )
-                    s.add(row)
-                    s.flush()
-                    row_id = row.id
+            row_id = self._claim(values)
+            if row_id is not None:
                 return Claim(hashed, row_id, now)
-            except IntegrityError:
-                replay = self._existing(hashed, fp, now)
-                if replay is not None:
-                    return replay
+            replay = self._existing(hashed, fp, now)
+            if replay is not None:
+                return replay
         raise IdempotencyInFlight(details={"endpoint": endpoint})
+
+    def _claim(self, values: dict[str, Any]) -> int | None:
+        """Insert the in-flight row; its id, or None when the key has a row already. On
+        PostgreSQL one autocommit statement (``ON CONFLICT DO NOTHING``), one round trip."""
+        db = self.ctx.db
+        if db.is_postgres:
+            with db.raw.connection() as conn:
+                found = conn.execute(_CLAIM, values, prepare=True).fetchone()
+            return int(found[0]) if found is not None else None
+        try:
+            with db.transaction() as s:
+                row = IdempotencyKey(**values)
+                s.add(row)
+                s.flush()
+                return row.id
+        except IntegrityError:
+            return None
 
     def _existing(self, hashed: str, fp: str, now: datetime) -> Replay | None:
         """The stored response; or None after clearing an expired/abandoned row. A row
@@ -210,7 +236,15 @@ class IdempotencyService:
         if status >= 400 and not committed:
             self.abandon(claim)
             return
-        with self.ctx.db.transaction() as s:
+        db = self.ctx.db
+        if db.is_postgres:  # one autocommit statement, one round trip
+            key_hash, row_id, claimed_at = claim.key_hash, claim.row_id, claim.claimed_at
+            params = {"status": status, "body": Jsonb(body), "id": row_id}
+            params.update(key_hash=key_hash, created_at=claimed_at)
+            with db.raw.connection() as conn:
+                conn.execute(_COMPLETE, params, prepare=True)
+            return
+        with db.transaction() as s:
             row = s.scalar(select(IdempotencyKey).where(claim.rows()))
             if row is not None:
                 row.status, row.response_status, row.response_body = DONE, status, body

@@ -15,7 +15,7 @@ from ...errors import ValidationFailed
 from ...surface.operations import CheckoutFilters
 from .. import idempotent
 from .. import responses as R
-from ..deps import CheckoutCaller, SubmitCaller, ViewCaller, state
+from ..deps import CheckoutAuth, SubmitAuth, ViewAuth, state
 from ..responses import declare
 from ..schemas import (
     CheckoutBody,
@@ -37,12 +37,13 @@ LeaseToken = Header(default=None, alias="X-Lease-Token", description="the lease 
 )
 def checkout(
     request: Request,
-    caller: CheckoutCaller,
+    auth: CheckoutAuth,
     body: CheckoutBody | None = None,
     type: str | None = Query(default=None, min_length=1, max_length=191),
     min_priority: int | None = Query(default=None, ge=-(2**31), le=2**31 - 1),
     tenant_id: str | None = Query(default=None, max_length=191),
 ) -> JSONResponse:
+    caller = auth.caller()
     # Filters from the query string (upstream agents send them there) and the body.
     b = merge_filters(
         body or CheckoutBody(), {"type": type, "min_priority": min_priority, "tenant_id": tenant_id}
@@ -62,6 +63,8 @@ def checkout(
 def merge_filters(body: CheckoutBody, query: dict[str, Any]) -> CheckoutBody:
     """The body's filters completed by the query string's; one given in both with two
     values is refused rather than one of them silently ignored."""
+    if all(value is None for value in query.values()):
+        return body  # the usual case: nothing to merge, nothing to validate again
     fields = body.model_dump()
     conflicts = []
     for name, value in query.items():
@@ -88,11 +91,12 @@ def merge_filters(body: CheckoutBody, query: dict[str, Any]) -> CheckoutBody:
 )
 def heartbeat(
     request: Request,
-    caller: CheckoutCaller,
+    auth: CheckoutAuth,
     item_id: str,
     body: HeartbeatBody | None = None,
     token: str | None = LeaseToken,
 ) -> JSONResponse:
+    caller = auth.caller()
     b = body or HeartbeatBody()
     ops = state(request).ops
     return idempotent.run(
@@ -113,11 +117,12 @@ def heartbeat(
 )
 def submit(
     request: Request,
-    caller: SubmitCaller,
+    auth: SubmitAuth,
     item_id: str,
     body: SubmitBody,
     token: str | None = LeaseToken,
 ) -> JSONResponse:
+    caller = auth.caller()
     ops = state(request).ops
     return idempotent.run(
         request,
@@ -137,11 +142,12 @@ def submit(
 )
 def submit_part(
     request: Request,
-    caller: SubmitCaller,
+    auth: SubmitAuth,
     item_id: str,
     body: PartBody,
     token: str | None = LeaseToken,
 ) -> JSONResponse:
+    caller = auth.caller()
     ops = state(request).ops
     return idempotent.run(
         request,
@@ -162,11 +168,12 @@ def submit_part(
 )
 def list_parts(
     request: Request,
-    caller: ViewCaller,
+    auth: ViewAuth,
     item_id: str,
     part_key: str | None = Query(default=None, max_length=191),
     status: str | None = Query(default=None, max_length=16),
 ) -> JSONResponse:
+    caller = auth.caller()
     return idempotent.respond(state(request).ops.list_parts(caller, item_id, part_key, status))
 
 
@@ -178,11 +185,12 @@ def list_parts(
 )
 def finalize(
     request: Request,
-    caller: SubmitCaller,
+    auth: SubmitAuth,
     item_id: str,
     body: FinalizeBody | None = None,
     token: str | None = LeaseToken,
 ) -> JSONResponse:
+    caller = auth.caller()
     b = body or FinalizeBody()
     ops = state(request).ops
     return idempotent.run(
@@ -202,10 +210,11 @@ def finalize(
 )
 def release(
     request: Request,
-    caller: CheckoutCaller,
+    auth: CheckoutAuth,
     item_id: str,
     token: str | None = LeaseToken,
 ) -> JSONResponse:
+    caller = auth.caller()
     ops = state(request).ops
     return idempotent.run(
         request, caller, "release", item_id, {}, lambda c: ops.release(c, item_id, token)
@@ -219,11 +228,12 @@ def release(
 )
 def fail(
     request: Request,
-    caller: SubmitCaller,
+    auth: SubmitAuth,
     item_id: str,
     body: FailBody,
     token: str | None = LeaseToken,
 ) -> JSONResponse:
+    caller = auth.caller()
     ops = state(request).ops
     error = body.error.model_dump()
     return idempotent.run(
@@ -243,8 +253,9 @@ def fail(
 )
 def logs(
     request: Request,
-    caller: ViewCaller,
+    auth: ViewAuth,
     item_id: str,
     limit: int = Query(default=100, ge=1, le=100),
 ) -> JSONResponse:
+    caller = auth.caller()
     return idempotent.respond(state(request).ops.logs(caller, item_id, limit))

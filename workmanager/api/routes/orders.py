@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from ...surface.operations import CheckoutFilters
 from .. import idempotent
 from .. import responses as R
-from ..deps import ApproveCaller, CheckoutCaller, ProposeCaller, RejectCaller, ViewCaller, state
+from ..deps import ApproveAuth, CheckoutAuth, ProposeAuth, RejectAuth, ViewAuth, state
 from ..responses import declare
 from ..schemas import ProposeBody, RejectBody
 
@@ -21,7 +21,8 @@ router = APIRouter(tags=["orders"])
     summary="Propose (create and plan) an order",
     responses=declare({201: R.OrderCreated, 200: R.OrderFound}),
 )
-def propose(request: Request, caller: ProposeCaller, body: ProposeBody) -> JSONResponse:
+def propose(request: Request, auth: ProposeAuth, body: ProposeBody) -> JSONResponse:
+    caller = auth.caller()
     ops = state(request).ops
     return idempotent.run(
         request,
@@ -40,7 +41,8 @@ def propose(request: Request, caller: ProposeCaller, body: ProposeBody) -> JSONR
     summary="List orders (filters, sorts, pages of SPEC §6.2)",
     responses=declare({200: R.OrderPage}, idempotent=False),
 )
-def list_orders(request: Request, caller: ViewCaller) -> JSONResponse:
+def list_orders(request: Request, auth: ViewAuth) -> JSONResponse:
+    caller = auth.caller()
     status, body = state(request).ops.list_orders(caller, request.query_params.multi_items())
     return JSONResponse(body, status)
 
@@ -50,7 +52,8 @@ def list_orders(request: Request, caller: ViewCaller) -> JSONResponse:
     summary="An order with its items and latest events",
     responses=declare({200: R.OrderShown}, idempotent=False),
 )
-def get_order(request: Request, caller: ViewCaller, order_id: str) -> JSONResponse:
+def get_order(request: Request, auth: ViewAuth, order_id: str) -> JSONResponse:
+    caller = auth.caller()
     return idempotent.respond(state(request).ops.get_order(caller, order_id))
 
 
@@ -59,7 +62,8 @@ def get_order(request: Request, caller: ViewCaller, order_id: str) -> JSONRespon
     summary="Lease the next item of this order",
     responses=declare({200: R.Checkout}),
 )
-def checkout_order(request: Request, caller: CheckoutCaller, order_id: str) -> JSONResponse:
+def checkout_order(request: Request, auth: CheckoutAuth, order_id: str) -> JSONResponse:
+    caller = auth.caller()
     ops = state(request).ops
     return idempotent.run(
         request,
@@ -79,10 +83,11 @@ def checkout_order(request: Request, caller: CheckoutCaller, order_id: str) -> J
 )
 def approve(
     request: Request,
-    caller: ApproveCaller,
+    auth: ApproveAuth,
     order_id: str,
     wait: float | None = Query(default=None, ge=0, le=60),
 ) -> JSONResponse:
+    caller = auth.caller()
     ops = state(request).ops
     return idempotent.run(
         request, caller, "approve", order_id, {}, lambda c: ops.approve(c, order_id, wait)
@@ -96,10 +101,11 @@ def approve(
 )
 def reject(
     request: Request,
-    caller: RejectCaller,
+    auth: RejectAuth,
     order_id: str,
     body: RejectBody,
 ) -> JSONResponse:
+    caller = auth.caller()
     ops = state(request).ops
     errors = [e.model_dump(exclude_none=True) for e in body.errors]
     return idempotent.run(
@@ -117,6 +123,7 @@ def reject(
     summary="Put a failed order back to work",
     responses=declare({200: R.OrderAnswer}),
 )
-def retry(request: Request, caller: ApproveCaller, order_id: str) -> JSONResponse:
+def retry(request: Request, auth: ApproveAuth, order_id: str) -> JSONResponse:
+    caller = auth.caller()
     ops = state(request).ops
     return idempotent.run(request, caller, "retry", order_id, {}, lambda c: ops.retry(c, order_id))

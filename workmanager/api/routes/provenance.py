@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from ...errors import ValidationFailed
 from ...services.forget import Forget, Subject
-from ...surface.callers import Caller
 from ...types import Actor
 from .. import responses as R
-from ..deps import scope, state
+from ..deps import AdminAuth, state
 from ..responses import declare
 from ..schemas import ForgetBody
 
 router = APIRouter(tags=["provenance"])
-AdminCaller = Annotated[Caller, Depends(scope("admin"))]
 
 
 @router.post(
@@ -25,7 +21,8 @@ AdminCaller = Annotated[Caller, Depends(scope("admin"))]
     summary="Erase an agent's or a user's id from every record (admin)",
     responses=declare({200: R.Forgotten}, idempotent=False),
 )
-def forget(request: Request, caller: AdminCaller, body: ForgetBody) -> JSONResponse:
+def forget(request: Request, auth: AdminAuth, body: ForgetBody) -> JSONResponse:
+    caller = auth.caller()
     if (body.agent_id is None) == (body.user_id is None):
         message = "give exactly one of agent_id and user_id"
         raise ValidationFailed([{"path": "agent_id", "message": message, "validator": "oneOf"}])
