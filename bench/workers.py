@@ -3,13 +3,16 @@
     python -m bench.workers [--rounds 3] [--tasks 30] [--pool threads] [--concurrency 4]
                             [--json var/bench-workers.json]
 
-Each round starts, one after the other, three worker processes on the same Redis broker
+Each round starts, one after the other, worker processes on the same Redis broker
 (``WM_BENCH_REDIS_URL``, db 12, on queues of their own named ``wmbench-workers-…``, whose
 keys are deleted at the end) with the same pool and concurrency (``--pool threads -c 4``
 by default: the agent's line in the Procfile, and how ``bench.pipeline`` runs both):
 
 - **bare**: ``celery -A bench.bare_worker worker``, a minimal app with one no-op task
   (``bench/bare_worker.py``), sent ``--tasks`` messages;
+- **bare + libraries** (for information): the same with SQLAlchemy's ORM, psycopg and an
+  engine, each task a ``SELECT 1`` (``bench/bare_sql_worker.py``): the part of the
+  distance that is the storage libraries', not our code's;
 - **control**: ``celery -A tasks worker`` (the Procfile's worker line) and
 - **agent**: ``python -m workers.agent`` (``workmanager agent``), together, with
   ``--tasks`` single-item auto-approved orders (``tests.support.pipeline``'s
@@ -142,22 +145,39 @@ def worker_args(pool: str, concurrency: int, node: str) -> list[str]:
     ]
 
 
-def bare_round(cfg: Config, args: argparse.Namespace, token: str, logs: Path) -> dict[str, Any]:
-    """The bare worker: ready, then ``args.tasks`` no-op tasks, then its memory."""
-    queue = f"{token}.bare"
-    env = {**os.environ, "WM_BENCH_BARE_BROKER": cfg.redis_url, "PYTHONPATH": str(REPO_ROOT)}
+#: The floors: (name, Celery app module, its task). ``bare`` is the target's basis;
+#: ``bare_sql`` (the bare worker with SQLAlchemy's ORM, psycopg and an engine) is shown for
+#: information: what of the distance is the storage libraries', what is our code's.
+FLOORS = (
+    ("bare", "bench.bare_worker", "bare.noop"),
+    ("bare_sql", "bench.bare_sql_worker", "bare.select"),
+)
+
+
+def bare_round(
+    cfg: Config, args: argparse.Namespace, token: str, logs: Path, floor: tuple[str, str, str]
+) -> dict[str, Any]:
+    """A floor worker: ready, then ``args.tasks`` of its tasks, then its memory."""
+    name, module, task = floor
+    queue = f"{token}.{name}"
+    env = {
+        **os.environ,
+        "WM_BENCH_BARE_BROKER": cfg.redis_url,
+        "WM_BENCH_BARE_DB": cfg.db_url,
+        "PYTHONPATH": str(REPO_ROOT),
+    }
     run = Run(logs)
-    cmd = [sys.executable, "-m", "celery", "-A", "bench.bare_worker", "worker", "-Q", queue]
-    run.spawn("bare", cmd + worker_args(args.pool, args.concurrency, f"bare-{token}"), env)
+    cmd = [sys.executable, "-m", "celery", "-A", module, "worker", "-Q", queue]
+    run.spawn(name, cmd + worker_args(args.pool, args.concurrency, f"{name}-{token}"), env)
     try:
         run.ready()
-        at_ready = run.memory()["bare"]
+        at_ready = run.memory()[name]
         producer = Celery("producer", broker=cfg.redis_url)
         for n in range(args.tasks):
-            producer.send_task("bare.noop", args=[n], queue=queue)
-        run.wait("bare tasks", lambda: run.log("bare").count(b" succeeded in ") >= args.tasks)
+            producer.send_task(task, args=[n], queue=queue)
+        run.wait(f"{name} tasks", lambda: run.log(name).count(b" succeeded in ") >= args.tasks)
         time.sleep(0.5)
-        return {"ready": at_ready, "after": run.memory()["bare"], "tasks": args.tasks}
+        return {"ready": at_ready, "after": run.memory()[name], "tasks": args.tasks}
     finally:
         run.stop()
 
@@ -236,12 +256,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logs.mkdir(parents=True, exist_ok=True)
     print(f"bench.workers: database {DB}, broker {cfg.redis_url}", file=sys.stderr, flush=True)
     create_database(cfg, DB)
-    rounds: dict[str, list[dict[str, Any]]] = {"bare": [], "control": [], "agent": []}
+    rounds: dict[str, list[dict[str, Any]]] = {
+        "bare": [],
+        "bare_sql": [],
+        "control": [],
+        "agent": [],
+    }
     try:
         create_schema(cfg)
         for k in range(args.rounds):
             print(f"bench.workers: round {k + 1}/{args.rounds}", file=sys.stderr, flush=True)
-            rounds["bare"].append(bare_round(cfg, args, token, logs))
+            for floor in FLOORS:
+                rounds[floor[0]].append(bare_round(cfg, args, token, logs, floor))
             ours = ours_round(cfg, args, token, logs)
             rounds["control"].append(ours["control"])
             rounds["agent"].append(ours["agent"])
@@ -263,6 +289,7 @@ def report(args: argparse.Namespace, rounds: dict[str, list[dict[str, Any]]]) ->
     after = {name: [r["after"]["rss_mib"] for r in runs] for name, runs in rounds.items()}
     ready = {name: [r["ready"]["rss_mib"] for r in runs] for name, runs in rounds.items()}
     floor = _median(after["bare"])
+    libraries = _median(after["bare_sql"])
     print(
         f"worker memory (VmRSS once its tasks ran; pool {args.pool}, concurrency "
         f"{args.concurrency}; median of {args.rounds} rounds)"
@@ -270,6 +297,7 @@ def report(args: argparse.Namespace, rounds: dict[str, list[dict[str, Any]]]) ->
     out: dict[str, Any] = {"pool": args.pool, "concurrency": args.concurrency, "workers": {}}
     for name, label in (
         ("bare", "bare Celery worker"),
+        ("bare_sql", "  + SQLAlchemy ORM, psycopg (info)"),
         ("control", "control worker (celery -A tasks)"),
         ("agent", "agent worker (workers.agent)"),
     ):
@@ -279,9 +307,12 @@ def report(args: argparse.Namespace, rounds: dict[str, list[dict[str, Any]]]) ->
         tasks = rounds[name][0]["tasks"]
         at_ready = _median(ready[name])
         line = f"{label:34s} {mib:6.1f} MiB  ready {at_ready:6.1f} MiB  {tasks:3d} tasks"
-        if name != "bare":
+        if name == "bare_sql":
+            line += f"  {ratio:.2f}x bare"
+        elif name != "bare":
             verdict = "met" if ratio <= TARGET else "missed"
-            line += f"  {ratio:.2f}x bare (target <= {TARGET}x: {verdict})"
+            line += f"  {ratio:.2f}x bare (target <= {TARGET}x: {verdict}),"
+            line += f" {mib - libraries:+.1f} MiB over bare + libraries"
         print(f"{line}  (rounds: {spread})")
         out["workers"][name] = {
             "rss_mib": mib,
