@@ -234,10 +234,16 @@ def forget_broker_keys(cfg: Config, token: str) -> None:
     try:
         for key in list(client.scan_iter(match=f"*{token}*", count=1000)):
             client.delete(key)
-        for key in list(client.scan_iter(match="_kombu.binding.*", count=1000)):
-            stale = [m for m in client.smembers(key) if token.encode() in m]
-            if stale:
-                client.srem(key, *stale)
+        for key in list(client.scan_iter(match="_kombu.binding*", count=1000)):
+            kind = client.type(key)
+            if kind == b"set":
+                stale = [m for m in client.smembers(key) if token.encode() in m]
+                if stale:
+                    client.srem(key, *stale)
+            elif kind == b"zset":  # _kombu.binding_deadlines: exchange names
+                stale = [m for m in client.zrange(key, 0, -1) if token.encode() in m]
+                if stale:
+                    client.zrem(key, *stale)
     finally:
         client.close()
 
