@@ -36,10 +36,13 @@ backend). What each method locks and what is atomic, for both:
 ``submit_part`` / ``finalize``
     Lock the item; check the lease; store a part (the lease stays) / assemble the parts
     and submit as ``submit`` does.
-``release`` / ``fail``
+``release``
     Lock the item, then its order; check the lease; the item back to ``queued`` (attempt
-    given back) / requeued with backoff or failed; the order requeued when nothing else is
-    held — atomically.
+    given back); the order requeued when nothing else is held — atomically.
+``fail``
+    Lock the item, then its order; check the lease; the item requeued with backoff or
+    failed (``services/lifecycle.py decide_ending``, the one rule); the order becomes
+    ``failed`` only when the item does (a fail never requeues the order) — atomically.
 
 A refused call raises the error the locked row names (``lease_conflict``,
 ``lease_expired``, ``forbidden``, ``not_found`` …) and changes nothing. A pending
