@@ -1,13 +1,16 @@
 """HTTP figures: checkout and submit through a real ``workmanager serve``, beside /healthz.
 
-    python -m bench.http [--clients 16] [--items 3000] [--backend database|redis]
+    python -m bench.http [--clients 16] [--items 3200] [--backend database|redis] [--rounds 3]
 
 Starts the API server (uvicorn, one process) on its own PostgreSQL database
 (``wm_bench_http``), seeds queued items, then drives it with 16 concurrent keep-alive
 clients: first ``GET /healthz`` (the trivial endpoint: the floor of this server, this
 client and this machine), then ``POST /checkout`` until the items run out, then
-``POST /items/{id}/submit`` for every lease. Prints requests/s and p50/p99 of each, and
-the ratio to /healthz. A benchmark: it measures, it does not assert.
+``POST /items/{id}/submit`` for every lease. Prints requests/s and p50/p99 of each, the
+ratio to /healthz and the server process's CPU time per request (a figure that other load
+on the machine moves less than the rates), for each round (a fresh database and server),
+then the spread of the ratios over the rounds. A benchmark: it measures, it does not
+assert.
 """
 
 from __future__ import annotations
@@ -117,8 +120,20 @@ def start_server(url: str, backend: str) -> tuple[subprocess.Popen[bytes], str]:
 Call = Callable[[httpx.Client, int], bool]
 
 
-def run_phase(base: str, token: str, clients: int, per_client: int, call: Call) -> dict[str, Any]:
-    """``clients`` threads, each ``per_client`` calls on its own keep-alive connection."""
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``; else None)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_phase(
+    base: str, token: str, clients: int, per_client: int, call: Call, pid: int | None = None
+) -> dict[str, Any]:
+    """``clients`` threads, each ``per_client`` calls on its own keep-alive connection;
+    with the server's ``pid``, also the server's CPU time per request."""
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
@@ -143,22 +158,30 @@ def run_phase(base: str, token: str, clients: int, per_client: int, call: Call) 
     for t in threads:
         t.start()
     barrier.wait()
+    cpu_before = cpu_seconds(pid) if pid else None
     start = time.perf_counter()
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
+    cpu_after = cpu_seconds(pid) if pid else None
     latencies.sort()
     n = len(latencies)
+    cpu = None
+    if cpu_before is not None and cpu_after is not None:
+        cpu = (cpu_after - cpu_before) / n * 1e3
     return {
         "req_per_s": n / wall,
         "p50_ms": latencies[n // 2] * 1e3,
         "p99_ms": latencies[min(int(n * 0.99), n - 1)] * 1e3,
+        "server_cpu_ms": cpu,
         "n": n,
         "errors": errors[0],
     }
 
 
-def measure(base: str, token: str, clients: int, items: int) -> dict[str, dict[str, Any]]:
+def measure(
+    base: str, token: str, clients: int, items: int, pid: int | None = None
+) -> dict[str, dict[str, Any]]:
     per_client = items // clients
     leases: dict[int, tuple[str, str]] = {}
 
@@ -182,9 +205,9 @@ def measure(base: str, token: str, clients: int, items: int) -> dict[str, dict[s
         r = c.post(f"{PREFIX}/items/{item_id}/submit", json=body, headers=headers)
         return r.status_code == 202
 
-    out = {"healthz": run_phase(base, token, clients, per_client, healthz)}
-    out["checkout"] = run_phase(base, token, clients, per_client, checkout)
-    out["submit"] = run_phase(base, token, clients, per_client, submit)
+    out = {"healthz": run_phase(base, token, clients, per_client, healthz, pid)}
+    out["checkout"] = run_phase(base, token, clients, per_client, checkout, pid)
+    out["submit"] = run_phase(base, token, clients, per_client, submit, pid)
     return out
 
 
@@ -192,13 +215,29 @@ def report(figures: dict[str, dict[str, Any]], clients: int, backend: str) -> No
     floor = figures["healthz"]["req_per_s"]
     print(f"HTTP API, {clients} concurrent clients, lease backend {backend}, one uvicorn process")
     print(
-        f"{'endpoint':<12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'vs /healthz':>13}{'errors':>8}"
+        f"{'endpoint':<12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'vs /healthz':>13}"
+        f"{'srv cpu ms':>12}{'errors':>8}"
     )
     for name, f in figures.items():
         ratio = f["req_per_s"] / floor
+        cpu = f.get("server_cpu_ms")
+        cpu_text = f"{cpu:>12.2f}" if cpu is not None else f"{'-':>12}"
         print(
             f"{name:<12}{f['req_per_s']:>10.0f}{f['p50_ms']:>10.2f}{f['p99_ms']:>10.2f}"
-            f"{ratio:>12.1%}{f['errors']:>8}"
+            f"{ratio:>12.1%}{cpu_text}{f['errors']:>8}"
+        )
+
+
+def spread(rounds: list[dict[str, dict[str, Any]]]) -> None:
+    """Each endpoint's ratio to /healthz (and server CPU per request) over the rounds."""
+    print(f"over {len(rounds)} rounds (min / median / max):")
+    for name in ("checkout", "submit"):
+        ratios = sorted(r[name]["req_per_s"] / r["healthz"]["req_per_s"] for r in rounds)
+        cpus = sorted(r[name]["server_cpu_ms"] or 0.0 for r in rounds)
+        mid = len(rounds) // 2
+        print(
+            f"  {name:<10} vs /healthz {ratios[0]:.1%} / {ratios[mid]:.1%} / {ratios[-1]:.1%}"
+            f"   server CPU {cpus[0]:.2f} / {cpus[mid]:.2f} / {cpus[-1]:.2f} ms/request"
         )
 
 
@@ -207,19 +246,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--items", type=int, default=3200)
     parser.add_argument("--backend", choices=["database", "redis"], default="database")
+    parser.add_argument("--rounds", type=int, default=3, help="fresh database and server each")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
-    url, token = prepare(args.items)
-    proc, base = start_server(url, args.backend)
-    try:
-        figures = measure(base, token, args.clients, args.items)
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        _admin("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-    report(figures, args.clients, args.backend)
+    rounds = []
+    for _ in range(max(1, args.rounds)):
+        url, token = prepare(args.items)
+        proc, base = start_server(url, args.backend)
+        try:
+            figures = measure(base, token, args.clients, args.items, proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            _admin("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+        report(figures, args.clients, args.backend)
+        rounds.append(figures)
+    if len(rounds) > 1:
+        spread(rounds)
     if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2))
+        Path(args.json).write_text(json.dumps(rounds if len(rounds) > 1 else rounds[0], indent=2))
     return 0
 
 
