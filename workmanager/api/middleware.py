@@ -132,19 +132,15 @@ class RequestContextMiddleware:
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         echo = [(b"x-request-id", request_id.encode("latin-1"))]
-        too_large = PayloadTooLarge(
-            f"the request body exceeds {self.max_body_bytes} bytes",
-            details={"limit_bytes": self.max_body_bytes},
-        )
         declared = _declared_length(scope)
         if declared is not None and declared > self.max_body_bytes:
-            await send_error(send, too_large, echo)
+            await send_error(send, self._too_large(), echo)
             return
         if scope["method"] in ("POST", "PUT", "PATCH"):
             try:
                 body = await _read_body(receive, self.max_body_bytes)
             except _TooLarge:
-                await send_error(send, too_large, echo)
+                await send_error(send, self._too_large(), echo)
                 return
             form = self.form_prefix is not None and scope["path"].startswith(self.form_prefix)
             strict = body.strip() and not form
@@ -154,6 +150,12 @@ class RequestContextMiddleware:
                 return
             receive = _replay(body, receive)
         await self._call(scope, receive, send, echo)
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"the request body exceeds {self.max_body_bytes} bytes",
+            details={"limit_bytes": self.max_body_bytes},
+        )
 
     async def _call(self, scope: Scope, receive: Receive, send: Send, echo: list[Any]) -> None:
         started = False
