@@ -727,12 +727,14 @@ def functions_dropped(wm: WorkManager, migration: str = "0004") -> Iterator[None
     come back afterwards)."""
     from sqlalchemy import text
 
-    from workmanager.db import ddl
+    from workmanager.db import sql
 
-    drop, create = {
-        "0004": (ddl.DROP_HOT_PATH_FUNCTIONS_V1, ddl.HOT_PATH_FUNCTIONS_V1),
-        "0005": (ddl.DROP_HOT_PATH_FUNCTIONS_V2, ddl.HOT_PATH_FUNCTIONS_V2),
-    }[migration]
+    added = [
+        s for s in sql.sections("functions.sql") if s.migration == migration and s.signature
+    ]
+    assert added, migration
+    drop = "; ".join(f"DROP FUNCTION IF EXISTS {s.signature}" for s in added)
+    create = "\n".join(s.sql for s in added)
     with wm.db.engine.begin() as conn:
         conn.execute(text(drop))
     try:

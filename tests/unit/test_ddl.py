@@ -1,47 +1,76 @@
-"""The SQL functions of migrations 0004 and 0005 hold the same rules as the Python side."""
+"""The SQL files (workmanager/db/sql) hold the same rules as the Python side, and the SQL
+the migrations run is frozen."""
 
 from __future__ import annotations
 
-from workmanager.db import ddl
+import hashlib
+import importlib.util
+from pathlib import Path
+
+from workmanager.db import sql
 from workmanager.states import HELD_ITEM_STATES, SUBMITTED_ITEM_STATES
+
+VERSIONS = Path(__file__).resolve().parents[2] / "workmanager" / "db" / "migrations" / "versions"
+
+
+def _section(name: str) -> str:
+    [found] = [s.sql for s in sql.sections("functions.sql") if s.name == name]
+    return found
+
+
+def _listed(states: object) -> str:
+    return ", ".join(f"'{s}'" for s in sorted(str(getattr(x, "value", x)) for x in states))  # type: ignore[attr-defined]
 
 
 def test_the_submit_function_counts_the_submitted_item_states_as_done() -> None:
-    assert set(ddl.HOT_PATH_DONE_ITEM_STATES_V1) == {s.value for s in SUBMITTED_ITEM_STATES}
-    listed = ", ".join(f"'{s}'" for s in ddl.HOT_PATH_DONE_ITEM_STATES_V1)
-    assert f"s.state NOT IN ({listed})" in ddl.HOT_PATH_FUNCTIONS_V1
+    body = _section("workmanager_submit_order")
+    done = {s.value for s in SUBMITTED_ITEM_STATES}
+    assert f"s.state NOT IN ({_listed(done)})" in body
 
 
 def test_the_release_function_counts_the_held_item_states_as_held() -> None:
-    assert set(ddl.HOT_PATH_HELD_ITEM_STATES_V2) == {s.value for s in HELD_ITEM_STATES}
-    listed = ", ".join(f"'{s}'" for s in ddl.HOT_PATH_HELD_ITEM_STATES_V2)
-    assert ddl.HOT_PATH_FUNCTIONS_V2.count(f"s.state IN ({listed})") == 2
+    body = _section("workmanager_release_order")
+    held = ", ".join(f"'{s}'" for s in ("leased", "in_progress"))
+    assert {s.value for s in HELD_ITEM_STATES} == {"leased", "in_progress"}
+    assert body.count(f"s.state IN ({held})") == 2
 
 
-#: Migrations run these strings: they must never change (a change is a new constant and a
-#: new migration). sha256 of each, first 16 hex digits.
+def test_every_function_the_code_calls_has_a_signature() -> None:
+    assert sql.function_signatures() == (
+        "workmanager_start_order(uuid,timestamptz,text,text)",
+        "workmanager_submit_order(uuid,uuid,timestamptz,text,text)",
+        "workmanager_release_order(uuid,uuid,timestamptz,text,text)",
+    )
+
+
+#: The SQL constants each migration runs: they must never change (a change is a new
+#: migration). sha256 of each, first 16 hex digits.
 FROZEN = {
-    "AUDIT_CASCADE_PG": "5c2ced605387924f",
-    "AUDIT_CASCADE_SQLITE": "4216fc5a8dcbd3df",
-    "DROP_AUDIT_CASCADE_PG": "2d35592a0c59bc66",
-    "DROP_AUDIT_CASCADE_SQLITE": "4efa7888fa3ab3cd",
-    "HOT_PATH_FUNCTIONS_V1": "35e94d5e44afa69b",
-    "DROP_HOT_PATH_FUNCTIONS_V1": "50c46b5b9df643c1",
-    "HOT_PATH_DONE_ITEM_STATES_V1": "8ce0721f6dcbff2e",
-    "HOT_PATH_SIGNATURES_V1": "7b1e272d65335b54",
-    "HOT_PATH_FUNCTIONS_V2": "e601ad8732dac296",
-    "DROP_HOT_PATH_FUNCTIONS_V2": "d9f7560db249c653",
-    "HOT_PATH_SIGNATURES_V2": "8fa2074621846ce6",
-    "HOT_PATH_HELD_ITEM_STATES_V2": "5b696b62a4a2fd3a",
+    "0003_audit_rows_without_foreign_keys": {
+        "CASCADE_PG": "5c2ced605387924f",
+        "CASCADE_SQLITE": "4216fc5a8dcbd3df",
+        "DROP_AUDIT_CASCADE_PG": "2d35592a0c59bc66",
+        "DROP_AUDIT_CASCADE_SQLITE": "4efa7888fa3ab3cd",
+    },
+    "0004_hot_path_order_functions": {
+        "HOT_PATH_FUNCTIONS_V1": "35e94d5e44afa69b",
+        "DROP_HOT_PATH_FUNCTIONS_V1": "50c46b5b9df643c1",
+    },
+    "0005_hot_release_order_function": {
+        "HOT_PATH_FUNCTIONS_V2": "e601ad8732dac296",
+        "DROP_HOT_PATH_FUNCTIONS_V2": "d9f7560db249c653",
+    },
 }
 
 
 def test_the_sql_the_migrations_run_is_frozen() -> None:
-    import hashlib
-
-    found = {
-        name: hashlib.sha256(repr(getattr(ddl, name)).encode()).hexdigest()[:16]
-        for name in dir(ddl)
-        if name.isupper()
-    }
-    assert found == FROZEN
+    for module, constants in FROZEN.items():
+        spec = importlib.util.spec_from_file_location(module, VERSIONS / f"{module}.py")
+        assert spec is not None and spec.loader is not None
+        loaded = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(loaded)
+        found = {
+            name: hashlib.sha256(repr(getattr(loaded, name)).encode()).hexdigest()[:16]
+            for name in constants
+        }
+        assert found == constants, module

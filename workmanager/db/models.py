@@ -28,7 +28,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from . import ddl
+from . import sql
 
 # Python None is SQL NULL (not JSON 'null'), for ORM and Core inserts alike.
 JSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
@@ -317,20 +317,21 @@ class RateBucket(Base):
 # Deleting an order deletes its events and provenance (SPEC §3). Audit rows carry no
 # foreign keys (migration 0003: a key cost a lookup and a lock per audit row on the hottest
 # statements), so a trigger does what ON DELETE CASCADE did. Items and parts keep theirs.
-# The hot path's order functions (migrations 0004, 0005) come with the schema on PostgreSQL.
-# ``create_all`` runs the same SQL as the migrations (:mod:`.ddl`).
-for _ddl, _dialect, _when in (
-    (ddl.AUDIT_CASCADE_PG, "postgresql", "after_create"),
-    (ddl.AUDIT_CASCADE_SQLITE, "sqlite", "after_create"),
-    ("DROP FUNCTION IF EXISTS work_orders_delete_audit()", "postgresql", "after_drop"),
-):
-    event.listen(Order.__table__, _when, DDL(_ddl).execute_if(dialect=_dialect))  # type: ignore[no-untyped-call]
-for _ddl, _when in (
-    (ddl.HOT_PATH_FUNCTIONS_V1, "after_create"),
-    (ddl.HOT_PATH_FUNCTIONS_V2, "after_create"),
-    (ddl.DROP_HOT_PATH_FUNCTIONS_V1, "after_drop"),
-    (ddl.DROP_HOT_PATH_FUNCTIONS_V2, "after_drop"),
-):
+# The PostgreSQL store's order functions come with the schema on PostgreSQL.
+# ``create_all`` runs the SQL files the migrations' frozen copies must agree with
+# (:mod:`.sql`, ``tests/integration/test_sql_files.py``).
+_DROP_FUNCTIONS = "; ".join(f"DROP FUNCTION IF EXISTS {f}" for f in sql.function_signatures())
+event.listen(
+    Order.__table__,
+    "after_create",
+    DDL(sql.script("sqlite.sql")).execute_if(dialect="sqlite"),  # type: ignore[no-untyped-call]
+)
+event.listen(
+    Order.__table__,
+    "after_drop",
+    DDL("DROP FUNCTION IF EXISTS work_orders_delete_audit()").execute_if(dialect="postgresql"),  # type: ignore[no-untyped-call]
+)
+for _ddl, _when in ((sql.script("functions.sql"), "after_create"), (_DROP_FUNCTIONS, "after_drop")):
     event.listen(Base.metadata, _when, DDL(_ddl).execute_if(dialect="postgresql"))  # type: ignore[no-untyped-call]
 
 

@@ -31,7 +31,6 @@ from sqlalchemy import JSON, Engine, Table
 
 from ..errors import SchemaOutdated, Unavailable
 from . import driver_errors
-from .ddl import HOT_PATH_SIGNATURES_V1, HOT_PATH_SIGNATURES_V2
 from .rawpool import RawPool
 from .session import (
     MAX_OVERFLOW,
@@ -41,6 +40,7 @@ from .session import (
     lost_at,
     mark_lost,
 )
+from .sql import function_signatures
 
 T = TypeVar("T")
 Conn = psycopg.Connection[Any]
@@ -117,7 +117,7 @@ class RawPostgres:
             healthy = _reset(conn)
             if not (healthy and _functions_missing(conn, str(exc))):
                 raise  # another 42883 (an operator, a mistyped argument): a bug
-            raise SchemaOutdated(  # a function of a newer migration (db/ddl.py)
+            raise SchemaOutdated(  # a function of db/sql/functions.sql
                 f"the database schema is older than this code ({exc.diag.message_primary});"
                 " run `workmanager db upgrade`"
             ) from exc
@@ -176,13 +176,13 @@ def _reset(conn: Conn) -> bool:
 
 
 def _functions_missing(conn: Conn, message: str) -> bool:
-    """Whether the error ``message`` names a function of :mod:`.ddl` that the catalog
+    """Whether the error ``message`` names a function of ``db/sql/functions.sql`` that the catalog
     says is missing. The catalog is asked (``to_regprocedure``) because "does not exist"
     is also what a call with mistyped arguments gets; the name is looked for in the
     message because that is what failed (identifiers are not translated under a
     non-English ``lc_messages``; the surrounding text is). So on a schema that lacks only
     a newer function, another error is still raised as the bug it is."""
-    signatures = HOT_PATH_SIGNATURES_V1 + HOT_PATH_SIGNATURES_V2
+    signatures = function_signatures()
     checks = ", ".join(["to_regprocedure(%s) IS NULL"] * len(signatures))
     try:
         row = conn.execute(f"SELECT {checks}", signatures).fetchone()

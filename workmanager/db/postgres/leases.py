@@ -13,7 +13,7 @@ connection.
   UPDATE SKIP LOCKED``) and writes the ``leased`` event and the provenance row; its final
   ``SELECT`` then calls ``workmanager_start_order`` (``queued → in_progress`` and its
   event, on the order's first lease), a VOLATILE SQL function whose queries take their
-  own snapshot, so it sees the order as committed after the grant (:mod:`..db.ddl`).
+  own snapshot, so it sees the order as committed after the grant (``db/sql/functions.sql``).
   With lease limits (:mod:`workmanager.leases.limits`) or an idempotency key to mark,
   the same statement runs inside ``BEGIN`` … ``COMMIT`` after the counts, and the mark.
 * **checkout, store leases** (Redis, memory) — ``BEGIN`` + candidate row locked ``SKIP

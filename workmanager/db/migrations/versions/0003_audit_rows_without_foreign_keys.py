@@ -15,9 +15,33 @@ from __future__ import annotations
 
 from alembic import op
 
-from workmanager.db.ddl import AUDIT_CASCADE_PG as CASCADE_PG
-from workmanager.db.ddl import AUDIT_CASCADE_SQLITE as CASCADE_SQLITE
-from workmanager.db.ddl import DROP_AUDIT_CASCADE_PG, DROP_AUDIT_CASCADE_SQLITE
+# The SQL this migration runs, frozen here: a migration is a snapshot. What the code
+# expects now is workmanager/db/sql/functions.sql (tests/integration/test_sql_files.py
+# checks that the migrations, run in order, produce exactly that).
+CASCADE_PG = """
+CREATE OR REPLACE FUNCTION work_orders_delete_audit() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  DELETE FROM work_events WHERE order_id = OLD.id;
+  DELETE FROM work_provenance WHERE order_id = OLD.id;
+  RETURN OLD;
+END $$;
+CREATE TRIGGER work_orders_delete_audit AFTER DELETE ON work_orders
+  FOR EACH ROW EXECUTE FUNCTION work_orders_delete_audit();
+"""
+CASCADE_SQLITE = """
+CREATE TRIGGER work_orders_delete_audit AFTER DELETE ON work_orders FOR EACH ROW BEGIN
+  DELETE FROM work_events WHERE order_id = OLD.id;
+  DELETE FROM work_provenance WHERE order_id = OLD.id;
+END
+"""
+DROP_AUDIT_CASCADE_PG = "; ".join(
+    (
+        "DROP TRIGGER IF EXISTS work_orders_delete_audit ON work_orders",
+        "DROP FUNCTION IF EXISTS work_orders_delete_audit()",
+    )
+)
+DROP_AUDIT_CASCADE_SQLITE = "DROP TRIGGER IF EXISTS work_orders_delete_audit"
 
 revision = "0003"
 down_revision = "0002"

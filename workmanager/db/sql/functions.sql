@@ -1,0 +1,101 @@
+-- The PostgreSQL objects the schema carries besides tables: the order steps the
+-- PostgreSQL store calls from inside its statements, and the audit cascade trigger.
+--
+-- This file is what the code expects NOW. `create_all` runs it; the migrations that
+-- created each object (named in its section) hold their own frozen copy, and
+-- tests/integration/test_sql_files.py checks that a database built by the migrations has
+-- exactly these definitions. A change here is a new migration with the new text (and,
+-- when arguments or results change, a new function name: running processes hold
+-- prepared statements naming the old one).
+--
+-- Each section starts with `-- name: <object> (migration NNNN)`; see
+-- workmanager/db/sql/__init__.py for how it is read.
+
+-- name: work_orders_delete_audit (migration 0003)
+CREATE OR REPLACE FUNCTION work_orders_delete_audit() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  DELETE FROM work_events WHERE order_id = OLD.id;
+  DELETE FROM work_provenance WHERE order_id = OLD.id;
+  RETURN OLD;
+END $$;
+CREATE TRIGGER work_orders_delete_audit AFTER DELETE ON work_orders
+  FOR EACH ROW EXECUTE FUNCTION work_orders_delete_audit();
+
+-- name: workmanager_start_order (migration 0004)
+CREATE OR REPLACE FUNCTION workmanager_start_order(
+  p_order uuid, p_now timestamptz, p_actor_type text, p_actor_id text
+) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+  UPDATE work_orders SET state = 'in_progress', last_transitioned_at = p_now,
+         updated_at = p_now
+   WHERE id = p_order AND state = 'queued';
+  IF NOT FOUND THEN
+    RETURN false;
+  END IF;
+  INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
+  VALUES (p_order, NULL, 'in_progress', p_actor_type, p_actor_id, NULL, p_now);
+  RETURN true;
+END $$;
+
+-- name: workmanager_submit_order (migration 0004)
+CREATE OR REPLACE FUNCTION workmanager_submit_order(
+  p_order uuid, p_item uuid, p_now timestamptz, p_actor_type text, p_actor_id text,
+  OUT order_state text, OUT became boolean
+) LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+  became := false;
+  SELECT o.state INTO order_state FROM work_orders o WHERE o.id = p_order
+     FOR NO KEY UPDATE;
+  IF NOT FOUND OR order_state <> 'in_progress' THEN
+    RETURN;
+  END IF;
+  IF EXISTS (SELECT 1 FROM work_items s
+              WHERE s.order_id = p_order AND s.id <> p_item
+                AND s.state NOT IN ('accepted', 'completed', 'submitted')) THEN
+    RETURN;
+  END IF;
+  UPDATE work_orders o SET state = 'submitted', last_transitioned_at = p_now,
+         updated_at = p_now, submitted_at = p_now
+   WHERE o.id = p_order;
+  INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
+  VALUES (p_order, NULL, 'submitted', p_actor_type, p_actor_id, NULL, p_now);
+  order_state := 'submitted';
+  became := true;
+END $$;
+
+-- name: workmanager_release_order (migration 0005)
+CREATE OR REPLACE FUNCTION workmanager_release_order(
+  p_order uuid, p_item uuid, p_now timestamptz, p_actor_type text, p_actor_id text,
+  OUT order_state text, OUT became boolean
+) LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+  any_held boolean;
+  queued_ids uuid[];
+BEGIN
+  became := false;
+  SELECT o.state INTO order_state FROM work_orders o WHERE o.id = p_order
+     FOR NO KEY UPDATE;
+  IF NOT FOUND OR order_state <> 'in_progress' THEN
+    RETURN;
+  END IF;
+  SELECT coalesce(bool_or(s.state IN ('leased', 'in_progress')), false),
+         coalesce(array_agg(s.id) FILTER (WHERE s.state = 'queued'), '{}')
+    INTO any_held, queued_ids
+    FROM work_items s WHERE s.order_id = p_order AND s.id <> p_item;
+  IF any_held THEN
+    RETURN;
+  END IF;
+  PERFORM 1 FROM work_items s WHERE s.id = ANY(queued_ids) FOR SHARE;
+  IF EXISTS (SELECT 1 FROM work_items s
+              WHERE s.id = ANY(queued_ids) AND s.state IN ('leased', 'in_progress')) THEN
+    RETURN;
+  END IF;
+  UPDATE work_orders o SET state = 'queued', last_transitioned_at = p_now,
+         updated_at = p_now
+   WHERE o.id = p_order;
+  INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
+  VALUES (p_order, NULL, 'requeued', p_actor_type, p_actor_id, NULL, p_now);
+  order_state := 'queued';
+  became := true;
+END $$;
