@@ -11,9 +11,11 @@ succeeded.
 Two implementations, chosen once by :func:`build_store`, never a fallback for each other:
 
 * :class:`workmanager.db.postgres.leases.PostgresStore` — PostgreSQL: hand-written SQL on
-  raw psycopg connections, the lock store (if any) called between its statements.
-* :class:`workmanager.db.orm_store.OrmStore` — SQLite (the embedded default), and a lease
-  backend of a third party: SQLAlchemy ORM transactions (``BEGIN IMMEDIATE`` on SQLite).
+  raw psycopg connections, the lease backend's lock (:class:`~workmanager.leases.base.
+  LeaseLock`: Redis, memory, a third party's; none for the database backend) called
+  between its statements.
+* :class:`workmanager.db.orm_store.OrmStore` — SQLite (the embedded default): SQLAlchemy
+  ORM transactions (``BEGIN IMMEDIATE``), the backend's session methods.
 
 Both run under the same contract suite (``tests/contract``, once per store and lock
 backend). What each method locks and what is atomic, for both:
@@ -115,17 +117,15 @@ class Store(Protocol):
 
 
 def build_store(ctx: ServiceContext) -> Store:
-    """PostgreSQL's store for the database and lock-store backends; the ORM store
-    otherwise (SQLite; a third party's lease backend)."""
+    """PostgreSQL's store on PostgreSQL (whatever the lease backend: it composes its
+    lock), the ORM store on SQLite."""
     from .orm_store import OrmStore
 
     orm = OrmStore(ctx)
     if ctx.db.is_postgres:
         from .postgres.leases import postgres_store
 
-        store = postgres_store(ctx, orm)
-        if store is not None:
-            return store
+        return postgres_store(ctx, orm)
     return orm
 
 

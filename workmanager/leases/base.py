@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -19,6 +19,9 @@ from ..db.models import Item
 from ..errors import Forbidden, IllegalStateTransition, LeaseConflict, LeaseExpired
 from ..lease_tokens import Holder, same_secret
 from ..states import HELD_ITEM_STATES, ItemState
+
+if TYPE_CHECKING:
+    from .limits import Limits
 
 
 @dataclass(frozen=True)
@@ -48,10 +51,54 @@ class Grant:
         return Holder(self.item.leased_by_agent_id or "", self.token, self.secret_hash)
 
 
+class LeaseLock(Protocol):
+    """A lease's lock outside the database (Redis, memory): what the PostgreSQL store
+    composes between its statements. The row stays the record; the lock is who may act.
+    Every method is atomic on the lock's store."""
+
+    def acquire(
+        self,
+        item_id: uuid.UUID,
+        agent_id: str,
+        ttl_ms: int,
+        floor: int,
+        order_type: str,
+        secret_hash: str,
+    ) -> int:
+        """Lock the item for ``agent_id``: its fence (``>= floor``), or ``0`` when it is
+        locked, ``-1`` when the agent is at its limit, ``-2`` when the type is."""
+
+    def extend_lock(self, item_id: uuid.UUID, holder: Holder, ttl_ms: int, order_type: str) -> None:
+        """Push the lock's expiry out; raise ``lease_expired`` (no lock) or
+        ``lease_conflict`` (another token)."""
+
+    def holds(self, item_id: uuid.UUID, holder: Holder) -> bool:
+        """Whether ``holder``'s lock on the item is there (a lease without it is expired)."""
+
+    def check(self, item: Item, holder: Holder, now: datetime) -> None:
+        """The row's checks (``check_row``), then the lock's; raise what is wrong."""
+
+    def release_lock(self, item_id: uuid.UUID, holder: Holder, order_type: str) -> bool:
+        """Drop ``holder``'s lock after the commit that ended its lease (compare-and-
+        delete); ``False`` when it was no longer there."""
+
+    def abandoned(self, grant: Grant, agent_id: str) -> None:
+        """Drop the lock of a grant whose transaction rolled back."""
+
+
 class LeaseBackend(Protocol):
     """Decides who holds a lease. Every method runs inside the caller's transaction."""
 
     name: str
+
+    @property
+    def limits(self) -> Limits:
+        """The limits this backend counts on the rows (:mod:`.limits`)."""
+
+    @property
+    def lock(self) -> LeaseLock | None:
+        """Its lock outside the database (what the PostgreSQL store composes), or
+        ``None`` when the row is the lock."""
 
     def checkout(
         self,

@@ -30,6 +30,8 @@ class DatabaseLeaseBackend:
     """Leases recorded on the item rows themselves."""
 
     name = "database"
+    #: the row is the lock: nothing outside the database to compose
+    lock = None
 
     def __init__(
         self,

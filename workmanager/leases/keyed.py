@@ -48,6 +48,8 @@ class StoreLeaseBackend:
         self.max_per_tenant = max_per_tenant
         #: counted on the rows; the per-agent and per-type limits are the store's
         self.limits = Limits(per_tenant=max_per_tenant)
+        #: the lock the PostgreSQL store composes (:class:`.base.LeaseLock`): this backend
+        self.lock: StoreLeaseBackend = self
 
     def checkout(
         self,
@@ -114,6 +116,40 @@ class StoreLeaseBackend:
             str(item.id), holder.agent_id, holder.store_proof(), ttl * 1000, item.order_type
         )
         self.verdict(item.id, verdict)
+
+    # --- the lock port (.base.LeaseLock), for the PostgreSQL store ----------------------
+    def acquire(
+        self,
+        item_id: uuid.UUID,
+        agent_id: str,
+        ttl_ms: int,
+        floor: int,
+        order_type: str,
+        secret_hash: str,
+    ) -> int:
+        return self.store.acquire(
+            str(item_id),
+            agent_id,
+            ttl_ms,
+            floor,
+            order_type,
+            self.agent_limit,
+            self.type_limit,
+            secret_hash,
+        )
+
+    def extend_lock(self, item_id: uuid.UUID, holder: Holder, ttl_ms: int, order_type: str) -> None:
+        verdict = self.store.extend(
+            str(item_id), holder.agent_id, holder.store_proof(), ttl_ms, order_type
+        )
+        self.verdict(item_id, verdict)
+
+    def holds(self, item_id: uuid.UUID, holder: Holder) -> bool:
+        return self.store.check(str(item_id), holder.agent_id, holder.store_proof()) == 1
+
+    def release_lock(self, item_id: uuid.UUID, holder: Holder, order_type: str) -> bool:
+        ended = self.store.release(str(item_id), holder.agent_id, holder.store_proof(), order_type)
+        return ended == 1
 
     @staticmethod
     def verdict(item_id: uuid.UUID, verdict: int) -> None:

@@ -115,9 +115,7 @@ class PostgresEndings:
         claim: claims.ActiveClaim | None,
     ) -> dict[str, Any]:
         item_id = values["item"]
-        if self.pg.store is not None and (
-            self.pg.store.store.check(str(item_id), lease.agent_id, lease.store_proof()) != 1
-        ):
+        if self.pg.store is not None and not self.pg.store.holds(item_id, lease):
             self.pg._refuse(conn, item_id, lease, now)  # the row, then the store, says how
         if claim is None:
             return self.pg._guarded(conn, RELEASE_SQL, values, lease, now)
@@ -315,7 +313,7 @@ class PostgresEndings:
         store = self.pg.store
         if store is None:
             return True
-        return store.store.check(str(item_id), lease.agent_id, lease.store_proof()) == 1
+        return store.holds(item_id, lease)
 
 
 def _one(conn: Conn, sql: str, values: dict[str, Any]) -> dict[str, Any] | None:

@@ -56,9 +56,7 @@ from psycopg.types.json import Jsonb
 from ...errors import LeaseConflict, NotFound
 from ...lease_tokens import Holder, compose, new_secret
 from ...leases import limits
-from ...leases.base import CheckoutQuery, Grant, check_row
-from ...leases.database import DatabaseLeaseBackend
-from ...leases.keyed import StoreLeaseBackend
+from ...leases.base import CheckoutQuery, Grant, LeaseLock, check_row
 from ...leases.selection import Shape, shape_of
 from ...services.context import ServiceContext
 from ...services.inputs import as_presented
@@ -89,15 +87,11 @@ from .submit import PostgresSubmit
 log = logging.getLogger("workmanager.agent")
 
 
-def postgres_store(ctx: ServiceContext, orm: OrmStore) -> PostgresStore | None:
-    """PostgreSQL's store for the database backend and the lock-store ones (Redis,
-    memory); ``None`` for a third party's lease backend (the ORM store serves it)."""
+def postgres_store(ctx: ServiceContext, orm: OrmStore) -> PostgresStore:
+    """PostgreSQL's store, composing the lease backend's lock (``None``: the row is the
+    lock) and the limits it counts on the rows: any backend, no second path."""
     backend = ctx.leases
-    if isinstance(backend, DatabaseLeaseBackend):
-        return PostgresStore(ctx, orm, lock=None, counted=backend.limits)
-    if isinstance(backend, StoreLeaseBackend):
-        return PostgresStore(ctx, orm, lock=backend, counted=backend.limits)
-    return None
+    return PostgresStore(ctx, orm, lock=backend.lock, counted=backend.limits)
 
 
 class PostgresStore:
@@ -110,7 +104,7 @@ class PostgresStore:
         self,
         ctx: ServiceContext,
         orm: OrmStore,
-        lock: StoreLeaseBackend | None,
+        lock: LeaseLock | None,
         counted: limits.Limits,
     ) -> None:
         self.ctx = ctx
@@ -279,14 +273,12 @@ class PostgresStore:
                 return None
             item_id, order_type = row["id"], row["order_type"]
             tried.append(item_id)
-            token = store.store.acquire(
-                str(item_id),
+            token = store.acquire(
+                item_id,
                 agent.id,
                 self.ctx.settings.lease_ttl_seconds * 1000,
                 row["lease_token"] + 1,
                 order_type,
-                store.agent_limit,
-                store.type_limit,
                 values["secret_hash"],
             )
             if token > 0:
@@ -388,10 +380,8 @@ class PostgresStore:
         if self.store is not None:
             ttl_ms = self.ctx.settings.lease_ttl_seconds * 1000
             item_id = values["item"]
-            verdict = self.store.store.extend(
-                str(item_id), lease.agent_id, lease.store_proof(), ttl_ms, row["order_type"]
-            )
-            self.store.verdict(item_id, verdict)  # raises (and rolls back) when refused
+            # raises (and the connection rolls back) when refused
+            self.store.extend_lock(item_id, lease, ttl_ms, row["order_type"])
         _mark(conn, claim, row["order_id"], row["id"])
         conn.execute("COMMIT")
         _marked(claim)

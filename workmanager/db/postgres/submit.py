@@ -16,8 +16,7 @@ from psycopg.types.json import Jsonb
 
 from ...errors import NotFound, ValidationFailed, WorkManagerError
 from ...lease_tokens import Holder
-from ...leases.base import check_row
-from ...leases.keyed import StoreLeaseBackend
+from ...leases.base import LeaseLock, check_row
 from ...services.context import ServiceContext
 from ...services.inputs import as_presented
 from ...services.outcomes import ItemOutcome
@@ -44,7 +43,7 @@ log = logging.getLogger("workmanager.agent")
 class PostgresSubmit:
     """``submit`` for :class:`.leases.PostgresStore`, on the same pool and lock store."""
 
-    def __init__(self, ctx: ServiceContext, raw: RawPostgres, store: StoreLeaseBackend | None):
+    def __init__(self, ctx: ServiceContext, raw: RawPostgres, store: LeaseLock | None):
         self.ctx = ctx
         self.raw = raw
         self.store = store
@@ -226,9 +225,7 @@ class PostgresSubmit:
         if self.store is None:
             return True
         holder = as_presented(lease, agent)
-        return (
-            self.store.store.check(str(lease.item_id), holder.agent_id, holder.store_proof()) == 1
-        )
+        return self.store.holds(lease.item_id, holder)
 
     def _end_stored_lease(self, item: Item, lease: Holder) -> None:
         """Delete the store's lock (compare-and-delete by owner + token) after the commit.
@@ -240,13 +237,11 @@ class PostgresSubmit:
         its TTL."""
         assert self.store is not None
         try:
-            ended = self.store.store.release(
-                str(item.id), lease.agent_id, lease.store_proof(), item.order_type
-            )
+            ended = self.store.release_lock(item.id, lease, item.order_type)
         except Exception:
             log.warning("could not release the store lock of %s", item.id, exc_info=True)
             return
-        if ended != 1:
+        if not ended:
             log.warning("the store had lost the lock of %s before its submit", item.id)
 
 
