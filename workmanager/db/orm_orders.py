@@ -23,7 +23,7 @@ from ..diff import Diff
 from ..errors import NotFound
 from ..services import apply_claim
 from ..services.context import ServiceContext
-from ..services.lifecycle import lock_order
+from ..services.order_steps import lock_order
 from ..services.transitions import move_order, record_event
 from ..services.views import order_view
 from ..state_machine import check_item, check_order

@@ -22,11 +22,17 @@ from ..errors import NotFound
 from ..lease_tokens import compose, new_secret
 from ..leases.base import CheckoutQuery, Grant
 from ..services.context import ServiceContext
-from ..services.endings import fail_tx, release_tx
 from ..services.inputs import as_presented
-from ..services.lifecycle import lock_item, lock_order_ref, maybe_submit_order, start_order
+from ..services.order_steps import (
+    lock_item,
+    lock_order_ref,
+    maybe_requeue_order,
+    maybe_submit_order,
+    start_order,
+)
 from ..services.outcomes import ItemOutcome, PartOutcome
 from ..services.parts import add_part, assemble
+from ..services.retries import requeue_or_fail
 from ..services.transitions import clear_lease, move_item, record_event
 from ..services.views import item_dict, item_view
 from ..states import ItemState
@@ -234,3 +240,40 @@ class OrmStore:
         with contextlib.suppress(Exception):
             self.ctx.leases.released(stub, lease.holder)
         return outcome
+
+
+# --- the transaction bodies of release and fail ---------------------------------------
+def release_tx(ctx: ServiceContext, s: Session, lease: Lease, agent: AgentInfo) -> ItemOutcome:
+    now = ctx.clock()
+    item = lock_item(s, lease.item_id)
+    ctx.leases.check(item, as_presented(lease, agent), now)
+    order = lock_order_ref(s, item.order_id)
+    clear_lease(item)
+    item.attempts = max(item.attempts - 1, 0)
+    move_item(
+        s, item, ItemState.QUEUED, agent.actor, event="released", payload={"agent_id": agent.id}
+    )
+    maybe_requeue_order(s, order, agent.actor, now)
+    ctx.provenance.record(s, "release", agent, order_id=item.order_id, item_id=item.id)
+    return ItemOutcome(item_dict(item), order.state)
+
+
+def fail_tx(
+    ctx: ServiceContext, s: Session, lease: Lease, error: JSON, retryable: bool, agent: AgentInfo
+) -> ItemOutcome:
+    now = ctx.clock()
+    item = lock_item(s, lease.item_id)
+    ctx.leases.check(item, as_presented(lease, agent), now)
+    requeue_or_fail(
+        s,
+        ctx.settings,
+        item,
+        agent.actor,
+        now,
+        event="agent_failed",
+        error={"code": error["code"], "message": error["message"]},
+        retryable=retryable,
+    )
+    ctx.provenance.record(s, "fail", agent, order_id=item.order_id, item_id=item.id)
+    order = lock_order_ref(s, item.order_id)
+    return ItemOutcome(item_dict(item), order.state)

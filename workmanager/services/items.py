@@ -15,7 +15,7 @@ from ..errors import IllegalStateTransition, InvalidQuery, NotFound, WorkManager
 from ..states import ItemState, OrderState
 from ..types import Actor
 from .context import ServiceContext
-from .lifecycle import lock_item, lock_order
+from .order_steps import lock_item, lock_order
 from .orders import OrderService
 from .transitions import move_item, move_order
 from .views import item_dict
@@ -74,7 +74,7 @@ class ItemAdmin:
         order_id = s.scalar(select(Item.order_id).where(Item.id == item_id))
         if order_id is None:
             raise NotFound(f"item {item_id} not found", details={"item_id": str(item_id)})
-        order = lock_order(s, order_id)  # admin paths lock the order first (see lifecycle)
+        order = lock_order(s, order_id)  # admin paths lock the order first (see order_steps)
         item = lock_item(s, item_id)  # a failed item: no agent path locks it
         if item.state != ItemState.FAILED:  # retry is failed -> queued, nothing else
             raise IllegalStateTransition(

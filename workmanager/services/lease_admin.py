@@ -19,7 +19,7 @@ Every action has a dry run that returns what would change and writes nothing.
   item is leasable again at once.
 - **extend** pushes the recorded expiry (and the backend's hold) out by N seconds.
 
-Rows are locked item first, then order (the agent paths' order; see ``lifecycle``), in
+Rows are locked item first, then order (the agent paths' order; see ``order_steps``), in
 batches of ``sweep_batch_size`` per transaction.
 """
 
@@ -44,7 +44,8 @@ from ..lease_tokens import Holder
 from ..states import ItemState
 from ..types import Actor, Lease
 from .context import ServiceContext
-from .lifecycle import lock_order_ref, maybe_requeue_order, requeue_or_fail
+from .order_steps import lock_order_ref, maybe_requeue_order
+from .retries import requeue_or_fail
 from .transitions import clear_lease, move_item, record_event
 from .views import iso
 

@@ -15,7 +15,7 @@ from ..states import ItemState, OrderState
 from ..types import Actor
 from .context import ServiceContext
 from .lease_admin import LeaseAdmin, LeaseSelector
-from .lifecycle import lock_order
+from .order_steps import lock_order
 from .orders import OrderService
 from .transitions import move_order, rework_item
 from .views import order_dict

@@ -30,7 +30,7 @@ from ..states import ItemState, OrderState
 from ..types import JSON, Actor, AgentInfo, OrderView
 from .context import ServiceContext
 from .inputs import check_reject_errors
-from .lifecycle import lock_order
+from .order_steps import lock_order
 from .parts import REJECTED
 from .planning import build_order
 from .proposals import check_proposal, drop_refused, insert_refused, is_refused, refused_order

@@ -1,7 +1,7 @@
 """PostgreSQL's release, fail, submit_part and finalize (for :class:`.leases.PostgresStore`).
 
 The rules are the services' (one home each): what a failed lease becomes is
-:func:`workmanager.services.lifecycle.decide_ending`, a part's verdict, slot limit, stored
+:func:`workmanager.services.retries.decide_ending`, a part's verdict, slot limit, stored
 columns and parts state are :mod:`workmanager.services.parts`' functions, finalize's result
 is ``parts.assemble_parts``. Python decides from the item row; the statements of
 :mod:`.sql` only write what was decided.
@@ -42,7 +42,6 @@ from ...errors import NotFound, ValidationFailed
 from ...lease_tokens import Holder
 from ...leases.base import check_row
 from ...services.inputs import as_presented
-from ...services.lifecycle import ORDER_FAILS_FROM, Ending, decide_ending
 from ...services.outcomes import ItemOutcome, PartOutcome
 from ...services.parts import (
     assemble_parts,
@@ -55,6 +54,7 @@ from ...services.parts import (
     required_of,
     summarize,
 )
+from ...services.retries import ORDER_FAILS_FROM, Ending, decide_ending
 from ...services.views import item_dict, item_view, part_dict
 from ...state_machine import check_item, check_order
 from ...states import ItemState, OrderState

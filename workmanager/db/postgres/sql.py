@@ -1,5 +1,7 @@
-"""The SQL of the PostgreSQL hot path (:mod:`.hotpath`), built once per shape, and the
-two helpers that turn values into its parameters and its rows back into items.
+"""The SQL of the PostgreSQL store, composed once per shape from the named parts of
+``db/sql/queries.sql`` (:data:`workmanager.db.sql.queries`), and the helpers that turn
+values into its parameters and its rows back into items. Every SQL text is in that file;
+this module only says which parts a statement is made of.
 
 Eligibility and checkout order repeat :func:`workmanager.leases.selection.eligible` in
 SQL; the contract suite runs every backend through both, so they cannot drift unseen.
@@ -25,6 +27,7 @@ from ...types import AgentInfo, Lease
 from .. import claims
 from ..models import PROVENANCE_TABLE, Item, utcnow
 from ..raw import AuditColumns, Conn, utc_row
+from ..sql import queries
 
 ITEM_COLUMNS = [c.name for c in Item.__table__.columns]
 ITEM_DATETIME_COLUMNS = [c for c in ITEM_COLUMNS if c.endswith("_at")]
@@ -39,32 +42,18 @@ _LEASABLE = _literals(LEASABLE_ORDER_STATES)
 
 
 ITEM_COLUMNS_SQL = ", ".join(ITEM_COLUMNS)
-LOCK_ITEM = f"SELECT {ITEM_COLUMNS_SQL} FROM work_items WHERE id = %(id)s FOR UPDATE"
-ORDER_EXISTS = "SELECT 1 FROM work_orders WHERE id = %(order)s"
+LOCK_ITEM = queries.template("lock_item", item_columns=ITEM_COLUMNS_SQL)
+ORDER_EXISTS = queries.text("order_exists")
 
-#: The optional filters of a checkout shape, as SQL.
-_FILTERS = (
-    ("item", "i.id = %(q_item)s"),
-    ("order", "i.order_id = %(q_order)s"),
-    ("type", "i.order_type = %(q_type)s"),
-    ("min_priority", "i.priority >= %(q_min_priority)s"),
-    ("tenant", "i.tenant_id = %(q_tenant)s"),
-    ("blocked", "i.order_type <> ALL(%(q_blocked)s::text[])"),
-    ("exclude", "i.id <> ALL(%(q_exclude)s::uuid[])"),
-    # tenants at their lease limit (leases/limits.py); items of no tenant are not limited
-    ("full_tenants", "(i.tenant_id IS NULL OR i.tenant_id <> ALL(%(q_full_tenants)s::text[]))"),
-)
+#: The optional filters of a checkout shape (:class:`Shape`'s fields), each a query
+#: ``filter_<field>``.
+_FILTERS = tuple(f.name for f in dataclasses.fields(Shape))
 
 
 def eligible_where(shape: Shape) -> str:
     """The eligibility rules of :func:`workmanager.leases.selection.eligible`, as SQL."""
-    where = [
-        "i.state = 'queued'",
-        "(i.available_at IS NULL OR i.available_at <= %(now)s)",
-        "EXISTS (SELECT 1 FROM work_orders o WHERE o.id = i.order_id"
-        f" AND o.state IN ({_LEASABLE}))",
-    ]
-    where += [sql for flag, sql in _FILTERS if getattr(shape, flag)]
+    where = [queries.template("eligible", leasable=_LEASABLE)]
+    where += [queries.text(f"filter_{flag}") for flag in _FILTERS if getattr(shape, flag)]
     return " AND ".join(where)
 
 
@@ -79,13 +68,14 @@ def query_params(query: CheckoutQuery) -> dict[str, Any]:
     }
 
 
-CHECKOUT_ORDER = "ORDER BY i.priority DESC, i.created_at, i.id LIMIT 1 FOR UPDATE SKIP LOCKED"
+CHECKOUT_ORDER = queries.text("checkout_order")
 
 
 @lru_cache(maxsize=256)
 def candidate_sql(shape: Shape) -> str:
-    cols = ", ".join(f"i.{c}" for c in ("id", "order_type", "lease_token"))
-    return f"SELECT {cols} FROM work_items i WHERE {eligible_where(shape)} {CHECKOUT_ORDER}"
+    return queries.template(
+        "candidate", eligible=eligible_where(shape), checkout_order=CHECKOUT_ORDER
+    )
 
 
 #: Guarded writes lock their row by primary key in a MATERIALIZED CTE and test the guard
@@ -93,58 +83,46 @@ def candidate_sql(shape: Shape) -> str:
 #: UPDATE's own WHERE (``state IN ('leased', 'in_progress')`` matches the predicate of
 #: the partial indexes on held items), a generic plan built on statistics from before the
 #: leases existed chose such an index and scanned every held lease to find one row.
-_GUARD_COLUMNS = (
-    "id, order_id, state, lease_token, lease_secret_hash, leased_by_agent_id, lease_expires_at"
-)
-_LOCKED = f"SELECT {_GUARD_COLUMNS} FROM work_items WHERE id = %(item)s FOR UPDATE"
+_GUARD_COLUMNS = queries.text("guard_columns")
+_LOCKED = queries.template("locked", guard_columns=_GUARD_COLUMNS)
 #: The same, with what the guarded submit compares to the view it validated against.
-_LOCKED_WITH_VIEW = (
-    f"SELECT {_GUARD_COLUMNS}, input, attempts, progress, result, assembled_result"
-    " FROM work_items WHERE id = %(item)s FOR UPDATE"
-)
+_LOCKED_WITH_VIEW = queries.template("locked_with_view", guard_columns=_GUARD_COLUMNS)
 
 
-_LEASED_PAYLOAD = "jsonb_build_object('agent_id', %(agent)s::text, 'attempt', attempts)"
+_LEASED_PAYLOAD = queries.text("leased_payload")
 
 #: The lease presented is the row's current one (``check_row``'s rules), on ``c``.
-_CURRENT = """c.lease_token = %(token)s AND c.lease_secret_hash = %(secret_hash)s
-     AND c.leased_by_agent_id = %(agent)s
-     AND c.state IN ('leased', 'in_progress')
-     AND (c.lease_expires_at IS NULL OR c.lease_expires_at > %(now)s)"""
+_CURRENT = queries.text("current")
 
 
 def _audit(source: str, event: str, payload: str = "NULL", where: str = "") -> str:
     """The ``events`` and ``provenance`` CTEs: one event and one provenance row per row
     of ``source`` (``where`` narrows the events)."""
-    return f"""events AS (
-  INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
-  SELECT order_id, id, '{event}', %(actor_type)s::text, %(actor_id)s::text, {payload},
-         %(now)s::timestamptz
-    FROM {source}{where}
-  RETURNING order_id, item_id, event, actor_type, actor_id, payload, created_at
-), provenance AS (
-  INSERT INTO work_provenance (order_id, item_id, {PROVENANCE.sql_names})
-  SELECT order_id, id, {PROVENANCE.sql_values} FROM {source}
-  RETURNING 1
-)"""
+    return queries.template(
+        "audit",
+        event=event,
+        payload=payload,
+        source=source,
+        where=where,
+        provenance_names=PROVENANCE.sql_names,
+        provenance_values=PROVENANCE.sql_values,
+    )
 
 
 #: Runs the audit CTEs (uncorrelated subqueries: evaluated once, before the first row)
 #: ahead of the order function, so the events keep the order the general path writes.
-_AUDIT_FIRST = "(SELECT count(*) FROM events) >= 0 AND (SELECT count(*) FROM provenance) >= 0"
+_AUDIT_FIRST = queries.text("audit_first")
 #: The event rows the statement wrote, for the listeners (``events.announce_rows``).
-WRITTEN = "(SELECT json_agg(events) FROM events) AS written_events"
+WRITTEN = queries.text("written")
 
 
 def _then_order(function: str) -> str:
     """The final ``SELECT`` of a statement that ends an item's lease: the item as written
     (the ``item`` CTE), with its order's step ``function(order, item, now, actor type,
     actor id)`` (``OUT order_state, OUT became``) run after the audit CTEs."""
-    return f"""SELECT item.*, o.order_state, o.became AS order_became, {WRITTEN}
-  FROM item, LATERAL {function}(
-         item.order_id, item.id, %(now)s::timestamptz, %(actor_type)s::text,
-         %(actor_id)s::text) o
- WHERE {_AUDIT_FIRST}"""
+    return queries.template(
+        "then_order", written=WRITTEN, function=function, audit_first=_AUDIT_FIRST
+    )
 
 
 @lru_cache(maxsize=256)
@@ -157,23 +135,21 @@ def grant_sql(shape: Shape, store: bool) -> str:
     if store:  # the candidate is locked by this transaction; the store chose the token
         token, target = "%(token)s", "id = %(item_id)s"
     else:
-        pick = f"SELECT i.id FROM work_items i WHERE {eligible_where(shape)} {CHECKOUT_ORDER}"
+        pick = queries.template(
+            "grant_pick", eligible=eligible_where(shape), checkout_order=CHECKOUT_ORDER
+        )
         # The pick locks the row and checks it on its latest version; the UPDATE finds
         # it by id alone, so no plan reaches it through a partial index (see _LOCKED).
         token, target = "lease_token + 1", f"id = ({pick})"
-    return f"""
-WITH picked AS (
-  UPDATE work_items SET state = 'leased', leased_by_agent_id = %(agent)s,
-         lease_token = {token}, lease_secret_hash = %(secret_hash)s,
-         lease_expires_at = %(expires)s,
-         attempts = attempts + 1, updated_at = %(now)s
-   WHERE {target}
-  RETURNING {ITEM_COLUMNS_SQL}
-), {_audit("picked", "leased", _LEASED_PAYLOAD)}
-SELECT picked.*, {WRITTEN},
-       workmanager_start_order(picked.order_id, %(now)s::timestamptz,
-                               %(actor_type)s::text, %(actor_id)s::text) AS order_started
-  FROM picked WHERE {_AUDIT_FIRST}"""
+    return "\n" + queries.template(
+        "grant",
+        token=token,
+        target=target,
+        item_columns=ITEM_COLUMNS_SQL,
+        audit=_audit("picked", "leased", _LEASED_PAYLOAD),
+        written=WRITTEN,
+        audit_first=_AUDIT_FIRST,
+    )
 
 
 def submit_sql(guarded: bool, assembled: bool = False) -> str:
@@ -187,28 +163,20 @@ def submit_sql(guarded: bool, assembled: bool = False) -> str:
     and ``order_became``; no row when the guard did not match."""
     guard = ""
     if guarded:
-        guard = f"""
-     AND c.order_id = %(order)s AND {_CURRENT}
-     AND c.input = %(v_input)s::jsonb
-     AND c.state = %(v_state)s AND c.attempts = %(v_attempts)s
-     AND c.progress IS NOT DISTINCT FROM %(v_progress)s::jsonb
-     AND c.result IS NOT DISTINCT FROM %(v_result)s::jsonb
-     AND c.assembled_result IS NOT DISTINCT FROM %(v_assembled)s::jsonb"""
+        guard = "\n     " + queries.template("submit_guard", current=_CURRENT)
     results = ("result", "assembled_result") if assembled else ("result",)
     returned = ", ".join(f"w.{c}" for c in ITEM_COLUMNS if c not in results)
     returned += "".join(f", NULL::jsonb AS {c}" for c in results)
-    also = ", assembled_result = %(result)s" if assembled else ""
-    return f"""
-WITH c AS MATERIALIZED (
-  {_LOCKED_WITH_VIEW if guarded else _LOCKED}
-), item AS (
-  UPDATE work_items w SET state = 'submitted', result = %(result)s{also},
-         leased_by_agent_id = NULL, lease_expires_at = NULL, updated_at = %(now)s
-    FROM c
-   WHERE w.id = %(item)s{guard}
-  RETURNING {returned}
-), {_audit("item", "submitted", "%(payload)s::jsonb")}
-{_then_order("workmanager_submit_order")}"""
+    also = queries.text("submit_also_assembled") if assembled else ""
+    return "\n" + queries.template(
+        "submit",
+        locked=_LOCKED_WITH_VIEW if guarded else _LOCKED,
+        also=also,
+        guard=guard,
+        returned=returned,
+        audit=_audit("item", "submitted", "%(payload)s::jsonb"),
+        then_order=_then_order("workmanager_submit_order"),
+    )
 
 
 SUBMIT_SQL = submit_sql(guarded=False)
@@ -223,23 +191,17 @@ def heartbeat_sql(with_progress: bool) -> str:
     first heartbeat also moves the item ``leased → in_progress`` with its event; the
     provenance row: one statement. ``c`` locks the row and reads its state before the
     update (PostgreSQL 15's RETURNING has no OLD). No row: the guard did not match."""
-    progress = (
-        "progress = %(progress)s::jsonb || jsonb_build_object('attempt', w.attempts),"
-        if with_progress
-        else ""
+    progress = queries.text("heartbeat_progress") if with_progress else ""
+    return "\n" + queries.template(
+        "heartbeat",
+        locked=_LOCKED,
+        progress=progress,
+        current=_CURRENT,
+        returned=", ".join(f"w.{c}" for c in ITEM_COLUMNS),
+        audit=_audit("item", "in_progress", where=" WHERE was = 'leased'"),
+        written=WRITTEN,
+        audit_first=_AUDIT_FIRST,
     )
-    returned = ", ".join(f"w.{c}" for c in ITEM_COLUMNS)
-    return f"""
-WITH c AS MATERIALIZED (
-  {_LOCKED}
-), item AS (
-  UPDATE work_items w SET lease_expires_at = %(expires)s, last_heartbeat_at = %(now)s,
-         {progress} state = 'in_progress', updated_at = %(now)s
-    FROM c
-   WHERE w.id = %(item)s AND {_CURRENT}
-  RETURNING {returned}, c.state AS was
-), {_audit("item", "in_progress", where=" WHERE was = 'leased'")}
-SELECT item.*, {WRITTEN} FROM item WHERE {_AUDIT_FIRST}"""
 
 
 def provenance_params(ctx: Any, action: str, agent: AgentInfo) -> dict[str, Any]:
@@ -316,18 +278,14 @@ def _release_sql() -> str:
     item is held): one statement, guarded on the lease being current. Returns the item as
     written, with ``order_state`` and ``order_became``; no row when the guard did not
     match (the general path then reads the row and says why)."""
-    returned = ", ".join(f"w.{c}" for c in ITEM_COLUMNS)
-    return f"""
-WITH c AS MATERIALIZED (
-  {_LOCKED}
-), item AS (
-  UPDATE work_items w SET state = 'queued', leased_by_agent_id = NULL,
-         lease_expires_at = NULL, attempts = GREATEST(w.attempts - 1, 0), updated_at = %(now)s
-    FROM c
-   WHERE w.id = %(item)s AND {_CURRENT}
-  RETURNING {returned}
-), {_audit("item", "released", "jsonb_build_object('agent_id', %(agent)s::text)")}
-{_then_order("workmanager_release_order")}"""
+    return "\n" + queries.template(
+        "release",
+        locked=_LOCKED,
+        current=_CURRENT,
+        returned=", ".join(f"w.{c}" for c in ITEM_COLUMNS),
+        audit=_audit("item", "released", "jsonb_build_object('agent_id', %(agent)s::text)"),
+        then_order=_then_order("workmanager_release_order"),
+    )
 
 
 RELEASE_SQL = _release_sql()
@@ -353,72 +311,35 @@ def announce_written(row: dict[str, Any]) -> None:
 
 
 def _fail_sql() -> str:
-    """End a failed lease as ``lifecycle.decide_ending`` decided in Python (``state``,
+    """End a failed lease as ``retries.decide_ending`` decided in Python (``state``,
     ``available_at``, ``error``, the event's ``payload``; the order's ``failed`` event,
     ``order_error`` and the states it fails from when ``fails_order``), with the
     ``agent_failed`` event and the provenance row: one statement, guarded on the lease
     being current and on the attempts it was decided from. The order is locked after the
-    item (``FOR NO KEY UPDATE``, as ``lifecycle.lock_order_ref``) and failed with the
+    item (``FOR NO KEY UPDATE``, as ``order_steps.lock_order_ref``) and failed with the
     item when it is in one of those states; its event follows the item's, as the ORM
     writes them. Returns the item as written with ``order_state``; no row when the guard
     did not match."""
-    returned = ", ".join(f"w.{c}" for c in ITEM_COLUMNS)
-    return f"""
-WITH c AS MATERIALIZED (
-  SELECT {_GUARD_COLUMNS}, attempts, max_attempts FROM work_items WHERE id = %(item)s
-     FOR UPDATE
-), item AS (
-  UPDATE work_items w SET state = %(state)s, leased_by_agent_id = NULL,
-         lease_expires_at = NULL,
-         available_at = coalesce(%(available_at)s::timestamptz, w.available_at),
-         error = coalesce(%(error)s::jsonb, w.error), updated_at = %(now)s
-    FROM c
-   WHERE w.id = %(item)s AND {_CURRENT}
-     AND c.attempts = %(v_attempts)s AND c.max_attempts = %(v_max_attempts)s
-  RETURNING {returned}
-), o AS MATERIALIZED (
-  SELECT id, state FROM work_orders WHERE id = (SELECT order_id FROM item)
-     FOR NO KEY UPDATE
-), failed AS (
-  UPDATE work_orders w SET state = 'failed', last_error = %(order_error)s::jsonb,
-         last_transitioned_at = %(now)s, updated_at = %(now)s
-    FROM o
-   WHERE w.id = o.id AND %(fails_order)s AND o.state = ANY(%(fails_from)s::text[])
-  RETURNING w.id, w.state
-), events AS (
-  INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
-  SELECT order_id, id, 'agent_failed', %(actor_type)s::text, %(actor_id)s::text,
-         %(payload)s::jsonb, %(now)s::timestamptz FROM item
-  UNION ALL
-  SELECT id, NULL, 'failed', %(actor_type)s::text, %(actor_id)s::text,
-         %(order_payload)s::jsonb, %(now)s::timestamptz FROM failed
-  RETURNING order_id, item_id, event, actor_type, actor_id, payload, created_at
-), provenance AS (
-  INSERT INTO work_provenance (order_id, item_id, {PROVENANCE.sql_names})
-  SELECT order_id, id, {PROVENANCE.sql_values} FROM item
-  RETURNING 1
-)
-SELECT item.*, coalesce((SELECT state FROM failed), (SELECT state FROM o)) AS order_state,
-       {WRITTEN}
-  FROM item WHERE {_AUDIT_FIRST}"""
+    return "\n" + queries.template(
+        "fail",
+        guard_columns=_GUARD_COLUMNS,
+        current=_CURRENT,
+        returned=", ".join(f"w.{c}" for c in ITEM_COLUMNS),
+        provenance_names=PROVENANCE.sql_names,
+        provenance_values=PROVENANCE.sql_values,
+        written=WRITTEN,
+        audit_first=_AUDIT_FIRST,
+    )
 
 
 FAIL_SQL = _fail_sql()
 
-_PART_COLUMNS = (
-    "id, item_id, part_key, seq, seq_slot, status, payload, evidence, notes, errors,"
-    " checksum, submitted_by_agent_id, created_at"
-)
+_PART_COLUMNS = queries.text("part_columns")
 #: An item's parts (the item locked first), without their payloads: what a new part's
 #: slot, the parts limit and the parts state are decided from.
-PARTS_OF = (
-    "SELECT id, item_id, part_key, seq, seq_slot, status, checksum, created_at"
-    " FROM work_item_parts WHERE item_id = %(id)s"
-)
+PARTS_OF = queries.text("parts_of")
 #: An item's validated parts with their payloads: what finalize assembles.
-VALIDATED_PARTS_OF = (
-    f"SELECT {_PART_COLUMNS} FROM work_item_parts WHERE item_id = %(id)s AND status = 'validated'"
-)
+VALIDATED_PARTS_OF = queries.template("validated_parts_of", part_columns=_PART_COLUMNS)
 
 
 @lru_cache(maxsize=2)
@@ -432,17 +353,15 @@ def part_sql(event: str) -> str:
         f"{c} = EXCLUDED.{c}" for c in _PART_COLUMNS.split(", ") if c.strip() not in kept
     )
     values = ", ".join(f"%(part_{c.strip()})s" for c in _PART_COLUMNS.split(","))
-    return f"""
-WITH part AS (
-  INSERT INTO work_item_parts ({_PART_COLUMNS}) VALUES ({values})
-  ON CONFLICT (item_id, part_key, seq_slot) DO UPDATE SET {replaced}
-  RETURNING id
-), item AS (
-  UPDATE work_items w SET parts_state = %(parts_state)s::jsonb, updated_at = %(now)s
-   WHERE w.id = %(item)s AND (SELECT count(*) FROM part) = 1
-  RETURNING w.id, w.order_id
-), {_audit("item", event, "%(payload)s::jsonb")}
-SELECT (SELECT id FROM part) AS part_id, {WRITTEN} FROM item WHERE {_AUDIT_FIRST}"""
+    return "\n" + queries.template(
+        "part",
+        part_columns=_PART_COLUMNS,
+        values=values,
+        replaced=replaced,
+        audit=_audit("item", event, "%(payload)s::jsonb"),
+        written=WRITTEN,
+        audit_first=_AUDIT_FIRST,
+    )
 
 
 def mark(
