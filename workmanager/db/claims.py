@@ -29,6 +29,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 from ..errors import IdempotencyInFlight
 from . import pending
 from .models import PROVENANCE_TABLE, IdempotencyKey
+from .sql import queries
 
 T = TypeVar("T")
 IN_FLIGHT, COMMITTED = "in_flight", "committed"
@@ -87,11 +88,7 @@ def unmarked_claim() -> ActiveClaim | None:
 
 #: The mark as one SQL statement, for a transaction the ORM does not see (the PostgreSQL
 #: hot submit): the same row, the same condition and values as :func:`_before_commit`'s.
-RAW_MARK = (
-    "UPDATE work_idempotency_keys SET status = 'committed', locked_until = NULL,"
-    " response_body = %(claim_refs)s WHERE id = %(claim_id)s AND key_hash = %(claim_hash)s"
-    " AND created_at = %(claim_at)s AND status = 'in_flight'"
-)
+RAW_MARK = queries.text("mark_claim")  # db/sql/queries.sql
 
 
 def raw_mark_params(claim: ActiveClaim, refs: dict[str, str]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from ..db.models import Item
 from ..db.predicates import held
+from ..db.sql import queries
 
 #: ``lock(key)`` takes a transaction-scoped advisory lock (a no-op where transactions
 #: are serialized); ``rows(statement, values)`` runs a count and returns its rows.
@@ -36,7 +37,7 @@ Lock = Callable[[str], None]
 Count = Select[*tuple[Any, ...]]
 Rows = Callable[[Count, dict[str, Any]], Sequence[Sequence[Any]]]
 
-ADVISORY_SQL = "SELECT pg_advisory_xact_lock(hashtextextended(%(k)s, 0))"
+ADVISORY_SQL = queries.text("advisory_lock")  # db/sql/queries.sql
 TYPE_KEY, TENANT_KEY = "wm:type-limits", "wm:tenant-limits"
 
 HELD_BY_AGENT: Count = (

@@ -63,6 +63,7 @@ from ...types import Actor, AgentInfo, ApplyContext, ItemView, OrderView
 from .. import claims
 from ..models import PROVENANCE_TABLE, Item, Order
 from ..raw import AuditColumns, Conn, utc_row
+from ..sql import queries
 from ..store import ORDER_ROW_FIELDS, AutoCheck, OrderRow
 
 
@@ -357,73 +358,44 @@ _NEW_ORDER = (
 _NEW_ITEM = ("type", "tenant_id", "input", "max_attempts", "parts_required")
 
 #: What each writing statement returns of the events it inserted, in the order written.
-_RETURNED_EVENTS = (
-    "RETURNING id, order_id, item_id, event, actor_type, actor_id, payload, created_at"
-)
-_EVENTS_COLUMN = "(SELECT json_agg(e ORDER BY e.id)::text FROM events AS e) AS events"
+_RETURNED_EVENTS = queries.text("returned_events")
+_EVENTS_COLUMN = queries.text("events_column")
 
-_CREATE = f"""
-WITH o AS (
-  INSERT INTO work_orders (id, type, state, priority, payload, meta, requested_by_type,
-         requested_by_id, dedupe_key, tenant_id, apply_attempts, created_at, updated_at,
-         last_transitioned_at)
-  VALUES (%(o_id)s, %(o_type)s, %(o_state)s, %(o_priority)s, %(payload)s, %(meta)s,
-          %(o_requested_by_type)s, %(o_requested_by_id)s, %(o_dedupe_key)s, %(o_tenant_id)s, 0,
-          %(o_created_at)s, %(o_created_at)s, %(o_created_at)s)
-  RETURNING id, type, state, priority, created_at
-), items AS (
-  INSERT INTO work_items (id, order_id, type, order_type, priority, tenant_id, state, input,
-         max_attempts, parts_required, attempts, lease_token, created_at, updated_at)
-  SELECT x.id, o.id, x.type, o.type, o.priority, x.tenant_id, 'queued', x.input,
-         x.max_attempts, x.parts_required, 0, 0, x.created_at, x.created_at
-    FROM o, jsonb_to_recordset(%(items)s::jsonb) AS x (id uuid, type text, tenant_id text,
-         input jsonb, max_attempts int, parts_required jsonb, created_at timestamptz)
-), events AS (
-  INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
-  SELECT id, NULL::uuid, e.event, %(actor_type)s, %(actor_id)s, e.payload, created_at
-    FROM o, LATERAL (VALUES
-      (1, 'proposed', jsonb_build_object('type', o.type, 'priority', o.priority)),
-      (2, 'planned', jsonb_build_object('item_count', %(count)s::int))
-    ) AS e (seq, event, payload)
-   ORDER BY e.seq
-  {_RETURNED_EVENTS}
-)"""
-_CREATE_WITH_PROVENANCE = (
-    _CREATE
-    + f""", provenance AS (
-  INSERT INTO work_provenance (order_id, {_PROVENANCE.sql_names})
-  SELECT id, {_PROVENANCE.sql_values} FROM o
-)"""
-)
-_CREATE += f"\nSELECT {_EVENTS_COLUMN}"
-_CREATE_WITH_PROVENANCE += f"\nSELECT {_EVENTS_COLUMN}"
-_EVENT_COLUMNS = "order_id, item_id, event, actor_type, actor_id, payload, diff, created_at"
 
-_AUTO_APPROVE = f"""
-WITH o AS (
-  UPDATE work_orders SET state = 'approved', last_transitioned_at = %(now)s,
-         updated_at = %(now)s
-   WHERE id = %(order)s AND state = 'submitted' AND type = ANY(%(types)s::text[])
-  RETURNING {_ORDER_COLUMNS}
-), events AS (
-  INSERT INTO work_events ({_EVENT_COLUMNS})
-  SELECT id, NULL, 'approved', %(actor_type)s, %(actor_id)s, NULL, NULL, %(now)s FROM o
-  {_RETURNED_EVENTS}
+def _create(provenance: bool) -> str:
+    """propose's statement (``create_order``), with the order's provenance row or not."""
+    return "\n" + queries.template(
+        "create_order",
+        returned_events=_RETURNED_EVENTS,
+        events_column=_EVENTS_COLUMN,
+        provenance=queries.template(
+            "create_provenance",
+            provenance_names=_PROVENANCE.sql_names,
+            provenance_values=_PROVENANCE.sql_values,
+        )
+        if provenance
+        else "",
+    )
+
+
+_CREATE = _create(provenance=False)
+_CREATE_WITH_PROVENANCE = _create(provenance=True)
+_EVENT_COLUMNS = queries.text("event_columns")
+
+_AUTO_APPROVE = "\n" + queries.template(
+    "auto_approve",
+    order_columns=_ORDER_COLUMNS,
+    event_columns=_EVENT_COLUMNS,
+    returned_events=_RETURNED_EVENTS,
+    events_column=_EVENTS_COLUMN,
 )
-SELECT o.*, {_EVENTS_COLUMN} FROM o"""
 
 #: The order locked as ``lock_order`` locks it, then its items as ``Order.items`` reads them.
-_LOCK_ORDER = f"SELECT {_ORDER_COLUMNS} FROM work_orders WHERE id = %(order)s FOR UPDATE"
-_ORDER_ITEMS = (
-    f"SELECT {_ITEM_COLUMNS} FROM work_items WHERE order_id = %(order)s ORDER BY created_at"
-)
-_READ_ORDER = f"SELECT {_ORDER_COLUMNS} FROM work_orders WHERE id = %(order)s"
+_LOCK_ORDER = queries.template("lock_order", order_columns=_ORDER_COLUMNS)
+_ORDER_ITEMS = queries.template("order_items", item_columns=_ITEM_COLUMNS)
+_READ_ORDER = queries.template("read_order", order_columns=_ORDER_COLUMNS)
 #: The order holding a proposal's id, else its dedupe key (as ``orm_orders.find_order``).
-_FIND_ORDER = f"""
-SELECT {_ORDER_COLUMNS} FROM work_orders
- WHERE id = %(id)s OR dedupe_key = %(key)s::text
- ORDER BY id = %(id)s DESC
- LIMIT 1"""
+_FIND_ORDER = "\n" + queries.template("find_order", order_columns=_ORDER_COLUMNS)
 
 _ITEM_FIELDS = (
     "id",
@@ -441,47 +413,16 @@ _ITEM_FIELDS = (
     "lease_token",
 )
 
-_START_APPLY = f"""
-WITH o AS (
-  UPDATE work_orders SET apply_attempts = apply_attempts + 1, updated_at = %(now)s,
-         {apply_claim.TAKE_SQL}
-   WHERE id = %(order)s AND state = 'approved' AND {apply_claim.CLAIMABLE_SQL}
-  RETURNING id, type, state, priority, payload, meta, apply_attempts
+_START_APPLY = "\n" + queries.template(
+    "start_apply", item_fields=", ".join(f"i.{c} AS i_{c}" for c in _ITEM_FIELDS)
 )
-SELECT o.*, {", ".join(f"i.{c} AS i_{c}" for c in _ITEM_FIELDS)}
-  FROM o LEFT JOIN work_items i ON i.order_id = o.id
- ORDER BY i.created_at"""
 
 # Events are inserted in the order the ORM code writes them (``seq``): applied, then per
 # item accepted and completed, then completed.
-_RECORD_APPLY = f"""
-WITH o AS (
-  UPDATE work_orders SET state = 'completed', diff = %(diff)s, applied_at = %(now)s,
-         completed_at = %(now)s, last_error = NULL, last_transitioned_at = %(now)s,
-         updated_at = %(now)s, {apply_claim.RELEASE_SQL}
-   WHERE id = %(order)s AND state = 'approved' AND {apply_claim.HELD_SQL}
-  RETURNING {_ORDER_COLUMNS}
-), items AS (
-  UPDATE work_items SET state = 'completed', accepted_at = %(now)s, updated_at = %(now)s
-   WHERE order_id = %(order)s AND state = 'submitted' AND EXISTS (SELECT 1 FROM o)
-  RETURNING id
-), events AS (
-  INSERT INTO work_events ({_EVENT_COLUMNS})
-  SELECT order_id, item_id, event, %(actor_type)s, %(actor_id)s, payload, diff, %(now)s
-    FROM (
-      SELECT 0 AS seq, o.id AS order_id, NULL::uuid AS item_id, 'applied' AS event,
-             jsonb_build_object('summary', %(summary)s::text, 'attempt', o.apply_attempts)
-               AS payload,
-             %(diff)s::jsonb AS diff
-        FROM o
-      UNION ALL
-      SELECT 1 + k.k * 2 + x.n, %(order)s::uuid, k.id, x.event, NULL::jsonb, NULL::jsonb
-        FROM (SELECT id, row_number() OVER (ORDER BY id) AS k FROM items) AS k
-       CROSS JOIN (VALUES (0, 'accepted'), (1, 'completed')) AS x (n, event)
-      UNION ALL
-      SELECT 1000000000, o.id, NULL, 'completed', NULL, NULL FROM o
-    ) AS ordered
-   ORDER BY seq
-  {_RETURNED_EVENTS}
+_RECORD_APPLY = "\n" + queries.template(
+    "record_apply",
+    order_columns=_ORDER_COLUMNS,
+    event_columns=_EVENT_COLUMNS,
+    returned_events=_RETURNED_EVENTS,
+    events_column=_EVENTS_COLUMN,
 )
-SELECT o.*, {_EVENTS_COLUMN} FROM o"""

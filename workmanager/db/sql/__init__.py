@@ -5,6 +5,13 @@ A file is a sequence of sections, each starting with a line ``-- name: <object>
 (migration NNNN)``: the object it defines and the migration that created it (or last
 changed it). :func:`sections` reads them; ``create_all`` runs them (:mod:`..models`); the
 migrations keep their own frozen copies, and a test checks both agree.
+
+``queries.sql`` holds the statements the PostgreSQL store sends (:mod:`..postgres`), each
+a section ``-- name: <query>`` (no migration: nothing in the schema), its comment lines,
+then its SQL. A section is a whole statement (:meth:`Queries.text`) or a part that
+Python composes (:meth:`Queries.template`, ``{placeholder}`` markers filled with
+``str.format``); which parts a statement uses stays in Python. :data:`queries` records
+each name asked for, so a test can check that every section is used.
 """
 
 from __future__ import annotations
@@ -63,3 +70,51 @@ def function_signatures() -> tuple[str, ...]:
         for s in sections("functions.sql")
         if s.signature and s.name.startswith("workmanager_")
     )
+
+
+_QUERY = re.compile(r"^-- name: (?P<name>\w+)$", re.M)
+
+
+class Queries:
+    """The named sections of ``queries.sql`` (read once), recording the names asked for."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.requested: set[str] = set()
+
+    @property
+    def sections(self) -> dict[str, str]:
+        return _queries(self.file)
+
+    def text(self, name: str) -> str:
+        """The SQL of section ``name``, its comment lines left out; ``KeyError`` when
+        there is none."""
+        self.requested.add(name)
+        return self.sections[name]
+
+    def template(self, name: str, **values: str) -> str:
+        """Section ``name`` with its ``{placeholder}`` markers filled by ``values``
+        (the raw template when none are given)."""
+        text = self.text(name)
+        return text.format(**values) if values else text
+
+
+@cache
+def _queries(file: str) -> dict[str, str]:
+    text = resources.files(__package__).joinpath(file).read_text(encoding="utf-8")
+    headers = list(_QUERY.finditer(text))
+    out: dict[str, str] = {}
+    for n, header in enumerate(headers):
+        end = headers[n + 1].start() if n + 1 < len(headers) else len(text)
+        lines = text[header.end() : end].strip("\n").split("\n")
+        while lines and lines[0].startswith("--"):
+            lines.pop(0)
+        name = header["name"]
+        if name in out:
+            raise ValueError(f"{file}: query {name} named twice")
+        out[name] = "\n".join(lines).strip()
+    return out
+
+
+#: The PostgreSQL store's statements (``queries.sql``).
+queries = Queries("queries.sql")

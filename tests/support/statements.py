@@ -1,0 +1,52 @@
+"""Every SQL statement the PostgreSQL store sends, built for every shape and variant its
+builders take, by a name saying which: what the query-file tests check."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import fields
+
+from workmanager.db import claims
+from workmanager.db.postgres import control, sql
+from workmanager.leases import limits
+from workmanager.leases.selection import Shape
+
+
+def every_statement() -> dict[str, str]:
+    """The statements (whole ones, not their parts), built from ``queries.sql``."""
+    out: dict[str, str] = {}
+    names = [f.name for f in fields(Shape)]
+    for bits in itertools.product((False, True), repeat=len(names)):
+        shape = Shape(**dict(zip(names, bits, strict=True)))
+        key = ",".join(n for n, b in zip(names, bits, strict=True) if b) or "plain"
+        out[f"candidate[{key}]"] = sql.candidate_sql(shape)
+        for store in (False, True):
+            out[f"grant[{key}, store={store}]"] = sql.grant_sql(shape, store)
+    for guarded, assembled in itertools.product((False, True), repeat=2):
+        out[f"submit[guarded={guarded}, assembled={assembled}]"] = sql.submit_sql(
+            guarded, assembled
+        )
+    for progress in (False, True):
+        out[f"heartbeat[progress={progress}]"] = sql.heartbeat_sql(progress)
+    for event in ("part_submitted", "part_rejected"):
+        out[f"part[{event}]"] = sql.part_sql(event)
+    out |= {
+        "release": sql.RELEASE_SQL,
+        "fail": sql.FAIL_SQL,
+        "lock_item": sql.LOCK_ITEM,
+        "order_exists": sql.ORDER_EXISTS,
+        "parts_of": sql.PARTS_OF,
+        "validated_parts_of": sql.VALIDATED_PARTS_OF,
+        "create_order": control._CREATE,
+        "create_order[provenance]": control._CREATE_WITH_PROVENANCE,
+        "auto_approve": control._AUTO_APPROVE,
+        "lock_order": control._LOCK_ORDER,
+        "order_items": control._ORDER_ITEMS,
+        "read_order": control._READ_ORDER,
+        "find_order": control._FIND_ORDER,
+        "start_apply": control._START_APPLY,
+        "record_apply": control._RECORD_APPLY,
+        "mark_claim": claims.RAW_MARK,
+        "advisory_lock": limits.ADVISORY_SQL,
+    }
+    return out

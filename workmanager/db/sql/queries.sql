@@ -1,0 +1,411 @@
+-- The statements the PostgreSQL store sends (workmanager/db/postgres/), by name: a whole
+-- statement, or a part with {placeholder} markers that Python fills (str.format), which
+-- parts a statement is made of staying in Python. Parameters are psycopg's %(name)s.
+-- Read by workmanager/db/sql/__init__.py (queries); a unit test checks every name is used.
+
+-- name: lock_item
+-- An item locked by id (FOR UPDATE), every column ({item_columns}): what a lease check reads.
+SELECT {item_columns} FROM work_items WHERE id = %(id)s FOR UPDATE
+
+-- name: order_exists
+-- Whether the order exists (no lock): a row or none.
+SELECT 1 FROM work_orders WHERE id = %(order)s
+
+-- name: eligible
+-- The eligibility rules every checkout applies (leases/selection.py's eligible), on items
+-- ``i``; {leasable}: the order states items are leased from; {filters}: the shape's filters.
+i.state = 'queued' AND (i.available_at IS NULL OR i.available_at <= %(now)s) AND EXISTS (SELECT 1 FROM work_orders o WHERE o.id = i.order_id AND o.state IN ({leasable}))
+
+-- name: filter_item
+-- Checkout filter: this item only.
+i.id = %(q_item)s
+
+-- name: filter_order
+-- Checkout filter: items of this order.
+i.order_id = %(q_order)s
+
+-- name: filter_type
+-- Checkout filter: items of this order type.
+i.order_type = %(q_type)s
+
+-- name: filter_min_priority
+-- Checkout filter: items of at least this priority.
+i.priority >= %(q_min_priority)s
+
+-- name: filter_tenant
+-- Checkout filter: items of this tenant.
+i.tenant_id = %(q_tenant)s
+
+-- name: filter_blocked
+-- Checkout filter: not of an order type at its lease limit (leases/limits.py).
+i.order_type <> ALL(%(q_blocked)s::text[])
+
+-- name: filter_exclude
+-- Checkout filter: none of these items (the lock backend refused them).
+i.id <> ALL(%(q_exclude)s::uuid[])
+
+-- name: filter_full_tenants
+-- Checkout filter: tenants at their lease limit (leases/limits.py); items of no tenant are
+-- not limited.
+(i.tenant_id IS NULL OR i.tenant_id <> ALL(%(q_full_tenants)s::text[]))
+
+-- name: checkout_order
+-- The checkout's order: the first eligible item by priority, age and id, locked, skipping
+-- rows another transaction holds.
+ORDER BY i.priority DESC, i.created_at, i.id LIMIT 1 FOR UPDATE SKIP LOCKED
+
+-- name: candidate
+-- The next eligible item ({eligible}, then checkout_order), locked: its id, order type and
+-- lease token (a lock backend then takes it).
+SELECT i.id, i.order_type, i.lease_token FROM work_items i WHERE {eligible} {checkout_order}
+
+-- name: guard_columns
+-- The columns a guarded write locks and tests (see locked).
+id, order_id, state, lease_token, lease_secret_hash, leased_by_agent_id, lease_expires_at
+
+-- name: locked
+-- Guarded writes lock their row by primary key in a MATERIALIZED CTE (``c``) and test the
+-- guard on its columns, so no generic plan reaches the row through a partial index.
+SELECT {guard_columns} FROM work_items WHERE id = %(item)s FOR UPDATE
+
+-- name: locked_with_view
+-- locked, with what the guarded submit compares to the view it validated against.
+SELECT {guard_columns}, input, attempts, progress, result, assembled_result FROM work_items WHERE id = %(item)s FOR UPDATE
+
+-- name: leased_payload
+-- The ``leased`` event's payload: the agent and the attempt.
+jsonb_build_object('agent_id', %(agent)s::text, 'attempt', attempts)
+
+-- name: current
+-- The guard: the lease presented is the row's current one (check_row's rules), on ``c``.
+c.lease_token = %(token)s AND c.lease_secret_hash = %(secret_hash)s
+     AND c.leased_by_agent_id = %(agent)s
+     AND c.state IN ('leased', 'in_progress')
+     AND (c.lease_expires_at IS NULL OR c.lease_expires_at > %(now)s)
+
+-- name: audit
+-- The ``events`` and ``provenance`` CTEs: one {event} event ({payload}) and one provenance
+-- row per row of {source} ({where} narrows the events); returns the events written.
+events AS (
+  INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
+  SELECT order_id, id, '{event}', %(actor_type)s::text, %(actor_id)s::text, {payload},
+         %(now)s::timestamptz
+    FROM {source}{where}
+  RETURNING order_id, item_id, event, actor_type, actor_id, payload, created_at
+), provenance AS (
+  INSERT INTO work_provenance (order_id, item_id, {provenance_names})
+  SELECT order_id, id, {provenance_values} FROM {source}
+  RETURNING 1
+)
+
+-- name: audit_first
+-- Runs the audit CTEs (uncorrelated subqueries: evaluated once, before the first row) ahead
+-- of the order function, so the events keep the order the general path writes.
+(SELECT count(*) FROM events) >= 0 AND (SELECT count(*) FROM provenance) >= 0
+
+-- name: written
+-- The event rows the statement wrote, for the listeners (events.announce_rows).
+(SELECT json_agg(events) FROM events) AS written_events
+
+-- name: then_order
+-- The final SELECT of a statement that ends a lease: the item as written (CTE ``item``),
+-- with its order's step {function}(order, item, now, actor) run after the audit CTEs.
+SELECT item.*, o.order_state, o.became AS order_became, {written}
+  FROM item, LATERAL {function}(
+         item.order_id, item.id, %(now)s::timestamptz, %(actor_type)s::text,
+         %(actor_id)s::text) o
+ WHERE {audit_first}
+
+-- name: grant_pick
+-- The item a checkout leases ({eligible}, then checkout_order), locked: its id.
+SELECT i.id FROM work_items i WHERE {eligible} {checkout_order}
+
+-- name: grant
+-- Lease one item ({target}: grant_pick's, or the id a lock backend took; {token}: the
+-- fence), its ``leased`` event and provenance row ({audit}), then workmanager_start_order;
+-- returns the item, the events written and whether the order started.
+WITH picked AS (
+  UPDATE work_items SET state = 'leased', leased_by_agent_id = %(agent)s,
+         lease_token = {token}, lease_secret_hash = %(secret_hash)s,
+         lease_expires_at = %(expires)s,
+         attempts = attempts + 1, updated_at = %(now)s
+   WHERE {target}
+  RETURNING {item_columns}
+), {audit}
+SELECT picked.*, {written},
+       workmanager_start_order(picked.order_id, %(now)s::timestamptz,
+                               %(actor_type)s::text, %(actor_id)s::text) AS order_started
+  FROM picked WHERE {audit_first}
+
+-- name: submit_guard
+-- A guarded submit's guard: the lease is current ({current}) and the row matches the view
+-- the result was validated against.
+AND c.order_id = %(order)s AND {current}
+     AND c.input = %(v_input)s::jsonb
+     AND c.state = %(v_state)s AND c.attempts = %(v_attempts)s
+     AND c.progress IS NOT DISTINCT FROM %(v_progress)s::jsonb
+     AND c.result IS NOT DISTINCT FROM %(v_result)s::jsonb
+     AND c.assembled_result IS NOT DISTINCT FROM %(v_assembled)s::jsonb
+
+-- name: submit
+-- Item ``submitted`` (locked in ``c`` by {locked}; {guard}: submit_guard or none; {also}:
+-- finalize's assembled result), its audit, then workmanager_submit_order ({then_order});
+-- returns the item as written ({returned}, results NULL), or no row when the guard failed.
+WITH c AS MATERIALIZED (
+  {locked}
+), item AS (
+  UPDATE work_items w SET state = 'submitted', result = %(result)s{also},
+         leased_by_agent_id = NULL, lease_expires_at = NULL, updated_at = %(now)s
+    FROM c
+   WHERE w.id = %(item)s{guard}
+  RETURNING {returned}
+), {audit}
+{then_order}
+
+-- name: submit_also_assembled
+-- finalize's submit: the result is also the assembled result.
+, assembled_result = %(result)s
+
+-- name: heartbeat_progress
+-- A heartbeat's progress, stamped with the attempt.
+progress = %(progress)s::jsonb || jsonb_build_object('attempt', w.attempts),
+
+-- name: heartbeat
+-- Extend a current lease ({progress}: heartbeat_progress or none), leased -> in_progress
+-- with its event on the first, the provenance row; returns the item and its state before
+-- (``was``), or no row when the guard failed. Locks the item.
+WITH c AS MATERIALIZED (
+  {locked}
+), item AS (
+  UPDATE work_items w SET lease_expires_at = %(expires)s, last_heartbeat_at = %(now)s,
+         {progress} state = 'in_progress', updated_at = %(now)s
+    FROM c
+   WHERE w.id = %(item)s AND {current}
+  RETURNING {returned}, c.state AS was
+), {audit}
+SELECT item.*, {written} FROM item WHERE {audit_first}
+
+-- name: release
+-- Give a current lease's item back to the queue (its attempt given back), its ``released``
+-- audit, then workmanager_release_order; returns the item as written, or no row when the
+-- guard failed. Locks the item.
+WITH c AS MATERIALIZED (
+  {locked}
+), item AS (
+  UPDATE work_items w SET state = 'queued', leased_by_agent_id = NULL,
+         lease_expires_at = NULL, attempts = GREATEST(w.attempts - 1, 0), updated_at = %(now)s
+    FROM c
+   WHERE w.id = %(item)s AND {current}
+  RETURNING {returned}
+), {audit}
+{then_order}
+
+-- name: fail
+-- End a failed lease as decide_ending decided (state, available_at, error; the order failed
+-- with it when fails_order), agent_failed (and failed) events, provenance; locks the item,
+-- then the order FOR NO KEY UPDATE; returns the item and order_state, or no row.
+WITH c AS MATERIALIZED (
+  SELECT {guard_columns}, attempts, max_attempts FROM work_items WHERE id = %(item)s
+     FOR UPDATE
+), item AS (
+  UPDATE work_items w SET state = %(state)s, leased_by_agent_id = NULL,
+         lease_expires_at = NULL,
+         available_at = coalesce(%(available_at)s::timestamptz, w.available_at),
+         error = coalesce(%(error)s::jsonb, w.error), updated_at = %(now)s
+    FROM c
+   WHERE w.id = %(item)s AND {current}
+     AND c.attempts = %(v_attempts)s AND c.max_attempts = %(v_max_attempts)s
+  RETURNING {returned}
+), o AS MATERIALIZED (
+  SELECT id, state FROM work_orders WHERE id = (SELECT order_id FROM item)
+     FOR NO KEY UPDATE
+), failed AS (
+  UPDATE work_orders w SET state = 'failed', last_error = %(order_error)s::jsonb,
+         last_transitioned_at = %(now)s, updated_at = %(now)s
+    FROM o
+   WHERE w.id = o.id AND %(fails_order)s AND o.state = ANY(%(fails_from)s::text[])
+  RETURNING w.id, w.state
+), events AS (
+  INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
+  SELECT order_id, id, 'agent_failed', %(actor_type)s::text, %(actor_id)s::text,
+         %(payload)s::jsonb, %(now)s::timestamptz FROM item
+  UNION ALL
+  SELECT id, NULL, 'failed', %(actor_type)s::text, %(actor_id)s::text,
+         %(order_payload)s::jsonb, %(now)s::timestamptz FROM failed
+  RETURNING order_id, item_id, event, actor_type, actor_id, payload, created_at
+), provenance AS (
+  INSERT INTO work_provenance (order_id, item_id, {provenance_names})
+  SELECT order_id, id, {provenance_values} FROM item
+  RETURNING 1
+)
+SELECT item.*, coalesce((SELECT state FROM failed), (SELECT state FROM o)) AS order_state,
+       {written}
+  FROM item WHERE {audit_first}
+
+-- name: part_columns
+-- The columns of a part row, in the order part inserts them.
+id, item_id, part_key, seq, seq_slot, status, payload, evidence, notes, errors, checksum, submitted_by_agent_id, created_at
+
+-- name: parts_of
+-- An item's parts without their payloads (the item locked first): what a new part's slot,
+-- the parts limit and the parts state are decided from.
+SELECT id, item_id, part_key, seq, seq_slot, status, checksum, created_at FROM work_item_parts WHERE item_id = %(id)s
+
+-- name: validated_parts_of
+-- An item's validated parts with their payloads ({part_columns}): what finalize assembles.
+SELECT {part_columns} FROM work_item_parts WHERE item_id = %(id)s AND status = 'validated'
+
+-- name: part
+-- Store a part in its slot ({values}; replacing what it held: {replaced}), the item's new
+-- parts state, the {audit} of its event and provenance; on an item this transaction locked.
+-- Returns the part's id and the events written.
+WITH part AS (
+  INSERT INTO work_item_parts ({part_columns}) VALUES ({values})
+  ON CONFLICT (item_id, part_key, seq_slot) DO UPDATE SET {replaced}
+  RETURNING id
+), item AS (
+  UPDATE work_items w SET parts_state = %(parts_state)s::jsonb, updated_at = %(now)s
+   WHERE w.id = %(item)s AND (SELECT count(*) FROM part) = 1
+  RETURNING w.id, w.order_id
+), {audit}
+SELECT (SELECT id FROM part) AS part_id, {written} FROM item WHERE {audit_first}
+
+-- name: returned_events
+-- What a control statement's ``events`` CTE returns of the events it inserted.
+RETURNING id, order_id, item_id, event, actor_type, actor_id, payload, created_at
+
+-- name: events_column
+-- The events a control statement inserted, in the order written, as JSON text.
+(SELECT json_agg(e ORDER BY e.id)::text FROM events AS e) AS events
+
+-- name: create_order
+-- propose: the order, its items (from %(items)s), the ``proposed`` and ``planned`` events
+-- ({returned_events}) and {provenance} (create_provenance or none); returns {events_column}.
+WITH o AS (
+  INSERT INTO work_orders (id, type, state, priority, payload, meta, requested_by_type,
+         requested_by_id, dedupe_key, tenant_id, apply_attempts, created_at, updated_at,
+         last_transitioned_at)
+  VALUES (%(o_id)s, %(o_type)s, %(o_state)s, %(o_priority)s, %(payload)s, %(meta)s,
+          %(o_requested_by_type)s, %(o_requested_by_id)s, %(o_dedupe_key)s, %(o_tenant_id)s, 0,
+          %(o_created_at)s, %(o_created_at)s, %(o_created_at)s)
+  RETURNING id, type, state, priority, created_at
+), items AS (
+  INSERT INTO work_items (id, order_id, type, order_type, priority, tenant_id, state, input,
+         max_attempts, parts_required, attempts, lease_token, created_at, updated_at)
+  SELECT x.id, o.id, x.type, o.type, o.priority, x.tenant_id, 'queued', x.input,
+         x.max_attempts, x.parts_required, 0, 0, x.created_at, x.created_at
+    FROM o, jsonb_to_recordset(%(items)s::jsonb) AS x (id uuid, type text, tenant_id text,
+         input jsonb, max_attempts int, parts_required jsonb, created_at timestamptz)
+), events AS (
+  INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
+  SELECT id, NULL::uuid, e.event, %(actor_type)s, %(actor_id)s, e.payload, created_at
+    FROM o, LATERAL (VALUES
+      (1, 'proposed', jsonb_build_object('type', o.type, 'priority', o.priority)),
+      (2, 'planned', jsonb_build_object('item_count', %(count)s::int))
+    ) AS e (seq, event, payload)
+   ORDER BY e.seq
+  {returned_events}
+){provenance}
+SELECT {events_column}
+
+-- name: create_provenance
+-- create_order's provenance row of the order ({provenance_names}, {provenance_values}).
+, provenance AS (
+  INSERT INTO work_provenance (order_id, {provenance_names})
+  SELECT id, {provenance_values} FROM o
+)
+
+-- name: auto_approve
+-- A submitted order of a ``plain`` type (%(types)s) approved, with its ``approved`` event;
+-- returns the order ({order_columns}) and {events_column}; no row when it was not.
+WITH o AS (
+  UPDATE work_orders SET state = 'approved', last_transitioned_at = %(now)s,
+         updated_at = %(now)s
+   WHERE id = %(order)s AND state = 'submitted' AND type = ANY(%(types)s::text[])
+  RETURNING {order_columns}
+), events AS (
+  INSERT INTO work_events ({event_columns})
+  SELECT id, NULL, 'approved', %(actor_type)s, %(actor_id)s, NULL, NULL, %(now)s FROM o
+  {returned_events}
+)
+SELECT o.*, {events_column} FROM o
+
+-- name: lock_order
+-- The order locked FOR UPDATE (as lock_order locks it): every column.
+SELECT {order_columns} FROM work_orders WHERE id = %(order)s FOR UPDATE
+
+-- name: order_items
+-- An order's items (every column), oldest first, as Order.items reads them.
+SELECT {item_columns} FROM work_items WHERE order_id = %(order)s ORDER BY created_at
+
+-- name: read_order
+-- The order as it is now (no lock): every column.
+SELECT {order_columns} FROM work_orders WHERE id = %(order)s
+
+-- name: find_order
+-- The order holding a proposal's id, else its dedupe key (as orm_orders.find_order).
+SELECT {order_columns} FROM work_orders
+ WHERE id = %(id)s OR dedupe_key = %(key)s::text
+ ORDER BY id = %(id)s DESC
+ LIMIT 1
+
+-- name: start_apply
+-- Claim an approved order for an apply run (its claim free or lapsed) and count the
+-- attempt; returns the order with its items ({item_fields}), no row when not claimable.
+WITH o AS (
+  UPDATE work_orders SET apply_attempts = apply_attempts + 1, updated_at = %(now)s,
+         apply_claim = %(claim)s, apply_claim_expires_at = %(claim_expires)s
+   WHERE id = %(order)s AND state = 'approved' AND (apply_claim IS NULL OR apply_claim_expires_at <= %(now)s)
+  RETURNING id, type, state, priority, payload, meta, apply_attempts
+)
+SELECT o.*, {item_fields}
+  FROM o LEFT JOIN work_items i ON i.order_id = o.id
+ ORDER BY i.created_at
+
+-- name: record_apply
+-- The claim holder's apply recorded: order and submitted items completed, claim cleared;
+-- events applied, then per item accepted and completed, then completed. Returns the order
+-- and {events_column}; no row when the claim is not held.
+WITH o AS (
+  UPDATE work_orders SET state = 'completed', diff = %(diff)s, applied_at = %(now)s,
+         completed_at = %(now)s, last_error = NULL, last_transitioned_at = %(now)s,
+         updated_at = %(now)s, apply_claim = NULL, apply_claim_expires_at = NULL
+   WHERE id = %(order)s AND state = 'approved' AND apply_claim = %(claim)s
+  RETURNING {order_columns}
+), items AS (
+  UPDATE work_items SET state = 'completed', accepted_at = %(now)s, updated_at = %(now)s
+   WHERE order_id = %(order)s AND state = 'submitted' AND EXISTS (SELECT 1 FROM o)
+  RETURNING id
+), events AS (
+  INSERT INTO work_events ({event_columns})
+  SELECT order_id, item_id, event, %(actor_type)s, %(actor_id)s, payload, diff, %(now)s
+    FROM (
+      SELECT 0 AS seq, o.id AS order_id, NULL::uuid AS item_id, 'applied' AS event,
+             jsonb_build_object('summary', %(summary)s::text, 'attempt', o.apply_attempts)
+               AS payload,
+             %(diff)s::jsonb AS diff
+        FROM o
+      UNION ALL
+      SELECT 1 + k.k * 2 + x.n, %(order)s::uuid, k.id, x.event, NULL::jsonb, NULL::jsonb
+        FROM (SELECT id, row_number() OVER (ORDER BY id) AS k FROM items) AS k
+       CROSS JOIN (VALUES (0, 'accepted'), (1, 'completed')) AS x (n, event)
+      UNION ALL
+      SELECT 1000000000, o.id, NULL, 'completed', NULL, NULL FROM o
+    ) AS ordered
+   ORDER BY seq
+  {returned_events}
+)
+SELECT o.*, {events_column} FROM o
+
+-- name: mark_claim
+-- The idempotency key marked committed in the operation's own transaction (before its
+-- COMMIT), as claims._before_commit does for the ORM; no row updated: taken over.
+UPDATE work_idempotency_keys SET status = 'committed', locked_until = NULL, response_body = %(claim_refs)s WHERE id = %(claim_id)s AND key_hash = %(claim_hash)s AND created_at = %(claim_at)s AND status = 'in_flight'
+
+-- name: advisory_lock
+-- The transaction-scoped advisory lock of a limit's key (leases/limits.py): waits for it.
+SELECT pg_advisory_xact_lock(hashtextextended(%(k)s, 0))
+
+-- name: event_columns
+-- The columns a control statement inserts into work_events, in its SELECT's order.
+order_id, item_id, event, actor_type, actor_id, payload, diff, created_at
