@@ -188,12 +188,19 @@ def test_one_trace_from_enqueue_to_apply(make_stack, collector) -> None:
         assert span.attributes[ITEM] == item_id, span.name
         assert span.attributes[AGENT] == "agent-1", span.name
         assert span.attributes[TYPE] == "e2e.echo", span.name
-    # parent links hold across the hops: a task's run continues the message that sent it
-    by_id = {s.span_id: s for s in spans.spans if s.trace_id == trace}
+    # parent links hold across the hops: a task's run continues the message that sent it.
+    # A send span ends before its run starts but may be exported in a later batch: wait.
     run_create = found["run/workmanager.orders.create"]
+    run_agent = found["run/workmanager.agents.e2e.echo"]
+    for child in (run_create, run_agent):
+        stack.wait_for(
+            lambda c=child: c.parent_id in {s.span_id for s in spans.spans},
+            20,
+            f"the parent span of {child.name}",
+        )
+    by_id = {s.span_id: s for s in spans.spans if s.trace_id == trace}
     assert by_id[run_create.parent_id].name == "send workmanager.orders.create"
     assert by_id[by_id[run_create.parent_id].parent_id] == enqueue
-    run_agent = found["run/workmanager.agents.e2e.echo"]
     assert by_id[run_agent.parent_id].name == "send workmanager.agents.e2e.echo"
     assert found["workmanager.checkout"].parent_id == run_agent.span_id
 
