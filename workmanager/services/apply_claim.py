@@ -62,12 +62,9 @@ def taken(claim: str, now: datetime, settings: Settings) -> dict[str, object]:
 #: Column values that clear the claim, set when its holder records the outcome.
 RELEASED: dict[str, object] = {"apply_claim": None, "apply_claim_expires_at": None}
 
-# The same rule as SQL for PostgreSQL's apply statements, with their parameters named
-# ``claim``, ``now`` and ``claim_expires``.
-CLAIMABLE_SQL = "(apply_claim IS NULL OR apply_claim_expires_at <= %(now)s)"
-HELD_SQL = "apply_claim = %(claim)s"
-TAKE_SQL = "apply_claim = %(claim)s, apply_claim_expires_at = %(claim_expires)s"
-RELEASE_SQL = "apply_claim = NULL, apply_claim_expires_at = NULL"
+# PostgreSQL's apply statements write the same rule in SQL (``db/sql/queries.sql``:
+# ``start_apply`` claims when claimable, ``record_apply`` only for the holder and clears
+# the claim); tests/integration/test_apply_claim.py runs both stores through it.
 
 
 def seconds_left(expires: datetime | None, now: datetime) -> float:
