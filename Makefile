@@ -36,6 +36,7 @@ bench: $(STAMP)  ## benchmarks (not tests): figures beside the bare-client floor
 	$(BIN)/python -m bench.replay
 	$(BIN)/python -m bench.console
 	$(BIN)/python -m bench.workers
+	$(BIN)/python -m bench.longlease
 
 soak: $(STAMP)  ## long stress runs, not part of make test
 	$(BIN)/pytest -q -m slow tests
