@@ -38,7 +38,7 @@ from ..services.views import item_dict, item_view
 from ..states import ItemState
 from ..types import JSON, AgentInfo, Lease
 from .models import Item, Order
-from .store import Validate
+from .store import Validate, lock_only_beat
 
 
 class OrmStore:
@@ -99,6 +99,13 @@ class OrmStore:
     def heartbeat(
         self, lease: Lease, agent: AgentInfo, progress: float | None, checkpoint: JSON | None
     ) -> Lease:
+        lock = self.ctx.leases.lock
+        if lock is not None and lock_only_beat(lease, lock, progress, checkpoint):
+            assert lease.item is not None
+            ttl = self.ctx.settings.lease_ttl_seconds
+            holder = as_presented(lease, agent)
+            lock.extend_lock(lease.item_id, holder, ttl * 1000, lease.item.order_type)
+            return dataclasses.replace(lease, expires_at=self.ctx.clock() + timedelta(seconds=ttl))
         return self.ctx.db.run(lambda s: self._heartbeat_tx(s, lease, progress, checkpoint, agent))
 
     def _heartbeat_tx(

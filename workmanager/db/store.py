@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ..diff import Diff
-    from ..leases.base import CheckoutQuery
+    from ..leases.base import CheckoutQuery, LeaseLock
     from ..services.context import ServiceContext
     from ..services.outcomes import ItemOutcome, PartOutcome
     from ..types import JSON, Actor, AgentInfo, ApplyContext, ItemView, Lease, OrderView
@@ -114,6 +114,31 @@ class Store(Protocol):
     def release(self, lease: Lease, agent: AgentInfo) -> ItemOutcome: ...
 
     def fail(self, lease: Lease, agent: AgentInfo, error: JSON, retryable: bool) -> ItemOutcome: ...
+
+
+def lock_only_beat(
+    lease: Lease, lock: LeaseLock | None, progress: float | None, checkpoint: JSON | None
+) -> bool:
+    """Whether a heartbeat touches only the lock store (issue 18: Redis leases spare the
+    database): with a lock store, no progress or checkpoint to record, no idempotency key
+    to mark, and the lease carrying its item already ``in_progress`` (the first beat moves
+    it there, on the row). The lock's extend proves the holder (owner, fence and secret, in
+    one atomic script); the row's expiry is then refreshed lazily (the sweep asks the lock
+    for the remaining TTL of rows past their recorded expiry), and both stores check a
+    lease's expiry against the lock, not the row. Such a beat writes no provenance row.
+    One rule for both stores, so their trails agree."""
+    from . import claims
+
+    item = lease.item
+    return (
+        lock is not None
+        and progress is None
+        and checkpoint is None
+        and item is not None
+        and item.id == lease.item_id
+        and item.state == "in_progress"
+        and claims.unmarked_claim() is None
+    )
 
 
 def build_store(ctx: ServiceContext) -> Store:

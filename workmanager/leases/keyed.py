@@ -107,11 +107,13 @@ class StoreLeaseBackend:
         return Grant(item=item, token=token, expires_at=expires, secret_hash=secret_hash)
 
     def check(self, item: Item, holder: Holder, now: datetime) -> None:
-        check_row(item, holder, now)
+        # the lock's TTL is the lease's expiry; the row's is refreshed lazily (a heartbeat
+        # may touch only the lock: db/store.py lock_only_beat)
+        check_row(item, holder, now, check_expiry=False)
         self.verdict(item.id, self.store.check(str(item.id), holder.agent_id, holder.store_proof()))
 
     def extend(self, item: Item, holder: Holder, now: datetime, ttl: int) -> None:
-        check_row(item, holder, now)
+        check_row(item, holder, now, check_expiry=False)
         verdict = self.store.extend(
             str(item.id), holder.agent_id, holder.store_proof(), ttl * 1000, item.order_type
         )

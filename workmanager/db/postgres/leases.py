@@ -66,7 +66,7 @@ from ...types import JSON, AgentInfo, Lease
 from .. import claims
 from ..orm_store import OrmStore
 from ..raw import Conn
-from ..store import Validate
+from ..store import Validate, lock_only_beat
 from .endings import PostgresEndings
 from .sql import (
     LOCK_ITEM,
@@ -338,6 +338,11 @@ class PostgresStore:
         now = self.ctx.clock()
         presented = as_presented(lease, agent)
         expires = now + timedelta(seconds=self.ctx.settings.lease_ttl_seconds)
+        if self.store is not None and lock_only_beat(lease, self.store, progress, checkpoint):
+            assert lease.item is not None
+            ttl_ms = self.ctx.settings.lease_ttl_seconds * 1000
+            self.store.extend_lock(lease.item_id, presented, ttl_ms, lease.item.order_type)
+            return dataclasses.replace(lease, expires_at=expires)
         recorded = progress is not None or checkpoint is not None
         values = {
             **lease_params(self.ctx, lease, agent, now, "heartbeat"),

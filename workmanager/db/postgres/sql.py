@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any, cast
@@ -229,6 +229,10 @@ def provenance_params(ctx: Any, action: str, agent: AgentInfo) -> dict[str, Any]
     return {**params, "p_created_at": utcnow()}
 
 
+#: With a lock store the lock's TTL is the expiry: no floor on the row's.
+_NO_FLOOR = datetime.min.replace(tzinfo=UTC)
+
+
 def lease_params(ctx: Any, lease: Lease, agent: AgentInfo, now: Any, action: str) -> dict[str, Any]:
     """What every statement on a presented lease takes (heartbeat, submit, release): the
     row (``item``), the guard's ``token`` and ``agent`` (the lease as ``agent``
@@ -240,6 +244,8 @@ def lease_params(ctx: Any, lease: Lease, agent: AgentInfo, now: Any, action: str
         "secret_hash": presented.secret_hash,
         "agent": presented.agent_id,
         "now": now,
+        # the row's expiry counts only where the row is the lock (see queries.sql current)
+        "expiry_floor": now if ctx.leases.lock is None else _NO_FLOOR,
         "actor_type": agent.actor.type,
         "actor_id": agent.actor.id,
         **provenance_params(ctx, action, agent),

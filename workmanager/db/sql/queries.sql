@@ -78,10 +78,12 @@ jsonb_build_object('agent_id', %(agent)s::text, 'attempt', attempts)
 
 -- name: current
 -- The guard: the lease presented is the row's current one (check_row's rules), on ``c``.
+-- With a lock store the lock's TTL is the lease's expiry (the row's is refreshed lazily):
+-- ``expiry_floor`` is then -infinity and the lock was checked before the statement.
 c.lease_token = %(token)s AND c.lease_secret_hash = %(secret_hash)s
      AND c.leased_by_agent_id = %(agent)s
      AND c.state IN ('leased', 'in_progress')
-     AND (c.lease_expires_at IS NULL OR c.lease_expires_at > %(now)s)
+     AND (c.lease_expires_at IS NULL OR c.lease_expires_at > %(expiry_floor)s)
 
 -- name: audit
 -- The ``events`` and ``provenance`` CTEs: one {event} event ({payload}) and one provenance

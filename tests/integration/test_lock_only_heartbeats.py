@@ -1,0 +1,101 @@
+"""With a lock store (Redis, memory), a heartbeat without progress on a lease already
+``in_progress`` touches only the lock (issue 18; ``db/store.py lock_only_beat``): the row
+and the audit tables are not written, the lease stays good past the row's recorded expiry
+(the lock's TTL is the expiry), the sweep refreshes the row's expiry instead of
+reclaiming it, and a lost lock is still an expired lease. The same on both stores."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.support.types import Multi
+from workmanager import Registry, WorkManager
+from workmanager.db.models import Event, Item, Provenance
+from workmanager.errors import LeaseConflict, LeaseExpired
+
+TTL = 2
+STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+LOCKS = ["memory", pytest.param("redis", marks=pytest.mark.redis)]
+
+
+def _row(wm: WorkManager, item_id: uuid.UUID) -> dict[str, Any]:
+    with wm.db.transaction() as s:
+        item = s.get(Item, item_id)
+        assert item is not None
+        events = s.scalar(select(func.count()).where(Event.item_id == item_id))
+        provenance = s.scalar(select(func.count()).where(Provenance.item_id == item_id))
+        return {
+            "updated_at": item.updated_at,
+            "last_heartbeat_at": item.last_heartbeat_at,
+            "lease_expires_at": item.lease_expires_at,
+            "events": events,
+            "provenance": provenance,
+        }
+
+
+@pytest.mark.parametrize("db", STORES)
+@pytest.mark.parametrize("lock", LOCKS)
+def test_a_plain_beat_touches_only_the_lock(make_wm, db, lock) -> None:
+    wm = make_wm(db=db, backend=lock, registry=Registry([Multi()]), lease_ttl_seconds=TTL)
+    order_id = wm.propose("test.multi", {"count": 1})
+    lease = wm.agent.checkout("agent-1", order_id=order_id)
+    assert lease is not None
+    first = wm.agent.heartbeat(lease)  # leased → in_progress: written on the row
+    assert first.item is not None and first.item.state == "in_progress"
+    before = _row(wm, lease.item_id)
+    beat = first
+    deadline = before["lease_expires_at"]
+    assert deadline is not None
+    # beat past the row's recorded expiry: only the lock is extended each time
+    while _now(wm) < deadline + _seconds(0.5):
+        beat = wm.agent.heartbeat(beat)
+        time.sleep(0.25)
+    assert beat.expires_at > deadline
+    assert _row(wm, lease.item_id) == before  # no row, event or provenance written
+    # the sweep does not reclaim a lease whose lock is alive; it refreshes the row instead
+    assert wm.sweeper.sweep().reclaimed == 0
+    refreshed = _row(wm, lease.item_id)["lease_expires_at"]
+    assert refreshed is not None and refreshed > deadline
+    # progress still reaches the row
+    recorded = wm.agent.heartbeat(beat, progress=0.5)
+    assert _row(wm, lease.item_id)["last_heartbeat_at"] != before["last_heartbeat_at"]
+    # a wrong secret is refused by the lock itself
+    forged = type(recorded)(**{**recorded.__dict__, "token": f"{recorded.fence}.forged"})
+    with pytest.raises(LeaseConflict):
+        wm.agent.heartbeat(forged)
+    outcome = wm.agent.submit(recorded, {"x": 1})
+    assert outcome.order_submitted
+
+
+@pytest.mark.parametrize("db", STORES)
+@pytest.mark.parametrize("lock", LOCKS)
+def test_a_lost_lock_refuses_the_plain_beat(make_wm, db, lock) -> None:
+    wm = make_wm(db=db, backend=lock, registry=Registry([Multi()]))
+    order_id = wm.propose("test.multi", {"count": 1})
+    lease = wm.agent.checkout("agent-1", order_id=order_id)
+    assert lease is not None
+    beat = wm.agent.heartbeat(lease)
+    store = wm.ctx.leases.store  # type: ignore[attr-defined]
+    if lock == "memory":
+        store.flush()
+    else:
+        store.client.delete(*store.client.keys(f"{store.keys.prefix}item:*"))
+    with pytest.raises(LeaseExpired):
+        wm.agent.heartbeat(beat)
+    with pytest.raises(LeaseExpired):
+        wm.agent.submit(beat, {"x": 1})
+
+
+def _now(wm: WorkManager) -> Any:
+    return wm.ctx.clock()
+
+
+def _seconds(n: float) -> Any:
+    from datetime import timedelta
+
+    return timedelta(seconds=n)
