@@ -224,11 +224,6 @@ class Bare(_Bare):
                 self.lua_acquire(item)
             held.append(item)
 
-        def heartbeat(i: int) -> None:
-            if redis_:
-                self.lua_extend(held[i])
-            self.update_txn(HEARTBEAT, held[i])
-
         def release(i: int) -> None:
             self.update_txn(SUBMIT, held[i])
             if redis_:
@@ -242,12 +237,31 @@ class Bare(_Bare):
 
         ops = {
             "checkout": checkout,
-            "heartbeat": heartbeat,
+            **self._beat_floors(backend),
             "release": release,
             "cycle": cycle,
             **self._ending_floors(backend),
         }
-        return ops[op.removesuffix("_first")]
+        return ops[op]
+
+    def _beat_floors(self, backend: str) -> dict[str, Callable[[int], None]]:
+        """The first heartbeat (the row moves to in_progress) and a plain one. On Redis a
+        plain beat is the lock's extend alone (issue 18: db/store.py lock_only_beat)."""
+        held = self.held[backend]
+        redis_ = backend == "redis"
+
+        def first(i: int) -> None:
+            if redis_:
+                self.lua_extend(held[i])
+            self.update_txn(HEARTBEAT, held[i])
+
+        def plain(i: int) -> None:
+            if redis_:
+                self.lua_extend(held[i])
+            else:
+                self.update_txn(HEARTBEAT, held[i])
+
+        return {"heartbeat_first": first, "heartbeat": plain}
 
     def _ending_floors(self, backend: str) -> dict[str, Callable[[int], None]]:
         """The floors of a part, a finalize and a fail, on the rows ``hold`` leased."""

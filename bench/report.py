@@ -79,7 +79,7 @@ FLOOR_LABELS = {
     "redis": {
         "checkout": "Lua acquire + SKIP LOCKED txn",
         "heartbeat_first": "Lua extend + UPDATE txn",
-        "heartbeat": "Lua extend + UPDATE txn",
+        "heartbeat": "bare Lua extend",
         "release": "UPDATE txn + Lua release",
         "submit_part": "bare INSERT + UPDATE txn",
         "finalize": "UPDATE txn + Lua release",
@@ -90,6 +90,7 @@ FLOOR_LABELS = {
 AGENT_TARGETS = {
     ("database", "checkout"): (0.5, ">= 0.5x bare SKIP LOCKED txn"),
     ("redis", "cycle"): (0.5, "within 2x the time of its bare parts"),
+    ("redis", "heartbeat"): (0.8, ">= 0.8x the bare Lua extend"),
 }
 STORE_FLOORS = (
     ("RedisLeaseStore.acquire", "store_acquire", "redis_lua_acquire_with_fence"),
