@@ -69,6 +69,8 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import claims
+
 if TYPE_CHECKING:
     from ..diff import Diff
     from ..leases.base import CheckoutQuery, LeaseLock
@@ -127,8 +129,6 @@ def lock_only_beat(
     for the remaining TTL of rows past their recorded expiry), and both stores check a
     lease's expiry against the lock, not the row. Such a beat writes no provenance row.
     One rule for both stores, so their trails agree."""
-    from . import claims
-
     item = lease.item
     return (
         lock is not None
