@@ -31,7 +31,7 @@ from ..states import ItemState, OrderState
 from ..types import Actor, AgentInfo, ApplyContext, OrderView
 from .models import Item, Order
 from .session import Database
-from .store import AutoCheck, OrderRow
+from .order_store import AutoCheck, OrderRow
 
 
 class OrmOrderStore:

@@ -20,7 +20,7 @@ from typing import Any
 
 from .. import tracing
 from ..db.models import Order
-from ..db.store import OrderRow, build_order_store
+from ..db.order_store import OrderRow, build_order_store
 from ..diff import Diff
 from ..errors import ApplyFailed, IllegalStateTransition, NotFound
 from ..jsonvalues import json_value

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from .. import tracing
 from ..db.models import Item, Order, Part
 from ..db.orm_orders import find_order
-from ..db.store import build_order_store
+from ..db.order_store import build_order_store
 from ..errors import (
     DedupeKeyReused,
     IllegalStateTransition,

@@ -9,7 +9,7 @@ from ..db.models import Event, Item, Order, Part
 from ..types import ItemView, OrderView
 
 if TYPE_CHECKING:
-    from ..db.store import OrderRow
+    from ..db.order_store import OrderRow
 
 
 def item_view(item: Item) -> ItemView:

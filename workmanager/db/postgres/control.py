@@ -64,7 +64,7 @@ from .. import claims
 from ..models import PROVENANCE_TABLE, Item, Order
 from ..raw import AuditColumns, Conn, utc_row
 from ..sql import queries
-from ..store import ORDER_ROW_FIELDS, AutoCheck, OrderRow
+from ..order_store import ORDER_ROW_FIELDS, AutoCheck, OrderRow
 
 
 class PostgresOrderStore:

@@ -1,0 +1,140 @@
+"""The control plane's port: one write path per database for the order's state changes.
+
+The control plane's state changes (propose's insert, auto-approval, apply's claim and
+record) are the :class:`OrderStore` port, the same shape: chosen once by
+:func:`build_order_store` (:class:`workmanager.db.postgres.control.PostgresOrderStore` on
+PostgreSQL, :class:`workmanager.db.orm_orders.OrmOrderStore` otherwise), asked by
+:class:`~workmanager.services.orders.OrderService` and
+:class:`~workmanager.services.executor.ApplyService`, which keep the rules that name an
+outcome (``_auto_ready``, ``_not_started``, ``_not_recorded``, the apply claim of
+:mod:`workmanager.services.apply_claim`). Orders come back as :class:`OrderRow`, a frozen
+copy of the row.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..diff import Diff
+    from ..services.context import ServiceContext
+    from ..types import Actor, AgentInfo, ApplyContext, OrderView
+    from .models import Item, Order
+
+
+@dataclass(frozen=True)
+class OrderRow:
+    """An order's row as it was read (every column of ``work_orders``, datetimes in UTC):
+    what the order store returns, and what ``order_dict`` and the outcome rules read."""
+
+    id: uuid.UUID
+    type: str
+    state: str
+    priority: int
+    payload: dict[str, Any]
+    meta: dict[str, Any]
+    requested_by_type: str
+    requested_by_id: str | None
+    dedupe_key: str | None
+    tenant_id: str | None
+    last_error: dict[str, Any] | None
+    apply_attempts: int
+    apply_claim: str | None
+    apply_claim_expires_at: datetime | None
+    diff: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+    last_transitioned_at: datetime
+    submitted_at: datetime | None
+    applied_at: datetime | None
+    completed_at: datetime | None
+
+    @classmethod
+    def of(cls, order: Order) -> OrderRow:
+        """A copy of an ORM order's columns (read inside its transaction)."""
+        return cls(**{name: getattr(order, name) for name in ORDER_ROW_FIELDS})
+
+
+#: The columns an :class:`OrderRow` holds, in order (the PostgreSQL store selects these).
+ORDER_ROW_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(OrderRow))
+
+#: What ``auto_approve`` asks of the locked order (a view with its items): True to approve
+#: it, False when there is nothing to approve; raises to refuse
+#: (``OrderService._auto_ready``, the one rule for both stores).
+AutoCheck = Callable[["OrderView"], bool]
+
+
+class OrderStore(Protocol):
+    """The control plane's state changes that each database writes its own way: one
+    transaction per method, the order's state checked by the statement that changes it.
+    Each store announces the events it wrote to :mod:`workmanager.events` after its
+    commit (the same events in the same order on both), and marks a pending idempotency
+    key (:mod:`workmanager.db.claims`) in the same transaction as the write."""
+
+    def create_order(
+        self, order: Order, items: list[Item], actor: Actor, agent: AgentInfo | None
+    ) -> OrderRow | None:
+        """Insert a planned proposal: the order, its items, the ``proposed`` and
+        ``planned`` events and (when an agent proposed it) the provenance row — atomically,
+        with no read before the insert. ``None`` once created. When the order's id or
+        dedupe key is already an order's, the unique index refuses the insert, nothing is
+        stored, and the order holding it (the id first, else the key) is returned, read
+        after the refusal; ``OrderService.propose`` compares the proposals."""
+        ...
+
+    def auto_approve(
+        self, order_id: uuid.UUID, plain: list[str], check: AutoCheck, actor: Actor
+    ) -> OrderRow | None:
+        """``submitted → approved`` and its ``approved`` event, atomically: the order
+        approved, or ``None`` when ``check`` found nothing to approve.
+
+        An order of a ``plain`` type (``auto_approve`` and the default ``can_approve``) is
+        approved by one UPDATE guarded on its state and type, which is its lock. Otherwise,
+        or when that guard matched nothing, the order is locked (``FOR UPDATE`` on
+        PostgreSQL, the write lock on SQLite) and read with its items, ``check`` decides
+        from that view (and raises to refuse: nothing is written), and the approval is
+        written in the same transaction. A missing order raises :class:`NotFound`."""
+        ...
+
+    def start_apply(
+        self, order_id: uuid.UUID, claim: str, now: datetime
+    ) -> tuple[OrderView, ApplyContext] | OrderRow:
+        """Claim an approved order for the run ``claim`` and count its attempt: one
+        ``UPDATE … WHERE state = 'approved' AND <claimable>`` (the rule of
+        :mod:`workmanager.services.apply_claim`), which is the lock and the check at once —
+        it waits for a concurrent run's transaction and re-checks what it committed. Then
+        the order is read with its items: the view and context for the hooks. When the
+        guard matched nothing (not approved, or another run holds a live claim), nothing is
+        written and the order as it is now is returned (``_not_started`` names the
+        outcome); a missing order raises :class:`NotFound`."""
+        ...
+
+    def record_apply(
+        self, order_id: uuid.UUID, claim: str, diff: Diff, actor: Actor
+    ) -> tuple[OrderRow, dict[str, Any] | None]:
+        """For the claim holder only, atomically: ``approved → completed`` with the diff
+        (and ``applied_at``, the claim released), the submitted items ``accepted →
+        completed``, and the events ``applied``, per item ``accepted`` and ``completed``,
+        then ``completed`` — in that order. The guard (state ``approved`` and the claim
+        held by ``claim``) is the UPDATE's, the order's lock. Returns the order and the
+        diff stored; when the guard matched nothing (another run recorded it, the order
+        failed, or the claim lapsed and was taken), nothing is written and the order as it
+        is now comes back with ``None`` (``_not_recorded``). A missing order raises
+        :class:`NotFound`."""
+        ...
+
+
+def build_order_store(ctx: ServiceContext) -> OrderStore:
+    """PostgreSQL's control-plane statements on PostgreSQL; the ORM's otherwise
+    (SQLite). Chosen once, never a fallback for each other."""
+    if ctx.db.is_postgres:
+        from .postgres.control import PostgresOrderStore
+
+        return PostgresOrderStore(ctx)
+    from .orm_orders import OrmOrderStore
+
+    return OrmOrderStore(ctx)
