@@ -17,7 +17,7 @@ from workmanager.errors import (
     PermanentError,
     TransientError,
 )
-from workmanager.services.planning import order_id_for
+from workmanager.services.proposals import order_id_for
 from workmanager.types import Actor
 
 from .app import app

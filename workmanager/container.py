@@ -16,6 +16,7 @@ from .metrics.base import Metrics
 from .metrics.factory import build_metrics
 from .provenance.recorder import ProvenanceRecorder, build_enricher
 from .ratelimit.factory import build_limiter
+from .reads.queries import Queries
 from .registry import Registry
 from .services.agent import AgentAPI
 from .services.context import ServiceContext
@@ -25,7 +26,6 @@ from .services.idempotency import IdempotencyService
 from .services.lease_admin import Sweeper
 from .services.maintenance import Maintenance
 from .services.orders import OrderService
-from .services.queries import Queries
 from .settings import Settings
 from .types import JSON, Actor
 

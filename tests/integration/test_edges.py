@@ -14,8 +14,8 @@ from workmanager import Actor, ApplyContext, Diff, OrderType, OrderView, Registr
 from workmanager.db.models import Order, Provenance, utcnow
 from workmanager.errors import ApplyFailed, IllegalStateTransition, ValidationFailed
 from workmanager.provenance import anonymize_ip
+from workmanager.reads.listing import OrderListing
 from workmanager.services.items import ItemAdmin
-from workmanager.services.listing import OrderListing
 
 
 class BadDiff(OrderType):

@@ -19,8 +19,8 @@ from workmanager.errors import (
     NoItemsAvailable,
     NotFound,
 )
-from workmanager.services.listing import ItemListing
-from workmanager.services.overview import Overview
+from workmanager.reads.listing import ItemListing
+from workmanager.reads.overview import Overview
 from workmanager.services.tokens import Principal, TokenService
 from workmanager.surface.callers import AgentMetadata, Caller, build_caller
 from workmanager.surface.operations import CheckoutFilters, Operations

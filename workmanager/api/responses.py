@@ -2,7 +2,7 @@
 
 These models document; they never filter or re-serialise a response (the routes answer
 with ``JSONResponse``). They mirror ``services.views``, ``surface.shapes`` and
-``services.listing``: a key is required when the server always sends it, ``additionalProperties``
+``reads.listing``: a key is required when the server always sends it, ``additionalProperties``
 is false everywhere except in bodies that are open by nature (payloads, results, meta,
 evidence, diffs, errors). ``tests/api/test_openapi_conformance.py`` checks real responses
 against them.

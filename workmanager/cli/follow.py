@@ -8,7 +8,7 @@ from collections import Counter
 from typing import Any
 
 from ..errors import NotFound, TimedOut
-from ..services.queries import Queries
+from ..reads.queries import Queries
 from ..states import OrderState
 from .render import console
 

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ..errors import InvalidQuery
-from ..services.listing import OrderListing
+from ..reads.listing import OrderListing
 from ..services.order_admin import OrderAdmin, OrderSelector, requeue_many
 from ..states import OrderState
 from .app import Env, cli, pass_env

@@ -30,8 +30,8 @@ from ..state_machine import check_item, check_order
 from ..states import ItemState, OrderState
 from ..types import Actor, AgentInfo, ApplyContext, OrderView
 from .models import Item, Order
-from .session import Database
 from .order_store import AutoCheck, OrderRow
+from .session import Database
 
 
 class OrmOrderStore:

@@ -32,9 +32,9 @@ from sqlalchemy.exc import IntegrityError
 from ..db import claims
 from ..db.models import IdempotencyKey
 from ..errors import IdempotencyInFlight, IdempotencyKeyReused, NotFound, WorkManagerError
+from ..reads.queries import Queries
 from .context import ServiceContext
 from .parts import canonical
-from .queries import Queries
 
 if TYPE_CHECKING:
     from ..surface.callers import Caller

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 
 from .. import tracing
 from ..db.models import Item, Order, Part
-from ..db.orm_orders import find_order
 from ..db.order_store import build_order_store
+from ..db.orm_orders import find_order
 from ..errors import (
     DedupeKeyReused,
     IllegalStateTransition,
@@ -32,8 +32,14 @@ from .context import ServiceContext
 from .inputs import check_reject_errors
 from .order_steps import lock_order
 from .parts import REJECTED
-from .planning import build_order
-from .proposals import check_proposal, drop_refused, insert_refused, is_refused, refused_order
+from .proposals import (
+    build_order,
+    check_proposal,
+    drop_refused,
+    insert_refused,
+    is_refused,
+    refused_order,
+)
 from .tenancy import checked_tenant
 from .transitions import move_item, move_order, record_event, rework_item
 from .views import order_dict, order_view

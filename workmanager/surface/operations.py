@@ -20,8 +20,8 @@ from ..container import WorkManager
 from ..db.models import Item
 from ..errors import NoItemsAvailable, NotFound, Unavailable, ValidationFailed
 from ..lease_tokens import Holder
+from ..reads.listing import OrderListing
 from ..services.lease_admin import LeaseAdmin, LeaseSelector
-from ..services.listing import OrderListing
 from ..services.tenancy import (
     checkout_tenant,
     item_visible,

@@ -35,12 +35,12 @@ from ..errors import (
     Unauthenticated,
     WorkManagerError,
 )
+from ..reads.listing import ItemListing
+from ..reads.overview import Overview
 from ..services.idempotency import Replay
-from ..services.listing import ItemListing
-from ..services.overview import Overview
-from ..services.ui_sessions import SESSION_LIFETIME, ConsoleSession, SessionService
 from ..surface.callers import Caller, build_caller
 from ..surface.operations import Answer, parse_id
+from .sessions import SESSION_LIFETIME, ConsoleSession, SessionService
 
 HERE = Path(__file__).parent
 PREFIX = "/ui"

@@ -62,9 +62,9 @@ from ...states import ItemState, OrderState
 from ...types import Actor, AgentInfo, ApplyContext, ItemView, OrderView
 from .. import claims
 from ..models import PROVENANCE_TABLE, Item, Order
+from ..order_store import ORDER_ROW_FIELDS, AutoCheck, OrderRow
 from ..raw import AuditColumns, Conn, utc_row
 from ..sql import queries
-from ..order_store import ORDER_ROW_FIELDS, AutoCheck, OrderRow
 
 
 class PostgresOrderStore:

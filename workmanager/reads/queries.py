@@ -9,9 +9,9 @@ from sqlalchemy import or_, select
 
 from ..db.models import Event, Item, Order, Part
 from ..errors import InvalidQuery, NotFound
-from .context import ServiceContext
-from .parts import required_and_missing
-from .views import event_dict, iso, item_dict, order_dict, part_dict
+from ..services.context import ServiceContext
+from ..services.parts import required_and_missing
+from ..services.views import event_dict, iso, item_dict, order_dict, part_dict
 
 
 class Queries:

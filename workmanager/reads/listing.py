@@ -21,9 +21,9 @@ from sqlalchemy.sql import Select
 from ..db.models import Event, Item, Order, Provenance
 from ..errors import InvalidQuery
 from ..provenance.default import anonymize_ip
+from ..services.context import ServiceContext
+from ..services.views import event_dict, item_dict, order_dict
 from ..states import ItemState, OrderState
-from .context import ServiceContext
-from .views import event_dict, item_dict, order_dict
 
 DEFAULT_SORT = "-priority,created_at"
 DEFAULT_SIZE, MAX_SIZE = 50, 100

@@ -19,8 +19,8 @@ from sqlalchemy import delete, select
 
 from ..db.models import ApiToken, UiSession
 from ..errors import Unauthenticated
-from .context import ServiceContext
-from .tokens import ANONYMOUS, Principal, TokenService
+from ..services.context import ServiceContext
+from ..services.tokens import ANONYMOUS, Principal, TokenService
 
 #: How long a console session lasts from sign-in (the cookie's Max-Age too).
 SESSION_LIFETIME = timedelta(hours=8)

@@ -15,9 +15,9 @@ from sqlalchemy import ColumnElement, and_, func, select
 
 from ..db.models import Event, Item, Order, Provenance
 from ..errors import NotFound
+from ..services.context import ServiceContext
+from ..services.views import iso, order_view
 from ..states import ItemState, OrderState
-from .context import ServiceContext
-from .views import iso, order_view
 
 log = logging.getLogger("workmanager.console")
 
