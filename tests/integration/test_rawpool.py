@@ -63,17 +63,37 @@ def _kill(dsn: str, pids: list[int]) -> None:
         wait_for(gone, timeout=30, what=f"backends {pids} to exit")
 
 
-def test_last_in_first_out_and_at_most_max_idle_kept(dsn: str) -> None:
-    pool = _pool(dsn)
+def test_last_in_first_out_and_connections_beyond_max_idle_kept_while_used(dsn: str) -> None:
+    pool = _pool(dsn)  # max_idle 2, trim_after 60 s
     a, b, c = pool.checkout(), pool.checkout(), pool.checkout()
     assert pool.lent == 3 and len(pool.made) == 3  # type: ignore[attr-defined]
     for conn in (a, b, c):
         pool.checkin(conn, healthy=True)
-    assert (pool.lent, pool.idle) == (0, 2)
-    assert c.closed and not a.closed and not b.closed  # the third beyond max_idle
+    # the third beyond max_idle is kept: a burst as wide again reuses it, no new connection
+    assert (pool.lent, pool.idle) == (0, 3) and not (a.closed or b.closed or c.closed)
     again = pool.checkout()
-    assert again is b  # the last one back goes out first
+    assert again is c  # the last one back goes out first
     pool.checkin(again, healthy=True)
+    burst = [pool.checkout() for _ in range(3)]
+    assert len(pool.made) == 3  # type: ignore[attr-defined]
+    for conn in burst:
+        pool.checkin(conn, healthy=True)
+    pool.close()
+
+
+def test_a_connection_beyond_max_idle_is_closed_once_unused_for_trim_after(dsn: str) -> None:
+    pool = _pool(dsn, trim_after=0.05)
+    a, b, c = pool.checkout(), pool.checkout(), pool.checkout()
+    for conn in (a, b, c):
+        pool.checkin(conn, healthy=True)
+    assert pool.idle == 3
+    time.sleep(0.1)  # a, the longest unused, has now sat longer than trim_after
+    d = pool.checkout()
+    pool.checkin(d, healthy=True)
+    assert d is c and a.closed and not b.closed and not c.closed and pool.idle == 2
+    time.sleep(0.1)
+    pool.checkin(pool.checkout(), healthy=True)
+    assert pool.idle == 2 and not b.closed  # max_idle are kept for good
     pool.close()
 
 

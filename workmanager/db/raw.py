@@ -43,6 +43,10 @@ from .session import (
 from .sql import function_signatures
 
 T = TypeVar("T")
+
+#: A connection beyond ``POOL_SIZE`` unused this long is closed (:class:`RawPool`).
+TRIM_AFTER_SECONDS = 60.0
+
 Conn = psycopg.Connection[Any]
 
 _RETRYABLE = (pgerrors.DeadlockDetected, pgerrors.SerializationFailure)
@@ -51,12 +55,13 @@ _RETRYABLE = (pgerrors.DeadlockDetected, pgerrors.SerializationFailure)
 class RawPostgres:
     """Lends psycopg connections to the hot paths, from a pool of their own.
 
-    Sized as the engine's pool (``POOL_SIZE`` kept idle, ``POOL_SIZE + MAX_OVERFLOW`` lent
-    at most), so a process may hold up to twice that many connections when both are
-    busy. Built on first use in each process (a fork gets a pool of its own). Its
-    connections are made from the engine's URL (host, database, user, query options such
-    as ``sslmode``) and type adapters (``dialect.create_connect_args``); ``connect_args``
-    or a ``creator`` given to a hand-built engine do not reach them.
+    Sized as the engine's pool (``POOL_SIZE`` kept idle for good, up to ``POOL_SIZE +
+    MAX_OVERFLOW`` lent and kept while load uses them, ``TRIM_AFTER_SECONDS``), so a
+    process may hold up to twice that many connections when both are busy. Built on
+    first use in each process (a fork gets a pool of its own). Its connections are made
+    from the engine's URL (host, database, user, query options such as ``sslmode``) and
+    type adapters (``dialect.create_connect_args``); ``connect_args`` or a ``creator``
+    given to a hand-built engine do not reach them.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -85,6 +90,7 @@ class RawPostgres:
             connect,
             max_size=POOL_SIZE + MAX_OVERFLOW,
             max_idle=POOL_SIZE,
+            trim_after=TRIM_AFTER_SECONDS,
             timeout=POOL_TIMEOUT,
             ping_after=PING_AFTER_IDLE_SECONDS,
             lost_at=lambda: lost_at(self.engine),
