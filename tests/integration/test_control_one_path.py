@@ -80,12 +80,24 @@ def build(make_wm: WM, database: str, monkeypatch: pytest.MonkeyPatch) -> WorkMa
     for method in (
         "create_order",
         "_create_tx",
-        "auto_approve",
-        "_auto_approve_tx",
+        "approve",
+        "_approve_tx",
+        "reject",
+        "_reject_tx",
+        "rework",
+        "_rework_tx",
+        "unblock",
+        "_unblock_tx",
+        "retry",
+        "_retry_tx",
         "start_apply",
         "_start_tx",
         "record_apply",
         "_record_tx",
+        "fail_apply",
+        "_fail_tx",
+        "dead_letter",
+        "_dead_letter_tx",
     ):
         monkeypatch.setattr(OrmOrderStore, method, orm(f"OrmOrderStore.{method}"))
     # The ORM's insert reads the holder of a known id or key after the refusal; the
@@ -389,7 +401,7 @@ def test_a_propose_whose_key_was_taken_over_does_not_commit(
 def test_event_rows_are_typed_as_the_orm_queues_them() -> None:
     """The ``events`` column's JSON, as the listeners get it: UUIDs and aware datetimes
     (``created_at`` in UTC whatever the session's time zone)."""
-    from workmanager.db.postgres.control import _event_rows
+    from workmanager.db.postgres.order_rows import event_rows
 
     order, item = uuid.uuid4(), uuid.uuid4()
     text = (
@@ -400,7 +412,7 @@ def test_event_rows_are_typed_as_the_orm_queues_them() -> None:
         ' "actor_type": "system", "actor_id": null, "payload": null,'
         ' "created_at": "2030-01-01T12:00:00.5+00:00"}]'
     )
-    first, second = _event_rows(text)
+    first, second = event_rows(text)
     when = datetime(2030, 1, 1, 12, 0, 0, 500000, tzinfo=UTC)
     assert first["order_id"] == order and first["item_id"] is None
     assert first["created_at"] == when and first["created_at"].utcoffset() == timedelta(0)

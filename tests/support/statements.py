@@ -7,9 +7,10 @@ import itertools
 from dataclasses import fields
 
 from workmanager.db import claims
-from workmanager.db.postgres import control, sql
+from workmanager.db.postgres import admin, control, order_admin, order_rows, requests, sql
 from workmanager.leases import limits
 from workmanager.leases.selection import Shape
+from workmanager.ratelimit.database import take_sql
 
 
 def every_statement() -> dict[str, str]:
@@ -39,14 +40,35 @@ def every_statement() -> dict[str, str]:
         "validated_parts_of": sql.VALIDATED_PARTS_OF,
         "create_order": control._CREATE,
         "create_order[provenance]": control._CREATE_WITH_PROVENANCE,
-        "auto_approve": control._AUTO_APPROVE,
-        "lock_order": control._LOCK_ORDER,
-        "order_items": control._ORDER_ITEMS,
-        "read_order": control._READ_ORDER,
+        "approve": control._APPROVE,
+        "approve[provenance]": control._APPROVE_WITH_PROVENANCE,
+        "lock_order": order_rows.LOCK_ORDER,
+        "order_items": order_rows.ORDER_ITEMS,
+        "read_order": order_rows.READ_ORDER,
         "find_order": control._FIND_ORDER,
         "start_apply": control._START_APPLY,
         "record_apply": control._RECORD_APPLY,
+        "reject_order": order_admin._REJECT,
+        "reject_order[provenance]": order_admin._REJECT_WITH_PROVENANCE,
+        "unblock_order": order_admin._UNBLOCK,
+        "retry_order": order_admin._RETRY,
+        "fail_apply": order_admin._FAIL_APPLY,
+        "dead_letter": order_admin._DEAD_LETTER,
         "mark_claim": claims.RAW_MARK,
         "advisory_lock": limits.ADVISORY_SQL,
+        "held_locked": admin.HELD_LOCKED,
+        "held_locked[skip]": admin.HELD_LOCKED_SKIP,
+        "held_refresh": admin.REFRESH_SQL,
+        "held_reclaim": admin.RECLAIM_SQL,
+        "held_release": admin.RELEASE_HELD_SQL,
+        "held_extend": admin.EXTEND_SQL,
+        "token_by_digest": requests.TOKEN,
+        "touch_token": requests.TOUCH_TOKEN,
+        "claim_key": requests.CLAIM_KEY,
+        "existing_key": requests.EXISTING_KEY,
+        "complete_key": requests.COMPLETE_KEY,
+        "abandon_key": requests.ABANDON_KEY,
+        "lease_row": requests.LEASE_ROW,
+        "rate_take": take_sql(postgres=True),
     }
     return out

@@ -1,14 +1,17 @@
 """The control plane's port: one write path per database for the order's state changes.
 
-The control plane's state changes (propose's insert, auto-approval, apply's claim and
-record) are the :class:`OrderStore` port, the same shape: chosen once by
-:func:`build_order_store` (:class:`workmanager.db.postgres.control.PostgresOrderStore` on
-PostgreSQL, :class:`workmanager.db.orm_orders.OrmOrderStore` otherwise), asked by
-:class:`~workmanager.services.orders.OrderService` and
-:class:`~workmanager.services.executor.ApplyService`, which keep the rules that name an
-outcome (``_auto_ready``, ``_not_started``, ``_not_recorded``, the apply claim of
-:mod:`workmanager.services.apply_claim`). Orders come back as :class:`OrderRow`, a frozen
-copy of the row.
+The control plane's state changes (propose's insert, approval by hand or automatic, reject
+and rework, retry, requeue's unblock, apply's claim, record and failure, dead-lettering)
+are the :class:`OrderStore` port, the same shape: chosen once by :func:`build_order_store`
+(:class:`workmanager.db.postgres.control.PostgresOrderStore` on PostgreSQL,
+:class:`workmanager.db.orm_orders.OrmOrderStore` otherwise), asked by the services
+(:class:`~workmanager.services.orders.OrderService`,
+:class:`~workmanager.services.order_admin.OrderAdmin`,
+:class:`~workmanager.services.executor.ApplyService`,
+:class:`~workmanager.services.maintenance.Maintenance`), which keep the rules that name an
+outcome (``_ready``, ``retry_target``, ``refused``, ``_not_started``, ``_not_recorded``, the
+apply claim of :mod:`workmanager.services.apply_claim`). Orders come back as
+:class:`OrderRow`, a frozen copy of the row; an admin change as :class:`OrderChange`.
 """
 
 from __future__ import annotations
@@ -62,10 +65,26 @@ class OrderRow:
 #: The columns an :class:`OrderRow` holds, in order (the PostgreSQL store selects these).
 ORDER_ROW_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(OrderRow))
 
-#: What ``auto_approve`` asks of the locked order (a view with its items): True to approve
-#: it, False when there is nothing to approve; raises to refuse
-#: (``OrderService._auto_ready``, the one rule for both stores).
-AutoCheck = Callable[["OrderView"], bool]
+#: What ``approve`` asks of the locked order (a view with its items): True to approve it,
+#: False when there is nothing to approve; raises to refuse (``OrderService._ready``, the
+#: one rule for both stores).
+ApprovalCheck = Callable[["OrderView"], bool]
+
+#: What ``retry`` asks of the locked order and its items' states: the state it goes back
+#: to (``submitted`` or ``queued``); raises to refuse (``orders.retry_target``).
+RetryCheck = Callable[[OrderRow, list[str]], str]
+
+
+@dataclass(frozen=True)
+class OrderChange:
+    """What an admin change did: ``done``, the order as written and the items it put back
+    in the queue (by id); or, when its guard matched nothing, ``done`` False, nothing
+    written and the order as it is now, from which the service names the error
+    (``orders.refused``)."""
+
+    order: OrderRow
+    done: bool
+    items: tuple[uuid.UUID, ...] = ()
 
 
 class OrderStore(Protocol):
@@ -86,18 +105,85 @@ class OrderStore(Protocol):
         after the refusal; ``OrderService.propose`` compares the proposals."""
         ...
 
-    def auto_approve(
-        self, order_id: uuid.UUID, plain: list[str], check: AutoCheck, actor: Actor
+    def approve(
+        self,
+        order_id: uuid.UUID,
+        plain: list[str],
+        check: ApprovalCheck,
+        actor: Actor,
+        agent: AgentInfo | None = None,
     ) -> OrderRow | None:
-        """``submitted → approved`` and its ``approved`` event, atomically: the order
-        approved, or ``None`` when ``check`` found nothing to approve.
+        """``submitted → approved``, its ``approved`` event and (with ``agent``) the
+        ``approve`` provenance row, atomically: the order approved, or ``None`` when
+        ``check`` found nothing to approve. By hand and automatic alike.
 
-        An order of a ``plain`` type (``auto_approve`` and the default ``can_approve``) is
-        approved by one UPDATE guarded on its state and type, which is its lock. Otherwise,
-        or when that guard matched nothing, the order is locked (``FOR UPDATE`` on
-        PostgreSQL, the write lock on SQLite) and read with its items, ``check`` decides
-        from that view (and raises to refuse: nothing is written), and the approval is
-        written in the same transaction. A missing order raises :class:`NotFound`."""
+        An order of a ``plain`` type (the default ``can_approve``; for auto-approval, also
+        ``auto_approve``) is approved by one UPDATE guarded on its state and type, which is
+        its lock. Otherwise, or when that guard matched nothing, the order is locked
+        (``FOR UPDATE`` on PostgreSQL, the write lock on SQLite) and read with its items,
+        ``check`` decides from that view (and raises to refuse: nothing is written), and
+        the approval is written in the same transaction. A missing order raises
+        :class:`NotFound`."""
+        ...
+
+    def reject(
+        self,
+        order_id: uuid.UUID,
+        errors: list[Any],
+        actor: Actor,
+        rework: bool,
+        agent: AgentInfo | None,
+    ) -> OrderChange:
+        """``submitted → rejected`` with ``last_error`` ``{"code": "rejected", "errors"}``,
+        its submitted items ``rejected`` and their parts marked rejected; with ``rework``,
+        then those items back to ``queued`` (results, attempts, backoff and parts state
+        cleared) and the order to ``queued``. Events: ``rejected`` (payload ``errors``,
+        ``allow_rework``), per item (by id) ``rejected``, then with rework per item
+        ``rework`` and the order's ``rework``; the ``reject`` provenance row with
+        ``agent``. One transaction, guarded on the order's state (its lock); ``items``:
+        the reworked items. A refused guard writes nothing (``done`` False)."""
+        ...
+
+    def rework(self, order_id: uuid.UUID, actor: Actor) -> OrderChange:
+        """A ``rejected`` order back to work: its rejected items to ``queued`` as ``reject``
+        reworks them (per item, by id, a ``rework`` event), ``last_error`` cleared, the
+        order ``queued`` (event ``rework``). One transaction guarded on the order's state
+        (its lock); ``items``: the reworked ones. A refused guard writes nothing."""
+        ...
+
+    def unblock(self, order_id: uuid.UUID) -> OrderChange:
+        """The order locked and its queued items' backoff cleared (leasable now), no event:
+        requeue's last step once the held leases are released. ``items``: the queued
+        items. A missing order raises :class:`NotFound`."""
+        ...
+
+    def retry(self, order_id: uuid.UUID, check: RetryCheck, actor: Actor) -> OrderChange:
+        """A failed order back to work, in one transaction: the order locked and read with
+        its items' states, ``check`` names the state it goes to (and raises to refuse:
+        nothing is written). ``submitted`` (every item submitted; the apply is retried):
+        ``last_error`` cleared, ``apply_attempts`` 0, event ``retried``. ``queued``:
+        ``last_error`` cleared, event ``retried``, then its failed items (by id) to
+        ``queued`` with error, attempts and backoff cleared, each with a ``retried`` event;
+        ``items``: those. A missing order raises :class:`NotFound`."""
+        ...
+
+    def fail_apply(
+        self, order_id: uuid.UUID, claim: str, error: dict[str, Any], final: bool, actor: Actor
+    ) -> OrderChange:
+        """For the claim holder only, atomically: the apply claim released, ``last_error``
+        ``{"code": "apply_failed", **error}``, and either (``final``) ``approved → failed``
+        with an ``apply_failed`` event or an ``apply_retrying`` event (payload ``error``).
+        The guard (state ``approved``, the claim held by ``claim``) is the UPDATE's, the
+        order's lock; when it matched nothing (the order moved on, or the claim lapsed and
+        was taken) nothing is written (``done`` False). A missing order raises
+        :class:`NotFound`."""
+        ...
+
+    def dead_letter(self, cutoff: datetime, actor: Actor) -> tuple[int, int]:
+        """Failed orders last moved, and failed items last updated, at or before
+        ``cutoff`` to ``dead_lettered``, each with its event (orders first, then items,
+        each by id), in one transaction; rows another transaction holds are skipped
+        (``SKIP LOCKED`` on PostgreSQL). Returns how many orders and items."""
         ...
 
     def start_apply(

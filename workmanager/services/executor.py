@@ -19,16 +19,14 @@ from datetime import datetime
 from typing import Any
 
 from .. import tracing
-from ..db.models import Order
 from ..db.order_store import OrderRow, build_order_store
 from ..diff import Diff
-from ..errors import ApplyFailed, IllegalStateTransition, NotFound
+from ..errors import ApplyFailed, IllegalStateTransition
 from ..jsonvalues import json_value
 from ..states import OrderState
 from ..types import Actor, OrderView
 from . import apply_claim
 from .context import ServiceContext
-from .transitions import move_order, record_event
 from .views import order_dict
 
 log = logging.getLogger("workmanager.apply")
@@ -51,7 +49,7 @@ class ApplyService:
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
-        #: The apply's claim and record, one path per database (db/store.py).
+        #: The apply's claim, record and failure, one path per database (db/order_store.py).
         self.store = build_order_store(ctx)
 
     @tracing.traced("workmanager.apply", tracing.order_call)
@@ -113,23 +111,12 @@ class ApplyService:
         (the order moved on, or this run's claim lapsed and another run holds it)."""
         final = attempt > self.ctx.settings.apply_max_retries
         info = {"exception": type(exc).__name__, "message": str(exc)[:2000], "attempt": attempt}
-        with self.ctx.db.transaction() as s:
-            order = s.get(Order, order_id, with_for_update=True, populate_existing=True)
-            if order is None:
-                raise NotFound(f"order {order_id} not found")
-            if order.state != OrderState.APPROVED or order.apply_claim != claim:
-                return False
-            order.apply_claim = order.apply_claim_expires_at = None
-            order.last_error = {"code": "apply_failed", **info}
-            actor = Actor.system()
-            if final:
-                move_order(s, order, OrderState.FAILED, actor, event="apply_failed", payload=info)
-            else:
-                record_event(s, order.id, "apply_retrying", actor, payload=info)
-            order_type = order.type
+        change = self.store.fail_apply(order_id, claim, info, final, Actor.system())
+        if not change.done:
+            return False
         if final:
             self.ctx.metrics.increment(
-                "orders_apply_failed_total", type=order_type, exception=info["exception"]
+                "orders_apply_failed_total", type=change.order.type, exception=info["exception"]
             )
         return final
 

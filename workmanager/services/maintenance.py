@@ -21,15 +21,15 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..db.models import Event, Item, Order, Provenance
+from ..db.order_store import build_order_store
 from ..db.predicates import queued
 from ..db.session import display_url
 from ..errors import InvalidQuery, SchemaOutdated
-from ..states import HELD_ITEM_STATES, LEASABLE_ORDER_STATES, ItemState, OrderState
+from ..states import HELD_ITEM_STATES, LEASABLE_ORDER_STATES, OrderState
 from ..types import Actor
 from . import apply_claim, readiness
 from .context import ServiceContext
 from .idempotency import IdempotencyService
-from .transitions import move_item, move_order
 from .views import event_dict
 
 log = logging.getLogger("workmanager.maintenance")
@@ -60,9 +60,7 @@ class Maintenance:
     ) -> MaintenanceReport:
         report = MaintenanceReport()
         if dead_letter:
-            report.dead_lettered_orders, report.dead_lettered_items = self.ctx.db.run(
-                self._dead_letter
-            )
+            report.dead_lettered_orders, report.dead_lettered_items = self._dead_letter()
         if check_stale and self.ctx.settings.enable_alerts:
             report.stale_orders = self.stale_orders()
         if purge_keys:
@@ -80,34 +78,11 @@ class Maintenance:
         self.report_gauges()
         return report
 
-    def _dead_letter(self, s: Session) -> tuple[int, int]:
+    def _dead_letter(self) -> tuple[int, int]:
+        """Failed orders and items older than ``DEAD_LETTER_AFTER_HOURS``: dead-lettered
+        (the order store's ``dead_letter``)."""
         cutoff = self.ctx.clock() - timedelta(hours=self.ctx.settings.dead_letter_after_hours)
-        actor = Actor.system()
-        orders = list(
-            s.scalars(
-                select(Order)
-                .where(
-                    Order.state == OrderState.FAILED.value,
-                    Order.last_transitioned_at <= cutoff,
-                )
-                .with_for_update(skip_locked=True)
-            )
-        )
-        for order in orders:
-            move_order(s, order, OrderState.DEAD_LETTERED, actor)
-        items = list(
-            s.scalars(
-                select(Item)
-                .where(
-                    Item.state == ItemState.FAILED.value,
-                    Item.updated_at <= cutoff,
-                )
-                .with_for_update(skip_locked=True)
-            )
-        )
-        for item in items:
-            move_item(s, item, ItemState.DEAD_LETTERED, actor)
-        return len(orders), len(items)
+        return build_order_store(self.ctx).dead_letter(cutoff, Actor.system())
 
     def stale_orders(self) -> list[str]:
         """Orders queued or in progress for longer than ``STALE_ORDER_HOURS``: logged."""

@@ -6,18 +6,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
-from ..db.models import Item, Order
+from ..db.models import Order
 from ..errors import IllegalStateTransition, InvalidQuery, NotFound, WorkManagerError
-from ..states import ItemState, OrderState
+from ..states import OrderState
 from ..types import Actor
 from .context import ServiceContext
 from .lease_admin import LeaseAdmin, LeaseSelector
-from .order_steps import lock_order
-from .orders import OrderService
-from .transitions import move_order, rework_item
+from .orders import OrderService, refused
 from .views import order_dict
 
 #: The order states ``requeue`` takes; a failed order is put back with ``retry``.
@@ -47,12 +44,13 @@ class OrderAdmin:
                 details={"order_id": str(order_id), "state": state},
             )
         if state == OrderState.REJECTED:
-            order, ids = self.ctx.db.run(lambda s: self._rework_tx(s, order_id, actor))
+            change = self.orders.store.rework(order_id, actor)
         else:
             LeaseAdmin(self.ctx, actor).release(LeaseSelector(order_id=order_id))
-            order, ids = self.ctx.db.run(lambda s: self._unblock_tx(s, order_id))
-        if ids:
-            self.ctx.dispatcher.items_available(order["type"], ids)
+            change = self.orders.store.unblock(order_id)
+        order = order_dict(refused(change, OrderState.QUEUED))
+        if change.items:
+            self.ctx.dispatcher.items_available(order["type"], list(change.items))
         return order
 
     def _state(self, order_id: uuid.UUID) -> str:
@@ -61,32 +59,6 @@ class OrderAdmin:
         if state is None:
             raise NotFound(f"order {order_id} not found", details={"order_id": str(order_id)})
         return state
-
-    @staticmethod
-    def _rework_tx(
-        s: Session, order_id: uuid.UUID, actor: Actor
-    ) -> tuple[dict[str, Any], list[uuid.UUID]]:
-        order = lock_order(s, order_id)
-        rejected = list(
-            s.scalars(
-                select(Item).where(
-                    Item.order_id == order_id, Item.state == ItemState.REJECTED.value
-                )
-            )
-        )
-        for item in rejected:
-            rework_item(s, item, actor)
-        order.last_error = None
-        move_order(s, order, OrderState.QUEUED, actor, event="rework")
-        return order_dict(order), [i.id for i in rejected]
-
-    @staticmethod
-    def _unblock_tx(s: Session, order_id: uuid.UUID) -> tuple[dict[str, Any], list[uuid.UUID]]:
-        order = lock_order(s, order_id)
-        queued = Item.order_id == order_id, Item.state == ItemState.QUEUED.value
-        ids = list(s.scalars(select(Item.id).where(*queued)))
-        s.execute(update(Item).where(*queued).values(available_at=None))
-        return order_dict(order), ids
 
     def clone(self, order_id: uuid.UUID, actor: Actor) -> dict[str, Any]:
         """Propose a new order with the same type, payload, priority and meta (plus

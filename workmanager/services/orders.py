@@ -11,11 +11,10 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from .. import tracing
-from ..db.models import Item, Order, Part
-from ..db.order_store import build_order_store
+from ..db.models import Item, Order
+from ..db.order_store import OrderChange, OrderRow, build_order_store
 from ..db.orm_orders import find_order
 from ..errors import (
     DedupeKeyReused,
@@ -26,12 +25,11 @@ from ..errors import (
 )
 from ..jsonvalues import json_value
 from ..order_types import OrderType
+from ..state_machine import check_order
 from ..states import ItemState, OrderState
 from ..types import JSON, Actor, AgentInfo, OrderView
 from .context import ServiceContext
 from .inputs import check_reject_errors
-from .order_steps import lock_order
-from .parts import REJECTED
 from .proposals import (
     build_order,
     check_proposal,
@@ -41,8 +39,8 @@ from .proposals import (
     refused_order,
 )
 from .tenancy import checked_tenant
-from .transitions import move_item, move_order, record_event, rework_item
-from .views import order_dict, order_view
+from .transitions import record_event
+from .views import order_dict
 
 log = logging.getLogger("workmanager.orders")
 
@@ -178,8 +176,11 @@ class OrderService:
     def approve(
         self, order_id: uuid.UUID, actor: Actor, agent: AgentInfo | None = None
     ) -> dict[str, Any]:
-        """``submitted → approved``; then the apply is dispatched."""
-        order = self.ctx.db.run(lambda s: self._approve_tx(s, order_id, actor, agent))
+        """``submitted → approved`` (the store's ``approve``, :meth:`_ready` deciding from
+        the locked order); then the apply is dispatched."""
+        row = self.store.approve(order_id, self._plain_types(), self._ready, actor, agent)
+        assert row is not None, "_ready approves or raises"
+        order = order_dict(row)
         self._approved(order_id, order)
         return order
 
@@ -195,18 +196,6 @@ class OrderService:
         )
         if announce:
             self.ctx.dispatcher.order_approved(order_id)
-
-    def _approve_tx(
-        self, s: Session, order_id: uuid.UUID, actor: Actor, agent: AgentInfo | None
-    ) -> dict[str, Any]:
-        """Approve by hand in one transaction (the same ORM code on both databases): the
-        order locked, :meth:`_check_ready` asked, the approval written."""
-        now = self.ctx.clock()
-        order = lock_order(s, order_id)
-        self._check_ready(order_view(order))
-        move_order(s, order, OrderState.APPROVED, actor, now=now)
-        self.ctx.provenance.record(s, "approve", agent, order_id=order.id)
-        return order_dict(order)
 
     def _check_ready(self, order: OrderView) -> None:
         """Refuse approval of the locked order (its view, with its items) when it is not
@@ -224,10 +213,17 @@ class OrderService:
                 details={"order_id": str(order.id), "state": order.state},
             )
 
+    def _ready(self, order: OrderView) -> bool:
+        """Approve the locked order (its view, with its items) by hand: refused when it is
+        not ready (:meth:`_check_ready`) or not submitted."""
+        self._check_ready(order)
+        check_order(order.state, OrderState.APPROVED)
+        return True
+
     def _auto_ready(self, order: OrderView) -> bool:
         """Whether to auto-approve the locked order (its view, with its items): False when
         there is nothing to auto-approve (it changed meanwhile, or its type is approved
-        by hand); raises when the type refuses. Both stores' ``auto_approve`` ask it."""
+        by hand); raises when the type refuses. Both stores' ``approve`` ask it."""
         if not (
             order.state == OrderState.SUBMITTED and self.ctx.registry.get(order.type).auto_approve
         ):
@@ -235,13 +231,13 @@ class OrderService:
         self._check_ready(order)
         return True
 
-    def _plain_auto_types(self) -> list[str]:
-        """Types whose auto-approval asks nothing: ``auto_approve`` and the default
-        ``can_approve``."""
+    def _plain_types(self, auto: bool = False) -> list[str]:
+        """Types whose approval asks nothing of the order but its state: the default
+        ``can_approve`` (and, ``auto``, ``auto_approve``)."""
         return [
             t.type
             for t in self.ctx.registry
-            if t.auto_approve and type(t).can_approve is OrderType.can_approve
+            if (t.auto_approve or not auto) and type(t).can_approve is OrderType.can_approve
         ]
 
     @tracing.traced("workmanager.check_auto_approval", tracing.order_call)
@@ -254,8 +250,8 @@ class OrderService:
         ``check_auto_approval | apply``), so the approval is not announced.
         """
         try:
-            row = self.store.auto_approve(
-                order_id, self._plain_auto_types(), self._auto_ready, Actor.system()
+            row = self.store.approve(
+                order_id, self._plain_types(auto=True), self._auto_ready, Actor.system()
             )
         except Exception as exc:  # logged and counted; a person reviews the order instead
             if isinstance(exc, NotFound) and exc.details.get("order_id") == str(order_id):
@@ -299,103 +295,59 @@ class OrderService:
         """``submitted → rejected`` (items and parts too); with rework, back to ``queued``."""
         check_reject_errors(errors)
         json_value(errors, "errors", self.ctx.settings.max_json_depth)
-        order, item_ids = self.ctx.db.run(
-            lambda s: self._reject_tx(s, order_id, errors, actor, allow_rework, agent)
-        )
+        change = self.store.reject(order_id, errors, actor, allow_rework, agent)
+        order = order_dict(refused(change, OrderState.REJECTED))
         self.ctx.metrics.increment("orders_rejected_total", type=order["type"])
-        if item_ids:
-            self.ctx.dispatcher.items_available(order["type"], item_ids)
+        if change.items:
+            self.ctx.dispatcher.items_available(order["type"], list(change.items))
         return order
-
-    def _reject_tx(
-        self,
-        s: Session,
-        order_id: uuid.UUID,
-        errors: list[JSON],
-        actor: Actor,
-        allow_rework: bool,
-        agent: AgentInfo | None,
-    ) -> tuple[dict[str, Any], list[uuid.UUID]]:
-        now = self.ctx.clock()
-        order = lock_order(s, order_id)
-        move_order(
-            s,
-            order,
-            OrderState.REJECTED,
-            actor,
-            now=now,
-            payload={"errors": errors, "allow_rework": allow_rework},
-        )
-        order.last_error = {"code": "rejected", "errors": errors}
-        items = list(
-            s.scalars(
-                select(Item).where(
-                    Item.order_id == order.id, Item.state == ItemState.SUBMITTED.value
-                )
-            )
-        )
-        for item in items:
-            move_item(s, item, ItemState.REJECTED, actor)
-        for part in s.scalars(select(Part).where(Part.item_id.in_([i.id for i in items]))):
-            part.status = REJECTED
-        self.ctx.provenance.record(s, "reject", agent, order_id=order.id)
-        if not allow_rework:
-            return order_dict(order), []
-        for item in items:
-            rework_item(s, item, actor)
-        move_order(s, order, OrderState.QUEUED, actor, event="rework", now=now)
-        return order_dict(order), [i.id for i in items]
 
     def retry(self, order_id: uuid.UUID, actor: Actor) -> dict[str, Any]:
         """A failed order goes back to work: its failed items to ``queued`` (error cleared).
-        An order that failed in apply, with every item submitted, goes back to ``submitted``."""
-        order, item_ids, resubmitted = self.ctx.db.run(lambda s: self._retry_tx(s, order_id, actor))
-        if item_ids:
-            self.ctx.dispatcher.items_available(order["type"], item_ids)
-        if resubmitted:
+        An order that failed in apply, with every item submitted, goes back to ``submitted``
+        (:func:`retry_target` decides, from the locked order)."""
+        change = self.store.retry(order_id, retry_target, actor)
+        order = order_dict(change.order)
+        if change.items:
+            self.ctx.dispatcher.items_available(order["type"], list(change.items))
+        if change.order.state == OrderState.SUBMITTED:
             self.ctx.dispatcher.order_submitted(order_id)
         return order
 
-    def _retry_tx(
-        self,
-        s: Session,
-        order_id: uuid.UUID,
-        actor: Actor,
-    ) -> tuple[dict[str, Any], list[uuid.UUID], bool]:
-        now = self.ctx.clock()
-        order = lock_order(s, order_id)
-        if order.state != OrderState.FAILED:  # retry is failed -> queued, nothing else
-            raise IllegalStateTransition(
-                f"only a failed order can be retried; this one is {order.state}",
-                kind="order",
-                from_state=order.state,
-                to_state=OrderState.QUEUED,
-            )
-        if is_refused({"state": order.state, "last_error": order.last_error}):
-            raise IllegalStateTransition(
-                "a refused proposal has nothing to retry: propose it again, corrected"
-                " (under the same dedupe key it takes this id)",
-                kind="order",
-                from_state=order.state,
-                to_state=OrderState.QUEUED,
-            )
-        failed = list(
-            s.scalars(
-                select(Item).where(Item.order_id == order.id, Item.state == ItemState.FAILED.value)
-            )
+
+def refused(change: OrderChange, to_state: str) -> OrderRow:
+    """The order an admin change wrote; when its guard matched nothing, the error named
+    from the order as it is (the same for both stores)."""
+    if change.done:
+        return change.order
+    check_order(change.order.state, to_state)  # raises: the state does not allow it
+    raise IllegalStateTransition(  # allowed now, but not when the change looked
+        kind="order", from_state=change.order.state, to_state=to_state
+    )
+
+
+def retry_target(order: OrderRow, item_states: list[str]) -> str:
+    """Where retry sends the locked failed order (``item_states``: its items'): back to
+    ``submitted`` when every item is submitted (it failed in apply), else ``queued``.
+    Refuses any other state, and a refused proposal's record."""
+    if order.state != OrderState.FAILED:  # retry is failed -> queued, nothing else
+        raise IllegalStateTransition(
+            f"only a failed order can be retried; this one is {order.state}",
+            kind="order",
+            from_state=order.state,
+            to_state=OrderState.QUEUED,
         )
-        if not failed:
-            states = set(s.scalars(select(Item.state).where(Item.order_id == order.id)))
-            if states and states <= {ItemState.SUBMITTED.value}:
-                order.last_error, order.apply_attempts = None, 0
-                move_order(s, order, OrderState.SUBMITTED, actor, event="retried", now=now)
-                return order_dict(order), [], True
-        move_order(s, order, OrderState.QUEUED, actor, event="retried", now=now)
-        order.last_error = None
-        for item in failed:
-            item.error, item.attempts, item.available_at = None, 0, None
-            move_item(s, item, ItemState.QUEUED, actor, event="retried")
-        return order_dict(order), [i.id for i in failed], False
+    if is_refused({"state": order.state, "last_error": order.last_error}):
+        raise IllegalStateTransition(
+            "a refused proposal has nothing to retry: propose it again, corrected"
+            " (under the same dedupe key it takes this id)",
+            kind="order",
+            from_state=order.state,
+            to_state=OrderState.QUEUED,
+        )
+    if item_states and set(item_states) <= {ItemState.SUBMITTED.value}:
+        return OrderState.SUBMITTED.value
+    return OrderState.QUEUED.value
 
 
 def _same_proposal(

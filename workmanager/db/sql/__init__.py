@@ -109,6 +109,8 @@ def _queries(file: str) -> dict[str, str]:
         lines = text[header.end() : end].strip("\n").split("\n")
         while lines and lines[0].startswith("--"):
             lines.pop(0)
+        while lines and (not lines[-1].strip() or lines[-1].startswith("--")):
+            lines.pop()  # a comment heading the next block of sections
         name = header["name"]
         if name in out:
             raise ValueError(f"{file}: query {name} named twice")

@@ -311,15 +311,17 @@ WITH o AS (
 SELECT {events_column}
 
 -- name: create_provenance
--- create_order's provenance row of the order ({provenance_names}, {provenance_values}).
+-- The provenance row of the order ``o`` ({provenance_names}, {provenance_values}): of
+-- create_order, approve, reject_order.
 , provenance AS (
   INSERT INTO work_provenance (order_id, {provenance_names})
   SELECT id, {provenance_values} FROM o
 )
 
--- name: auto_approve
--- A submitted order of a ``plain`` type (%(types)s) approved, with its ``approved`` event;
--- returns the order ({order_columns}) and {events_column}; no row when it was not.
+-- name: approve
+-- A submitted order of a ``plain`` type (%(types)s) approved, with its ``approved`` event
+-- and {provenance} (create_provenance or none); returns the order ({order_columns}) and
+-- {events_column}; no row when it was not.
 WITH o AS (
   UPDATE work_orders SET state = 'approved', last_transitioned_at = %(now)s,
          updated_at = %(now)s
@@ -329,7 +331,7 @@ WITH o AS (
   INSERT INTO work_events ({event_columns})
   SELECT id, NULL, 'approved', %(actor_type)s, %(actor_id)s, NULL, NULL, %(now)s FROM o
   {returned_events}
-)
+){provenance}
 SELECT o.*, {events_column} FROM o
 
 -- name: lock_order
@@ -411,3 +413,327 @@ SELECT pg_advisory_xact_lock(hashtextextended(%(k)s, 0))
 -- name: event_columns
 -- The columns a control statement inserts into work_events, in its SELECT's order.
 order_id, item_id, event, actor_type, actor_id, payload, diff, created_at
+
+-- ---------------------------------------------------------------------------------------
+-- The control plane's admin changes (db/postgres/order_admin.py): reject and rework,
+-- requeue's unblock, retry, a failed apply, dead-lettering. Each is one statement; its
+-- guard is the UPDATE's WHERE, and a guard that matched nothing returns no row (the order
+-- is then read as it is now and the service names the error). Events are inserted in the
+-- order the ORM store writes them (items by id).
+
+-- name: reject_order
+-- reject (%(reject)s: the order and its submitted items rejected, their parts too) and/or
+-- rework (%(rework)s: those items back to queued with results, attempts, backoff and parts
+-- state cleared, the order queued), guarded on the order's state %(from)s and taking its
+-- items in state %(item_from)s; events rejected, per item rejected, per item rework, then
+-- rework; {provenance}. Returns the order, the items' ids and {events_column}, or no row.
+WITH o AS (
+  UPDATE work_orders SET state = %(to)s, last_error = %(error)s::jsonb,
+         last_transitioned_at = %(now)s, updated_at = %(now)s
+   WHERE id = %(order)s AND state = %(from)s
+  RETURNING {order_columns}
+), items AS (
+  UPDATE work_items SET state = %(item_to)s, updated_at = %(now)s,
+         result = CASE WHEN %(rework)s::boolean THEN NULL ELSE result END,
+         assembled_result = CASE WHEN %(rework)s::boolean THEN NULL ELSE assembled_result END,
+         attempts = CASE WHEN %(rework)s::boolean THEN 0 ELSE attempts END,
+         available_at = CASE WHEN %(rework)s::boolean THEN NULL ELSE available_at END,
+         parts_state = CASE WHEN %(rework)s::boolean THEN NULL ELSE parts_state END
+   WHERE order_id = %(order)s AND state = %(item_from)s AND EXISTS (SELECT 1 FROM o)
+  RETURNING id
+), parts AS (
+  UPDATE work_item_parts SET status = 'rejected'
+   WHERE %(reject)s::boolean AND item_id IN (SELECT id FROM items)
+), events AS (
+  INSERT INTO work_events ({event_columns})
+  SELECT order_id, item_id, event, %(actor_type)s, %(actor_id)s, payload, NULL, %(now)s
+    FROM (
+      SELECT 0 AS phase, 0::bigint AS k, o.id AS order_id, NULL::uuid AS item_id,
+             'rejected' AS event, %(payload)s::jsonb AS payload
+        FROM o WHERE %(reject)s::boolean
+      UNION ALL
+      SELECT x.phase, k.k, %(order)s::uuid, k.id, x.event, NULL::jsonb
+        FROM (SELECT id, row_number() OVER (ORDER BY id) AS k FROM items) AS k
+       CROSS JOIN (VALUES (1, 'rejected'), (2, 'rework')) AS x (phase, event)
+       WHERE (x.phase = 1 AND %(reject)s::boolean) OR (x.phase = 2 AND %(rework)s::boolean)
+      UNION ALL
+      SELECT 3, 0, o.id, NULL, 'rework', NULL FROM o WHERE %(rework)s::boolean
+    ) AS ordered
+   ORDER BY phase, k
+  {returned_events}
+){provenance}
+SELECT o.*, ARRAY(SELECT id FROM items ORDER BY id) AS item_ids, {events_column} FROM o
+
+-- name: unblock_order
+-- requeue's last step: the order locked, its queued items' backoff cleared; returns the
+-- order and those items' ids, or no row when there is no such order.
+WITH o AS (
+  SELECT {order_columns} FROM work_orders WHERE id = %(order)s FOR UPDATE
+), items AS (
+  UPDATE work_items SET available_at = NULL, updated_at = %(now)s
+   WHERE order_id = %(order)s AND state = 'queued' AND EXISTS (SELECT 1 FROM o)
+  RETURNING id
+)
+SELECT o.*, ARRAY(SELECT id FROM items ORDER BY id) AS item_ids FROM o
+
+-- name: retry_order
+-- A failed order back to %(to)s (retry_target's decision, on the order this transaction
+-- locked): last_error cleared (resubmitted: apply_attempts 0 too), its ``retried`` event;
+-- going to queued, its failed items (by id) queued with error, attempts and backoff
+-- cleared, each with a ``retried`` event. Returns the order, the items' ids and
+-- {events_column}.
+WITH o AS (
+  UPDATE work_orders SET state = %(to)s::text, last_error = NULL,
+         apply_attempts = CASE WHEN %(to)s::text = 'submitted' THEN 0 ELSE apply_attempts END,
+         last_transitioned_at = %(now)s, updated_at = %(now)s
+   WHERE id = %(order)s AND state = 'failed'
+  RETURNING {order_columns}
+), items AS (
+  UPDATE work_items SET state = 'queued', error = NULL, attempts = 0, available_at = NULL,
+         updated_at = %(now)s
+   WHERE order_id = %(order)s AND state = 'failed' AND %(to)s::text = 'queued'
+         AND EXISTS (SELECT 1 FROM o)
+  RETURNING id
+), events AS (
+  INSERT INTO work_events ({event_columns})
+  SELECT order_id, item_id, 'retried', %(actor_type)s, %(actor_id)s, NULL, NULL, %(now)s
+    FROM (
+      SELECT 0::bigint AS k, o.id AS order_id, NULL::uuid AS item_id FROM o
+      UNION ALL
+      SELECT row_number() OVER (ORDER BY id), %(order)s::uuid, id FROM items
+    ) AS ordered
+   ORDER BY k
+  {returned_events}
+)
+SELECT o.*, ARRAY(SELECT id FROM items ORDER BY id) AS item_ids, {events_column} FROM o
+
+-- name: fail_apply
+-- The claim holder's failed apply recorded: the claim released, last_error %(error)s, and
+-- (%(final)s) approved -> failed with an ``apply_failed`` event, else an ``apply_retrying``
+-- event (payload %(info)s). Returns the order and {events_column}; no row when the claim
+-- is not held.
+WITH o AS (
+  UPDATE work_orders SET apply_claim = NULL, apply_claim_expires_at = NULL,
+         last_error = %(error)s::jsonb, updated_at = %(now)s,
+         state = CASE WHEN %(final)s::boolean THEN 'failed' ELSE state END,
+         last_transitioned_at = CASE WHEN %(final)s::boolean THEN %(now)s
+                                     ELSE last_transitioned_at END
+   WHERE id = %(order)s AND state = 'approved' AND apply_claim = %(claim)s
+  RETURNING {order_columns}
+), events AS (
+  INSERT INTO work_events ({event_columns})
+  SELECT id, NULL,
+         CASE WHEN %(final)s::boolean THEN 'apply_failed' ELSE 'apply_retrying' END,
+         %(actor_type)s, %(actor_id)s, %(info)s::jsonb, NULL, %(now)s
+    FROM o
+  {returned_events}
+)
+SELECT o.*, {events_column} FROM o
+
+-- name: dead_letter
+-- Failed orders last moved, and failed items last updated, at or before %(cutoff)s to
+-- dead_lettered (rows another transaction holds are skipped), each with its event:
+-- orders, then items, each by id. Returns how many of each and {events_column}.
+WITH o AS (
+  UPDATE work_orders SET state = 'dead_lettered', last_transitioned_at = %(now)s,
+         updated_at = %(now)s
+   WHERE id IN (SELECT id FROM work_orders
+                 WHERE state = 'failed' AND last_transitioned_at <= %(cutoff)s
+                   FOR UPDATE SKIP LOCKED)
+  RETURNING id
+), i AS (
+  UPDATE work_items SET state = 'dead_lettered', updated_at = %(now)s
+   WHERE id IN (SELECT id FROM work_items
+                 WHERE state = 'failed' AND updated_at <= %(cutoff)s
+                   FOR UPDATE SKIP LOCKED)
+  RETURNING id, order_id
+), events AS (
+  INSERT INTO work_events ({event_columns})
+  SELECT order_id, item_id, 'dead_lettered', %(actor_type)s, %(actor_id)s, NULL, NULL, %(now)s
+    FROM (
+      SELECT 0 AS n, id AS k, id AS order_id, NULL::uuid AS item_id FROM o
+      UNION ALL
+      SELECT 1, id, order_id, id FROM i
+    ) AS ordered
+   ORDER BY n, k
+  {returned_events}
+)
+SELECT (SELECT count(*) FROM o) AS orders, (SELECT count(*) FROM i) AS items, {events_column}
+
+-- The request path (workmanager/db/request_store.py, postgres/requests.py): what an API
+-- request reads and writes besides its operation, each one statement in autocommit; and
+-- rate limiting's bucket (workmanager/ratelimit/database.py).
+
+-- name: token_by_digest
+-- A token by its digest and, when it is bound to no agent, the name of the token bound to
+-- the agent id it acts as (%(claimed)s, else its own name): ``owner``, which it may not use.
+SELECT t.name, t.agent_id, t.tenant_id, t.scopes, t.token_hash, t.revoked_at,
+       t.last_used_at,
+       CASE WHEN t.agent_id IS NULL THEN (SELECT o.name FROM work_api_tokens o
+             WHERE o.agent_id = COALESCE(%(claimed)s, t.name) LIMIT 1) END AS owner
+  FROM work_api_tokens t WHERE t.token_hash = %(digest)s
+
+-- name: touch_token
+-- A token's last use (services/tokens.py writes it at most once a minute per token).
+UPDATE work_api_tokens SET last_used_at = %(now)s WHERE token_hash = %(digest)s
+
+-- name: claim_key
+-- An idempotency key's in-flight row inserted: its id; no row when the key has one.
+INSERT INTO work_idempotency_keys (key_hash, endpoint, request_fingerprint, status,
+       locked_until, created_at, expires_at)
+VALUES (%(key_hash)s, %(endpoint)s, %(request_fingerprint)s, %(status)s, %(locked_until)s,
+        %(created_at)s, %(expires_at)s)
+ON CONFLICT (key_hash) DO NOTHING RETURNING id
+
+-- name: existing_key
+-- A key's row, locked; deleted and not returned when it expired or is an in-flight marker
+-- whose lock ran out. A committed row is kept until it expires.
+WITH k AS (
+  SELECT id, request_fingerprint, status, response_status, response_body,
+         expires_at <= %(now)s
+           OR (status = 'in_flight' AND locked_until <= %(now)s) IS TRUE AS stale
+    FROM work_idempotency_keys WHERE key_hash = %(key_hash)s
+     FOR UPDATE
+), cleared AS (
+  DELETE FROM work_idempotency_keys d USING k WHERE d.id = k.id AND k.stale
+)
+SELECT request_fingerprint, status, response_status, response_body FROM k WHERE NOT k.stale
+
+-- name: complete_key
+-- A claim's response stored to replay: its row (no later one of the key) done, unlocked.
+UPDATE work_idempotency_keys
+   SET status = 'done', response_status = %(status)s, response_body = %(body)s,
+       locked_until = NULL
+ WHERE id = %(id)s AND key_hash = %(key_hash)s AND created_at = %(created_at)s
+
+-- name: abandon_key
+-- A claim whose operation did not commit: its row deleted while still in flight.
+DELETE FROM work_idempotency_keys
+ WHERE id = %(id)s AND key_hash = %(key_hash)s AND created_at = %(created_at)s
+   AND status = 'in_flight'
+
+-- name: lease_row
+-- What a presented lease is rebuilt from: its item's order, holder, fence and tenant.
+SELECT order_id, leased_by_agent_id, lease_token, lease_secret_hash, tenant_id
+  FROM work_items WHERE id = %(id)s
+
+-- name: rate_take
+-- One token taken from a bucket refilled at %(rate)s a second up to %(capacity)s, created
+-- full: the tokens left (below zero: there was none). {now}: the clock in epoch seconds;
+-- {least}, {greatest}: the dialect's functions (SQLite composes its own from this).
+INSERT INTO work_rate_buckets AS b (key, tokens, updated_at)
+VALUES (%(key)s, CAST(%(capacity)s AS DOUBLE PRECISION) - 1, {now})
+ON CONFLICT (key) DO UPDATE SET
+  tokens = {least}(CAST(%(capacity)s AS DOUBLE PRECISION),
+                   b.tokens + {greatest}(0, excluded.updated_at - b.updated_at) * %(rate)s) - 1,
+  updated_at = {greatest}(b.updated_at, excluded.updated_at)
+RETURNING tokens
+
+-- === Lease administration and the sweep (workmanager/db/postgres/admin.py) ==============
+-- The operator's reclaim, release and extend and the sweep's reclaim, on a batch of held
+-- leases each as it was picked (its fence): the rows locked by id (held_locked), what to
+-- write decided in Python from the locked rows, then one statement for the batch. Release
+-- runs the holder's own ``release`` statement (above) per lease, pipelined, with the
+-- parts below: the release rule (item, attempt, workmanager_release_order) has one home.
+
+-- name: held_locked
+-- The items of a batch still held under the lease picked (%(ids)s, with their fences
+-- %(fences)s), locked by id in id order ({skip}: SKIP LOCKED, or nothing to wait): every
+-- column ({item_columns}).
+SELECT {item_columns} FROM work_items w
+  JOIN unnest(%(ids)s::uuid[], %(fences)s::bigint[]) AS p (pid, fence) ON p.pid = w.id
+ WHERE w.lease_token = p.fence AND w.state IN ('leased', 'in_progress')
+ ORDER BY w.id FOR UPDATE OF w {skip}
+
+-- name: held_refresh
+-- A lock store's live leases whose recorded expiry had passed get the lock's (%(ids)s,
+-- %(expires)s), on rows this transaction locked: the sweep looks at them again only then.
+UPDATE work_items w SET lease_expires_at = x.expires
+  FROM unnest(%(ids)s::uuid[], %(expires)s::timestamptz[]) AS x (pid, expires)
+ WHERE w.id = x.pid
+
+-- name: held_reclaim
+-- End locked leases as decide_ending decided (%(rows)s: per item its seq, state,
+-- available_at, error and event payload; when it fails its order, the order's error and
+-- event payload): %(event)s per item, the order's ``failed`` after its first failing
+-- item's (from %(fails_from)s), orders locked FOR NO KEY UPDATE after the items, by id.
+-- Returns the events written ({written}).
+WITH d AS (
+  SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS d (id uuid, seq int, state text,
+         available_at timestamptz, error jsonb, payload jsonb, order_error jsonb,
+         order_payload jsonb)
+), item AS (
+  UPDATE work_items w SET state = d.state, leased_by_agent_id = NULL,
+         lease_expires_at = NULL, available_at = coalesce(d.available_at, w.available_at),
+         error = coalesce(d.error, w.error), updated_at = %(now)s
+    FROM d
+   WHERE w.id = d.id
+  RETURNING w.id, w.order_id, d.seq, d.payload, d.order_error, d.order_payload
+), first AS (
+  SELECT DISTINCT ON (order_id) order_id, seq, order_error, order_payload
+    FROM item WHERE order_error IS NOT NULL ORDER BY order_id, seq
+), o AS MATERIALIZED (
+  SELECT id, state FROM work_orders WHERE id IN (SELECT order_id FROM first)
+   ORDER BY id FOR NO KEY UPDATE
+), failed AS (
+  UPDATE work_orders w SET state = 'failed', last_error = f.order_error,
+         last_transitioned_at = %(now)s, updated_at = %(now)s
+    FROM o JOIN first f ON f.order_id = o.id
+   WHERE w.id = o.id AND o.state = ANY(%(fails_from)s::text[])
+  RETURNING w.id, f.seq, f.order_payload
+), events AS (
+  INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
+  SELECT order_id, item_id, event, %(actor_type)s::text, %(actor_id)s::text, payload,
+         %(now)s::timestamptz
+    FROM (SELECT order_id, id AS item_id, %(event)s::text AS event, payload, seq, 0 AS n
+            FROM item
+          UNION ALL
+          SELECT id, NULL::uuid, 'failed', order_payload, seq, 1 FROM failed) AS e
+   ORDER BY seq, n
+  RETURNING order_id, item_id, event, actor_type, actor_id, payload, created_at
+)
+SELECT {written}
+
+-- name: held_current
+-- release's guard for an operator's release: the row (locked by held_locked) is still
+-- held under the lease picked.
+c.lease_token = %(token)s AND c.state IN ('leased', 'in_progress')
+
+-- name: held_returned
+-- What release's item CTE returns for an operator's release: the holder, for the event.
+w.id, w.order_id, w.lease_token, c.leased_by_agent_id AS agent_id
+
+-- name: held_released_events
+-- The ``events`` CTE of an operator's release (no provenance row: no agent acted).
+events AS (
+  INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
+  SELECT order_id, id, 'lease_released', %(actor_type)s::text, %(actor_id)s::text,
+         jsonb_build_object('agent_id', agent_id, 'lease_token', lease_token),
+         %(now)s::timestamptz
+    FROM item
+  RETURNING order_id, item_id, event, actor_type, actor_id, payload, created_at
+)
+
+-- name: held_events_first
+-- Runs the events CTE ahead of the order's step (as audit_first, without provenance).
+(SELECT count(*) FROM events) >= 0
+
+-- name: held_extend
+-- Push locked leases' expiry out (%(rows)s: per item its seq, new expiry and event
+-- payload), a ``lease_extended`` event each. Returns the events written ({written}).
+WITH x AS (
+  SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS x (id uuid, seq int,
+         expires timestamptz, payload jsonb)
+), item AS (
+  UPDATE work_items w SET lease_expires_at = x.expires
+    FROM x
+   WHERE w.id = x.id
+  RETURNING w.id, w.order_id, x.seq, x.payload
+), events AS (
+  INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
+  SELECT order_id, id, 'lease_extended', %(actor_type)s::text, %(actor_id)s::text, payload,
+         %(now)s::timestamptz
+    FROM item ORDER BY seq
+  RETURNING order_id, item_id, event, actor_type, actor_id, payload, created_at
+)
+SELECT {written}

@@ -1,0 +1,172 @@
+"""PostgreSQL's admin changes of an order (:class:`PostgresOrderAdmin`, a part of
+:class:`~workmanager.db.postgres.control.PostgresOrderStore`): reject and rework, requeue's
+unblock, retry, a failed apply, dead-lettering.
+
+Each is **one statement** in autocommit (``queries.sql``'s block of admin changes), its
+guard the UPDATE's ``WHERE`` and so the order's lock, except retry, whose target depends
+on the items: ``BEGIN`` with the order locked and its items read (one round trip), the
+caller's rule decides in Python, then the statement and ``COMMIT`` (one round trip). A
+guard that matched nothing writes nothing; the order is read as it is now on the same
+connection and returned (:class:`~workmanager.db.order_store.OrderChange` with ``done``
+False), so the service names the error from it with the function SQLite's store uses —
+no second path. What each locks and keeps atomic: :class:`~workmanager.db.order_store.OrderStore`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from ...services.context import ServiceContext
+from ...state_machine import check_item, check_order
+from ...states import ItemState, OrderState
+from ...types import Actor, AgentInfo
+from ..order_store import OrderChange, OrderRow, RetryCheck
+from ..raw import Conn, RawPostgres
+from . import order_rows as rows
+
+
+class PostgresOrderAdmin:
+    """The admin changes' statements (see the module's docstring)."""
+
+    ctx: ServiceContext
+    raw: RawPostgres
+
+    def reject(
+        self,
+        order_id: uuid.UUID,
+        errors: list[Any],
+        actor: Actor,
+        rework: bool,
+        agent: AgentInfo | None,
+    ) -> OrderChange:
+        check_order(OrderState.SUBMITTED, OrderState.REJECTED)
+        check_item(ItemState.SUBMITTED, ItemState.REJECTED)
+        to = OrderState.QUEUED if rework else OrderState.REJECTED
+        provenance = self.ctx.provenance.row("reject", agent, order_id=order_id) if agent else None
+        values = {
+            "from": OrderState.SUBMITTED.value,
+            "item_from": ItemState.SUBMITTED.value,
+            "to": to.value,
+            "item_to": ItemState.QUEUED.value if rework else ItemState.REJECTED.value,
+            "error": Jsonb({"code": "rejected", "errors": errors}),
+            "payload": Jsonb({"errors": errors, "allow_rework": rework}),
+            "reject": True,
+            "rework": rework,
+        }
+        sql = _REJECT
+        if provenance is not None:
+            sql = _REJECT_WITH_PROVENANCE
+            values.update(rows.PROVENANCE.params(provenance))
+        return self._change(sql, order_id, actor, values, rows.claim_refs(provenance))
+
+    def rework(self, order_id: uuid.UUID, actor: Actor) -> OrderChange:
+        check_order(OrderState.REJECTED, OrderState.QUEUED)
+        check_item(ItemState.REJECTED, ItemState.QUEUED)
+        values = {
+            "from": OrderState.REJECTED.value,
+            "item_from": ItemState.REJECTED.value,
+            "to": OrderState.QUEUED.value,
+            "item_to": ItemState.QUEUED.value,
+            "error": None,
+            "payload": None,
+            "reject": False,
+            "rework": True,
+        }
+        return self._change(_REJECT, order_id, actor, values, {})
+
+    def unblock(self, order_id: uuid.UUID) -> OrderChange:
+        values = {"order": order_id, "now": self.ctx.clock()}
+        found = self.raw.run(lambda conn: rows.write(conn, _UNBLOCK, values, {}))
+        if not found:
+            raise rows.not_found(order_id)
+        return _changed(found[0])
+
+    def retry(self, order_id: uuid.UUID, check: RetryCheck, actor: Actor) -> OrderChange:
+        values = {
+            "order": order_id,
+            "now": self.ctx.clock(),
+            "actor_type": actor.type,
+            "actor_id": actor.id,
+        }
+
+        def retry(conn: Conn) -> dict[str, Any]:
+            row, items = rows.locked(conn, order_id)
+            try:
+                to = check(rows.order(dict(row)), [i["state"] for i in items])
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            check_order(OrderState.FAILED, to)
+            found = rows.write(conn, _RETRY, {**values, "to": to}, {}, begun=True)
+            assert found, "the order is locked by this transaction"
+            return found[0]
+
+        return _changed(self.raw.run(retry))
+
+    def fail_apply(
+        self, order_id: uuid.UUID, claim: str, error: dict[str, Any], final: bool, actor: Actor
+    ) -> OrderChange:
+        check_order(OrderState.APPROVED, OrderState.FAILED)
+        values = {
+            "claim": claim,
+            "final": final,
+            "error": Jsonb({"code": "apply_failed", **error}),
+            "info": Jsonb(error),
+        }
+        return self._change(_FAIL_APPLY, order_id, actor, values, {})
+
+    def dead_letter(self, cutoff: datetime, actor: Actor) -> tuple[int, int]:
+        check_order(OrderState.FAILED, OrderState.DEAD_LETTERED)
+        check_item(ItemState.FAILED, ItemState.DEAD_LETTERED)
+        values = {
+            "cutoff": cutoff,
+            "now": self.ctx.clock(),
+            "actor_type": actor.type,
+            "actor_id": actor.id,
+        }
+        (row,) = self.raw.run(lambda conn: rows.write(conn, _DEAD_LETTER, values, {}))
+        rows.announce(row)
+        return int(row["orders"]), int(row["items"])
+
+    def _change(
+        self,
+        sql: str,
+        order_id: uuid.UUID,
+        actor: Actor,
+        values: dict[str, Any],
+        refs: dict[str, str],
+    ) -> OrderChange:
+        """One guarded statement; when it matched nothing, the order as it is now."""
+        values = {
+            **values,
+            "order": order_id,
+            "now": self.ctx.clock(),
+            "actor_type": actor.type,
+            "actor_id": actor.id,
+        }
+        found = self.raw.run(
+            lambda conn: rows.write(conn, sql, values, refs) or rows.read(conn, order_id)
+        )
+        if isinstance(found, OrderRow):
+            return OrderChange(found, done=False)
+        return _changed(found[0])
+
+
+def _changed(row: dict[str, Any]) -> OrderChange:
+    """The change a statement made (its order row, with the ids of the items it put back
+    in the queue), its events announced (after the commit)."""
+    rows.announce(row)
+    items = tuple(row.pop("item_ids", None) or ())
+    return OrderChange(rows.order(row), done=True, items=items)
+
+
+_REJECT = rows.statement("reject_order", provenance=False)
+_REJECT_WITH_PROVENANCE = rows.statement("reject_order", provenance=True)
+_UNBLOCK = rows.statement("unblock_order")
+_RETRY = rows.statement("retry_order")
+_FAIL_APPLY = rows.statement("fail_apply")
+_DEAD_LETTER = rows.statement("dead_letter")
