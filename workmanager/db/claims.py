@@ -32,7 +32,7 @@ from .models import PROVENANCE_TABLE, IdempotencyKey
 from .sql import queries
 
 T = TypeVar("T")
-IN_FLIGHT, COMMITTED = "in_flight", "committed"
+IN_FLIGHT, COMMITTED, DONE = "in_flight", "committed", "done"
 _WROTE = "workmanager.claim_wrote"
 _MARKING = "workmanager.claim_marking"
 

@@ -11,29 +11,23 @@ key's mark (:mod:`workmanager.db.claims`).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 
 from sqlalchemy import TextClause, text
 
 from ..db.session import Database, unavailable_when_down
+from ..db.sql import queries
 from .base import Bucket
 
-_TAKE = """
-INSERT INTO work_rate_buckets AS b (key, tokens, updated_at)
-VALUES (:key, CAST(:capacity AS DOUBLE PRECISION) - 1, {now})
-ON CONFLICT (key) DO UPDATE SET
-  tokens = {least}(CAST(:capacity AS DOUBLE PRECISION),
-                   b.tokens + {greatest}(0, excluded.updated_at - b.updated_at) * :rate) - 1,
-  updated_at = {greatest}(b.updated_at, excluded.updated_at)
-RETURNING tokens
-"""
-TAKE_POSTGRES = _TAKE.format(
-    now="CAST(extract(epoch FROM clock_timestamp()) AS DOUBLE PRECISION)",
-    least="least",
-    greatest="greatest",
-)
-TAKE_SQLITE = _TAKE.format(now=":now", least="min", greatest="max")
+
+def take_sql(postgres: bool) -> str:
+    """``rate_take`` (``db/sql/queries.sql``) in the dialect's words."""
+    if postgres:
+        now = "CAST(extract(epoch FROM clock_timestamp()) AS DOUBLE PRECISION)"
+        return queries.template("rate_take", now=now, least="least", greatest="greatest")
+    return queries.template("rate_take", now="%(now)s", least="min", greatest="max")
 
 
 class _Refused(Exception):
@@ -46,7 +40,8 @@ class DatabaseBucketStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._take: TextClause = text(TAKE_POSTGRES if db.is_postgres else TAKE_SQLITE)
+        # SQLAlchemy's placeholders (``:name``) for psycopg's
+        self._take: TextClause = text(re.sub(r"%\((\w+)\)s", r":\1", take_sql(db.is_postgres)))
 
     def take(self, buckets: Sequence[Bucket]) -> float:
         try:

@@ -23,14 +23,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from psycopg.types.json import Jsonb
-from sqlalchemy import ColumnElement, delete, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import ColumnElement, delete
 
 from ..db import claims
 from ..db.models import IdempotencyKey
+from ..db.request_store import build_request_store
 from ..errors import IdempotencyInFlight, IdempotencyKeyReused, NotFound, WorkManagerError
 from ..reads.queries import Queries
 from .context import ServiceContext
@@ -40,19 +39,7 @@ if TYPE_CHECKING:
     from ..surface.callers import Caller
     from ..surface.operations import Answer
 
-IN_FLIGHT, COMMITTED, DONE = claims.IN_FLIGHT, claims.COMMITTED, "done"
-#: The claim and the stored response on PostgreSQL, each one statement in autocommit.
-_CLAIM = (
-    "INSERT INTO work_idempotency_keys (key_hash, endpoint, request_fingerprint, status,"
-    " locked_until, created_at, expires_at) VALUES (%(key_hash)s, %(endpoint)s,"
-    " %(request_fingerprint)s, %(status)s, %(locked_until)s, %(created_at)s, %(expires_at)s)"
-    " ON CONFLICT (key_hash) DO NOTHING RETURNING id"
-)
-_COMPLETE = (
-    f"UPDATE work_idempotency_keys SET status = '{DONE}', response_status = %(status)s,"
-    " response_body = %(body)s, locked_until = NULL"
-    " WHERE id = %(id)s AND key_hash = %(key_hash)s AND created_at = %(created_at)s"
-)
+IN_FLIGHT, COMMITTED = claims.IN_FLIGHT, claims.COMMITTED
 #: How long an in-flight marker blocks its key before another request may take it over.
 IN_FLIGHT_LOCK = timedelta(minutes=5)
 
@@ -120,8 +107,7 @@ class Replay:
     body: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Claim:
+class Claim(NamedTuple):
     """A claimed key: its hash, its row and when it was claimed (a row taken over later,
     which SQLite may give the same id, was claimed later); pass it to ``complete`` or
     ``abandon``."""
@@ -138,6 +124,8 @@ class Claim:
 class IdempotencyService:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
+        #: the key's row: claimed, read, completed, abandoned (one statement each)
+        self.store = build_request_store(ctx.db)
 
     def begin(
         self,
@@ -161,7 +149,7 @@ class IdempotencyService:
             "expires_at": now + timedelta(hours=self.ctx.settings.idempotency_ttl_hours),
         }
         for _ in range(3):
-            row_id = self._claim(values)
+            row_id = self.store.claim_key(values)
             if row_id is not None:
                 return Claim(hashed, row_id, now)
             replay = self._existing(hashed, fp, now)
@@ -169,46 +157,21 @@ class IdempotencyService:
                 return replay
         raise IdempotencyInFlight(details={"endpoint": endpoint})
 
-    def _claim(self, values: dict[str, Any]) -> int | None:
-        """Insert the in-flight row; its id, or None when the key has a row already. On
-        PostgreSQL one autocommit statement (``ON CONFLICT DO NOTHING``), one round trip."""
-        db = self.ctx.db
-        if db.is_postgres:
-            with db.raw.connection() as conn:
-                found = conn.execute(_CLAIM, values, prepare=True).fetchone()
-            return int(found[0]) if found is not None else None
-        try:
-            with db.transaction() as s:
-                row = IdempotencyKey(**values)
-                s.add(row)
-                s.flush()
-                return row.id
-        except IntegrityError:
-            return None
-
     def _existing(self, hashed: str, fp: str, now: datetime) -> Replay | None:
         """The stored response; or None after clearing an expired/abandoned row. A row
         marked committed is never cleared before it expires (its operation is done)."""
-        with self.ctx.db.transaction() as s:
-            row = s.scalar(
-                select(IdempotencyKey).where(IdempotencyKey.key_hash == hashed).with_for_update()
+        row = self.store.existing_key(hashed, now)
+        if row is None:
+            return None
+        if row.request_fingerprint != fp:
+            raise IdempotencyKeyReused(
+                "this idempotency key was used with a different request body"
             )
-            if row is None:
-                return None
-            stale = row.status == IN_FLIGHT and row.locked_until and row.locked_until <= now
-            if row.expires_at <= now or stale:
-                s.delete(row)
-                return None
-            if row.request_fingerprint != fp:
-                raise IdempotencyKeyReused(
-                    "this idempotency key was used with a different request body"
-                )
-            if row.status == IN_FLIGHT:
-                raise IdempotencyInFlight()
-            if row.status != COMMITTED or row.response_status is not None:
-                return Replay(row.response_status or 200, row.response_body or {})
-            refs = dict(row.response_body or {})
-        return self._recovered(refs)
+        if row.status == IN_FLIGHT:
+            raise IdempotencyInFlight()
+        if row.status != COMMITTED or row.response_status is not None:
+            return Replay(row.response_status or 200, row.response_body or {})
+        return self._recovered(dict(row.response_body or {}))
 
     def _recovered(self, refs: dict[str, Any]) -> Replay:
         """The answer to a key whose operation committed but whose response was never
@@ -236,26 +199,11 @@ class IdempotencyService:
         if status >= 400 and not committed:
             self.abandon(claim)
             return
-        db = self.ctx.db
-        if db.is_postgres:  # one autocommit statement, one round trip
-            key_hash, row_id, claimed_at = claim.key_hash, claim.row_id, claim.claimed_at
-            params = {"status": status, "body": Jsonb(body), "id": row_id}
-            params.update(key_hash=key_hash, created_at=claimed_at)
-            with db.raw.connection() as conn:
-                conn.execute(_COMPLETE, params, prepare=True)
-            return
-        with db.transaction() as s:
-            row = s.scalar(select(IdempotencyKey).where(claim.rows()))
-            if row is not None:
-                row.status, row.response_status, row.response_body = DONE, status, body
-                row.locked_until = None
+        self.store.complete_key(claim, status, body)
 
     def abandon(self, claim: Claim) -> None:
         """Free a claim whose operation did not commit (a committed one stays marked)."""
-        with self.ctx.db.transaction() as s:
-            s.execute(
-                delete(IdempotencyKey).where(claim.rows(), IdempotencyKey.status == IN_FLIGHT)
-            )
+        self.store.abandon_key(claim)
 
     def once(
         self,
@@ -286,8 +234,7 @@ class IdempotencyService:
             return Replay(claim.status, sealed_lease(claim.body, key, open_=True))
         agent = dataclasses.replace(caller.agent, idempotency_key_hash=claim.key_hash)
         try:
-            ident = (claim.key_hash, claim.row_id, claim.claimed_at)
-            with claims.holding(claim.rows(), ident) as active:
+            with claims.holding(claim.rows(), claim) as active:
                 status, payload = operation(dataclasses.replace(caller, agent=agent))
         except WorkManagerError as exc:
             if active.marked and exc.http_status < 500:

@@ -3,26 +3,25 @@
 A token is ``wm_`` + 32 random bytes (url-safe). Only its sha256 is stored; authentication
 hashes the presented token and compares digests in constant time. ``last_used_at`` is
 written at most once a minute per token, so authentication is a read on the hot path: one
-statement (the token, and whether the agent id it acts as belongs to another token), never
-cached, so a revoked token is refused from the next request on, in every process.
+statement (the token, and whether the agent id it acts as belongs to another token: the
+request store's ``token``, :mod:`workmanager.db.request_store`), never cached, so a revoked
+token is refused from the next request on, in every process.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from psycopg.rows import dict_row
-from sqlalchemy import String, bindparam, column, select, text, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from ..db.models import ApiToken
-from ..db.raw import utc_row
+from ..db.request_store import build_request_store
 from ..errors import Forbidden, NotFound, Unauthenticated, ValidationFailed
 from .context import ServiceContext
 from .tenancy import checked_tenant
@@ -31,31 +30,6 @@ from .views import iso
 SCOPES = ("propose", "view", "checkout", "submit", "approve", "reject", "admin")
 TOKEN_PREFIX = "wm_"
 _TOUCH_EVERY = timedelta(minutes=1)
-
-#: A token by its digest and, when it is bound to no agent, the name of the token bound to
-#: the agent id it acts as (the one it names, else its own name), which it may not use.
-_LOOKUP = (
-    "SELECT t.name, t.agent_id, t.tenant_id, t.scopes, t.token_hash, t.revoked_at,"
-    " t.last_used_at, CASE WHEN t.agent_id IS NULL THEN (SELECT o.name FROM work_api_tokens o"
-    " WHERE o.agent_id = COALESCE(%(claimed)s, t.name) LIMIT 1) END AS owner"
-    " FROM work_api_tokens t WHERE t.token_hash = %(digest)s"
-)
-_TOKENS = ApiToken.__table__.c
-#: :data:`_LOOKUP` for SQLAlchemy (SQLite), its columns typed as the ORM's.
-_LOOKUP_TEXT = (
-    text(re.sub(r"%\((\w+)\)s", r":\1", _LOOKUP))
-    .bindparams(bindparam("claimed", type_=String()), bindparam("digest", type_=String()))
-    .columns(
-        _TOKENS.name,
-        _TOKENS.agent_id,
-        _TOKENS.tenant_id,
-        _TOKENS.scopes,
-        _TOKENS.token_hash,
-        _TOKENS.revoked_at,
-        _TOKENS.last_used_at,
-        column("owner", String()),
-    )
-)
 
 
 def hash_token(token: str) -> str:
@@ -118,6 +92,7 @@ class TokenService:
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
+        self.store = build_request_store(ctx.db)
 
     def create(
         self,
@@ -183,46 +158,21 @@ class TokenService:
         if not token:
             raise Unauthenticated("a bearer token is required")
         digest = hash_token(token)
-        row = self._lookup(digest, claimed_agent)
+        row = self.store.token(digest, claimed_agent)
         # The lookup is by digest; compare again in constant time so no branch depends
         # on how much of a near-miss matched.
-        if row is None or not hmac.compare_digest(row["token_hash"], digest):
+        if row is None or not hmac.compare_digest(row.token_hash, digest):
             raise Unauthenticated("unknown bearer token")
-        if row["revoked_at"] is not None:
+        if row.revoked_at is not None:
             raise Unauthenticated("this token was revoked")
-        if row["agent_id"] is None and row["owner"] is not None:
-            acting_as = claimed_agent or row["name"]
+        if row.agent_id is None and row.owner is not None:
+            acting_as = claimed_agent or row.name
             raise Forbidden(
                 f"agent {acting_as!r} is bound to another token; act as it only with that token",
                 details={"agent_id": acting_as},
             )
         now = self.ctx.clock()
-        last = row["last_used_at"]
-        if last is None or now - last >= _TOUCH_EVERY:
-            self._touch(digest, now)
-        scopes = frozenset(row["scopes"] or ())
-        return Principal(row["name"], row["agent_id"], scopes, row["tenant_id"])
-
-    def _lookup(self, digest: str, claimed_agent: str | None) -> dict[str, Any] | None:
-        """The token's row and, for an unbound token, the name of the token the agent id
-        it acts as is bound to (``owner``): one statement, read afresh on every request
-        (nothing is cached, so a revocation or a new binding holds from the next request
-        on, in every process). On PostgreSQL one round trip on the hot paths' autocommit
-        connections; on SQLite through the ORM's session."""
-        params = {"digest": digest, "claimed": claimed_agent}
-        db = self.ctx.db
-        if db.is_postgres:
-            with db.raw.connection() as conn:
-                cur = conn.cursor(row_factory=dict_row)
-                found = cur.execute(_LOOKUP, params, prepare=True).fetchone()
-            return utc_row(found) if found is not None else None
-        with db.transaction() as s:
-            mapping = s.execute(_LOOKUP_TEXT, params).mappings().first()
-            return dict(mapping) if mapping is not None else None
-
-    def _touch(self, digest: str, now: datetime) -> None:
-        """``last_used_at`` = now (at most once a minute per token)."""
-        with self.ctx.db.transaction() as s:
-            s.execute(
-                update(ApiToken).where(ApiToken.token_hash == digest).values(last_used_at=now)
-            )
+        if row.last_used_at is None or now - row.last_used_at >= _TOUCH_EVERY:
+            self.store.touch_token(digest, now)
+        scopes = frozenset(row.scopes or ())
+        return Principal(row.name, row.agent_id, scopes, row.tenant_id)

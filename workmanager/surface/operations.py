@@ -12,12 +12,10 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
-
-from sqlalchemy import select
+from typing import Any
 
 from ..container import WorkManager
-from ..db.models import Item
+from ..db.request_store import build_request_store
 from ..errors import NoItemsAvailable, NotFound, Unavailable, ValidationFailed
 from ..lease_tokens import Holder
 from ..reads.listing import OrderListing
@@ -79,22 +77,6 @@ class CurrentLease(Lease):
         return self.proof or Holder(self.agent_id, -1, None)
 
 
-class LeaseRow(NamedTuple):
-    """The item's columns a presented lease is rebuilt from."""
-
-    order_id: uuid.UUID
-    leased_by_agent_id: str | None
-    lease_token: int
-    lease_secret_hash: str | None
-    tenant_id: str | None
-
-
-_LEASE_ROW = (
-    "SELECT order_id, leased_by_agent_id, lease_token, lease_secret_hash, tenant_id"
-    " FROM work_items WHERE id = %(id)s"
-)
-
-
 @dataclass(frozen=True)
 class CheckoutFilters:
     type: str | None = None
@@ -109,6 +91,8 @@ class Operations:
     def __init__(self, wm: WorkManager) -> None:
         self.wm = wm
         self.listing = OrderListing(wm.ctx)
+        #: the item row a presented lease is rebuilt from (one statement)
+        self.requests = build_request_store(wm.db)
         #: ``approve`` with ``wait`` holds a server thread while it polls: at most this
         #: many at once, so waiters cannot take every thread of the server's pool.
         self._waiters = threading.BoundedSemaphore(wm.settings.approve_wait_max_waiters)
@@ -269,7 +253,7 @@ class Operations:
         settings = self.wm.settings
         without = (token is None or token == "") and not settings.lease_token_required
         presented = "" if without else parse_token(token)
-        row = self._lease_row(iid)
+        row = self.requests.lease_row(iid)
         if row is None or not item_visible(row.tenant_id, caller.principal.tenant_id):
             raise NotFound(f"item {iid} not found", details={"item_id": str(iid)})
         if without:
@@ -293,26 +277,6 @@ class Operations:
             self.wm.ctx.clock(),
             settings.heartbeat_every_seconds,
         )
-
-    def _lease_row(self, iid: uuid.UUID) -> LeaseRow | None:
-        """What :meth:`lease` reads of the item. On PostgreSQL one autocommit statement on
-        the hot paths' connections (one round trip, no ORM session)."""
-        db = self.wm.db
-        if db.is_postgres:
-            with db.raw.connection() as conn:
-                found = conn.execute(_LEASE_ROW, {"id": iid}, prepare=True).fetchone()
-            return LeaseRow(*found) if found is not None else None
-        with db.transaction() as s:
-            got = s.execute(
-                select(
-                    Item.order_id,
-                    Item.leased_by_agent_id,
-                    Item.lease_token,
-                    Item.lease_secret_hash,
-                    Item.tenant_id,
-                ).where(Item.id == iid)
-            ).first()
-        return LeaseRow(*got) if got is not None else None
 
     def heartbeat(
         self,

@@ -1,0 +1,103 @@
+"""SQLite's :class:`~workmanager.db.request_store.RequestStore` (the embedded default): each
+method one SQLAlchemy transaction (``BEGIN IMMEDIATE``); on PostgreSQL
+:class:`~workmanager.db.postgres.requests.PostgresRequestStore` runs instead, never this."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import String, bindparam, case, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
+
+from .claims import DONE, IN_FLIGHT, row_of
+from .models import ApiToken, IdempotencyKey, Item
+from .request_store import ClaimId, KeyRow, LeaseRow, TokenRow
+from .session import Database
+
+_OWNER = aliased(ApiToken)
+_TOKEN = select(
+    ApiToken.name,
+    ApiToken.agent_id,
+    ApiToken.tenant_id,
+    ApiToken.scopes,
+    ApiToken.token_hash,
+    ApiToken.revoked_at,
+    ApiToken.last_used_at,
+    case(
+        (
+            ApiToken.agent_id.is_(None),
+            select(_OWNER.name)
+            .where(
+                _OWNER.agent_id
+                == func.coalesce(bindparam("claimed", type_=String()), ApiToken.name)
+            )
+            .limit(1)
+            .scalar_subquery(),
+        )
+    ),
+).where(ApiToken.token_hash == bindparam("digest"))
+_LEASE_ROW = select(
+    Item.order_id, Item.leased_by_agent_id, Item.lease_token, Item.lease_secret_hash, Item.tenant_id
+)
+
+
+class OrmRequestStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def token(self, digest: str, claimed: str | None) -> TokenRow | None:
+        with self.db.transaction() as s:
+            found = s.execute(_TOKEN, {"digest": digest, "claimed": claimed}).first()
+        return TokenRow(*found) if found is not None else None
+
+    def touch_token(self, digest: str, now: datetime) -> None:
+        with self.db.transaction() as s:
+            s.execute(
+                update(ApiToken).where(ApiToken.token_hash == digest).values(last_used_at=now)
+            )
+
+    def claim_key(self, values: dict[str, Any]) -> int | None:
+        try:
+            with self.db.transaction() as s:
+                row = IdempotencyKey(**values)
+                s.add(row)
+                s.flush()
+                return row.id
+        except IntegrityError:
+            return None
+
+    def existing_key(self, key_hash: str, now: datetime) -> KeyRow | None:
+        with self.db.transaction() as s:
+            row = s.scalar(
+                select(IdempotencyKey).where(IdempotencyKey.key_hash == key_hash).with_for_update()
+            )
+            if row is None:
+                return None
+            stale = row.status == IN_FLIGHT and row.locked_until and row.locked_until <= now
+            if row.expires_at <= now or stale:
+                s.delete(row)
+                return None
+            return KeyRow(
+                row.request_fingerprint, row.status, row.response_status, row.response_body
+            )
+
+    def complete_key(self, claim: ClaimId, status: int, body: dict[str, Any]) -> None:
+        with self.db.transaction() as s:
+            row = s.scalar(select(IdempotencyKey).where(row_of(*claim)))
+            if row is not None:
+                row.status, row.response_status, row.response_body = DONE, status, body
+                row.locked_until = None
+
+    def abandon_key(self, claim: ClaimId) -> None:
+        with self.db.transaction() as s:
+            s.execute(
+                delete(IdempotencyKey).where(row_of(*claim), IdempotencyKey.status == IN_FLIGHT)
+            )
+
+    def lease_row(self, item_id: uuid.UUID) -> LeaseRow | None:
+        with self.db.transaction() as s:
+            found = s.execute(_LEASE_ROW.where(Item.id == item_id)).first()
+        return LeaseRow(*found) if found is not None else None

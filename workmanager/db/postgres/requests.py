@@ -1,0 +1,66 @@
+"""PostgreSQL's :class:`~workmanager.db.request_store.RequestStore`: each method one named
+statement of ``db/sql/queries.sql``, prepared, in autocommit on the raw pool
+(:mod:`workmanager.db.raw`): one round trip, its own transaction, no ORM session."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from ..raw import RawPostgres, utc_row
+from ..request_store import ClaimId, KeyRow, LeaseRow, TokenRow
+from ..sql import queries
+
+TOKEN = queries.text("token_by_digest")
+TOUCH_TOKEN = queries.text("touch_token")
+CLAIM_KEY = queries.text("claim_key")
+EXISTING_KEY = queries.text("existing_key")
+COMPLETE_KEY = queries.text("complete_key")
+ABANDON_KEY = queries.text("abandon_key")
+LEASE_ROW = queries.text("lease_row")
+
+
+def _claim(claim: ClaimId) -> dict[str, Any]:
+    key_hash, row_id, created_at = claim
+    return {"key_hash": key_hash, "id": row_id, "created_at": created_at}
+
+
+class PostgresRequestStore:
+    def __init__(self, raw: RawPostgres) -> None:
+        self.raw = raw
+
+    def _one(self, sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        """The statement's row (datetimes in UTC), or None (none, or it returns none)."""
+        with self.raw.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row).execute(sql, params, prepare=True)
+            found = cur.fetchone() if cur.description is not None else None
+        return utc_row(found) if found is not None else None
+
+    def token(self, digest: str, claimed: str | None) -> TokenRow | None:
+        found = self._one(TOKEN, {"digest": digest, "claimed": claimed})
+        return TokenRow(**found) if found is not None else None
+
+    def touch_token(self, digest: str, now: datetime) -> None:
+        self._one(TOUCH_TOKEN, {"digest": digest, "now": now})
+
+    def claim_key(self, values: dict[str, Any]) -> int | None:
+        found = self._one(CLAIM_KEY, values)
+        return int(found["id"]) if found is not None else None
+
+    def existing_key(self, key_hash: str, now: datetime) -> KeyRow | None:
+        found = self._one(EXISTING_KEY, {"key_hash": key_hash, "now": now})
+        return KeyRow(**found) if found is not None else None
+
+    def complete_key(self, claim: ClaimId, status: int, body: dict[str, Any]) -> None:
+        self._one(COMPLETE_KEY, {**_claim(claim), "status": status, "body": Jsonb(body)})
+
+    def abandon_key(self, claim: ClaimId) -> None:
+        self._one(ABANDON_KEY, _claim(claim))
+
+    def lease_row(self, item_id: uuid.UUID) -> LeaseRow | None:
+        found = self._one(LEASE_ROW, {"id": item_id})
+        return LeaseRow(**found) if found is not None else None

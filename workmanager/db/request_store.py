@@ -1,0 +1,107 @@
+"""The request path's port: what an API request reads and writes besides its operation.
+
+Authentication's token lookup and ``last_used_at`` touch (:mod:`workmanager.services.tokens`),
+an idempotency key's claim, replay, stored response and release
+(:mod:`workmanager.services.idempotency`), and the item row a presented lease is rebuilt
+from (:mod:`workmanager.surface.operations`): the :class:`RequestStore`, chosen once by
+:func:`build_request_store`, never a fallback for each other —
+:class:`workmanager.db.postgres.requests.PostgresRequestStore` (each method one named
+statement of ``db/sql/queries.sql``, prepared, in autocommit on the raw pool: one round
+trip, its own transaction) or :class:`workmanager.db.orm_requests.OrmRequestStore`
+(SQLite, the embedded default: one SQLAlchemy transaction each). The rules that name an
+outcome stay in the services.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, NamedTuple, Protocol
+
+from .session import Database
+
+#: A claimed key's row: ``(key_hash, id, created_at)`` (a row taken over later, which
+#: SQLite may give the same id, was created later).
+ClaimId = tuple[str, int, datetime]
+
+
+class TokenRow(NamedTuple):
+    """A token by its digest, and ``owner``: for a token bound to no agent, the name of the
+    token bound to the agent id it acts as (the one it names, else its own name)."""
+
+    name: str
+    agent_id: str | None
+    tenant_id: str | None
+    scopes: list[str] | None
+    token_hash: str
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    owner: str | None
+
+
+class KeyRow(NamedTuple):
+    """An idempotency key's row as a later request with the key reads it."""
+
+    request_fingerprint: str
+    status: str
+    response_status: int | None
+    response_body: dict[str, Any] | None
+
+
+class LeaseRow(NamedTuple):
+    """The item's columns a presented lease is rebuilt from."""
+
+    order_id: uuid.UUID
+    leased_by_agent_id: str | None
+    lease_token: int
+    lease_secret_hash: str | None
+    tenant_id: str | None
+
+
+class RequestStore(Protocol):
+    """One statement per method, its own transaction (nothing is cached)."""
+
+    def token(self, digest: str, claimed: str | None) -> TokenRow | None:
+        """The token whose sha256 is ``digest`` with its ``owner`` (``claimed``: the agent
+        id the request names), read afresh: a revocation or a new binding holds from the
+        next request on, in every process."""
+        ...
+
+    def touch_token(self, digest: str, now: datetime) -> None:
+        """The token's ``last_used_at`` = ``now``."""
+        ...
+
+    def claim_key(self, values: dict[str, Any]) -> int | None:
+        """Insert a key's in-flight row (``values``: its columns); its id, or None when the
+        key has a row already (nothing is written)."""
+        ...
+
+    def existing_key(self, key_hash: str, now: datetime) -> KeyRow | None:
+        """The key's row, read under its lock; None when there is none, or after deleting
+        it when it expired or is an in-flight marker whose lock ran out. A row marked
+        committed is never deleted before it expires (its operation is done)."""
+        ...
+
+    def complete_key(self, claim: ClaimId, status: int, body: dict[str, Any]) -> None:
+        """The claim's row ``done`` with the response to replay, its lock cleared (a row of
+        the key claimed later is not touched)."""
+        ...
+
+    def abandon_key(self, claim: ClaimId) -> None:
+        """Delete the claim's row while it is in flight (a committed one stays marked)."""
+        ...
+
+    def lease_row(self, item_id: uuid.UUID) -> LeaseRow | None:
+        """What a presented lease is rebuilt from (no lock)."""
+        ...
+
+
+def build_request_store(db: Database) -> RequestStore:
+    """PostgreSQL's statements on PostgreSQL; the ORM's otherwise (SQLite)."""
+    if db.is_postgres:
+        from .postgres.requests import PostgresRequestStore
+
+        return PostgresRequestStore(db.raw)
+    from .orm_requests import OrmRequestStore
+
+    return OrmRequestStore(db)
