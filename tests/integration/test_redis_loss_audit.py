@@ -1,7 +1,7 @@
 """After Redis lost its data, a sweep audits every held row; an audit cut short by a database
 error is done again by the next sweep (issue 11, item 7): the data-loss marker is set only
 once the audit has finished. Real Redis and PostgreSQL; the error is injected at the audit's
-reading of the held rows."""
+first batch."""
 
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ class BlipSweeper(Sweeper):
 
     blips = 0
 
-    def _audit_rows(self, s: Any, ids: Any, wait: bool) -> Any:
+    def _reclaim(self, leases: Any, wait: bool) -> Any:
         if self.blips:
             self.blips -= 1
             raise Unavailable("database unavailable: server closed the connection")
-        return super()._audit_rows(s, ids, wait)
+        return super()._reclaim(leases, wait)
 
 
 def test_a_failed_audit_is_done_again_by_the_next_sweep(make_wm: Any) -> None:

@@ -12,18 +12,21 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, cast
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound
-from ..lease_tokens import compose, new_secret
+from ..lease_tokens import Holder, compose, new_secret
 from ..leases.base import CheckoutQuery, Grant
 from ..services.context import ServiceContext
 from ..services.inputs import as_presented
 from ..services.order_steps import (
+    OrderRef,
     lock_item,
     lock_order_ref,
     maybe_requeue_order,
@@ -34,11 +37,22 @@ from ..services.outcomes import ItemOutcome, PartOutcome
 from ..services.parts import add_part, assemble
 from ..services.retries import requeue_or_fail
 from ..services.transitions import clear_lease, move_item, record_event
-from ..services.views import item_dict, item_view
+from ..services.views import iso, item_dict, item_view
 from ..states import ItemState
-from ..types import JSON, AgentInfo, Lease
+from ..types import JSON, Actor, AgentInfo, Lease
 from .models import Item, Order
-from .store import Validate, lock_only_beat
+from .predicates import held
+from .store import (
+    Batch,
+    Held,
+    LeaseChange,
+    Validate,
+    dead_or_alive,
+    drop_holds,
+    extend_hold,
+    holder_of,
+    lock_only_beat,
+)
 
 
 class OrmStore:
@@ -240,6 +254,94 @@ class OrmStore:
         outcome = self.ctx.db.run(lambda s: fail_tx(self.ctx, s, lease, error, retryable, agent))
         return self.end_lock(lease, outcome)
 
+    # --- the operator's lease actions and the sweep -----------------------------------
+    def reclaim(
+        self,
+        leases: Sequence[Held],
+        actor: Actor,
+        event: str,
+        *,
+        expired: bool = False,
+        skip_locked: bool = False,
+    ) -> Batch:
+        def act(s: Session, rows: list[Item], now: datetime) -> list[LeaseChange]:
+            if expired:
+                dead, refresh = dead_or_alive(self.ctx.leases.lock, rows, now)
+                for item in rows:
+                    if item.id in refresh:
+                        item.lease_expires_at = refresh[item.id]
+                rows = dead
+            changes = []
+            for item in rows:
+                before = Held.of(item)
+                requeued = requeue_or_fail(s, self.ctx.settings, item, actor, now, event=event)
+                outcome = "requeued" if requeued else "failed"
+                changes.append(LeaseChange(before, outcome, item.available_at))
+            return changes
+
+        return self._held(leases, act, skip_locked)
+
+    def release_held(self, leases: Sequence[Held], actor: Actor) -> Batch:
+        def act(s: Session, rows: list[Item], now: datetime) -> list[LeaseChange]:
+            changes = []
+            for item in rows:
+                before = Held.of(item)
+                payload = {"agent_id": before.agent_id, "lease_token": item.lease_token}
+                order = lock_order_ref(s, item.order_id)
+                give_back(s, item, order, actor, now, "lease_released", payload)
+                changes.append(LeaseChange(before, "released"))
+            return changes
+
+        return self._held(leases, act)
+
+    def extend(self, leases: Sequence[Held], actor: Actor, seconds: int) -> Batch:
+        def act(s: Session, rows: list[Item], now: datetime) -> list[LeaseChange]:
+            changes = []
+            for item in rows:
+                new_expiry, refused = extend_hold(self.ctx.leases.lock, item, now, seconds)
+                if refused is not None:
+                    changes.append(LeaseChange(Held.of(item), "skipped", reason=refused))
+                    continue
+                changes.append(LeaseChange(Held.of(item), "extended", new_expiry))
+                item.lease_expires_at = new_expiry
+                payload = {"seconds": seconds, "lease_expires_at": iso(new_expiry)}
+                record_event(
+                    s, item.order_id, "lease_extended", actor, item_id=item.id, payload=payload
+                )
+            return changes
+
+        return self._held(leases, act)
+
+    def _held(
+        self,
+        leases: Sequence[Held],
+        act: Callable[[Session, list[Item], datetime], list[LeaseChange]],
+        skip_locked: bool = False,
+    ) -> Batch:
+        """Lock the batch's rows still held under the lease picked (by id, in id order),
+        ``act`` on them, commit; then drop the lock store's holds of the leases ended."""
+        fences = {lease.item_id: lease.lease_token for lease in leases}
+
+        def tx(s: Session) -> tuple[Batch, list[tuple[Held, Holder]]]:
+            now = self.ctx.clock()
+            stmt = select(Item).where(Item.id.in_(fences), held()).order_by(Item.id)
+            locked = s.scalars(stmt.with_for_update(skip_locked=skip_locked)).all()
+            rows = [item for item in locked if item.lease_token == fences[item.id]]
+            holders = {item.id: holder_of(item) for item in rows}
+            changes = act(s, rows, now)
+            ended = [
+                (c.lease, holders[c.lease.item_id])
+                for c in changes
+                if c.outcome in ("requeued", "failed", "released")
+            ]
+            return Batch(tuple(changes), frozenset(holders)), ended
+
+        if not fences:
+            return Batch((), frozenset())
+        batch, ended = self.ctx.db.run(tx)
+        drop_holds(self.ctx.leases.lock, ended)
+        return batch
+
     def end_lock(self, lease: Lease, outcome: ItemOutcome) -> ItemOutcome:
         """The lease ended in the database (committed); drop the lock store's hold (best
         effort: an orphaned lock delays nothing, the row is no longer held)."""
@@ -255,14 +357,26 @@ def release_tx(ctx: ServiceContext, s: Session, lease: Lease, agent: AgentInfo) 
     item = lock_item(s, lease.item_id)
     ctx.leases.check(item, as_presented(lease, agent), now)
     order = lock_order_ref(s, item.order_id)
-    clear_lease(item)
-    item.attempts = max(item.attempts - 1, 0)
-    move_item(
-        s, item, ItemState.QUEUED, agent.actor, event="released", payload={"agent_id": agent.id}
-    )
-    maybe_requeue_order(s, order, agent.actor, now)
+    give_back(s, item, order, agent.actor, now, "released", {"agent_id": agent.id})
     ctx.provenance.record(s, "release", agent, order_id=item.order_id, item_id=item.id)
     return ItemOutcome(item_dict(item), order.state)
+
+
+def give_back(
+    s: Session,
+    item: Item,
+    order: OrderRef,
+    actor: Actor,
+    now: datetime,
+    event: str,
+    payload: dict[str, Any],
+) -> None:
+    """The release rule on SQLite (the holder's, an operator's): the item back to
+    ``queued``, its attempt given back, the order requeued when nothing else is held."""
+    clear_lease(item)
+    item.attempts = max(item.attempts - 1, 0)
+    move_item(s, item, ItemState.QUEUED, actor, event=event, payload=payload)
+    maybe_requeue_order(s, order, actor, now)
 
 
 def fail_tx(

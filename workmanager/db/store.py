@@ -46,6 +46,31 @@ backend). What each method locks and what is atomic, for both:
     failed (``services/order_steps.py decide_ending``, the one rule); the order becomes
     ``failed`` only when the item does (a fail never requeues the order) — atomically.
 
+The operator's lease actions and the sweep (:mod:`workmanager.services.lease_admin`
+selects, previews and reports; these write) act on a batch of :class:`Held` leases, each
+as it was picked (its fence): one transaction per batch, the rows locked by id, in id
+order (``FOR UPDATE``, or ``SKIP LOCKED`` when asked), a row whose lease has moved on
+since it was picked (released, regranted: another fence) left alone. What each returns
+is the :class:`LeaseChange` of every lease it locked and acted on, the row as locked.
+
+``reclaim``
+    Each lease ended as an expired one (:func:`~workmanager.services.retries.
+    decide_ending`, the fail's rule: the attempt stays spent, requeued with backoff or
+    failed); a failed item's order locked after every item (by id) and failed with it.
+    ``expired``: only the leases :func:`dead_or_alive` says are gone; a live lock's
+    remaining time is written to its row's expiry. Atomic per batch; the lock store's
+    holds are dropped after the commit.
+``release_held``
+    Each lease given back as its holder's ``release`` gives it (the same statement on
+    PostgreSQL, the same function on SQLite: the item back to ``queued``, the attempt
+    given back, the order requeued when nothing else is held), event ``lease_released``.
+    Atomic per batch; the lock store's holds are dropped after the commit.
+``extend``
+    Each live lease's expiry pushed out; the lock store's hold is extended while the row
+    is locked (a refusal leaves that lease ``skipped``), the rows written and committed
+    after. Atomic per batch (a lock extended by a batch that then rolled back only
+    outlives its row's recorded expiry, which the lock's TTL overrides anyway).
+
 A refused call raises the error the locked row names (``lease_conflict``,
 ``lease_expired``, ``forbidden``, ``not_found`` …) and changes nothing. A pending
 idempotency key (:mod:`workmanager.db.claims`) is marked in the same transaction.
@@ -56,18 +81,83 @@ The control plane's state changes are :mod:`workmanager.db.order_store`'s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import math
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..errors import WorkManagerError
+from ..lease_tokens import Holder
 from . import claims
 
 if TYPE_CHECKING:
     from ..leases.base import CheckoutQuery, LeaseLock
     from ..services.context import ServiceContext
     from ..services.outcomes import ItemOutcome, PartOutcome
-    from ..types import JSON, AgentInfo, ItemView, Lease
+    from ..types import JSON, Actor, AgentInfo, ItemView, Lease
 
 Validate = Callable[["ItemView"], None]
+
+
+@dataclass(frozen=True)
+class Held:
+    """A held lease as an operator or the sweep saw it (no secret): the row's columns
+    that say which lease it is and what ending it would get."""
+
+    item_id: uuid.UUID
+    order_id: uuid.UUID
+    order_type: str
+    tenant_id: str | None
+    state: str
+    agent_id: str
+    lease_token: int
+    lease_expires_at: datetime | None
+    attempts: int
+    max_attempts: int
+
+    @property
+    def id(self) -> uuid.UUID:
+        """The item's id (as a row has it: :func:`dead_or_alive` takes either)."""
+        return self.item_id
+
+    @classmethod
+    def of(cls, row: Any) -> Held:
+        """From an item row (an ORM item, or any object with its columns)."""
+        return cls(
+            row.id,
+            row.order_id,
+            row.order_type,
+            row.tenant_id,
+            row.state,
+            row.leased_by_agent_id or "",
+            row.lease_token,
+            row.lease_expires_at,
+            row.attempts,
+            row.max_attempts,
+        )
+
+
+@dataclass(frozen=True)
+class LeaseChange:
+    """What a store did to one held lease: ``outcome`` is ``requeued``, ``failed``,
+    ``released``, ``extended`` or ``skipped`` (with its ``reason``); ``at`` is the item's
+    ``available_at`` (reclaim) or the lease's new expiry (extend)."""
+
+    lease: Held
+    outcome: str
+    at: datetime | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch's changes, and the ids it locked (``SKIP LOCKED`` may skip some)."""
+
+    changes: tuple[LeaseChange, ...]
+    locked: frozenset[uuid.UUID]
 
 
 class Store(Protocol):
@@ -104,6 +194,73 @@ class Store(Protocol):
     def release(self, lease: Lease, agent: AgentInfo) -> ItemOutcome: ...
 
     def fail(self, lease: Lease, agent: AgentInfo, error: JSON, retryable: bool) -> ItemOutcome: ...
+
+    def reclaim(
+        self,
+        leases: Sequence[Held],
+        actor: Actor,
+        event: str,
+        *,
+        expired: bool = False,
+        skip_locked: bool = False,
+    ) -> Batch: ...
+
+    def release_held(self, leases: Sequence[Held], actor: Actor) -> Batch: ...
+
+    def extend(self, leases: Sequence[Held], actor: Actor, seconds: int) -> Batch: ...
+
+
+def dead_or_alive(
+    lock: LeaseLock | None, rows: Sequence[Any], now: datetime
+) -> tuple[list[Any], dict[uuid.UUID, datetime]]:
+    """Of these held rows (locked), the ones whose lease is gone, and the expiry to write
+    on the others whose recorded one has passed (a lock store's leases: a heartbeat may
+    extend only the lock). Without a lock store the row's expiry says; with one, the lock.
+    The rule of the sweep and of ``reclaim --expired``, on both stores."""
+    if lock is None:
+        return [r for r in rows if r.lease_expires_at is not None and r.lease_expires_at <= now], {}
+    alive = lock.alive([r.id for r in rows])
+    dead = [r for r in rows if r.id not in alive]
+    refresh = {
+        r.id: now + timedelta(milliseconds=alive[r.id])
+        for r in rows
+        if r.id in alive and (r.lease_expires_at is None or r.lease_expires_at <= now)
+    }
+    return dead, refresh
+
+
+def holder_of(row: Any) -> Holder:
+    """The current holder as the row records it (an operator acts without the secret)."""
+    return Holder(row.leased_by_agent_id or "", row.lease_token, row.lease_secret_hash)
+
+
+def extend_hold(
+    lock: LeaseLock | None, row: Any, now: datetime, seconds: int
+) -> tuple[datetime, str | None]:
+    """The new expiry of a held row's lease pushed out by ``seconds``, and why it may not
+    be (``None``: it may), the lock store's hold extended to match. Without a lock store
+    a lease past its recorded expiry is expired; with one, the lock says."""
+    new_expiry = row.lease_expires_at + timedelta(seconds=seconds)
+    if lock is None:
+        if row.lease_expires_at <= now:
+            return new_expiry, "lease_expired: the lease has expired"
+        return new_expiry, None
+    ttl_ms = math.ceil((new_expiry - now).total_seconds()) * 1000
+    try:
+        lock.extend_lock(row.id, holder_of(row), ttl_ms, row.order_type)
+    except WorkManagerError as exc:  # expired, or the store no longer holds it
+        return new_expiry, f"{exc.code}: {exc.message}"
+    return new_expiry, None
+
+
+def drop_holds(lock: LeaseLock | None, ended: Sequence[tuple[Held, Holder]]) -> None:
+    """After the commit that ended these leases, drop the lock store's holds (best
+    effort: an orphaned lock delays nothing, the row is no longer held)."""
+    if lock is None:
+        return
+    for lease, holder in ended:
+        with contextlib.suppress(Exception):
+            lock.release_lock(lease.item_id, holder, lease.order_type)
 
 
 def lock_only_beat(

@@ -85,6 +85,10 @@ class LeaseLock(Protocol):
     def abandoned(self, grant: Grant, agent_id: str) -> None:
         """Drop the lock of a grant whose transaction rolled back."""
 
+    def alive(self, item_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """Of these items, the ones with a live lock, with the milliseconds it has left
+        (what the sweep asks: a lease without its lock is gone)."""
+
 
 class LeaseBackend(Protocol):
     """Decides who holds a lease. Every method runs inside the caller's transaction."""
@@ -129,13 +133,6 @@ class LeaseBackend(Protocol):
 
     def abandoned(self, grant: Grant, agent_id: str) -> None:
         """Called when the transaction of a grant rolled back; drops any backend-side hold."""
-
-    def dead(self, session: Session, items: list[Item], now: datetime) -> list[Item]:
-        """Of these held rows, the ones whose lease is gone.
-
-        The sweep reclaims those. Rows whose lease is in fact alive may have their recorded
-        expiry refreshed here so the sweep does not look at them again until then.
-        """
 
     def lost_track(self) -> bool:
         """True when leases may have been lost since the last audit (the store was flushed

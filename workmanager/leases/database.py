@@ -86,9 +86,6 @@ class DatabaseLeaseBackend:
     def abandoned(self, grant: Grant, agent_id: str) -> None:
         pass
 
-    def dead(self, session: Session, items: list[Item], now: datetime) -> list[Item]:
-        return [i for i in items if i.lease_expires_at is not None and i.lease_expires_at <= now]
-
     def lost_track(self) -> bool:
         return False  # the rows are the leases: nothing to lose
 

@@ -170,16 +170,9 @@ class StoreLeaseBackend:
         proof = Holder(agent_id, grant.token, grant.secret_hash).store_proof()
         self.store.release(str(grant.item.id), agent_id, proof, grant.item.order_type)
 
-    def dead(self, session: Session, items: list[Item], now: datetime) -> list[Item]:
-        alive = self.store.alive([str(i.id) for i in items])
-        gone = []
-        for item in items:
-            remaining_ms = alive.get(str(item.id))
-            if remaining_ms is None:
-                gone.append(item)
-            else:
-                item.lease_expires_at = now + timedelta(milliseconds=remaining_ms)
-        return gone
+    def alive(self, item_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+        remaining = self.store.alive([str(i) for i in item_ids])
+        return {uuid.UUID(i): ms for i, ms in remaining.items()}
 
     def lost_track(self) -> bool:
         return not self.store.marked()

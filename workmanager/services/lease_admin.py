@@ -10,43 +10,39 @@ an empty selector is refused so that a typo never ends every lease in the system
 ``reclaim``, where it means the expired leases (upstream's ``lease:reclaim``, SPEC §13).
 Every action has a dry run that returns what would change and writes nothing.
 
-- **reclaim** ends the lease as the sweep does when one expires (``requeue_or_fail``): the
-  attempt stays spent, the item is requeued with backoff or fails when attempts are spent.
-  Expired leases are those the backend says are gone (as the sweep asks it: a Redis lease
-  extended by a heartbeat that touched only Redis is alive) and get event
-  ``lease_expired``; leases ended early by selector get ``lease_reclaimed``.
+- **reclaim** ends the lease as the sweep does when one expires: the attempt stays spent,
+  the item is requeued with backoff or fails when attempts are spent. Expired leases are
+  those the lock store says are gone (as the sweep asks it: a Redis lease extended by a
+  heartbeat that touched only Redis is alive) and get event ``lease_expired``; leases
+  ended early by selector get ``lease_reclaimed``.
 - **release** ends it as the holder's own release does: the attempt is given back and the
   item is leasable again at once.
-- **extend** pushes the recorded expiry (and the backend's hold) out by N seconds.
+- **extend** pushes the recorded expiry (and the lock store's hold) out by N seconds.
 
-Rows are locked item first, then order (the agent paths' order; see ``order_steps``), in
-batches of ``sweep_batch_size`` per transaction.
+This module selects the leases (a read), previews them, and reports (metrics, the
+dispatcher); every write is the store's (:mod:`workmanager.db.store`: ``reclaim``,
+``release_held``, ``extend``), in batches of ``sweep_batch_size`` leases per transaction,
+each lease acted on only while it is still the one selected (its fence).
 """
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, func, select
-from sqlalchemy.orm import Session
 
 from ..db.models import Event, Item
 from ..db.predicates import held
-from ..errors import InvalidQuery, ValidationFailed, WorkManagerError
-from ..lease_tokens import Holder
+from ..db.store import Batch, Held, LeaseChange, Store, build_store, dead_or_alive
+from ..errors import InvalidQuery, ValidationFailed
 from ..states import ItemState
-from ..types import Actor, Lease
+from ..types import Actor
 from .context import ServiceContext
-from .order_steps import lock_order_ref, maybe_requeue_order
-from .retries import requeue_or_fail
-from .transitions import clear_lease, move_item, record_event
 from .views import iso
 
 REQUEUED, FAILED, RELEASED, EXTENDED, SKIPPED = (
@@ -68,7 +64,7 @@ class LeaseSelector:
     older_than: timedelta | None = None
     all: bool = False
     item_id: uuid.UUID | None = None
-    #: only leases past their expiry (and gone from the backend)
+    #: only leases past their expiry (and gone from the lock store)
     expired: bool = False
 
     def empty(self) -> bool:
@@ -134,50 +130,37 @@ class LeaseAdminResult:
         }
 
 
-def lease_row(item: Item) -> dict[str, Any]:
+def lease_row(lease: Held) -> dict[str, Any]:
     """A held lease as operators see it."""
     return {
-        "item_id": str(item.id),
-        "order_id": str(item.order_id),
-        "order_type": item.order_type,
-        "state": item.state,
-        "agent_id": item.leased_by_agent_id,
-        "lease_token": item.lease_token,
-        "lease_expires_at": iso(item.lease_expires_at),
-        "attempts": item.attempts,
-        "max_attempts": item.max_attempts,
+        "item_id": str(lease.item_id),
+        "order_id": str(lease.order_id),
+        "order_type": lease.order_type,
+        "state": lease.state,
+        "agent_id": lease.agent_id,
+        "lease_token": lease.lease_token,
+        "lease_expires_at": iso(lease.lease_expires_at),
+        "attempts": lease.attempts,
+        "max_attempts": lease.max_attempts,
     }
 
 
-def _lease_of(item: Item, heartbeat_every: int) -> Lease:
-    """The held lease as an operator acts on it: without its secret (the token is empty;
-    backend calls use :func:`holder_of`)."""
-    assert item.lease_expires_at is not None
-    return Lease(
-        item.id,
-        item.order_id,
-        item.leased_by_agent_id or "",
-        "",
-        item.lease_expires_at,
-        heartbeat_every,
-    )
+def change_row(change: LeaseChange) -> dict[str, Any]:
+    """A lease's change as operators see it: the lease as it was, and its outcome."""
+    row = {**lease_row(change.lease), "outcome": change.outcome}
+    if change.outcome in (REQUEUED, FAILED):
+        row["available_at"] = iso(change.at)
+    elif change.outcome == EXTENDED:
+        row["new_lease_expires_at"] = iso(change.at)
+    elif change.outcome == SKIPPED:
+        row["reason"] = change.reason
+    return row
 
 
-def holder_of(item: Item) -> Holder:
-    """The current holder as the row records it: operators end or extend a lease without
-    knowing its secret."""
-    return Holder(item.leased_by_agent_id or "", item.lease_token, item.lease_secret_hash)
-
-
-# (session, item, lease, now) -> (outcome, extra fields); runs inside the batch transaction
-_Step = Callable[[Session, Item, Lease, datetime], tuple[str, dict[str, Any]]]
-_Preview = Callable[[Item, datetime], tuple[str, dict[str, Any]]]
-
-
-@dataclass
-class _Batch:
-    changes: list[dict[str, Any]]
-    ended: list[tuple[Item, Holder, str]]  # the holder as it was before the lease ended
+def held_leases(ctx: ServiceContext, stmt: Select[Any]) -> list[Held]:
+    """The held leases ``stmt`` (a select of items) reads; no lock, nothing written."""
+    with ctx.db.transaction() as s:
+        return [Held.of(item) for item in s.scalars(stmt)]
 
 
 class LeaseAdmin:
@@ -186,12 +169,11 @@ class LeaseAdmin:
     def __init__(self, ctx: ServiceContext, actor: Actor | None = None) -> None:
         self.ctx = ctx
         self.actor = actor or Actor("user", "operator")
+        self.store: Store = build_store(ctx)
 
     def held(self, selector: LeaseSelector) -> list[dict[str, Any]]:
         """The held leases the selector matches (no selector needed to look)."""
-        with self.ctx.db.transaction() as s:
-            stmt = select(Item).where(*selector.where(self.ctx.clock())).order_by(Item.id)
-            return [lease_row(i) for i in s.scalars(stmt)]
+        return [lease_row(lease) for lease in self._select(selector, self.ctx.clock())]
 
     def reclaim(self, selector: LeaseSelector, dry_run: bool = False) -> LeaseAdminResult:
         """End the leases now as the sweep ends expired ones (requeue with backoff, or fail
@@ -200,12 +182,19 @@ class LeaseAdmin:
         if selector.empty():
             selector = replace(selector, expired=True)
         event = "lease_expired" if selector.expired else "lease_reclaimed"
-        step = partial(self._reclaim, event=event)
-        return self._run("reclaim", selector, dry_run, step, _preview_reclaim)
+
+        def act(leases: Sequence[Held]) -> Batch:
+            return self.store.reclaim(leases, self.actor, event, expired=selector.expired)
+
+        return self._run("reclaim", selector, dry_run, act, _preview_reclaim)
 
     def release(self, selector: LeaseSelector, dry_run: bool = False) -> LeaseAdminResult:
         """End the leases now and give their attempt back; the items are leasable at once."""
-        return self._run("release", selector, dry_run, self._release, _preview_release)
+
+        def act(leases: Sequence[Held]) -> Batch:
+            return self.store.release_held(leases, self.actor)
+
+        return self._run("release", selector, dry_run, act, _preview_release)
 
     def extend(
         self, selector: LeaseSelector, seconds: int, dry_run: bool = False
@@ -216,164 +205,80 @@ class LeaseAdmin:
             raise ValidationFailed(
                 [{"path": "seconds", "message": "must be positive", "validator": "minimum"}]
             )
-        step = partial(self._extend, seconds=seconds)
-        return self._run("extend", selector, dry_run, step, partial(_preview_extend, seconds))
 
-    # --- the batch machinery ----------------------------------------------------------
+        def act(leases: Sequence[Held]) -> Batch:
+            return self.store.extend(leases, self.actor, seconds)
+
+        def preview(lease: Held, now: datetime) -> LeaseChange:
+            if lease.lease_expires_at is None or lease.lease_expires_at <= now:
+                return LeaseChange(lease, SKIPPED, reason="lease_expired: the lease has expired")
+            return LeaseChange(lease, EXTENDED, lease.lease_expires_at + timedelta(seconds=seconds))
+
+        return self._run("extend", selector, dry_run, act, preview)
+
+    # --- select, preview or act, report ------------------------------------------------
+    def _select(self, selector: LeaseSelector, now: datetime) -> list[Held]:
+        return held_leases(self.ctx, select(Item).where(*selector.where(now)).order_by(Item.id))
+
     def _run(
         self,
         action: str,
         selector: LeaseSelector,
         dry_run: bool,
-        step: _Step,
-        preview: _Preview,
+        act: Callable[[Sequence[Held]], Batch],
+        preview: Callable[[Held, datetime], LeaseChange],
     ) -> LeaseAdminResult:
         selector.require()
         now = self.ctx.clock()
         result = LeaseAdminResult(action, dry_run)
-        with self.ctx.db.transaction() as s:
-            ids = list(s.scalars(select(Item.id).where(*selector.where(now)).order_by(Item.id)))
-        for chunk in _chunks(ids, self.ctx.settings.sweep_batch_size):
-            if dry_run:
-                look = partial(self._preview, selector=selector, chunk=chunk, now=now)
-                batch = self.ctx.db.run(partial(look, preview=preview))
-            else:
-                act = partial(self._apply, selector=selector, chunk=chunk, now=now)
-                batch = self.ctx.db.run(partial(act, step=step))
-                self._after_commit(batch, expired=selector.expired)
-            result.changes.extend(batch.changes)
+        leases = self._select(selector, now)
+        if dry_run:
+            if selector.expired:  # the lock store says which are gone (nothing written)
+                leases = dead_or_alive(self.ctx.leases.lock, leases, now)[0]
+            result.changes = [change_row(preview(lease, now)) for lease in leases]
+            return result
+        for chunk in _chunks(leases, self.ctx.settings.sweep_batch_size):
+            batch = act(chunk)
+            result.changes.extend(change_row(c) for c in batch.changes)
+            self._report(batch.changes, expired=selector.expired)
         return result
 
-    def _rows(
-        self, s: Session, selector: LeaseSelector, chunk: list[uuid.UUID], now: datetime
-    ) -> list[Item]:
-        stmt = select(Item).where(Item.id.in_(chunk), *selector.where(now)).order_by(Item.id)
-        if s.get_bind().dialect.name == "postgresql":
-            stmt = stmt.with_for_update(of=Item)
-        rows = list(s.scalars(stmt))
-        # past the recorded expiry is not enough: the backend says which leases are gone
-        return self.ctx.leases.dead(s, rows, now) if selector.expired else rows
-
-    def _preview(
-        self,
-        s: Session,
-        *,
-        selector: LeaseSelector,
-        chunk: list[uuid.UUID],
-        now: datetime,
-        preview: _Preview,
-    ) -> _Batch:
-        changes = []
-        for item in self._rows(s, selector, chunk, now):
-            outcome, extra = preview(item, now)
-            changes.append({**lease_row(item), "outcome": outcome, **extra})
-        return _Batch(changes, [])
-
-    def _apply(
-        self,
-        s: Session,
-        *,
-        selector: LeaseSelector,
-        chunk: list[uuid.UUID],
-        now: datetime,
-        step: _Step,
-    ) -> _Batch:
-        batch = _Batch([], [])
-        for item in self._rows(s, selector, chunk, now):
-            before, holder = lease_row(item), holder_of(item)  # the step clears the row
-            lease = _lease_of(item, self.ctx.settings.heartbeat_every_seconds)
-            outcome, extra = step(s, item, lease, now)
-            batch.changes.append({**before, "outcome": outcome, **extra})
-            if outcome in (REQUEUED, FAILED, RELEASED):
-                batch.ended.append((item, holder, outcome))
-        return batch
-
-    def _after_commit(self, batch: _Batch, expired: bool = False) -> None:
+    def _report(self, changes: Sequence[LeaseChange], expired: bool) -> None:
         requeued: dict[str, list[uuid.UUID]] = {}
-        for item, holder, outcome in batch.ended:
-            self.ctx.leases.released(item, holder)
+        for change in changes:
+            lease = change.lease
+            if change.outcome not in (REQUEUED, FAILED, RELEASED):
+                continue
             if expired:  # counted as the sweep counts the leases it reclaims
-                self.ctx.metrics.increment("leases_expired_total", type=item.order_type)
+                self.ctx.metrics.increment("leases_expired_total", type=lease.order_type)
             else:
                 self.ctx.metrics.increment(
                     "leases_released_total",
-                    type=item.order_type,
-                    agent_id=holder.agent_id,
-                    tenant=item.tenant_id,
+                    type=lease.order_type,
+                    agent_id=lease.agent_id,
+                    tenant=lease.tenant_id,
                 )
-            if outcome == FAILED:
+            if change.outcome == FAILED:
                 self.ctx.metrics.increment(
-                    "items_failed_total", type=item.order_type, error_code="max_attempts_exceeded"
+                    "items_failed_total", type=lease.order_type, error_code="max_attempts_exceeded"
                 )
             else:
-                requeued.setdefault(item.order_type, []).append(item.id)
+                requeued.setdefault(lease.order_type, []).append(lease.item_id)
         for order_type, ids in requeued.items():
             self.ctx.dispatcher.items_available(order_type, ids)
 
-    # --- the steps --------------------------------------------------------------------
-    def _reclaim(
-        self, s: Session, item: Item, lease: Lease, now: datetime, *, event: str
-    ) -> tuple[str, dict[str, Any]]:
-        requeued = requeue_or_fail(s, self.ctx.settings, item, self.actor, now, event=event)
-        return (REQUEUED if requeued else FAILED), {"available_at": iso(item.available_at)}
 
-    def _release(
-        self, s: Session, item: Item, lease: Lease, now: datetime
-    ) -> tuple[str, dict[str, Any]]:
-        order = lock_order_ref(s, item.order_id)
-        clear_lease(item)
-        item.attempts, item.available_at = max(item.attempts - 1, 0), None
-        move_item(
-            s,
-            item,
-            ItemState.QUEUED,
-            self.actor,
-            event="lease_released",
-            payload={"agent_id": lease.agent_id, "lease_token": item.lease_token},
-        )
-        maybe_requeue_order(s, order, self.actor, now)
-        return RELEASED, {}
-
-    def _extend(
-        self, s: Session, item: Item, lease: Lease, now: datetime, *, seconds: int
-    ) -> tuple[str, dict[str, Any]]:
-        new_expiry = lease.expires_at + timedelta(seconds=seconds)
-        ttl = math.ceil((new_expiry - now).total_seconds())
-        try:
-            self.ctx.leases.extend(item, holder_of(item), now, ttl)
-        except WorkManagerError as exc:  # expired, or the backend no longer holds it
-            return SKIPPED, {"reason": f"{exc.code}: {exc.message}"}
-        lock_order_ref(s, item.order_id)  # agent paths lock the item, then its order
-        item.lease_expires_at = new_expiry
-        record_event(
-            s,
-            item.order_id,
-            "lease_extended",
-            self.actor,
-            item_id=item.id,
-            payload={"seconds": seconds, "lease_expires_at": iso(new_expiry)},
-        )
-        return EXTENDED, {"new_lease_expires_at": iso(new_expiry)}
+def _preview_reclaim(lease: Held, now: datetime) -> LeaseChange:
+    return LeaseChange(lease, REQUEUED if lease.attempts < lease.max_attempts else FAILED)
 
 
-def _preview_reclaim(item: Item, now: datetime) -> tuple[str, dict[str, Any]]:
-    return (REQUEUED if item.attempts < item.max_attempts else FAILED), {}
+def _preview_release(lease: Held, now: datetime) -> LeaseChange:
+    return LeaseChange(lease, RELEASED)
 
 
-def _preview_release(item: Item, now: datetime) -> tuple[str, dict[str, Any]]:
-    return RELEASED, {}
-
-
-def _preview_extend(seconds: int, item: Item, now: datetime) -> tuple[str, dict[str, Any]]:
-    if item.lease_expires_at is None or item.lease_expires_at <= now:
-        return SKIPPED, {"reason": "lease_expired: the lease has expired"}
-    new_expiry = item.lease_expires_at + timedelta(seconds=seconds)
-    return EXTENDED, {"new_lease_expires_at": iso(new_expiry)}
-
-
-def _chunks(ids: list[uuid.UUID], size: int) -> Iterator[list[uuid.UUID]]:
-    for start in range(0, len(ids), max(size, 1)):
-        yield ids[start : start + size]
+def _chunks(leases: list[Held], size: int) -> Iterator[list[Held]]:
+    for start in range(0, len(leases), max(size, 1)):
+        yield leases[start : start + size]
 
 
 @dataclass
@@ -395,22 +300,26 @@ class SweepResult:
 
 
 class Sweeper:
-    """Finds held items past their recorded expiry (index ``ix_work_items_lease_expiry``),
-    asks the lease backend which are really dead, and requeues or fails those.
+    """Finds held items past their recorded expiry (index ``ix_work_items_lease_expiry``)
+    and has the store reclaim those the lock store says are gone (``reclaim`` with
+    ``expired``).
 
-    Rows are taken with ``SKIP LOCKED`` on PostgreSQL, so concurrent sweepers split the
-    work instead of waiting on each other; cost is proportional to the expired leases.
+    The store takes the rows with ``SKIP LOCKED``, so concurrent sweepers (and agents
+    acting on their leases) are passed over instead of waited for; a run stops when a
+    batch was cut short, and the next run takes what it left. Cost is proportional to the
+    expired leases.
 
-    When the backend says it may have lost leases (Redis flushed or restarted), the sweep
-    first audits every held row, paged by id, so a lease the database shows as held but
-    the store no longer has is reclaimed now rather than when its recorded expiry passes.
-    That costs one pass over the held rows, once per data loss: the backend records the
-    audit only when it has finished, so an audit cut short (a database error) is done
-    again by the next sweep.
+    When the lock store says it may have lost leases (Redis flushed or restarted), the
+    sweep first audits every held row, paged by id, so a lease the database shows as held
+    but the store no longer has is reclaimed now rather than when its recorded expiry
+    passes. That costs one pass over the held rows, once per data loss: the backend
+    records the audit only when it has finished, so an audit cut short (a database error)
+    is done again by the next sweep.
     """
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
+        self.store: Store = build_store(ctx)
 
     def sweep(self, batch_size: int | None = None, max_batches: int = 20) -> SweepResult:
         size = batch_size or self.ctx.settings.sweep_batch_size
@@ -419,15 +328,22 @@ class Sweeper:
             total.merge(self._audit(size))
             self.ctx.leases.audited()  # only now: a failed audit is tried again next sweep
         for _ in range(max_batches):
-            result, examined = self.ctx.db.run(lambda s: self._batch(s, size))
+            stmt = (
+                select(Item)
+                .where(held(), Item.lease_expires_at <= self.ctx.clock())
+                .order_by(Item.lease_expires_at)
+                .limit(size)
+            )
+            picked = held_leases(self.ctx, stmt)
+            result, locked = self._reclaim(picked, wait=False)
             total.merge(result)
-            if examined < size:
+            if len(picked) < size or len(locked) < len(picked):
                 break
         self._report(total)
         return total
 
     def _audit(self, size: int) -> SweepResult:
-        """Check every held row against the backend, ``size`` rows per transaction.
+        """Check every held row against the lock store, ``size`` rows per transaction.
 
         A row its holder has locked right now (a heartbeat or submit that the lost store
         lock will make fail) is not skipped: it is checked again in a transaction of its
@@ -435,58 +351,35 @@ class Sweeper:
         """
         total, after = SweepResult(), None
         while True:
-            page = self.ctx.db.run(partial(self._held_ids, size=size, after=after))
-            result, seen = self.ctx.db.run(partial(self._audit_rows, ids=page, wait=False))
+            stmt = select(Item).where(held()).order_by(Item.id).limit(size)
+            if after is not None:
+                stmt = stmt.where(Item.id > after)
+            page = held_leases(self.ctx, stmt)
+            result, seen = self._reclaim(page, wait=False)
             total.merge(result)
-            for item_id in [i for i in page if i not in seen]:
-                result, _ = self.ctx.db.run(partial(self._audit_rows, ids=[item_id], wait=True))
+            for lease in [lease for lease in page if lease.item_id not in seen]:
+                result, _ = self._reclaim([lease], wait=True)
                 total.merge(result)
             if len(page) < size:
                 return total
-            after = page[-1]
+            after = page[-1].item_id
 
-    @staticmethod
-    def _held_ids(s: Session, size: int, after: uuid.UUID | None) -> list[uuid.UUID]:
-        stmt = select(Item.id).where(held()).order_by(Item.id).limit(size)
-        if after is not None:
-            stmt = stmt.where(Item.id > after)
-        return list(s.scalars(stmt))
-
-    def _audit_rows(
-        self, s: Session, ids: list[uuid.UUID], wait: bool
-    ) -> tuple[SweepResult, set[uuid.UUID]]:
-        stmt = select(Item).where(Item.id.in_(ids), held())
-        rows = self._locked(s, stmt, wait=wait)
-        return self._reclaim(s, rows), {i.id for i in rows}
-
-    def _batch(self, s: Session, size: int) -> tuple[SweepResult, int]:
-        now = self.ctx.clock()
-        stmt = (
-            select(Item)
-            .where(held(), Item.lease_expires_at <= now)
-            .order_by(Item.lease_expires_at)
-            .limit(size)
+    def _reclaim(
+        self, leases: Sequence[Held], wait: bool
+    ) -> tuple[SweepResult, frozenset[uuid.UUID]]:
+        """Have the store reclaim the leases that are gone; what it did, and the rows it
+        locked."""
+        actor = Actor.system()
+        batch = self.store.reclaim(
+            leases, actor, "lease_expired", expired=True, skip_locked=not wait
         )
-        rows = self._locked(s, stmt)
-        return self._reclaim(s, rows), len(rows)
-
-    @staticmethod
-    def _locked(s: Session, stmt: Select[Item], wait: bool = False) -> list[Item]:
-        if s.get_bind().dialect.name == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=not wait)
-        return list(s.scalars(stmt))
-
-    def _reclaim(self, s: Session, rows: list[Item]) -> SweepResult:
-        now = self.ctx.clock()
         result = SweepResult()
-        for item in self.ctx.leases.dead(s, rows, now):
-            if requeue_or_fail(
-                s, self.ctx.settings, item, Actor.system(), now, event="lease_expired"
-            ):
-                result.requeued[item.order_type].append(item.id)
+        for change in batch.changes:
+            if change.outcome == REQUEUED:
+                result.requeued[change.lease.order_type].append(change.lease.item_id)
             else:
-                result.failed[item.order_type] += 1
-        return result
+                result.failed[change.lease.order_type] += 1
+        return result, batch.locked
 
     def _report(self, result: SweepResult) -> None:
         for order_type, ids in result.requeued.items():

@@ -62,11 +62,12 @@ from ...services.context import ServiceContext
 from ...services.inputs import as_presented
 from ...services.outcomes import ItemOutcome, PartOutcome
 from ...services.views import item_view
-from ...types import JSON, AgentInfo, Lease
+from ...types import JSON, Actor, AgentInfo, Lease
 from .. import claims
 from ..orm_store import OrmStore
 from ..raw import Conn
-from ..store import Validate, lock_only_beat
+from ..store import Batch, Held, Validate, lock_only_beat
+from .admin import PostgresAdmin
 from .endings import PostgresEndings
 from .sql import (
     LOCK_ITEM,
@@ -117,6 +118,8 @@ class PostgresStore:
         self.submitter = PostgresSubmit(ctx, self.raw, lock)
         #: fail, submit_part and finalize (:mod:`.endings`)
         self.endings = PostgresEndings(self)
+        #: reclaim, release_held and extend (:mod:`.admin`)
+        self.admin = PostgresAdmin(self)
 
     def submit(
         self,
@@ -148,6 +151,24 @@ class PostgresStore:
 
     def release(self, lease: Lease, agent: AgentInfo) -> ItemOutcome:
         return self.endings.release(lease, agent)
+
+    # --- the operator's lease actions and the sweep (:mod:`.admin`) --------------------
+    def reclaim(
+        self,
+        leases: Sequence[Held],
+        actor: Actor,
+        event: str,
+        *,
+        expired: bool = False,
+        skip_locked: bool = False,
+    ) -> Batch:
+        return self.admin.reclaim(leases, actor, event, expired=expired, skip_locked=skip_locked)
+
+    def release_held(self, leases: Sequence[Held], actor: Actor) -> Batch:
+        return self.admin.release_held(leases, actor)
+
+    def extend(self, leases: Sequence[Held], actor: Actor, seconds: int) -> Batch:
+        return self.admin.extend(leases, actor, seconds)
 
     # --- checkout ---------------------------------------------------------------------
     def grant(self, agent: AgentInfo, query: CheckoutQuery) -> Lease | None:
