@@ -18,30 +18,15 @@ from .request_store import ClaimId, KeyRow, LeaseRow, TokenRow
 from .session import Database
 
 _OWNER = aliased(ApiToken)
-_TOKEN = select(
-    ApiToken.name,
-    ApiToken.agent_id,
-    ApiToken.tenant_id,
-    ApiToken.scopes,
-    ApiToken.token_hash,
-    ApiToken.revoked_at,
-    ApiToken.last_used_at,
-    case(
-        (
-            ApiToken.agent_id.is_(None),
-            select(_OWNER.name)
-            .where(
-                _OWNER.agent_id
-                == func.coalesce(bindparam("claimed", type_=String()), ApiToken.name)
-            )
-            .limit(1)
-            .scalar_subquery(),
-        )
-    ),
-).where(ApiToken.token_hash == bindparam("digest"))
-_LEASE_ROW = select(
-    Item.order_id, Item.leased_by_agent_id, Item.lease_token, Item.lease_secret_hash, Item.tenant_id
+#: the token bound to the agent id an unbound token acts as (the one it names, else its own)
+_OWNS = select(_OWNER.name).where(
+    _OWNER.agent_id == func.coalesce(bindparam("claimed", type_=String()), ApiToken.name)
 )
+_TOKEN = select(
+    *(getattr(ApiToken, column) for column in TokenRow._fields[:-1]),
+    case((ApiToken.agent_id.is_(None), _OWNS.limit(1).scalar_subquery())),
+).where(ApiToken.token_hash == bindparam("digest"))
+_LEASE_ROW = select(*(getattr(Item, column) for column in LeaseRow._fields))
 
 
 class OrmRequestStore:
