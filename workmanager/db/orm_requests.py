@@ -36,7 +36,7 @@ class OrmRequestStore:
     def token(self, digest: str, claimed: str | None) -> TokenRow | None:
         with self.db.transaction() as s:
             found = s.execute(_TOKEN, {"digest": digest, "claimed": claimed}).first()
-        return TokenRow(*found) if found is not None else None
+        return TokenRow._make(found) if found is not None else None
 
     def touch_token(self, digest: str, now: datetime) -> None:
         with self.db.transaction() as s:
@@ -85,4 +85,4 @@ class OrmRequestStore:
     def lease_row(self, item_id: uuid.UUID) -> LeaseRow | None:
         with self.db.transaction() as s:
             found = s.execute(_LEASE_ROW.where(Item.id == item_id)).first()
-        return LeaseRow(*found) if found is not None else None
+        return LeaseRow._make(found) if found is not None else None
