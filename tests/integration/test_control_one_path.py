@@ -1,6 +1,7 @@
 """One path per database for the control plane (issue 12): on PostgreSQL the order store of
-``db/postgres/control.py`` (``PostgresOrderStore``) is the only implementation of
-propose's insert, auto-approval and apply; the ORM store (``db/orm_orders.py``,
+``db/postgres/control.py`` and ``order_admin.py`` (``PostgresOrderStore``) is the only
+implementation of propose's insert, approval, reject, rework, unblock, retry, apply (claim,
+record, failure) and dead-lettering; the ORM store (``db/orm_orders.py``,
 ``OrmOrderStore``) serves SQLite. No call reaches the ORM store on PostgreSQL — not while a
 listener is registered, not while an idempotency key is pending, not when a statement's
 guard matched nothing and the outcome must be named — and every scenario here ends the
@@ -16,22 +17,26 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from tests.support.types import Broken, Multi, Picky, Simple
+from tests.support.types import Broken, Flaky, Multi, Picky, Simple
 from workmanager import ApplyContext, Diff, OrderType, OrderView, Registry, WorkManager, events
 from workmanager.db import orm_orders
-from workmanager.db.models import IdempotencyKey, Order
+from workmanager.db.models import Event, IdempotencyKey, Item, Order, Provenance
 from workmanager.db.orm_orders import OrmOrderStore
 from workmanager.db.postgres.control import PostgresOrderStore
 from workmanager.errors import (
+    ApplyFailed,
     DedupeKeyReused,
     IdempotencyInFlight,
     IllegalStateTransition,
     NotFound,
     ValidationFailed,
+    WorkManagerError,
 )
+from workmanager.services.order_admin import OrderAdmin
 from workmanager.services.tokens import Principal
 from workmanager.surface.callers import AgentMetadata, Caller, build_caller
 from workmanager.surface.operations import Answer, Operations
+from workmanager.types import Actor, AgentInfo
 
 WM = Callable[..., WorkManager]
 
@@ -53,14 +58,16 @@ class Thief(OrderType):
 
 
 def registry() -> Registry:
-    return Registry([Simple(auto=True), Multi(), Picky(), Broken(), Thief()])
+    return Registry([Simple(auto=True), Multi(), Picky(), Broken(), Thief(), Flaky(failures=2)])
 
 
-def build(make_wm: WM, database: str, monkeypatch: pytest.MonkeyPatch) -> WorkManager:
+def build(
+    make_wm: WM, database: str, monkeypatch: pytest.MonkeyPatch, **settings: Any
+) -> WorkManager:
     """A WorkManager on ``database``; on PostgreSQL the ORM store of these operations fails
     the test if any of its methods (or its read of a refused insert's holder) is ever
     reached, by any instance."""
-    wm = make_wm(db=database, backend="database", registry=registry())
+    wm = make_wm(db=database, backend="database", registry=registry(), **settings)
     thief = wm.registry.get("test.thief")
     assert isinstance(thief, Thief)
     thief.wm = wm
@@ -329,6 +336,182 @@ def test_a_known_id_or_key_finds_its_order_on_the_same_path(
     assert corrected.created and corrected.order["id"] == str(refused_id)
     assert wm.queries.order_state(refused_id) == "queued"
     assert event_names(wm, refused_id) == ["proposed", "planned"]
+
+
+# --- the admin changes: the same trail on both databases ---------------------------------
+
+
+REVIEWER = Actor("user", "reviewer")
+REASONS = [{"code": "wrong", "message": "the answer is wrong"}]
+
+
+def admin_flow(wm: WorkManager, heard: list[events.Event]) -> dict[str, Any]:
+    """Approve by hand, reject (with and without rework), requeue (rework and unblock),
+    retry (to queued and, after a failed apply, to submitted), a failed apply (retrying,
+    then final), dead-lettering, and the refusals named from the row: every store method
+    of the admin changes. Returns what they left, ids and clocks aside."""
+    heard.clear()
+    agent = AgentInfo("agent-7", name="reviewer-bot")
+    admin = OrderAdmin(wm.ctx, wm.orders)
+    refusals: list[tuple[str, str, Any]] = []
+
+    def refused(label: str, call: Callable[[], Any]) -> None:
+        with pytest.raises(WorkManagerError) as caught:
+            call()
+        refusals.append((label, caught.value.code, caught.value.message))
+
+    approved = submitted(wm, "test.multi", {"count": 2})
+    queued = wm.propose("test.multi", {"count": 1})
+    wm.orders.approve(approved, REVIEWER, agent)
+    refused("approve twice", lambda: wm.orders.approve(approved, REVIEWER))
+    refused("approve queued", lambda: wm.orders.approve(queued, REVIEWER))
+
+    rejected = submitted(wm, "test.multi", {"count": 2})
+    wm.orders.reject(rejected, REASONS, REVIEWER, agent=agent)
+    refused("reject twice", lambda: wm.orders.reject(rejected, REASONS, REVIEWER))
+    refused("retry rejected", lambda: wm.orders.retry(rejected, REVIEWER))
+    admin.requeue(rejected, REVIEWER)  # rework
+
+    reworked = submitted(wm, "test.multi", {"count": 2})
+    wm.orders.reject(reworked, REASONS, REVIEWER, allow_rework=True)
+    later = wm.ctx.clock() + timedelta(hours=1)
+    with wm.db.transaction() as s:
+        s.execute(update(Item).where(Item.order_id == reworked).values(available_at=later))
+    admin.requeue(reworked, REVIEWER)  # queued: the backoff cleared
+
+    failed = wm.propose("test.multi", {"count": 2})
+    lease = wm.agent.checkout("agent-1", order_id=failed)
+    assert lease is not None
+    wm.agent.fail(lease, {"code": "broken", "message": "no"}, retryable=False)
+    wm.orders.retry(failed, REVIEWER)  # to queued, the failed item with it
+
+    flaky = submitted(wm, "test.flaky", {})
+    wm.approve(flaky)
+    for _ in range(2):  # apply_retrying, then (retries spent) apply_failed
+        with pytest.raises(ApplyFailed):
+            wm.executor.apply(flaky)
+    wm.orders.retry(flaky, REVIEWER)  # every item submitted: back to submitted
+
+    dead = wm.propose("test.simple", {"n": 1})
+    lease = wm.agent.checkout("agent-1", order_id=dead)
+    assert lease is not None
+    wm.agent.fail(lease, {"code": "broken", "message": "no"}, retryable=False)
+    report = wm.maintenance.run(check_stale=False, purge_keys=False, recover_applies=False)
+    assert (report.dead_lettered_orders, report.dead_lettered_items) == (1, 1)
+
+    labels = {
+        approved: "approved",
+        queued: "queued",
+        rejected: "rejected",
+        reworked: "reworked",
+        failed: "failed",
+        flaky: "flaky",
+        dead: "dead",
+    }
+    with wm.db.transaction() as s:
+        items = {i.id: i for i in s.scalars(select(Item))}
+        names: dict[Any, str] = {str(k): v for k, v in labels.items()}
+        names |= {str(i.id): f"{labels[i.order_id]}:{i.input}" for i in items.values()}
+
+        def plain(value: Any) -> Any:  # ids named, so both runs compare
+            if isinstance(value, dict):
+                return {k: plain(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [plain(v) for v in value]
+            return names.get(value, value) if isinstance(value, str) else value
+
+        def item(item_id: Any) -> str | None:
+            return names[str(item_id)] if item_id else None
+
+        trail = by_run(
+            [
+                (labels[e.order_id], item(e.item_id), e.event, e.actor_id, plain(e.payload))
+                for e in s.scalars(select(Event).order_by(Event.id))
+            ]
+        )
+        orders = sorted(
+            (labels[o.id], o.state, plain(o.last_error), o.apply_attempts, o.apply_claim)
+            for o in s.scalars(select(Order))
+        )
+        item_rows = sorted(
+            (names[str(i.id)], i.state, i.attempts, plain(i.error), i.available_at is None)
+            for i in items.values()
+        )
+        provenance = [
+            (names[str(p.order_id)], p.action, p.agent_id)
+            for p in s.scalars(select(Provenance).order_by(Provenance.id))
+            if p.action in ("approve", "reject")
+        ]
+    listened = by_run([(names[str(e.order_id)], item(e.item_id), e.name) for e in heard])
+    return {
+        "trail": trail,
+        "orders": orders,
+        "items": item_rows,
+        "provenance": provenance,
+        "refusals": refusals,
+        "heard": listened,
+    }
+
+
+def by_run(trail: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """``trail`` with each run of one event of one order over several items sorted by
+    item: the store writes them by item id, which differs from run to run."""
+    out: list[tuple[Any, ...]] = []
+    run: list[tuple[Any, ...]] = []
+    for entry in [*trail, None]:
+        key = entry and (entry[0], *entry[2:])
+        if run and (entry is None or entry[1] is None or key != (run[0][0], *run[0][2:])):
+            out += sorted(run, key=str)
+            run = []
+        if entry is not None and entry[1] is not None:
+            run.append(entry)
+        elif entry is not None:
+            out.append(entry)
+    return out
+
+
+@pytest.mark.postgres
+def test_the_admin_changes_leave_the_same_trail_on_both_databases(
+    make_wm: WM, monkeypatch: pytest.MonkeyPatch, heard: list[events.Event]
+) -> None:
+    settings = {"apply_max_retries": 1, "dead_letter_after_hours": 0}
+    pg = admin_flow(build(make_wm, "postgres", monkeypatch, **settings), heard)  # truncated
+    monkeypatch.undo()  # the ORM store is SQLite's
+    lite = admin_flow(build(make_wm, "sqlite", monkeypatch, **settings), heard)
+    for key in lite:
+        assert pg[key] == lite[key], key
+    assert [r[:2] for r in lite["refusals"]] == [
+        ("approve twice", "illegal_state_transition"),
+        ("approve queued", "not_ready_for_approval"),
+        ("reject twice", "illegal_state_transition"),
+        ("retry rejected", "illegal_state_transition"),
+    ]
+    assert "'rejected' to 'rejected'" in lite["refusals"][2][2]
+    assert lite["provenance"] == [
+        ("approved", "approve", "agent-7"),
+        ("rejected", "reject", "agent-7"),
+    ]
+    assert ("rejected", None, "rework", "reviewer", None) in lite["trail"]
+    states = {o[0]: o[1] for o in lite["orders"]}
+    assert states == {
+        "approved": "approved",
+        "queued": "queued",
+        "rejected": "queued",
+        "reworked": "queued",
+        "failed": "queued",
+        "flaky": "submitted",
+        "dead": "dead_lettered",
+    }
+    flaky = [e[2] for e in lite["trail"] if e[0] == "flaky"][-4:]
+    assert flaky == ["approved", "apply_retrying", "apply_failed", "retried"]
+    assert all(available for _, state, _, _, available in lite["items"] if state == "queued")
+    for heard_one in (
+        ("approved", None, events.ORDER_APPROVED),
+        ("rejected", None, events.ORDER_REJECTED),
+        ("reworked", None, events.ORDER_REJECTED),
+        ("flaky", None, events.ORDER_APPROVED),
+    ):
+        assert heard_one in lite["heard"]
 
 
 # --- a pending idempotency key is marked by the statement's own transaction --------------
