@@ -18,15 +18,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from tests.support.types import Multi, Parts, Simple
 from tests.support.waiting import wait_for
 from workmanager import Actor, Registry, WorkManager
 from workmanager.db.models import Item, Order, utcnow
+from workmanager.db.store import Held
 from workmanager.errors import Forbidden, LeaseConflict, LeaseExpired, NotFound
 from workmanager.leases.memory import MemoryLeaseStore
 from workmanager.leases.redis import RedisLeaseStore
+from workmanager.services.lease_admin import LeaseAdmin, LeaseSelector
 from workmanager.types import Lease
 
 FAST = {"retry_backoff_seconds": 0, "retry_jitter_seconds": 0}
@@ -495,6 +497,198 @@ def test_per_tenant_limit_holds_under_racing_checkouts(build) -> None:
         t.join(60)
     assert len(got) == threads
     assert len([lease for lease in got if lease is not None]) == 2
+
+
+# --- the store's reclaim, release_held and extend (the operator's actions, the sweep) ----
+OPERATOR = Actor("user", "ops")
+
+
+def picked(wm: WorkManager, *leases: Lease) -> list[Held]:
+    """The held leases as an operator picks them: read from their rows, no secret."""
+    return [Held.of(row(wm, lease.item_id)) for lease in leases]
+
+
+def test_store_reclaim_ends_the_leases_picked_and_leaves_a_regranted_one(build) -> None:
+    wm = build(default_max_attempts=2, **FAST)
+    store = wm.agent.store
+    order_id = wm.propose("test.multi", {"count": 3})
+    first, second, third = (checkout(wm, f"agent-{n}") for n in "abc")
+    stale = picked(wm, third)
+    wm.agent.release(third)
+    regrant = checkout(wm, "agent-d", item_id=third.item_id)  # another fence: not picked
+    batch = store.reclaim(picked(wm, first, second) + stale, OPERATOR, "lease_reclaimed")
+    assert {c.lease.item_id: c.outcome for c in batch.changes} == {
+        first.item_id: "requeued",
+        second.item_id: "requeued",
+    }
+    assert batch.locked == {first.item_id, second.item_id}
+    for lease in (first, second):
+        item = row(wm, lease.item_id)
+        assert (item.state, item.attempts, item.leased_by_agent_id) == ("queued", 1, None)
+        assert item_events(wm, order_id, lease.item_id)[-1] == "lease_reclaimed"
+        assert_all_refused(wm, lease, LeaseExpired)
+    wm.agent.heartbeat(regrant)  # untouched, its lock too
+    again = checkout(wm, "agent-e", item_id=first.item_id)  # the lock store let it go
+    assert again.fence > first.fence
+    assert order_state(wm, order_id) == "in_progress"  # an expiry changes the item only
+    # attempts spent: the item fails, and its order with it (its event after the item's)
+    batch = store.reclaim(picked(wm, again), OPERATOR, "lease_reclaimed")
+    assert [c.outcome for c in batch.changes] == ["failed"]
+    assert row(wm, first.item_id).error["code"] == "max_attempts_exceeded"
+    assert order_state(wm, order_id) == "failed"
+    events = [e["event"] for e in wm.queries.events(order_id)]
+    assert events[-2:] == ["lease_reclaimed", "failed"]
+
+
+def test_store_reclaim_expired_takes_only_the_leases_that_are_gone(build) -> None:
+    wm = build(lease_ttl_seconds=SHORT_TTL, **FAST)
+    store = wm.agent.store
+    wm.propose("test.multi", {"count": 2})
+    lapsed, kept = checkout(wm, "agent-a"), checkout(wm, "agent-b")
+    kept = keep_alive_past(wm, kept, lapsed.expires_at)
+    with wm.db.transaction() as s:  # kept's recorded expiry passes too (a lock-only beat)
+        s.execute(
+            update(Item)
+            .where(Item.id == kept.item_id)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+    both = picked(wm, lapsed, kept)
+    batch = store.reclaim(both, Actor.system(), "lease_expired", expired=True)
+    changes = {c.lease.item_id: c.outcome for c in batch.changes}
+    if wm.ctx.leases.lock is None:  # the row is the lock: its expiry says
+        assert changes == {lapsed.item_id: "requeued", kept.item_id: "requeued"}
+        return
+    assert changes == {lapsed.item_id: "requeued"}  # kept's lock is alive
+    live = row(wm, kept.item_id)
+    assert live.state == "in_progress" and live.lease_expires_at is not None
+    assert live.lease_expires_at > utcnow()  # the lock's time, written back
+    wm.agent.heartbeat(kept)
+
+
+def test_store_release_held_gives_back_and_requeues_the_order_once_in_a_batch(build) -> None:
+    wm = build()
+    store = wm.agent.store
+    order_id = wm.propose("test.multi", {"count": 2})
+    first, second = checkout(wm, "agent-a"), checkout(wm, "agent-b")
+    wm.agent.heartbeat(second)
+    batch = store.release_held(picked(wm, first, second), OPERATOR)
+    assert [c.outcome for c in batch.changes] == ["released", "released"]
+    assert {c.lease.agent_id for c in batch.changes} == {"agent-a", "agent-b"}
+    for lease in (first, second):
+        item = row(wm, lease.item_id)
+        assert (item.state, item.attempts, item.leased_by_agent_id) == ("queued", 0, None)
+        assert_all_refused(wm, lease, LeaseExpired)
+    assert order_state(wm, order_id) == "queued"  # both released in one batch: requeued
+    events = [e["event"] for e in wm.queries.events(order_id)]
+    assert events[-3:] == ["lease_released", "lease_released", "requeued"]
+    assert {checkout(wm).item_id, checkout(wm).item_id} == {first.item_id, second.item_id}
+
+
+def test_store_extend_pushes_live_leases_and_skips_expired_ones(build) -> None:
+    wm = build(lease_ttl_seconds=SHORT_TTL, **FAST)
+    store = wm.agent.store
+    order_id = wm.propose("test.multi", {"count": 2})
+    lapsed, live = checkout(wm, "agent-a"), checkout(wm, "agent-b")
+    live = keep_alive_past(wm, live, lapsed.expires_at)
+    before = row(wm, live.item_id).lease_expires_at
+    assert before is not None
+    batch = store.extend(picked(wm, lapsed, live), OPERATOR, 60)
+    outcome = {c.lease.item_id: c for c in batch.changes}
+    assert outcome[lapsed.item_id].outcome == "skipped"
+    assert (outcome[lapsed.item_id].reason or "").startswith("lease_expired")
+    assert outcome[live.item_id].outcome == "extended"
+    assert outcome[live.item_id].at == before + timedelta(seconds=60)
+    assert row(wm, live.item_id).lease_expires_at == before + timedelta(seconds=60)
+    assert item_events(wm, order_id, live.item_id)[-1] == "lease_extended"
+    sleep_past(utcnow() + timedelta(seconds=SHORT_TTL))  # past the TTL its last beat gave
+    wm.agent.heartbeat(live)  # the lock store's hold was extended with the row
+    assert wm.sweeper.sweep().reclaimed == 1  # only the lapsed one
+    assert row(wm, live.item_id).state == "in_progress"
+
+
+class Race:
+    """Agents and reclaimers on one WorkManager; what they saw, for the assertions."""
+
+    def __init__(self, wm: WorkManager) -> None:
+        self.wm = wm
+        self.admin = LeaseAdmin(wm.ctx, OPERATOR)
+        self.grants: list[tuple[uuid.UUID, int]] = []
+        self.submitted: list[uuid.UUID] = []
+        self.ended: list[int] = []
+        self.errors: list[BaseException] = []
+        self.done, self.reclaiming = threading.Event(), threading.Event()
+        self.reclaiming.set()
+
+    def agent(self, n: int) -> None:
+        try:
+            for turn in itertools.count():
+                if self.done.is_set():
+                    return
+                lease = self.wm.agent.checkout(f"agent-{n}")
+                if lease is None:
+                    time.sleep(0.01)
+                    continue
+                self.grants.append((lease.item_id, lease.fence))
+                if self.reclaiming.is_set() and turn % 5 == 4:
+                    continue  # walked away: the sweep brings it back after the TTL
+                self.work(lease, n)
+        except BaseException as exc:  # surfaced by the test
+            self.errors.append(exc)
+
+    def work(self, lease: Lease, n: int) -> None:
+        try:
+            lease = self.wm.agent.heartbeat(lease, progress=0.5)
+            time.sleep(0.005)  # held a moment: the reclaimers race this
+            lease = self.wm.agent.heartbeat(lease)
+            self.wm.agent.submit(lease, {"answer": n})
+        except (LeaseExpired, LeaseConflict):
+            return  # ended under it: by an operator or the sweep
+        self.submitted.append(lease.item_id)
+
+    def reclaimer(self) -> None:
+        try:
+            for turn in itertools.count():
+                if self.done.is_set():
+                    return
+                if self.reclaiming.is_set():
+                    action = self.admin.release if turn % 2 else self.admin.reclaim
+                    self.ended.append(len(action(LeaseSelector(all=True)).changes))
+                    if sum(self.ended) >= 20 or turn >= 400:
+                        self.reclaiming.clear()  # the agents can finish now
+                self.wm.sweeper.sweep()
+                time.sleep(0.01)
+        except BaseException as exc:
+            self.errors.append(exc)
+
+
+def test_reclaims_racing_agents_never_grant_twice_nor_lose_an_item(build) -> None:
+    """Agents (8 threads) check out, beat and submit while the sweep, the operator's
+    reclaim and release end their leases under them, and some agents walk away from a
+    lease (the sweep must bring it back): every grant has its own fence, every item is
+    submitted exactly once, nothing is left held or queued."""
+    wm = build(lease_ttl_seconds=SHORT_TTL, default_max_attempts=10_000, **FAST)
+    orders = [wm.propose("test.multi", {"count": 8}) for _ in range(4)]
+    items = {uuid.UUID(i["id"]) for o in orders for i in wm.queries.order(o)["items"]}
+    race = Race(wm)
+    threads = [threading.Thread(target=race.agent, args=(n,)) for n in range(8)]
+    threads += [threading.Thread(target=race.reclaimer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        finished = lambda: len(set(race.submitted)) == len(items) or race.errors  # noqa: E731
+        wait_for(finished, 120, "every item submitted")
+    finally:
+        race.done.set()
+        for t in threads:
+            t.join(60)
+    assert not race.errors, race.errors
+    assert sum(race.ended) > 0  # the race was run: leases were ended under their agents
+    assert len(set(race.grants)) == len(race.grants)  # no fence granted twice for an item
+    assert sorted(race.submitted) == sorted(items)  # each item submitted once, none lost
+    with wm.db.transaction() as s:
+        states = set(s.scalars(select(Item.state).where(Item.id.in_(items))))
+    assert states == {"submitted"}
+    assert [order_state(wm, o) for o in orders] == ["submitted"] * 4
 
 
 # --- concurrency ------------------------------------------------------------------------
