@@ -1,0 +1,106 @@
+"""The request store (``db/request_store.py``) keeps its contract on both databases: the
+PostgreSQL statements and the SQLite twin under the same tests."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from workmanager import WorkManager
+from workmanager.db.models import ApiToken, IdempotencyKey
+from workmanager.db.request_store import KeyRow, RequestStore, build_request_store
+
+NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def wm(make_wm: Any, database: str) -> WorkManager:
+    return make_wm(db=database, backend="database")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def store(wm: WorkManager) -> RequestStore:
+    return build_request_store(wm.db)
+
+
+def row(key: str, created: datetime = NOW) -> dict[str, Any]:
+    return {
+        **{"key_hash": key, "endpoint": "propose", "request_fingerprint": "fp"},
+        **{"status": "in_flight", "locked_until": created + timedelta(minutes=5)},
+        **{"created_at": created, "expires_at": created + timedelta(hours=1)},
+    }
+
+
+def claim(store: RequestStore, key: str, created: datetime = NOW) -> int:
+    claimed = store.claim_key(row(key, created))
+    assert claimed is not None
+    return claimed
+
+
+def set_key(wm: WorkManager, key: str, **values: Any) -> None:
+    with wm.db.transaction() as s:
+        s.execute(update(IdempotencyKey).where(IdempotencyKey.key_hash == key).values(**values))
+
+
+def test_a_key_is_claimed_once_and_read_back(store: RequestStore) -> None:
+    claim(store, "k")
+    assert store.claim_key(row("k", NOW + timedelta(hours=2))) is None  # nothing written
+    assert store.existing_key("k", NOW) == KeyRow("fp", "in_flight", None, None)
+    assert store.existing_key("other", NOW) is None
+
+
+def test_stale_and_expired_rows_are_cleared_and_committed_ones_kept(
+    wm: WorkManager, store: RequestStore
+) -> None:
+    for key in ("stale", "committed", "expired"):
+        claim(store, key)
+    set_key(wm, "committed", status="committed", response_body={"order_id": "o"})
+    later = NOW + timedelta(minutes=6)  # every lock ran out; nothing expired
+    assert store.existing_key("stale", later) is None
+    assert store.existing_key("stale", NOW) is None  # deleted, not just hidden
+    assert store.existing_key("committed", later) == KeyRow(
+        "fp", "committed", None, {"order_id": "o"}
+    )
+    assert store.existing_key("expired", NOW + timedelta(hours=1)) is None
+    assert store.existing_key("expired", NOW) is None
+    assert store.existing_key("committed", NOW + timedelta(hours=1)) is None
+
+
+def test_complete_and_abandon_touch_their_claim_only(wm: WorkManager, store: RequestStore) -> None:
+    old = ("k", claim(store, "k"), NOW)
+    store.abandon_key(old)
+    new = ("k", claim(store, "k", NOW + timedelta(seconds=1)), NOW + timedelta(seconds=1))
+    store.complete_key(old, 201, {"x": 1})  # the key's later row is left alone
+    store.abandon_key(old)
+    assert store.existing_key("k", NOW) == KeyRow("fp", "in_flight", None, None)
+    store.complete_key(new, 201, {"x": 1})
+    store.abandon_key(new)  # a stored answer is not in flight: kept
+    assert store.existing_key("k", NOW) == KeyRow("fp", "done", 201, {"x": 1})
+    set_key(wm, "k", status="committed")
+    store.abandon_key(new)
+    assert store.existing_key("k", NOW) is not None
+
+
+def test_a_token_is_read_with_the_owner_of_the_agent_it_acts_as(
+    wm: WorkManager, store: RequestStore
+) -> None:
+    with wm.db.transaction() as s:
+        s.add(ApiToken(name="bound", agent_id="a1", scopes=["view"], token_hash="d1"))
+        s.add(ApiToken(name="free", scopes=["view"], token_hash="d2", tenant_id="t"))
+    bound = store.token("d1", "a1")
+    assert bound is not None and (bound.name, bound.agent_id, bound.owner) == ("bound", "a1", None)
+    free = store.token("d2", None)
+    assert free is not None and (free.scopes, free.tenant_id, free.owner) == (["view"], "t", None)
+    assert store.token("d2", "a1") == free._replace(owner="bound")
+    assert store.token("nope", None) is None
+    store.touch_token("d2", NOW)
+    touched = store.token("d2", None)
+    assert touched is not None and touched.last_used_at == NOW
+
+
+def test_the_lease_row_of_a_missing_item_is_none(store: RequestStore) -> None:
+    assert store.lease_row(uuid.uuid4()) is None
