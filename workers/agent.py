@@ -161,10 +161,15 @@ def install_shutdown(consumer: AgentConsumer) -> None:
 
 
 def register_agent_task(app: Celery, order_type: str, consumer: AgentConsumer) -> Task:
-    """Register ``workmanager.agents.<type>`` on ``app`` to run ``consumer``."""
+    """Register ``workmanager.agents.<type>`` on ``app`` to run ``consumer``.
+
+    On ``app`` alone (``shared=False``): a shared task would be added to every Celery app
+    the process finalizes afterwards, bound to this consumer, and a second registration
+    (another consumer) would then collide with it there (``DuplicateTaskNameWarning``)."""
 
     @app.task(
         name=f"workmanager.agents.{order_type}",
+        shared=False,
         autoretry_for=(TransientError,),
         retry_backoff=True,
         retry_backoff_max=60,

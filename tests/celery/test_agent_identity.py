@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from celery import Celery
 
 from tasks.app import app
 from tasks.runtime import set_wm
@@ -39,3 +40,14 @@ def test_the_default_agent_id_names_host_and_process(wm: WorkManager) -> None:
 def test_an_explicit_agent_id_wins(wm: WorkManager) -> None:
     _, consumer = build("test.simple", "tests.support.pipeline:echo_handler", "researcher-7", wm)
     assert consumer.agent.id == "researcher-7"
+
+
+def test_the_agent_task_is_bound_to_its_app_alone(wm: WorkManager) -> None:
+    """Registered on the agent's app only: another app finalized later in the process does
+    not get it, so a second consumer's task never collides with the first one's there
+    (Celery's ``DuplicateTaskNameWarning``)."""
+    agent_app, _ = build("test.simple", "tests.support.pipeline:echo_handler", "a-1", wm)
+    assert TASK in agent_app.tasks
+    other = Celery("elsewhere", set_as_current=False)
+    other.finalize()
+    assert TASK not in other.tasks

@@ -1,13 +1,14 @@
 """Rate limits (SPEC §13, issue 17): token buckets per agent and per tenant, on the database
 (SQLite, PostgreSQL) and on Redis, driven through the limiter and through the agent API.
 
-The burst test hammers one bucket (20/s, burst 10) from several threads for two seconds:
-what it accepts is the burst plus the rate times the time, within 10 %.
+The burst test hammers one bucket (10/s, burst 10) from several threads for 1.5 s: what it
+accepts is the burst plus the rate times the time, between bounds computed from the calls'
+own start and end times (``tests/support/buckets.py``), so a loaded machine widens them
+and never breaks them.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
+from tests.support.buckets import assert_within, hammer
 from tests.support.types import Simple
 from workmanager import Registry, WorkManager
 from workmanager.db.models import Item
@@ -48,39 +50,21 @@ def store_wm(request: pytest.FixtureRequest, make_wm: Any) -> Any:
     return build
 
 
-def hammer(take: Any, seconds: float, threads: int = 4) -> tuple[int, int, float]:
-    """Call ``take()`` from ``threads`` threads for ``seconds``: (accepted, refused, the
-    seconds between the first call and the last)."""
-    accepted, refused, lock = [0], [0], threading.Lock()
-    start = time.monotonic()
-    deadline = start + seconds
-
-    def run() -> None:
-        while time.monotonic() < deadline:
-            try:
-                take()
-                ok = True
-            except RateLimited as exc:
-                assert exc.retry_after >= 1
-                ok = False
-            with lock:
-                (accepted if ok else refused)[0] += 1
-
-    workers = [threading.Thread(target=run) for _ in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    return accepted[0], refused[0], time.monotonic() - start
-
-
-def test_burst_then_rate_within_ten_percent(store_wm: Any) -> None:
-    wm = store_wm(rate_limit_checkout_per_agent=Rate(20, 1), rate_limit_burst=10)
+def test_burst_then_rate_within_bounds(store_wm: Any) -> None:
+    wm = store_wm(rate_limit_checkout_per_agent=Rate(10, 1), rate_limit_burst=10)
     agent = f"a-{uuid.uuid4().hex[:6]}"
-    accepted, refused, elapsed = hammer(lambda: wm.limits.checkout(agent), 2.0)
-    expected = 10 + 20 * elapsed
-    assert refused > accepted  # it was hammered well past the limit
-    assert abs(accepted - expected) <= 0.1 * expected, (accepted, expected, refused)
+    waits: list[int] = []
+
+    def take() -> bool:
+        try:
+            wm.limits.checkout(agent)
+        except RateLimited as exc:
+            waits.append(exc.retry_after)
+            return False
+        return True
+
+    assert_within(hammer(take, 1.5), capacity=10, rate=10)
+    assert min(waits) >= 1  # Retry-After in whole seconds, never 0
 
 
 def test_tokens_are_taken_from_every_bucket_or_none(store_wm: Any) -> None:
