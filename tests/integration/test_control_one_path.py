@@ -1,7 +1,7 @@
 """One path per database for the control plane (issue 12): on PostgreSQL the order store of
 ``db/postgres/control.py`` and ``order_admin.py`` (``PostgresOrderStore``) is the only
 implementation of propose's insert, approval, reject, rework, unblock, retry, apply (claim,
-record, failure) and dead-lettering; the ORM store (``db/orm_orders.py``,
+record, failure), dead-lettering and pruning; the ORM store (``db/orm_orders.py``,
 ``OrmOrderStore``) serves SQLite. No call reaches the ORM store on PostgreSQL — not while a
 listener is registered, not while an idempotency key is pending, not when a statement's
 guard matched nothing and the outcome must be named — and every scenario here ends the
@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from tests.support.types import Broken, Flaky, Multi, Picky, Simple
 from workmanager import ApplyContext, Diff, OrderType, OrderView, Registry, WorkManager, events
@@ -32,6 +32,7 @@ from workmanager.errors import (
     ValidationFailed,
     WorkManagerError,
 )
+from workmanager.services.maintenance import Housekeeping
 from workmanager.services.order_admin import OrderAdmin
 from workmanager.services.tokens import Principal
 from workmanager.surface.callers import AgentMetadata, Caller, build_caller
@@ -105,6 +106,9 @@ def build(
         "_fail_tx",
         "dead_letter",
         "_dead_letter_tx",
+        "prune",
+        "_prune_tx",
+        "prune_audit",
     ):
         monkeypatch.setattr(OrmOrderStore, method, orm(f"OrmOrderStore.{method}"))
     # The ORM's insert reads the holder of a known id or key after the refusal; the
@@ -442,6 +446,13 @@ def admin_flow(wm: WorkManager, heard: list[events.Event]) -> dict[str, Any]:
             for p in s.scalars(select(Provenance).order_by(Provenance.id))
             if p.action in ("approve", "reject")
         ]
+    dry = Housekeeping(wm.ctx).prune(timedelta(0), dry_run=True).to_dict()
+    pruned = Housekeeping(wm.ctx).prune(timedelta(0)).to_dict()
+    with wm.db.transaction() as s:
+        kept = sorted(labels[o] for o in s.scalars(select(Order.id)))
+        left = s.scalar(select(func.count()).select_from(Event))
+    prune = {k: v for k, v in dry.items() if k != "cutoff"}
+    prune |= {f"{k}_pruned": v for k, v in pruned.items() if k not in ("cutoff", "dry_run")}
     listened = by_run([(names[str(e.order_id)], item(e.item_id), e.name) for e in heard])
     return {
         "trail": trail,
@@ -450,6 +461,7 @@ def admin_flow(wm: WorkManager, heard: list[events.Event]) -> dict[str, Any]:
         "provenance": provenance,
         "refusals": refusals,
         "heard": listened,
+        "prune": (prune, kept, left),
     }
 
 
@@ -505,6 +517,10 @@ def test_the_admin_changes_leave_the_same_trail_on_both_databases(
     flaky = [e[2] for e in lite["trail"] if e[0] == "flaky"][-4:]
     assert flaky == ["approved", "apply_retrying", "apply_failed", "retried"]
     assert all(available for _, state, _, _, available in lite["items"] if state == "queued")
+    dry, kept, left = lite["prune"]
+    assert kept == ["approved", "failed", "flaky", "queued", "rejected", "reworked"]
+    assert (dry["orders"], dry["items"], dry["orders_pruned"], dry["items_pruned"]) == (1, 1, 1, 1)
+    assert dry["events"] > 0 and dry["events_pruned"] == dry["events"] and left == 0
     for heard_one in (
         ("approved", None, events.ORDER_APPROVED),
         ("rejected", None, events.ORDER_REJECTED),

@@ -1,23 +1,23 @@
 """The control plane's port: one write path per database for the order's state changes.
 
 The control plane's state changes (propose's insert, approval by hand or automatic, reject
-and rework, retry, requeue's unblock, apply's claim, record and failure, dead-lettering)
-are the :class:`OrderStore` port, the same shape: chosen once by :func:`build_order_store`
+and rework, retry, requeue's unblock, apply's claim, record and failure, dead-lettering,
+pruning) are the :class:`OrderStore` port, the same shape: chosen once by :func:`build_order_store`
 (:class:`workmanager.db.postgres.control.PostgresOrderStore` on PostgreSQL,
 :class:`workmanager.db.orm_orders.OrmOrderStore` otherwise), asked by the services
 (:class:`~workmanager.services.orders.OrderService`,
 :class:`~workmanager.services.order_admin.OrderAdmin`,
 :class:`~workmanager.services.executor.ApplyService`,
-:class:`~workmanager.services.maintenance.Maintenance`), which keep the rules that name an
-outcome (``_ready``, ``retry_target``, ``refused``, ``_not_started``, ``_not_recorded``, the
-apply claim of :mod:`workmanager.services.apply_claim`). Orders come back as
+:class:`~workmanager.services.maintenance.Maintenance`, ``Housekeeping``), which keep the
+rules that name an outcome (``_ready``, ``retry_target``, ``refused``, ``_not_started``,
+``_not_recorded``, the apply claim of :mod:`workmanager.services.apply_claim`). Orders come back as
 :class:`OrderRow`, a frozen copy of the row; an admin change as :class:`OrderChange`.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -184,6 +184,19 @@ class OrderStore(Protocol):
         ``cutoff`` to ``dead_lettered``, each with its event (orders first, then items,
         each by id), in one transaction; rows another transaction holds are skipped
         (``SKIP LOCKED`` on PostgreSQL). Returns how many orders and items."""
+        ...
+
+    def prune(self, order_ids: list[uuid.UUID], states: Sequence[str]) -> int:
+        """Delete those of ``order_ids`` still in one of ``states`` (the state checked by
+        the delete: an order retried since it was listed is kept); their items, parts,
+        events and provenance go with them (foreign-key cascade, the audit trigger). One
+        transaction; returns how many items they held."""
+        ...
+
+    def prune_audit(self, audit: str, cutoff: datetime, limit: int) -> int:
+        """One batch: at most ``limit`` rows of ``audit`` (``events`` or ``provenance``)
+        created before ``cutoff`` deleted, in a short transaction of its own; returns how
+        many."""
         ...
 
     def start_apply(

@@ -13,15 +13,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any
 
-from sqlalchemy import Select, delete, exists, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, exists, func, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..db.models import Event, Item, Order, Provenance
-from ..db.order_store import build_order_store
+from ..db.order_store import OrderStore, build_order_store
 from ..db.predicates import queued
 from ..db.session import display_url
 from ..errors import InvalidQuery, SchemaOutdated
@@ -333,54 +331,46 @@ class Housekeeping:
         with self.ctx.db.transaction() as s:
             ids = list(s.scalars(select(Order.id).where(*old).order_by(Order.id)))
         report = PruneReport(cutoff=cutoff.isoformat(), dry_run=dry_run, orders=len(ids))
+        store = build_order_store(self.ctx)
         for start in range(0, len(ids), PRUNE_BATCH):
             chunk = ids[start : start + PRUNE_BATCH]
-            report.items += self.ctx.db.run(partial(self._delete, chunk=chunk, dry_run=dry_run))
+            report.items += self._items_of(chunk) if dry_run else store.prune(chunk, PRUNABLE)
             if progress is not None:
                 progress(min(start + PRUNE_BATCH, len(ids)), len(ids))
-        pruned = select(Order.id).where(*old)  # a dry run: their audit rows go with them
-        report.events = self._prune_audit(Event, cutoff, dry_run, pruned)
-        report.provenance = self._prune_audit(Provenance, cutoff, dry_run, pruned)
+        if dry_run:  # the audit rows of the orders it would prune go with them
+            pruned = select(Order.id).where(*old)
+            report.events = self._old_audit(Event, cutoff, pruned)
+            report.provenance = self._old_audit(Provenance, cutoff, pruned)
+        else:
+            report.events = _prune_audit(store, "events", cutoff)
+            report.provenance = _prune_audit(store, "provenance", cutoff)
         return report
 
-    def _prune_audit(
-        self,
-        model: type[Event] | type[Provenance],
-        cutoff: datetime,
-        dry_run: bool,
-        pruned: Select[uuid.UUID],
+    def _items_of(self, chunk: list[uuid.UUID]) -> int:
+        with self.ctx.db.transaction() as s:
+            return int(s.scalar(select(func.count()).where(Item.order_id.in_(chunk))) or 0)
+
+    def _old_audit(
+        self, model: type[Event] | type[Provenance], cutoff: datetime, pruned: Select[Any]
     ) -> int:
-        """Rows of ``model`` created before ``cutoff``: counted (apart from those of the
-        orders pruned with them), or deleted in batches of ``PRUNE_BATCH`` (one short
-        transaction each, never a table-long lock)."""
-        old = model.created_at < cutoff
-        if dry_run:
-            kept = or_(model.order_id.is_(None), model.order_id.not_in(pruned))
-            stmt = select(func.count()).select_from(model).where(old, kept)
-            with self.ctx.db.transaction() as s:
-                return int(s.scalar(stmt) or 0)
-        deleted = 0
-        while True:
-
-            def batch(s: Session) -> int:
-                ids = list(s.scalars(select(model.id).where(old).limit(PRUNE_BATCH)))
-                if ids:
-                    s.execute(delete(model).where(model.id.in_(ids)))
-                return len(ids)
-
-            n = self.ctx.db.run(batch)
-            deleted += n
-            if n < PRUNE_BATCH:
-                return deleted
-
-    @staticmethod
-    def _delete(s: Session, *, chunk: list[uuid.UUID], dry_run: bool) -> int:
-        items = int(s.scalar(select(func.count()).where(Item.order_id.in_(chunk))) or 0)
-        if not dry_run:
-            # the state check again: an order retried since it was listed is kept
-            s.execute(delete(Order).where(Order.id.in_(chunk), Order.state.in_(PRUNABLE)))
-        return items
+        """Rows of ``model`` created before ``cutoff``, apart from those of the orders a
+        prune would delete (they go with them)."""
+        kept = or_(model.order_id.is_(None), model.order_id.not_in(pruned))
+        stmt = select(func.count()).select_from(model).where(model.created_at < cutoff, kept)
+        with self.ctx.db.transaction() as s:
+            return int(s.scalar(stmt) or 0)
 
     def purge_keys(self, older_than: timedelta) -> int:
         """Delete idempotency keys created longer ago than ``older_than``."""
         return IdempotencyService(self.ctx).purge(older_than=self.ctx.clock() - older_than)
+
+
+def _prune_audit(store: OrderStore, audit: str, cutoff: datetime) -> int:
+    """``audit``'s rows created before ``cutoff`` deleted in batches of ``PRUNE_BATCH``:
+    one short transaction each, never a table-long lock."""
+    deleted = 0
+    while True:
+        n = store.prune_audit(audit, cutoff, PRUNE_BATCH)
+        deleted += n
+        if n < PRUNE_BATCH:
+            return deleted

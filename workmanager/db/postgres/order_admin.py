@@ -1,6 +1,6 @@
 """PostgreSQL's admin changes of an order (:class:`PostgresOrderAdmin`, a part of
 :class:`~workmanager.db.postgres.control.PostgresOrderStore`): reject and rework, requeue's
-unblock, retry, a failed apply, dead-lettering.
+unblock, retry, a failed apply, dead-lettering, pruning.
 
 Each is **one statement** in autocommit (``queries.sql``'s block of admin changes), its
 guard the UPDATE's ``WHERE`` and so the order's lock, except retry, whose target depends
@@ -15,6 +15,7 @@ no second path. What each locks and keeps atomic: :class:`~workmanager.db.order_
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -24,8 +25,10 @@ from ...services.context import ServiceContext
 from ...state_machine import check_item, check_order
 from ...states import ItemState, OrderState
 from ...types import Actor, AgentInfo
+from ..models import EVENTS_TABLE, PROVENANCE_TABLE
 from ..order_store import OrderChange, OrderRow, RetryCheck
 from ..raw import Conn, RawPostgres
+from ..sql import queries
 from . import order_rows as rows
 
 
@@ -132,6 +135,16 @@ class PostgresOrderAdmin:
         rows.announce(row)
         return int(row["orders"]), int(row["items"])
 
+    def prune(self, order_ids: list[uuid.UUID], states: Sequence[str]) -> int:
+        values = {"ids": order_ids, "states": list(states)}
+        (row,) = self.raw.run(lambda conn: rows.write(conn, _PRUNE_ORDERS, values, {}))
+        return int(row["items"])
+
+    def prune_audit(self, audit: str, cutoff: datetime, limit: int) -> int:
+        values = {"cutoff": cutoff, "limit": limit}
+        (row,) = self.raw.run(lambda conn: rows.write(conn, _PRUNE_AUDIT[audit], values, {}))
+        return int(row["deleted"])
+
     def _change(
         self,
         sql: str,
@@ -170,3 +183,9 @@ _UNBLOCK = rows.statement("unblock_order")
 _RETRY = rows.statement("retry_order")
 _FAIL_APPLY = rows.statement("fail_apply")
 _DEAD_LETTER = rows.statement("dead_letter")
+_PRUNE_ORDERS = rows.statement("prune_orders")
+#: One batch of an audit table's old rows, by ``prune_audit``'s name for it.
+_PRUNE_AUDIT = {
+    audit: queries.template("prune_audit", table=table)
+    for audit, table in (("events", EVENTS_TABLE.name), ("provenance", PROVENANCE_TABLE.name))
+}

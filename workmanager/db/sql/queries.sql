@@ -70,7 +70,7 @@ SELECT {guard_columns} FROM work_items WHERE id = %(item)s FOR UPDATE
 
 -- name: locked_with_view
 -- locked, with what the guarded submit compares to the view it validated against.
-SELECT {guard_columns}, input, attempts, progress, result, assembled_result FROM work_items WHERE id = %(item)s FOR UPDATE
+SELECT {guard_columns}, input, attempts, progress, result, assembled_result, updated_at FROM work_items WHERE id = %(item)s FOR UPDATE
 
 -- name: leased_payload
 -- The ``leased`` event's payload: the agent and the attempt.
@@ -244,33 +244,45 @@ SELECT item.*, coalesce((SELECT state FROM failed), (SELECT state FROM o)) AS or
        {written}
   FROM item WHERE {audit_first}
 
--- name: part_columns
--- The columns of a part row, in the order part inserts them.
-id, item_id, part_key, seq, seq_slot, status, payload, evidence, notes, errors, checksum, submitted_by_agent_id, created_at
+-- name: latest_parts
+-- The latest validated part per key of item %(id)s (highest seq, then the most recent), as
+-- a JSON array of {part_key, seq, payload} by key: what finalize assembles. The rule of
+-- PostgreSQL; SQLite's is services/parts.py latest_of.
+SELECT coalesce(json_agg(json_build_object('part_key', l.part_key, 'seq', l.seq, 'payload', l.payload) ORDER BY l.part_key), '[]'::json) AS parts FROM (SELECT DISTINCT ON (p.part_key) p.part_key, p.seq, p.payload FROM work_item_parts p WHERE p.item_id = %(id)s AND p.status = 'validated' ORDER BY p.part_key, p.seq_slot DESC, p.created_at DESC) l
 
--- name: parts_of
--- An item's parts without their payloads (the item locked first): what a new part's slot,
--- the parts limit and the parts state are decided from.
-SELECT id, item_id, part_key, seq, seq_slot, status, checksum, created_at FROM work_item_parts WHERE item_id = %(id)s
+-- name: finalize_read
+-- finalize's read, without a lock: the item (every column, {item_columns}) and its latest
+-- validated parts ({latest_parts}); the write is then guarded on the row being unchanged.
+SELECT {item_columns}, ({latest_parts}) AS parts FROM work_items WHERE id = %(id)s
 
--- name: validated_parts_of
--- An item's validated parts with their payloads ({part_columns}): what finalize assembles.
-SELECT {part_columns} FROM work_item_parts WHERE item_id = %(id)s AND status = 'validated'
+-- name: unchanged_guard
+-- finalize's guard beside submit_guard: the row was not written since it was read.
+AND c.updated_at = %(v_updated_at)s
 
 -- name: part
--- Store a part in its slot ({values}; replacing what it held: {replaced}), the item's new
--- parts state, the {audit} of its event and provenance; on an item this transaction locked.
--- Returns the part's id and the events written.
-WITH part AS (
-  INSERT INTO work_item_parts ({part_columns}) VALUES ({values})
-  ON CONFLICT (item_id, part_key, seq_slot) DO UPDATE SET {replaced}
-  RETURNING id
+-- Store a part on an item locked here (``c``) whose lease is current and whose row is as
+-- the part was judged against ({guard}: submit_guard): workmanager_put_part (its slot, the
+-- parts limit, the parts state, migration 0011), then the {audit} of its event and
+-- provenance. One row while the item exists: ``current`` (the guard matched), the
+-- function's answer (``part_id`` NULL and ``parts`` the count: no room, nothing written),
+-- the events written.
+WITH c AS MATERIALIZED (
+  {locked}
+), ok AS MATERIALIZED (
+  SELECT c.id, c.order_id FROM c WHERE TRUE {guard}
+), stored AS MATERIALIZED (
+  SELECT f.* FROM ok, LATERAL workmanager_put_part(
+         ok.id, %(part_id)s::uuid, %(part_key)s::text, %(part_seq)s::integer,
+         %(part_status)s::text, %(part_payload)s::jsonb, %(part_evidence)s::jsonb,
+         %(part_notes)s::text, %(part_errors)s::jsonb, %(part_checksum)s::text,
+         %(part_agent)s::text, %(part_created_at)s::timestamptz, %(now)s::timestamptz,
+         %(max_parts)s::integer) f
 ), item AS (
-  UPDATE work_items w SET parts_state = %(parts_state)s::jsonb, updated_at = %(now)s
-   WHERE w.id = %(item)s AND (SELECT count(*) FROM part) = 1
-  RETURNING w.id, w.order_id
+  SELECT ok.id, ok.order_id FROM ok, stored WHERE stored.part_id IS NOT NULL
 ), {audit}
-SELECT (SELECT id FROM part) AS part_id, {written} FROM item WHERE {audit_first}
+SELECT EXISTS (SELECT 1 FROM ok) AS current, s.part_id, s.parts, s.parts_state,
+       s.validated_keys, {written}
+  FROM c LEFT JOIN stored s ON true WHERE {audit_first}
 
 -- name: returned_events
 -- What a control statement's ``events`` CTE returns of the events it inserted.
@@ -416,10 +428,10 @@ order_id, item_id, event, actor_type, actor_id, payload, diff, created_at
 
 -- ---------------------------------------------------------------------------------------
 -- The control plane's admin changes (db/postgres/order_admin.py): reject and rework,
--- requeue's unblock, retry, a failed apply, dead-lettering. Each is one statement; its
--- guard is the UPDATE's WHERE, and a guard that matched nothing returns no row (the order
--- is then read as it is now and the service names the error). Events are inserted in the
--- order the ORM store writes them (items by id).
+-- requeue's unblock, retry, a failed apply, dead-lettering, pruning. Each is one
+-- statement; its guard is the UPDATE's WHERE, and a guard that matched nothing returns no
+-- row (the order is then read as it is now and the service names the error). Events are
+-- inserted in the order the ORM store writes them (items by id).
 
 -- name: reject_order
 -- reject (%(reject)s: the order and its submitted items rejected, their parts too) and/or
@@ -559,6 +571,26 @@ WITH o AS (
   {returned_events}
 )
 SELECT (SELECT count(*) FROM o) AS orders, (SELECT count(*) FROM i) AS items, {events_column}
+
+-- name: prune_orders
+-- Those of %(ids)s still in a prunable state (%(states)s) deleted, their items, parts and
+-- audit rows with them (foreign keys, the audit trigger); returns how many items they held
+-- (the main SELECT sees the rows as they were before the delete).
+WITH gone AS (
+  DELETE FROM work_orders WHERE id = ANY(%(ids)s::uuid[]) AND state = ANY(%(states)s::text[])
+  RETURNING id
+)
+SELECT count(*) AS items FROM work_items WHERE order_id IN (SELECT id FROM gone)
+
+-- name: prune_audit
+-- One batch of at most %(limit)s rows of {table} (work_events, work_provenance) created
+-- before %(cutoff)s deleted; returns how many.
+WITH gone AS (
+  DELETE FROM {table}
+   WHERE id IN (SELECT id FROM {table} WHERE created_at < %(cutoff)s LIMIT %(limit)s)
+  RETURNING 1
+)
+SELECT count(*) AS deleted FROM gone
 
 -- The request path (workmanager/db/request_store.py, postgres/requests.py): what an API
 -- request reads and writes besides its operation, each one statement in autocommit; and

@@ -1,0 +1,221 @@
+"""The ORM order store's admin changes (:class:`OrmOrderAdmin`, a part of
+:class:`~workmanager.db.orm_orders.OrmOrderStore`): reject and rework, requeue's unblock,
+retry, a failed apply, dead-lettering, pruning.
+
+SQLite's one path (each a ``BEGIN IMMEDIATE`` transaction); PostgreSQL runs
+:mod:`workmanager.db.postgres.order_admin` instead. The order is locked first; a guard that
+does not hold writes nothing and returns the order as it is (``OrderChange.done`` False),
+as PostgreSQL's statements do. Items are taken by id, the order PostgreSQL writes their
+events in. What each locks and keeps atomic: :class:`~workmanager.db.order_store.OrderStore`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from ..services.context import ServiceContext
+from ..services.order_steps import lock_order
+from ..services.parts import REJECTED
+from ..services.transitions import move_item, move_order, record_event, rework_item
+from ..state_machine import can_order
+from ..states import ItemState, OrderState
+from ..types import Actor, AgentInfo
+from .models import Event, Item, Order, Part, Provenance
+from .order_store import OrderChange, OrderRow, RetryCheck
+
+
+class OrmOrderAdmin:
+    """The admin changes through the ORM (see the module's docstring)."""
+
+    ctx: ServiceContext
+
+    def reject(
+        self,
+        order_id: uuid.UUID,
+        errors: list[Any],
+        actor: Actor,
+        rework: bool,
+        agent: AgentInfo | None,
+    ) -> OrderChange:
+        return self.ctx.db.run(lambda s: self._reject_tx(s, order_id, errors, actor, rework, agent))
+
+    def _reject_tx(
+        self,
+        s: Session,
+        order_id: uuid.UUID,
+        errors: list[Any],
+        actor: Actor,
+        rework: bool,
+        agent: AgentInfo | None,
+    ) -> OrderChange:
+        now = self.ctx.clock()
+        order = lock_order(s, order_id)
+        if not can_order(order.state, OrderState.REJECTED):
+            return OrderChange(OrderRow.of(order), done=False)
+        payload = {"errors": errors, "allow_rework": rework}
+        move_order(s, order, OrderState.REJECTED, actor, now=now, payload=payload)
+        order.last_error = {"code": "rejected", "errors": errors}
+        items = _items(s, order_id, ItemState.SUBMITTED)
+        for item in items:
+            move_item(s, item, ItemState.REJECTED, actor)
+        for part in s.scalars(select(Part).where(Part.item_id.in_([i.id for i in items]))):
+            part.status = REJECTED
+        self.ctx.provenance.record(s, "reject", agent, order_id=order.id)
+        if not rework:
+            return OrderChange(OrderRow.of(order), done=True)
+        return _rework(s, order, items, actor, now)
+
+    def rework(self, order_id: uuid.UUID, actor: Actor) -> OrderChange:
+        return self.ctx.db.run(lambda s: self._rework_tx(s, order_id, actor))
+
+    def _rework_tx(self, s: Session, order_id: uuid.UUID, actor: Actor) -> OrderChange:
+        order = lock_order(s, order_id)
+        if order.state != OrderState.REJECTED:
+            return OrderChange(OrderRow.of(order), done=False)
+        order.last_error = None
+        items = _items(s, order_id, ItemState.REJECTED)
+        return _rework(s, order, items, actor, self.ctx.clock())
+
+    def unblock(self, order_id: uuid.UUID) -> OrderChange:
+        return self.ctx.db.run(lambda s: self._unblock_tx(s, order_id))
+
+    def _unblock_tx(self, s: Session, order_id: uuid.UUID) -> OrderChange:
+        order = lock_order(s, order_id)
+        queued = Item.order_id == order_id, Item.state == ItemState.QUEUED.value
+        ids = tuple(s.scalars(select(Item.id).where(*queued).order_by(Item.id)))
+        s.execute(update(Item).where(*queued).values(available_at=None))
+        return OrderChange(OrderRow.of(order), done=True, items=ids)
+
+    def retry(self, order_id: uuid.UUID, check: RetryCheck, actor: Actor) -> OrderChange:
+        return self.ctx.db.run(lambda s: self._retry_tx(s, order_id, check, actor))
+
+    def _retry_tx(
+        self, s: Session, order_id: uuid.UUID, check: RetryCheck, actor: Actor
+    ) -> OrderChange:
+        now = self.ctx.clock()
+        order = lock_order(s, order_id)
+        states = list(s.scalars(select(Item.state).where(Item.order_id == order_id)))
+        to = check(OrderRow.of(order), states)  # raises to refuse
+        order.last_error = None
+        if to == OrderState.SUBMITTED:
+            order.apply_attempts = 0
+            move_order(s, order, to, actor, event="retried", now=now)
+            return OrderChange(OrderRow.of(order), done=True)
+        move_order(s, order, to, actor, event="retried", now=now)
+        failed = _items(s, order_id, ItemState.FAILED)
+        for item in failed:
+            item.error, item.attempts, item.available_at = None, 0, None
+            move_item(s, item, ItemState.QUEUED, actor, event="retried")
+        return OrderChange(OrderRow.of(order), done=True, items=tuple(i.id for i in failed))
+
+    def fail_apply(
+        self, order_id: uuid.UUID, claim: str, error: dict[str, Any], final: bool, actor: Actor
+    ) -> OrderChange:
+        return self.ctx.db.run(lambda s: self._fail_tx(s, order_id, claim, error, final, actor))
+
+    def _fail_tx(
+        self,
+        s: Session,
+        order_id: uuid.UUID,
+        claim: str,
+        error: dict[str, Any],
+        final: bool,
+        actor: Actor,
+    ) -> OrderChange:
+        order = lock_order(s, order_id)
+        if order.state != OrderState.APPROVED or order.apply_claim != claim:
+            return OrderChange(OrderRow.of(order), done=False)
+        order.apply_claim = order.apply_claim_expires_at = None
+        order.last_error = {"code": "apply_failed", **error}
+        now = self.ctx.clock()
+        if final:
+            failed = OrderState.FAILED
+            move_order(s, order, failed, actor, event="apply_failed", payload=error, now=now)
+        else:
+            record_event(s, order.id, "apply_retrying", actor, payload=error)
+        return OrderChange(OrderRow.of(order), done=True)
+
+    # --- maintenance ------------------------------------------------------------------
+    def dead_letter(self, cutoff: datetime, actor: Actor) -> tuple[int, int]:
+        return self.ctx.db.run(lambda s: self._dead_letter_tx(s, cutoff, actor))
+
+    def _dead_letter_tx(self, s: Session, cutoff: datetime, actor: Actor) -> tuple[int, int]:
+        now = self.ctx.clock()
+        orders = list(
+            s.scalars(
+                select(Order)
+                .where(Order.state == OrderState.FAILED.value, Order.last_transitioned_at <= cutoff)
+                .order_by(Order.id)
+                .with_for_update(skip_locked=True)
+            )
+        )
+        for order in orders:
+            move_order(s, order, OrderState.DEAD_LETTERED, actor, now=now)
+        items = list(
+            s.scalars(
+                select(Item)
+                .where(Item.state == ItemState.FAILED.value, Item.updated_at <= cutoff)
+                .order_by(Item.id)
+                .with_for_update(skip_locked=True)
+            )
+        )
+        for item in items:
+            move_item(s, item, ItemState.DEAD_LETTERED, actor)
+        return len(orders), len(items)
+
+    def prune(self, order_ids: list[uuid.UUID], states: Sequence[str]) -> int:
+        return self.ctx.db.run(lambda s: self._prune_tx(s, order_ids, states))
+
+    def _prune_tx(self, s: Session, order_ids: list[uuid.UUID], states: Sequence[str]) -> int:
+        ids = list(
+            s.scalars(select(Order.id).where(Order.id.in_(order_ids), Order.state.in_(states)))
+        )
+        if not ids:
+            return 0
+        items = int(s.scalar(select(func.count()).where(Item.order_id.in_(ids))) or 0)
+        s.execute(delete(Order).where(Order.id.in_(ids)))
+        return items
+
+    def prune_audit(self, audit: str, cutoff: datetime, limit: int) -> int:
+        model = AUDIT_MODELS[audit]
+
+        def batch(s: Session) -> int:
+            ids = list(s.scalars(select(model.id).where(model.created_at < cutoff).limit(limit)))
+            if ids:
+                s.execute(delete(model).where(model.id.in_(ids)))
+            return len(ids)
+
+        return self.ctx.db.run(batch)
+
+
+#: The audit tables ``prune_audit`` takes, by name.
+AUDIT_MODELS: dict[str, type[Event] | type[Provenance]] = {
+    "events": Event,
+    "provenance": Provenance,
+}
+
+
+def _items(s: Session, order_id: uuid.UUID, state: str) -> list[Item]:
+    """The order's items in ``state``, by id (the order the PostgreSQL store writes their
+    events in)."""
+    return list(
+        s.scalars(
+            select(Item).where(Item.order_id == order_id, Item.state == state).order_by(Item.id)
+        )
+    )
+
+
+def _rework(
+    s: Session, order: Order, items: list[Item], actor: Actor, now: datetime
+) -> OrderChange:
+    """Rejected ``items`` back to work (``rework_item``), then the order ``queued``."""
+    for item in items:
+        rework_item(s, item, actor)
+    move_order(s, order, OrderState.QUEUED, actor, event="rework", now=now)
+    return OrderChange(OrderRow.of(order), done=True, items=tuple(i.id for i in items))
