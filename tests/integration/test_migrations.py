@@ -53,7 +53,7 @@ def check(url: str) -> None:
     upgrade(db)
     head = current(db)
     upgrade(db)  # idempotent
-    assert current(db) == head == "0010"
+    assert current(db) == head == "0011"
     assert schema_differences(db) == []
     indexes = {i["name"]: i for i in inspect(db.engine).get_indexes("work_items")}
     assert indexes["ix_work_items_checkout"]["column_names"][-2:] == ["created_at", "id"]
@@ -72,6 +72,7 @@ def check(url: str) -> None:
             return [r[0] for r in rows]
 
     functions = [
+        "workmanager_put_part",
         "workmanager_release_order",
         "workmanager_start_order",
         "workmanager_submit_order",
@@ -80,7 +81,7 @@ def check(url: str) -> None:
     assert audit_fks() == [0, 0]  # 0003 dropped them; down and up again both work
     assert_delete_cascades(db)  # a checkout and a submit: the hot path on PostgreSQL
     command.downgrade(alembic_config(db), "0004")
-    assert hot_functions() == (functions[1:] if db.dialect == "postgresql" else [])
+    assert hot_functions() == (functions[2:] if db.dialect == "postgresql" else [])
     command.downgrade(alembic_config(db), "0002")
     assert audit_fks() == [2, 2] and current(db) == "0002" and hot_functions() == []
     upgrade(db)
@@ -138,4 +139,4 @@ def test_cli_db_upgrade(tmp_path) -> None:
         [cli, "db", "upgrade"], env=env, capture_output=True, text=True, check=False
     )
     assert run.returncode == 0, run.stderr
-    assert "0010" in run.stdout
+    assert "0011" in run.stdout

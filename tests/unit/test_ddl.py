@@ -40,6 +40,8 @@ def test_every_function_the_code_calls_has_a_signature() -> None:
         "workmanager_start_order(uuid,timestamptz,text,text)",
         "workmanager_submit_order(uuid,uuid,timestamptz,text,text)",
         "workmanager_release_order(uuid,uuid,timestamptz,text,text)",
+        "workmanager_put_part(uuid,uuid,text,integer,text,jsonb,jsonb,text,jsonb,text,text,"
+        "timestamptz,timestamptz,integer)",
     )
 
 
@@ -59,6 +61,10 @@ FROZEN = {
     "0005_hot_release_order_function": {
         "HOT_PATH_FUNCTIONS_V2": "e601ad8732dac296",
         "DROP_HOT_PATH_FUNCTIONS_V2": "d9f7560db249c653",
+    },
+    "0011_put_part_function": {
+        "PUT_PART_FUNCTION_V1": "d4f4fe6f31d7fb85",
+        "DROP_PUT_PART_FUNCTION_V1": "929cde8740d22216",
     },
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from typing import Any
 
 from sqlalchemy import func, select
@@ -176,9 +176,10 @@ def required_and_missing(
 
 
 def required_of(
-    order_type: OrderType, view: ItemView, latest: dict[str, Part]
+    order_type: OrderType, view: ItemView, latest: Container[str]
 ) -> tuple[list[str], list[str]]:
-    """The keys the type requires of ``view``, and those ``latest`` has no part for."""
+    """The keys the type requires of ``view``, and those ``latest`` (the keys with a
+    validated part, or :func:`latest_of`'s map) has no part for."""
     required = list(guarded(lambda: order_type.required_parts(view), "parts"))
     return required, [k for k in required if k not in latest]
 

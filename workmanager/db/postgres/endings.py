@@ -15,14 +15,22 @@ is ``parts.assemble_parts``. Python decides from the item row; the statements of
   item is locked and read first (``BEGIN`` and the lock in one round trip), the lease
   checked from the row (``check_row``, then the store's check), the ending decided from
   the row, and the same statement run with ``COMMIT`` (and the mark) in a second.
-* **submit_part** — the item locked and its parts read (one round trip); the lease
-  checked from the row; the part judged against the item as locked; its slot, the parts
-  limit, its columns and the item's new parts state computed; then one statement stores
-  the part, the parts state, the event and the provenance row, with ``COMMIT`` (one
-  round trip). A rejected part is stored and committed, then refused.
-* **finalize** — the item locked and its validated parts read (one round trip), the lease
-  checked, the parts assembled, then :data:`.sql.FINALIZE_SQL` (a submit of the assembled
-  result, its order's step ``workmanager_submit_order``) with ``COMMIT``.
+* **submit_part** — the part judged (``parts.judge_part``) against the item view the
+  lease carries, then one statement in autocommit (:func:`.sql.part_sql`): the item
+  locked, guarded on the lease being current and on the row being the view judged
+  against, then ``workmanager_put_part`` (migration 0011) places it in its slot under
+  the parts limit and sums up the parts state: on PostgreSQL those parts rules are SQL's
+  (SQLite's are :mod:`workmanager.services.parts`'), decided under the item's lock. When
+  the guard does not match, with a key to mark or a lock the store no longer holds: the
+  item locked and checked first, the part judged against it, then the same statement
+  and ``COMMIT``. A rejected part is stored and committed, then refused.
+* **finalize** — the item and its latest validated part per key read (one statement,
+  no lock: :data:`.sql.FINALIZE_READ`), the lease checked from that row, the parts
+  assembled, then one guarded statement (:data:`.sql.FINALIZE_GUARDED_SQL`: a submit of
+  the assembled result and its order's step, guarded on the lease and on the row unwritten
+  since the read). When the guard does not match (or with a key to mark): the item
+  locked and its parts read in one round trip, the lease checked, the parts assembled,
+  then :data:`.sql.FINALIZE_SQL` with ``COMMIT``.
 
 Event listeners get each statement's event rows after its commit; with a lock store, its
 hold is dropped after the commit of a fail or a finalize.
@@ -31,6 +39,7 @@ hold is dropped after the commit of a fail or a finalize.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
@@ -38,7 +47,7 @@ from typing import TYPE_CHECKING, Any, cast
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from ...errors import NotFound, ValidationFailed
+from ...errors import LeaseConflict, NotFound, ValidationFailed
 from ...lease_tokens import Holder
 from ...leases.base import check_row
 from ...services.inputs import as_presented
@@ -47,28 +56,27 @@ from ...services.parts import (
     assemble_parts,
     check_room,
     judge_part,
-    latest_of,
     part_event,
     part_fields,
     rejection_errors,
     required_of,
-    summarize,
 )
 from ...services.retries import ORDER_FAILS_FROM, Ending, decide_ending
 from ...services.views import item_dict, item_view, part_dict
 from ...state_machine import check_item, check_order
 from ...states import ItemState, OrderState
-from ...types import JSON, AgentInfo, Lease
+from ...types import JSON, AgentInfo, ItemView, Lease
 from .. import claims
 from ..models import Item, Part
 from ..raw import Conn, utc_row
 from .sql import (
     FAIL_SQL,
+    FINALIZE_GUARDED_SQL,
+    FINALIZE_READ,
     FINALIZE_SQL,
+    LATEST_PARTS,
     LOCK_ITEM,
-    PARTS_OF,
     RELEASE_SQL,
-    VALIDATED_PARTS_OF,
     announce_written,
     item_of_row,
     lease_params,
@@ -76,6 +84,7 @@ from .sql import (
     marked,
     order_step,
     part_sql,
+    view_guard,
 )
 
 if TYPE_CHECKING:
@@ -117,8 +126,12 @@ class PostgresEndings:
         item_id = values["item"]
         if self.pg.store is not None and not self.pg.store.holds(item_id, lease):
             self.pg._refuse(conn, item_id, lease, now)  # the row, then the store, says how
-        if claim is None:
-            return self.pg._guarded(conn, RELEASE_SQL, values, lease, now)
+        if claim is None:  # one statement, autocommit: no pipeline (its Python costs more)
+            found = _one(conn, RELEASE_SQL, values)
+            if found is None:
+                self.pg._refuse(conn, item_id, lease, now)  # raises: the row says why
+            assert found is not None
+            return found
         row = self.pg._guarded(conn, RELEASE_SQL, values, lease, now, begin=True)
         mark(conn, claim, row["order_id"], row["id"])
         conn.execute("COMMIT")
@@ -181,47 +194,106 @@ class PostgresEndings:
         now = self.ctx.clock()
         presented = as_presented(lease, agent)
         claim = claims.unmarked_claim()
+        base = {
+            **lease_params(self.ctx, lease, agent, now, "submit-part"),
+            "max_parts": self.ctx.settings.max_parts_per_item,
+        }
 
-        def tx(conn: Conn) -> tuple[PartOutcome, dict[str, Any]]:
-            item, rows = self._lock_with(conn, lease.item_id, presented, now, PARTS_OF)
-            order_type = self.ctx.registry.get(item.order_type)
-            view = item_view(item)
+        def judged(view: ItemView) -> _Judged:
+            order_type = self.ctx.registry.get(view.order_type)
             refused = judge_part(order_type, view, part_key, payload, seq, evidence)
             errors = rejection_errors(refused)
-            slot = -1 if seq is None else seq
-            parts = [_part(r) for r in rows]
-            held = [p for p in parts if p.part_key == part_key and p.seq_slot == slot]
-            if not held:
-                check_room(self.ctx.settings, len(parts))
             fields = part_fields(payload, evidence, notes, agent.id, errors)
-            part = _part(
-                {
-                    "id": held[0].id if held else uuid.uuid4(),
-                    "item_id": item.id,
-                    "part_key": part_key,
-                    "seq": held[0].seq if held else seq,
-                    "seq_slot": slot,
-                    **fields,
-                }
-            )
-            parts = [p for p in parts if p not in held] + [part]  # the slot's new part
-            state = summarize(parts)
-            event, event_payload = part_event(part_key, seq, part.checksum, errors)
+            event, event_payload = part_event(part_key, seq, fields["checksum"], errors)
             values = {
-                **lease_params(self.ctx, lease, agent, now, "submit-part"),
-                **{f"part_{k}": _jsonb(v) if k in _JSON else v for k, v in vars(part).items()},
-                "parts_state": Jsonb(state),
+                **base,
+                **view_guard(view),
+                "order": view.order_id,
+                "part_id": uuid.uuid4(),
+                "part_key": part_key,
+                "part_seq": seq,
+                "part_status": fields["status"],
+                "part_payload": Jsonb(payload),
+                "part_evidence": _jsonb(fields["evidence"]),
+                "part_notes": notes,
+                "part_errors": _jsonb(fields["errors"]),
+                "part_checksum": fields["checksum"],
+                "part_agent": agent.id,
+                "part_created_at": fields["created_at"],
                 "payload": Jsonb(event_payload),
             }
-            row = self._write(conn, part_sql(event), values, claim, item)
-            if refused is not None:
-                return PartOutcome(part_dict(part), state, rejected=refused), row
-            required, missing = required_of(order_type, view, latest_of(parts))
-            return PartOutcome(part_dict(part), state, required, missing), row
+            return _Judged(view, order_type, refused, fields, part_sql(event), values)
 
-        outcome, row = self.pg.raw.run(tx)
+        view = lease.item
+        row: dict[str, Any] | None = None
+        if (
+            claim is None
+            and view is not None
+            and view.id == lease.item_id
+            and self._store_holds(lease.item_id, presented)
+        ):
+            verdict = judged(view)
+            try:
+                row = self.pg.raw.run(lambda conn: _one(conn, verdict.sql, verdict.values))
+            except ValidationFailed:
+                row = None  # unstorable: but a refused lease is said first, below
+            if row is not None and not row["current"]:
+                row = None  # refused, or the row moved on since the view: locked below
+        if row is None:
+
+            def locked(conn: Conn) -> tuple[_Judged, dict[str, Any]]:
+                item = self._lock(conn, lease.item_id, presented, now)
+                fresh = judged(item_view(item))
+                return fresh, self._write_part(conn, fresh, claim, item)
+
+            verdict, row = self.pg.raw.run(locked)
+        if not row["current"]:  # locked and checked: the guard and check_row are one rule
+            raise LeaseConflict(
+                "the lease changed while it was checked; try again",
+                details={"item_id": str(lease.item_id)},
+            )
+        if row["part_id"] is None:  # no room for a new slot: nothing was written
+            check_room(self.ctx.settings, row["parts"])
+            raise AssertionError("the parts limit refused a part with room for it")
         announce_written(row)
-        return outcome
+        part = _part(
+            {
+                "id": row["part_id"],
+                "item_id": lease.item_id,
+                "part_key": part_key,
+                "seq": seq,
+                "seq_slot": -1 if seq is None else seq,
+                **verdict.fields,
+            }
+        )
+        state = dict(sorted(row["parts_state"].items()))  # by key, as parts.summarize
+        if verdict.refused is not None:
+            return PartOutcome(part_dict(part), state, rejected=verdict.refused)
+        required, missing = required_of(verdict.order_type, verdict.view, row["validated_keys"])
+        return PartOutcome(part_dict(part), state, required, missing)
+
+    def _write_part(
+        self, conn: Conn, verdict: _Judged, claim: claims.ActiveClaim | None, item: Item
+    ) -> dict[str, Any]:
+        """The part's statement in the transaction ``_lock`` opened, and ``COMMIT`` (a
+        part refused for room wrote nothing; the key is then left unmarked)."""
+        cur = conn.cursor(row_factory=dict_row)
+        if claim is None:
+            with conn.pipeline():
+                cur.execute(verdict.sql, verdict.values, prepare=True)
+                conn.execute("COMMIT")
+            row = cur.fetchone()
+        else:
+            cur.execute(verdict.sql, verdict.values, prepare=True)
+            row = cur.fetchone()
+            if row is None or row["part_id"] is None:
+                conn.execute("ROLLBACK")
+            else:
+                mark(conn, claim, item.order_id, item.id)
+                conn.execute("COMMIT")
+                marked(claim)
+        assert row is not None  # the item is locked by this transaction, its lease checked
+        return row
 
     # --- finalize ---------------------------------------------------------------------
     def finalize(self, lease: Lease, agent: AgentInfo, mode: str) -> ItemOutcome:
@@ -232,10 +304,9 @@ class PostgresEndings:
         claim = claims.unmarked_claim()
         submitter = self.pg.submitter
 
-        def tx(conn: Conn) -> tuple[dict[str, Any], JSON]:
-            item, rows = self._lock_with(conn, lease.item_id, presented, now, VALIDATED_PARTS_OF)
+        def assembled(item: Item, parts: list[dict[str, Any]]) -> tuple[JSON, dict[str, Any]]:
             order_type = self.ctx.registry.get(item.order_type)
-            latest = latest_of(_part(r) for r in rows)
+            latest = {p["part_key"]: _part(p) for p in parts}  # LATEST_PARTS: one per key
             result, missing = assemble_parts(order_type, item_view(item), latest, mode)
             check_item(item.state, ItemState.SUBMITTED)
             check_order(OrderState.IN_PROGRESS, OrderState.SUBMITTED)
@@ -243,6 +314,24 @@ class PostgresEndings:
             values = submitter.submit_values(
                 now, lease, item.order_id, agent, result, payload, "finalize"
             )
+            return result, values
+
+        if claim is None:  # read, assemble, then one guarded statement
+            found = self.pg.raw.run(lambda conn: _one(conn, FINALIZE_READ, {"id": lease.item_id}))
+            parts = [] if found is None else found.pop("parts")
+            item = self._checked(found, lease.item_id, presented, now)
+            result, values = assembled(item, parts)
+            values |= {**view_guard(item_view(item)), "v_updated_at": item.updated_at}
+            try:
+                row = self.pg.raw.run(lambda conn: _one(conn, FINALIZE_GUARDED_SQL, values))
+            except ValidationFailed:
+                row = None  # unstorable: but a refused lease is said first, below
+            if row is not None:
+                return submitter.submitted(row, lease, agent, result, assembled=True)
+
+        def tx(conn: Conn) -> tuple[dict[str, Any], JSON]:
+            item, rows = self._lock_with(conn, lease.item_id, presented, now, LATEST_PARTS)
+            result, values = assembled(item, rows[0]["parts"])
             return self._write(conn, FINALIZE_SQL, values, claim, item), result
 
         row, result = self.pg.raw.run(tx)
@@ -346,8 +435,16 @@ def _fail_values(
     }
 
 
-#: The JSON columns of a part.
-_JSON = frozenset({"payload", "evidence", "errors"})
+@dataclass(frozen=True)
+class _Judged:
+    """A part judged against ``view``: its verdict, columns, statement and parameters."""
+
+    view: ItemView
+    order_type: Any
+    refused: ValidationFailed | None
+    fields: dict[str, Any]
+    sql: str
+    values: dict[str, Any]
 
 
 def _part(row: dict[str, Any]) -> Part:

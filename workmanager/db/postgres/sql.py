@@ -16,6 +16,8 @@ from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any, cast
 
+from psycopg.types.json import Jsonb
+
 from ... import events
 from ...errors import NotFound
 from ...leases.base import CheckoutQuery
@@ -23,7 +25,7 @@ from ...leases.selection import Shape
 from ...provenance.default import DefaultEnricher
 from ...services.inputs import as_presented
 from ...states import LEASABLE_ORDER_STATES
-from ...types import AgentInfo, Lease
+from ...types import AgentInfo, ItemView, Lease
 from .. import claims
 from ..models import PROVENANCE_TABLE, Item, utcnow
 from ..raw import AuditColumns, Conn, utc_row
@@ -152,7 +154,7 @@ def grant_sql(shape: Shape, store: bool) -> str:
     )
 
 
-def submit_sql(guarded: bool, assembled: bool = False) -> str:
+def submit_sql(guarded: bool, assembled: bool = False, unchanged: bool = False) -> str:
     """Item ``submitted`` with its event and provenance row, then its order
     (``workmanager_submit_order``, migration 0004: locks the order, and moves it to
     ``submitted`` with its event when this was its last open item): one statement.
@@ -164,6 +166,8 @@ def submit_sql(guarded: bool, assembled: bool = False) -> str:
     guard = ""
     if guarded:
         guard = "\n     " + queries.template("submit_guard", current=_CURRENT)
+        if unchanged:
+            guard += "\n     " + queries.text("unchanged_guard")
     results = ("result", "assembled_result") if assembled else ("result",)
     returned = ", ".join(f"w.{c}" for c in ITEM_COLUMNS if c not in results)
     returned += "".join(f", NULL::jsonb AS {c}" for c in results)
@@ -183,6 +187,8 @@ SUBMIT_SQL = submit_sql(guarded=False)
 SUBMIT_GUARDED_SQL = submit_sql(guarded=True)
 #: finalize: the assembled result submitted (the item locked and checked first)
 FINALIZE_SQL = submit_sql(guarded=False, assembled=True)
+#: finalize in one statement: guarded on the lease and on the row as finalize read it
+FINALIZE_GUARDED_SQL = submit_sql(guarded=True, assembled=True, unchanged=True)
 
 
 @lru_cache(maxsize=2)
@@ -250,6 +256,22 @@ def lease_params(ctx: Any, lease: Lease, agent: AgentInfo, now: Any, action: str
         "actor_id": agent.actor.id,
         **provenance_params(ctx, action, agent),
     }
+
+
+def view_guard(view: ItemView) -> dict[str, Any]:
+    """``submit_guard``'s values: the row as ``view`` shows it (what the hooks saw)."""
+    return {
+        "v_input": Jsonb(view.input),
+        "v_state": view.state,
+        "v_attempts": view.attempts,
+        "v_progress": _jsonb(view.progress),
+        "v_result": _jsonb(view.result),
+        "v_assembled": _jsonb(view.assembled_result),
+    }
+
+
+def _jsonb(value: Any) -> Jsonb | None:
+    return None if value is None else Jsonb(value)
 
 
 def order_step(row: dict[str, Any]) -> tuple[str, bool]:
@@ -340,30 +362,26 @@ def _fail_sql() -> str:
 
 FAIL_SQL = _fail_sql()
 
-_PART_COLUMNS = queries.text("part_columns")
-#: An item's parts (the item locked first), without their payloads: what a new part's
-#: slot, the parts limit and the parts state are decided from.
-PARTS_OF = queries.text("parts_of")
-#: An item's validated parts with their payloads: what finalize assembles.
-VALIDATED_PARTS_OF = queries.template("validated_parts_of", part_columns=_PART_COLUMNS)
+#: The latest validated part per key of an item, as JSON (finalize assembles them).
+LATEST_PARTS = queries.text("latest_parts")
+#: finalize's read: the item and :data:`LATEST_PARTS`, no lock.
+FINALIZE_READ = queries.template(
+    "finalize_read", item_columns=ITEM_COLUMNS_SQL, latest_parts=LATEST_PARTS
+)
 
 
 @lru_cache(maxsize=2)
 def part_sql(event: str) -> str:
-    """Store a part in its slot (replacing what it held; its columns as Python decided
-    them, ``parts.part_fields``, in ``part_<column>``), the item's new parts state, the
-    ``event`` (``part_submitted`` / ``part_rejected``) and the provenance row: one
-    statement, on an item this transaction locked and whose lease it checked."""
-    kept = ("id", "item_id", "part_key", "seq", "seq_slot")
-    replaced = ", ".join(
-        f"{c} = EXCLUDED.{c}" for c in _PART_COLUMNS.split(", ") if c.strip() not in kept
-    )
-    values = ", ".join(f"%(part_{c.strip()})s" for c in _PART_COLUMNS.split(","))
+    """Store a part, in one statement: the item locked, the guard (the lease current, the
+    row as the part was judged against: ``submit_guard``), ``workmanager_put_part`` (the
+    slot, the parts limit and the parts state, decided in PostgreSQL: migration 0011),
+    the ``event`` (``part_submitted`` / ``part_rejected``) and the provenance row. One
+    row while the item exists: ``current``, ``part_id`` (``NULL``: no room, ``parts`` the
+    count), ``parts_state``, ``validated_keys`` and the events written."""
     return "\n" + queries.template(
         "part",
-        part_columns=_PART_COLUMNS,
-        values=values,
-        replaced=replaced,
+        locked=_LOCKED_WITH_VIEW,
+        guard=queries.template("submit_guard", current=_CURRENT),
         audit=_audit("item", event, "%(payload)s::jsonb"),
         written=WRITTEN,
         audit_first=_AUDIT_FIRST,

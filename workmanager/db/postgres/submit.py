@@ -35,6 +35,7 @@ from .sql import (
     item_of_row,
     lease_params,
     order_step,
+    view_guard,
 )
 
 log = logging.getLogger("workmanager.agent")
@@ -119,12 +120,7 @@ class PostgresSubmit:
         check_order(OrderState.IN_PROGRESS, OrderState.SUBMITTED)
         values = {
             **self.submit_values(self.ctx.clock(), lease, lease.order_id, agent, result, payload),
-            "v_input": Jsonb(view.input),
-            "v_state": view.state,
-            "v_attempts": view.attempts,
-            "v_progress": _jsonb(view.progress),
-            "v_result": _jsonb(view.result),
-            "v_assembled": _jsonb(view.assembled_result),
+            **view_guard(view),
         }
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(SUBMIT_GUARDED_SQL, values, prepare=True)  # autocommit: one round trip
@@ -249,7 +245,3 @@ def _locked_item(row: dict[str, Any] | None, item_id: uuid.UUID) -> Item:
     if row is None:
         raise NotFound(f"item {item_id} not found", details={"item_id": str(item_id)})
     return item_of_row(row)
-
-
-def _jsonb(value: Any) -> Jsonb | None:
-    return None if value is None else Jsonb(value)
