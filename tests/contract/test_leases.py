@@ -25,7 +25,14 @@ from tests.support.waiting import wait_for
 from workmanager import Actor, Registry, WorkManager
 from workmanager.db.models import Item, Order, utcnow
 from workmanager.db.store import Held
-from workmanager.errors import Forbidden, LeaseConflict, LeaseExpired, NotFound
+from workmanager.errors import (
+    Forbidden,
+    LeaseConflict,
+    LeaseExpired,
+    NotFound,
+    PayloadTooLarge,
+    ValidationFailed,
+)
 from workmanager.leases.memory import MemoryLeaseStore
 from workmanager.leases.redis import RedisLeaseStore
 from workmanager.services.lease_admin import LeaseAdmin, LeaseSelector
@@ -722,3 +729,72 @@ def test_racing_threads_never_share_an_item_and_never_miss_one(build) -> None:
     assert wm.agent.checkout("late") is None
     assert [order_state(wm, o) for o in orders] == ["submitted"] * 4
     assert sorted(map(str, wm.dispatcher.submitted)) == sorted(map(str, orders))  # type: ignore[attr-defined]
+
+
+# --- parts: one rule per store (SQLite: services/parts.py; PostgreSQL: SQL) --------------
+def test_parts_take_their_slots_and_sum_up_the_same_on_every_store(build) -> None:
+    """A part takes its (key, seq) slot, replacing what it held; the parts state is the
+    latest part per key (validated or rejected); required/missing count validated parts;
+    a new slot past the limit is refused and writes nothing; finalize assembles the
+    latest validated part per key (highest seq, then the most recent)."""
+    wm = build(max_parts_per_item=3)
+    order_id = wm.propose("test.parts", {})
+    lease = checkout(wm)
+    first = wm.agent.submit_part(lease, "a", {"v": 1})
+    assert first.required == ["a", "b"] and first.missing == ["b"]
+    assert list(first.parts_state) == ["a"]
+    entry = first.parts_state["a"]
+    assert entry == {
+        "status": "validated",
+        "seq": None,
+        "checksum": first.part["checksum"],
+        "submitted_at": first.part["created_at"],
+    }
+    assert entry["submitted_at"].endswith("Z")
+    again = wm.agent.submit_part(lease, "a", {"v": 2})  # the same slot: replaced
+    assert again.part["id"] == first.part["id"] and again.part["payload"] == {"v": 2}
+    later = wm.agent.submit_part(lease, "a", {"v": 5}, seq=1)
+    assert later.part["id"] != first.part["id"]
+    assert later.parts_state["a"]["seq"] == 1
+    with pytest.raises(ValidationFailed):  # schema: ``v`` must be an integer
+        wm.agent.submit_part(lease, "a", {"v": "x"}, seq=0)
+    events = len(wm.queries.events(order_id))
+    with pytest.raises(PayloadTooLarge) as full:  # a, a#1, a#0 (rejected): no 4th slot
+        wm.agent.submit_part(lease, "b", {"w": 1})
+    assert full.value.details == {"limit": 3, "parts": 3}
+    assert len(wm.queries.events(order_id)) == events  # nothing written
+    state = wm.queries.parts(lease.item_id)["parts_state"]
+    assert list(state) == ["a"] and state["a"]["status"] == "rejected"
+    assert state["a"]["seq"] == 0
+    replaced = wm.agent.submit_part(lease, "a", {"v": 7}, seq=0)  # its slot: room for it
+    assert replaced.missing == ["b"] and replaced.parts_state["a"]["seq"] == 0
+    assert replaced.parts_state == wm.queries.parts(lease.item_id)["parts_state"]
+    done = wm.agent.finalize(lease, mode="best_effort")  # a#1 (v 5): the highest seq
+    assert done.item["result"] == done.item["assembled_result"] == {"a": {"v": 5}}
+    assert row(wm, lease.item_id).assembled_result == {"a": {"v": 5}}
+
+
+def test_parts_sent_at_once_on_one_lease_all_count(build) -> None:
+    """Parts of one item stored concurrently: each sees the others once it has the item's
+    lock, so the parts state names every key."""
+    wm = build()
+    wm.propose("test.parts", {})
+    lease = checkout(wm)
+    keys = [f"k{n}" for n in range(6)]
+    start = threading.Barrier(len(keys))
+    errors: list[BaseException] = []
+
+    def send(key: str) -> None:
+        try:
+            start.wait()
+            wm.agent.submit_part(lease, key, {"n": key})
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=send, args=(k,)) for k in keys]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(60)
+    assert not errors, errors
+    assert sorted(wm.queries.parts(lease.item_id)["parts_state"]) == keys
