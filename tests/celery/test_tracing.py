@@ -93,6 +93,9 @@ def _span(span: Any, service: str) -> Span:
 
 @pytest.fixture
 def collector() -> Iterator[tuple[Collector, str]]:
+    """The collector; a test names it before ``make_stack``, so it is set up first and shut
+    down last: the stack's processes flush their last spans on SIGTERM, and to a closed
+    port each exporter would retry with backoff for many seconds before exiting."""
     received = Collector()
 
     class Handler(BaseHTTPRequestHandler):
@@ -129,7 +132,7 @@ def traced_stack(make_stack: Any, endpoint: str, **settings: str) -> Any:
     return stack
 
 
-def test_one_trace_from_enqueue_to_apply(make_stack, collector) -> None:
+def test_one_trace_from_enqueue_to_apply(collector, make_stack) -> None:
     spans, endpoint = collector
     stack = traced_stack(make_stack, endpoint)
     stack.worker()
@@ -205,7 +208,7 @@ def test_one_trace_from_enqueue_to_apply(make_stack, collector) -> None:
     assert found["workmanager.checkout"].parent_id == run_agent.span_id
 
 
-def test_http_propose_continues_the_callers_traceparent(make_stack, collector) -> None:
+def test_http_propose_continues_the_callers_traceparent(collector, make_stack) -> None:
     spans, endpoint = collector
     stack = traced_stack(make_stack, endpoint, auth="none")
     stack.worker()
