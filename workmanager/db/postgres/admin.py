@@ -48,7 +48,9 @@ from ..store import (
 from .sql import ITEM_COLUMNS_SQL, WRITTEN, announce_written, item_of_row
 
 if TYPE_CHECKING:
-    from .leases import PostgresStore
+    from ...leases.base import LeaseLock
+    from ...services.context import ServiceContext
+    from ..raw import RawPostgres
 
 
 def _locked_sql(skip: bool) -> str:
@@ -83,12 +85,13 @@ _Plan = tuple[list[LeaseChange], list[Any], list[tuple[str, dict[str, Any]]]]
 
 
 class PostgresAdmin:
-    """reclaim, release_held and extend of a :class:`.leases.PostgresStore` (its pool and
-    lock store)."""
+    """reclaim, release_held and extend of :class:`.leases.PostgresStore` (a base class:
+    its context, pool and lock store)."""
 
-    def __init__(self, store: PostgresStore) -> None:
-        self.pg = store
-        self.ctx = store.ctx
+    ctx: ServiceContext
+    raw: RawPostgres
+    #: the lock store (``None``: the row is the lock)
+    store: LeaseLock | None
 
     def reclaim(
         self,
@@ -102,7 +105,7 @@ class PostgresAdmin:
         def plan(rows: list[Any], now: datetime) -> _Plan:
             writes: list[tuple[str, dict[str, Any]]] = []
             if expired:
-                rows, refresh = dead_or_alive(self.pg.store, rows, now)
+                rows, refresh = dead_or_alive(self.store, rows, now)
                 if refresh:
                     ids, expires = list(refresh), list(refresh.values())
                     writes.append((REFRESH_SQL, {"ids": ids, "expires": expires}))
@@ -152,7 +155,7 @@ class PostgresAdmin:
             changes: list[LeaseChange] = []
             decided: list[dict[str, Any]] = []
             for row in rows:
-                new_expiry, refused = extend_hold(self.pg.store, row, now, seconds)
+                new_expiry, refused = extend_hold(self.store, row, now, seconds)
                 if refused is not None:
                     changes.append(LeaseChange(Held.of(row), "skipped", reason=refused))
                     continue
@@ -200,8 +203,8 @@ class PostgresAdmin:
             results = [r for write in cursors if write.description for r in write.fetchall()]
             return Batch(tuple(changes), frozenset(r.id for r in rows)), ended, results
 
-        batch, ended, results = self.pg.raw.run(tx)
-        drop_holds(self.pg.store, [(Held.of(row), holder_of(row)) for row in ended])
+        batch, ended, results = self.raw.run(tx)
+        drop_holds(self.store, [(Held.of(row), holder_of(row)) for row in ended])
         for result in results:
             announce_written(result)
         return batch

@@ -62,11 +62,11 @@ from ...services.context import ServiceContext
 from ...services.inputs import as_presented
 from ...services.outcomes import ItemOutcome, PartOutcome
 from ...services.views import item_view
-from ...types import JSON, Actor, AgentInfo, Lease
+from ...types import JSON, AgentInfo, Lease
 from .. import claims
 from ..orm_store import OrmStore
 from ..raw import Conn
-from ..store import Batch, Held, Validate, lock_only_beat
+from ..store import Validate, lock_only_beat
 from .admin import PostgresAdmin
 from .endings import PostgresEndings
 from .sql import (
@@ -95,9 +95,10 @@ def postgres_store(ctx: ServiceContext, orm: OrmStore) -> PostgresStore:
     return PostgresStore(ctx, orm, lock=backend.lock, counted=backend.limits)
 
 
-class PostgresStore:
+class PostgresStore(PostgresAdmin):
     """The :class:`~workmanager.db.store.Store` of PostgreSQL (see the module's
-    docstring); fail, parts and finalize are :mod:`.endings`'. The ORM store (``orm``)
+    docstring); fail, parts and finalize are :mod:`.endings`', reclaim, release_held and
+    extend :mod:`.admin`'s (:class:`.admin.PostgresAdmin`). The ORM store (``orm``)
     only drops a lock store's hold after a commit (``end_lock``): no operation runs
     through it here."""
 
@@ -118,8 +119,6 @@ class PostgresStore:
         self.submitter = PostgresSubmit(ctx, self.raw, lock)
         #: fail, submit_part and finalize (:mod:`.endings`)
         self.endings = PostgresEndings(self)
-        #: reclaim, release_held and extend (:mod:`.admin`)
-        self.admin = PostgresAdmin(self)
 
     def submit(
         self,
@@ -151,24 +150,6 @@ class PostgresStore:
 
     def release(self, lease: Lease, agent: AgentInfo) -> ItemOutcome:
         return self.endings.release(lease, agent)
-
-    # --- the operator's lease actions and the sweep (:mod:`.admin`) --------------------
-    def reclaim(
-        self,
-        leases: Sequence[Held],
-        actor: Actor,
-        event: str,
-        *,
-        expired: bool = False,
-        skip_locked: bool = False,
-    ) -> Batch:
-        return self.admin.reclaim(leases, actor, event, expired=expired, skip_locked=skip_locked)
-
-    def release_held(self, leases: Sequence[Held], actor: Actor) -> Batch:
-        return self.admin.release_held(leases, actor)
-
-    def extend(self, leases: Sequence[Held], actor: Actor, seconds: int) -> Batch:
-        return self.admin.extend(leases, actor, seconds)
 
     # --- checkout ---------------------------------------------------------------------
     def grant(self, agent: AgentInfo, query: CheckoutQuery) -> Lease | None:
