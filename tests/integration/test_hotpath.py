@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from sqlalchemy import select
 
 from tests.support.types import Multi, Parts, Simple
 from tests.support.waiting import wait_for
-from workmanager import AgentInfo, Registry, WorkManager
+from workmanager import Actor, AgentInfo, Registry, WorkManager
 from workmanager.db.models import Event, Item, Order, Part, Provenance
 from workmanager.db.orm_orders import OrmOrderStore
 from workmanager.db.orm_store import OrmStore
@@ -37,6 +38,7 @@ from workmanager.errors import (
     ValidationFailed,
 )
 from workmanager.provenance import DefaultEnricher
+from workmanager.services.lease_admin import LeaseAdmin, LeaseSelector
 
 pytestmark = pytest.mark.postgres
 
@@ -331,6 +333,77 @@ def test_postgres_and_sqlite_leave_the_same_trail(make_wm, backend) -> None:
     assert [p[2] for p in ends_hot["parts"]] == ["validated"] * 3  # "a" replaced its rejection
     assert ends_hot == ends_general
     assert [p["action"] for p in ends_hot["provenance"]].count("submit-part") == 5
+
+
+def lease_actions(wm: WorkManager) -> list[uuid.UUID]:
+    """The operator's extend, release and reclaim by selector (one of them failing an item
+    and its order) and the sweep of a lease past its expiry (its lock gone)."""
+    admin = LeaseAdmin(wm.ctx, Actor("user", "ops"))
+    held = wm.propose("test.multi", {"count": 3})
+    leases = [wm.agent.checkout(a, order_id=held) for a in (AGENT, "agent-8", "agent-9")]
+    assert all(leases)
+    wm.agent.heartbeat(leases[1])  # type: ignore[arg-type]
+    assert admin.extend(LeaseSelector(order_id=held), 60).counts() == {"extended": 3}
+    assert admin.release(LeaseSelector(agent_id="agent-8")).counts() == {"released": 1}
+    assert admin.reclaim(LeaseSelector(agent_id=AGENT.id)).counts() == {"requeued": 1}
+    assert admin.release(LeaseSelector(order_id=held)).counts() == {"released": 1}
+    once = wm.propose("test.once", {})
+    assert wm.agent.checkout(AGENT, order_id=once) is not None
+    assert admin.reclaim(LeaseSelector(order_id=once)).counts() == {"failed": 1}
+    lapsed = wm.propose("test.multi", {"count": 2})
+    assert wm.agent.checkout(AGENT, order_id=lapsed) is not None
+    lock = wm.ctx.leases.lock
+    store = getattr(lock, "store", None)
+    if store is not None:  # its lock timed out (the key deleted, as its TTL would)
+        keys = list(store.client.scan_iter(match=f"{store.keys.prefix}item:*"))
+        store.client.delete(*keys)
+    saved = wm.ctx.clock
+    wm.ctx.clock = lambda: saved() + timedelta(seconds=wm.settings.lease_ttl_seconds + 1)
+    try:
+        assert wm.sweeper.sweep().reclaimed == 1
+    finally:
+        wm.ctx.clock = saved
+    return [held, once, lapsed]
+
+
+def _fenceless(trail: dict[str, Any]) -> dict[str, Any]:
+    """A trail with the fences and expiry times an event's payload names set aside (Redis
+    counts fences across both databases' runs; clocks differ)."""
+    volatile = ("lease_token", "lease_expires_at")
+    events = [
+        (e[0], e[1], e[2], {k: v for k, v in (e[3] or {}).items() if k not in volatile}, e[4])
+        for e in trail["events"]
+    ]
+    return {**trail, "events": events}
+
+
+@pytest.mark.parametrize("backend", ["database", pytest.param("redis", marks=pytest.mark.redis)])
+def test_lease_admin_and_the_sweep_leave_the_same_trail(make_wm, backend, monkeypatch) -> None:
+    """Issue 12: reclaim, release_held and extend are the store's; PostgreSQL's statements
+    write what the ORM store writes, and none of them reaches the ORM store there."""
+    registry = Registry([Multi(), Once()])
+    hot = make_wm(db="postgres", backend=backend, registry=registry, **NO_BACKOFF)
+    general = make_wm(db="sqlite", backend=backend, registry=registry, **NO_BACKOFF)
+    via_general = _fenceless(trail(general, lease_actions(general)))
+    for name in ("reclaim", "release_held", "extend"):
+        monkeypatch.setattr(OrmStore, name, _refused)
+    via_hot = _fenceless(trail(hot, lease_actions(hot)))
+    assert [o[0] for o in via_hot["orders"]] == ["queued", "failed", "in_progress"]
+    names = [e[0] for e in via_hot["events"]]
+    assert names.count("lease_extended") == 3 and names.count("lease_released") == 2
+    assert names.count("lease_reclaimed") == 2 and names.count("lease_expired") == 1
+    assert names[names.index("lease_released", names.index("lease_reclaimed")) :][:2] == [
+        "lease_released",
+        "requeued",
+    ]
+    assert via_hot == via_general
+
+
+NO_BACKOFF = {"retry_backoff_seconds": 0, "retry_jitter_seconds": 0}
+
+
+def _refused(*_: Any, **__: Any) -> Any:
+    raise AssertionError("the ORM path ran on PostgreSQL")
 
 
 def _no_orm(wm: WorkManager, monkeypatch: Any) -> None:
@@ -729,9 +802,7 @@ def functions_dropped(wm: WorkManager, migration: str = "0004") -> Iterator[None
 
     from workmanager.db import sql
 
-    added = [
-        s for s in sql.sections("functions.sql") if s.migration == migration and s.signature
-    ]
+    added = [s for s in sql.sections("functions.sql") if s.migration == migration and s.signature]
     assert added, migration
     drop = "; ".join(f"DROP FUNCTION IF EXISTS {s.signature}" for s in added)
     create = "\n".join(s.sql for s in added)
