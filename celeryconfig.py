@@ -61,7 +61,7 @@ beat_schedule = {
     },
     "workmanager-maintenance": {
         "task": "workmanager.maintenance.run",
-        "schedule": 60.0,
+        "schedule": _settings.maintenance_interval_seconds,
     },
     "workmanager-generate": {
         "task": "workmanager.orders.generate",

@@ -73,6 +73,8 @@ class Settings:
     retry_backoff_seconds: float = 60.0
     retry_jitter_seconds: float = 20.0
     sweep_interval_seconds: float = 15.0
+    #: Beat period of ``workmanager.maintenance.run`` (the tests shorten it).
+    maintenance_interval_seconds: float = 60.0
     sweep_batch_size: int = 500
     apply_max_retries: int = 3
     apply_retry_backoff_seconds: float = 10.0
@@ -469,6 +471,7 @@ _SPECS: tuple[_Spec, ...] = (
     _spec("retry_backoff_seconds", _float),
     _spec("retry_jitter_seconds", _float),
     _spec("sweep_interval_seconds", _float),
+    _spec("maintenance_interval_seconds", _float),
     _spec("sweep_batch_size", _int(1)),
     _spec("apply_max_retries", _int(0)),
     _spec("apply_retry_backoff_seconds", _float),
