@@ -159,10 +159,10 @@ class PostgresAdmin:
                 if refused is not None:
                     changes.append(LeaseChange(Held.of(row), "skipped", reason=refused))
                     continue
-                payload = {"seconds": seconds, "lease_expires_at": iso(new_expiry)}
+                expires = iso(new_expiry)
+                payload = {"seconds": seconds, "lease_expires_at": expires}
                 decided.append(
-                    {"id": str(row.id), "seq": len(decided), "expires": iso(new_expiry)}
-                    | {"payload": payload}
+                    {"id": str(row.id), "seq": len(decided), "expires": expires, "payload": payload}
                 )
                 changes.append(LeaseChange(Held.of(row), "extended", new_expiry))
             writes = []
