@@ -1,11 +1,11 @@
 """One path per database for the control plane (issue 12): on PostgreSQL the order store of
 ``db/postgres/control.py`` and ``order_admin.py`` (``PostgresOrderStore``) is the only
-implementation of propose's insert, approval, reject, rework, unblock, retry, apply (claim,
-record, failure), dead-lettering and pruning; the ORM store (``db/orm_orders.py``,
-``OrmOrderStore``) serves SQLite. No call reaches the ORM store on PostgreSQL — not while a
-listener is registered, not while an idempotency key is pending, not when a statement's
-guard matched nothing and the outcome must be named — and every scenario here ends the
-same on both databases."""
+implementation of propose's insert, approval, reject, rework, unblock, retry (of an order,
+of an item), apply (claim, record, failure), dead-lettering and pruning; the ORM store
+(``db/orm_orders.py``, ``OrmOrderStore``) serves SQLite. No call reaches the ORM store on
+PostgreSQL — not while a listener is registered, not while an idempotency key is pending,
+not when a statement's guard matched nothing and the outcome must be named — and every
+scenario here ends the same on both databases."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from workmanager.errors import (
     ValidationFailed,
     WorkManagerError,
 )
+from workmanager.services.items import ItemAdmin
 from workmanager.services.maintenance import Housekeeping
 from workmanager.services.order_admin import OrderAdmin
 from workmanager.services.tokens import Principal
@@ -102,6 +103,8 @@ def build(
         "_start_tx",
         "record_apply",
         "_record_tx",
+        "retry_item",
+        "_retry_item_tx",
         "fail_apply",
         "_fail_tx",
         "dead_letter",
@@ -351,9 +354,10 @@ REASONS = [{"code": "wrong", "message": "the answer is wrong"}]
 
 def admin_flow(wm: WorkManager, heard: list[events.Event]) -> dict[str, Any]:
     """Approve by hand, reject (with and without rework), requeue (rework and unblock),
-    retry (to queued and, after a failed apply, to submitted), a failed apply (retrying,
-    then final), dead-lettering, and the refusals named from the row: every store method
-    of the admin changes. Returns what they left, ids and clocks aside."""
+    retry (to queued and, after a failed apply, to submitted; an item alone), a failed
+    apply (retrying, then final), dead-lettering, pruning, and the refusals named from the
+    row: every store method of the admin changes. Returns what they left, ids and clocks
+    aside."""
     heard.clear()
     agent = AgentInfo("agent-7", name="reviewer-bot")
     admin = OrderAdmin(wm.ctx, wm.orders)
@@ -389,6 +393,14 @@ def admin_flow(wm: WorkManager, heard: list[events.Event]) -> dict[str, Any]:
     wm.agent.fail(lease, {"code": "broken", "message": "no"}, retryable=False)
     wm.orders.retry(failed, REVIEWER)  # to queued, the failed item with it
 
+    single = wm.propose("test.multi", {"count": 2})
+    lease = wm.agent.checkout("agent-1", order_id=single)
+    assert lease is not None
+    wm.agent.fail(lease, {"code": "broken", "message": "no"}, retryable=False)
+    item_admin, retried = ItemAdmin(wm.ctx), lease.item_id
+    item_admin.retry(retried, REVIEWER)  # the item back, its failed order with it
+    refused("retry a queued item", lambda: item_admin.retry(retried, REVIEWER))
+
     flaky = submitted(wm, "test.flaky", {})
     wm.approve(flaky)
     for _ in range(2):  # apply_retrying, then (retries spent) apply_failed
@@ -409,6 +421,7 @@ def admin_flow(wm: WorkManager, heard: list[events.Event]) -> dict[str, Any]:
         rejected: "rejected",
         reworked: "reworked",
         failed: "failed",
+        single: "single",
         flaky: "flaky",
         dead: "dead",
     }
@@ -497,6 +510,7 @@ def test_the_admin_changes_leave_the_same_trail_on_both_databases(
         ("approve queued", "not_ready_for_approval"),
         ("reject twice", "illegal_state_transition"),
         ("retry rejected", "illegal_state_transition"),
+        ("retry a queued item", "illegal_state_transition"),
     ]
     assert "'rejected' to 'rejected'" in lite["refusals"][2][2]
     assert lite["provenance"] == [
@@ -511,6 +525,7 @@ def test_the_admin_changes_leave_the_same_trail_on_both_databases(
         "rejected": "queued",
         "reworked": "queued",
         "failed": "queued",
+        "single": "queued",
         "flaky": "submitted",
         "dead": "dead_lettered",
     }
@@ -518,7 +533,7 @@ def test_the_admin_changes_leave_the_same_trail_on_both_databases(
     assert flaky == ["approved", "apply_retrying", "apply_failed", "retried"]
     assert all(available for _, state, _, _, available in lite["items"] if state == "queued")
     dry, kept, left = lite["prune"]
-    assert kept == ["approved", "failed", "flaky", "queued", "rejected", "reworked"]
+    assert kept == ["approved", "failed", "flaky", "queued", "rejected", "reworked", "single"]
     assert (dry["orders"], dry["items"], dry["orders_pruned"], dry["items_pruned"]) == (1, 1, 1, 1)
     assert dry["events"] > 0 and dry["events_pruned"] == dry["events"] and left == 0
     for heard_one in (

@@ -1,17 +1,19 @@
 """The control plane's port: one write path per database for the order's state changes.
 
 The control plane's state changes (propose's insert, approval by hand or automatic, reject
-and rework, retry, requeue's unblock, apply's claim, record and failure, dead-lettering,
-pruning) are the :class:`OrderStore` port, the same shape: chosen once by :func:`build_order_store`
-(:class:`workmanager.db.postgres.control.PostgresOrderStore` on PostgreSQL,
-:class:`workmanager.db.orm_orders.OrmOrderStore` otherwise), asked by the services
-(:class:`~workmanager.services.orders.OrderService`,
+and rework, retry of an order or an item, requeue's unblock, apply's claim, record and
+failure, dead-lettering, pruning) are the :class:`OrderStore` port, the same shape: chosen
+once by :func:`build_order_store` (:class:`workmanager.db.postgres.control.PostgresOrderStore`
+on PostgreSQL, :class:`workmanager.db.orm_orders.OrmOrderStore` otherwise), asked by the
+services (:class:`~workmanager.services.orders.OrderService`,
 :class:`~workmanager.services.order_admin.OrderAdmin`,
+:class:`~workmanager.services.items.ItemAdmin`,
 :class:`~workmanager.services.executor.ApplyService`,
 :class:`~workmanager.services.maintenance.Maintenance`, ``Housekeeping``), which keep the
-rules that name an outcome (``_ready``, ``retry_target``, ``refused``, ``_not_started``,
-``_not_recorded``, the apply claim of :mod:`workmanager.services.apply_claim`). Orders come back as
-:class:`OrderRow`, a frozen copy of the row; an admin change as :class:`OrderChange`.
+rules that name an outcome (``_ready``, ``retry_target``, ``refused``, ``retryable``,
+``_not_started``, ``_not_recorded``, the apply claim of
+:mod:`workmanager.services.apply_claim`). Orders come back as :class:`OrderRow`, a frozen
+copy of the row; an admin change as :class:`OrderChange`.
 """
 
 from __future__ import annotations
@@ -73,6 +75,11 @@ ApprovalCheck = Callable[["OrderView"], bool]
 #: What ``retry`` asks of the locked order and its items' states: the state it goes back
 #: to (``submitted`` or ``queued``); raises to refuse (``orders.retry_target``).
 RetryCheck = Callable[[OrderRow, list[str]], str]
+
+
+#: What ``retry_item`` asks of the locked item (as ``item_dict`` shows it) and the ids of
+#: its order's other failed items; raises to refuse (``items.retryable``).
+ItemRetryCheck = Callable[[dict[str, Any], list[uuid.UUID]], None]
 
 
 @dataclass(frozen=True)
@@ -165,6 +172,15 @@ class OrderStore(Protocol):
         ``last_error`` cleared, event ``retried``, then its failed items (by id) to
         ``queued`` with error, attempts and backoff cleared, each with a ``retried`` event;
         ``items``: those. A missing order raises :class:`NotFound`."""
+        ...
+
+    def retry_item(self, item_id: uuid.UUID, check: ItemRetryCheck, actor: Actor) -> dict[str, Any]:
+        """A failed item back to ``queued`` (error, attempts and backoff cleared, event
+        ``retried``), and its order with it when the order is ``failed`` (``last_error``
+        cleared, event ``retried``), in one transaction: the order locked first, then the
+        item, and ``check`` asked of the item and its order's other failed items (it
+        raises to refuse: nothing is written). Returns the item (``item_dict``); a missing
+        item raises :class:`NotFound`."""
         ...
 
     def fail_apply(

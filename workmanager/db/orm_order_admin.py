@@ -1,6 +1,6 @@
 """The ORM order store's admin changes (:class:`OrmOrderAdmin`, a part of
 :class:`~workmanager.db.orm_orders.OrmOrderStore`): reject and rework, requeue's unblock,
-retry, a failed apply, dead-lettering, pruning.
+retry (of an order or of an item), a failed apply, dead-lettering, pruning.
 
 SQLite's one path (each a ``BEGIN IMMEDIATE`` transaction); PostgreSQL runs
 :mod:`workmanager.db.postgres.order_admin` instead. The order is locked first; a guard that
@@ -19,15 +19,17 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from ..errors import NotFound
 from ..services.context import ServiceContext
-from ..services.order_steps import lock_order
+from ..services.order_steps import lock_item, lock_order
 from ..services.parts import REJECTED
 from ..services.transitions import move_item, move_order, record_event, rework_item
+from ..services.views import item_dict
 from ..state_machine import can_order
 from ..states import ItemState, OrderState
 from ..types import Actor, AgentInfo
 from .models import Event, Item, Order, Part, Provenance
-from .order_store import OrderChange, OrderRow, RetryCheck
+from .order_store import ItemRetryCheck, OrderChange, OrderRow, RetryCheck
 
 
 class OrmOrderAdmin:
@@ -113,6 +115,26 @@ class OrmOrderAdmin:
             item.error, item.attempts, item.available_at = None, 0, None
             move_item(s, item, ItemState.QUEUED, actor, event="retried")
         return OrderChange(OrderRow.of(order), done=True, items=tuple(i.id for i in failed))
+
+    def retry_item(self, item_id: uuid.UUID, check: ItemRetryCheck, actor: Actor) -> dict[str, Any]:
+        return self.ctx.db.run(lambda s: self._retry_item_tx(s, item_id, check, actor))
+
+    def _retry_item_tx(
+        self, s: Session, item_id: uuid.UUID, check: ItemRetryCheck, actor: Actor
+    ) -> dict[str, Any]:
+        order_id = s.scalar(select(Item.order_id).where(Item.id == item_id))
+        if order_id is None:
+            raise NotFound(f"item {item_id} not found", details={"item_id": str(item_id)})
+        order = lock_order(s, order_id)  # admin paths lock the order first (see order_steps)
+        item = lock_item(s, item_id)  # a failed item: no agent path locks it
+        others = _items(s, order_id, ItemState.FAILED)
+        check(item_dict(item), [i.id for i in others if i.id != item_id])  # raises to refuse
+        item.error, item.attempts, item.available_at = None, 0, None
+        move_item(s, item, ItemState.QUEUED, actor, event="retried")
+        if order.state == OrderState.FAILED:
+            order.last_error = None
+            move_order(s, order, OrderState.QUEUED, actor, event="retried", now=self.ctx.clock())
+        return item_dict(item)
 
     def fail_apply(
         self, order_id: uuid.UUID, claim: str, error: dict[str, Any], final: bool, actor: Actor

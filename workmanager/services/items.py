@@ -8,16 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, select
-from sqlalchemy.orm import Session
 
 from ..db.models import Item
-from ..errors import IllegalStateTransition, InvalidQuery, NotFound, WorkManagerError
-from ..states import ItemState, OrderState
+from ..db.order_store import build_order_store
+from ..errors import IllegalStateTransition, InvalidQuery, WorkManagerError
+from ..states import ItemState
 from ..types import Actor
 from .context import ServiceContext
-from .order_steps import lock_item, lock_order
 from .orders import OrderService
-from .transitions import move_item, move_order
 from .views import item_dict
 
 MAX_LIMIT = 1000
@@ -51,6 +49,8 @@ class ItemFilter:
 class ItemAdmin:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
+        #: The item's retry, one path per database (db/order_store.py).
+        self.store = build_order_store(ctx)
 
     def list(self, where: ItemFilter, limit: int = 50) -> list[dict[str, Any]]:
         """Items oldest first, at most ``limit`` (1..1000)."""
@@ -65,51 +65,9 @@ class ItemAdmin:
         order it belongs to goes back to ``queued`` with it. Refused while the order has
         other failed items: that order could never be submitted, and ``orders retry``
         takes them all."""
-        item = self.ctx.db.run(lambda s: self._retry_tx(s, item_id, actor))
+        item = self.store.retry_item(item_id, retryable, actor)
         self.ctx.dispatcher.items_available(item["order_type"], [item_id])
         return item
-
-    @staticmethod
-    def _retry_tx(s: Session, item_id: uuid.UUID, actor: Actor) -> dict[str, Any]:
-        order_id = s.scalar(select(Item.order_id).where(Item.id == item_id))
-        if order_id is None:
-            raise NotFound(f"item {item_id} not found", details={"item_id": str(item_id)})
-        order = lock_order(s, order_id)  # admin paths lock the order first (see order_steps)
-        item = lock_item(s, item_id)  # a failed item: no agent path locks it
-        if item.state != ItemState.FAILED:  # retry is failed -> queued, nothing else
-            raise IllegalStateTransition(
-                f"only a failed item can be retried; this one is {item.state}",
-                kind="item",
-                from_state=item.state,
-                to_state=ItemState.QUEUED,
-            )
-        others = list(
-            s.scalars(
-                select(Item.id).where(
-                    Item.order_id == order_id,
-                    Item.id != item_id,
-                    Item.state == ItemState.FAILED.value,
-                )
-            )
-        )
-        if others:  # this item alone would reopen an order that can then never be submitted
-            raise IllegalStateTransition(
-                f"order {order_id} has other failed items; retry the whole order"
-                f" (workmanager orders retry {order_id})",
-                details={
-                    "kind": "item",
-                    "from": item.state,
-                    "to": ItemState.QUEUED.value,
-                    "order_id": str(order_id),
-                    "other_failed_items": [str(i) for i in others],
-                },
-            )
-        item.error, item.attempts, item.available_at = None, 0, None
-        move_item(s, item, ItemState.QUEUED, actor, event="retried")
-        if order.state == OrderState.FAILED:
-            order.last_error = None
-            move_order(s, order, OrderState.QUEUED, actor, event="retried")
-        return item_dict(item)
 
     def retry_many(
         self,
@@ -168,3 +126,29 @@ class ItemAdmin:
         except WorkManagerError as exc:
             return "error", f"{exc.code}: {exc.message}"
         return "retried", None
+
+
+def retryable(item: dict[str, Any], others: list[uuid.UUID]) -> None:
+    """Refuse to retry the locked ``item`` (``others``: its order's other failed items)
+    unless it is failed and the only failed item of its order: alone, it would reopen an
+    order that could then never be submitted."""
+    if item["state"] != ItemState.FAILED:  # retry is failed -> queued, nothing else
+        raise IllegalStateTransition(
+            f"only a failed item can be retried; this one is {item['state']}",
+            kind="item",
+            from_state=item["state"],
+            to_state=ItemState.QUEUED,
+        )
+    if others:
+        order_id = item["order_id"]
+        raise IllegalStateTransition(
+            f"order {order_id} has other failed items; retry the whole order"
+            f" (workmanager orders retry {order_id})",
+            details={
+                "kind": "item",
+                "from": item["state"],
+                "to": ItemState.QUEUED.value,
+                "order_id": str(order_id),
+                "other_failed_items": [str(i) for i in others],
+            },
+        )

@@ -1,11 +1,12 @@
 """PostgreSQL's admin changes of an order (:class:`PostgresOrderAdmin`, a part of
 :class:`~workmanager.db.postgres.control.PostgresOrderStore`): reject and rework, requeue's
-unblock, retry, a failed apply, dead-lettering, pruning.
+unblock, retry (of an order or of an item), a failed apply, dead-lettering, pruning.
 
 Each is **one statement** in autocommit (``queries.sql``'s block of admin changes), its
-guard the UPDATE's ``WHERE`` and so the order's lock, except retry, whose target depends
-on the items: ``BEGIN`` with the order locked and its items read (one round trip), the
-caller's rule decides in Python, then the statement and ``COMMIT`` (one round trip). A
+guard the UPDATE's ``WHERE`` and so the order's lock, except the retries, whose rules read
+the items: ``BEGIN`` with the order (then the item) locked and the items read (one round
+trip), the caller's rule decides in Python, then the statement and ``COMMIT`` (one round
+trip). A
 guard that matched nothing writes nothing; the order is read as it is now on the same
 connection and returned (:class:`~workmanager.db.order_store.OrderChange` with ``done``
 False), so the service names the error from it with the function SQLite's store uses —
@@ -19,17 +20,21 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from ...errors import NotFound
 from ...services.context import ServiceContext
+from ...services.views import item_dict
 from ...state_machine import check_item, check_order
 from ...states import ItemState, OrderState
 from ...types import Actor, AgentInfo
 from ..models import EVENTS_TABLE, PROVENANCE_TABLE
-from ..order_store import OrderChange, OrderRow, RetryCheck
+from ..order_store import ItemRetryCheck, OrderChange, OrderRow, RetryCheck
 from ..raw import Conn, RawPostgres
 from ..sql import queries
 from . import order_rows as rows
+from .sql import LOCK_ITEM, item_of_row
 
 
 class PostgresOrderAdmin:
@@ -110,6 +115,39 @@ class PostgresOrderAdmin:
 
         return _changed(self.raw.run(retry))
 
+    def retry_item(self, item_id: uuid.UUID, check: ItemRetryCheck, actor: Actor) -> dict[str, Any]:
+        values = {
+            "item": item_id,
+            "now": self.ctx.clock(),
+            "actor_type": actor.type,
+            "actor_id": actor.id,
+        }
+
+        def retry(conn: Conn) -> dict[str, Any]:
+            order = conn.cursor(row_factory=dict_row)
+            item = conn.cursor(row_factory=dict_row)
+            others = conn.cursor()
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                order.execute(_LOCK_ITEM_ORDER, values, prepare=True)
+                item.execute(LOCK_ITEM, {"id": item_id}, prepare=True)
+                others.execute(_OTHER_FAILED, values, prepare=True)
+            found = item.fetchone()
+            try:
+                if found is None:
+                    raise NotFound(f"item {item_id} not found", details={"item_id": str(item_id)})
+                check(item_dict(item_of_row(found)), [r[0] for r in others.fetchall()])
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            written = rows.write(conn, _RETRY_ITEM, values, {}, begun=True)
+            assert written, "the item is locked by this transaction"
+            return written[0]
+
+        row = self.raw.run(retry)
+        rows.announce(row)
+        return item_dict(item_of_row(row))
+
     def fail_apply(
         self, order_id: uuid.UUID, claim: str, error: dict[str, Any], final: bool, actor: Actor
     ) -> OrderChange:
@@ -182,6 +220,15 @@ _REJECT_WITH_PROVENANCE = rows.statement("reject_order", provenance=True)
 _UNBLOCK = rows.statement("unblock_order")
 _RETRY = rows.statement("retry_order")
 _FAIL_APPLY = rows.statement("fail_apply")
+_LOCK_ITEM_ORDER = queries.template("lock_item_order", order_columns=rows.ORDER_COLUMNS)
+_OTHER_FAILED = queries.text("other_failed_items")
+_RETRY_ITEM = "\n" + queries.template(
+    "retry_item",
+    item_columns=rows.ITEM_COLUMNS,
+    event_columns=rows.EVENT_COLUMNS,
+    returned_events=rows.RETURNED_EVENTS,
+    events_column=rows.EVENTS_COLUMN,
+)
 _DEAD_LETTER = rows.statement("dead_letter")
 _PRUNE_ORDERS = rows.statement("prune_orders")
 #: One batch of an audit table's old rows, by ``prune_audit``'s name for it.

@@ -428,10 +428,11 @@ order_id, item_id, event, actor_type, actor_id, payload, diff, created_at
 
 -- ---------------------------------------------------------------------------------------
 -- The control plane's admin changes (db/postgres/order_admin.py): reject and rework,
--- requeue's unblock, retry, a failed apply, dead-lettering, pruning. Each is one
--- statement; its guard is the UPDATE's WHERE, and a guard that matched nothing returns no
--- row (the order is then read as it is now and the service names the error). Events are
--- inserted in the order the ORM store writes them (items by id).
+-- requeue's unblock, retry (an order, an item), a failed apply, dead-lettering, pruning.
+-- Each is one statement; its guard is the UPDATE's WHERE, and a guard that matched
+-- nothing returns no row (the order is then read as it is now and the service names the
+-- error). Retries first lock and read what their rule decides from. Events are inserted
+-- in the order the ORM store writes them (items by id).
 
 -- name: reject_order
 -- reject (%(reject)s: the order and its submitted items rejected, their parts too) and/or
@@ -518,6 +519,47 @@ WITH o AS (
   {returned_events}
 )
 SELECT o.*, ARRAY(SELECT id FROM items ORDER BY id) AS item_ids, {events_column} FROM o
+
+-- name: lock_item_order
+-- retry_item's first step: the item's order locked FOR UPDATE (admin paths lock the order
+-- first), every column; no row when there is no such item.
+SELECT {order_columns} FROM work_orders
+ WHERE id = (SELECT order_id FROM work_items WHERE id = %(item)s) FOR UPDATE
+
+-- name: other_failed_items
+-- The ids of the failed items of %(item)s's order other than it, by id.
+SELECT id FROM work_items
+ WHERE order_id = (SELECT order_id FROM work_items WHERE id = %(item)s)
+   AND id <> %(item)s AND state = 'failed'
+ ORDER BY id
+
+-- name: retry_item
+-- A failed item back to queued (error, attempts and backoff cleared), its ``retried``
+-- event, then its order's when the order was failed (queued, last_error cleared); on an
+-- order and item this transaction locked. Returns the item ({item_columns}) and
+-- {events_column}.
+WITH i AS (
+  UPDATE work_items SET state = 'queued', error = NULL, attempts = 0, available_at = NULL,
+         updated_at = %(now)s
+   WHERE id = %(item)s AND state = 'failed'
+  RETURNING {item_columns}
+), o AS (
+  UPDATE work_orders SET state = 'queued', last_error = NULL, last_transitioned_at = %(now)s,
+         updated_at = %(now)s
+   WHERE id = (SELECT order_id FROM i) AND state = 'failed'
+  RETURNING id
+), events AS (
+  INSERT INTO work_events ({event_columns})
+  SELECT order_id, item_id, 'retried', %(actor_type)s, %(actor_id)s, NULL, NULL, %(now)s
+    FROM (
+      SELECT 0 AS n, order_id, id AS item_id FROM i
+      UNION ALL
+      SELECT 1, id, NULL FROM o
+    ) AS ordered
+   ORDER BY n
+  {returned_events}
+)
+SELECT i.*, {events_column} FROM i
 
 -- name: fail_apply
 -- The claim holder's failed apply recorded: the claim released, last_error %(error)s, and
