@@ -255,3 +255,26 @@ def test_leases_reclaim_cli_ends_1250_leases_once_in_batches(make_wm: Any, backe
     wm.ctx.clock = lambda: utcnow() + timedelta(seconds=BACKOFF + 1)
     lease = wm.agent.checkout("agent-3", item_id=requeued)
     assert lease is not None and lease.item is not None and lease.item.attempts == 2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_sweep_passes_over_rows_another_sweeper_holds(make_wm: Any, backend: str) -> None:
+    """The first rows due are locked by another transaction (a second sweeper): the sweep
+    skips them and takes the next ones in its following batches, instead of stopping."""
+    wm = build(make_wm, backend, ttl=600)
+    assert wm.sweeper.sweep().reclaimed == 0  # first sweep: sets the Redis marker
+    ids = hold(wm, "test.multi", 50)
+    if backend == "redis":  # the locks timed out (their keys deleted, the marker kept)
+        client = redis_client(wm)
+        client.delete(*lock_keys(wm))
+    wm.ctx.clock = lambda: utcnow() + timedelta(seconds=601)
+    with wm.db.transaction() as s:
+        first = list(s.scalars(select(Item.id).order_by(Item.lease_expires_at, Item.id).limit(10)))
+    with wm.db.raw.connection() as other:
+        other.execute("BEGIN")
+        other.execute("SELECT 1 FROM work_items WHERE id = ANY(%s) FOR UPDATE", [first])
+        result = wm.sweeper.sweep(batch_size=10)
+        other.execute("ROLLBACK")
+    reclaimed = {i for found in result.requeued.values() for i in found}
+    assert reclaimed == ids - set(first)
+    assert wm.sweeper.sweep(batch_size=10).reclaimed == 10  # released: the next run's

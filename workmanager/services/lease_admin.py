@@ -304,10 +304,10 @@ class Sweeper:
     and has the store reclaim those the lock store says are gone (``reclaim`` with
     ``expired``).
 
-    The store takes the rows with ``SKIP LOCKED``, so concurrent sweepers (and agents
-    acting on their leases) are passed over instead of waited for; a run stops when a
-    batch was cut short, and the next run takes what it left. Cost is proportional to the
-    expired leases.
+    The store takes the rows with ``SKIP LOCKED``, so rows another sweeper (or an agent
+    acting on its lease) holds are passed over instead of waited for, and the run's next
+    batch leaves them out: concurrent sweepers split the work. Cost is proportional to
+    the expired leases.
 
     When the lock store says it may have lost leases (Redis flushed or restarted), the
     sweep first audits every held row, paged by id, so a lease the database shows as held
@@ -327,18 +327,17 @@ class Sweeper:
         if self.ctx.leases.lost_track():
             total.merge(self._audit(size))
             self.ctx.leases.audited()  # only now: a failed audit is tried again next sweep
+        passed: set[uuid.UUID] = set()  # locked by another sweeper or their holder
         for _ in range(max_batches):
-            stmt = (
-                select(Item)
-                .where(held(), Item.lease_expires_at <= self.ctx.clock())
-                .order_by(Item.lease_expires_at)
-                .limit(size)
-            )
+            due = [held(), Item.lease_expires_at <= self.ctx.clock()]
+            due += [Item.id.not_in(passed)] if passed else []
+            stmt = select(Item).where(*due).order_by(Item.lease_expires_at).limit(size)
             picked = held_leases(self.ctx, stmt)
             result, locked = self._reclaim(picked, wait=False)
             total.merge(result)
-            if len(picked) < size or len(locked) < len(picked):
+            if len(picked) < size:
                 break
+            passed.update(lease.item_id for lease in picked if lease.item_id not in locked)
         self._report(total)
         return total
 
