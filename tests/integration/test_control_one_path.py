@@ -1,11 +1,11 @@
 """One path per database for the control plane (issue 12): on PostgreSQL the order store of
 ``db/postgres/control.py`` and ``order_admin.py`` (``PostgresOrderStore``) is the only
-implementation of propose's insert, approval, reject, rework, unblock, retry (of an order,
-of an item), apply (claim, record, failure), dead-lettering and pruning; the ORM store
-(``db/orm_orders.py``, ``OrmOrderStore``) serves SQLite. No call reaches the ORM store on
-PostgreSQL — not while a listener is registered, not while an idempotency key is pending,
-not when a statement's guard matched nothing and the outcome must be named — and every
-scenario here ends the same on both databases."""
+implementation of propose's insert, a refused proposal's record, approval, an event alone,
+reject, rework, unblock, retry (of an order, of an item), apply (claim, record, failure),
+dead-lettering and pruning; the ORM store (``db/orm_orders.py``, ``OrmOrderStore``) serves
+SQLite. No call reaches the ORM store on PostgreSQL — not while a listener is registered,
+not while an idempotency key is pending, not when a statement's guard matched nothing and
+the outcome must be named — and every scenario here ends the same on both databases."""
 
 from __future__ import annotations
 
@@ -89,6 +89,11 @@ def build(
     for method in (
         "create_order",
         "_create_tx",
+        "refuse",
+        "_refuse_tx",
+        "drop_refused",
+        "_drop_tx",
+        "record_event",
         "approve",
         "_approve_tx",
         "reject",

@@ -1,17 +1,18 @@
 """The control plane's port: one write path per database for the order's state changes.
 
-The control plane's state changes (propose's insert, approval by hand or automatic, reject
-and rework, retry of an order or an item, requeue's unblock, apply's claim, record and
-failure, dead-lettering, pruning) are the :class:`OrderStore` port, the same shape: chosen
-once by :func:`build_order_store` (:class:`workmanager.db.postgres.control.PostgresOrderStore`
-on PostgreSQL, :class:`workmanager.db.orm_orders.OrmOrderStore` otherwise), asked by the
-services (:class:`~workmanager.services.orders.OrderService`,
+The control plane's state changes (propose's insert, a refused proposal's record, approval
+by hand or automatic, reject and rework, retry of an order or an item, requeue's unblock,
+apply's claim, record and failure, dead-lettering, pruning, an event alone) are the
+:class:`OrderStore` port, the same shape: chosen once by :func:`build_order_store`
+(:class:`workmanager.db.postgres.control.PostgresOrderStore` on PostgreSQL,
+:class:`workmanager.db.orm_orders.OrmOrderStore` otherwise), asked by the services
+(:class:`~workmanager.services.orders.OrderService`,
 :class:`~workmanager.services.order_admin.OrderAdmin`,
 :class:`~workmanager.services.items.ItemAdmin`,
 :class:`~workmanager.services.executor.ApplyService`,
 :class:`~workmanager.services.maintenance.Maintenance`, ``Housekeeping``), which keep the
 rules that name an outcome (``_ready``, ``retry_target``, ``refused``, ``retryable``,
-``_not_started``, ``_not_recorded``, the apply claim of
+``droppable``, ``_not_started``, ``_not_recorded``, the apply claim of
 :mod:`workmanager.services.apply_claim`). Orders come back as :class:`OrderRow`, a frozen
 copy of the row; an admin change as :class:`OrderChange`.
 """
@@ -77,6 +78,10 @@ ApprovalCheck = Callable[["OrderView"], bool]
 RetryCheck = Callable[[OrderRow, list[str]], str]
 
 
+#: What ``drop_refused`` asks of the locked order and its items' states: whether it is a
+#: refused proposal's record that may be dropped (``proposals.droppable``).
+DropCheck = Callable[[OrderRow, list[str]], bool]
+
 #: What ``retry_item`` asks of the locked item (as ``item_dict`` shows it) and the ids of
 #: its order's other failed items; raises to refuse (``items.retryable``).
 ItemRetryCheck = Callable[[dict[str, Any], list[uuid.UUID]], None]
@@ -110,6 +115,28 @@ class OrderStore(Protocol):
         dedupe key is already an order's, the unique index refuses the insert, nothing is
         stored, and the order holding it (the id first, else the key) is returned, read
         after the refusal; ``OrderService.propose`` compares the proposals."""
+        ...
+
+    def refuse(self, order: Order, actor: Actor) -> tuple[OrderRow, bool]:
+        """Insert a refused proposal's record (``order``: ``failed``, no items) and its
+        ``proposal_refused`` event (payload: ``last_error``'s code and details; its
+        message), atomically: ``(the order, True)``. When the id is already an order's,
+        the unique index refuses the insert, nothing is stored, and ``(that order,
+        False)`` comes back, read after the refusal."""
+        ...
+
+    def drop_refused(self, order_id: uuid.UUID, check: DropCheck) -> bool:
+        """Delete the order when ``check``, asked of the order locked and its items'
+        states, says it is a refused proposal's record (so a corrected proposal can take
+        its id): True once deleted; False, nothing written, otherwise or when there is
+        no such order. One transaction."""
+        ...
+
+    def record_event(
+        self, order_id: uuid.UUID, event: str, actor: Actor, payload: dict[str, Any]
+    ) -> None:
+        """Append one event of the order, no state change (e.g. ``auto_approval_refused``):
+        a transaction of its own."""
         ...
 
     def approve(

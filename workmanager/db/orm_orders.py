@@ -1,6 +1,6 @@
 """The ORM order store (:class:`OrmOrderStore`): the control plane's state changes as
-SQLAlchemy transactions — propose's insert, approval and apply here, the admin changes in
-:mod:`.orm_order_admin`.
+SQLAlchemy transactions — propose's insert (and a refused proposal's record), approval,
+apply and an event alone here, the admin changes in :mod:`.orm_order_admin`.
 
 SQLite's one path (every transaction ``BEGIN IMMEDIATE``, so they are serialized); on
 PostgreSQL :class:`~workmanager.db.postgres.control.PostgresOrderStore` runs instead, never
@@ -17,7 +17,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -32,7 +32,7 @@ from ..state_machine import check_item, check_order
 from ..states import ItemState, OrderState
 from ..types import Actor, AgentInfo, ApplyContext, OrderView
 from .models import Item, Order
-from .order_store import ApprovalCheck, OrderRow
+from .order_store import ApprovalCheck, DropCheck, OrderRow
 from .orm_order_admin import OrmOrderAdmin
 from .session import Database
 
@@ -67,6 +67,43 @@ class OrmOrderStore(OrmOrderAdmin):
         s.add_all(items)
         record_event(s, order.id, "planned", actor, payload={"item_count": len(items)})
         self.ctx.provenance.record(s, "propose", agent, order_id=order.id)
+
+    def refuse(self, order: Order, actor: Actor) -> tuple[OrderRow, bool]:
+        try:
+            return self.ctx.db.run(lambda s: self._refuse_tx(s, order, actor)), True
+        except IntegrityError:
+            found = find_order(self.ctx.db, order.id, None)
+            if found is None:
+                raise
+            return found, False
+
+    def _refuse_tx(self, s: Session, order: Order, actor: Actor) -> OrderRow:
+        s.add(order)
+        s.flush()
+        error = dict(order.last_error or {})
+        payload = {"code": error.get("code"), "details": error.get("details")}
+        event, message = "proposal_refused", error.get("message")
+        record_event(s, order.id, event, actor, payload=payload, message=message)
+        return OrderRow.of(order)
+
+    def drop_refused(self, order_id: uuid.UUID, check: DropCheck) -> bool:
+        return self.ctx.db.run(lambda s: self._drop_tx(s, order_id, check))
+
+    def _drop_tx(self, s: Session, order_id: uuid.UUID, check: DropCheck) -> bool:
+        order = s.get(Order, order_id, with_for_update=True, populate_existing=True)
+        if order is None:
+            return False
+        states = list(s.scalars(select(Item.state).where(Item.order_id == order_id)))
+        if not check(OrderRow.of(order), states):
+            return False
+        s.execute(delete(Order).where(Order.id == order_id))
+        return True
+
+    def record_event(
+        self, order_id: uuid.UUID, event: str, actor: Actor, payload: dict[str, Any]
+    ) -> None:
+        with self.ctx.db.transaction() as s:
+            record_event(s, order_id, event, actor, payload=payload)
 
     # --- approval ---------------------------------------------------------------------
     def approve(

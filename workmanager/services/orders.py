@@ -10,12 +10,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from .. import tracing
 from ..db.models import Item, Order
 from ..db.order_store import OrderChange, OrderRow, build_order_store
-from ..db.orm_orders import find_order
 from ..errors import (
     DedupeKeyReused,
     IllegalStateTransition,
@@ -33,13 +31,11 @@ from .inputs import check_reject_errors
 from .proposals import (
     build_order,
     check_proposal,
-    drop_refused,
-    insert_refused,
+    droppable,
     is_refused,
     refused_order,
 )
 from .tenancy import checked_tenant
-from .transitions import record_event
 from .views import order_dict
 
 log = logging.getLogger("workmanager.orders")
@@ -110,11 +106,7 @@ class OrderService:
         # which then finds the order that holds it.
         found = self._insert(order, items, actor, agent)
         # A refused proposal's record gives its id to the corrected proposal.
-        if (
-            found is not None
-            and is_refused(found)
-            and self.ctx.db.run(lambda s: drop_refused(s, order.id))
-        ):
+        if found is not None and is_refused(found) and self.store.drop_refused(order.id, droppable):
             found = self._insert(order, items, actor, agent)
         if found is not None:
             _same_proposal(found, type, payload, dedupe_key, order.tenant_id)
@@ -156,14 +148,7 @@ class OrderService:
         )
         # The tenant it was proposed into, so a token of that tenant sees why it failed.
         order.tenant_id = tenant_id if isinstance(tenant_id, str) else None
-        try:
-            self.ctx.db.run(lambda s: insert_refused(s, order, actor))
-        except IntegrityError:
-            found = find_order(self.ctx.db, order_id, None)
-            if found is None:
-                raise
-            return order_dict(found)
-        return order_dict(order)
+        return order_dict(self.store.refuse(order, actor)[0])
 
     def count_refused(self, type: Any, error: WorkManagerError) -> None:
         """``orders_refused_total{type, reason}``; an unregistered type counts as
@@ -261,14 +246,12 @@ class OrderService:
                 log.exception("auto-approval of %s raised", order_id)
                 exc = WorkManagerError(str(exc))
             log.warning("auto-approval of %s refused: %s", order_id, exc.message)
-            with self.ctx.db.transaction() as s:  # maintenance will not ask again
-                record_event(
-                    s,
-                    order_id,
-                    "auto_approval_refused",
-                    Actor.system(),
-                    payload={"code": exc.code, "message": exc.message},
-                )
+            self.store.record_event(  # maintenance will not ask again
+                order_id,
+                "auto_approval_refused",
+                Actor.system(),
+                {"code": exc.code, "message": exc.message},
+            )
             self.ctx.metrics.increment(
                 "auto_approval_refused_total", type=self._type_of(order_id), reason=exc.code
             )

@@ -15,11 +15,9 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, exists, select
-from sqlalchemy.orm import Session
-
 from ..checks import guarded
 from ..db.models import Item, Order
+from ..db.order_store import OrderRow
 from ..errors import ValidationFailed, WorkManagerError
 from ..jsonvalues import json_value
 from ..order_types import ItemSpec, OrderType
@@ -30,7 +28,6 @@ from ..states import ItemState, OrderState
 from ..types import JSON, Actor
 from .inputs import require
 from .tenancy import payload_tenant
-from .transitions import record_event
 from .views import order_view
 
 #: Orders proposed with a dedupe key get the id uuid5(DEDUPE_NAMESPACE, key), so a producer
@@ -189,30 +186,11 @@ def refused_order(
     )
 
 
-def insert_refused(s: Session, order: Order, actor: Actor) -> None:
-    s.add(order)
-    s.flush()
-    error = dict(order.last_error or {})
-    record_event(
-        s,
-        order.id,
-        REFUSED_EVENT,
-        actor,
-        payload={"code": error.get("code"), "details": error.get("details")},
-        message=error.get("message"),
-    )
-
-
-def drop_refused(s: Session, order_id: uuid.UUID) -> bool:
-    """Delete the record of a refused proposal (a failed order with no items, marked
-    refused) so a corrected proposal can take its id; False when it is not one."""
-    order = s.get(Order, order_id, with_for_update=True)
-    if order is None or not is_refused({"state": order.state, "last_error": order.last_error}):
-        return False
-    if s.scalar(select(exists().where(Item.order_id == order_id))):
-        return False
-    s.execute(delete(Order).where(Order.id == order_id))
-    return True
+def droppable(order: OrderRow, item_states: list[str]) -> bool:
+    """Whether the locked ``order`` is a refused proposal's record (failed, marked refused,
+    no items), which a corrected proposal replaces (the order store's ``drop_refused``)."""
+    refused = {"state": order.state, "last_error": order.last_error}
+    return is_refused(refused) and not item_states
 
 
 def _storable(value: JSON, max_depth: int) -> bool:

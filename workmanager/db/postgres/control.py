@@ -1,6 +1,7 @@
-"""PostgreSQL's order store (:class:`PostgresOrderStore`): propose's insert, approval and
-apply's two steps here; the admin changes (reject, rework, unblock, retry, a failed apply,
-dead-lettering) in :mod:`.order_admin`, the helpers both use in :mod:`.order_rows`.
+"""PostgreSQL's order store (:class:`PostgresOrderStore`): propose's insert (and a refused
+proposal's record: insert, drop), approval, apply's two steps and an event alone here; the
+admin changes (reject, rework, unblock, the retries, a failed apply, dead-lettering,
+pruning) in :mod:`.order_admin`, the helpers both use in :mod:`.order_rows`.
 
 On PostgreSQL these statements are the one path of these operations (the
 :class:`~workmanager.db.store.OrderStore` port, chosen by ``build_order_store``); the
@@ -45,13 +46,14 @@ from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
 from ...diff import Diff
+from ...errors import NotFound
 from ...services import apply_claim
 from ...services.context import ServiceContext
 from ...state_machine import check_item, check_order
 from ...states import ItemState, OrderState
 from ...types import Actor, AgentInfo, ApplyContext, OrderView
 from ..models import Item, Order
-from ..order_store import ApprovalCheck, OrderRow
+from ..order_store import ApprovalCheck, DropCheck, OrderRow
 from ..raw import Conn
 from ..sql import queries
 from . import order_rows as rows
@@ -102,6 +104,67 @@ class PostgresOrderStore(PostgresOrderAdmin):
         if created is not None:
             rows.announce(created)  # the connection is back in the pool
         return found
+
+    def refuse(self, order: Order, actor: Actor) -> tuple[OrderRow, bool]:
+        """One statement: the record and its event. After a ``UniqueViolation`` the order
+        holding the id is read on the same connection."""
+        error = dict(order.last_error or {})
+        values: dict[str, Any] = {
+            **{f"o_{c}": getattr(order, c) for c in _REFUSED},
+            "o_payload": Jsonb(order.payload),
+            "o_meta": Jsonb(order.meta),
+            "o_last_error": Jsonb(order.last_error),
+            "now": self.ctx.clock(),
+            "payload": Jsonb({"code": error.get("code"), "details": error.get("details")}),
+            "message": error.get("message"),
+            "actor_type": actor.type,
+            "actor_id": actor.id,
+        }
+
+        def refuse(conn: Conn) -> tuple[dict[str, Any], bool]:
+            try:
+                return rows.write(conn, _REFUSE, values, {})[0], True
+            except UniqueViolation:
+                if conn.info.transaction_status != TransactionStatus.IDLE:
+                    conn.execute("ROLLBACK")
+                found = rows.one(conn, rows.READ_ORDER, {"order": order.id})
+                if found is None:
+                    raise
+                return found, False
+
+        row, created = self.raw.run(refuse)
+        rows.announce(row)
+        return rows.order(row), created
+
+    def drop_refused(self, order_id: uuid.UUID, check: DropCheck) -> bool:
+        """``BEGIN``, the order locked and its items read (one round trip), ``check``
+        asked, then the delete and ``COMMIT`` (one round trip)."""
+
+        def drop(conn: Conn) -> bool:
+            try:
+                row, items = rows.locked(conn, order_id)
+            except NotFound:
+                return False
+            if not check(rows.order(row), [i["state"] for i in items]):
+                conn.execute("ROLLBACK")
+                return False
+            return bool(rows.write(conn, _DROP, {"order": order_id}, {}, begun=True))
+
+        return self.raw.run(drop)
+
+    def record_event(
+        self, order_id: uuid.UUID, event: str, actor: Actor, payload: dict[str, Any]
+    ) -> None:
+        values = {
+            "order": order_id,
+            "event": event,
+            "payload": Jsonb(payload),
+            "now": self.ctx.clock(),
+            "actor_type": actor.type,
+            "actor_id": actor.id,
+        }
+        (row,) = self.raw.run(lambda conn: rows.write(conn, _RECORD_EVENT, values, {}))
+        rows.announce(row)
 
     def approve(
         self,
@@ -234,6 +297,10 @@ _NEW_ORDER = (
     "created_at",
 )
 _NEW_ITEM = ("type", "tenant_id", "input", "max_attempts", "parts_required")
+_REFUSED = ("id", "type", "priority", "requested_by_type", "requested_by_id", "tenant_id")
+_REFUSE = rows.statement("refuse_order")
+_DROP = queries.text("drop_order")
+_RECORD_EVENT = rows.statement("record_event")
 
 #: propose's statement (``create_order``), with the order's provenance row or not.
 _CREATE = rows.statement("create_order", provenance=False)

@@ -428,11 +428,12 @@ order_id, item_id, event, actor_type, actor_id, payload, diff, created_at
 
 -- ---------------------------------------------------------------------------------------
 -- The control plane's admin changes (db/postgres/order_admin.py): reject and rework,
--- requeue's unblock, retry (an order, an item), a failed apply, dead-lettering, pruning.
--- Each is one statement; its guard is the UPDATE's WHERE, and a guard that matched
--- nothing returns no row (the order is then read as it is now and the service names the
--- error). Retries first lock and read what their rule decides from. Events are inserted
--- in the order the ORM store writes them (items by id).
+-- requeue's unblock, retry (an order, an item), a failed apply, dead-lettering, pruning,
+-- a refused proposal's record (insert, drop), an event alone. Each is one statement; its
+-- guard is the UPDATE's WHERE, and a guard that matched nothing returns no row (the order
+-- is then read as it is now and the service names the error). The retries and the drop
+-- first lock and read what their rule decides from. Events are inserted in the order the
+-- ORM store writes them (items by id).
 
 -- name: reject_order
 -- reject (%(reject)s: the order and its submitted items rejected, their parts too) and/or
@@ -633,6 +634,43 @@ WITH gone AS (
   RETURNING 1
 )
 SELECT count(*) AS deleted FROM gone
+
+-- name: refuse_order
+-- A refused proposal's record: a failed order with no items under the id its producer got
+-- (%(o_*)s), and its ``proposal_refused`` event (payload, message) ({returned_events});
+-- returns the order ({order_columns}) and {events_column}. A known id: unique_violation.
+WITH o AS (
+  INSERT INTO work_orders (id, type, state, priority, payload, meta, requested_by_type,
+         requested_by_id, tenant_id, last_error, apply_attempts, created_at, updated_at,
+         last_transitioned_at)
+  VALUES (%(o_id)s, %(o_type)s, 'failed', %(o_priority)s, %(o_payload)s, %(o_meta)s,
+          %(o_requested_by_type)s, %(o_requested_by_id)s, %(o_tenant_id)s, %(o_last_error)s,
+          0, %(now)s, %(now)s, %(now)s)
+  RETURNING {order_columns}
+), events AS (
+  INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, message,
+         created_at)
+  SELECT id, NULL, 'proposal_refused', %(actor_type)s, %(actor_id)s, %(payload)s::jsonb,
+         %(message)s, %(now)s
+    FROM o
+  {returned_events}
+)
+SELECT o.*, {events_column} FROM o
+
+-- name: drop_order
+-- A refused proposal's record deleted (on an order this transaction locked and judged).
+DELETE FROM work_orders WHERE id = %(order)s RETURNING id
+
+-- name: record_event
+-- One event of an order (%(event)s, payload %(payload)s), no state change; returns
+-- {events_column}.
+WITH events AS (
+  INSERT INTO work_events ({event_columns})
+  VALUES (%(order)s, NULL, %(event)s, %(actor_type)s, %(actor_id)s, %(payload)s::jsonb, NULL,
+          %(now)s)
+  {returned_events}
+)
+SELECT {events_column}
 
 -- The request path (workmanager/db/request_store.py, postgres/requests.py): what an API
 -- request reads and writes besides its operation, each one statement in autocommit; and
