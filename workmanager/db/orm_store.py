@@ -9,13 +9,12 @@ See :mod:`workmanager.db.store` for what each method locks and what is atomic.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -322,7 +321,7 @@ class OrmStore:
         ``act`` on them, commit; then drop the lock store's holds of the leases ended."""
         fences = {lease.item_id: lease.lease_token for lease in leases}
 
-        def tx(s: Session) -> tuple[Batch, list[tuple[Held, Holder]]]:
+        def tx(s: Session) -> tuple[Batch, list[tuple[uuid.UUID, str, Holder]]]:
             now = self.ctx.clock()
             stmt = select(Item).where(Item.id.in_(fences), held()).order_by(Item.id)
             locked = s.scalars(stmt.with_for_update(skip_locked=skip_locked)).all()
@@ -330,7 +329,7 @@ class OrmStore:
             holders = {item.id: holder_of(item) for item in rows}
             changes = act(s, rows, now)
             ended = [
-                (c.lease, holders[c.lease.item_id])
+                (c.lease.item_id, c.lease.order_type, holders[c.lease.item_id])
                 for c in changes
                 if c.outcome in ("requeued", "failed", "released")
             ]
@@ -343,11 +342,9 @@ class OrmStore:
         return batch
 
     def end_lock(self, lease: Lease, outcome: ItemOutcome) -> ItemOutcome:
-        """The lease ended in the database (committed); drop the lock store's hold (best
-        effort: an orphaned lock delays nothing, the row is no longer held)."""
-        stub = cast(Item, SimpleNamespace(id=lease.item_id, order_type=outcome.item["order_type"]))
-        with contextlib.suppress(Exception):
-            self.ctx.leases.released(stub, lease.holder)
+        """The lease ended in the database (committed); drop the lock store's hold."""
+        ended = [(lease.item_id, outcome.item["order_type"], lease.holder)]
+        drop_holds(self.ctx.leases.lock, ended)
         return outcome
 
 

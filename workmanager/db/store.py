@@ -253,14 +253,15 @@ def extend_hold(
     return new_expiry, None
 
 
-def drop_holds(lock: LeaseLock | None, ended: Sequence[tuple[Held, Holder]]) -> None:
-    """After the commit that ended these leases, drop the lock store's holds (best
-    effort: an orphaned lock delays nothing, the row is no longer held)."""
+def drop_holds(lock: LeaseLock | None, ended: Sequence[tuple[uuid.UUID, str, Holder]]) -> None:
+    """After the commit that ended these leases (item id, order type, holder), drop the
+    lock store's holds: every method that ends a lease, on both stores. Best effort: an
+    orphaned lock delays nothing, the row is no longer held."""
     if lock is None:
         return
-    for lease, holder in ended:
+    for item_id, order_type, holder in ended:
         with contextlib.suppress(Exception):
-            lock.release_lock(lease.item_id, holder, lease.order_type)
+            lock.release_lock(item_id, holder, order_type)
 
 
 def lock_only_beat(

@@ -128,9 +128,6 @@ class LeaseBackend(Protocol):
     def extend(self, item: Item, holder: Holder, now: datetime, ttl: int) -> None:
         """Check the lease and push its expiry to ``now + ttl``; raise as :meth:`check`."""
 
-    def released(self, item: Item, holder: Holder) -> None:
-        """Called after a commit that ended the lease; drops any backend-side hold."""
-
     def abandoned(self, grant: Grant, agent_id: str) -> None:
         """Called when the transaction of a grant rolled back; drops any backend-side hold."""
 

@@ -80,9 +80,6 @@ class DatabaseLeaseBackend:
     def extend(self, item: Item, holder: Holder, now: datetime, ttl: int) -> None:
         check_row(item, holder, now)
 
-    def released(self, item: Item, holder: Holder) -> None:
-        pass
-
     def abandoned(self, grant: Grant, agent_id: str) -> None:
         pass
 

@@ -163,9 +163,6 @@ class StoreLeaseBackend:
                 "the lease is held under another token", details={"item_id": str(item_id)}
             )
 
-    def released(self, item: Item, holder: Holder) -> None:
-        self.store.release(str(item.id), holder.agent_id, holder.store_proof(), item.order_type)
-
     def abandoned(self, grant: Grant, agent_id: str) -> None:
         proof = Holder(agent_id, grant.token, grant.secret_hash).store_proof()
         self.store.release(str(grant.item.id), agent_id, proof, grant.item.order_type)

@@ -204,7 +204,7 @@ class PostgresAdmin:
             return Batch(tuple(changes), frozenset(r.id for r in rows)), ended, results
 
         batch, ended, results = self.raw.run(tx)
-        drop_holds(self.store, [(Held.of(row), holder_of(row)) for row in ended])
+        drop_holds(self.store, [(row.id, row.order_type, holder_of(row)) for row in ended])
         for result in results:
             announce_written(result)
         return batch
