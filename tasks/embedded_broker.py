@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from kombu.transport import TRANSPORT_ALIASES
 
-#: Seconds between polls of empty queues. An empty poll is one indexed SELECT per queue.
-POLLING_SECONDS = 0.05
 #: Where the transport is: kombu resolves an alias when a connection is made.
 TRANSPORT = "tasks.embedded_transport:Transport"
 

@@ -102,14 +102,6 @@ def producer_registry() -> tuple[Registry | None, int]:
         return _loaded
 
 
-def forget_producer_registry() -> None:
-    """Load the order types again on the next enqueue (tests, a changed environment)."""
-    global _loaded
-    with _lock:
-        _loaded = None
-    control_queue.cache_clear()
-
-
 @functools.cache
 def control_queue() -> str:
     """``WORK_MANAGER_CONTROL_QUEUE``, where the control-plane worker listens. Read from

@@ -6,29 +6,16 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any
 
 from workmanager import Lease, WorkManager, tracing
 from workmanager.errors import LeaseConflict, LeaseExpired
 from workmanager.importing import import_object
-from workmanager.types import JSON, AgentInfo, ItemView
-
-
-class PartsHandler(Protocol):
-    """A class-based handler that submits its result in parts, then finalizes."""
-
-    finalize_mode: str
-
-    def parts(self, item: ItemView, lease: Lease) -> Iterable[tuple[str, JSON]]:
-        """Yield ``(part_key, payload)`` pairs; each is submitted as it comes."""
-        ...
-
+from workmanager.types import AgentInfo
 
 log = logging.getLogger("workmanager.agent")
-
-Handler = Callable[[ItemView, Lease], JSON]
 
 
 def load_handler(reference: str) -> Any:
@@ -120,7 +107,9 @@ def run_handler(
     agent: AgentInfo,
     current: Callable[[], Lease] | None = None,
 ) -> str:
-    """Run the handler on a leased item and submit (or finalize) what it produced.
+    """Run the handler on a leased item and submit (or finalize) what it produced: a
+    ``parts(item, lease)`` method yields ``(part_key, payload)`` pairs, each submitted as
+    it comes, then finalized in the handler's ``finalize_mode`` (docs/agents.md).
     ``current`` gives the latest heartbeat renewal, which the submit presents."""
     assert lease.item is not None
     if hasattr(handler, "parts"):

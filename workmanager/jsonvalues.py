@@ -83,12 +83,6 @@ def too_deep(limit: int, what: str = "the JSON value") -> MalformedJSON:
     )
 
 
-def check_raw_depth(raw: str | bytes, limit: int, what: str = "the request body") -> None:
-    """Raise :func:`too_deep` when the JSON text ``raw`` nests deeper than ``limit``."""
-    if raw_depth(raw) > limit:
-        raise too_deep(limit, what)
-
-
 def problems(value: Any, path: str = "$") -> list[dict[str, str]]:
     """Where ``value`` holds something no JSON column can store."""
     found: list[dict[str, str]] = []

@@ -71,11 +71,6 @@ def configure(settings: Settings, service_name: str) -> bool:
     return True
 
 
-def is_configured() -> bool:
-    """Whether :func:`configure` set tracing up in this process."""
-    return bool(_configured)
-
-
 def _set_up(mode: str, service_name: str) -> None:
     try:
         from opentelemetry import trace
@@ -123,16 +118,6 @@ def _instrument_libraries() -> None:
             instrumentor.instrument()
         except Exception:  # a library missing or of a version it refuses: keep the rest
             log.warning("could not instrument with %s", type(instrumentor).__name__, exc_info=True)
-
-
-def instrument_engine(engine: Any) -> None:
-    """Spans for an engine created before :func:`configure` ran (the server builds its
-    WorkManager first)."""
-    if not _configured:
-        return
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
-
-    SQLAlchemyInstrumentor().instrument(engine=engine)
 
 
 # --- domain spans ----------------------------------------------------------------------------

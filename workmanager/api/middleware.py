@@ -21,7 +21,6 @@ from ..jsonvalues import loads, raw_depth, too_deep
 from ..surface.callers import new_request_id
 
 log = logging.getLogger("workmanager.api")
-REQUEST_ID = "x-request-id"
 _MAX_REQUEST_ID = 191
 
 

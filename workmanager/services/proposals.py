@@ -118,10 +118,6 @@ def _item(
     )
 
 
-#: The event a refused proposal's record carries.
-REFUSED_EVENT = "proposal_refused"
-
-
 def check_proposal(
     registry: Registry,
     type: str,
