@@ -6,11 +6,11 @@ Each is **one statement** in autocommit (``queries.sql``'s block of admin change
 guard the UPDATE's ``WHERE`` and so the order's lock, except the retries, whose rules read
 the items: ``BEGIN`` with the order (then the item) locked and the items read (one round
 trip), the caller's rule decides in Python, then the statement and ``COMMIT`` (one round
-trip). A
-guard that matched nothing writes nothing; the order is read as it is now on the same
-connection and returned (:class:`~workmanager.db.order_store.OrderChange` with ``done``
-False), so the service names the error from it with the function SQLite's store uses —
-no second path. What each locks and keeps atomic: :class:`~workmanager.db.order_store.OrderStore`.
+trip). A guard that matched nothing writes nothing; the order is read as it is now on the
+same connection and returned (:class:`~workmanager.db.order_store.OrderChange` with
+``done`` False), so the service names the error from it with the function SQLite's store
+uses — no second path. What each locks and keeps atomic:
+:class:`~workmanager.db.order_store.OrderStore`.
 """
 
 from __future__ import annotations
