@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from tests.support.dispatch import RecordingDispatcher
 from workmanager import Registry, Settings, WorkManager
 from workmanager.db.models import Base
 from workmanager.db.session import Database
-from workmanager.dispatch import RecordingDispatcher
 from workmanager.leases.keyed import StoreLeaseBackend
 from workmanager.leases.memory import MemoryLeaseStore
 from workmanager.metrics.base import Metrics

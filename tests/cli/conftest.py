@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from tests.support.dispatch import RecordingDispatcher
 from tests.support.types import Multi, Simple
 from workmanager import Registry, WorkManager
 from workmanager.cli.app import Env, cli
-from workmanager.dispatch import RecordingDispatcher
 
 
 @dataclass

@@ -18,11 +18,11 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.cli.conftest import Console
+from tests.support.dispatch import RecordingDispatcher
 from tests.support.types import Multi
 from tests.support.waiting import wait_for
 from workmanager import Registry, WorkManager
 from workmanager.db.models import Event, Item, utcnow
-from workmanager.dispatch import RecordingDispatcher
 from workmanager.metrics.simple import MemoryDriver
 
 pytestmark = pytest.mark.postgres
