@@ -117,6 +117,10 @@ def build(
         "prune",
         "_prune_tx",
         "prune_audit",
+        "touch_queued",
+        "claim_stuck_applies",
+        "claim_stuck_auto_approvals",
+        "_claim_stale",
     ):
         monkeypatch.setattr(OrmOrderStore, method, orm(f"OrmOrderStore.{method}"))
     # The ORM's insert reads the holder of a known id or key after the refusal; the
@@ -360,9 +364,9 @@ REASONS = [{"code": "wrong", "message": "the answer is wrong"}]
 def admin_flow(wm: WorkManager, heard: list[events.Event]) -> dict[str, Any]:
     """Approve by hand, reject (with and without rework), requeue (rework and unblock),
     retry (to queued and, after a failed apply, to submitted; an item alone), a failed
-    apply (retrying, then final), dead-lettering, pruning, and the refusals named from the
-    row: every store method of the admin changes. Returns what they left, ids and clocks
-    aside."""
+    apply (retrying, then final), maintenance's touches, dead-lettering, pruning, and the
+    refusals named from the row: every store method of the admin changes. Returns what
+    they left, ids and clocks aside."""
     heard.clear()
     agent = AgentInfo("agent-7", name="reviewer-bot")
     admin = OrderAdmin(wm.ctx, wm.orders)
@@ -413,6 +417,14 @@ def admin_flow(wm: WorkManager, heard: list[events.Event]) -> dict[str, Any]:
             wm.executor.apply(flaky)
     wm.orders.retry(flaky, REVIEWER)  # every item submitted: back to submitted
 
+    auto = submitted(wm, "test.simple", {"n": 2})  # its auto-approval never asked for
+    maintenance = (
+        wm.maintenance.announce_queued(queued),
+        wm.maintenance.announce_queued(older_than=0),
+        wm.maintenance.stuck_applies(),
+        wm.maintenance.stuck_auto_approvals(),
+    )
+
     dead = wm.propose("test.simple", {"n": 1})
     lease = wm.agent.checkout("agent-1", order_id=dead)
     assert lease is not None
@@ -428,6 +440,7 @@ def admin_flow(wm: WorkManager, heard: list[events.Event]) -> dict[str, Any]:
         failed: "failed",
         single: "single",
         flaky: "flaky",
+        auto: "auto",
         dead: "dead",
     }
     with wm.db.transaction() as s:
@@ -480,6 +493,7 @@ def admin_flow(wm: WorkManager, heard: list[events.Event]) -> dict[str, Any]:
         "refusals": refusals,
         "heard": listened,
         "prune": (prune, kept, left),
+        "maintenance": (*maintenance[:2], *([labels[o] for o in m] for m in maintenance[2:])),
     }
 
 
@@ -504,7 +518,7 @@ def by_run(trail: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 def test_the_admin_changes_leave_the_same_trail_on_both_databases(
     make_wm: WM, monkeypatch: pytest.MonkeyPatch, heard: list[events.Event]
 ) -> None:
-    settings = {"apply_max_retries": 1, "dead_letter_after_hours": 0}
+    settings = {"apply_max_retries": 1, "dead_letter_after_hours": 0, "apply_recovery_seconds": 0}
     pg = admin_flow(build(make_wm, "postgres", monkeypatch, **settings), heard)  # truncated
     monkeypatch.undo()  # the ORM store is SQLite's
     lite = admin_flow(build(make_wm, "sqlite", monkeypatch, **settings), heard)
@@ -532,15 +546,26 @@ def test_the_admin_changes_leave_the_same_trail_on_both_databases(
         "failed": "queued",
         "single": "queued",
         "flaky": "submitted",
+        "auto": "submitted",
         "dead": "dead_lettered",
     }
     flaky = [e[2] for e in lite["trail"] if e[0] == "flaky"][-4:]
     assert flaky == ["approved", "apply_retrying", "apply_failed", "retried"]
     assert all(available for _, state, _, _, available in lite["items"] if state == "queued")
     dry, kept, left = lite["prune"]
-    assert kept == ["approved", "failed", "flaky", "queued", "rejected", "reworked", "single"]
+    assert kept == [
+        "approved",
+        "auto",
+        "failed",
+        "flaky",
+        "queued",
+        "rejected",
+        "reworked",
+        "single",
+    ]
     assert (dry["orders"], dry["items"], dry["orders_pruned"], dry["items_pruned"]) == (1, 1, 1, 1)
     assert dry["events"] > 0 and dry["events_pruned"] == dry["events"] and left == 0
+    assert lite["maintenance"] == (1, 9, ["approved"], ["auto"])  # 9: every queued item
     for heard_one in (
         ("approved", None, events.ORDER_APPROVED),
         ("rejected", None, events.ORDER_REJECTED),

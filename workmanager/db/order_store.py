@@ -2,11 +2,11 @@
 
 The control plane's state changes (propose's insert, a refused proposal's record, approval
 by hand or automatic, reject and rework, retry of an order or an item, requeue's unblock,
-apply's claim, record and failure, dead-lettering, pruning, an event alone) are the
-:class:`OrderStore` port, the same shape: chosen once by :func:`build_order_store`
-(:class:`workmanager.db.postgres.control.PostgresOrderStore` on PostgreSQL,
-:class:`workmanager.db.orm_orders.OrmOrderStore` otherwise), asked by the services
-(:class:`~workmanager.services.orders.OrderService`,
+apply's claim, record and failure, dead-lettering, pruning, maintenance's touches, an event
+alone) are the :class:`OrderStore` port, the same shape: chosen once by
+:func:`build_order_store` (:class:`workmanager.db.postgres.control.PostgresOrderStore` on
+PostgreSQL, :class:`workmanager.db.orm_orders.OrmOrderStore` otherwise), asked by the
+services (:class:`~workmanager.services.orders.OrderService`,
 :class:`~workmanager.services.order_admin.OrderAdmin`,
 :class:`~workmanager.services.items.ItemAdmin`,
 :class:`~workmanager.services.executor.ApplyService`,
@@ -227,6 +227,31 @@ class OrderStore(Protocol):
         ``cutoff`` to ``dead_lettered``, each with its event (orders first, then items,
         each by id), in one transaction; rows another transaction holds are skipped
         (``SKIP LOCKED`` on PostgreSQL). Returns how many orders and items."""
+        ...
+
+    def touch_queued(
+        self, order_id: uuid.UUID | None, before: datetime | None, now: datetime, limit: int
+    ) -> list[tuple[uuid.UUID, str]]:
+        """Queued items a checkout could take now (the eligibility rules), of ``order_id``
+        or (without one) untouched since ``before``, oldest touch first, at most ``limit``:
+        their ``updated_at`` set to ``now`` (so each is announced again at most once per
+        window) in one transaction, no lock waited for beyond the rows' own. Returns their
+        ids and order types."""
+        ...
+
+    def claim_stuck_applies(self, cutoff: datetime, now: datetime) -> list[uuid.UUID]:
+        """Approved orders with no live apply claim (``apply_claim.claimable``) untouched
+        since ``cutoff``, at most 1,000, oldest touch first: locked (``SKIP LOCKED``: rows
+        another run holds are left to it) and touched ``now`` in one transaction, so the
+        next run leaves them alone for a window. Returns their ids."""
+        ...
+
+    def claim_stuck_auto_approvals(
+        self, cutoff: datetime, now: datetime, types: list[str]
+    ) -> list[uuid.UUID]:
+        """Submitted orders of ``types`` (the auto-approving ones) with no
+        ``auto_approval_refused`` event since their last transition, untouched since
+        ``cutoff``: claimed as :meth:`claim_stuck_applies` claims its orders."""
         ...
 
     def prune(self, order_ids: list[uuid.UUID], states: Sequence[str]) -> int:

@@ -1,6 +1,7 @@
 """The ORM order store's admin changes (:class:`OrmOrderAdmin`, a part of
 :class:`~workmanager.db.orm_orders.OrmOrderStore`): reject and rework, requeue's unblock,
-retry (of an order or of an item), a failed apply, dead-lettering, pruning.
+retry (of an order or of an item), a failed apply, dead-lettering, pruning, maintenance's
+touches.
 
 SQLite's one path (each a ``BEGIN IMMEDIATE`` transaction); PostgreSQL runs
 :mod:`workmanager.db.postgres.order_admin` instead. The order is locked first; a guard that
@@ -16,20 +17,22 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound
+from ..services import apply_claim
 from ..services.context import ServiceContext
 from ..services.order_steps import lock_item, lock_order
 from ..services.parts import REJECTED
 from ..services.transitions import move_item, move_order, record_event, rework_item
 from ..services.views import item_dict
 from ..state_machine import can_order
-from ..states import ItemState, OrderState
+from ..states import LEASABLE_ORDER_STATES, ItemState, OrderState
 from ..types import Actor, AgentInfo
 from .models import Event, Item, Order, Part, Provenance
 from .order_store import ItemRetryCheck, OrderChange, OrderRow, RetryCheck
+from .predicates import queued
 
 
 class OrmOrderAdmin:
@@ -190,6 +193,70 @@ class OrmOrderAdmin:
         for item in items:
             move_item(s, item, ItemState.DEAD_LETTERED, actor)
         return len(orders), len(items)
+
+    def touch_queued(
+        self, order_id: uuid.UUID | None, before: datetime | None, now: datetime, limit: int
+    ) -> list[tuple[uuid.UUID, str]]:
+        stmt = select(Item.id, Item.order_type).where(
+            queued(),
+            or_(Item.available_at.is_(None), Item.available_at <= now),
+            exists().where(
+                Order.id == Item.order_id, Order.state.in_([s.value for s in LEASABLE_ORDER_STATES])
+            ),
+        )
+        if order_id is not None:
+            stmt = stmt.where(Item.order_id == order_id)
+        else:
+            stmt = stmt.where(Item.updated_at <= before)
+        with self.ctx.db.transaction() as s:
+            found = [
+                (r.id, r.order_type) for r in s.execute(stmt.order_by(Item.updated_at).limit(limit))
+            ]
+            if found:
+                s.execute(
+                    update(Item)
+                    .where(Item.id.in_([i for i, _ in found]))
+                    .values(updated_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+        return found
+
+    def claim_stuck_applies(self, cutoff: datetime, now: datetime) -> list[uuid.UUID]:
+        stuck = Order.state == OrderState.APPROVED.value, apply_claim.claimable(now)
+        return self._claim_stale(cutoff, now, *stuck)
+
+    def claim_stuck_auto_approvals(
+        self, cutoff: datetime, now: datetime, types: list[str]
+    ) -> list[uuid.UUID]:
+        refused = exists().where(
+            Event.order_id == Order.id,
+            Event.event == "auto_approval_refused",
+            Event.created_at >= Order.last_transitioned_at,
+        )
+        stuck = Order.state == OrderState.SUBMITTED.value, Order.type.in_(types), ~refused
+        return self._claim_stale(cutoff, now, *stuck)
+
+    def _claim_stale(
+        self, cutoff: datetime, now: datetime, *conditions: ColumnElement[bool]
+    ) -> list[uuid.UUID]:
+        with self.ctx.db.transaction() as s:
+            ids = list(
+                s.scalars(
+                    select(Order.id)
+                    .where(*conditions, Order.updated_at <= cutoff)
+                    .order_by(Order.updated_at)
+                    .limit(1000)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            if ids:
+                s.execute(
+                    update(Order)
+                    .where(Order.id.in_(ids))
+                    .values(updated_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+        return ids
 
     def prune(self, order_ids: list[uuid.UUID], states: Sequence[str]) -> int:
         return self.ctx.db.run(lambda s: self._prune_tx(s, order_ids, states))

@@ -15,17 +15,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, exists, func, or_, select, update
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import Select, func, or_, select
 
 from ..db.models import Event, Item, Order, Provenance
 from ..db.order_store import OrderStore, build_order_store
-from ..db.predicates import queued
 from ..db.session import display_url
 from ..errors import InvalidQuery, SchemaOutdated
-from ..states import HELD_ITEM_STATES, LEASABLE_ORDER_STATES, OrderState
+from ..states import HELD_ITEM_STATES, OrderState
 from ..types import Actor
-from . import apply_claim, readiness
+from . import readiness
 from .context import ServiceContext
 from .idempotency import IdempotencyService
 from .views import event_dict
@@ -47,6 +45,8 @@ class MaintenanceReport:
 class Maintenance:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
+        #: Dead-lettering and the touches, one path per database (db/order_store.py).
+        self.store = build_order_store(ctx)
 
     def run(
         self,
@@ -80,7 +80,7 @@ class Maintenance:
         """Failed orders and items older than ``DEAD_LETTER_AFTER_HOURS``: dead-lettered
         (the order store's ``dead_letter``)."""
         cutoff = self.ctx.clock() - timedelta(hours=self.ctx.settings.dead_letter_after_hours)
-        return build_order_store(self.ctx).dead_letter(cutoff, Actor.system())
+        return self.store.dead_letter(cutoff, Actor.system())
 
     def stale_orders(self) -> list[str]:
         """Orders queued or in progress for longer than ``STALE_ORDER_HOURS``: logged."""
@@ -113,29 +113,11 @@ class Maintenance:
         Duplicates are harmless: a consumer leases the item or skips it.
         """
         now = self.ctx.clock()
-        stmt = select(Item.id, Item.order_type).where(
-            queued(),
-            or_(Item.available_at.is_(None), Item.available_at <= now),
-            exists().where(
-                Order.id == Item.order_id, Order.state.in_([s.value for s in LEASABLE_ORDER_STATES])
-            ),
-        )
-        if order_id is not None:
-            stmt = stmt.where(Item.order_id == order_id)
-        else:
-            stmt = stmt.where(Item.updated_at <= now - timedelta(seconds=older_than))
-        with self.ctx.db.transaction() as s:
-            rows = s.execute(stmt.order_by(Item.updated_at).limit(limit)).all()
-            if rows:
-                s.execute(
-                    update(Item)
-                    .where(Item.id.in_([r.id for r in rows]))
-                    .values(updated_at=now)
-                    .execution_options(synchronize_session=False)
-                )
+        before = None if order_id is not None else now - timedelta(seconds=older_than)
+        rows = self.store.touch_queued(order_id, before, now, limit)
         by_type: dict[str, list[uuid.UUID]] = {}
-        for row in rows:
-            by_type.setdefault(row.order_type, []).append(row.id)
+        for item_id, order_type in rows:
+            by_type.setdefault(order_type, []).append(item_id)
         for order_type, ids in by_type.items():
             self.ctx.dispatcher.items_available(order_type, ids)
         return len(rows)
@@ -151,9 +133,8 @@ class Maintenance:
         orders returned are touched too, so each is sent again once per window, not on
         every run.
         """
-        return self._claim_stale(
-            Order.state == OrderState.APPROVED.value, apply_claim.claimable(self.ctx.clock())
-        )
+        now = self.ctx.clock()
+        return self.store.claim_stuck_applies(self._stale_cutoff(now), now)
 
     def stuck_auto_approvals(self) -> list[uuid.UUID]:
         """Orders of auto-approving types left ``submitted`` for ``APPLY_RECOVERY_SECONDS``
@@ -163,40 +144,14 @@ class Maintenance:
         auto = [t.type for t in self.ctx.registry if t.auto_approve]
         if not auto:
             return []
-        return self._claim_stale(
-            Order.state == OrderState.SUBMITTED.value,
-            Order.type.in_(auto),
-            ~exists().where(
-                Event.order_id == Order.id,
-                Event.event == "auto_approval_refused",
-                Event.created_at >= Order.last_transitioned_at,
-            ),
-        )
-
-    def _claim_stale(self, *conditions: ColumnElement[bool]) -> list[uuid.UUID]:
-        """Up to 1,000 orders matching ``conditions`` untouched for ``APPLY_RECOVERY_SECONDS``,
-        touched now in the same transaction: the next run (or a concurrent one: the rows
-        are locked, and skipped by another run) leaves them alone for a window."""
         now = self.ctx.clock()
-        cutoff = now - timedelta(seconds=self.ctx.settings.apply_recovery_seconds)
-        with self.ctx.db.transaction() as s:
-            ids = list(
-                s.scalars(
-                    select(Order.id)
-                    .where(*conditions, Order.updated_at <= cutoff)
-                    .order_by(Order.updated_at)
-                    .limit(1000)
-                    .with_for_update(skip_locked=True)
-                )
-            )
-            if ids:
-                s.execute(
-                    update(Order)
-                    .where(Order.id.in_(ids))
-                    .values(updated_at=now)
-                    .execution_options(synchronize_session=False)
-                )
-        return ids
+        return self.store.claim_stuck_auto_approvals(self._stale_cutoff(now), now, auto)
+
+    def _stale_cutoff(self, now: datetime) -> datetime:
+        """Orders untouched since then are stale (``APPLY_RECOVERY_SECONDS``); the store
+        touches those it returns, so the next run (or a concurrent one: the rows are
+        locked, and skipped by another run) leaves them alone for a window."""
+        return now - timedelta(seconds=self.ctx.settings.apply_recovery_seconds)
 
     def report_gauges(self) -> None:
         """``queue_depth`` and ``leases_active`` per order type."""

@@ -1,6 +1,7 @@
 """PostgreSQL's admin changes of an order (:class:`PostgresOrderAdmin`, a part of
 :class:`~workmanager.db.postgres.control.PostgresOrderStore`): reject and rework, requeue's
-unblock, retry (of an order or of an item), a failed apply, dead-lettering, pruning.
+unblock, retry (of an order or of an item), a failed apply, dead-lettering, pruning,
+maintenance's touches.
 
 Each is **one statement** in autocommit (``queries.sql``'s block of admin changes), its
 guard the UPDATE's ``WHERE`` and so the order's lock, except the retries, whose rules read
@@ -24,6 +25,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from ...errors import NotFound
+from ...leases.selection import Shape
 from ...services.context import ServiceContext
 from ...services.views import item_dict
 from ...state_machine import check_item, check_order
@@ -34,7 +36,7 @@ from ..order_store import ItemRetryCheck, OrderChange, OrderRow, RetryCheck
 from ..raw import Conn, RawPostgres
 from ..sql import queries
 from . import order_rows as rows
-from .sql import LOCK_ITEM, item_of_row
+from .sql import LOCK_ITEM, eligible_where, item_of_row
 
 
 class PostgresOrderAdmin:
@@ -173,6 +175,26 @@ class PostgresOrderAdmin:
         rows.announce(row)
         return int(row["orders"]), int(row["items"])
 
+    def touch_queued(
+        self, order_id: uuid.UUID | None, before: datetime | None, now: datetime, limit: int
+    ) -> list[tuple[uuid.UUID, str]]:
+        values = {"q_order": order_id, "before": before, "now": now, "limit": limit}
+        sql = _TOUCH_ORDER if order_id is not None else _TOUCH_UNTOUCHED
+        found = self.raw.run(lambda conn: rows.write(conn, sql, values, {}))
+        return [(r["id"], r["order_type"]) for r in found]
+
+    def claim_stuck_applies(self, cutoff: datetime, now: datetime) -> list[uuid.UUID]:
+        return self._claim_stale(_STUCK_APPLIES, {"cutoff": cutoff, "now": now})
+
+    def claim_stuck_auto_approvals(
+        self, cutoff: datetime, now: datetime, types: list[str]
+    ) -> list[uuid.UUID]:
+        values = {"cutoff": cutoff, "now": now, "types": types}
+        return self._claim_stale(_STUCK_AUTO_APPROVALS, values)
+
+    def _claim_stale(self, sql: str, values: dict[str, Any]) -> list[uuid.UUID]:
+        return [r["id"] for r in self.raw.run(lambda conn: rows.write(conn, sql, values, {}))]
+
     def prune(self, order_ids: list[uuid.UUID], states: Sequence[str]) -> int:
         values = {"ids": order_ids, "states": list(states)}
         (row,) = self.raw.run(lambda conn: rows.write(conn, _PRUNE_ORDERS, values, {}))
@@ -236,3 +258,15 @@ _PRUNE_AUDIT = {
     audit: queries.template("prune_audit", table=table)
     for audit, table in (("events", EVENTS_TABLE.name), ("provenance", PROVENANCE_TABLE.name))
 }
+
+
+def _touch(where: str) -> str:
+    return "\n" + queries.template("touch_queued", eligible=where)
+
+
+_TOUCH_ORDER = _touch(eligible_where(Shape(order=True)))
+_TOUCH_UNTOUCHED = _touch(eligible_where(Shape()) + " AND " + queries.text("untouched_since"))
+_STUCK_APPLIES = "\n" + queries.template("claim_stale", stale=queries.text("stale_applies"))
+_STUCK_AUTO_APPROVALS = "\n" + queries.template(
+    "claim_stale", stale=queries.text("stale_auto_approvals")
+)

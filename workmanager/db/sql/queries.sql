@@ -429,11 +429,11 @@ order_id, item_id, event, actor_type, actor_id, payload, diff, created_at
 -- ---------------------------------------------------------------------------------------
 -- The control plane's admin changes (db/postgres/order_admin.py): reject and rework,
 -- requeue's unblock, retry (an order, an item), a failed apply, dead-lettering, pruning,
--- a refused proposal's record (insert, drop), an event alone. Each is one statement; its
--- guard is the UPDATE's WHERE, and a guard that matched nothing returns no row (the order
--- is then read as it is now and the service names the error). The retries and the drop
--- first lock and read what their rule decides from. Events are inserted in the order the
--- ORM store writes them (items by id).
+-- maintenance's touches, a refused proposal's record (insert, drop), an event alone. Each
+-- is one statement; its guard is the UPDATE's WHERE, and a guard that matched nothing
+-- returns no row (the order is then read as it is now and the service names the error).
+-- The retries and the drop first lock and read what their rule decides from. Events are
+-- inserted in the order the ORM store writes them (items by id).
 
 -- name: reject_order
 -- reject (%(reject)s: the order and its submitted items rejected, their parts too) and/or
@@ -634,6 +634,40 @@ WITH gone AS (
   RETURNING 1
 )
 SELECT count(*) AS deleted FROM gone
+
+-- name: touch_queued
+-- Queued, due items of leasable orders ({eligible}: the checkout's rules, with the order's
+-- filter or ``i.updated_at <= %(before)s``), oldest touch first, at most %(limit)s,
+-- touched now, so each is announced again at most once per window; their ids and types.
+WITH picked AS (
+  SELECT i.id FROM work_items i WHERE {eligible} ORDER BY i.updated_at LIMIT %(limit)s
+)
+UPDATE work_items w SET updated_at = %(now)s FROM picked WHERE w.id = picked.id
+RETURNING w.id, w.order_type
+
+-- name: untouched_since
+-- touch_queued's filter without an order: items untouched since %(before)s.
+i.updated_at <= %(before)s
+
+-- name: claim_stale
+-- Up to 1,000 orders matching {stale} untouched since %(cutoff)s, oldest touch first,
+-- locked (skipping those another run holds) and touched now; returns their ids.
+WITH picked AS (
+  SELECT o.id FROM work_orders o WHERE {stale} AND o.updated_at <= %(cutoff)s
+   ORDER BY o.updated_at LIMIT 1000 FOR UPDATE SKIP LOCKED
+)
+UPDATE work_orders w SET updated_at = %(now)s FROM picked WHERE w.id = picked.id
+RETURNING w.id
+
+-- name: stale_applies
+-- claim_stale's stuck applies: approved, the apply claim free or lapsed (apply_claim's
+-- claimable, as start_apply's guard).
+o.state = 'approved' AND (o.apply_claim IS NULL OR o.apply_claim_expires_at <= %(now)s)
+
+-- name: stale_auto_approvals
+-- claim_stale's lost auto-approvals: submitted, of an auto-approving type (%(types)s), no
+-- ``auto_approval_refused`` event since the order's last transition.
+o.state = 'submitted' AND o.type = ANY(%(types)s::text[]) AND NOT EXISTS (SELECT 1 FROM work_events e WHERE e.order_id = o.id AND e.event = 'auto_approval_refused' AND e.created_at >= o.last_transitioned_at)
 
 -- name: refuse_order
 -- A refused proposal's record: a failed order with no items under the id its producer got
