@@ -77,7 +77,6 @@ ApprovalCheck = Callable[["OrderView"], bool]
 #: to (``submitted`` or ``queued``); raises to refuse (``orders.retry_target``).
 RetryCheck = Callable[[OrderRow, list[str]], str]
 
-
 #: What ``drop_refused`` asks of the locked order and its items' states: whether it is a
 #: refused proposal's record that may be dropped (``proposals.droppable``).
 DropCheck = Callable[[OrderRow, list[str]], bool]
