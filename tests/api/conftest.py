@@ -2,7 +2,10 @@
 
 One database for the whole API suite (``<pg test db>_api``); each server start truncates
 the work tables (tokens survive, so the tokens made once through the CLI stay valid).
-``server`` is parametrized over both lease backends.
+``server`` is parametrized over both lease backends; it and ``db_server`` are started once
+per session and handed to each module as if started for it (work tables truncated, the
+Redis lease keys deleted, clients of its own). A module that needs other settings starts
+a server of its own with ``start_server``.
 """
 
 from __future__ import annotations
@@ -149,7 +152,7 @@ def start_server(
     extra = {"WORK_MANAGER_LEASE_BACKEND": backend, **env}
     if redis_url:
         extra["WORK_MANAGER_REDIS_URL"] = redis_url
-        extra["WORK_MANAGER_REDIS_PREFIX"] = f"wmapi:{uuid.uuid4().hex[:8]}:"
+        extra.setdefault("WORK_MANAGER_REDIS_PREFIX", f"wmapi:{uuid.uuid4().hex[:8]}:")
     args = [
         str(BIN / "workmanager"),
         "serve",
@@ -180,21 +183,74 @@ BACKEND_PARAMS = [
 ]
 
 
+@dataclass
+class _Running:
+    server: Server
+    redis_url: str | None
+    prefix: str | None
+
+
+@pytest.fixture(scope="session")
+def running_servers() -> Iterator[dict[str, _Running]]:
+    """The plain servers (no extra environment), one per lease backend, started on first
+    use and shared by every module that asks for ``server`` or ``db_server``: a server
+    start is seconds of the suite each time, and these hold nothing a module could see
+    of another once the work tables are truncated and their Redis keys deleted."""
+    running: dict[str, _Running] = {}
+    yield running
+    for r in running.values():
+        r.server.close()
+
+
+def _for_module(
+    running: dict[str, _Running],
+    backend: str,
+    db_url: str,
+    tokens: dict[str, str],
+    redis_url: str | None,
+) -> Iterator[Server]:
+    """The shared server of ``backend`` for one module, as if started for it: empty work
+    tables, no lease keys, clients of its own."""
+    r = running.get(backend)
+    if r is None or r.server.proc.poll() is not None:
+        prefix = f"wmapi:{uuid.uuid4().hex[:8]}:" if redis_url else None
+        env = {"WORK_MANAGER_REDIS_PREFIX": prefix} if prefix else {}
+        srv = start_server(db_url, tokens, backend, redis_url, **env)  # truncates
+        r = running[backend] = _Running(srv, redis_url, prefix)
+    else:
+        truncate_work_tables(db_url)
+        if r.redis_url and r.prefix:
+            import redis
+
+            client = redis.Redis.from_url(r.redis_url)
+            keys = list(client.scan_iter(match=r.prefix + "*", count=1000))
+            if keys:
+                client.delete(*keys)
+            client.close()
+    view = Server(r.server.url, backend, tokens, r.server.proc)
+    yield view
+    for c in view.clients.values():
+        c.close()
+
+
 @pytest.fixture(scope="module", params=BACKEND_PARAMS)
-def server(request: pytest.FixtureRequest, api_db_url: str, tokens: dict[str, str]) -> Any:
+def server(
+    request: pytest.FixtureRequest,
+    api_db_url: str,
+    tokens: dict[str, str],
+    running_servers: dict[str, _Running],
+) -> Iterator[Server]:
     backend = request.param
     redis_url = request.getfixturevalue("redis_url") if backend == "redis" else None
-    srv = start_server(api_db_url, tokens, backend, redis_url)
-    yield srv
-    srv.close()
+    yield from _for_module(running_servers, backend, api_db_url, tokens, redis_url)
 
 
 @pytest.fixture(scope="module")
-def db_server(api_db_url: str, tokens: dict[str, str]) -> Any:
-    """One server on the database lease backend (suites that need not run twice)."""
-    srv = start_server(api_db_url, tokens, "database", None)
-    yield srv
-    srv.close()
+def db_server(
+    api_db_url: str, tokens: dict[str, str], running_servers: dict[str, _Running]
+) -> Iterator[Server]:
+    """The server on the database lease backend (suites that need not run twice)."""
+    yield from _for_module(running_servers, "database", api_db_url, tokens, None)
 
 
 def idem() -> dict[str, str]:
