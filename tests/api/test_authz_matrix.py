@@ -12,7 +12,6 @@ the owner's calls succeed.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -28,7 +27,6 @@ from tests.api.conftest import (
     free_port,
     idem,
     propose,
-    start_server,
 )
 from tests.api.test_mcp import result
 from workmanager import Registry, Settings, WorkManager
@@ -61,12 +59,10 @@ def kinds(api_db_url: str) -> dict[str, str]:
     return made
 
 
-@pytest.fixture(scope="module", params=["database", "redis"])
-def srv(request: pytest.FixtureRequest, api_db_url: str, tokens: dict[str, str]) -> Iterator[Any]:
-    redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None
-    server = start_server(api_db_url, tokens, request.param, redis_url)
-    yield server
-    server.close()
+@pytest.fixture(scope="module")
+def srv(server: Server) -> Server:
+    """The suite's shared server, on each lease backend (``server`` in conftest)."""
+    return server
 
 
 def client(server: Server, token: str, agent: str | None) -> httpx.Client:
@@ -225,13 +221,11 @@ async def mcp_calls(url: str, token: str, args: dict[str, dict[str, Any]]) -> di
     return out
 
 
-def test_the_matrix_over_mcp(
-    api_db_url: str, tokens: dict[str, str], kinds: dict[str, str]
-) -> None:
+def test_the_matrix_over_mcp(api_db_url: str, db_server: Server, kinds: dict[str, str]) -> None:
     import subprocess
     import time
 
-    server = start_server(api_db_url, tokens, "database", None)  # to lease over HTTP
+    server = db_server  # to lease over HTTP
     port = free_port()
     proc = subprocess.Popen(
         [str(BIN / "workmanager"), "mcp", "--transport", "http", "--port", str(port)],
@@ -294,7 +288,6 @@ def test_the_matrix_over_mcp(
     finally:
         proc.terminate()
         proc.wait(10)
-        server.close()
 
 
 def test_an_unbound_token_named_like_a_bound_agent_does_not_become_it(
