@@ -8,6 +8,7 @@ costs two statements (rows, total) whatever its size. Anything unknown is ``Inva
 from __future__ import annotations
 
 import ipaddress
+import operator
 import re
 import uuid
 from collections.abc import Callable, Iterable
@@ -71,8 +72,7 @@ INCLUDES = {
     "events_count": "events_count",
 }
 _FIELDS = re.compile(r"^fields\[([a-z_]+)\]$")
-FIELD_KINDS = {"work_orders": "work_orders", "orders": "work_orders", "items": "items"}
-FIELD_KINDS["events"] = "events"
+FIELD_KINDS = {"orders": "work_orders"} | {k: k for k in ("work_orders", "items", "events")}
 
 
 def _bad(message: str, param: str) -> InvalidQuery:
@@ -91,17 +91,19 @@ def _states(value: str, param: str, allowed: Iterable[str]) -> list[str]:
     return values
 
 
+_COMPARISONS: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
+    "=": operator.eq,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    "<>": operator.ne,
+    "!=": operator.ne,
+}
+
+
 def _compare(column: Any, op: str, value: Any) -> ColumnElement[bool]:
-    ops: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
-        "=": lambda c, v: c == v,
-        ">": lambda c, v: c > v,
-        ">=": lambda c, v: c >= v,
-        "<": lambda c, v: c < v,
-        "<=": lambda c, v: c <= v,
-        "<>": lambda c, v: c != v,
-        "!=": lambda c, v: c != v,
-    }
-    return ops[op](column, value)
+    return _COMPARISONS[op](column, value)
 
 
 def _operator(value: str, param: str, parse: Callable[[str], Any]) -> tuple[str, Any]:
@@ -133,6 +135,30 @@ def _bool(value: str, param: str) -> bool:
     if value.lower() in ("false", "0", "no"):
         return False
     raise _bad(f"{param}: expected true or false", param)
+
+
+def _page(query: ListQuery, param: str, value: str, limit: int) -> bool:
+    """Read a page parameter (``page[size]``/``limit``/``per_page``, ``page[number]``/
+    ``page``) into ``query``; ``False`` when ``param`` is none of them."""
+    if param in ("page[size]", "limit", "per_page"):
+        query.size = min(max(_operator(value, param, _int)[1], 1), limit)
+    elif param in ("page[number]", "page"):
+        query.number = max(_operator(value, param, _int)[1], 1)
+    else:
+        return False
+    return True
+
+
+def _paged(query: ListQuery, data: list[dict[str, Any]], total: int) -> dict[str, Any]:
+    last_page = max(1, -(-total // query.size))
+    meta = {"current_page": query.number, "per_page": query.size, "total": total}
+    return {"data": data, "meta": {**meta, "last_page": last_page}}
+
+
+def _filter_name(param: str) -> str:
+    """``filter[name]`` → ``name``; bare ``state`` and ``type`` are filters too."""
+    match = _FILTER.match(param)
+    return match.group(1) if match else param if param in ("state", "type") else ""
 
 
 def _items_exist(*conds: ColumnElement[bool]) -> ColumnElement[bool]:
@@ -219,14 +245,7 @@ class OrderListing:
             total = int(s.scalar(total_stmt) or 0)
             data = [{**order_dict(order), "items_count": int(count)} for order, count in rows]
             related(s, data, query.include)
-        data = [sparse(row, query.fields) for row in data]
-        meta = {
-            "current_page": query.number,
-            "per_page": query.size,
-            "total": total,
-            "last_page": max(1, -(-total // query.size)),
-        }
-        return {"data": data, "meta": meta}
+        return _paged(query, [sparse(row, query.fields) for row in data], total)
 
     def parse(self, params: Iterable[tuple[str, str]], size: int | None = None) -> ListQuery:
         settings = self.ctx.settings
@@ -238,10 +257,8 @@ class OrderListing:
         for param, value in params:
             if param == "sort":
                 sort = value
-            elif param in ("page[size]", "limit", "per_page"):
-                query.size = min(max(_operator(value, param, _int)[1], 1), limit)
-            elif param in ("page[number]", "page"):
-                query.number = max(_operator(value, param, _int)[1], 1)
+            elif _page(query, param, value, limit):
+                continue
             elif param == "include":
                 for name in _csv(value):
                     if name not in INCLUDES:
@@ -254,25 +271,23 @@ class OrderListing:
                 query.fields[kind] = _csv(value)
             else:
                 query.where.append(self._filter(param, value))
-        query.order_by = _sort(sort)
+        query.order_by = _sort(sort, SORTS, DEFAULT_SORT)
         return query
 
     def _filter(self, param: str, value: str) -> ColumnElement[bool]:
-        match = _FILTER.match(param)
-        name = match.group(1) if match else param if param in ("state", "type") else None
-        handler = _FILTERS.get(name or "")
+        handler = _FILTERS.get(_filter_name(param))
         if handler is None:
             raise _bad(f"unknown query parameter {param!r}", param)
         return handler(value, param, self.ctx)
 
 
-def _sort(value: str) -> list[Any]:
+def _sort(value: str, sorts: dict[str, Any], default: str) -> list[Any]:
     columns = []
-    for token in _csv(value) or _csv(DEFAULT_SORT):
+    for token in _csv(value) or _csv(default):
         name = token.lstrip("-")
-        column = SORTS.get(name)
+        column = sorts.get(name)
         if column is None:
-            raise _bad(f"unknown sort {name!r}; one of {', '.join(SORTS)}", "sort")
+            raise _bad(f"unknown sort {name!r}; one of {', '.join(sorts)}", "sort")
         columns.append(column.desc() if token.startswith("-") else column.asc())
     return columns
 
@@ -287,6 +302,12 @@ def _has_available(value: str, param: str, ctx: ServiceContext) -> ColumnElement
 
 
 _Handler = Callable[[str, str, ServiceContext], ColumnElement[bool]]
+
+
+def _at(column: Any) -> _Handler:
+    return lambda v, p, _: _compare(column, *_operator(v, p, _datetime))
+
+
 _FILTERS: dict[str, _Handler] = {
     "state": lambda v, p, _: Order.state.in_(_states(v, p, (s.value for s in OrderState))),
     "type": lambda v, p, _: Order.type.in_(_csv(v)),
@@ -294,13 +315,11 @@ _FILTERS: dict[str, _Handler] = {
     "requested_by_id": lambda v, p, _: Order.requested_by_id.in_(_csv(v)),
     "tenant_id": lambda v, p, _: Order.tenant_id.in_(_csv(v)),
     "priority": lambda v, p, _: _compare(Order.priority, *_operator(v, p, _int)),
-    "created_at": lambda v, p, _: _compare(Order.created_at, *_operator(v, p, _datetime)),
     "requested_by_type": lambda v, p, _: Order.requested_by_type.in_(_csv(v)),
-    "last_transitioned_at": lambda v, p, _: _compare(
-        Order.last_transitioned_at, *_operator(v, p, _datetime)
-    ),
-    "applied_at": lambda v, p, _: _compare(Order.applied_at, *_operator(v, p, _datetime)),
-    "completed_at": lambda v, p, _: _compare(Order.completed_at, *_operator(v, p, _datetime)),
+    "created_at": _at(Order.created_at),
+    "last_transitioned_at": _at(Order.last_transitioned_at),
+    "applied_at": _at(Order.applied_at),
+    "completed_at": _at(Order.completed_at),
     "items.state": lambda v, p, _: _items_exist(
         Item.state.in_(_states(v, p, (s.value for s in ItemState)))
     ),
@@ -370,35 +389,16 @@ class ItemListing:
         for param, value in params:
             if param == "sort":
                 sort = value
-            elif param in ("page[size]", "limit", "per_page"):
-                query.size = min(max(_operator(value, param, _int)[1], 1), MAX_SIZE)
-            elif param in ("page[number]", "page"):
-                query.number = max(_operator(value, param, _int)[1], 1)
-            else:
-                match = _FILTER.match(param)
-                name = match.group(1) if match else param if param in ("state", "type") else ""
-                handler = _ITEM_FILTERS.get(name or "")
+            elif not _page(query, param, value, MAX_SIZE):
+                handler = _ITEM_FILTERS.get(_filter_name(param))
                 if handler is None:
                     raise _bad(f"unknown query parameter {param!r}", param)
                 query.where.append(handler(value, param))
-        order_by = []
-        for token in _csv(sort) or ["-updated_at"]:
-            column = ITEM_SORTS.get(token.lstrip("-"))
-            if column is None:
-                raise _bad(
-                    f"unknown sort {token.lstrip('-')!r}; one of {', '.join(ITEM_SORTS)}", "sort"
-                )
-            order_by.append(column.desc() if token.startswith("-") else column.asc())
+        order_by = _sort(sort, ITEM_SORTS, "-updated_at")
         where = and_(true(), *query.where)
         stmt = select(Item).where(where).order_by(*order_by, Item.id)
         stmt = stmt.limit(query.size).offset((query.number - 1) * query.size)
         with self.ctx.db.transaction() as s:
             rows = [item_dict(i) for i in s.scalars(stmt)]
             total = int(s.scalar(select(func.count()).select_from(Item).where(where)) or 0)
-        meta = {
-            "current_page": query.number,
-            "per_page": query.size,
-            "total": total,
-            "last_page": max(1, -(-total // query.size)),
-        }
-        return {"data": rows, "meta": meta}
+        return _paged(query, rows, total)
