@@ -44,7 +44,6 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
 
-from psycopg import errors as pgerrors
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -127,16 +126,8 @@ class PostgresEndings:
         item_id = values["item"]
         if self.pg.store is not None and not self.pg.store.holds(item_id, lease):
             self.pg._refuse(conn, item_id, lease, now)  # the row, then the store, says how
-        if claim is None:  # one statement, autocommit: no pipeline (its Python costs more)
-            try:
-                found = _one(conn, RELEASE_SQL, values)
-            except pgerrors.DataError:  # a value PostgreSQL cannot take: the lease first
-                self.pg._refuse(conn, item_id, lease, now, check_only=True)
-                raise
-            if found is None:
-                self.pg._refuse(conn, item_id, lease, now)  # raises: the row says why
-            assert found is not None
-            return found
+        if claim is None:
+            return self.pg._guarded(conn, RELEASE_SQL, values, lease, now)
         row = self.pg._guarded(conn, RELEASE_SQL, values, lease, now, begin=True)
         mark(conn, claim, row["order_id"], row["id"])
         conn.execute("COMMIT")

@@ -405,14 +405,17 @@ class PostgresStore(PostgresAdmin):
         begin: bool = False,
     ) -> dict[str, Any]:
         """Run a statement guarded on ``lease`` being current (``begin``: in a
-        transaction it opens, in the same round trip); its row, or the refusal
-        :meth:`_refuse` reads from the row. A value PostgreSQL cannot store is refused
-        only after the lease was found current."""
+        transaction it opens, in the same round trip; else alone in autocommit, outside a
+        pipeline, whose Python costs more than a lone statement's round trip); its row,
+        or the refusal :meth:`_refuse` reads from the row. A value PostgreSQL cannot
+        store is refused only after the lease was found current."""
         cur = conn.cursor(row_factory=dict_row)
         try:
-            with conn.pipeline():
-                if begin:
+            if begin:
+                with conn.pipeline():
                     conn.execute("BEGIN")
+                    cur.execute(sql, values, prepare=True)
+            else:
                 cur.execute(sql, values, prepare=True)
             row: dict[str, Any] | None = cur.fetchone()
         except pgerrors.DataError:
