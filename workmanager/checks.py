@@ -41,8 +41,10 @@ def guarded(fn: Callable[[], T], path: str) -> T:
         raise
     except Exception as exc:
         log.exception("order-type hook failed at %s", path)
-        raise ValidationFailed(
-            [{"path": path, "message": f"{type(exc).__name__}: {exc}", "validator": "hook_error"}],
+        raise ValidationFailed.at(
+            path,
+            f"{type(exc).__name__}: {exc}",
+            "hook_error",
             f"the order type's check raised {type(exc).__name__}",
         ) from exc
 

@@ -22,14 +22,10 @@ def parse_duration(text: str, *, field: str = "duration") -> timedelta:
     match = _DURATION.match(text or "")
     seconds = float(match.group(1)) * _UNITS[match.group(2).lower()] if match else 0.0
     if seconds <= 0:
-        raise ValidationFailed(
-            [
-                {
-                    "path": field,
-                    "message": f"{text!r} is not a duration like 90d, 12h, 30m, 45s or 2w",
-                    "validator": "format",
-                }
-            ],
-            message=f"{field}: {text!r} is not a duration like 90d, 12h, 30m, 45s or 2w",
+        raise ValidationFailed.at(
+            field,
+            f"{text!r} is not a duration like 90d, 12h, 30m, 45s or 2w",
+            "format",
+            f"{field}: {text!r} is not a duration like 90d, 12h, 30m, 45s or 2w",
         )
     return timedelta(seconds=seconds)

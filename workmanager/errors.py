@@ -232,6 +232,13 @@ class ValidationFailed(PermanentError):
             message, details = details, [{"path": "$", "message": details, "validator": "custom"}]
         super().__init__(message, details=details)
 
+    @classmethod
+    def at(
+        cls, path: str, message: str, validator: str, summary: str | None = None
+    ) -> ValidationFailed:
+        """One error, at ``path`` (``summary``: the error's message, when not the default)."""
+        return cls([{"path": path, "message": message, "validator": validator}], summary)
+
 
 class UnknownOrderType(PermanentError):
     """No order type is registered under that name."""

@@ -69,16 +69,11 @@ def order_type_module(name: str) -> str:
     """The source of a module defining an OrderType subclass for ``name``, with ``schema``,
     ``plan``, ``result_schema`` and ``apply`` to fill in and a ``register`` function."""
     if not _NAME.match(name):
-        raise ValidationFailed(
-            [
-                {
-                    "path": "name",
-                    "message": "an order type name is lowercase words joined by dots, "
-                    "e.g. customer.research",
-                    "validator": "pattern",
-                }
-            ],
-            message=f"{name!r} is not an order type name like customer.research",
+        raise ValidationFailed.at(
+            "name",
+            "an order type name is lowercase words joined by dots, e.g. customer.research",
+            "pattern",
+            f"{name!r} is not an order type name like customer.research",
         )
     return _TEMPLATE.format(name=name, cls=class_name(name))
 
@@ -247,15 +242,19 @@ def allocator_module(name: str, order_type: str | None = None) -> str:
     that proposes ``order_type`` orders (``example.type`` by default, as upstream)."""
     cls = allocator_class_name(name)
     if not _CLASS.match(cls):
-        raise ValidationFailed(
-            [{"path": "name", "message": "letters, digits, dots, dashes", "validator": "pattern"}],
-            message=f"{name!r} cannot name a Python class",
+        raise ValidationFailed.at(
+            "name",
+            "letters, digits, dots, dashes",
+            "pattern",
+            f"{name!r} cannot name a Python class",
         )
     kind = order_type or "example.type"
     if not _NAME.match(kind):
-        raise ValidationFailed(
-            [{"path": "type", "message": "e.g. customer.research", "validator": "pattern"}],
-            message=f"{kind!r} is not an order type name like customer.research",
+        raise ValidationFailed.at(
+            "type",
+            "e.g. customer.research",
+            "pattern",
+            f"{kind!r} is not an order type name like customer.research",
         )
     strategy = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.removesuffix("Allocator")).lower()
     return _ALLOCATOR_TEMPLATE.format(cls=cls, type=kind, strategy=strategy or "allocator")

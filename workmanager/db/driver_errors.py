@@ -60,10 +60,7 @@ def _one_line(text: str) -> str:
 
 def unstorable(orig: BaseException) -> ValidationFailed:
     first = str(orig).splitlines()[0] if str(orig) else type(orig).__name__
-    return ValidationFailed(
-        [{"path": "$", "message": first, "validator": "storable"}],
-        "a value cannot be stored",
-    )
+    return ValidationFailed.at("$", first, "storable", "a value cannot be stored")
 
 
 def translate(

@@ -131,9 +131,7 @@ class AgentAPI:
     ) -> ItemOutcome:
         """Submit the whole result; validated by the type's schema and hook. Ends the lease."""
         if not isinstance(result, dict):
-            raise ValidationFailed(
-                [{"path": "result", "message": "must be an object", "validator": "type"}]
-            )
+            raise ValidationFailed.at("result", "must be an object", "type")
         depth = self.ctx.settings.max_json_depth
         json_value({"result": result, "evidence": evidence, "notes": notes}, "$", depth)
         info = agent_of(agent, lease)

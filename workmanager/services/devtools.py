@@ -33,9 +33,7 @@ class DevTools:
         """Propose ``count`` orders of ``type`` with ``payload`` (validated like any other),
         each marked ``meta.seed = n``. ``progress`` is called after each order."""
         if not 1 <= count <= MAX_SEED:
-            raise ValidationFailed(
-                [{"path": "count", "message": f"must be 1..{MAX_SEED}", "validator": "range"}]
-            )
+            raise ValidationFailed.at("count", f"must be 1..{MAX_SEED}", "range")
         actor = Actor("user", "dev-seed")
         ids = []
         for n in range(count):

@@ -17,7 +17,7 @@ from ..types import AgentInfo, Lease
 
 def require(condition: bool, path: str, message: str, validator: str = "type") -> None:
     if not condition:
-        raise ValidationFailed([{"path": path, "message": message, "validator": validator}])
+        raise ValidationFailed.at(path, message, validator)
 
 
 def agent_of(agent: AgentInfo | str | None, lease: Lease | None = None) -> AgentInfo:
@@ -26,9 +26,7 @@ def agent_of(agent: AgentInfo | str | None, lease: Lease | None = None) -> Agent
         return agent
     agent_id = agent or (lease.agent_id if lease else None)
     if not agent_id:
-        raise ValidationFailed(
-            [{"path": "agent_id", "message": "an agent id is required", "validator": "required"}]
-        )
+        raise ValidationFailed.at("agent_id", "an agent id is required", "required")
     return AgentInfo(id=agent_id)
 
 
@@ -105,15 +103,7 @@ def check_error(error: Any) -> None:
         and isinstance(error.get("message"), str)
     )
     if not ok:
-        raise ValidationFailed(
-            [
-                {
-                    "path": "error",
-                    "message": "must be {code, message} strings",
-                    "validator": "required",
-                }
-            ]
-        )
+        raise ValidationFailed.at("error", "must be {code, message} strings", "required")
 
 
 def check_reject_errors(errors: Any) -> None:
@@ -136,6 +126,4 @@ FINALIZE_MODES = ("strict", "best_effort")
 
 def check_finalize_mode(mode: Any) -> None:
     if mode not in FINALIZE_MODES:
-        raise ValidationFailed(
-            [{"path": "mode", "message": "must be strict or best_effort", "validator": "enum"}]
-        )
+        raise ValidationFailed.at("mode", "must be strict or best_effort", "enum")

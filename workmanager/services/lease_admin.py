@@ -28,7 +28,7 @@ each lease acted on only while it is still the one selected (its fence).
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -45,13 +45,8 @@ from ..types import Actor
 from .context import ServiceContext
 from .views import iso
 
-REQUEUED, FAILED, RELEASED, EXTENDED, SKIPPED = (
-    "requeued",
-    "failed",
-    "released",
-    "extended",
-    "skipped",
-)
+REQUEUED, FAILED, RELEASED = "requeued", "failed", "released"
+EXTENDED, SKIPPED = "extended", "skipped"
 
 
 @dataclass(frozen=True)
@@ -116,10 +111,7 @@ class LeaseAdminResult:
     changes: list[dict[str, Any]] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for change in self.changes:
-            out[change["outcome"]] = out.get(change["outcome"], 0) + 1
-        return out
+        return dict(Counter(change["outcome"] for change in self.changes))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -202,9 +194,7 @@ class LeaseAdmin:
         """Push each live lease's expiry out by ``seconds``; expired ones are skipped (the
         sweep reclaims them)."""
         if seconds <= 0:
-            raise ValidationFailed(
-                [{"path": "seconds", "message": "must be positive", "validator": "minimum"}]
-            )
+            raise ValidationFailed.at("seconds", "must be positive", "minimum")
 
         def act(leases: Sequence[Held]) -> Batch:
             return self.store.extend(leases, self.actor, seconds)

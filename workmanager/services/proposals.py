@@ -88,14 +88,10 @@ def _item(
     settings: Settings, order: Order, order_type: OrderType, spec: ItemSpec, now: datetime
 ) -> Item:
     if not isinstance(spec, ItemSpec):
-        raise ValidationFailed(
-            [
-                {
-                    "path": "plan",
-                    "validator": "hook_error",
-                    "message": f"plan() must return ItemSpec objects, got {spec!r}",
-                }
-            ],
+        raise ValidationFailed.at(
+            "plan",
+            f"plan() must return ItemSpec objects, got {spec!r}",
+            "hook_error",
             "the order type's plan() returned something else than ItemSpec objects",
         )
     json_value(spec.input, "plan.input")

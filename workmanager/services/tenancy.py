@@ -31,15 +31,7 @@ def checked_tenant(value: Any, path: str = "tenant_id") -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str) or len(value) > MAX_TENANT_LENGTH:
-        raise ValidationFailed(
-            [
-                {
-                    "path": path,
-                    "message": f"a string of 1 to {MAX_TENANT_LENGTH} characters",
-                    "validator": "type",
-                }
-            ]
-        )
+        raise ValidationFailed.at(path, f"a string of 1 to {MAX_TENANT_LENGTH} characters", "type")
     return value
 
 

@@ -69,9 +69,7 @@ def parse_scopes(raw: str | list[str] | tuple[str, ...]) -> list[str]:
     unknown = [s for s in scopes if s not in SCOPES]
     if not scopes or unknown:
         message = f"scopes must be some of {', '.join(SCOPES)}; got {unknown or raw}"
-        raise ValidationFailed(
-            [{"path": "scopes", "message": message, "validator": "enum"}], message
-        )
+        raise ValidationFailed.at("scopes", message, "enum", message)
     return scopes
 
 
@@ -105,9 +103,7 @@ class TokenService:
         A token bound to ``tenant_id`` proposes, sees, leases and acts on that tenant's
         orders only (services/tenancy.py)."""
         if not name or len(name) > 191:
-            raise ValidationFailed(
-                [{"path": "name", "message": "1 to 191 characters", "validator": "maxLength"}]
-            )
+            raise ValidationFailed.at("name", "1 to 191 characters", "maxLength")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         row = ApiToken(
             name=name,
@@ -123,15 +119,7 @@ class TokenService:
                 s.flush()
                 return token, token_dict(row)
         except IntegrityError as exc:
-            raise ValidationFailed(
-                [
-                    {
-                        "path": "name",
-                        "message": f"a token named {name!r} exists",
-                        "validator": "unique",
-                    }
-                ]
-            ) from exc
+            raise ValidationFailed.at("name", f"a token named {name!r} exists", "unique") from exc
 
     def list(self) -> list[dict[str, Any]]:
         with self.ctx.db.transaction() as s:

@@ -52,15 +52,7 @@ def parse_token(value: str | int | None) -> str:
     """The lease token as presented: required, and opaque (``<fence>.<secret>``; one that
     is not well formed is simply not the current one, a 409 ``lease_conflict``)."""
     if value is None or value == "":
-        raise ValidationFailed(
-            [
-                {
-                    "path": "lease_token",
-                    "message": "the lease token is required",
-                    "validator": "required",
-                }
-            ]
-        )
+        raise ValidationFailed.at("lease_token", "the lease token is required", "required")
     return value if isinstance(value, str) else str(value)
 
 
@@ -373,13 +365,5 @@ class Operations:
         if item_id is not None:
             return 200, {"events": queries.item_logs(self.item_id(caller, item_id), limit)}
         if order_id is None:
-            raise ValidationFailed(
-                [
-                    {
-                        "path": "item_id",
-                        "message": "item_id or order_id is required",
-                        "validator": "required",
-                    }
-                ]
-            )
+            raise ValidationFailed.at("item_id", "item_id or order_id is required", "required")
         return 200, {"events": queries.order_logs(self.order_id(caller, order_id), limit)}

@@ -25,7 +25,7 @@ def forget(request: Request, auth: AdminAuth, body: ForgetBody) -> JSONResponse:
     caller = auth.caller()
     if (body.agent_id is None) == (body.user_id is None):
         message = "give exactly one of agent_id and user_id"
-        raise ValidationFailed([{"path": "agent_id", "message": message, "validator": "oneOf"}])
+        raise ValidationFailed.at("agent_id", message, "oneOf")
     subject = (
         Subject("agent", body.agent_id)
         if body.agent_id is not None
