@@ -10,6 +10,7 @@ of its own, passed to the idempotency service as the HTTP API's header would be.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import secrets
@@ -37,7 +38,6 @@ from ..errors import (
 )
 from ..reads.listing import ItemListing
 from ..reads.overview import Overview
-from ..services.idempotency import Replay
 from ..surface.callers import Caller, build_caller
 from ..surface.operations import Answer, parse_id
 from .sessions import SESSION_LIFETIME, ConsoleSession, SessionService
@@ -207,14 +207,10 @@ def once(
     """Run ``operation`` once per form key (a double click, a resubmitted form: once)."""
     if not key:
         raise InvalidQuery("the form has no idempotency key; reload the page")
-    try:
-        answer = console(request).api.wm.idempotency.once(
-            caller, endpoint, target, key, body, operation
-        )
-    except IdempotencyInFlight:
-        return  # the first submission of this form is still running: it is the one
-    if isinstance(answer, Replay):
-        return
+    # A replay (the form posted again) did its work the first time; one in flight is the
+    # first submission still running: it is the one.
+    with contextlib.suppress(IdempotencyInFlight):
+        console(request).api.wm.idempotency.once(caller, endpoint, target, key, body, operation)
 
 
 def back(path: str, **flash: str) -> RedirectResponse:
