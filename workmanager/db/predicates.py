@@ -1,4 +1,4 @@
-"""Item-state predicates rendered with the states inline.
+"""Item-state predicates rendered with the states inline, and :func:`count_rows`.
 
 PostgreSQL uses a partial index (``WHERE state = 'queued'``, ``WHERE state IN ('leased',
 'in_progress')``) only when the query's predicate names the same constants; a bound
@@ -9,11 +9,18 @@ a few executions, and the checkout or sweep then scans every row.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
-from sqlalchemy import ColumnElement, literal
+from sqlalchemy import ColumnElement, func, literal, select
+from sqlalchemy.orm import Session
 
 from ..states import HELD_ITEM_STATES, ItemState
 from .models import Item
+
+
+def count_rows(s: Session, model: Any, *where: ColumnElement[bool]) -> int:
+    """How many rows of ``model`` match ``where`` (every condition)."""
+    return int(s.scalar(select(func.count()).select_from(model).where(*where)) or 0)
 
 
 def item_state_in(states: Iterable[str]) -> ColumnElement[bool]:

@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, select, tru
 from sqlalchemy.sql import Select
 
 from ..db.models import Event, Item, Order, Provenance
+from ..db.predicates import count_rows
 from ..errors import InvalidQuery
 from ..provenance.default import anonymize_ip
 from ..services.context import ServiceContext
@@ -239,10 +240,9 @@ class OrderListing:
         stmt: Select[Any] = select(Order, ITEMS_COUNT).where(and_(true(), *query.where))
         stmt = stmt.order_by(*query.order_by, Order.id)
         stmt = stmt.limit(query.size).offset((query.number - 1) * query.size)
-        total_stmt = select(func.count()).select_from(Order).where(and_(true(), *query.where))
         with self.ctx.db.transaction() as s:
             rows = s.execute(stmt).all()
-            total = int(s.scalar(total_stmt) or 0)
+            total = count_rows(s, Order, *query.where)
             data = [{**order_dict(order), "items_count": int(count)} for order, count in rows]
             related(s, data, query.include)
         return _paged(query, [sparse(row, query.fields) for row in data], total)
@@ -400,5 +400,5 @@ class ItemListing:
         stmt = stmt.limit(query.size).offset((query.number - 1) * query.size)
         with self.ctx.db.transaction() as s:
             rows = [item_dict(i) for i in s.scalars(stmt)]
-            total = int(s.scalar(select(func.count()).select_from(Item).where(where)) or 0)
+            total = count_rows(s, Item, where)
         return _paged(query, rows, total)

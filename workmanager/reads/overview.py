@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, select
 
 from ..db.models import Event, Item, Order, Provenance
+from ..db.predicates import count_rows
 from ..errors import NotFound
 from ..services.context import ServiceContext
 from ..services.views import iso, order_view
@@ -56,7 +57,7 @@ class Overview:
         stmt = select(Order, count).where(waiting).order_by(since, Order.id).limit(limit)
         with self.ctx.db.transaction() as s:
             rows = s.execute(stmt).all()
-            total = int(s.scalar(select(func.count()).select_from(Order).where(waiting)) or 0)
+            total = count_rows(s, Order, waiting)
         now = self.ctx.clock()
         producers = self.producers([order.id for order, _ in rows])
         data = []
@@ -260,29 +261,19 @@ class Overview:
             ).all()
         )
         return {
-            "orders_completed": int(
-                s.scalar(
-                    select(func.count())
-                    .select_from(Order)
-                    .where(
-                        Order.state.in_(done),
-                        Order.last_transitioned_at >= since,
-                        *_of_tenant(Order, tenant),
-                    )
-                )
-                or 0
+            "orders_completed": count_rows(
+                s,
+                Order,
+                Order.state.in_(done),
+                Order.last_transitioned_at >= since,
+                *_of_tenant(Order, tenant),
             ),
-            "items_submitted": int(
-                s.scalar(
-                    select(func.count())
-                    .select_from(Item)
-                    .where(
-                        Item.state.in_(finished_items),
-                        Item.updated_at >= since,
-                        *_of_tenant(Item, tenant),
-                    )
-                )
-                or 0
+            "items_submitted": count_rows(
+                s,
+                Item,
+                Item.state.in_(finished_items),
+                Item.updated_at >= since,
+                *_of_tenant(Item, tenant),
             ),
             "apply_failed": int(failures.get("apply_failed", 0)),
             "apply_retrying": int(failures.get("apply_retrying", 0)),

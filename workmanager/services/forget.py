@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, cast, delete, func, or_, select
+from sqlalchemy import ColumnElement, Text, cast, delete, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from ..db.models import (
@@ -59,6 +59,7 @@ from ..db.models import (
     UiSession,
     utcnow,
 )
+from ..db.predicates import count_rows
 from ..errors import LeaseConflict, ValidationFailed
 from ..states import ItemState
 from ..types import Actor
@@ -140,7 +141,7 @@ class Forget:
 
     def _tx(self, s: Session, subject: Subject, actor: Actor, dry_run: bool) -> dict[str, Any]:
         sid = subject.id
-        live = _count(s, Item, Item.leased_by_agent_id == sid, Item.state.in_(HELD))
+        live = count_rows(s, Item, Item.leased_by_agent_id == sid, Item.state.in_(HELD))
         answer: dict[str, Any] = {"subject": subject.kind, "dry_run": dry_run}
         if live and not dry_run:
             raise LeaseConflict(
@@ -269,11 +270,7 @@ class _Eraser:
         return len(rows)
 
     def drop(self, model: Any, where: ColumnElement[bool]) -> int:
-        count = _count(self.s, model, where)
+        count = count_rows(self.s, model, where)
         if count and not self.dry_run:
             self.s.execute(delete(model).where(where))
         return count
-
-
-def _count(s: Session, model: Any, *where: ColumnElement[bool]) -> int:
-    return int(s.scalar(select(func.count()).select_from(model).where(*where)) or 0)
