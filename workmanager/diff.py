@@ -41,9 +41,3 @@ class Diff:
             "summary": self.summary,
             "changes": self.changes,
         }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> Diff | None:
-        if data is None:
-            return None
-        return cls(data.get("before", {}), data.get("after", {}), data.get("summary", ""))
