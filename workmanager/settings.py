@@ -237,13 +237,12 @@ def _check_known(from_file: Mapping[str, Any]) -> None:
     """A key in the file that names no setting is a typo: say so rather than ignore it."""
     known = {name for spec in _SPECS for name in spec.names}
     for name in from_file:
+        key = name.removeprefix(PREFIX).lower()
         if name in REMOVED:
-            key = name.removeprefix(PREFIX).lower()
             raise ConfigurationError(f"WORK_MANAGER_CONFIG: setting {key!r} {REMOVED[name]}")
         if name not in known:
             close = difflib.get_close_matches(name, sorted(known), n=1)
             hint = f" (did you mean {close[0].removeprefix(PREFIX).lower()!r}?)" if close else ""
-            key = name.removeprefix(PREFIX).lower()
             raise ConfigurationError(f"WORK_MANAGER_CONFIG: unknown setting {key!r}{hint}")
 
 
@@ -298,14 +297,17 @@ def _float(name: str, value: Any) -> float:
     return number
 
 
+_UNLIMITED = ("", "none", "null", "unlimited")
+
+
 def _optional_limit(name: str, value: Any) -> int | None:
-    if str(value).strip().lower() in ("", "none", "null", "unlimited"):
+    if str(value).strip().lower() in _UNLIMITED:
         return None
     return _int(1)(name, value)
 
 
 def _optional_rate(name: str, value: Any) -> Rate | None:
-    if str(value).strip().lower() in ("", "none", "null", "unlimited"):
+    if str(value).strip().lower() in _UNLIMITED:
         return None
     try:
         return parse_rate(str(value))
@@ -391,34 +393,32 @@ class _ConnectionName:
     variable: str
 
 
-def _redis_url(name: str, value: Any) -> str | _ConnectionName:
-    text = _str(name, value)
-    if "://" in text:
-        return text
-    if text.lower() in REDIS_CONNECTION_NAMES:
-        return _ConnectionName(text.lower(), name)
-    raise _fail(
-        name,
-        value,
-        "a Redis URL such as redis://127.0.0.1:6379/0, or a Laravel connection name ("
-        + ", ".join(REDIS_CONNECTION_NAMES)
-        + ") meaning WORK_MANAGER_REDIS_URL",
-    )
+def _url(names: tuple[str, ...], expected: str) -> Callable[[str, Any], str | _ConnectionName]:
+    """A URL, or one of the Laravel connection ``names``."""
+
+    def parse(name: str, value: Any) -> str | _ConnectionName:
+        text = _str(name, value)
+        if "://" in text:
+            return text
+        if text.lower() in names:
+            return _ConnectionName(text.lower(), name)
+        raise _fail(name, value, expected)
+
+    return parse
 
 
-def _broker_url(name: str, value: Any) -> str | _ConnectionName:
-    text = _str(name, value)
-    if "://" in text:
-        return text
-    if text.lower() in QUEUE_CONNECTION_NAMES:
-        return _ConnectionName(text.lower(), name)
-    raise _fail(
-        name,
-        value,
-        "a broker URL (redis://…, amqp://…, sqla+sqlite:///…), or a Laravel connection name: "
-        "redis (WORK_MANAGER_REDIS_URL) or database (the SQL database, via kombu's "
-        "SQLAlchemy transport)",
-    )
+_redis_url = _url(
+    REDIS_CONNECTION_NAMES,
+    "a Redis URL such as redis://127.0.0.1:6379/0, or a Laravel connection name ("
+    + ", ".join(REDIS_CONNECTION_NAMES)
+    + ") meaning WORK_MANAGER_REDIS_URL",
+)
+_broker_url = _url(
+    QUEUE_CONNECTION_NAMES,
+    "a broker URL (redis://…, amqp://…, sqla+sqlite:///…), or a Laravel connection name: "
+    "redis (WORK_MANAGER_REDIS_URL) or database (the SQL database, via kombu's "
+    "SQLAlchemy transport)",
+)
 
 
 def _resolve_connections(values: dict[str, Any]) -> dict[str, Any]:
