@@ -23,19 +23,12 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from ..errors import (
-    ConfigurationError,
-    DatabaseMissing,
-    Unavailable,
-    WorkManagerError,
-)
+from ..errors import ConfigurationError, DatabaseMissing, Unavailable
 from . import claims, driver_errors, pending
 
 T = TypeVar("T")
-#: PostgreSQL deadlock / serialization failure: the transaction may simply be run again.
-
-
-#: Which processes may create a missing SQLite file (see :meth:`Database.allow_create`).
+#: What :class:`DatabaseMissing` suggests (only some processes create the file:
+#: :meth:`Database.allow_create`).
 CREATE_HINT = (
     "run `workmanager db upgrade` to create it, or point WORK_MANAGER_DATABASE_URL at an"
     " existing database"
@@ -237,7 +230,7 @@ class Database:
                 with self.transaction() as session:
                     return fn(session)
             except DBAPIError as exc:
-                if attempt == attempts or not _is_retryable(exc):
+                if attempt == attempts or not driver_errors.is_retryable(exc.orig or exc):
                     raise
                 time.sleep(0.005 * attempt)
         raise AssertionError("unreachable")
@@ -284,21 +277,13 @@ def unavailable_when_down(url: str = "") -> Iterator[None]:
             "database busy: no pooled connection was free in time, try again"
         ) from exc
     except DBAPIError as exc:
-        error = _translated(exc, url)
+        error = driver_errors.translate(
+            exc.orig or exc,
+            display_url(url) if url else "the database",
+            data_error=isinstance(exc, DataError),
+            operational=isinstance(exc, OperationalError),
+            invalidated=exc.connection_invalidated,
+        )
         if error is None:
             raise
         raise error from exc
-
-
-def _translated(exc: DBAPIError, url: str) -> WorkManagerError | None:
-    return driver_errors.translate(
-        exc.orig or exc,
-        display_url(url) if url else "the database",
-        data_error=isinstance(exc, DataError),
-        operational=isinstance(exc, OperationalError),
-        invalidated=exc.connection_invalidated,
-    )
-
-
-def _is_retryable(exc: DBAPIError) -> bool:
-    return driver_errors.is_retryable(exc.orig or exc)
