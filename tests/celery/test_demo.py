@@ -49,9 +49,10 @@ def test_demo_completes_its_orders_on_the_embedded_default(tmp_path: Path) -> No
     assert "next steps:" in out and "  3. " in out
 
 
-def test_demo_json_summary_and_its_speed_on_the_embedded_broker(tmp_path: Path) -> None:
-    """30 orders through the same real worker processes: the embedded broker polls every
-    50 ms (tasks/embedded_broker.py), so the demo is seconds, not the 45 s of 1 s polls."""
+def test_demo_json_summary_on_the_embedded_broker(tmp_path: Path) -> None:
+    """30 orders through the same real worker processes, summarised as JSON. (Its speed is
+    the embedded broker's 50 ms poll, held by ``test_the_embedded_broker_polls_every_50_ms``
+    below, not by a wall-clock bound that a loaded machine breaks.)"""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORK_MANAGER_")}
     env["PYTHONPATH"] = str(ROOT)
     done = subprocess.run(
@@ -67,5 +68,28 @@ def test_demo_json_summary_and_its_speed_on_the_embedded_broker(tmp_path: Path) 
     assert summary["orders_completed"] == 30, summary
     assert summary["logs"] == ["var/log/demo-agent.log", "var/log/demo-control.log"]
     assert len(summary["next_steps"]) == 3
-    # ≤ 10 s on an idle machine; the bound leaves room for a loaded CI box (1 s polls: 45 s)
-    assert summary["wall_seconds"] <= 20, summary
+    assert summary["wall_seconds"] > 0, summary
+
+
+def test_the_embedded_broker_polls_every_50_ms(tmp_path: Path) -> None:
+    """What makes the demo seconds, not the 45 s of kombu's 1 s polls: on the embedded
+    default the workers' broker connection is our SQLAlchemy transport, polling empty
+    queues every 50 ms (celeryconfig.py, tasks/embedded_transport.py)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORK_MANAGER_")}
+    env["PYTHONPATH"] = str(ROOT)
+    probe = (
+        "import json, tasks\n"
+        "with tasks.app.connection_for_write() as conn:\n"
+        "    t = conn.transport\n"
+        "    print(json.dumps([type(t).__module__, t.polling_interval]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert json.loads(done.stdout) == ["tasks.embedded_transport", 0.05]
