@@ -8,6 +8,15 @@ from typing import Any
 from .errors import ConfigurationError
 
 
+def import_extra(module: str, needs: str, extra: str) -> Any:
+    """Import ``module`` of an optional extra; missing, a ConfigurationError saying what
+    ``needs`` it and how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ConfigurationError(f"{needs}: pip install 'workmanager[{extra}]'") from exc
+
+
 def import_object(reference: str, variable: str) -> Any:
     """Import ``pkg.mod:attr``; a bad reference raises ConfigurationError naming ``variable``."""
     module_name, _, attr = reference.partition(":")

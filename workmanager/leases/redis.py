@@ -5,7 +5,8 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-from ..errors import ConfigurationError, Unavailable
+from ..errors import Unavailable
+from ..importing import import_extra
 from .keys import RedisKeys
 
 
@@ -14,13 +15,9 @@ def _script(name: str) -> str:
 
 
 def connect(url: str) -> Any:
-    try:
-        import redis
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ConfigurationError(
-            "WORK_MANAGER_LEASE_BACKEND=redis needs the redis package: "
-            "pip install 'workmanager[redis]'"
-        ) from exc
+    redis = import_extra(
+        "redis", "WORK_MANAGER_LEASE_BACKEND=redis needs the redis package", "redis"
+    )
     return redis.Redis.from_url(
         url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
     )

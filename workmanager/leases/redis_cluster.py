@@ -24,7 +24,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..errors import ConfigurationError, Unavailable
+from ..errors import Unavailable
+from ..importing import import_extra
 from .keys import ClusterKeys
 from .redis import RedisLeaseStore, _script
 
@@ -37,14 +38,10 @@ FENCE_KEEP_MS = 24 * 3600 * 1000
 
 def connect_cluster(url: str) -> Any:
     """A ``RedisCluster`` client from the URL of any node (it discovers the others)."""
-    try:
-        from redis.cluster import RedisCluster
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ConfigurationError(
-            "WORK_MANAGER_REDIS_CLUSTER=true needs the redis package: "
-            "pip install 'workmanager[redis]'"
-        ) from exc
-    return RedisCluster.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    cluster = import_extra(
+        "redis.cluster", "WORK_MANAGER_REDIS_CLUSTER=true needs the redis package", "redis"
+    )
+    return cluster.RedisCluster.from_url(url, socket_timeout=5, socket_connect_timeout=5)
 
 
 class RedisClusterLeaseStore(RedisLeaseStore):

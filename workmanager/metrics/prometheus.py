@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from ..errors import ConfigurationError
+from ..importing import import_extra
 from .base import Labels
 
 
@@ -13,13 +13,11 @@ class PrometheusDriver:
     """Creates each metric on first use; expose ``registry`` with ``make_asgi_app``."""
 
     def __init__(self, registry: Any = None) -> None:
-        try:
-            import prometheus_client
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ConfigurationError(
-                "WORK_MANAGER_METRICS_DRIVER=prometheus needs prometheus-client: "
-                "pip install 'workmanager[prometheus]'"
-            ) from exc
+        prometheus_client = import_extra(
+            "prometheus_client",
+            "WORK_MANAGER_METRICS_DRIVER=prometheus needs prometheus-client",
+            "prometheus",
+        )
         self._prom = prometheus_client
         self.registry = registry or prometheus_client.CollectorRegistry()
         self._metrics: dict[str, Any] = {}

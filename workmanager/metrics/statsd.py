@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from ..errors import ConfigurationError
+from ..importing import import_extra
 from .base import Labels
 
 
@@ -34,13 +34,9 @@ class StatsdDriver:
     """
 
     def __init__(self, host: str, port: int, tag_style: str = "influxdb") -> None:
-        try:
-            import statsd
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ConfigurationError(
-                "WORK_MANAGER_METRICS_DRIVER=statsd needs the statsd package: "
-                "pip install 'workmanager[statsd]'"
-            ) from exc
+        statsd = import_extra(
+            "statsd", "WORK_MANAGER_METRICS_DRIVER=statsd needs the statsd package", "statsd"
+        )
         self.client: Any = statsd.StatsClient(host, port)
         self.style = tag_style
         self._address = (host, port)
