@@ -65,30 +65,25 @@ def payload_tenant(payload: Any) -> str | None:
     return None if value is None else str(value)[:MAX_TENANT_LENGTH]
 
 
-def _missing(kind: str, id_: uuid.UUID) -> NotFound:
-    return NotFound(f"{kind} {id_} not found", details={f"{kind}_id": str(id_)})
-
-
 def require_order(db: Database, order_id: uuid.UUID, tenant: str | None) -> None:
     """For a token bound to ``tenant``: the order must exist in it, else 404 (an order of
     another tenant is answered as an unknown one). Unbound: nothing to check here (the
     service says 404 for an unknown id itself)."""
-    if tenant is None:
-        return
-    with db.transaction() as s:
-        found = s.scalar(select(Order.tenant_id).where(Order.id == order_id))
-    if found != tenant:
-        raise _missing("order", order_id)
+    _require(db, Order, order_id, tenant, "order")
 
 
 def require_item(db: Database, item_id: uuid.UUID, tenant: str | None) -> None:
     """:func:`require_order` for an item (its own, inherited, ``tenant_id``)."""
+    _require(db, Item, item_id, tenant, "item")
+
+
+def _require(db: Database, model: Any, id_: uuid.UUID, tenant: str | None, kind: str) -> None:
     if tenant is None:
         return
     with db.transaction() as s:
-        found = s.scalar(select(Item.tenant_id).where(Item.id == item_id))
+        found = s.scalar(select(model.tenant_id).where(model.id == id_))
     if found != tenant:
-        raise _missing("item", item_id)
+        raise NotFound(f"{kind} {id_} not found", details={f"{kind}_id": str(id_)})
 
 
 def item_visible(item_tenant: str | None, tenant: str | None) -> bool:

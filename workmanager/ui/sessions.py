@@ -9,7 +9,6 @@ once, and the principal the pages act as is always the token's current one.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -20,14 +19,10 @@ from sqlalchemy import delete, select
 from ..db.models import ApiToken, UiSession
 from ..errors import Unauthenticated
 from ..services.context import ServiceContext
-from ..services.tokens import ANONYMOUS, Principal, TokenService
+from ..services.tokens import ANONYMOUS, Principal, TokenService, hash_token
 
 #: How long a console session lasts from sign-in (the cookie's Max-Age too).
 SESSION_LIFETIME = timedelta(hours=8)
-
-
-def _digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -62,7 +57,7 @@ class SessionService:
         if self.auth_enabled and token:
             with self.ctx.db.transaction() as s:
                 token_id = s.scalar(
-                    select(ApiToken.id).where(ApiToken.token_hash == _digest(token))
+                    select(ApiToken.id).where(ApiToken.token_hash == hash_token(token))
                 )
         secret = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
@@ -71,7 +66,7 @@ class SessionService:
             s.execute(delete(UiSession).where(UiSession.expires_at <= now))
             s.add(
                 UiSession(
-                    id=_digest(secret),
+                    id=hash_token(secret),
                     token_id=token_id,
                     principal=principal.name,
                     csrf_token=csrf,
@@ -79,7 +74,7 @@ class SessionService:
                     expires_at=now + SESSION_LIFETIME,
                 )
             )
-        return secret, ConsoleSession(_digest(secret), principal, csrf)
+        return secret, ConsoleSession(hash_token(secret), principal, csrf)
 
     def resolve(self, secret: str | None) -> ConsoleSession:
         """The live session of a cookie secret, with its token's current principal, or
@@ -88,7 +83,7 @@ class SessionService:
             raise Unauthenticated("sign in to the console")
         now = self.ctx.clock()
         with self.ctx.db.transaction() as s:
-            row = s.get(UiSession, _digest(secret))
+            row = s.get(UiSession, hash_token(secret))
             if row is None or row.expires_at <= now:
                 raise Unauthenticated("the console session has ended; sign in again")
             if row.token_id is None:
@@ -108,4 +103,4 @@ class SessionService:
         if not secret:
             return
         with self.ctx.db.transaction() as s:
-            s.execute(delete(UiSession).where(UiSession.id == _digest(secret)))
+            s.execute(delete(UiSession).where(UiSession.id == hash_token(secret)))
