@@ -229,7 +229,7 @@ class ValidationFailed(PermanentError):
         if isinstance(details, str) and message is None:
             # ``raise ValidationFailed("why")`` from a hook: keep the {path, message,
             # validator} shape of ``details`` that adapters and agents rely on.
-            message, details = details, [{"path": "$", "message": details, "validator": "custom"}]
+            message, details = details, [problem("$", details, "custom")]
         super().__init__(message, details=details)
 
     @classmethod
@@ -237,7 +237,12 @@ class ValidationFailed(PermanentError):
         cls, path: str, message: str, validator: str, summary: str | None = None
     ) -> ValidationFailed:
         """One error, at ``path`` (``summary``: the error's message, when not the default)."""
-        return cls([{"path": path, "message": message, "validator": validator}], summary)
+        return cls([problem(path, message, validator)], summary)
+
+
+def problem(path: str, message: str, validator: str) -> dict[str, str]:
+    """One entry of :class:`ValidationFailed`'s ``details``: where, why, which rule."""
+    return {"path": path, "message": message, "validator": validator}
 
 
 class UnknownOrderType(PermanentError):

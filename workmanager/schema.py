@@ -10,7 +10,7 @@ import json
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigurationError, ValidationFailed
+from .errors import ConfigurationError, ValidationFailed, problem
 
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
@@ -49,11 +49,7 @@ def schema_errors(schema: dict[str, Any], instance: Any, prefix: str = "") -> li
     """Every error of ``instance`` against ``schema``, sorted by path."""
     validator = _validator(json.dumps(schema, sort_keys=True))
     errors = [
-        {
-            "path": _path(prefix, e.absolute_path),
-            "message": e.message,
-            "validator": str(e.validator),
-        }
+        problem(_path(prefix, e.absolute_path), e.message, str(e.validator))
         for e in validator.iter_errors(instance)
     ]
     return sorted(errors, key=lambda e: (e["path"], e["validator"]))

@@ -26,6 +26,7 @@ from ..errors import (
     Unavailable,
     ValidationFailed,
     WorkManagerError,
+    problem,
 )
 from .deps import PENDING_AUTH, Auth
 
@@ -72,12 +73,7 @@ def validation_error(exc: RequestValidationError) -> WorkManagerError:
     if any(e.get("type") == "json_invalid" for e in errors):
         return MalformedJSON("the request body is not valid JSON")
     details = [
-        {
-            "path": _path(tuple(e.get("loc", ()))),
-            "message": e.get("msg", ""),
-            "validator": e.get("type", ""),
-        }
-        for e in errors
+        problem(_path(tuple(e.get("loc", ()))), e.get("msg", ""), e.get("type", "")) for e in errors
     ]
     if all(_where(e) == "query" for e in errors):
         return InvalidQuery("invalid query parameter", details=details)

@@ -24,7 +24,7 @@ from mcp.types import CallToolResult, InputRequiredResult
 from pydantic import ValidationError
 
 from ..container import WorkManager
-from ..errors import ValidationFailed, WorkManagerError
+from ..errors import ValidationFailed, WorkManagerError, problem
 from ..jsonvalues import deeper_than, too_deep
 from ..services.idempotency import IdempotencyService
 from ..services.tokens import Principal, TokenService
@@ -163,21 +163,10 @@ def normalise_arguments(arguments: dict[str, Any], schema: dict[str, Any]) -> di
     for name, value in (arguments or {}).items():
         canonical = name if name in known else snake(name)
         if canonical not in known:
-            errors.append(
-                {
-                    "path": name,
-                    "message": "unknown argument; this tool takes " + ", ".join(sorted(known)),
-                    "validator": "additionalProperties",
-                }
-            )
+            why = "unknown argument; this tool takes " + ", ".join(sorted(known))
+            errors.append(problem(name, why, "additionalProperties"))
         elif canonical in out:
-            errors.append(
-                {
-                    "path": name,
-                    "message": f"given twice (as {canonical!r} too)",
-                    "validator": "duplicate",
-                }
-            )
+            errors.append(problem(name, f"given twice (as {canonical!r} too)", "duplicate"))
         else:
             out[canonical] = value
     if errors:
@@ -189,8 +178,7 @@ def argument_errors(error: ValidationError) -> ValidationFailed:
     """Pydantic's refusal of tool arguments as ``validation_failed`` (the values the caller
     sent are not echoed, only where and why)."""
     details = [
-        {"path": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "validator": e["type"]}
-        for e in error.errors()
+        problem(".".join(str(p) for p in e["loc"]), e["msg"], e["type"]) for e in error.errors()
     ]
     return ValidationFailed(details, "the tool arguments failed validation")
 

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 
-from ...errors import ValidationFailed
+from ...errors import ValidationFailed, problem
 from ...surface.operations import CheckoutFilters
 from .. import idempotent
 from .. import responses as R
@@ -71,13 +71,8 @@ def merge_filters(body: CheckoutBody, query: dict[str, Any]) -> CheckoutBody:
         if value is None:
             continue
         if fields.get(name) is not None and fields[name] != value:
-            conflicts.append(
-                {
-                    "path": name,
-                    "message": "given in the query string and the body with different values",
-                    "validator": "conflict",
-                }
-            )
+            why = "given in the query string and the body with different values"
+            conflicts.append(problem(name, why, "conflict"))
         fields[name] = value
     if conflicts:
         raise ValidationFailed(conflicts)
