@@ -33,11 +33,11 @@ class PostgresRequestStore:
     def __init__(self, raw: RawPostgres) -> None:
         self.raw = raw
 
-    def _one(self, sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
-        """The statement's row (datetimes in UTC), or None (none, or it returns none)."""
+    def _one(self, sql: str, params: dict[str, Any], fetch: bool = True) -> dict[str, Any] | None:
+        """The statement's row (datetimes in UTC), or None (none, or ``fetch`` is off)."""
         with self.raw.connection() as conn:
             cur = conn.cursor(row_factory=dict_row).execute(sql, params, prepare=True)
-            found = cur.fetchone() if cur.description is not None else None
+            found = cur.fetchone() if fetch else None
         return utc_row(found) if found is not None else None
 
     def token(self, digest: str, claimed: str | None) -> TokenRow | None:
@@ -45,7 +45,7 @@ class PostgresRequestStore:
         return TokenRow(**found) if found is not None else None
 
     def touch_token(self, digest: str, now: datetime) -> None:
-        self._one(TOUCH_TOKEN, {"digest": digest, "now": now})
+        self._one(TOUCH_TOKEN, {"digest": digest, "now": now}, fetch=False)
 
     def claim_key(self, values: dict[str, Any]) -> int | None:
         found = self._one(CLAIM_KEY, values)
@@ -56,10 +56,11 @@ class PostgresRequestStore:
         return KeyRow(**found) if found is not None else None
 
     def complete_key(self, claim: ClaimId, status: int, body: dict[str, Any]) -> None:
-        self._one(COMPLETE_KEY, {**_claim(claim), "status": status, "body": Jsonb(body)})
+        params = _claim(claim) | {"status": status, "body": Jsonb(body)}
+        self._one(COMPLETE_KEY, params, fetch=False)
 
     def abandon_key(self, claim: ClaimId) -> None:
-        self._one(ABANDON_KEY, _claim(claim))
+        self._one(ABANDON_KEY, _claim(claim), fetch=False)
 
     def lease_row(self, item_id: uuid.UUID) -> LeaseRow | None:
         found = self._one(LEASE_ROW, {"id": item_id})
