@@ -17,14 +17,7 @@ from .. import idempotent
 from .. import responses as R
 from ..deps import CheckoutAuth, SubmitAuth, ViewAuth, state
 from ..responses import declare
-from ..schemas import (
-    CheckoutBody,
-    FailBody,
-    FinalizeBody,
-    HeartbeatBody,
-    PartBody,
-    SubmitBody,
-)
+from ..schemas import CheckoutBody, FailBody, FinalizeBody, HeartbeatBody, PartBody, SubmitBody
 
 router = APIRouter(tags=["items"])
 LeaseToken = Header(default=None, alias="X-Lease-Token", description="the lease token")

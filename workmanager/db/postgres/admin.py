@@ -36,15 +36,7 @@ from ...services.views import iso
 from ...types import Actor
 from ..raw import Conn
 from ..sql import queries
-from ..store import (
-    Batch,
-    Held,
-    LeaseChange,
-    dead_or_alive,
-    drop_holds,
-    extend_hold,
-    holder_of,
-)
+from ..store import Batch, Held, LeaseChange, dead_or_alive, drop_holds, extend_hold, holder_of
 from .sql import ITEM_COLUMNS_SQL, WRITTEN, announce_written, item_of_row
 
 if TYPE_CHECKING:
