@@ -1,9 +1,9 @@
 """The ORM store (:class:`OrmStore`): the lease operations as SQLAlchemy transactions.
 
 SQLite's one path (every transaction ``BEGIN IMMEDIATE``, so they are serialized). On
-PostgreSQL
-:class:`~workmanager.db.postgres.leases.PostgresStore` runs instead, every operation in its
-own SQL; it only asks this one to drop a lock store's hold after a commit (``end_lock``).
+PostgreSQL :class:`~workmanager.db.postgres.leases.PostgresStore` runs instead, every
+operation in its own SQL; it only asks this one to drop a lock store's hold after a commit
+(``end_lock``).
 See :mod:`workmanager.db.store` for what each method locks and what is atomic.
 """
 
