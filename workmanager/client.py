@@ -21,7 +21,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -180,12 +179,7 @@ class LeaseHandle:
     def __enter__(self) -> LeaseHandle:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, _type: object, exc: BaseException | None, _tb: object) -> None:
         """Leaving the block without submitting gives the item back (failed on an error)."""
         self.stop()
         if self._stop_reason:
