@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .errors import ValidationFailed
+from .errors import ValidationFailed, problem
 from .schema import schema_errors
 
 log = logging.getLogger("workmanager.hooks")
@@ -30,7 +30,7 @@ T = TypeVar("T")
 def _as_errors(details: Any, path: str) -> list[dict[str, Any]]:
     if isinstance(details, list) and all(isinstance(d, dict) for d in details):
         return list(details)
-    return [{"path": path, "message": str(details), "validator": "custom"}]
+    return [problem(path, str(details), "custom")]
 
 
 def guarded(fn: Callable[[], T], path: str) -> T:
@@ -63,7 +63,7 @@ class Evidence:
             if not self.required:
                 return []
             message = "this order type requires evidence"
-            return [{"path": "evidence", "message": message, "validator": "required"}]
+            return [problem("evidence", message, "required")]
         return schema_errors(self.schema, self.value, "evidence") if self.schema else []
 
 

@@ -13,7 +13,7 @@ import re
 from itertools import accumulate
 from typing import Any
 
-from .errors import MalformedJSON, ValidationFailed
+from .errors import MalformedJSON, ValidationFailed, problem
 
 #: Containers nested deeper than this are refused (``WORK_MANAGER_MAX_JSON_DEPTH``), and the
 #: setting cannot go above the ceiling: past it, recursive code further in (JSON Schema
@@ -90,21 +90,19 @@ def problems(value: Any, path: str = "$") -> list[dict[str, str]]:
     while stack:
         where, v = stack.pop()
         if isinstance(v, float) and not math.isfinite(v):
-            found.append({"path": where, "message": "must be a finite number", "validator": "type"})
+            found.append(problem(where, "must be a finite number", "type"))
         elif isinstance(v, str) and _UNSTORABLE.search(v):
-            found.append({"path": where, "message": _why(v), "validator": "pattern"})
+            found.append(problem(where, _why(v), "pattern"))
         elif isinstance(v, dict):
             for k, item in v.items():
                 if isinstance(k, str) and _UNSTORABLE.search(k):
                     why = "keys " + _why(k)
-                    found.append({"path": where, "message": why, "validator": "pattern"})
+                    found.append(problem(where, why, "pattern"))
                 stack.append((f"{where}.{k}", item))
         elif isinstance(v, list | tuple):
             stack.extend((f"{where}[{i}]", item) for i, item in enumerate(v))
         elif not (v is None or isinstance(v, bool | int | float | str)):
-            found.append(
-                {"path": where, "message": f"{type(v).__name__} is not JSON", "validator": "type"}
-            )
+            found.append(problem(where, f"{type(v).__name__} is not JSON", "type"))
     return sorted(found, key=lambda e: e["path"])
 
 

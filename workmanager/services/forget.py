@@ -60,7 +60,7 @@ from ..db.models import (
     utcnow,
 )
 from ..db.predicates import count_rows
-from ..errors import LeaseConflict, ValidationFailed
+from ..errors import LeaseConflict, ValidationFailed, problem
 from ..states import ItemState
 from ..types import Actor
 from .context import ServiceContext
@@ -95,10 +95,10 @@ class Subject:
     def check(self) -> None:
         errors = []
         if self.kind not in SUBJECTS:
-            errors.append({"path": "kind", "message": "agent or user", "validator": "enum"})
+            errors.append(problem("kind", "agent or user", "enum"))
         if not isinstance(self.id, str) or not self.id.strip() or len(self.id) > 191:
             message = "a non-empty id of at most 191 characters"
-            errors.append({"path": f"{self.kind}_id", "message": message, "validator": "type"})
+            errors.append(problem(f"{self.kind}_id", message, "type"))
         if errors:
             raise ValidationFailed(errors)
 

@@ -8,7 +8,7 @@ import operator
 import uuid
 from typing import Any
 
-from ..errors import NotFound, ValidationFailed
+from ..errors import NotFound, ValidationFailed, problem
 from ..jsonvalues import json_value
 from ..lease_tokens import Holder
 from ..leases.base import CheckoutQuery
@@ -86,11 +86,9 @@ def check_progress(progress: Any, checkpoint: Any) -> None:
         or not isinstance(progress, int | float)
         or not 0 <= progress <= 1
     ):
-        errors.append(
-            {"path": "progress", "message": "must be a number from 0 to 1", "validator": "maximum"}
-        )
+        errors.append(problem("progress", "must be a number from 0 to 1", "maximum"))
     if checkpoint is not None and not isinstance(checkpoint, dict):
-        errors.append({"path": "checkpoint", "message": "must be an object", "validator": "type"})
+        errors.append(problem("checkpoint", "must be an object", "type"))
     if errors:
         raise ValidationFailed(errors)
 
