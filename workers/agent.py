@@ -224,23 +224,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     app, consumer = build(args.order_type, args.handler, args.agent_id)
     install_shutdown(consumer)
-    app.worker_main(
-        [
-            "worker",
-            "-Q",
-            consumer.wm.settings.agent_queue(args.order_type),
-            "-c",
-            str(args.concurrency),
-            "-P",
-            args.pool,
-            "-n",
-            f"{consumer.agent.id}@%h",
-            "--loglevel",
-            args.loglevel,
-            "--without-gossip",
-            "--without-mingle",
-        ]
-    )
+    queue = consumer.wm.settings.agent_queue(args.order_type)
+    worker = ["worker", "-Q", queue, "-c", str(args.concurrency), "-P", args.pool]
+    worker += ["-n", f"{consumer.agent.id}@%h", "--loglevel", args.loglevel]
+    app.worker_main([*worker, "--without-gossip", "--without-mingle"])
 
 
 def run(argv: list[str] | None = None) -> int:
