@@ -34,7 +34,6 @@ from workmanager.errors import (
     LeaseExpired,
     NotFound,
     RateLimited,
-    TransientError,
     WorkManagerError,
 )
 from workmanager.states import LEASABLE_ORDER_STATES, ItemState
@@ -165,18 +164,12 @@ def register_agent_task(app: Celery, order_type: str, consumer: AgentConsumer) -
 
     On ``app`` alone (``shared=False``): a shared task would be added to every Celery app
     the process finalizes afterwards, bound to this consumer, and a second registration
-    (another consumer) would then collide with it there (``DuplicateTaskNameWarning``)."""
+    (another consumer) would then collide with it there (``DuplicateTaskNameWarning``).
+    Delivery and retries as the order tasks' (``tasks.orders``)."""
+    from tasks.orders import STATEFUL, TRANSIENT
 
     @app.task(
-        name=f"workmanager.agents.{order_type}",
-        shared=False,
-        autoretry_for=(TransientError,),
-        retry_backoff=True,
-        retry_backoff_max=60,
-        bind=True,
-        acks_late=True,
-        reject_on_worker_lost=True,
-        max_retries=None,
+        name=f"workmanager.agents.{order_type}", shared=False, bind=True, **STATEFUL, **TRANSIENT
     )
     def agent_task(self: Task, item_id: str) -> str:
         outcome, delay = consumer.handle(uuid.UUID(item_id))
