@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import click
-
 from ..db.session import display_url
 from .app import Env, cli, pass_env
-from .render import emit_json, json_option
+from .render import emit, json_option
 
 
 @cli.group()
@@ -23,7 +21,5 @@ def db_upgrade(env: Env, as_json: bool) -> None:
 
     upgrade(env.wm.db)
     revision = current(env.wm.db)
-    if as_json:
-        emit_json({"revision": revision, "database_url": display_url(env.wm.settings.database_url)})
-    else:
-        click.echo(f"database at revision {revision}")
+    url = display_url(env.wm.settings.database_url)
+    emit({"revision": revision, "database_url": url}, as_json, f"database at revision {revision}")

@@ -15,7 +15,7 @@ from ..scaffold import (
 )
 from ..services.devtools import DevTools
 from .app import Env, cli, pass_env
-from .render import emit_json, json_object, json_option, progress_bar, table
+from .render import emit, emit_json, json_object, json_option, progress_bar, table
 
 
 @cli.group()
@@ -36,10 +36,8 @@ def seed(env: Env, order_type: str, count: int, payload: str, priority: int, as_
     body = json_object(payload, env.settings.max_json_depth, "--payload")
     with progress_bar(f"seeding {order_type}", total=count) as update:
         ids = tools.seed(order_type, count, body, priority=priority, progress=update)
-    if as_json:
-        emit_json({"type": order_type, "created": [str(i) for i in ids]})
-    else:
-        click.echo(f"seeded {len(ids)} {order_type} order(s)")
+    created = {"type": order_type, "created": [str(i) for i in ids]}
+    emit(created, as_json, f"seeded {len(ids)} {order_type} order(s)")
 
 
 @dev.command("reset")

@@ -8,7 +8,7 @@ import click
 
 from ..services.items import ItemAdmin, ItemFilter
 from .app import Env, cli, pass_env
-from .render import emit_json, json_option, table
+from .render import emit, emit_json, json_option, table
 
 COLUMNS = (
     "id",
@@ -82,10 +82,7 @@ def retry(
         if order_id or order_type or select_all or dry_run:
             raise click.UsageError("ITEM_ID goes alone; use --order, --type or --all for a batch")
         item = admin.retry(item_id, env.actor)
-        if as_json:
-            emit_json(item)
-        else:
-            click.echo(f"{item['id']} {item['state']}")
+        emit(item, as_json, f"{item['id']} {item['state']}")
         return
     if not (order_id or order_type or select_all):
         raise click.UsageError("name ITEM_ID, or select failed items with --order, --type or --all")

@@ -14,7 +14,7 @@ import click
 
 from ..services.maintenance import Housekeeping, PruneReport
 from .app import Env, cli, pass_env
-from .render import DURATION, console, emit_json, json_option, pairs, progress_bar
+from .render import DURATION, console, emit, emit_json, json_option, pairs, progress_bar
 
 
 @cli.group()
@@ -135,7 +135,4 @@ def prune(env: Env, older_than: timedelta, dry_run: bool, yes: bool, as_json: bo
 def purge_keys(env: Env, older_than: timedelta, as_json: bool) -> None:
     """Delete idempotency keys created longer ago than that."""
     purged = Housekeeping(env.wm.ctx).purge_keys(older_than)
-    if as_json:
-        emit_json({"purged": purged})
-    else:
-        click.echo(f"purged {purged} idempotency key(s)")
+    emit({"purged": purged}, as_json, f"purged {purged} idempotency key(s)")

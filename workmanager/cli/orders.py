@@ -13,7 +13,7 @@ from ..services.order_admin import OrderAdmin, OrderSelector, requeue_many
 from ..states import OrderState
 from .app import Env, cli, pass_env
 from .follow import follow
-from .render import emit_json, json_object, json_option, pairs, table
+from .render import emit, emit_json, json_object, json_option, pairs, table
 
 ORDER_COLUMNS = ("id", "type", "state", "priority", "items_count", "created_at", "error")
 ITEM_COLUMNS = ("id", "state", "attempts", "leased_by_agent_id", "lease_expires_at", "error")
@@ -167,10 +167,7 @@ def show(env: Env, order_id: uuid.UUID, events: int, as_json: bool) -> None:
 
 
 def _done(order: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        emit_json(order)
-    else:
-        click.echo(f"{order['id']} {order['state']}")
+    emit(order, as_json, f"{order['id']} {order['state']}")
 
 
 @orders.command("review")
@@ -282,7 +279,4 @@ def clone(env: Env, order_id: uuid.UUID, as_json: bool) -> None:
     """Propose a new order with the same type, payload, priority and meta."""
     wm = env.console
     order = OrderAdmin(wm.ctx, wm.orders).clone(order_id, env.actor)
-    if as_json:
-        emit_json(order)
-    else:
-        click.echo(f"{order['id']} {order['state']} (clone of {order_id})")
+    emit(order, as_json, f"{order['id']} {order['state']} (clone of {order_id})")

@@ -45,6 +45,14 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
+def emit(data: Any, as_json: bool, text: str) -> None:
+    """``data`` as JSON for scripts (``--json``), else ``text`` for people."""
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(text)
+
+
 def json_object(raw: str, max_depth: int, option: str) -> dict[str, Any]:
     """The JSON object given to ``option`` on the command line (a usage error if not)."""
     if raw_depth(raw) > max_depth:  # before json.loads, which recurses

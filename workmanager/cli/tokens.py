@@ -8,7 +8,7 @@ import click
 
 from ..services.tokens import SCOPES, TokenService
 from .app import Env, cli, pass_env
-from .render import emit_json, json_option, table
+from .render import emit, emit_json, json_option, table
 
 TOKEN_COLUMNS = ("name", "state", "agent_id", "tenant_id", "scopes", "created_at", "last_used_at")
 
@@ -69,7 +69,4 @@ def _shown(row: dict[str, Any]) -> dict[str, Any]:
 def revoke(env: Env, name: str, as_json: bool) -> None:
     """Revoke a token by name; it is refused from then on."""
     row = TokenService(env.wm.ctx).revoke(name)
-    if as_json:
-        emit_json(row)
-    else:
-        click.echo(f"revoked {row['name']}")
+    emit(row, as_json, f"revoked {row['name']}")
