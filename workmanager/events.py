@@ -124,15 +124,6 @@ def on(name: str) -> Callable[[Listener], Listener]:
     return register
 
 
-def forget(name: str, listener: Listener) -> None:
-    """Stop calling ``listener`` for ``name``."""
-    with _lock:
-        if listener in _listeners.get(name, []):
-            _listeners[name].remove(listener)
-            if not _listeners[name]:
-                del _listeners[name]
-
-
 def clear() -> None:
     """Forget every listener (tests)."""
     with _lock:
