@@ -23,6 +23,11 @@ def count_rows(s: Session, model: Any, *where: ColumnElement[bool]) -> int:
     return int(s.scalar(select(func.count()).select_from(model).where(*where)) or 0)
 
 
+def given(*pairs: tuple[Any, Any]) -> list[ColumnElement[bool]]:
+    """``column == value`` for each ``(column, value)`` whose value is given (not ``None``)."""
+    return [column == value for column, value in pairs if value is not None]
+
+
 def item_state_in(states: Iterable[str]) -> ColumnElement[bool]:
     return Item.state.in_([literal(str(s), literal_execute=True) for s in sorted(states)])
 

@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, select
 
 from ..db.models import Item
 from ..db.order_store import build_order_store
+from ..db.predicates import given
 from ..errors import IllegalStateTransition, InvalidQuery, WorkManagerError
 from ..states import ItemState
 from ..types import Actor
@@ -31,19 +32,15 @@ class ItemFilter:
     agent_id: str | None = None
 
     def where(self) -> list[ColumnElement[bool]]:
-        conds: list[ColumnElement[bool]] = []
-        if self.order_id is not None:
-            conds.append(Item.order_id == self.order_id)
-        if self.state is not None:
-            if self.state not in {s.value for s in ItemState}:
-                message = f"unknown item state {self.state!r}"
-                raise InvalidQuery(message, details={"state": self.state})
-            conds.append(Item.state == self.state)
-        if self.type is not None:
-            conds.append(Item.order_type == self.type)
-        if self.agent_id is not None:
-            conds.append(Item.leased_by_agent_id == self.agent_id)
-        return conds
+        if self.state is not None and self.state not in {s.value for s in ItemState}:
+            message = f"unknown item state {self.state!r}"
+            raise InvalidQuery(message, details={"state": self.state})
+        return given(
+            (Item.order_id, self.order_id),
+            (Item.state, self.state),
+            (Item.order_type, self.type),
+            (Item.leased_by_agent_id, self.agent_id),
+        )
 
 
 class ItemAdmin:

@@ -37,7 +37,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, func, select
 
 from ..db.models import Event, Item
-from ..db.predicates import held
+from ..db.predicates import given, held
 from ..db.store import Batch, Held, LeaseChange, Store, build_store, dead_or_alive
 from ..errors import InvalidQuery, ValidationFailed
 from ..states import ItemState
@@ -76,15 +76,15 @@ class LeaseSelector:
             )
 
     def where(self, now: datetime) -> list[ColumnElement[bool]]:
-        conds: list[ColumnElement[bool]] = [held()]
-        if self.agent_id is not None:
-            conds.append(Item.leased_by_agent_id == self.agent_id)
-        if self.order_id is not None:
-            conds.append(Item.order_id == self.order_id)
-        if self.order_type is not None:
-            conds.append(Item.order_type == self.order_type)
-        if self.item_id is not None:
-            conds.append(Item.id == self.item_id)
+        conds = [
+            held(),
+            *given(
+                (Item.leased_by_agent_id, self.agent_id),
+                (Item.order_id, self.order_id),
+                (Item.order_type, self.order_type),
+                (Item.id, self.item_id),
+            ),
+        ]
         if self.older_than is not None:
             conds.append(_granted_at() <= now - self.older_than)
         if self.expired:
