@@ -87,7 +87,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from ..errors import WorkManagerError
 from ..lease_tokens import Holder
@@ -100,6 +100,68 @@ if TYPE_CHECKING:
     from ..types import JSON, Actor, AgentInfo, ItemView, Lease
 
 Validate = Callable[["ItemView"], None]
+
+
+class ItemRow(NamedTuple):
+    """An item's row as a PostgreSQL statement returned it: every column of ``work_items``,
+    datetimes in UTC. The PostgreSQL store reads these where the ORM store has an ``Item``;
+    the read-only helpers (``check_row``, ``item_view``, ``item_dict``) take either
+    (:data:`ItemRecord`). A tuple: built in a few microseconds, never flushed anywhere."""
+
+    id: uuid.UUID
+    order_id: uuid.UUID
+    type: str
+    order_type: str
+    priority: int
+    tenant_id: str | None
+    state: str
+    input: Any
+    result: Any
+    assembled_result: Any
+    error: Any
+    attempts: int
+    max_attempts: int
+    leased_by_agent_id: str | None
+    lease_token: int
+    lease_secret_hash: str | None
+    lease_expires_at: datetime | None
+    last_heartbeat_at: datetime | None
+    available_at: datetime | None
+    progress: Any
+    parts_required: Any
+    parts_state: Any
+    accepted_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class PartRow(NamedTuple):
+    """A part's row as a PostgreSQL statement returned it (every column of
+    ``work_item_parts``, datetimes in UTC); :data:`PartRecord` for the helpers."""
+
+    id: uuid.UUID
+    item_id: uuid.UUID
+    part_key: str
+    seq: int | None
+    seq_slot: int
+    status: str
+    payload: Any
+    evidence: Any
+    notes: str | None
+    errors: Any
+    checksum: str
+    submitted_by_agent_id: str | None
+    created_at: datetime
+
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from .models import Item, Part
+
+    #: What the read-only helpers take: an ORM row (SQLite's store) or a statement's.
+    ItemRecord: TypeAlias = Item | ItemRow
+    PartRecord: TypeAlias = Part | PartRow
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from ..lease_tokens import Holder, same_secret
 from ..states import HELD_ITEM_STATES, ItemState
 
 if TYPE_CHECKING:
+    from ..db.store import ItemRecord
     from .limits import Limits
 
 
@@ -75,7 +76,7 @@ class LeaseLock(Protocol):
     def holds(self, item_id: uuid.UUID, holder: Holder) -> bool:
         """Whether ``holder``'s lock on the item is there (a lease without it is expired)."""
 
-    def check(self, item: Item, holder: Holder, now: datetime) -> None:
+    def check(self, item: ItemRecord, holder: Holder, now: datetime) -> None:
         """The row's checks (``check_row``), then the lock's; raise what is wrong."""
 
     def release_lock(self, item_id: uuid.UUID, holder: Holder, order_type: str) -> bool:
@@ -142,7 +143,9 @@ class LeaseBackend(Protocol):
         The sweep calls it only once its audit has finished."""
 
 
-def check_row(item: Item, holder: Holder, now: datetime, *, check_expiry: bool = True) -> None:
+def check_row(
+    item: ItemRecord, holder: Holder, now: datetime, *, check_expiry: bool = True
+) -> None:
     """The checks every backend makes against the locked item row.
 
     Order matters: a token that is not current (its fence, or its secret) is a conflict

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
@@ -22,6 +23,9 @@ from ..states import ItemState
 from .base import CheckoutQuery, Grant, LeaseStore, check_row
 from .limits import Limits, in_session
 from .selection import Shape, eligible, params, shape_of
+
+if TYPE_CHECKING:
+    from ..db.store import ItemRecord
 
 #: Rows locked per candidate round. One: a checkout grants one item, and every further
 #: row it locked would be skipped by racing checkouts until it commits, so they would see
@@ -106,7 +110,7 @@ class StoreLeaseBackend:
         item.updated_at = now
         return Grant(item=item, token=token, expires_at=expires, secret_hash=secret_hash)
 
-    def check(self, item: Item, holder: Holder, now: datetime) -> None:
+    def check(self, item: ItemRecord, holder: Holder, now: datetime) -> None:
         # the lock's TTL is the lease's expiry; the row's is refreshed lazily (a heartbeat
         # may touch only the lock: db/store.py lock_only_beat)
         check_row(item, holder, now, check_expiry=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import func, select
@@ -184,8 +184,9 @@ def required_of(
     return required, [k for k in required if k not in latest]
 
 
-def as_values(latest: dict[str, Part]) -> list[PartValue]:
-    return [PartValue(p.part_key, p.seq, dict(p.payload)) for _, p in sorted(latest.items())]
+def as_values(latest: Mapping[str, Part]) -> dict[str, PartValue]:
+    """The parts per key as the order type's ``assemble`` hook gets them."""
+    return {key: PartValue(p.part_key, p.seq, dict(p.payload)) for key, p in latest.items()}
 
 
 def judge_part(
@@ -264,11 +265,12 @@ def add_part(
 
 def assemble(s: Session, order_type: OrderType, item: Item, mode: str) -> tuple[JSON, list[str]]:
     """The result finalize submits (:func:`assemble_parts`)."""
-    return assemble_parts(order_type, item_view(item), latest_validated(s, item.id), mode)
+    latest = as_values(latest_validated(s, item.id))
+    return assemble_parts(order_type, item_view(item), latest, mode)
 
 
 def assemble_parts(
-    order_type: OrderType, view: ItemView, latest: dict[str, Part], mode: str
+    order_type: OrderType, view: ItemView, latest: Mapping[str, PartValue], mode: str
 ) -> tuple[JSON, list[str]]:
     """The result finalize submits, from the latest validated part per key, and the
     required keys missing (allowed in ``best_effort`` mode when some part exists)."""
@@ -279,7 +281,8 @@ def assemble_parts(
             f"missing parts: {', '.join(missing) or 'no parts submitted'}",
             details={"missing": missing, "mode": mode},
         )
-    result = guarded(lambda: order_type.assemble(view, as_values(latest)), "assembled_result")
+    values = [value for _, value in sorted(latest.items())]
+    result = guarded(lambda: order_type.assemble(view, values), "assembled_result")
     if not isinstance(result, dict):
         raise ValidationFailed(
             [{"path": "assembled_result", "message": "must be an object", "validator": "type"}]

@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..db.models import Event, Item, Order, Part
+from ..db.models import Event, Item, Order
 from ..types import ItemView, OrderView
 
 if TYPE_CHECKING:
     from ..db.order_store import OrderRow
+    from ..db.store import ItemRecord, PartRecord
 
 
-def item_view(item: Item) -> ItemView:
+def item_view(item: ItemRecord) -> ItemView:
     return ItemView(
         id=item.id,
         order_id=item.order_id,
@@ -69,7 +70,7 @@ def order_dict(order: Order | OrderRow) -> dict[str, Any]:
     }
 
 
-def item_dict(item: Item) -> dict[str, Any]:
+def item_dict(item: ItemRecord) -> dict[str, Any]:
     return {
         "id": str(item.id),
         "order_id": str(item.order_id),
@@ -96,7 +97,7 @@ def item_dict(item: Item) -> dict[str, Any]:
     }
 
 
-def part_dict(part: Part) -> dict[str, Any]:
+def part_dict(part: PartRecord) -> dict[str, Any]:
     return {
         "id": str(part.id),
         "item_id": str(part.item_id),

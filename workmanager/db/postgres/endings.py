@@ -41,8 +41,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -50,6 +49,7 @@ from psycopg.types.json import Jsonb
 from ...errors import LeaseConflict, NotFound, ValidationFailed
 from ...lease_tokens import Holder
 from ...leases.base import check_row
+from ...order_types import Part as PartValue
 from ...services.inputs import as_presented
 from ...services.outcomes import ItemOutcome, PartOutcome
 from ...services.parts import (
@@ -67,8 +67,8 @@ from ...state_machine import check_item, check_order
 from ...states import ItemState, OrderState
 from ...types import JSON, AgentInfo, ItemView, Lease
 from .. import claims
-from ..models import Item, Part
 from ..raw import Conn, utc_row
+from ..store import ItemRow, PartRow
 from .sql import (
     FAIL_SQL,
     FINALIZE_GUARDED_SQL,
@@ -269,7 +269,7 @@ class PostgresEndings:
         return PartOutcome(part_dict(part), state, required, missing)
 
     def _write_part(
-        self, conn: Conn, verdict: _Judged, claim: claims.ActiveClaim | None, item: Item
+        self, conn: Conn, verdict: _Judged, claim: claims.ActiveClaim | None, item: ItemRow
     ) -> dict[str, Any]:
         """The part's statement in the transaction ``_lock`` opened, and ``COMMIT`` (a
         part refused for room wrote nothing; the key is then left unmarked)."""
@@ -300,9 +300,11 @@ class PostgresEndings:
         claim = claims.unmarked_claim()
         submitter = self.pg.submitter
 
-        def assembled(item: Item, parts: list[dict[str, Any]]) -> tuple[JSON, dict[str, Any]]:
+        def assembled(item: ItemRow, parts: list[dict[str, Any]]) -> tuple[JSON, dict[str, Any]]:
             order_type = self.ctx.registry.get(item.order_type)
-            latest = {p["part_key"]: _part(p) for p in parts}  # LATEST_PARTS: one per key
+            latest = {  # LATEST_PARTS: one per key
+                p["part_key"]: PartValue(p["part_key"], p["seq"], p["payload"]) for p in parts
+            }
             result, missing = assemble_parts(order_type, item_view(item), latest, mode)
             check_item(item.state, ItemState.SUBMITTED)
             check_order(OrderState.IN_PROGRESS, OrderState.SUBMITTED)
@@ -334,7 +336,7 @@ class PostgresEndings:
         return submitter.submitted(row, lease, agent, result, assembled=True)
 
     # --- the item locked and checked, the write committed -----------------------------
-    def _lock(self, conn: Conn, item_id: uuid.UUID, lease: Holder, now: datetime) -> Item:
+    def _lock(self, conn: Conn, item_id: uuid.UUID, lease: Holder, now: datetime) -> ItemRow:
         """``BEGIN`` and the item locked (one round trip); the lease checked from the row
         (``check_row``, then the store's check): raises when refused."""
         cur = conn.cursor(row_factory=dict_row)
@@ -345,7 +347,7 @@ class PostgresEndings:
 
     def _lock_with(
         self, conn: Conn, item_id: uuid.UUID, lease: Holder, now: datetime, sql: str
-    ) -> tuple[Item, list[dict[str, Any]]]:
+    ) -> tuple[ItemRow, list[dict[str, Any]]]:
         """``_lock``, and ``sql``'s rows read after the lock, in the same round trip."""
         cur = conn.cursor(row_factory=dict_row)
         rows = conn.cursor(row_factory=dict_row)
@@ -358,7 +360,7 @@ class PostgresEndings:
 
     def _checked(
         self, found: dict[str, Any] | None, item_id: uuid.UUID, lease: Holder, now: datetime
-    ) -> Item:
+    ) -> ItemRow:
         if found is None:
             raise NotFound(f"item {item_id} not found", details={"item_id": str(item_id)})
         item = item_of_row(found)
@@ -374,7 +376,7 @@ class PostgresEndings:
         sql: str,
         values: dict[str, Any],
         claim: claims.ActiveClaim | None,
-        item: Item,
+        item: ItemRow,
     ) -> dict[str, Any]:
         """Run ``sql`` in the transaction ``_lock`` opened (its item locked and checked)
         and commit, with the key's mark when there is one; its row."""
@@ -443,9 +445,10 @@ class _Judged:
     values: dict[str, Any]
 
 
-def _part(row: dict[str, Any]) -> Part:
+def _part(row: dict[str, Any]) -> PartRow:
     """A part row as the parts functions read it (attributes only), datetimes in UTC."""
-    return cast(Part, SimpleNamespace(**utc_row(row)))
+    utc_row(row)
+    return PartRow._make([row[name] for name in PartRow._fields])
 
 
 def _jsonb(value: Any) -> Jsonb | None:

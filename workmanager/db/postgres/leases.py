@@ -56,7 +56,7 @@ from psycopg.types.json import Jsonb
 from ...errors import LeaseConflict, NotFound
 from ...lease_tokens import Holder, compose, new_secret
 from ...leases import limits
-from ...leases.base import CheckoutQuery, Grant, LeaseLock, check_row
+from ...leases.base import CheckoutQuery, LeaseLock, check_row
 from ...leases.selection import Shape, shape_of
 from ...services.context import ServiceContext
 from ...services.inputs import as_presented
@@ -325,10 +325,9 @@ class PostgresStore(PostgresAdmin):
                 _marked(claim)
             return row
         except BaseException:
-            assert self.store is not None
-            stub = item_of_row(dict(candidate))
-            grant = Grant(stub, token, values["expires"], values["secret_hash"])
-            self.store.abandoned(grant, agent.id)
+            assert self.store is not None  # the grant rolled back: give its lock back
+            holder = Holder(agent.id, token, values["secret_hash"])
+            self.store.release_lock(candidate["id"], holder, candidate["order_type"])
             raise
 
     # --- heartbeat --------------------------------------------------------------------

@@ -13,8 +13,7 @@ import dataclasses
 import uuid
 from datetime import UTC, datetime
 from functools import lru_cache
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 from psycopg.types.json import Jsonb
 
@@ -30,6 +29,7 @@ from .. import claims
 from ..models import PROVENANCE_TABLE, Item, utcnow
 from ..raw import AuditColumns, Conn, utc_row
 from ..sql import queries
+from ..store import ItemRow
 
 ITEM_COLUMNS = [c.name for c in Item.__table__.columns]
 ITEM_DATETIME_COLUMNS = [c for c in ITEM_COLUMNS if c.endswith("_at")]
@@ -291,12 +291,12 @@ _ROWS: dict[tuple[Any, ...], dict[str, Any]] = {}
 _ROWS_KEPT = 1024
 
 
-def item_of_row(row: dict[str, Any]) -> Item:
-    """An item row as the read-only helpers see it (``check_row``, ``item_view`` and
-    ``item_dict`` only read attributes), datetimes in UTC as the ORM gives them. Not an
-    ORM instance: building one costs more than this whole call's Python, and nothing here
-    is flushed through a session."""
-    return cast(Item, SimpleNamespace(**utc_row(row)))
+def item_of_row(row: dict[str, Any]) -> ItemRow:
+    """An item row (a statement's, every column; other keys are ignored) as the read-only
+    helpers take it, datetimes in UTC as the ORM gives them. Not an ORM instance: building
+    one costs more than this whole call's Python, and nothing here is flushed."""
+    utc_row(row)
+    return ItemRow._make([row[name] for name in ItemRow._fields])
 
 
 def _release_sql() -> str:

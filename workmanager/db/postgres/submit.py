@@ -25,8 +25,8 @@ from ...state_machine import check_item, check_order
 from ...states import ItemState, OrderState
 from ...types import JSON, AgentInfo, ItemView, Lease
 from .. import claims
-from ..models import Item
 from ..raw import Conn, RawPostgres
+from ..store import ItemRow
 from .sql import (
     LOCK_ITEM,
     SUBMIT_GUARDED_SQL,
@@ -223,7 +223,7 @@ class PostgresSubmit:
         holder = as_presented(lease, agent)
         return self.store.holds(lease.item_id, holder)
 
-    def _end_stored_lease(self, item: Item, lease: Holder) -> None:
+    def _end_stored_lease(self, item: ItemRow, lease: Holder) -> None:
         """Delete the store's lock (compare-and-delete by owner + token) after the commit.
         Not before it: a commit that then failed would leave the row held with no lock,
         and every later call on that lease refused until the sweep. Never raises: the row
@@ -241,7 +241,7 @@ class PostgresSubmit:
             log.warning("the store had lost the lock of %s before its submit", item.id)
 
 
-def _locked_item(row: dict[str, Any] | None, item_id: uuid.UUID) -> Item:
+def _locked_item(row: dict[str, Any] | None, item_id: uuid.UUID) -> ItemRow:
     if row is None:
         raise NotFound(f"item {item_id} not found", details={"item_id": str(item_id)})
     return item_of_row(row)
