@@ -23,7 +23,6 @@ from sqlalchemy.orm import Session
 from ..errors import NotFound
 from ..services import apply_claim
 from ..services.context import ServiceContext
-from ..services.order_steps import lock_item, lock_order
 from ..services.parts import REJECTED
 from ..services.transitions import move_item, move_order, record_event, rework_item
 from ..services.views import item_dict
@@ -32,6 +31,7 @@ from ..states import LEASABLE_ORDER_STATES, ItemState, OrderState
 from ..types import Actor, AgentInfo
 from .models import Event, Item, Order, Part, Provenance
 from .order_store import ItemRetryCheck, OrderChange, OrderRow, RetryCheck
+from .orm_steps import lock_item, lock_order
 from .predicates import queued
 
 
@@ -128,7 +128,7 @@ class OrmOrderAdmin:
         order_id = s.scalar(select(Item.order_id).where(Item.id == item_id))
         if order_id is None:
             raise NotFound(f"item {item_id} not found", details={"item_id": str(item_id)})
-        order = lock_order(s, order_id)  # admin paths lock the order first (see order_steps)
+        order = lock_order(s, order_id)  # admin paths lock the order first (see orm_steps)
         item = lock_item(s, item_id)  # a failed item: no agent path locks it
         others = _items(s, order_id, ItemState.FAILED)
         check(item_dict(item), [i.id for i in others if i.id != item_id])  # raises to refuse

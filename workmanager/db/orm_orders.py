@@ -25,7 +25,6 @@ from ..diff import Diff
 from ..errors import NotFound
 from ..services import apply_claim
 from ..services.context import ServiceContext
-from ..services.order_steps import lock_order
 from ..services.transitions import move_order, record_event
 from ..services.views import order_view
 from ..state_machine import check_item, check_order
@@ -34,6 +33,7 @@ from ..types import Actor, AgentInfo, ApplyContext, OrderView
 from .models import Item, Order
 from .order_store import ApprovalCheck, DropCheck, OrderRow
 from .orm_order_admin import OrmOrderAdmin
+from .orm_steps import lock_order
 from .session import Database
 
 

@@ -24,14 +24,6 @@ from ..lease_tokens import Holder, compose, new_secret
 from ..leases.base import CheckoutQuery, Grant
 from ..services.context import ServiceContext
 from ..services.inputs import as_presented
-from ..services.order_steps import (
-    OrderRef,
-    lock_item,
-    lock_order_ref,
-    maybe_requeue_order,
-    maybe_submit_order,
-    start_order,
-)
 from ..services.outcomes import ItemOutcome, PartOutcome
 from ..services.parts import add_part, assemble
 from ..services.retries import requeue_or_fail
@@ -40,6 +32,14 @@ from ..services.views import iso, item_dict, item_view
 from ..states import ItemState
 from ..types import JSON, Actor, AgentInfo, Lease
 from .models import Item, Order
+from .orm_steps import (
+    OrderRef,
+    lock_item,
+    lock_order_ref,
+    maybe_requeue_order,
+    maybe_submit_order,
+    start_order,
+)
 from .predicates import held
 from .store import (
     Batch,

@@ -43,7 +43,7 @@ backend). What each method locks and what is atomic, for both:
     given back); the order requeued when nothing else is held — atomically.
 ``fail``
     Lock the item, then its order; check the lease; the item requeued with backoff or
-    failed (``services/order_steps.py decide_ending``, the one rule); the order becomes
+    failed (``services/retries.py decide_ending``, the one rule); the order becomes
     ``failed`` only when the item does (a fail never requeues the order) — atomically.
 
 The operator's lease actions and the sweep (:mod:`workmanager.services.lease_admin`

@@ -14,10 +14,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from ..db.models import Item
+from ..db.orm_steps import lock_order_ref, move_order_ref
 from ..settings import Settings
 from ..states import ItemState, OrderState
 from ..types import Actor
-from .order_steps import lock_order_ref, move_order_ref
 from .transitions import clear_lease, move_item
 
 

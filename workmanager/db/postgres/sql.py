@@ -344,7 +344,7 @@ def _fail_sql() -> str:
     ``order_error`` and the states it fails from when ``fails_order``), with the
     ``agent_failed`` event and the provenance row: one statement, guarded on the lease
     being current and on the attempts it was decided from. The order is locked after the
-    item (``FOR NO KEY UPDATE``, as ``order_steps.lock_order_ref``) and failed with the
+    item (``FOR NO KEY UPDATE``, as ``orm_steps.lock_order_ref``) and failed with the
     item when it is in one of those states; its event follows the item's, as the ORM
     writes them. Returns the item as written with ``order_state``; no row when the guard
     did not match."""

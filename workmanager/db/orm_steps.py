@@ -16,13 +16,13 @@ from typing import Any
 from sqlalchemy import exists, or_, select, update
 from sqlalchemy.orm import Session
 
-from ..db.models import Item, Order
-from ..db.predicates import held, item_state_in, queued
 from ..errors import NotFound
+from ..services.transitions import record_event
 from ..state_machine import check_order
 from ..states import HELD_ITEM_STATES, SUBMITTED_ITEM_STATES, ItemState, OrderState
 from ..types import Actor
-from .transitions import record_event
+from .models import Item, Order
+from .predicates import held, item_state_in, queued
 
 HELD = [s.value for s in HELD_ITEM_STATES]
 
