@@ -625,6 +625,30 @@ def test_a_keyed_propose_marks_its_key_in_its_own_transaction(
 
 
 @pytest.mark.parametrize("database", DATABASES)
+def test_a_keyed_change_the_guard_refuses_leaves_its_key_free(
+    make_wm: WM, monkeypatch: pytest.MonkeyPatch, database: str
+) -> None:
+    """A refused reject (the order is not submitted) writes nothing, so its key is not
+    marked: the 409 is not stored, and a retry with the key runs again (both databases;
+    PostgreSQL once marked the key in the refused statement's transaction)."""
+    wm = build(make_wm, database, monkeypatch)
+    ops = Operations(wm)
+    created = ops.propose(caller(), "test.simple", {"n": 1})
+    order_id = created[1]["order"]["id"]
+    errors = [{"code": "bad", "message": "no"}]
+
+    def reject(c: Caller) -> Answer:
+        return ops.reject(c, order_id, errors)
+
+    for _ in range(2):
+        with pytest.raises(IllegalStateTransition):
+            wm.idempotency.once(caller(), "reject", order_id, "rk", {"e": 1}, reject)
+        with wm.db.transaction() as s:
+            assert list(s.scalars(select(IdempotencyKey))) == []
+    assert wm.queries.order_state(uuid.UUID(order_id)) == "queued"
+
+
+@pytest.mark.parametrize("database", DATABASES)
 def test_a_propose_whose_key_was_taken_over_does_not_commit(
     make_wm: WM, monkeypatch: pytest.MonkeyPatch, database: str
 ) -> None:

@@ -37,8 +37,10 @@ def write(
 ) -> list[dict[str, Any]]:
     """Run one writing statement and commit it: in autocommit (one round trip), or to end
     the transaction ``begun`` on ``conn``. While an idempotency claim is unmarked, the
-    key is marked ``committed`` (with ``refs``) in the same transaction, and a key taken
-    over meanwhile rolls it all back (:func:`claims.taken_over`), as the ORM's commit
+    key is marked ``committed`` (with ``refs``) in the same transaction when the statement
+    wrote (returned a row; a refused guard rolls the mark back, as the ORM's commit marks
+    nothing for a transaction that wrote nothing), and a key taken over meanwhile rolls it
+    all back (:func:`claims.taken_over`), as the ORM's commit
     does (:mod:`workmanager.db.claims`)."""
     cur = conn.cursor(row_factory=dict_row)
     claim = claims.unmarked_claim()
@@ -59,6 +61,9 @@ def write(
             mark.execute(claims.RAW_MARK, params)
     rows = cur.fetchall()
     if claim is not None:
+        if not rows:  # the guard refused: nothing written, so the key is not marked
+            conn.execute("ROLLBACK")
+            return rows
         if mark.rowcount != 1:
             conn.execute("ROLLBACK")
             raise claims.taken_over()
