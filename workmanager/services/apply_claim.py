@@ -16,10 +16,10 @@ again (only for orders whose claim has lapsed or never existed). An apply that o
 claim may be overtaken by another run: it then records nothing, and ``OrderType.apply`` must
 be idempotent as before.
 
-The rule is written here once, in the two forms its stores need: SQLAlchemy expressions for
-the ORM code (SQLite's apply in ``db/orm_orders.py``, and ``services/maintenance.py`` on
-both databases) and SQL fragments for PostgreSQL's apply statements, its one path there
-(``db/postgres/control.py``).
+The rule is written here for SQLite's store (SQLAlchemy expressions: ``db/orm_orders.py``,
+``db/orm_order_admin.py``) and in ``db/sql/queries.sql`` for PostgreSQL's (``start_apply``
+and ``stale_applies``, one guard each), the two held to the same answers by
+``tests/integration/test_control_one_path.py`` and ``test_apply_claim.py``.
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ class PostgresEndings:
 
     # --- release ----------------------------------------------------------------------
     def release(self, lease: Lease, agent: AgentInfo) -> ItemOutcome:
-        """Give a current lease's item back in one statement, as ``endings.release_tx``
+        """Give a current lease's item back in one statement, as ``orm_store.release_tx``
         does on SQLite (the order's step is ``workmanager_release_order``). With a store,
         its lock is checked first (a lease the store lost is expired, SPEC §4.5), and
         dropped after the commit."""
@@ -136,7 +136,7 @@ class PostgresEndings:
 
     # --- fail -------------------------------------------------------------------------
     def fail(self, lease: Lease, agent: AgentInfo, error: JSON, retryable: bool) -> ItemOutcome:
-        """Requeue (with backoff) or fail the item, as ``endings.fail_tx`` does on SQLite."""
+        """Requeue (with backoff) or fail the item, as ``orm_store.fail_tx`` does on SQLite."""
         reported = {"code": error["code"], "message": error["message"]}
         now = self.ctx.clock()
         base = lease_params(self.ctx, lease, agent, now, "fail")

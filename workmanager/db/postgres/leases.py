@@ -2,11 +2,10 @@
 (and fail, submit_part and finalize through :mod:`.endings`).
 
 On PostgreSQL these calls have one implementation, this one: hand-written SQL on a raw
-psycopg connection (:mod:`workmanager.db.raw`). The ORM implementation in :mod:`.agent`
-serves SQLite (the embedded default) and lease backends other than the database and the
-store ones; it is never a fallback here. A refused call is explained from the row the
-statement locked (:func:`workmanager.leases.base.check_row`, the one rule), in the same
-connection.
+psycopg connection (:mod:`workmanager.db.raw`). The ORM implementation
+(:mod:`workmanager.db.orm_store`) serves SQLite only; it is never a fallback here. A
+refused call is explained from the row the statement locked
+(:func:`workmanager.leases.base.check_row`, the one rule), in the same connection.
 
 * **checkout, database leases** — one statement in autocommit (one round trip, its own
   transaction): a data-modifying CTE picks and leases the next eligible item (``FOR
@@ -24,7 +23,7 @@ connection.
   progress recorded, the first heartbeat's ``leased → in_progress`` and its event, the
   provenance row. With a store or a key to mark: that statement in a transaction, the
   store's extend, the mark, ``COMMIT``.
-* **submit** (:mod:`.hotsubmit`) — one guarded statement when the lease carries the
+* **submit** (:mod:`.submit`) — one guarded statement when the lease carries the
   item it validated against; otherwise the item locked and checked first.
 * **release** — with a store, its lock checked first; then one statement in autocommit,
   guarded on the lease being current: the item back to ``queued`` (lease cleared, its

@@ -32,7 +32,6 @@ from ..sql import queries
 from ..store import ItemRow
 
 ITEM_COLUMNS = [c.name for c in Item.__table__.columns]
-ITEM_DATETIME_COLUMNS = [c for c in ITEM_COLUMNS if c.endswith("_at")]
 PROVENANCE = AuditColumns(PROVENANCE_TABLE)
 
 
@@ -112,7 +111,7 @@ def _audit(source: str, event: str, payload: str = "NULL", where: str = "") -> s
 
 
 #: Runs the audit CTEs (uncorrelated subqueries: evaluated once, before the first row)
-#: ahead of the order function, so the events keep the order the general path writes.
+#: ahead of the order function, so the events keep the order the ORM store writes.
 _AUDIT_FIRST = queries.text("audit_first")
 #: The event rows the statement wrote, for the listeners (``events.announce_rows``).
 WRITTEN = queries.text("written")
@@ -305,7 +304,7 @@ def _release_sql() -> str:
     (``workmanager_release_order``, migration 0005: ``in_progress → queued`` when no other
     item is held): one statement, guarded on the lease being current. Returns the item as
     written, with ``order_state`` and ``order_became``; no row when the guard did not
-    match (the general path then reads the row and says why)."""
+    match (``_refuse`` then reads the locked row and says why)."""
     return "\n" + queries.template(
         "release",
         locked=_LOCKED,

@@ -58,7 +58,7 @@ class PostgresSubmit:
         validate: Callable[[ItemView], None],
     ) -> ItemOutcome:
         """Check the lease, ``validate(view)``, then mark the item (and maybe its order)
-        submitted, as ``AgentAPI._mark_submitted`` does.
+        submitted, as ``OrmStore._mark_submitted`` does.
 
         A lease from this process's checkout carries the item as it was granted. The
         result is then validated against that view first, and the write goes out in one
@@ -204,7 +204,7 @@ class PostgresSubmit:
     ) -> ItemOutcome:
         """The outcome of a committed submit (``row``: the item as written, with its
         order's state); with a store, its lock is deleted now. The result is the one
-        submitted, as the general path returns it (not its jsonb round trip, whose keys
+        submitted, as the ORM store returns it (not its jsonb round trip, whose keys
         are reordered); ``assembled``: finalize's, the assembled result too."""
         order_state, became = order_step(row)
         announce_written(row)

@@ -102,7 +102,7 @@ events AS (
 
 -- name: audit_first
 -- Runs the audit CTEs (uncorrelated subqueries: evaluated once, before the first row) ahead
--- of the order function, so the events keep the order the general path writes.
+-- of the order function, so the events keep the order the ORM store writes.
 (SELECT count(*) FROM events) >= 0 AND (SELECT count(*) FROM provenance) >= 0
 
 -- name: written
