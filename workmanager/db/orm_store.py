@@ -48,6 +48,7 @@ from .store import (
     Validate,
     dead_or_alive,
     drop_holds,
+    end_hold,
     extend_hold,
     holder_of,
     lock_only_beat,
@@ -343,9 +344,7 @@ class OrmStore:
 
     def end_lock(self, lease: Lease, outcome: ItemOutcome) -> ItemOutcome:
         """The lease ended in the database (committed); drop the lock store's hold."""
-        ended = [(lease.item_id, outcome.item["order_type"], lease.holder)]
-        drop_holds(self.ctx.leases.lock, ended)
-        return outcome
+        return end_hold(self.ctx.leases.lock, lease, outcome)
 
 
 # --- the transaction bodies of release and fail ---------------------------------------

@@ -81,7 +81,7 @@ The control plane's state changes are :mod:`workmanager.db.order_store`'s
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import math
 import uuid
 from collections.abc import Callable, Sequence
@@ -98,6 +98,8 @@ if TYPE_CHECKING:
     from ..services.context import ServiceContext
     from ..services.outcomes import ItemOutcome, PartOutcome
     from ..types import JSON, Actor, AgentInfo, ItemView, Lease
+
+log = logging.getLogger("workmanager.store")
 
 Validate = Callable[["ItemView"], None]
 
@@ -317,13 +319,29 @@ def extend_hold(
 
 def drop_holds(lock: LeaseLock | None, ended: Sequence[tuple[uuid.UUID, str, Holder]]) -> None:
     """After the commit that ended these leases (item id, order type, holder), drop the
-    lock store's holds: every method that ends a lease, on both stores. Best effort: an
-    orphaned lock delays nothing, the row is no longer held."""
+    lock store's holds: every method that ends a lease, on both stores. Not before the
+    commit (a commit that then failed would leave a held row with no lock, every call on
+    it refused until the sweep). Best effort, never raises: the row is no longer held, so
+    a lock the store no longer had (a flush, an expiry) changes nothing, and one it could
+    not drop (unreachable) ends with its TTL."""
     if lock is None:
         return
     for item_id, order_type, holder in ended:
-        with contextlib.suppress(Exception):
-            lock.release_lock(item_id, holder, order_type)
+        try:
+            if not lock.release_lock(item_id, holder, order_type):
+                log.debug("the lock store no longer had the lock of %s", item_id)
+        except Exception:
+            log.warning("could not release the lock store's lock of %s", item_id, exc_info=True)
+
+
+def end_hold(
+    lock: LeaseLock | None, lease: Lease, outcome: ItemOutcome, holder: Holder | None = None
+) -> ItemOutcome:
+    """One lease ended by a committed call (release, fail, submit, finalize): its hold
+    dropped (:func:`drop_holds`, ``holder`` as presented, else the lease's own)."""
+    ended = [(lease.item_id, outcome.item["order_type"], holder or lease.holder)]
+    drop_holds(lock, ended)
+    return outcome
 
 
 def lock_only_beat(
@@ -352,11 +370,10 @@ def lock_only_beat(
 def build_store(ctx: ServiceContext) -> Store:
     """PostgreSQL's store on PostgreSQL (whatever the lease backend: it composes its
     lock), the ORM store on SQLite."""
-    from .orm_store import OrmStore
-
-    orm = OrmStore(ctx)
     if ctx.db.is_postgres:
         from .postgres.leases import postgres_store
 
-        return postgres_store(ctx, orm)
-    return orm
+        return postgres_store(ctx)
+    from .orm_store import OrmStore
+
+    return OrmStore(ctx)

@@ -68,7 +68,7 @@ from ...states import ItemState, OrderState
 from ...types import JSON, AgentInfo, ItemView, Lease
 from .. import claims
 from ..raw import Conn, utc_row
-from ..store import ItemRow, PartRow
+from ..store import ItemRow, PartRow, end_hold
 from .sql import (
     FAIL_SQL,
     FINALIZE_GUARDED_SQL,
@@ -113,7 +113,7 @@ class PostgresEndings:
         order_state, _ = order_step(row)
         announce_written(row)
         outcome = ItemOutcome(item_dict(item_of_row(row)), order_state)
-        return self.pg.orm.end_lock(lease, outcome)  # the lock store's hold, after the commit
+        return end_hold(self.pg.store, lease, outcome)  # the lock store's hold, after the commit
 
     def _release(
         self,
@@ -173,7 +173,7 @@ class PostgresEndings:
         order_state = row.pop("order_state")
         announce_written(row)
         outcome = ItemOutcome(item_dict(item_of_row(row)), order_state)
-        return self.pg.orm.end_lock(lease, outcome)  # the lock store's hold, after the commit
+        return end_hold(self.pg.store, lease, outcome)  # the lock store's hold, after the commit
 
     # --- submit_part ------------------------------------------------------------------
     def submit_part(

@@ -63,7 +63,6 @@ from ...services.outcomes import ItemOutcome, PartOutcome
 from ...services.views import item_view
 from ...types import JSON, AgentInfo, Lease
 from .. import claims
-from ..orm_store import OrmStore
 from ..raw import Conn
 from ..store import Validate, lock_only_beat
 from .admin import PostgresAdmin
@@ -87,30 +86,27 @@ from .submit import PostgresSubmit
 log = logging.getLogger("workmanager.agent")
 
 
-def postgres_store(ctx: ServiceContext, orm: OrmStore) -> PostgresStore:
+def postgres_store(ctx: ServiceContext) -> PostgresStore:
     """PostgreSQL's store, composing the lease backend's lock (``None``: the row is the
     lock) and the limits it counts on the rows: any backend, no second path."""
     backend = ctx.leases
-    return PostgresStore(ctx, orm, lock=backend.lock, counted=backend.limits)
+    return PostgresStore(ctx, lock=backend.lock, counted=backend.limits)
 
 
 class PostgresStore(PostgresAdmin):
     """The :class:`~workmanager.db.store.Store` of PostgreSQL (see the module's
     docstring); fail, parts and finalize are :mod:`.endings`', reclaim, release_held and
-    extend :mod:`.admin`'s (:class:`.admin.PostgresAdmin`). The ORM store (``orm``)
-    only drops a lock store's hold after a commit (``end_lock``): no operation runs
-    through it here."""
+    extend :mod:`.admin`'s (:class:`.admin.PostgresAdmin`). A lease it ends has its lock
+    store's hold dropped after the commit (:func:`~workmanager.db.store.drop_holds`)."""
 
     def __init__(
         self,
         ctx: ServiceContext,
-        orm: OrmStore,
         lock: LeaseLock | None,
         counted: limits.Limits,
     ) -> None:
         self.ctx = ctx
         self.raw = ctx.db.raw
-        self.orm = orm
         self.store = lock
         #: the limits counted on the rows (the lock store counts its own atomically)
         self.limits = counted

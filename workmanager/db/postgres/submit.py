@@ -15,7 +15,6 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from ...errors import NotFound, ValidationFailed, WorkManagerError
-from ...lease_tokens import Holder
 from ...leases.base import LeaseLock, check_row
 from ...services.context import ServiceContext
 from ...services.inputs import as_presented
@@ -26,7 +25,7 @@ from ...states import ItemState, OrderState
 from ...types import JSON, AgentInfo, ItemView, Lease
 from .. import claims
 from ..raw import Conn, RawPostgres
-from ..store import ItemRow
+from ..store import ItemRow, end_hold
 from .sql import (
     LOCK_ITEM,
     SUBMIT_GUARDED_SQL,
@@ -210,9 +209,8 @@ class PostgresSubmit:
         announce_written(row)
         results = {"result": result, **({"assembled_result": result} if assembled else {})}
         item = item_of_row({**row, **results})
-        if self.store is not None:  # only once the commit is known to have happened
-            self._end_stored_lease(item, as_presented(lease, agent))
-        return ItemOutcome(item_dict(item), order_state, became)
+        outcome = ItemOutcome(item_dict(item), order_state, became)
+        return end_hold(self.store, lease, outcome, as_presented(lease, agent))
 
     def _store_holds(self, lease: Lease, agent: AgentInfo) -> bool:
         """Whether the store still holds this lease (always, without a store). When it
@@ -222,23 +220,6 @@ class PostgresSubmit:
             return True
         holder = as_presented(lease, agent)
         return self.store.holds(lease.item_id, holder)
-
-    def _end_stored_lease(self, item: ItemRow, lease: Holder) -> None:
-        """Delete the store's lock (compare-and-delete by owner + token) after the commit.
-        Not before it: a commit that then failed would leave the row held with no lock,
-        and every later call on that lease refused until the sweep. Never raises: the row
-        check already proved the lease (current token, this holder, not expired) and no one
-        else can hold an item whose row is held, so a lock the store no longer had (a
-        flush) does not undo the submit; a store that cannot be reached leaves the lock to
-        its TTL."""
-        assert self.store is not None
-        try:
-            ended = self.store.release_lock(item.id, lease, item.order_type)
-        except Exception:
-            log.warning("could not release the store lock of %s", item.id, exc_info=True)
-            return
-        if not ended:
-            log.warning("the store had lost the lock of %s before its submit", item.id)
 
 
 def _locked_item(row: dict[str, Any] | None, item_id: uuid.UUID) -> ItemRow:
