@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from tests.support.types import Simple
 from workmanager import Registry, WorkManager
 from workmanager.db.models import Event, IdempotencyKey, Order
+from workmanager.db.orm_store import OrmStore
 from workmanager.db.postgres.leases import PostgresStore
 from workmanager.errors import (
     IdempotencyInFlight,
@@ -469,7 +470,7 @@ def test_a_keyed_submit_stays_on_the_hot_path_and_marks_its_key(
     assert isinstance(wm.agent.store, PostgresStore)
     ops, item_id, token = _leased(wm)
     general: list[int] = []
-    monkeypatch.setattr(wm.agent.store.orm, "submit", lambda *a, **k: general.append(1))
+    monkeypatch.setattr(OrmStore, "submit", lambda *a, **k: general.append(1))
     body = {"result": {"answer": 1}}
 
     def submit(c: Caller) -> Answer:

@@ -30,6 +30,7 @@ from ..models import PROVENANCE_TABLE, Item
 from ..order_store import ORDER_ROW_FIELDS, OrderRow
 from ..raw import AuditColumns, Conn, utc_row
 from ..sql import queries
+from .sql import check_mark
 
 
 def write(
@@ -64,9 +65,7 @@ def write(
         if not rows:  # the guard refused: nothing written, so the key is not marked
             conn.execute("ROLLBACK")
             return rows
-        if mark.rowcount != 1:
-            conn.execute("ROLLBACK")
-            raise claims.taken_over()
+        check_mark(conn, mark)
         conn.execute("COMMIT")
         claim.marked = True
     return rows

@@ -395,7 +395,13 @@ def mark(
     if claim is None:
         return
     refs = {"order_id": str(order_id), "item_id": str(item_id)}
-    done = conn.execute(claims.RAW_MARK, claims.raw_mark_params(claim, refs))
+    check_mark(conn, conn.execute(claims.RAW_MARK, claims.raw_mark_params(claim, refs)))
+
+
+def check_mark(conn: Conn, done: Any) -> None:
+    """The key's mark (``done``: its statement's cursor) found its claim's row; else another
+    request took the key over meanwhile: the whole transaction rolls back and
+    :func:`claims.taken_over` is raised, as the ORM's commit does."""
     if done.rowcount != 1:
         conn.execute("ROLLBACK")
         raise claims.taken_over()

@@ -31,6 +31,7 @@ from .sql import (
     SUBMIT_GUARDED_SQL,
     SUBMIT_SQL,
     announce_written,
+    check_mark,
     item_of_row,
     lease_params,
     order_step,
@@ -165,9 +166,7 @@ class PostgresSubmit:
                 cur.execute(SUBMIT_SQL, values, prepare=True)
                 mark.execute(claims.RAW_MARK, claims.raw_mark_params(claim, refs))
             row = cur.fetchone()
-            if mark.rowcount != 1:
-                conn.execute("ROLLBACK")
-                raise claims.taken_over()
+            check_mark(conn, mark)
             conn.execute("COMMIT")
             claim.marked = True
         assert row is not None  # the item is locked by this transaction
