@@ -303,7 +303,7 @@ class OrmStore:
                     changes.append(LeaseChange(Held.of(item), "skipped", reason=refused))
                     continue
                 changes.append(LeaseChange(Held.of(item), "extended", new_expiry))
-                item.lease_expires_at = new_expiry
+                item.lease_expires_at, item.updated_at = new_expiry, now
                 payload = {"seconds": seconds, "lease_expires_at": iso(new_expiry)}
                 record_event(
                     s, item.order_id, "lease_extended", actor, item_id=item.id, payload=payload

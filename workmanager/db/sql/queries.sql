@@ -871,7 +871,7 @@ WITH x AS (
   SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS x (id uuid, seq int,
          expires timestamptz, payload jsonb)
 ), item AS (
-  UPDATE work_items w SET lease_expires_at = x.expires
+  UPDATE work_items w SET lease_expires_at = x.expires, updated_at = %(now)s
     FROM x
    WHERE w.id = x.id
   RETURNING w.id, w.order_id, x.seq, x.payload
