@@ -774,6 +774,20 @@ def test_parts_take_their_slots_and_sum_up_the_same_on_every_store(build) -> Non
     assert row(wm, lease.item_id).assembled_result == {"a": {"v": 5}}
 
 
+def test_parts_stored_at_one_instant_sum_up_to_the_one_just_written(build) -> None:
+    """The parts state shows the latest part per key; of parts stored at the same instant
+    (a frozen clock here; one microsecond in life), the one just written, on every store."""
+    wm = build()
+    wm.propose("test.parts", {})
+    lease = checkout(wm)
+    instant = wm.ctx.clock()
+    wm.ctx.clock = lambda: instant
+    assert wm.agent.submit_part(lease, "a", {"v": 1}).parts_state["a"]["seq"] is None
+    assert wm.agent.submit_part(lease, "a", {"v": 2}, seq=1).parts_state["a"]["seq"] == 1
+    assert wm.agent.submit_part(lease, "a", {"v": 3}).parts_state["a"]["seq"] is None
+    assert wm.queries.parts(lease.item_id)["parts_state"]["a"]["seq"] is None
+
+
 def test_parts_sent_at_once_on_one_lease_all_count(build) -> None:
     """Parts of one item stored concurrently: each sees the others once it has the item's
     lock, so the parts state names every key."""

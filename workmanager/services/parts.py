@@ -145,16 +145,19 @@ def latest_of(parts: Iterable[Part]) -> dict[str, Part]:
     return latest
 
 
-def parts_state(session: Session, item: Item) -> dict[str, Any]:
-    """The map kept on the item (:func:`summarize`)."""
-    return summarize(session.scalars(select(Part).where(Part.item_id == item.id)))
+def parts_state(session: Session, item: Item, written: uuid.UUID) -> dict[str, Any]:
+    """The map kept on the item (:func:`summarize`), after the part ``written``."""
+    parts = session.scalars(select(Part).where(Part.item_id == item.id))
+    return summarize(parts, written)
 
 
-def summarize(parts: Iterable[Part]) -> dict[str, Any]:
+def summarize(parts: Iterable[Part], written: uuid.UUID) -> dict[str, Any]:
     """The map kept on the item, upstream's shape: part key → the latest part submitted
-    under it (validated or rejected) as ``{status, seq, checksum, submitted_at}``."""
+    under it (validated or rejected) as ``{status, seq, checksum, submitted_at}``; of parts
+    stored at the same instant, the one just ``written`` (as ``workmanager_put_part``
+    orders them on PostgreSQL)."""
     latest: dict[str, Part] = {}
-    for part in sorted(parts, key=lambda p: (p.part_key, p.created_at)):
+    for part in sorted(parts, key=lambda p: (p.part_key, p.created_at, p.id == written)):
         latest[part.part_key] = part
     return {
         key: {
@@ -254,7 +257,7 @@ def add_part(
     refused = judge_part(order_type, item_view(item), part_key, payload, seq, evidence)
     errors = rejection_errors(refused)
     part = upsert_part(s, settings, item, part_key, payload, seq, evidence, notes, agent.id, errors)
-    item.parts_state = parts_state(s, item)
+    item.parts_state = parts_state(s, item, part.id)
     event, event_payload = part_event(part_key, seq, part.checksum, errors)
     record_event(s, item.order_id, event, agent.actor, item_id=item.id, payload=event_payload)
     if refused is not None:
