@@ -17,8 +17,9 @@ claim may be overtaken by another run: it then records nothing, and ``OrderType.
 be idempotent as before.
 
 The rule is written here for SQLite's store (SQLAlchemy expressions: ``db/orm_orders.py``,
-``db/orm_order_admin.py``) and in ``db/sql/queries.sql`` for PostgreSQL's (``start_apply``
-and ``stale_applies``, one guard each), the two held to the same answers by
+``db/orm_order_admin.py``) and once in ``db/sql/queries.sql`` for PostgreSQL's
+(``apply_claimable``: the guard of ``start_apply`` and of the stuck applies'
+``claim_stale``), the two held to the same answers by
 ``tests/integration/test_control_one_path.py`` and ``test_apply_claim.py``.
 """
 

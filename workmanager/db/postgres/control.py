@@ -327,7 +327,9 @@ _ITEM_FIELDS = (
 )
 
 _START_APPLY = "\n" + queries.template(
-    "start_apply", item_fields=", ".join(f"i.{c} AS i_{c}" for c in _ITEM_FIELDS)
+    "start_apply",
+    item_fields=", ".join(f"i.{c} AS i_{c}" for c in _ITEM_FIELDS),
+    claimable=queries.text("apply_claimable"),
 )
 
 # Events are inserted in the order the ORM code writes them (``seq``): applied, then per

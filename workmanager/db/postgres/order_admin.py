@@ -266,7 +266,7 @@ def _touch(where: str) -> str:
 
 _TOUCH_ORDER = _touch(eligible_where(Shape(order=True)))
 _TOUCH_UNTOUCHED = _touch(eligible_where(Shape()) + " AND " + queries.text("untouched_since"))
-_STUCK_APPLIES = "\n" + queries.template("claim_stale", stale=queries.text("stale_applies"))
+_STUCK_APPLIES = "\n" + queries.template("claim_stale", stale=queries.text("apply_claimable"))
 _STUCK_AUTO_APPROVALS = "\n" + queries.template(
     "claim_stale", stale=queries.text("stale_auto_approvals")
 )

@@ -367,12 +367,13 @@ SELECT {order_columns} FROM work_orders
 
 -- name: start_apply
 -- Claim an approved order for an apply run (its claim free or lapsed) and count the
--- attempt; returns the order with its items ({item_fields}), no row when not claimable.
+-- attempt; returns the order with its items ({item_fields}), no row when not claimable
+-- ({claimable}).
 WITH o AS (
-  UPDATE work_orders SET apply_attempts = apply_attempts + 1, updated_at = %(now)s,
+  UPDATE work_orders o SET apply_attempts = o.apply_attempts + 1, updated_at = %(now)s,
          apply_claim = %(claim)s, apply_claim_expires_at = %(claim_expires)s
-   WHERE id = %(order)s AND state = 'approved' AND (apply_claim IS NULL OR apply_claim_expires_at <= %(now)s)
-  RETURNING id, type, state, priority, payload, meta, apply_attempts
+   WHERE o.id = %(order)s AND {claimable}
+  RETURNING o.id, o.type, o.state, o.priority, o.payload, o.meta, o.apply_attempts
 )
 SELECT o.*, {item_fields}
   FROM o LEFT JOIN work_items i ON i.order_id = o.id
@@ -659,9 +660,10 @@ WITH picked AS (
 UPDATE work_orders w SET updated_at = %(now)s FROM picked WHERE w.id = picked.id
 RETURNING w.id
 
--- name: stale_applies
--- claim_stale's stuck applies: approved, the apply claim free or lapsed (apply_claim's
--- claimable, as start_apply's guard).
+-- name: apply_claimable
+-- An order an apply run may claim: approved, its apply claim free or lapsed (the rule of
+-- services/apply_claim.py, PostgreSQL's one copy): start_apply's guard, and claim_stale's
+-- stuck applies.
 o.state = 'approved' AND (o.apply_claim IS NULL OR o.apply_claim_expires_at <= %(now)s)
 
 -- name: stale_auto_approvals
