@@ -17,22 +17,22 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound
+from ..leases.selection import Shape, eligible
 from ..services import apply_claim
 from ..services.context import ServiceContext
 from ..services.parts import REJECTED
 from ..services.transitions import move_item, move_order, record_event, rework_item
 from ..services.views import item_dict
 from ..state_machine import can_order
-from ..states import LEASABLE_ORDER_STATES, ItemState, OrderState
+from ..states import ItemState, OrderState
 from ..types import Actor, AgentInfo
 from .models import Event, Item, Order, Part, Provenance
 from .order_store import ItemRetryCheck, OrderChange, OrderRow, RetryCheck
 from .orm_steps import lock_item, lock_order
-from .predicates import queued
 
 
 class OrmOrderAdmin:
@@ -197,21 +197,15 @@ class OrmOrderAdmin:
     def touch_queued(
         self, order_id: uuid.UUID | None, before: datetime | None, now: datetime, limit: int
     ) -> list[tuple[uuid.UUID, str]]:
-        stmt = select(Item.id, Item.order_type).where(
-            queued(),
-            or_(Item.available_at.is_(None), Item.available_at <= now),
-            exists().where(
-                Order.id == Item.order_id, Order.state.in_([s.value for s in LEASABLE_ORDER_STATES])
-            ),
-        )
-        if order_id is not None:
-            stmt = stmt.where(Item.order_id == order_id)
-        else:
+        # the checkout's eligibility (leases/selection.py), its columns and order replaced
+        shape = Shape(order=order_id is not None)
+        stmt = eligible(shape).with_only_columns(Item.id, Item.order_type).order_by(None)
+        if order_id is None:
             stmt = stmt.where(Item.updated_at <= before)
+        params = {"q_now": now, "q_order": order_id}
         with self.ctx.db.transaction() as s:
-            found = [
-                (r.id, r.order_type) for r in s.execute(stmt.order_by(Item.updated_at).limit(limit))
-            ]
+            picked = s.execute(stmt.order_by(Item.updated_at).limit(limit), params)
+            found = [(r.id, r.order_type) for r in picked]
             if found:
                 s.execute(
                     update(Item)
