@@ -43,6 +43,8 @@ REDIS = os.environ.get("WM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 TYPE = "e2e.echo"
 RABBITMQ = os.environ.get("WM_BENCH_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672")
 COUNTER_URL = os.environ.get("WM_BENCH_COUNTER_URL", "redis://127.0.0.1:6379/11")
+#: orders/s against the bare chain's chains/s (issue 18; issue 4 asked 0.5)
+TARGET = 0.7
 
 
 def rabbit_broker() -> str:
@@ -390,10 +392,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "ratio_to_bare_chain_task_events": ratio_events,
             "rounds": runs[backend],
         }
-        verdict = "target met" if ratio >= 0.5 else "target missed"
+        verdict = "target met" if ratio >= TARGET else "target missed"
         print(
             f"pipeline, {backend:8s} leases     {ours['orders_per_s']:8.1f} orders/s  "
-            f"ratio {ratio:.2f} (target >= 0.5: {verdict})  control RSS "
+            f"ratio {ratio:.2f} (target >= {TARGET}: {verdict})  control RSS "
             f"{ours['control_worker_rss_mb']:.0f} MiB, "
             f"agent RSS {ours['agent_worker_rss_mb']:.0f} MiB  "
             f"(rounds: {_rates(runs[backend], 'orders_per_s')}; "
