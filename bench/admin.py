@@ -10,7 +10,7 @@ and mean milliseconds per call and the PostgreSQL statements per call (every ``e
 or ``executemany`` that reaches psycopg in this process; ``BEGIN``, ``COMMIT`` and
 ``ROLLBACK`` left out).
 Only the public API is used, so the same file measures an older tree:
-``PYTHONPATH=<old tree> python bench/admin.py``. Uses its own database
+``PYTHONPATH=<old tree>:<this repository> python -m bench.admin``. Uses its own database
 (``wm_bench_admin``), dropped at the end. Asserts nothing about speed.
 """
 
@@ -28,51 +28,17 @@ from typing import Any
 
 import psycopg
 
-from workmanager import ItemSpec, Registry, Settings, WorkManager
+from bench.common import Pair, Statements
+from workmanager import Registry, Settings, WorkManager
 from workmanager.db.session import Database
-from workmanager.order_types import OrderType
 from workmanager.services.order_admin import OrderAdmin
-from workmanager.types import Actor, OrderView
+from workmanager.types import Actor
 
 ADMIN_DSN = os.environ.get("WM_BENCH_PG_ADMIN", "host=127.0.0.1 user=postgres dbname=postgres")
 HOST_URL = os.environ.get("WM_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
 DB = "wm_bench_admin"
 REVIEWER = Actor("user", "bench")
 REASONS = [{"code": "wrong", "message": "the answer is wrong"}]
-_NOT_COUNTED = ("BEGIN", "COMMIT", "ROLLBACK")
-
-
-class Pair(OrderType):
-    type = "bench.pair"
-
-    def plan(self, order: OrderView) -> list[ItemSpec]:
-        return [ItemSpec(input={"i": i}) for i in range(2)]
-
-
-class Statements:
-    """Counts psycopg ``execute`` and ``executemany`` calls while installed."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.saved = {name: getattr(psycopg.Cursor, name) for name in ("execute", "executemany")}
-
-    def __enter__(self) -> Statements:
-        for name, saved in self.saved.items():
-            setattr(psycopg.Cursor, name, self._counted(saved))
-        return self
-
-    def _counted(self, saved: Callable[..., Any]) -> Callable[..., Any]:
-        def counted(cur: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-            text = query if isinstance(query, str) else str(getattr(query, "_obj", query))
-            if not text.lstrip()[:8].upper().startswith(_NOT_COUNTED):
-                self.n += 1
-            return saved(cur, query, *args, **kwargs)
-
-        return counted
-
-    def __exit__(self, *exc: object) -> None:
-        for name, saved in self.saved.items():
-            setattr(psycopg.Cursor, name, saved)
 
 
 def submitted(wm: WorkManager) -> uuid.UUID:

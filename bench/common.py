@@ -12,6 +12,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from workmanager import ItemSpec, OrderType
+from workmanager.types import OrderView
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ORDER_TYPE = "bench.noop"
 AGENT = "bench-agent-1"
@@ -178,7 +181,7 @@ def seed(cfg: Config, items: int, per_order: int = 10) -> float:
 
 def bench_registry() -> Any:
     """A registry with the one bench order type: a small result schema, a pure apply."""
-    from workmanager import ApplyContext, Diff, OrderType, OrderView, Registry
+    from workmanager import ApplyContext, Diff, OrderType, Registry
     from workmanager.types import JSON, ItemView
 
     class BenchOrder(OrderType):
@@ -234,3 +237,42 @@ def clear_redis(cfg: Config) -> None:
             client.delete(*keys[start : start + 1000])
     finally:
         client.close()
+
+
+# --- what the admin benches (admin.py, lease_admin.py) share --------------------------
+_NOT_COUNTED = ("BEGIN", "COMMIT", "ROLLBACK")
+
+
+class Pair(OrderType):
+    """Orders of two items."""
+
+    type = "bench.pair"
+
+    def plan(self, order: OrderView) -> list[ItemSpec]:
+        return [ItemSpec(input={"i": i}) for i in range(2)]
+
+
+class Statements:
+    """Counts psycopg ``execute`` and ``executemany`` calls while installed."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.saved = {name: getattr(psycopg.Cursor, name) for name in ("execute", "executemany")}
+
+    def __enter__(self) -> Statements:
+        for name, saved in self.saved.items():
+            setattr(psycopg.Cursor, name, self._counted(saved))
+        return self
+
+    def _counted(self, saved: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(cur: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            text = query if isinstance(query, str) else str(getattr(query, "_obj", query))
+            if not text.lstrip()[:8].upper().startswith(_NOT_COUNTED):
+                self.n += 1
+            return saved(cur, query, *args, **kwargs)
+
+        return counted
+
+    def __exit__(self, *exc: object) -> None:
+        for name, saved in self.saved.items():
+            setattr(psycopg.Cursor, name, saved)

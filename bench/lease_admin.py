@@ -10,7 +10,7 @@ batches of ``--batch``. Reported per action: milliseconds for all N, microsecond
 lease, and the PostgreSQL statements per lease (every ``execute`` or ``executemany``
 that reaches psycopg in this process; ``BEGIN``, ``COMMIT`` and ``ROLLBACK`` left out).
 Only the public API is used, so the same file measures an older tree:
-``PYTHONPATH=<old tree> python bench/lease_admin.py``. Uses its own database
+``PYTHONPATH=<old tree>:<this repository> python -m bench.lease_admin``. Uses its own database
 (``wm_bench_lease_admin``) and Redis prefix, dropped at the end. Asserts only that every
 action touched every lease.
 """
@@ -28,53 +28,16 @@ from typing import Any
 
 import psycopg
 
-from workmanager import ItemSpec, Registry, Settings, WorkManager
+from bench.common import Pair, Statements
+from workmanager import Registry, Settings, WorkManager
 from workmanager.db.models import utcnow
 from workmanager.db.session import Database
-from workmanager.order_types import OrderType
 from workmanager.services.lease_admin import LeaseAdmin, LeaseSelector
-from workmanager.types import OrderView
 
 ADMIN_DSN = os.environ.get("WM_BENCH_PG_ADMIN", "host=127.0.0.1 user=postgres dbname=postgres")
 HOST_URL = os.environ.get("WM_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
 DB = "wm_bench_lease_admin"
 REDIS = os.environ.get("WM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-_NOT_COUNTED = ("BEGIN", "COMMIT", "ROLLBACK")
-
-
-class Pair(OrderType):
-    type = "bench.pair"
-
-    def plan(self, order: OrderView) -> list[ItemSpec]:
-        return [ItemSpec(input={"i": i}) for i in range(2)]
-
-
-class Statements:
-    """Counts psycopg ``execute`` and ``executemany`` calls while installed."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.saved = {name: getattr(psycopg.Cursor, name) for name in ("execute", "executemany")}
-
-    def __enter__(self) -> Statements:
-        for name, saved in self.saved.items():
-            setattr(psycopg.Cursor, name, self._counted(saved))
-        return self
-
-    def _counted(self, saved: Callable[..., Any]) -> Callable[..., Any]:
-        def counted(cur: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-            text = query if isinstance(query, str) else str(getattr(query, "_obj", query))
-            if not text.lstrip()[:8].upper().startswith(_NOT_COUNTED):
-                self.n += 1
-            return saved(cur, query, *args, **kwargs)
-
-        return counted
-
-    def __exit__(self, *exc: object) -> None:
-        for name, saved in self.saved.items():
-            setattr(psycopg.Cursor, name, saved)
 
 
 def hold(wm: WorkManager, n: int) -> None:
