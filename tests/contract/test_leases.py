@@ -301,6 +301,32 @@ def test_another_agent_presenting_the_current_token_is_forbidden(build) -> None:
     assert wm.agent.submit(lease, {"answer": 1}).item["state"] == "submitted"
 
 
+def test_the_current_fence_without_its_secret_is_a_conflict(
+    build: Callable[..., WorkManager],
+) -> None:
+    """Issue 11, item 1: the fence can be read (events, ``attempts``) but proves nothing.
+    The current fence with any other secret, a truncated one or none, by the holder's own
+    agent id, is 409 ``lease_conflict`` on every call and changes nothing; the real token
+    still works afterwards."""
+    wm = build()
+    wm.propose("test.parts", {})
+    lease = checkout(wm, "agent-a")
+    fence, secret = lease.token.split(".", 1)
+    assert len(secret) >= 32 and not secret.isdigit()
+    guesses = [
+        f"{fence}.{'A' * len(secret)}",
+        f"{fence}.{secret[:-1]}",
+        f"{fence}.{secret}x",
+        f"{fence}.",
+        fence,
+        f"{fence}.{secret.swapcase()}",
+    ]
+    for guess in guesses:
+        assert_all_refused(wm, dataclasses.replace(lease, token=guess), LeaseConflict)
+    assert row(wm, lease.item_id).leased_by_agent_id == "agent-a"
+    assert wm.agent.submit(lease, {"answer": 1}).item["state"] == "submitted"
+
+
 def test_an_expired_lease_is_refused(build) -> None:
     wm = build(lease_ttl_seconds=SHORT_TTL, **FAST)
     wm.propose("test.parts", {})
