@@ -6,11 +6,12 @@ aside, so the same events are heard there too."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 
 import pytest
 
 from tests.support.types import Parts, Simple
-from workmanager import Registry, WorkManager, events
+from workmanager import Actor, Registry, WorkManager, events
 from workmanager.errors import ValidationFailed
 
 
@@ -87,3 +88,37 @@ def test_listeners_hear_only_what_committed(wm: WorkManager, heard: list[events.
 def test_unknown_event_names_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown event"):
         events.listen("WorkOrderExploded", print)
+
+
+def test_rejection_lease_expiry_and_failure_are_announced(
+    wm: WorkManager, heard: list[events.Event]
+) -> None:
+    """The events the whole flow does not reach: an order rejected, a lease the sweep
+    reclaims after its expiry, an item failed by its agent."""
+    rejected = wm.propose("test.simple", {"n": 1})
+    lease = wm.agent.checkout("agent-1", order_id=rejected)
+    assert lease is not None
+    wm.agent.submit(lease, {"answer": 1})
+    errors = [{"code": "redo", "message": "again"}]
+    wm.orders.reject(rejected, errors, Actor("user", "ops"), allow_rework=True)
+    (event,) = [e for e in heard if e.name == events.ORDER_REJECTED]
+    assert event.order_id == rejected and event.item_id is None
+
+    lapsed = wm.propose("test.simple", {"n": 2})
+    lease = wm.agent.checkout("agent-1", order_id=lapsed)
+    assert lease is not None
+    saved = wm.ctx.clock
+    wm.ctx.clock = lambda: saved() + timedelta(seconds=wm.settings.lease_ttl_seconds + 1)
+    try:
+        assert wm.sweeper.sweep().reclaimed == 1
+    finally:
+        wm.ctx.clock = saved
+    (event,) = [e for e in heard if e.name == events.ITEM_LEASE_EXPIRED]
+    assert event.order_id == lapsed and event.item_id == lease.item_id
+
+    failed = wm.propose("test.simple", {"n": 3})
+    lease = wm.agent.checkout("agent-1", order_id=failed)
+    assert lease is not None
+    wm.agent.fail(lease, {"code": "boom", "message": "it broke"}, retryable=False)
+    (event,) = [e for e in heard if e.name == events.ITEM_FAILED]
+    assert event.order_id == failed and event.item_id == lease.item_id
