@@ -2,7 +2,8 @@
 
 The same key and body under another lease token is another request: 422
 ``idempotency_key_reused``, never a replay of the first answer. In-process, over HTTP
-(``X-Lease-Token``) and MCP (``lease_token``), on SQLite and on PostgreSQL's hot path.
+(``X-Lease-Token``) and MCP (``lease_token``), on SQLite and on PostgreSQL's hot path, with
+database and Redis leases.
 """
 
 from __future__ import annotations
@@ -22,10 +23,21 @@ PREFIX = "/agent/work"
 REWORK = {"errors": [{"code": "redo", "message": "again"}], "allow_rework": True}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+PATHS = [
+    pytest.param(("sqlite", "database"), id="sqlite-database"),
+    pytest.param(("sqlite", "redis"), id="sqlite-redis", marks=pytest.mark.redis),
+    pytest.param(("postgres", "database"), id="postgres-database", marks=pytest.mark.postgres),
+    pytest.param(
+        ("postgres", "redis"), id="postgres-redis", marks=[pytest.mark.postgres, pytest.mark.redis]
+    ),
+]
+
+
+@pytest.fixture(params=PATHS)
 def wm(request: pytest.FixtureRequest, make_wm: Any) -> WorkManager:
+    db, backend = request.param
     return make_wm(  # type: ignore[no-any-return]
-        db=request.param, backend="database", registry=Registry([Simple()]), auth="none"
+        db=db, backend=backend, registry=Registry([Simple()]), auth="none"
     )
 
 
