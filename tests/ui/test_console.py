@@ -5,7 +5,9 @@ sessions, CSRF, scopes, the once-per-form actions and every page. The browser te
 from __future__ import annotations
 
 import re
+import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -26,7 +28,8 @@ AGENT = AgentInfo(id="writer-1", version="1.2.0", model_name="gpt-test")
 def wm(make_wm: Any) -> WorkManager:
     registry = Registry()
     register(registry)
-    return make_wm(db="sqlite", backend="database", registry=registry)
+    made: WorkManager = make_wm(db="sqlite", backend="database", registry=registry)
+    return made
 
 
 @pytest.fixture
@@ -291,3 +294,46 @@ def test_unknown_orders_are_an_html_404_and_auth_none_needs_no_token(make_wm: An
         assert missing.status_code == 404
         assert missing.headers["content-type"].startswith("text/html")
         assert "not_found" in missing.text
+
+
+BACKENDS = [
+    ("sqlite", "database"),
+    ("sqlite", "memory"),
+    pytest.param("postgres", "database", marks=pytest.mark.postgres),
+    pytest.param("postgres", "redis", marks=[pytest.mark.postgres, pytest.mark.redis]),
+]
+
+
+@pytest.mark.parametrize(("db", "backend"), BACKENDS)
+def test_the_dashboard_shows_the_same_on_every_backend(make_wm: Any, db: str, backend: str) -> None:
+    """Queue depth, awaiting review, agents and leases expiring soon, read right whichever
+    database and lease backend hold them. With a lock store (memory, Redis) a heartbeat
+    extends only the lock (db/store.py lock_only_beat): the row's recorded expiry falls
+    behind, and the lease's time left is the lock's, not the row's."""
+    registry = Registry()
+    register(registry)
+    wm = make_wm(db=db, backend=backend, registry=registry, lease_ttl_seconds=2)
+    viewer, _ = TokenService(wm.ctx).create("viewer", "view")
+    submitted_order(wm)
+    held = wm.propose("ui.plain", {"n": 1})
+    lease = wm.agent.checkout(AGENT, order_id=held)
+    assert lease is not None
+    beat = wm.agent.heartbeat(lease)  # leased -> in_progress, on the row
+    recorded = wm.queries.item(lease.item_id)["lease_expires_at"]
+    deadline = time.monotonic() + 2.6
+    while time.monotonic() < deadline:  # beat past the row's recorded expiry
+        beat = wm.agent.heartbeat(beat)
+        time.sleep(0.25)
+    assert beat.expires_at > datetime.fromisoformat(recorded.replace("Z", "+00:00"))
+
+    board = sign_in(client_for(wm), viewer).get("/ui/dashboard").text
+    depth = re.search(r'<tr data-type="ui.plain">(.*?)</tr>', board)
+    assert depth, board
+    # queued, leased, in progress, submitted, failed
+    assert re.findall(r"<td>(\d+)</td>", depth.group(1)) == ["0", "0", "1", "0", "0"]
+    assert '<b id="awaiting">1</b>' in board
+    assert "writer-1" in board and "gpt-test" in board
+    expiring = re.search(rf'data-item="{lease.item_id}" data-expires-in="(-?\d+)"', board)
+    assert expiring, board
+    # the lease is alive with at most its TTL left: never shown as already past its expiry
+    assert 0 <= int(expiring.group(1)) <= 2

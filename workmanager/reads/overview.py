@@ -15,7 +15,8 @@ from sqlalchemy import ColumnElement, and_, func, select
 
 from ..db.models import Event, Item, Order, Provenance
 from ..db.predicates import count_rows
-from ..errors import NotFound
+from ..errors import NotFound, WorkManagerError
+from ..leases.base import LeaseLock
 from ..services.context import ServiceContext
 from ..services.views import iso, order_view
 from ..states import ItemState, OrderState
@@ -195,7 +196,7 @@ class Overview:
                 "orders": {
                     str(state): int(n) for state, n in s.execute(orders.group_by(Order.state))
                 },
-                "expiring": self._expiring(s, now, tenant),
+                "expiring": self._expiring(s, now, tenant, self.ctx.leases.lock),
                 "throughput": self._throughput(s, since, tenant),
                 "agents": self._agents(s, since, tenant),
             }
@@ -217,8 +218,18 @@ class Overview:
 
     @staticmethod
     def _expiring(
-        s: Any, now: datetime, tenant: str | None, within: timedelta = timedelta(minutes=1)
+        s: Any,
+        now: datetime,
+        tenant: str | None,
+        lock: LeaseLock | None,
+        within: timedelta = timedelta(minutes=1),
+        limit: int = 20,
     ) -> list[Any]:
+        """Held leases with at most ``within`` left, soonest first. Without a lock store
+        the row's expiry is the lease's. With one (Redis, memory) a heartbeat may extend
+        only the lock (db/store.py ``lock_only_beat``), so the row's recorded expiry can be
+        behind, never ahead: the rows due by it are the candidates, and the lock's TTL is
+        the time left (no lock: the lease is gone, 0 until the sweep reclaims it)."""
         stmt = (
             select(Item)
             .where(
@@ -227,8 +238,19 @@ class Overview:
                 *_of_tenant(Item, tenant),
             )
             .order_by(Item.lease_expires_at)
-            .limit(20)
+            .limit(limit if lock is None else 10 * limit)
         )
+        rows = list(s.scalars(stmt))
+        left = {i.id: ((i.lease_expires_at or now) - now).total_seconds() for i in rows}
+        if lock is not None and rows:
+            try:
+                alive = lock.alive([i.id for i in rows])
+            except WorkManagerError:  # the lock store does not answer: the rows' figures
+                log.warning("the lease lock store did not answer the dashboard", exc_info=True)
+            else:
+                left = {i.id: alive.get(i.id, 0) / 1000 for i in rows}
+                rows = [i for i in rows if left[i.id] <= within.total_seconds()]
+                rows.sort(key=lambda i: left[i.id])
         return [
             {
                 "id": str(i.id),
@@ -236,9 +258,9 @@ class Overview:
                 "type": i.order_type,
                 "state": i.state,
                 "agent_id": i.leased_by_agent_id,
-                "expires_in_seconds": round(((i.lease_expires_at or now) - now).total_seconds()),
+                "expires_in_seconds": round(left[i.id]),
             }
-            for i in s.scalars(stmt)
+            for i in rows[:limit]
         ]
 
     @staticmethod
