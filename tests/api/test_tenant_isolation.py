@@ -121,6 +121,10 @@ def test_tenant_a_sees_and_changes_nothing_of_tenant_b_over_http(
         headers=idem(),
     )
     assert (resp.status_code, resp.json()["error"]["code"]) == (403, "forbidden")
+    # Forgetting B's agent (whose records span tenants) is refused before anything is
+    # looked at: not the 409 of B's live lease, which would tell A that agent is working.
+    resp = a.post(f"{PREFIX}/provenance/forget", json={"agent_id": "agent-b"}, headers=idem())
+    assert (resp.status_code, resp.json()["error"]["code"]) == (403, "forbidden"), resp.text
     assert snapshot(api_db_url) == before, "a call of tenant A changed something of B's"
     # B still sees its own, and A's proposals land in A and are A's to lease.
     assert b.get(f"{PREFIX}/orders/{leased['id']}").status_code == 200
@@ -132,6 +136,67 @@ def test_tenant_a_sees_and_changes_nothing_of_tenant_b_over_http(
     assert [o["id"] for o in listed] == [mine.json()["order"]["id"]]
     a.close()
     b.close()
+
+
+#: What the HTTP test above calls: the id routes of ``calls()``, the lists, checkout,
+#: propose and the forget route. Health, readiness and /metrics carry no tenant's data
+#: but /metrics' ``tenant`` label (an operator's scrape target, docs/operations.md#metrics).
+CALLED = {
+    ("POST", "/items/{item_id}/heartbeat"),
+    ("POST", "/items/{item_id}/submit"),
+    ("POST", "/items/{item_id}/parts"),
+    ("GET", "/items/{item_id}/parts"),
+    ("POST", "/items/{item_id}/finalize"),
+    ("POST", "/items/{item_id}/release"),
+    ("POST", "/items/{item_id}/fail"),
+    ("GET", "/items/{item_id}/logs"),
+    ("GET", "/orders/{order_id}"),
+    ("POST", "/orders/{order_id}/checkout"),
+    ("POST", "/orders/{order_id}/approve"),
+    ("POST", "/orders/{order_id}/reject"),
+    ("POST", "/orders/{order_id}/retry"),
+    ("GET", "/orders"),
+    ("POST", "/checkout"),
+    ("POST", "/propose"),
+    ("POST", "/provenance/forget"),
+}
+UNSCOPED = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
+TOOLS_CALLED = {
+    "work.get",
+    "work.approve",
+    "work.reject",
+    "work.checkout",
+    "work.heartbeat",
+    "work.submit",
+    "work.submit_part",
+    "work.finalize",
+    "work.release",
+    "work.fail",
+    "work.list_parts",
+    "work.logs",
+    "work.list",
+    "work.propose",
+}
+
+
+def test_the_isolation_tests_call_every_route_and_tool(make_wm: Any) -> None:
+    """A route or tool added later fails here until the tests above call it."""
+    from workmanager.api import create_app
+    from workmanager.mcp.server import build_server
+
+    wm = make_wm(db="sqlite", backend="database", registry=Registry())
+    paths = create_app(wm).openapi()["paths"]
+    routes = {
+        (method.upper(), path.removeprefix(PREFIX))
+        for path, operations in paths.items()
+        for method in operations
+    }
+    assert routes == CALLED | UNSCOPED
+
+    async def tools() -> set[str]:
+        return {tool.name for tool in await build_server(wm).list_tools()}
+
+    assert anyio.run(tools) == TOOLS_CALLED
 
 
 def test_tenant_a_sees_and_changes_nothing_of_tenant_b_over_mcp(
@@ -176,6 +241,13 @@ def test_tenant_a_sees_and_changes_nothing_of_tenant_b_over_mcp(
         seen = anyio.run(mcp_calls, url, tenants["a"], refused)
         for tool, answer in seen.items():
             assert answer["success"] is False and answer["code"] == "not_found", (tool, answer)
+        into_b: dict[str, Any] = {
+            "type": "test.simple",
+            "payload": {},
+            "tenant_id": tenants["b_tenant"],
+        }
+        proposed = anyio.run(mcp_calls, url, tenants["a"], {"work.propose": into_b})
+        assert proposed["work.propose"]["code"] == "forbidden", proposed
         order_logs = anyio.run(
             mcp_calls, url, tenants["a"], {"work.logs": {"order_id": order["id"]}}
         )

@@ -198,6 +198,25 @@ def test_forget_route_needs_admin_and_exactly_one_subject(make_wm: Any) -> None:
     assert usage.exit_code == 2
 
 
+def test_a_tenant_bound_token_may_not_forget(make_wm: Any) -> None:
+    """An agent's or a user's records span tenants: a tenant-bound admin token is refused
+    (403, before any count), and nothing changes."""
+    wm = make_wm(db="sqlite", backend="database", registry=Registry([Simple()]))
+    wm.propose("test.simple", {"n": 1}, agent=AGENT_Y, tenant_id="globex")
+    scoped, _ = TokenService(wm.ctx).create("acme-root", "admin", tenant_id="acme")
+    before = dump(wm)
+    http = TestClient(create_app(wm))
+    for body in ({"agent_id": AGENT_Y.id}, {"agent_id": AGENT_Y.id, "dry_run": True}):
+        answer = http.post(
+            "/agent/work/provenance/forget",
+            json=body,
+            headers={"Authorization": f"Bearer {scoped}"},
+        )
+        assert answer.status_code == 403, answer.text
+        assert answer.json()["error"]["code"] == "forbidden"
+    assert dump(wm) == before
+
+
 def test_the_id_is_replaced_only_where_it_stands_whole() -> None:
     from workmanager.services.forget import scrub
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from ...errors import ValidationFailed
+from ...errors import Forbidden, ValidationFailed
 from ...services.forget import Forget, Subject
 from ...types import Actor
 from .. import responses as R
@@ -23,6 +23,13 @@ router = APIRouter(tags=["provenance"])
 )
 def forget(request: Request, auth: AdminAuth, body: ForgetBody) -> JSONResponse:
     caller = auth.caller()
+    if caller.principal.tenant_id is not None:
+        # An agent's or a user's records span every tenant: a tenant's token may not
+        # erase (or count) another tenant's.
+        raise Forbidden(
+            "forgetting spans every tenant: use a token bound to no tenant",
+            details={"tenant_id": caller.principal.tenant_id},
+        )
     if (body.agent_id is None) == (body.user_id is None):
         message = "give exactly one of agent_id and user_id"
         raise ValidationFailed.at("agent_id", message, "oneOf")
