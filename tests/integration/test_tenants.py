@@ -140,3 +140,28 @@ def test_tokens_carry_their_tenant(wm: WorkManager) -> None:
     assert row["tenant_id"] == "acme"
     assert tokens.authenticate(plain).tenant_id == "acme"
     assert [r["tenant_id"] for r in tokens.list()] == ["acme"]
+
+
+def test_the_tenant_is_a_metrics_label(wm: WorkManager) -> None:
+    """Lease and submit counters carry the item's tenant (``none`` for no tenant);
+    ``WORK_MANAGER_METRICS_TENANT_LABEL=false`` builds metrics without the label."""
+    from workmanager.metrics.factory import build_metrics
+    from workmanager.settings import Settings
+
+    ops = Operations(wm)
+    for tenant in ("acme", None):
+        who = caller(tenant)
+        ops.propose(who, "test.simple", {"n": 1}, tenant_id=tenant)
+        _, lease = ops.checkout(who, CheckoutFilters())
+        ops.submit(who, lease["item"]["id"], lease["item"]["lease_token"], {"answer": 1})
+    counters = wm.metrics.driver.counters  # type: ignore[attr-defined]
+    for name in ("leases_acquired_total", "items_submitted_total"):
+        tenants = {
+            dict(labels).get("tenant")
+            for (metric, labels) in counters
+            if metric == f"work_manager.{name}"
+        }
+        assert tenants == {"acme", "none"}, (name, dict(counters))
+    assert build_metrics(Settings.from_env({})).tenant_label is True
+    off = Settings.from_env({"WORK_MANAGER_METRICS_TENANT_LABEL": "false"})
+    assert build_metrics(off).tenant_label is False
