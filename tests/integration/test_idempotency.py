@@ -312,6 +312,60 @@ def test_a_key_whose_submit_committed_answers_from_the_item(
     assert submitted == 1
 
 
+@pytest.mark.redis
+@pytest.mark.parametrize("operation", ["submit", "release", "fail"])
+def test_a_keyed_lease_call_that_committed_is_never_run_again_with_redis_leases(
+    make_wm: Callable[..., WorkManager],
+    database: str,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+    operation: str,
+) -> None:
+    """Issue 11, item 3, with the Redis lock backend: the process dies after the call
+    committed (its Redis lock already dropped), before the answer is stored. The key is
+    marked in the call's own transaction, so after the in-flight lock would have lapsed
+    the key replays ``committed`` and the call does not run again (one event)."""
+    wm = make_wm(db=database, backend="redis", registry=Registry([Simple()]))
+    wm.ctx.clock = clock
+    ops = Operations(wm)
+    wm.orders.propose("test.simple", {})
+    leased = ops.checkout(caller(), CheckoutFilters())[1]["item"]
+    item_id, token = leased["id"], str(leased["lease_token"])
+    calls: dict[str, tuple[dict[str, Any], Callable[[Caller], Answer], str, str]] = {
+        "submit": (
+            {"result": {"answer": 1}},
+            lambda c: ops.submit(c, item_id, token, {"answer": 1}),
+            "submitted",
+            "submitted",
+        ),
+        "release": ({}, lambda c: ops.release(c, item_id, token), "released", "queued"),
+        "fail": (
+            {"error": {"code": "x", "message": "y"}},
+            lambda c: ops.fail(c, item_id, token, {"code": "x", "message": "y"}),
+            "agent_failed",
+            "queued",
+        ),
+    }
+    body, run, event, state = calls[operation]
+    monkeypatch.setattr(wm.idempotency, "complete", die)
+    with pytest.raises(Died):
+        wm.idempotency.once(caller(), operation, item_id, "rk", body, run, token)
+    monkeypatch.undo()
+    with wm.db.transaction() as s:
+        row = s.scalars(select(IdempotencyKey)).one()
+        assert row.status == "committed" and row.locked_until is None
+    clock.advance(seconds=IN_FLIGHT_LOCK.total_seconds() + 1)
+    again = wm.idempotency.once(caller(), operation, item_id, "rk", body, run, token)
+    assert isinstance(again, Replay) and again.status == 200, again
+    assert again.body["outcome"] == "committed" and again.body["item_id"] == item_id
+    assert again.body["item"]["state"] == state
+    with wm.db.transaction() as s:
+        count = s.scalar(
+            select(func.count()).where(Event.item_id == uuid.UUID(item_id), Event.event == event)
+        )
+    assert count == 1, (operation, event, count)
+
+
 def test_an_operation_that_raises_after_its_commit_keeps_its_key(wm: WorkManager) -> None:
     ops = Operations(wm)
 
