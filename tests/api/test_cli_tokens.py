@@ -23,3 +23,21 @@ def test_list_and_revoke(db_server: Server, api_db_url: str) -> None:
     assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated"
     bad = cli(env, "tokens", "create", "--name", "t2", "--scopes", "view,root")
     assert bad.returncode != 0 and "scopes" in bad.stderr
+
+
+def test_create_a_tenant_bound_token(db_server: Server, api_db_url: str) -> None:
+    """``tokens create --tenant T``: listed with its tenant, and its proposals land in T."""
+    env = base_env(api_db_url)
+    args = ("--name", "tenant-cli", "--scopes", "view,propose", "--tenant", "acme-cli")
+    made = json.loads(cli(env, "tokens", "create", *args, "--json").stdout)
+    assert made["tenant_id"] == "acme-cli" and made["token"].startswith("wm_")
+    listed = json.loads(cli(env, "tokens", "list", "--json").stdout)
+    assert next(t for t in listed if t["name"] == "tenant-cli")["tenant_id"] == "acme-cli"
+    assert "acme-cli" in cli(env, "tokens", "list").stdout
+    client = db_server.client(made["token"])
+    body = {"type": "test.simple", "payload": {}}
+    proposed = client.post(f"{PREFIX}/propose", json=body, headers={"Idempotency-Key": "t-1"})
+    assert proposed.status_code == 201, proposed.text
+    shown = client.get(f"{PREFIX}/orders/{proposed.json()['order']['id']}").json()["order"]
+    assert shown["tenant_id"] == "acme-cli"
+    assert {i["tenant_id"] for i in shown["items"]} == {"acme-cli"}

@@ -33,11 +33,14 @@ def test_create_and_wait_until_completed(make_stack) -> None:
     done = workmanager(
         stack,
         *("orders", "create", "--type", "e2e.echo", "--payload", '{"n": 5}'),
-        *("--priority", "3", "--meta", '{"by": "shell"}', "--wait", "--timeout", "90", "--json"),
+        *("--priority", "3", "--meta", '{"by": "shell"}', "--tenant", "acme-cli"),
+        *("--wait", "--timeout", "90", "--json"),
     )
     assert done.returncode == 0, done.stderr
     order = json.loads(done.stdout)
     assert (order["state"], order["priority"], order["meta"]) == ("completed", 3, {"by": "shell"})
+    # --tenant travels through enqueue_order and the create task; the item inherits it
+    assert order["tenant_id"] == "acme-cli" and order["items"][0]["tenant_id"] == "acme-cli"
     assert order["items"][0]["result"]["echo"] == {"n": 5}
 
 
