@@ -10,13 +10,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.conftest import PREFIX, idem
+from tests.api.conftest import PREFIX, idem, start_server
 
 pytestmark = pytest.mark.postgres
 
 
 def agent(upstream: Any, name: str) -> httpx.Client:
-    return upstream.client("agent-a", name)
+    client: httpx.Client = upstream.client("agent-a", name)
+    return client
 
 
 def propose(client: httpx.Client, type: str, payload: dict[str, Any], **body: Any) -> str:
@@ -163,3 +164,34 @@ def test_a_key_outside_enforce_on_is_still_honoured(upstream: Any) -> None:
     assert second.headers.get("Idempotent-Replayed") == "true"
     # Without a key it is not required here.
     assert a.post(f"{PREFIX}/propose", json=body).status_code == 201
+
+
+def test_by_default_the_lease_token_is_still_required(
+    api_db_url: str, tokens: dict[str, str]
+) -> None:
+    """Fencing stays the default: on a server started without ``WORK_MANAGER_LEASE_TOKEN_
+    REQUIRED`` the holder itself is refused without ``X-Lease-Token`` (422 naming
+    ``lease_token``), and served with it."""
+    srv = start_server(api_db_url, tokens, "database", None)
+    try:
+        a = srv.client("agent-a", "compat-default-1")
+        body = {"type": "test.simple", "payload": {}}
+        order_id = a.post(f"{PREFIX}/propose", json=body, headers=idem()).json()["order"]["id"]
+        item = a.post(f"{PREFIX}/orders/{order_id}/checkout").json()["item"]
+        items = f"{PREFIX}/items/{item['id']}"
+        sent: list[tuple[str, dict[str, Any]]] = [
+            ("heartbeat", {}),
+            ("submit", {"result": {"answer": 1}}),
+            ("release", {}),
+        ]
+        for action, json in sent:
+            r = a.post(f"{items}/{action}", json=json, headers=idem())
+            assert r.status_code == 422, (action, r.text)
+            error = r.json()["error"]
+            assert error["code"] == "validation_failed", (action, error)
+            assert [d["path"] for d in error["details"]] == ["lease_token"], (action, error)
+        headers = {"X-Lease-Token": item["lease_token"]}
+        r = a.post(f"{items}/heartbeat", json={}, headers=headers)
+        assert r.status_code == 200, r.text
+    finally:
+        srv.close()
