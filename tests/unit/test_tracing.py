@@ -11,6 +11,7 @@ import pytest
 
 from workmanager.errors import ConfigurationError
 from workmanager.settings import Settings
+from workmanager.tracing import TENANT
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,7 +32,7 @@ register(registry)
 settings = settings.replace(database_url="sqlite://", lease_backend="memory")
 wm = WorkManager(settings, registry=registry)
 wm.db.create_all()
-order_id = wm.propose("e2e.echo", {"n": 1})
+order_id = wm.propose("e2e.echo", {"n": 1}, tenant_id="acme-trace")
 agent = AgentInfo(id="a-1")
 lease = wm.agent.checkout(agent)
 lease = wm.agent.heartbeat(lease, agent=agent)
@@ -81,3 +82,6 @@ def test_console_writes_domain_spans_with_their_attributes() -> None:
     assert by_name["workmanager.submit"]["attributes"]["workmanager.item.id"]
     assert by_name["workmanager.apply"]["attributes"]["workmanager.order.type"] == "e2e.echo"
     assert by_name["workmanager.checkout"]["resource"]["attributes"]["service.name"] == "unit"
+    names = ("propose", "checkout", "heartbeat", "submit", "apply")  # the calls that know it
+    tenants = {n: by_name[f"workmanager.{n}"]["attributes"].get(TENANT) for n in names}
+    assert tenants == dict.fromkeys(names, "acme-trace")
