@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,9 +18,11 @@ from sqlalchemy import func, select
 from workmanager import AgentInfo, Registry, WorkManager
 from workmanager.api import create_app
 from workmanager.db.models import Event, Provenance, UiSession
+from workmanager.errors import ApplyFailed
 from workmanager.services.tokens import TokenService
+from workmanager.ui.sessions import SESSION_LIFETIME
 
-from .types import register
+from .types import FailingTitles, register
 
 AGENT = AgentInfo(id="writer-1", version="1.2.0", model_name="gpt-test")
 
@@ -337,3 +340,173 @@ def test_the_dashboard_shows_the_same_on_every_backend(make_wm: Any, db: str, ba
     assert expiring, board
     # the lease is alive with at most its TTL left: never shown as already past its expiry
     assert 0 <= int(expiring.group(1)) <= 2
+
+
+def _failed_order(make_wm: Any) -> tuple[WorkManager, uuid.UUID]:
+    """A ``ui.title`` order whose apply failed for good (its type raised, no retries)."""
+    registry = Registry()
+    register(registry)
+    registry.register(FailingTitles())  # not in register(): the Celery workers need it not
+    wm: WorkManager = make_wm(
+        db="sqlite", backend="database", registry=registry, apply_max_retries=0
+    )
+    order_id = wm.propose("ui.failing", {"docs": ["a"]})
+    lease = wm.agent.checkout(AGENT, order_id=order_id)
+    assert lease is not None
+    wm.agent.submit(lease, {"title": "T"}, agent=AGENT)
+    wm.approve(order_id)
+    with pytest.raises(ApplyFailed):
+        wm.executor.apply(order_id)
+    assert wm.queries.order_state(order_id) == "failed"
+    return wm, order_id
+
+
+def test_retry_a_failed_order_once_per_form(make_wm: Any) -> None:
+    wm, order_id = _failed_order(make_wm)
+    service = TokenService(wm.ctx)
+    viewer = sign_in(client_for(wm), service.create("viewer", "view")[0])
+    page = viewer.get(f"/ui/orders/{order_id}").text
+    assert 'id="retry"' not in page and "downstream down" in page  # the last error shown
+    reviewer = sign_in(client_for(wm), service.create("reviewer", "view,approve")[0])
+    page = reviewer.get(f"/ui/orders/{order_id}").text
+    assert 'id="retry"' in page
+    form = {"csrf": field(page, "csrf", "retry-form"), "key": field(page, "key", "retry-form")}
+    for _ in range(2):  # a double click: the same form twice retries once, no 409 page
+        answer = reviewer.post(f"/ui/orders/{order_id}/retry", data=form)
+        assert answer.status_code == 303, answer.text
+    assert wm.queries.order_state(order_id) == "submitted"
+    assert count_events(wm, order_id, "retried") == 1
+
+
+def test_every_action_is_refused_without_its_scope_or_the_csrf_token(make_wm: Any) -> None:
+    """Each form the console posts: with the session's CSRF token but without the scope
+    (403), and with the scope but without the CSRF token (403); nothing changes."""
+    wm, failed = _failed_order(make_wm)
+    waiting = submitted_order(wm, ("w",))
+    held = wm.propose("ui.plain", {"n": 1})
+    lease = wm.agent.checkout(AGENT, order_id=held)
+    assert lease is not None
+    service = TokenService(wm.ctx)
+    viewer = sign_in(client_for(wm), service.create("viewer", "view")[0])
+    operator = sign_in(client_for(wm), service.create("operator", "admin")[0])
+    viewer_csrf = field(viewer.get("/ui/queue").text, "csrf")
+
+    def snapshot() -> tuple[Any, ...]:
+        item = wm.queries.item(lease.item_id)
+        return (
+            wm.queries.order_state(failed),
+            wm.queries.order_state(waiting),
+            item["state"],
+            item["lease_expires_at"],
+        )
+
+    before = snapshot()
+    actions = [
+        (f"/ui/orders/{waiting}/approve", {}),
+        (f"/ui/orders/{waiting}/reject", {"reason": "no", "allow_rework": "1"}),
+        (f"/ui/orders/{failed}/retry", {}),
+        (f"/ui/items/{lease.item_id}/release", {}),
+        (f"/ui/items/{lease.item_id}/extend", {"seconds": "600"}),
+    ]
+    for path, extra in actions:
+        key = {"key": uuid.uuid4().hex}
+        refused = viewer.post(path, data={**extra, **key, "csrf": viewer_csrf})
+        assert refused.status_code == 403, (path, refused.status_code)
+        assert "forbidden" in refused.text
+        no_csrf = operator.post(path, data={**extra, **key})
+        assert no_csrf.status_code == 403, (path, no_csrf.status_code)
+        assert "CSRF" in no_csrf.text
+        assert snapshot() == before, path
+    # sign-out is a form too: without the token it signs no one out
+    assert operator.post("/ui/logout", data={}).status_code == 403
+    assert operator.get("/ui/queue").status_code == 200
+
+
+def test_the_order_page_shows_parts_checksums_and_the_agents_request_ids(
+    wm: WorkManager, tokens: dict[str, str]
+) -> None:
+    """Through the HTTP API as an agent would: parts with their SHA-256 checksums and the
+    request id of each call, then the review page shows both."""
+    agent_token, _ = TokenService(wm.ctx).create("agent", "checkout,submit,view")
+    api = TestClient(create_app(wm))
+    api.headers.update({"Authorization": f"Bearer {agent_token}", "X-Agent-ID": "parts-agent"})
+    api.headers["X-Model-Name"] = "m-7"
+    order_id = wm.propose("ui.parts", {})
+    leased = api.post(f"/agent/work/orders/{order_id}/checkout", headers={"X-Request-ID": "req-co"})
+    assert leased.status_code == 200, leased.text
+    item = leased.json()["item"]
+    base = f"/agent/work/items/{item['id']}"
+    for key, request_id in (("a", "req-part-a"), ("b", "req-part-b")):
+        answer = api.post(
+            f"{base}/parts",
+            json={"part_key": key, "payload": {"v": key}, "evidence": {"src": f"{key}.txt"}},
+            headers={
+                "X-Lease-Token": str(item["lease_token"]),
+                "X-Idempotency-Key": uuid.uuid4().hex,
+                "X-Request-ID": request_id,
+            },
+        )
+        assert answer.status_code == 202, answer.text
+    done = api.post(
+        f"{base}/finalize",
+        json={},
+        headers={
+            "X-Lease-Token": str(item["lease_token"]),
+            "X-Idempotency-Key": uuid.uuid4().hex,
+            "X-Request-ID": "req-fin",
+        },
+    )
+    assert done.status_code == 202, done.text
+    checksums = [p["checksum"] for p in api.get(f"{base}/parts").json()["parts"]]
+    assert len(checksums) == 2 and all(len(c) == 64 for c in checksums)
+
+    page = sign_in(client_for(wm), tokens["viewer"]).get(f"/ui/orders/{order_id}").text
+    for checksum in checksums:
+        assert checksum in page
+    for request_id in ("req-co", "req-part-a", "req-part-b", "req-fin"):
+        assert request_id in page, request_id
+    assert "parts-agent" in page and "m-7" in page and "b.txt" in page
+
+
+def test_the_lists_sort_and_page_like_the_api(wm: WorkManager, tokens: dict[str, str]) -> None:
+    made = [wm.propose("ui.plain", {"n": n}, priority=n) for n in range(5)]
+    viewer = sign_in(client_for(wm), tokens["viewer"])
+
+    def ids(html: str, what: str) -> list[str]:
+        return re.findall(rf'<a href="/ui/{what}/([0-9a-f-]{{36}})"', html)
+
+    first = viewer.get("/ui/orders", params={"sort": "-priority", "page[size]": "2"}).text
+    assert ids(first, "orders") == [str(made[4]), str(made[3])]
+    assert "page 1 of 3" in first
+    following = re.search(r'<a href="([^"]+)" id="next"', first)
+    assert following, first
+    second = viewer.get("/ui/orders" + following.group(1).replace("&amp;", "&")).text
+    assert ids(second, "orders") == [str(made[2]), str(made[1])]  # same sort, next page
+    ascending = viewer.get("/ui/orders", params={"sort": "priority", "page[size]": "2"}).text
+    assert ids(ascending, "orders") == [str(made[0]), str(made[1])]
+
+    items = viewer.get("/ui/items", params={"sort": "-priority", "page[size]": "2"}).text
+    assert "page 1 of 3" in items
+    order_of = {str(wm.queries.order(o)["items"][0]["id"]): o for o in made}
+    shown = ids(items, "items")
+    assert [order_of[i] for i in shown] == [made[4], made[3]]
+    assert viewer.get("/ui/items", params={"sort": "nope"}).status_code == 400
+
+
+def test_a_session_ends_at_its_expiry(wm: WorkManager, tokens: dict[str, str]) -> None:
+    viewer = sign_in(client_for(wm), tokens["viewer"])
+    assert viewer.get("/ui/queue").status_code == 200
+    later = wm.ctx.clock() + SESSION_LIFETIME + timedelta(seconds=1)
+    wm.ctx.clock = lambda: later
+    answer = viewer.get("/ui/queue")
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/ui/login")
+
+
+def test_the_pages_load_nothing_from_outside_the_package() -> None:
+    """No CDN: every script, stylesheet and image a template names is the console's own."""
+    root = Path(__file__).resolve().parents[2] / "workmanager" / "ui"
+    for template in (root / "templates").glob("*.html"):
+        text = template.read_text()
+        for ref in re.findall(r'(?:src|href)="([^"]*)"', text):
+            assert not re.match(r"(?i)(https?:)?//", ref), (template.name, ref)
+    assert {p.name for p in (root / "static").iterdir()} >= {"console.js", "console.css"}

@@ -3,7 +3,8 @@
 
 ``ui.title`` sets a document's title: one item per document, reviewed by a person (no
 auto-approval); apply returns the title before and after, and ``preview`` says so before
-approval. ``ui.plain`` has no preview.
+approval. ``ui.plain`` has no preview. ``ui.failing`` is ``ui.title`` whose apply always
+raises; ``ui.parts`` is one item assembled from parts ``a`` and ``b``.
 """
 
 from __future__ import annotations
@@ -41,9 +42,27 @@ class Plain(OrderType):
         return Diff({}, {"done": True}, "done")
 
 
+class FailingTitles(Titles):
+    type = "ui.failing"
+
+    def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
+        raise RuntimeError("downstream down")
+
+
+class Parts(OrderType):
+    type = "ui.parts"
+
+    def plan(self, order: OrderView) -> list[ItemSpec]:
+        return [ItemSpec(input={}, parts_required=["a", "b"])]
+
+    def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
+        return Diff.empty()
+
+
 def register(registry: Registry) -> None:
     registry.register(Titles())
     registry.register(Plain())
+    registry.register(Parts())
 
 
 def title_handler(item: ItemView, lease: Lease) -> JSON:
