@@ -107,6 +107,7 @@ def calls(order_id: str, item_id: str, lease_token: str) -> dict[str, tuple[str,
         "list_parts": ("GET", f"{item}/parts", None),
         "logs": ("GET", f"{item}/logs", None),
         "order": ("GET", order, None),
+        "orders": ("GET", f"{PREFIX}/orders", None),
         "order_checkout": ("POST", f"{order}/checkout", None),
         "approve": ("POST", f"{order}/approve", None),
         "reject": ("POST", f"{order}/reject", {"errors": [{"code": "x", "message": "y"}]}),
@@ -117,7 +118,7 @@ def calls(order_id: str, item_id: str, lease_token: str) -> dict[str, tuple[str,
 
 
 LEASE_ROUTES = {"heartbeat", "submit", "submit_part", "finalize", "release", "fail"}
-READS = {"list_parts", "logs", "order"}
+READS = {"list_parts", "logs", "order", "orders"}
 
 
 def expected(kind: str, impersonating: bool, route: str) -> tuple[int, str | None]:
@@ -275,6 +276,34 @@ def test_the_matrix_over_mcp(api_db_url: str, db_server: Server, kinds: dict[str
             assert as_self[tool]["code"] == "forbidden", (tool, as_self[tool])
         viewer = anyio.run(mcp_calls, url, kinds["viewer"], tools("viewer-agent"))
         assert all(a["code"] == "forbidden" for a in viewer.values()), viewer
+        # The order tools name no agent: each token acts as itself. Reads answer every
+        # kind with view; approve and reject are refused by scope (viewer) or by the
+        # order's state (in progress), never carried out.
+        reads = {
+            "work.get": {"order_id": order["id"]},
+            "work.list": {},
+            "work.list_parts": {"item_id": item["id"]},
+            "work.logs": {"item_id": item["id"]},
+        }
+        decisions = {  # tool -> (arguments, the refusal a token with the scope gets)
+            "work.approve": ({"order_id": order["id"]}, "not_ready_for_approval"),
+            "work.reject": (
+                {"order_id": order["id"], "errors": [{"code": "x", "message": "y"}]},
+                "illegal_state_transition",
+            ),
+        }
+        for kind in ("other_bound", "unbound", "viewer"):
+            asked = {**reads, **{tool: args for tool, (args, _) in decisions.items()}}
+            seen = anyio.run(mcp_calls, url, kinds[kind], asked)
+            for tool in reads:
+                assert seen[tool]["success"] is not False, (kind, tool, seen[tool])
+            for tool, (_, by_state) in decisions.items():
+                want = "forbidden" if kind == "viewer" else by_state
+                assert (seen[tool]["success"], seen[tool]["code"]) == (False, want), (
+                    kind,
+                    tool,
+                    seen[tool],
+                )
         revoked = httpx.post(
             url, json={}, headers={"Authorization": f"Bearer {kinds['revoked']}"}, timeout=5
         )
