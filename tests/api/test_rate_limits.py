@@ -122,3 +122,40 @@ def test_mcp_checkout_answers_rate_limited(make_wm: Any) -> None:
     second = seen["second"]
     assert (second["success"], second["code"]) == (False, "rate_limited")
     assert 55 <= second["details"]["retry_after"] <= 60
+
+
+def test_requests_per_tenant_limit_is_shared_by_the_tenants_tokens(make_wm: Any) -> None:
+    """``WORK_MANAGER_RATE_LIMIT_REQUESTS_PER_TENANT``: every token bound to one tenant
+    draws on one bucket; another tenant has its own; a token bound to no tenant is not
+    counted per tenant."""
+    from fastapi.testclient import TestClient
+
+    from workmanager.services.tokens import TokenService
+
+    wm = make_wm(
+        db="postgres",
+        backend="database",
+        registry=Registry([Simple()]),
+        idempotency_enforce_on=(),
+        rate_limit_requests_per_tenant=Rate(2, 60),
+    )
+    tokens = TokenService(wm.ctx)
+    made = {
+        "acme-1": tokens.create("acme-1", "view", tenant_id="acme")[0],
+        "acme-2": tokens.create("acme-2", "view", tenant_id="acme")[0],
+        "globex": tokens.create("globex", "view", tenant_id="globex")[0],
+        "unbound": tokens.create("unbound", "view")[0],
+    }
+    http = TestClient(create_app(wm))
+
+    def status(who: str) -> int:
+        answer = http.get(f"{PREFIX}/orders", headers={"Authorization": f"Bearer {made[who]}"})
+        if answer.status_code == 429:
+            assert answer.json()["error"]["details"]["limit"] == "requests", answer.text
+            assert 25 <= int(answer.headers["Retry-After"]) <= 30
+        return answer.status_code
+
+    assert [status("acme-1"), status("acme-2")] == [200, 200]
+    assert [status("acme-1"), status("acme-2")] == [429, 429]  # one bucket for acme
+    assert [status("globex"), status("globex"), status("globex")] == [200, 200, 429]
+    assert [status("unbound") for _ in range(4)] == [200] * 4
