@@ -133,6 +133,11 @@ class Console:
 
         return bool(self.driver.find_elements(By.ID, element_id))
 
+    def has_css(self, selector: str) -> bool:
+        from selenium.webdriver.common.by import By
+
+        return bool(self.driver.find_elements(By.CSS_SELECTOR, selector))
+
     def shot(self, name: str) -> None:
         SHOTS.mkdir(parents=True, exist_ok=True)
         height, chrome = self.driver.execute_script(
@@ -268,6 +273,13 @@ def test_review_approve_and_rework_through_real_workers(console: Console) -> Non
     assert "writer-1" in console.text("agents") and "gpt-test" in console.text("agents")
     assert int(console.text("orders-completed")) >= 1
     console.shot("console-dashboard.png")
+    # it refreshes by itself: new work shows up without reloading the page
+    assert not console.has_css('#depth tr[data-type="ui.plain"]')
+    console.wm.propose("ui.plain", {"n": 1})
+    console.wait(
+        lambda: console.has_css('#depth tr[data-type="ui.plain"]'), "the dashboard refreshed", 15
+    )
+    assert console.driver.current_url.endswith("/ui/dashboard")
 
 
 def test_a_view_token_sees_no_actions_and_forged_posts_change_nothing(console: Console) -> None:
