@@ -34,6 +34,15 @@ from ..conftest import truncate_all
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 QUEUES = ["workmanager", "workmanager.apply", "agents.e2e.echo"]
+
+
+class Manual(Echo):
+    """Echo that a person approves: its approval check answers false."""
+
+    type = "e2e.manual"
+    auto_approve = False
+
+
 #: The in-process worker lives for the whole session: a broker db no subprocess stack uses.
 INPROCESS_BROKER_DB = int(os.environ.get("WM_TEST_INPROCESS_BROKER_DB", "13"))
 
@@ -43,7 +52,7 @@ def inprocess_wm(pg_url: str, redis_url: str) -> Iterator[WorkManager]:
     broker = redis_url.rsplit("/", 1)[0] + f"/{INPROCESS_BROKER_DB}"
     wm = WorkManager(
         Settings(database_url=pg_url, broker_url=broker, metrics_driver="null"),
-        registry=Registry([Echo()]),
+        registry=Registry([Echo(), Manual()]),
     )
     wm.dispatcher = CeleryDispatcher(app)
     yield wm
@@ -150,6 +159,43 @@ def test_apply_is_the_chained_child_of_the_approval_check(wm_on_app: WorkManager
     assert parents[0] == checks[0]
     events = [e["event"] for e in wm_on_app.queries.events(order_id) if not e["item_id"]]
     assert events.count("applied") == 1
+
+
+def test_apply_chained_to_a_refused_check_does_nothing(wm_on_app: WorkManager) -> None:
+    """The chain's apply gets its parent's answer: an order whose type does not
+    auto-approve stays submitted, and apply, the check's child, runs nothing."""
+    import re
+
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger, keep = logging.getLogger("workmanager.tasks"), Keep()
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(keep)
+    try:
+        order_id = wm_on_app.propose(Manual.type, {"n": 1})
+        lease = wm_on_app.agent.checkout("inproc-manual-1", order_id=order_id)
+        assert lease is not None
+        wm_on_app.agent.submit(lease, {"echo": 1})  # submitted: the dispatcher sends the chain
+        pattern = rf"apply of {order_id}: not approved \(parent (\S+)\)"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not re.search(pattern, "\n".join(lines)):
+            time.sleep(0.1)
+    finally:
+        logger.removeHandler(keep)
+        logger.setLevel(level)
+    text = "\n".join(lines)
+    checks = re.findall(rf"check_auto_approval of {order_id}: task (\S+), chained True", text)
+    parents = re.findall(pattern, text)
+    assert checks and parents == checks, text[-2000:]
+    assert f"apply of {order_id}: task" not in text  # the apply step itself never ran
+    assert _state(wm_on_app, order_id) == "submitted"
+    events = [e["event"] for e in wm_on_app.queries.events(order_id) if not e["item_id"]]
+    assert "approved" not in events and "applied" not in events
 
 
 def _state(wm: WorkManager, order_id: uuid.UUID) -> str | None:
