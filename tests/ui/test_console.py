@@ -510,3 +510,32 @@ def test_the_pages_load_nothing_from_outside_the_package() -> None:
         for ref in re.findall(r'(?:src|href)="([^"]*)"', text):
             assert not re.match(r"(?i)(https?:)?//", ref), (template.name, ref)
     assert {p.name for p in (root / "static").iterdir()} >= {"console.js", "console.css"}
+
+
+def test_the_queue_row_shows_type_age_items_and_producers(
+    wm: WorkManager, tokens: dict[str, str]
+) -> None:
+    order_id = submitted_order(wm, ("a", "b", "c"))
+    later = wm.ctx.clock() + timedelta(minutes=5)
+    wm.ctx.clock = lambda: later  # waited five minutes
+    page = sign_in(client_for(wm), tokens["viewer"]).get("/ui/queue").text
+    row = re.search(rf'<tr data-order="{order_id}">(.*?)</tr>', page, re.S)
+    assert row, page
+    cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td.*?</td>", row.group(1))]
+    assert cells[1:4] == ["ui.title", "5m 00s", "3"], cells
+    assert cells[4] == "writer-1 · 1.2.0 · gpt-test"
+
+
+def test_the_preview_shows_nothing_without_the_hook_and_its_error_when_it_raises(
+    wm: WorkManager, tokens: dict[str, str]
+) -> None:
+    plain = wm.propose("ui.plain", {"n": 1})
+    lease = wm.agent.checkout(AGENT, order_id=plain)
+    assert lease is not None
+    wm.agent.submit(lease, {"x": 1}, agent=AGENT)
+    viewer = sign_in(client_for(wm), tokens["viewer"])
+    assert 'id="preview"' not in viewer.get(f"/ui/orders/{plain}").text
+    broken = submitted_order(wm, ("boom",))
+    page = viewer.get(f"/ui/orders/{broken}")
+    assert page.status_code == 200
+    assert 'id="preview"' in page.text and "No preview: KeyError" in page.text

@@ -29,6 +29,8 @@ class Titles(OrderType):
         return [ItemSpec(input={"doc": doc}) for doc in order.payload.get("docs", [])]
 
     def preview(self, order: OrderView) -> Diff | None:
+        if "boom" in order.payload.get("docs", []):
+            raise KeyError("boom")  # a bug in the type's preview: the page still renders
         return _diff(order)
 
     def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
