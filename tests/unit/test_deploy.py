@@ -204,6 +204,14 @@ def test_kubernetes_probes_single_beat_and_agents_scaled_by_queue_depth() -> Non
     assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
     beat = deployment("workmanager-beat")["spec"]
     assert beat["replicas"] == 1 and beat["strategy"]["type"] == "Recreate"
+    # The consumers have no HTTP port: Celery's ping to their own node name is the probe.
+    for name, node in (
+        ("workmanager-worker", "celery@$HOSTNAME"),
+        ("workmanager-agent-demo-research", "agent-$HOSTNAME-1@$HOSTNAME"),
+    ):
+        [container] = deployment(name)["spec"]["template"]["spec"]["containers"]
+        probe = " ".join(container["livenessProbe"]["exec"]["command"])
+        assert f"inspect ping -d {node}" in probe, (name, probe)
     [hpa] = [d for _, d in k8s_documents() if d["kind"] == "HorizontalPodAutoscaler"]
     assert hpa["spec"]["scaleTargetRef"]["name"] == "workmanager-agent-demo-research"
     metric = hpa["spec"]["metrics"][0]["external"]["metric"]
