@@ -568,7 +568,7 @@ def paused_grant(wm: WorkManager, order_id: uuid.UUID, agent_id: str) -> Iterato
     hot = wm.agent.store
     assert hot is not None
     query = CheckoutQuery(order_id=order_id)
-    values = hot.checkout_values(AgentInfo(id=agent_id), query)
+    values = hot.checkout.checkout_values(AgentInfo(id=agent_id), query)
     sql = hotsql.grant_sql(shape_of(query, (), ()), False)
     url = wm.settings.database_url.replace("postgresql+psycopg://", "postgresql://")
     granted: list[Any] = []

@@ -1,10 +1,9 @@
-"""PostgreSQL's release, fail, submit_part and finalize (for :class:`.leases.PostgresStore`).
+"""PostgreSQL's release and fail (for :class:`.leases.PostgresStore`).
 
-The rules are the services' (one home each): what a failed lease becomes is
-:func:`workmanager.services.retries.decide_ending`, a part's verdict, slot limit, stored
-columns and parts state are :mod:`workmanager.services.parts`' functions, finalize's result
-is ``parts.assemble_parts``. Python decides from the item row; the statements of
-:mod:`.sql` only write what was decided.
+The rule is the services' (one home): what a failed lease becomes is
+:func:`workmanager.services.retries.decide_ending`. Python decides from the item row; the
+statements of :mod:`.sql` only write what was decided. The guarded statement and the
+locked read are :mod:`.guarded`'s; submit_part and finalize are :mod:`.parts`'.
 
 * **release** — with a store, its lock checked first; then one statement in autocommit
   (:data:`.sql.RELEASE_SQL`), guarded on the lease being current (see :mod:`.leases`).
@@ -15,76 +14,39 @@ is ``parts.assemble_parts``. Python decides from the item row; the statements of
   item is locked and read first (``BEGIN`` and the lock in one round trip), the lease
   checked from the row (``check_row``, then the store's check), the ending decided from
   the row, and the same statement run with ``COMMIT`` (and the mark) in a second.
-* **submit_part** — the part judged (``parts.judge_part``) against the item view the
-  lease carries, then one statement in autocommit (:func:`.sql.part_sql`): the item
-  locked, guarded on the lease being current and on the row being the view judged
-  against, then ``workmanager_put_part`` (migration 0011) places it in its slot under
-  the parts limit and sums up the parts state: on PostgreSQL those parts rules are SQL's
-  (SQLite's are :mod:`workmanager.services.parts`'), decided under the item's lock. When
-  the guard does not match, with a key to mark or a lock the store no longer holds: the
-  item locked and checked first, the part judged against it, then the same statement
-  and ``COMMIT``. A rejected part is stored and committed, then refused.
-* **finalize** — the item and its latest validated part per key read (one statement,
-  no lock: :data:`.sql.FINALIZE_READ`), the lease checked from that row, the parts
-  assembled, then one guarded statement (:data:`.sql.FINALIZE_GUARDED_SQL`: a submit of
-  the assembled result and its order's step, guarded on the lease and on the row unwritten
-  since the read). When the guard does not match (or with a key to mark): the item
-  locked and its parts read in one round trip, the lease checked, the parts assembled,
-  then :data:`.sql.FINALIZE_SQL` with ``COMMIT``.
-
 Event listeners get each statement's event rows after its commit; with a lock store, its
-hold is dropped after the commit of a fail or a finalize.
+hold is dropped after the commit of a release or a fail.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from ...errors import LeaseConflict, NotFound, ValidationFailed
+from ...errors import ValidationFailed
 from ...lease_tokens import Holder
-from ...leases.base import check_row
-from ...order_types import Part as PartValue
 from ...services.inputs import as_presented
-from ...services.outcomes import ItemOutcome, PartOutcome
-from ...services.parts import (
-    assemble_parts,
-    check_room,
-    judge_part,
-    part_event,
-    part_fields,
-    rejection_errors,
-    required_of,
-)
+from ...services.outcomes import ItemOutcome
 from ...services.retries import ORDER_FAILS_FROM, Ending, decide_ending
-from ...services.views import item_dict, item_view, part_dict
-from ...state_machine import check_item, check_order
-from ...states import ItemState, OrderState
-from ...types import JSON, AgentInfo, ItemView, Lease
+from ...services.views import item_dict
+from ...types import JSON, AgentInfo, Lease
 from .. import claims
-from ..raw import Conn, utc_row
-from ..store import ItemRow, PartRow, end_hold
+from ..raw import Conn
+from ..store import end_hold
+from .guarded import guarded, lock_item, one, refuse, store_holds, write
 from .sql import (
     FAIL_SQL,
-    FINALIZE_GUARDED_SQL,
-    FINALIZE_READ,
-    FINALIZE_SQL,
-    LATEST_PARTS,
-    LOCK_ITEM,
     RELEASE_SQL,
     announce_written,
     item_of_row,
+    jsonb_or_none,
     lease_params,
     mark,
     marked,
     order_step,
-    part_sql,
-    view_guard,
 )
 
 if TYPE_CHECKING:
@@ -92,7 +54,7 @@ if TYPE_CHECKING:
 
 
 class PostgresEndings:
-    """release, fail, submit_part and finalize of a :class:`.leases.PostgresStore` (its pool, lock
+    """release and fail of a :class:`.leases.PostgresStore` (its pool, lock
     store, submit and refusals)."""
 
     def __init__(self, store: PostgresStore) -> None:
@@ -125,10 +87,10 @@ class PostgresEndings:
     ) -> dict[str, Any]:
         item_id = values["item"]
         if self.pg.store is not None and not self.pg.store.holds(item_id, lease):
-            self.pg._refuse(conn, item_id, lease, now)  # the row, then the store, says how
+            refuse(conn, self.pg.store, item_id, lease, now)  # the row, then the store, says how
         if claim is None:
-            return self.pg._guarded(conn, RELEASE_SQL, values, lease, now)
-        row = self.pg._guarded(conn, RELEASE_SQL, values, lease, now, begin=True)
+            return guarded(conn, self.pg.store, RELEASE_SQL, values, lease, now)
+        row = guarded(conn, self.pg.store, RELEASE_SQL, values, lease, now, begin=True)
         mark(conn, claim, row["order_id"], row["id"])
         conn.execute("COMMIT")
         marked(claim)
@@ -154,262 +116,26 @@ class PostgresEndings:
             claims.unmarked_claim() is None
             and view is not None
             and view.id == lease.item_id
-            and self._store_holds(lease.item_id, presented)
+            and store_holds(self.pg.store, lease.item_id, presented)
         ):
             guessed = values(view.attempts, view.max_attempts)
             try:
-                row = self.pg.raw.run(lambda conn: _one(conn, FAIL_SQL, guessed))
+                row = self.pg.raw.run(lambda conn: one(conn, FAIL_SQL, guessed))
             except ValidationFailed:
                 row = None  # unstorable: but a refused lease is said first, below
         if row is None:  # refused, moved on since the view, a key to mark, a lost lock:
             claim = claims.unmarked_claim()
 
             def locked(conn: Conn) -> dict[str, Any]:
-                item = self._lock(conn, lease.item_id, presented, now)
+                item = lock_item(conn, self.pg.store, lease.item_id, presented, now)
                 decided = values(item.attempts, item.max_attempts)
-                return self._write(conn, FAIL_SQL, decided, claim, item)
+                return write(conn, FAIL_SQL, decided, claim, item)
 
             row = self.pg.raw.run(locked)
         order_state = row.pop("order_state")
         announce_written(row)
         outcome = ItemOutcome(item_dict(item_of_row(row)), order_state)
         return end_hold(self.pg.store, lease, outcome)  # the lock store's hold, after the commit
-
-    # --- submit_part ------------------------------------------------------------------
-    def submit_part(
-        self,
-        lease: Lease,
-        agent: AgentInfo,
-        part_key: str,
-        payload: JSON,
-        seq: int | None,
-        evidence: Any,
-        notes: str | None,
-    ) -> PartOutcome:
-        """Store one part in its slot, as ``parts.add_part`` does on SQLite."""
-        now = self.ctx.clock()
-        presented = as_presented(lease, agent)
-        claim = claims.unmarked_claim()
-        base = {
-            **lease_params(self.ctx, lease, agent, now, "submit-part"),
-            "max_parts": self.ctx.settings.max_parts_per_item,
-        }
-
-        def judged(view: ItemView) -> _Judged:
-            order_type = self.ctx.registry.get(view.order_type)
-            refused = judge_part(order_type, view, part_key, payload, seq, evidence)
-            errors = rejection_errors(refused)
-            fields = part_fields(payload, evidence, notes, agent.id, errors)
-            event, event_payload = part_event(part_key, seq, fields["checksum"], errors)
-            values = {
-                **base,
-                **view_guard(view),
-                "order": view.order_id,
-                "part_id": uuid.uuid4(),
-                "part_key": part_key,
-                "part_seq": seq,
-                "part_status": fields["status"],
-                "part_payload": Jsonb(payload),
-                "part_evidence": _jsonb(fields["evidence"]),
-                "part_notes": notes,
-                "part_errors": _jsonb(fields["errors"]),
-                "part_checksum": fields["checksum"],
-                "part_agent": agent.id,
-                "part_created_at": fields["created_at"],
-                "payload": Jsonb(event_payload),
-            }
-            return _Judged(view, order_type, refused, fields, part_sql(event), values)
-
-        view = lease.item
-        row: dict[str, Any] | None = None
-        if (
-            claim is None
-            and view is not None
-            and view.id == lease.item_id
-            and self._store_holds(lease.item_id, presented)
-        ):
-            verdict = judged(view)
-            try:
-                row = self.pg.raw.run(lambda conn: _one(conn, verdict.sql, verdict.values))
-            except ValidationFailed:
-                row = None  # unstorable: but a refused lease is said first, below
-            if row is not None and not row["current"]:
-                row = None  # refused, or the row moved on since the view: locked below
-        if row is None:
-
-            def locked(conn: Conn) -> tuple[_Judged, dict[str, Any]]:
-                item = self._lock(conn, lease.item_id, presented, now)
-                fresh = judged(item_view(item))
-                return fresh, self._write_part(conn, fresh, claim, item)
-
-            verdict, row = self.pg.raw.run(locked)
-        if not row["current"]:  # locked and checked: the guard and check_row are one rule
-            raise LeaseConflict(
-                "the lease changed while it was checked; try again",
-                details={"item_id": str(lease.item_id)},
-            )
-        if row["part_id"] is None:  # no room for a new slot: nothing was written
-            check_room(self.ctx.settings, row["parts"])
-            raise AssertionError("the parts limit refused a part with room for it")
-        announce_written(row)
-        part = _part(
-            {
-                "id": row["part_id"],
-                "item_id": lease.item_id,
-                "part_key": part_key,
-                "seq": seq,
-                "seq_slot": -1 if seq is None else seq,
-                **verdict.fields,
-            }
-        )
-        state = dict(sorted(row["parts_state"].items()))  # by key, as parts.summarize
-        if verdict.refused is not None:
-            return PartOutcome(part_dict(part), state, rejected=verdict.refused)
-        required, missing = required_of(verdict.order_type, verdict.view, row["validated_keys"])
-        return PartOutcome(part_dict(part), state, required, missing)
-
-    def _write_part(
-        self, conn: Conn, verdict: _Judged, claim: claims.ActiveClaim | None, item: ItemRow
-    ) -> dict[str, Any]:
-        """The part's statement in the transaction ``_lock`` opened, and ``COMMIT`` (a
-        part refused for room wrote nothing; the key is then left unmarked)."""
-        cur = conn.cursor(row_factory=dict_row)
-        if claim is None:
-            with conn.pipeline():
-                cur.execute(verdict.sql, verdict.values, prepare=True)
-                conn.execute("COMMIT")
-            row = cur.fetchone()
-        else:
-            cur.execute(verdict.sql, verdict.values, prepare=True)
-            row = cur.fetchone()
-            if row is None or row["part_id"] is None:
-                conn.execute("ROLLBACK")
-            else:
-                mark(conn, claim, item.order_id, item.id)
-                conn.execute("COMMIT")
-                marked(claim)
-        assert row is not None  # the item is locked by this transaction, its lease checked
-        return row
-
-    # --- finalize ---------------------------------------------------------------------
-    def finalize(self, lease: Lease, agent: AgentInfo, mode: str) -> ItemOutcome:
-        """Assemble the latest validated part per key and submit it, as ``OrmStore.
-        finalize`` does on SQLite."""
-        now = self.ctx.clock()
-        presented = as_presented(lease, agent)
-        claim = claims.unmarked_claim()
-        submitter = self.pg.submitter
-
-        def assembled(item: ItemRow, parts: list[dict[str, Any]]) -> tuple[JSON, dict[str, Any]]:
-            order_type = self.ctx.registry.get(item.order_type)
-            latest = {  # LATEST_PARTS: one per key
-                p["part_key"]: PartValue(p["part_key"], p["seq"], p["payload"]) for p in parts
-            }
-            result, missing = assemble_parts(order_type, item_view(item), latest, mode)
-            check_item(item.state, ItemState.SUBMITTED)
-            check_order(OrderState.IN_PROGRESS, OrderState.SUBMITTED)
-            payload = {"mode": mode, "missing": missing}
-            values = submitter.submit_values(
-                now, lease, item.order_id, agent, result, payload, "finalize"
-            )
-            return result, values
-
-        if claim is None:  # read, assemble, then one guarded statement
-            found = self.pg.raw.run(lambda conn: _one(conn, FINALIZE_READ, {"id": lease.item_id}))
-            parts = [] if found is None else found.pop("parts")
-            item = self._checked(found, lease.item_id, presented, now)
-            result, values = assembled(item, parts)
-            values |= {**view_guard(item_view(item)), "v_updated_at": item.updated_at}
-            try:
-                row = self.pg.raw.run(lambda conn: _one(conn, FINALIZE_GUARDED_SQL, values))
-            except ValidationFailed:
-                row = None  # unstorable: but a refused lease is said first, below
-            if row is not None:
-                return submitter.submitted(row, lease, agent, result, assembled=True)
-
-        def tx(conn: Conn) -> tuple[dict[str, Any], JSON]:
-            item, rows = self._lock_with(conn, lease.item_id, presented, now, LATEST_PARTS)
-            result, values = assembled(item, rows[0]["parts"])
-            return self._write(conn, FINALIZE_SQL, values, claim, item), result
-
-        row, result = self.pg.raw.run(tx)
-        return submitter.submitted(row, lease, agent, result, assembled=True)
-
-    # --- the item locked and checked, the write committed -----------------------------
-    def _lock(self, conn: Conn, item_id: uuid.UUID, lease: Holder, now: datetime) -> ItemRow:
-        """``BEGIN`` and the item locked (one round trip); the lease checked from the row
-        (``check_row``, then the store's check): raises when refused."""
-        cur = conn.cursor(row_factory=dict_row)
-        with conn.pipeline():
-            conn.execute("BEGIN")
-            cur.execute(LOCK_ITEM, {"id": item_id}, prepare=True)
-        return self._checked(cur.fetchone(), item_id, lease, now)
-
-    def _lock_with(
-        self, conn: Conn, item_id: uuid.UUID, lease: Holder, now: datetime, sql: str
-    ) -> tuple[ItemRow, list[dict[str, Any]]]:
-        """``_lock``, and ``sql``'s rows read after the lock, in the same round trip."""
-        cur = conn.cursor(row_factory=dict_row)
-        rows = conn.cursor(row_factory=dict_row)
-        with conn.pipeline():
-            conn.execute("BEGIN")
-            cur.execute(LOCK_ITEM, {"id": item_id}, prepare=True)
-            rows.execute(sql, {"id": item_id}, prepare=True)
-        item = self._checked(cur.fetchone(), item_id, lease, now)
-        return item, rows.fetchall()
-
-    def _checked(
-        self, found: dict[str, Any] | None, item_id: uuid.UUID, lease: Holder, now: datetime
-    ) -> ItemRow:
-        if found is None:
-            raise NotFound(f"item {item_id} not found", details={"item_id": str(item_id)})
-        item = item_of_row(found)
-        if self.pg.store is None:
-            check_row(item, lease, now)
-        else:  # the row, then the store's lock: a lease the store lost is expired
-            self.pg.store.check(item, lease, now)
-        return item
-
-    def _write(
-        self,
-        conn: Conn,
-        sql: str,
-        values: dict[str, Any],
-        claim: claims.ActiveClaim | None,
-        item: ItemRow,
-    ) -> dict[str, Any]:
-        """Run ``sql`` in the transaction ``_lock`` opened (its item locked and checked)
-        and commit, with the key's mark when there is one; its row."""
-        cur = conn.cursor(row_factory=dict_row)
-        if claim is None:
-            with conn.pipeline():
-                cur.execute(sql, values, prepare=True)
-                conn.execute("COMMIT")
-            row = cur.fetchone()
-        else:
-            cur.execute(sql, values, prepare=True)
-            row = cur.fetchone()
-            mark(conn, claim, item.order_id, item.id)
-            conn.execute("COMMIT")
-            marked(claim)
-        assert row is not None  # the item is locked by this transaction, its lease checked
-        return row
-
-    def _store_holds(self, item_id: uuid.UUID, lease: Holder) -> bool:
-        """Whether the store still holds the lease (always, without a store)."""
-        store = self.pg.store
-        if store is None:
-            return True
-        return store.holds(item_id, lease)
-
-
-def _one(conn: Conn, sql: str, values: dict[str, Any]) -> dict[str, Any] | None:
-    """One guarded statement in autocommit (its own transaction, one round trip): its
-    row, or ``None`` when the guard matched nothing (and nothing was written)."""
-    cur = conn.cursor(row_factory=dict_row)
-    cur.execute(sql, values, prepare=True)
-    row: dict[str, Any] | None = cur.fetchone()
-    return row
 
 
 def _fail_values(
@@ -422,7 +148,7 @@ def _fail_values(
         **base,
         "state": end.state,
         "available_at": end.available_at,
-        "error": _jsonb(end.error),
+        "error": jsonb_or_none(end.error),
         "payload": Jsonb(end.payload),
         "v_attempts": attempts,
         "v_max_attempts": max_attempts,
@@ -431,25 +157,3 @@ def _fail_values(
         "order_error": Jsonb(end.order_error(item_id)) if fails_order else None,
         "order_payload": Jsonb(end.order_payload(item_id)) if fails_order else None,
     }
-
-
-@dataclass(frozen=True)
-class _Judged:
-    """A part judged against ``view``: its verdict, columns, statement and parameters."""
-
-    view: ItemView
-    order_type: Any
-    refused: ValidationFailed | None
-    fields: dict[str, Any]
-    sql: str
-    values: dict[str, Any]
-
-
-def _part(row: dict[str, Any]) -> PartRow:
-    """A part row as the parts functions read it (attributes only), datetimes in UTC."""
-    utc_row(row)
-    return PartRow._make([row[name] for name in PartRow._fields])
-
-
-def _jsonb(value: Any) -> Jsonb | None:
-    return None if value is None else Jsonb(value)

@@ -263,13 +263,14 @@ def view_guard(view: ItemView) -> dict[str, Any]:
         "v_input": Jsonb(view.input),
         "v_state": view.state,
         "v_attempts": view.attempts,
-        "v_progress": _jsonb(view.progress),
-        "v_result": _jsonb(view.result),
-        "v_assembled": _jsonb(view.assembled_result),
+        "v_progress": jsonb_or_none(view.progress),
+        "v_result": jsonb_or_none(view.result),
+        "v_assembled": jsonb_or_none(view.assembled_result),
     }
 
 
-def _jsonb(value: Any) -> Jsonb | None:
+def jsonb_or_none(value: Any) -> Jsonb | None:
+    """``value`` as jsonb, SQL NULL for ``None``."""
     return None if value is None else Jsonb(value)
 
 

@@ -1,0 +1,250 @@
+"""PostgreSQL's checkout (for :class:`.leases.PostgresStore`): the next eligible item leased.
+
+* **database leases** — one statement in autocommit (one round trip, its own
+  transaction): a data-modifying CTE picks and leases the next eligible item (``FOR
+  UPDATE SKIP LOCKED``) and writes the ``leased`` event and the provenance row; its final
+  ``SELECT`` then calls ``workmanager_start_order`` (``queued → in_progress`` and its
+  event, on the order's first lease), a VOLATILE SQL function whose queries take their
+  own snapshot, so it sees the order as committed after the grant (``db/sql/functions.sql``).
+  With lease limits (:mod:`workmanager.leases.limits`) or an idempotency key to mark,
+  the same statement runs inside ``BEGIN`` … ``COMMIT`` after the counts, and the mark.
+* **store leases** (Redis, memory) — ``BEGIN`` + candidate row locked ``SKIP LOCKED`` in
+  one round trip, the store's atomic acquire, then the same grant (with the store's
+  token) and ``COMMIT`` in a second; a grant that rolls back gives the lock back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from psycopg.rows import dict_row
+
+from ...errors import NotFound
+from ...lease_tokens import Holder, compose, new_secret
+from ...leases import limits
+from ...leases.base import CheckoutQuery, LeaseLock
+from ...leases.selection import Shape, shape_of
+from ...services.context import ServiceContext
+from ...services.views import item_view
+from ...types import AgentInfo, Lease
+from .. import claims
+from ..raw import Conn, RawPostgres
+from .sql import (
+    ORDER_EXISTS,
+    announce_written,
+    candidate_sql,
+    grant_sql,
+    item_of_row,
+    mark,
+    marked,
+    provenance_params,
+    query_params,
+)
+
+
+class PostgresCheckout:
+    """Checkout on a :class:`.leases.PostgresStore`'s pool, lock store and limits."""
+
+    def __init__(
+        self, ctx: ServiceContext, raw: RawPostgres, lock: LeaseLock | None, counted: limits.Limits
+    ) -> None:
+        self.ctx = ctx
+        self.raw = raw
+        self.lock = lock
+        #: the limits counted on the rows (the lock store counts its own atomically)
+        self.limits = counted
+
+    def grant(self, agent: AgentInfo, query: CheckoutQuery) -> Lease | None:
+        values = self.checkout_values(agent, query)
+        expires = values["expires"]
+        claim = claims.unmarked_claim()
+        if self.lock is None:
+            row = self.raw.run(lambda conn: self._grant(conn, agent, query, values, claim))
+        else:
+            row = self.raw.run(
+                lambda conn: self._grant_with_store(conn, agent, query, values, claim)
+            )
+        if row is None:
+            return None
+        row.pop("order_started")  # the order's step, already done
+        announce_written(row)
+        item = item_of_row(row)
+        return Lease(
+            item.id,
+            item.order_id,
+            agent.id,
+            compose(item.lease_token, values["secret"]),
+            expires,
+            self.ctx.settings.heartbeat_every_seconds,
+            item_view(item),
+        )
+
+    def checkout_values(self, agent: AgentInfo, query: CheckoutQuery) -> dict[str, Any]:
+        """The parameters of the checkout statements."""
+        now = self.ctx.clock()
+        secret, secret_hash = new_secret()
+        return {
+            **query_params(query),
+            "now": now,
+            "agent": agent.id,
+            "secret": secret,
+            "secret_hash": secret_hash,
+            "expires": now + timedelta(seconds=self.ctx.settings.lease_ttl_seconds),
+            "actor_type": agent.actor.type,
+            "actor_id": agent.actor.id,
+            **provenance_params(self.ctx, "checkout", agent),
+        }
+
+    def _grant(
+        self,
+        conn: Conn,
+        agent: AgentInfo,
+        query: CheckoutQuery,
+        values: dict[str, Any],
+        claim: claims.ActiveClaim | None,
+    ) -> dict[str, Any] | None:
+        """Database leases: one statement in autocommit; in a transaction when limits
+        are counted first or a key is marked after."""
+        cur = conn.cursor(row_factory=dict_row)
+        if not self.limits and claim is None:  # the common case: one round trip
+            cur.execute(grant_sql(shape_of(query, (), ()), store=False), values, prepare=True)
+            row: dict[str, Any] | None = cur.fetchone()
+            if row is None:
+                _order_must_exist(conn, query)
+            return row
+        conn.execute("BEGIN")
+        blocked = self._count(conn, agent)
+        if blocked is None:  # the agent is at its limit
+            conn.execute("ROLLBACK")
+            return None
+        shape = shape_of(query, blocked.types, (), blocked.tenants)
+        cur.execute(grant_sql(shape, store=False), {**values, **_blocked_params(blocked)})
+        row = cur.fetchone()
+        if row is None:
+            conn.execute("ROLLBACK")
+            _order_must_exist(conn, query)
+            return None
+        mark(conn, claim, row["order_id"], row["id"])
+        conn.execute("COMMIT")
+        marked(claim)
+        return row
+
+    def _count(self, conn: Conn, agent: AgentInfo) -> limits.Blocked | None:
+        """The limits' counts (:func:`workmanager.leases.limits.blocked`) on this
+        connection's transaction."""
+        if not self.limits:
+            return limits.NOTHING_BLOCKED
+
+        def lock(key: str) -> None:
+            conn.execute(limits.ADVISORY_SQL, {"k": key})
+
+        def rows(stmt: limits.Count, values: dict[str, Any]) -> Sequence[Sequence[Any]]:
+            return conn.execute(limits.as_psycopg(stmt), values).fetchall()
+
+        return limits.blocked(self.limits, agent.id, lock, rows)
+
+    def _grant_with_store(
+        self,
+        conn: Conn,
+        agent: AgentInfo,
+        query: CheckoutQuery,
+        values: dict[str, Any],
+        claim: claims.ActiveClaim | None,
+    ) -> dict[str, Any] | None:
+        assert self.lock is not None
+        lock = self.lock
+        tried: list[uuid.UUID] = []
+        cur = conn.cursor(row_factory=dict_row)
+        counted: limits.Blocked | None = limits.NOTHING_BLOCKED
+        if self.limits:
+            conn.execute("BEGIN")
+            counted = self._count(conn, agent)
+        assert counted is not None  # no per-agent limit is counted on the rows here
+        blocked, full = set(counted.types), counted.tenants
+        with conn.pipeline():  # without limits, BEGIN and the pick in one round trip
+            if not self.limits:
+                conn.execute("BEGIN")
+            cur.execute(
+                candidate_sql(shape_of(query, blocked, (), full)),
+                {**values, **_blocked_params(counted)},
+                prepare=True,
+            )
+        while True:
+            row = cur.fetchone()
+            if row is None:
+                conn.execute("ROLLBACK")
+                _order_must_exist(conn, query)
+                return None
+            item_id, order_type = row["id"], row["order_type"]
+            tried.append(item_id)
+            token = lock.acquire(
+                item_id,
+                agent.id,
+                self.ctx.settings.lease_ttl_seconds * 1000,
+                row["lease_token"] + 1,
+                order_type,
+                values["secret_hash"],
+            )
+            if token > 0:
+                return self._grant_stored(conn, cur, agent, values, row, token, claim)
+            if token == -1:  # the agent is at its limit
+                conn.execute("ROLLBACK")
+                return None
+            if token == -2:  # this type is at its limit; others may not be
+                blocked.add(order_type)
+            shape = shape_of(query, blocked, tried, full)
+            more = {
+                **values,
+                "q_blocked": sorted(blocked),
+                "q_exclude": tried,
+                "q_full_tenants": sorted(full),
+            }
+            cur.execute(candidate_sql(shape), more)
+
+    def _grant_stored(
+        self,
+        conn: Conn,
+        cur: Any,
+        agent: AgentInfo,
+        values: dict[str, Any],
+        candidate: dict[str, Any],
+        token: int,
+        claim: claims.ActiveClaim | None,
+    ) -> dict[str, Any]:
+        try:
+            with conn.pipeline():  # without a key to mark, the grant and COMMIT at once
+                cur.execute(
+                    grant_sql(Shape(), store=True),
+                    {**values, "item_id": candidate["id"], "token": token},
+                    prepare=True,
+                )
+                if claim is None:
+                    conn.execute("COMMIT")
+            row: dict[str, Any] = cur.fetchone()
+            if claim is not None:
+                mark(conn, claim, row["order_id"], row["id"])
+                conn.execute("COMMIT")
+                marked(claim)
+            return row
+        except BaseException:
+            assert self.lock is not None  # the grant rolled back: give its lock back
+            holder = Holder(agent.id, token, values["secret_hash"])
+            self.lock.release_lock(candidate["id"], holder, candidate["order_type"])
+            raise
+
+
+def _blocked_params(blocked: limits.Blocked) -> dict[str, Any]:
+    return {"q_blocked": sorted(blocked.types), "q_full_tenants": sorted(blocked.tenants)}
+
+
+def _order_must_exist(conn: Conn, query: CheckoutQuery) -> None:
+    if query.order_id is None:
+        return
+    found = conn.execute(ORDER_EXISTS, {"order": query.order_id}).fetchone()
+    if found is None:
+        raise NotFound(
+            f"order {query.order_id} not found", details={"order_id": str(query.order_id)}
+        )
