@@ -94,6 +94,12 @@ ROUTES = [
     ),
     Route("POST", "/orders/{order}/retry"),
     Route("GET", "/items/{item}/logs", query={"limit": INT}),
+    Route(  # always a dry run or refused: no valid body names an agent or user that exists
+        "POST",
+        "/provenance/forget",
+        {"agent_id": STR, "user_id": STR, "dry_run": BOOL},
+        {"agent_id": "nobody-fuzzed", "dry_run": True},
+    ),
 ]
 ROOT_ROUTES = ["/healthz", "/readyz", "/metrics", "/openapi.json"]
 
