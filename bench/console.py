@@ -6,9 +6,10 @@ Fills its own database (PostgreSQL ``wm_bench_console``, dropped at the end, or 
 file in a temporary directory) with ``--orders`` orders of a realistic mix — a third
 waiting for review, most of the rest completed, some queued, held or failed — each with
 two items, their events and their agents' provenance rows, spread over the last two
-hours. Then signs in once and renders the review queue, the dashboard and an order page
-``--requests`` times each through the app in process (no network: the server's own time,
-from the request to the last byte of HTML). Prints p50/p99 per page against the 200 ms the
+hours. Then signs in once and renders the review queue, the dashboard, an order page, the
+orders and items lists (filtered and sorted) and an item page ``--requests`` times each
+through the app in process (no network: the server's own time, from the request to the
+last byte of HTML). Prints p50/p99 per page against the 200 ms the
 contract asks for. A benchmark: it measures, it does not assert.
 """
 
@@ -204,10 +205,16 @@ def measure_pages(wm: Any, requests: int) -> dict[str, dict[str, float]]:
     assert queue.status_code == 200 and "waiting" in queue.text, queue.text[:500]
     first = re.search(r'data-order="([0-9a-f-]{36})"', queue.text)
     assert first is not None
+    order_page = client.get(f"/ui/orders/{first.group(1)}").text
+    item = re.search(r'data-item="([0-9a-f-]{36})"', order_page)
+    assert item is not None
     pages = {
         "review queue": "/ui/queue",
         "dashboard": "/ui/dashboard",
         "order page": f"/ui/orders/{first.group(1)}",
+        "orders list": "/ui/orders?filter[state]=submitted&sort=-priority",
+        "items list": "/ui/items?filter[state]=leased&sort=lease_expires_at",
+        "item page": f"/ui/items/{item.group(1)}",
     }
     out = {}
     for name, path in pages.items():
