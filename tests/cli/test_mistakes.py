@@ -29,6 +29,7 @@ from workmanager.demo.types import register
 EXE = Path(sys.executable).with_name("workmanager")
 DB_UPGRADE = "run `workmanager db upgrade`"
 UNKNOWN = "00000000-0000-0000-0000-000000000000"
+COMPANY = '{"company": "Acme"}'
 
 
 @dataclass
@@ -92,6 +93,13 @@ def mistakes(order_id: str) -> list[Mistake]:
         Mistake(("orders", "show", "not-a-uuid"), "usage_error", "--help", exit_code=2),
         Mistake(("orders", "retry", order_id), "illegal_state_transition",
                 shows="from: queued"),
+        # orders create sends to the broker: the embedded one before `db upgrade`, one not there
+        Mistake(("orders", "create", "--type", "demo.research", "--payload", COMPANY),
+                "unavailable", DB_UPGRADE, cwd="fresh"),
+        Mistake(("orders", "create", "--type", "demo.research", "--payload", COMPANY),
+                "unavailable", "check WORK_MANAGER_BROKER_URL",
+                env={"WORK_MANAGER_BROKER_URL": "redis://:hunter2@127.0.0.1:1/0"},
+                shows="broker_url: redis://:***@127.0.0.1:1/0"),
         # settings
         Mistake(("orders", "list"), "configuration_error",
                 env={"WORK_MANAGER_LEASE_TTL_SECONDS": "abc"},
@@ -197,3 +205,35 @@ def test_postgres_mistakes_name_the_fix(dirs: dict[str, Path]) -> None:
                 check(mistake, run(mistake, dirs))
         finally:
             admin.execute(f'DROP DATABASE IF EXISTS "{empty}" WITH (FORCE)')
+
+
+def test_ops_check_names_the_database_it_uses(dirs: dict[str, Path]) -> None:
+    """Run from a directory with no database, ``ops check`` says which file it looked for
+    (the embedded default, made absolute) and how to create it, and creates nothing; a
+    server URL is shown with its password masked."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORK_MANAGER_")}
+    env["WORK_MANAGER_METRICS_DRIVER"] = "null"
+    fresh = dirs["fresh"]
+
+    def ops_check(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(EXE), "ops", "check", *args],
+            env={**env, **extra},
+            cwd=fresh,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    done = ops_check()
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    expected = f"sqlite:///{fresh.resolve()}/var/workmanager.db"
+    assert done.stdout.splitlines()[0] == f"database: {expected}", done.stdout
+    assert DB_UPGRADE in done.stdout and "Traceback" not in done.stdout + done.stderr
+    report = json.loads(ops_check("--json").stdout)
+    assert report["database_url"] == expected and report["ok"] is False
+    assert list(fresh.iterdir()) == []  # nothing created
+    url = "postgresql+psycopg://wm:hunter2@127.0.0.1:1/wm"
+    shown = ops_check("--json", WORK_MANAGER_DATABASE_URL=url)
+    assert json.loads(shown.stdout)["database_url"] == "postgresql+psycopg://wm:***@127.0.0.1:1/wm"
+    assert "hunter2" not in shown.stdout + shown.stderr

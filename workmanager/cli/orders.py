@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Any
 
 import click
 
-from ..errors import InvalidQuery
+from ..db.session import display_url, sqlite_file
+from ..errors import InvalidQuery, Unavailable
 from ..reads.listing import OrderListing
 from ..services.order_admin import OrderAdmin, OrderSelector, requeue_many
 from ..states import OrderState
@@ -74,18 +76,23 @@ def create(
 ) -> None:
     """Enqueue an order for the workers, as ``tasks.enqueue_order`` does (checked against
     the order types first); prints its id, or with --wait follows it to its end."""
-    from tasks.producer import enqueue_order  # the Celery app, only for this command
+    from kombu.exceptions import OperationalError  # Celery's, only for this command
+
+    from tasks.producer import enqueue_order
 
     depth = env.settings.max_json_depth
-    order_id = enqueue_order(
-        order_type,
-        json_object(payload, depth, "--payload"),
-        priority,
-        json_object(meta, depth, "--meta") if meta is not None else None,
-        dedupe_key,
-        registry=env.wm.registry,
-        tenant_id=tenant_id,
-    )
+    try:
+        order_id = enqueue_order(
+            order_type,
+            json_object(payload, depth, "--payload"),
+            priority,
+            json_object(meta, depth, "--meta") if meta is not None else None,
+            dedupe_key,
+            registry=env.wm.registry,
+            tenant_id=tenant_id,
+        )
+    except OperationalError as exc:  # the broker refused or is not there: nothing was sent
+        raise broker_unavailable(env.settings.broker_url, exc) from exc
     if not wait:
         _done({"id": str(order_id), "state": "enqueued"}, as_json)
         return
@@ -98,6 +105,27 @@ def create(
         click.echo(f"{order['id']} {order['state']}{reason}")
     if order["state"] != OrderState.COMPLETED:
         click.get_current_context().exit(1)
+
+
+def broker_unavailable(broker_url: str, exc: Exception) -> Unavailable:
+    """The one-line error for a broker that could not take the order: its URL (password
+    masked) and the fix. The embedded default's broker is a SQLite file under ``./var``,
+    which only ``workmanager db upgrade`` creates."""
+    bare = broker_url.removeprefix("sqla+")
+    shown = ("sqla+" if bare != broker_url else "") + display_url(bare)
+    path = sqlite_file(bare) if bare != broker_url and bare.startswith("sqlite") else None
+    if path is not None and not os.path.isdir(os.path.dirname(path)):
+        hint = (
+            "run `workmanager db upgrade` first (it creates the embedded broker's directory), "
+            "or point WORK_MANAGER_BROKER_URL at a running broker"
+        )
+    else:
+        hint = "is the broker running? check WORK_MANAGER_BROKER_URL"
+    return Unavailable(
+        f"could not send the order to the broker at {shown}: {str(exc).splitlines()[0]}",
+        details={"broker_url": shown},
+        hint=hint,
+    )
 
 
 @orders.command("list")
