@@ -1,7 +1,7 @@
 """Rate limits (SPEC §13, issue 17): token buckets per agent and per tenant, on the database
 (SQLite, PostgreSQL) and on Redis, driven through the limiter and through the agent API.
 
-The burst test hammers one bucket (10/s, burst 10) from several threads for 1.5 s: what it
+The burst test hammers one bucket (20/s, burst 20) from several threads for 1.5 s: what it
 accepts is the burst plus the rate times the time, between bounds computed from the calls'
 own start and end times (``tests/support/buckets.py``), so a loaded machine widens them
 and never breaks them.
@@ -51,7 +51,7 @@ def store_wm(request: pytest.FixtureRequest, make_wm: Any) -> Any:
 
 
 def test_burst_then_rate_within_bounds(store_wm: Any) -> None:
-    wm = store_wm(rate_limit_checkout_per_agent=Rate(10, 1), rate_limit_burst=10)
+    wm = store_wm(rate_limit_checkout_per_agent=Rate(20, 1), rate_limit_burst=20)
     agent = f"a-{uuid.uuid4().hex[:6]}"
     waits: list[int] = []
 
@@ -63,7 +63,7 @@ def test_burst_then_rate_within_bounds(store_wm: Any) -> None:
             return False
         return True
 
-    assert_within(hammer(take, 1.5), capacity=10, rate=10)
+    assert_within(hammer(take, 1.5), capacity=20, rate=20)
     assert min(waits) >= 1  # Retry-After in whole seconds, never 0
 
 
