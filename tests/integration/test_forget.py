@@ -196,6 +196,15 @@ def test_forget_route_needs_admin_and_exactly_one_subject(make_wm: Any) -> None:
         assert answer.json()["error"]["code"] == "validation_failed"
     usage = CliRunner().invoke(cli, ["provenance", "forget"], obj=Env(wm))
     assert usage.exit_code == 2
+    both = ["provenance", "forget", "--agent", "a", "--user", "b"]
+    assert CliRunner().invoke(cli, both, obj=Env(wm)).exit_code == 2
+    # --user, as a table: a dry run counts the viewer's token, and changes nothing
+    dry = CliRunner().invoke(
+        cli, ["provenance", "forget", "--user", "viewer", "--dry-run"], obj=Env(wm)
+    )
+    assert dry.exit_code == 0, dry.output
+    assert "dry run: nothing changed" in dry.output and "tokens_revoked" in dry.output
+    assert TokenService(wm.ctx).authenticate(viewer).name == "viewer"
 
 
 def test_a_tenant_bound_token_may_not_forget(make_wm: Any) -> None:
