@@ -237,3 +237,30 @@ def test_ops_check_names_the_database_it_uses(dirs: dict[str, Path]) -> None:
     shown = ops_check("--json", WORK_MANAGER_DATABASE_URL=url)
     assert json.loads(shown.stdout)["database_url"] == "postgresql+psycopg://wm:***@127.0.0.1:1/wm"
     assert "hunter2" not in shown.stdout + shown.stderr
+
+
+def test_a_broker_that_is_down_is_a_warning_line_not_a_traceback(tmp_path: Path) -> None:
+    """A command whose change is stored, then announced to a broker that is not there (a
+    mistyped WORK_MANAGER_BROKER_URL): it succeeds, and the lost announcement is one
+    ``warning:`` line (the sweep recovers it), not the library's logged traceback."""
+    db = Database(f"sqlite:///{tmp_path}/wm.db")
+    upgrade(db)
+    db.dispose()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORK_MANAGER_")}
+    env.update(
+        WORK_MANAGER_DATABASE_URL=db.url,
+        WORK_MANAGER_BROKER_URL="redis://127.0.0.1:1/0",
+        WORK_MANAGER_ORDER_TYPES="workmanager.demo.types",
+        WORK_MANAGER_METRICS_DRIVER="null",
+    )
+    done = subprocess.run(
+        [str(EXE), "dev", "seed", "--type", "demo.research", "--payload", COMPANY, "--count", "1",
+         "--json"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)["created"]) == 1
+    assert "Traceback" not in done.stderr, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if line.strip()]
+    assert warnings and all(line.startswith("warning: could not send ") for line in warnings)
+    assert "(OperationalError: " in warnings[0], warnings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -18,11 +19,32 @@ def wants_json(args: Sequence[str]) -> bool:
     return "--json" in options
 
 
+class OneLineWarnings(logging.Handler):
+    """Python's last resort (what a library logs when nothing configured logging, e.g. a
+    dispatcher's "could not send" when the broker is down) as one line a person reads —
+    ``warning: message (ExcType: its first line)`` — never a traceback. "warning", as the
+    command goes on: its own failure is the ``error [code]`` line of :func:`main`."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            exc = record.exc_info[1] if record.exc_info else None
+            if exc is not None:
+                text += f" ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]})"
+            sys.stderr.write(f"warning: {text}\n")  # the command's own outcome comes apart
+        except Exception:
+            self.handleError(record)
+
+
 def main(args: Sequence[str] | None = None) -> None:
     """Entry point; the one place the console reports errors. A domain error (the HTTP
     API's codes) exits 1, a command line the parser refused (``usage_error``) exits 2;
     each prints ``error [code]: message``, its details and a hint, never a traceback."""
     args = list(sys.argv[1:] if args is None else args)
+    logging.lastResort = OneLineWarnings()  # ``serve`` configures logging of its own
     try:
         code = cli.main(args=args, prog_name="workmanager", standalone_mode=False)
     except click.exceptions.Abort:
