@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -312,7 +312,8 @@ def test_the_dashboard_shows_the_same_on_every_backend(make_wm: Any, db: str, ba
     """Queue depth, awaiting review, agents and leases expiring soon, read right whichever
     database and lease backend hold them. With a lock store (memory, Redis) a heartbeat
     extends only the lock (db/store.py lock_only_beat): the row's recorded expiry falls
-    behind, and the lease's time left is the lock's, not the row's."""
+    behind, and the lease's time left is the lock's, not the row's (the dashboard's and
+    the item page's)."""
     registry = Registry()
     register(registry)
     wm = make_wm(db=db, backend=backend, registry=registry, lease_ttl_seconds=2)
@@ -329,7 +330,8 @@ def test_the_dashboard_shows_the_same_on_every_backend(make_wm: Any, db: str, ba
         time.sleep(0.25)
     assert beat.expires_at > datetime.fromisoformat(recorded.replace("Z", "+00:00"))
 
-    board = sign_in(client_for(wm), viewer).get("/ui/dashboard").text
+    client = sign_in(client_for(wm), viewer)
+    board = client.get("/ui/dashboard").text
     depth = re.search(r'<tr data-type="ui.plain">(.*?)</tr>', board)
     assert depth, board
     # queued, leased, in progress, submitted, failed
@@ -340,6 +342,11 @@ def test_the_dashboard_shows_the_same_on_every_backend(make_wm: Any, db: str, ba
     assert expiring, board
     # the lease is alive with at most its TTL left: never shown as already past its expiry
     assert 0 <= int(expiring.group(1)) <= 2
+    # and so on the item's page, where an operator decides whether to release it
+    page = client.get(f"/ui/items/{lease.item_id}").text
+    shown = re.search(r'id="lease-expires">([^<]+)<', page)
+    assert shown, page
+    assert datetime.fromisoformat(shown.group(1).replace("Z", "+00:00")) > datetime.now(UTC)
 
 
 def _failed_order(make_wm: Any) -> tuple[WorkManager, uuid.UUID]:

@@ -171,6 +171,21 @@ class Overview:
             return {"error": f"{type(exc).__name__}: {exc}"}
         return None if diff is None else diff.to_dict()
 
+    def lease_expiry(self, item_id: uuid.UUID, recorded: str | None) -> str | None:
+        """When the item's held lease ends: the row's ``recorded`` expiry or, with a lock
+        store (Redis, memory), the lock's, since a heartbeat may extend only the lock
+        (db/store.py ``lock_only_beat``) and the row's lags; ``None`` when the lock is
+        gone (the lease has expired; the sweep reclaims it)."""
+        lock = self.ctx.leases.lock
+        if lock is None or recorded is None:
+            return recorded
+        try:
+            left = lock.alive([item_id]).get(item_id)
+        except WorkManagerError:  # the lock store does not answer: the row's figure
+            log.warning("the lease lock store did not answer the item page", exc_info=True)
+            return recorded
+        return None if left is None else iso(self.ctx.clock() + timedelta(milliseconds=left))
+
     def item_order(self, item_id: uuid.UUID) -> uuid.UUID:
         with self.ctx.db.transaction() as s:
             order_id = s.scalar(select(Item.order_id).where(Item.id == item_id))

@@ -400,6 +400,7 @@ def item(request: Request, item_id: str, sess: Signed) -> HTMLResponse:
         "item.html",
         sess,
         item=found,
+        lease_expires=c.overview.lease_expiry(iid, found.get("lease_expires_at")),
         events=logs["events"],
         parts=parts,
         provenance=c.overview.provenance(c.overview.item_order(iid)).get(str(iid), []),
