@@ -109,3 +109,56 @@ def test_an_upstream_mcp_client_with_camel_case_arguments(api_db_url: str) -> No
     assert len(seen["logs"]["events"]) == 5
     assert seen["logs_none"]["code"] == "validation_failed"
     assert seen["reject"]["success"] is True and seen["reject"]["order"]["state"] == "queued"
+
+
+async def tokenless_run(env: dict[str, str]) -> dict[str, Any]:
+    """An upstream MCP client: camelCase arguments and no ``leaseToken`` at all."""
+    params = StdioServerParameters(
+        command=str(BIN / "workmanager"), args=["mcp", "--transport", "stdio"], env=env
+    )
+    seen: dict[str, Any] = {}
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+
+        async def call(name: str, **args: Any) -> dict[str, Any]:
+            return result(await session.call_tool(name, args))
+
+        order_id = (await call("work.propose", type="test.parts", payload={}))["order"]["id"]
+        leased = await call("work.checkout", orderId=order_id, agentId="mcp-u1")
+        seen["checkout"] = leased
+        item = {"itemId": leased["item"]["id"]}
+        seen["heartbeat"] = await call("work.heartbeat", agentId="mcp-u1", **item)
+        seen["other_heartbeat"] = await call("work.heartbeat", agentId="mcp-u2", **item)
+        seen["forged"] = await call(
+            "work.heartbeat", agentId="mcp-u1", leaseToken="1.forged", **item
+        )
+        for key, payload in (("a", {"v": 1}), ("b", {"x": 1})):
+            seen[f"part_{key}"] = await call(
+                "work.submit_part", agentId="mcp-u1", partKey=key, payload=payload, **item
+            )
+        seen["finalize"] = await call("work.finalize", agentId="mcp-u1", mode="strict", **item)
+        second = (await call("work.propose", type="test.simple", payload={}))["order"]["id"]
+        leased = await call("work.checkout", orderId=second, agentId="mcp-u1")
+        item = {"itemId": leased["item"]["id"]}
+        seen["release"] = await call("work.release", agentId="mcp-u1", **item)
+    return seen
+
+
+def test_an_upstream_mcp_client_without_lease_tokens(api_db_url: str) -> None:
+    """With ``WORK_MANAGER_LEASE_TOKEN_REQUIRED=false`` the lease tools act on the calling
+    agent's current lease when no ``leaseToken`` is sent (upstream's MCP tools take none);
+    another agent is refused, and a token that is sent is still checked."""
+    truncate_work_tables(api_db_url)
+    env = base_env(api_db_url, WORK_MANAGER_LEASE_TOKEN_REQUIRED="false")
+    seen = anyio.run(tokenless_run, env)
+    assert seen["checkout"]["success"] is True
+    assert seen["heartbeat"]["success"] is True, seen["heartbeat"]
+    assert seen["other_heartbeat"]["success"] is False
+    assert seen["other_heartbeat"]["code"] == "lease_conflict"
+    assert seen["forged"]["code"] == "lease_conflict"
+    assert seen["part_a"]["success"] is True and seen["part_b"]["success"] is True
+    assert seen["part_b"]["item_parts_state"]["b"]["status"] == "validated"
+    finalized = seen["finalize"]
+    assert finalized["success"] is True and finalized["item"]["state"] == "submitted", finalized
+    assert finalized["item"]["assembled_result"] == {"a": {"v": 1}, "b": {"x": 1}}
+    assert seen["release"]["success"] is True and seen["release"]["item"]["state"] == "queued"
