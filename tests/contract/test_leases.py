@@ -9,6 +9,7 @@ end. Every margin a stall could eat is a second or more, for loaded CI machines.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import threading
 import time
@@ -325,6 +326,29 @@ def test_the_current_fence_without_its_secret_is_a_conflict(
         assert_all_refused(wm, dataclasses.replace(lease, token=guess), LeaseConflict)
     assert row(wm, lease.item_id).leased_by_agent_id == "agent-a"
     assert wm.agent.submit(lease, {"answer": 1}).item["state"] == "submitted"
+
+
+def test_only_the_secrets_hash_is_stored(
+    build: Callable[..., WorkManager], backend: tuple[str, str]
+) -> None:
+    """Issue 11, item 1: the secret is kept hashed on the row and in the Redis lock's
+    value, so a reader of the database or of Redis cannot present the lease."""
+    wm = build()
+    wm.propose("test.simple", {})
+    lease = checkout(wm, "agent-a")
+    secret = lease.token.split(".", 1)[1]
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    item = row(wm, lease.item_id)
+    assert item.lease_secret_hash == digest
+    with wm.db.transaction() as s:
+        stored = s.execute(select(Item).where(Item.id == lease.item_id)).scalar_one()
+        assert secret not in repr({c.key: getattr(stored, c.key) for c in Item.__table__.c})
+    store = getattr(wm.ctx.leases, "store", None)
+    if isinstance(store, RedisLeaseStore):
+        value = store.client.get(store.keys.item(str(lease.item_id)))
+        assert value is not None, backend
+        text = value.decode() if isinstance(value, bytes) else str(value)
+        assert digest in text and secret not in text, text
 
 
 def test_an_expired_lease_is_refused(build) -> None:
