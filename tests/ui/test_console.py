@@ -304,6 +304,7 @@ BACKENDS = [
     ("sqlite", "memory"),
     pytest.param("postgres", "database", marks=pytest.mark.postgres),
     pytest.param("postgres", "redis", marks=[pytest.mark.postgres, pytest.mark.redis]),
+    pytest.param("postgres", "redis-cluster", marks=[pytest.mark.postgres, pytest.mark.redis]),
 ]
 
 
