@@ -222,15 +222,30 @@ async def mcp_calls(url: str, token: str, args: dict[str, dict[str, Any]]) -> di
     return out
 
 
-def test_the_matrix_over_mcp(api_db_url: str, db_server: Server, kinds: dict[str, str]) -> None:
+def mcp_env(api_db_url: str, srv: Server, running_servers: dict[str, Any]) -> dict[str, str]:
+    """The MCP server's environment: the HTTP server's database and lease backend (its
+    Redis and key prefix too), so a lease taken over HTTP is the one the tools act on."""
+    shared = running_servers[srv.backend]
+    extra = {"WORK_MANAGER_LEASE_BACKEND": srv.backend}
+    if shared.redis_url:
+        extra |= {
+            "WORK_MANAGER_REDIS_URL": shared.redis_url,
+            "WORK_MANAGER_REDIS_PREFIX": shared.prefix,
+        }
+    return base_env(api_db_url, **extra)
+
+
+def test_the_matrix_over_mcp(
+    api_db_url: str, srv: Server, kinds: dict[str, str], running_servers: dict[str, Any]
+) -> None:
     import subprocess
     import time
 
-    server = db_server  # to lease over HTTP
+    server = srv  # to lease over HTTP; the MCP server shares its lease backend
     port = free_port()
     proc = subprocess.Popen(
         [str(BIN / "workmanager"), "mcp", "--transport", "http", "--port", str(port)],
-        env=base_env(api_db_url),
+        env=mcp_env(api_db_url, srv, running_servers),
     )
     url = f"http://127.0.0.1:{port}/mcp"
     try:
