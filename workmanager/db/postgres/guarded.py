@@ -29,7 +29,7 @@ from ...leases.base import LeaseLock, check_row
 from .. import claims
 from ..raw import Conn
 from ..store import ItemRow
-from .sql import LOCK_ITEM, item_of_row, mark, marked
+from .sql import LOCK_ITEM, check_mark, item_of_row
 
 
 def one(conn: Conn, sql: str, values: dict[str, Any]) -> dict[str, Any] | None:
@@ -154,19 +154,24 @@ def write(
     item: ItemRow,
 ) -> dict[str, Any]:
     """Run ``sql`` in the transaction :func:`lock_item` opened (its item locked and
-    checked) and commit, with the key's mark when there is one; its row."""
+    checked) and commit, in one round trip; with an idempotency key, its mark goes in the
+    same pipeline as the statement (one round trip), then ``COMMIT``. The statement's row."""
     cur = conn.cursor(row_factory=dict_row)
     if claim is None:
         with conn.pipeline():
             cur.execute(sql, values, prepare=True)
             conn.execute("COMMIT")
         row = cur.fetchone()
-    else:
-        cur.execute(sql, values, prepare=True)
+    else:  # the key is marked committed in this same transaction
+        refs = {"order_id": str(item.order_id), "item_id": str(item.id)}
+        done = conn.cursor()
+        with conn.pipeline():
+            cur.execute(sql, values, prepare=True)
+            done.execute(claims.RAW_MARK, claims.raw_mark_params(claim, refs))
         row = cur.fetchone()
-        mark(conn, claim, item.order_id, item.id)
+        check_mark(conn, done)
         conn.execute("COMMIT")
-        marked(claim)
+        claim.marked = True
     assert row is not None  # the item is locked by this transaction, its lease checked
     return row
 

@@ -1,5 +1,5 @@
-"""The hot submit (see :mod:`.hotpath`): the result validated against the item view a
-lease carries, then one guarded statement; otherwise, or when the guard does not match,
+"""PostgreSQL's submit (for :class:`.leases.PostgresStore`): the result validated against the
+item view a lease carries, then one guarded statement; otherwise, or when the guard does not match,
 the item locked and checked first, then the same statement unguarded. With a store, its
 lock is deleted once the commit succeeded."""
 
@@ -14,8 +14,8 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from ...errors import NotFound, ValidationFailed, WorkManagerError
-from ...leases.base import LeaseLock, check_row
+from ...errors import ValidationFailed, WorkManagerError
+from ...leases.base import LeaseLock
 from ...services.context import ServiceContext
 from ...services.inputs import as_presented
 from ...services.outcomes import ItemOutcome
@@ -25,13 +25,12 @@ from ...states import ItemState, OrderState
 from ...types import JSON, AgentInfo, ItemView, Lease
 from .. import claims
 from ..raw import Conn, RawPostgres
-from ..store import ItemRow, end_hold
+from ..store import end_hold
+from .guarded import lock_item, store_holds, write
 from .sql import (
-    LOCK_ITEM,
     SUBMIT_GUARDED_SQL,
     SUBMIT_SQL,
     announce_written,
-    check_mark,
     item_of_row,
     lease_params,
     order_step,
@@ -78,7 +77,7 @@ class PostgresSubmit:
             one_trip
             and view is not None
             and view.id == lease.item_id
-            and self._store_holds(lease, agent)
+            and store_holds(self.store, lease.item_id, as_presented(lease, agent))
         ):
             try:
                 validate(view)
@@ -139,37 +138,12 @@ class PostgresSubmit:
         validate: Callable[[ItemView], None],
     ) -> ItemOutcome:
         now = self.ctx.clock()
-        cur = conn.cursor(row_factory=dict_row)
-        with conn.pipeline():
-            conn.execute("BEGIN")
-            cur.execute(LOCK_ITEM, {"id": lease.item_id}, prepare=True)
-        item = _locked_item(cur.fetchone(), lease.item_id)
-        presented = as_presented(lease, agent)
-        if self.store is None:
-            check_row(item, presented, now)
-        else:  # the row, then the store's lock: a lease the store lost is expired
-            self.store.check(item, presented, now)
+        item = lock_item(conn, self.store, lease.item_id, as_presented(lease, agent), now)
         validate(item_view(item))
         check_item(item.state, ItemState.SUBMITTED)
         check_order(OrderState.IN_PROGRESS, OrderState.SUBMITTED)
         values = self.submit_values(now, lease, item.order_id, agent, result, payload)
-        claim = claims.unmarked_claim()
-        if claim is None:
-            with conn.pipeline():
-                cur.execute(SUBMIT_SQL, values, prepare=True)
-                conn.execute("COMMIT")
-            row = cur.fetchone()
-        else:  # the idempotency key is marked committed in this same transaction
-            refs = {"order_id": str(item.order_id), "item_id": str(item.id)}
-            mark = conn.cursor()
-            with conn.pipeline():
-                cur.execute(SUBMIT_SQL, values, prepare=True)
-                mark.execute(claims.RAW_MARK, claims.raw_mark_params(claim, refs))
-            row = cur.fetchone()
-            check_mark(conn, mark)
-            conn.execute("COMMIT")
-            claim.marked = True
-        assert row is not None  # the item is locked by this transaction
+        row = write(conn, SUBMIT_SQL, values, claims.unmarked_claim(), item)
         return self.submitted(row, lease, agent, result)
 
     def submit_values(
@@ -210,18 +184,3 @@ class PostgresSubmit:
         item = item_of_row({**row, **results})
         outcome = ItemOutcome(item_dict(item), order_state, became)
         return end_hold(self.store, lease, outcome, as_presented(lease, agent))
-
-    def _store_holds(self, lease: Lease, agent: AgentInfo) -> bool:
-        """Whether the store still holds this lease (always, without a store). When it
-        does not, the one-round-trip submit is skipped: the locked path says why, row
-        first, as everywhere (SPEC §4.5: a lease with no lock is expired)."""
-        if self.store is None:
-            return True
-        holder = as_presented(lease, agent)
-        return self.store.holds(lease.item_id, holder)
-
-
-def _locked_item(row: dict[str, Any] | None, item_id: uuid.UUID) -> ItemRow:
-    if row is None:
-        raise NotFound(f"item {item_id} not found", details={"item_id": str(item_id)})
-    return item_of_row(row)
