@@ -364,3 +364,22 @@ def test_an_unbound_token_named_like_a_bound_agent_does_not_become_it(
     finally:
         service.revoke(kinds["victim"])
         wm.close()
+
+
+def test_revoking_a_bound_token_does_not_free_its_agent_id(api_db_url: str) -> None:
+    """docs/security.md: an agent id a token was bound to stays that token's after it is
+    revoked, so an unbound token cannot take the name over (and act on its old leases)."""
+    tag = uuid.uuid4().hex[:6]
+    wm = WorkManager(Settings(database_url=api_db_url, metrics_driver="null"), registry=Registry())
+    service = TokenService(wm.ctx)
+    agent = f"retired-{tag}"
+    service.create(f"retired-owner-{tag}", ALL_SCOPES, agent)
+    unbound = service.create(f"taker-{tag}", ALL_SCOPES)[0]
+    try:
+        assert service.authenticate(unbound, "someone-else").name == f"taker-{tag}"
+        service.revoke(f"retired-owner-{tag}")
+        with pytest.raises(Forbidden):
+            service.authenticate(unbound, agent)
+    finally:
+        service.revoke(f"taker-{tag}")
+        wm.close()
