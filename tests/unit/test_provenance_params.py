@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
-from workmanager.db.postgres.sql import provenance_params
+from workmanager.db.postgres.values import provenance_params
 from workmanager.provenance import DefaultEnricher
 from workmanager.provenance.recorder import ProvenanceRecorder
 from workmanager.types import AgentInfo

@@ -37,7 +37,8 @@ from ...types import Actor
 from ..raw import Conn
 from ..sql import queries
 from ..store import Batch, Held, LeaseChange, dead_or_alive, drop_holds, extend_hold, holder_of
-from .sql import ITEM_COLUMNS_SQL, WRITTEN, announce_written, item_of_row
+from .sql import ITEM_COLUMNS_SQL, WRITTEN
+from .values import announce_written, item_of_row
 
 if TYPE_CHECKING:
     from ...leases.base import LeaseLock

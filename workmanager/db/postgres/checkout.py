@@ -32,17 +32,8 @@ from ...services.views import item_view
 from ...types import AgentInfo, Lease
 from .. import claims
 from ..raw import Conn, RawPostgres
-from .sql import (
-    ORDER_EXISTS,
-    announce_written,
-    candidate_sql,
-    grant_sql,
-    item_of_row,
-    mark,
-    marked,
-    provenance_params,
-    query_params,
-)
+from .sql import ORDER_EXISTS, candidate_sql, grant_sql
+from .values import announce_written, item_of_row, mark, marked, provenance_params, query_params
 
 
 class PostgresCheckout:

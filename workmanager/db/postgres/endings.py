@@ -37,9 +37,8 @@ from .. import claims
 from ..raw import Conn
 from ..store import end_hold
 from .guarded import guarded, lock_item, one, refuse, store_holds, write
-from .sql import (
-    FAIL_SQL,
-    RELEASE_SQL,
+from .sql import FAIL_SQL, RELEASE_SQL
+from .values import (
     announce_written,
     item_of_row,
     jsonb_or_none,

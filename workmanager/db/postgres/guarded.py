@@ -29,7 +29,8 @@ from ...leases.base import LeaseLock, check_row
 from .. import claims
 from ..raw import Conn
 from ..store import ItemRow
-from .sql import LOCK_ITEM, check_mark, item_of_row
+from .sql import LOCK_ITEM
+from .values import check_mark, item_of_row
 
 
 def one(conn: Conn, sql: str, values: dict[str, Any]) -> dict[str, Any] | None:

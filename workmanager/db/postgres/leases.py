@@ -49,8 +49,9 @@ from .checkout import PostgresCheckout
 from .endings import PostgresEndings
 from .guarded import guarded
 from .parts import PostgresParts
-from .sql import announce_written, heartbeat_sql, item_of_row, lease_params, mark, marked
+from .sql import heartbeat_sql
 from .submit import PostgresSubmit
+from .values import announce_written, item_of_row, lease_params, mark, marked
 
 log = logging.getLogger("workmanager.agent")
 

@@ -36,7 +36,8 @@ from ..order_store import ItemRetryCheck, OrderChange, OrderRow, RetryCheck
 from ..raw import Conn, RawPostgres
 from ..sql import queries
 from . import order_rows as rows
-from .sql import LOCK_ITEM, eligible_where, item_of_row
+from .sql import LOCK_ITEM, eligible_where
+from .values import item_of_row
 
 
 class PostgresOrderAdmin:

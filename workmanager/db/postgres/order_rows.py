@@ -30,7 +30,7 @@ from ..models import PROVENANCE_TABLE, Item
 from ..order_store import ORDER_ROW_FIELDS, OrderRow
 from ..raw import AuditColumns, Conn, utc_row
 from ..sql import queries
-from .sql import check_mark
+from .values import check_mark
 
 
 def write(

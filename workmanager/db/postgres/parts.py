@@ -56,19 +56,8 @@ from .. import claims
 from ..raw import Conn, utc_row
 from ..store import ItemRow, PartRow
 from .guarded import checked, lock_item, lock_item_with, one, store_holds, write
-from .sql import (
-    FINALIZE_GUARDED_SQL,
-    FINALIZE_READ,
-    FINALIZE_SQL,
-    LATEST_PARTS,
-    announce_written,
-    jsonb_or_none,
-    lease_params,
-    mark,
-    marked,
-    part_sql,
-    view_guard,
-)
+from .sql import FINALIZE_GUARDED_SQL, FINALIZE_READ, FINALIZE_SQL, LATEST_PARTS, part_sql
+from .values import announce_written, jsonb_or_none, lease_params, mark, marked, view_guard
 
 if TYPE_CHECKING:
     from .leases import PostgresStore

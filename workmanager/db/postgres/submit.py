@@ -27,15 +27,8 @@ from .. import claims
 from ..raw import Conn, RawPostgres
 from ..store import end_hold
 from .guarded import lock_item, store_holds, write
-from .sql import (
-    SUBMIT_GUARDED_SQL,
-    SUBMIT_SQL,
-    announce_written,
-    item_of_row,
-    lease_params,
-    order_step,
-    view_guard,
-)
+from .sql import SUBMIT_GUARDED_SQL, SUBMIT_SQL
+from .values import announce_written, item_of_row, lease_params, order_step, view_guard
 
 log = logging.getLogger("workmanager.agent")
 
