@@ -1,5 +1,6 @@
 """Upstream's HTTP feature tests (GlobalCheckoutTest, PartialSubmissions*, OrdersIndex*,
-IdempotencyEnforcementTest, LeaseConflictTest) as an upstream agent sends them: no
+IdempotencyEnforcementTest, LeaseConflictTest, FinalizeIdempotencyCachingTest,
+SubmitPartValidationErrorsTest, LogsEndpointTest) as an upstream agent sends them: no
 ``X-Lease-Token``, filters in the query string, ``v``-prefixed versions."""
 
 from __future__ import annotations
@@ -195,3 +196,83 @@ def test_by_default_the_lease_token_is_still_required(
         assert r.status_code == 200, r.text
     finally:
         srv.close()
+
+
+def test_lease_conflicts_and_replays_of_parts_and_finalize(upstream: Any) -> None:
+    """LeaseConflictTest (another agent's release, submit, part: 409), FinalizeIdempotency
+    CachingTest (the same key replays submit-part and finalize), PartialSubmissionsFinalize
+    ValidationTest (strict by default; a bad mode is 422)."""
+    a, b = agent(upstream, "compat-a-8"), agent(upstream, "compat-b-8")
+    propose(a, "test.parts", {}, priority=500)
+    item = a.post(f"{PREFIX}/checkout", params={"type": "test.parts"}).json()["item"]
+    items = f"{PREFIX}/items/{item['id']}"
+    for action, body in [
+        ("release", {}),
+        ("submit", {"result": {}}),
+        ("parts", {"part_key": "a", "payload": {"v": 1}}),
+    ]:
+        r = b.post(f"{items}/{action}", json=body, headers=idem())
+        assert r.status_code == 409, (action, r.text)
+        assert r.json()["error"]["code"] == "lease_conflict", action
+    key = idem()
+    part = {"part_key": "a", "payload": {"v": 1}}
+    first = a.post(f"{items}/parts", json=part, headers=key)
+    again = a.post(f"{items}/parts", json=part, headers=key)
+    assert first.status_code == again.status_code == 202 and first.json() == again.json()
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    for mode in ("bogus", 5):
+        r = a.post(f"{items}/finalize", json={"mode": mode}, headers=idem())
+        assert r.status_code == 422 and r.json()["error"]["details"][0]["path"] == "mode"
+    r = a.post(f"{items}/finalize", json={}, headers=idem())  # strict when omitted
+    assert r.status_code == 422 and r.json()["error"]["code"] == "missing_parts", r.text
+    a.post(f"{items}/parts", json={"part_key": "b", "payload": {"x": 1}}, headers=idem())
+    key = idem()
+    first = a.post(f"{items}/finalize", json={"mode": "strict"}, headers=key)
+    again = a.post(f"{items}/finalize", json={"mode": "strict"}, headers=key)
+    assert first.status_code == again.status_code == 202 and first.json() == again.json()
+    assert first.json()["item"]["state"] == "submitted"
+
+
+def test_submit_part_validation_errors(upstream: Any) -> None:
+    """SubmitPartValidationErrorsTest: each malformed field is 422 naming it (``evidence``
+    here may be any JSON value: docs/migrating.md)."""
+    a = agent(upstream, "compat-a-9")
+    order_id = propose(a, "test.parts", {})
+    item = a.post(f"{PREFIX}/orders/{order_id}/checkout").json()["item"]
+    parts = f"{PREFIX}/items/{item['id']}/parts"
+    for body, field in [
+        ({"payload": {"v": 1}}, "part_key"),
+        ({"part_key": "a"}, "payload"),
+        ({"part_key": 5, "payload": {"v": 1}}, "part_key"),
+        ({"part_key": "a", "payload": "text"}, "payload"),
+        ({"part_key": "a", "payload": {"v": 1}, "seq": "x"}, "seq"),
+        ({"part_key": "a", "payload": {"v": 1}, "notes": 5}, "notes"),
+    ]:
+        r = a.post(parts, json=body, headers=idem())
+        assert r.status_code == 422, (body, r.text)
+        error = r.json()["error"]
+        assert error["code"] == "validation_failed"
+        assert field in [d["path"] for d in error["details"]], (body, error)
+    r = a.post(parts, json={"part_key": "a", "payload": {"v": 1}}, headers=idem())
+    assert r.status_code == 202, r.text  # optional fields omitted
+
+
+def test_logs_newest_first_with_the_orders_events(upstream: Any) -> None:
+    """LogsEndpointTest: the item's events and its order's (``item_id`` null), newest
+    first, each with its full structure."""
+    a = agent(upstream, "compat-a-10")
+    order_id = propose(a, "test.simple", {})
+    item = a.post(f"{PREFIX}/orders/{order_id}/checkout").json()["item"]
+    items = f"{PREFIX}/items/{item['id']}"
+    assert a.post(f"{items}/heartbeat", json={}).status_code == 200
+    r = a.post(f"{items}/submit", json={"result": {"answer": 1}}, headers=idem())
+    assert r.status_code == 202, r.text
+    events = a.get(f"{items}/logs").json()["events"]
+    stamps = [e["created_at"] for e in events]
+    assert stamps == sorted(stamps, reverse=True)
+    assert events[0]["event"] == "submitted"
+    assert {e["item_id"] for e in events} == {item["id"], None}
+    assert {"proposed", "leased", "submitted"} <= {e["event"] for e in events}
+    assert {"id", "event", "order_id", "item_id", "actor_type", "payload", "created_at"} <= set(
+        events[0]
+    )
