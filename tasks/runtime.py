@@ -18,7 +18,7 @@ from celery.signals import worker_init, worker_process_init
 
 import workmanager.db
 from workmanager import Settings, WorkManager
-from workmanager.errors import SchemaBehind, Unavailable, WorkManagerError
+from workmanager.errors import DatabaseMissing, SchemaBehind, Unavailable, WorkManagerError
 
 from .dispatcher import CeleryDispatcher
 
@@ -64,8 +64,10 @@ def _schema_at_head(**_: Any) -> None:
     """``celery -A tasks worker`` and ``workmanager agent``: refuse to start on a schema
     behind the migrations, as ``workmanager serve`` does. One line on stderr, ``error
     [schema_outdated]: … run `workmanager db upgrade```, and exit 1 (``SystemExit``: Celery
-    logs and ignores any other exception a signal handler raises). A database that does
-    not answer yet is not refused: tasks retry on it as on any outage.
+    logs and ignores any other exception a signal handler raises). So is a database that
+    does not exist (no SQLite file: run from another directory, or before ``db upgrade``;
+    no PostgreSQL database): ``error [unavailable]: no database at …`` and its hint. A
+    database that does not answer yet is not refused: tasks retry on it as on any outage.
 
     A schema at the head is seen without Alembic (:func:`at_shipped_head`); only another
     answer loads it (:func:`~workmanager.db.migrate.require_head`, which decides), so a
@@ -83,8 +85,9 @@ def _schema_at_head(**_: Any) -> None:
         finally:
             if built is None:
                 db.dispose()
-    except SchemaBehind as exc:
-        print(f"error [{exc.code}]: {exc.message}", file=sys.stderr, flush=True)
+    except (SchemaBehind, DatabaseMissing) as exc:
+        hint = f"\nhint: {exc.hint}" if isinstance(exc, DatabaseMissing) and exc.hint else ""
+        print(f"error [{exc.code}]: {exc.message}{hint}", file=sys.stderr, flush=True)
         raise SystemExit(1) from exc
     except Unavailable as exc:
         log.warning("database not ready at start-up: %s", exc)

@@ -86,6 +86,18 @@ def test_the_start_up_check_still_refuses_an_older_schema(tmp_path: Path) -> Non
     assert "run `workmanager db upgrade`" in done.stderr
 
 
+def test_the_start_up_check_refuses_a_database_that_does_not_exist(tmp_path: Path) -> None:
+    """A worker started where there is no database (another directory, or before ``db
+    upgrade``) stops with one line and its hint instead of starting to spin on it; it
+    creates no file."""
+    url = f"sqlite:///{tmp_path}/var/wm.db"
+    done = run_python("from tasks.runtime import _schema_at_head\n_schema_at_head()\n", url)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith(f"error [unavailable]: no database at {tmp_path}/var/wm.db\n")
+    assert "hint: run `workmanager db upgrade`" in done.stderr
+    assert "Traceback" not in done.stderr and list(tmp_path.iterdir()) == []
+
+
 def test_the_heads_read_without_alembic_are_alembics() -> None:
     assert shipped_heads() == frozenset(migrate.scripts().get_heads())
     assert VERSION_TABLE == migrate.VERSION_TABLE

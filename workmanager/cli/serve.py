@@ -9,7 +9,7 @@ import click
 from .. import tracing
 from ..container import WorkManager
 from ..dispatch import Dispatcher, NullDispatcher
-from ..errors import Unavailable
+from ..errors import DatabaseMissing, Unavailable
 from ..importing import import_object
 from .app import Env, cli, pass_env
 from .render import json_errors_option, warn_if_open
@@ -40,13 +40,16 @@ def build_dispatcher(reference: str, wm: WorkManager) -> Dispatcher:
 
 def schema_at_head(wm: WorkManager) -> None:
     """Refuse to start on a schema behind the migrations (:class:`SchemaBehind`: ``error
-    [schema_outdated]: … run `workmanager db upgrade```, exit 1). A database that does not
-    answer yet is not refused here: the server starts and ``/readyz`` says 503 until it
-    does, as when it goes away later."""
+    [schema_outdated]: … run `workmanager db upgrade```, exit 1), or a database that does
+    not exist (:class:`DatabaseMissing`: no SQLite file, no PostgreSQL database; its hint
+    says how to create it). A database that does not answer yet is not refused here: the
+    server starts and ``/readyz`` says 503 until it does, as when it goes away later."""
     from ..db.migrate import require_head
 
     try:
         require_head(wm.db)
+    except DatabaseMissing:
+        raise
     except Unavailable as exc:
         log.warning("database not ready at start-up: %s", exc)
 
