@@ -10,6 +10,7 @@ the pages. Templates and the one small script are package data: no CDN, no build
 
 from __future__ import annotations
 
-from .app import PREFIX, mount
+from .app import mount
+from .pages import PREFIX
 
 __all__ = ["PREFIX", "mount"]

@@ -1,0 +1,211 @@
+"""What every console page shares: the session a request carries, the caller it acts as,
+the CSRF and origin check of a form, rendering, once-per-form actions, and errors shown as
+pages (a GET without a session: the sign-in page) instead of the API's JSON envelope.
+
+Every page needs a live session whose token still holds ``view``; every form carries the
+session's CSRF token, and a POST without it (or from another origin) is refused before
+anything runs. Approve, reject and retry run once per rendered form: each form carries an
+idempotency key of its own, passed to the idempotency service as the HTTP API's header
+would be. The routes are :mod:`.app`'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode, urlsplit
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
+from fastapi.templating import Jinja2Templates
+
+from ..api.deps import ApiState, metadata
+from ..errors import Forbidden, IdempotencyInFlight, InvalidQuery, Unauthenticated, WorkManagerError
+from ..reads.listing import ItemListing
+from ..reads.overview import Overview
+from ..surface.callers import Caller, build_caller
+from ..surface.operations import Answer
+from .sessions import ConsoleSession, SessionService
+
+HERE = Path(__file__).parent
+PREFIX = "/ui"
+COOKIE = "wm_console"
+LOGIN_COOKIE = "wm_console_login"
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass(frozen=True)
+class Console:
+    """What the pages share, kept on ``app.state.console``."""
+
+    api: ApiState
+    sessions: SessionService
+    overview: Overview
+    items: ItemListing
+    templates: Jinja2Templates
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
+def templates() -> Jinja2Templates:
+    loaded = Jinja2Templates(directory=str(HERE / "templates"))
+    loaded.env.filters["pretty"] = _pretty
+    loaded.env.filters["age"] = _age
+    return loaded
+
+
+def console(request: Request) -> Console:
+    value: Console = request.app.state.console
+    return value
+
+
+# --- errors: pages, not JSON ------------------------------------------------------------
+def error_page(request: Request, error: WorkManagerError) -> Response:
+    if isinstance(error, Unauthenticated) and request.method == "GET":
+        target = urlencode({"next": local_target(str(request.url.path) + _query(request))})
+        return RedirectResponse(f"{PREFIX}/login?{target}", 303)
+    c = console(request)
+    response = c.templates.TemplateResponse(
+        request,
+        "error.html",
+        {"error": error, "session": None, "can": lambda scope: False},
+        status_code=error.http_status,
+    )
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def _query(request: Request) -> str:
+    return f"?{request.url.query}" if request.url.query else ""
+
+
+def local_target(target: str | None) -> str:
+    """Only a path inside the console is a place to go back to (no open redirect)."""
+    if not target or not target.startswith(PREFIX + "/") or target.startswith("//"):
+        return f"{PREFIX}/queue"
+    parts = urlsplit(target)
+    return target if not parts.scheme and not parts.netloc else f"{PREFIX}/queue"
+
+
+class ConsoleRoute(APIRoute):
+    """Errors of the console's routes become HTML pages (and, for a GET without a
+    session, a redirect to the sign-in page) instead of the API's JSON envelope."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        original = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            try:
+                response = await original(request)
+            except WorkManagerError as exc:
+                return error_page(request, exc)
+            except RequestValidationError as exc:
+                return error_page(request, InvalidQuery(f"the form is incomplete: {exc}"))
+            response.headers.update(SECURITY_HEADERS)
+            return response
+
+        return handler
+
+
+router = APIRouter(route_class=ConsoleRoute)
+
+
+# --- sessions and callers ---------------------------------------------------------------
+def session(request: Request) -> ConsoleSession:
+    """The request's live session (or ``Unauthenticated``); its token must still hold view."""
+    found = console(request).sessions.resolve(request.cookies.get(COOKIE))
+    found.principal.require("view")
+    return found
+
+
+Signed = Annotated[ConsoleSession, Depends(session)]
+
+
+def caller_of(request: Request, sess: ConsoleSession) -> Caller:
+    """The console acts as the signed-in person, never as an agent a header names (the
+    bound-agent rule is checked at sign-in, where no agent is named)."""
+    meta = dataclasses.replace(metadata(request), agent_id=None)
+    return build_caller(sess.principal, meta)
+
+
+def checked_form(request: Request, sess: ConsoleSession, csrf: str) -> Caller:
+    """The caller of a POST, after the CSRF token and the origin were checked."""
+    origin = request.headers.get("origin")
+    if origin and origin != "null":
+        host = request.headers.get("host", "")
+        if urlsplit(origin).netloc != host:
+            raise Forbidden("this form was posted from another site", details={"origin": origin})
+    if not sess.csrf_ok(csrf):
+        raise Forbidden("the form's CSRF token is missing or wrong; reload the page")
+    return caller_of(request, sess)
+
+
+def render(request: Request, name: str, sess: ConsoleSession, **context: Any) -> HTMLResponse:
+    principal = sess.principal
+    return console(request).templates.TemplateResponse(
+        request,
+        name,
+        {
+            "session": sess,
+            "principal": principal,
+            "can": principal.allows,
+            "csrf": sess.csrf_token,
+            "new_key": lambda: uuid.uuid4().hex,
+            **context,
+        },
+    )
+
+
+def once(
+    request: Request,
+    caller: Caller,
+    endpoint: str,
+    target: str,
+    key: str,
+    body: Any,
+    operation: Callable[[Caller], Answer],
+) -> None:
+    """Run ``operation`` once per form key (a double click, a resubmitted form: once)."""
+    if not key:
+        raise InvalidQuery("the form has no idempotency key; reload the page")
+    # A replay (the form posted again) did its work the first time; one in flight is the
+    # first submission still running: it is the one.
+    with contextlib.suppress(IdempotencyInFlight):
+        console(request).api.wm.idempotency.once(caller, endpoint, target, key, body, operation)
+
+
+def back(path: str, **flash: str) -> RedirectResponse:
+    query = f"?{urlencode(flash)}" if flash else ""
+    return RedirectResponse(f"{PREFIX}{path}{query}", 303)
