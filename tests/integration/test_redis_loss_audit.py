@@ -1,7 +1,7 @@
 """After Redis lost its data, a sweep audits every held row; an audit cut short by a database
 error is done again by the next sweep (issue 11, item 7): the data-loss marker is set only
-once the audit has finished. Real Redis and PostgreSQL; the error is injected at the audit's
-first batch."""
+once the audit has finished. Real Redis, on SQLite and PostgreSQL; the error is injected at
+the audit's first batch."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from workmanager import Registry, WorkManager
 from workmanager.errors import Unavailable
 from workmanager.services.lease_admin import Sweeper
 
-pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+pytestmark = pytest.mark.redis
 
 
 class BlipSweeper(Sweeper):
@@ -31,9 +31,9 @@ class BlipSweeper(Sweeper):
         return super()._reclaim(leases, wait)
 
 
-def test_a_failed_audit_is_done_again_by_the_next_sweep(make_wm: Any) -> None:
+def test_a_failed_audit_is_done_again_by_the_next_sweep(make_wm: Any, database: str) -> None:
     wm: WorkManager = make_wm(
-        db="postgres", backend="redis", registry=Registry([Multi()]), lease_ttl_seconds=600
+        db=database, backend="redis", registry=Registry([Multi()]), lease_ttl_seconds=600
     )
     sweeper = BlipSweeper(wm.ctx)
     assert sweeper.sweep().reclaimed == 0  # the first audit (nothing held) sets the marker
