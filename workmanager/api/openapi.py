@@ -161,6 +161,9 @@ def describe(doc: dict[str, Any], settings: Settings, auth_enabled: bool) -> dic
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
     schemas["ErrorEnvelope"] = ERROR_ENVELOPE
+    for schema in schemas.values():  # models' and enums' docstrings (the SPEC is not shipped)
+        if isinstance(schema.get("description"), str):
+            schema["description"] = SPEC_MENTION.sub("", schema["description"])
     if auth_enabled:
         components["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer", "description": "an API token"}
@@ -174,8 +177,9 @@ def describe(doc: dict[str, Any], settings: Settings, auth_enabled: bool) -> dic
 def _operation(
     path: str, method: str, op: dict[str, Any], settings: Settings, auth_enabled: bool
 ) -> None:
-    if "summary" in op:
-        op["summary"] = SPEC_MENTION.sub("", op["summary"])
+    for key in ("summary", "description"):
+        if key in op:
+            op[key] = SPEC_MENTION.sub("", op[key])
     _responses(path, method, op.setdefault("responses", {}), settings, auth_enabled)
     api = path.startswith(settings.api_prefix)
     if not api:
