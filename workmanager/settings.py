@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import settings_upstream as upstream
 from .errors import ConfigurationError
 from .jsonvalues import DEFAULT_MAX_JSON_DEPTH, MAX_JSON_DEPTH_CEILING
 from .ratelimit.rate import FORM as RATE_FORM
@@ -173,6 +174,7 @@ class Settings:
             if found is not None:
                 name, value = found
                 values[spec.field] = spec.parse(name, value)
+        upstream.apply({**from_file, **env}, values)
         return cls(**_resolve_connections(values))
 
     def replace(self, **changes: Any) -> Settings:
@@ -224,7 +226,8 @@ def _check_cluster(url: str, prefix: str) -> None:
 
 #: Settings that existed once, and what became of them. In the file they are refused with
 #: this line (as any key naming no setting is); in the environment, like any variable
-#: naming no setting, they are ignored.
+#: naming no setting, they are ignored. (laravel-work-manager's variables are refused or
+#: honoured in both: settings_upstream.py.)
 REMOVED = {
     PREFIX + "PG_FAST_PATH": (
         "removed: on PostgreSQL checkout, heartbeat, submit and release always run on the "
@@ -235,7 +238,7 @@ REMOVED = {
 
 def _check_known(from_file: Mapping[str, Any]) -> None:
     """A key in the file that names no setting is a typo: say so rather than ignore it."""
-    known = {name for spec in _SPECS for name in spec.names}
+    known = {name for spec in _SPECS for name in spec.names} | set(upstream.NAMES)
     for name in from_file:
         key = name.removeprefix(PREFIX).lower()
         if name in REMOVED:
