@@ -231,7 +231,8 @@ class Operations:
                 tenant_id=tenant,
             )
         if lease is None:
-            raise NoItemsAvailable("no item is available to lease")
+            which = "no item matching filters" if filters != CheckoutFilters() else "no item"
+            raise NoItemsAvailable(f"{which} is available to lease")
         return 200, {"item": lease_dict(lease)}
 
     def lease(self, caller: Caller, item_id: str, token: str | int | None) -> Lease:
