@@ -67,10 +67,12 @@ class RedisLeaseStore:
 
     def extend(self, item_id: str, owner: str, proof: str, ttl_ms: int, order_type: str) -> int:
         k = self.keys
+        if not self._track:  # the lock's key and its check only (``track`` absent: 0)
+            return self._run(self._extend, [k.item(item_id)], [owner, proof, ttl_ms])
         return self._run(
             self._extend,
             [k.item(item_id), k.agent(owner), k.order_type(order_type)],
-            [owner, proof, ttl_ms, item_id, self._track],
+            [owner, proof, ttl_ms, item_id, 1],
         )
 
     def check(self, item_id: str, owner: str, proof: str) -> int:
@@ -84,10 +86,12 @@ class RedisLeaseStore:
 
     def release(self, item_id: str, owner: str, proof: str, order_type: str) -> int:
         k = self.keys
+        if not self._track:  # the lock's key and its check only (``track`` absent: 0)
+            return self._run(self._release, [k.item(item_id)], [owner, proof])
         return self._run(
             self._release,
             [k.item(item_id), k.agent(owner), k.order_type(order_type)],
-            [owner, proof, item_id, self._track],
+            [owner, proof, item_id, 1],
         )
 
     def alive(self, item_ids: list[str]) -> dict[str, int]:

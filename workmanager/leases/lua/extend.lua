@@ -7,7 +7,8 @@
 -- ARGV[2]  proof: "fence|secret hash", as acquire.lua stored it
 -- ARGV[3]  ttl in milliseconds
 -- ARGV[4]  item id (the zset member)
--- ARGV[5]  track: 1 to move the item's expiry in the agent/type zsets, 0 to skip them
+-- ARGV[5]  track: 1 to move the item's expiry in the agent/type zsets, 0 to skip them (absent: 0;
+--           then only KEYS[1] and the ARGV before it need be passed)
 --
 -- Returns: 1 extended; 0 no lock (expired or lost); -1 locked under another owner/proof.
 local v = redis.call('GET', KEYS[1])

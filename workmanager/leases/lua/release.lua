@@ -6,7 +6,8 @@
 -- ARGV[1]  owner (agent id)
 -- ARGV[2]  proof: "fence|secret hash", as acquire.lua stored it
 -- ARGV[3]  item id (the zset member)
--- ARGV[4]  track: 1 to remove the item from the agent/type zsets, 0 to skip them
+-- ARGV[4]  track: 1 to remove the item from the agent/type zsets, 0 to skip them (absent: 0;
+--           then only KEYS[1] and the ARGV before it need be passed)
 --
 -- Returns: 1 deleted; 0 not locked by this owner + proof (nothing changed).
 if redis.call('GET', KEYS[1]) ~= ARGV[2] .. '|' .. ARGV[1] then
