@@ -26,7 +26,8 @@ async def session_run(env: dict[str, str]) -> dict[str, Any]:
     )
     seen: dict[str, Any] = {}
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
-        await session.initialize()
+        hello = await session.initialize()
+        seen["instructions"] = hello.instructions or ""
         seen["tools"] = {t.name for t in (await session.list_tools()).tools}
 
         async def call(name: str, **args: Any) -> dict[str, Any]:
@@ -79,6 +80,9 @@ def test_mcp_stdio_session(api_db_url: str) -> None:
     env = base_env(api_db_url)
     seen = anyio.run(session_run, env)
     assert seen["tools"] >= set(TOOL_NAMES)
+    # the client is told the work loop in the tools' own names, never the unshipped SPEC
+    assert "work.checkout" in seen["instructions"] and "work.heartbeat" in seen["instructions"]
+    assert "SPEC" not in seen["instructions"] and "§" not in seen["instructions"]
     assert seen["propose"]["success"] is True and seen["propose"]["order"]["state"] == "queued"
     assert seen["checkout"]["success"] is True and seen["checkout"]["item"]["lease_token"]
     assert seen["heartbeat"]["success"] is True and "lease_expires_at" in seen["heartbeat"]

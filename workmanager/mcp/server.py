@@ -7,7 +7,7 @@ and agent binding apply exactly as on the HTTP API.
 Every tool that changes something (heartbeat aside: repeating it is harmless, replaying
 it would not extend the lease) takes an optional ``idempotency_key``: a call retried with
 the same key and arguments (the lease token among them) runs once and answers the stored
-result again, with ``"replayed": true``. SPEC §6.3's rules; a key is scoped by tool,
+result again, with ``"replayed": true``. A key is scoped by tool,
 target, principal and agent id, so MCP keys never meet HTTP ones.
 """
 
@@ -107,12 +107,29 @@ class Tools:
         )
 
 
+#: What an MCP client is told at ``initialize``: the work loop, in the words of the tools.
+INSTRUCTIONS = """workmanager: typed work orders, planned into items that agents lease and submit.
+
+The loop: work.checkout (optionally by order or type) leases the next item and answers a
+lease token; send work.heartbeat with that token before the lease expires (every
+heartbeat_every_seconds); then work.submit the whole result, or work.submit_part one part
+at a time and work.finalize; or work.release the item, or work.fail it. The token is a
+string: pass it back exactly as checkout returned it. Orders are proposed with
+work.propose, read with work.get, work.list and work.logs, and approved or rejected with
+work.approve and work.reject when the token's scopes allow it.
+
+Every tool that changes something (heartbeat aside) takes an optional idempotency_key: a
+call retried with the same key and arguments runs once and answers the stored result again,
+with "replayed": true. Errors answer success: false with a code (validation_failed,
+lease_conflict, lease_expired, not_found, forbidden, ...), a message and details."""
+
+
 class WorkServer(MCPServer[Any]):
     """The MCP server, refusing tool arguments nested deeper than ``max_json_depth``
     (``malformed_json``, as the HTTP API does) before anything validates or stores them."""
 
     def __init__(self, max_json_depth: int) -> None:
-        super().__init__("workmanager", instructions=__doc__)
+        super().__init__("workmanager", instructions=INSTRUCTIONS)
         self.max_json_depth = max_json_depth
 
     async def run_stdio_async(self) -> None:
