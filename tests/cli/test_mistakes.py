@@ -231,6 +231,10 @@ def test_ops_check_names_the_database_it_uses(dirs: dict[str, Path]) -> None:
     expected = f"sqlite:///{fresh.resolve()}/var/workmanager.db"
     assert done.stdout.splitlines()[0] == f"database: {expected}", done.stdout
     assert DB_UPGRADE in done.stdout and "Traceback" not in done.stdout + done.stderr
+    # the reason names the error's code, printed as text (not eaten as table markup), and
+    # never a Python class name
+    assert "down: [unavailable] no database at " in done.stdout, done.stdout
+    assert "DatabaseMissing" not in done.stdout
     report = json.loads(ops_check("--json").stdout)
     assert report["database_url"] == expected and report["ok"] is False
     assert list(fresh.iterdir()) == []  # nothing created

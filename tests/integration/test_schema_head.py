@@ -88,7 +88,7 @@ def test_readyz_is_503_until_the_schema_is_upgraded(old_pg: str, redis_url: str)
         r = client.get("/readyz")
         assert r.status_code == 503 and r.headers["Retry-After"], r.text
         reason = r.json()["checks"]["database"]
-        assert reason.startswith("down: SchemaBehind: ") and reason.endswith(UPGRADE), reason
+        assert reason.startswith("down: [schema_outdated] ") and reason.endswith(UPGRADE), reason
         assert f"at revision {OLDER}, behind this code's {head()}" in reason
         assert r.json()["checks"]["broker"] == "ok"
         ops_check = Housekeeping(wm.ctx).check()  # `workmanager ops check` says the same

@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ..durations import parse_duration
 from ..errors import UsageError, WorkManagerError
@@ -81,7 +82,7 @@ def table(
     for column in columns:
         grid.add_column(column)
     for row in rows:
-        grid.add_row(*(cell(row.get(c)) for c in columns))
+        grid.add_row(*(Text(cell(row.get(c))) for c in columns))  # values, never markup
     console().print(grid)
 
 
@@ -99,7 +100,7 @@ def pairs(data: dict[str, Any], keys: Sequence[str], title: str | None = None) -
     grid.add_column("field", style="bold")
     grid.add_column("value")
     for key in keys:
-        grid.add_row(key, cell(data.get(key)))
+        grid.add_row(key, Text(cell(data.get(key))))
     console().print(grid)
 
 

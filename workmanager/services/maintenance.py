@@ -215,7 +215,7 @@ class Housekeeping:
             try:
                 counts = self.counts()
             except SchemaOutdated as exc:  # reachable, but ``db upgrade`` has not run
-                components["database"] = f"down: {exc.message}; {exc.hint}"
+                components["database"] = f"down: {readiness.reason(exc)}"
         ok = all(v == "ok" or v.startswith("not used") for v in components.values())
         # which database, so a command run from another directory is seen at once
         report: dict[str, Any] = {

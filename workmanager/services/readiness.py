@@ -58,9 +58,18 @@ def check(ctx: ServiceContext) -> dict[str, str]:
             probe()
             results[name] = "ok"
         except Exception as exc:  # any failure means "not ready", with its reason
-            hint = f"; {exc.hint}" if isinstance(exc, WorkManagerError) and exc.hint else ""
-            results[name] = f"down: {type(exc).__name__}: {exc}{hint}"[:300]
+            results[name] = f"down: {reason(exc)}"[:300]
     return results
+
+
+def reason(exc: Exception) -> str:
+    """Why a probe failed, for a person: the project's error as its code, message and
+    hint; a library's as its exception's name (``ConnectionError: …``), which says more
+    than its text alone."""
+    if isinstance(exc, WorkManagerError):
+        hint = f"; {exc.hint}" if exc.hint else ""
+        return f"[{exc.code}] {exc.message}{hint}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def names_only(checks: dict[str, str]) -> dict[str, str]:
