@@ -28,6 +28,7 @@ from workmanager import Settings, WorkManager
 from workmanager.cli.render import reporting_errors
 from workmanager.db.migrate import upgrade
 from workmanager.db.models import Event, Item
+from workmanager.db.session import display_url
 from workmanager.demo import completed, payload
 from workmanager.demo.types import ResearchOrder
 
@@ -142,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     for old in logs.glob("demo-*.log"):
         old.unlink()
     console.print(
-        f"[bold]workmanager demo[/]: database {settings.database_url}, broker "
-        f"{settings.broker_url}, leases {settings.lease_backend}, metrics "
+        f"[bold]workmanager demo[/]: database {display_url(settings.database_url)}, broker "
+        f"{display_url(settings.broker_url)}, leases {settings.lease_backend}, metrics "
         f"{settings.metrics_driver}"
     )
     from tasks.producer import enqueue_order
