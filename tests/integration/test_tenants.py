@@ -19,7 +19,7 @@ from workmanager.errors import (
     NoItemsAvailable,
     NotFound,
 )
-from workmanager.reads.listing import ItemListing
+from workmanager.reads.item_listing import ItemListing
 from workmanager.reads.overview import Overview
 from workmanager.services.tokens import Principal, TokenService
 from workmanager.surface.callers import AgentMetadata, Caller, build_caller

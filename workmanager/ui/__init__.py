@@ -2,8 +2,8 @@
 
 An adapter beside the HTTP API, the MCP server and the CLI: mounted on the API's app by
 ``create_app`` (so ``workmanager serve`` serves it), it signs people in with an API token
-(:mod:`workmanager.ui.sessions`), reads through :mod:`~workmanager.services.
-operations`, :mod:`~workmanager.reads.overview` and :mod:`~workmanager.reads.listing`,
+(:mod:`workmanager.ui.sessions`), reads through :mod:`~workmanager.reads.overview`,
+:mod:`~workmanager.reads.listing` and :mod:`~workmanager.reads.item_listing`,
 and acts only through :class:`~workmanager.surface.operations.Operations` — no rule lives in
 the pages. Templates and the one small script are package data: no CDN, no build step.
 """

@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ..api.deps import ApiState
 from ..errors import Forbidden, Unauthenticated
-from ..reads.listing import ItemListing
+from ..reads.item_listing import ItemListing
 from ..reads.overview import Overview
 from ..surface.operations import parse_id
 from .pages import (

@@ -29,7 +29,7 @@ from fastapi.templating import Jinja2Templates
 
 from ..api.deps import ApiState, metadata
 from ..errors import Forbidden, IdempotencyInFlight, InvalidQuery, Unauthenticated, WorkManagerError
-from ..reads.listing import ItemListing
+from ..reads.item_listing import ItemListing
 from ..reads.overview import Overview
 from ..surface.callers import Caller, build_caller
 from ..surface.operations import Answer

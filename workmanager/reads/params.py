@@ -1,0 +1,143 @@
+"""The list endpoints' query-string language, shared by the orders and items lists:
+``filter[name]=value`` (comma lists, ``>=``/``<=``/``<>``… comparisons), ``sort`` (``-`` for
+descending), ``page[number]``/``page[size]`` (and upstream's ``page``, ``per_page``,
+``limit``), and the page's ``{data, meta}`` envelope. Anything unreadable is
+:class:`~workmanager.errors.InvalidQuery` naming the parameter.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement
+
+from ..errors import InvalidQuery
+
+DEFAULT_SIZE, MAX_SIZE = 50, 100
+_OPERATOR = re.compile(r"^(>=|<=|<>|!=|>|<|=)?(.*)$")
+_FILTER = re.compile(r"^filter\[([a-z_.]+)\]$")
+
+
+@dataclass
+class ListQuery:
+    """A parsed query string: conditions, sort columns and the page."""
+
+    where: list[ColumnElement[bool]] = field(default_factory=list)
+    order_by: list[Any] = field(default_factory=list)
+    size: int = DEFAULT_SIZE
+    number: int = 1
+    #: ``include=``: ``items``, ``events``, ``events_count`` (``items_count`` is always there)
+    include: set[str] = field(default_factory=set)
+    #: ``fields[work_orders|items|events]=a,b``: the keys kept in each kind of row
+    fields: dict[str, list[str]] = field(default_factory=dict)
+
+
+def bad(message: str, param: str) -> InvalidQuery:
+    return InvalidQuery(message, details={"parameter": param})
+
+
+def csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def states(value: str, param: str, allowed: Iterable[str]) -> list[str]:
+    values, known = csv(value), set(allowed)
+    unknown = [v for v in values if v not in known]
+    if not values or unknown:
+        raise bad(f"{param}: unknown state(s) {unknown or value!r}", param)
+    return values
+
+
+_COMPARISONS: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
+    "=": operator.eq,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    "<>": operator.ne,
+    "!=": operator.ne,
+}
+
+
+def compare(column: Any, op: str, value: Any) -> ColumnElement[bool]:
+    return _COMPARISONS[op](column, value)
+
+
+def operator_of(value: str, param: str, parse: Callable[[str], Any]) -> tuple[str, Any]:
+    match = _OPERATOR.match(value.strip())
+    op, raw = (match.group(1) or "=", match.group(2).strip()) if match else ("=", value)
+    try:
+        return op, parse(raw)
+    except (ValueError, OverflowError):
+        raise bad(f"{param}: cannot read {raw!r}", param) from None
+
+
+def as_datetime(raw: str) -> datetime:
+    value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)  # here, so an out-of-range instant is a 400, not a 500
+
+
+def as_int(raw: str) -> int:
+    number = int(raw)
+    if abs(number) > 2**31 - 1:
+        raise ValueError(raw)
+    return number
+
+
+def as_bool(value: str, param: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise bad(f"{param}: expected true or false", param)
+
+
+def page(query: ListQuery, param: str, value: str, limit: int) -> bool:
+    """Read a page parameter (``page[size]``/``limit``/``per_page``, ``page[number]``/
+    ``page``) into ``query``; ``False`` when ``param`` is none of them."""
+    if param in ("page[size]", "limit", "per_page"):
+        query.size = min(max(operator_of(value, param, as_int)[1], 1), limit)
+    elif param in ("page[number]", "page"):
+        query.number = max(operator_of(value, param, as_int)[1], 1)
+    else:
+        return False
+    return True
+
+
+def paged(query: ListQuery, data: list[dict[str, Any]], total: int) -> dict[str, Any]:
+    last_page = max(1, -(-total // query.size))
+    meta = {"current_page": query.number, "per_page": query.size, "total": total}
+    return {"data": data, "meta": {**meta, "last_page": last_page}}
+
+
+def filter_name(param: str) -> str:
+    """``filter[name]`` → ``name``; bare ``state`` and ``type`` are filters too."""
+    match = _FILTER.match(param)
+    return match.group(1) if match else param if param in ("state", "type") else ""
+
+
+def sort_by(value: str, sorts: dict[str, Any], default: str) -> list[Any]:
+    columns = []
+    for token in csv(value) or csv(default):
+        name = token.lstrip("-")
+        column = sorts.get(name)
+        if column is None:
+            raise bad(f"unknown sort {name!r}; one of {', '.join(sorts)}", "sort")
+        columns.append(column.desc() if token.startswith("-") else column.asc())
+    return columns
+
+
+def uuids(value: str, param: str) -> list[Any]:
+    try:
+        return [uuid.UUID(v) for v in csv(value)]
+    except ValueError:
+        # An id that is not a UUID matches no order (like a 404), rather than failing.
+        return []
