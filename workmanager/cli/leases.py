@@ -120,7 +120,15 @@ def release(env: Env, /, dry_run: bool, as_json: bool, **kw: Any) -> None:
 
 @leases.command("extend")
 @selectors
-@click.option("--seconds", type=click.IntRange(min=1), required=True, help="add this much")
+@click.option(
+    "--seconds",
+    "--ttl",
+    "seconds",
+    type=click.IntRange(min=1),
+    default=900,
+    show_default=True,
+    help="add this much (--ttl and 900 as upstream's lease:extend)",
+)
 @dry_run_option
 @json_option
 @pass_env
