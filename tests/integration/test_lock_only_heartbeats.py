@@ -99,3 +99,47 @@ def _seconds(n: float) -> Any:
     from datetime import timedelta
 
     return timedelta(seconds=n)
+
+
+@pytest.mark.parametrize("db", STORES)
+@pytest.mark.parametrize("lock", [*LOCKS, "database"])
+def test_reads_show_a_held_leases_expiry_from_its_lock(make_wm, db, lock) -> None:
+    """The row's recorded expiry lags behind lock-only beats; the order view, the item
+    view and the console's items list show the lock's (reads/expiry.py), and no later
+    than now once the lock is gone. Without a lock store the row's figure is the lease's."""
+    from sqlalchemy import update
+
+    from workmanager.reads.item_listing import ItemListing
+
+    wm = make_wm(db=db, backend=lock, registry=Registry([Multi()]), lease_ttl_seconds=60)
+    order_id = wm.propose("test.multi", {"count": 1})
+    lease = wm.agent.checkout("agent-1", order_id=order_id)
+    assert lease is not None
+    lagging = _now(wm) - _seconds(30)  # as if the lock had been extended since, not the row
+    with wm.db.transaction() as s:
+        s.execute(update(Item).where(Item.id == lease.item_id).values(lease_expires_at=lagging))
+
+    def shown() -> list[str]:
+        listed = ItemListing(wm.ctx).list([("filter[order_id]", str(order_id))])["data"]
+        return [
+            wm.queries.order(order_id)["items"][0]["lease_expires_at"],
+            wm.queries.item(lease.item_id)["lease_expires_at"],
+            listed[0]["lease_expires_at"],
+        ]
+
+    def at(text: str) -> Any:
+        from datetime import datetime
+
+        return datetime.fromisoformat(text)
+
+    if lock == "database":  # the row is the lock: its figure, whatever it says
+        assert {at(t) for t in shown()} == {lagging}
+        return
+    before = _now(wm)
+    assert all(at(t) > before + _seconds(50) for t in shown())  # the lock's 60 s TTL
+    store = wm.ctx.leases.store  # type: ignore[attr-defined]
+    if lock == "memory":
+        store.flush()
+    else:
+        store.client.delete(*store.client.keys(f"{store.keys.prefix}item:*"))
+    assert all(at(t) <= _now(wm) for t in shown())  # the lock is gone: expired

@@ -14,6 +14,7 @@ from ..db.predicates import count_rows
 from ..services.context import ServiceContext
 from ..services.views import item_dict
 from ..states import ItemState
+from .expiry import with_live_expiry
 from .params import (
     MAX_SIZE,
     ListQuery,
@@ -79,4 +80,4 @@ class ItemListing:
         with self.ctx.db.transaction() as s:
             rows = [item_dict(i) for i in s.scalars(stmt)]
             total = count_rows(s, Item, where)
-        return paged(query, rows, total)
+        return paged(query, with_live_expiry(self.ctx, rows), total)

@@ -15,17 +15,16 @@ from sqlalchemy import ColumnElement, and_, func, select
 
 from ..db.models import Event, Item, Order, Provenance
 from ..db.predicates import count_rows
-from ..errors import NotFound, WorkManagerError
-from ..leases.base import LeaseLock
+from ..errors import NotFound
 from ..services.context import ServiceContext
 from ..services.views import iso, order_view
 from ..states import ItemState, OrderState
+from .expiry import HELD, live_expiry, lock_left
 
 log = logging.getLogger("workmanager.console")
 
 #: Provenance actions by which an agent produced (part of) a result.
 PRODUCING_ACTIONS = ("submit", "finalize", "submit-part")
-HELD = (ItemState.LEASED.value, ItemState.IN_PROGRESS.value)
 #: Item states shown as the queue on the dashboard (the rest are finished).
 OPEN_ITEM_STATES = (
     ItemState.QUEUED.value,
@@ -176,15 +175,14 @@ class Overview:
         store (Redis, memory), the lock's, since a heartbeat may extend only the lock
         (db/store.py ``lock_only_beat``) and the row's lags; ``None`` when the lock is
         gone (the lease has expired; the sweep reclaims it)."""
-        lock = self.ctx.leases.lock
-        if lock is None or recorded is None:
+        left = lock_left(self.ctx, [item_id])
+        if left is None or recorded is None:  # no lock store, or it does not answer
             return recorded
-        try:
-            left = lock.alive([item_id]).get(item_id)
-        except WorkManagerError:  # the lock store does not answer: the row's figure
-            log.warning("the lease lock store did not answer the item page", exc_info=True)
-            return recorded
-        return None if left is None else iso(self.ctx.clock() + timedelta(milliseconds=left))
+        return (
+            None
+            if item_id not in left
+            else iso(live_expiry(self.ctx.clock(), left, item_id, self.ctx.clock()))
+        )
 
     def item_order(self, item_id: uuid.UUID) -> uuid.UUID:
         with self.ctx.db.transaction() as s:
@@ -211,7 +209,7 @@ class Overview:
                 "orders": {
                     str(state): int(n) for state, n in s.execute(orders.group_by(Order.state))
                 },
-                "expiring": self._expiring(s, now, tenant, self.ctx.leases.lock),
+                "expiring": self._expiring(s, now, tenant, self.ctx),
                 "throughput": self._throughput(s, since, tenant),
                 "agents": self._agents(s, since, tenant),
             }
@@ -236,7 +234,7 @@ class Overview:
         s: Any,
         now: datetime,
         tenant: str | None,
-        lock: LeaseLock | None,
+        ctx: ServiceContext,
         within: timedelta = timedelta(minutes=1),
         limit: int = 20,
     ) -> list[Any]:
@@ -253,19 +251,15 @@ class Overview:
                 *_of_tenant(Item, tenant),
             )
             .order_by(Item.lease_expires_at)
-            .limit(limit if lock is None else 10 * limit)
+            .limit(limit if ctx.leases.lock is None else 10 * limit)
         )
         rows = list(s.scalars(stmt))
         left = {i.id: ((i.lease_expires_at or now) - now).total_seconds() for i in rows}
-        if lock is not None and rows:
-            try:
-                alive = lock.alive([i.id for i in rows])
-            except WorkManagerError:  # the lock store does not answer: the rows' figures
-                log.warning("the lease lock store did not answer the dashboard", exc_info=True)
-            else:
-                left = {i.id: alive.get(i.id, 0) / 1000 for i in rows}
-                rows = [i for i in rows if left[i.id] <= within.total_seconds()]
-                rows.sort(key=lambda i: left[i.id])
+        alive = lock_left(ctx, [i.id for i in rows])
+        if alive is not None:  # the lock's figures (reads/expiry.py), a gone lock's 0
+            left = {i.id: alive.get(i.id, 0) / 1000 for i in rows}
+            rows = [i for i in rows if left[i.id] <= within.total_seconds()]
+            rows.sort(key=lambda i: left[i.id])
         return [
             {
                 "id": str(i.id),

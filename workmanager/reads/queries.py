@@ -12,6 +12,7 @@ from ..errors import InvalidQuery, NotFound
 from ..services.context import ServiceContext
 from ..services.parts import required_and_missing
 from ..services.views import event_dict, iso, item_dict, order_dict, part_dict
+from .expiry import with_live_expiry
 
 
 class Queries:
@@ -33,11 +34,13 @@ class Queries:
                 .order_by(Event.id.desc())
                 .limit(events)
             )
-            return {
+            view = {
                 **order_dict(order),
                 "items": [item_dict(i) for i in items],
                 "events": [event_dict(e) for e in latest],
             }
+        with_live_expiry(self.ctx, view["items"])  # held leases: the lock's expiry
+        return view
 
     def order_state(self, order_id: uuid.UUID) -> str:
         """Just the order's state (cheap: no items, no events)."""
@@ -52,7 +55,8 @@ class Queries:
             item = s.get(Item, item_id)
             if item is None:
                 raise NotFound(f"item {item_id} not found", details={"item_id": str(item_id)})
-            return item_dict(item)
+            view = item_dict(item)
+        return with_live_expiry(self.ctx, [view])[0]  # a held lease: the lock's expiry
 
     def events(self, order_id: uuid.UUID) -> list[dict[str, Any]]:
         """Every event of an order, oldest first."""
