@@ -5,7 +5,7 @@ no setting of the same name for. None is ignored: each is honoured through its c
 (``WORK_MANAGER_MCP_CORS``, ``WORK_MANAGER_IDEMPOTENCY_TTL``, ``WORK_MANAGER_MCP_HTTP_AUTH``
 when it says what happens anyway) or refused with one line naming it and what to use
 instead. :func:`apply` runs on the raw values (environment over the file) after every
-setting is parsed; settings.py calls it and keeps the parsing helpers.
+setting is parsed (settings.py calls it; the parsers are settings_parsing.py's).
 """
 
 from __future__ import annotations

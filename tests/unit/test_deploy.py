@@ -146,7 +146,7 @@ def k8s_errors(document: dict[str, object]) -> str | None:
 
 
 def settings_names() -> set[str]:
-    from workmanager.settings import _SPECS
+    from workmanager.settings_parsing import SPECS as _SPECS
 
     return {name for spec in _SPECS for name in spec.names}
 
