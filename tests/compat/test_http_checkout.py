@@ -3,7 +3,9 @@ agent sends it (no ``X-Lease-Token``, filters in the query string, a tenant in t
 payload). The server runs with upstream's concurrency limits set (its tests set them with
 ``config([...])``): ``WORK_MANAGER_MAX_LEASES_PER_AGENT=2``, ``..._PER_TYPE=1``; the
 scenarios use distinct types where upstream had none set. Each test starts from an empty
-queue (upstream's RefreshDatabase)."""
+queue (upstream's RefreshDatabase). ``api_db_url`` and ``tokens`` come from
+tests/compat/conftest.py: imported here they would be a second session instance that
+recreates the database under the other modules' tokens."""
 
 from __future__ import annotations
 
@@ -14,20 +16,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.conftest import (
-    PREFIX,
-    Server,
-    api_db_url,  # noqa: F401  (a fixture)
-    start_server,
-    tokens,  # noqa: F401  (a fixture)
-)
+from tests.api.conftest import PREFIX, Server, start_server
 from tests.compat.seeding import Seeder
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture(scope="module")
-def limited(api_db_url: str, tokens: dict[str, str]) -> Iterator[Server]:  # noqa: F811
+def limited(api_db_url: str, tokens: dict[str, str]) -> Iterator[Server]:
     srv = start_server(
         api_db_url,
         tokens,
@@ -43,7 +39,7 @@ def limited(api_db_url: str, tokens: dict[str, str]) -> Iterator[Server]:  # noq
 
 
 @pytest.fixture
-def seed(api_db_url: str, limited: Server) -> Iterator[Seeder]:  # noqa: F811
+def seed(api_db_url: str, limited: Server) -> Iterator[Seeder]:
     seeder = Seeder(api_db_url)
     seeder.reset()
     yield seeder
