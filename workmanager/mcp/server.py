@@ -7,15 +7,15 @@ and agent binding apply exactly as on the HTTP API.
 Every tool that changes something (heartbeat aside: repeating it is harmless, replaying
 it would not extend the lease) takes an optional ``idempotency_key``: a call retried with
 the same key and arguments (the lease token among them) runs once and answers the stored
-result again, with ``"replayed": true``. A key is scoped by tool,
-target, principal and agent id, so MCP keys never meet HTTP ones.
+result again, with ``"replayed": true``. A key is scoped by tool, target, principal and
+agent id, so MCP keys never meet HTTP ones.
+
+Here: the tools and the server; a call's authentication and key are :mod:`.calls`', the
+arguments' names and shapes :mod:`.arguments`'.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -24,13 +24,19 @@ from mcp.types import CallToolResult, InputRequiredResult
 from pydantic import ValidationError
 
 from ..container import WorkManager
-from ..errors import ValidationFailed, WorkManagerError, problem
+from ..errors import ValidationFailed
 from ..jsonvalues import deeper_than, too_deep
-from ..services.idempotency import IdempotencyService
-from ..services.tokens import Principal, TokenService
-from ..surface.callers import AgentMetadata, Caller, build_caller
-from ..surface.operations import Answer, CheckoutFilters, Operations
+from ..surface.operations import CheckoutFilters
 from . import results
+from .arguments import (
+    agent_meta,
+    argument_errors,
+    list_params,
+    listed,
+    normalise_arguments,
+    with_recent_events,
+)
+from .calls import JSONObj, Once, Tools
 from .results import Result
 
 TOOL_NAMES = (
@@ -49,62 +55,6 @@ TOOL_NAMES = (
     "work.logs",
     "work.fail",
 )
-STDIO_PRINCIPAL = Principal("mcp-stdio", None, frozenset({"admin"}))
-JSONObj = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Once:
-    """An optional idempotency key, with what it is scoped to (the tool and its target)
-    and what it fingerprints (the arguments and the lease token presented, if any)."""
-
-    key: str | None
-    endpoint: str
-    target: str
-    body: JSONObj
-    lease_token: str | None = None
-
-
-class Tools:
-    """Authenticates each call and hands it to the operations."""
-
-    def __init__(self, wm: WorkManager, require_token: bool) -> None:
-        self.ops = Operations(wm)
-        self.tokens = TokenService(wm.ctx)
-        self.idempotency: IdempotencyService = wm.idempotency
-        self.require_token = require_token and wm.settings.auth != "none"
-        self.page_size = wm.settings.default_page_size_mcp
-
-    def principal(self, ctx: Context | None, claimed_agent: str | None = None) -> Principal:
-        if not self.require_token:
-            return STDIO_PRINCIPAL
-        headers = (ctx.headers if ctx is not None else None) or {}
-        scheme, _, token = str(headers.get("authorization", "")).partition(" ")
-        bearer = token.strip() if scheme.lower() == "bearer" else None
-        return self.tokens.authenticate(bearer, claimed_agent)
-
-    def caller(self, ctx: Context | None, meta: AgentMetadata) -> Caller:
-        return build_caller(self.principal(ctx, meta.agent_id), meta)
-
-    def call(
-        self,
-        ctx: Context | None,
-        meta: AgentMetadata,
-        fn: Callable[[Caller], Answer],
-        once: Once | None = None,
-    ) -> Result:
-        try:
-            caller = self.caller(ctx, meta)
-        except WorkManagerError as exc:
-            return results.failure(exc)
-        if once is None or not once.key:
-            return results.run(lambda: fn(caller))
-        key = once.key
-        return results.run(
-            lambda: self.idempotency.once(
-                caller, once.endpoint, once.target, key, once.body, fn, once.lease_token
-            )
-        )
 
 
 #: What an MCP client is told at ``initialize``: the work loop, in the words of the tools.
@@ -162,93 +112,6 @@ class WorkServer(MCPServer[Any]):
             return tool.fn_metadata.convert_result(refused)
 
 
-_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
-
-
-def snake(name: str) -> str:
-    """``itemId`` → ``item_id``, ``allowRework`` → ``allow_rework`` (upstream's names)."""
-    return _CAMEL.sub(r"_\1", name).lower()
-
-
-def normalise_arguments(arguments: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
-    """The arguments under the tool's own (snake_case) names: a camelCase alias is renamed;
-    an argument the tool does not take, or one given under both names, is
-    ``validation_failed`` naming it (never silently dropped)."""
-    known = set(schema.get("properties", {}))
-    out: dict[str, Any] = {}
-    errors: list[dict[str, Any]] = []
-    for name, value in (arguments or {}).items():
-        canonical = name if name in known else snake(name)
-        if canonical not in known:
-            why = "unknown argument; this tool takes " + ", ".join(sorted(known))
-            errors.append(problem(name, why, "additionalProperties"))
-        elif canonical in out:
-            errors.append(problem(name, f"given twice (as {canonical!r} too)", "duplicate"))
-        else:
-            out[canonical] = value
-    if errors:
-        raise ValidationFailed(errors, "the tool arguments failed validation")
-    return out
-
-
-def argument_errors(error: ValidationError) -> ValidationFailed:
-    """Pydantic's refusal of tool arguments as ``validation_failed`` (the values the caller
-    sent are not echoed, only where and why)."""
-    details = [
-        problem(".".join(str(p) for p in e["loc"]), e["msg"], e["type"]) for e in error.errors()
-    ]
-    return ValidationFailed(details, "the tool arguments failed validation")
-
-
-def list_params(
-    query: dict[str, str] | None,
-    state: str | None,
-    type: str | None,
-    priority: str | None,
-    filter: dict[str, Any] | None,
-    sort: str | None,
-    include: str | None,
-    fields: dict[str, str] | None,
-    page: dict[str, int] | None,
-) -> list[tuple[str, str]]:
-    """Upstream's ``work.list`` arguments as the orders list's query parameters."""
-    params = list((query or {}).items())
-    filters = dict(filter or {})
-    for name, value in (("state", state), ("type", type), ("priority", priority)):
-        if value is not None:
-            filters[name] = value
-    params += [(f"filter[{k}]", str(v)) for k, v in filters.items()]
-    params += [(f"fields[{k}]", str(v)) for k, v in (fields or {}).items()]
-    params += [(f"page[{k}]", str(v)) for k, v in (page or {}).items()]
-    params += [(k, v) for k, v in (("sort", sort), ("include", include)) if v is not None]
-    return params
-
-
-def listed(answer: Answer) -> Answer:
-    """The orders list with upstream's ``orders`` and ``count`` beside ``data``."""
-    status, body = answer
-    return status, {**body, "orders": body["data"], "count": len(body["data"])}
-
-
-def with_recent_events(answer: Answer) -> Answer:
-    """``work.get`` as upstream's: the order, its ``items`` and ``recent_events``."""
-    status, body = answer
-    order = body["order"]
-    return status, {**body, "items": order["items"], "recent_events": order["events"]}
-
-
-def _meta(
-    agent_id: str | None,
-    agent_name: str | None = None,
-    agent_version: str | None = None,
-    model_name: str | None = None,
-    runtime: str | None = None,
-) -> AgentMetadata:
-    return AgentMetadata(
-        agent_id, agent_name, agent_version, model_name, runtime, None, None, "mcp"
-    )
-
-
 def build_server(wm: WorkManager, *, require_token: bool = False) -> MCPServer[Any]:
     """An MCP server with the ``work.*`` tools; ``require_token`` for the HTTP transport."""
     server = WorkServer(wm.settings.max_json_depth)
@@ -281,7 +144,7 @@ def _order_tools(server: MCPServer[Any], t: Tools) -> None:
             body["tenant_id"] = tenant_id
         return t.call(
             ctx,
-            _meta(agent_id, model_name=model_name),
+            agent_meta(agent_id, model_name=model_name),
             lambda c: ops.propose(c, type, payload, meta, priority, dedupe_key, tenant_id),
             Once(idempotency_key, "work.propose", "", body),
         )
@@ -308,11 +171,13 @@ def _order_tools(server: MCPServer[Any], t: Tools) -> None:
         if tenant_id is not None:
             params.append(("filter[tenant_id]", tenant_id))
         size = t.page_size
-        return t.call(ctx, _meta(None), lambda c: listed(ops.list_orders(c, params, size)))
+        return t.call(ctx, agent_meta(None), lambda c: listed(ops.list_orders(c, params, size)))
 
     @server.tool("work.get", description="An order with its items and latest events.")
     def get(order_id: str, ctx: Context) -> Result:
-        return t.call(ctx, _meta(None), lambda c: with_recent_events(ops.get_order(c, order_id)))
+        return t.call(
+            ctx, agent_meta(None), lambda c: with_recent_events(ops.get_order(c, order_id))
+        )
 
     @server.tool("work.approve", description="Approve a submitted order; apply runs later.")
     def approve(
@@ -320,7 +185,7 @@ def _order_tools(server: MCPServer[Any], t: Tools) -> None:
     ) -> Result:
         return t.call(
             ctx,
-            _meta(None),
+            agent_meta(None),
             lambda c: ops.approve(c, order_id, wait),
             Once(idempotency_key, "work.approve", order_id, {}),
         )
@@ -335,7 +200,7 @@ def _order_tools(server: MCPServer[Any], t: Tools) -> None:
     ) -> Result:
         return t.call(
             ctx,
-            _meta(None),
+            agent_meta(None),
             lambda c: ops.reject(c, order_id, errors, allow_rework),
             Once(
                 idempotency_key,
@@ -363,7 +228,7 @@ def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
         runtime: str | None = None,
         idempotency_key: str | None = None,
     ) -> Result:
-        meta = _meta(agent_id, agent_name, agent_version, model_name, runtime)
+        meta = agent_meta(agent_id, agent_name, agent_version, model_name, runtime)
         filters = CheckoutFilters(type, min_priority, tenant_id)
         body = {"type": type, "min_priority": min_priority, "tenant_id": tenant_id}
         return t.call(
@@ -384,7 +249,7 @@ def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
     ) -> Result:
         return t.call(
             ctx,
-            _meta(agent_id),
+            agent_meta(agent_id),
             lambda c: ops.heartbeat(c, item_id, lease_token, progress, checkpoint),
         )
 
@@ -398,7 +263,7 @@ def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
     ) -> Result:
         return t.call(
             ctx,
-            _meta(agent_id),
+            agent_meta(agent_id),
             lambda c: ops.release(c, item_id, lease_token),
             Once(idempotency_key, "work.release", item_id, {}, lease_token),
         )
@@ -415,7 +280,7 @@ def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
     ) -> Result:
         return t.call(
             ctx,
-            _meta(agent_id),
+            agent_meta(agent_id),
             lambda c: ops.fail(c, item_id, lease_token, error, retryable),
             Once(
                 idempotency_key,
@@ -434,7 +299,7 @@ def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
     def logs(
         ctx: Context, item_id: str | None = None, order_id: str | None = None, limit: int = 50
     ) -> Result:
-        return t.call(ctx, _meta(None), lambda c: ops.logs(c, item_id, limit, order_id))
+        return t.call(ctx, agent_meta(None), lambda c: ops.logs(c, item_id, limit, order_id))
 
 
 def _result_tools(server: MCPServer[Any], t: Tools) -> None:
@@ -455,7 +320,7 @@ def _result_tools(server: MCPServer[Any], t: Tools) -> None:
         body = {"result": result, "evidence": evidence, "notes": notes}
         return t.call(
             ctx,
-            _meta(agent_id, model_name=model_name),
+            agent_meta(agent_id, model_name=model_name),
             lambda c: ops.submit(c, item_id, lease_token, result, evidence, notes),
             Once(idempotency_key, "work.submit", item_id, body, lease_token),
         )
@@ -477,7 +342,7 @@ def _result_tools(server: MCPServer[Any], t: Tools) -> None:
         body |= {"evidence": evidence, "notes": notes}
         return t.call(
             ctx,
-            _meta(agent_id),
+            agent_meta(agent_id),
             lambda c: ops.submit_part(
                 c, item_id, lease_token, part_key, payload, seq, evidence, notes
             ),
@@ -488,7 +353,7 @@ def _result_tools(server: MCPServer[Any], t: Tools) -> None:
     def list_parts(
         item_id: str, ctx: Context, part_key: str | None = None, status: str | None = None
     ) -> Result:
-        return t.call(ctx, _meta(None), lambda c: ops.list_parts(c, item_id, part_key, status))
+        return t.call(ctx, agent_meta(None), lambda c: ops.list_parts(c, item_id, part_key, status))
 
     @server.tool("work.finalize", description="Assemble the parts into the result and submit.")
     def finalize(
@@ -501,7 +366,7 @@ def _result_tools(server: MCPServer[Any], t: Tools) -> None:
     ) -> Result:
         return t.call(
             ctx,
-            _meta(agent_id),
+            agent_meta(agent_id),
             lambda c: ops.finalize(c, item_id, lease_token, mode),
             Once(idempotency_key, "work.finalize", item_id, {"mode": mode}, lease_token),
         )

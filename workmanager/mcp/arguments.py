@@ -1,0 +1,103 @@
+"""MCP tool arguments as clients send them, adapted to the operations: upstream's camelCase
+names beside snake_case (an unknown or doubled argument is ``validation_failed``, never
+dropped), pydantic's refusals in the project's envelope, ``work.list``'s arguments as the
+orders list's query parameters, and upstream's answer shapes (``orders``/``count``,
+``recent_events``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..errors import ValidationFailed, problem
+from ..surface.callers import AgentMetadata
+from ..surface.operations import Answer
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
+
+
+def snake(name: str) -> str:
+    """``itemId`` → ``item_id``, ``allowRework`` → ``allow_rework`` (upstream's names)."""
+    return _CAMEL.sub(r"_\1", name).lower()
+
+
+def normalise_arguments(arguments: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """The arguments under the tool's own (snake_case) names: a camelCase alias is renamed;
+    an argument the tool does not take, or one given under both names, is
+    ``validation_failed`` naming it (never silently dropped)."""
+    known = set(schema.get("properties", {}))
+    out: dict[str, Any] = {}
+    errors: list[dict[str, Any]] = []
+    for name, value in (arguments or {}).items():
+        canonical = name if name in known else snake(name)
+        if canonical not in known:
+            why = "unknown argument; this tool takes " + ", ".join(sorted(known))
+            errors.append(problem(name, why, "additionalProperties"))
+        elif canonical in out:
+            errors.append(problem(name, f"given twice (as {canonical!r} too)", "duplicate"))
+        else:
+            out[canonical] = value
+    if errors:
+        raise ValidationFailed(errors, "the tool arguments failed validation")
+    return out
+
+
+def argument_errors(error: ValidationError) -> ValidationFailed:
+    """Pydantic's refusal of tool arguments as ``validation_failed`` (the values the caller
+    sent are not echoed, only where and why)."""
+    details = [
+        problem(".".join(str(p) for p in e["loc"]), e["msg"], e["type"]) for e in error.errors()
+    ]
+    return ValidationFailed(details, "the tool arguments failed validation")
+
+
+def list_params(
+    query: dict[str, str] | None,
+    state: str | None,
+    type: str | None,
+    priority: str | None,
+    filter: dict[str, Any] | None,
+    sort: str | None,
+    include: str | None,
+    fields: dict[str, str] | None,
+    page: dict[str, int] | None,
+) -> list[tuple[str, str]]:
+    """Upstream's ``work.list`` arguments as the orders list's query parameters."""
+    params = list((query or {}).items())
+    filters = dict(filter or {})
+    for name, value in (("state", state), ("type", type), ("priority", priority)):
+        if value is not None:
+            filters[name] = value
+    params += [(f"filter[{k}]", str(v)) for k, v in filters.items()]
+    params += [(f"fields[{k}]", str(v)) for k, v in (fields or {}).items()]
+    params += [(f"page[{k}]", str(v)) for k, v in (page or {}).items()]
+    params += [(k, v) for k, v in (("sort", sort), ("include", include)) if v is not None]
+    return params
+
+
+def listed(answer: Answer) -> Answer:
+    """The orders list with upstream's ``orders`` and ``count`` beside ``data``."""
+    status, body = answer
+    return status, {**body, "orders": body["data"], "count": len(body["data"])}
+
+
+def with_recent_events(answer: Answer) -> Answer:
+    """``work.get`` as upstream's: the order, its ``items`` and ``recent_events``."""
+    status, body = answer
+    order = body["order"]
+    return status, {**body, "items": order["items"], "recent_events": order["events"]}
+
+
+def agent_meta(
+    agent_id: str | None,
+    agent_name: str | None = None,
+    agent_version: str | None = None,
+    model_name: str | None = None,
+    runtime: str | None = None,
+) -> AgentMetadata:
+    return AgentMetadata(
+        agent_id, agent_name, agent_version, model_name, runtime, None, None, "mcp"
+    )

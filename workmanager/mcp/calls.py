@@ -1,0 +1,81 @@
+"""One MCP tool call: the caller authenticated (a bearer token over HTTP; over stdio, whoever
+started the server, with every scope), then the operation run, once per idempotency key
+when the call carries one, its answer or error as the tool's result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mcp.server.mcpserver import Context
+
+from ..container import WorkManager
+from ..errors import WorkManagerError
+from ..services.idempotency import IdempotencyService
+from ..services.tokens import Principal, TokenService
+from ..surface.callers import AgentMetadata, Caller, build_caller
+from ..surface.operations import Answer, Operations
+from . import results
+from .results import Result
+
+STDIO_PRINCIPAL = Principal("mcp-stdio", None, frozenset({"admin"}))
+JSONObj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Once:
+    """An optional idempotency key, with what it is scoped to (the tool and its target)
+    and what it fingerprints (the arguments and the lease token presented, if any)."""
+
+    key: str | None
+    endpoint: str
+    target: str
+    body: JSONObj
+    lease_token: str | None = None
+
+
+class Tools:
+    """Authenticates each call and hands it to the operations."""
+
+    def __init__(self, wm: WorkManager, require_token: bool) -> None:
+        self.ops = Operations(wm)
+        self.tokens = TokenService(wm.ctx)
+        self.idempotency: IdempotencyService = wm.idempotency
+        self.require_token = require_token and wm.settings.auth != "none"
+        self.page_size = wm.settings.default_page_size_mcp
+
+    def principal(self, ctx: Context | None, claimed_agent: str | None = None) -> Principal:
+        if not self.require_token:
+            return STDIO_PRINCIPAL
+        headers = (ctx.headers if ctx is not None else None) or {}
+        scheme, _, token = str(headers.get("authorization", "")).partition(" ")
+        bearer = token.strip() if scheme.lower() == "bearer" else None
+        return self.tokens.authenticate(bearer, claimed_agent)
+
+    def caller(self, ctx: Context | None, meta: AgentMetadata) -> Caller:
+        return build_caller(self.principal(ctx, meta.agent_id), meta)
+
+    def call(
+        self,
+        ctx: Context | None,
+        meta: AgentMetadata,
+        fn: Callable[[Caller], Answer],
+        once: Once | None = None,
+    ) -> Result:
+        try:
+            caller = self.caller(ctx, meta)
+        except WorkManagerError as exc:
+            return results.failure(exc)
+        if once is None or not once.key:
+            return results.run(lambda: fn(caller))
+        key = once.key
+        return results.run(
+            lambda: self.idempotency.once(
+                caller, once.endpoint, once.target, key, once.body, fn, once.lease_token
+            )
+        )
+
+
+#: What an MCP client is told at ``initialize``: the work loop, in the words of the tools.
