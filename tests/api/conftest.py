@@ -5,7 +5,8 @@ the work tables (tokens survive, so the tokens made once through the CLI stay va
 ``server`` is parametrized over both lease backends; it and ``db_server`` are started once
 per session and handed to each module as if started for it (work tables truncated, the
 Redis lease keys deleted, clients of its own). A module that needs other settings starts
-a server of its own with ``start_server``.
+a server of its own with ``start_server``. The database and the tokens (``api_db_url``,
+``tokens``) are ``tests/support/api_fixtures.py``'s, one instance for every directory.
 """
 
 from __future__ import annotations
@@ -22,15 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import PG_ADMIN_DSN
-from workmanager import Registry, Settings, WorkManager
 from workmanager.db.models import Base
 from workmanager.db.session import Database
-from workmanager.services.tokens import TokenService
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -50,21 +47,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def api_db_url(pg_url: str) -> Iterator[str]:
-    name = pg_url.rsplit("/", 1)[1] + "_api"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = pg_url.rsplit("/", 1)[0] + "/" + name
-    db = Database(url)
-    Base.metadata.create_all(db.engine)
-    db.dispose()
-    yield url
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def base_env(db_url: str, **extra: str) -> dict[str, str]:
@@ -88,22 +70,6 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(BIN / "workmanager"), *args], env=env, capture_output=True, text=True, timeout=60
     )
-
-
-@pytest.fixture(scope="session")
-def tokens(api_db_url: str) -> dict[str, str]:
-    """``admin`` made by ``workmanager tokens create`` (the token alone on the last line),
-    the others through the same service in-process (a CLI start per token is slow)."""
-    done = cli(base_env(api_db_url), "tokens", "create", "--name", "admin", "--scopes", "admin")
-    assert done.returncode == 0, done.stderr
-    made = {"admin": done.stdout.strip().splitlines()[-1]}
-    wm = WorkManager(Settings(database_url=api_db_url, metrics_driver="null"), registry=Registry())
-    service = TokenService(wm.ctx)
-    for name, (scopes, agent) in TOKENS.items():
-        if name not in made:
-            made[name] = service.create(name, scopes, agent)[0]
-    wm.close()
-    return made
 
 
 @dataclass

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import api_db_url, start_server, tokens  # noqa: F401  (fixtures)
+from tests.api.conftest import start_server
 
 
 @pytest.fixture(scope="module")
-def upstream(api_db_url: str, tokens: dict[str, str]) -> Iterator[Any]:  # noqa: F811
+def upstream(api_db_url: str, tokens: dict[str, str]) -> Iterator[Any]:
     srv = start_server(
         api_db_url,
         tokens,

@@ -50,11 +50,9 @@ from tests.api.conftest import (
     BIN,
     PREFIX,
     Server,
-    api_db_url,  # noqa: F401  (a fixture)
     base_env,
     idem,
     start_server,
-    tokens,  # noqa: F401  (a fixture)
 )
 from workmanager.db.models import Event, Item, Order, Provenance, utcnow
 from workmanager.db.session import Database
@@ -65,7 +63,7 @@ TTL = 3  # seconds: leases expire for real, with slack for a loaded machine
 
 
 @pytest.fixture(scope="module")
-def ops(api_db_url: str, tokens: dict[str, str]) -> Iterator[Server]:  # noqa: F811
+def ops(api_db_url: str, tokens: dict[str, str]) -> Iterator[Server]:
     """The server upstream agents talk to (as tests/compat/conftest.py's), with short
     leases."""
     srv = start_server(
@@ -188,7 +186,7 @@ class Heartbeats:
         assert self.codes and set(self.codes) == {200}, self.codes
 
 
-def test_lease_reclaim_takes_only_expired_leases(ops: Server, api_db_url: str) -> None:  # noqa: F811
+def test_lease_reclaim_takes_only_expired_leases(ops: Server, api_db_url: str) -> None:
     a, b = agent(ops, "console-expiring"), agent(ops, "console-live")
     expiring_order, live_order = propose(a), propose(b)
     expiring, live = checkout(a, expiring_order), checkout(b, live_order)
@@ -227,7 +225,7 @@ def test_lease_reclaim_takes_only_expired_leases(ops: Server, api_db_url: str) -
         assert b.post(f"{PREFIX}/items/{live['id']}/release").status_code == 200
 
 
-def test_maintain_dead_letters_and_reports_stale_orders(ops: Server, api_db_url: str) -> None:  # noqa: F811
+def test_maintain_dead_letters_and_reports_stale_orders(ops: Server, api_db_url: str) -> None:
     a = agent(ops, "console-maintain")
     old_failed, recent_failed = propose(a, {"n": 1}), propose(a, {"n": 2})
     old_item, recent_item = fail(a, old_failed), fail(a, recent_failed)
@@ -279,7 +277,7 @@ def orders_total(ops: Server) -> int:
     return int(r.json()["meta"]["total"])
 
 
-def test_generate(ops: Server, api_db_url: str) -> None:  # noqa: F811
+def test_generate(ops: Server, api_db_url: str) -> None:
     before = orders_total(ops)
     dry = run_json(api_db_url, "generate", "--dry-run")
     assert dry["dry_run"] is True and dry["created"] == 0 and dry["errors"] == []
@@ -304,7 +302,7 @@ def test_generate(ops: Server, api_db_url: str) -> None:  # noqa: F811
     assert hello["requested_by_type"] == "system"
 
 
-def test_orders_requeue(ops: Server, api_db_url: str) -> None:  # noqa: F811
+def test_orders_requeue(ops: Server, api_db_url: str) -> None:
     a = agent(ops, "console-requeue")
     working = propose(a, {"n": 5})
     item = checkout(a, working)
@@ -343,7 +341,7 @@ def test_orders_requeue(ops: Server, api_db_url: str) -> None:  # noqa: F811
     assert again["state"] == "queued" and again["items"][0]["state"] == "queued"
 
 
-def test_items_retry(ops: Server, api_db_url: str) -> None:  # noqa: F811
+def test_items_retry(ops: Server, api_db_url: str) -> None:
     a = agent(ops, "console-retry")
     order_id = propose(a, {"n": 7})
     item_id = fail(a, order_id)
@@ -362,7 +360,7 @@ def test_items_retry(ops: Server, api_db_url: str) -> None:  # noqa: F811
     assert a.post(f"{PREFIX}/items/{item_id}/release").status_code == 200
 
 
-def test_ops_prune(ops: Server, api_db_url: str) -> None:  # noqa: F811
+def test_ops_prune(ops: Server, api_db_url: str) -> None:
     a = agent(ops, "console-prune")
     order_id = propose(a, {"n": 8})
     proposed = next(e for e in show(ops, order_id)["events"] if e["event"] == "proposed")
@@ -387,7 +385,7 @@ def test_ops_prune(ops: Server, api_db_url: str) -> None:  # noqa: F811
     assert proposed["id"] not in events and events  # "planned" was newer: kept
 
 
-def test_ops_tail(ops: Server, api_db_url: str) -> None:  # noqa: F811
+def test_ops_tail(ops: Server, api_db_url: str) -> None:
     a = agent(ops, "console-tail")
     order_id = propose(a, {"n": 9})
     item_id = checkout(a, order_id)["id"]
