@@ -105,11 +105,14 @@ def _seconds(n: float) -> Any:
 @pytest.mark.parametrize("lock", [*LOCKS, "database"])
 def test_reads_show_a_held_leases_expiry_from_its_lock(make_wm, db, lock) -> None:
     """The row's recorded expiry lags behind lock-only beats; the order view, the item
-    view and the console's items list show the lock's (reads/expiry.py), and no later
-    than now once the lock is gone. Without a lock store the row's figure is the lease's."""
+    view, the console's items list, the orders list's included items and the CLI's items
+    list show the lock's (reads/expiry.py), and no later than now once the lock is gone.
+    Without a lock store the row's figure is the lease's."""
     from sqlalchemy import update
 
     from workmanager.reads.item_listing import ItemListing
+    from workmanager.reads.listing import OrderListing
+    from workmanager.services.items import ItemAdmin, ItemFilter
 
     wm = make_wm(db=db, backend=lock, registry=Registry([Multi()]), lease_ttl_seconds=60)
     order_id = wm.propose("test.multi", {"count": 1})
@@ -121,10 +124,14 @@ def test_reads_show_a_held_leases_expiry_from_its_lock(make_wm, db, lock) -> Non
 
     def shown() -> list[str]:
         listed = ItemListing(wm.ctx).list([("filter[order_id]", str(order_id))])["data"]
+        included = OrderListing(wm.ctx).list([("include", "items")])["data"][0]["items"]
+        admin = ItemAdmin(wm.ctx).list(ItemFilter(order_id=order_id))
         return [
             wm.queries.order(order_id)["items"][0]["lease_expires_at"],
             wm.queries.item(lease.item_id)["lease_expires_at"],
             listed[0]["lease_expires_at"],
+            included[0]["lease_expires_at"],  # GET /orders?include=items, work.list
+            admin[0]["lease_expires_at"],  # workmanager items list
         ]
 
     def at(text: str) -> Any:
@@ -136,7 +143,9 @@ def test_reads_show_a_held_leases_expiry_from_its_lock(make_wm, db, lock) -> Non
         assert {at(t) for t in shown()} == {lagging}
         return
     before = _now(wm)
-    assert all(at(t) > before + _seconds(50) for t in shown())  # the lock's 60 s TTL
+    first = shown()
+    assert all(at(t) > before + _seconds(50) for t in first)  # the lock's 60 s TTL
+    assert len(set(first)) == 1 and shown() == first  # the lock's end: the same each read
     store = wm.ctx.leases.store  # type: ignore[attr-defined]
     if lock == "memory":
         store.flush()

@@ -127,7 +127,7 @@ def release(env: Env, /, dry_run: bool, as_json: bool, **kw: Any) -> None:
     type=click.IntRange(min=1),
     default=900,
     show_default=True,
-    help="add this much (--ttl and 900 as upstream's lease:extend)",
+    help="seconds added to each lease's current expiry (upstream's --ttl set it to now + ttl)",
 )
 @dry_run_option
 @json_option

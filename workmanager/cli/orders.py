@@ -122,7 +122,7 @@ def broker_unavailable(broker_url: str, exc: Exception) -> Unavailable:
     else:
         hint = "is the broker running? check WORK_MANAGER_BROKER_URL"
     return Unavailable(
-        f"could not send the order to the broker at {shown}: {str(exc).splitlines()[0]}",
+        f"could not send the order to the broker at {shown}: {_first_line(exc)}",
         details={"broker_url": shown},
         hint=hint,
     )
@@ -308,3 +308,8 @@ def clone(env: Env, order_id: uuid.UUID, as_json: bool) -> None:
     wm = env.console
     order = OrderAdmin(wm.ctx, wm.orders).clone(order_id, env.actor)
     emit(order, as_json, f"{order['id']} {order['state']} (clone of {order_id})")
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's text, or its name when it has none."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0]

@@ -90,6 +90,10 @@ class LeaseLock(Protocol):
         """Of these items, the ones with a live lock, with the milliseconds it has left
         (what the sweep asks: a lease without its lock is gone)."""
 
+    def ends(self, item_ids: list[uuid.UUID]) -> dict[uuid.UUID, datetime]:
+        """Of these items, the ones with a live lock, with when it ends (UTC): a held
+        lease's expiry as reads show it (``reads/expiry.py``)."""
+
 
 class LeaseBackend(Protocol):
     """Decides who holds a lease. Every method runs inside the caller's transaction."""
@@ -209,6 +213,10 @@ class LeaseStore(Protocol):
 
     def alive(self, item_ids: list[str]) -> dict[str, int]:
         """Of these items, the ones with a live lock, with the milliseconds it has left."""
+
+    def ends(self, item_ids: list[str]) -> dict[str, int]:
+        """Of these items, the ones with a live lock, with the instant it ends (milliseconds
+        since the epoch): what reads show, the same on every call until the lock changes."""
 
     def marked(self) -> bool:
         """Whether the store's data-loss marker is there; ``False`` when it is missing (the

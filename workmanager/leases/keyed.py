@@ -9,7 +9,7 @@ has lost a lock the row still shows, the sweep treats that lease as expired.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -174,6 +174,10 @@ class StoreLeaseBackend:
     def alive(self, item_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
         remaining = self.store.alive([str(i) for i in item_ids])
         return {uuid.UUID(i): ms for i, ms in remaining.items()}
+
+    def ends(self, item_ids: list[uuid.UUID]) -> dict[uuid.UUID, datetime]:
+        ends = self.store.ends([str(i) for i in item_ids])
+        return {uuid.UUID(i): datetime.fromtimestamp(ms / 1000, UTC) for i, ms in ends.items()}
 
     def lost_track(self) -> bool:
         return not self.store.marked()

@@ -23,6 +23,9 @@ class MemoryLeaseStore:
         self._locks: dict[str, _Lock] = {}
         self._fence = 0
         self._marked = False
+        #: wall-clock milliseconds at monotonic 0, fixed for the store's life: an end
+        #: reported for a lock is the same on every call
+        self._epoch_ms = time.time() * 1000 - time.monotonic() * 1000
 
     def _live(self, item_id: str, now: float) -> _Lock | None:
         lock = self._locks.get(item_id)
@@ -98,6 +101,16 @@ class MemoryLeaseStore:
                 lock = self._live(item_id, now)
                 if lock is not None:
                     out[item_id] = int((lock.expires - now) * 1000)
+            return out
+
+    def ends(self, item_ids: list[str]) -> dict[str, int]:
+        with self._mutex:
+            now = time.monotonic()
+            out = {}
+            for item_id in item_ids:
+                lock = self._live(item_id, now)
+                if lock is not None:
+                    out[item_id] = int(self._epoch_ms + lock.expires * 1000)
             return out
 
     def marked(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from importlib import resources
 from typing import Any
 
@@ -105,6 +106,23 @@ class RedisLeaseStore:
         except self._errors as exc:
             raise Unavailable(f"redis unavailable: {exc}") from exc
         return {i: int(t) for i, t in zip(item_ids, ttls, strict=True) if int(t) > 0}
+
+    def ends(self, item_ids: list[str]) -> dict[str, int]:
+        if not item_ids:
+            return {}
+        import redis
+
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for item_id in item_ids:
+                pipe.pexpiretime(self.keys.item(item_id))
+            ends = pipe.execute()
+        except redis.ResponseError:  # Redis < 7 has no PEXPIRETIME: now + the TTL left
+            now_ms = int(time.time() * 1000)
+            return {i: now_ms + ms for i, ms in self.alive(item_ids).items()}
+        except self._errors as exc:
+            raise Unavailable(f"redis unavailable: {exc}") from exc
+        return {i: int(e) for i, e in zip(item_ids, ends, strict=True) if int(e) > 0}
 
     def marked(self) -> bool:
         try:

@@ -71,7 +71,8 @@ work.approve and work.reject when the token's scopes allow it.
 Every tool that changes something (heartbeat aside) takes an optional idempotency_key: a
 call retried with the same key and arguments runs once and answers the stored result again,
 with "replayed": true. Errors answer success: false with a code (validation_failed,
-lease_conflict, lease_expired, not_found, forbidden, ...), a message and details."""
+lease_conflict, lease_expired, not_found, forbidden, ...), the message as error, and
+details."""
 
 
 class WorkServer(MCPServer[Any]):

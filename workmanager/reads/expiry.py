@@ -4,11 +4,13 @@ With a lock store (Redis, memory) a heartbeat may extend only the lock
 (:func:`workmanager.db.store.lock_only_beat`): the row's ``lease_expires_at`` is then
 brought up to date lazily (by the sweep, by the next write to the row) and lags behind,
 never ahead. A read that showed the row's figure would make a live lease look expired.
-So the item views that reads hand out (the order view's items, an item, the console's
-lists, dashboard and item page) take a held lease's expiry from its lock: now plus the
-lock's remaining TTL, or, when the lock is gone (the lease has expired; the sweep reclaims
-it), no later than now. Without a lock store the row is the lock and its figure is kept.
-One rule, here; one round trip to the lock store per read, whatever the number of items.
+So the item views that reads hand out (the order view's items, an item, the lists, the
+console's pages) take a held lease's expiry from its lock: the instant the lock ends
+(``LeaseLock.ends``: Redis' ``PEXPIRETIME``, the same on every read until a heartbeat moves
+it), or, when the lock is gone (the lease has expired; the sweep reclaims it), no later
+than now. The dashboard's "expiring soon" list counts the time left (``lock_left``).
+Without a lock store the row is the lock and its figure is kept. One rule, here; one round
+trip to the lock store per read, whatever the number of items.
 """
 
 from __future__ import annotations
@@ -16,18 +18,18 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from ..errors import WorkManagerError
 from ..services.context import ServiceContext
 from ..services.views import iso
-from ..states import ItemState
+from ..states import HELD_ITEM_STATES
 
 log = logging.getLogger("workmanager.reads")
 
-#: The states in which an item is held under a lease.
-HELD = frozenset({ItemState.LEASED.value, ItemState.IN_PROGRESS.value})
+#: The states in which an item is held under a lease, as the views spell them.
+HELD = frozenset(s.value for s in HELD_ITEM_STATES)
 
 
 def lock_left(ctx: ServiceContext, item_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int] | None:
@@ -44,13 +46,26 @@ def lock_left(ctx: ServiceContext, item_ids: Sequence[uuid.UUID]) -> dict[uuid.U
         return None
 
 
-def live_expiry(
-    now: datetime, left: dict[uuid.UUID, int], item_id: uuid.UUID, recorded: datetime
-) -> datetime:
-    """A held lease's expiry given its lock's remaining time; without a live lock, the
-    row's ``recorded`` expiry when already past, else ``now`` (it has expired)."""
-    ms = left.get(item_id)
-    return min(recorded, now) if ms is None else now + timedelta(milliseconds=ms)
+def lock_ends(
+    ctx: ServiceContext, item_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, datetime] | None:
+    """When each live lock of ``item_ids`` ends (an expired one is absent): the same
+    instant on every read until the lock changes; ``None`` as :func:`lock_left`."""
+    lock = ctx.leases.lock
+    if lock is None or not item_ids:
+        return None
+    try:
+        return lock.ends(list(item_ids))
+    except WorkManagerError:
+        log.warning("the lease lock store did not answer a read", exc_info=True)
+        return None
+
+
+def expired(view: dict[str, Any], now: datetime) -> bool:
+    """Whether an item view (after :func:`with_live_expiry`) shows a held lease that has
+    expired: its lock is gone, or its time is up (the sweep has not reclaimed it yet)."""
+    at = view.get("lease_expires_at")
+    return view.get("state") in HELD and at is not None and datetime.fromisoformat(at) <= now
 
 
 def with_live_expiry(ctx: ServiceContext, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -58,11 +73,13 @@ def with_live_expiry(ctx: ServiceContext, items: list[dict[str, Any]]) -> list[d
     with each held lease's ``lease_expires_at`` taken from its lock (see the module's
     docstring); changed in place and returned."""
     held = [i for i in items if i.get("state") in HELD and i.get("lease_expires_at")]
-    left = lock_left(ctx, [uuid.UUID(i["id"]) for i in held])
-    if left is None:
+    ends = lock_ends(ctx, [uuid.UUID(i["id"]) for i in held])
+    if ends is None:
         return items
     now = ctx.clock()
     for item in held:
-        recorded = datetime.fromisoformat(item["lease_expires_at"])
-        item["lease_expires_at"] = iso(live_expiry(now, left, uuid.UUID(item["id"]), recorded))
+        end = ends.get(uuid.UUID(item["id"]))
+        if end is None:  # the lock is gone: expired, no later than now
+            end = min(datetime.fromisoformat(item["lease_expires_at"]), now)
+        item["lease_expires_at"] = iso(end)
     return items

@@ -23,6 +23,7 @@ from ..provenance.default import anonymize_ip
 from ..services.context import ServiceContext
 from ..services.views import event_dict, item_dict, order_dict
 from ..states import ItemState, OrderState
+from .expiry import with_live_expiry
 from .params import (
     ListQuery,
     as_bool,
@@ -155,6 +156,8 @@ class OrderListing:
             total = count_rows(s, Order, *query.where)
             data = [{**order_dict(order), "items_count": int(count)} for order, count in rows]
             related(s, data, query.include)
+        # included items' held leases: the lock's expiry (reads/expiry.py)
+        with_live_expiry(self.ctx, [i for row in data for i in row.get("items", [])])
         return paged(query, [sparse(row, query.fields) for row in data], total)
 
     def parse(self, params: Iterable[tuple[str, str]], size: int | None = None) -> ListQuery:

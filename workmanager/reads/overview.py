@@ -19,7 +19,7 @@ from ..errors import NotFound
 from ..services.context import ServiceContext
 from ..services.views import iso, order_view
 from ..states import ItemState, OrderState
-from .expiry import HELD, live_expiry, lock_left
+from .expiry import HELD, lock_left
 
 log = logging.getLogger("workmanager.console")
 
@@ -170,20 +170,6 @@ class Overview:
             return {"error": f"{type(exc).__name__}: {exc}"}
         return None if diff is None else diff.to_dict()
 
-    def lease_expiry(self, item_id: uuid.UUID, recorded: str | None) -> str | None:
-        """When the item's held lease ends: the row's ``recorded`` expiry or, with a lock
-        store (Redis, memory), the lock's, since a heartbeat may extend only the lock
-        (db/store.py ``lock_only_beat``) and the row's lags; ``None`` when the lock is
-        gone (the lease has expired; the sweep reclaims it)."""
-        left = lock_left(self.ctx, [item_id])
-        if left is None or recorded is None:  # no lock store, or it does not answer
-            return recorded
-        return (
-            None
-            if item_id not in left
-            else iso(live_expiry(self.ctx.clock(), left, item_id, self.ctx.clock()))
-        )
-
     def item_order(self, item_id: uuid.UUID) -> uuid.UUID:
         with self.ctx.db.transaction() as s:
             order_id = s.scalar(select(Item.order_id).where(Item.id == item_id))
@@ -242,7 +228,10 @@ class Overview:
         the row's expiry is the lease's. With one (Redis, memory) a heartbeat may extend
         only the lock (db/store.py ``lock_only_beat``), so the row's recorded expiry can be
         behind, never ahead: the rows due by it are the candidates, and the lock's TTL is
-        the time left (no lock: the lease is gone, 0 until the sweep reclaims it)."""
+        the time left (no lock: the lease is gone, 0 until the sweep reclaims it). Best
+        effort with a lock store: the candidates are the rows due soonest by their lagging
+        figure (ten times the list), so with more held leases than that a lease due sooner
+        by its lock can be left out until the sweep has refreshed the rows."""
         stmt = (
             select(Item)
             .where(

@@ -13,6 +13,7 @@ from ..db.models import Item
 from ..db.order_store import build_order_store
 from ..db.predicates import given
 from ..errors import IllegalStateTransition, InvalidQuery, WorkManagerError
+from ..reads.expiry import with_live_expiry
 from ..states import ItemState
 from ..types import Actor
 from .context import ServiceContext
@@ -55,7 +56,8 @@ class ItemAdmin:
             raise InvalidQuery(f"limit must be between 1 and {MAX_LIMIT}", details={"limit": limit})
         stmt = select(Item).where(*where.where()).order_by(Item.created_at, Item.id).limit(limit)
         with self.ctx.db.transaction() as s:
-            return [item_dict(i) for i in s.scalars(stmt)]
+            rows = [item_dict(i) for i in s.scalars(stmt)]
+        return with_live_expiry(self.ctx, rows)  # held leases: the lock's expiry
 
     def retry(self, item_id: uuid.UUID, actor: Actor) -> dict[str, Any]:
         """A failed item back to ``queued`` (error, attempts and backoff cleared); a failed

@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ..api.deps import ApiState
 from ..errors import Forbidden, Unauthenticated
+from ..reads.expiry import expired
 from ..reads.item_listing import ItemListing
 from ..reads.overview import Overview
 from ..surface.operations import parse_id
@@ -228,7 +229,8 @@ def item(request: Request, item_id: str, sess: Signed) -> HTMLResponse:
         "item.html",
         sess,
         item=found,
-        lease_expires=c.overview.lease_expiry(iid, found.get("lease_expires_at")),
+        # the lock's expiry on Redis and memory leases (reads/expiry.py, in queries.item)
+        lease_expired=expired(found, c.api.wm.ctx.clock()),
         events=logs["events"],
         parts=parts,
         provenance=c.overview.provenance(c.overview.item_order(iid)).get(str(iid), []),

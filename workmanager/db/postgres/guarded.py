@@ -30,7 +30,7 @@ from .. import claims
 from ..raw import Conn
 from ..store import ItemRow
 from .sql import LOCK_ITEM
-from .values import check_mark, item_of_row
+from .values import check_mark, item_of_row, marked, send_mark
 
 
 def one(conn: Conn, sql: str, values: dict[str, Any]) -> dict[str, Any] | None:
@@ -164,15 +164,13 @@ def write(
             conn.execute("COMMIT")
         row = cur.fetchone()
     else:  # the key is marked committed in this same transaction
-        refs = {"order_id": str(item.order_id), "item_id": str(item.id)}
-        done = conn.cursor()
         with conn.pipeline():
             cur.execute(sql, values, prepare=True)
-            done.execute(claims.RAW_MARK, claims.raw_mark_params(claim, refs))
+            done = send_mark(conn, claim, item.order_id, item.id)
         row = cur.fetchone()
         check_mark(conn, done)
         conn.execute("COMMIT")
-        claim.marked = True
+        marked(claim)
     assert row is not None  # the item is locked by this transaction, its lease checked
     return row
 

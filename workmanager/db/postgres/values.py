@@ -156,8 +156,16 @@ def mark(
     COMMIT), as the ORM path's transactions do; a key taken over meanwhile rolls back."""
     if claim is None:
         return
+    check_mark(conn, send_mark(conn, claim, order_id, item_id))
+
+
+def send_mark(
+    conn: Conn, claim: claims.ActiveClaim, order_id: uuid.UUID, item_id: uuid.UUID
+) -> Any:
+    """Send the key's mark (in a pipeline, it goes with the statement before it); its
+    cursor, for :func:`check_mark` once the results are in."""
     refs = {"order_id": str(order_id), "item_id": str(item_id)}
-    check_mark(conn, conn.execute(claims.RAW_MARK, claims.raw_mark_params(claim, refs)))
+    return conn.execute(claims.RAW_MARK, claims.raw_mark_params(claim, refs))
 
 
 def check_mark(conn: Conn, done: Any) -> None:
