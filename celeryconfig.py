@@ -28,12 +28,15 @@ task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 broker_connection_retry_on_startup = True
 
-# Flower reads these events: received (with the task's name and arguments), started,
-# succeeded/failed/retried, from the workers. "task-sent" events stay off (Celery's
-# default): they would add a publish to every send, including every producer's, and the
-# backlog they would show is the queue depth, which the metrics and Flower's broker tab
-# already report. Measured: ~4 % of the pipeline's throughput (docs/benchmarks.md).
-worker_send_task_events = True
+# Task events (received with the task's name and arguments, started, succeeded/failed/
+# retried) are what Flower shows. Workers start with them off, as Celery's default: Flower
+# switches them on in every worker it can reach (its enable_events broadcast, every 5 s
+# while it runs), so a watched system has them and an unwatched one does not pay a publish
+# per task state for them (~20 % of the pipeline's throughput, docs/benchmarks.md). Set
+# WORK_MANAGER_WORKER_TASK_EVENTS=true for another events consumer that does not enable
+# them itself. "task-sent" events stay off: they would add a publish to every send,
+# producers' included, to show the backlog the queue-depth metric already reports.
+worker_send_task_events = _settings.worker_task_events
 task_send_sent_event = False
 task_track_started = True
 

@@ -6,8 +6,9 @@ Single-item, auto-approved orders go through real worker processes (a control-pl
 worker and an agent consumer, 4 threads each) on the Redis broker and PostgreSQL, for
 each lease backend; the bare chain sends the same number of task hops (4 per order)
 through one worker with the same total threads, with Celery's defaults (the target's
-basis) and, for information, with the workers' task events on as ours run them for
-Flower. Also reports the workers' memory (RSS).
+basis) and, for information, with the workers' task events on (what every worker pays
+once Flower has switched events on; ours start with them off, as Celery's default, see
+celeryconfig.py). Also reports the workers' memory (RSS).
 
 With RabbitMQ answering (``WM_BENCH_RABBITMQ``, default guest on loopback, a fresh vhost
 per run made with rabbitmqctl), the same pipeline (Redis leases) and the same bare chain
@@ -252,8 +253,9 @@ def _libpq(url: str) -> str:
 def run_bare(
     chains: int, logs: Path, events: bool = False, rabbitmq: bool = False
 ) -> dict[str, float]:
-    """The bare chain; ``events``: with the workers' task events on (``-E``), as ours run
-    for Flower (for information: the target compares with Celery's defaults)."""
+    """The bare chain; ``events``: with the workers' task events on (``-E``), as a worker
+    runs once Flower switched them on (for information: the target compares with Celery's
+    defaults, which ours run with)."""
     from bench.bare_chain import COUNTER
 
     broker = rabbit_broker() if rabbitmq else BROKER
@@ -403,7 +405,7 @@ def redis_figures(orders: int, rounds: int, logs: Path) -> dict[str, Any]:
     )
     print(
         f"  the same, task events on (-E)  {bare_events['chains_per_s']:8.1f} chains/s  "
-        f"(info: ours run with them for Flower; rounds: "
+        f"(info: what Flower's events cost a worker; rounds: "
         f"{_rates(runs['bare_events'], 'chains_per_s')})"
     )
     for backend in ("database", "redis"):
@@ -422,8 +424,7 @@ def redis_figures(orders: int, rounds: int, logs: Path) -> dict[str, Any]:
             f"ratio {ratio:.2f} (target >= {TARGET}: {verdict})  control RSS "
             f"{ours['control_worker_rss_mb']:.0f} MiB, "
             f"agent RSS {ours['agent_worker_rss_mb']:.0f} MiB  "
-            f"(rounds: {_rates(runs[backend], 'orders_per_s')}; "
-            f"{ratio_events:.2f} of the chain with task events)"
+            f"(rounds: {_rates(runs[backend], 'orders_per_s')})"
         )
     return figures
 

@@ -123,6 +123,9 @@ class Settings:
     #: maintenance warns (log + ``stale_orders`` gauge) about stale orders; ``false`` turns
     #: the check off (upstream's ``maintenance.enable_alerts``)
     enable_alerts: bool = True
+    #: Celery workers start sending task events (what Flower shows); off by default, as
+    #: Celery's: Flower switches them on in the workers while it runs (celeryconfig.py)
+    worker_task_events: bool = False
     #: Celery queue names (upstream's ``queues.*``): the control plane's tasks, apply, and
     #: the prefix of the per-type agent queues (``<prefix><type>``)
     control_queue: str = "workmanager"

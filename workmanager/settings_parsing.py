@@ -345,6 +345,7 @@ SPECS: tuple[_Spec, ...] = (
     _spec("dead_letter_after_hours", _float),
     _spec("stale_order_hours", _float),
     _spec("enable_alerts", _bool),
+    _spec("worker_task_events", _bool),
     _spec("control_queue", _queue_name),
     _spec("apply_queue", _queue_name),
     _spec("agent_queue_prefix", _queue_name),
