@@ -165,7 +165,7 @@ class Settings:
             if found is not None:
                 name, value = found
                 values[spec.field] = spec.parse(name, value)
-        upstream.apply({**from_file, **env}, values)
+        upstream.apply(env, from_file, values)
         return cls(**_resolve_connections(values))
 
     def replace(self, **changes: Any) -> Settings:

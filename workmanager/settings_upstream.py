@@ -51,18 +51,26 @@ def _bool(name: str, value: Any) -> bool:
     return text in ("1", "true", "yes", "on")
 
 
-def apply(raw: Mapping[str, Any], values: dict[str, Any]) -> None:
-    """Honour or refuse the upstream variables present in ``raw`` (the environment over
-    the file), adjusting the parsed ``values``."""
+def apply(env: Mapping[str, Any], from_file: Mapping[str, Any], values: dict[str, Any]) -> None:
+    """Honour or refuse the upstream variables present in the environment or the file,
+    adjusting the parsed ``values``. Where an upstream variable and its counterpart here
+    are both set, the environment wins over the file, as for every setting."""
+    raw = {**from_file, **env}
     for name, instead in REFUSED.items():
         if name in raw:
             raise _refuse(name, instead)
     if PREFIX + "MCP_HTTP_AUTH" in raw:
         _http_auth(raw[PREFIX + "MCP_HTTP_AUTH"], values.get("auth", "tokens"))
     if PREFIX + "MCP_CORS" in raw:
-        _cors(raw[PREFIX + "MCP_CORS"], values)
+        # origins named in the environment are not cleared by a file's mcp_cors = false
+        origins_win = PREFIX + "MCP_CORS_ORIGINS" in env and PREFIX + "MCP_CORS" not in env
+        _cors(raw[PREFIX + "MCP_CORS"], values, keep_origins=origins_win)
     if PREFIX + "IDEMPOTENCY_TTL" in raw:
-        _idempotency_ttl(raw[PREFIX + "IDEMPOTENCY_TTL"], values)
+        hours = PREFIX + "IDEMPOTENCY_TTL_HOURS"
+        # the hours win when set, unless only the file sets them and the environment
+        # sets upstream's seconds
+        hours_win = hours in env or (hours in from_file and PREFIX + "IDEMPOTENCY_TTL" not in env)
+        _idempotency_ttl(raw[PREFIX + "IDEMPOTENCY_TTL"], values, hours_win)
 
 
 def _http_auth(value: Any, auth: str) -> None:
@@ -82,12 +90,13 @@ def _http_auth(value: Any, auth: str) -> None:
         )
 
 
-def _cors(value: Any, values: dict[str, Any]) -> None:
+def _cors(value: Any, values: dict[str, Any], keep_origins: bool) -> None:
     """``false``: no CORS, whatever the origins; ``true``: the origins must be named
     (``WORK_MANAGER_MCP_CORS_ORIGINS``; upstream defaulted to ``*``)."""
     name = PREFIX + "MCP_CORS"
     if not _bool(name, value):
-        values["mcp_cors_origins"] = ()
+        if not keep_origins:
+            values["mcp_cors_origins"] = ()
     elif not values.get("mcp_cors_origins"):
         raise ConfigurationError(
             f"{name}=true needs WORK_MANAGER_MCP_CORS_ORIGINS: expected the comma-separated "
@@ -96,8 +105,9 @@ def _cors(value: Any, values: dict[str, Any]) -> None:
         )
 
 
-def _idempotency_ttl(value: Any, values: dict[str, Any]) -> None:
-    """Upstream's TTL in seconds; here ``WORK_MANAGER_IDEMPOTENCY_TTL_HOURS`` (which wins)."""
+def _idempotency_ttl(value: Any, values: dict[str, Any], hours_win: bool) -> None:
+    """Upstream's TTL in seconds; here ``WORK_MANAGER_IDEMPOTENCY_TTL_HOURS`` (which wins
+    when ``hours_win``)."""
     name = PREFIX + "IDEMPOTENCY_TTL"
     try:
         seconds = int(str(value).strip())
@@ -108,4 +118,5 @@ def _idempotency_ttl(value: Any, values: dict[str, Any]) -> None:
             f"{name}: expected whole seconds >= 1 (upstream's unit; here "
             f"WORK_MANAGER_IDEMPOTENCY_TTL_HOURS takes hours), got {value!r}"
         )
-    values.setdefault("idempotency_ttl_hours", seconds / 3600)
+    if not hours_win:
+        values["idempotency_ttl_hours"] = seconds / 3600

@@ -82,6 +82,28 @@ def test_the_same_in_the_config_file(tmp_path: Path) -> None:
     assert message.startswith("WORK_MANAGER_MCP_STATIC_TOKENS is laravel-work-manager's")
 
 
+def test_the_environment_wins_over_the_file_between_a_variable_and_its_counterpart(
+    tmp_path: Path,
+) -> None:
+    """As for every setting: upstream's seconds in the environment beat the hours in the
+    file (and the hours in the environment beat the seconds in the file); origins named in
+    the environment are not cleared by the file's mcp_cors = false."""
+    path = tmp_path / "wm.toml"
+    config = {"WORK_MANAGER_CONFIG": str(path)}
+    path.write_text("idempotency_ttl_hours = 5\n")
+    env = {**config, "WORK_MANAGER_IDEMPOTENCY_TTL": "7200"}
+    assert Settings.from_env(env).idempotency_ttl_hours == 2
+    path.write_text("idempotency_ttl = 7200\n")
+    env = {**config, "WORK_MANAGER_IDEMPOTENCY_TTL_HOURS": "5"}
+    assert Settings.from_env(env).idempotency_ttl_hours == 5
+    path.write_text("mcp_cors = false\n")
+    env = {**config, "WORK_MANAGER_MCP_CORS_ORIGINS": "https://a.example"}
+    assert Settings.from_env(env).mcp_cors_origins == ("https://a.example",)
+    path.write_text('mcp_cors_origins = "https://a.example"\n')
+    env = {**config, "WORK_MANAGER_MCP_CORS": "false"}
+    assert Settings.from_env(env).mcp_cors_origins == ()
+
+
 def test_a_server_refuses_to_start_with_one_line(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "WORK_MANAGER_MCP_STATIC_TOKENS": "tok-1"}
     done = subprocess.run(
