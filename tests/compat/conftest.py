@@ -12,18 +12,22 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import start_server
+from tests.api.conftest import Server, start_server
+
+#: How a porting user configures the server for upstream agents.
+UPSTREAM_ENV = {
+    "WORK_MANAGER_LEASE_TOKEN_REQUIRED": "false",
+    "WORK_MANAGER_IDEMPOTENCY_ENFORCE_ON": "submit,finalize",
+}
+
+
+def start_upstream(api_db_url: str, tokens: dict[str, str], **extra: str) -> Server:
+    """A server configured as :data:`UPSTREAM_ENV` (and ``extra``), database leases."""
+    return start_server(api_db_url, tokens, "database", None, **{**UPSTREAM_ENV, **extra})
 
 
 @pytest.fixture(scope="module")
 def upstream(api_db_url: str, tokens: dict[str, str]) -> Iterator[Any]:
-    srv = start_server(
-        api_db_url,
-        tokens,
-        "database",
-        None,
-        WORK_MANAGER_LEASE_TOKEN_REQUIRED="false",
-        WORK_MANAGER_IDEMPOTENCY_ENFORCE_ON="submit,finalize",
-    )
+    srv = start_upstream(api_db_url, tokens)
     yield srv
     srv.close()

@@ -52,8 +52,8 @@ from tests.api.conftest import (
     Server,
     base_env,
     idem,
-    start_server,
 )
+from tests.compat.conftest import start_upstream
 from workmanager.db.models import Event, Item, Order, Provenance, utcnow
 from workmanager.db.session import Database
 
@@ -66,13 +66,9 @@ TTL = 3  # seconds: leases expire for real, with slack for a loaded machine
 def ops(api_db_url: str, tokens: dict[str, str]) -> Iterator[Server]:
     """The server upstream agents talk to (as tests/compat/conftest.py's), with short
     leases."""
-    srv = start_server(
+    srv = start_upstream(
         api_db_url,
         tokens,
-        "database",
-        None,
-        WORK_MANAGER_LEASE_TOKEN_REQUIRED="false",
-        WORK_MANAGER_IDEMPOTENCY_ENFORCE_ON="submit,finalize",
         WORK_MANAGER_LEASE_TTL_SECONDS=str(TTL),
         WORK_MANAGER_HEARTBEAT_EVERY_SECONDS="1",
     )

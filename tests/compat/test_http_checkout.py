@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.conftest import PREFIX, Server, start_server
+from tests.api.conftest import PREFIX, Server
+from tests.compat.conftest import start_upstream
 from tests.compat.seeding import Seeder
 
 pytestmark = pytest.mark.postgres
@@ -24,13 +25,9 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture(scope="module")
 def limited(api_db_url: str, tokens: dict[str, str]) -> Iterator[Server]:
-    srv = start_server(
+    srv = start_upstream(
         api_db_url,
         tokens,
-        "database",
-        None,
-        WORK_MANAGER_LEASE_TOKEN_REQUIRED="false",
-        WORK_MANAGER_IDEMPOTENCY_ENFORCE_ON="submit,finalize",
         WORK_MANAGER_MAX_LEASES_PER_AGENT="2",
         WORK_MANAGER_MAX_LEASES_PER_TYPE="1",
     )

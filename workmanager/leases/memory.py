@@ -93,25 +93,20 @@ class MemoryLeaseStore:
             del self._locks[item_id]
             return 1
 
-    def alive(self, item_ids: list[str]) -> dict[str, int]:
+    def _expiries(self, item_ids: list[str]) -> tuple[float, dict[str, float]]:
+        """``(now, {item: its live lock's monotonic expiry})``, under the mutex."""
         with self._mutex:
             now = time.monotonic()
-            out = {}
-            for item_id in item_ids:
-                lock = self._live(item_id, now)
-                if lock is not None:
-                    out[item_id] = int((lock.expires - now) * 1000)
-            return out
+            live = {i: lock.expires for i in item_ids if (lock := self._live(i, now))}
+            return now, live
+
+    def alive(self, item_ids: list[str]) -> dict[str, int]:
+        now, live = self._expiries(item_ids)
+        return {i: int((expires - now) * 1000) for i, expires in live.items()}
 
     def ends(self, item_ids: list[str]) -> dict[str, int]:
-        with self._mutex:
-            now = time.monotonic()
-            out = {}
-            for item_id in item_ids:
-                lock = self._live(item_id, now)
-                if lock is not None:
-                    out[item_id] = int(self._epoch_ms + lock.expires * 1000)
-            return out
+        _, live = self._expiries(item_ids)
+        return {i: int(self._epoch_ms + expires * 1000) for i, expires in live.items()}
 
     def marked(self) -> bool:
         with self._mutex:

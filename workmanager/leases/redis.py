@@ -95,33 +95,28 @@ class RedisLeaseStore:
             [owner, proof, item_id, 1],
         )
 
-    def alive(self, item_ids: list[str]) -> dict[str, int]:
-        if not item_ids:
-            return {}
+    def _per_item(self, command: str, item_ids: list[str]) -> list[Any]:
+        """``command`` on each item's lock key, pipelined: one round trip."""
         try:
             pipe = self.client.pipeline(transaction=False)
             for item_id in item_ids:
-                pipe.pttl(self.keys.item(item_id))
-            ttls = pipe.execute()
+                getattr(pipe, command)(self.keys.item(item_id))
+            return list(pipe.execute())
         except self._errors as exc:
             raise Unavailable(f"redis unavailable: {exc}") from exc
+
+    def alive(self, item_ids: list[str]) -> dict[str, int]:
+        ttls = self._per_item("pttl", item_ids) if item_ids else []
         return {i: int(t) for i, t in zip(item_ids, ttls, strict=True) if int(t) > 0}
 
     def ends(self, item_ids: list[str]) -> dict[str, int]:
-        if not item_ids:
-            return {}
         import redis
 
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for item_id in item_ids:
-                pipe.pexpiretime(self.keys.item(item_id))
-            ends = pipe.execute()
+            ends = self._per_item("pexpiretime", item_ids) if item_ids else []
         except redis.ResponseError:  # Redis < 7 has no PEXPIRETIME: now + the TTL left
             now_ms = int(time.time() * 1000)
             return {i: now_ms + ms for i, ms in self.alive(item_ids).items()}
-        except self._errors as exc:
-            raise Unavailable(f"redis unavailable: {exc}") from exc
         return {i: int(e) for i, e in zip(item_ids, ends, strict=True) if int(e) > 0}
 
     def marked(self) -> bool:

@@ -8,7 +8,7 @@ So the item views that reads hand out (the order view's items, an item, the list
 console's pages) take a held lease's expiry from its lock: the instant the lock ends
 (``LeaseLock.ends``: Redis' ``PEXPIRETIME``, the same on every read until a heartbeat moves
 it), or, when the lock is gone (the lease has expired; the sweep reclaims it), no later
-than now. The dashboard's "expiring soon" list counts the time left (``lock_left``).
+than now. The dashboard's "expiring soon" list counts the time left to that instant.
 Without a lock store the row is the lock and its figure is kept. One rule, here; one round
 trip to the lock store per read, whatever the number of items.
 """
@@ -32,25 +32,13 @@ log = logging.getLogger("workmanager.reads")
 HELD = frozenset(s.value for s in HELD_ITEM_STATES)
 
 
-def lock_left(ctx: ServiceContext, item_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int] | None:
-    """Milliseconds left on each live lock of ``item_ids`` (an expired one is absent);
-    ``None`` without a lock store, or when it does not answer (the rows' figures then
-    stand, with a warning: a read never fails for it)."""
-    lock = ctx.leases.lock
-    if lock is None or not item_ids:
-        return None
-    try:
-        return lock.alive(list(item_ids))
-    except WorkManagerError:
-        log.warning("the lease lock store did not answer a read", exc_info=True)
-        return None
-
-
 def lock_ends(
     ctx: ServiceContext, item_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, datetime] | None:
     """When each live lock of ``item_ids`` ends (an expired one is absent): the same
-    instant on every read until the lock changes; ``None`` as :func:`lock_left`."""
+    instant on every read until the lock changes. ``None`` without a lock store, or when
+    it does not answer (the rows' figures then stand, with a warning: a read never fails
+    for it)."""
     lock = ctx.leases.lock
     if lock is None or not item_ids:
         return None

@@ -19,7 +19,7 @@ from ..errors import NotFound
 from ..services.context import ServiceContext
 from ..services.views import iso, order_view
 from ..states import ItemState, OrderState
-from .expiry import HELD, lock_left
+from .expiry import HELD, lock_ends
 
 log = logging.getLogger("workmanager.console")
 
@@ -244,9 +244,12 @@ class Overview:
         )
         rows = list(s.scalars(stmt))
         left = {i.id: ((i.lease_expires_at or now) - now).total_seconds() for i in rows}
-        alive = lock_left(ctx, [i.id for i in rows])
-        if alive is not None:  # the lock's figures (reads/expiry.py), a gone lock's 0
-            left = {i.id: alive.get(i.id, 0) / 1000 for i in rows}
+        ends = lock_ends(ctx, [i.id for i in rows])
+        if ends is not None:  # the lock's figures (reads/expiry.py), a gone lock's 0
+            left = {
+                i.id: max((ends[i.id] - now).total_seconds(), 0) if i.id in ends else 0
+                for i in rows
+            }
             rows = [i for i in rows if left[i.id] <= within.total_seconds()]
             rows.sort(key=lambda i: left[i.id])
         return [
