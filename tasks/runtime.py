@@ -86,8 +86,7 @@ def _schema_at_head(**_: Any) -> None:
             if built is None:
                 db.dispose()
     except (SchemaBehind, DatabaseMissing) as exc:
-        hint = f"\nhint: {exc.hint}" if isinstance(exc, DatabaseMissing) and exc.hint else ""
-        print(f"error [{exc.code}]: {exc.message}{hint}", file=sys.stderr, flush=True)
+        print(exc.text(), file=sys.stderr, flush=True)
         raise SystemExit(1) from exc
     except Unavailable as exc:
         log.warning("database not ready at start-up: %s", exc)

@@ -9,6 +9,7 @@ A class's docstring is its default message.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -35,12 +36,36 @@ class WorkManagerError(Exception):
             self.hint = hint
         super().__init__(self.message)
 
+    def text(self) -> str:
+        """The error as a person reads it, never a traceback: ``error [code]: message``,
+        its details under it (``path: message (validator)`` per validation error, ``key:
+        value`` for a mapping), then ``hint: …``. What the CLI and the workers' start-up
+        checks print."""
+        lines = [f"error [{self.code}]: {self.message}", *_detail_lines(self.details)]
+        if self.hint:
+            lines.append(f"hint: {self.hint}")
+        return "\n".join(lines)
+
     def to_dict(self) -> dict[str, Any]:
         """The SPEC §6.1 error body: ``{"code", "message", "details"?}``."""
         body: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.details is not None:
             body["details"] = self.details
         return body
+
+
+def _detail_lines(details: Any) -> list[str]:
+    if details is None:
+        return []
+    if isinstance(details, list) and all(isinstance(d, dict) and "path" in d for d in details):
+        return [f"  {d['path']}: {d.get('message')} ({d.get('validator')})" for d in details]
+    if isinstance(details, dict):
+        return [f"  {key}: {_shown(value)}" for key, value in details.items()]
+    return [f"  {_shown(details)}"]
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
 class TransientError(WorkManagerError):

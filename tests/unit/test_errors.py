@@ -140,3 +140,20 @@ def test_a_hint_is_kept_apart_from_the_http_body() -> None:
     assert err.hint == "known types: a, b" and "hint" not in err.to_dict()
     assert errors.SchemaOutdated().hint == "run `workmanager db upgrade`"
     assert errors.NotFound().hint is None
+
+
+def test_text_is_the_error_line_its_details_and_the_hint() -> None:
+    """What the CLI and the workers' start-up checks print (one rendering for both)."""
+    from workmanager.errors import DatabaseMissing, ValidationFailed, problem
+
+    refused = ValidationFailed([problem("result.title", "is required", "required")])
+    assert refused.text().splitlines() == [
+        "error [validation_failed]: " + refused.message,
+        "  result.title: is required (required)",
+    ]
+    missing = DatabaseMissing("no database at /x.db", details={"url": "sqlite:////x.db"})
+    assert missing.text().splitlines() == [
+        "error [unavailable]: no database at /x.db",
+        "  url: sqlite:////x.db",
+        "hint: run `workmanager db upgrade`",
+    ]

@@ -167,26 +167,11 @@ def error_body(exc: WorkManagerError) -> dict[str, Any]:
     return {"error": body}
 
 
-def detail_lines(details: Any) -> list[str]:
-    """``details`` under the error line: ``path: message (validator)`` per validation
-    error, ``key: value`` for a mapping."""
-    if details is None:
-        return []
-    if isinstance(details, list) and all(isinstance(d, dict) and "path" in d for d in details):
-        return [f"  {d['path']}: {d.get('message')} ({d.get('validator')})" for d in details]
-    if isinstance(details, dict):
-        return [f"  {key}: {cell(value)}" for key, value in details.items()]
-    return [f"  {cell(details)}"]
-
-
 def report_error(exc: WorkManagerError, as_json: bool = False) -> None:
     """Print an error as a person reads it: ``error [code]: message`` first on stderr,
     its details under it, then ``hint: …``; with ``as_json`` also the JSON envelope on
     stdout for scripts. Never a traceback."""
-    lines = [f"error [{exc.code}]: {exc.message}", *detail_lines(exc.details)]
-    if exc.hint:
-        lines.append(f"hint: {exc.hint}")
-    click.echo("\n".join(lines), err=True)
+    click.echo(exc.text(), err=True)
     if as_json:
         emit_json(error_body(exc))
 
