@@ -156,7 +156,7 @@ class Settings:
         env = dict(os.environ if environ is None else environ)
         config_file = env.get(PREFIX + "CONFIG")
         from_file = read_toml(config_file) if config_file else {}
-        check_known(from_file)
+        check_known(from_file, upstream.NAMES)
         values: dict[str, Any] = {}
         for spec in SPECS:
             # The environment wins over the file under any of a setting's names (an alias

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import difflib
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import settings_upstream as upstream
 from .errors import ConfigurationError
 from .jsonvalues import MAX_JSON_DEPTH_CEILING
 from .ratelimit.rate import FORM as RATE_FORM
@@ -82,9 +81,10 @@ REMOVED = {
 }
 
 
-def check_known(from_file: Mapping[str, Any]) -> None:
-    """A key in the file that names no setting is a typo: say so rather than ignore it."""
-    known = {name for spec in SPECS for name in spec.names} | set(upstream.NAMES)
+def check_known(from_file: Mapping[str, Any], also: Iterable[str] = ()) -> None:
+    """A key in the file that names no setting (nor one of ``also``: upstream's names,
+    settings_upstream.py) is a typo: say so rather than ignore it."""
+    known = {name for spec in SPECS for name in spec.names} | set(also)
     for name in from_file:
         key = name.removeprefix(PREFIX).lower()
         if name in REMOVED:
@@ -164,7 +164,7 @@ def _optional_rate(name: str, value: Any) -> Rate | None:
         raise _fail(name, value, RATE_FORM) from None
 
 
-def _bool(name: str, value: Any) -> bool:
+def parse_bool(name: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -295,7 +295,7 @@ SPECS: tuple[_Spec, ...] = (
     _spec("lease_backend", _choice(*LEASE_BACKENDS)),
     _spec("redis_url", _redis_url, "REDIS_CONNECTION"),
     _spec("redis_prefix", _str),
-    _spec("redis_cluster", _bool),
+    _spec("redis_cluster", parse_bool),
     _spec("lease_ttl_seconds", _int(1), "LEASE_TTL"),
     _spec("heartbeat_every_seconds", _int(1)),
     _spec("max_leases_per_agent", _optional_limit),
@@ -311,17 +311,17 @@ SPECS: tuple[_Spec, ...] = (
     _spec("apply_retry_backoff_seconds", _float),
     _spec("apply_recovery_seconds", _int(1)),
     _spec("reannounce_after_seconds", _int(0)),
-    _spec("metrics_enabled", _bool),
+    _spec("metrics_enabled", parse_bool),
     _spec("metrics_driver", _driver),
     _spec("metrics_namespace", _str),
     _spec("metrics_agent_label", _choice(*AGENT_LABELS)),
-    _spec("metrics_tenant_label", _bool),
+    _spec("metrics_tenant_label", parse_bool),
     _spec("statsd_host", _str),
     _spec("statsd_port", _int(1)),
     _spec("statsd_tag_style", _choice(*TAG_STYLES)),
     _spec("order_types", _csv),
     _spec("provenance_enricher", _optional_str),
-    _spec("provenance_anonymize_ip", _bool),
+    _spec("provenance_anonymize_ip", parse_bool),
     _spec("idempotency_header", _str),
     _spec("idempotency_enforce_on", _endpoints),
     _spec("idempotency_ttl_hours", _float),
@@ -337,15 +337,15 @@ SPECS: tuple[_Spec, ...] = (
     _spec("rate_limit_burst", _optional_limit),
     _spec("api_prefix", _prefix),
     _spec("auth", _choice(*AUTH_MODES)),
-    _spec("lease_token_required", _bool),
+    _spec("lease_token_required", parse_bool),
     _spec("default_page_size_http", _int(1)),
     _spec("default_page_size_mcp", _int(1)),
     _spec("max_page_size", _int(1)),
     _spec("mcp_cors_origins", _csv),
     _spec("dead_letter_after_hours", _float),
     _spec("stale_order_hours", _float),
-    _spec("enable_alerts", _bool),
-    _spec("worker_task_events", _bool),
+    _spec("enable_alerts", parse_bool),
+    _spec("worker_task_events", parse_bool),
     _spec("control_queue", _queue_name),
     _spec("apply_queue", _queue_name),
     _spec("agent_queue_prefix", _queue_name),

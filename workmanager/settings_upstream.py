@@ -14,8 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import ConfigurationError
-
-PREFIX = "WORK_MANAGER_"
+from .settings_parsing import PREFIX, parse_bool
 
 _TOKENS = (
     "the API and MCP authenticate bearer API tokens: create one with `workmanager tokens "
@@ -40,15 +39,6 @@ NAMES = (*REFUSED, *HONOURED)
 def _refuse(name: str, instead: str) -> ConfigurationError:
     """The value is not repeated: ``MCP_STATIC_TOKENS`` holds secrets."""
     return ConfigurationError(f"{name} is laravel-work-manager's and is not read here; {instead}")
-
-
-def _bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-        raise ConfigurationError(f"{name}: expected a boolean (true/false), got {value!r}")
-    return text in ("1", "true", "yes", "on")
 
 
 def apply(env: Mapping[str, Any], from_file: Mapping[str, Any], values: dict[str, Any]) -> None:
@@ -77,7 +67,7 @@ def _http_auth(value: Any, auth: str) -> None:
     """``true`` is what happens with ``WORK_MANAGER_AUTH=tokens``; anything else is
     ``WORK_MANAGER_AUTH``'s to say (it covers the API and MCP alike)."""
     name = PREFIX + "MCP_HTTP_AUTH"
-    wanted = _bool(name, value)
+    wanted = parse_bool(name, value)
     if wanted and auth == "none":
         raise ConfigurationError(
             f"{name}=true contradicts WORK_MANAGER_AUTH=none: auth is one setting for the "
@@ -94,7 +84,7 @@ def _cors(value: Any, values: dict[str, Any], keep_origins: bool) -> None:
     """``false``: no CORS, whatever the origins; ``true``: the origins must be named
     (``WORK_MANAGER_MCP_CORS_ORIGINS``; upstream defaulted to ``*``)."""
     name = PREFIX + "MCP_CORS"
-    if not _bool(name, value):
+    if not parse_bool(name, value):
         if not keep_origins:
             values["mcp_cors_origins"] = ()
     elif not values.get("mcp_cors_origins"):
