@@ -10,7 +10,7 @@ import click
 
 from ..errors import WorkManagerError
 from .app import cli
-from .render import report_error, usage_error_of
+from .render import first_line, report_error, usage_error_of
 
 
 def wants_json(args: Sequence[str]) -> bool:
@@ -33,7 +33,7 @@ class OneLineWarnings(logging.Handler):
             text = record.getMessage()
             exc = record.exc_info[1] if record.exc_info else None
             if exc is not None:
-                text += f" ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]})"
+                text += f" ({type(exc).__name__}: {first_line(exc)})"
             sys.stderr.write(f"warning: {text}\n")  # the command's own outcome comes apart
         except Exception:
             self.handleError(record)

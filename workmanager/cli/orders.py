@@ -15,7 +15,7 @@ from ..services.order_admin import OrderAdmin, OrderSelector, requeue_many
 from ..states import OrderState
 from .app import Env, cli, pass_env
 from .follow import follow
-from .render import emit, emit_json, json_object, json_option, pairs, table
+from .render import emit, emit_json, first_line, json_object, json_option, pairs, table
 
 ORDER_COLUMNS = ("id", "type", "state", "priority", "items_count", "created_at", "error")
 ITEM_COLUMNS = ("id", "state", "attempts", "leased_by_agent_id", "lease_expires_at", "error")
@@ -122,7 +122,7 @@ def broker_unavailable(broker_url: str, exc: Exception) -> Unavailable:
     else:
         hint = "is the broker running? check WORK_MANAGER_BROKER_URL"
     return Unavailable(
-        f"could not send the order to the broker at {shown}: {_first_line(exc)}",
+        f"could not send the order to the broker at {shown}: {first_line(exc)}",
         details={"broker_url": shown},
         hint=hint,
     )
@@ -308,8 +308,3 @@ def clone(env: Env, order_id: uuid.UUID, as_json: bool) -> None:
     wm = env.console
     order = OrderAdmin(wm.ctx, wm.orders).clone(order_id, env.actor)
     emit(order, as_json, f"{order['id']} {order['state']} (clone of {order_id})")
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first line of an exception's text, or its name when it has none."""
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
