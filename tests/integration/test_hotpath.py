@@ -940,7 +940,9 @@ def test_guarded_writes_find_their_row_by_primary_key(make_wm) -> None:
                 "heartbeat": hotsql.heartbeat_sql(False),
                 "heartbeat+progress": hotsql.heartbeat_sql(True),
                 "submit": hotsql.SUBMIT_SQL,
-                "submit guarded": hotsql.SUBMIT_GUARDED_SQL,
+                "submit guarded": hotsql.submit_sql(guarded=True),
+                "submit guarded keyed": hotsql.submit_sql(guarded=True, keyed=True),
+                "release keyed": hotsql.release_sql(True),
             },
         )
         while wm.agent.checkout("one-agent", order_id=order_id) is not None:

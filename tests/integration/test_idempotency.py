@@ -507,7 +507,7 @@ def test_the_lease_token_is_part_of_the_fingerprint(wm: WorkManager) -> None:
             wm.idempotency.once(caller(), "submit", "i", "k", {"r": 1}, answer, other)
 
 
-# --- the PostgreSQL hot submit carries the mark itself -----------------------------------
+# --- a keyed lease call on PostgreSQL marks its key in its own statement ------------------
 
 
 def _leased(wm: WorkManager) -> tuple[Operations, str, str]:
@@ -517,48 +517,67 @@ def _leased(wm: WorkManager) -> tuple[Operations, str, str]:
     return ops, leased["id"], leased["lease_token"]
 
 
-def test_a_keyed_submit_stays_on_the_hot_path_and_marks_its_key(
-    make_wm: Callable[..., WorkManager], monkeypatch: pytest.MonkeyPatch
+#: A lease call by name, as a request makes it: (operations, item id, token) -> answer.
+LEASE_CALLS: dict[str, Callable[[Operations, str, str], Callable[[Caller], Answer]]] = {
+    "submit": lambda ops, i, t: lambda c: ops.submit(c, i, t, {"answer": 1}),
+    "release": lambda ops, i, t: lambda c: ops.release(c, i, t),
+    "fail": lambda ops, i, t: lambda c: ops.fail(c, i, t, {"code": "x", "message": "y"}),
+}
+
+
+@pytest.mark.parametrize("call", sorted(LEASE_CALLS))
+def test_a_keyed_lease_call_marks_its_key_in_its_one_statement(
+    make_wm: Callable[..., WorkManager], monkeypatch: pytest.MonkeyPatch, call: str
 ) -> None:
+    """The statement that writes also marks the key (``claim_held`` / ``claim_marked``):
+    one round trip, no locked read first, and the key committed with the write."""
+    from workmanager.db.postgres import endings, submit
+
     wm = make_wm(db="postgres", backend="database", registry=Registry([Simple()]))
     assert isinstance(wm.agent.store, PostgresStore)
     ops, item_id, token = _leased(wm)
-    general: list[int] = []
-    monkeypatch.setattr(OrmStore, "submit", lambda *a, **k: general.append(1))
-    body = {"result": {"answer": 1}}
-
-    def submit(c: Caller) -> Answer:
-        return ops.submit(c, item_id, token, {"answer": 1})
-
+    locked: list[int] = []
+    for module in (endings, submit):  # the two-round-trip path starts with it
+        monkeypatch.setattr(module, "lock_item", lambda *a, **k: locked.append(1))
+    monkeypatch.setattr(OrmStore, call, lambda *a, **k: locked.append(1))
+    run = LEASE_CALLS[call](ops, item_id, token)
     monkeypatch.setattr(wm.idempotency, "complete", die)  # dies after the commit
     with pytest.raises(Died):
-        wm.idempotency.once(caller(), "submit", item_id, "hk", body, submit, token)
+        wm.idempotency.once(caller(), call, item_id, "hk", {}, run, token)
     monkeypatch.undo()
-    assert general == []  # the hot submit took it
+    assert locked == []
+    state = {"submit": "submitted", "release": "queued", "fail": "queued"}[call]
+    assert wm.queries.item(uuid.UUID(item_id))["state"] == state
     with wm.db.transaction() as s:
         (row,) = s.scalars(select(IdempotencyKey))
         assert row.status == "committed" and row.response_body == {
             "order_id": str(wm.queries.item(uuid.UUID(item_id))["order_id"]),
             "item_id": item_id,
         }
-    again = wm.idempotency.once(caller(), "submit", item_id, "hk", body, submit, token)
+    again = wm.idempotency.once(caller(), call, item_id, "hk", {}, run, token)
     assert isinstance(again, Replay) and again.body["outcome"] == "committed"
 
 
-def test_a_hot_submit_whose_key_was_taken_over_does_not_commit(
-    make_wm: Callable[..., WorkManager],
+@pytest.mark.parametrize("call", sorted(LEASE_CALLS))
+def test_a_keyed_lease_call_whose_key_was_taken_over_does_not_commit(
+    make_wm: Callable[..., WorkManager], call: str
 ) -> None:
     wm = make_wm(db="postgres", backend="database", registry=Registry([Simple()]))
     ops, item_id, token = _leased(wm)
+    run = LEASE_CALLS[call](ops, item_id, token)
 
-    def taken_then_submit(c: Caller) -> Answer:
+    def taken_then_call(c: Caller) -> Answer:
         with wm.db.engine.begin() as conn:  # another request took the key meanwhile
             conn.execute(IdempotencyKey.__table__.update().values(status="done"))
-        return ops.submit(c, item_id, token, {"answer": 1})
+        return run(c)
 
     with pytest.raises(IdempotencyInFlight):
-        wm.idempotency.once(caller(), "submit", item_id, "tk", {}, taken_then_submit, token)
-    assert wm.queries.item(uuid.UUID(item_id))["state"] == "leased"
+        wm.idempotency.once(caller(), call, item_id, "tk", {}, taken_then_call, token)
+    item = wm.queries.item(uuid.UUID(item_id))
+    assert item["state"] == "leased" and item["attempts"] == 1
+    with wm.db.transaction() as s:
+        events = s.scalars(select(Event.event).where(Event.item_id == uuid.UUID(item_id)))
+        assert list(events) == ["leased"]
 
 
 def test_a_stored_checkout_answer_keeps_the_lease_secret_sealed(wm: WorkManager) -> None:

@@ -27,13 +27,15 @@ def every_statement() -> dict[str, str]:
         out[f"submit[guarded={guarded}, assembled={assembled}]"] = sql.submit_sql(
             guarded, assembled
         )
+    out["submit[guarded=True, keyed=True]"] = sql.submit_sql(True, keyed=True)
+    for keyed in (False, True):
+        out[f"release[keyed={keyed}]"] = sql.release_sql(keyed)
+        out[f"fail[keyed={keyed}]"] = sql.fail_sql(keyed)
     for progress in (False, True):
         out[f"heartbeat[progress={progress}]"] = sql.heartbeat_sql(progress)
     for event in ("part_submitted", "part_rejected"):
         out[f"part[{event}]"] = sql.part_sql(event)
     out |= {
-        "release": sql.RELEASE_SQL,
-        "fail": sql.FAIL_SQL,
         "lock_item": sql.LOCK_ITEM,
         "order_exists": sql.ORDER_EXISTS,
         "latest_parts": sql.LATEST_PARTS,

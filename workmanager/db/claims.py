@@ -91,18 +91,19 @@ def unmarked_claim() -> ActiveClaim | None:
 RAW_MARK = queries.text("mark_claim")  # db/sql/queries.sql
 
 
+def claim_params(claim: ActiveClaim) -> dict[str, Any]:
+    """Which key row is the claim's, as SQL parameters: :data:`RAW_MARK`'s, and those of a
+    statement that marks the key itself (``claim_held`` / ``claim_marked``)."""
+    assert claim.ident is not None
+    key_hash, row_id, claimed_at = claim.ident
+    return {"claim_id": row_id, "claim_hash": key_hash, "claim_at": claimed_at}
+
+
 def raw_mark_params(claim: ActiveClaim, refs: dict[str, str]) -> dict[str, Any]:
     """The values of :data:`RAW_MARK` (``refs``: the order and item the operation wrote)."""
     from psycopg.types.json import Jsonb
 
-    assert claim.ident is not None
-    key_hash, row_id, claimed_at = claim.ident
-    return {
-        "claim_refs": Jsonb(refs),
-        "claim_id": row_id,
-        "claim_hash": key_hash,
-        "claim_at": claimed_at,
-    }
+    return {"claim_refs": Jsonb(refs), **claim_params(claim)}
 
 
 def taken_over() -> IdempotencyInFlight:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import aliased
 
 from .claims import DONE, IN_FLIGHT, row_of
 from .models import ApiToken, IdempotencyKey, Item
-from .request_store import ClaimId, KeyRow, LeaseRow, TokenRow
+from .request_store import ClaimId, KeyRow, LeaseRow, TokenRow, lease_row
 from .session import Database
 
 _OWNER = aliased(ApiToken)
@@ -26,7 +26,6 @@ _TOKEN = select(
     *(getattr(ApiToken, column) for column in TokenRow._fields[:-1]),
     case((ApiToken.agent_id.is_(None), _OWNS.limit(1).scalar_subquery())),
 ).where(ApiToken.token_hash == bindparam("digest"))
-_LEASE_ROW = select(*(getattr(Item, column) for column in LeaseRow._fields))
 
 
 class OrmRequestStore:
@@ -84,5 +83,7 @@ class OrmRequestStore:
 
     def lease_row(self, item_id: uuid.UUID) -> LeaseRow | None:
         with self.db.transaction() as s:
-            found = s.execute(_LEASE_ROW.where(Item.id == item_id)).first()
-        return LeaseRow._make(found) if found is not None else None
+            item = s.get(Item, item_id)
+            if item is None:
+                return None
+            return lease_row(item)

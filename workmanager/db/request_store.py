@@ -18,6 +18,7 @@ import uuid
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
+from ..types import ItemView
 from .session import Database
 
 #: A claimed key's row: ``(key_hash, id, created_at)`` (a row taken over later, which
@@ -49,13 +50,30 @@ class KeyRow(NamedTuple):
 
 
 class LeaseRow(NamedTuple):
-    """The item's columns a presented lease is rebuilt from."""
+    """The item's columns a presented lease is rebuilt from, and the item as read (no
+    lock): the view the lease carries, as a checkout's does. A store's write on it guards
+    on the row still being what the view shows, or reads it again (locked)."""
 
     order_id: uuid.UUID
     leased_by_agent_id: str | None
     lease_token: int
     lease_secret_hash: str | None
     tenant_id: str | None
+    item: ItemView
+
+
+def lease_row(item: Any) -> LeaseRow:
+    """The :class:`LeaseRow` of an item read whole (an ORM row or an ``ItemRow``)."""
+    from ..services.views import item_view
+
+    return LeaseRow(
+        item.order_id,
+        item.leased_by_agent_id,
+        item.lease_token,
+        item.lease_secret_hash,
+        item.tenant_id,
+        item_view(item),
+    )
 
 
 class RequestStore(Protocol):

@@ -269,6 +269,7 @@ class Operations:
             presented,
             self.wm.ctx.clock(),
             settings.heartbeat_every_seconds,
+            row.item,
         )
 
     def heartbeat(

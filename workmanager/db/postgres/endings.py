@@ -6,11 +6,13 @@ statements of :mod:`.sql` only write what was decided. The guarded statement and
 locked read are :mod:`.guarded`'s; submit_part and finalize are :mod:`.parts`'.
 
 * **release** — with a store, its lock checked first; then one statement in autocommit
-  (:data:`.sql.RELEASE_SQL`), guarded on the lease being current (see :mod:`.leases`).
+  (:func:`.sql.release_sql`), guarded on the lease being current (see :mod:`.leases`);
+  with an idempotency key, the same statement marks it.
 * **fail** — decided from the item view the lease carries (the attempts it was granted
-  with), then one statement in autocommit (:data:`.sql.FAIL_SQL`), guarded on the lease
-  being current and on those attempts. When the guard does not match (a refused lease, a
-  row that moved on), with a key to mark, or with a lock the store no longer holds: the
+  with), then one statement in autocommit (:func:`.sql.fail_sql`, marking the key when
+  there is one), guarded on the lease being current and on those attempts. When the
+  guard does not match (a refused lease, a row that moved on, a key taken over), or with
+  a lock the store no longer holds: the
   item is locked and read first (``BEGIN`` and the lock in one round trip), the lease
   checked from the row (``check_row``, then the store's check), the ending decided from
   the row, and the same statement run with ``COMMIT`` (and the mark) in a second.
@@ -37,13 +39,12 @@ from .. import claims
 from ..raw import Conn
 from ..store import end_hold
 from .guarded import guarded, lock_item, one, refuse, store_holds, write
-from .sql import FAIL_SQL, RELEASE_SQL
+from .sql import fail_sql, release_sql
 from .values import (
     announce_written,
     item_of_row,
     jsonb_or_none,
     lease_params,
-    mark,
     marked,
     order_step,
 )
@@ -70,6 +71,8 @@ class PostgresEndings:
         values = lease_params(self.ctx, lease, agent, now, "release")
         presented = as_presented(lease, agent)
         claim = claims.unmarked_claim()
+        if claim is not None:
+            values |= claims.claim_params(claim)
         row = self.pg.raw.run(lambda conn: self._release(conn, values, presented, now, claim))
         order_state, _ = order_step(row)
         announce_written(row)
@@ -87,13 +90,8 @@ class PostgresEndings:
         item_id = values["item"]
         if self.pg.store is not None and not self.pg.store.holds(item_id, lease):
             refuse(conn, self.pg.store, item_id, lease, now)  # the row, then the store, says how
-        if claim is None:
-            return guarded(conn, self.pg.store, RELEASE_SQL, values, lease, now)
-        row = guarded(conn, self.pg.store, RELEASE_SQL, values, lease, now, begin=True)
-        mark(conn, claim, row["order_id"], row["id"])
-        conn.execute("COMMIT")
-        marked(claim)
-        return row
+        sql = release_sql(claim is not None)
+        return guarded(conn, self.pg.store, sql, values, lease, now, claim=claim)
 
     # --- fail -------------------------------------------------------------------------
     def fail(self, lease: Lease, agent: AgentInfo, error: JSON, retryable: bool) -> ItemOutcome:
@@ -111,24 +109,27 @@ class PostgresEndings:
 
         view = lease.item
         row: dict[str, Any] | None = None
+        claim = claims.unmarked_claim()
         if (
-            claims.unmarked_claim() is None
-            and view is not None
+            view is not None
             and view.id == lease.item_id
             and store_holds(self.pg.store, lease.item_id, presented)
         ):
             guessed = values(view.attempts, view.max_attempts)
+            if claim is not None:
+                guessed |= claims.claim_params(claim)
             try:
-                row = self.pg.raw.run(lambda conn: one(conn, FAIL_SQL, guessed))
+                row = self.pg.raw.run(lambda conn: one(conn, fail_sql(claim is not None), guessed))
             except ValidationFailed:
                 row = None  # unstorable: but a refused lease is said first, below
-        if row is None:  # refused, moved on since the view, a key to mark, a lost lock:
-            claim = claims.unmarked_claim()
+            if row is not None:
+                marked(claim)
+        if row is None:  # refused, moved on since the view, a key taken over, a lost lock:
 
             def locked(conn: Conn) -> dict[str, Any]:
                 item = lock_item(conn, self.pg.store, lease.item_id, presented, now)
                 decided = values(item.attempts, item.max_attempts)
-                return write(conn, FAIL_SQL, decided, claim, item)
+                return write(conn, fail_sql(False), decided, claim, item)
 
             row = self.pg.raw.run(locked)
         order_state = row.pop("order_state")
@@ -140,7 +141,7 @@ class PostgresEndings:
 def _fail_values(
     base: dict[str, Any], end: Ending, item_id: uuid.UUID, attempts: int, max_attempts: int
 ) -> dict[str, Any]:
-    """:data:`.sql.FAIL_SQL`'s parameters: what ``decide_ending`` decided from
+    """:func:`.sql.fail_sql`'s parameters: what ``decide_ending`` decided from
     ``attempts`` and ``max_attempts`` (the guard's)."""
     fails_order = not end.requeued
     return {

@@ -51,12 +51,18 @@ def guarded(
     now: datetime,
     *,
     begin: bool = False,
+    claim: claims.ActiveClaim | None = None,
 ) -> dict[str, Any]:
     """Run a statement guarded on ``lease`` being current (``begin``: in a transaction
     it opens, in the same round trip; else alone in autocommit, outside a pipeline, whose
     Python costs more than a lone statement's round trip); its row, or the refusal
     :func:`refuse` reads from the row. A value PostgreSQL cannot store is refused only
-    after the lease was found current."""
+    after the lease was found current.
+
+    ``claim``: ``sql`` is the keyed statement (``sql.current(True)``, ``sql.marks(True)``)
+    that marks the request's idempotency key as it writes, in autocommit; no row with the
+    lease current means another request took the key over."""
+    assert claim is None or not begin, "a keyed statement commits alone"
     cur = conn.cursor(row_factory=dict_row)
     try:
         if begin:
@@ -72,8 +78,9 @@ def guarded(
         refuse(conn, lock, values["item"], lease, now, check_only=True)
         raise  # the lease is current: the value is what is wrong (422)
     if row is None:
-        refuse(conn, lock, values["item"], lease, now)
-    assert row is not None
+        refuse(conn, lock, values["item"], lease, now, check_only=claim is not None)
+        raise claims.taken_over()  # the lease is current: the key's guard did not match
+    marked(claim)
     return row
 
 

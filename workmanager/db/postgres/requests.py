@@ -12,8 +12,10 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from ..raw import RawPostgres, utc_row
-from ..request_store import ClaimId, KeyRow, LeaseRow, TokenRow
+from ..request_store import ClaimId, KeyRow, LeaseRow, TokenRow, lease_row
 from ..sql import queries
+from .sql import ITEM_COLUMNS_SQL
+from .values import item_of_row
 
 TOKEN = queries.text("token_by_digest")
 TOUCH_TOKEN = queries.text("touch_token")
@@ -21,7 +23,7 @@ CLAIM_KEY = queries.text("claim_key")
 EXISTING_KEY = queries.text("existing_key")
 COMPLETE_KEY = queries.text("complete_key")
 ABANDON_KEY = queries.text("abandon_key")
-LEASE_ROW = queries.text("lease_row")
+LEASE_ROW = queries.template("lease_row", item_columns=ITEM_COLUMNS_SQL)
 
 
 def _claim(claim: ClaimId) -> dict[str, Any]:
@@ -64,4 +66,4 @@ class PostgresRequestStore:
 
     def lease_row(self, item_id: uuid.UUID) -> LeaseRow | None:
         found = self._one(LEASE_ROW, {"id": item_id})
-        return LeaseRow(**found) if found is not None else None
+        return lease_row(item_of_row(found)) if found is not None else None

@@ -71,11 +71,27 @@ _LEASED_PAYLOAD = queries.text("leased_payload")
 
 #: The lease presented is the row's current one (``check_row``'s rules), on ``c``.
 _CURRENT = queries.text("current")
+#: A keyed statement's guard and mark: the request's idempotency key is marked committed
+#: by the statement that writes, in the same round trip (:func:`current`, :func:`marks`).
+_CLAIM_HELD = queries.text("claim_held")
+_CLAIM_MARKED = queries.text("claim_marked")
 
 
-def _audit(source: str, event: str, payload: str = "NULL", where: str = "") -> str:
+def current(keyed: bool) -> str:
+    """The lease's guard; ``keyed``: and the request's key still its own, locked."""
+    return f"{_CURRENT}\n     {_CLAIM_HELD}" if keyed else _CURRENT
+
+
+def marks(keyed: bool) -> str:
+    """The key's mark after the audit CTEs of a ``keyed`` statement (else nothing)."""
+    return _CLAIM_MARKED if keyed else ""
+
+
+def _audit(
+    source: str, event: str, payload: str = "NULL", where: str = "", keyed: bool = False
+) -> str:
     """The ``events`` and ``provenance`` CTEs: one event and one provenance row per row
-    of ``source`` (``where`` narrows the events)."""
+    of ``source`` (``where`` narrows the events); ``keyed``: then the key's mark."""
     return queries.template(
         "audit",
         event=event,
@@ -84,6 +100,7 @@ def _audit(source: str, event: str, payload: str = "NULL", where: str = "") -> s
         where=where,
         provenance_names=PROVENANCE.sql_names,
         provenance_values=PROVENANCE.sql_values,
+        mark=marks(keyed),
     )
 
 
@@ -130,7 +147,10 @@ def grant_sql(shape: Shape, store: bool) -> str:
     )
 
 
-def submit_sql(guarded: bool, assembled: bool = False, unchanged: bool = False) -> str:
+@lru_cache(maxsize=8)
+def submit_sql(
+    guarded: bool, assembled: bool = False, unchanged: bool = False, keyed: bool = False
+) -> str:
     """Item ``submitted`` with its event and provenance row, then its order
     (``workmanager_submit_order``, migration 0004: locks the order, and moves it to
     ``submitted`` with its event when this was its last open item): one statement.
@@ -138,10 +158,11 @@ def submit_sql(guarded: bool, assembled: bool = False, unchanged: bool = False) 
     the result was validated against (every part hangs on the item's UPDATE having
     matched). ``assembled``: finalize's, the result is also the assembled result. Returns
     the item as written (its results ``NULL``: the caller has them), with ``order_state``
-    and ``order_became``; no row when the guard did not match."""
+    and ``order_became``; no row when the guard did not match. ``keyed`` (with
+    ``guarded``): the request's idempotency key is marked in the same statement."""
     guard = ""
     if guarded:
-        guard = "\n     " + queries.template("submit_guard", current=_CURRENT)
+        guard = "\n     " + queries.template("submit_guard", current=current(keyed))
         if unchanged:
             guard += "\n     " + queries.text("unchanged_guard")
     results = ("result", "assembled_result") if assembled else ("result",)
@@ -154,13 +175,12 @@ def submit_sql(guarded: bool, assembled: bool = False, unchanged: bool = False) 
         also=also,
         guard=guard,
         returned=returned,
-        audit=_audit("item", "submitted", "%(payload)s::jsonb"),
+        audit=_audit("item", "submitted", "%(payload)s::jsonb", keyed=guarded and keyed),
         then_order=_then_order("workmanager_submit_order"),
     )
 
 
 SUBMIT_SQL = submit_sql(guarded=False)
-SUBMIT_GUARDED_SQL = submit_sql(guarded=True)
 #: finalize: the assembled result submitted (the item locked and checked first)
 FINALIZE_SQL = submit_sql(guarded=False, assembled=True)
 #: finalize in one statement: guarded on the lease and on the row as finalize read it
@@ -186,27 +206,29 @@ def heartbeat_sql(with_progress: bool) -> str:
     )
 
 
-def _release_sql() -> str:
+@lru_cache(maxsize=2)
+def release_sql(keyed: bool) -> str:
     """Give a current lease's item back to the queue (lease cleared, its attempt given
     back), with its ``released`` event and the provenance row, then its order
     (``workmanager_release_order``, migration 0005: ``in_progress → queued`` when no other
     item is held): one statement, guarded on the lease being current. Returns the item as
     written, with ``order_state`` and ``order_became``; no row when the guard did not
-    match (``_refuse`` then reads the locked row and says why)."""
+    match (``refuse`` then reads the locked row and says why). ``keyed``: the request's
+    idempotency key is marked in the same statement."""
     return "\n" + queries.template(
         "release",
         locked=_LOCKED,
-        current=_CURRENT,
+        current=current(keyed),
         returned=", ".join(f"w.{c}" for c in ITEM_COLUMNS),
-        audit=_audit("item", "released", "jsonb_build_object('agent_id', %(agent)s::text)"),
+        audit=_audit(
+            "item", "released", "jsonb_build_object('agent_id', %(agent)s::text)", keyed=keyed
+        ),
         then_order=_then_order("workmanager_release_order"),
     )
 
 
-RELEASE_SQL = _release_sql()
-
-
-def _fail_sql() -> str:
+@lru_cache(maxsize=2)
+def fail_sql(keyed: bool) -> str:
     """End a failed lease as ``retries.decide_ending`` decided in Python (``state``,
     ``available_at``, ``error``, the event's ``payload``; the order's ``failed`` event,
     ``order_error`` and the states it fails from when ``fails_order``), with the
@@ -215,11 +237,13 @@ def _fail_sql() -> str:
     item (``FOR NO KEY UPDATE``, as ``orm_steps.lock_order_ref``) and failed with the
     item when it is in one of those states; its event follows the item's, as the ORM
     writes them. Returns the item as written with ``order_state``; no row when the guard
-    did not match."""
+    did not match. ``keyed``: the request's idempotency key is marked in the same
+    statement."""
     return "\n" + queries.template(
         "fail",
         guard_columns=_GUARD_COLUMNS,
-        current=_CURRENT,
+        current=current(keyed),
+        mark=marks(keyed),
         returned=", ".join(f"w.{c}" for c in ITEM_COLUMNS),
         provenance_names=PROVENANCE.sql_names,
         provenance_values=PROVENANCE.sql_values,
@@ -228,7 +252,6 @@ def _fail_sql() -> str:
     )
 
 
-FAIL_SQL = _fail_sql()
 
 #: The latest validated part per key of an item, as JSON (finalize assembles them).
 LATEST_PARTS = queries.text("latest_parts")

@@ -27,8 +27,8 @@ from .. import claims
 from ..raw import Conn, RawPostgres
 from ..store import end_hold
 from .guarded import lock_item, store_holds, write
-from .sql import SUBMIT_GUARDED_SQL, SUBMIT_SQL
-from .values import announce_written, item_of_row, lease_params, order_step, view_guard
+from .sql import SUBMIT_SQL, submit_sql
+from .values import announce_written, item_of_row, lease_params, marked, order_step, view_guard
 
 log = logging.getLogger("workmanager.agent")
 
@@ -57,18 +57,17 @@ class PostgresSubmit:
         round trip (one statement in autocommit), guarded on the lease being current
         *and* on the row still matching the view (input, state, attempts, progress,
         result — a caller may have changed its copy): the hooks saw what a fresh read
-        would have shown. When the guard does not match (a refused lease, a row that
-        moved on since, such as after a heartbeat), or the result fails validation or
+        would have shown; with an idempotency key, the same statement marks it. When the
+        guard does not match (a refused lease, a row that moved on since, such as after a
+        heartbeat, a key taken over), or the result fails validation or
         cannot be stored, the two-round-trip path decides: it locks and reads the row,
         checks the lease first as everywhere, and says why (the hooks run again only if
         the row changed since).
         """
         view = lease.item
         refused: ValidationFailed | None = None
-        one_trip = claims.unmarked_claim() is None  # a key's mark needs the locked transaction
         if (
-            one_trip
-            and view is not None
+            view is not None
             and view.id == lease.item_id
             and store_holds(self.store, lease.item_id, as_presented(lease, agent))
         ):
@@ -110,15 +109,19 @@ class PostgresSubmit:
     ) -> ItemOutcome | None:
         check_item(view.state, ItemState.SUBMITTED)
         check_order(OrderState.IN_PROGRESS, OrderState.SUBMITTED)
+        claim = claims.unmarked_claim()
         values = {
             **self.submit_values(self.ctx.clock(), lease, lease.order_id, agent, result, payload),
             **view_guard(view),
+            **(claims.claim_params(claim) if claim is not None else {}),
         }
         cur = conn.cursor(row_factory=dict_row)
-        cur.execute(SUBMIT_GUARDED_SQL, values, prepare=True)  # autocommit: one round trip
+        sql = submit_sql(guarded=True, keyed=claim is not None)
+        cur.execute(sql, values, prepare=True)  # autocommit: one round trip
         row = cur.fetchone()
-        if row is None:  # the lease was refused, or the row moved on since the checkout:
-            return None  # the two-round-trip path reads it and says which
+        if row is None:  # the lease was refused, the row moved on since the checkout, or
+            return None  # the key was taken over: the two-round-trip path says which
+        marked(claim)
         return self.submitted(row, lease, agent, result)
 
     def _submit(

@@ -88,6 +88,7 @@ c.lease_token = %(token)s AND c.lease_secret_hash = %(secret_hash)s
 -- name: audit
 -- The ``events`` and ``provenance`` CTEs: one {event} event ({payload}) and one provenance
 -- row per row of {source} ({where} narrows the events); returns the events written.
+-- {mark}: claim_marked for a keyed statement, else nothing.
 events AS (
   INSERT INTO work_events (order_id, item_id, event, actor_type, actor_id, payload, created_at)
   SELECT order_id, id, '{event}', %(actor_type)s::text, %(actor_id)s::text, {payload},
@@ -98,7 +99,7 @@ events AS (
   INSERT INTO work_provenance (order_id, item_id, {provenance_names})
   SELECT order_id, id, {provenance_values} FROM {source}
   RETURNING 1
-)
+){mark}
 
 -- name: audit_first
 -- Runs the audit CTEs (uncorrelated subqueries: evaluated once, before the first row) ahead
@@ -205,7 +206,8 @@ WITH c AS MATERIALIZED (
 -- name: fail
 -- End a failed lease as decide_ending decided (state, available_at, error; the order failed
 -- with it when fails_order), agent_failed (and failed) events, provenance; locks the item,
--- then the order FOR NO KEY UPDATE; returns the item and order_state, or no row.
+-- then the order FOR NO KEY UPDATE; returns the item and order_state, or no row. {mark}: as
+-- in audit.
 WITH c AS MATERIALIZED (
   SELECT {guard_columns}, attempts, max_attempts FROM work_items WHERE id = %(item)s
      FOR UPDATE
@@ -239,7 +241,7 @@ WITH c AS MATERIALIZED (
   INSERT INTO work_provenance (order_id, item_id, {provenance_names})
   SELECT order_id, id, {provenance_values} FROM item
   RETURNING 1
-)
+){mark}
 SELECT item.*, coalesce((SELECT state FROM failed), (SELECT state FROM o)) AS order_state,
        {written}
   FROM item WHERE {audit_first}
@@ -418,6 +420,26 @@ SELECT o.*, {events_column} FROM o
 -- The idempotency key marked committed in the operation's own transaction (before its
 -- COMMIT), as claims._before_commit does for the ORM; no row updated: taken over.
 UPDATE work_idempotency_keys SET status = 'committed', locked_until = NULL, response_body = %(claim_refs)s WHERE id = %(claim_id)s AND key_hash = %(claim_hash)s AND created_at = %(claim_at)s AND status = 'in_flight'
+
+-- name: claim_held
+-- A keyed statement's guard beside the lease's (appended to {current}): the request's
+-- idempotency key is still its own, in flight (not taken over), and locked until the
+-- statement commits, so the mark below cannot miss it. No row: the lease was refused or the
+-- key taken over, and the locked path says which.
+AND EXISTS (SELECT 1 FROM work_idempotency_keys WHERE id = %(claim_id)s AND key_hash = %(claim_hash)s AND created_at = %(claim_at)s AND status = 'in_flight' FOR UPDATE)
+
+-- name: claim_marked
+-- A keyed statement's mark, after its audit: the key committed with the item's write in
+-- the same statement (mark_claim's change, naming the order and item written); nothing
+-- when the write did not happen.
+, marked AS (
+  UPDATE work_idempotency_keys k SET status = 'committed', locked_until = NULL,
+         response_body = jsonb_build_object('order_id', item.order_id::text,
+                                            'item_id', item.id::text)
+    FROM item
+   WHERE k.id = %(claim_id)s
+  RETURNING 1
+)
 
 -- name: advisory_lock
 -- The transaction-scoped advisory lock of a limit's key (leases/limits.py): waits for it.
@@ -761,9 +783,9 @@ DELETE FROM work_idempotency_keys
    AND status = 'in_flight'
 
 -- name: lease_row
--- What a presented lease is rebuilt from: its item's order, holder, fence and tenant.
-SELECT order_id, leased_by_agent_id, lease_token, lease_secret_hash, tenant_id
-  FROM work_items WHERE id = %(id)s
+-- What a presented lease is rebuilt from: its item, every column ({item_columns}), no lock
+-- (the view the lease carries; the store's guarded write checks the row is unchanged).
+SELECT {item_columns} FROM work_items WHERE id = %(id)s
 
 -- name: rate_take
 -- One token taken from a bucket refilled at %(rate)s a second up to %(capacity)s, created
