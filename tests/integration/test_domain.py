@@ -391,6 +391,7 @@ def test_finalize_best_effort_with_no_parts_assembles_nothing(wm: WorkManager) -
 def test_an_invalid_part_is_stored_rejected_with_its_errors(wm: WorkManager) -> None:
     order_id = wm.propose("test.parts", {})
     lease = lease_one(wm, order_id)
+
     def refused() -> None:
         with pytest.raises(ValidationFailed):
             wm.agent.submit_part(lease, "a", {"v": "x"})

@@ -522,6 +522,8 @@ LEASE_CALLS: dict[str, Callable[[Operations, str, str], Callable[[Caller], Answe
     "submit": lambda ops, i, t: lambda c: ops.submit(c, i, t, {"answer": 1}),
     "release": lambda ops, i, t: lambda c: ops.release(c, i, t),
     "fail": lambda ops, i, t: lambda c: ops.fail(c, i, t, {"code": "x", "message": "y"}),
+    "submit_part": lambda ops, i, t: lambda c: ops.submit_part(c, i, t, "a", {"v": 1}),
+    "finalize": lambda ops, i, t: lambda c: ops.finalize(c, i, t),
 }
 
 
@@ -531,14 +533,15 @@ def test_a_keyed_lease_call_marks_its_key_in_its_one_statement(
 ) -> None:
     """The statement that writes also marks the key (``claim_held`` / ``claim_marked``):
     one round trip, no locked read first, and the key committed with the write."""
-    from workmanager.db.postgres import endings, submit
+    from workmanager.db.postgres import endings, parts, submit
 
     wm = make_wm(db="postgres", backend="database", registry=Registry([Simple()]))
     assert isinstance(wm.agent.store, PostgresStore)
     ops, item_id, token = _leased(wm)
     locked: list[int] = []
-    for module in (endings, submit):  # the two-round-trip path starts with it
+    for module in (endings, parts, submit):  # the two-round-trip path starts with it
         monkeypatch.setattr(module, "lock_item", lambda *a, **k: locked.append(1))
+    monkeypatch.setattr(parts, "lock_item_with", lambda *a, **k: locked.append(1))
     monkeypatch.setattr(OrmStore, call, lambda *a, **k: locked.append(1))
     run = LEASE_CALLS[call](ops, item_id, token)
     monkeypatch.setattr(wm.idempotency, "complete", die)  # dies after the commit
@@ -546,7 +549,7 @@ def test_a_keyed_lease_call_marks_its_key_in_its_one_statement(
         wm.idempotency.once(caller(), call, item_id, "hk", {}, run, token)
     monkeypatch.undo()
     assert locked == []
-    state = {"submit": "submitted", "release": "queued", "fail": "queued"}[call]
+    state = {"release": "queued", "fail": "queued", "submit_part": "leased"}.get(call, "submitted")
     assert wm.queries.item(uuid.UUID(item_id))["state"] == state
     with wm.db.transaction() as s:
         (row,) = s.scalars(select(IdempotencyKey))

@@ -29,18 +29,19 @@ def every_statement() -> dict[str, str]:
         )
     out["submit[guarded=True, keyed=True]"] = sql.submit_sql(True, keyed=True)
     for keyed in (False, True):
+        out[f"finalize[keyed={keyed}]"] = sql.finalize_sql(keyed)
+        for event in ("part_submitted", "part_rejected"):
+            out[f"part[{event}, keyed={keyed}]"] = sql.part_sql(event, keyed)
+    for keyed in (False, True):
         out[f"release[keyed={keyed}]"] = sql.release_sql(keyed)
         out[f"fail[keyed={keyed}]"] = sql.fail_sql(keyed)
     for progress in (False, True):
         out[f"heartbeat[progress={progress}]"] = sql.heartbeat_sql(progress)
-    for event in ("part_submitted", "part_rejected"):
-        out[f"part[{event}]"] = sql.part_sql(event)
     out |= {
         "lock_item": sql.LOCK_ITEM,
         "order_exists": sql.ORDER_EXISTS,
         "latest_parts": sql.LATEST_PARTS,
         "finalize_read": sql.FINALIZE_READ,
-        "submit[guarded=True, assembled=True, unchanged=True]": sql.FINALIZE_GUARDED_SQL,
         "create_order": control._CREATE,
         "create_order[provenance]": control._CREATE_WITH_PROVENANCE,
         "approve": control._APPROVE,

@@ -10,15 +10,18 @@ only write what was decided.
   locked, guarded on the lease being current and on the row being the view judged
   against, then ``workmanager_put_part`` (migration 0011) places it in its slot under
   the parts limit and sums up the parts state: on PostgreSQL those parts rules are SQL's
-  (SQLite's are :mod:`workmanager.services.parts`'), decided under the item's lock. When
-  the guard does not match, with a key to mark or a lock the store no longer holds: the
-  item locked and checked first (:mod:`.guarded`), the part judged against it, then the
-  same statement and ``COMMIT``. A rejected part is stored and committed, then refused.
+  (SQLite's are :mod:`workmanager.services.parts`'), decided under the item's lock. With
+  an idempotency key, the statement marks it when the part is stored (a part refused for
+  room writes nothing and leaves it unmarked). When the guard does not match (a refused
+  lease, a row that moved on, a key taken over), or with a lock the store no longer holds:
+  the item locked and checked first (:mod:`.guarded`), the part judged against it, then
+  the same statement and ``COMMIT``. A rejected part is stored and committed, then
+  refused.
 * **finalize** — the item and its latest validated part per key read (one statement,
   no lock: :data:`.sql.FINALIZE_READ`), the lease checked from that row, the parts
-  assembled, then one guarded statement (:data:`.sql.FINALIZE_GUARDED_SQL`: a submit of
-  the assembled result and its order's step, guarded on the lease and on the row unwritten
-  since the read). When the guard does not match (or with a key to mark): the item
+  assembled, then one guarded statement (:func:`.sql.finalize_sql`: a submit of the
+  assembled result and its order's step, guarded on the lease and on the row unwritten
+  since the read; with a key, marking it). When the guard does not match: the item
   locked and its parts read in one round trip, the lease checked, the parts assembled,
   then :data:`.sql.FINALIZE_SQL` with ``COMMIT``.
 
@@ -56,7 +59,7 @@ from .. import claims
 from ..raw import Conn, utc_row
 from ..store import ItemRow, PartRow
 from .guarded import checked, lock_item, lock_item_with, one, store_holds, write
-from .sql import FINALIZE_GUARDED_SQL, FINALIZE_READ, FINALIZE_SQL, LATEST_PARTS, part_sql
+from .sql import FINALIZE_READ, FINALIZE_SQL, LATEST_PARTS, finalize_sql, part_sql
 from .values import announce_written, jsonb_or_none, lease_params, mark, marked, view_guard
 
 if TYPE_CHECKING:
@@ -91,7 +94,7 @@ class PostgresParts:
             "max_parts": self.ctx.settings.max_parts_per_item,
         }
 
-        def judged(view: ItemView) -> _Judged:
+        def judged(view: ItemView, keyed: claims.ActiveClaim | None = None) -> _Judged:
             order_type = self.ctx.registry.get(view.order_type)
             refused = judge_part(order_type, view, part_key, payload, seq, evidence)
             errors = rejection_errors(refused)
@@ -114,23 +117,20 @@ class PostgresParts:
                 "part_created_at": fields["created_at"],
                 "payload": Jsonb(event_payload),
             }
-            return _Judged(view, order_type, refused, fields, part_sql(event), values)
+            if keyed is not None:  # the statement marks the key
+                values |= claims.claim_params(keyed)
+            sql = part_sql(event, keyed is not None)
+            return _Judged(view, order_type, refused, fields, sql, values)
 
         view = lease.item
         row: dict[str, Any] | None = None
         if (
-            claim is None
-            and view is not None
+            view is not None
             and view.id == lease.item_id
             and store_holds(self.pg.store, lease.item_id, presented)
         ):
-            verdict = judged(view)
-            try:
-                row = self.pg.raw.run(lambda conn: one(conn, verdict.sql, verdict.values))
-            except ValidationFailed:
-                row = None  # unstorable: but a refused lease is said first, below
-            if row is not None and not row["current"]:
-                row = None  # refused, or the row moved on since the view: locked below
+            verdict = judged(view, keyed=claim)
+            row = self._at_once(verdict, claim)
         if row is None:
 
             def locked(conn: Conn) -> tuple[_Judged, dict[str, Any]]:
@@ -163,6 +163,20 @@ class PostgresParts:
             return PartOutcome(part_dict(part), state, rejected=verdict.refused)
         required, missing = required_of(verdict.order_type, verdict.view, row["validated_keys"])
         return PartOutcome(part_dict(part), state, required, missing)
+
+    def _at_once(self, verdict: _Judged, claim: claims.ActiveClaim | None) -> dict[str, Any] | None:
+        """The part's one statement in autocommit: its row, or ``None`` when its guard did
+        not match (a refused lease, the row moved on since the view, the key taken over)
+        or the value cannot be stored (a refused lease is said first, by the locked path)."""
+        try:
+            row = self.pg.raw.run(lambda conn: one(conn, verdict.sql, verdict.values))
+        except ValidationFailed:
+            return None
+        if row is None or not row["current"]:
+            return None
+        if row["part_id"] is not None:
+            marked(claim)  # stored: the statement marked the key (none when no room)
+        return row
 
     def _write_part(
         self, conn: Conn, verdict: _Judged, claim: claims.ActiveClaim | None, item: ItemRow
@@ -210,18 +224,22 @@ class PostgresParts:
             )
             return result, values
 
-        if claim is None:  # read, assemble, then one guarded statement
-            found = self.pg.raw.run(lambda conn: one(conn, FINALIZE_READ, {"id": lease.item_id}))
-            parts = [] if found is None else found.pop("parts")
-            item = checked(self.pg.store, found, lease.item_id, presented, now)
-            result, values = assembled(item, parts)
-            values |= {**view_guard(item_view(item)), "v_updated_at": item.updated_at}
-            try:
-                row = self.pg.raw.run(lambda conn: one(conn, FINALIZE_GUARDED_SQL, values))
-            except ValidationFailed:
-                row = None  # unstorable: but a refused lease is said first, below
-            if row is not None:
-                return submitter.submitted(row, lease, agent, result, assembled=True)
+        # read, assemble, then one guarded statement (marking the key, when there is one)
+        found = self.pg.raw.run(lambda conn: one(conn, FINALIZE_READ, {"id": lease.item_id}))
+        parts = [] if found is None else found.pop("parts")
+        item = checked(self.pg.store, found, lease.item_id, presented, now)
+        result, values = assembled(item, parts)
+        values |= {**view_guard(item_view(item)), "v_updated_at": item.updated_at}
+        if claim is not None:
+            values |= claims.claim_params(claim)
+        sql = finalize_sql(keyed=claim is not None)
+        try:
+            row = self.pg.raw.run(lambda conn: one(conn, sql, values))
+        except ValidationFailed:
+            row = None  # unstorable: but a refused lease is said first, below
+        if row is not None:
+            marked(claim)
+            return submitter.submitted(row, lease, agent, result, assembled=True)
 
         def tx(conn: Conn) -> tuple[dict[str, Any], JSON]:
             item, rows = lock_item_with(

@@ -183,8 +183,12 @@ def submit_sql(
 SUBMIT_SQL = submit_sql(guarded=False)
 #: finalize: the assembled result submitted (the item locked and checked first)
 FINALIZE_SQL = submit_sql(guarded=False, assembled=True)
-#: finalize in one statement: guarded on the lease and on the row as finalize read it
-FINALIZE_GUARDED_SQL = submit_sql(guarded=True, assembled=True, unchanged=True)
+
+
+def finalize_sql(keyed: bool) -> str:
+    """finalize in one statement: guarded on the lease and on the row as finalize read
+    it; ``keyed``: marking the request's idempotency key."""
+    return submit_sql(guarded=True, assembled=True, unchanged=True, keyed=keyed)
 
 
 @lru_cache(maxsize=2)
@@ -252,7 +256,6 @@ def fail_sql(keyed: bool) -> str:
     )
 
 
-
 #: The latest validated part per key of an item, as JSON (finalize assembles them).
 LATEST_PARTS = queries.text("latest_parts")
 #: finalize's read: the item and :data:`LATEST_PARTS`, no lock.
@@ -261,19 +264,21 @@ FINALIZE_READ = queries.template(
 )
 
 
-@lru_cache(maxsize=2)
-def part_sql(event: str) -> str:
+@lru_cache(maxsize=4)
+def part_sql(event: str, keyed: bool = False) -> str:
     """Store a part, in one statement: the item locked, the guard (the lease current, the
     row as the part was judged against: ``submit_guard``), ``workmanager_put_part`` (the
     slot, the parts limit and the parts state, decided in PostgreSQL: migration 0011),
     the ``event`` (``part_submitted`` / ``part_rejected``) and the provenance row. One
     row while the item exists: ``current``, ``part_id`` (``NULL``: no room, ``parts`` the
-    count), ``parts_state``, ``validated_keys`` and the events written."""
+    count), ``parts_state``, ``validated_keys`` and the events written. ``keyed``: the
+    request's idempotency key is marked in the same statement when the part is stored
+    (``current`` false also when the key was taken over)."""
     return "\n" + queries.template(
         "part",
         locked=_LOCKED_WITH_VIEW,
-        guard=queries.template("submit_guard", current=_CURRENT),
-        audit=_audit("item", event, "%(payload)s::jsonb"),
+        guard=queries.template("submit_guard", current=current(keyed)),
+        audit=_audit("item", event, "%(payload)s::jsonb", keyed=keyed),
         written=WRITTEN,
         audit_first=_AUDIT_FIRST,
     )
