@@ -118,6 +118,19 @@ class Lease:
         """What the lease checks compare: agent, fence and the secret's hash."""
         return Holder(self.agent_id, *self._parsed)
 
+    def renewed(self, expires_at: datetime, item: ItemView | None = None) -> Lease:
+        """This lease (of its own class) expiring at ``expires_at``, carrying ``item`` when
+        given (the row as the renewal wrote it): what a heartbeat returns. A copy of the
+        instance's fields, the token's parse included (the next beat does not hash the
+        secret again); ``dataclasses.replace`` would rebuild it through ``__init__``."""
+        renewed = object.__new__(type(self))
+        fields_ = renewed.__dict__  # a frozen dataclass keeps its fields in __dict__
+        fields_.update(self.__dict__)
+        fields_["expires_at"] = expires_at
+        if item is not None:
+            fields_["item"] = item
+        return renewed
+
 
 @dataclass(frozen=True)
 class ApplyContext:

@@ -10,7 +10,6 @@ See :mod:`workmanager.db.store` for what each method locks and what is atomic.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -119,7 +118,7 @@ class OrmStore:
             ttl = self.ctx.settings.lease_ttl_seconds
             holder = as_presented(lease, agent)
             lock.extend_lock(lease.item_id, holder, ttl * 1000, lease.item.order_type)
-            return dataclasses.replace(lease, expires_at=self.ctx.clock() + timedelta(seconds=ttl))
+            return lease.renewed(self.ctx.clock() + timedelta(seconds=ttl))
         return self.ctx.db.run(lambda s: self._heartbeat_tx(s, lease, progress, checkpoint, agent))
 
     def _heartbeat_tx(
@@ -148,7 +147,7 @@ class OrmStore:
             move_item(s, item, ItemState.IN_PROGRESS, agent.actor)
         self.ctx.provenance.record(s, "heartbeat", agent, order_id=item.order_id, item_id=item.id)
         # The item as it now is, so a submit with this lease can skip re-reading it.
-        return dataclasses.replace(lease, expires_at=item.lease_expires_at, item=item_view(item))
+        return lease.renewed(item.lease_expires_at, item_view(item))
 
     # --- submit, parts, finalize ------------------------------------------------------
     def submit(

@@ -66,14 +66,20 @@ class RedisLeaseStore:
             [owner, ttl_ms, floor, item_id, agent_limit, type_limit, self._track, secret_hash],
         )
 
+    @staticmethod
+    def held(owner: str, proof: str) -> str:
+        """The lock's value while ``owner`` holds it under ``proof`` (as acquire.lua
+        stores it): what extend, release and check compare."""
+        return f"{proof}|{owner}"
+
     def extend(self, item_id: str, owner: str, proof: str, ttl_ms: int, order_type: str) -> int:
         k = self.keys
         if not self._track:  # the lock's key and its check only (``track`` absent: 0)
-            return self._run(self._extend, [k.item(item_id)], [owner, proof, ttl_ms])
+            return self._run(self._extend, [k.item(item_id)], [self.held(owner, proof), ttl_ms])
         return self._run(
             self._extend,
             [k.item(item_id), k.agent(owner), k.order_type(order_type)],
-            [owner, proof, ttl_ms, item_id, 1],
+            [self.held(owner, proof), ttl_ms, item_id, 1],
         )
 
     def check(self, item_id: str, owner: str, proof: str) -> int:
@@ -83,16 +89,16 @@ class RedisLeaseStore:
             raise Unavailable(f"redis unavailable: {exc}") from exc
         if value is None:
             return 0
-        return 1 if value.decode() == f"{proof}|{owner}" else -1
+        return 1 if value.decode() == self.held(owner, proof) else -1
 
     def release(self, item_id: str, owner: str, proof: str, order_type: str) -> int:
         k = self.keys
         if not self._track:  # the lock's key and its check only (``track`` absent: 0)
-            return self._run(self._release, [k.item(item_id)], [owner, proof])
+            return self._run(self._release, [k.item(item_id)], [self.held(owner, proof)])
         return self._run(
             self._release,
             [k.item(item_id), k.agent(owner), k.order_type(order_type)],
-            [owner, proof, item_id, 1],
+            [self.held(owner, proof), item_id, 1],
         )
 
     def _per_item(self, command: str, item_ids: list[str]) -> list[Any]:

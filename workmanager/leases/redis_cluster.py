@@ -111,7 +111,7 @@ class RedisClusterLeaseStore(RedisLeaseStore):
 
     def extend(self, item_id: str, owner: str, proof: str, ttl_ms: int, order_type: str) -> int:
         k = self.cluster_keys
-        verdict = self._run(self._extend, [k.item(item_id)], [owner, proof, ttl_ms])
+        verdict = self._run(self._extend, [k.item(item_id)], [self.held(owner, proof), ttl_ms])
         if verdict == 1 and self._track:
             member = self._member(item_id, proof)
             for key in (k.agent(owner), k.order_type(order_type)):
@@ -120,7 +120,7 @@ class RedisClusterLeaseStore(RedisLeaseStore):
 
     def release(self, item_id: str, owner: str, proof: str, order_type: str) -> int:
         k = self.cluster_keys
-        released = self._run(self._release, [k.item(item_id)], [owner, proof])
+        released = self._run(self._release, [k.item(item_id)], [self.held(owner, proof)])
         if released == 1 and self._track:
             member = self._member(item_id, proof)
             for key in (k.agent(owner), k.order_type(order_type)):

@@ -26,7 +26,6 @@ its commit.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -136,7 +135,7 @@ class PostgresStore(PostgresAdmin):
             assert lease.item is not None
             ttl_ms = self.ctx.settings.lease_ttl_seconds * 1000
             self.store.extend_lock(lease.item_id, presented, ttl_ms, lease.item.order_type)
-            return dataclasses.replace(lease, expires_at=expires)
+            return lease.renewed(expires)
         recorded = progress is not None or checkpoint is not None
         values = {
             **lease_params(self.ctx, lease, agent, now, "heartbeat"),
@@ -159,7 +158,7 @@ class PostgresStore(PostgresAdmin):
                 "attempt": row["attempts"],
             }
         item = item_of_row(row)
-        return dataclasses.replace(lease, expires_at=expires, item=item_view(item))
+        return lease.renewed(expires, item_view(item))
 
     def _beat(
         self,
