@@ -6,6 +6,7 @@ reclaiming it, and a lost lock is still an expired lease. The same on both store
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from typing import Any
@@ -65,7 +66,7 @@ def test_a_plain_beat_touches_only_the_lock(make_wm, db, lock) -> None:
     recorded = wm.agent.heartbeat(beat, progress=0.5)
     assert _row(wm, lease.item_id)["last_heartbeat_at"] != before["last_heartbeat_at"]
     # a wrong secret is refused by the lock itself
-    forged = type(recorded)(**{**recorded.__dict__, "token": f"{recorded.fence}.forged"})
+    forged = dataclasses.replace(recorded, token=f"{recorded.fence}.forged")
     with pytest.raises(LeaseConflict):
         wm.agent.heartbeat(forged)
     outcome = wm.agent.submit(recorded, {"x": 1})
