@@ -1,0 +1,75 @@
+"""An HTTP lease call on PostgreSQL takes the store's one-statement path (issue 18).
+
+The lease an HTTP request presents is read whole, so it carries the item's view, as a
+Python agent's lease from its own checkout does: submit, fail and a part validate against
+it and write in one guarded statement that also marks the request's idempotency key. The
+locked path (``BEGIN``, the item locked and read, then the write) is patched to fail the
+test, so taking it is seen.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from tests.support.types import Simple
+from workmanager import Registry, WorkManager
+from workmanager.api import create_app
+from workmanager.db.models import IdempotencyKey
+from workmanager.db.postgres import endings, parts, submit
+
+PREFIX = "/agent/work"
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("database", id="database"),
+        pytest.param("redis", id="redis", marks=pytest.mark.redis),
+    ]
+)
+def wm(request: pytest.FixtureRequest, make_wm: Any) -> WorkManager:
+    return make_wm(  # type: ignore[no-any-return]
+        db="postgres", backend=request.param, registry=Registry([Simple()]), auth="none"
+    )
+
+
+def _no_locked_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_: Any, **__: Any) -> None:
+        raise AssertionError("the locked path was taken")
+
+    for module in (endings, parts, submit):
+        monkeypatch.setattr(module, "lock_item", refuse)
+
+
+CALLS = {
+    "submit": ("submit", {"result": {"answer": 1}}, 202, "submitted"),
+    "fail": ("fail", {"error": {"code": "x", "message": "y"}}, 200, "queued"),
+    "part": ("parts", {"part_key": "a", "payload": {"v": 1}}, 202, "leased"),
+}
+
+
+@pytest.mark.parametrize("call", sorted(CALLS))
+def test_a_keyed_http_lease_call_writes_in_one_statement(
+    wm: WorkManager, monkeypatch: pytest.MonkeyPatch, call: str
+) -> None:
+    client = TestClient(create_app(wm), headers={"X-Agent-ID": "agent-1"})
+    wm.orders.propose("test.simple", {})
+    item = client.post(PREFIX + "/checkout", json={}).json()["item"]
+    _no_locked_path(monkeypatch)
+    path, body, status, state = CALLS[call]
+    answer = client.post(
+        f"{PREFIX}/items/{item['id']}/{path}",
+        json=body,
+        headers={"X-Lease-Token": str(item["lease_token"]), "X-Idempotency-Key": "k1"},
+    )
+    assert answer.status_code == status, answer.text
+    assert wm.queries.item(uuid.UUID(item["id"]))["state"] == state
+    with wm.db.transaction() as s:
+        (row,) = s.scalars(select(IdempotencyKey).where(IdempotencyKey.endpoint != "checkout"))
+        assert row.status == "done" and row.response_status == status
