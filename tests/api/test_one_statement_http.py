@@ -73,3 +73,25 @@ def test_a_keyed_http_lease_call_writes_in_one_statement(
     with wm.db.transaction() as s:
         (row,) = s.scalars(select(IdempotencyKey).where(IdempotencyKey.endpoint != "checkout"))
         assert row.status == "done" and row.response_status == status
+
+
+@pytest.mark.parametrize("call", sorted(CALLS))
+def test_an_ended_lease_is_refused_as_a_lease_error_first(wm: WorkManager, call: str) -> None:
+    """The request's read of the row shows an ended lease (released here): the lease is
+    checked before the item's state or the part's hooks, as SPEC §4.4 has it (409
+    ``lease_expired``, not ``illegal_state_transition``)."""
+    client = TestClient(create_app(wm), headers={"X-Agent-ID": "agent-1"})
+    wm.orders.propose("test.simple", {})
+    item = client.post(PREFIX + "/checkout", json={}).json()["item"]
+    headers = {"X-Lease-Token": str(item["lease_token"])}
+    released = client.post(f"{PREFIX}/items/{item['id']}/release", headers=headers)
+    assert released.status_code == 200, released.text
+    path, body, _, _ = CALLS[call]
+    answer = client.post(
+        f"{PREFIX}/items/{item['id']}/{path}",
+        json=body,
+        headers={**headers, "X-Idempotency-Key": "k2"},
+    )
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["error"]["code"] == "lease_expired", answer.text
+    assert wm.queries.item(uuid.UUID(item["id"]))["state"] == "queued"

@@ -17,7 +17,6 @@ from sqlalchemy import func, select
 from tests.support.types import Simple
 from workmanager import Registry, WorkManager
 from workmanager.db.models import Event, IdempotencyKey, Order
-from workmanager.db.orm_store import OrmStore
 from workmanager.db.postgres.leases import PostgresStore
 from workmanager.errors import (
     IdempotencyInFlight,
@@ -542,7 +541,6 @@ def test_a_keyed_lease_call_marks_its_key_in_its_one_statement(
     for module in (endings, parts, submit):  # the two-round-trip path starts with it
         monkeypatch.setattr(module, "lock_item", lambda *a, **k: locked.append(1))
     monkeypatch.setattr(parts, "lock_item_with", lambda *a, **k: locked.append(1))
-    monkeypatch.setattr(OrmStore, call, lambda *a, **k: locked.append(1))
     run = LEASE_CALLS[call](ops, item_id, token)
     monkeypatch.setattr(wm.idempotency, "complete", die)  # dies after the commit
     with pytest.raises(Died):
