@@ -4,7 +4,8 @@ The lease an HTTP request presents is read whole, so it carries the item's view,
 Python agent's lease from its own checkout does: submit, fail and a part validate against
 it and write in one guarded statement that also marks the request's idempotency key. The
 locked path (``BEGIN``, the item locked and read, then the write) is patched to fail the
-test, so taking it is seen.
+test, so taking it is seen; so is a lease read of its own (the lease is read with the
+key's claim, in the same round trip).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from workmanager import Registry, WorkManager
 from workmanager.api import create_app
 from workmanager.db.models import IdempotencyKey
 from workmanager.db.postgres import endings, parts, submit
+from workmanager.db.postgres.requests import PostgresRequestStore
 
 PREFIX = "/agent/work"
 
@@ -45,6 +47,8 @@ def _no_locked_path(monkeypatch: pytest.MonkeyPatch) -> None:
 
     for module in (endings, parts, submit):
         monkeypatch.setattr(module, "lock_item", refuse)
+    # and the lease was read with the key's claim, not on its own
+    monkeypatch.setattr(PostgresRequestStore, "lease_row", refuse)
 
 
 CALLS = {

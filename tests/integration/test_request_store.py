@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from workmanager import WorkManager
+from tests.support.types import Simple
+from workmanager import Registry, WorkManager
 from workmanager.db.models import ApiToken, IdempotencyKey
 from workmanager.db.request_store import KeyRow, RequestStore, build_request_store
 
@@ -104,3 +105,21 @@ def test_a_token_is_read_with_the_owner_of_the_agent_it_acts_as(
 
 def test_the_lease_row_of_a_missing_item_is_none(store: RequestStore) -> None:
     assert store.lease_row(uuid.uuid4()) is None
+
+
+def test_a_key_is_claimed_with_the_lease_it_presents_read(make_wm: Any, database: str) -> None:
+    """``claim_key_reading``: the claim as ``claim_key`` makes it, and the item's row as
+    ``lease_row`` reads it, whether or not the claim was taken."""
+    wm = make_wm(db=database, backend="database", registry=Registry([Simple()]))
+    store = build_request_store(wm.db)
+    wm.orders.propose("test.simple", {})
+    lease = wm.agent.checkout("agent-1")
+    assert lease is not None
+    claimed, read = store.claim_key_reading(row("k"), lease.item_id)
+    assert claimed is not None and read is not None and read == store.lease_row(lease.item_id)
+    assert read.item.id == lease.item_id and read.leased_by_agent_id == "agent-1"
+    again, read_again = store.claim_key_reading(row("k"), lease.item_id)
+    assert again is None and read_again == read  # nothing written, the row still read
+    claimed, missing = store.claim_key_reading(row("k2"), uuid.uuid4())
+    assert claimed is not None and missing is None
+    assert store.existing_key("k2", NOW) == KeyRow("fp", "in_flight", None, None)

@@ -53,6 +53,11 @@ class OrmRequestStore:
         except IntegrityError:
             return None
 
+    def claim_key_reading(
+        self, values: dict[str, Any], item_id: uuid.UUID
+    ) -> tuple[int | None, LeaseRow | None]:
+        return self.claim_key(values), self.lease_row(item_id)
+
     def existing_key(self, key_hash: str, now: datetime) -> KeyRow | None:
         with self.db.transaction() as s:
             row = s.scalar(

@@ -94,6 +94,14 @@ class RequestStore(Protocol):
         key has a row already (nothing is written)."""
         ...
 
+    def claim_key_reading(
+        self, values: dict[str, Any], item_id: uuid.UUID
+    ) -> tuple[int | None, LeaseRow | None]:
+        """:meth:`claim_key`, and :meth:`lease_row` of ``item_id`` with it (in the same
+        round trip where the database allows): a lease call's key and the lease it
+        presents, read as the key is claimed."""
+        ...
+
     def existing_key(self, key_hash: str, now: datetime) -> KeyRow | None:
         """The key's row, read under its lock; None when there is none, or after deleting
         it when it expired or is an in-flight marker whose lock ran out. A row marked

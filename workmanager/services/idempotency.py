@@ -29,7 +29,7 @@ from sqlalchemy import ColumnElement, delete
 
 from ..db import claims
 from ..db.models import IdempotencyKey
-from ..db.request_store import build_request_store
+from ..db.request_store import LeaseRow, build_request_store
 from ..errors import IdempotencyInFlight, IdempotencyKeyReused, NotFound, WorkManagerError
 from ..reads.queries import Queries
 from .context import ServiceContext
@@ -121,6 +121,14 @@ class Claim(NamedTuple):
         return claims.row_of(self.key_hash, self.row_id, self.claimed_at)
 
 
+def _lease_item(target: str) -> uuid.UUID | None:
+    """The item a request presenting a lease acts on: its target, when that is an id."""
+    try:
+        return uuid.UUID(target)
+    except ValueError:
+        return None
+
+
 class IdempotencyService:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
@@ -136,6 +144,20 @@ class IdempotencyService:
         body: Any,
         lease_token: object = None,
     ) -> Claim | Replay:
+        return self._begin(endpoint, target, principal, key, body, lease_token, None)[0]
+
+    def _begin(
+        self,
+        endpoint: str,
+        target: str,
+        principal: str,
+        key: str,
+        body: Any,
+        lease_token: object,
+        reads: uuid.UUID | None,
+    ) -> tuple[Claim | Replay, LeaseRow | None]:
+        """:meth:`begin`; ``reads``: the item whose lease the request presents, read with
+        the key's first claim (one round trip) and returned beside it."""
         hashed = key_hash(endpoint, target, principal, key)
         fp = fingerprint(body, lease_token)
         now = self.ctx.clock()
@@ -148,13 +170,18 @@ class IdempotencyService:
             "created_at": now,
             "expires_at": now + timedelta(hours=self.ctx.settings.idempotency_ttl_hours),
         }
+        read: LeaseRow | None = None
         for _ in range(3):
-            row_id = self.store.claim_key(values)
+            if reads is None:
+                row_id = self.store.claim_key(values)
+            else:
+                row_id, read = self.store.claim_key_reading(values, reads)
+                reads = None  # read once
             if row_id is not None:
-                return Claim(hashed, row_id, now)
+                return Claim(hashed, row_id, now), read
             replay = self._existing(hashed, fp, now)
             if replay is not None:
-                return replay
+                return replay, None
         raise IdempotencyInFlight(details={"endpoint": endpoint})
 
     def _existing(self, hashed: str, fp: str, now: datetime) -> Replay | None:
@@ -229,13 +256,14 @@ class IdempotencyService:
         scope = caller.principal.name
         if caller.agent.id is not None:
             scope += "\x1f" + caller.agent.id
-        claim = self.begin(endpoint, target, scope, key, body, lease_token)
+        reads = _lease_item(target) if lease_token else None
+        claim, read = self._begin(endpoint, target, scope, key, body, lease_token, reads)
         if isinstance(claim, Replay):
             return Replay(claim.status, sealed_lease(claim.body, key, open_=True))
         agent = dataclasses.replace(caller.agent, idempotency_key_hash=claim.key_hash)
         try:
             with claims.holding(claim.rows(), claim) as active:
-                status, payload = operation(dataclasses.replace(caller, agent=agent))
+                status, payload = operation(dataclasses.replace(caller, agent=agent, read=read))
         except WorkManagerError as exc:
             if active.marked and exc.http_status < 500:
                 # it committed, then refused (a part stored as rejected): that refusal is

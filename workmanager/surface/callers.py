@@ -13,6 +13,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ..db.request_store import LeaseRow
 from ..errors import Forbidden, InvalidAgentMetadata
 from ..semver import is_semver
 from ..services.tokens import Principal
@@ -43,6 +44,9 @@ class Caller:
 
     principal: Principal
     agent: AgentInfo
+    #: The row of the item whose lease the request presents, read with its idempotency
+    #: key's claim in the same round trip (``IdempotencyService.once``); ``None`` when not.
+    read: LeaseRow | None = None
 
 
 def new_request_id() -> str:

@@ -246,7 +246,8 @@ class Operations:
         settings = self.wm.settings
         without = (token is None or token == "") and not settings.lease_token_required
         presented = "" if without else parse_token(token)
-        row = self.requests.lease_row(iid)
+        read = caller.read  # the row read with the key's claim, if any
+        row = read if read is not None and read.item.id == iid else self.requests.lease_row(iid)
         if row is None or not item_visible(row.tenant_id, caller.principal.tenant_id):
             raise NotFound(f"item {iid} not found", details={"item_id": str(iid)})
         if without:

@@ -53,6 +53,20 @@ class PostgresRequestStore:
         found = self._one(CLAIM_KEY, values)
         return int(found["id"]) if found is not None else None
 
+    def claim_key_reading(
+        self, values: dict[str, Any], item_id: uuid.UUID
+    ) -> tuple[int | None, LeaseRow | None]:
+        """Both statements in one pipeline: one round trip, each its own transaction."""
+        with self.raw.connection() as conn:
+            claimed = conn.cursor(row_factory=dict_row)
+            read = conn.cursor(row_factory=dict_row)
+            with conn.pipeline():
+                claimed.execute(CLAIM_KEY, values, prepare=True)
+                read.execute(LEASE_ROW, {"id": item_id}, prepare=True)
+            found, row = claimed.fetchone(), read.fetchone()
+        claim = int(found["id"]) if found is not None else None
+        return claim, (lease_row(item_of_row(row)) if row is not None else None)
+
     def existing_key(self, key_hash: str, now: datetime) -> KeyRow | None:
         found = self._one(EXISTING_KEY, {"key_hash": key_hash, "now": now})
         return KeyRow(**found) if found is not None else None
