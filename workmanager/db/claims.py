@@ -88,7 +88,12 @@ def unmarked_claim() -> ActiveClaim | None:
 
 #: The mark as one SQL statement, for a transaction the ORM does not see (the PostgreSQL
 #: hot submit): the same row, the same condition and values as :func:`_before_commit`'s.
-RAW_MARK = queries.text("mark_claim")  # db/sql/queries.sql
+#: The claim's key row (``claim_row``) and what marking it committed sets
+#: (``claim_committed``): shared with the keyed lease statements, which mark the key
+#: themselves (``claim_held``, ``claim_marked``; db/postgres/sql.py).
+CLAIM_ROW = queries.text("claim_row")
+COMMITTED_SQL = queries.text("claim_committed")
+RAW_MARK = queries.template("mark_claim", committed=COMMITTED_SQL, claim_row=CLAIM_ROW)
 
 
 def claim_params(claim: ActiveClaim) -> dict[str, Any]:

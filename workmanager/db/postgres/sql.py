@@ -15,6 +15,7 @@ from typing import Any
 
 from ...leases.selection import Shape
 from ...states import LEASABLE_ORDER_STATES
+from .. import claims
 from ..models import PROVENANCE_TABLE, Item
 from ..raw import AuditColumns
 from ..sql import queries
@@ -73,8 +74,8 @@ _LEASED_PAYLOAD = queries.text("leased_payload")
 _CURRENT = queries.text("current")
 #: A keyed statement's guard and mark: the request's idempotency key is marked committed
 #: by the statement that writes, in the same round trip (:func:`current`, :func:`marks`).
-_CLAIM_HELD = queries.text("claim_held")
-_CLAIM_MARKED = queries.text("claim_marked")
+_CLAIM_HELD = queries.template("claim_held", claim_row=claims.CLAIM_ROW)
+_CLAIM_MARKED = queries.template("claim_marked", committed=claims.COMMITTED_SQL)
 
 
 def current(keyed: bool) -> str:

@@ -416,24 +416,33 @@ WITH o AS (
 )
 SELECT o.*, {events_column} FROM o
 
+-- name: claim_row
+-- The request's idempotency key row, still its claim: in flight, not taken over (what
+-- mark_claim and claim_held pick).
+id = %(claim_id)s AND key_hash = %(claim_hash)s AND created_at = %(claim_at)s AND status = 'in_flight'
+
+-- name: claim_committed
+-- What marking a key committed sets besides the refs it names (mark_claim, claim_marked).
+status = 'committed', locked_until = NULL
+
 -- name: mark_claim
 -- The idempotency key marked committed in the operation's own transaction (before its
 -- COMMIT), as claims._before_commit does for the ORM; no row updated: taken over.
-UPDATE work_idempotency_keys SET status = 'committed', locked_until = NULL, response_body = %(claim_refs)s WHERE id = %(claim_id)s AND key_hash = %(claim_hash)s AND created_at = %(claim_at)s AND status = 'in_flight'
+UPDATE work_idempotency_keys SET {committed}, response_body = %(claim_refs)s WHERE {claim_row}
 
 -- name: claim_held
--- A keyed statement's guard beside the lease's (appended to {current}): the request's
--- idempotency key is still its own, in flight (not taken over), and locked until the
--- statement commits, so the mark below cannot miss it. No row: the lease was refused or the
--- key taken over, and the locked path says which.
-AND EXISTS (SELECT 1 FROM work_idempotency_keys WHERE id = %(claim_id)s AND key_hash = %(claim_hash)s AND created_at = %(claim_at)s AND status = 'in_flight' FOR UPDATE)
+-- A keyed statement's guard beside the lease's (appended to current): the request's
+-- idempotency key is still its own ({claim_row}), and locked until the statement commits,
+-- so the mark below cannot miss it. No row: the lease was refused or the key taken over,
+-- and the locked path says which.
+AND EXISTS (SELECT 1 FROM work_idempotency_keys WHERE {claim_row} FOR UPDATE)
 
 -- name: claim_marked
--- A keyed statement's mark, after its audit: the key committed with the item's write in
--- the same statement (mark_claim's change, naming the order and item written); nothing
--- when the write did not happen.
+-- A keyed statement's mark, after its audit: the key committed ({committed}) with the
+-- item's write in the same statement, naming the order and item written; nothing when the
+-- write did not happen.
 , marked AS (
-  UPDATE work_idempotency_keys k SET status = 'committed', locked_until = NULL,
+  UPDATE work_idempotency_keys k SET {committed},
          response_body = jsonb_build_object('order_id', item.order_id::text,
                                             'item_id', item.id::text)
     FROM item
