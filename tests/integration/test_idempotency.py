@@ -523,6 +523,7 @@ LEASE_CALLS: dict[str, Callable[[Operations, str, str], Callable[[Caller], Answe
     "fail": lambda ops, i, t: lambda c: ops.fail(c, i, t, {"code": "x", "message": "y"}),
     "submit_part": lambda ops, i, t: lambda c: ops.submit_part(c, i, t, "a", {"v": 1}),
     "finalize": lambda ops, i, t: lambda c: ops.finalize(c, i, t),
+    "heartbeat": lambda ops, i, t: lambda c: ops.heartbeat(c, i, t),
 }
 
 
@@ -532,7 +533,7 @@ def test_a_keyed_lease_call_marks_its_key_in_its_one_statement(
 ) -> None:
     """The statement that writes also marks the key (``claim_held`` / ``claim_marked``):
     one round trip, no locked read first, and the key committed with the write."""
-    from workmanager.db.postgres import endings, parts, submit
+    from workmanager.db.postgres import endings, guarded, parts, submit, values
 
     wm = make_wm(db="postgres", backend="database", registry=Registry([Simple()]))
     assert isinstance(wm.agent.store, PostgresStore)
@@ -541,13 +542,17 @@ def test_a_keyed_lease_call_marks_its_key_in_its_one_statement(
     for module in (endings, parts, submit):  # the two-round-trip path starts with it
         monkeypatch.setattr(module, "lock_item", lambda *a, **k: locked.append(1))
     monkeypatch.setattr(parts, "lock_item_with", lambda *a, **k: locked.append(1))
+    # nor is the key marked by a statement of its own
+    for module in (values, guarded):
+        monkeypatch.setattr(module, "send_mark", lambda *a, **k: locked.append(1))
     run = LEASE_CALLS[call](ops, item_id, token)
     monkeypatch.setattr(wm.idempotency, "complete", die)  # dies after the commit
     with pytest.raises(Died):
         wm.idempotency.once(caller(), call, item_id, "hk", {}, run, token)
     monkeypatch.undo()
     assert locked == []
-    state = {"release": "queued", "fail": "queued", "submit_part": "leased"}.get(call, "submitted")
+    states = {"release": "queued", "fail": "queued", "submit_part": "leased"}
+    state = states.get(call, "in_progress" if call == "heartbeat" else "submitted")
     assert wm.queries.item(uuid.UUID(item_id))["state"] == state
     with wm.db.transaction() as s:
         (row,) = s.scalars(select(IdempotencyKey))

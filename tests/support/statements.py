@@ -36,7 +36,10 @@ def every_statement() -> dict[str, str]:
         out[f"release[keyed={keyed}]"] = sql.release_sql(keyed)
         out[f"fail[keyed={keyed}]"] = sql.fail_sql(keyed)
     for progress in (False, True):
-        out[f"heartbeat[progress={progress}]"] = sql.heartbeat_sql(progress)
+        for keyed in (False, True):
+            out[f"heartbeat[progress={progress}, keyed={keyed}]"] = sql.heartbeat_sql(
+                progress, keyed
+            )
     out |= {
         "lock_item": sql.LOCK_ITEM,
         "order_exists": sql.ORDER_EXISTS,

@@ -145,8 +145,12 @@ class PostgresStore(PostgresAdmin):
                 {"progress": progress, "checkpoint": checkpoint, "at": now.isoformat()}
             ),
         }
-        sql = heartbeat_sql(recorded)
         claim = claims.unmarked_claim()
+        keyed = claim is not None and self.store is None  # the statement marks the key
+        if keyed:
+            assert claim is not None
+            values |= claims.claim_params(claim)
+        sql = heartbeat_sql(recorded, keyed)
         row = self.raw.run(lambda conn: self._beat(conn, sql, values, presented, now, claim))
         row.pop("was")
         announce_written(row)
@@ -169,11 +173,12 @@ class PostgresStore(PostgresAdmin):
         now: datetime,
         claim: claims.ActiveClaim | None,
     ) -> dict[str, Any]:
-        """The statement alone (autocommit), or with a store or a key to mark: the row
-        first (its guard, as ``check_row`` comes first everywhere), then the store's
-        extend, the mark and the commit; a refused extend rolls the row back."""
-        if self.store is None and claim is None:
-            return guarded(conn, self.store, sql, values, lease, now)
+        """The statement alone (autocommit; keyed: marking the key too), or with a store:
+        the row first (its guard, as ``check_row`` comes first everywhere), then the
+        store's extend, the key's mark and the commit; a refused extend rolls the row
+        back."""
+        if self.store is None:
+            return guarded(conn, self.store, sql, values, lease, now, claim=claim)
         row = guarded(conn, self.store, sql, values, lease, now, begin=True)
         if self.store is not None:
             ttl_ms = self.ctx.settings.lease_ttl_seconds * 1000

@@ -192,20 +192,21 @@ def finalize_sql(keyed: bool) -> str:
     return submit_sql(guarded=True, assembled=True, unchanged=True, keyed=keyed)
 
 
-@lru_cache(maxsize=2)
-def heartbeat_sql(with_progress: bool) -> str:
+@lru_cache(maxsize=4)
+def heartbeat_sql(with_progress: bool, keyed: bool = False) -> str:
     """Extend a lease (and record progress), guarded on the lease being current; the
     first heartbeat also moves the item ``leased → in_progress`` with its event; the
     provenance row: one statement. ``c`` locks the row and reads its state before the
-    update (PostgreSQL 15's RETURNING has no OLD). No row: the guard did not match."""
+    update (PostgreSQL 15's RETURNING has no OLD). No row: the guard did not match.
+    ``keyed``: the request's idempotency key is marked in the same statement."""
     progress = queries.text("heartbeat_progress") if with_progress else ""
     return "\n" + queries.template(
         "heartbeat",
         locked=_LOCKED,
         progress=progress,
-        current=_CURRENT,
+        current=current(keyed),
         returned=", ".join(f"w.{c}" for c in ITEM_COLUMNS),
-        audit=_audit("item", "in_progress", where=" WHERE was = 'leased'"),
+        audit=_audit("item", "in_progress", where=" WHERE was = 'leased'", keyed=keyed),
         written=WRITTEN,
         audit_first=_AUDIT_FIRST,
     )
