@@ -72,7 +72,7 @@ def propose_once(
     wm: WorkManager, key: str, body: dict[str, Any], principal: str = "token-a"
 ) -> tuple[int, dict[str, Any], bool]:
     """What an adapter does around ``propose``: (status, body, replayed)."""
-    started = wm.idempotency.begin("propose", "-", principal, key, body)
+    started = begin(wm, "propose", "-", principal, key, body)
     if isinstance(started, Replay):
         return started.status, started.body, True
     try:
@@ -103,19 +103,19 @@ def test_same_key_different_body_is_refused(wm: WorkManager) -> None:
     assert info.value.code == "idempotency_key_reused" and info.value.http_status == 422
     assert orders(wm) == 1
     # ... also while the first request is still in flight.
-    wm.idempotency.begin("approve", "o1", "token-a", "k2", {"a": 1})
+    begin(wm, "approve", "o1", "token-a", "k2", {"a": 1})
     with pytest.raises(IdempotencyKeyReused):
-        wm.idempotency.begin("approve", "o1", "token-a", "k2", {"a": 2})
+        begin(wm, "approve", "o1", "token-a", "k2", {"a": 2})
 
 
 def test_begin_while_in_flight_is_refused(wm: WorkManager) -> None:
-    claim = wm.idempotency.begin("submit", "item-1", "token-a", "k", {"r": 1})
+    claim = begin(wm, "submit", "item-1", "token-a", "k", {"r": 1})
     assert isinstance(claim, Claim)
     with pytest.raises(IdempotencyInFlight) as info:
-        wm.idempotency.begin("submit", "item-1", "token-a", "k", {"r": 1})
+        begin(wm, "submit", "item-1", "token-a", "k", {"r": 1})
     assert info.value.http_status == 409
     wm.idempotency.complete(claim, 202, {"state": "submitted"})
-    replay = wm.idempotency.begin("submit", "item-1", "token-a", "k", {"r": 1})
+    replay = begin(wm, "submit", "item-1", "token-a", "k", {"r": 1})
     assert replay == Replay(202, {"state": "submitted"})
 
 
@@ -125,16 +125,16 @@ def test_racing_begins_give_exactly_one_claim(wm: WorkManager) -> None:
     results: list[Any] = []
     lock = threading.Lock()
 
-    def begin() -> None:
+    def racer() -> None:
         barrier.wait()
         try:
-            outcome: Any = wm.idempotency.begin("propose", "-", "token-a", "race", BODY)
+            outcome: Any = begin(wm, "propose", "-", "token-a", "race", BODY)
         except Exception as exc:  # collected and asserted below
             outcome = exc
         with lock:
             results.append(outcome)
 
-    workers = [threading.Thread(target=begin) for _ in range(threads)]
+    workers = [threading.Thread(target=racer) for _ in range(threads)]
     for t in workers:
         t.start()
     for t in workers:
@@ -148,12 +148,12 @@ def test_racing_begins_give_exactly_one_claim(wm: WorkManager) -> None:
 
 
 def test_abandon_frees_the_key(wm: WorkManager) -> None:
-    claim = wm.idempotency.begin("propose", "-", "token-a", "k", BODY)
+    claim = begin(wm, "propose", "-", "token-a", "k", BODY)
     assert isinstance(claim, Claim)
     wm.idempotency.abandon(claim)
     assert keys(wm) == 0
     # A failed attempt is not stored: the same key may carry another body now.
-    assert isinstance(wm.idempotency.begin("propose", "-", "token-a", "k", {"other": 1}), Claim)
+    assert isinstance(begin(wm, "propose", "-", "token-a", "k", {"other": 1}), Claim)
 
 
 def test_failures_are_not_stored(wm: WorkManager) -> None:
@@ -169,7 +169,7 @@ def test_keys_are_scoped_by_principal_endpoint_and_target(wm: WorkManager) -> No
     assert not replayed and second["order"]["id"] != first["order"]["id"]
     assert orders(wm) == 2
     for endpoint, target in (("approve", "o1"), ("approve", "o2"), ("reject", "o1")):
-        started = wm.idempotency.begin(endpoint, target, "token-a", "shared", BODY)
+        started = begin(wm, endpoint, target, "token-a", "shared", BODY)
         assert isinstance(started, Claim)
     assert keys(wm) == 5
 
@@ -191,12 +191,12 @@ def test_expired_keys_start_afresh(wm: WorkManager, clock: Clock) -> None:
 
 
 def test_stale_in_flight_marker_can_be_taken_over(wm: WorkManager, clock: Clock) -> None:
-    wm.idempotency.begin("submit", "i", "token-a", "k", {"r": 1})  # its request crashed
+    begin(wm, "submit", "i", "token-a", "k", {"r": 1})  # its request crashed
     clock.advance(seconds=IN_FLIGHT_LOCK.total_seconds() - 1)
     with pytest.raises(IdempotencyInFlight):
-        wm.idempotency.begin("submit", "i", "token-a", "k", {"r": 1})
+        begin(wm, "submit", "i", "token-a", "k", {"r": 1})
     clock.advance(seconds=2)
-    assert isinstance(wm.idempotency.begin("submit", "i", "token-a", "k", {"r": 1}), Claim)
+    assert isinstance(begin(wm, "submit", "i", "token-a", "k", {"r": 1}), Claim)
 
 
 def test_maintenance_purges_expired_keys(wm: WorkManager, clock: Clock) -> None:
@@ -225,11 +225,11 @@ def test_purge_older_than(wm: WorkManager, clock: Clock) -> None:
 
 
 def test_completing_with_a_failure_status_stores_nothing(wm: WorkManager) -> None:
-    claim = wm.idempotency.begin("approve", "o1", "token-a", "k", {})
+    claim = begin(wm, "approve", "o1", "token-a", "k", {})
     assert isinstance(claim, Claim)
     wm.idempotency.complete(claim, 409, {"error": {"code": "illegal_state_transition"}})
     assert keys(wm) == 0
-    assert isinstance(wm.idempotency.begin("approve", "o1", "token-a", "k", {}), Claim)
+    assert isinstance(begin(wm, "approve", "o1", "token-a", "k", {}), Claim)
 
 
 # --- the outcome of a key is never unknown (issue 11, item 3) ---------------------------
@@ -243,6 +243,11 @@ class Died(Exception):
 
 def die(*_: Any) -> None:
     raise Died()
+
+
+def begin(wm: WorkManager, *args: Any) -> Claim | Replay:
+    """The key's claim or replay, as ``IdempotencyService.begin`` returns it first."""
+    return wm.idempotency.begin(*args)[0]
 
 
 def caller(agent: str = "agent-1") -> Caller:

@@ -96,9 +96,12 @@ COMMITTED_SQL = queries.text("claim_committed")
 RAW_MARK = queries.template("mark_claim", committed=COMMITTED_SQL, claim_row=CLAIM_ROW)
 
 
-def claim_params(claim: ActiveClaim) -> dict[str, Any]:
+def claim_params(claim: ActiveClaim | None) -> dict[str, Any]:
     """Which key row is the claim's, as SQL parameters: :data:`RAW_MARK`'s, and those of a
-    statement that marks the key itself (``claim_held`` / ``claim_marked``)."""
+    statement that marks the key itself (``claim_held`` / ``claim_marked``); none without
+    a claim."""
+    if claim is None:
+        return {}
     assert claim.ident is not None
     key_hash, row_id, claimed_at = claim.ident
     return {"claim_id": row_id, "claim_hash": key_hash, "claim_at": claimed_at}

@@ -143,21 +143,11 @@ class IdempotencyService:
         key: str,
         body: Any,
         lease_token: object = None,
-    ) -> Claim | Replay:
-        return self._begin(endpoint, target, principal, key, body, lease_token, None)[0]
-
-    def _begin(
-        self,
-        endpoint: str,
-        target: str,
-        principal: str,
-        key: str,
-        body: Any,
-        lease_token: object,
-        reads: uuid.UUID | None,
+        reads: uuid.UUID | None = None,
     ) -> tuple[Claim | Replay, LeaseRow | None]:
-        """:meth:`begin`; ``reads``: the item whose lease the request presents, read with
-        the key's first claim (one round trip) and returned beside it."""
+        """Claim the key, or the answer to replay. ``reads``: the item whose lease the
+        request presents, read with the key's first claim (one round trip) and returned
+        beside it (``None`` otherwise)."""
         hashed = key_hash(endpoint, target, principal, key)
         fp = fingerprint(body, lease_token)
         now = self.ctx.clock()
@@ -257,7 +247,7 @@ class IdempotencyService:
         if caller.agent.id is not None:
             scope += "\x1f" + caller.agent.id
         reads = _lease_item(target) if lease_token else None
-        claim, read = self._begin(endpoint, target, scope, key, body, lease_token, reads)
+        claim, read = self.begin(endpoint, target, scope, key, body, lease_token, reads)
         if isinstance(claim, Replay):
             return Replay(claim.status, sealed_lease(claim.body, key, open_=True))
         agent = dataclasses.replace(caller.agent, idempotency_key_hash=claim.key_hash)

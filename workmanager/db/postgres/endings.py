@@ -71,8 +71,7 @@ class PostgresEndings:
         values = lease_params(self.ctx, lease, agent, now, "release")
         presented = as_presented(lease, agent)
         claim = claims.unmarked_claim()
-        if claim is not None:
-            values |= claims.claim_params(claim)
+        values |= claims.claim_params(claim)
         row = self.pg.raw.run(lambda conn: self._release(conn, values, presented, now, claim))
         order_state, _ = order_step(row)
         announce_written(row)
@@ -115,9 +114,7 @@ class PostgresEndings:
             and view.id == lease.item_id
             and store_holds(self.pg.store, lease.item_id, presented)
         ):
-            guessed = values(view.attempts, view.max_attempts)
-            if claim is not None:
-                guessed |= claims.claim_params(claim)
+            guessed = values(view.attempts, view.max_attempts) | claims.claim_params(claim)
             try:
                 row = self.pg.raw.run(lambda conn: one(conn, fail_sql(claim is not None), guessed))
             except ValidationFailed:

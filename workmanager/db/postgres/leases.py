@@ -148,7 +148,6 @@ class PostgresStore(PostgresAdmin):
         claim = claims.unmarked_claim()
         keyed = claim is not None and self.store is None  # the statement marks the key
         if keyed:
-            assert claim is not None
             values |= claims.claim_params(claim)
         sql = heartbeat_sql(recorded, keyed)
         row = self.raw.run(lambda conn: self._beat(conn, sql, values, presented, now, claim))

@@ -94,7 +94,7 @@ class PostgresParts:
             "max_parts": self.ctx.settings.max_parts_per_item,
         }
 
-        def judged(view: ItemView, keyed: claims.ActiveClaim | None = None) -> _Judged:
+        def judged(view: ItemView, marks: claims.ActiveClaim | None = None) -> _Judged:
             order_type = self.ctx.registry.get(view.order_type)
             refused = judge_part(order_type, view, part_key, payload, seq, evidence)
             errors = rejection_errors(refused)
@@ -117,9 +117,8 @@ class PostgresParts:
                 "part_created_at": fields["created_at"],
                 "payload": Jsonb(event_payload),
             }
-            if keyed is not None:  # the statement marks the key
-                values |= claims.claim_params(keyed)
-            sql = part_sql(event, keyed is not None)
+            values |= claims.claim_params(marks)  # ``marks``: the statement marks its key
+            sql = part_sql(event, marks is not None)
             return _Judged(view, order_type, refused, fields, sql, values)
 
         view = lease.item
@@ -129,7 +128,7 @@ class PostgresParts:
             and view.id == lease.item_id
             and store_holds(self.pg.store, lease.item_id, presented)
         ):
-            verdict = judged(view, keyed=claim)
+            verdict = judged(view, marks=claim)
             row = self._at_once(verdict, claim)
         if row is None:
 
@@ -230,8 +229,7 @@ class PostgresParts:
         item = checked(self.pg.store, found, lease.item_id, presented, now)
         result, values = assembled(item, parts)
         values |= {**view_guard(item_view(item)), "v_updated_at": item.updated_at}
-        if claim is not None:
-            values |= claims.claim_params(claim)
+        values |= claims.claim_params(claim)
         sql = finalize_sql(keyed=claim is not None)
         try:
             row = self.pg.raw.run(lambda conn: one(conn, sql, values))

@@ -116,7 +116,7 @@ class PostgresSubmit:
         values = {
             **self.submit_values(self.ctx.clock(), lease, lease.order_id, agent, result, payload),
             **view_guard(view),
-            **(claims.claim_params(claim) if claim is not None else {}),
+            **claims.claim_params(claim),
         }
         cur = conn.cursor(row_factory=dict_row)
         sql = submit_sql(guarded=True, keyed=claim is not None)
