@@ -31,7 +31,7 @@ import psycopg
 from bench.common import Pair, Statements
 from workmanager import Registry, Settings, WorkManager
 from workmanager.db.session import Database
-from workmanager.services.order_admin import OrderAdmin
+from workmanager.services.admin import OrderAdmin
 from workmanager.types import Actor
 
 ADMIN_DSN = os.environ.get("WM_BENCH_PG_ADMIN", "host=127.0.0.1 user=postgres dbname=postgres")

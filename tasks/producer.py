@@ -20,7 +20,7 @@ from workmanager.errors import WorkManagerError
 from workmanager.jsonvalues import MAX_JSON_DEPTH_CEILING, deeper_than, too_deep
 from workmanager.registry import Registry
 from workmanager.services.proposals import check_proposal, order_id_for
-from workmanager.services.tenancy import checked_tenant
+from workmanager.services.tokens import checked_tenant
 from workmanager.settings import Settings
 
 from .tracing import traced_enqueue

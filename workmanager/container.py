@@ -19,13 +19,13 @@ from .ratelimit.factory import build_limiter
 from .reads.queries import Queries
 from .registry import Registry
 from .services.agent import AgentAPI
+from .services.apply import ApplyService
 from .services.context import ServiceContext
-from .services.executor import ApplyService
-from .services.generate import Generator
 from .services.idempotency import IdempotencyService
 from .services.lease_admin import Sweeper
 from .services.maintenance import Maintenance
 from .services.orders import OrderService
+from .services.proposals import Generator
 from .settings import Settings
 from .types import JSON, Actor
 

@@ -1,4 +1,4 @@
-"""The apply claim (issue 11, item 6; ``services/apply_claim.py``): at most one apply body runs
+"""The apply claim (issue 11, item 6; ``services/apply.py``): at most one apply body runs
 per order at a time, only the claim holder records success or failure, and maintenance sends
 the apply again only for an order whose claim has lapsed. On PostgreSQL (the SQL path) and
 on SQLite (the ORM path), with two WorkManagers standing for two workers."""

@@ -32,9 +32,8 @@ from workmanager.errors import (
     ValidationFailed,
     WorkManagerError,
 )
-from workmanager.services.items import ItemAdmin
+from workmanager.services.admin import ItemAdmin, OrderAdmin
 from workmanager.services.maintenance import Housekeeping
-from workmanager.services.order_admin import OrderAdmin
 from workmanager.services.tokens import Principal
 from workmanager.surface.callers import AgentMetadata, Caller, build_caller
 from workmanager.surface.operations import Answer, Operations

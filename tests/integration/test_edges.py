@@ -15,7 +15,7 @@ from workmanager.db.models import Order, Provenance, utcnow
 from workmanager.errors import ApplyFailed, IllegalStateTransition, ValidationFailed
 from workmanager.provenance import anonymize_ip
 from workmanager.reads.listing import OrderListing
-from workmanager.services.items import ItemAdmin
+from workmanager.services.admin import ItemAdmin
 
 
 class BadDiff(OrderType):

@@ -113,7 +113,7 @@ def test_reads_show_a_held_leases_expiry_from_its_lock(make_wm, db, lock) -> Non
 
     from workmanager.reads.item_listing import ItemListing
     from workmanager.reads.listing import OrderListing
-    from workmanager.services.items import ItemAdmin, ItemFilter
+    from workmanager.services.admin import ItemAdmin, ItemFilter
 
     wm = make_wm(db=db, backend=lock, registry=Registry([Multi()]), lease_ttl_seconds=60)
     order_id = wm.propose("test.multi", {"count": 1})

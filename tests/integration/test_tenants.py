@@ -1,4 +1,4 @@
-"""Tenants at the service level (services/tenancy.py through Operations), on SQLite and
+"""Tenants at the service level (services/tokens.py through Operations), on SQLite and
 PostgreSQL: a tenant-bound token proposes into its tenant only, and another tenant's ids
 answer exactly as unknown ones (404), lists and checkout narrowed. The same rule over
 HTTP and MCP is tests/api/test_tenant_isolation.py."""

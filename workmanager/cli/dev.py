@@ -13,7 +13,7 @@ from ..scaffold import (
     order_type_source,
     order_type_test,
 )
-from ..services.devtools import DevTools
+from ..services.admin import DevTools
 from .app import Env, cli, pass_env
 from .render import emit, emit_json, json_object, json_option, progress_bar, table
 

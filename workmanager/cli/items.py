@@ -6,7 +6,7 @@ import uuid
 
 import click
 
-from ..services.items import ItemAdmin, ItemFilter
+from ..services.admin import ItemAdmin, ItemFilter
 from .app import Env, cli, pass_env
 from .render import emit, emit_json, json_option, table
 

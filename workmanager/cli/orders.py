@@ -11,7 +11,7 @@ import click
 from ..db.session import display_url, sqlite_file
 from ..errors import InvalidQuery, Unavailable
 from ..reads.listing import OrderListing
-from ..services.order_admin import OrderAdmin, OrderSelector, requeue_many
+from ..services.admin import OrderAdmin, OrderSelector, requeue_many
 from ..states import OrderState
 from .app import Env, cli, pass_env
 from .follow import follow

@@ -80,7 +80,7 @@ class Order(Base):
     tenant_id: Mapped[str | None] = mapped_column(String(191), index=True)
     last_error: Mapped[dict[str, Any] | None] = mapped_column()
     apply_attempts: Mapped[int] = mapped_column(Integer, default=0)
-    # The apply claim (services/apply_claim.py): at most one apply body runs per order at a
+    # The apply claim (services/apply.py): at most one apply body runs per order at a
     # time, and only the run holding the claim records its outcome. NULL when unclaimed; a
     # claim past its expiry has lapsed (its worker died).
     apply_claim: Mapped[str | None] = mapped_column(String(36))

@@ -7,13 +7,13 @@ alone) are the :class:`OrderStore` port, the same shape: chosen once by
 :func:`build_order_store` (:class:`workmanager.db.postgres.control.PostgresOrderStore` on
 PostgreSQL, :class:`workmanager.db.orm_orders.OrmOrderStore` otherwise), asked by the
 services (:class:`~workmanager.services.orders.OrderService`,
-:class:`~workmanager.services.order_admin.OrderAdmin`,
-:class:`~workmanager.services.items.ItemAdmin`,
-:class:`~workmanager.services.executor.ApplyService`,
+:class:`~workmanager.services.admin.OrderAdmin`,
+:class:`~workmanager.services.admin.ItemAdmin`,
+:class:`~workmanager.services.apply.ApplyService`,
 :class:`~workmanager.services.maintenance.Maintenance`, ``Housekeeping``), which keep the
 rules that name an outcome (``_ready``, ``retry_target``, ``refused``, ``retryable``,
 ``droppable``, ``_not_started``, ``_not_recorded``, the apply claim of
-:mod:`workmanager.services.apply_claim`). Orders come back as :class:`OrderRow`, a frozen
+:mod:`workmanager.services.apply`). Orders come back as :class:`OrderRow`, a frozen
 copy of the row; an admin change as :class:`OrderChange`.
 """
 
@@ -271,7 +271,7 @@ class OrderStore(Protocol):
     ) -> tuple[OrderView, ApplyContext] | OrderRow:
         """Claim an approved order for the run ``claim`` and count its attempt: one
         ``UPDATE … WHERE state = 'approved' AND <claimable>`` (the rule of
-        :mod:`workmanager.services.apply_claim`), which is the lock and the check at once —
+        :mod:`workmanager.services.apply`), which is the lock and the check at once —
         it waits for a concurrent run's transaction and re-checks what it committed. Then
         the order is read with its items: the view and context for the hooks. When the
         guard matched nothing (not approved, or another run holds a live claim), nothing is

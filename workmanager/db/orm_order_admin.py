@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import NotFound
 from ..leases.selection import Shape, eligible
-from ..services import apply_claim
+from ..services import apply
 from ..services.context import ServiceContext
 from ..services.parts import REJECTED
 from ..services.transitions import move_item, move_order, record_event, rework_item
@@ -216,7 +216,7 @@ class OrmOrderAdmin:
         return found
 
     def claim_stuck_applies(self, cutoff: datetime, now: datetime) -> list[uuid.UUID]:
-        stuck = Order.state == OrderState.APPROVED.value, apply_claim.claimable(now)
+        stuck = Order.state == OrderState.APPROVED.value, apply.claimable(now)
         return self._claim_stale(cutoff, now, *stuck)
 
     def claim_stuck_auto_approvals(

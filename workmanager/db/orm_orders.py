@@ -7,7 +7,7 @@ PostgreSQL :class:`~workmanager.db.postgres.control.PostgresOrderStore` runs ins
 this one. See :class:`workmanager.db.order_store.OrderStore` for what each method locks and
 what is atomic. The rules that name an outcome are the services' (``OrderService._ready``,
 ``orders.retry_target`` and ``refused``, ``executor._not_started`` and ``_not_recorded``)
-and :mod:`workmanager.services.apply_claim`'s, shared with the PostgreSQL store; a guard
+and :mod:`workmanager.services.apply`'s, shared with the PostgreSQL store; a guard
 that matched nothing returns the order as it is (``OrderChange.done`` False), as there.
 """
 
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from ..diff import Diff
 from ..errors import NotFound
-from ..services import apply_claim
+from ..services import apply
 from ..services.context import ServiceContext
 from ..services.transitions import move_order, record_event
 from ..services.views import order_view
@@ -164,12 +164,12 @@ class OrmOrderStore(OrmOrderAdmin):
             .where(
                 Order.id == order_id,
                 Order.state == OrderState.APPROVED.value,
-                apply_claim.claimable(now),
+                apply.claimable(now),
             )
             .values(
                 apply_attempts=Order.apply_attempts + 1,
                 updated_at=now,
-                **apply_claim.taken(claim, now, self.ctx.settings),
+                **apply.taken(claim, now, self.ctx.settings),
             )
             .returning(Order)
             .execution_options(synchronize_session=False, populate_existing=True)
@@ -203,10 +203,10 @@ class OrmOrderStore(OrmOrderAdmin):
             .where(
                 Order.id == order_id,
                 Order.state == OrderState.APPROVED.value,
-                apply_claim.held_by(claim),
+                apply.held_by(claim),
             )
             .values(
-                **apply_claim.RELEASED,
+                **apply.RELEASED,
                 state=OrderState.COMPLETED.value,
                 diff=data,
                 applied_at=now,

@@ -17,7 +17,14 @@ from sqlalchemy import exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound
-from ..services.transitions import record_event
+from ..services.transitions import (
+    ORDER_FAILS_FROM,
+    clear_lease,
+    decide_ending,
+    move_item,
+    record_event,
+)
+from ..settings import Settings
 from ..state_machine import check_order
 from ..states import HELD_ITEM_STATES, SUBMITTED_ITEM_STATES, ItemState, OrderState
 from ..types import Actor
@@ -166,3 +173,43 @@ def start_order(session: Session, order_id: uuid.UUID, actor: Actor, now: dateti
     ).first()
     if changed is not None:
         record_event(session, order_id, state, actor)
+
+
+def requeue_or_fail(
+    session: Session,
+    settings: Settings,
+    item: Item,
+    actor: Actor,
+    now: datetime,
+    *,
+    event: str,
+    error: dict[str, Any] | None = None,
+    retryable: bool = True,
+) -> bool:
+    """End a held lease as :func:`decide_ending` says: requeue the item with backoff, or
+    fail it (and its order). Returns True when requeued."""
+    clear_lease(item)
+    end = decide_ending(
+        settings, item.attempts, item.max_attempts, now, error=error, retryable=retryable
+    )
+    if end.available_at is not None:
+        item.available_at = end.available_at
+    if end.error is not None:
+        item.error = end.error
+    move_item(session, item, end.state, actor, event=event, payload=end.payload)
+    if end.requeued:
+        # The order stays as it is (SPEC §3.1: expiry and fail change only the item; only
+        # a release by the holder sends the order back to queued).
+        return True
+    order = lock_order_ref(session, item.order_id)
+    if order.state in ORDER_FAILS_FROM:
+        move_order_ref(
+            session,
+            order,
+            OrderState.FAILED,
+            actor,
+            now,
+            payload=end.order_payload(item.id),
+            last_error=end.order_error(item.id),
+        )
+    return False

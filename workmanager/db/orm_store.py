@@ -23,11 +23,9 @@ from ..lease_tokens import Holder, compose, new_secret
 from ..leases.base import CheckoutQuery, Grant
 from ..services.context import ServiceContext
 from ..services.inputs import as_presented
-from ..services.outcomes import ItemOutcome, PartOutcome
 from ..services.parts import add_part, assemble
-from ..services.retries import requeue_or_fail
 from ..services.transitions import clear_lease, move_item, record_event
-from ..services.views import iso, item_dict, item_view
+from ..services.views import ItemOutcome, PartOutcome, iso, item_dict, item_view
 from ..states import ItemState
 from ..types import JSON, Actor, AgentInfo, Lease
 from .models import Item, Order
@@ -37,6 +35,7 @@ from .orm_steps import (
     lock_order_ref,
     maybe_requeue_order,
     maybe_submit_order,
+    requeue_or_fail,
     start_order,
 )
 from .predicates import held

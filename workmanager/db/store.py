@@ -4,7 +4,7 @@
 state change, then reports metrics and announces follow-up work; the store owns how the
 change reaches the database. Every method is one transaction (one round trip where it
 can), returns plain values (a :class:`~workmanager.types.Lease`, an
-:class:`~workmanager.services.outcomes.ItemOutcome`), and ends a lease completely: a
+:class:`~workmanager.services.views.ItemOutcome`), and ends a lease completely: a
 method that ends one also drops the lock store's hold (Redis, memory) once the commit
 succeeded.
 
@@ -43,7 +43,7 @@ backend). What each method locks and what is atomic, for both:
     given back); the order requeued when nothing else is held — atomically.
 ``fail``
     Lock the item, then its order; check the lease; the item requeued with backoff or
-    failed (``services/retries.py decide_ending``, the one rule); the order becomes
+    failed (``services/transitions.py decide_ending``, the one rule); the order becomes
     ``failed`` only when the item does (a fail never requeues the order) — atomically.
 
 The operator's lease actions and the sweep (:mod:`workmanager.services.lease_admin`
@@ -54,7 +54,7 @@ since it was picked (released, regranted: another fence) left alone. What each r
 is the :class:`LeaseChange` of every lease it locked and acted on, the row as locked.
 
 ``reclaim``
-    Each lease ended as an expired one (:func:`~workmanager.services.retries.
+    Each lease ended as an expired one (:func:`~workmanager.services.transitions.
     decide_ending`, the fail's rule: the attempt stays spent, requeued with backoff or
     failed); a failed item's order locked after every item (by id) and failed with it.
     ``expired``: only the leases :func:`dead_or_alive` says are gone; a live lock's
@@ -96,7 +96,7 @@ from . import claims
 if TYPE_CHECKING:
     from ..leases.base import CheckoutQuery, LeaseLock
     from ..services.context import ServiceContext
-    from ..services.outcomes import ItemOutcome, PartOutcome
+    from ..services.views import ItemOutcome, PartOutcome
     from ..types import JSON, Actor, AgentInfo, ItemView, Lease
 
 log = logging.getLogger("workmanager.store")

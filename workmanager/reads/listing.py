@@ -143,7 +143,7 @@ class OrderListing:
     ) -> dict[str, Any]:
         """One page; ``size`` is the default page size of the surface asking (MCP's is
         smaller than HTTP's, as upstream's). ``tenant``: the tenant of a token bound to one
-        (services/tenancy.py), forced beside the query's own filters (a
+        (services/tokens.py), forced beside the query's own filters (a
         ``filter[tenant_id]`` naming another tenant then finds nothing)."""
         query = self.parse(params, size)
         if tenant is not None:

@@ -45,7 +45,7 @@ class Overview:
     def review_queue(self, limit: int = 100, tenant: str | None = None) -> dict[str, Any]:
         """Orders waiting for a person (``submitted``), oldest submission first, with
         their item counts and the agents and models that produced their results; only
-        ``tenant``'s for a token bound to one (services/tenancy.py)."""
+        ``tenant``'s for a token bound to one (services/tokens.py)."""
         waiting = and_(Order.state == OrderState.SUBMITTED.value, *_of_tenant(Order, tenant))
         since = func.coalesce(Order.submitted_at, Order.created_at)
         count = (

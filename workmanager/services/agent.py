@@ -27,8 +27,8 @@ from ..states import ItemState
 from ..types import JSON, AgentInfo, ItemView, Lease
 from .context import ServiceContext
 from .inputs import agent_of, check_error, check_finalize_mode, check_progress, checkout_query
-from .outcomes import ItemOutcome, PartOutcome
 from .parts import check_part_input
+from .views import ItemOutcome, PartOutcome
 
 log = logging.getLogger("workmanager.agent")
 

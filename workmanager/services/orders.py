@@ -35,7 +35,7 @@ from .proposals import (
     is_refused,
     refused_order,
 )
-from .tenancy import checked_tenant
+from .tokens import checked_tenant
 from .views import order_dict
 
 log = logging.getLogger("workmanager.orders")
@@ -76,7 +76,7 @@ class OrderService:
         order_id: uuid.UUID | None = None,
         tenant_id: str | None = None,
     ) -> Proposal:
-        """Validate, create and plan an order (in ``tenant_id``; services/tenancy.py). A
+        """Validate, create and plan an order (in ``tenant_id``; services/tokens.py). A
         known ``dedupe_key`` (or ``order_id``) returns the existing order instead of
         creating a second one, when it has the same type, payload and tenant; otherwise
         :class:`DedupeKeyReused` (nothing is created)."""

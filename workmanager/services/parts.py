@@ -19,9 +19,8 @@ from ..order_types import OrderType
 from ..order_types import Part as PartValue
 from ..settings import Settings
 from ..types import JSON, AgentInfo, ItemView
-from .outcomes import PartOutcome
 from .transitions import record_event
-from .views import iso, item_view, part_dict
+from .views import PartOutcome, iso, item_view, part_dict
 
 VALIDATED, REJECTED = "validated", "rejected"
 

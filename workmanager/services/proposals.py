@@ -7,14 +7,19 @@ it, not stored: both order stores' ``create_order`` (the ORM's in
 :mod:`workmanager.db.orm_orders`, one statement on PostgreSQL in
 :mod:`workmanager.db.postgres.control`) take what it returns. A proposal the worker
 refused is recorded as a ``proposal_refused`` order (:func:`insert_refused`).
+
+:class:`Generator` runs the allocator strategies and proposes what they discover.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..allocators import OrderRequest
 from ..checks import guarded
 from ..db.models import Item, Order
 from ..db.order_store import OrderRow
@@ -26,9 +31,13 @@ from ..schema import validate
 from ..settings import Settings
 from ..states import ItemState, OrderState
 from ..types import JSON, Actor
+from .context import ServiceContext
 from .inputs import require
-from .tenancy import payload_tenant
+from .tokens import payload_tenant
 from .views import order_view
+
+if TYPE_CHECKING:
+    from .orders import OrderService
 
 #: Orders proposed with a dedupe key get the id uuid5(DEDUPE_NAMESPACE, key), so a producer
 #: that enqueues asynchronously knows the id of the (possibly existing) order at once.
@@ -197,3 +206,54 @@ def _storable(value: JSON, max_depth: int) -> bool:
 
 def _storable_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and -(2**31) <= value < 2**31
+
+
+log = logging.getLogger("workmanager.generate")
+
+
+@dataclass
+class GenerateReport:
+    discovered: list[OrderRequest] = field(default_factory=list)
+    created: int = 0
+    existing: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Generator:
+    def __init__(self, ctx: ServiceContext, orders: OrderService) -> None:
+        self.ctx = ctx
+        self.orders = orders
+
+    def run(self, dry_run: bool = False) -> GenerateReport:
+        """Ask each strategy for work; propose it unless ``dry_run``. A failing strategy is
+        logged and skipped, so one bad strategy does not stop the others."""
+        report = GenerateReport()
+        for strategy in self.ctx.registry.allocators():
+            try:
+                requests = strategy.discover()
+            except Exception as exc:
+                log.exception("allocator %s failed", strategy.name)
+                report.errors.append(f"{strategy.name}: {exc}")
+                continue
+            report.discovered.extend(requests)
+            if not dry_run:
+                self._propose(requests, report)
+        return report
+
+    def _propose(self, requests: list[OrderRequest], report: GenerateReport) -> None:
+        for req in requests:
+            try:
+                proposal = self.orders.propose(
+                    req.type,
+                    req.payload,
+                    priority=req.priority,
+                    meta=req.meta,
+                    dedupe_key=req.dedupe_key,
+                )
+            except WorkManagerError as exc:
+                report.errors.append(f"{req.type}: {exc.message}")
+                continue
+            if proposal.created:
+                report.created += 1
+            else:
+                report.existing += 1

@@ -1,14 +1,23 @@
-"""Checked state changes of orders and items; each writes exactly one event."""
+"""Checked state changes of orders and items; each writes exactly one event.
+
+And how an attempt that ended without a result ends the item: requeued with backoff, or
+failed with its order when its attempts are spent (:func:`decide_ending`, the one rule
+both stores write; the ORM's write of it is ``db/orm_steps.requeue_or_fail``).
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from ..db import pending
 from ..db.models import EVENTS_TABLE, Item, Order, utcnow
+from ..settings import Settings
 from ..state_machine import check_item, check_order
 from ..states import ItemState, OrderState
 from ..types import Actor
@@ -100,3 +109,77 @@ def rework_item(session: Session, item: Item, actor: Actor) -> None:
     item.result = item.assembled_result = None
     item.attempts, item.available_at, item.parts_state = 0, None, None
     move_item(session, item, ItemState.QUEUED, actor, event="rework")
+
+
+def backoff(settings: Settings, attempt: int) -> float:
+    """Seconds before a reclaimed item is leasable again: ``base·2^(attempt-1) + U(0, jitter)``."""
+    base = settings.retry_backoff_seconds * 2.0 ** max(attempt - 1, 0)
+    return float(base + random.uniform(0, settings.retry_jitter_seconds))
+
+
+#: The order states an item's failure fails its order from (any other state stays).
+ORDER_FAILS_FROM = (OrderState.QUEUED.value, OrderState.IN_PROGRESS.value)
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a held lease that failed (or expired) ends, decided from the item's attempts
+    alone (:func:`decide_ending`), so every store writes the same thing.
+
+    ``state``: ``queued`` (requeued, leasable again at ``available_at``) or ``failed``;
+    ``error``: the item's error after (``None``: left as it was); ``payload``: the item
+    event's; ``reason``: what a failed item fails its order with (``None`` when requeued).
+    """
+
+    state: str
+    available_at: datetime | None
+    error: dict[str, Any] | None
+    payload: dict[str, Any]
+    reason: dict[str, Any] | None
+
+    @property
+    def requeued(self) -> bool:
+        return self.reason is None
+
+    def order_payload(self, item_id: uuid.UUID) -> dict[str, Any]:
+        """The payload of the order's ``failed`` event."""
+        return {"item_id": str(item_id), "error": self.reason}
+
+    def order_error(self, item_id: uuid.UUID) -> dict[str, Any]:
+        """The order's ``last_error`` when it fails with the item."""
+        assert self.reason is not None
+        return {"item_id": str(item_id), **self.reason}
+
+
+def decide_ending(
+    settings: Settings,
+    attempts: int,
+    max_attempts: int,
+    now: datetime,
+    *,
+    error: dict[str, Any] | None = None,
+    retryable: bool = True,
+) -> Ending:
+    """Requeue with backoff, or fail: the item's attempts were counted at grant time;
+    when they are spent (or ``retryable`` is false) the item fails (and its order, when
+    in :data:`ORDER_FAILS_FROM`)."""
+    counted: dict[str, Any] = {"attempts": attempts, "max_attempts": max_attempts}
+    if retryable and attempts < max_attempts:
+        return Ending(
+            ItemState.QUEUED.value,
+            now + timedelta(seconds=backoff(settings, attempts)),
+            error,
+            {**counted, "outcome": "requeued", "error": error},
+            None,
+        )
+    reason = error or {
+        "code": "max_attempts_exceeded",
+        "message": f"attempts spent ({attempts}/{max_attempts})",
+    }
+    return Ending(
+        ItemState.FAILED.value,
+        None,
+        reason,
+        {**counted, "outcome": "failed", "error": reason},
+        reason,
+    )

@@ -1,11 +1,14 @@
-"""Snapshots of rows for hooks (ItemView/OrderView) and JSON shapes for the adapters."""
+"""Snapshots of rows for hooks (ItemView/OrderView), JSON shapes for the adapters, and
+what the agent API returns: the item after a call, and a stored part."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..db.models import Event, Item, Order
+from ..errors import ValidationFailed
 from ..types import ItemView, OrderView
 
 if TYPE_CHECKING:
@@ -127,3 +130,24 @@ def event_dict(event: Event) -> dict[str, Any]:
         "message": event.message,
         "created_at": iso(event.created_at),
     }
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    """The item after an agent call, and its order's state."""
+
+    item: dict[str, Any]
+    order_state: str
+    order_submitted: bool = False
+
+
+@dataclass(frozen=True)
+class PartOutcome:
+    """A stored part and the item's parts state. ``rejected``: the part failed validation
+    and was stored ``rejected``; the agent API raises it once that is committed."""
+
+    part: dict[str, Any]
+    parts_state: dict[str, Any]
+    required: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    rejected: ValidationFailed | None = None

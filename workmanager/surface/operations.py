@@ -20,7 +20,7 @@ from ..errors import NoItemsAvailable, NotFound, Unavailable, ValidationFailed
 from ..lease_tokens import Holder
 from ..reads.listing import OrderListing
 from ..services.lease_admin import LeaseAdmin, LeaseSelector
-from ..services.tenancy import (
+from ..services.tokens import (
     checkout_tenant,
     item_visible,
     proposal_tenant,
@@ -125,7 +125,7 @@ class Operations:
         caller.principal.require("view")
         return 200, self.listing.list(params, size, tenant=caller.principal.tenant_id)
 
-    # --- ids, through the caller's tenant (services/tenancy.py) -------------------------
+    # --- ids, through the caller's tenant (services/tokens.py) -------------------------
     def order_id(self, caller: Caller, order_id: str | uuid.UUID) -> uuid.UUID:
         """A path's order id, parsed, and (for a token bound to a tenant) in its tenant:
         another tenant's order is a 404, as an unknown one."""

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..services.outcomes import ItemOutcome, PartOutcome
-from ..services.views import iso
+from ..services.views import ItemOutcome, PartOutcome, iso
 from ..types import Lease
 
 

@@ -6,7 +6,7 @@ in id order, those still held under the lease picked (:data:`HELD_LOCKED`; ``SKI
 LOCKED`` for the sweep); then, decided in Python from the locked rows, the batch's writes
 and ``COMMIT`` in one pipeline.
 
-* **reclaim** — each ending decided by :func:`~workmanager.services.retries.decide_ending`
+* **reclaim** — each ending decided by :func:`~workmanager.services.transitions.decide_ending`
   (the agent's fail's rule), written by one statement (:data:`RECLAIM_SQL`); with
   ``expired``, only the leases :func:`~workmanager.db.store.dead_or_alive` says are gone,
   the live locks' time written to their rows first (:data:`REFRESH_SQL`).
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from ...services.retries import ORDER_FAILS_FROM, decide_ending
+from ...services.transitions import ORDER_FAILS_FROM, decide_ending
 from ...services.views import iso
 from ...types import Actor
 from ..raw import Conn

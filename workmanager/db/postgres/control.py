@@ -47,7 +47,7 @@ from psycopg.types.json import Jsonb
 
 from ...diff import Diff
 from ...errors import NotFound
-from ...services import apply_claim
+from ...services import apply
 from ...services.context import ServiceContext
 from ...state_machine import check_item, check_order
 from ...states import ItemState, OrderState
@@ -234,7 +234,7 @@ class PostgresOrderStore(PostgresOrderAdmin):
             "order": order_id,
             "now": now,
             "claim": claim,
-            "claim_expires": now + apply_claim.lifetime(self.ctx.settings),
+            "claim_expires": now + apply.lifetime(self.ctx.settings),
         }
         found = self.raw.run(
             lambda conn: rows.write(conn, _START_APPLY, values, {}) or rows.read(conn, order_id)

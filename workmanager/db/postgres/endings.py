@@ -1,7 +1,7 @@
 """PostgreSQL's release and fail (for :class:`.leases.PostgresStore`).
 
 The rule is the services' (one home): what a failed lease becomes is
-:func:`workmanager.services.retries.decide_ending`. Python decides from the item row; the
+:func:`workmanager.services.transitions.decide_ending`. Python decides from the item row; the
 statements of :mod:`.sql` only write what was decided. The guarded statement and the
 locked read are :mod:`.guarded`'s; submit_part and finalize are :mod:`.parts`'.
 
@@ -31,9 +31,8 @@ from psycopg.types.json import Jsonb
 from ...errors import ValidationFailed
 from ...lease_tokens import Holder
 from ...services.inputs import as_presented
-from ...services.outcomes import ItemOutcome
-from ...services.retries import ORDER_FAILS_FROM, Ending, decide_ending
-from ...services.views import item_dict
+from ...services.transitions import ORDER_FAILS_FROM, Ending, decide_ending
+from ...services.views import ItemOutcome, item_dict
 from ...types import JSON, AgentInfo, Lease
 from .. import claims
 from ..raw import Conn

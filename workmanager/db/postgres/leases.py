@@ -37,8 +37,7 @@ from ...leases import limits
 from ...leases.base import CheckoutQuery, LeaseLock
 from ...services.context import ServiceContext
 from ...services.inputs import as_presented
-from ...services.outcomes import ItemOutcome, PartOutcome
-from ...services.views import item_view
+from ...services.views import ItemOutcome, PartOutcome, item_view
 from ...types import JSON, AgentInfo, Lease
 from .. import claims
 from ..raw import Conn

@@ -41,7 +41,6 @@ from psycopg.types.json import Jsonb
 from ...errors import LeaseConflict, ValidationFailed
 from ...order_types import Part as PartValue
 from ...services.inputs import as_presented
-from ...services.outcomes import ItemOutcome, PartOutcome
 from ...services.parts import (
     assemble_parts,
     check_room,
@@ -51,7 +50,7 @@ from ...services.parts import (
     rejection_errors,
     required_of,
 )
-from ...services.views import item_view, part_dict
+from ...services.views import ItemOutcome, PartOutcome, item_view, part_dict
 from ...state_machine import check_item, check_order
 from ...states import ItemState, OrderState
 from ...types import JSON, AgentInfo, ItemView, Lease

@@ -18,8 +18,7 @@ from ...errors import ValidationFailed, WorkManagerError
 from ...leases.base import LeaseLock
 from ...services.context import ServiceContext
 from ...services.inputs import as_presented
-from ...services.outcomes import ItemOutcome
-from ...services.views import item_dict, item_view
+from ...services.views import ItemOutcome, item_dict, item_view
 from ...state_machine import check_item, check_order
 from ...states import ItemState, OrderState
 from ...types import JSON, AgentInfo, ItemView, Lease

@@ -693,7 +693,7 @@ RETURNING w.id
 
 -- name: apply_claimable
 -- An order an apply run may claim: approved, its apply claim free or lapsed (the rule of
--- services/apply_claim.py, PostgreSQL's one copy): start_apply's guard, and claim_stale's
+-- services/apply.py, PostgreSQL's one copy): start_apply's guard, and claim_stale's
 -- stuck applies.
 o.state = 'approved' AND (o.apply_claim IS NULL OR o.apply_claim_expires_at <= %(now)s)
 
