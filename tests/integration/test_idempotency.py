@@ -21,7 +21,9 @@ from workmanager.db.postgres.leases import PostgresStore
 from workmanager.errors import (
     IdempotencyInFlight,
     IdempotencyKeyReused,
+    IllegalStateTransition,
     LeaseConflict,
+    LeaseExpired,
     Unavailable,
     ValidationFailed,
 )
@@ -613,3 +615,101 @@ def test_a_stored_checkout_answer_keeps_the_lease_secret_sealed(wm: WorkManager)
     )
     again = wm.idempotency.once(caller(), "checkout", "", "ck", {}, checkout)
     assert isinstance(again, Replay) and again.body["item"]["lease_token"] == token
+
+
+#: What the request that lost the race may answer: its key was taken over (409 in
+#: flight), the retry found the key committed (a replay), or the retry's call ended the
+#: lease first (the lease is checked before the key, on both stores: a 409 saying the
+#: lease expired or the item has moved on).
+LOSERS = (IdempotencyInFlight, Replay, LeaseExpired, IllegalStateTransition)
+
+
+def _race(wm: WorkManager, call: str, round_: int, late: threading.local) -> dict[str, Any]:
+    """One round: a keyed lease call and its retry, which takes the key over (its clock
+    is past the in-flight lock), released together from a barrier once the first holds
+    the key; each thread's outcome (an answer, a replay or an error) by name."""
+    ops, item_id, token = _leased(wm)
+    run = LEASE_CALLS[call](ops, item_id, token)
+    barrier = threading.Barrier(2, timeout=30)
+    results: dict[str, Any] = {"item_id": item_id}
+
+    def first(c: Caller) -> Answer:
+        barrier.wait()  # the key is claimed: the retry may now take it over
+        if round_ % 3 == 1:
+            time.sleep(0.002)  # let the takeover win some rounds
+        return run(c)
+
+    def request(name: str, operation: Callable[[Caller], Answer], retry: bool) -> None:
+        late.on = retry
+        if retry:
+            barrier.wait()
+            if round_ % 3 == 2:
+                time.sleep(0.002)  # let the statement win some rounds
+        try:
+            results[name] = wm.idempotency.once(
+                caller(), call, item_id, f"race-{round_}", {}, operation, token
+            )
+        except Exception as exc:  # asserted by the test
+            results[name] = exc
+
+    threads = [
+        threading.Thread(target=request, args=("first", first, False)),
+        threading.Thread(target=request, args=("retry", run, True)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
+@pytest.mark.parametrize("call", sorted(LEASE_CALLS))
+def test_a_keyed_lease_call_racing_its_key_taken_over_commits_once(
+    make_wm: Callable[..., WorkManager], call: str
+) -> None:
+    """The race the sequential test above cannot show: a request's one statement and a
+    retry of it that takes its key over (the in-flight lock ran out, as the retry's clock
+    sees it) run at the same time, many rounds. Whichever way a round falls — the takeover
+    before the statement (the statement's key guard matches nothing) or the statement's
+    lock on the key first (the retry finds the key committed) — exactly one of the two
+    writes, and it writes what one call writes alone."""
+    wm = make_wm(
+        db="postgres",
+        backend="database",
+        registry=Registry([Simple()]),
+        lease_ttl_seconds=3600,  # the lease outlives the retry's later clock
+    )
+    start = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    late = threading.local()
+
+    def clock() -> datetime:
+        return start + IN_FLIGHT_LOCK * 1.1 if getattr(late, "on", False) else start
+
+    wm.ctx.clock = clock
+
+    def events_of(item_id: str) -> list[str]:
+        """The item's events from its last lease on (a released item may be leased again
+        by a later round's checkout)."""
+        with wm.db.transaction() as s:
+            query = select(Event.event).where(Event.item_id == uuid.UUID(item_id))
+            events = list(s.scalars(query.order_by(Event.id)))
+        return events[len(events) - events[::-1].index("leased") - 1 :]
+
+    ops, item_id, token = _leased(wm)  # what one call writes, alone
+    run = LEASE_CALLS[call](ops, item_id, token)
+    alone = wm.idempotency.once(caller(), call, item_id, "alone", {}, run, token)
+    assert isinstance(alone, tuple) and alone[0] < 400, alone
+    expected = events_of(item_id)
+    seen: list[str] = []
+    for round_ in range(12):
+        results = _race(wm, call, round_, late)
+        item_id = results.pop("item_id")
+        answers = [r for r in results.values() if isinstance(r, tuple)]
+        losers = [r for r in results.values() if not isinstance(r, tuple)]
+        assert len(answers) == 1 and answers[0][0] < 400, results
+        assert len(losers) == 1 and isinstance(losers[0], LOSERS), results
+        seen.append(type(losers[0]).__name__)
+        assert events_of(item_id) == expected, results
+        with wm.db.engine.begin() as conn:  # the next round's key starts afresh
+            conn.execute(IdempotencyKey.__table__.delete())
+    assert len(seen) == 12, seen
