@@ -36,7 +36,7 @@ from ..order_store import ItemRetryCheck, OrderChange, OrderRow, RetryCheck
 from ..raw import Conn, RawPostgres
 from ..sql import queries
 from . import order_rows as rows
-from .sql import LOCK_ITEM, eligible_where
+from .sql import ITEM_COLUMNS_SQL, LOCK_ITEM, eligible_where
 from .values import item_of_row
 
 
@@ -247,7 +247,7 @@ _LOCK_ITEM_ORDER = queries.template("lock_item_order", order_columns=rows.ORDER_
 _OTHER_FAILED = queries.text("other_failed_items")
 _RETRY_ITEM = "\n" + queries.template(
     "retry_item",
-    item_columns=rows.ITEM_COLUMNS,
+    item_columns=ITEM_COLUMNS_SQL,
     event_columns=rows.EVENT_COLUMNS,
     returned_events=rows.RETURNED_EVENTS,
     events_column=rows.EVENTS_COLUMN,

@@ -26,10 +26,11 @@ from ... import events
 from ...errors import NotFound
 from ...types import ItemView, OrderView
 from .. import claims
-from ..models import PROVENANCE_TABLE, Item
+from ..models import PROVENANCE_TABLE
 from ..order_store import ORDER_ROW_FIELDS, OrderRow
 from ..raw import AuditColumns, Conn, utc_row
 from ..sql import queries
+from .sql import ITEM_COLUMNS_SQL
 from .values import check_mark
 
 
@@ -176,7 +177,6 @@ def item_view(r: dict[str, Any], prefix: str = "", order_id: uuid.UUID | None = 
 
 #: The columns an :class:`OrderRow` holds (every column of ``work_orders``).
 ORDER_COLUMNS = ", ".join(ORDER_ROW_FIELDS)
-ITEM_COLUMNS = ", ".join(c.name for c in Item.__table__.columns)
 PROVENANCE = AuditColumns(PROVENANCE_TABLE)
 
 #: What each writing statement returns of the events it inserted, in the order written.
@@ -208,5 +208,5 @@ def statement(name: str, provenance: bool | None = None) -> str:
 
 #: The order locked as ``lock_order`` locks it, then its items as ``Order.items`` reads them.
 LOCK_ORDER = queries.template("lock_order", order_columns=ORDER_COLUMNS)
-ORDER_ITEMS = queries.template("order_items", item_columns=ITEM_COLUMNS)
+ORDER_ITEMS = queries.template("order_items", item_columns=ITEM_COLUMNS_SQL)
 READ_ORDER = queries.template("read_order", order_columns=ORDER_COLUMNS)

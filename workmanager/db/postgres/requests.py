@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 from ..raw import RawPostgres, utc_row
 from ..request_store import ClaimId, KeyRow, LeaseRow, TokenRow, lease_row
 from ..sql import queries
-from .sql import ITEM_COLUMNS_SQL
+from .sql import ITEM_COLUMNS, ITEM_COLUMNS_SQL
 from .values import item_of_row
 
 TOKEN = queries.text("token_by_digest")
@@ -24,6 +24,11 @@ EXISTING_KEY = queries.text("existing_key")
 COMPLETE_KEY = queries.text("complete_key")
 ABANDON_KEY = queries.text("abandon_key")
 LEASE_ROW = queries.template("lease_row", item_columns=ITEM_COLUMNS_SQL)
+CLAIM_KEY_READING = queries.template(
+    "claim_key_reading",
+    claim_key=CLAIM_KEY,
+    item_columns=", ".join(f"work_items.{column}" for column in ITEM_COLUMNS),
+)
 
 
 def _claim(claim: ClaimId) -> dict[str, Any]:
@@ -56,16 +61,13 @@ class PostgresRequestStore:
     def claim_key_reading(
         self, values: dict[str, Any], item_id: uuid.UUID
     ) -> tuple[int | None, LeaseRow | None]:
-        """Both statements in one pipeline: one round trip, each its own transaction."""
-        with self.raw.connection() as conn:
-            claimed = conn.cursor(row_factory=dict_row)
-            read = conn.cursor(row_factory=dict_row)
-            with conn.pipeline():
-                claimed.execute(CLAIM_KEY, values, prepare=True)
-                read.execute(LEASE_ROW, {"id": item_id}, prepare=True)
-            found, row = claimed.fetchone(), read.fetchone()
-        claim = int(found["id"]) if found is not None else None
-        return claim, (lease_row(item_of_row(row)) if row is not None else None)
+        """One statement (``claim_key_reading``): one round trip, without a pipeline's
+        Python (a pipeline of the two statements cost ~0.1 ms more of a request's CPU)."""
+        found = self._one(CLAIM_KEY_READING, values | {"item_id": item_id})
+        assert found is not None  # the statement always answers one row
+        claim = found.pop("claim_id")
+        read = lease_row(item_of_row(found)) if found["id"] is not None else None
+        return (int(claim) if claim is not None else None), read
 
     def existing_key(self, key_hash: str, now: datetime) -> KeyRow | None:
         found = self._one(EXISTING_KEY, {"key_hash": key_hash, "now": now})

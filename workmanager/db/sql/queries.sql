@@ -796,6 +796,15 @@ DELETE FROM work_idempotency_keys
 -- (the view the lease carries; the store's guarded write checks the row is unchanged).
 SELECT {item_columns} FROM work_items WHERE id = %(id)s
 
+-- name: claim_key_reading
+-- A keyed lease call's first statement: claim_key ({claim_key}) and the lease_row of the
+-- item the call presents, in one statement (one round trip, one transaction): the claim's
+-- id (NULL when the key has a row) and the item's columns (all NULL when there is no such
+-- item). The read locks nothing and sees the item as committed before the statement.
+WITH claimed AS ({claim_key})
+SELECT (SELECT id FROM claimed) AS claim_id, {item_columns}
+  FROM (SELECT 1 AS one) AS one LEFT JOIN work_items ON work_items.id = %(item_id)s
+
 -- name: rate_take
 -- One token taken from a bucket refilled at %(rate)s a second up to %(capacity)s, created
 -- full: the tokens left (below zero: there was none). {now}: the clock in epoch seconds;
