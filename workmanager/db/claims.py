@@ -39,12 +39,18 @@ _MARKING = "workmanager.claim_marking"
 
 @dataclass
 class ActiveClaim:
-    """The key row this context's operation holds; ``marked`` once a commit carried it.
-    ``ident`` is the row's ``(key_hash, id, created_at)``, for SQL sent without the ORM."""
+    """The key row this context's operation holds, by ``ident`` (``(key_hash, id,
+    created_at)``, what SQL sent without the ORM names it by); ``marked`` once a commit
+    carried it."""
 
-    row: ColumnElement[bool]
+    ident: tuple[str, int, datetime]
     marked: bool = False
-    ident: tuple[str, int, datetime] | None = None
+
+    @property
+    def row(self) -> ColumnElement[bool]:
+        """The ORM's condition that picks the row (:func:`row_of`), built only when the
+        ORM marks it: a keyed call on PostgreSQL's statements never needs it."""
+        return row_of(*self.ident)
 
 
 _ACTIVE: ContextVar[ActiveClaim | None] = ContextVar("workmanager_claim", default=None)
@@ -60,11 +66,9 @@ def row_of(key_hash: str, row_id: int, claimed_at: datetime) -> ColumnElement[bo
 
 
 @contextmanager
-def holding(
-    row: ColumnElement[bool], ident: tuple[str, int, datetime] | None = None
-) -> Iterator[ActiveClaim]:
-    """Make the claim whose key row ``row`` picks the active one for the block."""
-    claim = ActiveClaim(row, ident=ident)
+def holding(ident: tuple[str, int, datetime]) -> Iterator[ActiveClaim]:
+    """Make the claim of the key row ``ident`` names the active one for the block."""
+    claim = ActiveClaim(ident)
     token = _ACTIVE.set(claim)
     try:
         yield claim
@@ -102,7 +106,6 @@ def claim_params(claim: ActiveClaim | None) -> dict[str, Any]:
     a claim."""
     if claim is None:
         return {}
-    assert claim.ident is not None
     key_hash, row_id, claimed_at = claim.ident
     return {"claim_id": row_id, "claim_hash": key_hash, "claim_at": claimed_at}
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import ColumnElement, delete
+from sqlalchemy import delete
 
 from ..db import claims
 from ..db.models import IdempotencyKey
@@ -115,10 +115,6 @@ class Claim(NamedTuple):
     key_hash: str
     row_id: int
     claimed_at: datetime
-
-    def rows(self) -> ColumnElement[bool]:
-        """The condition that picks this claim's row, and no later one of its key."""
-        return claims.row_of(self.key_hash, self.row_id, self.claimed_at)
 
 
 def _lease_item(target: str) -> uuid.UUID | None:
@@ -252,7 +248,7 @@ class IdempotencyService:
             return Replay(claim.status, sealed_lease(claim.body, key, open_=True))
         agent = dataclasses.replace(caller.agent, idempotency_key_hash=claim.key_hash)
         try:
-            with claims.holding(claim.rows(), claim) as active:
+            with claims.holding(claim) as active:
                 status, payload = operation(dataclasses.replace(caller, agent=agent, read=read))
         except WorkManagerError as exc:
             if active.marked and exc.http_status < 500:
