@@ -1,4 +1,5 @@
-"""HTTP figures: checkout and submit through a real ``workmanager serve``, beside /healthz.
+"""HTTP figures: checkout, heartbeat and submit through a real ``workmanager serve``,
+beside /healthz.
 
     python -m bench.http [--clients 16] [--items 3200] [--backend database|redis] [--rounds 3]
 
@@ -6,11 +7,12 @@ Starts the API server (uvicorn, one process) on its own PostgreSQL database
 (``wm_bench_http``), seeds queued items, then drives it with 16 concurrent keep-alive
 clients: first ``GET /healthz`` (the trivial endpoint: the floor of this server, this
 client and this machine), then ``POST /checkout`` until the items run out, then
-``POST /items/{id}/submit`` for every lease. Prints requests/s and p50/p99 of each, the
-ratio to /healthz and the server process's CPU time per request (a figure that other load
-on the machine moves less than the rates), for each round (a fresh database and server),
-then the spread of the ratios over the rounds. A benchmark: it measures, it does not
-assert.
+``POST /items/{id}/heartbeat`` once per lease (no key, no progress: what an agent sends
+most), then ``POST /items/{id}/submit`` (with an idempotency key) for every lease.
+Prints requests/s and p50/p99 of each, the ratio to /healthz and the server process's
+CPU time per request (a figure that other load on the machine moves less than the
+rates), for each round (a fresh database and server), then the spread of the ratios over
+the rounds. A benchmark: it measures, it does not assert.
 """
 
 from __future__ import annotations
@@ -196,6 +198,14 @@ def measure(
         leases[i] = (item["id"], str(item["lease_token"]))
         return True
 
+    def heartbeat(c: httpx.Client, i: int) -> bool:
+        if i not in leases:
+            return False
+        item_id, lease_token = leases[i]
+        headers = {"X-Lease-Token": lease_token}
+        r = c.post(f"{PREFIX}/items/{item_id}/heartbeat", json={}, headers=headers)
+        return r.status_code == 200
+
     def submit(c: httpx.Client, i: int) -> bool:
         if i not in leases:
             return False
@@ -207,6 +217,7 @@ def measure(
 
     out = {"healthz": run_phase(base, token, clients, per_client, healthz, pid)}
     out["checkout"] = run_phase(base, token, clients, per_client, checkout, pid)
+    out["heartbeat"] = run_phase(base, token, clients, per_client, heartbeat, pid)
     out["submit"] = run_phase(base, token, clients, per_client, submit, pid)
     return out
 
@@ -231,7 +242,7 @@ def report(figures: dict[str, dict[str, Any]], clients: int, backend: str) -> No
 def spread(rounds: list[dict[str, dict[str, Any]]]) -> None:
     """Each endpoint's ratio to /healthz (and server CPU per request) over the rounds."""
     print(f"over {len(rounds)} rounds (min / median / max):")
-    for name in ("checkout", "submit"):
+    for name in ("checkout", "heartbeat", "submit"):
         ratios = sorted(r[name]["req_per_s"] / r["healthz"]["req_per_s"] for r in rounds)
         cpus = sorted(r[name]["server_cpu_ms"] or 0.0 for r in rounds)
         mid = len(rounds) // 2

@@ -99,3 +99,38 @@ def test_an_ended_lease_is_refused_as_a_lease_error_first(wm: WorkManager, call:
     assert answer.status_code == 409, answer.text
     assert answer.json()["error"]["code"] == "lease_expired", answer.text
     assert wm.queries.item(uuid.UUID(item["id"]))["state"] == "queued"
+
+
+@pytest.mark.parametrize("call", sorted(CALLS))
+def test_an_http_lease_call_reads_its_lease_with_its_token(
+    make_wm: Any, monkeypatch: pytest.MonkeyPatch, call: str
+) -> None:
+    """With authentication on, a lease call's token and the lease it presents are read in
+    one statement (``token_reading``): an unkeyed heartbeat is two round trips with its
+    write, and a keyed call's claim reads no lease again. A revoked token is still
+    refused on the next request."""
+    from workmanager.services.tokens import TokenService
+
+    wm = make_wm(db="postgres", backend="database", registry=Registry([Simple()]))
+    tokens = TokenService(wm.ctx)
+    secret, _ = tokens.create("agent-token", ["checkout", "submit"], agent_id="agent-1")
+    client = TestClient(create_app(wm), headers={"Authorization": f"Bearer {secret}"})
+    wm.orders.propose("test.simple", {})
+    item = client.post(PREFIX + "/checkout", json={}).json()["item"]
+    path, body, status, state = CALLS[call]
+    url, lease = f"{PREFIX}/items/{item['id']}", {"X-Lease-Token": str(item["lease_token"])}
+    read_alone: list[int] = []
+    monkeypatch.setattr(
+        PostgresRequestStore, "lease_row", lambda *_: read_alone.append(1)
+    )  # reading the lease on its own is seen
+    beat = client.post(url + "/heartbeat", json={}, headers=lease)
+    assert beat.status_code == 200, beat.text
+    keyed = lease | {"X-Idempotency-Key": "k1"}
+    answer = client.post(f"{url}/{path}", json=body, headers=keyed)
+    assert answer.status_code == status, answer.text
+    assert read_alone == []
+    beaten = "in_progress" if state == "leased" else state  # a part leaves it as the beat did
+    assert wm.queries.item(uuid.UUID(item["id"]))["state"] == beaten
+    tokens.revoke("agent-token")
+    refused = client.post(url + "/heartbeat", json={}, headers=lease)
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthenticated"

@@ -123,3 +123,23 @@ def test_a_key_is_claimed_with_the_lease_it_presents_read(make_wm: Any, database
     claimed, missing = store.claim_key_reading(row("k2"), uuid.uuid4())
     assert claimed is not None and missing is None
     assert store.existing_key("k2", NOW) == KeyRow("fp", "in_flight", None, None)
+
+
+def test_a_token_is_read_with_the_lease_it_presents(make_wm: Any, database: str) -> None:
+    """``token_reading``: the token as ``token`` reads it and the item's row as
+    ``lease_row`` reads it, each ``None`` on its own when missing."""
+    from workmanager.services.tokens import TokenService, hash_token
+
+    wm = make_wm(db=database, backend="database", registry=Registry([Simple()]))
+    store = build_request_store(wm.db)
+    secret, _ = TokenService(wm.ctx).create("reader", ["checkout"], agent_id="agent-1")
+    digest = hash_token(secret)
+    wm.orders.propose("test.simple", {})
+    lease = wm.agent.checkout("agent-1")
+    assert lease is not None
+    token, read = store.token_reading(digest, None, lease.item_id)
+    assert token is not None and token == store.token(digest, None)
+    assert token.name == "reader" and token.agent_id == "agent-1" and token.tenant_id is None
+    assert read is not None and read == store.lease_row(lease.item_id)
+    assert store.token_reading(digest, None, uuid.uuid4()) == (token, None)
+    assert store.token_reading(hash_token("wm_unknown"), None, lease.item_id) == (None, read)

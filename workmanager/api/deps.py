@@ -8,6 +8,7 @@ principal when ``WORK_MANAGER_AUTH=none``), checks the scope, and builds the age
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -15,6 +16,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from ..container import WorkManager
+from ..db.request_store import LeaseRow
 from ..services.tokens import ANONYMOUS, Principal, TokenService
 from ..surface.callers import AgentMetadata, Caller, build_caller
 from ..surface.operations import Operations
@@ -46,6 +48,27 @@ def principal(request: Request) -> Principal:
     if not api.auth_enabled:
         return ANONYMOUS
     return api.tokens.authenticate(bearer(request), request.headers.get("x-agent-id"))
+
+
+def principal_reading(
+    request: Request, item_id: uuid.UUID | None
+) -> tuple[Principal, LeaseRow | None]:
+    """:func:`principal`, and for a lease call (``item_id``, authentication on) the row of
+    the item it presents, read with the token in one round trip."""
+    api = state(request)
+    if not api.auth_enabled or item_id is None:
+        return principal(request), None
+    claimed = request.headers.get("x-agent-id")
+    return api.tokens.authenticate_reading(bearer(request), claimed, item_id)
+
+
+def lease_item(item_id: str | None) -> uuid.UUID | None:
+    """The item id a lease route's path names, when it is one (a malformed id is refused
+    by the operation, after authentication)."""
+    try:
+        return uuid.UUID(item_id) if item_id else None
+    except ValueError:
+        return None
 
 
 #: Headers a provenance enricher never sees (credentials).
@@ -81,15 +104,16 @@ class Auth:
     request: Request
     scope: str
 
-    def caller(self) -> Caller:
+    def caller(self, lease_item_id: str | None = None) -> Caller:
         """The authenticated caller, refused with 401/403 unless its token is good, holds
         the scope and may act as the agent it names, with 400 for bad agent metadata and
         with 429 ``rate_limited`` past the API request rate limits (per agent, per tenant
-        of the token; ``workmanager/ratelimit/``)."""
+        of the token; ``workmanager/ratelimit/``). ``lease_item_id``: the item a lease
+        call presents, read with the token (``Caller.read``)."""
         request = self.request
-        who = principal(request)
+        who, read = principal_reading(request, lease_item(lease_item_id))
         who.require(self.scope)
-        caller = build_caller(who, metadata(request))
+        caller = build_caller(who, metadata(request), read=read)
         state(request).wm.limits.request(caller.agent.id, who.tenant_id)
         return caller
 

@@ -37,6 +37,11 @@ class OrmRequestStore:
             found = s.execute(_TOKEN, {"digest": digest, "claimed": claimed}).first()
         return TokenRow._make(found) if found is not None else None
 
+    def token_reading(
+        self, digest: str, claimed: str | None, item_id: uuid.UUID
+    ) -> tuple[TokenRow | None, LeaseRow | None]:
+        return self.token(digest, claimed), self.lease_row(item_id)
+
     def touch_token(self, digest: str, now: datetime) -> None:
         with self.db.transaction() as s:
             s.execute(

@@ -85,6 +85,14 @@ class RequestStore(Protocol):
         next request on, in every process."""
         ...
 
+    def token_reading(
+        self, digest: str, claimed: str | None, item_id: uuid.UUID
+    ) -> tuple[TokenRow | None, LeaseRow | None]:
+        """:meth:`token`, and :meth:`lease_row` of ``item_id`` with it (in the same round
+        trip where the database allows): a lease call's token and the lease it presents.
+        The caller discards the row when the token is refused."""
+        ...
+
     def touch_token(self, digest: str, now: datetime) -> None:
         """The token's ``last_used_at`` = ``now``."""
         ...

@@ -243,7 +243,10 @@ class IdempotencyService:
         if caller.agent.id is not None:
             scope += "\x1f" + caller.agent.id
         reads = _lease_item(target) if lease_token else None
+        if reads is not None and caller.read is not None and caller.read.item.id == reads:
+            reads = None  # read with the token already
         claim, read = self.begin(endpoint, target, scope, key, body, lease_token, reads)
+        read = read if read is not None else caller.read
         if isinstance(claim, Replay):
             return Replay(claim.status, sealed_lease(claim.body, key, open_=True))
         agent = dataclasses.replace(caller.agent, idempotency_key_hash=claim.key_hash)

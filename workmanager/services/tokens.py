@@ -35,7 +35,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from ..db.models import ApiToken, Item, Order
-from ..db.request_store import build_request_store
+from ..db.request_store import LeaseRow, TokenRow, build_request_store
 from ..db.session import Database
 from ..errors import Forbidden, NotFound, Unauthenticated, ValidationFailed
 from .context import ServiceContext
@@ -157,10 +157,20 @@ class TokenService:
         names no agent acts as its own name (:func:`~.callers.resolve_agent_id`), so that
         name is checked the same way. A bound token naming another agent is refused by
         :func:`~.callers.resolve_agent_id`."""
-        if not token:
-            raise Unauthenticated("a bearer token is required")
-        digest = hash_token(token)
-        row = self.store.token(digest, claimed_agent)
+        digest = _digest(token)
+        return self._principal(digest, self.store.token(digest, claimed_agent), claimed_agent)
+
+    def authenticate_reading(
+        self, token: str | None, claimed_agent: str | None, item_id: uuid.UUID
+    ) -> tuple[Principal, LeaseRow | None]:
+        """:meth:`authenticate`, and the row of the item whose lease the request presents,
+        read in the same round trip (``RequestStore.token_reading``): a lease call's first
+        two reads as one. Nothing of the row is used unless the token is accepted."""
+        digest = _digest(token)
+        row, read = self.store.token_reading(digest, claimed_agent, item_id)
+        return self._principal(digest, row, claimed_agent), read
+
+    def _principal(self, digest: str, row: TokenRow | None, claimed_agent: str | None) -> Principal:
         # The lookup is by digest; compare again in constant time so no branch depends
         # on how much of a near-miss matched.
         if row is None or not hmac.compare_digest(row.token_hash, digest):
@@ -178,6 +188,13 @@ class TokenService:
             self.store.touch_token(digest, now)
         scopes = frozenset(row.scopes or ())
         return Principal(row.name, row.agent_id, scopes, row.tenant_id)
+
+
+def _digest(token: str | None) -> str:
+    """The stored form of a presented token; :class:`Unauthenticated` when none is."""
+    if not token:
+        raise Unauthenticated("a bearer token is required")
+    return hash_token(token)
 
 
 MAX_TENANT_LENGTH = 191

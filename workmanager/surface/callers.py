@@ -44,8 +44,9 @@ class Caller:
 
     principal: Principal
     agent: AgentInfo
-    #: The row of the item whose lease the request presents, read with its idempotency
-    #: key's claim in the same round trip (``IdempotencyService.once``); ``None`` when not.
+    #: The row of the item whose lease the request presents, read in the same round trip
+    #: as its token (``TokenService.authenticate_reading``) or its idempotency key's
+    #: claim (``IdempotencyService.once``); ``None`` when not.
     read: LeaseRow | None = None
 
 
@@ -82,9 +83,13 @@ def _check(meta: AgentMetadata) -> None:
 
 
 def build_caller(
-    principal: Principal, meta: AgentMetadata, idempotency_key_hash: str | None = None
+    principal: Principal,
+    meta: AgentMetadata,
+    idempotency_key_hash: str | None = None,
+    read: LeaseRow | None = None,
 ) -> Caller:
-    """Check the metadata and build the :class:`AgentInfo` recorded in provenance."""
+    """Check the metadata and build the :class:`AgentInfo` recorded in provenance
+    (``read``: the presented lease's row, read with the token)."""
     _check(meta)
     agent = AgentInfo(
         id=resolve_agent_id(principal, meta.agent_id),
@@ -101,4 +106,4 @@ def build_caller(
         headers=meta.headers,
         self_named=principal.agent_id is None,
     )
-    return Caller(principal, agent)
+    return Caller(principal, agent, read)

@@ -84,7 +84,7 @@ def heartbeat(
     body: HeartbeatBody | None = None,
     token: str | None = LeaseToken,
 ) -> JSONResponse:
-    caller = auth.caller()
+    caller = auth.caller(item_id)
     b = body or HeartbeatBody()
     ops = state(request).ops
     return idempotent.run(
@@ -110,7 +110,7 @@ def submit(
     body: SubmitBody,
     token: str | None = LeaseToken,
 ) -> JSONResponse:
-    caller = auth.caller()
+    caller = auth.caller(item_id)
     ops = state(request).ops
     return idempotent.run(
         request,
@@ -135,7 +135,7 @@ def submit_part(
     body: PartBody,
     token: str | None = LeaseToken,
 ) -> JSONResponse:
-    caller = auth.caller()
+    caller = auth.caller(item_id)
     ops = state(request).ops
     return idempotent.run(
         request,
@@ -178,7 +178,7 @@ def finalize(
     body: FinalizeBody | None = None,
     token: str | None = LeaseToken,
 ) -> JSONResponse:
-    caller = auth.caller()
+    caller = auth.caller(item_id)
     b = body or FinalizeBody()
     ops = state(request).ops
     return idempotent.run(
@@ -202,7 +202,7 @@ def release(
     item_id: str,
     token: str | None = LeaseToken,
 ) -> JSONResponse:
-    caller = auth.caller()
+    caller = auth.caller(item_id)
     ops = state(request).ops
     return idempotent.run(
         request, caller, "release", item_id, {}, lambda c: ops.release(c, item_id, token)
@@ -221,7 +221,7 @@ def fail(
     body: FailBody,
     token: str | None = LeaseToken,
 ) -> JSONResponse:
-    caller = auth.caller()
+    caller = auth.caller(item_id)
     ops = state(request).ops
     error = body.error.model_dump()
     return idempotent.run(

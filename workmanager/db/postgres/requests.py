@@ -24,6 +24,12 @@ EXISTING_KEY = queries.text("existing_key")
 COMPLETE_KEY = queries.text("complete_key")
 ABANDON_KEY = queries.text("abandon_key")
 LEASE_ROW = queries.template("lease_row", item_columns=ITEM_COLUMNS_SQL)
+TOKEN_READING = queries.template(
+    "token_reading",
+    token=TOKEN,
+    token_columns=", ".join(f"token.{field} AS token_{field}" for field in TokenRow._fields),
+    item_columns=", ".join(f"work_items.{column}" for column in ITEM_COLUMNS),
+)
 CLAIM_KEY_READING = queries.template(
     "claim_key_reading",
     claim_key=CLAIM_KEY,
@@ -50,6 +56,16 @@ class PostgresRequestStore:
     def token(self, digest: str, claimed: str | None) -> TokenRow | None:
         found = self._one(TOKEN, {"digest": digest, "claimed": claimed})
         return TokenRow(**found) if found is not None else None
+
+    def token_reading(
+        self, digest: str, claimed: str | None, item_id: uuid.UUID
+    ) -> tuple[TokenRow | None, LeaseRow | None]:
+        """One statement (``token_reading``): the token and the item in one round trip."""
+        found = self._one(TOKEN_READING, {"digest": digest, "claimed": claimed, "item_id": item_id})
+        assert found is not None  # the statement always answers one row
+        token = {field: found.pop(f"token_{field}") for field in TokenRow._fields}
+        row = TokenRow(**token) if token["token_hash"] is not None else None
+        return row, (lease_row(item_of_row(found)) if found["id"] is not None else None)
 
     def touch_token(self, digest: str, now: datetime) -> None:
         self._one(TOUCH_TOKEN, {"digest": digest, "now": now}, fetch=False)
