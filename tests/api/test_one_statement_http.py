@@ -134,3 +134,35 @@ def test_an_http_lease_call_reads_its_lease_with_its_token(
     tokens.revoke("agent-token")
     refused = client.post(url + "/heartbeat", json={}, headers=lease)
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthenticated"
+
+
+def test_an_mcp_lease_tool_reads_its_lease_with_its_token(
+    make_wm: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same over MCP's HTTP transport: a lease tool names its item to ``Tools.call``,
+    whose authentication reads the token and the item in one statement."""
+    from types import SimpleNamespace
+
+    from workmanager.mcp.calls import Tools
+    from workmanager.services.tokens import TokenService
+    from workmanager.surface.callers import AgentMetadata
+
+    wm = make_wm(db="postgres", backend="database", registry=Registry([Simple()]))
+    secret, _ = TokenService(wm.ctx).create("mcp-agent", ["checkout"], agent_id="agent-1")
+    wm.orders.propose("test.simple", {})
+    lease = wm.agent.checkout("agent-1")
+    assert lease is not None
+    tools = Tools(wm, require_token=True)
+    ctx: Any = SimpleNamespace(headers={"authorization": f"Bearer {secret}"})
+    read_alone: list[int] = []
+    monkeypatch.setattr(PostgresRequestStore, "lease_row", lambda *_: read_alone.append(1))
+    item_id = str(lease.item_id)
+    beat = tools.call(
+        ctx,
+        AgentMetadata("agent-1"),
+        lambda c: tools.ops.heartbeat(c, item_id, lease.token),
+        lease=item_id,
+    )
+    assert beat.get("success", True) is not False and "lease_expires_at" in beat, beat
+    assert read_alone == []
+    assert wm.queries.item(lease.item_id)["state"] == "in_progress"

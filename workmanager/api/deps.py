@@ -18,7 +18,7 @@ from fastapi import Depends, Request
 from ..container import WorkManager
 from ..db.request_store import LeaseRow
 from ..services.tokens import ANONYMOUS, Principal, TokenService
-from ..surface.callers import AgentMetadata, Caller, build_caller
+from ..surface.callers import AgentMetadata, Caller, build_caller, presented_item
 from ..surface.operations import Operations
 
 
@@ -62,15 +62,6 @@ def principal_reading(
     return api.tokens.authenticate_reading(bearer(request), claimed, item_id)
 
 
-def lease_item(item_id: str | None) -> uuid.UUID | None:
-    """The item id a lease route's path names, when it is one (a malformed id is refused
-    by the operation, after authentication)."""
-    try:
-        return uuid.UUID(item_id) if item_id else None
-    except ValueError:
-        return None
-
-
 #: Headers a provenance enricher never sees (credentials).
 PRIVATE_HEADERS = frozenset({"authorization", "cookie", "x-lease-token", "proxy-authorization"})
 
@@ -111,7 +102,7 @@ class Auth:
         of the token; ``workmanager/ratelimit/``). ``lease_item_id``: the item a lease
         call presents, read with the token (``Caller.read``)."""
         request = self.request
-        who, read = principal_reading(request, lease_item(lease_item_id))
+        who, read = principal_reading(request, presented_item(lease_item_id))
         who.require(self.scope)
         caller = build_caller(who, metadata(request), read=read)
         state(request).wm.limits.request(caller.agent.id, who.tenant_id)

@@ -12,10 +12,11 @@ from typing import Any
 from mcp.server.mcpserver import Context
 
 from ..container import WorkManager
+from ..db.request_store import LeaseRow
 from ..errors import WorkManagerError
 from ..services.idempotency import IdempotencyService
 from ..services.tokens import Principal, TokenService
-from ..surface.callers import AgentMetadata, Caller, build_caller
+from ..surface.callers import AgentMetadata, Caller, build_caller, presented_item
 from ..surface.operations import Answer, Operations
 from . import results
 from .results import Result
@@ -46,16 +47,24 @@ class Tools:
         self.require_token = require_token and wm.settings.auth != "none"
         self.page_size = wm.settings.default_page_size_mcp
 
-    def principal(self, ctx: Context | None, claimed_agent: str | None = None) -> Principal:
+    def principal(
+        self, ctx: Context | None, claimed_agent: str | None = None, lease: str | None = None
+    ) -> tuple[Principal, LeaseRow | None]:
+        """The call's principal; for a lease tool (``lease``: its item id) over HTTP, the
+        row of the item it presents, read with the token in one round trip."""
         if not self.require_token:
-            return STDIO_PRINCIPAL
+            return STDIO_PRINCIPAL, None
         headers = (ctx.headers if ctx is not None else None) or {}
         scheme, _, token = str(headers.get("authorization", "")).partition(" ")
         bearer = token.strip() if scheme.lower() == "bearer" else None
-        return self.tokens.authenticate(bearer, claimed_agent)
+        item_id = presented_item(lease)
+        if item_id is None:
+            return self.tokens.authenticate(bearer, claimed_agent), None
+        return self.tokens.authenticate_reading(bearer, claimed_agent, item_id)
 
-    def caller(self, ctx: Context | None, meta: AgentMetadata) -> Caller:
-        return build_caller(self.principal(ctx, meta.agent_id), meta)
+    def caller(self, ctx: Context | None, meta: AgentMetadata, lease: str | None = None) -> Caller:
+        who, read = self.principal(ctx, meta.agent_id, lease)
+        return build_caller(who, meta, read=read)
 
     def call(
         self,
@@ -63,9 +72,12 @@ class Tools:
         meta: AgentMetadata,
         fn: Callable[[Caller], Answer],
         once: Once | None = None,
+        lease: str | None = None,
     ) -> Result:
+        """Authenticate and run ``fn`` (once per key with ``once``); ``lease``: the item
+        whose lease a lease tool presents."""
         try:
-            caller = self.caller(ctx, meta)
+            caller = self.caller(ctx, meta, lease)
         except WorkManagerError as exc:
             return results.failure(exc)
         if once is None or not once.key:

@@ -252,6 +252,7 @@ def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
             ctx,
             agent_meta(agent_id),
             lambda c: ops.heartbeat(c, item_id, lease_token, progress, checkpoint),
+            lease=item_id,
         )
 
     @server.tool("work.release", description="Give a leased item back to the queue.")
@@ -267,6 +268,7 @@ def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
             agent_meta(agent_id),
             lambda c: ops.release(c, item_id, lease_token),
             Once(idempotency_key, "work.release", item_id, {}, lease_token),
+            lease=item_id,
         )
 
     @server.tool("work.fail", description="Report that the work on a leased item failed.")
@@ -290,6 +292,7 @@ def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
                 {"error": error, "retryable": retryable},
                 lease_token,
             ),
+            lease=item_id,
         )
 
     @server.tool(
@@ -324,6 +327,7 @@ def _result_tools(server: MCPServer[Any], t: Tools) -> None:
             agent_meta(agent_id, model_name=model_name),
             lambda c: ops.submit(c, item_id, lease_token, result, evidence, notes),
             Once(idempotency_key, "work.submit", item_id, body, lease_token),
+            lease=item_id,
         )
 
     @server.tool("work.submit_part", description="Submit one part of a leased item's result.")
@@ -348,6 +352,7 @@ def _result_tools(server: MCPServer[Any], t: Tools) -> None:
                 c, item_id, lease_token, part_key, payload, seq, evidence, notes
             ),
             Once(idempotency_key, "work.submit_part", item_id, body, lease_token),
+            lease=item_id,
         )
 
     @server.tool("work.list_parts", description="The parts submitted for an item.")
@@ -370,4 +375,5 @@ def _result_tools(server: MCPServer[Any], t: Tools) -> None:
             agent_meta(agent_id),
             lambda c: ops.finalize(c, item_id, lease_token, mode),
             Once(idempotency_key, "work.finalize", item_id, {"mode": mode}, lease_token),
+            lease=item_id,
         )
