@@ -132,14 +132,17 @@ def test_a_token_is_read_with_the_lease_it_presents(make_wm: Any, database: str)
 
     wm = make_wm(db=database, backend="database", registry=Registry([Simple()]))
     store = build_request_store(wm.db)
-    secret, _ = TokenService(wm.ctx).create("reader", ["checkout"], agent_id="agent-1")
+    secret, _ = TokenService(wm.ctx).create(
+        "reader", ["checkout"], agent_id="agent-1", tenant_id="acme"
+    )  # the item has no tenant: the two rows' tenant_id columns must not be mixed up
     digest = hash_token(secret)
     wm.orders.propose("test.simple", {})
     lease = wm.agent.checkout("agent-1")
     assert lease is not None
     token, read = store.token_reading(digest, None, lease.item_id)
     assert token is not None and token == store.token(digest, None)
-    assert token.name == "reader" and token.agent_id == "agent-1" and token.tenant_id is None
+    assert token.name == "reader" and token.agent_id == "agent-1" and token.tenant_id == "acme"
     assert read is not None and read == store.lease_row(lease.item_id)
+    assert read.tenant_id is None and read.item.tenant_id is None
     assert store.token_reading(digest, None, uuid.uuid4()) == (token, None)
     assert store.token_reading(hash_token("wm_unknown"), None, lease.item_id) == (None, read)

@@ -4,7 +4,7 @@ admin changes (reject, rework, unblock, the retries, a failed apply, dead-letter
 pruning) in :mod:`.order_admin`, the helpers both use in :mod:`.order_rows`.
 
 On PostgreSQL these statements are the one path of these operations (the
-:class:`~workmanager.db.store.OrderStore` port, chosen by ``build_order_store``); the
+:class:`~workmanager.db.order_store.OrderStore` port, chosen by ``build_order_store``); the
 :class:`~workmanager.db.orm_orders.OrmOrderStore` serves SQLite, the embedded default,
 under the same tests, and is never a fallback here. Every auto-approved order passes
 through ``check_auto_approval`` and ``apply`` once, on the Celery control worker; each step
@@ -30,7 +30,7 @@ transaction:
   as the ORM code writes them.
 
 When an apply step's guard matches nothing, the order is read as it is now, on the same
-connection, and returned as an :class:`~workmanager.db.store.OrderRow`: ``ApplyService``
+connection, and returned as an :class:`~workmanager.db.order_store.OrderRow`: ``ApplyService``
 names the outcome from that row (already done, claimed by another run, not approved), with
 the same function for both stores; a missing order is :class:`NotFound`.
 """

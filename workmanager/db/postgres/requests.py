@@ -24,16 +24,17 @@ EXISTING_KEY = queries.text("existing_key")
 COMPLETE_KEY = queries.text("complete_key")
 ABANDON_KEY = queries.text("abandon_key")
 LEASE_ROW = queries.template("lease_row", item_columns=ITEM_COLUMNS_SQL)
+#: The item's columns as ``lease_row`` reads them, named by table where a statement reads
+#: it beside another row (the token's, the key's claim).
+_ITEM_COLUMNS = ", ".join(f"work_items.{column}" for column in ITEM_COLUMNS)
 TOKEN_READING = queries.template(
     "token_reading",
     token=TOKEN,
     token_columns=", ".join(f"token.{field} AS token_{field}" for field in TokenRow._fields),
-    item_columns=", ".join(f"work_items.{column}" for column in ITEM_COLUMNS),
+    item_columns=_ITEM_COLUMNS,
 )
 CLAIM_KEY_READING = queries.template(
-    "claim_key_reading",
-    claim_key=CLAIM_KEY,
-    item_columns=", ".join(f"work_items.{column}" for column in ITEM_COLUMNS),
+    "claim_key_reading", claim_key=CLAIM_KEY, item_columns=_ITEM_COLUMNS
 )
 
 
