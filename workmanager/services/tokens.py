@@ -16,9 +16,10 @@ orders and items only. Another tenant's id is answered exactly as an unknown id 
 ``not_found``), so ids do not leak; lists and checkout are narrowed to the tenant. A token
 bound to no tenant (and ``WORK_MANAGER_AUTH=none``) sees every tenant, as an operator's.
 
-:class:`~.operations.Operations` resolves every id through :func:`require_order` /
-:func:`require_item` and forces the tenant of checkout and of the listings
-(:mod:`.listing`); every adapter (HTTP, MCP, console) goes through it.
+:class:`~workmanager.surface.operations.Operations` resolves every id through
+:func:`require_order` / :func:`require_item` and forces the tenant of checkout and of the
+listings (:mod:`workmanager.reads.listing`); every adapter (HTTP, MCP, console) goes
+through it.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ class TokenService:
     ) -> tuple[str, dict[str, Any]]:
         """Store a new token; returns ``(plaintext, row)``. The plaintext is never stored.
         A token bound to ``tenant_id`` proposes, sees, leases and acts on that tenant's
-        orders only (services/tokens.py)."""
+        orders only (**Tenants**, above)."""
         if not name or len(name) > 191:
             raise ValidationFailed.at("name", "1 to 191 characters", "maxLength")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
