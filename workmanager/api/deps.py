@@ -17,8 +17,9 @@ from fastapi import Depends, Request
 
 from ..container import WorkManager
 from ..db.request_store import LeaseRow
+from ..services.inputs import presented_item
 from ..services.tokens import ANONYMOUS, Principal, TokenService
-from ..surface.callers import AgentMetadata, Caller, build_caller, presented_item
+from ..surface.callers import AgentMetadata, Caller, build_caller
 from ..surface.operations import Operations
 
 

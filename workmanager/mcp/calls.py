@@ -15,8 +15,9 @@ from ..container import WorkManager
 from ..db.request_store import LeaseRow
 from ..errors import WorkManagerError
 from ..services.idempotency import IdempotencyService
+from ..services.inputs import presented_item
 from ..services.tokens import Principal, TokenService
-from ..surface.callers import AgentMetadata, Caller, build_caller, presented_item
+from ..surface.callers import AgentMetadata, Caller, build_caller
 from ..surface.operations import Answer, Operations
 from . import results
 from .results import Result

@@ -22,6 +22,7 @@ from ..errors import (
     WorkManagerError,
 )
 from ..reads.expiry import with_live_expiry
+from ..reads.queries import Queries
 from ..states import ItemState, OrderState
 from ..types import JSON, Actor
 from .context import ServiceContext
@@ -48,7 +49,7 @@ class OrderAdmin:
         has its held leases released (their attempt given back) and any retry backoff on
         its queued items cleared. Other states are refused (``retry`` takes failed orders).
         """
-        state = self._state(order_id)
+        state = Queries(self.ctx).order_state(order_id)
         if state not in REQUEUEABLE:
             raise IllegalStateTransition(
                 f"order is {state}; requeue takes rejected, queued or in_progress orders "
@@ -64,13 +65,6 @@ class OrderAdmin:
         if change.items:
             self.ctx.dispatcher.items_available(order["type"], list(change.items))
         return order
-
-    def _state(self, order_id: uuid.UUID) -> str:
-        with self.ctx.db.transaction() as s:
-            state = s.scalar(select(Order.state).where(Order.id == order_id))
-        if state is None:
-            raise NotFound(f"order {order_id} not found", details={"order_id": str(order_id)})
-        return state
 
     def clone(self, order_id: uuid.UUID, actor: Actor) -> dict[str, Any]:
         """Propose a new order with the same type, payload, priority and meta (plus

@@ -33,6 +33,7 @@ from ..db.request_store import LeaseRow, build_request_store
 from ..errors import IdempotencyInFlight, IdempotencyKeyReused, NotFound, WorkManagerError
 from ..reads.queries import Queries
 from .context import ServiceContext
+from .inputs import presented_item
 from .parts import canonical
 
 if TYPE_CHECKING:
@@ -115,14 +116,6 @@ class Claim(NamedTuple):
     key_hash: str
     row_id: int
     claimed_at: datetime
-
-
-def _lease_item(target: str) -> uuid.UUID | None:
-    """The item a request presenting a lease acts on: its target, when that is an id."""
-    try:
-        return uuid.UUID(target)
-    except ValueError:
-        return None
 
 
 class IdempotencyService:
@@ -242,7 +235,7 @@ class IdempotencyService:
         scope = caller.principal.name
         if caller.agent.id is not None:
             scope += "\x1f" + caller.agent.id
-        reads = _lease_item(target) if lease_token else None
+        reads = presented_item(target) if lease_token else None
         if reads is not None and caller.read is not None and caller.read.item.id == reads:
             reads = None  # read with the token already
         claim, read = self.begin(endpoint, target, scope, key, body, lease_token, reads)

@@ -20,6 +20,16 @@ def require(condition: bool, path: str, message: str, validator: str = "type") -
         raise ValidationFailed.at(path, message, validator)
 
 
+def presented_item(value: str | None) -> uuid.UUID | None:
+    """The item id a lease call names (an HTTP path, an MCP argument, an idempotency key's
+    target), when it is one: what is read with the token or the key's claim. A malformed
+    id is refused by the operation itself, after authentication."""
+    try:
+        return uuid.UUID(value) if value else None
+    except ValueError:
+        return None
+
+
 def agent_of(agent: AgentInfo | str | None, lease: Lease | None = None) -> AgentInfo:
     if isinstance(agent, AgentInfo):
         require(isinstance(agent.id, str) and agent.id != "", "agent_id", "must be a string")

@@ -10,7 +10,6 @@ other token naming it (403), before the request does anything. Versions must be 
 from __future__ import annotations
 
 import random
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -49,16 +48,6 @@ class Caller:
     #: as its token (``TokenService.authenticate_reading``) or its idempotency key's
     #: claim (``IdempotencyService.once``); ``None`` when not.
     read: LeaseRow | None = None
-
-
-def presented_item(value: str | None) -> uuid.UUID | None:
-    """The item id a lease call names (HTTP path, MCP argument), when it is one: its row
-    is read with the token. A malformed id is refused by the operation, after
-    authentication."""
-    try:
-        return uuid.UUID(value) if value else None
-    except ValueError:
-        return None
 
 
 def new_request_id() -> str:

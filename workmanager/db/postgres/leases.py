@@ -146,8 +146,7 @@ class PostgresStore(PostgresAdmin):
         }
         claim = claims.unmarked_claim()
         keyed = claim is not None and self.store is None  # the statement marks the key
-        if keyed:
-            values |= claims.claim_params(claim)
+        values |= claims.claim_params(claim if keyed else None)
         sql = heartbeat_sql(recorded, keyed)
         row = self.raw.run(lambda conn: self._beat(conn, sql, values, presented, now, claim))
         row.pop("was")
@@ -178,11 +177,9 @@ class PostgresStore(PostgresAdmin):
         if self.store is None:
             return guarded(conn, self.store, sql, values, lease, now, claim=claim)
         row = guarded(conn, self.store, sql, values, lease, now, begin=True)
-        if self.store is not None:
-            ttl_ms = self.ctx.settings.lease_ttl_seconds * 1000
-            item_id = values["item"]
-            # raises (and the connection rolls back) when refused
-            self.store.extend_lock(item_id, lease, ttl_ms, row["order_type"])
+        ttl_ms = self.ctx.settings.lease_ttl_seconds * 1000
+        # raises (and the connection rolls back) when refused
+        self.store.extend_lock(values["item"], lease, ttl_ms, row["order_type"])
         mark(conn, claim, row["order_id"], row["id"])
         conn.execute("COMMIT")
         marked(claim)
