@@ -113,10 +113,16 @@ class Lease:
         """The fencing number of this lease (``-1`` for a token that is not well formed)."""
         return self._parsed[0]
 
-    @property
+    @cached_property
     def holder(self) -> Holder:
         """What the lease checks compare: agent, fence and the secret's hash."""
         return Holder(self.agent_id, *self._parsed)
+
+    @cached_property
+    def agent(self) -> AgentInfo:
+        """Its holder as an agent with nothing more said of it: who acts when a call on
+        the lease names no agent (kept, like ``holder``, across renewals)."""
+        return AgentInfo(id=self.agent_id)
 
     def renewed(self, expires_at: datetime, item: ItemView | None = None) -> Lease:
         """This lease (of its own class) expiring at ``expires_at``, carrying ``item`` when

@@ -94,7 +94,8 @@ class AgentAPI:
     ) -> Lease:
         """Extend the lease to now + TTL; optionally record progress and a checkpoint."""
         check_progress(progress, checkpoint)
-        json_value(checkpoint, "checkpoint", self.ctx.settings.max_json_depth)
+        if checkpoint is not None:
+            json_value(checkpoint, "checkpoint", self.ctx.settings.max_json_depth)
         info = agent_of(agent, lease)
         renewed = self.store.heartbeat(lease, info, progress, checkpoint)
         if events.listening():  # heartbeats write no event row: announced here, committed

@@ -34,6 +34,8 @@ def agent_of(agent: AgentInfo | str | None, lease: Lease | None = None) -> Agent
     if isinstance(agent, AgentInfo):
         require(isinstance(agent.id, str) and agent.id != "", "agent_id", "must be a string")
         return agent
+    if agent is None and lease is not None and lease.agent_id:
+        return lease.agent
     agent_id = agent or (lease.agent_id if lease else None)
     if not agent_id:
         raise ValidationFailed.at("agent_id", "an agent id is required", "required")
