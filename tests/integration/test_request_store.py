@@ -145,4 +145,8 @@ def test_a_token_is_read_with_the_lease_it_presents(make_wm: Any, database: str)
     assert read is not None and read == store.lease_row(lease.item_id)
     assert read.tenant_id is None and read.item.tenant_id is None
     assert store.token_reading(digest, None, uuid.uuid4()) == (token, None)
-    assert store.token_reading(hash_token("wm_unknown"), None, lease.item_id) == (None, read)
+    # a request that can only be refused reads no item: an unknown token, a revoked one
+    assert store.token_reading(hash_token("wm_unknown"), None, lease.item_id) == (None, None)
+    TokenService(wm.ctx).revoke("reader")
+    revoked, unread = store.token_reading(digest, None, lease.item_id)
+    assert revoked is not None and revoked.revoked_at is not None and unread is None

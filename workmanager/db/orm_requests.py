@@ -40,7 +40,9 @@ class OrmRequestStore:
     def token_reading(
         self, digest: str, claimed: str | None, item_id: uuid.UUID
     ) -> tuple[TokenRow | None, LeaseRow | None]:
-        return self.token(digest, claimed), self.lease_row(item_id)
+        token = self.token(digest, claimed)
+        live = token is not None and token.revoked_at is None  # else refused: no item read
+        return token, (self.lease_row(item_id) if live else None)
 
     def touch_token(self, digest: str, now: datetime) -> None:
         with self.db.transaction() as s:

@@ -90,7 +90,8 @@ class RequestStore(Protocol):
     ) -> tuple[TokenRow | None, LeaseRow | None]:
         """:meth:`token`, and :meth:`lease_row` of ``item_id`` with it (in the same round
         trip where the database allows): a lease call's token and the lease it presents.
-        The caller discards the row when the token is refused."""
+        No row is read when no unrevoked token has the digest (the request can only be
+        refused); the caller discards the row when the token is refused otherwise."""
         ...
 
     def touch_token(self, digest: str, now: datetime) -> None:

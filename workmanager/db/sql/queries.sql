@@ -756,12 +756,15 @@ SELECT t.name, t.agent_id, t.tenant_id, t.scopes, t.token_hash, t.revoked_at,
 -- A lease call's first statement: token_by_digest ({token}) beside the lease_row of the
 -- item the call presents (one round trip): the token's columns, named token_<column>
 -- (all NULL when no token has the digest), and the item's (all NULL when there is no such
--- item). The item is read before the token is checked: a refused request discards it.
+-- item, or no unrevoked token has the digest: a request that can only be refused reads no
+-- item). The item is read before the rest of the token's checks: a refused request
+-- discards it.
 WITH token AS ({token})
 SELECT {token_columns}, {item_columns}
   FROM (SELECT 1 AS one) AS one
   LEFT JOIN token ON true
   LEFT JOIN work_items ON work_items.id = %(item_id)s
+        AND token.token_hash IS NOT NULL AND token.revoked_at IS NULL
 
 -- name: touch_token
 -- A token's last use (services/tokens.py writes it at most once a minute per token).
