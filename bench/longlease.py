@@ -62,7 +62,7 @@ from .common import (
     make_wm,
     seed,
 )
-from .floor import ACQUIRE, CHECKOUT, EXTEND, HEARTBEAT, RELEASE, SUBMIT, scratch_queue
+from .floor import ACQUIRE, CHECKOUT, EXTEND, HEARTBEAT, RELEASE, SUBMIT, lua, scratch_queue
 
 BACKENDS = ("database", "redis")
 _NOT_COUNTED = ("BEGIN", "COMMIT", "ROLLBACK")
@@ -200,8 +200,8 @@ class BareAgents:
         self.conns: queue.LifoQueue[psycopg.Connection[Any]] = queue.LifoQueue()
         self.r = redis.Redis.from_url(cfg.redis_url, max_connections=args.agents + 10)
         self.base = f"{cfg.redis_prefix}floor:"
-        self.acquire, self.extend = self.r.register_script(ACQUIRE), self.r.register_script(EXTEND)
-        self.release = self.r.register_script(RELEASE)
+        self.acquire, self.extend = lua(self.r, ACQUIRE), lua(self.r, EXTEND)
+        self.release = lua(self.r, RELEASE)
         self.redis = backend == "redis"
         self.sleep = args.sleep_ms / 1000
         self.k = k

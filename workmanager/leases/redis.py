@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import Unavailable
 from ..importing import import_extra
 from .keys import RedisKeys
+from .script import Script
 
 
 def _script(name: str) -> str:
@@ -38,9 +39,9 @@ class RedisLeaseStore:
         self.keys = RedisKeys(prefix)
         self._track = 1 if track_limits else 0
         self._errors: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError)
-        self._acquire = client.register_script(_script("acquire"))
-        self._extend = client.register_script(_script("extend"))
-        self._release = client.register_script(_script("release"))
+        self._acquire = Script(client, _script("acquire"))
+        self._extend = Script(client, _script("extend"))
+        self._release = Script(client, _script("release"))
 
     def _run(self, script: Any, keys: list[str], args: list[Any]) -> int:
         try:

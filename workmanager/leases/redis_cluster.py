@@ -28,6 +28,7 @@ from ..errors import Unavailable
 from ..importing import import_extra
 from .keys import ClusterKeys
 from .redis import RedisLeaseStore, _script
+from .script import Script
 
 log = logging.getLogger("workmanager.leases")
 
@@ -60,9 +61,9 @@ class RedisClusterLeaseStore(RedisLeaseStore):
             redis.exceptions.TryAgainError,
             redis.exceptions.RedisClusterException,
         )
-        self._lock = client.register_script(_script("cluster_acquire"))
-        self._reserve = client.register_script(_script("cluster_reserve"))
-        self._touch = client.register_script(_script("cluster_touch"))
+        self._lock = Script(client, _script("cluster_acquire"))
+        self._reserve = Script(client, _script("cluster_reserve"))
+        self._touch = Script(client, _script("cluster_touch"))
 
     def acquire(
         self,

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import Unavailable
 from ..leases.keys import RedisKeys
+from ..leases.script import Script
 from .base import Bucket
 
 
@@ -20,7 +21,7 @@ class RedisBucketStore:
         self.client, self.keys = client, keys
         self._errors: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError)
         script = resources.files("workmanager.ratelimit").joinpath("lua/take.lua").read_text()
-        self._script = client.register_script(script)
+        self._script = Script(client, script)
 
     def take(self, buckets: Sequence[Bucket]) -> float:
         keys = [self.keys.rate(b.key) for b in buckets]

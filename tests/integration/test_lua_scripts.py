@@ -1,0 +1,67 @@
+"""The Lua scripts run by SHA1 (``leases/script.py``) survive a server that lost them.
+
+On a ``redis-server`` of the test's own: the lock store's acquire, extend and release, and
+the rate limiter's take, each called once, then ``SCRIPT FLUSH`` (what a restart without
+persistence, or an operator, does to the script cache), then called again: each answers as
+it did, the script loaded anew.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.own_redis import OwnRedis
+from workmanager.lease_tokens import Holder, new_secret
+from workmanager.leases.keys import RedisKeys
+from workmanager.leases.redis import RedisLeaseStore, connect
+from workmanager.ratelimit.base import Bucket
+from workmanager.ratelimit.redis import RedisBucketStore
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def own_redis() -> Iterator[OwnRedis]:
+    server = OwnRedis()
+    server.start()
+    yield server
+    server.kill()
+
+
+def test_lock_scripts_run_again_after_the_server_flushed_them(own_redis: OwnRedis) -> None:
+    client = connect(own_redis.url)
+    store = RedisLeaseStore(client, "t:", track_limits=True)
+    _, secret_hash = new_secret()
+
+    def acquire(item: str) -> int:
+        return store.acquire(item, "agent-1", 60_000, 1, "t.type", 0, 0, secret_hash)
+
+    first = acquire("item-1")
+    assert first > 0
+    proof = Holder("agent-1", first, secret_hash).store_proof()
+    assert store.extend("item-1", "agent-1", proof, 60_000, "t.type") == 1
+    assert client.script_exists(store._extend._registered.sha) == [True]
+
+    client.script_flush()
+    assert client.script_exists(store._extend._registered.sha) == [False]
+    assert store.extend("item-1", "agent-1", proof, 60_000, "t.type") == 1
+    assert store.extend("item-1", "agent-1", "0|-", 60_000, "t.type") == -1  # a wrong proof
+    second = acquire("item-2")
+    assert second > first  # the fence counter kept counting
+    assert store.release("item-1", "agent-1", proof, "t.type") == 1
+    assert store.release("item-1", "agent-1", proof, "t.type") == 0  # already gone
+    client.close()
+
+
+def test_the_rate_limit_script_runs_again_after_the_server_flushed_it(
+    own_redis: OwnRedis,
+) -> None:
+    client = connect(own_redis.url)
+    buckets = RedisBucketStore(client, RedisKeys("t:"))
+    one = [Bucket("k", capacity=1, rate=0.001)]
+    assert buckets.take(one) == 0.0
+    client.script_flush()
+    assert buckets.take(one) > 0  # the bucket is empty: the wait until its next token
+    client.close()
