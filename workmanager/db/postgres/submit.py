@@ -19,7 +19,7 @@ from ...leases.base import LeaseLock
 from ...services.context import ServiceContext
 from ...services.inputs import as_presented
 from ...services.views import ItemOutcome, item_dict, item_view
-from ...state_machine import check_item, check_order
+from ...state_machine import can_item, check_item, check_order
 from ...states import ItemState, OrderState
 from ...types import JSON, AgentInfo, ItemView, Lease
 from .. import claims
@@ -106,10 +106,8 @@ class PostgresSubmit:
         result: JSON,
         payload: dict[str, Any],
     ) -> ItemOutcome | None:
-        try:
-            check_item(view.state, ItemState.SUBMITTED)
-        except WorkManagerError:  # the view is of an ended lease (an HTTP request's read of
-            return None  # the row): the locked path checks the lease first and says so
+        if not can_item(view.state, ItemState.SUBMITTED):  # the view is of an ended lease
+            return None  # (an HTTP request's read): the locked path checks the lease first
         check_order(OrderState.IN_PROGRESS, OrderState.SUBMITTED)
         claim = claims.unmarked_claim()
         values = {
