@@ -102,7 +102,11 @@ def lua(r: Any, source: str) -> Callable[..., Any]:
     sha = r.script_load(source)
 
     def call(keys: list[str], args: list[Any]) -> Any:
-        return r.evalsha(sha, len(keys), *keys, *args)
+        try:
+            return r.evalsha(sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:  # the server lost it: load it, once more
+            r.script_load(source)
+            return r.evalsha(sha, len(keys), *keys, *args)
 
     return call
 

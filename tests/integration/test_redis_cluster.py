@@ -92,3 +92,28 @@ def test_racing_grants_never_exceed_the_agent_limit(make_wm) -> None:
     assert held == 3
     other = wm.agent.checkout("other", order_id=order_id)
     assert other is not None  # the limit is the agent's, not everyone's
+
+
+def test_the_scripts_run_again_after_every_node_lost_them(make_wm, redis_cluster) -> None:
+    """``leases/script.py`` runs each script by its SHA1; a shard that lost it (a restart,
+    ``SCRIPT FLUSH``, a promoted replica) gets it loaded again: the lock, the limit's
+    reservation and touch, the extend and the release all still answer."""
+    wm = cluster_wm(make_wm, max_leases_per_agent=5)  # the limit's scripts run too
+    store = wm.ctx.leases.store
+    assert isinstance(store, RedisClusterLeaseStore)
+
+    def flush_scripts() -> None:
+        for port in redis_cluster.masters():
+            store.client.get_node("127.0.0.1", port).redis_connection.script_flush()
+
+    order_id = wm.propose("test.multi", {"count": 1})
+    flush_scripts()
+    lease = wm.agent.checkout("a", order_id=order_id)
+    assert lease is not None
+    lease = wm.agent.heartbeat(lease)  # the first: the row and the lock
+    flush_scripts()
+    lease = wm.agent.heartbeat(lease)  # lock-only
+    flush_scripts()
+    outcome = wm.agent.release(lease)
+    assert outcome.item["state"] == "queued"
+    assert store.client.get(store.cluster_keys.item(str(lease.item_id))) is None

@@ -1,0 +1,56 @@
+"""What a lease keeps once built (its token's parse, its holder, its own agent) and what
+overrides it: a lease acted on without its token compares the holder the row recorded."""
+
+from __future__ import annotations
+
+import pickle
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from workmanager.lease_tokens import Holder
+from workmanager.services.inputs import agent_of
+from workmanager.surface.operations import CurrentLease
+from workmanager.types import AgentInfo, Lease
+
+NOW = datetime(2026, 12, 5, tzinfo=UTC)
+
+
+def lease(**overrides: object) -> Lease:
+    fields: dict[str, object] = {
+        "item_id": uuid.uuid4(),
+        "order_id": uuid.uuid4(),
+        "agent_id": "agent-1",
+        "token": "7.s3cret",
+        "expires_at": NOW,
+        "heartbeat_every_seconds": 30,
+    }
+    return Lease(**(fields | overrides))  # type: ignore[arg-type]
+
+
+def test_a_renewed_lease_keeps_its_holder_and_agent() -> None:
+    first = lease()
+    holder, agent = first.holder, first.agent
+    assert holder.agent_id == "agent-1" and holder.fence == 7
+    assert agent == AgentInfo(id="agent-1")
+    renewed = first.renewed(NOW + timedelta(seconds=30))
+    assert renewed.holder is holder and renewed.agent is agent
+    assert renewed.expires_at == NOW + timedelta(seconds=30)
+    copied = pickle.loads(pickle.dumps(renewed))
+    assert copied.holder == holder and copied.agent == agent
+
+
+def test_a_call_that_names_no_agent_acts_as_the_leases_holder() -> None:
+    held = lease()
+    assert agent_of(None, held) is held.agent
+    named = AgentInfo(id="agent-2", model_name="m")
+    assert agent_of(named, held) is named  # a named agent is used as given
+    assert agent_of("agent-3", held) == AgentInfo(id="agent-3")
+
+
+def test_a_lease_without_its_token_compares_the_rows_holder() -> None:
+    proof = Holder("agent-1", 12, "hash")
+    current = CurrentLease(uuid.uuid4(), uuid.uuid4(), "agent-1", "", NOW, 30, proof=proof)
+    assert current.holder is proof  # not the cached holder parsed from an empty token
+    assert current.renewed(NOW).holder is proof
+    unheld = CurrentLease(uuid.uuid4(), uuid.uuid4(), "agent-1", "", NOW, 30)
+    assert unheld.holder == Holder("agent-1", -1, None)  # every check refuses it
