@@ -569,7 +569,7 @@ def paused_grant(wm: WorkManager, order_id: uuid.UUID, agent_id: str) -> Iterato
     assert hot is not None
     query = CheckoutQuery(order_id=order_id)
     values = hot.checkout.checkout_values(AgentInfo(id=agent_id), query)
-    sql = hotsql.grant_sql(shape_of(query, (), ()), False)
+    sql = hotsql.grant_sql(shape_of(query, (), ()))
     url = wm.settings.database_url.replace("postgresql+psycopg://", "postgresql://")
     granted: list[Any] = []
     held_at_gate = (
@@ -952,8 +952,7 @@ def test_guarded_writes_find_their_row_by_primary_key(make_wm) -> None:
         _assert_pkey_lookups(
             conn,
             {
-                "grant": hotsql.grant_sql(Shape(), False),
-                "grant with a store token": hotsql.grant_sql(Shape(), True),
+                "grant": hotsql.grant_sql(Shape()),
             },
         )
 

@@ -35,11 +35,11 @@ def test_lock_scripts_run_again_after_the_server_flushed_them(own_redis: OwnRedi
     store = RedisLeaseStore(client, "t:", track_limits=True)
     _, secret_hash = new_secret()
 
-    def acquire(item: str) -> int:
-        return store.acquire(item, "agent-1", 60_000, 1, "t.type", 0, 0, secret_hash)
+    def acquire(item: str, token: int) -> int:
+        return store.acquire(item, "agent-1", 60_000, token, "t.type", 0, 0, secret_hash)
 
-    first = acquire("item-1")
-    assert first > 0
+    first = acquire("item-1", 1)
+    assert first == 1
     proof = Holder("agent-1", first, secret_hash).store_proof()
     assert store.extend("item-1", "agent-1", proof, 60_000, "t.type") == 1
     assert client.script_exists(store._extend._registered.sha) == [True]
@@ -48,8 +48,8 @@ def test_lock_scripts_run_again_after_the_server_flushed_them(own_redis: OwnRedi
     assert client.script_exists(store._extend._registered.sha) == [False]
     assert store.extend("item-1", "agent-1", proof, 60_000, "t.type") == 1
     assert store.extend("item-1", "agent-1", "0|-", 60_000, "t.type") == -1  # a wrong proof
-    second = acquire("item-2")
-    assert second > first  # the fence counter kept counting
+    assert acquire("item-2", 7) == 7  # the fence is the caller's (the row's token + 1)
+    assert acquire("item-2", 8) == 0  # locked already
     assert store.release("item-1", "agent-1", proof, "t.type") == 1
     assert store.release("item-1", "agent-1", proof, "t.type") == 0  # already gone
     client.close()

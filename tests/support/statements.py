@@ -20,9 +20,7 @@ def every_statement() -> dict[str, str]:
     for bits in itertools.product((False, True), repeat=len(names)):
         shape = Shape(**dict(zip(names, bits, strict=True)))
         key = ",".join(n for n, b in zip(names, bits, strict=True) if b) or "plain"
-        out[f"candidate[{key}]"] = sql.candidate_sql(shape)
-        for store in (False, True):
-            out[f"grant[{key}, store={store}]"] = sql.grant_sql(shape, store)
+        out[f"grant[{key}]"] = sql.grant_sql(shape)
     for guarded, assembled in itertools.product((False, True), repeat=2):
         out[f"submit[guarded={guarded}, assembled={assembled}]"] = sql.submit_sql(
             guarded, assembled

@@ -62,12 +62,13 @@ class LeaseLock(Protocol):
         item_id: uuid.UUID,
         agent_id: str,
         ttl_ms: int,
-        floor: int,
+        token: int,
         order_type: str,
         secret_hash: str,
     ) -> int:
-        """Lock the item for ``agent_id``: its fence (``>= floor``), or ``0`` when it is
-        locked, ``-1`` when the agent is at its limit, ``-2`` when the type is."""
+        """Lock the item for ``agent_id`` under ``token`` (the fence the caller took from
+        the row: its last token + 1): ``token``, or ``0`` when the item is locked, ``-1``
+        when the agent is at its limit, ``-2`` when the type is."""
 
     def extend_lock(self, item_id: uuid.UUID, holder: Holder, ttl_ms: int, order_type: str) -> None:
         """Push the lock's expiry out; raise ``lease_expired`` (no lock) or
@@ -191,15 +192,17 @@ class LeaseStore(Protocol):
         item_id: str,
         owner: str,
         ttl_ms: int,
-        floor: int,
+        token: int,
         order_type: str,
         agent_limit: int,
         type_limit: int,
         secret_hash: str,
     ) -> int:
-        """Lock the item for ``owner`` (the lock keeps the fence and ``secret_hash``).
-        Returns the fence (> 0, and >= ``floor``), ``0`` if the item is held, ``-1`` if the
-        agent is at its limit, ``-2`` if the type is."""
+        """Lock the item for ``owner`` under ``token``, the fence (the lock keeps it and
+        ``secret_hash``). The caller takes the token from the item's row (its last token
+        + 1): the row is the one source of fences, so a store that loses its data loses
+        none. Returns ``token`` (> 0), ``0`` if the item is held, ``-1`` if the agent is at
+        its limit, ``-2`` if the type is."""
 
     def extend(self, item_id: str, owner: str, proof: str, ttl_ms: int, order_type: str) -> int:
         """``1`` extended; ``0`` no lock (expired or lost); ``-1`` held under another proof.

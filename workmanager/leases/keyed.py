@@ -129,7 +129,7 @@ class StoreLeaseBackend:
         item_id: uuid.UUID,
         agent_id: str,
         ttl_ms: int,
-        floor: int,
+        token: int,
         order_type: str,
         secret_hash: str,
     ) -> int:
@@ -137,7 +137,7 @@ class StoreLeaseBackend:
             str(item_id),
             agent_id,
             ttl_ms,
-            floor,
+            token,
             order_type,
             self.agent_limit,
             self.type_limit,

@@ -1,17 +1,15 @@
 """Every Redis key name of the lease backend, in one place.
 
-{prefix}item:{item_id}     string "token|owner", PX = lease TTL      (the lock)
-{prefix}fence              integer, INCR per grant                     (fencing counter)
+{prefix}item:{item_id}     string "fence|secret hash|owner", PX = lease TTL  (the lock)
 {prefix}agent:{agent_id}   zset item_id -> expiry ms                  (per-agent count)
 {prefix}type:{order_type}  zset item_id -> expiry ms                  (per-type count)
 {prefix}epoch              "1", set by the sweep                        (data-loss marker)
 {prefix}rate:{bucket}      hash tokens, ts (ms)             (a rate limit's token bucket)
 
 On Redis Cluster (``ClusterKeys``) every key carries a hash tag, so each script touches
-one slot: the item's lock and its own fencing counter share the item id's slot.
+one slot.
 
 {prefix}item:{<item_id>}     string "fence|secret hash|owner", PX = lease TTL
-{prefix}fence:{<item_id>}    integer, INCR per grant of that item (kept a day)
 {prefix}agent:{<agent_id>}   zset "<item_id>|<secret hash>" -> expiry ms (its own slot)
 {prefix}type:{<order_type>}  zset "<item_id>|<secret hash>" -> expiry ms (its own slot)
 {prefix}epoch                "1", set by the sweep
@@ -32,10 +30,6 @@ class RedisKeys:
         return f"{self.prefix}item:{item_id}"
 
     @property
-    def fence(self) -> str:
-        return f"{self.prefix}fence"
-
-    @property
     def epoch(self) -> str:
         return f"{self.prefix}epoch"
 
@@ -51,14 +45,10 @@ class RedisKeys:
 
 @dataclass(frozen=True)
 class ClusterKeys(RedisKeys):
-    """The key names on Redis Cluster: hash-tagged per item, per agent and per type (the
-    global ``fence`` is not used there: each item has its own, ``item_fence``)."""
+    """The key names on Redis Cluster: hash-tagged per item, per agent and per type."""
 
     def item(self, item_id: str) -> str:
         return f"{self.prefix}item:{{{item_id}}}"
-
-    def item_fence(self, item_id: str) -> str:
-        return f"{self.prefix}fence:{{{item_id}}}"
 
     def agent(self, agent_id: str) -> str:
         return f"{self.prefix}agent:{{{agent_id}}}"

@@ -21,7 +21,6 @@ class MemoryLeaseStore:
     def __init__(self) -> None:
         self._mutex = threading.Lock()
         self._locks: dict[str, _Lock] = {}
-        self._fence = 0
         self._marked = False
         #: wall-clock milliseconds at monotonic 0, fixed for the store's life: an end
         #: reported for a lock is the same on every call
@@ -48,7 +47,7 @@ class MemoryLeaseStore:
         item_id: str,
         owner: str,
         ttl_ms: int,
-        floor: int,
+        token: int,
         order_type: str,
         agent_limit: int,
         type_limit: int,
@@ -62,10 +61,9 @@ class MemoryLeaseStore:
                 return -1
             if type_limit and self._count(now, order_type=order_type) >= type_limit:
                 return -2
-            self._fence = max(self._fence + 1, floor)
-            proof = f"{self._fence}|{secret_hash}"
+            proof = f"{token}|{secret_hash}"
             self._locks[item_id] = _Lock(owner, proof, order_type, now + ttl_ms / 1000)
-            return self._fence
+            return token
 
     def extend(self, item_id: str, owner: str, proof: str, ttl_ms: int, order_type: str) -> int:
         with self._mutex:
@@ -117,8 +115,7 @@ class MemoryLeaseStore:
             self._marked = True
 
     def flush(self) -> None:
-        """Forget every lock, as a Redis FLUSHDB would (the fence counter and marker too)."""
+        """Forget every lock, as a Redis FLUSHDB would (and the marker)."""
         with self._mutex:
             self._locks.clear()
-            self._fence = 0
             self._marked = False

@@ -54,7 +54,7 @@ class RedisLeaseStore:
         item_id: str,
         owner: str,
         ttl_ms: int,
-        floor: int,
+        token: int,
         order_type: str,
         agent_limit: int,
         type_limit: int,
@@ -63,8 +63,8 @@ class RedisLeaseStore:
         k = self.keys
         return self._run(
             self._acquire,
-            [k.item(item_id), k.fence, k.agent(owner), k.order_type(order_type)],
-            [owner, ttl_ms, floor, item_id, agent_limit, type_limit, self._track, secret_hash],
+            [k.item(item_id), k.agent(owner), k.order_type(order_type)],
+            [owner, ttl_ms, token, item_id, agent_limit, type_limit, self._track, secret_hash],
         )
 
     @staticmethod

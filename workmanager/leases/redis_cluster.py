@@ -1,10 +1,9 @@
 """The ``redis`` lock store on Redis Cluster (``WORK_MANAGER_REDIS_CLUSTER=true``).
 
 A Lua script on a cluster may touch the keys of one slot only, so the keys are hash-tagged
-(``keys.ClusterKeys``): an item's lock and its fencing counter share the item id's slot,
-and ``cluster_acquire.lua`` touches those two keys alone. The fence is counted per item;
-the database's last token of the item + 1 is its floor, so it stays strictly increasing
-per item when a flush or a failover loses the counter (as on a single Redis).
+(``keys.ClusterKeys``): ``cluster_acquire.lua`` touches the item's lock alone. The fence
+is the item row's last token + 1, chosen by the caller as on a single Redis: nothing in
+Redis counts it, so a flush or a failover loses none.
 
 The per-agent and per-type lease limits live in zsets of their own slots, so they cannot
 change in the lock's script. They are kept by **reservation before the lock**: one script
@@ -31,10 +30,6 @@ from .redis import RedisLeaseStore, _script
 from .script import Script
 
 log = logging.getLogger("workmanager.leases")
-
-#: How long an item's fencing counter is kept after its last grant; the database floor
-#: covers a counter that expired, so this bounds memory, not correctness.
-FENCE_KEEP_MS = 24 * 3600 * 1000
 
 
 def connect_cluster(url: str) -> Any:
@@ -70,7 +65,7 @@ class RedisClusterLeaseStore(RedisLeaseStore):
         item_id: str,
         owner: str,
         ttl_ms: int,
-        floor: int,
+        token: int,
         order_type: str,
         agent_limit: int,
         type_limit: int,
@@ -91,17 +86,13 @@ class RedisClusterLeaseStore(RedisLeaseStore):
                     if limit <= 0:  # no limit on this one: count the lease all the same
                         self._run(self._touch, [key], [member, ttl_ms])
                     taken.append(key)
-            token = self._run(
-                self._lock,
-                [k.item(item_id), k.item_fence(item_id)],
-                [owner, ttl_ms, floor, secret_hash, max(FENCE_KEEP_MS, ttl_ms)],
-            )
+            granted = self._run(self._lock, [k.item(item_id)], [owner, ttl_ms, token, secret_hash])
         except Unavailable:
             self._give_back(taken, member)
             raise
-        if token <= 0:
+        if granted <= 0:
             self._give_back(taken, member)
-        return token
+        return granted
 
     def _give_back(self, keys: list[str], member: str) -> None:
         for key in keys:

@@ -8,9 +8,10 @@
   own snapshot, so it sees the order as committed after the grant (``db/sql/functions.sql``).
   With lease limits (:mod:`workmanager.leases.limits`) or an idempotency key to mark,
   the same statement runs inside ``BEGIN`` … ``COMMIT`` after the counts, and the mark.
-* **store leases** (Redis, memory) — ``BEGIN`` + candidate row locked ``SKIP LOCKED`` in
-  one round trip, the store's atomic acquire, then the same grant (with the store's
-  token) and ``COMMIT`` in a second; a grant that rolls back gives the lock back.
+* **store leases** (Redis, memory) — ``BEGIN`` and the same grant in one round trip (the
+  fence is the row's token + 1, as for database leases), the store's atomic lock under
+  that fence, then ``COMMIT`` in a second; a lock refused or not taken rolls the grant
+  back (nothing written), and a commit that fails gives the lock back.
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ from ...errors import NotFound
 from ...lease_tokens import Holder, compose, new_secret
 from ...leases import limits
 from ...leases.base import CheckoutQuery, LeaseLock
-from ...leases.selection import Shape, shape_of
+from ...leases.selection import shape_of
 from ...services.context import ServiceContext
 from ...services.views import item_view
 from ...types import AgentInfo, Lease
 from .. import claims
 from ..raw import Conn, RawPostgres
-from .sql import ORDER_EXISTS, candidate_sql, grant_sql
+from .sql import ORDER_EXISTS, grant_sql
 from .values import announce_written, item_of_row, mark, marked, provenance_params, query_params
 
 
@@ -101,7 +102,7 @@ class PostgresCheckout:
         are counted first or a key is marked after."""
         cur = conn.cursor(row_factory=dict_row)
         if not self.limits and claim is None:  # the common case: one round trip
-            cur.execute(grant_sql(shape_of(query, (), ()), store=False), values, prepare=True)
+            cur.execute(grant_sql(shape_of(query, (), ())), values, prepare=True)
             row: dict[str, Any] | None = cur.fetchone()
             if row is None:
                 _order_must_exist(conn, query)
@@ -112,7 +113,7 @@ class PostgresCheckout:
             conn.execute("ROLLBACK")
             return None
         shape = shape_of(query, blocked.types, (), blocked.tenants)
-        cur.execute(grant_sql(shape, store=False), {**values, **_blocked_params(blocked)})
+        cur.execute(grant_sql(shape), {**values, **_blocked_params(blocked)})
         row = cur.fetchone()
         if row is None:
             conn.execute("ROLLBACK")
@@ -145,85 +146,76 @@ class PostgresCheckout:
         values: dict[str, Any],
         claim: claims.ActiveClaim | None,
     ) -> dict[str, Any] | None:
+        """Store leases: the grant (the fence is the row's token + 1) in a transaction it
+        opens, the store's lock under that fence, then ``COMMIT``; a lock refused (the item
+        locked, a limit reached) or not taken (the store unavailable) rolls the grant back,
+        so nothing is written. A type at its limit is skipped and the next item tried."""
         assert self.lock is not None
         lock = self.lock
         tried: list[uuid.UUID] = []
+        refused: set[str] = set()  # types the store found at their limit
         cur = conn.cursor(row_factory=dict_row)
-        counted: limits.Blocked | None = limits.NOTHING_BLOCKED
-        if self.limits:
-            conn.execute("BEGIN")
-            counted = self._count(conn, agent)
-        assert counted is not None  # no per-agent limit is counted on the rows here
-        blocked, full = set(counted.types), counted.tenants
-        with conn.pipeline():  # without limits, BEGIN and the pick in one round trip
-            if not self.limits:
-                conn.execute("BEGIN")
-            cur.execute(
-                candidate_sql(shape_of(query, blocked, (), full)),
-                {**values, **_blocked_params(counted)},
-                prepare=True,
-            )
         while True:
-            row = cur.fetchone()
+            counted: limits.Blocked | None = limits.NOTHING_BLOCKED
+            if self.limits:
+                conn.execute("BEGIN")
+                counted = self._count(conn, agent)
+            assert counted is not None  # no per-agent limit is counted on the rows here
+            blocked = refused | counted.types
+            shape = shape_of(query, blocked, tried, counted.tenants)
+            params = {
+                **values,
+                "q_blocked": sorted(blocked),
+                "q_exclude": tried,
+                "q_full_tenants": sorted(counted.tenants),
+            }
+            with conn.pipeline():  # without limits, BEGIN and the grant in one round trip
+                if not self.limits:
+                    conn.execute("BEGIN")
+                cur.execute(grant_sql(shape), params, prepare=not tried and not refused)
+            row: dict[str, Any] | None = cur.fetchone()
             if row is None:
                 conn.execute("ROLLBACK")
                 _order_must_exist(conn, query)
                 return None
-            item_id, order_type = row["id"], row["order_type"]
-            tried.append(item_id)
-            token = lock.acquire(
-                item_id,
+            token = lock.acquire(  # unavailable: the pool rolls the grant back
+                row["id"],
                 agent.id,
                 self.ctx.settings.lease_ttl_seconds * 1000,
-                row["lease_token"] + 1,
-                order_type,
+                row["lease_token"],
+                row["order_type"],
                 values["secret_hash"],
             )
             if token > 0:
-                return self._grant_stored(conn, cur, agent, values, row, token, claim)
+                return self._commit_grant(conn, agent, values, row, claim)
+            conn.execute("ROLLBACK")
             if token == -1:  # the agent is at its limit
-                conn.execute("ROLLBACK")
                 return None
             if token == -2:  # this type is at its limit; others may not be
-                blocked.add(order_type)
-            shape = shape_of(query, blocked, tried, full)
-            more = {
-                **values,
-                "q_blocked": sorted(blocked),
-                "q_exclude": tried,
-                "q_full_tenants": sorted(full),
-            }
-            cur.execute(candidate_sql(shape), more)
+                refused.add(row["order_type"])
+            else:  # locked already (a lock its last holder has not given back yet)
+                tried.append(row["id"])
 
-    def _grant_stored(
+    def _commit_grant(
         self,
         conn: Conn,
-        cur: Any,
         agent: AgentInfo,
         values: dict[str, Any],
-        candidate: dict[str, Any],
-        token: int,
+        row: dict[str, Any],
         claim: claims.ActiveClaim | None,
     ) -> dict[str, Any]:
+        """``COMMIT`` a grant whose lock the store took (the key marked first, when there
+        is one); a commit that fails gives the lock back."""
         try:
-            with conn.pipeline():  # without a key to mark, the grant and COMMIT at once
-                cur.execute(
-                    grant_sql(Shape(), store=True),
-                    {**values, "item_id": candidate["id"], "token": token},
-                    prepare=True,
-                )
-                if claim is None:
-                    conn.execute("COMMIT")
-            row: dict[str, Any] = cur.fetchone()
             if claim is not None:
                 mark(conn, claim, row["order_id"], row["id"])
-                conn.execute("COMMIT")
-                marked(claim)
+            conn.execute("COMMIT")
+            marked(claim)
             return row
         except BaseException:
-            assert self.lock is not None  # the grant rolled back: give its lock back
-            holder = Holder(agent.id, token, values["secret_hash"])
-            self.lock.release_lock(candidate["id"], holder, candidate["order_type"])
+            assert self.lock is not None
+            holder = Holder(agent.id, row["lease_token"], values["secret_hash"])
+            self.lock.release_lock(row["id"], holder, row["order_type"])
             raise
 
 

@@ -50,13 +50,6 @@ def eligible_where(shape: Shape) -> str:
 CHECKOUT_ORDER = queries.text("checkout_order")
 
 
-@lru_cache(maxsize=256)
-def candidate_sql(shape: Shape) -> str:
-    return queries.template(
-        "candidate", eligible=eligible_where(shape), checkout_order=CHECKOUT_ORDER
-    )
-
-
 #: Guarded writes lock their row by primary key in a MATERIALIZED CTE and test the guard
 #: on that CTE's columns, so the row is always found by ``id``. With the guard in the
 #: UPDATE's own WHERE (``state IN ('leased', 'in_progress')`` matches the predicate of
@@ -122,25 +115,20 @@ def _then_order(function: str) -> str:
 
 
 @lru_cache(maxsize=256)
-def grant_sql(shape: Shape, store: bool) -> str:
-    """Lease one item, write its ``leased`` event and the provenance row, then start its
-    order (``workmanager_start_order``, migration 0004): one statement. The function's
-    queries take their own snapshot once the item is locked, so a sibling's release that
-    requeued the order and committed while this statement ran is seen — within the
-    statement's own snapshot, the order would still look ``in_progress``."""
-    if store:  # the candidate is locked by this transaction; the store chose the token
-        token, target = "%(token)s", "id = %(item_id)s"
-    else:
-        pick = queries.template(
-            "grant_pick", eligible=eligible_where(shape), checkout_order=CHECKOUT_ORDER
-        )
-        # The pick locks the row and checks it on its latest version; the UPDATE finds
-        # it by id alone, so no plan reaches it through a partial index (see _LOCKED).
-        token, target = "lease_token + 1", f"id = ({pick})"
+def grant_sql(shape: Shape) -> str:
+    """Lease the next eligible item of ``shape`` under the fence ``lease_token + 1``,
+    write its ``leased`` event and the provenance row, then start its order
+    (``workmanager_start_order``, migration 0004): one statement, for every lease backend
+    (a lock store then takes its lock under the row's fence, before the commit). The
+    function's queries take their own snapshot once the item is locked, so a sibling's
+    release that requeued the order and committed while this statement ran is seen —
+    within the statement's own snapshot, the order would still look ``in_progress``."""
+    pick = queries.template(
+        "grant_pick", eligible=eligible_where(shape), checkout_order=CHECKOUT_ORDER
+    )
     return "\n" + queries.template(
         "grant",
-        token=token,
-        target=target,
+        pick=pick,
         item_columns=ITEM_COLUMNS_SQL,
         audit=_audit("picked", "leased", _LEASED_PAYLOAD),
         written=WRITTEN,

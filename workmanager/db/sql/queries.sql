@@ -54,11 +54,6 @@ i.id <> ALL(%(q_exclude)s::uuid[])
 -- rows another transaction holds.
 ORDER BY i.priority DESC, i.created_at, i.id LIMIT 1 FOR UPDATE SKIP LOCKED
 
--- name: candidate
--- The next eligible item ({eligible}, then checkout_order), locked: its id, order type and
--- lease token (a lock backend then takes it).
-SELECT i.id, i.order_type, i.lease_token FROM work_items i WHERE {eligible} {checkout_order}
-
 -- name: guard_columns
 -- The columns a guarded write locks and tests (see locked).
 id, order_id, state, lease_token, lease_secret_hash, leased_by_agent_id, lease_expires_at
@@ -124,15 +119,18 @@ SELECT item.*, o.order_state, o.became AS order_became, {written}
 SELECT i.id FROM work_items i WHERE {eligible} {checkout_order}
 
 -- name: grant
--- Lease one item ({target}: grant_pick's, or the id a lock backend took; {token}: the
--- fence), its ``leased`` event and provenance row ({audit}), then workmanager_start_order;
--- returns the item, the events written and whether the order started.
+-- Lease one item ({pick}: grant_pick) under the fence lease_token + 1 (the one source of
+-- fences, whatever the lease backend: a lock store takes the lock under the row's), its
+-- ``leased`` event and provenance row ({audit}), then workmanager_start_order; returns
+-- the item, the events written and whether the order started. The pick locks the row and
+-- checks it on its latest version; the UPDATE finds it by id alone, so no plan reaches it
+-- through a partial index (see locked).
 WITH picked AS (
   UPDATE work_items SET state = 'leased', leased_by_agent_id = %(agent)s,
-         lease_token = {token}, lease_secret_hash = %(secret_hash)s,
+         lease_token = lease_token + 1, lease_secret_hash = %(secret_hash)s,
          lease_expires_at = %(expires)s,
          attempts = attempts + 1, updated_at = %(now)s
-   WHERE {target}
+   WHERE id = ({pick})
   RETURNING {item_columns}
 ), {audit}
 SELECT picked.*, {written},
