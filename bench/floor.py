@@ -22,11 +22,11 @@ import redis
 
 from .common import Config, Figures, measure
 
-#: Take a free lock and hand out the next fencing number, or 0 when the lock is held.
-#: KEYS: lock, fence counter. ARGV: owner, ttl seconds.
+#: Take a free lock, or 0 when it is held (the lock stores keep no counter: the fence is
+#: the row's, carried in the lock's value). KEYS: lock. ARGV: owner, ttl seconds.
 ACQUIRE = """
 if redis.call('set', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
-  return redis.call('incr', KEYS[2])
+  return 1
 end
 return 0"""
 #: Push the lock's expiry out when the caller owns it; 0 otherwise.
@@ -118,19 +118,16 @@ def drop_scratch_queue(conn: psycopg.Connection) -> None:
 
 
 def redis_floor(cfg: Config, n: int) -> dict[str, Figures]:
-    """``n`` calls of each bare Redis primitive: ``SET NX EX``, the fenced acquire, the
+    """``n`` calls of each bare Redis primitive: ``SET NX EX``, the acquire, the
     owner-checked extend and release (each on its own keys, deleted afterwards)."""
     r = redis.Redis.from_url(cfg.redis_url)
     base = f"{cfg.redis_prefix}floor:"
-    fence = f"{base}fence"
     acquire, extend, release = lua(r, ACQUIRE), lua(r, EXTEND), lua(r, RELEASE)
     lock = [f"{base}lock:{i}" for i in range(n)]
     try:
         out = {
             "redis_set_nx_ex": measure(lambda i: r.set(f"{base}set:{i}", OWNER, nx=True, ex=60), n),
-            "redis_lua_acquire_with_fence": measure(
-                lambda i: acquire(keys=[lock[i], fence], args=[OWNER, 60]), n
-            ),
+            "redis_lua_acquire": measure(lambda i: acquire(keys=[lock[i]], args=[OWNER, 60]), n),
             "redis_lua_extend_owner_checked": measure(
                 lambda i: extend(keys=[lock[i]], args=[OWNER, 60]), n
             ),
@@ -171,7 +168,6 @@ class _Bare:
         self.conn = scratch_queue(cfg, rows)
         self.r = redis.Redis.from_url(cfg.redis_url)
         self.prefix = f"{cfg.redis_prefix}bare:"
-        self.fence = f"{self.prefix}fence"
         self.acquire = lua(self.r, ACQUIRE)
         self.extend = lua(self.r, EXTEND)
         self.release = lua(self.r, RELEASE)
@@ -191,7 +187,7 @@ class _Bare:
             self.conn.execute(PART, {"id": item, "owner": OWNER})
 
     def lua_acquire(self, item: int) -> None:
-        self.acquire(keys=[f"{self.prefix}{item}", self.fence], args=[OWNER, 600])
+        self.acquire(keys=[f"{self.prefix}{item}"], args=[OWNER, 600])
 
     def lua_extend(self, item: int) -> None:
         self.extend(keys=[f"{self.prefix}{item}"], args=[OWNER, 600])

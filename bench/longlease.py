@@ -228,7 +228,7 @@ class BareAgents:
             return False
         item, lock = row[0], f"{self.base}lock:{row[0]}"
         if self.redis:
-            self.acquire(keys=[lock, f"{self.base}fence"], args=[owner, 600])
+            self.acquire(keys=[lock], args=[owner, 600])
         for _ in range(self.k):
             if self.sleep:
                 time.sleep(self.sleep)

@@ -93,7 +93,7 @@ AGENT_TARGETS = {
     ("redis", "heartbeat"): (0.8, ">= 0.8x the bare Lua extend"),
 }
 STORE_FLOORS = (
-    ("RedisLeaseStore.acquire", "store_acquire", "redis_lua_acquire_with_fence"),
+    ("RedisLeaseStore.acquire", "store_acquire", "redis_lua_acquire"),
     ("RedisLeaseStore.extend", "store_extend", "redis_lua_extend_owner_checked"),
     ("RedisLeaseStore.release", "store_release", "redis_lua_release_owner_checked"),
 )

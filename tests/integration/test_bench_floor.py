@@ -18,7 +18,7 @@ def test_the_floors_measure_and_clean_up(pg_url: str, redis_url: str) -> None:
     figures = {**redis_floor(cfg, 30), **postgres_floor(cfg, 30)}
     assert set(figures) == {
         "redis_set_nx_ex",
-        "redis_lua_acquire_with_fence",
+        "redis_lua_acquire",
         "redis_lua_extend_owner_checked",
         "redis_lua_release_owner_checked",
         "postgres_skip_locked_checkout",
