@@ -229,7 +229,7 @@ def test_tokens_strictly_increase_across_every_kind_of_regrant(build) -> None:
     assert wm.sweeper.sweep().reclaimed == 1
     leases.append(checkout(wm, "agent-a"))  # after expiry and sweep
     wm.agent.release(_current(wm, leases[-1]))
-    lose_store_data(wm)  # Redis flushed: the fence counter is gone
+    lose_store_data(wm)  # Redis flushed: every lock and count is gone
     leases.append(checkout(wm, "agent-c"))
     fences = [lease.fence for lease in leases]
     assert all(a < b for a, b in itertools.pairwise(fences)), fences
