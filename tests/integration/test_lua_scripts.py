@@ -42,10 +42,10 @@ def test_lock_scripts_run_again_after_the_server_flushed_them(own_redis: OwnRedi
     assert first == 1
     proof = Holder("agent-1", first, secret_hash).store_proof()
     assert store.extend("item-1", "agent-1", proof, 60_000, "t.type") == 1
-    assert client.script_exists(store._extend._registered.sha) == [True]
+    assert client.script_exists(store._extend.sha) == [True]
 
     client.script_flush()
-    assert client.script_exists(store._extend._registered.sha) == [False]
+    assert client.script_exists(store._extend.sha) == [False]
     assert store.extend("item-1", "agent-1", proof, 60_000, "t.type") == 1
     assert store.extend("item-1", "agent-1", "0|-", 60_000, "t.type") == -1  # a wrong proof
     assert acquire("item-2", 7) == 7  # the fence is the caller's (the row's token + 1)

@@ -22,8 +22,13 @@ class Script:
         self._registered = client.register_script(source)  # its SHA1, computed here
         self._missing = NoScriptError
 
+    @property
+    def sha(self) -> str:
+        """The script's SHA1, what ``EVALSHA`` names it by."""
+        return str(self._registered.sha)
+
     def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
-            return self.client.evalsha(self._registered.sha, len(keys), *keys, *args)
+            return self.client.evalsha(self.sha, len(keys), *keys, *args)
         except self._missing:
             return self._registered(keys=keys, args=args)  # loads it, then runs it

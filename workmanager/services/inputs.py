@@ -34,12 +34,11 @@ def agent_of(agent: AgentInfo | str | None, lease: Lease | None = None) -> Agent
     if isinstance(agent, AgentInfo):
         require(isinstance(agent.id, str) and agent.id != "", "agent_id", "must be a string")
         return agent
-    if agent is None and lease is not None and lease.agent_id:
+    if agent:
+        return AgentInfo(id=agent)
+    if lease is not None and lease.agent_id:  # no agent named: the lease's holder acts
         return lease.agent
-    agent_id = agent or (lease.agent_id if lease else None)
-    if not agent_id:
-        raise ValidationFailed.at("agent_id", "an agent id is required", "required")
-    return AgentInfo(id=agent_id)
+    raise ValidationFailed.at("agent_id", "an agent id is required", "required")
 
 
 #: Priorities are 32-bit integers (the column, and the HTTP schema's bounds).
