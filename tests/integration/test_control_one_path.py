@@ -33,6 +33,7 @@ from workmanager.errors import (
     WorkManagerError,
 )
 from workmanager.services.admin import ItemAdmin, OrderAdmin
+from workmanager.services.idempotency import IN_FLIGHT_LOCK
 from workmanager.services.maintenance import Housekeeping
 from workmanager.services.tokens import Principal
 from workmanager.surface.callers import AgentMetadata, Caller, build_caller
@@ -606,8 +607,12 @@ def test_a_keyed_propose_marks_its_key_in_its_own_transaction(
     with wm.db.transaction() as s:
         (order_id,) = s.scalars(select(Order.id))
         (row,) = s.scalars(select(IdempotencyKey))
-        assert row.status == "committed" and row.locked_until is None
+        assert row.status == "committed" and row.locked_until is not None
         assert row.response_body == {"order_id": str(order_id)}
+    with pytest.raises(IdempotencyInFlight):  # until its in-flight lock runs out
+        wm.idempotency.once(caller(), "propose", "", "k", body, propose)
+    later = datetime.now(UTC) + IN_FLIGHT_LOCK + timedelta(seconds=1)
+    monkeypatch.setattr(wm.ctx, "clock", lambda: later)
     replay = wm.idempotency.once(caller(), "propose", "", "k", body, propose)
     assert not isinstance(replay, tuple) and replay.body["order_id"] == str(order_id)
     # A known dedupe key under another idempotency key: the insert fails in the

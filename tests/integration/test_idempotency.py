@@ -276,8 +276,11 @@ def test_a_key_whose_propose_committed_is_never_run_again(
     (order_id,) = order_ids(wm)
     with wm.db.transaction() as s:
         row = s.scalars(select(IdempotencyKey)).one()
-        assert row.status == "committed" and row.locked_until is None
-    clock.advance(seconds=IN_FLIGHT_LOCK.total_seconds() + 1)  # the lock would have lapsed
+        assert row.status == "committed" and row.locked_until is not None
+    # while the in-flight lock lasts, the first request may still be storing its answer
+    with pytest.raises(IdempotencyInFlight):
+        wm.idempotency.once(caller(), "propose", "", "k", BODY, propose)
+    clock.advance(seconds=IN_FLIGHT_LOCK.total_seconds() + 1)  # the lock has lapsed
     again = wm.idempotency.once(caller(), "propose", "", "k", BODY, propose)
     assert isinstance(again, Replay) and again.status == 200
     assert again.body["replayed"] is True and again.body["outcome"] == "committed"
@@ -359,7 +362,9 @@ def test_a_keyed_lease_call_that_committed_is_never_run_again_with_redis_leases(
     monkeypatch.undo()
     with wm.db.transaction() as s:
         row = s.scalars(select(IdempotencyKey)).one()
-        assert row.status == "committed" and row.locked_until is None
+        assert row.status == "committed" and row.locked_until is not None
+    with pytest.raises(IdempotencyInFlight):
+        wm.idempotency.once(caller(), operation, item_id, "rk", body, run, token)
     clock.advance(seconds=IN_FLIGHT_LOCK.total_seconds() + 1)
     again = wm.idempotency.once(caller(), operation, item_id, "rk", body, run, token)
     assert isinstance(again, Replay) and again.status == 200, again
@@ -458,7 +463,61 @@ def test_concurrent_requests_with_one_key_run_one_operation(wm: WorkManager) -> 
     assert len(ran) == 1 and ran[0][0] == 201
     others = [r for r in results if not isinstance(r, tuple)]
     assert all(isinstance(r, IdempotencyInFlight | Replay) for r in others), others
+    # a replay is the stored answer (201 and its body), never the recovered form of a key
+    # whose request is still running (committed, its answer not stored yet)
+    replays = [r for r in others if isinstance(r, Replay)]
+    assert all(r.status == 201 and r.body == ran[0][1] for r in replays), replays
     assert len(order_ids(wm)) == 1
+
+
+def test_a_retry_while_the_first_stores_its_answer_is_in_flight(wm: WorkManager) -> None:
+    """Between the commit that marks the key and the stored answer, a retry with the key
+    is 409 ``idempotency_in_flight`` (SPEC §6.3), not an answer of its own."""
+    ops = Operations(wm)
+    seen: list[Any] = []
+
+    def propose(c: Caller) -> Answer:
+        return ops.propose(c, "test.simple", {"n": 1})
+
+    def complete_after_a_retry(claim: Claim, status: int, body: dict[str, Any]) -> None:
+        try:
+            wm.idempotency.once(caller(), "propose", "", "k", BODY, propose)
+        except IdempotencyInFlight as exc:
+            seen.append(exc)
+        store_answer(claim, status, body)
+
+    store_answer = wm.idempotency.complete
+    wm.idempotency.complete = complete_after_a_retry  # type: ignore[method-assign]
+    status, body = wm.idempotency.once(caller(), "propose", "", "k", BODY, propose)
+    wm.idempotency.complete = store_answer  # type: ignore[method-assign]
+    assert [type(e) for e in seen] == [IdempotencyInFlight]
+    again = wm.idempotency.once(caller(), "propose", "", "k", BODY, propose)
+    assert isinstance(again, Replay) and (again.status, again.body) == (status, body)
+    assert len(order_ids(wm)) == 1
+
+
+def test_a_target_id_in_another_spelling_is_the_same_key(wm: WorkManager) -> None:
+    """The routes take an id in upper case or without dashes as the same resource: a retry
+    spelled so replays the stored answer and runs nothing again."""
+    ops = Operations(wm)
+    wm.orders.propose("test.simple", {})
+    leased = ops.checkout(caller(), CheckoutFilters())[1]["item"]
+    item_id, token = leased["id"], str(leased["lease_token"])
+    body = {"result": {"answer": 1}}
+    runs: list[str] = []
+
+    def submit(target: str) -> Callable[[Caller], Answer]:
+        def run(c: Caller) -> Answer:
+            runs.append(target)
+            return ops.submit(c, target, token, {"answer": 1})
+
+        return run
+
+    first = wm.idempotency.once(caller(), "submit", item_id, "s", body, submit(item_id), token)
+    for spelled in (item_id.upper(), item_id.replace("-", ""), "{" + item_id + "}"):
+        again = wm.idempotency.once(caller(), "submit", spelled, "s", body, submit(spelled), token)
+        assert isinstance(again, Replay) and again.status == first[0], spelled
+    assert runs == [item_id]
 
 
 def test_a_claim_taken_over_while_it_ran_cannot_commit(wm: WorkManager, clock: Clock) -> None:
@@ -544,6 +603,7 @@ def test_a_keyed_lease_call_marks_its_key_in_its_one_statement(
 
     wm = make_wm(db="postgres", backend="database", registry=Registry([Simple()]))
     assert isinstance(wm.agent.store, PostgresStore)
+    wm.ctx.clock = clock = Clock()
     ops, item_id, token = _leased(wm)
     locked: list[int] = []
     for module in (endings, parts, submit):  # the two-round-trip path starts with it
@@ -567,6 +627,9 @@ def test_a_keyed_lease_call_marks_its_key_in_its_one_statement(
             "order_id": str(wm.queries.item(uuid.UUID(item_id))["order_id"]),
             "item_id": item_id,
         }
+    with pytest.raises(IdempotencyInFlight):  # its answer might still be on its way
+        wm.idempotency.once(caller(), call, item_id, "hk", {}, run, token)
+    clock.advance(seconds=IN_FLIGHT_LOCK.total_seconds() + 1)
     again = wm.idempotency.once(caller(), call, item_id, "hk", {}, run, token)
     assert isinstance(again, Replay) and again.body["outcome"] == "committed"
 

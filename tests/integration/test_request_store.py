@@ -28,6 +28,10 @@ def store(wm: WorkManager) -> RequestStore:
     return build_request_store(wm.db)
 
 
+#: the in-flight lock of a key claimed at NOW
+LOCK = NOW + timedelta(minutes=5)
+
+
 def row(key: str, created: datetime = NOW) -> dict[str, Any]:
     return {
         **{"key_hash": key, "endpoint": "propose", "request_fingerprint": "fp"},
@@ -50,7 +54,7 @@ def set_key(wm: WorkManager, key: str, **values: Any) -> None:
 def test_a_key_is_claimed_once_and_read_back(store: RequestStore) -> None:
     claim(store, "k")
     assert store.claim_key(row("k", NOW + timedelta(hours=2))) is None  # nothing written
-    assert store.existing_key("k", NOW) == KeyRow("fp", "in_flight", None, None)
+    assert store.existing_key("k", NOW) == KeyRow("fp", "in_flight", None, None, LOCK)
     assert store.existing_key("other", NOW) is None
 
 
@@ -64,7 +68,7 @@ def test_stale_and_expired_rows_are_cleared_and_committed_ones_kept(
     assert store.existing_key("stale", later) is None
     assert store.existing_key("stale", NOW) is None  # deleted, not just hidden
     assert store.existing_key("committed", later) == KeyRow(
-        "fp", "committed", None, {"order_id": "o"}
+        "fp", "committed", None, {"order_id": "o"}, LOCK
     )
     assert store.existing_key("expired", NOW + timedelta(hours=1)) is None
     assert store.existing_key("expired", NOW) is None
@@ -77,13 +81,14 @@ def test_complete_and_abandon_touch_their_claim_only(wm: WorkManager, store: Req
     new = ("k", claim(store, "k", NOW + timedelta(seconds=1)), NOW + timedelta(seconds=1))
     store.complete_key(old, 201, {"x": 1})  # the key's later row is left alone
     store.abandon_key(old)
-    assert store.existing_key("k", NOW) == KeyRow("fp", "in_flight", None, None)
+    later_lock = LOCK + timedelta(seconds=1)
+    assert store.existing_key("k", NOW) == KeyRow("fp", "in_flight", None, None, later_lock)
     store.complete_key(new, 201, {"x": 1})
     store.abandon_key(new)  # a stored answer is not in flight: kept
-    assert store.existing_key("k", NOW) == KeyRow("fp", "done", 201, {"x": 1})
-    set_key(wm, "k", status="committed")
-    store.abandon_key(new)
-    assert store.existing_key("k", NOW) is not None
+    assert store.existing_key("k", NOW) == KeyRow("fp", "done", 201, {"x": 1}, None)
+    set_key(wm, "k", status="committed", locked_until=later_lock)
+    store.abandon_key(new)  # committed: kept, its lock dropped (answered as recovered)
+    assert store.existing_key("k", NOW) == KeyRow("fp", "committed", 201, {"x": 1}, None)
 
 
 def test_a_token_is_read_with_the_owner_of_the_agent_it_acts_as(
@@ -122,7 +127,7 @@ def test_a_key_is_claimed_with_the_lease_it_presents_read(make_wm: Any, database
     assert again is None and read_again == read  # nothing written, the row still read
     claimed, missing = store.claim_key_reading(row("k2"), uuid.uuid4())
     assert claimed is not None and missing is None
-    assert store.existing_key("k2", NOW) == KeyRow("fp", "in_flight", None, None)
+    assert store.existing_key("k2", NOW) == KeyRow("fp", "in_flight", None, None, LOCK)
 
 
 def test_a_token_is_read_with_the_lease_it_presents(make_wm: Any, database: str) -> None:

@@ -160,7 +160,7 @@ def _before_commit(session: Session) -> None:
     done = session.execute(
         update(IdempotencyKey)
         .where(claim.row, IdempotencyKey.status == IN_FLIGHT)
-        .values(status=COMMITTED, locked_until=None, response_body=refs or None)
+        .values(status=COMMITTED, response_body=refs or None)
         .execution_options(synchronize_session=False)
     )
     if not getattr(done, "rowcount", 1):

@@ -12,7 +12,7 @@ from sqlalchemy import String, bindparam, case, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
-from .claims import DONE, IN_FLIGHT, row_of
+from .claims import COMMITTED, DONE, IN_FLIGHT, row_of
 from .models import ApiToken, IdempotencyKey, Item
 from .request_store import ClaimId, KeyRow, LeaseRow, TokenRow, lease_row
 from .session import Database
@@ -77,7 +77,11 @@ class OrmRequestStore:
                 s.delete(row)
                 return None
             return KeyRow(
-                row.request_fingerprint, row.status, row.response_status, row.response_body
+                row.request_fingerprint,
+                row.status,
+                row.response_status,
+                row.response_body,
+                row.locked_until,
             )
 
     def complete_key(self, claim: ClaimId, status: int, body: dict[str, Any]) -> None:
@@ -91,6 +95,11 @@ class OrmRequestStore:
         with self.db.transaction() as s:
             s.execute(
                 delete(IdempotencyKey).where(row_of(*claim), IdempotencyKey.status == IN_FLIGHT)
+            )
+            s.execute(
+                update(IdempotencyKey)
+                .where(row_of(*claim), IdempotencyKey.status == COMMITTED)
+                .values(locked_until=None)
             )
 
     def lease_row(self, item_id: uuid.UUID) -> LeaseRow | None:

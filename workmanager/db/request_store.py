@@ -47,6 +47,8 @@ class KeyRow(NamedTuple):
     status: str
     response_status: int | None
     response_body: dict[str, Any] | None
+    #: the in-flight lock, kept when the key is marked committed (until its answer is stored)
+    locked_until: datetime | None
 
 
 class LeaseRow(NamedTuple):
@@ -123,7 +125,8 @@ class RequestStore(Protocol):
         ...
 
     def abandon_key(self, claim: ClaimId) -> None:
-        """Delete the claim's row while it is in flight (a committed one stays marked)."""
+        """Delete the claim's row while it is in flight; unlock a committed one (it stays
+        marked, and answers as recovered from now on)."""
         ...
 
     def lease_row(self, item_id: uuid.UUID) -> LeaseRow | None:

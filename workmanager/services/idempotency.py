@@ -9,7 +9,9 @@ committed does not block its key until the TTL), ``complete`` stores the respons
 Through :meth:`IdempotencyService.once` the operation's own transaction also marks the key
 ``committed`` (:mod:`workmanager.db.claims`): a key whose operation committed is never taken
 over or run again, even when its response was never stored (the process died in between);
-it then answers from the current state of what the operation touched (:meth:`_recovered`).
+while its in-flight lock lasts a request with the key is told the first is still running,
+after it the key answers from the current state of what the operation touched
+(:meth:`_recovered`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from sqlalchemy import delete
 
 from ..db import claims
 from ..db.models import IdempotencyKey
-from ..db.request_store import LeaseRow, build_request_store
+from ..db.request_store import KeyRow, LeaseRow, build_request_store
 from ..errors import IdempotencyInFlight, IdempotencyKeyReused, NotFound, WorkManagerError
 from ..reads.queries import Queries
 from .context import ServiceContext
@@ -46,7 +48,11 @@ IN_FLIGHT_LOCK = timedelta(minutes=5)
 
 
 def key_hash(endpoint: str, target: str, principal: str, key: str) -> str:
-    raw = "\x1f".join((endpoint, target, principal, key))
+    """The key's row id: scoped by endpoint, target resource, principal. A target that is an
+    id is hashed in its canonical spelling (the routes accept an id in upper case or
+    without dashes as the same resource, so a retry spelled so replays)."""
+    named = presented_item(target)
+    raw = "\x1f".join((endpoint, str(named) if named else target, principal, key))
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
@@ -118,6 +124,13 @@ class Claim(NamedTuple):
     claimed_at: datetime
 
 
+def _still_locked(row: KeyRow, now: datetime) -> bool:
+    """A committed key whose first request has not stored its answer and whose in-flight
+    lock is still on: that request is running (it stores the answer next); once the lock
+    ran out with no answer, its server died and the key is answered as recovered."""
+    return row.locked_until is not None and row.locked_until > now
+
+
 class IdempotencyService:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
@@ -175,6 +188,9 @@ class IdempotencyService:
             )
         if row.status == IN_FLIGHT:
             raise IdempotencyInFlight()
+        if row.status == COMMITTED and row.response_status is None and _still_locked(row, now):
+            # committed, its answer not stored yet: the first request is still running
+            raise IdempotencyInFlight()
         if row.status != COMMITTED or row.response_status is not None:
             return Replay(row.response_status or 200, row.response_body or {})
         return self._recovered(dict(row.response_body or {}))
@@ -208,7 +224,8 @@ class IdempotencyService:
         self.store.complete_key(claim, status, body)
 
     def abandon(self, claim: Claim) -> None:
-        """Free a claim whose operation did not commit (a committed one stays marked)."""
+        """Free a claim whose operation did not commit; a committed one stays marked, its
+        lock dropped (its answer will not be stored: the key answers as recovered)."""
         self.store.abandon_key(claim)
 
     def once(
@@ -249,9 +266,10 @@ class IdempotencyService:
         except WorkManagerError as exc:
             if active.marked and exc.http_status < 500:
                 # it committed, then refused (a part stored as rejected): that refusal is
-                # the answer. A transient error after the commit keeps the bare mark.
+                # the answer. A transient error after the commit keeps the bare mark,
+                # unlocked by abandon: a retry gets the recovered answer at once.
                 self.complete(claim, exc.http_status, {"error": exc.to_dict()}, committed=True)
-            elif not active.marked:
+            else:
                 self.abandon(claim)
             raise
         except BaseException:

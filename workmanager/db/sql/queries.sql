@@ -421,7 +421,9 @@ id = %(claim_id)s AND key_hash = %(claim_hash)s AND created_at = %(claim_at)s AN
 
 -- name: claim_committed
 -- What marking a key committed sets besides the refs it names (mark_claim, claim_marked).
-status = 'committed', locked_until = NULL
+-- Its in-flight lock stays until the answer is stored: a request with the key meanwhile
+-- is told the first is still running (services/idempotency.py _still_locked).
+status = 'committed'
 
 -- name: mark_claim
 -- The idempotency key marked committed in the operation's own transaction (before its
@@ -780,7 +782,7 @@ ON CONFLICT (key_hash) DO NOTHING RETURNING id
 -- A key's row, locked; deleted and not returned when it expired or is an in-flight marker
 -- whose lock ran out. A committed row is kept until it expires.
 WITH k AS (
-  SELECT id, request_fingerprint, status, response_status, response_body,
+  SELECT id, request_fingerprint, status, response_status, response_body, locked_until,
          expires_at <= %(now)s
            OR (status = 'in_flight' AND locked_until <= %(now)s) IS TRUE AS stale
     FROM work_idempotency_keys WHERE key_hash = %(key_hash)s
@@ -788,7 +790,8 @@ WITH k AS (
 ), cleared AS (
   DELETE FROM work_idempotency_keys d USING k WHERE d.id = k.id AND k.stale
 )
-SELECT request_fingerprint, status, response_status, response_body FROM k WHERE NOT k.stale
+SELECT request_fingerprint, status, response_status, response_body, locked_until
+  FROM k WHERE NOT k.stale
 
 -- name: complete_key
 -- A claim's response stored to replay: its row (no later one of the key) done, unlocked.
@@ -798,10 +801,17 @@ UPDATE work_idempotency_keys
  WHERE id = %(id)s AND key_hash = %(key_hash)s AND created_at = %(created_at)s
 
 -- name: abandon_key
--- A claim whose operation did not commit: its row deleted while still in flight.
-DELETE FROM work_idempotency_keys
+-- A claim given up: its row deleted while still in flight (its operation did not commit);
+-- a committed one (its answer will not be stored) unlocked, so the key answers as
+-- recovered at once.
+WITH gone AS (
+  DELETE FROM work_idempotency_keys
+   WHERE id = %(id)s AND key_hash = %(key_hash)s AND created_at = %(created_at)s
+     AND status = 'in_flight'
+)
+UPDATE work_idempotency_keys SET locked_until = NULL
  WHERE id = %(id)s AND key_hash = %(key_hash)s AND created_at = %(created_at)s
-   AND status = 'in_flight'
+   AND status = 'committed'
 
 -- name: lease_row
 -- What a presented lease is rebuilt from: its item, every column ({item_columns}), no lock
