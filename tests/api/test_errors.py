@@ -47,6 +47,10 @@ def test_400s(server: Server) -> None:
     error(r, 400, "malformed_json")
     r = c.post(f"{PREFIX}/checkout", headers={"X-Agent-ID": "a", "X-Agent-Version": "v1"})
     assert error(r, 400, "invalid_agent_metadata")["details"][0]["field"] == "agent_version"
+    # a semantic version longer than provenance stores (was a 422 from the driver)
+    long_version = {"X-Agent-ID": "a", "X-Agent-Version": "1.0.0-" + "a" * 60}
+    r = c.post(f"{PREFIX}/checkout", headers=long_version)
+    assert error(r, 400, "invalid_agent_metadata")["details"][0]["field"] == "agent_version"
     for params in (
         {"filter[nope]": "1"},
         {"sort": "bogus"},
@@ -56,6 +60,32 @@ def test_400s(server: Server) -> None:
     ):
         error(c.get(f"{PREFIX}/orders", params=params), 400, "invalid_query")
     error(c.get(f"{PREFIX}/items/{uuid.uuid4()}/logs", params={"limit": 500}), 400, "invalid_query")
+
+
+def test_values_no_database_can_store_are_refused_alike(server: Server) -> None:
+    """A NUL in a tenant, a list filter, a part key or a subject to forget is refused with
+    its field or parameter named, the same on every database (PostgreSQL's driver said 422
+    "a value cannot be stored" while SQLite stored or matched it); nothing is written."""
+    c = server.client()
+    before = c.get(f"{PREFIX}/orders").json()["meta"]["total"]
+    r = c.post(
+        f"{PREFIX}/propose",
+        json={"type": "test.simple", "payload": {}, "tenant_id": "a\u0000b"},
+        headers=idem(),
+    )
+    assert error(r, 422, "validation_failed")["details"][0]["path"] == "tenant_id"
+    assert c.get(f"{PREFIX}/orders").json()["meta"]["total"] == before
+    for params in ({"filter[type]": "a\x00b"}, {"filter[agent_id]": "a\x00b"}):
+        r = c.get(f"{PREFIX}/orders", params=params)
+        assert error(r, 400, "invalid_query")["details"]["parameter"] in params
+    item = checkout(c, propose(c)["id"])
+    parts = f"{PREFIX}/items/{item['id']}/parts"
+    for params in ({"status": "bogus"}, {"part_key": "a\x00"}):
+        r = c.get(parts, params=params)
+        assert error(r, 400, "invalid_query")["details"]["parameter"] in params
+    assert c.get(parts, params={"status": "rejected"}).json()["parts"] == []
+    r = c.post(f"{PREFIX}/provenance/forget", json={"agent_id": "a\u0000b"}, headers=idem())
+    assert error(r, 422, "validation_failed")["details"][0]["path"] == "agent_id"
 
 
 def test_401_403(server: Server) -> None:
@@ -311,6 +341,8 @@ def test_ten_concurrent_duplicates_create_one_order(server: Server) -> None:
     assert len(created) == 1, [r.text for r in answers]
     assert len(created) + len(replayed) + len(in_flight) == 10
     assert all(r.json()["error"]["code"] == "idempotency_in_flight" for r in in_flight)
+    # a replay is the stored answer, never a "recovered" one while the first still runs
+    assert all(r.status_code == 201 for r in replayed), [r.text for r in replayed]
     assert {r.json()["order"]["id"] for r in created + replayed} == {
         created[0].json()["order"]["id"]
     }

@@ -27,6 +27,7 @@ from .params import (
     operator_of,
     page,
     paged,
+    readable,
     sort_by,
     states,
     uuids,
@@ -65,7 +66,7 @@ class ItemListing:
         query, sort = ListQuery(), "-updated_at"
         if tenant is not None:
             query.where.append(Item.tenant_id == tenant)
-        for param, value in params:
+        for param, value in readable(params):
             if param == "sort":
                 sort = value
             elif not page(query, param, value, MAX_SIZE):

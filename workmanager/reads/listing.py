@@ -36,6 +36,7 @@ from .params import (
     operator_of,
     page,
     paged,
+    readable,
     sort_by,
     states,
     uuids,
@@ -167,7 +168,7 @@ class OrderListing:
             ListQuery(size=min(size or settings.default_page_size_http, limit)),
             DEFAULT_SORT,
         )
-        for param, value in params:
+        for param, value in readable(params):
             if param == "sort":
                 sort = value
             elif page(query, param, value, limit):

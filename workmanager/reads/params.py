@@ -42,6 +42,16 @@ def bad(message: str, param: str) -> InvalidQuery:
     return InvalidQuery(message, details={"parameter": param})
 
 
+def readable(params: Iterable[tuple[str, str]]) -> Iterable[tuple[str, str]]:
+    """The query string's parameters, each refused when it holds a NUL character (no
+    database compares with one: PostgreSQL refuses it, so it is refused here on every
+    backend, as the 400 of a bad query)."""
+    for param, value in params:
+        if "\x00" in param or "\x00" in value:
+            raise bad(f"{param!r}: must not contain NUL characters", param)
+        yield param, value
+
+
 def csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 

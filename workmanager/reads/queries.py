@@ -10,9 +10,12 @@ from sqlalchemy import or_, select
 from ..db.models import Event, Item, Order, Part
 from ..errors import InvalidQuery, NotFound
 from ..services.context import ServiceContext
-from ..services.parts import required_and_missing
+from ..services.parts import REJECTED, VALIDATED, required_and_missing
 from ..services.views import event_dict, iso, item_dict, order_dict, part_dict
 from .expiry import with_live_expiry
+
+#: What ``GET /items/{id}/parts?status=`` may name.
+PART_STATUSES = (VALIDATED, REJECTED)
 
 
 class Queries:
@@ -124,6 +127,13 @@ class Queries:
     def parts(
         self, item_id: uuid.UUID, part_key: str | None = None, status: str | None = None
     ) -> dict[str, Any]:
+        if status is not None and status not in PART_STATUSES:
+            why = f"status: one of {', '.join(PART_STATUSES)}, not {status!r}"
+            raise InvalidQuery(why, details={"parameter": "status"})
+        if part_key is not None and "\x00" in part_key:
+            raise InvalidQuery(
+                "part_key: must not contain NUL characters", details={"parameter": "part_key"}
+            )
         with self.ctx.db.transaction() as s:
             item = s.get(Item, item_id)
             if item is None:

@@ -99,6 +99,8 @@ class Subject:
         if not isinstance(self.id, str) or not self.id.strip() or len(self.id) > 191:
             message = "a non-empty id of at most 191 characters"
             errors.append(problem(f"{self.kind}_id", message, "type"))
+        elif "\x00" in self.id:  # no record can name it (PostgreSQL stores no NUL)
+            errors.append(problem(f"{self.kind}_id", "must not contain NUL characters", "type"))
         if errors:
             raise ValidationFailed(errors)
 

@@ -39,6 +39,7 @@ from ..db.models import ApiToken, Item, Order
 from ..db.request_store import LeaseRow, TokenRow, build_request_store
 from ..db.session import Database
 from ..errors import Forbidden, NotFound, Unauthenticated, ValidationFailed
+from ..jsonvalues import json_value
 from .context import ServiceContext
 from .views import iso
 
@@ -202,12 +203,13 @@ MAX_TENANT_LENGTH = 191
 
 
 def checked_tenant(value: Any, path: str = "tenant_id") -> str | None:
-    """A tenant id as given (``None`` or ``""``: no tenant); a string of 1..191 chars."""
+    """A tenant id as given (``None`` or ``""``: no tenant); a string of 1..191 chars that
+    every database stores (no NUL: PostgreSQL refuses it, SQLite would keep it)."""
     if value is None or value == "":
         return None
     if not isinstance(value, str) or len(value) > MAX_TENANT_LENGTH:
         raise ValidationFailed.at(path, f"a string of 1 to {MAX_TENANT_LENGTH} characters", "type")
-    return value
+    return str(json_value(value, path))
 
 
 def proposal_tenant(bound: str | None, requested: Any) -> str | None:

@@ -20,6 +20,18 @@ from ..services.tokens import Principal
 from ..types import JSON, AgentInfo
 
 _MAX_FIELD = 191
+#: (attribute, field named in the error, most characters): what the caller names about
+#: itself, each 1 to the size of its provenance column.
+_NAMED = (
+    ("agent_id", "agent_id", _MAX_FIELD),
+    ("name", "name", _MAX_FIELD),
+    ("model_name", "model_name", _MAX_FIELD),
+    ("runtime", "runtime", _MAX_FIELD),
+    ("request_id", "request_id", _MAX_FIELD),
+    ("version", "agent_version", 64),
+)
+#: The client's address (the connection's, or a trusted proxy's ``X-Forwarded-For``).
+_MAX_ADDRESS = 64
 
 
 @dataclass(frozen=True)
@@ -71,13 +83,22 @@ def resolve_agent_id(principal: Principal, named: str | None) -> str:
 
 
 def _check(meta: AgentMetadata) -> None:
+    """Every field the provenance row stores fits its column, on every database: a value
+    that does not is refused here, with its field named, never by the driver."""
     errors = []
     if meta.version is not None and not is_semver(meta.version):
         errors.append({"field": "agent_version", "message": "must be a semantic version"})
-    for name in ("agent_id", "name", "model_name", "runtime", "request_id"):
+    for name, named, most in _NAMED:
         value = getattr(meta, name)
-        if value is not None and (not value.strip() or len(value) > _MAX_FIELD):
-            errors.append({"field": name, "message": f"1 to {_MAX_FIELD} characters"})
+        if value is not None and (not value.strip() or len(value) > most):
+            errors.append({"field": named, "message": f"1 to {most} characters"})
+    if meta.ip_address is not None and len(meta.ip_address) > _MAX_ADDRESS:
+        why = f"longer than {_MAX_ADDRESS} characters: is X-Forwarded-For an address?"
+        errors.append({"field": "ip_address", "message": why})
+    for name in ("agent_id", "name", "model_name", "runtime", "request_id", "user_agent"):
+        value = getattr(meta, name)
+        if value is not None and "\x00" in value:
+            errors.append({"field": name, "message": "must not contain NUL characters"})
     if errors:
         raise InvalidAgentMetadata("invalid agent metadata", details=errors)
 
