@@ -201,6 +201,21 @@ def test_postgres_mistakes_name_the_fix(dirs: dict[str, Path]) -> None:
                     DB_UPGRADE,
                     env={"WORK_MANAGER_DATABASE_URL": f"{PG_HOST_URL}/{empty}"},
                 ),
+                # the first command a newcomer runs on PostgreSQL (was a traceback)
+                Mistake(
+                    ("db", "upgrade"),
+                    "unavailable",
+                    "createdb",
+                    env={"WORK_MANAGER_DATABASE_URL": f"{PG_HOST_URL}/wm_t14_no_such_db"},
+                ),
+                Mistake(
+                    ("db", "upgrade"),
+                    "unavailable",
+                    "is the server running",
+                    env={
+                        "WORK_MANAGER_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/x"
+                    },
+                ),
             ]
             for mistake in cases:
                 check(mistake, run(mistake, dirs))
@@ -269,3 +284,36 @@ def test_a_broker_that_is_down_is_a_warning_line_not_a_traceback(tmp_path: Path)
     warnings = [line for line in done.stderr.splitlines() if line.strip()]
     assert warnings and all(line.startswith("warning: could not send ") for line in warnings)
     assert "(OperationalError: " in warnings[0], warnings
+
+
+@pytest.mark.parametrize(
+    ("missing", "args", "extra"),
+    [
+        ("uvicorn", ("serve",), "api"),
+        ("fastapi", ("serve",), "api"),
+        ("mcp", ("mcp",), "mcp"),
+        ("uvicorn", ("mcp", "--transport", "http"), "api"),
+    ],
+)
+def test_a_command_whose_extra_is_not_installed_names_it(
+    dirs: dict[str, Path], missing: str, args: tuple[str, ...], extra: str
+) -> None:
+    """On a plain install (the package ``missing`` cannot be imported), ``serve`` and
+    ``mcp`` say which extra to install, in one line (was a ModuleNotFoundError traceback)."""
+    code = (
+        f"import sys; sys.modules[{missing!r}] = None\n"
+        f"from workmanager.cli import main\nmain({list(args)!r})\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORK_MANAGER_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=dirs["ready"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.splitlines()[0].startswith("error [configuration_error]: "), done.stderr
+    assert f"pip install 'workmanager[{extra}]'" in done.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import tracing
+from ..importing import import_extra
 from .app import Env, cli, pass_env
 from .render import json_errors_option, warn_if_open
 
@@ -18,6 +19,9 @@ from .render import json_errors_option, warn_if_open
 def mcp_command(env: Env, transport: str, host: str, port: int) -> None:
     """Serve the work.* tools over MCP: stdio, streamable HTTP at /mcp, or SSE at /sse
     (both with bearer auth; CORS from WORK_MANAGER_MCP_CORS_ORIGINS)."""
+    import_extra("mcp", "workmanager mcp needs the MCP SDK", "mcp")
+    if transport != "stdio":
+        import_extra("uvicorn", f"workmanager mcp --transport {transport} needs uvicorn", "api")
     from ..mcp import build_server
 
     tracing.configure(env.settings, "workmanager-mcp")  # before the engine is built

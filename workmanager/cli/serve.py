@@ -10,7 +10,7 @@ from .. import tracing
 from ..container import WorkManager
 from ..dispatch import Dispatcher, NullDispatcher
 from ..errors import DatabaseMissing, Unavailable
-from ..importing import import_object
+from ..importing import import_extra, import_object
 from .app import Env, cli, pass_env
 from .render import json_errors_option, warn_if_open
 
@@ -69,6 +69,8 @@ def schema_at_head(wm: WorkManager) -> None:
 @pass_env
 def serve(env: Env, host: str, port: int, dispatcher_ref: str, log_level: str) -> None:
     """Serve the HTTP API (and /openapi.json, /healthz, /readyz)."""
+    for module in ("uvicorn", "fastapi", "jinja2"):  # a plain install has none of them
+        import_extra(module, "workmanager serve needs the HTTP server", "api")
     import uvicorn
 
     from ..api import create_app

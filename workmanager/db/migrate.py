@@ -33,14 +33,22 @@ def upgrade(db: Database, revision: str = "head") -> None:
     """Create or migrate the schema; running it again changes nothing."""
     cfg = alembic_config(db)
     db.allow_create()  # the one command that asks for a new database
-    with db.engine.begin() as connection:
+    with _connected(db) as connection, connection.begin():
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
 
 
 def current(db: Database) -> str | None:
-    with db.engine.connect() as connection:
+    with _connected(db) as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+def _connected(db: Database) -> Connection:
+    """A connection; a server down or a database missing is :class:`Unavailable` with
+    its hint (one line from the CLI), as for every other command. What goes wrong in a
+    migration itself is not translated."""
+    with unavailable_when_down(db.url):
+        return db.engine.connect()
 
 
 @functools.cache
