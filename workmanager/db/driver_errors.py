@@ -8,6 +8,8 @@ ORM) to :func:`translate`, and raises what it returns:
   past the checks at the edge → :class:`ValidationFailed` (422): the caller's input;
 * tables or columns missing → :class:`SchemaOutdated` (503, "run `workmanager db
   upgrade`");
+* a SQLite URL naming a file that is not a database, or a directory → :class:`Unavailable`
+  with a hint;
 * the database missing → :class:`DatabaseMissing`;
 * the server unreachable or gone, a lock timeout → :class:`Unavailable` (503 with
   ``Retry-After``; a retry for Celery tasks).
@@ -33,6 +35,12 @@ RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
 MISSING_SCHEMA_SQLSTATES = frozenset({"42P01", "42703"})
 #: PostgreSQL class 22: data exception (the value, not the statement).
 _DATA_EXCEPTION_CLASS = "22"
+#: SQLite: a table or column missing (a read, and an INSERT's "table t has no column named
+#: c"): a schema older than the code.
+_SQLITE_MISSING_SCHEMA = ("no such table", "no such column")
+_SQLITE_NO_COLUMN = " has no column named "
+#: SQLite: the URL names something that is not a database file (another file, a directory).
+_SQLITE_UNOPENABLE = ("file is not a database", "unable to open database file")
 _CONNECTION_MARKERS = (
     "connection",
     "could not connect",
@@ -80,7 +88,11 @@ def translate(
     code = sqlstate(orig)
     if data_error or (code or "").startswith(_DATA_EXCEPTION_CLASS):
         return unstorable(orig)
-    if code in MISSING_SCHEMA_SQLSTATES or text.startswith(("no such table", "no such column")):
+    if (
+        code in MISSING_SCHEMA_SQLSTATES
+        or text.startswith(_SQLITE_MISSING_SCHEMA)
+        or _SQLITE_NO_COLUMN in text
+    ):
         return SchemaOutdated(
             f"{where} has no workmanager schema or an older one ({text.splitlines()[0]})"
         )
@@ -88,6 +100,12 @@ def translate(
         return DatabaseMissing(
             f"database unavailable: {_one_line(text)}",
             hint=f"create it (e.g. `createdb`), then run `workmanager db upgrade`; {where}",
+        )
+    if text.startswith(_SQLITE_UNOPENABLE):
+        return Unavailable(
+            f"database unavailable: {_one_line(text)}",
+            hint=f"is {where} a SQLite database file this process can open and write? "
+            "(WORK_MANAGER_DATABASE_URL)",
         )
     if operational and not is_retryable(orig):
         lowered = text.lower()

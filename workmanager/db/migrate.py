@@ -30,12 +30,25 @@ def alembic_config(db: Database) -> Config:
 
 
 def upgrade(db: Database, revision: str = "head") -> None:
-    """Create or migrate the schema; running it again changes nothing."""
+    """Create or migrate the schema; running it again changes nothing. A database at a
+    revision these scripts do not know is left as it is: newer code migrated it (a rolling
+    deploy's older processes may run their upgrade), as :func:`require_head` accepts it."""
     cfg = alembic_config(db)
     db.allow_create()  # the one command that asks for a new database
     with _connected(db) as connection, connection.begin():
+        recorded = MigrationContext.configure(connection).get_current_heads()
+        if any(not known(r) for r in recorded):
+            return
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
+
+
+def known(revision: str) -> bool:
+    """Whether ``revision`` is one of the package's migrations."""
+    try:
+        return scripts().get_revision(revision) is not None
+    except CommandError:  # not one of ours: newer code migrated the database
+        return False
 
 
 def current(db: Database) -> str | None:
@@ -101,11 +114,7 @@ def require_head(db: Database) -> None:
     if not recorded:
         raise SchemaBehind(f"{where} has no workmanager schema (no migration ran); {UPGRADE}")
     for revision in recorded:
-        try:
-            known = scripts().get_revision(revision) is not None
-        except CommandError:  # not one of ours: newer code migrated the database
-            known = False
-        if known and revision not in latest:
+        if known(revision) and revision not in latest:
             raise SchemaBehind(
                 f"the schema of {where} is at revision {', '.join(recorded)}, behind this "
                 f"code's {head()}; {UPGRADE}"
