@@ -100,3 +100,40 @@ def test_arguments_of_the_wrong_type_are_a_validation_failure(make_wm: Any) -> N
         assert answer["success"] is False and answer["code"] == "validation_failed", answer
     paths = [d["path"] for answer in answers for d in answer["details"]]
     assert paths == ["payload", "lease_token"]
+
+
+def test_booleans_and_numbers_are_taken_strictly_as_the_http_api_takes_them(
+    make_wm: Any,
+) -> None:
+    """The SDK's lax validation took ``retryable: "no"`` for ``false`` (failing the item
+    for good), ``priority: true`` for 1 and ``seq: "1"`` for 1: each is now refused by
+    name, and nothing changes (the item stays leased, no order is proposed)."""
+    wm = build(make_wm)
+
+    async def script(call: Call) -> dict[str, Any]:
+        await call("work.propose", type="test.simple", payload={})
+        leased = await call("work.checkout", agent_id="a")
+        lease = lease_args(leased, "a")
+        error = {"code": "x", "message": "y"}
+        return {
+            "retryable": await call("work.fail", error=error, retryable="no", **lease),
+            "priority": await call("work.propose", type="test.simple", payload={}, priority=True),
+            "progress": await call("work.heartbeat", progress=True, **lease),
+            "seq": await call("work.submit_part", part_key="a", payload={}, seq="1", **lease),
+            "wait": await call("work.approve", order_id=str(uuid.uuid4()), wait="5"),
+            "limit": await call("work.logs", item_id=lease["item_id"], limit=2.5),
+            "fine": await call("work.heartbeat", progress=0.5, **lease),
+            "item": await call("work.logs", item_id=lease["item_id"], limit=1),
+            "orders": await call("work.list"),
+            "item_id": lease["item_id"],
+        }
+
+    seen = session(wm, script)
+    for name in ("retryable", "priority", "progress", "seq", "wait", "limit"):
+        answer = seen[name]
+        assert answer["success"] is False and answer["code"] == "validation_failed", answer
+        assert [d["path"] for d in answer["details"]] == [name], answer
+    assert seen["fine"]["success"] is True, seen["fine"]
+    assert len(seen["orders"]["data"]) == 1  # the refused propose made none
+    item = wm.queries.item(uuid.UUID(seen["item_id"]))
+    assert item["state"] == "in_progress" and item["attempts"] == 1

@@ -40,9 +40,40 @@ def normalise_arguments(arguments: dict[str, Any], schema: dict[str, Any]) -> di
             errors.append(problem(name, f"given twice (as {canonical!r} too)", "duplicate"))
         else:
             out[canonical] = value
+            refused = _scalar_refused(schema["properties"][canonical], value)
+            if refused is not None:
+                errors.append(problem(name, refused, "type"))
     if errors:
         raise ValidationFailed(errors, "the tool arguments failed validation")
     return out
+
+
+def _types(prop: dict[str, Any]) -> set[str]:
+    """The JSON types an argument's schema allows (its ``type`` and its ``anyOf``'s)."""
+    found = {prop["type"]} if isinstance(prop.get("type"), str) else set()
+    for option in prop.get("anyOf", ()):
+        found |= _types(option)
+    return found
+
+
+def _scalar_refused(prop: dict[str, Any], value: Any) -> str | None:
+    """Why a boolean, integer or number argument is refused: strictly its JSON type, as the
+    HTTP API's bodies are (the SDK's lax validation took ``"no"`` for ``false`` and
+    ``true`` for ``1``); ``None`` when it is accepted here."""
+    allowed = _types(prop) - {"null"}
+    if value is None or not allowed or not allowed <= {"boolean", "integer", "number"}:
+        return None
+    if "boolean" in allowed and isinstance(value, bool):
+        return None
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    if "number" in allowed and numeric:
+        return None
+    if "integer" in allowed and numeric and isinstance(value, int):
+        return None
+    return "must be " + " or ".join(_NAMES[t] for t in sorted(allowed))
+
+
+_NAMES = {"boolean": "true or false", "integer": "an integer", "number": "a number"}
 
 
 def argument_errors(error: ValidationError) -> ValidationFailed:
