@@ -190,11 +190,14 @@ CASES = [
     ),
 ]
 
-#: Refused queries (HTTP: 400 ``invalid_query``): an unknown filter, sort and include.
+#: Refused queries (HTTP: 400 ``invalid_query``): an unknown filter, sort, include and
+#: sparse field (which answered rows emptied of every key).
 INVALID: list[dict[str, Any]] = [
     {"filter": {"invalid_field": "value"}},
     {"sort": "invalid_field"},
     {"include": "invalid_relation"},
+    {"fields": {"work_orders": "no_such_field"}},
+    {"fields": {"items": "id,no_such_field"}},
 ]
 
 

@@ -8,6 +8,7 @@ The query-string language is :mod:`.params`'; the items list is :mod:`.item_list
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import uuid
@@ -115,6 +116,28 @@ def related(s: Any, data: list[dict[str, Any]], include: set[str]) -> None:
                 del row["events"]
 
 
+@functools.cache
+def _fields_of(kind: str) -> frozenset[str]:
+    """The keys a row of ``kind`` has: those its view function writes (asked of an empty
+    row, so the names live in one place), and the orders list's own (its count and
+    included relations)."""
+    if kind == "items":
+        return frozenset(item_dict(Item()))
+    if kind == "events":
+        return frozenset(event_dict(Event()))
+    return frozenset(order_dict(Order())) | {"items_count", *RELATIONS}
+
+
+def known_fields(kind: str, names: list[str], param: str) -> list[str]:
+    """``fields[kind]``'s names, each a key of that kind of row (else 400: a misspelt name
+    would silently empty every row)."""
+    unknown = [n for n in names if n not in _fields_of(kind)]
+    if unknown:
+        known = ", ".join(sorted(_fields_of(kind)))
+        raise bad(f"{param}: unknown field(s) {', '.join(unknown)}; one of {known}", param)
+    return names
+
+
 def sparse(row: dict[str, Any], fields: dict[str, list[str]]) -> dict[str, Any]:
     """Upstream's sparse fieldsets: only the named keys of each kind of row (included
     relations keep their key; ``fields[items]`` trims each item)."""
@@ -182,7 +205,7 @@ class OrderListing:
                 kind = FIELD_KINDS.get(fields.group(1))
                 if kind is None:
                     raise bad(f"{param}: one of fields[work_orders|items|events]", param)
-                query.fields[kind] = csv(value)
+                query.fields[kind] = known_fields(kind, csv(value), param)
             else:
                 query.where.append(self._filter(param, value))
         query.order_by = sort_by(sort, SORTS, DEFAULT_SORT)
