@@ -93,8 +93,10 @@ _PARTS_HOOKS = '''
         """Custom check of a part that passed its schema; raise ValidationFailed."""
 
     def assemble(self, item: ItemView, parts: list[Part]) -> JSON:
-        """The item's result from the latest validated part per key."""
-        return {{"answer": " ".join(p.payload["text"] for p in parts)}}
+        """The item's result from the latest validated part per key (``parts`` come sorted
+        by key: join them in the plan's order)."""
+        text = {{p.part_key: p.payload["text"] for p in parts}}
+        return {{"answer": " ".join(text[key] for key in item.parts_required if key in text)}}
 
     def validate_assembled(self, item: ItemView, result: JSON) -> None:
         """Custom check of the assembled result; raise ValidationFailed."""
@@ -180,7 +182,9 @@ def test_an_order_goes_through(wm: Any) -> None:
 _WORK_WHOLE = """    wm.agent.submit(lease, {"answer": "42"})"""
 _WORK_PARTS = """    wm.agent.submit_part(lease, "intro", {"text": "hello"})
     wm.agent.submit_part(lease, "body", {"text": "world"})
-    wm.agent.finalize(lease)"""
+    wm.agent.finalize(lease)
+    # assembled in the plan's order (PARTS), not the keys' sorted order
+    assert wm.queries.item(lease.item_id)["result"] == {"answer": "hello world"}"""
 
 
 def order_type_test(name: str, module_path: str, parts: bool = False) -> str:
