@@ -18,7 +18,9 @@ def import_extra(module: str, needs: str, extra: str) -> Any:
 
 
 def import_object(reference: str, variable: str) -> Any:
-    """Import ``pkg.mod:attr``; a bad reference raises ConfigurationError naming ``variable``."""
+    """Import ``pkg.mod:attr``, a function or class (every caller calls it); a bad
+    reference, or one naming something that cannot be called (a module, a constant),
+    raises ConfigurationError naming ``variable``."""
     module_name, _, attr = reference.partition(":")
     hint = "expected module:function (or module:Class), e.g. myapp.agents:summarize"
     if not module_name or not attr:
@@ -27,9 +29,15 @@ def import_object(reference: str, variable: str) -> Any:
         )
     try:
         module = importlib.import_module(module_name)
-        return getattr(module, attr)
+        found = getattr(module, attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigurationError(
             f"{variable}: cannot import {reference!r}: {exc}",
             hint=f"{hint}; is its package on PYTHONPATH?",
         ) from exc
+    if not callable(found):
+        raise ConfigurationError(
+            f"{variable}: {reference!r} is a {type(found).__name__}, not a function or class",
+            hint=hint,
+        )
+    return found

@@ -7,6 +7,7 @@ and the one-line :class:`ConfigurationError` naming the variable and the expecte
 from __future__ import annotations
 
 import difflib
+import math
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -38,10 +39,29 @@ AGENT_LABELS = ("bound", "all", "none")
 TRACING_MODES = ("off", "otlp", "console")
 
 
+#: The longest duration any setting may name: ten years, in seconds. No lease, backoff,
+#: interval or grace period needs more, and every "now + duration" the services compute
+#: (``timedelta``, ``datetime``, Redis's millisecond TTLs, thread timeouts) stays well inside
+#: what they hold, so an absurd value stops the process at start-up instead of raising
+#: OverflowError on every checkout or retry later.
+MAX_DURATION_SECONDS = 10 * 365 * 24 * 3600
+MAX_DURATION_HOURS = MAX_DURATION_SECONDS // 3600
+#: The largest count a setting may name (attempts, page sizes, batch sizes, limits): what a
+#: PostgreSQL ``integer`` column (and every bind parameter) holds.
+MAX_COUNT = 2**31 - 1
+_TEN_YEARS = "(ten years)"
+
+
 def read_toml(path: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(
+            f"WORK_MANAGER_CONFIG: cannot read {path!r}: not UTF-8 text "
+            f"(byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
+            hint="TOML files are UTF-8; save the file as UTF-8",
+        ) from exc
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"WORK_MANAGER_CONFIG: cannot read {path!r}: {exc}") from exc
     out: dict[str, Any] = {}
@@ -113,37 +133,68 @@ def _queue_name(name: str, value: Any) -> str:
     return text
 
 
-def _int(minimum: int) -> Callable[[str, Any], int]:
+def _int(
+    minimum: int, maximum: int = MAX_COUNT, expected: str | None = None
+) -> Callable[[str, Any], int]:
+    """Whole numbers from ``minimum`` to ``maximum`` (a bool from the file is refused:
+    ``int("True")`` fails)."""
+    expected = expected or f"an integer from {minimum} to {maximum}"
+
     def parse(name: str, value: Any) -> int:
         try:
             number = int(str(value).strip())
         except ValueError:
-            raise _fail(name, value, f"an integer >= {minimum}") from None
-        if number < minimum:
-            raise _fail(name, value, f"an integer >= {minimum}")
+            raise _fail(name, value, expected) from None
+        if not minimum <= number <= maximum:
+            raise _fail(name, value, expected)
         return number
 
     return parse
 
 
-def _int_range(minimum: int, maximum: int) -> Callable[[str, Any], int]:
-    def parse(name: str, value: Any) -> int:
-        number = _int(minimum)(name, value)
-        if number > maximum:
-            raise _fail(name, value, f"an integer from {minimum} to {maximum}")
+def _whole_seconds(minimum: int) -> Callable[[str, Any], int]:
+    return _int(
+        minimum,
+        MAX_DURATION_SECONDS,
+        f"whole seconds from {minimum} to {MAX_DURATION_SECONDS} {_TEN_YEARS}",
+    )
+
+
+#: ``int ≥ 1`` seconds, at most :data:`MAX_DURATION_SECONDS` (settings_upstream.py's
+#: ``WORK_MANAGER_IDEMPOTENCY_TTL`` too).
+whole_seconds = _whole_seconds(1)
+_port = _int(1, 65535, "a port number from 1 to 65535")
+
+
+def _number(maximum: int, expected: str, *, positive: bool = False) -> Callable[[str, Any], float]:
+    """Finite numbers from 0 (above 0 when ``positive``) to ``maximum``: ``nan``, ``inf``
+    and ``1e400`` are refused."""
+
+    def parse(name: str, value: Any) -> float:
+        try:
+            number = float(str(value).strip())
+        except ValueError:
+            raise _fail(name, value, expected) from None
+        low_ok = number > 0 if positive else number >= 0
+        if not (math.isfinite(number) and low_ok and number <= maximum):
+            raise _fail(name, value, expected)
         return number
 
     return parse
 
 
-def _float(name: str, value: Any) -> float:
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        raise _fail(name, value, "a number >= 0") from None
-    if number < 0 or number != number:
-        raise _fail(name, value, "a number >= 0")
-    return number
+_seconds = _number(
+    MAX_DURATION_SECONDS, f"a number of seconds from 0 to {MAX_DURATION_SECONDS} {_TEN_YEARS}"
+)
+#: A period something runs every: 0 would be a busy loop.
+_interval = _number(
+    MAX_DURATION_SECONDS,
+    f"a number of seconds above 0, at most {MAX_DURATION_SECONDS} {_TEN_YEARS}",
+    positive=True,
+)
+_hours = _number(
+    MAX_DURATION_HOURS, f"a number of hours from 0 to {MAX_DURATION_HOURS} {_TEN_YEARS}"
+)
 
 
 _UNLIMITED = ("", "none", "null", "unlimited")
@@ -242,12 +293,15 @@ class ConnectionName:
     variable: str
 
 
-def _url(names: tuple[str, ...], expected: str) -> Callable[[str, Any], str | ConnectionName]:
-    """A URL, or one of the Laravel connection ``names``."""
+def _url(
+    names: tuple[str, ...], expected: str, check: Callable[[str, str], None]
+) -> Callable[[str, Any], str | ConnectionName]:
+    """A URL that ``check(name, url)`` accepts, or one of the Laravel connection ``names``."""
 
     def parse(name: str, value: Any) -> str | ConnectionName:
         text = _str(name, value)
         if "://" in text:
+            check(name, text)
             return text
         if text.lower() in names:
             return ConnectionName(text.lower(), name)
@@ -256,17 +310,59 @@ def _url(names: tuple[str, ...], expected: str) -> Callable[[str, Any], str | Co
     return parse
 
 
+#: What redis-py's ``from_url`` accepts.
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _scheme(url: str) -> str:
+    return url.partition("://")[0].strip().lower()
+
+
+def _check_redis(name: str, url: str) -> None:
+    if _scheme(url) not in REDIS_SCHEMES:
+        # the scheme alone is shown: the rest of a URL may hold a password
+        raise ConfigurationError(
+            f"{name}: expected a redis://, rediss:// or unix:// URL, got one of scheme "
+            f"{_scheme(url)!r}"
+        )
+
+
+def _check_broker(name: str, url: str) -> None:
+    """Each URL (kombu reads ``;`` as failover alternates) must name one of kombu's
+    transports: the scheme, or its part before ``+`` (``sqla+sqlite://`` is the ``sqla``
+    transport on ``sqlite://``), as kombu resolves it when the first message is sent."""
+    from kombu.transport import TRANSPORT_ALIASES
+
+    known = sorted(t for t in TRANSPORT_ALIASES if t.islower())
+    for alternate in url.split(";"):
+        scheme = alternate.partition("://")[0].strip()
+        # kombu lowercases a parsed scheme, but takes the part before "+" as written
+        transport = scheme.partition("+")[0] if "+" in scheme else scheme.lower()
+        if transport in TRANSPORT_ALIASES:
+            continue
+        close = difflib.get_close_matches(transport, known, n=1)
+        raise ConfigurationError(
+            f"{name}: unknown broker transport {transport!r} (expected redis://, amqp://, "
+            "sqla+<database URL> or another of kombu's transports)",
+            hint=(f"did you mean {close[0]}://? " if close else "")
+            + "kombu's transports: "
+            + ", ".join(known),
+        )
+
+
 _redis_url = _url(
     REDIS_CONNECTION_NAMES,
     "a Redis URL such as redis://127.0.0.1:6379/0, or a Laravel connection name ("
     + ", ".join(REDIS_CONNECTION_NAMES)
     + ") meaning WORK_MANAGER_REDIS_URL",
+    _check_redis,
 )
 _broker_url = _url(
     QUEUE_CONNECTION_NAMES,
     "a broker URL (redis://…, amqp://…, sqla+sqlite:///…), or a Laravel connection name: "
     "redis (WORK_MANAGER_REDIS_URL) or database (the SQL database, via kombu's "
     "SQLAlchemy transport)",
+    _check_broker,
 )
 
 
@@ -296,39 +392,39 @@ SPECS: tuple[_Spec, ...] = (
     _spec("redis_url", _redis_url, "REDIS_CONNECTION"),
     _spec("redis_prefix", _str),
     _spec("redis_cluster", parse_bool),
-    _spec("lease_ttl_seconds", _int(1), "LEASE_TTL"),
-    _spec("heartbeat_every_seconds", _int(1)),
+    _spec("lease_ttl_seconds", whole_seconds, "LEASE_TTL"),
+    _spec("heartbeat_every_seconds", whole_seconds),
     _spec("max_leases_per_agent", _optional_limit),
     _spec("max_leases_per_type", _optional_limit),
     _spec("max_leases_per_tenant", _optional_limit),
     _spec("default_max_attempts", _int(1)),
-    _spec("retry_backoff_seconds", _float),
-    _spec("retry_jitter_seconds", _float),
-    _spec("sweep_interval_seconds", _float),
-    _spec("maintenance_interval_seconds", _float),
+    _spec("retry_backoff_seconds", _seconds),
+    _spec("retry_jitter_seconds", _seconds),
+    _spec("sweep_interval_seconds", _interval),
+    _spec("maintenance_interval_seconds", _interval),
     _spec("sweep_batch_size", _int(1)),
     _spec("apply_max_retries", _int(0)),
-    _spec("apply_retry_backoff_seconds", _float),
-    _spec("apply_recovery_seconds", _int(1)),
-    _spec("reannounce_after_seconds", _int(0)),
+    _spec("apply_retry_backoff_seconds", _seconds),
+    _spec("apply_recovery_seconds", whole_seconds),
+    _spec("reannounce_after_seconds", _whole_seconds(0)),
     _spec("metrics_enabled", parse_bool),
     _spec("metrics_driver", _driver),
     _spec("metrics_namespace", _str),
     _spec("metrics_agent_label", _choice(*AGENT_LABELS)),
     _spec("metrics_tenant_label", parse_bool),
     _spec("statsd_host", _str),
-    _spec("statsd_port", _int(1)),
+    _spec("statsd_port", _port),
     _spec("statsd_tag_style", _choice(*TAG_STYLES)),
     _spec("order_types", _csv),
     _spec("provenance_enricher", _optional_str),
     _spec("provenance_anonymize_ip", parse_bool),
     _spec("idempotency_header", _str),
     _spec("idempotency_enforce_on", _endpoints),
-    _spec("idempotency_ttl_hours", _float),
+    _spec("idempotency_ttl_hours", _hours),
     _spec("max_parts_per_item", _int(1)),
     _spec("max_part_payload_bytes", _int(1)),
     _spec("max_body_bytes", _int(1)),
-    _spec("max_json_depth", _int_range(1, MAX_JSON_DEPTH_CEILING)),
+    _spec("max_json_depth", _int(1, MAX_JSON_DEPTH_CEILING)),
     _spec("approve_wait_max_waiters", _int(1)),
     _spec("rate_limit_checkout_per_agent", _optional_rate),
     _spec("rate_limit_checkout_per_tenant", _optional_rate),
@@ -342,8 +438,8 @@ SPECS: tuple[_Spec, ...] = (
     _spec("default_page_size_mcp", _int(1)),
     _spec("max_page_size", _int(1)),
     _spec("mcp_cors_origins", _csv),
-    _spec("dead_letter_after_hours", _float),
-    _spec("stale_order_hours", _float),
+    _spec("dead_letter_after_hours", _hours),
+    _spec("stale_order_hours", _hours),
     _spec("enable_alerts", parse_bool),
     _spec("worker_task_events", parse_bool),
     _spec("control_queue", _queue_name),
@@ -353,7 +449,7 @@ SPECS: tuple[_Spec, ...] = (
     _spec("agent_version", _optional_semver),
     _spec("agent_model", _optional_str),
     _spec("agent_runtime", _str),
-    _spec("agent_shutdown_grace_seconds", _int(0)),
-    _spec("api_shutdown_grace_seconds", _int(0)),
+    _spec("agent_shutdown_grace_seconds", _whole_seconds(0)),
+    _spec("api_shutdown_grace_seconds", _whole_seconds(0)),
     _spec("tracing", _choice(*TRACING_MODES)),
 )

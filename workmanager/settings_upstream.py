@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import ConfigurationError
-from .settings_parsing import PREFIX, parse_bool
+from .settings_parsing import PREFIX, parse_bool, whole_seconds
 
 _TOKENS = (
     "the API and MCP authenticate bearer API tokens: create one with `workmanager tokens "
@@ -100,13 +100,11 @@ def _idempotency_ttl(value: Any, values: dict[str, Any], hours_win: bool) -> Non
     when ``hours_win``)."""
     name = PREFIX + "IDEMPOTENCY_TTL"
     try:
-        seconds = int(str(value).strip())
-    except ValueError:
-        seconds = -1
-    if seconds < 1:
+        seconds = whole_seconds(name, value)
+    except ConfigurationError as exc:
         raise ConfigurationError(
-            f"{name}: expected whole seconds >= 1 (upstream's unit; here "
-            f"WORK_MANAGER_IDEMPOTENCY_TTL_HOURS takes hours), got {value!r}"
-        )
+            exc.message,
+            hint="upstream's unit is seconds; here WORK_MANAGER_IDEMPOTENCY_TTL_HOURS takes hours",
+        ) from None
     if not hours_win:
         values["idempotency_ttl_hours"] = seconds / 3600

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from ..db import pending
 from ..db.models import PROVENANCE_TABLE, utcnow
+from ..errors import ConfigurationError
 from ..importing import import_object
 from ..settings import Settings
 from ..types import AgentInfo
@@ -24,11 +25,30 @@ _TABLE = PROVENANCE_TABLE
 _COLUMNS = frozenset(c.name for c in _TABLE.columns if c.name != "id")
 
 
+_VARIABLE = "WORK_MANAGER_PROVENANCE_ENRICHER"
+_FORM = "pkg.mod:Class, constructed with anonymize=<bool>, whose instances have enrich()"
+
+
 def build_enricher(settings: Settings) -> ProvenanceEnricher:
+    """The configured enricher; one that cannot be built (not a class, no ``anonymize``
+    parameter, no ``enrich`` method) is a :class:`ConfigurationError` naming the variable,
+    at start-up rather than at the first provenance row."""
     if not settings.provenance_enricher:
         return DefaultEnricher(anonymize=settings.provenance_anonymize_ip)
-    cls = import_object(settings.provenance_enricher, "WORK_MANAGER_PROVENANCE_ENRICHER")
-    enricher: ProvenanceEnricher = cls(anonymize=settings.provenance_anonymize_ip)
+    reference = settings.provenance_enricher
+    cls = import_object(reference, _VARIABLE)
+    try:
+        enricher: ProvenanceEnricher = cls(anonymize=settings.provenance_anonymize_ip)
+    except TypeError as exc:
+        raise ConfigurationError(
+            f"{_VARIABLE}: cannot build {reference!r}: {exc}", hint=f"expected {_FORM}"
+        ) from exc
+    if not callable(getattr(enricher, "enrich", None)):
+        raise ConfigurationError(
+            f"{_VARIABLE}: {reference!r} built a {type(enricher).__name__}, which has no "
+            "enrich(action, agent) method",
+            hint=f"expected {_FORM}",
+        )
     return enricher
 
 
