@@ -62,6 +62,8 @@ def parse(token: object) -> tuple[int, str | None]:
     fence, sep, secret = token.partition(SEPARATOR)
     if not sep or not secret or not fence.isascii() or not fence.isdigit() or len(fence) > 19:
         return -1, None
+    if fence != str(int(fence)):  # one spelling per token: "01" is not "1"
+        return -1, None
     return int(fence), hash_secret(secret)
 
 

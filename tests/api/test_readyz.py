@@ -28,5 +28,10 @@ def test_readyz_reasons_only_with_a_token(api_db_url: str, tokens: dict[str, str
         assert viewer.status_code == 503
         reason = viewer.json()["checks"]["redis"]
         assert reason.startswith("down: ") and str(closed) in reason, reason
+        # HEAD, as load balancers probe: the same status, no body
+        head = server.client(None).head("/readyz")
+        assert head.status_code == 503 and head.content == b""
+        live = server.client(None).head("/healthz")
+        assert live.status_code == 200 and live.content == b""
     finally:
         server.close()

@@ -54,3 +54,15 @@ def test_a_lease_without_its_token_compares_the_rows_holder() -> None:
     assert current.renewed(NOW).holder is proof
     unheld = CurrentLease(uuid.uuid4(), uuid.uuid4(), "agent-1", "", NOW, 30)
     assert unheld.holder == Holder("agent-1", -1, None)  # every check refuses it
+
+
+def test_a_lease_token_has_one_spelling() -> None:
+    """``<fence>.<secret>`` with the fence as checkout wrote it: leading zeros, signs,
+    spaces or non-ASCII digits are malformed (fence -1: refused as a conflict)."""
+    from workmanager.lease_tokens import parse
+
+    fence, secret = parse("12.s3cret")
+    assert fence == 12 and secret is not None
+    assert parse("0.s3cret")[0] == 0
+    for malformed in ("012.s3cret", "00.s3cret", "+1.s3cret", " 1.s3cret", "١.s3cret", "1.", "1"):
+        assert parse(malformed) == (-1, None), malformed

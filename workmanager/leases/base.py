@@ -167,8 +167,9 @@ def check_row(
         )
     if item.state not in HELD_ITEM_STATES:
         if item.state in (ItemState.QUEUED, ItemState.FAILED):
-            raise LeaseExpired(
-                "the lease has expired and the item was reclaimed",
+            raise LeaseExpired(  # the code upstream agents know for "this lease is gone"
+                f"the lease has ended: the item is {item.state} (the lease expired and was "
+                "reclaimed, or was released or failed)",
                 details={"item_id": str(item.id), "state": item.state},
             )
         raise IllegalStateTransition(
