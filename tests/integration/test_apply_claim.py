@@ -6,6 +6,7 @@ on SQLite (the ORM path), with two WorkManagers standing for two workers."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -115,6 +116,46 @@ def test_a_duplicate_run_backs_off_and_cannot_fail_a_successful_apply(
     late = b.executor.apply(order_id)  # B's retry, after the fact: a no-op
     assert not late.recorded and late.retry_after is None
     assert late.order["state"] == "completed" and gated.calls == 1
+
+
+def test_a_long_apply_keeps_its_claim_while_its_body_runs(
+    workers: Callable[..., tuple[WorkManager, WorkManager]],
+) -> None:
+    """SPEC §13: at most one apply body per order at a time, however long it runs. A's
+    body runs past the claim's lifetime (1 s) several times over; its claim is renewed
+    meanwhile, so B (a duplicate delivery, or maintenance's resend) backs off instead of
+    running a second body beside it. Once A's body ends, its claim is no longer renewed."""
+    gated = Gated("wait", "ok")
+    a, b = workers(gated, apply_recovery_seconds=1)
+    order_id = approved_order(a)
+    outcome: dict[str, Any] = {}
+
+    def run_a() -> None:
+        try:
+            outcome["a"] = a.executor.apply(order_id)
+        except BaseException as exc:  # asserted below
+            outcome["a"] = exc
+
+    thread = threading.Thread(target=run_a)
+    thread.start()
+    try:
+        assert gated.entered.wait(30), "run A never started its body"
+        backed_off = []
+        for _ in range(5):  # 2.5 s: the claim's lifetime 2.5 times over
+            time.sleep(0.5)
+            claim, expires = claim_of(b, order_id)
+            assert claim is not None and expires is not None and expires > utcnow()
+            backed_off.append(b.executor.apply(order_id))
+        assert b.maintenance.stuck_applies() == []
+    finally:
+        gated.release.set()
+        thread.join(30)
+    assert all(not o.recorded and o.retry_after for o in backed_off), backed_off
+    assert gated.calls == 1 and gated.most_at_once == 1  # B's body never ran
+    done = outcome["a"]
+    assert not isinstance(done, BaseException), done
+    assert done.recorded and done.order["state"] == "completed"
+    assert a.executor.renewer._due == {}  # nothing renewed after the body
 
 
 def test_only_the_claim_holder_records_a_failure(

@@ -279,6 +279,12 @@ class OrderStore(Protocol):
         outcome); a missing order raises :class:`NotFound`."""
         ...
 
+    def renew_apply(self, order_id: uuid.UUID, claim: str, expires: datetime) -> bool:
+        """Move the claim ``claim``'s expiry to ``expires`` while its apply body runs, in
+        one ``UPDATE`` guarded on the claim being that run's and the order ``approved``.
+        False when it is not (taken after it lapsed, or recorded): nothing written."""
+        ...
+
     def record_apply(
         self, order_id: uuid.UUID, claim: str, diff: Diff, actor: Actor
     ) -> tuple[OrderRow, dict[str, Any] | None]:

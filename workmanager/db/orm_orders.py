@@ -183,6 +183,22 @@ class OrmOrderStore(OrmOrderAdmin):
         ctx = ApplyContext(attempt=order.apply_attempts, lease_tokens=tokens, actor=Actor.system())
         return order_view(order, items), ctx
 
+    def renew_apply(self, order_id: uuid.UUID, claim: str, expires: datetime) -> bool:
+        def tx(s: Session) -> bool:
+            renewed = s.execute(
+                update(Order)
+                .where(
+                    Order.id == order_id,
+                    Order.state == OrderState.APPROVED.value,
+                    apply.held_by(claim),
+                )
+                .values(apply_claim_expires_at=expires)
+                .execution_options(synchronize_session=False)
+            )
+            return bool(getattr(renewed, "rowcount", 0))
+
+        return self.ctx.db.run(tx)
+
     def record_apply(
         self, order_id: uuid.UUID, claim: str, diff: Diff, actor: Actor
     ) -> tuple[OrderRow, dict[str, Any] | None]:

@@ -20,11 +20,14 @@ statement or locked transaction that records it, and recording clears the claim.
 duplicate delivery can neither run the body beside the holder nor record ``failed`` over
 its success.
 
-The claim's lifetime is ``APPLY_RECOVERY_SECONDS``, which operators already set above their
-longest apply; when the worker dies the claim lapses with it, and maintenance sends the apply
-again (only for orders whose claim has lapsed or never existed). An apply that outlives its
-claim may be overtaken by another run: it then records nothing, and ``OrderType.apply`` must
-be idempotent as before.
+The claim's lifetime is ``APPLY_RECOVERY_SECONDS``, and it is renewed while the body runs
+(:class:`ClaimRenewer`: one thread per process pushes each running body's claim out every
+third of its lifetime), so a long apply keeps its claim. When the worker dies the renewals
+stop with it and the claim lapses; maintenance then sends the apply again (only for orders
+whose claim has lapsed or never existed). A body whose claim was lost all the same (its
+process stalled past the lifetime, the database unreachable for that long) may be
+overtaken by another run: it then records nothing, and ``OrderType.apply`` must be
+idempotent as before.
 
 The rule is written here for SQLite's store (SQLAlchemy expressions: ``db/orm_orders.py``,
 ``db/orm_order_admin.py``) and once in ``db/sql/queries.sql`` for PostgreSQL's
@@ -36,8 +39,12 @@ The rule is written here for SQLite's store (SQLAlchemy expressions: ``db/orm_or
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -64,7 +71,7 @@ def new_claim() -> str:
 
 
 def lifetime(settings: Settings) -> timedelta:
-    """How long a claim lives: above the longest normal apply (``APPLY_RECOVERY_SECONDS``)."""
+    """How long a claim lives unless renewed (``APPLY_RECOVERY_SECONDS``)."""
     return timedelta(seconds=settings.apply_recovery_seconds)
 
 
@@ -100,6 +107,79 @@ def seconds_left(expires: datetime | None, now: datetime) -> float:
 
 log = logging.getLogger("workmanager.apply")
 
+
+#: How long the renewing thread outlives the last body it renewed (a busy worker keeps it;
+#: an idle one, or a test's many WorkManagers, do not keep a thread each).
+_IDLE_EXIT = 5.0
+
+
+class ClaimRenewer:
+    """Keeps the claims of the apply bodies running in this process alive: one daemon
+    thread (started with a body when none runs: after a fork, or idle for a while) renews
+    each claim every third of its lifetime, so it lapses only when the process stops
+    renewing it (it died, or stalled for a lifetime). A renewal that finds the claim gone
+    (the order recorded, or the claim taken after it lapsed) stops renewing it; one that
+    fails (the database unreachable) is tried again at the next round."""
+
+    def __init__(self, ctx: ServiceContext, renew: Callable[[uuid.UUID, str, datetime], bool]):
+        self.ctx, self.renew = ctx, renew
+        self.every = lifetime(ctx.settings).total_seconds() / 3
+        self._due: dict[tuple[uuid.UUID, str], float] = {}
+        self._lock = threading.Condition()
+        self._owner = 0  # the pid whose thread runs (0: none yet)
+
+    @contextmanager
+    def holding(self, order_id: uuid.UUID, claim: str) -> Iterator[None]:
+        key = (order_id, claim)
+        with self._lock:
+            self._due[key] = time.monotonic() + self.every
+            if self._owner != os.getpid():  # none yet, or the parent's before a fork
+                self._owner = os.getpid()
+                threading.Thread(target=self._run, name="apply-claims", daemon=True).start()
+            self._lock.notify()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._due.pop(key, None)
+
+    def _run(self) -> None:
+        idle_since: float | None = None
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                if self._due:
+                    idle_since = None
+                elif idle_since is None:
+                    idle_since = now
+                elif now - idle_since >= _IDLE_EXIT:
+                    self._owner = 0  # the next body starts a thread again
+                    return
+                due = [key for key, at in self._due.items() if at <= now]
+                wait = min(self._due.values(), default=now + _IDLE_EXIT) - now
+                if not due:
+                    self._lock.wait(max(wait, 0.01))
+                    continue
+            for key in due:
+                self._renew(key)
+
+    def _renew(self, key: tuple[uuid.UUID, str]) -> None:
+        order_id, claim = key
+        try:
+            kept = self.renew(order_id, claim, self.ctx.clock() + lifetime(self.ctx.settings))
+        except Exception:  # the database away: the next round tries again
+            log.warning("renewing the apply claim of %s failed", order_id, exc_info=True)
+            kept = True
+        with self._lock:
+            if key not in self._due:
+                return  # the body finished meanwhile
+            if kept:
+                self._due[key] = time.monotonic() + self.every
+            else:
+                log.warning("the apply claim of %s was lost while its body ran", order_id)
+                del self._due[key]
+
+
 DONE = (OrderState.APPLIED, OrderState.COMPLETED)
 
 
@@ -120,6 +200,7 @@ class ApplyService:
         self.ctx = ctx
         #: The apply's claim, record and failure, one path per database (db/order_store.py).
         self.store = build_order_store(ctx)
+        self.renewer = ClaimRenewer(ctx, self.store.renew_apply)
 
     @tracing.traced("workmanager.apply", tracing.order_call)
     def apply(self, order_id: uuid.UUID, actor: Actor | None = None) -> ApplyOutcome:
@@ -141,8 +222,9 @@ class ApplyService:
             # Inside the try: a type that is no longer registered is a recorded failure too,
             # not an order left approved for ever.
             order_type = self.ctx.registry.get(view.type)
-            order_type.before_apply(view)
-            diff = order_type.apply(view, ctx)
+            with self.renewer.holding(order_id, claim):
+                order_type.before_apply(view)
+                diff = order_type.apply(view, ctx)
             if not isinstance(diff, Diff):
                 raise TypeError(f"{order_type!r}.apply() must return a Diff, got {diff!r}")
             json_value(diff.to_dict(), "the diff")  # stored as JSON: fail here, recorded

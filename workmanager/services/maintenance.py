@@ -129,7 +129,7 @@ class Maintenance:
         Each apply attempt claims the order for ``APPLY_RECOVERY_SECONDS`` and touches it
         (``updated_at``) when it starts and when it fails, so an order untouched that long
         whose claim has lapsed (or that was never claimed) has no apply running: its worker
-        died, or its message was lost. Set the setting above the longest apply you run. The
+        died, or its message was lost (a running body's claim is renewed while it runs). The
         orders returned are touched too, so each is sent again once per window, not on
         every run.
         """

@@ -250,6 +250,10 @@ class PostgresOrderStore(PostgresOrderAdmin):
         )
         return view, ctx
 
+    def renew_apply(self, order_id: uuid.UUID, claim: str, expires: datetime) -> bool:
+        values = {"order": order_id, "claim": claim, "claim_expires": expires}
+        return self.raw.run(lambda conn: rows.one(conn, _RENEW_APPLY, values)) is not None
+
     def record_apply(
         self, order_id: uuid.UUID, claim: str, diff: Diff, actor: Actor
     ) -> tuple[OrderRow, dict[str, Any] | None]:
@@ -331,6 +335,8 @@ _START_APPLY = "\n" + queries.template(
     item_fields=", ".join(f"i.{c} AS i_{c}" for c in _ITEM_FIELDS),
     claimable=queries.text("apply_claimable"),
 )
+
+_RENEW_APPLY = queries.text("renew_apply")
 
 # Events are inserted in the order the ORM code writes them (``seq``): applied, then per
 # item accepted and completed, then completed.

@@ -379,6 +379,14 @@ SELECT o.*, {item_fields}
   FROM o LEFT JOIN work_items i ON i.order_id = o.id
  ORDER BY i.created_at
 
+-- name: renew_apply
+-- Push out a running apply's claim while its body runs (services/apply.py ClaimRenewer):
+-- only its holder's, only while the order is approved. No row: the claim is not this
+-- run's any more.
+UPDATE work_orders SET apply_claim_expires_at = %(claim_expires)s
+ WHERE id = %(order)s AND apply_claim = %(claim)s AND state = 'approved'
+RETURNING id
+
 -- name: record_apply
 -- The claim holder's apply recorded: order and submitted items completed, claim cleared;
 -- events applied, then per item accepted and completed, then completed. Returns the order
