@@ -205,12 +205,23 @@ def build(
     return app, consumer
 
 
+def at_least_one(text: str) -> int:
+    """``--concurrency``: a whole number, 1 or more (Celery reads 0 as "one per CPU")."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return number
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="workmanager agent", description=__doc__)
     parser.add_argument("--type", required=True, dest="order_type")
     parser.add_argument("--handler", required=True)
     parser.add_argument("--agent-id")
-    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--concurrency", type=at_least_one, default=1)
     parser.add_argument("--pool", default="threads", choices=["threads", "prefork", "solo"])
     parser.add_argument("--loglevel", default="INFO")
     parser.add_argument("--json", action="store_true", help="errors as JSON")

@@ -11,17 +11,43 @@ from contextlib import contextmanager
 from typing import Any
 
 from workmanager import Lease, WorkManager, tracing
-from workmanager.errors import LeaseConflict, LeaseExpired
+from workmanager.errors import ConfigurationError, LeaseConflict, LeaseExpired
 from workmanager.importing import import_object
 from workmanager.types import AgentInfo
 
 log = logging.getLogger("workmanager.agent")
 
 
+HANDLER_HINT = (
+    "expected pkg.mod:function(item, lease), or pkg.mod:Class (made with no arguments) "
+    "with a handle(item, lease) or parts(item, lease) method (docs/agents.md)"
+)
+
+
 def load_handler(reference: str) -> Any:
-    """``pkg.mod:callable`` or ``pkg.mod:Class`` (instantiated with no arguments)."""
+    """``pkg.mod:callable`` or ``pkg.mod:Class`` (instantiated with no arguments), checked
+    at start-up as :func:`run_handler` will call it: a ``parts`` or ``handle`` method, or
+    else the handler itself, must be callable. Anything else is a ConfigurationError
+    naming --handler (started, it would fail every item it took, spending attempts)."""
     target = import_object(reference, "--handler")
-    return target() if isinstance(target, type) else target
+    handler = _instantiate(reference, target) if isinstance(target, type) else target
+    hook = next((name for name in ("parts", "handle") if hasattr(handler, name)), None)
+    if not callable(getattr(handler, hook) if hook else handler):
+        what = f"its {hook} is not a method" if hook else "it is not callable"
+        raise ConfigurationError(
+            f"--handler: {reference!r} ({type(handler).__name__}) cannot handle an item: {what}",
+            hint=HANDLER_HINT,
+        )
+    return handler
+
+
+def _instantiate(reference: str, cls: type) -> Any:
+    try:
+        return cls()
+    except Exception as exc:  # a constructor that needs arguments, or fails
+        raise ConfigurationError(
+            f"--handler: {reference}() raised {type(exc).__name__}: {exc}", hint=HANDLER_HINT
+        ) from exc
 
 
 class Heartbeats:

@@ -171,13 +171,17 @@ def test_table_output_and_nothing_matched(console: Console) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("90d", 90 * 86400), ("12h", 43200), ("30m", 1800), ("45s", 45)]
+    ("text", "seconds"),
+    [("90d", 90 * 86400), ("12h", 43200), ("30m", 1800), ("45s", 45), ("3650d", 3650 * 86400)],
 )
 def test_parse_duration(text: str, seconds: int) -> None:
     assert parse_duration(text) == timedelta(seconds=seconds)
 
 
-@pytest.mark.parametrize("text", ["", "5", "0d", "-3h", "3 days", "h"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "5", "0d", "-3h", "3 days", "h", "3651d", "200000w", "99999999999w", "9" * 400 + "s"],
+)
 def test_parse_duration_refuses(text: str) -> None:
     with pytest.raises(ValidationFailed):
         parse_duration(text)

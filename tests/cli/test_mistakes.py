@@ -54,7 +54,7 @@ def mistakes(order_id: str) -> list[Mistake]:
         Mistake(("orders", "list"), "unavailable", DB_UPGRADE, cwd="fresh"),
         Mistake(("tokens", "revoke", "nobody"), "unavailable", DB_UPGRADE, cwd="fresh"),
         Mistake(("orders", "list"), "unavailable", DB_UPGRADE, cwd="empty-file"),
-        Mistake(("serve", "--port", "0"), "unavailable", DB_UPGRADE, cwd="fresh"),
+        Mistake(("serve", "--port", "1"), "unavailable", DB_UPGRADE, cwd="fresh"),
         # bad database URLs
         Mistake(
             ("orders", "list"),

@@ -64,5 +64,7 @@ def test_a_lease_token_has_one_spelling() -> None:
     fence, secret = parse("12.s3cret")
     assert fence == 12 and secret is not None
     assert parse("0.s3cret")[0] == 0
-    for malformed in ("012.s3cret", "00.s3cret", "+1.s3cret", " 1.s3cret", "١.s3cret", "1.", "1"):
+    arabic_one = "\u0661"
+    malformed_tokens = ("012.s3cret", "00.s3cret", "+1.s3cret", " 1.s3cret", "1.", "1")
+    for malformed in (*malformed_tokens, f"{arabic_one}.s3cret"):
         assert parse(malformed) == (-1, None), malformed

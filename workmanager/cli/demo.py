@@ -12,7 +12,7 @@ import sys
 import click
 
 from .app import cli
-from .render import json_option
+from .render import TIMEOUT, json_option
 
 
 def _exec(module: str, args: list[str]) -> None:
@@ -20,9 +20,13 @@ def _exec(module: str, args: list[str]) -> None:
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
-@click.option("--orders", default=30, show_default=True, help="orders to enqueue")
-@click.option("--agents", default=4, show_default=True, help="agent consumer threads")
-@click.option("--timeout", default=240.0, show_default=True, help="seconds to wait")
+@click.option(
+    "--orders", type=click.IntRange(min=1), default=30, show_default=True, help="orders to enqueue"
+)
+@click.option(
+    "--agents", type=click.IntRange(min=1), default=4, show_default=True, help="consumer threads"
+)
+@click.option("--timeout", type=TIMEOUT, default=240.0, show_default=True, help="seconds to wait")
 @json_option
 def demo(orders: int, agents: int, timeout: float, as_json: bool) -> None:
     """Run the real pipeline end to end: a Celery worker, agent consumers,
@@ -39,7 +43,13 @@ def demo(orders: int, agents: int, timeout: float, as_json: bool) -> None:
 @click.option("--type", "order_type", required=True, help="order type to work on")
 @click.option("--handler", required=True, help="pkg.mod:callable or pkg.mod:Class")
 @click.option("--agent-id", default=None, help="default agent-<host>-<pid>")
-@click.option("--concurrency", default=1, show_default=True)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="messages worked on at once",
+)
 @click.option(
     "--pool",
     default="threads",

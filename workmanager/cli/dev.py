@@ -15,7 +15,7 @@ from ..scaffold import (
 )
 from ..services.admin import DevTools
 from .app import Env, cli, pass_env
-from .render import emit, emit_json, json_object, json_option, progress_bar, table
+from .render import PRIORITY, emit, emit_json, json_object, json_option, progress_bar, table
 
 
 @cli.group()
@@ -27,7 +27,7 @@ def dev() -> None:
 @click.option("--type", "order_type", required=True, help="a registered order type")
 @click.option("--count", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--payload", default="{}", show_default=True, help="JSON object for every order")
-@click.option("--priority", default=0, show_default=True)
+@click.option("--priority", type=PRIORITY, default=0, show_default=True)
 @json_option
 @pass_env
 def seed(env: Env, order_type: str, count: int, payload: str, priority: int, as_json: bool) -> None:
@@ -64,11 +64,27 @@ def make() -> None:
     """Generate skeleton code."""
 
 
-def _write(path: str, source: str, force: bool) -> None:
+def _write(path: str, source: str, force: bool, option: str = "--output") -> None:
+    """Write ``source`` to ``path``; one that exists (without ``force``) or cannot be
+    written (no such directory, no permission) is a usage error naming ``option``."""
     if os.path.exists(path) and not force:
         raise click.UsageError(f"{path} exists; pass --force to overwrite it")
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(source)
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(source)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise click.BadParameter(f"cannot write {path}: {reason}", param_hint=option) from None
+
+
+def _make_dirs(folder: str) -> None:
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise click.BadParameter(
+            f"cannot create {folder}: {reason}", param_hint="--tests-dir"
+        ) from None
 
 
 @make.command("order-type")
@@ -110,9 +126,10 @@ def make_order_type(
                 raise click.UsageError(f"{test_path} exists; pass --force to overwrite it")
         _write(output, source, force)
         if test_path is not None:
-            os.makedirs(os.path.dirname(test_path) or ".", exist_ok=True)
+            _make_dirs(os.path.dirname(test_path) or ".")
             module_path = os.path.relpath(output, os.path.dirname(test_path) or ".")
-            _write(test_path, order_type_test(name, module_path, parts=parts), True)
+            tests = order_type_test(name, module_path, parts=parts)
+            _write(test_path, tests, True, "--tests-dir")
     if as_json:
         emit_json(
             {

@@ -11,10 +11,11 @@ from typing import Any, TypeVar
 
 import click
 
-from ..errors import InvalidQuery
+from ..durations import MAX_SECONDS
+from ..errors import InvalidQuery, Unavailable
 from ..services.lease_admin import LeaseAdmin, LeaseAdminResult, LeaseSelector
 from .app import Env, cli, pass_env
-from .render import DURATION, emit_json, json_option, table
+from .render import DURATION, emit_json, json_option, report_error, table
 
 F = TypeVar("F", bound=Callable[..., Any])
 COLUMNS = ("item_id", "order_type", "agent_id", "lease_token", "lease_expires_at", "attempts")
@@ -75,10 +76,38 @@ def list_leases(env: Env, /, as_json: bool, **kw: Any) -> None:
 
 
 def _report(result: LeaseAdminResult, as_json: bool) -> None:
+    """The report (a table and counts, or JSON); exit 1 after it, with an error line on
+    stderr, when a lease was left as it was because a service was unavailable (the
+    operator must run it again)."""
     if as_json:
         emit_json(result.to_dict())
-        return
-    extra = ("new_lease_expires_at", "reason") if result.action == "extend" else ()
+    else:
+        _print_report(result)
+    unavailable = [c for c in result.changes if _reason_code(c) == "unavailable"]
+    if unavailable:
+        first = str(unavailable[0]["reason"]).partition(": ")[2]
+        report_error(
+            Unavailable(
+                f"{len(unavailable)} lease(s) were not {_PAST[result.action]}: {first}",
+                details={"item_ids": [c["item_id"] for c in unavailable]},
+                hint="is the lease backend up? check WORK_MANAGER_REDIS_URL, then run the "
+                "command again",
+            )
+        )
+        click.get_current_context().exit(1)
+
+
+_PAST = {"extend": "extended", "release": "released", "reclaim": "reclaimed"}
+
+
+def _reason_code(change: dict[str, Any]) -> str:
+    """The error code a skipped lease's ``reason`` starts with (``code: message``)."""
+    return str(change.get("reason") or "").partition(":")[0]
+
+
+def _print_report(result: LeaseAdminResult) -> None:
+    reasons = ("reason",) if any(c.get("reason") for c in result.changes) else ()
+    extra = ("new_lease_expires_at", "reason") if result.action == "extend" else reasons
     title = f"{result.action}{' (dry run: nothing changed)' if result.dry_run else ''}"
     table(result.changes, (*COLUMNS, "outcome", *extra), title=title, empty="no lease matched")
     counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(result.counts().items()))
@@ -124,7 +153,7 @@ def release(env: Env, /, dry_run: bool, as_json: bool, **kw: Any) -> None:
     "--seconds",
     "--ttl",
     "seconds",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_SECONDS),
     default=900,
     show_default=True,
     help="seconds added to each lease's current expiry (upstream's --ttl set it to now + ttl)",

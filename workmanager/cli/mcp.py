@@ -7,13 +7,13 @@ import click
 from .. import tracing
 from ..importing import import_extra
 from .app import Env, cli, pass_env
-from .render import json_errors_option, warn_if_open
+from .render import PORT, json_errors_option, warn_if_open
 
 
 @cli.command("mcp")
 @click.option("--transport", type=click.Choice(["stdio", "http", "sse"]), default="stdio")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8001, show_default=True, type=int)
+@click.option("--port", default=8001, show_default=True, type=PORT)
 @json_errors_option
 @pass_env
 def mcp_command(env: Env, transport: str, host: str, port: int) -> None:

@@ -14,7 +14,17 @@ import click
 
 from ..services.maintenance import Housekeeping, PruneReport
 from .app import Env, cli, pass_env
-from .render import DURATION, console, emit, emit_json, json_option, pairs, progress_bar
+from .render import (
+    DURATION,
+    INTERVAL,
+    TIMEOUT,
+    console,
+    emit,
+    emit_json,
+    json_option,
+    pairs,
+    progress_bar,
+)
 
 
 @cli.group()
@@ -56,13 +66,22 @@ def _print(events: list[dict[str, Any]], as_json: bool) -> None:
 
 
 @ops.command("tail")
-@click.option("--limit", "-n", default=20, show_default=True, help="latest events to show")
+@click.option(
+    "--limit",
+    "-n",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="latest events to show",
+)
 @click.option("--order", "order_id", type=click.UUID, default=None, help="one order's events")
 @click.option("--item", "item_id", type=click.UUID, default=None, help="one item's events")
 @click.option("--event", "event_name", default=None, help="one event name, e.g. lease_expired")
 @click.option("--follow", "-f", is_flag=True, help="keep printing new events")
-@click.option("--interval", default=1.0, show_default=True, help="seconds between polls")
-@click.option("--timeout", default=None, type=float, help="stop following after this long")
+@click.option(
+    "--interval", type=INTERVAL, default=1.0, show_default=True, help="seconds between polls"
+)
+@click.option("--timeout", default=None, type=TIMEOUT, help="stop following after this long")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 @pass_env
 def tail(

@@ -9,13 +9,23 @@ from typing import Any
 import click
 
 from ..db.session import display_url, sqlite_file
-from ..errors import InvalidQuery, Unavailable
+from ..errors import DedupeKeyReused, InvalidQuery, Unavailable
 from ..reads.listing import OrderListing
 from ..services.admin import OrderAdmin, OrderSelector, requeue_many
 from ..states import OrderState
 from .app import Env, cli, pass_env
 from .follow import follow
-from .render import emit, emit_json, first_line, json_object, json_option, pairs, table
+from .render import (
+    PRIORITY,
+    TIMEOUT,
+    emit,
+    emit_json,
+    first_line,
+    json_object,
+    json_option,
+    pairs,
+    table,
+)
 
 ORDER_COLUMNS = ("id", "type", "state", "priority", "items_count", "created_at", "error")
 ITEM_COLUMNS = ("id", "state", "attempts", "leased_by_agent_id", "lease_expires_at", "error")
@@ -54,12 +64,12 @@ def _with_error(order: dict[str, Any]) -> dict[str, Any]:
 @orders.command("create")
 @click.option("--type", "order_type", required=True, help="a registered order type")
 @click.option("--payload", required=True, help="the payload, a JSON object")
-@click.option("--priority", default=0, show_default=True, type=int, help="higher goes first")
+@click.option("--priority", default=0, show_default=True, type=PRIORITY, help="higher first")
 @click.option("--meta", default=None, help="metadata, a JSON object")
 @click.option("--dedupe-key", default=None, help="one order per key (the id derives from it)")
 @click.option("--tenant", "tenant_id", default=None, help="the tenant the order belongs to")
 @click.option("--wait", is_flag=True, help="follow the order to its end (exit 1 unless completed)")
-@click.option("--timeout", default=None, type=float, help="with --wait: give up after SECONDS")
+@click.option("--timeout", default=None, type=TIMEOUT, help="with --wait: give up after SECONDS")
 @json_option
 @pass_env
 def create(
@@ -75,26 +85,24 @@ def create(
     as_json: bool,
 ) -> None:
     """Enqueue an order for the workers, as ``tasks.enqueue_order`` does (checked against
-    the order types first); prints its id, or with --wait follows it to its end."""
-    from kombu.exceptions import OperationalError  # Celery's, only for this command
-
-    from tasks.producer import enqueue_order
-
+    the order types first); prints its id, or with --wait follows it to its end. A
+    --dedupe-key that already names this proposal's order sends nothing (its id is
+    printed); one that names another order is refused (dedupe_key_reused)."""
     depth = env.settings.max_json_depth
-    try:
-        order_id = enqueue_order(
-            order_type,
-            json_object(payload, depth, "--payload"),
-            priority,
-            json_object(meta, depth, "--meta") if meta is not None else None,
-            dedupe_key,
-            registry=env.wm.registry,
-            tenant_id=tenant_id,
-        )
-    except OperationalError as exc:  # the broker refused or is not there: nothing was sent
-        raise broker_unavailable(env.settings.broker_url, exc) from exc
+    body = json_object(payload, depth, "--payload")
+    extra = json_object(meta, depth, "--meta") if meta is not None else None
+    # The worker would drop a proposal whose key names another order: answer it here.
+    found = _repeated(env, order_type, body, dedupe_key, tenant_id) if dedupe_key else None
+    if found is None:
+        order_id = _send(env, order_type, body, priority, extra, dedupe_key, tenant_id)
+    else:
+        order_id = uuid.UUID(found["id"])
     if not wait:
-        _done({"id": str(order_id), "state": "enqueued"}, as_json)
+        if found is None:
+            _done({"id": str(order_id), "state": "enqueued"}, as_json)
+        else:
+            text = f"{order_id} already exists under that dedupe key ({found['state']}): not sent"
+            emit({"id": str(order_id), "state": found["state"], "existing": True}, as_json, text)
         return
     order = follow(env.wm.queries, order_id, timeout)
     if as_json:
@@ -105,6 +113,45 @@ def create(
         click.echo(f"{order['id']} {order['state']}{reason}")
     if order["state"] != OrderState.COMPLETED:
         click.get_current_context().exit(1)
+
+
+def _repeated(
+    env: Env, order_type: str, payload: dict[str, Any], key: str, tenant_id: str | None
+) -> dict[str, Any] | None:
+    """The order ``key`` already names for this proposal (``OrderService.repeated``)."""
+    try:
+        return env.wm.orders.repeated(order_type, payload, key, tenant_id)
+    except DedupeKeyReused as exc:
+        exc.hint = "a dedupe key names one order: choose another --dedupe-key"
+        raise
+
+
+def _send(
+    env: Env,
+    order_type: str,
+    payload: dict[str, Any],
+    priority: int,
+    meta: dict[str, Any] | None,
+    dedupe_key: str | None,
+    tenant_id: str | None,
+) -> uuid.UUID:
+    """Send the proposal to the workers (``tasks.enqueue_order``); its id."""
+    from kombu.exceptions import OperationalError  # Celery's, only for this command
+
+    from tasks.producer import enqueue_order
+
+    try:
+        return enqueue_order(
+            order_type,
+            payload,
+            priority,
+            meta,
+            dedupe_key,
+            registry=env.wm.registry,
+            tenant_id=tenant_id,
+        )
+    except OperationalError as exc:  # the broker refused or is not there: nothing was sent
+        raise broker_unavailable(env.settings.broker_url, exc) from exc
 
 
 def broker_unavailable(broker_url: str, exc: Exception) -> Unavailable:
@@ -177,7 +224,9 @@ def list_orders(
 
 @orders.command("show")
 @click.argument("order_id", type=click.UUID)
-@click.option("--events", default=20, show_default=True, help="latest events to show")
+@click.option(
+    "--events", type=click.IntRange(min=0), default=20, show_default=True, help="latest events"
+)
 @json_option
 @pass_env
 def show(env: Env, order_id: uuid.UUID, events: int, as_json: bool) -> None:
@@ -200,8 +249,8 @@ def _done(order: dict[str, Any], as_json: bool) -> None:
 
 @orders.command("review")
 @click.argument("order_id", type=click.UUID)
-@click.option("--approve", "decision", flag_value="approve", help="approve; the apply follows")
-@click.option("--reject", "decision", flag_value="reject", help="reject (needs --reason)")
+@click.option("--approve", is_flag=True, help="approve; the apply follows")
+@click.option("--reject", is_flag=True, help="reject (needs --reason)")
 @click.option("--reason", default=None, help="why it is rejected (stored as the error)")
 @click.option("--code", default="rejected_by_reviewer", show_default=True, help="error code")
 @click.option("--rework", is_flag=True, help="with --reject: send the items back to work")
@@ -210,17 +259,19 @@ def _done(order: dict[str, Any], as_json: bool) -> None:
 def review(
     env: Env,
     order_id: uuid.UUID,
-    decision: str | None,
+    approve: bool,
+    reject: bool,
     reason: str | None,
     code: str,
     rework: bool,
     as_json: bool,
 ) -> None:
     """Approve or reject a submitted order."""
-    if decision is None:
-        raise click.UsageError("choose --approve or --reject")
+    if approve == reject:  # two flags, so that both given is refused, not the last one won
+        both = "--approve and --reject exclude each other: choose one"
+        raise click.UsageError(both if approve else "choose --approve or --reject")
     wm = env.console
-    if decision == "approve":
+    if approve:
         if reason or rework:
             raise click.UsageError("--reason and --rework go with --reject")
         _done(wm.orders.approve(order_id, env.actor), as_json)

@@ -4,6 +4,7 @@ bars on stderr (so ``--json`` output on stdout stays parseable), and shared opti
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
@@ -15,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from ..durations import parse_duration
+from ..durations import MAX_SECONDS, parse_duration
 from ..errors import UsageError, WorkManagerError
 from ..jsonvalues import raw_depth, too_deep
 from ..settings import Settings, auth_none_warning
@@ -148,6 +149,44 @@ class Duration(click.ParamType[timedelta]):
 
 
 DURATION = Duration()
+
+
+class Seconds(click.ParamType[float]):
+    """A number of seconds: finite, at least ``minimum`` (more than it when ``exclusive``),
+    at most ten years (``workmanager.durations``: longer cannot be slept or added to now)."""
+
+    name = "seconds"
+
+    def __init__(self, minimum: float = 0.0, exclusive: bool = False) -> None:
+        self.minimum, self.exclusive = minimum, exclusive
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        low = number <= self.minimum if self.exclusive else number < self.minimum
+        if not math.isfinite(number) or low or number > MAX_SECONDS:
+            bound = "more than" if self.exclusive else "at least"
+            self.fail(
+                f"{value!r} is not a number of seconds {bound} {self.minimum:g} and at most "
+                f"{MAX_SECONDS} (ten years)",
+                param,
+                ctx,
+            )
+        return number
+
+
+#: ``--timeout``: 0 or more seconds; ``--interval``: more than 0.
+TIMEOUT = Seconds()
+INTERVAL = Seconds(exclusive=True)
+#: ``--port``: a TCP port (0 would bind one at random that nothing reports; above 65535
+#: the server would bind another port, the number wrapped around).
+PORT = click.IntRange(1, 65535)
+#: ``--priority``: a 32-bit integer, as the column and the HTTP API have it.
+PRIORITY = click.IntRange(-(2**31), 2**31 - 1)
 
 
 # --- errors -----------------------------------------------------------------------------

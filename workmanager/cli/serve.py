@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 import click
 
 from .. import tracing
 from ..container import WorkManager
 from ..dispatch import Dispatcher, NullDispatcher
-from ..errors import DatabaseMissing, Unavailable
+from ..errors import ConfigurationError, DatabaseMissing, Unavailable, WorkManagerError
 from ..importing import import_extra, import_object
 from .app import Env, cli, pass_env
-from .render import json_errors_option, warn_if_open
+from .render import PORT, first_line, json_errors_option, warn_if_open
 
 log = logging.getLogger("workmanager.serve")
+#: What a dispatcher must have (workmanager.dispatch.Dispatcher), checked at start-up.
+HOOKS = ("order_submitted", "order_approved", "items_available")
+DISPATCHER_HINT = (
+    "expected celery, none, or pkg.mod:factory, a callable that takes the WorkManager and "
+    "returns an object with " + ", ".join(HOOKS)
+)
+#: What ``--log-level`` takes: the logging levels uvicorn knows too.
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 def celery_dispatcher(wm: WorkManager) -> Dispatcher:
@@ -33,9 +42,31 @@ def build_dispatcher(reference: str, wm: WorkManager) -> Dispatcher:
         return celery_dispatcher(wm)
     if reference == "none":
         return NullDispatcher()
-    factory = import_object(reference, "--dispatcher")
-    dispatcher: Dispatcher = factory(wm)
-    return dispatcher
+    return custom_dispatcher(reference, wm)
+
+
+def custom_dispatcher(reference: str, wm: WorkManager) -> Dispatcher:
+    """``pkg.mod:factory(wm)``, checked: a factory that raises, or returns something
+    without the :class:`Dispatcher` hooks, is a ConfigurationError naming
+    ``--dispatcher`` (at start-up, not at the first announcement)."""
+    factory = import_object(reference, "--dispatcher")  # callable, or refused
+    try:
+        dispatcher = factory(wm)
+    except WorkManagerError:
+        raise
+    except Exception as exc:  # e.g. json:dumps, callable but no dispatcher factory
+        raise ConfigurationError(
+            f"--dispatcher: {reference}(wm) raised {type(exc).__name__}: {first_line(exc)}",
+            hint=DISPATCHER_HINT,
+        ) from exc
+    missing = [hook for hook in HOOKS if not callable(getattr(dispatcher, hook, None))]
+    if missing:
+        raise ConfigurationError(
+            f"--dispatcher: {reference}(wm) returned a {type(dispatcher).__name__}, not a "
+            f"dispatcher (no {', '.join(missing)})",
+            hint=DISPATCHER_HINT,
+        )
+    return cast(Dispatcher, dispatcher)
 
 
 def schema_at_head(wm: WorkManager) -> None:
@@ -56,7 +87,7 @@ def schema_at_head(wm: WorkManager) -> None:
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--port", default=8000, show_default=True, type=PORT)
 @click.option(
     "--dispatcher",
     "dispatcher_ref",
@@ -64,7 +95,12 @@ def schema_at_head(wm: WorkManager) -> None:
     show_default=True,
     help="how the API announces work: celery, none, or pkg.mod:factory(wm)",
 )
-@click.option("--log-level", default="info", show_default=True)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+)
 @json_errors_option
 @pass_env
 def serve(env: Env, host: str, port: int, dispatcher_ref: str, log_level: str) -> None:
@@ -88,7 +124,7 @@ def serve(env: Env, host: str, port: int, dispatcher_ref: str, log_level: str) -
         create_app(wm),
         host=host,
         port=port,
-        log_level=log_level,
+        log_level=log_level.lower(),
         access_log=False,
         timeout_graceful_shutdown=wm.settings.api_shutdown_grace_seconds,
     )

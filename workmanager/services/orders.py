@@ -33,9 +33,10 @@ from .proposals import (
     check_proposal,
     droppable,
     is_refused,
+    order_id_for,
     refused_order,
 )
-from .tokens import checked_tenant
+from .tokens import checked_tenant, order_tenant
 from .views import order_dict
 
 log = logging.getLogger("workmanager.orders")
@@ -123,6 +124,26 @@ class OrderService:
         :func:`order_dict`) is returned."""
         found = self.store.create_order(order, items, actor, agent)
         return None if found is None else order_dict(found)
+
+    def repeated(
+        self, type: str, payload: JSON, dedupe_key: str, tenant_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """The order :meth:`propose` would find for this proposal under ``dedupe_key``;
+        ``None`` when the key names no order yet (or a refused proposal's record, which the
+        proposal replaces); :class:`DedupeKeyReused` when it names another proposal's order.
+        For a producer that sends the proposal to a worker (``workmanager orders create``),
+        which could only drop it."""
+        with self.ctx.db.transaction() as s:
+            row = (
+                s.get(Order, order_id_for(dedupe_key))
+                or s.scalars(select(Order).where(Order.dedupe_key == dedupe_key)).first()
+            )
+            found = None if row is None else order_dict(row)
+        if found is None or is_refused(found):
+            return None
+        tenant = order_tenant(checked_tenant(tenant_id), payload)
+        _same_proposal(found, type, payload, dedupe_key, tenant)
+        return found
 
     def refuse(
         self,

@@ -33,7 +33,7 @@ from ..states import ItemState, OrderState
 from ..types import JSON, Actor
 from .context import ServiceContext
 from .inputs import require
-from .tokens import payload_tenant
+from .tokens import order_tenant
 from .views import order_view
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ def build_order(
         requested_by_type=actor.type,
         requested_by_id=actor.id,
         dedupe_key=dedupe_key,
-        tenant_id=tenant_id or payload_tenant(payload),
+        tenant_id=order_tenant(tenant_id, payload),
         apply_attempts=0,
         created_at=now,
         updated_at=now,

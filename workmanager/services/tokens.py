@@ -235,6 +235,11 @@ def checkout_tenant(bound: str | None, requested: Any) -> tuple[str | None, bool
     return bound, named is None or named == bound
 
 
+def order_tenant(tenant_id: str | None, payload: Any) -> str | None:
+    """The tenant an order belongs to: the one the proposal names, else its payload's."""
+    return tenant_id or payload_tenant(payload)
+
+
 def payload_tenant(payload: Any) -> str | None:
     """The tenant an order gets when the proposal names none: its payload's ``tenant_id``
     key (how items were given a tenant before orders had one; kept for compatibility)."""
