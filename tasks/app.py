@@ -8,7 +8,9 @@ from . import tracing  # noqa: F401  (connects its worker start hook: traces whe
 from .embedded_broker import install
 
 install()  # before any connection: sqla+ URLs get the often-polled transport
-app = Celery("workmanager")
+# GuardedTask: a malformed hand-built message is discarded with one logged line instead of
+# killing the worker (tasks/guard.py)
+app = Celery("workmanager", task_cls="tasks.guard:GuardedTask")
 app.config_from_object("celeryconfig")
 # Every worker knows every control-plane task name.
 app.conf.imports = ("tasks.orders", "tasks.leases", "tasks.maintenance")

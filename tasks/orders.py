@@ -16,6 +16,7 @@ from workmanager.errors import (
     NotFound,
     PermanentError,
     TransientError,
+    ValidationFailed,
 )
 from workmanager.services.proposals import order_id_for
 from workmanager.types import Actor
@@ -25,6 +26,8 @@ from .runtime import get_wm
 
 log = logging.getLogger("workmanager.tasks")
 
+#: Who may ask for an order (SPEC §3).
+ACTOR_TYPES = ("user", "agent", "system")
 #: Orders created by a task with no order id take uuid5(TASK_NAMESPACE, task id).
 TASK_NAMESPACE = uuid.UUID("0b7c5a52-3f0e-4c8e-9d55-2f4a8e1c6b90")
 STATEFUL = {"acks_late": True, "reject_on_worker_lost": True}
@@ -36,6 +39,37 @@ TRANSIENT = {
     "retry_backoff_max": 60,
     "max_retries": None,
 }
+
+
+def task_id_arg(task: str, name: str, value: Any) -> uuid.UUID | None:
+    """An id argument of a task message (the names are public: other services send them):
+    its UUID, or ``None`` after one logged line naming the task, the argument and the
+    value, when it is not one (the message is then done: no retry can mend it)."""
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    log.error("%s refused [validation_failed]: %s must be a UUID string, got %r", task, name, value)
+    return None
+
+
+def requester(kind: Any, id_: Any) -> Actor:
+    """Who asked for an order (SPEC §3: ``user``, ``agent`` or ``system``)."""
+    if kind not in ACTOR_TYPES:
+        raise ValidationFailed.at("requested_by_type", "one of user, agent, system", "enum")
+    if id_ is not None and not isinstance(id_, str):
+        raise ValidationFailed.at("requested_by_id", "a string", "type")
+    return Actor(kind, id_ or kind)
+
+
+def _detail(exc: PermanentError) -> str:
+    """The error's message and, for a validation failure, where it failed."""
+    details = exc.details if isinstance(exc.details, list) else []
+    where = "; ".join(
+        f"{d.get('path')}: {d.get('message')}" for d in details[:3] if isinstance(d, dict)
+    )
+    return f"{exc.message} ({where})" if where else exc.message
 
 
 @app.task(name="workmanager.orders.create", bind=True, **STATEFUL, **TRANSIENT)
@@ -59,36 +93,50 @@ def create(
     id still resolves; a dedupe key already used for another type or payload creates
     nothing (the key's id already names the other order) and the task returns ``None``."""
     wm = get_wm()
-    if order_id is None and dedupe_key is None and self.request.id:
+    if order_id is None and dedupe_key is None and isinstance(self.request.id, str):
         order_id = str(uuid.uuid5(TASK_NAMESPACE, self.request.id))
-    requested_by = Actor(requested_by_type, requested_by_id or requested_by_type)
+    oid = None if order_id is None else task_id_arg("orders.create", "order_id", order_id)
+    if order_id is not None and oid is None:
+        return None  # no id to record a refusal under: the line above is the record
+    requested_by = Actor.system()
     try:
+        requested_by = requester(requested_by_type, requested_by_id)
         proposal = wm.orders.propose(
             type,
             payload,
             priority=priority,
             meta=meta,
             dedupe_key=dedupe_key,
-            order_id=uuid.UUID(order_id) if order_id else None,
+            order_id=oid,
             requested_by=requested_by,
             tenant_id=tenant_id,
         )
     except DedupeKeyReused as exc:
         wm.orders.count_refused(type, exc)
-        log.error("orders.create of %s refused, nothing recorded: %s", type, exc.message)
+        log.error("orders.create of %r refused, nothing recorded: %s", type, exc.message)
         return None
     except PermanentError as exc:
-        log.error("orders.create of %s refused: %s", type, exc.message)
-        refused = wm.orders.refuse(
-            exc,
-            type,
-            payload,
-            order_id=uuid.UUID(order_id) if order_id else order_id_for(dedupe_key),
-            priority=priority,
-            meta=meta,
-            requested_by=requested_by,
-            tenant_id=tenant_id,
-        )
+        log.error("orders.create of %r refused [%s]: %s", type, exc.code, _detail(exc))
+        keyed = order_id_for(dedupe_key) if isinstance(dedupe_key, str) else None
+        try:
+            refused = wm.orders.refuse(
+                exc,
+                type,
+                payload,
+                order_id=oid or keyed or uuid.uuid4(),
+                priority=priority,
+                meta=meta,
+                requested_by=requested_by,
+                tenant_id=tenant_id,
+            )
+        except PermanentError as unstorable:  # e.g. a NUL in the type: not even storable
+            log.error(
+                "orders.create of %r: the refusal could not be recorded [%s]: %s",
+                type,
+                unstorable.code,
+                unstorable.message,
+            )
+            return None
         return str(refused["id"])
     if not proposal.created:
         wm.maintenance.announce_queued(uuid.UUID(proposal.order["id"]))
@@ -103,7 +151,10 @@ def check_auto_approval(self: Task, order_id: str) -> bool:
     service), an approval announces its apply as a manual one does."""
     chained = bool(self.request.chain)
     log.info("check_auto_approval of %s: task %s, chained %s", order_id, self.request.id, chained)
-    return get_wm().orders.check_auto_approval(uuid.UUID(order_id), chained=chained)
+    oid = task_id_arg("orders.check_auto_approval", "order_id", order_id)
+    if oid is None:
+        return False
+    return get_wm().orders.check_auto_approval(oid, chained=chained)
 
 
 @app.task(name="workmanager.orders.apply", bind=True, **STATEFUL, **TRANSIENT)
@@ -115,8 +166,9 @@ def apply(self: Task, approved: bool | None = None, order_id: str | None = None)
     As the child of ``check_auto_approval`` in a chain, ``approved`` is its parent's
     result: false means not approved, and nothing runs. Sent alone (a manual approval,
     maintenance) it has only ``order_id``."""
-    if order_id is None:
-        raise ValueError("apply needs order_id")
+    oid = task_id_arg("orders.apply", "order_id", order_id)
+    if oid is None:
+        return "refused"
     if approved is False:
         log.info(
             "apply of %s: not approved (parent %s), nothing to do", order_id, self.request.parent_id
@@ -125,7 +177,7 @@ def apply(self: Task, approved: bool | None = None, order_id: str | None = None)
     log.info("apply of %s: task %s, parent %s", order_id, self.request.id, self.request.parent_id)
     wm = get_wm()
     try:
-        outcome = wm.executor.apply(uuid.UUID(order_id))
+        outcome = wm.executor.apply(oid)
     except ApplyFailed as exc:
         if exc.details["final"]:
             log.error("apply of %s failed for good: %s", order_id, exc.message)

@@ -1,0 +1,116 @@
+"""A hand-built task message that is malformed is refused, one logged line, and the worker
+lives on (tasks/guard.py). The task names are public (SPEC §8.1): a body that is not
+``[args, kwargs, embed]`` or a ``timelimit`` header that is not two numbers made Celery
+raise an "Unrecoverable error" and exit, the message went back to the queue, and every
+worker started after it died on it too; an ``embed`` that is not an object was taken and
+never run. A real ``celery -A tasks worker`` here, on Redis."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+import redis
+
+from tests.celery.conftest import Stack
+from workmanager.db.models import Order
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+CREATE = "workmanager.orders.create"
+
+
+def send_raw(stack: Stack, body: Any, **headers: Any) -> str:
+    """A ``workmanager.orders.create`` message as Celery builds it, its body (and headers)
+    then replaced: what a hand-built producer may send. Returns the message's task id."""
+    task_id = str(uuid.uuid4())
+    message = stack.app.amqp.as_task_v2(task_id, CREATE, args=(), kwargs={})
+    message.headers.update(headers)
+    tampered = message._replace(body=body)
+    with stack.app.producer_or_acquire() as producer:
+        stack.app.amqp.send_task_message(producer, CREATE, tampered, queue="workmanager")
+    return task_id
+
+
+def order_state(stack: Stack, order_id: uuid.UUID) -> str | None:
+    with stack.wm.db.transaction() as s:
+        order = s.get(Order, order_id)
+        return order.state if order else None
+
+
+def test_malformed_messages_are_discarded_and_the_worker_lives_on(make_stack: Any) -> None:
+    stack = make_stack()
+    stack.worker(concurrency=2)
+    poisoned = [
+        send_raw(stack, {"type": "e2e.echo"}),  # an object, not [args, kwargs, embed]
+        send_raw(stack, [[], {"type": "e2e.echo", "payload": {}}, "oops"]),  # embed
+        send_raw(stack, [[], {"type": "e2e.echo", "payload": {}}, {}], timelimit="x"),
+        send_raw(stack, "not even a list"),
+    ]
+    good = uuid.uuid4()
+    stack.app.send_task(
+        CREATE,
+        kwargs={"type": "e2e.echo", "payload": {}, "order_id": str(good)},
+        queue="workmanager",
+    )
+    stack.wait_for(lambda: order_state(stack, good) is not None, 60, "the valid order")
+    proc = stack.procs["control"]
+    assert proc.poll() is None, stack.log("control")[-3000:]  # still running
+    log = stack.log("control")
+    assert "Unrecoverable error" not in log, log[-3000:]
+    for task_id in poisoned:
+        assert f"{CREATE} message {task_id}" in log, (task_id, log[-3000:])
+    assert log.count("The message has been ignored and discarded") == len(poisoned)
+    # nothing left behind: not queued again, not held unacknowledged
+    broker = redis.Redis.from_url(stack.settings.broker_url)
+    assert broker.llen("workmanager") == 0
+    stack.wait_for(lambda: broker.hlen("unacked") == 0, 30, "no message held unacknowledged")
+
+
+def test_arguments_a_task_cannot_use_are_one_logged_line_each(make_stack: Any) -> None:
+    """Decodable messages whose arguments are wrong: an id that is not a UUID (create,
+    check_auto_approval, apply; apply without one) is one line naming the task and the
+    argument, no traceback; a requester the contract does not know is a refused proposal
+    recorded under the producer's id; a refusal that cannot itself be stored (a NUL in the
+    type) is one line too."""
+    stack = make_stack()
+    stack.worker(concurrency=2)
+    send = stack.app.send_task
+    control = {"queue": "workmanager"}
+    send(CREATE, kwargs={"type": "e2e.echo", "payload": {}, "order_id": "not-a-uuid"}, **control)
+    send("workmanager.orders.check_auto_approval", kwargs={"order_id": 12345}, **control)
+    send("workmanager.orders.apply", kwargs={"order_id": "zzz"}, queue="workmanager.apply")
+    send("workmanager.orders.apply", kwargs={}, queue="workmanager.apply")
+    nul = {"type": "e2e.echo\x00", "payload": {}, "order_id": str(uuid.uuid4())}
+    send(CREATE, kwargs=nul, **control)
+    martian = uuid.uuid4()
+    send(
+        CREATE,
+        kwargs={
+            "type": "e2e.echo",
+            "payload": {},
+            "order_id": str(martian),
+            "requested_by_type": "martian",
+        },
+        **control,
+    )
+    stack.wait_for(lambda: order_state(stack, martian) == "failed", 60, "the refused proposal")
+    order = stack.wm.queries.order(martian)
+    assert order["last_error"]["code"] == "validation_failed", order["last_error"]
+    log = stack.wait_for(
+        lambda: (text := stack.log("control")).count("refused [validation_failed]") >= 4 and text,
+        30,
+        "the four bad ids refused",
+    )
+    for line in (
+        "orders.create refused [validation_failed]: order_id must be a UUID string",
+        "orders.check_auto_approval refused [validation_failed]: order_id must be a UUID",
+        "orders.apply refused [validation_failed]: order_id must be a UUID string, got 'zzz'",
+        "orders.apply refused [validation_failed]: order_id must be a UUID string, got None",
+    ):
+        assert line in log, (line, log[-3000:])
+    stack.wait_for(
+        lambda: "the refusal could not be recorded" in stack.log("control"), 30, "the NUL type"
+    )
+    assert "Traceback" not in stack.log("control"), stack.log("control")[-3000:]
