@@ -273,9 +273,26 @@ def test_lists_dashboard_and_lease_actions_for_operators_only(
     page = operator.get(f"/ui/items/{lease.item_id}").text
     assert 'id="release"' in page and 'id="extend"' in page
     before = wm.queries.item(lease.item_id)["lease_expires_at"]
-    operator.post(
-        f"/ui/items/{lease.item_id}/extend", data={"csrf": field(page, "csrf"), "seconds": "600"}
+    csrf = field(page, "csrf")
+    # mistakes answer an HTML page and change nothing: seconds past ten years (was a 500
+    # from an OverflowError), an unknown item (was "no live lease"), a form field over
+    # its size (was the API's JSON)
+    for seconds in ("99999999999999999999999", str(2**63), "315360001"):
+        refused = operator.post(
+            f"/ui/items/{lease.item_id}/extend", data={"csrf": csrf, "seconds": seconds}
+        )
+        assert refused.status_code in (400, 422), (seconds, refused.text[:300])
+        assert refused.headers["content-type"].startswith("text/html"), seconds
+    for action in ("release", "extend"):
+        unknown = operator.post(f"/ui/items/{uuid.uuid4()}/{action}", data={"csrf": csrf})
+        assert unknown.status_code == 404 and "text/html" in unknown.headers["content-type"]
+    huge = operator.post(
+        f"/ui/orders/{order_id}/reject", data={"csrf": csrf, "reason": "x" * 2_000_000}
     )
+    assert huge.status_code == 400 and "text/html" in huge.headers["content-type"], huge.text
+    assert wm.queries.item(lease.item_id)["lease_expires_at"] == before
+    assert wm.queries.order(order_id)["state"] == "submitted"
+    operator.post(f"/ui/items/{lease.item_id}/extend", data={"csrf": csrf, "seconds": "600"})
     assert wm.queries.item(lease.item_id)["lease_expires_at"] > before
     answer = operator.post(f"/ui/items/{lease.item_id}/release", data={"csrf": field(page, "csrf")})
     assert answer.status_code == 303

@@ -82,6 +82,14 @@ def validation_error(exc: RequestValidationError) -> WorkManagerError:
     return ValidationFailed(details, "the request failed validation")
 
 
+def http_error(exc: HTTPException) -> WorkManagerError:
+    """Starlette's HTTP error (a 404 route, a 405, a form field over its size) as ours:
+    the code its status names, its detail the message."""
+    error = WorkManagerError(str(exc.detail))
+    error.code, error.http_status = _HTTP_CODES.get(exc.status_code, "http_error"), exc.status_code
+    return error
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
 
@@ -103,10 +111,7 @@ def install(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
-        code = _HTTP_CODES.get(exc.status_code, "http_error")
-        error = WorkManagerError(str(exc.detail))
-        error.code, error.http_status = code, exc.status_code
-        return error_response(error, dict(exc.headers or {}))
+        return error_response(http_error(exc), dict(exc.headers or {}))
 
     app.add_exception_handler(WorkManagerError, on_domain)
     app.add_exception_handler(RequestValidationError, on_validation)

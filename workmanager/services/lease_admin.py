@@ -40,6 +40,7 @@ from ..db.models import Event, Item
 from ..db.predicates import given, held
 from ..db.store import Batch, Held, LeaseChange, Store, build_store, dead_or_alive
 from ..errors import InvalidQuery, ValidationFailed
+from ..settings_parsing import MAX_DURATION_SECONDS
 from ..states import ItemState
 from ..types import Actor
 from .context import ServiceContext
@@ -193,8 +194,10 @@ class LeaseAdmin:
     ) -> LeaseAdminResult:
         """Push each live lease's expiry out by ``seconds``; expired ones are skipped (the
         sweep reclaims them)."""
-        if seconds <= 0:
-            raise ValidationFailed.at("seconds", "must be positive", "minimum")
+        if not 0 < seconds <= MAX_DURATION_SECONDS:  # the CLI, the console, the API alike
+            raise ValidationFailed.at(
+                "seconds", f"1 to {MAX_DURATION_SECONDS} seconds (ten years)", "maximum"
+            )
 
         def act(leases: Sequence[Held]) -> Batch:
             return self.store.extend(leases, self.actor, seconds)

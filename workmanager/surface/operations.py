@@ -197,16 +197,23 @@ class Operations:
     def release_lease(self, caller: Caller, item_id: str) -> Answer:
         """End an item's lease now and give its attempt back (``admin`` scope)."""
         caller.principal.require("admin")
-        selector = LeaseSelector(item_id=self.item_id(caller, item_id))
+        selector = LeaseSelector(item_id=self._existing_item(caller, item_id))
         result = LeaseAdmin(self.wm.ctx, self._actor(caller)).release(selector)
         return 200, result.to_dict()
 
     def extend_lease(self, caller: Caller, item_id: str, seconds: int) -> Answer:
         """Push an item's live lease out by ``seconds`` (``admin`` scope)."""
         caller.principal.require("admin")
-        selector = LeaseSelector(item_id=self.item_id(caller, item_id))
+        selector = LeaseSelector(item_id=self._existing_item(caller, item_id))
         result = LeaseAdmin(self.wm.ctx, self._actor(caller)).extend(selector, seconds)
         return 200, result.to_dict()
+
+    def _existing_item(self, caller: Caller, item_id: str) -> uuid.UUID:
+        """The id of an item that exists (and the caller's tenant may see): an action on an
+        unknown id is 404, not "no live lease"."""
+        item = self.item_id(caller, item_id)
+        self.wm.queries.item(item)  # NotFound
+        return item
 
     @staticmethod
     def _actor(caller: Caller) -> Actor:

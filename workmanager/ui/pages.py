@@ -26,8 +26,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException
 
 from ..api.deps import ApiState, metadata
+from ..api.errors import http_error
 from ..errors import Forbidden, IdempotencyInFlight, InvalidQuery, Unauthenticated, WorkManagerError
 from ..reads.item_listing import ItemListing
 from ..reads.overview import Overview
@@ -133,6 +135,8 @@ class ConsoleRoute(APIRoute):
                 return error_page(request, exc)
             except RequestValidationError as exc:
                 return error_page(request, InvalidQuery(f"the form is incomplete: {exc}"))
+            except HTTPException as exc:  # a form Starlette could not read (too large)
+                return error_page(request, http_error(exc))
             response.headers.update(SECURITY_HEADERS)
             return response
 
