@@ -62,6 +62,7 @@ from ..settings import Settings
 from ..states import OrderState
 from ..types import Actor, OrderView
 from .context import ServiceContext
+from .transitions import doubled
 from .views import order_dict
 
 
@@ -273,7 +274,7 @@ class ApplyService:
 
     def retry_delay(self, attempt: int) -> float:
         """Seconds before apply attempt ``attempt + 1``: the backoff doubles each time."""
-        return float(self.ctx.settings.apply_retry_backoff_seconds * 2.0 ** max(attempt - 1, 0))
+        return doubled(self.ctx.settings.apply_retry_backoff_seconds, attempt)
 
 
 def _not_started(current: OrderRow, now: datetime) -> ApplyOutcome:
