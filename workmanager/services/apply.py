@@ -128,16 +128,18 @@ class ClaimRenewer:
         self._due: dict[tuple[uuid.UUID, str], float] = {}
         self._lock = threading.Condition()
         self._owner = 0  # the pid whose thread runs (0: none yet)
+        self._wake_at = 0.0  # when the thread wakes next (0: it is not waiting)
 
     @contextmanager
     def holding(self, order_id: uuid.UUID, claim: str) -> Iterator[None]:
         key = (order_id, claim)
         with self._lock:
-            self._due[key] = time.monotonic() + self.every
+            due = self._due[key] = time.monotonic() + self.every
             if self._owner != os.getpid():  # none yet, or the parent's before a fork
                 self._owner = os.getpid()
                 threading.Thread(target=self._run, name="apply-claims", daemon=True).start()
-            self._lock.notify()
+            elif due < self._wake_at:  # else it wakes in time by itself: no switch to it
+                self._lock.notify()
         try:
             yield
         finally:
@@ -157,9 +159,11 @@ class ClaimRenewer:
                     self._owner = 0  # the next body starts a thread again
                     return
                 due = [key for key, at in self._due.items() if at <= now]
-                wait = min(self._due.values(), default=now + _IDLE_EXIT) - now
+                wait = max(min(self._due.values(), default=now + _IDLE_EXIT) - now, 0.01)
                 if not due:
-                    self._lock.wait(max(wait, 0.01))
+                    self._wake_at = now + wait
+                    self._lock.wait(wait)
+                    self._wake_at = 0.0
                     continue
             for key in due:
                 self._renew(key)
