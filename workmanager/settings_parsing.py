@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .durations import MAX_SECONDS
 from .errors import ConfigurationError
 from .jsonvalues import MAX_JSON_DEPTH_CEILING
 from .ratelimit.rate import FORM as RATE_FORM
@@ -43,8 +44,9 @@ TRACING_MODES = ("off", "otlp", "console")
 #: interval or grace period needs more, and every "now + duration" the services compute
 #: (``timedelta``, ``datetime``, Redis's millisecond TTLs, thread timeouts) stays well inside
 #: what they hold, so an absurd value stops the process at start-up instead of raising
-#: OverflowError on every checkout or retry later.
-MAX_DURATION_SECONDS = 10 * 365 * 24 * 3600
+#: OverflowError on every checkout or retry later. The ceiling is durations.py's, the one
+#: every surface shares (``--older-than``, ``--seconds``, backoffs, the console's extend).
+MAX_DURATION_SECONDS = MAX_SECONDS
 MAX_DURATION_HOURS = MAX_DURATION_SECONDS // 3600
 #: The largest count a setting may name (attempts, page sizes, batch sizes, limits): what a
 #: PostgreSQL ``integer`` column (and every bind parameter) holds.

@@ -62,6 +62,7 @@ def test_malformed_messages_are_discarded_and_the_worker_lives_on(make_stack: An
     for task_id in poisoned:
         assert f"{CREATE} message {task_id}" in log, (task_id, log[-3000:])
     assert log.count("The message has been ignored and discarded") == len(poisoned)
+    assert "the timelimit header is not [hard, soft] seconds" in log
     # nothing left behind: not queued again, not held unacknowledged
     broker = redis.Redis.from_url(stack.settings.broker_url)
     assert broker.llen("workmanager") == 0

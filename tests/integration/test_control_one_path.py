@@ -602,6 +602,7 @@ def test_a_keyed_propose_marks_its_key_in_its_own_transaction(
 
     with monkeypatch.context() as m:
         m.setattr(wm.idempotency, "complete", die)
+        m.setattr(wm.idempotency, "abandon", die)  # a dead process does no more
         with pytest.raises(Died):
             wm.idempotency.once(caller(), "propose", "", "k", body, propose)
     with wm.db.transaction() as s:
@@ -690,3 +691,19 @@ def test_event_rows_are_typed_as_the_orm_queues_them() -> None:
     assert first["created_at"] == when and first["created_at"].utcoffset() == timedelta(0)
     assert second["item_id"] == item and second["payload"] is None
     assert [e.name for e in events.of_row(first)] == [events.ORDER_APPLIED]
+
+
+@pytest.mark.parametrize("database", DATABASES)
+def test_a_dedupe_key_is_looked_up_through_the_store(
+    make_wm: WM, monkeypatch: pytest.MonkeyPatch, database: str
+) -> None:
+    """``OrderService.repeated`` (``orders create --dedupe-key`` asks it before sending):
+    the key's order for the same proposal, ``dedupe_key_reused`` for another, ``None``
+    for a key no order holds; through the order store, so PostgreSQL's SQL answers."""
+    wm = build(make_wm, database, monkeypatch)
+    first = wm.orders.propose("test.simple", {"n": 1}, dedupe_key="dk-1")
+    same = wm.orders.repeated("test.simple", {"n": 1}, "dk-1")
+    assert same is not None and same["id"] == first.order["id"]
+    with pytest.raises(DedupeKeyReused):
+        wm.orders.repeated("test.simple", {"n": 2}, "dk-1")
+    assert wm.orders.repeated("test.simple", {"n": 1}, "dk-unused") is None

@@ -270,6 +270,7 @@ def test_a_key_whose_propose_committed_is_never_run_again(
         return ops.propose(c, "test.simple", {"n": 1})
 
     monkeypatch.setattr(wm.idempotency, "complete", die)
+    monkeypatch.setattr(wm.idempotency, "abandon", die)  # a dead process does no more
     with pytest.raises(Died):
         wm.idempotency.once(caller(), "propose", "", "k", BODY, propose)
     monkeypatch.undo()
@@ -304,6 +305,7 @@ def test_a_key_whose_submit_committed_answers_from_the_item(
         return ops.submit(c, item_id, token, {"answer": 42})
 
     monkeypatch.setattr(wm.idempotency, "complete", die)
+    monkeypatch.setattr(wm.idempotency, "abandon", die)  # a dead process does no more
     with pytest.raises(Died):
         wm.idempotency.once(caller(), "submit", item_id, "s", body, submit, token)
     monkeypatch.undo()
@@ -357,6 +359,7 @@ def test_a_keyed_lease_call_that_committed_is_never_run_again_with_redis_leases(
     }
     body, run, event, state = calls[operation]
     monkeypatch.setattr(wm.idempotency, "complete", die)
+    monkeypatch.setattr(wm.idempotency, "abandon", die)  # a dead process does no more
     with pytest.raises(Died):
         wm.idempotency.once(caller(), operation, item_id, "rk", body, run, token)
     monkeypatch.undo()
@@ -375,6 +378,29 @@ def test_a_keyed_lease_call_that_committed_is_never_run_again_with_redis_leases(
             select(func.count()).where(Event.item_id == uuid.UUID(item_id), Event.event == event)
         )
     assert count == 1, (operation, event, count)
+
+
+def test_an_answer_that_cannot_be_stored_unlocks_its_committed_key(
+    wm: WorkManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operation committed, then storing its answer failed (the database went away):
+    the process is alive and knows no answer is coming, so the key is unlocked and a retry
+    gets the recovered answer at once, not "in flight" until the lock would lapse."""
+    ops = Operations(wm)
+
+    def propose(c: Caller) -> Answer:
+        return ops.propose(c, "test.simple", {"n": 1})
+
+    def unavailable(*_: Any) -> None:
+        raise Unavailable("the database went away")
+
+    monkeypatch.setattr(wm.idempotency.store, "complete_key", unavailable)
+    with pytest.raises(Unavailable):
+        wm.idempotency.once(caller(), "propose", "", "k", BODY, propose)
+    monkeypatch.undo()
+    again = wm.idempotency.once(caller(), "propose", "", "k", BODY, propose)
+    assert isinstance(again, Replay) and again.body["outcome"] == "committed"
+    assert len(order_ids(wm)) == 1
 
 
 def test_an_operation_that_raises_after_its_commit_keeps_its_key(wm: WorkManager) -> None:
@@ -614,6 +640,7 @@ def test_a_keyed_lease_call_marks_its_key_in_its_one_statement(
         monkeypatch.setattr(module, "send_mark", lambda *a, **k: locked.append(1))
     run = LEASE_CALLS[call](ops, item_id, token)
     monkeypatch.setattr(wm.idempotency, "complete", die)  # dies after the commit
+    monkeypatch.setattr(wm.idempotency, "abandon", die)
     with pytest.raises(Died):
         wm.idempotency.once(caller(), call, item_id, "hk", {}, run, token)
     monkeypatch.undo()

@@ -266,6 +266,11 @@ class OrderStore(Protocol):
         many."""
         ...
 
+    def find(self, order_id: uuid.UUID | None, dedupe_key: str | None) -> OrderRow | None:
+        """The order holding ``order_id``, else ``dedupe_key`` (what a proposal with them
+        would find), no lock; ``None`` when neither names one."""
+        ...
+
     def start_apply(
         self, order_id: uuid.UUID, claim: str, now: datetime
     ) -> tuple[OrderView, ApplyContext] | OrderRow:

@@ -150,6 +150,9 @@ class OrmOrderStore(OrmOrderAdmin):
         self.ctx.provenance.record(s, "approve", agent, order_id=order.id)
         return OrderRow.of(order)
 
+    def find(self, order_id: uuid.UUID | None, dedupe_key: str | None) -> OrderRow | None:
+        return find_order(self.ctx.db, order_id, dedupe_key)
+
     # --- apply ------------------------------------------------------------------------
     def start_apply(
         self, order_id: uuid.UUID, claim: str, now: datetime

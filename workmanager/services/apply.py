@@ -147,6 +147,14 @@ class ClaimRenewer:
                 self._due.pop(key, None)
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException:  # never expected; a body after it starts a thread again
+            with self._lock:
+                self._owner = 0
+            raise
+
+    def _loop(self) -> None:
         idle_since: float | None = None
         while True:
             with self._lock:

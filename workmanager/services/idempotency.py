@@ -17,6 +17,7 @@ after it the key answers from the current state of what the operation touched
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -275,7 +276,12 @@ class IdempotencyService:
         except BaseException:
             self.abandon(claim)
             raise
-        self.complete(claim, status, sealed_lease(payload, key))
+        try:
+            self.complete(claim, status, sealed_lease(payload, key))
+        except BaseException:  # the answer cannot be stored (the database went away):
+            with contextlib.suppress(Exception):  # unlock, so a retry is answered as
+                self.abandon(claim)  # recovered now, not "in flight" for minutes
+            raise
         return status, payload
 
     def purge(self, older_than: datetime | None = None) -> int:

@@ -133,12 +133,8 @@ class OrderService:
         proposal replaces); :class:`DedupeKeyReused` when it names another proposal's order.
         For a producer that sends the proposal to a worker (``workmanager orders create``),
         which could only drop it."""
-        with self.ctx.db.transaction() as s:
-            row = (
-                s.get(Order, order_id_for(dedupe_key))
-                or s.scalars(select(Order).where(Order.dedupe_key == dedupe_key)).first()
-            )
-            found = None if row is None else order_dict(row)
+        row = self.store.find(order_id_for(dedupe_key), dedupe_key)
+        found = None if row is None else order_dict(row)
         if found is None or is_refused(found):
             return None
         tenant = order_tenant(checked_tenant(tenant_id), payload)

@@ -225,6 +225,13 @@ class PostgresOrderStore(PostgresOrderAdmin):
         rows.announce(row)
         return rows.order(row)
 
+    def find(self, order_id: uuid.UUID | None, dedupe_key: str | None) -> OrderRow | None:
+        if order_id is None and dedupe_key is None:
+            return None
+        values = {"id": order_id, "key": dedupe_key}
+        found = self.raw.run(lambda conn: rows.one(conn, _FIND_ORDER, values))
+        return None if found is None else rows.order(found)
+
     def start_apply(
         self, order_id: uuid.UUID, claim: str, now: datetime
     ) -> tuple[OrderView, ApplyContext] | OrderRow:
