@@ -55,6 +55,8 @@ def mistakes(order_id: str) -> list[Mistake]:
         Mistake(("tokens", "revoke", "nobody"), "unavailable", DB_UPGRADE, cwd="fresh"),
         Mistake(("orders", "list"), "unavailable", DB_UPGRADE, cwd="empty-file"),
         Mistake(("serve", "--port", "1"), "unavailable", DB_UPGRADE, cwd="fresh"),
+        Mistake(("mcp", "--transport", "http", "--port", "1"), "unavailable", DB_UPGRADE,
+                cwd="fresh"),
         # bad database URLs
         Mistake(
             ("orders", "list"),

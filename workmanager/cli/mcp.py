@@ -32,7 +32,9 @@ def mcp_command(env: Env, transport: str, host: str, port: int) -> None:
     import uvicorn
 
     from ..mcp.http import http_app
+    from .serve import schema_at_head
 
+    schema_at_head(wm)  # a server process refuses an older schema, as `serve` does
     warn_if_open(wm.settings, f"the MCP {transport.upper()} transport")
     server = build_server(wm, require_token=True)
     uvicorn.run(http_app(wm, server, transport), host=host, port=port, log_level="warning")
