@@ -67,6 +67,21 @@ def events(wm: WorkManager, order_id: uuid.UUID) -> list[str]:
     return [e["event"] for e in wm.queries.events(order_id)]
 
 
+def applying(wm: WorkManager, order_id: uuid.UUID, outcome: dict[str, Any]) -> threading.Thread:
+    """Run A: ``wm``'s apply of ``order_id`` on a thread of its own, started; its outcome
+    (or what it raised) lands in ``outcome["a"]``."""
+
+    def run_a() -> None:
+        try:
+            outcome["a"] = wm.executor.apply(order_id)
+        except BaseException as exc:  # asserted by the tests
+            outcome["a"] = exc
+
+    thread = threading.Thread(target=run_a)
+    thread.start()
+    return thread
+
+
 def claim_of(wm: WorkManager, order_id: uuid.UUID) -> tuple[str | None, datetime | None]:
     with wm.db.transaction() as s:
         order = s.get(Order, order_id)
@@ -84,15 +99,7 @@ def test_a_duplicate_run_backs_off_and_cannot_fail_a_successful_apply(
     a, b = workers(gated, apply_max_retries=0)
     order_id = approved_order(a)
     outcome: dict[str, Any] = {}
-
-    def run_a() -> None:
-        try:
-            outcome["a"] = a.executor.apply(order_id)
-        except BaseException as exc:  # asserted below
-            outcome["a"] = exc
-
-    thread = threading.Thread(target=run_a)
-    thread.start()
+    thread = applying(a, order_id, outcome)
     try:
         assert gated.entered.wait(30), "run A never started its body"
         claim, expires = claim_of(b, order_id)
@@ -129,15 +136,7 @@ def test_a_long_apply_keeps_its_claim_while_its_body_runs(
     a, b = workers(gated, apply_recovery_seconds=1)
     order_id = approved_order(a)
     outcome: dict[str, Any] = {}
-
-    def run_a() -> None:
-        try:
-            outcome["a"] = a.executor.apply(order_id)
-        except BaseException as exc:  # asserted below
-            outcome["a"] = exc
-
-    thread = threading.Thread(target=run_a)
-    thread.start()
+    thread = applying(a, order_id, outcome)
     try:
         assert gated.entered.wait(30), "run A never started its body"
         backed_off = []
@@ -167,15 +166,7 @@ def test_only_the_claim_holder_records_a_failure(
     a, b = workers(gated, apply_max_retries=0, apply_recovery_seconds=60)
     order_id = approved_order(a)
     outcome: dict[str, Any] = {}
-
-    def run_a() -> None:
-        try:
-            outcome["a"] = a.executor.apply(order_id)
-        except BaseException as exc:  # asserted below
-            outcome["a"] = exc
-
-    thread = threading.Thread(target=run_a)
-    thread.start()
+    thread = applying(a, order_id, outcome)
     try:
         assert gated.entered.wait(30)
         b.ctx.clock.offset = timedelta(seconds=61)  # type: ignore[attr-defined]
