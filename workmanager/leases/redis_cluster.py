@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import Unavailable
+from ..errors import ConfigurationError, Unavailable
 from ..importing import import_extra
 from .keys import ClusterKeys
 from .redis import RedisLeaseStore, _script
@@ -32,12 +33,74 @@ from .script import Script
 log = logging.getLogger("workmanager.leases")
 
 
-def connect_cluster(url: str) -> Any:
-    """A ``RedisCluster`` client from the URL of any node (it discovers the others)."""
+#: The port of a listed node that names none.
+DEFAULT_PORT = 6379
+
+#: What to do when no startup node answers.
+STARTUP_HINT = (
+    "start the cluster, or list more of its nodes (any one that answers will do): "
+    "WORK_MANAGER_REDIS_URL=redis://host1:port1,host2:port2,host3:port3/0"
+)
+
+
+def startup_nodes(url: str) -> tuple[str, list[tuple[str, int]]]:
+    """The nodes a cluster URL lists: ``redis://[user:password@]host1:port1,host2:port2/0``
+    (one node, the spelling of any Redis URL, or several separated by commas; a node
+    without a port is on 6379). Returns the URL of the first node alone (with the
+    credentials, TLS and options of the URL, which apply to every node) and the (host,
+    port) of the others. A URL of one node is returned as it is, for redis-py to read. A
+    list that is not host:port pairs is a ConfigurationError (its hosts shown, never the
+    password)."""
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if "," not in hosts:
+        return url, []
+    entries = [entry.strip() for entry in hosts.split(",")]
+    nodes: list[tuple[str, int]] = []
+    for entry in entries:
+        node = None
+        try:
+            node = urlsplit("//" + entry)
+            host, port = node.hostname, node.port or DEFAULT_PORT
+        except ValueError:  # a port that is no number or out of range, an unclosed [
+            host = None
+        if node is None or not host or node.path or node.query or node.fragment:
+            raise ConfigurationError(
+                f"WORK_MANAGER_REDIS_URL: cannot read the Redis Cluster node {entry!r} "
+                f"among {hosts!r}: expected host:port",
+                hint="list the nodes separated by commas: redis://host1:port1,host2:port2/0",
+            )
+        nodes.append((host, port))
+    first = urlunsplit(parts._replace(netloc=userinfo + at + entries[0]))
+    return first, nodes[1:]
+
+
+def connect_cluster(url: str, timeout: float = 5.0) -> Any:
+    """A ``RedisCluster`` client from the URL of one or more nodes (see
+    :func:`startup_nodes`): it asks them in turn for the cluster's layout and discovers
+    the other nodes from the first that answers. When none does (or the cluster is not
+    usable: its slots not all served), :class:`Unavailable`, naming the nodes listed."""
     cluster = import_extra(
         "redis.cluster", "WORK_MANAGER_REDIS_CLUSTER=true needs the redis package", "redis"
     )
-    return cluster.RedisCluster.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    import redis
+
+    first, others = startup_nodes(url)
+    try:
+        # The first node by its URL, as redis-py reads one (its credentials, TLS and
+        # options then apply to every node), the others as further startup nodes.
+        return cluster.RedisCluster(
+            url=first,
+            startup_nodes=[cluster.ClusterNode(host, port) for host, port in others],
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
+    except (redis.exceptions.RedisClusterException, redis.exceptions.RedisError) as exc:
+        listed = urlsplit(url).netloc.rpartition("@")[2]
+        raise Unavailable(
+            f"redis unavailable: Redis Cluster not usable through {listed}: {exc}",
+            hint=STARTUP_HINT,
+        ) from exc
 
 
 class RedisClusterLeaseStore(RedisLeaseStore):

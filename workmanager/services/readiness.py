@@ -26,11 +26,16 @@ def _broker(settings: Settings) -> None:
 def _redis(settings: Settings) -> None:
     import redis
 
-    client = redis.Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=TIMEOUT_SECONDS,
-        socket_timeout=TIMEOUT_SECONDS,
-    )
+    if settings.redis_cluster:  # any listed node answering, and every slot served
+        from ..leases.redis_cluster import connect_cluster
+
+        client = connect_cluster(settings.redis_url, TIMEOUT_SECONDS)
+    else:
+        client = redis.Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=TIMEOUT_SECONDS,
+            socket_timeout=TIMEOUT_SECONDS,
+        )
     try:
         client.ping()
     finally:
