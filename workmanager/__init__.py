@@ -1,6 +1,7 @@
 """workmanager: a work-order control plane for AI agents and background services."""
 
-from .container import WorkManager
+import typing as _typing
+
 from .diff import Diff
 from .errors import (
     IllegalStateTransition,
@@ -17,7 +18,26 @@ from .settings import Settings
 from .states import ItemState, OrderState
 from .types import Actor, AgentInfo, ApplyContext, ItemView, Lease, OrderView
 
+if _typing.TYPE_CHECKING:
+    from .container import WorkManager
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> _typing.Any:
+    """``WorkManager`` is imported on first use: it brings the database layer (SQLAlchemy,
+    a third of a second), which a command that fails on its options, ``--help`` or an
+    agent's client never needs."""
+    if name == "WorkManager":
+        from .container import WorkManager
+
+        return WorkManager
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "WorkManager"})
+
 
 __all__ = [
     "Actor",

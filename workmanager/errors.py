@@ -244,6 +244,11 @@ class PayloadTooLarge(PermanentError):
     http_status = 413
 
 
+#: A refusal's ``details`` list at most this many problems; a last entry says more were
+#: found (a value with a million bad leaves is not answered with a million entries).
+MAX_DETAILS = 50
+
+
 class ValidationFailed(PermanentError):
     """The data failed validation."""
 
@@ -255,6 +260,11 @@ class ValidationFailed(PermanentError):
             # ``raise ValidationFailed("why")`` from a hook: keep the {path, message,
             # validator} shape of ``details`` that adapters and agents rely on.
             message, details = details, [problem("$", details, "custom")]
+        if isinstance(details, list) and len(details) > MAX_DETAILS:
+            more = problem(
+                "$", f"more problems not listed: the first {MAX_DETAILS} are", "truncated"
+            )
+            details = [*details[:MAX_DETAILS], more]
         super().__init__(message, details=details)
 
     @classmethod

@@ -13,7 +13,7 @@ import re
 from itertools import accumulate
 from typing import Any
 
-from .errors import MalformedJSON, ValidationFailed, problem
+from .errors import MAX_DETAILS, MalformedJSON, ValidationFailed, problem
 
 #: Containers nested deeper than this are refused (``WORK_MANAGER_MAX_JSON_DEPTH``), and the
 #: setting cannot go above the ceiling: past it, recursive code further in (JSON Schema
@@ -83,27 +83,39 @@ def too_deep(limit: int, what: str = "the JSON value") -> MalformedJSON:
     )
 
 
+def canonical(value: Any) -> bytes:
+    """Canonical JSON: sorted keys, no spaces, UTF-8; what checksums, comparisons and size
+    limits measure."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def problems(value: Any, path: str = "$") -> list[dict[str, str]]:
-    """Where ``value`` holds something no JSON column can store."""
+    """Where ``value`` holds something no JSON column can store, in document order; the
+    search stops past :data:`~workmanager.errors.MAX_DETAILS` (the refusal lists no more)."""
     found: list[dict[str, str]] = []
     stack: list[tuple[str, Any]] = [(path, value)]
-    while stack:
+    while stack and len(found) <= MAX_DETAILS:
         where, v = stack.pop()
         if isinstance(v, float) and not math.isfinite(v):
             found.append(problem(where, "must be a finite number", "type"))
         elif isinstance(v, str) and _UNSTORABLE.search(v):
             found.append(problem(where, _why(v), "pattern"))
         elif isinstance(v, dict):
+            children = []
             for k, item in v.items():
-                if isinstance(k, str) and _UNSTORABLE.search(k):
-                    why = "keys " + _why(k)
-                    found.append(problem(where, why, "pattern"))
-                stack.append((f"{where}.{k}", item))
+                if not isinstance(k, str):
+                    found.append(
+                        problem(where, f"keys must be strings, not {type(k).__name__}", "type")
+                    )
+                elif _UNSTORABLE.search(k):
+                    found.append(problem(where, "keys " + _why(k), "pattern"))
+                children.append((f"{where}.{k}", item))
+            stack.extend(reversed(children))
         elif isinstance(v, list | tuple):
-            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(v))
+            stack.extend((f"{where}[{i}]", v[i]) for i in range(len(v) - 1, -1, -1))
         elif not (v is None or isinstance(v, bool | int | float | str)):
             found.append(problem(where, f"{type(v).__name__} is not JSON", "type"))
-    return sorted(found, key=lambda e: e["path"])
+    return found
 
 
 def json_value(value: Any, path: str = "$", max_depth: int = MAX_JSON_DEPTH_CEILING) -> Any:

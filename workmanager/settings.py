@@ -91,6 +91,11 @@ class Settings:
     max_parts_per_item: int = 100
     max_part_payload_bytes: int = 1_048_576
     max_body_bytes: int = 4_194_304
+    #: Items one order's plan may make (413 ``payload_too_large`` beyond, on every surface).
+    max_items_per_order: int = 10_000
+    #: Canonical-JSON size of an order's payload plus its items' inputs (an item without an
+    #: input of its own stores a copy of the payload), 413 beyond, on every surface.
+    max_order_bytes: int = 67_108_864
     #: JSON nested deeper than this is refused (400 ``malformed_json``) on every surface.
     max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
     #: ``approve?wait=`` requests waiting at once per process (each holds a server thread);

@@ -426,6 +426,8 @@ SPECS: tuple[_Spec, ...] = (
     _spec("max_parts_per_item", _int(1)),
     _spec("max_part_payload_bytes", _int(1)),
     _spec("max_body_bytes", _int(1)),
+    _spec("max_items_per_order", _int(1)),
+    _spec("max_order_bytes", _int(1)),
     _spec("max_json_depth", _int(1, MAX_JSON_DEPTH_CEILING)),
     _spec("approve_wait_max_waiters", _int(1)),
     _spec("rate_limit_checkout_per_agent", _optional_rate),

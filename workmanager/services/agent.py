@@ -178,12 +178,7 @@ class AgentAPI:
         """Store one part in its (key, seq) slot; the lease stays held. A part that fails
         validation is stored ``rejected`` with its errors (event ``part_rejected``), then
         its ``ValidationFailed`` is raised."""
-        check_part_input(self.ctx.settings, part_key, payload, seq)
-        json_value(
-            {"part_key": part_key, "payload": payload, "evidence": evidence, "notes": notes},
-            "$",
-            self.ctx.settings.max_json_depth,
-        )
+        check_part_input(self.ctx.settings, part_key, payload, seq, evidence, notes)
         info = agent_of(agent, lease)
         outcome = self.store.submit_part(lease, info, part_key, payload, seq, evidence, notes)
         if outcome.rejected is not None:

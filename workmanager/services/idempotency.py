@@ -34,10 +34,10 @@ from ..db import claims
 from ..db.models import IdempotencyKey
 from ..db.request_store import KeyRow, LeaseRow, build_request_store
 from ..errors import IdempotencyInFlight, IdempotencyKeyReused, NotFound, WorkManagerError
+from ..jsonvalues import canonical
 from ..reads.queries import Queries
 from .context import ServiceContext
 from .inputs import presented_item
-from .parts import canonical
 
 if TYPE_CHECKING:
     from ..surface.callers import Caller

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from ..errors import (
     NotReadyForApproval,
     WorkManagerError,
 )
-from ..jsonvalues import json_value
+from ..jsonvalues import canonical, json_value
 from ..order_types import OrderType
 from ..state_machine import check_order
 from ..states import ItemState, OrderState
@@ -358,17 +357,13 @@ def _same_proposal(
     ``true``), same tenant. Anything else would hand one caller another's order (dedupe
     keys are global: a key used in another tenant is refused without showing its order)."""
     same = found["type"] == type and found.get("tenant_id") == tenant
-    if same and _canonical(found["payload"]) == _canonical(payload):
+    if same and canonical(found["payload"]) == canonical(payload):
         return
     named = f"dedupe key {key!r}" if key else f"order id {found['id']}"
     raise DedupeKeyReused(
         f"{named} already names an order of another type, payload or tenant",
         details={"dedupe_key": key} if key else None,
     )
-
-
-def _canonical(value: JSON) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _can_approve(order_type: OrderType, order: OrderView) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from collections.abc import Container, Iterable, Mapping
 from typing import Any
@@ -14,7 +13,7 @@ from sqlalchemy.orm import Session
 from ..checks import Evidence, check, guarded
 from ..db.models import Item, Part, utcnow
 from ..errors import MissingParts, PayloadTooLarge, ValidationFailed
-from ..jsonvalues import json_value
+from ..jsonvalues import canonical, json_value
 from ..order_types import OrderType
 from ..order_types import Part as PartValue
 from ..settings import Settings
@@ -25,17 +24,21 @@ from .views import PartOutcome, iso, item_view, part_dict
 VALIDATED, REJECTED = "validated", "rejected"
 
 
-def canonical(value: Any) -> bytes:
-    """Canonical JSON: sorted keys, no spaces, UTF-8; what checksums and limits measure."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def checksum(value: Any) -> str:
     return hashlib.sha256(canonical(value)).hexdigest()
 
 
-def check_part_input(settings: Settings, part_key: Any, payload: Any, seq: Any) -> None:
-    """Shape and size checks that need no database."""
+def check_part_input(
+    settings: Settings,
+    part_key: Any,
+    payload: Any,
+    seq: Any,
+    evidence: Any = None,
+    notes: Any = None,
+) -> None:
+    """Shape and size checks that need no database. The size limit
+    (``max_part_payload_bytes``) measures what the part stores: its payload, evidence and
+    notes, each as canonical JSON, added up."""
     errors = []
     if not isinstance(part_key, str) or not part_key.strip() or len(part_key) > 191:
         errors.append(
@@ -51,11 +54,14 @@ def check_part_input(settings: Settings, part_key: Any, payload: Any, seq: Any) 
         errors.append({"path": "payload", "message": "must be an object", "validator": "type"})
     if errors:
         raise ValidationFailed(errors)
-    json_value({"payload": payload}, "$")  # before measuring: a lone surrogate cannot be encoded
-    size = len(canonical(payload))
+    # Before measuring: a lone surrogate cannot be encoded.
+    stored = {"payload": payload, "evidence": evidence, "notes": notes}
+    json_value({"part_key": part_key, **stored}, "$", settings.max_json_depth)
+    size = sum(len(canonical(value)) for value in stored.values() if value is not None)
     if size > settings.max_part_payload_bytes:
         raise PayloadTooLarge(
-            f"part payload is {size} bytes; the limit is {settings.max_part_payload_bytes}",
+            f"part is {size} bytes (payload, evidence and notes); "
+            f"the limit is {settings.max_part_payload_bytes}",
             details={"limit": settings.max_part_payload_bytes, "size": size},
         )
 

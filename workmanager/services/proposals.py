@@ -17,14 +17,15 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from ..allocators import OrderRequest
 from ..checks import guarded
 from ..db.models import Item, Order
 from ..db.order_store import OrderRow
-from ..errors import ValidationFailed, WorkManagerError
-from ..jsonvalues import json_value
+from ..errors import PayloadTooLarge, ValidationFailed, WorkManagerError
+from ..jsonvalues import canonical, json_value
 from ..order_types import ItemSpec, OrderType
 from ..registry import Registry
 from ..schema import validate
@@ -81,16 +82,48 @@ def build_order(
         updated_at=now,
         last_transitioned_at=now,
     )
+    specs = _planned(settings, order_type, order)
     # Items are created "at the same time", but listings and checkout order by
     # created_at: one microsecond apart keeps the order plan() gave them.
-    specs = guarded(lambda: order_type.plan(order_view(order, [])), "plan")
     items = [
         _item(settings, order, order_type, spec, now + timedelta(microseconds=n))
         for n, spec in enumerate(specs)
     ]
     # An order with no items could never be submitted: it would sit queued forever.
     require(bool(items), "payload", "the order type planned no items for it", "plan")
+    _check_size(settings, payload, specs)
     return order, items
+
+
+def _planned(settings: Settings, order_type: OrderType, order: Order) -> list[ItemSpec]:
+    """What ``plan()`` gives, read up to one past ``max_items_per_order`` (a generator
+    that never ends is not read for ever); a hook that raises while it is read, or
+    returns something that is not a list of specs, is the type's ``hook_error``."""
+    limit = settings.max_items_per_order
+    specs = guarded(lambda: list(islice(order_type.plan(order_view(order, [])), limit + 1)), "plan")
+    if len(specs) > limit:
+        raise PayloadTooLarge(
+            f"the order type planned more than {limit} items for this order"
+            " (WORK_MANAGER_MAX_ITEMS_PER_ORDER)",
+            details={"limit": limit, "setting": "WORK_MANAGER_MAX_ITEMS_PER_ORDER"},
+        )
+    return specs
+
+
+def _check_size(settings: Settings, payload: JSON, specs: list[ItemSpec]) -> None:
+    """An order as stored, its payload and every item's input (an item planned without
+    one stores a copy of the payload), is at most ``max_order_bytes`` of canonical JSON."""
+    limit = settings.max_order_bytes
+    copy = len(canonical(payload))
+    size = copy
+    for spec in specs:
+        size += copy if spec.input is None else len(canonical(spec.input))
+        if size > limit:
+            raise PayloadTooLarge(
+                f"the order and the inputs of its {len(specs)} planned items come to more"
+                f" than {limit} bytes (WORK_MANAGER_MAX_ORDER_BYTES)",
+                details={"limit": limit, "setting": "WORK_MANAGER_MAX_ORDER_BYTES"},
+            )
 
 
 def _item(
