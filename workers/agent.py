@@ -5,7 +5,9 @@
 
 (``workmanager agent`` runs this.) Per message: lease the item it names through the agent
 API module (skip it when another agent holds it), heartbeat in the background while the
-handler runs, submit the returned dict, and report an exception as ``fail``.
+handler runs, submit the returned dict, and report an exception as ``fail`` (retryable).
+A result the service refuses for good (``validation_failed``, ``malformed_json``, …) is
+logged in one line and reported as ``fail`` with its details, not retryable.
 
 SIGTERM (or Ctrl-C): Celery's warm shutdown stops taking messages; the handlers running
 get ``WORK_MANAGER_AGENT_SHUTDOWN_GRACE_SECONDS`` to finish (their leases heartbeat on);
@@ -32,14 +34,16 @@ from workmanager import Settings, WorkManager
 from workmanager.errors import (
     LeaseConflict,
     LeaseExpired,
+    MalformedJSON,
     NotFound,
     RateLimited,
+    ValidationFailed,
     WorkManagerError,
 )
 from workmanager.states import LEASABLE_ORDER_STATES, ItemState
 from workmanager.types import AgentInfo
 
-from .handlers import Heartbeats, load_handler, run_handler
+from .handlers import Heartbeats, Refused, load_handler, run_handler
 
 log = logging.getLogger("workmanager.agent")
 
@@ -103,16 +107,30 @@ class AgentConsumer:
             except (LeaseConflict, LeaseExpired) as exc:
                 log.warning("lease on %s lost: %s", lease.item_id, exc.message)
                 return "lost"
+            except Refused as refusal:
+                # the handler returned; the service refused its output, and would again
+                log.error("submit refused [%s]: %s", refusal.error.code, refusal.summary())
+                self._fail(lease, refusal.report(), retryable=False)
+                return "refused"
             except Exception as exc:
                 log.exception("handler failed on %s", lease.item_id)
                 code = exc.code if isinstance(exc, WorkManagerError) else type(exc).__name__
-                try:
-                    self.wm.agent.fail(
-                        lease, {"code": code, "message": str(exc)[:1000]}, agent=self.agent
-                    )
-                except WorkManagerError as failed:
-                    log.warning("could not report failure on %s: %s", lease.item_id, failed)
+                self._fail(lease, {"code": code, "message": str(exc)[:1000]}, retryable=True)
                 return "failed"
+
+    def _fail(self, lease: Any, error: dict[str, Any], retryable: bool) -> None:
+        """Report ``fail``; error details the service will not take (too large, say) are
+        left out rather than leave the item leased until its lease expires."""
+        try:
+            try:
+                self.wm.agent.fail(lease, error, retryable=retryable, agent=self.agent)
+            except (ValidationFailed, MalformedJSON):
+                if "details" not in error:
+                    raise
+                plain = {"code": error["code"], "message": error["message"]}
+                self.wm.agent.fail(lease, plain, retryable=retryable, agent=self.agent)
+        except WorkManagerError as failed:
+            log.warning("could not report failure on %s: %s", lease.item_id, failed)
 
     def shutdown(self, grace: float, exit_process: Any = os._exit) -> threading.Thread:
         """Start the graceful end (from a thread): wait up to ``grace`` seconds for the

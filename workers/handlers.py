@@ -11,7 +11,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from workmanager import Lease, WorkManager, tracing
-from workmanager.errors import ConfigurationError, LeaseConflict, LeaseExpired
+from workmanager.errors import (
+    ConfigurationError,
+    LeaseConflict,
+    LeaseExpired,
+    PermanentError,
+    ValidationFailed,
+    WorkManagerError,
+)
 from workmanager.importing import import_object
 from workmanager.types import AgentInfo
 
@@ -126,6 +133,76 @@ class Heartbeats:
                 self._due[key] = (time.monotonic() + self.every, renewed)
 
 
+class Refused(Exception):
+    """The service refused what the handler produced: a permanent 4xx error from submit,
+    submit_part or finalize (``validation_failed``, ``malformed_json``, ``missing_parts``,
+    …), or a ``parts()`` that yielded something other than a pair. The handler returned;
+    its result is at fault, not a crash of its code, and the same result would be refused
+    again. ``error`` is the service's error (``part_key``: the part it refused)."""
+
+    def __init__(self, error: WorkManagerError, part_key: Any = None) -> None:
+        self.error, self.part_key = error, part_key
+        super().__init__(self.summary())
+
+    def summary(self) -> str:
+        """One line: each ``path: message`` of the error's details, else its message (at
+        most ``SUMMARY_CHARS`` characters)."""
+        details = self.error.details
+        if isinstance(details, list) and details and all(_located(d) for d in details):
+            text = "; ".join(f"{_path(d['path'])}: {d.get('message')}" for d in details)
+        else:
+            text = self.error.message
+        text = text if self.part_key is None else f"part {self.part_key!r}: {text}"
+        return text if len(text) <= SUMMARY_CHARS else text[: SUMMARY_CHARS - 1] + "…"
+
+    def report(self) -> dict[str, Any]:
+        """The error ``fail`` records: ``{code, message, details?}``, the message saying
+        where (the summary), the details as the service gave them."""
+        return {**self.error.to_dict(), "message": self.summary()}
+
+
+#: The longest refusal summary: the log line's text and the message ``fail`` records.
+SUMMARY_CHARS = 1000
+
+
+def _located(detail: Any) -> bool:
+    return isinstance(detail, dict) and "path" in detail
+
+
+def _path(path: Any) -> str:
+    """``$.result.when`` → ``result.when``: the paths of what the agent sent."""
+    text = str(path)
+    return text[2:] if text.startswith("$.") else text
+
+
+@contextmanager
+def refusals(part_key: Any = None) -> Iterator[None]:
+    """Around a call that hands the handler's output to the service: a permanent refusal
+    (a :class:`~workmanager.errors.PermanentError` with a 4xx status) becomes
+    :class:`Refused`; a lost lease, and anything transient or internal, passes unchanged."""
+    try:
+        yield
+    except (LeaseConflict, LeaseExpired):
+        raise
+    except PermanentError as exc:
+        if 400 <= exc.http_status < 500:
+            raise Refused(exc, part_key) from exc
+        raise
+
+
+def _pair(index: int, produced: Any) -> tuple[Any, Any]:
+    if isinstance(produced, tuple | list) and len(produced) == 2:
+        return produced[0], produced[1]
+    raise Refused(
+        ValidationFailed.at(
+            f"parts[{index}]",
+            f"parts() must yield (part_key, payload) pairs, got {type(produced).__name__}",
+            "type",
+            "parts() must yield (part_key, payload) pairs",
+        )
+    )
+
+
 def run_handler(
     wm: WorkManager,
     handler: Any,
@@ -136,14 +213,26 @@ def run_handler(
     """Run the handler on a leased item and submit (or finalize) what it produced: a
     ``parts(item, lease)`` method yields ``(part_key, payload)`` pairs, each submitted as
     it comes, then finalized in the handler's ``finalize_mode`` (docs/agents.md).
-    ``current`` gives the latest heartbeat renewal, which the submit presents."""
+    ``current`` gives the latest heartbeat renewal, which the submit presents. What the
+    service refuses for good raises :class:`Refused`; what the handler raises passes as
+    it is."""
     assert lease.item is not None
     if hasattr(handler, "parts"):
-        for part_key, payload in handler.parts(lease.item, lease):
-            wm.agent.submit_part(lease, part_key, payload, agent=agent)
-        wm.agent.finalize(lease, getattr(handler, "finalize_mode", "strict"), agent=agent)
+        produced = handler.parts(lease.item, lease)
+        try:
+            for index, entry in enumerate(produced):
+                part_key, payload = _pair(index, entry)
+                with refusals(part_key):
+                    wm.agent.submit_part(lease, part_key, payload, agent=agent)
+        finally:
+            close = getattr(produced, "close", None)
+            if callable(close):
+                close()  # a generator left early (a refusal) runs its cleanup now
+        with refusals():
+            wm.agent.finalize(lease, getattr(handler, "finalize_mode", "strict"), agent=agent)
         return "finalized"
     call = handler.handle if hasattr(handler, "handle") else handler
     result = call(lease.item, lease)
-    wm.agent.submit(current() if current else lease, result, agent=agent)
+    with refusals():
+        wm.agent.submit(current() if current else lease, result, agent=agent)
     return "submitted"

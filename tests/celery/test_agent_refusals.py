@@ -1,0 +1,305 @@
+"""A consumer agent whose handler returned, but whose output the service refused for good
+(``validation_failed``, ``malformed_json``, …), says so in one log line without a
+traceback, keeps the error's details in what it reports, and reports it not retryable;
+a handler that raises is still a crash (traceback, retryable). The consumer runs directly
+(no Celery) on SQLite and PostgreSQL; the last test runs a real agent process."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from tasks.producer import enqueue_order
+from tests.support.types import Parts, Simple
+from workers.agent import AgentConsumer
+from workmanager import AgentInfo, Registry, WorkManager
+from workmanager.db.models import Item
+from workmanager.states import ItemState
+
+AGENT = "workmanager.agent"
+
+
+def nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"answer": 1}
+    for _ in range(depth):
+        value = {"answer": 1, "in": value}
+    return value
+
+
+@pytest.fixture
+def wm(make_wm: Any, database: str) -> WorkManager:
+    manager: WorkManager = make_wm(
+        db=database, backend="database", registry=Registry([Simple(), Parts()]), max_json_depth=8
+    )
+    return manager
+
+
+def run(wm: WorkManager, order_type: str, handler: Any) -> tuple[str, dict[str, Any]]:
+    """Propose one order, run the consumer on its one item; (outcome, the item after)."""
+    order_id = wm.propose(order_type, {})
+    (item,) = wm.queries.order(order_id)["items"]
+    outcome, _ = AgentConsumer(wm, handler, AgentInfo(id="refusals-1")).handle(
+        uuid.UUID(item["id"])
+    )
+    return outcome, wm.queries.item(uuid.UUID(item["id"]))
+
+
+def agent_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == AGENT]
+
+
+@pytest.fixture
+def reported(wm: WorkManager, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, bool]]:
+    """Each (error, retryable) the consumer passes to ``fail``."""
+    calls: list[tuple[Any, bool]] = []
+    fail = wm.agent.fail
+
+    def spy(lease: Any, error: Any, retryable: bool = True, agent: Any = None) -> Any:
+        calls.append((error, retryable))
+        return fail(lease, error, retryable=retryable, agent=agent)
+
+    monkeypatch.setattr(wm.agent, "fail", spy)
+    return calls
+
+
+REFUSED = [
+    pytest.param(
+        {"answer": 1, "when": datetime(2024, 1, 2, tzinfo=UTC)},
+        "validation_failed",
+        "result.when: datetime is not JSON",
+        id="datetime",
+    ),
+    pytest.param([{"answer": 1}], "validation_failed", "result: must be an object", id="list"),
+    pytest.param(None, "validation_failed", "result: must be an object", id="none"),
+    pytest.param(
+        {"other": 1},
+        "validation_failed",
+        "result: 'answer' is a required property",
+        id="result-schema",
+    ),
+    pytest.param(
+        {"answer": "forbidden"}, "validation_failed", "result.answer: not allowed", id="hook"
+    ),
+    pytest.param(nested(12), "malformed_json", "nests deeper than 8 levels", id="too-deep"),
+]
+
+
+@pytest.mark.parametrize(("result", "code", "said"), REFUSED)
+def test_a_refused_result_is_one_line_with_details_and_not_retryable(
+    wm: WorkManager,
+    reported: list[tuple[Any, bool]],
+    caplog: pytest.LogCaptureFixture,
+    result: Any,
+    code: str,
+    said: str,
+) -> None:
+    caplog.set_level(logging.INFO, logger=AGENT)
+    outcome, item = run(wm, "test.simple", lambda view, lease: result)
+
+    assert outcome == "refused"
+    (record,) = [r for r in agent_records(caplog) if r.levelno >= logging.WARNING]
+    line = record.getMessage()
+    assert line.startswith(f"submit refused [{code}]: ") and said in line, line
+    assert record.exc_info is None  # the handler did not raise: no traceback
+    assert "handler failed" not in caplog.text and "Traceback" not in caplog.text
+
+    ((error, retryable),) = reported
+    assert retryable is False
+    assert error["code"] == code and said in error["message"]
+    assert error["details"]  # the service's details, passed on
+    # not retryable: the item fails at once, its first attempt spent, the path recorded
+    assert item["state"] == "failed" and item["attempts"] == 1
+    assert item["error"]["code"] == code and said in item["error"]["message"]
+
+
+def test_the_reported_details_are_the_services(
+    wm: WorkManager, reported: list[tuple[Any, bool]]
+) -> None:
+    run(wm, "test.simple", lambda view, lease: {"answer": 1, "when": datetime.now(UTC)})
+    ((error, _),) = reported
+    assert error["details"] == [
+        {"path": "$.result.when", "message": "datetime is not JSON", "validator": "type"}
+    ]
+
+
+def test_a_refusal_with_many_problems_is_still_one_bounded_line(
+    wm: WorkManager, reported: list[tuple[Any, bool]], caplog: pytest.LogCaptureFixture
+) -> None:
+    many = {"answer": 1, "when": [datetime.now(UTC)] * 200}
+    outcome, item = run(wm, "test.simple", lambda view, lease: many)
+    assert outcome == "refused"
+    (line,) = [r.getMessage() for r in agent_records(caplog) if "refused" in r.getMessage()]
+    assert line.startswith("submit refused [validation_failed]: result.when[0]: datetime")
+    assert "\n" not in line and len(line) <= 1100 and line.endswith("…")
+    ((error, _),) = reported
+    assert len(error["message"]) <= 1000 and item["state"] == "failed"
+
+
+def test_details_the_service_will_not_take_are_left_out(
+    wm: WorkManager, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``fail`` refusing the details (too large, say) must not leave the item leased."""
+    from workmanager.errors import ValidationFailed
+
+    fail = wm.agent.fail
+
+    def picky(lease: Any, error: Any, retryable: bool = True, agent: Any = None) -> Any:
+        if "details" in error:
+            raise ValidationFailed.at("error.details", "too large", "maxLength")
+        return fail(lease, error, retryable=retryable, agent=agent)
+
+    monkeypatch.setattr(wm.agent, "fail", picky)
+    outcome, item = run(wm, "test.simple", lambda view, lease: [1])
+    assert outcome == "refused"
+    assert item["state"] == "failed"
+    assert item["error"] == {"code": "validation_failed", "message": "result: must be an object"}
+    assert "could not report failure" not in caplog.text
+
+
+def test_a_handler_that_raises_is_still_a_crash(
+    wm: WorkManager, reported: list[tuple[Any, bool]], caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(view: Any, lease: Any) -> dict[str, Any]:
+        raise KeyError("url")
+
+    caplog.set_level(logging.INFO, logger=AGENT)
+    outcome, item = run(wm, "test.simple", broken)
+
+    assert outcome == "failed"
+    (record,) = [r for r in agent_records(caplog) if r.levelno >= logging.WARNING]
+    assert record.getMessage().startswith("handler failed on ")
+    assert record.exc_info is not None  # the user's code raised: its traceback, once
+    assert "submit refused" not in caplog.text
+    assert reported == [({"code": "KeyError", "message": "'url'"}, True)]
+    assert item["state"] == "queued" and item["attempts"] == 1  # retried with backoff
+
+
+def test_a_handler_raising_a_workmanager_error_is_still_a_crash(
+    wm: WorkManager, reported: list[tuple[Any, bool]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only what the service refuses is a refusal: the same error raised by the handler's
+    own code (say, validating its input) is the handler failing, retryable."""
+    from workmanager.errors import ValidationFailed
+
+    def strict(view: Any, lease: Any) -> dict[str, Any]:
+        raise ValidationFailed.at("input.url", "missing", "required")
+
+    outcome, item = run(wm, "test.simple", strict)
+    assert outcome == "failed" and "handler failed on" in caplog.text
+    ((error, retryable),) = reported
+    assert retryable is True and error["code"] == "validation_failed"
+    assert item["state"] == "queued"
+
+
+class DictParts:
+    """Yields a dict where a (part_key, payload) pair belongs."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def parts(self, item: Any, lease: Any) -> Iterator[Any]:
+        try:
+            yield "a", {"v": 1}
+            yield {"b": {"text": "..."}}
+            yield "b", {"text": "never reached"}
+        finally:
+            self.closed = True
+
+
+def test_parts_that_are_not_pairs_are_refused(
+    wm: WorkManager, reported: list[tuple[Any, bool]], caplog: pytest.LogCaptureFixture
+) -> None:
+    handler = DictParts()
+    caplog.set_level(logging.INFO, logger=AGENT)
+    outcome, item = run(wm, "test.parts", handler)
+
+    assert outcome == "refused"
+    (record,) = [r for r in agent_records(caplog) if r.levelno >= logging.WARNING]
+    line = record.getMessage()
+    assert line == (
+        "submit refused [validation_failed]: "
+        "parts[1]: parts() must yield (part_key, payload) pairs, got dict"
+    )
+    assert record.exc_info is None
+    assert "not enough values to unpack" not in caplog.text and "Traceback" not in caplog.text
+    assert handler.closed  # the generator was closed, its cleanup ran
+    ((error, retryable),) = reported
+    assert retryable is False and error["code"] == "validation_failed"
+    assert error["details"][0]["path"] == "parts[1]"
+    assert item["state"] == "failed"
+    assert "parts() must yield (part_key, payload) pairs" in item["error"]["message"]
+
+
+class BadPart:
+    """Part ``a`` must hold an integer ``v``."""
+
+    def parts(self, item: Any, lease: Any) -> Iterator[tuple[str, Any]]:
+        yield "a", {"v": "one"}
+
+
+def test_a_refused_part_names_its_key(
+    wm: WorkManager, reported: list[tuple[Any, bool]], caplog: pytest.LogCaptureFixture
+) -> None:
+    outcome, item = run(wm, "test.parts", BadPart())
+    assert outcome == "refused"
+    assert "submit refused [validation_failed]: part 'a': " in caplog.text
+    assert "Traceback" not in caplog.text
+    ((error, retryable),) = reported
+    assert retryable is False and error["message"].startswith("part 'a': ")
+    assert item["state"] == "failed"
+
+
+class MissingPart:
+    """Yields ``a`` only; strict finalize needs ``a`` and ``b``."""
+
+    def parts(self, item: Any, lease: Any) -> Iterator[tuple[str, Any]]:
+        yield "a", {"v": 1}
+
+
+def test_a_refused_finalize_is_a_refusal(
+    wm: WorkManager, reported: list[tuple[Any, bool]], caplog: pytest.LogCaptureFixture
+) -> None:
+    outcome, item = run(wm, "test.parts", MissingPart())
+    assert outcome == "refused"
+    assert "submit refused [missing_parts]: " in caplog.text
+    assert "Traceback" not in caplog.text
+    ((error, retryable),) = reported
+    assert (error["code"], retryable) == ("missing_parts", False)
+    assert item["state"] == "failed"
+
+
+# --- a real agent process -------------------------------------------------------------
+
+
+def dated_handler(item: Any, lease: Any) -> dict[str, Any]:
+    """Returns a datetime: the agent process below must refuse it in one line."""
+    return {"at": datetime(2024, 1, 2, tzinfo=UTC)}
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_the_agent_process_logs_a_refusal_in_one_line(make_stack: Any) -> None:
+    stack = make_stack()
+    stack.worker()
+    stack.agent("e2e.echo", "tests.celery.test_agent_refusals:dated_handler", concurrency=1)
+    order_id = enqueue_order("e2e.echo", {"n": 1}, app=stack.app)
+
+    def failed_item() -> Any:
+        with stack.wm.db.transaction() as s:
+            return s.scalars(
+                select(Item).where(Item.order_id == order_id, Item.state == ItemState.FAILED)
+            ).first()
+
+    item = stack.wait_for(failed_item, 60, "the item failed")
+    assert item.attempts == 1  # not retried: the same result would be refused again
+    assert item.error["code"] == "validation_failed"
+    assert item.error["message"] == "result.at: datetime is not JSON"
+    log = stack.log("agent")
+    assert "submit refused [validation_failed]: result.at: datetime is not JSON" in log
+    assert "handler failed" not in log and "Traceback" not in log
