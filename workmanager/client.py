@@ -12,12 +12,17 @@
 
 While a :class:`LeaseHandle` is open a background thread heartbeats at the advised
 interval. Every mutating call carries a fresh idempotency key, and a transport error or a
-503 is retried with the *same* key, so a retry never does the work twice. Errors are raised
-as :class:`ApiError` with the server's ``code``, ``message`` and ``details``.
+503 is retried with the *same* key, so a retry never does the work twice. Every error is
+raised as :class:`ApiError`: the server's ``code``, ``message`` and ``details``; a body that
+cannot be encoded as JSON is ``validation_failed`` before anything is sent; a server that
+cannot be reached (after the retries) is ``unavailable``; an error answer that is not JSON
+(a proxy's HTML page) keeps its HTTP status with code ``http_error``.
 """
 
 from __future__ import annotations
 
+import json as jsonlib
+import math
 import threading
 import time
 import uuid
@@ -25,20 +30,133 @@ from typing import Any
 
 import httpx
 
-from .errors import WorkManagerError
+from .errors import WorkManagerError, problem
 
 DEFAULT_PREFIX = "/agent/work"
 RETRIES = 3
 
 
 class ApiError(WorkManagerError):
-    """The API answered with an error envelope."""
+    """A call failed: the API answered with an error envelope (``code``, ``message``,
+    ``details`` as the server sent them), or the client raised it itself with the code the
+    server would have used: ``validation_failed`` (422) for a body that is not JSON, before
+    anything is sent; ``unavailable`` (503) when the server could not be reached, the
+    transport exception as ``__cause__``. An error answer that is not an error envelope (a
+    proxy's HTML page) keeps its status, code ``http_error``, the start of its text in
+    ``details["body"]``."""
 
     def __init__(self, status: int, body: dict[str, Any]) -> None:
-        error = body.get("error") or {}
+        error = body.get("error") if isinstance(body, dict) else None
+        if not isinstance(error, dict):
+            error = {}
         super().__init__(error.get("message") or f"HTTP {status}", details=error.get("details"))
         self.code = str(error.get("code") or "http_error")
         self.http_status = status
+
+
+def _error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+#: How much of an answer that is not JSON an :class:`ApiError` quotes.
+BODY_EXCERPT = 500
+
+
+def _json_problem(value: Any, path: str, ancestors: frozenset[int]) -> tuple[str, str] | None:
+    """The first value under ``value`` that JSON cannot encode: ``(path, why)``; paths are
+    written as the server writes them (``result.when``, ``result.items[2]``)."""
+    where = path or "$"
+    if value is None or isinstance(value, (bool, int)):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (where, f"{value} is not valid JSON")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return where, f"the string is not valid UTF-8 ({exc.reason})"
+        return None
+    if not isinstance(value, (dict, list, tuple)):
+        return where, f"a value of type {type(value).__name__} is not JSON serializable"
+    if id(value) in ancestors:
+        return where, "circular reference"
+    return _member_problem(value, path, ancestors | {id(value)})
+
+
+def _member_problem(
+    value: dict[Any, Any] | list[Any] | tuple[Any, ...], path: str, ancestors: frozenset[int]
+) -> tuple[str, str] | None:
+    if not isinstance(value, dict):
+        for i, item in enumerate(value):
+            found = _json_problem(item, f"{path}[{i}]", ancestors)
+            if found:
+                return found
+        return None
+    for key, item in value.items():
+        if key is not None and not isinstance(key, (str, int, float, bool)):
+            return path or "$", f"key {key!r} of type {type(key).__name__} is not a string"
+        found = _json_problem(item, f"{path}.{key}" if path else str(key), ancestors)
+        if found:
+            return found
+    return None
+
+
+def encode_json(value: Any) -> bytes:
+    """``value`` as httpx would send it; :class:`ApiError` ``validation_failed`` naming
+    where and why when it is not JSON (a datetime, a set, NaN, a cycle...)."""
+    try:
+        return jsonlib.dumps(
+            value, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        ).encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:
+        try:
+            found = _json_problem(value, "", frozenset())
+        except RecursionError:
+            found = None
+        path, why = found or ("$", f"{type(exc).__name__}: {exc}")
+        message = f"the request body is not JSON: {path}: {why}"
+        details = [problem(path, why, "json")]
+        raise ApiError(422, _error_body("validation_failed", message, details)) from exc
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return max(float(response.headers.get("Retry-After", "1")), 0.0)
+    except ValueError:  # an HTTP date, or garbage from a proxy
+        return 1.0
+
+
+def _decode(response: httpx.Response) -> dict[str, Any]:
+    """The answer's JSON object (an error answer's: its error envelope); otherwise an
+    :class:`ApiError` quoting the start of the answer."""
+    status = response.status_code
+    if not response.content and status < 400:
+        return {}
+    try:
+        body = response.json()
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        body = exc
+    if status < 400 and isinstance(body, dict):
+        return body
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        raise ApiError(status, body)
+    if isinstance(body, Exception):
+        kind = "empty" if not response.content else "not JSON"
+    else:
+        kind = "not an error envelope" if status >= 400 else "not a JSON object"
+    details = {
+        "content_type": response.headers.get("Content-Type"),
+        "body": response.text[:BODY_EXCERPT],
+    }
+    if status >= 400:
+        message = f"HTTP {status} {response.reason_phrase}: the answer is {kind}"
+        error = ApiError(status, _error_body("http_error", message, details))
+    else:
+        message = f"HTTP {status}: the answer is {kind}"
+        error = ApiError(502, _error_body("invalid_response", message, details))
+    if isinstance(body, Exception) and response.content:
+        raise error from body
+    raise error
 
 
 class WorkClient:
@@ -92,23 +210,34 @@ class WorkClient:
         headers: dict[str, str] | None = None,
         params: Any = None,
     ) -> dict[str, Any]:
-        """Send with retries on transport errors and 503; raise :class:`ApiError` on 4xx/5xx."""
+        """Send with retries on transport errors and 503; raise :class:`ApiError` on 4xx/5xx,
+        on a body that is not JSON (nothing sent), on a server out of reach after the
+        retries, and on an answer that is not a JSON object."""
         all_headers = {self.idempotency_header: uuid.uuid4().hex, **(headers or {})}
+        content = None
+        if json is not None:
+            content = encode_json(json)
+            all_headers["Content-Type"] = "application/json"
         for attempt in range(1, RETRIES + 1):
             try:
-                r = self.http.request(method, path, json=json, headers=all_headers, params=params)
-            except httpx.TransportError:
-                if attempt == RETRIES:
-                    raise
-                time.sleep(0.2 * attempt)
-                continue
+                r = self.http.request(
+                    method, path, content=content, headers=all_headers, params=params
+                )
+            except httpx.TransportError as exc:
+                if attempt < RETRIES:
+                    time.sleep(0.2 * attempt)
+                    continue
+                message = f"{method} {path}: the server could not be reached ({exc!r})"
+                details = {"exception": type(exc).__name__, "attempts": attempt}
+                raise ApiError(503, _error_body("unavailable", message, details)) from exc
+            except httpx.RequestError as exc:  # an answer httpx could not read (decoding)
+                message = f"{method} {path}: the answer could not be read ({exc!r})"
+                details = {"exception": type(exc).__name__}
+                raise ApiError(502, _error_body("invalid_response", message, details)) from exc
             if r.status_code == 503 and attempt < RETRIES:
-                time.sleep(float(r.headers.get("Retry-After", "1")))
+                time.sleep(_retry_after(r))
                 continue
-            body: dict[str, Any] = r.json() if r.content else {}
-            if r.status_code >= 400:
-                raise ApiError(r.status_code, body)
-            return body
+            return _decode(r)  # raises ApiError on 4xx/5xx
         raise AssertionError("unreachable")
 
     # --- producers and reviewers --------------------------------------------------------
@@ -152,8 +281,18 @@ class WorkClient:
         return LeaseHandle(self, item["item"], heartbeat, heartbeat_every)
 
 
+#: Answers to a lease call meaning the lease is gone (another holder, expired, the item no
+#: longer leased, not found, not ours): heartbeats stop and are not resumed.
+LEASE_GONE_STATUSES = (403, 404, 409)
+
+
 class LeaseHandle:
-    """A held lease: heartbeat, submit, parts, finalize, release, fail."""
+    """A held lease: heartbeat, submit, parts, finalize, release, fail.
+
+    Only a *successful* submit, finalize, release or fail ends it. When one of those calls
+    raises, the lease is still held as far as the client knows: the heartbeats it paused
+    for the call resume (unless the server answered 403/404/409, the lease is gone), and
+    leaving the ``with`` block still releases the item, or reports ``fail``."""
 
     def __init__(
         self,
@@ -170,33 +309,54 @@ class LeaseHandle:
         self._stop_reason = ""
         self._thread: threading.Thread | None = None
         self.heartbeat_errors: list[Exception] = []
+        #: The error of the ``fail`` that leaving the block on an exception sent, when that
+        #: call failed too (it is also added as a note to the block's exception).
+        self.exit_error: Exception | None = None
         self.heartbeats = 0
         self.every = max(every or float(item.get("heartbeat_every_seconds") or 60), 0.05)
         if auto_heartbeat:
-            self._thread = threading.Thread(target=self._beat, daemon=True)
-            self._thread.start()
+            self._start()
+
+    @property
+    def ended(self) -> str:
+        """How the lease ended (``submitted``, ``finalized``, ``released``, ``failed``), or
+        ``""`` while it is held."""
+        return self._stop_reason
 
     def __enter__(self) -> LeaseHandle:
         return self
 
     def __exit__(self, _type: object, exc: BaseException | None, _tb: object) -> None:
-        """Leaving the block without submitting gives the item back (failed on an error)."""
+        """Leaving the block without ending the lease gives the item back: released, or
+        reported ``fail`` (``agent_exception``, retryable) when the block raised, also when
+        what raised was a submit or finalize that failed. An error of that ``fail`` never
+        hides the block's exception: it is added to it as a note and kept in
+        ``exit_error``."""
         self.stop()
         if self._stop_reason:
             return
-        if exc is not None:
-            self.fail("agent_exception", f"{type(exc).__name__}: {exc}")
-        else:
+        if exc is None:
             self.release()
+            return
+        try:
+            self.fail("agent_exception", f"{type(exc).__name__}: {exc}")
+        except (ApiError, httpx.HTTPError) as error:
+            self.exit_error = error
+            exc.add_note(f"workmanager.client: reporting fail for item {self.id} failed: {error}")
 
-    def _beat(self) -> None:
-        while not self._stop.wait(self.every):
+    def _start(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(self._stop,), daemon=True)
+        self._thread.start()
+
+    def _beat(self, stop: threading.Event) -> None:
+        while not stop.wait(self.every):
             try:
                 self.heartbeat()
                 self.heartbeats += 1
             except ApiError as exc:
                 self.heartbeat_errors.append(exc)
-                if exc.http_status in (403, 404, 409):
+                if exc.http_status in LEASE_GONE_STATUSES:
                     return  # the lease is gone; nothing more to extend
             except httpx.HTTPError as exc:
                 self.heartbeat_errors.append(exc)
@@ -207,15 +367,28 @@ class LeaseHandle:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
 
+    def _heartbeating(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+
     def _post(self, action: str, body: Any = None) -> dict[str, Any]:
         return self.client.request(
             "POST", f"/items/{self.id}/{action}", body, headers={"X-Lease-Token": self.token}
         )
 
     def _end(self, reason: str, action: str, body: Any = None) -> dict[str, Any]:
+        """The call that ends the lease: heartbeats pause for it and stop for good once it
+        succeeded; if it raised, they resume unless the lease is gone."""
+        resume = self._heartbeating()
         self.stop()
+        try:
+            answer = self._post(action, body)
+        except Exception as exc:  # not on KeyboardInterrupt and the like: no resuming
+            gone = isinstance(exc, ApiError) and exc.http_status in LEASE_GONE_STATUSES
+            if resume and not gone:
+                self._start()
+            raise
         self._stop_reason = reason
-        return self._post(action, body)
+        return answer
 
     def heartbeat(
         self, progress: float | None = None, checkpoint: dict[str, Any] | None = None

@@ -1,0 +1,260 @@
+"""``workmanager.client`` when a call fails: the lease block, bodies that are not JSON, a
+server out of reach, answers that are not JSON.
+
+A submit or finalize that raises does not end the lease: leaving the ``with lease:`` block
+reports ``fail`` (``agent_exception``) and the heartbeats resume meanwhile. Every failure
+is an :class:`ApiError`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.api.conftest import Server, free_port
+from tests.support.waiting import wait_for
+from workmanager.client import ApiError, LeaseHandle, WorkClient
+
+
+def leased(wc: WorkClient, type: str = "test.simple") -> tuple[str, LeaseHandle]:
+    order = wc.propose(type, {})
+    lease = wc.checkout(order["id"], heartbeat_every=0.1)
+    assert lease is not None
+    return order["id"], lease
+
+
+def item_of(wc: WorkClient, order_id: str) -> dict[str, Any]:
+    item: dict[str, Any] = wc.order(order_id)["items"][0]
+    return item
+
+
+# --- a failing submit or finalize leaves the lease to the block ---------------------------
+def test_refused_submit_is_reported_as_fail_when_the_block_ends(db_server: Server) -> None:
+    with WorkClient(db_server.url, db_server.tokens["agent-a"], "mistakes-1") as wc:
+        order_id, lease = leased(wc)
+        with pytest.raises(ApiError) as info, lease:
+            lease.submit({"no_answer": True})  # the result schema requires "answer"
+        assert info.value.code == "validation_failed" and info.value.http_status == 422
+        item = item_of(wc, order_id)
+        assert item["state"] not in ("leased", "in_progress")
+        assert item["error"]["code"] == "agent_exception"
+        assert item["error"]["message"].startswith("ApiError: ")
+        assert lease.ended == "failed" and lease.exit_error is None
+
+
+def test_heartbeats_resume_after_a_refused_submit(db_server: Server) -> None:
+    with WorkClient(db_server.url, db_server.tokens["agent-a"], "mistakes-2") as wc:
+        order_id, lease = leased(wc)
+        with lease:
+            wait_for(lambda: lease.heartbeats >= 1, what="a first heartbeat")
+            with pytest.raises(ApiError):
+                lease.submit({"no_answer": True})
+            beats = lease.heartbeats
+            wait_for(lambda: lease.heartbeats >= beats + 2, what="heartbeats after the refusal")
+            assert lease.ended == ""
+            assert not lease.heartbeat_errors
+            lease.submit({"answer": 1})
+        assert lease.ended == "submitted"
+        assert wc.order(order_id)["state"] == "submitted"
+
+
+def test_refused_finalize_is_reported_as_fail_when_the_block_ends(db_server: Server) -> None:
+    with WorkClient(db_server.url, db_server.tokens["agent-a"], "mistakes-3") as wc:
+        order_id, lease = leased(wc, "test.parts")
+        with pytest.raises(ApiError) as info, lease:
+            lease.submit_part("a", {"v": 1})
+            lease.finalize()  # part "b" is missing
+        assert info.value.http_status == 422
+        item = item_of(wc, order_id)
+        assert item["state"] not in ("leased", "in_progress")
+        assert item["error"]["code"] == "agent_exception"
+        assert lease.ended == "failed"
+
+
+def test_a_result_that_is_not_json_is_refused_before_sending(db_server: Server) -> None:
+    with WorkClient(db_server.url, db_server.tokens["agent-a"], "mistakes-4") as wc:
+        order_id, lease = leased(wc)
+        with pytest.raises(ApiError) as info, lease:
+            lease.submit({"answer": 1, "when": datetime.datetime(2024, 1, 2)})
+        error = info.value
+        assert error.code == "validation_failed" and error.http_status == 422
+        assert error.details == [
+            {
+                "path": "result.when",
+                "message": "a value of type datetime is not JSON serializable",
+                "validator": "json",
+            }
+        ]
+        assert "result.when" in error.message
+        assert isinstance(error.__cause__, TypeError)
+        item = item_of(wc, order_id)
+        assert item["state"] not in ("leased", "in_progress", "submitted")
+        assert item["error"]["code"] == "agent_exception"
+        assert lease.ended == "failed"
+
+
+# --- without a server: what is sent and what is answered --------------------------------
+class Fake:
+    """A transport answering every request with ``answer(request)``; records requests."""
+
+    def __init__(self, answer: Callable[[httpx.Request], httpx.Response]) -> None:
+        self.answer = answer
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.url.path.endswith("/checkout"):
+            item = {"id": "i-1", "lease_token": "1.x", "heartbeat_every_seconds": 60}
+            return httpx.Response(200, json={"item": item})
+        return self.answer(request)
+
+    def client(self) -> WorkClient:
+        return WorkClient("http://wm.test", "t", "a", transport=httpx.MockTransport(self))
+
+
+def never(request: httpx.Request) -> httpx.Response:
+    raise AssertionError(f"nothing should be sent: {request.url}")
+
+
+@pytest.mark.parametrize(
+    ("value", "path", "why"),
+    [
+        ({"s": {1, 2}}, "payload.s", "a value of type set is not JSON serializable"),
+        ({"xs": [1, float("nan")]}, "payload.xs[1]", "nan is not valid JSON"),
+        ({"d": {(1, 2): 3}}, "payload.d", "key (1, 2) of type tuple is not a string"),
+        ({"s": "\udc80"}, "payload.s", "the string is not valid UTF-8 (surrogates not allowed)"),
+    ],
+)
+def test_a_body_that_is_not_json_names_where(value: Any, path: str, why: str) -> None:
+    fake = Fake(never)
+    with fake.client() as wc, pytest.raises(ApiError) as info:
+        wc.propose("test.simple", value)
+    assert info.value.code == "validation_failed" and info.value.http_status == 422
+    assert info.value.details == [{"path": path, "message": why, "validator": "json"}]
+    assert fake.requests == []
+
+
+def test_a_cycle_is_refused() -> None:
+    loop: dict[str, Any] = {}
+    loop["self"] = loop
+    with Fake(never).client() as wc, pytest.raises(ApiError) as info:
+        wc.propose("test.simple", loop)
+    assert info.value.details[0]["path"] == "payload.self"
+    assert info.value.details[0]["message"] == "circular reference"
+
+
+def test_a_json_body_is_sent_as_before() -> None:
+    fake = Fake(lambda r: httpx.Response(201, json={"order": json.loads(r.content)}))
+    with fake.client() as wc:
+        order = wc.propose("test.simple", {"name": "é", "n": [1, 2.5, None, True]})
+    assert order == {"type": "test.simple", "payload": {"name": "é", "n": [1, 2.5, None, True]}}
+    sent = fake.requests[0]
+    assert sent.headers["Content-Type"] == "application/json"
+    expected = '{"type":"test.simple","payload":{"name":"é","n":[1,2.5,null,true]}}'
+    assert sent.content == expected.encode()
+
+
+def test_a_server_out_of_reach_is_unavailable() -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with WorkClient(url, "t", "a") as wc, pytest.raises(ApiError) as info:
+        wc.order("00000000-0000-0000-0000-000000000000")
+    assert info.value.code == "unavailable" and info.value.http_status == 503
+    assert isinstance(info.value.__cause__, httpx.ConnectError)
+    assert info.value.details == {"exception": "ConnectError", "attempts": 3}
+
+
+def test_a_timeout_is_retried_with_the_same_key_then_unavailable() -> None:
+    def timeout(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("too slow", request=request)
+
+    fake = Fake(timeout)
+    with fake.client() as wc, pytest.raises(ApiError) as info:
+        wc.propose("test.simple", {})
+    assert info.value.code == "unavailable"
+    assert isinstance(info.value.__cause__, httpx.ReadTimeout)
+    assert len({r.headers["X-Idempotency-Key"] for r in fake.requests}) == 1
+    assert len(fake.requests) == 3
+
+
+def test_an_error_page_that_is_not_json_keeps_its_status() -> None:
+    page = "<html><body><h1>502 Bad Gateway</h1></body></html>"
+    fake = Fake(lambda r: httpx.Response(502, text=page, headers={"Content-Type": "text/html"}))
+    with fake.client() as wc, pytest.raises(ApiError) as info:
+        wc.order("o-1")
+    assert info.value.code == "http_error" and info.value.http_status == 502
+    assert info.value.details == {"content_type": "text/html", "body": page}
+    assert isinstance(info.value.__cause__, json.JSONDecodeError)
+
+
+def test_a_503_page_after_the_retries_and_a_bad_retry_after() -> None:
+    headers = {"Content-Type": "text/plain", "Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}
+    fake = Fake(lambda r: httpx.Response(503, text="busy", headers=headers))
+    with fake.client() as wc, pytest.raises(ApiError) as info:
+        wc.order("o-1")
+    assert info.value.code == "http_error" and info.value.http_status == 503
+    assert len(fake.requests) == 3
+
+
+def test_a_success_that_is_not_a_json_object_is_an_invalid_response() -> None:
+    fake = Fake(lambda r: httpx.Response(200, text="<html>login</html>"))
+    with fake.client() as wc, pytest.raises(ApiError) as info:
+        wc.order("o-1")
+    assert info.value.code == "invalid_response" and info.value.http_status == 502
+
+
+@pytest.mark.parametrize("body", [["not", "an", "envelope"], {"detail": "Not Found"}])
+def test_an_error_answer_without_the_envelope_quotes_it(body: Any) -> None:
+    fake = Fake(lambda r: httpx.Response(404, json=body))
+    with fake.client() as wc, pytest.raises(ApiError) as info:
+        wc.order("o-1")
+    assert info.value.code == "http_error" and info.value.http_status == 404
+    assert info.value.message == "HTTP 404 Not Found: the answer is not an error envelope"
+    assert info.value.details == {
+        "content_type": "application/json",
+        "body": json.dumps(body, separators=(",", ":")),
+    }
+
+
+def test_a_failing_fail_on_exit_does_not_hide_the_blocks_exception() -> None:
+    gone = {"error": {"code": "lease_expired", "message": "the lease expired"}}
+    fake = Fake(lambda r: httpx.Response(409, json=gone))
+    with fake.client() as wc:
+        lease = wc.checkout(heartbeat=False)
+        assert lease is not None
+        with pytest.raises(RuntimeError, match="handler broke") as info, lease:
+            raise RuntimeError("handler broke")
+    assert isinstance(lease.exit_error, ApiError) and lease.exit_error.code == "lease_expired"
+    assert any("reporting fail for item i-1 failed" in n for n in info.value.__notes__)
+    assert fake.requests[-1].url.path.endswith("/items/i-1/fail")
+    assert lease.ended == ""
+
+
+def test_a_submit_that_cannot_reach_the_server_is_reported_on_exit() -> None:
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    fake = Fake(down)
+    with fake.client() as wc:
+        lease = wc.checkout(heartbeat=False)
+        assert lease is not None
+        with pytest.raises(ApiError) as info, lease:
+            lease.submit({"answer": 1})
+    assert info.value.code == "unavailable"
+    paths = [r.url.path.rsplit("/", 1)[-1] for r in fake.requests]
+    assert paths == ["checkout", "submit", "submit", "submit", "fail", "fail", "fail"]
+    assert isinstance(lease.exit_error, ApiError) and lease.exit_error.code == "unavailable"
+
+
+def test_an_answer_httpx_cannot_decode_is_an_invalid_response() -> None:
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    fake = Fake(lambda r: httpx.Response(200, content=b"not gzip", headers=headers))
+    with fake.client() as wc, pytest.raises(ApiError) as info:
+        wc.order("o-1")
+    assert info.value.code == "invalid_response" and info.value.http_status == 502
+    assert isinstance(info.value.__cause__, httpx.DecodingError)
+    assert len(fake.requests) == 1
