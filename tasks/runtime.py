@@ -18,7 +18,7 @@ from celery.signals import worker_init, worker_process_init
 
 import workmanager.db
 from workmanager import Settings, WorkManager
-from workmanager.errors import DatabaseMissing, SchemaBehind, Unavailable, WorkManagerError
+from workmanager.errors import DatabaseMissing, Unavailable, WorkManagerError
 
 from .dispatcher import CeleryDispatcher
 
@@ -60,38 +60,41 @@ log = logging.getLogger("workmanager.worker")
 
 
 @worker_init.connect
-def _schema_at_head(**_: Any) -> None:
-    """``celery -A tasks worker`` and ``workmanager agent``: refuse to start on a schema
-    behind the migrations, as ``workmanager serve`` does. One line on stderr, ``error
-    [schema_outdated]: … run `workmanager db upgrade```, and exit 1 (``SystemExit``: Celery
-    logs and ignores any other exception a signal handler raises). So is a database that
-    does not exist (no SQLite file: run from another directory, or before ``db upgrade``;
-    no PostgreSQL database): ``error [unavailable]: no database at …`` and its hint. A
-    database that does not answer yet is not refused: tasks retry on it as on any outage.
+def _ready_to_work(**_: Any) -> None:
+    """``celery -A tasks worker`` and ``workmanager agent``: refuse to start when no task
+    could run, as ``workmanager serve`` does, rather than take messages off the queue and
+    lose them. One line on stderr and exit 1 (``SystemExit``: Celery logs and ignores any
+    other exception a signal handler raises) for:
 
-    A schema at the head is seen without Alembic (:func:`at_shipped_head`); only another
-    answer loads it (:func:`~workmanager.db.migrate.require_head`, which decides), so a
-    worker does not hold Alembic, Mako and their migration scripts for its lifetime."""
-    from workmanager.db.session import Database
+    - a setting that cannot be used (``error [configuration_error]``: an order-type module
+      that does not import, an enricher, a metrics driver …): the WorkManager is built
+      here, not on the first task, which would have failed every message it took;
+    - a schema behind the migrations (``error [schema_outdated]: … run `workmanager db
+      upgrade```) or a database that does not exist (no SQLite file: run from another
+      directory, or before ``db upgrade``; no PostgreSQL database): ``error
+      [unavailable]: no database at …`` and its hint.
 
-    built = _wm
+    A database (or Redis) that does not answer yet is not refused: tasks retry on it as on
+    any outage. A schema at the head is seen without Alembic (:func:`at_shipped_head`);
+    only another answer loads it (:func:`~workmanager.db.migrate.require_head`, which
+    decides), so a worker does not hold Alembic, Mako and their migration scripts."""
     try:
-        db = built.db if built is not None else Database(Settings.from_env().database_url)
-        try:
-            if not at_shipped_head(db):
-                from workmanager.db.migrate import require_head
+        db = get_wm().db
+        if not at_shipped_head(db):
+            from workmanager.db.migrate import require_head
 
-                require_head(db)
-        finally:
-            if built is None:
-                db.dispose()
-    except (SchemaBehind, DatabaseMissing) as exc:
-        print(exc.text(), file=sys.stderr, flush=True)
-        raise SystemExit(1) from exc
+            require_head(db)
     except Unavailable as exc:
-        log.warning("database not ready at start-up: %s", exc)
-    except WorkManagerError:
-        pass  # bad settings: said by the first task that builds the WorkManager
+        if isinstance(exc, DatabaseMissing):
+            _refuse(exc)
+        log.warning("not ready at start-up: %s", exc)
+    except WorkManagerError as exc:  # settings, schema behind
+        _refuse(exc)
+
+
+def _refuse(exc: WorkManagerError) -> None:
+    print(exc.text(), file=sys.stderr, flush=True)
+    raise SystemExit(1) from exc
 
 
 #: Where Alembic records the revision (``workmanager.db.migrate.VERSION_TABLE``).

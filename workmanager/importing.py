@@ -3,9 +3,46 @@
 from __future__ import annotations
 
 import importlib
+import logging
+from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 from .errors import ConfigurationError
+
+log = logging.getLogger("workmanager")
+
+
+def import_module(name: str, variable: str, hint: str | None = None) -> ModuleType:
+    """Import the module a setting (``variable``) names. One that cannot be found is a
+    ConfigurationError in one line; one whose own code raised while it was imported is
+    logged with its traceback (the user's code: once, where it belongs), then the same
+    one-line ConfigurationError naming the module and what it raised."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise ConfigurationError(f"{variable}: cannot import {name!r}: {exc}", hint=hint) from exc
+    except Exception as exc:  # SyntaxError, or whatever the module's top level raised
+        log.exception("importing %r (%s) raised", name, variable)
+        raise ConfigurationError(
+            f"{variable}: importing {name!r} raised {type(exc).__name__}: {exc}",
+            hint="the traceback above is the module's own: fix it there",
+        ) from exc
+
+
+def call_user_hook(fn: Callable[[], Any], what: str, variable: str) -> Any:
+    """Run configuration code of the user's (a module's ``register(registry)``): what it
+    raises is logged with its traceback, then a one-line ConfigurationError."""
+    try:
+        return fn()
+    except ConfigurationError:
+        raise
+    except Exception as exc:
+        log.exception("%s (%s) raised", what, variable)
+        raise ConfigurationError(
+            f"{variable}: {what} raised {type(exc).__name__}: {exc}",
+            hint="the traceback above is the module's own: fix it there",
+        ) from exc
 
 
 def import_extra(module: str, needs: str, extra: str) -> Any:
@@ -27,10 +64,10 @@ def import_object(reference: str, variable: str) -> Any:
         raise ConfigurationError(
             f"{variable}: expected 'pkg.mod:name', got {reference!r}", hint=hint
         )
+    module = import_module(module_name, variable, f"{hint}; is its package on PYTHONPATH?")
     try:
-        module = importlib.import_module(module_name)
         found = getattr(module, attr)
-    except (ImportError, AttributeError) as exc:
+    except AttributeError as exc:
         raise ConfigurationError(
             f"{variable}: cannot import {reference!r}: {exc}",
             hint=f"{hint}; is its package on PYTHONPATH?",

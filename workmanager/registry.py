@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable, Iterator
+from functools import partial
 
 from .allocators import AllocatorStrategy
 from .errors import ConfigurationError, UnknownOrderType
+from .importing import call_user_hook, import_module
 from .order_types import OrderType
 from .schema import check_schema
+
+VARIABLE = "WORK_MANAGER_ORDER_TYPES"
+HINT = "a comma-separated list of modules, e.g. myapp.types; is their package on PYTHONPATH?"
 
 
 class Registry:
@@ -65,12 +69,7 @@ class Registry:
     def load_modules(self, modules: Iterable[str]) -> None:
         """Import each module and call its ``register(registry)`` when it has one."""
         for name in modules:
-            try:
-                module = importlib.import_module(name)
-            except ImportError as exc:
-                raise ConfigurationError(
-                    f"WORK_MANAGER_ORDER_TYPES: cannot import {name!r}: {exc}"
-                ) from exc
+            module = import_module(name, VARIABLE, HINT)
             register = getattr(module, "register", None)
             if callable(register):
-                register(self)
+                call_user_hook(partial(register, self), f"{name}.register(registry)", VARIABLE)

@@ -148,3 +148,20 @@ def test_the_tenant_label_names_the_tenant_or_none_and_can_be_dropped() -> None:
     assert {dict(labels).get("tenant") for (_n, labels) in on.counters} == {"acme", "none"}
     assert {dict(labels).get("tenant") for (_n, labels) in off.counters} == {None}
     assert sum(off.counters.values()) == 2
+
+
+def test_a_statsd_host_that_does_not_resolve_never_stops_the_process(caplog) -> None:
+    """Was: ``socket.gaierror`` from the driver's constructor, a traceback from every
+    process (server, worker, agent, CLI) started with the exporter's name not yet in DNS.
+    Now one warning; metrics are dropped while the name does not resolve."""
+    import logging
+
+    caplog.set_level(logging.WARNING, "workmanager.metrics")
+    for style in ("influxdb", "dogstatsd"):
+        driver = StatsdDriver("statsd.invalid", 8125, style)
+        driver.increment("c", 1, {"type": "t"})
+        driver.gauge("g", 1)
+        driver.histogram("h", 0.5)
+    warnings = [r for r in caplog.records if "cannot be reached" in r.getMessage()]
+    assert len(warnings) == 2  # one per driver, not one per metric
+    assert "statsd.invalid" in warnings[0].getMessage()

@@ -68,7 +68,7 @@ def test_the_start_up_check_passes_a_schema_at_head_without_alembic(tmp_path: Pa
     db = Database(url)
     db.create_all()
     db.dispose()
-    code = "from tasks.runtime import _schema_at_head\n_schema_at_head()\n"
+    code = "from tasks.runtime import _ready_to_work\n_ready_to_work()\n"
     done = run_python(code + loaded(("alembic",)), url)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
@@ -80,7 +80,7 @@ def test_the_start_up_check_still_refuses_an_older_schema(tmp_path: Path) -> Non
     db = Database(url)
     migrate.upgrade(db, "0009")
     db.dispose()
-    done = run_python("from tasks.runtime import _schema_at_head\n_schema_at_head()\n", url)
+    done = run_python("from tasks.runtime import _ready_to_work\n_ready_to_work()\n", url)
     assert done.returncode == 1
     assert done.stderr.startswith("error [schema_outdated]: ")
     assert "run `workmanager db upgrade`" in done.stderr
@@ -91,7 +91,7 @@ def test_the_start_up_check_refuses_a_database_that_does_not_exist(tmp_path: Pat
     upgrade``) stops with one line and its hint instead of starting to spin on it; it
     creates no file."""
     url = f"sqlite:///{tmp_path}/var/wm.db"
-    done = run_python("from tasks.runtime import _schema_at_head\n_schema_at_head()\n", url)
+    done = run_python("from tasks.runtime import _ready_to_work\n_ready_to_work()\n", url)
     assert done.returncode == 1, done.stderr
     assert done.stderr.startswith(f"error [unavailable]: no database at {tmp_path}/var/wm.db\n")
     assert "hint: run `workmanager db upgrade`" in done.stderr
@@ -124,7 +124,8 @@ def test_the_package_root_and_the_http_client_load_no_database_layer(tmp_path: P
         "import sys, json\n"
         "from workmanager import OrderType, ItemSpec, Diff\n"
         "from workmanager.client import WorkClient\n"
-        "held = [m for m in ('sqlalchemy', 'psycopg', 'sqlite3', 'workmanager.db') if m in sys.modules]\n"
+        "names = ('sqlalchemy', 'psycopg', 'sqlite3', 'workmanager.db')\n"
+        "held = [m for m in names if m in sys.modules]\n"
         "import workmanager\n"
         "assert workmanager.WorkManager.__name__ == 'WorkManager'\n"
         "print(json.dumps(held))\n"
@@ -132,3 +133,28 @@ def test_the_package_root_and_the_http_client_load_no_database_layer(tmp_path: P
     done = run_python(code, f"sqlite:///{tmp_path}/wm.db")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
+
+
+def test_the_start_up_check_refuses_settings_no_task_could_run_with(tmp_path: Path) -> None:
+    """An order-type module that does not import (or raises as it is imported): the
+    control worker said ``ready``, then every create task it took failed on building its
+    WorkManager and the proposal was lost. Now it stops at start-up, one line, exit 1;
+    a module whose own code raised gets its traceback logged once, above the line."""
+    url = f"sqlite:///{tmp_path}/wm.db"
+    db = Database(url)
+    db.create_all()
+    db.dispose()
+    (tmp_path / "raising_types.py").write_text("raise RuntimeError('the module broke')\n")
+    start = f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"
+    start += "from tasks.runtime import _ready_to_work\n_ready_to_work()\n"
+    for modules, said in (
+        ("no_such_types_module", "error [configuration_error]: WORK_MANAGER_ORDER_TYPES: cannot"),
+        ("raising_types", "error [configuration_error]: WORK_MANAGER_ORDER_TYPES: importing"),
+    ):
+        env_code = f"import os; os.environ['WORK_MANAGER_ORDER_TYPES'] = {modules!r}\n"
+        done = run_python(env_code + start, url)
+        assert done.returncode == 1, done.stderr
+        lines = done.stderr.splitlines()
+        error = [line for line in lines if line.startswith("error [")]
+        assert len(error) == 1 and error[0].startswith(said), done.stderr
+        assert ("Traceback" in done.stderr) == (modules == "raising_types"), done.stderr

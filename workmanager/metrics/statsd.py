@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import socket
+import time
 from typing import Any
 
 from ..importing import import_extra
 from .base import Labels
+
+log = logging.getLogger("workmanager.metrics")
+
+#: How often a StatsD host that did not resolve is looked up again.
+RESOLVE_EVERY_SECONDS = 30.0
 
 
 def tagged(name: str, labels: Labels | None, style: str) -> str:
@@ -34,18 +41,50 @@ class StatsdDriver:
     """
 
     def __init__(self, host: str, port: int, tag_style: str = "influxdb") -> None:
-        statsd = import_extra(
+        self._statsd = import_extra(
             "statsd", "WORK_MANAGER_METRICS_DRIVER=statsd needs the statsd package", "statsd"
         )
-        self.client: Any = statsd.StatsClient(host, port)
         self.style = tag_style
         self._address = (host, port)
         self._tags_socket: socket.socket | None = None
+        self._client: Any = None
+        self._next_lookup = 0.0
+        self._connect()
+
+    @property
+    def client(self) -> Any:
+        return self._connect()
+
+    @client.setter
+    def client(self, client: Any) -> None:
+        self._client = client
+
+    def _connect(self) -> Any:
+        """The ``statsd`` client, which looks its host up when made. A host that does not
+        resolve (the exporter not started yet, a typo) never stops the process or fails
+        an operation: one warning, its metrics dropped, the lookup tried again every
+        :data:`RESOLVE_EVERY_SECONDS`."""
+        if self._client is None and time.monotonic() >= self._next_lookup:
+            try:
+                self._client = self._statsd.StatsClient(*self._address)
+            except OSError as exc:
+                if not self._next_lookup:
+                    log.warning(
+                        "StatsD host %s:%s cannot be reached (%s): metrics are dropped until"
+                        " it resolves (looked up again every %.0f s; WORK_MANAGER_STATSD_HOST)",
+                        *self._address,
+                        exc,
+                        RESOLVE_EVERY_SECONDS,
+                    )
+                self._next_lookup = time.monotonic() + RESOLVE_EVERY_SECONDS
+        return self._client
 
     def _tagged_line(self, name: str, value: str, labels: Labels | None) -> bool:
         """DogStatsD with labels: send ``name:value|#k:v,...`` ourselves; True if sent."""
         if self.style != "dogstatsd" or not labels:
             return False
+        if self.client is None:  # the host did not resolve: dropped, as the others
+            return True
         if self._tags_socket is None:
             family = socket.getaddrinfo(*self._address, type=socket.SOCK_DGRAM)[0][0]
             self._tags_socket = socket.socket(family, socket.SOCK_DGRAM)
@@ -54,15 +93,15 @@ class StatsdDriver:
         return True
 
     def increment(self, name: str, value: float = 1, labels: Labels | None = None) -> None:
-        if not self._tagged_line(name, f"{value:g}|c", labels):
+        if not self._tagged_line(name, f"{value:g}|c", labels) and self.client:
             self.client.incr(tagged(name, labels, self.style), _number(value))
 
     def gauge(self, name: str, value: float, labels: Labels | None = None) -> None:
-        if not self._tagged_line(name, f"{value:g}|g", labels):
+        if not self._tagged_line(name, f"{value:g}|g", labels) and self.client:
             self.client.gauge(tagged(name, labels, self.style), _number(value))
 
     def histogram(self, name: str, seconds: float, labels: Labels | None = None) -> None:
-        if not self._tagged_line(name, f"{seconds * 1000:.6f}|ms", labels):
+        if not self._tagged_line(name, f"{seconds * 1000:.6f}|ms", labels) and self.client:
             self.client.timing(tagged(name, labels, self.style), seconds * 1000)
 
 
