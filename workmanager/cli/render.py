@@ -18,7 +18,7 @@ from rich.text import Text
 
 from ..durations import MAX_SECONDS, parse_duration
 from ..errors import UsageError, WorkManagerError
-from ..jsonvalues import raw_depth, too_deep
+from ..jsonvalues import loads, raw_depth, too_deep
 from ..settings import Settings, auth_none_warning
 
 json_option = click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
@@ -60,9 +60,10 @@ def json_object(raw: str, max_depth: int, option: str) -> dict[str, Any]:
     if raw_depth(raw) > max_depth:  # before json.loads, which recurses
         raise click.BadParameter(too_deep(max_depth).message, param_hint=option)
     try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint=option) from None
+        value = loads(raw)
+    except ValueError as exc:  # not JSON, NaN, an integer of more than 4,300 digits
+        why = str(exc).partition("; use sys.")[0]  # Python's advice is not the user's
+        raise click.BadParameter(f"not JSON: {why}", param_hint=option) from None
     if not isinstance(value, dict):
         raise click.BadParameter("must be a JSON object", param_hint=option)
     return value
