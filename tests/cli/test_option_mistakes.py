@@ -231,3 +231,44 @@ class NeedsArguments:
 
     def handle(self, item: Any, lease: Any) -> dict[str, Any]:
         return {}
+
+
+def test_a_mistyped_root_dispatcher_is_refused_before_anything_is_done(
+    dirs: dict[str, Path],
+) -> None:
+    """``workmanager --dispatcher celry dev seed …`` created its orders, then failed on
+    announcing them (an operator retrying made duplicates); ``… orders list`` ran as if
+    nothing were wrong. Now the value is checked first; ``None`` is ``none``."""
+    from click.testing import CliRunner
+    from sqlalchemy import func, select
+
+    from workmanager.cli.app import cli
+    from workmanager.db.models import Order
+    from workmanager.errors import ConfigurationError
+
+    env = {
+        "WORK_MANAGER_DATABASE_URL": f"sqlite:///{dirs['ready']}/wm.db",
+        "WORK_MANAGER_ORDER_TYPES": "workmanager.demo.types",
+    }
+    seed = [
+        "dev",
+        "seed",
+        "--type",
+        "demo.research",
+        "--count",
+        "1",
+        "--payload",
+        '{"company": "c"}',
+    ]
+    for root in (["--dispatcher", "celry"], ["--dispatcher", "no.such.module:make"]):
+        done = CliRunner().invoke(cli, [*root, *seed], env=env)
+        assert isinstance(done.exception, ConfigurationError), done.output
+        assert "--dispatcher" in done.exception.message
+    wm = workmanager(dirs)
+    try:
+        with wm.db.transaction() as s:
+            assert s.scalar(select(func.count()).select_from(Order)) == 0  # nothing created
+    finally:
+        wm.close()
+    done = CliRunner().invoke(cli, ["--dispatcher", "None", *seed], env=env)
+    assert done.exit_code == 0, (done.output, done.exception)

@@ -93,7 +93,9 @@ def cli(ctx: click.Context, dispatcher: str) -> None:
     """workmanager: a work-order control plane for AI agents, on Celery."""
     env = ctx.ensure_object(Env)
     if not env._given:
-        env.dispatcher = dispatcher
+        from .serve import checked_dispatcher
+
+        env.dispatcher = checked_dispatcher(dispatcher)
 
 
 def _register() -> None:

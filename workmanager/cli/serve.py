@@ -36,8 +36,25 @@ def celery_dispatcher(wm: WorkManager) -> Dispatcher:
     return CeleryDispatcher(app, wm.settings)
 
 
+def checked_dispatcher(reference: str) -> str:
+    """A ``--dispatcher`` value, checked before a command does anything (it is used only
+    when the command first announces work, after it has changed something): ``celery``
+    or ``none`` (any case), or a ``pkg.mod:factory`` that imports and can be called."""
+    word = reference.strip().lower()
+    if word in ("celery", "none"):
+        return word
+    if ":" not in reference:
+        raise ConfigurationError(
+            f"--dispatcher: expected celery, none or pkg.mod:factory, got {reference!r}",
+            hint=DISPATCHER_HINT,
+        )
+    import_object(reference, "--dispatcher")
+    return reference
+
+
 def build_dispatcher(reference: str, wm: WorkManager) -> Dispatcher:
     """``celery`` (default), ``none``, or ``pkg.mod:factory`` called with the WorkManager."""
+    reference = checked_dispatcher(reference)
     if reference == "celery":
         return celery_dispatcher(wm)
     if reference == "none":
