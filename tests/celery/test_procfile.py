@@ -1,7 +1,9 @@
-"""``honcho start`` brings the whole Procfile stack up: web, worker, beat, flower, agent."""
+"""``honcho start`` brings the whole Procfile stack up: web, worker, beat, flower, agent,
+on queue names of its own (the worker line follows the settings) with Flower on loopback."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.producer import enqueue_order
+from tasks.producer import control_queue, enqueue_order
 from workmanager.errors import NotFound
 
 from .test_observability import free_port
@@ -29,8 +31,26 @@ def answers(url: str) -> bool:
         return False
 
 
-def test_honcho_starts_every_procfile_line(make_stack, tmp_path: Path) -> None:
-    stack = make_stack(sweep_interval_seconds="1")
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses of the TCP sockets listening on ``port`` (Linux /proc)."""
+    out = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for row in list(f)[1:]:
+                local, state = row.split()[1], row.split()[3]
+                address, hex_port = local.rsplit(":", 1)
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                    out.add(address)
+    return out
+
+
+def test_honcho_starts_every_procfile_line(
+    make_stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Queue names that are not the defaults: a worker line with a hard-coded
+    # `-Q workmanager,workmanager.apply` never sees the order (nor its apply).
+    queues = {"control_queue": "wmtest.procfile", "apply_queue": "wmtest.procfile.apply"}
+    stack = make_stack(sweep_interval_seconds="1", **queues)
     honcho = shutil.which("honcho", path=str(Path(sys.executable).parent))
     assert honcho, "honcho is installed with the dev extra"
     web, flower = free_port(), free_port()
@@ -66,7 +86,17 @@ def test_honcho_starts_every_procfile_line(make_stack, tmp_path: Path) -> None:
         stack.wait_for(
             lambda: answers(f"http://127.0.0.1:{flower}/healthcheck"), 60, "flower to answer"
         )
-        order_id = enqueue_order("demo.research", {"company": "Acme"}, app=stack.app)
+        # Flower listens on loopback only (IPv4 127.0.0.1 in /proc/net/tcp's byte order).
+        addresses = listening_addresses(flower)
+        if addresses:  # not Linux: nothing to read
+            assert addresses == {"0100007F"}, addresses
+        # The producer sends to this process's WORK_MANAGER_CONTROL_QUEUE: the stack's.
+        monkeypatch.setenv("WORK_MANAGER_CONTROL_QUEUE", queues["control_queue"])
+        control_queue.cache_clear()
+        try:
+            order_id = enqueue_order("demo.research", {"company": "Acme"}, app=stack.app)
+        finally:
+            control_queue.cache_clear()
         stack.wait_for(
             lambda: _state(stack, order_id) == "completed",
             90,

@@ -230,3 +230,153 @@ def test_deploy_files_use_only_documented_settings() -> None:
     for name in sorted(used):
         assert name in known, name
         assert f"`{name}`" in docs, name
+
+
+# --- The shipped commands, as an operator copies them ------------------------------------
+
+ROOT = DEPLOY.parent
+
+
+def procfile() -> dict[str, str]:
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    return dict(line.split(": ", 1) for line in lines if line.strip())
+
+
+def unit(name: str) -> dict[str, list[str]]:
+    """``Key=value`` lines of a systemd unit, every value of a repeated key kept."""
+    out: dict[str, list[str]] = {}
+    for line in (DEPLOY / "systemd" / name).read_text().splitlines():
+        if "=" in line and not line.startswith(("#", ";")):
+            key, value = line.split("=", 1)
+            out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def container(name: str) -> dict[str, object]:
+    [first, *_] = deployment(name)["spec"]["template"]["spec"]["containers"]
+    return first
+
+
+def shown_commands(program: str) -> list[str]:
+    """Every line of README.md and docs/operations.md that runs ``program``."""
+    text = (ROOT / "README.md").read_text() + (ROOT / "docs/operations.md").read_text()
+    return [line for line in text.splitlines() if program in line]
+
+
+def worker_commands() -> dict[str, str]:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    commands = {
+        "Procfile": procfile()["worker"],
+        "workmanager-worker.service": " ".join(unit("workmanager-worker.service")["ExecStart"]),
+        "compose.yaml": " ".join(compose["worker"]["command"]),
+        "workers.yaml": " ".join(container("workmanager-worker")["command"]),
+    }
+    for i, line in enumerate(shown_commands("celery -A tasks worker")):
+        commands[f"docs line {i}: {line[:60]}"] = line  # prose writes `-Q`, quoted
+    return commands
+
+
+def test_a_worker_without_q_consumes_exactly_the_configured_control_plane_queues(
+    monkeypatch,
+) -> None:
+    """The reason the shipped worker commands give no ``-Q``: celeryconfig.py declares the
+    queues of WORK_MANAGER_CONTROL_QUEUE and _APPLY_QUEUE (no agent queue), so a plain
+    worker follows those settings where a hard-coded ``-Q`` listened on the defaults."""
+    import importlib.util
+
+    from celery import Celery
+
+    monkeypatch.setenv("WORK_MANAGER_CONTROL_QUEUE", "acme.control")
+    monkeypatch.setenv("WORK_MANAGER_APPLY_QUEUE", "acme.apply")
+    spec = importlib.util.spec_from_file_location("_celeryconfig_probe", ROOT / "celeryconfig.py")
+    assert spec and spec.loader
+    config = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(config)
+    app = Celery("probe")
+    app.config_from_object(config)
+    assert set(app.amqp.queues) == {"acme.control", "acme.apply"}
+    assert app.amqp.router.route({}, "workmanager.orders.apply")["queue"].name == "acme.apply"
+    assert app.amqp.router.route({}, "workmanager.orders.create")["queue"].name == "acme.control"
+
+
+def test_shipped_worker_commands_take_their_queues_from_the_settings() -> None:
+    """A ``-Q workmanager,workmanager.apply`` in a shipped command listens on the default
+    names whatever WORK_MANAGER_CONTROL_QUEUE / _APPLY_QUEUE say: orders pile up unconsumed."""
+    commands = worker_commands()
+    assert len(commands) >= 4
+    for where, command in commands.items():
+        assert "celery -A tasks worker" in command, where
+        assert not re.search(r"(^|\s)(-Q|--queues)(\s|=|$)", command), (where, command)
+    # The Procfile the docs show is the Procfile.
+    docs = (ROOT / "docs/operations.md").read_text()
+    assert (ROOT / "Procfile").read_text().strip() in docs
+
+
+def test_flower_listens_on_loopback_where_it_runs_on_the_host() -> None:
+    """Flower can revoke and rate-limit tasks: the docs say loopback or authentication."""
+    assert "--address=127.0.0.1" in procfile()["flower"].split()
+    assert "--address=127.0.0.1" in unit("workmanager-flower.service")["ExecStart"][0].split()
+    for line in shown_commands("celery -A tasks flower"):
+        if "`celery -A tasks flower`" in line:  # prose naming the program, no command
+            continue
+        assert "--address=127.0.0.1" in line, line
+    # In Compose it listens inside its container, published on the host's loopback only.
+    services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    assert services["flower"]["ports"] == ["127.0.0.1:5555:5555"]
+
+
+def test_systemd_units_have_the_directories_they_write_made_for_them() -> None:
+    """A path under /var/lib, /var/cache, /var/log or /run in a command exists only if the
+    unit asks systemd to create it (owned by ``User=``); nothing else makes it."""
+    kinds = {
+        "/var/lib/": "StateDirectory",
+        "/var/cache/": "CacheDirectory",
+        "/var/log/": "LogsDirectory",
+        "/run/": "RuntimeDirectory",
+    }
+    seen = 0
+    for path in sorted((DEPLOY / "systemd").glob("*.service")):
+        keys = unit(path.name)
+        commands = " ".join(v for k, vs in keys.items() if k.startswith("Exec") for v in vs)
+        for prefix, directive in kinds.items():
+            for sub in re.findall(re.escape(prefix) + r"([\w.-]+)", commands):
+                seen += 1
+                made = " ".join(keys.get(directive, [])).split()
+                assert sub in made, (path.name, prefix + sub, directive)
+    assert seen >= 1  # the beat schedule
+    beat = unit("workmanager-beat.service")
+    assert "/var/lib/workmanager/celerybeat-schedule" in beat["ExecStart"][0]
+    assert beat["StateDirectory"] == ["workmanager"]
+
+
+MIGRATE = ["workmanager", "db", "upgrade"]
+
+
+def test_kubernetes_pods_that_need_the_schema_migrate_it_before_they_start() -> None:
+    """No Job to order by hand (and none to re-apply: a Job's template is immutable): each
+    Deployment whose process refuses an older schema runs the upgrade as an init container,
+    with the image and environment of its process."""
+    for name in ("workmanager-api", "workmanager-worker", "workmanager-agent-demo-research"):
+        pod = deployment(name)["spec"]["template"]["spec"]
+        [init] = pod["initContainers"]
+        [main] = pod["containers"]
+        assert init["command"] == MIGRATE, name
+        assert init["image"] == main["image"], name
+        assert init["envFrom"] == main["envFrom"], name
+    kinds = [d["kind"] for _, d in k8s_documents()]
+    assert "Job" not in kinds
+
+
+def test_deploy_files_and_docs_name_only_files_that_exist() -> None:
+    """``kubectl apply -f migrate.yaml`` named a file that was never shipped."""
+    texts = [p.read_text() for p in (DEPLOY / "kubernetes").glob("*.yaml")]
+    texts += [(ROOT / "docs/operations.md").read_text(), (DEPLOY / "README.md").read_text()]
+    for text in texts:
+        for name in re.findall(r"kubectl apply -f (\S+)", text):
+            assert (DEPLOY / "kubernetes" / Path(name).name).exists(), name
+        for name in re.findall(r"`([\w-]+\.yaml)`", text):
+            hits = list(DEPLOY.rglob(name))
+            assert hits, name
+    operations = (ROOT / "docs/operations.md").read_text()
+    assert "init container" in operations
+    assert "migration Job)" not in operations
