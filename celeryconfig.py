@@ -5,12 +5,22 @@ Loaded by the app in ``tasks/app.py`` with ``config_from_object("celeryconfig")`
 
 from __future__ import annotations
 
+import sys
+
 from celery.schedules import crontab
 from kombu import Queue
 
+from workmanager.errors import WorkManagerError
 from workmanager.settings import Settings
 
-_settings = Settings.from_env()
+try:
+    _settings = Settings.from_env()
+except WorkManagerError as _exc:
+    # A setting the user got wrong, under `celery -A tasks worker|beat|flower`: the one
+    # error line (and its hint) workmanager's console prints, exit 1, not Celery's
+    # traceback of this import.
+    print(_exc.text(), file=sys.stderr, flush=True)
+    raise SystemExit(1) from None
 
 broker_url = _settings.broker_url
 result_backend = _settings.result_backend

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery, Task
+from celery.signals import worker_init
 
 from workmanager import Settings, WorkManager
 from workmanager.errors import (
@@ -234,7 +235,9 @@ def at_least_one(text: str) -> int:
     return number
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Run the agent's Celery worker; its exit status (not 0 after Celery's fatal
+    "Unrecoverable error", e.g. a broker that refuses the credentials)."""
     parser = argparse.ArgumentParser(prog="workmanager agent", description=__doc__)
     parser.add_argument("--type", required=True, dest="order_type")
     parser.add_argument("--handler", required=True)
@@ -249,7 +252,21 @@ def main(argv: list[str] | None = None) -> None:
     queue = consumer.wm.settings.agent_queue(args.order_type)
     worker = ["worker", "-Q", queue, "-c", str(args.concurrency), "-P", args.pool]
     worker += ["-n", f"{consumer.agent.id}@%h", "--loglevel", args.loglevel]
-    app.worker_main([*worker, "--without-gossip", "--without-mingle"])
+    # app.worker_main returns nothing: the worker's own exit status (1 after Celery's
+    # "Unrecoverable error") is read from the worker it ran, which worker_init names.
+    started: list[Any] = []
+
+    def keep(sender: Any = None, **_: Any) -> None:
+        started.append(sender)
+
+    worker_init.connect(keep, weak=False)
+    try:
+        app.worker_main([*worker, "--without-gossip", "--without-mingle"])
+    finally:
+        worker_init.disconnect(keep)
+    if not started:  # the worker was never built: nothing ran
+        return 1
+    return int(getattr(started[-1], "exitcode", None) or 0)
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -258,14 +275,13 @@ def run(argv: list[str] | None = None) -> int:
     rich, every command's module) is imported only to report one: a running consumer
     never needs it."""
     try:
-        main(argv)
+        return main(argv)
     except WorkManagerError as exc:
         from workmanager.cli.render import report_error
 
         args = sys.argv[1:] if argv is None else argv
         report_error(exc, "--json" in args)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from .settings_parsing import (
     check_cluster,
     check_known,
     read_toml,
+    warn_misspelled,
 )
 
 EMBEDDED_BROKER = "sqla+sqlite:///./var/broker.db"
@@ -162,6 +163,7 @@ class Settings:
         config_file = env.get(PREFIX + "CONFIG")
         from_file = read_toml(config_file) if config_file else {}
         check_known(from_file, upstream.NAMES)
+        warn_misspelled(env, upstream.NAMES)
         values: dict[str, Any] = {}
         for spec in SPECS:
             # The environment wins over the file under any of a setting's names (an alias

@@ -7,6 +7,7 @@ and the one-line :class:`ConfigurationError` naming the variable and the expecte
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
@@ -19,6 +20,8 @@ from .jsonvalues import MAX_JSON_DEPTH_CEILING
 from .ratelimit.rate import FORM as RATE_FORM
 from .ratelimit.rate import Rate, parse_rate
 from .semver import is_semver
+
+log = logging.getLogger("workmanager.settings")
 
 PREFIX = "WORK_MANAGER_"
 DEFAULT_ENFORCE_ON = ("propose", "submit", "submit-part", "finalize", "approve", "reject")
@@ -67,9 +70,16 @@ def read_toml(path: str) -> dict[str, Any]:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"WORK_MANAGER_CONFIG: cannot read {path!r}: {exc}") from exc
     out: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
     for key, value in data.items():
         name = key.upper()
-        out[name if name.startswith(PREFIX) else PREFIX + name] = value
+        name = name if name.startswith(PREFIX) else PREFIX + name
+        if name in out:  # one would silently win over the other
+            raise ConfigurationError(
+                f"WORK_MANAGER_CONFIG: {spelled[name]!r} and {key!r} are the same setting",
+                hint="keep one of them in the file",
+            )
+        out[name], spelled[name] = value, key
     return out
 
 
@@ -107,6 +117,13 @@ def check_known(from_file: Mapping[str, Any], also: Iterable[str] = ()) -> None:
     """A key in the file that names no setting (nor one of ``also``: upstream's names,
     settings_upstream.py) is a typo: say so rather than ignore it."""
     known = {name for spec in SPECS for name in spec.names} | set(also)
+    for spec in SPECS:
+        both = [name.removeprefix(PREFIX).lower() for name in spec.names if name in from_file]
+        if len(both) > 1:
+            raise ConfigurationError(
+                f"WORK_MANAGER_CONFIG: {' and '.join(map(repr, both))} name the same setting",
+                hint="keep one of them in the file",
+            )
     for name in from_file:
         key = name.removeprefix(PREFIX).lower()
         if name in REMOVED:
@@ -115,6 +132,24 @@ def check_known(from_file: Mapping[str, Any], also: Iterable[str] = ()) -> None:
             close = difflib.get_close_matches(name, sorted(known), n=1)
             hint = f" (did you mean {close[0].removeprefix(PREFIX).lower()!r}?)" if close else ""
             raise ConfigurationError(f"WORK_MANAGER_CONFIG: unknown setting {key!r}{hint}")
+
+
+_warned: set[str] = set()
+
+
+def warn_misspelled(environ: Mapping[str, Any], also: Iterable[str] = ()) -> None:
+    """A ``WORK_MANAGER_*`` variable that names no setting but is one letter or two from
+    one (``…_LEASE_TTL_SECS``) is most likely a typo: one warning per process naming the
+    setting meant. It is not refused, as a key in the file is: other tools share the
+    prefix, and a variable nothing resembles is left alone."""
+    known = {name for spec in SPECS for name in spec.names} | set(also) | {PREFIX + "CONFIG"}
+    for name in environ:
+        if not name.startswith(PREFIX) or name in known or name in REMOVED or name in _warned:
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.85)
+        if close:
+            _warned.add(name)
+            log.warning("%s is not a setting and is ignored: did you mean %s?", name, close[0])
 
 
 def _fail(name: str, value: Any, expected: str) -> ConfigurationError:
@@ -368,6 +403,61 @@ _broker_url = _url(
 )
 
 
+#: Celery's result backends a workmanager deployment may name (docs/configuration.md):
+#: Redis (also through Sentinel), RPC (results as messages back over the AMQP broker), and
+#: a SQL database through SQLAlchemy as ``db+<database URL>``. Celery matches the scheme as
+#: written (``REDIS://`` is no backend it knows).
+RESULT_BACKEND_SCHEMES = ("redis", "rediss", "sentinel", "rpc")
+RESULT_BACKEND_FORMS = (
+    "redis://…, rediss://…, sentinel://…, rpc:// or db+<database URL> (db+sqlite:///…, "
+    "db+postgresql+psycopg://…)"
+)
+#: Database URL schemes a user may give without Celery's ``db+`` (SQLAlchemy's dialects).
+_SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
+
+
+def _result_backend(name: str, value: Any) -> str | None:
+    """``WORK_MANAGER_RESULT_BACKEND``: empty is unset (results ignored); else a URL of one
+    of :data:`RESULT_BACKEND_SCHEMES`, or ``db+`` and a database URL, as Celery resolves it
+    when a worker starts (``reddis://`` would pass, then kill every worker with
+    ModuleNotFoundError). Only the scheme is shown: the rest may hold a password."""
+    text = _optional_str(name, value)
+    if text is None:
+        return None
+    scheme, sep, _ = text.partition("://")
+    scheme = scheme.strip()
+    if sep and scheme in RESULT_BACKEND_SCHEMES:
+        return text
+    backend, plus, database = scheme.partition("+")
+    if sep and backend == "db" and plus and database:
+        return text
+    base = backend.lower()
+    if not sep:
+        got, hint = "a value that is not a URL", None
+        close = difflib.get_close_matches(text.lower(), RESULT_BACKEND_SCHEMES, n=1)
+        if close:
+            hint = f"did you mean {close[0]}://…?"
+    else:
+        got, hint = f"one of scheme {scheme!r}", None
+        if base == "db" or base == "database":
+            hint = "did you mean db+<database URL>, e.g. db+sqlite:///results.db?"
+        elif base in _SQL_SCHEMES:
+            hint = f"did you mean db+{scheme}://…? (Celery's SQL result backend)"
+        elif base == "amqp":
+            hint = "did you mean rpc://? (Celery's amqp result backend was removed)"
+        else:
+            close = difflib.get_close_matches(base, (*RESULT_BACKEND_SCHEMES, "db"), n=1)
+            if close:
+                hint = "did you mean " + (
+                    "db+<database URL>?" if close[0] == "db" else f"{close[0]}://?"
+                )
+    unset = "leave it unset: the pipeline needs no task results"
+    raise ConfigurationError(
+        f"{name}: expected a Celery result backend URL ({RESULT_BACKEND_FORMS}), got {got}",
+        hint=f"{hint} Or {unset}" if hint else f"name one of those, or {unset}",
+    )
+
+
 @dataclass(frozen=True)
 class _Spec:
     field: str
@@ -389,7 +479,7 @@ def _spec(fieldname: str, parse: Callable[[str, Any], Any], *aliases: str) -> _S
 SPECS: tuple[_Spec, ...] = (
     _spec("database_url", _str),
     _spec("broker_url", _broker_url, "QUEUE_CONNECTION"),
-    _spec("result_backend", _optional_str),
+    _spec("result_backend", _result_backend),
     _spec("lease_backend", _choice(*LEASE_BACKENDS)),
     _spec("redis_url", _redis_url, "REDIS_CONNECTION"),
     _spec("redis_prefix", _str),

@@ -298,3 +298,38 @@ def test_redis_cluster_setting_and_what_it_refuses() -> None:
         Settings.from_env({"WORK_MANAGER_REDIS_CLUSTER": "maybe"})
     # Without cluster mode the same values stay valid, as before.
     assert Settings.from_env(refused).redis_prefix == "{wm}:lease:"
+
+
+def test_a_variable_one_typo_from_a_setting_is_ignored_with_a_warning(caplog) -> None:
+    """``WORK_MANAGER_LEASE_TTL_SECS=5`` was ignored without a word; it still is not
+    refused (other tools share the prefix), but the process says which setting was meant,
+    once. A variable nothing resembles is still left alone."""
+    import logging
+
+    from workmanager import settings_parsing
+
+    settings_parsing._warned.clear()
+    caplog.set_level(logging.WARNING, "workmanager.settings")
+    env = {"WORK_MANAGER_LEASE_TTL_SECS": "5", "WORK_MANAGER_SOMETHING_ELSE": "x"}
+    assert Settings.from_env(env) == Settings.from_env({})
+    Settings.from_env(env)
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        "WORK_MANAGER_LEASE_TTL_SECS is not a setting and is ignored:"
+        " did you mean WORK_MANAGER_LEASE_TTL_SECONDS?"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("lines", "named"),
+    [
+        ("lease_ttl_seconds = 300\nWORK_MANAGER_LEASE_TTL_SECONDS = 400\n", "same setting"),
+        ('broker_url = "redis://a"\nqueue_connection = "redis://b"\n', "same setting"),
+    ],
+)
+def test_one_setting_twice_in_the_file_is_refused(tmp_path: Path, lines: str, named: str) -> None:
+    """Was: one of the two silently won."""
+    config = tmp_path / "wm.toml"
+    config.write_text(lines)
+    with pytest.raises(ConfigurationError, match=named):
+        Settings.from_env({"WORK_MANAGER_CONFIG": str(config)})

@@ -150,8 +150,42 @@ def _send(
             registry=env.wm.registry,
             tenant_id=tenant_id,
         )
-    except OperationalError as exc:  # the broker refused or is not there: nothing was sent
-        raise broker_unavailable(env.settings.broker_url, exc) from exc
+    except Exception as exc:  # the broker refused or is not there: nothing was sent
+        if isinstance(exc, (OperationalError, *transport_errors())):
+            raise broker_unavailable(env.settings.broker_url, exc) from exc
+        raise
+
+
+def transport_errors() -> tuple[type[BaseException], ...]:
+    """What the broker's transport raises when it cannot connect or is refused, beside
+    kombu's OperationalError (which wraps only the errors kombu would retry): its
+    ``connection_errors`` and ``channel_errors`` (py-amqp's AccessRefused for a wrong
+    password, NotAllowed for a missing vhost; redis-py's AuthenticationError). KeyError,
+    which kombu's Redis transport counts among them, is a bug here, never the broker."""
+    from tasks.app import app
+
+    try:
+        connection = app.connection_for_write()
+        errors = (*connection.connection_errors, *connection.channel_errors)
+    except Exception:  # a transport that cannot even load: the error already raised stands
+        return ()
+    return tuple(e for e in errors if e is not KeyError)
+
+
+#: What the transports raise when the broker refuses the credentials or the virtual host
+#: (py-amqp: ACCESS_REFUSED 403, NOT_ALLOWED 530; redis-py: AUTH refused).
+REFUSALS = frozenset({"AccessRefused", "NotAllowed", "AuthenticationError", "AuthorizationError"})
+
+
+def refused(exc: BaseException | None) -> bool:
+    """``exc``, or what it wraps (kombu re-raises redis-py's errors as OperationalError),
+    is a refusal of the credentials or the virtual host."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if any(cls.__name__ in REFUSALS for cls in type(exc).__mro__):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def broker_unavailable(broker_url: str, exc: Exception) -> Unavailable:
@@ -161,6 +195,15 @@ def broker_unavailable(broker_url: str, exc: Exception) -> Unavailable:
     bare = broker_url.removeprefix("sqla+")
     shown = ("sqla+" if bare != broker_url else "") + display_url(bare)
     path = sqlite_file(bare) if bare != broker_url and bare.startswith("sqlite") else None
+    if refused(exc):
+        return Unavailable(
+            f"the broker at {shown} refused the credentials/vhost: {first_line(exc)}",
+            details={"broker_url": shown},
+            hint=(
+                "check the user, password and virtual host in WORK_MANAGER_BROKER_URL "
+                "(RabbitMQ: `rabbitmqctl list_users`, `rabbitmqctl list_vhosts`)"
+            ),
+        )
     if path is not None and not os.path.isdir(os.path.dirname(path)):
         hint = (
             "run `workmanager db upgrade` first (it creates the embedded broker's directory), "

@@ -102,6 +102,54 @@ def schema_at_head(wm: WorkManager) -> None:
         log.warning("database not ready at start-up: %s", exc)
 
 
+def check_bindable(host: str, port: int) -> None:
+    """Bind ``host:port`` as uvicorn will (asyncio's ``create_server``: every address the
+    host resolves to, ``SO_REUSEADDR``, IPv6 sockets IPv6-only), then let it go: an address
+    in use (or not this machine's, or a port this user may not bind) is a
+    :class:`ConfigurationError` naming it, not uvicorn's ``ERROR: [Errno 98] …`` and exit 3.
+    One bind per address, before the server starts; a race with another process binding it
+    in between is left to uvicorn."""
+    import errno
+    import socket
+
+    shown = f"[{host}]:{port}" if ":" in host else f"{host or '*'}:{port}"
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except (OSError, UnicodeError) as exc:
+        raise ConfigurationError(
+            f"--host: cannot resolve {host!r}: {first_line(exc)}",
+            hint="give an address of this machine, e.g. 127.0.0.1 or 0.0.0.0",
+        ) from exc
+    bound: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            bound.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError as exc:
+        hints = {
+            errno.EADDRINUSE: "another process listens there: stop it, or choose another --port",
+            errno.EACCES: "this user may not bind that port (below 1024 needs privileges): "
+            "choose another --port",
+            errno.EADDRNOTAVAIL: "--host is not an address of this machine: give one that "
+            "is, e.g. 127.0.0.1 or 0.0.0.0",
+        }
+        reason = exc.strerror.lower() if exc.strerror else first_line(exc)
+        raise ConfigurationError(
+            f"cannot listen on {shown}: {reason}",
+            details={"address": shown},
+            hint=hints.get(exc.errno or 0, "choose another --host or --port"),
+        ) from exc
+    finally:
+        for sock in bound:
+            sock.close()
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=PORT)
@@ -135,6 +183,7 @@ def serve(env: Env, host: str, port: int, dispatcher_ref: str, log_level: str) -
     schema_at_head(wm)
     wm.dispatcher = build_dispatcher(dispatcher_ref, wm)
     warn_if_open(wm.settings, "the HTTP API")
+    check_bindable(host, port)
     # SIGTERM: stop accepting, let in-flight requests finish for the grace period (then
     # their connections are closed), then exit.
     uvicorn.run(

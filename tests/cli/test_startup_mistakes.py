@@ -1,0 +1,197 @@
+"""Start-up mistakes, run as the user runs them (the real executables, in a temporary
+directory): a broker that refuses the credentials or the vhost, a result backend of no
+known scheme, a bad setting under ``celery -A tasks …``, a port already taken. Each is one
+``error [code]: …`` line with a hint and exit 1, never a traceback; an agent whose Celery
+worker could not start exits non-zero, never 0."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_mistakes import Mistake, check
+from tests.conftest import need
+from workmanager import Settings
+from workmanager.db.migrate import upgrade
+from workmanager.db.session import Database
+from workmanager.errors import ConfigurationError
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
+RABBIT = ("127.0.0.1", 5672)
+REDIS_DB = os.environ.get("WM_TEST_BROKER_DB", "11")
+CREATE = ("orders", "create", "--type", "demo.research", "--payload", '{"company": "x"}')
+REFUSED_HINT = "check the user, password and virtual host in WORK_MANAGER_BROKER_URL"
+
+
+@pytest.fixture(scope="module")
+def ready(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A directory with a SQLite database at head (as after `workmanager db upgrade`)."""
+    path = tmp_path_factory.mktemp("ready")
+    db = Database(f"sqlite:///{path}/wm.db")
+    upgrade(db)
+    db.dispose()
+    yield path
+
+
+def run(
+    exe: str, *args: str, cwd: Path, timeout: float = 90, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORK_MANAGER_")}
+    env.update(
+        WORK_MANAGER_DATABASE_URL=f"sqlite:///{cwd}/wm.db",
+        WORK_MANAGER_ORDER_TYPES="workmanager.demo.types",
+        WORK_MANAGER_METRICS_DRIVER="null",
+        **extra,
+    )
+    return subprocess.run(
+        [str(BIN / exe), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def rabbitmq() -> None:
+    try:
+        socket.create_connection(RABBIT, timeout=3).close()
+    except OSError as exc:
+        need("RabbitMQ", str(exc))
+
+
+# --- 1. a broker that refuses: one line, not amqp's AccessRefused/NotAllowed traceback --------
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("amqp://guest:hunter2@127.0.0.1:5672//", "ACCESS_REFUSED"),
+        ("amqp://guest:guest@127.0.0.1:5672/nosuchvhost", "NOT_ALLOWED"),
+    ],
+)
+def test_a_broker_refusing_the_credentials_or_vhost_says_so(
+    ready: Path, url: str, says: str
+) -> None:
+    rabbitmq()
+    done = run("workmanager", *CREATE, cwd=ready, WORK_MANAGER_BROKER_URL=url)
+    check(Mistake(CREATE, "unavailable", REFUSED_HINT), done)
+    first = done.stderr.splitlines()[0]
+    assert "refused the credentials/vhost" in first and says in first, done.stderr
+
+
+def test_redis_refusing_the_credentials_says_so_too(ready: Path) -> None:
+    url = f"redis://nobody:hunter2@127.0.0.1:6379/{REDIS_DB}"
+    done = run("workmanager", *CREATE, cwd=ready, WORK_MANAGER_BROKER_URL=url)
+    check(Mistake(CREATE, "unavailable", REFUSED_HINT), done)
+
+
+def test_a_broker_that_is_not_there_is_still_unavailable(ready: Path) -> None:
+    done = run(
+        "workmanager",
+        *CREATE,
+        cwd=ready,
+        WORK_MANAGER_BROKER_URL="amqp://guest:guest@127.0.0.1:1//",
+    )
+    check(Mistake(CREATE, "unavailable", "is the broker running?"), done)
+
+
+# --- 2. an agent whose worker dies at start-up exits non-zero ----------------------------------
+def test_an_agent_whose_worker_cannot_start_exits_non_zero(ready: Path) -> None:
+    rabbitmq()
+    done = run(
+        "workmanager",
+        "agent",
+        "--type",
+        "demo.research",
+        "--handler",
+        "workmanager.demo:answer",
+        cwd=ready,
+        WORK_MANAGER_BROKER_URL="amqp://guest:hunter2@127.0.0.1:5672//",
+    )
+    assert done.returncode == 1, (done.stdout, done.stderr[-2000:])
+    assert "Unrecoverable error" in done.stderr
+
+
+# --- 3. a bad setting under `celery -A tasks …`: the one line, exit 1 ------------------------
+@pytest.mark.parametrize("command", ["worker", "beat"])
+def test_celery_with_a_bad_setting_prints_one_line(command: str, tmp_path: Path) -> None:
+    done = run(
+        "celery",
+        "-A",
+        "tasks",
+        command,
+        cwd=tmp_path,
+        PYTHONPATH=str(ROOT),
+        WORK_MANAGER_LEASE_TTL_SECONDS="0",
+    )
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stdout + done.stderr
+    assert done.stderr.splitlines() == [
+        "error [configuration_error]: WORK_MANAGER_LEASE_TTL_SECONDS: expected whole seconds "
+        "from 1 to 315360000 (ten years), got '0'"
+    ]
+    assert list(tmp_path.iterdir()) == []  # nothing started, nothing written
+
+
+# --- 4. WORK_MANAGER_RESULT_BACKEND is checked like the broker URL ----------------------------
+def test_a_misspelled_result_backend_is_refused_with_a_suggestion(ready: Path) -> None:
+    backend = {"WORK_MANAGER_RESULT_BACKEND": "reddis://:hunter2@127.0.0.1:6379/9"}
+    done = run("workmanager", "ops", "check", cwd=ready, **backend)
+    check(
+        Mistake(("ops", "check"), "configuration_error", "did you mean redis://?"),
+        done,
+    )
+    assert "WORK_MANAGER_RESULT_BACKEND" in done.stderr.splitlines()[0]
+    # and under Celery itself, instead of every worker dying with ModuleNotFoundError
+    worker = run("celery", "-A", "tasks", "worker", cwd=ready, PYTHONPATH=str(ROOT), **backend)
+    check(Mistake(("worker",), "configuration_error", "did you mean redis://?"), worker)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "redis://127.0.0.1:6379/9",
+        "rediss://:pw@redis.internal:6380/0",
+        "sentinel://127.0.0.1:26379",
+        "rpc://",
+        "db+sqlite:///results.db",
+        "db+postgresql+psycopg://u:p@db/results",
+        "",
+    ],
+)
+def test_result_backends_celery_knows_are_accepted(value: str) -> None:
+    settings = Settings.from_env({"WORK_MANAGER_RESULT_BACKEND": value})
+    assert settings.result_backend == (value or None)
+
+
+@pytest.mark.parametrize(
+    ("value", "hint"),
+    [
+        ("sqlite:///results.db", "did you mean db+sqlite://"),
+        ("amqp://guest@127.0.0.1//", "did you mean rpc://"),
+        ("redis", "did you mean redis://"),
+        ("mongodb://127.0.0.1/x", "leave it unset"),
+        ("REDIS://127.0.0.1:6379/0", "did you mean redis://"),
+    ],
+)
+def test_other_result_backends_are_refused(value: str, hint: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        Settings.from_env({"WORK_MANAGER_RESULT_BACKEND": value})
+    assert raised.value.message.startswith("WORK_MANAGER_RESULT_BACKEND: expected")
+    assert raised.value.hint and hint in raised.value.hint
+    assert "@" not in raised.value.text()  # only the scheme is shown, never a password
+
+
+# --- 5. a port already in use ---------------------------------------------------------------
+def test_serve_on_a_port_in_use_names_the_address(ready: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ("serve", "--port", str(port), "--dispatcher", "none")
+        done = run("workmanager", *args, cwd=ready)
+    check(Mistake(args, "configuration_error", "another process listens there"), done)
+    first = done.stderr.splitlines()[0]
+    assert f"127.0.0.1:{port}" in first and "address already in use" in first, done.stderr
+    assert "choose another --port" in done.stderr
