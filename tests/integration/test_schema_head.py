@@ -158,3 +158,37 @@ def test_no_schema_and_an_unknown_revision(tmp_path: Path) -> None:
         conn.execute(text("UPDATE alembic_version SET version_num = 'ffff_newer'"))
     require_head(db)
     db.dispose()
+
+
+@pytest.mark.postgres
+def test_upgrades_started_at_once_take_turns() -> None:
+    """Every web host's ``ExecStartPre`` runs ``workmanager db upgrade`` at once on a new
+    database: one of three failed with a UniqueViolation on alembic_version (a traceback)
+    or waited on the others' locks. They now take turns on an advisory lock; each later
+    one finds the head and does nothing."""
+    name = f"{PG_DB}_upgrades_at_once"
+    try:
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _admin(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        need("PostgreSQL", str(exc))
+    url = f"{PG_HOST_URL}/{name}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORK_MANAGER_")}
+    env["WORK_MANAGER_DATABASE_URL"] = url
+    command = [sys.executable, "-c", "from workmanager.cli import main\nmain(['db', 'upgrade'])"]
+    runs: list[subprocess.Popen[str]] = []
+    try:
+        runs += [
+            subprocess.Popen(command, env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+            for _ in range(3)
+        ]
+        said = [run.communicate(timeout=60)[1] for run in runs]
+        assert [run.returncode for run in runs] == [0, 0, 0], said
+        assert not any("Traceback" in text for text in said), said
+        db = Database(url)
+        assert current(db) == head()
+        db.dispose()
+    finally:
+        for run in runs:
+            run.kill()
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

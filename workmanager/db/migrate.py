@@ -20,6 +20,8 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 UPGRADE = "run `workmanager db upgrade`"
 #: Where Alembic records the revision (its default name, as the migrations' env.py uses).
 VERSION_TABLE = "alembic_version"
+#: The PostgreSQL advisory lock an upgrade holds for its transaction ("wm-migr").
+UPGRADE_LOCK = 0x776D2D6D69677200
 
 
 def alembic_config(db: Database) -> Config:
@@ -36,6 +38,11 @@ def upgrade(db: Database, revision: str = "head") -> None:
     cfg = alembic_config(db)
     db.allow_create()  # the one command that asks for a new database
     with _connected(db) as connection, connection.begin():
+        if connection.dialect.name == "postgresql":
+            # Upgrades started at once (every web host's ExecStartPre, a Job beside an
+            # init container) take turns: the next one finds the head recorded and does
+            # nothing, where both creating alembic_version made one fail on its key.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": UPGRADE_LOCK})
         recorded = MigrationContext.configure(connection).get_current_heads()
         if any(not known(r) for r in recorded):
             return
