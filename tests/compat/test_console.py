@@ -237,7 +237,8 @@ def test_maintain_dead_letters_and_reports_stale_orders(ops: Server, api_db_url:
 
     dead = run_json(api_db_url, "maintain", "--dead-letter", env=limits)
     assert (dead["dead_lettered_orders"], dead["dead_lettered_items"]) == (1, 1)
-    assert "leases_requeued" not in dead and dead["stale_orders"] == []  # only that task
+    # only that task: the steps not run report nothing (they printed zeros, as if run)
+    assert set(dead) == {"dead_lettered_orders", "dead_lettered_items"}
     old = show(ops, old_failed)
     assert old["state"] == "dead_lettered" and old["items"][0]["state"] == "dead_lettered"
     recent = show(ops, recent_failed)
@@ -249,8 +250,7 @@ def test_maintain_dead_letters_and_reports_stale_orders(ops: Server, api_db_url:
     # Upstream logs a warning when enable_alerts is on; here it is logged too (stderr).
     checked = run(api_db_url, "maintain", "--check-stale", "--json", env=limits)
     report = json.loads(checked.stdout)
-    assert report["stale_orders"] == [stale] and report["dead_lettered_orders"] == 0
-    assert "leases_requeued" not in report
+    assert report == {"stale_orders": [stale]}
     assert "1 stale order(s)" in checked.stderr and stale in checked.stderr
     assert show(ops, stale)["state"] == "queued" and show(ops, fresh)["state"] == "queued"
 

@@ -33,13 +33,14 @@ def maintain(
         report["leases_requeued"] = sum(len(v) for v in swept.requeued.values())
         report["leases_failed"] = sum(swept.failed.values())
     if everything or dead_letter or check_stale:
-        done = wm.maintenance.run(
-            dead_letter=everything or dead_letter,
-            check_stale=everything or check_stale,
-            purge_keys=everything,
-            recover_applies=everything,
-        )
-        report.update(asdict(done))
+        steps = {
+            "dead_letter": everything or dead_letter,
+            "check_stale": everything or check_stale,
+            "purge_keys": everything,
+            "recover_applies": everything,
+        }
+        done = wm.maintenance.run(**steps)
+        report.update(done.of_steps(*(step for step, run in steps.items() if run)))
     if as_json:
         emit_json(report)
     else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,6 +40,21 @@ class MaintenanceReport:
     recovered_applies: list[uuid.UUID] = field(default_factory=list)
     recovered_auto_approvals: list[uuid.UUID] = field(default_factory=list)
     reannounced_items: int = 0
+
+    def of_steps(self, *steps: str) -> dict[str, Any]:
+        """The figures of the steps that ran (``dead_letter``, ``check_stale``,
+        ``purge_keys``, ``recover_applies``): a step not run reports nothing, not zero."""
+        figures = asdict(self)
+        return {name: figures[name] for step in steps for name in REPORTED_BY[step]}
+
+
+#: The figures of :class:`MaintenanceReport` each step of :meth:`Maintenance.run` fills.
+REPORTED_BY = {
+    "dead_letter": ("dead_lettered_orders", "dead_lettered_items"),
+    "check_stale": ("stale_orders",),
+    "purge_keys": ("purged_keys",),
+    "recover_applies": ("recovered_applies", "recovered_auto_approvals", "reannounced_items"),
+}
 
 
 class Maintenance:
