@@ -79,7 +79,14 @@ def _ready_to_work(**_: Any) -> None:
     only another answer loads it (:func:`~workmanager.db.migrate.require_head`, which
     decides), so a worker does not hold Alembic, Mako and their migration scripts."""
     try:
-        db = get_wm().db
+        wm = get_wm()
+        if wm.settings.metrics_driver == "prometheus":
+            log.warning(
+                "WORK_MANAGER_METRICS_DRIVER=prometheus: this worker's metrics stay in its own"
+                " process, where nothing serves them (only `workmanager serve` has /metrics);"
+                " use the statsd driver for workers (docs/operations.md#metrics)"
+            )
+        db = wm.db
         if not at_shipped_head(db):
             from workmanager.db.migrate import require_head
 

@@ -278,7 +278,7 @@ def _driver(name: str, value: Any) -> str:
     if text.lower() in ("statsd", "log", "null", "prometheus", "memory"):
         return text.lower()
     if ":" not in text:
-        raise _fail(name, value, "statsd, log, null, prometheus or pkg.mod:Class")
+        raise _fail(name, value, "statsd, log, null, prometheus, memory or pkg.mod:Class")
     return text
 
 
