@@ -236,6 +236,14 @@ class IdempotencyInFlight(PermanentError):
     http_status = 409
 
 
+class RequestTimeout(PermanentError):
+    """The request's body did not arrive in time (``WORK_MANAGER_API_BODY_TIMEOUT_SECONDS``):
+    a client that opens a request and trickles its body holds no memory for long."""
+
+    code = "request_timeout"
+    http_status = 408
+
+
 # --- 413 / 422 / 428 -----------------------------------------------------------------------
 class PayloadTooLarge(PermanentError):
     """The body, part or number of parts exceeds the configured limit."""

@@ -147,6 +147,8 @@ class Settings:
     agent_shutdown_grace_seconds: int = 30
     #: SIGTERM on ``workmanager serve``: in-flight requests get this long to finish.
     api_shutdown_grace_seconds: int = 30
+    #: A request body must have arrived this long after the request started (408 after).
+    api_body_timeout_seconds: int = 60
     #: OpenTelemetry traces (workmanager/tracing.py): ``off``, ``otlp`` (the exporter reads
     #: the standard ``OTEL_*`` variables) or ``console``.
     tracing: str = "off"

@@ -545,5 +545,6 @@ SPECS: tuple[_Spec, ...] = (
     _spec("agent_runtime", _str),
     _spec("agent_shutdown_grace_seconds", _whole_seconds(0)),
     _spec("api_shutdown_grace_seconds", _whole_seconds(0)),
+    _spec("api_body_timeout_seconds", whole_seconds),
     _spec("tracing", _choice(*TRACING_MODES)),
 )

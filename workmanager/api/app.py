@@ -45,6 +45,7 @@ def create_app(wm: WorkManager) -> FastAPI:
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
         max_json_depth=settings.max_json_depth,
+        body_timeout=settings.api_body_timeout_seconds,
         form_prefix=ui.PREFIX + "/",
     )
     if tracing.enabled(settings):

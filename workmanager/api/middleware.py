@@ -1,8 +1,9 @@
 """The outermost layer of the API: request ids, the body limit and the last-resort 500.
 
 A pure ASGI middleware (no per-request task switching), so it costs little on every call:
-it reads the body up front (refusing more than ``max_body_bytes`` with 413, and JSON that
-is malformed or nested deeper than ``max_json_depth`` with 400, before any route runs),
+it reads the body up front (refusing more than ``max_body_bytes`` with 413, a body not
+arrived within ``body_timeout`` seconds with 408, and JSON that is malformed or nested
+deeper than ``max_json_depth`` with 400, before any route runs),
 echoes ``X-Request-ID`` (generated when absent) on every response, and turns an exception
 nothing else handled into ``500 {"error": {"code": "internal_error"}}`` — the stack trace
 goes to the log, never to the client.
@@ -10,13 +11,14 @@ goes to the log, never to the client.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import MalformedJSON, PayloadTooLarge, WorkManagerError
+from ..errors import MalformedJSON, PayloadTooLarge, RequestTimeout, WorkManagerError
 from ..jsonvalues import loads, raw_depth, too_deep
 from ..surface.callers import new_request_id
 
@@ -115,11 +117,13 @@ class RequestContextMiddleware:
         app: ASGIApp,
         max_body_bytes: int,
         max_json_depth: int,
+        body_timeout: float = 60.0,
         form_prefix: str | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_json_depth = max_json_depth
+        self.body_timeout = body_timeout
         #: Paths under this prefix (the review console's pages) post HTML forms, not JSON:
         #: their bodies keep the size limit but are not read as JSON.
         self.form_prefix = form_prefix
@@ -137,9 +141,17 @@ class RequestContextMiddleware:
             return
         if scope["method"] in ("POST", "PUT", "PATCH"):
             try:
-                body = await _read_body(receive, self.max_body_bytes)
+                async with asyncio.timeout(self.body_timeout):
+                    body = await _read_body(receive, self.max_body_bytes)
             except _TooLarge:
                 await send_error(send, self._too_large(), echo)
+                return
+            except TimeoutError:
+                late = RequestTimeout(
+                    f"the request body did not arrive within {self.body_timeout:g} s",
+                    details={"timeout_seconds": self.body_timeout},
+                )
+                await send_error(send, late, [(b"connection", b"close"), *echo])
                 return
             form = self.form_prefix is not None and scope["path"].startswith(self.form_prefix)
             strict = body.strip() and not form

@@ -1,0 +1,55 @@
+"""A client that starts a request and trickles its body (slowloris) held the server's
+memory for as long as it liked: the body is read whole before any route runs. It now has
+``WORK_MANAGER_API_BODY_TIMEOUT_SECONDS`` to arrive, then gets 408 ``request_timeout``
+and the connection is closed. The middleware is driven here as the ASGI server drives it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from workmanager.api.middleware import RequestContextMiddleware
+
+
+async def never_called(scope: Any, receive: Any, send: Any) -> None:
+    raise AssertionError("no route runs for a body that never arrived")
+
+
+def run(receive_chunks: list[bytes], hang: bool, timeout: float) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+    middleware = RequestContextMiddleware(
+        never_called, max_body_bytes=1_000_000, max_json_depth=64, body_timeout=timeout
+    )
+    chunks = list(receive_chunks)
+
+    async def receive() -> dict[str, Any]:
+        if chunks:
+            return {"type": "http.request", "body": chunks.pop(0), "more_body": True}
+        if hang:
+            await asyncio.sleep(3600)  # the client sends nothing more
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/agent/work/propose", "headers": []}
+    asyncio.run(asyncio.wait_for(middleware(scope, receive, send), 10))
+    return sent
+
+
+def test_a_body_that_stops_arriving_is_a_408_in_time() -> None:
+    sent = run([b'{"type": "x", ', b'"payload"'], hang=True, timeout=0.3)
+    start, body = sent
+    assert start["status"] == 408
+    headers = dict(start["headers"])
+    assert headers[b"connection"] == b"close" and b"x-request-id" in headers
+    error = json.loads(body["body"])["error"]
+    assert error["code"] == "request_timeout" and error["details"] == {"timeout_seconds": 0.3}
+
+
+def test_a_body_that_arrives_is_read_as_before() -> None:
+    """In time, the route runs (here it raises, which the middleware turns into its 500:
+    the body was read and handed on)."""
+    sent = run([b'{"a": 1}'], hang=False, timeout=5)
+    assert sent[0]["status"] == 500
