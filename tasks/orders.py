@@ -75,8 +75,8 @@ def _detail(exc: PermanentError) -> str:
 @app.task(name="workmanager.orders.create", bind=True, **STATEFUL, **TRANSIENT)
 def create(
     self: Task,
-    type: str,
-    payload: dict[str, Any],
+    type: str = "",
+    payload: Any = None,
     priority: int = 0,
     meta: dict[str, Any] | None = None,
     dedupe_key: str | None = None,
@@ -84,6 +84,7 @@ def create(
     requested_by_type: str = "system",
     requested_by_id: str | None = None,
     tenant_id: str | None = None,
+    **unknown: Any,
 ) -> str | None:
     """Validate, create and plan an order. A redelivered message finds its order already
     there (a sender that names no ``order_id`` gets one derived from the task id) and
@@ -91,7 +92,10 @@ def create(
     A proposal the service refuses (unknown type, a payload failing the schema) is
     recorded as a ``failed`` order under the id the producer got, with the error, so that
     id still resolves; a dedupe key already used for another type or payload creates
-    nothing (the key's id already names the other order) and the task returns ``None``."""
+    nothing (the key's id already names the other order) and the task returns ``None``.
+    A message sent by hand without ``type`` or ``payload``, or with arguments this task
+    does not take, is refused the same way (it raised a TypeError before this ran, and
+    the proposal was lost)."""
     wm = get_wm()
     if order_id is None and dedupe_key is None and isinstance(self.request.id, str):
         order_id = str(uuid.uuid5(TASK_NAMESPACE, self.request.id))
@@ -100,6 +104,13 @@ def create(
         return None  # no id to record a refusal under: the line above is the record
     requested_by = Actor.system()
     try:
+        if unknown:
+            raise ValidationFailed.at(
+                ", ".join(sorted(unknown)),
+                "not an argument of workmanager.orders.create",
+                "additionalProperties",
+                f"unknown arguments: {', '.join(sorted(unknown))}",
+            )
         requested_by = requester(requested_by_type, requested_by_id)
         proposal = wm.orders.propose(
             type,

@@ -96,9 +96,17 @@ def test_arguments_a_task_cannot_use_are_one_logged_line_each(make_stack: Any) -
         },
         **control,
     )
-    stack.wait_for(lambda: order_state(stack, martian) == "failed", 60, "the refused proposal")
-    order = stack.wm.queries.order(martian)
-    assert order["last_error"]["code"] == "validation_failed", order["last_error"]
+    # By hand, with an argument create does not take, or without the payload: a TypeError
+    # before the task ran, and the proposal lost; now refused under the sender's id.
+    coloured, bare = uuid.uuid4(), uuid.uuid4()
+    send(CREATE, kwargs={"type": "e2e.echo", "payload": {}, "order_id": str(coloured),
+                         "colour": "red"}, **control)  # fmt: skip
+    send(CREATE, kwargs={"type": "e2e.echo", "order_id": str(bare)}, **control)
+    for refused in (martian, coloured, bare):
+        stack.wait_for(lambda r=refused: order_state(stack, r) == "failed", 60, "refusals")
+        order = stack.wm.queries.order(refused)
+        assert order["last_error"]["code"] == "validation_failed", order["last_error"]
+    assert "colour" in stack.wm.queries.order(coloured)["last_error"]["message"]
     log = stack.wait_for(
         lambda: (text := stack.log("control")).count("refused [validation_failed]") >= 4 and text,
         30,
