@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from celery.signals import worker_init, worker_process_init
+from celery.signals import beat_init, worker_init, worker_process_init
 
 import workmanager.db
 from workmanager import Settings, WorkManager
@@ -60,8 +60,9 @@ log = logging.getLogger("workmanager.worker")
 
 
 @worker_init.connect
+@beat_init.connect
 def _ready_to_work(**_: Any) -> None:
-    """``celery -A tasks worker`` and ``workmanager agent``: refuse to start when no task
+    """``celery -A tasks worker|beat`` and ``workmanager agent``: refuse to start when no task
     could run, as ``workmanager serve`` does, rather than take messages off the queue and
     lose them. One line on stderr and exit 1 (``SystemExit``: Celery logs and ignores any
     other exception a signal handler raises) for:
@@ -100,7 +101,8 @@ def _ready_to_work(**_: Any) -> None:
 
 
 def _refuse(exc: WorkManagerError) -> None:
-    print(exc.text(), file=sys.stderr, flush=True)
+    # The process's own stderr: beat has redirected sys.stderr into its log by now.
+    print(exc.text(), file=sys.__stderr__ or sys.stderr, flush=True)
     raise SystemExit(1) from exc
 
 

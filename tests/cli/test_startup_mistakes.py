@@ -134,6 +134,24 @@ def test_celery_with_a_bad_setting_prints_one_line(command: str, tmp_path: Path)
     assert list(tmp_path.iterdir()) == []  # nothing started, nothing written
 
 
+def test_beat_where_there_is_no_database_stops_with_one_line(tmp_path: Path) -> None:
+    """Beat started from another directory on the embedded default ran on, a traceback
+    every tick; it now stops at start-up as the worker does (no file created)."""
+    done = run(
+        "celery",
+        "-A",
+        "tasks",
+        "beat",
+        "--schedule",
+        str(tmp_path / "schedule"),
+        cwd=tmp_path,
+        PYTHONPATH=str(ROOT),
+    )
+    assert done.returncode == 1, (done.stdout, done.stderr[-2000:])
+    assert "Traceback" not in done.stdout + done.stderr
+    assert done.stderr.startswith(f"error [unavailable]: no database at {tmp_path}/wm.db\n")
+
+
 # --- 4. WORK_MANAGER_RESULT_BACKEND is checked like the broker URL ----------------------------
 def test_a_misspelled_result_backend_is_refused_with_a_suggestion(ready: Path) -> None:
     backend = {"WORK_MANAGER_RESULT_BACKEND": "reddis://:hunter2@127.0.0.1:6379/9"}
