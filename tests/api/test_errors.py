@@ -153,6 +153,24 @@ def test_404s(server: Server) -> None:
     error(c.get("/no/such/route"), 404, "not_found")
 
 
+def test_a_checkout_for_a_type_no_one_registered_says_so(server: Server) -> None:
+    """A typo in the type filter polled an empty queue for ever, the answer the same as
+    for a real type with nothing queued. Still 409 (a plan may name item types of its
+    own), but the details say no order type of that name is registered, and which are."""
+    agent = server.client("admin", "agent-typo")
+    body = {"type": "test.simpel"}
+    said = error(
+        agent.post(f"{PREFIX}/checkout", json=body, headers=idem()), 409, "no_items_available"
+    )
+    assert said["details"]["type"] == "test.simpel"
+    assert "test.simple" in said["details"]["known_types"]
+    body = {"type": "test.simple", "min_priority": 2**31 - 1}  # registered, none that high
+    said = error(
+        agent.post(f"{PREFIX}/checkout", json=body, headers=idem()), 409, "no_items_available"
+    )
+    assert "details" not in said  # a registered type: the plain answer
+
+
 def test_409s(server: Server) -> None:
     admin = server.client("admin", "agent-409")
     order = propose(admin)

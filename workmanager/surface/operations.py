@@ -239,8 +239,23 @@ class Operations:
             )
         if lease is None:
             which = "no item matching filters" if filters != CheckoutFilters() else "no item"
-            raise NoItemsAvailable(f"{which} is available to lease")
+            raise NoItemsAvailable(f"{which} is available to lease", **self._unknown(filters))
         return 200, {"item": lease_dict(lease)}
+
+    def _unknown(self, filters: CheckoutFilters) -> dict[str, Any]:
+        """A type filter no registered order type has (a typo polls an empty queue for
+        ever): the details and hint that say so. An item type a plan set on its own may
+        still be right; the answer is the same 409."""
+        registry = self.wm.registry
+        if filters.type is None or filters.type in registry:
+            return {}
+        known = registry.names()
+        return {
+            "details": {"type": filters.type, "known_types": known},
+            "hint": f"no order type {filters.type!r} is registered here (known: "
+            f"{', '.join(known) or 'none'}); unless a plan names that item type, check the"
+            " spelling",
+        }
 
     def lease(self, caller: Caller, item_id: str, token: str | int | None) -> Lease:
         """The lease an agent presents: the item, its token and the caller's agent id.
