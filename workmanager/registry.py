@@ -27,6 +27,11 @@ class Registry:
     def register(self, order_type: OrderType) -> OrderType:
         """Add ``order_type``; its payload schema is checked now, so a broken one stops the
         process at start-up rather than failing every propose."""
+        if isinstance(order_type, type) and issubclass(order_type, OrderType):
+            raise ConfigurationError(
+                f"{order_type.__name__} is an OrderType class: register an instance",
+                hint=f"registry.register({order_type.__name__}())",
+            )
         if not isinstance(order_type, OrderType) or not order_type.type:
             raise ConfigurationError(f"{order_type!r} is not an OrderType with a `type` name")
         schema = order_type.schema()

@@ -175,8 +175,9 @@ def test_register_refuses_things_that_are_not_order_types() -> None:
         registry.register(Nameless())
     with pytest.raises(ConfigurationError):
         registry.register("test.simple")  # type: ignore[arg-type]
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ConfigurationError, match="register an instance") as raised:
         registry.register(Simple)  # type: ignore[arg-type]  # the class, not an instance
+    assert raised.value.hint == "registry.register(Simple())"
     assert registry.names() == []
 
 
@@ -216,6 +217,27 @@ def test_load_modules_calls_register(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_load_modules_bad_name_names_the_variable() -> None:
     with pytest.raises(ConfigurationError, match="WORK_MANAGER_ORDER_TYPES"):
         Registry().load_modules(["tests.support.does_not_exist"])
+
+
+def test_a_module_that_raises_on_import_or_in_register_is_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not only ImportError: a module whose own code raises (or whose register() does)
+    was the raw exception and a traceback through the CLI; it is logged with its
+    traceback once, then one ConfigurationError naming the module."""
+    (tmp_path / "wm_raises_on_import.py").write_text("raise RuntimeError('broken module')\n")
+    (tmp_path / "wm_raises_in_register.py").write_text(
+        "def register(registry):\n    raise KeyError('oops')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for module, said in (
+        ("wm_raises_on_import", "importing 'wm_raises_on_import' raised RuntimeError"),
+        ("wm_raises_in_register", "wm_raises_in_register.register(registry) raised KeyError"),
+    ):
+        with pytest.raises(ConfigurationError, match="WORK_MANAGER_ORDER_TYPES") as raised:
+            Registry().load_modules([module])
+        assert said in raised.value.message
+    assert sum(1 for r in caplog.records if r.exc_info) == 2  # each traceback logged once
 
 
 def test_work_manager_loads_order_types_from_env(
