@@ -6,6 +6,7 @@ Loaded by the app in ``tasks/app.py`` with ``config_from_object("celeryconfig")`
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from celery.schedules import crontab
 from kombu import Queue
@@ -16,6 +17,8 @@ from workmanager.settings import Settings
 try:
     _settings = Settings.from_env()
 except WorkManagerError as _exc:
+    if not Path(sys.argv[0]).name.startswith("celery"):
+        raise  # a producer (enqueue_order) or a server: the error is its caller's to handle
     # A setting the user got wrong, under `celery -A tasks worker|beat|flower`: the one
     # error line (and its hint) workmanager's console prints, exit 1, not Celery's
     # traceback of this import.

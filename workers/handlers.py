@@ -175,17 +175,29 @@ def _path(path: Any) -> str:
     return text[2:] if text.startswith("$.") else text
 
 
+#: The refusals of what a handler produced, which the same result would meet again.
+REFUSED_OUTPUT = ("validation_failed", "malformed_json", "payload_too_large", "missing_parts")
+
+
+def refused_output(exc: Exception) -> bool:
+    """Whether ``exc`` refuses the handler's output itself: not a lost lease, a state
+    change meanwhile (an order rejected: 409), or an order type's hook that crashed while
+    checking it (``hook_error``: its own bug or an outage it met, retried as a crash)."""
+    if not isinstance(exc, PermanentError) or exc.code not in REFUSED_OUTPUT:
+        return False
+    details = exc.details if isinstance(exc.details, list) else []
+    return not any(isinstance(d, dict) and d.get("validator") == "hook_error" for d in details)
+
+
 @contextmanager
 def refusals(part_key: Any = None) -> Iterator[None]:
-    """Around a call that hands the handler's output to the service: a permanent refusal
-    (a :class:`~workmanager.errors.PermanentError` with a 4xx status) becomes
-    :class:`Refused`; a lost lease, and anything transient or internal, passes unchanged."""
+    """Around a call that hands the handler's output to the service: a refusal of that
+    output (:func:`refused_output`) becomes :class:`Refused`; anything else (a lost lease,
+    a transient or internal error, a type's hook that crashed) passes unchanged."""
     try:
         yield
-    except (LeaseConflict, LeaseExpired):
-        raise
     except PermanentError as exc:
-        if 400 <= exc.http_status < 500:
+        if refused_output(exc):
             raise Refused(exc, part_key) from exc
         raise
 

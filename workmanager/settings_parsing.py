@@ -7,6 +7,7 @@ and the one-line :class:`ConfigurationError` naming the variable and the expecte
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import math
 import tomllib
@@ -134,22 +135,30 @@ def check_known(from_file: Mapping[str, Any], also: Iterable[str] = ()) -> None:
             raise ConfigurationError(f"WORK_MANAGER_CONFIG: unknown setting {key!r}{hint}")
 
 
-_warned: set[str] = set()
-
-
 def warn_misspelled(environ: Mapping[str, Any], also: Iterable[str] = ()) -> None:
-    """A ``WORK_MANAGER_*`` variable that names no setting but is one letter or two from
-    one (``…_LEASE_TTL_SECS``) is most likely a typo: one warning per process naming the
-    setting meant. It is not refused, as a key in the file is: other tools share the
-    prefix, and a variable nothing resembles is left alone."""
+    """A ``WORK_MANAGER_*`` variable that names no setting but is spelled almost as one
+    (``…_LEASE_TTL_SECS``, ``…_METRIC_DRIVER``: the names compared without the prefix) is
+    most likely a typo: one warning per process naming the setting meant. It is not
+    refused, as a key in the file is: other tools share the prefix, and a variable
+    nothing resembles is left alone."""
     known = {name for spec in SPECS for name in spec.names} | set(also) | {PREFIX + "CONFIG"}
     for name in environ:
-        if not name.startswith(PREFIX) or name in known or name in REMOVED or name in _warned:
-            continue
-        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.85)
-        if close:
-            _warned.add(name)
-            log.warning("%s is not a setting and is ignored: did you mean %s?", name, close[0])
+        if name.startswith(PREFIX) and name not in known and name not in REMOVED:
+            meant = _closest(name.removeprefix(PREFIX), frozenset(known))
+            if meant is not None:
+                _warn_once(name, PREFIX + meant)
+
+
+@functools.cache
+def _closest(suffix: str, known: frozenset[str]) -> str | None:
+    names = sorted(k.removeprefix(PREFIX) for k in known)
+    close = difflib.get_close_matches(suffix, names, n=1, cutoff=0.85)
+    return close[0] if close else None
+
+
+@functools.cache
+def _warn_once(name: str, meant: str) -> None:
+    log.warning("%s is not a setting and is ignored: did you mean %s?", name, meant)
 
 
 def _fail(name: str, value: Any, expected: str) -> ConfigurationError:

@@ -303,3 +303,34 @@ def test_the_agent_process_logs_a_refusal_in_one_line(make_stack: Any) -> None:
     log = stack.log("agent")
     assert "submit refused [validation_failed]: result.at: datetime is not JSON" in log
     assert "handler failed" not in log and "Traceback" not in log
+
+
+class Flaky(Simple):
+    """A type whose submission check meets an outage (its own code raises)."""
+
+    type = "test.flaky-check"
+
+    def validate_submission(self, item: Any, result: Any) -> None:
+        raise ConnectionError("the reference service did not answer")
+
+
+def test_a_type_hook_that_crashes_is_retried_as_a_crash_not_refused(
+    make_wm: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A crash in the order type's own check is a 422 ``hook_error`` to the caller, but
+    the same result may pass once the outage is over: retryable, not a refusal that
+    fails the order at once."""
+    wm = make_wm(db="sqlite", backend="database", registry=Registry([Flaky()]))
+    calls: list[tuple[Any, bool]] = []
+    fail = wm.agent.fail
+
+    def spy(lease: Any, error: Any, retryable: bool = True, agent: Any = None) -> Any:
+        calls.append((error, retryable))
+        return fail(lease, error, retryable=retryable, agent=agent)
+
+    wm.agent.fail = spy  # type: ignore[method-assign]
+    outcome, item = run(wm, "test.flaky-check", lambda view, lease: {"answer": 1})
+    assert outcome == "failed"
+    assert [retryable for _, retryable in calls] == [True]
+    assert "submit refused" not in caplog.text
+    assert item["state"] == ItemState.QUEUED.value  # back in the queue for another attempt

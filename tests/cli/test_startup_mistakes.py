@@ -134,6 +134,23 @@ def test_celery_with_a_bad_setting_prints_one_line(command: str, tmp_path: Path)
     assert list(tmp_path.iterdir()) == []  # nothing started, nothing written
 
 
+def test_a_producer_with_a_bad_setting_gets_the_error_not_an_exit(tmp_path: Path) -> None:
+    """celeryconfig's one-line exit is for the ``celery`` command: a service sending
+    orders (``enqueue_order``) gets the ConfigurationError to handle, not a SystemExit
+    that no ``except Exception`` catches."""
+    code = (
+        "from tasks import enqueue_order\n"
+        "try:\n"
+        "    enqueue_order('demo.research', {'company': 'c'})\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__)\n"
+    )
+    done = run("python", "-c", code, cwd=tmp_path, PYTHONPATH=str(ROOT),
+               WORK_MANAGER_LEASE_TTL_SECONDS="abc")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ConfigurationError"
+
+
 def test_beat_where_there_is_no_database_stops_with_one_line(tmp_path: Path) -> None:
     """Beat started from another directory on the embedded default ran on, a traceback
     every tick; it now stops at start-up as the worker does (no file created)."""

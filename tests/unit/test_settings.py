@@ -308,9 +308,11 @@ def test_a_variable_one_typo_from_a_setting_is_ignored_with_a_warning(caplog) ->
 
     from workmanager import settings_parsing
 
-    settings_parsing._warned.clear()
+    settings_parsing._warn_once.cache_clear()
     caplog.set_level(logging.WARNING, "workmanager.settings")
     env = {"WORK_MANAGER_LEASE_TTL_SECS": "5", "WORK_MANAGER_SOMETHING_ELSE": "x"}
+    # Names near one only through the shared prefix are not taken for typos.
+    env |= {"WORK_MANAGER_DB_URL": "x", "WORK_MANAGER_VERSION": "1", "WORK_MANAGER_REDIS_HOST": "h"}
     assert Settings.from_env(env) == Settings.from_env({})
     Settings.from_env(env)
     said = [r.getMessage() for r in caplog.records]
