@@ -105,7 +105,7 @@ def test_an_order_bigger_than_the_limit_as_stored_is_413(limited: WorkManager) -
         limited.propose("test.planned", payload)
     assert raised.value.details["setting"] == "WORK_MANAGER_MAX_ORDER_BYTES"
     assert orders(limited) == 0
-    assert limited.propose("test.planned", {**payload, "n": 2})  # 3 × ~600 bytes
+    assert limited.propose("test.planned", {**payload, "n": 2})  # 3 x ~600 bytes
 
 
 def test_a_parts_notes_and_evidence_count_towards_its_size(limited: WorkManager) -> None:
@@ -143,3 +143,21 @@ def test_keys_that_are_not_strings_are_refused_where_they_are(limited: WorkManag
         limited.propose("test.planned", {"how": "count", "n": 1, "k": {(1, 2): 3}})
     [problem] = raised.value.details
     assert problem["path"] == "$.payload.k" and "keys must be strings" in problem["message"]
+
+
+def test_a_refused_proposal_too_large_is_recorded_without_its_payload(
+    limited: WorkManager,
+) -> None:
+    """The worker records a proposal it refuses under the producer's id; a Celery message
+    has no body limit, so an oversized payload refused was stored anyway. The record keeps
+    the error and leaves the payload out."""
+    import uuid
+
+    order_id = uuid.uuid4()
+    payload = {"how": "count", "n": 1, "pad": "x" * 3_000}
+    with pytest.raises(PayloadTooLarge) as raised:
+        limited.propose("test.planned", payload)
+    limited.orders.refuse(raised.value, "test.planned", payload, order_id=order_id)
+    order = limited.queries.order(order_id)
+    assert order["state"] == "failed" and order["payload"] == {}
+    assert order["last_error"]["code"] == "payload_too_large"

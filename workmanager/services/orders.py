@@ -160,7 +160,7 @@ class OrderService:
         actor = requested_by or Actor.system()
         self.count_refused(type, error)
         order = refused_order(
-            order_id, type, payload, priority, meta, actor, error, self.ctx.settings.max_json_depth
+            order_id, type, payload, priority, meta, actor, error, self.ctx.settings
         )
         # The tenant it was proposed into, so a token of that tenant sees why it failed.
         order.tenant_id = tenant_id if isinstance(tenant_id, str) else None

@@ -200,20 +200,27 @@ def refused_order(
     meta: Any,
     actor: Actor,
     error: WorkManagerError,
-    max_depth: int,
+    settings: Settings,
 ) -> Order:
     """The ``failed`` order that records a refused proposal under the id its producer got.
 
     It does not hold the dedupe key (the column stays empty): a corrected proposal under
     the same key replaces it (:func:`drop_refused`). Values that cannot be stored are
-    left out; the error says what was wrong with them."""
+    left out, and so are a payload and meta larger than ``max_order_bytes`` (a Celery
+    message has no body limit: an 80 MB proposal refused is not stored either); the
+    error says what was wrong with them."""
+    max_depth = settings.max_json_depth
+    payload = payload if _storable(payload, max_depth) else {}
+    meta = meta if _storable(meta, max_depth) else {}
+    if len(canonical(payload)) + len(canonical(meta)) > settings.max_order_bytes:
+        payload, meta = {}, {}
     return Order(
         id=order_id,
         type=str(type)[:191],
         state=OrderState.FAILED.value,
         priority=priority if _storable_int(priority) else 0,
-        payload=payload if _storable(payload, max_depth) else {},
-        meta=meta if _storable(meta, max_depth) else {},
+        payload=payload,
+        meta=meta,
         requested_by_type=actor.type,
         requested_by_id=actor.id,
         last_error={**error.to_dict(), "refused": True},
