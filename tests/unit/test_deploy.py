@@ -356,7 +356,12 @@ def test_kubernetes_pods_that_need_the_schema_migrate_it_before_they_start() -> 
     """No Job to order by hand (and none to re-apply: a Job's template is immutable): each
     Deployment whose process refuses an older schema runs the upgrade as an init container,
     with the image and environment of its process."""
-    for name in ("workmanager-api", "workmanager-worker", "workmanager-agent-demo-research"):
+    for name in (
+        "workmanager-api",
+        "workmanager-worker",
+        "workmanager-beat",
+        "workmanager-agent-demo-research",
+    ):
         pod = deployment(name)["spec"]["template"]["spec"]
         [init] = pod["initContainers"]
         [main] = pod["containers"]
