@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import settings_upstream as upstream
+from .errors import ConfigurationError
 from .jsonvalues import DEFAULT_MAX_JSON_DEPTH
 from .ratelimit.rate import Rate
 from .settings_parsing import (
@@ -157,6 +158,11 @@ class Settings:
     def __post_init__(self) -> None:
         if self.redis_cluster:
             check_cluster(self.redis_url, self.redis_prefix)
+        elif "," in self.redis_url.partition("://")[2].partition("/")[0]:
+            raise ConfigurationError(
+                "WORK_MANAGER_REDIS_URL lists several nodes, which only a Redis Cluster takes",
+                hint="set WORK_MANAGER_REDIS_CLUSTER=true, or name one Redis server",
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -335,3 +335,15 @@ def test_one_setting_twice_in_the_file_is_refused(tmp_path: Path, lines: str, na
     config.write_text(lines)
     with pytest.raises(ConfigurationError, match=named):
         Settings.from_env({"WORK_MANAGER_CONFIG": str(config)})
+
+
+def test_a_list_of_redis_nodes_without_cluster_mode_is_refused() -> None:
+    """``redis://h1:7000,h2:7001/0`` is a Redis Cluster's startup nodes; without
+    ``WORK_MANAGER_REDIS_CLUSTER=true`` it passed, then redis-py's ValueError traceback
+    came when the lease backend was built."""
+    env = {"WORK_MANAGER_REDIS_URL": "redis://h1:7000,h2:7001/0"}
+    with pytest.raises(ConfigurationError, match="several nodes") as raised:
+        Settings.from_env(env)
+    assert raised.value.hint is not None and "REDIS_CLUSTER=true" in raised.value.hint
+    on = Settings.from_env({**env, "WORK_MANAGER_REDIS_CLUSTER": "true"})
+    assert on.redis_url == "redis://h1:7000,h2:7001/0"
