@@ -52,13 +52,13 @@ def test_demo_completes_its_orders_on_the_embedded_default(tmp_path: Path) -> No
 
 
 def test_demo_json_summary_on_the_embedded_broker(tmp_path: Path) -> None:
-    """30 orders through the same real worker processes, summarised as JSON. (Its speed is
+    """Orders through the same real worker processes, summarised as JSON. (Its speed is
     the embedded broker's 50 ms poll, held by ``test_the_embedded_broker_polls_every_50_ms``
     below, not by a wall-clock bound that a loaded machine breaks.)"""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORK_MANAGER_")}
     env["PYTHONPATH"] = str(ROOT)
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "workmanager"), "demo", "--orders", "30", "--json"],
+        [str(Path(sys.executable).parent / "workmanager"), "demo", "--orders", "6", "--json"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -67,7 +67,7 @@ def test_demo_json_summary_on_the_embedded_broker(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-4000:]
     summary = json.loads(done.stdout)
-    assert summary["orders_completed"] == 30, summary
+    assert summary["orders_completed"] == 6, summary
     assert summary["logs"] == ["var/log/demo-agent.log", "var/log/demo-control.log"]
     assert len(summary["next_steps"]) == 3
     assert summary["wall_seconds"] > 0, summary

@@ -42,6 +42,10 @@ from workmanager.types import Lease
 FAST = {"retry_backoff_seconds": 0, "retry_jitter_seconds": 0}
 #: Short enough to wait out, long enough that a call right after a grant is well inside it.
 SHORT_TTL = 2
+#: For a lease that is only left to expire (nothing keeps it alive meanwhile, and what is
+#: done with it before comes at once): the suite's many waits for an expiry are its
+#: longest part.
+EXPIRING_TTL = 1
 
 
 @pytest.fixture
@@ -217,7 +221,7 @@ def test_first_grant_moves_item_and_order_and_counts_the_attempt(build) -> None:
 
 # --- fencing tokens ---------------------------------------------------------------------
 def test_tokens_strictly_increase_across_every_kind_of_regrant(build) -> None:
-    wm = build(lease_ttl_seconds=SHORT_TTL, default_max_attempts=20, **FAST)
+    wm = build(lease_ttl_seconds=EXPIRING_TTL, default_max_attempts=20, **FAST)
     wm.propose("test.simple", {})
     leases = [checkout(wm, "agent-a")]
     wm.agent.release(_current(wm, leases[-1]))
@@ -268,7 +272,7 @@ def test_heartbeat_extends_the_lease_and_first_one_starts_the_item(build) -> Non
 
 
 def test_checkpoint_is_readable_by_the_next_attempt(build) -> None:
-    wm = build(lease_ttl_seconds=SHORT_TTL, **FAST)
+    wm = build(lease_ttl_seconds=EXPIRING_TTL, **FAST)
     wm.propose("test.simple", {})
     lease = checkout(wm)
     wm.agent.heartbeat(lease, progress=0.4, checkpoint={"cursor": "abc"})
@@ -352,7 +356,7 @@ def test_only_the_secrets_hash_is_stored(
 
 
 def test_an_expired_lease_is_refused(build) -> None:
-    wm = build(lease_ttl_seconds=SHORT_TTL, **FAST)
+    wm = build(lease_ttl_seconds=EXPIRING_TTL, **FAST)
     wm.propose("test.parts", {})
     lease = checkout(wm, "agent-a")
     sleep_past(lease.expires_at)
@@ -436,7 +440,7 @@ def test_sweep_requeues_expired_leases_with_backoff(build) -> None:
 
 
 def test_sweep_fails_items_whose_attempts_are_spent(build) -> None:
-    wm = build(lease_ttl_seconds=SHORT_TTL, default_max_attempts=2, **FAST)
+    wm = build(lease_ttl_seconds=EXPIRING_TTL, default_max_attempts=2, **FAST)
     order_id = wm.propose("test.simple", {})
     for attempt in (1, 2):
         lease = checkout(wm, f"agent-{attempt}")
@@ -453,7 +457,7 @@ def test_sweep_fails_items_whose_attempts_are_spent(build) -> None:
 
 
 def test_a_submitted_item_is_never_reclaimed(build) -> None:
-    wm = build(lease_ttl_seconds=SHORT_TTL, **FAST)
+    wm = build(lease_ttl_seconds=EXPIRING_TTL, **FAST)
     order_id = wm.propose("test.multi", {"count": 2})
     lease = checkout(wm)
     wm.agent.submit(lease, {"answer": 1})
