@@ -119,11 +119,19 @@ def encode_json(value: Any) -> bytes:
         raise ApiError(422, _error_body("validation_failed", message, details)) from exc
 
 
+#: The longest wait a ``Retry-After`` header may ask for between the client's tries.
+MAX_RETRY_AFTER_SECONDS = 60.0
+
+
 def _retry_after(response: httpx.Response) -> float:
+    """The wait a 503 asks for, in seconds: finite, 0 to :data:`MAX_RETRY_AFTER_SECONDS`
+    (``nan`` or ``1e9`` from a proxy is no reason to sleep for ever); 1 s when the header
+    is an HTTP date or not a number."""
     try:
-        return max(float(response.headers.get("Retry-After", "1")), 0.0)
+        wait = float(response.headers.get("Retry-After", "1"))
     except ValueError:  # an HTTP date, or garbage from a proxy
         return 1.0
+    return min(max(wait, 0.0), MAX_RETRY_AFTER_SECONDS) if math.isfinite(wait) else 1.0
 
 
 def _decode(response: httpx.Response) -> dict[str, Any]:

@@ -258,3 +258,15 @@ def test_an_answer_httpx_cannot_decode_is_an_invalid_response() -> None:
     assert info.value.code == "invalid_response" and info.value.http_status == 502
     assert isinstance(info.value.__cause__, httpx.DecodingError)
     assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("header", "wait"),
+    [("2", 2.0), ("-5", 0.0), ("nan", 1.0), ("inf", 1.0), ("1e9", 60.0), ("Wed, 21 Oct 2026", 1.0)],
+)
+def test_retry_after_is_a_finite_bounded_wait(header: str, wait: float) -> None:
+    """``Retry-After: nan`` was time.sleep(nan), a ValueError; ``1e9`` slept for decades."""
+    from workmanager.client import _retry_after
+
+    response = httpx.Response(503, headers={"Retry-After": header})
+    assert _retry_after(response) == wait

@@ -150,18 +150,39 @@ def test_the_tenant_label_names_the_tenant_or_none_and_can_be_dropped() -> None:
     assert sum(off.counters.values()) == 2
 
 
-def test_a_statsd_host_that_does_not_resolve_never_stops_the_process(caplog) -> None:
+def test_a_statsd_host_that_does_not_resolve_never_stops_the_process(caplog, monkeypatch) -> None:
     """Was: ``socket.gaierror`` from the driver's constructor, a traceback from every
     process (server, worker, agent, CLI) started with the exporter's name not yet in DNS.
-    Now one warning; metrics are dropped while the name does not resolve."""
+    Now one warning; metrics are dropped while the name does not resolve, and the later
+    lookups run off the caller's thread. (The resolver is replaced by one that fails, so
+    the test does not depend on this machine's DNS.)"""
     import logging
+    import socket
+    import threading
 
+    from workmanager.metrics import statsd as statsd_driver
+
+    lookups: list[str] = []
+
+    def no_such_host(host: str, *args: object, **kwargs: object) -> list[object]:
+        lookups.append(threading.current_thread().name)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
     caplog.set_level(logging.WARNING, "workmanager.metrics")
     for style in ("influxdb", "dogstatsd"):
-        driver = StatsdDriver("statsd.invalid", 8125, style)
+        driver = StatsdDriver("statsd.example", 8125, style)
         driver.increment("c", 1, {"type": "t"})
         driver.gauge("g", 1)
         driver.histogram("h", 0.5)
     warnings = [r for r in caplog.records if "cannot be reached" in r.getMessage()]
     assert len(warnings) == 2  # one per driver, not one per metric
-    assert "statsd.invalid" in warnings[0].getMessage()
+    assert "statsd.example" in warnings[0].getMessage()
+    assert lookups == ["MainThread", "MainThread"]  # once each at start-up, not per metric
+    monkeypatch.setattr(statsd_driver, "RESOLVE_EVERY_SECONDS", 0.0)
+    driver._next_lookup = 0.0
+    driver.increment("c", 1)  # due again: looked up on a thread of its own
+    for thread in threading.enumerate():
+        if thread.name == "statsd-lookup":
+            thread.join(5)
+    assert lookups[-1] == "statsd-lookup"

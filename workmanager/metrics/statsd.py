@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from typing import Any
 
@@ -49,6 +50,7 @@ class StatsdDriver:
         self._tags_socket: socket.socket | None = None
         self._client: Any = None
         self._next_lookup = 0.0
+        self._warned = False
         self._connect()
 
     @property
@@ -61,23 +63,31 @@ class StatsdDriver:
 
     def _connect(self) -> Any:
         """The ``statsd`` client, which looks its host up when made. A host that does not
-        resolve (the exporter not started yet, a typo) never stops the process or fails
+        resolve (the exporter not started yet, a typo) never stops the process or slows
         an operation: one warning, its metrics dropped, the lookup tried again every
-        :data:`RESOLVE_EVERY_SECONDS`."""
+        :data:`RESOLVE_EVERY_SECONDS` on a thread of its own (a slow resolver must not
+        hold up the checkout or request that reported a metric)."""
         if self._client is None and time.monotonic() >= self._next_lookup:
-            try:
-                self._client = self._statsd.StatsClient(*self._address)
-            except OSError as exc:
-                if not self._next_lookup:
-                    log.warning(
-                        "StatsD host %s:%s cannot be reached (%s): metrics are dropped until"
-                        " it resolves (looked up again every %.0f s; WORK_MANAGER_STATSD_HOST)",
-                        *self._address,
-                        exc,
-                        RESOLVE_EVERY_SECONDS,
-                    )
-                self._next_lookup = time.monotonic() + RESOLVE_EVERY_SECONDS
+            self._next_lookup = time.monotonic() + RESOLVE_EVERY_SECONDS
+            if self._warned:
+                threading.Thread(target=self._lookup, name="statsd-lookup", daemon=True).start()
+            else:
+                self._lookup()  # at start-up: the first lookup says at once whether it works
         return self._client
+
+    def _lookup(self) -> None:
+        try:
+            self._client = self._statsd.StatsClient(*self._address)
+        except OSError as exc:
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "StatsD host %s:%s cannot be reached (%s): metrics are dropped until it"
+                    " resolves (looked up again every %.0f s; WORK_MANAGER_STATSD_HOST)",
+                    *self._address,
+                    exc,
+                    RESOLVE_EVERY_SECONDS,
+                )
 
     def _tagged_line(self, name: str, value: str, labels: Labels | None) -> bool:
         """DogStatsD with labels: send ``name:value|#k:v,...`` ourselves; True if sent."""

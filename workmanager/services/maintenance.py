@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,28 +33,25 @@ log = logging.getLogger("workmanager.maintenance")
 
 @dataclass
 class MaintenanceReport:
-    dead_lettered_orders: int = 0
-    dead_lettered_items: int = 0
-    stale_orders: list[str] = field(default_factory=list)
-    purged_keys: int = 0
-    recovered_applies: list[uuid.UUID] = field(default_factory=list)
-    recovered_auto_approvals: list[uuid.UUID] = field(default_factory=list)
-    reannounced_items: int = 0
+    """What :meth:`Maintenance.run` did; each figure names the step that fills it."""
+
+    dead_lettered_orders: int = field(default=0, metadata={"step": "dead_letter"})
+    dead_lettered_items: int = field(default=0, metadata={"step": "dead_letter"})
+    stale_orders: list[str] = field(default_factory=list, metadata={"step": "check_stale"})
+    purged_keys: int = field(default=0, metadata={"step": "purge_keys"})
+    recovered_applies: list[uuid.UUID] = field(
+        default_factory=list, metadata={"step": "recover_applies"}
+    )
+    recovered_auto_approvals: list[uuid.UUID] = field(
+        default_factory=list, metadata={"step": "recover_applies"}
+    )
+    reannounced_items: int = field(default=0, metadata={"step": "recover_applies"})
 
     def of_steps(self, *steps: str) -> dict[str, Any]:
         """The figures of the steps that ran (``dead_letter``, ``check_stale``,
         ``purge_keys``, ``recover_applies``): a step not run reports nothing, not zero."""
         figures = asdict(self)
-        return {name: figures[name] for step in steps for name in REPORTED_BY[step]}
-
-
-#: The figures of :class:`MaintenanceReport` each step of :meth:`Maintenance.run` fills.
-REPORTED_BY = {
-    "dead_letter": ("dead_lettered_orders", "dead_lettered_items"),
-    "check_stale": ("stale_orders",),
-    "purge_keys": ("purged_keys",),
-    "recover_applies": ("recovered_applies", "recovered_auto_approvals", "reannounced_items"),
-}
+        return {f.name: figures[f.name] for f in fields(self) if f.metadata["step"] in steps}
 
 
 class Maintenance:

@@ -239,13 +239,15 @@ class Operations:
             )
         if lease is None:
             which = "no item matching filters" if filters != CheckoutFilters() else "no item"
-            raise NoItemsAvailable(f"{which} is available to lease", **self._unknown(filters))
+            said = self._unknown(filters) if caller.principal.tenant_id is None else {}
+            raise NoItemsAvailable(f"{which} is available to lease", **said)
         return 200, {"item": lease_dict(lease)}
 
     def _unknown(self, filters: CheckoutFilters) -> dict[str, Any]:
         """A type filter no registered order type has (a typo polls an empty queue for
         ever): the details and hint that say so. An item type a plan set on its own may
-        still be right; the answer is the same 409."""
+        still be right; the answer is the same 409. (Not told to a tenant-bound token:
+        the deployment's types are not one tenant's to list.)"""
         registry = self.wm.registry
         if filters.type is None or filters.type in registry:
             return {}
