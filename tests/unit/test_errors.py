@@ -33,6 +33,9 @@ SPEC_CODES = {
     "idempotency_key_required": 428,
     "rate_limited": 429,  # SPEC §13
     "unavailable": 503,
+    # Not in SPEC §6.1 (it has no word for a client that stops sending its body):
+    # docs/http-api.md documents it.
+    "request_timeout": 408,
 }
 # Codes that never reach a client as such (configuration at start-up, apply in a worker,
 # a command line the console's parser refused).
