@@ -3,7 +3,8 @@
 ``Settings.from_env()`` reads ``WORK_MANAGER_*`` variables (SPEC §2), and the TOML file
 named by ``WORK_MANAGER_CONFIG`` when set (its keys are the variable names, with or
 without the ``WORK_MANAGER_`` prefix, in any case); the environment wins. Every value is
-validated as it is read (:mod:`.settings_parsing`: each name's parser), and a bad one
+validated as it is read (:mod:`.settings_parsing`: each name's parser, in
+:mod:`.settings_values` and :mod:`.settings_urls`), and a bad one
 raises :class:`ConfigurationError` naming the variable; laravel-work-manager's names are
 honoured or refused (:mod:`.settings_upstream`).
 """
@@ -20,16 +21,9 @@ from . import settings_upstream as upstream
 from .errors import ConfigurationError
 from .jsonvalues import DEFAULT_MAX_JSON_DEPTH
 from .ratelimit.rate import Rate
-from .settings_parsing import (
-    DEFAULT_ENFORCE_ON,
-    PREFIX,
-    SPECS,
-    ConnectionName,
-    check_cluster,
-    check_known,
-    read_toml,
-    warn_misspelled,
-)
+from .settings_parsing import SPECS, check_known, read_toml, warn_misspelled
+from .settings_urls import ConnectionName, check_cluster
+from .settings_values import DEFAULT_ENFORCE_ON, PREFIX
 
 EMBEDDED_BROKER = "sqla+sqlite:///./var/broker.db"
 

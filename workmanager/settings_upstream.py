@@ -5,7 +5,7 @@ no setting of the same name for. None is ignored: each is honoured through its c
 (``WORK_MANAGER_MCP_CORS``, ``WORK_MANAGER_IDEMPOTENCY_TTL``, ``WORK_MANAGER_MCP_HTTP_AUTH``
 when it says what happens anyway) or refused with one line naming it and what to use
 instead. :func:`apply` runs on the raw values (environment over the file) after every
-setting is parsed (settings.py calls it; the parsers are settings_parsing.py's).
+setting is parsed (settings.py calls it; the parsers are settings_values.py's).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import ConfigurationError
-from .settings_parsing import PREFIX, parse_bool, whole_seconds
+from .settings_values import PREFIX, parse_bool, whole_seconds
 
 _TOKENS = (
     "the API and MCP authenticate bearer API tokens: create one with `workmanager tokens "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from workmanager.services.transitions import backoff, doubled
 from workmanager.settings import Settings
-from workmanager.settings_parsing import MAX_DURATION_SECONDS
+from workmanager.settings_values import MAX_DURATION_SECONDS
 
 
 def test_the_backoff_doubles_then_stops_at_its_ceiling() -> None:

@@ -13,12 +13,8 @@ from workmanager import Settings
 from workmanager.errors import ConfigurationError
 from workmanager.importing import import_object
 from workmanager.provenance.recorder import build_enricher
-from workmanager.settings_parsing import (
-    MAX_COUNT,
-    MAX_DURATION_HOURS,
-    MAX_DURATION_SECONDS,
-    SPECS,
-)
+from workmanager.settings_parsing import SPECS
+from workmanager.settings_values import MAX_COUNT, MAX_DURATION_HOURS, MAX_DURATION_SECONDS
 
 DURATION_FIELDS = [
     spec.field for spec in SPECS if spec.field.endswith(("_seconds", "_hours", "_port"))

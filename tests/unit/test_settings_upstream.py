@@ -71,7 +71,7 @@ def test_idempotency_ttl_in_seconds_becomes_hours() -> None:
     assert Settings.from_env(both).idempotency_ttl_hours == 5
     message = refusal({"WORK_MANAGER_IDEMPOTENCY_TTL": "1h"})
     assert message.startswith("WORK_MANAGER_IDEMPOTENCY_TTL: expected whole seconds from 1 to")
-    # the same ceiling as every duration (settings_parsing.MAX_DURATION_SECONDS)
+    # the same ceiling as every duration (settings_values.MAX_DURATION_SECONDS)
     assert "expected whole seconds" in refusal({"WORK_MANAGER_IDEMPOTENCY_TTL": "10" + "0" * 20})
 
 

@@ -40,7 +40,7 @@ from ..db.models import Event, Item
 from ..db.predicates import given, held
 from ..db.store import Batch, Held, LeaseChange, Store, build_store, dead_or_alive
 from ..errors import InvalidQuery, ValidationFailed
-from ..settings_parsing import MAX_DURATION_SECONDS
+from ..settings_values import MAX_DURATION_SECONDS
 from ..states import ItemState
 from ..types import Actor
 from .context import ServiceContext

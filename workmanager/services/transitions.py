@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from ..db import pending
 from ..db.models import EVENTS_TABLE, Item, Order, utcnow
 from ..settings import Settings
-from ..settings_parsing import MAX_DURATION_SECONDS
+from ..settings_values import MAX_DURATION_SECONDS
 from ..state_machine import check_item, check_order
 from ..states import ItemState, OrderState
 from ..types import Actor
@@ -114,7 +114,7 @@ def rework_item(session: Session, item: Item, actor: Actor) -> None:
 
 def backoff(settings: Settings, attempt: int) -> float:
     """Seconds before a reclaimed item is leasable again: ``base·2^(attempt-1) + U(0, jitter)``,
-    at most :data:`~workmanager.settings_parsing.MAX_DURATION_SECONDS` (a high
+    at most :data:`~workmanager.settings_values.MAX_DURATION_SECONDS` (a high
     ``max_attempts`` doubles past what a date can hold)."""
     base = doubled(settings.retry_backoff_seconds, attempt)
     return min(float(base + random.uniform(0, settings.retry_jitter_seconds)), MAX_DURATION_SECONDS)

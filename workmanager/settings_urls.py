@@ -1,0 +1,178 @@
+"""The connection URLs among the settings: the lease store's Redis (one server, or a
+Redis Cluster's startup nodes), the Celery broker and result backend, and the Laravel
+connection names that stand for them. Each is checked as its client will read it, so a
+typo stops the process at start-up with a did-you-mean rather than when the first message
+is sent.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigurationError
+from .settings_values import PREFIX, _fail, _optional_str, _str
+
+
+def check_cluster(url: str, prefix: str) -> None:
+    """Redis Cluster has one database (0), and the lease keys carry their own hash tags."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise _fail(PREFIX + "REDIS_URL", url, "a redis:// or rediss:// URL of any cluster node")
+    if parts.path.strip("/") not in ("", "0"):
+        raise _fail(PREFIX + "REDIS_URL", url, "no database number but 0 (Redis Cluster)")
+    if "{" in prefix or "}" in prefix:
+        raise _fail(
+            PREFIX + "REDIS_PREFIX",
+            prefix,
+            "no '{' or '}' with WORK_MANAGER_REDIS_CLUSTER=true (the keys are hash-tagged "
+            "per item; a tag in the prefix would put every key in one slot)",
+        )
+
+
+#: Laravel connection names the seed's configuration uses (``REDIS_CONNECTION=default``,
+#: ``QUEUE_CONNECTION=redis``): they mean "the configured Redis" (or, for the queue,
+#: ``database``: the SQL database), resolved once every setting is read.
+REDIS_CONNECTION_NAMES = ("default", "redis", "cache")
+QUEUE_CONNECTION_NAMES = ("redis", "database")
+
+
+@dataclass(frozen=True)
+class ConnectionName:
+    """A Laravel connection name read from ``variable``, resolved by
+    :func:`_resolve_connections`."""
+
+    name: str
+    variable: str
+
+
+def _url(
+    names: tuple[str, ...], expected: str, check: Callable[[str, str], None]
+) -> Callable[[str, Any], str | ConnectionName]:
+    """A URL that ``check(name, url)`` accepts, or one of the Laravel connection ``names``."""
+
+    def parse(name: str, value: Any) -> str | ConnectionName:
+        text = _str(name, value)
+        if "://" in text:
+            check(name, text)
+            return text
+        if text.lower() in names:
+            return ConnectionName(text.lower(), name)
+        raise _fail(name, value, expected)
+
+    return parse
+
+
+#: What redis-py's ``from_url`` accepts.
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _scheme(url: str) -> str:
+    return url.partition("://")[0].strip().lower()
+
+
+def _check_redis(name: str, url: str) -> None:
+    if _scheme(url) not in REDIS_SCHEMES:
+        # the scheme alone is shown: the rest of a URL may hold a password
+        raise ConfigurationError(
+            f"{name}: expected a redis://, rediss:// or unix:// URL, got one of scheme "
+            f"{_scheme(url)!r}"
+        )
+
+
+def _check_broker(name: str, url: str) -> None:
+    """Each URL (kombu reads ``;`` as failover alternates) must name one of kombu's
+    transports: the scheme, or its part before ``+`` (``sqla+sqlite://`` is the ``sqla``
+    transport on ``sqlite://``), as kombu resolves it when the first message is sent."""
+    from kombu.transport import TRANSPORT_ALIASES
+
+    known = sorted(t for t in TRANSPORT_ALIASES if t.islower())
+    for alternate in url.split(";"):
+        scheme = alternate.partition("://")[0].strip()
+        # kombu lowercases a parsed scheme, but takes the part before "+" as written
+        transport = scheme.partition("+")[0] if "+" in scheme else scheme.lower()
+        if transport in TRANSPORT_ALIASES:
+            continue
+        close = difflib.get_close_matches(transport, known, n=1)
+        raise ConfigurationError(
+            f"{name}: unknown broker transport {transport!r} (expected redis://, amqp://, "
+            "sqla+<database URL> or another of kombu's transports)",
+            hint=(f"did you mean {close[0]}://? " if close else "")
+            + "kombu's transports: "
+            + ", ".join(known),
+        )
+
+
+_redis_url = _url(
+    REDIS_CONNECTION_NAMES,
+    "a Redis URL such as redis://127.0.0.1:6379/0, or a Laravel connection name ("
+    + ", ".join(REDIS_CONNECTION_NAMES)
+    + ") meaning WORK_MANAGER_REDIS_URL",
+    _check_redis,
+)
+_broker_url = _url(
+    QUEUE_CONNECTION_NAMES,
+    "a broker URL (redis://…, amqp://…, sqla+sqlite:///…), or a Laravel connection name: "
+    "redis (WORK_MANAGER_REDIS_URL) or database (the SQL database, via kombu's "
+    "SQLAlchemy transport)",
+    _check_broker,
+)
+
+
+#: Celery's result backends a workmanager deployment may name (docs/configuration.md):
+#: Redis (also through Sentinel), RPC (results as messages back over the AMQP broker), and
+#: a SQL database through SQLAlchemy as ``db+<database URL>``. Celery matches the scheme as
+#: written (``REDIS://`` is no backend it knows).
+RESULT_BACKEND_SCHEMES = ("redis", "rediss", "sentinel", "rpc")
+RESULT_BACKEND_FORMS = (
+    "redis://…, rediss://…, sentinel://…, rpc:// or db+<database URL> (db+sqlite:///…, "
+    "db+postgresql+psycopg://…)"
+)
+#: Database URL schemes a user may give without Celery's ``db+`` (SQLAlchemy's dialects).
+_SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql")
+
+
+def _result_backend(name: str, value: Any) -> str | None:
+    """``WORK_MANAGER_RESULT_BACKEND``: empty is unset (results ignored); else a URL of one
+    of :data:`RESULT_BACKEND_SCHEMES`, or ``db+`` and a database URL, as Celery resolves it
+    when a worker starts (``reddis://`` would pass, then kill every worker with
+    ModuleNotFoundError). Only the scheme is shown: the rest may hold a password."""
+    text = _optional_str(name, value)
+    if text is None:
+        return None
+    scheme, sep, _ = text.partition("://")
+    scheme = scheme.strip()
+    if sep and scheme in RESULT_BACKEND_SCHEMES:
+        return text
+    backend, plus, database = scheme.partition("+")
+    if sep and backend == "db" and plus and database:
+        return text
+    base = backend.lower()
+    if not sep:
+        got, hint = "a value that is not a URL", None
+        close = difflib.get_close_matches(text.lower(), RESULT_BACKEND_SCHEMES, n=1)
+        if close:
+            hint = f"did you mean {close[0]}://…?"
+    else:
+        got, hint = f"one of scheme {scheme!r}", None
+        if base == "db" or base == "database":
+            hint = "did you mean db+<database URL>, e.g. db+sqlite:///results.db?"
+        elif base in _SQL_SCHEMES:
+            hint = f"did you mean db+{scheme}://…? (Celery's SQL result backend)"
+        elif base == "amqp":
+            hint = "did you mean rpc://? (Celery's amqp result backend was removed)"
+        else:
+            close = difflib.get_close_matches(base, (*RESULT_BACKEND_SCHEMES, "db"), n=1)
+            if close:
+                hint = "did you mean " + (
+                    "db+<database URL>?" if close[0] == "db" else f"{close[0]}://?"
+                )
+    unset = "leave it unset: the pipeline needs no task results"
+    raise ConfigurationError(
+        f"{name}: expected a Celery result backend URL ({RESULT_BACKEND_FORMS}), got {got}",
+        hint=f"{hint} Or {unset}" if hint else f"name one of those, or {unset}",
+    )
