@@ -231,3 +231,29 @@ def test_the_id_is_replaced_only_where_it_stands_whole() -> None:
 
     value = {"bob": ["bob", "bobcat", "bob-2", "by bob.", "x:bob"], "n": 1}
     assert scrub(value, "bob", "P") == {"P": ["P", "bobcat", "bob-2", "by bob.", "x:P"], "n": 1}
+
+
+def test_the_work_is_left_alone_and_others_retries_still_replay(make_wm: Any) -> None:
+    """Found by an adversarial pass: forgetting ``eve`` rewrote her evidence (a URL, a
+    quote) and notes inside the ``submitted`` event; and forgetting an id that stood in
+    other callers' stored answers (``dc74`` inside an order's UUID matched as a substring,
+    on SQLite in any case) deleted their idempotency keys, so their retries ran again."""
+    from workmanager.services.forget import scrub
+
+    value = {"agent_id": "eve", "evidence": {"src": "https://x/eve"}, "notes": "eve checked"}
+    assert scrub(value, "eve", "P") == {**value, "agent_id": "P"}
+
+    wm = make_wm(db="sqlite", backend="database", registry=Registry([Simple()]))
+    tokens = TokenService(wm.ctx)
+    admin, _ = tokens.create("root", "admin,view,propose")
+    http = TestClient(create_app(wm))
+    keyed = {"Authorization": f"Bearer {admin}", "Idempotency-Key": "victim-1"}
+    body = {"type": "test.simple", "payload": {"n": 1}}
+    first = http.post("/agent/work/propose", json=body, headers=keyed)
+    assert first.status_code == 201, first.text
+    order_id = first.json()["order"]["id"]
+    fragment = order_id[:4].upper()  # inside the UUID; SQLite's LIKE ignores case
+    answer = Forget(wm.ctx).forget(Subject("agent", fragment), Actor("user", "cli"))
+    assert answer["counts"]["idempotency_keys"] == 0
+    again = http.post("/agent/work/propose", json=body, headers=keyed)
+    assert again.json()["order"]["id"] == order_id  # replayed, not a second order

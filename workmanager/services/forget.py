@@ -10,13 +10,15 @@ The rule, in one place:
   contains the id (the agent type derived from it, say).
 - **Events**: an actor that is the subject becomes the pseudonym, and so does the id
   wherever it stands in an event's payload or message (``{"agent_id": ...}``). The work
-  itself — payloads, inputs, results, evidence, notes, diffs, item errors — is untouched.
+  itself — payloads, inputs, results, evidence, notes, part keys, diffs, item errors,
+  also where an event's payload carries them (:data:`WORK`) — is untouched.
 - Orders proposed by the subject (``requested_by_id``), items it held and parts it sent
   name the pseudonym; a rejection's ``last_error`` likewise.
 - **Tokens** bound to the subject or named after it are revoked (the id replaced by the
   pseudonym): a token still able to act under the id would write it again. Console
-  sessions of such a principal are deleted; so are stored idempotency answers that
-  contain the id (a replay would hand it back).
+  sessions of such a principal are deleted. Stored idempotency answers that name the id
+  get the pseudonym in its place (a replay would hand it back); their keys are kept, so
+  a retry still replays instead of running twice.
 - **Live leases**: refused (409 ``lease_conflict``) while the subject holds an item, since
   the lease (and a lease store's lock) carries the id; release them, or let them expire
   and the sweep reclaim them, then forget.
@@ -111,10 +113,34 @@ def pseudonym(subject_id: str) -> str:
     return f"forgotten-{digest.hexdigest()[:16]}"
 
 
+#: What records hold of the work itself, never rewritten: an id that stands in a result,
+#: in evidence or notes (a URL, a quote), a part's key or a validator's message is the
+#: work's content, not a record of who did it.
+WORK = frozenset(
+    {
+        "payload",
+        "input",
+        "result",
+        "assembled_result",
+        "evidence",
+        "notes",
+        "diff",
+        "checkpoint",
+        "part_key",
+        "parts",
+        "item_parts_state",
+        "required_parts",
+        "missing_parts",
+        "errors",
+        "details",
+    }
+)
+
+
 def scrub(value: Any, old: str, new: str) -> Any:
     """``value`` with ``old`` replaced by ``new`` wherever it stands as a whole id in a
     string (keys included): not inside a longer id or word, so forgetting ``bob`` leaves
-    ``bobcat`` and ``bob-2`` alone."""
+    ``bobcat`` and ``bob-2`` alone; never under the keys of :data:`WORK`."""
     pattern = re.compile(rf"(?<![\w.@-]){re.escape(old)}(?![\w.@-])")
     return _scrub(value, pattern, new)
 
@@ -125,7 +151,10 @@ def _scrub(value: Any, pattern: re.Pattern[str], new: str) -> Any:
     if isinstance(value, list):
         return [_scrub(v, pattern, new) for v in value]
     if isinstance(value, dict):
-        return {_scrub(k, pattern, new): _scrub(v, pattern, new) for k, v in value.items()}
+        return {
+            _scrub(k, pattern, new): v if k in WORK else _scrub(v, pattern, new)
+            for k, v in value.items()
+        }
     return value
 
 
@@ -180,9 +209,7 @@ class _Eraser:
             "parts": lambda: self.rename(Part, Part.submitted_by_agent_id),
             "tokens_revoked": self.tokens,
             "ui_sessions": lambda: self.drop(UiSession, UiSession.principal == self.sid),
-            "idempotency_keys": lambda: self.drop(
-                IdempotencyKey, self.mentions(IdempotencyKey.response_body)
-            ),
+            "idempotency_keys": self.stored_answers,
             # the agent's token buckets ("<limit>:agent:<id>"); a full bucket has no row
             "rate_buckets": lambda: self.drop(
                 RateBucket, RateBucket.key.endswith(f":agent:{self.sid}", autoescape=True)
@@ -270,6 +297,21 @@ class _Eraser:
             if row.name == self.sid:
                 row.name = self.alias
         return len(rows)
+
+    def stored_answers(self) -> int:
+        """Idempotency answers that name the subject: the id replaced in the stored body,
+        the key kept (deleting it would let a retry with that key run again: a second
+        order). The SQL match is a coarse filter (a substring, and on SQLite any case);
+        only a whole id is replaced."""
+        changed = 0
+        for row in self.rows(IdempotencyKey, self.mentions(IdempotencyKey.response_body)):
+            body = scrub(row.response_body, self.sid, self.alias)
+            if body == row.response_body:
+                continue
+            changed += 1
+            if not self.dry_run:
+                row.response_body = body
+        return changed
 
     def drop(self, model: Any, where: ColumnElement[bool]) -> int:
         count = count_rows(self.s, model, where)
