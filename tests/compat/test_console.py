@@ -357,10 +357,17 @@ def test_items_retry(ops: Server, api_db_url: str) -> None:
 
 
 def test_ops_prune(ops: Server, api_db_url: str) -> None:
+    """Upstream's: old events and provenance go, the order stays. Here only of an order
+    that is settled (this one failed): an order still under way keeps its history, where a
+    reviewer reads its evidence (docs/migrating.md)."""
     a = agent(ops, "console-prune")
     order_id = propose(a, {"n": 8})
+    fail(a, order_id)
+    waiting = propose(a, {"n": 80})
     proposed = next(e for e in show(ops, order_id)["events"] if e["event"] == "proposed")
-    backdate(api_db_url, Event, Event.id == proposed["id"], created_at=timedelta(days=120))
+    waiting_proposed = next(e for e in show(ops, waiting)["events"] if e["event"] == "proposed")
+    for event in (proposed, waiting_proposed):
+        backdate(api_db_url, Event, Event.id == event["id"], created_at=timedelta(days=120))
     backdate(
         api_db_url, Provenance, Provenance.order_id == order_id, created_at=timedelta(days=120)
     )
@@ -376,9 +383,10 @@ def test_ops_prune(ops: Server, api_db_url: str) -> None:
     done = run_json(api_db_url, "ops", "prune", "--older-than", "90d", "--yes")
     assert done["events"] == 1 and done["orders"] == 0 and done["provenance"] == dry["provenance"]
     order = show(ops, order_id)
-    assert order["state"] == "queued"  # the order itself stays
+    assert order["state"] == "failed"  # the order itself stays
     events = [e["id"] for e in order["events"]]
     assert proposed["id"] not in events and events  # "planned" was newer: kept
+    assert waiting_proposed["id"] in [e["id"] for e in show(ops, waiting)["events"]]
 
 
 def test_ops_tail(ops: Server, api_db_url: str) -> None:

@@ -33,6 +33,7 @@ from ..types import Actor, AgentInfo
 from .models import Event, Item, Order, Part, Provenance
 from .order_store import ItemRetryCheck, OrderChange, OrderRow, RetryCheck
 from .orm_steps import lock_item, lock_order
+from .predicates import old_audit
 
 
 class OrmOrderAdmin:
@@ -269,7 +270,7 @@ class OrmOrderAdmin:
         model = AUDIT_MODELS[audit]
 
         def batch(s: Session) -> int:
-            ids = list(s.scalars(select(model.id).where(model.created_at < cutoff).limit(limit)))
+            ids = list(s.scalars(select(model.id).where(*old_audit(model, cutoff)).limit(limit)))
             if ids:
                 s.execute(delete(model).where(model.id.in_(ids)))
             return len(ids)

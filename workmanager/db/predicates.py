@@ -14,13 +14,24 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, literal, select
 from sqlalchemy.orm import Session
 
-from ..states import HELD_ITEM_STATES, ItemState
-from .models import Item
+from ..states import HELD_ITEM_STATES, OPEN_ORDER_STATES, ItemState
+from .models import Item, Order
 
 
 def count_rows(s: Session, model: Any, *where: ColumnElement[bool]) -> int:
     """How many rows of ``model`` match ``where`` (every condition)."""
     return int(s.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+def old_audit(model: Any, cutoff: Any) -> list[ColumnElement[bool]]:
+    """``ops prune``'s audit rows (events or provenance): written before ``cutoff``, and
+    not an order's still under way (:data:`~workmanager.states.OPEN_ORDER_STATES`: a
+    reviewer reads its evidence in its events). The PostgreSQL store's ``prune_audit``
+    statement says the same in SQL."""
+    under_way = select(Order.id).where(
+        Order.id == model.order_id, Order.state.in_(sorted(OPEN_ORDER_STATES))
+    )
+    return [model.created_at < cutoff, ~under_way.exists()]
 
 
 def given(*pairs: tuple[Any, Any]) -> list[ColumnElement[bool]]:

@@ -19,6 +19,7 @@ from sqlalchemy import Select, func, or_, select
 
 from ..db.models import Event, Item, Order, Provenance
 from ..db.order_store import OrderStore, build_order_store
+from ..db.predicates import old_audit
 from ..db.session import display_url
 from ..errors import InvalidQuery, SchemaOutdated
 from ..states import HELD_ITEM_STATES, OrderState
@@ -323,7 +324,7 @@ class Housekeeping:
         """Rows of ``model`` created before ``cutoff``, apart from those of the orders a
         prune would delete (they go with them)."""
         kept = or_(model.order_id.is_(None), model.order_id.not_in(pruned))
-        stmt = select(func.count()).select_from(model).where(model.created_at < cutoff, kept)
+        stmt = select(func.count()).select_from(model).where(*old_audit(model, cutoff), kept)
         with self.ctx.db.transaction() as s:
             return int(s.scalar(stmt) or 0)
 

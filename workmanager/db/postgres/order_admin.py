@@ -29,7 +29,7 @@ from ...leases.selection import Shape
 from ...services.context import ServiceContext
 from ...services.views import item_dict
 from ...state_machine import check_item, check_order
-from ...states import ItemState, OrderState
+from ...states import OPEN_ORDER_STATES, ItemState, OrderState
 from ...types import Actor, AgentInfo
 from ..models import EVENTS_TABLE, PROVENANCE_TABLE
 from ..order_store import ItemRetryCheck, OrderChange, OrderRow, RetryCheck
@@ -202,7 +202,7 @@ class PostgresOrderAdmin:
         return int(row["items"])
 
     def prune_audit(self, audit: str, cutoff: datetime, limit: int) -> int:
-        values = {"cutoff": cutoff, "limit": limit}
+        values = {"cutoff": cutoff, "limit": limit, "open": sorted(OPEN_ORDER_STATES)}
         (row,) = self.raw.run(lambda conn: rows.write(conn, _PRUNE_AUDIT[audit], values, {}))
         return int(row["deleted"])
 

@@ -667,10 +667,15 @@ SELECT count(*) AS items FROM work_items WHERE order_id IN (SELECT id FROM gone)
 
 -- name: prune_audit
 -- One batch of at most %(limit)s rows of {table} (work_events, work_provenance) created
--- before %(cutoff)s deleted; returns how many.
+-- before %(cutoff)s deleted, but not those of an order still under way (its state one of
+-- %(open)s: a reviewer reads its evidence in its events); returns how many.
 WITH gone AS (
   DELETE FROM {table}
-   WHERE id IN (SELECT id FROM {table} WHERE created_at < %(cutoff)s LIMIT %(limit)s)
+   WHERE id IN (SELECT a.id FROM {table} a
+                 WHERE a.created_at < %(cutoff)s
+                   AND NOT EXISTS (SELECT 1 FROM work_orders o
+                                    WHERE o.id = a.order_id AND o.state = ANY(%(open)s))
+                 LIMIT %(limit)s)
   RETURNING 1
 )
 SELECT count(*) AS deleted FROM gone
