@@ -505,3 +505,17 @@ def test_console_over_postgres(console_for: object) -> None:
     report = console.json("leases", "release", "--agent", "a9")
     assert report["counts"] == {"released": 1}
     assert console.json("ops", "check")["leases"]["held"] == 0
+
+
+def test_an_empty_or_padded_tenant_or_agent_makes_no_token(console: Console) -> None:
+    """``tokens create --tenant "$TENANT"`` with the variable unset made an unbound token,
+    one that sees every tenant (found by an adversarial pass); `` acme `` another tenant
+    than ``acme``. Both are refused, and so is an empty ``--agent``."""
+    from workmanager.errors import ValidationFailed
+
+    for flags in (("--tenant", ""), ("--tenant", " acme "), ("--agent", ""), ("--agent", " ")):
+        done = console("tokens", "create", "--name", "t1", "--scopes", "view", *flags, code=1)
+        assert isinstance(done.exception, ValidationFailed), (flags, done.output)
+    assert console.json("tokens", "list") == []
+    made = console.json("tokens", "create", "--name", "t2", "--scopes", "view", "--tenant", "acme")
+    assert made["tenant_id"] == "acme"

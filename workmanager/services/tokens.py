@@ -120,10 +120,13 @@ class TokenService:
         orders only (**Tenants**, above)."""
         if not name or len(name) > 191:
             raise ValidationFailed.at("name", "1 to 191 characters", "maxLength")
+        if agent_id is not None and (not agent_id.strip() or agent_id != agent_id.strip()):
+            # an empty one would make an unbound token, not one bound to nobody
+            raise ValidationFailed.at("agent_id", "a non-empty id, no spaces around it", "type")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         row = ApiToken(
             name=name,
-            agent_id=agent_id or None,
+            agent_id=agent_id,
             tenant_id=checked_tenant(tenant_id),
             scopes=parse_scopes(scopes),
             token_hash=hash_token(token),
@@ -203,12 +206,18 @@ MAX_TENANT_LENGTH = 191
 
 
 def checked_tenant(value: Any, path: str = "tenant_id") -> str | None:
-    """A tenant id as given (``None`` or ``""``: no tenant); a string of 1..191 chars that
-    every database stores (no NUL: PostgreSQL refuses it, SQLite would keep it)."""
-    if value is None or value == "":
+    """A tenant id as given (``None``: no tenant); a string of 1..191 chars that every
+    database stores (no NUL: PostgreSQL refuses it, SQLite would keep it). An empty one,
+    or one with spaces around it, is refused, not read as "no tenant" or as another
+    tenant: ``--tenant "$TENANT"`` with the variable unset made an unbound token, one
+    that sees every tenant."""
+    if value is None:
         return None
-    if not isinstance(value, str) or len(value) > MAX_TENANT_LENGTH:
-        raise ValidationFailed.at(path, f"a string of 1 to {MAX_TENANT_LENGTH} characters", "type")
+    expected = f"a string of 1 to {MAX_TENANT_LENGTH} characters, no spaces around it"
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_TENANT_LENGTH:
+        raise ValidationFailed.at(path, expected, "type")
+    if value != value.strip():
+        raise ValidationFailed.at(path, expected, "pattern")
     return str(json_value(value, path))
 
 
