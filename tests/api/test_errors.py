@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import subprocess
 import time
 import uuid
@@ -406,3 +407,24 @@ def test_503_when_the_database_is_down(tokens: dict[str, str], api_db_url: str) 
     finally:
         if srv2:
             srv2.close()
+
+
+def test_fields_that_would_change_what_a_request_does_are_not_ignored(server: Server) -> None:
+    """Unknown fields are ignored, but (found by an adversarial pass) an ``order_id`` in a
+    checkout's body leased any item of another order, and a misspelled ``dryRun`` ran an
+    erasure that cannot be undone. Both are 422 now, and change nothing."""
+    admin = server.client("admin", "agent-scope")
+    order = propose(admin)
+    said = error(
+        admin.post(f"{PREFIX}/checkout", json={"order_id": order["id"]}, headers=idem()),
+        422,
+        "validation_failed",
+    )
+    assert "/orders/{id}/checkout" in json.dumps(said)
+    body = {"agent_id": "agent-scope", "dryRun": True}
+    error(
+        admin.post(f"{PREFIX}/provenance/forget", json=body, headers=idem()),
+        422,
+        "validation_failed",
+    )
+    assert checkout(admin, order["id"])["order_id"] == order["id"]  # nothing was leased

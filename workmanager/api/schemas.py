@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Body(BaseModel):
@@ -38,6 +38,19 @@ class CheckoutBody(Body):
     type: str | None = Field(default=None, min_length=1, max_length=191)
     min_priority: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
     tenant_id: str | None = Field(default=None, max_length=191)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_scope_in_the_body(cls, data: Any) -> Any:
+        """Unknown fields are ignored, but not these: an ``order_id`` (or ``item_id``)
+        ignored leased any item, of another order, and spent an attempt on it."""
+        for name in ("order_id", "item_id"):
+            if isinstance(data, dict) and name in data:
+                raise ValueError(
+                    f"{name} is not a filter of POST /checkout: lease an order's item with"
+                    " POST /orders/{id}/checkout"
+                )
+        return data
 
 
 class HeartbeatBody(Body):
@@ -85,7 +98,11 @@ class RejectBody(Body):
 
 
 class ForgetBody(Body):
-    """Whose id to erase: exactly one of ``agent_id`` and ``user_id``."""
+    """Whose id to erase: exactly one of ``agent_id`` and ``user_id``. An erasure cannot
+    be undone, so a field it does not know (``dryRun`` for ``dry_run``) is a 422, not
+    ignored."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
 
     agent_id: str | None = Field(default=None, min_length=1, max_length=191)
     user_id: str | None = Field(default=None, min_length=1, max_length=191)
