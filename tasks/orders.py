@@ -63,15 +63,6 @@ def requester(kind: Any, id_: Any) -> Actor:
     return Actor(kind, id_ or kind)
 
 
-def _detail(exc: PermanentError) -> str:
-    """The error's message and, for a validation failure, where it failed."""
-    details = exc.details if isinstance(exc.details, list) else []
-    where = "; ".join(
-        f"{d.get('path')}: {d.get('message')}" for d in details[:3] if isinstance(d, dict)
-    )
-    return f"{exc.message} ({where})" if where else exc.message
-
-
 @app.task(name="workmanager.orders.create", bind=True, **STATEFUL, **TRANSIENT)
 def create(
     self: Task,
@@ -127,7 +118,7 @@ def create(
         log.error("orders.create of %r refused, nothing recorded: %s", type, exc.message)
         return None
     except PermanentError as exc:
-        log.error("orders.create of %r refused [%s]: %s", type, exc.code, _detail(exc))
+        log.error("orders.create of %r refused [%s]: %s", type, exc.code, exc.one_line())
         keyed = order_id_for(dedupe_key) if isinstance(dedupe_key, str) else None
         try:
             refused = wm.orders.refuse(

@@ -46,6 +46,15 @@ class WorkManagerError(Exception):
             lines.append(f"hint: {self.hint}")
         return "\n".join(lines)
 
+    def one_line(self) -> str:
+        """The message and, for a validation failure, where (its first three paths), on
+        one line: what a log line or a report of many says of one error."""
+        details = self.details if isinstance(self.details, list) else []
+        where = "; ".join(
+            f"{d.get('path')}: {d.get('message')}" for d in details[:3] if isinstance(d, dict)
+        )
+        return f"{self.message} ({where})" if where else self.message
+
     def to_dict(self) -> dict[str, Any]:
         """The SPEC §6.1 error body: ``{"code", "message", "details"?}``."""
         body: dict[str, Any] = {"code": self.code, "message": self.message}

@@ -398,6 +398,52 @@ def test_generate(console_for: object) -> None:
     assert "upstream down" in failed.output
 
 
+class Shapeless(AllocatorStrategy):
+    name = "shapeless"
+
+    def __init__(self, returns: object) -> None:
+        self.returns = returns
+
+    def discover(self) -> list[OrderRequest]:
+        return self.returns  # type: ignore[return-value]
+
+
+class Refusable(AllocatorStrategy):
+    name = "refusable"
+
+    def discover(self) -> list[OrderRequest]:
+        return [OrderRequest("test.nope", {}), OrderRequest("test.simple", {"n": -1})]
+
+
+def test_generate_reports_strategies_that_return_the_wrong_shape_and_dry_runs_foresee(
+    console_for: object,
+) -> None:
+    """Found by an adversarial pass: a strategy returning None or dicts was a traceback
+    (and stopped the strategies after it), and a dry run said nothing of proposals the
+    real run then refused. Each is now a line of the report, with its code."""
+    from tests.support.types import Simple
+
+    for returns in (None, [{"type": "test.simple", "payload": {}}]):
+        registry = Registry([Simple()])
+        registry.register_allocator(Shapeless(returns))
+        registry.register_allocator(Discover())  # after the broken one: still run
+        console = console_for(registry=registry)  # type: ignore[operator]
+        done = console("generate", code=1)
+        assert (
+            "shapeless: discover() must return a list of OrderRequest" in done.output
+            and "Traceback" not in done.output
+        )
+        assert "created 1" in done.output or "existing 1" in done.output  # Discover ran
+    registry = Registry([Simple()])
+    registry.register_allocator(Refusable())
+    console = console_for(registry=registry)  # type: ignore[operator]
+    before = console.json("orders", "list")["meta"]["total"]
+    dry = console("generate", "--dry-run", code=1)
+    assert "test.nope: [unknown_order_type]" in dry.output
+    assert "test.simple: [validation_failed]" in dry.output and "payload.n" in dry.output
+    assert console.json("orders", "list")["meta"]["total"] == before
+
+
 def test_dev_seed_and_reset(console: Console) -> None:
     seeded = console.json(
         "dev", "seed", "--type", "test.multi", "--count", "3", "--payload", '{"count": 2}'

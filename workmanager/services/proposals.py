@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
@@ -270,18 +271,42 @@ class Generator:
         report = GenerateReport()
         for strategy in self.ctx.registry.allocators():
             try:
-                requests = strategy.discover()
-            except Exception as exc:
+                found: Any = strategy.discover()
+                listed = isinstance(found, Iterable) and not isinstance(found, str | dict)
+                requests: list[Any] = list(found) if listed else [found]
+                wrong = [r for r in requests if not isinstance(r, OrderRequest)]
+                if wrong:
+                    raise TypeError(
+                        f"discover() must return a list of OrderRequest objects, got {wrong[0]!r}"[
+                            :300
+                        ]
+                    )
+            except Exception as exc:  # the strategy's own code: logged, then the next one
                 log.exception("allocator %s failed", strategy.name)
-                report.errors.append(f"{strategy.name}: {exc}")
+                report.errors.append(f"{strategy.name}: {exc}"[:500])
                 continue
             report.discovered.extend(requests)
-            if not dry_run:
-                self._propose(requests, report)
+            self._propose(requests, report, dry_run)
         return report
 
-    def _propose(self, requests: list[OrderRequest], report: GenerateReport) -> None:
+    def _propose(self, requests: list[OrderRequest], report: GenerateReport, dry_run: bool) -> None:
+        """Propose each request; a dry run checks each as a proposal is checked (type,
+        payload, schema) and proposes nothing, so it foresees what a real run refuses."""
         for req in requests:
+            if dry_run:
+                try:
+                    check_proposal(
+                        self.ctx.registry,
+                        req.type,
+                        req.payload,
+                        priority=req.priority,
+                        meta=req.meta,
+                        dedupe_key=req.dedupe_key,
+                        max_depth=self.ctx.settings.max_json_depth,
+                    )
+                except WorkManagerError as exc:
+                    report.errors.append(f"{req.type}: [{exc.code}] {exc.one_line()}")
+                continue
             try:
                 proposal = self.orders.propose(
                     req.type,
@@ -291,7 +316,7 @@ class Generator:
                     dedupe_key=req.dedupe_key,
                 )
             except WorkManagerError as exc:
-                report.errors.append(f"{req.type}: {exc.message}")
+                report.errors.append(f"{req.type}: [{exc.code}] {exc.one_line()}")
                 continue
             if proposal.created:
                 report.created += 1
