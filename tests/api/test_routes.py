@@ -232,6 +232,14 @@ def test_listing_filters_sorts_pages(server: Server) -> None:
         f"{PREFIX}/orders", params={**base, "filter[id]": f"{ids[0]},{ids[1]}", "state": "queued"}
     )
     assert {o["id"] for o in r.json()["data"]} == {ids[0], ids[1]}
+    # upstream's bare filters (its controller turns them into filter[...]): were 400
+    by = admin.get(f"{PREFIX}/orders/{ids[2]}").json()["order"]["requested_by_type"]
+    bare = {**base, "id": ids[2], "requested_by_type": by}
+    r = admin.get(f"{PREFIX}/orders", params=bare)
+    assert r.status_code == 200, r.text
+    assert [o["id"] for o in r.json()["data"]] == [ids[2]]
+    r = admin.get(f"{PREFIX}/orders", params={**base, "requested_by_id": "nobody-at-all"})
+    assert r.status_code == 200 and r.json()["data"] == []
     r = admin.get(
         f"{PREFIX}/orders", params={**base, "filter[has_available_items]": "true", "limit": 500}
     )

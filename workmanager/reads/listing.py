@@ -212,10 +212,15 @@ class OrderListing:
         return query
 
     def _filter(self, param: str, value: str) -> ColumnElement[bool]:
-        handler = _FILTERS.get(filter_name(param))
+        handler = _FILTERS.get(filter_name(param, BARE_FILTERS))
         if handler is None:
             raise bad(f"unknown query parameter {param!r}", param)
         return handler(value, param, self.ctx)
+
+
+#: Order filters also taken bare (``?requested_by_type=agent``), as upstream's API
+#: normalises them into ``filter[...]``.
+BARE_FILTERS = ("state", "type", "id", "requested_by_type", "requested_by_id")
 
 
 def _has_available(value: str, param: str, ctx: ServiceContext) -> ColumnElement[bool]:

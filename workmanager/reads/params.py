@@ -128,10 +128,10 @@ def paged(query: ListQuery, data: list[dict[str, Any]], total: int) -> dict[str,
     return {"data": data, "meta": {**meta, "last_page": last_page}}
 
 
-def filter_name(param: str) -> str:
-    """``filter[name]`` → ``name``; bare ``state`` and ``type`` are filters too."""
+def filter_name(param: str, bare: tuple[str, ...] = ("state", "type")) -> str:
+    """``filter[name]`` → ``name``; the ``bare`` names are filters too (``?state=``)."""
     match = _FILTER.match(param)
-    return match.group(1) if match else param if param in ("state", "type") else ""
+    return match.group(1) if match else param if param in bare else ""
 
 
 def sort_by(value: str, sorts: dict[str, Any], default: str) -> list[Any]:
