@@ -169,7 +169,12 @@ class Settings:
         values: dict[str, Any] = {}
         for spec in SPECS:
             # The environment wins over the file under any of a setting's names (an alias
-            # in the environment beats the canonical name in the file).
+            # in the environment beats the canonical name in the file); in the environment
+            # the canonical name beats its alias, but a bad value under the alias is still
+            # refused, not ignored (QUEUE_CONNECTION=sqs beside a BROKER_URL).
+            for name in spec.names[1:]:
+                if name in env and spec.names[0] in env:
+                    spec.parse(name, env[name])
             found = spec.lookup(env) or spec.lookup(from_file)
             if found is not None:
                 name, value = found

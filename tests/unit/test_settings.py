@@ -347,3 +347,16 @@ def test_a_list_of_redis_nodes_without_cluster_mode_is_refused() -> None:
     assert raised.value.hint is not None and "REDIS_CLUSTER=true" in raised.value.hint
     on = Settings.from_env({**env, "WORK_MANAGER_REDIS_CLUSTER": "true"})
     assert on.redis_url == "redis://h1:7000,h2:7001/0"
+
+
+def test_an_alias_beside_its_setting_is_still_checked() -> None:
+    """Found by a migration pass: WORK_MANAGER_QUEUE_CONNECTION=sqs beside
+    WORK_MANAGER_BROKER_URL was ignored (the canonical name won unread), though sqs is
+    refused alone. The canonical name still wins; a bad alias is refused."""
+    broker = {"WORK_MANAGER_BROKER_URL": "redis://127.0.0.1:6379/5"}
+    with pytest.raises(ConfigurationError, match="WORK_MANAGER_QUEUE_CONNECTION"):
+        Settings.from_env({**broker, "WORK_MANAGER_QUEUE_CONNECTION": "sqs"})
+    with pytest.raises(ConfigurationError, match="WORK_MANAGER_LEASE_TTL:"):
+        Settings.from_env({"WORK_MANAGER_LEASE_TTL_SECONDS": "60", "WORK_MANAGER_LEASE_TTL": "x"})
+    both = {"WORK_MANAGER_LEASE_TTL_SECONDS": "60", "WORK_MANAGER_LEASE_TTL": "90"}
+    assert Settings.from_env(both).lease_ttl_seconds == 60  # the canonical name wins
