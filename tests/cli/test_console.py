@@ -337,18 +337,27 @@ def test_ops_tail_by_item_and_event(console: Console) -> None:
 
 
 def test_ops_purge_keys(console: Console) -> None:
+    """Old keys go; a key still in flight never does (its answer is not stored: the retry
+    it guards would run again), and nor does a key younger than the TTL unless --force
+    (found by an adversarial pass: a purge with any cutoff let retries make duplicates).
+    As upstream: --older-than defaults to 30 days, and --dry-run counts."""
+    from workmanager.db.claims import DONE
+
     wm = console.wm
-    for n in range(3):
+    for n in range(4):
         wm.idempotency.begin("propose", "-", "p", f"key-{n}", {"n": n})
     with wm.db.transaction() as s:
-        s.execute(
-            update(IdempotencyKey)
-            .where(IdempotencyKey.id <= 2)
-            .values(created_at=utcnow() - timedelta(days=31))
-        )
-    assert console.json("ops", "purge-keys", "--older-than", "30d") == {"purged": 2}
+        s.execute(update(IdempotencyKey).where(IdempotencyKey.id <= 3).values(
+            created_at=utcnow() - timedelta(days=31)
+        ))  # fmt: skip
+        s.execute(update(IdempotencyKey).where(IdempotencyKey.id <= 2).values(status=DONE))
+    assert console.json("ops", "purge-keys", "--dry-run") == {"purged": 2, "dry_run": True}
+    refused = console("ops", "purge-keys", "--older-than", "1h", code=2)
+    assert "--force" in refused.output
+    assert console.json("ops", "purge-keys") == {"purged": 2, "dry_run": False}
     with wm.db.transaction() as s:
-        assert s.scalar(select(func.count()).select_from(IdempotencyKey)) == 1
+        assert s.scalar(select(func.count()).select_from(IdempotencyKey)) == 2
+    assert console.json("ops", "purge-keys", "--older-than", "1s", "--force")["purged"] == 0
 
 
 def test_maintain(console_for: object) -> None:

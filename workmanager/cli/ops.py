@@ -148,10 +148,23 @@ def prune(env: Env, older_than: timedelta, dry_run: bool, yes: bool, as_json: bo
 
 
 @ops.command("purge-keys")
-@click.option("--older-than", type=DURATION, required=True, help="e.g. 30d")
+@click.option("--older-than", type=DURATION, default="30d", show_default=True, help="e.g. 30d")
+@click.option("--dry-run", is_flag=True, help="count them; delete nothing")
+@click.option("--force", is_flag=True, help="also keys younger than their TTL")
 @json_option
 @pass_env
-def purge_keys(env: Env, older_than: timedelta, as_json: bool) -> None:
-    """Delete idempotency keys created longer ago than that."""
-    purged = Housekeeping(env.wm.ctx).purge_keys(older_than)
-    emit({"purged": purged}, as_json, f"purged {purged} idempotency key(s)")
+def purge_keys(env: Env, older_than: timedelta, dry_run: bool, force: bool, as_json: bool) -> None:
+    """Delete idempotency keys created longer ago than that (none still in flight).
+
+    A key younger than WORK_MANAGER_IDEMPOTENCY_TTL_HOURS still answers its retries:
+    purging it lets a retry run again (a second order), so such a cutoff needs --force."""
+    ttl = timedelta(hours=env.settings.idempotency_ttl_hours)
+    if older_than < ttl and not force:
+        raise click.BadParameter(
+            f"keys younger than the idempotency TTL ({ttl}) still answer retries; purged, a"
+            " retry would run again. Use a longer cutoff, or --force",
+            param_hint="--older-than",
+        )
+    count = Housekeeping(env.wm.ctx).purge_keys(older_than, dry_run=dry_run)
+    verb = "would purge" if dry_run else "purged"
+    emit({"purged": count, "dry_run": dry_run}, as_json, f"{verb} {count} idempotency key(s)")

@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import delete
+from sqlalchemy import and_, delete
 
 from ..db import claims
 from ..db.models import IdempotencyKey
+from ..db.predicates import count_rows
 from ..db.request_store import KeyRow, LeaseRow, build_request_store
 from ..errors import IdempotencyInFlight, IdempotencyKeyReused, NotFound, WorkManagerError
 from ..jsonvalues import canonical
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from ..surface.callers import Caller
     from ..surface.operations import Answer
 
-IN_FLIGHT, COMMITTED = claims.IN_FLIGHT, claims.COMMITTED
+IN_FLIGHT, COMMITTED, DONE = claims.IN_FLIGHT, claims.COMMITTED, claims.DONE
 #: How long an in-flight marker blocks its key before another request may take it over.
 IN_FLIGHT_LOCK = timedelta(minutes=5)
 
@@ -284,14 +285,18 @@ class IdempotencyService:
             raise
         return status, payload
 
-    def purge(self, older_than: datetime | None = None) -> int:
-        """Delete expired keys (or every key created before ``older_than``)."""
+    def purge(self, older_than: datetime | None = None, *, dry_run: bool = False) -> int:
+        """Delete expired keys, or (an operator's cutoff) the answered keys created before
+        ``older_than``: never one whose request is still in flight or whose answer is not
+        stored yet (the retry it guards would run again). ``dry_run``: count them only."""
         now = self.ctx.clock()
         cond = (
-            IdempotencyKey.created_at < older_than
+            and_(IdempotencyKey.created_at < older_than, IdempotencyKey.status == DONE)
             if older_than
             else IdempotencyKey.expires_at <= now
         )
         with self.ctx.db.transaction() as s:
+            if dry_run:
+                return count_rows(s, IdempotencyKey, cond)
             result = s.execute(delete(IdempotencyKey).where(cond))
             return int(getattr(result, "rowcount", 0) or 0)

@@ -328,9 +328,10 @@ class Housekeeping:
         with self.ctx.db.transaction() as s:
             return int(s.scalar(stmt) or 0)
 
-    def purge_keys(self, older_than: timedelta) -> int:
-        """Delete idempotency keys created longer ago than ``older_than``."""
-        return IdempotencyService(self.ctx).purge(older_than=self.ctx.clock() - older_than)
+    def purge_keys(self, older_than: timedelta, *, dry_run: bool = False) -> int:
+        """Delete (or count) idempotency keys created longer ago than ``older_than``."""
+        cutoff = self.ctx.clock() - older_than
+        return IdempotencyService(self.ctx).purge(older_than=cutoff, dry_run=dry_run)
 
 
 def _prune_audit(store: OrderStore, audit: str, cutoff: datetime) -> int:
