@@ -7,6 +7,7 @@ producer) never loads it."""
 from __future__ import annotations
 
 import json
+import logging
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,8 @@ from .errors import ConfigurationError, ValidationFailed, problem
 
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
+
+log = logging.getLogger("workmanager")
 
 
 def _path(prefix: str, parts: Any) -> str:
@@ -46,8 +49,16 @@ def _validator(schema_key: str) -> Draft202012Validator:
 
 
 def schema_errors(schema: dict[str, Any], instance: Any, prefix: str = "") -> list[dict[str, str]]:
-    """Every error of ``instance`` against ``schema``, sorted by path."""
-    validator = _validator(json.dumps(schema, sort_keys=True))
+    """Every error of ``instance`` against ``schema``, sorted by path. A schema that is
+    not one (an order type's ``result_schema`` or ``evidence_schema``, given per item, so
+    not checked when the type was registered) is the type's fault: one ``hook_error`` at
+    ``prefix`` (a 422, as any hook of the type that fails), not a 500."""
+    try:
+        validator = _validator(json.dumps(schema, sort_keys=True))
+    except (ConfigurationError, TypeError, ValueError) as exc:
+        why = exc.message if isinstance(exc, ConfigurationError) else f"not JSON: {exc}"
+        log.error("the order type's schema for %s is not a JSON Schema: %s", prefix or "$", why)
+        return [problem(prefix or "$", f"the order type's schema is invalid: {why}", "hook_error")]
     errors = [
         problem(_path(prefix, e.absolute_path), e.message, str(e.validator))
         for e in validator.iter_errors(instance)
