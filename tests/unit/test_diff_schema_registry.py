@@ -13,7 +13,7 @@ from tests.support import registering
 from tests.support.types import Multi, Simple
 from workmanager import Diff, ItemSpec, OrderType, Registry, Settings, ValidationFailed, WorkManager
 from workmanager.errors import ConfigurationError, UnknownOrderType
-from workmanager.schema import schema_errors, validate
+from workmanager.schema import check_schema, schema_errors, validate
 
 # --- Diff -------------------------------------------------------------------------------
 
@@ -133,9 +133,14 @@ def test_valid_instance_and_no_schema_pass() -> None:
     validate({}, 42)
 
 
-def test_invalid_schema_is_a_configuration_error() -> None:
+def test_an_invalid_schema_met_while_validating_is_the_types_hook_error() -> None:
+    """Checked at registration it is a ConfigurationError (the process does not start);
+    met while validating (a schema given per item) it is the type's 422, never a 500."""
     with pytest.raises(ConfigurationError):
-        validate({"type": "no-such-type"}, {})
+        check_schema({"type": "no-such-type"})
+    with pytest.raises(ValidationFailed) as raised:
+        validate({"type": "no-such-type"}, {}, "result")
+    assert raised.value.details[0]["validator"] == "hook_error"
 
 
 # --- registry ---------------------------------------------------------------------------
