@@ -164,3 +164,12 @@ def test_a_refused_proposal_too_large_is_recorded_without_its_payload(
     order = limited.queries.order(order_id)
     assert order["state"] == "failed" and order["payload"] == {}
     assert order["last_error"]["code"] == "payload_too_large"
+
+
+def test_a_priority_no_database_column_holds_is_refused_alike(limited: WorkManager) -> None:
+    """Found by an adversarial pass: 10**12 was stored on SQLite and refused by
+    PostgreSQL's integer column; the Python API (and generate) refuse it as HTTP does."""
+    with pytest.raises(ValidationFailed) as raised:
+        limited.propose("test.planned", {"how": "count", "n": 1}, priority=10**12)
+    assert raised.value.details[0]["path"] == "priority"
+    assert orders(limited) == 0

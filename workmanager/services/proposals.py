@@ -173,9 +173,9 @@ def check_proposal(
     require(isinstance(payload, dict), "payload", "must be an object")
     require(meta is None or isinstance(meta, dict), "meta", "must be an object")
     require(
-        isinstance(priority, int) and not isinstance(priority, bool),
+        _storable_int(priority),
         "priority",
-        "must be an integer",
+        "must be an integer from -2147483648 to 2147483647 (as the HTTP API takes)",
     )
     require(
         dedupe_key is None or (isinstance(dedupe_key, str) and 0 < len(dedupe_key) <= 191),
