@@ -38,6 +38,8 @@ def test_an_upstream_agent_works_without_lease_tokens(upstream: Any) -> None:
     # Another agent, without a token, is not the holder: 409, as upstream.
     r = b.post(f"{items}/heartbeat", json={})
     assert r.status_code == 409 and r.json()["error"]["code"] == "lease_conflict"
+    # ... saying so: it sent no token (was "the lease token is not the item's current lease")
+    assert r.json()["error"]["message"].startswith("no lease token was sent"), r.text
     # A token, when sent, is still checked.
     r = a.post(f"{items}/heartbeat", json={}, headers={"X-Lease-Token": "1.forged"})
     assert r.status_code == 409

@@ -158,6 +158,12 @@ def check_row(
     current token on an item that is no longer held (reclaimed) or past its expiry is
     expired.
     """
+    if holder.fence < 0:  # no token sent (LEASE_TOKEN_REQUIRED=false), and no lease held
+        raise LeaseConflict(
+            "no lease token was sent, and this agent held no lease on the item when the"
+            " request was read (another agent's, or none): check out again",
+            details={"item_id": str(item.id)},
+        )
     if item.lease_token != holder.fence or not same_secret(
         item.lease_secret_hash, holder.secret_hash
     ):
