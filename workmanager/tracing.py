@@ -108,12 +108,20 @@ def _exporter(mode: str) -> Any:
 
 def _instrument_libraries() -> None:
     """SQLAlchemy engines created from now on, psycopg connections (the hot paths) and
-    redis-py clients get spans of their own, children of the domain spans."""
+    redis-py clients get spans of their own, children of the domain spans. An
+    instrumentation that does not support the installed library's version (SQLAlchemy's
+    supports < 2.1) is left out with one line at INFO, not the warning every process
+    printed: on PostgreSQL every statement still has its span through psycopg's."""
+    from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
     from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
     from opentelemetry.instrumentation.redis import RedisInstrumentor
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
     for instrumentor in (SQLAlchemyInstrumentor(), PsycopgInstrumentor(), RedisInstrumentor()):
+        conflict = get_dependency_conflicts(instrumentor.instrumentation_dependencies())
+        if conflict is not None:
+            log.info("tracing without %s: %s", type(instrumentor).__name__, conflict)
+            continue
         try:
             instrumentor.instrument()
         except Exception:  # a library missing or of a version it refuses: keep the rest
