@@ -116,6 +116,14 @@ class UsageError(PermanentError):
     code = "usage_error"
 
 
+class Aborted(PermanentError):
+    """A command stopped before it finished: its question was not answered yes (no
+    terminal to answer on, or "n"), or it was interrupted. A CLI outcome."""
+
+    code = "aborted"
+    hint = "answer y, or pass --yes to a command that asks"
+
+
 class TimedOut(PermanentError):
     """What the command waited for did not happen in time (``orders create --wait
     --timeout``); the work goes on. A CLI outcome, never an HTTP answer."""

@@ -4,6 +4,8 @@ dev and make. Each command's happy path, ``--json`` parses, refusals exit non-ze
 from __future__ import annotations
 
 import importlib.util
+import io
+import json
 import threading
 import uuid
 from datetime import timedelta
@@ -279,7 +281,7 @@ def test_ops_prune_cascades(console: Console) -> None:
         # audit rows carry no foreign keys (migration 0003): prune deletes them itself
         assert set(s.scalars(select(Provenance.order_id))) == {recent}
     assert "deleted 0 order(s)" in console("ops", "prune", "--older-than", "90d").stdout
-    assert console("ops", "prune", code=2)
+    assert console("ops", "prune", "--dry-run").exit_code == 0  # 90 days, as upstream
     assert console("ops", "prune", "--older-than", "ninety", code=2)
 
 
@@ -574,3 +576,47 @@ def test_an_empty_or_padded_tenant_or_agent_makes_no_token(console: Console) -> 
     assert console.json("tokens", "list") == []
     made = console.json("tokens", "create", "--name", "t2", "--scopes", "view", "--tenant", "acme")
     assert made["tenant_id"] == "acme"
+
+
+def test_a_question_not_answered_is_one_error_line(
+    console: Console, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``ops prune`` asks first; with no terminal to answer on it printed only "Aborted!"
+    (and nothing at all on stdout under --json). Now the console's error line, or its
+    JSON envelope, and exit 1; nothing deleted."""
+    from workmanager.cli import main
+
+    done = _submitted(console)
+    _set(console, done, state="completed", last_transitioned_at=utcnow() - timedelta(days=100))
+    monkeypatch.setenv("WORK_MANAGER_DATABASE_URL", console.wm.settings.database_url)
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    for extra in ((), ("--json",)):
+        with pytest.raises(SystemExit) as exited:
+            main(["ops", "prune", *extra])
+        assert exited.value.code == 1
+        out, err = capsys.readouterr()
+        if extra:
+            assert json.loads(out)["error"]["code"] == "aborted"
+        else:
+            assert "error [aborted]: stopped" in err and "hint: answer y" in err
+    assert console.json("ops", "check")["orders"] == {"completed": 1}
+
+
+def test_upstreams_list_and_clone_options(console: Console) -> None:
+    """Options upstream's commands have that a migration pass found missing:
+    ``orders list --has-available-items``, ``items list --leased``, ``orders clone
+    --priority`` and ``--dry-run`` (which checks the proposal and creates nothing)."""
+    wm = console.wm
+    held = _submitted(console)  # submitted: nothing to lease
+    waiting = wm.propose("test.multi", {"count": 2})
+    lease = wm.agent.checkout("a1", order_id=waiting)
+    assert lease is not None
+    listed = console.json("orders", "list", "--has-available-items")["data"]
+    assert [o["id"] for o in listed] == [str(waiting)]
+    leased = console.json("items", "list", "--leased")
+    assert [i["id"] for i in leased] == [str(lease.item_id)]
+    total = console.json("orders", "list")["meta"]["total"]
+    dry = console.json("orders", "clone", str(held), "--priority", "7", "--dry-run")
+    assert dry["dry_run"] is True and console.json("orders", "list")["meta"]["total"] == total
+    made = console.json("orders", "clone", str(held), "--priority", "7")
+    assert made["priority"] == 7 and made["meta"]["cloned_from"] == str(held)

@@ -45,6 +45,7 @@ INTERNAL_CODES = {
     "apply_failed",
     "usage_error",
     "timed_out",
+    "aborted",  # a console command not confirmed, or interrupted
     "schema_outdated",  # the schema behind the migrations: serve and workers refuse to start
 }
 

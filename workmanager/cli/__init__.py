@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import click
 
-from ..errors import WorkManagerError
+from ..errors import Aborted, WorkManagerError
 from .app import cli
 from .render import first_line, report_error, usage_error_of
 
@@ -47,8 +47,9 @@ def main(args: Sequence[str] | None = None) -> None:
     logging.lastResort = OneLineWarnings()  # ``serve`` configures logging of its own
     try:
         code = cli.main(args=args, prog_name="workmanager", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted!", err=True)
+    except click.exceptions.Abort:  # "Aborted!" alone, and nothing on stdout under --json
+        said = Aborted("stopped: the question was not answered yes, or it was interrupted")
+        report_error(said, wants_json(args))
         sys.exit(1)
     except click.exceptions.NoArgsIsHelpError as exc:
         exc.show()  # a group named alone: its help, as click prints it

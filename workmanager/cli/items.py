@@ -33,6 +33,7 @@ def items() -> None:
 @click.option("--state", default=None)
 @click.option("--type", "order_type", default=None, help="order type")
 @click.option("--agent", "agent_id", default=None, help="holder of the lease")
+@click.option("--leased", is_flag=True, help="only items held (leased or in progress)")
 @click.option("--limit", default=50, show_default=True, help="1..1000")
 @json_option
 @pass_env
@@ -42,11 +43,14 @@ def list_items(
     state: str | None,
     order_type: str | None,
     agent_id: str | None,
+    leased: bool,
     limit: int,
     as_json: bool,
 ) -> None:
     """Items, oldest first."""
-    where = ItemFilter(order_id=order_id, state=state, type=order_type, agent_id=agent_id)
+    where = ItemFilter(
+        order_id=order_id, state=state, type=order_type, agent_id=agent_id, leased=leased
+    )
     rows = ItemAdmin(env.wm.ctx).list(where, limit=limit)
     if as_json:
         emit_json(rows)

@@ -124,7 +124,7 @@ def _pruned(report: PruneReport) -> str:
 
 
 @ops.command("prune")
-@click.option("--older-than", type=DURATION, required=True, help="e.g. 90d")
+@click.option("--older-than", type=DURATION, default="90d", show_default=True, help="e.g. 90d")
 @click.option("--dry-run", is_flag=True, help="count what would go; delete nothing")
 @click.option("--yes", "-y", is_flag=True, help="delete without asking")
 @json_option

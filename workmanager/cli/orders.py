@@ -231,6 +231,7 @@ def broker_unavailable(broker_url: str, exc: Exception) -> Unavailable:
     metavar="KEY=VALUE",
     help="any filter of the HTTP list, e.g. priority='>=5' or items.state=failed",
 )
+@click.option("--has-available-items", is_flag=True, help="only orders with an item to lease")
 @json_option
 @pass_env
 def list_orders(
@@ -241,10 +242,13 @@ def list_orders(
     limit: int,
     page: int,
     filters: tuple[str, ...],
+    has_available_items: bool,
     as_json: bool,
 ) -> None:
     """List orders with the filters, sorts and pages of the HTTP API."""
     params = [("page[size]", str(limit)), ("page[number]", str(page))]
+    if has_available_items:
+        params.append(("filter[has_available_items]", "true"))
     if state:
         params.append(("filter[state]", ",".join(state)))
     if order_type:
@@ -395,10 +399,17 @@ def retry(env: Env, order_id: uuid.UUID, as_json: bool) -> None:
 
 @orders.command("clone")
 @click.argument("order_id", type=click.UUID)
+@click.option("--priority", default=None, type=PRIORITY, help="the clone's (default: the order's)")
+@click.option("--dry-run", is_flag=True, help="check the clone's proposal; create nothing")
 @json_option
 @pass_env
-def clone(env: Env, order_id: uuid.UUID, as_json: bool) -> None:
+def clone(
+    env: Env, order_id: uuid.UUID, priority: int | None, dry_run: bool, as_json: bool
+) -> None:
     """Propose a new order with the same type, payload, priority and meta."""
     wm = env.console
-    order = OrderAdmin(wm.ctx, wm.orders).clone(order_id, env.actor)
+    order = OrderAdmin(wm.ctx, wm.orders).clone(order_id, env.actor, priority, dry_run)
+    if dry_run:
+        emit(order, as_json, f"would clone {order_id} ({order['type']}, priority {priority})")
+        return
     emit(order, as_json, f"{order['id']} {order['state']} (clone of {order_id})")

@@ -23,11 +23,12 @@ from ..errors import (
 )
 from ..reads.expiry import with_live_expiry
 from ..reads.queries import Queries
-from ..states import ItemState, OrderState
+from ..states import HELD_ITEM_STATES, ItemState, OrderState
 from ..types import JSON, Actor
 from .context import ServiceContext
 from .lease_admin import LeaseAdmin, LeaseSelector
 from .orders import OrderService, refused
+from .proposals import check_proposal
 from .views import item_dict, order_dict
 
 #: The order states ``requeue`` takes; a failed order is put back with ``retry``.
@@ -66,18 +67,34 @@ class OrderAdmin:
             self.ctx.dispatcher.items_available(order["type"], list(change.items))
         return order
 
-    def clone(self, order_id: uuid.UUID, actor: Actor) -> dict[str, Any]:
-        """Propose a new order with the same type, payload, priority and meta (plus
-        ``meta.cloned_from``); its dedupe key is not copied."""
+    def clone(
+        self,
+        order_id: uuid.UUID,
+        actor: Actor,
+        priority: int | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Propose a new order with the same type, payload, priority (or ``priority``)
+        and meta (plus ``meta.cloned_from``); its dedupe key is not copied. ``dry_run``:
+        the proposal is checked and returned, nothing is created."""
         with self.ctx.db.transaction() as s:
             source = s.get(Order, order_id)
             if source is None:
                 raise NotFound(f"order {order_id} not found", details={"order_id": str(order_id)})
             original = order_dict(source)
+        if dry_run:
+            check_proposal(
+                self.ctx.registry,
+                original["type"],
+                original["payload"] or {},
+                priority=original["priority"] if priority is None else priority,
+                max_depth=self.ctx.settings.max_json_depth,
+            )
+            return {**original, "cloned_from": original["id"], "dry_run": True}
         proposal = self.orders.propose(
             original["type"],
             dict(original["payload"] or {}),
-            priority=original["priority"],
+            priority=original["priority"] if priority is None else priority,
             meta={**(original["meta"] or {}), "cloned_from": original["id"]},
             requested_by=actor,
         )
@@ -193,12 +210,15 @@ class ItemFilter:
     state: str | None = None
     type: str | None = None
     agent_id: str | None = None
+    #: only items someone holds a lease on (leased or in progress), as upstream's --leased
+    leased: bool = False
 
     def where(self) -> list[ColumnElement[bool]]:
         if self.state is not None and self.state not in {s.value for s in ItemState}:
             message = f"unknown item state {self.state!r}"
             raise InvalidQuery(message, details={"state": self.state})
-        return given(
+        held = [Item.state.in_(sorted(HELD_ITEM_STATES))] if self.leased else []
+        return held + given(
             (Item.order_id, self.order_id),
             (Item.state, self.state),
             (Item.order_type, self.type),
