@@ -17,7 +17,8 @@ from workmanager.settings import Settings
 try:
     _settings = Settings.from_env()
 except WorkManagerError as _exc:
-    if not Path(sys.argv[0]).name.startswith("celery"):
+    command = Path(sys.argv[0])
+    if not (command.name.startswith("celery") or command.parent.name == "celery"):
         raise  # a producer (enqueue_order) or a server: the error is its caller's to handle
     # A setting the user got wrong, under `celery -A tasks worker|beat|flower`: the one
     # error line (and its hint) workmanager's console prints, exit 1, not Celery's

@@ -93,7 +93,7 @@ def _member_problem(
                 return found
         return None
     for key, item in value.items():
-        if key is not None and not isinstance(key, (str, int, float, bool)):
+        if not isinstance(key, str):  # the server's rule (workmanager.jsonvalues)
             return path or "$", f"key {key!r} of type {type(key).__name__} is not a string"
         found = _json_problem(item, f"{path}.{key}" if path else str(key), ancestors)
         if found:

@@ -59,10 +59,15 @@ def schema_errors(schema: dict[str, Any], instance: Any, prefix: str = "") -> li
         why = exc.message if isinstance(exc, ConfigurationError) else f"not JSON: {exc}"
         log.error("the order type's schema for %s is not a JSON Schema: %s", prefix or "$", why)
         return [problem(prefix or "$", f"the order type's schema is invalid: {why}", "hook_error")]
-    errors = [
-        problem(_path(prefix, e.absolute_path), e.message, str(e.validator))
-        for e in validator.iter_errors(instance)
-    ]
+    try:
+        errors = [
+            problem(_path(prefix, e.absolute_path), e.message, str(e.validator))
+            for e in validator.iter_errors(instance)
+        ]
+    except Exception as exc:  # a $ref that resolves nowhere fails only while validating
+        log.error("the order type's schema for %s cannot be used: %s", prefix or "$", exc)
+        why = f"the order type's schema is invalid: {type(exc).__name__}: {exc}"[:500]
+        return [problem(prefix or "$", why, "hook_error")]
     return sorted(errors, key=lambda e: (e["path"], e["validator"]))
 
 

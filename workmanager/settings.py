@@ -152,7 +152,7 @@ class Settings:
     def __post_init__(self) -> None:
         if self.redis_cluster:
             check_cluster(self.redis_url, self.redis_prefix)
-        elif "," in self.redis_url.partition("://")[2].partition("/")[0]:
+        elif "," in self.redis_url.partition("://")[2].partition("/")[0].rpartition("@")[2]:
             raise ConfigurationError(
                 "WORK_MANAGER_REDIS_URL lists several nodes, which only a Redis Cluster takes",
                 hint="set WORK_MANAGER_REDIS_CLUSTER=true, or name one Redis server",

@@ -67,6 +67,9 @@ HELD_ITEM_STATES = frozenset({I.LEASED, I.IN_PROGRESS})
 SUBMITTED_ITEM_STATES = frozenset({I.SUBMITTED, I.ACCEPTED, I.COMPLETED})
 #: Order states in which items may be leased.
 LEASABLE_ORDER_STATES = frozenset({O.QUEUED, O.IN_PROGRESS})
-#: Orders still under way: their history (the evidence a reviewer reads is in their
-#: ``submitted`` events) is kept by ``ops prune`` however old.
-OPEN_ORDER_STATES = frozenset({O.QUEUED, O.IN_PROGRESS, O.SUBMITTED, O.APPROVED, O.APPLIED})
+#: Orders that are done for good: ``ops prune`` deletes them when old.
+SETTLED_ORDER_STATES = frozenset({O.COMPLETED, O.DEAD_LETTERED})
+#: Orders that can still change (a failed or rejected one can be retried or reworked):
+#: their history (the evidence a reviewer reads is in their ``submitted`` events) is kept
+#: by ``ops prune`` however old.
+OPEN_ORDER_STATES = frozenset(O) - SETTLED_ORDER_STATES

@@ -421,6 +421,10 @@ def test_fields_that_would_change_what_a_request_does_are_not_ignored(server: Se
         "validation_failed",
     )
     assert "/orders/{id}/checkout" in json.dumps(said)
+    # ... nor in the query string, where upstream agents send their filters
+    query = f"{PREFIX}/checkout?order_id={order['id']}"
+    said = error(admin.post(query, headers=idem()), 422, "validation_failed")
+    assert "/orders/{id}/checkout" in json.dumps(said)
     body = {"agent_id": "agent-scope", "dryRun": True}
     error(
         admin.post(f"{PREFIX}/provenance/forget", json=body, headers=idem()),

@@ -287,7 +287,7 @@ def test_ops_prune_cascades(console: Console) -> None:
 
 def test_ops_prune_old_audit_rows_of_kept_orders(console: Console) -> None:
     """As upstream's ops:prune: events and provenance written before the cutoff go, also
-    of orders that stay (here a failed one); newer ones and the orders themselves stay.
+    of orders that stay (here a recent completed one); newer ones and the orders stay.
     Not those of an order still under way: a submitted order's evidence is in its
     ``submitted`` event, and a reviewer still needs it (an adversarial pass found prune
     wiping it). A person is asked first and answering yes deletes."""
@@ -296,7 +296,7 @@ def test_ops_prune_old_audit_rows_of_kept_orders(console: Console) -> None:
     from workmanager.cli.app import Env, cli
 
     settled, waiting = _submitted(console), _submitted(console)
-    _set(console, settled, state="failed")  # kept by prune (not completed), but settled
+    _set(console, settled, state="completed")  # done for good, too recent to be pruned
     long_ago = utcnow() - timedelta(days=120)
     with console.wm.db.transaction() as s:
         s.execute(update(Event).values(created_at=long_ago))
@@ -620,3 +620,5 @@ def test_upstreams_list_and_clone_options(console: Console) -> None:
     assert dry["dry_run"] is True and console.json("orders", "list")["meta"]["total"] == total
     made = console.json("orders", "clone", str(held), "--priority", "7")
     assert made["priority"] == 7 and made["meta"]["cloned_from"] == str(held)
+    tenanted = wm.propose("test.simple", {"n": 5}, tenant_id="acme")
+    assert console.json("orders", "clone", str(tenanted))["tenant_id"] == "acme"  # was None

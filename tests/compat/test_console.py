@@ -358,11 +358,18 @@ def test_items_retry(ops: Server, api_db_url: str) -> None:
 
 def test_ops_prune(ops: Server, api_db_url: str) -> None:
     """Upstream's: old events and provenance go, the order stays. Here only of an order
-    that is settled (this one failed): an order still under way keeps its history, where a
+    done for good (completed): one that can still change keeps its history, where a
     reviewer reads its evidence (docs/migrating.md)."""
     a = agent(ops, "console-prune")
     order_id = propose(a, {"n": 8})
-    fail(a, order_id)
+    fail(a, order_id)  # then done for good, recently (too recent to be pruned itself)
+    backdate(api_db_url, Order, Order.id == order_id, last_transitioned_at=timedelta(0))
+    settle = Database(api_db_url)
+    try:
+        with settle.transaction() as s:
+            s.execute(update(Order).where(Order.id == order_id).values(state="completed"))
+    finally:
+        settle.dispose()
     waiting = propose(a, {"n": 80})
     proposed = next(e for e in show(ops, order_id)["events"] if e["event"] == "proposed")
     waiting_proposed = next(e for e in show(ops, waiting)["events"] if e["event"] == "proposed")
@@ -383,7 +390,7 @@ def test_ops_prune(ops: Server, api_db_url: str) -> None:
     done = run_json(api_db_url, "ops", "prune", "--older-than", "90d", "--yes")
     assert done["events"] == 1 and done["orders"] == 0 and done["provenance"] == dry["provenance"]
     order = show(ops, order_id)
-    assert order["state"] == "failed"  # the order itself stays
+    assert order["state"] == "completed"  # the order itself stays
     events = [e["id"] for e in order["events"]]
     assert proposed["id"] not in events and events  # "planned" was newer: kept
     assert waiting_proposed["id"] in [e["id"] for e in show(ops, waiting)["events"]]

@@ -242,6 +242,9 @@ def test_the_work_is_left_alone_and_others_retries_still_replay(make_wm: Any) ->
 
     value = {"agent_id": "eve", "evidence": {"src": "https://x/eve"}, "notes": "eve checked"}
     assert scrub(value, "eve", "P") == {**value, "agent_id": "P"}
+    # a reviewer's words in a rejection are no work of the agent's: scrubbed
+    rejection = {"code": "rejected", "errors": [{"message": "eve made this up"}]}
+    assert scrub(rejection, "eve", "P")["errors"] == [{"message": "P made this up"}]
 
     wm = make_wm(db="sqlite", backend="database", registry=Registry([Simple()]))
     tokens = TokenService(wm.ctx)

@@ -20,6 +20,13 @@ class BadResultSchema(Simple):
         return {"type": "nonsense"}  # not a JSON Schema type
 
 
+class DanglingRef(Simple):
+    type = "test.dangling-ref"
+
+    def result_schema(self, item: Any) -> Any:
+        return {"$ref": "#/$defs/missing"}  # valid as a schema; fails only when used
+
+
 class BadEvidenceSchema(Simple):
     type = "test.bad-evidence-schema"
 
@@ -31,6 +38,7 @@ class BadEvidenceSchema(Simple):
     ("order_type", "path", "extra"),
     [
         ("test.bad-result-schema", "result", {}),
+        ("test.dangling-ref", "result", {}),
         ("test.bad-evidence-schema", "evidence", {"evidence": {"source": "x"}}),
     ],
 )
@@ -39,7 +47,7 @@ def test_a_schema_that_is_not_one_is_the_types_hook_error(
 ) -> None:
     """Found by an adversarial pass: an invalid evidence schema was HTTP 500
     ``configuration_error`` on every submit (SPEC: a 5xx other than 503 is a bug)."""
-    wm = make_wm(registry=Registry([BadResultSchema(), BadEvidenceSchema()]))
+    wm = make_wm(registry=Registry([BadResultSchema(), DanglingRef(), BadEvidenceSchema()]))
     order_id = wm.propose(order_type, {})
     lease = wm.agent.checkout("a", order_id=order_id)
     assert lease is not None

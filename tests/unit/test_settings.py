@@ -360,3 +360,9 @@ def test_an_alias_beside_its_setting_is_still_checked() -> None:
         Settings.from_env({"WORK_MANAGER_LEASE_TTL_SECONDS": "60", "WORK_MANAGER_LEASE_TTL": "x"})
     both = {"WORK_MANAGER_LEASE_TTL_SECONDS": "60", "WORK_MANAGER_LEASE_TTL": "90"}
     assert Settings.from_env(both).lease_ttl_seconds == 60  # the canonical name wins
+
+
+def test_a_comma_in_a_redis_password_is_no_list_of_nodes() -> None:
+    """The reviewer's find: the several-nodes check looked at the user:password part."""
+    url = "redis://:pa,ss@redis:6379/0"
+    assert Settings.from_env({"WORK_MANAGER_REDIS_URL": url}).redis_url == url

@@ -44,13 +44,22 @@ class CheckoutBody(Body):
     def _no_scope_in_the_body(cls, data: Any) -> Any:
         """Unknown fields are ignored, but not these: an ``order_id`` (or ``item_id``)
         ignored leased any item, of another order, and spent an attempt on it."""
-        for name in ("order_id", "item_id"):
-            if isinstance(data, dict) and name in data:
-                raise ValueError(
-                    f"{name} is not a filter of POST /checkout: lease an order's item with"
-                    " POST /orders/{id}/checkout"
-                )
+        for name in NOT_CHECKOUT_FILTERS:
+            if isinstance(data, dict) and data.get(name) is not None:
+                raise ValueError(not_a_checkout_filter(name))
         return data
+
+
+#: Names an agent may send to ``POST /checkout`` meaning "this order's item" (in the body
+#: or, as upstream agents send filters, the query string): refused, never ignored.
+NOT_CHECKOUT_FILTERS = ("order_id", "item_id")
+
+
+def not_a_checkout_filter(name: str) -> str:
+    return (
+        f"{name} is not a filter of POST /checkout: lease an order's item with"
+        " POST /orders/{id}/checkout"
+    )
 
 
 class HeartbeatBody(Body):

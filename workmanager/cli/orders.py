@@ -410,6 +410,10 @@ def clone(
     wm = env.console
     order = OrderAdmin(wm.ctx, wm.orders).clone(order_id, env.actor, priority, dry_run)
     if dry_run:
-        emit(order, as_json, f"would clone {order_id} ({order['type']}, priority {priority})")
+        emit(
+            order,
+            as_json,
+            f"would clone {order_id} ({order['type']}, priority {order['priority']})",
+        )
         return
     emit(order, as_json, f"{order['id']} {order['state']} (clone of {order_id})")

@@ -82,21 +82,28 @@ class OrderAdmin:
             if source is None:
                 raise NotFound(f"order {order_id} not found", details={"order_id": str(order_id)})
             original = order_dict(source)
+        priority = original["priority"] if priority is None else priority
         if dry_run:
             check_proposal(
                 self.ctx.registry,
                 original["type"],
                 original["payload"] or {},
-                priority=original["priority"] if priority is None else priority,
+                priority=priority,
                 max_depth=self.ctx.settings.max_json_depth,
             )
-            return {**original, "cloned_from": original["id"], "dry_run": True}
+            return {
+                **original,
+                "priority": priority,
+                "cloned_from": original["id"],
+                "dry_run": True,
+            }
         proposal = self.orders.propose(
             original["type"],
             dict(original["payload"] or {}),
-            priority=original["priority"] if priority is None else priority,
+            priority=priority,
             meta={**(original["meta"] or {}), "cloned_from": original["id"]},
             requested_by=actor,
+            tenant_id=original["tenant_id"],  # the clone stays in its tenant
         )
         return proposal.order
 

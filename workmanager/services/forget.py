@@ -131,8 +131,6 @@ WORK = frozenset(
         "item_parts_state",
         "required_parts",
         "missing_parts",
-        "errors",
-        "details",
     }
 )
 

@@ -22,7 +22,7 @@ from ..db.order_store import OrderStore, build_order_store
 from ..db.predicates import old_audit
 from ..db.session import display_url
 from ..errors import InvalidQuery, SchemaOutdated
-from ..states import HELD_ITEM_STATES, OrderState
+from ..states import HELD_ITEM_STATES, SETTLED_ORDER_STATES, OrderState
 from ..types import Actor
 from . import readiness
 from .context import ServiceContext
@@ -186,7 +186,7 @@ class Maintenance:
 
 
 #: Order states ``prune`` deletes: finished for good, kept only as history.
-PRUNABLE = (OrderState.COMPLETED.value, OrderState.DEAD_LETTERED.value)
+PRUNABLE = tuple(sorted(SETTLED_ORDER_STATES))
 PRUNE_BATCH = 500
 MAX_TAIL = 1000
 
@@ -292,8 +292,9 @@ class Housekeeping:
         ``older_than``; their items, parts, events and provenance go with them (foreign-key
         cascade for items and parts, a trigger for the audit rows: migration 0003). Then,
         as upstream's ``ops:prune``, the events and provenance rows written before the
-        cutoff of the orders that are kept (an order's state lives on its row, not in its
-        events; only its history that old goes)."""
+        cutoff of the completed and dead-lettered orders that are kept, and of no order:
+        not those of an order that can still change (``OPEN_ORDER_STATES``: its evidence
+        is in its ``submitted`` events; :func:`~workmanager.db.predicates.old_audit`)."""
         cutoff = self.ctx.clock() - older_than
         old = Order.state.in_(PRUNABLE), Order.last_transitioned_at <= cutoff
         with self.ctx.db.transaction() as s:

@@ -17,7 +17,16 @@ from .. import idempotent
 from .. import responses as R
 from ..deps import CheckoutAuth, SubmitAuth, ViewAuth, state
 from ..responses import declare
-from ..schemas import CheckoutBody, FailBody, FinalizeBody, HeartbeatBody, PartBody, SubmitBody
+from ..schemas import (
+    NOT_CHECKOUT_FILTERS,
+    CheckoutBody,
+    FailBody,
+    FinalizeBody,
+    HeartbeatBody,
+    PartBody,
+    SubmitBody,
+    not_a_checkout_filter,
+)
 
 router = APIRouter(tags=["items"])
 LeaseToken = Header(default=None, alias="X-Lease-Token", description="the lease token")
@@ -37,6 +46,9 @@ def checkout(
     tenant_id: str | None = Query(default=None, max_length=191),
 ) -> JSONResponse:
     caller = auth.caller()
+    for name in NOT_CHECKOUT_FILTERS:
+        if request.query_params.get(name):
+            raise ValidationFailed.at(name, not_a_checkout_filter(name), "not")
     # Filters from the query string (upstream agents send them there) and the body.
     b = merge_filters(
         body or CheckoutBody(), {"type": type, "min_priority": min_priority, "tenant_id": tenant_id}
