@@ -173,3 +173,15 @@ def test_a_priority_no_database_column_holds_is_refused_alike(limited: WorkManag
         limited.propose("test.planned", {"how": "count", "n": 1}, priority=10**12)
     assert raised.value.details[0]["path"] == "priority"
     assert orders(limited) == 0
+
+
+def test_a_payloads_tenant_is_checked_as_a_named_one(limited: WorkManager) -> None:
+    """The reviewer's find: the payload's tenant_id (the legacy fallback) took " acme "
+    (another tenant than "acme") and "" (a tenant named nothing); a number is kept as its
+    digits, as before."""
+    for bad in (" acme ", "", "x" * 300):
+        with pytest.raises(ValidationFailed) as raised:
+            limited.propose("test.planned", {"how": "count", "n": 1, "tenant_id": bad})
+        assert raised.value.details[0]["path"] == "payload.tenant_id"
+    order_id = limited.propose("test.planned", {"how": "count", "n": 1, "tenant_id": 42})
+    assert limited.queries.order(order_id)["tenant_id"] == "42"

@@ -6,6 +6,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..services.inputs import PRIORITY_RANGE
+
+#: A priority's bounds (the column's 32 bits): the services' rule, in the schema.
+LOWEST, HIGHEST = PRIORITY_RANGE.start, PRIORITY_RANGE.stop - 1
+
 
 class Body(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
@@ -21,7 +26,7 @@ class ProposeBody(Body):
     type: str = Field(min_length=1, max_length=191)
     payload: dict[str, Any]
     meta: dict[str, Any] | None = None
-    priority: int = Field(default=0, ge=-(2**31), le=2**31 - 1)
+    priority: int = Field(default=0, ge=LOWEST, le=HIGHEST)
     dedupe_key: str | None = Field(default=None, min_length=1, max_length=191)
     #: the tenant the order belongs to (a tenant-bound token's own when absent)
     tenant_id: str | None = Field(default=None, min_length=1, max_length=191)
@@ -36,7 +41,7 @@ class ProposeBody(Body):
 
 class CheckoutBody(Body):
     type: str | None = Field(default=None, min_length=1, max_length=191)
-    min_priority: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
+    min_priority: int | None = Field(default=None, ge=LOWEST, le=HIGHEST)
     tenant_id: str | None = Field(default=None, max_length=191)
 
     @model_validator(mode="before")

@@ -19,6 +19,7 @@ from rich.text import Text
 from ..durations import MAX_SECONDS, parse_duration
 from ..errors import UsageError, WorkManagerError
 from ..jsonvalues import loads, raw_depth, too_deep
+from ..services.inputs import PRIORITY_RANGE
 from ..settings import Settings, auth_none_warning
 
 json_option = click.option("--json", "as_json", is_flag=True, help="JSON for scripts")
@@ -187,7 +188,7 @@ INTERVAL = Seconds(exclusive=True)
 #: the server would bind another port, the number wrapped around).
 PORT = click.IntRange(1, 65535)
 #: ``--priority``: a 32-bit integer, as the column and the HTTP API have it.
-PRIORITY = click.IntRange(-(2**31), 2**31 - 1)
+PRIORITY = click.IntRange(PRIORITY_RANGE.start, PRIORITY_RANGE.stop - 1)
 
 
 # --- errors -----------------------------------------------------------------------------

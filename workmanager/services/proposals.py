@@ -34,7 +34,7 @@ from ..settings import Settings
 from ..states import ItemState, OrderState
 from ..types import JSON, Actor
 from .context import ServiceContext
-from .inputs import require
+from .inputs import PRIORITY_RANGE, require
 from .tokens import order_tenant
 from .views import order_view
 
@@ -175,7 +175,7 @@ def check_proposal(
     require(
         _storable_int(priority),
         "priority",
-        "must be an integer from -2147483648 to 2147483647 (as the HTTP API takes)",
+        f"must be an integer from {PRIORITY_RANGE.start} to {PRIORITY_RANGE.stop - 1}",
     )
     require(
         dedupe_key is None or (isinstance(dedupe_key, str) and 0 < len(dedupe_key) <= 191),
@@ -246,7 +246,7 @@ def _storable(value: JSON, max_depth: int) -> bool:
 
 
 def _storable_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and -(2**31) <= value < 2**31
+    return isinstance(value, int) and not isinstance(value, bool) and value in PRIORITY_RANGE
 
 
 log = logging.getLogger("workmanager.generate")

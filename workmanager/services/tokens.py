@@ -251,9 +251,13 @@ def order_tenant(tenant_id: str | None, payload: Any) -> str | None:
 
 def payload_tenant(payload: Any) -> str | None:
     """The tenant an order gets when the proposal names none: its payload's ``tenant_id``
-    key (how items were given a tenant before orders had one; kept for compatibility)."""
+    key (how items were given a tenant before orders had one; kept for compatibility). A
+    number is written as its digits, as before; a string is checked as a named tenant is
+    (an empty or padded one was another tenant, or tenant ""), and so is anything else."""
     value = payload.get("tenant_id") if isinstance(payload, dict) else None
-    return None if value is None else str(value)[:MAX_TENANT_LENGTH]
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    return checked_tenant(value, "payload.tenant_id")
 
 
 def require_order(db: Database, order_id: uuid.UUID, tenant: str | None) -> None:

@@ -18,6 +18,8 @@ from .. import responses as R
 from ..deps import CheckoutAuth, SubmitAuth, ViewAuth, state
 from ..responses import declare
 from ..schemas import (
+    HIGHEST,
+    LOWEST,
     NOT_CHECKOUT_FILTERS,
     CheckoutBody,
     FailBody,
@@ -42,7 +44,7 @@ def checkout(
     auth: CheckoutAuth,
     body: CheckoutBody | None = None,
     type: str | None = Query(default=None, min_length=1, max_length=191),
-    min_priority: int | None = Query(default=None, ge=-(2**31), le=2**31 - 1),
+    min_priority: int | None = Query(default=None, ge=LOWEST, le=HIGHEST),
     tenant_id: str | None = Query(default=None, max_length=191),
 ) -> JSONResponse:
     caller = auth.caller()
