@@ -35,10 +35,8 @@ from workmanager import Settings, WorkManager
 from workmanager.errors import (
     LeaseConflict,
     LeaseExpired,
-    MalformedJSON,
     NotFound,
     RateLimited,
-    ValidationFailed,
     WorkManagerError,
 )
 from workmanager.states import LEASABLE_ORDER_STATES, ItemState
@@ -119,17 +117,11 @@ class AgentConsumer:
                 self._fail(lease, {"code": code, "message": str(exc)[:1000]}, retryable=True)
                 return "failed"
 
-    def _fail(self, lease: Any, error: dict[str, Any], retryable: bool) -> None:
-        """Report ``fail``; error details the service will not take (too large, say) are
-        left out rather than leave the item leased until its lease expires."""
+    def _fail(self, lease: Any, error: dict[str, str], retryable: bool) -> None:
+        """Report ``fail``; a refusal of the report is logged (the sweep reclaims the
+        item when its lease expires)."""
         try:
-            try:
-                self.wm.agent.fail(lease, error, retryable=retryable, agent=self.agent)
-            except (ValidationFailed, MalformedJSON):
-                if "details" not in error:
-                    raise
-                plain = {"code": error["code"], "message": error["message"]}
-                self.wm.agent.fail(lease, plain, retryable=retryable, agent=self.agent)
+            self.wm.agent.fail(lease, error, retryable=retryable, agent=self.agent)
         except WorkManagerError as failed:
             log.warning("could not report failure on %s: %s", lease.item_id, failed)
 

@@ -155,10 +155,10 @@ class Refused(Exception):
         text = text if self.part_key is None else f"part {self.part_key!r}: {text}"
         return text if len(text) <= SUMMARY_CHARS else text[: SUMMARY_CHARS - 1] + "…"
 
-    def report(self) -> dict[str, Any]:
-        """The error ``fail`` records: ``{code, message, details?}``, the message saying
-        where (the summary), the details as the service gave them."""
-        return {**self.error.to_dict(), "message": self.summary()}
+    def report(self) -> dict[str, str]:
+        """The error ``fail`` records, ``{code, message}``: the message is the summary, so
+        the stored error names the paths the service refused."""
+        return {"code": self.error.code, "message": self.summary()}
 
 
 #: The longest refusal summary: the log line's text and the message ``fail`` records.

@@ -1,6 +1,6 @@
 """A consumer agent whose handler returned, but whose output the service refused for good
 (``validation_failed``, ``malformed_json``, …), says so in one log line without a
-traceback, keeps the error's details in what it reports, and reports it not retryable;
+traceback, reports ``{code, message}`` naming the refused paths, not retryable;
 a handler that raises is still a crash (traceback, retryable). The consumer runs directly
 (no Celery) on SQLite and PostgreSQL; the last test runs a real agent process."""
 
@@ -112,20 +112,18 @@ def test_a_refused_result_is_one_line_with_details_and_not_retryable(
     ((error, retryable),) = reported
     assert retryable is False
     assert error["code"] == code and said in error["message"]
-    assert error["details"]  # the service's details, passed on
+    assert set(error) == {"code", "message"}  # what the item stores: the paths are in the message
     # not retryable: the item fails at once, its first attempt spent, the path recorded
     assert item["state"] == "failed" and item["attempts"] == 1
     assert item["error"]["code"] == code and said in item["error"]["message"]
 
 
-def test_the_reported_details_are_the_services(
+def test_the_reported_message_names_the_services_paths(
     wm: WorkManager, reported: list[tuple[Any, bool]]
 ) -> None:
     run(wm, "test.simple", lambda view, lease: {"answer": 1, "when": datetime.now(UTC)})
     ((error, _),) = reported
-    assert error["details"] == [
-        {"path": "$.result.when", "message": "datetime is not JSON", "validator": "type"}
-    ]
+    assert error == {"code": "validation_failed", "message": "result.when: datetime is not JSON"}
 
 
 def test_a_refusal_with_many_problems_is_still_one_bounded_line(
@@ -139,27 +137,6 @@ def test_a_refusal_with_many_problems_is_still_one_bounded_line(
     assert "\n" not in line and len(line) <= 1100 and line.endswith("…")
     ((error, _),) = reported
     assert len(error["message"]) <= 1000 and item["state"] == "failed"
-
-
-def test_details_the_service_will_not_take_are_left_out(
-    wm: WorkManager, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """``fail`` refusing the details (too large, say) must not leave the item leased."""
-    from workmanager.errors import ValidationFailed
-
-    fail = wm.agent.fail
-
-    def picky(lease: Any, error: Any, retryable: bool = True, agent: Any = None) -> Any:
-        if "details" in error:
-            raise ValidationFailed.at("error.details", "too large", "maxLength")
-        return fail(lease, error, retryable=retryable, agent=agent)
-
-    monkeypatch.setattr(wm.agent, "fail", picky)
-    outcome, item = run(wm, "test.simple", lambda view, lease: [1])
-    assert outcome == "refused"
-    assert item["state"] == "failed"
-    assert item["error"] == {"code": "validation_failed", "message": "result: must be an object"}
-    assert "could not report failure" not in caplog.text
 
 
 def test_a_handler_that_raises_is_still_a_crash(
@@ -231,7 +208,7 @@ def test_parts_that_are_not_pairs_are_refused(
     assert handler.closed  # the generator was closed, its cleanup ran
     ((error, retryable),) = reported
     assert retryable is False and error["code"] == "validation_failed"
-    assert error["details"][0]["path"] == "parts[1]"
+    assert error["message"].startswith("parts[1]: ")
     assert item["state"] == "failed"
     assert "parts() must yield (part_key, payload) pairs" in item["error"]["message"]
 
