@@ -18,8 +18,9 @@ from celery.signals import beat_init, worker_init, worker_process_init
 
 import workmanager.db
 from workmanager import Settings, WorkManager
-from workmanager.errors import DatabaseMissing, Unavailable, WorkManagerError
+from workmanager.errors import BrokerRefused, DatabaseMissing, Unavailable, WorkManagerError
 
+from .broker import check_credentials
 from .dispatcher import CeleryDispatcher
 
 if TYPE_CHECKING:
@@ -73,9 +74,12 @@ def _ready_to_work(**_: Any) -> None:
     - a schema behind the migrations (``error [schema_outdated]: … run `workmanager db
       upgrade```) or a database that does not exist (no SQLite file: run from another
       directory, or before ``db upgrade``; no PostgreSQL database): ``error
-      [unavailable]: no database at …`` and its hint.
+      [unavailable]: no database at …`` and its hint;
+    - a broker that refuses the credentials or the virtual host (``error [unavailable]:
+      the broker at … refused the credentials/vhost``), where Celery would print its
+      traceback (:func:`tasks.broker.check_credentials`).
 
-    A database (or Redis) that does not answer yet is not refused: tasks retry on it as on
+    A database, broker (or Redis) that does not answer yet is not refused: tasks retry on it as on
     any outage. A schema at the head is seen without Alembic (:func:`at_shipped_head`);
     only another answer loads it (:func:`~workmanager.db.migrate.require_head`, which
     decides), so a worker does not hold Alembic, Mako and their migration scripts."""
@@ -87,13 +91,14 @@ def _ready_to_work(**_: Any) -> None:
                 " process, where nothing serves them (only `workmanager serve` has /metrics);"
                 " use the statsd driver for workers (docs/operations.md#metrics)"
             )
+        check_credentials(wm.settings.broker_url)
         db = wm.db
         if not at_shipped_head(db):
             from workmanager.db.migrate import require_head
 
             require_head(db)
     except Unavailable as exc:
-        if isinstance(exc, DatabaseMissing):
+        if isinstance(exc, (DatabaseMissing, BrokerRefused)):
             _refuse(exc)
         log.warning("not ready at start-up: %s", exc)
     except WorkManagerError as exc:  # settings, schema behind

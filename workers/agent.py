@@ -229,7 +229,7 @@ def at_least_one(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the agent's Celery worker; its exit status (not 0 after Celery's fatal
-    "Unrecoverable error", e.g. a broker that refuses the credentials)."""
+    "Unrecoverable error", e.g. a queue the broker user may not declare)."""
     parser = argparse.ArgumentParser(prog="workmanager agent", description=__doc__)
     parser.add_argument("--type", required=True, dest="order_type")
     parser.add_argument("--handler", required=True)

@@ -104,6 +104,15 @@ class DatabaseMissing(Unavailable):
     hint = "run `workmanager db upgrade`"
 
 
+class BrokerRefused(Unavailable):
+    """The broker refused the credentials or the virtual host: no retry mends it."""
+
+    hint = (
+        "check the user, password and virtual host in WORK_MANAGER_BROKER_URL "
+        "(RabbitMQ: `rabbitmqctl list_users`, `rabbitmqctl list_vhosts`)"
+    )
+
+
 class ConfigurationError(PermanentError):
     """The configuration is invalid."""
 

@@ -96,21 +96,47 @@ def test_a_broker_that_is_not_there_is_still_unavailable(ready: Path) -> None:
     check(Mistake(CREATE, "unavailable", "is the broker running?"), done)
 
 
-# --- 2. an agent whose worker dies at start-up exits non-zero ----------------------------------
-def test_an_agent_whose_worker_cannot_start_exits_non_zero(ready: Path) -> None:
-    rabbitmq()
+# --- 2. workers and beat whose broker refuses: the same line, exit 1, no Celery traceback ------
+WORKER_URLS = {
+    "amqp": "amqp://guest:hunter2@127.0.0.1:5672//",
+    "vhost": "amqp://guest:guest@127.0.0.1:5672/nosuchvhost",
+    "redis": f"redis://nobody:hunter2@127.0.0.1:6379/{REDIS_DB}",
+}
+AGENT = ("workmanager", "agent", "--type", "demo.research", "--handler", "workmanager.demo:answer")
+
+
+@pytest.mark.parametrize(
+    ("command", "broker"),
+    [
+        pytest.param(AGENT, "amqp", id="agent-amqp"),
+        pytest.param(("celery", "-A", "tasks", "worker", "--pool", "solo"), "vhost", id="worker"),
+        pytest.param(("celery", "-A", "tasks", "beat"), "redis", id="beat-redis"),
+    ],
+)
+def test_a_worker_whose_broker_refuses_stops_with_one_line(
+    ready: Path, command: tuple[str, ...], broker: str
+) -> None:
+    """Celery printed "Unrecoverable error" and amqp's traceback (the agent), or retried
+    for ever (beat); the start-up check says it once, exit 1, before any task is taken."""
+    if broker != "redis":
+        rabbitmq()
+    exe, *args = command
+    if args[-1] == "beat":
+        args += ["--schedule", str(ready / "schedule")]
     done = run(
-        "workmanager",
-        "agent",
-        "--type",
-        "demo.research",
-        "--handler",
-        "workmanager.demo:answer",
+        exe,
+        *args,
         cwd=ready,
-        WORK_MANAGER_BROKER_URL="amqp://guest:hunter2@127.0.0.1:5672//",
+        PYTHONPATH=str(ROOT),
+        WORK_MANAGER_BROKER_URL=WORKER_URLS[broker],
     )
-    assert done.returncode == 1, (done.stdout, done.stderr[-2000:])
-    assert "Unrecoverable error" in done.stderr
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said[-2000:]
+    assert "Traceback" not in said and "Unrecoverable error" not in said, said[-2000:]
+    assert "hunter2" not in said
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("error [")]
+    assert line.startswith("error [unavailable]: the broker at ") and "refused" in line, line
+    assert f"hint: {REFUSED_HINT}" in done.stderr
 
 
 # --- 3. a bad setting under `celery -A tasks …`: the one line, exit 1 ------------------------

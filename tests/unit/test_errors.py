@@ -91,12 +91,20 @@ def test_class_code_and_status(cls: type[WorkManagerError]) -> None:
 
 
 def test_only_unavailable_is_transient() -> None:
-    """(and its refinements: a schema older than the code, or a database not created yet,
-    is fixed by an operator, which a retried task lives to see), and a rate limit reached
+    """(and its refinements: a schema older than the code, a database not created yet, or
+    a broker refusing the credentials, is fixed by an operator, which a retried task lives
+    to see), and a rate limit reached
     (SPEC §13: the same call succeeds once the bucket has refilled)"""
     transient = {c.__name__ for c in CONCRETE if issubclass(c, TransientError)}
-    assert transient == {"Unavailable", "SchemaOutdated", "DatabaseMissing", "RateLimited"}
+    assert transient == {
+        "Unavailable",
+        "SchemaOutdated",
+        "DatabaseMissing",
+        "BrokerRefused",
+        "RateLimited",
+    }
     assert issubclass(errors.SchemaOutdated, errors.Unavailable)
+    assert issubclass(errors.BrokerRefused, errors.Unavailable)
     assert issubclass(errors.DatabaseMissing, errors.Unavailable)
 
 

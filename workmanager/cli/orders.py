@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from typing import Any
 
 import click
 
-from ..db.session import display_url, sqlite_file
-from ..errors import DedupeKeyReused, InvalidQuery, Unavailable
+from ..errors import DedupeKeyReused, InvalidQuery
 from ..reads.listing import OrderListing
 from ..services.admin import OrderAdmin, OrderSelector, requeue_many
 from ..states import OrderState
@@ -20,7 +18,6 @@ from .render import (
     TIMEOUT,
     emit,
     emit_json,
-    first_line,
     json_object,
     json_option,
     pairs,
@@ -138,6 +135,7 @@ def _send(
     """Send the proposal to the workers (``tasks.enqueue_order``); its id."""
     from kombu.exceptions import OperationalError  # Celery's, only for this command
 
+    from tasks.broker import broker_unavailable, transport_errors
     from tasks.producer import enqueue_order
 
     try:
@@ -154,68 +152,6 @@ def _send(
         if isinstance(exc, (OperationalError, *transport_errors())):
             raise broker_unavailable(env.settings.broker_url, exc) from exc
         raise
-
-
-def transport_errors() -> tuple[type[BaseException], ...]:
-    """What the broker's transport raises when it cannot connect or is refused, beside
-    kombu's OperationalError (which wraps only the errors kombu would retry): its
-    ``connection_errors`` and ``channel_errors`` (py-amqp's AccessRefused for a wrong
-    password, NotAllowed for a missing vhost; redis-py's AuthenticationError). KeyError,
-    which kombu's Redis transport counts among them, is a bug here, never the broker."""
-    from tasks.app import app
-
-    try:
-        connection = app.connection_for_write()
-        errors = (*connection.connection_errors, *connection.channel_errors)
-    except Exception:  # a transport that cannot even load: the error already raised stands
-        return ()
-    return tuple(e for e in errors if e is not KeyError)
-
-
-#: What the transports raise when the broker refuses the credentials or the virtual host
-#: (py-amqp: ACCESS_REFUSED 403, NOT_ALLOWED 530; redis-py: AUTH refused).
-REFUSALS = frozenset({"AccessRefused", "NotAllowed", "AuthenticationError", "AuthorizationError"})
-
-
-def refused(exc: BaseException | None) -> bool:
-    """``exc``, or what it wraps (kombu re-raises redis-py's errors as OperationalError),
-    is a refusal of the credentials or the virtual host."""
-    seen = 0
-    while exc is not None and seen < 5:
-        if any(cls.__name__ in REFUSALS for cls in type(exc).__mro__):
-            return True
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return False
-
-
-def broker_unavailable(broker_url: str, exc: Exception) -> Unavailable:
-    """The one-line error for a broker that could not take the order: its URL (password
-    masked) and the fix. The embedded default's broker is a SQLite file under ``./var``,
-    which only ``workmanager db upgrade`` creates."""
-    bare = broker_url.removeprefix("sqla+")
-    shown = ("sqla+" if bare != broker_url else "") + display_url(bare)
-    path = sqlite_file(bare) if bare != broker_url and bare.startswith("sqlite") else None
-    if refused(exc):
-        return Unavailable(
-            f"the broker at {shown} refused the credentials/vhost: {first_line(exc)}",
-            details={"broker_url": shown},
-            hint=(
-                "check the user, password and virtual host in WORK_MANAGER_BROKER_URL "
-                "(RabbitMQ: `rabbitmqctl list_users`, `rabbitmqctl list_vhosts`)"
-            ),
-        )
-    if path is not None and not os.path.isdir(os.path.dirname(path)):
-        hint = (
-            "run `workmanager db upgrade` first (it creates the embedded broker's directory), "
-            "or point WORK_MANAGER_BROKER_URL at a running broker"
-        )
-    else:
-        hint = "is the broker running? check WORK_MANAGER_BROKER_URL"
-    return Unavailable(
-        f"could not send the order to the broker at {shown}: {first_line(exc)}",
-        details={"broker_url": shown},
-        hint=hint,
-    )
 
 
 @orders.command("list")
