@@ -313,6 +313,19 @@ def test_a_view_token_sees_no_actions_and_forged_posts_change_nothing(console: C
     assert console.state(order_id) == "submitted"
     assert console.events(order_id, "approved") == 0
     # the page still works with its own form
+    console.open(f"/ui/orders/{order_id}")
     console.driver.find_element(By.ID, "approve").click()
     console.wait(lambda: console.state(order_id) != "submitted", "approved through the form")
     assert console.events(order_id, "approved") == 1
+    # Back: the page before the approval, which Chromium restores from its back/forward
+    # cache (stale, its form marked sent: every click ignored), is loaded afresh
+    console.wait(lambda: console.has("flash"), "the page after approve")
+    console.driver.back()
+
+    def fresh() -> bool:
+        try:
+            return console.text("order-state") == "approved" and not console.has("approve")
+        except Exception:  # the page is being replaced
+            return False
+
+    console.wait(fresh, "the page before the approval, loaded afresh", 15)

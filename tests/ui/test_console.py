@@ -107,9 +107,10 @@ def test_pages_need_a_session_and_sign_in_sets_a_strict_http_only_cookie(
     assert answer.headers["location"].startswith("/ui/login?next=")
     page = client.get("/ui/login")
     login_csrf = field(page.text, "csrf")
-    # a wrong token: back to the form with the reason, no session
+    # a wrong token: the form again with the reason, no session
     wrong = client.post("/ui/login", data={"token": "wm_nope", "csrf": login_csrf})
-    assert wrong.status_code == 303 and "failed=" in wrong.headers["location"]
+    assert wrong.status_code == 401 and "unknown bearer token" in wrong.text
+    assert 'id="login-form"' in wrong.text and "wm_console=" not in str(wrong.headers)
     # the sign-in form itself carries a CSRF token (double-submitted in its own cookie)
     forged = TestClient(create_app(wm), follow_redirects=False)
     refused = forged.post("/ui/login", data={"token": tokens["reviewer"], "csrf": "x"})
@@ -119,7 +120,7 @@ def test_pages_need_a_session_and_sign_in_sets_a_strict_http_only_cookie(
     no_view = client.post(
         "/ui/login", data={"token": tokens["proposer"], "csrf": field(page.text, "csrf")}
     )
-    assert "failed=" in no_view.headers["location"]
+    assert no_view.status_code == 403 and 'id="login-failed"' in no_view.text
     page = client.get("/ui/login")
     answer = client.post(
         "/ui/login", data={"token": tokens["reviewer"], "csrf": field(page.text, "csrf")}
@@ -134,6 +135,34 @@ def test_pages_need_a_session_and_sign_in_sets_a_strict_http_only_cookie(
     with wm.db.transaction() as s:  # only the secret's hash is stored
         row = s.scalars(select(UiSession)).one()
     assert row.id not in cookie and len(row.id) == 64
+
+
+def test_the_sign_in_page_says_only_what_the_console_wrote(
+    wm: WorkManager, tokens: dict[str, str]
+) -> None:
+    """The page that asks for a token shows no text from its URL (``?failed=`` put anyone's
+    words there), and an order page's "Done: …" only what an action writes."""
+    client = client_for(wm)
+    page = client.get("/ui/login?failed=The+console+moved%3A+sign+in+at+https%3A%2F%2Fevil")
+    assert "evil" not in page.text and 'id="login-failed"' not in page.text
+    order_id = submitted_order(wm)
+    reviewer = sign_in(client_for(wm), tokens["reviewer"])
+    assert "evil" not in reviewer.get(f"/ui/orders/{order_id}?done=go+to+evil").text
+    assert "Done: approved." in reviewer.get(f"/ui/orders/{order_id}?done=approved").text
+
+
+def test_two_tabs_on_the_sign_in_page_both_sign_in(wm: WorkManager, tokens: dict[str, str]) -> None:
+    """Each sign-in page wrote a new form cookie, so the tab opened first was refused as
+    "expired": the live cookie is kept for every page opened while it lives."""
+    client = client_for(wm)
+    first = field(client.get("/ui/login?next=/ui/dashboard").text, "csrf")
+    second = field(client.get("/ui/login").text, "csrf")
+    answer = client.post(
+        "/ui/login",
+        data={"token": tokens["reviewer"], "csrf": first, "next": "/ui/dashboard"},
+    )
+    assert answer.status_code == 303 and answer.headers["location"] == "/ui/dashboard"
+    assert first == second
 
 
 def test_the_queue_lists_submitted_orders_oldest_first_with_their_agents(
@@ -245,6 +274,26 @@ def test_revoking_the_token_ends_the_session_and_sign_out_too(
     page = reviewer.get("/ui/queue").text
     assert reviewer.post("/ui/logout", data={"csrf": field(page, "csrf")}).status_code == 303
     assert reviewer.get("/ui/queue").status_code == 303
+
+
+def test_a_session_whose_name_is_bound_to_another_token_acts_no_more(
+    wm: WorkManager, tokens: dict[str, str]
+) -> None:
+    """The session re-checks its token as the API does: once another token is bound to
+    the agent id the session's token acts as (its name), the API refuses that token with
+    403, and so does the open session (it approved, recorded as the other token's agent)."""
+    order_id = submitted_order(wm)
+    reviewer = sign_in(client_for(wm), tokens["reviewer"])
+    page = reviewer.get(f"/ui/orders/{order_id}").text
+    TokenService(wm.ctx).create("bot", ["submit"], agent_id="reviewer")
+    answer = reviewer.post(
+        f"/ui/orders/{order_id}/approve",
+        data={"csrf": field(page, "csrf"), "key": field(page, "key", "approve-form")},
+    )
+    assert answer.status_code == 403, answer.text
+    assert "bound to another token" in answer.text
+    assert wm.queries.order_state(order_id) == "submitted"
+    assert count_events(wm, order_id, "approved") == 0
 
 
 def test_lists_dashboard_and_lease_actions_for_operators_only(

@@ -162,7 +162,11 @@ class TokenService:
         names no agent acts as its own name (:func:`~.callers.resolve_agent_id`), so that
         name is checked the same way. A bound token naming another agent is refused by
         :func:`~.callers.resolve_agent_id`."""
-        digest = _digest(token)
+        return self.authenticate_digest(_digest(token), claimed_agent)
+
+    def authenticate_digest(self, digest: str, claimed_agent: str | None = None) -> Principal:
+        """:meth:`authenticate` of a token known by its stored digest (a console session
+        names its token): the same checks, read afresh."""
         return self._principal(digest, self.store.token(digest, claimed_agent), claimed_agent)
 
     def authenticate_reading(

@@ -6,6 +6,7 @@ operation itself (``Principal.require``). What every page shares is :mod:`.pages
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -48,9 +49,17 @@ def home() -> RedirectResponse:
 
 
 @router.get("/login", include_in_schema=False)
-def login_page(request: Request, next: str | None = None, failed: str | None = None) -> Response:
+def login_page(request: Request, next: str | None = None) -> Response:
+    return _login_form(request, next, None, 200)
+
+
+def _login_form(request: Request, next: str | None, failed: str | None, status: int) -> Response:
+    """The sign-in page; ``failed``: why the last attempt was refused, rendered by the
+    POST itself (never read from the query string, where anyone could write a message on
+    the page that asks for a token). Its form's CSRF cookie is kept while it lives, so
+    two tabs opened on the page both sign in."""
     c = console(request)
-    login_csrf = secrets.token_urlsafe(32)
+    login_csrf = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(32)
     response = c.templates.TemplateResponse(
         request,
         "login.html",
@@ -62,6 +71,7 @@ def login_page(request: Request, next: str | None = None, failed: str | None = N
             "failed": failed,
             "auth_enabled": c.api.auth_enabled,
         },
+        status_code=status,
     )
     _set_cookie(request, response, LOGIN_COOKIE, login_csrf, 600)
     return response
@@ -80,8 +90,7 @@ def login(
     try:
         secret, _ = console(request).sessions.sign_in(token.strip() or None)
     except (Unauthenticated, Forbidden) as exc:
-        query = urlencode({"failed": exc.message, "next": local_target(next)})
-        return RedirectResponse(f"{PREFIX}/login?{query}", 303)
+        return _login_form(request, next, exc.message, exc.http_status)
     response = RedirectResponse(local_target(next), 303)
     _set_cookie(request, response, COOKIE, secret, int(SESSION_LIFETIME.total_seconds()))
     response.delete_cookie(LOGIN_COOKIE, path=PREFIX)
@@ -148,7 +157,7 @@ def order(request: Request, order_id: str, sess: Signed) -> HTMLResponse:
         submissions=c.overview.submissions(oid),
         parts=parts,
         preview=c.overview.preview(oid),
-        flash=request.query_params.get("done"),
+        flash=flash_of(request.query_params.get("done")),
     )
 
 
@@ -234,7 +243,7 @@ def item(request: Request, item_id: str, sess: Signed) -> HTMLResponse:
         events=logs["events"],
         parts=parts,
         provenance=c.overview.provenance(c.overview.item_order(iid)).get(str(iid), []),
-        flash=request.query_params.get("done"),
+        flash=flash_of(request.query_params.get("done")),
     )
 
 
@@ -258,9 +267,28 @@ def extend(
     return back(f"/items/{item_id}", done=_outcome(result))
 
 
+NO_LIVE_LEASE = "no live lease"
+
+
 def _outcome(result: Mapping[str, Any]) -> str:
     counts = result.get("counts") or {}
-    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "no live lease"
+    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or NO_LIVE_LEASE
+
+
+#: What the order page's actions say they did (``?done=``); the item page's say the
+#: counts of their outcomes (``released: 1``) or that there was no live lease.
+ORDER_OUTCOMES = frozenset({"approved", "rejected", "reworked", "retried"})
+_COUNTS = re.compile(r"[a-z_]{1,20}: \d{1,6}(, [a-z_]{1,20}: \d{1,6}){0,5}")
+
+
+def flash_of(done: str | None) -> str | None:
+    """``?done=`` as the page shows it ("Done: …"), or nothing for a text no action
+    writes: the query string is anyone's to write, the page's words are ours."""
+    if done is None:
+        return None
+    if done in ORDER_OUTCOMES or done == NO_LIVE_LEASE or _COUNTS.fullmatch(done):
+        return done
+    return None
 
 
 def _pages(params: list[tuple[str, str]]) -> Callable[[int], str]:

@@ -3,8 +3,10 @@
 Signing in authenticates the token once (:meth:`TokenService.authenticate`) and stores a
 row: the sha256 of a random cookie secret, the token's id, a CSRF token and an expiry. The
 cookie carries only the secret. On every request the session is looked up by the secret's
-hash and the token is read again, so a revoked token (or a scope removed) takes effect at
-once, and the principal the pages act as is always the token's current one.
+hash and the token is authenticated again as the API does (:meth:`TokenService.
+authenticate_digest`), so a revoked token, a scope removed or its name bound to another
+token's agent takes effect at once, and the principal the pages act as is always the
+token's current one.
 """
 
 from __future__ import annotations
@@ -86,21 +88,29 @@ class SessionService:
             row = s.get(UiSession, hash_token(secret))
             if row is None or row.expires_at <= now:
                 raise Unauthenticated("the console session has ended; sign in again")
+            session = (row.id, row.csrf_token)
             if row.token_id is None:
                 if self.auth_enabled:
                     raise Unauthenticated("the console session has ended; sign in again")
-                return ConsoleSession(row.id, ANONYMOUS, row.csrf_token)
+                return ConsoleSession(session[0], ANONYMOUS, session[1])
             token = s.get(ApiToken, row.token_id)
-            if token is None or token.revoked_at is not None:
-                s.delete(row)
-                raise Unauthenticated("the token of this session was revoked; sign in again")
-            principal = Principal(
-                token.name, token.agent_id, frozenset(token.scopes or ()), token.tenant_id
-            )
-            return ConsoleSession(row.id, principal, row.csrf_token)
+            digest = token.token_hash if token is not None else None
+        try:  # the API's checks, read afresh: revoked, or its agent id bound to another token
+            if digest is None:
+                raise Unauthenticated("the token was deleted")
+            principal = self.tokens.authenticate_digest(digest)
+        except Unauthenticated:
+            self.sign_out_row(session[0])
+            raise Unauthenticated(
+                "the token of this session was revoked; sign in again"
+            ) from None
+        return ConsoleSession(session[0], principal, session[1])
+
+    def sign_out_row(self, session_id: str) -> None:
+        with self.ctx.db.transaction() as s:
+            s.execute(delete(UiSession).where(UiSession.id == session_id))
 
     def sign_out(self, secret: str | None) -> None:
         if not secret:
             return
-        with self.ctx.db.transaction() as s:
-            s.execute(delete(UiSession).where(UiSession.id == hash_token(secret)))
+        self.sign_out_row(hash_token(secret))

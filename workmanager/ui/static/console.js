@@ -3,6 +3,9 @@
 //    data-every seconds (the dashboard's panel): a same-origin GET with the session cookie.
 // 2. A form submits once: a second click while the first submission is on its way is
 //    ignored here (the server runs each form's action once anyway: its idempotency key).
+// 3. A page the browser restores from its back/forward cache (Back after an action, or
+//    after a submission that never reached the server) is loaded afresh: its state may
+//    be stale and its forms already marked sent, which would ignore every click.
 (function () {
   "use strict";
   function refresh(el) {
@@ -17,6 +20,9 @@
         .catch(function () {});
     }, every);
   }
+  window.addEventListener("pageshow", function (event) {
+    if (event.persisted) { window.location.reload(); }
+  });
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-refresh]").forEach(refresh);
     document.querySelectorAll("form[method=post]").forEach(function (form) {
