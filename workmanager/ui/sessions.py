@@ -101,9 +101,7 @@ class SessionService:
             principal = self.tokens.authenticate_digest(digest)
         except Unauthenticated:
             self.sign_out_row(session[0])
-            raise Unauthenticated(
-                "the token of this session was revoked; sign in again"
-            ) from None
+            raise Unauthenticated("the token of this session was revoked; sign in again") from None
         return ConsoleSession(session[0], principal, session[1])
 
     def sign_out_row(self, session_id: str) -> None:
