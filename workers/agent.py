@@ -59,9 +59,7 @@ class AgentConsumer:
 
     def __init__(self, wm: WorkManager, handler: Any, agent: AgentInfo) -> None:
         self.wm, self.handler, self.agent = wm, handler, agent
-        self.every = max(
-            0.2, min(wm.settings.heartbeat_every_seconds, wm.settings.lease_ttl_seconds / 3)
-        )
+        self.every = wm.settings.heartbeat_interval
         self.heartbeats = Heartbeats(wm, agent, self.every)
 
     def handle(self, item_id: uuid.UUID) -> tuple[str, float]:

@@ -191,6 +191,19 @@ class Settings:
         return f"{self.agent_queue_prefix}{order_type}"
 
     @property
+    def heartbeat_interval(self) -> float:
+        """How often an agent should beat: ``HEARTBEAT_EVERY_SECONDS``, at most a third of
+        the lease TTL (a lease held by an agent following the advice never expires between
+        two beats, whatever the two settings say), and at least 0.2 s."""
+        return max(0.2, min(self.heartbeat_every_seconds, self.lease_ttl_seconds / 3))
+
+    @property
+    def advised_heartbeat_seconds(self) -> int:
+        """:attr:`heartbeat_interval` in the whole seconds agents are told
+        (``heartbeat_every_seconds`` of a lease), at least 1."""
+        return max(1, int(self.heartbeat_interval))
+
+    @property
     def uses_embedded_broker(self) -> bool:
         return self.broker_url.startswith("sqla+sqlite")
 

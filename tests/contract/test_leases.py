@@ -216,7 +216,18 @@ def test_first_grant_moves_item_and_order_and_counts_the_attempt(build) -> None:
     assert item.lease_token == lease.fence > 0 and lease.token.startswith(f"{lease.fence}.")
     assert item.lease_expires_at == lease.expires_at
     assert order_state(wm, order_id) == "in_progress"
-    assert lease.heartbeat_every_seconds == wm.settings.heartbeat_every_seconds
+    assert lease.heartbeat_every_seconds == wm.settings.heartbeat_every_seconds == 120
+
+
+def test_the_advised_heartbeat_is_at_most_a_third_of_the_ttl(build) -> None:
+    """HEARTBEAT_EVERY 120 with a 30 s lease advised 120: every agent following the advice
+    lost its lease before its first beat. Capped at TTL/3, on checkout and heartbeat."""
+    wm = build(lease_ttl_seconds=30)
+    wm.propose("test.multi", {"count": 1})
+    lease = checkout(wm)
+    assert lease.heartbeat_every_seconds == 10
+    beat = wm.agent.heartbeat(lease)
+    assert beat.heartbeat_every_seconds == 10
 
 
 # --- fencing tokens ---------------------------------------------------------------------

@@ -103,7 +103,7 @@ class OrmStore:
             agent.id,
             compose(grant.token, secret),
             grant.expires_at,
-            self.ctx.settings.heartbeat_every_seconds,
+            self.ctx.settings.advised_heartbeat_seconds,
             item_view(item),
         )
 

@@ -284,7 +284,7 @@ class Operations:
                 agent,
                 presented,
                 self.wm.ctx.clock(),
-                settings.heartbeat_every_seconds,
+                settings.advised_heartbeat_seconds,
                 proof=proof,
             )
         return Lease(
@@ -293,7 +293,7 @@ class Operations:
             caller.agent.id,
             presented,
             self.wm.ctx.clock(),
-            settings.heartbeat_every_seconds,
+            settings.advised_heartbeat_seconds,
             row.item,
         )
 

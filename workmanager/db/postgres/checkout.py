@@ -70,7 +70,7 @@ class PostgresCheckout:
             agent.id,
             compose(item.lease_token, values["secret"]),
             expires,
-            self.ctx.settings.heartbeat_every_seconds,
+            self.ctx.settings.advised_heartbeat_seconds,
             item_view(item),
         )
 
