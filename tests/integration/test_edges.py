@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.support.types import Multi, Picky, Simple
-from workmanager import Actor, ApplyContext, Diff, OrderType, OrderView, Registry
+from workmanager import Actor, AgentInfo, ApplyContext, Diff, OrderType, OrderView, Registry
 from workmanager.db.models import Order, Provenance, utcnow
 from workmanager.errors import ApplyFailed, IllegalStateTransition, ValidationFailed
 from workmanager.provenance import anonymize_ip
@@ -160,3 +160,24 @@ def test_the_ip_filter_matches_addresses_as_the_enricher_stores_them(
     assert set(found("10.1.2.3,2001:db8::7")) == {str(v4), str(v6)}
     assert found("10.9.9.9") == [] and found("not-an-ip") == []
     assert found("10.1.2.99") == ([str(v4)] if anonymize else [])  # same /24 when anonymised
+
+
+def test_has_available_items_lists_only_orders_a_checkout_would_take(make_wm, database) -> None:
+    """The filter had its own copy of the checkout's rule without the order's state: an
+    order failed by one item's refusal still showed its other queued item as available,
+    which no checkout hands out. One predicate now (db/predicates.leasable)."""
+    wm = make_wm(db=database, registry=Registry([Multi()]))
+    failed, open_ = wm.propose("test.multi", {"count": 2}), wm.propose("test.multi", {"count": 1})
+    lease = wm.agent.checkout(AgentInfo(id="a"), order_id=failed)
+    assert lease is not None
+    wm.agent.fail(lease, {"code": "bad", "message": "no"}, retryable=False)
+    assert wm.queries.order_state(failed) == "failed"
+    listing = OrderListing(wm.ctx)
+
+    def available(flag: str) -> set[str]:
+        rows = listing.list([("filter[has_available_items]", flag)])["data"]
+        return {o["id"] for o in rows}
+
+    assert available("true") == {str(open_)}
+    assert available("false") == {str(failed)}
+    assert wm.agent.checkout(AgentInfo(id="b"), order_id=failed) is None

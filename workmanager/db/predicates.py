@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, literal, select
+from sqlalchemy import ColumnElement, and_, exists, func, literal, or_, select
 from sqlalchemy.orm import Session
 
-from ..states import HELD_ITEM_STATES, OPEN_ORDER_STATES, ItemState
+from ..states import HELD_ITEM_STATES, LEASABLE_ORDER_STATES, OPEN_ORDER_STATES, ItemState
 from .models import Item, Order
 
 
@@ -46,6 +46,21 @@ def item_state_in(states: Iterable[str]) -> ColumnElement[bool]:
 def queued() -> ColumnElement[bool]:
     """Matches ``ix_work_items_checkout``."""
     return Item.state == literal(ItemState.QUEUED.value, literal_execute=True)
+
+
+def leasable(now: Any) -> ColumnElement[bool]:
+    """An item a checkout may take at ``now`` (a value or a bind parameter): queued, due,
+    of an order still being worked on (not failed, say). The checkout's selection and the
+    listing's ``has_available_items`` both use it (PostgreSQL's ``eligible`` in
+    ``db/sql/queries.sql`` says the same, pinned by the contract suite)."""
+    return and_(
+        queued(),
+        or_(Item.available_at.is_(None), Item.available_at <= now),
+        exists().where(
+            Order.id == Item.order_id,
+            Order.state.in_([s.value for s in LEASABLE_ORDER_STATES]),
+        ),
+    )
 
 
 def held() -> ColumnElement[bool]:

@@ -14,14 +14,11 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Select, bindparam, exists, or_, select
+from sqlalchemy import Select, bindparam, or_, select
 
-from ..db.models import Item, Order
-from ..db.predicates import queued
-from ..states import LEASABLE_ORDER_STATES
+from ..db.models import Item
+from ..db.predicates import leasable
 from .base import CheckoutQuery
-
-_LEASABLE = [s.value for s in LEASABLE_ORDER_STATES]
 
 
 @dataclass(frozen=True)
@@ -82,11 +79,7 @@ def params(
 def eligible(shape: Shape) -> Select[Item]:
     """Queued items that are due, of orders still being worked on (not failed, say),
     filtered, in checkout order: priority desc, then age."""
-    stmt = select(Item).where(
-        queued(),
-        or_(Item.available_at.is_(None), Item.available_at <= bindparam("q_now")),
-        exists().where(Order.id == Item.order_id, Order.state.in_(_LEASABLE)),
-    )
+    stmt = select(Item).where(leasable(bindparam("q_now")))
     if shape.item:
         stmt = stmt.where(Item.id == bindparam("q_item"))
     if shape.order:

@@ -15,11 +15,11 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, select, true
+from sqlalchemy import ColumnElement, and_, exists, func, not_, select, true
 from sqlalchemy.sql import Select
 
 from ..db.models import Event, Item, Order, Provenance
-from ..db.predicates import count_rows
+from ..db.predicates import count_rows, leasable
 from ..provenance.default import anonymize_ip
 from ..services.context import ServiceContext
 from ..services.views import event_dict, item_dict, order_dict
@@ -224,11 +224,7 @@ BARE_FILTERS = ("state", "type", "id", "requested_by_type", "requested_by_id")
 
 
 def _has_available(value: str, param: str, ctx: ServiceContext) -> ColumnElement[bool]:
-    now = ctx.clock()
-    cond = _items_exist(
-        Item.state == ItemState.QUEUED.value,
-        or_(Item.available_at.is_(None), Item.available_at <= now),
-    )
+    cond = _items_exist(leasable(ctx.clock()))
     return cond if as_bool(value, param) else not_(cond)
 
 
