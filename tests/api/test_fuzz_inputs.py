@@ -609,7 +609,7 @@ class Stdio:
 
         from tests.api.conftest import BIN
 
-        args = [str(BIN / "workmanager"), "mcp", "--transport", "stdio"]
+        args = [str(BIN / "workmanager"), "--dispatcher", "none", "mcp", "--transport", "stdio"]
         self.proc = subprocess.Popen(
             args, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
         )

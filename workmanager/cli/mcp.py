@@ -25,7 +25,7 @@ def mcp_command(env: Env, transport: str, host: str, port: int) -> None:
     from ..mcp import build_server
 
     tracing.configure(env.settings, "workmanager-mcp")  # before the engine is built
-    wm = env.wm
+    wm = env.console  # announces work to the workers, as `serve` does (root --dispatcher)
     if transport == "stdio":
         build_server(wm).run("stdio")
         return
