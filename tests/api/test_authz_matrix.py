@@ -257,7 +257,16 @@ def test_the_matrix_over_mcp(
     server = srv  # to lease over HTTP; the MCP server shares its lease backend
     port = free_port()
     proc = subprocess.Popen(
-        [str(BIN / "workmanager"), "--dispatcher", "none", "mcp", "--transport", "http", "--port", str(port)],
+        [
+            str(BIN / "workmanager"),
+            "--dispatcher",
+            "none",
+            "mcp",
+            "--transport",
+            "http",
+            "--port",
+            str(port),
+        ],
         env=mcp_env(api_db_url, srv, running_servers),
     )
     url = f"http://127.0.0.1:{port}/mcp"

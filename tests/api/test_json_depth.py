@@ -106,7 +106,9 @@ def test_python_api_gets_malformed_json_not_recursion_error(make_wm: Any) -> Non
 
 async def _mcp_deep(env: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
     params = StdioServerParameters(
-        command=str(BIN / "workmanager"), args=["--dispatcher", "none", "mcp", "--transport", "stdio"], env=env
+        command=str(BIN / "workmanager"),
+        args=["--dispatcher", "none", "mcp", "--transport", "stdio"],
+        env=env,
     )
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()

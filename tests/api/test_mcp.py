@@ -22,7 +22,9 @@ def result(answer: Any) -> dict[str, Any]:
 
 async def session_run(env: dict[str, str]) -> dict[str, Any]:
     params = StdioServerParameters(
-        command=str(BIN / "workmanager"), args=["--dispatcher", "none", "mcp", "--transport", "stdio"], env=env
+        command=str(BIN / "workmanager"),
+        args=["--dispatcher", "none", "mcp", "--transport", "stdio"],
+        env=env,
     )
     seen: dict[str, Any] = {}
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:

@@ -37,7 +37,16 @@ def test_mcp_http_requires_a_token(api_db_url: str, tokens: dict[str, str]) -> N
     truncate_work_tables(api_db_url)
     port = free_port()
     proc = subprocess.Popen(
-        [str(BIN / "workmanager"), "--dispatcher", "none", "mcp", "--transport", "http", "--port", str(port)],
+        [
+            str(BIN / "workmanager"),
+            "--dispatcher",
+            "none",
+            "mcp",
+            "--transport",
+            "http",
+            "--port",
+            str(port),
+        ],
         env=base_env(api_db_url),
     )
     url = f"http://127.0.0.1:{port}/mcp"

@@ -205,7 +205,16 @@ def test_tenant_a_sees_and_changes_nothing_of_tenant_b_over_mcp(
     server = start_server(api_db_url, tokens, "database", None)  # to set B up over HTTP
     port = free_port()
     proc = subprocess.Popen(
-        [str(BIN / "workmanager"), "--dispatcher", "none", "mcp", "--transport", "http", "--port", str(port)],
+        [
+            str(BIN / "workmanager"),
+            "--dispatcher",
+            "none",
+            "mcp",
+            "--transport",
+            "http",
+            "--port",
+            str(port),
+        ],
         env=base_env(api_db_url),
     )
     url = f"http://127.0.0.1:{port}/mcp"

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.postgres
 
 async def session_run(env: dict[str, str]) -> dict[str, Any]:
     params = StdioServerParameters(
-        command=str(BIN / "workmanager"), args=["--dispatcher", "none", "mcp", "--transport", "stdio"], env=env
+        command=str(BIN / "workmanager"),
+        args=["--dispatcher", "none", "mcp", "--transport", "stdio"],
+        env=env,
     )
     seen: dict[str, Any] = {}
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
@@ -114,7 +116,9 @@ def test_an_upstream_mcp_client_with_camel_case_arguments(api_db_url: str) -> No
 async def tokenless_run(env: dict[str, str]) -> dict[str, Any]:
     """An upstream MCP client: camelCase arguments and no ``leaseToken`` at all."""
     params = StdioServerParameters(
-        command=str(BIN / "workmanager"), args=["--dispatcher", "none", "mcp", "--transport", "stdio"], env=env
+        command=str(BIN / "workmanager"),
+        args=["--dispatcher", "none", "mcp", "--transport", "stdio"],
+        env=env,
     )
     seen: dict[str, Any] = {}
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:

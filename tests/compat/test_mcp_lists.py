@@ -46,7 +46,9 @@ def env(db_url: str) -> dict[str, str]:
 
 async def in_session(db_url: str, body: Callable[[Call], Awaitable[None]]) -> None:
     params = StdioServerParameters(
-        command=str(BIN / "workmanager"), args=["--dispatcher", "none", "mcp", "--transport", "stdio"], env=env(db_url)
+        command=str(BIN / "workmanager"),
+        args=["--dispatcher", "none", "mcp", "--transport", "stdio"],
+        env=env(db_url),
     )
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()

@@ -38,7 +38,17 @@ def test_mcp_over_sse_with_cors(api_db_url: str, tokens: dict[str, str]) -> None
     port = free_port()
     env = base_env(api_db_url, WORK_MANAGER_MCP_CORS_ORIGINS=ORIGIN)
     proc = subprocess.Popen(
-        [str(BIN / "workmanager"), "--dispatcher", "none", "mcp", "--transport", "sse", "--port", str(port)], env=env
+        [
+            str(BIN / "workmanager"),
+            "--dispatcher",
+            "none",
+            "mcp",
+            "--transport",
+            "sse",
+            "--port",
+            str(port),
+        ],
+        env=env,
     )
     base = f"http://127.0.0.1:{port}"
     try:
