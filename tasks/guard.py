@@ -12,18 +12,24 @@ unacknowledged for the worker's life.
 body's shape first and turns what the request step raises on a malformed message into
 Celery's own :class:`~celery.exceptions.InvalidTaskError`: the consumer logs it with the
 message's task name and id and discards the message, as it does for any invalid message.
-Only what is raised before the request is reserved (handed on to be run) is the
-message's: an error after that (under ``--pool solo`` the task runs right there) is left
-to Celery, so no good message is discarded for it.
+Arguments that do not fit the task's parameters (one missing, one too many, one given
+twice) are refused the same way, where the task's call raised ``TypeError`` with a
+traceback after the message was taken. Only what is raised before the request is
+reserved (handed on to be run) is the message's: an error after that (under ``--pool
+solo`` the task runs right there) is left to Celery, so no good message is discarded
+for it.
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from celery import Task
 from celery.exceptions import InvalidTaskError
+from celery.worker.consumer import consumer as celery_consumer
 from celery.worker.state import task_reserved
 from celery.worker.strategy import default
 
@@ -43,6 +49,28 @@ def body_problem(payload: Any) -> str | None:
     if embed is not None and not isinstance(embed, Mapping):
         return "embed is not an object"
     return None
+
+
+def arguments_problem(signature: inspect.Signature | None, args: Any, kwargs: Any) -> str | None:
+    """Why ``args`` and ``kwargs`` cannot be passed to a task of ``signature`` (``None``
+    when they can): a missing, extra or repeated argument would raise ``TypeError`` in
+    the task's call, after the message was taken, with a traceback and nothing recorded."""
+    if signature is None:
+        return None
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        return f"the arguments do not fit {signature}: {exc}"
+    return None
+
+
+def _signature(task: Task) -> inspect.Signature | None:
+    """The parameters a message's arguments are bound to (``self`` of a bound task left
+    out), or ``None`` when they cannot be read."""
+    try:
+        return inspect.signature(task.run)
+    except (TypeError, ValueError):
+        return None
 
 
 def header_problem(headers: Any) -> str | None:
@@ -80,6 +108,7 @@ def guarded(task: Task, app: Any, consumer: Any, **options: Any) -> Callable[...
     """Celery's default strategy for ``task``, refusing malformed messages."""
     reserving = _Reserving()
     handle = default(task, app, consumer, task_reserved=reserving, **options)
+    signature = _signature(task)
 
     def task_message_handler(
         message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kw: Any
@@ -89,6 +118,8 @@ def guarded(task: Task, app: Any, consumer: Any, **options: Any) -> Callable[...
         hybrid = isinstance(payload, Mapping) and "args" in payload  # protocol 1 fields
         if body is None and not hybrid:  # protocol 2
             problem = body_problem(payload) or header_problem(message.headers)
+            if problem is None:
+                problem = arguments_problem(signature, payload[0], payload[1])
             if problem is not None:
                 raise InvalidTaskError(f"{where}: {problem}")
         reserving.reserved = False  # the consumer hands messages on one at a time
@@ -112,3 +143,44 @@ class GuardedTask(Task):  # type: ignore[misc]
     """The app's task class: Celery's, with the guarded strategy."""
 
     Strategy = "tasks.guard:guarded"
+
+
+class OneLineRefusals(logging.Filter):
+    """Celery's consumer reports a message it discards (invalid, for a task this worker
+    does not have, or not decodable) in a dozen lines with the body and a traceback:
+    said here in one ``ERROR`` line naming the message and the reason. What Celery does
+    with the message (discarded, the task marked failed) is unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        said = _one_line(record.msg, record.args)
+        if said is not None:
+            record.msg, record.args, record.exc_info, record.exc_text = said, None, None, None
+            record.levelno, record.levelname = logging.ERROR, "ERROR"
+        return True
+
+
+def _one_line(template: Any, args: Any) -> str | None:
+    if not isinstance(args, tuple) or not args:
+        return None
+    reason = _first_line(args[0])
+    if template is celery_consumer.INVALID_TASK_ERROR:
+        return f"refused [invalid_message]: {reason}; the message was discarded"
+    if template is celery_consumer.UNKNOWN_TASK_ERROR:
+        return (
+            f"refused [invalid_message]: no task named {reason} on this worker; the message"
+            " was discarded (check the task's name and the queue it was sent to)"
+        )
+    if template is celery_consumer.MESSAGE_DECODE_ERROR:
+        kind = args[1] if len(args) > 1 else None
+        return (
+            f"refused [invalid_message]: a message of content type {kind!r} could not be"
+            f" decoded ({reason}); the message was discarded"
+        )
+    return None
+
+
+def _first_line(value: Any) -> str:
+    return (str(value).splitlines() or [type(value).__name__])[0][:500]
+
+
+celery_consumer.logger.addFilter(OneLineRefusals())

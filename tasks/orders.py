@@ -75,6 +75,7 @@ def create(
     requested_by_type: str = "system",
     requested_by_id: str | None = None,
     tenant_id: str | None = None,
+    *extra: Any,
     **unknown: Any,
 ) -> str | None:
     """Validate, create and plan an order. A redelivered message finds its order already
@@ -85,8 +86,9 @@ def create(
     id still resolves; a dedupe key already used for another type or payload creates
     nothing (the key's id already names the other order) and the task returns ``None``.
     A message sent by hand without ``type`` or ``payload``, or with arguments this task
-    does not take, is refused the same way (it raised a TypeError before this ran, and
-    the proposal was lost)."""
+    does not take (more positional ones than its nine, or unknown names), is refused the
+    same way (it raised a TypeError before this ran, and the proposal was lost); one
+    argument given twice is refused by the guard (``tasks/guard.py``), in one line."""
     wm = get_wm()
     if order_id is None and dedupe_key is None and isinstance(self.request.id, str):
         order_id = str(uuid.uuid5(TASK_NAMESPACE, self.request.id))
@@ -95,6 +97,13 @@ def create(
         return None  # no id to record a refusal under: the line above is the record
     requested_by = Actor.system()
     try:
+        if extra:
+            raise ValidationFailed.at(
+                "args",
+                f"at most 9 positional arguments, got {9 + len(extra)}",
+                "maxItems",
+                "too many positional arguments for workmanager.orders.create",
+            )
         if unknown:
             raise ValidationFailed.at(
                 ", ".join(sorted(unknown)),
@@ -115,7 +124,9 @@ def create(
         )
     except DedupeKeyReused as exc:
         wm.orders.count_refused(type, exc)
-        log.error("orders.create of %r refused, nothing recorded: %s", type, exc.message)
+        log.error(
+            "orders.create of %r refused [%s], nothing recorded: %s", type, exc.code, exc.message
+        )
         return None
     except PermanentError as exc:
         log.error("orders.create of %r refused [%s]: %s", type, exc.code, exc.one_line())

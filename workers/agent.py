@@ -57,8 +57,11 @@ def default_agent_id() -> str:
 class AgentConsumer:
     """What one ``workmanager.agents.<type>`` message does."""
 
-    def __init__(self, wm: WorkManager, handler: Any, agent: AgentInfo) -> None:
-        self.wm, self.handler, self.agent = wm, handler, agent
+    def __init__(
+        self, wm: WorkManager, handler: Any, agent: AgentInfo, order_type: str | None = None
+    ) -> None:
+        """``order_type``: the one type this consumer works (``None``: any, for tests)."""
+        self.wm, self.handler, self.agent, self.order_type = wm, handler, agent, order_type
         self.every = wm.settings.heartbeat_interval
         self.heartbeats = Heartbeats(wm, agent, self.every)
 
@@ -67,7 +70,7 @@ class AgentConsumer:
         Over a checkout rate limit the message waits (``later``) the ``Retry-After`` the
         limiter gave: the item stays queued, nothing is marked failed."""
         try:
-            lease = self.wm.agent.checkout(self.agent, item_id=item_id)
+            lease = self.wm.agent.checkout(self.agent, type=self.order_type, item_id=item_id)
         except RateLimited as exc:
             log.info("checkout of %s rate limited; again in %ss", item_id, exc.retry_after)
             return "later", float(exc.retry_after)
@@ -82,6 +85,15 @@ class AgentConsumer:
             item = self.wm.queries.item(item_id)
         except NotFound:
             return "missing", 0.0
+        if self.order_type is not None and item["order_type"] != self.order_type:
+            log.error(
+                "item %s refused [validation_failed]: it is of type %r, not this agent's %r"
+                " (a message sent to the wrong agents' queue)",
+                item_id,
+                item["order_type"],
+                self.order_type,
+            )
+            return "refused", 0.0
         if item["state"] != ItemState.QUEUED or not self._order_leasable(item["order_id"]):
             return "skipped", 0.0  # taken, done, or its order failed: the retry re-announces
         wait = LIMITED_RETRY_SECONDS  # queued and due, yet refused: a lease limit was reached
@@ -175,13 +187,16 @@ def register_agent_task(app: Celery, order_type: str, consumer: AgentConsumer) -
     the process finalizes afterwards, bound to this consumer, and a second registration
     (another consumer) would then collide with it there (``DuplicateTaskNameWarning``).
     Delivery and retries as the order tasks' (``tasks.orders``)."""
-    from tasks.orders import STATEFUL, TRANSIENT
+    from tasks.orders import STATEFUL, TRANSIENT, task_id_arg
 
     @app.task(
         name=f"workmanager.agents.{order_type}", shared=False, bind=True, **STATEFUL, **TRANSIENT
     )
     def agent_task(self: Task, item_id: str) -> str:
-        outcome, delay = consumer.handle(uuid.UUID(item_id))
+        iid = task_id_arg(self.name, "item_id", item_id)
+        if iid is None:
+            return "refused"
+        outcome, delay = consumer.handle(iid)
         if outcome == "later":
             raise self.retry(countdown=delay)
         return outcome
@@ -209,7 +224,7 @@ def build(
         model_name=manager.settings.agent_model,
         runtime=f"celery/{manager.settings.agent_runtime}",
     )
-    consumer = AgentConsumer(manager, load_handler(handler_ref), agent)
+    consumer = AgentConsumer(manager, load_handler(handler_ref), agent, order_type)
     register_agent_task(app, order_type, consumer)
     return app, consumer
 

@@ -48,6 +48,18 @@ def test_malformed_messages_are_discarded_and_the_worker_lives_on(make_stack: An
         send_raw(stack, [[], {"type": "e2e.echo", "payload": {}}, {}], timelimit="x"),
         send_raw(stack, "not even a list"),
     ]
+    # a task this worker does not have, and a body that is not JSON: Celery's dozen lines
+    # with a traceback each, now one line too
+    unknown = stack.app.send_task("workmanager.orders.nope", queue="workmanager").id
+    undecodable = str(uuid.uuid4())
+    with stack.app.producer_or_acquire() as producer:
+        producer.publish(
+            b"not json{",
+            routing_key="workmanager",
+            content_type="application/json",
+            content_encoding="utf-8",
+            headers={"task": CREATE, "id": undecodable, "lang": "py"},
+        )
     good = uuid.uuid4()
     stack.app.send_task(
         CREATE,
@@ -61,8 +73,12 @@ def test_malformed_messages_are_discarded_and_the_worker_lives_on(make_stack: An
     assert "Unrecoverable error" not in log, log[-3000:]
     for task_id in poisoned:
         assert f"{CREATE} message {task_id}" in log, (task_id, log[-3000:])
-    assert log.count("The message has been ignored and discarded") == len(poisoned)
+    assert log.count("the message was discarded") == len(poisoned) + 2
+    assert "Traceback" not in log, log[-3000:]
     assert "the timelimit header is not [hard, soft] seconds" in log
+    assert "no task named 'workmanager.orders.nope' on this worker" in log, log[-3000:]
+    assert "a message of content type 'application/json' could not be decoded" in log
+    assert unknown and log.count("refused [invalid_message]") == len(poisoned) + 2
     # nothing left behind: not queued again, not held unacknowledged
     broker = redis.Redis.from_url(stack.settings.broker_url)
     assert broker.llen("workmanager") == 0
@@ -123,3 +139,55 @@ def test_arguments_a_task_cannot_use_are_one_logged_line_each(make_stack: Any) -
         lambda: "the refusal could not be recorded" in stack.log("control"), 30, "the NUL type"
     )
     assert "Traceback" not in stack.log("control"), stack.log("control")[-3000:]
+
+
+def test_arguments_that_do_not_fit_a_task_are_refused_before_it_runs(make_stack: Any) -> None:
+    """A missing, extra or repeated argument raised TypeError in the task's call, with a
+    traceback, after the message was taken (and a create's proposal was lost). The guard
+    now refuses such a message in one line (create records too many positional arguments
+    as a refused order under the producer's id); an agent's message naming an item that
+    is not a UUID, or an item of another type, is one line too, and nothing is leased."""
+    stack = make_stack()
+    stack.worker(concurrency=2)
+    stack.agent("e2e.echo", "tests.support.pipeline:echo_handler", concurrency=1)
+    send = stack.app.send_task
+    control = {"queue": "workmanager"}
+    extra = uuid.uuid4()
+    args = ["e2e.echo", {}, 0, None, None, str(extra), "system", None, None, "one too many"]
+    send(CREATE, args=args, **control)
+    send(CREATE, args=["e2e.echo"], kwargs={"type": "e2e.echo", "payload": {}}, **control)
+    check = "workmanager.orders.check_auto_approval"
+    send(check, kwargs={"order_id": str(uuid.uuid4()), "x": 1}, **control)
+    send(check, kwargs={}, **control)
+    send("workmanager.leases.sweep", args=[1, 2], **control)
+    agents = {"queue": "agents.e2e.echo"}
+    send("workmanager.agents.e2e.echo", kwargs={"item_id": "zzz"}, **agents)
+    send("workmanager.agents.e2e.echo", kwargs={}, **agents)
+    other = stack.wm.propose("e2e.slow", {})  # nobody's agent: its item must stay queued
+    (item,) = stack.wm.queries.order(other)["items"]
+    send("workmanager.agents.e2e.echo", kwargs={"item_id": item["id"]}, **agents)
+
+    stack.wait_for(lambda: order_state(stack, extra) == "failed", 60, "too many arguments")
+    assert "positional" in stack.wm.queries.order(extra)["last_error"]["message"]
+    control_log = stack.wait_for(
+        lambda: (t := stack.log("control")).count("the arguments do not fit") >= 4 and t,
+        60,
+        "the four messages refused by the guard",
+    )
+    for said in ("multiple values for argument 'type'", "unexpected keyword argument 'x'",
+                 "missing a required argument: 'order_id'", "too many positional"):  # fmt: skip
+        assert said in control_log, (said, control_log[-3000:])
+    agent_log = stack.wait_for(
+        lambda: (
+            (t := stack.log("agent")).count("refused [validation_failed]") >= 2
+            and "the arguments do not fit" in t
+            and t
+        ),
+        60,
+        "the agent's three bad messages",
+    )
+    assert "item_id must be a UUID string, got 'zzz'" in agent_log
+    assert "it is of type 'e2e.slow', not this agent's 'e2e.echo'" in agent_log
+    assert "Traceback" not in control_log + agent_log, (control_log + agent_log)[-3000:]
+    assert stack.wm.queries.item(uuid.UUID(item["id"]))["state"] == "queued"
+    assert stack.wm.queries.item(uuid.UUID(item["id"]))["attempts"] == 0
