@@ -63,6 +63,30 @@ def test_400s(server: Server) -> None:
     error(c.get(f"{PREFIX}/items/{uuid.uuid4()}/logs", params={"limit": 500}), 400, "invalid_query")
 
 
+def test_a_query_parameter_a_route_does_not_take_is_refused(server: Server) -> None:
+    """FastAPI ignored what a route does not declare: ``/checkout?typ=x`` leased an item of
+    any type, ``approve?wiat=10`` answered at once. Now 400 invalid_query naming it, as
+    ``GET /orders`` says, and nothing is leased; the parameters a route takes still work."""
+    c = server.client()
+    order_id = propose(c)["id"]
+    agent = {"X-Agent-ID": "typo-1"}
+    r = c.post(f"{PREFIX}/checkout", params={"typ": "x.none"}, headers={**agent, **idem()})
+    said = error(r, 400, "invalid_query")
+    assert said["message"].startswith("unknown query parameter 'typ'; this route takes ")
+    assert "min_priority" in said["message"] and said["details"] == {"parameter": "typ"}
+    items = c.get(f"{PREFIX}/orders/{order_id}").json()["order"]["items"]
+    assert [i["state"] for i in items] == ["queued"]
+    error(c.get(f"{PREFIX}/orders/{order_id}", params={"inclde": "items"}), 400, "invalid_query")
+    r = c.post(f"{PREFIX}/orders/{order_id}/approve", params={"wiat": "10"}, headers=idem())
+    error(r, 400, "invalid_query")
+    # what the routes take, and checkout's own better refusal of order_id
+    r = c.post(f"{PREFIX}/checkout", params={"type": "x.none"}, headers={**agent, **idem()})
+    assert r.status_code == 409, r.text  # no item of that type
+    r = c.post(f"{PREFIX}/checkout", params={"order_id": order_id}, headers={**agent, **idem()})
+    assert "not a filter of POST /checkout" in str(error(r, 422, "validation_failed")["details"])
+    assert c.get("/healthz", params={"probe": "1"}).status_code == 200  # probes add anything
+
+
 def test_values_no_database_can_store_are_refused_alike(server: Server) -> None:
     """A NUL in a tenant, a list filter, a part key or a subject to forget is refused with
     its field or parameter named, the same on every database (PostgreSQL's driver said 422

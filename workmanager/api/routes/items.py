@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from ...errors import ValidationFailed, problem
@@ -16,6 +16,7 @@ from ...surface.operations import CheckoutFilters
 from .. import idempotent
 from .. import responses as R
 from ..deps import CheckoutAuth, SubmitAuth, ViewAuth, state
+from ..query import also_refuses, known_query
 from ..responses import declare
 from ..schemas import (
     HIGHEST,
@@ -30,7 +31,7 @@ from ..schemas import (
     not_a_checkout_filter,
 )
 
-router = APIRouter(tags=["items"])
+router = APIRouter(tags=["items"], dependencies=[Depends(known_query)])
 LeaseToken = Header(default=None, alias="X-Lease-Token", description="the lease token")
 
 
@@ -39,6 +40,7 @@ LeaseToken = Header(default=None, alias="X-Lease-Token", description="the lease 
     summary="Lease the next eligible item",
     responses=declare({200: R.Checkout}),
 )
+@also_refuses(*NOT_CHECKOUT_FILTERS)
 def checkout(
     request: Request,
     auth: CheckoutAuth,

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from ...surface.operations import CheckoutFilters
 from .. import idempotent
 from .. import responses as R
 from ..deps import ApproveAuth, CheckoutAuth, ProposeAuth, RejectAuth, ViewAuth, state
+from ..query import known_query, reads_any_query
 from ..responses import declare
 from ..schemas import ProposeBody, RejectBody
 
-router = APIRouter(tags=["orders"])
+router = APIRouter(tags=["orders"], dependencies=[Depends(known_query)])
 
 
 @router.post(
@@ -41,6 +42,7 @@ def propose(request: Request, auth: ProposeAuth, body: ProposeBody) -> JSONRespo
     summary="List orders (filters, sorts, pages of SPEC §6.2)",
     responses=declare({200: R.OrderPage}, idempotent=False),
 )
+@reads_any_query
 def list_orders(request: Request, auth: ViewAuth) -> JSONResponse:
     caller = auth.caller()
     status, body = state(request).ops.list_orders(caller, request.query_params.multi_items())

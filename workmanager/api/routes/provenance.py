@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from ...errors import Forbidden, ValidationFailed
@@ -10,10 +10,11 @@ from ...services.forget import Forget, Subject
 from ...types import Actor
 from .. import responses as R
 from ..deps import AdminAuth, state
+from ..query import known_query
 from ..responses import declare
 from ..schemas import ForgetBody
 
-router = APIRouter(tags=["provenance"])
+router = APIRouter(tags=["provenance"], dependencies=[Depends(known_query)])
 
 
 @router.post(

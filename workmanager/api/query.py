@@ -1,0 +1,74 @@
+"""A query parameter a route does not take is refused (SPEC §6.1: 400 ``invalid_query``),
+as ``GET /orders`` refuses an unknown filter: FastAPI ignores what a route does not
+declare, so ``POST /checkout?typ=x`` leased an item of any type and ``approve?wiat=10``
+answered at once. One check for every route, from the parameters each declares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from fastapi import Request
+
+from ..errors import InvalidQuery
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The query names each route takes, by the route's id (built on its first request).
+_TAKEN: dict[int, frozenset[str] | None] = {}
+
+
+def reads_any_query(endpoint: F) -> F:
+    """Mark an endpoint that reads the query string itself and refuses what it does not
+    know (``GET /orders``: its filters, sorts and pages)."""
+    endpoint.reads_any_query = True  # type: ignore[attr-defined]
+    return endpoint
+
+
+def also_refuses(*names: str) -> Callable[[F], F]:
+    """Mark query names the endpoint refuses itself with a better message than
+    "unknown" (``/checkout``'s ``order_id``: not a checkout filter, and why)."""
+
+    def mark(endpoint: F) -> F:
+        endpoint.refuses_itself = frozenset(names)  # type: ignore[attr-defined]
+        return endpoint
+
+    return mark
+
+
+def taken(route: Any) -> frozenset[str] | None:
+    """The query names ``route`` takes (``None``: any)."""
+    key = id(route)
+    if key not in _TAKEN:
+        endpoint = getattr(route, "endpoint", None)
+        dependant = getattr(route, "dependant", None)
+        if dependant is None or getattr(endpoint, "reads_any_query", False):
+            _TAKEN[key] = None
+        else:
+            names = _query_names(dependant) | getattr(endpoint, "refuses_itself", frozenset())
+            _TAKEN[key] = frozenset(names)
+    return _TAKEN[key]
+
+
+def _query_names(dependant: Any) -> set[str]:
+    """The query parameters a dependant and its sub-dependencies declare."""
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def known_query(request: Request) -> None:
+    """The route dependency: 400 ``invalid_query`` naming the first unknown parameter."""
+    if not request.query_params:
+        return  # the usual request: nothing to look at
+    names = taken(request.scope.get("route"))
+    if names is None:
+        return
+    unknown = sorted(set(request.query_params) - names)
+    if unknown:
+        hint = f"; this route takes {', '.join(sorted(names))}" if names else ""
+        raise InvalidQuery(
+            f"unknown query parameter {unknown[0]!r}{hint}",
+            details={"parameter": unknown[0]},
+        )
