@@ -33,6 +33,8 @@ from celery.signals import worker_init
 
 from workmanager import Settings, WorkManager
 from workmanager.errors import (
+    ConfigurationError,
+    InvalidAgentMetadata,
     LeaseConflict,
     LeaseExpired,
     NotFound,
@@ -224,9 +226,43 @@ def build(
         model_name=manager.settings.agent_model,
         runtime=f"celery/{manager.settings.agent_runtime}",
     )
+    checked_identity(agent)
     consumer = AgentConsumer(manager, load_handler(handler_ref), agent, order_type)
     register_agent_task(app, order_type, consumer)
     return app, consumer
+
+
+#: Where each field of the agent's identity is set, for the start-up refusal.
+IDENTITY_SOURCES = {
+    "agent_id": "--agent-id",
+    "name": "WORK_MANAGER_AGENT_NAME",
+    "agent_version": "WORK_MANAGER_AGENT_VERSION",
+    "model_name": "WORK_MANAGER_AGENT_MODEL",
+    "runtime": "WORK_MANAGER_AGENT_RUNTIME",
+}
+
+
+def checked_identity(agent: AgentInfo) -> None:
+    """Refuse at start-up an identity provenance cannot store (the HTTP API's rule:
+    ``surface.callers.check_metadata``), naming where it was set: every item would
+    otherwise fail on its first write, its message lost."""
+    from workmanager.surface.callers import AgentMetadata, check_metadata
+
+    meta = AgentMetadata(
+        agent_id=agent.id,
+        name=agent.name,
+        version=agent.version,
+        model_name=agent.model_name,
+        runtime=agent.runtime,
+    )
+    try:
+        check_metadata(meta)
+    except InvalidAgentMetadata as exc:
+        problems = exc.details if isinstance(exc.details, list) else []
+        said = "; ".join(
+            f"{IDENTITY_SOURCES.get(p['field'], p['field'])}: {p['message']}" for p in problems
+        )
+        raise ConfigurationError(f"the agent's identity cannot be recorded: {said}") from exc
 
 
 def at_least_one(text: str) -> int:

@@ -181,3 +181,35 @@ def test_has_available_items_lists_only_orders_a_checkout_would_take(make_wm, da
     assert available("true") == {str(open_)}
     assert available("false") == {str(failed)}
     assert wm.agent.checkout(AgentInfo(id="b"), order_id=failed) is None
+
+
+def test_limits_hold_for_every_caller_not_only_http(make_wm, database) -> None:
+    """The HTTP schemas bounded an error code (1..191), a reject code (not empty), a part's
+    seq (32 bits) and checkout's type; the services did not, so MCP and Python callers got
+    them accepted (SQLite) or a driver's "integer out of range" naming no field
+    (PostgreSQL). The services hold the rule now (services/inputs.py), on every store."""
+    from tests.support.types import Parts
+
+    wm = make_wm(db=database, registry=Registry([Multi(), Parts()]))
+    agent = AgentInfo(id="limits")
+    wm.propose("test.parts", {})
+    lease = wm.agent.checkout(agent, type="test.parts")
+    assert lease is not None
+    with pytest.raises(ValidationFailed) as seq:
+        wm.agent.submit_part(lease, "a", {"v": 1}, seq=2**40)
+    assert seq.value.details[0]["path"] == "seq"
+    with pytest.raises(ValidationFailed) as code:
+        wm.agent.fail(lease, {"code": "x" * 192, "message": "m"})
+    assert code.value.details[0]["path"] == "error"
+    with pytest.raises(ValidationFailed) as type_:
+        wm.agent.checkout(agent, type="")
+    assert type_.value.details[0]["path"] == "type"
+    order_id = wm.propose("test.multi", {"count": 1})
+    other = wm.agent.checkout(agent, order_id=order_id)
+    assert other is not None
+    wm.agent.submit(other, {"answer": 1})
+    with pytest.raises(ValidationFailed) as empty:
+        wm.orders.reject(order_id, [{"code": "", "message": "m"}], Actor.system())
+    assert empty.value.details[0]["path"] == "errors"
+    assert wm.queries.order_state(order_id) == "submitted"  # nothing changed
+    assert wm.queries.item(lease.item_id)["state"] == "leased"

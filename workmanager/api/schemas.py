@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..services.inputs import PRIORITY_RANGE
+from ..services.inputs import NAME_MAX, PRIORITY_RANGE, SEQ_MAX
 
 #: A priority's bounds (the column's 32 bits): the services' rule, in the schema.
 LOWEST, HIGHEST = PRIORITY_RANGE.start, PRIORITY_RANGE.stop - 1
@@ -80,7 +80,7 @@ class SubmitBody(Body):
 
 class PartBody(Body):
     part_key: str = Field(min_length=1, max_length=191)
-    seq: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    seq: int | None = Field(default=None, ge=0, le=SEQ_MAX)
     payload: dict[str, Any]
     evidence: Any = None
     notes: str | None = None
@@ -91,7 +91,7 @@ class FinalizeBody(Body):
 
 
 class ErrorInfo(Body):
-    code: str = Field(min_length=1, max_length=191)
+    code: str = Field(min_length=1, max_length=NAME_MAX)
     message: str
 
 
@@ -101,7 +101,7 @@ class FailBody(Body):
 
 
 class RejectError(Body):
-    code: str = Field(min_length=1, max_length=191)
+    code: str = Field(min_length=1, max_length=NAME_MAX)
     message: str
     field: str | None = None
 

@@ -43,6 +43,15 @@ def agent_of(agent: AgentInfo | str | None, lease: Lease | None = None) -> Agent
 
 #: Priorities are 32-bit integers (the column, and the HTTP schema's bounds).
 PRIORITY_RANGE = range(-(2**31), 2**31)
+#: The most characters of a name, key or code a caller sends (the columns' width).
+NAME_MAX = 191
+#: The highest part ``seq`` (a 32-bit column).
+SEQ_MAX = 2**31 - 1
+
+
+def is_name(value: Any) -> bool:
+    """A string of 1 to :data:`NAME_MAX` characters."""
+    return isinstance(value, str) and 0 < len(value) <= NAME_MAX
 
 
 def checkout_query(
@@ -55,7 +64,7 @@ def checkout_query(
     if (order_id, type, min_priority, tenant_id, item_id) == (None,) * 5:
         return _GLOBAL  # the commonest checkout: nothing to check
     for path, value in (("type", type), ("tenant_id", tenant_id)):
-        require(value is None or isinstance(value, str), path, "must be a string")
+        require(value is None or is_name(value), path, f"must be 1 to {NAME_MAX} characters")
     if min_priority is not None:
         try:
             require(not isinstance(min_priority, bool), "min_priority", "must be an integer")
@@ -105,14 +114,13 @@ def check_progress(progress: Any, checkpoint: Any) -> None:
 
 
 def check_error(error: Any) -> None:
-    ok = (
-        isinstance(error, dict)
-        and isinstance(error.get("code"), str)
-        and error["code"]
-        and isinstance(error.get("message"), str)
-    )
-    if not ok:
-        raise ValidationFailed.at("error", "must be {code, message} strings", "required")
+    ok = isinstance(error, dict) and is_name(error.get("code"))
+    if not ok or not isinstance(error.get("message"), str):
+        raise ValidationFailed.at(
+            "error",
+            f"must be {{code, message}} strings, code 1 to {NAME_MAX} characters",
+            "required",
+        )
 
 
 def check_reject_errors(errors: Any) -> None:
@@ -121,13 +129,19 @@ def check_reject_errors(errors: Any) -> None:
         and len(errors) >= 1
         and all(
             isinstance(e, dict)
-            and isinstance(e.get("code"), str)
+            and is_name(e.get("code"))
             and isinstance(e.get("message"), str)
             and (e.get("field") is None or isinstance(e.get("field"), str))
             for e in errors
         )
     )
-    require(ok, "errors", "must be a list of at least one {code, message, field?}", "minItems")
+    require(
+        ok,
+        "errors",
+        f"must be a list of at least one {{code, message, field?}} (code: 1 to {NAME_MAX}"
+        " characters)",
+        "minItems",
+    )
 
 
 FINALIZE_MODES = ("strict", "best_effort")

@@ -18,6 +18,7 @@ from ..order_types import OrderType
 from ..order_types import Part as PartValue
 from ..settings import Settings
 from ..types import JSON, AgentInfo, ItemView
+from .inputs import SEQ_MAX
 from .transitions import record_event
 from .views import PartOutcome, iso, item_view, part_dict
 
@@ -48,8 +49,11 @@ def check_part_input(
                 "validator": "type",
             }
         )
-    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0):
-        errors.append({"path": "seq", "message": "must be an integer ≥ 0", "validator": "minimum"})
+    if seq is not None and (
+        isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= SEQ_MAX
+    ):
+        message = f"must be an integer from 0 to {SEQ_MAX}"
+        errors.append({"path": "seq", "message": message, "validator": "minimum"})
     if not isinstance(payload, dict):
         errors.append({"path": "payload", "message": "must be an object", "validator": "type"})
     if errors:

@@ -82,7 +82,7 @@ def resolve_agent_id(principal: Principal, named: str | None) -> str:
     return named or principal.name
 
 
-def _check(meta: AgentMetadata) -> None:
+def check_metadata(meta: AgentMetadata) -> None:
     """Every field the provenance row stores fits its column, on every database: a value
     that does not is refused here, with its field named, never by the driver."""
     errors = []
@@ -111,7 +111,7 @@ def build_caller(
 ) -> Caller:
     """Check the metadata and build the :class:`AgentInfo` recorded in provenance
     (``read``: the presented lease's row, read with the token)."""
-    _check(meta)
+    check_metadata(meta)
     agent = AgentInfo(
         id=resolve_agent_id(principal, meta.agent_id),
         name=meta.name,

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..container import WorkManager
 from ..db.request_store import build_request_store
-from ..errors import NoItemsAvailable, NotFound, Unavailable, ValidationFailed
+from ..errors import InvalidQuery, NoItemsAvailable, NotFound, Unavailable, ValidationFailed
 from ..lease_tokens import Holder
 from ..reads.listing import OrderListing
 from ..services.lease_admin import LeaseAdmin, LeaseSelector
@@ -36,6 +36,20 @@ Answer = tuple[int, dict[str, Any]]
 #: Order states after which an approved order's apply has finished, one way or the other.
 SETTLED = frozenset({OrderState.APPLIED, OrderState.COMPLETED, OrderState.FAILED})
 MAX_WAIT_SECONDS = 60.0
+
+
+def checked_wait(wait: Any) -> float | None:
+    """An approve's ``wait``: seconds from 0 to :data:`MAX_WAIT_SECONDS` (HTTP's query
+    parameter and MCP's argument alike), else 400 ``invalid_query`` naming it."""
+    if wait is None:
+        return None
+    number = isinstance(wait, int | float) and not isinstance(wait, bool)
+    if not number or not 0 <= wait <= MAX_WAIT_SECONDS:
+        raise InvalidQuery(
+            f"wait: seconds from 0 to {MAX_WAIT_SECONDS:g}, got {wait!r}",
+            details=[{"path": "wait", "message": f"0 to {MAX_WAIT_SECONDS:g} seconds"}],
+        )
+    return float(wait)
 
 
 def parse_id(value: str | uuid.UUID, kind: str) -> uuid.UUID:
@@ -146,6 +160,7 @@ class Operations:
     def approve(self, caller: Caller, order_id: str, wait: float | None = None) -> Answer:
         caller.principal.require("approve")
         oid = self.order_id(caller, order_id)
+        wait = checked_wait(wait)
         if not wait:
             return 202, {"order": self._approve(caller, oid)}
         # A place among the waiters first: a request refused for want of one approved nothing.
@@ -158,7 +173,7 @@ class Operations:
             )
         try:
             order = self._approve(caller, oid)
-            return self._wait(oid, min(wait, MAX_WAIT_SECONDS), order)
+            return self._wait(oid, wait, order)
         finally:
             self._waiters.release()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from ...surface.operations import CheckoutFilters
+from ...surface.operations import MAX_WAIT_SECONDS, CheckoutFilters
 from .. import idempotent
 from .. import responses as R
 from ..deps import ApproveAuth, CheckoutAuth, ProposeAuth, RejectAuth, ViewAuth, state
@@ -87,7 +87,7 @@ def approve(
     request: Request,
     auth: ApproveAuth,
     order_id: str,
-    wait: float | None = Query(default=None, ge=0, le=60),
+    wait: float | None = Query(default=None, ge=0, le=MAX_WAIT_SECONDS),
 ) -> JSONResponse:
     caller = auth.caller()
     ops = state(request).ops
