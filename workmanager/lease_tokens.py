@@ -54,16 +54,23 @@ def compose(fence: int, secret: str) -> str:
     return f"{fence}{SEPARATOR}{secret}"
 
 
+#: The fence of a lease acted on with no token (``LEASE_TOKEN_REQUIRED=false``) whose
+#: agent held no lease when the request was read; and of a malformed token. No row has
+#: either, so every check refuses them, each with its own message.
+NO_TOKEN_FENCE = -1
+MALFORMED_FENCE = -2
+
+
 def parse(token: object) -> tuple[int, str | None]:
-    """``(fence, secret hash)`` of a presented token. A malformed token yields a fence of
-    ``-1`` (no row has it), so every check refuses it as a conflict."""
+    """``(fence, secret hash)`` of a presented token. A malformed token yields
+    :data:`MALFORMED_FENCE` (no row has it), so every check refuses it as a conflict."""
     if not isinstance(token, str):
-        return -1, None
+        return MALFORMED_FENCE, None
     fence, sep, secret = token.partition(SEPARATOR)
     if not sep or not secret or not fence.isascii() or not fence.isdigit() or len(fence) > 19:
-        return -1, None
+        return MALFORMED_FENCE, None
     if fence != str(int(fence)):  # one spelling per token: "01" is not "1"
-        return -1, None
+        return MALFORMED_FENCE, None
     return int(fence), hash_secret(secret)
 
 

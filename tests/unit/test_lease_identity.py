@@ -7,7 +7,12 @@ import pickle
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from workmanager.lease_tokens import Holder
+import pytest
+
+from workmanager.db.models import Item
+from workmanager.errors import LeaseConflict
+from workmanager.lease_tokens import MALFORMED_FENCE, NO_TOKEN_FENCE, Holder
+from workmanager.leases.base import check_row
 from workmanager.services.inputs import agent_of
 from workmanager.surface.operations import CurrentLease
 from workmanager.types import AgentInfo, Lease
@@ -53,12 +58,12 @@ def test_a_lease_without_its_token_compares_the_rows_holder() -> None:
     assert current.holder is proof  # not the cached holder parsed from an empty token
     assert current.renewed(NOW).holder is proof
     unheld = CurrentLease(uuid.uuid4(), uuid.uuid4(), "agent-1", "", NOW, 30)
-    assert unheld.holder == Holder("agent-1", -1, None)  # every check refuses it
+    assert unheld.holder == Holder("agent-1", NO_TOKEN_FENCE, None)  # every check refuses it
 
 
 def test_a_lease_token_has_one_spelling() -> None:
     """``<fence>.<secret>`` with the fence as checkout wrote it: leading zeros, signs,
-    spaces or non-ASCII digits are malformed (fence -1: refused as a conflict)."""
+    spaces or non-ASCII digits are malformed (refused as a conflict that says so)."""
     from workmanager.lease_tokens import parse
 
     fence, secret = parse("12.s3cret")
@@ -67,4 +72,14 @@ def test_a_lease_token_has_one_spelling() -> None:
     arabic_one = "\u0661"
     malformed_tokens = ("012.s3cret", "00.s3cret", "+1.s3cret", " 1.s3cret", "1.", "1")
     for malformed in (*malformed_tokens, f"{arabic_one}.s3cret"):
-        assert parse(malformed) == (-1, None), malformed
+        assert parse(malformed) == (MALFORMED_FENCE, None), malformed
+
+
+def test_a_malformed_token_is_refused_as_malformed() -> None:
+    """It was told "no lease token was sent", the answer for a request without one."""
+    item = Item(id=uuid.uuid4(), state="leased", leased_by_agent_id="agent-1", lease_token=3)
+    item.lease_expires_at = NOW + timedelta(seconds=30)
+    with pytest.raises(LeaseConflict, match="the lease token is malformed"):
+        check_row(item, Holder("agent-1", MALFORMED_FENCE, None), NOW)
+    with pytest.raises(LeaseConflict, match="no lease token was sent"):
+        check_row(item, Holder("agent-1", NO_TOKEN_FENCE, None), NOW)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from ..db.models import Item
 from ..errors import Forbidden, IllegalStateTransition, LeaseConflict, LeaseExpired
-from ..lease_tokens import Holder, same_secret
+from ..lease_tokens import MALFORMED_FENCE, Holder, same_secret
 from ..states import HELD_ITEM_STATES, ItemState
 
 if TYPE_CHECKING:
@@ -158,6 +158,12 @@ def check_row(
     current token on an item that is no longer held (reclaimed) or past its expiry is
     expired.
     """
+    if holder.fence == MALFORMED_FENCE:
+        raise LeaseConflict(
+            "the lease token is malformed: send it exactly as checkout returned it"
+            " (<fence>.<secret>)",
+            details={"item_id": str(item.id)},
+        )
     if holder.fence < 0:  # no token sent (LEASE_TOKEN_REQUIRED=false), and no lease held
         raise LeaseConflict(
             "no lease token was sent, and this agent held no lease on the item when the"

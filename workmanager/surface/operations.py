@@ -17,7 +17,7 @@ from typing import Any
 from ..container import WorkManager
 from ..db.request_store import build_request_store
 from ..errors import InvalidQuery, NoItemsAvailable, NotFound, Unavailable, ValidationFailed
-from ..lease_tokens import Holder
+from ..lease_tokens import NO_TOKEN_FENCE, Holder
 from ..reads.listing import OrderListing
 from ..services.lease_admin import LeaseAdmin, LeaseSelector
 from ..services.tokens import (
@@ -80,7 +80,7 @@ class CurrentLease(Lease):
 
     @property
     def holder(self) -> Holder:
-        return self.proof or Holder(self.agent_id, -1, None)
+        return self.proof or Holder(self.agent_id, NO_TOKEN_FENCE, None)
 
 
 @dataclass(frozen=True)
