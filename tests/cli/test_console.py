@@ -54,6 +54,21 @@ def test_orders_list_filters_and_table(console: Console) -> None:
     assert console("orders", "list", "--filter", "nonsense", code=2)
 
 
+def test_orders_list_pages_by_the_settings_as_get_orders_does(console_for: Any) -> None:
+    """The CLI sent page[size]=50 whatever WORK_MANAGER_DEFAULT_PAGE_SIZE_HTTP said, and
+    its help said 1..100 whatever the max; the console's items list used the constants."""
+    from workmanager.reads.item_listing import ItemListing
+
+    console = console_for(default_page_size_http=2, max_page_size=3)
+    for n in range(4):
+        console.wm.propose("test.simple", {"n": n})
+    assert console.json("orders", "list")["meta"]["per_page"] == 2
+    assert console.json("orders", "list", "--limit", "50")["meta"]["per_page"] == 3
+    items = ItemListing(console.wm.ctx)
+    assert items.list([])["meta"]["per_page"] == 2
+    assert items.list([("page[size]", "50")])["meta"]["per_page"] == 3
+
+
 def test_orders_show(console: Console) -> None:
     order_id = _submitted(console)
     shown = console.json("orders", "show", str(order_id))

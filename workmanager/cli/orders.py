@@ -158,7 +158,12 @@ def _send(
 @click.option("--state", multiple=True, help="order state (repeat or comma list)")
 @click.option("--type", "order_type", multiple=True, help="order type (repeat or comma list)")
 @click.option("--sort", default=None, help="e.g. -priority,created_at (as GET /orders)")
-@click.option("--limit", default=50, show_default=True, help="page size, 1..100")
+@click.option(
+    "--limit",
+    type=int,
+    default=None,
+    help="page size (default WORK_MANAGER_DEFAULT_PAGE_SIZE_HTTP, at most ..._MAX_PAGE_SIZE)",
+)
 @click.option("--page", default=1, show_default=True)
 @click.option(
     "--filter",
@@ -175,14 +180,16 @@ def list_orders(
     state: tuple[str, ...],
     order_type: tuple[str, ...],
     sort: str | None,
-    limit: int,
+    limit: int | None,
     page: int,
     filters: tuple[str, ...],
     has_available_items: bool,
     as_json: bool,
 ) -> None:
     """List orders with the filters, sorts and pages of the HTTP API."""
-    params = [("page[size]", str(limit)), ("page[number]", str(page))]
+    params = [("page[number]", str(page))]
+    if limit is not None:  # else the list's own default, as GET /orders without page[size]
+        params.append(("page[size]", str(limit)))
     if has_available_items:
         params.append(("filter[has_available_items]", "true"))
     if state:

@@ -16,7 +16,6 @@ from ..services.views import item_dict
 from ..states import ItemState
 from .expiry import with_live_expiry
 from .params import (
-    MAX_SIZE,
     ListQuery,
     as_datetime,
     as_int,
@@ -63,13 +62,14 @@ class ItemListing:
 
     def list(self, params: Iterable[tuple[str, str]], tenant: str | None = None) -> dict[str, Any]:
         """One page; ``tenant`` forced as :meth:`OrderListing.list`'s is."""
-        query, sort = ListQuery(), "-updated_at"
+        settings = self.ctx.settings
+        query, sort = ListQuery(size=settings.default_page_size_http), "-updated_at"
         if tenant is not None:
             query.where.append(Item.tenant_id == tenant)
         for param, value in readable(params):
             if param == "sort":
                 sort = value
-            elif not page(query, param, value, MAX_SIZE):
+            elif not page(query, param, value, settings.max_page_size):
                 handler = _ITEM_FILTERS.get(filter_name(param))
                 if handler is None:
                     raise bad(f"unknown query parameter {param!r}", param)

@@ -19,7 +19,6 @@ from sqlalchemy import ColumnElement
 
 from ..errors import InvalidQuery
 
-DEFAULT_SIZE, MAX_SIZE = 50, 100
 _OPERATOR = re.compile(r"^(>=|<=|<>|!=|>|<|=)?(.*)$")
 _FILTER = re.compile(r"^filter\[([a-z_.]+)\]$")
 
@@ -28,9 +27,10 @@ _FILTER = re.compile(r"^filter\[([a-z_.]+)\]$")
 class ListQuery:
     """A parsed query string: conditions, sort columns and the page."""
 
+    #: the page's size (the caller's default: ``WORK_MANAGER_DEFAULT_PAGE_SIZE_*``)
+    size: int
     where: list[ColumnElement[bool]] = field(default_factory=list)
     order_by: list[Any] = field(default_factory=list)
-    size: int = DEFAULT_SIZE
     number: int = 1
     #: ``include=``: ``items``, ``events``, ``events_count`` (``items_count`` is always there)
     include: set[str] = field(default_factory=set)
