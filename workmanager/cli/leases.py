@@ -13,7 +13,12 @@ import click
 
 from ..durations import MAX_SECONDS
 from ..errors import InvalidQuery, Unavailable
-from ..services.lease_admin import LeaseAdmin, LeaseAdminResult, LeaseSelector
+from ..services.lease_admin import (
+    DEFAULT_EXTEND_SECONDS,
+    LeaseAdmin,
+    LeaseAdminResult,
+    LeaseSelector,
+)
 from .app import Env, cli, pass_env
 from .render import DURATION, emit_json, json_option, report_error, table
 
@@ -154,7 +159,7 @@ def release(env: Env, /, dry_run: bool, as_json: bool, **kw: Any) -> None:
     "--ttl",
     "seconds",
     type=click.IntRange(1, MAX_SECONDS),
-    default=900,
+    default=DEFAULT_EXTEND_SECONDS,
     show_default=True,
     help="seconds added to each lease's current expiry (upstream's --ttl set it to now + ttl)",
 )

@@ -10,6 +10,7 @@ import click
 from ..errors import DedupeKeyReused, InvalidQuery
 from ..reads.listing import OrderListing
 from ..services.admin import OrderAdmin, OrderSelector, requeue_many
+from ..services.orders import REVIEWER_REJECTION
 from ..states import OrderState
 from .app import Env, cli, pass_env
 from .follow import follow
@@ -242,7 +243,7 @@ def _done(order: dict[str, Any], as_json: bool) -> None:
 @click.option("--approve", is_flag=True, help="approve; the apply follows")
 @click.option("--reject", is_flag=True, help="reject (needs --reason)")
 @click.option("--reason", default=None, help="why it is rejected (stored as the error)")
-@click.option("--code", default="rejected_by_reviewer", show_default=True, help="error code")
+@click.option("--code", default=REVIEWER_REJECTION, show_default=True, help="error code")
 @click.option("--rework", is_flag=True, help="with --reject: send the items back to work")
 @json_option
 @pass_env

@@ -46,6 +46,10 @@ from ..types import Actor
 from .context import ServiceContext
 from .views import iso
 
+#: How far an operator's extend pushes a lease out when they name no duration (the CLI's
+#: ``leases extend`` and the console's form).
+DEFAULT_EXTEND_SECONDS = 900
+
 REQUEUED, FAILED, RELEASED = "requeued", "failed", "released"
 EXTENDED, SKIPPED = "extended", "skipped"
 

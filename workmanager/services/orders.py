@@ -41,6 +41,11 @@ from .views import order_dict
 log = logging.getLogger("workmanager.orders")
 
 
+#: The error code of a person's rejection when they give none (the CLI's ``orders reject``
+#: and the review console).
+REVIEWER_REJECTION = "rejected_by_reviewer"
+
+
 @dataclass(frozen=True)
 class Proposal:
     """The order created (``created``) or found by its dedupe key or id.

@@ -21,6 +21,8 @@ from ..errors import Forbidden, Unauthenticated
 from ..reads.expiry import expired
 from ..reads.item_listing import ItemListing
 from ..reads.overview import Overview
+from ..services.lease_admin import DEFAULT_EXTEND_SECONDS
+from ..services.orders import REVIEWER_REJECTION
 from ..surface.operations import parse_id
 from .pages import (
     COOKIE,
@@ -189,7 +191,7 @@ def reject(
     ops = console(request).api.ops
     rework = allow_rework in ("1", "on", "true")
     message = reason.strip() or "rejected in the review console"
-    errors: list[Any] = [{"code": "rejected_in_review", "message": message}]
+    errors: list[Any] = [{"code": REVIEWER_REJECTION, "message": message}]
     body = {"errors": errors, "allow_rework": rework}
     once(
         request,
@@ -240,6 +242,7 @@ def item(request: Request, item_id: str, sess: Signed) -> HTMLResponse:
         item=found,
         # the lock's expiry on Redis and memory leases (reads/expiry.py, in queries.item)
         lease_expired=expired(found, c.api.wm.ctx.clock()),
+        extend_default=DEFAULT_EXTEND_SECONDS,
         events=logs["events"],
         parts=parts,
         provenance=c.overview.provenance(c.overview.item_order(iid)).get(str(iid), []),
@@ -260,7 +263,7 @@ def extend(
     item_id: str,
     sess: Signed,
     csrf: str = Form(""),
-    seconds: int = Form(60),
+    seconds: int = Form(DEFAULT_EXTEND_SECONDS),
 ) -> Response:
     caller = checked_form(request, sess, csrf)
     _, result = console(request).api.ops.extend_lease(caller, item_id, seconds)
