@@ -24,6 +24,7 @@ from tests.support.waiting import wait_for
 from workmanager import Registry, WorkManager
 from workmanager.db.models import Event, Item, utcnow
 from workmanager.metrics.simple import MemoryDriver
+from workmanager.services.lease_admin import LeaseAdmin, LeaseSelector
 
 pytestmark = pytest.mark.postgres
 
@@ -278,3 +279,25 @@ def test_a_sweep_passes_over_rows_another_sweeper_holds(make_wm: Any, backend: s
     reclaimed = {i for found in result.requeued.values() for i in found}
     assert reclaimed == ids - set(first)
     assert wm.sweeper.sweep(batch_size=10).reclaimed == 10  # released: the next run's
+
+
+def test_reclaim_expired_asks_the_lock_store_about_every_selected_lease(make_wm: Any) -> None:
+    """One lock key gone while the row's expiry is ten minutes away: the holder is told
+    lease_expired, yet ``leases reclaim --order X --expired`` matched nothing (it selected
+    by the row's expiry first), leaving the item blocked until then. With a lock store the
+    store says which selected leases are gone; the live one is left alone."""
+    wm = build(make_wm, "redis", ttl=600)
+    ids = sorted(hold(wm, "test.multi", 2))
+    gone, kept = ids
+    client = redis_client(wm)
+    (key,) = [k for k in lock_keys(wm) if str(gone).encode() in k]
+    client.delete(key)
+    order_id = uuid.UUID(wm.queries.item(gone)["order_id"])
+    admin = LeaseAdmin(wm.ctx)
+    selector = LeaseSelector(order_id=order_id, expired=True)
+    dry = admin.reclaim(selector, dry_run=True)
+    assert [c["item_id"] for c in dry.changes] == [str(gone)]
+    done = admin.reclaim(selector)
+    assert [(c["item_id"], c["outcome"]) for c in done.changes] == [(str(gone), "requeued")]
+    assert wm.queries.item(gone)["state"] == "queued"
+    assert wm.queries.item(kept)["state"] == "leased"

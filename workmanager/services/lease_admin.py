@@ -64,7 +64,9 @@ class LeaseSelector:
     older_than: timedelta | None = None
     all: bool = False
     item_id: uuid.UUID | None = None
-    #: only leases past their expiry (and gone from the lock store)
+    #: only expired leases: past the row's expiry, or, with a lock store, gone from it
+    #: (the store is asked about every selected lease: a heartbeat may extend only the
+    #: lock, and a lost key is a lease gone before the row's expiry)
     expired: bool = False
 
     def empty(self) -> bool:
@@ -80,7 +82,9 @@ class LeaseSelector:
                 details={"selectors": ["agent", "order", "type", "older_than", "expired", "all"]},
             )
 
-    def where(self, now: datetime) -> list[ColumnElement[bool]]:
+    def where(self, now: datetime, lock_store: bool = False) -> list[ColumnElement[bool]]:
+        """The rows selected (``lock_store``: the lock store, not the row's expiry, says
+        which leases are expired, asked by :func:`~workmanager.db.store.dead_or_alive`)."""
         conds = [
             held(),
             *given(
@@ -92,7 +96,7 @@ class LeaseSelector:
         ]
         if self.older_than is not None:
             conds.append(_granted_at() <= now - self.older_than)
-        if self.expired:
+        if self.expired and not lock_store:
             conds.append(Item.lease_expires_at <= now)
         return conds
 
@@ -215,7 +219,9 @@ class LeaseAdmin:
 
     # --- select, preview or act, report ------------------------------------------------
     def _select(self, selector: LeaseSelector, now: datetime) -> list[Held]:
-        return held_leases(self.ctx, select(Item).where(*selector.where(now)).order_by(Item.id))
+        lock_store = self.ctx.leases.lock is not None
+        where = selector.where(now, lock_store)
+        return held_leases(self.ctx, select(Item).where(*where).order_by(Item.id))
 
     def _run(
         self,
