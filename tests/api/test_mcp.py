@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from typing import Any
 
 import anyio
@@ -103,3 +104,38 @@ def test_mcp_stdio_session(api_db_url: str) -> None:
     assert 1 <= len(seen["logs"]["events"]) <= 3
     assert seen["missing"]["success"] is False and seen["missing"]["code"] == "not_found"
     assert seen["approve"]["success"] is True and seen["approve"]["order"]["state"] == "approved"
+
+
+def test_a_call_piped_in_before_stdin_closes_is_answered(api_db_url: str) -> None:
+    """``… | workmanager mcp``: the library ended the session at the end of stdin and
+    cancelled the call still running, which had already proposed its order: it ran and
+    was never answered, exit 0. The end of stdin now waits for the answers."""
+    truncate_work_tables(api_db_url)
+    hello = {"protocolVersion": "2025-06-18", "capabilities": {},
+             "clientInfo": {"name": "pipe", "version": "1"}}  # fmt: skip
+    call = {"name": "work.propose", "arguments": {"type": "test.simple", "payload": {"n": 1}}}
+    lines = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": call},
+    ]
+    done = subprocess.run(
+        [str(BIN / "workmanager"), "--dispatcher", "none", "mcp", "--transport", "stdio"],
+        input="".join(json.dumps(line) + "\n" for line in lines),
+        env=base_env(api_db_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    answers = {a["id"]: a for a in map(json.loads, done.stdout.splitlines())}
+    assert set(answers) == {1, 7}, done.stdout
+    assert answer_of(answers[7])["success"] is True
+
+
+def answer_of(reply: dict[str, Any]) -> dict[str, Any]:
+    """A ``tools/call`` reply's answer (structured, else the text content's JSON)."""
+    found = reply["result"].get("structuredContent")
+    if found is not None:
+        return dict(found.get("result", found))
+    return dict(json.loads(reply["result"]["content"][0]["text"]))

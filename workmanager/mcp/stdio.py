@@ -7,6 +7,11 @@ is checked first, in one pass and without recursion, and a line that is too deep
 not parse is answered at once with a JSON-RPC parse error (``-32700``) whose ``data``
 carries the project's envelope (``malformed_json``), under the request's id when one can
 be read off the line. Everything else goes to the library's transport unchanged.
+
+The library also ends the session the moment stdin closes, cancelling requests still
+running: a script piping its calls in (``… | workmanager mcp``) had its last call run
+and never answered. Here the end of stdin is passed on only once every request read has
+been answered (at most :data:`DRAIN_SECONDS` later).
 """
 
 from __future__ import annotations
@@ -49,18 +54,27 @@ def request_id(line: str) -> int | str | None:
 LINE_DEPTH_LIMIT = 192
 
 
-def refusal(line: str, max_depth: int) -> MalformedJSON | None:
-    """Why ``line`` cannot go to the session, or ``None`` when it can. Arguments a little
-    past ``max_depth`` still reach the tool, which answers them as a §7 result; only a
-    line deeper than any allowed value could make (or one the parser refuses) stops here,
-    before the library's parser recurses into it."""
+#: How long the end of stdin waits for the answers of requests still running.
+DRAIN_SECONDS = 600.0
+
+
+def parsed(line: str, max_depth: int) -> tuple[Any, MalformedJSON | None]:
+    """``(message, None)`` for a line that can go to the session, or ``(None, why not)``.
+    Arguments a little past ``max_depth`` still reach the tool, which answers them as a
+    §7 result; only a line deeper than any allowed value could make (or one the parser
+    refuses) stops here, before the library's parser recurses into it."""
     if raw_depth(line) > LINE_DEPTH_LIMIT:
-        return too_deep(max_depth, "the message")
+        return None, too_deep(max_depth, "the message")
     try:
-        types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+        return types.jsonrpc_message_adapter.validate_json(line, by_name=False), None
     except Exception as exc:  # the library's own parser: whatever it refuses
-        return MalformedJSON(f"the message is not valid JSON-RPC: {str(exc).splitlines()[0]}")
-    return None
+        why = f"the message is not valid JSON-RPC: {str(exc).splitlines()[0]}"
+        return None, MalformedJSON(why)
+
+
+def refusal(line: str, max_depth: int) -> MalformedJSON | None:
+    """Why ``line`` cannot go to the session (:func:`parsed`), or ``None`` when it can."""
+    return parsed(line, max_depth)[1]
 
 
 def parse_error(line: str, error: MalformedJSON) -> SessionMessage:
@@ -83,16 +97,49 @@ class CheckedLines:
         self.source = source
         self.max_depth = max_depth
         self.replies: Any = None  # the transport's write stream, set once it is open
+        #: ids of the requests passed on and not answered yet
+        self.pending: set[Any] = set()
 
     async def __aiter__(self) -> AsyncIterator[str]:
         async for line in self.source:
             if not line.strip():
                 continue
-            error = refusal(line, self.max_depth)
+            message, error = parsed(line, self.max_depth)
             if error is None:
+                if isinstance(message, types.JSONRPCRequest):
+                    self.pending.add(message.id)
                 yield line
             elif self.replies is not None:
                 await self.replies.send(parse_error(line, error))
+        with anyio.move_on_after(DRAIN_SECONDS):  # stdin ended: let the calls answer first
+            while self.pending:
+                await anyio.sleep(0.02)
+
+    def answered(self, message: SessionMessage) -> None:
+        """Note an answer written (a response or an error to a request)."""
+        if isinstance(message.message, types.JSONRPCResponse | types.JSONRPCError):
+            self.pending.discard(message.message.id)
+
+
+class AnsweringStream:
+    """The transport's write stream, telling :class:`CheckedLines` what was answered."""
+
+    def __init__(self, stream: Any, lines: CheckedLines) -> None:
+        self.stream, self.lines = stream, lines
+
+    async def send(self, message: SessionMessage) -> None:
+        await self.stream.send(message)
+        self.lines.answered(message)
+
+    async def __aenter__(self) -> AnsweringStream:
+        await self.stream.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        return await self.stream.__aexit__(*exc)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
 
 
 async def serve(server: Any, max_depth: int) -> None:
@@ -102,4 +149,5 @@ async def serve(server: Any, max_depth: int) -> None:
     async with stdio_server(stdin=lines) as (read_stream, write_stream):  # type: ignore[arg-type]
         lines.replies = write_stream
         low = server._lowlevel_server
-        await low.run(read_stream, write_stream, low.create_initialization_options())
+        answering = AnsweringStream(write_stream, lines)
+        await low.run(read_stream, answering, low.create_initialization_options())  # type: ignore[arg-type]
