@@ -617,6 +617,25 @@ def test_a_question_not_answered_is_one_error_line(
     assert console.json("ops", "check")["orders"] == {"completed": 1}
 
 
+def test_ctrl_c_is_an_interruption_without_the_question_hint(
+    console: Console, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C printed "the question was not answered yes, or it was interrupted" and the
+    hint "answer y, or pass --yes": now "interrupted", no hint, exit 130 as shells use."""
+    from workmanager.cli import main
+
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setenv("WORK_MANAGER_DATABASE_URL", console.wm.settings.database_url)
+    monkeypatch.setattr("workmanager.services.maintenance.Housekeeping.check", interrupted)
+    with pytest.raises(SystemExit) as exited:
+        main(["ops", "check"])
+    assert exited.value.code == 130
+    err = capsys.readouterr().err
+    assert "error [aborted]: interrupted (Ctrl-C)" in err and "hint:" not in err
+
+
 def test_upstreams_list_and_clone_options(console: Console) -> None:
     """Options upstream's commands have that a migration pass found missing:
     ``orders list --has-available-items``, ``items list --leased``, ``orders clone

@@ -47,8 +47,11 @@ def main(args: Sequence[str] | None = None) -> None:
     logging.lastResort = OneLineWarnings()  # ``serve`` configures logging of its own
     try:
         code = cli.main(args=args, prog_name="workmanager", standalone_mode=False)
-    except click.exceptions.Abort:  # "Aborted!" alone, and nothing on stdout under --json
-        said = Aborted("stopped: the question was not answered yes, or it was interrupted")
+    except click.exceptions.Abort as exc:  # "Aborted!" alone, nothing on stdout under --json
+        if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+            report_error(Aborted("interrupted (Ctrl-C)", hint=""), wants_json(args))
+            sys.exit(130)  # the shell's convention for SIGINT
+        said = Aborted("stopped: the question was not answered yes")
         report_error(said, wants_json(args))
         sys.exit(1)
     except click.exceptions.NoArgsIsHelpError as exc:
