@@ -169,3 +169,37 @@ def test_a_bound_tokens_checkouts_count_against_its_tenant(make_wm: Any) -> None
             ops.checkout(Caller(unbound, AgentInfo(agent)), CheckoutFilters())
     with pytest.raises(RateLimited):  # the tenant named by an unbound caller: its bucket
         ops.checkout(Caller(unbound, AgentInfo("u3")), CheckoutFilters(tenant_id="tb"))
+
+
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_housekeeping_deletes_buckets_that_are_full_again(make_wm: Any, database: str) -> None:
+    """A bucket row was kept for ever (each consumer agent's id names its host and pid).
+    Maintenance deletes the rows untouched for longer than any configured limit takes to
+    refill, plus a margin (a missing row is a full bucket): a recent one stays."""
+    from sqlalchemy import func, select
+
+    from workmanager.db.models import RateBucket
+    from workmanager.ratelimit.database import PURGE_MARGIN_SECONDS
+    from workmanager.ratelimit.rules import refill_seconds
+
+    wm = make_wm(
+        db=database,
+        backend="database",
+        registry=Registry([Simple()]),
+        rate_limit_checkout_per_agent=Rate(10, 60),
+    )
+    assert refill_seconds(wm.settings) == 60.0
+    now = time.time()
+    with wm.db.transaction() as s:
+        s.add(RateBucket(key="checkout:agent:gone", tokens=0.0, updated_at=now - 3600))
+        s.add(RateBucket(key="checkout:agent:edge", tokens=0.0, updated_at=now - 60))
+        s.add(RateBucket(key="checkout:agent:busy", tokens=3.0, updated_at=now))
+    assert 60 < PURGE_MARGIN_SECONDS + 60 < 3600
+    report = wm.maintenance.run()
+    assert report.purged_rate_buckets == 1
+    with wm.db.transaction() as s:
+        keys = set(s.scalars(select(RateBucket.key)))
+        assert s.scalar(select(func.count()).select_from(RateBucket)) == 2
+    assert keys == {"checkout:agent:edge", "checkout:agent:busy"}

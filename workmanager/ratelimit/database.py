@@ -19,7 +19,9 @@ from sqlalchemy import TextClause, text
 
 from ..db.session import Database, unavailable_when_down
 from ..db.sql import queries
+from ..settings import Settings
 from .base import Bucket
+from .rules import refill_seconds
 
 
 def take_sql(postgres: bool) -> str:
@@ -58,3 +60,18 @@ class DatabaseBucketStore:
         except _Refused as refused:
             return refused.wait
         return 0.0
+
+
+def purge_full(db: Database, settings: Settings) -> int:
+    """Delete the buckets untouched long enough to be full again (a missing row is a full
+    bucket, so nothing changes for a caller): agents come and go (a consumer agent's id
+    names its host and pid), and their rows would stay for ever. The number deleted."""
+    idle = refill_seconds(settings) + PURGE_MARGIN_SECONDS
+    with unavailable_when_down(db.url), db.engine.begin() as conn:
+        found = conn.execute(_PURGE, {"cutoff": time.time() - idle})
+    return int(found.rowcount or 0)
+
+
+#: Beyond the refill time, for the clocks of the database and this process to differ.
+PURGE_MARGIN_SECONDS = 300.0
+_PURGE = text("DELETE FROM work_rate_buckets WHERE updated_at < :cutoff")

@@ -63,3 +63,19 @@ def checkout_tenant(
 def _bucket(settings: Settings, key: str, rate: Rate) -> Bucket:
     capacity = settings.rate_limit_burst or rate.count
     return Bucket(key, float(capacity), rate.per_second)
+
+
+def refill_seconds(settings: Settings) -> float:
+    """How long an untouched bucket of any configured limit takes to fill up from empty:
+    after that its row says no more than a missing row does (a full bucket), so
+    housekeeping may delete it. 0 when no limit is set (every row is a leftover)."""
+    configured = [
+        rate
+        for limit in (CHECKOUT, REQUESTS)
+        for rate in rates(settings, limit)
+        if rate is not None
+    ]
+    return max(
+        ((settings.rate_limit_burst or rate.count) / rate.per_second for rate in configured),
+        default=0.0,
+    )

@@ -22,6 +22,7 @@ from ..db.order_store import OrderStore, build_order_store
 from ..db.predicates import old_audit
 from ..db.session import display_url
 from ..errors import InvalidQuery, SchemaOutdated
+from ..ratelimit.database import purge_full
 from ..states import HELD_ITEM_STATES, SETTLED_ORDER_STATES, OrderState
 from ..types import Actor
 from . import readiness
@@ -40,6 +41,8 @@ class MaintenanceReport:
     dead_lettered_items: int = field(default=0, metadata={"step": "dead_letter"})
     stale_orders: list[str] = field(default_factory=list, metadata={"step": "check_stale"})
     purged_keys: int = field(default=0, metadata={"step": "purge_keys"})
+    #: rate-limit buckets on the database untouched long enough to be full again
+    purged_rate_buckets: int = field(default=0, metadata={"step": "purge_keys"})
     recovered_applies: list[uuid.UUID] = field(
         default_factory=list, metadata={"step": "recover_applies"}
     )
@@ -76,6 +79,7 @@ class Maintenance:
             report.stale_orders = self.stale_orders()
         if purge_keys:
             report.purged_keys = IdempotencyService(self.ctx).purge()
+            report.purged_rate_buckets = purge_full(self.ctx.db, self.ctx.settings)
         if recover_applies:
             report.recovered_applies = self.stuck_applies()
             for order_id in report.recovered_applies:
