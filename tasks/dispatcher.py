@@ -30,11 +30,15 @@ class CeleryDispatcher:
         #: ``_AGENT_QUEUE_PREFIX``); the defaults when no settings are given
         self.settings = settings or Settings()
 
-    def _send(self, name: str, queue: str | None = None, **kwargs: object) -> None:
+    def _send(self, name: str, queue: str | None = None, **kwargs: object) -> bool:
+        """Send one message; ``False`` after one logged line when the broker did not take
+        it (the operation that announced stands: maintenance sends it again later)."""
         try:
             self.app.send_task(name, kwargs=kwargs, queue=queue)
-        except Exception:
-            log.exception("could not send %s %s", name, kwargs)
+        except Exception as exc:
+            _not_sent(f"{name} {kwargs}", exc)
+            return False
+        return True
 
     def approval_chain(self, order_id: uuid.UUID) -> Signature:
         """``check_auto_approval | apply`` for one order (SPEC §8.2): Flower shows apply as
@@ -49,16 +53,32 @@ class CeleryDispatcher:
     def order_submitted(self, order_id: uuid.UUID) -> None:
         try:
             self.approval_chain(order_id).apply_async()
-        except Exception:
-            log.exception("could not send %s for %s", CHECK_AUTO_APPROVAL, order_id)
+        except Exception as exc:
+            _not_sent(f"{CHECK_AUTO_APPROVAL} for {order_id}", exc)
 
     def order_approved(self, order_id: uuid.UUID) -> None:
         self._send(APPLY, queue=self.settings.apply_queue, order_id=str(order_id))
 
     def items_available(self, order_type: str, item_ids: Sequence[uuid.UUID]) -> None:
-        for item_id in item_ids:
-            self._send(
+        for sent, item_id in enumerate(item_ids):
+            if not self._send(
                 AGENT_TASK.format(type=order_type),
                 queue=self.settings.agent_queue(order_type),
                 item_id=str(item_id),
-            )
+            ):  # the broker is down: the rest would fail the same way, one by one
+                if len(item_ids) > sent + 1:
+                    log.error(
+                        "%d more announcements of %s not sent", len(item_ids) - sent - 1, order_type
+                    )
+                return
+
+
+def _not_sent(what: str, exc: Exception) -> None:
+    """One line, no traceback: the broker's error is an outage, not a bug of ours."""
+    first = (str(exc).splitlines() or [type(exc).__name__])[0]
+    log.error(
+        "could not send %s (%s: %s); maintenance sends it again later",
+        what,
+        type(exc).__name__,
+        first,
+    )

@@ -41,6 +41,7 @@ from workmanager.errors import (
     RateLimited,
     WorkManagerError,
 )
+from workmanager.services.inputs import NAME_MAX
 from workmanager.states import LEASABLE_ORDER_STATES, ItemState
 from workmanager.types import AgentInfo
 
@@ -224,7 +225,7 @@ def build(
         name=manager.settings.agent_name,
         version=manager.settings.agent_version,
         model_name=manager.settings.agent_model,
-        runtime=f"celery/{manager.settings.agent_runtime}",
+        runtime=f"{RUNTIME_PREFIX}{manager.settings.agent_runtime}",
     )
     checked_identity(agent)
     consumer = AgentConsumer(manager, load_handler(handler_ref), agent, order_type)
@@ -259,10 +260,21 @@ def checked_identity(agent: AgentInfo) -> None:
         check_metadata(meta)
     except InvalidAgentMetadata as exc:
         problems = exc.details if isinstance(exc.details, list) else []
-        said = "; ".join(
-            f"{IDENTITY_SOURCES.get(p['field'], p['field'])}: {p['message']}" for p in problems
-        )
+        said = "; ".join(_where(p) for p in problems)
         raise ConfigurationError(f"the agent's identity cannot be recorded: {said}") from exc
+
+
+def _where(problem: dict[str, str]) -> str:
+    """A problem of the identity, said of the value the person set."""
+    field = problem["field"]
+    message = problem["message"]
+    if field == "runtime":  # stored as "celery/<runtime>": the variable has that much less
+        message = message.replace(str(NAME_MAX), str(NAME_MAX - len(RUNTIME_PREFIX)))
+    return f"{IDENTITY_SOURCES.get(field, field)}: {message}"
+
+
+#: What a consumer agent's runtime is recorded under (``celery/<WORK_MANAGER_AGENT_RUNTIME>``).
+RUNTIME_PREFIX = "celery/"
 
 
 def at_least_one(text: str) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from typing import Any
 
 import anyio
@@ -131,6 +132,20 @@ def test_a_call_piped_in_before_stdin_closes_is_answered(api_db_url: str) -> Non
     answers = {a["id"]: a for a in map(json.loads, done.stdout.splitlines())}
     assert set(answers) == {1, 7}, done.stdout
     assert answer_of(answers[7])["success"] is True
+    # a call the client cancelled gets no answer (MCP): the end of stdin does not wait
+    cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 8}}
+    listing = {"name": "work.list", "arguments": {}}
+    lines[2] = {"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": listing}
+    started = time.monotonic()
+    done = subprocess.run(
+        [str(BIN / "workmanager"), "--dispatcher", "none", "mcp", "--transport", "stdio"],
+        input="".join(json.dumps(line) + "\n" for line in [*lines, cancel]),
+        env=base_env(api_db_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and time.monotonic() - started < 30, done.stderr[-2000:]
 
 
 def answer_of(reply: dict[str, Any]) -> dict[str, Any]:

@@ -281,7 +281,8 @@ def test_a_session_whose_name_is_bound_to_another_token_acts_no_more(
 ) -> None:
     """The session re-checks its token as the API does: once another token is bound to
     the agent id the session's token acts as (its name), the API refuses that token with
-    403, and so does the open session (it approved, recorded as the other token's agent)."""
+    403, and the open session ends (it approved, recorded as the other token's agent; then
+    it was stuck on 403, sign-out included)."""
     order_id = submitted_order(wm)
     reviewer = sign_in(client_for(wm), tokens["reviewer"])
     page = reviewer.get(f"/ui/orders/{order_id}").text
@@ -290,10 +291,12 @@ def test_a_session_whose_name_is_bound_to_another_token_acts_no_more(
         f"/ui/orders/{order_id}/approve",
         data={"csrf": field(page, "csrf"), "key": field(page, "key", "approve-form")},
     )
-    assert answer.status_code == 403, answer.text
+    assert answer.status_code == 401, answer.text  # the session ended: sign in again
     assert "bound to another token" in answer.text
     assert wm.queries.order_state(order_id) == "submitted"
     assert count_events(wm, order_id, "approved") == 0
+    page = reviewer.get("/ui/queue")  # not stuck on 403: the sign-in page, with next
+    assert page.status_code == 303 and page.headers["location"].startswith("/ui/login")
 
 
 def test_lists_dashboard_and_lease_actions_for_operators_only(

@@ -14,8 +14,9 @@ from ..errors import InvalidQuery
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: The query names each route takes, by the route's id (built on its first request).
-_TAKEN: dict[int, frozenset[str] | None] = {}
+#: (names taken, names the endpoint refuses itself) per route id, built on its first
+#: request; ``None``: the route reads any query.
+_TAKEN: dict[int, tuple[frozenset[str], frozenset[str]] | None] = {}
 
 
 def reads_any_query(endpoint: F) -> F:
@@ -36,8 +37,9 @@ def also_refuses(*names: str) -> Callable[[F], F]:
     return mark
 
 
-def taken(route: Any) -> frozenset[str] | None:
-    """The query names ``route`` takes (``None``: any)."""
+def taken(route: Any) -> tuple[frozenset[str], frozenset[str]] | None:
+    """The query names ``route`` takes, and those its endpoint refuses itself (``None``:
+    it reads any)."""
     key = id(route)
     if key not in _TAKEN:
         endpoint = getattr(route, "endpoint", None)
@@ -45,8 +47,8 @@ def taken(route: Any) -> frozenset[str] | None:
         if dependant is None or getattr(endpoint, "reads_any_query", False):
             _TAKEN[key] = None
         else:
-            names = _query_names(dependant) | getattr(endpoint, "refuses_itself", frozenset())
-            _TAKEN[key] = frozenset(names)
+            itself = frozenset(getattr(endpoint, "refuses_itself", frozenset()))
+            _TAKEN[key] = (frozenset(_query_names(dependant)) - itself, itself)
     return _TAKEN[key]
 
 
@@ -62,13 +64,14 @@ def known_query(request: Request) -> None:
     """The route dependency: 400 ``invalid_query`` naming the first unknown parameter."""
     if not request.query_params:
         return  # the usual request: nothing to look at
-    names = taken(request.scope.get("route"))
-    if names is None:
+    found = taken(request.scope.get("route"))
+    if found is None:
         return
-    unknown = sorted(set(request.query_params) - names)
+    names, itself = found
+    unknown = sorted(set(request.query_params) - names - itself)
     if unknown:
-        hint = f"; this route takes {', '.join(sorted(names))}" if names else ""
+        takes = f"takes {', '.join(sorted(names))}" if names else "takes no query parameters"
         raise InvalidQuery(
-            f"unknown query parameter {unknown[0]!r}{hint}",
+            f"unknown query parameter {unknown[0]!r}; this route {takes}",
             details={"parameter": unknown[0]},
         )

@@ -108,12 +108,19 @@ class CheckedLines:
             if error is None:
                 if isinstance(message, types.JSONRPCRequest):
                     self.pending.add(message.id)
+                elif isinstance(message, types.JSONRPCNotification):
+                    self.cancelled(message)
                 yield line
             elif self.replies is not None:
                 await self.replies.send(parse_error(line, error))
         with anyio.move_on_after(DRAIN_SECONDS):  # stdin ended: let the calls answer first
             while self.pending:
                 await anyio.sleep(0.02)
+
+    def cancelled(self, note: Any) -> None:
+        """A request the client cancelled gets no answer (MCP): not waited for."""
+        if note.method == "notifications/cancelled" and isinstance(note.params, dict):
+            self.pending.discard(note.params.get("requestId"))
 
     def answered(self, message: SessionMessage) -> None:
         """Note an answer written (a response or an error to a request)."""

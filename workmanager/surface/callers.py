@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from ..db.request_store import LeaseRow
 from ..errors import Forbidden, InvalidAgentMetadata
 from ..semver import is_semver
+from ..services.inputs import NAME_MAX
 from ..services.tokens import Principal
 from ..types import JSON, AgentInfo
 
-_MAX_FIELD = 191
+_MAX_FIELD = NAME_MAX
 #: (attribute, field named in the error, most characters): what the caller names about
 #: itself, each 1 to the size of its provenance column.
 _NAMED = (

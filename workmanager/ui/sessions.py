@@ -19,7 +19,7 @@ from datetime import timedelta
 from sqlalchemy import delete, select
 
 from ..db.models import ApiToken, UiSession
-from ..errors import Unauthenticated
+from ..errors import Forbidden, Unauthenticated
 from ..services.context import ServiceContext
 from ..services.tokens import ANONYMOUS, Principal, TokenService, hash_token
 
@@ -102,6 +102,12 @@ class SessionService:
         except Unauthenticated:
             self.sign_out_row(session[0])
             raise Unauthenticated("the token of this session was revoked; sign in again") from None
+        except Forbidden as refused:  # the API refuses the token now: so does the console
+            self.sign_out_row(session[0])
+            raise Unauthenticated(
+                f"this session's token can no longer act ({refused.message}); sign in with"
+                " another token"
+            ) from None
         return ConsoleSession(session[0], principal, session[1])
 
     def sign_out_row(self, session_id: str) -> None:
