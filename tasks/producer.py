@@ -17,7 +17,7 @@ from typing import Any
 from celery import Celery
 
 from workmanager.errors import WorkManagerError
-from workmanager.jsonvalues import MAX_JSON_DEPTH_CEILING, deeper_than, too_deep
+from workmanager.jsonvalues import MAX_JSON_DEPTH_CEILING, json_value
 from workmanager.registry import Registry
 from workmanager.services.proposals import check_proposal, order_id_for
 from workmanager.services.tokens import checked_tenant
@@ -59,10 +59,10 @@ def enqueue_order(
 
         app = default_app
     for name, value in (("payload", payload), ("meta", meta)):
-        # Celery's JSON encoder recurses: answer a value it cannot encode here, not with a
-        # RecursionError (the worker applies WORK_MANAGER_MAX_JSON_DEPTH itself).
-        if deeper_than(value, MAX_JSON_DEPTH_CEILING):
-            raise too_deep(MAX_JSON_DEPTH_CEILING, name)
+        # What Celery's JSON encoder cannot write (it recurses, it turns a datetime into
+        # text, an integer of 5,000 digits raises), answered here even without the order
+        # types (the worker applies WORK_MANAGER_MAX_JSON_DEPTH and the schemas itself).
+        json_value(value, name, MAX_JSON_DEPTH_CEILING)
     known, max_depth = (registry, MAX_JSON_DEPTH_CEILING) if registry else producer_registry()
     if known is not None:
         check_proposal(

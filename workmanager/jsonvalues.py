@@ -96,19 +96,18 @@ def problems(value: Any, path: str = "$") -> list[dict[str, str]]:
     stack: list[tuple[str, Any]] = [(path, value)]
     while stack and len(found) <= MAX_DETAILS:
         where, v = stack.pop()
-        if isinstance(v, float) and not math.isfinite(v):
-            found.append(problem(where, "must be a finite number", "type"))
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            why = _bad_number(v)
+            if why is not None:
+                found.append(problem(where, why, "type"))
         elif isinstance(v, str) and _UNSTORABLE.search(v):
             found.append(problem(where, _why(v), "pattern"))
         elif isinstance(v, dict):
             children = []
             for k, item in v.items():
-                if not isinstance(k, str):
-                    # json.dumps would write 1 as "1", and 1 beside "1" as one key twice
-                    why = f"keys must be strings, not {type(k).__name__}"
-                    found.append(problem(where, why, "type"))
-                elif _UNSTORABLE.search(k):
-                    found.append(problem(where, "keys " + _why(k), "pattern"))
+                bad_key = _bad_key(k)
+                if bad_key is not None:
+                    found.append(problem(where, *bad_key))
                 children.append((f"{where}.{k}", item))
             stack.extend(reversed(children))
         elif isinstance(v, list | tuple):
@@ -116,6 +115,32 @@ def problems(value: Any, path: str = "$") -> list[dict[str, str]]:
         elif not (v is None or isinstance(v, bool | int | float | str)):
             found.append(problem(where, f"{type(v).__name__} is not JSON", "type"))
     return found
+
+
+#: The most digits of an integer written as JSON: Python's own limit on converting an int
+#: to text (``sys.get_int_max_str_digits``), past which every encoder raises.
+MAX_INT_DIGITS = 4300
+#: Integers up to this many bits have at most :data:`MAX_INT_DIGITS` digits (a cheap test).
+MAX_INT_BITS = int(MAX_INT_DIGITS * math.log2(10)) - 1
+
+
+def _bad_key(k: Any) -> tuple[str, str] | None:
+    """Why a key cannot be stored, and the rule (``None``: it can)."""
+    if not isinstance(k, str):
+        # json.dumps would write 1 as "1", and 1 beside "1" as one key twice
+        return f"keys must be strings, not {type(k).__name__}", "type"
+    if _UNSTORABLE.search(k):
+        return "keys " + _why(k), "pattern"
+    return None
+
+
+def _bad_number(v: float) -> str | None:
+    """Why a number cannot be written as JSON (``None``: it can)."""
+    if isinstance(v, float):
+        return None if math.isfinite(v) else "must be a finite number"
+    if v.bit_length() > MAX_INT_BITS:
+        return f"an integer of more than {MAX_INT_DIGITS} digits"
+    return None
 
 
 def json_value(value: Any, path: str = "$", max_depth: int = MAX_JSON_DEPTH_CEILING) -> Any:

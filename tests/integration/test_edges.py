@@ -72,7 +72,8 @@ def test_item_retry_refuses_while_the_order_has_other_failed_items(make_wm, data
 
 
 @pytest.mark.parametrize(
-    "payload", [{"n": math.nan}, {"n": math.inf}, {"name": "a\x00b"}, {"a\x00": 1}]
+    "payload",
+    [{"n": math.nan}, {"n": math.inf}, {"name": "a\x00b"}, {"a\x00": 1}, {"n": 10**5000}],
 )
 def test_unstorable_values_are_refused_and_nothing_is_written(make_wm, database, payload) -> None:
     wm = make_wm(db=database, registry=Registry([Simple()]))
@@ -88,6 +89,11 @@ def test_unstorable_result_is_refused_and_the_lease_stays(make_wm, database) -> 
     lease = wm.agent.checkout("agent-1")
     with pytest.raises(ValidationFailed):
         wm.agent.submit(lease, {"answer": float("nan")})
+    # an integer past Python's 4,300 digits: every encoder raised a raw ValueError
+    with pytest.raises(ValidationFailed, match="not storable"):
+        wm.agent.submit(lease, {"answer": 10**5000})
+    with pytest.raises(ValidationFailed):
+        wm.agent.heartbeat(lease, checkpoint={"n": -(10**5000)})
     assert wm.queries.item(lease.item_id)["state"] == "leased"
     assert wm.agent.submit(lease, {"answer": 1}).item["state"] == "submitted"
 

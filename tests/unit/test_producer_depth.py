@@ -1,4 +1,5 @@
-"""enqueue_order answers a payload too deep to encode, before anything is sent."""
+"""enqueue_order answers a payload it cannot encode (too deep, not JSON), before anything
+is sent."""
 
 from __future__ import annotations
 
@@ -30,3 +31,21 @@ def test_a_payload_too_deep_is_refused_not_a_recursion_error() -> None:
     assert sent == []
     enqueue_order("t.x", nested(10), app=app)
     assert len(sent) == 1
+
+
+def test_a_value_celerys_encoder_cannot_write_is_refused_before_sending() -> None:
+    """Without the order types (``registry`` not given, none importable here), a payload
+    holding a 5,000-digit integer raised a raw ValueError from Celery's encoder, and a
+    datetime was sent as text; both are the project's ValidationFailed now, nothing sent."""
+    from datetime import UTC, datetime
+
+    from workmanager.errors import ValidationFailed
+
+    app = Celery("producer-values", broker="memory://")
+    sent: list[Any] = []
+    app.send_task = lambda *a, **k: sent.append((a, k))  # type: ignore[method-assign]
+    for payload in ({"n": 10**5000}, {"when": datetime.now(UTC)}, {1: "a"}):
+        with pytest.raises(ValidationFailed) as caught:
+            enqueue_order("t.x", payload, app=app)
+        assert caught.value.details[0]["path"].startswith("payload")
+    assert sent == []
