@@ -616,3 +616,6 @@ def test_the_preview_shows_nothing_without_the_hook_and_its_error_when_it_raises
     page = viewer.get(f"/ui/orders/{broken}")
     assert page.status_code == 200
     assert 'id="preview"' in page.text and "No preview: KeyError" in page.text
+    wrong = viewer.get(f"/ui/orders/{submitted_order(wm, ('dict',))}")
+    assert wrong.status_code == 200
+    assert "No preview: TypeError: preview() returned dict, not a Diff or None" in wrong.text

@@ -31,6 +31,8 @@ class Titles(OrderType):
     def preview(self, order: OrderView) -> Diff | None:
         if "boom" in order.payload.get("docs", []):
             raise KeyError("boom")  # a bug in the type's preview: the page still renders
+        if "dict" in order.payload.get("docs", []):
+            return {"after": 1}  # type: ignore[return-value]  # not a Diff: a 500 before
         return _diff(order)
 
     def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:

@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, and_, func, select
 
 from ..db.models import Event, Item, Order, Provenance
 from ..db.predicates import count_rows
+from ..diff import Diff
 from ..errors import NotFound
 from ..services.context import ServiceContext
 from ..services.views import iso, order_view
@@ -165,10 +166,12 @@ class Overview:
             return None
         try:
             diff = self.ctx.registry.get(view.type).preview(view)
+            if diff is not None and not isinstance(diff, Diff):
+                raise TypeError(f"preview() returned {type(diff).__name__}, not a Diff or None")
+            return None if diff is None else diff.to_dict()
         except Exception as exc:
             log.warning("preview of order %s raised", order_id, exc_info=True)
             return {"error": f"{type(exc).__name__}: {exc}"}
-        return None if diff is None else diff.to_dict()
 
     def item_order(self, item_id: uuid.UUID) -> uuid.UUID:
         with self.ctx.db.transaction() as s:
