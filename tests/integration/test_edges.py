@@ -13,6 +13,7 @@ from tests.support.types import Multi, Picky, Simple
 from workmanager import Actor, AgentInfo, ApplyContext, Diff, OrderType, OrderView, Registry
 from workmanager.db.models import Order, Provenance, utcnow
 from workmanager.errors import ApplyFailed, IllegalStateTransition, ValidationFailed
+from workmanager.order_types import ItemSpec
 from workmanager.provenance import anonymize_ip
 from workmanager.reads.listing import OrderListing
 from workmanager.services.admin import ItemAdmin
@@ -219,3 +220,39 @@ def test_limits_hold_for_every_caller_not_only_http(make_wm, database) -> None:
     assert empty.value.details[0]["path"] == "errors"
     assert wm.queries.order_state(order_id) == "submitted"  # nothing changed
     assert wm.queries.item(lease.item_id)["state"] == "leased"
+
+
+BAD_SPECS = [
+    pytest.param(ItemSpec(input=[1, 2]), "plan.input", id="input-list"),  # type: ignore[arg-type]
+    pytest.param(ItemSpec(parts_required="abc"), "plan.parts_required", id="parts-str"),
+    pytest.param(ItemSpec(parts_required=[1, 2]), "plan.parts_required", id="parts-ints"),  # type: ignore[list-item]
+    pytest.param(ItemSpec(max_attempts=0), "plan.max_attempts", id="attempts-0"),
+    pytest.param(ItemSpec(max_attempts=2.7), "plan.max_attempts", id="attempts-float"),  # type: ignore[arg-type]
+    pytest.param(ItemSpec(max_attempts=10**30), "plan.max_attempts", id="attempts-huge"),
+    pytest.param(ItemSpec(type=5), "plan.type", id="type-int"),  # type: ignore[arg-type]
+]
+
+
+@pytest.mark.parametrize(("spec", "path"), BAD_SPECS)
+def test_an_item_spec_that_cannot_be_stored_is_the_plans_error(
+    make_wm, database, spec, path
+) -> None:
+    """Each was stored as given, changed, or a raw TypeError/OverflowError, differently on
+    SQLite and PostgreSQL; now the proposal is refused naming the field, nothing written."""
+
+    class Planned(OrderType):
+        type = "test.planned"
+
+        def plan(self, order: OrderView) -> list[ItemSpec]:
+            return [spec]
+
+        def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
+            return Diff({}, {}, "")
+
+    wm = make_wm(db=database, registry=Registry([Planned()]))
+    with pytest.raises(ValidationFailed) as refused:
+        wm.propose("test.planned", {})
+    assert [d["path"] for d in refused.value.details] == [path]
+    assert refused.value.details[0]["validator"] == "hook_error"
+    with wm.db.transaction() as s:
+        assert s.scalar(select(func.count()).select_from(Order)) == 0

@@ -25,7 +25,7 @@ from ..allocators import OrderRequest
 from ..checks import guarded
 from ..db.models import Item, Order
 from ..db.order_store import OrderRow
-from ..errors import PayloadTooLarge, ValidationFailed, WorkManagerError
+from ..errors import PayloadTooLarge, ValidationFailed, WorkManagerError, problem
 from ..jsonvalues import canonical, json_value
 from ..order_types import ItemSpec, OrderType
 from ..registry import Registry
@@ -34,7 +34,7 @@ from ..settings import Settings
 from ..states import ItemState, OrderState
 from ..types import JSON, Actor
 from .context import ServiceContext
-from .inputs import PRIORITY_RANGE, require
+from .inputs import NAME_MAX, PRIORITY_RANGE, SEQ_MAX, is_name, require
 from .tokens import order_tenant
 from .views import order_view
 
@@ -137,6 +137,7 @@ def _item(
             "hook_error",
             "the order type's plan() returned something else than ItemSpec objects",
         )
+    _check_spec(spec)
     json_value(spec.input, "plan.input")
     max_attempts = spec.max_attempts or order_type.max_attempts or settings.default_max_attempts
     return Item(
@@ -155,6 +156,35 @@ def _item(
         created_at=now,
         updated_at=now,
     )
+
+
+def _check_spec(spec: ItemSpec) -> None:
+    """The fields of an :class:`ItemSpec` as the items store them: a wrong one was stored
+    as given, changed (``parts_required="abc"`` became three parts, ``max_attempts=0``
+    the default) or refused by the driver, differently on each database."""
+    problems = []
+    if spec.input is not None and not isinstance(spec.input, dict):
+        problems.append(("input", f"an object or None, got {type(spec.input).__name__}"))
+    if spec.type is not None and not is_name(spec.type):
+        problems.append(("type", f"a string of 1 to {NAME_MAX} characters or None"))
+    attempts = spec.max_attempts
+    if attempts is not None and (
+        isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= SEQ_MAX
+    ):
+        problems.append(("max_attempts", f"a whole number from 1 to {SEQ_MAX} or None"))
+    keys = spec.parts_required
+    if keys is not None and (
+        isinstance(keys, str | bytes)
+        or not isinstance(keys, list | tuple)
+        or not all(is_name(k) for k in keys)
+        or len(set(keys)) != len(keys)
+    ):
+        problems.append(("parts_required", "a list of distinct part keys (strings) or None"))
+    if problems:
+        raise ValidationFailed(
+            [problem(f"plan.{field}", f"must be {why}", "hook_error") for field, why in problems],
+            "the order type's plan() returned an ItemSpec whose fields cannot be stored",
+        )
 
 
 def check_proposal(
