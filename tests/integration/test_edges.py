@@ -256,3 +256,24 @@ def test_an_item_spec_that_cannot_be_stored_is_the_plans_error(
     assert refused.value.details[0]["validator"] == "hook_error"
     with wm.db.transaction() as s:
         assert s.scalar(select(func.count()).select_from(Order)) == 0
+
+
+def test_the_agent_api_refuses_what_is_not_a_lease_naming_it(make_wm, database) -> None:
+    """An item id, a token string or None (checkout found nothing) passed as the lease
+    raised AttributeError from inside, or "an agent id is required"; a retryable of the
+    wrong type requeued ("no") or failed (None) the item for good."""
+    wm = make_wm(db=database, registry=Registry([Simple()]))
+    wm.propose("test.simple", {"n": 1})
+    lease = wm.agent.checkout("agent-1")
+    assert lease is not None
+    for wrong in (lease.item_id, lease.token, None):
+        with pytest.raises(ValidationFailed) as refused:
+            wm.agent.submit(wrong, {"answer": 1})
+        assert refused.value.details[0]["path"] == "lease"
+    with pytest.raises(ValidationFailed, match="check for None"):
+        wm.agent.heartbeat(None)
+    for retryable in ("no", None, 0):
+        with pytest.raises(ValidationFailed) as refused:
+            wm.agent.fail(lease, {"code": "x", "message": "m"}, retryable=retryable)
+        assert refused.value.details[0]["path"] == "retryable"
+    assert wm.queries.item(lease.item_id)["state"] == "leased"

@@ -26,7 +26,15 @@ from ..ratelimit.rules import CHECKOUT
 from ..states import ItemState
 from ..types import JSON, AgentInfo, ItemView, Lease
 from .context import ServiceContext
-from .inputs import agent_of, check_error, check_finalize_mode, check_progress, checkout_query
+from .inputs import (
+    agent_of,
+    check_error,
+    check_finalize_mode,
+    check_progress,
+    checkout_query,
+    lease_caller,
+    require,
+)
 from .parts import check_part_input
 from .views import ItemOutcome, PartOutcome
 
@@ -96,7 +104,7 @@ class AgentAPI:
         check_progress(progress, checkpoint)
         if checkpoint is not None:
             json_value(checkpoint, "checkpoint", self.ctx.settings.max_json_depth)
-        info = agent_of(agent, lease)
+        info = lease_caller(agent, lease)
         renewed = self.store.heartbeat(lease, info, progress, checkpoint)
         if events.listening():  # heartbeats write no event row: announced here, committed
             beat = {"progress": progress, "lease_expires_at": renewed.expires_at.isoformat()}
@@ -129,7 +137,7 @@ class AgentAPI:
             raise ValidationFailed.at("result", "must be an object", "type")
         depth = self.ctx.settings.max_json_depth
         json_value({"result": result, "evidence": evidence, "notes": notes}, "$", depth)
-        info = agent_of(agent, lease)
+        info = lease_caller(agent, lease)
         outcome = self.store.submit(
             lease,
             info,
@@ -179,7 +187,7 @@ class AgentAPI:
         validation is stored ``rejected`` with its errors (event ``part_rejected``), then
         its ``ValidationFailed`` is raised."""
         check_part_input(self.ctx.settings, part_key, payload, seq, evidence, notes)
-        info = agent_of(agent, lease)
+        info = lease_caller(agent, lease)
         outcome = self.store.submit_part(lease, info, part_key, payload, seq, evidence, notes)
         if outcome.rejected is not None:
             raise outcome.rejected
@@ -191,7 +199,7 @@ class AgentAPI:
     ) -> ItemOutcome:
         """Assemble the latest validated part per key into the result and submit it."""
         check_finalize_mode(mode)
-        info = agent_of(agent, lease)
+        info = lease_caller(agent, lease)
         outcome = self.store.finalize(lease, info, mode)
         self._after_submit(lease, info, outcome)
         return outcome
@@ -200,7 +208,7 @@ class AgentAPI:
     @tracing.traced("workmanager.release", tracing.lease_call)
     def release(self, lease: Lease, agent: AgentInfo | None = None) -> ItemOutcome:
         """Give the item back to the queue now; the attempt it cost is given back too."""
-        info = agent_of(agent, lease)
+        info = lease_caller(agent, lease)
         outcome = self.store.release(lease, info)
         self.ctx.metrics.increment(
             "leases_released_total",
@@ -218,8 +226,9 @@ class AgentAPI:
         """Report that the work failed: requeued with backoff, or failed when not retryable
         or out of attempts."""
         check_error(error)
+        require(isinstance(retryable, bool), "retryable", "must be true or false")
         json_value(error, "error", self.ctx.settings.max_json_depth)
-        info = agent_of(agent, lease)
+        info = lease_caller(agent, lease)
         outcome = self.store.fail(lease, info, error, retryable)
         if outcome.item["state"] == ItemState.QUEUED:
             self.ctx.dispatcher.items_available(outcome.item["order_type"], [lease.item_id])

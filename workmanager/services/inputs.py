@@ -41,6 +41,20 @@ def agent_of(agent: AgentInfo | str | None, lease: Lease | None = None) -> Agent
     raise ValidationFailed.at("agent_id", "an agent id is required", "required")
 
 
+def lease_caller(agent: AgentInfo | str | None, lease: Any) -> AgentInfo:
+    """The agent acting on ``lease`` (:func:`agent_of`), once ``lease`` is the
+    :class:`Lease` checkout returned: an item id, a token string or ``None`` (checkout
+    found nothing) is refused naming it, not an ``AttributeError`` from deep inside."""
+    if not isinstance(lease, Lease):
+        why = (
+            "checkout returned None (no item was available): check for None before using it"
+            if lease is None
+            else f"pass the Lease checkout returned, not a {type(lease).__name__}"
+        )
+        raise ValidationFailed.at("lease", why, "type", f"not a lease: {why}")
+    return agent_of(agent, lease)
+
+
 #: Priorities are 32-bit integers (the column, and the HTTP schema's bounds).
 PRIORITY_RANGE = range(-(2**31), 2**31)
 #: The most characters of a name, key or code a caller sends (the columns' width).
