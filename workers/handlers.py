@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import threading
@@ -39,11 +40,18 @@ def load_handler(reference: str) -> Any:
     target = import_object(reference, "--handler")
     handler = _instantiate(reference, target) if isinstance(target, type) else target
     hook = next((name for name in ("parts", "handle") if hasattr(handler, name)), None)
-    if not callable(getattr(handler, hook) if hook else handler):
+    called = getattr(handler, hook) if hook else handler
+    if not callable(called):
         what = f"its {hook} is not a method" if hook else "it is not callable"
         raise ConfigurationError(
             f"--handler: {reference!r} ({type(handler).__name__}) cannot handle an item: {what}",
             hint=HANDLER_HINT,
+        )
+    if inspect.iscoroutinefunction(called) or inspect.isasyncgenfunction(called):
+        raise ConfigurationError(
+            f"--handler: {reference!r} is async; consumer agents call handlers as plain"
+            " functions (each item runs in a worker thread)",
+            hint="make it a plain def (call asyncio.run(...) inside it for async code)",
         )
     return handler
 
@@ -231,6 +239,16 @@ def run_handler(
     assert lease.item is not None
     if hasattr(handler, "parts"):
         produced = handler.parts(lease.item, lease)
+        if isinstance(produced, str | bytes | dict) or not hasattr(produced, "__iter__"):
+            raise Refused(
+                ValidationFailed.at(
+                    "parts",
+                    "parts() must return an iterable of (part_key, payload) pairs (a"
+                    f" generator, a list), got {type(produced).__name__}",
+                    "type",
+                    "parts() must yield (part_key, payload) pairs",
+                )
+            )
         try:
             for index, entry in enumerate(produced):
                 part_key, payload = _pair(index, entry)

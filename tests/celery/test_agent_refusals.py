@@ -311,3 +311,44 @@ def test_a_type_hook_that_crashes_is_retried_as_a_crash_not_refused(
     assert [retryable for _, retryable in calls] == [True]
     assert "submit refused" not in caplog.text
     assert item["state"] == ItemState.QUEUED.value  # back in the queue for another attempt
+
+
+class NoParts:
+    """parts() that returns None (a forgotten ``return``/``yield``)."""
+
+    def parts(self, item: Any, lease: Any) -> Any:
+        return None
+
+
+def test_parts_that_returns_nothing_iterable_is_refused(
+    wm: WorkManager, reported: list[tuple[Any, bool]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """It was "handler failed" with a TypeError traceback, retried until the attempts
+    were spent; it is the handler's output that is wrong, so a refusal, failed at once."""
+    outcome, item = run(wm, "test.parts", NoParts())
+    assert outcome == "refused" and "Traceback" not in caplog.text
+    assert "parts() must return an iterable of (part_key, payload) pairs" in caplog.text
+    ((error, retryable),) = reported
+    assert retryable is False and item["state"] == "failed"
+
+
+def test_an_async_handler_is_refused_at_start_up() -> None:
+    """It passed the start-up check, then every item failed with "result: must be an
+    object" and a RuntimeWarning that a coroutine was never awaited."""
+    from workers.handlers import load_handler
+    from workmanager.errors import ConfigurationError
+
+    for reference in ("tests.celery.test_agent_refusals:async_handler",
+                      "tests.celery.test_agent_refusals:AsyncParts"):  # fmt: skip
+        with pytest.raises(ConfigurationError, match="is async") as refused:
+            load_handler(reference)
+        assert refused.value.hint is not None and "asyncio.run" in refused.value.hint
+
+
+async def async_handler(item: Any, lease: Any) -> dict[str, Any]:
+    return {"answer": 1}
+
+
+class AsyncParts:
+    async def parts(self, item: Any, lease: Any) -> Any:
+        yield "a", {"v": 1}
