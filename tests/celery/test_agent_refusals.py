@@ -329,6 +329,7 @@ def test_parts_that_returns_nothing_iterable_is_refused(
     assert outcome == "refused" and "Traceback" not in caplog.text
     assert "parts() must return an iterable of (part_key, payload) pairs" in caplog.text
     ((error, retryable),) = reported
+    assert error["code"] == "validation_failed"
     assert retryable is False and item["state"] == "failed"
 
 
