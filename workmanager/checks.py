@@ -71,7 +71,7 @@ def check(
     schema: dict[str, Any] | None,
     instance: Any,
     path: str,
-    hook: Callable[[], None],
+    hook: Callable[[], Any],
     evidence: Evidence | None = None,
 ) -> None:
     """Validate ``instance`` against ``schema`` (and ``evidence`` against its own), then
@@ -80,9 +80,16 @@ def check(
     errors += evidence.errors() if evidence is not None else []
     if not errors:
         try:
-            guarded(hook, path)
+            returned = guarded(hook, path)
         except ValidationFailed as exc:
             errors = _as_errors(exc.details, path)
+        else:
+            if returned is not None:  # False, or a list of problems: never an acceptance
+                why = (
+                    f"the order type's check returned {type(returned).__name__}; it must"
+                    " raise ValidationFailed to refuse and return None to accept"
+                )
+                errors = [problem(path, why, "hook_error")]
     if errors:
         where = _where(errors, path)
         raise ValidationFailed(errors, f"{len(errors)} validation error(s) in {where}")

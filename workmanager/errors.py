@@ -289,17 +289,31 @@ class ValidationFailed(PermanentError):
     code = "validation_failed"
     http_status = 422
 
-    def __init__(self, details: Any = None, message: str | None = None) -> None:
-        if isinstance(details, str) and message is None:
+    def __init__(
+        self,
+        first: Any = None,
+        message: str | None = None,
+        *,
+        details: Any = None,
+        hint: str | None = None,
+    ) -> None:
+        """``ValidationFailed(details, message)`` (the project's own calls), or as every
+        other error is made, ``ValidationFailed("why", details=[...], hint=...)``, or
+        ``ValidationFailed("why")`` alone (a hook's refusal)."""
+        if isinstance(first, str):
+            message, first = (first, None) if message is None else (message, first)
+        if details is None:
+            details = first
+        if details is None and message is not None:
             # ``raise ValidationFailed("why")`` from a hook: keep the {path, message,
             # validator} shape of ``details`` that adapters and agents rely on.
-            message, details = details, [problem("$", details, "custom")]
+            details = [problem("$", message, "custom")]
         if isinstance(details, list) and len(details) > MAX_DETAILS:
             more = problem(
                 "$", f"more problems not listed: the first {MAX_DETAILS} are", "truncated"
             )
             details = [*details[:MAX_DETAILS], more]
-        super().__init__(message, details=details)
+        super().__init__(message, details=details, hint=hint)
 
     @classmethod
     def at(

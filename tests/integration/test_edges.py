@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -277,3 +278,48 @@ def test_the_agent_api_refuses_what_is_not_a_lease_naming_it(make_wm, database) 
             wm.agent.fail(lease, {"code": "x", "message": "m"}, retryable=retryable)
         assert refused.value.details[0]["path"] == "retryable"
     assert wm.queries.item(lease.item_id)["state"] == "leased"
+
+
+class Judging(OrderType):
+    """validate_submission as users write it wrong: returning False or a list, or making
+    ValidationFailed as every other error is made (message first, details by keyword)."""
+
+    type = "test.judging"
+
+    def validate_submission(self, item: Any, result: Any) -> None:
+        verdict = result.get("verdict")
+        if verdict == "raise":
+            detail = {"path": "result.verdict", "message": "not good", "validator": "custom"}
+            raise ValidationFailed("nope", details=[detail])
+        if verdict == "false":
+            return False  # type: ignore[return-value]
+        if verdict == "list":
+            return ["summary missing"]  # type: ignore[return-value]
+        return None
+
+    def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
+        return Diff({}, {}, "")
+
+
+def test_a_check_returning_a_verdict_refuses_and_validation_failed_takes_details(
+    make_wm, database
+) -> None:
+    """Returning False or a list from validate_submission was an acceptance (the item
+    submitted); ValidationFailed("nope", details=[...]) was a TypeError reported as the
+    hook's crash. Both now say what they meant."""
+    wm = make_wm(db=database, registry=Registry([Judging()]))
+    wm.propose("test.judging", {})
+    lease = wm.agent.checkout("agent-1")
+    assert lease is not None
+    with pytest.raises(ValidationFailed) as raised:
+        wm.agent.submit(lease, {"verdict": "raise"})
+    assert raised.value.details == [
+        {"path": "result.verdict", "message": "not good", "validator": "custom"}
+    ]
+    for verdict in ("false", "list"):
+        with pytest.raises(ValidationFailed) as returned:
+            wm.agent.submit(lease, {"verdict": verdict})
+        (detail,) = returned.value.details
+        assert detail["validator"] == "hook_error" and "return None to accept" in detail["message"]
+    assert wm.queries.item(lease.item_id)["state"] == "leased"
+    assert wm.agent.submit(lease, {"verdict": "ok"}).item["state"] == "submitted"
