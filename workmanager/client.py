@@ -30,7 +30,8 @@ from typing import Any
 
 import httpx
 
-from .errors import WorkManagerError, problem
+from .errors import ConfigurationError, UsageError, WorkManagerError, problem
+from .jsonvalues import MAX_INT_BITS, MAX_INT_DIGITS
 
 DEFAULT_PREFIX = "/agent/work"
 RETRIES = 3
@@ -66,10 +67,13 @@ def _json_problem(value: Any, path: str, ancestors: frozenset[int]) -> tuple[str
     """The first value under ``value`` that JSON cannot encode: ``(path, why)``; paths are
     written as the server writes them (``result.when``, ``result.items[2]``)."""
     where = path or "$"
-    if value is None or isinstance(value, (bool, int)):
+    if value is None or isinstance(value, bool):
         return None
     if isinstance(value, float):
         return None if math.isfinite(value) else (where, f"{value} is not valid JSON")
+    if isinstance(value, int):
+        too_long = value.bit_length() > MAX_INT_BITS
+        return (where, f"an integer of more than {MAX_INT_DIGITS} digits") if too_long else None
     if isinstance(value, str):
         try:
             value.encode("utf-8")
@@ -105,14 +109,17 @@ def encode_json(value: Any) -> bytes:
     """``value`` as httpx would send it; :class:`ApiError` ``validation_failed`` naming
     where and why when it is not JSON (a datetime, a set, NaN, a cycle...)."""
     try:
+        # json.dumps writes a key 1 as "1" without a word: look first, as the server does
+        found = _json_problem(value, "", frozenset())
+    except RecursionError:
+        found = None
+    try:
+        if found is not None:
+            raise TypeError(found[1])
         return jsonlib.dumps(
             value, ensure_ascii=False, separators=(",", ":"), allow_nan=False
         ).encode("utf-8")
     except (TypeError, ValueError, RecursionError) as exc:
-        try:
-            found = _json_problem(value, "", frozenset())
-        except RecursionError:
-            found = None
         path, why = found or ("$", f"{type(exc).__name__}: {exc}")
         message = f"the request body is not JSON: {path}: {why}"
         details = [problem(path, why, "json")]
@@ -167,6 +174,60 @@ def _decode(response: httpx.Response) -> dict[str, Any]:
     raise error
 
 
+def _check_base_url(base_url: Any) -> None:
+    """An ``http(s)://host[:port]`` URL, refused at construction (a URL without its scheme
+    was three retried tries and then ``unavailable``, as if the server were down)."""
+    parsed = httpx.URL(base_url) if isinstance(base_url, str) else None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ConfigurationError(
+            f"WorkClient: base_url must be an http(s) URL such as http://127.0.0.1:8000,"
+            f" got {base_url!r}",
+            hint="the server's address, as `workmanager serve` prints it",
+        )
+
+
+#: The constructor's parameter behind each header, for its refusal.
+HEADER_PARAMS = {
+    "Authorization": "token",
+    "X-Agent-ID": "agent_id",
+    "X-Agent-Name": "agent_name",
+    "X-Agent-Version": "agent_version",
+    "X-Model-Name": "model_name",
+    "X-Runtime": "runtime",
+}
+
+
+def _check_header(name: str, value: Any) -> None:
+    """What the client sends about itself travels in HTTP headers: printable ASCII (a
+    newline or a non-ASCII character raised from inside httpx, or was retried as an
+    outage)."""
+    if value is None:
+        return
+    if not isinstance(value, str) or not value.isascii() or not value.isprintable():
+        what = HEADER_PARAMS.get(name, name)
+        raise ConfigurationError(
+            f"WorkClient: {what} must be printable ASCII (it is sent as the {name} header),"
+            f" got {value if name != 'Authorization' else '<the token>'!r}",
+            hint="remove line breaks; write names and models in ASCII",
+        )
+
+
+#: The keyword arguments each call takes beside its own (sent in the body).
+PROPOSE_FIELDS = frozenset({"meta", "priority", "dedupe_key", "tenant_id"})
+CHECKOUT_FILTERS = frozenset({"type", "min_priority", "tenant_id"})
+
+
+def _known(call: str, given: dict[str, Any], known: frozenset[str]) -> None:
+    """A misspelled keyword is refused, not sent for the server to ignore (a checkout
+    filter ``typ=`` leased an item of any type)."""
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise UsageError(
+            f"{call}() got an unknown keyword {unknown[0]!r}",
+            hint=f"{call}() takes {', '.join(sorted(known))}",
+        )
+
+
 class WorkClient:
     """One agent talking to one API server."""
 
@@ -184,6 +245,7 @@ class WorkClient:
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        token = token.strip() if isinstance(token, str) else token  # read from a file
         headers = {
             "Authorization": f"Bearer {token}" if token else None,
             "X-Agent-ID": agent_id,
@@ -192,6 +254,9 @@ class WorkClient:
             "X-Model-Name": model_name,
             "X-Runtime": runtime,
         }
+        _check_base_url(base_url)
+        for name, value in headers.items():
+            _check_header(name, value)
         self.http = httpx.Client(
             base_url=base_url.rstrip("/") + prefix,
             headers={k: v for k, v in headers.items() if v},
@@ -251,6 +316,7 @@ class WorkClient:
     # --- producers and reviewers --------------------------------------------------------
     def propose(self, type: str, payload: dict[str, Any], **fields: Any) -> dict[str, Any]:
         """Create an order (``meta``, ``priority``, ``dedupe_key``, ``tenant_id`` as keywords)."""
+        _known("propose", fields, PROPOSE_FIELDS)
         order: dict[str, Any] = self.request(
             "POST", "/propose", {"type": type, "payload": payload, **fields}
         )["order"]
@@ -279,6 +345,7 @@ class WorkClient:
         """Lease an item (``type``, ``min_priority``, ``tenant_id`` filters); ``None`` when
         none is available. The handle heartbeats in the background until closed, every
         ``heartbeat_every`` seconds (default: the interval the server advises)."""
+        _known("checkout", filters, CHECKOUT_FILTERS)
         path = f"/orders/{order_id}/checkout" if order_id else "/checkout"
         try:
             item = self.request("POST", path, {k: v for k, v in filters.items() if v is not None})

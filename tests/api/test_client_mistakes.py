@@ -128,6 +128,9 @@ def never(request: httpx.Request) -> httpx.Response:
         ({"xs": [1, float("nan")]}, "payload.xs[1]", "nan is not valid JSON"),
         ({"d": {(1, 2): 3}}, "payload.d", "key (1, 2) of type tuple is not a string"),
         ({"s": "\udc80"}, "payload.s", "the string is not valid UTF-8 (surrogates not allowed)"),
+        # json.dumps wrote these: a key 1 as "1", and the server refuses both
+        ({1: 2}, "payload", "key 1 of type int is not a string"),
+        ({"n": 10**5000}, "payload.n", "an integer of more than 4300 digits"),
     ],
 )
 def test_a_body_that_is_not_json_names_where(value: Any, path: str, why: str) -> None:
@@ -137,6 +140,47 @@ def test_a_body_that_is_not_json_names_where(value: Any, path: str, why: str) ->
     assert info.value.code == "validation_failed" and info.value.http_status == 422
     assert info.value.details == [{"path": path, "message": why, "validator": "json"}]
     assert fake.requests == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({"base_url": "127.0.0.1:8000"}, "base_url must be an http\\(s\\) URL"),
+        ({"base_url": ""}, "base_url must be an http\\(s\\) URL"),
+        ({"agent_id": "агент"}, "agent_id must be printable ASCII"),
+        ({"agent_version": "1.0.0\n"}, "agent_version must be printable ASCII"),
+        ({"model_name": "модель"}, "model_name must be printable ASCII"),
+    ],
+)
+def test_a_client_that_cannot_send_is_refused_when_made(kwargs: dict[str, Any], says: str) -> None:
+    """A URL without its scheme or a header with a line break were three retried tries and
+    then "unavailable" (as if the server were down); a non-ASCII agent id raised
+    UnicodeEncodeError from inside httpx. Refused when the client is made, naming it."""
+    from workmanager.errors import ConfigurationError
+
+    made = {"base_url": "http://wm.test", "token": "t", **kwargs}
+    with pytest.raises(ConfigurationError, match=says) as info:
+        WorkClient(**made)
+    assert info.value.code == "configuration_error" and info.value.hint
+
+
+def test_a_token_read_with_its_newline_is_sent_without_it() -> None:
+    fake = Fake(lambda r: httpx.Response(200, json={"order": {"id": "x"}}))
+    with WorkClient("http://wm.test", "wm_abc\n", transport=httpx.MockTransport(fake)) as wc:
+        wc.order("x")
+    assert fake.requests[0].headers["Authorization"] == "Bearer wm_abc"
+
+
+def test_a_misspelled_keyword_is_refused_not_ignored_by_the_server() -> None:
+    """``checkout(typ=...)`` was sent, ignored by the server, and leased any type."""
+    from workmanager.errors import UsageError
+
+    with Fake(never).client() as wc:
+        with pytest.raises(UsageError, match="unknown keyword 'typ'") as info:
+            wc.checkout(typ="t.x")
+        assert info.value.hint == "checkout() takes min_priority, tenant_id, type"
+        with pytest.raises(UsageError, match="unknown keyword 'prio'"):
+            wc.propose("t.x", {}, prio=3)
 
 
 def test_a_cycle_is_refused() -> None:
