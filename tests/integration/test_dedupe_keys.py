@@ -79,3 +79,31 @@ def test_a_known_order_id_with_another_payload_is_refused(wm: WorkManager) -> No
     with pytest.raises(DedupeKeyReused):
         wm.orders.propose("test.simple", {"n": 2}, order_id=order_id)
     assert rows(wm) == (1, 1, 2)
+
+
+def test_a_dead_lettered_refusal_still_gives_its_key_to_the_corrected_proposal(
+    make_wm: Any, database: str
+) -> None:
+    """A refused proposal's record (failed) gave its id and dedupe key to the corrected
+    proposal, as the refusal's hint says; once maintenance dead-lettered it (48 h by
+    default) the corrected proposal was dedupe_key_reused, the key blocked for good."""
+    from datetime import timedelta
+
+    from workmanager.errors import ValidationFailed
+    from workmanager.services.proposals import order_id_for
+
+    wm = make_wm(db=database, registry=Registry([Simple()]), dead_letter_after_hours=1)
+    key = "dl-key"
+    refused = ValidationFailed.at("payload.n", "must be an integer", "type")
+    wm.orders.refuse(refused, "test.simple", {"n": "x"}, order_id=order_id_for(key))
+    with wm.db.transaction() as s:  # refused two hours ago: past the dead-letter age
+        order = s.get(Order, order_id_for(key))
+        assert order is not None and order.state == "failed"
+        order.last_transitioned_at = order.last_transitioned_at - timedelta(hours=2)
+    assert wm.maintenance.run().dead_lettered_orders == 1
+    assert wm.queries.order_state(order_id_for(key)) == "dead_lettered"
+    assert wm.orders.repeated("test.simple", {"n": 1}, key) is None  # the CLI's check
+    corrected = wm.propose("test.simple", {"n": 1}, dedupe_key=key)
+    assert corrected == order_id_for(key)
+    order = wm.queries.order(corrected)
+    assert (order["state"], order["payload"], order["last_error"]) == ("queued", {"n": 1}, None)

@@ -218,9 +218,14 @@ def check_proposal(
 
 
 def is_refused(order: dict[str, Any]) -> bool:
-    """Whether ``order`` (an order dict) is the record of a refused proposal."""
+    """Whether ``order`` (an order dict) is the record of a refused proposal: failed and
+    marked refused, or so and dead-lettered since by maintenance (its dedupe key and id
+    still go to the corrected proposal, as the refusal's hint says)."""
     error = order.get("last_error") or {}
-    return order.get("state") == OrderState.FAILED.value and bool(error.get("refused"))
+    return order.get("state") in _REFUSED_STATES and bool(error.get("refused"))
+
+
+_REFUSED_STATES = (OrderState.FAILED.value, OrderState.DEAD_LETTERED.value)
 
 
 def refused_order(
