@@ -124,6 +124,9 @@ def create(
         )
     except DedupeKeyReused as exc:
         wm.orders.count_refused(type, exc)
+        taken = oid or (order_id_for(dedupe_key) if isinstance(dedupe_key, str) else None)
+        if taken is not None:  # the producer holds this id: its history says why
+            wm.orders.note_reused_key(taken, exc, type, payload, requested_by)
         log.error(
             "orders.create of %r refused [%s], nothing recorded: %s", type, exc.code, exc.message
         )

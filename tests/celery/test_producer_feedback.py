@@ -123,3 +123,33 @@ def test_a_corrected_proposal_takes_the_refused_ones_dedupe_key(make_stack) -> N
     stack.wait_for(lambda: order_state(stack, marker) == "queued", 30, "the later order")
     order = stack.wm.queries.order(corrected)
     assert (order["state"], order["payload"]) == ("queued", {"n": 7})
+
+
+def test_another_proposal_under_a_taken_key_is_written_into_that_orders_history(
+    make_stack,
+) -> None:
+    """enqueue_order returns the key's id; a proposal the worker refused because the key
+    names another proposal's order was only a log line, the producer's request lost
+    without a trace where it looks. The order's history now says so."""
+    import hashlib
+
+    from workmanager.jsonvalues import canonical
+
+    stack = make_stack()
+    stack.worker(concurrency=1)
+    first = enqueue_order("e2e.strict", {"n": 1}, dedupe_key="taken", app=stack.app)
+    second = enqueue_order("e2e.strict", {"n": 2}, dedupe_key="taken", app=stack.app)
+    assert first == second
+
+    def refused() -> list[dict]:
+        if order_state(stack, first) is None:  # not created yet
+            return []
+        events = stack.wm.queries.order(first)["events"]
+        return [e for e in events if e["event"] == "proposal_refused"]
+
+    stack.wait_for(refused, 30, "the refusal in the order's history")
+    (event,) = refused()
+    assert event["payload"]["code"] == "dedupe_key_reused"
+    assert event["payload"]["payload_sha256"] == hashlib.sha256(canonical({"n": 2})).hexdigest()
+    order = stack.wm.queries.order(first)
+    assert (order["state"], order["payload"], order["last_error"]) == ("queued", {"n": 1}, None)

@@ -636,6 +636,31 @@ def test_ctrl_c_is_an_interruption_without_the_question_hint(
     assert "error [aborted]: interrupted (Ctrl-C)" in err and "hint:" not in err
 
 
+def test_create_wait_refuses_to_follow_another_proposals_order(
+    console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two ``orders create --dedupe-key K --wait`` at once both passed the check before
+    sending; the loser's proposal was refused by the worker and it followed the winner's
+    order as its own (exit 0 once completed). It now checks the order it follows."""
+    from workmanager.cli import orders as orders_cli
+    from workmanager.errors import DedupeKeyReused
+
+    wm = console.wm
+    winner = wm.propose("test.simple", {"n": 1}, dedupe_key="raced")
+    checks: list[int] = []
+    real = orders_cli._repeated
+
+    def racing(*args: Any) -> Any:  # the check before sending saw no order yet
+        checks.append(1)
+        return None if len(checks) == 1 else real(*args)
+
+    monkeypatch.setattr(orders_cli, "_repeated", racing)
+    monkeypatch.setattr(orders_cli, "_send", lambda *a, **k: winner)  # the worker's id
+    args = ("orders", "create", "--type", "test.simple", "--payload", '{"n": 2}')
+    done = console(*args, "--dedupe-key", "raced", "--wait", "--timeout", "5", code=1)
+    assert isinstance(done.exception, DedupeKeyReused) and len(checks) == 2
+
+
 def test_upstreams_list_and_clone_options(console: Console) -> None:
     """Options upstream's commands have that a migration pass found missing:
     ``orders list --has-available-items``, ``items list --leased``, ``orders clone

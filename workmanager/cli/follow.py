@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import NotFound, TimedOut
@@ -19,15 +20,24 @@ ENDS = frozenset(
 POLL_SECONDS = 0.2
 
 
-def follow(queries: Queries, order_id: uuid.UUID, timeout: float | None) -> dict[str, Any]:
+def follow(
+    queries: Queries,
+    order_id: uuid.UUID,
+    timeout: float | None,
+    found: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Poll the order until it reaches one of :data:`ENDS` and return it; the status line
     shows its state and its items' states. Before the worker has created it, it is
-    ``enqueued``."""
+    ``enqueued``. ``found`` is called once with the order when it first exists (it may
+    raise: the order is not the one the caller sent, say)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     with console(stderr=True).status(f"order {order_id}: enqueued") as status:
         while True:
             order = _current(queries, order_id)
             if order is not None:
+                if found is not None:
+                    found(order)
+                    found = None
                 if order["state"] in ENDS:
                     return order
                 status.update(f"order {order_id}: {_line(order)}")

@@ -102,7 +102,13 @@ def create(
             text = f"{order_id} already exists under that dedupe key ({found['state']}): not sent"
             emit({"id": str(order_id), "state": found["state"], "existing": True}, as_json, text)
         return
-    order = follow(env.wm.queries, order_id, timeout)
+    mine = None
+    if dedupe_key and found is None:  # another producer may have taken the key meanwhile
+
+        def mine(_: dict[str, Any]) -> None:
+            _repeated(env, order_type, body, dedupe_key, tenant_id)
+
+    order = follow(env.wm.queries, order_id, timeout, mine)
     if as_json:
         emit_json(order)
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -170,6 +171,33 @@ class OrderService:
         # The tenant it was proposed into, so a token of that tenant sees why it failed.
         order.tenant_id = tenant_id if isinstance(tenant_id, str) else None
         return order_dict(self.store.refuse(order, actor)[0])
+
+    def note_reused_key(
+        self,
+        order_id: uuid.UUID,
+        error: WorkManagerError,
+        type: Any,
+        payload: Any,
+        requested_by: Actor,
+    ) -> None:
+        """A proposal sent to the workers under a dedupe key (or id) that names another
+        proposal's order: nothing is created, so the refusal is written into that order's
+        history (event ``proposal_refused``, code ``dedupe_key_reused``, the refused
+        payload's digest), where the producer holding that id finds why its proposal was
+        not made (``orders show``), beside ``orders_refused_total``."""
+        digest = hashlib.sha256(canonical(payload)).hexdigest() if _is_json(payload) else None
+        self.store.record_event(
+            order_id,
+            "proposal_refused",
+            Actor.system(),
+            {
+                "code": error.code,
+                "message": error.message,
+                "type": str(type)[:191],
+                "payload_sha256": digest,
+                "requested_by": f"{requested_by.type}:{requested_by.id}",
+            },
+        )
 
     def count_refused(self, type: Any, error: WorkManagerError) -> None:
         """``orders_refused_total{type, reason}``; an unregistered type counts as
@@ -383,3 +411,11 @@ def _can_approve(order_type: OrderType, order: OrderView) -> bool:
             f"the order type's can_approve check raised {type(exc).__name__}: {exc}",
             details={"order_id": str(order.id), "exception": type(exc).__name__},
         ) from exc
+
+
+def _is_json(value: Any) -> bool:
+    try:
+        canonical(value)
+    except (TypeError, ValueError):
+        return False
+    return True
