@@ -272,6 +272,8 @@ def test_ops_tail_newest_last_and_follow(console: Console, monkeypatch: pytest.M
     thread.join()
     assert followed[0]["event"] == "submitted"
     assert [e["event"] for e in followed[1:]] == ["proposed", "planned"]
+    # -n 0 (the help's "x>=0", the tail -n 0 -f idiom): nothing old, refused before
+    assert console.jsonl("ops", "tail", "-n", "0") == []
 
 
 def test_ops_prune_cascades(console: Console) -> None:

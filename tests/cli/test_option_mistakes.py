@@ -73,6 +73,19 @@ def option_mistakes() -> list[Mistake]:
         usage("demo", "--orders", "0", shows="--orders"),
         usage("demo", "--agents", "0", shows="--agents"),
         usage("orders", "show", UNKNOWN, "--events", "-1", shows="--events"),
+        # counts past what a query takes (was "a value cannot be stored: bigint out of
+        # range"), and limits of 0: one answer, usage_error, on every command
+        usage("orders", "show", UNKNOWN, "--events", "99999999999999999999", shows="--events"),
+        usage("orders", "requeue", "--all", "--limit", "99999999999999999999", shows="--limit"),
+        usage("orders", "requeue", "--all", "--limit", "0", shows="--limit"),
+        usage("orders", "list", "--limit", "0", shows="--limit"),
+        usage("orders", "list", "--page", "0", shows="--page"),
+        usage("items", "list", "--limit", "0", shows="--limit"),
+        usage("items", "retry", "--all", "--limit", "0", shows="--limit"),
+        usage("ops", "tail", "-n", "-1", shows="--limit"),
+        # an option that only works with another, given alone (it was ignored)
+        usage(*CREATE, "--timeout", "5", shows="--timeout is for --wait"),
+        usage("ops", "tail", "--timeout", "5", shows="--timeout is for --follow"),
         # priorities are 32-bit, as in the HTTP API
         usage(*CREATE, "--priority", "99999999999999999999", shows="--priority"),
         usage(*CREATE, "--priority", str(2**31), shows="--priority"),

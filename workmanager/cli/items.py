@@ -6,7 +6,7 @@ import uuid
 
 import click
 
-from ..services.admin import ItemAdmin, ItemFilter
+from ..services.admin import MAX_LIMIT, ItemAdmin, ItemFilter
 from .app import Env, cli, pass_env
 from .render import emit, emit_json, json_option, table
 
@@ -34,7 +34,7 @@ def items() -> None:
 @click.option("--type", "order_type", default=None, help="order type")
 @click.option("--agent", "agent_id", default=None, help="holder of the lease")
 @click.option("--leased", is_flag=True, help="only items held (leased or in progress)")
-@click.option("--limit", default=50, show_default=True, help="1..1000")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, MAX_LIMIT))
 @json_option
 @pass_env
 def list_items(
@@ -64,7 +64,7 @@ def list_items(
 @click.option("--order", "order_id", type=click.UUID, default=None, help="failed items of it")
 @click.option("--type", "order_type", default=None, help="failed items of this order type")
 @click.option("--all", "select_all", is_flag=True, help="every failed item")
-@click.option("--limit", default=1000, show_default=True, help="1..1000")
+@click.option("--limit", default=1000, show_default=True, type=click.IntRange(1, MAX_LIMIT))
 @click.option("--dry-run", is_flag=True, help="show what would change, change nothing")
 @json_option
 @pass_env

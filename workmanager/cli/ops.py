@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ..services.maintenance import Housekeeping, PruneReport
+from ..services.maintenance import MAX_TAIL, Housekeeping, PruneReport
 from .app import Env, cli, pass_env
 from .render import (
     DURATION,
@@ -69,7 +69,7 @@ def _print(events: list[dict[str, Any]], as_json: bool) -> None:
 @click.option(
     "--limit",
     "-n",
-    type=click.IntRange(min=0),
+    type=click.IntRange(0, MAX_TAIL),
     default=20,
     show_default=True,
     help="latest events to show",
@@ -96,13 +96,15 @@ def tail(
     as_json: bool,
 ) -> None:
     """The event log, newest last (--order, --item and --event narrow it)."""
+    if timeout is not None and not follow:
+        raise click.UsageError("--timeout is for --follow: add --follow, or drop --timeout")
     house = Housekeeping(env.wm.ctx)
     where = partial(house.tail, order_id=order_id, item_id=item_id, event=event_name)
     events = where(limit=limit)
     _print(events, as_json)
     if not follow:
         return
-    last = events[-1]["id"] if events else 0
+    last = events[-1]["id"] if events else house.last_event_id()
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
         while deadline is None or time.monotonic() < deadline:

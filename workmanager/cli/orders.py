@@ -15,6 +15,7 @@ from ..states import OrderState
 from .app import Env, cli, pass_env
 from .follow import follow
 from .render import (
+    COUNT,
     PRIORITY,
     TIMEOUT,
     emit,
@@ -86,6 +87,8 @@ def create(
     the order types first); prints its id, or with --wait follows it to its end. A
     --dedupe-key that already names this proposal's order sends nothing (its id is
     printed); one that names another order is refused (dedupe_key_reused)."""
+    if timeout is not None and not wait:
+        raise click.UsageError("--timeout is for --wait: add --wait, or drop --timeout")
     depth = env.settings.max_json_depth
     body = json_object(payload, depth, "--payload")
     extra = json_object(meta, depth, "--meta") if meta is not None else None
@@ -167,11 +170,11 @@ def _send(
 @click.option("--sort", default=None, help="e.g. -priority,created_at (as GET /orders)")
 @click.option(
     "--limit",
-    type=int,
+    type=COUNT,
     default=None,
     help="page size (default WORK_MANAGER_DEFAULT_PAGE_SIZE_HTTP, at most ..._MAX_PAGE_SIZE)",
 )
-@click.option("--page", default=1, show_default=True)
+@click.option("--page", default=1, show_default=True, type=COUNT)
 @click.option(
     "--filter",
     "filters",
@@ -222,7 +225,11 @@ def list_orders(
 @orders.command("show")
 @click.argument("order_id", type=click.UUID)
 @click.option(
-    "--events", type=click.IntRange(min=0), default=20, show_default=True, help="latest events"
+    "--events",
+    type=click.IntRange(0, COUNT.max),
+    default=20,
+    show_default=True,
+    help="latest events",
 )
 @json_option
 @pass_env
@@ -286,7 +293,7 @@ def review(
 @click.option("--state", default=None, help="only orders in this state")
 @click.option("--all", "select_all", is_flag=True, help="every requeueable order")
 @click.option("--requeue-submitted", is_flag=True, help="submitted orders too (rejected, reworked)")
-@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1))
+@click.option("--limit", default=100, show_default=True, type=COUNT)
 @click.option("--dry-run", is_flag=True, help="show what would change, change nothing")
 @json_option
 @pass_env

@@ -189,6 +189,8 @@ INTERVAL = Seconds(exclusive=True)
 PORT = click.IntRange(1, 65535)
 #: ``--priority``: a 32-bit integer, as the column and the HTTP API have it.
 PRIORITY = click.IntRange(PRIORITY_RANGE.start, PRIORITY_RANGE.stop - 1)
+#: A count of rows (``--limit``, ``--page``): 1 to the largest a query can take.
+COUNT = click.IntRange(1, 2**31 - 1)
 
 
 # --- errors -----------------------------------------------------------------------------

@@ -261,6 +261,11 @@ class Housekeeping:
         }
 
     # --- events -----------------------------------------------------------------------
+    def last_event_id(self) -> int:
+        """The newest event's id (0 when none): where following starts after ``-n 0``."""
+        with self.ctx.db.transaction() as s:
+            return int(s.scalar(select(func.max(Event.id))) or 0)
+
     def tail(
         self,
         limit: int = 20,
@@ -271,8 +276,10 @@ class Housekeeping:
     ) -> list[dict[str, Any]]:
         """Events, newest last: the latest ``limit``, or (``after_id``) the next ones; of
         one order, one item, one event name (the filters narrow each other)."""
-        if not 1 <= limit <= MAX_TAIL:
-            raise InvalidQuery(f"limit must be between 1 and {MAX_TAIL}", details={"limit": limit})
+        if not 0 <= limit <= MAX_TAIL:
+            raise InvalidQuery(f"limit must be between 0 and {MAX_TAIL}", details={"limit": limit})
+        if limit == 0:  # `tail -n 0 -f`: only what comes next
+            return []
         stmt = select(Event)
         if order_id is not None:
             stmt = stmt.where(Event.order_id == order_id)
