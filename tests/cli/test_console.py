@@ -423,7 +423,8 @@ def test_generate(console_for: object) -> None:
     assert "discovered 1" in console("generate", "--dry-run").stdout
     registry.register_allocator(Broken())
     failed = console("generate", "--dry-run", code=1)
-    assert "upstream down" in failed.output
+    said = "error [allocator_error]: strategy broken: RuntimeError: upstream down"
+    assert said in failed.output
 
 
 class Shapeless(AllocatorStrategy):
@@ -458,7 +459,8 @@ def test_generate_reports_strategies_that_return_the_wrong_shape_and_dry_runs_fo
         console = console_for(registry=registry)  # type: ignore[operator]
         done = console("generate", code=1)
         assert (
-            "shapeless: discover() must return a list of OrderRequest" in done.output
+            "strategy shapeless: TypeError: discover() must return a list of OrderRequest"
+            in done.output
             and "Traceback" not in done.output
         )
         assert "created 1" in done.output or "existing 1" in done.output  # Discover ran
@@ -467,8 +469,9 @@ def test_generate_reports_strategies_that_return_the_wrong_shape_and_dry_runs_fo
     console = console_for(registry=registry)  # type: ignore[operator]
     before = console.json("orders", "list")["meta"]["total"]
     dry = console("generate", "--dry-run", code=1)
-    assert "test.nope: [unknown_order_type]" in dry.output
-    assert "test.simple: [validation_failed]" in dry.output and "payload.n" in dry.output
+    assert "error [unknown_order_type]: strategy refusable, type test.nope: " in dry.output
+    said = "error [validation_failed]: strategy refusable, type test.simple: "
+    assert said in dry.output and "payload.n" in dry.output
     assert console.json("orders", "list")["meta"]["total"] == before
 
 

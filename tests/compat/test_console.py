@@ -285,7 +285,15 @@ def test_generate(ops: Server, api_db_url: str) -> None:
     # scheduler notices.
     done = run_json(api_db_url, "generate", code=1, env={"WM_COMPAT_BROKEN_ALLOCATOR": "1"})
     assert done["created"] == 2 and done["dry_run"] is False
-    assert done["errors"] == ["compat-broken: strategy failed to discover work"]
+    assert done["errors"] == [
+        {
+            "strategy": "compat-broken",
+            "type": None,
+            "dedupe_key": None,
+            "code": "allocator_error",
+            "message": "RuntimeError: strategy failed to discover work",
+        }
+    ]
     assert orders_total(ops) == before + 2
     r = ops.client().get(
         f"{PREFIX}/orders", params={"filter[type]": "test.simple", "sort": "-created_at"}

@@ -64,6 +64,16 @@ def generate(env: Env, dry_run: bool, as_json: bool) -> None:
             f"existing {report.existing}{' (dry run)' if dry_run else ''}"
         )
         for error in report.errors:
-            click.echo(f"error: {error}", err=True)
+            click.echo(f"error [{error['code']}]: {_failed(error)}", err=True)
     if report.errors:
         sys.exit(1)
+
+
+def _failed(error: dict[str, Any]) -> str:
+    """Which strategy (and request) failed, then why: one line per failure."""
+    where = f"strategy {error['strategy']}"
+    if error["type"] is not None:
+        where += f", type {error['type']}"
+    if error["dedupe_key"] is not None:
+        where += f", dedupe key {error['dedupe_key']!r}"
+    return f"{where}: {error['message']}"

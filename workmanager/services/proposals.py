@@ -285,6 +285,8 @@ def _storable_int(value: Any) -> bool:
 
 
 log = logging.getLogger("workmanager.generate")
+#: The code of a strategy whose ``discover()`` raised or returned something else.
+ALLOCATOR_ERROR = "allocator_error"
 
 
 @dataclass
@@ -292,7 +294,22 @@ class GenerateReport:
     discovered: list[OrderRequest] = field(default_factory=list)
     created: int = 0
     existing: int = 0
-    errors: list[str] = field(default_factory=list)
+    #: what failed, each ``{strategy, type, dedupe_key, code, message}``: a strategy that
+    #: raised (``allocator_error``, no type), or a request refused (the error's code)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def failed(
+        self, strategy: str, code: str, message: str, request: OrderRequest | None = None
+    ) -> None:
+        self.errors.append(
+            {
+                "strategy": strategy,
+                "type": request.type if request is not None else None,
+                "dedupe_key": request.dedupe_key if request is not None else None,
+                "code": code,
+                "message": message[:500],
+            }
+        )
 
 
 class Generator:
@@ -318,13 +335,15 @@ class Generator:
                     )
             except Exception as exc:  # the strategy's own code: logged, then the next one
                 log.exception("allocator %s failed", strategy.name)
-                report.errors.append(f"{strategy.name}: {exc}"[:500])
+                report.failed(strategy.name, ALLOCATOR_ERROR, f"{type(exc).__name__}: {exc}")
                 continue
             report.discovered.extend(requests)
-            self._propose(requests, report, dry_run)
+            self._propose(strategy.name, requests, report, dry_run)
         return report
 
-    def _propose(self, requests: list[OrderRequest], report: GenerateReport, dry_run: bool) -> None:
+    def _propose(
+        self, strategy: str, requests: list[OrderRequest], report: GenerateReport, dry_run: bool
+    ) -> None:
         """Propose each request; a dry run checks each as a proposal is checked (type,
         payload, schema) and proposes nothing, so it foresees what a real run refuses."""
         for req in requests:
@@ -340,7 +359,7 @@ class Generator:
                         max_depth=self.ctx.settings.max_json_depth,
                     )
                 except WorkManagerError as exc:
-                    report.errors.append(f"{req.type}: [{exc.code}] {exc.one_line()}")
+                    report.failed(strategy, exc.code, exc.one_line(), req)
                 continue
             try:
                 proposal = self.orders.propose(
@@ -351,7 +370,7 @@ class Generator:
                     dedupe_key=req.dedupe_key,
                 )
             except WorkManagerError as exc:
-                report.errors.append(f"{req.type}: [{exc.code}] {exc.one_line()}")
+                report.failed(strategy, exc.code, exc.one_line(), req)
                 continue
             if proposal.created:
                 report.created += 1
