@@ -105,6 +105,19 @@ def test_global_checkout_filters_from_the_query_string(upstream: Any) -> None:
     assert r.status_code == 422 and r.json()["error"]["details"][0]["path"] == "type"
 
 
+def test_an_empty_php_array_is_an_empty_body(upstream: Any) -> None:
+    """Laravel's ``Http::post($url)`` (and ``postJson($url, [])``) sends ``[]``: checkout
+    and heartbeat answered 422 "Input should be a valid dictionary"."""
+    a = agent(upstream, "compat-a-9")
+    propose(a, "test.simple", {}, priority=2000)
+    r = a.post(f"{PREFIX}/checkout?type=test.simple", json=[])
+    assert r.status_code == 200, r.text
+    items = f"{PREFIX}/items/{r.json()['item']['id']}"
+    assert a.post(f"{items}/heartbeat", json=[]).status_code == 200
+    r = a.post(f"{PREFIX}/checkout", json=[1])  # a list with something in it is still wrong
+    assert r.status_code == 422, r.text
+
+
 def test_agent_version_with_a_leading_v(upstream: Any) -> None:
     a = agent(upstream, "compat-a-5")
     r = a.post(

@@ -15,6 +15,13 @@ LOWEST, HIGHEST = PRIORITY_RANGE.start, PRIORITY_RANGE.stop - 1
 class Body(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_array_is_empty(cls, data: Any) -> Any:
+        """``[]`` is an empty body: PHP encodes an empty array so, and upstream agents
+        post one (Laravel's ``Http::post($url)``) where they have nothing to send."""
+        return {} if isinstance(data, list) and not data else data
+
     def fingerprint_fields(self) -> dict[str, Any]:
         """The fields as parsed, for the idempotency fingerprint. Not ``mode="json"``: that
         raises on a lone surrogate in a free-form key (a 500) and rewrites one in a typed
