@@ -310,7 +310,7 @@ def test_an_answer_httpx_cannot_decode_is_an_invalid_response() -> None:
 )
 def test_retry_after_is_a_finite_bounded_wait(header: str, wait: float) -> None:
     """``Retry-After: nan`` was time.sleep(nan), a ValueError; ``1e9`` slept for decades."""
-    from workmanager.client import _retry_after
+    from workmanager.client_wire import retry_after
 
     response = httpx.Response(503, headers={"Retry-After": header})
-    assert _retry_after(response) == wait
+    assert retry_after(response) == wait
