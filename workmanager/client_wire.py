@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from .errors import ConfigurationError, UsageError, WorkManagerError, problem
-from .jsonvalues import MAX_INT_BITS, MAX_INT_DIGITS
+from .jsonvalues import MAX_INT_DIGITS, too_long
 
 
 class ApiError(WorkManagerError):
@@ -50,8 +50,8 @@ def _json_problem(value: Any, path: str, ancestors: frozenset[int]) -> tuple[str
     if isinstance(value, float):
         return None if math.isfinite(value) else (where, f"{value} is not valid JSON")
     if isinstance(value, int):
-        too_long = value.bit_length() > MAX_INT_BITS
-        return (where, f"an integer of more than {MAX_INT_DIGITS} digits") if too_long else None
+        long_ = too_long(value)
+        return (where, f"an integer of more than {MAX_INT_DIGITS} digits") if long_ else None
     if isinstance(value, str):
         try:
             value.encode("utf-8")

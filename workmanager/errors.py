@@ -300,8 +300,10 @@ class ValidationFailed(PermanentError):
         """``ValidationFailed(details, message)`` (the project's own calls), or as every
         other error is made, ``ValidationFailed("why", details=[...], hint=...)``, or
         ``ValidationFailed("why")`` alone (a hook's refusal)."""
-        if isinstance(first, str):
-            message, first = (first, None) if message is None else (message, first)
+        if isinstance(first, str):  # the message first, as every other error takes it
+            first, message = (message, first) if not isinstance(message, str) else (first, message)
+            if isinstance(first, str):  # two texts: the second is the message's details
+                first = [problem("$", first, "custom")]
         if details is None:
             details = first
         if details is None and message is not None:

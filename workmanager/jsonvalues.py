@@ -120,8 +120,10 @@ def problems(value: Any, path: str = "$") -> list[dict[str, str]]:
 #: The most digits of an integer written as JSON: Python's own limit on converting an int
 #: to text (``sys.get_int_max_str_digits``), past which every encoder raises.
 MAX_INT_DIGITS = 4300
-#: Integers up to this many bits have at most :data:`MAX_INT_DIGITS` digits (a cheap test).
-MAX_INT_BITS = int(MAX_INT_DIGITS * math.log2(10)) - 1
+#: Integers up to this many bits have at most :data:`MAX_INT_DIGITS` digits (a cheap test
+#: first; one bit more may still have as many, which the exact bound decides).
+MAX_INT_BITS = int(MAX_INT_DIGITS * math.log2(10))
+_TOO_LONG = 10**MAX_INT_DIGITS
 
 
 def _bad_key(k: Any) -> tuple[str, str] | None:
@@ -134,11 +136,16 @@ def _bad_key(k: Any) -> tuple[str, str] | None:
     return None
 
 
+def too_long(v: int) -> bool:
+    """An integer of more than :data:`MAX_INT_DIGITS` digits (no encoder writes it)."""
+    return v.bit_length() > MAX_INT_BITS and abs(v) >= _TOO_LONG
+
+
 def _bad_number(v: float) -> str | None:
     """Why a number cannot be written as JSON (``None``: it can)."""
     if isinstance(v, float):
         return None if math.isfinite(v) else "must be a finite number"
-    if v.bit_length() > MAX_INT_BITS:
+    if too_long(v):
         return f"an integer of more than {MAX_INT_DIGITS} digits"
     return None
 

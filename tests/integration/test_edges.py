@@ -4,6 +4,7 @@ cannot be stored, refused auto-approvals, and lost item announcements."""
 from __future__ import annotations
 
 import math
+from collections import UserList
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -231,6 +232,9 @@ BAD_SPECS = [
     pytest.param(ItemSpec(max_attempts=2.7), "plan.max_attempts", id="attempts-float"),  # type: ignore[arg-type]
     pytest.param(ItemSpec(max_attempts=10**30), "plan.max_attempts", id="attempts-huge"),
     pytest.param(ItemSpec(type=5), "plan.type", id="type-int"),  # type: ignore[arg-type]
+    pytest.param(ItemSpec(type="x\ud800"), "plan.type", id="type-surrogate"),
+    pytest.param(ItemSpec(parts_required=["a\x00"]), "plan.parts_required", id="parts-nul"),
+    pytest.param(ItemSpec(parts_required=[" "]), "plan.parts_required", id="parts-blank"),
 ]
 
 
@@ -323,3 +327,56 @@ def test_a_check_returning_a_verdict_refuses_and_validation_failed_takes_details
         assert detail["validator"] == "hook_error" and "return None to accept" in detail["message"]
     assert wm.queries.item(lease.item_id)["state"] == "leased"
     assert wm.agent.submit(lease, {"verdict": "ok"}).item["state"] == "submitted"
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [lambda: ("a", "b"), lambda: UserList(["a", "b"]), lambda: (k for k in ("a", "b"))],
+    ids=["tuple", "userlist", "generator"],
+)
+def test_part_keys_may_come_as_any_sequence_or_iterable(make_wm, database, keys) -> None:
+    class Planned(OrderType):
+        type = "test.planned"
+
+        def plan(self, order: OrderView) -> list[ItemSpec]:
+            return [ItemSpec(parts_required=keys())]
+
+        def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
+            return Diff({}, {}, "")
+
+    wm = make_wm(db=database, registry=Registry([Planned()]))
+    (item,) = wm.queries.order(wm.propose("test.planned", {}))["items"]
+    assert item["parts_required"] == ["a", "b"]
+
+
+class Assembling(OrderType):
+    """One part ``a``; assemble() returns what it is told to in the part's payload."""
+
+    type = "test.assembling"
+
+    def plan(self, order: OrderView) -> list[ItemSpec]:
+        return [ItemSpec(parts_required=["a"])]
+
+    def assemble(self, item: Any, parts: list[Any]) -> Any:
+        return {"n": 10**5000} if parts[0].payload.get("huge") else {"n": math.nan}
+
+    def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
+        return Diff({}, {}, "")
+
+
+@pytest.mark.parametrize("huge", [True, False])
+def test_an_assembled_result_that_cannot_be_stored_is_the_types_error(
+    make_wm, database, huge
+) -> None:
+    """finalize stored assemble()'s value unchecked: a raw StatementError or ValueError (a
+    500 over HTTP), the item left leased. Now the type's hook_error, the item still held."""
+    wm = make_wm(db=database, registry=Registry([Assembling()]))
+    wm.propose("test.assembling", {})
+    lease = wm.agent.checkout("agent-1")
+    assert lease is not None
+    wm.agent.submit_part(lease, "a", {"huge": huge})
+    with pytest.raises(ValidationFailed) as refused:
+        wm.agent.finalize(lease)
+    (detail,) = refused.value.details
+    assert detail["path"] == "assembled_result.n" and detail["validator"] == "hook_error"
+    assert wm.queries.item(lease.item_id)["state"] == "leased"

@@ -169,3 +169,26 @@ def test_text_is_the_error_line_its_details_and_the_hint() -> None:
         "  url: sqlite:////x.db",
         "hint: run `workmanager db upgrade`",
     ]
+
+
+def test_validation_failed_takes_every_form_a_hook_writes() -> None:
+    """Its constructor took details first; ``ValidationFailed("why", [details])`` then
+    swapped the two, and ``("why", details=[...])`` was a TypeError."""
+    detail = errors.problem("result.answer", "at most 10 characters", "maxLength")
+    for made in (
+        errors.ValidationFailed("answer too long", [detail]),
+        errors.ValidationFailed("answer too long", details=[detail]),
+        errors.ValidationFailed([detail], "answer too long"),
+    ):
+        assert (made.message, made.details) == ("answer too long", [detail])
+    alone = errors.ValidationFailed("answer too long", hint="shorter")
+    assert alone.details == [errors.problem("$", "answer too long", "custom")]
+    assert alone.hint == "shorter"
+
+
+def test_integers_up_to_4300_digits_are_storable() -> None:
+    from workmanager.jsonvalues import problems
+
+    assert problems({"n": 10**4300 - 1}) == [] and problems({"n": -(10**4300 - 1)}) == []
+    (found,) = problems({"n": 10**4300})
+    assert found["message"] == "an integer of more than 4300 digits"

@@ -13,12 +13,12 @@ from sqlalchemy.orm import Session
 from ..checks import Evidence, check, guarded
 from ..db.models import Item, Part, utcnow
 from ..errors import MissingParts, PayloadTooLarge, ValidationFailed
-from ..jsonvalues import canonical, json_value
+from ..jsonvalues import canonical, json_value, problems
 from ..order_types import OrderType
 from ..order_types import Part as PartValue
 from ..settings import Settings
 from ..types import JSON, AgentInfo, ItemView
-from .inputs import SEQ_MAX
+from .inputs import NAME_MAX, SEQ_MAX
 from .transitions import record_event
 from .views import PartOutcome, iso, item_view, part_dict
 
@@ -27,6 +27,12 @@ VALIDATED, REJECTED = "validated", "rejected"
 
 def checksum(value: Any) -> str:
     return hashlib.sha256(canonical(value)).hexdigest()
+
+
+def is_part_key(key: Any) -> bool:
+    """A part key: a string of 1 to :data:`NAME_MAX` characters, not only blanks (the
+    rule of a submitted part and of a plan's ``parts_required`` alike)."""
+    return isinstance(key, str) and bool(key.strip()) and len(key) <= NAME_MAX
 
 
 def check_part_input(
@@ -41,7 +47,7 @@ def check_part_input(
     (``max_part_payload_bytes``) measures what the part stores: its payload, evidence and
     notes, each as canonical JSON, added up."""
     errors = []
-    if not isinstance(part_key, str) or not part_key.strip() or len(part_key) > 191:
+    if not is_part_key(part_key):
         errors.append(
             {
                 "path": "part_key",
@@ -298,6 +304,12 @@ def assemble_parts(
     if not isinstance(result, dict):
         raise ValidationFailed(
             [{"path": "assembled_result", "message": "must be an object", "validator": "type"}]
+        )
+    found = problems(result, "assembled_result")  # the type's own output: its hook_error
+    if found:
+        raise ValidationFailed(
+            [{**p, "validator": "hook_error"} for p in found],
+            "the order type's assemble() returned a value that cannot be stored",
         )
     check(None, result, "assembled_result", lambda: order_type.validate_assembled(view, result))
     return result, missing

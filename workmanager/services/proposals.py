@@ -26,7 +26,7 @@ from ..checks import guarded
 from ..db.models import Item, Order
 from ..db.order_store import OrderRow
 from ..errors import PayloadTooLarge, ValidationFailed, WorkManagerError, problem
-from ..jsonvalues import canonical, json_value
+from ..jsonvalues import canonical, json_value, problems
 from ..order_types import ItemSpec, OrderType
 from ..registry import Registry
 from ..schema import validate
@@ -35,6 +35,7 @@ from ..states import ItemState, OrderState
 from ..types import JSON, Actor
 from .context import ServiceContext
 from .inputs import NAME_MAX, PRIORITY_RANGE, SEQ_MAX, is_name, require
+from .parts import is_part_key
 from .tokens import order_tenant
 from .views import order_view
 
@@ -137,7 +138,7 @@ def _item(
             "hook_error",
             "the order type's plan() returned something else than ItemSpec objects",
         )
-    _check_spec(spec)
+    parts_required = _checked_spec(spec)
     json_value(spec.input, "plan.input")
     max_attempts = spec.max_attempts or order_type.max_attempts or settings.default_max_attempts
     return Item(
@@ -150,7 +151,7 @@ def _item(
         state=ItemState.QUEUED.value,
         input=dict(order.payload) if spec.input is None else dict(spec.input),
         max_attempts=max_attempts,
-        parts_required=list(spec.parts_required or []) or None,
+        parts_required=parts_required,
         attempts=0,
         lease_token=0,
         created_at=now,
@@ -158,33 +159,42 @@ def _item(
     )
 
 
-def _check_spec(spec: ItemSpec) -> None:
-    """The fields of an :class:`ItemSpec` as the items store them: a wrong one was stored
-    as given, changed (``parts_required="abc"`` became three parts, ``max_attempts=0``
-    the default) or refused by the driver, differently on each database."""
-    problems = []
+def _checked_spec(spec: ItemSpec) -> list[str] | None:
+    """The fields of an :class:`ItemSpec` as the items store them, its part keys as a
+    list (any iterable of them: a list, a tuple, a generator): a wrong field was stored
+    as given, changed (``parts_required="abc"`` became three parts, ``max_attempts=0`` the
+    default) or refused by the driver, differently on each database."""
+    found = []
     if spec.input is not None and not isinstance(spec.input, dict):
-        problems.append(("input", f"an object or None, got {type(spec.input).__name__}"))
-    if spec.type is not None and not is_name(spec.type):
-        problems.append(("type", f"a string of 1 to {NAME_MAX} characters or None"))
+        found.append(("input", f"an object or None, got {type(spec.input).__name__}"))
+    if spec.type is not None and (not is_name(spec.type) or problems(spec.type)):
+        found.append(("type", f"a storable string of 1 to {NAME_MAX} characters or None"))
     attempts = spec.max_attempts
     if attempts is not None and (
         isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= SEQ_MAX
     ):
-        problems.append(("max_attempts", f"a whole number from 1 to {SEQ_MAX} or None"))
+        found.append(("max_attempts", f"a whole number from 1 to {SEQ_MAX} or None"))
     keys = spec.parts_required
+    listed = None if keys is None or isinstance(keys, str | bytes | dict) else _listed(keys)
     if keys is not None and (
-        isinstance(keys, str | bytes)
-        or not isinstance(keys, list | tuple)
-        or not all(is_name(k) for k in keys)
-        or len(set(keys)) != len(keys)
+        listed is None
+        or not all(is_part_key(k) and not problems(k) for k in listed)
+        or len(set(listed)) != len(listed)
     ):
-        problems.append(("parts_required", "a list of distinct part keys (strings) or None"))
-    if problems:
+        found.append(("parts_required", "distinct part keys (non-blank strings) or None"))
+    if found:
         raise ValidationFailed(
-            [problem(f"plan.{field}", f"must be {why}", "hook_error") for field, why in problems],
+            [problem(f"plan.{field}", f"must be {why}", "hook_error") for field, why in found],
             "the order type's plan() returned an ItemSpec whose fields cannot be stored",
         )
+    return listed or None
+
+
+def _listed(keys: Any) -> list[Any] | None:
+    try:
+        return list(keys)
+    except TypeError:  # not iterable
+        return None
 
 
 def check_proposal(
