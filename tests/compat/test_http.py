@@ -116,6 +116,11 @@ def test_an_empty_php_array_is_an_empty_body(upstream: Any) -> None:
     assert a.post(f"{items}/heartbeat", json=[]).status_code == 200
     r = a.post(f"{PREFIX}/checkout", json=[1])  # a list with something in it is still wrong
     assert r.status_code == 422, r.text
+    # an empty field of an object type, as PHP writes it ('meta' => 'nullable|array')
+    r = a.post(f"{PREFIX}/propose", json={"type": "test.simple", "payload": {}, "meta": []})
+    assert r.status_code == 201 and r.json()["order"]["meta"] == {}, r.text
+    r = a.post(f"{PREFIX}/propose", json={"type": "test.simple", "payload": {}, "meta": [1]})
+    assert r.status_code == 422, r.text
 
 
 def test_agent_version_with_a_leading_v(upstream: Any) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import typing
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -18,9 +20,18 @@ class Body(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _empty_array_is_empty(cls, data: Any) -> Any:
-        """``[]`` is an empty body: PHP encodes an empty array so, and upstream agents
-        post one (Laravel's ``Http::post($url)``) where they have nothing to send."""
-        return {} if isinstance(data, list) and not data else data
+        """``[]`` is an empty object: PHP encodes an empty array so, and upstream agents
+        post one for an empty body (Laravel's ``Http::post($url)``) or an empty field of
+        an object type (``"meta": []``, validated ``array`` upstream)."""
+        if isinstance(data, list) and not data:
+            return {}
+        if isinstance(data, dict):
+            empty = [
+                k for k in _object_fields(cls) if isinstance(data.get(k), list) and not data[k]
+            ]
+            if empty:
+                return {**data, **{k: {} for k in empty}}
+        return data
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """The fields as parsed, for the idempotency fingerprint. Not ``mode="json"``: that
@@ -128,3 +139,17 @@ class ForgetBody(Body):
     agent_id: str | None = Field(default=None, min_length=1, max_length=191)
     user_id: str | None = Field(default=None, min_length=1, max_length=191)
     dry_run: bool = False
+
+
+@functools.cache
+def _object_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of ``model`` that hold a JSON object (``dict``, optional or not)."""
+    return tuple(
+        name
+        for name, field in model.model_fields.items()
+        if dict
+        in (
+            typing.get_origin(field.annotation),
+            *map(typing.get_origin, typing.get_args(field.annotation)),
+        )
+    )
