@@ -125,11 +125,20 @@ def create(
     except DedupeKeyReused as exc:
         wm.orders.count_refused(type, exc)
         taken = oid or (order_id_for(dedupe_key) if isinstance(dedupe_key, str) else None)
-        if taken is not None:  # the producer holds this id: its history says why
-            wm.orders.note_reused_key(taken, exc, type, payload, requested_by)
-        log.error(
-            "orders.create of %r refused [%s], nothing recorded: %s", type, exc.code, exc.message
+        noted = taken is not None and wm.orders.note_reused_key(
+            taken,
+            dedupe_key,
+            exc,
+            {
+                "type": type,
+                "payload": payload,
+                "tenant_id": tenant_id,
+                "requested_by": requested_by,
+                "task_id": self.request.id,
+            },
         )
+        where = f"written into order {taken}'s history" if noted else "nothing recorded"
+        log.error("orders.create of %r refused [%s], %s: %s", type, exc.code, where, exc.message)
         return None
     except PermanentError as exc:
         log.error("orders.create of %r refused [%s]: %s", type, exc.code, exc.one_line())

@@ -107,3 +107,35 @@ def test_a_dead_lettered_refusal_still_gives_its_key_to_the_corrected_proposal(
     assert corrected == order_id_for(key)
     order = wm.queries.order(corrected)
     assert (order["state"], order["payload"], order["last_error"]) == ("queued", {"n": 1}, None)
+
+
+def test_a_refusal_under_a_taken_key_is_noted_once_in_its_own_tenants_order(
+    make_wm: Any, database: str
+) -> None:
+    """The worker's note of a proposal refused for a taken key (dedupe_key_reused): in
+    the order the producer's id names, once per message, never in another tenant's order
+    (a key used there shows nothing of it) and never for an order that does not exist."""
+    from workmanager import Actor
+    from workmanager.services.proposals import order_id_for
+
+    wm = make_wm(db=database, registry=Registry([Simple()]))
+    mine = wm.propose("test.simple", {"n": 1}, dedupe_key="k", tenant_id="A")
+    theirs = wm.propose("test.simple", {"n": 1}, dedupe_key="t", tenant_id="B")
+    refused = DedupeKeyReused("dedupe key 'k' already names an order")
+
+    def note(order_id: uuid.UUID, key: str, tenant: str, task: str) -> bool:
+        proposal = {"type": "test.simple", "payload": {"n": 2}, "tenant_id": tenant,
+                    "requested_by": Actor.system(), "task_id": task}  # fmt: skip
+        return wm.orders.note_reused_key(order_id, key, refused, proposal)
+
+    assert note(mine, "k", "A", "task-1") is True
+    assert note(mine, "k", "A", "task-1") is False  # the same message redelivered
+    assert note(theirs, "t", "A", "task-2") is False  # another tenant's order
+    assert note(order_id_for("nobody"), "nobody", "A", "task-3") is False  # no such order
+    with wm.db.transaction() as s:
+        notes = (
+            s.execute(select(Event.order_id).where(Event.event == "proposal_refused"))
+            .scalars()
+            .all()
+        )
+    assert notes == [mine]
