@@ -155,8 +155,17 @@ def decode(response: httpx.Response) -> dict[str, Any]:
 def check_base_url(base_url: Any) -> None:
     """An ``http(s)://host[:port]`` URL, refused at construction (a URL without its scheme
     was three retried tries and then ``unavailable``, as if the server were down)."""
-    parsed = httpx.URL(base_url) if isinstance(base_url, str) else None
-    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+    try:
+        parsed = httpx.URL(base_url) if isinstance(base_url, str) else None
+    except httpx.InvalidURL:  # "http://[::1", a port that is not a number
+        parsed = None
+    port = parsed.port if parsed is not None else None
+    if (
+        parsed is None
+        or parsed.scheme not in ("http", "https")
+        or not parsed.host
+        or not (port is None or 1 <= port <= 65535)
+    ):
         raise ConfigurationError(
             f"WorkClient: base_url must be an http(s) URL such as http://127.0.0.1:8000,"
             f" got {base_url!r}",

@@ -147,6 +147,8 @@ def test_a_body_that_is_not_json_names_where(value: Any, path: str, why: str) ->
     [
         ({"base_url": "127.0.0.1:8000"}, "base_url must be an http\\(s\\) URL"),
         ({"base_url": ""}, "base_url must be an http\\(s\\) URL"),
+        ({"base_url": "http://[::1"}, "base_url must be an http\\(s\\) URL"),
+        ({"base_url": "http://127.0.0.1:99999"}, "base_url must be an http\\(s\\) URL"),
         ({"agent_id": "агент"}, "agent_id must be printable ASCII"),
         ({"agent_version": "1.0.0\n"}, "agent_version must be printable ASCII"),
         ({"model_name": "модель"}, "model_name must be printable ASCII"),
