@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import ConfigurationError
 from .jsonvalues import MAX_JSON_DEPTH_CEILING
-from .settings_urls import _broker_url, _redis_url, _result_backend
+from .settings_urls import _broker_url, _redis_url, _result_backend, database_url
 from .settings_values import (
     AGENT_LABELS,
     AUTH_MODES,
@@ -153,7 +153,7 @@ def _spec(fieldname: str, parse: Callable[[str, Any], Any], *aliases: str) -> _S
 
 
 SPECS: tuple[_Spec, ...] = (
-    _spec("database_url", _str),
+    _spec("database_url", database_url),
     _spec("broker_url", _broker_url, "QUEUE_CONNECTION"),
     _spec("result_backend", _result_backend),
     _spec("lease_backend", _choice(*LEASE_BACKENDS)),

@@ -11,6 +11,7 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
 from .settings_values import PREFIX, _fail, _optional_str, _str
@@ -82,6 +83,34 @@ def _check_redis(name: str, url: str) -> None:
             f"{name}: expected a redis://, rediss:// or unix:// URL, got one of scheme "
             f"{_scheme(url)!r}"
         )
+    if _scheme(url) != "unix" and "," not in urlsplit(url).netloc:  # node lists: cluster's
+        hint = "host:port, e.g. 127.0.0.1:6379; a Redis Cluster's nodes separated by commas"
+        check_port(name, url, hint)
+
+
+def check_port(name: str, url: str, hint: str = "host:port, e.g. 127.0.0.1:6379") -> None:
+    """A URL's port, when it has one, is a number from 1 to 65535 (a typo there raised
+    ``ValueError`` from the driver on first use, a traceback from every command). Only
+    the host part is shown: the rest may hold a password."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        host = parts.netloc.rpartition("@")[2]
+        raise ConfigurationError(
+            f"{name}: the port in {host!r} is not a number from 1 to 65535",
+            hint=hint,
+        )
+
+
+def database_url(name: str, value: Any) -> str:
+    """``WORK_MANAGER_DATABASE_URL``: a SQLAlchemy URL whose port, if any, is a port."""
+    text = _str(name, value)
+    if "://" in text and not text.startswith("sqlite"):
+        check_port(name, text, "host:port, e.g. postgresql+psycopg://user@127.0.0.1:5432/db")
+    return text
 
 
 def _check_broker(name: str, url: str) -> None:

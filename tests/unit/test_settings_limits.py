@@ -231,3 +231,24 @@ def test_import_object_refuses_what_cannot_be_called() -> None:
         import_object("os:path", "WORK_MANAGER_METRICS_DRIVER")
     assert info.value.message.startswith("WORK_MANAGER_METRICS_DRIVER: 'os:path' is a module")
     assert import_object("os.path:join", "X") is __import__("os").path.join
+
+
+@pytest.mark.parametrize(
+    ("variable", "url", "host"),
+    [
+        ("WORK_MANAGER_REDIS_URL", "redis://127.0.0.1:18211;127.0.0.1:18212/0",
+         "127.0.0.1:18211;127.0.0.1:18212"),
+        ("WORK_MANAGER_REDIS_URL", "redis://127.0.0.1:1821a/0", "127.0.0.1:1821a"),
+        ("WORK_MANAGER_REDIS_URL", "redis://:hunter2@127.0.0.1:99999/0", "127.0.0.1:99999"),
+        ("WORK_MANAGER_DATABASE_URL", "postgresql+psycopg://u:hunter2@127.0.0.1:54x2/wm",
+         "127.0.0.1:54x2"),
+    ],
+)  # fmt: skip
+def test_a_port_that_is_not_one_is_refused_naming_the_variable(
+    variable: str, url: str, host: str
+) -> None:
+    """A typo in a port raised ValueError from the driver on first use: a traceback from
+    every command. Refused with the settings, the host part shown, never the password."""
+    error = refusal({variable: url})
+    assert error.message == f"{variable}: the port in {host!r} is not a number from 1 to 65535"
+    assert "hunter2" not in error.message and error.hint
