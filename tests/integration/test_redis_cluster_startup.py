@@ -230,3 +230,59 @@ def test_readiness_probes_the_cluster_through_its_listed_nodes(
         wm.close()
     with pytest.raises(Unavailable):
         readiness._redis(cluster_settings(cluster.url))  # its one node is the dead one
+
+
+def test_a_cluster_node_without_cluster_mode_is_said_with_the_fix(cluster: LocalCluster) -> None:
+    """WORK_MANAGER_REDIS_CLUSTER left false against a cluster node: /readyz and ops check
+    said ok while every checkout was a 500 (ClusterCrossSlotError). Readiness is down with
+    the fix, and the lease calls' error is unavailable with the same hint."""
+    from workmanager.leases.redis import down
+    from workmanager.services import readiness
+
+    live = cluster.alive_ports()[0]
+    plain = cluster_settings(f"redis://127.0.0.1:{live}/0", redis_cluster=False)
+    with pytest.raises(Unavailable) as refused:
+        readiness._redis(plain)
+    assert refused.value.hint and "WORK_MANAGER_REDIS_CLUSTER=true" in refused.value.hint
+    client = redis.Redis(port=live)
+    try:
+        with pytest.raises(redis.exceptions.ResponseError) as crossed:
+            client.eval("return 1", 2, "a", "b")  # two keys of two slots
+    finally:
+        client.close()
+    said = down(crossed.value)
+    assert said.code == "unavailable" and "WORK_MANAGER_REDIS_CLUSTER=true" in (said.hint or "")
+
+
+def test_readiness_is_down_while_a_master_has_no_one_to_serve_its_slots(
+    cluster: LocalCluster,
+) -> None:
+    """A node answering the ping was "ok" while a master was down and its slots unserved
+    (every lease call on them 503). Readiness asks for the cluster's state. Last in this
+    module: the master killed here has no replica left (its own was killed above)."""
+    from workmanager.services import readiness
+
+    (lonely,) = [p for p in cluster.masters() if _replicas(cluster, p) == 0]
+    os.kill(cluster.pids.pop(lonely), signal.SIGKILL)
+    url = node_url(*[p for p in cluster.alive_ports() if p != lonely][:2])
+
+    def failed() -> bool:
+        try:
+            readiness._redis(cluster_settings(url))
+        except Unavailable as exc:
+            return "state is 'fail'" in exc.message
+        return False
+
+    cluster._wait(failed, "readiness to see the cluster's state fail", timeout=30)
+
+
+def _replicas(cluster: LocalCluster, master: int) -> int:
+    lines = [
+        line.split() for line in cli(cluster.alive_ports()[0], "cluster", "nodes").splitlines()
+    ]
+    ids = {parts[0]: int(parts[1].split("@")[0].rsplit(":", 1)[1]) for parts in lines}
+    return sum(
+        1
+        for parts in lines
+        if "slave" in parts[2] and "fail" not in parts[2] and ids.get(parts[3]) == master
+    )

@@ -16,6 +16,30 @@ def _script(name: str) -> str:
     return resources.files("workmanager.leases").joinpath(f"lua/{name}.lua").read_text()
 
 
+def _cluster_answers() -> tuple[type[BaseException], ...]:
+    try:
+        import redis
+    except ImportError:
+        return ()
+    return (redis.exceptions.ClusterCrossSlotError, redis.exceptions.MovedError)
+
+
+#: What a Redis Cluster node answers a client that is not in cluster mode.
+CLUSTER_ANSWERS = _cluster_answers()
+
+
+def down(exc: BaseException) -> Unavailable:
+    """A Redis error as the project's: unavailable (503, the caller retries), with the fix
+    when the server is a Redis Cluster node spoken to without cluster mode (every script
+    touching two keys was a ClusterCrossSlotError: an internal error, no hint)."""
+    if isinstance(exc, CLUSTER_ANSWERS):
+        return Unavailable(
+            f"redis unavailable: the server is a Redis Cluster node: {exc}",
+            hint="set WORK_MANAGER_REDIS_CLUSTER=true and list its nodes in WORK_MANAGER_REDIS_URL",
+        )
+    return Unavailable(f"redis unavailable: {exc}")
+
+
 def connect(url: str) -> Any:
     redis = import_extra(
         "redis", "WORK_MANAGER_LEASE_BACKEND=redis needs the redis package", "redis"
@@ -38,7 +62,11 @@ class RedisLeaseStore:
         self.client = client
         self.keys = RedisKeys(prefix)
         self._track = 1 if track_limits else 0
-        self._errors: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError)
+        self._errors: tuple[type[BaseException], ...] = (
+            redis.ConnectionError,
+            redis.TimeoutError,
+            *CLUSTER_ANSWERS,
+        )
         self._acquire = Script(client, _script("acquire"))
         self._extend = Script(client, _script("extend"))
         self._release = Script(client, _script("release"))
@@ -47,7 +75,7 @@ class RedisLeaseStore:
         try:
             return int(script(keys=keys, args=args))
         except self._errors as exc:
-            raise Unavailable(f"redis unavailable: {exc}") from exc
+            raise down(exc) from exc
 
     def acquire(
         self,
@@ -87,7 +115,7 @@ class RedisLeaseStore:
         try:
             value = self.client.get(self.keys.item(item_id))
         except self._errors as exc:
-            raise Unavailable(f"redis unavailable: {exc}") from exc
+            raise down(exc) from exc
         if value is None:
             return 0
         return 1 if value.decode() == self.held(owner, proof) else -1
@@ -110,7 +138,7 @@ class RedisLeaseStore:
                 getattr(pipe, command)(self.keys.item(item_id))
             return list(pipe.execute())
         except self._errors as exc:
-            raise Unavailable(f"redis unavailable: {exc}") from exc
+            raise down(exc) from exc
 
     def alive(self, item_ids: list[str]) -> dict[str, int]:
         ttls = self._per_item("pttl", item_ids) if item_ids else []
@@ -130,16 +158,16 @@ class RedisLeaseStore:
         try:
             return bool(self.client.exists(self.keys.epoch))
         except self._errors as exc:
-            raise Unavailable(f"redis unavailable: {exc}") from exc
+            raise down(exc) from exc
 
     def mark(self) -> None:
         try:
             self.client.set(self.keys.epoch, "1")
         except self._errors as exc:
-            raise Unavailable(f"redis unavailable: {exc}") from exc
+            raise down(exc) from exc
 
     def ping(self) -> None:
         try:
             self.client.ping()
         except self._errors as exc:
-            raise Unavailable(f"redis unavailable: {exc}") from exc
+            raise down(exc) from exc

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from ..errors import Unavailable
 from ..leases.keys import RedisKeys
+from ..leases.redis import CLUSTER_ANSWERS, down
 from ..leases.script import Script
 from .base import Bucket
 
@@ -19,7 +19,11 @@ class RedisBucketStore:
         import redis
 
         self.client, self.keys = client, keys
-        self._errors: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError)
+        self._errors: tuple[type[BaseException], ...] = (
+            redis.ConnectionError,
+            redis.TimeoutError,
+            *CLUSTER_ANSWERS,
+        )
         script = resources.files("workmanager.ratelimit").joinpath("lua/take.lua").read_text()
         self._script = Script(client, script)
 
@@ -31,5 +35,5 @@ class RedisBucketStore:
         try:
             wait_ms = int(self._script(keys=keys, args=args))
         except self._errors as exc:
-            raise Unavailable(f"redis unavailable: {exc}") from exc
+            raise down(exc) from exc
         return wait_ms / 1000

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..errors import WorkManagerError
+from ..errors import Unavailable, WorkManagerError
 from ..settings import Settings
 from .context import ServiceContext
 
@@ -38,6 +38,15 @@ def _redis(settings: Settings) -> None:
         )
     try:
         client.ping()
+        if settings.redis_cluster:  # a node answering is not enough: every slot served
+            state = client.cluster_info().get("cluster_state")
+            if state != "ok":
+                raise Unavailable(f"the Redis Cluster's state is {state!r}: a master is down")
+        elif client.info("cluster").get("cluster_enabled"):
+            raise Unavailable(
+                "the server is a Redis Cluster node, spoken to without cluster mode",
+                hint="set WORK_MANAGER_REDIS_CLUSTER=true and list its nodes",
+            )
     finally:
         client.close()
 
