@@ -19,6 +19,7 @@ from workmanager.errors import (
     ValidationFailed,
 )
 from workmanager.services.proposals import order_id_for
+from workmanager.services.refusals import note_reused_key
 from workmanager.types import Actor
 
 from .app import app
@@ -125,7 +126,9 @@ def create(
     except DedupeKeyReused as exc:
         wm.orders.count_refused(type, exc)
         taken = oid or (order_id_for(dedupe_key) if isinstance(dedupe_key, str) else None)
-        noted = taken is not None and wm.orders.note_reused_key(
+        noted = taken is not None and note_reused_key(
+            wm.ctx,
+            wm.orders.store,
             taken,
             dedupe_key,
             exc,

@@ -66,6 +66,12 @@ def base_env(db_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
+def mcp_http(port: int, transport: str = "http") -> list[str]:
+    """``workmanager mcp`` over HTTP on ``port``, announcing nothing (no workers run)."""
+    return [str(BIN / "workmanager"), "--dispatcher", "none", "mcp", "--transport", transport,
+            "--port", str(port)]  # fmt: skip
+
+
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(BIN / "workmanager"), *args], env=env, capture_output=True, text=True, timeout=60

@@ -20,12 +20,12 @@ import pytest
 from sqlalchemy import text
 
 from tests.api.conftest import (
-    BIN,
     PREFIX,
     Server,
     base_env,
     free_port,
     idem,
+    mcp_http,
     propose,
 )
 from tests.api.test_mcp import result
@@ -257,16 +257,7 @@ def test_the_matrix_over_mcp(
     server = srv  # to lease over HTTP; the MCP server shares its lease backend
     port = free_port()
     proc = subprocess.Popen(
-        [
-            str(BIN / "workmanager"),
-            "--dispatcher",
-            "none",
-            "mcp",
-            "--transport",
-            "http",
-            "--port",
-            str(port),
-        ],
+        mcp_http(port),
         env=mcp_env(api_db_url, srv, running_servers),
     )
     url = f"http://127.0.0.1:{port}/mcp"

@@ -14,7 +14,15 @@ import httpx2
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.api.conftest import BIN, PREFIX, Server, base_env, free_port, idem, truncate_work_tables
+from tests.api.conftest import (
+    PREFIX,
+    Server,
+    base_env,
+    free_port,
+    idem,
+    mcp_http,
+    truncate_work_tables,
+)
 from tests.api.test_mcp import result
 
 SECRET = {"n": 1, "name": "the admin's secret"}
@@ -70,16 +78,7 @@ def test_mcp_propose_follows_the_same_rule(api_db_url: str, tokens: dict[str, st
     truncate_work_tables(api_db_url)
     port = free_port()
     proc = subprocess.Popen(
-        [
-            str(BIN / "workmanager"),
-            "--dispatcher",
-            "none",
-            "mcp",
-            "--transport",
-            "http",
-            "--port",
-            str(port),
-        ],
+        mcp_http(port),
         env=base_env(api_db_url),
     )
     url = f"http://127.0.0.1:{port}/mcp"

@@ -12,7 +12,7 @@ import httpx2
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.api.conftest import BIN, base_env, free_port, truncate_work_tables
+from tests.api.conftest import base_env, free_port, mcp_http, truncate_work_tables
 from tests.api.test_mcp import result
 
 
@@ -37,16 +37,7 @@ def test_mcp_http_requires_a_token(api_db_url: str, tokens: dict[str, str]) -> N
     truncate_work_tables(api_db_url)
     port = free_port()
     proc = subprocess.Popen(
-        [
-            str(BIN / "workmanager"),
-            "--dispatcher",
-            "none",
-            "mcp",
-            "--transport",
-            "http",
-            "--port",
-            str(port),
-        ],
+        mcp_http(port),
         env=base_env(api_db_url),
     )
     url = f"http://127.0.0.1:{port}/mcp"

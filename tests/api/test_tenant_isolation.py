@@ -16,7 +16,15 @@ import anyio
 import httpx
 import pytest
 
-from tests.api.conftest import BIN, PREFIX, Server, base_env, free_port, idem, start_server
+from tests.api.conftest import (
+    PREFIX,
+    Server,
+    base_env,
+    free_port,
+    idem,
+    mcp_http,
+    start_server,
+)
 from tests.api.test_authz_matrix import calls, client, mcp_calls, snapshot
 from workmanager import Registry, Settings, WorkManager
 from workmanager.services.tokens import TokenService
@@ -205,16 +213,7 @@ def test_tenant_a_sees_and_changes_nothing_of_tenant_b_over_mcp(
     server = start_server(api_db_url, tokens, "database", None)  # to set B up over HTTP
     port = free_port()
     proc = subprocess.Popen(
-        [
-            str(BIN / "workmanager"),
-            "--dispatcher",
-            "none",
-            "mcp",
-            "--transport",
-            "http",
-            "--port",
-            str(port),
-        ],
+        mcp_http(port),
         env=base_env(api_db_url),
     )
     url = f"http://127.0.0.1:{port}/mcp"

@@ -117,6 +117,7 @@ def test_a_refusal_under_a_taken_key_is_noted_once_in_its_own_tenants_order(
     (a key used there shows nothing of it) and never for an order that does not exist."""
     from workmanager import Actor
     from workmanager.services.proposals import order_id_for
+    from workmanager.services.refusals import note_reused_key
 
     wm = make_wm(db=database, registry=Registry([Simple()]))
     mine = wm.propose("test.simple", {"n": 1}, dedupe_key="k", tenant_id="A")
@@ -126,7 +127,7 @@ def test_a_refusal_under_a_taken_key_is_noted_once_in_its_own_tenants_order(
     def note(order_id: uuid.UUID, key: str, tenant: str, task: str) -> bool:
         proposal = {"type": "test.simple", "payload": {"n": 2}, "tenant_id": tenant,
                     "requested_by": Actor.system(), "task_id": task}  # fmt: skip
-        return wm.orders.note_reused_key(order_id, key, refused, proposal)
+        return note_reused_key(wm.ctx, wm.orders.store, order_id, key, refused, proposal)
 
     assert note(mine, "k", "A", "task-1") is True
     assert note(mine, "k", "A", "task-1") is False  # the same message redelivered

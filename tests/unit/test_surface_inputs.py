@@ -11,7 +11,7 @@ import pytest
 
 from workers.agent import checked_identity
 from workmanager.errors import ConfigurationError, InvalidQuery
-from workmanager.surface.operations import MAX_WAIT_SECONDS, checked_wait
+from workmanager.services.inputs import MAX_WAIT_SECONDS, checked_wait
 from workmanager.types import AgentInfo
 
 

@@ -8,7 +8,7 @@ import operator
 import uuid
 from typing import Any
 
-from ..errors import NotFound, ValidationFailed, problem
+from ..errors import InvalidQuery, NotFound, ValidationFailed, problem
 from ..jsonvalues import json_value
 from ..lease_tokens import Holder
 from ..leases.base import CheckoutQuery
@@ -164,3 +164,21 @@ FINALIZE_MODES = ("strict", "best_effort")
 def check_finalize_mode(mode: Any) -> None:
     if mode not in FINALIZE_MODES:
         raise ValidationFailed.at("mode", "must be strict or best_effort", "enum")
+
+
+#: The longest an approve may wait for its apply to settle (HTTP ``?wait=``, MCP ``wait``).
+MAX_WAIT_SECONDS = 60.0
+
+
+def checked_wait(wait: Any) -> float | None:
+    """An approve's ``wait``: seconds from 0 to :data:`MAX_WAIT_SECONDS` (HTTP's query
+    parameter and MCP's argument alike), else 400 ``invalid_query`` naming it."""
+    if wait is None:
+        return None
+    number = isinstance(wait, int | float) and not isinstance(wait, bool)
+    if not number or not 0 <= wait <= MAX_WAIT_SECONDS:
+        raise InvalidQuery(
+            f"wait: seconds from 0 to {MAX_WAIT_SECONDS:g}, got {wait!r}",
+            details=[{"path": "wait", "message": f"0 to {MAX_WAIT_SECONDS:g} seconds"}],
+        )
+    return float(wait)

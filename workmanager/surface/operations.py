@@ -16,9 +16,10 @@ from typing import Any
 
 from ..container import WorkManager
 from ..db.request_store import build_request_store
-from ..errors import InvalidQuery, NoItemsAvailable, NotFound, Unavailable, ValidationFailed
+from ..errors import NoItemsAvailable, NotFound, Unavailable, ValidationFailed
 from ..lease_tokens import NO_TOKEN_FENCE, Holder
 from ..reads.listing import OrderListing
+from ..services.inputs import checked_wait
 from ..services.lease_admin import LeaseAdmin, LeaseSelector
 from ..services.tokens import (
     checkout_tenant,
@@ -35,21 +36,6 @@ from .shapes import finalize_answer, heartbeat_dict, lease_dict, part_answer
 Answer = tuple[int, dict[str, Any]]
 #: Order states after which an approved order's apply has finished, one way or the other.
 SETTLED = frozenset({OrderState.APPLIED, OrderState.COMPLETED, OrderState.FAILED})
-MAX_WAIT_SECONDS = 60.0
-
-
-def checked_wait(wait: Any) -> float | None:
-    """An approve's ``wait``: seconds from 0 to :data:`MAX_WAIT_SECONDS` (HTTP's query
-    parameter and MCP's argument alike), else 400 ``invalid_query`` naming it."""
-    if wait is None:
-        return None
-    number = isinstance(wait, int | float) and not isinstance(wait, bool)
-    if not number or not 0 <= wait <= MAX_WAIT_SECONDS:
-        raise InvalidQuery(
-            f"wait: seconds from 0 to {MAX_WAIT_SECONDS:g}, got {wait!r}",
-            details=[{"path": "wait", "message": f"0 to {MAX_WAIT_SECONDS:g} seconds"}],
-        )
-    return float(wait)
 
 
 def parse_id(value: str | uuid.UUID, kind: str) -> uuid.UUID:

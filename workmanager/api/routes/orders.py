@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from ...surface.operations import MAX_WAIT_SECONDS, CheckoutFilters
+from ...services.inputs import MAX_WAIT_SECONDS
+from ...surface.operations import CheckoutFilters
 from .. import idempotent
 from .. import responses as R
 from ..deps import ApproveAuth, CheckoutAuth, ProposeAuth, RejectAuth, ViewAuth, state
