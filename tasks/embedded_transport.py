@@ -1,11 +1,13 @@
 """kombu's SQLAlchemy transport with a ``polling_interval`` of its own
-(:mod:`tasks.embedded_broker` says why; kombu imports this module for ``sqla+`` URLs)."""
+(:mod:`tasks.embedded_broker` says why; kombu imports this module for ``sqla+`` URLs),
+and a queue's first declaration safe between processes."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from kombu.transport import sqlalchemy as sqla
+from sqlalchemy.exc import IntegrityError
 
 #: Transport options that are the transport's own, not ``create_engine``'s.
 OWN_OPTIONS = ("polling_interval",)
@@ -20,6 +22,19 @@ class Channel(sqla.Channel):  # type: ignore[misc]
             return super()._engine_from_config()  # type: ignore[no-untyped-call]
         finally:
             client.transport_options = saved
+
+    def _get_or_create(self, queue: str) -> Any:
+        """kombu looks for the queue's row, then inserts it, under a lock of its process
+        only: when another process (the control worker publishing an item's message, the
+        agent declaring its queue) inserts it in between, the insert's IntegrityError
+        escaped and left the channel's session needing a rollback, so that publish and
+        every later one on the channel failed ("could not send …", seen in the demo,
+        which then waited out its timeout). The row exists now: roll back, read it."""
+        try:
+            return super()._get_or_create(queue)  # type: ignore[no-untyped-call]
+        except IntegrityError:
+            self.session.rollback()
+            return super()._get_or_create(queue)  # type: ignore[no-untyped-call]
 
 
 class Transport(sqla.Transport):  # type: ignore[misc]

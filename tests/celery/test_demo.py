@@ -51,6 +51,9 @@ def test_demo_completes_its_orders_on_the_embedded_default(tmp_path: Path) -> No
     assert "next steps:" in out and "  3. " in out
 
 
+EXE = Path(sys.executable).parent / "workmanager"
+
+
 def test_demo_json_summary_on_the_embedded_broker(tmp_path: Path) -> None:
     """Orders through the same real worker processes, summarised as JSON. (Its speed is
     the embedded broker's 50 ms poll, held by ``test_the_embedded_broker_polls_every_50_ms``
@@ -58,7 +61,8 @@ def test_demo_json_summary_on_the_embedded_broker(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORK_MANAGER_")}
     env["PYTHONPATH"] = str(ROOT)
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "workmanager"), "demo", "--orders", "6", "--json"],
+        # the demo's own timeout first: if it runs out, it says how far it got
+        [str(EXE), "demo", "--orders", "6", "--timeout", "200", "--json"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
