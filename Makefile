@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# pytest-xdist workers for make test: the suite mostly waits (leases expiring, processes
+# starting), so three share two cores well; tests/support/parallel.py says what runs where
+TEST_WORKERS ?= 3
 
 .PHONY: install demo test check lint typecheck bench soak clean
 
@@ -18,7 +21,7 @@ demo: $(STAMP)  ## the main job on the embedded default (SQLite, no servers)
 	$(BIN)/workmanager demo
 
 test: $(STAMP)  ## every test tier; PostgreSQL/Redis tests skip locally when absent, fail in CI
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check workmanager tasks workers tests celeryconfig.py bench

@@ -275,8 +275,10 @@ def run_with_a_killed_holder(run: Pool, hold: int = 12) -> None:
 
 
 def flush_redis_url(redis_url: str) -> str:
-    """A Redis database of its own for the FLUSHDB test, so it wipes nobody else's keys."""
-    return os.environ.get("WM_TEST_REDIS_FLUSH_URL", redis_url.rsplit("/", 1)[0] + "/14")
+    """A Redis database of its own for the FLUSHDB test, so it wipes nobody else's keys
+    (not the Celery tests' broker, which may be running at the same time: ``make test``
+    runs tests in parallel)."""
+    return os.environ.get("WM_TEST_REDIS_FLUSH_URL", redis_url.rsplit("/", 1)[0] + "/12")
 
 
 @pytest.mark.postgres
