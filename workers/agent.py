@@ -41,11 +41,10 @@ from workmanager.errors import (
     RateLimited,
     WorkManagerError,
 )
-from workmanager.services.inputs import NAME_MAX
 from workmanager.states import LEASABLE_ORDER_STATES, ItemState
-from workmanager.types import AgentInfo
+from workmanager.types import NAME_MAX, AgentInfo
 
-from .handlers import Heartbeats, Refused, load_handler, run_handler
+from .handlers import Heartbeats, HookFailed, Refused, load_handler, run_handler
 
 log = logging.getLogger("workmanager.agent")
 
@@ -119,6 +118,15 @@ class AgentConsumer:
             except (LeaseConflict, LeaseExpired) as exc:
                 log.warning("lease on %s lost: %s", lease.item_id, exc.message)
                 return "lost"
+            except HookFailed as crash:
+                log.error(
+                    "the order type's check failed on %s [%s]: %s (the item is retried)",
+                    lease.item_id,
+                    crash.error.code,
+                    crash.summary(),
+                )
+                self._fail(lease, crash.report(), retryable=True)
+                return "failed"
             except Refused as refusal:
                 # the handler returned; the service refused its output, and would again
                 log.error("submit refused [%s]: %s", refusal.error.code, refusal.summary())

@@ -14,6 +14,7 @@ from typing import Any
 from workmanager import Lease, WorkManager, tracing
 from workmanager.errors import (
     ConfigurationError,
+    IllegalStateTransition,
     LeaseConflict,
     LeaseExpired,
     PermanentError,
@@ -133,7 +134,17 @@ class Heartbeats:
             with self._wake:
                 self._due.pop(key, None)  # lost: stop beating it
             return
-        except Exception:  # transient, or a bug: keep the thread (and the other leases) alive
+        except IllegalStateTransition as ended:
+            # the token still matches, so this lease's own submit ended it while the beat
+            # was on its way (the item is submitted or later): done, nothing to say
+            log.debug("heartbeat of %s after its submit: %s", lease.item_id, ended.message)
+            with self._wake:
+                self._due.pop(key, None)
+            return
+        except WorkManagerError as exc:  # an outage: one line, and the next beat tries again
+            log.warning("heartbeat of %s failed [%s]: %s", lease.item_id, exc.code, exc.message)
+            renewed = lease
+        except Exception:  # a bug: keep the thread (and the other leases) alive
             log.warning("heartbeat of %s failed; trying again", lease.item_id, exc_info=True)
             renewed = lease
         with self._wake:
@@ -169,6 +180,13 @@ class Refused(Exception):
         return {"code": self.error.code, "message": self.summary()}
 
 
+class HookFailed(Refused):
+    """The order type's own check (a validation hook, ``required_parts``, ``assemble``)
+    crashed on what the handler produced (``hook_error``): not the handler's fault, and
+    retried like a crash (the hook may have met an outage). Said as one line naming the
+    hook's error, which ``fail`` records, instead of "handler failed" and a traceback."""
+
+
 #: The longest refusal summary: the log line's text and the message ``fail`` records.
 SUMMARY_CHARS = 1000
 
@@ -201,12 +219,15 @@ def refused_output(exc: Exception) -> bool:
 def refusals(part_key: Any = None) -> Iterator[None]:
     """Around a call that hands the handler's output to the service: a refusal of that
     output (:func:`refused_output`) becomes :class:`Refused`; anything else (a lost lease,
-    a transient or internal error, a type's hook that crashed) passes unchanged."""
+    a transient or internal error) passes unchanged; a type's hook that crashed on the
+    output becomes :class:`HookFailed`."""
     try:
         yield
     except PermanentError as exc:
         if refused_output(exc):
             raise Refused(exc, part_key) from exc
+        if exc.code in REFUSED_OUTPUT:  # the type's hook crashed on the output
+            raise HookFailed(exc, part_key) from exc
         raise
 
 

@@ -15,6 +15,7 @@ hook runs only when both passed. Absent evidence (``None``) is an error only whe
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,23 +65,34 @@ class Evidence:
                 return []
             message = "this order type requires evidence"
             return [problem("evidence", message, "required")]
-        return schema_errors(self.schema, self.value, "evidence") if self.schema else []
+        return schema_errors(self.schema, self.value, "evidence") if self.schema is not None else []
+
+
+def own_hook(order_type: Any, name: str) -> bool:
+    """Whether the order type defines the validation hook ``name`` (the base class's does
+    nothing: not called, and the value not copied for it)."""
+    from .order_types import OrderType
+
+    return getattr(type(order_type), name) is not getattr(OrderType, name)
 
 
 def check(
     schema: dict[str, Any] | None,
     instance: Any,
     path: str,
-    hook: Callable[[], Any],
+    hook: Callable[[Any], Any] | None,
     evidence: Evidence | None = None,
 ) -> None:
     """Validate ``instance`` against ``schema`` (and ``evidence`` against its own), then
-    (only when all passed) run ``hook``; raise the errors of what refused it."""
-    errors = schema_errors(schema, instance, path) if schema else []
+    (only when all passed) run ``hook`` on a copy of it; raise the errors of what refused
+    it. The copy: what is stored is what was checked (a hook that changed the value it
+    was given changed it after its schema and storable checks: unchecked values stored,
+    or a 500 from the driver), and the caller's own value is left as it was."""
+    errors = schema_errors(schema, instance, path) if schema is not None else []
     errors += evidence.errors() if evidence is not None else []
-    if not errors:
+    if not errors and hook is not None:
         try:
-            returned = guarded(hook, path)
+            returned = guarded(lambda: hook(copy.deepcopy(instance)), path)
         except ValidationFailed as exc:
             errors = _as_errors(exc.details, path)
         else:

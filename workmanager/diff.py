@@ -26,6 +26,17 @@ class Diff:
     after: dict[str, Any] = field(default_factory=dict)
     summary: str = ""
 
+    def __post_init__(self) -> None:
+        """Refuse what cannot be compared at once, naming it, rather than later with
+        ``'NoneType' object has no attribute 'keys'`` (``apply`` returns one: recorded as
+        the apply's failure)."""
+        for name in ("before", "after"):
+            value = getattr(self, name)
+            if not isinstance(value, dict):
+                raise TypeError(f"Diff.{name} must be a dict, got {type(value).__name__}")
+        if not isinstance(self.summary, str):
+            raise TypeError(f"Diff.summary must be a string, got {type(self.summary).__name__}")
+
     @classmethod
     def empty(cls, summary: str = "no changes") -> Diff:
         return cls({}, {}, summary)

@@ -158,5 +158,7 @@ def json_value(value: Any, path: str = "$", max_depth: int = MAX_JSON_DEPTH_CEIL
         raise too_deep(max_depth, "the value" if path == "$" else path)
     found = problems(value, path)
     if found:
-        raise ValidationFailed(found, f"{path} is not storable JSON")
+        first = found[0]
+        where = "" if first["path"] == path else f"{first['path']}: "
+        raise ValidationFailed(found, f"{path} is not storable JSON ({where}{first['message']})")
     return value

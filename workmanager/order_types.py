@@ -4,10 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .diff import Diff
-from .types import JSON, ApplyContext, ItemView, OrderView
+from .jsonvalues import problems
+from .types import JSON, NAME_MAX, SEQ_MAX, ApplyContext, ItemView, OrderView, is_name
+
+#: What a type name and a ``max_attempts`` must be, wherever they are declared (an
+#: ``OrderType``'s attributes, checked when it is registered; an ``ItemSpec`` from
+#: ``plan``): the columns store them as given on every database, or refuse them on one.
+TYPE_NAME_RULE = f"a storable string of 1 to {NAME_MAX} characters"
+ATTEMPTS_RULE = f"a whole number from 1 to {SEQ_MAX}"
+
+
+def is_type_name(value: Any) -> bool:
+    return is_name(value) and not problems(value)
+
+
+def is_attempts(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= SEQ_MAX
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from functools import partial
 from .allocators import AllocatorStrategy
 from .errors import ConfigurationError, UnknownOrderType
 from .importing import call_user_hook, import_module
-from .order_types import OrderType
+from .order_types import ATTEMPTS_RULE, TYPE_NAME_RULE, OrderType, is_attempts, is_type_name
 from .schema import check_schema
 
 VARIABLE = "WORK_MANAGER_ORDER_TYPES"
@@ -34,8 +34,9 @@ class Registry:
             )
         if not isinstance(order_type, OrderType) or not order_type.type:
             raise ConfigurationError(f"{order_type!r} is not an OrderType with a `type` name")
+        _check_declared(order_type)
         schema = order_type.schema()
-        if schema:
+        if schema is not None:
             check_schema(schema, f"order type {order_type.type!r}, schema()")
         self._types[order_type.type] = order_type
         return order_type
@@ -78,3 +79,39 @@ class Registry:
             register = getattr(module, "register", None)
             if callable(register):
                 call_user_hook(partial(register, self), f"{name}.register(registry)", VARIABLE)
+
+
+def _check_declared(order_type: OrderType) -> None:
+    """The type's declared attributes, as the services read them: a name the columns
+    store, flags that are booleans (a method or the string ``"false"`` is truthy: every
+    order would approve and apply itself, unreviewed), and a ``max_attempts`` items can
+    carry. Wrong ones stop the process at start-up, naming the type and the attribute."""
+    name = order_type.type
+    cls = type(order_type).__name__
+    if not is_type_name(name):
+        raise ConfigurationError(
+            f"{cls}.type {name!r:.80} is not a type name: it must be {TYPE_NAME_RULE}",
+            hint='e.g. type = "acme.research" (make order-type NAME writes one)',
+        )
+    for flag in ("auto_approve", "requires_evidence"):
+        value = getattr(order_type, flag)
+        if not isinstance(value, bool):
+            hint = (
+                "auto_approve is a class attribute, True or False; a decision per order"
+                " (upstream's shouldAutoApprove()) goes in can_approve(order), with"
+                " auto_approve = True"
+                if flag == "auto_approve"
+                else f"{flag} = True or False"
+            )
+            raise ConfigurationError(
+                f"order type {name!r}: {flag} must be True or False, got"
+                f" {type(value).__name__} {value!r:.60}",
+                hint=hint,
+            )
+    attempts = order_type.max_attempts
+    if attempts is not None and not is_attempts(attempts):
+        raise ConfigurationError(
+            f"order type {name!r}: max_attempts must be {ATTEMPTS_RULE} or None, got"
+            f" {attempts!r:.40}",
+            hint="None takes WORK_MANAGER_DEFAULT_MAX_ATTEMPTS",
+        )

@@ -31,11 +31,54 @@ def check_schema(schema: Any, where: str = "") -> None:
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import SchemaError
 
+    at = f" ({where})" if where else ""
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
-        at = f" ({where})" if where else ""
         raise ConfigurationError(f"invalid JSON Schema{at}: {exc.message}") from exc
+    unresolved = _unresolved_ref(schema)
+    if unresolved is not None:
+        raise ConfigurationError(
+            f"invalid JSON Schema{at}: $ref {unresolved[0]!r:.120} resolves nowhere"
+            f" ({unresolved[1]})",
+            hint="a $ref names a part of the same schema (e.g. #/$defs/name); remote"
+            " schemas are not fetched",
+        )
+
+
+def _unresolved_ref(schema: Any) -> tuple[str, str] | None:
+    """The first ``$ref`` of ``schema`` that resolves nowhere (and why), checked now so a
+    type whose schema has one stops at start-up: the validator resolves a reference only
+    when an instance reaches it, so every propose failed instead. Schemas with an ``$id``
+    below their root (bases other than the document's) are left to the validator."""
+    refs: list[str] = []
+    stack = [(schema, True)]
+    while stack:
+        node, root = stack.pop()
+        if isinstance(node, dict):
+            if "$id" in node and not root:
+                return None
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                refs.append(ref)
+            stack.extend((v, False) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, False) for v in node)
+    if not refs:
+        return None
+    from referencing import Registry
+    from referencing.exceptions import Unresolvable
+    from referencing.jsonschema import DRAFT202012
+
+    base = schema.get("$id", "") if isinstance(schema, dict) else ""
+    resource = DRAFT202012.create_resource(schema)
+    resolver = Registry().with_resource(base, resource).resolver(base_uri=base)
+    for ref in refs:
+        try:
+            resolver.lookup(ref)
+        except Unresolvable as exc:
+            return ref, type(exc).__name__
+    return None
 
 
 @lru_cache(maxsize=256)
@@ -72,8 +115,9 @@ def schema_errors(schema: dict[str, Any], instance: Any, prefix: str = "") -> li
 
 
 def validate(schema: dict[str, Any] | None, instance: Any, prefix: str = "") -> None:
-    """Raise :class:`ValidationFailed` listing every error, when ``schema`` is set."""
-    if not schema:
+    """Raise :class:`ValidationFailed` listing every error, when ``schema`` is set (``{}``
+    accepts everything; ``False``, the schema that accepts nothing, refuses it)."""
+    if schema is None:
         return
     errors = schema_errors(schema, instance, prefix)
     if errors:

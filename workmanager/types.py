@@ -15,6 +15,17 @@ from .lease_tokens import parse as parse_token
 #: A JSON object as it crosses the edge of the system (payloads, results, metadata).
 JSON = dict[str, Any]
 
+#: The most characters of a name, key or code (the columns' width): order types, part
+#: keys, error codes, agent ids.
+NAME_MAX = 191
+#: The highest part ``seq`` and ``max_attempts`` (32-bit columns).
+SEQ_MAX = 2**31 - 1
+
+
+def is_name(value: Any) -> bool:
+    """A string of 1 to :data:`NAME_MAX` characters."""
+    return isinstance(value, str) and 0 < len(value) <= NAME_MAX
+
 
 @dataclass(frozen=True)
 class Actor:

@@ -311,6 +311,13 @@ def test_a_type_hook_that_crashes_is_retried_as_a_crash_not_refused(
     assert [retryable for _, retryable in calls] == [True]
     assert "submit refused" not in caplog.text
     assert item["state"] == ItemState.QUEUED.value  # back in the queue for another attempt
+    # said as the type's check failing, with its error, not as the handler failing: the
+    # line and the recorded error name the hook's exception
+    assert "handler failed" not in caplog.text
+    assert "the order type's check failed on" in caplog.text
+    ((error, _),) = calls
+    assert error["code"] == "validation_failed"
+    assert "ConnectionError: the reference service did not answer" in error["message"]
 
 
 class NoParts:
@@ -353,3 +360,29 @@ async def async_handler(item: Any, lease: Any) -> dict[str, Any]:
 class AsyncParts:
     async def parts(self, item: Any, lease: Any) -> Any:
         yield "a", {"v": 1}
+
+
+def test_a_heartbeat_that_meets_its_own_submit_says_nothing(
+    make_wm: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by an adversarial pass: a beat on its way when the handler's submit ended the
+    lease logged "heartbeat of … failed; trying again" with a traceback ending in
+    ``IllegalStateTransition`` (half the items of a run, on the database backend)."""
+    import logging
+
+    from tests.support.types import Simple
+    from workers.handlers import Heartbeats
+
+    wm = make_wm(db="sqlite", backend="database", registry=Registry([Simple()]))
+    order_id = wm.propose("test.simple", {})
+    lease = wm.agent.checkout("a", order_id=order_id)
+    assert lease is not None
+    beats = Heartbeats(wm, lease.agent, every=3600)
+    with caplog.at_level(logging.DEBUG, logger="workmanager.agent"), beats.holding(lease):
+        wm.agent.submit(lease, {"answer": 1})  # the submit wins; the beat comes after it
+        [key] = list(beats._due)
+        beats._beat(key, lease)
+        assert beats.held() == []  # stopped beating it
+    assert wm.queries.item(lease.item_id)["state"] == "submitted"
+    assert "Traceback" not in caplog.text and "trying again" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..services.inputs import NAME_MAX, PRIORITY_RANGE, SEQ_MAX
+from ..services.inputs import PRIORITY_RANGE
+from ..types import NAME_MAX, SEQ_MAX
 
 #: A priority's bounds (the column's 32 bits): the services' rule, in the schema.
 LOWEST, HIGHEST = PRIORITY_RANGE.start, PRIORITY_RANGE.stop - 1

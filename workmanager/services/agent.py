@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 
 from .. import events, tracing
-from ..checks import Evidence, check, guarded
+from ..checks import Evidence, check, guarded, own_hook
 from ..db.models import Item
 from ..db.store import Store, build_store
 from ..errors import ValidationFailed
@@ -159,7 +159,12 @@ class AgentAPI:
             guarded(lambda: order_type.evidence_schema(view), "evidence"),
             order_type.requires_evidence,
         )
-        check(schema, result, "result", lambda: order_type.validate_submission(view, result), proof)
+        hook = (
+            (lambda value: order_type.validate_submission(view, value))
+            if own_hook(order_type, "validate_submission")
+            else None
+        )
+        check(schema, result, "result", hook, proof)
 
     def _after_submit(self, lease: Lease, agent: AgentInfo, outcome: ItemOutcome) -> None:
         self.ctx.metrics.increment(

@@ -12,7 +12,7 @@ from ..errors import InvalidQuery, NotFound, ValidationFailed, problem
 from ..jsonvalues import json_value
 from ..lease_tokens import Holder
 from ..leases.base import CheckoutQuery
-from ..types import AgentInfo, Lease
+from ..types import NAME_MAX, AgentInfo, Lease, is_name
 
 
 def require(condition: bool, path: str, message: str, validator: str = "type") -> None:
@@ -57,15 +57,6 @@ def lease_caller(agent: AgentInfo | str | None, lease: Any) -> AgentInfo:
 
 #: Priorities are 32-bit integers (the column, and the HTTP schema's bounds).
 PRIORITY_RANGE = range(-(2**31), 2**31)
-#: The most characters of a name, key or code a caller sends (the columns' width).
-NAME_MAX = 191
-#: The highest part ``seq`` (a 32-bit column).
-SEQ_MAX = 2**31 - 1
-
-
-def is_name(value: Any) -> bool:
-    """A string of 1 to :data:`NAME_MAX` characters."""
-    return isinstance(value, str) and 0 < len(value) <= NAME_MAX
 
 
 def checkout_query(

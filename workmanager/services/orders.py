@@ -372,9 +372,19 @@ def _same_proposal(
 
 
 def _can_approve(order_type: OrderType, order: OrderView) -> bool:
-    """The type's cross-item check; a hook that raises refuses approval (409, not a 500)."""
+    """The type's cross-item check; a hook that raises, or answers something other than
+    True or False (a forgotten ``return`` is None), refuses approval naming that (409,
+    not a 500, and not the plain "refused" of a False)."""
     try:
-        return bool(order_type.can_approve(order))
+        answer = order_type.can_approve(order)
+        if isinstance(answer, bool):
+            return answer
+        log.error("can_approve of %s returned %s, not a bool", order.id, type(answer).__name__)
+        raise NotReadyForApproval(
+            f"the order type's can_approve check returned {type(answer).__name__}: it must"
+            " return True or False (a forgotten `return`?)",
+            details={"order_id": str(order.id), "returned": type(answer).__name__},
+        )
     except WorkManagerError:
         raise
     except Exception as exc:

@@ -10,15 +10,14 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..checks import Evidence, check, guarded
+from ..checks import Evidence, check, guarded, own_hook
 from ..db.models import Item, Part, utcnow
 from ..errors import MissingParts, PayloadTooLarge, ValidationFailed
 from ..jsonvalues import canonical, json_value, problems
 from ..order_types import OrderType
 from ..order_types import Part as PartValue
 from ..settings import Settings
-from ..types import JSON, AgentInfo, ItemView
-from .inputs import NAME_MAX, SEQ_MAX
+from ..types import JSON, NAME_MAX, SEQ_MAX, AgentInfo, ItemView
 from .transitions import record_event
 from .views import PartOutcome, iso, item_view, part_dict
 
@@ -198,8 +197,28 @@ def required_of(
 ) -> tuple[list[str], list[str]]:
     """The keys the type requires of ``view``, and those ``latest`` (the keys with a
     validated part, or :func:`latest_of`'s map) has no part for."""
-    required = list(guarded(lambda: order_type.required_parts(view), "parts"))
+    required = required_keys(order_type, view)
     return required, [k for k in required if k not in latest]
+
+
+def required_keys(order_type: OrderType, view: ItemView) -> list[str]:
+    """What the type's ``required_parts`` hook answers, checked: a list (any iterable) of
+    part keys. None (a forgotten ``return``) was a 500, and a string was its letters."""
+    answer = guarded(lambda: order_type.required_parts(view), "parts")
+    keys = (
+        None
+        if isinstance(answer, str | bytes | dict) or not hasattr(answer, "__iter__")
+        else list(answer)
+    )
+    if keys is None or not all(is_part_key(k) for k in keys):
+        got = type(answer).__name__ if keys is None else "a list with other things"
+        raise ValidationFailed.at(
+            "parts",
+            f"the order type's required_parts() must return a list of part keys, got {got}",
+            "hook_error",
+            "the order type's required_parts() answered something other than part keys",
+        )
+    return keys
 
 
 def as_values(latest: Mapping[str, Part]) -> dict[str, PartValue]:
@@ -225,13 +244,12 @@ def judge_part(
         order_type.requires_evidence,
     )
     try:
-        check(
-            schema,
-            payload,
-            path,
-            lambda: order_type.validate_part(view, part_key, payload, seq),
-            proof,
+        hook = (
+            (lambda value: order_type.validate_part(view, part_key, value, seq))
+            if own_hook(order_type, "validate_part")
+            else None
         )
+        check(schema, payload, path, hook, proof)
     except ValidationFailed as exc:
         return exc
     return None
@@ -292,7 +310,7 @@ def assemble_parts(
 ) -> tuple[JSON, list[str]]:
     """The result finalize submits, from the latest validated part per key, and the
     required keys missing (allowed in ``best_effort`` mode when some part exists)."""
-    required = guarded(lambda: order_type.required_parts(view), "parts")
+    required = required_keys(order_type, view)
     missing = [k for k in required if k not in latest]
     if mode == "strict" and missing:  # best effort with no parts assembles nothing, as upstream
         raise MissingParts(
@@ -311,5 +329,7 @@ def assemble_parts(
             [{**p, "validator": "hook_error"} for p in found],
             "the order type's assemble() returned a value that cannot be stored",
         )
-    check(None, result, "assembled_result", lambda: order_type.validate_assembled(view, result))
+    if own_hook(order_type, "validate_assembled"):
+        hook = lambda value: order_type.validate_assembled(view, value)  # noqa: E731
+        check(None, result, "assembled_result", hook)
     return result, missing

@@ -27,14 +27,21 @@ from ..db.models import Item, Order
 from ..db.order_store import OrderRow
 from ..errors import PayloadTooLarge, ValidationFailed, WorkManagerError, problem
 from ..jsonvalues import canonical, json_value, problems
-from ..order_types import ItemSpec, OrderType
+from ..order_types import (
+    ATTEMPTS_RULE,
+    TYPE_NAME_RULE,
+    ItemSpec,
+    OrderType,
+    is_attempts,
+    is_type_name,
+)
 from ..registry import Registry
 from ..schema import validate
 from ..settings import Settings
 from ..states import ItemState, OrderState
 from ..types import JSON, Actor
 from .context import ServiceContext
-from .inputs import NAME_MAX, PRIORITY_RANGE, SEQ_MAX, is_name, require
+from .inputs import PRIORITY_RANGE, require
 from .parts import is_part_key
 from .tokens import order_tenant
 from .views import order_view
@@ -167,13 +174,10 @@ def _checked_spec(spec: ItemSpec) -> list[str] | None:
     found = []
     if spec.input is not None and not isinstance(spec.input, dict):
         found.append(("input", f"an object or None, got {type(spec.input).__name__}"))
-    if spec.type is not None and (not is_name(spec.type) or problems(spec.type)):
-        found.append(("type", f"a storable string of 1 to {NAME_MAX} characters or None"))
-    attempts = spec.max_attempts
-    if attempts is not None and (
-        isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= SEQ_MAX
-    ):
-        found.append(("max_attempts", f"a whole number from 1 to {SEQ_MAX} or None"))
+    if spec.type is not None and not is_type_name(spec.type):
+        found.append(("type", f"{TYPE_NAME_RULE} or None"))
+    if spec.max_attempts is not None and not is_attempts(spec.max_attempts):
+        found.append(("max_attempts", f"{ATTEMPTS_RULE} or None"))
     keys = spec.parts_required
     listed = None if keys is None or isinstance(keys, str | bytes | dict) else _listed(keys)
     if keys is not None and (

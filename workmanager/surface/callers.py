@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from ..db.request_store import LeaseRow
 from ..errors import Forbidden, InvalidAgentMetadata
 from ..semver import is_semver
-from ..services.inputs import NAME_MAX
 from ..services.tokens import Principal
-from ..types import JSON, AgentInfo
+from ..types import JSON, NAME_MAX, AgentInfo
 
 _MAX_FIELD = NAME_MAX
 #: (attribute, field named in the error, most characters): what the caller names about
