@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from celery.signals import beat_init, worker_init, worker_process_init
 
 import workmanager.db
-from workmanager import Settings, WorkManager
+from workmanager import Settings, WorkManager, deployment
 from workmanager.errors import BrokerRefused, DatabaseMissing, Unavailable, WorkManagerError
 
 from .broker import check_credentials
@@ -97,12 +97,29 @@ def _ready_to_work(**_: Any) -> None:
             from workmanager.db.migrate import require_head
 
             require_head(db)
+        deployment.check(db, wm.settings)  # a lease backend, TTL or queue of its own
     except Unavailable as exc:
         if isinstance(exc, (DatabaseMissing, BrokerRefused)):
             _refuse(exc)
         log.warning("not ready at start-up: %s", exc)
     except WorkManagerError as exc:  # settings, schema behind
         _refuse(exc)
+
+
+@worker_init.connect
+def _say_without_types(**_: Any) -> None:
+    """A worker with no order type (``WORK_MANAGER_ORDER_TYPES`` forgotten on its host)
+    refuses every order it is sent: said once at start, where the operator looks."""
+    try:
+        names = get_wm().registry.names()
+    except WorkManagerError:
+        return  # said by _ready_to_work
+    if not names:
+        log.warning(
+            "no order types are registered in this worker (WORK_MANAGER_ORDER_TYPES is"
+            " empty): it refuses every order it is sent; list the modules that register"
+            " them, as for every process of the deployment"
+        )
 
 
 def _refuse(exc: WorkManagerError) -> None:

@@ -92,10 +92,12 @@ def schema_at_head(wm: WorkManager) -> None:
     not exist (:class:`DatabaseMissing`: no SQLite file, no PostgreSQL database; its hint
     says how to create it). A database that does not answer yet is not refused here: the
     server starts and ``/readyz`` says 503 until it does, as when it goes away later."""
+    from .. import deployment
     from ..db.migrate import require_head
 
     try:
         require_head(wm.db)
+        deployment.check(wm.db, wm.settings)  # settings every process must share
     except DatabaseMissing:
         raise
     except Unavailable as exc:

@@ -314,6 +314,19 @@ class RateBucket(Base):
     updated_at: Mapped[float] = mapped_column(Double)
 
 
+class DeploymentRecord(Base):
+    """The settings every process of the deployment must share (migration 0012,
+    :mod:`workmanager.deployment`): one row, key ``settings``, written by ``db upgrade``
+    (or by the first process to start when there is none) and compared at start-up."""
+
+    __tablename__ = "work_deployment"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column()
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+    recorded_by: Mapped[str] = mapped_column(String(255))
+
+
 # Deleting an order deletes its events and provenance (SPEC §3). Audit rows carry no
 # foreign keys (migration 0003: a key cost a lookup and a lock per audit row on the hottest
 # statements), so a trigger does what ON DELETE CASCADE did. Items and parts keep theirs.

@@ -36,6 +36,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, func, select
 
+from .. import deployment
 from ..db.models import Event, Item
 from ..db.predicates import given, held
 from ..db.store import Batch, Held, LeaseChange, Store, build_store, dead_or_alive
@@ -182,6 +183,8 @@ class LeaseAdmin:
         ``lease:reclaim``)."""
         if selector.empty():
             selector = replace(selector, expired=True)
+        if selector.expired:  # judged by this process's lock store: the deployment's?
+            deployment.check(self.ctx.db, self.ctx.settings, first=False)
         event = "lease_expired" if selector.expired else "lease_reclaimed"
 
         def act(leases: Sequence[Held]) -> Batch:
@@ -326,6 +329,8 @@ class Sweeper:
 
     def sweep(self, batch_size: int | None = None, max_batches: int = 20) -> SweepResult:
         size = batch_size or self.ctx.settings.sweep_batch_size
+        # a process whose lock store is not the deployment's would find live leases gone
+        deployment.check(self.ctx.db, self.ctx.settings, first=False)
         total = SweepResult()
         if self.ctx.leases.lost_track():
             total.merge(self._audit(size))

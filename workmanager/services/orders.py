@@ -18,6 +18,7 @@ from ..errors import (
     IllegalStateTransition,
     NotFound,
     NotReadyForApproval,
+    UnknownOrderType,
     WorkManagerError,
 )
 from ..jsonvalues import canonical, json_value
@@ -263,6 +264,14 @@ class OrderService:
             if isinstance(exc, NotFound) and exc.details.get("order_id") == str(order_id):
                 log.warning("auto-approval of %s: no such order", order_id)
                 return False  # nothing to refuse, and no order to hang an event on
+            if isinstance(exc, UnknownOrderType):  # this process's mistake, not the order's
+                log.error(
+                    "auto-approval of %s not asked: %s; this process lacks the module in"
+                    " WORK_MANAGER_ORDER_TYPES (maintenance asks again where it has it)",
+                    order_id,
+                    exc.message,
+                )
+                return False
             if not isinstance(exc, WorkManagerError):
                 log.exception("auto-approval of %s raised", order_id)
                 exc = WorkManagerError(str(exc))

@@ -1,0 +1,156 @@
+"""The settings every process of a deployment must share (``workmanager/deployment.py``).
+
+Found by an adversarial pass (session 16): processes that disagreed lost or doubled work
+without a word. Agents on the Redis lease backend beside a control worker on the database
+backend (the variable forgotten on one host): the worker's sweep trusted the row, which a
+Redis heartbeat does not renew, and requeued every live lease until the items failed; a
+Redis key prefix or a TTL of its own did the same. Each is refused now: at start-up,
+naming the variable, and by the sweep before it judges a lease expired."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support.types import Simple
+from workmanager import Registry, WorkManager, deployment
+from workmanager.errors import ConfigurationError
+from workmanager.services.lease_admin import LeaseAdmin, LeaseSelector
+from workmanager.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+EXE = Path(sys.executable).with_name("workmanager")
+
+
+def test_the_first_process_records_the_others_are_compared(
+    make_wm: Callable[..., WorkManager], database: str
+) -> None:
+    first = make_wm(db=database, backend="database", lease_ttl_seconds=30)
+    assert deployment.read(first.db) is None
+    deployment.check(first.db, first.settings, first=False)  # the sweep: records nothing
+    assert deployment.read(first.db) is None
+    deployment.check(first.db, first.settings)  # a start-up: the first record
+    record = deployment.read(first.db)
+    assert record is not None and record.value["lease_backend"] == "database"
+    assert record.value["lease_ttl_seconds"] == 30 and "redis_prefix" not in record.value
+    deployment.check(first.db, first.settings)  # the same settings pass
+    other = Settings(**{**vars(first.settings), "lease_ttl_seconds": 60})
+    with pytest.raises(ConfigurationError) as refused:
+        deployment.check(first.db, other)
+    assert str(refused.value.message).startswith(
+        "WORK_MANAGER_LEASE_TTL_SECONDS is 60 here, 30 for this deployment (recorded by "
+    )
+    assert refused.value.hint is not None and "workmanager db upgrade" in refused.value.hint
+    # `db upgrade` records the new value, and says what changed
+    [changed] = deployment.record(first.db, other)
+    assert (changed.name, changed.here, changed.recorded) == ("lease_ttl_seconds", 60, 30)
+    deployment.check(first.db, other)
+    with pytest.raises(ConfigurationError, match="LEASE_TTL_SECONDS is 30 here, 60"):
+        deployment.check(first.db, first.settings)
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_a_sweep_on_another_lease_backend_reclaims_no_live_lease(
+    make_wm: Callable[..., WorkManager],
+) -> None:
+    """The agents' process on Redis, heartbeating past the row's recorded expiry (a Redis
+    heartbeat renews the lock only); a worker whose WORK_MANAGER_LEASE_BACKEND was left
+    at its default sweeps: refused, and the lease is still held."""
+    agents = make_wm(db="postgres", backend="redis", lease_ttl_seconds=2,
+                     registry=Registry([Simple()]))  # fmt: skip
+    deployment.check(agents.db, agents.settings)  # the agents' process started first
+    worker = make_wm(db="postgres", backend="database", lease_ttl_seconds=2,
+                     registry=Registry([Simple()]))  # fmt: skip
+    order_id = agents.propose("test.simple", {})
+    lease = agents.agent.checkout("a", order_id=order_id)
+    assert lease is not None
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:  # alive in Redis, past the row's expiry
+        lease = agents.agent.heartbeat(lease)
+        time.sleep(0.4)
+    with pytest.raises(ConfigurationError, match="LEASE_BACKEND is 'database' here, 'redis'"):
+        worker.sweeper.sweep()
+    with pytest.raises(ConfigurationError, match="LEASE_BACKEND is 'database' here"):
+        LeaseAdmin(worker.ctx).reclaim(LeaseSelector(expired=True))
+    assert agents.queries.item(lease.item_id)["state"] in ("leased", "in_progress")
+    agents.agent.submit(lease, {"answer": 1})  # the work was not lost
+
+
+def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("WORK_MANAGER_")}
+    base |= {
+        "PYTHONPATH": str(ROOT),
+        "WORK_MANAGER_DATABASE_URL": f"sqlite:///{cwd}/wm.db",
+        "WORK_MANAGER_BROKER_URL": f"sqla+sqlite:///{cwd}/broker.db",
+        "WORK_MANAGER_METRICS_DRIVER": "null",
+    }
+    return subprocess.run(
+        args, env=base | env, cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-P", "solo"],
+        [str(EXE), "serve", "--port", str(free_port())],
+    ],
+    ids=["celery-worker", "serve"],
+)
+def test_a_process_configured_otherwise_refuses_to_start_naming_the_variable(
+    tmp_path: Path, command: list[str]
+) -> None:
+    upgraded = run([str(EXE), "db", "upgrade"], tmp_path, WORK_MANAGER_LEASE_TTL_SECONDS="120")
+    assert upgraded.returncode == 0, upgraded.stderr
+    done = run(command, tmp_path)  # the TTL variable forgotten on this host
+    assert done.returncode == 1, done.stdout + done.stderr
+    [line] = [x for x in done.stderr.splitlines() if x.startswith("error [")]
+    assert line.startswith(
+        "error [configuration_error]: WORK_MANAGER_LEASE_TTL_SECONDS is 600 here, 120 for"
+        " this deployment (recorded by workmanager db upgrade on "
+    ), line
+    assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_db_upgrade_says_what_it_recorded_anew(tmp_path: Path) -> None:
+    first = run([str(EXE), "db", "upgrade"], tmp_path)
+    assert first.returncode == 0 and "recorded" not in first.stdout, first.stdout
+    again = run([str(EXE), "db", "upgrade"], tmp_path, WORK_MANAGER_AGENT_QUEUE_PREFIX="ag.")
+    assert again.returncode == 0, again.stderr
+    assert "recorded WORK_MANAGER_AGENT_QUEUE_PREFIX: 'agents.' -> 'ag.'" in again.stdout
+
+
+def test_a_process_without_the_order_type_leaves_the_auto_approval_to_one_with_it(
+    make_wm: Callable[..., WorkManager], database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A control worker missing WORK_MANAGER_ORDER_TYPES recorded ``auto_approval_refused``
+    (unknown order type), after which nothing ever asked again: the order waited for a
+    person even once the worker was fixed. It is not the order's refusal."""
+    with_type = make_wm(db=database, backend="database", registry=Registry([Simple(auto=True)]))
+    without = make_wm(db=database, backend="database", registry=Registry())
+    order_id = with_type.propose("test.simple", {})
+    lease = with_type.agent.checkout("a", order_id=order_id)
+    assert lease is not None
+    with_type.agent.submit(lease, {"answer": 1})
+    assert without.orders.check_auto_approval(order_id) is False
+    events = [e["event"] for e in with_type.queries.events(order_id)]
+    assert "auto_approval_refused" not in events
+    assert "lacks the module in WORK_MANAGER_ORDER_TYPES" in caplog.text
+    assert with_type.orders.check_auto_approval(order_id) is True
+    assert with_type.queries.order(order_id)["state"] == "approved"

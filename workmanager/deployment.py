@@ -1,0 +1,151 @@
+"""The settings every process of a deployment must share, recorded in its database.
+
+The API servers, the control worker, beat, the agents and an operator's shell each read
+their own ``WORK_MANAGER_*`` variables. Some must agree, or work is lost or doubled
+without an error: a process on the database lease backend beside agents on Redis sweeps
+their live leases back to the queue (a Redis heartbeat renews only the lock), another
+Redis key prefix or TTL does the same, and another queue name announces items to a queue
+nobody reads. Nothing could see the difference: each process was right by its own
+settings.
+
+So the deployment's values of :data:`SHARED` are recorded in its database (table
+``work_deployment``): ``workmanager db upgrade`` records them (a deploy runs it with the
+deployment's settings; a change of them is made there), and when there is no record the
+first process to start writes its own. Every server, worker, beat and agent compares its
+settings at start-up (:func:`check`) and refuses to start, naming the variable; the
+sweep and ``leases reclaim --expired`` compare before they judge any lease expired, so a
+process started before the record changed stops reclaiming instead of reclaiming live
+work. The Redis server itself (``WORK_MANAGER_REDIS_URL``) is not compared: hosts may
+name one server differently (docs/configuration.md).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .db.models import DeploymentRecord, utcnow
+from .db.session import Database
+from .errors import ConfigurationError
+from .settings import Settings
+from .settings_values import PREFIX
+
+KEY = "settings"
+
+
+def _always(settings: Settings) -> bool:
+    return True
+
+
+def _on_redis(settings: Settings) -> bool:
+    return settings.lease_backend == "redis"
+
+
+#: The settings that must agree, and when they matter.
+SHARED: tuple[tuple[str, Callable[[Settings], bool]], ...] = (
+    ("lease_backend", _always),
+    ("lease_ttl_seconds", _always),
+    ("redis_prefix", _on_redis),
+    ("redis_cluster", _on_redis),
+    ("control_queue", _always),
+    ("apply_queue", _always),
+    ("agent_queue_prefix", _always),
+)
+
+
+def shared(settings: Settings) -> dict[str, Any]:
+    """This process's values of :data:`SHARED` (those that matter with its backend)."""
+    return {name: getattr(settings, name) for name, matters in SHARED if matters(settings)}
+
+
+def variable(name: str) -> str:
+    return f"{PREFIX}{name.upper()}"
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One shared setting this process has otherwise than the deployment's record."""
+
+    name: str
+    here: Any
+    recorded: Any
+
+    def __str__(self) -> str:
+        return f"{variable(self.name)} is {self.here!r} here, {self.recorded!r} for this deployment"
+
+
+def differences(mine: dict[str, Any], recorded: dict[str, Any]) -> list[Difference]:
+    """The shared settings both sides have, with other values (a Redis prefix is not
+    compared with a deployment on the database backend: the backend differs first)."""
+    names = [name for name, _ in SHARED if name in mine and name in recorded]
+    return [
+        Difference(name, mine.get(name), recorded.get(name))
+        for name in names
+        if mine.get(name) != recorded.get(name)
+    ]
+
+
+def who() -> str:
+    """Which process recorded: its command, host and pid."""
+    argv = sys.argv or ["python"]
+    words = [os.path.basename(argv[0]), *(a for a in argv[1:3] if not a.startswith("-"))]
+    return f"{' '.join(words)} on {socket.gethostname()} (pid {os.getpid()})"[:255]
+
+
+def read(db: Database) -> DeploymentRecord | None:
+    with db.transaction() as session:
+        row = session.get(DeploymentRecord, KEY)
+        if row is not None:
+            session.expunge(row)
+        return row
+
+
+def record(db: Database, settings: Settings) -> list[Difference]:
+    """Record this process's shared settings as the deployment's (``db upgrade``); the
+    differences from the record they replace."""
+    mine = shared(settings)
+    with db.transaction() as session:
+        row = session.get(DeploymentRecord, KEY, with_for_update=True)
+        if row is None:
+            session.add(DeploymentRecord(key=KEY, value=mine, recorded_by=who()))
+            return []
+        changed = differences(mine, row.value)
+        if changed:
+            row.value, row.recorded_at, row.recorded_by = mine, utcnow(), who()
+        return changed
+
+
+def check(db: Database, settings: Settings, first: bool = True) -> None:
+    """Raise :class:`ConfigurationError` naming the first shared setting this process
+    has otherwise than the deployment's record. ``first``: with no record yet, this
+    process's settings become it (start-up); else nothing is compared (the sweep)."""
+    row = read(db)
+    if row is None:
+        if first:
+            _record_first(db, settings)
+        return
+    changed = differences(shared(settings), row.value)
+    if changed:
+        when = row.recorded_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        raise ConfigurationError(
+            f"{changed[0]} (recorded by {row.recorded_by} at {when})",
+            details={"settings": [vars(d) for d in changed]},
+            hint="every process of a deployment must use the same value; to change it,"
+            " stop every process and run `workmanager db upgrade` with the new settings"
+            " (it records them), then start them again",
+        )
+
+
+def _record_first(db: Database, settings: Settings) -> None:
+    """The first record, unless another process wrote one meanwhile (then compared)."""
+    from sqlalchemy.exc import IntegrityError
+
+    try:
+        with db.transaction() as session:
+            session.add(DeploymentRecord(key=KEY, value=shared(settings), recorded_by=who()))
+    except IntegrityError:
+        check(db, settings, first=False)
