@@ -205,6 +205,9 @@ class LeaseHandle:
         #: call failed too (it is also added as a note to the block's exception).
         self.exit_error: Exception | None = None
         self.heartbeats = 0
+        #: the server's advice is followed as it changes (a server restarted with another
+        #: TTL answers another interval) unless the caller fixed ``every``
+        self._advised = every is None
         self.every = max(every or float(item.get("heartbeat_every_seconds") or 60), 0.05)
         if auto_heartbeat:
             self._start()
@@ -288,7 +291,11 @@ class LeaseHandle:
         body = {
             k: v for k, v in (("progress", progress), ("checkpoint", checkpoint)) if v is not None
         }
-        return self._post("heartbeat", body)
+        answer = self._post("heartbeat", body)
+        advised = answer.get("heartbeat_every_seconds") if isinstance(answer, dict) else None
+        if self._advised and isinstance(advised, int | float) and not isinstance(advised, bool):
+            self.every = max(float(advised), 0.05)
+        return answer
 
     def submit(
         self, result: dict[str, Any], evidence: Any = None, notes: str | None = None

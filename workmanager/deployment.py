@@ -104,10 +104,21 @@ def read(db: Database) -> DeploymentRecord | None:
         return row
 
 
-def record(db: Database, settings: Settings) -> list[Difference]:
+def record(db: Database, settings: Settings, again: bool = True) -> list[Difference]:
     """Record this process's shared settings as the deployment's (``db upgrade``); the
-    differences from the record they replace."""
-    mine = shared(settings)
+    differences from the record they replace. Two at once (upgrades started together):
+    the one whose first record lost the race records over the other's."""
+    from sqlalchemy.exc import IntegrityError
+
+    try:
+        return _record(db, shared(settings))
+    except IntegrityError:
+        if not again:
+            raise
+        return record(db, settings, again=False)
+
+
+def _record(db: Database, mine: dict[str, Any]) -> list[Difference]:
     with db.transaction() as session:
         row = session.get(DeploymentRecord, KEY, with_for_update=True)
         if row is None:

@@ -42,3 +42,23 @@ def test_client_releases_and_fails(db_server: Server) -> None:
             assert lease is not None
             lease.submit({"answer": 1})
         assert wc.order(order["id"])["state"] == "submitted"
+
+
+def test_the_client_follows_the_advice_of_each_heartbeat(db_server: Server) -> None:
+    """Found by an adversarial pass: the interval was read from the checkout only, so a
+    client kept beating at an interval the server no longer advised (a server restarted
+    with a shorter TTL) and lost its lease. An interval the caller fixed stays fixed."""
+    with WorkClient(db_server.url, db_server.tokens["agent-a"], "client-agent-9") as wc:
+        order = wc.propose("test.simple", {})
+        lease = wc.checkout(order["id"], heartbeat=False)
+        assert lease is not None
+        advised = lease.every
+        lease.every = 999.0  # as if the checkout had advised another interval
+        answer = lease.heartbeat()
+        assert lease.every == answer["heartbeat_every_seconds"] == advised
+        lease.release()
+        fixed = wc.checkout(order["id"], heartbeat=False, heartbeat_every=7)
+        assert fixed is not None
+        fixed.heartbeat()
+        assert fixed.every == 7
+        fixed.release()

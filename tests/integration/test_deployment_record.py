@@ -154,3 +154,36 @@ def test_a_process_without_the_order_type_leaves_the_auto_approval_to_one_with_i
     assert "lacks the module in WORK_MANAGER_ORDER_TYPES" in caplog.text
     assert with_type.orders.check_auto_approval(order_id) is True
     assert with_type.queries.order(order_id)["state"] == "approved"
+
+
+@pytest.mark.postgres
+def test_records_made_at_once_both_succeed(make_wm: Callable[..., WorkManager]) -> None:
+    """Two `db upgrade` started together (hosts of one deploy) both found no record and
+    both inserted: one failed with a unique violation (seen under load in make test)."""
+    import threading
+
+    from sqlalchemy import delete
+
+    from workmanager.db.models import DeploymentRecord
+
+    wm = make_wm(db="postgres", backend="database")
+    for _ in range(20):
+        with wm.db.transaction() as session:
+            session.execute(delete(DeploymentRecord))
+        barrier = threading.Barrier(4)
+        errors: list[BaseException] = []
+
+        def upgrade() -> None:
+            barrier.wait()
+            try:
+                deployment.record(wm.db, wm.settings)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=upgrade) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert deployment.read(wm.db) is not None
