@@ -173,14 +173,14 @@ def test_records_made_at_once_both_succeed(make_wm: Callable[..., WorkManager]) 
         barrier = threading.Barrier(4)
         errors: list[BaseException] = []
 
-        def upgrade() -> None:
+        def upgrade(barrier: threading.Barrier, errors: list[BaseException]) -> None:
             barrier.wait()
             try:
                 deployment.record(wm.db, wm.settings)
             except BaseException as exc:
                 errors.append(exc)
 
-        threads = [threading.Thread(target=upgrade) for _ in range(4)]
+        threads = [threading.Thread(target=upgrade, args=(barrier, errors)) for _ in range(4)]
         for thread in threads:
             thread.start()
         for thread in threads:
