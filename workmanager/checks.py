@@ -1,6 +1,7 @@
 """Running an order type's validation: the JSON Schema, then the custom hook.
 
-The one rule for ``validate_submission``, ``validate_part`` and ``validate_assembled``:
+The one rule for ``validate_submission``, ``validate_part`` and ``validate_assembled``
+(and, at the end, what ``can_approve`` may answer):
 the hook runs on every value that passed its schema, and when there is no schema — never
 skipped, and never on a value the schema already refused (the hook may then rely on what
 the schema guarantees, and the agent gets the schema's errors alone). A hook that raises
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .errors import ValidationFailed, problem
+from .errors import NotReadyForApproval, ValidationFailed, WorkManagerError, problem
 from .schema import schema_errors
 
 log = logging.getLogger("workmanager.hooks")
@@ -112,3 +113,27 @@ def _where(errors: list[dict[str, Any]], path: str) -> str:
     if all(on_evidence):
         return "evidence"
     return f"{path} and evidence" if any(on_evidence) else path
+
+
+def can_approve(order_type: Any, order: Any) -> bool:
+    """The type's cross-item check; a hook that raises, or answers something other than
+    True or False (a forgotten ``return`` is None), refuses approval naming that (409,
+    not a 500, and not the plain "refused" of a False)."""
+    try:
+        answer = order_type.can_approve(order)
+        if isinstance(answer, bool):
+            return answer
+        log.error("can_approve of %s returned %s, not a bool", order.id, type(answer).__name__)
+        raise NotReadyForApproval(
+            f"the order type's can_approve check returned {type(answer).__name__}: it must"
+            " return True or False (a forgotten `return`?)",
+            details={"order_id": str(order.id), "returned": type(answer).__name__},
+        )
+    except WorkManagerError:
+        raise
+    except Exception as exc:
+        log.exception("can_approve of %s raised", order.id)
+        raise NotReadyForApproval(
+            f"the order type's can_approve check raised {type(exc).__name__}: {exc}",
+            details={"order_id": str(order.id), "exception": type(exc).__name__},
+        ) from exc

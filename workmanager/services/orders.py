@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select
 
 from .. import tracing
+from ..checks import can_approve
 from ..db.models import Item, Order
 from ..db.order_store import OrderChange, OrderRow, build_order_store
 from ..errors import (
@@ -209,7 +210,7 @@ class OrderService:
         ready: its type's ``can_approve`` refused, or items are still open (other states
         are refused by the state machine)."""
         if order.state == OrderState.SUBMITTED:
-            if not _can_approve(self.ctx.registry.get(order.type), order):
+            if not can_approve(self.ctx.registry.get(order.type), order):
                 raise NotReadyForApproval(
                     "the order type's can_approve check refused",
                     details={"order_id": str(order.id)},
@@ -378,27 +379,3 @@ def _same_proposal(
         f"{named} already names an order of another type, payload or tenant",
         details={"dedupe_key": key} if key else None,
     )
-
-
-def _can_approve(order_type: OrderType, order: OrderView) -> bool:
-    """The type's cross-item check; a hook that raises, or answers something other than
-    True or False (a forgotten ``return`` is None), refuses approval naming that (409,
-    not a 500, and not the plain "refused" of a False)."""
-    try:
-        answer = order_type.can_approve(order)
-        if isinstance(answer, bool):
-            return answer
-        log.error("can_approve of %s returned %s, not a bool", order.id, type(answer).__name__)
-        raise NotReadyForApproval(
-            f"the order type's can_approve check returned {type(answer).__name__}: it must"
-            " return True or False (a forgotten `return`?)",
-            details={"order_id": str(order.id), "returned": type(answer).__name__},
-        )
-    except WorkManagerError:
-        raise
-    except Exception as exc:
-        log.exception("can_approve of %s raised", order.id)
-        raise NotReadyForApproval(
-            f"the order type's can_approve check raised {type(exc).__name__}: {exc}",
-            details={"order_id": str(order.id), "exception": type(exc).__name__},
-        ) from exc
