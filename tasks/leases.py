@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-from workmanager.errors import TransientError
+import logging
+
+from workmanager.errors import ConfigurationError, TransientError
 
 from .app import app
 from .runtime import get_wm
 
+log = logging.getLogger("workmanager.worker")
+
 
 @app.task(name="workmanager.leases.sweep", autoretry_for=(TransientError,), max_retries=3)
 def sweep() -> dict[str, int]:
-    """Reclaim expired leases in bounded batches; safe on many workers at once."""
-    result = get_wm().sweeper.sweep()
+    """Reclaim expired leases in bounded batches; safe on many workers at once. A worker
+    whose shared settings are not the deployment's reclaims nothing: one line a beat."""
+    try:
+        result = get_wm().sweeper.sweep()
+    except ConfigurationError as exc:
+        log.error("sweep refused: %s; hint: %s", exc.message, exc.hint)
+        return {"requeued": 0, "failed": 0}
     return {
         "requeued": sum(len(v) for v in result.requeued.values()),
         "failed": sum(result.failed.values()),

@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy import select
 
-from workmanager import Settings, WorkManager
+from workmanager import Settings, WorkManager, deployment
 from workmanager.cli.render import reporting_errors
 from workmanager.db.migrate import upgrade
 from workmanager.db.models import Event, Item
@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     wm = WorkManager(settings)
     upgrade(wm.db)
+    # the demo starts every process itself, with these settings: they are the deployment's
+    deployment.record(wm.db, settings)
     logs = Path("var/log")
     for old in logs.glob("demo-*.log"):
         old.unlink()

@@ -9,9 +9,10 @@ nobody reads. Nothing could see the difference: each process was right by its ow
 settings.
 
 So the deployment's values of :data:`SHARED` are recorded in its database (table
-``work_deployment``): ``workmanager db upgrade`` records them (a deploy runs it with the
-deployment's settings; a change of them is made there), and when there is no record the
-first process to start writes its own. Every server, worker, beat and agent compares its
+``work_deployment``): the first process to start (or ``workmanager db upgrade``) writes
+its own when there is no record, and ``workmanager db upgrade --record-settings``
+replaces it (how they are changed: a ``db upgrade`` run from a shell or host missing a
+variable must not change the deployment). Every server, worker, beat and agent compares its
 settings at start-up (:func:`check`) and refuses to start, naming the variable; the
 sweep and ``leases reclaim --expired`` compare before they judge any lease expired, so a
 process started before the record changed stops reclaiming instead of reclaiming live
@@ -92,7 +93,10 @@ def differences(mine: dict[str, Any], recorded: dict[str, Any]) -> list[Differen
 def who() -> str:
     """Which process recorded: its command, host and pid."""
     argv = sys.argv or ["python"]
-    words = [os.path.basename(argv[0]), *(a for a in argv[1:3] if not a.startswith("-"))]
+    command = os.path.basename(argv[0])
+    if command == "__main__.py":  # python -m celery: the package
+        command = os.path.basename(os.path.dirname(argv[0]))
+    words = [command, *(a for a in argv[1:3] if not a.startswith("-"))]
     return f"{' '.join(words)} on {socket.gethostname()} (pid {os.getpid()})"[:255]
 
 
@@ -144,10 +148,9 @@ def check(db: Database, settings: Settings, first: bool = True) -> None:
         when = row.recorded_at.strftime("%Y-%m-%d %H:%M:%S UTC")
         raise ConfigurationError(
             f"{changed[0]} (recorded by {row.recorded_by} at {when})",
-            details={"settings": [vars(d) for d in changed]},
             hint="every process of a deployment must use the same value; to change it,"
-            " stop every process and run `workmanager db upgrade` with the new settings"
-            " (it records them), then start them again",
+            " stop every process, run `workmanager db upgrade --record-settings` with the"
+            " new settings, then start them again",
         )
 
 

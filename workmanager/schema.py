@@ -46,6 +46,10 @@ def check_schema(schema: Any, where: str = "") -> None:
         )
 
 
+#: Keywords whose values are instances, not schemas: a ``$ref`` inside one is data.
+DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
+
+
 def _unresolved_ref(schema: Any) -> tuple[str, str] | None:
     """The first ``$ref`` of ``schema`` that resolves nowhere (and why), checked now so a
     type whose schema has one stops at start-up: the validator resolves a reference only
@@ -61,18 +65,19 @@ def _unresolved_ref(schema: Any) -> tuple[str, str] | None:
             ref = node.get("$ref")
             if isinstance(ref, str):
                 refs.append(ref)
-            stack.extend((v, False) for v in node.values())
+            stack.extend((v, False) for k, v in node.items() if k not in DATA_KEYWORDS)
         elif isinstance(node, list):
             stack.extend((v, False) for v in node)
     if not refs:
         return None
-    from referencing import Registry
+    # the meta-schemas, which jsonschema resolves without fetching them
+    from jsonschema_specifications import REGISTRY  # type: ignore[import-untyped]
     from referencing.exceptions import Unresolvable
     from referencing.jsonschema import DRAFT202012
 
     base = schema.get("$id", "") if isinstance(schema, dict) else ""
     resource = DRAFT202012.create_resource(schema)
-    resolver = Registry().with_resource(base, resource).resolver(base_uri=base)
+    resolver = REGISTRY.with_resource(base, resource).resolver(base_uri=base)
     for ref in refs:
         try:
             resolver.lookup(ref)

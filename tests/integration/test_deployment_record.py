@@ -21,7 +21,7 @@ import pytest
 
 from tests.support.types import Simple
 from workmanager import Registry, WorkManager, deployment
-from workmanager.errors import ConfigurationError
+from workmanager.errors import ConfigurationError, ValidationFailed
 from workmanager.services.lease_admin import LeaseAdmin, LeaseSelector
 from workmanager.settings import Settings
 
@@ -128,12 +128,70 @@ def test_a_process_configured_otherwise_refuses_to_start_naming_the_variable(
     assert "Traceback" not in done.stderr, done.stderr
 
 
-def test_db_upgrade_says_what_it_recorded_anew(tmp_path: Path) -> None:
+def test_db_upgrade_changes_the_record_only_when_asked(tmp_path: Path) -> None:
+    """A `db upgrade` from a shell or host missing a variable (every web unit runs one
+    before it starts) must not change the deployment: it says the difference and leaves
+    the record; `--record-settings` changes it, and says what changed."""
     first = run([str(EXE), "db", "upgrade"], tmp_path)
     assert first.returncode == 0 and "recorded" not in first.stdout, first.stdout
-    again = run([str(EXE), "db", "upgrade"], tmp_path, WORK_MANAGER_AGENT_QUEUE_PREFIX="ag.")
-    assert again.returncode == 0, again.stderr
-    assert "recorded WORK_MANAGER_AGENT_QUEUE_PREFIX: 'agents.' -> 'ag.'" in again.stdout
+    upgrade = [str(EXE), "db", "upgrade"]
+    other = {"WORK_MANAGER_AGENT_QUEUE_PREFIX": "ag."}
+    left = run(upgrade, tmp_path, **other)
+    assert left.returncode == 0, left.stderr
+    assert left.stderr.startswith(
+        "warning: WORK_MANAGER_AGENT_QUEUE_PREFIX is 'ag.' here, 'agents.' for this deployment"
+    ), left.stderr
+    assert "--record-settings" in left.stderr and "Traceback" not in left.stderr
+    recorded = run([*upgrade, "--record-settings"], tmp_path, **other)
+    assert recorded.returncode == 0, recorded.stderr
+    assert "recorded WORK_MANAGER_AGENT_QUEUE_PREFIX: 'agents.' -> 'ag.'" in recorded.stdout
+    assert run(upgrade, tmp_path, **other).stderr == ""  # now the deployment's
+
+
+def test_a_sweep_task_refused_is_one_line(
+    make_wm: Callable[..., WorkManager], caplog: pytest.LogCaptureFixture
+) -> None:
+    """It was Celery's "Task workmanager.leases.sweep raised unexpected" and a traceback,
+    at every beat."""
+    import tasks.leases
+    from tasks.runtime import set_wm
+
+    wm = make_wm(backend="database", lease_ttl_seconds=30)
+    deployment.record(wm.db, Settings(**{**vars(wm.settings), "lease_ttl_seconds": 60}))
+    set_wm(wm)
+    try:
+        assert tasks.leases.sweep.run() == {"requeued": 0, "failed": 0}
+    finally:
+        set_wm(None)
+    [line] = [r.getMessage() for r in caplog.records if "sweep refused" in r.getMessage()]
+    assert "WORK_MANAGER_LEASE_TTL_SECONDS is 30 here, 60" in line and "hint:" in line
+
+
+class SelfChecking(Simple):
+    """A hook set on the instance, as the test types set ``auto_approve``."""
+
+    type = "test.self-checking"
+
+    def __init__(self) -> None:
+        super().__init__()
+
+        def no_secrets(item: object, result: dict[str, object]) -> None:
+            if "secret" in result:
+                raise ValidationFailed.at("result.secret", "not here", "custom")
+
+        self.validate_submission = no_secrets  # type: ignore[method-assign]
+
+
+def test_a_validation_hook_set_on_the_instance_runs(
+    make_wm: Callable[..., WorkManager],
+) -> None:
+    """Found reviewing this session: only the class's hooks were seen as the type's own."""
+    wm = make_wm(registry=Registry([SelfChecking()]))
+    order_id = wm.propose("test.self-checking", {})
+    lease = wm.agent.checkout("a", order_id=order_id)
+    assert lease is not None
+    with pytest.raises(ValidationFailed):
+        wm.agent.submit(lease, {"answer": 1, "secret": "x"})
 
 
 def test_a_process_without_the_order_type_leaves_the_auto_approval_to_one_with_it(

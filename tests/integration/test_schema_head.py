@@ -102,7 +102,7 @@ def test_readyz_is_503_until_the_schema_is_upgraded(old_pg: str, redis_url: str)
         upgrade(wm.db)
         r = client.get("/readyz")
         assert r.status_code == 200, r.text
-        assert r.json()["checks"] == {"database": "ok", "broker": "ok"}
+        assert r.json()["checks"] == {"database": "ok", "broker": "ok", "deployment": "ok"}
     finally:
         client.close()
         wm.close()

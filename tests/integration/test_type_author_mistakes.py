@@ -15,6 +15,7 @@ import pytest
 from tests.support.types import Parts, Simple
 from workmanager import Diff, ItemSpec, OrderType, Registry, WorkManager
 from workmanager.errors import ConfigurationError, NotReadyForApproval, ValidationFailed
+from workmanager.services.parts import PART_KEYS_RULE
 from workmanager.types import JSON, Actor, ItemView, OrderView
 
 
@@ -181,9 +182,8 @@ def test_required_parts_that_answers_no_keys_is_the_types_hook_error(
             call()
         [problem] = refused.value.details
         assert problem["validator"] == "hook_error" and problem["path"] == "parts"
-        assert f"required_parts() must return a list of part keys, got {got}" in (
-            problem["message"]
-        )
+        said = f"required_parts() must return {PART_KEYS_RULE}, got {got}"
+        assert said in problem["message"]
     assert wm.queries.item(lease.item_id)["state"] == "leased"
 
 
@@ -213,3 +213,26 @@ def test_an_item_spec_and_a_type_declaration_share_one_rule() -> None:
         with pytest.raises(ConfigurationError):
             Registry([declared(max_attempts=value)])
     assert ItemSpec(max_attempts=3).max_attempts == 3 and is_attempts(3)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"examples": [{"$ref": "#/components/schemas/Pet"}]},  # data, not a reference
+        {"properties": {"a": {"const": {"$ref": "#/nowhere"}}}},
+        {"$ref": "https://json-schema.org/draft/2020-12/schema"},  # the meta-schema
+        {"$id": "https://example.test/s", "$defs": {"a": {}}, "$ref": "#/$defs/a"},
+        {"$defs": {"a~b": {"type": "string"}}, "properties": {"x": {"$ref": "#/$defs/a~0b"}}},
+    ],
+)
+def test_references_jsonschema_resolves_are_not_refused(schema: JSON) -> None:
+    """Found reviewing the check above: a ``$ref`` inside ``examples`` or ``const`` is
+    data, and the draft's meta-schema resolves without fetching it."""
+
+    class Fine(Simple):
+        type = "test.fine-refs"
+
+        def schema(self) -> JSON:
+            return schema
+
+    Registry([Fine()])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import click
+
 from ..db.session import display_url
+from ..errors import ConfigurationError
 from .app import Env, cli, pass_env
 from .render import emit, json_option
 
@@ -13,10 +16,18 @@ def db() -> None:
 
 
 @db.command("upgrade")
+@click.option(
+    "--record-settings",
+    is_flag=True,
+    help="record this shell's shared settings (lease backend and TTL, Redis prefix, queue"
+    " names) as the deployment's, replacing the record: how they are changed",
+)
 @json_option
 @pass_env
-def db_upgrade(env: Env, as_json: bool) -> None:
-    """Create or migrate the schema (idempotent)."""
+def db_upgrade(env: Env, record_settings: bool, as_json: bool) -> None:
+    """Create or migrate the schema (idempotent). The settings every process must share
+    are recorded when nothing is yet; a record that differs from this shell's is left
+    as it is (said on stderr) unless --record-settings."""
     from .. import deployment
     from ..db.migrate import current, head, known, upgrade  # alembic: only this command
 
@@ -26,13 +37,24 @@ def db_upgrade(env: Env, as_json: bool) -> None:
     said = f"database at revision {revision}"
     if revision is not None and not known(revision):
         said += f" (newer than this code's {head()}: migrated by newer code, left as it is)"
-    # the settings every process must share, recorded as this command has them
-    changed = deployment.record(env.wm.db, env.wm.settings)
-    for difference in changed:
-        said += (
-            f"\nrecorded {deployment.variable(difference.name)}: {difference.recorded!r} ->"
-            f" {difference.here!r} (restart every process with it)"
-        )
+    # the settings every process must share: recorded when asked, or when none are
+    if record_settings:
+        changed = deployment.record(env.wm.db, env.wm.settings)
+        for difference in changed:
+            said += (
+                f"\nrecorded {deployment.variable(difference.name)}: {difference.recorded!r}"
+                f" -> {difference.here!r} (restart every process with it)"
+            )
+    else:
+        changed = []
+        try:
+            deployment.check(env.wm.db, env.wm.settings)
+        except ConfigurationError as exc:  # this shell's mistake, or a change not asked for
+            click.echo(
+                f"warning: {exc.message}; left as recorded (`workmanager db upgrade"
+                " --record-settings` records this shell's)",
+                err=True,
+            )
     shared = deployment.shared(env.wm.settings)
     emit(
         {

@@ -23,18 +23,20 @@ def mcp_command(env: Env, transport: str, host: str, port: int) -> None:
     if transport != "stdio":
         import_extra("uvicorn", f"workmanager mcp --transport {transport} needs uvicorn", "api")
     from ..mcp import build_server
+    from .serve import schema_at_head
 
     tracing.configure(env.settings, "workmanager-mcp")  # before the engine is built
     wm = env.console  # announces work to the workers, as `serve` does (root --dispatcher)
+    # every transport leases: an older schema, or settings other than the deployment's
+    # (another lease backend, prefix, TTL), refused before the first call, as by `serve`
+    schema_at_head(wm)
     if transport == "stdio":
         build_server(wm).run("stdio")
         return
     import uvicorn
 
     from ..mcp.http import http_app
-    from .serve import schema_at_head
 
-    schema_at_head(wm)  # a server process refuses an older schema, as `serve` does
     warn_if_open(wm.settings, f"the MCP {transport.upper()} transport")
     server = build_server(wm, require_token=True)
     uvicorn.run(http_app(wm, server, transport), host=host, port=port, log_level="warning")

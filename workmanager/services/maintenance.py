@@ -17,12 +17,11 @@ from typing import Any
 
 from sqlalchemy import Select, func, or_, select
 
-from .. import deployment
 from ..db.models import Event, Item, Order, Provenance
 from ..db.order_store import OrderStore, build_order_store
 from ..db.predicates import old_audit
 from ..db.session import display_url
-from ..errors import InvalidQuery, SchemaOutdated, WorkManagerError
+from ..errors import InvalidQuery, SchemaOutdated
 from ..ratelimit.database import purge_full
 from ..states import HELD_ITEM_STATES, SETTLED_ORDER_STATES, OrderState
 from ..types import Actor
@@ -234,9 +233,7 @@ class Housekeeping:
                 counts = self.counts()
             except SchemaOutdated as exc:  # reachable, but ``db upgrade`` has not run
                 components["database"] = f"down: {readiness.reason(exc)}"
-        if components["database"] == "ok":
-            components["deployment"] = self._deployment()
-        ok = all(v.startswith(("ok", "not used")) for v in components.values())
+        ok = all(v == "ok" or v.startswith("not used") for v in components.values())
         # which database, so a command run from another directory is seen at once
         report: dict[str, Any] = {
             "ok": ok,
@@ -245,16 +242,6 @@ class Housekeeping:
         }
         report.update(counts)
         return report
-
-    def _deployment(self) -> str:
-        """Whether this process's shared settings are the deployment's record."""
-        try:
-            deployment.check(self.ctx.db, self.ctx.settings, first=False)
-        except WorkManagerError as exc:
-            return f"differs: {exc.message}"
-        mine = ", ".join(f"{k}={v}" for k, v in deployment.shared(self.ctx.settings).items())
-        recorded = deployment.read(self.ctx.db) is not None
-        return f"ok ({mine})" if recorded else f"ok, not recorded yet ({mine})"
 
     def counts(self) -> dict[str, Any]:
         """Orders and items by state, and held leases (those past their expiry apart)."""

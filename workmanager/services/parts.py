@@ -34,6 +34,26 @@ def is_part_key(key: Any) -> bool:
     return isinstance(key, str) and bool(key.strip()) and len(key) <= NAME_MAX
 
 
+#: What a list of part keys is, wherever one is given (a plan's ``parts_required``, the
+#: type's ``required_parts()``).
+PART_KEYS_RULE = "distinct part keys (non-blank storable strings)"
+
+
+def part_keys(value: Any) -> list[str] | None:
+    """The part keys ``value`` lists (any iterable of them: a list, a tuple, a
+    generator), or None when it is not that: a string (its letters are not keys), a
+    dict, something not iterable, a key that cannot be stored or sent, a repeated one."""
+    if isinstance(value, str | bytes | dict) or not hasattr(value, "__iter__"):
+        return None
+    try:
+        keys = list(value)
+    except TypeError:
+        return None
+    if not all(is_part_key(k) and not problems(k) for k in keys) or len(set(keys)) != len(keys):
+        return None
+    return keys
+
+
 def check_part_input(
     settings: Settings,
     part_key: Any,
@@ -205,16 +225,12 @@ def required_keys(order_type: OrderType, view: ItemView) -> list[str]:
     """What the type's ``required_parts`` hook answers, checked: a list (any iterable) of
     part keys. None (a forgotten ``return``) was a 500, and a string was its letters."""
     answer = guarded(lambda: order_type.required_parts(view), "parts")
-    keys = (
-        None
-        if isinstance(answer, str | bytes | dict) or not hasattr(answer, "__iter__")
-        else list(answer)
-    )
-    if keys is None or not all(is_part_key(k) for k in keys):
-        got = type(answer).__name__ if keys is None else "a list with other things"
+    keys = part_keys(answer)
+    if keys is None:
         raise ValidationFailed.at(
             "parts",
-            f"the order type's required_parts() must return a list of part keys, got {got}",
+            f"the order type's required_parts() must return {PART_KEYS_RULE}, got"
+            f" {type(answer).__name__} {answer!r:.80}",
             "hook_error",
             "the order type's required_parts() answered something other than part keys",
         )

@@ -26,7 +26,7 @@ from ..checks import guarded
 from ..db.models import Item, Order
 from ..db.order_store import OrderRow
 from ..errors import PayloadTooLarge, ValidationFailed, WorkManagerError, problem
-from ..jsonvalues import canonical, json_value, problems
+from ..jsonvalues import canonical, json_value
 from ..order_types import (
     ATTEMPTS_RULE,
     TYPE_NAME_RULE,
@@ -42,7 +42,7 @@ from ..states import ItemState, OrderState
 from ..types import JSON, Actor
 from .context import ServiceContext
 from .inputs import PRIORITY_RANGE, require
-from .parts import is_part_key
+from .parts import PART_KEYS_RULE, part_keys
 from .tokens import order_tenant
 from .views import order_view
 
@@ -179,26 +179,15 @@ def _checked_spec(spec: ItemSpec) -> list[str] | None:
     if spec.max_attempts is not None and not is_attempts(spec.max_attempts):
         found.append(("max_attempts", f"{ATTEMPTS_RULE} or None"))
     keys = spec.parts_required
-    listed = None if keys is None or isinstance(keys, str | bytes | dict) else _listed(keys)
-    if keys is not None and (
-        listed is None
-        or not all(is_part_key(k) and not problems(k) for k in listed)
-        or len(set(listed)) != len(listed)
-    ):
-        found.append(("parts_required", "distinct part keys (non-blank strings) or None"))
+    listed = None if keys is None else part_keys(keys)
+    if keys is not None and listed is None:
+        found.append(("parts_required", f"{PART_KEYS_RULE} or None"))
     if found:
         raise ValidationFailed(
             [problem(f"plan.{field}", f"must be {why}", "hook_error") for field, why in found],
             "the order type's plan() returned an ItemSpec whose fields cannot be stored",
         )
     return listed or None
-
-
-def _listed(keys: Any) -> list[Any] | None:
-    try:
-        return list(keys)
-    except TypeError:  # not iterable
-        return None
 
 
 def check_proposal(

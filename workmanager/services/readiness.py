@@ -1,5 +1,6 @@
 """Is this process ready to serve? The database (reachable, its schema at the migrations'
-head), the broker and (when used) Redis.
+head), the broker and (when used) Redis, and its settings the deployment's
+(:mod:`workmanager.deployment`).
 
 The reasons a dependency is down (driver messages: host names, ports, user names) are
 for operators: :func:`names_only` is what an unidentified caller of ``/readyz`` sees."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .. import deployment
 from ..errors import Unavailable, WorkManagerError
 from ..settings import Settings
 from .context import ServiceContext
@@ -73,6 +75,14 @@ def check(ctx: ServiceContext) -> dict[str, str]:
             results[name] = "ok"
         except Exception as exc:  # any failure means "not ready", with its reason
             results[name] = f"down: {reason(exc)}"[:300]
+    if results["database"] == "ok":
+        # settings every process shares: a process started while the database was down
+        # compares (or records) them on its first probe that reaches it
+        try:
+            deployment.check(ctx.db, ctx.settings)
+            results["deployment"] = "ok"
+        except WorkManagerError as exc:
+            results["deployment"] = f"differs: {reason(exc)}"[:500]
     return results
 
 
