@@ -134,15 +134,14 @@ def _record(db: Database, mine: dict[str, Any]) -> list[Difference]:
         return changed
 
 
-def check(db: Database, settings: Settings, first: bool = True) -> None:
+def check(db: Database, settings: Settings, first: bool = True) -> bool:
     """Raise :class:`ConfigurationError` naming the first shared setting this process
     has otherwise than the deployment's record. ``first``: with no record yet, this
-    process's settings become it (start-up); else nothing is compared (the sweep)."""
+    process's settings become it (start-up; then True); else nothing is compared (the
+    sweep)."""
     row = read(db)
     if row is None:
-        if first:
-            _record_first(db, settings)
-        return
+        return first and _record_first(db, settings)
     changed = differences(shared(settings), row.value)
     if changed:
         when = row.recorded_at.strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -152,9 +151,10 @@ def check(db: Database, settings: Settings, first: bool = True) -> None:
             " stop every process, run `workmanager db upgrade --record-settings` with the"
             " new settings, then start them again",
         )
+    return False
 
 
-def _record_first(db: Database, settings: Settings) -> None:
+def _record_first(db: Database, settings: Settings) -> bool:
     """The first record, unless another process wrote one meanwhile (then compared)."""
     from sqlalchemy.exc import IntegrityError
 
@@ -162,4 +162,10 @@ def _record_first(db: Database, settings: Settings) -> None:
         with db.transaction() as session:
             session.add(DeploymentRecord(key=KEY, value=shared(settings), recorded_by=who()))
     except IntegrityError:
-        check(db, settings, first=False)
+        return check(db, settings, first=False)
+    return True
+
+
+def described(settings: Settings) -> str:
+    """``WORK_MANAGER_LEASE_BACKEND=redis, …``: the shared settings as an operator sets them."""
+    return ", ".join(f"{variable(k)}={v}" for k, v in shared(settings).items())

@@ -57,9 +57,9 @@ def test_db_upgrade_leaves_a_database_newer_code_migrated(dirs: dict[str, Path])
     done = run(mistake, dirs)
     assert done.returncode == 0, (done.stdout, done.stderr)
     assert "Traceback" not in done.stdout + done.stderr
-    assert done.stdout.strip() == (
+    assert (
         f"database at revision 0999 (newer than this code's {head()}: "
         "migrated by newer code, left as it is)"
-    )
+    ) in done.stdout.splitlines()
     assert current(db) == "0999"
     db.dispose()

@@ -30,11 +30,12 @@ def db_upgrade(env: Env, record_settings: bool, as_json: bool) -> None:
     as it is (said on stderr) unless --record-settings."""
     from .. import deployment
     from ..db.migrate import current, head, known, upgrade  # alembic: only this command
+    from ..deployment import described
 
     upgrade(env.wm.db)
     revision = current(env.wm.db)
     url = display_url(env.wm.settings.database_url)
-    said = f"database at revision {revision}"
+    said = f"database: {url}\ndatabase at revision {revision}"  # which one, as ops check
     if revision is not None and not known(revision):
         said += f" (newer than this code's {head()}: migrated by newer code, left as it is)"
     # the settings every process must share: recorded when asked, or when none are
@@ -48,7 +49,8 @@ def db_upgrade(env: Env, record_settings: bool, as_json: bool) -> None:
     else:
         changed = []
         try:
-            deployment.check(env.wm.db, env.wm.settings)
+            if deployment.check(env.wm.db, env.wm.settings):  # the first record: said
+                said += f"\nrecorded the deployment's settings: {described(env.wm.settings)}"
         except ConfigurationError as exc:  # this shell's mistake, or a change not asked for
             click.echo(
                 f"warning: {exc.message}; left as recorded (`workmanager db upgrade"

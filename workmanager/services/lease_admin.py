@@ -183,8 +183,6 @@ class LeaseAdmin:
         ``lease:reclaim``)."""
         if selector.empty():
             selector = replace(selector, expired=True)
-        if selector.expired:  # judged by this process's lock store: the deployment's?
-            deployment.check(self.ctx.db, self.ctx.settings, first=False)
         event = "lease_expired" if selector.expired else "lease_reclaimed"
 
         def act(leases: Sequence[Held]) -> Batch:
@@ -235,6 +233,8 @@ class LeaseAdmin:
         preview: Callable[[Held, datetime], LeaseChange],
     ) -> LeaseAdminResult:
         selector.require()
+        # every action reads or writes this process's lock store: the deployment's?
+        deployment.check(self.ctx.db, self.ctx.settings, first=False)
         now = self.ctx.clock()
         result = LeaseAdminResult(action, dry_run)
         leases = self._select(selector, now)
