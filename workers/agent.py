@@ -32,6 +32,7 @@ from celery import Celery, Task
 from celery.signals import worker_init
 
 from workmanager import Settings, WorkManager
+from workmanager.db.session import display_url
 from workmanager.errors import (
     ConfigurationError,
     InvalidAgentMetadata,
@@ -85,7 +86,13 @@ class AgentConsumer:
         back by a lease limit (try again later)."""
         try:
             item = self.wm.queries.item(item_id)
-        except NotFound:
+        except NotFound:  # deleted meanwhile, or never in this agent's database
+            log.warning(
+                "item %s is not in this agent's database (%s): deleted, or announced by a"
+                " process on another database (is WORK_MANAGER_DATABASE_URL the deployment's?)",
+                item_id,
+                display_url(self.wm.settings.database_url),
+            )
             return "missing", 0.0
         if self.order_type is not None and item["order_type"] != self.order_type:
             log.error(

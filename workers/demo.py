@@ -139,8 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     wm = WorkManager(settings)
     upgrade(wm.db)
-    # the demo starts every process itself, with these settings: they are the deployment's
-    deployment.record(wm.db, settings)
+    # the demo starts every process itself with these settings: on a database whose
+    # deployment has others, it says so and stops (its workers would refuse to start),
+    # rather than change a real deployment's record
+    deployment.check(wm.db, settings)
     logs = Path("var/log")
     for old in logs.glob("demo-*.log"):
         old.unlink()

@@ -256,3 +256,42 @@ def test_records_made_at_once_both_succeed(make_wm: Callable[..., WorkManager]) 
             thread.join()
         assert errors == []
         assert deployment.read(wm.db) is not None
+
+
+def test_an_agent_in_a_script_grants_nothing_on_other_settings(
+    make_wm: Callable[..., WorkManager], database: str
+) -> None:
+    """Found by a newcomer's pass: a script's ``WorkManager`` on Redis leases beside a
+    deployment on the database backend compared nothing; its live lease was swept by the
+    deployment's reclaim and its submit refused. Its first checkout compares now (as a
+    server or agent started while the database was down does: they compared nothing)."""
+    from workmanager.errors import Unavailable
+
+    recorded = make_wm(db=database, backend="database", registry=Registry([Simple()]))
+    deployment.check(recorded.db, recorded.settings)
+    script = make_wm(db=database, backend="memory", registry=Registry([Simple()]))
+    order_id = recorded.propose("test.simple", {})
+    with pytest.raises(Unavailable, match="LEASE_BACKEND is 'memory' here, 'database'") as no:
+        script.agent.checkout("a", order_id=order_id)
+    assert no.value.http_status == 503 and no.value.hint is not None
+    assert recorded.queries.order(order_id)["items"][0]["state"] == "queued"  # nothing taken
+    assert recorded.agent.checkout("a", order_id=order_id) is not None
+
+
+def test_the_demo_on_another_deployments_database_stops_without_changing_it(
+    tmp_path: Path,
+) -> None:
+    """It replaced the record silently (every process of that deployment then refused to
+    start); a second demo with another TTL waited out its timeout."""
+    assert (
+        run([str(EXE), "db", "upgrade"], tmp_path, WORK_MANAGER_LEASE_TTL_SECONDS="120").returncode
+        == 0
+    )
+    done = run([str(EXE), "demo", "--orders", "1", "--timeout", "30"], tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "error [configuration_error]: WORK_MANAGER_LEASE_TTL_SECONDS is 600 here, 120" in (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr
+    record = run([str(EXE), "ops", "check"], tmp_path, WORK_MANAGER_LEASE_TTL_SECONDS="120")
+    assert record.returncode == 0, record.stdout + record.stderr  # the record is as it was

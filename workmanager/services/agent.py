@@ -13,11 +13,11 @@ from typing import Any
 
 from sqlalchemy import select
 
-from .. import events, tracing
+from .. import deployment, events, tracing
 from ..checks import Evidence, check, guarded, own_hook
 from ..db.models import Item
 from ..db.store import Store, build_store
-from ..errors import ValidationFailed
+from ..errors import ConfigurationError, Unavailable, ValidationFailed
 from ..jsonvalues import json_value
 from ..leases.base import CheckoutQuery
 from ..ratelimit.factory import build_limiter
@@ -49,6 +49,8 @@ class AgentAPI:
         #: the one write path of this database (db/store.py)
         self.store: Store = build_store(ctx)
         self.limits = limits or build_limiter(ctx.settings, ctx.db)
+        #: whether this process's shared settings were found to be the deployment's
+        self._deployment_seen = False
 
     # --- checkout ---------------------------------------------------------------------
     @tracing.traced("workmanager.checkout", tracing.checkout_call)
@@ -67,11 +69,27 @@ class AgentAPI:
         the item their message names). Over a checkout rate limit: ``RateLimited``."""
         info = agent_of(agent)
         query = checkout_query(order_id, type, min_priority, tenant_id, item_id)
+        if not self._deployment_seen:
+            self._same_deployment()
         if self.limits.limits(CHECKOUT):  # off: not even a call
             self._take_checkout_token(info, query)
         lease = self.store.grant(info, query)
         self._acquired(lease, info)
         return lease
+
+    def _same_deployment(self) -> None:
+        """Before this process grants its first lease: are its shared settings the
+        deployment's (:mod:`workmanager.deployment`)? For an agent in a script, and a
+        server or agent started while the database was down (they compare at start-up
+        when it answers). A process that differs grants nothing: 503, the variable named."""
+        try:
+            deployment.check(self.ctx.db, self.ctx.settings, first=False)
+        except ConfigurationError as exc:
+            raise Unavailable(
+                f"this process's settings are not the deployment's: {exc.message}",
+                hint=exc.hint,
+            ) from exc
+        self._deployment_seen = True
 
     def _take_checkout_token(self, agent: AgentInfo, query: CheckoutQuery) -> None:
         item_id = query.item_id
