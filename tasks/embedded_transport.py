@@ -36,6 +36,17 @@ class Channel(sqla.Channel):  # type: ignore[misc]
             self.session.rollback()
             return super()._get_or_create(queue)  # type: ignore[no-untyped-call]
 
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+        """The same race by kombu's other path: when the queue's insert waited out SQLite's
+        lock, ``_get_or_create`` rolled back and handed ``_put`` an unsaved queue, which
+        the message's insert adds again, beside the other process's row by then. Roll
+        back, and put once more (the row is read this time)."""
+        try:
+            super()._put(queue, payload, **kwargs)  # type: ignore[no-untyped-call]
+        except IntegrityError:
+            self.session.rollback()
+            super()._put(queue, payload, **kwargs)  # type: ignore[no-untyped-call]
+
 
 class Transport(sqla.Transport):  # type: ignore[misc]
     Channel = Channel

@@ -30,3 +30,29 @@ def test_the_raw_connections_translate_the_same_way(make_wm) -> None:
     assert refused.value.details[0]["validator"] == "storable"
     # the connection went back healthy: the next call works
     assert wm.db.raw.run(lambda conn: conn.execute("SELECT 1").fetchone()) == (1,)
+
+
+def test_a_sqlite_lock_held_past_the_wait_is_503_with_a_hint(tmp_path) -> None:
+    """Found by an adversarial pass: "database unavailable: database is locked" had no
+    hint (every mistake gets one), after the 30 s wait for another process's write lock."""
+    import sqlite3
+
+    from workmanager.db.session import Database
+    from workmanager.errors import Unavailable
+
+    from sqlalchemy import create_engine
+
+    url = f"sqlite:///{tmp_path}/wm.db"
+    Database(url).create_all()
+    db = Database(url, engine=create_engine(url, connect_args={"timeout": 0.2}))
+    holder = sqlite3.connect(tmp_path / "wm.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(Unavailable) as locked, db.transaction() as s:
+            s.execute(text("INSERT INTO work_rate_buckets VALUES ('k', 1, 1)"))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        db.dispose()
+    assert "database is locked" in locked.value.message
+    assert locked.value.hint is not None and "write lock" in locked.value.hint

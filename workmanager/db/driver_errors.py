@@ -111,10 +111,14 @@ def translate(
         lowered = text.lower()
         if invalidated or any(m in lowered for m in _CONNECTION_MARKERS):
             unreachable = "connect" in lowered  # not a lock timeout: the server itself
-            return Unavailable(
-                f"database unavailable: {_one_line(text)}",
-                hint=f"is the server running and is {where} right? (WORK_MANAGER_DATABASE_URL)"
-                if unreachable
-                else None,
-            )
+            if unreachable:
+                hint = f"is the server running and is {where} right? (WORK_MANAGER_DATABASE_URL)"
+            elif "locked" in lowered:  # SQLite: one writer at a time, and one held it long
+                hint = (
+                    "another process held the SQLite database's write lock for longer than"
+                    " the wait: try again; many processes writing at once want PostgreSQL"
+                )
+            else:
+                hint = "try again; if it persists, check the database server's log"
+            return Unavailable(f"database unavailable: {_one_line(text)}", hint=hint)
     return None
