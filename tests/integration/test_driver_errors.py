@@ -37,10 +37,10 @@ def test_a_sqlite_lock_held_past_the_wait_is_503_with_a_hint(tmp_path) -> None:
     hint (every mistake gets one), after the 30 s wait for another process's write lock."""
     import sqlite3
 
+    from sqlalchemy import create_engine
+
     from workmanager.db.session import Database
     from workmanager.errors import Unavailable
-
-    from sqlalchemy import create_engine
 
     url = f"sqlite:///{tmp_path}/wm.db"
     Database(url).create_all()
