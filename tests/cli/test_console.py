@@ -686,3 +686,27 @@ def test_upstreams_list_and_clone_options(console: Console) -> None:
     assert made["priority"] == 7 and made["meta"]["cloned_from"] == str(held)
     tenanted = wm.propose("test.simple", {"n": 5}, tenant_id="acme")
     assert console.json("orders", "clone", str(tenanted))["tenant_id"] == "acme"  # was None
+
+
+def test_ctrl_c_while_waiting_says_which_order_carries_on(
+    console: Console, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by a newcomer's pass: ``orders create --wait`` interrupted printed only
+    "interrupted", and the order it had sent (which carries on) had no id anywhere."""
+    from workmanager.cli import main
+
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setenv("WORK_MANAGER_DATABASE_URL", console.wm.settings.database_url)
+    monkeypatch.setenv("WORK_MANAGER_ORDER_TYPES", "workmanager.demo.types")
+    monkeypatch.setenv("WORK_MANAGER_BROKER_URL", console.wm.settings.broker_url)
+    monkeypatch.setattr("workmanager.cli.orders.follow", interrupted)
+    payload = '{"company": "Acme", "questions": ["q"]}'
+    with pytest.raises(SystemExit) as exited:
+        main(["orders", "create", "--type", "demo.research", "--payload", payload, "--wait"])
+    assert exited.value.code == 130
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("error [aborted]: interrupted (Ctrl-C); order ")
+    assert "was enqueued and carries on" in lines[0]
+    assert lines[-1].startswith("hint: follow it with `workmanager orders show ")

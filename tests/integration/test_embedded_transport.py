@@ -21,8 +21,6 @@ def url(tmp_path: Path) -> Iterator[str]:
     yield f"sqla+sqlite:///{tmp_path}/broker.db"
 
 
-# kombu's own table models use SQLAlchemy's deprecated ``noload``: not ours to change
-@pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SADeprecationWarning")
 def test_a_queue_declared_by_another_process_in_between_is_used_not_lost(url: str) -> None:
     other = Connection(url)
     mine = Connection(url)
@@ -58,7 +56,6 @@ def test_a_queue_declared_by_another_process_in_between_is_used_not_lost(url: st
         other.release()
 
 
-@pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SADeprecationWarning")
 def test_a_put_after_the_queues_insert_waited_out_the_lock_goes_out(
     url: str, tmp_path: Path
 ) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
 from typing import Any
 
 import click
 
-from ..errors import DedupeKeyReused, InvalidQuery
+from ..errors import Aborted, DedupeKeyReused, InvalidQuery
 from ..reads.listing import OrderListing
 from ..services.admin import OrderAdmin, OrderSelector, requeue_many
 from ..services.orders import REVIEWER_REJECTION
@@ -23,6 +24,7 @@ from .render import (
     json_object,
     json_option,
     pairs,
+    report_error,
     table,
 )
 
@@ -111,7 +113,15 @@ def create(
         def mine(_: dict[str, Any]) -> None:
             _repeated(env, order_type, body, dedupe_key, tenant_id)
 
-    order = follow(env.wm.queries, order_id, timeout, mine)
+    try:
+        order = follow(env.wm.queries, order_id, timeout, mine)
+    except KeyboardInterrupt:  # the order was sent and carries on: say which it is
+        said = Aborted(
+            f"interrupted (Ctrl-C); order {order_id} was enqueued and carries on",
+            hint=f"follow it with `workmanager orders show {order_id}`",
+        )
+        report_error(said, as_json)
+        sys.exit(130)
     if as_json:
         emit_json(order)
     else:
