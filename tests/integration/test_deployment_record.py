@@ -156,6 +156,7 @@ def test_db_upgrade_changes_the_record_only_when_asked(tmp_path: Path) -> None:
     recorded = run([*upgrade, "--record-settings"], tmp_path, **other)
     assert recorded.returncode == 0, recorded.stderr
     assert "recorded WORK_MANAGER_AGENT_QUEUE_PREFIX: 'agents.' -> 'ag.'" in recorded.stdout
+    assert "(drain the old queue, then restart every process" in recorded.stdout
     assert run(upgrade, tmp_path, **other).stderr == ""  # now the deployment's
 
 

@@ -42,9 +42,15 @@ def db_upgrade(env: Env, record_settings: bool, as_json: bool) -> None:
     if record_settings:
         changed = deployment.record(env.wm.db, env.wm.settings)
         for difference in changed:
+            then = (  # what waits in the old queue is read by nobody once all have moved
+                "drain the old queue, then restart every process with it:"
+                " docs/configuration.md#settings-every-process-shares"
+                if "queue" in difference.name
+                else "restart every process with it"
+            )
             said += (
                 f"\nrecorded {deployment.variable(difference.name)}: {difference.recorded!r}"
-                f" -> {difference.here!r} (restart every process with it)"
+                f" -> {difference.here!r} ({then})"
             )
     else:
         changed = []
