@@ -108,26 +108,28 @@ def read(db: Database) -> DeploymentRecord | None:
         return row
 
 
-def record(db: Database, settings: Settings, again: bool = True) -> list[Difference]:
-    """Record this process's shared settings as the deployment's (``db upgrade``); the
-    differences from the record they replace. Two at once (upgrades started together):
-    the one whose first record lost the race records over the other's."""
+def _insert(db: Database, mine: dict[str, Any]) -> bool:
+    """Write the first record; False when there is one already (another process may
+    have written it a moment ago: its insert and this one race, and one loses)."""
     from sqlalchemy.exc import IntegrityError
 
     try:
-        return _record(db, shared(settings))
+        with db.transaction() as session:
+            session.add(DeploymentRecord(key=KEY, value=mine, recorded_by=who()))
     except IntegrityError:
-        if not again:
-            raise
-        return record(db, settings, again=False)
+        return False
+    return True
 
 
-def _record(db: Database, mine: dict[str, Any]) -> list[Difference]:
+def record(db: Database, settings: Settings) -> list[Difference]:
+    """Record this process's shared settings as the deployment's (``db upgrade
+    --record-settings``); the differences from the record they replace."""
+    mine = shared(settings)
+    if read(db) is None and _insert(db, mine):
+        return []
     with db.transaction() as session:
         row = session.get(DeploymentRecord, KEY, with_for_update=True)
-        if row is None:
-            session.add(DeploymentRecord(key=KEY, value=mine, recorded_by=who()))
-            return []
+        assert row is not None  # the record is never deleted but with the schema
         changed = differences(mine, row.value)
         if changed:
             row.value, row.recorded_at, row.recorded_by = mine, utcnow(), who()
@@ -141,7 +143,11 @@ def check(db: Database, settings: Settings, first: bool = True) -> bool:
     sweep)."""
     row = read(db)
     if row is None:
-        return first and _record_first(db, settings)
+        if first and _insert(db, shared(settings)):
+            return True
+        row = read(db)  # another process's record, written a moment ago, or none
+        if row is None:
+            return False
     changed = differences(shared(settings), row.value)
     if changed:
         when = row.recorded_at.strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -152,18 +158,6 @@ def check(db: Database, settings: Settings, first: bool = True) -> bool:
             " new settings, then start them again",
         )
     return False
-
-
-def _record_first(db: Database, settings: Settings) -> bool:
-    """The first record, unless another process wrote one meanwhile (then compared)."""
-    from sqlalchemy.exc import IntegrityError
-
-    try:
-        with db.transaction() as session:
-            session.add(DeploymentRecord(key=KEY, value=shared(settings), recorded_by=who()))
-    except IntegrityError:
-        return check(db, settings, first=False)
-    return True
 
 
 def described(settings: Settings) -> str:

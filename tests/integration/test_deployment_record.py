@@ -10,7 +10,6 @@ naming the variable, and by the sweep before it judges a lease expired."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.own_redis import free_port
 from tests.support.types import Simple
 from workmanager import Registry, WorkManager, deployment
 from workmanager.errors import ConfigurationError, ValidationFailed
@@ -26,12 +26,6 @@ from workmanager.services.lease_admin import LeaseAdmin, LeaseSelector
 from workmanager.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 EXE = Path(sys.executable).with_name("workmanager")
