@@ -27,11 +27,16 @@ from workmanager import Registry, Settings, WorkManager
 from workmanager.db.session import Database
 
 from ..conftest import truncate_all
+from ..support.parallel import scope_of
 from ..support.pipeline import register
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Redis db of the broker; WM_TEST_BROKER_DB lets two runs on one machine stay apart.
 BROKER_DB = int(os.environ.get("WM_TEST_BROKER_DB", "14"))
+#: The Redis db of the browser tests' stacks (tests/ui), which run beside the "broker"
+#: group under ``make test`` (tests/support/parallel.py): two stacks on one db take each
+#: other's messages, and each flushes the db the other is using.
+UI_BROKER_DB = int(os.environ.get("WM_TEST_UI_BROKER_DB", "10"))
 #: RabbitMQ on loopback; each stack gets a vhost of its own under it (rabbitmqctl).
 RABBITMQ_URL = os.environ.get("WM_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672")
 RABBITMQ_USER = os.environ.get("WM_TEST_RABBITMQ_USER", "guest")
@@ -176,9 +181,22 @@ class Stack:
 
 
 @pytest.fixture
+def broker_db() -> int:
+    """The Redis db this module's stacks use (flushed by each). A module outside the
+    "broker" group of tests/support/parallel.py overrides it with a db of its own."""
+    return BROKER_DB
+
+
+@pytest.fixture
 def make_stack(
-    request: pytest.FixtureRequest, pg_url: str, redis_url: str, tmp_path: Path
+    request: pytest.FixtureRequest, pg_url: str, redis_url: str, tmp_path: Path, broker_db: int
 ) -> Iterator[Callable[..., Stack]]:
+    if broker_db == BROKER_DB and scope_of(request.node.nodeid) != "broker":
+        pytest.fail(
+            f"{request.node.nodeid} runs beside the broker group (tests/support/parallel.py)"
+            f" but its stacks would share Redis db {BROKER_DB} with it: override the"
+            " broker_db fixture with a db of its own"
+        )
     stacks: list[Stack] = []
     vhosts: list[str] = []
 
@@ -193,7 +211,7 @@ def make_stack(
             rabbitmqctl("set_permissions", "-p", vhost, RABBITMQ_USER, ".*", ".*", ".*")
             broker_url = f"{base}/{vhost}"
         else:
-            broker_url = redis_url.rsplit("/", 1)[0] + f"/{BROKER_DB}"
+            broker_url = redis_url.rsplit("/", 1)[0] + f"/{broker_db}"
             redis.Redis.from_url(broker_url).flushdb()
         truncate_all(Database(pg_url))
         markers = tmp_path / "markers"

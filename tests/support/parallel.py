@@ -15,7 +15,8 @@ pytest-xdist 3.8 passes marks to its scheduler):
 
 Each worker has its own PostgreSQL database (``tests/conftest.py``: named after the
 process) and its own Redis key prefix per test; a test that needs a Redis database to
-itself names one no other test uses.
+itself names one no other test uses (``make_stack`` outside the broker group: the
+``broker_db`` fixture, which it refuses to leave at the broker group's db).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from workmanager import AgentInfo, NotFound, Registry, Settings, WorkManager
 from workmanager.db.models import Event, Order
 from workmanager.services.tokens import TokenService
 
-from ..celery.conftest import Stack, make_stack  # noqa: F401 - the fixture, reused
+from ..celery.conftest import UI_BROKER_DB, Stack, make_stack  # noqa: F401 - the fixture
 from ..conftest import need
 from .types import register
 
@@ -37,6 +37,12 @@ ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SHOTS = Path(os.environ.get("WM_SCREENSHOTS_DIR") or ROOT / "docs" / "img")
 TYPES = "tests.support.pipeline,tests.ui.types"
+
+
+@pytest.fixture
+def broker_db() -> int:
+    """This module runs beside the Celery tests under ``make test``: a broker db of its own."""
+    return UI_BROKER_DB
 
 
 @pytest.fixture(scope="module")
