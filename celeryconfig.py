@@ -64,12 +64,16 @@ task_routes = {
     "workmanager.*": {"queue": _settings.control_queue},
 }
 
-# The embedded broker (kombu's SQLAlchemy transport, tasks/embedded_broker.py) polls
-# empty queues every 50 ms instead of every second (an empty poll is one indexed SELECT
-# per queue); its other options would go to create_engine, so it gets no others.
-broker_transport_options = (
-    {"polling_interval": 0.05} if _settings.uses_embedded_broker else {"visibility_timeout": 3600}
-)
+# A delivered message not acknowledged within the visibility timeout (its worker died) is
+# delivered again, on Redis and on the embedded broker (kombu's SQLAlchemy transport,
+# tasks/embedded_transport.py); RabbitMQ ignores it (it redelivers when the connection
+# drops). The embedded broker also polls empty queues every 50 ms instead of every second
+# (an empty poll is one indexed SELECT per queue).
+broker_transport_options: dict[str, float] = {
+    "visibility_timeout": _settings.broker_visibility_timeout_seconds
+}
+if _settings.uses_embedded_broker:
+    broker_transport_options["polling_interval"] = 0.05
 
 beat_schedule = {
     "workmanager-sweep": {

@@ -1,19 +1,56 @@
 """kombu's SQLAlchemy transport with a ``polling_interval`` of its own
 (:mod:`tasks.embedded_broker` says why; kombu imports this module for ``sqla+`` URLs),
-and a queue's first declaration safe between processes."""
+a queue's first declaration safe between processes, and redelivery.
+
+Redelivery: kombu hides a message (``visible`` false) the moment a worker fetches it and
+never shows it again, so a worker killed before acknowledging lost every message it held
+(with ``acks_late``, the task it was running too). Here a fetched message's row is marked
+as waiting for its acknowledgement (``version`` 0, ``timestamp`` the time it was taken);
+an acknowledgement or a rejection deletes the row; a graceful stop puts the unacknowledged
+messages back (kombu's restore) and deletes their rows; and a row still waiting after
+``visibility_timeout`` seconds (its worker died) is made visible again, by any consumer
+of its queue, as Redis's transport does. The deletes of acknowledged rows are made by the
+consuming thread in its next fetch (a poll, every ``polling_interval``): an
+acknowledgement comes from a pool thread and the channel's session is not thread-safe. A
+worker killed in between has its last acknowledged messages delivered again after the
+timeout: the tasks are safe to run twice.
+"""
 
 from __future__ import annotations
 
+import time
+from collections import deque
+from datetime import datetime, timedelta
 from typing import Any
 
 from kombu.transport import sqlalchemy as sqla
+from kombu.transport.virtual import Empty
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import loads
+from sqlalchemy import delete, text, update
 from sqlalchemy.exc import IntegrityError
 
 #: Transport options that are the transport's own, not ``create_engine``'s.
-OWN_OPTIONS = ("polling_interval",)
+OWN_OPTIONS = ("polling_interval", "visibility_timeout")
+#: Seconds a fetched, unacknowledged message stays hidden (Redis's transport's default).
+VISIBILITY_TIMEOUT = 3600.0
+#: ``version`` of a row fetched here and waiting for its acknowledgement; kombu's own
+#: fetch leaves 2 on a row it never deletes.
+TAKEN = 0
+#: How often a consumer looks for rows whose worker died (seconds, monotonic).
+RESTORE_EVERY = 1.0
 
 
 class Channel(sqla.Channel):  # type: ignore[misc]
+    def __init__(self, connection: Any, **kwargs: Any) -> None:
+        super().__init__(connection, **kwargs)
+        options = connection.client.transport_options
+        self.visibility_timeout = float(options.get("visibility_timeout", VISIBILITY_TIMEOUT))
+        self._rows: dict[str, int] = {}  # delivery tag -> the row it was fetched from
+        self._done: deque[int] = deque()  # rows acknowledged, to delete at the next fetch
+        self._restored_at = float("-inf")
+        self._legacy_cleared = False
+
     def _engine_from_config(self) -> Any:
         client = self.connection.client
         saved = client.transport_options
@@ -46,6 +83,97 @@ class Channel(sqla.Channel):  # type: ignore[misc]
         except IntegrityError:
             self.session.rollback()
             super()._put(queue, payload, **kwargs)  # type: ignore[no-untyped-call]
+
+    def _get(self, queue: str) -> Any:
+        """The queue's next visible message, its row marked as taken; in the same
+        transaction, the rows acknowledged since the last fetch are deleted and, at most
+        every :data:`RESTORE_EVERY`, the rows whose worker died made visible again."""
+        obj = self._get_or_create(queue)
+        session = self.session
+        if session.bind.name == "sqlite":
+            session.execute(text("BEGIN IMMEDIATE TRANSACTION"))
+        try:
+            self._housekeep(obj.id)
+            message = self.message_cls
+            row = (
+                session.query(message.id, message.payload)
+                .with_for_update()
+                .filter(message.queue_id == obj.id, message.visible.is_(True))
+                .order_by(message.sent_at, message.id)
+                .limit(1)
+                .first()
+            )
+            if row is None:
+                raise Empty()
+            session.execute(
+                update(message)
+                .where(message.id == row.id)
+                .values(visible=False, version=TAKEN, sent_at=datetime.now())
+            )
+            payload = loads(bytes_to_str(row.payload))
+            self._rows[payload["properties"]["delivery_tag"]] = row.id
+            return payload
+        finally:
+            session.commit()
+
+    def _housekeep(self, queue_id: int) -> None:
+        message, session = self.message_cls, self.session
+        self._delete_done(session)
+        if not self._legacy_cleared:  # rows kombu's own fetch hid for good: delivered
+            session.execute(
+                delete(message).where(message.visible.is_(False), message.version != TAKEN)
+            )
+            self._legacy_cleared = True
+        now = time.monotonic()
+        if now - self._restored_at >= RESTORE_EVERY:
+            self._restored_at = now
+            lapsed = datetime.now() - timedelta(seconds=self.visibility_timeout)
+            session.execute(
+                update(message)
+                .where(
+                    message.queue_id == queue_id,
+                    message.visible.is_(False),
+                    message.version == TAKEN,
+                    message.sent_at < lapsed,
+                )
+                .values(visible=True, version=1, sent_at=None)
+            )
+
+    def _forget(self, delivery_tag: str) -> None:
+        row = self._rows.pop(delivery_tag, None)
+        if row is not None:
+            self._done.append(row)
+
+    def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
+        super().basic_ack(delivery_tag, multiple)  # type: ignore[no-untyped-call]
+        self._forget(delivery_tag)
+
+    def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        super().basic_reject(delivery_tag, requeue=requeue)  # type: ignore[no-untyped-call]
+        self._forget(delivery_tag)
+
+    def _restore(self, message: Any) -> None:
+        """kombu puts an unacknowledged message back (a graceful stop, a requeue) as a new
+        row: the row it was fetched from goes."""
+        super()._restore(message)  # type: ignore[no-untyped-call]
+        self._forget(message.delivery_tag)
+
+    def close(self) -> None:
+        """kombu's close puts the unacknowledged messages back; then the rows acknowledged
+        or put back go, in one transaction."""
+        super().close()  # type: ignore[no-untyped-call]
+        if self._done and self._session is not None:
+            try:
+                self._delete_done(self._session)
+                self._session.commit()
+            except Exception:  # the broker's database gone: after the timeout, delivered again
+                self._session.rollback()
+
+    def _delete_done(self, session: Any) -> None:
+        """Delete the rows acknowledged or put back since the last time."""
+        done = [self._done.popleft() for _ in range(len(self._done))]
+        if done:
+            session.execute(delete(self.message_cls).where(self.message_cls.id.in_(done)))
 
 
 class Transport(sqla.Transport):  # type: ignore[misc]

@@ -42,6 +42,9 @@ class Settings:
 
     database_url: str = "sqlite:///./var/workmanager.db"
     broker_url: str = EMBEDDED_BROKER
+    #: Seconds a delivered, unacknowledged message stays with its worker before the broker
+    #: (Redis, the embedded one) delivers it again: a worker that died loses nothing.
+    broker_visibility_timeout_seconds: int = 3600
     result_backend: str | None = None
     lease_backend: str = "database"
     redis_url: str = "redis://127.0.0.1:6379/0"

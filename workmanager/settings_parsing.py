@@ -155,6 +155,7 @@ def _spec(fieldname: str, parse: Callable[[str, Any], Any], *aliases: str) -> _S
 SPECS: tuple[_Spec, ...] = (
     _spec("database_url", database_url),
     _spec("broker_url", _broker_url, "QUEUE_CONNECTION"),
+    _spec("broker_visibility_timeout_seconds", whole_seconds),
     _spec("result_backend", _result_backend),
     _spec("lease_backend", _choice(*LEASE_BACKENDS)),
     _spec("redis_url", _redis_url, "REDIS_CONNECTION"),

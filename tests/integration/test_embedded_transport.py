@@ -1,10 +1,16 @@
 """The embedded broker (kombu's SQLAlchemy transport on SQLite, ``tasks/embedded_transport``)
 when two processes declare a new queue at the same moment: the one whose insert loses
-still publishes, and so does every later publish on its channel."""
+still publishes, and so does every later publish on its channel. And its redelivery: a
+message held by a process that died comes back after the visibility timeout; one
+acknowledged, rejected or put back at a graceful stop does not."""
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -91,3 +97,96 @@ def test_a_put_after_the_queues_insert_waited_out_the_lock_goes_out(
             " ON m.queue_id = q.id GROUP BY q.name ORDER BY q.name"
         ).fetchall()
     assert stored == [("workmanager.agents.later", 1), ("workmanager.agents.locked", 2)]
+
+
+#: A visibility timeout short enough to wait out in a test.
+TIMEOUT = 2.0
+OPTIONS = {"visibility_timeout": TIMEOUT}
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def rows(tmp_path: Path) -> list[tuple[int, int]]:
+    """(visible, version) of every message row."""
+    with closing(sqlite3.connect(tmp_path / "broker.db")) as db:
+        return db.execute("SELECT visible, version FROM kombu_message ORDER BY id").fetchall()
+
+
+def nothing_in(queue: Any, seconds: float = 0.3) -> bool:
+    try:
+        got = queue.get(timeout=seconds)
+    except queue.Empty:
+        return True
+    raise AssertionError(f"delivered: {got.payload}")
+
+
+def test_a_message_held_by_a_killed_process_comes_back_after_the_timeout(
+    url: str, tmp_path: Path
+) -> None:
+    """A worker killed (SIGKILL) while it held a message, unacknowledged: kombu hid it for
+    good, so the task it carried was lost (a proposal: its order never existed)."""
+    script = (
+        "import os, signal, sys, tasks\n"
+        "from kombu import Connection\n"
+        f"with Connection({url!r}, transport_options={OPTIONS!r}) as c:\n"
+        "    message = c.SimpleQueue('wm.held').get(timeout=10)\n"
+        "    print(message.payload['n'], flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    with Connection(url, transport_options=OPTIONS) as mine:
+        queue = mine.SimpleQueue("wm.held")
+        queue.put({"n": 1})
+        held = subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+        assert held.returncode == -signal.SIGKILL and held.stdout == "1\n", held.stderr
+        started = time.monotonic()
+        assert nothing_in(queue)  # hidden while its holder could still be working on it
+        again = queue.get(timeout=TIMEOUT + 5)
+        assert again.payload == {"n": 1}
+        assert time.monotonic() - started >= TIMEOUT - 0.5
+        again.ack()
+        assert nothing_in(queue, TIMEOUT + 1.5)  # acknowledged: never again
+    assert rows(tmp_path) == []
+
+
+def test_acknowledged_and_rejected_messages_never_come_back(url: str, tmp_path: Path) -> None:
+    with Connection(url, transport_options=OPTIONS) as mine:
+        queue = mine.SimpleQueue("wm.done")
+        for n in range(3):
+            queue.put({"n": n})
+        first, second, third = (queue.get(timeout=5) for _ in range(3))
+        first.ack()
+        second.reject()  # not requeued: dropped, as on Redis
+        third.reject(requeue=True)  # back at once, once
+        again = queue.get(timeout=5)
+        assert again.payload == {"n": 2}
+        again.ack()
+        assert nothing_in(queue, TIMEOUT + 1.5)
+    assert rows(tmp_path) == []
+
+
+def test_a_graceful_stop_puts_its_messages_back_at_once_and_only_once(url: str) -> None:
+    with Connection(url, transport_options=OPTIONS) as other:
+        waiting = other.SimpleQueue("wm.stop")
+        with Connection(url, transport_options=OPTIONS) as mine:
+            queue = mine.SimpleQueue("wm.stop")
+            queue.put({"n": 1})
+            queue.get(timeout=5)  # held, unacknowledged, when the connection closes
+            assert nothing_in(waiting)
+        back = waiting.get(timeout=5)  # at once, not after the timeout
+        assert back.payload == {"n": 1}
+        back.ack()
+        assert nothing_in(waiting, TIMEOUT + 1.5)  # the row it was fetched from went
+
+
+def test_rows_kombus_own_fetch_hid_are_deleted_not_delivered(url: str, tmp_path: Path) -> None:
+    """A broker database written by kombu's transport kept every delivered message as a
+    hidden row (version 2), for good: they were delivered, so they go, unsent."""
+    with Connection(url, transport_options=OPTIONS) as mine:
+        queue = mine.SimpleQueue("wm.legacy")
+        queue.put({"n": "old"})
+        queue.put({"n": "new"})
+        with closing(sqlite3.connect(tmp_path / "broker.db")) as db, db:
+            db.execute("UPDATE kombu_message SET visible = 0, version = 2 WHERE id = 1")
+        assert queue.get(timeout=5).payload == {"n": "new"}
+        assert rows(tmp_path) == [(0, 0)]
