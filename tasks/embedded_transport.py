@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kombu.transport import sqlalchemy as sqla
@@ -108,7 +108,7 @@ class Channel(sqla.Channel):  # type: ignore[misc]
             session.execute(
                 update(message)
                 .where(message.id == row.id)
-                .values(visible=False, version=TAKEN, sent_at=datetime.now())
+                .values(visible=False, version=TAKEN, sent_at=_now())
             )
             payload = loads(bytes_to_str(row.payload))
             self._rows[payload["properties"]["delivery_tag"]] = row.id
@@ -127,7 +127,7 @@ class Channel(sqla.Channel):  # type: ignore[misc]
         now = time.monotonic()
         if now - self._restored_at >= RESTORE_EVERY:
             self._restored_at = now
-            lapsed = datetime.now() - timedelta(seconds=self.visibility_timeout)
+            lapsed = _now() - timedelta(seconds=self.visibility_timeout)
             session.execute(
                 update(message)
                 .where(
@@ -174,6 +174,12 @@ class Channel(sqla.Channel):  # type: ignore[misc]
         done = [self._done.popleft() for _ in range(len(self._done))]
         if done:
             session.execute(delete(self.message_cls).where(self.message_cls.id.in_(done)))
+
+
+def _now() -> datetime:
+    """The time a row was taken, naive (kombu's column has no zone) and in UTC, so that
+    workers in other time zones agree on when it lapses."""
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class Transport(sqla.Transport):  # type: ignore[misc]

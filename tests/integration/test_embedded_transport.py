@@ -6,6 +6,7 @@ acknowledged, rejected or put back at a graceful stop does not."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -190,3 +191,34 @@ def test_rows_kombus_own_fetch_hid_are_deleted_not_delivered(url: str, tmp_path:
             db.execute("UPDATE kombu_message SET visible = 0, version = 2 WHERE id = 1")
         assert queue.get(timeout=5).payload == {"n": "new"}
         assert rows(tmp_path) == [(0, 0)]
+
+
+def test_a_worker_in_another_time_zone_keeps_its_message_for_the_whole_timeout(
+    url: str,
+) -> None:
+    """The time a row was taken is UTC: a worker five hours behind this process's zone
+    would otherwise have its live message look five hours old here, and delivered twice."""
+    script = (
+        "import sys, time, tasks\n"
+        "from kombu import Connection\n"
+        f"with Connection({url!r}, transport_options={{'visibility_timeout': 3600}}) as c:\n"
+        "    message = c.SimpleQueue('wm.zone').get(timeout=10)\n"
+        "    print(message.payload['n'], flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    with Connection(url, transport_options={"visibility_timeout": 3600}) as mine:
+        queue = mine.SimpleQueue("wm.zone")
+        queue.put({"n": 1})
+        holder = subprocess.Popen(
+            [sys.executable, "-c", script],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "TZ": "America/New_York"},
+        )
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "1\n"
+            assert nothing_in(queue, 1.5)  # held by a live worker, well within the timeout
+        finally:
+            holder.kill()
+            holder.wait(timeout=20)
