@@ -301,3 +301,30 @@ def test_reclaim_expired_asks_the_lock_store_about_every_selected_lease(make_wm:
     assert [(c["item_id"], c["outcome"]) for c in done.changes] == [(str(gone), "requeued")]
     assert wm.queries.item(gone)["state"] == "queued"
     assert wm.queries.item(kept)["state"] == "leased"
+
+
+def test_a_dry_run_does_not_list_a_lease_its_agent_finished_meanwhile(
+    make_wm: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a volume pass: `leases reclaim --dry-run` on Redis listed live leases as
+    "would be requeued" while agents worked. It reads the rows unlocked, then asks the
+    lock store; a lease submitted in between had left its row, then its lock, and looked
+    gone. The row is read again: the submitted item is not listed, a lease really gone is."""
+    wm = build(make_wm, "redis", ttl=600)
+    wm.propose("test.multi", {"count": 2})
+    finished, gone = (wm.agent.checkout("agent-1", type="test.multi") for _ in range(2))
+    assert finished is not None and gone is not None
+    (key,) = [k for k in lock_keys(wm) if str(gone.item_id).encode() in k]
+    redis_client(wm).delete(key)
+    lock = wm.ctx.leases.lock
+    assert lock is not None
+    asked = lock.alive
+
+    def alive_after_the_agent_submits(ids: Any) -> Any:
+        wm.agent.submit(finished, {"done": True})  # between the read and the question
+        return asked(ids)
+
+    monkeypatch.setattr(lock, "alive", alive_after_the_agent_submits)
+    dry = LeaseAdmin(wm.ctx).reclaim(LeaseSelector(expired=True), dry_run=True)
+    assert [c["item_id"] for c in dry.changes] == [str(gone.item_id)]
+    assert wm.queries.item(finished.item_id)["state"] == "submitted"

@@ -4,10 +4,9 @@
 many sweepers at once. **Lease administration** (:class:`LeaseAdmin`) acts by selector:
 reclaim, release or extend held leases now.
 
-Operators pick leases by agent, order, order type and age (``older_than``: the lease was
-granted longer ago than that), past their expiry (``expired``), or all of them explicitly;
-an empty selector is refused so that a typo never ends every lease in the system, except by
-``reclaim``, where it means the expired leases (upstream's ``lease:reclaim``, SPEC §13).
+Operators pick leases by agent, order, order type, age (``older_than``: granted longer
+ago), expiry (``expired``), or all explicitly; an empty selector is refused (a typo never
+ends every lease) except by ``reclaim``, where it means the expired leases (SPEC §13).
 Every action has a dry run that returns what would change and writes nothing.
 
 - **reclaim** ends the lease as the sweep does when one expires: the attempt stays spent,
@@ -19,10 +18,9 @@ Every action has a dry run that returns what would change and writes nothing.
   item is leasable again at once.
 - **extend** pushes the recorded expiry (and the lock store's hold) out by N seconds.
 
-This module selects the leases (a read), previews them, and reports (metrics, the
-dispatcher); every write is the store's (:mod:`workmanager.db.store`: ``reclaim``,
-``release_held``, ``extend``), in batches of ``sweep_batch_size`` leases per transaction,
-each lease acted on only while it is still the one selected (its fence).
+This module selects (a read), previews and reports (metrics, the dispatcher); every write
+is the store's (``reclaim``, ``release_held``, ``extend``), ``sweep_batch_size`` leases a
+transaction, each acted on only while it is still the one selected (its fence).
 """
 
 from __future__ import annotations
@@ -224,6 +222,13 @@ class LeaseAdmin:
         where = selector.where(now, lock_store)
         return held_leases(self.ctx, select(Item).where(*where).order_by(Item.id))
 
+    def _still_held(self, gone: list[Held]) -> list[Held]:
+        """Of the leases a lock store said are gone, those whose row still holds them: a
+        dry run reads unlocked, and a lease submitted meanwhile left its row, then its lock."""
+        tokens = {lease.item_id: lease.lease_token for lease in gone}
+        stmt = select(Item).where(held(), Item.id.in_(tokens)).order_by(Item.id)
+        return [h for h in held_leases(self.ctx, stmt) if tokens[h.item_id] == h.lease_token]
+
     def _run(
         self,
         action: str,
@@ -241,6 +246,7 @@ class LeaseAdmin:
         if dry_run:
             if selector.expired:  # the lock store says which are gone (nothing written)
                 leases = dead_or_alive(self.ctx.leases.lock, leases, now)[0]
+                leases = self._still_held(leases) if self.ctx.leases.lock else leases
             result.changes = [change_row(preview(lease, now)) for lease in leases]
             return result
         for chunk in _chunks(leases, self.ctx.settings.sweep_batch_size):
