@@ -625,3 +625,27 @@ def test_the_preview_shows_nothing_without_the_hook_and_its_error_when_it_raises
     wrong = viewer.get(f"/ui/orders/{submitted_order(wm, ('dict',))}")
     assert wrong.status_code == 200
     assert "No preview: TypeError: preview() returned dict, not a Diff or None" in wrong.text
+
+
+def test_large_values_are_cut_on_the_pages_with_where_to_find_them_whole(
+    wm: WorkManager, tokens: dict[str, str]
+) -> None:
+    """Found by a volume pass: an item of 100 parts of 1 MiB printed every part, and the
+    assembled result, whole: an order page of 210 MB that took 10 s. Each value is cut."""
+    order_id = wm.propose("ui.parts", {})
+    lease = wm.agent.checkout(AGENT, order_id=order_id)
+    assert lease is not None
+    big = {"text": "x" * 200_000}
+    for key in ("a", "b"):
+        wm.agent.submit_part(lease, key, big)
+    wm.agent.finalize(lease)
+    client = sign_in(client_for(wm), tokens["viewer"])
+    for page in (f"/ui/orders/{order_id}", f"/ui/items/{lease.item_id}"):
+        answer = client.get(page)
+        assert answer.status_code == 200
+        assert len(answer.text) < 200_000, (page, len(answer.text))  # 3 values of 200 KB
+        assert "characters shown; the whole value: `workmanager orders show ID --json`" in (
+            answer.text
+        ), page
+    small = client.get(f"/ui/orders/{submitted_order(wm)}").text
+    assert "cut here" not in small

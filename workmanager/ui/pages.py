@@ -64,8 +64,21 @@ class Console:
     templates: Jinja2Templates
 
 
+#: Characters of one value a page shows (a result, a part, a payload): an item may hold 100
+#: parts of 1 MiB, and printing them whole made an order page of 210 MB that took 10 s.
+SHOWN_CHARS = 16_384
+
+
 def _pretty(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+    """A value as indented JSON, cut at :data:`SHOWN_CHARS` with a line saying so and
+    where the whole value is."""
+    text = json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+    if len(text) <= SHOWN_CHARS:
+        return text
+    return (
+        f"{text[:SHOWN_CHARS]}\n… cut here: {SHOWN_CHARS:,} of {len(text):,} characters shown;"
+        " the whole value: `workmanager orders show ID --json`, or the HTTP API"
+    )
 
 
 def _age(seconds: float | None) -> str:
