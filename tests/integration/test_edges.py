@@ -14,7 +14,12 @@ from sqlalchemy import func, select
 from tests.support.types import Multi, Picky, Simple
 from workmanager import Actor, AgentInfo, ApplyContext, Diff, OrderType, OrderView, Registry
 from workmanager.db.models import Order, Provenance, utcnow
-from workmanager.errors import ApplyFailed, IllegalStateTransition, ValidationFailed
+from workmanager.errors import (
+    ApplyFailed,
+    IllegalStateTransition,
+    Unavailable,
+    ValidationFailed,
+)
 from workmanager.order_types import ItemSpec
 from workmanager.provenance import anonymize_ip
 from workmanager.reads.listing import OrderListing
@@ -126,6 +131,30 @@ def test_refused_auto_approval_is_not_asked_again(make_wm, database) -> None:
     assert "auto_approval_refused" in events(wm, order_id)
     wm.ctx.clock = lambda: utcnow() + timedelta(seconds=61)
     assert wm.maintenance.run().recovered_auto_approvals == []
+
+
+def test_an_unreachable_database_during_auto_approval_is_retried_not_refused(
+    make_wm, database, monkeypatch
+) -> None:
+    """Found by an outage pass: a database connection dropped while the auto-approval
+    ran was recorded as a refusal (``auto_approval_refused``, code ``unavailable``), which
+    maintenance never asks again: the order stayed ``submitted`` for good. It is raised
+    for the task to retry, and nothing is recorded."""
+    wm = make_wm(db=database, registry=Registry([Simple(auto=True)]))
+    order_id = wm.propose("test.simple", {"n": 1})
+    wm.agent.submit(wm.agent.checkout("agent-1"), {"answer": 1})
+    approve = wm.orders.store.approve
+
+    def dropped(*args: Any, **kwargs: Any) -> Any:
+        raise Unavailable("database unavailable: server closed the connection unexpectedly")
+
+    monkeypatch.setattr(wm.orders.store, "approve", dropped)
+    with pytest.raises(Unavailable):
+        wm.orders.check_auto_approval(order_id)
+    assert "auto_approval_refused" not in events(wm, order_id)
+    monkeypatch.setattr(wm.orders.store, "approve", approve)
+    assert wm.orders.check_auto_approval(order_id) is True  # the task's retry
+    assert wm.queries.order_state(order_id) == "approved"
 
 
 def test_lost_item_announcements_are_sent_again_once_per_window(make_wm, database) -> None:

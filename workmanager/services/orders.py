@@ -19,6 +19,7 @@ from ..errors import (
     IllegalStateTransition,
     NotFound,
     NotReadyForApproval,
+    TransientError,
     UnknownOrderType,
     WorkManagerError,
 )
@@ -252,7 +253,8 @@ class OrderService:
     def check_auto_approval(self, order_id: uuid.UUID, chained: bool = False) -> bool:
         """Approve (actor ``system``) when the type auto-approves and the order is ready.
 
-        A refusal or error is logged and counted; the order stays ``submitted``. One
+        A refusal or error is logged and counted; the order stays ``submitted``, for a
+        person (a :class:`TransientError` is raised for the task to retry instead). One
         transaction: the order is locked, its type asked, and approved in the same step.
         ``chained``: the caller runs apply itself next (the Celery chain
         ``check_auto_approval | apply``), so the approval is not announced.
@@ -261,6 +263,8 @@ class OrderService:
             row = self.store.approve(
                 order_id, self._plain_types(auto=True), self._auto_ready, Actor.system()
             )
+        except TransientError:
+            raise  # the database or lock store unreachable: the task retries, nothing refused
         except Exception as exc:  # logged and counted; a person reviews the order instead
             if isinstance(exc, NotFound) and exc.details.get("order_id") == str(order_id):
                 log.warning("auto-approval of %s: no such order", order_id)
