@@ -74,6 +74,12 @@ broker_transport_options: dict[str, float] = {
 }
 if _settings.uses_embedded_broker:
     broker_transport_options["polling_interval"] = 0.05
+# A Redis broker that freezes (stopped, swapping, a dropped network) keeps the connection
+# open and never answers: without a socket timeout a publish waited as long as the freeze
+# (a propose took 60 s, and enough of them held every API thread). kombu's consumer reads
+# with BRPOP's 1 s timeout, well inside it.
+if _settings.broker_url.startswith(("redis://", "rediss://")):
+    broker_transport_options |= {"socket_timeout": 5.0, "socket_connect_timeout": 5.0}
 
 beat_schedule = {
     "workmanager-sweep": {

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from celery import Celery
 
-from . import tracing  # noqa: F401  (connects its worker start hook: traces when configured)
-from .embedded_broker import install
+from . import (
+    tracing,  # noqa: F401  (connects its worker start hook: traces when configured)
+    transports,
+)
 
-install()  # before any connection: sqla+ URLs get the often-polled transport
+transports.install()  # before any connection: the project's kombu transports (tasks/transports.py)
 # GuardedTask: a malformed hand-built message is discarded with one logged line instead of
 # killing the worker (tasks/guard.py)
 app = Celery("workmanager", task_cls="tasks.guard:GuardedTask")

@@ -15,6 +15,10 @@ log = logging.getLogger("workmanager.tasks")
 CHECK_AUTO_APPROVAL = "workmanager.orders.check_auto_approval"
 APPLY = "workmanager.orders.apply"
 AGENT_TASK = "workmanager.agents.{type}"
+#: One more try on a new connection (a broker restarted since the last send), not Celery's
+#: three: each waits out the broker's socket timeout when the broker is frozen, and the
+#: caller (an HTTP request, a task) waits for all of them.
+RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 
 
 class CeleryDispatcher:
@@ -34,7 +38,7 @@ class CeleryDispatcher:
         """Send one message; ``False`` after one logged line when the broker did not take
         it (the operation that announced stands: maintenance sends it again later)."""
         try:
-            self.app.send_task(name, kwargs=kwargs, queue=queue)
+            self.app.send_task(name, kwargs=kwargs, queue=queue, retry_policy=RETRY_POLICY)
         except Exception as exc:
             _not_sent(f"{name} {kwargs}", exc)
             return False
@@ -52,7 +56,7 @@ class CeleryDispatcher:
 
     def order_submitted(self, order_id: uuid.UUID) -> None:
         try:
-            self.approval_chain(order_id).apply_async()
+            self.approval_chain(order_id).apply_async(retry_policy=RETRY_POLICY)
         except Exception as exc:
             _not_sent(f"{CHECK_AUTO_APPROVAL} for {order_id}", exc)
 

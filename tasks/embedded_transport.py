@@ -1,5 +1,5 @@
 """kombu's SQLAlchemy transport with a ``polling_interval`` of its own
-(:mod:`tasks.embedded_broker` says why; kombu imports this module for ``sqla+`` URLs),
+(:mod:`tasks.transports` says why; kombu imports this module for ``sqla+`` URLs),
 a queue's first declaration safe between processes, and redelivery.
 
 Redelivery: kombu hides a message (``visible`` false) the moment a worker fetches it and

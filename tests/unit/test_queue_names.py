@@ -23,7 +23,9 @@ class SendRecorder:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str | None]] = []
 
-    def send_task(self, name: str, kwargs: Any = None, queue: str | None = None) -> None:
+    def send_task(
+        self, name: str, kwargs: Any = None, queue: str | None = None, **options: Any
+    ) -> None:
         self.sent.append((name, queue))
 
 

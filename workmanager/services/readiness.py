@@ -3,10 +3,18 @@ head), the broker and (when used) Redis, and its settings the deployment's
 (:mod:`workmanager.deployment`).
 
 The reasons a dependency is down (driver messages: host names, ports, user names) are
-for operators: :func:`names_only` is what an unidentified caller of ``/readyz`` sees."""
+for operators: :func:`names_only` is what an unidentified caller of ``/readyz`` sees.
+
+Each probe runs in a thread of its own and gets :data:`TIMEOUT_SECONDS`: a server that
+is frozen rather than gone (stopped, swapping, a network that drops packets) accepts the
+connection and never answers, and ``/readyz`` waited as long as the freeze lasted, then
+said "ok". A probe still waiting is left to finish in its thread; while it waits, the
+next checks of that component say it is down without starting another."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 
 from .. import deployment
@@ -15,6 +23,9 @@ from ..settings import Settings
 from .context import ServiceContext
 
 TIMEOUT_SECONDS = 2.0
+#: The probes still waiting on a frozen server: (context, component) -> when it started.
+_WAITING: dict[tuple[int, str], float] = {}
+_WAITING_LOCK = threading.Lock()
 
 
 def _broker(settings: Settings) -> None:
@@ -68,13 +79,7 @@ def check(ctx: ServiceContext) -> dict[str, str]:
     }
     if ctx.settings.lease_backend == "redis":
         checks["redis"] = lambda: _redis(ctx.settings)
-    results = {}
-    for name, probe in checks.items():
-        try:
-            probe()
-            results[name] = "ok"
-        except Exception as exc:  # any failure means "not ready", with its reason
-            results[name] = f"down: {reason(exc)}"[:300]
+    results = _bounded(id(ctx), checks)
     if results["database"] == "ok":
         # settings every process shares: a process started while the database was down
         # compares (or records) them on its first probe that reaches it
@@ -84,6 +89,44 @@ def check(ctx: ServiceContext) -> dict[str, str]:
         except WorkManagerError as exc:
             results["deployment"] = f"differs: {reason(exc)}"[:500]
     return results
+
+
+def _bounded(owner: int, checks: dict[str, Callable[[], None]]) -> dict[str, str]:
+    """Run the probes at once, each in a thread; what each said within the timeout."""
+    answers: dict[str, str] = {}
+    threads: list[tuple[str, threading.Thread]] = []
+    now = time.monotonic()
+    for name, probe in checks.items():
+        with _WAITING_LOCK:
+            since = _WAITING.get((owner, name))
+            if since is None:
+                _WAITING[(owner, name)] = now
+        if since is not None:
+            answers[name] = f"down: no answer for {now - since:.0f} s (a probe still waits)"
+            continue
+        thread = threading.Thread(
+            target=_probe, args=(owner, name, probe, answers), name=f"readyz-{name}", daemon=True
+        )
+        thread.start()
+        threads.append((name, thread))
+    deadline = now + TIMEOUT_SECONDS + 0.5  # the probes' own timeouts come first
+    for _, thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    for name, _ in threads:
+        answers.setdefault(name, f"down: no answer within {TIMEOUT_SECONDS:g} s")
+    return {name: answers[name] for name in checks}
+
+
+def _probe(owner: int, name: str, probe: Callable[[], None], answers: dict[str, str]) -> None:
+    try:
+        probe()
+        said = "ok"
+    except Exception as exc:  # any failure means "not ready", with its reason
+        said = f"down: {reason(exc)}"[:300]
+    finally:
+        with _WAITING_LOCK:
+            _WAITING.pop((owner, name), None)
+    answers.setdefault(name, said)
 
 
 def reason(exc: Exception) -> str:
