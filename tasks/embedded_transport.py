@@ -87,13 +87,15 @@ class Channel(sqla.Channel):  # type: ignore[misc]
     def _get(self, queue: str) -> Any:
         """The queue's next visible message, its row marked as taken; in the same
         transaction, the rows acknowledged since the last fetch are deleted and, at most
-        every :data:`RESTORE_EVERY`, the rows whose worker died made visible again."""
+        every :data:`RESTORE_EVERY`, the rows whose worker died made visible again, in
+        every queue: kombu polls a channel's queues in turn, and the first poll after each
+        second fell on the same one, so a control worker's other queue was never looked at."""
         obj = self._get_or_create(queue)
         session = self.session
         if session.bind.name == "sqlite":
             session.execute(text("BEGIN IMMEDIATE TRANSACTION"))
         try:
-            self._housekeep(obj.id)
+            self._housekeep()
             message = self.message_cls
             row = (
                 session.query(message.id, message.payload)
@@ -116,7 +118,7 @@ class Channel(sqla.Channel):  # type: ignore[misc]
         finally:
             session.commit()
 
-    def _housekeep(self, queue_id: int) -> None:
+    def _housekeep(self) -> None:
         message, session = self.message_cls, self.session
         self._delete_done(session)
         if not self._legacy_cleared:  # rows kombu's own fetch hid for good: delivered
@@ -131,7 +133,6 @@ class Channel(sqla.Channel):  # type: ignore[misc]
             session.execute(
                 update(message)
                 .where(
-                    message.queue_id == queue_id,
                     message.visible.is_(False),
                     message.version == TAKEN,
                     message.sent_at < lapsed,

@@ -6,6 +6,7 @@ acknowledged, rejected or put back at a graceful stop does not."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kombu import Connection
+from kombu import Connection, Consumer, Exchange, Queue
 
 import tasks  # noqa: F401  (installs the project's transport under kombu's ``sqla`` alias)
 
@@ -222,3 +223,34 @@ def test_a_worker_in_another_time_zone_keeps_its_message_for_the_whole_timeout(
         finally:
             holder.kill()
             holder.wait(timeout=20)
+
+
+def test_a_consumer_of_two_queues_brings_back_the_second_queues_messages(url: str) -> None:
+    """Found in review: lapsed rows were made visible only in the queue being polled,
+    and kombu's polls after each second fell on the first queue, so a killed control
+    worker's apply (``workmanager.apply``, its second queue) never came back."""
+    exchange = Exchange("wm.x", "direct")
+    first, second = (Queue(n, exchange, routing_key=n) for n in ("wm.first", "wm.second"))
+    script = (
+        "import os, signal, tasks\n"
+        "from kombu import Connection\n"
+        f"with Connection({url!r}, transport_options={OPTIONS!r}) as c:\n"
+        "    c.SimpleQueue('wm.second').get(timeout=10)\n"
+        "    print('held', flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    got: list[Any] = []
+    with Connection(url, transport_options={**OPTIONS, "polling_interval": 0.05}) as mine:
+        for queue in (first, second):
+            queue(mine.default_channel).declare()
+        mine.Producer().publish({"n": 1}, exchange=exchange, routing_key="wm.second")
+        held = subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+        assert held.stdout == "held\n", held.stderr
+        with Consumer(mine, [first, second], callbacks=[lambda b, m: (got.append(b), m.ack())]):
+            deadline = time.monotonic() + TIMEOUT + 10
+            while time.monotonic() < deadline and not got:
+                with contextlib.suppress(TimeoutError):
+                    mine.drain_events(timeout=0.5)
+    assert got == [{"n": 1}]
