@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from celery.signals import beat_init, worker_init, worker_process_init
+from celery.signals import beat_init, worker_init
 
 import workmanager.db
 from workmanager import Settings, WorkManager, deployment
@@ -48,13 +48,6 @@ def set_wm(wm: WorkManager | None) -> None:
     global _wm
     with _lock:
         _wm = wm
-
-
-@worker_process_init.connect
-def _fresh_after_fork(**_: object) -> None:
-    global _wm
-    if _wm is not None:
-        _wm.db.engine.dispose(close=False)
 
 
 log = logging.getLogger("workmanager.worker")

@@ -157,13 +157,33 @@ def make_engine(url: str) -> Engine:
     try:
         parsed: URL = make_url(url)
         if parsed.get_backend_name() == "sqlite":
-            return _sqlite_engine(url)
-        return _server_engine(url)
+            engine = _sqlite_engine(url)
+        else:
+            engine = _server_engine(url)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise ConfigurationError(
             f"WORK_MANAGER_DATABASE_URL: cannot use {display_url(url)!r}: {exc}",
             hint="expected sqlite:///path/to/file.db or postgresql+psycopg://user@host/name",
         ) from exc
+    _ENGINES.add(engine)
+    return engine
+
+
+#: Every engine of this process, so that a forked child starts with empty pools.
+_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _forget_parents_connections() -> None:
+    """In a forked child (Celery's prefork pool, the beat ``worker -B`` forks, any
+    ``os.fork``): drop the pooled connections inherited from the parent without closing
+    them, which are the parent's still. Two processes on one connection interleaved their
+    statements ("another command is already in progress", "connection socket closed").
+    The raw pools check their process themselves (:mod:`.raw`)."""
+    for engine in list(_ENGINES):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_parents_connections)
 
 
 class Database:
