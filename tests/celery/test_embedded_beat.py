@@ -15,12 +15,10 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 def test_a_worker_with_its_own_beat_shares_no_connection_with_it(make_stack) -> None:
     stack = make_stack(sweep_interval_seconds="1")
-    stack.start(
-        "worker-b",
-        [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-B", "-P", "threads",
-         "-c", "2", "--without-gossip", "--without-mingle", "--loglevel", "INFO",
-         "-s", str(stack.tmp / "beat-schedule")],  # fmt: skip
-    )
+    command = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-B", "-P", "threads",
+               "-c", "2", "--without-gossip", "--without-mingle", "--loglevel", "INFO",
+               "-s", str(stack.tmp / "beat-schedule")]  # fmt: skip
+    stack.start("worker-b", command)
     stack.wait_for(
         lambda: stack.log("worker-b").count("workmanager.leases.sweep") >= 8,
         60,
