@@ -30,10 +30,10 @@ from kombu.utils.json import loads
 from sqlalchemy import delete, text, update
 from sqlalchemy.exc import IntegrityError
 
+from workmanager.settings import Settings
+
 #: Transport options that are the transport's own, not ``create_engine``'s.
 OWN_OPTIONS = ("polling_interval", "visibility_timeout")
-#: Seconds a fetched, unacknowledged message stays hidden (Redis's transport's default).
-VISIBILITY_TIMEOUT = 3600.0
 #: ``version`` of a row fetched here and waiting for its acknowledgement; kombu's own
 #: fetch leaves 2 on a row it never deletes.
 TAKEN = 0
@@ -45,11 +45,16 @@ class Channel(sqla.Channel):  # type: ignore[misc]
     def __init__(self, connection: Any, **kwargs: Any) -> None:
         super().__init__(connection, **kwargs)
         options = connection.client.transport_options
-        self.visibility_timeout = float(options.get("visibility_timeout", VISIBILITY_TIMEOUT))
+        default = Settings.broker_visibility_timeout_seconds  # a connection made without it
+        self.visibility_timeout = float(options.get("visibility_timeout", default))
         self._rows: dict[str, int] = {}  # delivery tag -> the row it was fetched from
         self._done: deque[int] = deque()  # rows acknowledged, to delete at the next fetch
         self._restored_at = float("-inf")
         self._legacy_cleared = False
+        #: queues consumed without acknowledgements (Celery's ``rpc://`` results), and
+        #: whether the ``basic_get`` under way is: their rows go as they are delivered
+        self._no_ack: dict[str, str] = {}  # consumer tag -> queue
+        self._getting_no_ack = False
 
     def _engine_from_config(self) -> Any:
         client = self.connection.client
@@ -107,12 +112,15 @@ class Channel(sqla.Channel):  # type: ignore[misc]
             )
             if row is None:
                 raise Empty()
+            payload = loads(bytes_to_str(row.payload))
+            if self._getting_no_ack or queue in self._no_ack.values():
+                session.execute(delete(message).where(message.id == row.id))  # acknowledged
+                return payload
             session.execute(
                 update(message)
                 .where(message.id == row.id)
                 .values(visible=False, version=TAKEN, sent_at=_now())
             )
-            payload = loads(bytes_to_str(row.payload))
             self._rows[payload["properties"]["delivery_tag"]] = row.id
             return payload
         finally:
@@ -144,6 +152,26 @@ class Channel(sqla.Channel):  # type: ignore[misc]
         row = self._rows.pop(delivery_tag, None)
         if row is not None:
             self._done.append(row)
+
+    def basic_consume(
+        self, queue: str, no_ack: bool, callback: Any, consumer_tag: str, **kwargs: Any
+    ) -> Any:
+        """A consumer without acknowledgements never acks what it gets: the rows it is
+        delivered go at once, or they came back after every timeout, for good."""
+        if no_ack:
+            self._no_ack[consumer_tag] = queue
+        return super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)  # type: ignore[no-untyped-call]
+
+    def basic_cancel(self, consumer_tag: str) -> Any:
+        self._no_ack.pop(consumer_tag, None)
+        return super().basic_cancel(consumer_tag)  # type: ignore[no-untyped-call]
+
+    def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
+        self._getting_no_ack = no_ack
+        try:
+            return super().basic_get(queue, no_ack, **kwargs)  # type: ignore[no-untyped-call]
+        finally:
+            self._getting_no_ack = False
 
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
         super().basic_ack(delivery_tag, multiple)  # type: ignore[no-untyped-call]

@@ -46,6 +46,13 @@ def _on_redis(settings: Settings) -> bool:
     return settings.lease_backend == "redis"
 
 
+def _redelivers(settings: Settings) -> bool:
+    """A broker that delivers a message again after the visibility timeout, measured by
+    whichever process polls (Redis, the embedded one): one process's shorter timeout took
+    back what another still ran."""
+    return settings.broker_url.startswith(("redis://", "rediss://", "sqla+"))
+
+
 #: The settings that must agree, and when they matter.
 SHARED: tuple[tuple[str, Callable[[Settings], bool]], ...] = (
     ("lease_backend", _always),
@@ -55,6 +62,7 @@ SHARED: tuple[tuple[str, Callable[[Settings], bool]], ...] = (
     ("control_queue", _always),
     ("apply_queue", _always),
     ("agent_queue_prefix", _always),
+    ("broker_visibility_timeout_seconds", _redelivers),
 )
 
 

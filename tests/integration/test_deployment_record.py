@@ -58,6 +58,23 @@ def test_the_first_process_records_the_others_are_compared(
         deployment.check(first.db, first.settings)
 
 
+def test_the_visibility_timeout_is_shared_where_the_broker_redelivers_by_it(
+    make_wm: Callable[..., WorkManager], database: str
+) -> None:
+    """Found in review: a worker with a shorter broker visibility timeout took back (on
+    the embedded broker and Redis) the messages other workers were still running."""
+    first = make_wm(db=database, backend="database", broker_url="sqla+sqlite:///b.db")
+    deployment.check(first.db, first.settings)
+    assert deployment.read(first.db).value["broker_visibility_timeout_seconds"] == 3600  # type: ignore[union-attr]
+    shorter = Settings(**{**vars(first.settings), "broker_visibility_timeout_seconds": 60})
+    with pytest.raises(ConfigurationError, match="VISIBILITY_TIMEOUT_SECONDS is 60 here, 3600"):
+        deployment.check(first.db, shorter)
+    on_rabbitmq = {"broker_url": "amqp://guest@mq//", "broker_visibility_timeout_seconds": 60}
+    assert "broker_visibility_timeout_seconds" not in deployment.shared(
+        Settings(**{**vars(first.settings), **on_rabbitmq})
+    )  # RabbitMQ redelivers when a connection drops: the setting is not read there
+
+
 @pytest.mark.postgres
 @pytest.mark.redis
 def test_a_sweep_on_another_lease_backend_reclaims_no_live_lease(

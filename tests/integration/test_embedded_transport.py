@@ -254,3 +254,23 @@ def test_a_consumer_of_two_queues_brings_back_the_second_queues_messages(url: st
                 with contextlib.suppress(TimeoutError):
                     mine.drain_events(timeout=0.5)
     assert got == [{"n": 1}]
+
+
+def test_a_consumer_without_acknowledgements_gets_each_message_once(
+    url: str, tmp_path: Path
+) -> None:
+    """Found in review: a ``no_ack`` consumer (Celery's ``rpc://`` result backend reads its
+    replies so) never acknowledges, so its rows came back after every timeout, for good."""
+    got: list[Any] = []
+    queue = Queue("wm.noack", routing_key="wm.noack")
+    with Connection(url, transport_options={**OPTIONS, "polling_interval": 0.05}) as mine:
+        mine.Producer().publish({"n": 1}, routing_key="wm.noack", declare=[queue])
+        mine.Producer().publish({"n": 2}, routing_key="wm.noack", declare=[queue])
+        assert mine.SimpleQueue("wm.noack", no_ack=True).get(timeout=5).payload == {"n": 1}
+        with Consumer(mine, [queue], no_ack=True, callbacks=[lambda b, m: got.append(b)]):
+            deadline = time.monotonic() + TIMEOUT + 2
+            while time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    mine.drain_events(timeout=0.5)
+    assert got == [{"n": 2}]
+    assert rows(tmp_path) == []
