@@ -5,11 +5,12 @@ a queue's first declaration safe between processes, and redelivery.
 Redelivery: kombu hides a message (``visible`` false) the moment a worker fetches it and
 never shows it again, so a worker killed before acknowledging lost every message it held
 (with ``acks_late``, the task it was running too). Here a fetched message's row is marked
-as waiting for its acknowledgement (``version`` 0, ``timestamp`` the time it was taken);
-an acknowledgement or a rejection deletes the row; a graceful stop puts the unacknowledged
-messages back (kombu's restore) and deletes their rows; and a row still waiting after
-``visibility_timeout`` seconds (its worker died) is made visible again, by any consumer
-of its queue, as Redis's transport does. The deletes of acknowledged rows are made by the
+as waiting for its acknowledgement (``version`` 0, ``timestamp`` the UTC time it was
+taken); an acknowledgement or a rejection deletes the row (a consumer without
+acknowledgements: at once); a graceful stop puts the unacknowledged messages back
+(kombu's restore) and deletes their rows; and a row still waiting after
+``visibility_timeout`` seconds (its worker died) is made visible again, by any polling
+consumer, as Redis's transport does. The deletes of acknowledged rows are made by the
 consuming thread in its next fetch (a poll, every ``polling_interval``): an
 acknowledgement comes from a pool thread and the channel's session is not thread-safe. A
 worker killed in between has its last acknowledged messages delivered again after the
@@ -27,7 +28,7 @@ from kombu.transport import sqlalchemy as sqla
 from kombu.transport.virtual import Empty
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
-from sqlalchemy import delete, text, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from workmanager.settings import Settings
@@ -39,6 +40,8 @@ OWN_OPTIONS = ("polling_interval", "visibility_timeout")
 TAKEN = 0
 #: How often a consumer looks for rows whose worker died (seconds, monotonic).
 RESTORE_EVERY = 1.0
+#: Rows kombu's own transport hid for good, deleted per look.
+LEGACY_BATCH = 2_000
 
 
 class Channel(sqla.Channel):  # type: ignore[misc]
@@ -50,7 +53,6 @@ class Channel(sqla.Channel):  # type: ignore[misc]
         self._rows: dict[str, int] = {}  # delivery tag -> the row it was fetched from
         self._done: deque[int] = deque()  # rows acknowledged, to delete at the next fetch
         self._restored_at = float("-inf")
-        self._legacy_cleared = False
         #: queues consumed without acknowledgements (Celery's ``rpc://`` results), and
         #: whether the ``basic_get`` under way is: their rows go as they are delivered
         self._no_ack: dict[str, str] = {}  # consumer tag -> queue
@@ -129,14 +131,14 @@ class Channel(sqla.Channel):  # type: ignore[misc]
     def _housekeep(self) -> None:
         message, session = self.message_cls, self.session
         self._delete_done(session)
-        if not self._legacy_cleared:  # rows kombu's own fetch hid for good: delivered
-            session.execute(
-                delete(message).where(message.visible.is_(False), message.version != TAKEN)
-            )
-            self._legacy_cleared = True
         now = time.monotonic()
         if now - self._restored_at >= RESTORE_EVERY:
             self._restored_at = now
+            # rows kombu's own fetch hid for good (delivered; an older worker of a rolling
+            # upgrade still hides them), a batch a second: a million at once held SQLite's
+            # lock for half a minute and every publish failed meanwhile
+            hidden = select(message.id).where(message.visible.is_(False), message.version != TAKEN)
+            session.execute(delete(message).where(message.id.in_(hidden.limit(LEGACY_BATCH))))
             lapsed = _now() - timedelta(seconds=self.visibility_timeout)
             session.execute(
                 update(message)
