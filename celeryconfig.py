@@ -80,6 +80,13 @@ if _settings.uses_embedded_broker:
 # with BRPOP's 1 s timeout, well inside it.
 if _settings.broker_url.startswith(("redis://", "rediss://")):
     broker_transport_options |= {"socket_timeout": 5.0, "socket_connect_timeout": 5.0}
+# RabbitMQ: a publish waits for the broker's confirm. Without it a message sent while the
+# broker closed the connection (a failover, a node restart) was dropped with no error and
+# no log line: an item's announcement lost until maintenance re-sent it (34 s in an
+# outage pass; up to WORK_MANAGER_REANNOUNCE_AFTER_SECONDS). With it the send fails, and
+# the dispatcher's retry sends it again on a new connection.
+if _settings.broker_url.startswith(("amqp://", "amqps://", "pyamqp://")):
+    broker_transport_options["confirm_publish"] = True
 
 beat_schedule = {
     "workmanager-sweep": {
