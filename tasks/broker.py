@@ -77,6 +77,11 @@ def broker_unavailable(broker_url: str, exc: Exception) -> Unavailable:
             "run `workmanager db upgrade` first (it creates the embedded broker's directory), "
             "or point WORK_MANAGER_BROKER_URL at a running broker"
         )
+    elif path is not None and "locked" in str(exc).lower():  # the file is fine: held
+        hint = (
+            "another process held the embedded broker's SQLite lock for longer than the"
+            " wait: try again; many processes sending at once want Redis or RabbitMQ"
+        )
     else:
         hint = "is the broker running? check WORK_MANAGER_BROKER_URL"
     return Unavailable(
