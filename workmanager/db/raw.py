@@ -37,6 +37,7 @@ from .session import (
     PING_AFTER_IDLE_SECONDS,
     POOL_SIZE,
     POOL_TIMEOUT,
+    connect_args,
     lost_at,
     mark_lost,
 )
@@ -82,6 +83,7 @@ class RawPostgres:
 
     def _new_pool(self) -> RawPool:
         args, kwargs = self.engine.dialect.create_connect_args(self.engine.url)
+        kwargs = {**connect_args(self.engine.url), **kwargs}
 
         def connect() -> Conn:
             return psycopg.connect(*args, **{**kwargs, "autocommit": True})

@@ -91,6 +91,17 @@ PING_AFTER_IDLE_SECONDS = 2.0
 POOL_SIZE = 10
 MAX_OVERFLOW = 20
 POOL_TIMEOUT = 30.0
+#: Seconds a new PostgreSQL connection may take (libpq's ``connect_timeout``, unless the
+#: URL names one): a server that is frozen accepts the TCP connection and never answers,
+#: and a process starting then (``serve``, a worker) waited as long as the freeze.
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+def connect_args(url: str | URL) -> dict[str, Any]:
+    """The driver arguments every connection to ``url`` gets (both pools)."""
+    if "connect_timeout" in make_url(url).query:
+        return {}
+    return {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
 #: When each engine last saw its server go away (time.monotonic()).
 _LOST: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
 
@@ -116,7 +127,11 @@ def needs_ping(since: float, lost: float, ping_after: float = PING_AFTER_IDLE_SE
 
 def _server_engine(url: str) -> Engine:
     engine = create_engine(
-        url, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW, pool_timeout=POOL_TIMEOUT
+        url,
+        pool_size=POOL_SIZE,
+        max_overflow=MAX_OVERFLOW,
+        pool_timeout=POOL_TIMEOUT,
+        connect_args=connect_args(url),
     )
 
     # Pessimistic disconnect handling, but only for connections that sat idle: a ping on

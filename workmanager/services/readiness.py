@@ -23,8 +23,10 @@ from ..settings import Settings
 from .context import ServiceContext
 
 TIMEOUT_SECONDS = 2.0
-#: The probes still waiting on a frozen server: (context, component) -> when it started.
-_WAITING: dict[tuple[int, str], float] = {}
+#: A Redis Cluster's hash slots, all of which a ready cluster serves.
+SLOTS = 16384
+#: The probes under way: (context, component) -> when each started.
+_WAITING: dict[tuple[int, str], list[float]] = {}
 _WAITING_LOCK = threading.Lock()
 
 
@@ -52,9 +54,17 @@ def _redis(settings: Settings) -> None:
     try:
         client.ping()
         if settings.redis_cluster:  # a node answering is not enough: every slot served
-            state = client.cluster_info().get("cluster_state")
+            info = client.cluster_info()
+            state = info.get("cluster_state")
             if state != "ok":
                 raise Unavailable(f"the Redis Cluster's state is {state!r}: a master is down")
+            # with cluster-require-full-coverage off the state stays ok while slots are not
+            served = int(info.get("cluster_slots_ok", SLOTS))
+            if served < SLOTS:
+                raise Unavailable(
+                    f"only {served} of the Redis Cluster's {SLOTS} slots are served:"
+                    " a master is down"
+                )
         elif client.info("cluster").get("cluster_enabled"):
             raise Unavailable(
                 "the server is a Redis Cluster node, spoken to without cluster mode",
@@ -92,20 +102,26 @@ def check(ctx: ServiceContext) -> dict[str, str]:
 
 
 def _bounded(owner: int, checks: dict[str, Callable[[], None]]) -> dict[str, str]:
-    """Run the probes at once, each in a thread; what each said within the timeout."""
+    """Run the probes at once, each in a thread; what each said within the timeout. A
+    component with a probe waiting longer than the timeout (a frozen server) is said to
+    be down without another; probes of concurrent checks that are not late run side by
+    side (two ``/readyz`` at once each probe)."""
     answers: dict[str, str] = {}
     threads: list[tuple[str, threading.Thread]] = []
     now = time.monotonic()
+    late = now - TIMEOUT_SECONDS - 0.5
     for name, probe in checks.items():
+        key = (owner, name)
         with _WAITING_LOCK:
-            since = _WAITING.get((owner, name))
-            if since is None:
-                _WAITING[(owner, name)] = now
-        if since is not None:
-            answers[name] = f"down: no answer for {now - since:.0f} s (a probe still waits)"
+            started = _WAITING.setdefault(key, [])
+            stuck = [t for t in started if t < late]
+            if not stuck:
+                started.append(now)
+        if stuck:
+            answers[name] = f"down: no answer for {now - min(stuck):.0f} s (a probe still waits)"
             continue
         thread = threading.Thread(
-            target=_probe, args=(owner, name, probe, answers), name=f"readyz-{name}", daemon=True
+            target=_probe, args=(key, now, probe, answers), name=f"readyz-{name}", daemon=True
         )
         thread.start()
         threads.append((name, thread))
@@ -117,7 +133,9 @@ def _bounded(owner: int, checks: dict[str, Callable[[], None]]) -> dict[str, str
     return {name: answers[name] for name in checks}
 
 
-def _probe(owner: int, name: str, probe: Callable[[], None], answers: dict[str, str]) -> None:
+def _probe(
+    key: tuple[int, str], started: float, probe: Callable[[], None], answers: dict[str, str]
+) -> None:
     try:
         probe()
         said = "ok"
@@ -125,8 +143,12 @@ def _probe(owner: int, name: str, probe: Callable[[], None], answers: dict[str, 
         said = f"down: {reason(exc)}"[:300]
     finally:
         with _WAITING_LOCK:
-            _WAITING.pop((owner, name), None)
-    answers.setdefault(name, said)
+            waiting = _WAITING.get(key, [])
+            if started in waiting:
+                waiting.remove(started)
+            if not waiting:
+                _WAITING.pop(key, None)
+    answers.setdefault(key[1], said)
 
 
 def reason(exc: Exception) -> str:
