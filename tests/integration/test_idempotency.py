@@ -121,6 +121,25 @@ def test_begin_while_in_flight_is_refused(wm: WorkManager) -> None:
     assert replay == Replay(202, {"state": "submitted"})
 
 
+def test_a_request_running_past_the_keys_ttl_keeps_its_key(
+    make_wm: Callable[..., WorkManager], database: str, clock: Clock
+) -> None:
+    """Found by a time pass: a keyed request that ran longer than the key's TTL (a slow
+    plan, ``approve?wait``) lost its key while it ran: a duplicate was accepted and ran,
+    maintenance's purge deleted the row, and the first was then refused as taken over.
+    The key's lock, not its expiry, says whether its request is still running."""
+    wm = make_wm(db=database, registry=Registry([Simple()]), idempotency_ttl_hours=0.001)
+    wm.ctx.clock = clock
+    claim = begin(wm, "propose", "-", "token-a", "slow", BODY)
+    assert isinstance(claim, Claim)
+    clock.advance(seconds=30)  # past the TTL (3.6 s), inside the lock (5 min)
+    with pytest.raises(IdempotencyInFlight):
+        begin(wm, "propose", "-", "token-a", "slow", BODY)
+    assert wm.idempotency.purge() == 0 and keys(wm) == 1
+    wm.idempotency.complete(claim, 201, {"order": {"id": "o"}})
+    assert wm.idempotency.purge() == 1 and keys(wm) == 0  # answered and expired: it goes
+
+
 def test_racing_begins_give_exactly_one_claim(wm: WorkManager) -> None:
     threads = 10
     barrier = threading.Barrier(threads)

@@ -72,8 +72,8 @@ class OrmRequestStore:
             )
             if row is None:
                 return None
-            stale = row.status == IN_FLIGHT and row.locked_until and row.locked_until <= now
-            if row.expires_at <= now or stale:
+            locked = row.locked_until is not None and row.locked_until > now
+            if not locked and (row.expires_at <= now or row.status == IN_FLIGHT):
                 s.delete(row)
                 return None
             return KeyRow(

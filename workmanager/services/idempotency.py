@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import and_, delete
+from sqlalchemy import and_, delete, or_
 
 from ..db import claims
 from ..db.models import IdempotencyKey
@@ -290,10 +290,11 @@ class IdempotencyService:
         ``older_than``: never one whose request is still in flight or whose answer is not
         stored yet (the retry it guards would run again). ``dry_run``: count them only."""
         now = self.ctx.clock()
+        unlocked = or_(IdempotencyKey.locked_until.is_(None), IdempotencyKey.locked_until <= now)
         cond = (
             and_(IdempotencyKey.created_at < older_than, IdempotencyKey.status == DONE)
             if older_than
-            else IdempotencyKey.expires_at <= now
+            else and_(IdempotencyKey.expires_at <= now, unlocked)  # not a request still running
         )
         with self.ctx.db.transaction() as s:
             if dry_run:

@@ -793,11 +793,12 @@ ON CONFLICT (key_hash) DO NOTHING RETURNING id
 
 -- name: existing_key
 -- A key's row, locked; deleted and not returned when it expired or is an in-flight marker
--- whose lock ran out. A committed row is kept until it expires.
+-- whose lock ran out. A committed row is kept until it expires; a row whose lock is on
+-- (its request still running) is kept past its expiry.
 WITH k AS (
   SELECT id, request_fingerprint, status, response_status, response_body, locked_until,
-         expires_at <= %(now)s
-           OR (status = 'in_flight' AND locked_until <= %(now)s) IS TRUE AS stale
+         (locked_until IS NULL OR locked_until <= %(now)s)
+           AND (expires_at <= %(now)s OR status = 'in_flight') AS stale
     FROM work_idempotency_keys WHERE key_hash = %(key_hash)s
      FOR UPDATE
 ), cleared AS (
