@@ -11,6 +11,7 @@ import subprocess
 import sys
 import uuid
 
+from ..support.environment import clean_env
 from .conftest import RABBITMQ_USER, ROOT, rabbitmqctl
 
 
@@ -19,8 +20,7 @@ def test_the_dispatchers_channel_is_in_confirm_mode_on_rabbitmq(rabbitmq: str) -
     rabbitmqctl("add_vhost", vhost)
     try:
         rabbitmqctl("set_permissions", "-p", vhost, RABBITMQ_USER, ".*", ".*", ".*")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("WORK_MANAGER_")}
-        env |= {"PYTHONPATH": str(ROOT), "WORK_MANAGER_BROKER_URL": f"{rabbitmq}/{vhost}"}
+        env = clean_env(WORK_MANAGER_BROKER_URL=f"{rabbitmq}/{vhost}")
         code = (
             "import uuid\n"
             "from tasks.app import app\n"

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.environment import clean_env
+
 ROOT = Path(__file__).resolve().parents[2]
 EXE = Path(sys.executable).with_name("workmanager")
 VISIBILITY = 3
@@ -30,17 +32,15 @@ VISIBILITY = 3
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("WORK_MANAGER_")}
     (tmp_path / "markers").mkdir()
-    return base | {
-        "PYTHONPATH": str(ROOT),
-        "WORK_MANAGER_DATABASE_URL": f"sqlite:///{tmp_path}/wm.db",
-        "WORK_MANAGER_BROKER_URL": f"sqla+sqlite:///{tmp_path}/broker.db",
-        "WORK_MANAGER_METRICS_DRIVER": "null",
-        "WORK_MANAGER_ORDER_TYPES": "tests.support.slow_plan",
-        "WORK_MANAGER_BROKER_VISIBILITY_TIMEOUT_SECONDS": str(VISIBILITY),
-        "WM_TEST_MARKERS": str(tmp_path / "markers"),
-    }
+    return clean_env(
+        WORK_MANAGER_DATABASE_URL=f"sqlite:///{tmp_path}/wm.db",
+        WORK_MANAGER_BROKER_URL=f"sqla+sqlite:///{tmp_path}/broker.db",
+        WORK_MANAGER_METRICS_DRIVER="null",
+        WORK_MANAGER_ORDER_TYPES="tests.support.slow_plan",
+        WORK_MANAGER_BROKER_VISIBILITY_TIMEOUT_SECONDS=str(VISIBILITY),
+        WM_TEST_MARKERS=str(tmp_path / "markers"),
+    )
 
 
 Worker = subprocess.Popen[bytes]

@@ -6,7 +6,6 @@ that never answers stands for the frozen server."""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.environment import clean_env
 from workmanager.db.session import Database
 from workmanager.services import readiness
 
@@ -78,8 +78,7 @@ def test_checks_at_the_same_time_each_probe(make_wm: Any) -> None:
 
 
 def test_an_announcement_to_a_frozen_redis_broker_gives_up_in_seconds(frozen: int) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORK_MANAGER_")}
-    env |= {"PYTHONPATH": str(ROOT), "WORK_MANAGER_BROKER_URL": f"redis://127.0.0.1:{frozen}/0"}
+    env = clean_env(WORK_MANAGER_BROKER_URL=f"redis://127.0.0.1:{frozen}/0")
     code = (
         "import time, uuid\n"
         "from tasks.app import app\n"

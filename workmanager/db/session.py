@@ -102,6 +102,8 @@ def connect_args(url: str | URL) -> dict[str, Any]:
     if "connect_timeout" in make_url(url).query:
         return {}
     return {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+
+
 #: When each engine last saw its server go away (time.monotonic()).
 _LOST: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
 
