@@ -681,6 +681,8 @@ def test_apply_failure_is_recorded_then_fails_the_order(
     assert order["state"] == "failed" and order["diff"] is None
     assert counter(wm, "orders_apply_failed_total") == 1
     assert wm.executor.retry_delay(1) == 10 and wm.executor.retry_delay(3) == 40
+    # up to a second short of APPLY_RECOVERY_SECONDS (300): maintenance would send it sooner
+    assert wm.executor.retry_delay(6) == 299 and wm.executor.retry_delay(60) == 299
     with pytest.raises(IllegalStateTransition):
         wm.executor.apply(order_id)
     assert flaky.calls == 3

@@ -285,8 +285,13 @@ class ApplyService:
         return final
 
     def retry_delay(self, attempt: int) -> float:
-        """Seconds before apply attempt ``attempt + 1``: the backoff doubles each time."""
-        return doubled(self.ctx.settings.apply_retry_backoff_seconds, attempt)
+        """Seconds before apply attempt ``attempt + 1``: the backoff doubles each time, up
+        to a second short of ``APPLY_RECOVERY_SECONDS``. A longer wait left the order
+        ``approved`` and untouched past maintenance's window, which sent the apply again
+        before the retry was due (retries ran early, the order failed in half the time)."""
+        settings = self.ctx.settings
+        ceiling = max(settings.apply_recovery_seconds - 1.0, 0.0)
+        return min(doubled(settings.apply_retry_backoff_seconds, attempt), ceiling)
 
 
 def _not_started(current: OrderRow, now: datetime) -> ApplyOutcome:
