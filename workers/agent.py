@@ -40,6 +40,7 @@ from workmanager.errors import (
     LeaseExpired,
     NotFound,
     RateLimited,
+    TransientError,
     WorkManagerError,
 )
 from workmanager.states import LEASABLE_ORDER_STATES, ItemState
@@ -139,6 +140,14 @@ class AgentConsumer:
                 log.error("submit refused [%s]: %s", refusal.error.code, refusal.summary())
                 self._fail(lease, refusal.report(), retryable=False)
                 return "refused"
+            except TransientError as exc:  # the handler's output not delivered in time
+                log.error(
+                    "could not deliver the work on %s: %s (the item is retried)",
+                    lease.item_id,
+                    exc.message,
+                )
+                self._fail(lease, {"code": exc.code, "message": exc.message}, retryable=True)
+                return "failed"
             except Exception as exc:
                 log.exception("handler failed on %s", lease.item_id)
                 code = exc.code if isinstance(exc, WorkManagerError) else type(exc).__name__

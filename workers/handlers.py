@@ -18,6 +18,7 @@ from workmanager.errors import (
     LeaseConflict,
     LeaseExpired,
     PermanentError,
+    TransientError,
     ValidationFailed,
     WorkManagerError,
 )
@@ -274,16 +275,51 @@ def run_handler(
             for index, entry in enumerate(produced):
                 part_key, payload = _pair(index, entry)
                 with refusals(part_key):
-                    wm.agent.submit_part(lease, part_key, payload, agent=agent)
+                    delivered(
+                        lambda k=part_key, p=payload: wm.agent.submit_part(
+                            lease, k, p, agent=agent
+                        ),
+                        f"part {part_key!r} of {lease.item_id}",
+                    )
         finally:
             close = getattr(produced, "close", None)
             if callable(close):
                 close()  # a generator left early (a refusal) runs its cleanup now
+        mode = getattr(handler, "finalize_mode", "strict")
         with refusals():
-            wm.agent.finalize(lease, getattr(handler, "finalize_mode", "strict"), agent=agent)
+            delivered(
+                lambda: wm.agent.finalize(lease, mode, agent=agent),
+                f"the finalize of {lease.item_id}",
+            )
         return "finalized"
     call = handler.handle if hasattr(handler, "handle") else handler
     result = call(lease.item, lease)
     with refusals():
-        wm.agent.submit(current() if current else lease, result, agent=agent)
+        delivered(
+            lambda: wm.agent.submit(current() if current else lease, result, agent=agent),
+            f"the result of {lease.item_id}",
+        )
     return "submitted"
+
+
+#: How long a consumer keeps trying to hand over what its handler produced while the
+#: database or lock store is out of reach (seconds), and its first and longest waits.
+DELIVERY_PATIENCE = 30.0
+DELIVERY_FIRST_WAIT, DELIVERY_LONGEST_WAIT = 0.5, 5.0
+
+
+def delivered(send: Callable[[], Any], what: str) -> Any:
+    """``send()``, tried again on a :class:`TransientError` (a database or Redis outage)
+    for up to :data:`DELIVERY_PATIENCE` seconds while the heartbeats keep the lease: a
+    finished result was thrown away at the first 503 (the item done again, a traceback
+    logged). One line per try; the last error passes on."""
+    wait, deadline = DELIVERY_FIRST_WAIT, time.monotonic() + DELIVERY_PATIENCE
+    while True:
+        try:
+            return send()
+        except TransientError as exc:
+            if time.monotonic() + wait > deadline:
+                raise
+            log.warning("%s not delivered (%s); trying again in %g s", what, exc.message, wait)
+            time.sleep(wait)
+            wait = min(wait * 2, DELIVERY_LONGEST_WAIT)

@@ -82,3 +82,42 @@ def test_a_lost_lease_is_reported_and_no_longer_beaten(make_wm) -> None:
     consumer = AgentConsumer(wm, handle, AgentInfo(id="unlucky"))
     outcome, _ = consumer.handle(uuid.UUID(item["id"]))
     assert taken.is_set() and outcome == "lost"  # the submit after it was refused
+
+
+def test_a_result_meeting_an_outage_is_delivered_when_it_ends(make_wm, monkeypatch, caplog) -> None:
+    """Found by a cluster failover pass: a submit that met a database or Redis outage
+    threw the finished result away (the handler logged as failed, with a traceback, and
+    the item done again). The consumer tries again while the heartbeats hold the lease;
+    past its patience it says so in one line and reports the failure as retryable."""
+    import workers.handlers as handlers
+    from workmanager.errors import Unavailable
+
+    monkeypatch.setattr(handlers, "DELIVERY_FIRST_WAIT", 0.05)
+    wm = make_wm(db="sqlite", backend="database", registry=Registry([Multi()]))
+    order_id = wm.propose("test.multi", {"count": 2})
+    first, second = (uuid.UUID(i["id"]) for i in wm.queries.order(order_id)["items"])
+    consumer = AgentConsumer(wm, slow_handler(0), AgentInfo(id="patient-agent"))
+    submit = wm.agent.submit
+    outages = [Unavailable("database unavailable: server closed the connection")] * 2
+
+    def submit_after_the_outage(*args: Any, **kwargs: Any) -> Any:
+        if outages:
+            raise outages.pop()
+        return submit(*args, **kwargs)
+
+    monkeypatch.setattr(wm.agent, "submit", submit_after_the_outage)
+    assert consumer.handle(first)[0] == "submitted"
+    assert wm.queries.item(first)["state"] == "submitted"
+    tries = [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
+    assert len(tries) == 2 and "trying again" in tries[0]
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise Unavailable("database unavailable: server closed the connection")
+
+    monkeypatch.setattr(handlers, "DELIVERY_PATIENCE", 0.3)
+    monkeypatch.setattr(wm.agent, "submit", down)
+    caplog.clear()
+    assert consumer.handle(second)[0] == "failed"
+    [said] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert said.getMessage().startswith(f"could not deliver the work on {second}: ")
+    assert said.exc_info is None and wm.queries.item(second)["state"] == "queued"
