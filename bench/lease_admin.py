@@ -32,7 +32,8 @@ from bench.common import Pair, Statements
 from workmanager import Registry, Settings, WorkManager
 from workmanager.db.models import utcnow
 from workmanager.db.session import Database
-from workmanager.services.lease_admin import LeaseAdmin, LeaseSelector
+from workmanager.reads.leases import LeaseSelector
+from workmanager.services.lease_admin import LeaseAdmin
 
 ADMIN_DSN = os.environ.get("WM_BENCH_PG_ADMIN", "host=127.0.0.1 user=postgres dbname=postgres")
 HOST_URL = os.environ.get("WM_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")

@@ -11,7 +11,8 @@ from tests.cli.conftest import Console
 from workmanager.db.models import utcnow
 from workmanager.durations import parse_duration
 from workmanager.errors import InvalidQuery, ValidationFailed
-from workmanager.services.lease_admin import LeaseAdmin, LeaseSelector
+from workmanager.reads.leases import LeaseSelector
+from workmanager.services.lease_admin import LeaseAdmin
 
 
 def _hold(console: Console, count: int = 2, agents: tuple[str, ...] = ("a1", "a2")) -> None:

@@ -36,7 +36,8 @@ from workmanager.errors import (
 )
 from workmanager.leases.memory import MemoryLeaseStore
 from workmanager.leases.redis import RedisLeaseStore
-from workmanager.services.lease_admin import LeaseAdmin, LeaseSelector
+from workmanager.reads.leases import LeaseSelector
+from workmanager.services.lease_admin import LeaseAdmin
 from workmanager.types import Lease
 
 FAST = {"retry_backoff_seconds": 0, "retry_jitter_seconds": 0}

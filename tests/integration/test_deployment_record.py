@@ -22,7 +22,8 @@ from tests.support.own_redis import free_port
 from tests.support.types import Simple
 from workmanager import Registry, WorkManager, deployment
 from workmanager.errors import ConfigurationError, ValidationFailed
-from workmanager.services.lease_admin import LeaseAdmin, LeaseSelector
+from workmanager.reads.leases import LeaseSelector
+from workmanager.services.lease_admin import LeaseAdmin
 from workmanager.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

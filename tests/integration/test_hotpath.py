@@ -38,7 +38,8 @@ from workmanager.errors import (
     ValidationFailed,
 )
 from workmanager.provenance import DefaultEnricher
-from workmanager.services.lease_admin import LeaseAdmin, LeaseSelector
+from workmanager.reads.leases import LeaseSelector
+from workmanager.services.lease_admin import LeaseAdmin
 
 pytestmark = pytest.mark.postgres
 

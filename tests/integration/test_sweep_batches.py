@@ -24,7 +24,8 @@ from tests.support.waiting import wait_for
 from workmanager import Registry, WorkManager
 from workmanager.db.models import Event, Item, utcnow
 from workmanager.metrics.simple import MemoryDriver
-from workmanager.services.lease_admin import LeaseAdmin, LeaseSelector
+from workmanager.reads.leases import LeaseSelector
+from workmanager.services.lease_admin import LeaseAdmin
 
 pytestmark = pytest.mark.postgres
 

@@ -13,12 +13,8 @@ import click
 
 from ..durations import MAX_SECONDS
 from ..errors import InvalidQuery, Unavailable
-from ..services.lease_admin import (
-    DEFAULT_EXTEND_SECONDS,
-    LeaseAdmin,
-    LeaseAdminResult,
-    LeaseSelector,
-)
+from ..reads.leases import LeaseSelector
+from ..services.lease_admin import DEFAULT_EXTEND_SECONDS, LeaseAdmin, LeaseAdminResult
 from .app import Env, cli, pass_env
 from .render import DURATION, emit_json, json_option, report_error, table
 

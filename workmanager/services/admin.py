@@ -22,11 +22,12 @@ from ..errors import (
     WorkManagerError,
 )
 from ..reads.expiry import with_live_expiry
+from ..reads.leases import LeaseSelector
 from ..reads.queries import Queries
 from ..states import HELD_ITEM_STATES, ItemState, OrderState
 from ..types import JSON, Actor
 from .context import ServiceContext
-from .lease_admin import LeaseAdmin, LeaseSelector
+from .lease_admin import LeaseAdmin
 from .orders import OrderService, refused
 from .proposals import check_proposal
 from .views import item_dict, order_dict

@@ -32,15 +32,15 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import select
 
 from .. import deployment
-from ..db.models import Event, Item
-from ..db.predicates import given, held
+from ..db.models import Item
+from ..db.predicates import held
 from ..db.store import Batch, Held, LeaseChange, Store, build_store, dead_or_alive
-from ..errors import InvalidQuery, ValidationFailed
+from ..errors import ValidationFailed
+from ..reads.leases import LeaseSelector, held_leases
 from ..settings_values import MAX_DURATION_SECONDS
-from ..states import ItemState
 from ..types import Actor
 from .context import ServiceContext
 from .views import iso
@@ -51,63 +51,6 @@ DEFAULT_EXTEND_SECONDS = 900
 
 REQUEUED, FAILED, RELEASED = "requeued", "failed", "released"
 EXTENDED, SKIPPED = "extended", "skipped"
-
-
-@dataclass(frozen=True)
-class LeaseSelector:
-    """Which held leases to act on; the fields narrow each other (AND)."""
-
-    agent_id: str | None = None
-    order_id: uuid.UUID | None = None
-    order_type: str | None = None
-    older_than: timedelta | None = None
-    all: bool = False
-    item_id: uuid.UUID | None = None
-    #: only expired leases: past the row's expiry, or, with a lock store, gone from it
-    #: (the store is asked about every selected lease: a heartbeat may extend only the
-    #: lock, and a lost key is a lease gone before the row's expiry)
-    expired: bool = False
-
-    def empty(self) -> bool:
-        named = (self.agent_id, self.order_id, self.order_type, self.older_than, self.item_id)
-        return not self.all and not self.expired and all(v is None for v in named)
-
-    def require(self) -> None:
-        """Refuse an empty selector: acting on every lease must be asked for with ``all``."""
-        if self.empty():
-            raise InvalidQuery(
-                "no lease selector: name an agent, an order, an order type or an age "
-                "(older than), or select all leases explicitly",
-                details={"selectors": ["agent", "order", "type", "older_than", "expired", "all"]},
-            )
-
-    def where(self, now: datetime, lock_store: bool = False) -> list[ColumnElement[bool]]:
-        """The rows selected (``lock_store``: the lock store, not the row's expiry, says
-        which leases are expired, asked by :func:`~workmanager.db.store.dead_or_alive`)."""
-        conds = [
-            held(),
-            *given(
-                (Item.leased_by_agent_id, self.agent_id),
-                (Item.order_id, self.order_id),
-                (Item.order_type, self.order_type),
-                (Item.id, self.item_id),
-            ),
-        ]
-        if self.older_than is not None:
-            conds.append(_granted_at() <= now - self.older_than)
-        if self.expired and not lock_store:
-            conds.append(Item.lease_expires_at <= now)
-        return conds
-
-
-def _granted_at() -> Any:
-    """When the item's current lease was granted: its latest ``leased`` event."""
-    return (
-        select(func.max(Event.created_at))
-        .where(Event.item_id == Item.id, Event.event == ItemState.LEASED.value)
-        .correlate(Item)
-        .scalar_subquery()
-    )
 
 
 @dataclass
@@ -155,12 +98,6 @@ def change_row(change: LeaseChange) -> dict[str, Any]:
     elif change.outcome == SKIPPED:
         row["reason"] = change.reason
     return row
-
-
-def held_leases(ctx: ServiceContext, stmt: Select[Any]) -> list[Held]:
-    """The held leases ``stmt`` (a select of items) reads; no lock, nothing written."""
-    with ctx.db.transaction() as s:
-        return [Held.of(item) for item in s.scalars(stmt)]
 
 
 class LeaseAdmin:

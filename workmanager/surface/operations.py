@@ -18,9 +18,10 @@ from ..container import WorkManager
 from ..db.request_store import build_request_store
 from ..errors import NoItemsAvailable, NotFound, Unavailable, ValidationFailed
 from ..lease_tokens import NO_TOKEN_FENCE, Holder
+from ..reads.leases import LeaseSelector
 from ..reads.listing import OrderListing
 from ..services.inputs import checked_wait
-from ..services.lease_admin import LeaseAdmin, LeaseSelector
+from ..services.lease_admin import LeaseAdmin
 from ..services.tokens import (
     checkout_tenant,
     item_visible,
