@@ -15,4 +15,4 @@ transports.install()  # before any connection: the project's kombu transports (t
 app = Celery("workmanager", task_cls="tasks.guard:GuardedTask")
 app.config_from_object("celeryconfig")
 # Every worker knows every control-plane task name.
-app.conf.imports = ("tasks.orders", "tasks.leases", "tasks.maintenance")
+app.conf.imports = ("tasks.orders", "tasks.beat")

@@ -1,4 +1,4 @@
-"""Order tasks: create, check_auto_approval, apply, generate. Thin: ids in, one service
+"""Order tasks: create, check_auto_approval, apply. Thin: ids in, one service
 call, transient errors retried."""
 
 from __future__ import annotations
@@ -219,15 +219,3 @@ def apply(self: Task, approved: bool | None = None, order_id: str | None = None)
     if outcome.retry_after is not None:
         raise self.retry(countdown=outcome.retry_after + CLAIM_SLACK_SECONDS, max_retries=None)
     return str(outcome.order["state"])
-
-
-@app.task(name="workmanager.orders.generate", **TRANSIENT)
-def generate() -> dict[str, int]:
-    """Let the registered allocator strategies propose orders."""
-    report = get_wm().generator.run()
-    return {
-        "discovered": len(report.discovered),
-        "created": report.created,
-        "existing": report.existing,
-        "errors": len(report.errors),
-    }

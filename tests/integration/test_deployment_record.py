@@ -177,14 +177,14 @@ def test_a_sweep_task_refused_is_one_line(
 ) -> None:
     """It was Celery's "Task workmanager.leases.sweep raised unexpected" and a traceback,
     at every beat."""
-    import tasks.leases
+    import tasks.beat
     from tasks.runtime import set_wm
 
     wm = make_wm(backend="database", lease_ttl_seconds=30)
     deployment.record(wm.db, Settings(**{**vars(wm.settings), "lease_ttl_seconds": 60}))
     set_wm(wm)
     try:
-        assert tasks.leases.sweep.run() == {"requeued": 0, "failed": 0}
+        assert tasks.beat.sweep.run() == {"requeued": 0, "failed": 0}
     finally:
         set_wm(None)
     [line] = [r.getMessage() for r in caplog.records if "sweep refused" in r.getMessage()]

@@ -57,7 +57,7 @@ def loaded(names: tuple[str, ...]) -> str:
 def test_the_worker_modules_import_no_adapter_and_nothing_a_worker_never_runs(
     tmp_path: Path,
 ) -> None:
-    code = "import tasks, tasks.orders, tasks.leases, tasks.maintenance, workers.agent\n"
+    code = "import tasks, tasks.orders, tasks.beat, workers.agent\n"
     done = run_python(code + loaded(NOT_IN_A_WORKER), f"sqlite:///{tmp_path}/wm.db")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
