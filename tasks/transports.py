@@ -17,6 +17,7 @@ transport and its table models (~3 MiB).
 
 from __future__ import annotations
 
+import kombu.transport
 from kombu.transport import TRANSPORT_ALIASES
 
 #: Where each scheme's transport is: kombu resolves an alias when a connection is made.
@@ -28,5 +29,11 @@ TRANSPORTS = {
 
 
 def install() -> None:
-    """Make this process's broker URLs use :data:`TRANSPORTS`."""
+    """Make this process's broker URLs use :data:`TRANSPORTS`, also when a connection was
+    made before (kombu keeps the class it resolved for a scheme: a ``/readyz`` probe of
+    the broker before the first order kept kombu's own SQLAlchemy transport, and every
+    send then failed on its options)."""
     TRANSPORT_ALIASES.update(TRANSPORTS)
+    resolved = getattr(kombu.transport, "_transport_cache", {})
+    for scheme in TRANSPORTS:
+        resolved.pop(scheme, None)

@@ -298,3 +298,31 @@ def test_a_consumer_without_acknowledgements_gets_each_message_once(
                     mine.drain_events(timeout=0.5)
     assert got == [{"n": 2}]
     assert rows(tmp_path) == []
+
+
+def test_a_broker_probed_before_the_app_was_imported_still_gets_the_projects_transport(
+    tmp_path: Path,
+) -> None:
+    """``/readyz`` probes the broker with a bare kombu connection, before anything imports
+    the ``tasks`` app (its dispatcher loads on the first order): kombu kept its own
+    SQLAlchemy transport for the scheme, and every send failed ("Invalid argument(s)
+    'visibility_timeout','polling_interval' sent to create_engine()")."""
+    url = f"sqla+sqlite:///{tmp_path}/broker.db"
+    code = (
+        "from workmanager.services.readiness import _broker\n"
+        "from workmanager.settings import Settings\n"
+        f"_broker(Settings(broker_url={url!r}))\n"
+        "import tasks\n"
+        "with tasks.app.connection_for_write() as conn:\n"
+        "    conn.SimpleQueue('workmanager.probe').put({'sent': True})\n"
+        "    print(type(conn.default_channel).__module__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "WORK_MANAGER_BROKER_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["tasks.embedded_transport"]
