@@ -18,8 +18,7 @@ from workmanager.errors import (
     TransientError,
     ValidationFailed,
 )
-from workmanager.services.proposals import order_id_for
-from workmanager.services.refusals import note_reused_key
+from workmanager.services.proposals import note_reused_key, order_id_for
 from workmanager.types import Actor
 
 from .app import app

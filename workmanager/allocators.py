@@ -3,12 +3,23 @@
 ``workmanager.orders.generate`` (beat, every 15 minutes) and ``workmanager generate`` ask
 every registered strategy for order requests and propose each one. Give requests a
 ``dedupe_key`` so that discovering the same work twice creates one order.
+
+:class:`Generator` is that run: it asks each strategy, proposes what it discovered and
+reports what failed, without letting one strategy stop the others.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .errors import WorkManagerError
+
+if TYPE_CHECKING:
+    from .services.context import ServiceContext
+    from .services.orders import OrderService
 
 
 @dataclass(frozen=True)
@@ -30,3 +41,95 @@ class AllocatorStrategy:
 
     def discover(self) -> list[OrderRequest]:
         raise NotImplementedError
+
+
+log = logging.getLogger("workmanager.generate")
+#: The code of a strategy whose ``discover()`` raised or returned something else.
+ALLOCATOR_ERROR = "allocator_error"
+
+
+@dataclass
+class GenerateReport:
+    discovered: list[OrderRequest] = field(default_factory=list)
+    created: int = 0
+    existing: int = 0
+    #: what failed, each ``{strategy, type, dedupe_key, code, message}``: a strategy that
+    #: raised (``allocator_error``, no type), or a request refused (the error's code)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def failed(
+        self, strategy: str, code: str, message: str, request: OrderRequest | None = None
+    ) -> None:
+        self.errors.append(
+            {
+                "strategy": strategy,
+                "type": request.type if request is not None else None,
+                "dedupe_key": request.dedupe_key if request is not None else None,
+                "code": code,
+                "message": message[:500],
+            }
+        )
+
+
+class Generator:
+    def __init__(self, ctx: ServiceContext, orders: OrderService) -> None:
+        self.ctx = ctx
+        self.orders = orders
+
+    def run(self, dry_run: bool = False) -> GenerateReport:
+        """Ask each strategy for work; propose it unless ``dry_run``. A failing strategy is
+        logged and skipped, so one bad strategy does not stop the others."""
+        report = GenerateReport()
+        for strategy in self.ctx.registry.allocators():
+            try:
+                found: Any = strategy.discover()
+                listed = isinstance(found, Iterable) and not isinstance(found, str | dict)
+                requests: list[Any] = list(found) if listed else [found]
+                wrong = [r for r in requests if not isinstance(r, OrderRequest)]
+                if wrong:
+                    raise TypeError(
+                        f"discover() must return a list of OrderRequest objects, got {wrong[0]!r}"[
+                            :300
+                        ]
+                    )
+            except Exception as exc:  # the strategy's own code: logged, then the next one
+                log.exception("allocator %s failed", strategy.name)
+                report.failed(strategy.name, ALLOCATOR_ERROR, f"{type(exc).__name__}: {exc}")
+                continue
+            report.discovered.extend(requests)
+            self._propose(strategy.name, requests, report, dry_run)
+        return report
+
+    def _propose(
+        self, strategy: str, requests: list[OrderRequest], report: GenerateReport, dry_run: bool
+    ) -> None:
+        """Propose each request; a dry run checks each as a proposal is checked (type,
+        payload, schema) and proposes nothing, so it foresees what a real run refuses."""
+        for req in requests:
+            if dry_run:
+                try:
+                    self.orders.check(
+                        req.type,
+                        req.payload,
+                        priority=req.priority,
+                        meta=req.meta,
+                        dedupe_key=req.dedupe_key,
+                    )
+                except WorkManagerError as exc:
+                    report.failed(strategy, exc.code, exc.one_line(), req)
+                continue
+            try:
+                proposal = self.orders.propose(
+                    req.type,
+                    req.payload,
+                    priority=req.priority,
+                    meta=req.meta,
+                    dedupe_key=req.dedupe_key,
+                )
+            except WorkManagerError as exc:
+                report.failed(strategy, exc.code, exc.one_line(), req)
+                continue
+            if proposal.created:
+                report.created += 1
+            else:
+                report.existing += 1

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from .allocators import Generator
 from .db.models import utcnow
 from .db.session import Database
 from .dispatch import Dispatcher, NullDispatcher
@@ -25,7 +26,6 @@ from .services.idempotency import IdempotencyService
 from .services.lease_admin import Sweeper
 from .services.maintenance import Maintenance
 from .services.orders import OrderService
-from .services.proposals import Generator
 from .settings import Settings
 from .types import JSON, Actor
 

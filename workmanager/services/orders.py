@@ -88,15 +88,7 @@ class OrderService:
         known ``dedupe_key`` (or ``order_id``) returns the existing order instead of
         creating a second one, when it has the same type, payload and tenant; otherwise
         :class:`DedupeKeyReused` (nothing is created)."""
-        order_type = check_proposal(
-            self.ctx.registry,
-            type,
-            payload,
-            priority=priority,
-            meta=meta,
-            dedupe_key=dedupe_key,
-            max_depth=self.ctx.settings.max_json_depth,
-        )
+        order_type = self.check(type, payload, priority=priority, meta=meta, dedupe_key=dedupe_key)
         actor = requested_by or (agent.actor if agent else Actor.system())
         order, items = build_order(
             self.ctx.settings,
@@ -122,6 +114,27 @@ class OrderService:
         self.ctx.metrics.increment("orders_created_total", type=type, priority=priority)
         self.ctx.dispatcher.items_available(type, [i.id for i in items])
         return Proposal(order_dict(order), True)
+
+    def check(
+        self,
+        type: str,
+        payload: JSON,
+        *,
+        priority: int = 0,
+        meta: JSON | None = None,
+        dedupe_key: str | None = None,
+    ) -> OrderType:
+        """What :meth:`propose` checks before it stores anything (``check_proposal``)."""
+        max_depth = self.ctx.settings.max_json_depth
+        return check_proposal(
+            self.ctx.registry,
+            type,
+            payload,
+            priority=priority,
+            meta=meta,
+            dedupe_key=dedupe_key,
+            max_depth=max_depth,
+        )
 
     def _insert(
         self, order: Order, items: list[Item], actor: Actor, agent: AgentInfo | None

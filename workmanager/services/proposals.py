@@ -6,25 +6,25 @@ run the same check). :func:`build_order` builds the order and the items its type
 it, not stored: both order stores' ``create_order`` (the ORM's in
 :mod:`workmanager.db.orm_orders`, one statement on PostgreSQL in
 :mod:`workmanager.db.postgres.control`) take what it returns. A proposal the worker
-refused is recorded as a ``proposal_refused`` order (:func:`insert_refused`).
-
-:class:`Generator` runs the allocator strategies and proposes what they discover.
+refused is recorded as a failed order marked refused (:func:`refused_order`); one refused
+because its dedupe key (or id) names another proposal's order creates nothing, so the
+refusal goes into that order's history, where the producer holding its id looks
+(:func:`note_reused_key`).
 """
 
 from __future__ import annotations
 
-import logging
+import hashlib
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from ..allocators import OrderRequest
+from sqlalchemy import select
+
 from ..checks import guarded
-from ..db.models import Item, Order
-from ..db.order_store import OrderRow
+from ..db.models import Event, Item, Order
+from ..db.order_store import OrderRow, OrderStore
 from ..errors import PayloadTooLarge, ValidationFailed, WorkManagerError, problem
 from ..jsonvalues import canonical, json_value
 from ..order_types import (
@@ -43,11 +43,11 @@ from ..types import JSON, Actor
 from .context import ServiceContext
 from .inputs import PRIORITY_RANGE, require
 from .parts import PART_KEYS_RULE, part_keys
-from .tokens import order_tenant
+from .tokens import checked_tenant, order_tenant
 from .views import order_view
 
 if TYPE_CHECKING:
-    from .orders import OrderService
+    pass
 
 #: Orders proposed with a dedupe key get the id uuid5(DEDUPE_NAMESPACE, key), so a producer
 #: that enqueues asynchronously knows the id of the (possibly existing) order at once.
@@ -287,95 +287,68 @@ def _storable_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value in PRIORITY_RANGE
 
 
-log = logging.getLogger("workmanager.generate")
-#: The code of a strategy whose ``discover()`` raised or returned something else.
-ALLOCATOR_ERROR = "allocator_error"
+def note_reused_key(
+    ctx: ServiceContext,
+    store: OrderStore,
+    order_id: uuid.UUID,
+    dedupe_key: Any,
+    error: WorkManagerError,
+    proposal: dict[str, Any],
+) -> bool:
+    """A proposal sent to the workers under a dedupe key (or id) that names another
+    proposal's order: nothing is created, so the refusal is written into that order's
+    history (event ``proposal_refused``, code ``dedupe_key_reused``, the refused
+    payload's digest), where the producer holding that id finds why its proposal was
+    not made (``orders show``). Only in the order ``order_id`` names (the producer's
+    id; no event for an order that does not exist), of the proposal's own tenant (a
+    key used in another tenant shows nothing of it), once per message (``task_id``:
+    a redelivery writes nothing more). Whether it was written."""
+    key = dedupe_key if isinstance(dedupe_key, str) else None
+    row = store.find(order_id, key)
+    if row is None or row.id != order_id:
+        return False
+    try:
+        tenant = order_tenant(checked_tenant(proposal.get("tenant_id")), proposal["payload"])
+    except WorkManagerError:
+        return False
+    if row.tenant_id != tenant:
+        return False
+    task_id = proposal.get("task_id")
+    if task_id is not None and task_id in _refusals_noted(ctx, row.id):
+        return False
+    payload = proposal.get("payload")
+    digest = hashlib.sha256(canonical(payload)).hexdigest() if _is_json(payload) else None
+    requested_by: Actor = proposal["requested_by"]
+    store.record_event(
+        row.id,
+        "proposal_refused",
+        Actor.system(),
+        {
+            "code": error.code,
+            "message": error.message,
+            "type": str(proposal.get("type"))[:191],
+            "payload_sha256": digest,
+            "requested_by": f"{requested_by.type}:{requested_by.id}",
+            "task_id": task_id,
+        },
+    )
+    return True
 
 
-@dataclass
-class GenerateReport:
-    discovered: list[OrderRequest] = field(default_factory=list)
-    created: int = 0
-    existing: int = 0
-    #: what failed, each ``{strategy, type, dedupe_key, code, message}``: a strategy that
-    #: raised (``allocator_error``, no type), or a request refused (the error's code)
-    errors: list[dict[str, Any]] = field(default_factory=list)
-
-    def failed(
-        self, strategy: str, code: str, message: str, request: OrderRequest | None = None
-    ) -> None:
-        self.errors.append(
-            {
-                "strategy": strategy,
-                "type": request.type if request is not None else None,
-                "dedupe_key": request.dedupe_key if request is not None else None,
-                "code": code,
-                "message": message[:500],
-            }
+def _refusals_noted(ctx: ServiceContext, order_id: uuid.UUID) -> set[Any]:
+    """The task ids of the refusals already written into ``order_id``'s history."""
+    with ctx.db.transaction() as s:
+        rows = s.scalars(
+            select(Event.payload).where(
+                Event.order_id == order_id, Event.event == "proposal_refused"
+            )
         )
+        return {(p or {}).get("task_id") for p in rows}
 
 
-class Generator:
-    def __init__(self, ctx: ServiceContext, orders: OrderService) -> None:
-        self.ctx = ctx
-        self.orders = orders
-
-    def run(self, dry_run: bool = False) -> GenerateReport:
-        """Ask each strategy for work; propose it unless ``dry_run``. A failing strategy is
-        logged and skipped, so one bad strategy does not stop the others."""
-        report = GenerateReport()
-        for strategy in self.ctx.registry.allocators():
-            try:
-                found: Any = strategy.discover()
-                listed = isinstance(found, Iterable) and not isinstance(found, str | dict)
-                requests: list[Any] = list(found) if listed else [found]
-                wrong = [r for r in requests if not isinstance(r, OrderRequest)]
-                if wrong:
-                    raise TypeError(
-                        f"discover() must return a list of OrderRequest objects, got {wrong[0]!r}"[
-                            :300
-                        ]
-                    )
-            except Exception as exc:  # the strategy's own code: logged, then the next one
-                log.exception("allocator %s failed", strategy.name)
-                report.failed(strategy.name, ALLOCATOR_ERROR, f"{type(exc).__name__}: {exc}")
-                continue
-            report.discovered.extend(requests)
-            self._propose(strategy.name, requests, report, dry_run)
-        return report
-
-    def _propose(
-        self, strategy: str, requests: list[OrderRequest], report: GenerateReport, dry_run: bool
-    ) -> None:
-        """Propose each request; a dry run checks each as a proposal is checked (type,
-        payload, schema) and proposes nothing, so it foresees what a real run refuses."""
-        for req in requests:
-            if dry_run:
-                try:
-                    check_proposal(
-                        self.ctx.registry,
-                        req.type,
-                        req.payload,
-                        priority=req.priority,
-                        meta=req.meta,
-                        dedupe_key=req.dedupe_key,
-                        max_depth=self.ctx.settings.max_json_depth,
-                    )
-                except WorkManagerError as exc:
-                    report.failed(strategy, exc.code, exc.one_line(), req)
-                continue
-            try:
-                proposal = self.orders.propose(
-                    req.type,
-                    req.payload,
-                    priority=req.priority,
-                    meta=req.meta,
-                    dedupe_key=req.dedupe_key,
-                )
-            except WorkManagerError as exc:
-                report.failed(strategy, exc.code, exc.one_line(), req)
-                continue
-            if proposal.created:
-                report.created += 1
-            else:
-                report.existing += 1
+def _is_json(value: Any) -> bool:
+    try:
+        canonical(value)
+    except (TypeError, ValueError):
+        return False
+    return True
