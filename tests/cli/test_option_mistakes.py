@@ -24,6 +24,7 @@ from workmanager.db.migrate import upgrade
 from workmanager.db.session import Database
 from workmanager.demo.types import register
 from workmanager.errors import ConfigurationError
+from workmanager.services.maintenance import Housekeeping
 
 EXE = Path(sys.executable).with_name("workmanager")
 PAYLOAD = {"company": "Acme", "questions": ["q"]}
@@ -159,6 +160,23 @@ def test_a_reused_dedupe_key_is_refused_before_anything_is_sent(dirs: dict[str, 
     assert said.returncode == 0 and said.stdout.startswith(f"{order_id} already exists"), said
     new = run(Mistake((*CREATE, "--dedupe-key", "k2"), "-", env=broker), dirs)
     assert new.returncode == 0 and new.stdout.endswith(" enqueued\n"), new  # a new key is sent
+
+
+def test_a_dispatcher_that_is_not_one_refuses_the_command_before_it_changes_anything(
+    dirs: dict[str, Path],
+) -> None:
+    """The operator's ``--dispatcher`` factory was called at the first announcement, after
+    the change was saved: ``dev seed --count 2`` created one order, then said
+    ``configuration_error``; MCP's ``work.propose`` answered a failure for an order it had
+    made, which a retry made twice."""
+    seed = ("--dispatcher", "builtins:str", "dev", "seed", "--type", "demo.research")
+    mistake = configuration(*seed, "--payload", COMPANY, "--count", "2", shows="not a dispatcher")
+    check(mistake, run(mistake, dirs))
+    wm = workmanager(dirs)
+    try:
+        assert Housekeeping(wm.ctx).counts()["orders"] == {}
+    finally:
+        wm.close()
 
 
 def _hold_leases(dirs: dict[str, Path], count: int) -> None:

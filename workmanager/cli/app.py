@@ -72,7 +72,12 @@ class Env:
             from .serve import build_dispatcher
 
             ref = self.dispatcher
-            wm.dispatcher = LazyDispatcher(lambda: build_dispatcher(ref, wm))
+            if ref in ("celery", "none"):  # Celery loads on the first announcement
+                wm.dispatcher = LazyDispatcher(lambda: build_dispatcher(ref, wm))
+            else:  # the operator's own factory, called before anything changes: one
+                # that raises or returns no dispatcher refuses the command, not its
+                # announcement after the change was saved
+                wm.dispatcher = build_dispatcher(ref, wm)
             self._announcing = True
         return wm
 
