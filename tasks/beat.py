@@ -59,7 +59,7 @@ def maintain() -> dict[str, int]:
     return {
         "dead_lettered_orders": report.dead_lettered_orders,
         "dead_lettered_items": report.dead_lettered_items,
-        "stale_orders": len(report.stale_orders),
+        "stale_orders": report.stale_total,
         "purged_keys": report.purged_keys,
         "recovered_applies": len(report.recovered_applies),
     }

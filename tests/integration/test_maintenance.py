@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from tests.support.types import Picky, Simple
+from tests.support.types import Multi, Picky, Simple
 from workmanager import Registry
 from workmanager.db.models import utcnow
 
@@ -61,3 +61,30 @@ def test_orders_queued_or_in_progress_too_long_are_flagged_stale(make_wm, databa
     stale = wm.maintenance.run().stale_orders
     assert sorted(stale) == sorted([str(waiting), str(working)]) and str(done) not in stale
     assert wm.metrics.driver.gauges[("work_manager.stale_orders", ())] == 2
+
+
+def test_queue_depth_counts_only_items_a_checkout_will_take(make_wm, database) -> None:
+    """The items left ``queued`` in an order that failed (one item failed for good) are
+    never leased: they counted in ``queue_depth`` for ever, which scales agents and fires
+    the queue-depth alert."""
+    wm = make_wm(db=database, registry=Registry([Multi(), Simple()]))
+    failing = wm.propose("test.multi", {"count": 3})
+    wm.propose("test.multi", {"count": 2})
+    lease = wm.agent.checkout("agent-1", order_id=failing)
+    wm.agent.fail(lease, {"code": "broken", "message": "for good"}, retryable=False)
+    assert wm.agent.checkout("agent-1", order_id=failing) is None
+    wm.maintenance.run()
+    gauges = wm.metrics.driver.gauges
+    assert gauges[("work_manager.queue_depth", (("type", "test.multi"),))] == 2
+    assert gauges[("work_manager.queue_depth", (("type", "test.simple"),))] == 0
+
+
+def test_the_stale_orders_gauge_counts_past_the_ids_it_lists(make_wm) -> None:
+    """It stopped at the 1,000 ids read for the log."""
+    wm = make_wm(db="sqlite", registry=Registry([Simple()]), stale_order_hours=1)
+    for n in range(1003):
+        wm.propose("test.simple", {"n": n})
+    later(wm, 3601)
+    report = wm.maintenance.run()
+    assert (report.stale_total, len(report.stale_orders)) == (1003, 1000)
+    assert wm.metrics.driver.gauges[("work_manager.stale_orders", ())] == 1003

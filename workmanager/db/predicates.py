@@ -48,19 +48,24 @@ def queued() -> ColumnElement[bool]:
     return Item.state == literal(ItemState.QUEUED.value, literal_execute=True)
 
 
-def leasable(now: Any) -> ColumnElement[bool]:
-    """An item a checkout may take at ``now`` (a value or a bind parameter): queued, due,
-    of an order still being worked on (not failed, say). The checkout's selection and the
-    listing's ``has_available_items`` both use it (PostgreSQL's ``eligible`` in
-    ``db/sql/queries.sql`` says the same, pinned by the contract suite)."""
+def waiting() -> ColumnElement[bool]:
+    """An item a checkout will take once it is due: queued, of an order still being
+    worked on (not failed, say). What ``queue_depth`` counts."""
     return and_(
         queued(),
-        or_(Item.available_at.is_(None), Item.available_at <= now),
         exists().where(
             Order.id == Item.order_id,
             Order.state.in_([s.value for s in LEASABLE_ORDER_STATES]),
         ),
     )
+
+
+def leasable(now: Any) -> ColumnElement[bool]:
+    """An item a checkout may take at ``now`` (a value or a bind parameter): waiting
+    (above) and due. The checkout's selection and the listing's ``has_available_items``
+    both use it (PostgreSQL's ``eligible`` in ``db/sql/queries.sql`` says the same, pinned
+    by the contract suite)."""
+    return and_(waiting(), or_(Item.available_at.is_(None), Item.available_at <= now))
 
 
 def held() -> ColumnElement[bool]:

@@ -19,7 +19,7 @@ from sqlalchemy import Select, func, or_, select
 
 from ..db.models import Event, Item, Order, Provenance
 from ..db.order_store import OrderStore, build_order_store
-from ..db.predicates import old_audit
+from ..db.predicates import count_rows, held, old_audit, waiting
 from ..db.session import display_url
 from ..errors import InvalidQuery, SchemaOutdated
 from ..ratelimit.database import purge_full
@@ -39,6 +39,8 @@ class MaintenanceReport:
 
     dead_lettered_orders: int = field(default=0, metadata={"step": "dead_letter"})
     dead_lettered_items: int = field(default=0, metadata={"step": "dead_letter"})
+    #: how many orders are stale, and the ids of the first 1,000
+    stale_total: int = field(default=0, metadata={"step": "check_stale"})
     stale_orders: list[str] = field(default_factory=list, metadata={"step": "check_stale"})
     purged_keys: int = field(default=0, metadata={"step": "purge_keys"})
     #: rate-limit buckets on the database untouched long enough to be full again
@@ -76,7 +78,7 @@ class Maintenance:
         if dead_letter:
             report.dead_lettered_orders, report.dead_lettered_items = self._dead_letter()
         if check_stale and self.ctx.settings.enable_alerts:
-            report.stale_orders = self.stale_orders()
+            report.stale_total, report.stale_orders = self.stale_orders()
         if purge_keys:
             report.purged_keys = IdempotencyService(self.ctx).purge()
             report.purged_rate_buckets = purge_full(self.ctx.db, self.ctx.settings)
@@ -99,25 +101,21 @@ class Maintenance:
         cutoff = self.ctx.clock() - timedelta(hours=self.ctx.settings.dead_letter_after_hours)
         return self.store.dead_letter(cutoff, Actor.system())
 
-    def stale_orders(self) -> list[str]:
-        """Orders queued or in progress for longer than ``STALE_ORDER_HOURS``: logged."""
+    def stale_orders(self) -> tuple[int, list[str]]:
+        """Orders queued or in progress for longer than ``STALE_ORDER_HOURS``: how many
+        (logged, and the ``stale_orders`` gauge) and the ids of the first 1,000."""
         cutoff = self.ctx.clock() - timedelta(hours=self.ctx.settings.stale_order_hours)
+        stale = (
+            Order.state.in_([OrderState.QUEUED.value, OrderState.IN_PROGRESS.value]),
+            Order.last_transitioned_at <= cutoff,
+        )
         with self.ctx.db.transaction() as s:
-            ids = [
-                str(i)
-                for i in s.scalars(
-                    select(Order.id)
-                    .where(
-                        Order.state.in_([OrderState.QUEUED.value, OrderState.IN_PROGRESS.value]),
-                        Order.last_transitioned_at <= cutoff,
-                    )
-                    .limit(1000)
-                )
-            ]
+            ids = [str(i) for i in s.scalars(select(Order.id).where(*stale).limit(1000))]
+            total = len(ids) if len(ids) < 1000 else count_rows(s, Order, *stale)
         if ids:
-            log.warning("%d stale order(s), e.g. %s", len(ids), ", ".join(ids[:5]))
-        self.ctx.metrics.gauge("stale_orders", len(ids))
-        return ids
+            log.warning("%d stale order(s), e.g. %s", total, ", ".join(ids[:5]))
+        self.ctx.metrics.gauge("stale_orders", total)
+        return total, ids
 
     def announce_queued(
         self, order_id: uuid.UUID | None = None, *, older_than: float = 0, limit: int = 1000
@@ -171,18 +169,18 @@ class Maintenance:
         return now - timedelta(seconds=self.ctx.settings.apply_recovery_seconds)
 
     def report_gauges(self) -> None:
-        """``queue_depth`` and ``leases_active`` per order type."""
+        """``queue_depth`` (items a checkout will take: not those of a failed or
+        dead-lettered order, which stay ``queued`` for good) and ``leases_active`` per
+        order type."""
+        counted = select(Item.order_type, func.count()).group_by(Item.order_type)
         with self.ctx.db.transaction() as s:
-            rows = s.execute(
-                select(Item.order_type, Item.state, func.count())
-                .where(Item.state.in_(["queued", "leased", "in_progress"]))
-                .group_by(Item.order_type, Item.state)
-            ).all()
+            queued = s.execute(counted.where(waiting())).all()
+            holding = s.execute(counted.where(held())).all()
         depth: dict[str, int] = {t: 0 for t in self.ctx.registry.names()}
         active: dict[str, int] = dict(depth)
-        for order_type, state, n in rows:
-            target = depth if state == "queued" else active
-            target[order_type] = target.get(order_type, 0) + n
+        for target, rows in ((depth, queued), (active, holding)):
+            for order_type, n in rows:
+                target[order_type] = target.get(order_type, 0) + n
         for order_type, n in depth.items():
             self.ctx.metrics.gauge("queue_depth", n, type=order_type)
         for order_type, n in active.items():
