@@ -75,3 +75,26 @@ def test_agent_label_policies(policy: str, expected: dict[str | None, float]) ->
     metrics.increment("c", agent_id="bare")  # a bare id: the calling code vouches for it
     counted = {dict(labels).get("agent_id"): n for (_name, labels), n in driver.counters.items()}
     assert counted == expected
+
+
+@pytest.mark.parametrize(("policy", "label"), [("bound", "other"), ("all", "invented-7")])
+def test_an_operators_release_labels_the_holder_as_the_policy_says(
+    make_wm: Any, policy: str, label: str
+) -> None:
+    """``leases release`` counted the holder's id as one the code vouched for: an id a
+    client invented under an unbound token became a series of its own."""
+    from workmanager.reads.leases import LeaseSelector
+    from workmanager.services.lease_admin import LeaseAdmin
+
+    wm = make_wm(db="sqlite", registry=Registry([Simple()]))
+    driver = MemoryDriver()
+    wm.ctx.metrics = Metrics(driver, "", agent_label=policy)
+    wm.propose("test.simple", {})
+    assert wm.agent.checkout(AgentInfo("invented-7", self_named=True)) is not None
+    LeaseAdmin(wm.ctx).release(LeaseSelector(all=True))
+    counted = {
+        dict(labels).get("agent_id")
+        for (name, labels), _n in driver.counters.items()
+        if name == "leases_released_total"
+    }
+    assert counted == {label}

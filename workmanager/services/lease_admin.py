@@ -41,7 +41,7 @@ from ..db.store import Batch, Held, LeaseChange, Store, build_store, dead_or_ali
 from ..errors import ValidationFailed
 from ..reads.leases import LeaseSelector, held_leases
 from ..settings_values import MAX_DURATION_SECONDS
-from ..types import Actor
+from ..types import Actor, AgentInfo
 from .context import ServiceContext
 from .views import iso
 
@@ -204,7 +204,9 @@ class LeaseAdmin:
                 self.ctx.metrics.increment(
                     "leases_released_total",
                     type=lease.order_type,
-                    agent_id=lease.agent_id,
+                    # the holder's id as its row keeps it: whether it chose that id is
+                    # not known here, so it is labelled as one it might have (bound: other)
+                    agent_id=AgentInfo(lease.agent_id, self_named=True),
                     tenant=lease.tenant_id,
                 )
             if change.outcome == FAILED:
