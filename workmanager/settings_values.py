@@ -208,7 +208,9 @@ def _optional_semver(name: str, value: Any) -> str | None:
 
 
 def _prefix(name: str, value: Any) -> str:
-    text = _str(name, value).rstrip("/")
+    """A mount path: ``/`` or a path starting with ``/``, its trailing ``/`` dropped
+    (``/`` itself mounts at the root)."""
+    text = _str(name, value)
     if not text.startswith("/"):
         raise _fail(name, value, "a path starting with '/'")
-    return text
+    return text.rstrip("/")

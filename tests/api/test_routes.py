@@ -251,3 +251,22 @@ def test_listing_filters_sorts_pages(server: Server) -> None:
         params={**base, "filter[created_at]": ">2000-01-01T00:00:00Z", "type": "test.multi"},
     )
     assert r.json()["meta"]["total"] == 3
+
+
+def test_the_routes_mount_at_the_root_with_a_prefix_of_slash(make_wm) -> None:
+    """``WORK_MANAGER_API_PREFIX=/`` was refused ("expected a path starting with '/', got
+    '/'"); it mounts the routes at the root, beside the probes."""
+    from fastapi.testclient import TestClient
+
+    from tests.support.types import Simple
+    from workmanager import Registry
+    from workmanager.api import create_app
+
+    # ``Settings.from_env`` reads "/" as "" (tests/unit/test_settings.py)
+    wm = make_wm(db="sqlite", registry=Registry([Simple()]), auth="none", api_prefix="")
+    with TestClient(create_app(wm)) as client:
+        body = {"type": "test.simple", "payload": {}}
+        made = client.post("/propose", json=body, headers={"X-Idempotency-Key": "root-1"})
+        assert made.status_code == 201, made.text
+        assert client.get(f"/orders/{made.json()['order']['id']}").status_code == 200
+        assert client.get("/healthz").status_code == 200

@@ -88,6 +88,7 @@ def test_settings_are_frozen() -> None:
         ("WORK_MANAGER_ORDER_TYPES", "a.b, c.d,", "order_types", ("a.b", "c.d")),
         ("WORK_MANAGER_IDEMPOTENCY_TTL_HOURS", "0.5", "idempotency_ttl_hours", 0.5),
         ("WORK_MANAGER_API_PREFIX", "/api/work/", "api_prefix", "/api/work"),
+        ("WORK_MANAGER_API_PREFIX", "/", "api_prefix", ""),  # at the root
         ("WORK_MANAGER_AUTH", "none", "auth", "none"),
     ],
 )
