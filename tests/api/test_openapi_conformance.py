@@ -77,7 +77,7 @@ def test_the_document_declares_auth_errors_headers_and_queries(db_server: Server
     assert headers["X-Idempotency-Key"]["required"] is True
     assert {"X-Agent-ID", "X-Request-ID", "X-Model-Name"} <= set(headers)
     assert submit["security"] == [{"bearer": []}]
-    for status in ("401", "403", "404", "409", "422"):
+    for status in ("401", "403", "404", "408", "409", "422"):  # 408: a body too slow
         schema = submit["responses"][status]["content"]["application/json"]["schema"]
         assert schema["allOf"][0] == {"$ref": "#/components/schemas/ErrorEnvelope"}
     codes = submit["responses"]["409"]["content"]["application/json"]["schema"]["allOf"][1]

@@ -48,6 +48,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "illegal_state_transition": (409, "not allowed in the current state"),
     "not_ready_for_approval": (409, "the order cannot be approved yet"),
     "idempotency_in_flight": (409, "a request with this idempotency key is still running"),
+    "request_timeout": (408, "the body did not arrive within API_BODY_TIMEOUT_SECONDS"),
     "payload_too_large": (413, "the body, a part or the parts count is over its limit"),
     "validation_failed": (422, "the request failed validation; details say where"),
     "unknown_order_type": (422, "no order type of that name is loaded"),
@@ -64,6 +65,7 @@ API_ERRORS = ("invalid_agent_metadata", "unauthenticated", "forbidden", "unavail
 #: the key is enforced, from the settings).
 POST_ERRORS = (
     "malformed_json",
+    "request_timeout",
     "payload_too_large",
     "idempotency_in_flight",
     "idempotency_key_reused",
