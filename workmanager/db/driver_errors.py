@@ -11,8 +11,9 @@ ORM) to :func:`translate`, and raises what it returns:
 * a SQLite URL naming a file that is not a database, or a directory → :class:`Unavailable`
   with a hint;
 * the database missing → :class:`DatabaseMissing`;
-* the server unreachable or gone, a lock timeout → :class:`Unavailable` (503 with
-  ``Retry-After``; a retry for Celery tasks).
+* the server unreachable or gone, a lock timeout, the server read-only (a standby), a
+  privilege missing, no schema on the search path (:data:`SERVER_STATES`) →
+  :class:`Unavailable` (503 with ``Retry-After``; a retry for Celery tasks).
 
 A deadlock victim or serialization failure (:func:`is_retryable`) is not translated: the
 callers run the transaction again (it changed nothing). Anything else is a bug and stays
@@ -41,6 +42,29 @@ _SQLITE_MISSING_SCHEMA = ("no such table", "no such column")
 _SQLITE_NO_COLUMN = " has no column named "
 #: SQLite: the URL names something that is not a database file (another file, a directory).
 _SQLITE_UNOPENABLE = ("file is not a database", "unable to open database file")
+#: PostgreSQL: what the server says of itself or of this role, whatever the driver's class
+#: for it: 503 with a hint (a retry for Celery tasks), mended on the server's side.
+SERVER_STATES = {
+    "25006": (
+        "the server is read-only",
+        "a standby after a failover, or default_transaction_read_only on: point "
+        "WORK_MANAGER_DATABASE_URL at the primary",
+    ),
+    "25P03": (
+        "the server ended a transaction left idle",
+        "try again; if it persists, raise the server's idle_in_transaction_session_timeout",
+    ),
+    "42501": (
+        "the database role lacks a privilege",
+        "grant the role in WORK_MANAGER_DATABASE_URL every privilege on the workmanager "
+        "tables, sequences and functions (docs/operations.md, 'Database roles')",
+    ),
+    "3F000": (
+        "no schema to work in",
+        "the role's search_path names no schema that exists: create it, or set the path "
+        "(ALTER ROLE ... SET search_path)",
+    ),
+}
 _CONNECTION_MARKERS = (
     "connection",
     "could not connect",
@@ -101,6 +125,9 @@ def translate(
             f"database unavailable: {_one_line(text)}",
             hint=f"create it (e.g. `createdb`), then run `workmanager db upgrade`; {where}",
         )
+    if code in SERVER_STATES:
+        state, hint = SERVER_STATES[code]
+        return Unavailable(f"database unavailable: {state} ({_one_line(text)})", hint=hint)
     if text.startswith(_SQLITE_UNOPENABLE):
         return Unavailable(
             f"database unavailable: {_one_line(text)}",

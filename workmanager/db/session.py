@@ -287,11 +287,19 @@ class Database:
         Base.metadata.drop_all(self.engine)
 
     def ping(self) -> None:
+        """The database answers, and (PostgreSQL) takes writes: a standby, or a server
+        set read-only, answers every read and refuses every change."""
+        probe = "SELECT 1"
+        if self.is_postgres:
+            probe = "SELECT current_setting('transaction_read_only')"
         try:
             with unavailable_when_down(self.url), self.engine.connect() as conn:
-                conn.exec_driver_sql("SELECT 1")
+                answer = conn.exec_driver_sql(probe).scalar()
         except DBAPIError as exc:  # a probe: any driver error means "not ready"
             raise Unavailable(f"database unavailable: {exc.orig}") from exc
+        if answer == "on":
+            state, hint = driver_errors.SERVER_STATES["25006"]
+            raise Unavailable(f"database unavailable: {state}", hint=hint)
 
     def dispose(self) -> None:
         self.raw.close()
