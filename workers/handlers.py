@@ -17,8 +17,8 @@ from workmanager.errors import (
     IllegalStateTransition,
     LeaseConflict,
     LeaseExpired,
+    Patience,
     PermanentError,
-    TransientError,
     ValidationFailed,
     WorkManagerError,
 )
@@ -302,24 +302,11 @@ def run_handler(
     return "submitted"
 
 
-#: How long a consumer keeps trying to hand over what its handler produced while the
-#: database or lock store is out of reach (seconds), and its first and longest waits.
-DELIVERY_PATIENCE = 30.0
-DELIVERY_FIRST_WAIT, DELIVERY_LONGEST_WAIT = 0.5, 5.0
+#: How a consumer hands over what its handler produced while the database or lock store
+#: is out of reach: tried again for up to 30 s, while the heartbeats keep the lease.
+DELIVERY = Patience("deliver")
 
 
 def delivered(send: Callable[[], Any], what: str) -> Any:
-    """``send()``, tried again on a :class:`TransientError` (a database or Redis outage)
-    for up to :data:`DELIVERY_PATIENCE` seconds while the heartbeats keep the lease: a
-    finished result was thrown away at the first 503 (the item done again, a traceback
-    logged). One line per try; the last error passes on."""
-    wait, deadline = DELIVERY_FIRST_WAIT, time.monotonic() + DELIVERY_PATIENCE
-    while True:
-        try:
-            return send()
-        except TransientError as exc:
-            if time.monotonic() + wait > deadline:
-                raise
-            log.warning("%s not delivered (%s); trying again in %g s", what, exc.message, wait)
-            time.sleep(wait)
-            wait = min(wait * 2, DELIVERY_LONGEST_WAIT)
+    """``send()`` with :data:`DELIVERY`'s patience."""
+    return DELIVERY.call(send, what, log)

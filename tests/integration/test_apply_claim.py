@@ -214,3 +214,42 @@ def test_maintenance_recovers_a_lapsed_claim_and_not_a_live_one(
     recovered = b.executor.apply(order_id)
     assert recovered.recorded and recovered.order["state"] == "completed"
     assert gated.calls == 2 and events(b, order_id).count("applied") == 1
+
+
+@pytest.mark.parametrize("script", ["ok", "fail"])
+def test_a_run_records_its_outcome_through_a_moment_the_database_is_away(
+    workers: Callable[..., tuple[WorkManager, WorkManager]],
+    monkeypatch: pytest.MonkeyPatch,
+    script: str,
+) -> None:
+    """Found by a PostgreSQL outage pass: a statement timeout on the record after the body
+    ran left the claim held by a run that had given up; the task's retry came with a new
+    claim, met that one, and backed off until it lapsed (the order ``approved`` for
+    ``APPLY_RECOVERY_SECONDS``, its body run a second time then). The run that holds the
+    claim now tries its record again while the database is away."""
+    from workmanager.errors import Unavailable
+    from workmanager.services import apply as apply_module
+
+    monkeypatch.setattr(apply_module.RECORDING, "first_wait", 0.01)
+    gated = Gated(script)
+    a, _ = workers(gated, apply_max_retries=0)
+    order_id = approved_order(a)
+    store = a.executor.store
+    step = "record_apply" if script == "ok" else "fail_apply"
+    real = getattr(store, step)
+    outages = [Unavailable("database unavailable: canceling statement due to statement timeout")]
+
+    def after_an_outage(*args: Any, **kwargs: Any) -> Any:
+        if outages:
+            raise outages.pop()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, step, after_an_outage)
+    if script == "ok":
+        assert a.executor.apply(order_id).order["state"] == "completed"
+    else:
+        with pytest.raises(ApplyFailed):
+            a.executor.apply(order_id)
+        assert a.queries.order(order_id)["state"] == "failed"
+    assert outages == [] and gated.calls == 1
+    assert claim_of(a, order_id) == (None, None)

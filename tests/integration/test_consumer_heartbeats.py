@@ -92,7 +92,7 @@ def test_a_result_meeting_an_outage_is_delivered_when_it_ends(make_wm, monkeypat
     import workers.handlers as handlers
     from workmanager.errors import Unavailable
 
-    monkeypatch.setattr(handlers, "DELIVERY_FIRST_WAIT", 0.05)
+    monkeypatch.setattr(handlers.DELIVERY, "first_wait", 0.05)
     wm = make_wm(db="sqlite", backend="database", registry=Registry([Multi()]))
     order_id = wm.propose("test.multi", {"count": 2})
     first, second = (uuid.UUID(i["id"]) for i in wm.queries.order(order_id)["items"])
@@ -108,13 +108,13 @@ def test_a_result_meeting_an_outage_is_delivered_when_it_ends(make_wm, monkeypat
     monkeypatch.setattr(wm.agent, "submit", submit_after_the_outage)
     assert consumer.handle(first)[0] == "submitted"
     assert wm.queries.item(first)["state"] == "submitted"
-    tries = [r.getMessage() for r in caplog.records if "not delivered" in r.getMessage()]
+    tries = [r.getMessage() for r in caplog.records if "could not deliver" in r.getMessage()]
     assert len(tries) == 2 and "trying again" in tries[0]
 
     def down(*args: Any, **kwargs: Any) -> Any:
         raise Unavailable("database unavailable: server closed the connection")
 
-    monkeypatch.setattr(handlers, "DELIVERY_PATIENCE", 0.3)
+    monkeypatch.setattr(handlers.DELIVERY, "seconds", 0.3)
     monkeypatch.setattr(wm.agent, "submit", down)
     caplog.clear()
     assert consumer.handle(second)[0] == "failed"

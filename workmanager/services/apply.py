@@ -56,7 +56,7 @@ from .. import tracing
 from ..db.models import Order
 from ..db.order_store import OrderRow, build_order_store
 from ..diff import Diff
-from ..errors import ApplyFailed, IllegalStateTransition
+from ..errors import ApplyFailed, IllegalStateTransition, Patience
 from ..jsonvalues import json_value
 from ..settings import Settings
 from ..states import OrderState
@@ -107,6 +107,8 @@ def seconds_left(expires: datetime | None, now: datetime) -> float:
 
 
 log = logging.getLogger("workmanager.apply")
+#: How a run that holds the claim records its outcome while the database is away.
+RECORDING = Patience("record")
 
 
 #: How long the renewing thread outlives the last body it renewed (a busy worker keeps it;
@@ -247,7 +249,14 @@ class ApplyService:
                 f"apply of {order_id} failed: {exc}",
                 details={"exception": type(exc).__name__, "attempt": ctx.attempt, "final": final},
             ) from exc
-        row, stored = self.store.record_apply(order_id, claim, diff, actor)
+        # The body ran: a database away for a moment is waited for (the claim is this
+        # run's), not left to the task's retry, whose new claim met this one's and backed
+        # off until it lapsed (the order approved for APPLY_RECOVERY_SECONDS).
+        row, stored = RECORDING.call(
+            lambda: self.store.record_apply(order_id, claim, diff, actor),
+            f"the apply of {order_id}",
+            log,
+        )
         if stored is None:
             outcome = _not_recorded(row)
         else:
@@ -275,7 +284,11 @@ class ApplyService:
         (the order moved on, or this run's claim lapsed and another run holds it)."""
         final = attempt > self.ctx.settings.apply_max_retries
         info = {"exception": type(exc).__name__, "message": str(exc)[:2000], "attempt": attempt}
-        change = self.store.fail_apply(order_id, claim, info, final, Actor.system())
+        change = RECORDING.call(
+            lambda: self.store.fail_apply(order_id, claim, info, final, Actor.system()),
+            f"the failed apply of {order_id}",
+            log,
+        )
         if not change.done:
             return False
         if final:
