@@ -422,6 +422,48 @@ def test_an_answer_that_cannot_be_stored_unlocks_its_committed_key(
     assert len(order_ids(wm)) == 1
 
 
+def test_a_key_the_outage_kept_locked_is_unlocked_when_the_database_is_back(
+    wm: WorkManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a PostgreSQL outage pass: storing the answer failed and so did the unlock
+    (the same moment of the outage): a retry after the outage was "in flight" (409) for
+    the lock's 5 minutes. The unlock is tried again while the database comes back."""
+    from workmanager.services import idempotency
+
+    monkeypatch.setattr(idempotency.UNLOCKING, "first_wait", 0.05)
+    ops = Operations(wm)
+
+    def propose(c: Caller) -> Answer:
+        return ops.propose(c, "test.simple", {"n": 1})
+
+    def unavailable(*_: Any) -> None:
+        raise Unavailable("the database went away")
+
+    abandon = wm.idempotency.store.abandon_key
+    outage = [Unavailable("the database went away"), Unavailable("still away")]
+
+    def abandon_after_the_outage(*args: Any) -> None:
+        if outage:
+            raise outage.pop()
+        abandon(*args)
+
+    monkeypatch.setattr(wm.idempotency.store, "complete_key", unavailable)
+    monkeypatch.setattr(wm.idempotency.store, "abandon_key", abandon_after_the_outage)
+    with pytest.raises(Unavailable):
+        wm.idempotency.once(caller(), "propose", "", "k", BODY, propose)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the thread's unlock, after the outage
+        with wm.db.transaction() as s:
+            if s.scalars(select(IdempotencyKey)).one().locked_until is None:
+                break
+        time.sleep(0.02)
+    assert outage == []
+    monkeypatch.undo()
+    again = wm.idempotency.once(caller(), "propose", "", "k", BODY, propose)
+    assert isinstance(again, Replay) and again.body["outcome"] == "committed"
+    assert len(order_ids(wm)) == 1
+
+
 def test_an_operation_that_raises_after_its_commit_keeps_its_key(wm: WorkManager) -> None:
     ops = Operations(wm)
 

@@ -17,11 +17,12 @@ after it the key answers from the current state of what the operation touched
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import hashlib
 import hmac
 import json
+import logging
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +35,13 @@ from ..db import claims
 from ..db.models import IdempotencyKey
 from ..db.predicates import count_rows
 from ..db.request_store import KeyRow, LeaseRow, build_request_store
-from ..errors import IdempotencyInFlight, IdempotencyKeyReused, NotFound, WorkManagerError
+from ..errors import (
+    IdempotencyInFlight,
+    IdempotencyKeyReused,
+    NotFound,
+    Patience,
+    WorkManagerError,
+)
 from ..jsonvalues import canonical
 from ..reads.queries import Queries
 from .context import ServiceContext
@@ -47,6 +54,10 @@ if TYPE_CHECKING:
 IN_FLIGHT, COMMITTED, DONE = claims.IN_FLIGHT, claims.COMMITTED, claims.DONE
 #: How long an in-flight marker blocks its key before another request may take it over.
 IN_FLIGHT_LOCK = timedelta(minutes=5)
+#: How a committed key whose answer could not be stored is unlocked while the database is
+#: away (services/idempotency.py ``_unlock``).
+UNLOCKING = Patience("unlock")
+log = logging.getLogger("workmanager.idempotency")
 
 
 def key_hash(endpoint: str, target: str, principal: str, key: str) -> str:
@@ -280,10 +291,27 @@ class IdempotencyService:
         try:
             self.complete(claim, status, sealed_lease(payload, key))
         except BaseException:  # the answer cannot be stored (the database went away):
-            with contextlib.suppress(Exception):  # unlock, so a retry is answered as
-                self.abandon(claim)  # recovered now, not "in flight" for minutes
+            self._unlock(claim)  # so a retry is answered as recovered, not "in flight"
             raise
         return status, payload
+
+    def _unlock(self, claim: Claim) -> None:
+        """Unlock a committed claim whose answer could not be stored: now, or (the
+        database still away) from a thread trying again while it comes back. Left
+        locked, a retry with the key was "in flight" for the lock's 5 minutes."""
+        try:
+            self.abandon(claim)
+            return
+        except Exception:
+            pass
+
+        def unlock() -> None:
+            try:
+                UNLOCKING.call(lambda: self.abandon(claim), "an idempotency key", log)
+            except Exception as exc:  # given up: the lock runs out by itself
+                log.warning("an idempotency key stays locked until its lock ends: %s", exc)
+
+        threading.Thread(target=unlock, name="idempotency-unlock", daemon=True).start()
 
     def purge(self, older_than: datetime | None = None, *, dry_run: bool = False) -> int:
         """Delete expired keys, or (an operator's cutoff) the answered keys created before
