@@ -123,3 +123,21 @@ def test_each_server_state_is_translated_whatever_the_drivers_class(
     error.sqlstate = sqlstate  # type: ignore[attr-defined]
     translated = translate(error)
     assert isinstance(translated, Unavailable) and says in translated.message
+
+
+def test_db_upgrade_under_a_search_path_naming_no_schema_says_so(own_db: tuple[str, str]) -> None:
+    """``serve`` said "run `workmanager db upgrade`", which then printed a traceback
+    (``InvalidSchemaName``)."""
+    from workmanager.db.migrate import upgrade
+
+    name, url = own_db
+    admin(f'CREATE ROLE "{ROLE}" LOGIN')
+    admin(f'ALTER ROLE "{ROLE}" SET search_path = nothere')
+    db = Database(url.replace("postgres@", f"{ROLE}@", 1))
+    try:
+        with pytest.raises(Unavailable) as caught:
+            upgrade(db)
+    finally:
+        db.dispose()
+    assert "no schema to work in" in caught.value.message
+    assert caught.value.hint is not None and "search_path" in caught.value.hint

@@ -4,6 +4,8 @@ and the one check that a database's schema is at their head (:func:`require_head
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -12,8 +14,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Connection, inspect, text
+from sqlalchemy.exc import DBAPIError
 
 from ..errors import SchemaBehind
+from . import driver_errors
 from .session import Database, display_url, unavailable_when_down
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -37,7 +41,7 @@ def upgrade(db: Database, revision: str = "head") -> None:
     deploy's older processes may run their upgrade), as :func:`require_head` accepts it."""
     cfg = alembic_config(db)
     db.allow_create()  # the one command that asks for a new database
-    with _connected(db) as connection, connection.begin():
+    with _server_refusals(db), _connected(db) as connection, connection.begin():
         if connection.dialect.name == "postgresql":
             # Upgrades started at once (every web host's ExecStartPre, a Job beside an
             # init container) take turns: the next one finds the head recorded and does
@@ -61,6 +65,20 @@ def known(revision: str) -> bool:
 def current(db: Database) -> str | None:
     with _connected(db) as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+@contextmanager
+def _server_refusals(db: Database) -> Iterator[None]:
+    """What the server says of itself or of the role while migrating (read-only, a
+    privilege missing, no schema on the search path: ``driver_errors.SERVER_STATES``) is
+    one line with its hint, as for every other command; a traceback named none of it."""
+    try:
+        yield
+    except DBAPIError as exc:
+        error = driver_errors.translate(exc.orig or exc, display_url(db.url))
+        if driver_errors.sqlstate(exc.orig or exc) in driver_errors.SERVER_STATES and error:
+            raise error from exc
+        raise
 
 
 def _connected(db: Database) -> Connection:
