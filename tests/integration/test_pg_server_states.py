@@ -130,7 +130,7 @@ def test_db_upgrade_under_a_search_path_naming_no_schema_says_so(own_db: tuple[s
     (``InvalidSchemaName``)."""
     from workmanager.db.migrate import upgrade
 
-    name, url = own_db
+    _name, url = own_db
     admin(f'CREATE ROLE "{ROLE}" LOGIN')
     admin(f'ALTER ROLE "{ROLE}" SET search_path = nothere')
     db = Database(url.replace("postgres@", f"{ROLE}@", 1))
