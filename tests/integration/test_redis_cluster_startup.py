@@ -236,7 +236,7 @@ def test_a_cluster_node_without_cluster_mode_is_said_with_the_fix(cluster: Local
     """WORK_MANAGER_REDIS_CLUSTER left false against a cluster node: /readyz and ops check
     said ok while every checkout was a 500 (ClusterCrossSlotError). Readiness is down with
     the fix, and the lease calls' error is unavailable with the same hint."""
-    from workmanager.leases.redis import down
+    from workmanager.leases.redis import translated
     from workmanager.services import readiness
 
     live = cluster.alive_ports()[0]
@@ -250,7 +250,7 @@ def test_a_cluster_node_without_cluster_mode_is_said_with_the_fix(cluster: Local
             client.eval("return 1", 2, "a", "b")  # two keys of two slots
     finally:
         client.close()
-    said = down(crossed.value)
+    said = translated(crossed.value)
     assert said.code == "unavailable" and "WORK_MANAGER_REDIS_CLUSTER=true" in (said.hint or "")
 
 

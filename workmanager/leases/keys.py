@@ -4,6 +4,7 @@
 {prefix}agent:{agent_id}   zset item_id -> expiry ms                  (per-agent count)
 {prefix}type:{order_type}  zset item_id -> expiry ms                  (per-type count)
 {prefix}epoch              "1", set by the sweep                        (data-loss marker)
+{prefix}ready              "1", PX 10 s, set by the readiness probe        (writes taken?)
 {prefix}rate:{bucket}      hash tokens, ts (ms)             (a rate limit's token bucket)
 
 On Redis Cluster (``ClusterKeys``) every key carries a hash tag, so each script touches
@@ -32,6 +33,10 @@ class RedisKeys:
     @property
     def epoch(self) -> str:
         return f"{self.prefix}epoch"
+
+    @property
+    def ready(self) -> str:
+        return f"{self.prefix}ready"
 
     def agent(self, agent_id: str) -> str:
         return f"{self.prefix}agent:{agent_id}"

@@ -16,28 +16,84 @@ def _script(name: str) -> str:
     return resources.files("workmanager.leases").joinpath(f"lua/{name}.lua").read_text()
 
 
-def _cluster_answers() -> tuple[type[BaseException], ...]:
+def _answers() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
     try:
         import redis
     except ImportError:
-        return ()
-    return (redis.exceptions.ClusterCrossSlotError, redis.exceptions.MovedError)
+        return (), ()
+    e = redis.exceptions
+    cluster = (e.ClusterCrossSlotError, e.MovedError)
+    # ResponseError: translated() tells the server's state (OOM, READONLY, NOPERM,
+    # MISCONF) from a call's own error; a cluster client's own exceptions too
+    return cluster, (e.RedisError, e.RedisClusterException)
 
 
-#: What a Redis Cluster node answers a client that is not in cluster mode.
-CLUSTER_ANSWERS = _cluster_answers()
+#: What a Redis Cluster node answers a client that is not in cluster mode; every error a
+#: Redis call can raise (``translated`` says which are the server's state).
+CLUSTER_ANSWERS, REDIS_ERRORS = _answers()
+#: A Redis answer that is the server's state, not the call's: its reply's first word (as
+#: redis-py classes them: OutOfMemoryError, ReadOnlyError, NoPermissionError; MISCONF
+#: has no class), what it means and what mends it.
+SERVER_STATES = {
+    "OOM": (
+        "Redis is out of memory (maxmemory reached, noeviction)",
+        "raise its maxmemory, or give the leases a Redis of their own; an evicting policy "
+        "loses leases (docs/operations.md, failure modes)",
+    ),
+    "READONLY": (
+        "the server is a read-only replica",
+        "a failover moved the primary: point WORK_MANAGER_REDIS_URL at it",
+    ),
+    "NOPERM": (
+        "the Redis user lacks a command or key",
+        "allow it the lease scripts (EVALSHA, EVAL, SCRIPT LOAD) and GET, SET, EXISTS, "
+        "PTTL, PEXPIRETIME, ZREM, PING on the prefix's keys (WORK_MANAGER_REDIS_PREFIX)",
+    ),
+    "MISCONF": (
+        "Redis refuses writes: it cannot save its snapshot",
+        "see the Redis log (a full disk, a directory it cannot write)",
+    ),
+}
 
 
-def down(exc: BaseException) -> Unavailable:
-    """A Redis error as the project's: unavailable (503, the caller retries), with the fix
-    when the server is a Redis Cluster node spoken to without cluster mode (every script
-    touching two keys was a ClusterCrossSlotError: an internal error, no hint)."""
+_CLASSED = {"OutOfMemoryError": "OOM", "ReadOnlyError": "READONLY", "NoPermissionError": "NOPERM"}
+
+
+def translated(exc: BaseException) -> Unavailable:
+    """A Redis error as the project's: unavailable (503, the caller retries), with a hint
+    when the server's state says what mends it (out of memory, a replica, a permission,
+    a failed snapshot; a Redis Cluster node spoken to without cluster mode: every script
+    touching two keys was a ClusterCrossSlotError). A call's own error (not the server's
+    state nor its connection) is raised as it is: a bug."""
+    import redis
+
+    e = redis.exceptions
     if isinstance(exc, CLUSTER_ANSWERS):
         return Unavailable(
             f"redis unavailable: the server is a Redis Cluster node: {exc}",
             hint="set WORK_MANAGER_REDIS_CLUSTER=true and list its nodes in WORK_MANAGER_REDIS_URL",
         )
-    return Unavailable(f"redis unavailable: {exc}")
+    # redis-py strips the word off the replies it has a class for
+    word = _CLASSED.get(type(exc).__name__) or str(exc).split(" ", 1)[0]
+    state = SERVER_STATES.get(word) if isinstance(exc, e.ResponseError) else None
+    if state is not None:
+        return Unavailable(f"redis unavailable: {state[0]} ({exc})", hint=state[1])
+    kinds: tuple[type[BaseException], ...] = (e.ConnectionError, e.TimeoutError, e.ClusterError)
+    kinds += (e.TryAgainError, e.RedisClusterException)
+    if isinstance(exc, kinds) and not isinstance(exc, e.AskError):
+        return Unavailable(f"redis unavailable: {exc}")
+    raise exc
+
+
+def writable(client: Any, keys: RedisKeys) -> None:
+    """The server takes the lease store's writes and scripts (the readiness probe): a
+    replica, an out-of-memory or snapshot-failing server and a user without the scripts
+    all answer PING."""
+    try:
+        client.set(keys.ready, "1", px=10_000)
+        Script(client, _script("extend"))(keys=[keys.item("readiness-probe")], args=["", 1])
+    except REDIS_ERRORS as exc:
+        raise translated(exc) from exc
 
 
 def connect(url: str) -> Any:
@@ -57,16 +113,11 @@ class RedisLeaseStore:
         """``track_limits`` keeps the per-agent/per-type counts the limits need; without
         limits configured the scripts skip that bookkeeping (turning limits on later
         starts the counts from the leases granted after the change)."""
-        import redis
 
         self.client = client
         self.keys = RedisKeys(prefix)
         self._track = 1 if track_limits else 0
-        self._errors: tuple[type[BaseException], ...] = (
-            redis.ConnectionError,
-            redis.TimeoutError,
-            *CLUSTER_ANSWERS,
-        )
+        self._errors = REDIS_ERRORS
         self._acquire = Script(client, _script("acquire"))
         self._extend = Script(client, _script("extend"))
         self._release = Script(client, _script("release"))
@@ -75,7 +126,7 @@ class RedisLeaseStore:
         try:
             return int(script(keys=keys, args=args))
         except self._errors as exc:
-            raise down(exc) from exc
+            raise translated(exc) from exc
 
     def acquire(
         self,
@@ -115,7 +166,7 @@ class RedisLeaseStore:
         try:
             value = self.client.get(self.keys.item(item_id))
         except self._errors as exc:
-            raise down(exc) from exc
+            raise translated(exc) from exc
         if value is None:
             return 0
         return 1 if value.decode() == self.held(owner, proof) else -1
@@ -138,7 +189,7 @@ class RedisLeaseStore:
                 getattr(pipe, command)(self.keys.item(item_id))
             return list(pipe.execute())
         except self._errors as exc:
-            raise down(exc) from exc
+            raise translated(exc) from exc
 
     def alive(self, item_ids: list[str]) -> dict[str, int]:
         ttls = self._per_item("pttl", item_ids) if item_ids else []
@@ -158,16 +209,16 @@ class RedisLeaseStore:
         try:
             return bool(self.client.exists(self.keys.epoch))
         except self._errors as exc:
-            raise down(exc) from exc
+            raise translated(exc) from exc
 
     def mark(self) -> None:
         try:
             self.client.set(self.keys.epoch, "1")
         except self._errors as exc:
-            raise down(exc) from exc
+            raise translated(exc) from exc
 
     def ping(self) -> None:
         try:
             self.client.ping()
         except self._errors as exc:
-            raise down(exc) from exc
+            raise translated(exc) from exc

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ..errors import ConfigurationError, Unavailable
 from ..importing import import_extra
 from .keys import ClusterKeys
-from .redis import RedisLeaseStore, _script
+from .redis import RedisLeaseStore, _script, translated
 from .script import Script
 
 log = logging.getLogger("workmanager.leases")
@@ -107,18 +107,10 @@ class RedisClusterLeaseStore(RedisLeaseStore):
     """:class:`RedisLeaseStore` with one slot per script (see the module's docstring)."""
 
     def __init__(self, client: Any, prefix: str = "work:lease:", track_limits: bool = True) -> None:
-        import redis
 
         super().__init__(client, prefix, track_limits)
         self.cluster_keys = ClusterKeys(prefix)
         self.keys = self.cluster_keys  # check, alive, marked and mark use item and epoch
-        self._errors = (
-            redis.ConnectionError,
-            redis.TimeoutError,
-            redis.exceptions.ClusterError,
-            redis.exceptions.TryAgainError,
-            redis.exceptions.RedisClusterException,
-        )
         self._lock = Script(client, _script("cluster_acquire"))
         self._reserve = Script(client, _script("cluster_reserve"))
         self._touch = Script(client, _script("cluster_touch"))
@@ -182,7 +174,7 @@ class RedisClusterLeaseStore(RedisLeaseStore):
                 try:
                     self.client.zrem(key, member)
                 except self._errors as exc:
-                    raise Unavailable(f"redis unavailable: {exc}") from exc
+                    raise translated(exc) from exc
         return released
 
     @staticmethod

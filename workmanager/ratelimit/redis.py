@@ -7,7 +7,7 @@ from importlib import resources
 from typing import Any
 
 from ..leases.keys import RedisKeys
-from ..leases.redis import CLUSTER_ANSWERS, down
+from ..leases.redis import REDIS_ERRORS, translated
 from ..leases.script import Script
 from .base import Bucket
 
@@ -16,14 +16,7 @@ class RedisBucketStore:
     """Token buckets as Redis hashes, keyed by :meth:`RedisKeys.rate`."""
 
     def __init__(self, client: Any, keys: RedisKeys) -> None:
-        import redis
-
         self.client, self.keys = client, keys
-        self._errors: tuple[type[BaseException], ...] = (
-            redis.ConnectionError,
-            redis.TimeoutError,
-            *CLUSTER_ANSWERS,
-        )
         script = resources.files("workmanager.ratelimit").joinpath("lua/take.lua").read_text()
         self._script = Script(client, script)
 
@@ -34,6 +27,6 @@ class RedisBucketStore:
             args += [bucket.capacity, bucket.rate]
         try:
             wait_ms = int(self._script(keys=keys, args=args))
-        except self._errors as exc:
-            raise down(exc) from exc
+        except REDIS_ERRORS as exc:
+            raise translated(exc) from exc
         return wait_ms / 1000

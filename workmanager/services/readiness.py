@@ -41,6 +41,9 @@ def _broker(settings: Settings) -> None:
 def _redis(settings: Settings) -> None:
     import redis
 
+    from ..leases.keys import ClusterKeys, RedisKeys
+    from ..leases.redis import writable
+
     if settings.redis_cluster:  # any listed node answering, and every slot served
         from ..leases.redis_cluster import connect_cluster
 
@@ -51,6 +54,11 @@ def _redis(settings: Settings) -> None:
             socket_connect_timeout=TIMEOUT_SECONDS,
             socket_timeout=TIMEOUT_SECONDS,
         )
+    keys = (
+        ClusterKeys(settings.redis_prefix)
+        if settings.redis_cluster
+        else RedisKeys(settings.redis_prefix)
+    )
     try:
         client.ping()
         if settings.redis_cluster:  # a node answering is not enough: every slot served
@@ -70,6 +78,7 @@ def _redis(settings: Settings) -> None:
                 "the server is a Redis Cluster node, spoken to without cluster mode",
                 hint="set WORK_MANAGER_REDIS_CLUSTER=true and list its nodes",
             )
+        writable(client, keys)  # a replica, a full or snapshot-failing server answer PING
     finally:
         client.close()
 
