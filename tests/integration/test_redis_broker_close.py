@@ -6,6 +6,7 @@ from the connection settings kombu had already cleared."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import pytest
@@ -39,3 +40,39 @@ def test_closing_a_channel_after_its_connection_keeps_the_unacked_message(
         for key in client.scan_iter(f"{prefix}*"):
             client.delete(key)
         client.close()
+
+
+def test_a_broker_made_a_replica_under_a_blocked_read_is_a_connection_error() -> None:
+    """A failover made the master a replica while a worker waited in BRPOP: Redis
+    answered ``UNBLOCKED``, kombu took it for a bad command, and the worker and the agent
+    exited ("Unrecoverable error"; a Redis outage pass). It is a connection error: Celery
+    reconnects until a master answers."""
+    from tests.support.own_redis import OwnRedis
+
+    broker, primary = OwnRedis(), OwnRedis()
+    broker.start()
+    primary.start()
+    conn = Connection(broker.url)
+    admin = redis.Redis.from_url(broker.url)
+    try:
+        conn.SimpleQueue("wm.role").put({"n": 1})
+        conn.SimpleQueue("wm.role").get(timeout=5).ack()
+        consumer = conn.SimpleQueue("wm.role")
+        timer = threading.Timer(0.5, lambda: admin.replicaof("127.0.0.1", primary.port))
+        timer.start()
+        with pytest.raises(conn.connection_errors) as raised:
+            consumer.get(timeout=10)  # blocked in BRPOP when the role changes
+        timer.join()
+        assert "the broker changed its role" in str(raised.value)
+        admin.replicaof("NO", "ONE")
+        conn.close()
+        again = Connection(broker.url)  # what Celery's reconnect does
+        try:
+            again.SimpleQueue("wm.role").put({"n": 2})
+            assert again.SimpleQueue("wm.role").get(timeout=5).payload == {"n": 2}
+        finally:
+            again.close()
+    finally:
+        admin.close()
+        broker.kill()
+        primary.kill()
