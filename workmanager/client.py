@@ -40,9 +40,17 @@ from .client_wire import (
     known_keywords,
     retry_after,
 )
+from .errors import UsageError
 
 DEFAULT_PREFIX = "/agent/work"
 RETRIES = 3
+#: Answers retried with the same key: the server away (503), or a gateway between that
+#: could not reach it or wait for it (502, 504), whether or not the server acted.
+RETRIED_STATUSES = (502, 503, 504)
+#: How long a retry of the client's own waits for the first try, still running on the
+#: server (409 ``idempotency_in_flight``: a read timeout shorter than the call), to store
+#: the answer it then replays.
+IN_FLIGHT_PATIENCE = 120.0
 
 
 class WorkClient:
@@ -99,19 +107,29 @@ class WorkClient:
         json: Any = None,
         headers: dict[str, str] | None = None,
         params: Any = None,
+        *,
+        expect: str | None = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
-        """Send with retries on transport errors and 503; raise :class:`ApiError` on 4xx/5xx,
-        on a body that is not JSON (nothing sent), on a server out of reach after the
-        retries, and on an answer that is not a JSON object."""
+        """Send with retries on transport errors and 502/503/504, all with the same key;
+        raise :class:`ApiError` on 4xx/5xx, on a body that is not JSON (nothing sent), on a
+        server out of reach after the retries, and on an answer that is not a JSON object
+        (holding ``expect``). A retry told the first try is still running
+        (``idempotency_in_flight``) waits for its answer, up to :data:`IN_FLIGHT_PATIENCE`."""
+        if self.http.is_closed:
+            raise UsageError(f"{method} {path}: this WorkClient is closed")
         all_headers = {self.idempotency_header: uuid.uuid4().hex, **(headers or {})}
         content = None
         if json is not None:
             content = encode_json(json)
             all_headers["Content-Type"] = "application/json"
-        for attempt in range(1, RETRIES + 1):
+        limit: Any = self.http.timeout if timeout is None else timeout
+        attempt, waited_since = 0, time.monotonic()
+        while True:
+            attempt += 1
             try:
                 r = self.http.request(
-                    method, path, content=content, headers=all_headers, params=params
+                    method, path, content=content, headers=all_headers, params=params, timeout=limit
                 )
             except httpx.TransportError as exc:
                 if attempt < RETRIES:
@@ -124,31 +142,39 @@ class WorkClient:
                 message = f"{method} {path}: the answer could not be read ({exc!r})"
                 details = {"exception": type(exc).__name__}
                 raise ApiError(502, error_body("invalid_response", message, details)) from exc
-            if r.status_code == 503 and attempt < RETRIES:
+            if r.status_code in RETRIED_STATUSES and attempt < RETRIES:
                 time.sleep(retry_after(r))
                 continue
-            return decode(r)  # raises ApiError on 4xx/5xx
-        raise AssertionError("unreachable")
+            # our own first try, still running: its answer is replayed once stored
+            waited = time.monotonic() - waited_since
+            if attempt > 1 and _in_flight(r) and waited < IN_FLIGHT_PATIENCE:
+                attempt -= 1  # waiting for it is not one of the tries
+                time.sleep(retry_after(r))
+                continue
+            return decode(r, expect)  # raises ApiError on 4xx/5xx
 
     # --- producers and reviewers --------------------------------------------------------
     def propose(self, type: str, payload: dict[str, Any], **fields: Any) -> dict[str, Any]:
         """Create an order (``meta``, ``priority``, ``dedupe_key``, ``tenant_id`` as keywords)."""
         known_keywords("propose", fields, PROPOSE_FIELDS)
-        order: dict[str, Any] = self.request(
-            "POST", "/propose", {"type": type, "payload": payload, **fields}
-        )["order"]
+        body = {"type": type, "payload": payload, **fields}
+        order: dict[str, Any] = self.request("POST", "/propose", body, expect="order")["order"]
         return order
 
     def order(self, order_id: str) -> dict[str, Any]:
-        found: dict[str, Any] = self.request("GET", f"/orders/{order_id}")["order"]
+        found: dict[str, Any] = self.request("GET", f"/orders/{order_id}", expect="order")["order"]
         return found
 
     def orders(self, **params: Any) -> dict[str, Any]:
         return self.request("GET", "/orders", params=params)
 
     def approve(self, order_id: str, wait: float | None = None) -> dict[str, Any]:
+        """Approve; with ``wait`` (seconds) the server answers once the apply finished or
+        the wait ran out, so the read timeout is the client's plus ``wait``."""
         params = {"wait": wait} if wait else None
-        return self.request("POST", f"/orders/{order_id}/approve", params=params)
+        timeout = self.http.timeout.read + wait if wait and self.http.timeout.read else None
+        path = f"/orders/{order_id}/approve"
+        return self.request("POST", path, params=params, expect="order", timeout=timeout)
 
     # --- agents -------------------------------------------------------------------------
     def checkout(
@@ -164,13 +190,21 @@ class WorkClient:
         ``heartbeat_every`` seconds (default: the interval the server advises)."""
         known_keywords("checkout", filters, CHECKOUT_FILTERS)
         path = f"/orders/{order_id}/checkout" if order_id else "/checkout"
+        body = {k: v for k, v in filters.items() if v is not None}
         try:
-            item = self.request("POST", path, {k: v for k, v in filters.items() if v is not None})
+            answer = self.request("POST", path, body, expect="item")
         except ApiError as exc:
             if exc.code == "no_items_available":
                 return None
             raise
-        return LeaseHandle(self, item["item"], heartbeat, heartbeat_every)
+        item = answer["item"] if isinstance(answer.get("item"), dict) else {}
+        if "lease_token" not in item:  # a checkout whose answer was lost on the way out
+            message = (
+                f"the checkout of item {item.get('id')} committed but its answer was lost: its"
+                " lease token cannot be recovered; the lease runs out after its TTL"
+            )
+            raise ApiError(502, error_body("invalid_response", message, {"answer": answer}))
+        return LeaseHandle(self, item, heartbeat, heartbeat_every)
 
 
 #: Answers to a lease call meaning the lease is gone (another holder, expired, the item no
@@ -253,6 +287,9 @@ class LeaseHandle:
                 self.heartbeat_errors.append(exc)
                 if exc.http_status in LEASE_GONE_STATUSES:
                     return  # the lease is gone; nothing more to extend
+            except UsageError as exc:  # the client was closed under the lease
+                self.heartbeat_errors.append(exc)
+                return
             except httpx.HTTPError as exc:
                 self.heartbeat_errors.append(exc)
 
@@ -265,9 +302,13 @@ class LeaseHandle:
     def _heartbeating(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
 
-    def _post(self, action: str, body: Any = None) -> dict[str, Any]:
+    def _post(self, action: str, body: Any = None, expect: str | None = None) -> dict[str, Any]:
         return self.client.request(
-            "POST", f"/items/{self.id}/{action}", body, headers={"X-Lease-Token": self.token}
+            "POST",
+            f"/items/{self.id}/{action}",
+            body,
+            headers={"X-Lease-Token": self.token},
+            expect=expect,
         )
 
     def _end(self, reason: str, action: str, body: Any = None) -> dict[str, Any]:
@@ -276,7 +317,7 @@ class LeaseHandle:
         resume = self._heartbeating()
         self.stop()
         try:
-            answer = self._post(action, body)
+            answer = self._post(action, body, expect="item")
         except Exception as exc:  # not on KeyboardInterrupt and the like: no resuming
             gone = isinstance(exc, ApiError) and exc.http_status in LEASE_GONE_STATUSES
             if resume and not gone:
@@ -291,7 +332,7 @@ class LeaseHandle:
         body = {
             k: v for k, v in (("progress", progress), ("checkpoint", checkpoint)) if v is not None
         }
-        answer = self._post("heartbeat", body)
+        answer = self._post("heartbeat", body, expect="lease_expires_at")
         advised = answer.get("heartbeat_every_seconds") if isinstance(answer, dict) else None
         if self._advised and isinstance(advised, int | float) and not isinstance(advised, bool):
             self.every = max(float(advised), 0.05)
@@ -307,7 +348,8 @@ class LeaseHandle:
     def submit_part(
         self, part_key: str, payload: dict[str, Any], seq: int | None = None, **extra: Any
     ) -> dict[str, Any]:
-        return self._post("parts", {"part_key": part_key, "payload": payload, "seq": seq, **extra})
+        body = {"part_key": part_key, "payload": payload, "seq": seq, **extra}
+        return self._post("parts", body, expect="part")
 
     def finalize(self, mode: str = "strict") -> dict[str, Any]:
         return self._end("finalized", "finalize", {"mode": mode})
@@ -318,3 +360,13 @@ class LeaseHandle:
     def fail(self, code: str, message: str, retryable: bool = True) -> dict[str, Any]:
         body = {"error": {"code": code, "message": message}, "retryable": retryable}
         return self._end("failed", "fail", body)
+
+
+def _in_flight(response: httpx.Response) -> bool:
+    if response.status_code != 409:
+        return False
+    try:
+        error = response.json().get("error") or {}
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(error, dict) and error.get("code") == "idempotency_in_flight"

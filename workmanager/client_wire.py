@@ -119,18 +119,28 @@ def retry_after(response: httpx.Response) -> float:
     return min(max(wait, 0.0), MAX_RETRY_AFTER_SECONDS) if math.isfinite(wait) else 1.0
 
 
-def decode(response: httpx.Response) -> dict[str, Any]:
-    """The answer's JSON object (an error answer's: its error envelope); otherwise an
-    :class:`ApiError` quoting the start of the answer."""
+def decode(response: httpx.Response, expect: str | None = None) -> dict[str, Any]:
+    """The answer's JSON object (an error answer's: its error envelope), holding
+    ``expect`` when given (or a replay's ``"replayed"``); otherwise an :class:`ApiError`
+    quoting the start of the answer. Every success of the API is a JSON object: an empty
+    2xx or a redirect (a proxy's, an http→https move) counted as one, and a submit that
+    never arrived ended its lease as if it had."""
     status = response.status_code
-    if not response.content and status < 400:
-        return {}
     try:
         body = response.json()
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an empty answer
         body = exc
-    if status < 400 and isinstance(body, dict):
-        return body
+    if 200 <= status < 300 and isinstance(body, dict):
+        if expect is None or expect in body or body.get("replayed") is True:
+            return body
+        message = f"HTTP {status}: the answer has no {expect!r}"
+        details = {"body": response.text[:BODY_EXCERPT]}
+        raise ApiError(502, error_body("invalid_response", message, details))
+    if 300 <= status < 400:
+        where = response.headers.get("Location")
+        message = f"HTTP {status}: the server answered a redirect to {where!r}, not the API"
+        details = {"location": where, "hint": "set the client's base URL to where it points"}
+        raise ApiError(502, error_body("invalid_response", message, details))
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         raise ApiError(status, body)
     if isinstance(body, Exception):

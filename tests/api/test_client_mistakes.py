@@ -316,3 +316,100 @@ def test_retry_after_is_a_finite_bounded_wait(header: str, wait: float) -> None:
 
     response = httpx.Response(503, headers={"Retry-After": header})
     assert retry_after(response) == wait
+
+
+# --- answers that are not the API's, and the client's own retries (a faults pass) --------
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(200),
+        httpx.Response(204),
+        httpx.Response(308, headers={"Location": "https://wm.test/agent/work/items/i-1/submit"}),
+        httpx.Response(200, json={"ok": True}),  # a JSON object, not the submit's answer
+    ],
+    ids=["empty-200", "empty-204", "redirect-308", "wrong-shape"],
+)
+def test_a_submit_answered_by_something_else_does_not_end_the_lease(
+    answer: httpx.Response,
+) -> None:
+    """An empty 2xx or a redirect (an http→https move) counted as success: the lease was
+    ended client-side, its heartbeats stopped, and the result never reached the server."""
+    fake = Fake(lambda r: answer)
+    with fake.client() as wc:
+        lease = wc.checkout(heartbeat=False)
+        assert lease is not None
+        with pytest.raises(ApiError) as info:
+            lease.submit({"answer": 1})
+    assert info.value.code == "invalid_response" and info.value.http_status == 502
+    assert lease.ended == ""
+
+
+def test_a_checkout_or_an_order_of_the_wrong_shape_is_an_api_error() -> None:
+    """They were ``KeyError: 'item'`` and ``KeyError: 'order'`` tracebacks."""
+    transport = httpx.MockTransport(lambda r: httpx.Response(200, json={"ok": True}))
+    with WorkClient("http://wm.test", "t", "a", transport=transport) as wc:
+        for call in (lambda: wc.checkout(), lambda: wc.order("o-1"), lambda: wc.propose("t", {})):
+            with pytest.raises(ApiError) as info:
+                call()
+            assert info.value.code == "invalid_response"
+
+
+def test_a_recovered_checkout_says_its_lease_cannot_be_used() -> None:
+    """The replay of a checkout that committed but lost its answer has no lease token: it
+    was ``KeyError: 'lease_token'``."""
+    recovered = {"replayed": True, "outcome": "committed", "item_id": "i-9", "item": {"id": "i-9"}}
+    transport = httpx.MockTransport(lambda r: httpx.Response(200, json=recovered))
+    with (
+        WorkClient("http://wm.test", "t", "a", transport=transport) as wc,
+        pytest.raises(ApiError) as info,
+    ):
+        wc.checkout()
+    assert info.value.code == "invalid_response" and "item i-9" in info.value.message
+
+
+def test_a_retry_that_finds_its_first_try_running_waits_for_its_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client's own retry of a read timeout met the first try still running: it
+    raised 409 ``idempotency_in_flight`` (and stopped the heartbeats as if the lease were
+    gone) although the submit was applied. It waits for the first try's answer."""
+    monkeypatch.setattr("workmanager.client.time.sleep", lambda s: None)
+    busy = {"error": {"code": "idempotency_in_flight", "message": "still running"}}
+    answers: list[Any] = [
+        httpx.ReadTimeout("slow"),
+        httpx.Response(409, json=busy),
+        httpx.Response(409, json=busy),
+        httpx.Response(504, text="<html>Gateway Timeout</html>"),
+        httpx.Response(200, json={"item": {"id": "i-1", "state": "submitted"}}),
+    ]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        step = answers.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+    fake = Fake(answer)
+    with fake.client() as wc:
+        lease = wc.checkout(heartbeat=False)
+        assert lease is not None
+        assert lease.submit({"answer": 1})["item"]["state"] == "submitted"
+    assert lease.ended == "submitted" and answers == []
+    keys = {r.headers["X-Idempotency-Key"] for r in fake.requests[1:]}
+    assert len(keys) == 1  # every try of the submit under one key
+
+
+def test_a_lease_of_a_closed_client_says_so() -> None:
+    """The heartbeat thread died with "Exception in thread" and submit raised a raw
+    RuntimeError."""
+    from workmanager.errors import UsageError
+
+    fake = Fake(lambda r: httpx.Response(200, json={"lease_expires_at": "x"}))
+    wc = fake.client()
+    lease = wc.checkout(heartbeat_every=0.05)
+    assert lease is not None
+    wc.close()
+    wait_for(lambda: bool(lease.heartbeat_errors), what="the heartbeat to meet the closed client")
+    assert isinstance(lease.heartbeat_errors[0], UsageError)
+    with pytest.raises(UsageError, match="this WorkClient is closed"):
+        lease.submit({"answer": 1})
