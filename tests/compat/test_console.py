@@ -250,7 +250,7 @@ def test_maintain_dead_letters_and_reports_stale_orders(ops: Server, api_db_url:
     # Upstream logs a warning when enable_alerts is on; here it is logged too (stderr).
     checked = run(api_db_url, "maintain", "--check-stale", "--json", env=limits)
     report = json.loads(checked.stdout)
-    assert report == {"stale_orders": [stale]}
+    assert report == {"stale_total": 1, "stale_orders": [stale]}  # the count beside the ids
     assert "1 stale order(s)" in checked.stderr and stale in checked.stderr
     assert show(ops, stale)["state"] == "queued" and show(ops, fresh)["state"] == "queued"
 
