@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -153,12 +154,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     from tasks.producer import enqueue_order
 
+    # stopped by a signal (SIGTERM from a supervisor, SIGHUP from a closed terminal), the
+    # demo stops its workers first: they were left running, orphaned, busy for good
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, _stopped)
     procs = start_workers(logs, args.agents)
     started = time.perf_counter()
     try:
         ids = [enqueue_order(ResearchOrder.type, payload(n)) for n in range(args.orders)]
         done = _follow(console, wm, ids, args.timeout)
     finally:
+        for stop in (signal.SIGTERM, signal.SIGHUP):  # the workers' stop is bounded (15 s)
+            signal.signal(stop, signal.SIG_IGN)
         stop_workers(procs)
     elapsed = time.perf_counter() - started
     summary = _summary(wm, ids, done, elapsed, logs)
@@ -170,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]only {done} of {len(ids)} orders completed; see {logs}/[/]")
         return 1
     return 0
+
+
+def _stopped(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # through main's ``finally``: the workers are stopped
 
 
 def _follow(console: Console, wm: WorkManager, ids: list[uuid.UUID], timeout: float) -> int:

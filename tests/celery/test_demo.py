@@ -99,3 +99,39 @@ def test_the_embedded_broker_polls_every_50_ms(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-4000:]
     assert json.loads(done.stdout) == ["tasks.embedded_transport", 0.05]
+
+
+def test_a_demo_stopped_by_a_signal_stops_its_workers(tmp_path: Path) -> None:
+    """SIGTERM to the demo (a supervisor, ``kill``) left its control worker and agent
+    running, orphaned and busy; Ctrl-C printed a KeyboardInterrupt traceback."""
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORK_MANAGER_")}
+    env["PYTHONPATH"] = str(ROOT)
+    command = [sys.executable, "-m", "workers.demo", "--orders", "400", "--agents", "1"]
+    for stop, code, said in ((signal.SIGTERM, 128 + signal.SIGTERM, ""),
+                             (signal.SIGINT, 130, "error [aborted]: interrupted (Ctrl-C)")):  # fmt: skip
+        demo = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        children: list[int] = []
+        deadline = time.monotonic() + 60
+        while len(children) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            listed = Path(f"/proc/{demo.pid}/task/{demo.pid}/children").read_text().split()
+            children = [int(pid) for pid in listed]
+        assert len(children) == 2, "the demo never started its two workers"
+        demo.send_signal(stop)
+        out, err = demo.communicate(timeout=60)
+        assert demo.returncode == code, (out[-2000:], err[-2000:])
+        assert "Traceback" not in err, err[-2000:]
+        assert said in err
+        for pid in children:  # reaped by the demo: gone, not orphaned
+            assert not Path(f"/proc/{pid}").exists() or "Z" in _state(pid), pid
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0]
+    except FileNotFoundError:
+        return "Z"

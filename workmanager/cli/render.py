@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..durations import MAX_SECONDS, parse_duration
-from ..errors import UsageError, WorkManagerError
+from ..errors import Aborted, UsageError, WorkManagerError
 from ..jsonvalues import loads, raw_depth, too_deep
 from ..services.inputs import PRIORITY_RANGE
 from ..settings import Settings, auth_none_warning
@@ -227,10 +227,13 @@ def report_error(exc: WorkManagerError, as_json: bool = False) -> None:
 
 def reporting_errors(entry: Callable[[], int | None], as_json: bool = False) -> int:
     """Run a process entry point (``python -m workers.agent``): a domain error is reported
-    as the console reports it (with ``as_json``, the JSON envelope too) and exits 1,
-    instead of a traceback."""
+    as the console reports it (with ``as_json``, the JSON envelope too) and exits 1, and
+    Ctrl-C as every command reports it (exit 130), instead of a traceback."""
     try:
         return entry() or 0
     except WorkManagerError as exc:
         report_error(exc, as_json)
         return 1
+    except KeyboardInterrupt:
+        report_error(Aborted("interrupted (Ctrl-C)", hint=""), as_json)
+        return 130  # the shell's convention for SIGINT
