@@ -110,8 +110,11 @@ def test_a_demo_stopped_by_a_signal_stops_its_workers(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORK_MANAGER_")}
     env["PYTHONPATH"] = str(ROOT)
     command = [sys.executable, "-m", "workers.demo", "--orders", "400", "--agents", "1"]
-    for stop, code, said in ((signal.SIGTERM, 128 + signal.SIGTERM, ""),
-                             (signal.SIGINT, 130, "error [aborted]: interrupted (Ctrl-C)")):  # fmt: skip
+    ways = [
+        (signal.SIGTERM, 128 + signal.SIGTERM, ""),
+        (signal.SIGINT, 130, "error [aborted]: interrupted (Ctrl-C)"),
+    ]
+    for stop, code, said in ways:
         demo = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
         children: list[int] = []
