@@ -92,3 +92,56 @@ def test_waiters_past_the_bound_are_503_and_approve_nothing(
     third = submitted(wm)
     again = httpx.post(f"{url}{PREFIX}/orders/{third}/approve?wait=0.1", timeout=30)
     assert again.status_code == 202 and state(wm, third) == "approved", again.text
+
+
+def test_a_waiting_approval_is_answered_when_the_server_stops(
+    api_db_url: str, tokens: dict[str, str]
+) -> None:
+    """SIGTERM while ``approve?wait=`` waited: the waiter outlived the shutdown grace and
+    was cut off with a plain-text 500 (its key "in flight" for minutes) though the
+    approval had committed. The stop answers it at once: 202 with the order as it stands."""
+    import signal
+    import subprocess
+
+    from tests.api.conftest import BIN, base_env, checkout, lease_headers, propose
+    from tests.api.conftest import truncate_work_tables
+
+    truncate_work_tables(api_db_url)
+    port = free_port()
+    env = base_env(api_db_url, WORK_MANAGER_API_SHUTDOWN_GRACE_SECONDS="20")
+    args = [str(BIN / "workmanager"), "serve", "--port", str(port), "--dispatcher", "none"]
+    proc = subprocess.Popen(args, env=env)  # nothing applies: the order stays approved
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        auth = {"Authorization": f"Bearer {tokens['admin']}"}
+        with httpx.Client(base_url=url, headers=auth, timeout=60) as client:
+            order = propose(client)
+            item = checkout(client, order["id"])
+            submitted = client.post(f"{PREFIX}/items/{item['id']}/submit",
+                                    json={"result": {"answer": 1}}, headers=lease_headers(item))  # fmt: skip
+            assert submitted.status_code == 202, submitted.text
+            answers: list[httpx.Response] = []
+            waiter = threading.Thread(target=lambda: answers.append(client.post(
+                f"{PREFIX}/orders/{order['id']}/approve", params={"wait": 60},
+                headers={"X-Idempotency-Key": "stop-1"})))  # fmt: skip
+            waiter.start()
+            time.sleep(1.0)  # the approval waits for an apply nobody runs
+            stopped_at = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            waiter.join(30)
+        assert answers and answers[0].status_code == 202, answers and answers[0].text
+        assert answers[0].json()["order"]["state"] == "approved"
+        assert time.monotonic() - stopped_at < 10  # not the 20 s grace, not the 60 s wait
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import cast
+from typing import Any, cast
 
 import click
 
@@ -187,8 +187,16 @@ def serve(env: Env, host: str, port: int, dispatcher_ref: str, log_level: str) -
     warn_if_open(wm.settings, "the HTTP API")
     check_bindable(host, port)
     # SIGTERM: stop accepting, let in-flight requests finish for the grace period (then
-    # their connections are closed), then exit.
-    uvicorn.run(
+    # their connections are closed), then exit. Approvals waiting for their apply answer
+    # at once (operations.STOPPING), as when their wait runs out.
+    from ..surface import operations
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            operations.STOPPING.set()
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
         create_app(wm),
         host=host,
         port=port,
@@ -196,3 +204,4 @@ def serve(env: Env, host: str, port: int, dispatcher_ref: str, log_level: str) -
         access_log=False,
         timeout_graceful_shutdown=wm.settings.api_shutdown_grace_seconds,
     )
+    Server(config).run()

@@ -37,6 +37,11 @@ from .shapes import finalize_answer, heartbeat_dict, lease_dict, part_answer
 Answer = tuple[int, dict[str, Any]]
 #: Order states after which an approved order's apply has finished, one way or the other.
 SETTLED = frozenset({OrderState.APPLIED, OrderState.COMPLETED, OrderState.FAILED})
+#: Set when the server begins to stop (``workmanager serve`` on SIGTERM or Ctrl-C): an
+#: approval waiting for its apply answers 202 with the order as it stands, as when its
+#: wait runs out. It waited on past the shutdown grace and was cut off with a plain-text
+#: 500, its idempotency key "in flight" for minutes, though the approval had committed.
+STOPPING = threading.Event()
 
 
 def parse_id(value: str | uuid.UUID, kind: str) -> uuid.UUID:
@@ -173,7 +178,8 @@ class Operations:
             order = self.wm.queries.order(order_id, events=20)
             if order["state"] in SETTLED:
                 return 200, {"order": order, "diff": order.get("diff")}
-            time.sleep(0.05)
+            if STOPPING.wait(0.05):
+                break
         return 202, {"order": order}
 
     def reject(
