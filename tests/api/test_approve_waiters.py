@@ -103,8 +103,14 @@ def test_a_waiting_approval_is_answered_when_the_server_stops(
     import signal
     import subprocess
 
-    from tests.api.conftest import BIN, base_env, checkout, lease_headers, propose
-    from tests.api.conftest import truncate_work_tables
+    from tests.api.conftest import (
+        BIN,
+        base_env,
+        checkout,
+        lease_headers,
+        propose,
+        truncate_work_tables,
+    )
 
     truncate_work_tables(api_db_url)
     port = free_port()
