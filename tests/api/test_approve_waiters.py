@@ -131,13 +131,18 @@ def test_a_waiting_approval_is_answered_when_the_server_stops(
         with httpx.Client(base_url=url, headers=auth, timeout=60) as client:
             order = propose(client)
             item = checkout(client, order["id"])
-            submitted = client.post(f"{PREFIX}/items/{item['id']}/submit",
-                                    json={"result": {"answer": 1}}, headers=lease_headers(item))  # fmt: skip
+            result = {"result": {"answer": 1}}
+            submit = f"{PREFIX}/items/{item['id']}/submit"
+            submitted = client.post(submit, json=result, headers=lease_headers(item))
             assert submitted.status_code == 202, submitted.text
             answers: list[httpx.Response] = []
-            waiter = threading.Thread(target=lambda: answers.append(client.post(
-                f"{PREFIX}/orders/{order['id']}/approve", params={"wait": 60},
-                headers={"X-Idempotency-Key": "stop-1"})))  # fmt: skip
+            approve = f"{PREFIX}/orders/{order['id']}/approve"
+            key = {"X-Idempotency-Key": "stop-1"}
+
+            def wait_for_the_apply() -> None:
+                answers.append(client.post(approve, params={"wait": 60}, headers=key))
+
+            waiter = threading.Thread(target=wait_for_the_apply)
             waiter.start()
             time.sleep(1.0)  # the approval waits for an apply nobody runs
             stopped_at = time.monotonic()
