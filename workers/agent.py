@@ -34,6 +34,7 @@ from celery.signals import worker_init
 from workmanager import Settings, WorkManager
 from workmanager.db.session import display_url
 from workmanager.errors import (
+    USER_CODE_FAILURES,
     ConfigurationError,
     InvalidAgentMetadata,
     LeaseConflict,
@@ -148,7 +149,7 @@ class AgentConsumer:
                 )
                 self._fail(lease, {"code": exc.code, "message": exc.message}, retryable=True)
                 return "failed"
-            except Exception as exc:
+            except USER_CODE_FAILURES as exc:
                 log.exception("handler failed on %s", lease.item_id)
                 code = exc.code if isinstance(exc, WorkManagerError) else type(exc).__name__
                 self._fail(lease, {"code": code, "message": str(exc)[:1000]}, retryable=True)

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .errors import WorkManagerError
+from .errors import USER_CODE_FAILURES, WorkManagerError
 
 if TYPE_CHECKING:
     from .services.context import ServiceContext
@@ -92,7 +92,7 @@ class Generator:
                             :300
                         ]
                     )
-            except Exception as exc:  # the strategy's own code: logged, then the next one
+            except USER_CODE_FAILURES as exc:  # the strategy's own code: logged, the next one
                 log.exception("allocator %s failed", strategy.name)
                 report.failed(strategy.name, ALLOCATOR_ERROR, f"{type(exc).__name__}: {exc}")
                 continue

@@ -22,7 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .errors import NotReadyForApproval, ValidationFailed, WorkManagerError, problem
+from .errors import (
+    USER_CODE_FAILURES,
+    NotReadyForApproval,
+    ValidationFailed,
+    WorkManagerError,
+    problem,
+)
 from .schema import schema_errors
 
 log = logging.getLogger("workmanager.hooks")
@@ -41,7 +47,7 @@ def guarded(fn: Callable[[], T], path: str) -> T:
         return fn()
     except ValidationFailed:
         raise
-    except Exception as exc:
+    except USER_CODE_FAILURES as exc:
         log.exception("order-type hook failed at %s", path)
         raise ValidationFailed.at(
             path,
@@ -135,7 +141,7 @@ def can_approve(order_type: Any, order: Any) -> bool:
         )
     except WorkManagerError:
         raise
-    except Exception as exc:
+    except USER_CODE_FAILURES as exc:
         log.exception("can_approve of %s raised", order.id)
         raise NotReadyForApproval(
             f"the order type's can_approve check raised {type(exc).__name__}: {exc}",

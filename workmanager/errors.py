@@ -90,6 +90,13 @@ class PermanentError(WorkManagerError):
     """A failure that retrying the same request will not fix."""
 
 
+#: What the user's own code (an order type's hook, an agent's handler, an allocator) may
+#: raise that is its failure: any exception, and ``sys.exit()``. Caught as an ``Exception``
+#: only, a ``SystemExit`` passed into Celery: a threads-pool agent hung on the message
+#: with nothing logged, a solo one exited, and an apply came back for ever.
+USER_CODE_FAILURES: tuple[type[BaseException], ...] = (Exception, SystemExit)
+
+
 class Patience:
     """How a finished piece of work reaches a database or lock store that is out of reach
     for a moment: ``send()`` tried again on a :class:`TransientError` for up to

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from .errors import ConfigurationError
+from .errors import USER_CODE_FAILURES, ConfigurationError
 
 log = logging.getLogger("workmanager")
 
@@ -37,7 +37,7 @@ def call_user_hook(fn: Callable[[], Any], what: str, variable: str) -> Any:
         return fn()
     except ConfigurationError:
         raise
-    except Exception as exc:
+    except USER_CODE_FAILURES as exc:
         log.exception("%s (%s) raised", what, variable)
         raise ConfigurationError(
             f"{variable}: {what} raised {type(exc).__name__}: {exc}",

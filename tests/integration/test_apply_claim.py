@@ -253,3 +253,44 @@ def test_a_run_records_its_outcome_through_a_moment_the_database_is_away(
         assert a.queries.order(order_id)["state"] == "failed"
     assert outages == [] and gated.calls == 1
     assert claim_of(a, order_id) == (None, None)
+
+
+def test_an_apply_whose_process_dies_every_time_fails_once_its_retries_are_spent(
+    workers: Callable[..., tuple[WorkManager, WorkManager]],
+) -> None:
+    """An apply that ends its process (``os._exit``, a time limit, the OOM killer) records
+    nothing: its claim lapsed, maintenance sent it again, and it ran for ever, the order
+    ``approved`` (a Celery pass: six runs past a limit of four). Past twice the runs the
+    retries allow (room for runs overtaken after a stall), the order fails without a run."""
+    gated = Gated(*["die"] * 6)
+    a, _ = workers(gated, apply_max_retries=2, apply_recovery_seconds=30)
+    order_id = approved_order(a)
+    for _ in range(6):
+        with pytest.raises(WorkerDied):
+            a.executor.apply(order_id)
+        a.ctx.clock.offset += timedelta(seconds=31)  # type: ignore[attr-defined]  # lapsed
+    with pytest.raises(ApplyFailed) as failed:
+        a.executor.apply(order_id)
+    assert failed.value.details["final"] is True and "the process died" in failed.value.message
+    assert gated.calls == 6  # the seventh run did not run the body
+    assert a.queries.order(order_id)["state"] == "failed"
+    assert "apply_failed" in events(a, order_id)
+
+
+def test_an_apply_or_a_hook_calling_sys_exit_is_a_recorded_failure(
+    workers: Callable[..., tuple[WorkManager, WorkManager]],
+) -> None:
+    """``sys.exit()`` in ``apply()`` passed every ``except Exception`` into Celery: the
+    control worker hung on the message (threads pool), exited (solo), or the order came
+    back for ever (prefork)."""
+
+    class Exits(Gated):
+        def apply(self, order: Any, ctx: Any) -> Any:
+            raise SystemExit(3)
+
+    a, _ = workers(Exits(), apply_max_retries=0)
+    order_id = approved_order(a)
+    with pytest.raises(ApplyFailed) as failed:
+        a.executor.apply(order_id)
+    assert failed.value.details["exception"] == "SystemExit"
+    assert a.queries.order(order_id)["state"] == "failed"

@@ -121,3 +121,20 @@ def test_a_result_meeting_an_outage_is_delivered_when_it_ends(make_wm, monkeypat
     [said] = [r for r in caplog.records if r.levelname == "ERROR"]
     assert said.getMessage().startswith(f"could not deliver the work on {second}: ")
     assert said.exc_info is None and wm.queries.item(second)["state"] == "queued"
+
+
+def test_a_handler_calling_sys_exit_is_a_reported_failure(make_wm) -> None:
+    """``sys.exit()`` in a handler passed ``except Exception`` into Celery: on the threads
+    pool the agent hung on the message with nothing logged (its slot never given back), on
+    the solo pool it exited (a Celery pass)."""
+
+    def exits(item: Any, lease: Any) -> dict[str, Any]:
+        raise SystemExit(2)
+
+    wm = make_wm(db="sqlite", backend="database", registry=Registry([Multi()]))
+    order_id = wm.propose("test.multi", {"count": 1})
+    [item] = wm.queries.order(order_id)["items"]
+    consumer = AgentConsumer(wm, exits, AgentInfo(id="exiting-agent"))
+    assert consumer.handle(uuid.UUID(item["id"]))[0] == "failed"
+    after = wm.queries.item(uuid.UUID(item["id"]))
+    assert after["state"] == "queued" and after["error"]["code"] == "SystemExit"

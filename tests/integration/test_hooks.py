@@ -80,3 +80,20 @@ def test_a_crashing_hook_is_a_validation_error_and_stores_nothing(make_wm, datab
     assert all(part["status"] == "rejected" for part in stored), stored  # none validated
     wm.agent.submit_part(lease, "a", {"required_key": {"nested": 1}})
     assert wm.agent.finalize(lease).item["state"] == "submitted"
+
+
+def test_a_hook_calling_sys_exit_is_a_hook_error_not_a_server_error(make_wm, database) -> None:
+    """``sys.exit()`` in a validation hook passed ``except Exception``: a plain-text HTTP
+    500 (a type author's pass)."""
+
+    class Exits(Strict):
+        def validate_submission(self, item: ItemView, result: JSON) -> None:
+            raise SystemExit(1)
+
+    wm = make_wm(db=database, registry=Registry([Exits()]))
+    wm.propose("test.strict", {})
+    lease = wm.agent.checkout("agent-1")
+    with pytest.raises(ValidationFailed) as caught:
+        wm.agent.submit(lease, {"answer": 1})
+    [error] = caught.value.details
+    assert error["validator"] == "hook_error" and "SystemExit" in error["message"]

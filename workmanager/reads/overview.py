@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, and_, func, select
 from ..db.models import Event, Item, Order, Provenance
 from ..db.predicates import count_rows
 from ..diff import Diff
-from ..errors import NotFound
+from ..errors import USER_CODE_FAILURES, NotFound
 from ..services.context import ServiceContext
 from ..services.views import iso, order_view
 from ..states import ItemState, OrderState
@@ -169,7 +169,7 @@ class Overview:
             if diff is not None and not isinstance(diff, Diff):
                 raise TypeError(f"preview() returned {type(diff).__name__}, not a Diff or None")
             return None if diff is None else diff.to_dict()
-        except Exception as exc:
+        except USER_CODE_FAILURES as exc:
             log.warning("preview of order %s raised", order_id, exc_info=True)
             return {"error": f"{type(exc).__name__}: {exc}"}
 

@@ -56,7 +56,7 @@ from .. import tracing
 from ..db.models import Order
 from ..db.order_store import OrderRow, build_order_store
 from ..diff import Diff
-from ..errors import ApplyFailed, IllegalStateTransition, Patience
+from ..errors import USER_CODE_FAILURES, ApplyFailed, IllegalStateTransition, Patience
 from ..jsonvalues import json_value
 from ..settings import Settings
 from ..states import OrderState
@@ -232,6 +232,22 @@ class ApplyService:
         if isinstance(started, OrderRow):
             return _not_started(started, now)
         view, ctx = started
+        # Runs that ended with their process (os._exit, a signal, a time limit, memory)
+        # record nothing; the retries allow as many again, for a run overtaken after a
+        # stall (its claim lapsed while it ran), then the order fails without a run.
+        spent = 2 * (self.ctx.settings.apply_max_retries + 1)
+        if ctx.attempt > spent:
+            lost = RuntimeError(
+                f"{ctx.attempt - 1} runs of apply ended without an outcome: the process died"
+                " or stalled (os._exit, a signal, a time limit, memory); twice the runs"
+                " APPLY_MAX_RETRIES allows"
+            )
+            log.error("apply of %s failed for good: %s", order_id, lost)
+            self.record_failure(order_id, lost, ctx.attempt, claim)
+            raise ApplyFailed(
+                f"apply of {order_id} failed: {lost}",
+                details={"exception": "RuntimeError", "attempt": ctx.attempt, "final": True},
+            )
         t0 = time.perf_counter()
         try:
             # Inside the try: a type that is no longer registered is a recorded failure too,
@@ -243,7 +259,8 @@ class ApplyService:
             if not isinstance(diff, Diff):
                 raise TypeError(f"{order_type!r}.apply() must return a Diff, got {diff!r}")
             json_value(diff.to_dict(), "the diff")  # stored as JSON: fail here, recorded
-        except Exception as exc:
+        except USER_CODE_FAILURES as exc:
+            log.warning("apply of %s raised (attempt %d)", order_id, ctx.attempt, exc_info=True)
             final = self.record_failure(order_id, exc, ctx.attempt, claim)
             raise ApplyFailed(
                 f"apply of {order_id} failed: {exc}",
@@ -271,7 +288,7 @@ class ApplyService:
     def _after(self, hook: Any, view: OrderView, diff: Diff) -> None:
         try:
             hook(view, diff)
-        except Exception:  # the apply is recorded; a failing after-hook must not undo it
+        except USER_CODE_FAILURES:  # the apply is recorded; a failing after-hook must not undo it
             log.exception("after_apply of %s raised", view.id)
 
     def record_failure(
