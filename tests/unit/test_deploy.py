@@ -385,3 +385,11 @@ def test_deploy_files_and_docs_name_only_files_that_exist() -> None:
     operations = (ROOT / "docs/operations.md").read_text()
     assert "init container" in operations
     assert "migration Job)" not in operations
+
+
+def test_worker_units_stop_warm_by_signalling_the_main_process_only() -> None:
+    """systemd's default KillMode (control-group) sends SIGTERM to every process of the
+    unit: the prefork children running tasks died mid-task, a cold shutdown where the unit
+    promised a warm one (Celery's docs ask for ``KillMode=mixed``; a Celery pass)."""
+    for name in ("workmanager-worker.service", "workmanager-agent@.service"):
+        assert unit(name)["KillMode"] == ["mixed"], name
