@@ -14,7 +14,11 @@ consumer, as Redis's transport does. The deletes of acknowledged rows are made b
 consuming thread in its next fetch (a poll, every ``polling_interval``): an
 acknowledgement comes from a pool thread and the channel's session is not thread-safe. A
 worker killed in between has its last acknowledged messages delivered again after the
-timeout: the tasks are safe to run twice.
+timeout: the tasks are safe to run twice. A rejection that requeues (a pool child lost
+mid-task, ``reject_on_worker_lost``) is made the same way: the consuming thread shows the
+row again at its next fetch. kombu's own requeue inserted a copy from the pool's result
+thread on the shared session, and the worker died ("This session is in 'prepared'
+state").
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class Channel(sqla.Channel):  # type: ignore[misc]
         self.visibility_timeout = float(options.get("visibility_timeout", default))
         self._rows: dict[str, int] = {}  # delivery tag -> the row it was fetched from
         self._done: deque[int] = deque()  # rows acknowledged, to delete at the next fetch
+        self._requeued: deque[int] = deque()  # rows rejected to requeue, shown at the next
         self._restored_at = float("-inf")
         #: queues consumed without acknowledgements (Celery's ``rpc://`` results), and
         #: whether the ``basic_get`` under way is: their rows go as they are delivered
@@ -130,7 +135,7 @@ class Channel(sqla.Channel):  # type: ignore[misc]
 
     def _housekeep(self) -> None:
         message, session = self.message_cls, self.session
-        self._delete_done(session)
+        self._housekeep_rows(session)
         now = time.monotonic()
         if now - self._restored_at >= RESTORE_EVERY:
             self._restored_at = now
@@ -180,6 +185,11 @@ class Channel(sqla.Channel):  # type: ignore[misc]
         self._forget(delivery_tag)
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        row = self._rows.pop(delivery_tag, None) if requeue else None
+        if row is not None:  # its row shows again at the consuming thread's next fetch
+            self.qos.reject(delivery_tag, requeue=False)  # the QoS forgets it, restores nothing
+            self._requeued.append(row)
+            return
         super().basic_reject(delivery_tag, requeue=requeue)  # type: ignore[no-untyped-call]
         self._forget(delivery_tag)
 
@@ -193,18 +203,24 @@ class Channel(sqla.Channel):  # type: ignore[misc]
         """kombu's close puts the unacknowledged messages back; then the rows acknowledged
         or put back go, in one transaction."""
         super().close()  # type: ignore[no-untyped-call]
-        if self._done and self._session is not None:
+        if (self._done or self._requeued) and self._session is not None:
             try:
-                self._delete_done(self._session)
+                self._housekeep_rows(self._session)
                 self._session.commit()
             except Exception:  # the broker's database gone: after the timeout, delivered again
                 self._session.rollback()
 
-    def _delete_done(self, session: Any) -> None:
-        """Delete the rows acknowledged or put back since the last time."""
+    def _housekeep_rows(self, session: Any) -> None:
+        """Delete the rows acknowledged or put back since the last time, and show again
+        those rejected to be requeued."""
+        message = self.message_cls
         done = [self._done.popleft() for _ in range(len(self._done))]
         if done:
-            session.execute(delete(self.message_cls).where(self.message_cls.id.in_(done)))
+            session.execute(delete(message).where(message.id.in_(done)))
+        requeued = [self._requeued.popleft() for _ in range(len(self._requeued))]
+        if requeued:
+            shown = {"visible": True, "version": 1, "sent_at": None}
+            session.execute(update(message).where(message.id.in_(requeued)).values(**shown))
 
 
 def _now() -> datetime:

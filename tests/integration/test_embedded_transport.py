@@ -326,3 +326,31 @@ def test_a_broker_probed_before_the_app_was_imported_still_gets_the_projects_tra
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["tasks.embedded_transport"]
+
+
+def test_a_requeue_from_another_thread_leaves_the_session_to_the_consuming_thread(
+    url: str, tmp_path: Path
+) -> None:
+    """A pool child lost mid-task: Celery's result thread rejects the message with
+    requeue, and kombu inserted the copy on the channel's session while the main thread
+    polled on it; the worker died ("This session is in 'prepared' state", a type
+    author's pass, 3 runs of 4). The requeue touches no session: the consuming thread
+    shows the row again at its next fetch."""
+    import threading
+
+    with Connection(url, transport_options=OPTIONS) as mine:
+        queue = mine.SimpleQueue("wm.lost")
+        queue.put({"n": 1})
+        held = queue.get(timeout=5)
+        channel = mine.default_channel
+        session, channel._session = channel._session, None  # any use would open another
+        done = threading.Thread(target=lambda: held.reject(requeue=True))
+        done.start()
+        done.join(10)
+        assert channel._session is None  # the rejecting thread opened none
+        channel._session = session
+        again = queue.get(timeout=5)  # the consuming thread's fetch shows it again
+        assert again.payload == {"n": 1}
+        again.ack()
+        assert nothing_in(queue, 0.5)
+    assert rows(tmp_path) == []
