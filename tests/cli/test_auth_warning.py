@@ -15,9 +15,12 @@ COMMANDS = [["serve", "--port", "1"], ["mcp", "--transport", "http", "--port", "
 
 @pytest.fixture
 def started(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Replaces ``uvicorn.run``: records the app it was given instead of serving it."""
+    """Replaces ``uvicorn.run`` (``mcp``) and ``uvicorn.Server.run`` (``serve``, whose
+    server class answers waiting approvals when it stops): records the app it was given
+    instead of serving it."""
     apps: list[Any] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **_: apps.append(app))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, **_: apps.append(self.config.app))
     return apps
 
 
