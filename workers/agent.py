@@ -18,8 +18,10 @@ back) and the process exits, leaving its unfinished messages unacknowledged.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -163,23 +165,40 @@ class AgentConsumer:
         except WorkManagerError as failed:
             log.warning("could not report failure on %s: %s", lease.item_id, failed)
 
-    def shutdown(self, grace: float, exit_process: Any = os._exit) -> threading.Thread:
+    def shutdown(
+        self, grace: float, exit_process: Any = os._exit, children: bool = False
+    ) -> threading.Thread:
         """Start the graceful end (from a thread): wait up to ``grace`` seconds for the
-        handlers to finish, then release every lease still held and end the process."""
+        handlers to finish, then release every lease still held and end the process.
+
+        ``children``: the handlers run in pool children (``--pool prefork``), whose
+        leases this process does not hold: they are this agent's leases in the database,
+        released by the operator's rule (the attempt given back), and the children are
+        ended with the process. The grace passed unseen and the children ran on."""
+
+        def held() -> list[Any]:
+            if not children:
+                return self.heartbeats.held()
+            from workmanager.reads.leases import LeaseSelector  # the operator's rule
+            from workmanager.services.lease_admin import LeaseAdmin
+
+            return LeaseAdmin(self.wm.ctx).held(LeaseSelector(agent_id=self.agent.id))
 
         def run() -> None:
             deadline = time.monotonic() + grace
-            while self.heartbeats.held() and time.monotonic() < deadline:
+            while held() and time.monotonic() < deadline:
                 time.sleep(0.1)
-            held = self.heartbeats.held()
-            if not held:
+            still = held()
+            if not still:
                 return  # every handler finished: Celery's warm shutdown ends the process
             log.warning(
                 "shutdown: %d handler(s) still running after %.0fs; releasing their leases",
-                len(held),
+                len(still),
                 grace,
             )
-            for lease in held:
+            if children:
+                self._release_held_by_children()
+            for lease in [] if children else still:
                 try:
                     self.wm.agent.release(lease, agent=self.agent)
                     log.warning("shutdown: released %s", lease.item_id)
@@ -192,8 +211,28 @@ class AgentConsumer:
         thread.start()
         return thread
 
+    def _release_held_by_children(self) -> None:
+        """End the pool children first (a handler must not submit past its release), then
+        release what they held."""
+        import billiard.process
 
-def install_shutdown(consumer: AgentConsumer) -> None:
+        from workmanager.reads.leases import LeaseSelector
+        from workmanager.services.lease_admin import LeaseAdmin
+
+        for child in billiard.process.active_children():
+            with contextlib.suppress(ProcessLookupError):  # gone meanwhile
+                os.kill(child.pid, signal.SIGKILL)
+        try:
+            done = LeaseAdmin(self.wm.ctx, self.agent.actor).release(
+                LeaseSelector(agent_id=self.agent.id)
+            )
+            for change in done.changes:
+                log.warning("shutdown: released %s (%s)", change["item_id"], change["outcome"])
+        except WorkManagerError as exc:
+            log.warning("shutdown: could not release the children's leases: %s", exc)
+
+
+def install_shutdown(consumer: AgentConsumer, pool: str = "threads") -> None:
     """Run :meth:`AgentConsumer.shutdown` when the Celery worker starts its shutdown."""
     from celery.signals import worker_shutting_down
 
@@ -203,7 +242,7 @@ def install_shutdown(consumer: AgentConsumer) -> None:
         if not started:  # a second SIGTERM does not start a second countdown
             grace = consumer.wm.settings.agent_shutdown_grace_seconds
             log.info("shutdown: stopped taking messages; handlers have %.0fs to finish", grace)
-            started.append(consumer.shutdown(grace))
+            started.append(consumer.shutdown(grace, children=pool == "prefork"))
 
     worker_shutting_down.connect(on_shutdown, weak=False)
 
@@ -326,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="errors as JSON")
     args = parser.parse_args(argv)
     app, consumer = build(args.order_type, args.handler, args.agent_id)
-    install_shutdown(consumer)
+    install_shutdown(consumer, args.pool)
     queue = consumer.wm.settings.agent_queue(args.order_type)
     worker = ["worker", "-Q", queue, "-c", str(args.concurrency), "-P", args.pool]
     worker += ["-n", f"{consumer.agent.id}@%h", "--loglevel", args.loglevel]
@@ -363,4 +402,9 @@ def run(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    # Celery restarts a worker on SIGHUP by running ``sys.executable + sys.argv`` again:
+    # ``python …/workers/agent.py`` then failed on its relative imports and the agent was
+    # gone. The arguments say how it was started, as a module.
+    given = sys.argv[1:]
+    sys.argv[:] = ["-m", "workers.agent", *given]
+    sys.exit(run(given))

@@ -154,3 +154,33 @@ def answer_of(reply: dict[str, Any]) -> dict[str, Any]:
     if found is not None:
         return dict(found.get("result", found))
     return dict(json.loads(reply["result"]["content"][0]["text"]))
+
+
+def test_ctrl_c_ends_the_stdio_server_while_stdin_is_open(api_db_url: str) -> None:
+    """After SIGINT it stopped answering but ran on until stdin closed (a signals pass)."""
+    import signal
+
+    proc = subprocess.Popen(
+        [str(BIN / "workmanager"), "--dispatcher", "none", "mcp", "--transport", "stdio"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=base_env(api_db_url),
+        text=True,
+    )
+    try:
+        hello = {"protocolVersion": "2025-06-18", "capabilities": {},
+                 "clientInfo": {"name": "pipe", "version": "1"}}  # fmt: skip
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                                     "params": hello}) + "\n")  # fmt: skip
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["id"] == 1  # serving, stdin still open
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 130
+        assert proc.stderr is not None
+        assert "error [aborted]: interrupted (Ctrl-C)" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

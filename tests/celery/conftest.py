@@ -129,7 +129,12 @@ class Stack:
         )
 
     def agent(
-        self, order_type: str, handler: str, concurrency: int = 4, name: str = "agent"
+        self,
+        order_type: str,
+        handler: str,
+        concurrency: int = 4,
+        name: str = "agent",
+        pool: str = "threads",
     ) -> None:
         self.start(
             name,
@@ -145,6 +150,8 @@ class Stack:
                 str(concurrency),
                 "--agent-id",
                 f"{name}-1",
+                "--pool",
+                pool,
             ],
         )
 

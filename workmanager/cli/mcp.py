@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
+from typing import Any
+
 import click
 
 from .. import tracing
+from ..errors import Aborted
 from ..importing import import_extra
 from .app import Env, cli, pass_env
-from .render import PORT, json_errors_option, warn_if_open
+from .render import PORT, json_errors_option, report_error, warn_if_open
 
 
 @cli.command("mcp")
@@ -31,6 +36,7 @@ def mcp_command(env: Env, transport: str, host: str, port: int) -> None:
     # (another lease backend, prefix, TTL), refused before the first call, as by `serve`
     schema_at_head(wm)
     if transport == "stdio":
+        signal.signal(signal.SIGINT, _interrupted)
         build_server(wm).run("stdio")
         return
     import uvicorn
@@ -40,3 +46,11 @@ def mcp_command(env: Env, transport: str, host: str, port: int) -> None:
     warn_if_open(wm.settings, f"the MCP {transport.upper()} transport")
     server = build_server(wm, require_token=True)
     uvicorn.run(http_app(wm, server, transport), host=host, port=port, log_level="warning")
+
+
+def _interrupted(_signum: int, _frame: Any) -> None:
+    """Ctrl-C ends the stdio server at once, as it ends any command: the MCP SDK reads
+    stdin from a thread, and the process waited for it until stdin closed (in a terminal
+    it froze until Ctrl-D). A call under way is cut off."""
+    report_error(Aborted("interrupted (Ctrl-C)", hint=""), False)
+    os._exit(130)  # the reader thread holds the interpreter's exit: not waited for
