@@ -14,6 +14,7 @@ shared settings are not the deployment's (it does nothing until they are).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -65,10 +66,22 @@ def maintain() -> dict[str, int]:
     }
 
 
+#: Held while this process runs the allocator strategies: a ``discover()`` that never
+#: returns held a worker slot for each beat until the control worker took nothing else.
+_GENERATING = threading.Lock()
+
+
 @app.task(name="workmanager.orders.generate")
 def generate() -> dict[str, int]:
-    """Let the registered allocator strategies propose orders."""
-    report = _each_beat("generate", lambda: get_wm().generator.run())
+    """Let the registered allocator strategies propose orders; skipped, in one line, while
+    this process's previous run is still going."""
+    if not _GENERATING.acquire(blocking=False):
+        log.error("generate skipped: the previous run is still going (a discover() that hangs?)")
+        return {}
+    try:
+        report = _each_beat("generate", lambda: get_wm().generator.run())
+    finally:
+        _GENERATING.release()
     if report is None:
         return {}
     return {

@@ -53,3 +53,34 @@ def test_a_beat_task_that_cannot_run_says_so_in_one_line(
         f"{task} {said}" for task in ("sweep", "maintenance", "generate")
     ]
     assert not any(r.exc_info for r in caplog.records)
+
+
+def test_a_generate_run_still_going_makes_the_next_one_skip(
+    make_wm: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ``discover()`` that never returned held one worker slot per beat (every 15
+    minutes) until the control worker took nothing else (a type author's pass)."""
+    import threading
+
+    wm = make_wm(db="sqlite", backend="database")
+    entered, release = threading.Event(), threading.Event()
+
+    def hangs(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        release.wait(10)
+        return type("Report", (), {"discovered": [], "created": 0, "existing": 0, "errors": []})
+
+    monkeypatch.setattr(wm.generator, "run", hangs)
+    set_wm(wm)
+    first = threading.Thread(target=beat.generate.run)
+    try:
+        first.start()
+        assert entered.wait(10)
+        with caplog.at_level(logging.ERROR):
+            assert beat.generate.run() == {}  # at once, not behind the first
+        release.set()
+        first.join(10)
+    finally:
+        release.set()
+        set_wm(None)
+    assert any("the previous run is still going" in r.getMessage() for r in caplog.records)
