@@ -3,7 +3,7 @@ passed (never on one it refused); a crashing hook is a 422 that changes nothing.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
@@ -97,3 +97,24 @@ def test_a_hook_calling_sys_exit_is_a_hook_error_not_a_server_error(make_wm, dat
         wm.agent.submit(lease, {"answer": 1})
     [error] = caught.value.details
     assert error["validator"] == "hook_error" and "SystemExit" in error["message"]
+
+
+def test_an_assemble_returning_a_list_is_the_types_hook_error(make_wm, database) -> None:
+    """It was ``assembled_result: must be an object`` (validator ``type``): the agent's
+    mistake, so a consumer agent failed the item and its order for good without naming
+    ``assemble()`` (a type author's pass)."""
+    from tests.support.types import Parts
+
+    class Listing(Parts):
+        def assemble(self, item: ItemView, parts: list[Any]) -> JSON:
+            return list(parts)  # type: ignore[return-value]
+
+    wm = make_wm(db=database, registry=Registry([Listing()]))
+    wm.propose("test.parts", {})
+    lease = wm.agent.checkout("agent-1")
+    wm.agent.submit_part(lease, "a", {"v": 1})
+    wm.agent.submit_part(lease, "b", {})
+    with pytest.raises(ValidationFailed) as caught:
+        wm.agent.finalize(lease)
+    [error] = caught.value.details
+    assert error["validator"] == "hook_error" and "assemble() returned list" in error["message"]

@@ -625,6 +625,8 @@ def test_the_preview_shows_nothing_without_the_hook_and_its_error_when_it_raises
     wrong = viewer.get(f"/ui/orders/{submitted_order(wm, ('dict',))}")
     assert wrong.status_code == 200
     assert "No preview: TypeError: preview() returned dict, not a Diff or None" in wrong.text
+    deep = viewer.get(f"/ui/orders/{submitted_order(wm, ('deep',))}")
+    assert deep.status_code == 200 and "No preview: MalformedJSON" in deep.text
 
 
 def test_large_values_are_cut_on_the_pages_with_where_to_find_them_whole(

@@ -33,6 +33,11 @@ class Titles(OrderType):
             raise KeyError("boom")  # a bug in the type's preview: the page still renders
         if "dict" in order.payload.get("docs", []):
             return {"after": 1}  # type: ignore[return-value]  # not a Diff: a 500 before
+        if "deep" in order.payload.get("docs", []):
+            nested: dict[str, object] = {}
+            for _ in range(5000):  # past what the page's JSON takes: a 500 before
+                nested = {"n": nested}
+            return Diff({}, nested, "deep")
         return _diff(order)
 
     def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:

@@ -17,6 +17,7 @@ from ..db.models import Event, Item, Order, Provenance
 from ..db.predicates import count_rows
 from ..diff import Diff
 from ..errors import USER_CODE_FAILURES, NotFound
+from ..jsonvalues import json_value
 from ..services.context import ServiceContext
 from ..services.views import iso, order_view
 from ..states import ItemState, OrderState
@@ -168,7 +169,9 @@ class Overview:
             diff = self.ctx.registry.get(view.type).preview(view)
             if diff is not None and not isinstance(diff, Diff):
                 raise TypeError(f"preview() returned {type(diff).__name__}, not a Diff or None")
-            return None if diff is None else diff.to_dict()
+            # shown as JSON on the order page: a diff nested past what JSON pages take
+            # made the page a 500
+            return None if diff is None else json_value(diff.to_dict(), "preview()")
         except USER_CODE_FAILURES as exc:
             log.warning("preview of order %s raised", order_id, exc_info=True)
             return {"error": f"{type(exc).__name__}: {exc}"}

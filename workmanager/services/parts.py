@@ -335,9 +335,10 @@ def assemble_parts(
         )
     values = [value for _, value in sorted(latest.items())]
     result = guarded(lambda: order_type.assemble(view, values), "assembled_result")
-    if not isinstance(result, dict):
-        raise ValidationFailed(
-            [{"path": "assembled_result", "message": "must be an object", "validator": "type"}]
+    if not isinstance(result, dict):  # the type's own output: its hook_error, not the caller's
+        said = f"assemble() returned {type(result).__name__}, not an object"
+        raise ValidationFailed.at(
+            "assembled_result", said, "hook_error", f"the order type's {said}"
         )
     found = problems(result, "assembled_result")  # the type's own output: its hook_error
     if found:
