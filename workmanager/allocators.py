@@ -43,6 +43,12 @@ class AllocatorStrategy:
         raise NotImplementedError
 
 
+def strategy_name(strategy: AllocatorStrategy) -> str:
+    """What a strategy is called in the registry and in reports: its ``name``, else its
+    class's (a strategy without one was reported as "allocator  failed")."""
+    return strategy.name or type(strategy).__name__
+
+
 log = logging.getLogger("workmanager.generate")
 #: The code of a strategy whose ``discover()`` raised or returned something else.
 ALLOCATOR_ERROR = "allocator_error"
@@ -81,6 +87,7 @@ class Generator:
         logged and skipped, so one bad strategy does not stop the others."""
         report = GenerateReport()
         for strategy in self.ctx.registry.allocators():
+            name = strategy_name(strategy)
             try:
                 found: Any = strategy.discover()
                 listed = isinstance(found, Iterable) and not isinstance(found, str | dict)
@@ -93,11 +100,11 @@ class Generator:
                         ]
                     )
             except USER_CODE_FAILURES as exc:  # the strategy's own code: logged, the next one
-                log.exception("allocator %s failed", strategy.name)
-                report.failed(strategy.name, ALLOCATOR_ERROR, f"{type(exc).__name__}: {exc}")
+                log.exception("allocator %s failed", name)
+                report.failed(name, ALLOCATOR_ERROR, f"{type(exc).__name__}: {exc}")
                 continue
             report.discovered.extend(requests)
-            self._propose(strategy.name, requests, report, dry_run)
+            self._propose(name, requests, report, dry_run)
         return report
 
     def _propose(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from functools import partial
 
-from .allocators import AllocatorStrategy
+from .allocators import AllocatorStrategy, strategy_name
 from .errors import ConfigurationError, UnknownOrderType
 from .importing import call_user_hook, import_module
 from .order_types import ATTEMPTS_RULE, TYPE_NAME_RULE, OrderType, is_attempts, is_type_name
@@ -21,6 +21,8 @@ class Registry:
     def __init__(self, types: Iterable[OrderType] = ()) -> None:
         self._types: dict[str, OrderType] = {}
         self._allocators: dict[str, AllocatorStrategy] = {}
+        #: modules listed in WORK_MANAGER_ORDER_TYPES without a ``register(registry)``
+        self._unregistering: list[str] = []
         for order_type in types:
             self.register(order_type)
 
@@ -46,18 +48,24 @@ class Registry:
             return self._types[name]
         except KeyError:
             known = ", ".join(sorted(self._types)) or "none registered"
-            raise UnknownOrderType(
-                f"unknown order type {name!r} (known: {known})",
-                details={"type": name},
-                hint=f"known types: {known}"
+            hint = (
+                f"known types: {known}"
                 if self._types
                 else "no order type is registered: list the modules that register them in"
-                " WORK_MANAGER_ORDER_TYPES",
+                " WORK_MANAGER_ORDER_TYPES"
+            )
+            if self._unregistering:  # a register_types() or a typo: the module is listed
+                hint += (
+                    f"; {', '.join(self._unregistering)} has no register(registry) function,"
+                    " so nothing of it was registered"
+                )
+            raise UnknownOrderType(
+                f"unknown order type {name!r} (known: {known})", details={"type": name}, hint=hint
             ) from None
 
     def register_allocator(self, strategy: AllocatorStrategy) -> AllocatorStrategy:
         """Add an allocator strategy; re-registering a name replaces it."""
-        self._allocators[strategy.name or type(strategy).__name__] = strategy
+        self._allocators[strategy_name(strategy)] = strategy
         return strategy
 
     def allocators(self) -> list[AllocatorStrategy]:
@@ -79,6 +87,8 @@ class Registry:
             register = getattr(module, "register", None)
             if callable(register):
                 call_user_hook(partial(register, self), f"{name}.register(registry)", VARIABLE)
+            else:
+                self._unregistering.append(name)
 
 
 def _check_declared(order_type: OrderType) -> None:

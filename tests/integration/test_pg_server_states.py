@@ -141,3 +141,15 @@ def test_db_upgrade_under_a_search_path_naming_no_schema_says_so(own_db: tuple[s
         db.dispose()
     assert "no schema to work in" in caught.value.message
     assert caught.value.hint is not None and "search_path" in caught.value.hint
+
+
+def test_a_full_server_says_what_to_do_not_whether_it_runs() -> None:
+    """ "too many clients already" was answered with "is the server running and is the
+    URL right?" (a PostgreSQL pass)."""
+
+    class Full(Exception):
+        pass
+
+    said = translate(Full("connection failed: FATAL:  sorry, too many clients already"),
+                     operational=True)  # fmt: skip
+    assert isinstance(said, Unavailable) and "max_connections" in (said.hint or "")

@@ -282,3 +282,34 @@ def test_all_matches_what_is_importable() -> None:
     assert len(workmanager.__all__) == len(set(workmanager.__all__))
     for name in workmanager.__all__:
         assert getattr(workmanager, name) is not None
+
+
+def test_an_unknown_type_names_the_listed_modules_that_registered_nothing() -> None:
+    """A module listed with ``register_types`` (or a typo) for ``register`` registered
+    nothing, and the unknown type's hint said to list the module, which was listed (a
+    type author's pass)."""
+    registry = Registry()
+    registry.load_modules(["tests.support.no_register"])
+    with pytest.raises(UnknownOrderType) as caught:
+        registry.get("test.loaded")
+    assert "tests.support.no_register has no register(registry) function" in (
+        caught.value.hint or ""
+    )
+
+
+def test_a_strategy_without_a_name_is_reported_by_its_class() -> None:
+    """It was reported as "allocator  failed" and ``strategy: ""``."""
+    from workmanager.allocators import AllocatorStrategy, Generator
+
+    class Broken(AllocatorStrategy):
+        def discover(self) -> list[Any]:
+            raise KeyError("boom")
+
+    registry = Registry()
+    registry.register_allocator(Broken())
+    wm = WorkManager(Settings(database_url="sqlite://", metrics_driver="null"), registry=registry)
+    try:
+        report = Generator(wm.ctx, wm.orders).run(dry_run=True)
+    finally:
+        wm.close()
+    assert [e["strategy"] for e in report.errors] == ["Broken"]

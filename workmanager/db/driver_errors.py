@@ -137,15 +137,23 @@ def translate(
     if operational and not is_retryable(orig):
         lowered = text.lower()
         if invalidated or any(m in lowered for m in _CONNECTION_MARKERS):
-            unreachable = "connect" in lowered  # not a lock timeout: the server itself
-            if unreachable:
-                hint = f"is the server running and is {where} right? (WORK_MANAGER_DATABASE_URL)"
-            elif "locked" in lowered:  # SQLite: one writer at a time, and one held it long
-                hint = (
-                    "another process held the SQLite database's write lock for longer than"
-                    " the wait: try again; many processes writing at once want PostgreSQL"
-                )
-            else:
-                hint = "try again; if it persists, check the database server's log"
+            hint = _connection_hint(lowered, where)
             return Unavailable(f"database unavailable: {_one_line(text)}", hint=hint)
     return None
+
+
+def _connection_hint(lowered: str, where: str) -> str:
+    """What to do about a connection the server refused or lost (``lowered``: its text)."""
+    if "too many clients" in lowered or "remaining connection slots" in lowered:
+        return (
+            "the server's max_connections is reached: fewer processes (each keeps a pool of"
+            " connections), a pooler such as PgBouncer, or a higher max_connections"
+        )
+    if "connect" in lowered:  # not a lock timeout: the server itself
+        return f"is the server running and is {where} right? (WORK_MANAGER_DATABASE_URL)"
+    if "locked" in lowered:  # SQLite: one writer at a time, and one held it long
+        return (
+            "another process held the SQLite database's write lock for longer than"
+            " the wait: try again; many processes writing at once want PostgreSQL"
+        )
+    return "try again; if it persists, check the database server's log"
