@@ -41,8 +41,9 @@ def _as_errors(details: Any, path: str) -> list[dict[str, Any]]:
     return [problem(path, str(details), "custom")]
 
 
-def guarded(fn: Callable[[], T], path: str) -> T:
-    """Call an order-type hook; a crash becomes ``ValidationFailed`` at ``path``."""
+def guarded(fn: Callable[[], T], path: str, hook: str = "check") -> T:
+    """Call an order-type hook (``hook``: its name, said in the error); a crash becomes
+    ``ValidationFailed`` at ``path``."""
     try:
         return fn()
     except ValidationFailed:
@@ -53,7 +54,7 @@ def guarded(fn: Callable[[], T], path: str) -> T:
             path,
             f"{type(exc).__name__}: {exc}",
             "hook_error",
-            f"the order type's check raised {type(exc).__name__}",
+            f"the order type's {hook} raised {type(exc).__name__}",
         ) from exc
 
 
@@ -91,6 +92,7 @@ def check(
     path: str,
     hook: Callable[[Any], Any] | None,
     evidence: Evidence | None = None,
+    hook_name: str = "check",
 ) -> None:
     """Validate ``instance`` against ``schema`` (and ``evidence`` against its own), then
     (only when all passed) run ``hook`` on a copy of it; raise the errors of what refused
@@ -103,13 +105,13 @@ def check(
         try:
             # ~20 ms a MB of result (a JSON round trip is slower on floats): the price
             # of a hook that cannot change what is stored, paid only by types with one
-            returned = guarded(lambda: hook(copy.deepcopy(instance)), path)
+            returned = guarded(lambda: hook(copy.deepcopy(instance)), path, hook_name)
         except ValidationFailed as exc:
             errors = _as_errors(exc.details, path)
         else:
             if returned is not None:  # False, or a list of problems: never an acceptance
                 why = (
-                    f"the order type's check returned {type(returned).__name__}; it must"
+                    f"the order type's {hook_name} returned {type(returned).__name__}; it must"
                     " raise ValidationFailed to refuse and return None to accept"
                 )
                 errors = [problem(path, why, "hook_error")]

@@ -76,6 +76,8 @@ def test_a_crashing_hook_is_a_validation_error_and_stores_nothing(make_wm, datab
         wm.agent.submit_part(lease, "a", {"required_key": 1})
     [error] = caught.value.details
     assert error["validator"] == "hook_error" and "TypeError" in error["message"]
+    # the hook named, for the type's author (it said "the order type's check raised")
+    assert caught.value.message == "the order type's validate_part() raised TypeError"
     stored = wm.queries.parts(lease.item_id)["parts"]
     assert all(part["status"] == "rejected" for part in stored), stored  # none validated
     wm.agent.submit_part(lease, "a", {"required_key": {"nested": 1}})
@@ -97,6 +99,7 @@ def test_a_hook_calling_sys_exit_is_a_hook_error_not_a_server_error(make_wm, dat
         wm.agent.submit(lease, {"answer": 1})
     [error] = caught.value.details
     assert error["validator"] == "hook_error" and "SystemExit" in error["message"]
+    assert "validate_submission()" in caught.value.message
 
 
 def test_an_assemble_returning_a_list_is_the_types_hook_error(make_wm, database) -> None:

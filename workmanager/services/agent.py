@@ -171,10 +171,10 @@ class AgentAPI:
         schemas, then ``validate_submission`` when they passed, against the item as the store
         locked it."""
         order_type = self.ctx.registry.get(view.order_type)
-        schema = guarded(lambda: order_type.result_schema(view), "result")
+        schema = guarded(lambda: order_type.result_schema(view), "result", "result_schema()")
         proof = Evidence(
             evidence,
-            guarded(lambda: order_type.evidence_schema(view), "evidence"),
+            guarded(lambda: order_type.evidence_schema(view), "evidence", "evidence_schema()"),
             order_type.requires_evidence,
         )
         hook = (
@@ -182,7 +182,7 @@ class AgentAPI:
             if own_hook(order_type, "validate_submission")
             else None
         )
-        check(schema, result, "result", hook, proof)
+        check(schema, result, "result", hook, proof, "validate_submission()")
 
     def _after_submit(self, lease: Lease, agent: AgentInfo, outcome: ItemOutcome) -> None:
         self.ctx.metrics.increment(

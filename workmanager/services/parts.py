@@ -224,7 +224,7 @@ def required_of(
 def required_keys(order_type: OrderType, view: ItemView) -> list[str]:
     """What the type's ``required_parts`` hook answers, checked: a list (any iterable) of
     part keys. None (a forgotten ``return``) was a 500, and a string was its letters."""
-    answer = guarded(lambda: order_type.required_parts(view), "parts")
+    answer = guarded(lambda: order_type.required_parts(view), "parts", "required_parts()")
     keys = part_keys(answer)
     if keys is None:
         raise ValidationFailed.at(
@@ -253,10 +253,14 @@ def judge_part(
     """Validate a part (its schema and its evidence's, then the hook): ``None`` when it
     is valid, else the refusal it is stored ``rejected`` with (SPEC §3, §13)."""
     path = f"payload[{part_key}]"
-    schema = guarded(lambda: order_type.part_schema(view, part_key), path)
+    schema = guarded(lambda: order_type.part_schema(view, part_key), path, "part_schema()")
     proof = Evidence(
         evidence,
-        guarded(lambda: order_type.part_evidence_schema(view, part_key), "evidence"),
+        guarded(
+            lambda: order_type.part_evidence_schema(view, part_key),
+            "evidence",
+            "part_evidence_schema()",
+        ),
         order_type.requires_evidence,
     )
     try:
@@ -265,7 +269,7 @@ def judge_part(
             if own_hook(order_type, "validate_part")
             else None
         )
-        check(schema, payload, path, hook, proof)
+        check(schema, payload, path, hook, proof, "validate_part()")
     except ValidationFailed as exc:
         return exc
     return None
@@ -334,7 +338,7 @@ def assemble_parts(
             details={"missing": missing, "mode": mode},
         )
     values = [value for _, value in sorted(latest.items())]
-    result = guarded(lambda: order_type.assemble(view, values), "assembled_result")
+    result = guarded(lambda: order_type.assemble(view, values), "assembled_result", "assemble()")
     if not isinstance(result, dict):  # the type's own output: its hook_error, not the caller's
         said = f"assemble() returned {type(result).__name__}, not an object"
         raise ValidationFailed.at(
@@ -348,5 +352,5 @@ def assemble_parts(
         )
     if own_hook(order_type, "validate_assembled"):
         hook = lambda value: order_type.validate_assembled(view, value)  # noqa: E731
-        check(None, result, "assembled_result", hook)
+        check(None, result, "assembled_result", hook, hook_name="validate_assembled()")
     return result, missing

@@ -109,7 +109,8 @@ def _planned(settings: Settings, order_type: OrderType, order: Order) -> list[It
     that never ends is not read for ever); a hook that raises while it is read, or
     returns something that is not a list of specs, is the type's ``hook_error``."""
     limit = settings.max_items_per_order
-    specs = guarded(lambda: list(islice(order_type.plan(order_view(order, [])), limit + 1)), "plan")
+    planned = lambda: list(islice(order_type.plan(order_view(order, [])), limit + 1))  # noqa: E731
+    specs = guarded(planned, "plan", "plan()")
     if len(specs) > limit:
         raise PayloadTooLarge(
             f"the order type planned more than {limit} items for this order"
@@ -216,7 +217,7 @@ def check_proposal(
         "must be a string of 1 to 191 characters",
     )
     json_value({"payload": payload, "meta": meta, "dedupe_key": dedupe_key}, "$", max_depth)
-    validate(guarded(order_type.schema, "payload"), payload, "payload")
+    validate(guarded(order_type.schema, "payload", "schema()"), payload, "payload")
     return order_type
 
 
