@@ -49,7 +49,7 @@ def guarded(fn: Callable[[], T], path: str, hook: str = "check") -> T:
     except ValidationFailed:
         raise
     except USER_CODE_FAILURES as exc:
-        log.exception("order-type hook failed at %s", path)
+        log.exception("order-type hook %s failed at %s", hook, path)
         raise ValidationFailed.at(
             path,
             f"{type(exc).__name__}: {exc}",

