@@ -18,14 +18,10 @@ back) and the process exits, leaving its unfinished messages unacknowledged.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
-import signal
 import socket
 import sys
-import threading
-import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -49,6 +45,7 @@ from workmanager.errors import (
 from workmanager.states import LEASABLE_ORDER_STATES, ItemState
 from workmanager.types import NAME_MAX, AgentInfo
 
+from . import shutdown
 from .handlers import Heartbeats, HookFailed, Refused, load_handler, run_handler
 
 log = logging.getLogger("workmanager.agent")
@@ -164,87 +161,6 @@ class AgentConsumer:
             self.wm.agent.fail(lease, error, retryable=retryable, agent=self.agent)
         except WorkManagerError as failed:
             log.warning("could not report failure on %s: %s", lease.item_id, failed)
-
-    def shutdown(
-        self, grace: float, exit_process: Any = os._exit, children: bool = False
-    ) -> threading.Thread:
-        """Start the graceful end (from a thread): wait up to ``grace`` seconds for the
-        handlers to finish, then release every lease still held and end the process.
-
-        ``children``: the handlers run in pool children (``--pool prefork``), whose
-        leases this process does not hold: they are this agent's leases in the database,
-        released by the operator's rule (the attempt given back), and the children are
-        ended with the process. The grace passed unseen and the children ran on."""
-
-        def held() -> list[Any]:
-            if not children:
-                return self.heartbeats.held()
-            from workmanager.reads.leases import LeaseSelector  # the operator's rule
-            from workmanager.services.lease_admin import LeaseAdmin
-
-            return LeaseAdmin(self.wm.ctx).held(LeaseSelector(agent_id=self.agent.id))
-
-        def run() -> None:
-            deadline = time.monotonic() + grace
-            while held() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            still = held()
-            if not still:
-                return  # every handler finished: Celery's warm shutdown ends the process
-            log.warning(
-                "shutdown: %d handler(s) still running after %.0fs; releasing their leases",
-                len(still),
-                grace,
-            )
-            if children:
-                self._release_held_by_children()
-            for lease in [] if children else still:
-                try:
-                    self.wm.agent.release(lease, agent=self.agent)
-                    log.warning("shutdown: released %s", lease.item_id)
-                except WorkManagerError as exc:
-                    log.warning("shutdown: could not release %s: %s", lease.item_id, exc)
-            logging.shutdown()
-            exit_process(0)
-
-        thread = threading.Thread(target=run, name="wm-shutdown", daemon=True)
-        thread.start()
-        return thread
-
-    def _release_held_by_children(self) -> None:
-        """End the pool children first (a handler must not submit past its release), then
-        release what they held."""
-        import billiard.process
-
-        from workmanager.reads.leases import LeaseSelector
-        from workmanager.services.lease_admin import LeaseAdmin
-
-        for child in billiard.process.active_children():
-            with contextlib.suppress(ProcessLookupError):  # gone meanwhile
-                os.kill(child.pid, signal.SIGKILL)
-        try:
-            done = LeaseAdmin(self.wm.ctx, self.agent.actor).release(
-                LeaseSelector(agent_id=self.agent.id)
-            )
-            for change in done.changes:
-                log.warning("shutdown: released %s (%s)", change["item_id"], change["outcome"])
-        except WorkManagerError as exc:
-            log.warning("shutdown: could not release the children's leases: %s", exc)
-
-
-def install_shutdown(consumer: AgentConsumer, pool: str = "threads") -> None:
-    """Run :meth:`AgentConsumer.shutdown` when the Celery worker starts its shutdown."""
-    from celery.signals import worker_shutting_down
-
-    started: list[threading.Thread] = []
-
-    def on_shutdown(**_: Any) -> None:
-        if not started:  # a second SIGTERM does not start a second countdown
-            grace = consumer.wm.settings.agent_shutdown_grace_seconds
-            log.info("shutdown: stopped taking messages; handlers have %.0fs to finish", grace)
-            started.append(consumer.shutdown(grace, children=pool == "prefork"))
-
-    worker_shutting_down.connect(on_shutdown, weak=False)
 
 
 def register_agent_task(app: Celery, order_type: str, consumer: AgentConsumer) -> Task:
@@ -365,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="errors as JSON")
     args = parser.parse_args(argv)
     app, consumer = build(args.order_type, args.handler, args.agent_id)
-    install_shutdown(consumer, args.pool)
+    shutdown.install(consumer, args.pool)
     queue = consumer.wm.settings.agent_queue(args.order_type)
     worker = ["worker", "-Q", queue, "-c", str(args.concurrency), "-P", args.pool]
     worker += ["-n", f"{consumer.agent.id}@%h", "--loglevel", args.loglevel]

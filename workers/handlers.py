@@ -17,12 +17,12 @@ from workmanager.errors import (
     IllegalStateTransition,
     LeaseConflict,
     LeaseExpired,
-    Patience,
     PermanentError,
     ValidationFailed,
     WorkManagerError,
 )
 from workmanager.importing import import_object
+from workmanager.patience import Patience
 from workmanager.types import AgentInfo
 
 log = logging.getLogger("workmanager.agent")

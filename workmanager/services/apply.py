@@ -56,8 +56,9 @@ from .. import tracing
 from ..db.models import Order
 from ..db.order_store import OrderRow, build_order_store
 from ..diff import Diff
-from ..errors import USER_CODE_FAILURES, ApplyFailed, IllegalStateTransition, Patience
+from ..errors import USER_CODE_FAILURES, ApplyFailed, IllegalStateTransition
 from ..jsonvalues import json_value
+from ..patience import Patience
 from ..settings import Settings
 from ..states import OrderState
 from ..types import Actor, OrderView

@@ -39,10 +39,10 @@ from ..errors import (
     IdempotencyInFlight,
     IdempotencyKeyReused,
     NotFound,
-    Patience,
     WorkManagerError,
 )
 from ..jsonvalues import canonical
+from ..patience import Patience
 from ..reads.queries import Queries
 from .context import ServiceContext
 from .inputs import presented_item

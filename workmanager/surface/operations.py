@@ -37,10 +37,7 @@ from .shapes import finalize_answer, heartbeat_dict, lease_dict, part_answer
 Answer = tuple[int, dict[str, Any]]
 #: Order states after which an approved order's apply has finished, one way or the other.
 SETTLED = frozenset({OrderState.APPLIED, OrderState.COMPLETED, OrderState.FAILED})
-#: Set when the server begins to stop (``workmanager serve`` on SIGTERM or Ctrl-C): an
-#: approval waiting for its apply answers 202 with the order as it stands, as when its
-#: wait runs out. It waited on past the shutdown grace and was cut off with a plain-text
-#: 500, its idempotency key "in flight" for minutes, though the approval had committed.
+#: Set when ``workmanager serve`` begins to stop: waiting approvals answer 202 at once.
 STOPPING = threading.Event()
 
 
@@ -91,8 +88,7 @@ class Operations:
         self.listing = OrderListing(wm.ctx)
         #: the item row a presented lease is rebuilt from (one statement)
         self.requests = build_request_store(wm.db)
-        #: ``approve`` with ``wait`` holds a server thread while it polls: at most this
-        #: many at once, so waiters cannot take every thread of the server's pool.
+        #: waiting approvals hold a server thread each: at most this many at once
         self._waiters = threading.BoundedSemaphore(wm.settings.approve_wait_max_waiters)
 
     # --- orders -----------------------------------------------------------------------

@@ -1,0 +1,105 @@
+"""An agent's graceful end (SIGTERM, ``celery control shutdown``): its handlers get
+``WORK_MANAGER_AGENT_SHUTDOWN_GRACE_SECONDS`` to finish while their leases heartbeat on;
+past it the leases still held are released (the items requeued at once, the attempt
+given back) and the process ends.
+
+On ``--pool prefork`` the handlers run in pool children, whose leases this process does
+not hold: they are this agent's leases in the database, released by the operator's rule
+(event ``lease_released``) once the children are ended. The grace passed unseen there,
+and the children ran on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from workmanager.errors import WorkManagerError
+
+if TYPE_CHECKING:
+    from .agent import AgentConsumer
+
+log = logging.getLogger("workmanager.agent")
+
+
+def install(consumer: AgentConsumer, pool: str = "threads") -> None:
+    """Run :func:`begin` when the Celery worker starts its shutdown."""
+    from celery.signals import worker_shutting_down
+
+    started: list[threading.Thread] = []
+
+    def on_shutdown(**_: Any) -> None:
+        if not started:  # a second SIGTERM does not start a second countdown
+            grace = consumer.wm.settings.agent_shutdown_grace_seconds
+            log.info("shutdown: stopped taking messages; handlers have %.0fs to finish", grace)
+            started.append(begin(consumer, grace, children=pool == "prefork"))
+
+    worker_shutting_down.connect(on_shutdown, weak=False)
+
+
+def begin(
+    consumer: AgentConsumer, grace: float, exit_process: Any = os._exit, children: bool = False
+) -> threading.Thread:
+    """Start the graceful end (from a thread): wait up to ``grace`` seconds for the
+    handlers to finish, then release every lease still held and end the process."""
+
+    def held() -> list[Any]:
+        if not children:
+            return consumer.heartbeats.held()
+        from workmanager.reads.leases import LeaseSelector  # the operator's rule
+        from workmanager.services.lease_admin import LeaseAdmin
+
+        return LeaseAdmin(consumer.wm.ctx).held(LeaseSelector(agent_id=consumer.agent.id))
+
+    def run() -> None:
+        deadline = time.monotonic() + grace
+        while held() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        still = held()
+        if not still:
+            return  # every handler finished: Celery's warm shutdown ends the process
+        log.warning(
+            "shutdown: %d handler(s) still running after %.0fs; releasing their leases",
+            len(still),
+            grace,
+        )
+        if children:
+            _end_children_and_release(consumer)
+        for lease in [] if children else still:
+            try:
+                consumer.wm.agent.release(lease, agent=consumer.agent)
+                log.warning("shutdown: released %s", lease.item_id)
+            except WorkManagerError as exc:
+                log.warning("shutdown: could not release %s: %s", lease.item_id, exc)
+        logging.shutdown()
+        exit_process(0)
+
+    thread = threading.Thread(target=run, name="wm-shutdown", daemon=True)
+    thread.start()
+    return thread
+
+
+def _end_children_and_release(consumer: AgentConsumer) -> None:
+    """End the pool children first (a handler must not submit past its release), then
+    release what they held."""
+    import billiard.process
+
+    from workmanager.reads.leases import LeaseSelector
+    from workmanager.services.lease_admin import LeaseAdmin
+
+    for child in billiard.process.active_children():
+        with contextlib.suppress(ProcessLookupError):  # gone meanwhile
+            os.kill(child.pid, signal.SIGKILL)
+    try:
+        done = LeaseAdmin(consumer.wm.ctx, consumer.agent.actor).release(
+            LeaseSelector(agent_id=consumer.agent.id)
+        )
+        for change in done.changes:
+            log.warning("shutdown: released %s (%s)", change["item_id"], change["outcome"])
+    except WorkManagerError as exc:
+        log.warning("shutdown: could not release the children's leases: %s", exc)
