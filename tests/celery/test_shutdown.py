@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from tasks.producer import enqueue_order
 from workmanager.db.models import Event, Item
+from workmanager.errors import NotFound
 from workmanager.states import ItemState, OrderState
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -205,8 +206,11 @@ def test_sighup_restarts_the_agent_which_then_takes_work(make_stack) -> None:
     assert agent.poll() is None, stack.log("agent")[-3000:]
     assert "Restarting celery worker" in stack.log("agent")
     order_id = enqueue_order("e2e.echo", {"n": 1}, app=stack.app)
-    stack.wait_for(
-        lambda: stack.wm.queries.order(order_id)["state"] == OrderState.COMPLETED,
-        90,
-        "the restarted agent to do the work",
-    )
+
+    def completed() -> bool:
+        try:
+            return stack.wm.queries.order(order_id)["state"] == OrderState.COMPLETED
+        except NotFound:  # the control worker has not created it yet
+            return False
+
+    stack.wait_for(completed, 90, "the restarted agent to do the work")

@@ -72,6 +72,12 @@ class LocalCluster:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.ports[0]}/0"
 
+    @property
+    def all_nodes_url(self) -> str:
+        """Every node as a startup node (docs/configuration.md): a process that starts
+        after one was killed still finds the cluster."""
+        return "redis://" + ",".join(f"127.0.0.1:{port}" for port in self.ports) + "/0"
+
     def start(self, nodes: int = 6) -> LocalCluster:
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.ports = free_ports(nodes)
