@@ -268,6 +268,23 @@ def at_least_one(text: str) -> int:
     return number
 
 
+def refuse_a_twin(app: Celery, node: str) -> None:
+    """On RabbitMQ a second worker of one node name (an agent id given twice on a host)
+    ended with Celery's traceback (``ResourceLocked`` on the node's control queue): one
+    line, asked before it starts. Other brokers let both run (Celery warns)."""
+    if not str(app.conf.broker_url).startswith(("amqp", "pyamqp")):
+        return
+    try:
+        replies = app.control.ping(destination=[node], timeout=0.5)
+    except Exception:  # the broker out of reach: the worker's own start says so
+        return
+    if replies:
+        raise ConfigurationError(
+            f"--agent-id: an agent named {node} runs already on this host",
+            hint="give each agent process its own --agent-id, or leave it out (agent-<host>-<pid>)",
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the agent's Celery worker; its exit status (not 0 after Celery's fatal
     "Unrecoverable error", e.g. a queue the broker user may not declare)."""
@@ -281,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="errors as JSON")
     args = parser.parse_args(argv)
     app, consumer = build(args.order_type, args.handler, args.agent_id)
+    if args.agent_id:  # the default id is this process's own
+        refuse_a_twin(app, f"{consumer.agent.id}@{socket.gethostname()}")
     shutdown.install(consumer, args.pool)
     queue = consumer.wm.settings.agent_queue(args.order_type)
     worker = ["worker", "-Q", queue, "-c", str(args.concurrency), "-P", args.pool]

@@ -214,3 +214,19 @@ def test_sighup_restarts_the_agent_which_then_takes_work(make_stack) -> None:
             return False
 
     stack.wait_for(completed, 90, "the restarted agent to do the work")
+
+
+def test_a_second_agent_of_one_id_on_rabbitmq_is_one_line(make_stack) -> None:
+    """Two agents given the same ``--agent-id`` on one host over RabbitMQ: the second
+    ended with Celery's 22-frame traceback (``ResourceLocked`` on its control queue; a
+    Celery pass). It is refused before it starts, in one line with a hint."""
+    stack = make_stack(broker="rabbitmq")
+    stack.agent("e2e.echo", "tests.support.pipeline:echo_handler", concurrency=1)
+    stack.wait_for(lambda: "ready" in stack.log("agent"), 60, "the first agent to start")
+    command = [sys.executable, "-m", "workers.agent", "--type", "e2e.echo", "--handler",
+               "tests.support.pipeline:echo_handler", "--agent-id", "agent-1"]  # fmt: skip
+    twin = stack.start("twin", command)
+    assert twin.wait(timeout=60) == 1
+    said = stack.log("twin")
+    assert "error [configuration_error]: --agent-id: an agent named agent-1@" in said, said
+    assert "Traceback" not in said and "hint: give each agent process its own" in said
