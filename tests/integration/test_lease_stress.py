@@ -290,12 +290,14 @@ def test_redis_flushdb_mid_run_then_sweep_loses_and_doubles_nothing(
     run = pool("redis", ttl=60, redis=url, orders=10)  # 200 items
     gate = tmp_path / "gate"
     run.start("slow", gate=str(gate))  # holds its first lease until the gate opens
-    for n in range(PROCESSES - 1):
-        run.start(f"agent-{n}")
+    # its grant first: started beside the others on a loaded machine, it once came up
+    # after they had leased every item (a CI run), and there was no lease to flush under it
     run.wait_for(
         "the slow agent's grant",
         lambda: any(r["ev"] == "grant" for r in run.records("slow")),
     )
+    for n in range(PROCESSES - 1):
+        run.start(f"agent-{n}")
     run.wait_for("a quarter of the items", lambda: run.count("submitted") >= 50)
     # Its one grant, held across the flush: its submit waits for the gate. (It may also
     # have logged a stale-token probe made before the work.)
