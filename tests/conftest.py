@@ -24,7 +24,7 @@ from workmanager.leases.memory import MemoryLeaseStore
 from workmanager.metrics.base import Metrics
 from workmanager.metrics.simple import MemoryDriver
 
-pytest_plugins = ["tests.support.api_fixtures", "tests.support.parallel"]
+pytest_plugins = ["tests.support.api_fixtures", "tests.support.parallel", "tests.support.own_redis"]
 
 PG_ADMIN_DSN = os.environ.get("WM_TEST_PG_ADMIN", "host=127.0.0.1 user=postgres dbname=postgres")
 PG_DB = os.environ.get("WM_TEST_PG_DB", f"wm_test_{os.getpid()}")

@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from .errors import USER_CODE_FAILURES, WorkManagerError
 
 if TYPE_CHECKING:
     from .services.context import ServiceContext
-    from .services.orders import OrderService
+    from .services.orders import OrderService, Proposal
 
 
 @dataclass(frozen=True)
@@ -112,21 +112,10 @@ class Generator:
     ) -> None:
         """Propose each request; a dry run checks each as a proposal is checked (type,
         payload, schema) and proposes nothing, so it foresees what a real run refuses."""
+        step = self.orders.check if dry_run else self.orders.propose
         for req in requests:
-            if dry_run:
-                try:
-                    self.orders.check(
-                        req.type,
-                        req.payload,
-                        priority=req.priority,
-                        meta=req.meta,
-                        dedupe_key=req.dedupe_key,
-                    )
-                except WorkManagerError as exc:
-                    report.failed(strategy, exc.code, exc.one_line(), req)
-                continue
             try:
-                proposal = self.orders.propose(
+                done = step(
                     req.type,
                     req.payload,
                     priority=req.priority,
@@ -136,7 +125,9 @@ class Generator:
             except WorkManagerError as exc:
                 report.failed(strategy, exc.code, exc.one_line(), req)
                 continue
-            if proposal.created:
+            if dry_run:
+                continue
+            if cast("Proposal", done).created:
                 report.created += 1
             else:
                 report.existing += 1

@@ -12,7 +12,7 @@ above the old one: the row's token is the floor, not Redis's lost counter.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,15 +26,6 @@ from workmanager.errors import LeaseConflict, LeaseExpired, Unavailable
 from workmanager.types import Lease
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
-
-
-@pytest.fixture
-def own_redis(pg_url: str) -> Iterator[OwnRedis]:
-    server = OwnRedis()
-    server.start()
-    yield server
-    if server.proc is not None and server.proc.poll() is None:
-        server.kill()
 
 
 def snapshot(wm: WorkManager) -> dict[str, Any]:

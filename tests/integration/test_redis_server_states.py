@@ -7,7 +7,7 @@ write and a script."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -20,15 +20,6 @@ from workmanager.leases.redis import translated
 from workmanager.services import readiness
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
-
-
-@pytest.fixture
-def own_redis(pg_url: str) -> Iterator[OwnRedis]:
-    server = OwnRedis()
-    server.start()
-    yield server
-    if server.proc is not None and server.proc.poll() is None:
-        server.kill()
 
 
 def refused(wm: WorkManager, says: str, hint: str) -> None:

@@ -6,6 +6,9 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+from collections.abc import Iterator
+
+import pytest
 
 from tests.conftest import need
 from tests.support.waiting import wait_for
@@ -48,3 +51,13 @@ class OwnRedis:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait(10)
+
+
+@pytest.fixture
+def own_redis(pg_url: str) -> Iterator[OwnRedis]:
+    """A started :class:`OwnRedis`, killed at the end (beside the test's PostgreSQL)."""
+    server = OwnRedis()
+    server.start()
+    yield server
+    if server.proc is not None and server.proc.poll() is None:
+        server.kill()
