@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 from workmanager.db.session import display_url, sqlite_file
-from workmanager.errors import BrokerRefused, Unavailable
+from workmanager.errors import BrokerRefused, DatabaseMissing, Unavailable
 
 #: What the transports raise when the broker refuses the credentials or the virtual host
 #: (py-amqp: ACCESS_REFUSED 403, NOT_ALLOWED 530; redis-py: AUTH refused).
@@ -64,19 +64,28 @@ def refusal(broker_url: str, exc: BaseException) -> BrokerRefused:
     )
 
 
+NO_EMBEDDED_DIRECTORY = (
+    "run `workmanager db upgrade` first (it creates the embedded broker's directory; a"
+    " relative path is read from the current directory), or point WORK_MANAGER_BROKER_URL"
+    " at a running broker"
+)
+
+
+def embedded_file(broker_url: str) -> str | None:
+    """The embedded broker's SQLite file (``sqla+sqlite:///…``); ``None`` for any other."""
+    bare = broker_url.removeprefix("sqla+")
+    return sqlite_file(bare) if bare != broker_url and bare.startswith("sqlite") else None
+
+
 def broker_unavailable(broker_url: str, exc: Exception) -> Unavailable:
     """The one-line error for a broker that could not take the order: its URL (password
     masked) and the fix. The embedded default's broker is a SQLite file under ``./var``,
     which only ``workmanager db upgrade`` creates."""
     if refused(exc):
         return refusal(broker_url, exc)
-    bare = broker_url.removeprefix("sqla+")
-    path = sqlite_file(bare) if bare != broker_url and bare.startswith("sqlite") else None
+    path = embedded_file(broker_url)
     if path is not None and not os.path.isdir(os.path.dirname(path)):
-        hint = (
-            "run `workmanager db upgrade` first (it creates the embedded broker's directory), "
-            "or point WORK_MANAGER_BROKER_URL at a running broker"
-        )
+        hint = NO_EMBEDDED_DIRECTORY
     elif path is not None and "locked" in str(exc).lower():  # the file is fine: held
         hint = (
             "another process held the embedded broker's SQLite lock for longer than the"
@@ -104,3 +113,17 @@ def check_credentials(broker_url: str) -> None:
     except Exception as exc:
         if refused(exc):
             raise refusal(broker_url, exc) from exc
+
+
+def check_embedded_directory(broker_url: str) -> None:
+    """At a worker's or beat's start-up: raise :class:`DatabaseMissing` when the embedded
+    broker's directory does not exist (started from another directory than ``db upgrade``
+    ran in). Not an outage Celery could wait out: it reconnected to the missing file
+    several times a second, for ever, a warning each time."""
+    path = embedded_file(broker_url)
+    if path is not None and not os.path.isdir(os.path.dirname(path)):
+        raise DatabaseMissing(
+            f"no embedded broker at {path}: the directory {os.path.dirname(path)} does not exist",
+            details={"broker_url": shown_url(broker_url)},
+            hint=NO_EMBEDDED_DIRECTORY,
+        )

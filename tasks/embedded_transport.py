@@ -42,6 +42,9 @@ OWN_OPTIONS = ("polling_interval", "visibility_timeout")
 #: ``version`` of a row fetched here and waiting for its acknowledgement; kombu's own
 #: fetch leaves 2 on a row it never deletes.
 TAKEN = 0
+#: ``version`` of a row shown again (its worker died, or a pool child lost it): its next
+#: delivery says ``redelivered``, as RabbitMQ's and Redis's do (kombu inserts 1).
+REDELIVERED = 3
 #: How often a consumer looks for rows whose worker died (seconds, monotonic).
 RESTORE_EVERY = 1.0
 #: Rows kombu's own transport hid for good, deleted per look.
@@ -110,7 +113,7 @@ class Channel(sqla.Channel):  # type: ignore[misc]
             self._housekeep()
             message = self.message_cls
             row = (
-                session.query(message.id, message.payload)
+                session.query(message.id, message.payload, message.version)
                 .with_for_update()
                 .filter(message.queue_id == obj.id, message.visible.is_(True))
                 .order_by(message.sent_at, message.id)
@@ -120,6 +123,8 @@ class Channel(sqla.Channel):  # type: ignore[misc]
             if row is None:
                 raise Empty()
             payload = loads(bytes_to_str(row.payload))
+            if row.version == REDELIVERED or payload.get("redelivered"):  # kombu's restore
+                payload["properties"].setdefault("delivery_info", {})["redelivered"] = True
             if self._getting_no_ack or queue in self._no_ack.values():
                 session.execute(delete(message).where(message.id == row.id))  # acknowledged
                 return payload
@@ -152,7 +157,7 @@ class Channel(sqla.Channel):  # type: ignore[misc]
                     message.version == TAKEN,
                     message.sent_at < lapsed,
                 )
-                .values(visible=True, version=1, sent_at=None)
+                .values(visible=True, version=REDELIVERED, sent_at=None)
             )
 
     def _forget(self, delivery_tag: str) -> None:
@@ -219,7 +224,7 @@ class Channel(sqla.Channel):  # type: ignore[misc]
             session.execute(delete(message).where(message.id.in_(done)))
         requeued = [self._requeued.popleft() for _ in range(len(self._requeued))]
         if requeued:
-            shown = {"visible": True, "version": 1, "sent_at": None}
+            shown = {"visible": True, "version": REDELIVERED, "sent_at": None}
             session.execute(update(message).where(message.id.in_(requeued)).values(**shown))
 
 

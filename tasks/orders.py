@@ -18,7 +18,7 @@ from workmanager.errors import (
     TransientError,
     ValidationFailed,
 )
-from workmanager.services.proposals import note_reused_key, order_id_for
+from workmanager.services.proposals import lost_planning, note_reused_key, order_id_for
 from workmanager.types import Actor
 
 from .app import app
@@ -88,7 +88,10 @@ def create(
     A message sent by hand without ``type`` or ``payload``, or with arguments this task
     does not take (more positional ones than its nine, or unknown names), is refused the
     same way (it raised a TypeError before this ran, and the proposal was lost); one
-    argument given twice is refused by the guard (``tasks/guard.py``), in one line."""
+    argument given twice is refused by the guard (``tasks/guard.py``), in one line.
+    A message delivered again (its worker or pool child died) plans at most once more:
+    when planning ends the process each time, the order is left ``failed``
+    (``OrderService.note_redelivery``)."""
     wm = get_wm()
     if order_id is None and dedupe_key is None and isinstance(self.request.id, str):
         order_id = str(uuid.uuid5(TASK_NAMESPACE, self.request.id))
@@ -97,21 +100,20 @@ def create(
         return None  # no id to record a refusal under: the line above is the record
     requested_by = Actor.system()
     try:
-        if extra:
-            raise ValidationFailed.at(
-                "args",
-                f"at most 9 positional arguments, got {9 + len(extra)}",
-                "maxItems",
-                "too many positional arguments for workmanager.orders.create",
-            )
-        if unknown:
-            raise ValidationFailed.at(
-                ", ".join(sorted(unknown)),
-                "not an argument of workmanager.orders.create",
-                "additionalProperties",
-                f"unknown arguments: {', '.join(sorted(unknown))}",
-            )
+        _no_stray_arguments(extra, unknown)
         requested_by = requester(requested_by_type, requested_by_id)
+        lost = _lost_before(
+            self,
+            oid or dedupe_key,
+            type,
+            payload,
+            priority=priority,
+            meta=meta,
+            requested_by=requested_by,
+            tenant_id=tenant_id,
+        )
+        if lost is not None:
+            return lost
         proposal = wm.orders.propose(
             type,
             payload,
@@ -124,6 +126,8 @@ def create(
         )
     except DedupeKeyReused as exc:
         wm.orders.count_refused(type, exc)
+        if oid is not None:  # the record a redelivery wrote under it names no refusal
+            wm.orders.store.drop_refused(oid, lost_planning)
         taken = oid or (order_id_for(dedupe_key) if isinstance(dedupe_key, str) else None)
         noted = taken is not None and note_reused_key(
             wm.ctx,
@@ -168,6 +172,47 @@ def create(
     if not proposal.created:
         wm.maintenance.announce_queued(uuid.UUID(proposal.order["id"]))
     return str(proposal.order["id"])
+
+
+def _no_stray_arguments(extra: tuple[Any, ...], unknown: dict[str, Any]) -> None:
+    """Refuse arguments ``create`` does not take: more positional ones than its nine, or
+    unknown names (a message sent by hand)."""
+    if extra:
+        raise ValidationFailed.at(
+            "args",
+            f"at most 9 positional arguments, got {9 + len(extra)}",
+            "maxItems",
+            "too many positional arguments for workmanager.orders.create",
+        )
+    if unknown:
+        raise ValidationFailed.at(
+            ", ".join(sorted(unknown)),
+            "not an argument of workmanager.orders.create",
+            "additionalProperties",
+            f"unknown arguments: {', '.join(sorted(unknown))}",
+        )
+
+
+def _lost_before(task: Task, target: Any, type: Any, payload: Any, **proposal: Any) -> str | None:
+    """The id of the order a redelivered create message stops at, planning it having
+    ended its worker process twice (``OrderService.note_redelivery``); ``None`` to plan.
+    ``target``: the order's id, or its dedupe key (whose id it is)."""
+    if not (task.request.delivery_info or {}).get("redelivered"):
+        return None
+    if isinstance(target, str):
+        target = order_id_for(target)
+    if not isinstance(target, uuid.UUID):
+        return None
+    lost = get_wm().orders.note_redelivery(target, type, payload, **proposal)
+    if lost is None:
+        return None
+    log.error(
+        "orders.create of %r: planning order %s ended its worker process twice; recorded"
+        " as failed [validation_failed]",
+        type,
+        target,
+    )
+    return str(lost["id"])
 
 
 @app.task(name="workmanager.orders.check_auto_approval", bind=True, **STATEFUL, **TRANSIENT)

@@ -11,6 +11,7 @@ import functools
 import logging
 import sys
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,9 +19,15 @@ from celery.signals import beat_init, worker_init
 
 import workmanager.db
 from workmanager import Settings, WorkManager, deployment
-from workmanager.errors import BrokerRefused, DatabaseMissing, Unavailable, WorkManagerError
+from workmanager.errors import (
+    BrokerRefused,
+    ConfigurationError,
+    DatabaseMissing,
+    Unavailable,
+    WorkManagerError,
+)
 
-from .broker import check_credentials
+from .broker import check_credentials, check_embedded_directory
 from .dispatcher import CeleryDispatcher
 
 if TYPE_CHECKING:
@@ -67,7 +74,8 @@ def _ready_to_work(**_: Any) -> None:
     - a schema behind the migrations (``error [schema_outdated]: … run `workmanager db
       upgrade```) or a database that does not exist (no SQLite file: run from another
       directory, or before ``db upgrade``; no PostgreSQL database): ``error
-      [unavailable]: no database at …`` and its hint;
+      [unavailable]: no database at …`` and its hint; the same for the embedded
+      broker's directory;
     - a broker that refuses the credentials or the virtual host (``error [unavailable]:
       the broker at … refused the credentials/vhost``), where Celery would print its
       traceback (:func:`tasks.broker.check_credentials`).
@@ -90,6 +98,7 @@ def _ready_to_work(**_: Any) -> None:
             from workmanager.db.migrate import require_head
 
             require_head(db)
+        check_embedded_directory(wm.settings.broker_url)
         deployment.check(db, wm.settings)  # a lease backend, TTL or queue of its own
     except Unavailable as exc:
         if isinstance(exc, (DatabaseMissing, BrokerRefused)):
@@ -113,6 +122,47 @@ def _say_without_types(**_: Any) -> None:
             " empty): it refuses every order it is sent; list the modules that register"
             " them, as for every process of the deployment"
         )
+
+
+@worker_init.connect
+def _refuse_unknown_queues(sender: Any = None, **_: Any) -> None:
+    """``-Q`` naming a queue nothing is sent to (``-Q workmanger``, or the default name on a
+    host whose deployment renamed its queues) consumed it, empty, for ever, while the
+    work waited on the real one: refused at start-up, one line, exit 1."""
+    queues = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
+    selected = getattr(queues, "consume_from", None)
+    if not selected:
+        return
+    try:
+        settings = get_wm().settings
+    except WorkManagerError:
+        return  # said by _ready_to_work
+    unknown = unknown_queues(selected, settings, sender.app.conf.worker_direct)
+    if unknown:
+        _refuse(
+            ConfigurationError(
+                f"-Q {','.join(unknown)}: no workmanager task is sent to"
+                f" {'this queue' if len(unknown) == 1 else 'these queues'}",
+                hint=(
+                    f"the control queue is {settings.control_queue!r}"
+                    f" (WORK_MANAGER_CONTROL_QUEUE), the apply queue"
+                    f" {settings.apply_queue!r} (WORK_MANAGER_APPLY_QUEUE); agents'"
+                    f" queues start with {settings.agent_queue_prefix!r}; or leave -Q"
+                    " out to consume the control and apply queues"
+                ),
+            )
+        )
+
+
+def unknown_queues(names: Iterable[str], settings: Settings, worker_direct: bool) -> list[str]:
+    """The queues in ``names`` that no task of this deployment is sent to."""
+    return [
+        name
+        for name in names
+        if name not in (settings.control_queue, settings.apply_queue)
+        and not name.startswith(settings.agent_queue_prefix)
+        and not (worker_direct and name.endswith(".dq"))
+    ]
 
 
 def _refuse(exc: WorkManagerError) -> None:

@@ -20,7 +20,10 @@ def test_readyz_reasons_only_with_a_token(api_db_url: str, tokens: dict[str, str
         assert anonymous.status_code == 503 and anonymous.headers["Retry-After"]
         body: dict[str, Any] = anonymous.json()
         assert body["checks"] == {
-            "database": "ok", "broker": "ok", "redis": "down", "deployment": "ok"
+            "database": "ok",
+            "broker": "ok",
+            "redis": "down",
+            "deployment": "ok",
         }, body
         assert str(closed) not in anonymous.text and "Error" not in anonymous.text
         forged = server.client("not-a-token").get("/readyz")

@@ -256,3 +256,48 @@ def test_serve_on_a_port_in_use_names_the_address(ready: Path) -> None:
     first = done.stderr.splitlines()[0]
     assert f"127.0.0.1:{port}" in first and "address already in use" in first, done.stderr
     assert "choose another --port" in done.stderr
+
+
+# --- 5. a worker that could only wait on nothing: one line, exit 1 ---------------------------
+def said_once(done: subprocess.CompletedProcess[str], error: str, hint: str) -> None:
+    """Exit 1, no traceback, the one ``error [...]`` line and its hint (Celery's own
+    warning about running as root may come first)."""
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said[-3000:]
+    assert "Traceback" not in said, said[-3000:]
+    assert [x for x in done.stderr.splitlines() if x.startswith("error [")] == [error], said
+    assert f"hint: {hint}" in done.stderr, said
+
+
+def test_a_worker_consuming_a_queue_nothing_is_sent_to_is_refused(ready: Path) -> None:
+    """``-Q workmanger`` (a typo, or the default name where the deployment renamed its
+    queues) declared that queue and consumed it, empty, for ever, with no word."""
+    (ready / "var").mkdir(exist_ok=True)
+    worker = ("celery", "-A", "tasks", "worker", "--pool", "solo")
+    done = run(*worker, "-Q", "workmanager,workmanger", cwd=ready, PYTHONPATH=str(ROOT))
+    said_once(
+        done,
+        "error [configuration_error]: -Q workmanger: no workmanager task is sent to this queue",
+        "the control queue is 'workmanager' (WORK_MANAGER_CONTROL_QUEUE)",
+    )
+
+
+@pytest.mark.parametrize("command", ["worker", "beat"])
+def test_a_worker_whose_embedded_broker_has_no_directory_is_refused(
+    tmp_path: Path, command: str
+) -> None:
+    """Started from a directory without ``var/`` (the database named elsewhere), a worker
+    reconnected to the embedded broker's missing file several times a second, for ever,
+    a warning each time; now it stops at start-up, naming the file and the fix."""
+    db = Database(f"sqlite:///{tmp_path}/wm.db")
+    upgrade(db)
+    db.dispose()
+    args = ["--pool", "solo"] if command == "worker" else ["--schedule", str(tmp_path / "s")]
+    done = run("celery", "-A", "tasks", command, *args, cwd=tmp_path, PYTHONPATH=str(ROOT))
+    said_once(
+        done,
+        f"error [unavailable]: no embedded broker at {tmp_path}/var/broker.db: the directory"
+        f" {tmp_path}/var does not exist",
+        "run `workmanager db upgrade` first",
+    )
+    assert not (tmp_path / "var").exists()

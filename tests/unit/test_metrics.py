@@ -186,3 +186,24 @@ def test_a_statsd_host_that_does_not_resolve_never_stops_the_process(caplog, mon
         if thread.name == "statsd-lookup":
             thread.join(5)
     assert lookups[-1] == "statsd-lookup"
+
+
+@pytest.mark.parametrize("style", ["influxdb", "dogstatsd", "graphite"])
+def test_a_label_value_cannot_add_a_line_or_break_one(style: str) -> None:
+    """An agent's error code and a producer's tenant reach the labels: a newline in one
+    sent a counter of its choosing, a ``:`` or ``|`` made the line unreadable. Each
+    datagram is one well-formed line, whatever the values."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(2)
+    metrics = Metrics(StatsdDriver("127.0.0.1", listener.getsockname()[1], style), "wm")
+    forged = "x:1|c\nwm.orders_approved_total,type=t:1000|c\nz"
+    metrics.increment("items_failed_total", type="t", error_code=forged)
+    metrics.increment("items_failed_total", type="t", error_code="http:503", tenant="a=b;c,d #e")
+    lines = [listener.recv(4096).decode() for _ in range(2)]
+    listener.close()
+    for line in lines:
+        assert "\n" not in line and line.count("|") == (2 if style == "dogstatsd" else 1), line
+        assert line.count(":") == (1 + line.count(",") + 1 if style == "dogstatsd" else 1), line
+    assert "orders_approved_total" in lines[0] and "x_1_c_wm.orders_approved_total" in lines[0]
+    assert "http_503" in lines[1] and "a_b_c_d__e" in lines[1]

@@ -40,6 +40,9 @@ NOT_IN_A_WORKER = (
 def run_python(code: str, database_url: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORK_MANAGER_")}
     env |= {"WORK_MANAGER_DATABASE_URL": database_url, "PYTHONPATH": str(ROOT)}
+    # The embedded broker beside the database, not in the checkout's ./var (which a fresh
+    # clone does not have: the start-up check refuses a missing broker directory).
+    env["WORK_MANAGER_BROKER_URL"] = f"sqla+{database_url}"
     return subprocess.run(
         [sys.executable, "-c", code],
         env=env,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import time
@@ -17,19 +18,30 @@ log = logging.getLogger("workmanager.metrics")
 RESOLVE_EVERY_SECONDS = 30.0
 
 
+#: What a label may hold on the wire: anything else (``:``, ``|``, ``,``, ``=``, ``#``,
+#: ``;``, spaces, a newline that starts a line of one's own) becomes ``_``. Agents and
+#: producers choose some values (an error code, a tenant): a ``\n`` in one sent them a
+#: counter of their choosing, a ``:`` made the line one no server could read.
+UNSAFE = re.compile(r"[^A-Za-z0-9_.@/-]")
+#: The longest label value sent, in characters.
+MAX_LABEL = 100
+
+
+def clean(labels: Labels) -> Labels:
+    """``labels`` with every key and value safe in each style's line (:data:`UNSAFE`)."""
+    return {UNSAFE.sub("_", k): UNSAFE.sub("_", v[:MAX_LABEL]) for k, v in labels.items()}
+
+
 def tagged(name: str, labels: Labels | None, style: str) -> str:
     """``name`` with labels in ``influxdb`` (name,k=v), ``graphite`` (name;k=v) or no style.
 
     DogStatsD tags travel after the value (``|#k:v``), so for that style the name is bare
-    and :func:`dogstatsd_suffix` supplies the tags.
+    and the driver adds the tags.
     """
     if not labels or style in ("none", "dogstatsd"):
         return name
-    clean = {
-        k: str(v).replace(",", "_").replace(" ", "_").replace(";", "_") for k, v in labels.items()
-    }
     sep = "," if style == "influxdb" else ";"
-    return name + sep + sep.join(f"{k}={v}" for k, v in clean.items())
+    return name + sep + sep.join(f"{k}={v}" for k, v in clean(labels).items())
 
 
 class StatsdDriver:
@@ -98,7 +110,7 @@ class StatsdDriver:
         if self._tags_socket is None:
             family = socket.getaddrinfo(*self._address, type=socket.SOCK_DGRAM)[0][0]
             self._tags_socket = socket.socket(family, socket.SOCK_DGRAM)
-        tags = ",".join(f"{k}:{v}" for k, v in labels.items())
+        tags = ",".join(f"{k}:{v}" for k, v in clean(labels).items())
         self._tags_socket.sendto(f"{name}:{value}|#{tags}".encode(), self._address)
         return True
 

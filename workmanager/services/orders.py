@@ -15,7 +15,6 @@ from ..checks import can_approve
 from ..db.models import Item, Order
 from ..db.order_store import OrderChange, OrderRow, build_order_store
 from ..errors import (
-    DedupeKeyReused,
     IllegalStateTransition,
     NotFound,
     NotReadyForApproval,
@@ -23,7 +22,7 @@ from ..errors import (
     UnknownOrderType,
     WorkManagerError,
 )
-from ..jsonvalues import canonical, json_value
+from ..jsonvalues import json_value
 from ..order_types import OrderType
 from ..state_machine import check_order
 from ..states import ItemState, OrderState
@@ -34,9 +33,13 @@ from .proposals import (
     build_order,
     check_proposal,
     droppable,
+    is_lost_planning,
     is_refused,
+    lost_planning,
     order_id_for,
+    planning_lost,
     refused_order,
+    same_proposal,
 )
 from .tokens import checked_tenant, order_tenant
 from .views import order_dict
@@ -109,7 +112,7 @@ class OrderService:
         if found is not None and is_refused(found) and self.store.drop_refused(order.id, droppable):
             found = self._insert(order, items, actor, agent)
         if found is not None:
-            _same_proposal(found, type, payload, dedupe_key, order.tenant_id)
+            same_proposal(found, type, payload, dedupe_key, order.tenant_id)
             return Proposal(found, False)
         self.ctx.metrics.increment("orders_created_total", type=type, priority=priority)
         self.ctx.dispatcher.items_available(type, [i.id for i in items])
@@ -158,7 +161,7 @@ class OrderService:
         if found is None or is_refused(found):
             return None
         tenant = order_tenant(checked_tenant(tenant_id), payload)
-        _same_proposal(found, type, payload, dedupe_key, tenant)
+        same_proposal(found, type, payload, dedupe_key, tenant)
         return found
 
     def refuse(
@@ -168,24 +171,55 @@ class OrderService:
         payload: Any,
         *,
         order_id: uuid.UUID,
+        **proposal: Any,
+    ) -> dict[str, Any]:
+        """Record a proposal the worker refused as a ``failed`` order under ``order_id``
+        (the id its producer got), with the error in ``last_error`` and a
+        ``proposal_refused`` event, counted in ``orders_refused_total``; ``proposal``:
+        its ``priority``, ``meta``, ``requested_by`` and ``tenant_id``. When the id is
+        already an order's (a repeated dedupe key), that order is left as it is and
+        returned; but the record of a lost planning run (:meth:`note_redelivery`) gives
+        way to the refusal."""
+        self.count_refused(type, error)
+        row, created = self._refusal(error, type, payload, order_id, **proposal)
+        if not created and self.store.drop_refused(order_id, lost_planning):
+            row, _ = self._refusal(error, type, payload, order_id, **proposal)
+        return order_dict(row)
+
+    def note_redelivery(
+        self, order_id: uuid.UUID, type: str, payload: Any, **proposal: Any
+    ) -> dict[str, Any] | None:
+        """Before a create message delivered again plans: the order its last delivery
+        left when planning ended the worker's process (:func:`~.proposals.planning_lost`),
+        where this delivery stops (counted as refused); ``None`` to plan. The record is
+        written here (one insert), replaced by the order when this run ends (:meth:`propose`
+        takes a refused record's id), found by the next delivery when it does not:
+        planning that ended its process every time was delivered again for ever."""
+        row, created = self._refusal(planning_lost(), type, payload, order_id, **proposal)
+        found = order_dict(row)
+        if created or not is_lost_planning(found):
+            return None
+        self.count_refused(type, planning_lost())
+        return found
+
+    def _refusal(
+        self,
+        error: WorkManagerError,
+        type: str,
+        payload: Any,
+        order_id: uuid.UUID,
         priority: Any = 0,
         meta: Any = None,
         requested_by: Actor | None = None,
         tenant_id: str | None = None,
-    ) -> dict[str, Any]:
-        """Record a proposal the worker refused as a ``failed`` order under ``order_id``
-        (the id its producer got), with the error in ``last_error`` and a
-        ``proposal_refused`` event, counted in ``orders_refused_total``. When the id is
-        already an order's (a repeated dedupe key), that order is left as it is and
-        returned."""
+    ) -> tuple[OrderRow, bool]:  # the store's refuse(): (the order, whether created)
         actor = requested_by or Actor.system()
-        self.count_refused(type, error)
         order = refused_order(
             order_id, type, payload, priority, meta, actor, error, self.ctx.settings
         )
         # The tenant it was proposed into, so a token of that tenant sees why it failed.
         order.tenant_id = tenant_id if isinstance(tenant_id, str) else None
-        return order_dict(self.store.refuse(order, actor)[0])
+        return self.store.refuse(order, actor)
 
     def count_refused(self, type: Any, error: WorkManagerError) -> None:
         """``orders_refused_total{type, reason}``; an unregistered type counts as
@@ -379,20 +413,3 @@ def retry_target(order: OrderRow, item_states: list[str]) -> str:
     if item_states and set(item_states) <= {ItemState.SUBMITTED.value}:
         return OrderState.SUBMITTED.value
     return OrderState.QUEUED.value
-
-
-def _same_proposal(
-    found: dict[str, Any], type: str, payload: JSON, key: str | None, tenant: str | None
-) -> None:
-    """A repeated dedupe key (or order id) stands for the order it made only when the
-    proposal is the same: same type, same payload (compared as JSON, so ``1`` is not
-    ``true``), same tenant. Anything else would hand one caller another's order (dedupe
-    keys are global: a key used in another tenant is refused without showing its order)."""
-    same = found["type"] == type and found.get("tenant_id") == tenant
-    if same and canonical(found["payload"]) == canonical(payload):
-        return
-    named = f"dedupe key {key!r}" if key else f"order id {found['id']}"
-    raise DedupeKeyReused(
-        f"{named} already names an order of another type, payload or tenant",
-        details={"dedupe_key": key} if key else None,
-    )

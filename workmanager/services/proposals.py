@@ -25,7 +25,13 @@ from sqlalchemy import select
 from ..checks import guarded
 from ..db.models import Event, Item, Order
 from ..db.order_store import OrderRow, OrderStore
-from ..errors import PayloadTooLarge, ValidationFailed, WorkManagerError, problem
+from ..errors import (
+    DedupeKeyReused,
+    PayloadTooLarge,
+    ValidationFailed,
+    WorkManagerError,
+    problem,
+)
 from ..jsonvalues import canonical, json_value
 from ..order_types import (
     ATTEMPTS_RULE,
@@ -267,11 +273,43 @@ def refused_order(
     )
 
 
+#: The validator of the record a redelivered create message writes before it plans again
+#: (``OrderService.note_redelivery``).
+PROCESS_LOST = "process_lost"
+
+
+def planning_lost() -> ValidationFailed:
+    """The refusal recorded when planning an order ended its worker process."""
+    return ValidationFailed.at(
+        "$",
+        "planning this order ended its worker process before it finished (os._exit, a crash,"
+        " a signal, a time limit or memory); it was tried once more, and this record stays"
+        " when that run ended the same way",
+        PROCESS_LOST,
+        "the order type's hooks ended the worker's process while it planned this order: fix"
+        " them (the control worker's log shows the process that exited), then propose the"
+        " order again",
+    )
+
+
+def is_lost_planning(order: dict[str, Any]) -> bool:
+    """Whether ``order`` is the record :func:`planning_lost` wrote."""
+    details = (order.get("last_error") or {}).get("details") or []
+    lost = any(isinstance(d, dict) and d.get("validator") == PROCESS_LOST for d in details)
+    return is_refused(order) and lost
+
+
 def droppable(order: OrderRow, item_states: list[str]) -> bool:
     """Whether the locked ``order`` is a refused proposal's record (failed, marked refused,
     no items), which a corrected proposal replaces (the order store's ``drop_refused``)."""
     refused = {"state": order.state, "last_error": order.last_error}
     return is_refused(refused) and not item_states
+
+
+def lost_planning(order: OrderRow, item_states: list[str]) -> bool:
+    """Whether the locked ``order`` is the record of :func:`planning_lost`."""
+    lost = is_lost_planning({"state": order.state, "last_error": order.last_error})
+    return lost and droppable(order, item_states)
 
 
 def _storable(value: JSON, max_depth: int) -> bool:
@@ -353,3 +391,20 @@ def _is_json(value: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+def same_proposal(
+    found: dict[str, Any], type: str, payload: JSON, key: str | None, tenant: str | None
+) -> None:
+    """A repeated dedupe key (or order id) stands for the order it made only when the
+    proposal is the same: same type, same payload (compared as JSON, so ``1`` is not
+    ``true``), same tenant. Anything else would hand one caller another's order (dedupe
+    keys are global: a key used in another tenant is refused without showing its order)."""
+    same = found["type"] == type and found.get("tenant_id") == tenant
+    if same and canonical(found["payload"]) == canonical(payload):
+        return
+    named = f"dedupe key {key!r}" if key else f"order id {found['id']}"
+    raise DedupeKeyReused(
+        f"{named} already names an order of another type, payload or tenant",
+        details={"dedupe_key": key} if key else None,
+    )
