@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     app, consumer = build(args.order_type, args.handler, args.agent_id)
     if args.agent_id:  # the default id is this process's own
         refuse_a_twin(app, f"{consumer.agent.id}@{socket.gethostname()}")
-    shutdown.install(consumer, args.pool)
+    shutdown.install(app, consumer, args.pool)
     queue = consumer.wm.settings.agent_queue(args.order_type)
     worker = ["worker", "-Q", queue, "-c", str(args.concurrency), "-P", args.pool]
     worker += ["-n", f"{consumer.agent.id}@%h", "--loglevel", args.loglevel]

@@ -22,24 +22,33 @@ from typing import TYPE_CHECKING, Any
 from workmanager.errors import WorkManagerError
 
 if TYPE_CHECKING:
+    from celery import Celery
+
     from .agent import AgentConsumer
 
 log = logging.getLogger("workmanager.agent")
 
 
-def install(consumer: AgentConsumer, pool: str = "threads") -> None:
-    """Run :func:`begin` when the Celery worker starts its shutdown."""
+def install(app: Celery, consumer: AgentConsumer, pool: str = "threads") -> None:
+    """Run :func:`begin` when the Celery worker starts its shutdown: on a signal
+    (``worker_shutting_down``), and on ``celery control shutdown``, which sends no signal
+    and only stops the worker, whose pool then waited for every handler without a limit
+    (a worker bootstep, closed first whatever ended the worker)."""
+    from celery import bootsteps
     from celery.signals import worker_shutting_down
 
     started: list[threading.Thread] = []
 
-    def on_shutdown(**_: Any) -> None:
+    def on_shutdown(*_: Any, **__: Any) -> None:
         if not started:  # a second SIGTERM does not start a second countdown
             grace = consumer.wm.settings.agent_shutdown_grace_seconds
             log.info("shutdown: stopped taking messages; handlers have %.0fs to finish", grace)
             started.append(begin(consumer, grace, children=pool == "prefork"))
 
     worker_shutting_down.connect(on_shutdown, weak=False)
+    closing = {"close": on_shutdown, "__module__": __name__}
+    step = type("AgentGrace", (bootsteps.StartStopStep,), closing)
+    app.steps["worker"].add(step)
 
 
 def begin(

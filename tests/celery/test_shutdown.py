@@ -127,6 +127,29 @@ def test_sigterm_past_the_grace_releases_the_lease_and_another_agent_finishes(
     assert item_of(stack, order_id).leased_by_agent_id is None
 
 
+def test_celery_control_shutdown_gives_the_grace_too(make_stack) -> None:
+    """``celery control shutdown`` sends no signal: the agent's pool waited for its
+    handler without a limit, the lease heartbeating on, and the grace was never counted."""
+    stack = make_stack(agent_shutdown_grace_seconds="1")
+    stack.worker()
+    stack.agent("e2e.echo", GATED, concurrency=1)
+    order_id = enqueue_order("e2e.echo", {"n": 1}, app=stack.app)
+    stack.wait_for(lambda: _started(stack, order_id), 60, "the handler to start")
+    proc = stack.procs.pop("agent")
+    started = time.monotonic()
+    stack.app.control.shutdown(destination=[f"agent-1@{socket.gethostname()}"])
+    try:
+        code = proc.wait(timeout=60)
+    except Exception:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    assert code == 0 and time.monotonic() - started < 20, code
+    item = item_of(stack, order_id)
+    assert item.state == ItemState.QUEUED and item.leased_by_agent_id is None
+    assert "released" in item_events(stack, order_id)
+    assert "releasing their leases" in stack.log("agent")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
