@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from workmanager import ItemSpec, OrderType
+from workmanager import ApplyContext, Diff, ItemSpec, OrderType
 from workmanager.types import OrderView
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -181,7 +181,7 @@ def seed(cfg: Config, items: int, per_order: int = 10) -> float:
 
 def bench_registry() -> Any:
     """A registry with the one bench order type: a small result schema, a pure apply."""
-    from workmanager import ApplyContext, Diff, OrderType, Registry
+    from workmanager import Diff, OrderType, Registry
     from workmanager.types import JSON, ItemView
 
     class BenchOrder(OrderType):
@@ -250,6 +250,9 @@ class Pair(OrderType):
 
     def plan(self, order: OrderView) -> list[ItemSpec]:
         return [ItemSpec(input={"i": i}) for i in range(2)]
+
+    def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
+        return Diff(before={}, after={}, summary="nothing")
 
 
 class Statements:

@@ -40,6 +40,13 @@ class Registry:
         schema = order_type.schema()
         if schema is not None:
             check_schema(schema, f"order type {order_type.type!r}, schema()")
+        if type(order_type).apply is OrderType.apply:  # every approved order would fail
+            raise ConfigurationError(
+                f"order type {order_type.type!r} ({type(order_type).__name__}) does not"
+                " define apply()",
+                hint="define apply(self, order, ctx) returning a Diff (SPEC §4: every hook"
+                " but `type` and `apply` is optional)",
+            )
         self._types[order_type.type] = order_type
         return order_type
 

@@ -209,6 +209,9 @@ def test_order_type_defaults() -> None:
     with pytest.raises(NotImplementedError):
         bare.apply(None, None)  # type: ignore[arg-type]
     assert ItemSpec().parts_required is None
+    # and it is not registered: every approved order would fail in apply
+    with pytest.raises(ConfigurationError, match=r"'bare' \(Bare\) does not define apply\(\)"):
+        Registry().register(bare)
 
 
 def test_load_modules_calls_register(monkeypatch: pytest.MonkeyPatch) -> None:
