@@ -536,6 +536,21 @@ def test_per_type_limit_does_not_block_other_types(build) -> None:
     assert checkout(wm, "agent-e").order_id == busy
 
 
+def test_an_expired_lease_frees_its_agent_and_type_slot_before_the_sweep(build) -> None:
+    """The database backend counted an expired row until the sweep returned it, where the
+    Redis and memory backends drop it at once: the same agent (a restarted one at its
+    limit) and the full type got nothing for up to a sweep interval."""
+    wm = build(max_leases_per_agent=1, max_leases_per_type=1, lease_ttl_seconds=EXPIRING_TTL)
+    wm.propose("test.multi", {"count": 3})
+    lost = checkout(wm, "agent-a")
+    assert wm.agent.checkout("agent-a") is None and wm.agent.checkout("agent-b") is None
+    time.sleep(EXPIRING_TTL + 1)  # expired; no sweep has run
+    again = checkout(wm, "agent-a")  # the agent's slot and the type's are free again
+    assert again.item_id != lost.item_id
+    assert wm.agent.checkout("agent-b") is None  # the new lease counts
+    assert_all_refused(wm, lost, LeaseExpired)
+
+
 def test_per_tenant_limit_does_not_block_other_tenants(build) -> None:
     wm = build(max_leases_per_tenant=2)
     busy = wm.propose("test.multi", {"count": 4}, priority=9, tenant_id="acme")

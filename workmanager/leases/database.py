@@ -46,7 +46,7 @@ class DatabaseLeaseBackend:
     @property
     def limits(self) -> Limits:
         """The limits this backend counts on the rows (all three)."""
-        return Limits(self.max_per_agent, self.max_per_type, self.max_per_tenant)
+        return Limits(self.max_per_agent, self.max_per_type, self.max_per_tenant, live=True)
 
     def checkout(
         self,
@@ -57,7 +57,7 @@ class DatabaseLeaseBackend:
         ttl: int,
         secret_hash: str,
     ) -> Grant | None:
-        out = in_session(self.limits, session, agent_id)
+        out = in_session(self.limits, session, agent_id, now)
         if out is None:
             return None
         postgres = session.get_bind().dialect.name == "postgresql"

@@ -67,7 +67,7 @@ class StoreLeaseBackend:
         postgres = session.get_bind().dialect.name == "postgresql"
         blocked: set[str] = set()
         tried: set[uuid.UUID] = set()
-        counted = in_session(self.limits, session, agent_id)
+        counted = in_session(self.limits, session, agent_id, now)
         assert counted is not None  # no per-agent limit counted on the rows here
         full = counted.tenants
         while True:

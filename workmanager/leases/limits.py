@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, select, text
+from sqlalchemy import Select, and_, bindparam, func, select, text
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg as psycopg_dialect
 from sqlalchemy.orm import Session
 
@@ -40,26 +41,45 @@ Rows = Callable[[Count, dict[str, Any]], Sequence[Sequence[Any]]]
 ADVISORY_SQL = queries.text("advisory_lock")  # db/sql/queries.sql
 TYPE_KEY, TENANT_KEY = "wm:type-limits", "wm:tenant-limits"
 
-HELD_BY_AGENT: Count = (
-    select(func.count())
-    .select_from(Item)
-    .where(Item.leased_by_agent_id == bindparam("agent"), held())
-)
-HELD_BY_TYPE: Count = select(Item.order_type, func.count()).where(held()).group_by(Item.order_type)
-HELD_BY_TENANT: Count = (
-    select(Item.tenant_id, func.count())
-    .where(held(), Item.tenant_id.is_not(None))
-    .group_by(Item.tenant_id)
-)
+
+@dataclass(frozen=True)
+class Counts:
+    """The three counts, over held rows (``live``: only those unexpired at ``:now``)."""
+
+    by_agent: Count
+    by_type: Count
+    by_tenant: Count
+
+    @classmethod
+    def over(cls, live: bool) -> Counts:
+        holding = and_(held(), Item.lease_expires_at > bindparam("now")) if live else held()
+        return cls(
+            select(func.count())
+            .select_from(Item)
+            .where(Item.leased_by_agent_id == bindparam("agent"), holding),
+            select(Item.order_type, func.count()).where(holding).group_by(Item.order_type),
+            select(Item.tenant_id, func.count())
+            .where(holding, Item.tenant_id.is_not(None))
+            .group_by(Item.tenant_id),
+        )
+
+
+#: On the database backend the row is the lease: one past its expiry holds nothing (the
+#: Redis backend's zsets dropped it at once, and the row's slot was taken until the sweep
+#: came). A store backend's row expiry lags its lock (heartbeats renew only the lock), so
+#: its tenant count takes every held row.
+LIVE, HELD = Counts.over(live=True), Counts.over(live=False)
 
 
 @dataclass(frozen=True)
 class Limits:
-    """The lease limits one backend counts on the rows (``None``: no limit)."""
+    """The lease limits one backend counts on the rows (``None``: no limit); ``live``:
+    the rows are the leases (the database backend), so an expired one is not counted."""
 
     per_agent: int | None = None
     per_type: int | None = None
     per_tenant: int | None = None
+    live: bool = False
 
     def __bool__(self) -> bool:
         return any(n is not None for n in (self.per_agent, self.per_type, self.per_tenant))
@@ -76,27 +96,30 @@ class Blocked:
 NOTHING_BLOCKED = Blocked()
 
 
-def blocked(limits: Limits, agent_id: str, lock: Lock, rows: Rows) -> Blocked | None:
-    """The types and tenants at their limit, or ``None`` when the agent is at its own
-    (no checkout then). Each count is taken under its advisory lock, always in the same
-    order (agent, types, tenants), so two checkouts never wait on each other in a cycle."""
+def blocked(limits: Limits, agent_id: str, now: datetime, lock: Lock, rows: Rows) -> Blocked | None:
+    """The types and tenants at their limit at ``now``, or ``None`` when the agent is at
+    its own (no checkout then). Each count is taken under its advisory lock, always in the
+    same order (agent, types, tenants), so two checkouts never wait on each other in a
+    cycle."""
+    counts, at = (LIVE if limits.live else HELD), {"now": now}
     if limits.per_agent is not None:
         lock(f"wm:agent:{agent_id}")
-        [(holding,)] = rows(HELD_BY_AGENT, {"agent": agent_id})
+        [(holding,)] = rows(counts.by_agent, {"agent": agent_id, **at})
         if (holding or 0) >= limits.per_agent:
             return None
     types: frozenset[str] = frozenset()
     if limits.per_type is not None:
         lock(TYPE_KEY)
-        types = frozenset(str(t) for t, n in rows(HELD_BY_TYPE, {}) if n >= limits.per_type)
+        types = frozenset(str(t) for t, n in rows(counts.by_type, at) if n >= limits.per_type)
     tenants: frozenset[str] = frozenset()
     if limits.per_tenant is not None:
         lock(TENANT_KEY)
-        tenants = frozenset(str(t) for t, n in rows(HELD_BY_TENANT, {}) if n >= limits.per_tenant)
+        full = rows(counts.by_tenant, at)
+        tenants = frozenset(str(t) for t, n in full if n >= limits.per_tenant)
     return Blocked(types, tenants) if types or tenants else NOTHING_BLOCKED
 
 
-def in_session(limits: Limits, session: Session, agent_id: str) -> Blocked | None:
+def in_session(limits: Limits, session: Session, agent_id: str, now: datetime) -> Blocked | None:
     """:func:`blocked` through an ORM session (SQLite; any SQLAlchemy database)."""
     postgres = session.get_bind().dialect.name == "postgresql"
 
@@ -109,7 +132,7 @@ def in_session(limits: Limits, session: Session, agent_id: str) -> Blocked | Non
     def rows(stmt: Count, values: dict[str, Any]) -> Sequence[Sequence[Any]]:
         return session.execute(stmt, values).all()
 
-    return blocked(limits, agent_id, lock, rows)
+    return blocked(limits, agent_id, now, lock, rows)
 
 
 @lru_cache(maxsize=8)

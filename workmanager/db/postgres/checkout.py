@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg.rows import dict_row
@@ -108,7 +108,7 @@ class PostgresCheckout:
                 _order_must_exist(conn, query)
             return row
         conn.execute("BEGIN")
-        blocked = self._count(conn, agent)
+        blocked = self._count(conn, agent, values["now"])
         if blocked is None:  # the agent is at its limit
             conn.execute("ROLLBACK")
             return None
@@ -124,7 +124,7 @@ class PostgresCheckout:
         marked(claim)
         return row
 
-    def _count(self, conn: Conn, agent: AgentInfo) -> limits.Blocked | None:
+    def _count(self, conn: Conn, agent: AgentInfo, now: datetime) -> limits.Blocked | None:
         """The limits' counts (:func:`workmanager.leases.limits.blocked`) on this
         connection's transaction."""
         if not self.limits:
@@ -136,7 +136,7 @@ class PostgresCheckout:
         def rows(stmt: limits.Count, values: dict[str, Any]) -> Sequence[Sequence[Any]]:
             return conn.execute(limits.as_psycopg(stmt), values).fetchall()
 
-        return limits.blocked(self.limits, agent.id, lock, rows)
+        return limits.blocked(self.limits, agent.id, now, lock, rows)
 
     def _grant_with_store(
         self,
@@ -159,7 +159,7 @@ class PostgresCheckout:
             counted: limits.Blocked | None = limits.NOTHING_BLOCKED
             if self.limits:
                 conn.execute("BEGIN")
-                counted = self._count(conn, agent)
+                counted = self._count(conn, agent, values["now"])
             assert counted is not None  # no per-agent limit is counted on the rows here
             blocked = refused | counted.types
             shape = shape_of(query, blocked, tried, counted.tenants)
