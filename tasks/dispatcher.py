@@ -64,6 +64,11 @@ class CeleryDispatcher:
         self._send(APPLY, queue=self.settings.apply_queue, order_id=str(order_id))
 
     def items_available(self, order_type: str, item_ids: Sequence[uuid.UUID]) -> None:
+        """Announce the items on their type's agent queue, when the type's items are
+        announced (``WORK_MANAGER_ANNOUNCED_TYPES``): a message no consumer reads stays in
+        the broker for good."""
+        if not self.settings.announces(order_type):
+            return
         for sent, item_id in enumerate(item_ids):
             if not self._send(
                 AGENT_TASK.format(type=order_type),

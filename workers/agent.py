@@ -200,6 +200,14 @@ def build(
         set_wm(wm)
     manager = get_wm()
     manager.registry.get(order_type)  # fail fast on an unknown type
+    if not manager.settings.announces(order_type):  # it would wait on an empty queue
+        listed = ",".join(manager.settings.announced_types) or "empty"
+        raise ConfigurationError(
+            f"--type {order_type}: its items are not announced to consumer agents"
+            f" (WORK_MANAGER_ANNOUNCED_TYPES is {listed})",
+            hint=f"add {order_type} to WORK_MANAGER_ANNOUNCED_TYPES (or `*`) on every process"
+            " of the deployment",
+        )
     agent = AgentInfo(
         id=agent_id or default_agent_id(),
         name=manager.settings.agent_name,

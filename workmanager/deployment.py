@@ -63,12 +63,15 @@ SHARED: tuple[tuple[str, Callable[[Settings], bool]], ...] = (
     ("apply_queue", _always),
     ("agent_queue_prefix", _always),
     ("broker_visibility_timeout_seconds", _redelivers),
+    ("announced_types", _always),
 )
 
 
 def shared(settings: Settings) -> dict[str, Any]:
     """This process's values of :data:`SHARED` (those that matter with its backend)."""
-    return {name: getattr(settings, name) for name, matters in SHARED if matters(settings)}
+    values = {name: getattr(settings, name) for name, matters in SHARED if matters(settings)}
+    # a list as its variable reads: "a,b"
+    return {k: ",".join(sorted(v)) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
 def variable(name: str) -> str:

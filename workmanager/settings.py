@@ -69,6 +69,10 @@ class Settings:
     apply_recovery_seconds: int = 300
     #: Maintenance re-announces queued items untouched this long (0 = never); see docs.
     reannounce_after_seconds: int = 600
+    #: The order types whose items are announced on ``agents.<type>`` for Celery consumer
+    #: agents: ``*`` every type; none in an HTTP/MCP-only deployment, where those
+    #: messages were never read and piled up in the broker, one per item.
+    announced_types: tuple[str, ...] = ("*",)
     metrics_enabled: bool = True
     metrics_driver: str = "log"
     metrics_namespace: str = "work_manager"
@@ -188,6 +192,10 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (handy in tests)."""
         return dataclasses.replace(self, **changes)
+
+    def announces(self, order_type: str) -> bool:
+        """Whether items of ``order_type`` are announced to consumer agents."""
+        return "*" in self.announced_types or order_type in self.announced_types
 
     def agent_queue(self, order_type: str) -> str:
         """The queue of one order type's agent messages (``agents.<type>`` by default)."""

@@ -185,6 +185,7 @@ SPECS: tuple[_Spec, ...] = (
     _spec("statsd_port", _port),
     _spec("statsd_tag_style", _choice(*TAG_STYLES)),
     _spec("order_types", _csv),
+    _spec("announced_types", _csv),
     _spec("provenance_enricher", _optional_str),
     _spec("provenance_anonymize_ip", parse_bool),
     _spec("idempotency_header", _str),

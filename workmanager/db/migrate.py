@@ -4,7 +4,8 @@ and the one check that a database's schema is at their head (:func:`require_head
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.exc import DBAPIError
 
-from ..errors import SchemaBehind
+from ..errors import ConfigurationError, SchemaBehind, Unavailable
 from . import driver_errors
 from .session import Database, display_url, unavailable_when_down
 
@@ -24,6 +25,8 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 UPGRADE = "run `workmanager db upgrade`"
 #: Where Alembic records the revision (its default name, as the migrations' env.py uses).
 VERSION_TABLE = "alembic_version"
+#: A table every revision has: a database holding it is workmanager's.
+TABLE = "work_orders"
 #: The PostgreSQL advisory lock an upgrade holds for its transaction ("wm-migr").
 UPGRADE_LOCK = 0x776D2D6D69677200
 
@@ -35,23 +38,80 @@ def alembic_config(db: Database) -> Config:
     return cfg
 
 
+#: How long one statement of an upgrade waits for a table lock on PostgreSQL, and how
+#: many times the upgrade is tried when it waited that long or was a deadlock's victim.
+#: Without a limit it queued behind a long reader (a dump, a report) while every request
+#: touching the table queued behind it (a propose took 39 s), or died with a traceback.
+LOCK_TIMEOUT = "5s"
+ATTEMPTS = 6
+#: A deadlock, or a lock not granted within LOCK_TIMEOUT: the upgrade rolled back whole.
+CONTENDED = frozenset({"40P01", "55P03"})
+
+
 def upgrade(db: Database, revision: str = "head") -> None:
     """Create or migrate the schema; running it again changes nothing. A database at a
     revision these scripts do not know is left as it is: newer code migrated it (a rolling
-    deploy's older processes may run their upgrade), as :func:`require_head` accepts it."""
-    cfg = alembic_config(db)
+    deploy's older processes may run their upgrade), as :func:`require_head` accepts it.
+    On PostgreSQL the chain is one transaction, tried again when tables in use held it
+    up (:data:`CONTENDED`); past :data:`ATTEMPTS` it is :class:`Unavailable`, nothing
+    changed."""
     db.allow_create()  # the one command that asks for a new database
-    with _server_refusals(db), _connected(db) as connection, connection.begin():
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            with _server_refusals(db):
+                return _upgrade(db, revision)
+        except DBAPIError as exc:
+            if driver_errors.sqlstate(exc.orig or exc) not in CONTENDED:
+                raise
+            if attempt == ATTEMPTS:
+                raise Unavailable(
+                    f"the upgrade of {display_url(db.url)} waited on tables in use {ATTEMPTS}"
+                    f" times ({str(exc.orig or exc).splitlines()[0]}); nothing was changed",
+                    hint="run it again; a long transaction (a dump, a report) may hold the"
+                    " tables: see pg_stat_activity",
+                ) from exc
+            time.sleep(attempt)
+    raise AssertionError("unreachable")
+
+
+def _upgrade(db: Database, revision: str) -> None:
+    cfg = alembic_config(db)
+    with _connected(db) as connection, connection.begin():
         if connection.dialect.name == "postgresql":
             # Upgrades started at once (every web host's ExecStartPre, a Job beside an
             # init container) take turns: the next one finds the head recorded and does
             # nothing, where both creating alembic_version made one fail on its key.
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": UPGRADE_LOCK})
+            connection.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
         recorded = MigrationContext.configure(connection).get_current_heads()
+        _check_owner(connection, recorded, display_url(db.url))
         if any(not known(r) for r in recorded):
             return
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
+
+
+def _check_owner(connection: Connection, recorded: Sequence[str], where: str) -> None:
+    """Refuse a database whose recorded revision and tables do not go together: another
+    application's Alembic revision over no workmanager table, or workmanager's tables with
+    no revision (restored without ``alembic_version``, or made by an old ``create_all``),
+    where the first migration failed on a table that exists, in two tracebacks."""
+    ours = inspect(connection).has_table(TABLE)
+    foreign = [r for r in recorded if not known(r)]
+    if foreign and not ours:
+        raise ConfigurationError(
+            f"{where} is another application's: its {VERSION_TABLE} records revision"
+            f" {', '.join(foreign)}, and it has no workmanager table",
+            hint="give workmanager a database of its own (WORK_MANAGER_DATABASE_URL)",
+        )
+    if not recorded and ours:
+        raise ConfigurationError(
+            f"{where} has workmanager's tables but no recorded migration ({VERSION_TABLE}"
+            " is missing: restored without it, or made by an old create_all)",
+            hint=f"restore {VERSION_TABLE} with the tables (pg_dump -t 'work_*' -t"
+            f" {VERSION_TABLE}), or restore into an empty database and run `workmanager db"
+            " upgrade` there first",
+        )
 
 
 def known(revision: str) -> bool:
@@ -136,6 +196,8 @@ def require_head(db: Database) -> None:
     if set(recorded) == set(latest):
         return
     where = display_url(db.url)
+    with unavailable_when_down(db.url), db.engine.connect() as connection:
+        _check_owner(connection, recorded, where)
     if not recorded:
         raise SchemaBehind(f"{where} has no workmanager schema (no migration ran); {UPGRADE}")
     for revision in recorded:

@@ -90,7 +90,7 @@ class Maintenance:
             for order_id in report.recovered_auto_approvals:
                 self.ctx.dispatcher.order_submitted(order_id)
             after = self.ctx.settings.reannounce_after_seconds
-            if after:
+            if after and self.ctx.settings.announced_types:
                 report.reannounced_items = self.announce_queued(older_than=after)
         self.report_gauges()
         return report
