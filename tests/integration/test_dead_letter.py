@@ -14,9 +14,9 @@ from sqlalchemy import func, select, update
 
 from tests.cli.conftest import Console
 from tests.support.types import Flaky, Multi, Simple
-from workmanager import Registry, WorkManager
+from workmanager import Actor, Registry, WorkManager
 from workmanager.db.models import Event, Item, Order, utcnow
-from workmanager.errors import ApplyFailed
+from workmanager.errors import ApplyFailed, WorkManagerError
 
 HOURS = 24
 
@@ -127,3 +127,47 @@ def test_dead_letter_moves_old_failures_once_and_nothing_else(make_wm, database:
     with wm.db.transaction() as s:
         by_state = dict(s.execute(select(Order.state, func.count()).group_by(Order.state)).all())
     assert by_state == {"dead_lettered": 2, "failed": 1, "completed": 1, "queued": 1}
+
+
+def test_a_lease_in_a_dead_lettered_order_ends_with_it(make_wm, database: str) -> None:
+    """The failed order was dead-lettered while a sibling stayed leased: that lease heart-
+    beated and submitted on, "accepted" into an order never to be applied. The lease ends
+    with the order now (the item back to ``queued``, as its queued siblings, event
+    ``lease_released``); the agent is refused."""
+    wm = make_wm(db=database, registry=Registry([Multi()]), dead_letter_after_hours=HOURS)
+    order_id = wm.propose("test.multi", {"count": 2})
+    held = wm.agent.checkout("agent-2", order_id=order_id)
+    doomed = wm.agent.checkout("agent-1", order_id=order_id)
+    assert held is not None and doomed is not None
+    wm.agent.heartbeat(held)
+    wm.agent.fail(doomed, {"code": "broken", "message": "no"}, retryable=False)
+    assert states(wm, order_id) == ("failed", ["failed", "in_progress"])
+    age(wm, order_id, HOURS + 1)
+    assert wm.maintenance.run(dead_letter=True).dead_lettered_items == 1
+    assert states(wm, order_id) == ("dead_lettered", ["dead_lettered", "queued"])
+    with wm.db.transaction() as s:
+        item = s.get(Item, held.item_id)
+        assert item is not None and (item.leased_by_agent_id, item.lease_expires_at) == (None, None)
+    [released] = [e for e in wm.queries.events(order_id) if e["event"] == "lease_released"]
+    assert released["payload"]["reason"] == "order_dead_lettered"
+    for call in (wm.agent.heartbeat, lambda lease: wm.agent.submit(lease, {"answer": 1})):
+        with pytest.raises(WorkManagerError) as refused:
+            call(held)
+        assert refused.value.code in ("lease_expired", "illegal_state_transition"), refused.value
+
+
+def test_an_order_being_retried_is_not_dead_lettered_in_half(make_wm, pg_url: str) -> None:
+    """PostgreSQL: maintenance skips an order another transaction holds (a retry), but
+    took its failed items, which are locked on their own rows: the retried order came
+    back ``queued`` around a ``dead_lettered`` item, stuck for good."""
+    import psycopg
+
+    wm = make_wm(db="postgres", registry=Registry([Multi()]), dead_letter_after_hours=HOURS)
+    order_id = failed_by_agent(wm)
+    age(wm, order_id, HOURS + 1)
+    with psycopg.connect(pg_url.replace("postgresql+psycopg", "postgresql")) as other:
+        other.execute("SELECT 1 FROM work_orders WHERE id = %s FOR UPDATE", (order_id,))
+        report = wm.maintenance.run(dead_letter=True)
+        assert (report.dead_lettered_orders, report.dead_lettered_items) == (0, 0)
+    wm.orders.retry(order_id, Actor.system())
+    assert states(wm, order_id) == ("queued", ["queued", "queued"])

@@ -185,9 +185,11 @@ class OrderStore(Protocol):
         ...
 
     def unblock(self, order_id: uuid.UUID) -> OrderChange:
-        """The order locked and its queued items' backoff cleared (leasable now), no event:
-        requeue's last step once the held leases are released. ``items``: the queued
-        items. A missing order raises :class:`NotFound`."""
+        """The order locked and, while it is still queued or in progress, its queued items'
+        backoff cleared (leasable now), no event: requeue's last step once the held leases
+        are released. ``items``: the queued items; not ``done`` when the order moved on
+        since requeue read it (failed, submitted). A missing order raises
+        :class:`NotFound`."""
         ...
 
     def retry(self, order_id: uuid.UUID, check: RetryCheck, actor: Actor) -> OrderChange:
@@ -222,10 +224,13 @@ class OrderStore(Protocol):
         ...
 
     def dead_letter(self, cutoff: datetime, actor: Actor) -> tuple[int, int]:
-        """Failed orders last moved, and failed items last updated, at or before
-        ``cutoff`` to ``dead_lettered``, each with its event (orders first, then items,
-        each by id), in one transaction; rows another transaction holds are skipped
-        (``SKIP LOCKED`` on PostgreSQL). Returns how many orders and items."""
+        """Failed orders last moved at or before ``cutoff`` to ``dead_lettered`` and, with
+        them, their failed items; their held items' leases end (``queued``, as their
+        queued siblings, event ``lease_released``), each with its event
+        (orders first, then items, each by id), in one transaction; rows another
+        transaction holds are skipped (``SKIP LOCKED`` on PostgreSQL: an order being
+        retried is left whole; an item of a dead-lettered order held back then goes at the
+        next run). Returns how many orders and items."""
         ...
 
     def touch_queued(

@@ -28,7 +28,7 @@ from ..services.parts import REJECTED
 from ..services.transitions import move_item, move_order, record_event, rework_item
 from ..services.views import item_dict
 from ..state_machine import can_order
-from ..states import ItemState, OrderState
+from ..states import HELD_ITEM_STATES, ItemState, OrderState
 from ..types import Actor, AgentInfo
 from .models import Event, Item, Order, Part, Provenance
 from .order_store import ItemRetryCheck, OrderChange, OrderRow, RetryCheck
@@ -93,6 +93,8 @@ class OrmOrderAdmin:
 
     def _unblock_tx(self, s: Session, order_id: uuid.UUID) -> OrderChange:
         order = lock_order(s, order_id)
+        if order.state not in (OrderState.QUEUED, OrderState.IN_PROGRESS):  # moved on since
+            return OrderChange(OrderRow.of(order), done=False)
         queued = Item.order_id == order_id, Item.state == ItemState.QUEUED.value
         ids = tuple(s.scalars(select(Item.id).where(*queued).order_by(Item.id)))
         s.execute(update(Item).where(*queued).values(available_at=None))
@@ -183,17 +185,28 @@ class OrmOrderAdmin:
         )
         for order in orders:
             move_order(s, order, OrderState.DEAD_LETTERED, actor, now=now)
+        # with their order (queries.sql, dead_letter): failed items dead, leases ended
+        dead = select(Order.id).where(Order.state == OrderState.DEAD_LETTERED.value)
+        ending = [ItemState.FAILED.value, *(state.value for state in HELD_ITEM_STATES)]
         items = list(
             s.scalars(
                 select(Item)
-                .where(Item.state == ItemState.FAILED.value, Item.updated_at <= cutoff)
+                .where(Item.state.in_(ending), Item.order_id.in_(dead))
                 .order_by(Item.id)
                 .with_for_update(skip_locked=True)
             )
         )
+        n = 0
         for item in items:
-            move_item(s, item, ItemState.DEAD_LETTERED, actor)
-        return len(orders), len(items)
+            if item.state == ItemState.FAILED:
+                move_item(s, item, ItemState.DEAD_LETTERED, actor)
+                n += 1
+                continue
+            held = {"agent_id": item.leased_by_agent_id, "lease_token": item.lease_token}
+            item.leased_by_agent_id = item.lease_expires_at = None
+            payload = {**held, "reason": "order_dead_lettered"}
+            move_item(s, item, ItemState.QUEUED, actor, event="lease_released", payload=payload)
+        return len(orders), n
 
     def touch_queued(
         self, order_id: uuid.UUID | None, before: datetime | None, now: datetime, limit: int

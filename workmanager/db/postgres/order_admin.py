@@ -16,6 +16,7 @@ uses — no second path. What each locks and keeps atomic:
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -94,7 +95,8 @@ class PostgresOrderAdmin:
         found = self.raw.run(lambda conn: rows.write(conn, _UNBLOCK, values, {}))
         if not found:
             raise rows.not_found(order_id)
-        return _changed(found[0])
+        done = found[0].pop("done")  # moved on (failed, submitted) since requeue looked
+        return dataclasses.replace(_changed(found[0]), done=done)
 
     def retry(self, order_id: uuid.UUID, check: RetryCheck, actor: Actor) -> OrderChange:
         values = {

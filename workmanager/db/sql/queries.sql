@@ -519,16 +519,20 @@ WITH o AS (
 SELECT o.*, ARRAY(SELECT id FROM items ORDER BY id) AS item_ids, {events_column} FROM o
 
 -- name: unblock_order
--- requeue's last step: the order locked, its queued items' backoff cleared; returns the
--- order and those items' ids, or no row when there is no such order.
+-- requeue's last step: the order locked and, while it is still queued or in progress, its
+-- queued items' backoff cleared; returns the order, whether it was (done) and those items'
+-- ids, or no row when there is no such order.
 WITH o AS (
   SELECT {order_columns} FROM work_orders WHERE id = %(order)s FOR UPDATE
 ), items AS (
   UPDATE work_items SET available_at = NULL, updated_at = %(now)s
-   WHERE order_id = %(order)s AND state = 'queued' AND EXISTS (SELECT 1 FROM o)
+   WHERE order_id = %(order)s AND state = 'queued'
+     AND EXISTS (SELECT 1 FROM o WHERE o.state IN ('queued', 'in_progress'))
   RETURNING id
 )
-SELECT o.*, ARRAY(SELECT id FROM items ORDER BY id) AS item_ids FROM o
+SELECT o.*, o.state IN ('queued', 'in_progress') AS done,
+       ARRAY(SELECT id FROM items ORDER BY id) AS item_ids
+  FROM o
 
 -- name: retry_order
 -- A failed order back to %(to)s (retry_target's decision, on the order this transaction
@@ -626,9 +630,13 @@ WITH o AS (
 SELECT o.*, {events_column} FROM o
 
 -- name: dead_letter
--- Failed orders last moved, and failed items last updated, at or before %(cutoff)s to
--- dead_lettered (rows another transaction holds are skipped), each with its event:
--- orders, then items, each by id. Returns how many of each and {events_column}.
+-- Failed orders last moved at or before %(cutoff)s to dead_lettered, and with them their
+-- failed items to dead_lettered and their held items' leases ended (back to queued, as
+-- their queued siblings: a submit into a dead order would go nowhere); the items of
+-- orders dead-lettered before, which a row held then kept back, come now. Rows another
+-- transaction holds are skipped (a failed order being retried is left whole). Each change
+-- with its event: orders, then items, each by id. Returns how many orders and items were
+-- dead-lettered, and {events_column}.
 WITH o AS (
   UPDATE work_orders SET state = 'dead_lettered', last_transitioned_at = %(now)s,
          updated_at = %(now)s
@@ -636,19 +644,35 @@ WITH o AS (
                  WHERE state = 'failed' AND last_transitioned_at <= %(cutoff)s
                    FOR UPDATE SKIP LOCKED)
   RETURNING id
+), dead AS (
+  SELECT id FROM o UNION ALL SELECT id FROM work_orders WHERE state = 'dead_lettered'
 ), i AS (
   UPDATE work_items SET state = 'dead_lettered', updated_at = %(now)s
    WHERE id IN (SELECT id FROM work_items
-                 WHERE state = 'failed' AND updated_at <= %(cutoff)s
+                 WHERE state = 'failed' AND order_id IN (SELECT id FROM dead)
                    FOR UPDATE SKIP LOCKED)
   RETURNING id, order_id
+), h AS (
+  UPDATE work_items w SET state = 'queued', leased_by_agent_id = NULL,
+         lease_expires_at = NULL, updated_at = %(now)s
+    FROM (SELECT id, leased_by_agent_id FROM work_items
+           WHERE state IN ('leased', 'in_progress') AND order_id IN (SELECT id FROM dead)
+             FOR UPDATE SKIP LOCKED) AS was
+   WHERE w.id = was.id
+  RETURNING w.id, w.order_id, w.lease_token, was.leased_by_agent_id AS agent_id
 ), events AS (
   INSERT INTO work_events ({event_columns})
-  SELECT order_id, item_id, 'dead_lettered', %(actor_type)s, %(actor_id)s, NULL, NULL, %(now)s
+  SELECT order_id, item_id, event, %(actor_type)s, %(actor_id)s, payload, NULL, %(now)s
     FROM (
-      SELECT 0 AS n, id AS k, id AS order_id, NULL::uuid AS item_id FROM o
+      SELECT 0 AS n, id AS k, id AS order_id, NULL::uuid AS item_id,
+             'dead_lettered' AS event, NULL::jsonb AS payload FROM o
       UNION ALL
-      SELECT 1, id, order_id, id FROM i
+      SELECT 1, id, order_id, id, 'dead_lettered', NULL FROM i
+      UNION ALL
+      SELECT 1, id, order_id, id, 'lease_released',
+             jsonb_build_object('agent_id', agent_id, 'lease_token', lease_token,
+                                'reason', 'order_dead_lettered')
+        FROM h
     ) AS ordered
    ORDER BY n, k
   {returned_events}

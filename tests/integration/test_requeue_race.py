@@ -1,0 +1,47 @@
+"""``orders requeue`` racing an agent: the order moved on (failed, submitted) between
+requeue's read and its write. Requeue returned it as it was, exit 0, ``requeued`` in a
+bulk report, with no event, and cleared the backoff of a failed order's queued items and
+announced them; the same command a moment later was refused (SPEC §3.1: an illegal
+transition raises and changes nothing). The store's last step now checks the state it
+locked. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from tests.support.types import Multi
+from workmanager import Actor, Registry
+from workmanager.db.models import Item, utcnow
+from workmanager.errors import IllegalStateTransition
+from workmanager.services import admin
+from workmanager.services.admin import OrderAdmin
+
+
+def test_requeue_refuses_an_order_that_failed_since_it_looked(
+    make_wm, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wm = make_wm(db=database, registry=Registry([Multi()]))
+    order_id = wm.propose("test.multi", {"count": 2})
+    lease = wm.agent.checkout("agent-1", order_id=order_id)
+    assert lease is not None
+    later = utcnow() + timedelta(hours=1)
+    with wm.db.transaction() as s:  # the sibling waits out a backoff
+        s.execute(update(Item).where(Item.id != lease.item_id).values(available_at=later))
+    # requeue read "in_progress"; the agent's terminal fail lands before its write
+    class Stale(admin.Queries):  # type: ignore[misc]
+        def order_state(self, order_id):  # type: ignore[no-untyped-def]
+            state = super().order_state(order_id)
+            wm.agent.fail(lease, {"code": "broken", "message": "no"}, retryable=False)
+            return state
+
+    monkeypatch.setattr(admin, "Queries", Stale)
+    with pytest.raises(IllegalStateTransition):
+        OrderAdmin(wm.ctx, wm.orders).requeue(order_id, Actor.system())
+    assert wm.queries.order(order_id)["state"] == "failed"
+    with wm.db.transaction() as s:  # nothing of it was changed
+        waits = s.scalars(select(Item.available_at).where(Item.id != lease.item_id)).all()
+    assert [w is not None for w in waits] == [True]
+    assert "requeued" not in [e["event"] for e in wm.queries.events(order_id)]
