@@ -126,6 +126,13 @@ class AgentConsumer:
             except (LeaseConflict, LeaseExpired) as exc:
                 log.warning("lease on %s lost: %s", lease.item_id, exc.message)
                 return "lost"
+            except NotFound as exc:
+                if (exc.details or {}).get("item_id") != str(lease.item_id):
+                    return self._handler_failed(lease, exc)  # the handler's own lookup
+                # the item itself is gone: its order deleted (ops prune, forget), or the
+                # database restored from a backup older than it; nothing to report to
+                log.warning("item %s is gone: %s; its work is dropped", lease.item_id, exc)
+                return "lost"
             except HookFailed as crash:
                 log.error(
                     "the order type's check failed on %s [%s]: %s (the item is retried)",
@@ -149,10 +156,13 @@ class AgentConsumer:
                 self._fail(lease, {"code": exc.code, "message": exc.message}, retryable=True)
                 return "failed"
             except USER_CODE_FAILURES as exc:
-                log.exception("handler failed on %s", lease.item_id)
-                code = exc.code if isinstance(exc, WorkManagerError) else type(exc).__name__
-                self._fail(lease, {"code": code, "message": str(exc)[:1000]}, retryable=True)
-                return "failed"
+                return self._handler_failed(lease, exc)
+
+    def _handler_failed(self, lease: Any, exc: BaseException) -> str:
+        log.error("handler failed on %s", lease.item_id, exc_info=exc)
+        code = exc.code if isinstance(exc, WorkManagerError) else type(exc).__name__
+        self._fail(lease, {"code": code, "message": str(exc)[:1000]}, retryable=True)
+        return "failed"
 
     def _fail(self, lease: Any, error: dict[str, str], retryable: bool) -> None:
         """Report ``fail``; a refusal of the report is logged (the sweep reclaims the

@@ -386,3 +386,29 @@ def test_a_heartbeat_that_meets_its_own_submit_says_nothing(
     assert wm.queries.item(lease.item_id)["state"] == "submitted"
     assert "Traceback" not in caplog.text and "trying again" not in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_an_item_gone_while_its_handler_ran_is_one_line(
+    wm: WorkManager, reported: list[tuple[Any, bool]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its order deleted (``ops prune``, ``forget``) or the database restored from an older
+    backup while the handler worked: the submit finds no item. That was "handler failed"
+    with a traceback, then a failed report of the failure; the handler did not fail."""
+    from sqlalchemy import delete
+
+    from workmanager.db.models import Order
+
+    def outlived(view: Any, lease: Any) -> dict[str, Any]:
+        with wm.db.transaction() as s:
+            s.execute(delete(Order).where(Order.id == lease.order_id))
+        return {"answer": 1}
+
+    caplog.set_level(logging.INFO, logger=AGENT)
+    order_id = wm.propose("test.simple", {})
+    (item,) = wm.queries.order(order_id)["items"]
+    consumer = AgentConsumer(wm, outlived, AgentInfo(id="refusals-1"))
+    outcome, _ = consumer.handle(uuid.UUID(item["id"]))
+    assert outcome == "lost" and reported == []
+    (record,) = [r for r in agent_records(caplog) if r.levelno >= logging.WARNING]
+    assert record.getMessage().startswith("item ") and "is gone" in record.getMessage()
+    assert record.exc_info is None

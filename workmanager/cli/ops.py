@@ -1,4 +1,4 @@
-"""``workmanager ops check|tail|prune|purge-keys`` (SPEC §9)."""
+"""``workmanager ops check|tail|prune|purge-keys|restored`` (SPEC §9)."""
 
 from __future__ import annotations
 
@@ -170,3 +170,32 @@ def purge_keys(env: Env, older_than: timedelta, dry_run: bool, force: bool, as_j
     count = Housekeeping(env.wm.ctx).purge_keys(older_than, dry_run=dry_run)
     verb = "would purge" if dry_run else "purged"
     emit({"purged": count, "dry_run": dry_run}, as_json, f"{verb} {count} idempotency key(s)")
+
+
+#: How far ``ops restored`` raises the fencing tokens: above every grant an item can have
+#: had since the backup (a grant each lease TTL for years).
+FENCE_GAP = 1_000_000
+
+
+@ops.command("restored")
+@click.option(
+    "--fence-gap",
+    type=click.IntRange(1, 10**12),
+    default=FENCE_GAP,
+    show_default=True,
+    help="how far to raise every item's fencing token",
+)
+@click.option("--yes", "-y", is_flag=True, help="do it without asking")
+@json_option
+@pass_env
+def restored(env: Env, fence_gap: int, yes: bool, as_json: bool) -> None:
+    """After restoring the database from a backup: raise every item's fencing token, so
+    that no token granted since the backup is accepted or granted again
+    (docs/operations.md, "Restoring from a backup"). Asks first unless --yes."""
+    if not yes and not click.confirm(
+        f"Raise the fencing token of every item by {fence_gap}? Leases held now end", err=True
+    ):
+        raise click.Abort()
+    count = Housekeeping(env.wm.ctx).restored(fence_gap)
+    said = f"raised the fencing tokens of {count} item(s) by {fence_gap}"
+    emit({"items": count, "fence_gap": fence_gap}, as_json, said)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, func, or_, select, update
 
 from ..db.models import Event, Item, Order, Provenance
 from ..db.order_store import OrderStore, build_order_store
@@ -337,6 +337,19 @@ class Housekeeping:
         stmt = select(func.count()).select_from(model).where(*old_audit(model, cutoff), kept)
         with self.ctx.db.transaction() as s:
             return int(s.scalar(stmt) or 0)
+
+    def restored(self, gap: int) -> int:
+        """After the database was restored from a backup (``workmanager ops restored``):
+        every item's fencing token raised by ``gap``, in one statement; how many items.
+        The rows forgot the grants made since the backup, so the next grant would hand
+        out a fence a holder had already (SPEC §4.4: strictly greater than any before),
+        and a lease released since would be live again. Past the gap every older token
+        is refused (``lease_conflict``); a held row's lease ends at its expiry (the sweep)."""
+        with self.ctx.db.transaction() as s:
+            done = s.execute(update(Item).values(lease_token=Item.lease_token + gap))
+            count = int(getattr(done, "rowcount", 0) or 0)
+        log.warning("fencing tokens of %d item(s) raised by %d (database restored)", count, gap)
+        return count
 
     def purge_keys(self, older_than: timedelta, *, dry_run: bool = False) -> int:
         """Delete (or count) idempotency keys created longer ago than ``older_than``."""
