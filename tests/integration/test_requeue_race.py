@@ -17,7 +17,7 @@ from workmanager import Actor, Registry
 from workmanager.db.models import Item, utcnow
 from workmanager.errors import IllegalStateTransition
 from workmanager.services import admin
-from workmanager.services.admin import OrderAdmin
+from workmanager.services.admin import ItemAdmin, OrderAdmin
 
 
 def test_requeue_refuses_an_order_that_failed_since_it_looked(
@@ -30,6 +30,7 @@ def test_requeue_refuses_an_order_that_failed_since_it_looked(
     later = utcnow() + timedelta(hours=1)
     with wm.db.transaction() as s:  # the sibling waits out a backoff
         s.execute(update(Item).where(Item.id != lease.item_id).values(available_at=later))
+
     # requeue read "in_progress"; the agent's terminal fail lands before its write
     class Stale(admin.Queries):  # type: ignore[misc]
         def order_state(self, order_id):  # type: ignore[no-untyped-def]
@@ -45,3 +46,40 @@ def test_requeue_refuses_an_order_that_failed_since_it_looked(
         waits = s.scalars(select(Item.available_at).where(Item.id != lease.item_id)).all()
     assert [w is not None for w in waits] == [True]
     assert "requeued" not in [e["event"] for e in wm.queries.events(order_id)]
+
+
+def test_a_retried_order_with_an_item_still_held_is_in_progress(make_wm, database: str) -> None:
+    """An item failed for good while its sibling stayed leased: retry sent the order to
+    ``queued`` around a held item (an order is queued only while none is held); it goes on
+    to ``in_progress``, as an item's first lease moves it, and finishes as usual."""
+    wm = make_wm(db=database, registry=Registry([Multi()]))
+    order_id = wm.propose("test.multi", {"count": 2})
+    held = wm.agent.checkout("agent-b", order_id=order_id)
+    doomed = wm.agent.checkout("agent-a", order_id=order_id)
+    assert held is not None and doomed is not None
+    wm.agent.fail(doomed, {"code": "broken", "message": "no"}, retryable=False)
+    assert wm.queries.order(order_id)["state"] == "failed"
+    wm.orders.retry(order_id, Actor.system())
+    assert wm.queries.order(order_id)["state"] == "in_progress"
+    order_events = [e["event"] for e in wm.queries.events(order_id) if e["item_id"] is None]
+    assert order_events[-2:] == ["retried", "in_progress"]
+    wm.agent.submit(held, {"answer": 1})
+    again = wm.agent.checkout("agent-a", order_id=order_id)
+    assert again is not None
+    wm.agent.submit(again, {"answer": 2})
+    assert wm.queries.order(order_id)["state"] == "submitted"
+
+
+def test_an_item_retried_while_a_sibling_is_held_leaves_its_order_in_progress(
+    make_wm, database: str
+) -> None:
+    wm = make_wm(db=database, registry=Registry([Multi()]))
+    order_id = wm.propose("test.multi", {"count": 2})
+    held = wm.agent.checkout("agent-b", order_id=order_id)
+    doomed = wm.agent.checkout("agent-a", order_id=order_id)
+    assert held is not None and doomed is not None
+    wm.agent.fail(doomed, {"code": "broken", "message": "no"}, retryable=False)
+    ItemAdmin(wm.ctx).retry(doomed.item_id, Actor.system())
+    assert wm.queries.order(order_id)["state"] == "in_progress"
+    order_events = [e["event"] for e in wm.queries.events(order_id) if e["item_id"] is None]
+    assert order_events[-2:] == ["retried", "in_progress"]

@@ -59,7 +59,7 @@ def every_statement() -> dict[str, str]:
         "retry_order": order_admin._RETRY,
         "fail_apply": order_admin._FAIL_APPLY,
         "lock_item_order": order_admin._LOCK_ITEM_ORDER,
-        "other_failed_items": order_admin._OTHER_FAILED,
+        "other_items": order_admin._OTHER_ITEMS,
         "retry_item": order_admin._RETRY_ITEM,
         "dead_letter": order_admin._DEAD_LETTER,
         "touch_queued[order]": order_admin._TOUCH_ORDER,

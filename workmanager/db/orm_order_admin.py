@@ -27,7 +27,7 @@ from ..services.context import ServiceContext
 from ..services.parts import REJECTED
 from ..services.transitions import move_item, move_order, record_event, rework_item
 from ..services.views import item_dict
-from ..state_machine import can_order
+from ..state_machine import can_order, settled_after_retry
 from ..states import HELD_ITEM_STATES, ItemState, OrderState
 from ..types import Actor, AgentInfo
 from .models import Event, Item, Order, Part, Provenance
@@ -115,11 +115,14 @@ class OrmOrderAdmin:
             order.apply_attempts = 0
             move_order(s, order, to, actor, event="retried", now=now)
             return OrderChange(OrderRow.of(order), done=True)
+        then = settled_after_retry(to, states)
         move_order(s, order, to, actor, event="retried", now=now)
         failed = _items(s, order_id, ItemState.FAILED)
         for item in failed:
             item.error, item.attempts, item.available_at = None, 0, None
             move_item(s, item, ItemState.QUEUED, actor, event="retried")
+        if then != to:  # an item still held: as on a first lease
+            move_order(s, order, then, actor, now=now)
         return OrderChange(OrderRow.of(order), done=True, items=tuple(i.id for i in failed))
 
     def retry_item(self, item_id: uuid.UUID, check: ItemRetryCheck, actor: Actor) -> dict[str, Any]:
@@ -139,7 +142,12 @@ class OrmOrderAdmin:
         move_item(s, item, ItemState.QUEUED, actor, event="retried")
         if order.state == OrderState.FAILED:
             order.last_error = None
-            move_order(s, order, OrderState.QUEUED, actor, event="retried", now=self.ctx.clock())
+            now = self.ctx.clock()
+            states = s.scalars(select(Item.state).where(Item.order_id == order_id)).all()
+            then = settled_after_retry(OrderState.QUEUED, states)
+            move_order(s, order, OrderState.QUEUED, actor, event="retried", now=now)
+            if then != OrderState.QUEUED:  # an item still held: as on a first lease
+                move_order(s, order, then, actor, now=now)
         return item_dict(item)
 
     def fail_apply(

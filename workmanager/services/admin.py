@@ -251,7 +251,8 @@ class ItemAdmin:
 
     def retry(self, item_id: uuid.UUID, actor: Actor) -> dict[str, Any]:
         """A failed item back to ``queued`` (error, attempts and backoff cleared); a failed
-        order it belongs to goes back to ``queued`` with it. Refused while the order has
+        order it belongs to goes back to ``queued`` with it (and on to ``in_progress``
+        when another of its items is still held). Refused while the order has
         other failed items: that order could never be submitted, and ``orders retry``
         takes them all."""
         item = self.store.retry_item(item_id, retryable, actor)

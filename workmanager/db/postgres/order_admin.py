@@ -29,7 +29,7 @@ from ...errors import NotFound
 from ...leases.selection import Shape
 from ...services.context import ServiceContext
 from ...services.views import item_dict
-from ...state_machine import check_item, check_order
+from ...state_machine import check_item, check_order, settled_after_retry
 from ...states import OPEN_ORDER_STATES, ItemState, OrderState
 from ...types import Actor, AgentInfo
 from ..models import EVENTS_TABLE, PROVENANCE_TABLE
@@ -113,8 +113,8 @@ class PostgresOrderAdmin:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            check_order(OrderState.FAILED, to)
-            found = rows.write(conn, _RETRY, {**values, "to": to}, {}, begun=True)
+            then = settled_after_retry(to, [i["state"] for i in items])
+            found = rows.write(conn, _RETRY, {**values, "to": to, "then": then}, {}, begun=True)
             assert found, "the order is locked by this transaction"
             return found[0]
 
@@ -136,16 +136,18 @@ class PostgresOrderAdmin:
                 conn.execute("BEGIN")
                 order.execute(_LOCK_ITEM_ORDER, values, prepare=True)
                 item.execute(LOCK_ITEM, {"id": item_id}, prepare=True)
-                others.execute(_OTHER_FAILED, values, prepare=True)
+                others.execute(_OTHER_ITEMS, values, prepare=True)
             found = item.fetchone()
+            siblings = others.fetchall()
             try:
                 if found is None:
                     raise NotFound(f"item {item_id} not found", details={"item_id": str(item_id)})
-                check(item_dict(item_of_row(found)), [r[0] for r in others.fetchall()])
+                check(item_dict(item_of_row(found)), [i for i, s in siblings if s == "failed"])
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            written = rows.write(conn, _RETRY_ITEM, values, {}, begun=True)
+            then = settled_after_retry(OrderState.QUEUED, [s for _, s in siblings])
+            written = rows.write(conn, _RETRY_ITEM, {**values, "then": then}, {}, begun=True)
             assert written, "the item is locked by this transaction"
             return written[0]
 
@@ -246,7 +248,7 @@ _UNBLOCK = rows.statement("unblock_order")
 _RETRY = rows.statement("retry_order")
 _FAIL_APPLY = rows.statement("fail_apply")
 _LOCK_ITEM_ORDER = queries.template("lock_item_order", order_columns=rows.ORDER_COLUMNS)
-_OTHER_FAILED = queries.text("other_failed_items")
+_OTHER_ITEMS = queries.text("other_items")
 _RETRY_ITEM = "\n" + queries.template(
     "retry_item",
     item_columns=ITEM_COLUMNS_SQL,

@@ -538,10 +538,11 @@ SELECT o.*, o.state IN ('queued', 'in_progress') AS done,
 -- A failed order back to %(to)s (retry_target's decision, on the order this transaction
 -- locked): last_error cleared (resubmitted: apply_attempts 0 too), its ``retried`` event;
 -- going to queued, its failed items (by id) queued with error, attempts and backoff
--- cleared, each with a ``retried`` event. Returns the order, the items' ids and
--- {events_column}.
+-- cleared, each with a ``retried`` event, and when %(then)s is in_progress (an item is
+-- still held) the order on to it, event ``in_progress``. Returns the order, the items'
+-- ids and {events_column}.
 WITH o AS (
-  UPDATE work_orders SET state = %(to)s::text, last_error = NULL,
+  UPDATE work_orders SET state = %(then)s::text, last_error = NULL,
          apply_attempts = CASE WHEN %(to)s::text = 'submitted' THEN 0 ELSE apply_attempts END,
          last_transitioned_at = %(now)s, updated_at = %(now)s
    WHERE id = %(order)s AND state = 'failed'
@@ -554,13 +555,16 @@ WITH o AS (
   RETURNING id
 ), events AS (
   INSERT INTO work_events ({event_columns})
-  SELECT order_id, item_id, 'retried', %(actor_type)s, %(actor_id)s, NULL, NULL, %(now)s
+  SELECT order_id, item_id, event, %(actor_type)s, %(actor_id)s, NULL, NULL, %(now)s
     FROM (
-      SELECT 0::bigint AS k, o.id AS order_id, NULL::uuid AS item_id FROM o
+      SELECT 0 AS n, 0::bigint AS k, o.id AS order_id, NULL::uuid AS item_id,
+             'retried' AS event FROM o
       UNION ALL
-      SELECT row_number() OVER (ORDER BY id), %(order)s::uuid, id FROM items
+      SELECT 1, row_number() OVER (ORDER BY id), %(order)s::uuid, id, 'retried' FROM items
+      UNION ALL
+      SELECT 2, 0, o.id, NULL, 'in_progress' FROM o WHERE %(then)s::text <> %(to)s::text
     ) AS ordered
-   ORDER BY k
+   ORDER BY n, k
   {returned_events}
 )
 SELECT o.*, ARRAY(SELECT id FROM items ORDER BY id) AS item_ids, {events_column} FROM o
@@ -571,16 +575,17 @@ SELECT o.*, ARRAY(SELECT id FROM items ORDER BY id) AS item_ids, {events_column}
 SELECT {order_columns} FROM work_orders
  WHERE id = (SELECT order_id FROM work_items WHERE id = %(item)s) FOR UPDATE
 
--- name: other_failed_items
--- The ids of the failed items of %(item)s's order other than it, by id.
-SELECT id FROM work_items
+-- name: other_items
+-- The ids and states of the items of %(item)s's order other than it, by id.
+SELECT id, state FROM work_items
  WHERE order_id = (SELECT order_id FROM work_items WHERE id = %(item)s)
-   AND id <> %(item)s AND state = 'failed'
+   AND id <> %(item)s
  ORDER BY id
 
 -- name: retry_item
 -- A failed item back to queued (error, attempts and backoff cleared), its ``retried``
--- event, then its order's when the order was failed (queued, last_error cleared); on an
+-- event, then its order's when the order was failed (to %(then)s: queued, or in_progress
+-- with an event of its own when another item is still held; last_error cleared); on an
 -- order and item this transaction locked. Returns the item ({item_columns}) and
 -- {events_column}.
 WITH i AS (
@@ -589,17 +594,19 @@ WITH i AS (
    WHERE id = %(item)s AND state = 'failed'
   RETURNING {item_columns}
 ), o AS (
-  UPDATE work_orders SET state = 'queued', last_error = NULL, last_transitioned_at = %(now)s,
-         updated_at = %(now)s
+  UPDATE work_orders SET state = %(then)s::text, last_error = NULL,
+         last_transitioned_at = %(now)s, updated_at = %(now)s
    WHERE id = (SELECT order_id FROM i) AND state = 'failed'
   RETURNING id
 ), events AS (
   INSERT INTO work_events ({event_columns})
-  SELECT order_id, item_id, 'retried', %(actor_type)s, %(actor_id)s, NULL, NULL, %(now)s
+  SELECT order_id, item_id, event, %(actor_type)s, %(actor_id)s, NULL, NULL, %(now)s
     FROM (
-      SELECT 0 AS n, order_id, id AS item_id FROM i
+      SELECT 0 AS n, order_id, id AS item_id, 'retried' AS event FROM i
       UNION ALL
-      SELECT 1, id, NULL FROM o
+      SELECT 1, id, NULL, 'retried' FROM o
+      UNION ALL
+      SELECT 2, id, NULL, 'in_progress' FROM o WHERE %(then)s::text = 'in_progress'
     ) AS ordered
    ORDER BY n
   {returned_events}
