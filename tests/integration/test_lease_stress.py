@@ -339,10 +339,12 @@ def test_redis_cluster_master_killed_mid_run_loses_and_doubles_nothing(
     try:
         # every node listed: a process slow to start (a loaded machine) came up after the
         # kill and found only the dead node (agent-6 exited 1 in a CI run)
-        run = pool("redis-cluster", ttl=4, redis=cluster.all_nodes_url, orders=10)
+        # 300 items, the kill after the first 30: a make test run on a loaded machine
+        # once polled its count only after all 200 of a smaller run were done
+        run = pool("redis-cluster", ttl=4, redis=cluster.all_nodes_url, orders=15)
         for n in range(PROCESSES):
             run.start(f"agent-{n}")
-        run.wait_for("a quarter of the items", lambda: run.count("submitted") >= 50)
+        run.wait_for("a tenth of the items", lambda: run.count("submitted") >= 30)
         # Measured before the kill, as in the flush test: once the replica serves, the
         # others drain what is left within a second, maybe before the kill returns.
         left = len(run.items) - run.count("submitted")
