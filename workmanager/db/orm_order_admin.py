@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound
+from ..lease_tokens import Holder
 from ..leases.selection import Shape, eligible
 from ..services import apply
 from ..services.context import ServiceContext
@@ -34,6 +35,7 @@ from .models import Event, Item, Order, Part, Provenance
 from .order_store import ItemRetryCheck, OrderChange, OrderRow, RetryCheck
 from .orm_steps import lock_item, lock_order
 from .predicates import old_audit
+from .store import drop_holds, holder_of
 
 
 class OrmOrderAdmin:
@@ -179,9 +181,15 @@ class OrmOrderAdmin:
 
     # --- maintenance ------------------------------------------------------------------
     def dead_letter(self, cutoff: datetime, actor: Actor) -> tuple[int, int]:
-        return self.ctx.db.run(lambda s: self._dead_letter_tx(s, cutoff, actor))
+        ended: list[tuple[uuid.UUID, str, Holder]] = []
+        counts = self.ctx.db.run(lambda s: self._dead_letter_tx(s, cutoff, actor, ended))
+        drop_holds(self.ctx.leases.lock, ended)  # the leases ended with their order
+        return counts
 
-    def _dead_letter_tx(self, s: Session, cutoff: datetime, actor: Actor) -> tuple[int, int]:
+    def _dead_letter_tx(
+        self, s: Session, cutoff: datetime, actor: Actor, ended: list[tuple[uuid.UUID, str, Holder]]
+    ) -> tuple[int, int]:
+        ended.clear()  # a retried transaction starts again
         now = self.ctx.clock()
         orders = list(
             s.scalars(
@@ -210,6 +218,7 @@ class OrmOrderAdmin:
                 move_item(s, item, ItemState.DEAD_LETTERED, actor)
                 n += 1
                 continue
+            ended.append((item.id, item.order_type, holder_of(item)))
             held = {"agent_id": item.leased_by_agent_id, "lease_token": item.lease_token}
             item.leased_by_agent_id = item.lease_expires_at = None
             payload = {**held, "reason": "order_dead_lettered"}

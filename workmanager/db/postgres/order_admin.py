@@ -26,6 +26,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from ...errors import NotFound
+from ...lease_tokens import Holder
 from ...leases.selection import Shape
 from ...services.context import ServiceContext
 from ...services.views import item_dict
@@ -36,6 +37,7 @@ from ..models import EVENTS_TABLE, PROVENANCE_TABLE
 from ..order_store import ItemRetryCheck, OrderChange, OrderRow, RetryCheck
 from ..raw import Conn, RawPostgres
 from ..sql import queries
+from ..store import drop_holds
 from . import order_rows as rows
 from .sql import ITEM_COLUMNS_SQL, LOCK_ITEM, eligible_where
 from .values import item_of_row
@@ -178,6 +180,11 @@ class PostgresOrderAdmin:
         }
         (row,) = self.raw.run(lambda conn: rows.write(conn, _DEAD_LETTER, values, {}))
         rows.announce(row)
+        ended = [
+            (uuid.UUID(e["id"]), e["type"], Holder(e["agent"] or "", e["token"], e["secret"]))
+            for e in row["ended"]
+        ]
+        drop_holds(self.ctx.leases.lock, ended)  # the leases ended with their order
         return int(row["orders"]), int(row["items"])
 
     def touch_queued(

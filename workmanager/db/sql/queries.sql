@@ -643,7 +643,8 @@ SELECT o.*, {events_column} FROM o
 -- orders dead-lettered before, which a row held then kept back, come now. Rows another
 -- transaction holds are skipped (a failed order being retried is left whole). Each change
 -- with its event: orders, then items, each by id. Returns how many orders and items were
--- dead-lettered, and {events_column}.
+-- dead-lettered, the leases ended (ended: their holders, for the lock store) and
+-- {events_column}.
 WITH o AS (
   UPDATE work_orders SET state = 'dead_lettered', last_transitioned_at = %(now)s,
          updated_at = %(now)s
@@ -666,7 +667,8 @@ WITH o AS (
            WHERE state IN ('leased', 'in_progress') AND order_id IN (SELECT id FROM dead)
              FOR UPDATE SKIP LOCKED) AS was
    WHERE w.id = was.id
-  RETURNING w.id, w.order_id, w.lease_token, was.leased_by_agent_id AS agent_id
+  RETURNING w.id, w.order_id, w.order_type, w.lease_token, was.leased_by_agent_id AS agent_id,
+            w.lease_secret_hash
 ), events AS (
   INSERT INTO work_events ({event_columns})
   SELECT order_id, item_id, event, %(actor_type)s, %(actor_id)s, payload, NULL, %(now)s
@@ -684,7 +686,12 @@ WITH o AS (
    ORDER BY n, k
   {returned_events}
 )
-SELECT (SELECT count(*) FROM o) AS orders, (SELECT count(*) FROM i) AS items, {events_column}
+SELECT (SELECT count(*) FROM o) AS orders, (SELECT count(*) FROM i) AS items,
+       (SELECT coalesce(json_agg(json_build_object(
+                 'id', id, 'type', order_type, 'agent', agent_id, 'token', lease_token,
+                 'secret', lease_secret_hash)), '[]'::json)
+          FROM h) AS ended,
+       {events_column}
 
 -- name: prune_orders
 -- Those of %(ids)s still in a prunable state (%(states)s) deleted, their items, parts and
