@@ -24,12 +24,13 @@ def test_requeue_refuses_an_order_that_failed_since_it_looked(
     make_wm, database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     wm = make_wm(db=database, registry=Registry([Multi()]))
-    order_id = wm.propose("test.multi", {"count": 2})
+    order_id = wm.propose("test.multi", {"count": 3})
     lease = wm.agent.checkout("agent-1", order_id=order_id)
-    assert lease is not None
+    kept = wm.agent.checkout("agent-2", order_id=order_id)  # a sibling's lease, live
+    assert lease is not None and kept is not None
     later = utcnow() + timedelta(hours=1)
-    with wm.db.transaction() as s:  # the sibling waits out a backoff
-        s.execute(update(Item).where(Item.id != lease.item_id).values(available_at=later))
+    with wm.db.transaction() as s:  # the queued sibling waits out a backoff
+        s.execute(update(Item).where(Item.state == "queued").values(available_at=later))
 
     # requeue read "in_progress"; the agent's terminal fail lands before its write
     class Stale(admin.Queries):  # type: ignore[misc]
@@ -39,13 +40,16 @@ def test_requeue_refuses_an_order_that_failed_since_it_looked(
             return state
 
     monkeypatch.setattr(admin, "Queries", Stale)
-    with pytest.raises(IllegalStateTransition):
+    with pytest.raises(IllegalStateTransition) as refused:
         OrderAdmin(wm.ctx, wm.orders).requeue(order_id, Actor.system())
+    assert refused.value.message.startswith("order became failed while requeue ran;")
     assert wm.queries.order(order_id)["state"] == "failed"
     with wm.db.transaction() as s:  # nothing of it was changed
-        waits = s.scalars(select(Item.available_at).where(Item.id != lease.item_id)).all()
+        waits = s.scalars(select(Item.available_at).where(Item.state == "queued")).all()
     assert [w is not None for w in waits] == [True]
-    assert "requeued" not in [e["event"] for e in wm.queries.events(order_id)]
+    events = [e["event"] for e in wm.queries.events(order_id)]
+    assert "requeued" not in events and "lease_released" not in events
+    wm.agent.submit(kept, {"answer": 1})  # the sibling's lease was not taken from it
 
 
 def test_a_retried_order_with_an_item_still_held_is_in_progress(make_wm, database: str) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, select
@@ -28,7 +28,7 @@ from ..states import HELD_ITEM_STATES, ItemState, OrderState
 from ..types import JSON, Actor
 from .context import ServiceContext
 from .lease_admin import LeaseAdmin
-from .orders import OrderService, refused
+from .orders import OrderService
 from .proposals import check_proposal
 from .views import item_dict, order_dict
 
@@ -53,17 +53,21 @@ class OrderAdmin:
         """
         state = Queries(self.ctx).order_state(order_id)
         if state not in REQUEUEABLE:
-            raise IllegalStateTransition(
-                f"order is {state}; requeue takes rejected, queued or in_progress orders "
-                "(a failed order is put back with retry)",
-                details={"order_id": str(order_id), "state": state},
-            )
+            raise _not_requeueable(order_id, state)
         if state == OrderState.REJECTED:
             change = self.orders.store.rework(order_id, actor)
         else:
-            LeaseAdmin(self.ctx, actor).release(LeaseSelector(order_id=order_id))
+            # The order's state checked under its lock first, then its leases released:
+            # released first, a refusal came after the holders had lost their leases.
             change = self.orders.store.unblock(order_id)
-        order = order_dict(refused(change, OrderState.QUEUED))
+            if change.done:
+                LeaseAdmin(self.ctx, actor).release(LeaseSelector(order_id=order_id))
+                change = replace(
+                    change, order=self.orders.store.find(order_id, None) or change.order
+                )
+        if not change.done:  # it moved on (failed, submitted) since it was read above
+            raise _not_requeueable(order_id, change.order.state, since=True)
+        order = order_dict(change.order)
         if change.items:
             self.ctx.dispatcher.items_available(order["type"], list(change.items))
         return order
@@ -107,6 +111,18 @@ class OrderAdmin:
             tenant_id=original["tenant_id"],  # the clone stays in its tenant
         )
         return proposal.order
+
+
+def _not_requeueable(
+    order_id: uuid.UUID, state: str, since: bool = False
+) -> IllegalStateTransition:
+    """Requeue's refusal; ``since``: the order changed while requeue ran."""
+    now = f"order became {state} while requeue ran" if since else f"order is {state}"
+    return IllegalStateTransition(
+        f"{now}; requeue takes rejected, queued or in_progress orders (a failed order is"
+        " put back with retry)",
+        details={"order_id": str(order_id), "state": state},
+    )
 
 
 @dataclass(frozen=True)
