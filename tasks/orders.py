@@ -18,7 +18,7 @@ from workmanager.errors import (
     TransientError,
     ValidationFailed,
 )
-from workmanager.services.proposals import lost_planning, note_reused_key, order_id_for
+from workmanager.services.proposals import note_reused_key, order_id_for
 from workmanager.types import Actor
 
 from .app import app
@@ -126,8 +126,6 @@ def create(
         )
     except DedupeKeyReused as exc:
         wm.orders.count_refused(type, exc)
-        if oid is not None:  # the record a redelivery wrote under it names no refusal
-            wm.orders.store.drop_refused(oid, lost_planning)
         taken = oid or (order_id_for(dedupe_key) if isinstance(dedupe_key, str) else None)
         noted = taken is not None and note_reused_key(
             wm.ctx,

@@ -193,7 +193,9 @@ def restored(env: Env, fence_gap: int, yes: bool, as_json: bool) -> None:
     that no token granted since the backup is accepted or granted again
     (docs/operations.md, "Restoring from a backup"). Asks first unless --yes."""
     if not yes and not click.confirm(
-        f"Raise the fencing token of every item by {fence_gap}? Leases held now end", err=True
+        f"Raise the fencing token of every item by {fence_gap}? Every lease granted before"
+        " is refused from its next call that reaches the database",
+        err=True,
     ):
         raise click.Abort()
     count = Housekeeping(env.wm.ctx).restored(fence_gap)

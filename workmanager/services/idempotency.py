@@ -313,6 +313,22 @@ class IdempotencyService:
 
         threading.Thread(target=unlock, name="idempotency-unlock", daemon=True).start()
 
+    def mark(self, endpoint: str, target: str) -> bool:
+        """Note that ``target`` went through ``endpoint`` (a key of the system's own, no
+        request to replay, kept for the idempotency TTL): True the first time, one insert.
+        The create task marks a message delivered again before it plans (``tasks/orders``)."""
+        now = self.ctx.clock()
+        values = {
+            "key_hash": key_hash(endpoint, target, "system", "mark"),
+            "endpoint": endpoint[:64],
+            "request_fingerprint": "",
+            "status": DONE,
+            "locked_until": None,
+            "created_at": now,
+            "expires_at": now + timedelta(hours=self.ctx.settings.idempotency_ttl_hours),
+        }
+        return self.store.claim_key(values) is not None
+
     def purge(self, older_than: datetime | None = None, *, dry_run: bool = False) -> int:
         """Delete expired keys, or (an operator's cutoff) the answered keys created before
         ``older_than``: never one whose request is still in flight or whose answer is not

@@ -28,14 +28,13 @@ from ..state_machine import check_order
 from ..states import ItemState, OrderState
 from ..types import JSON, Actor, AgentInfo, OrderView
 from .context import ServiceContext
+from .idempotency import IdempotencyService
 from .inputs import check_reject_errors
 from .proposals import (
     build_order,
     check_proposal,
     droppable,
-    is_lost_planning,
     is_refused,
-    lost_planning,
     order_id_for,
     planning_lost,
     refused_order,
@@ -45,6 +44,8 @@ from .tokens import checked_tenant, order_tenant
 from .views import order_dict
 
 log = logging.getLogger("workmanager.orders")
+#: The key :meth:`OrderService.note_redelivery` marks (an idempotency key's endpoint).
+PLANNING_AGAIN = "orders.create.redelivered"
 
 
 #: The error code of a person's rejection when they give none (the CLI's ``orders reject``
@@ -178,29 +179,27 @@ class OrderService:
         ``proposal_refused`` event, counted in ``orders_refused_total``; ``proposal``:
         its ``priority``, ``meta``, ``requested_by`` and ``tenant_id``. When the id is
         already an order's (a repeated dedupe key), that order is left as it is and
-        returned; but the record of a lost planning run (:meth:`note_redelivery`) gives
-        way to the refusal."""
+        returned."""
         self.count_refused(type, error)
-        row, created = self._refusal(error, type, payload, order_id, **proposal)
-        if not created and self.store.drop_refused(order_id, lost_planning):
-            row, _ = self._refusal(error, type, payload, order_id, **proposal)
-        return order_dict(row)
+        return order_dict(self._refusal(error, type, payload, order_id, **proposal)[0])
 
     def note_redelivery(
         self, order_id: uuid.UUID, type: str, payload: Any, **proposal: Any
     ) -> dict[str, Any] | None:
-        """Before a create message delivered again plans: the order its last delivery
-        left when planning ended the worker's process (:func:`~.proposals.planning_lost`),
-        where this delivery stops (counted as refused); ``None`` to plan. The record is
-        written here (one insert), replaced by the order when this run ends (:meth:`propose`
-        takes a refused record's id), found by the next delivery when it does not:
-        planning that ended its process every time was delivered again for ever."""
+        """Before a create message delivered again plans: ``None`` to plan, or the
+        ``failed`` order (:func:`~.proposals.planning_lost`) where this delivery stops,
+        the message having been delivered again once already. The first time is noted
+        (one insert, an idempotency key of the system's own: nothing shows in the order
+        meanwhile); planning that ended its process every time was delivered for ever.
+        An order already under the id (a run created it, then died) is left to
+        :meth:`propose`."""
+        if IdempotencyService(self.ctx).mark(PLANNING_AGAIN, str(order_id)):
+            return None
         row, created = self._refusal(planning_lost(), type, payload, order_id, **proposal)
-        found = order_dict(row)
-        if created or not is_lost_planning(found):
+        if not created:
             return None
         self.count_refused(type, planning_lost())
-        return found
+        return order_dict(row)
 
     def _refusal(
         self,

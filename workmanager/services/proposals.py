@@ -273,30 +273,22 @@ def refused_order(
     )
 
 
-#: The validator of the record a redelivered create message writes before it plans again
+#: The validator of the record of an order whose planning ended its process twice
 #: (``OrderService.note_redelivery``).
 PROCESS_LOST = "process_lost"
 
 
 def planning_lost() -> ValidationFailed:
-    """The refusal recorded when planning an order ended its worker process."""
+    """The refusal recorded when planning an order ended its worker process twice."""
     return ValidationFailed.at(
         "$",
-        "planning this order ended its worker process before it finished (os._exit, a crash,"
-        " a signal, a time limit or memory); it was tried once more, and this record stays"
-        " when that run ended the same way",
+        "the worker's process ended twice while planning this order (a crash, a kill, a"
+        " time or memory limit; possibly the order type's plan() or another hook); it is"
+        " not tried again",
         PROCESS_LOST,
-        "the order type's hooks ended the worker's process while it planned this order: fix"
-        " them (the control worker's log shows the process that exited), then propose the"
-        " order again",
+        "the worker's process ended twice while planning this order: see the control"
+        " worker's log for how; fix the cause, then propose the order again",
     )
-
-
-def is_lost_planning(order: dict[str, Any]) -> bool:
-    """Whether ``order`` is the record :func:`planning_lost` wrote."""
-    details = (order.get("last_error") or {}).get("details") or []
-    lost = any(isinstance(d, dict) and d.get("validator") == PROCESS_LOST for d in details)
-    return is_refused(order) and lost
 
 
 def droppable(order: OrderRow, item_states: list[str]) -> bool:
@@ -304,12 +296,6 @@ def droppable(order: OrderRow, item_states: list[str]) -> bool:
     no items), which a corrected proposal replaces (the order store's ``drop_refused``)."""
     refused = {"state": order.state, "last_error": order.last_error}
     return is_refused(refused) and not item_states
-
-
-def lost_planning(order: OrderRow, item_states: list[str]) -> bool:
-    """Whether the locked ``order`` is the record of :func:`planning_lost`."""
-    lost = is_lost_planning({"state": order.state, "last_error": order.last_error})
-    return lost and droppable(order, item_states)
 
 
 def _storable(value: JSON, max_depth: int) -> bool:
