@@ -193,7 +193,7 @@ def _no_stray_arguments(extra: tuple[Any, ...], unknown: dict[str, Any]) -> None
 
 def _lost_before(task: Task, target: Any, type: Any, payload: Any, **proposal: Any) -> str | None:
     """The id of the order a redelivered create message stops at, planning it having
-    ended its worker process twice (``OrderService.note_redelivery``); ``None`` to plan.
+    ended its worker process again (``OrderService.note_redelivery``); ``None`` to plan.
     ``target``: the order's id, or its dedupe key (whose id it is)."""
     if not (task.request.delivery_info or {}).get("redelivered"):
         return None
@@ -205,7 +205,7 @@ def _lost_before(task: Task, target: Any, type: Any, payload: Any, **proposal: A
     if lost is None:
         return None
     log.error(
-        "orders.create of %r: planning order %s ended its worker process twice; recorded"
+        "orders.create of %r: planning order %s ended its worker process again; recorded"
         " as failed [validation_failed]",
         type,
         target,

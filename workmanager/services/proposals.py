@@ -279,15 +279,16 @@ PROCESS_LOST = "process_lost"
 
 
 def planning_lost() -> ValidationFailed:
-    """The refusal recorded when planning an order ended its worker process twice."""
+    """The refusal recorded when the worker's process ended while planning an order whose
+    message had been delivered again already (its first delivery ended unfinished too)."""
     return ValidationFailed.at(
         "$",
-        "the worker's process ended twice while planning this order (a crash, a kill, a"
-        " time or memory limit; possibly the order type's plan() or another hook); it is"
-        " not tried again",
+        "the worker's process ended while planning this order, whose message had already"
+        " been delivered again once (a crash, a kill, a time or memory limit; possibly the"
+        " order type's plan() or another hook); it is not tried again",
         PROCESS_LOST,
-        "the worker's process ended twice while planning this order: see the control"
-        " worker's log for how; fix the cause, then propose the order again",
+        "the worker's process ended while planning this order, a second delivery: see the"
+        " control worker's log for how; fix the cause, then propose the order again",
     )
 
 
