@@ -260,3 +260,25 @@ def test_the_work_is_left_alone_and_others_retries_still_replay(make_wm: Any) ->
     assert answer["counts"]["idempotency_keys"] == 0
     again = http.post("/agent/work/propose", json=body, headers=keyed)
     assert again.json()["order"]["id"] == order_id  # replayed, not a second order
+
+
+def test_a_lease_granted_while_the_erasure_runs_refuses_it_whole(
+    make_wm: Any, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the live-lease count read no lock: a checkout committing just after it
+    had its row renamed with the agent's others, the agent then refused on its own item
+    ("leased by another agent") until the lease expired, and the erasure said it left
+    nothing. The items are read locked; one held is refused, nothing erased. Played here
+    by a count that says 0 while the agent holds a lease."""
+    from workmanager.services import forget
+
+    wm = make_wm(db=database, registry=Registry([Simple()]))
+    order_id = wm.propose("test.simple", {})
+    lease = wm.agent.checkout("agent-9", order_id=order_id)
+    assert lease is not None
+    monkeypatch.setattr(forget, "count_rows", lambda *_: 0)  # counted before the grant
+    with pytest.raises(LeaseConflict) as refused:
+        Forget(wm.ctx).forget(Subject("agent", "agent-9"), Actor.system())
+    assert refused.value.details == {"live_leases": 1}
+    wm.agent.heartbeat(lease)  # still the agent's own lease
+    wm.agent.submit(lease, {"answer": 1})

@@ -651,3 +651,27 @@ def test_large_values_are_cut_on_the_pages_with_where_to_find_them_whole(
         ), page
     small = client.get(f"/ui/orders/{submitted_order(wm)}").text
     assert "cut here" not in small
+
+
+def test_a_form_posted_again_while_its_first_submission_runs_says_so(
+    wm: WorkManager, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A double click whose first submission was still waiting (on a lock another
+    reviewer's reject held) answered "Done: approved." although the approval then lost:
+    the second submission did nothing and cannot know; it says the first still runs."""
+    from workmanager.errors import IdempotencyInFlight
+
+    order_id = submitted_order(wm)
+    reviewer = sign_in(client_for(wm), tokens["reviewer"])
+    page = reviewer.get(f"/ui/orders/{order_id}").text
+    form = {"csrf": field(page, "csrf", "approve-form"), "key": field(page, "key", "approve-form")}
+
+    def still_running(*_: object, **__: object) -> None:
+        raise IdempotencyInFlight()
+
+    monkeypatch.setattr(wm.idempotency, "once", still_running)
+    answer = reviewer.post(f"/ui/orders/{order_id}/approve", data=form)
+    assert answer.status_code == 303 and answer.headers["location"].endswith("?done=pending")
+    shown = reviewer.get(answer.headers["location"]).text
+    assert "still running: reload the page" in shown and "Done:" not in shown
+    assert wm.queries.order_state(order_id) == "submitted"

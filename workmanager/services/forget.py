@@ -173,12 +173,8 @@ class Forget:
         live = count_rows(s, Item, Item.leased_by_agent_id == sid, Item.state.in_(HELD))
         answer: dict[str, Any] = {"subject": subject.kind, "dry_run": dry_run}
         if live and not dry_run:
-            raise LeaseConflict(
-                f"the {subject.kind} holds {live} live lease(s): release them, or let them"
-                " expire and the sweep reclaim them, then forget",
-                details={"live_leases": live},
-            )
-        eraser = _Eraser(s, sid, pseudonym(sid), dry_run)
+            raise _holding(subject.kind, live)
+        eraser = _Eraser(s, sid, pseudonym(sid), dry_run, subject.kind)
         counts = eraser.run()
         if not dry_run:
             who = actor if actor.id is None or sid not in actor.id else Actor(actor.type, None)
@@ -192,18 +188,26 @@ class Forget:
         return {**answer, "live_leases": live, "counts": counts}
 
 
+def _holding(kind: str, live: int) -> LeaseConflict:
+    return LeaseConflict(
+        f"the {kind} holds {live} live lease(s): release them, or let them expire and the"
+        " sweep reclaim them, then forget",
+        details={"live_leases": live},
+    )
+
+
 class _Eraser:
     """One erasure's statements; each step returns how many rows it touched (or would)."""
 
-    def __init__(self, s: Session, sid: str, alias: str, dry_run: bool) -> None:
-        self.s, self.sid, self.alias, self.dry_run = s, sid, alias, dry_run
+    def __init__(self, s: Session, sid: str, alias: str, dry_run: bool, kind: str) -> None:
+        self.s, self.sid, self.alias, self.dry_run, self.kind = s, sid, alias, dry_run, kind
 
     def run(self) -> dict[str, int]:
         steps: dict[str, Callable[[], int]] = {
             "provenance": self.provenance,
             "events": self.events,
             "orders": self.orders,
-            "items": lambda: self.rename(Item, Item.leased_by_agent_id),
+            "items": self.items,
             "parts": lambda: self.rename(Part, Part.submitted_by_agent_id),
             "tokens_revoked": self.tokens,
             "ui_sessions": lambda: self.drop(UiSession, UiSession.principal == self.sid),
@@ -284,6 +288,20 @@ class _Eraser:
         rows = self.rows(model, column == self.sid)
         for row in [] if self.dry_run else rows:
             setattr(row, column.key, self.alias)
+        return len(rows)
+
+    def items(self) -> int:
+        """The items that name the subject as their holder, locked: a lease granted after
+        the count above (the agent still at work, on PostgreSQL) was renamed with them,
+        and its holder refused on its own item ("leased by another agent") until it
+        expired. Found held now, the erasure is refused whole, as at the start."""
+        stmt = select(Item).where(Item.leased_by_agent_id == self.sid).with_for_update()
+        rows = list(self.s.scalars(stmt))
+        live = sum(1 for row in rows if row.state in HELD)
+        if live and not self.dry_run:
+            raise _holding(self.kind, live)
+        for row in [] if self.dry_run else rows:
+            row.leased_by_agent_id = self.alias
         return len(rows)
 
     def tokens(self) -> int:

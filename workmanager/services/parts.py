@@ -81,6 +81,8 @@ def check_part_input(
         errors.append({"path": "seq", "message": message, "validator": "minimum"})
     if not isinstance(payload, dict):
         errors.append({"path": "payload", "message": "must be an object", "validator": "type"})
+    if notes is not None and not isinstance(notes, str):  # a text column: HTTP and MCP say so
+        errors.append({"path": "notes", "message": "must be a string", "validator": "type"})
     if errors:
         raise ValidationFailed(errors)
     # Before measuring: a lone surrogate cannot be encoded.

@@ -152,7 +152,7 @@ def _item(
             "hook_error",
             "the order type's plan() returned something else than ItemSpec objects",
         )
-    parts_required = _checked_spec(spec)
+    parts_required = _checked_spec(spec, settings.max_parts_per_item)
     json_value(spec.input, "plan.input")
     max_attempts = spec.max_attempts or order_type.max_attempts or settings.default_max_attempts
     return Item(
@@ -173,11 +173,12 @@ def _item(
     )
 
 
-def _checked_spec(spec: ItemSpec) -> list[str] | None:
+def _checked_spec(spec: ItemSpec, max_parts: int) -> list[str] | None:
     """The fields of an :class:`ItemSpec` as the items store them, its part keys as a
     list (any iterable of them: a list, a tuple, a generator): a wrong field was stored
     as given, changed (``parts_required="abc"`` became three parts, ``max_attempts=0`` the
-    default) or refused by the driver, differently on each database."""
+    default) or refused by the driver, differently on each database. More required parts
+    than an item may hold (``max_parts``) could never be finalized strictly."""
     found = []
     if spec.input is not None and not isinstance(spec.input, dict):
         found.append(("input", f"an object or None, got {type(spec.input).__name__}"))
@@ -189,6 +190,10 @@ def _checked_spec(spec: ItemSpec) -> list[str] | None:
     listed = None if keys is None else part_keys(keys)
     if keys is not None and listed is None:
         found.append(("parts_required", f"{PART_KEYS_RULE} or None"))
+    elif listed is not None and len(listed) > max_parts:
+        found.append(
+            ("parts_required", f"at most WORK_MANAGER_MAX_PARTS_PER_ITEM ({max_parts}) keys")
+        )
     if found:
         raise ValidationFailed(
             [problem(f"plan.{field}", f"must be {why}", "hook_error") for field, why in found],

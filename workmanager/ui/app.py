@@ -173,8 +173,8 @@ def approve(
 ) -> Response:
     caller = checked_form(request, sess, csrf)
     ops = console(request).api.ops
-    once(request, caller, "approve", order_id, key, {}, lambda c: ops.approve(c, order_id))
-    return back(f"/orders/{order_id}", done="approved")
+    ran = once(request, caller, "approve", order_id, key, {}, lambda c: ops.approve(c, order_id))
+    return back(f"/orders/{order_id}", done="approved" if ran else PENDING)
 
 
 @router.post("/orders/{order_id}/reject", include_in_schema=False)
@@ -193,7 +193,7 @@ def reject(
     message = reason.strip() or "rejected in the review console"
     errors: list[Any] = [{"code": REVIEWER_REJECTION, "message": message}]
     body = {"errors": errors, "allow_rework": rework}
-    once(
+    ran = once(
         request,
         caller,
         "reject",
@@ -202,7 +202,8 @@ def reject(
         body,
         lambda c: ops.reject(c, order_id, errors, allow_rework=rework),
     )
-    return back(f"/orders/{order_id}", done="reworked" if rework else "rejected")
+    done = ("reworked" if rework else "rejected") if ran else PENDING
+    return back(f"/orders/{order_id}", done=done)
 
 
 @router.post("/orders/{order_id}/retry", include_in_schema=False)
@@ -215,8 +216,8 @@ def retry(
 ) -> Response:
     caller = checked_form(request, sess, csrf)
     ops = console(request).api.ops
-    once(request, caller, "retry", order_id, key, {}, lambda c: ops.retry(c, order_id))
-    return back(f"/orders/{order_id}", done="retried")
+    ran = once(request, caller, "retry", order_id, key, {}, lambda c: ops.retry(c, order_id))
+    return back(f"/orders/{order_id}", done="retried" if ran else PENDING)
 
 
 # --- items --------------------------------------------------------------------------------
@@ -284,13 +285,23 @@ ORDER_OUTCOMES = frozenset({"approved", "rejected", "reworked", "retried"})
 _COUNTS = re.compile(r"[a-z_]{1,20}: \d{1,6}(, [a-z_]{1,20}: \d{1,6}){0,5}")
 
 
+#: ``?done=`` of an order action whose form was posted again while its first submission
+#: still ran (a double click): this one did nothing, and the first may yet be refused.
+PENDING = "pending"
+
+
 def flash_of(done: str | None) -> str | None:
-    """``?done=`` as the page shows it ("Done: …"), or nothing for a text no action
+    """``?done=`` as the page says it ("Done: …."), or nothing for a text no action
     writes: the query string is anyone's to write, the page's words are ours."""
+    if done == PENDING:
+        return (
+            "An earlier submission of this form is still running: reload the page to see"
+            " how it ended."
+        )
     if done is None:
         return None
     if done in ORDER_OUTCOMES or done == NO_LIVE_LEASE or _COUNTS.fullmatch(done):
-        return done
+        return f"Done: {done}."
     return None
 
 

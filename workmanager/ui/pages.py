@@ -11,7 +11,6 @@ would be. The routes are :mod:`.app`'s.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import uuid
@@ -213,14 +212,18 @@ def once(
     key: str,
     body: Any,
     operation: Callable[[Caller], Answer],
-) -> None:
-    """Run ``operation`` once per form key (a double click, a resubmitted form: once)."""
+) -> bool:
+    """Run ``operation`` once per form key (a double click, a resubmitted form: once).
+    False when the form's first submission is still running: that one is the action, and
+    it may yet be refused (this one cannot say it was done)."""
     if not key:
         raise InvalidQuery("the form has no idempotency key; reload the page")
-    # A replay (the form posted again) did its work the first time; one in flight is the
-    # first submission still running: it is the one.
-    with contextlib.suppress(IdempotencyInFlight):
+    # A replay (the form posted again) did its work the first time.
+    try:
         console(request).api.wm.idempotency.once(caller, endpoint, target, key, body, operation)
+    except IdempotencyInFlight:
+        return False
+    return True
 
 
 def back(path: str, **flash: str) -> RedirectResponse:

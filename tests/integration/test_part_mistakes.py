@@ -1,0 +1,42 @@
+"""Two part mistakes that reached the database: a plan requiring more parts than an item
+may hold (accepted, then never finalizable strictly: the last part refused, ``missing
+parts`` at finalize), and a part's ``notes`` of the wrong type through the Python agent
+API (the driver's own error on SQLite and for a dict on PostgreSQL; a list stored as the
+text ``{x}`` there). SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.support.types import Parts
+from workmanager import Registry
+from workmanager.db.models import Order, Part
+from workmanager.errors import ValidationFailed
+
+
+def test_a_plan_requiring_more_parts_than_an_item_holds_is_refused(make_wm, database) -> None:
+    wm = make_wm(db=database, registry=Registry([Parts()]), max_parts_per_item=1)
+    with pytest.raises(ValidationFailed) as refused:
+        wm.propose("test.parts", {})
+    [problem] = refused.value.details
+    assert problem["path"] == "plan.parts_required"
+    assert "WORK_MANAGER_MAX_PARTS_PER_ITEM (1)" in problem["message"]
+    with wm.db.transaction() as s:
+        assert s.scalar(select(func.count()).select_from(Order)) == 0
+
+
+@pytest.mark.parametrize("notes", [{"a": 1}, ["x"], 5])
+def test_part_notes_that_are_not_text_are_refused_before_the_database(
+    make_wm, database, notes: object
+) -> None:
+    wm = make_wm(db=database, registry=Registry([Parts()]))
+    order_id = wm.propose("test.parts", {})
+    lease = wm.agent.checkout("agent-1", order_id=order_id)
+    assert lease is not None
+    with pytest.raises(ValidationFailed) as refused:
+        wm.agent.submit_part(lease, "b", {"x": 1}, notes=notes)  # type: ignore[arg-type]
+    assert [d["path"] for d in refused.value.details] == ["notes"]
+    with wm.db.transaction() as s:
+        assert s.scalar(select(func.count()).select_from(Part)) == 0
+    wm.agent.submit_part(lease, "b", {"x": 1}, notes="fine")  # the same part, as text
