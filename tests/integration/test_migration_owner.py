@@ -10,8 +10,6 @@ request to the table for as long, or died a deadlock's victim with a traceback."
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -21,21 +19,6 @@ from sqlalchemy import text
 from workmanager.db import migrate
 from workmanager.db.session import Database
 from workmanager.errors import ConfigurationError, Unavailable
-
-from ..conftest import PG_ADMIN_DSN, PG_HOST_URL, need
-
-
-@pytest.fixture
-def pg_db() -> Iterator[str]:
-    name = f"wm_test_owner_{uuid.uuid4().hex[:8]}"
-    try:
-        with psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        need("PostgreSQL", str(exc))
-    yield f"{PG_HOST_URL}/{name}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def refused(db: Database, says: str) -> None:
@@ -63,7 +46,9 @@ def test_another_applications_alembic_database_is_refused(tmp_path: Path) -> Non
 def test_workmanagers_tables_without_their_revision_are_refused(
     tmp_path: Path, where: str, request: pytest.FixtureRequest
 ) -> None:
-    url = request.getfixturevalue("pg_db") if where == "postgres" else f"sqlite:///{tmp_path}/r.db"
+    url = (
+        request.getfixturevalue("fresh_pg") if where == "postgres" else f"sqlite:///{tmp_path}/r.db"
+    )
     db = Database(url)
     migrate.upgrade(db)
     with db.engine.begin() as conn:  # restored without alembic_version
@@ -73,17 +58,17 @@ def test_workmanagers_tables_without_their_revision_are_refused(
 
 
 def test_an_upgrade_behind_a_long_reader_gives_up_in_one_line(
-    pg_db: str, monkeypatch: pytest.MonkeyPatch
+    fresh_pg: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each try waits LOCK_TIMEOUT for the table, not as long as the reader holds it;
     past ATTEMPTS it is one `unavailable` line and nothing changed; once the reader is
     done the upgrade goes through."""
-    db = Database(pg_db)
+    db = Database(fresh_pg)
     migrate.upgrade(db, "0005")
     monkeypatch.setattr(migrate, "LOCK_TIMEOUT", "300ms")
     monkeypatch.setattr(migrate, "ATTEMPTS", 2)
     monkeypatch.setattr(migrate.time, "sleep", lambda _: None)
-    reader = psycopg.connect(pg_db.replace("postgresql+psycopg", "postgresql"))
+    reader = psycopg.connect(fresh_pg.replace("postgresql+psycopg", "postgresql"))
     reader.execute("SELECT count(*) FROM work_items")  # a transaction holding the table
     with pytest.raises(Unavailable) as raised:
         migrate.upgrade(db)

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psycopg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -20,8 +19,6 @@ from workmanager.db.migrate import alembic_config, current, upgrade
 from workmanager.db.models import Base
 from workmanager.db.session import Database
 
-from ..conftest import PG_ADMIN_DSN, PG_HOST_URL
-
 AUDIT_TABLES = ("work_events", "work_provenance")
 
 
@@ -30,22 +27,6 @@ def schema_differences(db: Database) -> list[object]:
         diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     # Expression-based indexes (the checkout index) cannot be reflected by autogenerate.
     return [d for d in diffs if "ix_work_items_checkout" not in str(d)]
-
-
-@pytest.fixture
-def fresh_pg() -> str:
-    name = "wm_test_migrations"
-    try:
-        with psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        from ..conftest import need
-
-        need("PostgreSQL", str(exc))
-    yield f"{PG_HOST_URL}/{name}"
-    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def check(url: str) -> None:

@@ -7,7 +7,9 @@ locked. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -18,6 +20,7 @@ from workmanager.db.models import Item, utcnow
 from workmanager.errors import IllegalStateTransition
 from workmanager.services import admin
 from workmanager.services.admin import ItemAdmin, OrderAdmin
+from workmanager.types import Lease
 
 
 def test_requeue_refuses_an_order_that_failed_since_it_looked(
@@ -52,16 +55,23 @@ def test_requeue_refuses_an_order_that_failed_since_it_looked(
     wm.agent.submit(kept, {"answer": 1})  # the sibling's lease was not taken from it
 
 
-def test_a_retried_order_with_an_item_still_held_is_in_progress(make_wm, database: str) -> None:
-    """An item failed for good while its sibling stayed leased: retry sent the order to
-    ``queued`` around a held item (an order is queued only while none is held); it goes on
-    to ``in_progress``, as an item's first lease moves it, and finishes as usual."""
-    wm = make_wm(db=database, registry=Registry([Multi()]))
+def failed_beside_a_held_item(wm: Any) -> tuple[uuid.UUID, Lease, Lease]:
+    """An order of two items, one failed for good by its agent while the other is held:
+    (the order, the held lease, the failed one)."""
     order_id = wm.propose("test.multi", {"count": 2})
     held = wm.agent.checkout("agent-b", order_id=order_id)
     doomed = wm.agent.checkout("agent-a", order_id=order_id)
     assert held is not None and doomed is not None
     wm.agent.fail(doomed, {"code": "broken", "message": "no"}, retryable=False)
+    return order_id, held, doomed
+
+
+def test_a_retried_order_with_an_item_still_held_is_in_progress(make_wm, database: str) -> None:
+    """An item failed for good while its sibling stayed leased: retry sent the order to
+    ``queued`` around a held item (an order is queued only while none is held); it goes on
+    to ``in_progress``, as an item's first lease moves it, and finishes as usual."""
+    wm = make_wm(db=database, registry=Registry([Multi()]))
+    order_id, held, _ = failed_beside_a_held_item(wm)
     assert wm.queries.order(order_id)["state"] == "failed"
     wm.orders.retry(order_id, Actor.system())
     assert wm.queries.order(order_id)["state"] == "in_progress"
@@ -78,11 +88,7 @@ def test_an_item_retried_while_a_sibling_is_held_leaves_its_order_in_progress(
     make_wm, database: str
 ) -> None:
     wm = make_wm(db=database, registry=Registry([Multi()]))
-    order_id = wm.propose("test.multi", {"count": 2})
-    held = wm.agent.checkout("agent-b", order_id=order_id)
-    doomed = wm.agent.checkout("agent-a", order_id=order_id)
-    assert held is not None and doomed is not None
-    wm.agent.fail(doomed, {"code": "broken", "message": "no"}, retryable=False)
+    order_id, _, doomed = failed_beside_a_held_item(wm)
     ItemAdmin(wm.ctx).retry(doomed.item_id, Actor.system())
     assert wm.queries.order(order_id)["state"] == "in_progress"
     order_events = [e["event"] for e in wm.queries.events(order_id) if e["item_id"] is None]
