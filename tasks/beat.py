@@ -14,10 +14,11 @@ shared settings are not the deployment's (it does nothing until they are).
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from workmanager import deployment
+from workmanager.allocators import ALLOCATOR_ERROR
 from workmanager.errors import ConfigurationError, TransientError
 
 from .app import app
@@ -66,22 +67,39 @@ def maintain() -> dict[str, int]:
     }
 
 
-#: Held while this process runs the allocator strategies: a ``discover()`` that never
-#: returns held a worker slot for each beat until the control worker took nothing else.
-_GENERATING = threading.Lock()
+#: The deployment-wide hold of a generate run (``deployment.hold``), and how long it lasts
+#: unless given back: a ``discover()`` that never returns held a worker slot, and each
+#: beat took another (every pool child, every control worker) until nothing else ran.
+GENERATING = "generating"
+GENERATE_HOLD_SECONDS = 3600.0
 
 
 @app.task(name="workmanager.orders.generate")
 def generate() -> dict[str, int]:
     """Let the registered allocator strategies propose orders; skipped, in one line, while
-    this process's previous run is still going."""
-    if not _GENERATING.acquire(blocking=False):
-        log.error("generate skipped: the previous run is still going (a discover() that hangs?)")
+    a previous run is still going anywhere in the deployment (for an hour at most). Each
+    request refused is one line naming its strategy."""
+    wm = get_wm()
+    taken = _each_beat(
+        "generate", lambda: deployment.hold(wm.db, GENERATING, GENERATE_HOLD_SECONDS)
+    )
+    if not taken:
+        if taken is not None:
+            log.error("generate skipped: a previous run is still going (a discover() that hangs?)")
         return {}
     try:
-        report = _each_beat("generate", lambda: get_wm().generator.run())
+        report = _each_beat("generate", lambda: wm.generator.run())
     finally:
-        _GENERATING.release()
+        _each_beat("generate", lambda: deployment.let_go(wm.db, GENERATING))
+    if report is not None:  # a strategy that raised is logged with its traceback already
+        for failure in (e for e in report.errors if e.get("code") != ALLOCATOR_ERROR):
+            log.error(
+                "generate: %s refused a request of %s [%s]: %s",
+                failure.get("strategy"),
+                failure.get("type"),
+                failure.get("code"),
+                failure.get("message"),
+            )
     if report is None:
         return {}
     return {

@@ -27,6 +27,7 @@ import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from .db.models import DeploymentRecord, utcnow
@@ -174,3 +175,39 @@ def check(db: Database, settings: Settings, first: bool = True) -> bool:
 def described(settings: Settings) -> str:
     """``WORK_MANAGER_LEASE_BACKEND=redis, …``: the shared settings as an operator sets them."""
     return ", ".join(f"{variable(k)}={v}" for k, v in shared(settings).items())
+
+
+def hold(db: Database, name: str, seconds: float) -> bool:
+    """Take the deployment-wide hold ``name`` for ``seconds`` (a row of ``work_deployment``
+    beside the settings' record): False while another process holds it and its time has
+    not run out. What one process may run at a time in the whole deployment (generate:
+    ``tasks/beat``); a lock of the process held only its own pool child, and a
+    ``discover()`` that hung took one more child every beat."""
+    from sqlalchemy.exc import IntegrityError
+
+    now = utcnow()
+    mine = {"until": (now + timedelta(seconds=seconds)).isoformat(), "by": who()}
+    try:
+        with db.transaction() as session:
+            row = session.get(DeploymentRecord, name, with_for_update=True)
+            if row is None:
+                session.add(DeploymentRecord(key=name, value=mine, recorded_by=mine["by"]))
+                return True
+            if str(row.value.get("until", "")) > now.isoformat():
+                return False
+            row.value, row.recorded_at, row.recorded_by = mine, now, mine["by"]
+            return True
+    except IntegrityError:  # another process inserted it a moment ago
+        return False
+
+
+def let_go(db: Database, name: str) -> None:
+    """Give back the hold ``name`` when this process holds it."""
+    from sqlalchemy import delete
+
+    with db.transaction() as session:
+        session.execute(
+            delete(DeploymentRecord).where(
+                DeploymentRecord.key == name, DeploymentRecord.recorded_by == who()
+            )
+        )

@@ -83,4 +83,75 @@ def test_a_generate_run_still_going_makes_the_next_one_skip(
     finally:
         release.set()
         set_wm(None)
-    assert any("the previous run is still going" in r.getMessage() for r in caplog.records)
+    assert any("a previous run is still going" in r.getMessage() for r in caplog.records)
+
+
+def test_another_processs_run_makes_generate_skip_until_its_hold_runs_out(
+    make_wm: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The guard was a lock of the process: on the default prefork pool each beat went to
+    another child, and a hanging ``discover()`` took them all. The hold is the
+    deployment's (a row): another process's, still in time, makes this one skip; one run
+    out (its process died) is taken over."""
+    from datetime import timedelta
+
+    from workmanager.db.models import DeploymentRecord, utcnow
+
+    wm = make_wm(db="sqlite", backend="database")
+    runs: list[int] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        runs.append(1)
+        return type("Report", (), {"discovered": [], "created": 0, "existing": 0, "errors": []})
+
+    monkeypatch.setattr(wm.generator, "run", counted)
+
+    def held_elsewhere(until: Any) -> None:
+        with wm.db.transaction() as s:
+            s.merge(
+                DeploymentRecord(
+                    key=beat.GENERATING,
+                    value={"until": until.isoformat(), "by": "celery worker on h2 (pid 7)"},
+                    recorded_by="celery worker on h2 (pid 7)",
+                )
+            )
+
+    set_wm(wm)
+    try:
+        held_elsewhere(utcnow() + timedelta(minutes=5))
+        with caplog.at_level(logging.ERROR):
+            assert beat.generate.run() == {}
+        assert runs == []
+        held_elsewhere(utcnow() - timedelta(seconds=1))  # its process died an hour ago
+        assert beat.generate.run()["created"] == 0
+        assert runs == [1]
+        with wm.db.transaction() as s:  # given back after the run
+            assert s.get(DeploymentRecord, beat.GENERATING) is None
+    finally:
+        set_wm(None)
+    assert any("a previous run is still going" in r.getMessage() for r in caplog.records)
+
+
+def test_each_request_a_generate_run_refused_is_one_line(
+    make_wm: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The beat's run returned only how many were refused: which strategy, type and why
+    were nowhere. A strategy that raised is logged where it raised, not twice."""
+    wm = make_wm(db="sqlite", backend="database")
+    errors = [
+        {"strategy": "crm", "type": "no.such", "code": "unknown_order_type", "message": "m1"},
+        {"strategy": "crm", "type": None, "code": "allocator_error", "message": "boom"},
+    ]
+    report = type(
+        "Report", (), {"discovered": [1, 2], "created": 0, "existing": 0, "errors": errors}
+    )
+    monkeypatch.setattr(wm.generator, "run", lambda *a, **k: report)
+    set_wm(wm)
+    try:
+        with caplog.at_level(logging.ERROR, logger="workmanager.worker"):
+            assert beat.generate.run()["errors"] == 2
+    finally:
+        set_wm(None)
+    assert [r.getMessage() for r in caplog.records] == [
+        "generate: crm refused a request of no.such [unknown_order_type]: m1"
+    ]
