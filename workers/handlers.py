@@ -49,7 +49,9 @@ def load_handler(reference: str) -> Any:
             f"--handler: {reference!r} ({type(handler).__name__}) cannot handle an item: {what}",
             hint=HANDLER_HINT,
         )
-    if inspect.iscoroutinefunction(called) or inspect.isasyncgenfunction(called):
+    # a handler object whose __call__ is async is as async as an ``async def``
+    body = called if inspect.isroutine(called) else getattr(called, "__call__", called)  # noqa: B004
+    if inspect.iscoroutinefunction(body) or inspect.isasyncgenfunction(body):
         raise ConfigurationError(
             f"--handler: {reference!r} is async; consumer agents call handlers as plain"
             " functions (each item runs in a worker thread)",

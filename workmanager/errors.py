@@ -9,6 +9,7 @@ A class's docstring is its default message.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -89,7 +90,14 @@ class PermanentError(WorkManagerError):
 #: raise that is its failure: any exception, and ``sys.exit()``. Caught as an ``Exception``
 #: only, a ``SystemExit`` passed into Celery: a threads-pool agent hung on the message
 #: with nothing logged, a solo one exited, and an apply came back for ever.
-USER_CODE_FAILURES: tuple[type[BaseException], ...] = (Exception, SystemExit)
+#: ``asyncio.CancelledError`` and ``GeneratorExit`` (BaseExceptions too) raised by user
+#: code hung a threads-pool agent's slot for good, unreported: failures as well.
+USER_CODE_FAILURES: tuple[type[BaseException], ...] = (
+    Exception,
+    SystemExit,
+    asyncio.CancelledError,
+    GeneratorExit,
+)
 
 
 class Unavailable(TransientError):

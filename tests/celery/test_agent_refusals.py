@@ -412,3 +412,46 @@ def test_an_item_gone_while_its_handler_ran_is_one_line(
     (record,) = [r for r in agent_records(caplog) if r.levelno >= logging.WARNING]
     assert record.getMessage().startswith("item ") and "is gone" in record.getMessage()
     assert record.exc_info is None
+
+
+@pytest.mark.parametrize("raised", ["CancelledError", "GeneratorExit"])
+def test_a_handler_raising_a_base_exception_is_a_crash_too(
+    wm: WorkManager, reported: list[tuple[Any, bool]], raised: str
+) -> None:
+    """``asyncio.CancelledError`` and ``GeneratorExit`` are BaseExceptions: they got past
+    the handler's ``except`` into Celery's thread pool, the slot hung for good, nothing
+    was reported, and with one slot the agent took nothing more."""
+    import asyncio
+
+    error = asyncio.CancelledError() if raised == "CancelledError" else GeneratorExit()
+
+    def cancelled(view: Any, lease: Any) -> dict[str, Any]:
+        raise error
+
+    outcome, item = run(wm, "test.simple", cancelled)
+    assert outcome == "failed" and item["state"] == "queued"
+    assert [(e["code"], retryable) for e, retryable in reported] == [(raised, True)]
+
+
+def test_a_handler_object_with_an_async_call_is_refused_at_start_up() -> None:
+    """Only ``async def`` functions were seen: an object whose ``__call__`` is async
+    started, and every item failed on a coroutine ("result: must be an object")."""
+    import types
+
+    from workers.handlers import load_handler
+    from workmanager.errors import ConfigurationError
+
+    class AsyncCall:
+        async def __call__(self, view: Any, lease: Any) -> dict[str, Any]:
+            return {"answer": 1}
+
+    module = types.ModuleType("h13_async_handlers")
+    module.AsyncCall = AsyncCall  # type: ignore[attr-defined]
+    import sys
+
+    sys.modules["h13_async_handlers"] = module
+    try:
+        with pytest.raises(ConfigurationError, match="is async"):
+            load_handler("h13_async_handlers:AsyncCall")
+    finally:
+        del sys.modules["h13_async_handlers"]
