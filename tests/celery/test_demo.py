@@ -124,17 +124,32 @@ def test_a_demo_stopped_by_a_signal_stops_its_workers(tmp_path: Path) -> None:
             listed = Path(f"/proc/{demo.pid}/task/{demo.pid}/children").read_text().split()
             children = [int(pid) for pid in listed]
         assert len(children) == 2, "the demo never started its two workers"
+        started = {pid: _started_at(pid) for pid in children}
         demo.send_signal(stop)
         out, err = demo.communicate(timeout=60)
         assert demo.returncode == code, (out[-2000:], err[-2000:])
         assert "Traceback" not in err, err[-2000:]
         assert said in err
-        for pid in children:  # reaped by the demo: gone, not orphaned
-            assert not Path(f"/proc/{pid}").exists() or "Z" in _state(pid), pid
+        for pid in children:  # reaped by the demo: gone (or its pid reused), not orphaned
+            same = _started_at(pid) == started[pid]  # pid_max is 32,768 here: reused fast
+            assert not same or "Z" in _state(pid), (pid, _state(pid))
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command's name; None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return None
 
 
 def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0]
-    except FileNotFoundError:
-        return "Z"
+    fields = _stat(pid)
+    return "Z" if fields is None else fields[0]
+
+
+def _started_at(pid: int) -> str | None:
+    """When the process of ``pid`` started (clock ticks since boot): tells it from a later
+    process given the same pid."""
+    fields = _stat(pid)
+    return None if fields is None else fields[19]
