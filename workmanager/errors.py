@@ -87,17 +87,11 @@ class PermanentError(WorkManagerError):
 
 
 #: What the user's own code (an order type's hook, an agent's handler, an allocator) may
-#: raise that is its failure: any exception, and ``sys.exit()``. Caught as an ``Exception``
-#: only, a ``SystemExit`` passed into Celery: a threads-pool agent hung on the message
-#: with nothing logged, a solo one exited, and an apply came back for ever.
-#: ``asyncio.CancelledError`` and ``GeneratorExit`` (BaseExceptions too) raised by user
-#: code hung a threads-pool agent's slot for good, unreported: failures as well.
-USER_CODE_FAILURES: tuple[type[BaseException], ...] = (
-    Exception,
-    SystemExit,
-    asyncio.CancelledError,
-    GeneratorExit,
-)
+#: raise that is its failure: any exception, ``sys.exit()``, ``asyncio.CancelledError`` and
+#: ``GeneratorExit``. Caught as ``Exception`` only, the others passed into Celery: a
+#: threads-pool agent's slot hung for good with nothing logged, a solo one exited, and an
+#: apply came back for ever.
+USER_CODE_FAILURES = (Exception, SystemExit, asyncio.CancelledError, GeneratorExit)
 
 
 class Unavailable(TransientError):

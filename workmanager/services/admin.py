@@ -113,9 +113,7 @@ class OrderAdmin:
         return proposal.order
 
 
-def _not_requeueable(
-    order_id: uuid.UUID, state: str, since: bool = False
-) -> IllegalStateTransition:
+def _not_requeueable(order_id: uuid.UUID, state: str, since: bool = False) -> Exception:
     """Requeue's refusal; ``since``: the order changed while requeue ran."""
     now = f"order became {state} while requeue ran" if since else f"order is {state}"
     return IllegalStateTransition(

@@ -44,8 +44,7 @@ from .tokens import checked_tenant, order_tenant
 from .views import order_dict
 
 log = logging.getLogger("workmanager.orders")
-#: The key :meth:`OrderService.note_redelivery` marks (an idempotency key's endpoint).
-PLANNING_AGAIN = "orders.create.redelivered"
+PLANNING_AGAIN = "orders.create.redelivered"  #: the key note_redelivery marks
 
 
 #: The error code of a person's rejection when they give none (the CLI's ``orders reject``
@@ -174,25 +173,19 @@ class OrderService:
         order_id: uuid.UUID,
         **proposal: Any,
     ) -> dict[str, Any]:
-        """Record a proposal the worker refused as a ``failed`` order under ``order_id``
-        (the id its producer got), with the error in ``last_error`` and a
-        ``proposal_refused`` event, counted in ``orders_refused_total``; ``proposal``:
-        its ``priority``, ``meta``, ``requested_by`` and ``tenant_id``. When the id is
-        already an order's (a repeated dedupe key), that order is left as it is and
-        returned."""
+        """Record a refused proposal (``proposal``: its ``priority``, ``meta``,
+        ``requested_by``, ``tenant_id``) as a ``failed`` order under ``order_id``, the id
+        its producer got (:func:`~.proposals.refused_order`), counted in
+        ``orders_refused_total``; an order already under the id is left and returned."""
         self.count_refused(type, error)
         return order_dict(self._refusal(error, type, payload, order_id, **proposal)[0])
 
     def note_redelivery(
         self, order_id: uuid.UUID, type: str, payload: Any, **proposal: Any
     ) -> dict[str, Any] | None:
-        """Before a create message delivered again plans: ``None`` to plan, or the
-        ``failed`` order (:func:`~.proposals.planning_lost`) where this delivery stops,
-        the message having been delivered again once already. The first time is noted
-        (one insert, an idempotency key of the system's own: nothing shows in the order
-        meanwhile); planning that ended its process every time was delivered for ever.
-        An order already under the id (a run created it, then died) is left to
-        :meth:`propose`."""
+        """Before a create message delivered again plans: ``None`` to plan (the first
+        redelivery, noted as a key of the system's own; or an order a run created), else
+        the ``failed`` order of :func:`~.proposals.planning_lost` where it stops."""
         if IdempotencyService(self.ctx).mark(PLANNING_AGAIN, str(order_id)):
             return None
         row, created = self._refusal(planning_lost(), type, payload, order_id, **proposal)
@@ -202,22 +195,15 @@ class OrderService:
         return order_dict(row)
 
     def _refusal(
-        self,
-        error: WorkManagerError,
-        type: str,
-        payload: Any,
-        order_id: uuid.UUID,
-        priority: Any = 0,
-        meta: Any = None,
-        requested_by: Actor | None = None,
-        tenant_id: str | None = None,
+        self, error: WorkManagerError, type: str, payload: Any, order_id: uuid.UUID, **p: Any
     ) -> tuple[OrderRow, bool]:  # the store's refuse(): (the order, whether created)
-        actor = requested_by or Actor.system()
+        actor = p.get("requested_by") or Actor.system()
         order = refused_order(
-            order_id, type, payload, priority, meta, actor, error, self.ctx.settings
-        )
+            order_id, type, payload, p.get("priority", 0), p.get("meta"), actor, error,
+            self.ctx.settings,
+        )  # fmt: skip
         # The tenant it was proposed into, so a token of that tenant sees why it failed.
-        order.tenant_id = tenant_id if isinstance(tenant_id, str) else None
+        order.tenant_id = p.get("tenant_id") if isinstance(p.get("tenant_id"), str) else None
         return self.store.refuse(order, actor)
 
     def count_refused(self, type: Any, error: WorkManagerError) -> None:

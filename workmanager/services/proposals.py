@@ -278,20 +278,14 @@ def refused_order(
     )
 
 
-#: The validator of the record of an order whose planning ended its process twice
-#: (``OrderService.note_redelivery``).
-PROCESS_LOST = "process_lost"
-
-
 def planning_lost() -> ValidationFailed:
-    """The refusal recorded when the worker's process ended while planning an order whose
-    message had been delivered again already (its first delivery ended unfinished too)."""
+    """The refusal of an order whose planning ended its process on a second delivery."""
     return ValidationFailed.at(
         "$",
         "the worker's process ended while planning this order, whose message had already"
         " been delivered again once (a crash, a kill, a time or memory limit; possibly the"
         " order type's plan() or another hook); it is not tried again",
-        PROCESS_LOST,
+        "process_lost",
         "the worker's process ended while planning this order, a second delivery: see the"
         " control worker's log for how; fix the cause, then propose the order again",
     )
