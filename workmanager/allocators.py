@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from .errors import USER_CODE_FAILURES, WorkManagerError
+from .errors import USER_CODE_FAILURES, DedupeKeyReused, WorkManagerError
 
 if TYPE_CHECKING:
     from .services.context import ServiceContext
-    from .services.orders import OrderService, Proposal
+    from .services.orders import OrderService
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,8 @@ class GenerateReport:
     #: what failed, each ``{strategy, type, dedupe_key, code, message}``: a strategy that
     #: raised (``allocator_error``, no type), or a request refused (the error's code)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    #: a dry run's proposals by dedupe key: a real run finds the first one's order
+    rehearsed: dict[str, tuple[Any, ...]] = field(default_factory=dict, repr=False)
 
     def failed(
         self, strategy: str, code: str, message: str, request: OrderRequest | None = None
@@ -110,24 +112,38 @@ class Generator:
     def _propose(
         self, strategy: str, requests: list[OrderRequest], report: GenerateReport, dry_run: bool
     ) -> None:
-        """Propose each request; a dry run checks each as a proposal is checked (type,
-        payload, schema) and proposes nothing, so it foresees what a real run refuses."""
-        step = self.orders.check if dry_run else self.orders.propose
+        """Propose each request; a dry run stores nothing but meets every refusal a real run
+        would (type, payload, schema, plan, a dedupe key naming another proposal, in the
+        database or earlier in this run)."""
         for req in requests:
             try:
-                done = step(
-                    req.type,
-                    req.payload,
-                    priority=req.priority,
-                    meta=req.meta,
-                    dedupe_key=req.dedupe_key,
-                )
+                created = (self._rehearse if dry_run else self._create)(req, report)
             except WorkManagerError as exc:
                 report.failed(strategy, exc.code, exc.one_line(), req)
                 continue
             if dry_run:
                 continue
-            if cast("Proposal", done).created:
+            if created:
                 report.created += 1
             else:
                 report.existing += 1
+
+    def _create(self, req: OrderRequest, report: GenerateReport) -> bool:
+        proposal = self.orders.propose(
+            req.type, req.payload, priority=req.priority, meta=req.meta, dedupe_key=req.dedupe_key
+        )
+        return proposal.created
+
+    def _rehearse(self, req: OrderRequest, report: GenerateReport) -> bool:
+        order, _ = self.orders.planned(req.type, req.payload, req.priority, req.meta)
+        if req.dedupe_key is None:
+            return True
+        proposed = (req.type, req.payload, order.tenant_id)
+        earlier = report.rehearsed.setdefault(req.dedupe_key, proposed)
+        if earlier != proposed:
+            raise DedupeKeyReused(
+                f"dedupe key {req.dedupe_key!r} names another proposal earlier in this run",
+                details={"dedupe_key": req.dedupe_key},
+            )
+        found = self.orders.repeated(req.type, req.payload, req.dedupe_key, order.tenant_id)
+        return found is None and earlier is proposed

@@ -54,7 +54,7 @@ class WorkManagerError(Exception):
         where = "; ".join(
             f"{d.get('path')}: {d.get('message')}" for d in details[:3] if isinstance(d, dict)
         )
-        return f"{self.message} ({where})" if where else self.message
+        return f"{self.message} ({where})" if where and where not in self.message else self.message
 
     def to_dict(self) -> dict[str, Any]:
         """The SPEC §6.1 error body: ``{"code", "message", "details"?}``."""

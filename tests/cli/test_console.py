@@ -475,6 +475,57 @@ def test_generate_reports_strategies_that_return_the_wrong_shape_and_dry_runs_fo
     assert console.json("orders", "list")["meta"]["total"] == before
 
 
+class Rehearsed(AllocatorStrategy):
+    """What only a real run met before: a plan() that raises, one dedupe key given two
+    proposals, and a payload whose NaN no JSON parser reads."""
+
+    name = "rehearsed"
+
+    def discover(self) -> list[OrderRequest]:
+        return [
+            OrderRequest("test.simple", {"n": 1}, dedupe_key="twice"),
+            OrderRequest("test.simple", {"n": 2}, dedupe_key="twice"),
+            OrderRequest("test.plan_raises", {}),
+            OrderRequest("test.simple", {"n": float("nan")}),
+        ]
+
+
+def test_generate_dry_run_meets_what_the_real_run_refuses(console_for: object) -> None:
+    """Found by an adversarial pass: --dry-run checked schemas only, so it said nothing of
+    a plan() that raised or of a dedupe key reused, which the real run then refused; its
+    --json printed a discovered NaN as ``NaN``, which no JSON parser reads; and a
+    validation error's one line said where twice."""
+    from tests.support.types import Simple
+
+    class PlanRaises(Simple):
+        type = "test.plan_raises"
+
+        def plan(self, order: Any) -> list[Any]:
+            raise ValueError("plan boom")
+
+    registry = Registry([Simple(), PlanRaises()])
+    registry.register_allocator(Rehearsed())
+    console = console_for(registry=registry)  # type: ignore[operator]
+    dry = json.loads(console("generate", "--dry-run", "--json", code=1).stdout)
+    codes = [(e["code"], e["type"]) for e in dry["errors"]]
+    real = json.loads(console("generate", "--json", code=1).stdout)
+    assert (
+        codes
+        == [(e["code"], e["type"]) for e in real["errors"]]
+        == [
+            ("dedupe_key_reused", "test.simple"),
+            ("validation_failed", "test.plan_raises"),
+            ("validation_failed", "test.simple"),
+        ]
+    )
+    assert dry["created"] == 0 and real["created"] == 1
+    assert dry["discovered"][3]["payload"] == {"n": "nan"}
+    said = dry["errors"][2]["message"]
+    assert said.count("must be a finite number") == 1, said
+    again = json.loads(console("generate", "--dry-run", "--json", code=1).stdout)
+    assert [e["code"] for e in again["errors"]] == [e["code"] for e in dry["errors"]]
+
+
 def test_dev_seed_and_reset(console: Console) -> None:
     seeded = console.json(
         "dev", "seed", "--type", "test.multi", "--count", "3", "--payload", '{"count": 2}'

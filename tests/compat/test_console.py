@@ -285,6 +285,11 @@ def test_generate(ops: Server, api_db_url: str) -> None:
     # scheduler notices.
     done = run_json(api_db_url, "generate", code=1, env={"WM_COMPAT_BROKEN_ALLOCATOR": "1"})
     assert done["created"] == 2 and done["dry_run"] is False
+    # The failure is said once, as its error line: not also as a logged warning.
+    said = run(
+        api_db_url, "generate", "--dry-run", code=1, env={"WM_COMPAT_BROKEN_ALLOCATOR": "1"}
+    ).stderr
+    assert said.count("strategy failed to discover work") == 1 and "warning" not in said, said
     assert done["errors"] == [
         {
             "strategy": "compat-broken",

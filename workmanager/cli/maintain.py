@@ -3,6 +3,7 @@ run once by hand."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import asdict
 from typing import Any
@@ -53,6 +54,8 @@ def maintain(
 @pass_env
 def generate(env: Env, dry_run: bool, as_json: bool) -> None:
     """Ask every registered allocator strategy for work and propose it."""
+    for said in ("workmanager.generate", "workmanager.hooks"):  # each is an error line below
+        logging.getLogger(said).addHandler(logging.NullHandler())
     report = env.console.generator.run(dry_run=dry_run)
     if as_json:
         emit_json({**asdict(report), "dry_run": dry_run})

@@ -45,7 +45,22 @@ def console(stderr: bool = False) -> Console:
 
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+    """``data`` as JSON; a number JSON cannot write (NaN, infinity: a discovered payload)
+    as its text, so a script's parser never meets ``NaN``."""
+    try:
+        click.echo(json.dumps(data, indent=2, default=str, allow_nan=False))
+    except ValueError:
+        click.echo(json.dumps(_finite(data), indent=2, default=str))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(v) for key, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def emit(data: Any, as_json: bool, text: str) -> None:

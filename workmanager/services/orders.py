@@ -91,19 +91,9 @@ class OrderService:
         known ``dedupe_key`` (or ``order_id``) returns the existing order instead of
         creating a second one, when it has the same type, payload and tenant; otherwise
         :class:`DedupeKeyReused` (nothing is created)."""
-        order_type = self.check(type, payload, priority=priority, meta=meta, dedupe_key=dedupe_key)
         actor = requested_by or (agent.actor if agent else Actor.system())
-        order, items = build_order(
-            self.ctx.settings,
-            order_type,
-            payload,
-            priority=priority,
-            meta=meta or {},
-            dedupe_key=dedupe_key,
-            actor=actor,
-            order_id=order_id,
-            now=self.ctx.clock(),
-            tenant_id=checked_tenant(tenant_id),
+        order, items = self.planned(
+            type, payload, priority, meta, dedupe_key, actor, order_id, tenant_id
         )
         # A known id or dedupe key fails the insert (no read before it on the happy path),
         # which then finds the order that holds it.
@@ -118,26 +108,28 @@ class OrderService:
         self.ctx.dispatcher.items_available(type, [i.id for i in items])
         return Proposal(order_dict(order), True)
 
-    def check(
+    def planned(
         self,
         type: str,
         payload: JSON,
-        *,
         priority: int = 0,
         meta: JSON | None = None,
         dedupe_key: str | None = None,
-    ) -> OrderType:
-        """What :meth:`propose` checks before it stores anything (``check_proposal``)."""
-        max_depth = self.ctx.settings.max_json_depth
-        return check_proposal(
-            self.ctx.registry,
-            type,
-            payload,
-            priority=priority,
-            meta=meta,
-            dedupe_key=dedupe_key,
-            max_depth=max_depth,
-        )
+        actor: Actor | None = None,
+        order_id: uuid.UUID | None = None,
+        tenant_id: str | None = None,
+    ) -> tuple[Order, list[Item]]:
+        """What :meth:`propose` does before it stores anything: the proposal checked
+        (``check_proposal``) and planned, or the refusal it would answer."""
+        order_type = check_proposal(
+            self.ctx.registry, type, payload, priority=priority, meta=meta,
+            dedupe_key=dedupe_key, max_depth=self.ctx.settings.max_json_depth,
+        )  # fmt: skip
+        return build_order(
+            self.ctx.settings, order_type, payload, priority=priority, meta=meta or {},
+            dedupe_key=dedupe_key, actor=actor or Actor.system(), order_id=order_id,
+            now=self.ctx.clock(), tenant_id=checked_tenant(tenant_id),
+        )  # fmt: skip
 
     def _insert(
         self, order: Order, items: list[Item], actor: Actor, agent: AgentInfo | None
