@@ -46,7 +46,14 @@ from workmanager.states import LEASABLE_ORDER_STATES, ItemState
 from workmanager.types import NAME_MAX, AgentInfo
 
 from . import shutdown
-from .handlers import Heartbeats, HookFailed, Refused, load_handler, run_handler
+from .handlers import (
+    HandlerRaised,
+    Heartbeats,
+    HookFailed,
+    Refused,
+    load_handler,
+    run_handler,
+)
 
 log = logging.getLogger("workmanager.agent")
 
@@ -155,6 +162,8 @@ class AgentConsumer:
                 )
                 self._fail(lease, {"code": exc.code, "message": exc.message}, retryable=True)
                 return "failed"
+            except HandlerRaised as raised:
+                return self._handler_failed(lease, raised.error)
             except USER_CODE_FAILURES as exc:
                 return self._handler_failed(lease, exc)
 

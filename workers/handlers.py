@@ -18,6 +18,7 @@ from workmanager.errors import (
     LeaseConflict,
     LeaseExpired,
     PermanentError,
+    TransientError,
     ValidationFailed,
     WorkManagerError,
 )
@@ -51,6 +52,12 @@ def load_handler(reference: str) -> Any:
         )
     # a handler object whose __call__ is async is as async as an ``async def``
     body = called if inspect.isroutine(called) else getattr(called, "__call__", called)  # noqa: B004
+    if hook != "parts" and inspect.isgeneratorfunction(body):  # it returns a generator
+        raise ConfigurationError(
+            f"--handler: {reference!r} is a generator; only a parts(item, lease) method"
+            " yields (each part), a handler returns the item's result",
+            hint="return the result, or make it the parts() method of a class (docs/agents.md)",
+        )
     if inspect.iscoroutinefunction(body) or inspect.isasyncgenfunction(body):
         raise ConfigurationError(
             f"--handler: {reference!r} is async; consumer agents call handlers as plain"
@@ -190,6 +197,37 @@ class HookFailed(Refused):
     hook's error, which ``fail`` records, instead of "handler failed" and a traceback."""
 
 
+class HandlerRaised(Exception):
+    """The handler's own code raised a :class:`TransientError` (a call of its own met an
+    outage): a handler failure, retried, not a delivery of its output that timed out."""
+
+    def __init__(self, error: TransientError) -> None:
+        self.error = error
+        super().__init__(str(error))
+
+
+@contextmanager
+def handler_code() -> Iterator[None]:
+    try:
+        yield
+    except TransientError as exc:
+        raise HandlerRaised(exc) from exc
+
+
+def _produced(produced: Any) -> Iterator[Any]:
+    """Each entry ``parts()`` yields; what its code raises meanwhile is the handler's."""
+    entries = iter(produced)
+    while True:
+        with handler_code():
+            entry = next(entries, _END)
+        if entry is _END:
+            return
+        yield entry
+
+
+_END = object()
+
+
 #: The longest refusal summary: the log line's text and the message ``fail`` records.
 SUMMARY_CHARS = 1000
 
@@ -262,7 +300,8 @@ def run_handler(
     it is."""
     assert lease.item is not None
     if hasattr(handler, "parts"):
-        produced = handler.parts(lease.item, lease)
+        with handler_code():
+            produced = handler.parts(lease.item, lease)
         if isinstance(produced, str | bytes | dict) or not hasattr(produced, "__iter__"):
             raise Refused(
                 ValidationFailed.at(
@@ -274,7 +313,7 @@ def run_handler(
                 )
             )
         try:
-            for index, entry in enumerate(produced):
+            for index, entry in enumerate(_produced(produced)):
                 part_key, payload = _pair(index, entry)
                 with refusals(part_key):
                     delivered(
@@ -295,7 +334,8 @@ def run_handler(
             )
         return "finalized"
     call = handler.handle if hasattr(handler, "handle") else handler
-    result = call(lease.item, lease)
+    with handler_code():
+        result = call(lease.item, lease)
     with refusals():
         delivered(
             lambda: wm.agent.submit(current() if current else lease, result, agent=agent),

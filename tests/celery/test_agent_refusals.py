@@ -455,3 +455,58 @@ def test_a_handler_object_with_an_async_call_is_refused_at_start_up() -> None:
             load_handler("h13_async_handlers:AsyncCall")
     finally:
         del sys.modules["h13_async_handlers"]
+
+
+def generator_handler(item: Any, lease: Any) -> Any:
+    yield {"answer": 1}
+
+
+class GeneratorHandle:
+    def handle(self, item: Any, lease: Any) -> Any:
+        yield {"answer": 1}
+
+
+def test_a_generator_handler_is_refused_at_start_up() -> None:
+    """A plain handler written as a generator started, then every item failed with
+    "result: must be an object": only ``parts()`` yields."""
+    from workers.handlers import load_handler
+    from workmanager.errors import ConfigurationError
+
+    for name in ("generator_handler", "GeneratorHandle"):
+        with pytest.raises(ConfigurationError, match="is a generator") as refused:
+            load_handler(f"tests.celery.test_agent_refusals:{name}")
+        assert refused.value.hint is not None and "parts()" in refused.value.hint
+    assert load_handler("tests.celery.test_agent_refusals:DictParts")  # parts() may yield
+
+
+class OutageInParts:
+    def parts(self, item: Any, lease: Any) -> Iterator[Any]:
+        from workmanager.errors import TransientError
+
+        yield "a", {"v": 1}
+        raise TransientError("the handler's own lookup timed out")
+
+
+@pytest.mark.parametrize("where", ["handle", "parts"])
+def test_a_handlers_own_transient_error_is_a_handler_failure(
+    wm: WorkManager,
+    reported: list[tuple[Any, bool]],
+    caplog: pytest.LogCaptureFixture,
+    where: str,
+) -> None:
+    """A TransientError raised by the handler's own code (a call of its own that met an
+    outage) was logged as "could not deliver the work", as if the service had not taken
+    its output: it is the handler failing, retried."""
+    from workmanager.errors import TransientError
+
+    def lookup(view: Any, lease: Any) -> dict[str, Any]:
+        raise TransientError("the handler's own lookup timed out")
+
+    caplog.set_level(logging.INFO, logger=AGENT)
+    handler = lookup if where == "handle" else OutageInParts()
+    outcome, item = run(wm, "test.simple" if where == "handle" else "test.parts", handler)
+    assert outcome == "failed" and item["state"] == "queued"
+    assert "could not deliver" not in caplog.text
+    (record,) = [r for r in agent_records(caplog) if r.levelno >= logging.WARNING]
+    assert record.getMessage().startswith("handler failed on ")
+    assert [(e["code"], retryable) for e, retryable in reported] == [("internal_error", True)]
