@@ -153,3 +153,34 @@ def test_reads_show_a_held_leases_expiry_from_its_lock(make_wm, db, lock) -> Non
     else:
         store.client.delete(*store.client.keys(f"{store.keys.prefix}item:*"))
     assert all(at(t) <= _now(wm) for t in shown())  # the lock is gone: expired
+
+
+@pytest.mark.parametrize("db", STORES)
+@pytest.mark.parametrize("lock", LOCKS)
+def test_leases_extend_pushes_out_the_locks_end(make_wm, db, lock) -> None:
+    """Found by an adversarial pass: ``leases extend`` added its seconds to the row's
+    expiry, which lock-only heartbeats had left behind, so it shortened the live lock
+    (or, the sum already past, deleted it) while it said "extended", and the agent's next
+    heartbeat was refused; its dry run said such a lease was expired."""
+    from workmanager.reads.leases import LeaseSelector
+    from workmanager.services.lease_admin import LeaseAdmin
+
+    wm = make_wm(db=db, backend=lock, registry=Registry([Multi()]), lease_ttl_seconds=TTL)
+    order_id = wm.propose("test.multi", {"count": 1})
+    lease = wm.agent.checkout("agent-1", order_id=order_id)
+    assert lease is not None
+    beat = wm.agent.heartbeat(lease)  # in_progress: later plain beats touch only the lock
+    recorded = _row(wm, lease.item_id)["lease_expires_at"]
+    while _now(wm) < recorded + _seconds(0.5):  # the row's figure is now in the past
+        beat = wm.agent.heartbeat(beat)
+        time.sleep(0.25)
+    admin, selector = LeaseAdmin(wm.ctx), LeaseSelector(item_id=lease.item_id)
+    (preview,) = admin.extend(selector, 30, dry_run=True).changes
+    assert preview["outcome"] == "extended", preview
+    ends = wm.ctx.leases.lock.ends([lease.item_id])[lease.item_id]
+    (done,) = admin.extend(selector, 30).changes
+    assert done["outcome"] == "extended", done
+    after = wm.ctx.leases.lock.ends([lease.item_id])[lease.item_id]
+    assert after >= ends + _seconds(29), (ends, after)
+    time.sleep(TTL + 0.5)  # past the lease's own TTL: only the extension keeps it
+    assert wm.agent.submit(beat, {"x": 1}).order_submitted

@@ -298,19 +298,29 @@ def holder_of(row: Any) -> Holder:
     return Holder(row.leased_by_agent_id or "", row.lease_token, row.lease_secret_hash)
 
 
+LOCK_GRAIN = timedelta(milliseconds=1)
+
+
 def extend_hold(
     lock: LeaseLock | None, row: Any, now: datetime, seconds: int
 ) -> tuple[datetime, str | None]:
     """The new expiry of a held row's lease pushed out by ``seconds``, and why it may not
     be (``None``: it may), the lock store's hold extended to match. Without a lock store
-    a lease past its recorded expiry is expired; with one, the lock says."""
+    a lease past its recorded expiry is expired; with one, the lock says, and its end is
+    what is pushed out (a heartbeat that touched only the lock left the row's behind)."""
     new_expiry = row.lease_expires_at + timedelta(seconds=seconds)
     if lock is None:
         if row.lease_expires_at <= now:
             return new_expiry, "lease_expired: the lease has expired"
         return new_expiry, None
-    ttl_ms = math.ceil((new_expiry - now).total_seconds()) * 1000
     try:
+        ends = lock.ends([row.id]).get(row.id)
+        if ends is None:
+            return new_expiry, "lease_expired: the lease has expired"
+        # the lock counts whole milliseconds, rounded up: within one of the row, the row's
+        base = ends if ends > row.lease_expires_at + LOCK_GRAIN else row.lease_expires_at
+        new_expiry = base + timedelta(seconds=seconds)
+        ttl_ms = math.ceil((new_expiry - now).total_seconds()) * 1000
         lock.extend_lock(row.id, holder_of(row), ttl_ms, row.order_type)
     except WorkManagerError as exc:  # expired, or the store no longer holds it
         return new_expiry, f"{exc.code}: {exc.message}"

@@ -159,6 +159,22 @@ class LeaseAdmin:
         where = selector.where(now, lock_store)
         return held_leases(self.ctx, select(Item).where(*where).order_by(Item.id))
 
+    def _as_locked(self, leases: list[Held], now: datetime) -> list[Held]:
+        """With a lock store, each lease's expiry as its lock says (no later than now when
+        it is gone), as the act finds it and reads show it (``reads/expiry.py``): a
+        heartbeat that touched only the lock left the row's behind."""
+        lock = self.ctx.leases.lock
+        if lock is None or not leases:
+            return leases
+        ends = lock.ends([lease.item_id for lease in leases])
+        return [
+            replace(
+                lease,
+                lease_expires_at=ends.get(lease.item_id, min(now, lease.lease_expires_at or now)),
+            )
+            for lease in leases
+        ]
+
     def _still_held(self, gone: list[Held]) -> list[Held]:
         """Of the leases a lock store said are gone, those whose row still holds them: a
         dry run reads unlocked, and a lease submitted meanwhile left its row, then its lock."""
@@ -184,6 +200,7 @@ class LeaseAdmin:
             if selector.expired:  # the lock store says which are gone (nothing written)
                 leases = dead_or_alive(self.ctx.leases.lock, leases, now)[0]
                 leases = self._still_held(leases) if self.ctx.leases.lock else leases
+            leases = self._as_locked(leases, now)
             result.changes = [change_row(preview(lease, now)) for lease in leases]
             return result
         for chunk in _chunks(leases, self.ctx.settings.sweep_batch_size):
