@@ -128,7 +128,9 @@ def _say_without_types(**_: Any) -> None:
 def _refuse_unknown_queues(sender: Any = None, **_: Any) -> None:
     """``-Q`` naming a queue nothing is sent to (``-Q workmanger``, or the default name on a
     host whose deployment renamed its queues) consumed it, empty, for ever, while the
-    work waited on the real one: refused at start-up, one line, exit 1."""
+    work waited on the real one: refused at start-up, one line, exit 1. Beside a queue
+    that is sent to, one is read as an old queue being drained (docs/configuration.md,
+    a renamed queue's step): a warning line, not a refusal."""
     queues = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
     selected = getattr(queues, "consume_from", None)
     if not selected:
@@ -138,7 +140,10 @@ def _refuse_unknown_queues(sender: Any = None, **_: Any) -> None:
     except WorkManagerError:
         return  # said by _ready_to_work
     unknown = unknown_queues(selected, settings, sender.app.conf.worker_direct)
-    if unknown:
+    if unknown and len(unknown) < len(list(selected)):
+        for name in unknown:
+            log.warning("-Q %s: no workmanager task is sent to it; read as an old queue", name)
+    elif unknown:
         _refuse(
             ConfigurationError(
                 f"-Q {','.join(unknown)}: no workmanager task is sent to"

@@ -10,6 +10,8 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -274,12 +276,55 @@ def test_a_worker_consuming_a_queue_nothing_is_sent_to_is_refused(ready: Path) -
     queues) declared that queue and consumed it, empty, for ever, with no word."""
     (ready / "var").mkdir(exist_ok=True)
     worker = ("celery", "-A", "tasks", "worker", "--pool", "solo")
-    done = run(*worker, "-Q", "workmanager,workmanger", cwd=ready, PYTHONPATH=str(ROOT))
+    done = run(*worker, "-Q", "workmanger", cwd=ready, PYTHONPATH=str(ROOT))
     said_once(
         done,
         "error [configuration_error]: -Q workmanger: no workmanager task is sent to this queue",
         "the control queue is 'workmanager' (WORK_MANAGER_CONTROL_QUEUE)",
     )
+
+
+def test_a_worker_may_drain_an_old_queue_beside_its_own(ready: Path) -> None:
+    """Found by an adversarial pass: the step docs/configuration.md gives after renaming
+    a queue — a worker with the new settings that also reads the old queue, ``-Q
+    <new>,<old>`` — was refused, and the proposals waiting in the old queue were lost.
+    Beside a queue that is sent to, another is read, with a warning line."""
+    (ready / "var").mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORK_MANAGER_")}
+    env.update(
+        WORK_MANAGER_DATABASE_URL=f"sqlite:///{ready}/wm.db",
+        WORK_MANAGER_ORDER_TYPES="workmanager.demo.types",
+        WORK_MANAGER_METRICS_DRIVER="null",
+        PYTHONPATH=str(ROOT),
+    )
+    worker = [str(BIN / "celery"), "-A", "tasks", "worker", "--pool", "solo"]
+    proc = subprocess.Popen(
+        [*worker, "-Q", "workmanager,old-control"],
+        env=env,
+        cwd=ready,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: list[str] = []
+    warned = "-Q old-control: no workmanager task is sent to it; read as an old queue"
+    stop = threading.Timer(60, proc.kill)  # a worker that never says it: the test fails
+    stop.start()
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            seen.append(line)
+            if warned in line:
+                break
+        time.sleep(2)  # a refusal would follow at once
+        running = proc.poll() is None
+    finally:
+        stop.cancel()
+        proc.terminate()
+        proc.wait(timeout=30)
+    said = "".join(seen)
+    assert warned in said and "error [" not in said, said[-3000:]
+    assert running, said[-3000:]
 
 
 @pytest.mark.parametrize("command", ["worker", "beat"])
