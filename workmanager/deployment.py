@@ -25,10 +25,13 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+
+from sqlalchemy import text
 
 from .db.models import DeploymentRecord, utcnow
 from .db.session import Database
@@ -148,11 +151,14 @@ def record(db: Database, settings: Settings) -> list[Difference]:
         return changed
 
 
-def check(db: Database, settings: Settings, first: bool = True) -> bool:
+def check(db: Database, settings: Settings, first: bool = True, clock: bool = True) -> bool:
     """Raise :class:`ConfigurationError` naming the first shared setting this process
-    has otherwise than the deployment's record. ``first``: with no record yet, this
+    has otherwise than the deployment's record, or (``clock``) when its clock is not the
+    database server's (:func:`check_clock`). ``first``: with no record yet, this
     process's settings become it (start-up; then True); else nothing is compared (the
     sweep)."""
+    if clock:
+        check_clock(db, settings)
     row = read(db)
     if row is None:
         if first and _insert(db, shared(settings)):
@@ -170,6 +176,43 @@ def check(db: Database, settings: Settings, first: bool = True) -> bool:
             " new settings, then start them again",
         )
     return False
+
+
+#: This process's clock, as the lease and claim times it writes read it.
+wall = time.time
+
+
+def clock_skew(db: Database) -> tuple[float, float] | None:
+    """How far the database server's clock is ahead of this process's, in seconds
+    (negative: behind), and the measure's margin (half its round trip); ``None`` on SQLite,
+    whose clock is the process's own."""
+    if not db.is_postgres:
+        return None
+    with db.transaction() as session:
+        session.execute(text("SELECT 1"))  # the connection and its BEGIN, untimed
+        before = wall()
+        at = session.scalar(text("SELECT clock_timestamp()"))
+        after = wall()
+    return at.timestamp() - (before + after) / 2, (after - before) / 2
+
+
+def check_clock(db: Database, settings: Settings) -> None:
+    """A lease's expiry, an apply claim and an idempotency key's lock are written with one
+    process's clock and judged with another's: a host whose clock is off by more than a
+    lease's time left has live leases swept, or an apply run twice. Refused, naming the
+    skew, when it passes ``WORK_MANAGER_MAX_CLOCK_SKEW_SECONDS`` (0: not compared)."""
+    limit = settings.max_clock_skew_seconds
+    measured = clock_skew(db) if limit else None
+    if measured is None or abs(measured[0]) - measured[1] <= limit:
+        return
+    skew = measured[0]
+    raise ConfigurationError(
+        f"this host's clock is {abs(skew):.1f} s {'behind' if skew > 0 else 'ahead of'} the"
+        f" database server's (WORK_MANAGER_MAX_CLOCK_SKEW_SECONDS is {limit:g}): leases,"
+        " apply claims and idempotency keys are judged by each process's clock",
+        hint="synchronise the clocks of every host (NTP, chrony); keep the limit well under"
+        " the lease TTL less the heartbeat interval",
+    )
 
 
 def described(settings: Settings) -> str:

@@ -67,6 +67,9 @@ class Settings:
     apply_max_retries: int = 3
     apply_retry_backoff_seconds: float = 10.0
     apply_recovery_seconds: int = 300
+    #: How far a process's clock may be from the database server's (PostgreSQL) before
+    #: it refuses to start or to judge leases (``deployment.check_clock``); 0: unchecked.
+    max_clock_skew_seconds: float = 5.0
     #: Maintenance re-announces queued items untouched this long (0 = never); see docs.
     reannounce_after_seconds: int = 600
     #: The order types whose items are announced on ``agents.<type>`` for Celery consumer

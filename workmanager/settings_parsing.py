@@ -175,6 +175,7 @@ SPECS: tuple[_Spec, ...] = (
     _spec("apply_max_retries", _int(0)),
     _spec("apply_retry_backoff_seconds", _seconds),
     _spec("apply_recovery_seconds", whole_seconds),
+    _spec("max_clock_skew_seconds", _seconds),
     _spec("reannounce_after_seconds", _whole_seconds(0)),
     _spec("metrics_enabled", parse_bool),
     _spec("metrics_driver", _driver),
