@@ -29,6 +29,7 @@ from .errors import (
     WorkManagerError,
     problem,
 )
+from .jsonvalues import readable
 from .schema import schema_errors
 
 log = logging.getLogger("workmanager.hooks")
@@ -46,13 +47,15 @@ def guarded(fn: Callable[[], T], path: str, hook: str = "check") -> T:
     ``ValidationFailed`` at ``path``."""
     try:
         return fn()
-    except ValidationFailed:
+    except ValidationFailed as refused:  # its words stored as near as can be (a NUL in
+        refused.message = readable(refused.message)  # them refused the whole record on
+        refused.details = readable(refused.details)  # PostgreSQL, not on SQLite)
         raise
     except USER_CODE_FAILURES as exc:
         log.exception("order-type hook %s failed at %s", hook, path)
         raise ValidationFailed.at(
             path,
-            f"{type(exc).__name__}: {exc}",
+            readable(f"{type(exc).__name__}: {exc}"),
             "hook_error",
             f"the order type's {hook} raised {type(exc).__name__}",
         ) from exc

@@ -32,6 +32,19 @@ def _why(text: str) -> str:
     return "must not contain lone surrogates (unpaired \\ud800-\\udfff escapes)"
 
 
+def readable(value: Any) -> Any:
+    """``value`` with every NUL and lone surrogate in its text (strings and keys) replaced
+    by U+FFFD: what user code said (an exception's message, a hook's refusal) stored as
+    near as can be, where PostgreSQL refused it whole and the record was lost."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {readable(k): readable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [readable(v) for v in value]
+    return value
+
+
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 

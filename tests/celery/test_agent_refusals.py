@@ -510,3 +510,18 @@ def test_a_handlers_own_transient_error_is_a_handler_failure(
     (record,) = [r for r in agent_records(caplog) if r.levelno >= logging.WARNING]
     assert record.getMessage().startswith("handler failed on ")
     assert [(e["code"], retryable) for e, retryable in reported] == [("internal_error", True)]
+
+
+def test_a_handler_failure_saying_a_nul_is_still_reported(
+    wm: WorkManager, reported: list[tuple[Any, bool]]
+) -> None:
+    """Found by an adversarial pass: the fail report carried the exception's text as it
+    was, which ``fail`` refused (422) for a NUL or a lone surrogate in it: the item stayed
+    leased until its TTL ran out and the error was lost."""
+
+    def says(view: Any, lease: Any) -> dict[str, Any]:
+        raise RuntimeError("tool said a\x00b " + b"\xff".decode("utf-8", "surrogateescape"))
+
+    outcome, item = run(wm, "test.simple", says)
+    assert outcome == "failed" and item["state"] == "queued", item
+    assert [e["message"] for e, _ in reported] == ["tool said a\ufffdb \ufffd"]

@@ -409,3 +409,45 @@ def test_an_assembled_result_that_cannot_be_stored_is_the_types_error(
     (detail,) = refused.value.details
     assert detail["path"] == "assembled_result.n" and detail["validator"] == "hook_error"
     assert wm.queries.item(lease.item_id)["state"] == "leased"
+
+
+class SaysNul(OrderType):
+    """Its code's words hold what PostgreSQL stores nowhere: a NUL, a lone surrogate (a
+    file name ``os.listdir`` decoded with ``surrogateescape``)."""
+
+    type = "test.says_nul"
+
+    def plan(self, order: OrderView) -> list[ItemSpec]:
+        return [ItemSpec(input=order.payload, parts_required=["a"])]
+
+    def validate_part(self, item: Any, part_key: str, payload: Any, seq: Any) -> None:
+        raise ValidationFailed.at("payload.x", "the tool said: a\x00b", "custom")
+
+    def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
+        raise FileNotFoundError("cannot open " + b"r-\xff.txt".decode("utf-8", "surrogateescape"))
+
+
+def test_what_user_code_says_is_stored_even_with_a_nul_in_it(make_wm, database) -> None:
+    """Found by an adversarial pass: an apply whose exception said a NUL (or a lone
+    surrogate) recorded nothing on PostgreSQL — the record refused whole, the claim held,
+    the order ``approved`` with no error for minutes — and a validation hook's refusal
+    saying one was 422 "a value cannot be stored" there while SQLite stored the part
+    ``rejected``. The words are stored, each such character as U+FFFD."""
+    wm = make_wm(db=database, registry=Registry([SaysNul()]), apply_max_retries=0)
+    order_id = wm.propose("test.says_nul", {})
+    lease = wm.agent.checkout("agent-1")
+    assert lease is not None
+    with pytest.raises(ValidationFailed) as refused:
+        wm.agent.submit_part(lease, "a", {"x": 1})
+    assert refused.value.details[0]["message"] == "the tool said: a\ufffdb"
+    [stored] = wm.queries.parts(lease.item_id)["parts"]
+    assert stored["status"] == "rejected", stored
+    with wm.db.transaction() as s:  # approve without the parts: apply is what is tested
+        s.execute(
+            Order.__table__.update().where(Order.id == order_id).values(state="approved")
+        )
+    with pytest.raises(ApplyFailed):
+        wm.executor.apply(order_id)
+    order = wm.queries.order(order_id)
+    assert order["state"] == "failed" and events(wm, order_id)[-1] == "apply_failed"
+    assert order["last_error"]["message"] == "cannot open r-\ufffd.txt", order["last_error"]
