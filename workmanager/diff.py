@@ -6,6 +6,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def same(a: Any, b: Any) -> bool:
+    """Whether two JSON values are equal as JSON: Python's ``==`` has ``1 == True`` (and
+    ``[1] == [True]``), so a flag turned on from 1 showed no change."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
 def _changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, Any]]:
     changes: dict[str, dict[str, Any]] = {}
     for key in before.keys() | after.keys():
@@ -13,7 +25,7 @@ def _changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[st
             changes[key] = {"type": "added", "value": after[key]}
         elif key not in after:
             changes[key] = {"type": "removed", "value": before[key]}
-        elif before[key] != after[key]:
+        elif not same(before[key], after[key]):
             changes[key] = {"type": "modified", "from": before[key], "to": after[key]}
     return dict(sorted(changes.items()))
 

@@ -29,3 +29,19 @@ def test_every_bad_json_option_is_a_usage_error(raw: str, said: str) -> None:
 
 def test_a_json_object_is_read() -> None:
     assert json_object('{"a": [1, 2.5, "x", null]}', 64, "--payload") == {"a": [1, 2.5, "x", None]}
+
+
+def test_a_table_never_sends_a_control_character_to_the_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Found by an adversarial pass: an agent id holding ESC (MCP accepts any text) was
+    printed raw in ``orders show`` and ``items list``, where it retitled or cleared the
+    operator's terminal. Each is shown as its escape; other text as it is."""
+    from workmanager.cli.render import pairs, table
+
+    evil = "agent\x1b]0;owned\x07\x1b[2J\x9b"
+    table([{"leased_by_agent_id": evil, "name": "ünï 😀"}], ("leased_by_agent_id", "name"))
+    pairs({"actor_id": evil}, ["actor_id"])
+    out = capsys.readouterr().out
+    assert not any(c in out for c in "\x1b\x07\x9b"), repr(out)
+    assert out.count("agent\\x1b]0;owned\\x07\\x1b[2J\\x9b") == 2 and "ünï 😀" in out

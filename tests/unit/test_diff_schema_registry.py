@@ -40,6 +40,16 @@ def test_diff_added_none_is_a_change() -> None:
     assert Diff({"k": None}, {}).changes == {"k": {"type": "removed", "value": None}}
 
 
+def test_diff_sees_a_number_become_a_boolean() -> None:
+    """Found by an adversarial pass: Python's ``1 == True`` hid these changes."""
+    before = {"on": 1, "off": 0, "list": [1], "nested": {"x": 1}, "same": 1, "float": 1}
+    after = {"on": True, "off": False, "list": [True], "nested": {"x": True}, "same": 1,
+             "float": 1.0}  # fmt: skip
+    changes = Diff(before, after).changes
+    assert sorted(changes) == ["list", "nested", "off", "on"]
+    assert changes["on"] == {"type": "modified", "from": 1, "to": True}
+
+
 def test_diff_empty() -> None:
     empty = Diff.empty()
     assert (empty.before, empty.after, empty.changes) == ({}, {}, {})

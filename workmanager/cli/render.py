@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
@@ -104,12 +105,20 @@ def table(
     console().print(grid)
 
 
+#: Control characters (C0 but tab and newline, DEL, C1): an agent id or a message holding ESC moved the
+#: cursor, cleared or retitled the operator's terminal when a table printed it.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def cell(value: Any) -> str:
+    """A value as a table shows it: text, JSON for objects and lists, ``-`` for none;
+    a control character as its escape (``\x1b``), never sent to the terminal."""
     if value is None:
         return "-"
     if isinstance(value, dict | list):
         return json.dumps(value, default=str)
-    return str(value)
+    text = str(value)
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
 
 
 def pairs(data: dict[str, Any], keys: Sequence[str], title: str | None = None) -> None:
