@@ -105,8 +105,9 @@ def table(
     console().print(grid)
 
 
-#: Control characters (C0 but tab and newline, DEL, C1): an agent id or a message holding ESC moved the
-#: cursor, cleared or retitled the operator's terminal when a table printed it.
+#: Control characters (C0 but tab and newline, DEL, C1): an agent id or a message
+#: holding ESC moved the cursor, cleared or retitled the operator's terminal when a
+#: table printed it.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
