@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from tests.cli.test_mistakes import UNKNOWN, Mistake, check, run
 from workers.handlers import load_handler
 from workmanager import Registry, Settings, WorkManager
 from workmanager.db.migrate import upgrade
+from workmanager.db.models import Item
 from workmanager.db.session import Database
 from workmanager.demo.types import register
 from workmanager.errors import ConfigurationError
@@ -221,6 +223,28 @@ def test_leases_left_undone_by_an_unavailable_backend_exit_1(dirs: dict[str, Pat
     assert as_json.returncode == 1
     report: dict[str, Any] = json.loads(as_json.stdout)  # the report alone on stdout
     assert report["counts"] == {"skipped": 2}
+
+
+@pytest.mark.parametrize("action", ["release", "reclaim"])
+def test_leases_ended_while_the_backend_is_down_are_left_as_they_are(
+    dirs: dict[str, Path], action: str
+) -> None:
+    """Found by an adversarial pass: ``leases release`` with Redis not answering said
+    "2 released" and exited 0, with a warning that the locks were kept: the items showed
+    ``queued`` and no agent could take them until the locks' TTL. Nothing is changed
+    now, and the command says why, exit 1."""
+    _hold_leases(dirs, 2)
+    done = _leases(dirs, action, "--all")
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stderr.startswith("error [unavailable]: redis unavailable"), done.stderr
+    assert "Traceback" not in done.stderr
+    wm = workmanager(dirs)
+    try:
+        with wm.db.transaction() as s:
+            states = sorted(s.scalars(select(Item.state)))
+    finally:
+        wm.close()
+    assert states == ["leased", "leased"]
 
 
 def test_handlers_of_every_documented_form_load() -> None:

@@ -203,6 +203,12 @@ class LeaseAdmin:
             leases = self._as_locked(leases, now)
             result.changes = [change_row(preview(lease, now)) for lease in leases]
             return result
+        if leases and action != "extend" and self.ctx.leases.lock is not None:
+            # a lock store that does not answer would keep the locks of the leases ended
+            # here (dropped after the commit, best effort): the items unleasable until the
+            # locks' TTL, the action said done. Unavailable before anything is changed
+            # (extend asks it of each lease, and skips those it cannot extend).
+            self.ctx.leases.lock.ends([leases[0].item_id])
         for chunk in _chunks(leases, self.ctx.settings.sweep_batch_size):
             batch = act(chunk)
             result.changes.extend(change_row(c) for c in batch.changes)
