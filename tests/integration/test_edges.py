@@ -451,3 +451,22 @@ def test_what_user_code_says_is_stored_even_with_a_nul_in_it(make_wm, database) 
     order = wm.queries.order(order_id)
     assert order["state"] == "failed" and events(wm, order_id)[-1] == "apply_failed"
     assert order["last_error"]["message"] == "cannot open r-\ufffd.txt", order["last_error"]
+
+
+class RequiredRaises(SaysNul):
+    type = "test.required_raises"
+
+    def required_parts(self, item: Any) -> list[str]:
+        raise KeyError("config")
+
+
+def test_a_read_of_parts_does_not_fail_on_a_raising_required_parts(make_wm, database) -> None:
+    """Found by an adversarial pass: a type's ``required_parts()`` that raised made ``GET
+    /items/{id}/parts`` answer 422 (no such error is declared for it) and the console's
+    order page fail. The read shows the parts without the hook's answer."""
+    wm = make_wm(db=database, registry=Registry([RequiredRaises()]))
+    wm.propose("test.required_raises", {})
+    lease = wm.agent.checkout("agent-1")
+    assert lease is not None
+    answer = wm.queries.parts(lease.item_id)
+    assert answer["parts"] == [] and "required_parts" not in answer

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import or_, select
 
 from ..db.models import Event, Item, Order, Part
-from ..errors import InvalidQuery, NotFound
+from ..errors import InvalidQuery, NotFound, ValidationFailed
 from ..services.context import ServiceContext
 from ..services.parts import REJECTED, VALIDATED, required_and_missing
 from ..services.views import event_dict, iso, item_dict, order_dict, part_dict
@@ -146,9 +146,12 @@ class Queries:
             parts = [part_dict(p) for p in s.scalars(stmt.order_by(Part.part_key, Part.seq_slot))]
             answer: dict[str, Any] = {"parts": parts, "parts_state": item.parts_state or {}}
             if item.order_type in self.ctx.registry:
-                required, missing = required_and_missing(
-                    s, self.ctx.registry.get(item.order_type), item
-                )
+                try:
+                    required, missing = required_and_missing(
+                        s, self.ctx.registry.get(item.order_type), item
+                    )
+                except ValidationFailed:  # the type's required_parts() raised (logged):
+                    return answer  # a read shows the parts without what it would answer
                 answer |= {"required_parts": required, "missing_parts": missing}
             return answer
 
