@@ -20,6 +20,7 @@ class Registry:
 
     def __init__(self, types: Iterable[OrderType] = ()) -> None:
         self._types: dict[str, OrderType] = {}
+        self._known: tuple[str, ...] | None = None
         self._allocators: dict[str, AllocatorStrategy] = {}
         #: modules listed in WORK_MANAGER_ORDER_TYPES without a ``register(registry)``
         self._unregistering: list[str] = []
@@ -48,6 +49,7 @@ class Registry:
                 " but `type` and `apply` is optional)",
             )
         self._types[order_type.type] = order_type
+        self._known = None
         return order_type
 
     def get(self, name: str) -> OrderType:
@@ -80,6 +82,12 @@ class Registry:
 
     def names(self) -> list[str]:
         return sorted(self._types)
+
+    def known(self) -> tuple[str, ...]:
+        """:meth:`names` as a tuple, kept until a type is registered (each checkout asks)."""
+        if self._known is None:
+            self._known = tuple(self.names())
+        return self._known
 
     def __contains__(self, name: object) -> bool:
         return name in self._types

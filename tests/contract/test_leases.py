@@ -897,3 +897,25 @@ def test_parts_sent_at_once_on_one_lease_all_count(build) -> None:
         t.join(60)
     assert not errors, errors
     assert sorted(wm.queries.parts(lease.item_id)["parts_state"]) == keys
+
+
+def test_checkout_leases_no_item_of_a_type_this_process_does_not_know(
+    make_wm: Callable[..., WorkManager], backend: tuple[str, str]
+) -> None:
+    """Found by an adversarial pass: an order type removed from the code (or a server of
+    other types) still had its items leased by a checkout without a filter — and with
+    one naming it — then every submit refused ``unknown_order_type`` while the agents'
+    ``fail`` spent the attempts and failed the orders. Such items are left queued."""
+    db, lease_backend = backend
+    both = make_wm(db=db, backend=lease_backend, registry=Registry([Simple(), Multi()]))
+    gone = both.propose("test.multi", {"count": 1}, priority=9)  # first in line
+    kept = both.propose("test.simple", {"n": 1})
+    one = make_wm(db=db, backend=lease_backend, registry=Registry([Simple()]))
+    lease = one.agent.checkout("agent-1")
+    assert lease is not None and lease.order_id == kept
+    assert one.agent.checkout("agent-1") is None  # the other type's item is left
+    assert one.agent.checkout("agent-1", type="test.multi") is None
+    assert one.agent.checkout("agent-1", order_id=gone) is None
+    assert order_state(one, gone) == "queued"
+    taken = both.agent.checkout("agent-2")  # a process that knows it takes it
+    assert taken is not None and taken.order_id == gone

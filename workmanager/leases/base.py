@@ -35,6 +35,9 @@ class CheckoutQuery:
     tenant_id: str | None = None
     #: One specific item (Celery consumer agents lease the item their message names).
     item_id: uuid.UUID | None = None
+    #: Only items of these order types (the ones this process knows: an item of a type it
+    #: cannot validate would be leased, then every submit of it refused).
+    known: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ class Shape:
     blocked: bool = False
     exclude: bool = False
     full_tenants: bool = False
+    known: bool = False
 
 
 def shape_of(
@@ -50,6 +51,7 @@ def shape_of(
         blocked=bool(blocked),
         exclude=bool(exclude),
         full_tenants=bool(full_tenants),
+        known=query.known is not None,
     )
 
 
@@ -72,6 +74,7 @@ def params(
         "q_blocked": list(blocked),
         "q_exclude": list(exclude),
         "q_full_tenants": list(full_tenants),
+        "q_known": list(query.known or ()),
     }
 
 
@@ -94,6 +97,8 @@ def eligible(shape: Shape) -> Select[Item]:
         stmt = stmt.where(Item.order_type.not_in(bindparam("q_blocked", expanding=True)))
     if shape.exclude:
         stmt = stmt.where(Item.id.not_in(bindparam("q_exclude", expanding=True)))
+    if shape.known:
+        stmt = stmt.where(Item.order_type.in_(bindparam("q_known", expanding=True)))
     if shape.full_tenants:  # tenants at their lease limit; items of no tenant are not limited
         full = Item.tenant_id.not_in(bindparam("q_full_tenants", expanding=True))
         stmt = stmt.where(or_(Item.tenant_id.is_(None), full))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import select
@@ -68,7 +69,7 @@ class AgentAPI:
         ``item_id`` narrows the checkout to that one item (how Celery consumer agents take
         the item their message names). Over a checkout rate limit: ``RateLimited``."""
         info = agent_of(agent)
-        query = checkout_query(order_id, type, min_priority, tenant_id, item_id)
+        query = self._known(checkout_query(order_id, type, min_priority, tenant_id, item_id))
         if not self._deployment_seen:
             self._same_deployment()
         if self.limits.limits(CHECKOUT):  # off: not even a call
@@ -76,6 +77,19 @@ class AgentAPI:
         lease = self.store.grant(info, query)
         self._acquired(lease, info)
         return lease
+
+    def _known(self, query: CheckoutQuery) -> CheckoutQuery:
+        """Only items of types this process knows: one of another (a type removed from the
+        code, a server of other types) would be leased, then every submit of it refused
+        and the agent's ``fail`` spend its attempts. A type asked for by name and not
+        known matches nothing (``no_items_available``, as upstream's filters); an item
+        asked for by id is leased as it is (a consumer agent's type was checked at its
+        start)."""
+        if query.item_id is not None or (
+            query.type is not None and query.type in self.ctx.registry
+        ):
+            return query
+        return replace(query, known=self.ctx.registry.known())
 
     def _same_deployment(self) -> None:
         """Before this process grants its first lease: are its shared settings the

@@ -33,6 +33,7 @@ def query_params(query: CheckoutQuery) -> dict[str, Any]:
         "q_type": query.type,
         "q_min_priority": query.min_priority,
         "q_tenant": query.tenant_id,
+        "q_known": list(query.known or ()),
     }
 
 

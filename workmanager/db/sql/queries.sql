@@ -44,6 +44,11 @@ i.order_type <> ALL(%(q_blocked)s::text[])
 -- Checkout filter: none of these items (the lock backend refused them).
 i.id <> ALL(%(q_exclude)s::uuid[])
 
+-- name: filter_known
+-- Checkout filter: only order types this process knows (an item of another type would be
+-- leased, then every submit of it refused).
+i.order_type = ANY(%(q_known)s::text[])
+
 -- name: filter_full_tenants
 -- Checkout filter: tenants at their lease limit (leases/limits.py); items of no tenant are
 -- not limited.
