@@ -81,6 +81,26 @@ class CeleryDispatcher:
                     )
                 return
 
+    def waiting(self, order_type: str) -> int | None:
+        """The messages waiting on the type's agent queue, as the broker counts them (a
+        passive declare: 0 for a queue it does not have); ``None`` when it does not say."""
+        if not self.settings.announces(order_type):
+            return None
+        from kombu.exceptions import ChannelError
+
+        try:
+            with self.app.connection_for_read() as conn:
+                conn.ensure_connection(max_retries=1)
+                declared = conn.default_channel.queue_declare(
+                    queue=self.settings.agent_queue(order_type), passive=True
+                )
+            return int(declared.message_count)
+        except ChannelError:  # amqp's NotFound, a virtual transport's own: no such queue
+            return 0
+        except Exception as exc:  # the broker down: re-announce as before (its send logs)
+            log.debug("could not count %s's waiting messages: %s", order_type, exc)
+            return None
+
 
 def _not_sent(what: str, exc: Exception) -> None:
     """One line, no traceback: the broker's error is an outage, not a bug of ours."""

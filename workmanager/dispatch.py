@@ -23,6 +23,10 @@ class Dispatcher(Protocol):
     def items_available(self, order_type: str, item_ids: Sequence[uuid.UUID]) -> None:
         """Items were planned or requeued and can be leased."""
 
+    def waiting(self, order_type: str) -> int | None:
+        """How many announcements wait unread on the type's agent queue (``None``: not
+        known): maintenance re-announces no item while as many wait."""
+
 
 class NullDispatcher:
     """Announces nothing; used when no task queue is wired in."""
@@ -35,3 +39,6 @@ class NullDispatcher:
 
     def items_available(self, order_type: str, item_ids: Sequence[uuid.UUID]) -> None:
         pass
+
+    def waiting(self, order_type: str) -> int | None:
+        return None

@@ -47,6 +47,9 @@ class WorkerThreads:
     def items_available(self, order_type: str, item_ids: Sequence[uuid.UUID]) -> None:
         pass
 
+    def waiting(self, order_type: str) -> int | None:
+        return None
+
 
 def worker_threads(wm: WorkManager) -> WorkerThreads:
     return WorkerThreads(wm)

@@ -443,9 +443,7 @@ def test_what_user_code_says_is_stored_even_with_a_nul_in_it(make_wm, database) 
     [stored] = wm.queries.parts(lease.item_id)["parts"]
     assert stored["status"] == "rejected", stored
     with wm.db.transaction() as s:  # approve without the parts: apply is what is tested
-        s.execute(
-            Order.__table__.update().where(Order.id == order_id).values(state="approved")
-        )
+        s.execute(Order.__table__.update().where(Order.id == order_id).values(state="approved"))
     with pytest.raises(ApplyFailed):
         wm.executor.apply(order_id)
     order = wm.queries.order(order_id)

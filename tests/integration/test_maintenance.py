@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
+import pytest
+from celery import Celery
+
+from tasks.dispatcher import CeleryDispatcher
 from tests.support.types import Multi, Picky, Simple
 from workmanager import Registry
 from workmanager.db.models import utcnow
@@ -88,3 +93,55 @@ def test_the_stale_orders_gauge_counts_past_the_ids_it_lists(make_wm) -> None:
     report = wm.maintenance.run()
     assert (report.stale_total, len(report.stale_orders)) == (1003, 1000)
     assert wm.metrics.driver.gauges[("work_manager.stale_orders", ())] == 1003
+
+
+BROKERS = ["embedded", pytest.param("redis", marks=pytest.mark.redis), "rabbitmq"]
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+def test_reannouncing_adds_no_copies_while_the_announcements_wait_unread(
+    make_wm, broker: str, tmp_path, request
+) -> None:
+    """Found by an adversarial pass: with a type's consumers stopped, every maintenance
+    window added one more message per queued item to ``agents.<type>`` (a day's outage:
+    144 copies of each). The broker is asked how many wait: as many as the items to
+    re-announce, none is sent; fewer (messages lost), they are sent again."""
+    if broker == "rabbitmq":
+        url = rabbitmq_url()
+    elif broker == "redis":
+        url = request.getfixturevalue("redis_url")
+    else:
+        url = f"sqla+sqlite:///{tmp_path}/broker.db"
+    prefix = f"agents.t{uuid.uuid4().hex[:8]}."
+    wm = make_wm(db="sqlite", registry=Registry([Simple()]), agent_queue_prefix=prefix)
+    app = Celery("reannounce", broker=url)
+    wm.ctx.dispatcher = CeleryDispatcher(app, wm.settings)
+    queue = f"{prefix}test.simple"
+    try:
+        for n in range(3):
+            wm.propose("test.simple", {"n": n})
+        assert wm.ctx.dispatcher.waiting("test.simple") == 3
+        for _ in range(2):  # a window, then another: nothing read meanwhile
+            later(wm, 3600)
+            assert wm.maintenance.announce_queued(older_than=600) == 0
+        assert wm.ctx.dispatcher.waiting("test.simple") == 3
+        with app.connection_for_write() as conn:  # the messages lost
+            conn.default_channel.queue_purge(queue)
+        later(wm, 7200)
+        assert wm.maintenance.announce_queued(older_than=600) == 3
+        assert wm.ctx.dispatcher.waiting("test.simple") == 3
+    finally:
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(queue)
+
+
+def rabbitmq_url() -> str:
+    import socket
+
+    from tests.conftest import need
+
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=3).close()
+    except OSError as exc:
+        need("RabbitMQ", str(exc))
+    return "amqp://guest:guest@127.0.0.1:5672//"

@@ -37,6 +37,9 @@ class LazyDispatcher:
         if item_ids:
             self.target.items_available(order_type, item_ids)
 
+    def waiting(self, order_type: str) -> int | None:
+        return self.target.waiting(order_type)
+
 
 class Env:
     """Built lazily, so ``--help`` and bad settings never touch the database.

@@ -133,9 +133,16 @@ class Maintenance:
         by_type: dict[str, list[uuid.UUID]] = {}
         for item_id, order_type in rows:
             by_type.setdefault(order_type, []).append(item_id)
+        sent = 0
         for order_type, ids in by_type.items():
+            # as many announcements still unread (the type's consumers stopped): copies
+            # would only pile up, one per item and window, until they came back
+            waiting = None if order_id is not None else self.ctx.dispatcher.waiting(order_type)
+            if waiting is not None and waiting >= len(ids):
+                continue
             self.ctx.dispatcher.items_available(order_type, ids)
-        return len(rows)
+            sent += len(ids)
+        return sent
 
     def stuck_applies(self) -> list[uuid.UUID]:
         """Orders ``approved`` with no apply activity for ``APPLY_RECOVERY_SECONDS`` and no
