@@ -308,3 +308,35 @@ def test_the_demo_on_another_deployments_database_stops_without_changing_it(
     assert "Traceback" not in done.stderr
     record = run([str(EXE), "ops", "check"], tmp_path, WORK_MANAGER_LEASE_TTL_SECONDS="120")
     assert record.returncode == 0, record.stdout + record.stderr  # the record is as it was
+
+
+@pytest.mark.redis
+def test_switching_back_to_redis_leases_forgets_the_locks_of_the_earlier_period(
+    make_wm: Callable[..., WorkManager],
+) -> None:
+    """Found by an adversarial pass: redis → database → redis within a lease TTL left the
+    first period's locks in Redis. An item released meanwhile showed ``queued`` but no
+    checkout could take it, and a lease granted under the database backend was refused
+    ``lease_conflict`` with the sweep reclaiming nothing. ``db upgrade --record-settings``
+    to the Redis backend deletes the prefix's locks (and the marker: the first sweep
+    checks every held lease)."""
+    from click.testing import CliRunner
+
+    from workmanager.cli.app import Env, cli
+
+    on_redis = make_wm(db="postgres", backend="redis", registry=Registry([Simple()]))
+    deployment.record(on_redis.db, on_redis.settings)
+    on_redis.propose("test.simple", {"n": 1})
+    first = on_redis.agent.checkout("agent-a")
+    assert first is not None
+    on_db = make_wm(db="postgres", backend="database", registry=Registry([Simple()]))
+    deployment.record(on_db.db, on_db.settings)  # the switch: every process stopped
+    on_db.agent.release(first)  # under the database backend: the Redis lock stays
+    done = CliRunner().invoke(cli, ["db", "upgrade", "--record-settings"], obj=Env(on_redis))
+    assert done.exit_code == 0, done.output
+    assert "lease locks: " in done.output and "deleted" in done.output, done.output
+    again = on_redis.agent.checkout("agent-b", item_id=first.item_id)
+    assert again is not None and again.fence == first.fence + 1
+    unchanged = CliRunner().invoke(cli, ["db", "upgrade", "--record-settings"], obj=Env(on_redis))
+    assert "lease locks" not in unchanged.output  # no switch: the locks are live ones
+    assert on_redis.agent.heartbeat(again) is not None

@@ -112,3 +112,16 @@ def test_the_scripts_run_again_after_every_node_lost_them(make_wm, redis_cluster
     outcome = wm.agent.release(lease)
     assert outcome.item["state"] == "queued"
     assert store.client.get(store.cluster_keys.item(str(lease.item_id))) is None
+
+
+def test_forgetting_the_locks_reaches_every_node(make_wm, redis_cluster) -> None:
+    """``db upgrade --record-settings`` on a switch to Redis leases (``forget_locks``):
+    the keys are in slots on every primary; each is found and deleted."""
+    wm = cluster_wm(make_wm, max_leases_per_agent=10)
+    order_id = wm.propose("test.multi", {"count": 6})
+    leases = [wm.agent.checkout("a", order_id=order_id) for _ in range(6)]
+    wm.ctx.leases.audited()  # the marker, which goes too
+    assert all(lease is not None for lease in leases)
+    assert wm.ctx.leases.forget_locks() >= 6 + 1
+    assert wm.ctx.leases.lock.alive([lease.item_id for lease in leases]) == {}
+    assert wm.ctx.leases.lost_track()

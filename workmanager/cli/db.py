@@ -40,6 +40,13 @@ def db_upgrade(env: Env, record_settings: bool, as_json: bool) -> None:
         said += f" (newer than this code's {head()}: migrated by newer code, left as it is)"
     # the settings every process must share: recorded when asked, or when none are
     if record_settings:
+        forgotten = _forget_earlier_locks(env)
+        if forgotten is not None:
+            said += (
+                f"\nlease locks: {forgotten} key(s) of an earlier period under"
+                f" {env.wm.settings.redis_prefix!r} deleted; the first sweep checks every held"
+                " lease"
+            )
         changed = deployment.record(env.wm.db, env.wm.settings)
         for difference in changed:
             then = (  # what waits in the old queue is read by nobody once all have moved
@@ -75,3 +82,26 @@ def db_upgrade(env: Env, record_settings: bool, as_json: bool) -> None:
         as_json,
         said,
     )
+
+
+#: What, changed in the record, makes the Redis lock store's keys another period's.
+LOCK_STORE = ("lease_backend", "redis_prefix", "redis_cluster")
+
+
+def _forget_earlier_locks(env: Env) -> int | None:
+    """Before a switch to the Redis lease backend (or to another prefix or cluster) is
+    recorded: the keys under the new prefix are from an earlier period (every process
+    stopped, as the switch asks), and a lock left there (one released since under the
+    database backend) refused the lease granted since, and its item. They are deleted,
+    and the marker with them, so the first sweep checks every held lease. ``None`` when
+    it is not such a switch."""
+    from .. import deployment
+
+    settings = env.wm.settings
+    row = deployment.read(env.wm.db)
+    if settings.lease_backend != "redis" or row is None:
+        return None
+    changed = deployment.differences(deployment.shared(settings), row.value)
+    if not any(difference.name in LOCK_STORE for difference in changed):
+        return None
+    return env.wm.ctx.leases.forget_locks()

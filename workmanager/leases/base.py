@@ -146,6 +146,12 @@ class LeaseBackend(Protocol):
         only those past their recorded expiry. A read: it changes nothing, so an audit that
         fails is tried again by the next sweep."""
 
+    def forget_locks(self) -> int:
+        """Forget every lock outside the database (``flush`` of the lock store; 0 without
+        one), so that the next sweep audits every held row: what ``db upgrade
+        --record-settings`` does on a switch to the Redis backend, whose keys under the
+        prefix are then from an earlier period and would refuse the leases granted since."""
+
     def audited(self) -> None:
         """Record that every held row was checked after a loss :meth:`lost_track` reported.
         The sweep calls it only once its audit has finished."""
@@ -243,3 +249,7 @@ class LeaseStore(Protocol):
 
     def mark(self) -> None:
         """Set the data-loss marker (after an audit of every held row)."""
+
+    def flush(self) -> int:
+        """Delete every lock, limit count and the data-loss marker (not the rate limits'
+        buckets), as a flush of the store would; how many keys went."""

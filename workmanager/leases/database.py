@@ -89,6 +89,9 @@ class DatabaseLeaseBackend:
     def audited(self) -> None:
         pass
 
+    def forget_locks(self) -> int:
+        return 0  # the rows are the locks
+
 
 @lru_cache(maxsize=256)
 def _grant_statement(shape: Shape, postgres: bool) -> UpdateBase:

@@ -114,8 +114,10 @@ class MemoryLeaseStore:
         with self._mutex:
             self._marked = True
 
-    def flush(self) -> None:
+    def flush(self) -> int:
         """Forget every lock, as a Redis FLUSHDB would (and the marker)."""
         with self._mutex:
+            forgotten = len(self._locks) + self._marked
             self._locks.clear()
             self._marked = False
+            return forgotten

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from importlib import resources
 from typing import Any
@@ -216,6 +217,26 @@ class RedisLeaseStore:
             self.client.set(self.keys.epoch, "1")
         except self._errors as exc:
             raise translated(exc) from exc
+
+    def flush(self) -> int:
+        """Delete the locks, the limits' zsets and the marker under the prefix (SCAN, then
+        DEL in batches; on a cluster redis-py scans every primary and splits the DEL by
+        slot). The rate limits' buckets stay."""
+        prefix = re.sub(r"([*?\[\]\\])", r"\\\1", self.keys.prefix)
+        deleted = 0
+        try:
+            for kind in ("item:*", "agent:*", "type:*", "epoch"):
+                batch: list[Any] = []
+                for key in self.client.scan_iter(match=prefix + kind, count=1000):
+                    batch.append(key)
+                    if len(batch) == 500:
+                        deleted += int(self.client.delete(*batch))
+                        batch = []
+                if batch:
+                    deleted += int(self.client.delete(*batch))
+        except self._errors as exc:
+            raise translated(exc) from exc
+        return deleted
 
     def ping(self) -> None:
         try:
