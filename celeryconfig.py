@@ -41,6 +41,9 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 broker_connection_retry_on_startup = True
+# Celery gives up on a broker that has not answered for 100 tries (~46 minutes) and the
+# worker exits, which a Procfile run does not restart: retry for as long as it takes.
+broker_connection_max_retries = None
 
 # Task events (received with the task's name and arguments, started, succeeded/failed/
 # retried) are what Flower shows. Workers start with them off, as Celery's default: Flower

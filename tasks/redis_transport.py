@@ -11,7 +11,8 @@ delivers them again (``WORK_MANAGER_BROKER_VISIBILITY_TIMEOUT_SECONDS``).
 And a server that changes its role under a worker (a failover: the master made a
 replica) answers the worker's blocked read ``UNBLOCKED``, then every read ``READONLY``:
 kombu took them for a bad command and the worker exited for good. They are connection
-errors here: the worker reconnects, with Celery's backoff, until a master answers.
+errors here: the worker reconnects, with Celery's backoff, until a master answers. So is
+a write refused by a server out of memory.
 
 Installed under kombu's ``redis`` and ``rediss`` aliases by :mod:`tasks.transports`.
 """
@@ -22,7 +23,7 @@ from typing import Any
 
 from kombu.transport import redis as kombu_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError, ResponseError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 
 
 def _role_changed(exc: ResponseError) -> bool:
@@ -48,5 +49,11 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
 class Transport(kombu_redis.Transport):  # type: ignore[misc]
     Channel = Channel
     # a write refused by a replica (restoring unacknowledged messages on reconnecting, a
-    # publish) is the server's role, not a bad command: reconnect until a master answers
-    connection_errors = (*kombu_redis.Transport.connection_errors, ReadOnlyError)
+    # publish) is the server's role, not a bad command: reconnect until a master answers;
+    # one refused by a server out of memory (``maxmemory``, ``noeviction``) is its state
+    # too: the worker exited ("Unrecoverable error: OutOfMemoryError"), it waits instead
+    connection_errors = (
+        *kombu_redis.Transport.connection_errors,
+        ReadOnlyError,
+        OutOfMemoryError,
+    )

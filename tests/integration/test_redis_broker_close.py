@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from typing import Any
 
 import pytest
 import redis
@@ -76,3 +77,34 @@ def test_a_broker_made_a_replica_under_a_blocked_read_is_a_connection_error() ->
         admin.close()
         broker.kill()
         primary.kill()
+
+
+def test_a_broker_out_of_memory_is_waited_for_and_not_ready(make_wm: Any) -> None:
+    """Found by an adversarial pass: a Redis broker at ``maxmemory`` with ``noeviction``
+    refused kombu's write on reconnecting; the worker and the agent exited
+    ("Unrecoverable error: OutOfMemoryError"), and ``/readyz`` said the broker was fine
+    (it connected) while every message sent was refused. The refusal is a connection
+    error (Celery waits and reconnects), and readiness writes to find it."""
+    from tests.support.own_redis import OwnRedis
+    from workmanager.services import readiness
+
+    broker = OwnRedis()
+    broker.start()
+    admin = redis.Redis.from_url(broker.url)
+    conn = Connection(broker.url)
+    try:
+        wm = make_wm(db="sqlite", broker_url=broker.url)
+        assert readiness.check(wm.ctx)["broker"] == "ok"
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", 1)
+        with pytest.raises(conn.connection_errors) as raised:
+            conn.SimpleQueue("wm.oom").put({"n": 1})
+        assert "maxmemory" in str(raised.value)
+        checks = readiness.check(wm.ctx)
+        assert checks["broker"].startswith("down"), checks
+        admin.config_set("maxmemory", 0)
+        assert readiness.check(wm.ctx)["broker"] == "ok"
+    finally:
+        conn.close()
+        admin.close()
+        broker.kill()

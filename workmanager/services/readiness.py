@@ -36,6 +36,10 @@ def _broker(settings: Settings) -> None:
     connection = Connection(settings.broker_url, connect_timeout=TIMEOUT_SECONDS)  # type: ignore[no-untyped-call]
     with connection as conn:
         conn.ensure_connection(max_retries=1, interval_start=0, timeout=TIMEOUT_SECONDS)
+        if settings.broker_url.startswith(("redis://", "rediss://")):
+            # a Redis broker out of memory, or a replica, answers a connection and refuses
+            # every message sent: said ready while every announcement failed
+            conn.default_channel.client.set("workmanager:readyz", "1", px=10_000)
 
 
 def _redis(settings: Settings) -> None:
