@@ -4,11 +4,14 @@ call, transient errors retried."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import uuid
 from typing import Any
 
 from celery import Task
 
+from workmanager import deployment
 from workmanager.errors import (
     ApplyFailed,
     DedupeKeyReused,
@@ -114,16 +117,19 @@ def create(
         )
         if lost is not None:
             return lost
-        proposal = wm.orders.propose(
-            type,
-            payload,
-            priority=priority,
-            meta=meta,
-            dedupe_key=dedupe_key,
-            order_id=oid,
-            requested_by=requested_by,
-            tenant_id=tenant_id,
-        )
+        try:
+            proposal = wm.orders.propose(
+                type,
+                payload,
+                priority=priority,
+                meta=meta,
+                dedupe_key=dedupe_key,
+                order_id=oid,
+                requested_by=requested_by,
+                tenant_id=tenant_id,
+            )
+        finally:
+            _planned(self, oid or dedupe_key)
     except DedupeKeyReused as exc:
         wm.orders.count_refused(type, exc)
         taken = oid or (order_id_for(dedupe_key) if isinstance(dedupe_key, str) else None)
@@ -191,26 +197,92 @@ def _no_stray_arguments(extra: tuple[Any, ...], unknown: dict[str, Any]) -> None
         )
 
 
-def _lost_before(task: Task, target: Any, type: Any, payload: Any, **proposal: Any) -> str | None:
-    """The id of the order a redelivered create message stops at, planning it having
-    ended its worker process again (``OrderService.note_redelivery``); ``None`` to plan.
-    ``target``: the order's id, or its dedupe key (whose id it is)."""
+#: How long a redelivered create message's hold on its order's planning lasts unless
+#: renewed (every third of it while it plans), how long another delivery waits for it,
+#: and when that one tries again if it is still held.
+PLANNING_HOLD_SECONDS = 15.0
+PLANNING_WAIT_SECONDS = 20.0
+PLANNING_BUSY_RETRY_SECONDS = 30
+
+
+def _redelivered_target(task: Task, target: Any) -> uuid.UUID | None:
+    """The order id a redelivered create message plans (``target``: the id, or the dedupe
+    key whose id it is); ``None`` for a first delivery."""
     if not (task.request.delivery_info or {}).get("redelivered"):
         return None
     if isinstance(target, str):
         target = order_id_for(target)
-    if not isinstance(target, uuid.UUID):
+    return target if isinstance(target, uuid.UUID) else None
+
+
+def _lost_before(task: Task, target: Any, type: Any, payload: Any, **proposal: Any) -> str | None:
+    """The id of the order a redelivered create message stops at, planning it having
+    ended its worker process again (``OrderService.note_redelivery``); ``None`` to plan.
+    ``target``: the order's id, or its dedupe key (whose id it is).
+
+    A message comes back not only when its worker died: the Redis transport gives back
+    what a connection held when it drops, its task still running. So a redelivery first
+    holds the order's planning (deployment-wide, :data:`PLANNING_HOLD_SECONDS`); finding
+    it held by another delivery, planning now, it tries again later and counts nothing
+    (two dropped connections during one long plan() recorded a good proposal failed)."""
+    order_id = _redelivered_target(task, target)
+    if order_id is None:
         return None
-    lost = get_wm().orders.note_redelivery(target, type, payload, **proposal)
+    wm = get_wm()
+    name = f"planning:{order_id}"
+    deadline = time.monotonic() + PLANNING_WAIT_SECONDS
+    while not deployment.hold(wm.db, name, PLANNING_HOLD_SECONDS):
+        if time.monotonic() > deadline:  # still planning there: its result will do
+            log.warning("orders.create of %s: another delivery is planning it", order_id)
+            raise task.retry(countdown=PLANNING_BUSY_RETRY_SECONDS)
+        time.sleep(1.0)  # until it is given back (planned), or lapses (its process died)
+    _RENEWING[order_id] = _renew_planning(wm, name)
+    try:
+        lost = wm.orders.note_redelivery(order_id, type, payload, **proposal)
+    except BaseException:
+        _planned(task, order_id)
+        raise
     if lost is None:
         return None
+    _planned(task, order_id)
     log.error(
         "orders.create of %r: planning order %s ended its worker process again; recorded"
         " as failed [validation_failed]",
         type,
-        target,
+        order_id,
     )
     return str(lost["id"])
+
+
+#: The renewals of the planning holds this process has, by order id.
+_RENEWING: dict[uuid.UUID, threading.Event] = {}
+
+
+def _renew_planning(wm: Any, name: str) -> threading.Event:
+    """Renew the hold ``name`` every third of its life until the event is set."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(PLANNING_HOLD_SECONDS / 3):
+            try:
+                deployment.renew(wm.db, name, PLANNING_HOLD_SECONDS)
+            except Exception:  # the database away: the next round tries again
+                log.warning("renewing the planning hold %s failed", name, exc_info=True)
+
+    threading.Thread(target=renew, daemon=True, name=f"wm-{name}").start()
+    return stop
+
+
+def _planned(task: Task, target: Any) -> None:
+    """A redelivered message's planning is over: its hold's renewal stopped, the hold
+    given back."""
+    order_id = _redelivered_target(task, target)
+    if order_id is None:
+        return
+    stop = _RENEWING.pop(order_id, None)
+    if stop is not None:
+        stop.set()
+    deployment.let_go(get_wm().db, f"planning:{order_id}")
 
 
 @app.task(name="workmanager.orders.check_auto_approval", bind=True, **STATEFUL, **TRANSIENT)

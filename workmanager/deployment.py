@@ -244,6 +244,18 @@ def hold(db: Database, name: str, seconds: float) -> bool:
         return False
 
 
+def renew(db: Database, name: str, seconds: float) -> bool:
+    """Push this process's hold ``name`` out to ``seconds`` from now; False when it is not
+    this process's (lapsed and taken by another, or given back)."""
+    until = (utcnow() + timedelta(seconds=seconds)).isoformat()
+    with db.transaction() as session:
+        row = session.get(DeploymentRecord, name, with_for_update=True)
+        if row is None or row.recorded_by != who():
+            return False
+        row.value = {**row.value, "until": until}
+        return True
+
+
 def let_go(db: Database, name: str) -> None:
     """Give back the hold ``name`` when this process holds it."""
     from sqlalchemy import delete

@@ -42,6 +42,7 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, st
     if request.param == "redis":
         server = OwnRedis()
         server.start()
+        request.node.own_redis = server
     broker = server.url if server else f"sqla+sqlite:///{tmp_path}/broker.db"
     env = clean_env(
         WORK_MANAGER_DATABASE_URL=f"sqlite:///{tmp_path}/wm.db",
@@ -64,6 +65,10 @@ def worker(env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[byt
         proc = subprocess.Popen(WORKER, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
     yield proc
+    _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=20)
@@ -121,3 +126,38 @@ def test_planning_that_ends_its_process_stops_after_the_second_run(
         events = [e for (e,) in db.execute(sql, (made,))]
     assert events == ["proposed", "planned"]  # nothing of the lost run in its history
     assert worker.poll() is None  # the worker itself lives on
+
+
+@pytest.mark.parametrize("env", ["redis"], indirect=True)  # a client kill drops them
+def test_connections_dropped_while_planning_record_no_failure(
+    env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Found by an adversarial pass: the Redis transport gives back what a dropped
+    connection held, the task still running, flagged ``redelivered``; two drops during one
+    long plan() were counted as two dead workers and the proposal recorded ``failed``
+    ("the worker's process ended while planning") while it went on to be planned. A
+    redelivery waits for the planning another delivery holds, and counts nothing."""
+    import redis
+
+    server = request.node.own_redis
+
+    command = [*WORKER[:-4], "-c", "3", *WORKER[-2:]]  # free slots for the redeliveries
+    with (tmp_path / "worker.log").open("wb") as out:
+        worker = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out,
+                                  stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    request.addfinalizer(lambda: _stop(worker))
+    made = create(env, tmp_path, "e2e.slow")
+    wait_for(lambda: runs(tmp_path, "e2e.slow") >= 1, timeout=60, what="planning to start")
+    admin = redis.Redis.from_url(server.url)
+    try:
+        for _ in range(2):
+            time.sleep(2.5)
+            admin.client_kill_filter(_type="normal", skipme=True)  # every worker connection
+    finally:
+        admin.close()
+    wait_for(lambda: (order(tmp_path, made) or ("",))[0] == "queued", timeout=90,
+             what="the order planned")  # fmt: skip
+    time.sleep(5)  # a redelivery counted as a death would record it failed by now
+    assert order(tmp_path, made) == ("queued", {}, 1)
+    log = (tmp_path / "worker.log").read_text(errors="replace")
+    assert "ended its worker process again" not in log, log[-3000:]

@@ -1,6 +1,7 @@
 """Order types whose planning ends the worker's process (loaded with
 WORK_MANAGER_ORDER_TYPES): ``e2e.exits`` every time, ``e2e.exits_once`` on its first
-run only. Each run leaves a ``plan-<type>-<pid>-<n>`` marker under WM_TEST_MARKERS."""
+run only; ``e2e.slow`` plans for 12 s. Each run leaves a ``plan-<type>-<pid>-<n>``
+marker under WM_TEST_MARKERS."""
 
 from __future__ import annotations
 
@@ -39,6 +40,18 @@ class ExitsOnce(Exits):
         return [ItemSpec(input={"n": 1})]
 
 
+class Slow(Exits):
+    """Plans for 12 s (long enough for the broker's connections to drop under it)."""
+
+    type = "e2e.slow"
+
+    def plan(self, order: OrderView) -> list[ItemSpec]:
+        _mark(self.type)
+        time.sleep(12)
+        return [ItemSpec(input={"n": 1})]
+
+
 def register(registry: Registry) -> None:
     registry.register(Exits())
     registry.register(ExitsOnce())
+    registry.register(Slow())
