@@ -34,7 +34,7 @@ def check(url: str) -> None:
     upgrade(db)
     head = current(db)
     upgrade(db)  # idempotent
-    assert current(db) == head == "0012"
+    assert current(db) == head == "0013"
     assert schema_differences(db) == []
     indexes = {i["name"]: i for i in inspect(db.engine).get_indexes("work_items")}
     assert indexes["ix_work_items_checkout"]["column_names"][-2:] == ["created_at", "id"]
@@ -120,4 +120,4 @@ def test_cli_db_upgrade(tmp_path) -> None:
         [cli, "db", "upgrade"], env=env, capture_output=True, text=True, check=False
     )
     assert run.returncode == 0, run.stderr
-    assert "0012" in run.stdout
+    assert "0013" in run.stdout

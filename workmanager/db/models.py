@@ -155,6 +155,19 @@ class Item(Base):
             postgresql_where=text("state = 'queued'"),
             sqlite_where=text("state = 'queued'"),
         ),
+        # Checkouts by type or by tenant: the same order under each (migration 0013).
+        *(
+            Index(
+                f"ix_work_items_checkout_{name}",
+                column,
+                text("priority DESC"),
+                "created_at",
+                "id",
+                postgresql_where=text("state = 'queued'"),
+                sqlite_where=text("state = 'queued'"),
+            )
+            for name, column in (("type", "order_type"), ("tenant", "tenant_id"))
+        ),
         Index("ix_work_items_order_state", "order_id", "state"),
         # The sweep: held leases by expiry.
         Index(
@@ -214,6 +227,7 @@ class Event(Base):
     __table_args__ = (
         Index("ix_work_events_order", "order_id", "id"),
         Index("ix_work_events_item", "item_id", "id"),
+        Index("ix_work_events_created", "created_at"),  # recent events (the dashboard)
     )
 
 
