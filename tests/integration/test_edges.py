@@ -468,3 +468,25 @@ def test_a_read_of_parts_does_not_fail_on_a_raising_required_parts(make_wm, data
     assert lease is not None
     answer = wm.queries.parts(lease.item_id)
     assert answer["parts"] == [] and "required_parts" not in answer
+
+
+def test_include_events_count_counts_in_the_database(make_wm, database) -> None:
+    """Found by a volume pass: ``include=eventsCount`` read every event of each order on
+    the page to count them (3 s and the whole history in memory for a busy order). The
+    count is the database's; ``include=events`` still carries its own count."""
+    wm = make_wm(db=database, registry=Registry([Multi()]))
+    busy = wm.propose("test.multi", {"count": 3})
+    quiet = wm.propose("test.multi", {"count": 1})
+    for _ in range(3):
+        wm.agent.release(wm.agent.checkout("agent-1", order_id=busy))
+    listing = OrderListing(wm.ctx)
+    expected = {str(busy): len(wm.queries.events(busy)), str(quiet): len(wm.queries.events(quiet))}
+    assert expected[str(busy)] > expected[str(quiet)] > 0
+    for include in ("eventsCount", "events_count"):
+        rows = listing.list([("include", include)])["data"]
+        assert {r["id"]: r["events_count"] for r in rows} == expected
+        assert all("events" not in r for r in rows)
+    rows = listing.list([("include", "events")])["data"]
+    assert {r["id"]: (r["events_count"], len(r["events"])) for r in rows} == {
+        k: (v, v) for k, v in expected.items()
+    }

@@ -97,23 +97,28 @@ def related(s: Any, data: list[dict[str, Any]], include: set[str]) -> None:
     ids = [uuid.UUID(row["id"]) for row in data]
     if not ids or not include - {"items_count"}:
         return
-    by_id = {row["id"]: row for row in data}
     if "items" in include:
-        for row in data:
-            row["items"] = []
         items = s.scalars(select(Item).where(Item.order_id.in_(ids)).order_by(Item.created_at))
-        for item in items:
-            by_id[str(item.order_id)]["items"].append(item_dict(item))
-    if "events" in include or "events_count" in include:
-        for row in data:
-            row.setdefault("events", [])
+        _attach(data, "items", ((item.order_id, item_dict(item)) for item in items))
+    if "events" in include:
         events = s.scalars(select(Event).where(Event.order_id.in_(ids)).order_by(Event.id))
-        for event in events:
-            by_id[str(event.order_id)]["events"].append(event_dict(event))
+        _attach(data, "events", ((event.order_id, event_dict(event)) for event in events))
         for row in data:
             row["events_count"] = len(row["events"])
-            if "events" not in include:
-                del row["events"]
+    elif "events_count" in include:  # counted by the database: a busy order's 70k events
+        counted = select(Event.order_id, func.count()).where(Event.order_id.in_(ids))
+        counts = {oid: n for oid, n in s.execute(counted.group_by(Event.order_id))}  # were
+        for row in data:  # read whole, 3 s, for the one number
+            row["events_count"] = int(counts.get(uuid.UUID(row["id"]), 0))
+
+
+def _attach(data: list[dict[str, Any]], key: str, pairs: Any) -> None:
+    """Each (order id, view) under ``key`` of its order's row."""
+    by_id = {row["id"]: row for row in data}
+    for row in data:
+        row[key] = []
+    for order_id, view in pairs:
+        by_id[str(order_id)][key].append(view)
 
 
 @functools.cache
@@ -172,13 +177,19 @@ class OrderListing:
         query = self.parse(params, size)
         if tenant is not None:
             query.where.append(Order.tenant_id == tenant)
-        stmt: Select[Any] = select(Order, ITEMS_COUNT).where(and_(true(), *query.where))
+        # the page's orders, then their items counted: in the select list the count ran
+        # for every row the offset skipped (2.4 s for page 4000 of 200k orders)
+        stmt: Select[Any] = select(Order).where(and_(true(), *query.where))
         stmt = stmt.order_by(*query.order_by, Order.id)
         stmt = stmt.limit(query.size).offset((query.number - 1) * query.size)
         with self.ctx.db.transaction() as s:
-            rows = s.execute(stmt).all()
+            orders = list(s.scalars(stmt))
             total = count_rows(s, Order, *query.where)
-            data = [{**order_dict(order), "items_count": int(count)} for order, count in rows]
+            counted = select(Item.order_id, func.count()).where(
+                Item.order_id.in_([order.id for order in orders])
+            )
+            counts = {oid: n for oid, n in s.execute(counted.group_by(Item.order_id))}
+            data = [{**order_dict(o), "items_count": int(counts.get(o.id, 0))} for o in orders]
             related(s, data, query.include)
         # included items' held leases: the lock's expiry (reads/expiry.py)
         with_live_expiry(self.ctx, [i for row in data for i in row.get("items", [])])
