@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from decimal import Decimal
 from itertools import accumulate
 from typing import Any
 
@@ -98,8 +99,29 @@ def too_deep(limit: int, what: str = "the JSON value") -> MalformedJSON:
 
 def canonical(value: Any) -> bytes:
     """Canonical JSON: sorted keys, no spaces, UTF-8; what checksums, comparisons and size
-    limits measure."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    limits measure. A number is written as PostgreSQL's ``jsonb`` gives it back (a float
+    Python writes with an exponent, ``1e+23``, as its exact integer; ``-0.0`` as
+    ``0.0``), so a value reads the same before it is stored and after, on either store:
+    a repeated proposal was refused ``dedupe_key_reused`` on PostgreSQL only."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if "e+" in text or "-0.0" in text:  # rare: the walk only when such a float may be in it
+        text = json.dumps(
+            _as_stored(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+    return text.encode()
+
+
+def _as_stored(value: Any) -> Any:
+    if isinstance(value, float):
+        if value == 0:
+            return 0.0
+        written = repr(value)
+        return int(Decimal(written)) if "e+" in written else value
+    if isinstance(value, dict):
+        return {k: _as_stored(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_stored(v) for v in value]
+    return value
 
 
 def problems(value: Any, path: str = "$") -> list[dict[str, str]]:

@@ -4,6 +4,7 @@ cannot be stored, refused auto-approvals, and lost item announcements."""
 from __future__ import annotations
 
 import math
+import uuid
 from collections import UserList
 from datetime import datetime, timedelta
 from typing import Any
@@ -490,3 +491,20 @@ def test_include_events_count_counts_in_the_database(make_wm, database) -> None:
     assert {r["id"]: (r["events_count"], len(r["events"])) for r in rows} == {
         k: (v, v) for k, v in expected.items()
     }
+
+
+def test_numbers_postgresql_rewrites_compare_as_they_were_sent(make_wm, database) -> None:
+    """Found by an adversarial pass: PostgreSQL's jsonb gives ``1e+23`` back as the integer
+    ``100000000000000000000000`` and ``-0.0`` as ``0.0``; a proposal repeated under its
+    dedupe key was then refused ``dedupe_key_reused`` on PostgreSQL (SQLite found its
+    order), and a part's checksum no longer matched its stored payload. Canonical JSON
+    writes such numbers as jsonb does, so both stores compare them alike."""
+    from workmanager.services.parts import checksum
+
+    wm = make_wm(db=database, registry=Registry([Simple()]))
+    payload = {"n": 1, "big": 1e23, "zero": -0.0, "small": 1.5e-7, "huge": 1.7976931348623157e308}
+    first = wm.orders.propose("test.simple", payload, dedupe_key="floats")
+    again = wm.orders.propose("test.simple", dict(payload), dedupe_key="floats")
+    assert first.created and not again.created and again.order["id"] == first.order["id"]
+    stored = wm.queries.order(uuid.UUID(first.order["id"]))["payload"]
+    assert checksum(stored) == checksum(payload)
