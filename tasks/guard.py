@@ -184,3 +184,20 @@ def _first_line(value: Any) -> str:
 
 
 celery_consumer.logger.addFilter(OneLineRefusals())
+
+
+class OneLineBeatErrors(logging.Filter):
+    """Beat reports a scheduled task it could not send (the broker down) with a stack and
+    a traceback, about 160 lines each time, every task, every period of an outage: said
+    in one ``ERROR`` line; the next period sends it again, as before."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("Message Error: %s"):
+            exc = record.args[0] if isinstance(record.args, tuple) and record.args else None
+            record.msg = "beat: a scheduled task could not be sent (%s: %s); sent again next time"
+            record.args = (type(exc).__name__, _first_line(exc))
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+logging.getLogger("celery.beat").addFilter(OneLineBeatErrors())
