@@ -508,3 +508,32 @@ def test_numbers_postgresql_rewrites_compare_as_they_were_sent(make_wm, database
     assert first.created and not again.created and again.order["id"] == first.order["id"]
     stored = wm.queries.order(uuid.UUID(first.order["id"]))["payload"]
     assert checksum(stored) == checksum(payload)
+
+
+def test_a_meta_filter_reads_values_alike_on_both_stores(make_wm, database) -> None:
+    """Found by an adversarial pass: ``filter[meta]=k:v`` compared PostgreSQL's text of the
+    value with SQLite's SQL value: ``flag:true`` found nothing on SQLite, and ``n:1``
+    found both the number 1 and ``true`` there."""
+    wm = make_wm(db=database, registry=Registry([Simple()]))
+    metas = {
+        "flag": {"flag": True},
+        "off": {"flag": False},
+        "one": {"n": 1},
+        "text-one": {"n": "1"},
+        "true-n": {"n": True},
+        "half": {"n": 1.5},
+        "dotted": {"a.b": "x"},
+    }
+    ids = {
+        name: str(wm.propose("test.simple", {"n": 1}, meta=meta)) for name, meta in metas.items()
+    }
+    listing = OrderListing(wm.ctx)
+
+    def found(value: str) -> set[str]:
+        rows = listing.list([("filter[meta]", value)])["data"]
+        return {name for name, oid in ids.items() if oid in {r["id"] for r in rows}}
+
+    assert found("flag:true") == {"flag"} and found("flag:false") == {"off"}
+    assert found("n:1") == {"one", "text-one"} and found("n:true") == {"true-n"}
+    assert found("n:1.5") == {"half"} and found("a.b:x") == {"dotted"}
+    assert found("missing:x") == set()

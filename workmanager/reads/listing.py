@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, not_, select, true
+from sqlalchemy import ColumnElement, String, and_, case, cast, exists, func, not_, select, true
 from sqlalchemy.sql import Select
 
 from ..db.models import Event, Item, Order, Provenance
@@ -83,12 +83,25 @@ def _provenance_exists(column: Any, values: list[str]) -> ColumnElement[bool]:
     return exists().where(Provenance.order_id == Order.id, column.in_(values))
 
 
-def _meta(value: str, param: str) -> ColumnElement[bool]:
+def _meta(value: str, param: str, ctx: ServiceContext) -> ColumnElement[bool]:
+    """``key:value``: the meta key whose value reads ``value`` as text, as PostgreSQL's
+    ``->>`` gives it (a string unquoted, ``true``, ``1``). SQLite's ``json_extract``
+    answers SQL values instead (``true`` is ``1``): there the JSON type says how the
+    value reads, so ``flag:true`` and ``n:1`` find the same orders on both stores."""
     key, sep, expected = value.partition(":")
     if not sep or not key:
         raise bad(f"{param}: expected key:value", param)
-    cond: ColumnElement[bool] = Order.meta[key].as_string() == expected
-    return cond
+    if ctx.db.is_postgres:
+        cond: ColumnElement[bool] = Order.meta[key].as_string() == expected
+        return cond
+    path = '$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    kind = func.json_type(Order.meta, path)
+    read = case(
+        (kind == "text", func.json_extract(Order.meta, path)),
+        (kind.in_(("true", "false")), kind),
+        (kind.in_(("integer", "real")), cast(func.json_extract(Order.meta, path), String)),
+    )
+    return read == expected
 
 
 def related(s: Any, data: list[dict[str, Any]], include: set[str]) -> None:
@@ -261,7 +274,7 @@ _FILTERS: dict[str, _Handler] = {
     "items.state": lambda v, p, _: _items_exist(
         Item.state.in_(states(v, p, (s.value for s in ItemState)))
     ),
-    "meta": lambda v, p, _: _meta(v, p),
+    "meta": _meta,
     "has_available_items": _has_available,
     "agent_id": lambda v, p, _: _provenance_exists(Provenance.agent_id, csv(v)),
     "model_name": lambda v, p, _: _provenance_exists(Provenance.model_name, csv(v)),
