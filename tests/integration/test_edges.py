@@ -537,3 +537,19 @@ def test_a_meta_filter_reads_values_alike_on_both_stores(make_wm, database) -> N
     assert found("n:1") == {"one", "text-one"} and found("n:true") == {"true-n"}
     assert found("n:1.5") == {"half"} and found("a.b:x") == {"dotted"}
     assert found("missing:x") == set()
+
+
+@pytest.mark.parametrize("agent_id", ["a\x00b", "x" * 192, "a\ud800", 5])
+def test_the_python_api_checks_agent_ids_as_http_does(make_wm, database, agent_id) -> None:
+    """Found by an adversarial pass: the Python agent API took ids HTTP and MCP refuse —
+    SQLite stored ``"a\\x00b"`` and 192-character ids PostgreSQL's driver refused; a lone
+    surrogate was a raw ``UnicodeEncodeError``; an integer left a lease held by "5"."""
+    from workmanager.errors import InvalidAgentMetadata
+
+    wm = make_wm(db=database, registry=Registry([Simple()]))
+    wm.propose("test.simple", {"n": 1})
+    with pytest.raises(InvalidAgentMetadata):
+        wm.agent.checkout(agent_id)
+    with pytest.raises(InvalidAgentMetadata):
+        wm.agent.checkout(AgentInfo(id=agent_id))
+    assert wm.agent.checkout("agent-ok") is not None  # nothing was held by the refused

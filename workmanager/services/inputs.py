@@ -8,8 +8,8 @@ import operator
 import uuid
 from typing import Any
 
-from ..errors import InvalidQuery, NotFound, ValidationFailed, problem
-from ..jsonvalues import json_value
+from ..errors import InvalidAgentMetadata, InvalidQuery, NotFound, ValidationFailed, problem
+from ..jsonvalues import json_value, problems
 from ..lease_tokens import Holder
 from ..leases.base import CheckoutQuery
 from ..types import NAME_MAX, AgentInfo, Lease, is_name
@@ -31,14 +31,31 @@ def presented_item(value: str | None) -> uuid.UUID | None:
 
 
 def agent_of(agent: AgentInfo | str | None, lease: Lease | None = None) -> AgentInfo:
+    """The acting agent, its id checked as HTTP and MCP check theirs (a Python caller's
+    ``"a\x00b"`` or 200-character id was stored by SQLite and refused by PostgreSQL's
+    driver; a lone surrogate was a raw ``UnicodeEncodeError``)."""
     if isinstance(agent, AgentInfo):
-        require(isinstance(agent.id, str) and agent.id != "", "agent_id", "must be a string")
+        _check_agent_id(agent.id)
         return agent
-    if agent:
+    if agent is not None and agent != "":
+        _check_agent_id(agent)
         return AgentInfo(id=agent)
     if lease is not None and lease.agent_id:  # no agent named: the lease's holder acts
         return lease.agent
     raise ValidationFailed.at("agent_id", "an agent id is required", "required")
+
+
+def _check_agent_id(value: Any) -> None:
+    if not is_name(value) or problems(value):
+        raise InvalidAgentMetadata(
+            "invalid agent metadata",
+            details=[
+                {
+                    "field": "agent_id",
+                    "message": f"1 to {NAME_MAX} characters of text, no NUL or lone surrogate",
+                }
+            ],
+        )
 
 
 def lease_caller(agent: AgentInfo | str | None, lease: Any) -> AgentInfo:
