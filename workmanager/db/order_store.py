@@ -265,10 +265,13 @@ class OrderStore(Protocol):
         transaction; returns how many items they held."""
         ...
 
-    def prune_audit(self, audit: str, cutoff: datetime, limit: int) -> int:
+    def prune_audit(
+        self, audit: str, cutoff: datetime, limit: int, after: int = 0
+    ) -> tuple[int, int]:
         """One batch: at most ``limit`` rows of ``audit`` (``events`` or ``provenance``)
-        created before ``cutoff`` deleted, in a short transaction of its own; returns how
-        many."""
+        created before ``cutoff`` deleted, those after id ``after`` in id order, in a
+        short transaction of its own; returns how many, and the last id deleted (the next
+        batch's ``after``: no batch walks again past the rows kept before it)."""
         ...
 
     def find(self, order_id: uuid.UUID | None, dedupe_key: str | None) -> OrderRow | None:

@@ -296,14 +296,17 @@ class OrmOrderAdmin:
         s.execute(delete(Order).where(Order.id.in_(ids)))
         return items
 
-    def prune_audit(self, audit: str, cutoff: datetime, limit: int) -> int:
+    def prune_audit(
+        self, audit: str, cutoff: datetime, limit: int, after: int = 0
+    ) -> tuple[int, int]:
         model = AUDIT_MODELS[audit]
+        old = [model.id > after, *old_audit(model, cutoff)]
 
-        def batch(s: Session) -> int:
-            ids = list(s.scalars(select(model.id).where(*old_audit(model, cutoff)).limit(limit)))
+        def batch(s: Session) -> tuple[int, int]:
+            ids = list(s.scalars(select(model.id).where(*old).order_by(model.id).limit(limit)))
             if ids:
                 s.execute(delete(model).where(model.id.in_(ids)))
-            return len(ids)
+            return len(ids), max(ids, default=0)
 
         return self.ctx.db.run(batch)
 

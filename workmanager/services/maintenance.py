@@ -367,9 +367,9 @@ class Housekeeping:
 def _prune_audit(store: OrderStore, audit: str, cutoff: datetime) -> int:
     """``audit``'s rows created before ``cutoff`` deleted in batches of ``PRUNE_BATCH``:
     one short transaction each, never a table-long lock."""
-    deleted = 0
+    deleted = after = 0
     while True:
-        n = store.prune_audit(audit, cutoff, PRUNE_BATCH)
+        n, after = store.prune_audit(audit, cutoff, PRUNE_BATCH, after)
         deleted += n
         if n < PRUNE_BATCH:
             return deleted

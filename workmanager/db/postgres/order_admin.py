@@ -212,10 +212,13 @@ class PostgresOrderAdmin:
         (row,) = self.raw.run(lambda conn: rows.write(conn, _PRUNE_ORDERS, values, {}))
         return int(row["items"])
 
-    def prune_audit(self, audit: str, cutoff: datetime, limit: int) -> int:
+    def prune_audit(
+        self, audit: str, cutoff: datetime, limit: int, after: int = 0
+    ) -> tuple[int, int]:
         values = {"cutoff": cutoff, "limit": limit, "open": sorted(OPEN_ORDER_STATES)}
+        values["after"] = after
         (row,) = self.raw.run(lambda conn: rows.write(conn, _PRUNE_AUDIT[audit], values, {}))
-        return int(row["deleted"])
+        return int(row["deleted"]), int(row["last"])
 
     def _change(
         self,

@@ -711,17 +711,19 @@ SELECT count(*) AS items FROM work_items WHERE order_id IN (SELECT id FROM gone)
 -- name: prune_audit
 -- One batch of at most %(limit)s rows of {table} (work_events, work_provenance) created
 -- before %(cutoff)s deleted, but not those of an order still under way (its state one of
--- %(open)s: a reviewer reads its evidence in its events); returns how many.
+-- %(open)s: a reviewer reads its evidence in its events); after id %(after)s, in id
+-- order, so that no batch walks again past the rows the ones before kept (each did: a
+-- prune of 2M rows took minutes). Returns how many, and the last id deleted.
 WITH gone AS (
   DELETE FROM {table}
    WHERE id IN (SELECT a.id FROM {table} a
-                 WHERE a.created_at < %(cutoff)s
+                 WHERE a.id > %(after)s AND a.created_at < %(cutoff)s
                    AND NOT EXISTS (SELECT 1 FROM work_orders o
                                     WHERE o.id = a.order_id AND o.state = ANY(%(open)s))
-                 LIMIT %(limit)s)
-  RETURNING 1
+                 ORDER BY a.id LIMIT %(limit)s)
+  RETURNING id
 )
-SELECT count(*) AS deleted FROM gone
+SELECT count(*) AS deleted, coalesce(max(id), 0) AS last FROM gone
 
 -- name: touch_queued
 -- Queued, due items of leasable orders ({eligible}: the checkout's rules, with the order's
