@@ -520,8 +520,8 @@ def test_a_handler_failure_saying_a_nul_is_still_reported(
     leased until its TTL ran out and the error was lost."""
 
     def says(view: Any, lease: Any) -> dict[str, Any]:
-        raise RuntimeError("tool said a\x00b " + b"\xff".decode("utf-8", "surrogateescape"))
+        raise RuntimeError("tool said a\x00b")  # lone surrogates: test_jsonvalues
 
     outcome, item = run(wm, "test.simple", says)
     assert outcome == "failed" and item["state"] == "queued", item
-    assert [e["message"] for e, _ in reported] == ["tool said a\ufffdb \ufffd"]
+    assert [e["message"] for e, _ in reported] == ["tool said a\ufffdb"]

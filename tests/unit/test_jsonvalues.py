@@ -1,0 +1,26 @@
+"""``workmanager.jsonvalues``: what user code says, made storable; numbers compared as
+PostgreSQL's jsonb gives them back. (Lone surrogates are tested here, away from logging:
+pytest-xdist cannot send a test report whose captured log holds one.)"""
+
+from __future__ import annotations
+
+from workmanager.jsonvalues import canonical, problems, readable
+
+
+def test_readable_replaces_what_no_json_column_stores() -> None:
+    name = b"r-\xff.txt".decode("utf-8", "surrogateescape")  # as os.listdir decodes it
+    said = {"message": f"cannot open {name}\x00", f"k\x00{name}": [name, 1, None]}
+    stored = readable(said)
+    assert stored == {
+        "message": "cannot open r-\ufffd.txt\ufffd",
+        "k\ufffdr-\ufffd.txt": ["r-\ufffd.txt", 1, None],
+    }
+    assert problems(stored) == [] and problems(said) != []
+    assert readable("plain 😀") == "plain 😀"
+
+
+def test_canonical_writes_numbers_as_jsonb_gives_them_back() -> None:
+    assert canonical({"a": 1e23, "b": -0.0}) == canonical({"a": 10**23, "b": 0.0})
+    assert canonical({"a": 1.5e-7}) == b'{"a":1.5e-07}'
+    assert canonical({"s": "e+ -0.0"}) == b'{"s":"e+ -0.0"}'  # text is left as it is
+    assert canonical({"a": 1}) != canonical({"a": True})
