@@ -90,7 +90,7 @@ class CeleryDispatcher:
 
         try:
             with self.app.connection_for_read() as conn:
-                conn.ensure_connection(max_retries=1)
+                conn.ensure_connection(max_retries=1, interval_start=0, timeout=5)
                 declared = conn.default_channel.queue_declare(
                     queue=self.settings.agent_queue(order_type), passive=True
                 )

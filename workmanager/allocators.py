@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .errors import USER_CODE_FAILURES, DedupeKeyReused, WorkManagerError
+from .errors import USER_CODE_FAILURES, WorkManagerError
 
 if TYPE_CHECKING:
     from .services.context import ServiceContext
@@ -62,8 +62,6 @@ class GenerateReport:
     #: what failed, each ``{strategy, type, dedupe_key, code, message}``: a strategy that
     #: raised (``allocator_error``, no type), or a request refused (the error's code)
     errors: list[dict[str, Any]] = field(default_factory=list)
-    #: a dry run's proposals by dedupe key: a real run finds the first one's order
-    rehearsed: dict[str, tuple[Any, ...]] = field(default_factory=dict, repr=False)
 
     def failed(
         self, strategy: str, code: str, message: str, request: OrderRequest | None = None
@@ -88,6 +86,9 @@ class Generator:
         """Ask each strategy for work; propose it unless ``dry_run``. A failing strategy is
         logged and skipped, so one bad strategy does not stop the others."""
         report = GenerateReport()
+        #: a dry run's proposals by dedupe key, as an order each (a real run finds the
+        #: first one's order under the key)
+        self._rehearsed: dict[str, dict[str, Any]] = {}
         for strategy in self.ctx.registry.allocators():
             name = strategy_name(strategy)
             try:
@@ -135,15 +136,20 @@ class Generator:
         return proposal.created
 
     def _rehearse(self, req: OrderRequest, report: GenerateReport) -> bool:
-        order, _ = self.orders.planned(req.type, req.payload, req.priority, req.meta)
-        if req.dedupe_key is None:
+        key = req.dedupe_key
+        order, _ = self.orders.planned(req.type, req.payload, req.priority, req.meta, key)
+        if key is None:
             return True
-        proposed = (req.type, req.payload, order.tenant_id)
-        earlier = report.rehearsed.setdefault(req.dedupe_key, proposed)
-        if earlier != proposed:
-            raise DedupeKeyReused(
-                f"dedupe key {req.dedupe_key!r} names another proposal earlier in this run",
-                details={"dedupe_key": req.dedupe_key},
-            )
-        found = self.orders.repeated(req.type, req.payload, req.dedupe_key, order.tenant_id)
-        return found is None and earlier is proposed
+        earlier = self._rehearsed.get(key)
+        if earlier is not None:  # what the real run's propose compares
+            from .services.proposals import same_proposal
+
+            same_proposal(earlier, req.type, req.payload, key, order.tenant_id)
+            return False
+        self._rehearsed[key] = {
+            "id": str(order.id),
+            "type": req.type,
+            "payload": req.payload,
+            "tenant_id": order.tenant_id,
+        }
+        return self.orders.repeated(req.type, req.payload, key, order.tenant_id) is None

@@ -515,6 +515,7 @@ class Rehearsed(AllocatorStrategy):
             OrderRequest("test.simple", {"n": 2}, dedupe_key="twice"),
             OrderRequest("test.plan_raises", {}),
             OrderRequest("test.simple", {"n": float("nan")}),
+            OrderRequest("test.simple", {"n": 3}, dedupe_key="k" * 200),  # too long a key
         ]
 
 
@@ -544,8 +545,10 @@ def test_generate_dry_run_meets_what_the_real_run_refuses(console_for: object) -
             ("dedupe_key_reused", "test.simple"),
             ("validation_failed", "test.plan_raises"),
             ("validation_failed", "test.simple"),
+            ("validation_failed", "test.simple"),
         ]
     )
+    assert set(dry) == {"discovered", "created", "existing", "errors", "dry_run"}
     assert dry["created"] == 0 and real["created"] == 1
     assert dry["discovered"][3]["payload"] == {"n": "nan"}
     said = dry["errors"][2]["message"]

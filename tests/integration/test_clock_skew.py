@@ -23,6 +23,7 @@ from tests.support.own_redis import free_port
 from tests.support.types import Simple
 from workmanager import Registry, WorkManager, deployment
 from workmanager.errors import ConfigurationError, Unavailable
+from workmanager.services import agent as agent_service
 from workmanager.services import readiness
 
 pytestmark = pytest.mark.postgres
@@ -44,6 +45,8 @@ def test_a_process_whose_clock_is_off_judges_no_lease(
     skew, margin = deployment.clock_skew(wm.db) or (None, None)
     assert skew is not None and margin is not None and abs(skew) < 1
     order_id = wm.propose("test.simple", {"n": 1})
+    other = wm.propose("test.simple", {"n": 2})
+    assert wm.agent.checkout("agent-1", order_id=other) is not None  # compared: in step
     behind(monkeypatch, 120)
     with pytest.raises(ConfigurationError) as refused:
         deployment.check(wm.db, wm.settings)
@@ -54,7 +57,9 @@ def test_a_process_whose_clock_is_off_judges_no_lease(
         wm.sweeper.sweep()  # judges nothing
     probe = readiness.check(wm.ctx)
     assert probe["deployment"].startswith("differs: [configuration_error] this host's clock"), probe
-    with pytest.raises(Unavailable, match="clock is 120"):  # an agent's first lease
+    # the clock drifted after the process's first lease: its next comparison refuses
+    monkeypatch.setattr(agent_service, "DEPLOYMENT_RECHECK_SECONDS", 0.0)
+    with pytest.raises(Unavailable, match="clock is 120"):
         wm.agent.checkout("agent-1", order_id=order_id)
     behind(monkeypatch, -120)
     with pytest.raises(ConfigurationError, match=r"clock is 120\.\d s ahead of the database"):

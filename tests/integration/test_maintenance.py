@@ -130,6 +130,15 @@ def test_reannouncing_adds_no_copies_while_the_announcements_wait_unread(
         later(wm, 7200)
         assert wm.maintenance.announce_queued(older_than=600) == 3
         assert wm.ctx.dispatcher.waiting("test.simple") == 3
+        # one lost among others waiting (a review found the fresh ones hid it): fewer
+        # messages than queued items, so the stale items are announced again
+        with app.connection_for_write() as conn:
+            assert conn.default_channel.basic_get(queue, no_ack=True) is not None
+        later(wm, 10800)
+        assert wm.maintenance.announce_queued(older_than=600) == 3
+        assert wm.ctx.dispatcher.waiting("test.simple") == 5
+        later(wm, 14400)  # now every queued item has one, and more: none is sent
+        assert wm.maintenance.announce_queued(older_than=600) == 0
     finally:
         with app.connection_for_write() as conn:
             conn.default_channel.queue_delete(queue)

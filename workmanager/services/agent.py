@@ -8,6 +8,7 @@ and announces follow-up work once the transaction has committed.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import replace
 from typing import Any
@@ -40,6 +41,9 @@ from .parts import check_part_input
 from .views import ItemOutcome, PartOutcome
 
 log = logging.getLogger("workmanager.agent")
+#: How often checkouts compare this process's settings and clock with the deployment's
+#: again: a clock that drifts after the start (NTP failing) is caught within it.
+DEPLOYMENT_RECHECK_SECONDS = 60.0
 
 
 class AgentAPI:
@@ -50,8 +54,9 @@ class AgentAPI:
         #: the one write path of this database (db/store.py)
         self.store: Store = build_store(ctx)
         self.limits = limits or build_limiter(ctx.settings, ctx.db)
-        #: whether this process's shared settings were found to be the deployment's
-        self._deployment_seen = False
+        #: when (``time.monotonic``) this process's shared settings and clock were last
+        #: found to be the deployment's (``None``: not yet)
+        self._deployment_seen: float | None = None
 
     # --- checkout ---------------------------------------------------------------------
     @tracing.traced("workmanager.checkout", tracing.checkout_call)
@@ -70,7 +75,8 @@ class AgentAPI:
         the item their message names). Over a checkout rate limit: ``RateLimited``."""
         info = agent_of(agent)
         query = self._known(checkout_query(order_id, type, min_priority, tenant_id, item_id))
-        if not self._deployment_seen:
+        seen = self._deployment_seen
+        if seen is None or time.monotonic() - seen > DEPLOYMENT_RECHECK_SECONDS:
             self._same_deployment()
         if self.limits.limits(CHECKOUT):  # off: not even a call
             self._take_checkout_token(info, query)
@@ -92,10 +98,12 @@ class AgentAPI:
         return replace(query, known=self.ctx.registry.known())
 
     def _same_deployment(self) -> None:
-        """Before this process grants its first lease: are its shared settings the
-        deployment's (:mod:`workmanager.deployment`)? For an agent in a script, and a
-        server or agent started while the database was down (they compare at start-up
-        when it answers). A process that differs grants nothing: 503, the variable named."""
+        """Before this process grants its first lease, and again every
+        :data:`DEPLOYMENT_RECHECK_SECONDS`: are its shared settings and its clock the
+        deployment's (:mod:`workmanager.deployment`)? For an agent in a script, a server or
+        agent started while the database was down (they compare at start-up when it
+        answers), and a clock that drifted since. A process that differs grants nothing:
+        503, the variable or the skew named."""
         try:
             deployment.check(self.ctx.db, self.ctx.settings, first=False)
         except ConfigurationError as exc:
@@ -103,7 +111,7 @@ class AgentAPI:
                 f"this process's settings are not the deployment's: {exc.message}",
                 hint=exc.hint,
             ) from exc
-        self._deployment_seen = True
+        self._deployment_seen = time.monotonic()
 
     def _take_checkout_token(self, agent: AgentInfo, query: CheckoutQuery) -> None:
         item_id = query.item_id

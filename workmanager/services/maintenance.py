@@ -23,7 +23,7 @@ from ..db.predicates import count_rows, held, old_audit, waiting
 from ..db.session import display_url
 from ..errors import InvalidQuery, SchemaOutdated
 from ..ratelimit.database import purge_full
-from ..states import HELD_ITEM_STATES, SETTLED_ORDER_STATES, OrderState
+from ..states import HELD_ITEM_STATES, SETTLED_ORDER_STATES, ItemState, OrderState
 from ..types import Actor
 from . import readiness
 from .context import ServiceContext
@@ -135,14 +135,21 @@ class Maintenance:
             by_type.setdefault(order_type, []).append(item_id)
         sent = 0
         for order_type, ids in by_type.items():
-            # as many announcements still unread (the type's consumers stopped): copies
-            # would only pile up, one per item and window, until they came back
+            # an announcement unread for every queued item of the type (its consumers
+            # stopped): copies would only pile up, one per item and window. Fewer than
+            # the queued items, one may be lost: the stale ones are announced again
             waiting = None if order_id is not None else self.ctx.dispatcher.waiting(order_type)
-            if waiting is not None and waiting >= len(ids):
+            if waiting is not None and waiting >= self._queued(order_type):
                 continue
             self.ctx.dispatcher.items_available(order_type, ids)
             sent += len(ids)
         return sent
+
+    def _queued(self, order_type: str) -> int:
+        """The queued items of ``order_type`` (the type's checkout index counts them)."""
+        with self.ctx.db.transaction() as s:
+            where = Item.order_type == order_type, Item.state == ItemState.QUEUED
+            return int(s.scalar(select(func.count()).select_from(Item).where(*where)) or 0)
 
     def stuck_applies(self) -> list[uuid.UUID]:
         """Orders ``approved`` with no apply activity for ``APPLY_RECOVERY_SECONDS`` and no
