@@ -35,7 +35,7 @@ from sqlalchemy import text
 
 from .db.models import DeploymentRecord, utcnow
 from .db.session import Database
-from .errors import ConfigurationError
+from .errors import ConfigurationError, Unavailable
 from .settings import Settings
 from .settings_values import PREFIX
 
@@ -213,6 +213,35 @@ def check_clock(db: Database, settings: Settings) -> None:
         hint="synchronise the clocks of every host (NTP, chrony); keep the limit well under"
         " the lease TTL less the heartbeat interval",
     )
+
+
+#: How often a long-running process compares its settings and clock again (:class:`InStep`):
+#: a clock that drifts after the start (a VM resumed, NTP stepping) is caught within it.
+RECHECK_SECONDS = 60.0
+
+
+class InStep:
+    """:func:`check` (nothing recorded) before a process first acts, then at most every
+    :data:`RECHECK_SECONDS`: what checkouts, heartbeats, applies and maintenance call
+    before they judge a lease or a claim. A process that differs is
+    :class:`~workmanager.errors.Unavailable` (503), the variable or the skew named."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db, self.settings = db, settings
+        self._seen: float | None = None
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if self._seen is not None and now - self._seen <= RECHECK_SECONDS:
+            return
+        try:
+            check(self.db, self.settings, first=False)
+        except ConfigurationError as exc:
+            raise Unavailable(
+                f"this process's settings are not the deployment's: {exc.message}",
+                hint=exc.hint,
+            ) from exc
+        self._seen = now
 
 
 def described(settings: Settings) -> str:

@@ -237,6 +237,7 @@ def test_leases_ended_while_the_backend_is_down_are_left_as_they_are(
     done = _leases(dirs, action, "--all")
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert done.stderr.startswith("error [unavailable]: redis unavailable"), done.stderr
+    assert "nothing was changed" in done.stderr and "hint: " in done.stderr
     assert "Traceback" not in done.stderr
     wm = workmanager(dirs)
     try:

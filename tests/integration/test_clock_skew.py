@@ -23,7 +23,6 @@ from tests.support.own_redis import free_port
 from tests.support.types import Simple
 from workmanager import Registry, WorkManager, deployment
 from workmanager.errors import ConfigurationError, Unavailable
-from workmanager.services import agent as agent_service
 from workmanager.services import readiness
 
 pytestmark = pytest.mark.postgres
@@ -46,7 +45,12 @@ def test_a_process_whose_clock_is_off_judges_no_lease(
     assert skew is not None and margin is not None and abs(skew) < 1
     order_id = wm.propose("test.simple", {"n": 1})
     other = wm.propose("test.simple", {"n": 2})
-    assert wm.agent.checkout("agent-1", order_id=other) is not None  # compared: in step
+    held = wm.agent.checkout("agent-1", order_id=other)  # compared: in step
+    assert held is not None
+    wm.agent.submit(held, {"answer": 1})
+    wm.approve(other)
+    beating = wm.agent.checkout("agent-2", order_id=wm.propose("test.simple", {"n": 3}))
+    assert beating is not None
     behind(monkeypatch, 120)
     with pytest.raises(ConfigurationError) as refused:
         deployment.check(wm.db, wm.settings)
@@ -58,9 +62,17 @@ def test_a_process_whose_clock_is_off_judges_no_lease(
     probe = readiness.check(wm.ctx)
     assert probe["deployment"].startswith("differs: [configuration_error] this host's clock"), probe
     # the clock drifted after the process's first lease: its next comparison refuses
-    monkeypatch.setattr(agent_service, "DEPLOYMENT_RECHECK_SECONDS", 0.0)
+    # checkouts, heartbeats, applies and maintenance alike
+    monkeypatch.setattr(deployment, "RECHECK_SECONDS", 0.0)
     with pytest.raises(Unavailable, match="clock is 120"):
         wm.agent.checkout("agent-1", order_id=order_id)
+    with pytest.raises(Unavailable, match="clock is 120"):
+        wm.agent.heartbeat(beating)
+    with pytest.raises(Unavailable, match="clock is 120"):
+        wm.executor.apply(other)
+    assert wm.queries.order(other)["state"] == "approved"  # nothing run
+    with pytest.raises(ConfigurationError, match="clock is 120"):
+        wm.maintenance.run()
     behind(monkeypatch, -120)
     with pytest.raises(ConfigurationError, match=r"clock is 120\.\d s ahead of the database"):
         deployment.check(wm.db, wm.settings)

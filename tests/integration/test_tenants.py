@@ -165,3 +165,23 @@ def test_the_tenant_is_a_metrics_label(wm: WorkManager) -> None:
     assert build_metrics(Settings.from_env({})).tenant_label is True
     off = Settings.from_env({"WORK_MANAGER_METRICS_TENANT_LABEL": "false"})
     assert build_metrics(off).tenant_label is False
+
+
+def test_an_orders_checkout_says_when_its_type_is_not_registered_here(
+    make_wm: Callable[..., WorkManager], database: str
+) -> None:
+    """Found by an adversarial pass: checkouts lease only the order types their process
+    knows, and ``POST /orders/{id}/checkout`` of an order of another type answered a bare
+    "no item is available" while the order showed ``queued``. The 409 names the type."""
+    from tests.support.types import Multi
+
+    both = make_wm(db=database, backend="database", registry=Registry([Simple(), Multi()]))
+    order_id = both.propose("test.multi", {"count": 1})
+    here = make_wm(db=database, backend="database", registry=Registry([Simple()]))
+    with pytest.raises(NoItemsAvailable) as refused:
+        Operations(here).checkout(caller(None), CheckoutFilters(), str(order_id))
+    assert refused.value.details == {"type": "test.multi", "known_types": ["test.simple"]}
+    assert "leased by a server or agent that registers it" in (refused.value.hint or "")
+    mine = here.propose("test.simple", {"n": 1})
+    _, body = Operations(here).checkout(caller(None), CheckoutFilters(), str(mine))
+    assert body["item"]["order_id"] == str(mine)

@@ -47,11 +47,18 @@ class Queries:
 
     def order_state(self, order_id: uuid.UUID) -> str:
         """Just the order's state (cheap: no items, no events)."""
+        return self._order_column(order_id, Order.state)
+
+    def order_type(self, order_id: uuid.UUID) -> str:
+        """Just the order's type (cheap: no items, no events)."""
+        return self._order_column(order_id, Order.type)
+
+    def _order_column(self, order_id: uuid.UUID, column: Any) -> str:
         with self.ctx.db.transaction() as s:
-            state = s.scalar(select(Order.state).where(Order.id == order_id))
-        if state is None:
+            found = s.scalar(select(column).where(Order.id == order_id))
+        if found is None:
             raise NotFound(f"order {order_id} not found", details={"order_id": str(order_id)})
-        return str(state)
+        return str(found)
 
     def item(self, item_id: uuid.UUID) -> dict[str, Any]:
         with self.ctx.db.transaction() as s:

@@ -8,7 +8,6 @@ and announces follow-up work once the transaction has committed.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from dataclasses import replace
 from typing import Any
@@ -19,7 +18,7 @@ from .. import deployment, events, tracing
 from ..checks import Evidence, check, guarded, own_hook
 from ..db.models import Item
 from ..db.store import Store, build_store
-from ..errors import ConfigurationError, Unavailable, ValidationFailed
+from ..errors import ValidationFailed
 from ..jsonvalues import json_value
 from ..leases.base import CheckoutQuery
 from ..ratelimit.factory import build_limiter
@@ -41,9 +40,6 @@ from .parts import check_part_input
 from .views import ItemOutcome, PartOutcome
 
 log = logging.getLogger("workmanager.agent")
-#: How often checkouts compare this process's settings and clock with the deployment's
-#: again: a clock that drifts after the start (NTP failing) is caught within it.
-DEPLOYMENT_RECHECK_SECONDS = 60.0
 
 
 class AgentAPI:
@@ -54,9 +50,10 @@ class AgentAPI:
         #: the one write path of this database (db/store.py)
         self.store: Store = build_store(ctx)
         self.limits = limits or build_limiter(ctx.settings, ctx.db)
-        #: when (``time.monotonic``) this process's shared settings and clock were last
-        #: found to be the deployment's (``None``: not yet)
-        self._deployment_seen: float | None = None
+        #: this process's settings and clock compared with the deployment's before it
+        #: grants or renews a lease (at start, then every minute): a process that differs
+        #: grants nothing, 503 naming the variable or the skew
+        self.in_step = deployment.InStep(ctx.db, ctx.settings)
 
     # --- checkout ---------------------------------------------------------------------
     @tracing.traced("workmanager.checkout", tracing.checkout_call)
@@ -75,9 +72,7 @@ class AgentAPI:
         the item their message names). Over a checkout rate limit: ``RateLimited``."""
         info = agent_of(agent)
         query = self._known(checkout_query(order_id, type, min_priority, tenant_id, item_id))
-        seen = self._deployment_seen
-        if seen is None or time.monotonic() - seen > DEPLOYMENT_RECHECK_SECONDS:
-            self._same_deployment()
+        self.in_step()
         if self.limits.limits(CHECKOUT):  # off: not even a call
             self._take_checkout_token(info, query)
         lease = self.store.grant(info, query)
@@ -96,22 +91,6 @@ class AgentAPI:
         ):
             return query
         return replace(query, known=self.ctx.registry.known())
-
-    def _same_deployment(self) -> None:
-        """Before this process grants its first lease, and again every
-        :data:`DEPLOYMENT_RECHECK_SECONDS`: are its shared settings and its clock the
-        deployment's (:mod:`workmanager.deployment`)? For an agent in a script, a server or
-        agent started while the database was down (they compare at start-up when it
-        answers), and a clock that drifted since. A process that differs grants nothing:
-        503, the variable or the skew named."""
-        try:
-            deployment.check(self.ctx.db, self.ctx.settings, first=False)
-        except ConfigurationError as exc:
-            raise Unavailable(
-                f"this process's settings are not the deployment's: {exc.message}",
-                hint=exc.hint,
-            ) from exc
-        self._deployment_seen = time.monotonic()
 
     def _take_checkout_token(self, agent: AgentInfo, query: CheckoutQuery) -> None:
         item_id = query.item_id
@@ -145,6 +124,7 @@ class AgentAPI:
         if checkpoint is not None:
             json_value(checkpoint, "checkpoint", self.ctx.settings.max_json_depth)
         info = lease_caller(agent, lease)
+        self.in_step()  # a clock off would write an expiry already past, or too far
         renewed = self.store.heartbeat(lease, info, progress, checkpoint)
         if events.listening():  # heartbeats write no event row: announced here, committed
             beat = {"progress": progress, "lease_expires_at": renewed.expires_at.isoformat()}

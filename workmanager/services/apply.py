@@ -52,7 +52,7 @@ from typing import Any
 from sqlalchemy import or_
 from sqlalchemy.sql.elements import ColumnElement
 
-from .. import tracing
+from .. import deployment, tracing
 from ..db.models import Order
 from ..db.order_store import OrderRow, build_order_store
 from ..diff import Diff
@@ -217,6 +217,8 @@ class ApplyService:
         #: The apply's claim, record and failure, one path per database (db/order_store.py).
         self.store = build_order_store(ctx)
         self.renewer = ClaimRenewer(ctx, self.store.renew_apply)
+        #: settings and clock compared with the deployment's (at start, then every minute)
+        self.in_step = deployment.InStep(ctx.db, ctx.settings)
 
     @tracing.traced("workmanager.apply", tracing.order_call)
     def apply(self, order_id: uuid.UUID, actor: Actor | None = None) -> ApplyOutcome:
@@ -227,6 +229,7 @@ class ApplyService:
         of a step that found the order elsewhere is named from its row by
         :func:`_not_started` and :func:`_not_recorded`."""
         actor = actor or Actor.system()
+        self.in_step()  # the claim is judged by this process's clock: two runs at once
         claim = new_claim()
         now = self.ctx.clock()
         started = self.store.start_apply(order_id, claim, now)

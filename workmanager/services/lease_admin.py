@@ -38,7 +38,7 @@ from .. import deployment
 from ..db.models import Item
 from ..db.predicates import held
 from ..db.store import Batch, Held, LeaseChange, Store, build_store, dead_or_alive
-from ..errors import ValidationFailed
+from ..errors import Unavailable, ValidationFailed
 from ..reads.leases import LeaseSelector, held_leases
 from ..settings_values import MAX_DURATION_SECONDS
 from ..types import Actor, AgentInfo
@@ -208,7 +208,15 @@ class LeaseAdmin:
             # here (dropped after the commit, best effort): the items unleasable until the
             # locks' TTL, the action said done. Unavailable before anything is changed
             # (extend asks it of each lease, and skips those it cannot extend).
-            self.ctx.leases.lock.ends([leases[0].item_id])
+            try:
+                self.ctx.leases.lock.ends([leases[0].item_id])
+            except Unavailable as exc:
+                raise Unavailable(
+                    f"{exc.message}; nothing was changed",
+                    hint=exc.hint
+                    or "is the lease backend up? check WORK_MANAGER_REDIS_URL,"
+                    " then run the command again",
+                ) from exc
         for chunk in _chunks(leases, self.ctx.settings.sweep_batch_size):
             batch = act(chunk)
             result.changes.extend(change_row(c) for c in batch.changes)

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Select, func, or_, select, update
 
+from .. import deployment
 from ..db.models import Event, Item, Order, Provenance
 from ..db.order_store import OrderStore, build_order_store
 from ..db.predicates import count_rows, held, old_audit, waiting
@@ -74,6 +75,8 @@ class Maintenance:
         purge_keys: bool = True,
         recover_applies: bool = True,
     ) -> MaintenanceReport:
+        # its recoveries and dead-lettering judge ages and claims by this process's clock
+        deployment.check(self.ctx.db, self.ctx.settings, first=False)
         report = MaintenanceReport()
         if dead_letter:
             report.dead_lettered_orders, report.dead_lettered_items = self._dead_letter()

@@ -243,24 +243,32 @@ class Operations:
             )
         if lease is None:
             which = "no item matching filters" if filters != CheckoutFilters() else "no item"
-            said = self._unknown(filters) if caller.principal.tenant_id is None else {}
+            said = self._unknown(filters, oid) if caller.principal.tenant_id is None else {}
             raise NoItemsAvailable(f"{which} is available to lease", **said)
         return 200, {"item": lease_dict(lease)}
 
-    def _unknown(self, filters: CheckoutFilters) -> dict[str, Any]:
+    def _unknown(self, filters: CheckoutFilters, order_id: uuid.UUID | None) -> dict[str, Any]:
         """A type filter no registered order type has (a typo polls an empty queue for
-        ever): the details and hint that say so. An item type a plan set on its own may
-        still be right; the answer is the same 409. (Not told to a tenant-bound token:
+        ever), or an order of a type this server does not register (its items are not
+        leased here): the details and hint that say so. An item type a plan set on its own
+        may still be right; the answer is the same 409. (Not told to a tenant-bound token:
         the deployment's types are not one tenant's to list.)"""
         registry = self.wm.registry
-        if filters.type is None or filters.type in registry:
+        asked = filters.type
+        if asked is None and order_id is not None:
+            asked = self.wm.queries.order_type(order_id)  # the 409's path only
+        if asked is None or asked in registry:
             return {}
         known = registry.names()
+        hint = (
+            "unless a plan names that item type, check the spelling"
+            if filters.type is not None
+            else "its items are leased by a server or agent that registers it"
+        )
         return {
-            "details": {"type": filters.type, "known_types": known},
-            "hint": f"no order type {filters.type!r} is registered here (known: "
-            f"{', '.join(known) or 'none'}); unless a plan names that item type, check the"
-            " spelling",
+            "details": {"type": asked, "known_types": known},
+            "hint": f"no order type {asked!r} is registered here (known: "
+            f"{', '.join(known) or 'none'}); {hint}",
         }
 
     def lease(self, caller: Caller, item_id: str, token: str | int | None) -> Lease:
