@@ -152,8 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{display_url(settings.broker_url)}, leases {settings.lease_backend}, metrics "
         f"{settings.metrics_driver}"
     )
-    from tasks.producer import enqueue_order
+    from tasks.producer import enqueue_order, producer_registry
 
+    # the producer's order types loaded first: a SIGTERM arriving while a module's
+    # register() ran was taken for that hook's failure, and the demo ran on regardless
+    producer_registry()
     # stopped by a signal (SIGTERM from a supervisor, SIGHUP from a closed terminal), the
     # demo stops its workers first: they were left running, orphaned, busy for good
     for stop in (signal.SIGTERM, signal.SIGHUP):

@@ -822,6 +822,7 @@ def test_only_the_missing_functions_are_an_outdated_schema(make_wm) -> None:
     refuses such a filter before any SQL, naming it."""
     import psycopg
 
+    from workmanager.errors import InvalidAgentMetadata
     from workmanager.leases.base import CheckoutQuery
 
     wm = make_wm(db="postgres", backend="database", registry=Registry([Multi()]))
@@ -846,9 +847,9 @@ def test_only_the_missing_functions_are_an_outdated_schema(make_wm) -> None:
     for bad in ({"order_id": 7}, {"item_id": "not-a-uuid"}):  # SPEC §6.1: 404, as over HTTP
         with pytest.raises(NotFound):
             wm.agent.checkout("a", **bad)
-    with pytest.raises(ValidationFailed) as refused:  # an agent id that is not a string
+    with pytest.raises(InvalidAgentMetadata) as named:  # an agent id that is not a string
         wm.agent.checkout(AgentInfo(id=uuid.uuid4()))  # type: ignore[arg-type]
-    assert refused.value.details[0]["path"] == "agent_id"
+    assert named.value.details[0]["field"] == "agent_id"
     assert wm.agent.store is hot
     assert wm.agent.checkout("a", order_id=str(order_id)) is not None
 
