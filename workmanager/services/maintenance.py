@@ -151,8 +151,9 @@ class Maintenance:
     def _queued(self, order_type: str) -> int:
         """The queued items of ``order_type`` (the type's checkout index counts them)."""
         with self.ctx.db.transaction() as s:
-            where = Item.order_type == order_type, Item.state == ItemState.QUEUED
-            return int(s.scalar(select(func.count()).select_from(Item).where(*where)) or 0)
+            return count_rows(
+                s, Item, Item.order_type == order_type, Item.state == ItemState.QUEUED
+            )
 
     def stuck_applies(self) -> list[uuid.UUID]:
         """Orders ``approved`` with no apply activity for ``APPLY_RECOVERY_SECONDS`` and no

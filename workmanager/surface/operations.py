@@ -32,6 +32,7 @@ from ..services.tokens import (
 from ..states import OrderState
 from ..types import JSON, Actor, Lease
 from .callers import Caller
+from .no_items import unknown_type
 from .shapes import finalize_answer, heartbeat_dict, lease_dict, part_answer
 
 Answer = tuple[int, dict[str, Any]]
@@ -243,33 +244,11 @@ class Operations:
             )
         if lease is None:
             which = "no item matching filters" if filters != CheckoutFilters() else "no item"
-            said = self._unknown(filters, oid) if caller.principal.tenant_id is None else {}
+            said = {}  # (a tenant-bound token is not told the deployment's types)
+            if caller.principal.tenant_id is None:
+                said = unknown_type(self.wm, filters.type, oid)
             raise NoItemsAvailable(f"{which} is available to lease", **said)
         return 200, {"item": lease_dict(lease)}
-
-    def _unknown(self, filters: CheckoutFilters, order_id: uuid.UUID | None) -> dict[str, Any]:
-        """A type filter no registered order type has (a typo polls an empty queue for
-        ever), or an order of a type this server does not register (its items are not
-        leased here): the details and hint that say so. An item type a plan set on its own
-        may still be right; the answer is the same 409. (Not told to a tenant-bound token:
-        the deployment's types are not one tenant's to list.)"""
-        registry = self.wm.registry
-        asked = filters.type
-        if asked is None and order_id is not None:
-            asked = self.wm.queries.order_type(order_id)  # the 409's path only
-        if asked is None or asked in registry:
-            return {}
-        known = registry.names()
-        hint = (
-            "unless a plan names that item type, check the spelling"
-            if filters.type is not None
-            else "its items are leased by a server or agent that registers it"
-        )
-        return {
-            "details": {"type": asked, "known_types": known},
-            "hint": f"no order type {asked!r} is registered here (known: "
-            f"{', '.join(known) or 'none'}); {hint}",
-        }
 
     def lease(self, caller: Caller, item_id: str, token: str | int | None) -> Lease:
         """The lease an agent presents: the item, its token and the caller's agent id.
