@@ -36,6 +36,7 @@ from .client_wire import (
     check_header,
     decode,
     encode_json,
+    header_value,
     error_body,
     known_keywords,
     retry_after,
@@ -84,7 +85,7 @@ class WorkClient:
             check_header(name, value)
         self.http = httpx.Client(
             base_url=base_url.rstrip("/") + prefix,
-            headers={k: v for k, v in headers.items() if v},
+            headers={k: header_value(v) for k, v in headers.items() if v},
             timeout=timeout,
             transport=transport,
         )

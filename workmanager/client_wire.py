@@ -195,18 +195,26 @@ HEADER_PARAMS = {
 
 
 def check_header(name: str, value: Any) -> None:
-    """What the client sends about itself travels in HTTP headers: printable ASCII (a
-    newline or a non-ASCII character raised from inside httpx, or was retried as an
-    outage)."""
+    """What the client sends about itself travels in HTTP headers (a newline raised from
+    inside httpx, or was retried as an outage): the token in printable ASCII, the names
+    in printable text, sent as UTF-8 (:func:`header_value`), which the server reads."""
     if value is None:
         return
-    if not isinstance(value, str) or not value.isascii() or not value.isprintable():
+    text = isinstance(value, str) and value.isprintable()
+    if not text or (name == "Authorization" and not value.isascii()):
         what = HEADER_PARAMS.get(name, name)
+        kind = "printable ASCII" if name == "Authorization" else "printable text"
         raise ConfigurationError(
-            f"WorkClient: {what} must be printable ASCII (it is sent as the {name} header),"
+            f"WorkClient: {what} must be {kind} (it is sent as the {name} header),"
             f" got {value if name != 'Authorization' else '<the token>'!r}",
-            hint="remove line breaks; write names and models in ASCII",
+            hint="remove line breaks and control characters",
         )
+
+
+def header_value(value: str) -> str | bytes:
+    """A header's value as httpx sends it: ASCII as is, other text as its UTF-8 bytes
+    (httpx encodes a ``str`` as ASCII only)."""
+    return value if value.isascii() else value.encode()
 
 
 #: The keyword arguments each call takes beside its own (sent in the body).

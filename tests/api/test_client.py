@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
-from tests.api.conftest import Server
+from tests.api.conftest import PREFIX, Server
 from tests.support.waiting import wait_for
 from workmanager.client import ApiError, WorkClient
 
@@ -62,3 +63,32 @@ def test_the_client_follows_the_advice_of_each_heartbeat(db_server: Server) -> N
         fixed.heartbeat()
         assert fixed.every == 7
         fixed.release()
+
+
+def test_an_agent_named_in_any_script_is_recorded_as_named(db_server: Server) -> None:
+    """Starlette reads headers as Latin-1: ``X-Agent-ID: агент`` sent by curl (UTF-8) was
+    recorded as mojibake, a name no MCP or Python caller could match, and the client
+    refused non-ASCII names. Names travel as UTF-8 both ways; bytes that are not UTF-8
+    are refused naming the header's field, and nothing is leased."""
+    token = db_server.tokens["agent-a"]
+    with WorkClient(db_server.url, token, "агент-7", model_name="модель ü") as wc:
+        order = wc.propose("test.simple", {})
+        lease = wc.checkout(order["id"], heartbeat=False)
+        assert lease is not None
+        item = wc.order(order["id"])["items"][0]
+        assert item["leased_by_agent_id"] == "агент-7", item
+        lease.release()
+    raw = {"Authorization": f"Bearer {token}", "X-Idempotency-Key": "k-raw-latin1"}
+    for header in (b"X-Agent-ID", b"X-Model-Name"):
+        with httpx.Client(base_url=db_server.url) as c:
+            r = c.post(
+                f"{PREFIX}/orders/{order['id']}/checkout",
+                headers=[*raw.items(), (header, b"ag\xe9nt")],
+            )
+        assert r.status_code == 400, r.text
+        said = r.json()["error"]
+        assert said["code"] == "invalid_agent_metadata"
+        field = "agent_id" if header == b"X-Agent-ID" else "model_name"
+        assert said["details"] == [{"field": field, "message": "must be UTF-8 text"}]
+    with WorkClient(db_server.url, token, "агент-7") as wc:
+        assert wc.order(order["id"])["items"][0]["state"] == "queued"

@@ -149,14 +149,14 @@ def test_a_body_that_is_not_json_names_where(value: Any, path: str, why: str) ->
         ({"base_url": ""}, "base_url must be an http\\(s\\) URL"),
         ({"base_url": "http://[::1"}, "base_url must be an http\\(s\\) URL"),
         ({"base_url": "http://127.0.0.1:99999"}, "base_url must be an http\\(s\\) URL"),
-        ({"agent_id": "агент"}, "agent_id must be printable ASCII"),
-        ({"agent_version": "1.0.0\n"}, "agent_version must be printable ASCII"),
-        ({"model_name": "модель"}, "model_name must be printable ASCII"),
+        ({"agent_id": "агент\tx"}, "agent_id must be printable text"),
+        ({"agent_version": "1.0.0\n"}, "agent_version must be printable text"),
+        ({"token": "wm_токен"}, "token must be printable ASCII"),
     ],
 )
 def test_a_client_that_cannot_send_is_refused_when_made(kwargs: dict[str, Any], says: str) -> None:
     """A URL without its scheme or a header with a line break were three retried tries and
-    then "unavailable" (as if the server were down); a non-ASCII agent id raised
+    then "unavailable" (as if the server were down); a non-ASCII token raised
     UnicodeEncodeError from inside httpx. Refused when the client is made, naming it."""
     from workmanager.errors import ConfigurationError
 

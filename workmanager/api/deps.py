@@ -17,6 +17,7 @@ from fastapi import Depends, Request
 
 from ..container import WorkManager
 from ..db.request_store import LeaseRow
+from ..errors import InvalidAgentMetadata
 from ..services.inputs import presented_item
 from ..services.tokens import ANONYMOUS, Principal, TokenService
 from ..surface.callers import AgentMetadata, Caller, build_caller
@@ -44,11 +45,39 @@ def bearer(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+#: The headers naming the agent, and the field each is refused as.
+NAMING_HEADERS = {
+    "x-agent-id": "agent_id",
+    "x-agent-name": "name",
+    "x-agent-version": "agent_version",
+    "x-model-name": "model_name",
+    "x-runtime": "runtime",
+}
+
+
+def naming(request: Request, header: str) -> str | None:
+    """A header naming the agent, as text: its bytes read as UTF-8, which is what curl and
+    most clients send (Starlette reads headers as Latin-1: ``agënt`` was recorded as
+    ``agÃ«nt``, a name no MCP or Python caller could match). Bytes that are not UTF-8 are
+    refused, not guessed at."""
+    value = request.headers.get(header)
+    if value is None or value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeDecodeError:
+        field = NAMING_HEADERS[header]
+        raise InvalidAgentMetadata(
+            "invalid agent metadata",
+            details=[{"field": field, "message": "must be UTF-8 text"}],
+        ) from None
+
+
 def principal(request: Request) -> Principal:
     api = state(request)
     if not api.auth_enabled:
         return ANONYMOUS
-    return api.tokens.authenticate(bearer(request), request.headers.get("x-agent-id"))
+    return api.tokens.authenticate(bearer(request), naming(request, "x-agent-id"))
 
 
 def principal_reading(
@@ -59,7 +88,7 @@ def principal_reading(
     api = state(request)
     if not api.auth_enabled or item_id is None:
         return principal(request), None
-    claimed = request.headers.get("x-agent-id")
+    claimed = naming(request, "x-agent-id")
     return api.tokens.authenticate_reading(bearer(request), claimed, item_id)
 
 
@@ -70,11 +99,11 @@ PRIVATE_HEADERS = frozenset({"authorization", "cookie", "x-lease-token", "proxy-
 def metadata(request: Request) -> AgentMetadata:
     h = request.headers
     return AgentMetadata(
-        agent_id=h.get("x-agent-id"),
-        name=h.get("x-agent-name"),
-        version=h.get("x-agent-version"),
-        model_name=h.get("x-model-name"),
-        runtime=h.get("x-runtime"),
+        agent_id=naming(request, "x-agent-id"),
+        name=naming(request, "x-agent-name"),
+        version=naming(request, "x-agent-version"),
+        model_name=naming(request, "x-model-name"),
+        runtime=naming(request, "x-runtime"),
         request_id=request.state.request_id,
         ip_address=request.client.host if request.client else None,
         user_agent=h.get("user-agent"),
