@@ -36,8 +36,8 @@ from .client_wire import (
     check_header,
     decode,
     encode_json,
-    header_value,
     error_body,
+    header_value,
     known_keywords,
     retry_after,
 )
