@@ -37,7 +37,6 @@ from .client_wire import (
     decode,
     encode_json,
     error_body,
-    header_value,
     known_keywords,
     retry_after,
 )
@@ -85,7 +84,7 @@ class WorkClient:
             check_header(name, value)
         self.http = httpx.Client(
             base_url=base_url.rstrip("/") + prefix,
-            headers={k: header_value(v) for k, v in headers.items() if v},
+            headers={k.encode(): v.encode() for k, v in headers.items() if v},
             timeout=timeout,
             transport=transport,
         )

@@ -197,7 +197,8 @@ HEADER_PARAMS = {
 def check_header(name: str, value: Any) -> None:
     """What the client sends about itself travels in HTTP headers (a newline raised from
     inside httpx, or was retried as an outage): the token in printable ASCII, the names
-    in printable text, sent as UTF-8 (:func:`header_value`), which the server reads."""
+    in printable text, sent as UTF-8 (httpx encodes a ``str`` as ASCII only), which the
+    server reads."""
     if value is None:
         return
     text = isinstance(value, str) and value.isprintable()
@@ -209,12 +210,6 @@ def check_header(name: str, value: Any) -> None:
             f" got {value if name != 'Authorization' else '<the token>'!r}",
             hint="remove line breaks and control characters",
         )
-
-
-def header_value(value: str) -> str | bytes:
-    """A header's value as httpx sends it: ASCII as is, other text as its UTF-8 bytes
-    (httpx encodes a ``str`` as ASCII only)."""
-    return value if value.isascii() else value.encode()
 
 
 #: The keyword arguments each call takes beside its own (sent in the body).
