@@ -54,14 +54,16 @@ class CeleryDispatcher:
         then = self.app.signature(APPLY, kwargs=kwargs, queue=self.settings.apply_queue)
         return check | then
 
-    def order_submitted(self, order_id: uuid.UUID) -> None:
+    def order_submitted(self, order_id: uuid.UUID) -> bool:
         try:
             self.approval_chain(order_id).apply_async(retry_policy=RETRY_POLICY)
         except Exception as exc:
             _not_sent(f"{CHECK_AUTO_APPROVAL} for {order_id}", exc)
+            return False
+        return True
 
-    def order_approved(self, order_id: uuid.UUID) -> None:
-        self._send(APPLY, queue=self.settings.apply_queue, order_id=str(order_id))
+    def order_approved(self, order_id: uuid.UUID) -> bool:
+        return self._send(APPLY, queue=self.settings.apply_queue, order_id=str(order_id))
 
     def items_available(self, order_type: str, item_ids: Sequence[uuid.UUID]) -> None:
         """Announce the items on their type's agent queue, when the type's items are

@@ -14,11 +14,12 @@ from typing import Protocol
 class Dispatcher(Protocol):
     """Hooks called after commit. Implementations must not raise for a broker hiccup."""
 
-    def order_submitted(self, order_id: uuid.UUID) -> None:
-        """Every item of the order is submitted: check auto-approval."""
+    def order_submitted(self, order_id: uuid.UUID) -> bool | None:
+        """Every item of the order is submitted: check auto-approval. ``False``: the
+        broker did not take the message (maintenance reports it not sent)."""
 
-    def order_approved(self, order_id: uuid.UUID) -> None:
-        """The order was approved: apply it."""
+    def order_approved(self, order_id: uuid.UUID) -> bool | None:
+        """The order was approved: apply it (``False`` as :meth:`order_submitted`)."""
 
     def items_available(self, order_type: str, item_ids: Sequence[uuid.UUID]) -> None:
         """Items were planned or requeued and can be leased."""
@@ -31,11 +32,11 @@ class Dispatcher(Protocol):
 class NullDispatcher:
     """Announces nothing; used when no task queue is wired in."""
 
-    def order_submitted(self, order_id: uuid.UUID) -> None:
-        pass
+    def order_submitted(self, order_id: uuid.UUID) -> bool | None:
+        return None
 
-    def order_approved(self, order_id: uuid.UUID) -> None:
-        pass
+    def order_approved(self, order_id: uuid.UUID) -> bool | None:
+        return None
 
     def items_available(self, order_type: str, item_ids: Sequence[uuid.UUID]) -> None:
         pass

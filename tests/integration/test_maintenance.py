@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import timedelta
 
@@ -9,9 +10,11 @@ import pytest
 from celery import Celery
 
 from tasks.dispatcher import CeleryDispatcher
+from tests.support.dispatch import RecordingDispatcher
 from tests.support.types import Multi, Picky, Simple
 from workmanager import Registry
 from workmanager.db.models import utcnow
+from workmanager.errors import Unavailable
 
 
 def later(wm, seconds: float) -> None:
@@ -154,3 +157,33 @@ def rabbitmq_url() -> str:
     except OSError as exc:
         need("RabbitMQ", str(exc))
     return "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def test_an_order_the_broker_did_not_take_is_not_reported_recovered(make_wm, database) -> None:
+    """Found in session 20: ``workmanager maintain`` with the broker down listed the stuck
+    apply under ``recovered_applies`` and exited 0, beside a "could not send" log line.
+    Now it is ``not_sent``, the command says so in one line and exits 1; the order is
+    sent again after the window, once the broker takes it."""
+    from click.testing import CliRunner
+
+    from workmanager.cli.app import Env, cli
+
+    wm = make_wm(db=database, registry=Registry([Simple()]), apply_recovery_seconds=300)
+    order_id = submitted_order(wm, "test.simple", {"n": 1})
+    wm.approve(order_id)
+    down = Celery("down", broker="redis://127.0.0.1:1/0")
+    down.conf.broker_connection_timeout = 0.5
+    wm.ctx.dispatcher = CeleryDispatcher(down, wm.settings)
+    later(wm, 301)
+    done = CliRunner().invoke(cli, ["maintain", "--json"], obj=Env(wm))
+    report = json.loads(done.stdout)
+    assert report["recovered_applies"] == [] and report["not_sent"] == [str(order_id)]
+    assert isinstance(done.exception, Unavailable), done.output  # main() prints it, exit 1
+    assert str(done.exception) == (
+        "1 order(s) to recover could not be sent: the broker did not take their messages"
+    )
+    # the broker back: sent on the next window, and reported recovered
+    wm.ctx.dispatcher = RecordingDispatcher()
+    later(wm, 2 * 301)
+    report = wm.maintenance.run()
+    assert report.recovered_applies == [order_id] and report.not_sent == []

@@ -27,11 +27,11 @@ class LazyDispatcher:
             self._target = self._build()
         return self._target
 
-    def order_submitted(self, order_id: uuid.UUID) -> None:
-        self.target.order_submitted(order_id)
+    def order_submitted(self, order_id: uuid.UUID) -> bool | None:
+        return self.target.order_submitted(order_id)
 
-    def order_approved(self, order_id: uuid.UUID) -> None:
-        self.target.order_approved(order_id)
+    def order_approved(self, order_id: uuid.UUID) -> bool | None:
+        return self.target.order_approved(order_id)
 
     def items_available(self, order_type: str, item_ids: Sequence[uuid.UUID]) -> None:
         if item_ids:

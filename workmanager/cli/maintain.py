@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from ..errors import Unavailable
 from .app import Env, cli, pass_env
 from .render import emit_json, json_option, pairs, table
 
@@ -46,6 +47,13 @@ def maintain(
         emit_json(report)
     else:
         pairs(report, list(report), title="maintenance")
+    if report.get("not_sent"):
+        raise Unavailable(
+            f"{len(report['not_sent'])} order(s) to recover could not be sent: the broker did"
+            " not take their messages",
+            hint="check the broker (`workmanager ops check`); maintenance sends them again after"
+            " WORK_MANAGER_APPLY_RECOVERY_SECONDS",
+        )
 
 
 @cli.command()

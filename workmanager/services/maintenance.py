@@ -53,6 +53,8 @@ class MaintenanceReport:
         default_factory=list, metadata={"step": "recover_applies"}
     )
     reannounced_items: int = field(default=0, metadata={"step": "recover_applies"})
+    #: orders to recover whose message the broker did not take (sent again next window)
+    not_sent: list[uuid.UUID] = field(default_factory=list, metadata={"step": "recover_applies"})
 
     def of_steps(self, *steps: str) -> dict[str, Any]:
         """The figures of the steps that ran (``dead_letter``, ``check_stale``,
@@ -86,17 +88,29 @@ class Maintenance:
             report.purged_keys = IdempotencyService(self.ctx).purge()
             report.purged_rate_buckets = purge_full(self.ctx.db, self.ctx.settings)
         if recover_applies:
-            report.recovered_applies = self.stuck_applies()
-            for order_id in report.recovered_applies:
-                self.ctx.dispatcher.order_approved(order_id)
-            report.recovered_auto_approvals = self.stuck_auto_approvals()
-            for order_id in report.recovered_auto_approvals:
-                self.ctx.dispatcher.order_submitted(order_id)
+            send = self.ctx.dispatcher
+            report.recovered_applies = self._sent(self.stuck_applies(), send.order_approved, report)
+            stuck = self.stuck_auto_approvals()
+            report.recovered_auto_approvals = self._sent(stuck, send.order_submitted, report)
             after = self.ctx.settings.reannounce_after_seconds
             if after and self.ctx.settings.announced_types:
                 report.reannounced_items = self.announce_queued(older_than=after)
         self.report_gauges()
         return report
+
+    @staticmethod
+    def _sent(
+        ids: list[uuid.UUID],
+        send: Callable[[uuid.UUID], bool | None],
+        report: MaintenanceReport,
+    ) -> list[uuid.UUID]:
+        """The orders of ``ids`` whose message the broker took; the others go to the
+        report's ``not_sent`` (a run with the broker down reported them recovered). They
+        were touched, so they are sent again after ``APPLY_RECOVERY_SECONDS``."""
+        sent = []
+        for order_id in ids:
+            (report.not_sent if send(order_id) is False else sent).append(order_id)
+        return sent
 
     def _dead_letter(self) -> tuple[int, int]:
         """Failed orders and items older than ``DEAD_LETTER_AFTER_HOURS``: dead-lettered
