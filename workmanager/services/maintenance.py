@@ -107,7 +107,7 @@ class Maintenance:
         """The orders of ``ids`` whose message the broker took; the others go to the
         report's ``not_sent`` (a run with the broker down reported them recovered). They
         were touched, so they are sent again after ``APPLY_RECOVERY_SECONDS``."""
-        sent = []
+        sent: list[uuid.UUID] = []
         for order_id in ids:
             (report.not_sent if send(order_id) is False else sent).append(order_id)
         return sent
