@@ -675,3 +675,41 @@ def test_a_form_posted_again_while_its_first_submission_runs_says_so(
     shown = reviewer.get(answer.headers["location"]).text
     assert "still running: reload the page" in shown and "Done:" not in shown
     assert wm.queries.order_state(order_id) == "submitted"
+
+
+def test_a_big_order_page_shows_its_items_a_page_at_a_time(
+    wm: WorkManager, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An order of 10,000 items printed them all, with their evidence and provenance, on
+    one page (12 MB, 4 s), and showed the provenance of the order's first 500 rows only:
+    an item past them had none. Now 50 items a page (``?items_page=N``), each with its
+    own provenance and evidence, and the newest events, saying how many there are."""
+    from workmanager.reads import overview
+
+    monkeypatch.setattr(overview, "EVENTS_SHOWN", 10)
+    order_id = submitted_order(wm, tuple(f"d{n}" for n in range(120)))
+    items = wm.queries.order(order_id)["items"]
+    c = sign_in(client_for(wm), tokens["viewer"])
+
+    def shown(page: str) -> list[str]:
+        return re.findall(r'data-item="([0-9a-f-]+)"', page)
+
+    first = c.get(f"/ui/orders/{order_id}").text
+    assert shown(first) == [i["id"] for i in items[:50]]
+    assert "items 1\u201350 of 120 (page 1 of 3)" in first and 'id="items-next"' in first
+    last = c.get(f"/ui/orders/{order_id}", params={"items_page": "3"}).text
+    assert shown(last) == [i["id"] for i in items[100:]]
+    assert 'id="items-prev"' in last and 'id="items-next"' not in last
+    # the last item's own submission and provenance, though the order has 360 rows
+    assert last.count('class="evidence"') == 20 and last.count("gpt-test") >= 20
+    assert (
+        c.get(f"/ui/orders/{order_id}", params={"items_page": "9"}).text.count('data-item="') == 20
+    )  # past the last page: the last
+    refused = c.get(f"/ui/orders/{order_id}", params={"items_page": "two"})
+    assert refused.status_code == 400 and "items_page must be a page number from 1 to 3" in (
+        refused.text
+    )
+    assert first.count('class="event"') == 10
+    total = count_events(wm, order_id, "submitted") + count_events(wm, order_id, "leased")
+    assert re.search(r"the newest 10 of (\d+) events", first)
+    assert int(re.search(r"the newest 10 of (\d+) events", first).group(1)) > total

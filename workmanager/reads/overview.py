@@ -8,10 +8,11 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 
 from ..db.models import Event, Item, Order, Provenance
 from ..db.predicates import count_rows
@@ -19,7 +20,7 @@ from ..diff import Diff
 from ..errors import USER_CODE_FAILURES, NotFound
 from ..jsonvalues import json_value
 from ..services.context import ServiceContext
-from ..services.views import iso, order_view
+from ..services.views import event_dict, iso, order_view
 from ..states import ItemState, OrderState
 from .expiry import HELD, lock_ends
 
@@ -27,6 +28,8 @@ log = logging.getLogger("workmanager.console")
 
 #: Provenance actions by which an agent produced (part of) a result.
 PRODUCING_ACTIONS = ("submit", "finalize", "submit-part")
+#: The most provenance rows and events one order page shows.
+PROVENANCE_SHOWN, EVENTS_SHOWN = 2_000, 500
 #: Item states shown as the queue on the dashboard (the rest are finished).
 OPEN_ITEM_STATES = (
     ItemState.QUEUED.value,
@@ -106,14 +109,19 @@ class Overview:
         return dict(out)
 
     # --- one order --------------------------------------------------------------------
-    def provenance(self, order_id: uuid.UUID) -> dict[str, list[dict[str, Any]]]:
-        """The order's provenance rows by item id (``""`` for order-level rows), oldest
-        first: who did what, with which version and model, under which request id."""
+    def provenance(
+        self, order_id: uuid.UUID, item_ids: Sequence[uuid.UUID]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The provenance rows of the order's items ``item_ids`` and its order-level rows,
+        by item id (``""`` for the order's), oldest first: who did what, with which
+        version and model, under which request id. (The order's first 500 rows, whatever
+        their item, left an item past them with none on its page.)"""
+        of_items = or_(Provenance.item_id.in_(item_ids), Provenance.item_id.is_(None))
         stmt = (
             select(Provenance)
-            .where(Provenance.order_id == order_id, Provenance.action != "heartbeat")
+            .where(Provenance.order_id == order_id, Provenance.action != "heartbeat", of_items)
             .order_by(Provenance.id)
-            .limit(500)
+            .limit(PROVENANCE_SHOWN)
         )
         out: dict[str, list[dict[str, Any]]] = defaultdict(list)
         with self.ctx.db.transaction() as s:
@@ -133,12 +141,18 @@ class Overview:
                 )
         return dict(out)
 
-    def submissions(self, order_id: uuid.UUID) -> dict[str, dict[str, Any]]:
-        """Per item id, the latest submission's evidence, notes and agent (from its
-        ``submitted`` event)."""
+    def submissions(
+        self, order_id: uuid.UUID, item_ids: Sequence[uuid.UUID]
+    ) -> dict[str, dict[str, Any]]:
+        """Per item id of ``item_ids``, the latest submission's evidence, notes and agent
+        (from its ``submitted`` event)."""
         stmt = (
             select(Event)
-            .where(Event.order_id == order_id, Event.event == ItemState.SUBMITTED.value)
+            .where(
+                Event.order_id == order_id,
+                Event.event == ItemState.SUBMITTED.value,
+                Event.item_id.in_(item_ids),
+            )
             .order_by(Event.id)
         )
         out: dict[str, dict[str, Any]] = {}
@@ -153,6 +167,22 @@ class Overview:
                         "at": iso(event.created_at),
                     }
         return out
+
+    def timeline(self, order_id: uuid.UUID) -> tuple[list[dict[str, Any]], int]:
+        """The order's newest :data:`EVENTS_SHOWN` events, oldest first, and how many it
+        has (an order of 10,000 items has some 30,000: its page printed them all)."""
+        newest = (
+            select(Event)
+            .where(Event.order_id == order_id)
+            .order_by(Event.id.desc())
+            .limit(EVENTS_SHOWN)
+        )
+        with self.ctx.db.transaction() as s:
+            rows = [event_dict(e) for e in s.scalars(newest)][::-1]
+            total = len(rows)
+            if total == EVENTS_SHOWN:
+                total = count_rows(s, Event, Event.order_id == order_id)
+        return rows, total
 
     def preview(self, order_id: uuid.UUID) -> dict[str, Any] | None:
         """The type's :meth:`~workmanager.OrderType.preview` of a submitted order, as a
