@@ -107,6 +107,14 @@ class SchemaOutdated(Unavailable):
     hint = "run `workmanager db upgrade`"
 
 
+class Contention(Unavailable):
+    """PostgreSQL aborted the transaction as a deadlock victim or a serialization failure:
+    it changed nothing. ``Database.run`` and ``RawPostgres.run`` run it again; one that
+    still loses (or a transaction run once, such as a read) answers 503, try again."""
+
+    hint = "try again; nothing was changed"
+
+
 class DatabaseMissing(Unavailable):
     """The database does not exist: create it, then run ``workmanager db upgrade``."""
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
+from tests.support.types import Simple
+from workmanager import Registry
 from workmanager.errors import SchemaOutdated, ValidationFailed
 
 
@@ -56,3 +58,87 @@ def test_a_sqlite_lock_held_past_the_wait_is_503_with_a_hint(tmp_path) -> None:
         db.dispose()
     assert "database is locked" in locked.value.message
     assert locked.value.hint is not None and "write lock" in locked.value.hint
+
+
+def _deadlocked(wm, victim):
+    """Run ``victim`` in a thread that reads work_orders then work_items, while another
+    connection holds work_items and then asks for work_orders (a migration's ALTERs in
+    that order): PostgreSQL aborts the one that waited first, the victim. Returns what
+    ``victim`` returned or raised."""
+    import threading
+    import time
+
+    import psycopg
+
+    dsn = wm.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    out: dict[str, object] = {}
+    with psycopg.connect(dsn) as holder:
+        holder.execute("SET deadlock_timeout = '30s'")  # the victim checks first (1 s)
+        holder.execute("LOCK TABLE work_items IN ACCESS EXCLUSIVE MODE")
+
+        def run() -> None:
+            try:
+                out["value"] = victim()
+            except Exception as exc:
+                out["error"] = exc
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        waiting = (
+            "SELECT count(*) FROM pg_locks WHERE NOT granted"
+            " AND relation = 'work_items'::regclass"
+        )
+        deadline = time.monotonic() + 10
+        while holder.execute(waiting).fetchone() == (0,) and time.monotonic() < deadline:
+            time.sleep(0.02)  # until the victim holds work_orders and waits for work_items
+        holder.execute("LOCK TABLE work_orders IN ACCESS EXCLUSIVE MODE")
+        holder.rollback()
+        thread.join(10)
+    return out
+
+
+@pytest.mark.postgres
+def test_a_deadlock_victim_is_503_try_again_and_run_runs_it_again(make_wm) -> None:
+    """Found by an upgrade pass: a read PostgreSQL chose as a deadlock victim while a
+    migration's ALTERs ran (``GET /orders`` during ``db upgrade``) answered 500. It is
+    ``Contention`` (503 ``unavailable``, nothing changed) through both executors, and
+    ``run()`` runs the transaction again."""
+    from fastapi.testclient import TestClient
+    from sqlalchemy import select
+
+    from workmanager.api import create_app
+    from workmanager.db.models import Item, Order
+    from workmanager.errors import Contention
+
+    wm = make_wm(db="postgres", auth="none", registry=Registry([Simple()]))
+
+    def orm_read(s):
+        s.execute(select(Order.id).limit(1)).all()
+        return s.execute(select(Item.id).limit(1)).all()
+
+    def once():
+        with wm.db.transaction() as s:
+            return orm_read(s)
+
+    def raw_read(conn):  # its connections are in autocommit mode: one transaction here
+        with conn.transaction():
+            conn.execute("SELECT id FROM work_orders LIMIT 1").fetchall()
+            return conn.execute("SELECT id FROM work_items LIMIT 1").fetchall()
+
+    def raw_once():
+        with wm.db.raw.connection() as conn:
+            return raw_read(conn)
+
+    for victim in (once, raw_once):
+        said = _deadlocked(wm, victim)
+        assert isinstance(said.get("error"), Contention), said
+        assert said["error"].http_status == 503 and said["error"].code == "unavailable"
+    assert _deadlocked(wm, lambda: wm.db.run(orm_read)) == {"value": []}
+    assert _deadlocked(wm, lambda: wm.db.raw.run(raw_read)) == {"value": []}
+    wm.propose("test.simple", {})  # so the list reads its items after its orders
+    http = TestClient(create_app(wm))
+    said = _deadlocked(wm, lambda: http.get("/agent/work/orders", params={"include": "items"}))
+    answer = said["value"]
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"]["code"] == "unavailable" and "Retry-After" in answer.headers
+    assert http.get("/agent/work/orders").json()["meta"]["total"] == 1  # and then it answers

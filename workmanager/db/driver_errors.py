@@ -15,14 +15,17 @@ ORM) to :func:`translate`, and raises what it returns:
   privilege missing, no schema on the search path (:data:`SERVER_STATES`) →
   :class:`Unavailable` (503 with ``Retry-After``; a retry for Celery tasks).
 
-A deadlock victim or serialization failure (:func:`is_retryable`) is not translated: the
-callers run the transaction again (it changed nothing). Anything else is a bug and stays
-the driver's error.
+* a deadlock victim or serialization failure (:func:`is_retryable`) →
+  :class:`Contention` (503): it changed nothing; ``run()`` runs the transaction again
+  (a read during a migration's ALTERs was such a victim, and answered 500).
+
+Anything else is a bug and stays the driver's error.
 """
 
 from __future__ import annotations
 
 from ..errors import (
+    Contention,
     DatabaseMissing,
     SchemaOutdated,
     Unavailable,
@@ -110,6 +113,8 @@ def translate(
     ``OperationalError``, or psycopg's); ``invalidated``: the pool dropped the connection."""
     text = str(orig)
     code = sqlstate(orig)
+    if is_retryable(orig):
+        return Contention(f"database contention, try again: {_one_line(text)}")
     if data_error or (code or "").startswith(_DATA_EXCEPTION_CLASS):
         return unstorable(orig)
     if (
@@ -134,7 +139,7 @@ def translate(
             hint=f"is {where} a SQLite database file this process can open and write? "
             "(WORK_MANAGER_DATABASE_URL)",
         )
-    if operational and not is_retryable(orig):
+    if operational:
         lowered = text.lower()
         if invalidated or any(m in lowered for m in _CONNECTION_MARKERS):
             hint = _connection_hint(lowered, where)

@@ -29,7 +29,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, Engine, Table
 
-from ..errors import SchemaOutdated, Unavailable
+from ..errors import Contention, SchemaOutdated, Unavailable
 from . import driver_errors
 from .rawpool import RawPool
 from .session import (
@@ -49,8 +49,6 @@ T = TypeVar("T")
 TRIM_AFTER_SECONDS = 60.0
 
 Conn = psycopg.Connection[Any]
-
-_RETRYABLE = (pgerrors.DeadlockDetected, pgerrors.SerializationFailure)
 
 
 class RawPostgres:
@@ -131,8 +129,6 @@ class RawPostgres:
             ) from exc
         except psycopg.Error as exc:
             healthy = _reset(conn)
-            if isinstance(exc, _RETRYABLE):
-                raise  # run() runs it again
             operational = isinstance(exc, psycopg.OperationalError)
             lost = operational and not healthy
             error = driver_errors.translate(
@@ -164,9 +160,9 @@ class RawPostgres:
             try:
                 with self.connection() as conn:
                     return fn(conn)
-            except _RETRYABLE as exc:
+            except Contention:  # a deadlock victim or serialization failure
                 if attempt == attempts:
-                    raise Unavailable(f"database contention, try again: {exc}") from exc
+                    raise
                 time.sleep(0.005 * attempt)
         raise AssertionError("unreachable")
 

@@ -23,7 +23,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from ..errors import ConfigurationError, DatabaseMissing, Unavailable
+from ..errors import ConfigurationError, Contention, DatabaseMissing, Unavailable
 from . import claims, driver_errors, pending
 
 T = TypeVar("T")
@@ -266,8 +266,8 @@ class Database:
             try:
                 with self.transaction() as session:
                     return fn(session)
-            except DBAPIError as exc:
-                if attempt == attempts or not driver_errors.is_retryable(exc.orig or exc):
+            except Contention:  # translated by unavailable_when_down
+                if attempt == attempts:
                     raise
                 time.sleep(0.005 * attempt)
         raise AssertionError("unreachable")
