@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,26 @@ SEQ_MAX = 2**31 - 1
 def is_name(value: Any) -> bool:
     """A string of 1 to :data:`NAME_MAX` characters."""
     return isinstance(value, str) and 0 < len(value) <= NAME_MAX
+
+
+#: Unicode categories an agent id may not hold: controls, format characters (zero-width,
+#: bidi overrides), surrogates, private use, unassigned, line and paragraph separators.
+_UNREADABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def agent_id_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be an agent id (or a token's name, which stands for one), or
+    ``None``. The one rule, for HTTP, MCP, the Python API and ``tokens create``: an id
+    reads as what it is, so ``agentA1`` followed by a zero-width space no longer passed
+    for the bound agent ``agentA1`` on the console, and ``\x1f`` (the idempotency key's
+    separator) cannot make two agents' keys one."""
+    if not isinstance(value, str) or not value.strip() or len(value) > NAME_MAX:
+        return f"1 to {NAME_MAX} characters of text"
+    if not (value.isascii() and value.isprintable()) and any(
+        unicodedata.category(c) in _UNREADABLE for c in value
+    ):
+        return "no control, format (zero-width, bidi), unassigned or private-use characters"
+    return None
 
 
 @dataclass(frozen=True)

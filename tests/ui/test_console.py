@@ -549,6 +549,9 @@ def test_the_order_page_shows_parts_checksums_and_the_agents_request_ids(
     for request_id in ("req-co", "req-part-a", "req-part-b", "req-fin"):
         assert request_id in page, request_id
     assert "parts-agent" in page and "m-7" in page and "b.txt" in page
+    # the token each call came with, beside the agent it named (an unbound token names
+    # any agent id it likes: the reviewer sees whose token it was)
+    assert page.count('<td class="principal">agent</td>') >= 4
 
 
 def test_the_lists_sort_and_page_like_the_api(wm: WorkManager, tokens: dict[str, str]) -> None:

@@ -9,10 +9,10 @@ import uuid
 from typing import Any
 
 from ..errors import InvalidAgentMetadata, InvalidQuery, NotFound, ValidationFailed, problem
-from ..jsonvalues import json_value, problems
+from ..jsonvalues import json_value
 from ..lease_tokens import Holder
 from ..leases.base import CheckoutQuery
-from ..types import NAME_MAX, AgentInfo, Lease, is_name
+from ..types import NAME_MAX, AgentInfo, Lease, agent_id_problem, is_name
 
 
 def require(condition: bool, path: str, message: str, validator: str = "type") -> None:
@@ -46,15 +46,10 @@ def agent_of(agent: AgentInfo | str | None, lease: Lease | None = None) -> Agent
 
 
 def _check_agent_id(value: Any) -> None:
-    if not is_name(value) or problems(value):
+    why = agent_id_problem(value)
+    if why is not None:
         raise InvalidAgentMetadata(
-            "invalid agent metadata",
-            details=[
-                {
-                    "field": "agent_id",
-                    "message": f"1 to {NAME_MAX} characters of text, no NUL or lone surrogate",
-                }
-            ],
+            "invalid agent metadata", details=[{"field": "agent_id", "message": why}]
         )
 
 

@@ -40,6 +40,7 @@ from ..db.request_store import LeaseRow, TokenRow, build_request_store
 from ..db.session import Database
 from ..errors import Forbidden, NotFound, Unauthenticated, ValidationFailed
 from ..jsonvalues import json_value
+from ..types import agent_id_problem
 from .context import ServiceContext
 from .views import iso
 
@@ -118,11 +119,13 @@ class TokenService:
         """Store a new token; returns ``(plaintext, row)``. The plaintext is never stored.
         A token bound to ``tenant_id`` proposes, sees, leases and acts on that tenant's
         orders only (**Tenants**, above)."""
-        if not name or len(name) > 191:
-            raise ValidationFailed.at("name", "1 to 191 characters", "maxLength")
-        if agent_id is not None and (not agent_id.strip() or agent_id != agent_id.strip()):
+        why = agent_id_problem(name)  # a token's name is its agent id when none is given
+        if why is not None:
+            raise ValidationFailed.at("name", why, "pattern")
+        if agent_id is not None and (agent_id_problem(agent_id) or agent_id != agent_id.strip()):
             # an empty one would make an unbound token, not one bound to nobody
-            raise ValidationFailed.at("agent_id", "a non-empty id, no spaces around it", "type")
+            why = agent_id_problem(agent_id) or "no spaces around it"
+            raise ValidationFailed.at("agent_id", f"a non-empty id: {why}", "type")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         row = ApiToken(
             name=name,

@@ -17,13 +17,12 @@ from ..db.request_store import LeaseRow
 from ..errors import Forbidden, InvalidAgentMetadata
 from ..semver import is_semver
 from ..services.tokens import Principal
-from ..types import JSON, NAME_MAX, AgentInfo
+from ..types import JSON, NAME_MAX, AgentInfo, agent_id_problem
 
 _MAX_FIELD = NAME_MAX
 #: (attribute, field named in the error, most characters): what the caller names about
 #: itself, each 1 to the size of its provenance column.
 _NAMED = (
-    ("agent_id", "agent_id", _MAX_FIELD),
     ("name", "name", _MAX_FIELD),
     ("model_name", "model_name", _MAX_FIELD),
     ("runtime", "runtime", _MAX_FIELD),
@@ -86,6 +85,9 @@ def check_metadata(meta: AgentMetadata) -> None:
     """Every field the provenance row stores fits its column, on every database: a value
     that does not is refused here, with its field named, never by the driver."""
     errors = []
+    why = None if meta.agent_id is None else agent_id_problem(meta.agent_id)
+    if why is not None:  # the one rule for agent ids (types.agent_id_problem)
+        errors.append({"field": "agent_id", "message": why})
     if meta.version is not None and not is_semver(meta.version):
         errors.append({"field": "agent_version", "message": "must be a semantic version"})
     for name, named, most in _NAMED:
@@ -95,7 +97,7 @@ def check_metadata(meta: AgentMetadata) -> None:
     if meta.ip_address is not None and len(meta.ip_address) > _MAX_ADDRESS:
         why = f"longer than {_MAX_ADDRESS} characters: is X-Forwarded-For an address?"
         errors.append({"field": "ip_address", "message": why})
-    for name in ("agent_id", "name", "model_name", "runtime", "request_id", "user_agent"):
+    for name in ("name", "model_name", "runtime", "request_id", "user_agent"):
         value = getattr(meta, name)
         if value is not None and "\x00" in value:
             errors.append({"field": name, "message": "must not contain NUL characters"})
