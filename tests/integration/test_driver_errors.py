@@ -85,8 +85,7 @@ def _deadlocked(wm, victim):
         thread = threading.Thread(target=run)
         thread.start()
         waiting = (
-            "SELECT count(*) FROM pg_locks WHERE NOT granted"
-            " AND relation = 'work_items'::regclass"
+            "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'work_items'::regclass"
         )
         deadline = time.monotonic() + 10
         while holder.execute(waiting).fetchone() == (0,) and time.monotonic() < deadline:

@@ -34,7 +34,7 @@ def check(url: str) -> None:
     upgrade(db)
     head = current(db)
     upgrade(db)  # idempotent
-    assert current(db) == head == "0013"
+    assert current(db) == head == "0014"
     assert schema_differences(db) == []
     indexes = {i["name"]: i for i in inspect(db.engine).get_indexes("work_items")}
     assert indexes["ix_work_items_checkout"]["column_names"][-2:] == ["created_at", "id"]
@@ -120,4 +120,45 @@ def test_cli_db_upgrade(tmp_path) -> None:
         [cli, "db", "upgrade"], env=env, capture_output=True, text=True, check=False
     )
     assert run.returncode == 0, run.stderr
-    assert "0013" in run.stdout
+    assert "0014" in run.stdout
+
+
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("pg", marks=pytest.mark.postgres)])
+def test_orders_from_before_0009_take_their_items_tenant(database, tmp_path, request) -> None:
+    """Found by an isolation pass: 0009 left the orders of before it without a tenant while
+    their items kept the one the payload named, so a tenant's token got 404 for the order
+    yet leased, read and submitted its items. 0014 gives such an order its items' tenant
+    (one tenant among them all; several, or some without: none, as before)."""
+    url = request.getfixturevalue("fresh_pg") if database == "pg" else f"sqlite:///{tmp_path}/t.db"
+    db = Database(url)
+    upgrade(db, "0013")
+    wm = WorkManager(
+        Settings(database_url=url, metrics_driver="null"),
+        registry=Registry([Multi()]),
+        database=db,
+    )
+    made = {
+        name: wm.propose("test.multi", {"count": 2}, tenant_id=tenant)
+        for name, tenant in (("one", "acme"), ("mixed", "acme"), ("partly", "acme"), ("none", None))
+    }
+    key = (lambda o: o.hex) if db.dialect == "sqlite" else (lambda o: o)
+    with db.engine.begin() as conn:  # as code before 0009 left them
+        conn.execute(text("UPDATE work_orders SET tenant_id = NULL"))
+        mixed, partly = key(made["mixed"]), key(made["partly"])
+        first = "SELECT id FROM work_items WHERE order_id = :o ORDER BY id LIMIT 1"
+        for order, value in ((mixed, "other"), (partly, None)):
+            conn.execute(
+                text(f"UPDATE work_items SET tenant_id = :t WHERE id = ({first})"),
+                {"o": order, "t": value},
+            )
+    upgrade(db)
+    assert current(db) == "0014"
+    with db.engine.connect() as conn:
+        tenants = {
+            name: conn.execute(
+                text("SELECT tenant_id FROM work_orders WHERE id = :o"), {"o": key(order)}
+            ).scalar()
+            for name, order in made.items()
+        }
+    assert tenants == {"one": "acme", "mixed": None, "partly": None, "none": None}
+    db.dispose()
