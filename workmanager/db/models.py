@@ -260,6 +260,7 @@ class Provenance(Base):
         Index("ix_work_provenance_agent", "agent_id"),
         Index("ix_work_provenance_model", "model_name"),
         Index("ix_work_provenance_ip", "ip_address"),
+        Index("ix_work_provenance_created", "created_at"),  # agents seen lately (dashboard)
     )
 
 
