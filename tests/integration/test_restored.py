@@ -17,7 +17,7 @@ from tests.cli.conftest import Console
 from tests.support.types import Simple
 from workmanager import Registry
 from workmanager.db.models import Item
-from workmanager.errors import LeaseConflict
+from workmanager.errors import LeaseConflict, WorkManagerError
 from workmanager.reads.leases import LeaseSelector
 from workmanager.services.lease_admin import LeaseAdmin
 
@@ -45,7 +45,7 @@ def test_no_token_from_before_the_restore_is_accepted_or_granted_again(
         s.execute(update(Item).where(Item.id == first.item_id).values(**backup))
 
     report = Console(wm).json("ops", "restored", "--yes")
-    assert report == {"items": 1, "fence_gap": 1_000_000}
+    assert report == {"items": 1, "fence_gap": 1_000_000, "locks_forgotten": 0}
     with pytest.raises(LeaseConflict):  # released since the backup: not live again
         wm.agent.heartbeat(first)
     with pytest.raises(LeaseConflict):
@@ -54,3 +54,30 @@ def test_no_token_from_before_the_restore_is_accepted_or_granted_again(
     LeaseAdmin(wm.ctx).release(LeaseSelector(order_id=order_id))
     third = wm.agent.checkout("agent-c", order_id=order_id)
     assert third is not None and third.fence > second.fence + 999_999
+
+
+def test_the_redis_locks_granted_since_the_backup_are_forgotten(
+    make_wm: Any, database: str
+) -> None:
+    """A lease granted since the backup kept its Redis lock: its holder's bare heartbeats
+    (which touch only the lock) went on being accepted, and an operator's release could not
+    drop the lock. ``ops restored`` forgets the lease store's locks and says how many."""
+    wm = make_wm(db=database, backend="redis", registry=Registry([Simple()]))
+    order_id = wm.propose("test.simple", {})
+    first = wm.agent.checkout("agent-a", order_id=order_id)
+    assert first is not None
+    with wm.db.transaction() as s:
+        row = s.get(Item, first.item_id)
+        assert row is not None
+        backup = {c: getattr(row, c) for c in BACKUP_COLUMNS}
+    wm.agent.release(first)
+    since = wm.agent.checkout("agent-b", order_id=order_id)  # held at the restore
+    assert since is not None
+    with wm.db.transaction() as s:
+        s.execute(update(Item).where(Item.id == first.item_id).values(**backup))
+    report = Console(wm).json("ops", "restored", "--yes")
+    assert report["items"] == 1 and report["locks_forgotten"] >= 1
+    for lease in (since, first):
+        with pytest.raises(WorkManagerError) as refused:
+            wm.agent.heartbeat(lease)
+        assert refused.value.code in ("lease_conflict", "lease_expired"), refused.value

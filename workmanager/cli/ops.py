@@ -199,5 +199,10 @@ def restored(env: Env, fence_gap: int, yes: bool, as_json: bool) -> None:
     ):
         raise click.Abort()
     count = Housekeeping(env.wm.ctx).restored(fence_gap)
+    # a lock store's locks carry the tokens from before: a bare heartbeat touched only
+    # them (an old holder heartbeated on) and an operator's release could not drop them
+    locks = env.wm.ctx.leases.forget_locks()
     said = f"raised the fencing tokens of {count} item(s) by {fence_gap}"
-    emit({"items": count, "fence_gap": fence_gap}, as_json, said)
+    if locks:
+        said += f"; forgot {locks} lease lock(s) of the lease store"
+    emit({"items": count, "fence_gap": fence_gap, "locks_forgotten": locks}, as_json, said)
