@@ -23,6 +23,13 @@ def test_list_and_revoke(db_server: Server, api_db_url: str) -> None:
     assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated"
     bad = cli(env, "tokens", "create", "--name", "t2", "--scopes", "view,root")
     assert bad.returncode != 0 and "scopes" in bad.stderr
+    # a revoked token's name stays taken: said so, with what to do (a walk-through run
+    # twice left TOKEN empty, and every call after answered 401)
+    again = cli(env, "tokens", "create", "--name", "temp", "--scopes", "view")
+    assert again.returncode == 1 and again.stdout == ""
+    assert "a token named 'temp' exists (a revoked token keeps its name): choose another" in (
+        again.stderr
+    )
 
 
 def test_create_a_tenant_bound_token(db_server: Server, api_db_url: str) -> None:

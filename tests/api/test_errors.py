@@ -61,6 +61,9 @@ def test_400s(server: Server) -> None:
     ):
         error(c.get(f"{PREFIX}/orders", params=params), 400, "invalid_query")
     error(c.get(f"{PREFIX}/items/{uuid.uuid4()}/logs", params={"limit": 500}), 400, "invalid_query")
+    said = error(c.get(f"{PREFIX}/orders", params={"filter[bogus]": "1"}), 400, "invalid_query")
+    assert said["message"].startswith("unknown query parameter 'filter[bogus]'; the filters are")
+    assert "filter[state]" in said["message"] and "page[size]" in said["message"]
 
 
 def test_a_query_parameter_a_route_does_not_take_is_refused(server: Server) -> None:
@@ -458,3 +461,19 @@ def test_fields_that_would_change_what_a_request_does_are_not_ignored(server: Se
         "validation_failed",
     )
     assert checkout(admin, order["id"])["order_id"] == order["id"]  # nothing was leased
+
+
+def test_a_body_sent_as_a_form_is_told_to_send_json(server: Server) -> None:
+    """Found by a walk-through of the docs: ``curl -d '{...}'`` without ``-H
+    'Content-Type: application/json'`` sends a form, answered with pydantic's "Input
+    should be a valid dictionary or object to extract fields from". Now it says to send
+    JSON, naming what was sent; without a Content-Type the body is still read as JSON."""
+    c = server.client()
+    body = b'{"type": "test.simple", "payload": {}}'
+    for kind in ("application/x-www-form-urlencoded", "text/plain; charset=utf-8"):
+        r = c.post(f"{PREFIX}/propose", content=body, headers={"Content-Type": kind, **idem()})
+        said = error(r, 422, "validation_failed")
+        assert said["message"] == f"the request body must be JSON, not {kind.split(';')[0]}"
+        assert said["details"][0]["message"].endswith("Content-Type: application/json")
+    r = c.post(f"{PREFIX}/propose", content=body, headers=idem())
+    assert r.status_code == 201, r.text

@@ -73,4 +73,5 @@ def test_wait_shows_a_live_status_line_and_times_out(tmp_path: Path) -> None:
     assert code == 1, shown
     assert f"order {order_id}: queued · items: 1 queued" in shown, shown
     assert f"error [timed_out]: order {order_id} is still queued after 2s" in shown, shown
+    assert "hint: no agent has leased its items: is an agent for its type running" in shown
     assert "Traceback" not in shown

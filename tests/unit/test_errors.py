@@ -98,12 +98,14 @@ def test_only_unavailable_is_transient() -> None:
     transient = {c.__name__ for c in CONCRETE if issubclass(c, TransientError)}
     assert transient == {
         "Unavailable",
+        "Contention",
         "SchemaOutdated",
         "DatabaseMissing",
         "BrokerRefused",
         "RateLimited",
     }
     assert issubclass(errors.SchemaOutdated, errors.Unavailable)
+    assert issubclass(errors.Contention, errors.Unavailable)
     assert issubclass(errors.BrokerRefused, errors.Unavailable)
     assert issubclass(errors.DatabaseMissing, errors.Unavailable)
 

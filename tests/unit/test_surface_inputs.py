@@ -32,7 +32,7 @@ def test_an_agent_identity_provenance_cannot_store_is_refused_at_start_up() -> N
     with pytest.raises(ConfigurationError) as refused:
         checked_identity(long)
     assert refused.value.message == (
-        "the agent's identity cannot be recorded: --agent-id: 1 to 191 characters; "
+        "the agent's identity cannot be recorded: --agent-id: 1 to 191 characters of text; "
         "WORK_MANAGER_AGENT_MODEL: 1 to 191 characters"
     )
     checked_identity(AgentInfo(id="agent-1", name="n", model_name="m", runtime="celery/x"))

@@ -82,6 +82,21 @@ def validation_error(exc: RequestValidationError) -> WorkManagerError:
     return ValidationFailed(details, "the request failed validation")
 
 
+def not_json(request: Request) -> ValidationFailed | None:
+    """A body sent as something other than JSON (``curl -d`` sends a form): said so, not
+    pydantic's "Input should be a valid dictionary" about a body it never read. Without a
+    ``Content-Type`` the body is read as JSON."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not kind or kind == "application/json" or kind.endswith("+json"):
+        return None
+    return ValidationFailed.at(
+        "body",
+        "send the body as JSON with the header Content-Type: application/json",
+        "content_type",
+        f"the request body must be JSON, not {kind[:80]}",
+    )
+
+
 def http_error(exc: HTTPException) -> WorkManagerError:
     """Starlette's HTTP error (a 404 route, a 405, a form field over its size) as ours:
     the code its status names, its detail the message."""
@@ -107,7 +122,8 @@ def install(app: FastAPI) -> None:
                 await run_in_threadpool(auth.caller)
             except WorkManagerError as refused:
                 return error_response(refused)
-        return error_response(validation_error(exc))
+        body = any(_where(e) == "body" for e in exc.errors())
+        return error_response((body and not_json(request)) or validation_error(exc))
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)

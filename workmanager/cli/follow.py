@@ -46,8 +46,23 @@ def follow(
                 raise TimedOut(
                     f"order {order_id} is still {state} after {timeout:g}s",
                     details={"order_id": str(order_id), "state": state},
+                    hint=WAITING_ON.get(state, "").format(order_id=order_id) or None,
                 )
             time.sleep(POLL_SECONDS)
+
+
+#: What an order still in that state waits for, said when ``--wait`` gives up.
+WAITING_ON = {
+    "enqueued": "no control worker has created it yet: is `celery -A tasks worker` running,"
+    " on the same WORK_MANAGER_BROKER_URL and database as this command?",
+    "queued": "no agent has leased its items: is an agent for its type running"
+    " (`workmanager agent --type …`, or one over HTTP or MCP)?",
+    "in_progress": "its agents have not submitted every item yet (`workmanager orders show"
+    " {order_id}`)",
+    "submitted": "it waits for a reviewer: `workmanager orders review {order_id} --approve`",
+    "approved": "its apply has not finished: is `celery -A tasks worker` consuming the apply"
+    " queue (WORK_MANAGER_APPLY_QUEUE)?",
+}
 
 
 def _current(queries: Queries, order_id: uuid.UUID) -> dict[str, Any] | None:

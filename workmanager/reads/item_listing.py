@@ -72,7 +72,12 @@ class ItemListing:
             elif not page(query, param, value, settings.max_page_size):
                 handler = _ITEM_FILTERS.get(filter_name(param))
                 if handler is None:
-                    raise bad(f"unknown query parameter {param!r}", param)
+                    known = ", ".join(f"filter[{name}]" for name in sorted(_ITEM_FILTERS))
+                    raise bad(
+                        f"unknown query parameter {param!r}; the filters are {known}, and"
+                        " sort, page[number], page[size]",
+                        param,
+                    )
                 query.where.append(handler(value, param))
         order_by = sort_by(sort, ITEM_SORTS, "-updated_at")
         where = and_(true(), *query.where)

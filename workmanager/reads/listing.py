@@ -238,7 +238,12 @@ class OrderListing:
     def _filter(self, param: str, value: str) -> ColumnElement[bool]:
         handler = _FILTERS.get(filter_name(param, BARE_FILTERS))
         if handler is None:
-            raise bad(f"unknown query parameter {param!r}", param)
+            known = ", ".join(f"filter[{name}]" for name in sorted(_FILTERS))
+            raise bad(
+                f"unknown query parameter {param!r}; the filters are {known}, and sort,"
+                " include, fields[…], page[number], page[size]",
+                param,
+            )
         return handler(value, param, self.ctx)
 
 

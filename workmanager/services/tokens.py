@@ -141,7 +141,13 @@ class TokenService:
                 s.flush()
                 return token, token_dict(row)
         except IntegrityError as exc:
-            raise ValidationFailed.at("name", f"a token named {name!r} exists", "unique") from exc
+            raise ValidationFailed.at(
+                "name",
+                f"a token named {name!r} exists (a revoked token keeps its name): choose"
+                " another name",
+                "unique",
+                f"a token named {name!r} exists",
+            ) from exc
 
     def list(self) -> list[dict[str, Any]]:
         with self.ctx.db.transaction() as s:
