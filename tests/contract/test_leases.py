@@ -14,6 +14,7 @@ import itertools
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -585,6 +586,34 @@ def test_per_tenant_limit_holds_under_racing_checkouts(build) -> None:
         t.join(60)
     assert len(got) == threads
     assert len([lease for lease in got if lease is not None]) == 2
+
+
+def test_per_type_and_agent_limits_hold_under_racing_checkouts(build) -> None:
+    """Each limit is counted under its own key's lock after the grant (leases/limits.py):
+    racing checkouts of one type never hold more than its limit, nor one agent more than
+    its own, while another type goes on being granted beside them."""
+    wm = build(max_leases_per_type=3, max_leases_per_agent=2)
+    wm.propose("test.multi", {"count": 12}, priority=5)
+    wm.propose("test.simple", {})
+    threads = 8
+    start = threading.Barrier(threads)
+    got: list[Lease | None] = []
+
+    def agent(n: int) -> None:
+        start.wait()
+        for _ in range(2):
+            got.append(wm.agent.checkout(f"agent-{n % 4}"))
+
+    workers = [threading.Thread(target=agent, args=(n,)) for n in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(60)
+    leases = [lease for lease in got if lease is not None]
+    by_type = Counter(row(wm, lease.item_id).order_type for lease in leases)
+    assert by_type == {"test.multi": 3, "test.simple": 1}, by_type
+    by_agent = Counter(lease.agent_id for lease in leases)
+    assert max(by_agent.values()) <= 2, by_agent
 
 
 # --- the store's reclaim, release_held and extend (the operator's actions, the sweep) ----

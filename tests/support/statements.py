@@ -74,6 +74,7 @@ def every_statement() -> dict[str, str]:
         "prune_audit[provenance]": order_admin._PRUNE_AUDIT["provenance"],
         "mark_claim": claims.RAW_MARK,
         "advisory_lock": limits.ADVISORY_SQL,
+        "limits_lock_timeout": limits.LOCK_TIMEOUT_SQL,
         "held_locked": admin.HELD_LOCKED,
         "held_locked[skip]": admin.HELD_LOCKED_SKIP,
         "held_refresh": admin.REFRESH_SQL,

@@ -15,7 +15,7 @@ ORM) to :func:`translate`, and raises what it returns:
   privilege missing, no schema on the search path (:data:`SERVER_STATES`) →
   :class:`Unavailable` (503 with ``Retry-After``; a retry for Celery tasks).
 
-* a deadlock victim or serialization failure (:func:`is_retryable`) →
+* a deadlock victim, a serialization failure or a lock timeout (:func:`is_retryable`) →
   :class:`Contention` (503): it changed nothing; ``run()`` runs the transaction again
   (a read during a migration's ALTERs was such a victim, and answered 500).
 
@@ -33,8 +33,9 @@ from ..errors import (
     WorkManagerError,
 )
 
-#: PostgreSQL: deadlock detected, serialization failure.
-RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+#: PostgreSQL: deadlock detected, serialization failure, a lock not had within
+#: ``lock_timeout`` (the checkout under lease limits sets one: leases/limits.py).
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
 #: PostgreSQL: undefined table, undefined column (a schema older than the code).
 MISSING_SCHEMA_SQLSTATES = frozenset({"42P01", "42703"})
 #: PostgreSQL class 22: data exception (the value, not the statement).
@@ -85,7 +86,8 @@ def sqlstate(orig: BaseException) -> str | None:
 
 
 def is_retryable(orig: BaseException) -> bool:
-    """A deadlock victim or a serialization failure: nothing was changed, run it again."""
+    """A deadlock victim, a serialization failure or a lock waited for past its timeout:
+    nothing was changed, run it again."""
     return sqlstate(orig) in RETRYABLE_SQLSTATES
 
 

@@ -182,6 +182,19 @@ class Item(Base):
             postgresql_where=text("state IN ('leased', 'in_progress')"),
             sqlite_where=text("state IN ('leased', 'in_progress')"),
         ),
+        # The lease limits' counts by type and by tenant (leases/limits.py, 0016).
+        Index(
+            "ix_work_items_type_held",
+            "order_type",
+            postgresql_where=text("state IN ('leased', 'in_progress')"),
+            sqlite_where=text("state IN ('leased', 'in_progress')"),
+        ),
+        Index(
+            "ix_work_items_tenant_held",
+            "tenant_id",
+            postgresql_where=text("state IN ('leased', 'in_progress') AND tenant_id IS NOT NULL"),
+            sqlite_where=text("state IN ('leased', 'in_progress') AND tenant_id IS NOT NULL"),
+        ),
         Index("ix_work_items_state_updated", "state", "updated_at"),
     )
 

@@ -3,9 +3,9 @@
 PostgreSQL: ``UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED LIMIT 1)``, so racing
 agents skip each other's rows and each gets the next eligible item. SQLite: the same
 conditional update; every SQLite transaction here holds the write lock (``BEGIN
-IMMEDIATE``), so checkouts are serialized. Concurrency limits take a transaction-scoped
-advisory lock on PostgreSQL (per agent; one for per-type limits) so count-then-grant is
-atomic.
+IMMEDIATE``), so checkouts are serialized. With concurrency limits the grant is made in a
+savepoint and counted after (:mod:`.limits`): one over a limit is rolled back and the next
+eligible item of another type or tenant tried.
 """
 
 from __future__ import annotations
@@ -57,22 +57,29 @@ class DatabaseLeaseBackend:
         ttl: int,
         secret_hash: str,
     ) -> Grant | None:
-        out = in_session(self.limits, session, agent_id, now)
-        if out is None:
-            return None
         postgres = session.get_bind().dialect.name == "postgresql"
         expires = now + timedelta(seconds=ttl)
-        stmt = _grant_statement(shape_of(query, out.types, (), out.tenants), postgres)
-        values = {
-            **params(query, now, out.types, (), out.tenants),
-            "q_agent": agent_id,
-            "q_expires": expires,
-            "q_secret": secret_hash,
-        }
-        item = session.scalars(stmt, values).first()
-        if item is None:
-            return None
-        return Grant(item=item, token=item.lease_token, expires_at=expires, secret_hash=secret_hash)
+        lease = {"q_agent": agent_id, "q_expires": expires, "q_secret": secret_hash}
+        types: set[str] = set()
+        tenants: set[str] = set()
+        while True:
+            stmt = _grant_statement(shape_of(query, types, (), tenants), postgres)
+            values = {**params(query, now, types, (), tenants), **lease}
+            savepoint = session.begin_nested() if self.limits else None  # for a refusal
+            item = session.scalars(stmt, values).first()
+            over = None
+            if savepoint is not None:
+                if item is not None:
+                    over = in_session(
+                        self.limits, session, agent_id, item.order_type, item.tenant_id, now
+                    )
+                (savepoint.rollback if over or item is None else savepoint.commit)()
+            if item is None or (over is not None and over.kind == "agent"):
+                return None
+            if over is None:
+                token = item.lease_token
+                return Grant(item=item, token=token, expires_at=expires, secret_hash=secret_hash)
+            (types if over.kind == "type" else tenants).add(over.key)
 
     def check(self, item: Item, holder: Holder, now: datetime) -> None:
         check_row(item, holder, now)

@@ -67,9 +67,7 @@ class StoreLeaseBackend:
         postgres = session.get_bind().dialect.name == "postgresql"
         blocked: set[str] = set()
         tried: set[uuid.UUID] = set()
-        counted = in_session(self.limits, session, agent_id, now)
-        assert counted is not None  # no per-agent limit counted on the rows here
-        full = counted.tenants
+        full: set[str] = set()  # tenants at their limit (counted on the rows)
         while True:
             stmt = _candidates(shape_of(query, blocked, tried, full), postgres)
             rows = list(session.scalars(stmt, params(query, now, blocked, tried, full)))
@@ -77,7 +75,13 @@ class StoreLeaseBackend:
                 return None
             for item in rows:
                 tried.add(item.id)
-                if item.order_type in blocked:
+                if item.order_type in blocked or item.tenant_id in full:
+                    continue
+                over = self.limits and in_session(  # the grant not written yet: pending
+                    self.limits, session, agent_id, item.order_type, item.tenant_id, now, 1
+                )
+                if over:
+                    full.add(over.key)  # the tenant's: the only limit counted here
                     continue
                 token = self.store.acquire(
                     str(item.id),

@@ -7,7 +7,9 @@
   event, on the order's first lease), a VOLATILE SQL function whose queries take their
   own snapshot, so it sees the order as committed after the grant (``db/sql/functions.sql``).
   With lease limits (:mod:`workmanager.leases.limits`) or an idempotency key to mark,
-  the same statement runs inside ``BEGIN`` … ``COMMIT`` after the counts, and the mark.
+  the same statement runs inside ``BEGIN`` … ``COMMIT``, the limits' counts after it
+  (a grant over a limit rolled back and tried again without its type or tenant), and
+  the mark.
 * **store leases** (Redis, memory) — ``BEGIN`` and the same grant in one round trip (the
   fence is the row's token + 1, as for database leases), the store's atomic lock under
   that fence, then ``COMMIT`` in a second; a lock refused or not taken rolls the grant
@@ -107,28 +109,58 @@ class PostgresCheckout:
             if row is None:
                 _order_must_exist(conn, query)
             return row
-        conn.execute("BEGIN")
-        blocked = self._count(conn, agent, values["now"])
-        if blocked is None:  # the agent is at its limit
+        full = Full()
+        while True:
+            row = self._begin_grant(conn, cur, query, values, full)
+            if row is None:
+                return None
+            over = self._refused(conn, agent, values["now"], row)
+            if over is None:
+                break
             conn.execute("ROLLBACK")
-            return None
-        shape = shape_of(query, blocked.types, (), blocked.tenants)
-        cur.execute(grant_sql(shape), {**values, **_blocked_params(blocked)})
-        row = cur.fetchone()
-        if row is None:
-            conn.execute("ROLLBACK")
-            _order_must_exist(conn, query)
-            return None
+            if not full.add(over):  # the agent is at its limit
+                return None
         mark(conn, claim, row["order_id"], row["id"])
         conn.execute("COMMIT")
         marked(claim)
         return row
 
-    def _count(self, conn: Conn, agent: AgentInfo, now: datetime) -> limits.Blocked | None:
-        """The limits' counts (:func:`workmanager.leases.limits.blocked`) on this
-        connection's transaction."""
+    def _begin_grant(
+        self,
+        conn: Conn,
+        cur: Any,
+        query: CheckoutQuery,
+        values: dict[str, Any],
+        full: Full,
+        tried: Sequence[uuid.UUID] = (),
+    ) -> dict[str, Any] | None:
+        """``BEGIN`` (with the limits' lock timeout) and the grant, in one round trip; no
+        eligible item: rolled back, ``None``."""
+        shape = shape_of(query, full.types, tried, full.tenants)
+        params = {
+            **values,
+            "q_blocked": sorted(full.types),
+            "q_exclude": list(tried),
+            "q_full_tenants": sorted(full.tenants),
+        }
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            if self.limits:
+                conn.execute(limits.LOCK_TIMEOUT_SQL)
+            cur.execute(grant_sql(shape), params, prepare=not (tried or full))
+        row: dict[str, Any] | None = cur.fetchone()
+        if row is None:
+            conn.execute("ROLLBACK")
+            _order_must_exist(conn, query)
+        return row
+
+    def _refused(
+        self, conn: Conn, agent: AgentInfo, now: datetime, row: dict[str, Any]
+    ) -> limits.Refused | None:
+        """The limit the grant in this transaction takes past its value, if any
+        (:func:`workmanager.leases.limits.refused`, its grant counted)."""
         if not self.limits:
-            return limits.NOTHING_BLOCKED
+            return None
 
         def lock(key: str) -> None:
             conn.execute(limits.ADVISORY_SQL, {"k": key})
@@ -136,7 +168,8 @@ class PostgresCheckout:
         def rows(stmt: limits.Count, values: dict[str, Any]) -> Sequence[Sequence[Any]]:
             return conn.execute(limits.as_psycopg(stmt), values).fetchall()
 
-        return limits.blocked(self.limits, agent.id, now, lock, rows)
+        granted = (row["order_type"], row["tenant_id"])
+        return limits.refused(self.limits, agent.id, *granted, now, lock, rows)
 
     def _grant_with_store(
         self,
@@ -153,31 +186,17 @@ class PostgresCheckout:
         assert self.lock is not None
         lock = self.lock
         tried: list[uuid.UUID] = []
-        refused: set[str] = set()  # types the store found at their limit
+        full = Full()  # types the store found at their limit, tenants the rows did
         cur = conn.cursor(row_factory=dict_row)
         while True:
-            counted: limits.Blocked | None = limits.NOTHING_BLOCKED
-            if self.limits:
-                conn.execute("BEGIN")
-                counted = self._count(conn, agent, values["now"])
-            assert counted is not None  # no per-agent limit is counted on the rows here
-            blocked = refused | counted.types
-            shape = shape_of(query, blocked, tried, counted.tenants)
-            params = {
-                **values,
-                "q_blocked": sorted(blocked),
-                "q_exclude": tried,
-                "q_full_tenants": sorted(counted.tenants),
-            }
-            with conn.pipeline():  # without limits, BEGIN and the grant in one round trip
-                if not self.limits:
-                    conn.execute("BEGIN")
-                cur.execute(grant_sql(shape), params, prepare=not tried and not refused)
-            row: dict[str, Any] | None = cur.fetchone()
+            row = self._begin_grant(conn, cur, query, values, full, tried)
             if row is None:
-                conn.execute("ROLLBACK")
-                _order_must_exist(conn, query)
                 return None
+            over = self._refused(conn, agent, values["now"], row)  # the tenant's, if set
+            if over is not None:
+                conn.execute("ROLLBACK")
+                full.add(over)
+                continue
             token = lock.acquire(  # unavailable: the pool rolls the grant back
                 row["id"],
                 agent.id,
@@ -192,7 +211,7 @@ class PostgresCheckout:
             if token == -1:  # the agent is at its limit
                 return None
             if token == -2:  # this type is at its limit; others may not be
-                refused.add(row["order_type"])
+                full.types.add(row["order_type"])
             else:  # locked already (a lock its last holder has not given back yet)
                 tried.append(row["id"])
 
@@ -219,8 +238,24 @@ class PostgresCheckout:
             raise
 
 
-def _blocked_params(blocked: limits.Blocked) -> dict[str, Any]:
-    return {"q_blocked": sorted(blocked.types), "q_full_tenants": sorted(blocked.tenants)}
+class Full:
+    """The types and tenants found at their limit during one checkout: its next grant
+    leaves them out."""
+
+    def __init__(self) -> None:
+        self.types: set[str] = set()
+        self.tenants: set[str] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self.types or self.tenants)
+
+    def add(self, over: limits.Refused) -> bool:
+        """Leave ``over``'s type or tenant out; ``False`` for the agent's own limit
+        (nothing to leave out: the checkout gets nothing)."""
+        if over.kind == "agent":
+            return False
+        (self.types if over.kind == "type" else self.tenants).add(over.key)
+        return True
 
 
 def _order_must_exist(conn: Conn, query: CheckoutQuery) -> None:

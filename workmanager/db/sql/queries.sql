@@ -467,6 +467,12 @@ AND EXISTS (SELECT 1 FROM work_idempotency_keys WHERE {claim_row} FOR UPDATE)
 -- The transaction-scoped advisory lock of a limit's key (leases/limits.py): waits for it.
 SELECT pg_advisory_xact_lock(hashtextextended(%(k)s, 0))
 
+-- name: limits_lock_timeout
+-- How long a checkout under lease limits waits for a lock (a limit's key, a row) before
+-- it stops with 55P03, 503 try again (leases/limits.py): a holder stalled past it (a
+-- frozen process, a half-open connection) no longer holds the others for good.
+SET LOCAL lock_timeout = '2s'
+
 -- name: event_columns
 -- The columns a control statement inserts into work_events, in its SELECT's order.
 order_id, item_id, event, actor_type, actor_id, payload, diff, created_at
