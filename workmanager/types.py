@@ -29,8 +29,13 @@ def is_name(value: Any) -> bool:
 
 
 #: Unicode categories an agent id may not hold: controls, format characters (zero-width,
-#: bidi overrides), surrogates, private use, unassigned, line and paragraph separators.
-_UNREADABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+#: bidi overrides), surrogates, private use, unassigned, spaces other than the plain one,
+#: line and paragraph separators.
+_UNREADABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
+#: Characters that draw nothing though their category says a letter, a symbol or a mark
+#: (Hangul fillers, the braille blank, the combining grapheme joiner, Khmer's inherent
+#: vowels): ``agentA1`` + U+3164 looked like ``agentA1``.
+_BLANK = frozenset("\u115f\u1160\u3164\uffa0\u2800\u034f\u17b4\u17b5")
 
 
 def agent_id_problem(value: Any) -> str | None:
@@ -41,10 +46,15 @@ def agent_id_problem(value: Any) -> str | None:
     separator) cannot make two agents' keys one."""
     if not isinstance(value, str) or not value.strip() or len(value) > NAME_MAX:
         return f"1 to {NAME_MAX} characters of text"
+    if value != value.strip():
+        return "no spaces at its start or end"
     if not (value.isascii() and value.isprintable()) and any(
-        unicodedata.category(c) in _UNREADABLE for c in value
+        c != " " and (unicodedata.category(c) in _UNREADABLE or c in _BLANK) for c in value
     ):
-        return "no control, format (zero-width, bidi), unassigned or private-use characters"
+        return (
+            "no control, format (zero-width, bidi), blank, unassigned or private-use"
+            " characters, and no space but the plain one"
+        )
     return None
 
 

@@ -24,8 +24,14 @@ UNREADABLE = [
     "agent-a\x1fX",  # the unit separator
     "agent\tb",
     "agent\ue000",  # private use
+    "agentA1\u3164",  # a Hangul filler: a letter that draws nothing
+    "agentA1\u2800",  # the braille blank
+    "agent\u00a0A1",  # a no-break space
 ]
-WHY = "no control, format (zero-width, bidi), unassigned or private-use characters"
+WHY = (
+    "no control, format (zero-width, bidi), blank, unassigned or private-use characters,"
+    " and no space but the plain one"
+)
 
 
 def build(make_wm: Any) -> WorkManager:
@@ -70,8 +76,13 @@ def test_every_way_in_refuses_an_id_that_does_not_read_as_it_is(
 
 
 def test_ids_in_any_script_and_with_spaces_inside_still_work(make_wm: Any) -> None:
+    from workmanager.types import agent_id_problem
+
+    assert agent_id_problem(" agent-a") == agent_id_problem("agent-a ") == (
+        "no spaces at its start or end"
+    )
     wm = build(make_wm)
-    for agent_id in ("агент-7", "エージェント", "my agent 1", "a.b@c/d"):
+    for agent_id in ("агент-7", "エージェント", "my agent 1", "a.b@c/d", "café-é", "नमस्ते"):
         order_id = wm.propose("test.simple", {})
         lease = wm.agent.checkout(agent_id, order_id=order_id)
         assert lease is not None and lease.agent_id == agent_id

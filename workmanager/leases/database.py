@@ -22,7 +22,7 @@ from ..db.predicates import queued
 from ..lease_tokens import Holder
 from ..states import ItemState
 from .base import CheckoutQuery, Grant, check_row
-from .limits import Limits, in_session
+from .limits import InSession, Limits
 from .selection import Shape, eligible, params, shape_of
 
 
@@ -62,19 +62,23 @@ class DatabaseLeaseBackend:
         lease = {"q_agent": agent_id, "q_expires": expires, "q_secret": secret_hash}
         types: set[str] = set()
         tenants: set[str] = set()
+        counted = InSession(self.limits, session)
+        if counted.agent_full(agent_id, now):
+            return None  # before any grant: no item locked for nothing
+        after = self.max_per_type is not None or self.max_per_tenant is not None
         while True:
             stmt = _grant_statement(shape_of(query, types, (), tenants), postgres)
             values = {**params(query, now, types, (), tenants), **lease}
-            savepoint = session.begin_nested() if self.limits else None  # for a refusal
+            savepoint = session.begin_nested() if after else None  # for a refusal
             item = session.scalars(stmt, values).first()
             over = None
             if savepoint is not None:
                 if item is not None:
-                    over = in_session(
-                        self.limits, session, agent_id, item.order_type, item.tenant_id, now
-                    )
+                    over = counted.refused(item.order_type, item.tenant_id, now)
                 (savepoint.rollback if over or item is None else savepoint.commit)()
-            if item is None or (over is not None and over.kind == "agent"):
+                if over is not None:
+                    session.expire(item)  # the row as it is again: queued
+            if item is None:
                 return None
             if over is None:
                 token = item.lease_token

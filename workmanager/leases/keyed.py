@@ -21,7 +21,7 @@ from ..errors import LeaseConflict, LeaseExpired
 from ..lease_tokens import Holder
 from ..states import ItemState
 from .base import CheckoutQuery, Grant, LeaseStore, check_row
-from .limits import Limits, in_session
+from .limits import InSession, Limits
 from .selection import Shape, eligible, params, shape_of
 
 if TYPE_CHECKING:
@@ -77,9 +77,9 @@ class StoreLeaseBackend:
                 tried.add(item.id)
                 if item.order_type in blocked or item.tenant_id in full:
                     continue
-                over = self.limits and in_session(  # the grant not written yet: pending
-                    self.limits, session, agent_id, item.order_type, item.tenant_id, now, 1
-                )
+                over = self.limits and InSession(self.limits, session).refused(
+                    item.order_type, item.tenant_id, now, pending=1
+                )  # the grant not written yet
                 if over:
                     full.add(over.key)  # the tenant's: the only limit counted here
                     continue

@@ -1,22 +1,23 @@
 """The lease limits counted on the item rows: per agent, per type and per tenant.
 
-One rule, run by every executor: a grant is made first, in its transaction; then
-:func:`refused` takes the advisory lock of each limit the grant touches (its agent's, its
-type's, its tenant's: one key each, always in that order) and counts that key's held
-rows, the new one among them. A count over its limit names that limit; the caller rolls
-the grant back and tries again without that type or tenant (an agent over its own limit
-gets nothing). The counts and their statements live here only, run through two callables
-the caller supplies (the ORM session on SQLite, the raw connection of the PostgreSQL
-checkout). The database backend counts all three limits; the store backends (Redis,
-memory) keep the per-agent and per-type counts in the store, atomically with the grant,
-and count only the tenant limit here.
+One rule, run by every executor. The agent is known before the grant: :func:`agent_full`
+takes its key's advisory lock and counts its held rows first, and an agent at its limit
+gets nothing without touching an item (leasing one first would lock a row another agent
+could have had: it got "no items"). Which type and tenant a checkout leases only the
+grant knows: it is made next, in the same transaction, and :func:`refused` takes the lock
+of its type's key, then its tenant's, and counts that key's held rows, the new one among
+them. A count over its limit names it; the caller rolls the grant back and tries again
+without that type or tenant. The counts and their statements live here only, run through
+two callables the caller supplies (the ORM session on SQLite, the raw connection of the
+PostgreSQL checkout). The database backend counts all three limits; the store backends
+(Redis, memory) keep the per-agent and per-type counts in the store, atomically with the
+grant, and count only the tenant limit here.
 
-Why after the grant: only the grant knows which type and tenant it leases. Counting every
-type and tenant first (a ``GROUP BY`` over every held row, under one lock for the whole
-deployment) made each checkout wait for all the others — 14 checkouts a second at 20,000
-held leases — and a checkout stalled while it held that lock stopped every checkout of
-the deployment. Now checkouts wait only for those of the same agent, type or tenant, and
-each count reads at most the rows its limit allows (plus the grant), by index.
+Why per key: counting every type and tenant first (a ``GROUP BY`` over every held row,
+under one lock for the whole deployment) made each checkout wait for all the others — 32
+checkouts a second at 20,000 held leases — and a checkout stalled while it held that lock
+stopped every checkout of the deployment. Now checkouts wait only for those of the same
+agent, type or tenant, and each count reads by index the held rows of one key.
 
 The counts and the grant are atomic: on PostgreSQL the lock of a key is held to the end of
 the checkout's transaction, and the count that follows it (a statement of its own, so
@@ -24,8 +25,10 @@ under READ COMMITTED it sees every grant committed before the lock was given) ta
 grants of that key one at a time; SQLite transactions are serialized. A checkout never
 waits for a row lock once it holds one of these locks, and takes them in one order, so
 two checkouts never wait on each other in a cycle. The waits are bounded on PostgreSQL
-(:data:`LOCK_TIMEOUT_SQL`): a holder stalled past it costs the others a 503 ``unavailable``
-(try again), not a hang. The rows are the record for every backend (the Redis backend
+(:data:`LOCK_TIMEOUT_SQL`): a type or tenant whose lock was not had in time is *busy*,
+left out like a full one, and the checkout goes on with the others; only when nothing
+else is eligible does it answer 503 ``unavailable`` (try again), as does an agent whose
+own lock was not had. The rows are the record for every backend (the Redis backend
 mirrors its holder on the row in the same transaction), so one count serves them all; a
 lease whose Redis lock was lost still counts until the sweep returns its row to
 ``queued``.
@@ -48,8 +51,9 @@ from ..db.predicates import held
 from ..db.sql import queries
 
 #: ``lock(key)`` takes a transaction-scoped advisory lock (a no-op where transactions
-#: are serialized); ``rows(statement, values)`` runs a count and returns its rows.
-Lock = Callable[[str], None]
+#: are serialized), ``False`` when it was not had within the lock timeout;
+#: ``rows(statement, values)`` runs a count and returns its rows.
+Lock = Callable[[str], bool]
 Count = Select[*tuple[Any, ...]]
 Rows = Callable[[Count, dict[str, Any]], Sequence[Sequence[Any]]]
 
@@ -100,16 +104,35 @@ class Limits:
 
 @dataclass(frozen=True)
 class Refused:
-    """The limit a grant would take past its value: ``kind`` is ``agent``, ``type`` or
-    ``tenant``, ``key`` the agent id, order type or tenant."""
+    """The limit a grant would take past its value: ``kind`` is ``type`` or ``tenant``,
+    ``key`` the order type or tenant; ``busy``: its lock was not had in time (another
+    checkout of that key stalled), so it is left out as a full one is, for now."""
 
     kind: str
     key: str
+    busy: bool = False
+
+
+class AgentBusy(Exception):
+    """The agent's own lock was not had within the lock timeout (another checkout of the
+    same agent id stalled while holding it): the checkout answers 503, try again."""
+
+
+def agent_full(limits: Limits, agent_id: str, now: datetime, lock: Lock, rows: Rows) -> bool:
+    """Whether ``agent_id`` holds ``per_agent`` leases already, counted under its key's
+    lock (held to the end of the transaction, so its grant is counted by the next);
+    :class:`AgentBusy` when that lock was not had in time."""
+    if limits.per_agent is None:
+        return False
+    if not lock(f"wm:agent:{agent_id}"):
+        raise AgentBusy(agent_id)
+    counts = LIVE if limits.live else HELD
+    [(holding,)] = rows(counts.by_agent, {"key": agent_id, "now": now})
+    return (holding or 0) >= limits.per_agent
 
 
 def refused(
     limits: Limits,
-    agent_id: str,
     order_type: str,
     tenant_id: str | None,
     now: datetime,
@@ -117,47 +140,50 @@ def refused(
     rows: Rows,
     pending: int = 0,
 ) -> Refused | None:
-    """The first limit (agent, type, tenant) the grant of an item of ``order_type`` and
-    ``tenant_id`` to ``agent_id`` takes past its value, counted under its key's lock; or
-    ``None``. ``pending``: 1 when the grant is not written yet (the count then lacks it),
-    0 when it is (the PostgreSQL checkout counts after its grant)."""
+    """The first limit (type, then tenant) the grant of an item of ``order_type`` and
+    ``tenant_id`` takes past its value, counted under its key's lock; or ``None``.
+    ``pending``: 1 when the grant is not written yet (the count then lacks it), 0 when it
+    is (the checkout counts after its grant)."""
     counts = LIVE if limits.live else HELD
     for kind, limit, key, count in (
-        ("agent", limits.per_agent, agent_id, counts.by_agent),
         ("type", limits.per_type, order_type, counts.by_type),
         ("tenant", limits.per_tenant, tenant_id, counts.by_tenant),
     ):
         if limit is None or key is None:
             continue
-        lock(f"wm:{kind}:{key}")
+        if not lock(f"wm:{kind}:{key}"):
+            return Refused(kind, key, busy=True)
         [(holding,)] = rows(count, {"key": key, "now": now})
         if (holding or 0) + pending > limit:
             return Refused(kind, key)
     return None
 
 
-def in_session(
-    limits: Limits,
-    session: Session,
-    agent_id: str,
-    order_type: str,
-    tenant_id: str | None,
-    now: datetime,
-    pending: int = 0,
-) -> Refused | None:
-    """:func:`refused` through an ORM session (SQLite; any SQLAlchemy database)."""
-    postgres = session.get_bind().dialect.name == "postgresql"
+@dataclass(frozen=True)
+class InSession:
+    """:func:`agent_full` and :func:`refused` through an ORM session (SQLite, where
+    transactions are serialized and the locks are no-ops; any SQLAlchemy database)."""
 
-    def lock(key: str) -> None:
-        if postgres:
-            session.execute(
+    limits: Limits
+    session: Session
+
+    def lock(self, key: str) -> bool:
+        if self.session.get_bind().dialect.name == "postgresql":
+            self.session.execute(
                 text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key}
             )
+        return True
 
-    def rows(stmt: Count, values: dict[str, Any]) -> Sequence[Sequence[Any]]:
-        return session.execute(stmt, values).all()
+    def rows(self, stmt: Count, values: dict[str, Any]) -> Sequence[Sequence[Any]]:
+        return self.session.execute(stmt, values).all()
 
-    return refused(limits, agent_id, order_type, tenant_id, now, lock, rows, pending)
+    def agent_full(self, agent_id: str, now: datetime) -> bool:
+        return agent_full(self.limits, agent_id, now, self.lock, self.rows)
+
+    def refused(
+        self, order_type: str, tenant_id: str | None, now: datetime, pending: int = 0
+    ) -> Refused | None:
+        return refused(self.limits, order_type, tenant_id, now, self.lock, self.rows, pending)
 
 
 @lru_cache(maxsize=8)

@@ -23,9 +23,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from psycopg import errors as pgerrors
 from psycopg.rows import dict_row
 
-from ...errors import NotFound
+from ...errors import Contention, NotFound
 from ...lease_tokens import Holder, compose, new_secret
 from ...leases import limits
 from ...leases.base import CheckoutQuery, LeaseLock
@@ -52,15 +53,18 @@ class PostgresCheckout:
         self.limits = counted
 
     def grant(self, agent: AgentInfo, query: CheckoutQuery) -> Lease | None:
-        values = self.checkout_values(agent, query)
-        expires = values["expires"]
         claim = claims.unmarked_claim()
-        if self.lock is None:
-            row = self.raw.run(lambda conn: self._grant(conn, agent, query, values, claim))
-        else:
-            row = self.raw.run(
-                lambda conn: self._grant_with_store(conn, agent, query, values, claim)
-            )
+        values: dict[str, Any] = {}
+
+        def attempt(conn: Conn) -> dict[str, Any] | None:
+            # each try its own clock and secret: one tried again after a lock timeout
+            # would otherwise lease for seconds less than the TTL
+            values.update(self.checkout_values(agent, query))
+            if self.lock is None:
+                return self._grant(conn, agent, query, values, claim)
+            return self._grant_with_store(conn, agent, query, values, claim)
+
+        row = self.raw.run(attempt)
         if row is None:
             return None
         row.pop("order_started")  # the order's step, already done
@@ -71,7 +75,7 @@ class PostgresCheckout:
             item.order_id,
             agent.id,
             compose(item.lease_token, values["secret"]),
-            expires,
+            values["expires"],
             self.ctx.settings.advised_heartbeat_seconds,
             item_view(item),
         )
@@ -111,15 +115,14 @@ class PostgresCheckout:
             return row
         full = Full()
         while True:
-            row = self._begin_grant(conn, cur, query, values, full)
+            row = self._begin_grant(conn, cur, agent, query, values, full)
             if row is None:
                 return None
-            over = self._refused(conn, agent, values["now"], row)
+            over = self._refused(conn, values["now"], row)
             if over is None:
                 break
             conn.execute("ROLLBACK")
-            if not full.add(over):  # the agent is at its limit
-                return None
+            full.add(over)
         mark(conn, claim, row["order_id"], row["id"])
         conn.execute("COMMIT")
         marked(claim)
@@ -129,13 +132,15 @@ class PostgresCheckout:
         self,
         conn: Conn,
         cur: Any,
+        agent: AgentInfo,
         query: CheckoutQuery,
         values: dict[str, Any],
         full: Full,
         tried: Sequence[uuid.UUID] = (),
     ) -> dict[str, Any] | None:
-        """``BEGIN`` (with the limits' lock timeout) and the grant, in one round trip; no
-        eligible item: rolled back, ``None``."""
+        """``BEGIN`` (with the limits' lock timeout, and the agent's own limit counted
+        first) and the grant; ``None``, rolled back, when the agent is at its limit or no
+        item is eligible (503 when a type or tenant was left out only as busy)."""
         shape = shape_of(query, full.types, tried, full.tenants)
         params = {
             **values,
@@ -143,33 +148,57 @@ class PostgresCheckout:
             "q_exclude": list(tried),
             "q_full_tenants": sorted(full.tenants),
         }
-        with conn.pipeline():
-            conn.execute("BEGIN")
-            if self.limits:
-                conn.execute(limits.LOCK_TIMEOUT_SQL)
+        if self.limits.per_agent is not None:
+            if self._agent_full(conn, agent, values["now"]):
+                conn.execute("ROLLBACK")
+                return None
             cur.execute(grant_sql(shape), params, prepare=not (tried or full))
+        else:
+            with conn.pipeline():  # BEGIN and the grant in one round trip
+                conn.execute("BEGIN")
+                if self.limits:
+                    conn.execute(limits.LOCK_TIMEOUT_SQL)
+                cur.execute(grant_sql(shape), params, prepare=not (tried or full))
         row: dict[str, Any] | None = cur.fetchone()
         if row is None:
             conn.execute("ROLLBACK")
             _order_must_exist(conn, query)
+            full.none_but_busy()
         return row
 
-    def _refused(
-        self, conn: Conn, agent: AgentInfo, now: datetime, row: dict[str, Any]
-    ) -> limits.Refused | None:
-        """The limit the grant in this transaction takes past its value, if any
-        (:func:`workmanager.leases.limits.refused`, its grant counted)."""
-        if not self.limits:
+    def _agent_full(self, conn: Conn, agent: AgentInfo, now: datetime) -> bool:
+        """``BEGIN``, then the agent's own limit counted under its lock
+        (:func:`workmanager.leases.limits.agent_full`), before anything is leased."""
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            conn.execute(limits.LOCK_TIMEOUT_SQL)
+        try:
+            return limits.agent_full(self.limits, agent.id, now, self._lock(conn), _rows(conn))
+        except limits.AgentBusy:
+            conn.execute("ROLLBACK")
+            raise Contention(
+                f"another checkout of agent {agent.id!r} held its lease-limit lock past"
+                " the lock timeout; nothing was leased, try again"
+            ) from None
+
+    @staticmethod
+    def _lock(conn: Conn) -> limits.Lock:
+        def lock(key: str) -> bool:
+            try:
+                conn.execute(limits.ADVISORY_SQL, {"k": key})
+            except pgerrors.LockNotAvailable:  # past lock_timeout: the key is busy
+                return False
+            return True
+
+        return lock
+
+    def _refused(self, conn: Conn, now: datetime, row: dict[str, Any]) -> limits.Refused | None:
+        """The limit (type, tenant) the grant in this transaction takes past its value,
+        if any (:func:`workmanager.leases.limits.refused`, its grant counted)."""
+        if not (self.limits.per_type or self.limits.per_tenant):
             return None
-
-        def lock(key: str) -> None:
-            conn.execute(limits.ADVISORY_SQL, {"k": key})
-
-        def rows(stmt: limits.Count, values: dict[str, Any]) -> Sequence[Sequence[Any]]:
-            return conn.execute(limits.as_psycopg(stmt), values).fetchall()
-
         granted = (row["order_type"], row["tenant_id"])
-        return limits.refused(self.limits, agent.id, *granted, now, lock, rows)
+        return limits.refused(self.limits, *granted, now, self._lock(conn), _rows(conn))
 
     def _grant_with_store(
         self,
@@ -189,10 +218,10 @@ class PostgresCheckout:
         full = Full()  # types the store found at their limit, tenants the rows did
         cur = conn.cursor(row_factory=dict_row)
         while True:
-            row = self._begin_grant(conn, cur, query, values, full, tried)
+            row = self._begin_grant(conn, cur, agent, query, values, full, tried)
             if row is None:
                 return None
-            over = self._refused(conn, agent, values["now"], row)  # the tenant's, if set
+            over = self._refused(conn, values["now"], row)  # the tenant's, if set
             if over is not None:
                 conn.execute("ROLLBACK")
                 full.add(over)
@@ -239,23 +268,37 @@ class PostgresCheckout:
 
 
 class Full:
-    """The types and tenants found at their limit during one checkout: its next grant
-    leaves them out."""
+    """The types and tenants found at their limit, or busy, during one checkout: its next
+    grant leaves them out."""
 
     def __init__(self) -> None:
         self.types: set[str] = set()
         self.tenants: set[str] = set()
+        self.busy: list[str] = []
 
     def __bool__(self) -> bool:
         return bool(self.types or self.tenants)
 
-    def add(self, over: limits.Refused) -> bool:
-        """Leave ``over``'s type or tenant out; ``False`` for the agent's own limit
-        (nothing to leave out: the checkout gets nothing)."""
-        if over.kind == "agent":
-            return False
+    def add(self, over: limits.Refused) -> None:
         (self.types if over.kind == "type" else self.tenants).add(over.key)
-        return True
+        if over.busy:
+            self.busy.append(f"{over.kind} {over.key!r}")
+
+    def none_but_busy(self) -> None:
+        """Nothing else eligible, with a type or tenant left out only because another
+        checkout held its lock past the timeout: 503, try again (not "no items")."""
+        if self.busy:
+            raise Contention(
+                f"another checkout of {', '.join(self.busy)} held its lease-limit lock past"
+                " the lock timeout; nothing was leased, try again"
+            )
+
+
+def _rows(conn: Conn) -> limits.Rows:
+    def rows(stmt: limits.Count, values: dict[str, Any]) -> Sequence[Sequence[Any]]:
+        return conn.execute(limits.as_psycopg(stmt), values).fetchall()
+
+    return rows
 
 
 def _order_must_exist(conn: Conn, query: CheckoutQuery) -> None:

@@ -2,8 +2,11 @@
 
 A checkout under a per-type or per-tenant lease limit counts, after its grant, the held
 items of the type and of the tenant it leased (``leases/limits.py``); these partial
-indexes hold only held items, so a count reads at most the rows its limit allows. The
-tenant's holds only items that have a tenant.
+indexes hold only held items, so a count reads the held rows of one key. The tenant's
+holds only items that have a tenant.
+
+On PostgreSQL the indexes are built inside the upgrade's transaction, which holds writes
+to ``work_items`` while they build (quick: only the held items are indexed).
 
 Revision ID: 0016
 Revises: 0015
