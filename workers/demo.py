@@ -30,7 +30,7 @@ from workmanager.cli.render import reporting_errors
 from workmanager.db.migrate import upgrade
 from workmanager.db.models import Event, Item
 from workmanager.db.session import display_url
-from workmanager.demo import completed, payload
+from workmanager.demo import completed, existing, payload
 from workmanager.demo.types import ResearchOrder
 
 METRIC = re.compile(r"\[Metric\] (\w+) (\S+) = ([\d.e+-]+)")
@@ -178,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
         _print_summary(console, summary)
     if done < len(ids):
         console.print(f"[red]only {done} of {len(ids)} orders completed; see {logs}/[/]")
+        if not existing(wm, ids):
+            console.print(
+                "[red]none of the orders reached this database: their messages were taken"
+                " by another consumer of the broker (another deployment's worker on"
+                f" {display_url(wm.settings.broker_url)}?), or never delivered[/]"
+            )
         return 1
     return 0
 

@@ -78,8 +78,10 @@ def test_every_way_in_refuses_an_id_that_does_not_read_as_it_is(
 def test_ids_in_any_script_and_with_spaces_inside_still_work(make_wm: Any) -> None:
     from workmanager.types import agent_id_problem
 
-    assert agent_id_problem(" agent-a") == agent_id_problem("agent-a ") == (
-        "no spaces at its start or end"
+    assert (
+        agent_id_problem(" agent-a")
+        == agent_id_problem("agent-a ")
+        == ("no spaces at its start or end")
     )
     wm = build(make_wm)
     for agent_id in ("агент-7", "エージェント", "my agent 1", "a.b@c/d", "café-é", "नमस्ते"):

@@ -30,6 +30,13 @@ def answer(item_input: dict[str, object]) -> dict[str, object]:
     }
 
 
+def existing(wm: WorkManager, order_ids: Sequence[uuid.UUID]) -> int:
+    """How many of these orders the control worker has created."""
+    with wm.db.transaction() as s:
+        where = Order.id.in_(order_ids)
+        return s.scalar(select(func.count()).select_from(Order).where(where)) or 0
+
+
 def completed(wm: WorkManager, order_ids: Sequence[uuid.UUID]) -> int:
     """How many of these orders are completed."""
     with wm.db.transaction() as s:
