@@ -568,23 +568,30 @@ def test_per_tenant_limit_does_not_block_other_tenants(build) -> None:
     assert checkout(wm, "agent-e", tenant_id="acme").order_id == busy
 
 
-def test_per_tenant_limit_holds_under_racing_checkouts(build) -> None:
-    wm = build(max_leases_per_tenant=2)
-    wm.propose("test.multi", {"count": 8}, tenant_id="acme")
-    threads = 6
+def racing_checkouts(wm: WorkManager, threads: int, each: int, agents: int) -> list[Lease | None]:
+    """``threads`` threads started together, each checking out ``each`` times as agent
+    ``agent-<n % agents>``: every answer."""
     start = threading.Barrier(threads)
     got: list[Lease | None] = []
 
     def agent(n: int) -> None:
         start.wait()
-        got.append(wm.agent.checkout(f"agent-{n}"))
+        for _ in range(each):
+            got.append(wm.agent.checkout(f"agent-{n % agents}"))
 
     workers = [threading.Thread(target=agent, args=(n,)) for n in range(threads)]
     for t in workers:
         t.start()
     for t in workers:
         t.join(60)
-    assert len(got) == threads
+    assert len(got) == threads * each
+    return got
+
+
+def test_per_tenant_limit_holds_under_racing_checkouts(build) -> None:
+    wm = build(max_leases_per_tenant=2)
+    wm.propose("test.multi", {"count": 8}, tenant_id="acme")
+    got = racing_checkouts(wm, threads=6, each=1, agents=6)
     assert len([lease for lease in got if lease is not None]) == 2
 
 
@@ -595,20 +602,7 @@ def test_per_type_and_agent_limits_hold_under_racing_checkouts(build) -> None:
     wm = build(max_leases_per_type=3, max_leases_per_agent=2)
     wm.propose("test.multi", {"count": 12}, priority=5)
     wm.propose("test.simple", {})
-    threads = 8
-    start = threading.Barrier(threads)
-    got: list[Lease | None] = []
-
-    def agent(n: int) -> None:
-        start.wait()
-        for _ in range(2):
-            got.append(wm.agent.checkout(f"agent-{n % 4}"))
-
-    workers = [threading.Thread(target=agent, args=(n,)) for n in range(threads)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join(60)
+    got = racing_checkouts(wm, threads=8, each=2, agents=4)
     leases = [lease for lease in got if lease is not None]
     by_type = Counter(row(wm, lease.item_id).order_type for lease in leases)
     assert by_type == {"test.multi": 3, "test.simple": 1}, by_type

@@ -176,24 +176,20 @@ class Item(Base):
             postgresql_where=text("state IN ('leased', 'in_progress')"),
             sqlite_where=text("state IN ('leased', 'in_progress')"),
         ),
-        Index(
-            "ix_work_items_agent_held",
-            "leased_by_agent_id",
-            postgresql_where=text("state IN ('leased', 'in_progress')"),
-            sqlite_where=text("state IN ('leased', 'in_progress')"),
-        ),
-        # The lease limits' counts by type and by tenant (leases/limits.py, 0016).
-        Index(
-            "ix_work_items_type_held",
-            "order_type",
-            postgresql_where=text("state IN ('leased', 'in_progress')"),
-            sqlite_where=text("state IN ('leased', 'in_progress')"),
-        ),
-        Index(
-            "ix_work_items_tenant_held",
-            "tenant_id",
-            postgresql_where=text("state IN ('leased', 'in_progress') AND tenant_id IS NOT NULL"),
-            sqlite_where=text("state IN ('leased', 'in_progress') AND tenant_id IS NOT NULL"),
+        # Held items by agent, type and tenant: the lease limits' counts (leases/limits.py;
+        # type and tenant since 0016) and an agent's leases.
+        *(
+            Index(
+                f"ix_work_items_{name}_held",
+                column,
+                postgresql_where=text(f"state IN ('leased', 'in_progress'){extra}"),
+                sqlite_where=text(f"state IN ('leased', 'in_progress'){extra}"),
+            )
+            for name, column, extra in (
+                ("agent", "leased_by_agent_id", ""),
+                ("type", "order_type", ""),
+                ("tenant", "tenant_id", " AND tenant_id IS NOT NULL"),
+            )
         ),
         Index("ix_work_items_state_updated", "state", "updated_at"),
     )
