@@ -86,11 +86,9 @@ class PermanentError(WorkManagerError):
     """A failure that retrying the same request will not fix."""
 
 
-#: What the user's own code (an order type's hook, an agent's handler, an allocator) may
-#: raise that is its failure: any exception, ``sys.exit()``, ``asyncio.CancelledError`` and
-#: ``GeneratorExit``. Caught as ``Exception`` only, the others passed into Celery: a
-#: threads-pool agent's slot hung for good with nothing logged, a solo one exited, and an
-#: apply came back for ever.
+#: What the user's own code (a type's hook, an agent's handler, an allocator) may raise
+#: that is its failure, ``sys.exit()``, ``CancelledError`` and ``GeneratorExit`` too:
+#: caught as ``Exception`` only, a threads-pool agent's slot hung for good, unlogged.
 USER_CODE_FAILURES = (Exception, SystemExit, asyncio.CancelledError, GeneratorExit)
 
 
@@ -108,9 +106,8 @@ class SchemaOutdated(Unavailable):
 
 
 class Contention(Unavailable):
-    """PostgreSQL aborted the transaction as a deadlock victim or a serialization failure:
-    it changed nothing. ``Database.run`` and ``RawPostgres.run`` run it again; one that
-    still loses (or a transaction run once, such as a read) answers 503, try again."""
+    """A deadlock victim, a serialization failure or a lock timeout: nothing changed; the
+    ``run()`` methods try again, and 503 (try again) when it still loses."""
 
     hint = "try again; nothing was changed"
 
