@@ -102,3 +102,33 @@ def test_checkouts_of_different_types_do_not_wait_for_each_other(make_wm: Any) -
     assert len(held) == 8  # four of each type, and no more
     types = sorted(wm.queries.order(lease.order_id)["type"] for lease in held)
     assert types == ["test.multi"] * 4 + ["test.simple"] * 4
+
+
+def test_a_checkout_frozen_in_its_transaction_holds_no_one_for_good(make_wm: Any) -> None:
+    """Found by a limits pass: on the Redis backend a checkout spans round trips (grant,
+    the Redis lock, COMMIT); one frozen in between holds its order's row (its first
+    lease starts the order), and every checkout reaching that order waited on it with no
+    bound, limits or not. Every such transaction has the lock timeout: 503, try again."""
+    wm = make_wm(db="postgres", backend="redis", registry=Registry([Multi()]))
+    order_id = wm.propose("test.multi", {"count": 2})
+    dsn = wm.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    said: list[Any] = []
+
+    def checkout() -> None:
+        try:
+            said.append(wm.agent.checkout("agent-b", order_id=order_id))
+        except Exception as exc:
+            said.append(exc)
+
+    with psycopg.connect(dsn) as frozen:  # its grant's start of the order, uncommitted
+        frozen.execute("SELECT 1 FROM work_orders WHERE id = %s FOR UPDATE", (order_id,))
+        started = time.monotonic()
+        waiting = threading.Thread(target=checkout, daemon=True)
+        waiting.start()
+        waiting.join(30)
+        assert not waiting.is_alive(), "the checkout waited for good"
+        assert isinstance(said[0], Contention), said
+        assert time.monotonic() - started < 20
+        assert "CONTEXT" not in said[0].message and "work_orders" not in said[0].message
+        frozen.rollback()
+    assert wm.agent.checkout("agent-b", order_id=order_id) is not None

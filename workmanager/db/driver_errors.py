@@ -115,8 +115,9 @@ def translate(
     ``OperationalError``, or psycopg's); ``invalidated``: the pool dropped the connection."""
     text = str(orig)
     code = sqlstate(orig)
-    if is_retryable(orig):
-        return Contention(f"database contention, try again: {_one_line(text)}")
+    if is_retryable(orig):  # the first line: the CONTEXT after it shows our SQL
+        first = text.splitlines()[0] if text else type(orig).__name__
+        return Contention(f"database contention, try again: {first}")
     if data_error or (code or "").startswith(_DATA_EXCEPTION_CLASS):
         return unstorable(orig)
     if (

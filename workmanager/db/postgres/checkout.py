@@ -138,8 +138,8 @@ class PostgresCheckout:
         full: Full,
         tried: Sequence[uuid.UUID] = (),
     ) -> dict[str, Any] | None:
-        """``BEGIN`` (with the limits' lock timeout, and the agent's own limit counted
-        first) and the grant; ``None``, rolled back, when the agent is at its limit or no
+        """``BEGIN`` (with the lock timeout, and the agent's own limit counted first) and
+        the grant; ``None``, rolled back, when the agent is at its limit or no
         item is eligible (503 when a type or tenant was left out only as busy)."""
         shape = shape_of(query, full.types, tried, full.tenants)
         params = {
@@ -156,8 +156,10 @@ class PostgresCheckout:
         else:
             with conn.pipeline():  # BEGIN and the grant in one round trip
                 conn.execute("BEGIN")
-                if self.limits:
-                    conn.execute(limits.LOCK_TIMEOUT_SQL)
+                # every checkout transaction that spans round trips: a checkout frozen
+                # in one (a stopped process) holds its order's row (its first lease's
+                # start), and the others' grants waited on it for good
+                conn.execute(limits.LOCK_TIMEOUT_SQL)
                 cur.execute(grant_sql(shape), params, prepare=not (tried or full))
         row: dict[str, Any] | None = cur.fetchone()
         if row is None:

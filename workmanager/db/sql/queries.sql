@@ -468,9 +468,9 @@ AND EXISTS (SELECT 1 FROM work_idempotency_keys WHERE {claim_row} FOR UPDATE)
 SELECT pg_advisory_xact_lock(hashtextextended(%(k)s, 0))
 
 -- name: limits_lock_timeout
--- How long a checkout under lease limits waits for a lock (a limit's key, a row) before
--- it stops with 55P03, 503 try again (leases/limits.py): a holder stalled past it (a
--- frozen process, a half-open connection) no longer holds the others for good.
+-- How long a checkout transaction waits for a lock (a lease limit's key, its order's row)
+-- before it stops with 55P03, 503 try again (leases/limits.py): a holder stalled past it
+-- (a frozen process, a half-open connection) no longer holds the others for good.
 SET LOCAL lock_timeout = '2s'
 
 -- name: event_columns
