@@ -105,7 +105,8 @@ class PostgresCheckout:
         claim: claims.ActiveClaim | None,
     ) -> dict[str, Any] | None:
         """Database leases: one statement in autocommit; in a transaction when limits
-        are counted first or a key is marked after."""
+        are counted (the agent's before the grant, its type's and tenant's after) or a
+        key is marked after."""
         cur = conn.cursor(row_factory=dict_row)
         if not self.limits and claim is None:  # the common case: one round trip
             cur.execute(grant_sql(shape_of(query, (), ())), values, prepare=True)
@@ -197,7 +198,7 @@ class PostgresCheckout:
     def _refused(self, conn: Conn, now: datetime, row: dict[str, Any]) -> limits.Refused | None:
         """The limit (type, tenant) the grant in this transaction takes past its value,
         if any (:func:`workmanager.leases.limits.refused`, its grant counted)."""
-        if not (self.limits.per_type or self.limits.per_tenant):
+        if self.limits.per_type is None and self.limits.per_tenant is None:
             return None
         granted = (row["order_type"], row["tenant_id"])
         return limits.refused(self.limits, *granted, now, self._lock(conn), _rows(conn))
