@@ -160,7 +160,7 @@ class RawPostgres:
             try:
                 with self.connection() as conn:
                     return fn(conn)
-            except Contention:  # a deadlock victim or serialization failure
+            except Contention:  # a deadlock victim, a serialization failure, a lock timeout
                 if attempt == attempts:
                     raise
                 time.sleep(0.005 * attempt)

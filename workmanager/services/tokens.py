@@ -122,9 +122,8 @@ class TokenService:
         why = agent_id_problem(name)  # a token's name is its agent id when none is given
         if why is not None:
             raise ValidationFailed.at("name", why, "pattern")
-        if agent_id is not None and (agent_id_problem(agent_id) or agent_id != agent_id.strip()):
-            # an empty one would make an unbound token, not one bound to nobody
-            why = agent_id_problem(agent_id) or "no spaces around it"
+        why = None if agent_id is None else agent_id_problem(agent_id)
+        if why is not None:  # an empty one would make an unbound token, not a bound one
             raise ValidationFailed.at("agent_id", f"a non-empty id: {why}", "type")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         row = ApiToken(
