@@ -104,8 +104,9 @@ def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
         try:
             proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired:  # its warm shutdown outlasted the bound
             proc.kill()
+            proc.wait()  # reaped: gone when the demo exits, not still running orphaned
 
 
 def metrics_seen(logs: Path) -> Counter[str]:
