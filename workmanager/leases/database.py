@@ -71,19 +71,23 @@ class DatabaseLeaseBackend:
             values = {**params(query, now, types, (), tenants), **lease}
             savepoint = session.begin_nested() if after else None  # for a refusal
             item = session.scalars(stmt, values).first()
-            over = None
+            over = (
+                None
+                if item is None or savepoint is None
+                else counted.refused(item.order_type, item.tenant_id, now)
+            )
+            if over is not None:  # rolled back: the row as it is again, queued
+                assert savepoint is not None  # counted only in one
+                savepoint.rollback()
+                session.expire(item)
+                (types if over.kind == "type" else tenants).add(over.key)
+                continue
             if savepoint is not None:
-                if item is not None:
-                    over = counted.refused(item.order_type, item.tenant_id, now)
-                (savepoint.rollback if over or item is None else savepoint.commit)()
-                if over is not None:
-                    session.expire(item)  # the row as it is again: queued
+                savepoint.commit()
             if item is None:
                 return None
-            if over is None:
-                token = item.lease_token
-                return Grant(item=item, token=token, expires_at=expires, secret_hash=secret_hash)
-            (types if over.kind == "type" else tenants).add(over.key)
+            token = item.lease_token
+            return Grant(item=item, token=token, expires_at=expires, secret_hash=secret_hash)
 
     def check(self, item: Item, holder: Holder, now: datetime) -> None:
         check_row(item, holder, now)

@@ -68,6 +68,7 @@ class StoreLeaseBackend:
         blocked: set[str] = set()
         tried: set[uuid.UUID] = set()
         full: set[str] = set()  # tenants at their limit (counted on the rows)
+        counted = InSession(self.limits, session) if self.limits else None
         while True:
             stmt = _candidates(shape_of(query, blocked, tried, full), postgres)
             rows = list(session.scalars(stmt, params(query, now, blocked, tried, full)))
@@ -77,9 +78,9 @@ class StoreLeaseBackend:
                 tried.add(item.id)
                 if item.order_type in blocked or item.tenant_id in full:
                     continue
-                over = self.limits and InSession(self.limits, session).refused(
+                over = counted and counted.refused(  # the grant not written yet: pending
                     item.order_type, item.tenant_id, now, pending=1
-                )  # the grant not written yet
+                )
                 if over:
                     full.add(over.key)  # the tenant's: the only limit counted here
                     continue

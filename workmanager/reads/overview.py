@@ -20,9 +20,10 @@ from ..diff import Diff
 from ..errors import USER_CODE_FAILURES, NotFound
 from ..jsonvalues import json_value
 from ..services.context import ServiceContext
-from ..services.views import event_dict, iso, order_view
+from ..services.views import iso, order_view
 from ..states import ItemState, OrderState
 from .expiry import HELD, lock_ends
+from .queries import Queries
 
 log = logging.getLogger("workmanager.console")
 
@@ -171,18 +172,11 @@ class Overview:
     def timeline(self, order_id: uuid.UUID) -> tuple[list[dict[str, Any]], int]:
         """The order's newest :data:`EVENTS_SHOWN` events, oldest first, and how many it
         has (an order of 10,000 items has some 30,000: its page printed them all)."""
-        newest = (
-            select(Event)
-            .where(Event.order_id == order_id)
-            .order_by(Event.id.desc())
-            .limit(EVENTS_SHOWN)
-        )
+        rows = Queries(self.ctx).events(order_id, newest=EVENTS_SHOWN)
+        if len(rows) < EVENTS_SHOWN:
+            return rows, len(rows)
         with self.ctx.db.transaction() as s:
-            rows = [event_dict(e) for e in s.scalars(newest)][::-1]
-            total = len(rows)
-            if total == EVENTS_SHOWN:
-                total = count_rows(s, Event, Event.order_id == order_id)
-        return rows, total
+            return rows, count_rows(s, Event, Event.order_id == order_id)
 
     def preview(self, order_id: uuid.UUID) -> dict[str, Any] | None:
         """The type's :meth:`~workmanager.OrderType.preview` of a submitted order, as a

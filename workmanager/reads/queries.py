@@ -68,13 +68,17 @@ class Queries:
             view = item_dict(item)
         return with_live_expiry(self.ctx, [view])[0]  # a held lease: the lock's expiry
 
-    def events(self, order_id: uuid.UUID) -> list[dict[str, Any]]:
-        """Every event of an order, oldest first."""
+    def events(self, order_id: uuid.UUID, newest: int | None = None) -> list[dict[str, Any]]:
+        """The events of an order, oldest first: every one, or its ``newest`` (the
+        console's order page)."""
         with self.ctx.db.transaction() as s:
             if s.get(Order, order_id) is None:
                 raise NotFound(f"order {order_id} not found", details={"order_id": str(order_id)})
-            rows = s.scalars(select(Event).where(Event.order_id == order_id).order_by(Event.id))
-            return [event_dict(e) for e in rows]
+            of_order = select(Event).where(Event.order_id == order_id)
+            if newest is None:
+                return [event_dict(e) for e in s.scalars(of_order.order_by(Event.id))]
+            rows = s.scalars(of_order.order_by(Event.id.desc()).limit(newest))
+            return [event_dict(e) for e in rows][::-1]
 
     def order_logs(self, order_id: uuid.UUID, limit: int = 100) -> list[dict[str, Any]]:
         """An order's events, item events included, newest first."""

@@ -149,19 +149,18 @@ class PostgresCheckout:
             "q_exclude": list(tried),
             "q_full_tenants": sorted(full.tenants),
         }
-        if self.limits.per_agent is not None:
-            if self._agent_full(conn, agent, values["now"]):
-                conn.execute("ROLLBACK")
-                return None
-            cur.execute(grant_sql(shape), params, prepare=not (tried or full))
-        else:
-            with conn.pipeline():  # BEGIN and the grant in one round trip
+        counted_first = self.limits.per_agent is not None  # BEGIN, then the agent's count
+        if counted_first and self._agent_full(conn, agent, values["now"]):
+            conn.execute("ROLLBACK")
+            return None
+        with conn.pipeline():  # BEGIN and the grant in one round trip
+            if not counted_first:
                 conn.execute("BEGIN")
                 # every checkout transaction that spans round trips: a checkout frozen
                 # in one (a stopped process) holds its order's row (its first lease's
                 # start), and the others' grants waited on it for good
                 conn.execute(limits.LOCK_TIMEOUT_SQL)
-                cur.execute(grant_sql(shape), params, prepare=not (tried or full))
+            cur.execute(grant_sql(shape), params, prepare=not (tried or full))
         row: dict[str, Any] | None = cur.fetchone()
         if row is None:
             conn.execute("ROLLBACK")
