@@ -521,6 +521,38 @@ def test_per_agent_limit_on_global_and_scoped_checkout(build) -> None:
     assert wm.agent.checkout("agent-a") is None
 
 
+def test_an_agent_at_its_limit_locks_no_row_another_agent_could_have(build, monkeypatch) -> None:
+    """A limits pass found the lock-store backends leasing the row first and only then
+    hearing from the store that the agent was at its limit: while the refused checkout
+    held the row, a racing free agent skipped it and was told "no items" (SPEC §4.5). The
+    store is asked before any row is locked. (The database backend counts the agent under
+    its own lock before the grant: tests/integration/test_limit_locks.py.)"""
+    wm = build(max_leases_per_agent=1)
+    if wm.ctx.leases.lock is None:
+        pytest.skip("the row is the lock: its count comes before the grant already")
+    wm.propose("test.multi", {"count": 2})
+    checkout(wm, "agent-a")  # agent-a at its limit; one item left
+    store = wm.ctx.leases.store  # type: ignore[attr-defined]
+    acquire, asked, done = store.acquire, [], threading.Event()
+
+    def slow_acquire(item_id: str, owner: str, *args: Any) -> int:
+        asked.append(owner)
+        if owner == "agent-a":  # its refusal held back while agent-b checks out
+            done.wait(3)
+        return int(acquire(item_id, owner, *args))
+
+    monkeypatch.setattr(store, "acquire", slow_acquire)
+    got: list[Lease | None] = []
+    polling = threading.Thread(target=lambda: got.append(wm.agent.checkout("agent-a")))
+    polling.start()
+    time.sleep(0.3)
+    lease = wm.agent.checkout("agent-b")
+    done.set()
+    polling.join(10)
+    assert lease is not None  # not "no items"
+    assert got == [None] and asked == ["agent-b"]
+
+
 def test_per_type_limit_does_not_block_other_types(build) -> None:
     wm = build(max_leases_per_type=2)
     busy = wm.propose("test.multi", {"count": 4}, priority=9)

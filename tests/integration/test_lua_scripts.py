@@ -8,6 +8,7 @@ it did, the script loaded anew.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -52,6 +53,26 @@ def test_lock_scripts_run_again_after_the_server_flushed_them(own_redis: OwnRedi
     assert acquire("item-2", 8) == 0  # locked already
     assert store.release("item-1", "agent-1", proof, "t.type") == 1
     assert store.release("item-1", "agent-1", proof, "t.type") == 0  # already gone
+    client.close()
+
+
+def test_holding_counts_the_agents_live_leases_as_acquire_does(own_redis: OwnRedis) -> None:
+    """``holding.lua`` (asked before a checkout locks a row) counts what ``acquire.lua``
+    compares with the agent's limit: the leases not yet expired, none released."""
+    client = connect(own_redis.url)
+    store = RedisLeaseStore(client, "t:", track_limits=True)
+    _, secret_hash = new_secret()
+    assert store.holding("agent-1") == 0
+    short = store.acquire("item-1", "agent-1", 300, 1, "t.type", 5, 0, secret_hash)
+    store.acquire("item-2", "agent-1", 60_000, 1, "t.type", 5, 0, secret_hash)
+    store.acquire("item-3", "agent-2", 60_000, 1, "t.type", 5, 0, secret_hash)
+    assert store.holding("agent-1") == 2 and store.holding("agent-2") == 1
+    store.release("item-2", "agent-1", Holder("agent-1", 1, secret_hash).store_proof(), "t.type")
+    assert store.holding("agent-1") == 1 and short == 1
+    time.sleep(0.4)  # item-1's lease expired: not counted, as acquire.lua drops it
+    assert store.holding("agent-1") == 0
+    client.script_flush()  # run by SHA1 like the others: loaded again
+    assert store.holding("agent-2") == 1
     client.close()
 
 

@@ -73,6 +73,11 @@ class LeaseLock(Protocol):
         the row: its last token + 1): ``token``, or ``0`` when the item is locked, ``-1``
         when the agent is at its limit, ``-2`` when the type is."""
 
+    def agent_full(self, agent_id: str) -> bool:
+        """Whether the agent holds its limit of leases already: asked before a row is
+        locked, so an agent at its limit never holds one another agent could have had
+        (:meth:`acquire` still decides, atomically)."""
+
     def extend_lock(self, item_id: uuid.UUID, holder: Holder, ttl_ms: int, order_type: str) -> None:
         """Push the lock's expiry out; raise ``lease_expired`` (no lock) or
         ``lease_conflict`` (another token)."""
@@ -225,6 +230,10 @@ class LeaseStore(Protocol):
         + 1): the row is the one source of fences, so a store that loses its data loses
         none. Returns ``token`` (> 0), ``0`` if the item is held, ``-1`` if the agent is at
         its limit, ``-2`` if the type is."""
+
+    def holding(self, owner: str) -> int:
+        """How many live leases ``owner`` holds, as :meth:`acquire` counts them for the
+        agent's limit (a read: what a checkout asks before it locks a row)."""
 
     def extend(self, item_id: str, owner: str, proof: str, ttl_ms: int, order_type: str) -> int:
         """``1`` extended; ``0`` no lock (expired or lost); ``-1`` held under another proof.

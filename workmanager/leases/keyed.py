@@ -69,6 +69,8 @@ class StoreLeaseBackend:
         tried: set[uuid.UUID] = set()
         full: set[str] = set()  # tenants at their limit (counted on the rows)
         counted = InSession(self.limits, session) if self.limits else None
+        if self.agent_full(agent_id):  # before a row is locked: it is another agent's
+            return None
         while True:
             stmt = _candidates(shape_of(query, blocked, tried, full), postgres)
             rows = list(session.scalars(stmt, params(query, now, blocked, tried, full)))
@@ -148,6 +150,9 @@ class StoreLeaseBackend:
             self.type_limit,
             secret_hash,
         )
+
+    def agent_full(self, agent_id: str) -> bool:
+        return self.agent_limit > 0 and self.store.holding(agent_id) >= self.agent_limit
 
     def extend_lock(self, item_id: uuid.UUID, holder: Holder, ttl_ms: int, order_type: str) -> None:
         verdict = self.store.extend(

@@ -65,6 +65,10 @@ class MemoryLeaseStore:
             self._locks[item_id] = _Lock(owner, proof, order_type, now + ttl_ms / 1000)
             return token
 
+    def holding(self, owner: str) -> int:
+        with self._mutex:
+            return self._count(time.monotonic(), owner=owner)
+
     def extend(self, item_id: str, owner: str, proof: str, ttl_ms: int, order_type: str) -> int:
         with self._mutex:
             now = time.monotonic()

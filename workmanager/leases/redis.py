@@ -122,6 +122,7 @@ class RedisLeaseStore:
         self._acquire = Script(client, _script("acquire"))
         self._extend = Script(client, _script("extend"))
         self._release = Script(client, _script("release"))
+        self._holding = Script(client, _script("holding"))
 
     def _run(self, script: Any, keys: list[str], args: list[Any]) -> int:
         try:
@@ -146,6 +147,9 @@ class RedisLeaseStore:
             [k.item(item_id), k.agent(owner), k.order_type(order_type)],
             [owner, ttl_ms, token, item_id, agent_limit, type_limit, self._track, secret_hash],
         )
+
+    def holding(self, owner: str) -> int:
+        return self._run(self._holding, [self.keys.agent(owner)], [])
 
     @staticmethod
     def held(owner: str, proof: str) -> str:

@@ -219,6 +219,8 @@ class PostgresCheckout:
         tried: list[uuid.UUID] = []
         full = Full()  # types the store found at their limit, tenants the rows did
         cur = conn.cursor(row_factory=dict_row)
+        if lock.agent_full(agent.id):  # asked before a row is locked (another's to have)
+            return None
         while True:
             row = self._begin_grant(conn, cur, agent, query, values, full, tried)
             if row is None:
