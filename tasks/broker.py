@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from workmanager.db.session import display_url, sqlite_file
+from workmanager.db.session import NO_EMBEDDED_DIRECTORY, display_url, sqlite_file
 from workmanager.errors import BrokerRefused, DatabaseMissing, Unavailable
 
 #: What the transports raise when the broker refuses the credentials or the virtual host
@@ -62,13 +62,6 @@ def refusal(broker_url: str, exc: BaseException) -> BrokerRefused:
         f"the broker at {shown} refused the credentials/vhost: {first_line(exc)}",
         details={"broker_url": shown},
     )
-
-
-NO_EMBEDDED_DIRECTORY = (
-    "run `workmanager db upgrade` first (it creates the embedded broker's directory; a"
-    " relative path is read from the current directory), or point WORK_MANAGER_BROKER_URL"
-    " at a running broker"
-)
 
 
 def embedded_file(broker_url: str) -> str | None:

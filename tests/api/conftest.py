@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -60,6 +61,8 @@ def base_env(db_url: str, **extra: str) -> dict[str, str]:
             "WORK_MANAGER_MAX_BODY_BYTES": "65536",
             "WORK_MANAGER_RETRY_BACKOFF_SECONDS": "0",
             "WORK_MANAGER_RETRY_JITTER_SECONDS": "0",
+            # the servers' dispatchers send nothing; /readyz opens the broker's file
+            "WORK_MANAGER_BROKER_URL": f"sqla+sqlite:///{tempfile.gettempdir()}/wm-api-broker.db",
         }
     )
     env.update(extra)

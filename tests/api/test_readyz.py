@@ -40,3 +40,27 @@ def test_readyz_reasons_only_with_a_token(api_db_url: str, tokens: dict[str, str
         assert live.status_code == 200 and live.content == b""
     finally:
         server.close()
+
+
+def test_readyz_opens_the_embedded_broker(
+    api_db_url: str, tokens: dict[str, str], tmp_path: Any
+) -> None:
+    """An audit pass found ``/readyz`` and ``ops check`` saying the embedded broker was
+    "ok" for a server started from another directory than ``db upgrade`` ran in, while
+    every message it sent failed ("unable to open database file"): kombu's SQLAlchemy
+    transport connects lazily. The broker's database is opened."""
+    home = tmp_path / "var"
+    url = f"sqla+sqlite:///{home}/broker.db"
+    server = start_server(api_db_url, tokens, "database", None, WORK_MANAGER_BROKER_URL=url)
+    try:
+        missing = server.client("viewer").get("/readyz")
+        assert missing.status_code == 503
+        reason = missing.json()["checks"]["broker"]
+        assert reason.startswith("down: [unavailable] no embedded broker at"), reason
+        assert "workmanager db upgrade" in reason
+        home.mkdir()  # what `db upgrade` makes
+        found = server.client("viewer").get("/readyz")
+        assert found.status_code == 200, found.json()
+        assert found.json()["checks"]["broker"] == "ok"
+    finally:
+        server.close()

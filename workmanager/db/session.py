@@ -35,6 +35,14 @@ CREATE_HINT = (
 )
 
 
+#: What a process told that the embedded broker's directory is missing should do.
+NO_EMBEDDED_DIRECTORY = (
+    "run `workmanager db upgrade` first (it creates the embedded broker's directory; a"
+    " relative path is read from the current directory), or point WORK_MANAGER_BROKER_URL"
+    " at a running broker"
+)
+
+
 def sqlite_file(url: str) -> str | None:
     """The absolute path of a file-based SQLite URL (None: a server, or in memory)."""
     parsed = make_url(url)

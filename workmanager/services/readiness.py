@@ -13,6 +13,7 @@ next checks of that component say it is down without starting another."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +34,9 @@ _WAITING_LOCK = threading.Lock()
 def _broker(settings: Settings) -> None:
     from kombu import Connection  # type: ignore[attr-defined]
 
+    if settings.broker_url.startswith("sqla+"):
+        _database_broker(settings.broker_url.removeprefix("sqla+"))
+        return
     connection = Connection(settings.broker_url, connect_timeout=TIMEOUT_SECONDS)  # type: ignore[no-untyped-call]
     with connection as conn:
         conn.ensure_connection(max_retries=1, interval_start=0, timeout=TIMEOUT_SECONDS)
@@ -40,6 +44,30 @@ def _broker(settings: Settings) -> None:
             # a Redis broker out of memory, or a replica, answers a connection and refuses
             # every message sent: said ready while every announcement failed
             conn.default_channel.client.set("workmanager:readyz", "1", px=10_000)
+
+
+def _database_broker(url: str) -> None:
+    """A broker in a database (the embedded default's SQLite file, ``QUEUE_CONNECTION=
+    database``): kombu's transport connects lazily, so its connection said "ok" for a
+    file that could not be opened (a process started from another directory than ``db
+    upgrade`` ran in) while every message sent failed. The database itself is opened."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    from ..db.session import NO_EMBEDDED_DIRECTORY, sqlite_file
+
+    path = sqlite_file(url)
+    if path is not None and not os.path.isdir(os.path.dirname(path)):
+        raise Unavailable(
+            f"no embedded broker at {path}: the directory {os.path.dirname(path)} does not exist",
+            hint=NO_EMBEDDED_DIRECTORY,
+        )
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    finally:
+        engine.dispose()
 
 
 def _redis(settings: Settings) -> None:
