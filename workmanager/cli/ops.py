@@ -133,8 +133,10 @@ def _pruned(report: PruneReport) -> str:
 @pass_env
 def prune(env: Env, older_than: timedelta, dry_run: bool, yes: bool, as_json: bool) -> None:
     """Delete completed and dead-lettered orders older than that, with their items, parts,
-    events and provenance, and the events and provenance of other orders written before
-    then (as upstream's ops:prune). Asks first (on stderr) unless --yes or --dry-run."""
+    events and provenance, and the events and provenance written before then of the
+    other completed and dead-lettered orders (as upstream's ops:prune); an order that can
+    still change keeps its whole history. Asks first (on stderr) unless --yes or
+    --dry-run."""
     house = Housekeeping(env.wm.ctx)
     if not dry_run and not yes:
         found = house.prune(older_than, dry_run=True)
