@@ -42,7 +42,7 @@ from workmanager.errors import (
     TransientError,
     WorkManagerError,
 )
-from workmanager.jsonvalues import readable
+from workmanager.jsonvalues import failure_text
 from workmanager.states import LEASABLE_ORDER_STATES, ItemState
 from workmanager.types import NAME_MAX, AgentInfo
 
@@ -171,8 +171,7 @@ class AgentConsumer:
     def _handler_failed(self, lease: Any, exc: BaseException) -> str:
         log.error("handler failed on %s", lease.item_id, exc_info=exc)
         code = exc.code if isinstance(exc, WorkManagerError) else type(exc).__name__
-        said = readable(str(exc)[:1000])  # refused whole, the item stayed leased
-        self._fail(lease, {"code": code, "message": said}, retryable=True)
+        self._fail(lease, {"code": code, "message": failure_text(str(exc))}, retryable=True)
         return "failed"
 
     def _fail(self, lease: Any, error: dict[str, str], retryable: bool) -> None:

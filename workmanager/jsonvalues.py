@@ -46,6 +46,18 @@ def readable(value: Any) -> Any:
     return value
 
 
+#: How much of an exception's text a failure report keeps: a message holding a whole
+#: response body was refused (413) and the item stayed leased until its TTL.
+FAILURE_TEXT = 1000
+
+
+def failure_text(text: str) -> str:
+    """What an exception said, as a ``fail`` report stores it (the consumer agents' and
+    ``WorkClient``'s lease block): its first :data:`FAILURE_TEXT` characters, NUL and lone
+    surrogates replaced (:func:`readable`), so the report is never refused for its text."""
+    return str(readable(text[:FAILURE_TEXT]))
+
+
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 

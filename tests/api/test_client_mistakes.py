@@ -47,6 +47,31 @@ def test_refused_submit_is_reported_as_fail_when_the_block_ends(db_server: Serve
         assert lease.ended == "failed" and lease.exit_error is None
 
 
+@pytest.mark.parametrize(
+    "said",
+    [
+        "bad byte " + b"\xff".decode("utf-8", "surrogateescape"),  # a subprocess's output
+        "NUL \x00 in the message",
+        "a whole response body " + "x" * 5_000_000,
+    ],
+    ids=["surrogate", "nul", "5mb"],
+)
+def test_what_any_exception_says_is_reported_as_fail(db_server: Server, said: str) -> None:
+    """A data-extremes pass found the block's ``fail`` refused (422 for a lone surrogate or
+    NUL, 413 for a message of megabytes) and the item left leased until its TTL, the
+    error never recorded. The message is stored as near as can be (failure_text)."""
+    with WorkClient(db_server.url, db_server.tokens["agent-a"], "mistakes-said") as wc:
+        order_id, lease = leased(wc)
+        with pytest.raises(ValueError), lease:
+            raise ValueError(said)
+        assert lease.ended == "failed" and lease.exit_error is None
+        item = item_of(wc, order_id)
+        assert item["state"] not in ("leased", "in_progress")
+        message = item["error"]["message"]
+        assert message.startswith("ValueError: ") and len(message) <= 1000
+        assert said[:20].replace("\x00", "\ufffd").replace("\udcff", "\ufffd") in message
+
+
 def test_heartbeats_resume_after_a_refused_submit(db_server: Server) -> None:
     with WorkClient(db_server.url, db_server.tokens["agent-a"], "mistakes-2") as wc:
         order_id, lease = leased(wc)
