@@ -51,11 +51,12 @@ def readable(value: Any) -> Any:
 FAILURE_TEXT = 1000
 
 
-def failure_text(text: str) -> str:
-    """What an exception said, as a ``fail`` report stores it (the consumer agents' and
-    ``WorkClient``'s lease block): its first :data:`FAILURE_TEXT` characters, NUL and lone
-    surrogates replaced (:func:`readable`), so the report is never refused for its text."""
-    return str(readable(text[:FAILURE_TEXT]))
+def failure_text(text: str, limit: int = FAILURE_TEXT) -> str:
+    """What an exception said, as a failure's record stores it (a ``fail`` report of the
+    consumer agents and ``WorkClient``'s lease block; a failed apply, 2,000): its first
+    ``limit`` characters, NUL and lone surrogates replaced (:func:`readable`), so the
+    record is never refused for its text."""
+    return str(readable(text[:limit]))
 
 
 def _reject_constant(name: str) -> float:

@@ -89,6 +89,29 @@ def test_http_body_over_the_limit_is_400_naming_it(db_server: Server) -> None:
     assert got["order"]["state"] == "in_progress", got
 
 
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16", "utf-32"])
+def test_a_body_in_another_encoding_is_refused_not_parsed(db_server: Server, encoding: str) -> None:
+    """A data-extremes pass found ``json.loads`` reading UTF-16 and UTF-32 bodies, whose
+    brackets the depth count (reading UTF-8) did not see past an escaped quote: a body
+    1,000 deep answered a plain-text 500 and reset the connection. Only UTF-8 is read."""
+    deep = '{"a": "\\"", "b": ' + nested_text(1_000) + "}"
+    client = db_server.client()
+
+    def total() -> int:
+        listed = client.get(f"{PREFIX}/orders", params={"page[size]": 1})
+        assert listed.status_code == 200, listed.text  # the connection still serves
+        return int(listed.json()["meta"]["total"])
+
+    before = total()
+    for body in (deep, '{"type": "test.simple", "payload": {}}'):
+        r = post(db_server, "/propose", body.encode(encoding))
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "malformed_json", r.text
+    assert total() == before
+    bom = b"\xef\xbb\xbf" + b'{"type": "test.simple", "payload": {}}'  # UTF-8 with a BOM
+    assert post(db_server, "/propose", bom).status_code == 201
+
+
 def test_python_api_gets_malformed_json_not_recursion_error(make_wm: Any) -> None:
     wm = make_wm(db="postgres", backend="database", registry=Registry([Simple()]))
     with pytest.raises(MalformedJSON, match=str(LIMIT)):

@@ -89,12 +89,19 @@ def _request_id(scope: Scope) -> str:
 def _strict_json(body: bytes, max_depth: int) -> MalformedJSON | None:
     """Why ``body`` is refused, if it is: nested deeper than ``max_depth`` (counted first,
     without recursion, so no recursive parser or serialiser ever meets it), not JSON, or
-    NaN/Infinity (Python accepts them; no JSON column stores them)."""
+    NaN/Infinity (Python accepts them; no JSON column stores them). Only UTF-8 is read
+    (RFC 8259): ``json.loads`` would take UTF-16 or UTF-32 bytes too, whose brackets the
+    depth count, reading UTF-8, does not see, and a body nested past the parser's
+    recursion limit then answered 500."""
     if raw_depth(body) > max_depth:
         return too_deep(max_depth, "the request body")
     try:
-        loads(body)
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors too
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return MalformedJSON("the request body is not UTF-8: send JSON as UTF-8 text")
+    try:
+        loads(text)
+    except ValueError:  # JSONDecodeError is a ValueError
         return MalformedJSON("the request body is not valid JSON")
     return None
 

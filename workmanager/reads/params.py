@@ -42,13 +42,24 @@ def bad(message: str, param: str) -> InvalidQuery:
     return InvalidQuery(message, details={"parameter": param})
 
 
+#: The most comma-separated values one parameter takes: a filter's list is one bound
+#: parameter each (PostgreSQL takes at most 65,535 a statement: an MCP ``work.list`` of
+#: 66,000 types answered ``internal_error``), a sort one term each.
+MAX_LIST_VALUES = 1000
+
+
 def readable(params: Iterable[tuple[str, str]]) -> Iterable[tuple[str, str]]:
     """The query string's parameters, each refused when it holds a NUL character (no
     database compares with one: PostgreSQL refuses it, so it is refused here on every
-    backend, as the 400 of a bad query)."""
+    backend, as the 400 of a bad query) or more than :data:`MAX_LIST_VALUES` values."""
     for param, value in params:
         if "\x00" in param or "\x00" in value:
             raise bad(f"{param!r}: must not contain NUL characters", param)
+        if value.count(",") >= MAX_LIST_VALUES:
+            raise bad(
+                f"{param}: at most {MAX_LIST_VALUES} comma-separated values; list in pages",
+                param,
+            )
         yield param, value
 
 
@@ -135,13 +146,17 @@ def filter_name(param: str, bare: tuple[str, ...] = ("state", "type")) -> str:
 
 
 def sort_by(value: str, sorts: dict[str, Any], default: str) -> list[Any]:
-    columns = []
+    """The sort's columns; a column named again is left out (its first term decides; on
+    SQLite 2,000 terms were "too many terms in ORDER BY clause", a 500)."""
+    columns, named = [], set()
     for token in csv(value) or csv(default):
         name = token.lstrip("-")
         column = sorts.get(name)
         if column is None:
             raise bad(f"unknown sort {name!r}; one of {', '.join(sorts)}", "sort")
-        columns.append(column.desc() if token.startswith("-") else column.asc())
+        if name not in named:
+            named.add(name)
+            columns.append(column.desc() if token.startswith("-") else column.asc())
     return columns
 
 

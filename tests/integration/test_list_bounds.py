@@ -1,0 +1,44 @@
+"""Lists refuse what no database can run, on both databases alike (a data-extremes pass):
+a filter of 66,000 values was ``internal_error`` on PostgreSQL (65,535 bound parameters a
+statement at most), 2,000 sort terms a 500 on SQLite ("too many terms in ORDER BY")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import DATABASES
+from tests.support.types import Simple
+from workmanager import Registry
+from workmanager.errors import InvalidQuery
+from workmanager.reads.item_listing import ItemListing
+from workmanager.reads.listing import OrderListing
+from workmanager.reads.params import MAX_LIST_VALUES
+
+
+@pytest.mark.parametrize("db", DATABASES)
+def test_a_sort_naming_a_column_again_runs_as_its_first_term(make_wm: Any, db: str) -> None:
+    wm = make_wm(db=db, registry=Registry([Simple()]))
+    low, high = wm.propose("test.simple", {}, priority=1), wm.propose("test.simple", {}, priority=9)
+    for listing in (OrderListing(wm.ctx), ItemListing(wm.ctx)):
+        terms = ",".join(["-priority", "priority", "-created_at"] * 333)  # 999 terms
+        page = listing.list([("sort", terms)])
+        orders = [row.get("order_id", row["id"]) for row in page["data"]]
+        assert orders == [str(high), str(low)], page["data"]
+
+
+@pytest.mark.parametrize("db", DATABASES)
+def test_a_filter_of_more_values_than_the_limit_is_an_invalid_query(make_wm: Any, db: str) -> None:
+    wm = make_wm(db=db, registry=Registry([Simple()]))
+    order = wm.propose("test.simple", {})
+    listing = OrderListing(wm.ctx)
+    most = ",".join(["test.simple"] + [f"t{i}" for i in range(MAX_LIST_VALUES - 1)])
+    assert [row["id"] for row in listing.list([("filter[type]", most)])["data"]] == [str(order)]
+    for param in ("filter[type]", "filter[id]", "filter[agent_id]", "sort"):
+        with pytest.raises(InvalidQuery) as refused:
+            listing.list([(param, ",".join(f"t{i}" for i in range(66_000)))])
+        assert refused.value.details == {"parameter": param}
+        assert f"at most {MAX_LIST_VALUES}" in refused.value.message
+    with pytest.raises(InvalidQuery):
+        ItemListing(wm.ctx).list([("filter[agent_id]", "a," * MAX_LIST_VALUES)])
