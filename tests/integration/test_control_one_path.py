@@ -589,7 +589,7 @@ def caller() -> Caller:
     return build_caller(Principal("token-a", None, frozenset({"admin"})), AgentMetadata("a-1"))
 
 
-class Died(Exception):
+class Died(BaseException):
     """The process "dies" after the operation committed, before its response is stored."""
 
 

@@ -990,7 +990,7 @@ def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _plan_nodes(child)
 
 
-class _Died(Exception):
+class _Died(BaseException):
     """The process "dies" after the operation committed, before its answer is stored."""
 
 

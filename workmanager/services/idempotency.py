@@ -290,9 +290,13 @@ class IdempotencyService:
             raise
         try:
             self.complete(claim, status, sealed_lease(payload, key))
-        except BaseException:  # the answer cannot be stored (the database went away):
-            self._unlock(claim)  # so a retry is answered as recovered, not "in flight"
-            raise
+        except Exception as exc:  # the answer cannot be stored (the database went away):
+            # the operation committed, so its answer is sent all the same (a checkout's
+            # holds the lease token, which no later answer can give back: a 503 here left
+            # the agent a lease it could not use until its TTL); a retry with the key, if
+            # the answer is lost on its way, is answered as recovered, not "in flight"
+            log.warning("the answer of %s could not be stored for its key: %s", endpoint, exc)
+            self._unlock(claim)
         return status, payload
 
     def _unlock(self, claim: Claim) -> None:
