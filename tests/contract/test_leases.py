@@ -33,6 +33,7 @@ from workmanager.errors import (
     LeaseExpired,
     NotFound,
     PayloadTooLarge,
+    Unavailable,
     ValidationFailed,
 )
 from workmanager.leases.memory import MemoryLeaseStore
@@ -551,6 +552,42 @@ def test_an_agent_at_its_limit_locks_no_row_another_agent_could_have(build, monk
     polling.join(10)
     assert lease is not None  # not "no items"
     assert got == [None] and asked == ["agent-b"]
+
+
+def test_a_lock_the_store_could_not_drop_does_not_hold_back_the_item(build, monkeypatch) -> None:
+    """An operator pass found a release answered 200 while Redis refused writes (a
+    replica) leave the item queued with its lock still in Redis: every checkout skipped
+    it ("no items") until the lock's TTL, 10 minutes by default. The next grant's fence is
+    later than the stale lock's, which it takes over; a lock under a later fence than the
+    row's is still left alone."""
+    wm = build()
+    if wm.ctx.leases.lock is None:
+        pytest.skip("the row is the lock")
+    order_id = wm.propose("test.simple", {})
+    store = wm.ctx.leases.store  # type: ignore[attr-defined]
+
+    def refused(*_: Any) -> int:
+        raise Unavailable("redis unavailable: the server is a read-only replica")
+
+    for end, agent in (("release", "agent-a"), ("fail", "agent-b")):
+        lease = checkout(wm, agent, order_id=order_id)
+        with monkeypatch.context() as m:
+            m.setattr(store, "release", refused)
+            if end == "release":
+                wm.agent.release(lease)
+            else:
+                wm.agent.fail(lease, {"code": "x", "message": "y"}, retryable=True)
+                with wm.db.transaction() as s:  # due again at once, for the next checkout
+                    s.execute(update(Item).values(available_at=None))
+        assert store.check(str(lease.item_id), agent, lease.holder.store_proof()) == 1
+        again = checkout(wm, "agent-c", order_id=order_id)
+        assert again.item_id == lease.item_id and again.token > lease.token
+        assert_all_refused(wm, lease, LeaseConflict)
+        wm.agent.heartbeat(again)
+        wm.agent.release(again)
+    later = store.acquire(str(lease.item_id), "agent-x", 60_000, 10_000, "test.simple", 0, 0, "h")
+    assert later == 10_000
+    assert wm.agent.checkout("agent-d", order_id=order_id) is None
 
 
 def test_per_type_limit_does_not_block_other_types(build) -> None:

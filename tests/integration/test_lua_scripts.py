@@ -50,7 +50,8 @@ def test_lock_scripts_run_again_after_the_server_flushed_them(own_redis: OwnRedi
     assert store.extend("item-1", "agent-1", proof, 60_000, "t.type") == 1
     assert store.extend("item-1", "agent-1", "0|-", 60_000, "t.type") == -1  # a wrong proof
     assert acquire("item-2", 7) == 7  # the fence is the caller's (the row's token + 1)
-    assert acquire("item-2", 8) == 0  # locked already
+    assert acquire("item-2", 6) == 0  # locked under a later fence than the caller's
+    assert acquire("item-2", 8) == 8  # a lock of an earlier fence is stale: taken over
     assert store.release("item-1", "agent-1", proof, "t.type") == 1
     assert store.release("item-1", "agent-1", proof, "t.type") == 0  # already gone
     client.close()

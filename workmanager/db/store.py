@@ -333,7 +333,8 @@ def drop_holds(lock: LeaseLock | None, ended: Sequence[tuple[uuid.UUID, str, Hol
     commit (a commit that then failed would leave a held row with no lock, every call on
     it refused until the sweep). Best effort, never raises: the row is no longer held, so
     a lock the store no longer had (a flush, an expiry) changes nothing, and one it could
-    not drop (unreachable) ends with its TTL."""
+    not drop (unreachable, read-only) is stale: the next grant of the item, whose fence
+    is later, takes it over (``acquire.lua``), or it ends with its TTL."""
     if lock is None:
         return
     for item_id, order_type, holder in ended:

@@ -70,8 +70,10 @@ class LeaseLock(Protocol):
         secret_hash: str,
     ) -> int:
         """Lock the item for ``agent_id`` under ``token`` (the fence the caller took from
-        the row: its last token + 1): ``token``, or ``0`` when the item is locked, ``-1``
-        when the agent is at its limit, ``-2`` when the type is."""
+        the row: its last token + 1): ``token``, or ``0`` when the item is locked under a
+        later fence, ``-1`` when the agent is at its limit, ``-2`` when the type is. A lock
+        under a fence up to ``token`` is stale (the caller holds the row, queued) and is
+        taken over."""
 
     def agent_full(self, agent_id: str) -> bool:
         """Whether the agent holds its limit of leases already: asked before a row is
@@ -228,8 +230,10 @@ class LeaseStore(Protocol):
         """Lock the item for ``owner`` under ``token``, the fence (the lock keeps it and
         ``secret_hash``). The caller takes the token from the item's row (its last token
         + 1): the row is the one source of fences, so a store that loses its data loses
-        none. Returns ``token`` (> 0), ``0`` if the item is held, ``-1`` if the agent is at
-        its limit, ``-2`` if the type is."""
+        none. The caller holds the item's row, queued, so a lock under a fence up to
+        ``token`` is stale (a release committed while its lock could not be dropped) and is
+        taken over. Returns ``token`` (> 0), ``0`` if the item is locked under a later
+        fence, ``-1`` if the agent is at its limit, ``-2`` if the type is."""
 
     def holding(self, owner: str) -> int:
         """How many live leases ``owner`` holds, as :meth:`acquire` counts them for the

@@ -55,8 +55,11 @@ class MemoryLeaseStore:
     ) -> int:
         with self._mutex:
             now = time.monotonic()
-            if self._live(item_id, now) is not None:
-                return 0
+            held = self._live(item_id, now)
+            if held is not None and int(held.proof.partition("|")[0]) > token:
+                return 0  # a lock up to this fence is stale: taken over (acquire.lua)
+            if held is not None:
+                del self._locks[item_id]  # not counted against the limits below
             if agent_limit and self._count(now, owner=owner) >= agent_limit:
                 return -1
             if type_limit and self._count(now, order_type=order_type) >= type_limit:

@@ -245,7 +245,7 @@ class PostgresCheckout:
                 return None
             if token == -2:  # this type is at its limit; others may not be
                 full.types.add(row["order_type"])
-            else:  # locked already (a lock its last holder has not given back yet)
+            else:  # locked under a later fence than the row's (a restored database)
                 tried.append(row["id"])
 
     def _commit_grant(

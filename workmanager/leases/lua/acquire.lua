@@ -15,10 +15,20 @@
 --          them (no limits: the lock is all there is to do)
 -- ARGV[8]  sha256 (hex) of the lease's secret: the holder proves possession with it
 --
--- Returns: the token (> 0) when granted; 0 when the item is already locked;
+-- Returns: the token (> 0) when granted; 0 when the item is locked under a later fence;
 --          -1 when the agent is at its limit; -2 when the type is at its limit.
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return 0
+--
+-- The caller holds the item's row, queued, under its row lock (SQLite: the one writer), so
+-- no lease of the item is current: a lock left under a fence up to ARGV[3] is stale (a
+-- release committed while Redis refused the lock's deletion, a grant that died before its
+-- commit) and is taken over. A lock under a later fence than the row knows (a database
+-- restored from an older backup without `ops restored`) is left alone.
+local held = redis.call('GET', KEYS[1])
+if held then
+  local fence = tonumber(string.match(held, '^(%d+)|'))
+  if not fence or fence > tonumber(ARGV[3]) then
+    return 0
+  end
 end
 local ttl = tonumber(ARGV[2])
 local track = ARGV[7] == '1'
@@ -28,6 +38,10 @@ if track then
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  if held then  -- the stale lock's place is not counted (it is this item's)
+    redis.call('ZREM', KEYS[2], ARGV[4])
+    redis.call('ZREM', KEYS[3], ARGV[4])
+  end
   local agent_limit = tonumber(ARGV[5])
   if agent_limit > 0 and redis.call('ZCARD', KEYS[2]) >= agent_limit then
     return -1
