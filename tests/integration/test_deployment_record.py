@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -340,3 +341,64 @@ def test_switching_back_to_redis_leases_forgets_the_locks_of_the_earlier_period(
     unchanged = CliRunner().invoke(cli, ["db", "upgrade", "--record-settings"], obj=Env(on_redis))
     assert "lease locks" not in unchanged.output  # no switch: the locks are live ones
     assert on_redis.agent.heartbeat(again) is not None
+
+
+@pytest.mark.redis
+def test_a_switch_to_redis_leases_carries_the_held_leases_into_redis(
+    make_wm: Callable[..., WorkManager],
+) -> None:
+    """Found by an operator pass: database → Redis with a lease held (its agent alive)
+    had the first sweep reclaim it, an attempt spent, and an item on its last attempt
+    failed with its order. The switch locks each held lease in Redis under its row's
+    fence, holder and secret hash: its holder carries on."""
+    from click.testing import CliRunner
+
+    from workmanager.cli.app import Env, cli
+
+    registry = Registry([Simple()])
+    on_db = make_wm(db="postgres", backend="database", registry=registry, default_max_attempts=1)
+    deployment.record(on_db.db, on_db.settings)
+    order_id = on_db.propose("test.simple", {"n": 1})
+    lease = on_db.agent.heartbeat(on_db.agent.checkout("agent-a"))
+    on_redis = make_wm(db="postgres", backend="redis", registry=registry, default_max_attempts=1)
+    done = CliRunner().invoke(cli, ["db", "upgrade", "--record-settings"], obj=Env(on_redis))
+    assert done.exit_code == 0, done.output
+    assert "leases held: 1 locked in Redis under their rows' fences" in done.output, done.output
+    assert on_redis.sweeper.sweep().reclaimed == 0  # the audit finds its lock
+    lease = on_redis.agent.heartbeat(lease)  # the lock's alone: the row is in_progress
+    on_redis.agent.submit(lease, {"answer": 1})
+    assert on_redis.queries.order(order_id)["state"] == "submitted"
+
+
+@pytest.mark.redis
+def test_a_switch_to_database_leases_brings_the_rows_up_to_their_locks(
+    make_wm: Callable[..., WorkManager], redis_url: str
+) -> None:
+    """Found by an operator pass: Redis → database cut every held lease short. A
+    heartbeat without progress renews only the Redis lock, so the row's expiry lagged what
+    its holder was told, and the database backend's sweep (and checks) went by the row.
+    The switch sets each held row's expiry to its lock's end."""
+    from click.testing import CliRunner
+
+    from workmanager.cli.app import Env, cli
+
+    registry = Registry([Simple()])
+    on_redis = make_wm(db="postgres", backend="redis", registry=registry, lease_ttl_seconds=3)
+    deployment.record(on_redis.db, on_redis.settings)
+    on_redis.propose("test.simple", {"n": 1})
+    lease = on_redis.agent.heartbeat(on_redis.agent.checkout("agent-a"))  # the row's
+    time.sleep(1.5)
+    lease = on_redis.agent.heartbeat(lease)  # the lock's alone: 1.5 s past the row's
+    told = lease.expires_at
+    on_db = make_wm(
+        db="postgres", backend="database", registry=registry, lease_ttl_seconds=3,
+        redis_url=redis_url,  # where the locks are: the switching shell's variable
+    )  # fmt: skip
+    done = CliRunner().invoke(cli, ["db", "upgrade", "--record-settings"], obj=Env(on_db))
+    assert done.exit_code == 0, done.output
+    assert "leases held: 1 row expiries brought up" in done.output, done.output
+    row = on_db.queries.item(lease.item_id)
+    assert abs((datetime.fromisoformat(row["lease_expires_at"]) - told).total_seconds()) < 0.5
+    time.sleep(1.7)  # past the row's old expiry, before the one its holder was told
+    assert on_db.sweeper.sweep().reclaimed == 0
+    assert on_db.agent.heartbeat(lease) is not None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from ..db.session import display_url
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, WorkManagerError
 from .app import Env, cli, pass_env
 from .render import emit, json_option
 
@@ -40,6 +42,7 @@ def db_upgrade(env: Env, record_settings: bool, as_json: bool) -> None:
         said += f" (newer than this code's {head()}: migrated by newer code, left as it is)"
     # the settings every process must share: recorded when asked, or when none are
     if record_settings:
+        recorded = deployment.read(env.wm.db)
         forgotten = _forget_earlier_locks(env)
         if forgotten is not None:
             said += (
@@ -47,6 +50,7 @@ def db_upgrade(env: Env, record_settings: bool, as_json: bool) -> None:
                 f" {env.wm.settings.redis_prefix!r} deleted; the first sweep checks every held"
                 " lease"
             )
+        said += _carry_leases(env, recorded.value if recorded is not None else None)
         changed = deployment.record(env.wm.db, env.wm.settings)
         for difference in changed:
             then = (  # what waits in the old queue is read by nobody once all have moved
@@ -82,6 +86,43 @@ def db_upgrade(env: Env, record_settings: bool, as_json: bool) -> None:
         as_json,
         said,
     )
+
+
+def _carry_leases(env: Env, recorded: dict[str, Any] | None) -> str:
+    """A switch between the database and Redis backends: the held leases carried to the
+    new one (:mod:`workmanager.leases.switch`), said in a line; "" for another change."""
+    import dataclasses
+
+    from ..leases import switch
+    from ..leases.factory import build_lease_backend
+
+    settings = env.wm.settings
+    before = (recorded or {}).get("lease_backend")
+    if (before, settings.lease_backend) == ("database", "redis"):
+        lock = env.wm.ctx.leases.lock
+        assert lock is not None
+        carried = switch.into_locks(env.wm.db, lock, env.wm.ctx.clock())
+        return f"\nleases held: {carried} locked in Redis under their rows' fences"
+    if (before, settings.lease_backend) != ("redis", "database"):
+        return ""
+    assert recorded is not None
+    earlier = dataclasses.replace(
+        settings,
+        lease_backend="redis",
+        redis_prefix=recorded.get("redis_prefix", settings.redis_prefix),
+        redis_cluster=bool(recorded.get("redis_cluster", settings.redis_cluster)),
+    )
+    try:
+        lock = build_lease_backend(earlier).lock
+        assert lock is not None
+        carried = switch.into_rows(env.wm.db, lock)
+    except WorkManagerError as exc:  # Redis away: the rows' expiries stay as they were
+        return (
+            f"\nleases held: their Redis locks could not be read ({exc.message}); each ends"
+            " at its row's expiry, which lags its heartbeats: stop the agents first, or"
+            " run this again with WORK_MANAGER_REDIS_URL set to that Redis"
+        )
+    return f"\nleases held: {carried} row expiries brought up to their Redis locks' ends"
 
 
 #: What, changed in the record, makes the Redis lock store's keys another period's.
