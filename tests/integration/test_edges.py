@@ -553,3 +553,18 @@ def test_the_python_api_checks_agent_ids_as_http_does(make_wm, database, agent_i
     with pytest.raises(InvalidAgentMetadata):
         wm.agent.checkout(AgentInfo(id=agent_id))
     assert wm.agent.checkout("agent-ok") is not None  # nothing was held by the refused
+
+
+def test_python_submit_refuses_notes_that_are_not_text(make_wm, database) -> None:
+    """A data-extremes pass: ``submit(notes={"a": 1})`` was stored by the Python API where
+    HTTP, MCP and parts refuse it (notes are text)."""
+    wm = make_wm(db=database, registry=Registry([Simple()]))
+    wm.propose("test.simple", {})
+    lease = wm.agent.checkout("agent-a")
+    with pytest.raises(ValidationFailed) as refused:
+        wm.agent.submit(lease, {"answer": 1}, notes={"a": 1})  # type: ignore[arg-type]
+    assert refused.value.details == [
+        {"path": "notes", "message": "must be a string", "validator": "type"}
+    ]
+    assert wm.queries.item(lease.item_id)["state"] == "leased"
+    wm.agent.submit(lease, {"answer": 1}, notes="fine")

@@ -34,6 +34,7 @@ from .inputs import (
     check_progress,
     checkout_query,
     lease_caller,
+    notes_problem,
     require,
 )
 from .parts import check_part_input
@@ -155,6 +156,8 @@ class AgentAPI:
         """Submit the whole result; validated by the type's schema and hook. Ends the lease."""
         if not isinstance(result, dict):
             raise ValidationFailed.at("result", "must be an object", "type")
+        if (wrong := notes_problem(notes)) is not None:  # as HTTP, MCP and parts say
+            raise ValidationFailed([wrong])
         depth = self.ctx.settings.max_json_depth
         json_value({"result": result, "evidence": evidence, "notes": notes}, "$", depth)
         info = lease_caller(agent, lease)

@@ -20,6 +20,14 @@ def require(condition: bool, path: str, message: str, validator: str = "type") -
         raise ValidationFailed.at(path, message, validator)
 
 
+def notes_problem(notes: Any) -> dict[str, str] | None:
+    """What is wrong with a submit's or a part's ``notes`` (a text column, as HTTP and
+    MCP declare it), if anything."""
+    if notes is not None and not isinstance(notes, str):
+        return problem("notes", "must be a string", "type")
+    return None
+
+
 def presented_item(value: str | None) -> uuid.UUID | None:
     """The item id a lease call names (an HTTP path, an MCP argument, an idempotency key's
     target), when it is one: what is read with the token or the key's claim. A malformed

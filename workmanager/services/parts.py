@@ -18,6 +18,7 @@ from ..order_types import OrderType
 from ..order_types import Part as PartValue
 from ..settings import Settings
 from ..types import JSON, NAME_MAX, SEQ_MAX, AgentInfo, ItemView
+from .inputs import notes_problem
 from .transitions import record_event
 from .views import PartOutcome, iso, item_view, part_dict
 
@@ -81,8 +82,8 @@ def check_part_input(
         errors.append({"path": "seq", "message": message, "validator": "minimum"})
     if not isinstance(payload, dict):
         errors.append({"path": "payload", "message": "must be an object", "validator": "type"})
-    if notes is not None and not isinstance(notes, str):  # a text column: HTTP and MCP say so
-        errors.append({"path": "notes", "message": "must be a string", "validator": "type"})
+    if (wrong := notes_problem(notes)) is not None:
+        errors.append(wrong)
     if errors:
         raise ValidationFailed(errors)
     # Before measuring: a lone surrogate cannot be encoded.
