@@ -590,6 +590,50 @@ def test_a_lock_the_store_could_not_drop_does_not_hold_back_the_item(build, monk
     assert wm.agent.checkout("agent-d", order_id=order_id) is None
 
 
+def test_a_lock_taken_over_between_a_release_and_its_drop_frees_its_agent(
+    build, monkeypatch
+) -> None:
+    """A review of the takeover found the releasing agent counted at its limit for the
+    lease TTL: another agent's checkout took the item over between the release's commit
+    and its lock's drop, and the drop (the lock no longer its own) left the item in the
+    releasing agent's count. Its place is given back whoever holds the lock now."""
+    wm = build(max_leases_per_agent=1)
+    if wm.ctx.leases.lock is None:
+        pytest.skip("the row is the lock")
+    order_id = wm.propose("test.simple", {})
+    first = checkout(wm, "agent-a", order_id=order_id)
+    lock = wm.ctx.leases
+    drop, taken = lock.release_lock, []
+
+    def racing(item_id: uuid.UUID, holder: Any, order_type: str) -> bool:
+        if not taken:  # agent-b lands between agent-a's commit and its lock's drop
+            taken.append(checkout(wm, "agent-b", order_id=order_id))
+        return bool(drop(item_id, holder, order_type))
+
+    monkeypatch.setattr(lock, "release_lock", racing)
+    wm.agent.release(first)
+    monkeypatch.undo()
+    assert taken and taken[0].item_id == first.item_id
+    other = wm.propose("test.multi", {"count": 1})
+    assert checkout(wm, "agent-a", order_id=other).order_id == other
+    wm.agent.heartbeat(taken[0])
+
+
+def test_a_lease_extended_past_the_ttl_still_counts_after_the_ttl(build) -> None:
+    """A lease-safety pass: an operator's ``leases extend`` past the TTL, then the agent's
+    next grant, shortened its limit zset to the TTL; once that ran out the extended lease
+    was not counted and the agent held one lease over its limit."""
+    wm = build(max_leases_per_agent=2, lease_ttl_seconds=EXPIRING_TTL + 1)
+    order_id = wm.propose("test.multi", {"count": 5})
+    extended = checkout(wm, "agent-a", order_id=order_id)
+    LeaseAdmin(wm.ctx).extend(LeaseSelector(item_id=extended.item_id), 120)
+    wm.agent.submit(checkout(wm, "agent-a", order_id=order_id), {"answer": 1})
+    time.sleep(EXPIRING_TTL + 1.5)  # past the TTL: the extended lease still held
+    assert checkout(wm, "agent-a", order_id=order_id) is not None
+    assert wm.agent.checkout("agent-a", order_id=order_id) is None  # two held: its limit
+    wm.agent.heartbeat(extended)
+
+
 def test_per_type_limit_does_not_block_other_types(build) -> None:
     wm = build(max_leases_per_type=2)
     busy = wm.propose("test.multi", {"count": 4}, priority=9)

@@ -402,3 +402,36 @@ def test_a_switch_to_database_leases_brings_the_rows_up_to_their_locks(
     time.sleep(1.7)  # past the row's old expiry, before the one its holder was told
     assert on_db.sweeper.sweep().reclaimed == 0
     assert on_db.agent.heartbeat(lease) is not None
+
+
+@pytest.mark.redis
+def test_a_switch_to_another_redis_prefix_carries_the_held_leases(
+    make_wm: Callable[..., WorkManager],
+) -> None:
+    """A review: a switch to another prefix (or cluster) deleted the new prefix's keys and
+    carried nothing, so the first sweep reclaimed every held lease, as a switch between
+    backends did. The rows are brought up to the old locks, then locked under the new
+    prefix; ``--json`` says so too."""
+    import json
+
+    from click.testing import CliRunner
+
+    from workmanager.cli.app import Env, cli
+
+    registry = Registry([Simple()])
+    before = make_wm(db="postgres", backend="redis", registry=registry)
+    deployment.record(before.db, before.settings)
+    order_id = before.propose("test.simple", {"n": 1})
+    lease = before.agent.heartbeat(before.agent.checkout("agent-a"))  # the row's
+    time.sleep(1.1)
+    lease = before.agent.heartbeat(lease)  # the lock's alone: later than the row's
+    prefix = before.settings.redis_prefix + "moved:"
+    after = make_wm(db="postgres", backend="redis", registry=registry, redis_prefix=prefix)
+    args = ["db", "upgrade", "--record-settings", "--json"]
+    done = CliRunner().invoke(cli, args, obj=Env(after))
+    assert done.exit_code == 0, done.output
+    carried = json.loads(done.output)["leases"]
+    assert carried == {"forgotten": 0, "rows": 1, "locks": 1, "unread": None}, carried
+    assert after.sweeper.sweep().reclaimed == 0
+    after.agent.submit(after.agent.heartbeat(lease), {"answer": 1})
+    assert after.queries.order(order_id)["state"] == "submitted"

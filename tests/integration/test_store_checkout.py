@@ -36,7 +36,7 @@ def state_of(wm: WorkManager, item_id: uuid.UUID) -> dict[str, Any]:
     return {"item": row, "order": order.state, "events": events, "provenance": provenance}
 
 
-def test_an_item_still_locked_is_skipped_and_its_grant_leaves_no_trace(
+def test_an_item_locked_under_a_later_fence_is_skipped_and_its_grant_leaves_no_trace(
     make_wm: Callable[..., WorkManager],
 ) -> None:
     wm = make_wm(db="postgres", backend="redis", registry=Registry([Multi()]))
@@ -49,7 +49,9 @@ def test_an_item_still_locked_is_skipped_and_its_grant_leaves_no_trace(
             for order in (first_order, second_order)
         )
     stale = store.keys.item(str(first_id))
-    store.client.set(stale, "1|-|ghost", px=60_000)  # a lock its holder never gave back
+    # a lock under a later fence than the row knows (a database restored from an older
+    # backup without `ops restored`); one under an earlier fence is stale and taken over
+    store.client.set(stale, "99|-|ghost", px=60_000)
     before = state_of(wm, first_id)
 
     lease = wm.agent.checkout("agent-1")  # the oldest first: the first order's item

@@ -168,7 +168,7 @@ class RedisClusterLeaseStore(RedisLeaseStore):
     def release(self, item_id: str, owner: str, proof: str, order_type: str) -> int:
         k = self.cluster_keys
         released = self._run(self._release, [k.item(item_id)], [self.held(owner, proof)])
-        if released == 1 and self._track:
+        if self._track:  # this grant's places, whoever holds the lock now (release.lua)
             member = self._member(item_id, proof)
             for key in (k.agent(owner), k.order_type(order_type)):
                 try:

@@ -1,6 +1,7 @@
-"""Leases held across a switch of the lease backend (``workmanager db upgrade
---record-settings`` with every process stopped): what the old backend knows of each held
-lease is carried to the new one, so its holder carries on where it left off.
+"""Leases held across a switch of the lease backend, or of the Redis lock store (its
+prefix, or a cluster), recorded by ``workmanager db upgrade --record-settings`` with every
+process stopped (:func:`carry`): what the old backend knows of each held lease is carried
+to the new one, so its holder carries on where it left off.
 
 * **database → Redis.** The row is the lease. Its lock is taken in Redis under the row's
   fence, holder and secret hash, for the time the row gives it, so the audit sweep that
@@ -10,6 +11,7 @@ lease is carried to the new one, so its holder carries on where it left off.
 * **Redis → database.** A heartbeat without progress renews only the lock, so the row's
   expiry lags behind what its holder was told: each held row gets its lock's end (the
   pass found every lease cut short, its holder's next heartbeat refused).
+* **Redis → Redis** (another prefix or cluster): both, the rows first.
 
 Only the rows of leases that are still held under the same fence are touched. A lease
 whose lock could not be carried (a limit of the new backend reached, Redis away) stays as
@@ -18,8 +20,10 @@ it was: the sweep then ends it as it would have before.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -28,7 +32,12 @@ from sqlalchemy import bindparam, select, update
 from ..db.models import Item
 from ..db.predicates import held
 from ..db.session import Database
-from .base import LeaseLock
+from ..errors import WorkManagerError
+from ..settings import Settings
+from .base import LeaseBackend, LeaseLock
+
+#: What, changed in the record, makes the Redis lock store another one.
+LOCK_STORE = ("lease_backend", "redis_prefix", "redis_cluster")
 
 #: Held rows read (and locks carried) at a time.
 BATCH = 500
@@ -95,4 +104,80 @@ def into_rows(db: Database, lock: LeaseLock) -> int:
         with db.transaction() as session:
             result = session.connection().execute(stmt, later)
             carried += int(result.rowcount or 0)
+    return carried
+
+
+@dataclass
+class Carried:
+    """What a switch did with the held leases (``None``: not that kind of switch)."""
+
+    #: lock keys of an earlier period deleted under the new prefix
+    forgotten: int | None = None
+    #: rows whose expiry was brought up to their old lock's end
+    rows: int | None = None
+    #: leases locked in the new lock store
+    locks: int | None = None
+    #: why the old lock store could not be read (its leases then end at their rows')
+    unread: str | None = None
+
+    def said(self, prefix: str) -> str:
+        """The lines ``db upgrade`` prints."""
+        lines = []
+        if self.unread is not None:
+            lines.append(
+                f"leases held: their Redis locks could not be read ({self.unread}); each"
+                " ends at its row's expiry, which lags its heartbeats: stop the agents"
+                " first, or run this again with WORK_MANAGER_REDIS_URL set to that Redis"
+            )
+        if self.rows is not None:
+            lines.append(f"leases held: {self.rows} row expiries brought up to their Redis locks")
+        if self.forgotten is not None:
+            lines.append(
+                f"lease locks: {self.forgotten} key(s) of an earlier period under {prefix!r}"
+                " deleted; the first sweep checks every held lease"
+            )
+        if self.locks is not None:
+            lines.append(f"leases held: {self.locks} locked in Redis under their rows' fences")
+        return "".join(f"\n{line}" for line in lines)
+
+
+def carry(
+    db: Database,
+    settings: Settings,
+    recorded: dict[str, Any] | None,
+    leases: LeaseBackend,
+    now: Callable[[], datetime],
+) -> Carried:
+    """Before ``settings`` are recorded over ``recorded``: when the lock store changes,
+    the old one's lock ends carried into the rows (Redis before), the new one's keys of an
+    earlier period forgotten (a lock left there refused the item it named) and the held
+    leases locked in it (Redis after: ``leases``, this process's backend)."""
+    carried = Carried()
+    if recorded is None:
+        return carried
+    changed = [
+        name
+        for name in LOCK_STORE
+        if name in recorded and recorded[name] != getattr(settings, name)
+    ]
+    if not changed:
+        return carried
+    if recorded.get("lease_backend") == "redis":
+        from .factory import build_lease_backend
+
+        earlier = dataclasses.replace(
+            settings,
+            lease_backend="redis",
+            redis_prefix=recorded.get("redis_prefix", settings.redis_prefix),
+            redis_cluster=bool(recorded.get("redis_cluster", settings.redis_cluster)),
+        )
+        try:
+            old = build_lease_backend(earlier).lock
+            assert old is not None
+            carried.rows = into_rows(db, old)
+        except WorkManagerError as exc:  # Redis away: the rows' expiries stay as they were
+            carried.unread = exc.message
+    if settings.lease_backend == "redis" and leases.lock is not None:
+        carried.forgotten = leases.forget_locks()
+        carried.locks = into_locks(db, leases.lock, now())
     return carried

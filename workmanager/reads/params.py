@@ -146,17 +146,13 @@ def filter_name(param: str, bare: tuple[str, ...] = ("state", "type")) -> str:
 
 
 def sort_by(value: str, sorts: dict[str, Any], default: str) -> list[Any]:
-    """The sort's columns; a column named again is left out (its first term decides; on
-    SQLite 2,000 terms were "too many terms in ORDER BY clause", a 500)."""
-    columns, named = [], set()
+    columns = []
     for token in csv(value) or csv(default):
         name = token.lstrip("-")
         column = sorts.get(name)
         if column is None:
             raise bad(f"unknown sort {name!r}; one of {', '.join(sorts)}", "sort")
-        if name not in named:
-            named.add(name)
-            columns.append(column.desc() if token.startswith("-") else column.asc())
+        columns.append(column.desc() if token.startswith("-") else column.asc())
     return columns
 
 

@@ -297,6 +297,9 @@ class IdempotencyService:
             # the answer is lost on its way, is answered as recovered, not "in flight"
             log.warning("the answer of %s could not be stored for its key: %s", endpoint, exc)
             self._unlock(claim)
+        except BaseException:  # the process is ending (SystemExit, KeyboardInterrupt)
+            self._unlock(claim)  # no answer goes out: a retry is answered as recovered
+            raise
         return status, payload
 
     def _unlock(self, claim: Claim) -> None:

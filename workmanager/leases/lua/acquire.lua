@@ -56,7 +56,13 @@ redis.call('SET', KEYS[1], token .. '|' .. ARGV[8] .. '|' .. ARGV[1], 'PX', ttl)
 if track then
   redis.call('ZADD', KEYS[2], now + ttl, ARGV[4])
   redis.call('ZADD', KEYS[3], now + ttl, ARGV[4])
-  redis.call('PEXPIRE', KEYS[2], ttl)
-  redis.call('PEXPIRE', KEYS[3], ttl)
+  -- a zset lives as long as its longest lease: only ever lengthened (a lease extended
+  -- for longer by an operator, or carried with more time left, outlived a shortened zset,
+  -- and its agent and type were then counted without it)
+  for i = 2, 3 do
+    if redis.call('PTTL', KEYS[i]) < ttl then
+      redis.call('PEXPIRE', KEYS[i], ttl)
+    end
+  end
 end
 return tonumber(token)

@@ -26,6 +26,12 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[2], now + ttl, ARGV[3])
 redis.call('ZADD', KEYS[3], now + ttl, ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ttl)
-redis.call('PEXPIRE', KEYS[3], ttl)
+-- a zset lives as long as its longest lease: only ever lengthened (a lease extended
+-- for longer by an operator, or carried with more time left, outlived a shortened zset,
+-- and its agent and type were then counted without it)
+for i = 2, 3 do
+  if redis.call('PTTL', KEYS[i]) < ttl then
+    redis.call('PEXPIRE', KEYS[i], ttl)
+  end
+end
 return 1
