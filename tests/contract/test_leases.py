@@ -571,7 +571,7 @@ def test_a_lock_the_store_could_not_drop_does_not_hold_back_the_item(build, monk
 
     for end, agent in (("release", "agent-a"), ("fail", "agent-b")):
         lease = checkout(wm, agent, order_id=order_id)
-        with monkeypatch.context() as m:
+        with monkeypatch.context() as m:  # refused until the next grant (drops.py retries)
             m.setattr(store, "release", refused)
             if end == "release":
                 wm.agent.release(lease)
@@ -579,8 +579,8 @@ def test_a_lock_the_store_could_not_drop_does_not_hold_back_the_item(build, monk
                 wm.agent.fail(lease, {"code": "x", "message": "y"}, retryable=True)
                 with wm.db.transaction() as s:  # due again at once, for the next checkout
                     s.execute(update(Item).values(available_at=None))
-        assert store.check(str(lease.item_id), agent, lease.holder.store_proof()) == 1
-        again = checkout(wm, "agent-c", order_id=order_id)
+            assert store.check(str(lease.item_id), agent, lease.holder.store_proof()) == 1
+            again = checkout(wm, "agent-c", order_id=order_id)
         assert again.item_id == lease.item_id and again.token > lease.token
         assert_all_refused(wm, lease, LeaseConflict)
         wm.agent.heartbeat(again)
@@ -588,6 +588,38 @@ def test_a_lock_the_store_could_not_drop_does_not_hold_back_the_item(build, monk
     later = store.acquire(str(lease.item_id), "agent-x", 60_000, 10_000, "test.simple", 0, 0, "h")
     assert later == 10_000
     assert wm.agent.checkout("agent-d", order_id=order_id) is None
+
+
+def test_a_lock_the_store_refused_to_drop_is_dropped_once_it_takes_writes(
+    build, monkeypatch
+) -> None:
+    """A lease-safety pass: after a release while Redis refused writes, its lock stayed
+    for the TTL, counting against its agent's limit (an agent at a limit of 1 got "no
+    items") and answering its old holder's heartbeats. The drop is tried again in the
+    background until the store takes it (leases/drops.py)."""
+    from workmanager.leases import drops
+    from workmanager.patience import Patience
+
+    wm = build(max_leases_per_agent=1)
+    if wm.ctx.leases.lock is None:
+        pytest.skip("the row is the lock")
+    monkeypatch.setattr(drops, "DROPPING", Patience("drop", seconds=20, first_wait=0.05))
+    wm.propose("test.multi", {"count": 2})
+    lease = checkout(wm, "agent-a")
+    store = wm.ctx.leases.store  # type: ignore[attr-defined]
+    release, outage = store.release, [Unavailable("redis unavailable: a read-only replica")] * 3
+
+    def refused_a_while(*args: Any) -> int:
+        if outage:
+            raise outage.pop()
+        return int(release(*args))
+
+    monkeypatch.setattr(store, "release", refused_a_while)
+    wm.agent.release(lease)
+    proof = lease.holder.store_proof()
+    wait_for(lambda: store.check(str(lease.item_id), "agent-a", proof) == 0, what="the drop")
+    assert outage == []
+    assert checkout(wm, "agent-a").item_id  # its limit's place given back with the lock
 
 
 def test_a_lock_taken_over_between_a_release_and_its_drop_frees_its_agent(

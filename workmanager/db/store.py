@@ -89,8 +89,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from ..errors import WorkManagerError
+from ..errors import TransientError, WorkManagerError
 from ..lease_tokens import Holder
+from ..leases import drops
 from . import claims
 
 if TYPE_CHECKING:
@@ -334,13 +335,17 @@ def drop_holds(lock: LeaseLock | None, ended: Sequence[tuple[uuid.UUID, str, Hol
     it refused until the sweep). Best effort, never raises: the row is no longer held, so
     a lock the store no longer had (a flush, an expiry) changes nothing, and one it could
     not drop (unreachable, read-only) is stale: the next grant of the item, whose fence
-    is later, takes it over (``acquire.lua``), or it ends with its TTL."""
+    is later, takes it over (``acquire.lua``), and the drop is tried again in the
+    background (:mod:`workmanager.leases.drops`) until the store takes it or its TTL."""
     if lock is None:
         return
     for item_id, order_type, holder in ended:
         try:
             if not lock.release_lock(item_id, holder, order_type):
                 log.debug("the lock store no longer had the lock of %s", item_id)
+        except TransientError as exc:
+            log.warning("could not drop the lock of %s (%s): tried again", item_id, exc.message)
+            drops.later(lock, item_id, order_type, holder)
         except Exception:
             log.warning("could not release the lock store's lock of %s", item_id, exc_info=True)
 

@@ -1,7 +1,8 @@
 """The ``redis`` lock store on Redis Cluster (``WORK_MANAGER_REDIS_CLUSTER=true``).
 
 A Lua script on a cluster may touch the keys of one slot only, so the keys are hash-tagged
-(``keys.ClusterKeys``): ``cluster_acquire.lua`` touches the item's lock alone. The fence
+(``keys.ClusterKeys``): ``acquire.lua`` runs without its zsets, touching the item's lock
+alone. The fence
 is the item row's last token + 1, chosen by the caller as on a single Redis: nothing in
 Redis counts it, so a flush or a failover loses none.
 
@@ -111,7 +112,6 @@ class RedisClusterLeaseStore(RedisLeaseStore):
         super().__init__(client, prefix, track_limits)
         self.cluster_keys = ClusterKeys(prefix)
         self.keys = self.cluster_keys  # check, alive, marked and mark use item and epoch
-        self._lock = Script(client, _script("cluster_acquire"))
         self._reserve = Script(client, _script("cluster_reserve"))
         self._touch = Script(client, _script("cluster_touch"))
 
@@ -141,7 +141,12 @@ class RedisClusterLeaseStore(RedisLeaseStore):
                     if limit <= 0:  # no limit on this one: count the lease all the same
                         self._run(self._touch, [key], [member, ttl_ms])
                     taken.append(key)
-            granted = self._run(self._lock, [k.item(item_id)], [owner, ttl_ms, token, secret_hash])
+            # acquire.lua without its zsets (``track`` 0: the item's key alone, one slot)
+            granted = self._run(
+                self._acquire,
+                [k.item(item_id)],
+                [owner, ttl_ms, token, item_id, 0, 0, 0, secret_hash],
+            )
         except Unavailable:
             self._give_back(taken, member)
             raise

@@ -3,6 +3,8 @@
 -- KEYS[1]  {prefix}item:{item_id}     the lock (string "fence|secret hash|owner", PX ttl)
 -- KEYS[2]  {prefix}agent:{agent_id}   zset of the agent's held items -> expiry (ms)
 -- KEYS[3]  {prefix}type:{order_type}  zset of the type's held items -> expiry (ms)
+--          (KEYS[2] and KEYS[3] only with ARGV[7] = 1: Redis Cluster passes the item's
+--          key alone, its limits kept by cluster_reserve.lua in their own slots)
 -- ARGV[1]  owner (agent id)
 -- ARGV[2]  ttl in milliseconds
 -- ARGV[3]  the fencing token: the item row's last token + 1, chosen by the caller (the
