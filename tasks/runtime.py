@@ -86,6 +86,7 @@ def _ready_to_work(**_: Any) -> None:
     decides), so a worker does not hold Alembic, Mako and their migration scripts."""
     try:
         wm = get_wm()
+        deployment.one_process_only(wm.settings)
         if wm.settings.metrics_driver == "prometheus":
             log.warning(
                 "WORK_MANAGER_METRICS_DRIVER=prometheus: this worker's metrics stay in its own"

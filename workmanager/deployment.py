@@ -78,6 +78,20 @@ def shared(settings: Settings) -> dict[str, Any]:
     return {k: ",".join(sorted(v)) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
+def one_process_only(settings: Settings) -> None:
+    """Refuse the ``memory`` lease backend in a process of a deployment (``serve``,
+    ``mcp``, a worker, an agent): its locks live in one process's memory, so each process
+    had its own, and a worker's sweep took back every lease the API granted (a
+    configuration pass: a live lease requeued, its agent's next heartbeat refused). It is
+    for tests and scripts that do everything in one process."""
+    if settings.lease_backend == "memory":
+        raise ConfigurationError(
+            f"{variable('lease_backend')}=memory keeps the leases in one process's memory:"
+            " this process's would not be the others'",
+            hint="use database (the default) or redis; memory is for tests in one process",
+        )
+
+
 def variable(name: str) -> str:
     return f"{PREFIX}{name.upper()}"
 

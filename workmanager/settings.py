@@ -22,7 +22,7 @@ from .errors import ConfigurationError
 from .jsonvalues import DEFAULT_MAX_JSON_DEPTH
 from .ratelimit.rate import Rate
 from .settings_parsing import SPECS, check_known, read_toml, warn_misspelled
-from .settings_urls import ConnectionName, check_cluster
+from .settings_urls import ConnectionName, check_broker, check_cluster
 from .settings_values import DEFAULT_ENFORCE_ON, PREFIX
 
 EMBEDDED_BROKER = "sqla+sqlite:///./var/broker.db"
@@ -234,4 +234,6 @@ def _resolve_connections(values: dict[str, Any]) -> dict[str, Any]:
             values["broker_url"] = redis or Settings.redis_url
         else:
             values["broker_url"] = "sqla+" + values.get("database_url", Settings.database_url)
+        # as the broker reads it (a unix:// or a cluster's node list is no broker)
+        check_broker(broker.variable, values["broker_url"])
     return values

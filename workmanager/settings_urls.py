@@ -22,10 +22,11 @@ def check_cluster(url: str, prefix: str) -> None:
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
+    shown = shown_host(url)  # the rest of a URL may hold a password
     if parts.scheme not in ("redis", "rediss"):
-        raise _fail(PREFIX + "REDIS_URL", url, "a redis:// or rediss:// URL of any cluster node")
-    if parts.path.strip("/") not in ("", "0"):
-        raise _fail(PREFIX + "REDIS_URL", url, "no database number but 0 (Redis Cluster)")
+        raise _fail(PREFIX + "REDIS_URL", shown, "a redis:// or rediss:// URL of any cluster node")
+    if parts.path.strip("/") not in ("", "0") or "db=" in parts.query:
+        raise _fail(PREFIX + "REDIS_URL", shown, "no database number but 0 (Redis Cluster)")
     if "{" in prefix or "}" in prefix:
         raise _fail(
             PREFIX + "REDIS_PREFIX",
@@ -76,6 +77,12 @@ def _scheme(url: str) -> str:
     return url.partition("://")[0].strip().lower()
 
 
+def shown_host(url: str) -> str:
+    """A URL as an error shows it: its scheme and host, never its password or options."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}" if parts.netloc else parts.scheme
+
+
 def _check_redis(name: str, url: str) -> None:
     if _scheme(url) not in REDIS_SCHEMES:
         # the scheme alone is shown: the rest of a URL may hold a password
@@ -86,6 +93,40 @@ def _check_redis(name: str, url: str) -> None:
     if _scheme(url) != "unix" and "," not in urlsplit(url).netloc:  # node lists: cluster's
         hint = "host:port, e.g. 127.0.0.1:6379; a Redis Cluster's nodes separated by commas"
         check_port(name, url, hint)
+        check_redis_database(name, url)
+    _check_redis_options(name, url)
+
+
+def check_redis_database(name: str, url: str) -> None:
+    """The database of a ``redis://`` URL, when its path names one, is a number: redis-py
+    took ``/four`` for database 0, and the leases went to another database unsaid."""
+    path = urlsplit(url).path.strip("/")
+    if path and not (path.isascii() and path.isdigit()):
+        raise ConfigurationError(
+            f"{name}: the database in {shown_host(url)!r}'s path is not a number",
+            hint="redis://host:port/<number>, e.g. redis://127.0.0.1:6379/0",
+        )
+
+
+def _check_redis_options(name: str, url: str) -> None:
+    """The URL's query options, as redis-py reads them (``?socket_timeout=abc`` raised
+    ValueError from every command and ``serve``, a traceback)."""
+    try:
+        from redis.connection import parse_url
+    except ImportError:  # the redis extra is not installed: said when it is needed
+        return
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    first = url  # of a cluster's node list, the first node (its options are every node's)
+    if "," in hosts:
+        first = parts._replace(netloc=userinfo + at + hosts.split(",")[0]).geturl()
+    try:
+        parse_url(first)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"{name}: {str(exc).replace(url, shown_host(url))}",
+            hint="see redis-py's URL options (socket_timeout=5, health_check_interval=30…)",
+        ) from None
 
 
 def check_port(name: str, url: str, hint: str = "host:port, e.g. 127.0.0.1:6379") -> None:
@@ -113,7 +154,7 @@ def database_url(name: str, value: Any) -> str:
     return text
 
 
-def _check_broker(name: str, url: str) -> None:
+def check_broker(name: str, url: str) -> None:
     """Each URL (kombu reads ``;`` as failover alternates) must name one of kombu's
     transports: the scheme, or its part before ``+`` (``sqla+sqlite://`` is the ``sqla``
     transport on ``sqlite://``), as kombu resolves it when the first message is sent."""
@@ -125,6 +166,10 @@ def _check_broker(name: str, url: str) -> None:
         # kombu lowercases a parsed scheme, but takes the part before "+" as written
         transport = scheme.partition("+")[0] if "+" in scheme else scheme.lower()
         if transport in TRANSPORT_ALIASES:
+            if "://" in alternate and transport != "sqla":  # a server's host:port (and db)
+                check_port(name, alternate.strip(), "host:port, e.g. 127.0.0.1:6379")
+                if transport in ("redis", "rediss"):
+                    check_redis_database(name, alternate.strip())
             continue
         close = difflib.get_close_matches(transport, known, n=1)
         raise ConfigurationError(
@@ -148,7 +193,7 @@ _broker_url = _url(
     "a broker URL (redis://…, amqp://…, sqla+sqlite:///…), or a Laravel connection name: "
     "redis (WORK_MANAGER_REDIS_URL) or database (the SQL database, via kombu's "
     "SQLAlchemy transport)",
-    _check_broker,
+    check_broker,
 )
 
 
@@ -176,10 +221,10 @@ def _result_backend(name: str, value: Any) -> str | None:
     scheme, sep, _ = text.partition("://")
     scheme = scheme.strip()
     if sep and scheme in RESULT_BACKEND_SCHEMES:
-        return text
+        return _as_celery_reads(name, scheme, text)
     backend, plus, database = scheme.partition("+")
     if sep and backend == "db" and plus and database:
-        return text
+        return _as_celery_reads(name, "db", text)
     base = backend.lower()
     if not sep:
         got, hint = "a value that is not a URL", None
@@ -205,3 +250,28 @@ def _result_backend(name: str, value: Any) -> str | None:
         f"{name}: expected a Celery result backend URL ({RESULT_BACKEND_FORMS}), got {got}",
         hint=f"{hint} Or {unset}" if hint else f"name one of those, or {unset}",
     )
+
+
+def _as_celery_reads(name: str, scheme: str, url: str) -> str:
+    """A result backend URL of a known form, refused where Celery would stop every worker
+    at its start: ``rediss://`` without ``ssl_cert_reqs``, ``db+`` a URL of no SQLAlchemy
+    dialect this install has (``db+garbage://``: NoSuchModuleError)."""
+    if scheme == "rediss" and "ssl_cert_reqs" not in url:
+        raise ConfigurationError(
+            f"{name}: a rediss:// result backend needs ssl_cert_reqs (Celery stops every"
+            " worker without it)",
+            hint="add ?ssl_cert_reqs=required (or optional, none)",
+        )
+    if scheme == "db":
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+        database = url.partition("+")[2]
+        try:
+            make_url(database).get_dialect()
+        except (ArgumentError, NoSuchModuleError, ImportError):
+            raise ConfigurationError(
+                f"{name}: no SQLAlchemy dialect for {_scheme(database)!r}",
+                hint="db+<database URL>, e.g. db+sqlite:///results.db or db+postgresql+psycopg://…",
+            ) from None
+    return url

@@ -9,6 +9,7 @@ import pytest
 import uvicorn
 
 from tests.cli.conftest import Console
+from workmanager.errors import ConfigurationError
 
 COMMANDS = [["serve", "--port", "1"], ["mcp", "--transport", "http", "--port", "1"]]
 
@@ -26,7 +27,7 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
 @pytest.mark.parametrize("command", COMMANDS, ids=["serve", "mcp-http"])
 def test_auth_none_is_announced_loudly(console_for: Any, started: list[Any], command) -> None:
-    console: Console = console_for(auth="none")
+    console: Console = console_for(auth="none", backend="database")
     result = console(*command)
     assert "WARNING: WORK_MANAGER_AUTH=none" in result.stderr
     assert len(started) == 1  # and then the server starts
@@ -34,5 +35,18 @@ def test_auth_none_is_announced_loudly(console_for: Any, started: list[Any], com
 
 @pytest.mark.parametrize("command", COMMANDS, ids=["serve", "mcp-http"])
 def test_token_auth_starts_quietly(console_for: Any, started: list[Any], command) -> None:
-    result = console_for()(*command)
+    result = console_for(backend="database")(*command)
     assert "WARNING" not in result.stderr and len(started) == 1
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=["serve", "mcp-http"])
+def test_the_memory_lease_backend_is_refused_by_a_server(
+    console_for: Any, started: list[Any], command: list[str]
+) -> None:
+    """A configuration pass: ``LEASE_BACKEND=memory`` (one process's memory, for tests) was
+    taken by ``serve`` and the workers alike, and a worker's sweep took back every lease
+    the API granted. A server refuses it in one line."""
+    result = console_for(backend="memory")(*command, code=1)
+    refused = result.exception  # in process; the command line prints its one line
+    assert isinstance(refused, ConfigurationError) and started == []
+    assert "WORK_MANAGER_LEASE_BACKEND=memory keeps the leases in one process" in refused.message

@@ -215,7 +215,7 @@ def test_a_misspelled_result_backend_is_refused_with_a_suggestion(ready: Path) -
     "value",
     [
         "redis://127.0.0.1:6379/9",
-        "rediss://:pw@redis.internal:6380/0",
+        "rediss://:pw@redis.internal:6380/0?ssl_cert_reqs=required",
         "sentinel://127.0.0.1:26379",
         "rpc://",
         "db+sqlite:///results.db",

@@ -43,3 +43,14 @@ def test_a_filter_of_more_values_than_the_limit_is_an_invalid_query(make_wm: Any
         assert f"at most {MAX_LIST_VALUES}" in refused.value.message
     with pytest.raises(InvalidQuery):
         ItemListing(wm.ctx).list([("filter[agent_id]", "a," * MAX_LIST_VALUES)])
+
+
+def test_the_items_page_is_never_larger_than_the_max(make_wm: Any) -> None:
+    """A configuration pass: the items list (the console's) took the default page size
+    over the max one ("no page is ever larger than the max"), as the orders list did not."""
+    wm = make_wm(registry=Registry([Simple()]), default_page_size_http=500, max_page_size=1)
+    wm.propose("test.simple", {})
+    wm.propose("test.simple", {})
+    for listing in (OrderListing(wm.ctx), ItemListing(wm.ctx)):
+        page = listing.list([])
+        assert page["meta"]["per_page"] == 1 and len(page["data"]) == 1, page["meta"]

@@ -95,6 +95,7 @@ def schema_at_head(wm: WorkManager) -> None:
     from .. import deployment
     from ..db.migrate import require_head
 
+    deployment.one_process_only(wm.settings)
     try:
         require_head(wm.db)
         deployment.check(wm.db, wm.settings)  # settings every process must share

@@ -6,7 +6,10 @@ from dataclasses import dataclass
 
 UNITS = {"s": 1, "m": 60, "h": 3600}
 #: What a rate looks like, for error messages.
-FORM = "<count>/<s|m|h> with count >= 1 (e.g. 20/s, 600/m, 10000/h)"
+FORM = "<count>/<s|m|h> with count from 1 to 2147483647 (e.g. 20/s, 600/m, 10000/h)"
+#: The largest count (a count of 400 digits was taken, then every checkout was a 500:
+#: OverflowError, int too large to convert to float).
+MAX_COUNT = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,9 @@ def parse_rate(text: str) -> Rate:
     """``"20/s"`` → ``Rate(20, 1)``; anything else raises :class:`ValueError`."""
     count, slash, unit = text.strip().partition("/")
     unit = unit.strip().lower()
-    if not slash or unit not in UNITS or not count.strip().isdigit() or int(count) < 1:
+    digits = count.strip()
+    if not slash or unit not in UNITS or not (digits.isascii() and digits.isdigit()):
+        raise ValueError(FORM)
+    if len(digits) > 10 or not 1 <= int(digits) <= MAX_COUNT:
         raise ValueError(FORM)
     return Rate(int(count), UNITS[unit])

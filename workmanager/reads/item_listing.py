@@ -63,7 +63,8 @@ class ItemListing:
     def list(self, params: Iterable[tuple[str, str]], tenant: str | None = None) -> dict[str, Any]:
         """One page; ``tenant`` forced as :meth:`OrderListing.list`'s is."""
         settings = self.ctx.settings
-        query, sort = ListQuery(size=settings.default_page_size_http), "-updated_at"
+        size = min(settings.default_page_size_http, settings.max_page_size)  # as orders'
+        query, sort = ListQuery(size=size), "-updated_at"
         if tenant is not None:
             query.where.append(Item.tenant_id == tenant)
         for param, value in readable(params):
