@@ -168,7 +168,7 @@ def check_broker(name: str, url: str) -> None:
         if transport in TRANSPORT_ALIASES:
             if "://" in alternate and transport != "sqla":  # a server's host:port (and db)
                 check_port(name, alternate.strip(), "host:port, e.g. 127.0.0.1:6379")
-                if transport in ("redis", "rediss"):
+                if scheme.lower() in ("redis", "rediss"):  # not redis+socket:///<path>
                     check_redis_database(name, alternate.strip())
             continue
         close = difflib.get_close_matches(transport, known, n=1)

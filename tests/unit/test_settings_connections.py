@@ -60,6 +60,8 @@ def test_a_connection_its_client_cannot_use_is_refused_in_one_line(
         {P + "BROKER_URL": "redis://127.0.0.1:6379/4"},
         {P + "BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//"},
         {P + "BROKER_URL": "sqla+sqlite:///./var/broker.db"},
+        {P + "BROKER_URL": "redis+socket:///run/redis/redis.sock"},
+        {P + "BROKER_URL": "redis://127.0.0.1:6379/1;redis://127.0.0.1:6380/1"},
         {P + "QUEUE_CONNECTION": "redis", P + "REDIS_URL": "redis://127.0.0.1:6379/3"},
         {P + "REDIS_URL": "redis://127.0.0.1:6379/4?socket_timeout=5"},
         {P + "RESULT_BACKEND": "rediss://127.0.0.1:6379/4?ssl_cert_reqs=required"},
