@@ -435,3 +435,32 @@ def test_a_switch_to_another_redis_prefix_carries_the_held_leases(
     assert after.sweeper.sweep().reclaimed == 0
     after.agent.submit(after.agent.heartbeat(lease), {"answer": 1})
     assert after.queries.order(order_id)["state"] == "submitted"
+
+
+@pytest.mark.redis
+def test_a_switch_whose_old_locks_cannot_be_read_says_so(
+    make_wm: Callable[..., WorkManager],
+) -> None:
+    """A switch from Redis whose locks cannot be read (the shell's WORK_MANAGER_REDIS_URL
+    names no server): one warning line on stderr, ``unread`` in --json, exit 0 (the
+    switch is recorded; the leases end at their rows' expiries, as the warning says)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from workmanager.cli.app import Env, cli
+
+    registry = Registry([Simple()])
+    on_redis = make_wm(db="postgres", backend="redis", registry=registry)
+    deployment.record(on_redis.db, on_redis.settings)
+    on_redis.propose("test.simple", {"n": 1})
+    assert on_redis.agent.checkout("agent-a") is not None  # a lease held under Redis
+    closed = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens: the locks are unread
+    on_db = make_wm(db="postgres", backend="database", registry=registry, redis_url=closed)
+    args = ["db", "upgrade", "--record-settings", "--json"]
+    done = CliRunner().invoke(cli, args, obj=Env(on_db))
+    assert done.exit_code == 0, done.output
+    [warning] = done.stderr.splitlines()
+    assert warning.startswith("warning: leases held: their Redis locks could not be read")
+    carried = json.loads(done.stdout)["leases"]
+    assert carried["rows"] is None and carried["unread"] and carried["locks"] is None

@@ -48,8 +48,8 @@ def db_upgrade(env: Env, record_settings: bool, as_json: bool) -> None:
             ctx.db, ctx.settings, recorded.value if recorded else None, ctx.leases, ctx.clock
         )
         said += carried.said(env.wm.settings.redis_prefix)
-        if carried.unread is not None:
-            click.echo(f"warning: {carried.said('').strip()}", err=True)
+        if carried.warning is not None:
+            click.echo(f"warning: {carried.warning}", err=True)
         changed = deployment.record(env.wm.db, env.wm.settings)
         for difference in changed:
             then = (  # what waits in the old queue is read by nobody once all have moved

@@ -120,15 +120,20 @@ class Carried:
     #: why the old lock store could not be read (its leases then end at their rows')
     unread: str | None = None
 
+    @property
+    def warning(self) -> str | None:
+        """What an operator must hear on stderr: the old locks could not be read."""
+        if self.unread is None:
+            return None
+        return (
+            f"leases held: their Redis locks could not be read ({self.unread}); each ends at"
+            " its row's expiry, which lags its heartbeats: stop the agents first, or run"
+            " this again with WORK_MANAGER_REDIS_URL set to that Redis"
+        )
+
     def said(self, prefix: str) -> str:
         """The lines ``db upgrade`` prints."""
-        lines = []
-        if self.unread is not None:
-            lines.append(
-                f"leases held: their Redis locks could not be read ({self.unread}); each"
-                " ends at its row's expiry, which lags its heartbeats: stop the agents"
-                " first, or run this again with WORK_MANAGER_REDIS_URL set to that Redis"
-            )
+        lines = [self.warning] if self.warning else []
         if self.rows is not None:
             lines.append(f"leases held: {self.rows} row expiries brought up to their Redis locks")
         if self.forgotten is not None:
@@ -155,12 +160,10 @@ def carry(
     carried = Carried()
     if recorded is None:
         return carried
-    changed = [
-        name
-        for name in LOCK_STORE
-        if name in recorded and recorded[name] != getattr(settings, name)
-    ]
-    if not changed:
+    from .. import deployment  # the record's own comparison
+
+    changed = deployment.differences(deployment.shared(settings), recorded)
+    if not any(difference.name in LOCK_STORE for difference in changed):
         return carried
     if recorded.get("lease_backend") == "redis":
         from .factory import build_lease_backend
@@ -172,9 +175,9 @@ def carry(
             redis_cluster=bool(recorded.get("redis_cluster", settings.redis_cluster)),
         )
         try:
-            old = build_lease_backend(earlier).lock
-            assert old is not None
-            carried.rows = into_rows(db, old)
+            old = build_lease_backend(earlier)
+            assert old.lock is not None
+            carried.rows = into_rows(db, old.lock)
         except WorkManagerError as exc:  # Redis away: the rows' expiries stay as they were
             carried.unread = exc.message
     if settings.lease_backend == "redis" and leases.lock is not None:
