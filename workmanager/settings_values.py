@@ -8,6 +8,7 @@ name takes which parser is :mod:`.settings_parsing`'s; connection URLs are
 from __future__ import annotations
 
 import math
+import string
 from collections.abc import Callable
 from typing import Any
 
@@ -56,11 +57,30 @@ def _fail(name: str, value: Any, expected: str) -> ConfigurationError:
     return ConfigurationError(f"{name}: expected {expected}, got {value!r}")
 
 
+def _text(name: str, value: Any) -> str:
+    """``value`` as given, which must be text: the environment's always is; a TOML
+    number, boolean, date, array or table where text is meant is refused rather than
+    turned into its Python spelling (``True``, ``{'a': 1}``)."""
+    if not isinstance(value, str):
+        raise ConfigurationError(
+            f"{name}: expected text, got {type(value).__name__} {value!r}",
+            hint=f'in the TOML file, quote it: {name.removeprefix(PREFIX).lower()} = "…"',
+        )
+    return value
+
+
 def _str(name: str, value: Any) -> str:
-    text = str(value).strip()
+    text = _text(name, value).strip()
     if not text:
         raise _fail(name, value, "a non-empty string")
     return text
+
+
+_ALNUM = frozenset(string.ascii_letters + string.digits)
+#: RFC 3986's characters of a path segment, unescaped, and ``/``.
+_PATH_CHARACTERS = _ALNUM | frozenset("-._~!$&'()*+,;=:@/")
+#: RFC 9110's token characters (a header field's name).
+_TOKEN_CHARACTERS = _ALNUM | frozenset("!#$%&'*+-.^_`|~")
 
 
 def _queue_name(name: str, value: Any) -> str:
@@ -183,8 +203,9 @@ def _driver(name: str, value: Any) -> str:
 
 
 def _csv(name: str, value: Any) -> tuple[str, ...]:
-    items = value if isinstance(value, list | tuple) else str(value).split(",")
-    return tuple(str(v).strip() for v in items if str(v).strip())
+    """Comma-separated text, or (in the TOML file) an array of strings."""
+    items = value if isinstance(value, list | tuple) else _text(name, value).split(",")
+    return tuple(t for t in (_text(name, v).strip() for v in items) if t)
 
 
 def _endpoints(name: str, value: Any) -> tuple[str, ...]:
@@ -196,7 +217,7 @@ def _endpoints(name: str, value: Any) -> tuple[str, ...]:
 
 
 def _optional_str(name: str, value: Any) -> str | None:
-    text = str(value).strip()
+    text = _text(name, value).strip()
     return text or None
 
 
@@ -213,4 +234,24 @@ def _prefix(name: str, value: Any) -> str:
     text = _str(name, value)
     if not text.startswith("/"):
         raise _fail(name, value, "a path starting with '/'")
+    odd = sorted({c for c in text if c not in _PATH_CHARACTERS})
+    if odd:
+        raise ConfigurationError(
+            f"{name}: {text!r} has characters a URL path does not carry as they are: "
+            + " ".join(repr(c) for c in odd),
+            hint="use letters, digits and - . _ ~ / (such as /api/work)",
+        )
     return text.rstrip("/")
+
+
+def _header_name(name: str, value: Any) -> str:
+    """An HTTP header's name: a token of RFC 9110 (letters, digits, ``!#$%&'*+-.^_`|~``),
+    the only characters a client can send in one."""
+    text = _str(name, value)
+    odd = sorted({c for c in text if c not in _TOKEN_CHARACTERS})
+    if odd:
+        raise ConfigurationError(
+            f"{name}: {text!r} cannot name an HTTP header: " + " ".join(repr(c) for c in odd),
+            hint="header names are ASCII letters, digits and -, such as Idempotency-Key",
+        )
+    return text

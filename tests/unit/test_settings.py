@@ -367,3 +367,62 @@ def test_a_comma_in_a_redis_password_is_no_list_of_nodes() -> None:
     """The reviewer's find: the several-nodes check looked at the user:password part."""
     url = "redis://:pa,ss@redis:6379/0"
     assert Settings.from_env({"WORK_MANAGER_REDIS_URL": url}).redis_url == url
+
+
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [
+        ("metrics_namespace = 5", "WORK_MANAGER_METRICS_NAMESPACE: expected text, got int 5"),
+        ("agent_name = true", "WORK_MANAGER_AGENT_NAME: expected text, got bool True"),
+        ("statsd_host = 1.5", "WORK_MANAGER_STATSD_HOST: expected text, got float 1.5"),
+        ("metrics_driver = {a = 1}", "WORK_MANAGER_METRICS_DRIVER: expected text, got dict"),
+        ("provenance_enricher = false", "WORK_MANAGER_PROVENANCE_ENRICHER: expected text"),
+        ("order_types = [1, 2]", "WORK_MANAGER_ORDER_TYPES: expected text, got int 1"),
+        ("order_types = 5", "WORK_MANAGER_ORDER_TYPES: expected text, got int 5"),
+    ],
+)
+def test_a_toml_value_that_is_not_text_where_text_is_meant_is_refused(
+    tmp_path: Path, line: str, named: str
+) -> None:
+    """Not turned into its Python spelling (``True``, ``{'a': 1}``) and used as a name."""
+    config = tmp_path / "wm.toml"
+    config.write_text(line + "\n")
+    with pytest.raises(ConfigurationError, match=named) as caught:
+        Settings.from_env({"WORK_MANAGER_CONFIG": str(config)})
+    assert "quote it" in (caught.value.hint or "")
+
+
+def test_toml_arrays_of_strings_and_quoted_numbers_are_read(tmp_path: Path) -> None:
+    config = tmp_path / "wm.toml"
+    config.write_text('order_types = ["a", " b "]\nlease_ttl_seconds = "600"\n')
+    s = Settings.from_env({"WORK_MANAGER_CONFIG": str(config)})
+    assert s.order_types == ("a", "b") and s.lease_ttl_seconds == 600
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "odd"),
+    [
+        ("WORK_MANAGER_API_PREFIX", "/api/ v1", "' '"),
+        ("WORK_MANAGER_API_PREFIX", "/api/wörk", "'ö'"),
+        ("WORK_MANAGER_API_PREFIX", "/api?x", "'?'"),
+        ("WORK_MANAGER_API_PREFIX", "/api#x", "'#'"),
+        ("WORK_MANAGER_IDEMPOTENCY_HEADER", "X Idem", "' '"),
+        ("WORK_MANAGER_IDEMPOTENCY_HEADER", "X-Idém", "'é'"),
+        ("WORK_MANAGER_IDEMPOTENCY_HEADER", "X-Idem:", "':'"),
+    ],
+)
+def test_a_prefix_or_header_name_no_client_could_send_is_refused(
+    variable: str, value: str, odd: str
+) -> None:
+    """A route under ``/api/ v1`` or a key in an ``X Idem`` header could never be reached
+    or sent: refused at start-up, naming the characters."""
+    with pytest.raises(ConfigurationError, match=variable) as caught:
+        Settings.from_env({variable: value})
+    assert odd in str(caught.value)
+
+
+def test_usual_prefixes_and_header_names_are_taken() -> None:
+    s = Settings.from_env(
+        {"WORK_MANAGER_API_PREFIX": "/api/work-v1/", "WORK_MANAGER_IDEMPOTENCY_HEADER": "X-Idem"}
+    )
+    assert (s.api_prefix, s.idempotency_header) == ("/api/work-v1", "X-Idem")
