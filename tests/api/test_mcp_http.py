@@ -63,6 +63,15 @@ def test_mcp_http_requires_a_token(api_db_url: str, tokens: dict[str, str]) -> N
             "error": "this token lacks the 'propose' scope",
             "details": {"required_scope": "propose", "principal": "viewer"},
         }
+        # MAX_BODY_BYTES (65536 here) holds for MCP as for the API, in the same envelope
+        # (the SDK's own refusal is a plain-text 413 at 4 MiB), declared or chunked
+        auth = {"Authorization": f"Bearer {tokens['admin']}", "Content-Type": "application/json"}
+        big = b'{"jsonrpc": "2.0", "pad": "' + b"x" * 70_000 + b'"}'
+        for body in (big, iter([big[:40_000], big[40_000:]])):
+            r = httpx.post(url, content=body, headers=auth, timeout=10)
+            assert r.status_code == 413, r.text[:200]
+            assert r.json()["error"]["code"] == "payload_too_large"
+            assert r.headers["x-request-id"]
     finally:
         proc.terminate()
         proc.wait(10)

@@ -245,6 +245,31 @@ def test_reject_with_rework_sends_the_items_back(wm: WorkManager, tokens: dict[s
     assert "titles too long" in page
 
 
+@pytest.mark.parametrize("multipart", [False, True])
+def test_a_form_field_over_a_mebibyte_is_too_large_and_changes_nothing(
+    wm: WorkManager, tokens: dict[str, str], multipart: bool
+) -> None:
+    """Starlette refuses a form field over 1 MiB (under the body limit) with a 400; the
+    console says 413 ``payload_too_large`` (SPEC §6.1), not ``malformed_json``."""
+    order_id = submitted_order(wm)
+    reviewer = sign_in(client_for(wm), tokens["reviewer"])
+    page = reviewer.get(f"/ui/orders/{order_id}").text
+    fields = {
+        "csrf": field(page, "csrf", "reject-form"),
+        "key": field(page, "key", "reject-form"),
+        "reason": "r" * (1024 * 1024 + 1),
+    }
+    if multipart:
+        answer = reviewer.post(
+            f"/ui/orders/{order_id}/reject", files={k: (None, v) for k, v in fields.items()}
+        )
+    else:
+        answer = reviewer.post(f"/ui/orders/{order_id}/reject", data=fields)
+    assert answer.status_code == 413, answer.text[:300]
+    assert "payload_too_large" in answer.text and "exceeded maximum size" in answer.text
+    assert wm.queries.order_state(order_id) == "submitted"
+
+
 def test_a_forged_post_without_a_session_or_from_another_origin_changes_nothing(
     wm: WorkManager, tokens: dict[str, str]
 ) -> None:
@@ -341,7 +366,7 @@ def test_lists_dashboard_and_lease_actions_for_operators_only(
     huge = operator.post(
         f"/ui/orders/{order_id}/reject", data={"csrf": csrf, "reason": "x" * 2_000_000}
     )
-    assert huge.status_code == 400 and "text/html" in huge.headers["content-type"], huge.text
+    assert huge.status_code == 413 and "text/html" in huge.headers["content-type"], huge.text
     assert wm.queries.item(lease.item_id)["lease_expires_at"] == before
     assert wm.queries.order(order_id)["state"] == "submitted"
     operator.post(f"/ui/items/{lease.item_id}/extend", data={"csrf": csrf, "seconds": "600"})

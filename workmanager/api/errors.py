@@ -10,6 +10,7 @@ their status in the same envelope. Anything else is handled by the request middl
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,6 +23,7 @@ from ..errors import (
     InvalidQuery,
     MalformedJSON,
     NotFound,
+    PayloadTooLarge,
     RateLimited,
     Unavailable,
     ValidationFailed,
@@ -31,6 +33,10 @@ from ..errors import (
 from .deps import PENDING_AUTH, Auth
 
 RETRY_AFTER_SECONDS = 5
+#: Starlette's refusals of a form over its limits (a field over 1 MiB, more than 1,000
+#: fields or files), which it raises as 400s.
+_FORM_TOO_LARGE = re.compile(r"^(Field|Part) exceeded maximum size|^Too many (fields|files)\.")
+
 _HTTP_CODES = {
     400: "malformed_json",
     404: "not_found",
@@ -100,7 +106,10 @@ def not_json(request: Request) -> ValidationFailed | None:
 def http_error(exc: HTTPException) -> WorkManagerError:
     """Starlette's HTTP error (a 404 route, a 405, a form field over its size) as ours:
     the code its status names, its detail the message."""
-    error = WorkManagerError(str(exc.detail))
+    detail = str(exc.detail)
+    if exc.status_code == 400 and _FORM_TOO_LARGE.search(detail):
+        return PayloadTooLarge(detail)  # a form over Starlette's limits: too large, not bad
+    error = WorkManagerError(detail)
     error.code, error.http_status = _HTTP_CODES.get(exc.status_code, "http_error"), exc.status_code
     return error
 

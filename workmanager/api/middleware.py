@@ -126,6 +126,7 @@ class RequestContextMiddleware:
         max_json_depth: int,
         body_timeout: float = 60.0,
         form_prefix: str | None = None,
+        json_bodies: bool = True,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
@@ -134,6 +135,8 @@ class RequestContextMiddleware:
         #: Paths under this prefix (the review console's pages) post HTML forms, not JSON:
         #: their bodies keep the size limit but are not read as JSON.
         self.form_prefix = form_prefix
+        #: False in front of the MCP transports: JSON-RPC answers its own parse errors.
+        self.json_bodies = json_bodies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -161,7 +164,7 @@ class RequestContextMiddleware:
                 await send_error(send, late, [(b"connection", b"close"), *echo])
                 return
             form = self.form_prefix is not None and scope["path"].startswith(self.form_prefix)
-            strict = body.strip() and not form
+            strict = body.strip() and self.json_bodies and not form
             refused = _strict_json(body, self.max_json_depth) if strict else None
             if refused is not None:
                 await send_error(send, refused, echo)

@@ -1,4 +1,5 @@
-"""The HTTP transports (streamable HTTP, SSE), behind a bearer-token check on every request."""
+"""The HTTP transports (streamable HTTP, SSE), behind a bearer-token check on every request
+and the API's body limits."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import anyio.to_thread
 from mcp.server.mcpserver import MCPServer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..api.middleware import RequestContextMiddleware
 from ..container import WorkManager
 from ..errors import WorkManagerError
 from ..services.tokens import TokenService
@@ -43,12 +45,22 @@ def http_app(wm: WorkManager, server: MCPServer[Any], transport: str = "http") -
     """The MCP server over streamable HTTP (``/mcp``) or SSE (``/sse`` + ``/messages/``),
     behind the bearer gate, with CORS for the origins of ``WORK_MANAGER_MCP_CORS_ORIGINS``
     outermost (a browser's preflight carries no token)."""
+    limit = wm.settings.max_body_bytes
     if transport == "sse":
-        app: ASGIApp = server.sse_app()
+        app: ASGIApp = server.sse_app(max_request_body_size=limit)
     else:
-        app = server.streamable_http_app(streamable_http_path="/mcp")
+        app = server.streamable_http_app(streamable_http_path="/mcp", max_request_body_size=limit)
     if wm.settings.auth != "none":
         app = BearerGate(app, TokenService(wm.ctx))
+    # As the API's: a body over MAX_BODY_BYTES is a 413 in the error envelope (the SDK's
+    # own is plain text), a body too slow a 408, an X-Request-ID echoed.
+    app = RequestContextMiddleware(
+        app,
+        max_body_bytes=limit,
+        max_json_depth=wm.settings.max_json_depth,
+        body_timeout=wm.settings.api_body_timeout_seconds,
+        json_bodies=False,
+    )
     origins = list(wm.settings.mcp_cors_origins)
     if origins:
         from starlette.middleware.cors import CORSMiddleware
