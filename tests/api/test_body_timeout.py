@@ -9,7 +9,7 @@ import asyncio
 import json
 from typing import Any
 
-from workmanager.api.middleware import RequestContextMiddleware
+from workmanager.surface.middleware import RequestContextMiddleware
 
 
 async def never_called(scope: Any, receive: Any, send: Any) -> None:

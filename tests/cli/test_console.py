@@ -792,3 +792,38 @@ def test_ctrl_c_while_waiting_says_which_order_carries_on(
     assert lines[0].startswith("error [aborted]: interrupted (Ctrl-C); order ")
     assert "was enqueued and carries on" in lines[0]
     assert lines[-1].startswith("hint: follow it with `workmanager orders show ")
+
+
+def test_an_agents_failure_text_reaches_the_operator_escaped(
+    console: Console, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``orders create --wait`` printed the failed order's ``last_error`` (an agent's own
+    words) as it came: an OSC sequence retitled the operator's terminal. Escaped now, as
+    the tables escape it, and so are error lines quoting what a caller sent."""
+    from workmanager.cli import orders as orders_cli
+
+    failed = {
+        "id": "o-1",
+        "state": "failed",
+        "last_error": {"code": "x\x1b[2J", "message": "\x1b]0;PWNED\x07all good"},
+    }
+    monkeypatch.setattr(orders_cli, "_send", lambda *a, **k: "o-1")  # no broker here
+    monkeypatch.setattr(orders_cli, "follow", lambda *a, **k: failed)
+    args = ("orders", "create", "--type", "test.simple", "--payload", '{"n": 2}', "--wait")
+    done = console(*args, code=1)
+    assert "\x1b" not in done.output and "\x07" not in done.output
+    assert "o-1 failed: [x\\x1b[2J] \\x1b]0;PWNED\\x07all good" in done.output
+    from workmanager.cli.render import report_error
+    from workmanager.errors import UnknownOrderType
+
+    report_error(UnknownOrderType("unknown order type 'nope\x1b]0;T\x07'"))
+    said = capsys.readouterr().err
+    assert "\x1b" not in said and "'nope\\x1b]0;T\\x07'" in said
+
+
+def test_dev_reset_names_the_database_without_its_password(console: Console) -> None:
+    console.wm.settings = console.wm.settings.replace(
+        database_url="postgresql+psycopg://wm:s3cret@db.internal/work"
+    )
+    refused = console("dev", "reset", code=2)
+    assert "s3cret" not in refused.output and "wm:***@db.internal" in refused.output

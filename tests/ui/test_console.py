@@ -270,6 +270,24 @@ def test_a_form_field_over_a_mebibyte_is_too_large_and_changes_nothing(
     assert wm.queries.order_state(order_id) == "submitted"
 
 
+def test_a_csrf_value_of_any_characters_is_refused_not_a_500(
+    wm: WorkManager, tokens: dict[str, str]
+) -> None:
+    """``hmac.compare_digest`` takes ASCII ``str`` only: ``csrf=é`` was a 500."""
+    order_id = submitted_order(wm)
+    stranger = client_for(wm)
+    stranger.get("/ui/login")
+    assert stranger.post("/ui/login", data={"token": "x", "csrf": "é"}).status_code == 403
+    reviewer = sign_in(client_for(wm), tokens["reviewer"])
+    page = reviewer.get(f"/ui/orders/{order_id}").text
+    answer = reviewer.post(
+        f"/ui/orders/{order_id}/approve",
+        data={"csrf": "é", "key": field(page, "key", "approve-form")},
+    )
+    assert answer.status_code == 403
+    assert wm.queries.order_state(order_id) == "submitted"
+
+
 def test_a_forged_post_without_a_session_or_from_another_origin_changes_nothing(
     wm: WorkManager, tokens: dict[str, str]
 ) -> None:

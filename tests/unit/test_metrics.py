@@ -26,6 +26,19 @@ def test_log_driver_line_matches_the_spec(caplog: pytest.LogCaptureFixture) -> N
     ]
 
 
+def test_log_driver_writes_a_callers_label_value_escaped(caplog: pytest.LogCaptureFixture) -> None:
+    """A tenant or a failure's code is the caller's: a newline in one started a forged
+    line (``ERROR workmanager.api: …``) in the server's log."""
+    metrics = Metrics(LogDriver(), "work_manager")
+    with caplog.at_level(logging.INFO, logger="workmanager.metrics"):
+        metrics.increment(
+            "items_failed_total", type="t", error_code="x\nERROR workmanager.api: forged\x1b[2J"
+        )
+    (line,) = caplog.messages
+    assert "\n" not in line and "\x1b" not in line
+    assert line.endswith("error_code=x\\nERROR workmanager.api: forged\\x1b[2J}")
+
+
 @pytest.mark.parametrize(
     ("style", "expected"),
     [

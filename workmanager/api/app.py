@@ -10,10 +10,10 @@ from .. import __version__, tracing, ui
 from ..container import WorkManager
 from ..services.tokens import TokenService
 from ..settings import auth_none_warning
+from ..surface.middleware import RequestContextMiddleware
 from ..surface.operations import Operations
 from . import errors, openapi
 from .deps import ApiState
-from .middleware import RequestContextMiddleware
 from .routes import health, items, orders, provenance
 
 log = logging.getLogger("workmanager.api")

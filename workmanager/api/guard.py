@@ -10,7 +10,9 @@ order in an allowed state get through::
     # or for a whole ASGI app (answers by itself, no handlers needed):
     app = WorkOrderOnlyMiddleware(app, wm)
 
-A missing, unknown or not-allowed ``X-Work-Order-ID`` is 403 ``work_order_required``.
+A missing, unknown or not-allowed ``X-Work-Order-ID`` is 403 ``work_order_required``; the
+database down, 503 ``unavailable`` (without the driver's text: the host's callers are
+not authenticated here).
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..container import WorkManager
 from ..db.models import Order
-from ..errors import WorkOrderRequired
+from ..errors import Unavailable, WorkManagerError, WorkOrderRequired
+from ..services.tokens import unidentified
 from ..states import OrderState
-from .middleware import send_error
+from .errors import error_response
 
 HEADER = "X-Work-Order-ID"
 #: Orders being worked on or being applied may change the host's data.
@@ -48,8 +51,11 @@ class WorkOrderGuard:
             order_id = uuid.UUID(header or "")
         except ValueError:
             raise WorkOrderRequired(details={"header": HEADER}) from None
-        with self.wm.db.transaction() as s:
-            found = s.scalar(select(Order.state).where(Order.id == order_id))
+        try:
+            with self.wm.db.transaction() as s:
+                found = s.scalar(select(Order.state).where(Order.id == order_id))
+        except Unavailable as exc:  # the host app's callers are not ours: no driver text
+            raise unidentified(exc) from exc
         if found not in self.allowed:
             raise WorkOrderRequired(
                 details={"header": HEADER, "order_id": str(order_id), "state": found}
@@ -74,7 +80,7 @@ class WorkOrderOnlyMiddleware:
             try:
                 value = raw.decode("latin-1") if raw else None
                 await anyio.to_thread.run_sync(self.guard.check, value)
-            except WorkOrderRequired as exc:
-                await send_error(send, exc, [])
+            except WorkManagerError as exc:  # 403, or 503 (database down) with Retry-After
+                await error_response(exc)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

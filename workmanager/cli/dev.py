@@ -6,6 +6,7 @@ import os
 
 import click
 
+from ..db.session import display_url
 from ..scaffold import (
     allocator_class_name,
     allocator_module,
@@ -48,7 +49,7 @@ def reset(env: Env, force: bool, as_json: bool) -> None:
     """Delete every order, item, event, token and key (the schema stays). Needs --force."""
     if not force:
         raise click.UsageError(
-            f"dev reset deletes every row in {env.settings.database_url}; "
+            f"dev reset deletes every row in {display_url(env.settings.database_url)}; "
             "run it again with --force to do that"
         )
     deleted = DevTools(env.wm.ctx, env.wm.orders).reset()

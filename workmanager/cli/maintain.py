@@ -12,7 +12,7 @@ import click
 
 from ..errors import Unavailable
 from .app import Env, cli, pass_env
-from .render import emit_json, json_option, pairs, table
+from .render import cell, emit_json, json_option, pairs, table
 
 
 @cli.command()
@@ -75,7 +75,7 @@ def generate(env: Env, dry_run: bool, as_json: bool) -> None:
             f"existing {report.existing}{' (dry run)' if dry_run else ''}"
         )
         for error in report.errors:
-            click.echo(f"error [{error['code']}]: {_failed(error)}", err=True)
+            click.echo(cell(f"error [{error['code']}]: {_failed(error)}"), err=True)
     if report.errors:
         sys.exit(1)
 

@@ -19,6 +19,7 @@ from .render import (
     COUNT,
     PRIORITY,
     TIMEOUT,
+    cell,
     emit,
     emit_json,
     json_object,
@@ -126,7 +127,9 @@ def create(
         emit_json(order)
     else:
         error = order.get("last_error") or {}
-        reason = f": [{error.get('code')}] {error.get('message')}" if error else ""
+        # the agent's own words: its control characters escaped (render.cell), never a
+        # terminal's escape sequence on the operator's screen
+        reason = f": [{cell(error.get('code'))}] {cell(error.get('message'))}" if error else ""
         click.echo(f"{order['id']} {order['state']}{reason}")
     if order["state"] != OrderState.COMPLETED:
         click.get_current_context().exit(1)

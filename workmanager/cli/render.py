@@ -245,7 +245,7 @@ def report_error(exc: WorkManagerError, as_json: bool = False) -> None:
     """Print an error as a person reads it: ``error [code]: message`` first on stderr,
     its details under it, then ``hint: …``; with ``as_json`` also the JSON envelope on
     stdout for scripts. Never a traceback."""
-    click.echo(exc.text(), err=True)
+    click.echo(cell(exc.text()), err=True)  # a message may quote what a caller sent
     if as_json:
         emit_json(error_body(exc))
 

@@ -9,10 +9,10 @@ import anyio.to_thread
 from mcp.server.mcpserver import MCPServer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..api.middleware import RequestContextMiddleware
 from ..container import WorkManager
 from ..errors import WorkManagerError
 from ..services.tokens import TokenService
+from ..surface.middleware import RequestContextMiddleware
 
 
 class BearerGate:
@@ -30,7 +30,7 @@ class BearerGate:
             try:
                 await anyio.to_thread.run_sync(self.tokens.authenticate, presented)
             except WorkManagerError as exc:
-                from ..api.middleware import send_error
+                from ..surface.middleware import send_error
 
                 await send_error(send, exc, [(b"www-authenticate", b"Bearer")])
                 return

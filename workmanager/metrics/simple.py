@@ -14,7 +14,15 @@ log = logging.getLogger("workmanager.metrics")
 def _fmt(labels: Labels | None) -> str:
     if not labels:
         return ""
-    return " {" + ", ".join(f"{k}={v}" for k, v in labels.items()) + "}"
+    return " {" + ", ".join(f"{k}={_shown(v)}" for k, v in labels.items()) + "}"
+
+
+def _shown(value: object) -> str:
+    """A label's value on one log line: clients choose some (a tenant, a failure's code),
+    so a newline or an escape sequence in one is written escaped (``\n``), never as a
+    line of its own or a terminal control."""
+    text = str(value)
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 class LogDriver:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -38,11 +39,13 @@ from sqlalchemy.exc import IntegrityError
 from ..db.models import ApiToken, Item, Order
 from ..db.request_store import LeaseRow, TokenRow, build_request_store
 from ..db.session import Database
-from ..errors import Forbidden, NotFound, Unauthenticated, ValidationFailed
+from ..errors import Forbidden, NotFound, Unauthenticated, Unavailable, ValidationFailed
 from ..jsonvalues import json_value
 from ..types import agent_id_problem
 from .context import ServiceContext
 from .views import iso
+
+log = logging.getLogger("workmanager.auth")
 
 SCOPES = ("propose", "view", "checkout", "submit", "approve", "reject", "admin")
 TOKEN_PREFIX = "wm_"
@@ -175,7 +178,11 @@ class TokenService:
     def authenticate_digest(self, digest: str, claimed_agent: str | None = None) -> Principal:
         """:meth:`authenticate` of a token known by its stored digest (a console session
         names its token): the same checks, read afresh."""
-        return self._principal(digest, self.store.token(digest, claimed_agent), claimed_agent)
+        try:
+            row = self.store.token(digest, claimed_agent)
+        except Unavailable as exc:
+            raise unidentified(exc) from exc
+        return self._principal(digest, row, claimed_agent)
 
     def authenticate_reading(
         self, token: str | None, claimed_agent: str | None, item_id: uuid.UUID
@@ -184,7 +191,10 @@ class TokenService:
         read in the same round trip (``RequestStore.token_reading``): a lease call's first
         two reads as one. Nothing of the row is used unless the token is accepted."""
         digest = _digest(token)
-        row, read = self.store.token_reading(digest, claimed_agent, item_id)
+        try:
+            row, read = self.store.token_reading(digest, claimed_agent, item_id)
+        except Unavailable as exc:
+            raise unidentified(exc) from exc
         return self._principal(digest, row, claimed_agent), read
 
     def _principal(self, digest: str, row: TokenRow | None, claimed_agent: str | None) -> Principal:
@@ -205,6 +215,16 @@ class TokenService:
             self.store.touch_token(digest, now)
         scopes = frozenset(row.scopes or ())
         return Principal(row.name, row.agent_id, scopes, row.tenant_id)
+
+
+def unidentified(exc: Unavailable) -> Unavailable:
+    """The database failing while the caller is still unknown (its token not yet read):
+    the same 503 and kind, without the driver's text, which names hosts, ports and users
+    (docs/security.md: an anonymous caller does not see it); the log has it."""
+    log.warning("authentication could not read the tokens: %s", exc)
+    kind = type(exc)
+    hint = kind.hint if kind.hint is not Unavailable.hint else "try again shortly"
+    return kind("the database is unavailable; the server's log says why", hint=hint)
 
 
 def _digest(token: str | None) -> str:

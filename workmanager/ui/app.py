@@ -42,7 +42,7 @@ from .pages import (
     router,
     templates,
 )
-from .sessions import SESSION_LIFETIME, SessionService
+from .sessions import SESSION_LIFETIME, SessionService, same_text
 
 
 # --- sign in and out --------------------------------------------------------------------
@@ -88,7 +88,7 @@ def login(
     next: str = Form(""),
 ) -> Response:
     expected = request.cookies.get(LOGIN_COOKIE)
-    if not expected or not secrets.compare_digest(expected, csrf):
+    if not expected or not same_text(expected, csrf):
         raise Forbidden("the sign-in form expired; reload the page and sign in again")
     try:
         secret, _ = console(request).sessions.sign_in(token.strip() or None)

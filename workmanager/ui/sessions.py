@@ -19,9 +19,9 @@ from datetime import timedelta
 from sqlalchemy import delete, select
 
 from ..db.models import ApiToken, UiSession
-from ..errors import Forbidden, Unauthenticated
+from ..errors import Forbidden, Unauthenticated, Unavailable
 from ..services.context import ServiceContext
-from ..services.tokens import ANONYMOUS, Principal, TokenService, hash_token
+from ..services.tokens import ANONYMOUS, Principal, TokenService, hash_token, unidentified
 
 #: How long a console session lasts from sign-in (the cookie's Max-Age too).
 SESSION_LIFETIME = timedelta(hours=8)
@@ -37,7 +37,15 @@ class ConsoleSession:
 
     def csrf_ok(self, presented: str | None) -> bool:
         """Constant-time check of a form's CSRF token against the session's."""
-        return bool(presented) and hmac.compare_digest(self.csrf_token, str(presented))
+        return bool(presented) and same_text(self.csrf_token, str(presented))
+
+
+def same_text(expected: str, presented: str) -> bool:
+    """Constant-time comparison of two strings of any characters (``hmac.compare_digest``
+    takes ``str`` of ASCII only: a form's ``csrf=é`` raised TypeError, a 500)."""
+    return hmac.compare_digest(
+        expected.encode("utf-8", "surrogatepass"), presented.encode("utf-8", "surrogatepass")
+    )
 
 
 class SessionService:
@@ -84,17 +92,20 @@ class SessionService:
         if not secret:
             raise Unauthenticated("sign in to the console")
         now = self.ctx.clock()
-        with self.ctx.db.transaction() as s:
-            row = s.get(UiSession, hash_token(secret))
-            if row is None or row.expires_at <= now:
-                raise Unauthenticated("the console session has ended; sign in again")
-            session = (row.id, row.csrf_token)
-            if row.token_id is None:
-                if self.auth_enabled:
+        try:
+            with self.ctx.db.transaction() as s:
+                row = s.get(UiSession, hash_token(secret))
+                if row is None or row.expires_at <= now:
                     raise Unauthenticated("the console session has ended; sign in again")
-                return ConsoleSession(session[0], ANONYMOUS, session[1])
-            token = s.get(ApiToken, row.token_id)
-            digest = token.token_hash if token is not None else None
+                session = (row.id, row.csrf_token)
+                if row.token_id is None:
+                    if self.auth_enabled:
+                        raise Unauthenticated("the console session has ended; sign in again")
+                    return ConsoleSession(session[0], ANONYMOUS, session[1])
+                token = s.get(ApiToken, row.token_id)
+                digest = token.token_hash if token is not None else None
+        except Unavailable as exc:  # any cookie reaches this read: no driver text to it
+            raise unidentified(exc) from exc
         try:  # the API's checks, read afresh: revoked, or its agent id bound to another token
             if digest is None:
                 raise Unauthenticated("the token was deleted")

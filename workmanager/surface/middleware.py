@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import MalformedJSON, PayloadTooLarge, RequestTimeout, WorkManagerError
 from ..jsonvalues import loads, raw_depth, too_deep
-from ..surface.callers import new_request_id
+from .callers import new_request_id
 
 log = logging.getLogger("workmanager.api")
 _MAX_REQUEST_ID = 191

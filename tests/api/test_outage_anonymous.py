@@ -1,0 +1,74 @@
+"""The database down while a caller is still unknown: every gate answers 503
+``unavailable`` in the envelope, and none gives the driver's text (hosts, ports, users:
+docs/security.md, "see the driver's error text (needs any valid token)") to a caller
+that presented a made-up token, a made-up console cookie or no credentials at all."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from workmanager import Settings, WorkManager
+from workmanager.api import create_app
+from workmanager.api.guard import WorkOrderOnlyMiddleware
+from workmanager.mcp.http import BearerGate
+from workmanager.services.tokens import TokenService
+
+#: What the driver says about a refused connection, none of which an anonymous caller sees.
+DRIVER_WORDS = ("127.0.0.1", "port 1", "refused", "psycopg", "Traceback")
+
+
+@pytest.fixture(scope="module")
+def wm() -> Iterator[WorkManager]:
+    """A deployment whose PostgreSQL refuses connections (nothing listens on port 1)."""
+    settings = Settings(
+        database_url="postgresql+psycopg://wm:s3cret@127.0.0.1:1/nowhere", metrics_driver="null"
+    )
+    made = WorkManager(settings)
+    yield made
+    made.close()
+
+
+def told_nothing(answer: Any) -> None:
+    assert answer.status_code == 503, answer.text[:300]
+    assert not [w for w in DRIVER_WORDS if w in answer.text], answer.text[:500]
+    assert "s3cret" not in answer.text
+
+
+def test_the_api_with_a_made_up_token(wm: WorkManager) -> None:
+    client = TestClient(create_app(wm))
+    answer = client.get("/agent/work/orders", headers={"Authorization": "Bearer nonsense"})
+    told_nothing(answer)
+    assert answer.json()["error"]["code"] == "unavailable" and answer.headers["Retry-After"]
+
+
+def test_the_console_sign_in_and_a_made_up_cookie(wm: WorkManager) -> None:
+    client = TestClient(create_app(wm), follow_redirects=False)
+    page = client.get("/ui/login")
+    match = re.search(r'name="csrf" value="([^"]*)"', page.text)
+    assert match
+    told_nothing(client.post("/ui/login", data={"token": "nonsense", "csrf": match.group(1)}))
+    client.cookies.set("wm_console", "made-up", path="/ui")
+    told_nothing(client.get("/ui/queue"))
+
+
+def test_the_mcp_gate_with_a_made_up_token(wm: WorkManager) -> None:
+    inner = Starlette(routes=[Route("/mcp", lambda r: PlainTextResponse("ok"), methods=["POST"])])
+    client = TestClient(BearerGate(inner, TokenService(wm.ctx)))
+    told_nothing(client.post("/mcp", json={}, headers={"Authorization": "Bearer nonsense"}))
+
+
+def test_the_work_order_only_middleware(wm: WorkManager) -> None:
+    """It answered a bare 500 (only its 403 was caught); now the 503 envelope."""
+    inner = Starlette(routes=[Route("/c", lambda r: PlainTextResponse("ok"), methods=["POST"])])
+    client = TestClient(WorkOrderOnlyMiddleware(inner, wm))
+    answer = client.post("/c", headers={"X-Work-Order-ID": "6f1c5a52-8f0e-4d5e-9d4c-1a2b3c4d5e6f"})
+    told_nothing(answer)
+    assert answer.json()["error"]["code"] == "unavailable" and answer.headers["Retry-After"]
