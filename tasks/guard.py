@@ -33,6 +33,8 @@ from celery.worker.consumer import consumer as celery_consumer
 from celery.worker.state import task_reserved
 from celery.worker.strategy import default
 
+from workmanager.jsonvalues import deeper_than
+
 #: What building a request raises on a message it cannot read.
 _MALFORMED = (ValueError, TypeError, KeyError, AttributeError, IndexError)
 
@@ -75,21 +77,36 @@ def _signature(task: Task) -> inspect.Signature | None:
 
 def header_problem(headers: Any) -> str | None:
     """Why a header Celery reads only once the task is reserved cannot be read (``None``
-    when it can): ``timelimit`` is ``[hard, soft]``, each seconds or null. (A bad ``eta``
-    Celery refuses by itself.)"""
+    when it can): ``timelimit`` is ``[hard, soft]``, each seconds or null;
+    ``stamped_headers`` a list of names and ``stamps`` an object (a revoked-stamp check
+    iterates them: ``stamped_headers: 5`` ended the worker). (A bad ``eta`` Celery
+    refuses by itself.)"""
     if not isinstance(headers, Mapping):
         return None
     limit = headers.get("timelimit")
-    if limit is None:
-        return None
     seconds = (type(None), int, float)
-    if (
+    if limit is not None and (
         not isinstance(limit, list | tuple)
         or len(limit) != 2
         or not all(isinstance(v, seconds) and not isinstance(v, bool) for v in limit)
     ):
         return "the timelimit header is not [hard, soft] seconds"
+    stamped = headers.get("stamped_headers")
+    if stamped and (
+        not isinstance(stamped, list | tuple) or not all(isinstance(v, str) for v in stamped)
+    ):
+        return "the stamped_headers header is not a list of names"
+    stamps = headers.get("stamps")
+    if stamps and not isinstance(stamps, Mapping):
+        return "the stamps header is not an object"
     return None
+
+
+#: How deep a message's body may nest: past the deepest value any task accepts
+#: (``MAX_JSON_DEPTH_CEILING`` under ``args``/``kwargs``), so such a value is still refused
+#: by its task (and a create recorded), and well short of where handing the request to a
+#: pool child (pickle, recursive) ended the worker with a RecursionError (~500 levels).
+MAX_MESSAGE_DEPTH = 256
 
 
 class _Reserving:
@@ -116,12 +133,15 @@ def guarded(task: Task, app: Any, consumer: Any, **options: Any) -> Callable[...
         where = f"{task.name} message {_message_id(message)}"
         payload = message.payload
         hybrid = isinstance(payload, Mapping) and "args" in payload  # protocol 1 fields
+        problem = None
         if body is None and not hybrid:  # protocol 2
             problem = body_problem(payload) or header_problem(message.headers)
             if problem is None:
                 problem = arguments_problem(signature, payload[0], payload[1])
-            if problem is not None:
-                raise InvalidTaskError(f"{where}: {problem}")
+        if problem is None and deeper_than(payload, MAX_MESSAGE_DEPTH):
+            problem = f"the body nests deeper than {MAX_MESSAGE_DEPTH} levels"
+        if problem is not None:
+            raise InvalidTaskError(f"{where}: {problem}")
         reserving.reserved = False  # the consumer hands messages on one at a time
         try:
             return handle(message, body, ack, reject, callbacks, **kw)

@@ -21,7 +21,7 @@ from workmanager.errors import (
     TransientError,
     ValidationFailed,
 )
-from workmanager.services.proposals import note_reused_key, order_id_for
+from workmanager.services.proposals import keyed_id, note_reused_key
 from workmanager.types import Actor
 
 from .app import app
@@ -63,7 +63,7 @@ def requester(kind: Any, id_: Any) -> Actor:
         raise ValidationFailed.at("requested_by_type", "one of user, agent, system", "enum")
     if id_ is not None and not isinstance(id_, str):
         raise ValidationFailed.at("requested_by_id", "a string", "type")
-    return Actor(kind, id_ or kind)
+    return Actor(kind, id_ or kind)  # its length and characters: check_proposal's
 
 
 @app.task(name="workmanager.orders.create", bind=True, **STATEFUL, **TRANSIENT)
@@ -132,7 +132,7 @@ def create(
             _planned(self, oid or dedupe_key)
     except DedupeKeyReused as exc:
         wm.orders.count_refused(type, exc)
-        taken = oid or (order_id_for(dedupe_key) if isinstance(dedupe_key, str) else None)
+        taken = oid or keyed_id(dedupe_key)
         noted = taken is not None and note_reused_key(
             wm.ctx,
             wm.orders.store,
@@ -152,7 +152,7 @@ def create(
         return None
     except PermanentError as exc:
         log.error("orders.create of %r refused [%s]: %s", type, exc.code, exc.one_line())
-        keyed = order_id_for(dedupe_key) if isinstance(dedupe_key, str) else None
+        keyed = keyed_id(dedupe_key)
         try:
             refused = wm.orders.refuse(
                 exc,
@@ -211,7 +211,7 @@ def _redelivered_target(task: Task, target: Any) -> uuid.UUID | None:
     if not (task.request.delivery_info or {}).get("redelivered"):
         return None
     if isinstance(target, str):
-        target = order_id_for(target)
+        target = keyed_id(target)
     return target if isinstance(target, uuid.UUID) else None
 
 
@@ -308,6 +308,14 @@ def apply(self: Task, approved: bool | None = None, order_id: str | None = None)
     As the child of ``check_auto_approval`` in a chain, ``approved`` is its parent's
     result: false means not approved, and nothing runs. Sent alone (a manual approval,
     maintenance) it has only ``order_id``."""
+    if order_id is None and isinstance(approved, str):  # args=[order_id]: in `approved`
+        log.error(
+            "orders.apply refused [validation_failed]: order_id must be given by name"
+            " (kwargs={'order_id': ...}); the first positional argument is the chain's"
+            " approval, got %r",
+            approved,
+        )
+        return "refused"
     oid = task_id_arg("orders.apply", "order_id", order_id)
     if oid is None:
         return "refused"

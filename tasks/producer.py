@@ -58,7 +58,12 @@ def enqueue_order(
         from .app import app as default_app
 
         app = default_app
-    for name, value in (("payload", payload), ("meta", meta)):
+    for name, value in (
+        ("type", type),
+        ("dedupe_key", dedupe_key),
+        ("payload", payload),
+        ("meta", meta),
+    ):
         # What Celery's JSON encoder cannot write (it recurses, it turns a datetime into
         # text, an integer of 5,000 digits raises), answered here even without the order
         # types (the worker applies WORK_MANAGER_MAX_JSON_DEPTH and the schemas itself).

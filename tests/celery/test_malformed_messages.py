@@ -7,6 +7,7 @@ never run. A real ``celery -A tasks worker`` here, on Redis."""
 
 from __future__ import annotations
 
+import sys
 import uuid
 from typing import Any
 
@@ -89,8 +90,8 @@ def test_arguments_a_task_cannot_use_are_one_logged_line_each(make_stack: Any) -
     """Decodable messages whose arguments are wrong: an id that is not a UUID (create,
     check_auto_approval, apply; apply without one) is one line naming the task and the
     argument, no traceback; a requester the contract does not know is a refused proposal
-    recorded under the producer's id; a refusal that cannot itself be stored (a NUL in the
-    type) is one line too."""
+    recorded under the producer's id, and so is one whose type cannot be stored (a NUL in
+    it: shown readable)."""
     stack = make_stack()
     stack.worker(concurrency=2)
     send = stack.app.send_task
@@ -99,7 +100,9 @@ def test_arguments_a_task_cannot_use_are_one_logged_line_each(make_stack: Any) -
     send("workmanager.orders.check_auto_approval", kwargs={"order_id": 12345}, **control)
     send("workmanager.orders.apply", kwargs={"order_id": "zzz"}, queue="workmanager.apply")
     send("workmanager.orders.apply", kwargs={}, queue="workmanager.apply")
-    nul = {"type": "e2e.echo\x00", "payload": {}, "order_id": str(uuid.uuid4())}
+    send("workmanager.orders.apply", args=[str(uuid.uuid4())], queue="workmanager.apply")
+    nul_id = uuid.uuid4()
+    nul = {"type": "e2e.echo\x00", "payload": {}, "order_id": str(nul_id)}
     send(CREATE, kwargs=nul, **control)
     martian = uuid.uuid4()
     send(
@@ -133,11 +136,12 @@ def test_arguments_a_task_cannot_use_are_one_logged_line_each(make_stack: Any) -
         "orders.check_auto_approval refused [validation_failed]: order_id must be a UUID",
         "orders.apply refused [validation_failed]: order_id must be a UUID string, got 'zzz'",
         "orders.apply refused [validation_failed]: order_id must be a UUID string, got None",
+        "orders.apply refused [validation_failed]: order_id must be given by name",
     ):
         assert line in log, (line, log[-3000:])
-    stack.wait_for(
-        lambda: "the refusal could not be recorded" in stack.log("control"), 30, "the NUL type"
-    )
+    # a NUL in the type: recorded too, the type shown readable (it could not be stored)
+    stack.wait_for(lambda: order_state(stack, nul_id) == "failed", 30, "the NUL type")
+    assert stack.wm.queries.order(nul_id)["type"] == "e2e.echo\ufffd"
     assert "Traceback" not in stack.log("control"), stack.log("control")[-3000:]
 
 
@@ -191,3 +195,82 @@ def test_arguments_that_do_not_fit_a_task_are_refused_before_it_runs(make_stack:
     assert "Traceback" not in control_log + agent_log, (control_log + agent_log)[-3000:]
     assert stack.wm.queries.item(uuid.UUID(item["id"]))["state"] == "queued"
     assert stack.wm.queries.item(uuid.UUID(item["id"]))["attempts"] == 0
+
+
+def test_messages_that_ended_a_prefork_worker_are_refused_and_it_lives_on(
+    make_stack: Any,
+) -> None:
+    """Found by a producer's pass: a ``stamped_headers`` header that is not a list (Celery
+    iterates it once the task is reserved) and a body nested ~500 levels (handing it to a
+    pool child pickles it, recursively) each ended the worker with an "Unrecoverable
+    error", the message went back, and every worker after it died on it too. Both are
+    refused before the request is built; a value as deep as the tasks refuse themselves
+    is still the task's (a create is recorded)."""
+    stack = make_stack()
+    stack.start(
+        "control",
+        [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", "workmanager",
+         "-P", "prefork", "-c", "1", "-n", f"pf-{uuid.uuid4().hex[:6]}@%h",
+         "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
+    )  # fmt: skip
+    good = {"type": "e2e.echo", "payload": {}}
+    deep: Any = "x"
+    for _ in range(600):
+        deep = [deep]
+    poisoned = [
+        send_raw(stack, [[], good, {}], stamped_headers=5),
+        send_raw(stack, [[], good, {}], stamped_headers=["a"], stamps="not an object"),
+        send_raw(stack, [[], {"type": "e2e.echo", "payload": {"deep": deep}}, {}]),
+    ]
+    shallow: Any = {}
+    for _ in range(200):  # past MAX_JSON_DEPTH: the task's own refusal, recorded
+        shallow = {"a": shallow}
+    recorded = uuid.uuid4()
+    stack.app.send_task(
+        CREATE,
+        kwargs={"type": "e2e.echo", "payload": shallow, "order_id": str(recorded)},
+        queue="workmanager",
+    )
+    after = uuid.uuid4()
+    stack.app.send_task(CREATE, kwargs={**good, "order_id": str(after)}, queue="workmanager")
+    stack.wait_for(lambda: order_state(stack, after) is not None, 90, "the good order")
+    stack.wait_for(lambda: order_state(stack, recorded) == "failed", 30, "the deep one")
+    assert stack.procs["control"].poll() is None, stack.log("control")[-3000:]
+    log = stack.log("control")
+    assert "Unrecoverable error" not in log and "Traceback" not in log, log[-3000:]
+    for task_id in poisoned:
+        assert f"{CREATE} message {task_id}" in log, (task_id, log[-3000:])
+    assert "the stamped_headers header is not a list of names" in log
+    assert "the stamps header is not an object" in log
+    assert "the body nests deeper than 256 levels" in log
+
+
+def test_text_no_database_stores_is_a_recorded_refusal_not_a_traceback(make_stack: Any) -> None:
+    """A lone surrogate in the type, the dedupe key, the tenant or the requester raised
+    UnicodeEncodeError with a traceback and the order id the producer had never
+    resolved; a requester of 5,000 characters or a tenant with a NUL was refused but
+    "could not be recorded" (the record stored the same value). Each is now a ``failed``
+    order under the sender's id, the bad text shown readable."""
+    stack = make_stack()
+    stack.worker(concurrency=2)
+    sent: dict[uuid.UUID, dict[str, Any]] = {}
+    for odd in (
+        {"type": "e2e.echo\ud800"},
+        {"dedupe_key": "key\ud800"},
+        {"tenant_id": "t\ud800"},
+        {"tenant_id": "t\x00"},
+        {"requested_by_id": "u\ud800"},
+        {"requested_by_id": "u" * 5000},
+        {"requested_by_id": "u\x00"},
+    ):
+        order_id = uuid.uuid4()
+        kwargs = {"type": "e2e.echo", "payload": {}, "order_id": str(order_id), **odd}
+        stack.app.send_task(CREATE, kwargs=kwargs, queue="workmanager")
+        sent[order_id] = odd
+    for order_id, odd in sent.items():
+        stack.wait_for(lambda o=order_id: order_state(stack, o) == "failed", 60, str(odd))
+        order = stack.wm.queries.order(order_id)
+        assert order["last_error"]["code"] in ("validation_failed", "unknown_order_type"), odd
+        assert order["tenant_id"] is None, odd
+    log = stack.log("control")
+    assert "Traceback" not in log and "could not be recorded" not in log, log[-3000:]

@@ -8,7 +8,7 @@ from sqlalchemy import text
 
 from tests.support.types import Simple
 from workmanager import Registry
-from workmanager.errors import SchemaOutdated, ValidationFailed
+from workmanager.errors import PayloadTooLarge, SchemaOutdated, ValidationFailed
 
 
 @pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -32,6 +32,18 @@ def test_the_raw_connections_translate_the_same_way(make_wm) -> None:
     assert refused.value.details[0]["validator"] == "storable"
     # the connection went back healthy: the next call works
     assert wm.db.raw.run(lambda conn: conn.execute("SELECT 1").fetchone()) == (1,)
+
+
+@pytest.mark.postgres
+def test_a_limit_of_the_database_is_too_large_never_an_outage(make_wm) -> None:
+    """Class 54 (program limit exceeded: a jsonb string past 256 MB, here 101 arguments)
+    was 503 ``unavailable``, and a Celery create retried it for ever."""
+    wm = make_wm(db="postgres")
+    many = f"SELECT concat({', '.join(['1'] * 101)})"
+    with pytest.raises(PayloadTooLarge, match="cannot store a value this large"):
+        wm.db.raw.run(lambda conn: conn.execute(many))
+    with pytest.raises(PayloadTooLarge), wm.db.transaction() as s:
+        s.execute(text(many))
 
 
 def test_a_sqlite_lock_held_past_the_wait_is_503_with_a_hint(tmp_path) -> None:

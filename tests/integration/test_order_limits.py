@@ -108,6 +108,17 @@ def test_an_order_bigger_than_the_limit_as_stored_is_413(limited: WorkManager) -
     assert limited.propose("test.planned", {**payload, "n": 2})  # 3 x ~600 bytes
 
 
+def test_an_orders_meta_counts_towards_its_size(limited: WorkManager) -> None:
+    """Was: only the payload and the items' inputs were measured, so a Celery message's
+    260 MB meta reached PostgreSQL, which refused it (retried as an outage for ever)."""
+    small = {"how": "count", "n": 1}
+    with pytest.raises(PayloadTooLarge) as raised:
+        limited.propose("test.planned", small, meta={"pad": "m" * 2_000})
+    assert raised.value.details["setting"] == "WORK_MANAGER_MAX_ORDER_BYTES"
+    assert orders(limited) == 0
+    assert limited.propose("test.planned", small, meta={"pad": "m" * 100})
+
+
 def test_a_parts_notes_and_evidence_count_towards_its_size(limited: WorkManager) -> None:
     """Was: only the payload was measured, so notes of any size were stored."""
     order_id = limited.propose("test.parts", {})

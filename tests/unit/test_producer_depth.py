@@ -49,3 +49,23 @@ def test_a_value_celerys_encoder_cannot_write_is_refused_before_sending() -> Non
             enqueue_order("t.x", payload, app=app)
         assert caught.value.details[0]["path"].startswith("payload")
     assert sent == []
+
+
+def test_a_type_or_dedupe_key_no_database_stores_is_refused_before_sending() -> None:
+    """Without the order types, a lone surrogate in the dedupe key raised
+    UnicodeEncodeError out of the order id's uuid5, and one in the type was sent to a
+    worker that could not record it."""
+    from workmanager.errors import ValidationFailed
+
+    app = Celery("producer-text", broker="memory://")
+    sent: list[Any] = []
+    app.send_task = lambda *a, **k: sent.append((a, k))  # type: ignore[method-assign]
+    for field, kwargs in (
+        ("type", {"type": "t.x\ud800"}),
+        ("dedupe_key", {"type": "t.x", "dedupe_key": "k\ud800"}),
+        ("dedupe_key", {"type": "t.x", "dedupe_key": "k\x00"}),
+    ):
+        with pytest.raises(ValidationFailed) as caught:
+            enqueue_order(payload={}, app=app, **kwargs)
+        assert caught.value.details[0]["path"] == field
+    assert sent == []

@@ -6,6 +6,7 @@ ORM) to :func:`translate`, and raises what it returns:
 
 * a value the database cannot store (a NUL in text, an out-of-range number) that slipped
   past the checks at the edge → :class:`ValidationFailed` (422): the caller's input;
+  one too large for it (class 54) → :class:`PayloadTooLarge` (413), never retried;
 * tables or columns missing → :class:`SchemaOutdated` (503, "run `workmanager db
   upgrade`");
 * a SQLite URL naming a file that is not a database, or a directory → :class:`Unavailable`
@@ -27,6 +28,7 @@ from __future__ import annotations
 from ..errors import (
     Contention,
     DatabaseMissing,
+    PayloadTooLarge,
     SchemaOutdated,
     Unavailable,
     ValidationFailed,
@@ -40,6 +42,9 @@ RETRYABLE_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
 MISSING_SCHEMA_SQLSTATES = frozenset({"42P01", "42703"})
 #: PostgreSQL class 22: data exception (the value, not the statement).
 _DATA_EXCEPTION_CLASS = "22"
+#: PostgreSQL class 54: program limit exceeded (a jsonb string past 256 MB, too many
+#: columns): the value is too large for the database, whatever the settings let through.
+_LIMIT_EXCEEDED_CLASS = "54"
 #: SQLite: a table or column missing (a read, and an INSERT's "table t has no column named
 #: c"): a schema older than the code.
 _SQLITE_MISSING_SCHEMA = ("no such table", "no such column")
@@ -120,6 +125,9 @@ def translate(
         return Contention(f"database contention, try again: {first}")
     if data_error or (code or "").startswith(_DATA_EXCEPTION_CLASS):
         return unstorable(orig)
+    if (code or "").startswith(_LIMIT_EXCEEDED_CLASS):  # not an outage: never retried
+        first = text.splitlines()[0] if text else type(orig).__name__
+        return PayloadTooLarge(f"the database cannot store a value this large: {first}")
     if (
         code in MISSING_SCHEMA_SQLSTATES
         or text.startswith(_SQLITE_MISSING_SCHEMA)

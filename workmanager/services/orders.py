@@ -37,6 +37,8 @@ from .proposals import (
     is_refused,
     order_id_for,
     planning_lost,
+    refusal_actor,
+    refusal_tenant,
     refused_order,
     same_proposal,
 )
@@ -123,7 +125,8 @@ class OrderService:
         (``check_proposal``) and planned, or the refusal it would answer."""
         order_type = check_proposal(
             self.ctx.registry, type, payload, priority=priority, meta=meta,
-            dedupe_key=dedupe_key, max_depth=self.ctx.settings.max_json_depth,
+            dedupe_key=dedupe_key, requested_by=actor,
+            max_depth=self.ctx.settings.max_json_depth,
         )  # fmt: skip
         return build_order(
             self.ctx.settings, order_type, payload, priority=priority, meta=meta or {},
@@ -189,13 +192,13 @@ class OrderService:
     def _refusal(
         self, error: WorkManagerError, type: str, payload: Any, order_id: uuid.UUID, **p: Any
     ) -> tuple[OrderRow, bool]:  # the store's refuse(): (the order, whether created)
-        actor = p.get("requested_by") or Actor.system()
+        actor = refusal_actor(p.get("requested_by") or Actor.system())
         order = refused_order(
             order_id, type, payload, p.get("priority", 0), p.get("meta"), actor, error,
             self.ctx.settings,
         )  # fmt: skip
         # The tenant it was proposed into, so a token of that tenant sees why it failed.
-        order.tenant_id = p.get("tenant_id") if isinstance(p.get("tenant_id"), str) else None
+        order.tenant_id = refusal_tenant(p.get("tenant_id"))
         return self.store.refuse(order, actor)
 
     def count_refused(self, type: Any, error: WorkManagerError) -> None:

@@ -32,7 +32,7 @@ from ..errors import (
     WorkManagerError,
     problem,
 )
-from ..jsonvalues import canonical, json_value
+from ..jsonvalues import canonical, json_value, readable
 from ..order_types import (
     ATTEMPTS_RULE,
     TYPE_NAME_RULE,
@@ -63,6 +63,15 @@ DEDUPE_NAMESPACE = uuid.UUID("6f1d3c0e-9a53-4f0e-8d1e-5d6c2b7a9e41")
 def order_id_for(dedupe_key: str | None) -> uuid.UUID:
     """The id an order gets: derived from its dedupe key when it has one, else random."""
     return uuid.uuid5(DEDUPE_NAMESPACE, dedupe_key) if dedupe_key else uuid.uuid4()
+
+
+def keyed_id(dedupe_key: Any) -> uuid.UUID | None:
+    """The order id a dedupe key names; ``None`` for what cannot be a key (not text,
+    empty, or with a NUL or a lone surrogate, which no UTF-8 encoder takes): a refusal
+    sent by a worker records such a proposal under another id, not a traceback."""
+    if not isinstance(dedupe_key, str) or not dedupe_key or readable(dedupe_key) != dedupe_key:
+        return None
+    return order_id_for(dedupe_key)
 
 
 def build_order(
@@ -106,7 +115,7 @@ def build_order(
     ]
     # An order with no items could never be submitted: it would sit queued forever.
     require(bool(items), "payload", "the order type planned no items for it", "plan")
-    _check_size(settings, payload, specs)
+    _check_size(settings, payload, meta, specs)
     return order, items
 
 
@@ -126,17 +135,20 @@ def _planned(settings: Settings, order_type: OrderType, order: Order) -> list[It
     return specs
 
 
-def _check_size(settings: Settings, payload: JSON, specs: list[ItemSpec]) -> None:
-    """An order as stored, its payload and every item's input (an item planned without
-    one stores a copy of the payload), is at most ``max_order_bytes`` of canonical JSON."""
+def _check_size(settings: Settings, payload: JSON, meta: JSON, specs: list[ItemSpec]) -> None:
+    """An order as stored, its payload, meta and every item's input (an item planned
+    without one stores a copy of the payload), is at most ``max_order_bytes`` of
+    canonical JSON. (A Celery message has no body limit: a 260 MB meta went on to
+    PostgreSQL, which refused it.)"""
     limit = settings.max_order_bytes
     copy = len(canonical(payload))
-    size = copy
+    size = copy + len(canonical(meta))
     for spec in specs:
         size += copy if spec.input is None else len(canonical(spec.input))
         if size > limit:
             raise PayloadTooLarge(
-                f"the order and the inputs of its {len(specs)} planned items come to more"
+                f"the order (payload and meta) and the inputs of its {len(specs)} planned"
+                f" items come to more"
                 f" than {limit} bytes (WORK_MANAGER_MAX_ORDER_BYTES)",
                 details={"limit": limit, "setting": "WORK_MANAGER_MAX_ORDER_BYTES"},
             )
@@ -210,11 +222,18 @@ def check_proposal(
     priority: Any = 0,
     meta: Any = None,
     dedupe_key: Any = None,
+    requested_by: Actor | None = None,
     max_depth: int,
 ) -> OrderType:
     """The order type of a valid proposal; else :class:`UnknownOrderType`,
     :class:`ValidationFailed` (with ``details``) or :class:`MalformedJSON`."""
     order_type = registry.get(type)
+    requester = None if requested_by is None else requested_by.id
+    require(
+        requester is None or (isinstance(requester, str) and 0 < len(requester) <= 191),
+        "requested_by_id",
+        "must be a string of 1 to 191 characters",
+    )
     require(isinstance(payload, dict), "payload", "must be an object")
     require(meta is None or isinstance(meta, dict), "meta", "must be an object")
     require(
@@ -227,7 +246,8 @@ def check_proposal(
         "dedupe_key",
         "must be a string of 1 to 191 characters",
     )
-    json_value({"payload": payload, "meta": meta, "dedupe_key": dedupe_key}, "$", max_depth)
+    proposed = {"payload": payload, "meta": meta, "dedupe_key": dedupe_key}
+    json_value({**proposed, "requested_by_id": requester}, "$", max_depth)
     validate(guarded(order_type.schema, "payload", "schema()"), payload, "payload")
     return order_type
 
@@ -259,7 +279,9 @@ def refused_order(
     the same key replaces it (:func:`drop_refused`). Values that cannot be stored are
     left out, and so are a payload and meta larger than ``max_order_bytes`` (a Celery
     message has no body limit: an 80 MB proposal refused is not stored either); the
-    error says what was wrong with them."""
+    error says what was wrong with them; text that cannot be (a NUL, a lone surrogate in
+    the type, the requester or the error's message) is kept readable
+    (:func:`~workmanager.jsonvalues.readable`), cut to its column."""
     max_depth = settings.max_json_depth
     payload = payload if _storable(payload, max_depth) else {}
     meta = meta if _storable(meta, max_depth) else {}
@@ -267,15 +289,32 @@ def refused_order(
         payload, meta = {}, {}
     return Order(
         id=order_id,
-        type=str(type)[:191],
+        type=readable(str(type))[:191],
         state=OrderState.FAILED.value,
         priority=priority if _storable_int(priority) else 0,
         payload=payload,
         meta=meta,
         requested_by_type=actor.type,
         requested_by_id=actor.id,
-        last_error={**error.to_dict(), "refused": True},
+        last_error=readable({**error.to_dict(), "refused": True}),
     )
+
+
+def refusal_actor(actor: Actor) -> Actor:
+    """Who a refused proposal's record names (the order and its event): the requester's
+    id kept readable and cut to its column, so the record is stored whatever it was."""
+    if actor.id is None:
+        return actor
+    return Actor(actor.type, readable(str(actor.id))[:191] or actor.type)
+
+
+def refusal_tenant(tenant_id: Any) -> str | None:
+    """The tenant a refused proposal's record goes into: the one it was proposed into,
+    when that can be one (else none: an operator's token sees it)."""
+    try:
+        return checked_tenant(tenant_id)
+    except WorkManagerError:
+        return None
 
 
 def planning_lost() -> ValidationFailed:
