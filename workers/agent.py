@@ -32,7 +32,6 @@ from celery.signals import worker_init
 from workmanager import Settings, WorkManager
 from workmanager.db.session import display_url
 from workmanager.errors import (
-    USER_CODE_FAILURES,
     ConfigurationError,
     InvalidAgentMetadata,
     LeaseConflict,
@@ -165,13 +164,17 @@ class AgentConsumer:
                 return "failed"
             except HandlerRaised as raised:
                 return self._handler_failed(lease, raised.error)
-            except USER_CODE_FAILURES as exc:
+            except BaseException as exc:
+                # whatever the handler raises is its failure, KeyboardInterrupt and trio's
+                # or gevent's cancellations too: let through, it hung a threads-pool slot
+                # for good (no log, no fail, the lease held to its TTL) and ended a
+                # solo-pool agent
                 return self._handler_failed(lease, exc)
 
     def _handler_failed(self, lease: Any, exc: BaseException) -> str:
         log.error("handler failed on %s", lease.item_id, exc_info=exc)
         code = exc.code if isinstance(exc, WorkManagerError) else type(exc).__name__
-        self._fail(lease, {"code": code, "message": failure_text(str(exc))}, retryable=True)
+        self._fail(lease, {"code": code, "message": failure_text(exc)}, retryable=True)
         return "failed"
 
     def _fail(self, lease: Any, error: dict[str, str], retryable: bool) -> None:

@@ -24,6 +24,7 @@ from workmanager.errors import (
 )
 from workmanager.importing import import_object
 from workmanager.patience import Patience
+from workmanager.services.inputs import FINALIZE_MODES
 from workmanager.types import AgentInfo
 
 log = logging.getLogger("workmanager.agent")
@@ -63,6 +64,12 @@ def load_handler(reference: str) -> Any:
             f"--handler: {reference!r} is async; consumer agents call handlers as plain"
             " functions (each item runs in a worker thread)",
             hint="make it a plain def (call asyncio.run(...) inside it for async code)",
+        )
+    mode = getattr(handler, "finalize_mode", "strict") if hook == "parts" else "strict"
+    if mode not in FINALIZE_MODES:  # every finalize refused, every order failed for good
+        raise ConfigurationError(
+            f"--handler: {reference!r} has finalize_mode {mode!r}; it is 'strict' or 'best_effort'",
+            hint="finalize_mode = 'best_effort' keeps what the parts gave when some are missing",
         )
     return handler
 

@@ -41,7 +41,7 @@ from .client_wire import (
     retry_after,
 )
 from .errors import UsageError
-from .jsonvalues import failure_text
+from .jsonvalues import exception_text, failure_text
 
 DEFAULT_PREFIX = "/agent/work"
 RETRIES = 3
@@ -269,7 +269,8 @@ class LeaseHandle:
             self.release()
             return
         try:
-            self.fail("agent_exception", failure_text(f"{type(exc).__name__}: {exc}"))
+            said = f"{type(exc).__name__}: {exception_text(exc)}"
+            self.fail("agent_exception", failure_text(said))
         except (ApiError, httpx.HTTPError) as error:
             self.exit_error = error
             exc.add_note(f"workmanager.client: reporting fail for item {self.id} failed: {error}")

@@ -51,12 +51,23 @@ def readable(value: Any) -> Any:
 FAILURE_TEXT = 1000
 
 
-def failure_text(text: str, limit: int = FAILURE_TEXT) -> str:
+def failure_text(said: str | BaseException, limit: int = FAILURE_TEXT) -> str:
     """What an exception said, as a failure's record stores it (a ``fail`` report of the
     consumer agents and ``WorkClient``'s lease block; a failed apply, 2,000): its first
     ``limit`` characters, NUL and lone surrogates replaced (:func:`readable`), so the
-    record is never refused for its text."""
+    record is never refused for its text. Given the exception, its ``str()``, or its
+    class's name when that ``__str__`` raises or returns no text (the report was lost,
+    and the lease held until its TTL)."""
+    text = said if isinstance(said, str) else exception_text(said)
     return str(readable(text[:limit]))
+
+
+def exception_text(exc: BaseException) -> str:
+    """``str(exc)``; for an exception whose ``__str__`` fails, a line naming its class."""
+    try:
+        return str(exc)
+    except Exception:  # user code: an attribute never set, a non-string returned
+        return f"{type(exc).__name__} (its message could not be read)"
 
 
 def _reject_constant(name: str) -> float:

@@ -72,6 +72,26 @@ def test_what_any_exception_says_is_reported_as_fail(db_server: Server, said: st
         assert said[:20].replace("\x00", "\ufffd").replace("\udcff", "\ufffd") in message
 
 
+class _BadStr(Exception):
+    def __str__(self) -> str:
+        return self.never_set  # type: ignore[attr-defined,no-any-return]
+
+
+def test_an_exception_whose_message_cannot_be_read_is_reported_and_raised(
+    db_server: Server,
+) -> None:
+    """Formatting the block's exception raised in ``__exit__``: the caller got an
+    AttributeError instead of its own exception, no ``fail`` was sent, and the item
+    stayed leased until its TTL."""
+    with WorkClient(db_server.url, db_server.tokens["agent-a"], "mistakes-badstr") as wc:
+        order_id, lease = leased(wc)
+        with pytest.raises(_BadStr), lease:
+            raise _BadStr()
+        assert lease.ended == "failed" and lease.exit_error is None
+        message = item_of(wc, order_id)["error"]["message"]
+        assert message == "_BadStr: _BadStr (its message could not be read)"
+
+
 def test_heartbeats_resume_after_a_refused_submit(db_server: Server) -> None:
     with WorkClient(db_server.url, db_server.tokens["agent-a"], "mistakes-2") as wc:
         order_id, lease = leased(wc)

@@ -414,16 +414,28 @@ def test_an_item_gone_while_its_handler_ran_is_one_line(
     assert record.exc_info is None
 
 
-@pytest.mark.parametrize("raised", ["CancelledError", "GeneratorExit"])
+class _Cancelled(BaseException):
+    """As trio's or gevent's cancellations, pytest's outcomes: no Exception."""
+
+
+@pytest.mark.parametrize(
+    "raised", ["CancelledError", "GeneratorExit", "KeyboardInterrupt", "_Cancelled"]
+)
 def test_a_handler_raising_a_base_exception_is_a_crash_too(
     wm: WorkManager, reported: list[tuple[Any, bool]], raised: str
 ) -> None:
-    """``asyncio.CancelledError`` and ``GeneratorExit`` are BaseExceptions: they got past
-    the handler's ``except`` into Celery's thread pool, the slot hung for good, nothing
-    was reported, and with one slot the agent took nothing more."""
+    """``asyncio.CancelledError``, ``GeneratorExit``, ``KeyboardInterrupt`` and any other
+    BaseException got past the handler's ``except`` into Celery's thread pool, the slot
+    hung for good, nothing was reported, and with one slot the agent took nothing more
+    (a solo-pool agent ended)."""
     import asyncio
 
-    error = asyncio.CancelledError() if raised == "CancelledError" else GeneratorExit()
+    error = {
+        "CancelledError": asyncio.CancelledError(),
+        "GeneratorExit": GeneratorExit(),
+        "KeyboardInterrupt": KeyboardInterrupt(),
+        "_Cancelled": _Cancelled(),
+    }[raised]
 
     def cancelled(view: Any, lease: Any) -> dict[str, Any]:
         raise error
@@ -431,6 +443,26 @@ def test_a_handler_raising_a_base_exception_is_a_crash_too(
     outcome, item = run(wm, "test.simple", cancelled)
     assert outcome == "failed" and item["state"] == "queued"
     assert [(e["code"], retryable) for e, retryable in reported] == [(raised, True)]
+
+
+def test_an_exception_whose_message_cannot_be_read_is_still_reported(
+    wm: WorkManager, reported: list[tuple[Any, bool]]
+) -> None:
+    """``str(exc)`` raised in the report: no ``fail`` was sent, the lease was held to its
+    TTL and the exception named nowhere."""
+
+    class BadStr(Exception):
+        def __str__(self) -> str:
+            return self.never_set  # type: ignore[attr-defined,no-any-return]
+
+    def raises(view: Any, lease: Any) -> dict[str, Any]:
+        raise BadStr()
+
+    outcome, item = run(wm, "test.simple", raises)
+    assert outcome == "failed" and item["state"] == "queued"
+    [(error, retryable)] = reported
+    assert error == {"code": "BadStr", "message": "BadStr (its message could not be read)"}
+    assert retryable
 
 
 def test_a_handler_object_with_an_async_call_is_refused_at_start_up() -> None:
@@ -477,6 +509,23 @@ def test_a_generator_handler_is_refused_at_start_up() -> None:
             load_handler(f"tests.celery.test_agent_refusals:{name}")
         assert refused.value.hint is not None and "parts()" in refused.value.hint
     assert load_handler("tests.celery.test_agent_refusals:DictParts")  # parts() may yield
+
+
+class MisspeltMode:
+    finalize_mode = "best-effort"
+
+    def parts(self, item: Any, lease: Any) -> Iterator[Any]:
+        yield "a", {"x": 1}
+
+
+def test_a_misspelt_finalize_mode_is_refused_at_start_up() -> None:
+    """``finalize_mode = "best-effort"`` started, then every finalize was refused
+    (``mode: must be strict or best_effort``) and every order failed for good."""
+    from workers.handlers import load_handler
+    from workmanager.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="finalize_mode 'best-effort'"):
+        load_handler("tests.celery.test_agent_refusals:MisspeltMode")
 
 
 class OutageInParts:

@@ -304,7 +304,7 @@ class ApplyService:
         Returns True when the order is now ``failed``; False also when nothing was recorded
         (the order moved on, or this run's claim lapsed and another run holds it)."""
         final = attempt > self.ctx.settings.apply_max_retries
-        said = failure_text(str(exc), 2000)  # a NUL in it refused the record: the order stuck
+        said = failure_text(exc, 2000)  # a NUL in it refused the record: the order stuck
         info = {"exception": type(exc).__name__, "message": said, "attempt": attempt}
         change = RECORDING.call(
             lambda: self.store.fail_apply(order_id, claim, info, final, Actor.system()),
