@@ -247,13 +247,17 @@ def test_other_result_backends_are_refused(value: str, hint: str) -> None:
 
 
 # --- 5. a port already in use ---------------------------------------------------------------
-def test_serve_on_a_port_in_use_names_the_address(ready: Path) -> None:
+@pytest.mark.parametrize(
+    "command", [("serve",), ("mcp", "--transport", "http"), ("mcp", "--transport", "sse")]
+)
+def test_serve_on_a_port_in_use_names_the_address(ready: Path, command: tuple[str, ...]) -> None:
+    """``mcp --transport http|sse`` exited 3 with uvicorn's ``[Errno 98]`` lines."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        args = ("serve", "--port", str(port), "--dispatcher", "none")
-        done = run("workmanager", *args, cwd=ready)
+        args = (*command, "--port", str(port))
+        done = run("workmanager", "--dispatcher", "none", *args, cwd=ready)
     check(Mistake(args, "configuration_error", "another process listens there"), done)
     first = done.stderr.splitlines()[0]
     assert f"127.0.0.1:{port}" in first and "address already in use" in first, done.stderr

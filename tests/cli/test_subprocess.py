@@ -137,3 +137,38 @@ def test_console_on_postgres(pg_url: str, tmp_path: Path) -> None:
     assert check["ok"] and check["orders"] == {"queued": 1, "in_progress": 1}
     assert check["leases"]["held"] == 0
     assert ROOT.exists()
+
+
+def test_output_that_cannot_be_written_and_arguments_that_are_not_text(tmp_path: Path) -> None:
+    """Found by a scripting pass: stdout on a full disk printed a traceback; ``tokens
+    create`` then stored a token nobody saw (also with stdout closed, exit 0); an argument
+    of bytes that are not UTF-8 reached the database (a UnicodeEncodeError traceback); a
+    C locale made ``nö`` such bytes too."""
+    url = f"sqlite:///{tmp_path}/wm.db"
+    run = runner(url, tmp_path)
+    run("db", "upgrade")
+    env = {**os.environ, "WORK_MANAGER_DATABASE_URL": url, "WORK_MANAGER_METRICS_DRIVER": "null"}
+
+    def shell(line: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-c", line], env=env, cwd=tmp_path, capture_output=True, text=True,
+            timeout=60,
+        )  # fmt: skip
+
+    for line, said in (
+        (f"{EXE} orders list --json > /dev/full", "cannot write the output: No space left"),
+        (f"{EXE} tokens create --name full --scopes view > /dev/full", "it was not created"),
+        (f"{EXE} tokens create --name shut --scopes view >&-", "it was not created"),
+    ):
+        done = shell(line)
+        assert done.returncode == 1, (line, done.stderr)
+        assert "Traceback" not in done.stderr and "error [output_failed]" in done.stderr, line
+        assert said in done.stderr, (line, done.stderr)
+    assert as_json(run("tokens", "list", "--json")) == []  # no token lost unseen
+    done = shell(f"{EXE} orders list --type $'x\\xff' --json")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert json.loads(done.stdout)["error"]["code"] == "usage_error"
+    assert "is not UTF-8 text" in done.stderr
+    c_locale = "LC_ALL=C PYTHONCOERCECLOCALE=0 PYTHONUTF8=0"
+    done = shell(f"{c_locale} {EXE} tokens create --name 'nö' --scopes view --json")
+    assert done.returncode == 0 and json.loads(done.stdout)["name"] == "nö", done.stderr

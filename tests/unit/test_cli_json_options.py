@@ -45,3 +45,43 @@ def test_a_table_never_sends_a_control_character_to_the_terminal(
     out = capsys.readouterr().out
     assert not any(c in out for c in "\x1b\x07\x9b"), repr(out)
     assert out.count("agent\\x1b]0;owned\\x07\\x1b[2J\\x9b") == 2 and "ünï 😀" in out
+
+
+@pytest.mark.parametrize(
+    ("env", "red"), [({}, True), ({"NO_COLOR": "1"}, False), ({"TERM": "dumb"}, False)]
+)
+def test_the_open_server_warning_honours_no_color(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], red: bool
+) -> None:
+    """The tables honoured NO_COLOR and TERM=dumb; the red start-up warning did not."""
+    from workmanager import Settings
+    from workmanager.cli import render
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    said: list[dict[str, object]] = []
+    monkeypatch.setattr(render.click, "secho", lambda text, **kw: said.append(kw))
+    render.warn_if_open(Settings(auth="none"), "the HTTP API")
+    assert [kw["fg"] == "red" for kw in said] == [red]
+
+
+def test_a_narrow_terminal_never_cuts_an_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At 80 columns (and 120 for orders) ids showed as ``3f29a453-599…``: nothing an
+    operator could paste into ``orders show``."""
+    import io
+
+    from rich.console import Console
+
+    from workmanager.cli import render
+
+    out = io.StringIO()
+    monkeypatch.setattr(render, "console", lambda stderr=False: Console(file=out, width=80))
+    order_id, item_id = (
+        "ca5855d1-c941-41b0-999a-10c15aab6c91",
+        "b4e8733a-8c94-4a3c-a762-bd758ea654d6",
+    )
+    row = {"id": order_id, "item_id": item_id, "type": "demo.research" * 3, "state": "queued"}
+    render.table([row], ("id", "item_id", "type", "state", "created_at", "error"))
+    assert order_id in out.getvalue() and item_id in out.getvalue(), out.getvalue()

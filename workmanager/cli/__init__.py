@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 import click
 
 from ..errors import Aborted, WorkManagerError
+from ..jsonvalues import readable
 from .app import cli
-from .render import first_line, report_error, usage_error_of
+from .render import CannotWrite, first_line, report_error, usage_error_of
 
 
 def wants_json(args: Sequence[str]) -> bool:
@@ -46,7 +48,17 @@ def main(args: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if args is None else args)
     logging.lastResort = OneLineWarnings()  # ``serve`` configures logging of its own
     try:
+        args = [_text(n, arg) for n, arg in enumerate(args, 1)]
         code = cli.main(args=args, prog_name="workmanager", standalone_mode=False)
+        if sys.stdout is not None:
+            sys.stdout.flush()  # a full disk says so here, not in a traceback at exit
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error
+        sys.exit(1)
+    except OSError as exc:  # the output could not be written: a full disk, an I/O error
+        where = repr(exc.filename) if exc.filename else "cannot write the output"
+        report_error(CannotWrite(f"{where}: {exc.strerror or exc}"), False)
+        sys.exit(1)
     except click.exceptions.Abort as exc:  # "Aborted!" alone, nothing on stdout under --json
         if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
             report_error(Aborted("interrupted (Ctrl-C)", hint=""), wants_json(args))
@@ -64,6 +76,20 @@ def main(args: Sequence[str] | None = None) -> None:
         report_error(exc, wants_json(args))
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _text(n: int, arg: str) -> str:
+    """A command-line argument as text. Bytes the locale could not decode arrive as lone
+    surrogates: valid UTF-8 under a C locale (``nö``) is decoded again as UTF-8; anything
+    else is a usage error, never a traceback from the first database call given it."""
+    if arg.isascii() or readable(arg) == arg:
+        return arg
+    try:
+        return arg.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeError:
+        raise click.UsageError(
+            f"argument {n} ({ascii(arg)[:80]}) is not UTF-8 text: give it as UTF-8"
+        ) from None
 
 
 __all__ = ["cli", "main"]

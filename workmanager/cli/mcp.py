@@ -42,7 +42,9 @@ def mcp_command(env: Env, transport: str, host: str, port: int) -> None:
     import uvicorn
 
     from ..mcp.http import http_app
+    from .serve import check_bindable
 
+    check_bindable(host, port)  # a port taken: one error line as `serve` says it, not exit 3
     warn_if_open(wm.settings, f"the MCP {transport.upper()} transport")
     server = build_server(wm, require_token=True)
     uvicorn.run(http_app(wm, server, transport), host=host, port=port, log_level="warning")

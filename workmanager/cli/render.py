@@ -3,8 +3,10 @@ bars on stderr (so ``--json`` output on stdout stays parseable), and shared opti
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -32,9 +34,26 @@ json_errors_option = click.option(
 
 
 def warn_if_open(settings: Settings, server: str) -> None:
-    """Say loudly on stderr that ``server`` will take requests without a token."""
+    """Say loudly on stderr that ``server`` will take requests without a token (in red
+    unless ``NO_COLOR`` is set or ``TERM=dumb``, as the tables)."""
     if settings.auth == "none":
-        click.secho("WARNING: " + auth_none_warning(server), fg="red", bold=True, err=True)
+        plain = bool(os.environ.get("NO_COLOR")) or os.environ.get("TERM") == "dumb"
+        said = "WARNING: " + auth_none_warning(server)
+        click.secho(said, fg=None if plain else "red", bold=not plain, err=True)
+
+
+class CannotWrite(WorkManagerError):
+    """The command's output could not be written (a full disk, a closed stdout)."""
+
+    code = "output_failed"
+
+
+def written(stream: Any) -> None:
+    """Flush ``stream`` (stdout), so a write that failed raises here, where the command
+    can still say so, not at exit; a closed stdout (``>&-``: ``None``) is an error too."""
+    if stream is None:
+        raise OSError(errno.EBADF, "standard output is closed")
+    stream.flush()
 
 
 def console(stderr: bool = False) -> Console:
@@ -86,6 +105,10 @@ def json_object(raw: str, max_depth: int, option: str) -> dict[str, Any]:
     return value
 
 
+#: Columns of ids (UUIDs) a table never cuts.
+WHOLE_COLUMNS = frozenset({"id", "order_id", "item_id"})
+
+
 def table(
     rows: Iterable[dict[str, Any]],
     columns: Sequence[str],
@@ -99,7 +122,12 @@ def table(
         return
     grid = Table(title=title, show_lines=False)
     for column in columns:
-        grid.add_column(column)
+        # an id is copied into the next command: whole, never cut to "3f29a453-599…" by
+        # a narrow terminal (an id column keeps its width; the others give theirs up)
+        if column in WHOLE_COLUMNS:
+            grid.add_column(column, no_wrap=True, min_width=36)
+        else:
+            grid.add_column(column)
     for row in rows:
         grid.add_row(*(Text(cell(row.get(c))) for c in columns))  # values, never markup
     console().print(grid)

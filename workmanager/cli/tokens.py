@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
 
 from ..services.tokens import SCOPES, TokenService
 from .app import Env, cli, pass_env
-from .render import emit, emit_json, json_option, table
+from .render import CannotWrite, emit, emit_json, json_option, table, written
 
 TOKEN_COLUMNS = ("name", "state", "agent_id", "tenant_id", "scopes", "created_at", "last_used_at")
 
@@ -36,13 +37,25 @@ def create(
 ) -> None:
     """Create a token and print it, alone on the last line (with --json: under
     ``token``). It is shown only this once."""
-    token, row = TokenService(env.wm.ctx).create(name, scopes, agent_id, tenant_id)
-    if as_json:
-        emit_json({**row, "token": token})
-        return
-    tenant = f" tenant={row['tenant_id']}" if row["tenant_id"] else ""
-    click.echo(f"created token {row['name']!r} scopes={','.join(row['scopes'])}{tenant}", err=True)
-    click.echo(token)
+
+    def show(token: str, row: dict[str, Any]) -> None:  # before the commit: never lost unseen
+        if as_json:
+            emit_json({**row, "token": token})
+        else:
+            click.echo(token)
+        written(sys.stdout)
+
+    try:
+        _, row = TokenService(env.wm.ctx).create(name, scopes, agent_id, tenant_id, show)
+    except OSError as exc:
+        raise CannotWrite(
+            f"the token could not be written out ({exc.strerror or exc}); it was not created",
+            hint="run it again with its output going where it can be written",
+        ) from exc
+    if not as_json:
+        tenant = f" tenant={row['tenant_id']}" if row["tenant_id"] else ""
+        said = f"created token {row['name']!r} scopes={','.join(row['scopes'])}{tenant}"
+        click.echo(said, err=True)
 
 
 @tokens.command("list")

@@ -29,6 +29,7 @@ import hmac
 import logging
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -118,10 +119,12 @@ class TokenService:
         scopes: str | list[str],
         agent_id: str | None = None,
         tenant_id: str | None = None,
+        show: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """Store a new token; returns ``(plaintext, row)``. The plaintext is never stored.
         A token bound to ``tenant_id`` proposes, sees, leases and acts on that tenant's
-        orders only (**Tenants**, above)."""
+        orders only (**Tenants**, above). ``show(plaintext, row)`` runs before the commit:
+        a token it could not show (its error raised) is not stored, never lost unseen."""
         why = agent_id_problem(name)  # a token's name is its agent id when none is given
         if why is not None:
             raise ValidationFailed.at("name", why, "pattern")
@@ -141,7 +144,10 @@ class TokenService:
             with self.ctx.db.transaction() as s:
                 s.add(row)
                 s.flush()
-                return token, token_dict(row)
+                made = token_dict(row)
+                if show is not None:
+                    show(token, made)
+                return token, made
         except IntegrityError as exc:
             raise ValidationFailed.at(
                 "name",
