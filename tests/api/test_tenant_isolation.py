@@ -129,6 +129,11 @@ def test_tenant_a_sees_and_changes_nothing_of_tenant_b_over_http(
         headers=idem(),
     )
     assert (resp.status_code, resp.json()["error"]["code"]) == (403, "forbidden")
+    # A type no one registered: refused without the deployment's types (as a checkout
+    # is told nothing of them); an unbound token is told them.
+    resp = a.post(f"{PREFIX}/propose", json={"type": "nope.x", "payload": {}}, headers=idem())
+    assert (resp.status_code, resp.json()["error"]["code"]) == (422, "unknown_order_type")
+    assert "test.simple" not in resp.text and "known:" not in resp.text, resp.text
     # Forgetting B's agent (whose records span tenants) is refused before anything is
     # looked at: not the 409 of B's live lease, which would tell A that agent is working.
     resp = a.post(f"{PREFIX}/provenance/forget", json={"agent_id": "agent-b"}, headers=idem())

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..container import WorkManager
 from ..db.request_store import build_request_store
-from ..errors import NoItemsAvailable, NotFound, Unavailable, ValidationFailed
+from ..errors import NoItemsAvailable, NotFound, Unavailable, UnknownOrderType, ValidationFailed
 from ..lease_tokens import NO_TOKEN_FENCE, Holder
 from ..reads.leases import LeaseSelector
 from ..reads.listing import OrderListing
@@ -32,7 +32,7 @@ from ..services.tokens import (
 from ..states import OrderState
 from ..types import JSON, Actor, Lease
 from .callers import Caller
-from .no_items import unknown_type
+from .no_items import sees_types, unknown_type, untold
 from .shapes import finalize_answer, heartbeat_dict, lease_dict, part_answer
 
 Answer = tuple[int, dict[str, Any]]
@@ -105,16 +105,21 @@ class Operations:
     ) -> Answer:
         caller.principal.require("propose")
         tenant = proposal_tenant(caller.principal.tenant_id, tenant_id)
-        proposal = self.wm.orders.propose(
-            type,
-            payload,
-            priority=priority,
-            meta=meta,
-            dedupe_key=dedupe_key,
-            requested_by=Actor("agent", caller.agent.id),
-            agent=caller.agent,
-            tenant_id=tenant,
-        )
+        try:
+            proposal = self.wm.orders.propose(
+                type,
+                payload,
+                priority=priority,
+                meta=meta,
+                dedupe_key=dedupe_key,
+                requested_by=Actor("agent", caller.agent.id),
+                agent=caller.agent,
+                tenant_id=tenant,
+            )
+        except UnknownOrderType as exc:
+            if sees_types(caller.principal):
+                raise
+            raise untold(exc) from None
         if proposal.created:
             return 201, {"order": proposal.order}
         order = proposal.order
@@ -244,8 +249,8 @@ class Operations:
             )
         if lease is None:
             which = "no item matching filters" if filters != CheckoutFilters() else "no item"
-            said = {}  # (a tenant-bound token is not told the deployment's types)
-            if caller.principal.tenant_id is None:
+            said = {}
+            if sees_types(caller.principal):
                 said = unknown_type(self.wm, filters.type, oid)
             raise NoItemsAvailable(f"{which} is available to lease", **said)
         return 200, {"item": lease_dict(lease)}
