@@ -106,18 +106,31 @@ def _exporter(mode: str) -> Any:
     return OTLPSpanExporter()  # OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT, _HEADERS, _TIMEOUT
 
 
+#: The libraries' instrumentations: (module, class).
+_INSTRUMENTORS = (
+    ("opentelemetry.instrumentation.sqlalchemy", "SQLAlchemyInstrumentor"),
+    ("opentelemetry.instrumentation.psycopg", "PsycopgInstrumentor"),
+    ("opentelemetry.instrumentation.redis", "RedisInstrumentor"),
+)
+
+
 def _instrument_libraries() -> None:
     """SQLAlchemy engines created from now on, psycopg connections (the hot paths) and
     redis-py clients get spans of their own, children of the domain spans. An
     instrumentation that does not support the installed library's version (SQLAlchemy's
     supports < 2.1) is left out with one line at INFO, not the warning every process
     printed: on PostgreSQL every statement still has its span through psycopg's."""
-    from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
-    from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
-    from opentelemetry.instrumentation.redis import RedisInstrumentor
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+    import importlib
 
-    for instrumentor in (SQLAlchemyInstrumentor(), PsycopgInstrumentor(), RedisInstrumentor()):
+    from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
+
+    instrumentors = []
+    for module, name in _INSTRUMENTORS:
+        try:  # the redis one imports redis-py, which only the redis extra installs
+            instrumentors.append(getattr(importlib.import_module(module), name)())
+        except ImportError as exc:
+            log.info("tracing without %s: %s", name, exc)
+    for instrumentor in instrumentors:
         conflict = get_dependency_conflicts(instrumentor.instrumentation_dependencies())
         if conflict is not None:
             log.info("tracing without %s: %s", type(instrumentor).__name__, conflict)

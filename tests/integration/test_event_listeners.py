@@ -122,3 +122,34 @@ def test_rejection_lease_expiry_and_failure_are_announced(
     wm.agent.fail(lease, {"code": "boom", "message": "it broke"}, retryable=False)
     (event,) = [e for e in heard if e.name == events.ITEM_FAILED]
     assert event.order_id == failed and event.item_id == lease.item_id
+
+
+def test_listeners_run_with_no_connection_lent(wm: WorkManager) -> None:
+    """A listener ran while its operation's pooled connection was still lent (SQLite's
+    session, PostgreSQL's raw pool on submit): one that called back into the services,
+    or was slow, starved the pool, and 40 concurrent submits waited 30 s and failed.
+    Every event is heard with both pools whole."""
+    lent: dict[str, tuple[int, int]] = {}
+    pool = wm.db.engine.pool
+    before = pool.checkedout()  # type: ignore[attr-defined]  # (the test's own, if any)
+
+    def count(event: events.Event) -> None:
+        raw = wm.db.raw._pool.lent if wm.db.raw._pool is not None else 0
+        lent[event.name] = (pool.checkedout() - before, raw)  # type: ignore[attr-defined]
+        wm.queries.order_state(event.order_id)  # calling back in works meanwhile
+
+    events.listen(events.ANY, count)
+    try:
+        order_id = wm.propose("test.parts", {})
+        lease = wm.agent.checkout("agent-1", order_id=order_id)
+        assert lease is not None
+        wm.agent.heartbeat(lease, progress=0.5)
+        wm.agent.submit_part(lease, "a", {"v": 1})
+        wm.agent.submit_part(lease, "b", {"x": 1})
+        wm.agent.finalize(lease)
+        wm.approve(order_id)
+        wm.executor.apply(order_id)
+    finally:
+        events.clear()
+    assert "WorkItemSubmitted" in lent and "WorkOrderCompleted" in lent, lent
+    assert {name: n for name, n in lent.items() if n != (0, 0)} == {}

@@ -29,6 +29,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, Engine, Table
 
+from .. import events
 from ..errors import Contention, SchemaOutdated, Unavailable
 from . import driver_errors
 from .rawpool import RawPool
@@ -105,11 +106,18 @@ class RawPostgres:
 
     @contextmanager
     def connection(self) -> Iterator[Conn]:
-        """A pooled connection in autocommit mode, back in the pool afterwards.
+        """A pooled connection in autocommit mode, back in the pool afterwards; the
+        event listeners hear what its statements committed once it is back
+        (:func:`workmanager.events.holding`).
 
         A connection left in a transaction by an error is rolled back before it goes back
         to the pool; one that is broken is closed.
         """
+        with events.holding(), self._lent() as conn:
+            yield conn
+
+    @contextmanager
+    def _lent(self) -> Iterator[Conn]:
         pool = self.pool
         try:
             conn = pool.checkout()  # gives its slot back on any failure

@@ -23,6 +23,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+from .. import events
 from ..errors import ConfigurationError, Contention, DatabaseMissing, Unavailable
 from . import claims, driver_errors, pending
 
@@ -261,11 +262,13 @@ class Database:
         before the COMMIT (:mod:`.claims`).
         """
         session = self._sessions()
-        try:
-            with unavailable_when_down(self.url), session.begin():
-                yield session
-        finally:
-            session.close()
+        # listeners hear its commit once its connection is back in the pool
+        with events.holding():
+            try:
+                with unavailable_when_down(self.url), session.begin():
+                    yield session
+            finally:
+                session.close()
 
     def run(self, fn: Callable[[Session], T], attempts: int = 4) -> T:
         """Run ``fn`` in a transaction, again when the database aborted it as a deadlock
