@@ -810,3 +810,27 @@ def test_mcp_answers_unparseable_messages(mcp_stdio: Stdio) -> None:
     garbage = mcp_stdio.send("tools/call", '{"name": "work.get", "arguments": {')
     assert mcp_stdio.wait(garbage, timeout=30)["error"]["code"] == -32700
     assert mcp_stdio.proc.poll() is None
+
+
+def test_mcp_stdio_answers_ids_it_cannot_echo_and_reads_the_top_level_id(
+    mcp_stdio: Stdio,
+) -> None:
+    """A request id holding a lone surrogate (or a byte that is not UTF-8) ended the
+    server: its answer could not be written. An ``"id"`` nested in the params was taken
+    for the request's, and JSON that is no JSON-RPC request was a parse error."""
+    for line in (
+        b'{"jsonrpc":"2.0","id":"\\ud800","method":"ping"}',
+        b'{"jsonrpc":"2.0","id":"\xff","method":"ping"}',
+    ):
+        mcp_stdio.write(line)
+        answer = mcp_stdio.wait(None, timeout=30)  # type: ignore[arg-type]
+        assert answer["error"]["code"] in (-32600, -32700), answer
+    mcp_stdio.write(b'{"jsonrpc":"1.0","params":{"id":99},"id":7,"method":"ping"}')
+    answer = mcp_stdio.wait(7, timeout=30)
+    assert answer["error"]["code"] == -32600, answer
+    assert mcp_stdio.request("ping", {}) == {
+        "jsonrpc": "2.0",
+        "id": mcp_stdio.next_id,
+        "result": {},
+    }
+    assert mcp_stdio.proc.poll() is None

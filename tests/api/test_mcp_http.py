@@ -63,6 +63,32 @@ def test_mcp_http_requires_a_token(api_db_url: str, tokens: dict[str, str]) -> N
             "error": "this token lacks the 'propose' scope",
             "details": {"required_scope": "propose", "principal": "viewer"},
         }
+        # A session is its opener's: another token presenting its id, to call in it or
+        # to end it, is told it is not found (any token could, a view-only one too).
+        hello = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        }
+        accept = {"Accept": "application/json, text/event-stream"}
+        admin = {"Authorization": f"Bearer {tokens['admin']}", **accept}
+        viewer = {"Authorization": f"Bearer {tokens['viewer']}", **accept}
+        opened = httpx.post(url, json=hello, headers=admin, timeout=10)
+        session_id = opened.headers["mcp-session-id"]
+        ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+        for method, body in (("POST", ping), ("DELETE", None)):
+            theirs = httpx.request(
+                method, url, json=body, headers={**viewer, "Mcp-Session-Id": session_id}
+            )
+            assert theirs.status_code == 404, theirs.text
+            assert theirs.json()["error"]["code"] == "not_found"
+        mine = httpx.post(url, json=ping, headers={**admin, "Mcp-Session-Id": session_id})
+        assert mine.status_code == 200, mine.text
         # MAX_BODY_BYTES (65536 here) holds for MCP as for the API, in the same envelope
         # (the SDK's own refusal is a plain-text 413 at 4 MiB), declared or chunked
         auth = {"Authorization": f"Bearer {tokens['admin']}", "Content-Type": "application/json"}

@@ -137,3 +137,29 @@ def test_booleans_and_numbers_are_taken_strictly_as_the_http_api_takes_them(
     assert len(seen["orders"]["data"]) == 1  # the refused propose made none
     item = wm.queries.item(uuid.UUID(seen["item_id"]))
     assert item["state"] == "in_progress" and item["attempts"] == 1
+
+
+def test_a_refusal_is_flagged_is_error_and_the_server_names_its_version(make_wm: Any) -> None:
+    """Every refusal came back ``isError: false`` with ``"success": false``: a client
+    reading the flag (as MCP says a tool's own error is reported) took it for a success.
+    ``initialize`` named the server's version as ``""``."""
+    import anyio
+    from mcp.client import Client
+
+    from workmanager.mcp import build_server
+
+    wm = build(make_wm)
+
+    async def main() -> tuple[Any, Any, str]:
+        async with Client(build_server(wm)) as client:
+            refused = await client.call_tool("work.get", {"order_id": str(uuid.uuid4())})
+            made = await client.call_tool("work.propose", {"type": "test.simple", "payload": {}})
+            info = client.server_info
+            return refused, made, info.version if info is not None else ""
+        raise AssertionError("unreachable")
+
+    refused, made, version = anyio.run(main)
+    assert refused.is_error is True and made.is_error is False
+    body = refused.structured_content or {}
+    assert body.get("result", body).get("code") == "not_found"
+    assert version not in ("", None)

@@ -3,38 +3,63 @@ and the API's body limits."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import anyio.to_thread
 from mcp.server.mcpserver import MCPServer
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..container import WorkManager
-from ..errors import WorkManagerError
+from ..errors import NotFound, WorkManagerError
 from ..services.tokens import TokenService
-from ..surface.middleware import RequestContextMiddleware
+from ..surface.middleware import RequestContextMiddleware, send_error
 
 
 class BearerGate:
-    """Refuse (401/JSON) an HTTP request without a valid token before MCP sees it."""
+    """Refuse (401/JSON) an HTTP request without a valid token before MCP sees it, and
+    keep each streamable-HTTP session to the token's principal that opened it: another
+    token presenting its ``Mcp-Session-Id`` (to call in it, or to DELETE it) is told the
+    session is not found, as for one that never was."""
+
+    #: Sessions remembered (the oldest forgotten first); the SDK ends idle ones itself.
+    MAX_SESSIONS = 10_000
 
     def __init__(self, app: ASGIApp, tokens: TokenService) -> None:
         self.app = app
         self.tokens = tokens
+        self.owners: OrderedDict[bytes, str] = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            headers = dict(scope.get("headers", ()))
-            scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-            presented = token.strip() if scheme.lower() == "bearer" else None
-            try:
-                await anyio.to_thread.run_sync(self.tokens.authenticate, presented)
-            except WorkManagerError as exc:
-                from ..surface.middleware import send_error
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers", ()))
+        scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+        presented = token.strip() if scheme.lower() == "bearer" else None
+        try:
+            principal = await anyio.to_thread.run_sync(self.tokens.authenticate, presented)
+        except WorkManagerError as exc:
+            await send_error(send, exc, [(b"www-authenticate", b"Bearer")])
+            return
+        session = headers.get(SESSION_HEADER)
+        if session is not None and self.owners.get(session, principal.name) != principal.name:
+            await send_error(send, NotFound("session not found"), [])
+            return
 
-                await send_error(send, exc, [(b"www-authenticate", b"Bearer")])
-                return
-        await self.app(scope, receive, send)
+        async def noting(message: Message) -> None:
+            if message["type"] == "http.response.start" and session is None:
+                opened = dict(message.get("headers", ())).get(SESSION_HEADER)
+                if opened is not None:  # the session this request opened is its principal's
+                    self.owners[opened] = principal.name
+                    while len(self.owners) > self.MAX_SESSIONS:
+                        self.owners.popitem(last=False)
+            await send(message)
+
+        await self.app(scope, receive, noting)
+
+
+SESSION_HEADER = b"mcp-session-id"
 
 
 #: What a browser client of the MCP transports sends and must read (CORS).

@@ -7,6 +7,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from mcp.types import CallToolResult, InputRequiredResult
+
 from ..errors import WorkManagerError
 from ..services.idempotency import Replay
 from ..surface.operations import Answer
@@ -48,3 +50,26 @@ def run(call: Callable[[], Answer | Replay]) -> Result:
             return {"success": False, **_flat(error), "replayed": True}
         return {"success": True, **answer.body, "replayed": True}
     return {"success": True, **answer[1]}
+
+
+def flagged(answer: CallToolResult | InputRequiredResult) -> CallToolResult | InputRequiredResult:
+    """A refusal (``"success": false``, SPEC §7) is also ``isError: true``, as MCP says a
+    tool's own error is: a client that reads only the flag took every refusal for a
+    success."""
+    if not isinstance(answer, CallToolResult) or not isinstance(answer.structured_content, dict):
+        return answer
+    body = answer.structured_content
+    body = body.get("result", body) if isinstance(body.get("result"), dict) else body
+    if body.get("success") is False:
+        return answer.model_copy(update={"is_error": True})
+    return answer
+
+
+def version() -> str:
+    """The installed package's version, as ``initialize`` names the server."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("workmanager")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return "0+unknown"

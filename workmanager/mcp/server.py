@@ -80,7 +80,7 @@ class WorkServer(MCPServer[Any]):
     (``malformed_json``, as the HTTP API does) before anything validates or stores them."""
 
     def __init__(self, max_json_depth: int) -> None:
-        super().__init__("workmanager", instructions=INSTRUCTIONS)
+        super().__init__("workmanager", instructions=INSTRUCTIONS, version=results.version())
         self.max_json_depth = max_json_depth
 
     async def run_stdio_async(self) -> None:
@@ -90,6 +90,11 @@ class WorkServer(MCPServer[Any]):
         await serve(self, self.max_json_depth)
 
     async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        return results.flagged(await self._call_tool(name, arguments, context))
+
+    async def _call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
         tool = self._tool_manager.get_tool(name)

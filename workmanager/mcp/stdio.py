@@ -4,9 +4,10 @@ The MCP library's stdio reader hands a line it cannot parse (JSON nested past it
 parser's limit, a lone surrogate, an integer of thousands of digits) to the session as an
 exception, which drops it: the client then waits forever for its reply. Here every line
 is checked first, in one pass and without recursion, and a line that is too deep or does
-not parse is answered at once with a JSON-RPC parse error (``-32700``) whose ``data``
+not parse is answered at once with a JSON-RPC parse error (``-32700``; ``-32600`` for JSON
+that is no JSON-RPC message, or a request whose id no answer can carry) whose ``data``
 carries the project's envelope (``malformed_json``), under the request's id when one can
-be read off the line. Everything else goes to the library's transport unchanged.
+be read. Everything else goes to the library's transport unchanged.
 
 The library also ends the session the moment stdin closes, cancelling requests still
 running: a script piping its calls in (``… | workmanager mcp``) had its last call run
@@ -16,6 +17,7 @@ been answered (at most :data:`DRAIN_SECONDS` later).
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections.abc import AsyncIterator
@@ -28,7 +30,7 @@ from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
 
 from ..errors import MalformedJSON
-from ..jsonvalues import raw_depth, too_deep
+from ..jsonvalues import raw_depth, readable, too_deep
 
 #: The request's id as it appears at the top of a JSON-RPC line (best effort: the line
 #: did not parse, so it is read off the text; ``null`` when there is none).
@@ -36,16 +38,40 @@ _ID = re.compile(r'"id"\s*:\s*(-?\d{1,18}|"(?:[^"\\]|\\.){0,200}")')
 
 
 def request_id(line: str) -> int | str | None:
-    match = _ID.search(line)
-    if match is None:
-        return None
-    raw = match.group(1)
-    if raw.startswith('"'):
-        try:
-            return str(raw[1:-1].encode().decode("unicode_escape"))
-        except UnicodeDecodeError:
+    """The id to answer ``line`` under: its top-level ``id`` when the line is JSON (an id
+    nested in its params is not the request's), else read off the text; ``None`` (null)
+    when there is none, or none that an answer can carry (a lone surrogate: writing it
+    ended the server)."""
+    try:
+        doc = json.loads(line)
+    except (ValueError, RecursionError):
+        doc = _UNREAD
+    if doc is _UNREAD:
+        match = _ID.search(line)
+        if match is None:
             return None
-    return int(raw)
+        raw = match.group(1)
+        if not raw.startswith('"'):
+            return int(raw)
+        try:
+            found: Any = str(raw[1:-1].encode("utf-8", "surrogatepass").decode("unicode_escape"))
+        except UnicodeError:
+            return None
+    else:
+        found = doc.get("id") if isinstance(doc, dict) else None
+    return found if answerable(found) else None
+
+
+_UNREAD = object()
+
+
+def answerable(ident: Any) -> bool:
+    """Whether an answer can carry ``ident``: an integer, or text UTF-8 can write."""
+    if isinstance(ident, bool):
+        return False
+    if isinstance(ident, int):
+        return True
+    return isinstance(ident, str) and readable(ident) == ident
 
 
 #: Lines nesting deeper than this are answered here: below the depth at which the
@@ -66,10 +92,14 @@ def parsed(line: str, max_depth: int) -> tuple[Any, MalformedJSON | None]:
     if raw_depth(line) > LINE_DEPTH_LIMIT:
         return None, too_deep(max_depth, "the message")
     try:
-        return types.jsonrpc_message_adapter.validate_json(line, by_name=False), None
+        message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
     except Exception as exc:  # the library's own parser: whatever it refuses
         why = f"the message is not valid JSON-RPC: {str(exc).splitlines()[0]}"
         return None, MalformedJSON(why)
+    ident = getattr(message, "id", None)
+    if ident is not None and not answerable(ident):  # its answer could not be written
+        return None, MalformedJSON("the request's id is text no answer can carry")
+    return message, None
 
 
 def refusal(line: str, max_depth: int) -> MalformedJSON | None:
@@ -78,14 +108,25 @@ def refusal(line: str, max_depth: int) -> MalformedJSON | None:
 
 
 def parse_error(line: str, error: MalformedJSON) -> SessionMessage:
+    """The answer to a refused line: a parse error (``-32700``) when it is not JSON or
+    nests too deep, an invalid request (``-32600``) when it is JSON but no JSON-RPC
+    message (or one whose id no answer can carry)."""
     data: dict[str, Any] = {"code": error.code, "message": error.message}
     if error.details is not None:
         data["details"] = error.details
+    code = types.PARSE_ERROR  # not JSON, or nested past what is read
+    if raw_depth(line) <= LINE_DEPTH_LIMIT:
+        try:
+            doc = json.loads(line)
+        except (ValueError, RecursionError):
+            doc = None
+        if isinstance(doc, dict) and readable(doc) == doc:  # JSON, text and all
+            code = types.INVALID_REQUEST
     return SessionMessage(
         types.JSONRPCError(
             jsonrpc="2.0",
             id=request_id(line),
-            error=types.ErrorData(code=types.PARSE_ERROR, message=error.message, data=data),
+            error=types.ErrorData(code=code, message=error.message, data=data),
         )
     )
 
