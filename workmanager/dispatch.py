@@ -6,9 +6,12 @@ library and its tests run with no broker; ``tasks`` installs a Celery-backed dis
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
+
+log = logging.getLogger("workmanager.dispatch")
 
 
 class Dispatcher(Protocol):
@@ -43,3 +46,38 @@ class NullDispatcher:
 
     def waiting(self, order_type: str) -> int | None:
         return None
+
+
+class Forgiving:
+    """A dispatcher of the user's (``--dispatcher pkg.mod:factory``) whose hooks may
+    raise: each is called after a commit, so a raise made the committed operation look
+    failed (a 500, a proposal retried into three orders). Logged instead, and answered
+    as not sent (``False``), so maintenance sends the approval check or apply again."""
+
+    def __init__(self, inner: Dispatcher) -> None:
+        self.inner = inner
+
+    def _call(self, hook: str, *args: Any, failed: Any) -> Any:
+        try:
+            return getattr(self.inner, hook)(*args)
+        except Exception as exc:
+            log.error(
+                "dispatcher %s.%s raised %s: %s (the operation itself committed)",
+                type(self.inner).__name__,
+                hook,
+                type(exc).__name__,
+                str(exc).splitlines()[0] if str(exc) else "",
+            )
+            return failed
+
+    def order_submitted(self, order_id: uuid.UUID) -> bool | None:
+        return self._call("order_submitted", order_id, failed=False)  # type: ignore[no-any-return]
+
+    def order_approved(self, order_id: uuid.UUID) -> bool | None:
+        return self._call("order_approved", order_id, failed=False)  # type: ignore[no-any-return]
+
+    def items_available(self, order_type: str, item_ids: Sequence[uuid.UUID]) -> None:
+        self._call("items_available", order_type, item_ids, failed=None)
+
+    def waiting(self, order_type: str) -> int | None:
+        return self._call("waiting", order_type, failed=None)  # type: ignore[no-any-return]

@@ -85,3 +85,23 @@ def test_allowed_states_can_be_narrowed(wm: WorkManager) -> None:
     order_id = wm.propose("test.simple", {})
     assert wm.agent.checkout("agent-1") is not None
     assert guard.check(str(order_id)) == order_id
+
+
+def test_the_host_keeps_its_own_error_answers(wm: WorkManager) -> None:
+    """``install_error_handlers`` installed the API's handlers on the whole host app: a
+    host route's bad path parameter became 404 ``not_found``, a bad query parameter 400
+    ``invalid_query``, and its ``HTTPException(400)`` ``malformed_json``."""
+    from fastapi import HTTPException
+
+    app = host_app(wm)
+
+    @app.get("/customers/{cid}")
+    def read(cid: int, page: int = 1) -> dict[str, int]:
+        raise HTTPException(400, "email address is not valid")
+
+    client = TestClient(app)
+    assert client.get("/customers/abc").status_code == 422
+    assert client.get("/customers/1", params={"page": "x"}).status_code == 422
+    said = client.get("/customers/1")
+    assert (said.status_code, said.json()) == (400, {"detail": "email address is not valid"})
+    refused(client.post("/customers"))  # workmanager's own: still the envelope

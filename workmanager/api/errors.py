@@ -114,12 +114,22 @@ def http_error(exc: HTTPException) -> WorkManagerError:
     return error
 
 
-def install(app: FastAPI) -> None:
-    """Register the handlers on ``app``."""
+async def _on_domain(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, WorkManagerError)
+    return error_response(exc)
 
-    async def on_domain(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, WorkManagerError)
-        return error_response(exc)
+
+def install_for_host(app: FastAPI) -> None:
+    """A host app's handler of workmanager's own errors (``WorkOrderGuard``'s 403, a 503
+    when the database is down): the envelope. The host's ``HTTPException``s and request
+    validation keep FastAPI's answers: the API's handlers below read them as the API's
+    routes (a bad path parameter is a 404 there), and changed a host's 422s into 404s and
+    400s."""
+    app.add_exception_handler(WorkManagerError, _on_domain)
+
+
+def install(app: FastAPI) -> None:
+    """Register the API's handlers on ``app`` (:func:`~workmanager.api.create_app`)."""
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -138,6 +148,6 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, HTTPException)
         return error_response(http_error(exc), dict(exc.headers or {}))
 
-    app.add_exception_handler(WorkManagerError, on_domain)
+    app.add_exception_handler(WorkManagerError, _on_domain)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, on_http)

@@ -9,7 +9,7 @@ import click
 
 from .. import tracing
 from ..container import WorkManager
-from ..dispatch import Dispatcher, NullDispatcher
+from ..dispatch import Dispatcher, Forgiving, NullDispatcher
 from ..errors import ConfigurationError, DatabaseMissing, Unavailable, WorkManagerError
 from ..importing import import_extra, import_object
 from .app import Env, cli, pass_env
@@ -83,7 +83,7 @@ def custom_dispatcher(reference: str, wm: WorkManager) -> Dispatcher:
             f"dispatcher (no {', '.join(missing)})",
             hint=DISPATCHER_HINT,
         )
-    return cast(Dispatcher, dispatcher)
+    return Forgiving(cast(Dispatcher, dispatcher))
 
 
 def schema_at_head(wm: WorkManager) -> None:
