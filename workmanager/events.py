@@ -24,8 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -185,18 +184,22 @@ def announce_rows(rows: Iterable[Mapping[str, Any]]) -> None:
 _held = threading.local()
 
 
-@contextmanager
-def holding() -> Iterator[None]:
+class holding:
     """The block holds a pooled database connection: the events its commits announce
     wait for it to end, so a listener (which may call back into the services, or be
     slow) never runs with the connection lent. Listeners running with it held starved
-    the pool: 40 concurrent submits whose listener leased waited 30 s, then failed."""
-    if getattr(_held, "rows", None) is not None:  # nested: the outermost announces
-        yield
-        return
-    _held.rows = []
-    try:
-        yield
-    finally:
-        committed, _held.rows = _held.rows, None
-        announce_rows(committed)  # committed whatever the block did next
+    the pool: 40 concurrent submits whose listener leased waited 30 s, then failed.
+    Nested, the outermost announces; after an error too (what committed, committed).
+    A class, not a generator: it is on every call's path (~0.5 µs)."""
+
+    __slots__ = ("inner",)
+
+    def __enter__(self) -> None:
+        self.inner = getattr(_held, "rows", None) is not None
+        if not self.inner:
+            _held.rows = []
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.inner:
+            committed, _held.rows = _held.rows, None
+            announce_rows(committed)
