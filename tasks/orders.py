@@ -148,10 +148,12 @@ def create(
             },
         )
         where = f"written into order {taken}'s history" if noted else "nothing recorded"
-        log.error("orders.create of %r refused [%s], %s: %s", type, exc.code, where, exc.message)
+        log.error(
+            "orders.create of %.200r refused [%s], %s: %s", type, exc.code, where, exc.message
+        )
         return None
     except PermanentError as exc:
-        log.error("orders.create of %r refused [%s]: %s", type, exc.code, exc.one_line())
+        log.error("orders.create of %.200r refused [%s]: %s", type, exc.code, exc.one_line())
         keyed = keyed_id(dedupe_key)
         try:
             refused = wm.orders.refuse(
@@ -166,7 +168,7 @@ def create(
             )
         except PermanentError as unstorable:  # e.g. a NUL in the type: not even storable
             log.error(
-                "orders.create of %r: the refusal could not be recorded [%s]: %s",
+                "orders.create of %.200r: the refusal could not be recorded [%s]: %s",
                 type,
                 unstorable.code,
                 unstorable.message,
@@ -246,7 +248,7 @@ def _lost_before(task: Task, target: Any, type: Any, payload: Any, **proposal: A
         return None
     _planned(task, order_id)
     log.error(
-        "orders.create of %r: planning order %s ended its worker process again; recorded"
+        "orders.create of %.200r: planning order %s ended its worker process again; recorded"
         " as failed [validation_failed]",
         type,
         order_id,

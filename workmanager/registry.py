@@ -68,8 +68,9 @@ class Registry:
                     f"; {', '.join(self._unregistering)} has no register(registry) function,"
                     " so nothing of it was registered"
                 )
+            shown = repr(name) if len(str(name)) <= 200 else f"{str(name)[:200]!r}…"
             raise UnknownOrderType(
-                f"unknown order type {name!r} (known: {known})", details={"type": name}, hint=hint
+                f"unknown order type {shown} (known: {known})", details={"type": name}, hint=hint
             ) from None
 
     def register_allocator(self, strategy: AllocatorStrategy) -> AllocatorStrategy:

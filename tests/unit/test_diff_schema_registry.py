@@ -326,3 +326,15 @@ def test_a_strategy_without_a_name_is_reported_by_its_class() -> None:
     finally:
         wm.close()
     assert [e["strategy"] for e in report.errors] == ["Broken"]
+
+
+def test_an_unknown_type_is_named_at_most_200_characters() -> None:
+    """A 2 MB type sent over Celery made a 4 MB log line (the name in the message and in
+    the line around it); the message names its first 200 characters, details keep it."""
+    from workmanager import Registry
+    from workmanager.errors import UnknownOrderType
+
+    with pytest.raises(UnknownOrderType) as refused:
+        Registry().get("x" * 5000)
+    assert len(refused.value.message) < 300 and "…" in refused.value.message
+    assert refused.value.details == {"type": "x" * 5000}
