@@ -11,6 +11,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from .jsonvalues import exception_text
+
 log = logging.getLogger("workmanager.dispatch")
 
 
@@ -61,12 +63,13 @@ class Forgiving:
         try:
             return getattr(self.inner, hook)(*args)
         except Exception as exc:
+            said = exception_text(exc).splitlines()
             log.error(
                 "dispatcher %s.%s raised %s: %s (the operation itself committed)",
                 type(self.inner).__name__,
                 hook,
                 type(exc).__name__,
-                str(exc).splitlines()[0] if str(exc) else "",
+                said[0] if said else "",
             )
             return failed
 
@@ -80,4 +83,6 @@ class Forgiving:
         self._call("items_available", order_type, item_ids, failed=None)
 
     def waiting(self, order_type: str) -> int | None:
+        if not callable(getattr(self.inner, "waiting", None)):  # optional: not known
+            return None
         return self._call("waiting", order_type, failed=None)  # type: ignore[no-any-return]

@@ -68,9 +68,10 @@ class Registry:
                     f"; {', '.join(self._unregistering)} has no register(registry) function,"
                     " so nothing of it was registered"
                 )
-            shown = repr(name) if len(str(name)) <= 200 else f"{str(name)[:200]!r}…"
             raise UnknownOrderType(
-                f"unknown order type {shown} (known: {known})", details={"type": name}, hint=hint
+                f"unknown order type {_shown(name)} (known: {known})",
+                details={"type": name},
+                hint=hint,
             ) from None
 
     def register_allocator(self, strategy: AllocatorStrategy) -> AllocatorStrategy:
@@ -141,3 +142,16 @@ def _check_declared(order_type: OrderType) -> None:
             f" {attempts!r:.40}",
             hint="None takes WORK_MANAGER_DEFAULT_MAX_ATTEMPTS",
         )
+
+
+def untold(exc: UnknownOrderType) -> UnknownOrderType:
+    """``exc`` as told to a reader who does not see the deployment's types (a token bound
+    to a tenant: ``surface.no_items.sees_types``; a refusal recorded in a tenant)."""
+    name = (exc.details or {}).get("type")
+    return UnknownOrderType(f"unknown order type {_shown(name)}", details={"type": name})
+
+
+def _shown(name: object) -> str:
+    """An order type's name in a message: its first 200 characters (a 2 MB type sent over
+    Celery made 4 MB log lines)."""
+    return repr(name) if len(str(name)) <= 200 else f"{str(name)[:200]!r}…"

@@ -89,6 +89,17 @@ def test_mcp_http_requires_a_token(api_db_url: str, tokens: dict[str, str]) -> N
             assert theirs.json()["error"]["code"] == "not_found"
         mine = httpx.post(url, json=ping, headers={**admin, "Mcp-Session-Id": session_id})
         assert mine.status_code == 200, mine.text
+        # the viewer's own id after the admin's (the SDK reads the first), or an id no one
+        # was seen opening: not found either
+        own = httpx.post(url, json=hello, headers=viewer, timeout=10).headers["mcp-session-id"]
+        twice = [*viewer.items(), ("Mcp-Session-Id", session_id), ("Mcp-Session-Id", own)]
+        assert httpx.delete(url, headers=twice).status_code == 404
+        made_up = {**admin, "Mcp-Session-Id": "0" * 32}
+        assert httpx.post(url, json=ping, headers=made_up).json()["error"]["code"] == "not_found"
+        ended = httpx.delete(url, headers={**admin, "Mcp-Session-Id": session_id})
+        assert ended.status_code == 200, ended.text
+        gone = httpx.post(url, json=ping, headers={**admin, "Mcp-Session-Id": session_id})
+        assert gone.status_code == 404
         # MAX_BODY_BYTES (65536 here) holds for MCP as for the API, in the same envelope
         # (the SDK's own refusal is a plain-text 413 at 4 MiB), declared or chunked
         auth = {"Authorization": f"Bearer {tokens['admin']}", "Content-Type": "application/json"}

@@ -139,3 +139,25 @@ def test_a_refusal_under_a_taken_key_is_noted_once_in_its_own_tenants_order(
             .all()
         )
     assert notes == [mine]
+
+
+def test_a_refusal_recorded_in_a_tenant_names_no_registered_type(
+    make_wm: Any, database: str
+) -> None:
+    """A Celery create of an unknown type with a tenant was recorded with the registry's
+    message, which lists every registered type: the tenant's tokens read them there (a
+    checkout or proposal of theirs is told none). Without a tenant it keeps the list."""
+    import uuid
+
+    from workmanager.errors import UnknownOrderType
+
+    wm = make_wm(db=database, registry=Registry([Simple()]))
+    for tenant in ("t1", None):
+        try:
+            wm.registry.get("nope.type")
+        except UnknownOrderType as exc:
+            refused = exc
+        order_id = uuid.uuid4()
+        wm.orders.refuse(refused, "nope.type", {}, order_id=order_id, tenant_id=tenant)
+        said = wm.queries.order(order_id)["last_error"]["message"]
+        assert ("test.simple" in said) is (tenant is None), said

@@ -85,3 +85,22 @@ def test_a_narrow_terminal_never_cuts_an_id(monkeypatch: pytest.MonkeyPatch) -> 
     row = {"id": order_id, "item_id": item_id, "type": "demo.research" * 3, "state": "queued"}
     render.table([row], ("id", "item_id", "type", "state", "created_at", "error"))
     assert order_id in out.getvalue() and item_id in out.getvalue(), out.getvalue()
+
+
+def test_a_file_a_command_could_not_write_is_named_not_called_the_output(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An OSError naming a file (a directory not writable) is ``os_error`` naming it;
+    only stdout's own failures are ``output_failed``."""
+    import workmanager.cli as cli_module
+
+    def refused(**_: object) -> None:
+        raise PermissionError(13, "Permission denied", "/srv/ro/var")
+
+    monkeypatch.setattr(cli_module.cli, "main", refused)
+    with pytest.raises(SystemExit) as ended:
+        cli_module.main(["db", "upgrade", "--json"])
+    assert ended.value.code == 1
+    said = capsys.readouterr()
+    assert said.err.startswith("error [os_error]: '/srv/ro/var': Permission denied"), said.err
+    assert '"code": "os_error"' in said.out

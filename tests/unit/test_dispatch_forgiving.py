@@ -45,3 +45,34 @@ def test_a_raising_dispatchers_hooks_are_logged_and_answered_not_sent(
         assert dispatcher.waiting("t") is None
     assert len(caplog.records) == 4
     assert "Raising.order_submitted raised RuntimeError: broker of my own is down" in caplog.text
+
+
+class Unsayable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no words")
+
+
+class ThreeHooks:
+    """What the docs ask of a dispatcher: no ``waiting``."""
+
+    def order_submitted(self, order_id: uuid.UUID) -> bool | None:
+        raise Unsayable()
+
+    def order_approved(self, order_id: uuid.UUID) -> bool | None:
+        return True
+
+    def items_available(self, order_type: str, item_ids: Sequence[uuid.UUID]) -> None:
+        return None
+
+
+def test_an_unsayable_raise_and_a_missing_optional_hook(caplog: pytest.LogCaptureFixture) -> None:
+    """Logging ``str(exc)`` raised again (a 500 after the commit after all); a dispatcher
+    with the three documented hooks logged a false error at every maintenance run."""
+    dispatcher = Forgiving(ThreeHooks())  # type: ignore[arg-type]
+    with caplog.at_level(logging.ERROR, logger="workmanager.dispatch"):
+        assert dispatcher.order_submitted(uuid.uuid4()) is False
+        assert dispatcher.waiting("t") is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "dispatcher ThreeHooks.order_submitted raised Unsayable: Unsayable (its message could"
+        " not be read) (the operation itself committed)"
+    ]

@@ -48,16 +48,20 @@ def main(args: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if args is None else args)
     logging.lastResort = OneLineWarnings()  # ``serve`` configures logging of its own
     try:
-        args = [_text(n, arg) for n, arg in enumerate(args, 1)]
+        args = [_text(n, arg, args[n - 2] if n > 1 else "") for n, arg in enumerate(args, 1)]
         code = cli.main(args=args, prog_name="workmanager", standalone_mode=False)
         if sys.stdout is not None:
             sys.stdout.flush()  # a full disk says so here, not in a traceback at exit
     except BrokenPipeError:  # `| head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error
         sys.exit(1)
-    except OSError as exc:  # the output could not be written: a full disk, an I/O error
-        where = repr(exc.filename) if exc.filename else "cannot write the output"
-        report_error(CannotWrite(f"{where}: {exc.strerror or exc}"), False)
+    except OSError as exc:  # stdout on a full disk or closed; a file a command wrote
+        if exc.filename:
+            said = WorkManagerError(f"{exc.filename!r}: {exc.strerror or exc}")
+            said.code = "os_error"
+        else:
+            said = CannotWrite(f"cannot write the output: {exc.strerror or exc}")
+        report_error(said, wants_json(args))
         sys.exit(1)
     except click.exceptions.Abort as exc:  # "Aborted!" alone, nothing on stdout under --json
         if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
@@ -78,11 +82,19 @@ def main(args: Sequence[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-def _text(n: int, arg: str) -> str:
+#: Options whose value is a path: any bytes the file system takes (Linux names need not
+#: be UTF-8), kept as the locale decoded them.
+PATH_OPTIONS = frozenset({"-o", "--output", "--tests-dir"})
+
+
+def _text(n: int, arg: str, before: str) -> str:
     """A command-line argument as text. Bytes the locale could not decode arrive as lone
     surrogates: valid UTF-8 under a C locale (``nö``) is decoded again as UTF-8; anything
-    else is a usage error, never a traceback from the first database call given it."""
+    else is a usage error, never a traceback from the first database call given it (a
+    path is left as it is)."""
     if arg.isascii() or readable(arg) == arg:
+        return arg
+    if before in PATH_OPTIONS or arg.split("=", 1)[0] in PATH_OPTIONS:
         return arg
     try:
         return arg.encode("utf-8", "surrogateescape").decode("utf-8")

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
@@ -275,7 +276,11 @@ def report_error(exc: WorkManagerError, as_json: bool = False) -> None:
     stdout for scripts. Never a traceback."""
     click.echo(cell(exc.text()), err=True)  # a message may quote what a caller sent
     if as_json:
-        emit_json(error_body(exc))
+        try:
+            emit_json(error_body(exc))
+            written(sys.stdout)
+        except OSError:  # stdout is what failed (full, closed): stderr has said it
+            pass
 
 
 def reporting_errors(entry: Callable[[], int | None], as_json: bool = False) -> int:

@@ -19,8 +19,9 @@ from ..surface.middleware import RequestContextMiddleware, send_error
 class BearerGate:
     """Refuse (401/JSON) an HTTP request without a valid token before MCP sees it, and
     keep each streamable-HTTP session to the token's principal that opened it: another
-    token presenting its ``Mcp-Session-Id`` (to call in it, or to DELETE it) is told the
-    session is not found, as for one that never was."""
+    token presenting its ``Mcp-Session-Id`` (to call in it, or to DELETE it), an id this
+    gate did not see opened, or two ids at once, is told the session is not found, as
+    for one that never was."""
 
     #: Sessions remembered (the oldest forgotten first); the SDK ends idle ones itself.
     MAX_SESSIONS = 10_000
@@ -34,7 +35,8 @@ class BearerGate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers", ()))
+        raw = scope.get("headers", ())
+        headers = dict(raw)
         scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
         presented = token.strip() if scheme.lower() == "bearer" else None
         try:
@@ -42,18 +44,24 @@ class BearerGate:
         except WorkManagerError as exc:
             await send_error(send, exc, [(b"www-authenticate", b"Bearer")])
             return
-        session = headers.get(SESSION_HEADER)
-        if session is not None and self.owners.get(session, principal.name) != principal.name:
+        named = [value for name, value in raw if name == SESSION_HEADER]
+        session = named[0] if named else None
+        # one id (the SDK reads the first, a check of the last was got round), and one this
+        # gate saw opened by the same principal: an unknown one is not anyone's to use
+        if named and (len(named) > 1 or self.owners.get(session) != principal.name):  # type: ignore[arg-type]
             await send_error(send, NotFound("session not found"), [])
             return
 
         async def noting(message: Message) -> None:
-            if message["type"] == "http.response.start" and session is None:
-                opened = dict(message.get("headers", ())).get(SESSION_HEADER)
-                if opened is not None:  # the session this request opened is its principal's
-                    self.owners[opened] = principal.name
-                    while len(self.owners) > self.MAX_SESSIONS:
-                        self.owners.popitem(last=False)
+            if message["type"] == "http.response.start":
+                if session is None:
+                    opened = dict(message.get("headers", ())).get(SESSION_HEADER)
+                    if opened is not None:  # the session this request opened: its principal's
+                        self.owners[opened] = principal.name
+                        while len(self.owners) > self.MAX_SESSIONS:
+                            self.owners.popitem(last=False)
+                elif scope["method"] == "DELETE" or message["status"] == 404:
+                    self.owners.pop(session, None)  # ended, or the SDK has forgotten it
             await send(message)
 
         await self.app(scope, receive, noting)

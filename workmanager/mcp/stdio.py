@@ -119,8 +119,8 @@ def parse_error(line: str, error: MalformedJSON) -> SessionMessage:
         try:
             doc = json.loads(line)
         except (ValueError, RecursionError):
-            doc = None
-        if isinstance(doc, dict) and readable(doc) == doc:  # JSON, text and all
+            doc = _UNREAD
+        if doc is not _UNREAD and readable(doc) == doc:  # JSON, its text all UTF-8
             code = types.INVALID_REQUEST
     return SessionMessage(
         types.JSONRPCError(

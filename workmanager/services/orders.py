@@ -24,6 +24,7 @@ from ..errors import (
 )
 from ..jsonvalues import json_value
 from ..order_types import OrderType
+from ..registry import untold
 from ..state_machine import check_order
 from ..states import ItemState, OrderState
 from ..types import JSON, Actor, AgentInfo, OrderView
@@ -193,12 +194,15 @@ class OrderService:
         self, error: WorkManagerError, type: str, payload: Any, order_id: uuid.UUID, **p: Any
     ) -> tuple[OrderRow, bool]:  # the store's refuse(): (the order, whether created)
         actor = refusal_actor(p.get("requested_by") or Actor.system())
+        tenant = refusal_tenant(p.get("tenant_id"))
+        if tenant is not None and isinstance(error, UnknownOrderType):
+            error = untold(error)  # its tenant's tokens read it: not the deployment's types
         order = refused_order(
             order_id, type, payload, p.get("priority", 0), p.get("meta"), actor, error,
             self.ctx.settings,
         )  # fmt: skip
         # The tenant it was proposed into, so a token of that tenant sees why it failed.
-        order.tenant_id = refusal_tenant(p.get("tenant_id"))
+        order.tenant_id = tenant
         return self.store.refuse(order, actor)
 
     def count_refused(self, type: Any, error: WorkManagerError) -> None:

@@ -6,7 +6,6 @@ import uuid
 from typing import Any
 
 from ..container import WorkManager
-from ..errors import UnknownOrderType
 from ..services.tokens import Principal
 
 
@@ -14,12 +13,6 @@ def sees_types(principal: Principal) -> bool:
     """Whether a caller is told the deployment's order types (a refusal's ``known``, a
     checkout's hint): not a token bound to a tenant, which sees its own tenant only."""
     return principal.tenant_id is None
-
-
-def untold(exc: UnknownOrderType) -> UnknownOrderType:
-    """``exc`` as a caller who does not see the types (:func:`sees_types`) is told it."""
-    name = (exc.details or {}).get("type")
-    return UnknownOrderType(f"unknown order type {name!r}", details={"type": name})
 
 
 def unknown_type(wm: WorkManager, type: str | None, order_id: uuid.UUID | None) -> dict[str, Any]:

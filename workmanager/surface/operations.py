@@ -20,6 +20,7 @@ from ..errors import NoItemsAvailable, NotFound, Unavailable, UnknownOrderType, 
 from ..lease_tokens import NO_TOKEN_FENCE, Holder
 from ..reads.leases import LeaseSelector
 from ..reads.listing import OrderListing
+from ..registry import untold
 from ..services.inputs import checked_wait
 from ..services.lease_admin import LeaseAdmin
 from ..services.tokens import (
@@ -32,7 +33,7 @@ from ..services.tokens import (
 from ..states import OrderState
 from ..types import JSON, Actor, Lease
 from .callers import Caller
-from .no_items import sees_types, unknown_type, untold
+from .no_items import sees_types, unknown_type
 from .shapes import finalize_answer, heartbeat_dict, lease_dict, part_answer
 
 Answer = tuple[int, dict[str, Any]]
