@@ -21,7 +21,8 @@ from workmanager.errors import (
     TransientError,
     ValidationFailed,
 )
-from workmanager.services.proposals import keyed_id, note_reused_key
+from workmanager.services.proposals import keyed_id
+from workmanager.services.refusals import note_reused_key
 from workmanager.types import Actor
 
 from .app import app

@@ -116,7 +116,8 @@ def test_a_refusal_under_a_taken_key_is_noted_once_in_its_own_tenants_order(
     the order the producer's id names, once per message, never in another tenant's order
     (a key used there shows nothing of it) and never for an order that does not exist."""
     from workmanager import Actor
-    from workmanager.services.proposals import note_reused_key, order_id_for
+    from workmanager.services.proposals import order_id_for
+    from workmanager.services.refusals import note_reused_key
 
     wm = make_wm(db=database, registry=Registry([Simple()]))
     mine = wm.propose("test.simple", {"n": 1}, dedupe_key="k", tenant_id="A")

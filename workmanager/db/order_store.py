@@ -78,7 +78,7 @@ ApprovalCheck = Callable[["OrderView"], bool]
 RetryCheck = Callable[[OrderRow, list[str]], str]
 
 #: What ``drop_refused`` asks of the locked order and its items' states: whether it is a
-#: refused proposal's record that may be dropped (``proposals.droppable``).
+#: refused proposal's record that may be dropped (``refusals.droppable``).
 DropCheck = Callable[[OrderRow, list[str]], bool]
 
 #: What ``retry_item`` asks of the locked item (as ``item_dict`` shows it) and the ids of

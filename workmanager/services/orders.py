@@ -31,17 +31,14 @@ from ..types import JSON, Actor, AgentInfo, OrderView
 from .context import ServiceContext
 from .idempotency import IdempotencyService
 from .inputs import check_reject_errors
-from .proposals import (
-    build_order,
-    check_proposal,
+from .proposals import build_order, check_proposal, order_id_for, same_proposal
+from .refusals import (
     droppable,
     is_refused,
-    order_id_for,
     planning_lost,
     refusal_actor,
     refusal_tenant,
     refused_order,
-    same_proposal,
 )
 from .tokens import checked_tenant, order_tenant
 from .views import order_dict
@@ -171,7 +168,7 @@ class OrderService:
     ) -> dict[str, Any]:
         """Record a refused proposal (``proposal``: its ``priority``, ``meta``,
         ``requested_by``, ``tenant_id``) as a ``failed`` order under ``order_id``, the id
-        its producer got (:func:`~.proposals.refused_order`), counted in
+        its producer got (:func:`~.refusals.refused_order`), counted in
         ``orders_refused_total``; an order already under the id is left and returned."""
         self.count_refused(type, error)
         return order_dict(self._refusal(error, type, payload, order_id, **proposal)[0])
@@ -181,7 +178,7 @@ class OrderService:
     ) -> dict[str, Any] | None:
         """Before a create message delivered again plans: ``None`` to plan (the first
         redelivery, noted as a key of the system's own; or an order a run created), else
-        the ``failed`` order of :func:`~.proposals.planning_lost` where it stops."""
+        the ``failed`` order of :func:`~.refusals.planning_lost` where it stops."""
         if IdempotencyService(self.ctx).mark(PLANNING_AGAIN, str(order_id)):
             return None
         row, created = self._refusal(planning_lost(), type, payload, order_id, **proposal)
