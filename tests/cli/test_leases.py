@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -141,16 +142,39 @@ def test_extend_moves_expiry_by_seconds(console: Console) -> None:
     report = console.json("leases", "extend", "--agent", "a2", "--seconds", "3600")
     assert report["counts"] == {"extended": 1}
     change = report["leases"][0]
-    old = parse_iso(before[change["item_id"]])
-    assert parse_iso(change["new_lease_expires_at"]) - old == timedelta(seconds=3600)
+    old, new = parse_iso(before[change["item_id"]]), parse_iso(change["new_lease_expires_at"])
+    assert new - old == timedelta(seconds=3600)  # from the expiry the operator was shown
+    # the lock (memory store) now ends then, within the call's own time, as reads show it
     listed = {i["item_id"]: i for i in console.json("leases", "list")}
-    assert listed[change["item_id"]]["lease_expires_at"] == change["new_lease_expires_at"]
+    shown = parse_iso(listed[change["item_id"]]["lease_expires_at"])
+    assert timedelta(0) <= shown - new < timedelta(milliseconds=250)
+    assert _item_expiry(console, change["item_id"]) == listed[change["item_id"]]["lease_expires_at"]
     assert console("leases", "extend", "--all", "--seconds", "0", code=2)
 
 
-def parse_iso(value: str) -> object:
-    from datetime import datetime
+def test_list_shows_the_lock_expiry_after_a_lock_only_heartbeat(console: Console) -> None:
+    """A heartbeat that touched only the lock store left the row's expiry behind: ``leases
+    list`` shows the lease's expiry as every other read does (the lock's), not the row's."""
+    wm = console.wm
+    wm.propose("test.multi", {"count": 1})
+    lease = wm.agent.checkout("a1")
+    assert lease is not None
+    lease = wm.agent.heartbeat(lease)  # the first beat moves the item in_progress (the row)
+    listed_before = console.json("leases", "list")[0]["lease_expires_at"]
+    time.sleep(0.02)
+    wm.agent.heartbeat(lease)  # lock only: the row keeps its expiry
+    listed = console.json("leases", "list")[0]["lease_expires_at"]
+    assert listed != listed_before
+    assert listed == _item_expiry(console, str(lease.item_id))
 
+
+def _item_expiry(console: Console, item_id: str) -> str:
+    """The item's lease expiry as ``items list`` shows it."""
+    rows = console.json("items", "list", "--limit", "1000")
+    return next(r["lease_expires_at"] for r in rows if r["id"] == item_id)
+
+
+def parse_iso(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 

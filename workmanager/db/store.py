@@ -318,10 +318,10 @@ def extend_hold(
         ends = lock.ends([row.id]).get(row.id)
         if ends is None:
             return new_expiry, "lease_expired: the lease has expired"
-        # the lock counts whole milliseconds, rounded up: within one of the row, the row's
-        base = ends if ends > row.lease_expires_at + LOCK_GRAIN else row.lease_expires_at
-        new_expiry = base + timedelta(seconds=seconds)
-        ttl_ms = math.ceil((new_expiry - now).total_seconds()) * 1000
+        # from the lock's end, as every read shows it (reads/expiry.py), to the millisecond
+        # the lock counts in (whole seconds made the lease up to a second longer than said)
+        new_expiry = ends + timedelta(seconds=seconds)
+        ttl_ms = math.ceil((new_expiry - now) / LOCK_GRAIN)
         lock.extend_lock(row.id, holder_of(row), ttl_ms, row.order_type)
     except WorkManagerError as exc:  # expired, or the store no longer holds it
         return new_expiry, f"{exc.code}: {exc.message}"

@@ -109,8 +109,10 @@ class LeaseAdmin:
         self.store: Store = build_store(ctx)
 
     def held(self, selector: LeaseSelector) -> list[dict[str, Any]]:
-        """The held leases the selector matches (no selector needed to look)."""
-        return [lease_row(lease) for lease in self._select(selector, self.ctx.clock())]
+        """The held leases the selector matches (no selector needed to look), each with
+        its expiry as every read shows it (the lock's, with a lock store)."""
+        now = self.ctx.clock()
+        return [lease_row(lease) for lease in self._as_locked(self._select(selector, now), now)]
 
     def reclaim(self, selector: LeaseSelector, dry_run: bool = False) -> LeaseAdminResult:
         """End the leases now as the sweep ends expired ones (requeue with backoff, or fail
