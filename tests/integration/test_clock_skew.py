@@ -21,9 +21,8 @@ import pytest
 
 from tests.support.own_redis import free_port
 from tests.support.types import Simple
-from workmanager import Registry, WorkManager, deployment
+from workmanager import Registry, WorkManager, deployment, readiness
 from workmanager.errors import ConfigurationError, Unavailable
-from workmanager.services import readiness
 
 pytestmark = pytest.mark.postgres
 

@@ -309,7 +309,7 @@ def test_a_broker_probed_before_the_app_was_imported_still_gets_the_projects_tra
     'visibility_timeout','polling_interval' sent to create_engine()")."""
     url = f"sqla+sqlite:///{tmp_path}/broker.db"
     code = (
-        "from workmanager.services.readiness import _broker\n"
+        "from workmanager.readiness import _broker\n"
         "from workmanager.settings import Settings\n"
         f"_broker(Settings(broker_url={url!r}))\n"
         "import tasks\n"

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from tests.support.environment import clean_env
+from workmanager import readiness
 from workmanager.db.session import Database
-from workmanager.services import readiness
 
 ROOT = Path(__file__).resolve().parents[2]
 

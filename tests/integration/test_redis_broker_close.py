@@ -86,7 +86,7 @@ def test_a_broker_out_of_memory_is_waited_for_and_not_ready(make_wm: Any) -> Non
     (it connected) while every message sent was refused. The refusal is a connection
     error (Celery waits and reconnects), and readiness writes to find it."""
     from tests.support.own_redis import OwnRedis
-    from workmanager.services import readiness
+    from workmanager import readiness
 
     broker = OwnRedis()
     broker.start()

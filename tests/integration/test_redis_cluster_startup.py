@@ -211,7 +211,7 @@ def test_readiness_probes_the_cluster_through_its_listed_nodes(
     """``/readyz`` and ``ops check`` ask the cluster as the lease store does: ready while
     a listed node answers (the dead one first), down when none does (was a plain Redis
     client on the URL, which cannot read a list of nodes and reported ``redis`` down)."""
-    from workmanager.services import readiness
+    from workmanager import readiness
 
     database_url = f"sqlite:///{tmp_path}/wm.db"
     database = Database(database_url)
@@ -236,8 +236,8 @@ def test_a_cluster_node_without_cluster_mode_is_said_with_the_fix(cluster: Local
     """WORK_MANAGER_REDIS_CLUSTER left false against a cluster node: /readyz and ops check
     said ok while every checkout was a 500 (ClusterCrossSlotError). Readiness is down with
     the fix, and the lease calls' error is unavailable with the same hint."""
+    from workmanager import readiness
     from workmanager.leases.redis import translated
-    from workmanager.services import readiness
 
     live = cluster.alive_ports()[0]
     plain = cluster_settings(f"redis://127.0.0.1:{live}/0", redis_cluster=False)
@@ -260,7 +260,7 @@ def test_readiness_is_down_while_a_master_has_no_one_to_serve_its_slots(
     """A node answering the ping was "ok" while a master was down and its slots unserved
     (every lease call on them 503). Readiness asks for the cluster's state. Last in this
     module: the master killed here has no replica left (its own was killed above)."""
-    from workmanager.services import readiness
+    from workmanager import readiness
 
     (lonely,) = [p for p in cluster.masters() if _replicas(cluster, p) == 0]
     os.kill(cluster.pids.pop(lonely), signal.SIGKILL)

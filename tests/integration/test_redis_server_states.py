@@ -14,10 +14,9 @@ import redis
 
 from tests.support.own_redis import OwnRedis
 from tests.support.types import Simple
-from workmanager import Registry, WorkManager
+from workmanager import Registry, WorkManager, readiness
 from workmanager.errors import Unavailable
 from workmanager.leases.redis import translated
-from workmanager.services import readiness
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Select, func, or_, select, update
 
-from .. import deployment
+from .. import deployment, readiness
 from ..db.models import Event, Item, Order, Provenance
 from ..db.order_store import OrderStore, build_order_store
 from ..db.predicates import count_rows, held, old_audit, waiting
@@ -26,7 +26,6 @@ from ..errors import InvalidQuery, SchemaOutdated
 from ..ratelimit.database import purge_full
 from ..states import HELD_ITEM_STATES, SETTLED_ORDER_STATES, ItemState, OrderState
 from ..types import Actor
-from . import readiness
 from .context import ServiceContext
 from .idempotency import IdempotencyService
 from .views import event_dict

@@ -6,9 +6,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from ... import readiness
 from ...errors import NotFound, WorkManagerError
 from ...metrics.prometheus import PrometheusDriver
-from ...services import readiness
 from ..deps import bearer, principal, state
 from ..errors import RETRY_AFTER_SECONDS
 from ..responses import Health, Readiness, declare

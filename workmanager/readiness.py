@@ -18,10 +18,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from .. import deployment
-from ..errors import Unavailable, WorkManagerError
-from ..settings import Settings
-from .context import ServiceContext
+from . import deployment
+from .errors import Unavailable, WorkManagerError
+from .services.context import ServiceContext
+from .settings import Settings
 
 TIMEOUT_SECONDS = 2.0
 #: A Redis Cluster's hash slots, all of which a ready cluster serves.
@@ -54,7 +54,7 @@ def _database_broker(url: str) -> None:
     from sqlalchemy import create_engine, text
     from sqlalchemy.pool import NullPool
 
-    from ..db.session import NO_EMBEDDED_DIRECTORY, sqlite_file
+    from .db.session import NO_EMBEDDED_DIRECTORY, sqlite_file
 
     path = sqlite_file(url)
     if path is not None and not os.path.isdir(os.path.dirname(path)):
@@ -73,11 +73,11 @@ def _database_broker(url: str) -> None:
 def _redis(settings: Settings) -> None:
     import redis
 
-    from ..leases.keys import ClusterKeys, RedisKeys
-    from ..leases.redis import writable
+    from .leases.keys import ClusterKeys, RedisKeys
+    from .leases.redis import writable
 
     if settings.redis_cluster:  # any listed node answering, and every slot served
-        from ..leases.redis_cluster import connect_cluster
+        from .leases.redis_cluster import connect_cluster
 
         client = connect_cluster(settings.redis_url, TIMEOUT_SECONDS)
     else:
@@ -116,7 +116,7 @@ def _redis(settings: Settings) -> None:
 
 
 def _database(ctx: ServiceContext) -> None:
-    from ..db.migrate import require_head  # alembic, imported on the first probe
+    from .db.migrate import require_head  # alembic, imported on the first probe
 
     ctx.db.ping()
     require_head(ctx.db)  # a schema behind the code: not ready, "run `workmanager db upgrade`"
