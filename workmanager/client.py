@@ -11,12 +11,13 @@
                 lease.submit({"answer": 42})
 
 While a :class:`LeaseHandle` is open a background thread heartbeats at the advised
-interval. Every mutating call carries a fresh idempotency key, and a transport error or a
-503 is retried with the *same* key, so a retry never does the work twice. Every error is
-raised as :class:`ApiError`: the server's ``code``, ``message`` and ``details``; a body that
-cannot be encoded as JSON is ``validation_failed`` before anything is sent; a server that
-cannot be reached (after the retries) is ``unavailable``; an error answer that is not JSON
-(a proxy's HTML page) keeps its HTTP status with code ``http_error``.
+interval. Every mutating call but a bare heartbeat carries a fresh idempotency key, and a
+transport error or a 503 is retried with the *same* key, so a retry never does the work
+twice. Every error is raised as :class:`ApiError`: the server's ``code``, ``message`` and
+``details``; a body that cannot be encoded as JSON is ``validation_failed`` before anything
+is sent; a server that cannot be reached (after the retries) is ``unavailable``; an error
+answer that is not JSON (a proxy's HTML page) keeps its HTTP status with code
+``http_error``.
 """
 
 from __future__ import annotations
@@ -111,15 +112,18 @@ class WorkClient:
         *,
         expect: str | None = None,
         timeout: float | None = None,
+        keyed: bool = True,
     ) -> dict[str, Any]:
-        """Send with retries on transport errors and 502/503/504, all with the same key;
+        """Send with retries on transport errors and 502/503/504, all with the same key
+        (none when not ``keyed``: a call that may simply be sent again);
         raise :class:`ApiError` on 4xx/5xx, on a body that is not JSON (nothing sent), on a
         server out of reach after the retries, and on an answer that is not a JSON object
         (holding ``expect``). A retry told the first try is still running
         (``idempotency_in_flight``) waits for its answer, up to :data:`IN_FLIGHT_PATIENCE`."""
         if self.http.is_closed:
             raise UsageError(f"{method} {path}: this WorkClient is closed")
-        all_headers = {self.idempotency_header: uuid.uuid4().hex, **(headers or {})}
+        key = {self.idempotency_header: uuid.uuid4().hex} if keyed else {}
+        all_headers = {**key, **(headers or {})}
         content = None
         if json is not None:
             content = encode_json(json)
@@ -304,13 +308,16 @@ class LeaseHandle:
     def _heartbeating(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
 
-    def _post(self, action: str, body: Any = None, expect: str | None = None) -> dict[str, Any]:
+    def _post(
+        self, action: str, body: Any = None, expect: str | None = None, keyed: bool = True
+    ) -> dict[str, Any]:
         return self.client.request(
             "POST",
             f"/items/{self.id}/{action}",
             body,
             headers={"X-Lease-Token": self.token},
             expect=expect,
+            keyed=keyed,
         )
 
     def _end(self, reason: str, action: str, body: Any = None) -> dict[str, Any]:
@@ -334,7 +341,15 @@ class LeaseHandle:
         body = {
             k: v for k, v in (("progress", progress), ("checkpoint", checkpoint)) if v is not None
         }
-        answer = self._post("heartbeat", body, expect="lease_expires_at")
+        # a bare beat carries no idempotency key: sent again it only extends the lease again,
+        # and a key would make the server record it (on Redis leases, a database write the
+        # lock-only beat spares: db/store.py lock_only_beat)
+        try:
+            answer = self._post("heartbeat", body, expect="lease_expires_at", keyed=bool(body))
+        except ApiError as exc:  # a server told to require keys on heartbeats gets one
+            if exc.code != "idempotency_key_required":
+                raise
+            answer = self._post("heartbeat", body, expect="lease_expires_at")
         advised = answer.get("heartbeat_every_seconds") if isinstance(answer, dict) else None
         if self._advised and isinstance(advised, int | float) and not isinstance(advised, bool):
             self.every = max(float(advised), 0.05)

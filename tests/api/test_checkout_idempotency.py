@@ -29,3 +29,23 @@ def test_checkout_enforced_requires_a_key_and_replays_the_same_lease(api_db_url,
             assert scoped.status_code == 409  # the only item is already leased
     finally:
         srv.close()
+
+
+def test_the_client_keys_its_bare_heartbeats_when_a_server_requires_it(api_db_url, tokens) -> None:
+    """``WorkClient`` sends a bare heartbeat without a key; a server that requires keys on
+    heartbeats (428) gets the beat again with one, and the lease is kept."""
+    from workmanager.client import WorkClient
+
+    srv = start_server(
+        api_db_url, tokens, "database", None, WORK_MANAGER_IDEMPOTENCY_ENFORCE_ON="heartbeat"
+    )
+    try:
+        with WorkClient(srv.url, tokens["agent-a"], "client-agent-11") as wc:
+            order = wc.propose("test.simple", {})
+            lease = wc.checkout(order["id"], heartbeat=False)
+            assert lease is not None
+            assert lease.heartbeat()["lease_expires_at"]
+            assert lease.heartbeat()["lease_expires_at"]
+            lease.release()
+    finally:
+        srv.close()

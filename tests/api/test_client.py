@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
 
 from tests.api.conftest import PREFIX, Server
 from tests.support.waiting import wait_for
@@ -92,3 +95,45 @@ def test_an_agent_named_in_any_script_is_recorded_as_named(db_server: Server) ->
         assert said["details"] == [{"field": field, "message": "must be UTF-8 text"}]
     with WorkClient(db_server.url, token, "агент-7") as wc:
         assert wc.order(order["id"])["items"][0]["state"] == "queued"
+
+
+def _beat_rows(db_url: str, item_id: str) -> tuple[int, int]:
+    """(heartbeat provenance rows of the item, heartbeat idempotency rows) in the database."""
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            provenance = conn.execute(
+                text(
+                    "SELECT count(*) FROM work_provenance"
+                    " WHERE item_id = :i AND action = 'heartbeat'"
+                ),
+                {"i": uuid.UUID(item_id)},
+            ).scalar_one()
+            keys = conn.execute(
+                text("SELECT count(*) FROM work_idempotency_keys WHERE endpoint = 'heartbeat'")
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    return provenance, keys
+
+
+def test_bare_heartbeats_carry_no_key(server: Server, api_db_url: str) -> None:
+    """Found by an observability pass: every ``WorkClient`` heartbeat carried an idempotency
+    key, so the server stored each one (a row kept a day) and, on the Redis backend, wrote
+    the database on every beat the lock-only beat spares. A bare beat carries none; one
+    with progress keeps its key."""
+    with WorkClient(server.url, server.tokens["agent-a"], "client-agent-10") as wc:
+        order = wc.propose("test.simple", {})
+        lease = wc.checkout(order["id"], heartbeat=False)
+        assert lease is not None
+        lease.heartbeat()  # leased → in_progress: recorded on the row, whatever the backend
+        before = _beat_rows(api_db_url, lease.id)
+        for _ in range(3):
+            lease.heartbeat()
+        provenance, keys = _beat_rows(api_db_url, lease.id)
+        assert keys == before[1]  # no key sent, none stored
+        if server.backend == "redis":  # only the lock is extended
+            assert provenance == before[0]
+        lease.heartbeat(progress=0.5)
+        assert _beat_rows(api_db_url, lease.id)[1] == keys + 1
+        lease.release()
