@@ -73,6 +73,42 @@ def test_statsd_driver_sends_udp_lines(style: str) -> None:
         assert lines[0].endswith("|#type:t,agent_id:a-1")
 
 
+@pytest.mark.parametrize("style", ["influxdb", "dogstatsd", "graphite"])
+def test_large_values_are_sent_exactly(style: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Found by an observability pass: DogStatsD lines and the log driver wrote values with
+    ``%g``, so a gauge of 1,234,567 was ``1.23457e+06`` (1,234,570 on a dashboard)."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(2)
+    metrics = Metrics(StatsdDriver("127.0.0.1", listener.getsockname()[1], style), "wm")
+    metrics.gauge("queue_depth", 1234567, type="t")
+    metrics.increment("leases_expired_total", 2500000, type="t")
+    lines = [listener.recv(1024).decode() for _ in range(2)]
+    listener.close()
+    assert ":1234567|g" in lines[0] and ":2500000|c" in lines[1]
+    with caplog.at_level(logging.INFO, logger="workmanager.metrics"):
+        Metrics(LogDriver(), "wm").gauge("queue_depth", 1234567, type="t")
+    assert caplog.messages == ["[Metric] GAUGE wm.queue_depth = 1234567 {type=t}"]
+
+
+def test_an_ipv6_statsd_host_gets_the_metrics() -> None:
+    """``WORK_MANAGER_STATSD_HOST=::1`` (or a name with only IPv6 addresses) made an IPv4
+    socket: every metric dropped for good, the warning blaming the name's lookup."""
+    if not socket.has_ipv6:
+        pytest.skip("this machine has no IPv6")
+    listener = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        listener.bind(("::1", 0))
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    listener.settimeout(2)
+    for style in ("influxdb", "dogstatsd"):
+        metrics = Metrics(StatsdDriver("::1", listener.getsockname()[1], style), "wm")
+        metrics.gauge("queue_depth", 3, type="t")
+        assert ":3|g" in listener.recv(1024).decode()
+    listener.close()
+
+
 def test_statsd_driver_uses_the_package_public_api_only() -> None:
     """No private attribute of the statsd client is touched (the design card): the
     driver's calls go through incr, gauge and timing."""

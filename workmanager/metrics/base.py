@@ -90,3 +90,9 @@ class Metrics:
             log.warning(
                 "metrics driver %s failed on %s", type(self.driver).__name__, name, exc_info=True
             )
+
+
+def number(value: float) -> int | float:
+    """A metric's value as lines say it, exactly: ``7.0`` as ``7`` (StatsD servers expect
+    counts whole), ``1234567`` as itself (``%g`` said ``1.23457e+06``)."""
+    return int(value) if float(value).is_integer() else value

@@ -6,7 +6,7 @@ import logging
 import threading
 from collections import defaultdict
 
-from .base import Labels
+from .base import Labels, number
 
 log = logging.getLogger("workmanager.metrics")
 
@@ -32,10 +32,10 @@ class LogDriver:
         self.log = logger or log
 
     def increment(self, name: str, value: float = 1, labels: Labels | None = None) -> None:
-        self.log.info("[Metric] COUNTER %s = %g%s", name, value, _fmt(labels))
+        self.log.info("[Metric] COUNTER %s = %s%s", name, number(value), _fmt(labels))
 
     def gauge(self, name: str, value: float, labels: Labels | None = None) -> None:
-        self.log.info("[Metric] GAUGE %s = %g%s", name, value, _fmt(labels))
+        self.log.info("[Metric] GAUGE %s = %s%s", name, number(value), _fmt(labels))
 
     def histogram(self, name: str, seconds: float, labels: Labels | None = None) -> None:
         self.log.info("[Metric] HISTOGRAM %s = %g%s", name, seconds, _fmt(labels))

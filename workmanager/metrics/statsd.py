@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from ..importing import import_extra
-from .base import Labels
+from .base import Labels, number
 
 log = logging.getLogger("workmanager.metrics")
 
@@ -89,7 +89,10 @@ class StatsdDriver:
 
     def _lookup(self) -> None:
         try:
-            self._client = self._statsd.StatsClient(*self._address)
+            # an IPv6 address or an IPv6-only name: the client's socket must be AF_INET6
+            family = socket.getaddrinfo(*self._address, type=socket.SOCK_DGRAM)[0][0]
+            ipv6 = family == socket.AF_INET6
+            self._client = self._statsd.StatsClient(*self._address, ipv6=ipv6)
         except OSError as exc:
             if not self._warned:
                 self._warned = True
@@ -115,18 +118,13 @@ class StatsdDriver:
         return True
 
     def increment(self, name: str, value: float = 1, labels: Labels | None = None) -> None:
-        if not self._tagged_line(name, f"{value:g}|c", labels) and self.client:
-            self.client.incr(tagged(name, labels, self.style), _number(value))
+        if not self._tagged_line(name, f"{number(value)}|c", labels) and self.client:
+            self.client.incr(tagged(name, labels, self.style), number(value))
 
     def gauge(self, name: str, value: float, labels: Labels | None = None) -> None:
-        if not self._tagged_line(name, f"{value:g}|g", labels) and self.client:
-            self.client.gauge(tagged(name, labels, self.style), _number(value))
+        if not self._tagged_line(name, f"{number(value)}|g", labels) and self.client:
+            self.client.gauge(tagged(name, labels, self.style), number(value))
 
     def histogram(self, name: str, seconds: float, labels: Labels | None = None) -> None:
         if not self._tagged_line(name, f"{seconds * 1000:.6f}|ms", labels) and self.client:
             self.client.timing(tagged(name, labels, self.style), seconds * 1000)
-
-
-def _number(value: float) -> int | float:
-    """``7.0`` as ``7`` (the line says ``7|g``, as StatsD servers expect for counts)."""
-    return int(value) if float(value).is_integer() else value
