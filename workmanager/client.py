@@ -40,11 +40,15 @@ from .client_wire import (
     error_body,
     known_keywords,
     retry_after,
+    seconds_arg,
 )
+from .durations import MAX_SECONDS, MAX_WAIT_SECONDS
 from .errors import UsageError
 from .jsonvalues import exception_text, failure_text
 
 DEFAULT_PREFIX = "/agent/work"
+#: The shortest heartbeat interval a handle keeps (seconds).
+MIN_HEARTBEAT_EVERY = 0.05
 RETRIES = 3
 #: Answers retried with the same key: the server away (503), or a gateway between that
 #: could not reach it or wait for it (502, 504), whether or not the server acted.
@@ -176,6 +180,8 @@ class WorkClient:
     def approve(self, order_id: str, wait: float | None = None) -> dict[str, Any]:
         """Approve; with ``wait`` (seconds) the server answers once the apply finished or
         the wait ran out, so the read timeout is the client's plus ``wait``."""
+        if wait is not None:  # the server's bounds, before anything is sent
+            wait = seconds_arg("approve", "wait", wait, 0, MAX_WAIT_SECONDS)
         params = {"wait": wait} if wait else None
         timeout = self.http.timeout.read + wait if wait and self.http.timeout.read else None
         path = f"/orders/{order_id}/approve"
@@ -194,6 +200,10 @@ class WorkClient:
         none is available. The handle heartbeats in the background until closed, every
         ``heartbeat_every`` seconds (default: the interval the server advises)."""
         known_keywords("checkout", filters, CHECKOUT_FILTERS)
+        if heartbeat_every is not None:  # before the checkout: a refusal leases nothing
+            heartbeat_every = seconds_arg(
+                "checkout", "heartbeat_every", heartbeat_every, MIN_HEARTBEAT_EVERY, MAX_SECONDS
+            )
         path = f"/orders/{order_id}/checkout" if order_id else "/checkout"
         body = {k: v for k, v in filters.items() if v is not None}
         try:
@@ -247,7 +257,8 @@ class LeaseHandle:
         #: the server's advice is followed as it changes (a server restarted with another
         #: TTL answers another interval) unless the caller fixed ``every``
         self._advised = every is None
-        self.every = max(every or float(item.get("heartbeat_every_seconds") or 60), 0.05)
+        advised = float(item.get("heartbeat_every_seconds") or 60)
+        self.every = max(every or advised, MIN_HEARTBEAT_EVERY)
         if auto_heartbeat:
             self._start()
 
@@ -352,7 +363,7 @@ class LeaseHandle:
             answer = self._post("heartbeat", body, expect="lease_expires_at")
         advised = answer.get("heartbeat_every_seconds") if isinstance(answer, dict) else None
         if self._advised and isinstance(advised, int | float) and not isinstance(advised, bool):
-            self.every = max(float(advised), 0.05)
+            self.every = max(float(advised), MIN_HEARTBEAT_EVERY)
         return answer
 
     def submit(

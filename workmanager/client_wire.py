@@ -104,6 +104,19 @@ def encode_json(value: Any) -> bytes:
         raise ApiError(422, error_body("validation_failed", message, details)) from exc
 
 
+def seconds_arg(call: str, name: str, value: Any, least: float, most: float) -> float:
+    """A number of seconds given to a client call, checked before anything is sent: a
+    real, finite number from ``least`` to ``most``, else :class:`ApiError`
+    ``validation_failed`` (NaN made a heartbeat thread beat without pause, ``1e308`` ended
+    it, a string raised after the checkout had leased the item)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and math.isfinite(value) and least <= value <= most:
+        return float(value)
+    why = f"{name} must be a number of seconds from {least:g} to {most:g}, not {value!r}"
+    details = [problem(name, why, "range" if number else "type")]
+    raise ApiError(422, error_body("validation_failed", f"{call}: {why}", details))
+
+
 #: The longest wait a ``Retry-After`` header may ask for between the client's tries.
 MAX_RETRY_AFTER_SECONDS = 60.0
 

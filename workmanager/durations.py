@@ -16,6 +16,9 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 #: keeps (and past what a date can hold: "now minus it" would overflow).
 MAX_DURATION = timedelta(days=3650)
 MAX_SECONDS = int(MAX_DURATION.total_seconds())
+#: The longest an approve may wait for its apply to settle (HTTP ``?wait=``, MCP ``wait``,
+#: ``WorkClient.approve(wait=…)``).
+MAX_WAIT_SECONDS = 60.0
 
 
 def parse_duration(text: str, *, field: str = "duration") -> timedelta:

@@ -230,6 +230,27 @@ def test_a_misspelled_keyword_is_refused_not_ignored_by_the_server() -> None:
             wc.propose("t.x", {}, prio=3)
 
 
+@pytest.mark.parametrize("every", [float("nan"), 1e308, "30", True, 0, -1, float("inf")])
+def test_a_heartbeat_interval_that_is_no_interval_is_refused_before_the_checkout(
+    every: Any,
+) -> None:
+    """Found by a pass over time inputs: NaN beat without pause (332 beats in 2 s), 1e308
+    ended the heartbeat thread (the lease then expired unnoticed), and ``"30"`` raised
+    after the checkout had leased the item, with no handle to release it."""
+    with Fake(never).client() as wc, pytest.raises(ApiError) as info:
+        wc.checkout(heartbeat_every=every)
+    assert info.value.code == "validation_failed" and info.value.http_status == 422
+    assert info.value.details[0]["path"] == "heartbeat_every"
+
+
+@pytest.mark.parametrize("wait", [float("nan"), 1e308, "5", -1, 61])
+def test_an_approve_wait_out_of_the_servers_bounds_is_refused_before_sending(wait: Any) -> None:
+    with Fake(never).client() as wc, pytest.raises(ApiError) as info:
+        wc.approve("00000000-0000-0000-0000-000000000000", wait=wait)
+    assert info.value.code == "validation_failed"
+    assert "wait must be a number of seconds from 0 to 60" in info.value.message
+
+
 def test_a_cycle_is_refused() -> None:
     loop: dict[str, Any] = {}
     loop["self"] = loop

@@ -8,6 +8,7 @@ import operator
 import uuid
 from typing import Any
 
+from ..durations import MAX_WAIT_SECONDS
 from ..errors import InvalidAgentMetadata, InvalidQuery, NotFound, ValidationFailed, problem
 from ..jsonvalues import json_value
 from ..lease_tokens import Holder
@@ -175,10 +176,6 @@ FINALIZE_MODES = ("strict", "best_effort")
 def check_finalize_mode(mode: Any) -> None:
     if mode not in FINALIZE_MODES:
         raise ValidationFailed.at("mode", "must be strict or best_effort", "enum")
-
-
-#: The longest an approve may wait for its apply to settle (HTTP ``?wait=``, MCP ``wait``).
-MAX_WAIT_SECONDS = 60.0
 
 
 def checked_wait(wait: Any) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from ...services.inputs import MAX_WAIT_SECONDS
+from ...durations import MAX_WAIT_SECONDS
 from ...surface.operations import CheckoutFilters
 from .. import idempotent
 from .. import responses as R
