@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -12,6 +13,7 @@ from tests.cli.conftest import Console
 from workmanager.db.models import utcnow
 from workmanager.durations import parse_duration
 from workmanager.errors import InvalidQuery, ValidationFailed
+from workmanager.lease_tokens import Holder
 from workmanager.reads.leases import LeaseSelector
 from workmanager.services.lease_admin import LeaseAdmin
 
@@ -150,6 +152,48 @@ def test_extend_moves_expiry_by_seconds(console: Console) -> None:
     assert timedelta(0) <= shown - new < timedelta(milliseconds=250)
     assert _item_expiry(console, change["item_id"]) == listed[change["item_id"]]["lease_expires_at"]
     assert console("leases", "extend", "--all", "--seconds", "0", code=2)
+
+
+@pytest.mark.parametrize("backend", ["database", "memory"])
+def test_an_extend_past_the_last_date_skips_that_lease(
+    console_for: Callable[..., Console], backend: str
+) -> None:
+    """Found by a pass over time inputs: each extend is at most ten years, but they add
+    up; a lease pushed near the year 9999 made ``leases extend`` (and its dry run) a
+    traceback, the console's extend a 500, and no other selected lease was extended."""
+    from sqlalchemy import update
+
+    from workmanager.db.models import Item
+
+    console = console_for(backend=backend)
+    _hold(console, count=1)
+    far = {i["item_id"] for i in console.json("leases", "list", "--agent", "a1")}
+    (far_id,) = far
+    late = datetime(9995, 1, 1, tzinfo=UTC)
+    with console.wm.ctx.db.transaction() as s:
+        s.execute(update(Item).where(Item.id == uuid.UUID(far_id)).values(lease_expires_at=late))
+    lock = console.wm.ctx.leases.lock
+    if lock is not None:  # the lock's end is the lease's: push it out as far
+        row = console.json("leases", "list", "--agent", "a1")[0]
+        holder = Holder("a1", int(row["lease_token"]), _secret_hash(console, far_id))
+        ttl_ms = int((late - datetime.now(UTC)).total_seconds() * 1000)
+        lock.extend_lock(uuid.UUID(far_id), holder, ttl_ms, row["order_type"])
+    ten_years = str(3650 * 86400)
+    for dry in ([], ["--dry-run"]):
+        report = console.json("leases", "extend", "--all", "--seconds", ten_years, *dry)
+        outcomes = {c["item_id"]: c for c in report["leases"]}
+        assert outcomes[far_id]["outcome"] == "skipped"
+        assert "after the year 9999" in outcomes[far_id]["reason"]
+        assert {c["outcome"] for i, c in outcomes.items() if i != far_id} == {"extended"}
+
+
+def _secret_hash(console: Console, item_id: str) -> str:
+    from workmanager.db.models import Item
+
+    with console.wm.ctx.db.transaction() as s:
+        item = s.get(Item, uuid.UUID(item_id))
+        assert item is not None and item.lease_secret_hash is not None
+        return item.lease_secret_hash
 
 
 def test_list_shows_the_lock_expiry_after_a_lock_only_heartbeat(console: Console) -> None:

@@ -302,6 +302,19 @@ def holder_of(row: Any) -> Holder:
 LOCK_GRAIN = timedelta(milliseconds=1)
 
 
+#: Why a lease is not extended past what a date holds (each extend is at most ten years;
+#: extends add up).
+PAST_DATES = "validation_failed: the lease would end after the year 9999, past what a date holds"
+
+
+def pushed_out(expiry: datetime, seconds: int) -> datetime | None:
+    """``expiry`` pushed out by ``seconds``; ``None`` past the last date (year 9999)."""
+    try:
+        return expiry + timedelta(seconds=seconds)
+    except OverflowError:
+        return None
+
+
 def extend_hold(
     lock: LeaseLock | None, row: Any, now: datetime, seconds: int
 ) -> tuple[datetime, str | None]:
@@ -309,22 +322,24 @@ def extend_hold(
     be (``None``: it may), the lock store's hold extended to match. Without a lock store
     a lease past its recorded expiry is expired; with one, the lock says, and its end is
     what is pushed out (a heartbeat that touched only the lock left the row's behind)."""
-    new_expiry = row.lease_expires_at + timedelta(seconds=seconds)
     if lock is None:
         if row.lease_expires_at <= now:
-            return new_expiry, "lease_expired: the lease has expired"
-        return new_expiry, None
+            return row.lease_expires_at, "lease_expired: the lease has expired"
+        new_expiry = pushed_out(row.lease_expires_at, seconds)
+        return (new_expiry, None) if new_expiry else (row.lease_expires_at, PAST_DATES)
     try:
         ends = lock.ends([row.id]).get(row.id)
         if ends is None:
-            return new_expiry, "lease_expired: the lease has expired"
+            return row.lease_expires_at, "lease_expired: the lease has expired"
         # from the lock's end, as every read shows it (reads/expiry.py), to the millisecond
         # the lock counts in (whole seconds made the lease up to a second longer than said)
-        new_expiry = ends + timedelta(seconds=seconds)
+        new_expiry = pushed_out(ends, seconds)
+        if new_expiry is None:
+            return ends, PAST_DATES
         ttl_ms = math.ceil((new_expiry - now) / LOCK_GRAIN)
         lock.extend_lock(row.id, holder_of(row), ttl_ms, row.order_type)
     except WorkManagerError as exc:  # expired, or the store no longer holds it
-        return new_expiry, f"{exc.code}: {exc.message}"
+        return row.lease_expires_at, f"{exc.code}: {exc.message}"
     return new_expiry, None
 
 

@@ -29,7 +29,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -37,7 +37,16 @@ from sqlalchemy import select
 from .. import deployment
 from ..db.models import Item
 from ..db.predicates import held
-from ..db.store import Batch, Held, LeaseChange, Store, build_store, dead_or_alive
+from ..db.store import (
+    PAST_DATES,
+    Batch,
+    Held,
+    LeaseChange,
+    Store,
+    build_store,
+    dead_or_alive,
+    pushed_out,
+)
 from ..errors import Unavailable, ValidationFailed
 from ..reads.leases import LeaseSelector, held_leases
 from ..settings_values import MAX_DURATION_SECONDS
@@ -151,7 +160,10 @@ class LeaseAdmin:
         def preview(lease: Held, now: datetime) -> LeaseChange:
             if lease.lease_expires_at is None or lease.lease_expires_at <= now:
                 return LeaseChange(lease, SKIPPED, reason="lease_expired: the lease has expired")
-            return LeaseChange(lease, EXTENDED, lease.lease_expires_at + timedelta(seconds=seconds))
+            later = pushed_out(lease.lease_expires_at, seconds)
+            if later is None:
+                return LeaseChange(lease, SKIPPED, reason=PAST_DATES)
+            return LeaseChange(lease, EXTENDED, later)
 
         return self._run("extend", selector, dry_run, act, preview)
 
