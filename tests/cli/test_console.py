@@ -7,6 +7,7 @@ import importlib.util
 import io
 import json
 import threading
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -274,6 +275,12 @@ def test_ops_tail_newest_last_and_follow(console: Console, monkeypatch: pytest.M
     assert [e["event"] for e in followed[1:]] == ["proposed", "planned"]
     # -n 0 (the help's "x>=0", the tail -n 0 -f idiom): nothing old, refused before
     assert console.jsonl("ops", "tail", "-n", "0") == []
+    # the deadline holds whatever the interval (--interval 30 --timeout 1 ran 31 s)
+    started = time.monotonic()
+    assert (
+        console.jsonl("ops", "tail", "-n", "0", "-f", "--interval", "30", "--timeout", "0.3") == []
+    )
+    assert time.monotonic() - started < 10
 
 
 def test_ops_prune_cascades(console: Console) -> None:
@@ -299,6 +306,7 @@ def test_ops_prune_cascades(console: Console) -> None:
         assert set(s.scalars(select(Provenance.order_id))) == {recent}
     assert "deleted 0 order(s)" in console("ops", "prune", "--older-than", "90d").stdout
     assert console("ops", "prune", "--dry-run").exit_code == 0  # 90 days, as upstream
+    assert console.json("ops", "prune", "--dry-run", "--json")["cutoff"].endswith("Z")
     assert console("ops", "prune", "--older-than", "ninety", code=2)
 
 

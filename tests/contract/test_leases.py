@@ -280,6 +280,9 @@ def test_heartbeat_extends_the_lease_and_first_one_starts_the_item(build) -> Non
     item = row(wm, lease.item_id)
     assert item.lease_expires_at == item.last_heartbeat_at + timedelta(seconds=3)
     assert item.progress is not None and item.progress["progress"] == 0.5
+    # written as every timestamp the product gives (it said +00:00 beside the Zs)
+    assert item.progress["at"].endswith("Z") and beat.item is not None
+    assert beat.item.progress is not None and beat.item.progress["at"].endswith("Z")
     assert wm.sweeper.sweep().reclaimed == 0
     wm.agent.submit(lease, {"answer": 1})
     assert item_events(wm, order_id, lease.item_id).count("in_progress") == 1

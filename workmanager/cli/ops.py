@@ -108,7 +108,9 @@ def tail(
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
         while deadline is None or time.monotonic() < deadline:
-            time.sleep(interval)
+            # never past the deadline: --interval 30 --timeout 1 ran 31 s
+            left = interval if deadline is None else deadline - time.monotonic()
+            time.sleep(max(0.0, min(interval, left)))
             new = where(limit=1000, after_id=last)
             _print(new, as_json)
             last = new[-1]["id"] if new else last

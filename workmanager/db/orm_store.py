@@ -139,7 +139,7 @@ class OrmStore:
                 "progress": progress,
                 # a copy: the lease this returns must not change when the caller's does
                 "checkpoint": copy.deepcopy(checkpoint),
-                "at": now.isoformat(),
+                "at": iso(now),
                 "attempt": item.attempts,
             }
         if item.state == ItemState.LEASED:

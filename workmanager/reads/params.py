@@ -95,15 +95,29 @@ def operator_of(value: str, param: str, parse: Callable[[str], Any]) -> tuple[st
     op, raw = (match.group(1) or "=", match.group(2).strip()) if match else ("=", value)
     try:
         return op, parse(raw)
+    except Unreadable as exc:
+        raise bad(f"{param}: cannot read {raw!r}: {exc}", param) from None
     except (ValueError, OverflowError):
         raise bad(f"{param}: cannot read {raw!r}", param) from None
 
 
+class Unreadable(ValueError):
+    """A value a parser could not read, saying why (the 400's message adds it)."""
+
+
 def as_datetime(raw: str) -> datetime:
-    value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    """An ISO 8601 instant (RFC 3339's ``z`` too); one without a zone is UTC."""
+    text = raw[:-1] + "+00:00" if raw[-1:] in ("Z", "z") else raw
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise Unreadable("not an ISO 8601 date or instant (2026-12-07T10:00:00Z)") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)  # here, so an out-of-range instant is a 400, not a 500
+    try:  # here, so an out-of-range instant is a 400, not a 500
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise Unreadable("outside the years 1 to 9999 once in UTC") from None
 
 
 def as_int(raw: str) -> int:

@@ -38,7 +38,7 @@ from .inputs import (
     require,
 )
 from .parts import check_part_input
-from .views import ItemOutcome, PartOutcome
+from .views import ItemOutcome, PartOutcome, iso
 
 log = logging.getLogger("workmanager.agent")
 
@@ -128,7 +128,7 @@ class AgentAPI:
         self.in_step()  # a clock off would write an expiry already past, or too far
         renewed = self.store.heartbeat(lease, info, progress, checkpoint)
         if events.listening():  # heartbeats write no event row: announced here, committed
-            beat = {"progress": progress, "lease_expires_at": renewed.expires_at.isoformat()}
+            beat = {"progress": progress, "lease_expires_at": iso(renewed.expires_at)}
             events.announce(
                 events.Event(
                     events.ITEM_HEARTBEAT,

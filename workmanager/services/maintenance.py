@@ -28,7 +28,7 @@ from ..states import HELD_ITEM_STATES, SETTLED_ORDER_STATES, ItemState, OrderSta
 from ..types import Actor
 from .context import ServiceContext
 from .idempotency import IdempotencyService
-from .views import event_dict
+from .views import event_dict, iso
 
 log = logging.getLogger("workmanager.maintenance")
 
@@ -339,7 +339,7 @@ class Housekeeping:
         old = Order.state.in_(PRUNABLE), Order.last_transitioned_at <= cutoff
         with self.ctx.db.transaction() as s:
             ids = list(s.scalars(select(Order.id).where(*old).order_by(Order.id)))
-        report = PruneReport(cutoff=cutoff.isoformat(), dry_run=dry_run, orders=len(ids))
+        report = PruneReport(cutoff=iso(cutoff) or "", dry_run=dry_run, orders=len(ids))
         store = build_order_store(self.ctx)
         for start in range(0, len(ids), PRUNE_BATCH):
             chunk = ids[start : start + PRUNE_BATCH]

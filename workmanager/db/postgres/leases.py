@@ -37,7 +37,7 @@ from ...leases import limits
 from ...leases.base import CheckoutQuery, LeaseLock
 from ...services.context import ServiceContext
 from ...services.inputs import as_presented
-from ...services.views import ItemOutcome, PartOutcome, item_view
+from ...services.views import ItemOutcome, PartOutcome, iso, item_view
 from ...types import JSON, AgentInfo, Lease
 from .. import claims
 from ..raw import Conn
@@ -140,9 +140,7 @@ class PostgresStore(PostgresAdmin):
             **lease_params(self.ctx, lease, agent, now, "heartbeat"),
             "expires": expires,
             # as the ORM path writes it; the attempt is the row's, added in SQL
-            "progress": Jsonb(
-                {"progress": progress, "checkpoint": checkpoint, "at": now.isoformat()}
-            ),
+            "progress": Jsonb({"progress": progress, "checkpoint": checkpoint, "at": iso(now)}),
         }
         claim = claims.unmarked_claim()
         keyed = claim is not None and self.store is None  # the statement marks the key
@@ -155,7 +153,7 @@ class PostgresStore(PostgresAdmin):
             row["progress"] = {
                 "progress": progress,
                 "checkpoint": copy.deepcopy(checkpoint),
-                "at": now.isoformat(),
+                "at": iso(now),
                 "attempt": row["attempts"],
             }
         item = item_of_row(row)
