@@ -292,6 +292,37 @@ def test_an_agent_in_a_script_grants_nothing_on_other_settings(
     assert recorded.agent.checkout("a", order_id=order_id) is not None
 
 
+@pytest.mark.parametrize("call", ["submit", "submit_part", "finalize", "release", "fail"])
+def test_a_process_on_other_settings_ends_no_lease(
+    make_wm: Callable[..., WorkManager], database: str, call: str
+) -> None:
+    """Found by a scale-out pass: a server started while the database was down (so with
+    nothing compared) on the database backend beside a Redis deployment refused checkouts
+    and heartbeats (503) but took submits, releases and fails: it judged a live Redis lease
+    expired by its lagging row (the agent dropped finished work), and left the locks of
+    the leases it ended, the agent's lease limit full until their TTL. Every call that
+    judges a lease compares first."""
+    from workmanager.errors import Unavailable
+
+    recorded = make_wm(db=database, backend="memory", registry=Registry([Simple()]))
+    deployment.check(recorded.db, recorded.settings)
+    other = make_wm(db=database, backend="database", registry=Registry([Simple()]))
+    order_id = recorded.propose("test.simple", {})
+    lease = recorded.agent.checkout("a", order_id=order_id)
+    assert lease is not None
+    act = {
+        "submit": lambda: other.agent.submit(lease, {"answer": 1}),
+        "submit_part": lambda: other.agent.submit_part(lease, "p", {"x": 1}),
+        "finalize": lambda: other.agent.finalize(lease),
+        "release": lambda: other.agent.release(lease),
+        "fail": lambda: other.agent.fail(lease, {"code": "e", "message": "m"}),
+    }[call]
+    with pytest.raises(Unavailable, match="LEASE_BACKEND is 'database' here, 'memory'"):
+        act()
+    assert recorded.queries.order(order_id)["items"][0]["state"] == "leased"  # untouched
+    assert recorded.agent.submit(lease, {"answer": 1}).order_submitted
+
+
 def test_the_demo_on_another_deployments_database_stops_without_changing_it(
     tmp_path: Path,
 ) -> None:

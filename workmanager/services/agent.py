@@ -52,8 +52,10 @@ class AgentAPI:
         self.store: Store = build_store(ctx)
         self.limits = limits or build_limiter(ctx.settings, ctx.db)
         #: this process's settings and clock compared with the deployment's before it
-        #: grants or renews a lease (at start, then every minute): a process that differs
-        #: grants nothing, 503 naming the variable or the skew
+        #: grants, renews or ends a lease, or takes a result under one (at start, then every
+        #: minute): a process that differs does none of it, 503 naming the variable or the
+        #: skew (with the wrong lease backend it judged a live Redis lease expired by its
+        #: lagging row, and left the locks of those it ended)
         self.in_step = deployment.InStep(ctx.db, ctx.settings)
 
     # --- checkout ---------------------------------------------------------------------
@@ -161,6 +163,7 @@ class AgentAPI:
         depth = self.ctx.settings.max_json_depth
         json_value({"result": result, "evidence": evidence, "notes": notes}, "$", depth)
         info = lease_caller(agent, lease)
+        self.in_step()  # every call that judges a lease (a process that differs judges wrong)
         outcome = self.store.submit(
             lease,
             info,
@@ -216,6 +219,7 @@ class AgentAPI:
         its ``ValidationFailed`` is raised."""
         check_part_input(self.ctx.settings, part_key, payload, seq, evidence, notes)
         info = lease_caller(agent, lease)
+        self.in_step()
         outcome = self.store.submit_part(lease, info, part_key, payload, seq, evidence, notes)
         if outcome.rejected is not None:
             raise outcome.rejected
@@ -228,6 +232,7 @@ class AgentAPI:
         """Assemble the latest validated part per key into the result and submit it."""
         check_finalize_mode(mode)
         info = lease_caller(agent, lease)
+        self.in_step()
         outcome = self.store.finalize(lease, info, mode)
         self._after_submit(lease, info, outcome)
         return outcome
@@ -237,6 +242,7 @@ class AgentAPI:
     def release(self, lease: Lease, agent: AgentInfo | None = None) -> ItemOutcome:
         """Give the item back to the queue now; the attempt it cost is given back too."""
         info = lease_caller(agent, lease)
+        self.in_step()
         outcome = self.store.release(lease, info)
         self.ctx.metrics.increment(
             "leases_released_total",
@@ -257,6 +263,7 @@ class AgentAPI:
         require(isinstance(retryable, bool), "retryable", "must be true or false")
         json_value(error, "error", self.ctx.settings.max_json_depth)
         info = lease_caller(agent, lease)
+        self.in_step()
         outcome = self.store.fail(lease, info, error, retryable)
         if outcome.item["state"] == ItemState.QUEUED:
             self.ctx.dispatcher.items_available(outcome.item["order_type"], [lease.item_id])
