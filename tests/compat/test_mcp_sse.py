@@ -78,6 +78,33 @@ def test_mcp_over_sse_with_cors(api_db_url: str, tokens: dict[str, str]) -> None
         assert other.headers.get("access-control-allow-origin") != "https://evil.example"
         seen = anyio.run(over_sse, base + "/sse", tokens["admin"])
         assert seen["success"] is True and seen["order"]["state"] == "queued"
+        sessions_are_their_openers(base, tokens)
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def sessions_are_their_openers(base: str, tokens: dict[str, str]) -> None:
+    """An SSE session is its opener's, as a streamable-HTTP one: another token posting to
+    it (its id is in the stream only, but ids leak: logs, proxies) was taken, its answers
+    sent down the opener's stream. Refused as a session that never was; one ended with
+    its stream is gone."""
+    admin = {"Authorization": f"Bearer {tokens['admin']}"}
+    viewer = {"Authorization": f"Bearer {tokens['viewer']}"}
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    with httpx.Client(base_url=base, timeout=10) as client:
+        with client.stream("GET", "/sse", headers=admin) as stream:
+            lines, endpoint = stream.iter_lines(), ""  # kept open: a closed one ends it
+            while "session_id=" not in endpoint:
+                endpoint = next(lines).removeprefix("data: ")
+            foreign = client.post(endpoint, json=ping, headers=viewer)
+            assert foreign.status_code == 404
+            assert foreign.json()["error"] == {"code": "not_found", "message": "session not found"}
+            twice = client.post(endpoint + "&session_id=" + "0" * 32, json=ping, headers=admin)
+            assert twice.status_code == 404
+            mine = client.post(endpoint, json=ping, headers=admin)
+            assert mine.status_code == 202, mine.text
+        deadline = time.monotonic() + 10  # the stream's end reaches the server
+        while client.post(endpoint, json=ping, headers=admin).status_code != 404:
+            assert time.monotonic() < deadline, "the ended session is still taken"
+            time.sleep(0.1)

@@ -3,8 +3,10 @@ and the API's body limits."""
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from typing import Any
+from urllib.parse import parse_qsl
 
 import anyio.to_thread
 from mcp.server.mcpserver import MCPServer
@@ -18,10 +20,11 @@ from ..surface.middleware import RequestContextMiddleware, send_error
 
 class BearerGate:
     """Refuse (401/JSON) an HTTP request without a valid token before MCP sees it, and
-    keep each streamable-HTTP session to the token's principal that opened it: another
-    token presenting its ``Mcp-Session-Id`` (to call in it, or to DELETE it), an id this
-    gate did not see opened, or two ids at once, is told the session is not found, as
-    for one that never was."""
+    keep each session to the token's principal that opened it: a streamable-HTTP session
+    (its ``Mcp-Session-Id``) and an SSE one (the ``session_id`` its stream announced, which
+    each POST to ``/messages/`` names). Another token presenting a session's id (to call
+    in it, or to end it), an id this gate did not see opened, or two ids at once, is told
+    the session is not found, as for one that never was."""
 
     #: Sessions remembered (the oldest forgotten first); the SDK ends idle ones itself.
     MAX_SESSIONS = 10_000
@@ -44,27 +47,63 @@ class BearerGate:
         except WorkManagerError as exc:
             await send_error(send, exc, [(b"www-authenticate", b"Bearer")])
             return
-        named = [value for name, value in raw if name == SESSION_HEADER]
+        named = [value for name, value in raw if name == SESSION_HEADER] + _query_sessions(scope)
         session = named[0] if named else None
         # one id (the SDK reads the first, a check of the last was got round), and one this
         # gate saw opened by the same principal: an unknown one is not anyone's to use
         if named and (len(named) > 1 or self.owners.get(session) != principal.name):  # type: ignore[arg-type]
             await send_error(send, NotFound("session not found"), [])
             return
+        streamed: list[bytes] = []  # the SSE session this request's stream announced
+        try:
+            await self.app(
+                scope, receive, self._noting(scope, send, session, principal.name, streamed)
+            )
+        finally:
+            for key in streamed:  # the SSE stream is over: so is its session
+                self.owners.pop(key, None)
+
+    def _opened(self, key: bytes, owner: str) -> None:
+        self.owners[key] = owner
+        while len(self.owners) > self.MAX_SESSIONS:
+            self.owners.popitem(last=False)
+
+    def _noting(
+        self, scope: Scope, send: Send, session: bytes | None, owner: str, streamed: list[bytes]
+    ) -> Send:
+        """``send``, noting the sessions the answer opens (a streamable-HTTP session's id
+        header, an SSE stream's endpoint event: ``owner``'s) and ends."""
 
         async def noting(message: Message) -> None:
             if message["type"] == "http.response.start":
                 if session is None:
-                    opened = dict(message.get("headers", ())).get(SESSION_HEADER)
-                    if opened is not None:  # the session this request opened: its principal's
-                        self.owners[opened] = principal.name
-                        while len(self.owners) > self.MAX_SESSIONS:
-                            self.owners.popitem(last=False)
+                    key = dict(message.get("headers", ())).get(SESSION_HEADER)
+                    if key is not None:  # the session this request opened: its principal's
+                        self._opened(key, owner)
                 elif scope["method"] == "DELETE" or message["status"] == 404:
                     self.owners.pop(session, None)  # ended, or the SDK has forgotten it
+            elif message["type"] == "http.response.body" and session is None and not streamed:
+                announced = _SSE_ENDPOINT.search(message.get("body", b""))
+                if announced is not None:  # an SSE stream's endpoint event
+                    streamed.append(announced.group(1))
+                    self._opened(announced.group(1), owner)
             await send(message)
 
-        await self.app(scope, receive, noting)
+        return noting
+
+
+#: The ``endpoint`` event an SSE stream opens with: ``data: /messages/?session_id=<hex>``.
+_SSE_ENDPOINT = re.compile(rb"^data: [^\r\n]*[?&]session_id=([0-9a-fA-F]+)", re.MULTILINE)
+
+
+def _query_sessions(scope: Scope) -> list[bytes]:
+    """The ``session_id`` values of the query string (an SSE client's POST names its
+    session there)."""
+    query = scope.get("query_string", b"")
+    if b"session_id" not in query:
+        return []
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    return [value.encode("latin-1") for name, value in pairs if name == "session_id"]
 
 
 SESSION_HEADER = b"mcp-session-id"
