@@ -35,19 +35,12 @@ from typing import Any
 from sqlalchemy import select
 
 from .. import deployment
+from ..db import store as stores
 from ..db.models import Item
 from ..db.predicates import held
-from ..db.store import (
-    PAST_DATES,
-    Batch,
-    Held,
-    LeaseChange,
-    Store,
-    build_store,
-    dead_or_alive,
-    pushed_out,
-)
+from ..db.store import Batch, Held, LeaseChange, Store, build_store, dead_or_alive
 from ..errors import Unavailable, ValidationFailed
+from ..reads.expiry import lock_ends
 from ..reads.leases import LeaseSelector, held_leases
 from ..settings_values import MAX_DURATION_SECONDS
 from ..types import Actor, AgentInfo
@@ -121,7 +114,10 @@ class LeaseAdmin:
         """The held leases the selector matches (no selector needed to look), each with
         its expiry as every read shows it (the lock's, with a lock store)."""
         now = self.ctx.clock()
-        return [lease_row(lease) for lease in self._as_locked(self._select(selector, now), now)]
+        leases = self._select(selector, now)
+        # a read: a lock store that does not answer leaves the rows' figures, with a warning
+        ends = lock_ends(self.ctx, [lease.item_id for lease in leases])
+        return [lease_row(lease) for lease in _ending(leases, ends, now)]
 
     def reclaim(self, selector: LeaseSelector, dry_run: bool = False) -> LeaseAdminResult:
         """End the leases now as the sweep ends expired ones (requeue with backoff, or fail
@@ -160,9 +156,9 @@ class LeaseAdmin:
         def preview(lease: Held, now: datetime) -> LeaseChange:
             if lease.lease_expires_at is None or lease.lease_expires_at <= now:
                 return LeaseChange(lease, SKIPPED, reason="lease_expired: the lease has expired")
-            later = pushed_out(lease.lease_expires_at, seconds)
+            later = stores.pushed_out(lease.lease_expires_at, seconds)
             if later is None:
-                return LeaseChange(lease, SKIPPED, reason=PAST_DATES)
+                return LeaseChange(lease, SKIPPED, reason=stores.PAST_DATES)
             return LeaseChange(lease, EXTENDED, later)
 
         return self._run("extend", selector, dry_run, act, preview)
@@ -180,14 +176,7 @@ class LeaseAdmin:
         lock = self.ctx.leases.lock
         if lock is None or not leases:
             return leases
-        ends = lock.ends([lease.item_id for lease in leases])
-        return [
-            replace(
-                lease,
-                lease_expires_at=ends.get(lease.item_id, min(now, lease.lease_expires_at or now)),
-            )
-            for lease in leases
-        ]
+        return _ending(leases, lock.ends([lease.item_id for lease in leases]), now)
 
     def _still_held(self, gone: list[Held]) -> list[Held]:
         """Of the leases a lock store said are gone, those whose row still holds them: a
@@ -262,6 +251,22 @@ class LeaseAdmin:
                 requeued.setdefault(lease.order_type, []).append(lease.item_id)
         for order_type, ids in requeued.items():
             self.ctx.dispatcher.items_available(order_type, ids)
+
+
+def _ending(
+    leases: list[Held], ends: dict[uuid.UUID, datetime] | None, now: datetime
+) -> list[Held]:
+    """Each lease with its lock's end (``ends``; no later than now when its lock is gone);
+    as they are when ``ends`` is ``None`` (no lock store)."""
+    if ends is None:
+        return leases
+    return [
+        replace(
+            lease,
+            lease_expires_at=ends.get(lease.item_id, min(now, lease.lease_expires_at or now)),
+        )
+        for lease in leases
+    ]
 
 
 def _preview_reclaim(lease: Held, now: datetime) -> LeaseChange:
