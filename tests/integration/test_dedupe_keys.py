@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -107,6 +108,38 @@ def test_a_dead_lettered_refusal_still_gives_its_key_to_the_corrected_proposal(
     assert corrected == order_id_for(key)
     order = wm.queries.order(corrected)
     assert (order["state"], order["payload"], order["last_error"]) == ("queued", {"n": 1}, None)
+
+
+def test_a_corrected_proposal_sent_at_once_finds_one_order(wm: WorkManager) -> None:
+    """Found by a pass racing the control plane: the same corrected proposal sent by many
+    callers at once over a refused proposal's record was told ``dedupe_key_reused`` (it
+    was compared with the record another caller had dropped meanwhile) or got the raw
+    unique violation (a 500: the row that took the key was gone before it was read).
+    Each gets the one order, made by one of them."""
+    import threading
+
+    from workmanager.errors import ValidationFailed
+    from workmanager.services.proposals import order_id_for
+
+    for round_ in range(6):
+        key = f"race-{round_}"
+        refused = ValidationFailed.at("payload.n", "must be an integer", "type")
+        wm.orders.refuse(refused, "test.simple", {"n": "x"}, order_id=order_id_for(key))
+        start = threading.Barrier(8)
+        with ThreadPoolExecutor(8) as pool:
+            answers = [pool.submit(_proposed, wm, key, start) for _ in range(8)]
+        answers = [answer.result() for answer in answers]
+        assert answers == [order_id_for(key)] * 8
+        order = wm.queries.order(order_id_for(key))
+        assert (order["state"], order["payload"], len(order["items"])) == ("queued", {"n": 1}, 1)
+
+
+def _proposed(wm: WorkManager, key: str, start: Any) -> object:
+    start.wait()
+    try:
+        return wm.propose("test.simple", {"n": 1}, dedupe_key=key)
+    except Exception as exc:  # every answer is looked at
+        return exc
 
 
 def test_a_refusal_under_a_taken_key_is_noted_once_in_its_own_tenants_order(

@@ -25,11 +25,28 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..errors import Unavailable
+
 if TYPE_CHECKING:
     from ..diff import Diff
     from ..services.context import ServiceContext
     from ..types import Actor, AgentInfo, ApplyContext, OrderView
     from .models import Item, Order
+
+
+#: How many times an insert whose id or dedupe key was taken is tried again when the row
+#: that took it is gone before it is read (a refused proposal's record dropped meanwhile by
+#: a corrected proposal with the same key): the raw unique violation was a 500.
+TAKEN_TRIES = 5
+
+
+def taken_and_freed() -> Unavailable:
+    """What an insert answers when its id or key was taken and freed again each time it
+    was tried (:data:`TAKEN_TRIES`): retryable."""
+    return Unavailable(
+        "the order's id or dedupe key was taken and freed again while it was proposed",
+        hint="send the proposal again",
+    )
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from .. import tracing
 from ..checks import can_approve
 from ..db.models import Item, Order
-from ..db.order_store import OrderChange, OrderRow, build_order_store
+from ..db.order_store import TAKEN_TRIES, OrderChange, OrderRow, build_order_store
 from ..errors import (
     IllegalStateTransition,
     NotFound,
@@ -98,8 +98,13 @@ class OrderService:
         # A known id or dedupe key fails the insert (no read before it on the happy path),
         # which then finds the order that holds it.
         found = self._insert(order, items, actor, agent)
-        # A refused proposal's record gives its id to the corrected proposal.
-        if found is not None and is_refused(found) and self.store.drop_refused(order.id, droppable):
+        # A refused proposal's record gives its id to the corrected proposal: whoever drops
+        # it (the same proposal sent at once by others too), each inserts again, and finds
+        # the order one of them made (compared below, not the record, which was another).
+        for _ in range(TAKEN_TRIES):
+            if found is None or not is_refused(found):
+                break
+            self.store.drop_refused(order.id, droppable)
             found = self._insert(order, items, actor, agent)
         if found is not None:
             same_proposal(found, type, payload, dedupe_key, order.tenant_id)

@@ -53,7 +53,7 @@ from ...state_machine import check_item, check_order
 from ...states import ItemState, OrderState
 from ...types import Actor, AgentInfo, ApplyContext, OrderView
 from ..models import Item, Order
-from ..order_store import ApprovalCheck, DropCheck, OrderRow
+from ..order_store import TAKEN_TRIES, ApprovalCheck, DropCheck, OrderRow, taken_and_freed
 from ..raw import Conn
 from ..sql import queries
 from . import order_rows as rows
@@ -90,15 +90,16 @@ class PostgresOrderStore(PostgresOrderAdmin):
         refs = rows.claim_refs(provenance)
 
         def create(conn: Conn) -> tuple[dict[str, Any] | None, OrderRow | None]:
-            try:
-                return rows.write(conn, sql, values, refs)[0], None
-            except UniqueViolation:
-                if conn.info.transaction_status != TransactionStatus.IDLE:
-                    conn.execute("ROLLBACK")  # the key's mark went with it
-                found = rows.one(conn, _FIND_ORDER, {"id": order.id, "key": order.dedupe_key})
-                if found is None:
-                    raise
-                return None, rows.order(found)
+            for _ in range(TAKEN_TRIES):  # the holder may be gone before it is read
+                try:
+                    return rows.write(conn, sql, values, refs)[0], None
+                except UniqueViolation:
+                    if conn.info.transaction_status != TransactionStatus.IDLE:
+                        conn.execute("ROLLBACK")  # the key's mark went with it
+                    found = rows.one(conn, _FIND_ORDER, {"id": order.id, "key": order.dedupe_key})
+                    if found is not None:
+                        return None, rows.order(found)
+            raise taken_and_freed()
 
         created, found = self.raw.run(create)
         if created is not None:
@@ -122,15 +123,16 @@ class PostgresOrderStore(PostgresOrderAdmin):
         }
 
         def refuse(conn: Conn) -> tuple[dict[str, Any], bool]:
-            try:
-                return rows.write(conn, _REFUSE, values, {})[0], True
-            except UniqueViolation:
-                if conn.info.transaction_status != TransactionStatus.IDLE:
-                    conn.execute("ROLLBACK")
-                found = rows.one(conn, rows.READ_ORDER, {"order": order.id})
-                if found is None:
-                    raise
-                return found, False
+            for _ in range(TAKEN_TRIES):  # the holder may be gone before it is read
+                try:
+                    return rows.write(conn, _REFUSE, values, {})[0], True
+                except UniqueViolation:
+                    if conn.info.transaction_status != TransactionStatus.IDLE:
+                        conn.execute("ROLLBACK")
+                    found = rows.one(conn, rows.READ_ORDER, {"order": order.id})
+                    if found is not None:
+                        return found, False
+            raise taken_and_freed()
 
         row, created = self.raw.run(refuse)
         rows.announce(row)
