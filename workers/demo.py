@@ -214,7 +214,7 @@ def _follow(console: Console, wm: WorkManager, ids: list[uuid.UUID], timeout: fl
 #: What to try after the demo, printed under its summary.
 NEXT_STEPS = (
     "look at an order: workmanager orders list, then workmanager orders show <id>",
-    "keep the pipeline running (honcho start with the repository's Procfile, or its"
+    "keep the pipeline running (honcho start -p 8000 with the repository's Procfile, or its"
     " processes by hand: docs/operations.md), then enqueue your own:"
     " WORK_MANAGER_ORDER_TYPES=workmanager.demo.types workmanager orders create"
     """ --type demo.research --payload '{"company": "Acme"}' --wait""",
