@@ -89,6 +89,9 @@ def test_mcp_http_requires_a_token(api_db_url: str, tokens: dict[str, str]) -> N
             assert theirs.json()["error"]["code"] == "not_found"
         mine = httpx.post(url, json=ping, headers={**admin, "Mcp-Session-Id": session_id})
         assert mine.status_code == 200, mine.text
+        # a query a proxy adds is no session here (only SSE names one there)
+        queried = httpx.post(url + "?session_id=abc", json=hello, headers=admin, timeout=10)
+        assert queried.status_code == 200, queried.text
         # the viewer's own id after the admin's (the SDK reads the first), or an id no one
         # was seen opening: not found either
         own = httpx.post(url, json=hello, headers=viewer, timeout=10).headers["mcp-session-id"]

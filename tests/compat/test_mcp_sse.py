@@ -100,6 +100,9 @@ def sessions_are_their_openers(base: str, tokens: dict[str, str]) -> None:
             foreign = client.post(endpoint, json=ping, headers=viewer)
             assert foreign.status_code == 404
             assert foreign.json()["error"] == {"code": "not_found", "message": "session not found"}
+            # named as the SDK decodes it: session%5Fid is session_id (a review's bypass)
+            encoded = endpoint.replace("session_id=", "session%5Fid=")
+            assert client.post(encoded, json=ping, headers=viewer).status_code == 404
             twice = client.post(endpoint + "&session_id=" + "0" * 32, json=ping, headers=admin)
             assert twice.status_code == 404
             mine = client.post(endpoint, json=ping, headers=admin)

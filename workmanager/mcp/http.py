@@ -29,9 +29,12 @@ class BearerGate:
     #: Sessions remembered (the oldest forgotten first); the SDK ends idle ones itself.
     MAX_SESSIONS = 10_000
 
-    def __init__(self, app: ASGIApp, tokens: TokenService) -> None:
+    def __init__(self, app: ASGIApp, tokens: TokenService, sse: bool = False) -> None:
         self.app = app
         self.tokens = tokens
+        #: SSE: a POST names its session in the query (streamable HTTP reads only the
+        #: header, and a query a proxy adds must not be taken for one)
+        self.sse = sse
         self.owners: OrderedDict[bytes, str] = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -47,7 +50,9 @@ class BearerGate:
         except WorkManagerError as exc:
             await send_error(send, exc, [(b"www-authenticate", b"Bearer")])
             return
-        named = [value for name, value in raw if name == SESSION_HEADER] + _query_sessions(scope)
+        named = [value for name, value in raw if name == SESSION_HEADER]
+        if self.sse:
+            named += _query_sessions(scope)
         session = named[0] if named else None
         # one id (the SDK reads the first, a check of the last was got round), and one this
         # gate saw opened by the same principal: an unknown one is not anyone's to use
@@ -99,10 +104,8 @@ _SSE_ENDPOINT = re.compile(rb"^data: [^\r\n]*[?&]session_id=([0-9a-fA-F]+)", re.
 def _query_sessions(scope: Scope) -> list[bytes]:
     """The ``session_id`` values of the query string (an SSE client's POST names its
     session there)."""
-    query = scope.get("query_string", b"")
-    if b"session_id" not in query:
-        return []
-    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    # decoded as the SDK's reading decodes it (``session%5Fid`` is ``session_id``)
+    pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
     return [value.encode("latin-1") for name, value in pairs if name == "session_id"]
 
 
@@ -123,7 +126,7 @@ def http_app(wm: WorkManager, server: MCPServer[Any], transport: str = "http") -
     else:
         app = server.streamable_http_app(streamable_http_path="/mcp", max_request_body_size=limit)
     if wm.settings.auth != "none":
-        app = BearerGate(app, TokenService(wm.ctx))
+        app = BearerGate(app, TokenService(wm.ctx), sse=transport == "sse")
     # As the API's: a body over MAX_BODY_BYTES is a 413 in the error envelope (the SDK's
     # own is plain text), a body too slow a 408, an X-Request-ID echoed.
     app = RequestContextMiddleware(
