@@ -95,6 +95,8 @@ class WorkClient:
             transport=transport,
         )
         self.idempotency_header = "X-Idempotency-Key"
+        #: set once the server answered a bare heartbeat 428: it requires keys on them
+        self.keyed_heartbeats = False
 
     def __enter__(self) -> WorkClient:
         return self
@@ -355,11 +357,13 @@ class LeaseHandle:
         # a bare beat carries no idempotency key: sent again it only extends the lease again,
         # and a key would make the server record it (on Redis leases, a database write the
         # lock-only beat spares: db/store.py lock_only_beat)
+        keyed = bool(body) or self.client.keyed_heartbeats
         try:
-            answer = self._post("heartbeat", body, expect="lease_expires_at", keyed=bool(body))
-        except ApiError as exc:  # a server told to require keys on heartbeats gets one
-            if exc.code != "idempotency_key_required":
+            answer = self._post("heartbeat", body, expect="lease_expires_at", keyed=keyed)
+        except ApiError as exc:  # a server told to require keys on heartbeats gets one,
+            if keyed or exc.code != "idempotency_key_required":  # from now on
                 raise
+            self.client.keyed_heartbeats = True
             answer = self._post("heartbeat", body, expect="lease_expires_at")
         advised = answer.get("heartbeat_every_seconds") if isinstance(answer, dict) else None
         if self._advised and isinstance(advised, int | float) and not isinstance(advised, bool):

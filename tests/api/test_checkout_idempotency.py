@@ -44,8 +44,11 @@ def test_the_client_keys_its_bare_heartbeats_when_a_server_requires_it(api_db_ur
             order = wc.propose("test.simple", {})
             lease = wc.checkout(order["id"], heartbeat=False)
             assert lease is not None
+            sent: list[int] = []
+            wc.http.event_hooks["response"].append(lambda r: sent.append(r.status_code))
             assert lease.heartbeat()["lease_expires_at"]
             assert lease.heartbeat()["lease_expires_at"]
+            assert sent == [428, 200, 200]  # told once (a 428 each beat spent the rate limit)
             lease.release()
     finally:
         srv.close()
