@@ -53,3 +53,49 @@ def test_a_body_that_arrives_is_read_as_before() -> None:
     the body was read and handed on)."""
     sent = run([b'{"a": 1}'], hang=False, timeout=5)
     assert sent[0]["status"] == 500
+
+
+def test_a_client_gone_before_its_body_arrived_is_not_acted_on() -> None:
+    """Found by a pass at the HTTP protocol's level: the part of the body that arrived was
+    handed on as the whole, so a checkout cut short leased an item of any type to an agent
+    gone, and a propose short of its declared length made its order. Nothing runs and
+    nothing is answered (no one is there)."""
+    sent: list[dict[str, Any]] = []
+    middleware = RequestContextMiddleware(
+        never_called, max_body_bytes=1_000_000, max_json_depth=64, body_timeout=5
+    )
+    messages = [{"type": "http.request", "body": b'{"type": "x"', "more_body": True}]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/agent/work/propose", "headers": []}
+    asyncio.run(asyncio.wait_for(middleware(scope, receive, send), 10))
+    assert sent == []
+
+
+def test_an_encoded_slash_in_the_path_is_no_route() -> None:
+    """``/orders/<id>%2Freject`` reached reject (Starlette decodes it to a separator),
+    past a proxy's rule on the raw path: no route or id holds a slash."""
+    sent: list[dict[str, Any]] = []
+    middleware = RequestContextMiddleware(never_called, max_body_bytes=1000, max_json_depth=64)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/agent/work/orders/x/reject",
+        "raw_path": b"/agent/work/orders/x%2Freject",
+        "headers": [],
+    }
+    asyncio.run(middleware(scope, receive, send))
+    assert sent[0]["status"] == 404
+    assert json.loads(sent[1]["body"])["error"]["code"] == "not_found"

@@ -18,7 +18,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import MalformedJSON, PayloadTooLarge, RequestTimeout, WorkManagerError
+from ..errors import MalformedJSON, NotFound, PayloadTooLarge, RequestTimeout, WorkManagerError
 from ..jsonvalues import loads, raw_depth, too_deep
 from .callers import new_request_id
 
@@ -50,12 +50,19 @@ class _TooLarge(Exception):
     pass
 
 
+class _Gone(Exception):
+    """The client went before its whole body arrived: the request is not acted on (RFC
+    9112 §6.3: an incomplete message), and nothing is answered (no one is there)."""
+
+
 async def _read_body(receive: Receive, limit: int) -> bytes:
     chunks, size, more = [], 0, True
     while more:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            # what arrived was acted on: a checkout cut short leased an item of any type
+            # to an agent gone, a propose short of its declared length made its order
+            raise _Gone()
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -145,6 +152,12 @@ class RequestContextMiddleware:
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         echo = [(b"x-request-id", request_id.encode("latin-1"))]
+        form = self.form_prefix is not None and scope["path"].startswith(self.form_prefix)
+        if not form and b"%2f" in scope.get("raw_path", b"").lower():
+            # Starlette decodes it to a separator: ``<id>%2Freject`` reached reject, past a
+            # proxy's rule on the raw path; no route or id holds a slash
+            await send_error(send, NotFound("no such route: the path holds an encoded /"), echo)
+            return
         declared = _declared_length(scope)
         if declared is not None and declared > self.max_body_bytes:
             await send_error(send, self._too_large(), echo)
@@ -156,6 +169,10 @@ class RequestContextMiddleware:
             except _TooLarge:
                 await send_error(send, self._too_large(), echo)
                 return
+            except _Gone:
+                log.info("%s %s: the client went before its body arrived; not acted on",
+                         scope["method"], scope["path"])  # fmt: skip
+                return
             except TimeoutError:
                 late = RequestTimeout(
                     f"the request body did not arrive within {self.body_timeout:g} s",
@@ -163,7 +180,6 @@ class RequestContextMiddleware:
                 )
                 await send_error(send, late, [(b"connection", b"close"), *echo])
                 return
-            form = self.form_prefix is not None and scope["path"].startswith(self.form_prefix)
             strict = body.strip() and self.json_bodies and not form
             refused = _strict_json(body, self.max_json_depth) if strict else None
             if refused is not None:
