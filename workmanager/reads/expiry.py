@@ -66,8 +66,14 @@ def with_live_expiry(ctx: ServiceContext, items: list[dict[str, Any]]) -> list[d
         return items
     now = ctx.clock()
     for item in held:
-        end = ends.get(uuid.UUID(item["id"]))
-        if end is None:  # the lock is gone: expired, no later than now
-            end = min(datetime.fromisoformat(item["lease_expires_at"]), now)
-        item["lease_expires_at"] = iso(end)
+        recorded = datetime.fromisoformat(item["lease_expires_at"])
+        item["lease_expires_at"] = iso(live_end(ends.get(uuid.UUID(item["id"])), recorded, now))
     return items
+
+
+def live_end(lock_end: datetime | None, recorded: datetime | None, now: datetime) -> datetime:
+    """A held lease's expiry as reads show it: its lock's end, or, when the lock is gone
+    (expired; the sweep reclaims it), the row's figure no later than ``now``."""
+    if lock_end is not None:
+        return lock_end
+    return min(recorded or now, now)

@@ -40,7 +40,7 @@ from ..db.models import Item
 from ..db.predicates import held
 from ..db.store import Batch, Held, LeaseChange, Store, build_store, dead_or_alive
 from ..errors import Unavailable, ValidationFailed
-from ..reads.expiry import lock_ends
+from ..reads.expiry import live_end, lock_ends
 from ..reads.leases import LeaseSelector, held_leases
 from ..settings_values import MAX_DURATION_SECONDS
 from ..types import Actor, AgentInfo
@@ -256,14 +256,13 @@ class LeaseAdmin:
 def _ending(
     leases: list[Held], ends: dict[uuid.UUID, datetime] | None, now: datetime
 ) -> list[Held]:
-    """Each lease with its lock's end (``ends``; no later than now when its lock is gone);
-    as they are when ``ends`` is ``None`` (no lock store)."""
+    """Each lease with its expiry as reads show it (``reads/expiry.py``, ``live_end``); as
+    they are when ``ends`` is ``None`` (no lock store)."""
     if ends is None:
         return leases
     return [
         replace(
-            lease,
-            lease_expires_at=ends.get(lease.item_id, min(now, lease.lease_expires_at or now)),
+            lease, lease_expires_at=live_end(ends.get(lease.item_id), lease.lease_expires_at, now)
         )
         for lease in leases
     ]
