@@ -137,6 +137,20 @@ def test_pages_need_a_session_and_sign_in_sets_a_strict_http_only_cookie(
     assert row.id not in cookie and len(row.id) == 64
 
 
+def test_a_trailing_slash_is_no_route_and_no_redirect(wm: WorkManager) -> None:
+    """Found by a pass at the HTTP protocol's level: ``POST /agent/work/checkout/`` was
+    Starlette's 307 with a ``Location`` built from the request's ``Host`` (``evil.example``
+    was echoed). It is the 404 envelope; the console's ``/ui`` still leads in."""
+    client = client_for(wm)
+    for path in ("/agent/work/checkout/", "/healthz/"):
+        r = client.post(path, json={}, headers={"Host": "evil.example"}, follow_redirects=False)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+        assert "location" not in r.headers
+    for path in ("/ui", "/ui/"):
+        r = client.get(path, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"].endswith("/ui/queue")
+
+
 def test_the_sign_in_page_says_only_what_the_console_wrote(
     wm: WorkManager, tokens: dict[str, str]
 ) -> None:

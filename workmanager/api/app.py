@@ -32,6 +32,9 @@ def create_app(wm: WorkManager) -> FastAPI:
         version=__version__,
         description="Work orders for AI agents: propose, lease, submit, approve, apply.",
         strict_content_type=False,
+        # /checkout/ is no route (404, the envelope): Starlette's 307 to the path without
+        # the slash built its Location from the request's Host header
+        redirect_slashes=False,
     )
     app.state.api = ApiState(wm, Operations(wm), TokenService(wm.ctx), auth_enabled)
     errors.install(app)

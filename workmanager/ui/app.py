@@ -371,4 +371,5 @@ def mount(app: FastAPI, api: ApiState) -> None:
         templates=templates(),
     )
     app.include_router(router, prefix=PREFIX)
+    app.add_api_route(PREFIX, home, include_in_schema=False)  # /ui as /ui/ (no slash redirects)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=str(HERE / "static")), name="ui-static")
