@@ -29,7 +29,7 @@ from .errors import (
     WorkManagerError,
     problem,
 )
-from .jsonvalues import readable
+from .jsonvalues import readable, storable
 from .schema import schema_errors
 
 log = logging.getLogger("workmanager.hooks")
@@ -48,8 +48,8 @@ def guarded(fn: Callable[[], T], path: str, hook: str = "check") -> T:
     try:
         return fn()
     except ValidationFailed as refused:  # its words stored as near as can be (a NUL in
-        refused.message = readable(refused.message)  # them refused the whole record on
-        refused.details = readable(refused.details)  # PostgreSQL, not on SQLite)
+        refused.message = storable(refused.message)  # them refused the whole record on
+        refused.details = storable(refused.details)  # PostgreSQL; a datetime any record)
         raise
     except USER_CODE_FAILURES as exc:
         log.exception("order-type hook %s failed at %s", hook, path)
@@ -144,7 +144,8 @@ def can_approve(order_type: Any, order: Any) -> bool:
             " return True or False (a forgotten `return`?)",
             details={"order_id": str(order.id), "returned": type(answer).__name__},
         )
-    except WorkManagerError:
+    except WorkManagerError as refused:  # said as JSON can hold it, as guarded() does
+        refused.message, refused.details = storable(refused.message), storable(refused.details)
         raise
     except USER_CODE_FAILURES as exc:
         log.exception("can_approve of %s raised", order.id)

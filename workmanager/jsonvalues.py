@@ -46,6 +46,40 @@ def readable(value: Any) -> Any:
     return value
 
 
+def storable(value: Any, depth: int = 0) -> Any:
+    """What an order type's hook said (a refusal's message and details) as JSON can hold
+    it: text made :func:`readable`, a value JSON has no word for (a datetime, a set, an
+    object, NaN, a key that is not text) said as its text, nesting past 32 levels as text.
+    A hook's ``ValidationFailed({"since": datetime(...)})`` was a 500 over HTTP and a lost
+    order through Celery (its refusal could not be recorded)."""
+    if isinstance(value, str):
+        return readable(value)
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int) and not too_long(value):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    if depth < _STORABLE_DEPTH and isinstance(value, dict):
+        return {str(storable(_said(k))): storable(v, depth + 1) for k, v in value.items()}
+    if depth < _STORABLE_DEPTH and isinstance(value, list | tuple):
+        return [storable(v, depth + 1) for v in value]
+    return readable(_said(value))
+
+
+_STORABLE_DEPTH = 32
+
+
+def _said(value: Any) -> str:
+    """``str(value)``, or its type's name when that fails."""
+    if isinstance(value, str):
+        return value
+    try:
+        return str(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+
+
 #: How much of an exception's text a failure report keeps: a message holding a whole
 #: response body was refused (413) and the item stayed leased until its TTL.
 FAILURE_TEXT = 1000

@@ -14,7 +14,12 @@ import pytest
 
 from tests.support.types import Parts, Simple
 from workmanager import Diff, ItemSpec, OrderType, Registry, WorkManager
-from workmanager.errors import ConfigurationError, NotReadyForApproval, ValidationFailed
+from workmanager.errors import (
+    ConfigurationError,
+    NotReadyForApproval,
+    ValidationFailed,
+    WorkManagerError,
+)
 from workmanager.services.parts import PART_KEYS_RULE
 from workmanager.types import JSON, Actor, ItemView, OrderView
 
@@ -236,3 +241,59 @@ def test_references_jsonschema_resolves_are_not_refused(schema: JSON) -> None:
             return schema
 
     Registry([Fine()])
+
+
+class _SaysDates(OrderType):
+    """Refuses with details JSON has no word for: a datetime, a set, an object key."""
+
+    type = "test.says_dates"
+
+    def plan(self, order: OrderView) -> list[ItemSpec]:
+        if order.payload.get("refuse"):
+            raise ValidationFailed({"missing_since": datetime(2026, 1, 1), 3: {"a", "b"}})
+        return [ItemSpec(input={})]
+
+    def validate_submission(self, item: ItemView, result: JSON) -> None:
+        if result.get("bad"):
+            raise ValidationFailed([{"path": "result.tags", "message": {"dup"}, "validator": "x"}])
+
+    def can_approve(self, order: OrderView) -> bool:
+        raise ValidationFailed({"checked_at": datetime(2026, 1, 2)})
+
+    def apply(self, order: OrderView, ctx: Any) -> Diff:
+        return Diff.empty()
+
+
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_a_refusal_whose_details_are_not_json_is_said_and_recorded(
+    make_wm: Callable[..., WorkManager], database: str
+) -> None:
+    """Found by an order-type authoring pass: a hook's ``ValidationFailed`` holding a
+    datetime or a set was a 500 over HTTP (its envelope could not be written) and, through
+    Celery, a lost order (its refusal could not be recorded: the producer's id named
+    nothing). Such details are said as their text."""
+    import json
+    import uuid
+
+    from workmanager.api.errors import error_response
+
+    wm = make_wm(db=database, registry=Registry([_SaysDates()]))
+    with pytest.raises(ValidationFailed) as refused:
+        wm.propose("test.says_dates", {"refuse": True})
+    assert error_response(refused.value).status_code == 422  # its envelope can be written
+    assert "2026-01-01 00:00:00" in json.dumps(refused.value.details)
+    order_id = uuid.uuid4()  # the create task's record of the refusal, under the producer's id
+    wm.orders.refuse(refused.value, "test.says_dates", {"refuse": True}, order_id=order_id)
+    assert wm.queries.order_state(order_id) == "failed"
+    wm.propose("test.says_dates", {})
+    lease = wm.agent.checkout("a1")
+    assert lease is not None
+    with pytest.raises(ValidationFailed) as bad_result:
+        wm.agent.submit(lease, {"bad": 1})
+    assert error_response(bad_result.value).status_code == 422
+    wm.agent.submit(lease, {"ok": 1})
+    with pytest.raises(WorkManagerError) as not_ready:  # can_approve refuses, with a date
+        wm.approve(uuid.UUID(str(lease.order_id)))
+    assert error_response(not_ready.value).status_code == not_ready.value.http_status
