@@ -13,12 +13,16 @@ from .types import JSON, NAME_MAX, SEQ_MAX, ApplyContext, ItemView, OrderView, i
 #: What a type name and a ``max_attempts`` must be, wherever they are declared (an
 #: ``OrderType``'s attributes, checked when it is registered; an ``ItemSpec`` from
 #: ``plan``): the columns store them as given on every database, or refuse them on one.
-TYPE_NAME_RULE = f"a storable string of 1 to {NAME_MAX} characters"
+TYPE_NAME_RULE = (
+    f"a storable string of 1 to {NAME_MAX} characters, printable, with no space at either end"
+)
 ATTEMPTS_RULE = f"a whole number from 1 to {SEQ_MAX}"
 
 
 def is_type_name(value: Any) -> bool:
-    return is_name(value) and not problems(value)
+    # "docs.summarize " registered, then "docs.summarize" was unknown among names that
+    # looked the same
+    return is_name(value) and not problems(value) and value == value.strip() and value.isprintable()
 
 
 def is_attempts(value: Any) -> bool:

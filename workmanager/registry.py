@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Iterator
 from functools import partial
 
@@ -56,7 +57,7 @@ class Registry:
         try:
             return self._types[name]
         except KeyError:
-            known = ", ".join(sorted(self._types)) or "none registered"
+            known = ", ".join(repr(n) for n in sorted(self._types)) or "none registered"
             hint = (
                 f"known types: {known}"
                 if self._types
@@ -135,12 +136,39 @@ def _check_declared(order_type: OrderType) -> None:
                 f" {type(value).__name__} {value!r:.60}",
                 hint=hint,
             )
+    for hook in HOOKS:
+        _check_hook(order_type, name, hook)
     attempts = order_type.max_attempts
     if attempts is not None and not is_attempts(attempts):
         raise ConfigurationError(
             f"order type {name!r}: max_attempts must be {ATTEMPTS_RULE} or None, got"
             f" {attempts!r:.40}",
             hint="None takes WORK_MANAGER_DEFAULT_MAX_ATTEMPTS",
+        )
+
+
+#: The methods the services call on an order type (synchronously, on worker threads).
+HOOKS = (
+    "schema", "plan", "result_schema", "validate_submission", "evidence_schema",
+    "part_schema", "part_evidence_schema", "validate_part", "required_parts", "assemble",
+    "validate_assembled", "can_approve", "preview", "before_apply", "apply", "after_apply",
+)  # fmt: skip
+
+
+def _check_hook(order_type: OrderType, name: str, hook: str) -> None:
+    """A hook the services can call: a method, not a value (``can_approve = True`` refused
+    every approval, 'bool' object is not callable) and not ``async def`` (its coroutine was
+    never awaited: every plan refused, every apply failed after a person approved)."""
+    value = getattr(order_type, hook)
+    if not callable(value):
+        raise ConfigurationError(
+            f"order type {name!r}: {hook} must be a method, got {type(value).__name__}",
+            hint=f"def {hook}(self, ...) (SPEC §4); a per-order decision is a method's answer",
+        )
+    if inspect.iscoroutinefunction(value) or inspect.isasyncgenfunction(value):
+        raise ConfigurationError(
+            f"order type {name!r}: {hook} is async def, and hooks are called synchronously",
+            hint=f"make {hook} a plain def (run async work inside it with asyncio.run)",
         )
 
 

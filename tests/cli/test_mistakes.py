@@ -72,7 +72,7 @@ def mistakes(order_id: str) -> list[Mistake]:
         ),
         # agents: an unknown type, handlers of the wrong form
         Mistake(("agent", "--type", "nope", "--handler", "x:y"), "unknown_order_type",
-                "known types: demo.research"),
+                "known types: 'demo.research'"),
         Mistake(("agent", "--type", "demo.research", "--handler", "nocolon"),
                 "configuration_error", handler_hint),
         Mistake(("agent", "--type", "demo.research", "--handler", "no_such_pkg.mod:fn"),
@@ -81,7 +81,7 @@ def mistakes(order_id: str) -> list[Mistake]:
         Mistake(("dev", "seed", "--type", "demo.research", "--payload", "{bad"), "usage_error",
                 payload_hint, exit_code=2),
         Mistake(("dev", "seed", "--type", "demo.nope"), "unknown_order_type",
-                "known types: demo.research"),
+                "known types: 'demo.research'"),
         Mistake(("dev", "seed", "--type", "demo.research", "--payload", "{}"),
                 "validation_failed",
                 shows="  payload: 'company' is a required property (required)"),

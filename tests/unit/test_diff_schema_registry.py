@@ -338,3 +338,54 @@ def test_an_unknown_type_is_named_at_most_200_characters() -> None:
         Registry().get("x" * 5000)
     assert len(refused.value.message) < 300 and "…" in refused.value.message
     assert refused.value.details == {"type": "x" * 5000}
+
+
+class _Applies(OrderType):
+    type = "test.hooks"
+
+    def apply(self, order: Any, ctx: Any) -> Diff:
+        return Diff.empty()
+
+
+async def _async_apply(self: Any, order: Any, ctx: Any) -> Diff:
+    return Diff.empty()
+
+
+async def _async_plan(self: Any, order: Any) -> list[ItemSpec]:
+    return [ItemSpec(input={})]
+
+
+@pytest.mark.parametrize(
+    ("attributes", "says"),
+    [
+        ({"apply": _async_apply}, "apply is async def"),
+        ({"plan": _async_plan}, "plan is async def"),
+        ({"can_approve": True}, "can_approve must be a method, got bool"),
+        ({"result_schema": {"type": "object"}}, "result_schema must be a method, got dict"),
+    ],
+)
+def test_a_hook_that_cannot_be_called_is_refused_at_registration(
+    attributes: dict[str, Any], says: str
+) -> None:
+    """Found by an order-type authoring pass: ``async def apply`` registered, then every
+    order failed after a person approved it (its coroutine never awaited); ``can_approve =
+    True`` refused every approval ('bool' object is not callable). Said at start-up."""
+    kind = type("Mistaken", (_Applies,), attributes)
+    with pytest.raises(ConfigurationError, match=says) as refused:
+        Registry([kind()])
+    assert refused.value.hint
+
+
+@pytest.mark.parametrize("name", ["docs.summarize ", " docs.summarize", "  ", "a\nb", "a\tb"])
+def test_a_type_name_with_spaces_at_its_ends_or_controls_is_refused(name: str) -> None:
+    """``type = "docs.summarize "`` registered; proposing ``docs.summarize`` was then
+    "unknown (known: docs.summarize )", two names that looked the same."""
+    kind = type("Spaced", (_Applies,), {"type": name})
+    with pytest.raises(ConfigurationError, match="is not a type name"):
+        Registry([kind()])
+
+
+def test_the_known_types_are_quoted() -> None:
+    with pytest.raises(UnknownOrderType) as unknown:
+        Registry([Simple()]).get("test.simpl")
+    assert "(known: 'test.simple')" in unknown.value.message
