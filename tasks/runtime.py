@@ -114,14 +114,17 @@ def _say_without_types(**_: Any) -> None:
     """A worker with no order type (``WORK_MANAGER_ORDER_TYPES`` forgotten on its host)
     refuses every order it is sent: said once at start, where the operator looks."""
     try:
-        names = get_wm().registry.names()
+        wm = get_wm()
     except WorkManagerError:
         return  # said by _ready_to_work
-    if not names:
+    if not wm.registry.names():
+        listed = ",".join(wm.settings.order_types)
+        why = f"{listed} registered none" if listed else "is empty"
         log.warning(
-            "no order types are registered in this worker (WORK_MANAGER_ORDER_TYPES is"
-            " empty): it refuses every order it is sent; list the modules that register"
-            " them, as for every process of the deployment"
+            "no order types are registered in this worker (WORK_MANAGER_ORDER_TYPES %s):"
+            " it refuses every order it is sent; list the modules that register them, as"
+            " for every process of the deployment",
+            why,
         )
 
 

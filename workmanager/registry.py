@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Iterable, Iterator
 from functools import partial
 
@@ -11,6 +12,8 @@ from .errors import ConfigurationError, UnknownOrderType
 from .importing import call_user_hook, import_module
 from .order_types import ATTEMPTS_RULE, TYPE_NAME_RULE, OrderType, is_attempts, is_type_name
 from .schema import check_schema
+
+log = logging.getLogger("workmanager")
 
 VARIABLE = "WORK_MANAGER_ORDER_TYPES"
 HINT = "a comma-separated list of modules, e.g. myapp.types; is their package on PYTHONPATH?"
@@ -66,8 +69,8 @@ class Registry:
             )
             if self._unregistering:  # a register_types() or a typo: the module is listed
                 hint += (
-                    f"; {', '.join(self._unregistering)} has no register(registry) function,"
-                    " so nothing of it was registered"
+                    f"; {', '.join(self._unregistering)} registered nothing (no"
+                    " register(registry) function, or one that called no registry.register)"
                 )
             raise UnknownOrderType(
                 f"unknown order type {_shown(name)} (known: {known})",
@@ -103,10 +106,25 @@ class Registry:
         for name in modules:
             module = import_module(name, VARIABLE, HINT)
             register = getattr(module, "register", None)
-            if callable(register):
-                call_user_hook(partial(register, self), f"{name}.register(registry)", VARIABLE)
-            else:
+            if not callable(register):
                 self._unregistering.append(name)
+                log.warning(
+                    "%s: %s has no register(registry) function, so nothing of it is"
+                    " registered (a typo, or register_types()?)",
+                    VARIABLE,
+                    name,
+                )
+                continue
+            before = (len(self._types), len(self._allocators))
+            said = call_user_hook(partial(register, self), f"{name}.register(registry)", VARIABLE)
+            if (len(self._types), len(self._allocators)) == before:
+                self._unregistering.append(name)
+                log.warning(
+                    "%s: %s.register(registry) registered nothing%s",
+                    VARIABLE,
+                    name,
+                    ": it returned them; call registry.register(t) for each" if said else "",
+                )
 
 
 def _check_declared(order_type: OrderType) -> None:

@@ -297,17 +297,27 @@ def test_all_matches_what_is_importable() -> None:
         assert getattr(workmanager, name) is not None
 
 
-def test_an_unknown_type_names_the_listed_modules_that_registered_nothing() -> None:
-    """A module listed with ``register_types`` (or a typo) for ``register`` registered
-    nothing, and the unknown type's hint said to list the module, which was listed (a
-    type author's pass)."""
+@pytest.mark.parametrize(
+    ("module", "warned"),
+    [
+        ("tests.support.no_register", "has no register(registry) function"),
+        ("tests.support.returns_types", "registered nothing: it returned them"),
+    ],
+)
+def test_an_unknown_type_names_the_listed_modules_that_registered_nothing(
+    module: str, warned: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A module listed with ``register_types`` (or a typo) for ``register``, or whose
+    ``register`` returned its types instead of registering them, registered nothing: the
+    unknown type's hint said to list the module, which was listed, and the servers said
+    nothing at start (type authors' passes). Warned when loaded, named in the hint."""
     registry = Registry()
-    registry.load_modules(["tests.support.no_register"])
+    with caplog.at_level("WARNING", logger="workmanager"):
+        registry.load_modules([module])
+    assert any(warned in m and module in m for m in caplog.messages), caplog.messages
     with pytest.raises(UnknownOrderType) as caught:
         registry.get("test.loaded")
-    assert "tests.support.no_register has no register(registry) function" in (
-        caught.value.hint or ""
-    )
+    assert f"{module} registered nothing" in (caught.value.hint or "")
 
 
 def test_a_strategy_without_a_name_is_reported_by_its_class() -> None:
