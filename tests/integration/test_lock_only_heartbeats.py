@@ -184,3 +184,57 @@ def test_leases_extend_pushes_out_the_locks_end(make_wm, db, lock) -> None:
     assert after >= ends + _seconds(29), (ends, after)
     time.sleep(TTL + 0.5)  # past the lease's own TTL: only the extension keeps it
     assert wm.agent.submit(beat, {"x": 1}).order_submitted
+
+
+@pytest.mark.parametrize("db", STORES)
+@pytest.mark.parametrize("lock", LOCKS)
+def test_a_lock_restored_for_an_ended_lease_beats_for_no_one(make_wm, db, lock) -> None:
+    """Found by a Redis failure pass: Redis restarted from an older copy of its data (a
+    snapshot, a replica that missed the last writes) held the lock of a lease that had
+    ended (A's, fence 1) while the row named its successor (B, fence 2): A's plain beats
+    were answered 200, touching only that lock, and the item stayed stuck. A caller that is
+    not the row's holder is refused (409) as the row says."""
+    from workmanager.lease_tokens import Holder
+    from workmanager.services.tokens import Principal
+    from workmanager.surface.callers import AgentMetadata, build_caller
+    from workmanager.surface.operations import CheckoutFilters, Operations
+
+    wm = make_wm(db=db, backend=lock, registry=Registry([Multi()]))
+    ops = Operations(wm)
+    admin = Principal("token-a", None, frozenset({"admin"}))
+    a, b = (build_caller(admin, AgentMetadata(name)) for name in ("agent-a", "agent-b"))
+    wm.propose("test.multi", {"count": 1})
+    first = ops.checkout(a, CheckoutFilters())[1]["item"]
+    item_id, token_a = first["id"], first["lease_token"]
+    ops.heartbeat(a, item_id, token_a)  # in progress: later plain beats touch the lock only
+    hash_a = _secret_hash(wm, uuid.UUID(item_id))
+    ops.release(a, item_id, token_a)
+    token_b = ops.checkout(b, CheckoutFilters())[1]["item"]["lease_token"]
+    ops.heartbeat(b, item_id, token_b)
+    store = wm.ctx.leases.lock  # the older copy comes back: B's lock gone, A's there
+    fence_b = int(token_b.partition(".")[0])
+    store.release_lock(
+        uuid.UUID(item_id),
+        Holder("agent-b", fence_b, _secret_hash(wm, uuid.UUID(item_id))),
+        "test.multi",
+    )
+    assert (
+        store.acquire(
+            uuid.UUID(item_id),
+            "agent-a",
+            60_000,
+            int(token_a.partition(".")[0]),
+            "test.multi",
+            hash_a,
+        )
+        > 0
+    )
+    with pytest.raises(LeaseConflict):
+        ops.heartbeat(a, item_id, token_a)
+
+
+def _secret_hash(wm: WorkManager, item_id: uuid.UUID) -> str:
+    with wm.db.transaction() as s:
+        item = s.get(Item, item_id)
+        assert item is not None and item.lease_secret_hash is not None
+        return item.lease_secret_hash

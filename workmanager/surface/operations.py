@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..container import WorkManager
@@ -284,7 +284,7 @@ class Operations:
                 settings.advised_heartbeat_seconds,
                 proof=proof,
             )
-        return Lease(
+        lease = Lease(
             iid,
             row.order_id,
             caller.agent.id,
@@ -293,6 +293,13 @@ class Operations:
             settings.advised_heartbeat_seconds,
             row.item,
         )
+        if (row.lease_token, row.leased_by_agent_id) != (lease.fence, lease.agent_id):
+            # not the row's holder: no snapshot, so no call is decided by the lock store
+            # alone (a lock-only heartbeat): a lock restored from an older copy of Redis
+            # held an ended lease's fence, and its beats were answered 200 while the
+            # row's holder was refused
+            return replace(lease, item=None)
+        return lease
 
     def heartbeat(
         self,
