@@ -37,7 +37,7 @@ CLUSTER_ANSWERS, REDIS_ERRORS = _answers()
 #: has no class), what it means and what mends it.
 SERVER_STATES = {
     "OOM": (
-        "Redis is out of memory (maxmemory reached, noeviction)",
+        "Redis is out of memory (maxmemory reached, nothing it may evict)",
         "raise its maxmemory, or give the leases a Redis of their own; an evicting policy "
         "loses leases (docs/operations.md, failure modes)",
     ),
