@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -14,7 +15,8 @@ from .types import JSON, NAME_MAX, SEQ_MAX, ApplyContext, ItemView, OrderView, i
 #: ``OrderType``'s attributes, checked when it is registered; an ``ItemSpec`` from
 #: ``plan``): the columns store them as given on every database, or refuse them on one.
 TYPE_NAME_RULE = (
-    f"a storable string of 1 to {NAME_MAX} characters, printable, with no space at either end"
+    f"a storable string of 1 to {NAME_MAX} characters, with no space at either end and no"
+    " control character"
 )
 ATTEMPTS_RULE = f"a whole number from 1 to {SEQ_MAX}"
 
@@ -22,7 +24,12 @@ ATTEMPTS_RULE = f"a whole number from 1 to {SEQ_MAX}"
 def is_type_name(value: Any) -> bool:
     # "docs.summarize " registered, then "docs.summarize" was unknown among names that
     # looked the same
-    return is_name(value) and not problems(value) and value == value.strip() and value.isprintable()
+    return (
+        is_name(value)
+        and not problems(value)
+        and value == value.strip()
+        and not any(unicodedata.category(c) == "Cc" for c in value)
+    )
 
 
 def is_attempts(value: Any) -> bool:

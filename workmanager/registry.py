@@ -28,6 +28,8 @@ class Registry:
         self._allocators: dict[str, AllocatorStrategy] = {}
         #: modules listed in WORK_MANAGER_ORDER_TYPES without a ``register(registry)``
         self._unregistering: list[str] = []
+        #: types and allocators registered since a module's register() was called
+        self._registered = 0
         for order_type in types:
             self.register(order_type)
 
@@ -54,6 +56,7 @@ class Registry:
             )
         self._types[order_type.type] = order_type
         self._known = None
+        self._registered += 1
         return order_type
 
     def get(self, name: str) -> OrderType:
@@ -81,6 +84,7 @@ class Registry:
     def register_allocator(self, strategy: AllocatorStrategy) -> AllocatorStrategy:
         """Add an allocator strategy; re-registering a name replaces it."""
         self._allocators[strategy_name(strategy)] = strategy
+        self._registered += 1
         return strategy
 
     def allocators(self) -> list[AllocatorStrategy]:
@@ -115,9 +119,9 @@ class Registry:
                     name,
                 )
                 continue
-            before = (len(self._types), len(self._allocators))
+            self._registered = 0
             said = call_user_hook(partial(register, self), f"{name}.register(registry)", VARIABLE)
-            if (len(self._types), len(self._allocators)) == before:
+            if not self._registered:  # a re-registered name counts (it replaces: SPEC §4)
                 self._unregistering.append(name)
                 log.warning(
                     "%s: %s.register(registry) registered nothing%s",

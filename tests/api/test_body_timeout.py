@@ -81,7 +81,6 @@ def test_an_encoded_slash_in_the_path_is_no_route() -> None:
     """``/orders/<id>%2Freject`` reached reject (Starlette decodes it to a separator),
     past a proxy's rule on the raw path: no route or id holds a slash."""
     sent: list[dict[str, Any]] = []
-    middleware = RequestContextMiddleware(never_called, max_body_bytes=1000, max_json_depth=64)
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"{}", "more_body": False}
@@ -89,13 +88,16 @@ def test_an_encoded_slash_in_the_path_is_no_route() -> None:
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/agent/work/orders/x/reject",
-        "raw_path": b"/agent/work/orders/x%2Freject",
-        "headers": [],
-    }
-    asyncio.run(middleware(scope, receive, send))
-    assert sent[0]["status"] == 404
-    assert json.loads(sent[1]["body"])["error"]["code"] == "not_found"
+    for path, raw in (
+        ("/agent/work/orders/x/reject", b"/agent/work/orders/x%2Freject"),
+        ("/ui/orders/x/reject", b"/ui/orders/x%2Freject"),  # the console's forms too
+        ("/ui/orders/x", b"/ui%2forders/x"),
+    ):
+        sent.clear()
+        scope = {"type": "http", "method": "POST", "path": path, "raw_path": raw, "headers": []}
+        console = RequestContextMiddleware(
+            never_called, max_body_bytes=1000, max_json_depth=64, form_prefix="/ui/"
+        )
+        asyncio.run(console(scope, receive, send))
+        assert sent[0]["status"] == 404, raw
+        assert json.loads(sent[1]["body"])["error"]["code"] == "not_found"

@@ -395,6 +395,26 @@ def test_a_type_name_with_spaces_at_its_ends_or_controls_is_refused(name: str) -
         Registry([kind()])
 
 
+@pytest.mark.parametrize("name", ["ترجمه\u200cمتن", "rapport\u00a0annuel", "dev.👩\u200d💻"])
+def test_a_type_name_in_any_script_is_taken(name: str) -> None:
+    """A zero-width non-joiner (ordinary Persian spelling), a non-breaking space or an
+    emoji sequence inside a name is no mistake (a review of the rule above)."""
+    kind = type("Named", (_Applies,), {"type": name})
+    assert name in Registry([kind()])
+
+
+def test_a_module_that_replaces_a_type_is_not_said_to_register_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SPEC §4: re-registering a name replaces it; counting the types before and after
+    said such a module registered nothing."""
+    registry = Registry([Simple()])
+    with caplog.at_level("WARNING", logger="workmanager"):
+        registry.load_modules(["tests.support.returns_types", "tests.support.replaces_simple"])
+    said = " ".join(caplog.messages)
+    assert "returns_types" in said and "replaces_simple" not in said
+
+
 def test_the_known_types_are_quoted() -> None:
     with pytest.raises(UnknownOrderType) as unknown:
         Registry([Simple()]).get("test.simpl")

@@ -152,8 +152,7 @@ class RequestContextMiddleware:
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         echo = [(b"x-request-id", request_id.encode("latin-1"))]
-        form = self.form_prefix is not None and scope["path"].startswith(self.form_prefix)
-        if not form and b"%2f" in scope.get("raw_path", b"").lower():
+        if b"%2f" in scope.get("raw_path", b"").lower():
             # Starlette decodes it to a separator: ``<id>%2Freject`` reached reject, past a
             # proxy's rule on the raw path; no route or id holds a slash
             await send_error(send, NotFound("no such route: the path holds an encoded /"), echo)
@@ -180,6 +179,7 @@ class RequestContextMiddleware:
                 )
                 await send_error(send, late, [(b"connection", b"close"), *echo])
                 return
+            form = self.form_prefix is not None and scope["path"].startswith(self.form_prefix)
             strict = body.strip() and self.json_bodies and not form
             refused = _strict_json(body, self.max_json_depth) if strict else None
             if refused is not None:
