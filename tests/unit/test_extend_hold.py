@@ -1,4 +1,4 @@
-"""An operator's extend with a lock store (``db/store.py extend_hold``): the lock ends when
+"""An operator's extend with a lock store (``db/extends.py extend_hold``): the lock ends when
 the extend says, counted from the lock store's clock when the call reaches it, not from
 the batch's start (a batch of 300 leases set locks up to 180 ms late, found by a review)."""
 
@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 from workmanager import Settings
-from workmanager.db.store import extend_hold
+from workmanager.db.extends import extend_hold
 from workmanager.lease_tokens import Holder
 from workmanager.leases.factory import build_lease_backend
 

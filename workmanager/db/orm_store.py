@@ -28,6 +28,7 @@ from ..services.transitions import clear_lease, move_item, record_event
 from ..services.views import ItemOutcome, PartOutcome, iso, item_dict, item_view
 from ..states import ItemState
 from ..types import JSON, Actor, AgentInfo, Lease
+from .extends import extend_hold
 from .models import Item, Order
 from .orm_steps import (
     OrderRef,
@@ -47,7 +48,6 @@ from .store import (
     dead_or_alive,
     drop_holds,
     end_hold,
-    extend_hold,
     holder_of,
     lock_only_beat,
 )

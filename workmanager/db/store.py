@@ -82,14 +82,13 @@ The control plane's state changes are :mod:`workmanager.db.order_store`'s
 from __future__ import annotations
 
 import logging
-import math
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from ..errors import TransientError, WorkManagerError
+from ..errors import TransientError
 from ..lease_tokens import Holder
 from ..leases import drops
 from . import claims
@@ -297,52 +296,6 @@ def dead_or_alive(
 def holder_of(row: Any) -> Holder:
     """The current holder as the row records it (an operator acts without the secret)."""
     return Holder(row.leased_by_agent_id or "", row.lease_token, row.lease_secret_hash)
-
-
-LOCK_GRAIN = timedelta(milliseconds=1)
-
-
-#: Why a lease is not extended past what a date holds (each extend is at most ten years;
-#: extends add up).
-PAST_DATES = "validation_failed: the lease would end after the year 9999, past what a date holds"
-
-
-def pushed_out(expiry: datetime, seconds: int) -> datetime | None:
-    """``expiry`` pushed out by ``seconds``; ``None`` past the last date (year 9999)."""
-    try:
-        return expiry + timedelta(seconds=seconds)
-    except OverflowError:
-        return None
-
-
-def extend_hold(
-    lock: LeaseLock | None, row: Any, now: datetime, seconds: int
-) -> tuple[datetime, str | None]:
-    """The new expiry of a held row's lease pushed out by ``seconds``, and why it may not
-    be (``None``: it may), the lock store's hold extended to match. Without a lock store
-    a lease past its recorded expiry is expired; with one, the lock says, and its end is
-    what is pushed out (a heartbeat that touched only the lock left the row's behind)."""
-    if lock is None:
-        if row.lease_expires_at <= now:
-            return row.lease_expires_at, "lease_expired: the lease has expired"
-        new_expiry = pushed_out(row.lease_expires_at, seconds)
-        return (new_expiry, None) if new_expiry else (row.lease_expires_at, PAST_DATES)
-    try:
-        ends = lock.ends([row.id]).get(row.id)
-        if ends is None:
-            return row.lease_expires_at, "lease_expired: the lease has expired"
-        # from the lock's end, as every read shows it (reads/expiry.py), to the millisecond
-        # the lock counts in (whole seconds made the lease up to a second longer than said)
-        new_expiry = pushed_out(ends, seconds)
-        if new_expiry is None:
-            return ends, PAST_DATES
-        # the lock store counts from its own clock when the call reaches it: from the
-        # time now, not the batch's start (a batch of 300 set locks up to 180 ms late)
-        ttl_ms = math.ceil((new_expiry - datetime.now(UTC)) / LOCK_GRAIN)
-        lock.extend_lock(row.id, holder_of(row), ttl_ms, row.order_type)
-    except WorkManagerError as exc:  # expired, or the store no longer holds it
-        return row.lease_expires_at, f"{exc.code}: {exc.message}"
-    return new_expiry, None
 
 
 def drop_holds(lock: LeaseLock | None, ended: Sequence[tuple[uuid.UUID, str, Holder]]) -> None:

@@ -35,7 +35,7 @@ from typing import Any
 from sqlalchemy import select
 
 from .. import deployment
-from ..db import store as stores
+from ..db import extends
 from ..db.models import Item
 from ..db.predicates import held
 from ..db.store import Batch, Held, LeaseChange, Store, build_store, dead_or_alive
@@ -156,9 +156,9 @@ class LeaseAdmin:
         def preview(lease: Held, now: datetime) -> LeaseChange:
             if lease.lease_expires_at is None or lease.lease_expires_at <= now:
                 return LeaseChange(lease, SKIPPED, reason="lease_expired: the lease has expired")
-            later = stores.pushed_out(lease.lease_expires_at, seconds)
+            later = extends.pushed_out(lease.lease_expires_at, seconds)
             if later is None:
-                return LeaseChange(lease, SKIPPED, reason=stores.PAST_DATES)
+                return LeaseChange(lease, SKIPPED, reason=extends.PAST_DATES)
             return LeaseChange(lease, EXTENDED, later)
 
         return self._run("extend", selector, dry_run, act, preview)

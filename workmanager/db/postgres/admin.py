@@ -34,9 +34,10 @@ from psycopg.types.json import Jsonb
 from ...services.transitions import ORDER_FAILS_FROM, decide_ending
 from ...services.views import iso
 from ...types import Actor
+from ..extends import extend_hold
 from ..raw import Conn
 from ..sql import queries
-from ..store import Batch, Held, LeaseChange, dead_or_alive, drop_holds, extend_hold, holder_of
+from ..store import Batch, Held, LeaseChange, dead_or_alive, drop_holds, holder_of
 from .sql import ITEM_COLUMNS_SQL, WRITTEN
 from .values import announce_written, item_of_row
 
