@@ -182,8 +182,7 @@ class WorkClient:
     def approve(self, order_id: str, wait: float | None = None) -> dict[str, Any]:
         """Approve; with ``wait`` (seconds) the server answers once the apply finished or
         the wait ran out, so the read timeout is the client's plus ``wait``."""
-        if wait is not None:  # the server's bounds, before anything is sent
-            wait = seconds_arg("approve", "wait", wait, 0, MAX_WAIT_SECONDS)
+        wait = seconds_arg("approve", "wait", wait, 0, MAX_WAIT_SECONDS)  # before sending
         params = {"wait": wait} if wait else None
         timeout = self.http.timeout.read + wait if wait and self.http.timeout.read else None
         path = f"/orders/{order_id}/approve"
@@ -202,10 +201,8 @@ class WorkClient:
         none is available. The handle heartbeats in the background until closed, every
         ``heartbeat_every`` seconds (default: the interval the server advises)."""
         known_keywords("checkout", filters, CHECKOUT_FILTERS)
-        if heartbeat_every is not None:  # before the checkout: a refusal leases nothing
-            heartbeat_every = seconds_arg(
-                "checkout", "heartbeat_every", heartbeat_every, MIN_HEARTBEAT_EVERY, MAX_SECONDS
-            )
+        every = heartbeat_every  # checked before the checkout: a refusal leases nothing
+        every = seconds_arg("checkout", "heartbeat_every", every, MIN_HEARTBEAT_EVERY, MAX_SECONDS)
         path = f"/orders/{order_id}/checkout" if order_id else "/checkout"
         body = {k: v for k, v in filters.items() if v is not None}
         try:
@@ -221,7 +218,7 @@ class WorkClient:
                 " lease token cannot be recovered; the lease runs out after its TTL"
             )
             raise ApiError(502, error_body("invalid_response", message, {"answer": answer}))
-        return LeaseHandle(self, item, heartbeat, heartbeat_every)
+        return LeaseHandle(self, item, heartbeat, every)
 
 
 #: Answers to a lease call meaning the lease is gone (another holder, expired, the item no
@@ -351,12 +348,10 @@ class LeaseHandle:
     def heartbeat(
         self, progress: float | None = None, checkpoint: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        body = {
-            k: v for k, v in (("progress", progress), ("checkpoint", checkpoint)) if v is not None
-        }
-        # a bare beat carries no idempotency key: sent again it only extends the lease again,
-        # and a key would make the server record it (on Redis leases, a database write the
-        # lock-only beat spares: db/store.py lock_only_beat)
+        given = (("progress", progress), ("checkpoint", checkpoint))
+        body = {k: v for k, v in given if v is not None}
+        # a bare beat carries no key: sent again it only extends the lease again, and a key
+        # makes the server record it (a database write a Redis lock-only beat spares)
         keyed = bool(body) or self.client.keyed_heartbeats
         try:
             answer = self._post("heartbeat", body, expect="lease_expires_at", keyed=keyed)

@@ -104,11 +104,13 @@ def encode_json(value: Any) -> bytes:
         raise ApiError(422, error_body("validation_failed", message, details)) from exc
 
 
-def seconds_arg(call: str, name: str, value: Any, least: float, most: float) -> float:
-    """A number of seconds given to a client call, checked before anything is sent: a
-    real, finite number from ``least`` to ``most``, else :class:`ApiError`
+def seconds_arg(call: str, name: str, value: Any, least: float, most: float) -> float | None:
+    """A number of seconds given to a client call (``None``: not given), checked before
+    anything is sent: a real, finite number from ``least`` to ``most``, else :class:`ApiError`
     ``validation_failed`` (NaN made a heartbeat thread beat without pause, ``1e308`` ended
     it, a string raised after the checkout had leased the item)."""
+    if value is None:
+        return None
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if number and math.isfinite(value) and least <= value <= most:
         return float(value)

@@ -99,8 +99,7 @@ class OrderService:
         # which then finds the order that holds it.
         found = self._insert(order, items, actor, agent)
         # A refused proposal's record gives its id to the corrected proposal: whoever drops
-        # it (the same proposal sent at once by others too), each inserts again, and finds
-        # the order one of them made (compared below, not the record, which was another).
+        # it (others may send the same at once), each inserts again, finding their order.
         for _ in range(TAKEN_TRIES):
             if found is None or not is_refused(found):
                 break
