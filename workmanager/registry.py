@@ -169,12 +169,9 @@ def _check_declared(order_type: OrderType) -> None:
         )
 
 
-#: The methods the services call on an order type (synchronously, on worker threads).
-HOOKS = (
-    "schema", "plan", "result_schema", "validate_submission", "evidence_schema",
-    "part_schema", "part_evidence_schema", "validate_part", "required_parts", "assemble",
-    "validate_assembled", "can_approve", "preview", "before_apply", "apply", "after_apply",
-)  # fmt: skip
+#: The methods the services call on an order type (synchronously, on worker threads):
+#: the base class's public ones, so a hook added there is checked too.
+HOOKS = tuple(n for n, v in vars(OrderType).items() if callable(v) and not n.startswith("_"))
 
 
 def _check_hook(order_type: OrderType, name: str, hook: str) -> None:

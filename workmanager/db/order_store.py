@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..errors import Unavailable
 
@@ -39,11 +39,27 @@ if TYPE_CHECKING:
 #: a corrected proposal with the same key): the raw unique violation was a 500.
 TAKEN_TRIES = 5
 
+Made = TypeVar("Made")
+Holder = TypeVar("Holder")
 
-def taken_and_freed() -> Unavailable:
-    """What an insert answers when its id or key was taken and freed again each time it
-    was tried (:data:`TAKEN_TRIES`): retryable."""
-    return Unavailable(
+
+def inserted_or_held(
+    insert: Callable[[], Made],
+    holder: Callable[[], Holder | None],
+    taken: type[Exception] | tuple[type[Exception], ...],
+) -> tuple[Made | None, Holder | None]:
+    """``(insert(), None)``, or, when the id or key is ``taken``, ``(None, holder())``: the
+    row that holds it. Tried again while that row is gone before it is read, up to
+    :data:`TAKEN_TRIES` times, then ``Unavailable`` (retryable). Both stores' inserts of a
+    proposal and of a refused one's record."""
+    for _ in range(TAKEN_TRIES):
+        try:
+            return insert(), None
+        except taken:
+            found = holder()
+            if found is not None:
+                return None, found
+    raise Unavailable(
         "the order's id or dedupe key was taken and freed again while it was proposed",
         hint="send the proposal again",
     )

@@ -31,7 +31,7 @@ from ..state_machine import check_item, check_order
 from ..states import ItemState, OrderState
 from ..types import Actor, AgentInfo, ApplyContext, OrderView
 from .models import Item, Order
-from .order_store import TAKEN_TRIES, ApprovalCheck, DropCheck, OrderRow, taken_and_freed
+from .order_store import ApprovalCheck, DropCheck, OrderRow, inserted_or_held
 from .orm_order_admin import OrmOrderAdmin
 from .orm_steps import lock_order
 from .session import Database
@@ -47,16 +47,11 @@ class OrmOrderStore(OrmOrderAdmin):
     def create_order(
         self, order: Order, items: list[Item], actor: Actor, agent: AgentInfo | None
     ) -> OrderRow | None:
-        for _ in range(TAKEN_TRIES):  # the holder may be gone before it is read
-            try:
-                self.ctx.db.run(lambda s: self._create_tx(s, order, items, actor, agent))
-            except IntegrityError:
-                found = find_order(self.ctx.db, order.id, order.dedupe_key)
-                if found is not None:
-                    return found
-                continue
-            return None
-        raise taken_and_freed()
+        return inserted_or_held(
+            lambda: self.ctx.db.run(lambda s: self._create_tx(s, order, items, actor, agent)),
+            lambda: find_order(self.ctx.db, order.id, order.dedupe_key),
+            IntegrityError,
+        )[1]
 
     def _create_tx(
         self, s: Session, order: Order, items: list[Item], actor: Actor, agent: AgentInfo | None
@@ -71,14 +66,15 @@ class OrmOrderStore(OrmOrderAdmin):
         self.ctx.provenance.record(s, "propose", agent, order_id=order.id)
 
     def refuse(self, order: Order, actor: Actor) -> tuple[OrderRow, bool]:
-        for _ in range(TAKEN_TRIES):  # the holder may be gone before it is read
-            try:
-                return self.ctx.db.run(lambda s: self._refuse_tx(s, order, actor)), True
-            except IntegrityError:
-                found = find_order(self.ctx.db, order.id, None)
-                if found is not None:
-                    return found, False
-        raise taken_and_freed()
+        made, held = inserted_or_held(
+            lambda: self.ctx.db.run(lambda s: self._refuse_tx(s, order, actor)),
+            lambda: find_order(self.ctx.db, order.id, None),
+            IntegrityError,
+        )
+        if made is not None:
+            return made, True
+        assert held is not None  # inserted_or_held gives one or the other
+        return held, False
 
     def _refuse_tx(self, s: Session, order: Order, actor: Actor) -> OrderRow:
         s.add(order)

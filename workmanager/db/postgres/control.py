@@ -53,7 +53,7 @@ from ...state_machine import check_item, check_order
 from ...states import ItemState, OrderState
 from ...types import Actor, AgentInfo, ApplyContext, OrderView
 from ..models import Item, Order
-from ..order_store import TAKEN_TRIES, ApprovalCheck, DropCheck, OrderRow, taken_and_freed
+from ..order_store import ApprovalCheck, DropCheck, OrderRow, inserted_or_held
 from ..raw import Conn
 from ..sql import queries
 from . import order_rows as rows
@@ -89,22 +89,17 @@ class PostgresOrderStore(PostgresOrderAdmin):
             values.update(rows.PROVENANCE.params(provenance))
         refs = rows.claim_refs(provenance)
 
-        def create(conn: Conn) -> tuple[dict[str, Any] | None, OrderRow | None]:
-            for _ in range(TAKEN_TRIES):  # the holder may be gone before it is read
-                try:
-                    return rows.write(conn, sql, values, refs)[0], None
-                except UniqueViolation:
-                    if conn.info.transaction_status != TransactionStatus.IDLE:
-                        conn.execute("ROLLBACK")  # the key's mark went with it
-                    found = rows.one(conn, _FIND_ORDER, {"id": order.id, "key": order.dedupe_key})
-                    if found is not None:
-                        return None, rows.order(found)
-            raise taken_and_freed()
+        def create(conn: Conn) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+            return inserted_or_held(
+                lambda: rows.write(conn, sql, values, refs)[0],
+                lambda: _holder(conn, _FIND_ORDER, {"id": order.id, "key": order.dedupe_key}),
+                UniqueViolation,
+            )
 
         created, found = self.raw.run(create)
         if created is not None:
             rows.announce(created)  # the connection is back in the pool
-        return found
+        return None if found is None else rows.order(found)
 
     def refuse(self, order: Order, actor: Actor) -> tuple[OrderRow, bool]:
         """One statement: the record and its event. After a ``UniqueViolation`` the order
@@ -122,21 +117,18 @@ class PostgresOrderStore(PostgresOrderAdmin):
             "actor_id": actor.id,
         }
 
-        def refuse(conn: Conn) -> tuple[dict[str, Any], bool]:
-            for _ in range(TAKEN_TRIES):  # the holder may be gone before it is read
-                try:
-                    return rows.write(conn, _REFUSE, values, {})[0], True
-                except UniqueViolation:
-                    if conn.info.transaction_status != TransactionStatus.IDLE:
-                        conn.execute("ROLLBACK")
-                    found = rows.one(conn, rows.READ_ORDER, {"order": order.id})
-                    if found is not None:
-                        return found, False
-            raise taken_and_freed()
+        def refuse(conn: Conn) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+            return inserted_or_held(
+                lambda: rows.write(conn, _REFUSE, values, {})[0],
+                lambda: _holder(conn, rows.READ_ORDER, {"order": order.id}),
+                UniqueViolation,
+            )
 
-        row, created = self.raw.run(refuse)
+        made, held = self.raw.run(refuse)
+        row = made if made is not None else held
+        assert row is not None
         rows.announce(row)
-        return rows.order(row), created
+        return rows.order(row), made is not None
 
     def drop_refused(self, order_id: uuid.UUID, check: DropCheck) -> bool:
         """``BEGIN``, the order locked and its items read (one round trip), ``check``
@@ -350,3 +342,11 @@ _RENEW_APPLY = queries.text("renew_apply")
 # Events are inserted in the order the ORM code writes them (``seq``): applied, then per
 # item accepted and completed, then completed.
 _RECORD_APPLY = rows.statement("record_apply")
+
+
+def _holder(conn: Conn, sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    """After a unique violation: the transaction rolled back (an idempotency key's mark
+    with it), the row that holds the id or key, read on the same connection."""
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        conn.execute("ROLLBACK")
+    return rows.one(conn, sql, params)
