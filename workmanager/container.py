@@ -65,6 +65,7 @@ class WorkManager:
             dispatcher=dispatcher or NullDispatcher(),
             clock=clock,
         )
+        self._built_leases, self._built_metrics = leases is None, metrics is None
         #: The rate limits (SPEC §13): checkout here, API requests in the HTTP adapter.
         self.limits = build_limiter(self.settings, self.ctx.db)
         self.agent = AgentAPI(self.ctx, self.limits)
@@ -112,4 +113,15 @@ class WorkManager:
         return self.orders.approve(order_id, actor or Actor("user", "library"))
 
     def close(self) -> None:
+        """Let go of every connection this object opened: the database's pools, and the
+        Redis clients and StatsD sockets it built (a lease backend or metrics passed in
+        are the caller's to close)."""
         self.ctx.db.dispose()
+        self.limits.close()
+        for built, owned in (
+            (self._built_leases, self.ctx.leases),
+            (self._built_metrics, self.ctx.metrics),
+        ):
+            close = getattr(owned, "close", None)
+            if built and close is not None:
+                close()

@@ -55,6 +55,12 @@ class StoreLeaseBackend:
         #: the lock the PostgreSQL store composes (:class:`.base.LeaseLock`): this backend
         self.lock: StoreLeaseBackend = self
 
+    def close(self) -> None:
+        """Let go of the store's connections (a store without any has no ``close``)."""
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()
+
     def checkout(
         self,
         session: Session,

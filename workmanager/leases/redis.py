@@ -124,6 +124,10 @@ class RedisLeaseStore:
         self._release = Script(client, _script("release"))
         self._holding = Script(client, _script("holding"))
 
+    def close(self) -> None:
+        """Close the client's pooled connections (a later call would open new ones)."""
+        self.client.close()
+
     def _run(self, script: Any, keys: list[str], args: list[Any]) -> int:
         try:
             return int(script(keys=keys, args=args))

@@ -53,6 +53,12 @@ class Metrics:
         self.agent_label = agent_label
         self.tenant_label = tenant_label
 
+    def close(self) -> None:
+        """Close the driver's sockets, when it has any."""
+        close = getattr(self.driver, "close", None)
+        if close is not None:
+            close()
+
     def _name(self, name: str) -> str:
         return f"{self.namespace}.{name}" if self.namespace else name
 

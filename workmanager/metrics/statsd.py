@@ -117,6 +117,14 @@ class StatsdDriver:
         self._tags_socket.sendto(f"{name}:{value}|#{tags}".encode(), self._address)
         return True
 
+    def close(self) -> None:
+        """Close both UDP sockets (the package's client and the tagged lines' own)."""
+        if self._client is not None:
+            self._client.close()
+        if self._tags_socket is not None:
+            self._tags_socket.close()
+            self._tags_socket = None
+
     def increment(self, name: str, value: float = 1, labels: Labels | None = None) -> None:
         if not self._tagged_line(name, f"{number(value)}|c", labels) and self.client:
             self.client.incr(tagged(name, labels, self.style), number(value))

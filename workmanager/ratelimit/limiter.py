@@ -64,3 +64,9 @@ class RateLimiter:
                 if self._store is None:
                     self._store = self._build()
         return self._store
+
+    def close(self) -> None:
+        """Close the bucket store's connections, if one was built (a Redis one has them)."""
+        close = getattr(self._store, "close", None)
+        if close is not None:
+            close()

@@ -20,6 +20,9 @@ class RedisBucketStore:
         script = resources.files("workmanager.ratelimit").joinpath("lua/take.lua").read_text()
         self._script = Script(client, script)
 
+    def close(self) -> None:
+        self.client.close()
+
     def take(self, buckets: Sequence[Bucket]) -> float:
         keys = [self.keys.rate(b.key) for b in buckets]
         args: list[float] = []
