@@ -23,6 +23,8 @@ import os
 import socket
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -316,6 +318,25 @@ def refuse_a_twin(app: Celery, node: str) -> None:
         )
 
 
+@contextmanager
+def stdout_to_stderr(on: bool) -> Iterator[None]:
+    """``--json``: stdout carries JSON only. Celery prints its banner and its shutdown
+    lines on the process's stdout (``sys.__stdout__``), so while the worker runs file
+    descriptor 1 is the one of stderr."""
+    if not on:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the agent's Celery worker; its exit status (not 0 after Celery's fatal
     "Unrecoverable error", e.g. a queue the broker user may not declare)."""
@@ -344,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
 
     worker_init.connect(keep, weak=False)
     try:
-        app.worker_main([*worker, "--without-gossip", "--without-mingle"])
+        with stdout_to_stderr(args.json):
+            app.worker_main([*worker, "--without-gossip", "--without-mingle"])
     finally:
         worker_init.disconnect(keep)
     if not started:  # the worker was never built: nothing ran

@@ -24,6 +24,8 @@ from workmanager.db.models import Event, Item
 from workmanager.errors import NotFound
 from workmanager.states import ItemState, OrderState
 
+from .conftest import ROOT
+
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 GATED = "tests.support.pipeline:gated_handler"
@@ -253,3 +255,24 @@ def test_a_second_agent_of_one_id_on_rabbitmq_is_one_line(make_stack) -> None:
     said = stack.log("twin")
     assert "error [configuration_error]: --agent-id: an agent named agent-1@" in said, said
     assert "Traceback" not in said and "hint: give each agent process its own" in said
+
+
+def test_agent_json_keeps_stdout_for_json(make_stack, tmp_path: Path) -> None:
+    """``workmanager agent --json``: Celery printed its multi-line banner on stdout, which a
+    script reading the agent's JSON output could not parse. stdout carries JSON only; the
+    worker's log lines stay on stderr."""
+    import subprocess
+
+    stack = make_stack()
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    command = [sys.executable, "-m", "workers.agent", "--type", "e2e.echo", "--handler",
+               "tests.support.pipeline:echo_handler", "--json"]  # fmt: skip
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen(command, env=stack.env, cwd=ROOT, stdout=stdout, stderr=stderr)
+        stack.procs["json-agent"] = proc
+        stack.wait_for(lambda: "ready" in err.read_text(), 60, "the agent to start")
+        code, _ = terminate(stack, "json-agent")
+    assert code == 0, err.read_text()[-2000:]
+    for line in out.read_text().splitlines():
+        json.loads(line)  # every line of stdout is JSON (there are none on a clean run)
+    assert "celery@" not in out.read_text() and "[tasks]" not in out.read_text()
