@@ -335,3 +335,24 @@ def test_a_view_token_sees_no_actions_and_forged_posts_change_nothing(console: C
             return False
 
     console.wait(fresh, "the page before the approval, loaded afresh", 15)
+
+
+def test_the_dashboard_says_when_it_stops_refreshing(console: Console) -> None:
+    """The dashboard refreshes every 5 s; when a refresh failed (the session ended, the
+    server gone) it kept the old figures with no word, so a frozen board read as a
+    quiet queue. It says since when it is stale, and why."""
+    name = f"watcher-{uuid.uuid4().hex[:6]}"
+    token, _ = TokenService(console.wm.ctx).create(name, "view")
+    console.sign_in(token, "/ui/dashboard")
+    assert not console.has("refresh-notice")
+    TokenService(console.wm.ctx).revoke(name)
+    console.wait(lambda: console.has("refresh-notice"), "the stale notice", 15)
+    said = console.text("refresh-notice")
+    assert said.startswith("Not updated since") and "your session has ended" in said, said
+    assert "Sign in again" in said
+
+    console.sign_in(console.token("watcher", "view"), "/ui/dashboard")
+    assert not console.has("refresh-notice")
+    console.stack.kill("api")
+    console.wait(lambda: console.has("refresh-notice"), "the stale notice", 15)
+    assert "the server does not answer" in console.text("refresh-notice")

@@ -7,7 +7,6 @@ import errno
 import json
 import math
 import os
-import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from ..display import shown
 from ..durations import MAX_SECONDS, parse_duration
 from ..errors import Aborted, UsageError, WorkManagerError
 from ..jsonvalues import loads, raw_depth, too_deep
@@ -134,21 +134,16 @@ def table(
     console().print(grid)
 
 
-#: Control characters (C0 but tab and newline, DEL, C1): an agent id or a message
-#: holding ESC moved the cursor, cleared or retitled the operator's terminal when a
-#: table printed it.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
 def cell(value: Any) -> str:
     """A value as a table shows it: text, JSON for objects and lists, ``-`` for none;
-    a control character as its escape (``\x1b``), never sent to the terminal."""
+    a control or bidi character as its escape (``\x1b``, ``\u202e``): an agent id or a
+    message holding ESC moved the cursor, cleared or retitled the operator's terminal
+    when a table printed it (:func:`workmanager.display.shown`)."""
     if value is None:
         return "-"
     if isinstance(value, dict | list):
         return json.dumps(value, default=str)
-    text = str(value)
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+    return shown(str(value))
 
 
 def pairs(data: dict[str, Any], keys: Sequence[str], title: str | None = None) -> None:

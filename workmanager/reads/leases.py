@@ -31,6 +31,8 @@ class LeaseSelector:
     older_than: timedelta | None = None
     all: bool = False
     item_id: uuid.UUID | None = None
+    #: only the lease of this fencing token (a page's action on the lease it showed)
+    fence: int | None = None
     #: only expired leases: past the row's expiry, or, with a lock store, gone from it
     #: (the store is asked about every selected lease: a heartbeat may extend only the
     #: lock, and a lost key is a lease gone before the row's expiry)
@@ -59,6 +61,7 @@ class LeaseSelector:
                 (Item.order_id, self.order_id),
                 (Item.order_type, self.order_type),
                 (Item.id, self.item_id),
+                (Item.lease_token, self.fence),
             ),
         ]
         if self.older_than is not None:
@@ -82,3 +85,10 @@ def held_leases(ctx: ServiceContext, stmt: Select[Any]) -> list[Held]:
     """The held leases ``stmt`` (a select of items) reads; no lock, nothing written."""
     with ctx.db.transaction() as s:
         return [Held.of(item) for item in s.scalars(stmt)]
+
+
+def fence_of(ctx: ServiceContext, item_id: uuid.UUID) -> int | None:
+    """The fencing token of the item's lease, ``None`` when it is not held: what a page
+    showing the lease puts in its forms (:attr:`LeaseSelector.fence`)."""
+    leases = held_leases(ctx, select(Item).where(Item.id == item_id, held()))
+    return leases[0].lease_token if leases else None

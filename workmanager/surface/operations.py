@@ -204,27 +204,28 @@ class Operations:
             "order": self.wm.orders.retry(self.order_id(caller, order_id), self._actor(caller))
         }
 
-    # --- operator lease actions (the console's item page) ------------------------------
-    def release_lease(self, caller: Caller, item_id: str) -> Answer:
-        """End an item's lease now and give its attempt back (``admin`` scope)."""
-        caller.principal.require("admin")
-        selector = LeaseSelector(item_id=self._existing_item(caller, item_id))
-        result = LeaseAdmin(self.wm.ctx, self._actor(caller)).release(selector)
-        return 200, result.to_dict()
+    # --- operator lease actions (the console's item page): end one now, giving its attempt
+    # back, or push it out by ``seconds``
+    def release_lease(self, caller: Caller, item_id: str, fence: int | None = None) -> Answer:
+        admin, selector = self._lease_action(caller, item_id, fence)
+        return 200, admin.release(selector).to_dict()
 
-    def extend_lease(self, caller: Caller, item_id: str, seconds: int) -> Answer:
-        """Push an item's live lease out by ``seconds`` (``admin`` scope)."""
-        caller.principal.require("admin")
-        selector = LeaseSelector(item_id=self._existing_item(caller, item_id))
-        result = LeaseAdmin(self.wm.ctx, self._actor(caller)).extend(selector, seconds)
-        return 200, result.to_dict()
+    def extend_lease(
+        self, caller: Caller, item_id: str, seconds: int, fence: int | None = None
+    ) -> Answer:
+        admin, selector = self._lease_action(caller, item_id, fence)
+        return 200, admin.extend(selector, seconds).to_dict()
 
-    def _existing_item(self, caller: Caller, item_id: str) -> uuid.UUID:
-        """The id of an item that exists (and the caller's tenant may see): an action on an
-        unknown id is 404, not "no live lease"."""
+    def _lease_action(
+        self, caller: Caller, item_id: str, fence: int | None
+    ) -> tuple[LeaseAdmin, LeaseSelector]:
+        """``admin`` checked; the item's lease selected, of ``fence`` (the fencing token of
+        the lease the operator saw) when given. An unknown item is 404, not "no live lease"."""
+        caller.principal.require("admin")
         item = self.item_id(caller, item_id)
         self.wm.queries.item(item)  # NotFound
-        return item
+        admin = LeaseAdmin(self.wm.ctx, self._actor(caller))
+        return admin, LeaseSelector(item_id=item, fence=fence)
 
     @staticmethod
     def _actor(caller: Caller) -> Actor:

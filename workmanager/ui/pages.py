@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -25,10 +26,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from starlette.exceptions import HTTPException
 
 from ..api.deps import ApiState, metadata
 from ..api.errors import http_error
+from ..display import shown
 from ..errors import Forbidden, IdempotencyInFlight, InvalidQuery, Unauthenticated, WorkManagerError
 from ..reads.item_listing import ItemListing
 from ..reads.overview import Overview
@@ -68,16 +71,35 @@ class Console:
 SHOWN_CHARS = 16_384
 
 
-def _pretty(value: Any) -> str:
-    """A value as indented JSON, cut at :data:`SHOWN_CHARS` with a line saying so and
-    where the whole value is."""
-    text = json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+def _cut(value: Any) -> str:
+    """Text cut at :data:`SHOWN_CHARS` with a line saying so and where the whole value
+    is (an event's message, a note: agents and reviewers write them, up to megabytes)."""
+    text = "" if value is None else str(value)
     if len(text) <= SHOWN_CHARS:
         return text
     return (
         f"{text[:SHOWN_CHARS]}\n… cut here: {SHOWN_CHARS:,} of {len(text):,} characters shown;"
         " the whole value: `workmanager orders show ID --json`, or the HTTP API"
     )
+
+
+def _pretty(value: Any) -> str:
+    """A value as indented JSON, cut (:func:`_cut`)."""
+    return _cut(json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False))
+
+
+def _compact(value: Any) -> str:
+    """A value as JSON on one line (an event's details), cut (:func:`_cut`); other
+    scripts as they are, not as ``\\u`` escapes."""
+    return _cut(json.dumps(value, sort_keys=True, default=str, ensure_ascii=False))
+
+
+def _finalize(value: Any) -> Any:
+    """Every value a template prints, its control and bidi characters escaped
+    (:func:`workmanager.display.shown`) before HTML escaping."""
+    if isinstance(value, Markup):  # already HTML: its escapes hold no HTML character
+        return Markup(shown(str(value)))
+    return shown(value) if isinstance(value, str) else value
 
 
 def _age(seconds: float | None) -> str:
@@ -95,7 +117,10 @@ def _age(seconds: float | None) -> str:
 
 def templates() -> Jinja2Templates:
     loaded = Jinja2Templates(directory=str(HERE / "templates"))
+    loaded.env.finalize = _finalize
     loaded.env.filters["pretty"] = _pretty
+    loaded.env.filters["compact"] = _compact
+    loaded.env.filters["cut"] = _cut
     loaded.env.filters["age"] = _age
     return loaded
 
@@ -146,7 +171,7 @@ class ConsoleRoute(APIRoute):
             except WorkManagerError as exc:
                 return error_page(request, exc)
             except RequestValidationError as exc:
-                return error_page(request, InvalidQuery(f"the form is incomplete: {exc}"))
+                return error_page(request, _form_refused(exc))
             except HTTPException as exc:  # a form Starlette could not read (too large)
                 return error_page(request, http_error(exc))
             response.headers.update(SECURITY_HEADERS)
@@ -156,6 +181,13 @@ class ConsoleRoute(APIRoute):
 
 
 router = APIRouter(route_class=ConsoleRoute)
+
+
+def _form_refused(exc: RequestValidationError) -> InvalidQuery:
+    """A form field the route could not read, named with pydantic's reason (the
+    exception's own text held the server's file path and line)."""
+    said = "; ".join(f"{e['loc'][-1]}: {e['msg']}" for e in exc.errors() if e.get("loc"))
+    return InvalidQuery(f"the form was not filled in as expected: {said or 'reload the page'}")
 
 
 # --- sessions and callers ---------------------------------------------------------------
@@ -229,3 +261,50 @@ def once(
 def back(path: str, **flash: str) -> RedirectResponse:
     query = f"?{urlencode(flash)}" if flash else ""
     return RedirectResponse(f"{PREFIX}{path}{query}", 303)
+
+
+# --- what an action says it did, and the lists' pager --------------------------------
+NO_LIVE_LEASE = "no live lease"
+#: ``?done=`` of a lease action whose page showed a lease that has ended since (the item
+#: may be another agent's now): nothing was done.
+LEASE_ENDED = "lease ended"
+
+#: What the order page's actions say they did (``?done=``); the item page's say the
+#: counts of their outcomes (``released: 1``) or that there was no live lease.
+ORDER_OUTCOMES = frozenset({"approved", "rejected", "reworked", "retried"})
+_COUNTS = re.compile(r"[a-z_]{1,20}: \d{1,6}(, [a-z_]{1,20}: \d{1,6}){0,5}")
+
+
+#: ``?done=`` of an order action whose form was posted again while its first submission
+#: still ran (a double click): this one did nothing, and the first may yet be refused.
+PENDING = "pending"
+
+
+def flash_of(done: str | None) -> str | None:
+    """``?done=`` as the page says it ("Done: …."), or nothing for a text no action
+    writes: the query string is anyone's to write, the page's words are ours."""
+    if done == PENDING:
+        return (
+            "An earlier submission of this form is still running: reload the page to see"
+            " how it ended."
+        )
+    if done == LEASE_ENDED:
+        return (
+            "Nothing was done: the lease this page showed has ended since (the item may be"
+            " held by another agent now). Here is the item as it is."
+        )
+    if done is None:
+        return None
+    if done in ORDER_OUTCOMES or done == NO_LIVE_LEASE or _COUNTS.fullmatch(done):
+        return f"Done: {done}."
+    return None
+
+
+def pages_link(params: list[tuple[str, str]]) -> Callable[[int], str]:
+    """A link to page ``n`` with the same filters and sort."""
+    kept = [(k, v) for k, v in params if k not in ("page", "page[number]")]
+
+    def link(n: int) -> str:
+        return "?" + urlencode([*kept, ("page[number]", str(n))])
+
+    return link

@@ -1,6 +1,7 @@
 // The review console's one script (no framework, no build step; the pages work without it).
 // 1. An element with data-refresh="<url>" reloads its content from that URL every
-//    data-every seconds (the dashboard's panel): a same-origin GET with the session cookie.
+//    data-every seconds (the dashboard's panel): a same-origin GET with the session cookie;
+//    a refresh that fails says so above it (the session ended, the server not answering).
 // 2. A form submits once: a second click while the first submission is on its way is
 //    ignored here (the server runs each form's action once anyway: its idempotency key).
 // 3. A page the browser restores from its back/forward cache (Back after an action, or
@@ -8,16 +9,53 @@
 //    be stale and its forms already marked sent, which would ignore every click.
 (function () {
   "use strict";
+  // When a refresh fails the content stays as it was, and a notice above it says so: a
+  // dashboard frozen in silence (a session ended, the server gone) read as a quiet queue.
+  function notice(el, text, signIn) {
+    var note = el.previousElementSibling;
+    if (!note || note.id !== "refresh-notice") {
+      if (text === null) { return; }
+      note = document.createElement("p");
+      note.id = "refresh-notice";
+      note.className = "flash bad";
+      note.setAttribute("role", "status");
+      el.parentNode.insertBefore(note, el);
+    }
+    if (text === null) { note.remove(); return; }
+    note.textContent = text + " ";
+    if (signIn) {
+      var link = document.createElement("a");
+      link.href = "/ui/login?next=" + encodeURIComponent(window.location.pathname);
+      link.textContent = "Sign in again";
+      note.appendChild(link);
+    }
+  }
   function refresh(el) {
     var every = (parseFloat(el.getAttribute("data-every")) || 5) * 1000;
+    var since = new Date().toLocaleTimeString();
     setInterval(function () {
+      var stale = "Not updated since " + since + ": ";
       fetch(el.getAttribute("data-refresh"), { credentials: "same-origin" })
         .then(function (r) {
-          if (r.redirected || !r.ok) { return null; }
+          if (r.redirected || r.status === 401) {
+            notice(el, stale + "your session has ended.", true);
+            return null;
+          }
+          if (!r.ok) {
+            notice(el, stale + "the server answered " + r.status + "; still trying.", false);
+            return null;
+          }
           return r.text();
         })
-        .then(function (html) { if (html !== null) { el.innerHTML = html; } })
-        .catch(function () {});
+        .then(function (html) {
+          if (html === null) { return; }
+          el.innerHTML = html;
+          since = new Date().toLocaleTimeString();
+          notice(el, null, false);
+        })
+        .catch(function () {
+          notice(el, stale + "the server does not answer; still trying.", false);
+        });
     }, every);
   }
   window.addEventListener("pageshow", function (event) {
