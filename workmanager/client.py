@@ -94,7 +94,8 @@ class WorkClient:
             timeout=timeout,
             transport=transport,
         )
-        self.idempotency_header = "X-Idempotency-Key"
+        # the header every server reads beside its WORK_MANAGER_IDEMPOTENCY_HEADER
+        self.idempotency_header = "Idempotency-Key"
         #: set once the server answered a bare heartbeat 428: it requires keys on them
         self.keyed_heartbeats = False
 

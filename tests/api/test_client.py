@@ -8,7 +8,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.api.conftest import PREFIX, Server
+from tests.api.conftest import PREFIX, Server, start_server
 from tests.support.waiting import wait_for
 from workmanager.client import ApiError, WorkClient
 
@@ -137,3 +137,40 @@ def test_bare_heartbeats_carry_no_key(server: Server, api_db_url: str) -> None:
         lease.heartbeat(progress=0.5)
         assert _beat_rows(api_db_url, lease.id)[1] == keys + 1
         lease.release()
+
+
+class _LoseFirstCheckoutAnswer(httpx.HTTPTransport):
+    """Sends every request; the first checkout's answer is lost after the server acted."""
+
+    lost = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        answer = super().handle_request(request)
+        if request.url.path.endswith("/checkout") and not self.lost:
+            answer.read()
+            self.lost = True
+            raise httpx.ReadTimeout("the answer was lost", request=request)
+        return answer
+
+
+def test_the_client_keys_reach_a_server_with_its_own_header(
+    api_db_url: str, tokens: dict[str, str]
+) -> None:
+    """The client sent ``X-Idempotency-Key`` whatever the server read: with
+    ``WORK_MANAGER_IDEMPOTENCY_HEADER`` set to another name every propose was 428, and a
+    checkout retried after a lost answer leased a second item (the key ignored). It sends
+    ``Idempotency-Key``, which every server reads beside its own header."""
+    server = start_server(
+        api_db_url, tokens, "database", None, WORK_MANAGER_IDEMPOTENCY_HEADER="X-Req-Key"
+    )
+    try:
+        with WorkClient(server.url, tokens["agent-a"], "client-agent-h") as wc:
+            order = wc.propose("test.multi", {"count": 3})
+        lossy = _LoseFirstCheckoutAnswer()
+        with WorkClient(server.url, tokens["agent-a"], "client-agent-h", transport=lossy) as wc:
+            lease = wc.checkout(order["id"], heartbeat=False)
+            assert lease is not None and lossy.lost
+            items = wc.order(order["id"])["items"]
+        assert sorted(i["state"] for i in items) == ["leased", "queued", "queued"], items
+    finally:
+        server.close()

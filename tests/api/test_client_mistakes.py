@@ -289,7 +289,7 @@ def test_a_timeout_is_retried_with_the_same_key_then_unavailable() -> None:
         wc.propose("test.simple", {})
     assert info.value.code == "unavailable"
     assert isinstance(info.value.__cause__, httpx.ReadTimeout)
-    assert len({r.headers["X-Idempotency-Key"] for r in fake.requests}) == 1
+    assert len({r.headers["Idempotency-Key"] for r in fake.requests}) == 1
     assert len(fake.requests) == 3
 
 
@@ -461,7 +461,7 @@ def test_a_retry_that_finds_its_first_try_running_waits_for_its_answer(
         assert lease is not None
         assert lease.submit({"answer": 1})["item"]["state"] == "submitted"
     assert lease.ended == "submitted" and answers == []
-    keys = {r.headers["X-Idempotency-Key"] for r in fake.requests[1:]}
+    keys = {r.headers["Idempotency-Key"] for r in fake.requests[1:]}
     assert len(keys) == 1  # every try of the submit under one key
 
 

@@ -127,7 +127,9 @@ def test_a_request_running_past_the_keys_ttl_keeps_its_key(
     """Found by a time pass: a keyed request that ran longer than the key's TTL (a slow
     plan, ``approve?wait``) lost its key while it ran: a duplicate was accepted and ran,
     maintenance's purge deleted the row, and the first was then refused as taken over.
-    The key's lock, not its expiry, says whether its request is still running."""
+    The key's lock, not its expiry, says whether its request is still running. Its answer
+    is then replayed for the TTL from when it was stored (an audit pass: it expired with
+    the claim, so the retry of a request longer than the TTL ran it again)."""
     wm = make_wm(db=database, registry=Registry([Simple()]), idempotency_ttl_hours=0.001)
     wm.ctx.clock = clock
     claim = begin(wm, "propose", "-", "token-a", "slow", BODY)
@@ -137,7 +139,11 @@ def test_a_request_running_past_the_keys_ttl_keeps_its_key(
         begin(wm, "propose", "-", "token-a", "slow", BODY)
     assert wm.idempotency.purge() == 0 and keys(wm) == 1
     wm.idempotency.complete(claim, 201, {"order": {"id": "o"}})
-    assert wm.idempotency.purge() == 1 and keys(wm) == 0  # answered and expired: it goes
+    assert wm.idempotency.purge() == 0  # answered just now: kept for its TTL from now
+    clock.advance(seconds=3)
+    assert begin(wm, "propose", "-", "token-a", "slow", BODY) == Replay(201, {"order": {"id": "o"}})
+    clock.advance(seconds=1)  # the TTL (3.6 s) since the answer
+    assert wm.idempotency.purge() == 1 and keys(wm) == 0
 
 
 def test_racing_begins_give_exactly_one_claim(wm: WorkManager) -> None:

@@ -30,6 +30,8 @@ def store(wm: WorkManager) -> RequestStore:
 
 #: the in-flight lock of a key claimed at NOW
 LOCK = NOW + timedelta(minutes=5)
+#: when a stored answer expires (the TTL from when it was stored)
+EXPIRES = NOW + timedelta(hours=1)
 
 
 def row(key: str, created: datetime = NOW) -> dict[str, Any]:
@@ -77,17 +79,17 @@ def test_stale_and_expired_rows_are_cleared_and_committed_ones_kept(
 
 def test_complete_and_abandon_touch_their_claim_only(wm: WorkManager, store: RequestStore) -> None:
     old = ("k", claim(store, "k"), NOW)
-    store.abandon_key(old)
+    store.abandon_key(old, EXPIRES)
     new = ("k", claim(store, "k", NOW + timedelta(seconds=1)), NOW + timedelta(seconds=1))
-    store.complete_key(old, 201, {"x": 1})  # the key's later row is left alone
-    store.abandon_key(old)
+    store.complete_key(old, 201, {"x": 1}, EXPIRES)  # the key's later row is left alone
+    store.abandon_key(old, EXPIRES)
     later_lock = LOCK + timedelta(seconds=1)
     assert store.existing_key("k", NOW) == KeyRow("fp", "in_flight", None, None, later_lock)
-    store.complete_key(new, 201, {"x": 1})
-    store.abandon_key(new)  # a stored answer is not in flight: kept
+    store.complete_key(new, 201, {"x": 1}, EXPIRES)
+    store.abandon_key(new, EXPIRES)  # a stored answer is not in flight: kept
     assert store.existing_key("k", NOW) == KeyRow("fp", "done", 201, {"x": 1}, None)
     set_key(wm, "k", status="committed", locked_until=later_lock)
-    store.abandon_key(new)  # committed: kept, its lock dropped (answered as recovered)
+    store.abandon_key(new, EXPIRES)  # committed: kept, its lock dropped (answered as recovered)
     assert store.existing_key("k", NOW) == KeyRow("fp", "committed", 201, {"x": 1}, None)
 
 

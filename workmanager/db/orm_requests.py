@@ -84,14 +84,16 @@ class OrmRequestStore:
                 row.locked_until,
             )
 
-    def complete_key(self, claim: ClaimId, status: int, body: dict[str, Any]) -> None:
+    def complete_key(
+        self, claim: ClaimId, status: int, body: dict[str, Any], expires_at: datetime
+    ) -> None:
         with self.db.transaction() as s:
             row = s.scalar(select(IdempotencyKey).where(row_of(*claim)))
             if row is not None:
                 row.status, row.response_status, row.response_body = DONE, status, body
-                row.locked_until = None
+                row.locked_until, row.expires_at = None, expires_at
 
-    def abandon_key(self, claim: ClaimId) -> None:
+    def abandon_key(self, claim: ClaimId, expires_at: datetime) -> None:
         with self.db.transaction() as s:
             s.execute(
                 delete(IdempotencyKey).where(row_of(*claim), IdempotencyKey.status == IN_FLIGHT)
@@ -99,7 +101,7 @@ class OrmRequestStore:
             s.execute(
                 update(IdempotencyKey)
                 .where(row_of(*claim), IdempotencyKey.status == COMMITTED)
-                .values(locked_until=None)
+                .values(locked_until=None, expires_at=expires_at)
             )
 
     def lease_row(self, item_id: uuid.UUID) -> LeaseRow | None:

@@ -119,14 +119,16 @@ class RequestStore(Protocol):
         committed is never deleted before it expires (its operation is done)."""
         ...
 
-    def complete_key(self, claim: ClaimId, status: int, body: dict[str, Any]) -> None:
-        """The claim's row ``done`` with the response to replay, its lock cleared (a row of
-        the key claimed later is not touched)."""
+    def complete_key(
+        self, claim: ClaimId, status: int, body: dict[str, Any], expires_at: datetime
+    ) -> None:
+        """The claim's row ``done`` with the response to replay until ``expires_at``, its
+        lock cleared (a row of the key claimed later is not touched)."""
         ...
 
-    def abandon_key(self, claim: ClaimId) -> None:
+    def abandon_key(self, claim: ClaimId, expires_at: datetime) -> None:
         """Delete the claim's row while it is in flight; unlock a committed one (it stays
-        marked, and answers as recovered from now on)."""
+        marked, and answers as recovered from now on, until ``expires_at``)."""
         ...
 
     def lease_row(self, item_id: uuid.UUID) -> LeaseRow | None:

@@ -234,12 +234,17 @@ class IdempotencyService:
         if status >= 400 and not committed:
             self.abandon(claim)
             return
-        self.store.complete_key(claim, status, body)
+        self.store.complete_key(claim, status, body, self._expiry())
 
     def abandon(self, claim: Claim) -> None:
         """Free a claim whose operation did not commit; a committed one stays marked, its
         lock dropped (its answer will not be stored: the key answers as recovered)."""
-        self.store.abandon_key(claim)
+        self.store.abandon_key(claim, self._expiry())
+
+    def _expiry(self) -> datetime:
+        """A key's answer is kept for the TTL from when it is known, not from the claim:
+        a request that ran longer than a short TTL was run again by its retry."""
+        return self.ctx.clock() + timedelta(hours=self.ctx.settings.idempotency_ttl_hours)
 
     def once(
         self,

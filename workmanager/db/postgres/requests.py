@@ -90,12 +90,14 @@ class PostgresRequestStore:
         found = self._one(EXISTING_KEY, {"key_hash": key_hash, "now": now})
         return KeyRow(**found) if found is not None else None
 
-    def complete_key(self, claim: ClaimId, status: int, body: dict[str, Any]) -> None:
-        params = _claim(claim) | {"status": status, "body": Jsonb(body)}
+    def complete_key(
+        self, claim: ClaimId, status: int, body: dict[str, Any], expires_at: datetime
+    ) -> None:
+        params = _claim(claim) | {"status": status, "body": Jsonb(body), "expires_at": expires_at}
         self._one(COMPLETE_KEY, params, fetch=False)
 
-    def abandon_key(self, claim: ClaimId) -> None:
-        self._one(ABANDON_KEY, _claim(claim), fetch=False)
+    def abandon_key(self, claim: ClaimId, expires_at: datetime) -> None:
+        self._one(ABANDON_KEY, _claim(claim) | {"expires_at": expires_at}, fetch=False)
 
     def lease_row(self, item_id: uuid.UUID) -> LeaseRow | None:
         found = self._one(LEASE_ROW, {"id": item_id})

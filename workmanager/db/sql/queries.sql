@@ -859,22 +859,23 @@ SELECT request_fingerprint, status, response_status, response_body, locked_until
   FROM k WHERE NOT k.stale
 
 -- name: complete_key
--- A claim's response stored to replay: its row (no later one of the key) done, unlocked.
+-- A claim's response stored to replay: its row (no later one of the key) done, unlocked,
+-- kept for the TTL from now (a request that ran longer than the TTL is still replayed).
 UPDATE work_idempotency_keys
    SET status = 'done', response_status = %(status)s, response_body = %(body)s,
-       locked_until = NULL
+       locked_until = NULL, expires_at = %(expires_at)s
  WHERE id = %(id)s AND key_hash = %(key_hash)s AND created_at = %(created_at)s
 
 -- name: abandon_key
 -- A claim given up: its row deleted while still in flight (its operation did not commit);
 -- a committed one (its answer will not be stored) unlocked, so the key answers as
--- recovered at once.
+-- recovered at once, for the TTL from now.
 WITH gone AS (
   DELETE FROM work_idempotency_keys
    WHERE id = %(id)s AND key_hash = %(key_hash)s AND created_at = %(created_at)s
      AND status = 'in_flight'
 )
-UPDATE work_idempotency_keys SET locked_until = NULL
+UPDATE work_idempotency_keys SET locked_until = NULL, expires_at = %(expires_at)s
  WHERE id = %(id)s AND key_hash = %(key_hash)s AND created_at = %(created_at)s
    AND status = 'committed'
 
