@@ -50,9 +50,10 @@ ORDER_TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
 
 #: Every allowed item transition. Anything not listed raises IllegalStateTransition.
 ITEM_TRANSITIONS: dict[ItemState, frozenset[ItemState]] = {
-    I.QUEUED: frozenset({I.LEASED}),
-    I.LEASED: frozenset({I.IN_PROGRESS, I.SUBMITTED, I.QUEUED, I.FAILED}),
-    I.IN_PROGRESS: frozenset({I.SUBMITTED, I.QUEUED, I.FAILED}),
+    # an order dead-lettered takes every item not done with it (maintenance)
+    I.QUEUED: frozenset({I.LEASED, I.DEAD_LETTERED}),
+    I.LEASED: frozenset({I.IN_PROGRESS, I.SUBMITTED, I.QUEUED, I.FAILED, I.DEAD_LETTERED}),
+    I.IN_PROGRESS: frozenset({I.SUBMITTED, I.QUEUED, I.FAILED, I.DEAD_LETTERED}),
     I.SUBMITTED: frozenset({I.ACCEPTED, I.REJECTED}),
     I.ACCEPTED: frozenset({I.COMPLETED}),
     I.COMPLETED: frozenset(),

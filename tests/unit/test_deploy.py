@@ -393,3 +393,22 @@ def test_worker_units_stop_warm_by_signalling_the_main_process_only() -> None:
     promised a warm one (Celery's docs ask for ``KillMode=mixed``; a Celery pass)."""
     for name in ("workmanager-worker.service", "workmanager-agent@.service"):
         assert unit(name)["KillMode"] == ["mixed"], name
+
+
+def test_retention_runs_daily_one_at_a_time_without_asking() -> None:
+    """A volume pass: nothing ran ``ops prune``, so orders, events and provenance grew
+    for ever. The systemd timer and the Kubernetes CronJob run the same command, which
+    must not wait on its question (``--yes``)."""
+    prune = ["workmanager", "ops", "prune", "--older-than", "90d", "--yes", "--json"]
+    service = unit("workmanager-prune.service")
+    assert service["Type"] == ["oneshot"]
+    assert service["ExecStart"][0].split()[1:] == prune[1:]
+    assert service["ExecStart"][0].split()[0].endswith("/workmanager")
+    timer = unit("workmanager-prune.timer")
+    assert timer["OnCalendar"] and timer["Persistent"] == ["true"]
+    [job] = [d for _, d in k8s_documents() if d["kind"] == "CronJob"]
+    assert job["metadata"]["name"] == "workmanager-prune"
+    assert job["spec"]["concurrencyPolicy"] == "Forbid"
+    [main] = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert main["command"] == prune
+    assert main["envFrom"] == container("workmanager-worker")["envFrom"]

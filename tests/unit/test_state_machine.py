@@ -44,6 +44,11 @@ EXPECTED_ITEM = {
     (I.REJECTED, I.QUEUED),  # rework
     (I.FAILED, I.QUEUED),  # retry
     (I.FAILED, I.DEAD_LETTERED),
+    # maintain dead-letters an order's items "same" as the order: every one not done (a
+    # queued one left behind was walked by every checkout until the order was pruned)
+    (I.QUEUED, I.DEAD_LETTERED),
+    (I.LEASED, I.DEAD_LETTERED),
+    (I.IN_PROGRESS, I.DEAD_LETTERED),
 }
 
 ORDER_PAIRS = list(itertools.product(OrderState, OrderState))

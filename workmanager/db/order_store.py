@@ -258,8 +258,8 @@ class OrderStore(Protocol):
 
     def dead_letter(self, cutoff: datetime, actor: Actor) -> tuple[int, int]:
         """Failed orders last moved at or before ``cutoff`` to ``dead_lettered`` and, with
-        them, their failed items; their held items' leases end (``queued``, as their
-        queued siblings, event ``lease_released``), each with its event
+        them, every item not done (failed, queued, held: a held one's lease ends first,
+        event ``lease_released``), each with its event
         (orders first, then items, each by id), in one transaction; rows another
         transaction holds are skipped (``SKIP LOCKED`` on PostgreSQL: an order being
         retried is left whole; an item of a dead-lettered order held back then goes at the
@@ -291,11 +291,12 @@ class OrderStore(Protocol):
         ``cutoff``: claimed as :meth:`claim_stuck_applies` claims its orders."""
         ...
 
-    def prune(self, order_ids: list[uuid.UUID], states: Sequence[str]) -> int:
+    def prune(self, order_ids: list[uuid.UUID], states: Sequence[str]) -> tuple[int, int]:
         """Delete those of ``order_ids`` still in one of ``states`` (the state checked by
-        the delete: an order retried since it was listed is kept); their items, parts,
-        events and provenance go with them (foreign-key cascade, the audit trigger). One
-        transaction; returns how many items they held."""
+        the delete: an order retried since it was listed is kept, one another prune
+        deleted is not counted); their items, parts, events and provenance go with them
+        (foreign-key cascade, the audit trigger). One transaction; returns how many orders
+        it deleted and how many items they held."""
         ...
 
     def prune_audit(

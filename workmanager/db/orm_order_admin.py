@@ -201,9 +201,9 @@ class OrmOrderAdmin:
         )
         for order in orders:
             move_order(s, order, OrderState.DEAD_LETTERED, actor, now=now)
-        # with their order (queries.sql, dead_letter): failed items dead, leases ended
+        # with their order (queries.sql, dead_letter): every item not done dead, leases ended
         dead = select(Order.id).where(Order.state == OrderState.DEAD_LETTERED.value)
-        ending = [ItemState.FAILED.value, *(state.value for state in HELD_ITEM_STATES)]
+        ending = [s.value for s in (ItemState.FAILED, ItemState.QUEUED, *HELD_ITEM_STATES)]
         items = list(
             s.scalars(
                 select(Item)
@@ -212,18 +212,17 @@ class OrmOrderAdmin:
                 .with_for_update(skip_locked=True)
             )
         )
-        n = 0
         for item in items:
-            if item.state == ItemState.FAILED:
-                move_item(s, item, ItemState.DEAD_LETTERED, actor)
-                n += 1
-                continue
-            ended.append((item.id, item.order_type, holder_of(item)))
-            held = {"agent_id": item.leased_by_agent_id, "lease_token": item.lease_token}
-            item.leased_by_agent_id = item.lease_expires_at = None
-            payload = {**held, "reason": "order_dead_lettered"}
-            move_item(s, item, ItemState.QUEUED, actor, event="lease_released", payload=payload)
-        return len(orders), n
+            if item.state in HELD_ITEM_STATES:
+                ended.append((item.id, item.order_type, holder_of(item)))
+                held = {"agent_id": item.leased_by_agent_id, "lease_token": item.lease_token}
+                payload = {**held, "reason": "order_dead_lettered"}
+                record_event(
+                    s, item.order_id, "lease_released", actor, item_id=item.id, payload=payload
+                )
+                item.leased_by_agent_id = item.lease_expires_at = None
+            move_item(s, item, ItemState.DEAD_LETTERED, actor)
+        return len(orders), len(items)
 
     def touch_queued(
         self, order_id: uuid.UUID | None, before: datetime | None, now: datetime, limit: int
@@ -283,18 +282,20 @@ class OrmOrderAdmin:
                 )
         return ids
 
-    def prune(self, order_ids: list[uuid.UUID], states: Sequence[str]) -> int:
+    def prune(self, order_ids: list[uuid.UUID], states: Sequence[str]) -> tuple[int, int]:
         return self.ctx.db.run(lambda s: self._prune_tx(s, order_ids, states))
 
-    def _prune_tx(self, s: Session, order_ids: list[uuid.UUID], states: Sequence[str]) -> int:
+    def _prune_tx(
+        self, s: Session, order_ids: list[uuid.UUID], states: Sequence[str]
+    ) -> tuple[int, int]:
         ids = list(
             s.scalars(select(Order.id).where(Order.id.in_(order_ids), Order.state.in_(states)))
         )
         if not ids:
-            return 0
+            return 0, 0
         items = int(s.scalar(select(func.count()).where(Item.order_id.in_(ids))) or 0)
         s.execute(delete(Order).where(Order.id.in_(ids)))
-        return items
+        return len(ids), items
 
     def prune_audit(
         self, audit: str, cutoff: datetime, limit: int, after: int = 0

@@ -82,6 +82,10 @@ def _sqlite_engine(url: str) -> Engine:
         if not memory:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            # the WAL shrinks back to this once checkpointed: without a limit it kept the
+            # size of its busiest moment for good (800 MB beside a 150 MB database after
+            # an `ops prune` under traffic)
+            cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -93,6 +97,8 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+#: Bytes an SQLite WAL file is truncated to when a checkpoint resets it.
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 #: A pooled connection idle longer than this is pinged before it is handed out again.
 PING_AFTER_IDLE_SECONDS = 2.0
 #: The engine's pool (and the hot paths' own, :mod:`.rawpool`): connections kept idle,

@@ -31,6 +31,7 @@ from .idempotency import IdempotencyService
 from .views import event_dict, iso
 
 log = logging.getLogger("workmanager.maintenance")
+RECOVERY = {"step": "recover_applies"}
 
 
 @dataclass
@@ -45,15 +46,11 @@ class MaintenanceReport:
     purged_keys: int = field(default=0, metadata={"step": "purge_keys"})
     #: rate-limit buckets on the database untouched long enough to be full again
     purged_rate_buckets: int = field(default=0, metadata={"step": "purge_keys"})
-    recovered_applies: list[uuid.UUID] = field(
-        default_factory=list, metadata={"step": "recover_applies"}
-    )
-    recovered_auto_approvals: list[uuid.UUID] = field(
-        default_factory=list, metadata={"step": "recover_applies"}
-    )
+    recovered_applies: list[uuid.UUID] = field(default_factory=list, metadata=RECOVERY)
+    recovered_auto_approvals: list[uuid.UUID] = field(default_factory=list, metadata=RECOVERY)
     reannounced_items: int = field(default=0, metadata={"step": "recover_applies"})
     #: orders to recover whose message the broker did not take (sent again next window)
-    not_sent: list[uuid.UUID] = field(default_factory=list, metadata={"step": "recover_applies"})
+    not_sent: list[uuid.UUID] = field(default_factory=list, metadata=RECOVERY)
 
     def of_steps(self, *steps: str) -> dict[str, Any]:
         """The figures of the steps that ran (``dead_letter``, ``check_stale``,
@@ -339,11 +336,12 @@ class Housekeeping:
         old = Order.state.in_(PRUNABLE), Order.last_transitioned_at <= cutoff
         with self.ctx.db.transaction() as s:
             ids = list(s.scalars(select(Order.id).where(*old).order_by(Order.id)))
-        report = PruneReport(cutoff=iso(cutoff) or "", dry_run=dry_run, orders=len(ids))
+        report = PruneReport(cutoff=iso(cutoff) or "", dry_run=dry_run)
         store = build_order_store(self.ctx)
         for start in range(0, len(ids), PRUNE_BATCH):
             chunk = ids[start : start + PRUNE_BATCH]
-            report.items += self._items_of(chunk) if dry_run else store.prune(chunk, PRUNABLE)
+            done = self._would_prune(chunk) if dry_run else store.prune(chunk, PRUNABLE)
+            report.orders, report.items = report.orders + done[0], report.items + done[1]
             if progress is not None:
                 progress(min(start + PRUNE_BATCH, len(ids)), len(ids))
         if dry_run:  # the audit rows of the orders it would prune go with them
@@ -355,9 +353,10 @@ class Housekeeping:
             report.provenance = _prune_audit(store, "provenance", cutoff)
         return report
 
-    def _items_of(self, chunk: list[uuid.UUID]) -> int:
+    def _would_prune(self, chunk: list[uuid.UUID]) -> tuple[int, int]:
         with self.ctx.db.transaction() as s:
-            return int(s.scalar(select(func.count()).where(Item.order_id.in_(chunk))) or 0)
+            items = s.scalar(select(func.count()).where(Item.order_id.in_(chunk)))
+        return len(chunk), int(items or 0)
 
     def _old_audit(
         self, model: type[Event] | type[Provenance], cutoff: datetime, pruned: Select[Any]

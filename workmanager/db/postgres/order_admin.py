@@ -31,7 +31,7 @@ from ...leases.selection import Shape
 from ...services.context import ServiceContext
 from ...services.views import item_dict
 from ...state_machine import check_item, check_order, settled_after_retry
-from ...states import OPEN_ORDER_STATES, ItemState, OrderState
+from ...states import HELD_ITEM_STATES, OPEN_ORDER_STATES, ItemState, OrderState
 from ...types import Actor, AgentInfo
 from ..models import EVENTS_TABLE, PROVENANCE_TABLE
 from ..order_store import ItemRetryCheck, OrderChange, OrderRow, RetryCheck
@@ -171,7 +171,8 @@ class PostgresOrderAdmin:
 
     def dead_letter(self, cutoff: datetime, actor: Actor) -> tuple[int, int]:
         check_order(OrderState.FAILED, OrderState.DEAD_LETTERED)
-        check_item(ItemState.FAILED, ItemState.DEAD_LETTERED)
+        for state in (ItemState.FAILED, ItemState.QUEUED, *HELD_ITEM_STATES):
+            check_item(state, ItemState.DEAD_LETTERED)
         values = {
             "cutoff": cutoff,
             "now": self.ctx.clock(),
@@ -207,10 +208,10 @@ class PostgresOrderAdmin:
     def _claim_stale(self, sql: str, values: dict[str, Any]) -> list[uuid.UUID]:
         return [r["id"] for r in self.raw.run(lambda conn: rows.write(conn, sql, values, {}))]
 
-    def prune(self, order_ids: list[uuid.UUID], states: Sequence[str]) -> int:
+    def prune(self, order_ids: list[uuid.UUID], states: Sequence[str]) -> tuple[int, int]:
         values = {"ids": order_ids, "states": list(states)}
         (row,) = self.raw.run(lambda conn: rows.write(conn, _PRUNE_ORDERS, values, {}))
-        return int(row["items"])
+        return int(row["orders"]), int(row["items"])
 
     def prune_audit(
         self, audit: str, cutoff: datetime, limit: int, after: int = 0

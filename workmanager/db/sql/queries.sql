@@ -648,14 +648,15 @@ WITH o AS (
 SELECT o.*, {events_column} FROM o
 
 -- name: dead_letter
--- Failed orders last moved at or before %(cutoff)s to dead_lettered, and with them their
--- failed items to dead_lettered and their held items' leases ended (back to queued, as
--- their queued siblings: a submit into a dead order would go nowhere); the items of
--- orders dead-lettered before, which a row held then kept back, come now. Rows another
--- transaction holds are skipped (a failed order being retried is left whole). Each change
--- with its event: orders, then items, each by id. Returns how many orders and items were
--- dead-lettered, the leases ended (ended: their holders, for the lock store) and
--- {events_column}.
+-- Failed orders last moved at or before %(cutoff)s to dead_lettered, and with them every
+-- item not done: failed, queued and held ones to dead_lettered, a held one's lease ended
+-- first (event lease_released: a submit into a dead order would go nowhere). A queued
+-- item left behind would stay in the checkout's index, walked by every checkout until
+-- the order is pruned. The items of orders dead-lettered before, which a row held then
+-- kept back, come now. Rows another transaction holds are skipped (a failed order being
+-- retried is left whole). Each change with its event: orders, then items, each by id (a
+-- held one's lease_released before its dead_lettered). Returns how many orders and items were dead-lettered, the leases ended (ended: their
+-- holders, for the lock store) and {events_column}.
 WITH o AS (
   UPDATE work_orders SET state = 'dead_lettered', last_transitioned_at = %(now)s,
          updated_at = %(now)s
@@ -666,20 +667,17 @@ WITH o AS (
 ), dead AS (
   SELECT id FROM o UNION ALL SELECT id FROM work_orders WHERE state = 'dead_lettered'
 ), i AS (
-  UPDATE work_items SET state = 'dead_lettered', updated_at = %(now)s
-   WHERE id IN (SELECT id FROM work_items
-                 WHERE state = 'failed' AND order_id IN (SELECT id FROM dead)
-                   FOR UPDATE SKIP LOCKED)
-  RETURNING id, order_id
-), h AS (
-  UPDATE work_items w SET state = 'queued', leased_by_agent_id = NULL,
+  UPDATE work_items w SET state = 'dead_lettered', leased_by_agent_id = NULL,
          lease_expires_at = NULL, updated_at = %(now)s
-    FROM (SELECT id, leased_by_agent_id FROM work_items
-           WHERE state IN ('leased', 'in_progress') AND order_id IN (SELECT id FROM dead)
+    FROM (SELECT id, state, leased_by_agent_id FROM work_items
+           WHERE state IN ('failed', 'queued', 'leased', 'in_progress')
+             AND order_id IN (SELECT id FROM dead)
              FOR UPDATE SKIP LOCKED) AS was
    WHERE w.id = was.id
-  RETURNING w.id, w.order_id, w.order_type, w.lease_token, was.leased_by_agent_id AS agent_id,
-            w.lease_secret_hash
+  RETURNING w.id, w.order_id, w.order_type, w.lease_token, w.lease_secret_hash,
+            was.state IN ('leased', 'in_progress') AS held, was.leased_by_agent_id AS agent_id
+), h AS (
+  SELECT * FROM i WHERE held
 ), events AS (
   INSERT INTO work_events ({event_columns})
   SELECT order_id, item_id, event, %(actor_type)s, %(actor_id)s, payload, NULL, %(now)s
@@ -687,14 +685,14 @@ WITH o AS (
       SELECT 0 AS n, id AS k, id AS order_id, NULL::uuid AS item_id,
              'dead_lettered' AS event, NULL::jsonb AS payload FROM o
       UNION ALL
-      SELECT 1, id, order_id, id, 'dead_lettered', NULL FROM i
-      UNION ALL
       SELECT 1, id, order_id, id, 'lease_released',
              jsonb_build_object('agent_id', agent_id, 'lease_token', lease_token,
                                 'reason', 'order_dead_lettered')
         FROM h
+      UNION ALL
+      SELECT 2, id, order_id, id, 'dead_lettered', NULL FROM i
     ) AS ordered
-   ORDER BY n, k
+   ORDER BY n = 0 DESC, k, n
   {returned_events}
 )
 SELECT (SELECT count(*) FROM o) AS orders, (SELECT count(*) FROM i) AS items,
@@ -706,13 +704,15 @@ SELECT (SELECT count(*) FROM o) AS orders, (SELECT count(*) FROM i) AS items,
 
 -- name: prune_orders
 -- Those of %(ids)s still in a prunable state (%(states)s) deleted, their items, parts and
--- audit rows with them (foreign keys, the audit trigger); returns how many items they held
--- (the main SELECT sees the rows as they were before the delete).
+-- audit rows with them (foreign keys, the audit trigger); returns how many orders were
+-- deleted (another prune may have taken some) and how many items they held (the main
+-- SELECT sees the rows as they were before the delete).
 WITH gone AS (
   DELETE FROM work_orders WHERE id = ANY(%(ids)s::uuid[]) AND state = ANY(%(states)s::text[])
   RETURNING id
 )
-SELECT count(*) AS items FROM work_items WHERE order_id IN (SELECT id FROM gone)
+SELECT (SELECT count(*) FROM gone) AS orders,
+       (SELECT count(*) FROM work_items WHERE order_id IN (SELECT id FROM gone)) AS items
 
 -- name: prune_audit
 -- One batch of at most %(limit)s rows of {table} (work_events, work_provenance) created
