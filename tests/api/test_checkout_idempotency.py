@@ -27,6 +27,11 @@ def test_checkout_enforced_requires_a_key_and_replays_the_same_lease(api_db_url,
             assert again.json() == first.json()
             scoped = client.post(f"{PREFIX}/orders/{order['id']}/checkout", headers=idem())
             assert scoped.status_code == 409  # the only item is already leased
+            # an audit pass: the same key on /orders/global/checkout met the global
+            # checkout's stored key (its target is "global"): 422, not the 404 it is
+            named = client.post(f"{PREFIX}/orders/global/checkout", headers=key)
+            assert named.status_code == 404, named.text
+            assert named.json()["error"]["code"] == "not_found"
     finally:
         srv.close()
 

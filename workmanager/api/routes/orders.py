@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from ...durations import MAX_WAIT_SECONDS
-from ...surface.operations import CheckoutFilters
+from ...surface.operations import CheckoutFilters, parse_id
 from .. import idempotent
 from .. import responses as R
 from ..deps import ApproveAuth, CheckoutAuth, ProposeAuth, RejectAuth, ViewAuth, state
@@ -68,11 +68,14 @@ def get_order(request: Request, auth: ViewAuth, order_id: str) -> JSONResponse:
 def checkout_order(request: Request, auth: CheckoutAuth, order_id: str) -> JSONResponse:
     caller = auth.caller()
     ops = state(request).ops
+    # the key's target is the order's id as a UUID: ``global``, the global checkout's own
+    # target, is no order (404), and never the global checkout's key
+    target = str(parse_id(order_id, "order"))
     return idempotent.run(
         request,
         caller,
         "checkout",
-        order_id,
+        target,
         {},
         lambda c: ops.checkout(c, CheckoutFilters(), order_id),
     )
