@@ -106,8 +106,8 @@ def _seconds(n: float) -> Any:
 @pytest.mark.parametrize("lock", [*LOCKS, "database"])
 def test_reads_show_a_held_leases_expiry_from_its_lock(make_wm, db, lock) -> None:
     """The row's recorded expiry lags behind lock-only beats; the order view, the item
-    view, the console's items list, the orders list's included items and the CLI's items
-    list show the lock's (reads/expiry.py), and no later than now once the lock is gone.
+    view, the console's items list, the orders list's included items, the CLI's items
+    list and ``ops check``'s expired count go by the lock's (reads/expiry.py), and no later than now once the lock is gone.
     Without a lock store the row's figure is the lease's."""
     from sqlalchemy import update
 
@@ -140,19 +140,27 @@ def test_reads_show_a_held_leases_expiry_from_its_lock(make_wm, db, lock) -> Non
 
         return datetime.fromisoformat(text)
 
+    def leases() -> dict[str, int]:  # ``ops check``'s figures (an audit pass: from the row)
+        from workmanager.services.maintenance import Housekeeping
+
+        return dict(Housekeeping(wm.ctx).counts()["leases"])
+
     if lock == "database":  # the row is the lock: its figure, whatever it says
         assert {at(t) for t in shown()} == {lagging}
+        assert leases() == {"held": 1, "expired": 1}
         return
     before = _now(wm)
     first = shown()
     assert all(at(t) > before + _seconds(50) for t in first)  # the lock's 60 s TTL
     assert len(set(first)) == 1 and shown() == first  # the lock's end: the same each read
+    assert leases() == {"held": 1, "expired": 0}
     store = wm.ctx.leases.store  # type: ignore[attr-defined]
     if lock == "memory":
         store.flush()
     else:
         store.client.delete(*store.client.keys(f"{store.keys.prefix}item:*"))
     assert all(at(t) <= _now(wm) for t in shown())  # the lock is gone: expired
+    assert leases() == {"held": 1, "expired": 1}
 
 
 @pytest.mark.parametrize("db", STORES)

@@ -24,6 +24,7 @@ from ..db.predicates import count_rows, held, old_audit, waiting
 from ..db.session import display_url
 from ..errors import InvalidQuery, SchemaOutdated
 from ..ratelimit.database import purge_full
+from ..reads.expiry import lock_ends
 from ..states import HELD_ITEM_STATES, SETTLED_ORDER_STATES, ItemState, OrderState
 from ..types import Actor
 from .context import ServiceContext
@@ -31,6 +32,7 @@ from .idempotency import IdempotencyService
 from .views import event_dict, iso
 
 log = logging.getLogger("workmanager.maintenance")
+Sender = Callable[[uuid.UUID], bool | None]  # one order's message; False: not taken
 RECOVERY = {"step": "recover_applies"}
 
 
@@ -95,11 +97,7 @@ class Maintenance:
         return report
 
     @staticmethod
-    def _sent(
-        ids: list[uuid.UUID],
-        send: Callable[[uuid.UUID], bool | None],
-        report: MaintenanceReport,
-    ) -> list[uuid.UUID]:
+    def _sent(ids: list[uuid.UUID], send: Sender, report: MaintenanceReport) -> list[uuid.UUID]:
         """The orders of ``ids`` whose message the broker took; the others go to the
         report's ``not_sent`` (a run with the broker down reported them recovered). They
         were touched, so they are sent again after ``APPLY_RECOVERY_SECONDS``."""
@@ -109,8 +107,7 @@ class Maintenance:
         return sent
 
     def _dead_letter(self) -> tuple[int, int]:
-        """Failed orders and items older than ``DEAD_LETTER_AFTER_HOURS``: dead-lettered
-        (the order store's ``dead_letter``)."""
+        """Failed orders older than ``DEAD_LETTER_AFTER_HOURS``, and their items, dead."""
         cutoff = self.ctx.clock() - timedelta(hours=self.ctx.settings.dead_letter_after_hours)
         return self.store.dead_letter(cutoff, Actor.system())
 
@@ -197,9 +194,8 @@ class Maintenance:
         return now - timedelta(seconds=self.ctx.settings.apply_recovery_seconds)
 
     def report_gauges(self) -> None:
-        """``queue_depth`` (items a checkout will take: not those of a failed or
-        dead-lettered order, which stay ``queued`` for good) and ``leases_active`` per
-        order type."""
+        """``queue_depth`` (items a checkout will take: not the queued ones of a failed
+        order, until it is retried or dead-lettered) and ``leases_active`` per type."""
         counted = select(Item.order_type, func.count()).group_by(Item.order_type)
         with self.ctx.db.transaction() as s:
             queued = s.execute(counted.where(waiting())).all()
@@ -270,13 +266,19 @@ class Housekeeping:
         return report
 
     def counts(self) -> dict[str, Any]:
-        """Orders and items by state, and held leases (those past their expiry apart)."""
+        """Orders and items by state, and held leases (those expired apart: with a lock
+        store, those whose lock is gone, as every read says, reads/expiry.py; the row's
+        expiry lags behind a heartbeat that touched only the lock)."""
         now = self.ctx.clock()
         held = Item.state.in_([s.value for s in HELD_ITEM_STATES])
         with self.ctx.db.transaction() as s:
             orders = dict(s.execute(select(Order.state, func.count()).group_by(Order.state)).all())
             items = dict(s.execute(select(Item.state, func.count()).group_by(Item.state)).all())
+            ids = list(s.scalars(select(Item.id).where(held))) if self.ctx.leases.lock else []
             expired = s.scalar(select(func.count()).where(held, Item.lease_expires_at <= now))
+        ends = lock_ends(self.ctx, ids)
+        if ends is not None:
+            expired = len(ids) - len(ends)
         return {
             "orders": {str(k): int(v) for k, v in sorted(orders.items())},
             "items": {str(k): int(v) for k, v in sorted(items.items())},
