@@ -107,8 +107,9 @@ def _seconds(n: float) -> Any:
 def test_reads_show_a_held_leases_expiry_from_its_lock(make_wm, db, lock) -> None:
     """The row's recorded expiry lags behind lock-only beats; the order view, the item
     view, the console's items list, the orders list's included items, the CLI's items
-    list and ``ops check``'s expired count go by the lock's (reads/expiry.py), and no later than now once the lock is gone.
-    Without a lock store the row's figure is the lease's."""
+    list and ``ops check``'s expired count go by the lock's (reads/expiry.py), and no
+    later than now once the lock is gone. Without a lock store the row's figure is the
+    lease's."""
     from sqlalchemy import update
 
     from workmanager.reads.item_listing import ItemListing
