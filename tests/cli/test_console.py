@@ -403,7 +403,7 @@ def test_ops_purge_keys(console: Console) -> None:
         wm.idempotency.begin("propose", "-", "p", f"key-{n}", {"n": n})
     with wm.db.transaction() as s:
         s.execute(update(IdempotencyKey).where(IdempotencyKey.id <= 3).values(
-            created_at=utcnow() - timedelta(days=31)
+            created_at=utcnow() - timedelta(days=31), expires_at=utcnow() - timedelta(days=30)
         ))  # fmt: skip
         s.execute(update(IdempotencyKey).where(IdempotencyKey.id <= 2).values(status=DONE))
     assert console.json("ops", "purge-keys", "--dry-run") == {"purged": 2, "dry_run": True}

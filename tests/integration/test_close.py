@@ -48,3 +48,24 @@ def test_close_releases_redis_and_statsd_sockets(pg_url: str, redis_url: str) ->
         assert open_fds() > before
         wm.close()
         assert open_fds() == before
+
+
+def test_metrics_after_close_are_sent_again(caplog: pytest.LogCaptureFixture) -> None:
+    """A review pass: after ``close()`` the StatsD client stayed set with its socket gone,
+    so every later metric logged a traceback and was dropped; the Redis clients and the
+    database pools reconnect on use. It is made again by the next metric."""
+    import socket
+
+    from workmanager.metrics.statsd import StatsdDriver
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(5)
+        driver = StatsdDriver("127.0.0.1", server.getsockname()[1])
+        driver.increment("before")
+        assert server.recv(1024) == b"before:1|c"
+        driver.close()
+        driver.increment("after")
+        assert server.recv(1024) == b"after:1|c"
+        driver.close()
+    assert "Traceback" not in caplog.text

@@ -246,8 +246,27 @@ def test_purge_older_than(wm: WorkManager, clock: Clock) -> None:
     propose_once(wm, "a", BODY)
     clock.advance(minutes=10)
     propose_once(wm, "b", BODY)
-    assert wm.idempotency.purge(older_than=clock.now - timedelta(minutes=5)) == 1
+    cutoff = clock.now - timedelta(minutes=5)
+    # "a" still answers its retries (its hour runs from its answer): kept unless forced
+    assert wm.idempotency.purge(older_than=cutoff) == 0
+    assert wm.idempotency.purge(older_than=cutoff, force=True) == 1
     assert keys(wm) == 1
+
+
+def test_purge_by_age_keeps_an_answer_still_replayed(wm: WorkManager, clock: Clock) -> None:
+    """A review pass: once answers were kept for the TTL from when they were stored,
+    ``ops purge-keys --older-than`` the TTL (no ``--force`` needed) still judged by the
+    claim and deleted the key of a long request answered late, whose retry then ran
+    again."""
+    claim = begin(wm, "propose", "-", "token-a", "slow", BODY)
+    assert isinstance(claim, Claim)
+    clock.advance(minutes=50)  # the request ran 50 minutes
+    wm.idempotency.complete(claim, 201, {"order": {"id": "o"}})
+    clock.advance(minutes=20)  # created 70 minutes ago, answered 20 minutes ago
+    assert wm.idempotency.purge(clock.now - timedelta(hours=1)) == 0  # ops purge-keys
+    assert begin(wm, "propose", "-", "token-a", "slow", BODY) == Replay(201, {"order": {"id": "o"}})
+    clock.advance(minutes=41)  # its hour since the answer is over
+    assert wm.idempotency.purge(clock.now - timedelta(hours=1)) == 1
     assert uuid.UUID(propose_once(wm, "b", BODY)[1]["order"]["id"])
 
 

@@ -162,8 +162,9 @@ def prune(env: Env, older_than: timedelta, dry_run: bool, yes: bool, as_json: bo
 def purge_keys(env: Env, older_than: timedelta, dry_run: bool, force: bool, as_json: bool) -> None:
     """Delete idempotency keys created longer ago than that (none still in flight).
 
-    A key younger than WORK_MANAGER_IDEMPOTENCY_TTL_HOURS still answers its retries:
-    purging it lets a retry run again (a second order), so such a cutoff needs --force."""
+    A key whose answer is younger than WORK_MANAGER_IDEMPOTENCY_TTL_HOURS still answers
+    its retries: purging it lets a retry run again (a second order), so such keys are
+    kept, and a cutoff younger than the TTL is refused, unless --force."""
     ttl = timedelta(hours=env.settings.idempotency_ttl_hours)
     if older_than < ttl and not force:
         raise click.BadParameter(
@@ -171,7 +172,8 @@ def purge_keys(env: Env, older_than: timedelta, dry_run: bool, force: bool, as_j
             " retry would run again. Use a longer cutoff, or --force",
             param_hint="--older-than",
         )
-    count = Housekeeping(env.wm.ctx).purge_keys(older_than, dry_run=dry_run)
+    cutoff = env.wm.ctx.clock() - older_than
+    count = env.wm.idempotency.purge(cutoff, dry_run=dry_run, force=force)
     verb = "would purge" if dry_run else "purged"
     emit({"purged": count, "dry_run": dry_run}, as_json, f"{verb} {count} idempotency key(s)")
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, exists, func, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import NotFound
@@ -201,13 +201,19 @@ class OrmOrderAdmin:
         )
         for order in orders:
             move_order(s, order, OrderState.DEAD_LETTERED, actor, now=now)
-        # with their order (queries.sql, dead_letter): every item not done dead, leases ended
+        # with their order (queries.sql, dead_letter): every item not done dead, leases
+        # ended; of orders dead before, the failed and held items a lock held back then
         dead = select(Order.id).where(Order.state == OrderState.DEAD_LETTERED.value)
-        ending = [s.value for s in (ItemState.FAILED, ItemState.QUEUED, *HELD_ITEM_STATES)]
+        late = [s.value for s in (ItemState.FAILED, *HELD_ITEM_STATES)]
+        now_dead = and_(
+            Item.order_id.in_([o.id for o in orders]),
+            Item.state.in_([*late, ItemState.QUEUED.value]),
+        )
+        held_back = and_(Item.state.in_(late), Item.order_id.in_(dead))
         items = list(
             s.scalars(
                 select(Item)
-                .where(Item.state.in_(ending), Item.order_id.in_(dead))
+                .where(or_(now_dead, held_back))
                 .order_by(Item.id)
                 .with_for_update(skip_locked=True)
             )

@@ -194,10 +194,10 @@ def check_row(
             details={"item_id": str(item.id)},
         )
     if item.state not in HELD_ITEM_STATES:
-        if item.state in (ItemState.QUEUED, ItemState.FAILED):
+        if item.state in (ItemState.QUEUED, ItemState.FAILED, ItemState.DEAD_LETTERED):
             raise LeaseExpired(  # the code upstream agents know for "this lease is gone"
                 f"the lease has ended: the item is {item.state} (the lease expired and was "
-                "reclaimed, or was released or failed)",
+                "reclaimed, or was released or failed, or its order was dead-lettered)",
                 details={"item_id": str(item.id), "state": item.state},
             )
         raise IllegalStateTransition(

@@ -121,6 +121,7 @@ class StatsdDriver:
         """Close both UDP sockets (the package's client and the tagged lines' own)."""
         if self._client is not None:
             self._client.close()
+            self._client, self._next_lookup = None, 0.0  # made again by the next metric
         if self._tags_socket is not None:
             self._tags_socket.close()
             self._tags_socket = None

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import and_, delete, or_
+from sqlalchemy import and_, delete, or_, true
 
 from ..db import claims
 from ..db.models import IdempotencyKey
@@ -341,14 +341,22 @@ class IdempotencyService:
         }
         return self.store.claim_key(values) is not None
 
-    def purge(self, older_than: datetime | None = None, *, dry_run: bool = False) -> int:
+    def purge(
+        self, older_than: datetime | None = None, *, dry_run: bool = False, force: bool = False
+    ) -> int:
         """Delete expired keys, or (an operator's cutoff) the answered keys created before
         ``older_than``: never one whose request is still in flight or whose answer is not
-        stored yet (the retry it guards would run again). ``dry_run``: count them only."""
+        stored yet, nor (unless ``force``) one whose answer is still replayed (its TTL runs
+        from when it was stored): the retry it guards would run again. ``dry_run``: count
+        them only."""
         now = self.ctx.clock()
         unlocked = or_(IdempotencyKey.locked_until.is_(None), IdempotencyKey.locked_until <= now)
         cond = (
-            and_(IdempotencyKey.created_at < older_than, IdempotencyKey.status == DONE)
+            and_(
+                IdempotencyKey.created_at < older_than,
+                IdempotencyKey.status == DONE,
+                true() if force else IdempotencyKey.expires_at <= now,
+            )
             if older_than
             else and_(IdempotencyKey.expires_at <= now, unlocked)  # not a request still running
         )

@@ -383,11 +383,6 @@ class Housekeeping:
         log.warning("fencing tokens of %d item(s) raised by %d (database restored)", count, gap)
         return count
 
-    def purge_keys(self, older_than: timedelta, *, dry_run: bool = False) -> int:
-        """Delete (or count) idempotency keys created longer ago than ``older_than``."""
-        cutoff = self.ctx.clock() - older_than
-        return IdempotencyService(self.ctx).purge(older_than=cutoff, dry_run=dry_run)
-
 
 def _prune_audit(store: OrderStore, audit: str, cutoff: datetime) -> int:
     """``audit``'s rows created before ``cutoff`` deleted in batches of ``PRUNE_BATCH``:

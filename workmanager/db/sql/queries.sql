@@ -652,8 +652,8 @@ SELECT o.*, {events_column} FROM o
 -- item not done: failed, queued and held ones to dead_lettered, a held one's lease ended
 -- first (event lease_released: a submit into a dead order would go nowhere). A queued
 -- item left behind would stay in the checkout's index, walked by every checkout until
--- the order is pruned. The items of orders dead-lettered before, which a row held then
--- kept back, come now. Rows another transaction holds are skipped (a failed order being
+-- the order is pruned. The failed and held items of orders dead-lettered before, which a
+-- row held then kept back, come now. Rows another transaction holds are skipped (a failed order being
 -- retried is left whole). Each change with its event: orders, then items, each by id (a
 -- held one's lease_released before its dead_lettered). Returns how many orders and items were dead-lettered, the leases ended (ended: their
 -- holders, for the lock store) and {events_column}.
@@ -664,15 +664,23 @@ WITH o AS (
                  WHERE state = 'failed' AND last_transitioned_at <= %(cutoff)s
                    FOR UPDATE SKIP LOCKED)
   RETURNING id
-), dead AS (
-  SELECT id FROM o UNION ALL SELECT id FROM work_orders WHERE state = 'dead_lettered'
+), now_dead AS (
+  -- the items of the orders dead from now: one index probe per order (order_id, state)
+  SELECT id, state, leased_by_agent_id FROM work_items
+   WHERE order_id IN (SELECT id FROM o) AND state IN ('failed', 'queued', 'leased', 'in_progress')
+     FOR UPDATE SKIP LOCKED
+), held_back AS (
+  -- those of orders dead before, held back then (locked): the small failed and held sets
+  -- (their state indexes), never a walk of the queued ones; the statement's snapshot does
+  -- not see o's orders dead yet, so the two are apart
+  SELECT id, state, leased_by_agent_id FROM work_items
+   WHERE state IN ('failed', 'leased', 'in_progress')
+     AND order_id IN (SELECT id FROM work_orders WHERE state = 'dead_lettered')
+     FOR UPDATE SKIP LOCKED
 ), i AS (
   UPDATE work_items w SET state = 'dead_lettered', leased_by_agent_id = NULL,
          lease_expires_at = NULL, updated_at = %(now)s
-    FROM (SELECT id, state, leased_by_agent_id FROM work_items
-           WHERE state IN ('failed', 'queued', 'leased', 'in_progress')
-             AND order_id IN (SELECT id FROM dead)
-             FOR UPDATE SKIP LOCKED) AS was
+    FROM (SELECT * FROM now_dead UNION ALL SELECT * FROM held_back) AS was
    WHERE w.id = was.id
   RETURNING w.id, w.order_id, w.order_type, w.lease_token, w.lease_secret_hash,
             was.state IN ('leased', 'in_progress') AS held, was.leased_by_agent_id AS agent_id
