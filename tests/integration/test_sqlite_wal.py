@@ -39,3 +39,35 @@ def test_the_wal_shrinks_back_once_checkpointed(
         assert wal.stat().st_size <= MIB + 64 * 1024, wal.stat().st_size
     finally:
         db.dispose()
+
+
+def test_the_probes_do_not_wait_behind_a_writer(tmp_path: Path) -> None:
+    """An audit pass on the embedded default: while any process held SQLite's write lock
+    for over 2 s (a slow hook, a prune batch), ``/readyz`` and ``ops check`` said the
+    database was down: their ``SELECT 1`` began ``BEGIN IMMEDIATE`` as every transaction
+    does, and queued for the lock. Under WAL a reader needs no lock: the probes read."""
+    import threading
+
+    from workmanager.db.migrate import require_head
+
+    db = Database(f"sqlite:///{tmp_path}/wm.db")
+    db.create_all()
+    writer = sqlite3.connect(tmp_path / "wm.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # the write lock, held
+    writer.execute("DELETE FROM work_orders")
+    done = threading.Event()
+
+    def probe() -> None:
+        db.ping()
+        require_head(db)
+        done.set()
+
+    thread = threading.Thread(target=probe, daemon=True)
+    try:
+        thread.start()
+        assert done.wait(10), "the probes waited for the writer's lock"
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        thread.join(40)
+        db.dispose()

@@ -174,7 +174,7 @@ def stamp_head(connection: Connection) -> None:
 def _recorded(db: Database) -> tuple[str, ...]:
     """The revisions recorded in the database (read directly: a ``MigrationContext`` logs
     two INFO lines each time, and ``/readyz`` asks on every probe)."""
-    with unavailable_when_down(db.url), db.engine.connect() as connection:
+    with unavailable_when_down(db.url), db.reading() as connection:
         if not inspect(connection).has_table(VERSION_TABLE):
             return ()
         rows = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -91,12 +91,17 @@ def _sqlite_engine(url: str) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         # Every transaction takes the write lock up front, so concurrent writers queue on
-        # busy_timeout instead of failing a lock upgrade half-way ("database is locked").
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # busy_timeout instead of failing a lock upgrade half-way ("database is locked");
+        # but a connection that only reads (a probe) begins deferred: under WAL a reader
+        # never waits for a writer (a 2 s write made /readyz say "database down")
+        read_only = conn.get_execution_options().get(READS_ONLY)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
 
+#: Execution option of a connection that only reads (:meth:`Database.reading`).
+READS_ONLY = "workmanager_reads_only"
 #: Bytes an SQLite WAL file is truncated to when a checkpoint resets it.
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 #: A pooled connection idle longer than this is pinged before it is handed out again.
@@ -303,6 +308,11 @@ class Database:
 
         Base.metadata.drop_all(self.engine)
 
+    def reading(self) -> Connection:
+        """A connection that only reads (the probes): on SQLite its transactions begin
+        deferred, so it never waits behind a writer's lock."""
+        return self.engine.connect().execution_options(**{READS_ONLY: True})
+
     def ping(self) -> None:
         """The database answers, and (PostgreSQL) takes writes: a standby, or a server
         set read-only, answers every read and refuses every change."""
@@ -310,7 +320,7 @@ class Database:
         if self.is_postgres:
             probe = "SELECT current_setting('transaction_read_only')"
         try:
-            with unavailable_when_down(self.url), self.engine.connect() as conn:
+            with unavailable_when_down(self.url), self.reading() as conn:
                 answer = conn.exec_driver_sql(probe).scalar()
         except DBAPIError as exc:  # a probe: any driver error means "not ready"
             raise Unavailable(f"database unavailable: {exc.orig}") from exc
