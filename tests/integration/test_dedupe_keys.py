@@ -195,3 +195,41 @@ def test_a_refusal_recorded_in_a_tenant_names_no_registered_type(
         wm.orders.refuse(refused, "nope.type", {}, order_id=order_id, tenant_id=tenant)
         said = wm.queries.order(order_id)["last_error"]["message"]
         assert ("test.simple" in said) is (tenant is None), said
+
+
+def test_a_refused_proposals_record_is_given_up_to_its_own_tenant_only(
+    make_wm: Any, database: str
+) -> None:
+    """A tenant audit: a proposal refused in tenant A left its record under the id its
+    producer got; tenant B's proposal under the same dedupe key deleted it and took the
+    id (A's token then read 404, and A's corrected proposal was refused). B is refused
+    (dedupe_key_reused) and A's record stays, for A's corrected proposal to replace."""
+    from workmanager.errors import ValidationFailed
+    from workmanager.services.proposals import order_id_for
+
+    wm = make_wm(db=database, registry=Registry([Simple()]))
+    key = "invoice-123"
+    refused = ValidationFailed.at("payload.n", "must be at least 0", "minimum")
+    wm.orders.refuse(refused, "test.simple", {"n": -1}, order_id=order_id_for(key), tenant_id="A")
+    with pytest.raises(DedupeKeyReused):
+        wm.propose("test.simple", {"n": 1}, dedupe_key=key, tenant_id="B")
+    kept = wm.queries.order(order_id_for(key))
+    assert (kept["state"], kept["tenant_id"], kept["payload"]) == ("failed", "A", {"n": -1})
+    corrected = wm.propose("test.simple", {"n": 1}, dedupe_key=key, tenant_id="A")
+    assert corrected == order_id_for(key)
+    order = wm.queries.order(corrected)
+    assert (order["state"], order["tenant_id"]) == ("queued", "A")
+
+
+def test_a_refusal_goes_into_its_payloads_tenant_as_its_order_would(
+    make_wm: Any, database: str
+) -> None:
+    """An order proposed with no tenant takes its payload's ``tenant_id``; its refused
+    record was filed under no tenant, so that tenant's tokens could not read why."""
+    from workmanager.errors import ValidationFailed
+
+    wm = make_wm(db=database, registry=Registry([Simple()]))
+    order_id = uuid.uuid4()
+    refused = ValidationFailed.at("payload.n", "must be at least 0", "minimum")
+    wm.orders.refuse(refused, "test.simple", {"n": -1, "tenant_id": "A"}, order_id=order_id)
+    assert wm.queries.order(order_id)["tenant_id"] == "A"

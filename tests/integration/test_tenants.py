@@ -142,6 +142,27 @@ def test_tokens_carry_their_tenant(wm: WorkManager) -> None:
     assert [r["tenant_id"] for r in tokens.list()] == ["acme"]
 
 
+def test_one_agent_id_is_bound_in_one_tenant(wm: WorkManager) -> None:
+    """A tenant audit: a token of tenant B could be bound to an agent id a token of
+    tenant A was bound to, and both acted as that agent (one lease limit, one rate bucket,
+    one provenance trail for two tenants). Refused; a second token of the same tenant (a
+    rotation) is not, nor is the id once the other tenant's token is revoked."""
+    from workmanager.errors import ValidationFailed
+
+    tokens = TokenService(wm.ctx)
+    tokens.create("worker-a", "view", agent_id="bound-1", tenant_id="A")
+    tokens.create("worker-a2", "view", agent_id="bound-1", tenant_id="A")  # a rotation
+    with pytest.raises(ValidationFailed) as refused:
+        tokens.create("worker-b", "view", agent_id="bound-1", tenant_id="B")
+    assert "bound to a token of another tenant" in str(refused.value.details)
+    with pytest.raises(ValidationFailed):
+        tokens.create("operator", "view", agent_id="bound-1")  # no tenant: another one
+    assert [r["name"] for r in tokens.list()] == ["worker-a", "worker-a2"]
+    tokens.revoke("worker-a")
+    tokens.revoke("worker-a2")
+    tokens.create("worker-b", "view", agent_id="bound-1", tenant_id="B")
+
+
 def test_the_tenant_is_a_metrics_label(wm: WorkManager) -> None:
     """Lease and submit counters carry the item's tenant (``none`` for no tenant);
     ``WORK_MANAGER_METRICS_TENANT_LABEL=false`` builds metrics without the label."""

@@ -103,7 +103,7 @@ class OrderService:
         for _ in range(TAKEN_TRIES):
             if found is None or not is_refused(found):
                 break
-            self.store.drop_refused(order.id, droppable)
+            self.store.drop_refused(order.id, droppable(order.tenant_id))
             found = self._insert(order, items, actor, agent)
         if found is not None:
             same_proposal(found, type, payload, dedupe_key, order.tenant_id)
@@ -195,7 +195,7 @@ class OrderService:
         self, error: WorkManagerError, type: str, payload: Any, order_id: uuid.UUID, **p: Any
     ) -> tuple[OrderRow, bool]:  # the store's refuse(): (the order, whether created)
         actor = refusal_actor(p.get("requested_by") or Actor.system())
-        tenant = refusal_tenant(p.get("tenant_id"))
+        tenant = refusal_tenant(p.get("tenant_id"), payload)
         if tenant is not None and isinstance(error, UnknownOrderType):
             error = untold(error)  # its tenant's tokens read it: not the deployment's types
         order = refused_order(

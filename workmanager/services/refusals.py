@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -23,7 +24,7 @@ from ..states import OrderState
 from ..types import JSON, Actor
 from .context import ServiceContext
 from .proposals import storable_int
-from .tokens import checked_tenant, order_tenant
+from .tokens import checked_tenant, order_tenant, payload_tenant
 
 
 def is_refused(order: dict[str, Any]) -> bool:
@@ -82,11 +83,12 @@ def refusal_actor(actor: Actor) -> Actor:
     return Actor(actor.type, readable(str(actor.id))[:191] or actor.type)
 
 
-def refusal_tenant(tenant_id: Any) -> str | None:
-    """The tenant a refused proposal's record goes into: the one it was proposed into,
-    when that can be one (else none: an operator's token sees it)."""
+def refusal_tenant(tenant_id: Any, payload: Any = None) -> str | None:
+    """The tenant a refused proposal's record goes into: the one it was proposed into
+    (named, else its payload's ``tenant_id``, as an order's), when that can be one (else
+    none: an operator's token sees it)."""
     try:
-        return checked_tenant(tenant_id)
+        return checked_tenant(tenant_id) if tenant_id is not None else payload_tenant(payload)
     except WorkManagerError:
         return None
 
@@ -104,11 +106,17 @@ def planning_lost() -> ValidationFailed:
     )
 
 
-def droppable(order: OrderRow, item_states: list[str]) -> bool:
-    """Whether the locked ``order`` is a refused proposal's record (failed, marked refused,
-    no items), which a corrected proposal replaces (the order store's ``drop_refused``)."""
-    refused = {"state": order.state, "last_error": order.last_error}
-    return is_refused(refused) and not item_states
+def droppable(tenant: str | None) -> Callable[[OrderRow, list[str]], bool]:
+    """Whether the locked order is a refused proposal's record (failed, marked refused,
+    no items) that the corrected proposal of ``tenant`` replaces (the order store's
+    ``drop_refused``). Only its own tenant's: another tenant's proposal under the same key
+    deleted the record and took its order id, which its producer's tenant then lost."""
+
+    def check(order: OrderRow, item_states: list[str]) -> bool:
+        refused = {"state": order.state, "last_error": order.last_error}
+        return is_refused(refused) and not item_states and order.tenant_id == tenant
+
+    return check
 
 
 def _storable(value: JSON, max_depth: int) -> bool:

@@ -36,6 +36,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from ..db.models import ApiToken, Item, Order
 from ..db.request_store import LeaseRow, TokenRow, build_request_store
@@ -142,6 +143,7 @@ class TokenService:
         )
         try:
             with self.ctx.db.transaction() as s:
+                _one_tenant_per_agent(s, agent_id, row.tenant_id)
                 s.add(row)
                 s.flush()
                 made = token_dict(row)
@@ -257,6 +259,25 @@ def checked_tenant(value: Any, path: str = "tenant_id") -> str | None:
     if value != value.strip():
         raise ValidationFailed.at(path, expected, "pattern")
     return str(json_value(value, path))
+
+
+def _one_tenant_per_agent(s: Session, agent_id: str | None, tenant: str | None) -> None:
+    """An agent id bound to a live token of another tenant is refused: two tenants'
+    tokens acting as one agent shared its lease limit, rate bucket and provenance (a
+    second token of the same tenant, to rotate one, is fine)."""
+    if agent_id is None:
+        return
+    live = select(ApiToken.tenant_id).where(
+        ApiToken.agent_id == agent_id, ApiToken.revoked_at.is_(None)
+    )
+    others = {t for t in s.scalars(live) if t != tenant}
+    if others:
+        raise ValidationFailed.at(
+            "agent_id",
+            f"agent {agent_id!r} is bound to a token of another tenant already: one agent id"
+            " acts for one tenant (revoke that token first, or bind another id)",
+            "unique",
+        )
 
 
 def proposal_tenant(bound: str | None, requested: Any) -> str | None:
