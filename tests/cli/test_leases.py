@@ -289,3 +289,19 @@ def test_reclaim_expired_asks_the_backend(console: Console) -> None:
         s.execute(update(Item).values(lease_expires_at=utcnow() - timedelta(seconds=5)))
     assert console.json("leases", "reclaim")["leases"] == []
     assert len(console.json("leases", "list")) == 2
+
+
+def test_a_long_table_prints_its_first_rows_and_counts_the_rest(
+    console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scale pass: ``leases list`` of 50,000 held leases took 25 s, rich laying out
+    every row of a table no one reads. A table prints its first rows and says how many
+    more there are; ``--json`` has them all."""
+    from workmanager.cli import render
+
+    monkeypatch.setattr(render, "MAX_TABLE_ROWS", 3)
+    _hold(console, count=2)  # 4 leases
+    shown = console("leases", "list").stdout
+    assert "held leases (4)" in shown
+    assert "… and 1 more not shown: --json prints them all" in shown
+    assert len(console.json("leases", "list")) == 4

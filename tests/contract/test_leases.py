@@ -716,6 +716,39 @@ def test_per_tenant_limit_does_not_block_other_tenants(build) -> None:
     assert checkout(wm, "agent-e", tenant_id="acme").order_id == busy
 
 
+@pytest.mark.parametrize("limit", ["type", "tenant"])
+def test_a_checkout_of_nothing_but_a_full_type_or_tenant_picks_once(
+    build, monkeypatch: pytest.MonkeyPatch, limit: str
+) -> None:
+    """A scale pass: a checkout whose own type (or tenant, or order) was found at its
+    limit picked again leaving it out, a filter no index serves: each refused poll walked
+    every queued item of that type (0.2-0.4 s on a queue of 480,000). It ends at once."""
+    from workmanager.db.postgres import checkout as pg_checkout
+    from workmanager.leases import database, keyed, selection
+
+    picks: list[object] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        picks.append(args)
+        return selection.shape_of(*args, **kwargs)
+
+    for module in (pg_checkout, database, keyed):
+        monkeypatch.setattr(module, "shape_of", counted)
+    wm = build(**{f"max_leases_per_{limit}": 1})
+    order_id = wm.propose("test.multi", {"count": 3}, tenant_id="acme")
+    wm.propose("test.simple", {}, tenant_id="globex")
+    assert checkout(wm, "agent-a", order_id=order_id) is not None
+    asks = [
+        {"order_id": order_id},
+        {"type": "test.multi"} if limit == "type" else {"tenant_id": "acme"},
+    ]
+    for ask in asks:
+        picks.clear()
+        assert wm.agent.checkout("agent-c", **ask) is None, ask
+        assert len(picks) <= 1, (ask, len(picks))
+    assert checkout(wm, "agent-c").order_id != order_id  # the others' work goes on
+
+
 def racing_checkouts(wm: WorkManager, threads: int, each: int, agents: int) -> list[Lease | None]:
     """``threads`` threads started together, each checking out ``each`` times as agent
     ``agent-<n % agents>``: every answer."""

@@ -34,7 +34,7 @@ def check(url: str) -> None:
     upgrade(db)
     head = current(db)
     upgrade(db)  # idempotent
-    assert current(db) == head == "0016"
+    assert current(db) == head == "0017"
     assert schema_differences(db) == []
     indexes = {i["name"]: i for i in inspect(db.engine).get_indexes("work_items")}
     assert indexes["ix_work_items_checkout"]["column_names"][-2:] == ["created_at", "id"]
@@ -120,7 +120,7 @@ def test_cli_db_upgrade(tmp_path) -> None:
         [cli, "db", "upgrade"], env=env, capture_output=True, text=True, check=False
     )
     assert run.returncode == 0, run.stderr
-    assert "0016" in run.stdout
+    assert "0017" in run.stdout
 
 
 @pytest.mark.parametrize("database", ["sqlite", pytest.param("pg", marks=pytest.mark.postgres)])
@@ -152,7 +152,7 @@ def test_orders_from_before_0009_take_their_items_tenant(database, tmp_path, req
                 {"o": order, "t": value},
             )
     upgrade(db)
-    assert current(db) == "0016"
+    assert current(db) == "0017"
     with db.engine.connect() as conn:
         tenants = {
             name: conn.execute(

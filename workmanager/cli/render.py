@@ -110,17 +110,25 @@ def json_object(raw: str, max_depth: int, option: str) -> dict[str, Any]:
 WHOLE_COLUMNS = frozenset({"id", "order_id", "item_id"})
 
 
+#: Rows a table prints at most (the rest are counted on a line after it).
+MAX_TABLE_ROWS = 1_000
+
+
 def table(
     rows: Iterable[dict[str, Any]],
     columns: Sequence[str],
     title: str | None = None,
     empty: str = "nothing matched",
 ) -> None:
-    """Print ``rows`` (dicts) as a table of ``columns``; a line saying so when empty."""
+    """Print ``rows`` (dicts) as a table of ``columns``; a line saying so when empty. At
+    most :data:`MAX_TABLE_ROWS`, then a line saying how many more (``--json`` has them
+    all): 50,000 held leases took 25 s to lay out, a table no one reads."""
     rows = list(rows)
     if not rows:
         console().print(empty)
         return
+    more = len(rows) - MAX_TABLE_ROWS
+    rows = rows[:MAX_TABLE_ROWS]
     grid = Table(title=title, show_lines=False)
     for column in columns:
         # an id is copied into the next command: whole, never cut to "3f29a453-599…" by
@@ -132,6 +140,10 @@ def table(
     for row in rows:
         grid.add_row(*(Text(cell(row.get(c))) for c in columns))  # values, never markup
     console().print(grid)
+    if more > 0:
+        console().print(
+            f"… and {more:,} more not shown: --json prints them all, or narrow the selection"
+        )
 
 
 def cell(value: Any) -> str:

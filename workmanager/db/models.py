@@ -168,6 +168,17 @@ class Item(Base):
             )
             for name, column in (("type", "order_type"), ("tenant", "tenant_id"))
         ),
+        # A tenant's checkout by type: both, then the same order (migration 0017).
+        Index(
+            "ix_work_items_checkout_tenant_type",
+            "tenant_id",
+            "order_type",
+            text("priority DESC"),
+            "created_at",
+            "id",
+            postgresql_where=text("state = 'queued'"),
+            sqlite_where=text("state = 'queued'"),
+        ),
         Index("ix_work_items_order_state", "order_id", "state"),
         # The sweep: held leases by expiry.
         Index(

@@ -22,7 +22,7 @@ from ..db.predicates import queued
 from ..lease_tokens import Holder
 from ..states import ItemState
 from .base import CheckoutQuery, Grant, check_row
-from .limits import InSession, Limits
+from .limits import InSession, Limits, exhausted
 from .selection import Shape, eligible, params, shape_of
 
 
@@ -81,6 +81,8 @@ class DatabaseLeaseBackend:
                 savepoint.rollback()
                 session.expire(item)
                 (types if over.kind == "type" else tenants).add(over.key)
+                if exhausted(query, types, tenants):
+                    return None
                 continue
             if savepoint is not None:
                 savepoint.commit()

@@ -21,7 +21,7 @@ from ..errors import LeaseConflict, LeaseExpired
 from ..lease_tokens import Holder
 from ..states import ItemState
 from .base import CheckoutQuery, Grant, LeaseStore, check_row
-from .limits import InSession, Limits
+from .limits import InSession, Limits, exhausted
 from .selection import Shape, eligible, params, shape_of
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ class StoreLeaseBackend:
         counted = InSession(self.limits, session) if self.limits else None
         if self.agent_full(agent_id):  # before a row is locked: it is another agent's
             return None
-        while True:
+        while not exhausted(query, blocked, full):
             stmt = _candidates(shape_of(query, blocked, tried, full), postgres)
             rows = list(session.scalars(stmt, params(query, now, blocked, tried, full)))
             if not rows:
@@ -108,6 +108,7 @@ class StoreLeaseBackend:
                     return None
                 if token == -2:
                     blocked.add(item.order_type)
+        return None  # nothing left but types and tenants at their limit
 
     @staticmethod
     def _grant(

@@ -36,11 +36,11 @@ lease whose Redis lock was lost still counts until the sweep returns its row to
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, and_, bindparam, func, select, text
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg as psycopg_dialect
@@ -49,6 +49,9 @@ from sqlalchemy.orm import Session
 from ..db.models import Item
 from ..db.predicates import held
 from ..db.sql import queries
+
+if TYPE_CHECKING:
+    from .base import CheckoutQuery
 
 #: ``lock(key)`` takes a transaction-scoped advisory lock (a no-op where transactions
 #: are serialized), ``False`` when it was not had within the lock timeout;
@@ -111,6 +114,23 @@ class Refused:
     kind: str
     key: str
     busy: bool = False
+
+
+def exhausted(query: CheckoutQuery, types: Collection[str], tenants: Collection[str]) -> bool:
+    """Whether ``query`` can only match items of the ``types`` and ``tenants`` found at
+    their limit: the checkout then ends with none at once. Its next pick, leaving them
+    out, could not use an index for that and walked every queued item of theirs (a
+    refused typed checkout on a queue of 480,000: 0.2-0.4 s each poll). One order's items
+    share its type and tenant."""
+    if not (types or tenants):
+        return False
+    return (
+        query.order_id is not None
+        or query.item_id is not None
+        or query.type in types
+        or query.tenant_id in tenants
+        or (query.known is not None and set(query.known) <= set(types))
+    )
 
 
 class AgentBusy(Exception):

@@ -124,6 +124,8 @@ class PostgresCheckout:
                 break
             conn.execute("ROLLBACK")
             full.add(over)
+            if full.covers(query):
+                return None
         mark(conn, claim, row["order_id"], row["id"])
         conn.execute("COMMIT")
         marked(claim)
@@ -229,6 +231,8 @@ class PostgresCheckout:
             if over is not None:
                 conn.execute("ROLLBACK")
                 full.add(over)
+                if full.covers(query):
+                    return None
                 continue
             token = lock.acquire(  # unavailable: the pool rolls the grant back
                 row["id"],
@@ -245,6 +249,8 @@ class PostgresCheckout:
                 return None
             if token == -2:  # this type is at its limit; others may not be
                 full.types.add(row["order_type"])
+                if full.covers(query):
+                    return None
             else:  # locked under a later fence than the row's (a restored database)
                 tried.append(row["id"])
 
@@ -287,6 +293,14 @@ class Full:
         (self.types if over.kind == "type" else self.tenants).add(over.key)
         if over.busy:
             self.busy.append(f"{over.kind} {over.key!r}")
+
+    def covers(self, query: CheckoutQuery) -> bool:
+        """Whether ``query`` has nothing left but what was found full
+        (:func:`workmanager.leases.limits.exhausted`); 503 when one was only busy."""
+        if not limits.exhausted(query, self.types, self.tenants):
+            return False
+        self.none_but_busy()
+        return True
 
     def none_but_busy(self) -> None:
         """Nothing else eligible, with a type or tenant left out only because another
