@@ -67,18 +67,20 @@ def maintain() -> dict[str, int]:
     }
 
 
-#: The deployment-wide hold of a generate run (``deployment.hold``), and how long it lasts
-#: unless given back: a ``discover()`` that never returns held a worker slot, and each
-#: beat took another (every pool child, every control worker) until nothing else ran.
+#: The deployment-wide hold of a generate run (``deployment.hold``): a ``discover()`` that
+#: never returns held a worker slot, and each beat took another (every pool child, every
+#: control worker) until nothing else ran. Renewed while the run goes on
+#: (``deployment.keep``), it lapses this long after its process died.
 GENERATING = "generating"
-GENERATE_HOLD_SECONDS = 3600.0
+GENERATE_HOLD_SECONDS = 120.0
 
 
 @app.task(name="workmanager.orders.generate")
 def generate() -> dict[str, int]:
     """Let the registered allocator strategies propose orders; skipped, in one line, while
-    a previous run is still going anywhere in the deployment (for an hour at most). Each
-    request refused is one line naming its strategy."""
+    a previous run is still going anywhere in the deployment (its hold renewed while it
+    runs, given up within two minutes of its process dying). Each request refused is one
+    line naming its strategy."""
     wm = get_wm()
     taken = _each_beat(
         "generate", lambda: deployment.hold(wm.db, GENERATING, GENERATE_HOLD_SECONDS)
@@ -87,9 +89,11 @@ def generate() -> dict[str, int]:
         if taken is not None:
             log.error("generate skipped: a previous run is still going (a discover() that hangs?)")
         return {}
+    renewing = deployment.keep(wm.db, GENERATING, GENERATE_HOLD_SECONDS)
     try:
         report = _each_beat("generate", lambda: wm.generator.run())
     finally:
+        renewing.set()
         _each_beat("generate", lambda: deployment.let_go(wm.db, GENERATING))
     if report is not None:  # a strategy that raised is logged with its traceback already
         for failure in (e for e in report.errors if e.get("code") != ALLOCATOR_ERROR):

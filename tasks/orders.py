@@ -239,7 +239,7 @@ def _lost_before(task: Task, target: Any, type: Any, payload: Any, **proposal: A
             log.warning("orders.create of %s: another delivery is planning it", order_id)
             raise task.retry(countdown=PLANNING_BUSY_RETRY_SECONDS)
         time.sleep(1.0)  # until it is given back (planned), or lapses (its process died)
-    _RENEWING[order_id] = _renew_planning(wm, name)
+    _RENEWING[order_id] = deployment.keep(wm.db, name, PLANNING_HOLD_SECONDS)
     try:
         lost = wm.orders.note_redelivery(order_id, type, payload, **proposal)
     except BaseException:
@@ -259,21 +259,6 @@ def _lost_before(task: Task, target: Any, type: Any, payload: Any, **proposal: A
 
 #: The renewals of the planning holds this process has, by order id.
 _RENEWING: dict[uuid.UUID, threading.Event] = {}
-
-
-def _renew_planning(wm: Any, name: str) -> threading.Event:
-    """Renew the hold ``name`` every third of its life until the event is set."""
-    stop = threading.Event()
-
-    def renew() -> None:
-        while not stop.wait(PLANNING_HOLD_SECONDS / 3):
-            try:
-                deployment.renew(wm.db, name, PLANNING_HOLD_SECONDS)
-            except Exception:  # the database away: the next round tries again
-                log.warning("renewing the planning hold %s failed", name, exc_info=True)
-
-    threading.Thread(target=renew, daemon=True, name=f"wm-{name}").start()
-    return stop
 
 
 def _planned(task: Task, target: Any) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .errors import USER_CODE_FAILURES, WorkManagerError
+from .errors import USER_CODE_FAILURES, Unavailable, WorkManagerError
 
 if TYPE_CHECKING:
     from .services.context import ServiceContext
@@ -119,6 +119,8 @@ class Generator:
         for req in requests:
             try:
                 created = (self._rehearse if dry_run else self._create)(req, report)
+            except Unavailable:  # the database (or broker) down: one error for the run
+                raise
             except WorkManagerError as exc:
                 report.failed(strategy, exc.code, exc.one_line(), req)
                 continue
@@ -146,10 +148,13 @@ class Generator:
 
             same_proposal(earlier, req.type, req.payload, key, order.tenant_id)
             return False
+        # refused (another proposal holds the key), it is not kept as the key's: the next
+        # request under it meets what the real run meets, the database's order
+        new = self.orders.repeated(req.type, req.payload, key, order.tenant_id) is None
         self._rehearsed[key] = {
             "id": str(order.id),
             "type": req.type,
             "payload": req.payload,
             "tenant_id": order.tenant_id,
         }
-        return self.orders.repeated(req.type, req.payload, key, order.tenant_id) is None
+        return new

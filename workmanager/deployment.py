@@ -22,9 +22,11 @@ name one server differently (docs/configuration.md).
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +40,8 @@ from .db.session import Database
 from .errors import ConfigurationError, Unavailable
 from .settings import Settings
 from .settings_values import PREFIX
+
+log = logging.getLogger("workmanager.deployment")
 
 KEY = "settings"
 
@@ -285,6 +289,24 @@ def hold(db: Database, name: str, seconds: float) -> bool:
             return True
     except IntegrityError:  # another process inserted it a moment ago
         return False
+
+
+def keep(db: Database, name: str, seconds: float) -> threading.Event:
+    """Renew this process's hold ``name`` every third of ``seconds`` until the event
+    returned is set: the hold lasts while its work runs, and lapses within ``seconds`` of
+    its process dying (a hold of an hour kept every generate away for that hour after its
+    run was killed). A renewal that fails (the database away) is tried at the next round."""
+    stop = threading.Event()
+
+    def renewing() -> None:
+        while not stop.wait(seconds / 3):
+            try:
+                renew(db, name, seconds)
+            except Exception:
+                log.warning("renewing the hold %s failed", name, exc_info=True)
+
+    threading.Thread(target=renewing, daemon=True, name=f"wm-{name}").start()
+    return stop
 
 
 def renew(db: Database, name: str, seconds: float) -> bool:

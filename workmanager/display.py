@@ -3,7 +3,9 @@ characters that act instead of showing are replaced by their escapes, visibly.
 
 Control characters (C0 but tab and newline, DEL, C1) move a terminal's cursor or retitle
 it; bidi controls (the embeddings, overrides and isolates, the marks) reorder what
-follows, so ``account \u202e0001-9999`` read as ``account 9999-1000`` on a review page.
+follows, so ``account \u202e0001-9999`` read as ``account 9999-1000`` on a review
+page; a lone surrogate (a broken emoji escape in a JSON feed) cannot be written out as
+UTF-8 at all (a traceback where a table was).
 Agents, producers and reviewers write results, payloads, notes and reasons: every one of
 those is shown through :func:`shown`.
 """
@@ -12,7 +14,9 @@ from __future__ import annotations
 
 import re
 
-_HIDDEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_HIDDEN = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
 
 
 def _escape(match: re.Match[str]) -> str:

@@ -82,7 +82,15 @@ class Registry:
             ) from None
 
     def register_allocator(self, strategy: AllocatorStrategy) -> AllocatorStrategy:
-        """Add an allocator strategy; re-registering a name replaces it."""
+        """Add an allocator strategy; re-registering a name replaces it. A class (not an
+        instance) or a ``discover`` that is no plain method is refused here, not at every
+        generate run."""
+        if isinstance(strategy, type):
+            raise ConfigurationError(
+                f"{strategy.__name__} is an allocator class: register an instance",
+                hint=f"registry.register_allocator({strategy.__name__}())",
+            )
+        _check_hook(strategy, f"allocator {strategy_name(strategy)!r}", "discover")
         self._allocators[strategy_name(strategy)] = strategy
         self._registered += 1
         return strategy
@@ -159,7 +167,7 @@ def _check_declared(order_type: OrderType) -> None:
                 hint=hint,
             )
     for hook in HOOKS:
-        _check_hook(order_type, name, hook)
+        _check_hook(order_type, f"order type {name!r}", hook)
     attempts = order_type.max_attempts
     if attempts is not None and not is_attempts(attempts):
         raise ConfigurationError(
@@ -174,19 +182,19 @@ def _check_declared(order_type: OrderType) -> None:
 HOOKS = tuple(n for n, v in vars(OrderType).items() if callable(v) and not n.startswith("_"))
 
 
-def _check_hook(order_type: OrderType, name: str, hook: str) -> None:
+def _check_hook(owner: object, label: str, hook: str) -> None:
     """A hook the services can call: a method, not a value (``can_approve = True`` refused
     every approval, 'bool' object is not callable) and not ``async def`` (its coroutine was
     never awaited: every plan refused, every apply failed after a person approved)."""
-    value = getattr(order_type, hook)
+    value = getattr(owner, hook, None)
     if not callable(value):
         raise ConfigurationError(
-            f"order type {name!r}: {hook} must be a method, got {type(value).__name__}",
+            f"{label}: {hook} must be a method, got {type(value).__name__}",
             hint=f"def {hook}(self, ...) (SPEC §4); a per-order decision is a method's answer",
         )
     if inspect.iscoroutinefunction(value) or inspect.isasyncgenfunction(value):
         raise ConfigurationError(
-            f"order type {name!r}: {hook} is async def, and hooks are called synchronously",
+            f"{label}: {hook} is async def, and hooks are called synchronously",
             hint=f"make {hook} a plain def (run async work inside it with asyncio.run)",
         )
 

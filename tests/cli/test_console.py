@@ -835,3 +835,61 @@ def test_dev_reset_names_the_database_without_its_password(console: Console) -> 
     )
     refused = console("dev", "reset", code=2)
     assert "s3cret" not in refused.output and "wm:***@db.internal" in refused.output
+
+
+class Feed(AllocatorStrategy):
+    """What a JSON feed gives: a broken emoji escape (a lone surrogate), a huge key, and
+    a key the database holds for another proposal before the same proposal again."""
+
+    name = "feed"
+
+    def discover(self) -> list[OrderRequest]:
+        return [
+            OrderRequest("test.simple", {"n": 1}, dedupe_key="a\ud83db"),
+            OrderRequest("test.simple", {"n": 1}, dedupe_key="x" * 100_000),
+            OrderRequest("test.simple", {"n": 2}, dedupe_key="held"),
+            OrderRequest("test.simple", {"n": 1}, dedupe_key="held"),
+        ]
+
+
+def test_generate_prints_what_a_feed_sends_and_dry_runs_refuse_what_real_runs_do(
+    console_for: object,
+) -> None:
+    """An allocator pass: a lone surrogate in a discovered key was a traceback where the
+    table was (the refusal never printed); a 100,000-character key made a line of that
+    length; a dry run kept a refused request as the key's, then refused the next one of
+    the key too, which the real run accepts."""
+    from tests.support.types import Simple
+
+    registry = Registry([Simple()])
+    registry.register_allocator(Feed())
+    console = console_for(registry=registry)  # type: ignore[operator]
+    console.wm.propose("test.simple", {"n": 1}, dedupe_key="held")
+    dry = console("generate", "--dry-run", code=1)
+    assert "Traceback" not in dry.output and "a\\ud83db" in dry.stdout
+    lines = dry.stderr.splitlines()
+    assert lines and max(len(line) for line in lines) < 2_000, max(map(len, lines))
+    real = console("generate", code=1)
+    assert [line.split(":")[0] for line in lines] == [
+        line.split(":")[0] for line in real.stderr.splitlines()
+    ]
+    assert "existing 1" in real.stdout  # the same proposal under "held" found its order
+
+
+def test_an_allocator_class_or_async_discover_is_refused_at_registration() -> None:
+    """An allocator pass: the class itself, or an ``async def discover``, was accepted
+    and failed every generate run (a TypeError; a coroutine never awaited)."""
+    from workmanager.errors import ConfigurationError
+
+    class Later(AllocatorStrategy):
+        name = "later"
+
+        async def discover(self) -> list[OrderRequest]:  # type: ignore[override]
+            return []
+
+    registry = Registry()
+    with pytest.raises(ConfigurationError, match="is an allocator class"):
+        registry.register_allocator(Discover)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="discover is async def"):
+        registry.register_allocator(Later())
+    assert registry.allocators() == []

@@ -86,6 +86,48 @@ def test_a_generate_run_still_going_makes_the_next_one_skip(
     assert any("a previous run is still going" in r.getMessage() for r in caplog.records)
 
 
+def test_a_long_run_keeps_its_hold_and_a_dead_ones_lapses_soon(
+    make_wm: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An allocator pass: the hold lasted an hour, renewed by nothing. A run killed
+    mid-way kept every generate away for that hour ("a previous run is still going" with
+    none going), and a ``discover()`` that hung took one more worker slot each hour. The
+    hold is short and renewed while the run goes on."""
+    import threading
+    import time
+
+    from workmanager import deployment
+
+    monkeypatch.setattr(beat, "GENERATE_HOLD_SECONDS", 0.6)
+    wm = make_wm(db="sqlite", backend="database")
+    entered, release = threading.Event(), threading.Event()
+
+    def long_run(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        release.wait(10)
+        return type("Report", (), {"discovered": [], "created": 0, "existing": 0, "errors": []})
+
+    monkeypatch.setattr(wm.generator, "run", long_run)
+    set_wm(wm)
+    first = threading.Thread(target=beat.generate.run)
+    try:
+        first.start()
+        assert entered.wait(10)
+        time.sleep(1.5)  # well past the hold's 0.6 s: renewed meanwhile
+        assert beat.generate.run() == {}  # still going: skipped
+        release.set()
+        first.join(10)
+        # a run whose process died (its hold taken, never renewed nor given back)
+        assert deployment.hold(wm.db, beat.GENERATING, 0.6)
+        time.sleep(0.8)
+        monkeypatch.setattr(wm.generator, "run", lambda: long_run())
+        release.set()
+        assert beat.generate.run()["created"] == 0  # taken over within the hold's time
+    finally:
+        release.set()
+        set_wm(None)
+
+
 def test_another_processs_run_makes_generate_skip_until_its_hold_runs_out(
     make_wm: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

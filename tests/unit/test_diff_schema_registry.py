@@ -419,3 +419,34 @@ def test_the_known_types_are_quoted() -> None:
     with pytest.raises(UnknownOrderType) as unknown:
         Registry([Simple()]).get("test.simpl")
     assert "(known: 'test.simple')" in unknown.value.message
+
+
+def test_a_generate_run_stops_at_once_when_the_database_is_down() -> None:
+    """An allocator pass: with the database down, each of 500 discovered requests was
+    its own two-line failure (1,000 lines); the run ends with the one ``unavailable``
+    error every command gives."""
+    from workmanager.allocators import AllocatorStrategy, Generator, OrderRequest
+    from workmanager.errors import Unavailable
+
+    class Many(AllocatorStrategy):
+        name = "many"
+
+        def discover(self) -> list[OrderRequest]:
+            return [OrderRequest("t", {}, dedupe_key=f"k{i}") for i in range(500)]
+
+    registry = Registry()
+    registry.register_allocator(Many())
+    wm = WorkManager(Settings(database_url="sqlite://", metrics_driver="null"), registry=registry)
+    calls: list[str] = []
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        calls.append("propose")
+        raise Unavailable("database unavailable: connection refused\n\tIs the server running?")
+
+    wm.orders.propose = down  # type: ignore[method-assign]
+    try:
+        with pytest.raises(Unavailable):
+            Generator(wm.ctx, wm.orders).run()
+    finally:
+        wm.close()
+    assert calls == ["propose"]

@@ -64,6 +64,12 @@ def generate(env: Env, dry_run: bool, as_json: bool) -> None:
     """Ask every registered allocator strategy for work and propose it."""
     for said in ("workmanager.generate", "workmanager.hooks"):  # each is an error line below
         logging.getLogger(said).addHandler(logging.NullHandler())
+    if not env.wm.registry.allocators():
+        click.echo(
+            "warning: no allocator strategy is registered: list the modules that register"
+            " them (registry.register_allocator) in WORK_MANAGER_ORDER_TYPES",
+            err=True,
+        )
     report = env.console.generator.run(dry_run=dry_run)
     if as_json:
         emit_json({**asdict(report), "dry_run": dry_run})
@@ -85,6 +91,7 @@ def _failed(error: dict[str, Any]) -> str:
     where = f"strategy {error['strategy']}"
     if error["type"] is not None:
         where += f", type {error['type']}"
-    if error["dedupe_key"] is not None:
-        where += f", dedupe key {error['dedupe_key']!r}"
+    if error["dedupe_key"] is not None:  # cut: a refused one may be 100,000 characters
+        key = str(error["dedupe_key"])
+        where += f", dedupe key {key[:200]!r}{'…' if len(key) > 200 else ''}"
     return f"{where}: {error['message']}"
