@@ -134,7 +134,7 @@ def who() -> str:
 
 
 def read(db: Database) -> DeploymentRecord | None:
-    with db.transaction() as session:
+    with db.reads() as session:  # a probe's read: never behind a writer (SQLite)
         row = session.get(DeploymentRecord, KEY)
         if row is not None:
             session.expunge(row)

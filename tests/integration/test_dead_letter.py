@@ -190,3 +190,36 @@ def test_an_order_being_retried_is_not_dead_lettered_in_half(make_wm, pg_url: st
         assert (report.dead_lettered_orders, report.dead_lettered_items) == (0, 0)
     wm.orders.retry(order_id, Actor.system())
     assert states(wm, order_id) == ("queued", ["queued", "queued"])
+
+
+@pytest.mark.postgres
+def test_an_item_a_lock_kept_from_the_run_is_dead_lettered_once_queued(make_wm) -> None:
+    """A review pass: dead-lettering skips rows another transaction holds (a heartbeat
+    in flight); a held item skipped so, then released (queued), was never collected: it
+    stayed queued in a dead order, in the checkout's index, until pruned. The next run
+    takes the queued items of orders dead for less than ``LATE_QUEUED``."""
+    import psycopg
+
+    from tests.conftest import PG_ADMIN_DSN
+
+    wm = make_wm(db="postgres", registry=Registry([Multi()]), dead_letter_after_hours=HOURS)
+    order_id = wm.propose("test.multi", {"count": 2})
+    held = wm.agent.checkout("agent-2", order_id=order_id)
+    doomed = wm.agent.checkout("agent-1", order_id=order_id)
+    assert held is not None and doomed is not None
+    wm.agent.fail(doomed, {"code": "broken", "message": "no"}, retryable=False)
+    age(wm, order_id, HOURS + 1)
+    dsn = psycopg.conninfo.make_conninfo(PG_ADMIN_DSN, dbname=wm.db.engine.url.database)
+    with psycopg.connect(dsn) as other:  # the held item's row locked, as a heartbeat does
+        other.execute("SELECT 1 FROM work_items WHERE id = %s FOR UPDATE", (held.item_id,))
+        wm.maintenance.run(dead_letter=True)
+        other.rollback()
+    assert states(wm, order_id) == ("dead_lettered", ["dead_lettered", "leased"])
+    with wm.db.transaction() as s:  # released since (the agent's release, or the sweep)
+        s.execute(
+            update(Item)
+            .where(Item.id == held.item_id)
+            .values(state="queued", leased_by_agent_id=None, lease_expires_at=None)
+        )
+    assert wm.maintenance.run(dead_letter=True).dead_lettered_items == 1
+    assert states(wm, order_id) == ("dead_lettered", ["dead_lettered", "dead_lettered"])

@@ -213,12 +213,18 @@ def test_a_refused_proposals_record_is_given_up_to_its_own_tenant_only(
     wm.orders.refuse(refused, "test.simple", {"n": -1}, order_id=order_id_for(key), tenant_id="A")
     with pytest.raises(DedupeKeyReused):
         wm.propose("test.simple", {"n": 1}, dedupe_key=key, tenant_id="B")
+    with pytest.raises(DedupeKeyReused):  # what `orders create` asks first: the same answer
+        wm.orders.repeated("test.simple", {"n": 1}, key, "B")
     kept = wm.queries.order(order_id_for(key))
     assert (kept["state"], kept["tenant_id"], kept["payload"]) == ("failed", "A", {"n": -1})
     corrected = wm.propose("test.simple", {"n": 1}, dedupe_key=key, tenant_id="A")
     assert corrected == order_id_for(key)
     order = wm.queries.order(corrected)
     assert (order["state"], order["tenant_id"]) == ("queued", "A")
+    # a record filed under no tenant (its tenant could not be one) is any tenant's to take
+    wm.orders.refuse(refused, "test.simple", {"n": -1}, order_id=order_id_for("k2"))
+    assert wm.orders.repeated("test.simple", {"n": 1}, "k2", "A") is None
+    assert wm.propose("test.simple", {"n": 1}, dedupe_key="k2", tenant_id="A") == order_id_for("k2")
 
 
 def test_a_refusal_goes_into_its_payloads_tenant_as_its_order_would(

@@ -48,6 +48,7 @@ def test_the_probes_do_not_wait_behind_a_writer(tmp_path: Path) -> None:
     does, and queued for the lock. Under WAL a reader needs no lock: the probes read."""
     import threading
 
+    from workmanager import deployment
     from workmanager.db.migrate import require_head
 
     db = Database(f"sqlite:///{tmp_path}/wm.db")
@@ -57,9 +58,10 @@ def test_the_probes_do_not_wait_behind_a_writer(tmp_path: Path) -> None:
     writer.execute("DELETE FROM work_orders")
     done = threading.Event()
 
-    def probe() -> None:
+    def probe() -> None:  # what /readyz runs on the database
         db.ping()
         require_head(db)
+        deployment.read(db)
         done.set()
 
     thread = threading.Thread(target=probe, daemon=True)

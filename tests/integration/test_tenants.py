@@ -161,6 +161,10 @@ def test_one_agent_id_is_bound_in_one_tenant(wm: WorkManager) -> None:
     tokens.revoke("worker-a")
     tokens.revoke("worker-a2")
     tokens.create("worker-b", "view", agent_id="bound-1", tenant_id="B")
+    # a token bound to no agent acts as its name: that id is its tenant's too
+    tokens.create("w1", "view", tenant_id="A")
+    with pytest.raises(ValidationFailed):
+        tokens.create("tb", "view", agent_id="w1", tenant_id="B")
 
 
 def test_the_tenant_is_a_metrics_label(wm: WorkManager) -> None:

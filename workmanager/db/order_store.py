@@ -22,7 +22,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..errors import Unavailable
@@ -129,6 +129,12 @@ class OrderChange:
     order: OrderRow
     done: bool
     items: tuple[uuid.UUID, ...] = ()
+
+
+#: How long after an order was dead-lettered its items left queued are still collected
+#: (a held item a row lock kept from the run, released or reclaimed since): dead-lettering
+#: looks at the queued items of the orders dead that recently only, never every one kept.
+LATE_QUEUED = timedelta(hours=1)
 
 
 class OrderStore(Protocol):
@@ -259,7 +265,9 @@ class OrderStore(Protocol):
     def dead_letter(self, cutoff: datetime, actor: Actor) -> tuple[int, int]:
         """Failed orders last moved at or before ``cutoff`` to ``dead_lettered`` and, with
         them, every item not done (failed, queued, held: a held one's lease ends first,
-        event ``lease_released``), each with its event
+        event ``lease_released``); of orders dead before, the failed and held items, and
+        the queued ones of those dead for less than :data:`LATE_QUEUED` (a held item a lock
+        kept back, released or reclaimed since); each with its event
         (orders first, then items, each by id), in one transaction; rows another
         transaction holds are skipped (``SKIP LOCKED`` on PostgreSQL: an order being
         retried is left whole; an item of a dead-lettered order held back then goes at the

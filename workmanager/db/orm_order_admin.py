@@ -32,7 +32,7 @@ from ..state_machine import can_order, settled_after_retry
 from ..states import HELD_ITEM_STATES, ItemState, OrderState
 from ..types import Actor, AgentInfo
 from .models import Event, Item, Order, Part, Provenance
-from .order_store import ItemRetryCheck, OrderChange, OrderRow, RetryCheck
+from .order_store import LATE_QUEUED, ItemRetryCheck, OrderChange, OrderRow, RetryCheck
 from .orm_steps import lock_item, lock_order
 from .predicates import old_audit
 from .store import drop_holds, holder_of
@@ -210,10 +210,12 @@ class OrmOrderAdmin:
             Item.state.in_([*late, ItemState.QUEUED.value]),
         )
         held_back = and_(Item.state.in_(late), Item.order_id.in_(dead))
+        recently = dead.where(Order.last_transitioned_at >= now - LATE_QUEUED)
+        queued_since = and_(Item.state == ItemState.QUEUED.value, Item.order_id.in_(recently))
         items = list(
             s.scalars(
                 select(Item)
-                .where(or_(now_dead, held_back))
+                .where(or_(now_dead, held_back, queued_since))
                 .order_by(Item.id)
                 .with_for_update(skip_locked=True)
             )

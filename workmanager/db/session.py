@@ -237,6 +237,10 @@ class Database:
         if self.file is not None:
             event.listen(self.engine, "do_connect", self._refuse_missing_file)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        #: sessions that only read (the probes, ``ops check``'s counts): on SQLite their
+        #: transactions begin deferred (:data:`READS_ONLY`), never behind a writer's lock
+        self._reader = self.engine.execution_options(**{READS_ONLY: True})
+        self._read_sessions = sessionmaker(self._reader, expire_on_commit=False)
         claims.install(self._sessions)  # first: it reads the rows pending writes out
         pending.install(self._sessions)
         from .raw import RawPostgres  # it imports this module
@@ -281,6 +285,17 @@ class Database:
             finally:
                 session.close()
 
+    @contextmanager
+    def reads(self) -> Iterator[Session]:
+        """A session that only reads, in one transaction that (on SQLite) never waits
+        for a writer: what a probe reads while a slow write holds the lock."""
+        session = self._read_sessions()
+        try:
+            with unavailable_when_down(self.url), session.begin():
+                yield session
+        finally:
+            session.close()
+
     def run(self, fn: Callable[[Session], T], attempts: int = 4) -> T:
         """Run ``fn`` in a transaction, again when the database aborted it as a deadlock
         victim or serialization failure (it changed nothing then)."""
@@ -309,9 +324,8 @@ class Database:
         Base.metadata.drop_all(self.engine)
 
     def reading(self) -> Connection:
-        """A connection that only reads (the probes): on SQLite its transactions begin
-        deferred, so it never waits behind a writer's lock."""
-        return self.engine.connect().execution_options(**{READS_ONLY: True})
+        """A connection that only reads (the probes), as :meth:`reads`' sessions."""
+        return self._reader.connect()
 
     def ping(self) -> None:
         """The database answers, and (PostgreSQL) takes writes: a standby, or a server

@@ -271,7 +271,7 @@ class Housekeeping:
         expiry lags behind a heartbeat that touched only the lock)."""
         now = self.ctx.clock()
         held = Item.state.in_([s.value for s in HELD_ITEM_STATES])
-        with self.ctx.db.transaction() as s:
+        with self.ctx.db.reads() as s:
             orders = dict(s.execute(select(Order.state, func.count()).group_by(Order.state)).all())
             items = dict(s.execute(select(Item.state, func.count()).group_by(Item.state)).all())
             ids = list(s.scalars(select(Item.id).where(held))) if self.ctx.leases.lock else []

@@ -39,6 +39,7 @@ from .refusals import (
     refusal_actor,
     refusal_tenant,
     refused_order,
+    replaceable,
 )
 from .tokens import checked_tenant, order_tenant
 from .views import order_dict
@@ -101,7 +102,7 @@ class OrderService:
         # A refused proposal's record gives its id to the corrected proposal: whoever drops
         # it (others may send the same at once), each inserts again, finding their order.
         for _ in range(TAKEN_TRIES):
-            if found is None or not is_refused(found):
+            if found is None or not replaceable(found, order.tenant_id):
                 break
             self.store.drop_refused(order.id, droppable(order.tenant_id))
             found = self._insert(order, items, actor, agent)
@@ -149,15 +150,14 @@ class OrderService:
         self, type: str, payload: JSON, dedupe_key: str, tenant_id: str | None = None
     ) -> dict[str, Any] | None:
         """The order :meth:`propose` would find for this proposal under ``dedupe_key``;
-        ``None`` when the key names no order yet (or a refused proposal's record, which the
-        proposal replaces); :class:`DedupeKeyReused` when it names another proposal's order.
-        For a producer that sends the proposal to a worker (``workmanager orders create``),
-        which could only drop it."""
+        ``None`` when the key names no order yet (or a refused record the proposal replaces,
+        ``replaceable``); :class:`DedupeKeyReused` when it names another proposal's order:
+        for a producer that sends the proposal to a worker, which could only drop it."""
         row = self.store.find(order_id_for(dedupe_key), dedupe_key)
         found = None if row is None else order_dict(row)
-        if found is None or is_refused(found):
-            return None
         tenant = order_tenant(checked_tenant(tenant_id), payload)
+        if found is None or replaceable(found, tenant):
+            return None
         same_proposal(found, type, payload, dedupe_key, tenant)
         return found
 

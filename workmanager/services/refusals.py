@@ -38,6 +38,14 @@ def is_refused(order: dict[str, Any]) -> bool:
 _REFUSED_STATES = (OrderState.FAILED.value, OrderState.DEAD_LETTERED.value)
 
 
+def replaceable(order: dict[str, Any], tenant: str | None) -> bool:
+    """Whether the corrected proposal of ``tenant`` takes the refused record ``order``
+    (an order dict) and its id: its own tenant's, or one filed under none (an operator's,
+    whose tenant could not be one). Another tenant's proposal under the same key deleted
+    the record and took the id, which the producer's tenant then lost."""
+    return is_refused(order) and order.get("tenant_id") in (None, tenant)
+
+
 def refused_order(
     order_id: uuid.UUID,
     type: str,
@@ -113,8 +121,8 @@ def droppable(tenant: str | None) -> Callable[[OrderRow, list[str]], bool]:
     deleted the record and took its order id, which its producer's tenant then lost."""
 
     def check(order: OrderRow, item_states: list[str]) -> bool:
-        refused = {"state": order.state, "last_error": order.last_error}
-        return is_refused(refused) and not item_states and order.tenant_id == tenant
+        found = {"state": order.state, "last_error": order.last_error, "tenant_id": order.tenant_id}
+        return replaceable(found, tenant) and not item_states
 
     return check
 

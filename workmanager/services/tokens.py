@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -267,9 +267,10 @@ def _one_tenant_per_agent(s: Session, agent_id: str | None, tenant: str | None) 
     second token of the same tenant, to rotate one, is fine)."""
     if agent_id is None:
         return
-    live = select(ApiToken.tenant_id).where(
-        ApiToken.agent_id == agent_id, ApiToken.revoked_at.is_(None)
+    acts_as = or_(  # a token bound to no agent acts as its own name
+        ApiToken.agent_id == agent_id, and_(ApiToken.agent_id.is_(None), ApiToken.name == agent_id)
     )
+    live = select(ApiToken.tenant_id).where(acts_as, ApiToken.revoked_at.is_(None))
     others = {t for t in s.scalars(live) if t != tenant}
     if others:
         raise ValidationFailed.at(

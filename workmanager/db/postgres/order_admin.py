@@ -34,7 +34,7 @@ from ...state_machine import check_item, check_order, settled_after_retry
 from ...states import HELD_ITEM_STATES, OPEN_ORDER_STATES, ItemState, OrderState
 from ...types import Actor, AgentInfo
 from ..models import EVENTS_TABLE, PROVENANCE_TABLE
-from ..order_store import ItemRetryCheck, OrderChange, OrderRow, RetryCheck
+from ..order_store import LATE_QUEUED, ItemRetryCheck, OrderChange, OrderRow, RetryCheck
 from ..raw import Conn, RawPostgres
 from ..sql import queries
 from ..store import drop_holds
@@ -173,9 +173,11 @@ class PostgresOrderAdmin:
         check_order(OrderState.FAILED, OrderState.DEAD_LETTERED)
         for state in (ItemState.FAILED, ItemState.QUEUED, *HELD_ITEM_STATES):
             check_item(state, ItemState.DEAD_LETTERED)
+        now = self.ctx.clock()
         values = {
             "cutoff": cutoff,
-            "now": self.ctx.clock(),
+            "now": now,
+            "recent": now - LATE_QUEUED,
             "actor_type": actor.type,
             "actor_id": actor.id,
         }

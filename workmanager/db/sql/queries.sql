@@ -677,10 +677,19 @@ WITH o AS (
    WHERE state IN ('failed', 'leased', 'in_progress')
      AND order_id IN (SELECT id FROM work_orders WHERE state = 'dead_lettered')
      FOR UPDATE SKIP LOCKED
+), queued_since AS (
+  -- and the queued ones of orders dead since %(recent)s: a held item a lock kept back
+  -- that was released or reclaimed since (queued) comes at the next run
+  SELECT id, state, leased_by_agent_id FROM work_items
+   WHERE state = 'queued'
+     AND order_id IN (SELECT id FROM work_orders WHERE state = 'dead_lettered'
+                                                  AND last_transitioned_at >= %(recent)s)
+     FOR UPDATE SKIP LOCKED
 ), i AS (
   UPDATE work_items w SET state = 'dead_lettered', leased_by_agent_id = NULL,
          lease_expires_at = NULL, updated_at = %(now)s
-    FROM (SELECT * FROM now_dead UNION ALL SELECT * FROM held_back) AS was
+    FROM (SELECT * FROM now_dead UNION ALL SELECT * FROM held_back
+          UNION ALL SELECT * FROM queued_since) AS was
    WHERE w.id = was.id
   RETURNING w.id, w.order_id, w.order_type, w.lease_token, w.lease_secret_hash,
             was.state IN ('leased', 'in_progress') AS held, was.leased_by_agent_id AS agent_id
