@@ -119,7 +119,7 @@ class Generator:
         for req in requests:
             try:
                 created = (self._rehearse if dry_run else self._create)(req, report)
-            except Unavailable:  # the database (or broker) down: one error for the run
+            except Unavailable:  # the database down: one error for the run
                 raise
             except WorkManagerError as exc:
                 report.failed(strategy, exc.code, exc.one_line(), req)

@@ -122,8 +122,9 @@ def tail(
 def _pruned(report: PruneReport) -> str:
     return (
         f"{report.orders} order(s) and {report.items} item(s) last changed before "
-        f"{report.cutoff}, {report.events} event(s) and {report.provenance} provenance "
-        "record(s) written before it"
+        f"{report.cutoff} (with their own events and provenance), and of the orders kept"
+        f" {report.events} event(s) and {report.provenance} provenance record(s) written"
+        " before it"
     )
 
 
