@@ -679,11 +679,13 @@ WITH o AS (
      FOR UPDATE SKIP LOCKED
 ), queued_since AS (
   -- and the queued ones of orders dead since %(recent)s: a held item a lock kept back
-  -- that was released or reclaimed since (queued) comes at the next run
+  -- that was released or reclaimed since (queued) comes at the next run. The orders as
+  -- an array, probed by (order_id, state): as an IN list the planner hashed them and read
+  -- every queued item (85 ms a run over 300,000, against 14)
   SELECT id, state, leased_by_agent_id FROM work_items
    WHERE state = 'queued'
-     AND order_id IN (SELECT id FROM work_orders WHERE state = 'dead_lettered'
-                                                  AND last_transitioned_at >= %(recent)s)
+     AND order_id = ANY(ARRAY(SELECT id FROM work_orders WHERE state = 'dead_lettered'
+                                                        AND last_transitioned_at >= %(recent)s))
      FOR UPDATE SKIP LOCKED
 ), i AS (
   UPDATE work_items w SET state = 'dead_lettered', leased_by_agent_id = NULL,
