@@ -204,8 +204,7 @@ class Operations:
             "order": self.wm.orders.retry(self.order_id(caller, order_id), self._actor(caller))
         }
 
-    # --- operator lease actions (the console's item page): end one now, giving its attempt
-    # back, or push it out by ``seconds``
+    # --- operator lease actions (the console's item page): end now, or push out ---------
     def release_lease(self, caller: Caller, item_id: str, fence: int | None = None) -> Answer:
         admin, selector = self._lease_action(caller, item_id, fence)
         return 200, admin.release(selector).to_dict()
