@@ -27,28 +27,6 @@ from .types import FailingTitles, register
 AGENT = AgentInfo(id="writer-1", version="1.2.0", model_name="gpt-test")
 
 
-@pytest.fixture
-def wm(make_wm: Any) -> WorkManager:
-    registry = Registry()
-    register(registry)
-    made: WorkManager = make_wm(db="sqlite", backend="database", registry=registry)
-    return made
-
-
-@pytest.fixture
-def tokens(wm: WorkManager) -> dict[str, str]:
-    service = TokenService(wm.ctx)
-    made = {}
-    for name, scopes in {
-        "reviewer": "view,approve,reject",
-        "viewer": "view",
-        "operator": "admin",
-        "proposer": "propose",
-    }.items():
-        made[name], _ = service.create(name, scopes)
-    return made
-
-
 def client_for(wm: WorkManager) -> TestClient:
     return TestClient(create_app(wm), follow_redirects=False)
 

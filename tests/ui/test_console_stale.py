@@ -3,33 +3,12 @@ wrote without letting it act (found by a browser pass over the console)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from workmanager import Registry, WorkManager
+from workmanager import WorkManager
 from workmanager.display import shown
-from workmanager.services.tokens import TokenService
 
 from .test_console import AGENT, client_for, field, sign_in, submitted_order
-from .types import register
-
-
-@pytest.fixture
-def wm(make_wm: Any) -> WorkManager:
-    registry = Registry()
-    register(registry)
-    made: WorkManager = make_wm(db="sqlite", backend="database", registry=registry)
-    return made
-
-
-@pytest.fixture
-def tokens(wm: WorkManager) -> dict[str, str]:
-    service = TokenService(wm.ctx)
-    return {
-        name: service.create(name, scopes)[0]
-        for name, scopes in {"reviewer": "view,approve,reject", "operator": "admin"}.items()
-    }
 
 
 @pytest.mark.parametrize("action", ["approve", "reject"])
