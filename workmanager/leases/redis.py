@@ -181,9 +181,11 @@ class RedisLeaseStore:
         return 1 if value.decode() == self.held(owner, proof) else -1
 
     def release(self, item_id: str, owner: str, proof: str, order_type: str) -> int:
+        """Drop the lock, and the item's places in its agent's and type's counts whether
+        or not this process keeps them (an ended lease was counted against its agent's
+        limit until its TTL when a process without limits ended it: a dead-letter run, an
+        operator's release; two ``ZREM`` of absent keys when no process counts)."""
         k = self.keys
-        if not self._track:  # the lock's key and its check only (``track`` absent: 0)
-            return self._run(self._release, [k.item(item_id)], [self.held(owner, proof)])
         return self._run(
             self._release,
             [k.item(item_id), k.agent(owner), k.order_type(order_type)],
