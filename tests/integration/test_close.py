@@ -7,8 +7,10 @@ import os
 
 import pytest
 
+from tests.conftest import truncate_all
 from tests.support.types import Simple
 from workmanager import Registry, Settings, WorkManager
+from workmanager.db.session import Database
 from workmanager.ratelimit.rate import Rate
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -29,6 +31,9 @@ def used(wm: WorkManager) -> None:
 
 
 def test_close_releases_redis_and_statsd_sockets(pg_url: str, redis_url: str) -> None:
+    database = Database(pg_url)
+    truncate_all(database)  # the deployment record too: an earlier test's backend is not this
+    database.dispose()
     settings = Settings(
         database_url=pg_url,
         lease_backend="redis",
