@@ -17,6 +17,8 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,11 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def start_workers(logs: Path, agents: int) -> list[subprocess.Popen[bytes]]:
+def start_workers(
+    logs: Path, agents: int, procs: list[subprocess.Popen[bytes]] | None = None
+) -> list[subprocess.Popen[bytes]]:
+    """Start the control worker and the agent, each added to ``procs`` as it starts (so
+    a caller stopping them knows every one started)."""
     logs.mkdir(parents=True, exist_ok=True)
     env = child_env()
     commands = {
@@ -91,7 +97,7 @@ def start_workers(logs: Path, agents: int) -> list[subprocess.Popen[bytes]]:
             "demo-agent-1",
         ],
     }
-    procs = []
+    procs = [] if procs is None else procs
     for name, command in commands.items():
         with open(logs / f"demo-{name}.log", "wb") as out:
             procs.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT))
@@ -162,9 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     # demo stops its workers first: they were left running, orphaned, busy for good
     for stop in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(stop, _stopped)
-    procs = start_workers(logs, args.agents)
-    started = time.perf_counter()
+    procs: list[subprocess.Popen[bytes]] = []
     try:
+        with _signals_held():  # a stop while a worker starts: it is stopped with the rest
+            start_workers(logs, args.agents, procs)
+        started = time.perf_counter()
         ids = [enqueue_order(ResearchOrder.type, payload(n)) for n in range(args.orders)]
         done = _follow(console, wm, ids, args.timeout)
     finally:
@@ -191,6 +199,25 @@ def main(argv: list[str] | None = None) -> int:
 
 def _stopped(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)  # through main's ``finally``: the workers are stopped
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """The signals that stop the demo, held while its workers start, then acted on: one
+    that came while a worker's ``Popen`` ran (its process forked, its object not yet
+    returned) left that worker running, orphaned (a loaded machine's test run)."""
+    caught: list[int] = []
+    stops = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+    kept = {s: signal.signal(s, lambda signum, _frame: caught.append(signum)) for s in stops}
+    try:
+        yield
+    finally:
+        for stop, handler in kept.items():
+            signal.signal(stop, handler)
+    if caught and caught[0] == signal.SIGINT:
+        raise KeyboardInterrupt
+    if caught:
+        raise SystemExit(128 + caught[0])
 
 
 def _follow(console: Console, wm: WorkManager, ids: list[uuid.UUID], timeout: float) -> int:

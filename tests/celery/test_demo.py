@@ -143,6 +143,44 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
+def test_a_demo_stopped_while_its_workers_start_stops_them_too(tmp_path: Path) -> None:
+    """A loaded CI run: a SIGTERM that came between the two workers' starts left the
+    first one running, orphaned (the list of workers was the starting function's until it
+    returned). The stop is held until both have started, then acted on."""
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORK_MANAGER_")}
+    env["PYTHONPATH"] = str(ROOT)
+    command = [sys.executable, "-m", "workers.demo", "--orders", "400", "--agents", "1"]
+    demo = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    children: list[int] = []
+    deadline = time.monotonic() + 60
+    while not children and time.monotonic() < deadline:  # the first worker, at once
+        listed = Path(f"/proc/{demo.pid}/task/{demo.pid}/children").read_text().split()
+        children = [int(pid) for pid in listed]
+    assert children, "the demo never started a worker"
+    demo.send_signal(signal.SIGTERM)
+    out, err = demo.communicate(timeout=90)
+    assert demo.returncode == 128 + signal.SIGTERM, (out[-2000:], err[-2000:])
+    assert "Traceback" not in err, err[-2000:]
+    started = {pid: _started_at(pid) for pid in children}
+    for pid in children:
+        alive = _started_at(pid) == started[pid] and _started_at(pid) is not None
+        assert not alive or "Z" in _state(pid), (pid, _state(pid))
+    leftovers = subprocess.run(
+        ["pgrep", "-f", f"workers.agent.*{tmp_path.name}|demo-agent-1"],
+        capture_output=True,
+        text=True,
+    )
+    assert all(
+        Path(f"/proc/{pid}/cwd").resolve() != tmp_path.resolve()
+        for pid in leftovers.stdout.split()
+        if Path(f"/proc/{pid}").exists()
+    ), leftovers.stdout
+
+
 def _state(pid: int) -> str:
     fields = _stat(pid)
     return "Z" if fields is None else fields[0]
