@@ -13,8 +13,6 @@ from workmanager import Registry, Settings, WorkManager
 from workmanager.db.session import Database
 from workmanager.ratelimit.rate import Rate
 
-pytestmark = [pytest.mark.postgres, pytest.mark.redis]
-
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
@@ -30,6 +28,8 @@ def used(wm: WorkManager) -> None:
     wm.metrics.increment("closing", tenant="t1")
 
 
+@pytest.mark.postgres
+@pytest.mark.redis
 def test_close_releases_redis_and_statsd_sockets(pg_url: str, redis_url: str) -> None:
     database = Database(pg_url)
     truncate_all(database)  # the deployment record too: an earlier test's backend is not this
