@@ -163,3 +163,32 @@ def test_a_refusal_is_flagged_is_error_and_the_server_names_its_version(make_wm:
     body = refused.structured_content or {}
     assert body.get("result", body).get("code") == "not_found"
     assert version not in ("", None)
+
+
+def test_an_unknown_tool_is_a_refusal_that_names_the_closest_and_every_tool(
+    make_wm: Any,
+) -> None:
+    """It was the MCP library's own text, ``Unknown tool: work.sumbit``: no §7 code, and
+    nothing to tell an agent which name it meant."""
+    import anyio
+    from mcp.client import Client
+
+    from workmanager.mcp import build_server
+
+    wm = build(make_wm)
+
+    async def main() -> tuple[Any, Any]:
+        async with Client(build_server(wm)) as client:
+            near = await client.call_tool("work.sumbit", {"item_id": "x"})
+            far = await client.call_tool("nothing.like.it", {})
+            return near, far
+        raise AssertionError("unreachable")
+
+    near, far = anyio.run(main)
+    for answer in (near, far):
+        body = answer.structured_content or {}
+        assert answer.is_error is True and body["success"] is False, answer
+        assert body["code"] == "not_found" and "work.fail" in body["error"], body
+    assert "did you mean work.submit?" in near.structured_content["error"]
+    assert "did you mean" not in far.structured_content["error"]
+    assert near.structured_content["details"] == {"tool": "work.sumbit"}

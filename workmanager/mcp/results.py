@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from mcp.types import CallToolResult, InputRequiredResult
+from mcp.types import CallToolResult, InputRequiredResult, TextContent
 
-from ..errors import WorkManagerError
+from ..errors import NotFound, WorkManagerError
 from ..services.idempotency import Replay
 from ..surface.operations import Answer
 
@@ -50,6 +51,25 @@ def run(call: Callable[[], Answer | Replay]) -> Result:
             return {"success": False, **_flat(error), "replayed": True}
         return {"success": True, **answer.body, "replayed": True}
     return {"success": True, **answer[1]}
+
+
+def unknown_tool(name: str, names: list[str]) -> CallToolResult:
+    """A call to a tool the server has not: a §7 refusal (``not_found``) naming the closest
+    tool and every one, where the MCP library answered only ``Unknown tool: <name>``."""
+    from difflib import get_close_matches
+
+    close = get_close_matches(name, names, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    body = failure(
+        NotFound(
+            f"unknown tool {name!r}; {hint}the tools are {', '.join(sorted(names))}",
+            details={"tool": name},
+        )
+    )
+    text = json.dumps(body, indent=2)
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)], structured_content=body, is_error=True
+    )
 
 
 def flagged(answer: CallToolResult | InputRequiredResult) -> CallToolResult | InputRequiredResult:

@@ -98,19 +98,20 @@ class WorkServer(MCPServer[Any]):
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
         tool = self._tool_manager.get_tool(name)
-        if tool is not None and deeper_than(arguments, self.max_json_depth):
+        if tool is None:
+            return results.unknown_tool(name, [t.name for t in self._tool_manager.list_tools()])
+        if deeper_than(arguments, self.max_json_depth):
             refused = results.failure(too_deep(self.max_json_depth, "the tool arguments"))
             return tool.fn_metadata.convert_result(refused)
-        if tool is not None:
-            try:
-                arguments = normalise_arguments(arguments, tool.parameters)
-            except ValidationFailed as exc:
-                return tool.fn_metadata.convert_result(results.failure(exc))
+        try:
+            arguments = normalise_arguments(arguments, tool.parameters)
+        except ValidationFailed as exc:
+            return tool.fn_metadata.convert_result(results.failure(exc))
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:  # arguments of the wrong type: a result, as §7 says
             cause = exc.__cause__
-            if tool is None or isinstance(exc, UnexpectedToolError):
+            if isinstance(exc, UnexpectedToolError):
                 raise
             if not isinstance(cause, ValidationError):
                 raise
