@@ -370,6 +370,24 @@ def test_idempotency_replay_reuse_and_fallback_header(server: Server) -> None:
     )
 
 
+def test_two_different_keys_in_the_two_headers_are_refused(server: Server) -> None:
+    """The configured header's key was used and the other dropped without a word: a
+    client retrying under the other one acted twice."""
+    c = server.client()
+    body = {"type": "test.simple", "payload": {"n": 4}}
+    both = {"X-Idempotency-Key": uuid.uuid4().hex, "Idempotency-Key": uuid.uuid4().hex}
+    before = c.get(f"{PREFIX}/orders", params={"filter[type]": "test.simple"}).json()
+    refused = error(c.post(f"{PREFIX}/propose", json=body, headers=both), 422, "validation_failed")
+    assert "send one of them" in refused["details"][0]["message"], refused
+    after = c.get(f"{PREFIX}/orders", params={"filter[type]": "test.simple"}).json()
+    assert after["meta"]["total"] == before["meta"]["total"]  # nothing was created
+    same = uuid.uuid4().hex  # the same key in both is one key
+    made = c.post(
+        f"{PREFIX}/propose", json=body, headers={"X-Idempotency-Key": same, "Idempotency-Key": same}
+    )
+    assert made.status_code == 201, made.text
+
+
 def test_ten_concurrent_duplicates_create_one_order(server: Server) -> None:
     key = idem()
     body = {"type": "test.simple", "payload": {"n": 10}, "meta": {"dup": key["X-Idempotency-Key"]}}

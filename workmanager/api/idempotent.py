@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from ..errors import IdempotencyKeyRequired
+from ..errors import IdempotencyKeyRequired, ValidationFailed
 from ..services.idempotency import Replay
 from ..surface.callers import Caller
 from ..surface.operations import Answer
@@ -29,6 +29,20 @@ REPLAYED = "Idempotent-Replayed"
 def respond(answer: Answer) -> JSONResponse:
     status, body = answer
     return JSONResponse(body, status)
+
+
+def _key(request: Request, header: str) -> str | None:
+    """The key sent, in the configured header or ``Idempotency-Key``; two different keys
+    are refused (which one the client meant to retry with is not ours to guess)."""
+    named, fallback = request.headers.get(header), request.headers.get(FALLBACK_HEADER)
+    if named and fallback and named != fallback and header.lower() != FALLBACK_HEADER.lower():
+        raise ValidationFailed.at(
+            f"header:{FALLBACK_HEADER}",
+            f"{header} and {FALLBACK_HEADER} name different keys; send one of them",
+            "conflict",
+            "two different idempotency keys",
+        )
+    return named or fallback
 
 
 def run(
@@ -45,7 +59,7 @@ def run(
     api = state(request)
     settings = api.wm.settings
     header = settings.idempotency_header
-    key = request.headers.get(header) or request.headers.get(FALLBACK_HEADER)
+    key = _key(request, header)
     if not key:
         if endpoint not in settings.idempotency_enforce_on:
             return respond(operation(caller))
