@@ -54,6 +54,22 @@ def test_health_ready_and_openapi(server: Server) -> None:
         assert PREFIX + path in paths
 
 
+def test_head_answers_as_get_without_a_body(server: Server) -> None:
+    """``HEAD /healthz`` (how many monitors probe) was 405 ``method_not_allowed``."""
+    anonymous, admin = server.client(None), server.client()
+    for client, path, status in (
+        (anonymous, "/healthz", 200),
+        (anonymous, "/readyz", 200),
+        (admin, f"{PREFIX}/orders", 200),
+        (anonymous, f"{PREFIX}/orders", 401),
+    ):
+        got, head = client.get(path), client.head(path)
+        assert (head.status_code, got.status_code) == (status, status), (path, head.text)
+        assert head.content == b"" and got.content != b""
+        assert head.headers["content-type"] == got.headers["content-type"]
+    assert anonymous.head(f"{PREFIX}/propose").status_code == 405  # a POST route is not a GET
+
+
 def test_whole_cycle_with_wait_and_provenance(server: Server, api_db_url: str) -> None:
     admin = server.client()
     agent = server.client("agent-a", "research-agent-42")
