@@ -523,6 +523,9 @@ def test_per_agent_limit_on_global_and_scoped_checkout(build) -> None:
     wm.agent.submit(first, {"answer": 1})
     checkout(wm, "agent-a", order_id=order_id)
     assert wm.agent.checkout("agent-a") is None
+    # an unknown order is not found, full or not (PostgreSQL answered "no item")
+    with pytest.raises(NotFound):
+        wm.agent.checkout("agent-a", order_id=uuid.uuid4())
 
 
 def test_an_agent_at_its_limit_locks_no_row_another_agent_could_have(build, monkeypatch) -> None:

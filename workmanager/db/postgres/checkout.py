@@ -154,6 +154,7 @@ class PostgresCheckout:
         counted_first = self.limits.per_agent is not None  # BEGIN, then the agent's count
         if counted_first and self._agent_full(conn, agent, values["now"]):
             conn.execute("ROLLBACK")
+            _order_must_exist(conn, query)  # an unknown order is 404 whatever the limits
             return None
         with conn.pipeline():  # BEGIN and the grant in one round trip
             if not counted_first:
@@ -222,6 +223,7 @@ class PostgresCheckout:
         full = Full()  # types the store found at their limit, tenants the rows did
         cur = conn.cursor(row_factory=dict_row)
         if lock.agent_full(agent.id):  # asked before a row is locked (another's to have)
+            _order_must_exist(conn, query)
             return None
         while True:
             row = self._begin_grant(conn, cur, agent, query, values, full, tried)

@@ -57,6 +57,7 @@ from ..order_store import ApprovalCheck, DropCheck, OrderRow, inserted_or_held
 from ..raw import Conn
 from ..sql import queries
 from . import order_rows as rows
+from .guarded import one
 from .order_admin import PostgresOrderAdmin
 
 
@@ -223,7 +224,7 @@ class PostgresOrderStore(PostgresOrderAdmin):
         if order_id is None and dedupe_key is None:
             return None
         values = {"id": order_id, "key": dedupe_key}
-        found = self.raw.run(lambda conn: rows.one(conn, _FIND_ORDER, values))
+        found = self.raw.run(lambda conn: one(conn, _FIND_ORDER, values))
         return None if found is None else rows.order(found)
 
     def start_apply(
@@ -253,7 +254,7 @@ class PostgresOrderStore(PostgresOrderAdmin):
 
     def renew_apply(self, order_id: uuid.UUID, claim: str, expires: datetime) -> bool:
         values = {"order": order_id, "claim": claim, "claim_expires": expires}
-        return self.raw.run(lambda conn: rows.one(conn, _RENEW_APPLY, values)) is not None
+        return self.raw.run(lambda conn: one(conn, _RENEW_APPLY, values)) is not None
 
     def record_apply(
         self, order_id: uuid.UUID, claim: str, diff: Diff, actor: Actor
@@ -349,4 +350,4 @@ def _holder(conn: Conn, sql: str, params: dict[str, Any]) -> dict[str, Any] | No
     with it), the row that holds the id or key, read on the same connection."""
     if conn.info.transaction_status != TransactionStatus.IDLE:
         conn.execute("ROLLBACK")
-    return rows.one(conn, sql, params)
+    return one(conn, sql, params)

@@ -30,6 +30,7 @@ from ..models import PROVENANCE_TABLE
 from ..order_store import ORDER_ROW_FIELDS, OrderRow
 from ..raw import AuditColumns, Conn, utc_row
 from ..sql import queries
+from .guarded import one
 from .sql import ITEM_COLUMNS_SQL
 from .values import check_mark
 
@@ -78,12 +79,6 @@ def claim_refs(provenance: dict[str, Any] | None) -> dict[str, str]:
     if not provenance or not provenance.get("idempotency_key_hash"):
         return {}
     return {k: str(provenance[k]) for k in ("order_id", "item_id") if provenance.get(k)}
-
-
-def one(conn: Conn, sql: str, values: dict[str, Any]) -> dict[str, Any] | None:
-    cur = conn.cursor(row_factory=dict_row)
-    cur.execute(sql, values, prepare=True)
-    return cur.fetchone()
 
 
 def read(conn: Conn, order_id: uuid.UUID) -> OrderRow:
