@@ -66,7 +66,12 @@ def test_release_fail_and_reject(make_wm: Any) -> None:
         simple = (await call("work.propose", type="test.simple", payload={}))["order"]
         lease = lease_args(await call("work.checkout", agent_id="mcp-r"), "mcp-r")
         await call("work.submit", **lease, result={"answer": 1})
-        errors = [{"code": "wrong", "message": "redo"}]
+        # what HTTP stores of these (its body model keeps code, message and a field that
+        # is set) is what MCP stores: MCP kept every key as sent
+        errors = [
+            {"code": "wrong", "message": "redo", "field": None, "severity": "x", "hint": "y"},
+            {"code": "also", "message": "this", "field": "answer"},
+        ]
         seen["rejected"] = await call(
             "work.reject", order_id=simple["id"], errors=errors, allow_rework=True
         )
@@ -83,6 +88,10 @@ def test_release_fail_and_reject(make_wm: Any) -> None:
     reworked = wm.queries.order(uuid.UUID(seen["simple"]["id"]))
     assert reworked["state"] == "queued"  # allow_rework: back to the queue
     assert [i["state"] for i in reworked["items"]] == ["queued"]
+    assert reworked["last_error"]["errors"] == [
+        {"code": "wrong", "message": "redo"},
+        {"code": "also", "message": "this", "field": "answer"},
+    ], reworked["last_error"]
 
 
 def test_arguments_of_the_wrong_type_are_a_validation_failure(make_wm: Any) -> None:

@@ -149,7 +149,9 @@ def check_error(error: Any) -> None:
         )
 
 
-def check_reject_errors(errors: Any) -> None:
+def reject_errors(errors: Any) -> list[dict[str, Any]]:
+    """A reject's ``errors`` as stored: each ``{code, message, field?}`` and nothing else
+    (``field`` left out when null), whichever surface sent them; else 422."""
     ok = (
         isinstance(errors, list)
         and len(errors) >= 1
@@ -168,6 +170,8 @@ def check_reject_errors(errors: Any) -> None:
         " characters)",
         "minItems",
     )
+    kept = ("code", "message", "field")
+    return [{k: e[k] for k in kept if e.get(k) is not None} for e in errors]
 
 
 FINALIZE_MODES = ("strict", "best_effort")

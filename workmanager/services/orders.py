@@ -30,7 +30,7 @@ from ..states import ItemState, OrderState
 from ..types import JSON, Actor, AgentInfo, OrderView
 from .context import ServiceContext
 from .idempotency import IdempotencyService
-from .inputs import check_reject_errors
+from .inputs import reject_errors
 from .proposals import build_order, check_proposal, order_id_for, same_proposal
 from .refusals import (
     droppable,
@@ -343,7 +343,7 @@ class OrderService:
         agent: AgentInfo | None = None,
     ) -> dict[str, Any]:
         """``submitted → rejected`` (items and parts too); with rework, back to ``queued``."""
-        check_reject_errors(errors)
+        errors = reject_errors(errors)
         json_value(errors, "errors", self.ctx.settings.max_json_depth)
         change = self.store.reject(order_id, errors, actor, allow_rework, agent)
         order = order_dict(refused(change, OrderState.REJECTED))

@@ -113,7 +113,7 @@ def reject(
 ) -> JSONResponse:
     caller = auth.caller()
     ops = state(request).ops
-    errors = [e.model_dump(exclude_none=True) for e in body.errors]
+    errors = [e.model_dump() for e in body.errors]
     return idempotent.run(
         request,
         caller,
