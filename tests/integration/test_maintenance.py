@@ -152,6 +152,34 @@ def test_reannouncing_adds_no_copies_while_the_announcements_wait_unread(
             conn.default_channel.queue_delete(queue)
 
 
+def test_queued_items_of_a_failed_order_do_not_count_as_waiting_for_an_announcement(
+    make_wm, tmp_path
+) -> None:
+    """The skip compared the messages waiting with every queued item of the type, the
+    queued items of a failed order too (never announced, never leased): with consumers
+    stopped, an item whose one message waited unread was announced again each window."""
+    prefix = f"agents.t{uuid.uuid4().hex[:8]}."
+    wm = make_wm(db="sqlite", registry=Registry([Multi()]), agent_queue_prefix=prefix)
+    app = Celery("reannounce", broker=f"sqla+sqlite:///{tmp_path}/broker.db")
+    failed = wm.propose("test.multi", {"count": 3})
+    lease = wm.agent.checkout("a", order_id=failed)
+    assert lease is not None
+    wm.agent.fail(lease, {"code": "broken", "message": "no"}, retryable=False)
+    assert wm.queries.order(failed)["state"] == "failed"  # two items stay queued
+    wm.ctx.dispatcher = CeleryDispatcher(app, wm.settings)
+    live = wm.propose("test.multi", {"count": 1})  # its one message, unread
+    queue = f"{prefix}test.multi"
+    try:
+        assert wm.ctx.dispatcher.waiting("test.multi") == 1
+        later(wm, 3600)
+        assert wm.maintenance.announce_queued(older_than=600) == 0
+        assert wm.ctx.dispatcher.waiting("test.multi") == 1
+        assert wm.queries.order(live)["state"] == "queued"
+    finally:
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(queue)
+
+
 def rabbitmq_url() -> str:
     import socket
 

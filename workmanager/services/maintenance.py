@@ -20,12 +20,12 @@ from sqlalchemy import Select, func, or_, select, update
 from .. import deployment, readiness
 from ..db.models import Event, Item, Order, Provenance
 from ..db.order_store import OrderStore, build_order_store
-from ..db.predicates import count_rows, held, old_audit, waiting
+from ..db.predicates import count_rows, held, leasable, old_audit, waiting
 from ..db.session import display_url
 from ..errors import InvalidQuery, SchemaOutdated
 from ..ratelimit.database import purge_full
 from ..reads.expiry import lock_ends
-from ..states import HELD_ITEM_STATES, SETTLED_ORDER_STATES, ItemState, OrderState
+from ..states import HELD_ITEM_STATES, SETTLED_ORDER_STATES, OrderState
 from ..types import Actor
 from .context import ServiceContext
 from .idempotency import IdempotencyService
@@ -149,18 +149,17 @@ class Maintenance:
             # stopped): copies would only pile up, one per item and window. Fewer than
             # the queued items, one may be lost: the stale ones are announced again
             waiting = None if order_id is not None else self.ctx.dispatcher.waiting(order_type)
-            if waiting is not None and waiting >= self._queued(order_type):
+            if waiting is not None and waiting >= self._leasable(order_type, now):
                 continue
             self.ctx.dispatcher.items_available(order_type, ids)
             sent += len(ids)
         return sent
 
-    def _queued(self, order_type: str) -> int:
-        """The queued items of ``order_type`` (the type's checkout index counts them)."""
+    def _leasable(self, order_type: str, now: datetime) -> int:
+        """The items of ``order_type`` a checkout may take now: what an announcement is
+        for (not the queued items of a failed order, never announced)."""
         with self.ctx.db.transaction() as s:
-            return count_rows(
-                s, Item, Item.order_type == order_type, Item.state == ItemState.QUEUED
-            )
+            return count_rows(s, Item, Item.order_type == order_type, leasable(now))
 
     def stuck_applies(self) -> list[uuid.UUID]:
         """Orders ``approved`` with no apply activity for ``APPLY_RECOVERY_SECONDS`` and no
