@@ -657,6 +657,31 @@ def test_a_lock_taken_over_between_a_release_and_its_drop_frees_its_agent(
     wm.agent.heartbeat(taken[0])
 
 
+def test_a_stale_locks_limit_places_go_with_it_when_its_item_is_granted_again(build) -> None:
+    """A grant that died before its commit leaves its lock (fence 1; the row still at 0),
+    and the item's next grant takes the same fence and the lock over. On a single Redis
+    and in memory the dead grant's places under the limits went with its lock; on Redis
+    Cluster they stayed for a lease TTL and the regrant was refused as over the agent's
+    and the type's limits (a review of the three acquires)."""
+    wm = build(max_leases_per_agent=1, max_leases_per_type=1)
+    store = getattr(wm.ctx.leases, "store", None)
+    if wm.ctx.leases.lock is None or store is None:
+        pytest.skip("the row is the lock")
+    item = str(uuid.uuid4())
+
+    def grant(agent: str, secret: str, agent_limit: int = 1) -> int:
+        ttl = 60_000
+        return int(store.acquire(item, agent, ttl, 1, "test.simple", agent_limit, 1, secret))
+
+    assert grant("agent-a", "a" * 64) == 1  # its transaction then died: the row is queued
+    assert grant("agent-a", "b" * 64) == 1  # the same agent's next grant of the row
+    assert grant("agent-b", "c" * 64, agent_limit=0) == 1  # and another agent's
+    other = str(uuid.uuid4())  # agent-b's one place is the item's: no other for it
+    assert store.acquire(other, "agent-b", 60_000, 1, "test.simple", 1, 0, "d" * 64) == -1
+    # agent-a holds nothing now (the lock it had is agent-b's): its place is free
+    assert store.acquire(other, "agent-a", 60_000, 1, "test.simple", 1, 0, "e" * 64) == 1
+
+
 def test_a_lease_extended_past_the_ttl_still_counts_after_the_ttl(build) -> None:
     """A lease-safety pass: an operator's ``leases extend`` past the TTL, then the agent's
     next grant, shortened its limit zset to the TTL; once that ran out the extended lease

@@ -15,7 +15,9 @@ place is taken atomically in its own slot before the lock exists), but it is wea
 one script in two ways, both on the side of refusing: a checkout can be refused while a
 racing attempt holds a reservation it is about to give back, and a process that dies
 between the reservation and the lock (or before a failed lock's reservations are given
-back) leaves a place taken until it expires, one lease TTL later. Heartbeats and releases
+back) leaves a place taken until it expires, one lease TTL later. A stale lock of the
+item (its grant died before its commit) gives its places back when the item is granted
+again, as on a single Redis. Heartbeats and releases
 move or delete the zset members after the lock changed, in separate steps as well.
 """
 
@@ -131,6 +133,7 @@ class RedisClusterLeaseStore(RedisLeaseStore):
         taken: list[str] = []
         try:
             if self._track:
+                self._drop_stale_places(item_id, token, order_type)
                 for key, limit, refused in (
                     (k.agent(owner), agent_limit, -1),
                     (k.order_type(order_type), type_limit, -2),
@@ -153,6 +156,24 @@ class RedisClusterLeaseStore(RedisLeaseStore):
         if granted <= 0:
             self._give_back(taken, member)
         return granted
+
+    def _drop_stale_places(self, item_id: str, token: int, order_type: str) -> None:
+        """A stale lock of the item (under a fence up to ``token``: a grant that died
+        before its commit, a release whose deletion Redis refused) still holds its places
+        in its agent's and type's zsets; they are given back before this grant counts, as
+        ``acquire.lua`` does in its one script (the caller holds the item's row, so no
+        lease of it is current)."""
+        k = self.cluster_keys
+        try:
+            held = self.client.get(k.item(item_id))
+        except self._errors as exc:
+            raise translated(exc) from exc
+        if held is None:
+            return
+        fence, _, rest = held.decode().partition("|")
+        stale_hash, _, owner = rest.partition("|")
+        if fence.isdigit() and int(fence) <= token:
+            self._give_back([k.agent(owner), k.order_type(order_type)], f"{item_id}|{stale_hash}")
 
     def _give_back(self, keys: list[str], member: str) -> None:
         for key in keys:

@@ -43,6 +43,13 @@ if track then
   if held then  -- the stale lock's place is not counted (it is this item's)
     redis.call('ZREM', KEYS[2], ARGV[4])
     redis.call('ZREM', KEYS[3], ARGV[4])
+    local stale_owner = string.match(held, '^%d+|[^|]*|(.*)$')
+    if stale_owner and stale_owner ~= ARGV[1] then
+      -- nor is it its own agent's (counted a lease TTL otherwise): that zset's name is
+      -- KEYS[2]'s with the other agent id (one Redis: ``track`` is 0 on a cluster)
+      local prefix = string.sub(KEYS[2], 1, #KEYS[2] - #ARGV[1])
+      redis.call('ZREM', prefix .. stale_owner, ARGV[4])
+    end
   end
   local agent_limit = tonumber(ARGV[5])
   if agent_limit > 0 and redis.call('ZCARD', KEYS[2]) >= agent_limit then
