@@ -201,3 +201,85 @@ def test_an_unknown_tool_is_a_refusal_that_names_the_closest_and_every_tool(
     assert "did you mean work.submit?" in near.structured_content["error"]
     assert "did you mean" not in far.structured_content["error"]
     assert near.structured_content["details"] == {"tool": "work.sumbit"}
+
+
+#: Arguments each tool takes well formed (ids of nothing: the scope is checked first).
+VALID = {
+    "work.propose": {"type": "test.simple", "payload": {}},
+    "work.list": {},
+    "work.get": {"order_id": str(uuid.UUID(int=1))},
+    "work.checkout": {"agent_id": "a"},
+    "work.heartbeat": {"item_id": str(uuid.UUID(int=1)), "lease_token": "1.x", "agent_id": "a"},
+    "work.submit": {
+        "item_id": str(uuid.UUID(int=1)),
+        "lease_token": "1.x",
+        "agent_id": "a",
+        "result": {},
+    },
+    "work.submit_part": {
+        "item_id": str(uuid.UUID(int=1)),
+        "lease_token": "1.x",
+        "agent_id": "a",
+        "part_key": "p",
+        "payload": {},
+    },
+    "work.list_parts": {"item_id": str(uuid.UUID(int=1))},
+    "work.finalize": {"item_id": str(uuid.UUID(int=1)), "lease_token": "1.x", "agent_id": "a"},
+    "work.approve": {"order_id": str(uuid.UUID(int=1))},
+    "work.reject": {"order_id": str(uuid.UUID(int=1)), "errors": [{"code": "c", "message": "m"}]},
+    "work.release": {"item_id": str(uuid.UUID(int=1)), "lease_token": "1.x", "agent_id": "a"},
+    "work.logs": {"order_id": str(uuid.UUID(int=1))},
+    "work.fail": {
+        "item_id": str(uuid.UUID(int=1)),
+        "lease_token": "1.x",
+        "agent_id": "a",
+        "error": {"code": "c", "message": "m"},
+    },
+}
+
+
+def test_credentials_are_judged_before_arguments_and_the_scope_table_is_the_operations(
+    make_wm: Any, monkeypatch: Any
+) -> None:
+    """A caller without the tool's scope (or without a token) sending bad arguments was
+    told how the arguments failed, where HTTP says 401/403 first. The scopes a failed
+    call is judged by (``TOOL_SCOPES``) are the ones each operation requires: a principal
+    holding every scope but the table's is refused by the operation itself."""
+    import anyio
+    from mcp.client import Client
+
+    from workmanager.mcp import build_server
+    from workmanager.mcp.calls import Tools
+    from workmanager.mcp.server import TOOL_SCOPES
+    from workmanager.services.tokens import SCOPES, Principal
+
+    wm = build(make_wm)
+    assert set(TOOL_SCOPES) == set(VALID)
+    held: dict[str, frozenset[str]] = {}
+
+    def principal(self: Any, ctx: Any, claimed: Any = None, lease: Any = None) -> Any:
+        return Principal("p", None, held["scopes"]), None
+
+    async def call(name: str, arguments: dict[str, Any], require_token: bool) -> Any:
+        async with Client(build_server(wm, require_token=require_token)) as client:
+            answer = await client.call_tool(name, arguments)
+            return answer.structured_content or {}
+        raise AssertionError("unreachable")
+
+    def body(answer: dict[str, Any]) -> dict[str, Any]:
+        return answer.get("result", answer)
+
+    # no token at all (the HTTP transport's gate aside): unauthenticated, whatever the args
+    bad = anyio.run(call, "work.checkout", {"agent_id": "a", "bogus": 1}, True)
+    assert body(bad)["code"] == "unauthenticated", bad
+    monkeypatch.setattr(Tools, "principal", principal)
+    for name, scope in TOOL_SCOPES.items():
+        held["scopes"] = frozenset(SCOPES) - {scope, "admin"}
+        refused = body(anyio.run(call, name, VALID[name], True))
+        assert refused.get("code") == "forbidden", (name, refused)
+        assert refused["details"]["required_scope"] == scope, (name, refused)
+        wrong = body(anyio.run(call, name, {**VALID[name], "bogus": 1}, True))
+        assert wrong.get("code") == "forbidden", (name, wrong)
+        held["scopes"] = frozenset({scope})
+        allowed = body(anyio.run(call, name, {**VALID[name], "bogus": 1}, True))
+        assert allowed.get("code") == "validation_failed", (name, allowed)

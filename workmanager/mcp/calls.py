@@ -63,6 +63,18 @@ class Tools:
             return self.tokens.authenticate(bearer, claimed_agent), None
         return self.tokens.authenticate_reading(bearer, claimed_agent, item_id)
 
+    def refused(
+        self, ctx: Context | None, scope: str, claimed_agent: str | None
+    ) -> WorkManagerError | None:
+        """What the call's credentials alone refuse (no token, a bad one, an agent the
+        token may not act as, ``scope`` lacking), if anything."""
+        try:
+            who, _ = self.principal(ctx, claimed_agent)
+            who.require(scope)
+        except WorkManagerError as exc:
+            return exc
+        return None
+
     def caller(self, ctx: Context | None, meta: AgentMetadata, lease: str | None = None) -> Caller:
         who, read = self.principal(ctx, meta.agent_id, lease)
         return build_caller(who, meta, read=read)

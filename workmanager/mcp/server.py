@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, InputRequiredResult
 from pydantic import ValidationError
 
 from ..container import WorkManager
-from ..errors import ValidationFailed
+from ..errors import ValidationFailed, WorkManagerError
 from ..jsonvalues import deeper_than, too_deep
 from ..surface.operations import CheckoutFilters
 from . import results
@@ -39,22 +40,26 @@ from .arguments import (
 from .calls import JSONObj, Once, Tools
 from .results import Result
 
-TOOL_NAMES = (
-    "work.propose",
-    "work.list",
-    "work.get",
-    "work.checkout",
-    "work.heartbeat",
-    "work.submit",
-    "work.submit_part",
-    "work.list_parts",
-    "work.finalize",
-    "work.approve",
-    "work.reject",
-    "work.release",
-    "work.logs",
-    "work.fail",
-)
+#: Each tool and the scope its operation requires (``surface/operations.py`` checks it when
+#: the call runs; this table only lets a call whose arguments fail be refused for its
+#: credentials first, as the HTTP API refuses; a test holds the two equal).
+TOOL_SCOPES = {
+    "work.propose": "propose",
+    "work.list": "view",
+    "work.get": "view",
+    "work.checkout": "checkout",
+    "work.heartbeat": "checkout",
+    "work.submit": "submit",
+    "work.submit_part": "submit",
+    "work.list_parts": "view",
+    "work.finalize": "submit",
+    "work.approve": "approve",
+    "work.reject": "reject",
+    "work.release": "checkout",
+    "work.logs": "view",
+    "work.fail": "submit",
+}
+TOOL_NAMES = tuple(TOOL_SCOPES)
 
 
 #: What an MCP client is told at ``initialize``: the work loop, in the words of the tools.
@@ -79,9 +84,10 @@ class WorkServer(MCPServer[Any]):
     """The MCP server, refusing tool arguments nested deeper than ``max_json_depth``
     (``malformed_json``, as the HTTP API does) before anything validates or stores them."""
 
-    def __init__(self, max_json_depth: int) -> None:
+    def __init__(self, max_json_depth: int, tools: Tools) -> None:
         super().__init__("workmanager", instructions=INSTRUCTIONS, version=results.version())
         self.max_json_depth = max_json_depth
+        self.tools = tools
 
     async def run_stdio_async(self) -> None:
         """stdio, with every line answered, even one the library cannot parse."""
@@ -100,29 +106,38 @@ class WorkServer(MCPServer[Any]):
         tool = self._tool_manager.get_tool(name)
         if tool is None:
             return results.unknown_tool(name, [t.name for t in self._tool_manager.list_tools()])
+        error: WorkManagerError | None = None
         if deeper_than(arguments, self.max_json_depth):
-            refused = results.failure(too_deep(self.max_json_depth, "the tool arguments"))
-            return tool.fn_metadata.convert_result(refused)
-        try:
-            arguments = normalise_arguments(arguments, tool.parameters)
-        except ValidationFailed as exc:
-            return tool.fn_metadata.convert_result(results.failure(exc))
-        try:
-            return await super().call_tool(name, arguments, context)
-        except ToolError as exc:  # arguments of the wrong type: a result, as §7 says
-            cause = exc.__cause__
-            if isinstance(exc, UnexpectedToolError):
-                raise
-            if not isinstance(cause, ValidationError):
-                raise
-            refused = results.failure(argument_errors(cause))
-            return tool.fn_metadata.convert_result(refused)
+            error = too_deep(self.max_json_depth, "the tool arguments")
+        else:
+            try:
+                arguments = normalise_arguments(arguments, tool.parameters)
+            except ValidationFailed as exc:
+                error = exc
+        if error is None:
+            try:
+                return await super().call_tool(name, arguments, context)
+            except ToolError as exc:  # arguments of the wrong type: a result, as §7 says
+                cause = exc.__cause__
+                if isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError):
+                    raise
+                error = argument_errors(cause)
+        # the call's credentials are judged before its arguments, as over HTTP: a caller
+        # without the tool's scope is told so, not how its arguments failed
+        agent = arguments.get("agent_id")
+        refused = await anyio.to_thread.run_sync(
+            self.tools.refused,
+            context,
+            TOOL_SCOPES[name],
+            agent if isinstance(agent, str) else None,
+        )
+        return tool.fn_metadata.convert_result(results.failure(refused or error))
 
 
 def build_server(wm: WorkManager, *, require_token: bool = False) -> MCPServer[Any]:
     """An MCP server with the ``work.*`` tools; ``require_token`` for the HTTP transport."""
-    server = WorkServer(wm.settings.max_json_depth)
     tools = Tools(wm, require_token)
+    server = WorkServer(wm.settings.max_json_depth, tools)
     _order_tools(server, tools)
     _lease_tools(server, tools)
     _result_tools(server, tools)
