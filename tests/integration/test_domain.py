@@ -841,3 +841,19 @@ def test_rework_and_retry_announce_the_requeued_items(wm: WorkManager) -> None:
     wm.dispatcher.available.clear()  # type: ignore[attr-defined]
     wm.orders.retry(order_id, REVIEWER)
     assert wm.dispatcher.available == [("test.simple", [uuid.UUID(item["id"])])]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_falsy_evidence_is_kept_in_the_submitted_event(make_wm: Any, db: str) -> None:
+    """Evidence of ``false``, ``0`` or ``{}`` was left out of the ``submitted`` event (a
+    truth test, in both stores), as if none had been sent."""
+    wm = make_wm(db=db, registry=Registry([Simple()]))
+    kept = []
+    for evidence in (False, 0, {}):
+        order_id = wm.propose("test.simple", {})
+        lease = wm.agent.checkout("a", order_id=order_id)
+        assert lease is not None
+        wm.agent.submit(lease, {"answer": 1}, evidence=evidence)
+        events = wm.queries.events(order_id)
+        kept += [e["payload"] for e in events if e["event"] == "submitted" and e["item_id"]]
+    assert [p.get("evidence", "absent") for p in kept] == [False, 0, {}], kept

@@ -50,6 +50,7 @@ from .store import (
     end_hold,
     holder_of,
     lock_only_beat,
+    submitted_payload,
 )
 
 
@@ -237,7 +238,7 @@ class OrmStore:
             item,
             ItemState.SUBMITTED,
             agent.actor,
-            payload={"agent_id": agent.id, **{k: v for k, v in payload.items() if v}},
+            payload=submitted_payload(agent.id, payload),
         )
         became = maybe_submit_order(s, order, agent.actor, now)
         self.ctx.provenance.record(s, action, agent, order_id=item.order_id, item_id=item.id)

@@ -274,6 +274,13 @@ class Store(Protocol):
     def extend(self, leases: Sequence[Held], actor: Actor, seconds: int) -> Batch: ...
 
 
+def submitted_payload(agent_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The ``submitted`` event's payload (submit's evidence and notes, finalize's mode and
+    missing parts): what was sent, a value left out only when absent (``None``); evidence
+    of ``0``, ``false`` or ``{}`` is evidence."""
+    return {"agent_id": agent_id, **{k: v for k, v in payload.items() if v is not None}}
+
+
 def dead_or_alive(
     lock: LeaseLock | None, rows: Sequence[Any], now: datetime
 ) -> tuple[list[Any], dict[uuid.UUID, datetime]]:

@@ -24,7 +24,7 @@ from ...states import ItemState, OrderState
 from ...types import JSON, AgentInfo, ItemView, Lease
 from .. import claims
 from ..raw import Conn, RawPostgres
-from ..store import end_hold
+from ..store import end_hold, submitted_payload
 from .guarded import lock_item, store_holds, write
 from .sql import SUBMIT_SQL, submit_sql
 from .values import announce_written, item_of_row, lease_params, marked, order_step, view_guard
@@ -153,7 +153,7 @@ class PostgresSubmit:
         action: str = "submit",
     ) -> dict[str, Any]:
         """The submit statements' parameters (finalize's too: ``action``)."""
-        event_payload = {"agent_id": agent.id, **{k: v for k, v in payload.items() if v}}
+        event_payload = submitted_payload(agent.id, payload)
         return {
             **lease_params(self.ctx, lease, agent, now, action),
             "order": order_id,
