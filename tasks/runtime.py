@@ -78,7 +78,10 @@ def _ready_to_work(**_: Any) -> None:
       broker's directory;
     - a broker that refuses the credentials or the virtual host (``error [unavailable]:
       the broker at … refused the credentials/vhost``), where Celery would print its
-      traceback (:func:`tasks.broker.check_credentials`).
+      traceback (:func:`tasks.broker.check_credentials`);
+    - anything else the check meets, which no translation knows: its traceback is logged
+      and the worker stops (``error [internal_error]: the start-up check failed: …``),
+      since every task would meet it too.
 
     A database, broker (or Redis) that does not answer yet is not refused: tasks retry on it as on
     any outage. A schema at the head is seen without Alembic (:func:`at_shipped_head`);
@@ -107,6 +110,9 @@ def _ready_to_work(**_: Any) -> None:
         log.warning("not ready at start-up: %s", exc)
     except WorkManagerError as exc:  # settings, schema behind
         _refuse(exc)
+    except Exception as exc:  # nothing we know: every task would meet it, so refuse too
+        log.exception("start-up check failed")
+        _refuse(WorkManagerError(f"the start-up check failed: {type(exc).__name__}: {exc}"))
 
 
 @worker_init.connect

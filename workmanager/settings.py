@@ -222,6 +222,18 @@ class Settings:
         return self.broker_url.startswith("sqla+sqlite")
 
 
+def _without_client_options(url: str) -> str:
+    """The lease store's Redis URL as a broker's: redis-py's options (``socket_timeout``…)
+    are no kombu's; its TLS ones (``ssl_…``) are both's."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit
+
+    parts = urlsplit(url)
+    kept = [
+        (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.startswith("ssl")
+    ]
+    return parts._replace(query=urlencode(kept)).geturl()
+
+
 def _resolve_connections(values: dict[str, Any]) -> dict[str, Any]:
     """Turn Laravel connection names into URLs: ``default``/``redis`` → the configured
     Redis URL; ``QUEUE_CONNECTION=database`` → ``sqla+`` the database URL."""
@@ -231,7 +243,7 @@ def _resolve_connections(values: dict[str, Any]) -> dict[str, Any]:
     broker = values.get("broker_url")
     if isinstance(broker, ConnectionName):
         if broker.name == "redis":
-            values["broker_url"] = redis or Settings.redis_url
+            values["broker_url"] = _without_client_options(redis or Settings.redis_url)
         else:
             values["broker_url"] = "sqla+" + values.get("database_url", Settings.database_url)
         # as the broker reads it (a unix:// or a cluster's node list is no broker)

@@ -11,7 +11,7 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from .errors import ConfigurationError
 from .settings_values import PREFIX, _fail, _optional_str, _str
@@ -19,8 +19,6 @@ from .settings_values import PREFIX, _fail, _optional_str, _str
 
 def check_cluster(url: str, prefix: str) -> None:
     """Redis Cluster has one database (0), and the lease keys carry their own hash tags."""
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     shown = shown_host(url)  # the rest of a URL may hold a password
     if parts.scheme not in ("redis", "rediss"):
@@ -90,7 +88,7 @@ def _check_redis(name: str, url: str) -> None:
             f"{name}: expected a redis://, rediss:// or unix:// URL, got one of scheme "
             f"{_scheme(url)!r}"
         )
-    if _scheme(url) != "unix" and "," not in urlsplit(url).netloc:  # node lists: cluster's
+    if _scheme(url) != "unix" and "," not in split(name, url).netloc:  # node lists: cluster's
         hint = "host:port, e.g. 127.0.0.1:6379; a Redis Cluster's nodes separated by commas"
         check_port(name, url, hint)
         check_redis_database(name, url)
@@ -129,11 +127,20 @@ def _check_redis_options(name: str, url: str) -> None:
         ) from None
 
 
+def split(name: str, url: str, hint: str = "host:port, e.g. 127.0.0.1:6379") -> SplitResult:
+    """``urlsplit``, its ``ValueError`` (``Invalid IPv6 URL``: a bracket left open) made a
+    configuration error naming the setting."""
+    try:
+        return urlsplit(url)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name}: {exc} (a bracket left open?)", hint=hint) from None
+
+
 def check_port(name: str, url: str, hint: str = "host:port, e.g. 127.0.0.1:6379") -> None:
     """A URL's port, when it has one, is a number from 1 to 65535 (a typo there raised
     ``ValueError`` from the driver on first use, a traceback from every command). Only
     the host part is shown: the rest may hold a password."""
-    parts = urlsplit(url)
+    parts = split(name, url, hint)
     try:
         port = parts.port
     except ValueError:
@@ -147,11 +154,49 @@ def check_port(name: str, url: str, hint: str = "host:port, e.g. 127.0.0.1:6379"
 
 
 def database_url(name: str, value: Any) -> str:
-    """``WORK_MANAGER_DATABASE_URL``: a SQLAlchemy URL whose port, if any, is a port."""
+    """``WORK_MANAGER_DATABASE_URL``: a SQLAlchemy URL whose port, if any, is a port; on
+    PostgreSQL, one user-info part and options libpq knows (``?ssl_mode=require`` made
+    every connection fail, and a worker take messages it could not store)."""
     text = _str(name, value)
     if "://" in text and not text.startswith("sqlite"):
         check_port(name, text, "host:port, e.g. postgresql+psycopg://user@127.0.0.1:5432/db")
+        if text.lower().startswith("postgres"):
+            _check_libpq_url(name, text)
     return text
+
+
+#: libpq options whose value is a whole number (libpq or psycopg refuse another at connect).
+_LIBPQ_NUMBERS = frozenset(
+    {"connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
+     "keepalives_count", "tcp_user_timeout"}
+)  # fmt: skip
+
+
+def _check_libpq_url(name: str, url: str) -> None:
+    parts = urlsplit(url)
+    if parts.netloc.count("@") > 1:  # "user:p@ss@host": the host would be "ss@host"
+        raise ConfigurationError(
+            f"{name}: the user or password holds an '@' that is not percent-encoded",
+            hint="write it as %40 (and '/' as %2F, ':' in a password as %3A)",
+        )
+    try:
+        from psycopg.pq import Conninfo
+    except ImportError:  # the postgres extra is not installed: said when it is needed
+        return
+    known = {d.keyword.decode() for d in Conninfo.get_defaults()}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            raise ConfigurationError(
+                f"{name}: unknown PostgreSQL connection option {key!r}",
+                hint=(f"did you mean {close[0]}? " if close else "")
+                + "the options are libpq's (sslmode, connect_timeout, application_name…)",
+            )
+        if key in _LIBPQ_NUMBERS and not value.strip().lstrip("-").isdigit():
+            raise ConfigurationError(
+                f"{name}: the option {key} is not a whole number ({value!r})",
+                hint=f"e.g. {key}=10",
+            )
 
 
 def check_broker(name: str, url: str) -> None:
@@ -170,6 +215,9 @@ def check_broker(name: str, url: str) -> None:
                 check_port(name, alternate.strip(), "host:port, e.g. 127.0.0.1:6379")
                 if scheme.lower() in ("redis", "rediss"):  # not redis+socket:///<path>
                     check_redis_database(name, alternate.strip())
+                _check_broker_options(name, alternate.strip())
+            elif transport == "sqla":
+                _check_sqla_database(name, alternate.strip().partition("+")[2])
             continue
         close = difflib.get_close_matches(transport, known, n=1)
         raise ConfigurationError(
@@ -179,6 +227,38 @@ def check_broker(name: str, url: str) -> None:
             + "kombu's transports: "
             + ", ".join(known),
         )
+
+
+def _check_broker_options(name: str, url: str) -> None:
+    """The URL's query options, as kombu reads them: it makes each a keyword of its
+    connection (``?socket_timeout=5``, a redis-py option, was a TypeError traceback from
+    every command and worker); no connection is opened."""
+    from kombu.connection import Connection
+
+    try:
+        Connection(url)  # type: ignore[no-untyped-call]
+    except TypeError as exc:
+        option = str(exc).rpartition(" ")[2].strip("'")
+        raise ConfigurationError(
+            f"{name}: kombu takes no connection option {option!r} in the broker URL",
+            hint="the URL's options are kombu's (connect_timeout, heartbeat, ssl_…); "
+            "a transport's own go in celeryconfig.py's broker_transport_options",
+        ) from None
+
+
+def _check_sqla_database(name: str, url: str) -> None:
+    """``sqla+<database URL>``: a database SQLAlchemy has a dialect for (``sqla+postgres://``
+    stopped the worker with ``NoSuchModuleError`` at its first message)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        make_url(url).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise ConfigurationError(
+            f"{name}: sqla+ names no database SQLAlchemy can open ({exc})",
+            hint="sqla+sqlite:///path/broker.db or sqla+postgresql+psycopg://user@host/db",
+        ) from None
 
 
 _redis_url = _url(

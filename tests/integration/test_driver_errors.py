@@ -153,3 +153,35 @@ def test_a_deadlock_victim_is_503_try_again_and_run_runs_it_again(make_wm) -> No
     assert answer.status_code == 503, answer.text
     assert answer.json()["error"]["code"] == "unavailable" and "Retry-After" in answer.headers
     assert http.get("/agent/work/orders").json()["meta"]["total"] == 1  # and then it answers
+
+
+def test_a_database_host_that_does_not_resolve_is_unavailable_with_a_hint() -> None:
+    """psycopg's "failed to resolve host" matched no marker: a traceback from every
+    command, 500 from the API's reads."""
+    import psycopg
+
+    from workmanager.db.driver_errors import translate
+    from workmanager.errors import Unavailable
+
+    with pytest.raises(psycopg.OperationalError) as raised:
+        psycopg.connect("postgresql://postgres@nosuch.invalid/x", connect_timeout=5)
+    error = translate(raised.value, "the URL", operational=True)
+    assert isinstance(error, Unavailable), error
+    assert "does not resolve" in (error.hint or "")
+
+
+@pytest.mark.redis
+def test_a_redis_database_the_server_has_not_is_unavailable_with_a_hint(redis_url) -> None:
+    """``DB index is out of range`` was raised as it was: 500 from a checkout, and an
+    agent's message taken and dropped."""
+    import redis
+
+    from workmanager.errors import Unavailable
+    from workmanager.leases.redis import translated
+
+    client = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/9999")
+    with pytest.raises(redis.ResponseError) as raised:
+        client.ping()
+    error = translated(raised.value)
+    assert isinstance(error, Unavailable) and "databases" in (error.hint or "")
+    client.close()

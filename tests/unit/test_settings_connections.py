@@ -41,6 +41,16 @@ def refused(env: dict[str, str]) -> ConfigurationError:
         ),
         ({P + "RESULT_BACKEND": "rediss://:S3cret@127.0.0.1:6379/4"}, "RESULT_BACKEND"),
         ({P + "RESULT_BACKEND": "db+garbage://x"}, "RESULT_BACKEND"),
+        # session 26's pass: each a traceback, a 500, or a worker that took messages and
+        # lost them
+        ({P + "DATABASE_URL": "postgresql+psycopg://u:S3cret@h/db?ssl_mode=x"}, "DATABASE"),
+        ({P + "DATABASE_URL": "postgresql+psycopg://u@h/db?connect_timeout=abc"}, "DATABASE"),
+        ({P + "DATABASE_URL": "postgresql+psycopg://postgres:TOP@S3cret@h/x"}, "DATABASE"),
+        ({P + "DATABASE_URL": "postgresql+psycopg://u@[::1/db"}, "DATABASE"),
+        ({P + "REDIS_URL": "redis://[::1:6379/0"}, "REDIS_URL"),
+        ({P + "BROKER_URL": "redis://:S3cret@127.0.0.1:6379/4?socket_timeout=5"}, "BROKER"),
+        ({P + "BROKER_URL": "sqla+postgres://u:S3cret@h/db"}, "BROKER_URL"),
+        ({P + "BROKER_URL": "sqla+garbage://x"}, "BROKER_URL"),
         ({P + "RATE_LIMIT_CHECKOUT_PER_AGENT": "1" + "0" * 400 + "/s"}, "RATE_LIMIT"),
         ({P + "RATE_LIMIT_CHECKOUT_PER_AGENT": "\u0661\u0660/s"}, "RATE_LIMIT"),  # Arabic 10
     ],
@@ -67,7 +77,30 @@ def test_a_connection_its_client_cannot_use_is_refused_in_one_line(
         {P + "RESULT_BACKEND": "rediss://127.0.0.1:6379/4?ssl_cert_reqs=required"},
         {P + "RESULT_BACKEND": "db+sqlite:///results.db"},
         {P + "RATE_LIMIT_CHECKOUT_PER_AGENT": "2147483647/s"},
+        {P + "DATABASE_URL": "postgresql+psycopg://u:p%40ss@h:5432/db?sslmode=require"},
+        {P + "DATABASE_URL": "postgresql+psycopg://u@h/db?connect_timeout=10&options=-c%20x=1"},
+        {P + "BROKER_URL": "redis://127.0.0.1:6379/4?connect_timeout=5&heartbeat=10"},
+        {P + "BROKER_URL": "sqla+postgresql+psycopg://u@h/db"},
     ],
 )
 def test_the_forms_the_docs_give_still_pass(env: dict[str, str]) -> None:
     Settings.from_env(env)
+
+
+def test_the_lease_stores_redis_as_the_broker_leaves_redis_pys_options() -> None:
+    """``QUEUE_CONNECTION=redis`` made the broker the Redis URL as written, and kombu
+    refuses redis-py's ``socket_timeout`` (the option the Redis URL's hint suggests)."""
+    settings = Settings.from_env(
+        {
+            P + "QUEUE_CONNECTION": "redis",
+            P + "REDIS_URL": "rediss://127.0.0.1:6379/3?socket_timeout=5&ssl_cert_reqs=none",
+        }
+    )
+    assert settings.broker_url == "rediss://127.0.0.1:6379/3?ssl_cert_reqs=none"
+
+
+def test_a_password_given_as_an_option_is_masked_where_the_url_is_shown() -> None:
+    from workmanager.db.session import display_url
+
+    shown = display_url("postgresql+psycopg://u:S3cret@h/db?password=S3cret&sslmode=require")
+    assert "S3cret" not in shown and "sslmode=require" in shown, shown

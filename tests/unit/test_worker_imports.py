@@ -161,3 +161,25 @@ def test_the_start_up_check_refuses_settings_no_task_could_run_with(tmp_path: Pa
         error = [line for line in lines if line.startswith("error [")]
         assert len(error) == 1 and error[0].startswith(said), done.stderr
         assert ("Traceback" in done.stderr) == (modules == "raising_types"), done.stderr
+
+
+def test_the_start_up_check_refuses_what_it_does_not_know_rather_than_start(
+    tmp_path: Path,
+) -> None:
+    """An error no translation knows (here: the deployment check raising a plain
+    exception) let the worker say ``ready`` (Celery ignores what a signal handler raises)
+    and take messages each task failed on: it stops, its traceback logged, one line."""
+    url = f"sqlite:///{tmp_path}/wm.db"
+    db = Database(url)
+    db.create_all()
+    db.dispose()
+    code = (
+        "import workmanager.deployment as d\n"
+        "def boom(*a, **k): raise RuntimeError('something new')\n"
+        "d.check = boom\n"
+        "from tasks.runtime import _ready_to_work\n_ready_to_work()\n"
+    )
+    done = run_python(code, url)
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == "error [internal_error]: the start-up check failed: RuntimeError: something new"

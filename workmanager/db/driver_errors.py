@@ -75,6 +75,8 @@ SERVER_STATES = {
     ),
 }
 _CONNECTION_MARKERS = (
+    "resolve host",  # psycopg: "failed to resolve host 'db.example': ..."
+    "translate host name",  # libpq: "could not translate host name ..."
     "connection",
     "could not connect",
     "server closed",
@@ -165,6 +167,8 @@ def _connection_hint(lowered: str, where: str) -> str:
             "the server's max_connections is reached: fewer processes (each keeps a pool of"
             " connections), a pooler such as PgBouncer, or a higher max_connections"
         )
+    if "resolve host" in lowered or "translate host name" in lowered:
+        return f"the host name does not resolve: is {where} right? (WORK_MANAGER_DATABASE_URL)"
     if "connect" in lowered:  # not a lock timeout: the server itself
         return f"is the server running and is {where} right? (WORK_MANAGER_DATABASE_URL)"
     if "locked" in lowered:  # SQLite: one writer at a time, and one held it long

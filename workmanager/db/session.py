@@ -61,7 +61,14 @@ def display_url(url: str) -> str:
     path = sqlite_file(url)
     if path is not None:
         parsed = parsed.set(database=path)
-    return parsed.render_as_string(hide_password=True)
+    secret = {k: "MASKED" for k in parsed.query if k.lower() in _SECRET_OPTIONS}
+    if secret:  # libpq also takes the password as an option: ?password=...
+        parsed = parsed.update_query_dict(secret)
+    return parsed.render_as_string(hide_password=True).replace("=MASKED", "=***")
+
+
+#: URL options that hold a secret (libpq's ``password``; ``sslpassword`` for a key).
+_SECRET_OPTIONS = frozenset({"password", "sslpassword"})
 
 
 def _sqlite_engine(url: str) -> Engine:

@@ -79,6 +79,13 @@ def translated(exc: BaseException) -> Unavailable:
     state = SERVER_STATES.get(word) if isinstance(exc, e.ResponseError) else None
     if state is not None:
         return Unavailable(f"redis unavailable: {state[0]} ({exc})", hint=state[1])
+    if isinstance(exc, e.ResponseError) and "DB index is out of range" in str(exc):
+        return Unavailable(
+            "redis unavailable: the server has no database of the number in"
+            " WORK_MANAGER_REDIS_URL's path",
+            hint="its `databases` setting (16 by default) numbers them from 0: "
+            "redis://host:port/<number below it>",
+        )
     kinds: tuple[type[BaseException], ...] = (e.ConnectionError, e.TimeoutError, e.ClusterError)
     kinds += (e.TryAgainError, e.RedisClusterException)
     if isinstance(exc, kinds) and not isinstance(exc, e.AskError):
