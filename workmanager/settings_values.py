@@ -241,7 +241,18 @@ def _prefix(name: str, value: Any) -> str:
             + " ".join(repr(c) for c in odd),
             hint="use letters, digits and - . _ ~ / (such as /api/work)",
         )
-    return text.rstrip("/")
+    text = text.rstrip("/")
+    taken = [p for p in RESERVED_PATHS if text == p or text.startswith(p + "/")]
+    if taken:
+        raise ConfigurationError(
+            f"{name}: {text!r} is where the server answers {taken[0]} itself",
+            hint="choose another path, such as /api (the default) or /api/work",
+        )
+    return text
+
+
+#: Paths the HTTP server answers outside the API prefix: the API may not mount there.
+RESERVED_PATHS = ("/ui", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc")
 
 
 def _header_name(name: str, value: Any) -> str:

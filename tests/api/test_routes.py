@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
+import pytest
 from sqlalchemy import select
 
 from tests.api.conftest import PREFIX, Server, checkout, idem, lease_headers, propose
@@ -55,7 +56,8 @@ def test_health_ready_and_openapi(server: Server) -> None:
 
 
 def test_head_answers_as_get_without_a_body(server: Server) -> None:
-    """``HEAD /healthz`` (how many monitors probe) was 405 ``method_not_allowed``."""
+    """``HEAD`` on a ``GET`` route was 405 ``method_not_allowed`` but on ``/healthz`` and
+    ``/readyz``, which declared their own."""
     anonymous, admin = server.client(None), server.client()
     for client, path, status in (
         (anonymous, "/healthz", 200),
@@ -286,3 +288,27 @@ def test_the_routes_mount_at_the_root_with_a_prefix_of_slash(make_wm) -> None:
         assert made.status_code == 201, made.text
         assert client.get(f"/orders/{made.json()['order']['id']}").status_code == 200
         assert client.get("/healthz").status_code == 200
+
+
+def test_a_prefix_that_begins_a_probes_name_is_no_prefix_of_it(make_wm) -> None:
+    """``WORK_MANAGER_API_PREFIX=/h`` (or ``/health``, ``/r``, ``/m``): the OpenAPI
+    document took ``/healthz`` for one of the API's routes and answered 500."""
+    from fastapi.testclient import TestClient
+
+    from tests.support.types import Simple
+    from workmanager import Registry
+    from workmanager.api import create_app
+    from workmanager.errors import ConfigurationError
+    from workmanager.settings import Settings
+
+    for prefix in ("/h", "/health", "/r", "/m"):
+        wm = make_wm(db="sqlite", registry=Registry([Simple()]), auth="none", api_prefix=prefix)
+        with TestClient(create_app(wm)) as client:
+            spec = client.get("/openapi.json")
+            assert spec.status_code == 200, (prefix, spec.text[:300])
+            assert f"{prefix}/orders" in spec.json()["paths"] and "/healthz" in spec.json()["paths"]
+        wm.close()
+    # where the server answers itself: the API's JSON on /ui/orders hid the console's page
+    for taken in ("/ui", "/ui/api", "/metrics"):
+        with pytest.raises(ConfigurationError, match="answers"):
+            Settings.from_env({"WORK_MANAGER_API_PREFIX": taken})

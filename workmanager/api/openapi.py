@@ -183,7 +183,7 @@ def _operation(
         if key in op:
             op[key] = SPEC_MENTION.sub("", op[key])
     _responses(path, method, op.setdefault("responses", {}), settings, auth_enabled)
-    api = path.startswith(settings.api_prefix)
+    api = under_prefix(path, settings.api_prefix)
     if not api:
         return
     if auth_enabled:
@@ -205,7 +205,7 @@ def _responses(
 ) -> None:
     """The success bodies the route declared, and the errors of :data:`ROUTE_ERRORS`;
     the headers every response carries."""
-    endpoint = _endpoint(path, method) if path.startswith(settings.api_prefix) else None
+    endpoint = _endpoint(path, method) if under_prefix(path, settings.api_prefix) else None
     for status, response in responses.items():
         _request_id_header(response)
         for media in response.get("content", {}).values():
@@ -232,9 +232,15 @@ def _responses(
             }
 
 
+def under_prefix(path: str, prefix: str) -> bool:
+    """``path`` is one of the API's routes under ``prefix`` (``/h`` is no prefix of
+    ``/healthz``: a plain string test took it for one, and the document was a 500)."""
+    return prefix == "" or path == prefix or path.startswith(prefix + "/")
+
+
 def _errors(path: str, method: str, settings: Settings, auth_enabled: bool) -> dict[str, list[str]]:
     """The error codes a route can answer, by status (from :data:`ROUTE_ERRORS`)."""
-    api = path.startswith(settings.api_prefix)
+    api = under_prefix(path, settings.api_prefix)
     route = f"{method.upper()} {path[len(settings.api_prefix) :] if api else path}"
     if route not in ROUTE_ERRORS:
         raise KeyError(f"{route}: add the errors it can answer to openapi.ROUTE_ERRORS")

@@ -58,11 +58,6 @@ def readyz(request: Request) -> JSONResponse:
     return JSONResponse(body, 503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
-# HEAD, what many load balancers probe with: the same answer without its body, left out of
-# the OpenAPI document (it has no body to describe).
-router.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
-router.add_api_route("/readyz", readyz, methods=["HEAD"], include_in_schema=False)
-
 
 @router.get(
     "/metrics",
