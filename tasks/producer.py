@@ -52,7 +52,9 @@ def enqueue_order(
     Raises :class:`UnknownOrderType`, :class:`ValidationFailed` (``details``: path,
     message, validator) or :class:`MalformedJSON` before sending anything when the order
     types are known here (see the module docstring). ``tenant_id``: the tenant the order
-    belongs to (its items inherit it; without one, the payload's ``tenant_id`` key)."""
+    belongs to (its items inherit it; without one, the payload's ``tenant_id`` key).
+    A broker that refused or did not answer is :class:`Unavailable` (one line, the URL's
+    password masked, a hint): nothing was sent, so the call can be made again."""
     tenant_id = checked_tenant(tenant_id)
     if app is None:
         from .app import app as default_app
@@ -80,20 +82,29 @@ def enqueue_order(
             max_depth=max_depth,
         )
     order_id = order_id_for(dedupe_key)
-    app.send_task(
-        CREATE,
-        kwargs={
-            "type": type,
-            "payload": payload,
-            "priority": priority,
-            "meta": meta,
-            "dedupe_key": dedupe_key,
-            "order_id": str(order_id),
-            # Only when set, so a worker of an earlier release still takes the message.
-            **({"tenant_id": tenant_id} if tenant_id else {}),
-        },
-        queue=control_queue(),
-    )
+    try:
+        app.send_task(
+            CREATE,
+            kwargs={
+                "type": type,
+                "payload": payload,
+                "priority": priority,
+                "meta": meta,
+                "dedupe_key": dedupe_key,
+                "order_id": str(order_id),
+                # Only when set, so a worker of an earlier release still takes the message.
+                **({"tenant_id": tenant_id} if tenant_id else {}),
+            },
+            queue=control_queue(),
+        )
+    except Exception as exc:  # the broker refused or is not there: nothing was sent
+        from kombu.exceptions import OperationalError
+
+        from .broker import broker_unavailable, transport_errors
+
+        if isinstance(exc, (OperationalError, *transport_errors())):
+            raise broker_unavailable(str(app.conf.broker_url or ""), exc) from exc
+        raise
     return order_id
 
 

@@ -155,26 +155,19 @@ def _send(
     dedupe_key: str | None,
     tenant_id: str | None,
 ) -> uuid.UUID:
-    """Send the proposal to the workers (``tasks.enqueue_order``); its id."""
-    from kombu.exceptions import OperationalError  # Celery's, only for this command
-
-    from tasks.broker import broker_unavailable, transport_errors
+    """Send the proposal to the workers (``tasks.enqueue_order``, which says a broker
+    that could not take it in one line); its id."""
     from tasks.producer import enqueue_order
 
-    try:
-        return enqueue_order(
-            order_type,
-            payload,
-            priority,
-            meta,
-            dedupe_key,
-            registry=env.wm.registry,
-            tenant_id=tenant_id,
-        )
-    except Exception as exc:  # the broker refused or is not there: nothing was sent
-        if isinstance(exc, (OperationalError, *transport_errors())):
-            raise broker_unavailable(env.settings.broker_url, exc) from exc
-        raise
+    return enqueue_order(
+        order_type,
+        payload,
+        priority,
+        meta,
+        dedupe_key,
+        registry=env.wm.registry,
+        tenant_id=tenant_id,
+    )
 
 
 @orders.command("list")
