@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import sys
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -26,7 +28,7 @@ def import_module(name: str, variable: str, hint: str | None = None) -> ModuleTy
         log.exception("importing %r (%s) raised", name, variable)
         raise ConfigurationError(
             f"{variable}: importing {name!r} raised {type(exc).__name__}: {exc}",
-            hint="the traceback above is the module's own: fix it there",
+            hint=_where(exc),
         ) from exc
 
 
@@ -41,8 +43,26 @@ def call_user_hook(fn: Callable[[], Any], what: str, variable: str) -> Any:
         log.exception("%s (%s) raised", what, variable)
         raise ConfigurationError(
             f"{variable}: {what} raised {type(exc).__name__}: {exc}",
-            hint="the traceback above is the module's own: fix it there",
+            hint=_where(exc),
         ) from exc
+
+
+def _where(exc: BaseException) -> str:
+    """Where the user's code raised (the line of a SyntaxError, else the traceback's last
+    frame): the hint names it, since a console command prints one line, no traceback."""
+    import traceback
+
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"fix it at {exc.filename}:{exc.lineno} (the module's own code)"
+    # not libraries, the standard library, frozen modules nor workmanager's own code
+    theirs = (sys.prefix, sys.base_prefix, "<", os.path.dirname(__file__) + os.sep)
+    frames = [
+        f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(theirs)
+    ]
+    if not frames:
+        return "the module's own code raised it: fix it there"
+    last = frames[-1]
+    return f"fix it at {last.filename}:{last.lineno} (the module's own code raised it there)"
 
 
 def import_extra(module: str, needs: str, extra: str) -> Any:

@@ -336,6 +336,10 @@ def _as_celery_reads(name: str, scheme: str, url: str) -> str:
     """A result backend URL of a known form, refused where Celery would stop every worker
     at its start: ``rediss://`` without ``ssl_cert_reqs``, ``db+`` a URL of no SQLAlchemy
     dialect this install has (``db+garbage://``: NoSuchModuleError)."""
+    if scheme in ("redis", "rediss"):  # as the lease store's Redis URL is checked
+        check_port(name, url)
+        check_redis_database(name, url)
+        _check_redis_options(name, url)
     if scheme == "rediss" and "ssl_cert_reqs" not in url:
         raise ConfigurationError(
             f"{name}: a rediss:// result backend needs ssl_cert_reqs (Celery stops every"

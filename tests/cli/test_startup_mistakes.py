@@ -50,8 +50,8 @@ def run(
         WORK_MANAGER_DATABASE_URL=f"sqlite:///{cwd}/wm.db",
         WORK_MANAGER_ORDER_TYPES="workmanager.demo.types",
         WORK_MANAGER_METRICS_DRIVER="null",
-        **extra,
     )
+    env.update(extra)
     return subprocess.run(
         [str(BIN / exe), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
@@ -350,3 +350,16 @@ def test_a_worker_whose_embedded_broker_has_no_directory_is_refused(
         "run `workmanager db upgrade` first",
     )
     assert not (tmp_path / "var").exists()
+
+
+def test_an_order_type_module_that_raises_is_named_by_file_and_line(ready: Path) -> None:
+    """The console's one line said "the traceback above is the module's own", with no
+    traceback above it (a console command prints none): the hint names where it raised."""
+    (ready / "raising_mod.py").write_text("ok = 1\n\nraise RuntimeError('the module broke')\n")
+    done = run(
+        "workmanager", "orders", "list", cwd=ready,
+        WORK_MANAGER_ORDER_TYPES="raising_mod", PYTHONPATH=str(ready),
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert f"hint: fix it at {ready}/raising_mod.py:3 " in done.stderr, done.stderr
+    assert "traceback above" not in done.stderr and "Traceback" not in done.stderr
