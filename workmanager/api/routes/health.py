@@ -58,7 +58,6 @@ def readyz(request: Request) -> JSONResponse:
     return JSONResponse(body, 503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
-
 @router.get(
     "/metrics",
     summary="Prometheus exposition (WORK_MANAGER_METRICS_DRIVER=prometheus)",
