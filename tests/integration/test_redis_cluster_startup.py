@@ -301,3 +301,13 @@ def _replicas(cluster: LocalCluster, master: int) -> int:
         for parts in lines
         if "slave" in parts[2] and "fail" not in parts[2] and ids.get(parts[3]) == master
     )
+
+
+@pytest.mark.redis
+def test_a_single_redis_taken_for_a_cluster_is_said_with_the_fix(redis_url: str) -> None:
+    """``WORK_MANAGER_REDIS_CLUSTER=true`` against a single Redis hinted "start the
+    cluster, or list more of its nodes": the fix is the setting."""
+    url = redis_url.rsplit("/", 1)[0] + "/0"
+    with pytest.raises(Unavailable) as raised:
+        build_lease_backend(cluster_settings(url))
+    assert raised.value.hint and "WORK_MANAGER_REDIS_CLUSTER" in raised.value.hint

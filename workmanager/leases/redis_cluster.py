@@ -39,6 +39,12 @@ log = logging.getLogger("workmanager.leases")
 #: The port of a listed node that names none.
 DEFAULT_PORT = 6379
 
+#: What to do when the node answering is a Redis of its own, not a cluster's.
+STANDALONE_HINT = (
+    "the server is a single Redis, not a cluster node: unset WORK_MANAGER_REDIS_CLUSTER"
+    " (or set it to false), or list a cluster's nodes in WORK_MANAGER_REDIS_URL"
+)
+
 #: What to do when no startup node answers.
 STARTUP_HINT = (
     "start the cluster, or list more of its nodes (any one that answers will do): "
@@ -100,9 +106,10 @@ def connect_cluster(url: str, timeout: float = 5.0) -> Any:
         )
     except (redis.exceptions.RedisClusterException, redis.exceptions.RedisError) as exc:
         listed = urlsplit(url).netloc.rpartition("@")[2]
+        standalone = "Cluster mode is not enabled" in str(exc)
         raise Unavailable(
             f"redis unavailable: Redis Cluster not usable through {listed}: {exc}",
-            hint=STARTUP_HINT,
+            hint=STANDALONE_HINT if standalone else STARTUP_HINT,
         ) from exc
 
 
