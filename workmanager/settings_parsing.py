@@ -127,7 +127,11 @@ def warn_misspelled(environ: Mapping[str, Any], also: Iterable[str] = ()) -> Non
 def _closest(suffix: str, known: frozenset[str]) -> str | None:
     names = sorted(k.removeprefix(PREFIX) for k in known)
     close = difflib.get_close_matches(suffix, names, n=1, cutoff=0.85)
-    return close[0] if close else None
+    if close:
+        return close[0]
+    # two letters swapped in a short name (CONIFG) fall under the ratio's cutoff
+    swapped = [n for n in names if sorted(n) == sorted(suffix)]
+    return swapped[0] if swapped else None
 
 
 @functools.cache

@@ -312,6 +312,7 @@ def test_a_variable_one_typo_from_a_setting_is_ignored_with_a_warning(caplog) ->
     settings_parsing._warn_once.cache_clear()
     caplog.set_level(logging.WARNING, "workmanager.settings")
     env = {"WORK_MANAGER_LEASE_TTL_SECS": "5", "WORK_MANAGER_SOMETHING_ELSE": "x"}
+    env |= {"WORK_MANAGER_CONIFG": "wm.toml"}  # two letters swapped: under the ratio's cutoff
     # Names near one only through the shared prefix are not taken for typos.
     env |= {"WORK_MANAGER_DB_URL": "x", "WORK_MANAGER_VERSION": "1", "WORK_MANAGER_REDIS_HOST": "h"}
     assert Settings.from_env(env) == Settings.from_env({})
@@ -319,7 +320,8 @@ def test_a_variable_one_typo_from_a_setting_is_ignored_with_a_warning(caplog) ->
     said = [r.getMessage() for r in caplog.records]
     assert said == [
         "WORK_MANAGER_LEASE_TTL_SECS is not a setting and is ignored:"
-        " did you mean WORK_MANAGER_LEASE_TTL_SECONDS?"
+        " did you mean WORK_MANAGER_LEASE_TTL_SECONDS?",
+        "WORK_MANAGER_CONIFG is not a setting and is ignored: did you mean WORK_MANAGER_CONFIG?",
     ]
 
 
