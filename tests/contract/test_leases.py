@@ -657,6 +657,23 @@ def test_a_lock_taken_over_between_a_release_and_its_drop_frees_its_agent(
     wm.agent.heartbeat(taken[0])
 
 
+def test_a_plain_heartbeat_after_the_submit_says_the_lease_has_ended(build) -> None:
+    """With a lock store, a heartbeat without progress on a lease already heartbeaten
+    touches only the lock, gone with the submit: it said ``lease_expired`` ("the lease has
+    expired") where every other call after a submit says ``illegal_state_transition``,
+    and an agent took its submitted work for lost."""
+    from workmanager.errors import IllegalStateTransition
+
+    wm = build()
+    wm.propose("test.simple", {})
+    lease = wm.agent.heartbeat(checkout(wm), progress=0.5)  # in_progress: lock-only next
+    wm.agent.submit(lease, {"answer": 1})
+    with pytest.raises(IllegalStateTransition):
+        wm.agent.heartbeat(lease)
+    with pytest.raises(IllegalStateTransition):
+        wm.agent.heartbeat(lease, progress=0.9)
+
+
 def test_a_stale_locks_limit_places_go_with_it_when_its_item_is_granted_again(build) -> None:
     """A grant that died before its commit leaves its lock (fence 1; the row still at 0),
     and the item's next grant takes the same fence and the lock over. On a single Redis

@@ -45,6 +45,7 @@ from .store import (
     Held,
     LeaseChange,
     Validate,
+    beat_the_lock,
     dead_or_alive,
     drop_holds,
     end_hold,
@@ -114,11 +115,15 @@ class OrmStore:
     ) -> Lease:
         lock = self.ctx.leases.lock
         if lock is not None and lock_only_beat(lease, lock, progress, checkpoint):
-            assert lease.item is not None
-            ttl = self.ctx.settings.lease_ttl_seconds
+            ttl, now = self.ctx.settings.lease_ttl_seconds, self.ctx.clock()
             holder = as_presented(lease, agent)
-            lock.extend_lock(lease.item_id, holder, ttl * 1000, lease.item.order_type)
-            return lease.renewed(self.ctx.clock() + timedelta(seconds=ttl))
+
+            def read() -> Item | None:
+                with self.ctx.db.transaction() as s:
+                    return s.get(Item, lease.item_id)
+
+            beat_the_lock(lock, lease, holder, ttl * 1000, now, read)
+            return lease.renewed(now + timedelta(seconds=ttl))
         return self.ctx.db.run(lambda s: self._heartbeat_tx(s, lease, progress, checkpoint, agent))
 
     def _heartbeat_tx(

@@ -88,7 +88,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from ..errors import TransientError
+from ..errors import LeaseConflict, LeaseExpired, TransientError
 from ..lease_tokens import Holder
 from ..leases import drops
 from . import claims
@@ -358,6 +358,28 @@ def lock_only_beat(
         and item.state == "in_progress"
         and claims.unmarked_claim() is None
     )
+
+
+def beat_the_lock(
+    lock: LeaseLock,
+    lease: Lease,
+    holder: Holder,
+    ttl_ms: int,
+    now: datetime,
+    read: Callable[[], Any],
+) -> None:
+    """A lock-only heartbeat (:func:`lock_only_beat`): the lock's extend. Refused, the
+    row says why (``read``: the item's row, or ``None``), as every other refusal is named:
+    after a submit the lock is gone, and the beat was ``lease_expired`` where every other
+    call says ``illegal_state_transition``."""
+    assert lease.item is not None
+    try:
+        lock.extend_lock(lease.item_id, holder, ttl_ms, lease.item.order_type)
+    except (LeaseExpired, LeaseConflict):
+        item = read()
+        if item is not None:
+            lock.check(item, holder, now)  # raises what the row says, if it says more
+        raise
 
 
 def build_store(ctx: ServiceContext) -> Store:

@@ -41,13 +41,13 @@ from ...services.views import ItemOutcome, PartOutcome, iso, item_view
 from ...types import JSON, AgentInfo, Lease
 from .. import claims
 from ..raw import Conn
-from ..store import Validate, lock_only_beat
+from ..store import ItemRow, Validate, beat_the_lock, lock_only_beat
 from .admin import PostgresAdmin
 from .checkout import PostgresCheckout
 from .endings import PostgresEndings
-from .guarded import guarded
+from .guarded import guarded, one
 from .parts import PostgresParts
-from .sql import heartbeat_sql
+from .sql import LOCK_ITEM, heartbeat_sql
 from .submit import PostgresSubmit
 from .values import announce_written, item_of_row, lease_params, mark, marked
 
@@ -131,9 +131,8 @@ class PostgresStore(PostgresAdmin):
         presented = as_presented(lease, agent)
         expires = now + timedelta(seconds=self.ctx.settings.lease_ttl_seconds)
         if self.store is not None and lock_only_beat(lease, self.store, progress, checkpoint):
-            assert lease.item is not None
             ttl_ms = self.ctx.settings.lease_ttl_seconds * 1000
-            self.store.extend_lock(lease.item_id, presented, ttl_ms, lease.item.order_type)
+            beat_the_lock(self.store, lease, presented, ttl_ms, now, lambda: self._row(lease))
             return lease.renewed(expires)
         recorded = progress is not None or checkpoint is not None
         values = {
@@ -158,6 +157,11 @@ class PostgresStore(PostgresAdmin):
             }
         item = item_of_row(row)
         return lease.renewed(expires, item_view(item))
+
+    def _row(self, lease: Lease) -> ItemRow | None:
+        """The item's row as it is now (no lock): what a refused lock-only beat is named by."""
+        found = self.raw.run(lambda conn: one(conn, LOCK_ITEM, {"id": lease.item_id}))
+        return None if found is None else item_of_row(found)
 
     def _beat(
         self,
