@@ -13,11 +13,8 @@
 While a :class:`LeaseHandle` is open a background thread heartbeats at the advised
 interval. Every mutating call but a bare heartbeat carries a fresh idempotency key, and a
 transport error or a 503 is retried with the *same* key, so a retry never does the work
-twice. Every error is raised as :class:`ApiError`: the server's ``code``, ``message`` and
-``details``; a body that cannot be encoded as JSON is ``validation_failed`` before anything
-is sent; a server that cannot be reached (after the retries) is ``unavailable``; an error
-answer that is not JSON (a proxy's HTML page) keeps its HTTP status with code
-``http_error``.
+twice. Every error is raised as :class:`ApiError` (its docstring says which code when).
+A checkout by a type the server registers none of is warned about, once per type.
 """
 
 from __future__ import annotations
@@ -40,6 +37,7 @@ from .client_wire import (
     error_body,
     known_keywords,
     retry_after,
+    say_unknown_type,
     seconds_arg,
 )
 from .durations import MAX_SECONDS, MAX_WAIT_SECONDS
@@ -98,6 +96,7 @@ class WorkClient:
         self.idempotency_header = "Idempotency-Key"
         #: set once the server answered a bare heartbeat 428: it requires keys on them
         self.keyed_heartbeats = False
+        self.unknown_types: set[str] = set()  # checked out by type, none registered: said
 
     def __enter__(self) -> WorkClient:
         return self
@@ -209,9 +208,10 @@ class WorkClient:
         try:
             answer = self.request("POST", path, body, expect="item")
         except ApiError as exc:
-            if exc.code == "no_items_available":
-                return None
-            raise
+            if exc.code != "no_items_available":
+                raise
+            say_unknown_type(exc, self.unknown_types)
+            return None
         item = answer["item"] if isinstance(answer.get("item"), dict) else {}
         if "lease_token" not in item:  # a checkout whose answer was lost on the way out
             message = (

@@ -6,6 +6,7 @@ the checks of what a client is made with (its URL, its headers, its keywords).""
 from __future__ import annotations
 
 import json as jsonlib
+import logging
 import math
 from typing import Any
 
@@ -31,6 +32,23 @@ class ApiError(WorkManagerError):
         super().__init__(error.get("message") or f"HTTP {status}", details=error.get("details"))
         self.code = str(error.get("code") or "http_error")
         self.http_status = status
+
+
+log = logging.getLogger("workmanager.client")
+
+
+def say_unknown_type(exc: ApiError, warned: set[str]) -> None:
+    """A checkout's ``no_items_available`` for a type the server registers none of (its
+    ``details.known_types`` without it: a typo polls an empty queue for ever), said once
+    per type as a warning; an item type a plan set itself may still be right, so the
+    answer stays "nothing to lease"."""
+    details = exc.details if isinstance(exc.details, dict) else {}
+    asked, known = details.get("type"), details.get("known_types")
+    if not isinstance(asked, str) or not isinstance(known, list) or asked in warned:
+        return
+    warned.add(asked)
+    listed = ", ".join(map(str, known)) or "none"
+    log.warning("checkout: the server registers no order type %r (known: %s)", asked, listed)
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:

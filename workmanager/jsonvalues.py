@@ -243,6 +243,16 @@ def _bad_number(v: float) -> str | None:
     return None
 
 
+def json_fields(fields: dict[str, Any], max_depth: int) -> None:
+    """The fields of one request (a submit's result, evidence and notes), each storable
+    JSON, its problems at paths from its own name (``result.s``, as the schema's are), and
+    their depth counted as in the body that carries them."""
+    if deeper_than(fields, max_depth):
+        raise too_deep(max_depth, "the value")
+    for name, value in fields.items():
+        json_value(value, name, max_depth)
+
+
 def json_value(value: Any, path: str = "$", max_depth: int = MAX_JSON_DEPTH_CEILING) -> Any:
     """Return ``value`` when it is storable JSON, else raise :class:`ValidationFailed`
     (or :class:`MalformedJSON` when it nests deeper than ``max_depth``: callers' values

@@ -174,3 +174,20 @@ def test_the_client_keys_reach_a_server_with_its_own_header(
         assert sorted(i["state"] for i in items) == ["leased", "queued", "queued"], items
     finally:
         server.close()
+
+
+def test_a_checkout_by_a_type_the_server_has_not_is_warned_about_once(
+    db_server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``checkout(type="test.simpel")`` returned ``None`` for ever: a polling agent idled
+    without a word, though the server named its known types in the 409's details."""
+    import logging
+
+    caplog.set_level(logging.WARNING, "workmanager.client")
+    with WorkClient(db_server.url, db_server.tokens["agent-a"], "typo-agent") as wc:
+        for _ in range(3):
+            assert wc.checkout(type="test.simpel") is None
+        assert wc.checkout(type="test.simple") is None  # a known type, nothing queued: quiet
+    said = [r.getMessage() for r in caplog.records if r.name == "workmanager.client"]
+    assert len(said) == 1, said
+    assert "no order type 'test.simpel'" in said[0] and "test.simple" in said[0]

@@ -857,3 +857,25 @@ def test_falsy_evidence_is_kept_in_the_submitted_event(make_wm: Any, db: str) ->
         events = wm.queries.events(order_id)
         kept += [e["payload"] for e in events if e["event"] == "submitted" and e["item_id"]]
     assert [p.get("evidence", "absent") for p in kept] == [False, 0, {}], kept
+
+
+def test_an_unstorable_result_is_refused_at_the_path_the_schema_would_name(make_wm) -> None:
+    """A NUL in a result (or evidence, or a part's payload) was refused at ``$.result.s``,
+    a proposal's at ``$.payload.s``, where a schema's refusal says ``result.s``: two forms
+    of path from one route."""
+    wm = make_wm(registry=Registry([Simple(), Parts()]))
+    lease = wm.agent.checkout("a", order_id=wm.propose("test.simple", {}))
+    assert lease is not None
+    for call, path in (
+        (lambda: wm.agent.submit(lease, {"answer": 1, "s": "a\x00b"}), "result.s"),
+        (lambda: wm.agent.submit(lease, {"answer": 1}, evidence={"e": "\x00"}), "evidence.e"),
+        (lambda: wm.propose("test.simple", {"s": "\x00"}), "payload.s"),
+    ):
+        with pytest.raises(ValidationFailed) as raised:
+            call()
+        assert [d["path"] for d in raised.value.details] == [path], raised.value.details
+    parts = wm.agent.checkout("a", order_id=wm.propose("test.parts", {}))
+    assert parts is not None
+    with pytest.raises(ValidationFailed) as raised:
+        wm.agent.submit_part(parts, "a", {"v": 1, "s": "\x00"})
+    assert [d["path"] for d in raised.value.details] == ["payload.s"]

@@ -140,9 +140,9 @@ def test_a_refusal_lists_at_most_max_details_problems(limited: WorkManager) -> N
     details = raised.value.details
     assert len(details) == MAX_DETAILS + 1
     assert [d["path"] for d in details[:3]] == [
-        "$.payload.bad[0]",
-        "$.payload.bad[1]",
-        "$.payload.bad[2]",
+        "payload.bad[0]",
+        "payload.bad[1]",
+        "payload.bad[2]",
     ]
     assert details[-1]["validator"] == "truncated"
 
@@ -153,7 +153,7 @@ def test_keys_that_are_not_strings_are_refused_where_they_are(limited: WorkManag
     with pytest.raises(ValidationFailed) as raised:
         limited.propose("test.planned", {"how": "count", "n": 1, "k": {(1, 2): 3}})
     [problem] = raised.value.details
-    assert problem["path"] == "$.payload.k" and "keys must be strings" in problem["message"]
+    assert problem["path"] == "payload.k" and "keys must be strings" in problem["message"]
     # Nor numbers: json would write 1 beside "1" as one key twice (the client refuses too).
     with pytest.raises(ValidationFailed):
         limited.propose("test.planned", {"how": "count", "n": 1, "k": {1: "a", "1": "b"}})

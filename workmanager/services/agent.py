@@ -19,7 +19,7 @@ from ..checks import Evidence, check, guarded, own_hook
 from ..db.models import Item
 from ..db.store import Store, build_store
 from ..errors import ValidationFailed
-from ..jsonvalues import json_value
+from ..jsonvalues import json_fields, json_value
 from ..leases.base import CheckoutQuery
 from ..ratelimit.factory import build_limiter
 from ..ratelimit.limiter import RateLimiter
@@ -161,7 +161,7 @@ class AgentAPI:
         if (wrong := notes_problem(notes)) is not None:  # as HTTP, MCP and parts say
             raise ValidationFailed([wrong])
         depth = self.ctx.settings.max_json_depth
-        json_value({"result": result, "evidence": evidence, "notes": notes}, "$", depth)
+        json_fields({"result": result, "evidence": evidence, "notes": notes}, depth)
         info = lease_caller(agent, lease)
         self.in_step()  # every call that judges a lease (a process that differs judges wrong)
         outcome = self.store.submit(

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..durations import MAX_WAIT_SECONDS
 from ..errors import InvalidAgentMetadata, InvalidQuery, NotFound, ValidationFailed, problem
-from ..jsonvalues import json_value
+from ..jsonvalues import MAX_JSON_DEPTH_CEILING, json_fields
 from ..lease_tokens import Holder
 from ..leases.base import CheckoutQuery
 from ..types import NAME_MAX, AgentInfo, Lease, agent_id_problem, is_name
@@ -98,7 +98,7 @@ def checkout_query(
         except TypeError:
             require(False, "min_priority", "must be an integer")
         require(min_priority in PRIORITY_RANGE, "min_priority", "must fit in 32 bits", "maximum")
-    json_value({"type": type, "tenant_id": tenant_id}, "$")
+    json_fields({"type": type, "tenant_id": tenant_id}, MAX_JSON_DEPTH_CEILING)
     return CheckoutQuery(
         _uuid(order_id, "order"), type, min_priority, tenant_id, _uuid(item_id, "item")
     )

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from ..checks import Evidence, check, guarded, own_hook
 from ..db.models import Item, Part, utcnow
 from ..errors import MissingParts, PayloadTooLarge, ValidationFailed
-from ..jsonvalues import canonical, json_value, problems
+from ..jsonvalues import canonical, json_fields, problems
 from ..order_types import OrderType
 from ..order_types import Part as PartValue
 from ..settings import Settings
@@ -88,7 +88,7 @@ def check_part_input(
         raise ValidationFailed(errors)
     # Before measuring: a lone surrogate cannot be encoded.
     stored = {"payload": payload, "evidence": evidence, "notes": notes}
-    json_value({"part_key": part_key, **stored}, "$", settings.max_json_depth)
+    json_fields({"part_key": part_key, **stored}, settings.max_json_depth)
     size = sum(len(canonical(value)) for value in stored.values() if value is not None)
     if size > settings.max_part_payload_bytes:
         raise PayloadTooLarge(

@@ -25,7 +25,7 @@ from ..errors import (
     ValidationFailed,
     problem,
 )
-from ..jsonvalues import canonical, json_value, readable
+from ..jsonvalues import canonical, json_fields, json_value, readable
 from ..order_types import (
     ATTEMPTS_RULE,
     TYPE_NAME_RULE,
@@ -236,7 +236,7 @@ def check_proposal(
         "must be a string of 1 to 191 characters",
     )
     proposed = {"payload": payload, "meta": meta, "dedupe_key": dedupe_key}
-    json_value({**proposed, "requested_by_id": requester}, "$", max_depth)
+    json_fields({**proposed, "requested_by_id": requester}, max_depth)
     validate(guarded(order_type.schema, "payload", "schema()"), payload, "payload")
     return order_type
 
