@@ -94,6 +94,20 @@ def one_process_only(settings: Settings) -> None:
             " this process's would not be the others'",
             hint="use database (the default) or redis; memory is for tests in one process",
         )
+    broker_reaches_others(settings)
+
+
+def broker_reaches_others(settings: Settings) -> None:
+    """Refuse kombu's ``memory://`` broker where a message must reach another process
+    (a deployment's processes, ``orders create``): it was sent into this process's memory,
+    said "enqueued", and lost."""
+    if settings.broker_url.strip().lower().startswith("memory:"):
+        raise ConfigurationError(
+            f"{variable('broker_url')}=memory:// keeps the messages in one process's memory:"
+            " no other process would receive them",
+            hint="unset it (the embedded default), or use redis:// or amqp://; memory:// is"
+            " for tests in one process",
+        )
 
 
 def variable(name: str) -> str:

@@ -363,3 +363,18 @@ def test_an_order_type_module_that_raises_is_named_by_file_and_line(ready: Path)
     assert done.returncode == 1, done.stderr
     assert f"hint: fix it at {ready}/raising_mod.py:3 " in done.stderr, done.stderr
     assert "traceback above" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_memory_broker_is_refused_where_a_message_must_reach_another_process(
+    ready: Path,
+) -> None:
+    """``orders create`` with ``WORK_MANAGER_BROKER_URL=memory://`` said the order was
+    enqueued, into its own memory, and it was lost; a worker on it read its own."""
+    done = run("workmanager", *CREATE, cwd=ready, WORK_MANAGER_BROKER_URL="memory://")
+    assert done.returncode == 1, done.stdout
+    assert done.stderr.startswith("error [configuration_error]: WORK_MANAGER_BROKER_URL=memory")
+    worker = run(
+        "celery", "-A", "tasks", "worker", "--pool", "solo", cwd=ready,
+        WORK_MANAGER_BROKER_URL="memory://",
+    )  # fmt: skip
+    assert worker.returncode == 1 and "WORK_MANAGER_BROKER_URL=memory" in worker.stderr

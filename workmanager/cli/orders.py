@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from .. import deployment
 from ..errors import Aborted, DedupeKeyReused, InvalidQuery
 from ..reads.listing import OrderListing
 from ..services.admin import OrderAdmin, OrderSelector, requeue_many
@@ -159,6 +160,7 @@ def _send(
     that could not take it in one line); its id."""
     from tasks.producer import enqueue_order
 
+    deployment.broker_reaches_others(env.settings)
     return enqueue_order(
         order_type,
         payload,
