@@ -54,11 +54,13 @@ def _where(exc: BaseException) -> str:
 
     if isinstance(exc, SyntaxError) and exc.filename:
         return f"fix it at {exc.filename}:{exc.lineno} (the module's own code)"
-    # not libraries, the standard library, frozen modules nor workmanager's own code
-    theirs = (sys.prefix, sys.base_prefix, "<", os.path.dirname(__file__) + os.sep)
-    frames = [
-        f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(theirs)
-    ]
+    # the last frame of the user's code: not workmanager's nor importlib's (frozen); of
+    # those, one outside the installed libraries when there is one (a module installed in
+    # site-packages has none: its own last frame, then)
+    ours = ("<", os.path.dirname(__file__) + os.sep)
+    theirs = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(ours)]
+    libraries = (sys.prefix, sys.base_prefix)
+    frames = [f for f in theirs if not f.filename.startswith(libraries)] or theirs
     if not frames:
         return "the module's own code raised it: fix it there"
     last = frames[-1]

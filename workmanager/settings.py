@@ -224,14 +224,22 @@ class Settings:
 
 def _without_client_options(url: str) -> str:
     """The lease store's Redis URL as a broker's: redis-py's options (``socket_timeout``…)
-    are no kombu's; its TLS ones (``ssl_…``) are both's."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit
+    are none of kombu's and are left out; its TLS ones (``ssl_…``) are both's; the
+    database and the login given as options (``?db=7``, ``?username=&password=``) are
+    moved where kombu reads them (the path, the user part), never dropped."""
+    from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
     parts = urlsplit(url)
-    kept = [
-        (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.startswith("ssl")
-    ]
-    return parts._replace(query=urlencode(kept)).geturl()
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    # redis-py reads ?db= before the path, and the user part before ?username=/?password=
+    path = "/" + options["db"].strip() if options.get("db", "").strip() else parts.path
+    netloc = parts.netloc
+    user, password = options.get("username"), options.get("password")
+    if "@" not in netloc and (user or password):
+        login = quote(user or "", safe="") + (":" + quote(password, safe="") if password else "")
+        netloc = f"{login}@{netloc}"
+    kept = [(k, v) for k, v in options.items() if k.startswith("ssl")]
+    return parts._replace(netloc=netloc, path=path.rstrip("/"), query=urlencode(kept)).geturl()
 
 
 def _resolve_connections(values: dict[str, Any]) -> dict[str, Any]:

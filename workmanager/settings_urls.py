@@ -174,10 +174,12 @@ _LIBPQ_NUMBERS = frozenset(
 
 def _check_libpq_url(name: str, url: str) -> None:
     parts = urlsplit(url)
-    if parts.netloc.count("@") > 1:  # "user:p@ss@host": the host would be "ss@host"
+    userinfo = parts.netloc.rpartition("@")[0]
+    if "@" in userinfo.partition(":")[2]:  # "user:p@ss@host": the host would be "ss@host"
         raise ConfigurationError(
-            f"{name}: the user or password holds an '@' that is not percent-encoded",
-            hint="write it as %40 (and '/' as %2F, ':' in a password as %3A)",
+            f"{name}: the password holds an '@' that is not percent-encoded",
+            hint="write it as %40 (and '/' as %2F, ':' in a password as %3A); an '@' in the"
+            " user name alone (user@server) is read as it is",
         )
     try:
         from psycopg.pq import Conninfo
@@ -237,13 +239,15 @@ def _check_broker_options(name: str, url: str) -> None:
 
     try:
         Connection(url)  # type: ignore[no-untyped-call]
-    except TypeError as exc:
+    except TypeError as exc:  # not ImportError: a transport's extra missing is said on use
         option = str(exc).rpartition(" ")[2].strip("'")
         raise ConfigurationError(
             f"{name}: kombu takes no connection option {option!r} in the broker URL",
             hint="the URL's options are kombu's (connect_timeout, heartbeat, ssl_…); "
             "a transport's own go in celeryconfig.py's broker_transport_options",
         ) from None
+    except Exception:  # kombu importing a transport whose package is absent
+        return  # (sqs:// without boto3, a NameError in its Kafka transport): not ours to say
 
 
 def _check_sqla_database(name: str, url: str) -> None:

@@ -246,7 +246,7 @@ def _prefix(name: str, value: Any) -> str:
     if taken:
         raise ConfigurationError(
             f"{name}: {text!r} is where the server answers {taken[0]} itself",
-            hint="choose another path, such as /api (the default) or /api/work",
+            hint="choose another path, such as /agent/work (the default) or /api",
         )
     return text
 

@@ -84,6 +84,11 @@ def test_a_connection_its_client_cannot_use_is_refused_in_one_line(
         {P + "DATABASE_URL": "postgresql+psycopg://u@h/db?connect_timeout=10&options=-c%20x=1"},
         {P + "BROKER_URL": "redis://127.0.0.1:6379/4?connect_timeout=5&heartbeat=10"},
         {P + "BROKER_URL": "sqla+postgresql+psycopg://u@h/db"},
+        # review of the checks: forms real deployments use
+        {P + "DATABASE_URL": "postgresql+psycopg://myadmin@myserver:pw@127.0.0.1/db"},  # Azure
+        {P + "DATABASE_URL": "postgresql+psycopg://u@/db?host=/var/run/postgresql"},
+        {P + "DATABASE_URL": "postgresql://u@h/db?host=a:5432&host=b:5432"},
+        {P + "BROKER_URL": "sqs://"},  # its package (boto3) not installed: said when used
     ],
 )
 def test_the_forms_the_docs_give_still_pass(env: dict[str, str]) -> None:
@@ -100,6 +105,15 @@ def test_the_lease_stores_redis_as_the_broker_leaves_redis_pys_options() -> None
         }
     )
     assert settings.broker_url == "rediss://127.0.0.1:6379/3?ssl_cert_reqs=none"
+    # the database and the login given as options are moved where kombu reads them: they
+    # were dropped, the queues sent to database 0 of a shared Redis, without the password
+    moved = Settings.from_env(
+        {
+            P + "QUEUE_CONNECTION": "redis",
+            P + "REDIS_URL": "redis://127.0.0.1:6379?db=7&username=app&password=pw",
+        }
+    )
+    assert moved.broker_url == "redis://app:pw@127.0.0.1:6379/7"
 
 
 def test_a_password_given_as_an_option_is_masked_where_the_url_is_shown() -> None:
