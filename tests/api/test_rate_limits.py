@@ -106,6 +106,32 @@ def test_requests_per_agent_limit_every_route(serve: Callable[..., str]) -> None
         assert other.get("/orders").status_code == 200
 
 
+def test_a_checkout_the_checkout_limit_refuses_takes_no_request_token(
+    serve: Callable[..., str],
+) -> None:
+    """Both limits set: each checkout refused by the checkout limit still took a request
+    token, and an agent polling for work spent the budget its lease's heartbeats needed
+    (a rate-limit pass). The two are taken together, all or none."""
+    url = serve(
+        rate_limit_checkout_per_agent=Rate(1, 3600),
+        rate_limit_requests_per_agent=Rate(4, 60),
+        rate_limit_burst=None,
+    )
+    with httpx.Client(base_url=url, headers={"X-Agent-ID": "poller"}, timeout=10) as client:
+        assert client.post("/propose", json={"type": "test.simple", "payload": {}}).status_code
+        taken = client.post("/checkout")  # request 2 of 4, checkout 1 of 1
+        assert taken.status_code == 200, taken.text
+        for _ in range(5):
+            refused = client.post("/checkout")
+            assert refused.status_code == 429
+            assert refused.json()["error"]["details"]["limit"] == "checkout"
+        item = taken.json()["item"]
+        beat = client.post(
+            f"/items/{item['id']}/heartbeat", headers={"X-Lease-Token": item["lease_token"]}
+        )
+        assert beat.status_code == 200, beat.text  # request 3 of 4
+
+
 def test_mcp_checkout_answers_rate_limited(make_wm: Any) -> None:
     """The MCP tool answers the refusal as a failure result with ``retry_after``."""
     from tests.api.test_mcp_idempotency import Call, session

@@ -125,17 +125,18 @@ class Auth:
     request: Request
     scope: str
 
-    def caller(self, lease_item_id: str | None = None) -> Caller:
+    def caller(self, lease_item_id: str | None = None, *, checkout: bool = False) -> Caller:
         """The authenticated caller, refused with 401/403 unless its token is good, holds
         the scope and may act as the agent it names, with 400 for bad agent metadata and
         with 429 ``rate_limited`` past the API request rate limits (per agent, per tenant
         of the token; ``workmanager/ratelimit/``). ``lease_item_id``: the item a lease
-        call presents, read with the token (``Caller.read``)."""
+        call presents, read with the token (``Caller.read``). ``checkout``: a checkout
+        route, whose request tokens go with its checkout tokens, all or none."""
         request = self.request
         who, read = principal_reading(request, presented_item(lease_item_id))
         who.require(self.scope)
         caller = build_caller(who, metadata(request), read=read)
-        state(request).wm.limits.request(caller.agent.id, who.tenant_id)
+        state(request).wm.limits.request(caller.agent.id, who.tenant_id, checkout=checkout)
         return caller
 
 

@@ -5,11 +5,17 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable
+from contextvars import ContextVar
 
 from ..errors import RateLimited
 from ..settings import Settings
 from . import rules
-from .base import BucketStore
+from .base import Bucket, BucketStore
+
+#: An HTTP checkout's request tokens, not taken yet: taken with its checkout tokens in one
+#: take, all or none (a checkout the checkout limit refused took a request token, and an
+#: agent polling for work spent its budget for the heartbeats of the lease it held).
+_DEFERRED: ContextVar[tuple[Bucket, ...]] = ContextVar("deferred_request_tokens", default=())
 
 
 class RateLimiter:
@@ -34,18 +40,29 @@ class RateLimiter:
     ) -> None:
         """Take a checkout token for ``agent_id`` and the checkout's tenant (``tenant_id``,
         the one it is narrowed to, else ``item_tenant()``), or raise ``RateLimited``."""
+        deferred = _DEFERRED.get()
+        _DEFERRED.set(())
         if not self.limits(rules.CHECKOUT):
             return
         tenant = rules.checkout_tenant(self.settings, tenant_id, item_tenant)
-        self._take(rules.CHECKOUT, agent_id, tenant)
+        own = rules.buckets(self.settings, rules.CHECKOUT, agent_id, tenant)
+        self._take(rules.CHECKOUT, own + deferred)
 
-    def request(self, agent_id: str | None, tenant_id: str | None) -> None:
-        """Take an API request token for the agent and the tenant, or raise ``RateLimited``."""
-        if self.limits(rules.REQUESTS):
-            self._take(rules.REQUESTS, agent_id, tenant_id)
+    def request(
+        self, agent_id: str | None, tenant_id: str | None, *, checkout: bool = False
+    ) -> None:
+        """Take an API request token for the agent and the tenant, or raise ``RateLimited``.
+        ``checkout``: the request is a checkout, whose checkout limit is set: its request
+        tokens are taken with its checkout tokens (:meth:`checkout`), all or none."""
+        if not self.limits(rules.REQUESTS):
+            return
+        buckets = rules.buckets(self.settings, rules.REQUESTS, agent_id, tenant_id)
+        if checkout and self.limits(rules.CHECKOUT):
+            _DEFERRED.set(buckets)
+            return
+        self._take(rules.REQUESTS, buckets)
 
-    def _take(self, limit: str, agent_id: str | None, tenant_id: str | None) -> None:
-        buckets = rules.buckets(self.settings, limit, agent_id, tenant_id)
+    def _take(self, limit: str, buckets: tuple[Bucket, ...]) -> None:
         if not buckets:
             return
         wait = self.store.take(buckets)
