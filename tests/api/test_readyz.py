@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import free_port, start_server
+from tests.api.conftest import PREFIX, free_port, start_server
 
 pytestmark = pytest.mark.postgres
 
@@ -63,4 +63,41 @@ def test_readyz_opens_the_embedded_broker(
         assert found.status_code == 200, found.json()
         assert found.json()["checks"]["broker"] == "ok"
     finally:
+        server.close()
+
+
+def test_readyz_answers_while_every_request_thread_waits_on_the_database(
+    api_db_url: str, tokens: dict[str, str]
+) -> None:
+    """``/readyz`` ran on the requests' thread pool: under load with the database frozen
+    every thread waited on it, and the probe that would say so (in 2 s) waited behind
+    them, 30 s and more (a load pass). Here 48 checkouts wait on a table lock."""
+    import concurrent.futures
+    import time
+
+    import httpx
+    import psycopg
+
+    server = start_server(api_db_url, tokens, "database", None)
+    locker = psycopg.connect(api_db_url.replace("+psycopg", ""))
+    try:
+        locker.execute("LOCK TABLE work_items IN ACCESS EXCLUSIVE MODE")  # held till rollback
+        url = f"{server.url}{PREFIX}/checkout"
+
+        def checkout(n: int) -> int:
+            headers = {"Authorization": f"Bearer {tokens['admin']}", "X-Agent-ID": f"w{n}"}
+            return httpx.post(url, headers=headers, timeout=60).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(48) as pool:
+            waiting = [pool.submit(checkout, n) for n in range(48)]
+            time.sleep(1.5)  # every request thread is taken by now
+            started = time.monotonic()
+            ready = httpx.get(f"{server.url}/readyz", timeout=15)
+            took = time.monotonic() - started
+            locker.rollback()
+            statuses = [f.result() for f in waiting]
+        assert ready.status_code in (200, 503) and took < 8, (ready.status_code, took)
+        assert set(statuses) <= {409, 503}, statuses
+    finally:
+        locker.close()
         server.close()
