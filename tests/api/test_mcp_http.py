@@ -115,3 +115,52 @@ def test_mcp_http_requires_a_token(api_db_url: str, tokens: dict[str, str]) -> N
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_one_token_cannot_fill_the_sessions_every_client_needs(make_wm, monkeypatch) -> None:
+    """A token opening sessions it never ended filled the SDK's 10,000 in two minutes, and
+    every client, of every token, got a bare 503 for new ones until they idled out 30
+    minutes later (a load pass). Each principal holds at most its own share; past it the
+    refusal is the envelope's 429 with ``Retry-After``; a session ended or idle frees one."""
+    from starlette.testclient import TestClient
+
+    from workmanager.mcp import build_server
+    from workmanager.mcp import http as mcp_http_module
+    from workmanager.services.tokens import TokenService
+
+    monkeypatch.setattr(mcp_http_module.BearerGate, "MAX_SESSIONS_PER_PRINCIPAL", 3)
+    wm = make_wm(auth="token")
+    tokens = TokenService(wm.ctx)
+    greedy, other = tokens.create("greedy", ["view"])[0], tokens.create("other", ["view"])[0]
+    hello = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        },
+    }
+    accept = {"Accept": "application/json, text/event-stream"}
+    app = mcp_http_module.http_app(wm, build_server(wm, require_token=True))
+    with TestClient(app, base_url="http://127.0.0.1:8001") as client:
+
+        def open_one(token: str) -> httpx.Response:
+            headers = {"Authorization": f"Bearer {token}", **accept}
+            return client.post("/mcp", json=hello, headers=headers)
+
+        opened = [open_one(greedy) for _ in range(3)]
+        assert all(r.status_code == 200 for r in opened), [r.text for r in opened]
+        refused = open_one(greedy)
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "60"
+        assert refused.json()["error"]["code"] == "rate_limited", refused.text
+        assert open_one(other).status_code == 200  # another token is not shut out
+        first = opened[0].headers["mcp-session-id"]
+        ended = client.delete(
+            "/mcp", headers={"Authorization": f"Bearer {greedy}", "Mcp-Session-Id": first}
+        )
+        assert ended.status_code == 200, ended.text
+        assert open_one(greedy).status_code == 200  # the ended one's place
+        monkeypatch.setattr(mcp_http_module, "SESSION_IDLE_SECONDS", 0)  # all idle now
+        assert open_one(greedy).status_code == 200

@@ -3,7 +3,9 @@ and the API's body limits."""
 
 from __future__ import annotations
 
+import math
 import re
+import time
 from collections import OrderedDict
 from typing import Any
 from urllib.parse import parse_qsl
@@ -13,7 +15,7 @@ from mcp.server.mcpserver import MCPServer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..container import WorkManager
-from ..errors import NotFound, WorkManagerError
+from ..errors import NotFound, RateLimited, WorkManagerError
 from ..services.tokens import TokenService
 from ..surface.middleware import RequestContextMiddleware, send_error
 
@@ -28,6 +30,10 @@ class BearerGate:
 
     #: Sessions remembered (the oldest forgotten first); the SDK ends idle ones itself.
     MAX_SESSIONS = 10_000
+    #: Sessions one principal may hold open: one token opening sessions and never ending
+    #: them filled the SDK's 10,000 in two minutes, and every client, of every token, was
+    #: refused new ones (a bare 503) until they idled out, 30 minutes later.
+    MAX_SESSIONS_PER_PRINCIPAL = 100
 
     def __init__(self, app: ASGIApp, tokens: TokenService, sse: bool = False) -> None:
         self.app = app
@@ -35,7 +41,8 @@ class BearerGate:
         #: SSE: a POST names its session in the query (streamable HTTP reads only the
         #: header, and a query a proxy adds must not be taken for one)
         self.sse = sse
-        self.owners: OrderedDict[bytes, str] = OrderedDict()
+        #: each session's principal and when it was last used, least recently used first
+        self.owners: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -54,10 +61,19 @@ class BearerGate:
         if self.sse:
             named += _query_sessions(scope)
         session = named[0] if named else None
+        now = time.monotonic()
+        self._forget_idle(now)
         # one id (the SDK reads the first, a check of the last was got round), and one this
         # gate saw opened by the same principal: an unknown one is not anyone's to use
-        if named and (len(named) > 1 or self.owners.get(session) != principal.name):  # type: ignore[arg-type]
+        owner = self.owners.get(session) if session is not None else None
+        if named and (len(named) > 1 or owner is None or owner[0] != principal.name):
             await send_error(send, NotFound("session not found"), [])
+            return
+        if session is not None and owner is not None and owner[1] != math.inf:
+            self.owners[session] = (principal.name, now)  # used now: the last to idle out
+            self.owners.move_to_end(session)
+        elif (full := self._full(principal.name)) is not None:  # a request that opens one
+            await send_error(send, full, [(b"retry-after", str(full.retry_after).encode())])
             return
         streamed: list[bytes] = []  # the SSE session this request's stream announced
         try:
@@ -68,10 +84,39 @@ class BearerGate:
             for key in streamed:  # the SSE stream is over: so is its session
                 self.owners.pop(key, None)
 
-    def _opened(self, key: bytes, owner: str) -> None:
-        self.owners[key] = owner
+    def _opened(self, key: bytes, owner: str, seen: float | None = None) -> None:
+        self.owners[key] = (owner, time.monotonic() if seen is None else seen)
         while len(self.owners) > self.MAX_SESSIONS:
             self.owners.popitem(last=False)
+
+    def _forget_idle(self, now: float) -> None:
+        """Forget the sessions unused for :data:`SESSION_IDLE_SECONDS`: the SDK has ended
+        them (it is given the same time), so they count against no one."""
+        streams = 0  # an SSE session lives as long as its stream (the end pops it)
+        while len(self.owners) > streams:
+            key, (_, seen) = next(iter(self.owners.items()))
+            if seen == math.inf:
+                self.owners.move_to_end(key)
+                streams += 1
+            elif now - seen < SESSION_IDLE_SECONDS:
+                return
+            else:
+                self.owners.popitem(last=False)
+
+    def _full(self, principal: str) -> RateLimited | None:
+        """The refusal of one more session for ``principal`` (its own cap, or the gate's),
+        in the error envelope with ``Retry-After``; ``None`` when it may open one."""
+        held = sum(1 for owner, _ in self.owners.values() if owner == principal)
+        if held < self.MAX_SESSIONS_PER_PRINCIPAL and len(self.owners) < self.MAX_SESSIONS:
+            return None
+        whose = "this token's" if held >= self.MAX_SESSIONS_PER_PRINCIPAL else "the server's"
+        return RateLimited(
+            f"{whose} MCP sessions are all open ({held} of this token's): end one"
+            " (DELETE /mcp with its Mcp-Session-Id), or wait until one has been idle"
+            f" {SESSION_IDLE_SECONDS // 60} minutes",
+            retry_after=60,
+            details={"retry_after": 60, "limit": "sessions", "open": held},
+        )
 
     def _noting(
         self, scope: Scope, send: Send, session: bytes | None, owner: str, streamed: list[bytes]
@@ -91,7 +136,7 @@ class BearerGate:
                 announced = _SSE_ENDPOINT.search(message.get("body", b""))
                 if announced is not None:  # an SSE stream's endpoint event
                     streamed.append(announced.group(1))
-                    self._opened(announced.group(1), owner)
+                    self._opened(announced.group(1), owner, math.inf)
             await send(message)
 
         return noting
@@ -110,6 +155,8 @@ def _query_sessions(scope: Scope) -> list[bytes]:
 
 
 SESSION_HEADER = b"mcp-session-id"
+#: How long an unused session lives (the SDK's default, given to it so the gate agrees).
+SESSION_IDLE_SECONDS = 30 * 60
 
 
 #: What a browser client of the MCP transports sends and must read (CORS).
@@ -124,7 +171,11 @@ def http_app(wm: WorkManager, server: MCPServer[Any], transport: str = "http") -
     if transport == "sse":
         app: ASGIApp = server.sse_app(max_request_body_size=limit)
     else:
-        app = server.streamable_http_app(streamable_http_path="/mcp", max_request_body_size=limit)
+        app = server.streamable_http_app(
+            streamable_http_path="/mcp",
+            max_request_body_size=limit,
+            session_idle_timeout=SESSION_IDLE_SECONDS,
+        )
     if wm.settings.auth != "none":
         app = BearerGate(app, TokenService(wm.ctx), sse=transport == "sse")
     # As the API's: a body over MAX_BODY_BYTES is a 413 in the error envelope (the SDK's
