@@ -97,6 +97,22 @@ def test_retry_after_is_when_a_token_is_back(store_wm: Any) -> None:
     wm.limits.checkout("a")
 
 
+def test_a_rate_changed_between_restarts_starts_with_full_buckets(store_wm: Any) -> None:
+    """Emptied at 1/s, then the process restarted at 1/h: the database's row refilled
+    at the new rate (an hour's wait) while Redis's key had expired (full again): every
+    store now starts the new limit's buckets full (a rate-limit pass)."""
+    agent = f"a-{uuid.uuid4().hex[:6]}"
+    fast = store_wm(rate_limit_checkout_per_agent=Rate(1, 1), rate_limit_burst=1)
+    fast.limits.checkout(agent)
+    with pytest.raises(RateLimited):
+        fast.limits.checkout(agent)
+    slow = store_wm(rate_limit_checkout_per_agent=Rate(1, 3600), rate_limit_burst=1)
+    slow.limits.checkout(agent)  # a full bucket of the new limit
+    with pytest.raises(RateLimited) as refused:
+        slow.limits.checkout(agent)
+    assert refused.value.retry_after > 3000
+
+
 def test_checkout_through_the_agent_api_is_limited(make_wm: Any) -> None:
     wm = make_wm(
         db="sqlite",

@@ -61,8 +61,12 @@ def checkout_tenant(
 
 
 def _bucket(settings: Settings, key: str, rate: Rate) -> Bucket:
+    """The bucket of ``key`` at this capacity and rate, which its name carries: a limit
+    changed between restarts starts full, on every store (the database's row refilled
+    a bucket emptied under the old rate at the new one, and a rate lowered to 1/h kept
+    agents idle since the restart out for an hour; Redis's key had expired)."""
     capacity = settings.rate_limit_burst or rate.count
-    return Bucket(key, float(capacity), rate.per_second)
+    return Bucket(f"{key}@{capacity}/{rate.per_second:g}", float(capacity), rate.per_second)
 
 
 def refill_seconds(settings: Settings) -> float:
