@@ -46,9 +46,9 @@ def test_burst_is_the_capacity_else_the_count() -> None:
     s = Settings(
         rate_limit_checkout_per_agent=Rate(20, 1), rate_limit_requests_per_tenant=Rate(120, 60)
     )
-    assert rules.buckets(s, rules.CHECKOUT, "a", "t") == (Bucket("checkout:agent:a@20/20", 20, 20),)
+    assert rules.buckets(s, rules.CHECKOUT, "a", "t") == (Bucket("checkout@20/20:agent:a", 20, 20),)
     assert rules.buckets(s, rules.REQUESTS, "a", "t") == (
-        Bucket("requests:tenant:t@120/2", 120, 2),
+        Bucket("requests@120/2:tenant:t", 120, 2),
     )
     burst = s.replace(rate_limit_burst=5)
     assert rules.buckets(burst, rules.CHECKOUT, "a", None)[0].capacity == 5

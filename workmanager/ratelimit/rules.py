@@ -43,9 +43,9 @@ def buckets(
     per_agent, per_tenant = rates(settings, limit)
     found = []
     if per_agent is not None and agent_id:
-        found.append(_bucket(settings, f"{limit}:agent:{agent_id}", per_agent))
+        found.append(_bucket(settings, limit, f"agent:{agent_id}", per_agent))
     if per_tenant is not None and tenant_id:
-        found.append(_bucket(settings, f"{limit}:tenant:{tenant_id}", per_tenant))
+        found.append(_bucket(settings, limit, f"tenant:{tenant_id}", per_tenant))
     return tuple(found)
 
 
@@ -60,13 +60,16 @@ def checkout_tenant(
     return item_tenant() if settings.rate_limit_checkout_per_tenant is not None else None
 
 
-def _bucket(settings: Settings, key: str, rate: Rate) -> Bucket:
-    """The bucket of ``key`` at this capacity and rate, which its name carries: a limit
-    changed between restarts starts full, on every store (the database's row refilled
-    a bucket emptied under the old rate at the new one, and a rate lowered to 1/h kept
-    agents idle since the restart out for an hour; Redis's key had expired)."""
+def _bucket(settings: Settings, limit: str, whose: str, rate: Rate) -> Bucket:
+    """``whose`` (``agent:<id>``, ``tenant:<id>``) bucket under ``limit`` at this capacity
+    and rate, which its name carries (``checkout@20/0.333333:agent:<id>``): a limit changed
+    between restarts starts full, on every store (the database's row refilled a bucket
+    emptied under the old rate at the new one, and a rate lowered to 1/h kept agents idle
+    since the restart out for an hour; Redis's key had expired). The id comes last: an
+    erasure finds an agent's buckets by their end (``services/forget.py``)."""
     capacity = settings.rate_limit_burst or rate.count
-    return Bucket(f"{key}@{capacity}/{rate.per_second:g}", float(capacity), rate.per_second)
+    key = f"{limit}@{capacity}/{rate.per_second:g}:{whose}"
+    return Bucket(key, float(capacity), rate.per_second)
 
 
 def refill_seconds(settings: Settings) -> float:

@@ -214,7 +214,8 @@ class _Eraser:
             "tokens_revoked": self.tokens,
             "ui_sessions": lambda: self.drop(UiSession, UiSession.principal == self.sid),
             "idempotency_keys": self.stored_answers,
-            # the agent's token buckets ("<limit>:agent:<id>"); a full bucket has no row
+            # the agent's token buckets ("<limit>@<capacity>/<rate>:agent:<id>",
+            # ratelimit/rules.py); a full bucket has no row
             "rate_buckets": lambda: self.drop(
                 RateBucket, RateBucket.key.endswith(f":agent:{self.sid}", autoescape=True)
             ),
