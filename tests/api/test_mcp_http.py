@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import time
 from typing import Any
@@ -164,3 +165,65 @@ def test_one_token_cannot_fill_the_sessions_every_client_needs(make_wm, monkeypa
         assert open_one(greedy).status_code == 200  # the ended one's place
         monkeypatch.setattr(mcp_http_module, "SESSION_IDLE_SECONDS", 0)  # all idle now
         assert open_one(greedy).status_code == 200
+
+
+def test_a_session_in_use_is_never_idle_and_an_sse_message_opens_none(monkeypatch) -> None:
+    """A review of the cap: the gate timed a session from its last request's start, so a
+    client's open GET stream (the SDK counts it as use) lost its session to the gate after
+    30 minutes; and a message to an open SSE session was counted as opening one, refused
+    once the principal held its share. The gate with a stand-in app and token check."""
+    import asyncio
+
+    from workmanager.mcp import http as gate_module
+    from workmanager.services.tokens import Principal
+
+    class Tokens:
+        def authenticate(self, presented: str | None) -> Principal:
+            return Principal(presented or "anonymous", None, frozenset({"view"}))
+
+    release = asyncio.Event()
+    opened = iter(f"s{n}".encode() for n in range(1000))
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        named = dict(scope["headers"]).get(b"mcp-session-id")
+        headers = [] if named else [(b"mcp-session-id", next(opened))]
+        if scope["method"] == "GET":
+            await release.wait()  # a stream held open
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def call(gate: Any, method: str, session: bytes | None = None, query: bytes = b"") -> int:
+        headers = [(b"authorization", b"Bearer alice")]
+        if session is not None:
+            headers.append((b"mcp-session-id", session))
+        scope = {"type": "http", "method": method, "headers": headers, "query_string": query}
+        status: list[int] = []
+
+        async def send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        async def receive() -> Any:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        await gate(scope, receive, send)
+        return status[0]
+
+    async def main() -> None:
+        gate = gate_module.BearerGate(app, Tokens())  # type: ignore[arg-type]
+        assert await call(gate, "POST") == 200  # opens s0
+        stream = asyncio.create_task(call(gate, "GET", b"s0"))
+        await asyncio.sleep(0.05)
+        monkeypatch.setattr(gate_module, "SESSION_IDLE_SECONDS", 0)  # idle time is over
+        assert await call(gate, "POST", b"s0") == 200  # in use all along: still its own
+        release.set()
+        assert await stream == 200
+        assert await call(gate, "POST", b"s0") == 404  # idle once the stream ended: gone
+        monkeypatch.setattr(gate_module, "SESSION_IDLE_SECONDS", 1800)
+        monkeypatch.setattr(gate_module.BearerGate, "MAX_SESSIONS_PER_PRINCIPAL", 1)
+        sse = gate_module.BearerGate(app, Tokens(), sse=True)  # type: ignore[arg-type]
+        sse._opened(b"abc", "alice", math.inf)  # an SSE stream open: the share is taken
+        assert await call(sse, "POST", query=b"session_id=abc") == 200  # a message in it
+        assert await call(sse, "POST") == 429  # a second session is over the share
+
+    asyncio.run(main())

@@ -132,6 +132,24 @@ def test_a_checkout_the_checkout_limit_refuses_takes_no_request_token(
         assert beat.status_code == 200, beat.text  # request 3 of 4
 
 
+def test_a_checkout_refused_before_its_take_still_counts_as_a_request(
+    serve: Callable[..., str],
+) -> None:
+    """Its request tokens deferred to the checkout's take, a checkout that ended before
+    it (a filter refused, a replay) took none, and was never refused by the request limit
+    (a review of the change above)."""
+    url = serve(
+        rate_limit_checkout_per_agent=Rate(1000, 1),
+        rate_limit_requests_per_agent=Rate(3, 3600),
+        rate_limit_burst=None,
+    )
+    with httpx.Client(base_url=url, headers={"X-Agent-ID": "filters"}, timeout=10) as client:
+        statuses = [
+            client.post("/checkout", params={"order_id": "x"}).status_code for _ in range(5)
+        ]
+    assert statuses == [422, 422, 422, 429, 429], statuses
+
+
 def test_mcp_checkout_answers_rate_limited(make_wm: Any) -> None:
     """The MCP tool answers the refusal as a failure result with ``retry_after``."""
     from tests.api.test_mcp_idempotency import Call, session

@@ -343,7 +343,7 @@ class RateBucket(Base):
 
     __tablename__ = "work_rate_buckets"
 
-    # "<limit>:<agent|tenant>:<id>", e.g. "checkout:agent:a-1"
+    # "<limit>@<capacity>/<rate per second>:<agent|tenant>:<id>", e.g. "checkout@20/20:agent:a-1"
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     tokens: Mapped[float] = mapped_column(Double)
     updated_at: Mapped[float] = mapped_column(Double)

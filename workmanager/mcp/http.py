@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -41,8 +41,10 @@ class BearerGate:
         #: SSE: a POST names its session in the query (streamable HTTP reads only the
         #: header, and a query a proxy adds must not be taken for one)
         self.sse = sse
-        #: each session's principal and when it was last used, least recently used first
+        #: each session's principal and when its last request ended, least recent first
         self.owners: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
+        #: the sessions with requests running (never idle meanwhile), how many each
+        self.busy: Counter[bytes] = Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -69,12 +71,12 @@ class BearerGate:
         if named and (len(named) > 1 or owner is None or owner[0] != principal.name):
             await send_error(send, NotFound("session not found"), [])
             return
-        if session is not None and owner is not None and owner[1] != math.inf:
-            self.owners[session] = (principal.name, now)  # used now: the last to idle out
-            self.owners.move_to_end(session)
-        elif (full := self._full(principal.name)) is not None:  # a request that opens one
-            await send_error(send, full, [(b"retry-after", str(full.retry_after).encode())])
-            return
+        if session is None:  # a request that may open one
+            if (full := self._full(principal.name)) is not None:
+                await send_error(send, full, [(b"retry-after", str(full.retry_after).encode())])
+                return
+        elif owner is not None and owner[1] != math.inf:  # in use: not idle while it runs
+            self.busy[session] += 1
         streamed: list[bytes] = []  # the SSE session this request's stream announced
         try:
             await self.app(
@@ -83,6 +85,18 @@ class BearerGate:
         finally:
             for key in streamed:  # the SSE stream is over: so is its session
                 self.owners.pop(key, None)
+            if session is not None and session in self.busy:
+                self._done(session, principal.name)
+
+    def _done(self, session: bytes, owner: str) -> None:
+        """A request in ``session`` ended: its idle time starts when the last one ends
+        (a client's open GET stream keeps it in use, as the SDK counts it)."""
+        self.busy[session] -= 1
+        if self.busy[session] <= 0:
+            del self.busy[session]
+        if session in self.owners:
+            self.owners[session] = (owner, time.monotonic())
+            self.owners.move_to_end(session)
 
     def _opened(self, key: bytes, owner: str, seen: float | None = None) -> None:
         self.owners[key] = (owner, time.monotonic() if seen is None else seen)
@@ -95,7 +109,7 @@ class BearerGate:
         streams = 0  # an SSE session lives as long as its stream (the end pops it)
         while len(self.owners) > streams:
             key, (_, seen) = next(iter(self.owners.items()))
-            if seen == math.inf:
+            if seen == math.inf or key in self.busy:
                 self.owners.move_to_end(key)
                 streams += 1
             elif now - seen < SESSION_IDLE_SECONDS:

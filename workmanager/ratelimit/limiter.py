@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 from ..errors import RateLimited
@@ -61,6 +62,20 @@ class RateLimiter:
             _DEFERRED.set(buckets)
             return
         self._take(rules.REQUESTS, buckets)
+
+    @contextmanager
+    def settling(self) -> Iterator[None]:
+        """Around a checkout request after :meth:`request` (``checkout=True``): request
+        tokens still deferred when it ends (it ended before its checkout's take: a filter
+        refused, a replay, a tenant it may not ask for) are taken then, as every other
+        request's are, or it is refused 429 (such requests were never counted)."""
+        try:
+            yield
+        finally:
+            deferred = _DEFERRED.get()
+            if deferred:
+                _DEFERRED.set(())
+                self._take(rules.REQUESTS, deferred)
 
     def _take(self, limit: str, buckets: tuple[Bucket, ...]) -> None:
         if not buckets:

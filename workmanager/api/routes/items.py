@@ -50,23 +50,23 @@ def checkout(
     tenant_id: str | None = Query(default=None, max_length=191),
 ) -> JSONResponse:
     caller = auth.caller(checkout=True)
-    for name in NOT_CHECKOUT_FILTERS:
-        if request.query_params.get(name):
-            raise ValidationFailed.at(name, not_a_checkout_filter(name), "not")
-    # Filters from the query string (upstream agents send them there) and the body.
-    b = merge_filters(
-        body or CheckoutBody(), {"type": type, "min_priority": min_priority, "tenant_id": tenant_id}
-    )
-    filters = CheckoutFilters(b.type, b.min_priority, b.tenant_id)
-    ops = state(request).ops
-    return idempotent.run(
-        request,
-        caller,
-        "checkout",
-        "global",
-        b.fingerprint_fields(),
-        lambda c: ops.checkout(c, filters),
-    )
+    with state(request).wm.limits.settling():
+        for name in NOT_CHECKOUT_FILTERS:
+            if request.query_params.get(name):
+                raise ValidationFailed.at(name, not_a_checkout_filter(name), "not")
+        # Filters from the query string (upstream agents send them there) and the body.
+        filters = {"type": type, "min_priority": min_priority, "tenant_id": tenant_id}
+        b = merge_filters(body or CheckoutBody(), filters)
+        wanted = CheckoutFilters(b.type, b.min_priority, b.tenant_id)
+        ops = state(request).ops
+        return idempotent.run(
+            request,
+            caller,
+            "checkout",
+            "global",
+            b.fingerprint_fields(),
+            lambda c: ops.checkout(c, wanted),
+        )
 
 
 def merge_filters(body: CheckoutBody, query: dict[str, Any]) -> CheckoutBody:

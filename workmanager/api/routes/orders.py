@@ -68,17 +68,18 @@ def get_order(request: Request, auth: ViewAuth, order_id: str) -> JSONResponse:
 def checkout_order(request: Request, auth: CheckoutAuth, order_id: str) -> JSONResponse:
     caller = auth.caller(checkout=True)
     ops = state(request).ops
-    # the key's target is the order's id as a UUID: ``global``, the global checkout's own
-    # target, is no order (404), and never the global checkout's key
-    target = str(parse_id(order_id, "order"))
-    return idempotent.run(
-        request,
-        caller,
-        "checkout",
-        target,
-        {},
-        lambda c: ops.checkout(c, CheckoutFilters(), order_id),
-    )
+    with state(request).wm.limits.settling():
+        # the key's target is the order's id as a UUID: ``global``, the global checkout's
+        # own target, is no order (404), and never the global checkout's key
+        target = str(parse_id(order_id, "order"))
+        return idempotent.run(
+            request,
+            caller,
+            "checkout",
+            target,
+            {},
+            lambda c: ops.checkout(c, CheckoutFilters(), order_id),
+        )
 
 
 @router.post(
