@@ -258,9 +258,10 @@ def _check_sqla_database(name: str, url: str) -> None:
 
     try:
         make_url(url).get_dialect()
-    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+    except (ArgumentError, NoSuchModuleError, ImportError):  # their text may hold the URL
         raise ConfigurationError(
-            f"{name}: sqla+ names no database SQLAlchemy can open ({exc})",
+            f"{name}: sqla+ names no database SQLAlchemy can open"
+            + (f" (scheme {_scheme(url)!r})" if "://" in url else " (not a URL)"),
             hint="sqla+sqlite:///path/broker.db or sqla+postgresql+psycopg://user@host/db",
         ) from None
 

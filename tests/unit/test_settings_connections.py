@@ -51,6 +51,7 @@ def refused(env: dict[str, str]) -> ConfigurationError:
         ({P + "BROKER_URL": "redis://:S3cret@127.0.0.1:6379/4?socket_timeout=5"}, "BROKER"),
         ({P + "BROKER_URL": "sqla+postgres://u:S3cret@h/db"}, "BROKER_URL"),
         ({P + "BROKER_URL": "sqla+garbage://x"}, "BROKER_URL"),
+        ({P + "BROKER_URL": "sqla+://u:S3cret@h/db"}, "BROKER_URL"),  # no dialect: not parsed
         ({P + "RESULT_BACKEND": "redis://:S3cret@127.0.0.1:6379/abc"}, "RESULT_BACKEND"),
         ({P + "RESULT_BACKEND": "redis://[::1:6379/0"}, "RESULT_BACKEND"),
         ({P + "RESULT_BACKEND": "redis://127.0.0.1:6379/0?socket_timeout=x"}, "RESULT"),
