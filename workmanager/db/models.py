@@ -146,38 +146,24 @@ class Item(Base):
     order: Mapped[Order] = relationship(back_populates="items")
 
     __table_args__ = (
-        # Global checkout: queued items by priority desc, then age (partial on both backends).
-        Index(
-            "ix_work_items_checkout",
-            text("priority DESC"),
-            "created_at",
-            "id",
-            postgresql_where=text("state = 'queued'"),
-            sqlite_where=text("state = 'queued'"),
-        ),
-        # Checkouts by type or by tenant: the same order under each (migration 0013).
+        # Checkouts: queued items by priority desc, then age (partial on both backends),
+        # globally, and under a type, a tenant (migration 0013) or both (0017).
         *(
             Index(
-                f"ix_work_items_checkout_{name}",
-                column,
+                "ix_work_items_checkout" + "".join(f"_{name}" for name, _ in under),
+                *(column for _, column in under),
                 text("priority DESC"),
                 "created_at",
                 "id",
                 postgresql_where=text("state = 'queued'"),
                 sqlite_where=text("state = 'queued'"),
             )
-            for name, column in (("type", "order_type"), ("tenant", "tenant_id"))
-        ),
-        # A tenant's checkout by type: both, then the same order (migration 0017).
-        Index(
-            "ix_work_items_checkout_tenant_type",
-            "tenant_id",
-            "order_type",
-            text("priority DESC"),
-            "created_at",
-            "id",
-            postgresql_where=text("state = 'queued'"),
-            sqlite_where=text("state = 'queued'"),
+            for under in (
+                (),
+                (("type", "order_type"),),
+                (("tenant", "tenant_id"),),
+                (("tenant", "tenant_id"), ("type", "order_type")),
+            )
         ),
         Index("ix_work_items_order_state", "order_id", "state"),
         # The sweep: held leases by expiry.

@@ -49,8 +49,7 @@ def checkout(
     min_priority: int | None = Query(default=None, ge=LOWEST, le=HIGHEST),
     tenant_id: str | None = Query(default=None, max_length=191),
 ) -> JSONResponse:
-    caller = auth.caller(checkout=True)
-    with state(request).wm.limits.settling():
+    with auth.checkout_caller() as caller:
         for name in NOT_CHECKOUT_FILTERS:
             if request.query_params.get(name):
                 raise ValidationFailed.at(name, not_a_checkout_filter(name), "not")

@@ -66,9 +66,8 @@ def get_order(request: Request, auth: ViewAuth, order_id: str) -> JSONResponse:
     responses=declare({200: R.Checkout}),
 )
 def checkout_order(request: Request, auth: CheckoutAuth, order_id: str) -> JSONResponse:
-    caller = auth.caller(checkout=True)
     ops = state(request).ops
-    with state(request).wm.limits.settling():
+    with auth.checkout_caller() as caller:
         # the key's target is the order's id as a UUID: ``global``, the global checkout's
         # own target, is no order (404), and never the global checkout's key
         target = str(parse_id(order_id, "order"))
