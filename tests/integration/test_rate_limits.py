@@ -145,6 +145,33 @@ def test_a_consumers_item_checkout_counts_against_the_items_tenant(store_wm: Any
     assert wm.agent.checkout("c2", type="test.simple", tenant_id="t8") is None  # t8: its own
 
 
+def test_an_orders_checkout_counts_against_the_orders_tenant(store_wm: Any) -> None:
+    """A checkout of one order's items (``POST /orders/{id}/checkout``) by a caller bound
+    to no tenant takes from that order's tenant's bucket: its items are that tenant's."""
+    wm = store_wm(rate_limit_checkout_per_tenant=Rate(1, 60))
+    orders = [wm.propose("test.simple", {"n": 1}, tenant_id="t7") for _ in range(2)]
+    other = wm.propose("test.simple", {"n": 1}, tenant_id="t6")
+    assert wm.agent.checkout("o1", order_id=orders[0]) is not None
+    with pytest.raises(RateLimited):
+        wm.agent.checkout("o2", order_id=orders[1])  # another agent, the same tenant
+    assert wm.agent.checkout("o2", order_id=other) is not None  # t6: its own bucket
+
+
+def test_a_consumers_message_for_an_item_not_leasable_takes_no_token(store_wm: Any) -> None:
+    """A consumer's message for an item leased already (a redelivery, a re-announce)
+    spends none of the agent's checkouts: the next message's item is still leased."""
+    wm = store_wm(rate_limit_checkout_per_agent=Rate(1, 60))
+    first = wm.queries.order(wm.propose("test.simple", {"n": 1}))["items"][0]["id"]
+    second = wm.queries.order(wm.propose("test.simple", {"n": 1}))["items"][0]["id"]
+    assert wm.agent.checkout("holder", item_id=first) is not None
+    for _ in range(3):  # the same message delivered again, to another consumer
+        assert wm.agent.checkout("c1", item_id=first) is None
+    assert wm.agent.checkout("c1", item_id=second) is not None
+    third = wm.queries.order(wm.propose("test.simple", {"n": 1}))["items"][0]["id"]
+    with pytest.raises(RateLimited):  # its one token is spent now
+        wm.agent.checkout("c1", item_id=third)
+
+
 def test_no_limit_no_store(make_wm: Any) -> None:
     """Every limit unset: checkout never builds (or calls) a bucket store."""
     wm = make_wm(db="sqlite", backend="database", registry=Registry([Simple()]))

@@ -8,9 +8,11 @@ or, unset, the rate's count (``20/s`` → 20), and refills at the rate.
 The tenant of a checkout is the one it is narrowed to: a token bound to a tenant checks
 out within its tenant only (``Operations`` narrows it), an unbound caller may name one
 (the ``tenant_id`` filter); else, for a checkout of one named item (Celery consumer
-agents), that item's tenant. An unbound caller's checkout across every tenant, and an item
-of no tenant, take from the agent's bucket only (which tenant's item it will get is not
-known before the item is granted).
+agents), that item's tenant, and for a checkout of one order's items, that order's. An
+unbound caller's checkout across every tenant, and an item of no tenant, take from the
+agent's bucket only (which tenant's item it will get is not known before the item is
+granted). A checkout of one named item that is not leasable now (a consumer's message
+for an item leased or done already) takes no token: the agent did not ask for it.
 """
 
 from __future__ import annotations

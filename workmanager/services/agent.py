@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -16,7 +17,8 @@ from sqlalchemy import select
 
 from .. import deployment, events, tracing
 from ..checks import Evidence, check, guarded, own_hook
-from ..db.models import Item
+from ..db import predicates
+from ..db.models import Item, Order
 from ..db.store import Store, build_store
 from ..errors import ValidationFailed
 from ..jsonvalues import json_fields, json_value
@@ -76,8 +78,9 @@ class AgentAPI:
         info = agent_of(agent)
         query = self._known(checkout_query(order_id, type, min_priority, tenant_id, item_id))
         self.in_step()
-        if self.limits.limits(CHECKOUT):  # off: not even a call
-            self._take_checkout_token(info, query)
+        # a limit off: not even a call
+        if self.limits.limits(CHECKOUT) and not self._take_checkout_token(info, query):
+            return None
         lease = self.store.grant(info, query)
         self._acquired(lease, info)
         return lease
@@ -95,14 +98,32 @@ class AgentAPI:
             return query
         return replace(query, known=self.ctx.registry.known())
 
-    def _take_checkout_token(self, agent: AgentInfo, query: CheckoutQuery) -> None:
-        item_id = query.item_id
-        item_tenant = None if item_id is None else (lambda: self._item_tenant(item_id))
-        self.limits.checkout(agent.id, query.tenant_id, item_tenant)
+    def _take_checkout_token(self, agent: AgentInfo, query: CheckoutQuery) -> bool:
+        """Take the checkout's token (``ratelimit/rules.py`` says whose), or raise
+        ``RateLimited``. ``False``, nothing taken: the one item the checkout names is not
+        leasable now (a consumer's message for an item leased or done already, a
+        redelivery, a re-announce), which the agent did not ask for and no grant would
+        lease."""
+        tenant: Callable[[], str | None] | None = None
+        if query.item_id is not None:
+            with self.ctx.db.transaction() as s:
+                leasable = predicates.leasable(self.ctx.clock())
+                named = s.execute(
+                    select(Item.tenant_id, leasable).where(Item.id == query.item_id)
+                ).first()
+            if named is None or not named[1]:
+                return False
+            item_tenant: str | None = named[0]
+            tenant = lambda: item_tenant  # noqa: E731
+        elif query.order_id is not None:
+            order_id = query.order_id
+            tenant = lambda: self._order_tenant(order_id)  # noqa: E731
+        self.limits.checkout(agent.id, query.tenant_id, tenant)
+        return True
 
-    def _item_tenant(self, item_id: uuid.UUID) -> str | None:
+    def _order_tenant(self, order_id: uuid.UUID) -> str | None:
         with self.ctx.db.transaction() as s:
-            return s.scalar(select(Item.tenant_id).where(Item.id == item_id))
+            return s.scalar(select(Order.tenant_id).where(Order.id == order_id))
 
     def _acquired(self, lease: Lease | None, agent: AgentInfo) -> None:
         if lease is not None and lease.item is not None:
