@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -412,3 +415,29 @@ def test_retention_runs_daily_one_at_a_time_without_asking() -> None:
     [main] = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
     assert main["command"] == prune
     assert main["envFrom"] == container("workmanager-worker")["envFrom"]
+
+
+def test_systemd_units_that_restart_keep_restarting() -> None:
+    """``Restart=always`` alone restarts after 100 ms and gives up after 5 starts in 10 s:
+    the web unit's ``db upgrade`` against a database a few seconds late, or a worker
+    started before the schema was upgraded, stayed failed for good."""
+    for path in sorted((DEPLOY / "systemd").glob("*.service")):
+        keys = unit(path.name)
+        if keys.get("Restart") != ["always"]:
+            continue
+        assert keys.get("RestartSec") == ["5"], path.name
+        assert keys.get("StartLimitIntervalSec") == ["0"], path.name
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_the_apply_failure_alert_fires_for_a_first_failure() -> None:
+    """statsd_exporter makes a counter at its first increment, at 1: the alert's
+    ``increase()`` alone saw 0 for it, and the first failure of a kind never alerted."""
+    done = subprocess.run(
+        ["promtool", "test", "rules", "alerts_test.yml"],
+        cwd=DEPLOY / "prometheus",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
