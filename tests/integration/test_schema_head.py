@@ -26,6 +26,7 @@ from workmanager.errors import SchemaBehind
 from workmanager.services.maintenance import Housekeeping
 
 from ..conftest import PG_ADMIN_DSN, PG_DB, PG_HOST_URL, need
+from .test_migrations import assert_delete_cascades
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -193,3 +194,59 @@ def test_upgrades_started_at_once_take_turns() -> None:
         for run in runs:
             run.kill()
         _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.postgres
+def test_a_tables_only_restore_is_named_and_mended_by_the_upgrade() -> None:
+    """``pg_dump -t 'work_*' -t alembic_version`` (the recipe the docs gave) restores the
+    tables without the functions and the audit trigger: every check said the schema was at
+    head, ``db upgrade`` changed nothing, and every checkout was a 503 telling to run it.
+    The check names what is missing, and the upgrade makes it again."""
+    url = empty_pg(f"{PG_DB}_tables_only")
+    db = Database(url)
+    upgrade(db)
+    with db.engine.begin() as conn:  # what the restore leaves: the tables alone
+        conn.execute(text("DROP TRIGGER work_orders_delete_audit ON work_orders"))
+        conn.execute(text("DROP FUNCTION work_orders_delete_audit()"))
+        conn.execute(text("DROP FUNCTION workmanager_start_order(uuid,timestamptz,text,text)"))
+    with pytest.raises(SchemaBehind) as caught:
+        require_head(db)
+    message = caught.value.message
+    assert "workmanager_start_order(" in message and "trigger work_orders_delete_audit" in message
+    assert message.endswith(UPGRADE)
+    upgrade(db)
+    require_head(db)
+    upgrade(db)  # at head with nothing missing: nothing to do
+    assert_delete_cascades(db)  # a checkout and a submit (the functions), then the trigger
+    db.dispose()
+
+
+def test_an_upgrade_behind_another_sqlite_writer_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holding the SQLite file's write lock past the busy timeout: the
+    upgrade's ``BEGIN IMMEDIATE`` was a 75-line traceback; it is ``Unavailable`` with its
+    hint, as every other command's."""
+    import sqlite3
+
+    from workmanager.db import session
+    from workmanager.errors import Unavailable
+
+    monkeypatch.setattr(session, "SQLITE_BUSY_MS", 200)
+    path = tmp_path / "wm.db"
+    db = Database(f"sqlite:///{path}")
+    upgrade(db, OLDER)
+    db.dispose()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        db = Database(f"sqlite:///{path}")
+        with pytest.raises(Unavailable) as caught:
+            upgrade(db)
+        assert "write lock" in (caught.value.hint or "") + caught.value.message
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    upgrade(db)
+    assert current(db) == head()
+    db.dispose()

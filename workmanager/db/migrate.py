@@ -4,6 +4,7 @@ and the one check that a database's schema is at their head (:func:`require_head
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -15,10 +16,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Connection, inspect, text
+from sqlalchemy.engine import RootTransaction
 from sqlalchemy.exc import DBAPIError
 
 from ..errors import ConfigurationError, SchemaBehind, Unavailable
-from . import driver_errors
+from . import driver_errors, sql
 from .session import Database, display_url, unavailable_when_down
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -29,6 +31,9 @@ VERSION_TABLE = "alembic_version"
 TABLE = "work_orders"
 #: The PostgreSQL advisory lock an upgrade holds for its transaction ("wm-migr").
 UPGRADE_LOCK = 0x776D2D6D69677200
+#: The trigger ``functions.sql`` puts on :data:`TABLE` (the audit rows' cascade).
+AUDIT_TRIGGER = "work_orders_delete_audit"
+log = logging.getLogger("workmanager.db")
 
 
 def alembic_config(db: Database) -> Config:
@@ -76,7 +81,7 @@ def upgrade(db: Database, revision: str = "head") -> None:
 
 def _upgrade(db: Database, revision: str) -> None:
     cfg = alembic_config(db)
-    with _connected(db) as connection, connection.begin():
+    with _connected(db) as connection, _begun(db, connection):
         if connection.dialect.name == "postgresql":
             # Upgrades started at once (every web host's ExecStartPre, a Job beside an
             # init container) take turns: the next one finds the head recorded and does
@@ -89,6 +94,33 @@ def _upgrade(db: Database, revision: str) -> None:
             return
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
+        if revision == "head":
+            _restore_objects(connection)
+
+
+def _missing_objects(connection: Connection) -> list[str]:
+    """PostgreSQL: the functions and the trigger of ``functions.sql`` the database lacks
+    (a restore of its tables alone, ``pg_dump -t``, leaves them out, and every checkout
+    then failed while every check said the schema was at head); none elsewhere."""
+    if connection.dialect.name != "postgresql":
+        return []
+    signatures = [s.signature for s in sql.sections("functions.sql") if s.signature]
+    gone = [f"to_regprocedure(:f{n}) IS NULL" for n in range(len(signatures))]
+    gone.append("NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = :t AND NOT tgisinternal)")
+    values = {f"f{n}": signature for n, signature in enumerate(signatures)} | {"t": AUDIT_TRIGGER}
+    row = connection.execute(text(f"SELECT {', '.join(gone)}"), values).one()
+    names = [*signatures, f"trigger {AUDIT_TRIGGER}"]
+    return [name for name, missing in zip(names, row, strict=True) if missing]
+
+
+def _restore_objects(connection: Connection) -> None:
+    """At head: make what :func:`_missing_objects` finds missing, as the head defines it
+    (``functions.sql``, which a test holds equal to what the migrations make)."""
+    missing = _missing_objects(connection)
+    if missing:
+        log.warning("recreating what the schema lacked: %s", ", ".join(missing))
+        connection.execute(text(f"DROP TRIGGER IF EXISTS {AUDIT_TRIGGER} ON {TABLE}"))
+        connection.exec_driver_sql(sql.script("functions.sql"))
 
 
 def _check_owner(connection: Connection, recorded: Sequence[str], where: str) -> None:
@@ -109,7 +141,8 @@ def _check_owner(connection: Connection, recorded: Sequence[str], where: str) ->
             f"{where} has workmanager's tables but no recorded migration ({VERSION_TABLE}"
             " is missing: restored without it, or made by an old create_all)",
             hint=f"restore {VERSION_TABLE} with the tables (pg_dump -t 'work_*' -t"
-            f" {VERSION_TABLE}), or restore into an empty database and run `workmanager db"
+            f" {VERSION_TABLE}, then `workmanager db upgrade` makes the functions such a"
+            " dump leaves out), or restore into an empty database and run `workmanager db"
             " upgrade` there first",
         )
 
@@ -147,6 +180,13 @@ def _connected(db: Database) -> Connection:
     migration itself is not translated."""
     with unavailable_when_down(db.url):
         return db.engine.connect()
+
+
+def _begun(db: Database, connection: Connection) -> RootTransaction:
+    """The upgrade's transaction; on SQLite its ``BEGIN IMMEDIATE`` waiting out the busy
+    timeout behind another writer is :class:`Unavailable` with its hint (a traceback)."""
+    with unavailable_when_down(db.url):
+        return connection.begin()
 
 
 @functools.cache
@@ -194,6 +234,13 @@ def require_head(db: Database) -> None:
     recorded = _recorded(db)
     latest = scripts().get_heads()
     if set(recorded) == set(latest):
+        with unavailable_when_down(db.url), db.reading() as connection:
+            missing = _missing_objects(connection)
+        if missing:
+            raise SchemaBehind(
+                f"the schema of {display_url(db.url)} lacks {', '.join(missing)} (restored"
+                f" from a dump of its tables alone?); {UPGRADE}"
+            )
         return
     where = display_url(db.url)
     with unavailable_when_down(db.url), db.engine.connect() as connection:

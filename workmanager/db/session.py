@@ -44,6 +44,10 @@ NO_EMBEDDED_DIRECTORY = (
 )
 
 
+#: How long a SQLite connection waits for another's write lock before "database is locked".
+SQLITE_BUSY_MS = 30_000
+
+
 def sqlite_file(url: str) -> str | None:
     """The absolute path of a file-based SQLite URL (None: a server, or in memory)."""
     parsed = make_url(url)
@@ -85,7 +89,7 @@ def _sqlite_engine(url: str) -> Engine:
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
         if not memory:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
