@@ -51,13 +51,18 @@ class ConnectionName:
 
 
 def _url(
-    names: tuple[str, ...], expected: str, check: Callable[[str, str], None]
+    names: tuple[str, ...],
+    expected: str,
+    check: Callable[[str, str], None],
+    spelled: Callable[[str], str] = str,
 ) -> Callable[[str, Any], str | ConnectionName]:
-    """A URL that ``check(name, url)`` accepts, or one of the Laravel connection ``names``."""
+    """A URL that ``check(name, url)`` accepts (as ``spelled`` writes it), or one of the
+    Laravel connection ``names``."""
 
     def parse(name: str, value: Any) -> str | ConnectionName:
         text = _str(name, value)
         if "://" in text:
+            text = spelled(text)
             check(name, text)
             return text
         if text.lower() in names:
@@ -273,12 +278,27 @@ _redis_url = _url(
     + ") meaning WORK_MANAGER_REDIS_URL",
     _check_redis,
 )
+
+
+def _sqla_spelled(url: str) -> str:
+    """``sqlalchemy+…``, kombu's other name for its SQLAlchemy transport, as ``sqla+…``:
+    every rule about an ``sqla+`` URL (the project's transport, whose options kombu's
+    own hands to ``create_engine``, refusing them on every send) then holds for it."""
+    alternates = url.split(";")
+    long = "sqlalchemy+"
+    return ";".join(
+        "sqla+" + a.strip()[len(long) :] if a.strip().lower().startswith(long) else a
+        for a in alternates
+    )
+
+
 _broker_url = _url(
     QUEUE_CONNECTION_NAMES,
     "a broker URL (redis://…, amqp://…, sqla+sqlite:///…), or a Laravel connection name: "
     "redis (WORK_MANAGER_REDIS_URL) or database (the SQL database, via kombu's "
     "SQLAlchemy transport)",
     check_broker,
+    _sqla_spelled,
 )
 
 

@@ -115,6 +115,10 @@ def test_mcp_http_requires_a_token(api_db_url: str, tokens: dict[str, str]) -> N
             assert r.status_code == 413, r.text[:200]
             assert r.json()["error"]["code"] == "payload_too_large"
             assert r.headers["x-request-id"]
+        # upstream's addresses (its --transport=http was SSE there): a 404 that says where
+        upstream = httpx.get(url + "/sse", headers=admin, timeout=5)
+        assert upstream.status_code == 404
+        assert "--transport sse" in upstream.json()["error"]["message"]
     finally:
         proc.terminate()
         proc.wait(10)

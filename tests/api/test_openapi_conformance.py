@@ -221,8 +221,8 @@ def test_a_wrong_body_fails_the_declared_schema(db_server: Server) -> None:
     admin = db_server.client()
     r = admin.post(f"{PREFIX}/propose", json={"type": "test.simple", "payload": {}}, headers=idem())
     schema = doc.schema("POST", f"{PREFIX}/propose", 201, "application/json")
-    order = r.json()["order"]
-    jsonschema.validate({"order": order}, schema)
+    order, count = r.json()["order"], r.json()["items_count"]
+    jsonschema.validate({"order": order, "items_count": count}, schema)
     for wrong in (
         {k: v for k, v in order.items() if k != "state"},
         {**order, "surprise": 1},
@@ -230,7 +230,9 @@ def test_a_wrong_body_fails_the_declared_schema(db_server: Server) -> None:
         {**order, "id": 7},
     ):
         with pytest.raises(jsonschema.ValidationError):
-            jsonschema.validate({"order": wrong}, schema)
+            jsonschema.validate({"order": wrong, "items_count": count}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"order": order}, schema)
 
 
 def test_responses_conform_to_the_document(db_server: Server) -> None:

@@ -16,7 +16,7 @@ import pytest
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from tests.api.conftest import BIN, base_env
+from tests.api.conftest import BIN, base_env, truncate_work_tables
 from tests.api.test_mcp import result
 from tests.compat.listing_cases import (
     CASES,
@@ -215,3 +215,40 @@ def test_global_checkout_over_mcp(api_db_url: str) -> None:
     # 'can heartbeat after global checkout', 'can submit after global checkout'
     assert seen["heartbeat"]["success"] is True and "lease_expires_at" in seen["heartbeat"]
     assert seen["submit"]["success"] is True and seen["submit"]["item"]["state"] == "submitted"
+
+
+def test_work_list_takes_upstreams_objects_and_lists(api_db_url: str) -> None:
+    """Upstream's ``filter`` values as its MCP clients send them: ``meta`` as an object
+    (JSON contains: every key and value), a state as a list (any of); a value no filter
+    reads is ``validation_failed``, never Python's text of it. And the counts upstream's
+    answers carry: ``items_count`` on ``work.propose``, ``count`` on ``work.logs`` and
+    ``work.list_parts``."""
+    truncate_work_tables(api_db_url)
+    seen: dict[str, Any] = {}
+
+    async def body(call: Call) -> None:
+        meta = {"batch_id": 42, "flag": True, "source": "crm"}
+        seen["propose"] = await call("work.propose", type="test.parts", payload={}, meta=meta)
+        await call("work.propose", type="test.simple", payload={}, meta={"batch_id": 99})
+        seen["meta"] = await call("work.list", filter={"meta": {"batch_id": 42, "flag": True}})
+        seen["meta_text"] = await call("work.list", filter={"meta": "batch_id:42"})
+        seen["states"] = await call("work.list", filter={"state": ["queued", "rejected"]})
+        seen["nested"] = await call("work.list", filter={"meta": {"batch_id": {"in": [1]}}})
+        order_id = seen["propose"]["order"]["id"]
+        seen["logs"] = await call("work.logs", orderId=order_id)
+        item_id = (await call("work.get", orderId=order_id))["items"][0]["id"]
+        seen["parts"] = await call("work.list_parts", itemId=item_id)
+
+    anyio.run(in_session, api_db_url, body)
+    proposed = seen["propose"]
+    assert proposed["success"] is True and proposed["items_count"] == 1
+    for key in ("meta", "meta_text"):
+        assert seen[key]["success"] is True, seen[key]
+        assert [o["id"] for o in seen[key]["orders"]] == [proposed["order"]["id"]]
+    assert seen["states"]["success"] is True and seen["states"]["count"] == 2
+    nested = seen["nested"]
+    assert nested["success"] is False and nested["code"] == "validation_failed"
+    assert nested["details"][0]["path"] == "filter.meta.batch_id"
+    logs = seen["logs"]
+    assert logs["count"] == len(logs["events"]) >= 2
+    assert seen["parts"]["count"] == 0 and seen["parts"]["parts"] == []

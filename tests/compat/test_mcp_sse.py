@@ -78,6 +78,9 @@ def test_mcp_over_sse_with_cors(api_db_url: str, tokens: dict[str, str]) -> None
         assert other.headers.get("access-control-allow-origin") != "https://evil.example"
         seen = anyio.run(over_sse, base + "/sse", tokens["admin"])
         assert seen["success"] is True and seen["order"]["state"] == "queued"
+        # upstream's address, as its MCP guide gives it to clients
+        seen = anyio.run(over_sse, base + "/mcp/sse", tokens["admin"])
+        assert seen["success"] is True and seen["items_count"] == 1
         sessions_are_their_openers(base, tokens)
     finally:
         proc.terminate()

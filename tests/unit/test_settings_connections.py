@@ -122,3 +122,13 @@ def test_a_password_given_as_an_option_is_masked_where_the_url_is_shown() -> Non
 
     shown = display_url("postgresql+psycopg://u:S3cret@h/db?password=S3cret&sslmode=require")
     assert "S3cret" not in shown and "sslmode=require" in shown, shown
+
+
+def test_kombus_long_name_for_its_sqlalchemy_transport_is_the_short_one() -> None:
+    """``sqlalchemy+sqlite://`` was accepted, then kombu's own transport (not the
+    project's) handed celeryconfig's transport options to ``create_engine`` on every send,
+    and no order was ever announced: it is read as ``sqla+``."""
+    env = {P + "BROKER_URL": "sqlalchemy+sqlite:///./var/b.db;SQLAlchemy+sqlite:///./var/c.db"}
+    assert (
+        Settings.from_env(env).broker_url == "sqla+sqlite:///./var/b.db;sqla+sqlite:///./var/c.db"
+    )

@@ -154,7 +154,6 @@ def test_redis_urls_of_the_three_schemes_are_accepted(url: str) -> None:
     [
         "sqla+sqlite:///./var/broker.db",
         "sqla+postgresql+psycopg://wm@db/wm",
-        "sqlalchemy+sqlite:///b.db",
         "redis://h:6379/1",
         "rediss://h:6380/1",
         "amqp://guest@h//",

@@ -131,7 +131,7 @@ class Part(Closed):
     seq: int | None
     status: Literal["validated", "rejected"]
     payload: Open
-    evidence: Open | None
+    evidence: Any = Field(description="as the agent sent it (an object, a list, …), or null")
     notes: str | None
     errors: Open | None = Field(description="{validation: [...]} when the part was rejected")
     checksum: str
@@ -160,6 +160,8 @@ class ListedOrder(Order):
     items: list[ListedItem]
     events: list[ListedEvent]
     events_count: int
+    items_exists: bool
+    events_exists: bool
 
 
 class PageMeta(Closed):
@@ -204,9 +206,10 @@ class FinalizedItem(Closed):
 
 # --- bodies ----------------------------------------------------------------------------
 class OrderCreated(Closed):
-    """The order, created."""
+    """The order, created, and how many items it was planned into."""
 
     order: Order
+    items_count: int
 
 
 class OrderFound(Closed):
@@ -262,10 +265,11 @@ class Heartbeat(Closed):
 
 
 class Submitted(Closed):
-    """The result accepted for review; the item after it."""
+    """The result accepted for review; the item after it, and its order's state."""
 
     item: Item
     state: ItemState
+    order_state: OrderState
 
 
 class PartStored(Closed):

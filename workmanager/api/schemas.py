@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import typing
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -17,13 +17,17 @@ LOWEST, HIGHEST = PRIORITY_RANGE.start, PRIORITY_RANGE.stop - 1
 
 class Body(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
+    #: ``null`` in a field with a default is that default (upstream's ``nullable``)
+    null_is_default: ClassVar[bool] = True
 
     @model_validator(mode="before")
     @classmethod
     def _empty_array_is_empty(cls, data: Any) -> Any:
         """``[]`` is an empty object: PHP encodes an empty array so, and upstream agents
         post one for an empty body (Laravel's ``Http::post($url)``) or an empty field of
-        an object type (``"meta": []``, validated ``array`` upstream)."""
+        an object type (``"meta": []``, validated ``array`` upstream). ``null`` in a field
+        with a default is that default (``"priority": null``, ``"mode": null``: upstream
+        validates them ``nullable``)."""
         if isinstance(data, list) and not data:
             return {}
         if isinstance(data, dict):
@@ -31,7 +35,10 @@ class Body(BaseModel):
                 k for k in _object_fields(cls) if isinstance(data.get(k), list) and not data[k]
             ]
             if empty:
-                return {**data, **{k: {} for k in empty}}
+                data = {**data, **{k: {} for k in empty}}
+            nulls = [k for k in _defaulted_fields(cls) if data.get(k, 0) is None]
+            if nulls:  # upstream's ``nullable`` fields: null is the field left out
+                data = {k: v for k, v in data.items() if k not in nulls}
         return data
 
     def fingerprint_fields(self) -> dict[str, Any]:
@@ -136,6 +143,7 @@ class ForgetBody(Body):
     ignored."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
+    null_is_default: ClassVar[bool] = False  # ``"dry_run": null`` is no "erase now"
 
     agent_id: str | None = Field(default=None, min_length=1, max_length=191)
     user_id: str | None = Field(default=None, min_length=1, max_length=191)
@@ -153,4 +161,16 @@ def _object_fields(model: type[BaseModel]) -> tuple[str, ...]:
             typing.get_origin(field.annotation),
             *map(typing.get_origin, typing.get_args(field.annotation)),
         )
+    )
+
+
+@functools.cache
+def _defaulted_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of ``model`` that are optional with a default other than ``None``."""
+    if not getattr(model, "null_is_default", False):
+        return ()
+    return tuple(
+        name
+        for name, field in model.model_fields.items()
+        if not field.is_required() and field.default is not None
     )

@@ -203,7 +203,7 @@ class Part(Base):
     seq_slot: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
     payload: Mapped[dict[str, Any]] = mapped_column()
-    evidence: Mapped[dict[str, Any] | None] = mapped_column()
+    evidence: Mapped[Any] = mapped_column(JSONType, nullable=True)
     notes: Mapped[str | None] = mapped_column(Text)
     errors: Mapped[dict[str, Any] | None] = mapped_column()
     checksum: Mapped[str] = mapped_column(String(64))

@@ -95,18 +95,43 @@ def list_params(
     include: str | None,
     fields: dict[str, str] | None,
     page: dict[str, int] | None,
+    tenant_id: str | None = None,
 ) -> list[tuple[str, str]]:
-    """Upstream's ``work.list`` arguments as the orders list's query parameters."""
+    """Upstream's ``work.list`` arguments as the orders list's query parameters: a list is
+    a comma list (any of), ``filter.meta`` an object (each key and value, all of them) or
+    ``key:value``."""
     params = list((query or {}).items())
-    filters = dict(filter or {})
+    filters = {k: v for k, v in (filter or {}).items() if v is not None}  # null: no filter
     for name, value in (("state", state), ("type", type), ("priority", priority)):
         if value is not None:
             filters[name] = value
-    params += [(f"filter[{k}]", str(v)) for k, v in filters.items()]
-    params += [(f"fields[{k}]", str(v)) for k, v in (fields or {}).items()]
-    params += [(f"page[{k}]", str(v)) for k, v in (page or {}).items()]
+    meta = filters.pop("meta", None)
+    if isinstance(meta, dict):  # upstream's JSON contains: each key's value, not a list
+        for k, v in meta.items():
+            params.append(("filter[meta]", f"{k}:{_query_value(v, f'filter.meta.{k}', False)}"))
+    elif meta is not None:
+        params.append(("filter[meta]", _query_value(meta, "filter.meta")))
+    params += [(f"filter[{k}]", _query_value(v, f"filter.{k}")) for k, v in filters.items()]
+    params += [(f"fields[{k}]", _query_value(v, f"fields.{k}")) for k, v in (fields or {}).items()]
+    params += [(f"page[{k}]", _query_value(v, f"page.{k}")) for k, v in (page or {}).items()]
     params += [(k, v) for k, v in (("sort", sort), ("include", include)) if v is not None]
+    if tenant_id is not None:
+        params.append(("filter[tenant_id]", tenant_id))
     return params
+
+
+def _query_value(value: Any, where: str, lists: bool = True) -> str:
+    """A ``work.list`` value as the query string writes it: ``true``/``false``, a number,
+    a text as is, a list (where ``lists``) as a comma list; anything else (an object,
+    ``null``) is ``validation_failed``: no filter reads one."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list) and lists:
+        return ",".join(_query_value(v, where, False) for v in value)
+    if isinstance(value, str | int | float):
+        return str(value)
+    why = "must be a string, a number, true or false" + (", or a list of them" if lists else "")
+    raise ValidationFailed([problem(where, why, "type")], "the tool arguments failed validation")
 
 
 def listed(answer: Answer) -> Answer:
@@ -132,3 +157,10 @@ def agent_meta(
     return AgentMetadata(
         agent_id, agent_name, agent_version, model_name, runtime, None, None, "mcp"
     )
+
+
+def counted(answer: Answer, key: str) -> Answer:
+    """Upstream's ``count`` beside a list (``work.logs``' events, ``work.list_parts``'
+    parts)."""
+    status, body = answer
+    return status, {**body, "count": len(body[key])}

@@ -104,3 +104,18 @@ class Tools:
 
 
 #: What an MCP client is told at ``initialize``: the work loop, in the words of the tools.
+INSTRUCTIONS = """workmanager: typed work orders, planned into items that agents lease and submit.
+
+The loop: work.checkout (optionally by order or type) leases the next item and answers a
+lease token; send work.heartbeat with that token before the lease expires (every
+heartbeat_every_seconds); then work.submit the whole result, or work.submit_part one part
+at a time and work.finalize; or work.release the item, or work.fail it. The token is a
+string: pass it back exactly as checkout returned it. Orders are proposed with
+work.propose, read with work.get, work.list and work.logs, and approved or rejected with
+work.approve and work.reject when the token's scopes allow it.
+
+Every tool that changes something (heartbeat aside) takes an optional idempotency_key: a
+call retried with the same key and arguments runs once and answers the stored result again,
+with "replayed": true. Errors answer success: false with a code (validation_failed,
+lease_conflict, lease_expired, not_found, forbidden, ...), the message as error, and
+details."""

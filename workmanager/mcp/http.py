@@ -168,6 +168,34 @@ def _query_sessions(scope: Scope) -> list[bytes]:
     return [value.encode("latin-1") for name, value in pairs if name == "session_id"]
 
 
+class UpstreamPaths:
+    """Upstream's MCP addresses: its ``--transport=http`` served SSE at ``GET /mcp/sse``
+    (and ``POST /mcp/message?clientId=``). On the SSE transport ``/mcp/sse`` is ``/sse``
+    (its stream announces where to post, as every SSE client reads it); elsewhere they are
+    404s that say which transport and address serve the client (the SDK's is a bare
+    "Not Found")."""
+
+    SSE, MESSAGE = "/mcp/sse", "/mcp/message"
+
+    def __init__(self, app: ASGIApp, sse: bool) -> None:
+        self.app, self.sse = app, sse
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path") if scope["type"] == "http" else None
+        if path == self.SSE and self.sse:
+            scope = {**scope, "path": "/sse", "raw_path": b"/sse"}
+        elif path in (self.SSE, self.MESSAGE):
+            hint = (
+                "post to the address this server's SSE stream announced (/messages/?session_id=…)"
+                if self.sse
+                else "this server speaks streamable HTTP at /mcp; upstream's SSE address"
+                " (GET /mcp/sse) is served by `workmanager mcp --transport sse`"
+            )
+            await send_error(send, NotFound(f"no MCP endpoint at {path}: {hint}"), [])
+            return
+        await self.app(scope, receive, send)
+
+
 SESSION_HEADER = b"mcp-session-id"
 #: How long an unused session lives (the SDK's default, given to it so the gate agrees).
 SESSION_IDLE_SECONDS = 30 * 60
@@ -178,7 +206,8 @@ CORS_HEADERS = ["Authorization", "Content-Type", "Mcp-Session-Id", "Mcp-Protocol
 
 
 def http_app(wm: WorkManager, server: MCPServer[Any], transport: str = "http") -> ASGIApp:
-    """The MCP server over streamable HTTP (``/mcp``) or SSE (``/sse`` + ``/messages/``),
+    """The MCP server over streamable HTTP (``/mcp``) or SSE (``/sse``, upstream's
+    ``/mcp/sse`` too, + ``/messages/``),
     behind the bearer gate, with CORS for the origins of ``WORK_MANAGER_MCP_CORS_ORIGINS``
     outermost (a browser's preflight carries no token)."""
     limit = wm.settings.max_body_bytes
@@ -192,6 +221,7 @@ def http_app(wm: WorkManager, server: MCPServer[Any], transport: str = "http") -
         )
     if wm.settings.auth != "none":
         app = BearerGate(app, TokenService(wm.ctx), sse=transport == "sse")
+    app = UpstreamPaths(app, sse=transport == "sse")
     # As the API's: a body over MAX_BODY_BYTES is a 413 in the error envelope (the SDK's
     # own is plain text), a body too slow a 408, an X-Request-ID echoed.
     app = RequestContextMiddleware(

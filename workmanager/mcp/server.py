@@ -27,17 +27,19 @@ from pydantic import ValidationError
 from ..container import WorkManager
 from ..errors import ValidationFailed, WorkManagerError
 from ..jsonvalues import deeper_than, too_deep
-from ..surface.operations import CheckoutFilters
+from ..surface.callers import Caller
+from ..surface.operations import Answer, CheckoutFilters
 from . import results
 from .arguments import (
     agent_meta,
     argument_errors,
+    counted,
     list_params,
     listed,
     normalise_arguments,
     with_recent_events,
 )
-from .calls import JSONObj, Once, Tools
+from .calls import INSTRUCTIONS, JSONObj, Once, Tools
 from .results import Result
 
 #: Each tool and the scope its operation requires (``surface/operations.py`` checks it when
@@ -60,24 +62,6 @@ TOOL_SCOPES = {
     "work.fail": "submit",
 }
 TOOL_NAMES = tuple(TOOL_SCOPES)
-
-
-#: What an MCP client is told at ``initialize``: the work loop, in the words of the tools.
-INSTRUCTIONS = """workmanager: typed work orders, planned into items that agents lease and submit.
-
-The loop: work.checkout (optionally by order or type) leases the next item and answers a
-lease token; send work.heartbeat with that token before the lease expires (every
-heartbeat_every_seconds); then work.submit the whole result, or work.submit_part one part
-at a time and work.finalize; or work.release the item, or work.fail it. The token is a
-string: pass it back exactly as checkout returned it. Orders are proposed with
-work.propose, read with work.get, work.list and work.logs, and approved or rejected with
-work.approve and work.reject when the token's scopes allow it.
-
-Every tool that changes something (heartbeat aside) takes an optional idempotency_key: a
-call retried with the same key and arguments runs once and answers the stored result again,
-with "replayed": true. Errors answer success: false with a code (validation_failed,
-lease_conflict, lease_expired, not_found, forbidden, ...), the message as error, and
-details."""
 
 
 class WorkServer(MCPServer[Any]):
@@ -189,11 +173,12 @@ def _order_tools(server: MCPServer[Any], t: Tools) -> None:
         page: dict[str, int] | None = None,
         tenant_id: str | None = None,
     ) -> Result:
-        params = list_params(query, state, type, priority, filter, sort, include, fields, page)
-        if tenant_id is not None:
-            params.append(("filter[tenant_id]", tenant_id))
-        size = t.page_size
-        return t.call(ctx, agent_meta(None), lambda c: listed(ops.list_orders(c, params, size)))
+        asked = (query, state, type, priority, filter, sort, include, fields, page, tenant_id)
+
+        def run(c: Caller) -> Answer:  # a value no filter reads: validation_failed
+            return listed(ops.list_orders(c, list_params(*asked), t.page_size))
+
+        return t.call(ctx, agent_meta(None), run)
 
     @server.tool("work.get", description="An order with its items and latest events.")
     def get(order_id: str, ctx: Context) -> Result:
@@ -324,7 +309,11 @@ def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
     def logs(
         ctx: Context, item_id: str | None = None, order_id: str | None = None, limit: int = 50
     ) -> Result:
-        return t.call(ctx, agent_meta(None), lambda c: ops.logs(c, item_id, limit, order_id))
+        return t.call(
+            ctx,
+            agent_meta(None),
+            lambda c: counted(ops.logs(c, item_id, limit, order_id), "events"),
+        )
 
 
 def _result_tools(server: MCPServer[Any], t: Tools) -> None:
@@ -380,7 +369,11 @@ def _result_tools(server: MCPServer[Any], t: Tools) -> None:
     def list_parts(
         item_id: str, ctx: Context, part_key: str | None = None, status: str | None = None
     ) -> Result:
-        return t.call(ctx, agent_meta(None), lambda c: ops.list_parts(c, item_id, part_key, status))
+        return t.call(
+            ctx,
+            agent_meta(None),
+            lambda c: counted(ops.list_parts(c, item_id, part_key, status), "parts"),
+        )
 
     @server.tool("work.finalize", description="Assemble the parts into the result and submit.")
     def finalize(

@@ -70,6 +70,10 @@ INCLUDES = {
     "items_count": "items_count",
     "eventsCount": "events_count",
     "events_count": "events_count",
+    "itemsExists": "items_exists",
+    "items_exists": "items_exists",
+    "eventsExists": "events_exists",
+    "events_exists": "events_exists",
 }
 _FIELDS = re.compile(r"^fields\[([a-z_]+)\]$")
 FIELD_KINDS = {"orders": "work_orders"} | {k: k for k in ("work_orders", "items", "events")}
@@ -105,10 +109,12 @@ def _meta(value: str, param: str, ctx: ServiceContext) -> ColumnElement[bool]:
 
 
 def related(s: Any, data: list[dict[str, Any]], include: set[str]) -> None:
-    """Add the included relations (upstream's ``include=items,events,eventsCount``) to the
-    rows of one page, one statement per relation."""
+    """Add the included relations (upstream's ``include=items,events,eventsCount``, and
+    ``itemsExists``/``eventsExists``: Spatie's ``*_exists`` booleans) to the rows of one
+    page, one statement per relation."""
     ids = [uuid.UUID(row["id"]) for row in data]
-    if not ids or not include - {"items_count"}:
+    _exist(s, data, ids, include)
+    if not ids or not include - {"items_count", "items_exists", "events_exists"}:
         return
     if "items" in include:
         items = s.scalars(select(Item).where(Item.order_id.in_(ids)).order_by(Item.created_at))
@@ -123,6 +129,18 @@ def related(s: Any, data: list[dict[str, Any]], include: set[str]) -> None:
         counts = {oid: n for oid, n in s.execute(counted.group_by(Event.order_id))}  # were
         for row in data:  # read whole, 3 s, for the one number
             row["events_count"] = int(counts.get(uuid.UUID(row["id"]), 0))
+
+
+def _exist(s: Any, data: list[dict[str, Any]], ids: list[uuid.UUID], include: set[str]) -> None:
+    """``items_exists`` (from the count the row has) and ``events_exists`` (one probe)."""
+    if "items_exists" in include:
+        for row in data:
+            row["items_exists"] = row["items_count"] > 0
+    if "events_exists" in include and ids:
+        some = exists().where(Event.order_id == Order.id)
+        having = set(s.scalars(select(Order.id).where(Order.id.in_(ids), some)))
+        for row in data:
+            row["events_exists"] = uuid.UUID(row["id"]) in having
 
 
 def _attach(data: list[dict[str, Any]], key: str, pairs: Any) -> None:
@@ -167,7 +185,7 @@ def sparse(row: dict[str, Any], fields: dict[str, list[str]]) -> dict[str, Any]:
     return out
 
 
-RELATIONS = ("items", "events", "events_count")
+RELATIONS = ("items", "events", "events_count", "items_exists", "events_exists")
 
 
 class OrderListing:
@@ -215,7 +233,11 @@ class OrderListing:
             ListQuery(size=min(size or settings.default_page_size_http, limit)),
             DEFAULT_SORT,
         )
-        for param, value in readable(params):
+        asked = list(readable(params))
+        named = {param for param, _ in asked}
+        for param, value in asked:
+            if param in BARE_FILTERS and f"filter[{param}]" in named:
+                continue  # ``filter[state]`` wins over ``?state=``, as upstream's API reads them
             if param == "sort":
                 sort = value
             elif page(query, param, value, limit):

@@ -32,7 +32,8 @@ class ListQuery:
     where: list[ColumnElement[bool]] = field(default_factory=list)
     order_by: list[Any] = field(default_factory=list)
     number: int = 1
-    #: ``include=``: ``items``, ``events``, ``events_count`` (``items_count`` is always there)
+    #: ``include=``: ``items``, ``events``, ``events_count``, ``items_exists``,
+    #: ``events_exists`` (``items_count`` is always there)
     include: set[str] = field(default_factory=set)
     #: ``fields[work_orders|items|events]=a,b``: the keys kept in each kind of row
     fields: dict[str, list[str]] = field(default_factory=dict)

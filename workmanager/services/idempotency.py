@@ -69,6 +69,19 @@ def key_hash(endpoint: str, target: str, principal: str, key: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+#: The endpoints whose key is scoped by the part too, as upstream's
+#: (``submit-part:item:{id}:{part_key}:{seq}``): an agent may send every part of an item
+#: under one key, and a retry of each part still replays only that part.
+PART_ENDPOINTS = frozenset({"submit-part", "work.submit_part"})
+
+
+def _within(endpoint: str, key: str, body: Any) -> str:
+    """``key`` narrowed to the part its request names, on :data:`PART_ENDPOINTS`."""
+    if endpoint not in PART_ENDPOINTS or not isinstance(body, dict):
+        return key
+    return "\x1f".join((key, str(body.get("part_key")), str(body.get("seq"))))
+
+
 def fingerprint(body: Any, lease_token: object = None) -> str:
     """The request's fingerprint: its body and, when one was presented, the lease token
     (an opaque string: the same body under another lease is another request)."""
@@ -270,6 +283,7 @@ class IdempotencyService:
         scope = caller.principal.name
         if caller.agent.id is not None:
             scope += "\x1f" + caller.agent.id
+        key = _within(endpoint, key, body)
         reads = presented_item(target) if lease_token else None
         if reads is not None and caller.read is not None and caller.read.item.id == reads:
             reads = None  # read with the token already

@@ -55,14 +55,14 @@ REVIEWER_REJECTION = "rejected_by_reviewer"
 
 @dataclass(frozen=True)
 class Proposal:
-    """The order created (``created``) or found by its dedupe key or id.
-
-    A found order is the caller's only when the proposal was the same (type and payload);
-    even then an adapter shows a caller without the ``view`` scope only its id and state
-    (SPEC §13, "Dedupe keys")."""
+    """The order created (``created``, with its ``items_count``) or found by its dedupe
+    key or id. A found order is the caller's only when the proposal was the same (type and
+    payload); even then an adapter shows a caller without the ``view`` scope only its id
+    and state (SPEC §13, "Dedupe keys")."""
 
     order: dict[str, Any]
     created: bool
+    items_count: int | None = None
 
 
 class OrderService:
@@ -111,7 +111,7 @@ class OrderService:
             return Proposal(found, False)
         self.ctx.metrics.increment("orders_created_total", type=type, priority=priority)
         self.ctx.dispatcher.items_available(type, [i.id for i in items])
-        return Proposal(order_dict(order), True)
+        return Proposal(order_dict(order), True, len(items))
 
     def planned(
         self,

@@ -119,9 +119,7 @@ def part_fields(
     return {
         "status": VALIDATED if errors is None else REJECTED,
         "payload": payload,
-        "evidence": (
-            evidence if isinstance(evidence, dict) or evidence is None else {"value": evidence}
-        ),
+        "evidence": evidence,  # as sent: a list too (upstream's ``nullable|array``)
         "notes": notes,
         "errors": None if errors is None else {"validation": errors},
         "checksum": checksum(payload),

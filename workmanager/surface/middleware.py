@@ -3,7 +3,8 @@
 A pure ASGI middleware (no per-request task switching), so it costs little on every call:
 it reads the body up front (refusing more than ``max_body_bytes`` with 413, a body not
 arrived within ``body_timeout`` seconds with 408, and JSON that is malformed or nested
-deeper than ``max_json_depth`` with 400, before any route runs),
+deeper than ``max_json_depth`` with 400, before any route runs), drops query parameters
+whose value is empty (absent, as upstream reads them),
 echoes ``X-Request-ID`` (generated when absent) on every response, and turns an exception
 nothing else handled into ``500 {"error": {"code": "internal_error"}}`` — the stack trace
 goes to the log, never to the client.
@@ -123,6 +124,24 @@ def _declared_length(scope: Scope) -> int | None:
     return None
 
 
+def _blank(part: bytes) -> bool:
+    """``name=`` or ``name``: a parameter with an empty value (``a=b=`` is not one)."""
+    sign = part.find(b"=")
+    return sign in (-1, len(part) - 1)
+
+
+def _has_blank(query: bytes) -> bool:
+    """Whether a query string holds a parameter with an empty value (``?tenant_id=``)."""
+    return any(_blank(part) for part in query.split(b"&"))
+
+
+def _without_blanks(query: bytes) -> bytes:
+    """The query string without its empty-valued parameters: an empty value is an absent
+    one, as upstream's Laravel reads it (empty strings are null, and a null filter is no
+    filter); clients built against it send ``?min_priority=`` for "any"."""
+    return b"&".join(part for part in query.split(b"&") if not _blank(part))
+
+
 class RequestContextMiddleware:
     """Request id, body limits, catch-all; see the module docstring."""
 
@@ -187,9 +206,15 @@ class RequestContextMiddleware:
                 return
             receive = _replay(body, receive)
         head = scope["method"] == "HEAD" and self.json_bodies
-        if head:  # a GET's headers without its body (monitors probe /healthz so), not a 405
-            scope = {**scope, "method": "GET"}
-        await self._call(scope, receive, send, echo, head)
+        await self._call(self._as_read(scope, head), receive, send, echo, head)
+
+    def _as_read(self, scope: Scope, head: bool) -> Scope:
+        """The scope the API reads: a HEAD as a GET (its headers without its body: monitors
+        probe /healthz so), not a 405; empty query values dropped (see the docstring)."""
+        query = scope.get("query_string", b"")
+        if self.json_bodies and query and _has_blank(query):
+            scope = {**scope, "query_string": _without_blanks(query)}
+        return {**scope, "method": "GET"} if head else scope
 
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(

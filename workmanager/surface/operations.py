@@ -34,7 +34,7 @@ from ..states import OrderState
 from ..types import JSON, Actor, Lease
 from .callers import Caller
 from .no_items import sees_types, unknown_type
-from .shapes import finalize_answer, heartbeat_dict, lease_dict, part_answer
+from .shapes import finalize_answer, heartbeat_dict, lease_dict, part_answer, submit_answer
 
 Answer = tuple[int, dict[str, Any]]
 #: Order states after which an approved order's apply has finished, one way or the other.
@@ -121,8 +121,8 @@ class Operations:
             if sees_types(caller.principal):
                 raise
             raise untold(exc) from None
-        if proposal.created:
-            return 201, {"order": proposal.order}
+        if proposal.created:  # upstream's items_count beside it
+            return 201, {"order": proposal.order, "items_count": proposal.items_count}
         order = proposal.order
         if not caller.principal.allows("view"):  # a guessed key must not read the order
             order = {"id": order["id"], "state": order["state"]}
@@ -332,7 +332,7 @@ class Operations:
         caller.principal.require("submit")
         lease = self.lease(caller, item_id, token)
         outcome = self.wm.agent.submit(lease, result, evidence, notes, agent=caller.agent)
-        return 202, {"item": outcome.item, "state": outcome.item["state"]}
+        return 202, submit_answer(outcome)
 
     def submit_part(
         self,

@@ -42,6 +42,12 @@ def part_answer(outcome: PartOutcome) -> dict[str, Any]:
     }
 
 
+def submit_answer(outcome: ItemOutcome) -> dict[str, Any]:
+    """The item submitted, its state and its order's (upstream's ``order_state``)."""
+    item = outcome.item
+    return {"item": item, "state": item["state"], "order_state": outcome.order_state}
+
+
 def finalize_answer(outcome: ItemOutcome) -> dict[str, Any]:
     item = outcome.item
     return {
