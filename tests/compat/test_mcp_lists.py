@@ -234,6 +234,11 @@ def test_work_list_takes_upstreams_objects_and_lists(api_db_url: str) -> None:
         seen["meta_text"] = await call("work.list", filter={"meta": "batch_id:42"})
         seen["states"] = await call("work.list", filter={"state": ["queued", "rejected"]})
         seen["nested"] = await call("work.list", filter={"meta": {"batch_id": {"in": [1]}}})
+        # empty, as over HTTP (surface/absent.py): no filter
+        seen["empty"] = await call("work.list", filter={"state": "", "type": [], "tenant_id": None})
+        seen["null_priority"] = await call(
+            "work.propose", type="test.simple", payload={}, priority=None
+        )
         order_id = seen["propose"]["order"]["id"]
         seen["logs"] = await call("work.logs", orderId=order_id)
         item_id = (await call("work.get", orderId=order_id))["items"][0]["id"]
@@ -249,6 +254,9 @@ def test_work_list_takes_upstreams_objects_and_lists(api_db_url: str) -> None:
     nested = seen["nested"]
     assert nested["success"] is False and nested["code"] == "validation_failed"
     assert nested["details"][0]["path"] == "filter.meta.batch_id"
+    assert seen["empty"]["success"] is True and seen["empty"]["count"] == 2, seen["empty"]
+    null_priority = seen["null_priority"]
+    assert null_priority["success"] is True and null_priority["order"]["priority"] == 0
     logs = seen["logs"]
     assert logs["count"] == len(logs["events"]) >= 2
     assert seen["parts"]["count"] == 0 and seen["parts"]["parts"] == []

@@ -100,3 +100,15 @@ def test_a_submit_answers_its_orders_state(upstream: Any) -> None:
     assert r.status_code == 202, r.text
     answer = r.json()
     assert answer["state"] == "submitted" and answer["order_state"] == "submitted"
+
+
+def test_an_unknown_parameter_sent_empty_is_still_refused(upstream: Any) -> None:
+    admin = upstream.client("admin")
+    for params in ({"bogus": ""}, {"filter[bogus]": ""}, {"filter[state]": "", "sortt": ""}):
+        r = admin.get(f"{PREFIX}/orders", params=params)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_query", params
+    a = client(upstream, "inputs-a-6")
+    r = a.post(f"{PREFIX}/checkout", params={"typ": ""})
+    assert r.status_code == 400 and r.json()["error"]["details"]["parameter"] == "typ"
+    r = admin.get(f"{PREFIX}/orders", params={"filter[state]": "", "sort": "", "page[size]": ""})
+    assert r.status_code == 200 and r.json()["meta"]["per_page"] == 50

@@ -554,10 +554,11 @@ def test_the_order_page_shows_parts_checksums_and_the_agents_request_ids(
     assert leased.status_code == 200, leased.text
     item = leased.json()["item"]
     base = f"/agent/work/items/{item['id']}"
+    evidence = {"a": {"src": "a.txt"}, "b": 0}  # 0 is evidence (hidden as falsy once)
     for key, request_id in (("a", "req-part-a"), ("b", "req-part-b")):
         answer = api.post(
             f"{base}/parts",
-            json={"part_key": key, "payload": {"v": key}, "evidence": {"src": f"{key}.txt"}},
+            json={"part_key": key, "payload": {"v": key}, "evidence": evidence[key]},
             headers={
                 "X-Lease-Token": str(item["lease_token"]),
                 "X-Idempotency-Key": uuid.uuid4().hex,
@@ -583,7 +584,8 @@ def test_the_order_page_shows_parts_checksums_and_the_agents_request_ids(
         assert checksum in page
     for request_id in ("req-co", "req-part-a", "req-part-b", "req-fin"):
         assert request_id in page, request_id
-    assert "parts-agent" in page and "m-7" in page and "b.txt" in page
+    assert "parts-agent" in page and "m-7" in page and "a.txt" in page
+    assert '<pre class="evidence">0</pre>' in page
     # the token each call came with, beside the agent it named (an unbound token names
     # any agent id it likes: the reviewer sees whose token it was)
     assert page.count('<td class="principal">agent</td>') >= 4

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 
 from ..errors import InvalidQuery
+from ..surface.middleware import blank_names
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -62,13 +63,14 @@ def _query_names(dependant: Any) -> set[str]:
 
 def known_query(request: Request) -> None:
     """The route dependency: 400 ``invalid_query`` naming the first unknown parameter."""
-    if not request.query_params:
+    blanks = blank_names(request.scope)  # dropped for their empty values, still named
+    if not request.query_params and not blanks:
         return  # the usual request: nothing to look at
     found = taken(request.scope.get("route"))
     if found is None:
         return
     names, itself = found
-    unknown = sorted(set(request.query_params) - names - itself)
+    unknown = sorted({*request.query_params, *blanks} - names - itself)
     if unknown:
         takes = f"takes {', '.join(sorted(names))}" if names else "takes no query parameters"
         raise InvalidQuery(

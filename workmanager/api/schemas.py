@@ -9,14 +9,28 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..services.inputs import PRIORITY_RANGE
+from ..surface.absent import null_is_default
 from ..types import NAME_MAX, SEQ_MAX
 
 #: A priority's bounds (the column's 32 bits): the services' rule, in the schema.
 LOWEST, HIGHEST = PRIORITY_RANGE.start, PRIORITY_RANGE.stop - 1
 
 
+def _nullable_defaults(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """The OpenAPI document says what the validator below takes: ``null`` for a field
+    with a default."""
+    properties = schema.get("properties", {})
+    for name in _defaulted_fields(model):
+        if name in properties and "anyOf" not in properties[name]:
+            declared = properties[name]
+            kept = {
+                k: declared.pop(k) for k in ("default", "title", "description") if k in declared
+            }
+            properties[name] = {"anyOf": [declared, {"type": "null"}], **kept}
+
+
 class Body(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
+    model_config = ConfigDict(strict=True, extra="ignore", json_schema_extra=_nullable_defaults)
     #: ``null`` in a field with a default is that default (upstream's ``nullable``)
     null_is_default: ClassVar[bool] = True
 
@@ -36,9 +50,7 @@ class Body(BaseModel):
             ]
             if empty:
                 data = {**data, **{k: {} for k in empty}}
-            nulls = [k for k in _defaulted_fields(cls) if data.get(k, 0) is None]
-            if nulls:  # upstream's ``nullable`` fields: null is the field left out
-                data = {k: v for k, v in data.items() if k not in nulls}
+            data = null_is_default(data, _defaulted_fields(cls))
         return data
 
     def fingerprint_fields(self) -> dict[str, Any]:

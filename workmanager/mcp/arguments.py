@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..errors import ValidationFailed, problem
+from ..surface.absent import empty, null_is_default
 from ..surface.callers import AgentMetadata
 from ..surface.operations import Answer
 
@@ -27,8 +28,10 @@ def snake(name: str) -> str:
 def normalise_arguments(arguments: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
     """The arguments under the tool's own (snake_case) names: a camelCase alias is renamed;
     an argument the tool does not take, or one given under both names, is
-    ``validation_failed`` naming it (never silently dropped)."""
-    known = set(schema.get("properties", {}))
+    ``validation_failed`` naming it (never silently dropped); ``null`` for one with a
+    default is that default (:mod:`..surface.absent`)."""
+    properties = schema.get("properties", {})
+    known = set(properties)
     out: dict[str, Any] = {}
     errors: list[dict[str, Any]] = []
     for name, value in (arguments or {}).items():
@@ -45,7 +48,8 @@ def normalise_arguments(arguments: dict[str, Any], schema: dict[str, Any]) -> di
                 errors.append(problem(name, refused, "type"))
     if errors:
         raise ValidationFailed(errors, "the tool arguments failed validation")
-    return out
+    defaulted = [n for n, p in properties.items() if p.get("default") is not None]
+    return null_is_default(out, defaulted)
 
 
 def _types(prop: dict[str, Any]) -> set[str]:
@@ -101,7 +105,7 @@ def list_params(
     a comma list (any of), ``filter.meta`` an object (each key and value, all of them) or
     ``key:value``."""
     params = list((query or {}).items())
-    filters = {k: v for k, v in (filter or {}).items() if v is not None}  # null: no filter
+    filters = {k: v for k, v in (filter or {}).items() if not empty(v)}  # surface/absent.py
     for name, value in (("state", state), ("type", type), ("priority", priority)):
         if value is not None:
             filters[name] = value

@@ -26,6 +26,8 @@ from ..services.views import event_dict, item_dict, order_dict
 from ..states import ItemState, OrderState
 from .expiry import with_live_expiry
 from .params import (
+    PAGE_NUMBER,
+    PAGE_SIZE,
     ListQuery,
     as_bool,
     as_datetime,
@@ -236,8 +238,8 @@ class OrderListing:
         asked = list(readable(params))
         named = {param for param, _ in asked}
         for param, value in asked:
-            if param in BARE_FILTERS and f"filter[{param}]" in named:
-                continue  # ``filter[state]`` wins over ``?state=``, as upstream's API reads them
+            if self._absent(param, value, named):
+                continue
             if param == "sort":
                 sort = value
             elif page(query, param, value, limit):
@@ -257,7 +259,22 @@ class OrderListing:
         query.order_by = sort_by(sort, SORTS, DEFAULT_SORT)
         return query
 
+    def _absent(self, param: str, value: str, named: set[str]) -> bool:
+        """Whether ``param`` is read as absent: a bare filter beside its ``filter[...]``
+        (which wins, as upstream's API reads them), or one sent empty (as upstream reads
+        it; an unknown name is still refused)."""
+        if param in BARE_FILTERS and f"filter[{param}]" in named:
+            return True
+        if value != "":
+            return False
+        if param not in ("sort", "include", *PAGE_SIZE, *PAGE_NUMBER) and not _FIELDS.match(param):
+            self._handler(param)
+        return True
+
     def _filter(self, param: str, value: str) -> ColumnElement[bool]:
+        return self._handler(param)(value, param, self.ctx)
+
+    def _handler(self, param: str) -> _Handler:
         handler = _FILTERS.get(filter_name(param, BARE_FILTERS))
         if handler is None:
             known = ", ".join(f"filter[{name}]" for name in sorted(_FILTERS))
@@ -266,7 +283,7 @@ class OrderListing:
                 " include, fields[…], page[number], page[size]",
                 param,
             )
-        return handler(value, param, self.ctx)
+        return handler
 
 
 #: Order filters also taken bare (``?requested_by_type=agent``), as upstream's API

@@ -136,12 +136,16 @@ def as_bool(value: str, param: str) -> bool:
     raise bad(f"{param}: expected true or false", param)
 
 
+#: The page parameters (upstream's aliases beside ``page[size]`` and ``page[number]``).
+PAGE_SIZE, PAGE_NUMBER = ("page[size]", "limit", "per_page"), ("page[number]", "page")
+
+
 def page(query: ListQuery, param: str, value: str, limit: int) -> bool:
     """Read a page parameter (``page[size]``/``limit``/``per_page``, ``page[number]``/
     ``page``) into ``query``; ``False`` when ``param`` is none of them."""
-    if param in ("page[size]", "limit", "per_page"):
+    if param in PAGE_SIZE:
         query.size = min(max(operator_of(value, param, as_int)[1], 1), limit)
-    elif param in ("page[number]", "page"):
+    elif param in PAGE_NUMBER:
         query.number = max(operator_of(value, param, as_int)[1], 1)
     else:
         return False

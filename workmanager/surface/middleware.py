@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -135,11 +136,26 @@ def _has_blank(query: bytes) -> bool:
     return any(_blank(part) for part in query.split(b"&"))
 
 
-def _without_blanks(query: bytes) -> bytes:
-    """The query string without its empty-valued parameters: an empty value is an absent
-    one, as upstream's Laravel reads it (empty strings are null, and a null filter is no
-    filter); clients built against it send ``?min_priority=`` for "any"."""
-    return b"&".join(part for part in query.split(b"&") if not _blank(part))
+def _without_blanks(query: bytes) -> tuple[bytes, tuple[str, ...]]:
+    """The query string without its empty-valued parameters, and their names: an empty
+    value is an absent one, as upstream's Laravel reads it (empty strings are null, and a
+    null filter is no filter); clients built against it send ``?min_priority=`` for
+    "any". The names stay known to the routes (:func:`blank_names`): an unknown one is
+    still refused."""
+    parts = query.split(b"&")
+    blanks = b"&".join(part.rstrip(b"=") + b"=" for part in parts if part and _blank(part))
+    names = tuple(name for name, _ in parse_qsl(blanks.decode("latin-1"), keep_blank_values=True))
+    return b"&".join(part for part in parts if not _blank(part)), names
+
+
+def blank_names(scope: Scope) -> tuple[str, ...]:
+    """The names of the query parameters :class:`RequestContextMiddleware` dropped for
+    their empty values."""
+    found: tuple[str, ...] = scope.get("state", {}).get(BLANK_QUERY, ())
+    return found
+
+
+BLANK_QUERY = "blank_query_names"
 
 
 class RequestContextMiddleware:
@@ -213,7 +229,8 @@ class RequestContextMiddleware:
         probe /healthz so), not a 405; empty query values dropped (see the docstring)."""
         query = scope.get("query_string", b"")
         if self.json_bodies and query and _has_blank(query):
-            scope = {**scope, "query_string": _without_blanks(query)}
+            kept, scope["state"][BLANK_QUERY] = _without_blanks(query)
+            scope = {**scope, "query_string": kept}
         return {**scope, "method": "GET"} if head else scope
 
     def _too_large(self) -> PayloadTooLarge:

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from ...durations import MAX_WAIT_SECONDS
+from ...surface.middleware import blank_names
 from ...surface.operations import CheckoutFilters, parse_id
 from .. import idempotent
 from .. import responses as R
@@ -46,7 +47,10 @@ def propose(request: Request, auth: ProposeAuth, body: ProposeBody) -> JSONRespo
 @reads_any_query
 def list_orders(request: Request, auth: ViewAuth) -> JSONResponse:
     caller = auth.caller()
-    status, body = state(request).ops.list_orders(caller, request.query_params.multi_items())
+    # a parameter sent empty is absent (surface/middleware.py), its name still checked
+    blanks = [(name, "") for name in blank_names(request.scope)]
+    params = [*request.query_params.multi_items(), *blanks]
+    status, body = state(request).ops.list_orders(caller, params)
     return JSONResponse(body, status)
 
 
