@@ -20,6 +20,7 @@ from typing import TypeVar
 from workmanager import deployment
 from workmanager.allocators import ALLOCATOR_ERROR
 from workmanager.errors import ConfigurationError, TransientError
+from workmanager.saying import one_line
 
 from .app import app
 from .runtime import get_wm
@@ -35,8 +36,8 @@ def _each_beat(name: str, work: Callable[[], T]) -> T | None:
         return work()
     except ConfigurationError as exc:
         log.error("%s refused: %s; hint: %s", name, exc.message, exc.hint)
-    except TransientError as exc:
-        log.error("%s skipped: %s; the next beat tries again", name, exc.message)
+    except TransientError as exc:  # an outage the next beat outlives: a warning
+        log.warning("%s skipped: %s; the next beat tries again", name, one_line(exc.message))
     return None
 
 
@@ -45,7 +46,7 @@ def sweep() -> dict[str, int]:
     """Reclaim expired leases in bounded batches."""
     result = _each_beat("sweep", lambda: get_wm().sweeper.sweep())
     if result is None:
-        return {"requeued": 0, "failed": 0}
+        return {"skipped": 1}  # the log says why: not "nothing was expired"
     return {
         "requeued": sum(len(v) for v in result.requeued.values()),
         "failed": sum(result.failed.values()),
@@ -57,7 +58,7 @@ def maintain() -> dict[str, int]:
     """One maintenance pass."""
     report = _each_beat("maintenance", lambda: get_wm().maintenance.run())
     if report is None:
-        return {}
+        return {"skipped": 1}
     return {
         "dead_lettered_orders": report.dead_lettered_orders,
         "dead_lettered_items": report.dead_lettered_items,
@@ -88,7 +89,7 @@ def generate() -> dict[str, int]:
     if not taken:
         if taken is not None:
             log.error("generate skipped: a previous run is still going (a discover() that hangs?)")
-        return {}
+        return {"skipped": 1}
     renewing = deployment.keep(wm.db, GENERATING, GENERATE_HOLD_SECONDS)
     try:
         report = _each_beat("generate", lambda: wm.generator.run())
@@ -105,7 +106,7 @@ def generate() -> dict[str, int]:
                 failure.get("message"),
             )
     if report is None:
-        return {}
+        return {"skipped": 1}
     return {
         "discovered": len(report.discovered),
         "created": report.created,

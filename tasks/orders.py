@@ -154,14 +154,18 @@ def create(
         )
         return None
     except PermanentError as exc:
-        log.error("orders.create of %.200r refused [%s]: %s", type, exc.code, exc.one_line())
         keyed = keyed_id(dedupe_key)
+        order = oid or keyed
+        named = f" (order {order}, recorded failed)" if order else " (recorded failed)"
+        log.error(
+            "orders.create of %.200r refused [%s]%s: %s", type, exc.code, named, exc.one_line()
+        )
         try:
             refused = wm.orders.refuse(
                 exc,
                 type,
                 payload,
-                order_id=oid or keyed or uuid.uuid4(),
+                order_id=order or uuid.uuid4(),
                 priority=priority,
                 meta=meta,
                 requested_by=requested_by,

@@ -153,7 +153,8 @@ class AgentConsumer:
                 return "failed"
             except Refused as refusal:
                 # the handler returned; the service refused its output, and would again
-                log.error("submit refused [%s]: %s", refusal.error.code, refusal.summary())
+                code, said = refusal.error.code, refusal.summary()
+                log.error("submit of %s refused [%s]: %s", lease.item_id, code, said)
                 self._fail(lease, refusal.report(), retryable=False)
                 return "refused"
             except TransientError as exc:  # the handler's output not delivered in time

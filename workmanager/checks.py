@@ -123,6 +123,22 @@ def check(
         raise ValidationFailed(errors, f"{len(errors)} validation error(s) in {where}")
 
 
+def check_result(
+    order_type: Any, view: Any, result: Any, path: str, evidence: Evidence | None = None
+) -> None:
+    """A result an item is submitted with, sent whole (``result``) or assembled from its
+    parts by finalize (``assembled_result``): ``result_schema`` (and the evidence's), then
+    ``validate_submission`` when they passed (SPEC §4.1: never skipped; a finalize with no
+    parts submitted ``{}`` past both)."""
+    schema = guarded(lambda: order_type.result_schema(view), path, "result_schema()")
+    hook = (
+        (lambda value: order_type.validate_submission(view, value))
+        if own_hook(order_type, "validate_submission")
+        else None
+    )
+    check(schema, result, path, hook, evidence, "validate_submission()")
+
+
 def _where(errors: list[dict[str, Any]], path: str) -> str:
     on_evidence = [str(e.get("path", "")).startswith("evidence") for e in errors]
     if all(on_evidence):

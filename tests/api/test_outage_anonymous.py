@@ -5,6 +5,7 @@ that presented a made-up token, a made-up console cookie or no credentials at al
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -72,3 +73,26 @@ def test_the_work_order_only_middleware(wm: WorkManager) -> None:
     answer = client.post("/c", headers={"X-Work-Order-ID": "6f1c5a52-8f0e-4d5e-9d4c-1a2b3c4d5e6f"})
     told_nothing(answer)
     assert answer.json()["error"]["code"] == "unavailable" and answer.headers["Retry-After"]
+
+
+def test_an_outage_is_logged_once_in_a_while_not_per_request(
+    wm: WorkManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every request failing alike wrote two warnings each (535 a second under load), the
+    driver's text split over two lines: the reason and the 503 are said once in a while,
+    each on one line, naming the request."""
+    from workmanager import saying
+    from workmanager.services import tokens
+
+    for throttled in (tokens._outage, saying._outages):
+        throttled._last.clear()
+    client = TestClient(create_app(wm))
+    with caplog.at_level(logging.WARNING):
+        for _ in range(20):
+            answer = client.get("/agent/work/orders", headers={"Authorization": "Bearer x"})
+            assert answer.status_code == 503
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 2, lines
+    reason, refused = lines
+    assert reason.startswith("authentication could not read the tokens: ") and "\n" not in reason
+    assert refused.startswith("GET /agent/work/orders answered 503 [unavailable]: ")

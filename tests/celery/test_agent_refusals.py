@@ -51,7 +51,8 @@ def run(wm: WorkManager, order_type: str, handler: Any) -> tuple[str, dict[str, 
 
 
 def agent_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == AGENT]
+    """The consumer's own lines (workers/agent.py), not the agent API's (services/)."""
+    return [r for r in caplog.records if r.name == AGENT and "workers" in r.pathname]
 
 
 @pytest.fixture
@@ -105,7 +106,10 @@ def test_a_refused_result_is_one_line_with_details_and_not_retryable(
     assert outcome == "refused"
     (record,) = [r for r in agent_records(caplog) if r.levelno >= logging.WARNING]
     line = record.getMessage()
-    assert line.startswith(f"submit refused [{code}]: ") and said in line, line
+    assert line.startswith(f"submit of {item['id']} refused [{code}]: ") and said in line, line
+    # and the agent API says the item ended for good, with its order's id
+    (ended,) = [r.getMessage() for r in caplog.records if "failed for good" in r.getMessage()]
+    assert ended.startswith(f"item {item['id']} of order {item['order_id']} failed for good")
     assert record.exc_info is None  # the handler did not raise: no traceback
     assert "handler failed" not in caplog.text and "Traceback" not in caplog.text
 
@@ -133,7 +137,7 @@ def test_a_refusal_with_many_problems_is_still_one_bounded_line(
     outcome, item = run(wm, "test.simple", lambda view, lease: many)
     assert outcome == "refused"
     (line,) = [r.getMessage() for r in agent_records(caplog) if "refused" in r.getMessage()]
-    assert line.startswith("submit refused [validation_failed]: result.when[0]: datetime")
+    assert line.startswith(f"submit of {item['id']} refused [validation_failed]: result.when[0]")
     assert "\n" not in line and len(line) <= 1100 and line.endswith("…")
     ((error, _),) = reported
     assert len(error["message"]) <= 1000 and item["state"] == "failed"
@@ -152,7 +156,7 @@ def test_a_handler_that_raises_is_still_a_crash(
     (record,) = [r for r in agent_records(caplog) if r.levelno >= logging.WARNING]
     assert record.getMessage().startswith("handler failed on ")
     assert record.exc_info is not None  # the user's code raised: its traceback, once
-    assert "submit refused" not in caplog.text
+    assert " refused [" not in caplog.text
     assert reported == [({"code": "KeyError", "message": "'url'"}, True)]
     assert item["state"] == "queued" and item["attempts"] == 1  # retried with backoff
 
@@ -200,7 +204,7 @@ def test_parts_that_are_not_pairs_are_refused(
     (record,) = [r for r in agent_records(caplog) if r.levelno >= logging.WARNING]
     line = record.getMessage()
     assert line == (
-        "submit refused [validation_failed]: "
+        f"submit of {item['id']} refused [validation_failed]: "
         "parts[1]: parts() must yield (part_key, payload) pairs, got dict"
     )
     assert record.exc_info is None
@@ -225,7 +229,7 @@ def test_a_refused_part_names_its_key(
 ) -> None:
     outcome, item = run(wm, "test.parts", BadPart())
     assert outcome == "refused"
-    assert "submit refused [validation_failed]: part 'a': " in caplog.text
+    assert "refused [validation_failed]: part 'a': " in caplog.text
     assert "Traceback" not in caplog.text
     ((error, retryable),) = reported
     assert retryable is False and error["message"].startswith("part 'a': ")
@@ -244,7 +248,7 @@ def test_a_refused_finalize_is_a_refusal(
 ) -> None:
     outcome, item = run(wm, "test.parts", MissingPart())
     assert outcome == "refused"
-    assert "submit refused [missing_parts]: " in caplog.text
+    assert "refused [missing_parts]: " in caplog.text
     assert "Traceback" not in caplog.text
     ((error, retryable),) = reported
     assert (error["code"], retryable) == ("missing_parts", False)
@@ -278,7 +282,7 @@ def test_the_agent_process_logs_a_refusal_in_one_line(make_stack: Any) -> None:
     assert item.error["code"] == "validation_failed"
     assert item.error["message"] == "result.at: datetime is not JSON"
     log = stack.log("agent")
-    assert "submit refused [validation_failed]: result.at: datetime is not JSON" in log
+    assert "refused [validation_failed]: result.at: datetime is not JSON" in log
     assert "handler failed" not in log and "Traceback" not in log
 
 
@@ -309,7 +313,7 @@ def test_a_type_hook_that_crashes_is_retried_as_a_crash_not_refused(
     outcome, item = run(wm, "test.flaky-check", lambda view, lease: {"answer": 1})
     assert outcome == "failed"
     assert [retryable for _, retryable in calls] == [True]
-    assert "submit refused" not in caplog.text
+    assert " refused [" not in caplog.text
     assert item["state"] == ItemState.QUEUED.value  # back in the queue for another attempt
     # said as the type's check failing, with its error, not as the handler failing: the
     # line and the recorded error name the hook's exception

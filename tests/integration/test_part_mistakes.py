@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from tests.support.types import Parts
+from tests.support.types import Parts, Simple
 from workmanager import Registry
 from workmanager.db.models import Order, Part
 from workmanager.errors import ValidationFailed
@@ -40,3 +40,27 @@ def test_part_notes_that_are_not_text_are_refused_before_the_database(
     with wm.db.transaction() as s:
         assert s.scalar(select(func.count()).select_from(Part)) == 0
     wm.agent.submit_part(lease, "b", {"x": 1}, notes="fine")  # the same part, as text
+
+
+@pytest.mark.parametrize("mode", ["strict", "best_effort"])
+def test_finalize_meets_the_result_checks_a_submit_meets(make_wm, database, mode: str) -> None:
+    """A finalize on an item of a whole-result type (no parts required, none sent)
+    submitted ``{}`` past ``result_schema`` and ``validate_submission``, which a submit of
+    ``{}`` meets (SPEC §4.1: never skipped): refused, nothing changed. A parts type's
+    assembled result meets them too (``Parts`` has none: it finalizes as before)."""
+    wm = make_wm(db=database, registry=Registry([Simple(), Parts()]))
+    order_id = wm.propose("test.simple", {"n": 1})
+    lease = wm.agent.checkout("agent-1", order_id=order_id)
+    assert lease is not None
+    with pytest.raises(ValidationFailed) as refused:
+        wm.agent.finalize(lease, mode)
+    [problem] = refused.value.details
+    assert problem["path"] == "assembled_result" and "answer" in problem["message"]
+    assert wm.queries.item(lease.item_id)["state"] == "leased"
+    wm.agent.submit(lease, {"answer": 42})  # the lease still holds: a whole result goes in
+    parts_order = wm.propose("test.parts", {})
+    parts_lease = wm.agent.checkout("agent-1", order_id=parts_order)
+    assert parts_lease is not None
+    wm.agent.submit_part(parts_lease, "a", {"v": 1})
+    wm.agent.submit_part(parts_lease, "b", {"x": 1})
+    assert wm.agent.finalize(parts_lease, mode).item["state"] == "submitted"

@@ -9,6 +9,7 @@ exactly what agents leave.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import Counter
 from datetime import timedelta
@@ -176,7 +177,7 @@ def assert_reclaimed_once(
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_sweep_reclaims_1250_expired_leases_once_across_runs_and_batches(
-    make_wm: Any, backend: str
+    make_wm: Any, backend: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     wm = build(make_wm, backend, ttl=2)
     assert wm.sweeper.sweep().reclaimed == 0  # first sweep: sets the Redis marker
@@ -185,8 +186,13 @@ def test_sweep_reclaims_1250_expired_leases_once_across_runs_and_batches(
     before = announcements(wm)
 
     # The documented cut-off: at most 20 batches per run (here 20 x 30 rows) ...
-    first = wm.sweeper.sweep(batch_size=30)
+    with caplog.at_level(logging.INFO, logger="workmanager.leases"):
+        first = wm.sweeper.sweep(batch_size=30)
     assert first.reclaimed == 600
+    # one line a run, naming items (an operator's "which leases expired?")
+    (said,) = [r.getMessage() for r in caplog.records if r.name == "workmanager.leases"]
+    requeued = next(str(i) for ids in first.requeued.values() for i in ids)
+    assert said.startswith("sweep: 600 expired lease(s) reclaimed") and requeued in said
     # ... or fewer when asked; the next runs continue where the last one stopped.
     second = wm.sweeper.sweep(max_batches=5)
     assert second.reclaimed == 5 * BATCH

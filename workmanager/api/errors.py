@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from .. import saying
 from ..errors import (
     InvalidQuery,
     MalformedJSON,
@@ -116,6 +117,9 @@ def http_error(exc: HTTPException) -> WorkManagerError:
 
 async def _on_domain(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, WorkManagerError)
+    if isinstance(exc, Unavailable):
+        where = f"{request.method} {request.url.path}"
+        saying.unavailable(exc.code, exc.message, type(exc).__name__, where)
     return error_response(exc)
 
 

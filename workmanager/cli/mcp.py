@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from typing import Any
@@ -28,8 +29,10 @@ def mcp_command(env: Env, transport: str, host: str, port: int) -> None:
     if transport != "stdio":
         import_extra("uvicorn", f"workmanager mcp --transport {transport} needs uvicorn", "api")
     from ..mcp import build_server
-    from .serve import schema_at_head
+    from .serve import LOG_FORMAT, schema_at_head
 
+    # before the SDK's (a rich handler, its lines wrapped at 80 columns, no logger name)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     tracing.configure(env.settings, "workmanager-mcp")  # before the engine is built
     wm = env.console  # announces work to the workers, as `serve` does (root --dispatcher)
     # every transport leases: an older schema, or settings other than the deployment's

@@ -153,6 +153,10 @@ def check_bindable(host: str, port: int) -> None:
             sock.close()
 
 
+#: The server's log lines: timestamped (to line them up with the workers' logs).
+LOG_FORMAT = "[%(asctime)s: %(levelname)s] %(name)s: %(message)s"
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=PORT)
@@ -180,7 +184,7 @@ def serve(env: Env, host: str, port: int, dispatcher_ref: str, log_level: str) -
     from ..api import create_app
     from ..db import migrate  # noqa: F401  (alembic logs its plugins at INFO on import: before logging is set up)
 
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
     tracing.configure(env.settings, "workmanager-api")  # before the engine is built
     wm = env.wm
     schema_at_head(wm)

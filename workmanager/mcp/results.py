@@ -10,7 +10,8 @@ from typing import Any
 
 from mcp.types import CallToolResult, InputRequiredResult, TextContent
 
-from ..errors import NotFound, WorkManagerError
+from .. import saying
+from ..errors import NotFound, Unavailable, WorkManagerError
 from ..services.idempotency import Replay
 from ..surface.operations import Answer
 
@@ -19,6 +20,8 @@ Result = dict[str, Any]
 
 
 def failure(error: WorkManagerError) -> Result:
+    if isinstance(error, Unavailable):
+        saying.unavailable(error.code, error.message, type(error).__name__, "an MCP tool call")
     out: Result = {"success": False, "code": error.code, "error": error.message}
     if error.details is not None:
         out["details"] = error.details

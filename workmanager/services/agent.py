@@ -15,8 +15,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from .. import deployment, events, tracing
-from ..checks import Evidence, check, guarded, own_hook
+from .. import deployment, display, events, tracing
+from ..checks import Evidence, check_result, guarded
 from ..db import predicates
 from ..db.models import Item, Order
 from ..db.store import Store, build_store
@@ -200,18 +200,12 @@ class AgentAPI:
         schemas, then ``validate_submission`` when they passed, against the item as the store
         locked it."""
         order_type = self.ctx.registry.get(view.order_type)
-        schema = guarded(lambda: order_type.result_schema(view), "result", "result_schema()")
         proof = Evidence(
             evidence,
             guarded(lambda: order_type.evidence_schema(view), "evidence", "evidence_schema()"),
             order_type.requires_evidence,
         )
-        hook = (
-            (lambda value: order_type.validate_submission(view, value))
-            if own_hook(order_type, "validate_submission")
-            else None
-        )
-        check(schema, result, "result", hook, proof, "validate_submission()")
+        check_result(order_type, view, result, "result", proof)
 
     def _after_submit(self, lease: Lease, agent: AgentInfo, outcome: ItemOutcome) -> None:
         self.ctx.metrics.increment(
@@ -289,7 +283,17 @@ class AgentAPI:
         if outcome.item["state"] == ItemState.QUEUED:
             self.ctx.dispatcher.items_available(outcome.item["order_type"], [lease.item_id])
         else:
+            item = outcome.item
             self.ctx.metrics.increment(
-                "items_failed_total", type=outcome.item["order_type"], error_code=error["code"]
+                "items_failed_total", type=item["order_type"], error_code=error["code"]
+            )
+            log.warning(  # work that ended for good: the operator's line, with its ids
+                "item %s of order %s failed for good [%s] after attempt %s of %s; order %s",
+                item["id"],
+                item["order_id"],
+                display.shown(error["code"]),
+                item["attempts"],
+                item["max_attempts"],
+                outcome.order_state,
             )
         return outcome

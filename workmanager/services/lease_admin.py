@@ -1,8 +1,7 @@
 """Ending leases other than by their holder: the sweep and lease administration.
 
-**The sweep** (:class:`Sweeper`) reclaims expired leases in bounded batches, safe with
-many sweepers at once. **Lease administration** (:class:`LeaseAdmin`) acts by selector:
-reclaim, release or extend held leases now.
+**The sweep** (:class:`Sweeper`) reclaims expired leases in bounded batches, safe with many
+sweepers at once. **Lease administration** (:class:`LeaseAdmin`): reclaim, release, extend.
 
 Operators pick leases by agent, order, order type, age (``older_than``: granted longer
 ago), expiry (``expired``), or all explicitly; an empty selector is refused (a typo never
@@ -18,13 +17,13 @@ Every action has a dry run that returns what would change and writes nothing.
   item is leasable again at once.
 - **extend** pushes the recorded expiry (and the lock store's hold) out by N seconds.
 
-This module selects (a read), previews and reports (metrics, the dispatcher); every write
-is the store's (``reclaim``, ``release_held``, ``extend``), ``sweep_batch_size`` leases a
-transaction, each acted on only while it is still the one selected (its fence).
-"""
+This module selects (a read), previews and reports (metrics, the dispatcher, the log); every
+write is the store's, ``sweep_batch_size`` leases a transaction, each acted on only while it
+is still the one selected (its fence)."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -42,6 +41,7 @@ from ..db.store import Batch, Held, LeaseChange, Store, build_store, dead_or_ali
 from ..errors import Unavailable, ValidationFailed
 from ..reads.expiry import live_end, lock_ends
 from ..reads.leases import LeaseSelector, held_leases
+from ..saying import some
 from ..settings_values import MAX_DURATION_SECONDS
 from ..types import Actor, AgentInfo
 from .context import ServiceContext
@@ -53,6 +53,8 @@ DEFAULT_EXTEND_SECONDS = 900
 
 REQUEUED, FAILED, RELEASED = "requeued", "failed", "released"
 EXTENDED, SKIPPED = "extended", "skipped"
+
+log = logging.getLogger("workmanager.leases")
 
 
 @dataclass
@@ -383,6 +385,11 @@ class Sweeper:
         return result, batch.locked
 
     def _report(self, result: SweepResult) -> None:
+        if result.reclaimed:  # which items (ops tail --item says whose and when)
+            back = "requeued: " + (some([i for v in result.requeued.values() for i in v]) or "none")
+            log.info(
+                "sweep: %d expired lease(s) reclaimed (the rest failed); %s", result.reclaimed, back
+            )
         for order_type, ids in result.requeued.items():
             self.ctx.metrics.increment("leases_expired_total", len(ids), type=order_type)
             self.ctx.dispatcher.items_available(order_type, ids)

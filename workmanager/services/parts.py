@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..checks import Evidence, check, guarded, own_hook
+from ..checks import Evidence, check, check_result, guarded, own_hook
 from ..db.models import Item, Part, utcnow
 from ..errors import MissingParts, PayloadTooLarge, ValidationFailed
 from ..jsonvalues import canonical, json_fields, problems
@@ -351,6 +351,7 @@ def assemble_parts(
             [{**p, "validator": "hook_error"} for p in found],
             "the order type's assemble() returned a value that cannot be stored",
         )
+    check_result(order_type, view, result, "assembled_result")  # what a submit meets
     if own_hook(order_type, "validate_assembled"):
         hook = lambda value: order_type.validate_assembled(view, value)  # noqa: E731
         check(None, result, "assembled_result", hook, hook_name="validate_assembled()")

@@ -43,11 +43,14 @@ from ..db.request_store import LeaseRow, TokenRow, build_request_store
 from ..db.session import Database
 from ..errors import Forbidden, NotFound, Unauthenticated, Unavailable, ValidationFailed
 from ..jsonvalues import json_value
+from ..saying import Throttled
 from ..types import agent_id_problem
 from .context import ServiceContext
 from .views import iso
 
 log = logging.getLogger("workmanager.auth")
+#: a database outage fails every request alike: said once in a while (workmanager/saying.py)
+_outage = Throttled(log)
 
 SCOPES = ("propose", "view", "checkout", "submit", "approve", "reject", "admin")
 TOKEN_PREFIX = "wm_"
@@ -229,7 +232,7 @@ def unidentified(exc: Unavailable) -> Unavailable:
     """The database failing while the caller is still unknown (its token not yet read):
     the same 503 and kind, without the driver's text, which names hosts, ports and users
     (docs/security.md: an anonymous caller does not see it); the log has it."""
-    log.warning("authentication could not read the tokens: %s", exc)
+    _outage.warning("tokens", "authentication could not read the tokens: %s", exc)
     kind = type(exc)
     hint = kind.hint if kind.hint is not Unavailable.hint else "try again shortly"
     return kind("the database is unavailable; the server's log says why", hint=hint)

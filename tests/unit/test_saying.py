@@ -1,0 +1,35 @@
+"""Log lines said once in a while (workmanager/saying.py): an outage fails every request
+alike, and a line per request flooded the log."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from workmanager.saying import Throttled, one_line, some
+
+
+def test_a_line_is_said_once_a_while_with_how_many_were_not(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    said = Throttled(logging.getLogger("test.saying"), every=0.3)
+    with caplog.at_level(logging.WARNING, logger="test.saying"):
+        for n in range(50):
+            said.warning("db", "database down: %s", f"try {n}\n\tagain")
+        said.warning("redis", "redis down")  # another key: its own clock
+        time.sleep(0.35)
+        said.warning("db", "database down: %s", "still")
+    assert [r.getMessage() for r in caplog.records] == [
+        "database down: try 0 again",
+        "redis down",
+        "database down: still (and 49 more like it in the last 0.3 s)",
+    ]
+
+
+def test_one_line_and_some() -> None:
+    assert one_line("a\n\tb  c\r\n") == "a b c"
+    assert some(list(range(3))) == "0, 1, 2"
+    assert some(list(range(12)), at_most=2) == "0, 1 …"
+    assert some([]) == ""

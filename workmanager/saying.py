@@ -1,0 +1,57 @@
+"""Log lines an operator reads during an outage: one line each, and the same one at most
+once in a while.
+
+An outage makes every request fail the same way: logged per request, the API wrote 535
+warnings a second while the database was away, each split over two lines by the
+driver's text. :class:`Throttled` says a thing the first time, then at most once per
+``every`` seconds with how many times it was not said in between; :func:`one_line`
+flattens a driver's multi-line message.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+
+def one_line(text: object) -> str:
+    """``text`` with its line breaks and runs of whitespace as single spaces."""
+    return " ".join(str(text).split())
+
+
+class Throttled:
+    """A logger's lines, each ``key`` said at most once per ``every`` seconds."""
+
+    def __init__(self, logger: logging.Logger, every: float = 30.0) -> None:
+        self.logger, self.every = logger, every
+        self._last: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def warning(self, key: str, message: str, *args: object) -> None:
+        """Log ``message % args`` at WARNING, unless ``key`` was said within ``every``
+        seconds (then it is counted, and the next line says how many were not)."""
+        now = time.monotonic()
+        with self._lock:
+            said, quiet = self._last.get(key, (float("-inf"), 0))
+            if now - said < self.every:
+                self._last[key] = (said, quiet + 1)
+                return
+            self._last[key] = (now, 0)
+        more = f" (and {quiet} more like it in the last {self.every:g} s)" if quiet else ""
+        self.logger.warning(one_line(message % args if args else message) + more)
+
+
+_outages = Throttled(logging.getLogger("workmanager.outage"))
+
+
+def unavailable(code: str, message: str, kind: str, where: str) -> None:
+    """A call answered 503 (the database, Redis or the broker away): said once in a
+    while per ``kind`` of error, naming ``where`` (the request) and why; unlogged, an
+    outage's 503s left the server's log empty while every client was refused."""
+    _outages.warning(kind, "%s answered 503 [%s]: %s", where, code, message)
+
+
+def some(ids: list[object], at_most: int = 10) -> str:
+    """The first ``at_most`` of ``ids``, comma-separated, and ``…`` when there are more."""
+    return ", ".join(map(str, ids[:at_most])) + (" …" if len(ids) > at_most else "")
