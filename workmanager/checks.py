@@ -126,10 +126,11 @@ def check(
 def check_result(
     order_type: Any, view: Any, result: Any, path: str, evidence: Evidence | None = None
 ) -> None:
-    """A result an item is submitted with, sent whole (``result``) or assembled from its
-    parts by finalize (``assembled_result``): ``result_schema`` (and the evidence's), then
-    ``validate_submission`` when they passed (SPEC §4.1: never skipped; a finalize with no
-    parts submitted ``{}`` past both)."""
+    """A result an item is submitted with, sent whole (``result``), or assembled by
+    finalize (``assembled_result``) for an item that asks for no parts (its whole result:
+    a finalize with no parts submitted ``{}`` past both); an item of parts meets
+    ``validate_assembled`` instead, as upstream's. ``result_schema`` (and the evidence's),
+    then ``validate_submission`` when they passed (SPEC §4.1: never skipped)."""
     schema = guarded(lambda: order_type.result_schema(view), path, "result_schema()")
     hook = (
         (lambda value: order_type.validate_submission(view, value))

@@ -729,7 +729,9 @@ def mcp_cases(rng: random.Random, tools: list[dict[str, Any]]) -> list[tuple[str
                 value = rng.choice(values)
                 # MCP arguments are validated laxly (True is 1, "0" is 0): an answer either way.
                 lax = sample_kind in (STR, BOOL, INT) and bool(accepted & {INT, NUM, BOOL})
-                expect = "answered" if lax else "refused"
+                # null for an argument with a default is that default (surface/absent.py)
+                defaulted = value is None and prop.get("default") is not None
+                expect = "answered" if lax or defaulted else "refused"
                 cases.append((f"{arg}={value!r}", name, json.dumps({**base, arg: value}), expect))
             text = json.dumps({**base, arg: RAW})
             for literal in rng.sample(MCP_NUMBERS, 2):

@@ -691,10 +691,14 @@ def test_the_lease_token_is_part_of_the_fingerprint(wm: WorkManager) -> None:
 # --- a keyed lease call on PostgreSQL marks its key in its own statement ------------------
 
 
-def _leased(wm: WorkManager) -> tuple[Operations, str, str]:
+def _leased(wm: WorkManager, call: str = "") -> tuple[Operations, str, str]:
+    """A leased ``test.simple`` item; for ``finalize``, with a part that assembles into a
+    result its ``result_schema`` takes (``{"answer": …}``): finalize meets it too."""
     ops = Operations(wm)
     wm.orders.propose("test.simple", {})
     leased = ops.checkout(caller(), CheckoutFilters())[1]["item"]
+    if call == "finalize":
+        ops.submit_part(caller(), leased["id"], leased["lease_token"], "answer", {"v": 1})
     return ops, leased["id"], leased["lease_token"]
 
 
@@ -720,7 +724,7 @@ def test_a_keyed_lease_call_marks_its_key_in_its_one_statement(
     wm = make_wm(db="postgres", backend="database", registry=Registry([Simple()]))
     assert isinstance(wm.agent.store, PostgresStore)
     wm.ctx.clock = clock = Clock()
-    ops, item_id, token = _leased(wm)
+    ops, item_id, token = _leased(wm, call)
     locked: list[int] = []
     for module in (endings, parts, submit):  # the two-round-trip path starts with it
         monkeypatch.setattr(module, "lock_item", lambda *a, **k: locked.append(1))
@@ -756,7 +760,7 @@ def test_a_keyed_lease_call_whose_key_was_taken_over_does_not_commit(
     make_wm: Callable[..., WorkManager], call: str
 ) -> None:
     wm = make_wm(db="postgres", backend="database", registry=Registry([Simple()]))
-    ops, item_id, token = _leased(wm)
+    ops, item_id, token = _leased(wm, call)
     run = LEASE_CALLS[call](ops, item_id, token)
 
     def taken_then_call(c: Caller) -> Answer:
@@ -764,13 +768,17 @@ def test_a_keyed_lease_call_whose_key_was_taken_over_does_not_commit(
             conn.execute(IdempotencyKey.__table__.update().values(status="done"))
         return run(c)
 
+    def events() -> list[str]:
+        with wm.db.transaction() as s:
+            found = s.scalars(select(Event.event).where(Event.item_id == uuid.UUID(item_id)))
+            return list(found)
+
+    before = events()  # leased (and, before a finalize, its part)
     with pytest.raises(IdempotencyInFlight):
         wm.idempotency.once(caller(), call, item_id, "tk", {}, taken_then_call, token)
     item = wm.queries.item(uuid.UUID(item_id))
     assert item["state"] == "leased" and item["attempts"] == 1
-    with wm.db.transaction() as s:
-        events = s.scalars(select(Event.event).where(Event.item_id == uuid.UUID(item_id)))
-        assert list(events) == ["leased"]
+    assert events() == before and before[0] == "leased"
 
 
 def test_a_stored_checkout_answer_keeps_the_lease_secret_sealed(wm: WorkManager) -> None:
@@ -833,7 +841,7 @@ def _race(wm: WorkManager, call: str, round_: int, late: threading.local) -> dic
     """One round: a keyed lease call and its retry, which takes the key over (its clock
     is past the in-flight lock), released together from a barrier once the first holds
     the key; each thread's outcome (an answer, a replay or an error) by name."""
-    ops, item_id, token = _leased(wm)
+    ops, item_id, token = _leased(wm, call)
     run = LEASE_CALLS[call](ops, item_id, token)
     barrier = threading.Barrier(2, timeout=30)
     results: dict[str, Any] = {"item_id": item_id}
@@ -900,7 +908,7 @@ def test_a_keyed_lease_call_racing_its_key_taken_over_commits_once(
             events = list(s.scalars(query.order_by(Event.id)))
         return events[len(events) - events[::-1].index("leased") - 1 :]
 
-    ops, item_id, token = _leased(wm)  # what one call writes, alone
+    ops, item_id, token = _leased(wm, call)  # what one call writes, alone
     run = LEASE_CALLS[call](ops, item_id, token)
     alone = wm.idempotency.once(caller(), call, item_id, "alone", {}, run, token)
     assert isinstance(alone, tuple) and alone[0] < 400, alone

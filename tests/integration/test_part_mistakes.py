@@ -6,6 +6,8 @@ text ``{x}`` there). SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sqlalchemy import func, select
 
@@ -46,9 +48,15 @@ def test_part_notes_that_are_not_text_are_refused_before_the_database(
 def test_finalize_meets_the_result_checks_a_submit_meets(make_wm, database, mode: str) -> None:
     """A finalize on an item of a whole-result type (no parts required, none sent)
     submitted ``{}`` past ``result_schema`` and ``validate_submission``, which a submit of
-    ``{}`` meets (SPEC §4.1: never skipped): refused, nothing changed. A parts type's
-    assembled result meets them too (``Parts`` has none: it finalizes as before)."""
-    wm = make_wm(db=database, registry=Registry([Simple(), Parts()]))
+    ``{}`` meets (SPEC §4.1: never skipped): refused, nothing changed. An item of parts
+    meets ``validate_assembled``, as upstream's: a type whose ``result_schema`` describes a
+    whole submit still finalizes its parts."""
+
+    class Both(Parts):
+        def result_schema(self, item: Any) -> dict[str, Any]:
+            return {"type": "object", "required": ["answer"]}
+
+    wm = make_wm(db=database, registry=Registry([Simple(), Both()]))
     order_id = wm.propose("test.simple", {"n": 1})
     lease = wm.agent.checkout("agent-1", order_id=order_id)
     assert lease is not None

@@ -28,6 +28,7 @@ def mcp_command(env: Env, transport: str, host: str, port: int) -> None:
     import_extra("mcp", "workmanager mcp needs the MCP SDK", "mcp")
     if transport != "stdio":
         import_extra("uvicorn", f"workmanager mcp --transport {transport} needs uvicorn", "api")
+    from ..db import migrate  # noqa: F401  (alembic logs its plugins at INFO on import: before logging is set up)
     from ..mcp import build_server
     from .serve import LOG_FORMAT, schema_at_head
 

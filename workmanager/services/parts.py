@@ -351,7 +351,8 @@ def assemble_parts(
             [{**p, "validator": "hook_error"} for p in found],
             "the order type's assemble() returned a value that cannot be stored",
         )
-    check_result(order_type, view, result, "assembled_result")  # what a submit meets
+    if not required:  # no parts asked for: the item's whole result, as a submit's
+        check_result(order_type, view, result, "assembled_result")
     if own_hook(order_type, "validate_assembled"):
         hook = lambda value: order_type.validate_assembled(view, value)  # noqa: E731
         check(None, result, "assembled_result", hook, hook_name="validate_assembled()")
