@@ -154,10 +154,13 @@ def _refuse_unknown_queues(sender: Any = None, **_: Any) -> None:
         for name in unknown:
             log.warning("-Q %s: no workmanager task is sent to it; read as an old queue", name)
     elif unknown:
+        named = ",".join(unknown)
         _refuse(
             ConfigurationError(
-                f"-Q {','.join(unknown)}: no workmanager task is sent to"
-                f" {'this queue' if len(unknown) == 1 else 'these queues'}",
+                f"-Q {named}: no workmanager task is sent to"
+                f" {'this queue' if len(unknown) == 1 else 'these queues'}"
+                if named.strip(",")
+                else '-Q names no queue (an empty value: an unset variable, `-Q "$X"`?)',
                 hint=(
                     f"the control queue is {settings.control_queue!r}"
                     f" (WORK_MANAGER_CONTROL_QUEUE), the apply queue"

@@ -286,6 +286,14 @@ def test_a_worker_consuming_a_queue_nothing_is_sent_to_is_refused(ready: Path) -
         "error [configuration_error]: -Q workmanger: no workmanager task is sent to this queue",
         "the control queue is 'workmanager' (WORK_MANAGER_CONTROL_QUEUE)",
     )
+    # `-Q "$WORK_MANAGER_CONTROL_QUEUE"` with the variable unset (an operator's pass)
+    done = run(*worker, "-Q", "", cwd=ready, PYTHONPATH=str(ROOT))
+    said_once(
+        done,
+        'error [configuration_error]: -Q names no queue (an empty value: an unset variable,'
+        ' `-Q "$X"`?)',
+        "the control queue is 'workmanager' (WORK_MANAGER_CONTROL_QUEUE)",
+    )
 
 
 def test_a_worker_may_drain_an_old_queue_beside_its_own(ready: Path) -> None:

@@ -211,5 +211,5 @@ def restored(env: Env, fence_gap: int, yes: bool, as_json: bool) -> None:
     locks = env.wm.ctx.leases.forget_locks()
     said = f"raised the fencing tokens of {count} item(s) by {fence_gap}"
     if locks:
-        said += f"; forgot {locks} lease lock(s) of the lease store"
+        said += f"; forgot {locks} key(s) of the lease store (its locks and limit counters)"
     emit({"items": count, "fence_gap": fence_gap, "locks_forgotten": locks}, as_json, said)

@@ -64,7 +64,10 @@ def upgrade(db: Database, revision: str = "head") -> None:
     for attempt in range(1, ATTEMPTS + 1):
         try:
             with _server_refusals(db):
-                return _upgrade(db, revision)
+                made = _upgrade(db, revision)
+            if made:  # said once it committed (an attempt rolled back made nothing)
+                log.warning("recreated what the schema lacked: %s", ", ".join(made))
+            return
         except DBAPIError as exc:
             if driver_errors.sqlstate(exc.orig or exc) not in CONTENDED:
                 raise
@@ -79,7 +82,7 @@ def upgrade(db: Database, revision: str = "head") -> None:
     raise AssertionError("unreachable")
 
 
-def _upgrade(db: Database, revision: str) -> None:
+def _upgrade(db: Database, revision: str) -> list[str]:
     cfg = alembic_config(db)
     with _connected(db) as connection, _begun(db, connection):
         if connection.dialect.name == "postgresql":
@@ -91,11 +94,12 @@ def _upgrade(db: Database, revision: str) -> None:
         recorded = MigrationContext.configure(connection).get_current_heads()
         _check_owner(connection, recorded, display_url(db.url))
         if any(not known(r) for r in recorded):
-            return
+            return []
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
         if revision == "head":
-            _restore_objects(connection)
+            return _restore_objects(connection)
+        return []
 
 
 def _missing_objects(connection: Connection) -> list[str]:
@@ -113,14 +117,18 @@ def _missing_objects(connection: Connection) -> list[str]:
     return [name for name, missing in zip(names, row, strict=True) if missing]
 
 
-def _restore_objects(connection: Connection) -> None:
+def _restore_objects(connection: Connection) -> list[str]:
     """At head: make what :func:`_missing_objects` finds missing, as the head defines it
-    (``functions.sql``, which a test holds equal to what the migrations make)."""
+    (``functions.sql``, which a test holds equal to what the migrations make), each
+    section whose object is gone and no other: a function's ``CREATE OR REPLACE`` locks
+    no table, where dropping the trigger to make it again locked ``work_orders`` while
+    requests waited. Returns what was missing."""
     missing = _missing_objects(connection)
-    if missing:
-        log.warning("recreating what the schema lacked: %s", ", ".join(missing))
-        connection.execute(text(f"DROP TRIGGER IF EXISTS {AUDIT_TRIGGER} ON {TABLE}"))
-        connection.exec_driver_sql(sql.script("functions.sql"))
+    trigger = f"trigger {AUDIT_TRIGGER}"
+    for section in sql.sections("functions.sql"):
+        if section.signature in missing or (section.name == AUDIT_TRIGGER and trigger in missing):
+            connection.exec_driver_sql(section.sql)
+    return missing
 
 
 def _check_owner(connection: Connection, recorded: Sequence[str], where: str) -> None:

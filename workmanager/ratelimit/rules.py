@@ -11,8 +11,9 @@ out within its tenant only (``Operations`` narrows it), an unbound caller may na
 agents), that item's tenant, and for a checkout of one order's items, that order's. An
 unbound caller's checkout across every tenant, and an item of no tenant, take from the
 agent's bucket only (which tenant's item it will get is not known before the item is
-granted). A checkout of one named item that is not leasable now (a consumer's message
-for an item leased or done already) takes no token: the agent did not ask for it.
+granted). A checkout of one named item that is not leasable when asked (a consumer's
+message for an item leased or done already) takes no token: the agent did not ask for it.
+Messages racing for one item each take one (the token comes before the grant).
 """
 
 from __future__ import annotations

@@ -56,9 +56,8 @@ REVIEWER_REJECTION = "rejected_by_reviewer"
 @dataclass(frozen=True)
 class Proposal:
     """The order created (``created``, with its ``items_count``) or found by its dedupe
-    key or id. A found order is the caller's only when the proposal was the same (type and
-    payload); even then an adapter shows a caller without the ``view`` scope only its id
-    and state (SPEC §13, "Dedupe keys")."""
+    key or id (the caller's only for the same type and payload; a caller without ``view``
+    is shown its id and state alone: SPEC §13, "Dedupe keys")."""
 
     order: dict[str, Any]
     created: bool
@@ -381,8 +380,9 @@ def retry_target(order: OrderRow, item_states: list[str]) -> str:
     ``submitted`` when every item is submitted (it failed in apply), else ``queued``.
     Refuses any other state, and a refused proposal's record."""
     if order.state != OrderState.FAILED:  # retry is failed -> queued, nothing else
+        dead = "; `orders clone` proposes it again" if order.state == "dead_lettered" else ""
         raise IllegalStateTransition(
-            f"only a failed order can be retried; this one is {order.state}",
+            f"only a failed order can be retried; this one is {order.state}{dead}",
             kind="order",
             from_state=order.state,
             to_state=OrderState.QUEUED,
