@@ -14,6 +14,8 @@ import logging
 import threading
 import time
 
+from .display import shown
+
 
 def one_line(text: object) -> str:
     """``text`` with its line breaks and runs of whitespace as single spaces."""
@@ -39,7 +41,8 @@ class Throttled:
                 return
             self._last[key] = (now, 0)
         more = f" (and {quiet} more like it in the last {self.every:g} s)" if quiet else ""
-        self.logger.warning(one_line(message % args if args else message) + more)
+        # one line, its control characters as escapes (a request's path is the caller's)
+        self.logger.warning(shown(one_line(message % args if args else message)) + more)
 
 
 _outages = Throttled(logging.getLogger("workmanager.outage"))

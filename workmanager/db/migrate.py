@@ -192,7 +192,7 @@ def _connected(db: Database) -> Connection:
 
 def _begun(db: Database, connection: Connection) -> RootTransaction:
     """The upgrade's transaction; on SQLite its ``BEGIN IMMEDIATE`` waiting out the busy
-    timeout behind another writer is :class:`Unavailable` with its hint (a traceback)."""
+    timeout behind another writer is :class:`Unavailable` with its hint (was a traceback)."""
     with unavailable_when_down(db.url):
         return connection.begin()
 
