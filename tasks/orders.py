@@ -155,17 +155,12 @@ def create(
         return None
     except PermanentError as exc:
         keyed = keyed_id(dedupe_key)
-        order = oid or keyed
-        named = f" (order {order}, recorded failed)" if order else " (recorded failed)"
-        log.error(
-            "orders.create of %.200r refused [%s]%s: %s", type, exc.code, named, exc.one_line()
-        )
         try:
             refused = wm.orders.refuse(
                 exc,
                 type,
                 payload,
-                order_id=order or uuid.uuid4(),
+                order_id=oid or keyed or uuid.uuid4(),
                 priority=priority,
                 meta=meta,
                 requested_by=requested_by,
@@ -173,12 +168,22 @@ def create(
             )
         except PermanentError as unstorable:  # e.g. a NUL in the type: not even storable
             log.error(
-                "orders.create of %.200r: the refusal could not be recorded [%s]: %s",
+                "orders.create of %.200r refused [%s]: %s; the refusal could not be recorded"
+                " [%s]: %s",
                 type,
+                exc.code,
+                exc.one_line(),
                 unstorable.code,
                 unstorable.message,
             )
             return None
+        log.error(
+            "orders.create of %.200r refused [%s] (order %s, recorded failed): %s",
+            type,
+            exc.code,
+            refused["id"],
+            exc.one_line(),
+        )
         return str(refused["id"])
     if not proposal.created:
         wm.maintenance.announce_queued(uuid.UUID(proposal.order["id"]))

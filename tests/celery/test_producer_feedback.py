@@ -87,6 +87,9 @@ def test_the_worker_records_a_refused_proposal_under_the_returned_id(make_stack)
     assert order["last_error"]["code"] == "unknown_order_type"
     assert [e["event"] for e in order["events"]] == ["proposal_refused"]
     assert order["items"] == []
+    # the worker's line names the order it recorded (an operator's "which order?")
+    line = f"orders.create of 'e2e.nope' refused [unknown_order_type] (order {unknown},"
+    assert line in stack.log("control"), stack.log("control")[-2000:]
 
     wanted = (
         "work_manager.orders_refused_total,type=other,reason=unknown_order_type:1|c",
