@@ -154,12 +154,11 @@ def _refuse_unknown_queues(sender: Any = None, **_: Any) -> None:
         for name in unknown:
             log.warning("-Q %s: no workmanager task is sent to it; read as an old queue", name)
     elif unknown:
-        named = ",".join(unknown)
         _refuse(
             ConfigurationError(
-                f"-Q {named}: no workmanager task is sent to"
+                f"-Q {','.join(unknown)}: no workmanager task is sent to"
                 f" {'this queue' if len(unknown) == 1 else 'these queues'}"
-                if named.strip(",")
+                if any(unknown)
                 else '-Q names no queue (an empty value: an unset variable, `-Q "$X"`?)',
                 hint=(
                     f"the control queue is {settings.control_queue!r}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from .display import shown
 
@@ -25,15 +26,20 @@ def one_line(text: object) -> str:
 class Throttled:
     """A logger's lines, each ``key`` said at most once per ``every`` seconds."""
 
-    def __init__(self, logger: logging.Logger, every: float = 30.0) -> None:
-        self.logger, self.every = logger, every
+    def __init__(
+        self,
+        logger: logging.Logger,
+        every: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger, self.every, self.clock = logger, every, clock
         self._last: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
 
     def warning(self, key: str, message: str, *args: object) -> None:
         """Log ``message % args`` at WARNING, unless ``key`` was said within ``every``
         seconds (then it is counted, and the next line says how many were not)."""
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             said, quiet = self._last.get(key, (float("-inf"), 0))
             if now - said < self.every:

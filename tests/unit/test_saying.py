@@ -4,7 +4,6 @@ alike, and a line per request flooded the log."""
 from __future__ import annotations
 
 import logging
-import time
 
 import pytest
 
@@ -14,17 +13,20 @@ from workmanager.saying import Throttled, one_line, some
 def test_a_line_is_said_once_a_while_with_how_many_were_not(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    said = Throttled(logging.getLogger("test.saying"), every=0.3)
+    now = [100.0]
+    said = Throttled(logging.getLogger("test.saying"), every=30, clock=lambda: now[0])
     with caplog.at_level(logging.WARNING, logger="test.saying"):
         for n in range(50):
-            said.warning("db", "database down: %s", f"try {n}\n\tagain")
-        said.warning("redis", "redis down")  # another key: its own clock
-        time.sleep(0.35)
+            said.warning("db", "database down: %s", f"try {n}\n\tagain\x1b[2J")
+        said.warning("redis", "redis down")  # another key: its own window
+        now[0] += 29.9
+        said.warning("db", "database down: %s", "not yet")
+        now[0] += 0.1
         said.warning("db", "database down: %s", "still")
     assert [r.getMessage() for r in caplog.records] == [
-        "database down: try 0 again",
+        "database down: try 0 again\\x1b[2J",  # one line, its escape codes shown as such
         "redis down",
-        "database down: still (and 49 more like it in the last 0.3 s)",
+        "database down: still (and 50 more like it in the last 30 s)",
     ]
 
 

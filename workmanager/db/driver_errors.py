@@ -34,6 +34,7 @@ from ..errors import (
     ValidationFailed,
     WorkManagerError,
 )
+from ..saying import one_line
 
 #: PostgreSQL: deadlock detected, serialization failure, a lock not had within
 #: ``lock_timeout`` (the checkout under lease limits sets one: leases/limits.py).
@@ -98,10 +99,6 @@ def is_retryable(orig: BaseException) -> bool:
     return sqlstate(orig) in RETRYABLE_SQLSTATES
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def unstorable(orig: BaseException) -> ValidationFailed:
     first = str(orig).splitlines()[0] if str(orig) else type(orig).__name__
     return ValidationFailed.at("$", first, "storable", "a value cannot be stored")
@@ -140,15 +137,15 @@ def translate(
         )
     if code == "3D000" or ("database " in text and "does not exist" in text):
         return DatabaseMissing(
-            f"database unavailable: {_one_line(text)}",
+            f"database unavailable: {one_line(text)}",
             hint=f"create it (e.g. `createdb`), then run `workmanager db upgrade`; {where}",
         )
     if code in SERVER_STATES:
         state, hint = SERVER_STATES[code]
-        return Unavailable(f"database unavailable: {state} ({_one_line(text)})", hint=hint)
+        return Unavailable(f"database unavailable: {state} ({one_line(text)})", hint=hint)
     if text.startswith(_SQLITE_UNOPENABLE):
         return Unavailable(
-            f"database unavailable: {_one_line(text)}",
+            f"database unavailable: {one_line(text)}",
             hint=f"is {where} a SQLite database file this process can open and write? "
             "(WORK_MANAGER_DATABASE_URL)",
         )
@@ -156,7 +153,7 @@ def translate(
         lowered = text.lower()
         if invalidated or any(m in lowered for m in _CONNECTION_MARKERS):
             hint = _connection_hint(lowered, where)
-            return Unavailable(f"database unavailable: {_one_line(text)}", hint=hint)
+            return Unavailable(f"database unavailable: {one_line(text)}", hint=hint)
     return None
 
 

@@ -386,10 +386,9 @@ class Sweeper:
 
     def _report(self, result: SweepResult) -> None:
         if result.reclaimed:  # which items (ops tail --item says whose and when)
-            back = "requeued: " + (some([i for v in result.requeued.values() for i in v]) or "none")
-            log.info(
-                "sweep: %d expired lease(s) reclaimed (the rest failed); %s", result.reclaimed, back
-            )
+            back = [i for ids in result.requeued.values() for i in ids]
+            said = f"{len(back)} requeued ({some(back)}), the rest failed (out of attempts)"
+            log.info("sweep: %d expired lease(s) reclaimed: %s", result.reclaimed, said)
         for order_type, ids in result.requeued.items():
             self.ctx.metrics.increment("leases_expired_total", len(ids), type=order_type)
             self.ctx.dispatcher.items_available(order_type, ids)

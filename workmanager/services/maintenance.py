@@ -25,6 +25,7 @@ from ..db.session import display_url
 from ..errors import InvalidQuery, SchemaOutdated
 from ..ratelimit.database import purge_full
 from ..reads.expiry import lock_ends
+from ..saying import some
 from ..states import HELD_ITEM_STATES, SETTLED_ORDER_STATES, OrderState
 from ..types import Actor
 from .context import ServiceContext
@@ -125,7 +126,7 @@ class Maintenance:
             ids = [str(i) for i in s.scalars(select(Order.id).where(*stale).limit(1000))]
             total = len(ids) if len(ids) < 1000 else count_rows(s, Order, *stale)
         if ids:
-            log.warning("%d stale order(s), e.g. %s", total, ", ".join(ids[:5]))
+            log.warning("%d stale order(s), e.g. %s", total, some(ids, at_most=5))
         self.ctx.metrics.gauge("stale_orders", total)
         return total, ids
 

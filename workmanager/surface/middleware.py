@@ -16,7 +16,7 @@ import asyncio
 import json
 import logging
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -143,8 +143,7 @@ def _without_blanks(query: bytes) -> tuple[bytes, tuple[str, ...]]:
     "any". The names stay known to the routes (:func:`blank_names`): an unknown one is
     still refused."""
     parts = query.split(b"&")
-    blanks = b"&".join(part.rstrip(b"=") + b"=" for part in parts if part and _blank(part))
-    names = tuple(name for name, _ in parse_qsl(blanks.decode("latin-1"), keep_blank_values=True))
+    names = tuple(unquote_plus(p.rstrip(b"=").decode("latin-1")) for p in parts if p and _blank(p))
     return b"&".join(part for part in parts if not _blank(part)), names
 
 
