@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .display import shown
 
@@ -61,6 +61,6 @@ def unavailable(code: str, message: str, kind: str, where: str) -> None:
     _outages.warning(kind, "%s answered 503 [%s]: %s", where, code, message)
 
 
-def some(ids: list[object], at_most: int = 10) -> str:
+def some(ids: Sequence[object], at_most: int = 10) -> str:
     """The first ``at_most`` of ``ids``, comma-separated, and ``…`` when there are more."""
     return ", ".join(map(str, ids[:at_most])) + (" …" if len(ids) > at_most else "")
