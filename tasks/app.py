@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import Celery
 
 from . import (
+    logs,  # noqa: F401  (installs the one-line and throttled log filters: tasks/logs.py)
     tracing,  # noqa: F401  (connects its worker start hook: traces when configured)
     transports,
 )

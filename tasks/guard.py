@@ -23,13 +23,11 @@ for it.
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from celery import Task
 from celery.exceptions import InvalidTaskError
-from celery.worker.consumer import consumer as celery_consumer
 from celery.worker.state import task_reserved
 from celery.worker.strategy import default
 
@@ -178,61 +176,3 @@ class GuardedTask(Task):  # type: ignore[misc]
     """The app's task class: Celery's, with the guarded strategy."""
 
     Strategy = "tasks.guard:guarded"
-
-
-class OneLineRefusals(logging.Filter):
-    """Celery's consumer reports a message it discards (invalid, for a task this worker
-    does not have, or not decodable) in a dozen lines with the body and a traceback:
-    said here in one ``ERROR`` line naming the message and the reason. What Celery does
-    with the message (discarded, the task marked failed) is unchanged."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        said = _one_line(record.msg, record.args)
-        if said is not None:
-            record.msg, record.args, record.exc_info, record.exc_text = said, None, None, None
-            record.levelno, record.levelname = logging.ERROR, "ERROR"
-        return True
-
-
-def _one_line(template: Any, args: Any) -> str | None:
-    if not isinstance(args, tuple) or not args:
-        return None
-    reason = _first_line(args[0])
-    if template is celery_consumer.INVALID_TASK_ERROR:
-        return f"refused [invalid_message]: {reason}; the message was discarded"
-    if template is celery_consumer.UNKNOWN_TASK_ERROR:
-        return (
-            f"refused [invalid_message]: no task named {reason} on this worker; the message"
-            " was discarded (check the task's name and the queue it was sent to)"
-        )
-    if template is celery_consumer.MESSAGE_DECODE_ERROR:
-        kind = args[1] if len(args) > 1 else None
-        return (
-            f"refused [invalid_message]: a message of content type {kind!r} could not be"
-            f" decoded ({reason}); the message was discarded"
-        )
-    return None
-
-
-def _first_line(value: Any) -> str:
-    return (str(value).splitlines() or [type(value).__name__])[0][:500]
-
-
-celery_consumer.logger.addFilter(OneLineRefusals())
-
-
-class OneLineBeatErrors(logging.Filter):
-    """Beat reports a scheduled task it could not send (the broker down) with a stack and
-    a traceback, about 160 lines each time, every task, every period of an outage: said
-    in one ``ERROR`` line; the next period sends it again, as before."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str) and record.msg.startswith("Message Error: %s"):
-            exc = record.args[0] if isinstance(record.args, tuple) and record.args else None
-            record.msg = "beat: a scheduled task could not be sent (%s: %s); sent again next time"
-            record.args = (type(exc).__name__, _first_line(exc))
-            record.exc_info, record.exc_text = None, None
-        return True
-
-
-logging.getLogger("celery.beat").addFilter(OneLineBeatErrors())

@@ -36,19 +36,25 @@ class Throttled:
         self._last: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
 
-    def warning(self, key: str, message: str, *args: object) -> None:
-        """Log ``message % args`` at WARNING, unless ``key`` was said within ``every``
-        seconds (then it is counted, and the next line says how many were not)."""
+    def due(self, key: str) -> str | None:
+        """``None`` when ``key`` was said within ``every`` seconds (it is counted then);
+        else what to add to its line: how many were not said since the last one ("")."""
         now = self.clock()
         with self._lock:
             said, quiet = self._last.get(key, (float("-inf"), 0))
             if now - said < self.every:
                 self._last[key] = (said, quiet + 1)
-                return
+                return None
             self._last[key] = (now, 0)
-        more = f" (and {quiet} more like it in the last {self.every:g} s)" if quiet else ""
-        # one line, its control characters as escapes (a request's path is the caller's)
-        self.logger.warning(shown(one_line(message % args if args else message)) + more)
+        return f" (and {quiet} more like it in the last {self.every:g} s)" if quiet else ""
+
+    def warning(self, key: str, message: str, *args: object) -> None:
+        """Log ``message % args`` at WARNING, unless ``key`` was said within ``every``
+        seconds (then it is counted, and the next line says how many were not)."""
+        more = self.due(key)
+        if more is not None:
+            # one line, its control characters as escapes (a request's path is the caller's)
+            self.logger.warning(shown(one_line(message % args if args else message)) + more)
 
 
 _outages = Throttled(logging.getLogger("workmanager.outage"))

@@ -37,7 +37,7 @@ def test_beat_says_a_task_it_could_not_send_in_one_line(caplog: Any) -> None:
     was logged with a stack and a traceback, ~160 lines, every period."""
     from celery.beat import Scheduler
 
-    import tasks.guard  # noqa: F401  (installs the filter on celery.beat)
+    import tasks.logs  # noqa: F401  (installs the filter on celery.beat)
 
     app = Celery("beat-outage", broker="memory://")
     scheduler = Scheduler(app, lazy=True)
