@@ -289,3 +289,65 @@ def test_a_lease_granted_while_the_erasure_runs_refuses_it_whole(
     assert refused.value.details == {"live_leases": 1}
     wm.agent.heartbeat(lease)  # still the agent's own lease
     wm.agent.submit(lease, {"answer": 1})
+
+
+@pytest.mark.postgres
+def test_a_lease_granted_after_the_look_keeps_its_holder(
+    make_wm: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second window of the same race (an audit pass): a checkout committing after the
+    items' locked look but before their rename was renamed too, READ COMMITTED letting
+    the rename's read see it: the live lease named the pseudonym and its holder was
+    refused on its own item. Played by the agent's checkout on another connection inside
+    that window; the rename now takes only items not held, each read locked."""
+    import threading
+
+    from workmanager.services.forget import _Eraser
+
+    wm = make_wm(db="postgres", registry=Registry([Simple()]))
+    live_order = wm.propose("test.simple", {})
+    granted: list[Any] = []
+    look = _Eraser.items
+
+    def items_then_a_grant(self: _Eraser) -> int:
+        real_rewrite = self.rewrite
+
+        def rewrite(model: Any, *args: Any, **kwargs: Any) -> int:
+            grant = threading.Thread(
+                target=lambda: granted.append(wm.agent.checkout("agent-7", order_id=live_order))
+            )
+            grant.start()
+            grant.join(timeout=30)
+            return real_rewrite(model, *args, **kwargs)
+
+        self.rewrite = rewrite  # type: ignore[method-assign]
+        return look(self)
+
+    monkeypatch.setattr(_Eraser, "items", items_then_a_grant)
+    answer = Forget(wm.ctx).forget(Subject("agent", "agent-7"), Actor.system())
+    assert granted and granted[0] is not None  # granted in the window
+    assert answer["counts"]["items"] == 0  # an ended lease names no holder
+    (live,) = wm.queries.order(live_order)["items"]
+    assert live["leased_by_agent_id"] == "agent-7"
+    wm.agent.heartbeat(granted[0])  # the holder keeps its own lease
+    wm.agent.submit(granted[0], {"answer": 2})
+
+
+def test_an_items_error_is_the_work_wherever_it_is_copied(make_wm: Any, database: str) -> None:
+    """An audit pass: the agent's own error ("erin could not reach the site") stayed in
+    the item but was rewritten in the ``agent_failed`` event's copy (and the failed
+    order's ``last_error``), where the docs promise item errors untouched everywhere."""
+    wm = make_wm(db=database, registry=Registry([Simple()]))
+    order_id = wm.propose("test.simple", {})
+    lease = wm.agent.checkout("erin", order_id=order_id)
+    assert lease is not None
+    error = {"code": "unreachable", "message": "erin could not reach the site"}
+    wm.agent.fail(lease, error, retryable=False)
+    Forget(wm.ctx).forget(Subject("agent", "erin"), Actor.system())
+    order = wm.queries.order(order_id)
+    assert order["items"][0]["error"] == error
+    assert order["last_error"]["message"] == error["message"]
+    copies = [e["payload"]["error"] for e in order["events"] if e["event"] == "agent_failed"]
+    assert copies and all(copy["message"] == error["message"] for copy in copies)
+    actors = {e["actor_id"] for e in order["events"] if e["event"] == "agent_failed"}
+    assert len(actors) == 1 and actors.pop().startswith("forgotten-")  # who did it: erased

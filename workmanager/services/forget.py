@@ -11,7 +11,8 @@ The rule, in one place:
 - **Events**: an actor that is the subject becomes the pseudonym, and so does the id
   wherever it stands in an event's payload or message (``{"agent_id": ...}``). The work
   itself — payloads, inputs, results, evidence, notes, part keys, diffs, item errors,
-  also where an event's payload carries them (:data:`WORK`) — is untouched.
+  also where an event's payload or a failed order's ``last_error`` carries them
+  (:data:`WORK`) — is untouched.
 - Orders proposed by the subject (``requested_by_id``), items it held and parts it sent
   name the pseudonym; a rejection's ``last_error`` likewise.
 - **Tokens** bound to the subject or named after it are revoked (the id replaced by the
@@ -133,6 +134,7 @@ WORK = frozenset(
         "item_parts_state",
         "required_parts",
         "missing_parts",
+        "error",  # an item's error, as its agent or the hook wrote it (events carry copies)
     }
 )
 
@@ -238,14 +240,18 @@ class _Eraser:
         columns: tuple[str, ...],
         where: ColumnElement[bool],
         change: Callable[[tuple[Any, ...]], tuple[Any, ...]],
+        locked: bool = False,
     ) -> int:
         """Rewrite ``columns`` of the rows ``where`` selects with ``change``, :data:`BATCH`
         rows at a time in primary-key order, and count the rows it changes. The rows are
         read as tuples and written back by key, never held as ORM objects: forgetting an
         agent with 100,000 provenance rows held them all (and their snapshots) in the
-        session, 515 MB. Still one transaction."""
+        session, 515 MB. Still one transaction. ``locked``: each batch is read ``FOR
+        UPDATE``, so no row changes between its read and its write."""
         key = model.__mapper__.primary_key[0]
         read = select(key, *(getattr(model, c) for c in columns)).where(where).order_by(key)
+        if locked:
+            read = read.with_for_update()
         changed, last = 0, None
         while batch := self.s.execute(
             read.limit(BATCH) if last is None else read.where(key > last).limit(BATCH)
@@ -295,11 +301,18 @@ class _Eraser:
         )
 
     def orders(self) -> int:
+        """Who requested the order, and a rejection's words (a reviewer's, no work of
+        the agent's); a failed order's ``last_error`` is its item's error: the work."""
+
+        def rejection(error: Any) -> Any:
+            rejected = isinstance(error, dict) and error.get("code") == "rejected"
+            return scrub(error, self.sid, self.alias) if rejected else error
+
         return self.rewrite(
             Order,
             ("requested_by_id", "last_error"),
             or_(Order.requested_by_id == self.sid, self.mentions(Order.last_error)),
-            lambda row: (self.swap(row[0]), scrub(row[1], self.sid, self.alias)),
+            lambda row: (self.swap(row[0]), rejection(row[1])),
         )
 
     def rename(self, model: Any, column: InstrumentedAttribute[Any]) -> int:
@@ -309,13 +322,17 @@ class _Eraser:
         """The items that name the subject as their holder, locked: a lease granted after
         the count above (the agent still at work, on PostgreSQL) was renamed with them,
         and its holder refused on its own item ("leased by another agent") until it
-        expired. Found held now, the erasure is refused whole, as at the start."""
+        expired. Found held now, the erasure is refused whole, as at the start. Only
+        items not held are renamed, each read locked: a lease the agent is granted
+        while the erasure runs (committed after the look above, which READ COMMITTED
+        lets the rename see) keeps its holder's id; its holder can finish it."""
         stmt = select(Item.state).where(Item.leased_by_agent_id == self.sid).with_for_update()
         states = list(self.s.scalars(stmt))
         live = sum(1 for state in states if state in HELD)
         if live and not self.dry_run:
             raise _holding(self.kind, live)
-        return self.rename(Item, Item.leased_by_agent_id)
+        ended = (Item.leased_by_agent_id == self.sid) & Item.state.not_in(HELD)
+        return self.rewrite(Item, ("leased_by_agent_id",), ended, lambda _: (self.alias,), True)
 
     def tokens(self) -> int:
         now = utcnow()
