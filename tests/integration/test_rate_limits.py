@@ -219,30 +219,43 @@ def test_a_bound_tokens_checkouts_count_against_its_tenant(make_wm: Any) -> None
 )
 def test_housekeeping_deletes_buckets_that_are_full_again(make_wm: Any, database: str) -> None:
     """A bucket row was kept for ever (each consumer agent's id names its host and pid).
-    Maintenance deletes the rows untouched for longer than any configured limit takes to
-    refill, plus a margin (a missing row is a full bucket): a recent one stays."""
-    from sqlalchemy import func, select
+    Maintenance deletes the rows untouched for longer than their own limit takes to
+    refill, plus a margin (a missing row is a full bucket). Each row's refill time is
+    read from its key: maintenance judged by its own process's limits, and where none
+    was set (a limit of the API's alone) deleted an agent's bucket five minutes into a
+    3-an-hour wait, which gave it three more at once (an audit pass)."""
+    from sqlalchemy import select
 
     from workmanager.db.models import RateBucket
     from workmanager.ratelimit.database import PURGE_MARGIN_SECONDS
     from workmanager.ratelimit.rules import refill_seconds
 
-    wm = make_wm(
+    limited = make_wm(
         db=database,
         backend="database",
         registry=Registry([Simple()]),
-        rate_limit_checkout_per_agent=Rate(10, 60),
+        rate_limit_checkout_per_agent=Rate(3, 3600),
     )
-    assert refill_seconds(wm.settings) == 60.0
+    for _ in range(3):
+        limited.propose("test.simple", {})
+        assert limited.agent.checkout("slow") is not None
+    with limited.db.transaction() as s:
+        (slow,) = s.scalars(select(RateBucket.key))
+    assert refill_seconds(slow) == pytest.approx(3600.0)
     now = time.time()
-    with wm.db.transaction() as s:
-        s.add(RateBucket(key="checkout:agent:gone", tokens=0.0, updated_at=now - 3600))
-        s.add(RateBucket(key="checkout:agent:edge", tokens=0.0, updated_at=now - 60))
-        s.add(RateBucket(key="checkout:agent:busy", tokens=3.0, updated_at=now))
-    assert 60 < PURGE_MARGIN_SECONDS + 60 < 3600
-    report = wm.maintenance.run()
-    assert report.purged_rate_buckets == 1
-    with wm.db.transaction() as s:
+    with limited.db.transaction() as s:
+        s.get(RateBucket, slow).updated_at = now - 900  # empty, a quarter of its hour idle
+        s.add(RateBucket(key="checkout@10/0.166667:agent:gone", tokens=0.0, updated_at=now - 3600))
+        s.add(RateBucket(key="checkout@10/0.166667:agent:edge", tokens=0.0, updated_at=now - 300))
+        s.add(RateBucket(key="checkout@10/0.166667:agent:busy", tokens=3.0, updated_at=now))
+        s.add(RateBucket(key="an:old:form", tokens=0.0, updated_at=now - 3600))
+    assert 60 + PURGE_MARGIN_SECONDS < 900 < 3600 + PURGE_MARGIN_SECONDS
+    # maintenance in a process with no limit set
+    report = limited.maintenance.__class__(make_wm(db=database, backend="database").ctx).run()
+    assert report.purged_rate_buckets == 2
+    with limited.db.transaction() as s:
         keys = set(s.scalars(select(RateBucket.key)))
-        assert s.scalar(select(func.count()).select_from(RateBucket)) == 2
-    assert keys == {"checkout:agent:edge", "checkout:agent:busy"}
+    assert keys == {slow, "checkout@10/0.166667:agent:edge", "checkout@10/0.166667:agent:busy"}
+    limited.propose("test.simple", {})
+    with pytest.raises(RateLimited):
+        limited.agent.checkout("slow")  # still waiting out its hour

@@ -19,7 +19,6 @@ from sqlalchemy import TextClause, text
 
 from ..db.session import Database, unavailable_when_down
 from ..db.sql import queries
-from ..settings import Settings
 from .base import Bucket
 from .rules import refill_seconds
 
@@ -62,16 +61,28 @@ class DatabaseBucketStore:
         return 0.0
 
 
-def purge_full(db: Database, settings: Settings) -> int:
-    """Delete the buckets untouched long enough to be full again (a missing row is a full
-    bucket, so nothing changes for a caller): agents come and go (a consumer agent's id
-    names its host and pid), and their rows would stay for ever. The number deleted."""
-    idle = refill_seconds(settings) + PURGE_MARGIN_SECONDS
+def purge_full(db: Database) -> int:
+    """Delete the buckets untouched long enough to be full again, each by its own
+    capacity and rate (:func:`~.rules.refill_seconds`, from its key), plus a margin: a
+    missing row is a full bucket, so nothing changes for a caller. Agents come and go (a
+    consumer agent's id names its host and pid), and their rows would stay for ever. A
+    row touched since it was read stays. The number deleted."""
+    now, deleted = time.time(), 0
     with unavailable_when_down(db.url), db.engine.begin() as conn:
-        found = conn.execute(_PURGE, {"cutoff": time.time() - idle})
-    return int(found.rowcount or 0)
+        idle = conn.execute(_IDLE, {"cutoff": now - PURGE_MARGIN_SECONDS}).all()
+        full = [
+            {"key": key, "seen": seen}
+            for key, seen in idle
+            if seen < now - (refill_seconds(key) or 0.0) - PURGE_MARGIN_SECONDS
+        ]
+        for start in range(0, len(full), _BATCH):
+            found = conn.execute(_PURGE, full[start : start + _BATCH])
+            deleted += int(found.rowcount or 0)
+    return deleted
 
 
 #: Beyond the refill time, for the clocks of the database and this process to differ.
 PURGE_MARGIN_SECONDS = 300.0
-_PURGE = text("DELETE FROM work_rate_buckets WHERE updated_at < :cutoff")
+_BATCH = 1000
+_IDLE = text("SELECT key, updated_at FROM work_rate_buckets WHERE updated_at < :cutoff")
+_PURGE = text("DELETE FROM work_rate_buckets WHERE key = :key AND updated_at = :seen")

@@ -18,6 +18,8 @@ Messages racing for one item each take one (the token comes before the grant).
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Callable
 
 from ..settings import Settings
@@ -75,17 +77,18 @@ def _bucket(settings: Settings, limit: str, whose: str, rate: Rate) -> Bucket:
     return Bucket(key, float(capacity), rate.per_second)
 
 
-def refill_seconds(settings: Settings) -> float:
-    """How long an untouched bucket of any configured limit takes to fill up from empty:
-    after that its row says no more than a missing row does (a full bucket), so
-    housekeeping may delete it. 0 when no limit is set (every row is a leftover)."""
-    configured = [
-        rate
-        for limit in (CHECKOUT, REQUESTS)
-        for rate in rates(settings, limit)
-        if rate is not None
-    ]
-    return max(
-        ((settings.rate_limit_burst or rate.count) / rate.per_second for rate in configured),
-        default=0.0,
-    )
+def refill_seconds(key: str) -> float | None:
+    """How long the bucket ``key`` names (``_bucket``: its capacity and rate) takes to
+    fill up from empty: after that its row says no more than a missing row does (a full
+    bucket), so housekeeping may delete it. Read from the key, never from this process's
+    settings: maintenance runs where a limit may not be set (a limit of the API alone),
+    and deleted the buckets of callers still waiting out an hour's limit. ``None`` for a
+    key of no such form (none is written)."""
+    found = _KEY.match(key)
+    if found is None:
+        return None
+    capacity, rate = float(found["capacity"]), float(found["rate"])
+    return capacity / rate if rate > 0 else None
+
+
+_KEY = re.compile(r"[^@]*@(?P<capacity>[0-9.e+-]+)/(?P<rate>[0-9.e+-]+):")

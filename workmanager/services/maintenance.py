@@ -87,7 +87,7 @@ class Maintenance:
             report.stale_total, report.stale_orders = self.stale_orders()
         if purge_keys:
             report.purged_keys = IdempotencyService(self.ctx).purge()
-            report.purged_rate_buckets = purge_full(self.ctx.db, self.ctx.settings)
+            report.purged_rate_buckets = purge_full(self.ctx.db)
         if recover_applies:
             send = self.ctx.dispatcher
             report.recovered_applies = self._sent(self.stuck_applies(), send.order_approved, report)
