@@ -19,7 +19,6 @@ Messages racing for one item each take one (the token comes before the grant).
 from __future__ import annotations
 
 import re
-
 from collections.abc import Callable
 
 from ..settings import Settings
