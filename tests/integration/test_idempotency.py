@@ -24,6 +24,7 @@ from workmanager.errors import (
     IllegalStateTransition,
     LeaseConflict,
     LeaseExpired,
+    NoItemsAvailable,
     Unavailable,
     ValidationFailed,
 )
@@ -803,6 +804,27 @@ def test_a_stored_checkout_answer_keeps_the_lease_secret_sealed(wm: WorkManager)
     )
     again = wm.idempotency.once(caller(), "checkout", "", "ck", {}, checkout)
     assert isinstance(again, Replay) and again.body["item"]["lease_token"] == token
+
+
+def test_a_keyed_checkout_that_found_nothing_is_not_stored(wm: WorkManager) -> None:
+    """A fuzzing pass: on SQLite a keyed checkout that found no item stored its 409 (its
+    grant, an ``UPDATE … RETURNING`` of no row, counted as a write) and replayed it for
+    the key's life, the item leasable meanwhile; on PostgreSQL the retry leased it.
+    Failures are not stored (SPEC §6.3), on either database."""
+    ops = Operations(wm)
+    order_id = wm.orders.propose("test.simple", {}).order["id"]
+    held = wm.agent.checkout("agent-a", order_id=order_id)
+    assert held is not None
+
+    def checkout(c: Caller) -> Answer:
+        return ops.checkout(c, CheckoutFilters(), order_id)
+
+    with pytest.raises(NoItemsAvailable):
+        wm.idempotency.once(caller(), "checkout", "", "poll-1", {}, checkout)
+    assert keys(wm) == 0
+    wm.agent.release(held)
+    again = wm.idempotency.once(caller(), "checkout", "", "poll-1", {}, checkout)
+    assert not isinstance(again, Replay) and again[1]["item"]["order_id"] == order_id
 
 
 def test_a_checkout_whose_answer_cannot_be_stored_still_hands_over_its_lease(

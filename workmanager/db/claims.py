@@ -134,9 +134,25 @@ def _before_flush(session: Session, *_: Any) -> None:
         _wrote(session)
 
 
-def _on_execute(state: ORMExecuteState) -> None:
-    if unmarked() and (state.is_insert or state.is_update or state.is_delete):
+def _on_execute(state: ORMExecuteState) -> Any:
+    """Note a write of the keyed operation. An update or delete that matched no row wrote
+    nothing: counted as a write, a checkout that found no item (its grant an ``UPDATE …
+    RETURNING`` of no row, on SQLite) marked its key and its 409 was stored and replayed
+    for the key's life, the item leasable meanwhile."""
+    if not unmarked() or not (state.is_insert or state.is_update or state.is_delete):
+        return None
+    if state.is_insert:
         _wrote(state.session)
+        return None
+    result = state.invoke_statement()
+    if not getattr(result, "returns_rows", True):  # no RETURNING: the count says
+        if getattr(result, "rowcount", -1) != 0:
+            _wrote(state.session)
+        return result
+    frozen = result.freeze()  # RETURNING: its rows say, and are handed on as they were
+    if frozen.data:
+        _wrote(state.session)
+    return frozen()
 
 
 def _refs(session: Session) -> dict[str, str]:
