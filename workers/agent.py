@@ -258,20 +258,13 @@ IDENTITY_SOURCES = {
 
 
 def checked_identity(agent: AgentInfo) -> None:
-    """Refuse at start-up an identity provenance cannot store (the HTTP API's rule:
-    ``surface.callers.check_metadata``), naming where it was set: every item would
+    """Refuse at start-up an identity provenance cannot store (every surface's rule:
+    ``services.inputs.check_agent_metadata``), naming where it was set: every item would
     otherwise fail on its first write, its message lost."""
-    from workmanager.surface.callers import AgentMetadata, check_metadata
+    from workmanager.services.inputs import check_agent_metadata
 
-    meta = AgentMetadata(
-        agent_id=agent.id,
-        name=agent.name,
-        version=agent.version,
-        model_name=agent.model_name,
-        runtime=agent.runtime,
-    )
     try:
-        check_metadata(meta)
+        check_agent_metadata(agent.id, agent)
     except InvalidAgentMetadata as exc:
         problems = exc.details if isinstance(exc.details, list) else []
         said = "; ".join(_where(p) for p in problems)

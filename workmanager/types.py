@@ -10,6 +10,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
+from .errors import NotFound
 from .lease_tokens import Holder
 from .lease_tokens import parse as parse_token
 
@@ -129,6 +130,20 @@ class OrderView:
     items: tuple[ItemView, ...] = ()
 
 
+def as_id(value: Any, kind: str) -> uuid.UUID:
+    """An order's or item's id as the library, HTTP, MCP and the console take it: a UUID,
+    or its text (as every answer gives ids); anything else names no row, so it is not
+    found (404 ``not_found``), on every surface and every database alike."""
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    raise NotFound(f"{kind} {value!r} not found", details={f"{kind}_id": str(value)})
+
+
 @dataclass(frozen=True)
 class Lease:
     """A granted lease: present it on every call that acts on the item (SPEC §4.2, §4.4).
@@ -145,6 +160,12 @@ class Lease:
     expires_at: datetime
     heartbeat_every_seconds: int
     item: ItemView | None = None
+
+    def __post_init__(self) -> None:
+        # ids as their text (as an answer gives them) are taken; anything else names no row
+        if not isinstance(self.item_id, uuid.UUID) or not isinstance(self.order_id, uuid.UUID):
+            object.__setattr__(self, "item_id", as_id(self.item_id, "item"))
+            object.__setattr__(self, "order_id", as_id(self.order_id, "order"))
 
     @cached_property
     def _parsed(self) -> tuple[int, str | None]:

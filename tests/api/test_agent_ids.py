@@ -53,6 +53,7 @@ def test_every_way_in_refuses_an_id_that_does_not_read_as_it_is(
         with pytest.raises(ValidationFailed) as refused:
             tokens.create(scopes="checkout", **named)
         assert WHY in refused.value.details[0]["message"], refused.value.details
+        assert WHY in refused.value.message  # the one line the CLI prints says why too
     token, _ = tokens.create("unbound", "checkout,view")
     http = TestClient(create_app(wm))
     headers = [

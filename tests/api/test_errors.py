@@ -282,6 +282,14 @@ def test_413_422_428(server: Server) -> None:
         422,
         "unknown_order_type",
     )
+    # empty: unknown too, naming the known types, as on MCP, the CLI and the Celery task
+    # (it was validation_failed "string_too_short" over HTTP alone)
+    empty = error(
+        c.post(f"{PREFIX}/propose", json={"type": "", "payload": {}}, headers=idem()),
+        422,
+        "unknown_order_type",
+    )
+    assert "test.simple" in empty["message"], empty
     order = propose(c)
     item = checkout(c, order["id"])
     base = f"{PREFIX}/items/{item['id']}"

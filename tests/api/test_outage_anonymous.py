@@ -61,9 +61,14 @@ def test_the_console_sign_in_and_a_made_up_cookie(wm: WorkManager) -> None:
 
 
 def test_the_mcp_gate_with_a_made_up_token(wm: WorkManager) -> None:
+    """The gate's 503 named an auth scheme (``WWW-Authenticate``, a 401's header) and no
+    ``Retry-After`` (a same-mistake-every-surface pass): now the API's 503."""
     inner = Starlette(routes=[Route("/mcp", lambda r: PlainTextResponse("ok"), methods=["POST"])])
     client = TestClient(BearerGate(inner, TokenService(wm.ctx)))
-    told_nothing(client.post("/mcp", json={}, headers={"Authorization": "Bearer nonsense"}))
+    answer = client.post("/mcp", json={}, headers={"Authorization": "Bearer nonsense"})
+    told_nothing(answer)
+    assert answer.json()["error"]["code"] == "unavailable"
+    assert answer.headers["Retry-After"] == "5" and "www-authenticate" not in answer.headers
 
 
 def test_the_work_order_only_middleware(wm: WorkManager) -> None:
@@ -96,3 +101,21 @@ def test_an_outage_is_logged_once_in_a_while_not_per_request(
     reason, refused = lines
     assert reason.startswith("authentication could not read the tokens: ") and "\n" not in reason
     assert refused.startswith("GET /agent/work/orders answered 503 [unavailable]: ")
+
+
+def test_the_library_says_an_outage_in_one_line(wm: WorkManager) -> None:
+    """A same-mistake-every-surface pass: PostgreSQL's refusal kept the driver's second
+    line ("\\n\\tIs the server running on that host…") in the library's exceptions, MCP
+    results and Celery's retry lines; the CLI and other tools flattened it."""
+    from workmanager.errors import Unavailable
+
+    calls = {
+        "approve": lambda: wm.approve("6f1c5a52-8f0e-4d5e-9d4c-1a2b3c4d5e6f"),
+        "checkout": lambda: wm.agent.checkout("agent-1"),
+        "read": lambda: wm.queries.order("6f1c5a52-8f0e-4d5e-9d4c-1a2b3c4d5e6f"),
+        "ping": wm.db.ping,
+    }
+    for name, call in calls.items():
+        with pytest.raises(Unavailable) as down:
+            call()
+        assert "\n" not in down.value.message and "\t" not in down.value.message, (name, down)

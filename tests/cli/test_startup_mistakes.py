@@ -290,7 +290,7 @@ def test_a_worker_consuming_a_queue_nothing_is_sent_to_is_refused(ready: Path) -
     done = run(*worker, "-Q", "", cwd=ready, PYTHONPATH=str(ROOT))
     said_once(
         done,
-        'error [configuration_error]: -Q names no queue (an empty value: an unset variable,'
+        "error [configuration_error]: -Q names no queue (an empty value: an unset variable,"
         ' `-Q "$X"`?)',
         "the control queue is 'workmanager' (WORK_MANAGER_CONTROL_QUEUE)",
     )

@@ -18,6 +18,7 @@ from workmanager.db.models import Order, Provenance, utcnow
 from workmanager.errors import (
     ApplyFailed,
     IllegalStateTransition,
+    NotFound,
     Unavailable,
     ValidationFailed,
 )
@@ -553,6 +554,67 @@ def test_the_python_api_checks_agent_ids_as_http_does(make_wm, database, agent_i
     with pytest.raises(InvalidAgentMetadata):
         wm.agent.checkout(AgentInfo(id=agent_id))
     assert wm.agent.checkout("agent-ok") is not None  # nothing was held by the refused
+
+
+@pytest.mark.parametrize(
+    ("meta", "field"),
+    [
+        ({"version": "abc"}, "agent_version"),
+        ({"model_name": "m" * 300}, "model_name"),
+        ({"name": "a\x00b"}, "name"),
+    ],
+)
+def test_the_python_api_checks_agent_metadata_as_http_does(make_wm, database, meta, field) -> None:
+    """A same-mistake-every-surface pass: HTTP and MCP refuse a version that is not
+    semver, a 300-character model name and a NUL (400 ``invalid_agent_metadata``); the
+    Python API stored them on SQLite, and PostgreSQL's driver refused them as a vague
+    ``validation_failed`` at ``$``. One rule now (``services.inputs.check_agent_metadata``)."""
+    from workmanager.errors import InvalidAgentMetadata
+
+    wm = make_wm(db=database, registry=Registry([Simple()]))
+    wm.propose("test.simple", {"n": 1})
+    with pytest.raises(InvalidAgentMetadata) as refused:
+        wm.agent.checkout(AgentInfo(id="agent-m", **meta))
+    assert [d["field"] for d in refused.value.details] == [field]
+    lease = wm.agent.checkout(AgentInfo(id="agent-m", version="1.2.3", model_name="m"))
+    assert lease is not None  # nothing was held by the refused
+    with pytest.raises(InvalidAgentMetadata):
+        wm.agent.heartbeat(lease, agent=AgentInfo(id="agent-m", **meta))
+
+
+def test_the_python_api_takes_ids_as_text_and_finds_nothing_for_others(make_wm, database) -> None:
+    """The same pass: the answers give ids as text, yet ``wm.approve``, ``wm.orders.
+    reject/retry``, ``wm.queries.order`` and a ``Lease`` built from them raised
+    SQLAlchemy's ``StatementError`` on SQLite (outside the project's exception tree) and
+    a "cannot be stored" ``validation_failed`` on PostgreSQL for ``"xyz"``. Every surface
+    now takes a UUID's text and answers ``not_found`` for anything else."""
+    from workmanager.types import Lease
+
+    wm = make_wm(db=database, registry=Registry([Simple()]))
+    order_id = str(wm.propose("test.simple", {}))
+    assert wm.queries.order(order_id)["id"] == order_id
+    lease = wm.agent.checkout("agent-s", order_id=order_id)
+    assert lease is not None
+    texted = Lease(
+        str(lease.item_id), str(lease.order_id), lease.agent_id, lease.token,
+        lease.expires_at, lease.heartbeat_every_seconds,
+    )  # fmt: skip
+    assert texted.item_id == lease.item_id
+    wm.agent.submit(texted, {"answer": 1})
+    assert wm.queries.item(str(lease.item_id))["state"] == "submitted"
+    assert wm.approve(order_id)["state"] == "approved"
+    who = Actor("user", "ops")
+    for bad in ("xyz", 42, "", None):
+        with pytest.raises(NotFound):
+            wm.queries.order(bad)
+        with pytest.raises(NotFound):
+            wm.approve(bad)
+        with pytest.raises(NotFound):
+            wm.orders.reject(bad, [{"code": "x", "message": "y"}], who)
+        with pytest.raises(NotFound):
+            wm.orders.retry(bad, who)
+        with pytest.raises(NotFound):
+            Lease(bad, order_id, "a", "1.x", lease.expires_at, 5)
 
 
 def test_python_submit_refuses_notes_that_are_not_text(make_wm, database) -> None:

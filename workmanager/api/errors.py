@@ -25,15 +25,14 @@ from ..errors import (
     MalformedJSON,
     NotFound,
     PayloadTooLarge,
-    RateLimited,
     Unavailable,
     ValidationFailed,
     WorkManagerError,
     problem,
 )
+from ..surface.middleware import retry_after
 from .deps import PENDING_AUTH, Auth
 
-RETRY_AFTER_SECONDS = 5
 #: Starlette's refusals of a form over its limits (a field over 1 MiB, more than 1,000
 #: fields or files), which it raises as 400s.
 _FORM_TOO_LARGE = re.compile(r"^(Field|Part) exceeded maximum size|^Too many (fields|files)\.")
@@ -58,10 +57,8 @@ class ErrorResponse(JSONResponse):
 
 def error_response(error: WorkManagerError, headers: dict[str, str] | None = None) -> JSONResponse:
     extra = dict(headers or {})
-    if isinstance(error, Unavailable):
-        extra["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    elif isinstance(error, RateLimited):
-        extra["Retry-After"] = str(error.retry_after)
+    if (wait := retry_after(error)) is not None:
+        extra["Retry-After"] = str(wait)
     return ErrorResponse({"error": error.to_dict()}, error.http_status, headers=extra)
 
 

@@ -61,7 +61,9 @@ class Body(BaseModel):
 
 
 class ProposeBody(Body):
-    type: str = Field(min_length=1, max_length=191)
+    #: an empty type is an unknown one (422 unknown_order_type, naming the known types), as
+    #: on every other surface
+    type: str = Field(max_length=191)
     payload: dict[str, Any]
     meta: dict[str, Any] | None = None
     priority: int = Field(default=0, ge=LOWEST, le=HIGHEST)

@@ -31,6 +31,7 @@ from sqlalchemy import JSON, Engine, Table
 
 from .. import events
 from ..errors import Contention, SchemaOutdated, Unavailable
+from ..saying import one_line
 from . import driver_errors
 from .rawpool import RawPool
 from .session import (
@@ -122,7 +123,7 @@ class RawPostgres:
         try:
             conn = pool.checkout()  # gives its slot back on any failure
         except psycopg.OperationalError as exc:  # a new connection could not be made
-            raise Unavailable(f"database unavailable: {exc}") from exc
+            raise Unavailable(f"database unavailable: {one_line(exc)}") from exc
         healthy = lost = False
         try:
             yield conn
@@ -146,7 +147,7 @@ class RawPostgres:
                 invalidated=not healthy,
             )
             if error is None and operational:
-                error = Unavailable(f"database unavailable: {exc}")
+                error = Unavailable(f"database unavailable: {one_line(exc)}")
             if error is None:
                 raise  # not the database's state nor the caller's value: a bug
             raise error from exc

@@ -25,6 +25,7 @@ from sqlalchemy.pool import StaticPool
 
 from .. import events
 from ..errors import ConfigurationError, Contention, DatabaseMissing, Unavailable
+from ..saying import one_line
 from . import claims, driver_errors, pending
 
 T = TypeVar("T")
@@ -348,7 +349,7 @@ class Database:
             with unavailable_when_down(self.url), self.reading() as conn:
                 answer = conn.exec_driver_sql(probe).scalar()
         except DBAPIError as exc:  # a probe: any driver error means "not ready"
-            raise Unavailable(f"database unavailable: {exc.orig}") from exc
+            raise Unavailable(f"database unavailable: {one_line(exc.orig)}") from exc
         if answer == "on":
             state, hint = driver_errors.SERVER_STATES["25006"]
             raise Unavailable(f"database unavailable: {state}", hint=hint)

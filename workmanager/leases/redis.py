@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import Unavailable
 from ..importing import import_extra
+from ..saying import one_line
 from .keys import RedisKeys
 from .script import Script
 
@@ -78,7 +79,7 @@ def translated(exc: BaseException) -> Unavailable:
     word = _CLASSED.get(type(exc).__name__) or str(exc).split(" ", 1)[0]
     state = SERVER_STATES.get(word) if isinstance(exc, e.ResponseError) else None
     if state is not None:
-        return Unavailable(f"redis unavailable: {state[0]} ({exc})", hint=state[1])
+        return Unavailable(f"redis unavailable: {state[0]} ({one_line(exc)})", hint=state[1])
     if isinstance(exc, e.ResponseError) and "DB index is out of range" in str(exc):
         return Unavailable(
             "redis unavailable: the server has no database of the number in"
@@ -89,7 +90,7 @@ def translated(exc: BaseException) -> Unavailable:
     kinds: tuple[type[BaseException], ...] = (e.ConnectionError, e.TimeoutError, e.ClusterError)
     kinds += (e.TryAgainError, e.RedisClusterException)
     if isinstance(exc, kinds) and not isinstance(exc, e.AskError):
-        return Unavailable(f"redis unavailable: {exc}")
+        return Unavailable(f"redis unavailable: {one_line(exc)}")
     raise exc
 
 

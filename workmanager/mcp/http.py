@@ -56,8 +56,9 @@ class BearerGate:
         presented = token.strip() if scheme.lower() == "bearer" else None
         try:
             principal = await anyio.to_thread.run_sync(self.tokens.authenticate, presented)
-        except WorkManagerError as exc:
-            await send_error(send, exc, [(b"www-authenticate", b"Bearer")])
+        except WorkManagerError as exc:  # a 401 names the scheme; a 503 says when to retry
+            challenge = [(b"www-authenticate", b"Bearer")] if exc.http_status == 401 else []
+            await send_error(send, exc, challenge)
             return
         named = [value for name, value in raw if name == SESSION_HEADER]
         if self.sse:
@@ -73,7 +74,7 @@ class BearerGate:
             return
         if session is None:  # a request that may open one
             if (full := self._full(principal.name)) is not None:
-                await send_error(send, full, [(b"retry-after", str(full.retry_after).encode())])
+                await send_error(send, full, [])
                 return
         elif owner is not None and owner[1] != math.inf:  # in use: not idle while it runs
             self.busy[session] += 1

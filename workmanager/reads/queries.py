@@ -12,6 +12,7 @@ from ..errors import InvalidQuery, NotFound, ValidationFailed
 from ..services.context import ServiceContext
 from ..services.parts import REJECTED, VALIDATED, required_and_missing
 from ..services.views import event_dict, iso, item_dict, order_dict, part_dict
+from ..types import as_id
 from .expiry import with_live_expiry
 
 #: What ``GET /items/{id}/parts?status=`` may name.
@@ -22,8 +23,9 @@ class Queries:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
 
-    def order(self, order_id: uuid.UUID, events: int = 20) -> dict[str, Any]:
+    def order(self, order_id: uuid.UUID | str, events: int = 20) -> dict[str, Any]:
         """The order, its items and its latest ``events`` events (newest first)."""
+        order_id = as_id(order_id, "order")
         with self.ctx.db.transaction() as s:
             order = s.get(Order, order_id)
             if order is None:
@@ -45,12 +47,14 @@ class Queries:
         with_live_expiry(self.ctx, view["items"])  # held leases: the lock's expiry
         return view
 
-    def order_state(self, order_id: uuid.UUID) -> str:
+    def order_state(self, order_id: uuid.UUID | str) -> str:
         """Just the order's state (cheap: no items, no events)."""
+        order_id = as_id(order_id, "order")
         return self._order_column(order_id, Order.state)
 
-    def order_type(self, order_id: uuid.UUID) -> str:
+    def order_type(self, order_id: uuid.UUID | str) -> str:
         """Just the order's type (cheap: no items, no events)."""
+        order_id = as_id(order_id, "order")
         return self._order_column(order_id, Order.type)
 
     def _order_column(self, order_id: uuid.UUID, column: Any) -> str:
@@ -60,7 +64,8 @@ class Queries:
             raise NotFound(f"order {order_id} not found", details={"order_id": str(order_id)})
         return str(found)
 
-    def item(self, item_id: uuid.UUID) -> dict[str, Any]:
+    def item(self, item_id: uuid.UUID | str) -> dict[str, Any]:
+        item_id = as_id(item_id, "item")
         with self.ctx.db.transaction() as s:
             item = s.get(Item, item_id)
             if item is None:
@@ -68,9 +73,10 @@ class Queries:
             view = item_dict(item)
         return with_live_expiry(self.ctx, [view])[0]  # a held lease: the lock's expiry
 
-    def events(self, order_id: uuid.UUID, newest: int | None = None) -> list[dict[str, Any]]:
+    def events(self, order_id: uuid.UUID | str, newest: int | None = None) -> list[dict[str, Any]]:
         """The events of an order, oldest first: every one, or its ``newest`` (the
         console's order page)."""
+        order_id = as_id(order_id, "order")
         with self.ctx.db.transaction() as s:
             if s.get(Order, order_id) is None:
                 raise NotFound(f"order {order_id} not found", details={"order_id": str(order_id)})
@@ -80,8 +86,9 @@ class Queries:
             rows = s.scalars(of_order.order_by(Event.id.desc()).limit(newest))
             return [event_dict(e) for e in rows][::-1]
 
-    def order_logs(self, order_id: uuid.UUID, limit: int = 100) -> list[dict[str, Any]]:
+    def order_logs(self, order_id: uuid.UUID | str, limit: int = 100) -> list[dict[str, Any]]:
         """An order's events, item events included, newest first."""
+        order_id = as_id(order_id, "order")
         if not 1 <= limit <= 100:
             raise InvalidQuery("limit must be between 1 and 100", details={"limit": limit})
         with self.ctx.db.transaction() as s:
@@ -95,8 +102,9 @@ class Queries:
             )
             return [event_dict(e) for e in rows]
 
-    def item_logs(self, item_id: uuid.UUID, limit: int = 100) -> list[dict[str, Any]]:
+    def item_logs(self, item_id: uuid.UUID | str, limit: int = 100) -> list[dict[str, Any]]:
         """The item's events and its order's order-level events, newest first."""
+        item_id = as_id(item_id, "item")
         if not 1 <= limit <= 100:
             raise InvalidQuery("limit must be between 1 and 100", details={"limit": limit})
         with self.ctx.db.transaction() as s:
@@ -114,10 +122,11 @@ class Queries:
             )
             return [event_dict(e) for e in rows]
 
-    def evidence(self, order_id: uuid.UUID) -> list[dict[str, Any]]:
+    def evidence(self, order_id: uuid.UUID | str) -> list[dict[str, Any]]:
         """What an order's agents sent as evidence, oldest first: each whole submission
         (from its ``submitted`` event) and each part that carried some, as ``{item_id,
         source ("result" or "part <key>[#seq]"), evidence, notes, agent_id, at}``."""
+        order_id = as_id(order_id, "order")
         with self.ctx.db.transaction() as s:
             events = s.scalars(
                 select(Event)

@@ -25,7 +25,7 @@ from ..reads.expiry import with_live_expiry
 from ..reads.leases import LeaseSelector
 from ..reads.queries import Queries
 from ..states import HELD_ITEM_STATES, ItemState, OrderState
-from ..types import JSON, Actor
+from ..types import JSON, Actor, as_id
 from .context import ServiceContext
 from .lease_admin import LeaseAdmin
 from .orders import OrderService
@@ -43,14 +43,14 @@ class OrderAdmin:
         self.ctx = ctx
         self.orders = orders
 
-    def requeue(self, order_id: uuid.UUID, actor: Actor) -> dict[str, Any]:
+    def requeue(self, order_id: uuid.UUID | str, actor: Actor) -> dict[str, Any]:
         """Put an order's open work back in the queue, leasable now.
 
         A ``rejected`` order is reworked: its rejected items go back to ``queued`` with their
         results cleared, and the order to ``queued``. A ``queued`` or ``in_progress`` order
         has its held leases released (their attempt given back) and any retry backoff on
-        its queued items cleared. Other states are refused (``retry`` takes failed orders).
-        """
+        its queued items cleared. Other states are refused (``retry`` takes failed orders)."""
+        order_id = as_id(order_id, "order")
         state = Queries(self.ctx).order_state(order_id)
         if state not in REQUEUEABLE:
             raise _not_requeueable(order_id, state)
@@ -263,12 +263,12 @@ class ItemAdmin:
             rows = [item_dict(i) for i in s.scalars(stmt)]
         return with_live_expiry(self.ctx, rows)  # held leases: the lock's expiry
 
-    def retry(self, item_id: uuid.UUID, actor: Actor) -> dict[str, Any]:
+    def retry(self, item_id: uuid.UUID | str, actor: Actor) -> dict[str, Any]:
         """A failed item back to ``queued`` (error, attempts and backoff cleared); a failed
-        order it belongs to goes back to ``queued`` with it (and on to ``in_progress``
-        when another of its items is still held). Refused while the order has
-        other failed items: that order could never be submitted, and ``orders retry``
-        takes them all."""
+        order it belongs to goes back to ``queued`` with it (and on to ``in_progress`` when
+        another of its items is still held). Refused while the order has other failed
+        items: that order could never be submitted, and ``orders retry`` takes them all."""
+        item_id = as_id(item_id, "item")
         item = self.store.retry_item(item_id, retryable, actor)
         self.ctx.dispatcher.items_available(item["order_type"], [item_id])
         return item

@@ -61,7 +61,7 @@ from ..jsonvalues import failure_text, json_value
 from ..patience import Patience
 from ..settings import Settings
 from ..states import OrderState
-from ..types import Actor, OrderView
+from ..types import Actor, OrderView, as_id
 from .context import ServiceContext
 from .transitions import doubled
 from .views import order_dict
@@ -221,13 +221,14 @@ class ApplyService:
         self.in_step = deployment.InStep(ctx.db, ctx.settings)
 
     @tracing.traced("workmanager.apply", tracing.order_call)
-    def apply(self, order_id: uuid.UUID, actor: Actor | None = None) -> ApplyOutcome:
+    def apply(self, order_id: uuid.UUID | str, actor: Actor | None = None) -> ApplyOutcome:
         """Apply an approved order. Raises :class:`ApplyFailed` when the type's apply raised;
         the failure is recorded, and the order is ``failed`` once retries are spent.
 
         Both steps are the order store's (``start_apply``, ``record_apply``); the outcome
         of a step that found the order elsewhere is named from its row by
         :func:`_not_started` and :func:`_not_recorded`."""
+        order_id = as_id(order_id, "order")
         actor = actor or Actor.system()
         self.in_step()  # the claim is judged by this process's clock: two runs at once
         claim = new_claim()

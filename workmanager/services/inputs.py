@@ -9,11 +9,12 @@ import uuid
 from typing import Any
 
 from ..durations import MAX_WAIT_SECONDS
-from ..errors import InvalidAgentMetadata, InvalidQuery, NotFound, ValidationFailed, problem
+from ..errors import InvalidAgentMetadata, InvalidQuery, ValidationFailed, problem
 from ..jsonvalues import MAX_JSON_DEPTH_CEILING, json_fields
 from ..lease_tokens import Holder
 from ..leases.base import CheckoutQuery
-from ..types import NAME_MAX, AgentInfo, Lease, agent_id_problem, is_name
+from ..semver import is_semver
+from ..types import NAME_MAX, AgentInfo, Lease, agent_id_problem, as_id, is_name
 
 
 def require(condition: bool, path: str, message: str, validator: str = "type") -> None:
@@ -40,26 +41,68 @@ def presented_item(value: str | None) -> uuid.UUID | None:
 
 
 def agent_of(agent: AgentInfo | str | None, lease: Lease | None = None) -> AgentInfo:
-    """The acting agent, its id checked as HTTP and MCP check theirs (a Python caller's
+    """The acting agent, checked as HTTP and MCP check theirs (a Python caller's
     ``"a\x00b"`` or 200-character id was stored by SQLite and refused by PostgreSQL's
-    driver; a lone surrogate was a raw ``UnicodeEncodeError``)."""
+    driver; a lone surrogate was a raw ``UnicodeEncodeError``; a version ``"abc"`` was
+    stored)."""
     if isinstance(agent, AgentInfo):
-        _check_agent_id(agent.id)
+        check_agent_metadata(agent.id, agent)
         return agent
     if agent is not None and agent != "":
-        _check_agent_id(agent)
+        check_agent_metadata(agent, None)
         return AgentInfo(id=agent)
     if lease is not None and lease.agent_id:  # no agent named: the lease's holder acts
         return lease.agent
     raise ValidationFailed.at("agent_id", "an agent id is required", "required")
 
 
-def _check_agent_id(value: Any) -> None:
-    why = agent_id_problem(value)
+#: (attribute, field named in the error, most characters): what the caller says about
+#: itself, each 1 to the size of its provenance column.
+_NAMED = (
+    ("name", "name", NAME_MAX),
+    ("model_name", "model_name", NAME_MAX),
+    ("runtime", "runtime", NAME_MAX),
+    ("request_id", "request_id", NAME_MAX),
+    ("version", "agent_version", 64),
+)
+#: The client's address (the connection's, or a trusted proxy's ``X-Forwarded-For``).
+_MAX_ADDRESS = 64
+_NO_NUL = ("name", "model_name", "runtime", "request_id", "user_agent")
+
+
+def check_agent_metadata(agent_id: Any, meta: Any) -> None:
+    """The one rule for what an agent says about itself, on every surface: its id
+    (:func:`~workmanager.types.agent_id_problem`), a semantic version, and every field
+    the provenance row stores fitting its column on every database (``meta``: an
+    :class:`AgentInfo` or the adapters' metadata; ``None``: the id alone). A value that
+    does not is refused here (``invalid_agent_metadata``) with its field named, never
+    by the driver."""
+    errors = []
+    why = None if agent_id is None else agent_id_problem(agent_id)
     if why is not None:
-        raise InvalidAgentMetadata(
-            "invalid agent metadata", details=[{"field": "agent_id", "message": why}]
-        )
+        errors.append({"field": "agent_id", "message": why})
+    if meta is not None:
+        errors += _metadata_problems(meta)
+    if errors:
+        raise InvalidAgentMetadata("invalid agent metadata", details=errors)
+
+
+def _metadata_problems(meta: Any) -> list[dict[str, str]]:
+    errors = []
+    if meta.version is not None and not is_semver(meta.version):
+        errors.append({"field": "agent_version", "message": "must be a semantic version"})
+    for name, named, most in _NAMED:
+        value = getattr(meta, name)
+        if value is not None and (not value.strip() or len(value) > most):
+            errors.append({"field": named, "message": f"1 to {most} characters"})
+    if meta.ip_address is not None and len(meta.ip_address) > _MAX_ADDRESS:
+        why = f"longer than {_MAX_ADDRESS} characters: is X-Forwarded-For an address?"
+        errors.append({"field": "ip_address", "message": why})
+    for name in _NO_NUL:
+        value = getattr(meta, name)
+        if value is not None and "\x00" in value:
+            errors.append({"field": name, "message": "must not contain NUL characters"})
+    return errors
 
 
 def lease_caller(agent: AgentInfo | str | None, lease: Any) -> AgentInfo:
@@ -108,14 +151,7 @@ _GLOBAL = CheckoutQuery()
 
 
 def _uuid(value: Any, kind: str) -> uuid.UUID | None:
-    if value is None or isinstance(value, uuid.UUID):
-        return value
-    if isinstance(value, str):
-        try:
-            return uuid.UUID(value)
-        except ValueError:
-            pass
-    raise NotFound(f"{kind} {value!r} not found", details={f"{kind}_id": str(value)})
+    return None if value is None else as_id(value, kind)
 
 
 def as_presented(lease: Lease, agent: AgentInfo) -> Holder:

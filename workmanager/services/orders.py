@@ -27,7 +27,7 @@ from ..order_types import OrderType
 from ..registry import untold
 from ..state_machine import check_order
 from ..states import ItemState, OrderState
-from ..types import JSON, Actor, AgentInfo, OrderView
+from ..types import JSON, Actor, AgentInfo, OrderView, as_id
 from .context import ServiceContext
 from .idempotency import IdempotencyService
 from .inputs import reject_errors
@@ -214,10 +214,11 @@ class OrderService:
     # --- approve ----------------------------------------------------------------------
     @tracing.traced("workmanager.approve", tracing.order_call)
     def approve(
-        self, order_id: uuid.UUID, actor: Actor, agent: AgentInfo | None = None
+        self, order_id: uuid.UUID | str, actor: Actor, agent: AgentInfo | None = None
     ) -> dict[str, Any]:
         """``submitted → approved`` (the store's ``approve``, :meth:`_ready` deciding from
         the locked order); then the apply is dispatched."""
+        order_id = as_id(order_id, "order")
         row = self.store.approve(order_id, self._plain_types(), self._ready, actor, agent)
         assert row is not None, "_ready approves or raises"
         order = order_dict(row)
@@ -335,7 +336,7 @@ class OrderService:
     @tracing.traced("workmanager.reject", tracing.order_call)
     def reject(
         self,
-        order_id: uuid.UUID,
+        order_id: uuid.UUID | str,
         errors: list[JSON],
         actor: Actor,
         allow_rework: bool = False,
@@ -344,18 +345,18 @@ class OrderService:
         """``submitted → rejected`` (items and parts too); with rework, back to ``queued``."""
         errors = reject_errors(errors)
         json_value(errors, "errors", self.ctx.settings.max_json_depth)
-        change = self.store.reject(order_id, errors, actor, allow_rework, agent)
+        change = self.store.reject(as_id(order_id, "order"), errors, actor, allow_rework, agent)
         order = order_dict(refused(change, OrderState.REJECTED))
         self.ctx.metrics.increment("orders_rejected_total", type=order["type"])
         if change.items:
             self.ctx.dispatcher.items_available(order["type"], list(change.items))
         return order
 
-    def retry(self, order_id: uuid.UUID, actor: Actor) -> dict[str, Any]:
+    def retry(self, order_id: uuid.UUID | str, actor: Actor) -> dict[str, Any]:
         """A failed order goes back to work: its failed items to ``queued`` (error cleared).
         An order that failed in apply, with every item submitted, goes back to ``submitted``
         (:func:`retry_target` decides, from the locked order)."""
-        change = self.store.retry(order_id, retry_target, actor)
+        change = self.store.retry(order_id := as_id(order_id, "order"), retry_target, actor)
         order = order_dict(change.order)
         if change.items:
             self.ctx.dispatcher.items_available(order["type"], list(change.items))
@@ -365,8 +366,7 @@ class OrderService:
 
 
 def refused(change: OrderChange, to_state: str) -> OrderRow:
-    """The order an admin change wrote; when its guard matched nothing, the error named
-    from the order as it is (the same for both stores)."""
+    """The order an admin change wrote, or the error named from the order as it is."""
     if change.done:
         return change.order
     check_order(change.order.state, to_state)  # raises: the state does not allow it

@@ -131,10 +131,12 @@ class TokenService:
         a token it could not show (its error raised) is not stored, never lost unseen."""
         why = agent_id_problem(name)  # a token's name is its agent id when none is given
         if why is not None:
-            raise ValidationFailed.at("name", why, "pattern")
+            said = f"the token's name: {why} (it is the agent id of an unbound token)"
+            raise ValidationFailed.at("name", why, "pattern", said)
         why = None if agent_id is None else agent_id_problem(agent_id)
         if why is not None:  # an empty one would make an unbound token, not a bound one
-            raise ValidationFailed.at("agent_id", f"a non-empty id: {why}", "type")
+            said = f"the agent id to bind the token to: {why}"
+            raise ValidationFailed.at("agent_id", f"a non-empty id: {why}", "type", said)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         row = ApiToken(
             name=name,

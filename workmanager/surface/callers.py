@@ -4,7 +4,8 @@ HTTP headers and MCP arguments both end up here, so the rules are the same every
 a token bound to an agent acts as that agent (naming another is 403); otherwise the
 ``X-Agent-ID`` the caller names, else the token's name. An agent id that some token is
 bound to can only be named through that token: ``TokenService.authenticate`` refuses any
-other token naming it (403), before the request does anything. Versions must be semver.
+other token naming it (403), before the request does anything. What the caller says
+about itself is checked as a Python caller's is (``services.inputs.check_agent_metadata``).
 """
 
 from __future__ import annotations
@@ -14,23 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..db.request_store import LeaseRow
-from ..errors import Forbidden, InvalidAgentMetadata
-from ..semver import is_semver
+from ..errors import Forbidden
+from ..services.inputs import check_agent_metadata
 from ..services.tokens import Principal
-from ..types import JSON, NAME_MAX, AgentInfo, agent_id_problem
-
-_MAX_FIELD = NAME_MAX
-#: (attribute, field named in the error, most characters): what the caller names about
-#: itself, each 1 to the size of its provenance column.
-_NAMED = (
-    ("name", "name", _MAX_FIELD),
-    ("model_name", "model_name", _MAX_FIELD),
-    ("runtime", "runtime", _MAX_FIELD),
-    ("request_id", "request_id", _MAX_FIELD),
-    ("version", "agent_version", 64),
-)
-#: The client's address (the connection's, or a trusted proxy's ``X-Forwarded-For``).
-_MAX_ADDRESS = 64
+from ..types import JSON, AgentInfo
 
 
 @dataclass(frozen=True)
@@ -81,30 +69,6 @@ def resolve_agent_id(principal: Principal, named: str | None) -> str:
     return named or principal.name
 
 
-def check_metadata(meta: AgentMetadata) -> None:
-    """Every field the provenance row stores fits its column, on every database: a value
-    that does not is refused here, with its field named, never by the driver."""
-    errors = []
-    why = None if meta.agent_id is None else agent_id_problem(meta.agent_id)
-    if why is not None:  # the one rule for agent ids (types.agent_id_problem)
-        errors.append({"field": "agent_id", "message": why})
-    if meta.version is not None and not is_semver(meta.version):
-        errors.append({"field": "agent_version", "message": "must be a semantic version"})
-    for name, named, most in _NAMED:
-        value = getattr(meta, name)
-        if value is not None and (not value.strip() or len(value) > most):
-            errors.append({"field": named, "message": f"1 to {most} characters"})
-    if meta.ip_address is not None and len(meta.ip_address) > _MAX_ADDRESS:
-        why = f"longer than {_MAX_ADDRESS} characters: is X-Forwarded-For an address?"
-        errors.append({"field": "ip_address", "message": why})
-    for name in ("name", "model_name", "runtime", "request_id", "user_agent"):
-        value = getattr(meta, name)
-        if value is not None and "\x00" in value:
-            errors.append({"field": name, "message": "must not contain NUL characters"})
-    if errors:
-        raise InvalidAgentMetadata("invalid agent metadata", details=errors)
-
-
 def build_caller(
     principal: Principal,
     meta: AgentMetadata,
@@ -113,7 +77,7 @@ def build_caller(
 ) -> Caller:
     """Check the metadata and build the :class:`AgentInfo` recorded in provenance
     (``read``: the presented lease's row, read with the token)."""
-    check_metadata(meta)
+    check_agent_metadata(meta.agent_id, meta)  # the one rule (services/inputs.py)
     agent = AgentInfo(
         id=resolve_agent_id(principal, meta.agent_id),
         name=meta.name,

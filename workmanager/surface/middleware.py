@@ -20,7 +20,15 @@ from urllib.parse import unquote_plus
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import MalformedJSON, NotFound, PayloadTooLarge, RequestTimeout, WorkManagerError
+from ..errors import (
+    MalformedJSON,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    RequestTimeout,
+    Unavailable,
+    WorkManagerError,
+)
 from ..jsonvalues import loads, raw_depth, too_deep
 from .callers import new_request_id
 
@@ -32,8 +40,25 @@ def error_body(error: WorkManagerError) -> bytes:
     return json.dumps({"error": error.to_dict()}).encode()
 
 
+#: What a 503 asks a client to wait before trying again, in seconds.
+RETRY_AFTER_SECONDS = 5
+
+
+def retry_after(error: WorkManagerError) -> int | None:
+    """The ``Retry-After`` an error's answer carries, on every HTTP surface: a 503's (the
+    database, Redis or the broker away), a 429's (its wait); none for the others."""
+    if isinstance(error, Unavailable):
+        return RETRY_AFTER_SECONDS
+    if isinstance(error, RateLimited):
+        return error.retry_after
+    return None
+
+
 async def send_error(send: Send, error: WorkManagerError, headers: list[Any]) -> None:
     body = error_body(error)
+    wait = retry_after(error)
+    if wait is not None:
+        headers = [*headers, (b"retry-after", str(wait).encode())]
     await send(
         {
             "type": "http.response.start",

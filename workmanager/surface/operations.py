@@ -31,7 +31,7 @@ from ..services.tokens import (
     require_order,
 )
 from ..states import OrderState
-from ..types import JSON, Actor, Lease
+from ..types import JSON, Actor, Lease, as_id
 from .callers import Caller
 from .no_items import sees_types, unknown_type
 from .shapes import finalize_answer, heartbeat_dict, lease_dict, part_answer, submit_answer
@@ -41,16 +41,6 @@ Answer = tuple[int, dict[str, Any]]
 SETTLED = frozenset({OrderState.APPLIED, OrderState.COMPLETED, OrderState.FAILED})
 #: Set when ``workmanager serve`` begins to stop: waiting approvals answer 202 at once.
 STOPPING = threading.Event()
-
-
-def parse_id(value: str | uuid.UUID, kind: str) -> uuid.UUID:
-    """A path id; anything that is not a UUID cannot name a row, so it is a 404."""
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise NotFound(f"{kind} {value!r} not found", details={f"{kind}_id": str(value)}) from None
 
 
 def parse_token(value: str | int | None) -> str:
@@ -138,13 +128,13 @@ class Operations:
     def order_id(self, caller: Caller, order_id: str | uuid.UUID) -> uuid.UUID:
         """A path's order id, parsed, and (for a token bound to a tenant) in its tenant:
         another tenant's order is a 404, as an unknown one."""
-        oid = parse_id(order_id, "order")
+        oid = as_id(order_id, "order")
         require_order(self.wm.db, oid, caller.principal.tenant_id)
         return oid
 
     def item_id(self, caller: Caller, item_id: str | uuid.UUID) -> uuid.UUID:
         """:meth:`order_id` for an item."""
-        iid = parse_id(item_id, "item")
+        iid = as_id(item_id, "item")
         require_item(self.wm.db, iid, caller.principal.tenant_id)
         return iid
 
@@ -263,7 +253,7 @@ class Operations:
         send none), the caller's current lease: the row's fence and secret hash if the
         caller is its holder, else a holder that every check refuses (409). The one place
         this rule lives."""
-        iid = parse_id(item_id, "item")
+        iid = as_id(item_id, "item")
         settings = self.wm.settings
         without = (token is None or token == "") and not settings.lease_token_required
         presented = "" if without else parse_token(token)

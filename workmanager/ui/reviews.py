@@ -13,7 +13,8 @@ from fastapi.responses import HTMLResponse, Response
 from ..errors import IllegalStateTransition, InvalidQuery
 from ..services.orders import REVIEWER_REJECTION
 from ..surface.callers import Caller
-from ..surface.operations import Answer, Operations, parse_id
+from ..surface.operations import Answer, Operations
+from ..types import as_id
 from .pages import (
     PENDING,
     Signed,
@@ -57,7 +58,7 @@ def order(request: Request, order_id: str, sess: Signed) -> HTMLResponse:
     caller = caller_of(request, sess)
     _, body = c.api.ops.get_order(caller, order_id)
     view = body["order"]
-    oid = parse_id(order_id, "order")
+    oid = as_id(order_id, "order")
     shown, pager = _items_page(view["items"], request.query_params.get("items_page"))
     ids = [uuid.UUID(item["id"]) for item in shown]
     parts = {

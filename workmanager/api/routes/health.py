@@ -11,8 +11,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from ... import readiness
 from ...errors import NotFound, WorkManagerError
 from ...metrics.prometheus import PrometheusDriver
+from ...surface.middleware import RETRY_AFTER_SECONDS
 from ..deps import bearer, principal, state
-from ..errors import RETRY_AFTER_SECONDS
 from ..responses import Health, Readiness, declare
 
 router = APIRouter(tags=["health"])

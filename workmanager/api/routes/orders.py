@@ -7,7 +7,8 @@ from fastapi.responses import JSONResponse
 
 from ...durations import MAX_WAIT_SECONDS
 from ...surface.middleware import blank_names
-from ...surface.operations import CheckoutFilters, parse_id
+from ...surface.operations import CheckoutFilters
+from ...types import as_id
 from .. import idempotent
 from .. import responses as R
 from ..deps import ApproveAuth, CheckoutAuth, ProposeAuth, RejectAuth, ViewAuth, state
@@ -74,7 +75,7 @@ def checkout_order(request: Request, auth: CheckoutAuth, order_id: str) -> JSONR
     with auth.checkout_caller() as caller:
         # the key's target is the order's id as a UUID: ``global``, the global checkout's
         # own target, is no order (404), and never the global checkout's key
-        target = str(parse_id(order_id, "order"))
+        target = str(as_id(order_id, "order"))
         return idempotent.run(
             request,
             caller,
