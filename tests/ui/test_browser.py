@@ -356,3 +356,66 @@ def test_the_dashboard_says_when_it_stops_refreshing(console: Console) -> None:
     console.stack.kill("api")
     console.wait(lambda: console.has("refresh-notice"), "the stale notice", 15)
     assert "the server does not answer" in console.text("refresh-notice")
+
+
+def test_the_console_works_for_the_keyboard_a_screen_reader_and_a_narrow_screen(
+    console: Console,
+) -> None:
+    """An accessibility pass: the dashboard's refresh threw the keyboard's place back to
+    the top of the page every 5 s, with no way to pause it; the lease's "Extend" field,
+    the reject reason and the filters had no label (a placeholder, or a loose "s"); at
+    320 px wide the header's Sign out and the reject form's button were off screen."""
+    from selenium.webdriver.common.by import By
+
+    wm = console.wm
+    waiting = wm.propose("ui.plain", {})
+    lease = wm.agent.checkout("agent-k", order_id=waiting)
+    assert lease is not None
+    wm.agent.submit(lease, {"answer": "x" * 400})  # one long line: it must not widen the page
+    held = wm.propose("ui.plain", {})
+    holding = wm.agent.checkout("agent-k", order_id=held)
+    assert holding is not None
+    console.sign_in(console.token("a11y", "view,approve,reject,admin"), "/ui/dashboard")
+    driver = console.driver
+
+    def named(element_id: str) -> str:
+        found = driver.find_elements(By.CSS_SELECTOR, f"label[for='{element_id}']")
+        return str(found[0].get_attribute("textContent")).strip() if found else ""
+
+    # the refresh keeps the keyboard inside the panel, and can be paused
+    driver.execute_script(
+        "const a = document.createElement('a'); a.href = '#probe'; a.id = 'probe';"
+        " a.textContent = 'probe'; document.getElementById('dashboard').prepend(a); a.focus();"
+    )
+    before = console.text("board-now")
+    console.wait(lambda: console.text("board-now") != before, "a refresh", 15)
+    assert driver.execute_script("return document.activeElement.id") == "dashboard"
+    pause = driver.find_element(By.ID, "refresh-pause")
+    pause.click()
+    assert pause.get_attribute("aria-pressed") == "true"
+    assert pause.text == "Resume refreshing"
+
+    # every field has a name a screen reader reads
+    console.open(f"/ui/items/{holding.item_id}")
+    assert "seconds" in named("extend-seconds")
+    console.open(f"/ui/orders/{waiting}")
+    assert "rejected" in named("reason")
+    console.open("/ui/orders")
+    for field in ("f-filter-state", "f-filter-type", "f-sort"):
+        assert named(field), field
+
+    # 320 px wide: the controls stay on the screen, the page does not scroll sideways
+    driver.set_window_size(320 + 16, 900)  # the window's frame: a viewport about 320 wide
+    try:
+        console.open(f"/ui/orders/{waiting}")
+        width = int(driver.execute_script("return document.documentElement.clientWidth"))
+        page = int(driver.execute_script("return document.documentElement.scrollWidth"))
+        assert page <= width + 1, (page, width)
+        for selector in ("#reject", "#approve", ".signout button", ".top nav a:last-child"):
+            right = driver.execute_script(
+                "return document.querySelector(arguments[0]).getBoundingClientRect().right",
+                selector,
+            )
+            assert right <= width + 1, (selector, right, width)
+    finally:
+        driver.set_window_size(1360, 1000)

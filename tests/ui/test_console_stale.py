@@ -43,6 +43,8 @@ def test_a_review_form_from_before_a_resubmission_does_nothing(
     answer = b.post(f"/ui/orders/{order_id}/{action}", data=data)
     assert answer.status_code == 409, answer.text[:500]
     assert "changed since the page was drawn" in answer.text
+    # a way back to the page the form came from (an accessibility pass: only the queue)
+    assert f'<a href="/ui/orders/{order_id}" id="error-back">' in answer.text
     assert wm.queries.order_state(order_id) == "submitted"
     fresh = b.get(f"/ui/orders/{order_id}").text  # the page as it is now acts
     data = {k: field(fresh, k, form) for k in ("csrf", "key", "seen")}

@@ -136,14 +136,25 @@ def error_page(request: Request, error: WorkManagerError) -> Response:
         target = urlencode({"next": local_target(str(request.url.path) + _query(request))})
         return RedirectResponse(f"{PREFIX}/login?{target}", 303)
     c = console(request)
+    back = _page_of(str(request.url.path)) if request.method == "POST" else None
     response = c.templates.TemplateResponse(
         request,
         "error.html",
-        {"error": error, "session": None, "can": lambda scope: False},
+        {"error": error, "session": None, "can": lambda scope: False, "back": back},
         status_code=error.http_status,
     )
     response.headers.update(SECURITY_HEADERS)
     return response
+
+
+def _page_of(path: str) -> str | None:
+    """The order's or item's page a refused form was posted from (``/ui/orders/<id>/…``),
+    to go back to it from the error."""
+    found = _FORM_PAGE.match(path)
+    return found.group(1) if found else None
+
+
+_FORM_PAGE = re.compile(rf"^({re.escape(PREFIX)}/(?:orders|items)/[0-9a-fA-F-]{{36}})/[a-z]+$")
 
 
 def _query(request: Request) -> str:

@@ -1,7 +1,10 @@
 // The review console's one script (no framework, no build step; the pages work without it).
 // 1. An element with data-refresh="<url>" reloads its content from that URL every
 //    data-every seconds (the dashboard's panel): a same-origin GET with the session cookie;
-//    a refresh that fails says so above it (the session ended, the server not answering).
+//    a refresh that fails says so above it (the session ended, the server not answering),
+//    once, not at every try. A button before it pauses and resumes the refreshing, and a
+//    refresh keeps the keyboard's place: the link or control that had the focus has it
+//    again (a refresh took it away every few seconds, back to the top of the page).
 // 2. A form submits once: a second click while the first submission is on its way is
 //    ignored here (the server runs each form's action once anyway: its idempotency key).
 // 3. A page the browser restores from its back/forward cache (Back after an action, or
@@ -22,6 +25,8 @@
       el.parentNode.insertBefore(note, el);
     }
     if (text === null) { note.remove(); return; }
+    if (note.getAttribute("data-said") === text) { return; }  // said already: not again
+    note.setAttribute("data-said", text);
     note.textContent = text + " ";
     if (signIn) {
       var link = document.createElement("a");
@@ -30,10 +35,43 @@
       note.appendChild(link);
     }
   }
+  // Where the keyboard was inside el: its id, or a link's address, to find it again.
+  function place(el) {
+    var at = document.activeElement;
+    if (!at || at === el || !el.contains(at)) { return null; }
+    if (at.id) { return "#" + CSS.escape(at.id); }
+    var href = at.getAttribute("href");
+    return href ? at.tagName.toLowerCase() + '[href="' + CSS.escape(href) + '"]' : "";
+  }
+  function restore(el, where) {
+    if (where === null) { return; }
+    var found = where ? el.querySelector(where) : null;
+    if (!found) {  // gone with the refresh: the panel itself, not the top of the page
+      el.setAttribute("tabindex", "-1");
+      found = el;
+    }
+    found.focus({ preventScroll: true });
+  }
+  function pauser(el) {
+    var button = document.createElement("button");
+    button.type = "button";
+    button.id = "refresh-pause";
+    button.textContent = "Pause refreshing";
+    button.setAttribute("aria-pressed", "false");
+    button.addEventListener("click", function () {
+      var paused = el.getAttribute("data-paused") !== "1";
+      el.setAttribute("data-paused", paused ? "1" : "");
+      button.textContent = paused ? "Resume refreshing" : "Pause refreshing";
+      button.setAttribute("aria-pressed", paused ? "true" : "false");
+    });
+    el.parentNode.insertBefore(button, el);
+  }
   function refresh(el) {
     var every = (parseFloat(el.getAttribute("data-every")) || 5) * 1000;
     var since = new Date().toLocaleTimeString();
+    pauser(el);
     setInterval(function () {
+      if (el.getAttribute("data-paused") === "1") { return; }
       var stale = "Not updated since " + since + ": ";
       fetch(el.getAttribute("data-refresh"), { credentials: "same-origin" })
         .then(function (r) {
@@ -49,7 +87,9 @@
         })
         .then(function (html) {
           if (html === null) { return; }
+          var where = place(el);
           el.innerHTML = html;
+          restore(el, where);
           since = new Date().toLocaleTimeString();
           notice(el, null, false);
         })
