@@ -131,7 +131,7 @@ class OrderView:
 
 
 def as_id(value: Any, kind: str) -> uuid.UUID:
-    """An order's or item's id as the library, HTTP, MCP and the console take it: a UUID,
+    """An order's or item's id as the library, HTTP, MCP and the web console take it: a UUID,
     or its text (as every answer gives ids); anything else names no row, so it is not
     found (404 ``not_found``), on every surface and every database alike."""
     if isinstance(value, uuid.UUID):

@@ -290,6 +290,8 @@ def test_413_422_428(server: Server) -> None:
         "unknown_order_type",
     )
     assert "test.simple" in empty["message"], empty
+    long = {"type": "t" * 300, "payload": {}}
+    error(c.post(f"{PREFIX}/propose", json=long, headers=idem()), 422, "unknown_order_type")
     order = propose(c)
     item = checkout(c, order["id"])
     base = f"{PREFIX}/items/{item['id']}"

@@ -341,7 +341,8 @@ def test_an_items_error_is_the_work_wherever_it_is_copied(make_wm: Any, database
     order_id = wm.propose("test.simple", {})
     lease = wm.agent.checkout("erin", order_id=order_id)
     assert lease is not None
-    error = {"code": "unreachable", "message": "erin could not reach the site"}
+    # the code a reviewer's rejection has: the agent's error is still the work (a review)
+    error = {"code": "rejected", "message": "erin could not reach the site"}
     wm.agent.fail(lease, error, retryable=False)
     Forget(wm.ctx).forget(Subject("agent", "erin"), Actor.system())
     order = wm.queries.order(order_id)

@@ -827,6 +827,38 @@ def test_a_keyed_checkout_that_found_nothing_is_not_stored(wm: WorkManager) -> N
     assert not isinstance(again, Replay) and again[1]["item"]["order_id"] == order_id
 
 
+@pytest.mark.parametrize("how", ["fetch-synced", "bulk-by-key"])
+def test_a_keyed_write_with_no_rows_to_judge_by_is_still_counted(
+    wm: WorkManager, how: str
+) -> None:
+    """The review of the change above: an update the ORM syncs by fetching what it
+    changed, or a bulk update by key, hands back no rows to judge by; counted as no
+    write, the key stayed unmarked and a retry after a crash would run again. Only a
+    statement run with ``synchronize_session=False`` is judged by its rows."""
+    from sqlalchemy import update
+
+    from workmanager.db.claims import COMMITTED
+
+    order_id = uuid.UUID(wm.orders.propose("test.simple", {}).order["id"])
+    seen: list[str] = []
+
+    def write(c: Caller) -> Answer:
+        def tx(s: Any) -> None:
+            if how == "fetch-synced":
+                stmt = update(Order).where(Order.id == order_id).values(priority=5)
+                s.execute(stmt.execution_options(synchronize_session="fetch"))
+            else:
+                s.execute(update(Order), [{"id": order_id, "priority": 6}])
+
+        wm.db.run(tx)
+        with wm.db.transaction() as s:  # the key, as the transaction left it
+            seen.extend(s.scalars(select(IdempotencyKey.status)))
+        return 200, {"ok": True}
+
+    wm.idempotency.once(caller(), "propose", "-", f"w-{how}", {}, write)
+    assert seen == [COMMITTED]
+
+
 def test_a_checkout_whose_answer_cannot_be_stored_still_hands_over_its_lease(
     wm: WorkManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -61,9 +61,9 @@ class Body(BaseModel):
 
 
 class ProposeBody(Body):
-    #: an empty type is an unknown one (422 unknown_order_type, naming the known types), as
-    #: on every other surface
-    type: str = Field(max_length=191)
+    #: any text: one no type is named (empty, too long) is an unknown one (422
+    #: unknown_order_type, naming the known types), as on every other surface
+    type: str
     payload: dict[str, Any]
     meta: dict[str, Any] | None = None
     priority: int = Field(default=0, ge=LOWEST, le=HIGHEST)

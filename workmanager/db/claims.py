@@ -138,10 +138,14 @@ def _on_execute(state: ORMExecuteState) -> Any:
     """Note a write of the keyed operation. An update or delete that matched no row wrote
     nothing: counted as a write, a checkout that found no item (its grant an ``UPDATE …
     RETURNING`` of no row, on SQLite) marked its key and its 409 was stored and replayed
-    for the key's life, the item leasable meanwhile."""
+    for the key's life, the item leasable meanwhile. Only a single statement that leaves
+    its result as it is (``synchronize_session=False``, as every keyed statement runs) is
+    judged by what it touched; any other is counted as a write, as before (a bulk update
+    by key, or the ORM's fetch of what it changed, leave no rows to judge by)."""
     if not unmarked() or not (state.is_insert or state.is_update or state.is_delete):
         return None
-    if state.is_insert:
+    judged = state.execution_options.get("synchronize_session") is False
+    if state.is_insert or not judged or isinstance(state.parameters, list):
         _wrote(state.session)
         return None
     result = state.invoke_statement()

@@ -64,7 +64,7 @@ from ..db.models import (
 )
 from ..db.predicates import count_rows
 from ..errors import LeaseConflict, ValidationFailed, problem
-from ..states import ItemState
+from ..states import HELD_ITEM_STATES
 from ..types import Actor
 from .context import ServiceContext
 from .transitions import record_event
@@ -72,7 +72,7 @@ from .transitions import record_event
 SUBJECTS = ("agent", "user")
 #: The order id of events that concern no order.
 NO_ORDER = uuid.UUID(int=0)
-HELD = (ItemState.LEASED.value, ItemState.IN_PROGRESS.value)
+HELD = tuple(state.value for state in HELD_ITEM_STATES)
 #: Rows read and written back at a time (:meth:`_Eraser.rewrite`).
 BATCH = 500
 #: Provenance columns that describe the request, not the work: cleared.
@@ -305,7 +305,10 @@ class _Eraser:
         the agent's); a failed order's ``last_error`` is its item's error: the work."""
 
         def rejection(error: Any) -> Any:
+            # a failed order's error names its item (transitions.order_error), whatever
+            # code the agent gave it ("rejected" too); a rejection's does not
             rejected = isinstance(error, dict) and error.get("code") == "rejected"
+            rejected = rejected and "item_id" not in error
             return scrub(error, self.sid, self.alias) if rejected else error
 
         return self.rewrite(
