@@ -60,9 +60,18 @@ def set_wm(wm: WorkManager | None) -> None:
 log = logging.getLogger("workmanager.worker")
 
 
+def _ours(sender: Any) -> bool:
+    """The worker or beat starting is workmanager's (``celery -A tasks``, ``workmanager
+    agent``): these hooks are connected for every Celery app in the process, and a host's
+    own worker in a process that imported this module was refused for its own queues."""
+    from .app import app
+
+    return getattr(sender, "app", None) is app
+
+
 @worker_init.connect
 @beat_init.connect
-def _ready_to_work(**_: Any) -> None:
+def _ready_to_work(sender: Any = None, **_: Any) -> None:
     """``celery -A tasks worker|beat`` and ``workmanager agent``: refuse to start when no task
     could run, as ``workmanager serve`` does, rather than take messages off the queue and
     lose them. One line on stderr and exit 1 (``SystemExit``: Celery logs and ignores any
@@ -87,6 +96,8 @@ def _ready_to_work(**_: Any) -> None:
     any outage. A schema at the head is seen without Alembic (:func:`at_shipped_head`);
     only another answer loads it (:func:`~workmanager.db.migrate.require_head`, which
     decides), so a worker does not hold Alembic, Mako and their migration scripts."""
+    if not _ours(sender):
+        return
     try:
         wm = get_wm()
         deployment.one_process_only(wm.settings)
@@ -116,9 +127,11 @@ def _ready_to_work(**_: Any) -> None:
 
 
 @worker_init.connect
-def _say_without_types(**_: Any) -> None:
+def _say_without_types(sender: Any = None, **_: Any) -> None:
     """A worker with no order type (``WORK_MANAGER_ORDER_TYPES`` forgotten on its host)
     refuses every order it is sent: said once at start, where the operator looks."""
+    if not _ours(sender):
+        return
     try:
         wm = get_wm()
     except WorkManagerError:
@@ -143,7 +156,7 @@ def _refuse_unknown_queues(sender: Any = None, **_: Any) -> None:
     a renamed queue's step): a warning line, not a refusal."""
     queues = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
     selected = getattr(queues, "consume_from", None)
-    if not selected:
+    if not selected or not _ours(sender):
         return
     try:
         settings = get_wm().settings

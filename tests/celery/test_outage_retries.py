@@ -2,21 +2,19 @@
 (tasks/logs.py): during an outage every waiting task logged its retry, every time, for
 as long as the database or the broker was away.
 
-An in-process worker (``celery.contrib.testing.worker.start_worker``, what the
-``celery_worker`` fixture of Celery's pytest plugin runs; pytest-celery's own fixture of
-that name needs Docker) on a memory broker: the retries are Celery's own, logged by
-Celery's tracer."""
+Each attempt runs through Celery's own tracer (``celery.app.trace.build_tracer``, what a
+worker's pool runs for every task message): the retries, their ``task_retry`` signal and
+their log lines are Celery's. No worker is started, so no worker start-up hook and no
+logging set-up of a worker touches the test process."""
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
+import uuid
 from typing import Any
 
 from celery import Celery
 from celery.app import trace
-from celery.contrib.testing.worker import start_worker
 
 from tasks.logs import QuietOutageRetries
 from workmanager.errors import Unavailable
@@ -35,42 +33,34 @@ class _Lines(logging.Handler):
             self.said.append(record.getMessage())
 
 
-def _until(done: Callable[[], bool], seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not done():
-        assert time.monotonic() < deadline, "the worker did not run the retries in time"
-        time.sleep(0.02)
-
-
 def test_outage_retries_are_said_once_a_while_and_others_each_time() -> None:
-    celery_app = Celery("outage-retries", broker="memory://", backend="cache+memory://")
+    app = Celery("outage-retries", broker="memory://", backend="cache+memory://")
     (quiet,) = [f for f in trace.logger.filters if isinstance(f, QuietOutageRetries)]
     now = [1000.0]
     saved, quiet.throttle = quiet.throttle, Throttled(trace.logger, 30, clock=lambda: now[0])
-    runs = {"outage": 0, "other": 0}
 
-    @celery_app.task(bind=True, max_retries=5, default_retry_delay=0)
+    @app.task(bind=True, max_retries=10, default_retry_delay=0)
     def outage(self: Any) -> None:
-        runs["outage"] += 1
-        if runs["outage"] == 4:
-            now[0] += 30  # the window passed: the next retry is said, with the count
-        if runs["outage"] <= 5:
-            raise self.retry(exc=Unavailable("database down\nconnection refused"))
+        raise self.retry(exc=Unavailable("database down\nconnection refused"))
 
-    @celery_app.task(bind=True, max_retries=2, default_retry_delay=0)
+    @app.task(bind=True, max_retries=10, default_retry_delay=0)
     def other(self: Any) -> None:
-        runs["other"] += 1
-        if runs["other"] <= 2:
-            raise self.retry(exc=ValueError("not an outage"))
+        raise self.retry(exc=ValueError("not an outage"))
+
+    def attempt(task: Any, retries: int) -> None:
+        tracer, task_id = trace.build_tracer(task.name, task, app=app), str(uuid.uuid4())
+        tracer(task_id, (), {}, {"id": task_id, "retries": retries, "delivery_info": {}})
 
     lines, level = _Lines(), trace.logger.level
     trace.logger.addHandler(lines)
     trace.logger.setLevel(logging.INFO)
     try:
-        with start_worker(celery_app, pool="solo", perform_ping_check=False):
-            outage.delay()
-            other.delay()
-            _until(lambda: runs == {"outage": 6, "other": 3})
+        for n in range(5):
+            if n == 3:
+                now[0] += 30  # the window passed: the next retry is said, with the count
+            attempt(outage, n)
+        attempt(other, 0)
+        attempt(other, 1)
     finally:
         quiet.throttle = saved
         trace.logger.removeHandler(lines)

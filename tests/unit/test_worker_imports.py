@@ -36,6 +36,12 @@ NOT_IN_A_WORKER = (
     "workmanager.cli",
 )
 
+#: The start-up check, as the worker of the project app runs it (``worker_init``).
+READY = (
+    "from types import SimpleNamespace\nfrom tasks.app import app\n"
+    "from tasks.runtime import _ready_to_work\n_ready_to_work(sender=SimpleNamespace(app=app))\n"
+)
+
 
 def run_python(code: str, database_url: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORK_MANAGER_")}
@@ -71,7 +77,7 @@ def test_the_start_up_check_passes_a_schema_at_head_without_alembic(tmp_path: Pa
     db = Database(url)
     db.create_all()
     db.dispose()
-    code = "from tasks.runtime import _ready_to_work\n_ready_to_work()\n"
+    code = READY
     done = run_python(code + loaded(("alembic",)), url)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
@@ -83,7 +89,7 @@ def test_the_start_up_check_still_refuses_an_older_schema(tmp_path: Path) -> Non
     db = Database(url)
     migrate.upgrade(db, "0009")
     db.dispose()
-    done = run_python("from tasks.runtime import _ready_to_work\n_ready_to_work()\n", url)
+    done = run_python(READY, url)
     assert done.returncode == 1
     assert done.stderr.startswith("error [schema_outdated]: ")
     assert "run `workmanager db upgrade`" in done.stderr
@@ -94,7 +100,7 @@ def test_the_start_up_check_refuses_a_database_that_does_not_exist(tmp_path: Pat
     upgrade``) stops with one line and its hint instead of starting to spin on it; it
     creates no file."""
     url = f"sqlite:///{tmp_path}/var/wm.db"
-    done = run_python("from tasks.runtime import _ready_to_work\n_ready_to_work()\n", url)
+    done = run_python(READY, url)
     assert done.returncode == 1, done.stderr
     assert done.stderr.startswith(f"error [unavailable]: no database at {tmp_path}/var/wm.db\n")
     assert "hint: run `workmanager db upgrade`" in done.stderr
@@ -149,7 +155,7 @@ def test_the_start_up_check_refuses_settings_no_task_could_run_with(tmp_path: Pa
     db.dispose()
     (tmp_path / "raising_types.py").write_text("raise RuntimeError('the module broke')\n")
     start = f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"
-    start += "from tasks.runtime import _ready_to_work\n_ready_to_work()\n"
+    start += READY
     for modules, said in (
         ("no_such_types_module", "error [configuration_error]: WORK_MANAGER_ORDER_TYPES: cannot"),
         ("raising_types", "error [configuration_error]: WORK_MANAGER_ORDER_TYPES: importing"),
@@ -177,9 +183,29 @@ def test_the_start_up_check_refuses_what_it_does_not_know_rather_than_start(
         "import workmanager.deployment as d\n"
         "def boom(*a, **k): raise RuntimeError('something new')\n"
         "d.check = boom\n"
-        "from tasks.runtime import _ready_to_work\n_ready_to_work()\n"
-    )
+    ) + READY
     done = run_python(code, url)
     assert done.returncode == 1, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last == "error [internal_error]: the start-up check failed: RuntimeError: something new"
+
+
+def test_a_hosts_own_worker_is_not_checked_as_workmanagers(tmp_path: Path) -> None:
+    """The review of an in-process worker test: the start-up hooks are connected for
+    every Celery app in the process, and a host's own worker (its app, its ``celery``
+    queue) in a process that had imported ``tasks.runtime`` was refused ("-Q celery: no
+    workmanager task is sent to this queue", exit 1) and its settings checked as ours.
+    Only the project app's workers and beat are."""
+    url = f"sqlite:///{tmp_path}/nowhere/wm.db"  # no database: ours would be refused
+    code = (
+        "from types import SimpleNamespace\nfrom celery import Celery\n"
+        "import tasks.runtime as r\n"
+        "host = Celery('host', broker='memory://')\n"
+        "host.amqp.queues.select(['celery'])\n"
+        "for hook in (r._ready_to_work, r._say_without_types, r._refuse_unknown_queues):\n"
+        "    hook(sender=SimpleNamespace(app=host))\n"
+        "print('[]')\n"
+    )
+    done = run_python(code, url)
+    assert done.returncode == 0, done.stderr
+    assert "error [" not in done.stderr, done.stderr
