@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from workmanager.db.session import NO_EMBEDDED_DIRECTORY, display_url, sqlite_file
+from workmanager.db.session import NO_EMBEDDED_DIRECTORY, display_url, embedded_file
 from workmanager.errors import BrokerRefused, DatabaseMissing, Unavailable
 
 #: What the transports raise when the broker refuses the credentials or the virtual host
@@ -62,12 +62,6 @@ def refusal(broker_url: str, exc: BaseException) -> BrokerRefused:
         f"the broker at {shown} refused the credentials/vhost: {first_line(exc)}",
         details={"broker_url": shown},
     )
-
-
-def embedded_file(broker_url: str) -> str | None:
-    """The embedded broker's SQLite file (``sqla+sqlite:///…``); ``None`` for any other."""
-    bare = broker_url.removeprefix("sqla+")
-    return sqlite_file(bare) if bare != broker_url and bare.startswith("sqlite") else None
 
 
 def broker_unavailable(broker_url: str, exc: Exception) -> Unavailable:

@@ -63,3 +63,24 @@ def test_db_upgrade_leaves_a_database_newer_code_migrated(dirs: dict[str, Path])
     ) in done.stdout.splitlines()
     assert current(db) == "0999"
     db.dispose()
+
+
+def test_db_upgrade_makes_the_embedded_brokers_directory_too(tmp_path: Path) -> None:
+    """A review pass: with the database elsewhere (``WORK_MANAGER_DATABASE_URL``) and the
+    embedded broker (``./var/broker.db``), ``db upgrade`` made only the database's
+    directory, and every worker then refused to start with the hint "run `workmanager db
+    upgrade` first" — the step just run. It makes the broker's directory as well."""
+    import os
+    import subprocess
+
+    from tests.cli.test_mistakes import EXE
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORK_MANAGER_")}
+    env["WORK_MANAGER_DATABASE_URL"] = f"sqlite:///{tmp_path}/db/wm.db"
+    env["WORK_MANAGER_METRICS_DRIVER"] = "null"
+    done = subprocess.run(
+        [str(EXE), "db", "upgrade"], env=env, cwd=tmp_path, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "db" / "wm.db").is_file() and (tmp_path / "var").is_dir()

@@ -340,7 +340,9 @@ def test_a_view_token_sees_no_actions_and_forged_posts_change_nothing(console: C
 def test_the_dashboard_says_when_it_stops_refreshing(console: Console) -> None:
     """The dashboard refreshes every 5 s; when a refresh failed (the session ended, the
     server gone) it kept the old figures with no word, so a frozen board read as a
-    quiet queue. It says since when it is stale, and why."""
+    quiet queue. It says since when it is stale, and why; paused, it says so."""
+    from selenium.webdriver.common.by import By
+
     name = f"watcher-{uuid.uuid4().hex[:6]}"
     token, _ = TokenService(console.wm.ctx).create(name, "view")
     console.sign_in(token, "/ui/dashboard")
@@ -356,6 +358,8 @@ def test_the_dashboard_says_when_it_stops_refreshing(console: Console) -> None:
     console.stack.kill("api")
     console.wait(lambda: console.has("refresh-notice"), "the stale notice", 15)
     assert "the server does not answer" in console.text("refresh-notice")
+    console.driver.find_element(By.ID, "refresh-pause").click()  # no more "still trying"
+    assert console.text("refresh-notice").endswith("refreshing is paused.")
 
 
 def test_the_console_works_for_the_keyboard_a_screen_reader_and_a_narrow_screen(
@@ -394,6 +398,20 @@ def test_the_console_works_for_the_keyboard_a_screen_reader_and_a_narrow_screen(
     pause.click()
     assert pause.get_attribute("aria-pressed") == "true"
     assert pause.text == "Resume refreshing"
+
+    # narrow: a wide table scrolls in its box, and stays scrolled through a refresh
+    pause.click()  # resume
+    driver.set_window_size(320 + 16, 900)
+    try:
+        box = "return document.querySelector('#depth').parentNode"
+        driver.execute_script(box + ".scrollLeft = 60")
+        scrolled = int(driver.execute_script(box + ".scrollLeft"))
+        assert scrolled > 0  # it does scroll: wider than the screen
+        before = console.text("board-now")
+        console.wait(lambda: console.text("board-now") != before, "a refresh", 15)
+        assert int(driver.execute_script(box + ".scrollLeft")) == scrolled
+    finally:
+        driver.set_window_size(1360, 1000)
 
     # every field has a name a screen reader reads
     console.open(f"/ui/items/{holding.item_id}")

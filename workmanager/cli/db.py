@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
-from ..db.session import display_url
+from ..db.session import display_url, embedded_file
 from ..errors import ConfigurationError
 from .app import Env, cli, pass_env
 from .render import emit, json_option
@@ -34,6 +36,9 @@ def db_upgrade(env: Env, record_settings: bool, as_json: bool) -> None:
     from ..leases.switch import Carried, carry
 
     upgrade(env.wm.db)
+    broker = embedded_file(env.wm.settings.broker_url)
+    if broker is not None:  # the embedded broker's file, which its workers open, goes here
+        os.makedirs(os.path.dirname(broker), exist_ok=True)
     revision = current(env.wm.db)
     url = display_url(env.wm.settings.database_url)
     said = f"database: {url}\ndatabase at revision {revision}"  # which one, as ops check

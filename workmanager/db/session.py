@@ -57,6 +57,12 @@ def sqlite_file(url: str) -> str | None:
     return os.path.abspath(parsed.database or "")
 
 
+def embedded_file(broker_url: str) -> str | None:
+    """The embedded broker's SQLite file (``sqla+sqlite:///…``); ``None`` for any other."""
+    bare = broker_url.removeprefix("sqla+")
+    return sqlite_file(bare) if bare != broker_url and bare.startswith("sqlite") else None
+
+
 def display_url(url: str) -> str:
     """``url`` for people: the password masked, a SQLite path made absolute."""
     try:

@@ -4,7 +4,8 @@
 //    a refresh that fails says so above it (the session ended, the server not answering),
 //    once, not at every try. A button before it pauses and resumes the refreshing, and a
 //    refresh keeps the keyboard's place: the link or control that had the focus has it
-//    again (a refresh took it away every few seconds, back to the top of the page).
+//    again (a refresh took it away every few seconds, back to the top of the page), and
+//    each wide table stays scrolled where it was.
 // 2. A form submits once: a second click while the first submission is on its way is
 //    ignored here (the server runs each form's action once anyway: its idempotency key).
 // 3. A page the browser restores from its back/forward cache (Back after an action, or
@@ -35,13 +36,31 @@
       note.appendChild(link);
     }
   }
-  // Where the keyboard was inside el: its id, or a link's address, to find it again.
+  // Where the keyboard was inside el: its id, a link's address, or the table a
+  // scrolling box holds (Chrome lets the keyboard stop on a box that scrolls), to find it
+  // again.
   function place(el) {
     var at = document.activeElement;
     if (!at || at === el || !el.contains(at)) { return null; }
     if (at.id) { return "#" + CSS.escape(at.id); }
     var href = at.getAttribute("href");
-    return href ? at.tagName.toLowerCase() + '[href="' + CSS.escape(href) + '"]' : "";
+    if (href) { return at.tagName.toLowerCase() + '[href="' + CSS.escape(href) + '"]'; }
+    var table = at.classList.contains("scroll") ? at.querySelector("table[id]") : null;
+    return table ? "div.scroll:has(> #" + CSS.escape(table.id) + ")" : "";
+  }
+  // How far each scrolling box (by the id of its table) was scrolled, to scroll it back.
+  function scrolled(el) {
+    var at = {};
+    el.querySelectorAll("div.scroll > table[id]").forEach(function (table) {
+      at[table.id] = table.parentNode.scrollLeft;
+    });
+    return at;
+  }
+  function rescroll(el, at) {
+    Object.keys(at).forEach(function (id) {
+      var table = document.getElementById(id);
+      if (table && el.contains(table)) { table.parentNode.scrollLeft = at[id]; }
+    });
   }
   function restore(el, where) {
     if (where === null) { return; }
@@ -52,24 +71,30 @@
     }
     found.focus({ preventScroll: true });
   }
-  function pauser(el) {
+  function pauser(el, paused) {
     var button = document.createElement("button");
     button.type = "button";
     button.id = "refresh-pause";
     button.textContent = "Pause refreshing";
     button.setAttribute("aria-pressed", "false");
     button.addEventListener("click", function () {
-      var paused = el.getAttribute("data-paused") !== "1";
-      el.setAttribute("data-paused", paused ? "1" : "");
-      button.textContent = paused ? "Resume refreshing" : "Pause refreshing";
-      button.setAttribute("aria-pressed", paused ? "true" : "false");
+      var now = el.getAttribute("data-paused") !== "1";
+      el.setAttribute("data-paused", now ? "1" : "");
+      button.textContent = now ? "Resume refreshing" : "Pause refreshing";
+      button.setAttribute("aria-pressed", now ? "true" : "false");
+      if (now) { paused(); }
     });
     el.parentNode.insertBefore(button, el);
   }
   function refresh(el) {
     var every = (parseFloat(el.getAttribute("data-every")) || 5) * 1000;
     var since = new Date().toLocaleTimeString();
-    pauser(el);
+    pauser(el, function () {  // a notice shown says no more that it is still trying
+      var note = el.previousElementSibling;
+      if (note && note.id === "refresh-notice") {
+        notice(el, "Not updated since " + since + ": refreshing is paused.", false);
+      }
+    });
     setInterval(function () {
       if (el.getAttribute("data-paused") === "1") { return; }
       var stale = "Not updated since " + since + ": ";
@@ -87,8 +112,9 @@
         })
         .then(function (html) {
           if (html === null) { return; }
-          var where = place(el);
+          var where = place(el), at = scrolled(el);
           el.innerHTML = html;
+          rescroll(el, at);
           restore(el, where);
           since = new Date().toLocaleTimeString();
           notice(el, null, false);
