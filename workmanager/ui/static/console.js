@@ -91,8 +91,9 @@
     var since = new Date().toLocaleTimeString();
     pauser(el, function () {  // a notice shown says no more that it is still trying
       var note = el.previousElementSibling;
-      if (note && note.id === "refresh-notice") {
-        notice(el, "Not updated since " + since + ": refreshing is paused.", false);
+      var said = note && note.id === "refresh-notice" ? note.getAttribute("data-said") : "";
+      if (said && said.indexOf("still trying.") >= 0) {
+        notice(el, said.replace("still trying.", "refreshing is paused."), false);
       }
     });
     setInterval(function () {
