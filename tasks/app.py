@@ -11,8 +11,8 @@ from . import (
 )
 
 transports.install()  # before any connection: the project's kombu transports (tasks/transports.py)
-# GuardedTask: a malformed hand-built message is discarded with one logged line instead of
-# killing the worker (tasks/guard.py)
+# GuardedTask: a malformed hand-built message is discarded instead of killing the worker
+# (tasks/guard.py), said in one logged line (tasks/logs.py)
 app = Celery("workmanager", task_cls="tasks.guard:GuardedTask")
 app.config_from_object("celeryconfig")
 # Every worker knows every control-plane task name.

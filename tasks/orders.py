@@ -92,7 +92,8 @@ def create(
     A message sent by hand without ``type`` or ``payload``, or with arguments this task
     does not take (more positional ones than its nine, or unknown names), is refused the
     same way (it raised a TypeError before this ran, and the proposal was lost); one
-    argument given twice is refused by the guard (``tasks/guard.py``), in one line.
+    argument given twice is refused by the guard (``tasks/guard.py``), in one logged line
+    (``tasks/logs.py``).
     A message delivered again (its worker or pool child died) plans at most once more:
     when planning ends the process each time, the order is left ``failed``
     (``OrderService.note_redelivery``)."""

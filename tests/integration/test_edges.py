@@ -602,6 +602,7 @@ def test_the_python_api_takes_ids_as_text_and_finds_nothing_for_others(make_wm, 
     assert texted.item_id == lease.item_id
     wm.agent.submit(texted, {"answer": 1})
     assert wm.queries.item(str(lease.item_id))["state"] == "submitted"
+    assert wm.queries.parts(str(lease.item_id))["parts"] == []
     assert wm.approve(order_id)["state"] == "approved"
     who = Actor("user", "ops")
     for bad in ("xyz", 42, "", None):
@@ -613,6 +614,10 @@ def test_the_python_api_takes_ids_as_text_and_finds_nothing_for_others(make_wm, 
             wm.orders.reject(bad, [{"code": "x", "message": "y"}], who)
         with pytest.raises(NotFound):
             wm.orders.retry(bad, who)
+        with pytest.raises(NotFound):
+            wm.orders.check_auto_approval(bad)
+        with pytest.raises(NotFound):
+            wm.queries.parts(bad)
         with pytest.raises(NotFound):
             Lease(bad, order_id, "a", "1.x", lease.expires_at, 5)
 

@@ -145,8 +145,9 @@ class Queries:
         return sorted(rows, key=lambda row: str(row["at"]))
 
     def parts(
-        self, item_id: uuid.UUID, part_key: str | None = None, status: str | None = None
+        self, item_id: uuid.UUID | str, part_key: str | None = None, status: str | None = None
     ) -> dict[str, Any]:
+        item_id = as_id(item_id, "item")
         if status is not None and status not in PART_STATUSES:
             why = f"status: one of {', '.join(PART_STATUSES)}, not {status!r}"
             raise InvalidQuery(why, details={"parameter": "status"})

@@ -282,15 +282,15 @@ class OrderService:
         ]
 
     @tracing.traced("workmanager.check_auto_approval", tracing.order_call)
-    def check_auto_approval(self, order_id: uuid.UUID, chained: bool = False) -> bool:
+    def check_auto_approval(self, order_id: uuid.UUID | str, chained: bool = False) -> bool:
         """Approve (actor ``system``) when the type auto-approves and the order is ready.
 
         A refusal or error is logged and counted; the order stays ``submitted``, for a
         person (a :class:`TransientError` is raised for the task to retry instead). One
         transaction: the order is locked, its type asked, and approved in the same step.
         ``chained``: the caller runs apply itself next (the Celery chain
-        ``check_auto_approval | apply``), so the approval is not announced.
-        """
+        ``check_auto_approval | apply``), so the approval is not announced."""
+        order_id = as_id(order_id, "order")
         try:
             row = self.store.approve(
                 order_id, self._plain_types(auto=True), self._auto_ready, Actor.system()

@@ -45,8 +45,9 @@ RETRY_AFTER_SECONDS = 5
 
 
 def retry_after(error: WorkManagerError) -> int | None:
-    """The ``Retry-After`` an error's answer carries, on every HTTP surface: a 503's (the
-    database, Redis or the broker away), a 429's (its wait); none for the others."""
+    """The ``Retry-After`` an error's answer carries (the API's errors and ``/readyz``, the
+    work-order guard, the MCP gate): a 503's (the database, Redis or the broker away), a
+    429's (its wait); none for the others. The console's pages are for people: none."""
     if isinstance(error, Unavailable):
         return RETRY_AFTER_SECONDS
     if isinstance(error, RateLimited):

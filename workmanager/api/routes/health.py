@@ -9,9 +9,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from ... import readiness
-from ...errors import NotFound, WorkManagerError
+from ...errors import NotFound, Unavailable, WorkManagerError
 from ...metrics.prometheus import PrometheusDriver
-from ...surface.middleware import RETRY_AFTER_SECONDS
+from ...surface.middleware import retry_after
 from ..deps import bearer, principal, state
 from ..responses import Health, Readiness, declare
 
@@ -63,7 +63,8 @@ def _readyz(request: Request) -> JSONResponse:
         "checks": checks,
         "error": {"code": "unavailable", "message": "a backing service is down"},
     }
-    return JSONResponse(body, 503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    wait = retry_after(Unavailable("a backing service is down"))
+    return JSONResponse(body, 503, headers={"Retry-After": str(wait)})
 
 
 @router.get(
