@@ -821,6 +821,11 @@ def test_an_agents_failure_text_reaches_the_operator_escaped(
     done = console(*args, code=1)
     assert "\x1b" not in done.output and "\x07" not in done.output
     assert "o-1 failed: [x\\x1b[2J] \\x1b]0;PWNED\\x07all good" in done.output
+    # a rejection's reasons are the reviewer's list: said, not a bare "-" (a newcomer walk)
+    errors = [{"code": "rejected", "message": "no"}, {"code": "x", "message": "cite it"}]
+    failed.update(state="rejected", last_error={"code": "rejected", "errors": errors})
+    done = console(*args, code=1)
+    assert "o-1 rejected: [rejected] no; cite it" in done.output
     from workmanager.cli.render import report_error
     from workmanager.errors import UnknownOrderType
 

@@ -59,6 +59,19 @@ def orders() -> None:
     """Inspect and steer orders."""
 
 
+def _reason(error: dict[str, Any]) -> str:
+    """An ended order's error after its state: the agent's own words, or a reviewer's
+    reasons for a rejection, their control characters escaped (render.cell), never a
+    terminal's escape sequence on the operator's screen."""
+    if not error:
+        return ""
+    message = error.get("message")
+    if message is None and isinstance(error.get("errors"), list):  # a rejection's reasons
+        reasons = [e for e in error["errors"] if isinstance(e, dict)]
+        message = "; ".join(str(e.get("message")) for e in reasons)
+    return f": [{cell(error.get('code'))}] {cell(message)}"
+
+
 def _with_error(order: dict[str, Any]) -> dict[str, Any]:
     error = order.get("last_error") or {}
     return {**order, "error": error.get("code")}
@@ -127,11 +140,7 @@ def create(
     if as_json:
         emit_json(order)
     else:
-        error = order.get("last_error") or {}
-        # the agent's own words: its control characters escaped (render.cell), never a
-        # terminal's escape sequence on the operator's screen
-        reason = f": [{cell(error.get('code'))}] {cell(error.get('message'))}" if error else ""
-        click.echo(f"{order['id']} {order['state']}{reason}")
+        click.echo(f"{order['id']} {order['state']}{_reason(order.get('last_error') or {})}")
     if order["state"] != OrderState.COMPLETED:
         click.get_current_context().exit(1)
 
