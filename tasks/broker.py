@@ -4,9 +4,12 @@ at start-up get one line (``error [unavailable]``) naming the broker and the fix
 
 from __future__ import annotations
 
-import os
-
-from workmanager.db.session import NO_EMBEDDED_DIRECTORY, display_url, embedded_file
+from workmanager.db.session import (
+    NO_EMBEDDED_DIRECTORY,
+    display_url,
+    embedded_file,
+    missing_embedded_directory,
+)
 from workmanager.errors import BrokerRefused, DatabaseMissing, Unavailable
 
 #: What the transports raise when the broker refuses the credentials or the virtual host
@@ -70,10 +73,11 @@ def broker_unavailable(broker_url: str, exc: Exception) -> Unavailable:
     which only ``workmanager db upgrade`` creates."""
     if refused(exc):
         return refusal(broker_url, exc)
-    path = embedded_file(broker_url)
-    if path is not None and not os.path.isdir(os.path.dirname(path)):
+    if missing_embedded_directory(broker_url) is not None:
         hint = NO_EMBEDDED_DIRECTORY
-    elif path is not None and "locked" in str(exc).lower():  # the file is fine: held
+    elif (
+        embedded_file(broker_url) is not None and "locked" in str(exc).lower()
+    ):  # the file is fine: held
         hint = (
             "another process held the embedded broker's SQLite lock for longer than the"
             " wait: try again; many processes sending at once want Redis or RabbitMQ"
@@ -107,10 +111,10 @@ def check_embedded_directory(broker_url: str) -> None:
     broker's directory does not exist (started from another directory than ``db upgrade``
     ran in). Not an outage Celery could wait out: it reconnected to the missing file
     several times a second, for ever, a warning each time."""
-    path = embedded_file(broker_url)
-    if path is not None and not os.path.isdir(os.path.dirname(path)):
+    missing = missing_embedded_directory(broker_url)
+    if missing is not None:
         raise DatabaseMissing(
-            f"no embedded broker at {path}: the directory {os.path.dirname(path)} does not exist",
+            missing,
             details={"broker_url": shown_url(broker_url)},
             hint=NO_EMBEDDED_DIRECTORY,
         )

@@ -13,7 +13,6 @@ next checks of that component say it is down without starting another."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -35,7 +34,7 @@ def _broker(settings: Settings) -> None:
     from kombu import Connection  # type: ignore[attr-defined]
 
     if settings.broker_url.startswith("sqla+"):
-        _database_broker(settings.broker_url.removeprefix("sqla+"))
+        _database_broker(settings.broker_url)
         return
     connection = Connection(settings.broker_url, connect_timeout=TIMEOUT_SECONDS)  # type: ignore[no-untyped-call]
     with connection as conn:
@@ -54,15 +53,12 @@ def _database_broker(url: str) -> None:
     from sqlalchemy import create_engine, text
     from sqlalchemy.pool import NullPool
 
-    from .db.session import NO_EMBEDDED_DIRECTORY, sqlite_file
+    from .db.session import NO_EMBEDDED_DIRECTORY, missing_embedded_directory
 
-    path = sqlite_file(url)
-    if path is not None and not os.path.isdir(os.path.dirname(path)):
-        raise Unavailable(
-            f"no embedded broker at {path}: the directory {os.path.dirname(path)} does not exist",
-            hint=NO_EMBEDDED_DIRECTORY,
-        )
-    engine = create_engine(url, poolclass=NullPool)
+    missing = missing_embedded_directory(url)
+    if missing is not None:
+        raise Unavailable(missing, hint=NO_EMBEDDED_DIRECTORY)
+    engine = create_engine(url.removeprefix("sqla+"), poolclass=NullPool)
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))

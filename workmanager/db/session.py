@@ -63,6 +63,17 @@ def embedded_file(broker_url: str) -> str | None:
     return sqlite_file(bare) if bare != broker_url and bare.startswith("sqlite") else None
 
 
+def missing_embedded_directory(broker_url: str) -> str | None:
+    """What is wrong when ``broker_url`` is the embedded broker and its directory does not
+    exist (a process started from another directory than ``db upgrade`` ran in); ``None``
+    otherwise. Start-up raises it, ``/readyz`` reports it, both with
+    :data:`NO_EMBEDDED_DIRECTORY`."""
+    path = embedded_file(broker_url)
+    if path is None or os.path.isdir(os.path.dirname(path)):
+        return None
+    return f"no embedded broker at {path}: the directory {os.path.dirname(path)} does not exist"
+
+
 def display_url(url: str) -> str:
     """``url`` for people: the password masked, a SQLite path made absolute."""
     try:
