@@ -23,6 +23,7 @@ from .params import (
     compare,
     csv,
     filter_name,
+    merged,
     operator_of,
     page,
     paged,
@@ -67,7 +68,7 @@ class ItemListing:
         query, sort = ListQuery(size=size), "-updated_at"
         if tenant is not None:
             query.where.append(Item.tenant_id == tenant)
-        for param, value in readable(params):
+        for param, value in readable(merged(params, ("priority", "created_at"))):
             if param == "sort":
                 sort = value
             elif not page(query, param, value, settings.max_page_size):

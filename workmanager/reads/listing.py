@@ -36,6 +36,7 @@ from .params import (
     compare,
     csv,
     filter_name,
+    merged,
     operator_of,
     page,
     paged,
@@ -235,7 +236,7 @@ class OrderListing:
             ListQuery(size=min(size or settings.default_page_size_http, limit)),
             DEFAULT_SORT,
         )
-        asked = list(readable(params))
+        asked = list(readable(merged(params, REPEATABLE)))
         named = {param for param, _ in asked}
         for param, value in asked:
             if self._absent(param, value, named):
@@ -302,6 +303,18 @@ _Handler = Callable[[str, str, ServiceContext], ColumnElement[bool]]
 def _at(column: Any) -> _Handler:
     return lambda v, p, _: compare(column, *operator_of(v, p, as_datetime))
 
+
+#: The filters whose conditions each hold when given twice (params.merged): the
+#: comparisons (a range), ``meta`` (every pair) and ``has_available_items``.
+REPEATABLE = (
+    "priority",
+    "created_at",
+    "last_transitioned_at",
+    "applied_at",
+    "completed_at",
+    "meta",
+    "has_available_items",
+)
 
 _FILTERS: dict[str, _Handler] = {
     "state": lambda v, p, _: Order.state.in_(states(v, p, (s.value for s in OrderState))),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import operator
 import re
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -62,6 +62,30 @@ def readable(params: Iterable[tuple[str, str]]) -> Iterable[tuple[str, str]]:
                 param,
             )
         yield param, value
+
+
+def merged(params: Iterable[tuple[str, str]], repeatable: Collection[str]) -> list[tuple[str, str]]:
+    """The query's parameters with each one given more than once read as one comma list
+    (``filter[state]=a&filter[state]=b`` is ``filter[state]=a,b``, as an HTTP client
+    sends a list; so is ``sort``), except the filters named in ``repeatable``, each of
+    whose conditions must hold (a comparison given twice is a range:
+    ``filter[created_at]=>=X&filter[created_at]=<Y``). A list given twice used to be
+    two conditions at once, so ``state`` given twice found nothing."""
+    lists: dict[str, list[str]] = {}
+    out: list[tuple[str, str] | str] = []
+    for param, value in params:
+        match = _FILTER.match(param)
+        if (match.group(1) if match else param) in repeatable:
+            out.append((param, value))
+        elif param in lists:
+            lists[param].append(value)
+        else:
+            lists[param] = [value]
+            out.append(param)
+    return [
+        item if isinstance(item, tuple) else (item, ",".join(v for v in lists[item] if v))
+        for item in out
+    ]
 
 
 def csv(value: str) -> list[str]:
