@@ -27,6 +27,8 @@ def test_a_review_form_from_before_a_resubmission_does_nothing(
         "key": field(stale, "key", form),
         "seen": field(stale, "seen", form),
     }
+    if action == "reject":  # what B typed is shown back, not lost with the page
+        data["reason"] = "the <title> is wrong"
     a = sign_in(client_for(wm), tokens["reviewer"])
     page = a.get(f"/ui/orders/{order_id}").text
     rework = {
@@ -45,9 +47,11 @@ def test_a_review_form_from_before_a_resubmission_does_nothing(
     assert "changed since the page was drawn" in answer.text
     # a way back to the page the form came from (an accessibility pass: only the queue)
     assert f'<a href="/ui/orders/{order_id}" id="error-back">' in answer.text
+    typed = 'readonly rows="3" cols="60">the &lt;title&gt; is wrong</textarea>'
+    assert (typed in answer.text) == (action == "reject"), answer.text
     assert wm.queries.order_state(order_id) == "submitted"
     fresh = b.get(f"/ui/orders/{order_id}").text  # the page as it is now acts
-    data = {k: field(fresh, k, form) for k in ("csrf", "key", "seen")}
+    data = {**data, **{k: field(fresh, k, form) for k in ("csrf", "key", "seen")}}
     assert b.post(f"/ui/orders/{order_id}/{action}", data=data).status_code == 303
     assert wm.queries.order_state(order_id) == ("approved" if action == "approve" else "rejected")
 

@@ -131,7 +131,9 @@ def console(request: Request) -> Console:
 
 
 # --- errors: pages, not JSON ------------------------------------------------------------
-def error_page(request: Request, error: WorkManagerError) -> Response:
+def error_page(request: Request, error: WorkManagerError, typed: str | None = None) -> Response:
+    """The error as a page; ``typed``: the reason a refused form carried, shown back so the
+    reviewer need not type it again (the page it came from is drawn afresh)."""
     if isinstance(error, Unauthenticated) and request.method == "GET":
         target = urlencode({"next": local_target(str(request.url.path) + _query(request))})
         return RedirectResponse(f"{PREFIX}/login?{target}", 303)
@@ -140,7 +142,13 @@ def error_page(request: Request, error: WorkManagerError) -> Response:
     response = c.templates.TemplateResponse(
         request,
         "error.html",
-        {"error": error, "session": None, "can": lambda scope: False, "back": back},
+        {
+            "error": error,
+            "session": None,
+            "can": lambda scope: False,
+            "back": back,
+            "typed": typed,
+        },
         status_code=error.http_status,
     )
     response.headers.update(SECURITY_HEADERS)
@@ -180,7 +188,7 @@ class ConsoleRoute(APIRoute):
             try:
                 response = await original(request)
             except WorkManagerError as exc:
-                return error_page(request, exc)
+                return error_page(request, exc, await _typed_reason(request))
             except RequestValidationError as exc:
                 return error_page(request, _form_refused(exc))
             except HTTPException as exc:  # a form Starlette could not read (too large)
@@ -189,6 +197,18 @@ class ConsoleRoute(APIRoute):
             return response
 
         return handler
+
+
+async def _typed_reason(request: Request) -> str | None:
+    """The reason a refused form carried (a rejection's): the form was read before the
+    route ran, so this reads Starlette's parsed copy."""
+    if request.method != "POST":
+        return None
+    try:
+        value = (await request.form()).get("reason")
+    except HTTPException:
+        return None
+    return value.strip() or None if isinstance(value, str) else None
 
 
 router = APIRouter(route_class=ConsoleRoute)
