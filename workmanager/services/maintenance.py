@@ -81,8 +81,12 @@ class Maintenance:
         report = MaintenanceReport()
         if dead_letter:
             report.dead_lettered_orders, report.dead_lettered_items = self._dead_letter()
-            if report.dead_lettered_orders:  # which: `orders list --state dead_lettered`
-                log.warning("%d failed order(s) dead-lettered", report.dead_lettered_orders)
+            if report.dead_lettered_orders:
+                log.warning(
+                    "%d failed order(s) dead-lettered; which: `workmanager orders list"
+                    " --state dead_lettered --sort -last_transitioned_at`",
+                    report.dead_lettered_orders,
+                )
         if check_stale and self.ctx.settings.enable_alerts:
             report.stale_total, report.stale_orders = self.stale_orders()
         if purge_keys:
