@@ -283,3 +283,36 @@ def test_credentials_are_judged_before_arguments_and_the_scope_table_is_the_oper
         held["scopes"] = frozenset({scope})
         allowed = body(anyio.run(call, name, {**VALID[name], "bogus": 1}, True))
         assert allowed.get("code") == "validation_failed", (name, allowed)
+
+
+def test_lease_tools_take_no_agent_id_as_upstream_s_and_act_for_the_caller(
+    make_wm: Any,
+) -> None:
+    """Upstream's tools default ``agentId`` to the caller; here every lease tool required
+    it, so an upstream client's ``work.checkout {}`` was refused before it ran. Without
+    one, the caller acts (over stdio: ``mcp-stdio``, as HTTP's token name without
+    ``X-Agent-ID``); a lease taken under another name stays that agent's."""
+    wm = build(make_wm)
+
+    async def script(call: Call) -> dict[str, Any]:
+        await call("work.propose", type="test.multi", payload={"count": 2})
+        seen: dict[str, Any] = {"checkout": await call("work.checkout")}
+        item = seen["checkout"]["item"]
+        args = {"item_id": item["id"], "lease_token": str(item["lease_token"])}
+        seen["held"] = wm.queries.item(uuid.UUID(item["id"]))["leased_by_agent_id"]
+        seen["heartbeat"] = await call("work.heartbeat", **args)
+        seen["submit"] = await call("work.submit", **args, result={"ok": True})
+        other = (await call("work.checkout", agent_id="named-one"))["item"]
+        theirs = {"item_id": other["id"], "lease_token": str(other["lease_token"])}
+        seen["not_mine"] = await call("work.release", **theirs)
+        seen["mine"] = await call("work.release", **theirs, agent_id="named-one")
+        return seen
+
+    seen = session(wm, script)
+    assert seen["checkout"]["success"], seen["checkout"]
+    assert seen["held"] == "mcp-stdio"
+    assert seen["heartbeat"]["success"] and seen["submit"]["success"], seen
+    submitted = wm.queries.item(uuid.UUID(seen["checkout"]["item"]["id"]))
+    assert submitted["state"] == "submitted" and submitted["leased_by_agent_id"] is None
+    assert seen["not_mine"]["success"] is False and seen["not_mine"]["code"] == "forbidden"
+    assert seen["mine"]["success"], seen["mine"]

@@ -223,8 +223,8 @@ def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
 
     @server.tool("work.checkout", description="Lease the next eligible item (or of one order).")
     def checkout(
-        agent_id: str,
         ctx: Context,
+        agent_id: str | None = None,
         order_id: str | None = None,
         type: str | None = None,
         min_priority: int | None = None,
@@ -248,8 +248,8 @@ def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
     @server.tool("work.heartbeat", description="Extend a lease; optionally report progress.")
     def heartbeat(
         item_id: str,
-        agent_id: str,
         ctx: Context,
+        agent_id: str | None = None,
         lease_token: str | None = None,
         progress: float | None = None,
         checkpoint: JSONObj | None = None,
@@ -264,8 +264,8 @@ def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
     @server.tool("work.release", description="Give a leased item back to the queue.")
     def release(
         item_id: str,
-        agent_id: str,
         ctx: Context,
+        agent_id: str | None = None,
         lease_token: str | None = None,
         idempotency_key: str | None = None,
     ) -> Result:
@@ -280,9 +280,9 @@ def _lease_tools(server: MCPServer[Any], t: Tools) -> None:
     @server.tool("work.fail", description="Report that the work on a leased item failed.")
     def fail(
         item_id: str,
-        agent_id: str,
         error: JSONObj,
         ctx: Context,
+        agent_id: str | None = None,
         lease_token: str | None = None,
         retryable: bool = True,
         idempotency_key: str | None = None,
@@ -322,9 +322,9 @@ def _result_tools(server: MCPServer[Any], t: Tools) -> None:
     @server.tool("work.submit", description="Submit the whole result of a leased item.")
     def submit(
         item_id: str,
-        agent_id: str,
         result: JSONObj,
         ctx: Context,
+        agent_id: str | None = None,
         lease_token: str | None = None,
         evidence: Any = None,
         notes: str | None = None,
@@ -343,10 +343,10 @@ def _result_tools(server: MCPServer[Any], t: Tools) -> None:
     @server.tool("work.submit_part", description="Submit one part of a leased item's result.")
     def submit_part(
         item_id: str,
-        agent_id: str,
         part_key: str,
         payload: JSONObj,
         ctx: Context,
+        agent_id: str | None = None,
         lease_token: str | None = None,
         seq: int | None = None,
         evidence: Any = None,
@@ -378,8 +378,8 @@ def _result_tools(server: MCPServer[Any], t: Tools) -> None:
     @server.tool("work.finalize", description="Assemble the parts into the result and submit.")
     def finalize(
         item_id: str,
-        agent_id: str,
         ctx: Context,
+        agent_id: str | None = None,
         lease_token: str | None = None,
         mode: str = "strict",
         idempotency_key: str | None = None,
