@@ -1,7 +1,8 @@
 """The values of every metric the alert rules (deploy/prometheus/alerts.yml) use.
 
 The system is driven so each metric is reported: leases acquired and expired (the expiry
-rate), a queue deep enough to fire the queue-depth alert, an apply whose retries are spent.
+rate), a queue deep enough to fire the queue-depth alert, an apply whose retries are spent,
+a maintenance run (the stalled-maintenance alert's gauge).
 Each value is read twice: from the in-memory driver, and as Prometheus would see it, from
 real StatsD datagrams on a UDP listener turned into series by
 deploy/statsd-exporter/mapping.yml, carrying the labels each rule groups by.
@@ -38,6 +39,7 @@ USED = {
     "work_manager_leases_expired_total": {"type"},
     "work_manager_leases_acquired_total": {"type"},
     "work_manager_orders_apply_failed_total": {"type", "exception"},
+    "work_manager_maintenance_last_run_timestamp_seconds": set(),
 }
 DEEP = 1001  # queued items of one type: over the queue-depth alert's 1000
 
@@ -222,6 +224,14 @@ def test_alert_metrics_have_the_values_of_what_happened(
         )
 
     wait_for(received, 10, "the StatsD datagrams of every metric")
+    ran = wm.ctx.clock().timestamp()  # WorkManagerMaintenanceStalled: this gauge's age
+    wait_for(
+        lambda: (
+            ran - 60 < exporter.sum("work_manager_maintenance_last_run_timestamp_seconds") <= ran
+        ),
+        10,
+        "the maintenance run's time, as a unix time",
+    )
     for metric, by in USED.items():
         names = exporter.label_names(metric)
         assert names and all(by <= n for n in names), (metric, names)

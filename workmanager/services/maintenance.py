@@ -101,6 +101,11 @@ class Maintenance:
             if after and self.ctx.settings.announced_types:
                 report.reannounced_items = self.announce_queued(older_than=after)
         self.report_gauges()
+        # when it last ran, for the alert that beat or the control worker stopped
+        # (deploy/prometheus/alerts.yml, WorkManagerMaintenanceStalled)
+        self.ctx.metrics.gauge(
+            "maintenance_last_run_timestamp_seconds", self.ctx.clock().timestamp()
+        )
         return report
 
     @staticmethod
