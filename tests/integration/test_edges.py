@@ -562,6 +562,9 @@ def test_the_python_api_checks_agent_ids_as_http_does(make_wm, database, agent_i
         ({"version": "abc"}, "agent_version"),
         ({"model_name": "m" * 300}, "model_name"),
         ({"name": "a\x00b"}, "name"),
+        ({"principal": "p" * 192}, "principal"),
+        ({"model_name": 5}, "model_name"),
+        ({"version": 1}, "agent_version"),
     ],
 )
 def test_the_python_api_checks_agent_metadata_as_http_does(make_wm, database, meta, field) -> None:
@@ -580,6 +583,36 @@ def test_the_python_api_checks_agent_metadata_as_http_does(make_wm, database, me
     assert lease is not None  # nothing was held by the refused
     with pytest.raises(InvalidAgentMetadata):
         wm.agent.heartbeat(lease, agent=AgentInfo(id="agent-m", **meta))
+    # proposing, approving and rejecting as an agent: the same rule (a review pass found
+    # them unchecked, a principal of any length and a number where text goes everywhere)
+    bad = AgentInfo(id="agent-m", **meta)
+    with pytest.raises(InvalidAgentMetadata):
+        wm.orders.propose("test.simple", {"n": 2}, agent=bad)
+    wm.agent.submit(lease, {"answer": 1}, agent="agent-m")
+    with pytest.raises(InvalidAgentMetadata):
+        wm.orders.approve(lease.order_id, Actor("user", "u"), agent=bad)
+    with pytest.raises(InvalidAgentMetadata):
+        wm.orders.reject(
+            lease.order_id, [{"code": "x", "message": "y"}], Actor("user", "u"), agent=bad
+        )
+    assert wm.queries.order_state(lease.order_id) == "submitted"  # nothing was done
+    with wm.db.transaction() as s:  # the refused proposal stored nothing
+        assert s.scalar(select(func.count()).select_from(Order)) == 1
+
+
+@pytest.mark.parametrize("order_id", ["xyz", 5, ""])
+def test_a_producer_s_order_id_is_a_uuid_or_its_text(make_wm, database, order_id) -> None:
+    """A review pass: ``wm.propose(..., order_id=<text>)`` was a raw ``StatementError`` on
+    SQLite (stored as given on PostgreSQL), ``5`` a raw driver error."""
+    from workmanager.errors import ValidationFailed
+
+    wm = make_wm(db=database, registry=Registry([Simple()]))
+    chosen = uuid.uuid4()
+    assert wm.propose("test.simple", {"n": 1}, order_id=str(chosen)) == chosen
+    assert wm.propose("test.simple", {"n": 1}, order_id=str(chosen)) == chosen  # the same one
+    with pytest.raises(ValidationFailed) as refused:
+        wm.propose("test.simple", {"n": 2}, order_id=order_id)
+    assert refused.value.details[0]["path"] == "order_id"
 
 
 def test_the_python_api_takes_ids_as_text_and_finds_nothing_for_others(make_wm, database) -> None:

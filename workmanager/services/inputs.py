@@ -57,26 +57,42 @@ def agent_of(agent: AgentInfo | str | None, lease: Lease | None = None) -> Agent
 
 
 #: (attribute, field named in the error, most characters): what the caller says about
-#: itself, each 1 to the size of its provenance column.
+#: itself, each 1 to the size of its provenance column; ``principal``: a library caller's
+#: (the adapters set it from the token).
 _NAMED = (
     ("name", "name", NAME_MAX),
     ("model_name", "model_name", NAME_MAX),
     ("runtime", "runtime", NAME_MAX),
     ("request_id", "request_id", NAME_MAX),
     ("version", "agent_version", 64),
+    ("principal", "principal", NAME_MAX),
 )
 #: The client's address (the connection's, or a trusted proxy's ``X-Forwarded-For``).
 _MAX_ADDRESS = 64
-_NO_NUL = ("name", "model_name", "runtime", "request_id", "user_agent")
+_NO_NUL = ("name", "model_name", "runtime", "request_id", "user_agent", "principal")
+#: Every text field, as (attribute, field named in the error).
+_TEXT = (
+    *((a, f) for a, f, _ in _NAMED),
+    ("ip_address", "ip_address"),
+    ("user_agent", "user_agent"),
+)
+
+
+def checked_agent(agent: AgentInfo | None) -> AgentInfo | None:
+    """``agent`` (who proposes, approves or rejects, when a caller names one), checked by
+    :func:`check_agent_metadata`."""
+    if agent is not None:
+        check_agent_metadata(agent.id, agent)
+    return agent
 
 
 def check_agent_metadata(agent_id: Any, meta: Any) -> None:
     """The one rule for what an agent says about itself, on every surface: its id
     (:func:`~workmanager.types.agent_id_problem`), a semantic version, and every field
-    the provenance row stores fitting its column on every database (``meta``: an
-    :class:`AgentInfo` or the adapters' metadata; ``None``: the id alone). A value that
-    does not is refused here (``invalid_agent_metadata``) with its field named, never
-    by the driver."""
+    the provenance row stores being text that fits its column on every database
+    (``meta``: an :class:`AgentInfo` or the adapters' metadata; ``None``: the id alone).
+    A value that does not is refused here (``invalid_agent_metadata``) with its field
+    named, never by the driver."""
     errors = []
     why = None if agent_id is None else agent_id_problem(agent_id)
     if why is not None:
@@ -88,19 +104,25 @@ def check_agent_metadata(agent_id: Any, meta: Any) -> None:
 
 
 def _metadata_problems(meta: Any) -> list[dict[str, str]]:
-    errors = []
-    if meta.version is not None and not is_semver(meta.version):
+    text: dict[str, Any] = {name: getattr(meta, name, None) for name, _ in _TEXT}
+    errors = [
+        {"field": named, "message": "must be text"}
+        for name, named in _TEXT
+        if text[name] is not None and not isinstance(text[name], str)
+    ]
+    if errors:  # the checks below read them as text
+        return errors
+    if text["version"] is not None and not is_semver(text["version"]):
         errors.append({"field": "agent_version", "message": "must be a semantic version"})
     for name, named, most in _NAMED:
-        value = getattr(meta, name)
+        value = text[name]
         if value is not None and (not value.strip() or len(value) > most):
             errors.append({"field": named, "message": f"1 to {most} characters"})
-    if meta.ip_address is not None and len(meta.ip_address) > _MAX_ADDRESS:
+    if text["ip_address"] is not None and len(text["ip_address"]) > _MAX_ADDRESS:
         why = f"longer than {_MAX_ADDRESS} characters: is X-Forwarded-For an address?"
         errors.append({"field": "ip_address", "message": why})
     for name in _NO_NUL:
-        value = getattr(meta, name)
-        if value is not None and "\x00" in value:
+        if "\x00" in (text[name] or ""):
             errors.append({"field": name, "message": "must not contain NUL characters"})
     return errors
 

@@ -30,8 +30,8 @@ from ..states import ItemState, OrderState
 from ..types import JSON, Actor, AgentInfo, OrderView, as_id
 from .context import ServiceContext
 from .idempotency import IdempotencyService
-from .inputs import reject_errors
-from .proposals import build_order, check_proposal, order_id_for, same_proposal
+from .inputs import checked_agent, reject_errors
+from .proposals import build_order, check_proposal, order_id_for, proposed_id, same_proposal
 from .refusals import (
     droppable,
     is_refused,
@@ -84,13 +84,13 @@ class OrderService:
         dedupe_key: str | None = None,
         requested_by: Actor | None = None,
         agent: AgentInfo | None = None,
-        order_id: uuid.UUID | None = None,
+        order_id: uuid.UUID | str | None = None,
         tenant_id: str | None = None,
     ) -> Proposal:
-        """Validate, create and plan an order (in ``tenant_id``; services/tokens.py). A
-        known ``dedupe_key`` (or ``order_id``) returns the existing order instead of
-        creating a second one, when it has the same type, payload and tenant; otherwise
-        :class:`DedupeKeyReused` (nothing is created)."""
+        """Validate, create and plan an order (in ``tenant_id``; services/tokens.py). A known
+        ``dedupe_key`` (or ``order_id``, a UUID or its text) returns the existing order when
+        it has the same type, payload and tenant; else :class:`DedupeKeyReused`."""
+        order_id, agent = proposed_id(order_id), checked_agent(agent)
         actor = requested_by or (agent.actor if agent else Actor.system())
         order, items = self.planned(
             type, payload, priority, meta, dedupe_key, actor, order_id, tenant_id
@@ -218,7 +218,7 @@ class OrderService:
     ) -> dict[str, Any]:
         """``submitted → approved`` (the store's ``approve``, :meth:`_ready` deciding from
         the locked order); then the apply is dispatched."""
-        order_id = as_id(order_id, "order")
+        order_id, agent = as_id(order_id, "order"), checked_agent(agent)
         row = self.store.approve(order_id, self._plain_types(), self._ready, actor, agent)
         assert row is not None, "_ready approves or raises"
         order = order_dict(row)
@@ -343,7 +343,7 @@ class OrderService:
         agent: AgentInfo | None = None,
     ) -> dict[str, Any]:
         """``submitted → rejected`` (items and parts too); with rework, back to ``queued``."""
-        errors = reject_errors(errors)
+        errors, agent = reject_errors(errors), checked_agent(agent)
         json_value(errors, "errors", self.ctx.settings.max_json_depth)
         change = self.store.reject(as_id(order_id, "order"), errors, actor, allow_rework, agent)
         order = order_dict(refused(change, OrderState.REJECTED))

@@ -260,3 +260,16 @@ def same_proposal(
         f"{named} already names an order of another type, payload or tenant",
         details={"dedupe_key": key} if key else None,
     )
+
+
+def proposed_id(order_id: uuid.UUID | str | None) -> uuid.UUID | None:
+    """The id a producer chose for its order: a UUID or its text (a string was stored as
+    it was on PostgreSQL and failed in SQLite's driver; anything else in the driver)."""
+    if order_id is None or isinstance(order_id, uuid.UUID):
+        return order_id
+    if isinstance(order_id, str):
+        try:
+            return uuid.UUID(order_id)
+        except ValueError:
+            pass
+    raise ValidationFailed.at("order_id", f"must be a UUID, got {order_id!r:.60}", "format")
