@@ -524,6 +524,10 @@ def test_a_meta_filter_reads_values_alike_on_both_stores(make_wm, database) -> N
         "true-n": {"n": True},
         "half": {"n": 1.5},
         "dotted": {"a.b": "x"},
+        # a JSON-text pass: found on PostgreSQL, never on SQLite
+        "non-ascii": {"名前": "x", "ü": 2},
+        "quoted": {'a"b': "v"},
+        "huge": {"ext": 18446744073709551615},
     }
     ids = {
         name: str(wm.propose("test.simple", {"n": 1}, meta=meta)) for name, meta in metas.items()
@@ -538,6 +542,8 @@ def test_a_meta_filter_reads_values_alike_on_both_stores(make_wm, database) -> N
     assert found("n:1") == {"one", "text-one"} and found("n:true") == {"true-n"}
     assert found("n:1.5") == {"half"} and found("a.b:x") == {"dotted"}
     assert found("missing:x") == set()
+    assert found("名前:x") == {"non-ascii"} and found("ü:2") == {"non-ascii"}
+    assert found('a"b:v') == {"quoted"} and found("ext:18446744073709551615") == {"huge"}
 
 
 @pytest.mark.parametrize("agent_id", ["a\x00b", "x" * 192, "a\ud800", 5])

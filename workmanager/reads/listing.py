@@ -15,7 +15,19 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, case, cast, exists, func, not_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    and_,
+    case,
+    cast,
+    column,
+    exists,
+    func,
+    not_,
+    select,
+    true,
+)
 from sqlalchemy.sql import Select
 
 from ..db.models import Event, Item, Order, Provenance
@@ -94,21 +106,29 @@ def _meta(value: str, param: str, ctx: ServiceContext) -> ColumnElement[bool]:
     """``key:value``: the meta key whose value reads ``value`` as text, as PostgreSQL's
     ``->>`` gives it (a string unquoted, ``true``, ``1``). SQLite's ``json_extract``
     answers SQL values instead (``true`` is ``1``): there the JSON type says how the
-    value reads, so ``flag:true`` and ``n:1`` find the same orders on both stores."""
+    value reads, so ``flag:true`` and ``n:1`` find the same orders on both stores. The
+    key is matched as ``json_each`` reads it, unescaped: a path missed a key stored
+    escaped (``"\\u00fc"`` for ``ü``) or holding a ``"``; a number is read as its JSON
+    text (an integer past 2**63 read as a real's)."""
     key, sep, expected = value.partition(":")
     if not sep or not key:
         raise bad(f"{param}: expected key:value", param)
     if ctx.db.is_postgres:
         cond: ColumnElement[bool] = Order.meta[key].as_string() == expected
         return cond
-    path = '$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    kind = func.json_type(Order.meta, path)
-    read = case(
-        (kind == "text", func.json_extract(Order.meta, path)),
-        (kind.in_(("true", "false")), kind),
-        (kind.in_(("integer", "real")), cast(func.json_extract(Order.meta, path), String)),
+    pair = func.json_each(Order.meta).table_valued(
+        column("key", String), column("value", String), column("type", String),
+        column("fullkey", String),
+    )  # fmt: skip
+    number = func.coalesce(
+        Order.meta.op("->", return_type=String)(pair.c.fullkey), cast(pair.c.value, String)
     )
-    return read == expected
+    read = case(
+        (pair.c.type == "text", pair.c.value),
+        (pair.c.type.in_(("true", "false")), pair.c.type),
+        (pair.c.type.in_(("integer", "real")), number),
+    )
+    return exists(select(1).select_from(pair).where(pair.c.key == key, read == expected))
 
 
 def related(s: Any, data: list[dict[str, Any]], include: set[str]) -> None:
