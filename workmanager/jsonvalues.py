@@ -187,12 +187,18 @@ def problems(value: Any, path: str = "$") -> list[dict[str, str]]:
     search stops past :data:`~workmanager.errors.MAX_DETAILS` (the refusal lists no more)."""
     found: list[dict[str, str]] = []
     stack: list[tuple[str, Any]] = [(path, value)]
+    spelled = 0  # the digits its floats gain written out in full
     while stack and len(found) <= MAX_DETAILS:
         where, v = stack.pop()
         if isinstance(v, int | float) and not isinstance(v, bool):
             why = _bad_number(v)
             if why is not None:
                 found.append(problem(where, why, "type"))
+            elif isinstance(v, float) and v and not 1e-5 <= abs(v) < 1e16:
+                spelled += abs(math.floor(math.log10(abs(v))))
+                if spelled > MAX_SPELLED_OUT:  # once: no more floats are counted
+                    found.append(problem(path, _SPELLED_OUT, "maxLength"))
+                    spelled = -(2**62)
         elif isinstance(v, str) and _UNSTORABLE.search(v):
             found.append(problem(where, _why(v), "pattern"))
         elif isinstance(v, dict):
@@ -210,6 +216,16 @@ def problems(value: Any, path: str = "$") -> list[dict[str, str]]:
     return found
 
 
+#: The most characters a value's floats may gain written out in full, as PostgreSQL's
+#: ``jsonb`` stores and reads them (``1e308`` back as 309 digits): 4 MiB, the default
+#: body limit, so a value read back is at most that much larger than the value sent. A
+#: body of ``1e308`` floats read back 50 times its size (186 MB for a 3.6 MB submit).
+MAX_SPELLED_OUT = 4 * 1024 * 1024
+_SPELLED_OUT = (
+    f"its floats written out in full, as PostgreSQL stores them (1e308 as 309 digits), come"
+    f" to over {MAX_SPELLED_OUT // 1024 // 1024} MiB more than sent: send such numbers as"
+    " strings"
+)
 #: The most digits of an integer written as JSON: Python's own limit on converting an int
 #: to text (``sys.get_int_max_str_digits``), past which every encoder raises.
 MAX_INT_DIGITS = 4300

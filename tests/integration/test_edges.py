@@ -674,3 +674,27 @@ def test_python_submit_refuses_notes_that_are_not_text(make_wm, database) -> Non
     ]
     assert wm.queries.item(lease.item_id)["state"] == "leased"
     wm.agent.submit(lease, {"answer": 1}, notes="fine")
+
+
+def test_floats_written_out_past_the_limit_are_refused_and_change_nothing(
+    make_wm, database
+) -> None:
+    """A JSON-values pass: PostgreSQL's jsonb reads ``1e308`` back as 309 digits, so a
+    3.6 MB submit of them made every read of the order 186 MB (SQLite: 4 MB). Refused
+    alike on both stores, before anything is written."""
+    from workmanager.errors import ValidationFailed
+    from workmanager.jsonvalues import MAX_SPELLED_OUT
+
+    wm = make_wm(db=database, registry=Registry([Simple()]))
+    huge = {"x": [1e308] * (MAX_SPELLED_OUT // 308 + 1)}
+    with pytest.raises(ValidationFailed):
+        wm.propose("test.simple", huge)
+    order_id = wm.propose("test.simple", {"n": 1})
+    lease = wm.agent.checkout("agent-f", order_id=order_id)
+    assert lease is not None
+    with pytest.raises(ValidationFailed) as refused:
+        wm.agent.submit(lease, {"answer": huge})
+    assert refused.value.details[0]["path"].startswith("result")
+    assert wm.queries.item(lease.item_id)["state"] == "leased"
+    wm.agent.submit(lease, {"answer": 1.5e-300})  # one such float is a number like any
+    assert wm.queries.order_state(order_id) == "submitted"

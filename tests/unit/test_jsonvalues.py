@@ -24,3 +24,20 @@ def test_canonical_writes_numbers_as_jsonb_gives_them_back() -> None:
     assert canonical({"a": 1.5e-7}) == b'{"a":1.5e-07}'
     assert canonical({"s": "e+ -0.0"}) == b'{"s":"e+ -0.0"}'  # text is left as it is
     assert canonical({"a": 1}) != canonical({"a": True})
+
+
+def test_floats_that_grow_past_the_limit_written_out_in_full_are_refused() -> None:
+    """A JSON-values pass: PostgreSQL's jsonb reads ``1e308`` back as its 309 digits, so
+    a 3.6 MB submit of such floats read back as 186 MB (1.3 GB of server memory for one
+    GET). What floats gain written out in full is counted; past 4 MiB the value is
+    refused, once, at its own path."""
+    from workmanager.jsonvalues import MAX_SPELLED_OUT
+
+    many = MAX_SPELLED_OUT // 308 + 1
+    found = problems({"x": [1e308] * many, "y": [1e-300] * 10}, "result")
+    assert found == [
+        {"path": "result", "message": found[0]["message"], "validator": "maxLength"}
+    ]
+    assert "send such numbers as strings" in found[0]["message"]
+    assert problems({"x": [1e308] * (many - 1)}) == []  # the limit itself is taken
+    assert problems({"x": [1e-20] * 100_000, "y": [0.5, 1e15, 12345.678] * 1000}) == []
