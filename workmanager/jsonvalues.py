@@ -191,14 +191,8 @@ def problems(value: Any, path: str = "$") -> list[dict[str, str]]:
     while stack and len(found) <= MAX_DETAILS:
         where, v = stack.pop()
         if isinstance(v, int | float) and not isinstance(v, bool):
-            why = _bad_number(v)
-            if why is not None:
-                found.append(problem(where, why, "type"))
-            elif isinstance(v, float) and v and not 1e-5 <= abs(v) < 1e16:
-                spelled += abs(math.floor(math.log10(abs(v))))
-                if spelled > MAX_SPELLED_OUT:  # once: no more floats are counted
-                    found.append(problem(path, _SPELLED_OUT, "maxLength"))
-                    spelled = -(2**62)
+            said, spelled = _number_problems(v, where, path, spelled)
+            found += said
         elif isinstance(v, str) and _UNSTORABLE.search(v):
             found.append(problem(where, _why(v), "pattern"))
         elif isinstance(v, dict):
@@ -233,6 +227,22 @@ MAX_INT_DIGITS = 4300
 #: first; one bit more may still have as many, which the exact bound decides).
 MAX_INT_BITS = int(MAX_INT_DIGITS * math.log2(10))
 _TOO_LONG = 10**MAX_INT_DIGITS
+
+
+def _number_problems(
+    v: float, where: str, path: str, spelled: int
+) -> tuple[list[dict[str, str]], int]:
+    """Why the number ``v`` at ``where`` cannot be stored, and the digits the floats of
+    the value at ``path`` gain written out in full so far: past :data:`MAX_SPELLED_OUT`
+    the value is refused, once (no more floats are counted)."""
+    why = _bad_number(v)
+    if why is not None:
+        return [problem(where, why, "type")], spelled
+    if isinstance(v, float) and v and not 1e-5 <= abs(v) < 1e16:  # Python writes 1e+16
+        spelled += abs(math.floor(math.log10(abs(v))))
+        if spelled > MAX_SPELLED_OUT:
+            return [problem(path, _SPELLED_OUT, "maxLength")], -(2**62)
+    return [], spelled
 
 
 def _bad_key(k: Any) -> tuple[str, str] | None:
