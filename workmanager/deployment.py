@@ -278,7 +278,8 @@ class InStep:
 
 def described(settings: Settings) -> str:
     """``WORK_MANAGER_LEASE_BACKEND=redis, …``: the shared settings as an operator sets them."""
-    return ", ".join(f"{variable(k)}={v}" for k, v in shared(settings).items())
+    said = {k: str(v).lower() if isinstance(v, bool) else v for k, v in shared(settings).items()}
+    return ", ".join(f"{variable(k)}={v}" for k, v in said.items())  # true, as it is set
 
 
 def hold(db: Database, name: str, seconds: float) -> bool:

@@ -24,7 +24,8 @@ def check_cluster(url: str, prefix: str) -> None:
     if parts.scheme not in ("redis", "rediss"):
         raise _fail(PREFIX + "REDIS_URL", shown, "a redis:// or rediss:// URL of any cluster node")
     if parts.path.strip("/") not in ("", "0") or "db=" in parts.query:
-        raise _fail(PREFIX + "REDIS_URL", shown, "no database number but 0 (Redis Cluster)")
+        said = shown + parts.path + ("?db=…" if "db=" in parts.query else "")  # what to drop
+        raise _fail(PREFIX + "REDIS_URL", said, "no database number but 0 (Redis Cluster)")
     if "{" in prefix or "}" in prefix:
         raise _fail(
             PREFIX + "REDIS_PREFIX",

@@ -495,3 +495,9 @@ def test_a_switch_whose_old_locks_cannot_be_read_says_so(
     assert warning.startswith("warning: leases held: their Redis locks could not be read")
     carried = json.loads(done.stdout)["leases"]
     assert carried["rows"] is None and carried["unread"] and carried["locks"] is None
+
+
+def test_the_record_is_said_as_its_variables_are_set() -> None:
+    """An operator-docs pass: a boolean was said as Python writes it (``=False``)."""
+    said = deployment.described(Settings.from_env({"WORK_MANAGER_LEASE_BACKEND": "redis"}))
+    assert "WORK_MANAGER_REDIS_CLUSTER=false" in said and "False" not in said

@@ -297,6 +297,14 @@ def test_redis_cluster_setting_and_what_it_refuses() -> None:
             Settings.from_env({**env, variable: value})
     with pytest.raises(ConfigurationError, match="WORK_MANAGER_REDIS_CLUSTER"):
         Settings.from_env({"WORK_MANAGER_REDIS_CLUSTER": "maybe"})
+    # the refusal shows the part to drop (it showed 'redis://h:7000', hiding the /3)
+    for url, shown in (
+        ("redis://:pw@h:7000/3", "'redis://h:7000/3'"),
+        ("redis://h:7000?db=2", "'redis://h:7000?db=…'"),
+    ):
+        with pytest.raises(ConfigurationError) as said:
+            Settings.from_env({**env, "WORK_MANAGER_REDIS_URL": url})
+        assert shown in said.value.message and "pw" not in said.value.message
     # Without cluster mode the same values stay valid, as before.
     assert Settings.from_env(refused).redis_prefix == "{wm}:lease:"
 
