@@ -11,6 +11,7 @@ from workmanager.db.session import (
     missing_embedded_directory,
 )
 from workmanager.errors import BrokerRefused, DatabaseMissing, Unavailable
+from workmanager.saying import first_line
 
 #: What the transports raise when the broker refuses the credentials or the virtual host
 #: (py-amqp: ACCESS_REFUSED 403, NOT_ALLOWED 530; redis-py: AUTH refused).
@@ -45,11 +46,6 @@ def refused(exc: BaseException | None) -> bool:
             return True
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return False
-
-
-def first_line(exc: BaseException) -> str:
-    """A library's error as one line: the first line of its text, or its name."""
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def shown_url(broker_url: str) -> str:

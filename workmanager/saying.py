@@ -23,6 +23,12 @@ def one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+def first_line(exc: object) -> str:
+    """An error as one line: the first line of its text, or its type's name when it has
+    none (what a library's error says beside ours, without its traceback)."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
 class Throttled:
     """A logger's lines, each ``key`` said at most once per ``every`` seconds."""
 

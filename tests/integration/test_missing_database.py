@@ -83,3 +83,29 @@ def test_a_missing_postgres_database_and_a_refused_connection() -> None:
     finally:
         missing.dispose()
         refused.dispose()
+
+
+def test_every_postgres_path_names_a_missing_database_and_a_refused_connection() -> None:
+    """A review pass: the PostgreSQL store's own connections (``db/raw.py``: a propose,
+    a lease call) said a bare "database unavailable" with no hint, where the ORM's path
+    named the missing database and the fix; one set of rules now (``driver_errors``)."""
+    try:
+        import psycopg
+
+        psycopg.connect(PG_ADMIN_DSN, connect_timeout=3).close()
+    except Exception as exc:
+        need("PostgreSQL", str(exc))
+    missing = manager(f"{PG_HOST_URL}/wm_no_such_database_{uuid.uuid4().hex[:6]}")
+    refused = manager("postgresql+psycopg://nobody:hunter2@127.0.0.1:1/none")
+    try:
+        for call in (lambda wm: wm.propose("test.simple", {}), lambda wm: wm.agent.checkout("a")):
+            with pytest.raises(DatabaseMissing) as caught:
+                call(missing)
+            assert "createdb" in str(caught.value.hint), caught.value
+            with pytest.raises(Unavailable) as down:
+                call(refused)
+            assert "server running" in str(down.value.hint), down.value
+            assert "hunter2" not in str(down.value.hint) + down.value.message
+    finally:
+        missing.close()
+        refused.close()

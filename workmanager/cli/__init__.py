@@ -11,8 +11,9 @@ import click
 
 from ..errors import Aborted, WorkManagerError
 from ..jsonvalues import readable
+from ..saying import first_line
 from .app import cli
-from .render import CannotWrite, first_line, report_error, usage_error_of
+from .render import CannotWrite, report_error, usage_error_of
 
 
 def wants_json(args: Sequence[str]) -> bool:

@@ -271,12 +271,6 @@ def error_body(exc: WorkManagerError) -> dict[str, Any]:
     return {"error": body}
 
 
-def first_line(exc: BaseException) -> str:
-    """An exception as one line: the first line of its text, or its name when it has none
-    (what a library's error says beside ours, without its traceback)."""
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
-
-
 def report_error(exc: WorkManagerError, as_json: bool = False) -> None:
     """Print an error as a person reads it: ``error [code]: message`` first on stderr,
     its details under it, then ``hint: …``; with ``as_json`` also the JSON envelope on

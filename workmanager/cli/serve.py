@@ -12,8 +12,9 @@ from ..container import WorkManager
 from ..dispatch import Dispatcher, Forgiving, NullDispatcher
 from ..errors import ConfigurationError, DatabaseMissing, Unavailable, WorkManagerError
 from ..importing import import_extra, import_object
+from ..saying import first_line
 from .app import Env, cli, pass_env
-from .render import PORT, first_line, json_errors_option, warn_if_open
+from .render import PORT, json_errors_option, warn_if_open
 
 log = logging.getLogger("workmanager.serve")
 #: What a dispatcher must have (workmanager.dispatch.Dispatcher), checked at start-up.

@@ -111,12 +111,15 @@ def translate(
     data_error: bool = False,
     operational: bool = False,
     invalidated: bool = False,
+    outage: bool = False,
 ) -> WorkManagerError | None:
     """The project's error for a driver error ``orig`` (``None``: not one of ours).
 
     ``where`` names the database in hints (a display URL); ``data_error`` /
     ``operational``: the driver classed it so (SQLAlchemy's ``DataError`` /
-    ``OperationalError``, or psycopg's); ``invalidated``: the pool dropped the connection."""
+    ``OperationalError``, or psycopg's); ``invalidated``: the pool dropped the connection;
+    ``outage``: an operational error is an outage whatever it says (psycopg's are about
+    the connection or the server; SQLite's also cover SQL mistakes, which are bugs)."""
     text = str(orig)
     code = sqlstate(orig)
     if is_retryable(orig):  # the first line: the CONTEXT after it shows our SQL
@@ -151,7 +154,7 @@ def translate(
         )
     if operational:
         lowered = text.lower()
-        if invalidated or any(m in lowered for m in _CONNECTION_MARKERS):
+        if outage or invalidated or any(m in lowered for m in _CONNECTION_MARKERS):
             hint = _connection_hint(lowered, where)
             return Unavailable(f"database unavailable: {one_line(text)}", hint=hint)
     return None

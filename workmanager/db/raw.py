@@ -30,8 +30,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, Engine, Table
 
 from .. import events
-from ..errors import Contention, SchemaOutdated, Unavailable
-from ..saying import one_line
+from ..errors import Contention, SchemaOutdated, WorkManagerError
 from . import driver_errors
 from .rawpool import RawPool
 from .session import (
@@ -40,6 +39,7 @@ from .session import (
     POOL_SIZE,
     POOL_TIMEOUT,
     connect_args,
+    display_url,
     lost_at,
     mark_lost,
 )
@@ -70,6 +70,8 @@ class RawPostgres:
         self._lock = threading.Lock()
         self._pool: RawPool | None = None
         self._pid = 0
+        #: The database as hints name it (its password masked).
+        self._where = display_url(engine.url.render_as_string(hide_password=False))
 
     @property
     def pool(self) -> RawPool:
@@ -123,7 +125,10 @@ class RawPostgres:
         try:
             conn = pool.checkout()  # gives its slot back on any failure
         except psycopg.OperationalError as exc:  # a new connection could not be made
-            raise Unavailable(f"database unavailable: {one_line(exc)}") from exc
+            refused = _translated(exc, self._where, invalidated=True)
+            if refused is None:
+                raise
+            raise refused from exc
         healthy = lost = False
         try:
             yield conn
@@ -138,16 +143,8 @@ class RawPostgres:
             ) from exc
         except psycopg.Error as exc:
             healthy = _reset(conn)
-            operational = isinstance(exc, psycopg.OperationalError)
-            lost = operational and not healthy
-            error = driver_errors.translate(
-                exc,
-                data_error=isinstance(exc, pgerrors.DataError),
-                operational=operational,
-                invalidated=not healthy,
-            )
-            if error is None and operational:
-                error = Unavailable(f"database unavailable: {one_line(exc)}")
+            lost = isinstance(exc, psycopg.OperationalError) and not healthy
+            error = _translated(exc, self._where, invalidated=not healthy)
             if error is None:
                 raise  # not the database's state nor the caller's value: a bug
             raise error from exc
@@ -239,3 +236,18 @@ class AuditColumns:
             f"p_{c}": Jsonb(row[c]) if c in self.json and row[c] is not None else row[c]
             for c in self.names
         }
+
+
+def _translated(exc: psycopg.Error, where: str, invalidated: bool) -> WorkManagerError | None:
+    """psycopg's error as the project's (:func:`.driver_errors.translate`, the one set of
+    rules; ``where``: the database's URL for hints): its ``OperationalError`` is always
+    the connection's or the server's."""
+    operational = isinstance(exc, psycopg.OperationalError)
+    return driver_errors.translate(
+        exc,
+        where,
+        data_error=isinstance(exc, pgerrors.DataError),
+        operational=operational,
+        invalidated=invalidated,
+        outage=operational,
+    )
