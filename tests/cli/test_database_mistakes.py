@@ -84,3 +84,18 @@ def test_db_upgrade_makes_the_embedded_brokers_directory_too(tmp_path: Path) -> 
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "db" / "wm.db").is_file() and (tmp_path / "var").is_dir()
+    # a directory that cannot be made names the setting, and nothing was done before it
+    # (the schema was upgraded, the settings' record skipped, the line named neither)
+    (tmp_path / "afile").touch()
+    env["WORK_MANAGER_DATABASE_URL"] = f"sqlite:///{tmp_path}/other.db"
+    env["WORK_MANAGER_BROKER_URL"] = f"sqla+sqlite:///{tmp_path}/afile/sub/broker.db"
+    refused = subprocess.run(
+        [str(EXE), "db", "upgrade"], env=env, cwd=tmp_path, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stderr.startswith(
+        "error [configuration_error]: cannot make the embedded broker's directory"
+    ), refused.stderr
+    assert "WORK_MANAGER_BROKER_URL" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "other.db").exists()

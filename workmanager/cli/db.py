@@ -35,10 +35,8 @@ def db_upgrade(env: Env, record_settings: bool, as_json: bool) -> None:
     from ..deployment import described
     from ..leases.switch import Carried, carry
 
+    _broker_directory(env.wm.settings.broker_url)  # first: a refusal leaves all as it was
     upgrade(env.wm.db)
-    broker = embedded_file(env.wm.settings.broker_url)
-    if broker is not None:  # the embedded broker's file, which its workers open, goes here
-        os.makedirs(os.path.dirname(broker), exist_ok=True)
     revision = current(env.wm.db)
     url = display_url(env.wm.settings.database_url)
     said = f"database: {url}\ndatabase at revision {revision}"  # which one, as ops check
@@ -91,3 +89,19 @@ def db_upgrade(env: Env, record_settings: bool, as_json: bool) -> None:
         as_json,
         said,
     )
+
+
+def _broker_directory(broker_url: str) -> None:
+    """Make the directory of the embedded broker's file, which its workers open."""
+    broker = embedded_file(broker_url)
+    if broker is None:
+        return
+    try:
+        os.makedirs(os.path.dirname(broker), exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot make the embedded broker's directory {os.path.dirname(broker)}:"
+            f" {exc.strerror or exc}",
+            hint=f"WORK_MANAGER_BROKER_URL names {display_url(broker_url.removeprefix('sqla+'))}:"
+            " point it at a directory this process can create, or at a running broker",
+        ) from exc
