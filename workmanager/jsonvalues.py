@@ -109,8 +109,17 @@ def _reject_constant(name: str) -> float:
 
 
 def loads(text: str | bytes) -> Any:
-    """``json.loads`` that refuses ``NaN``, ``Infinity`` and ``-Infinity``."""
-    return json.loads(text, parse_constant=_reject_constant)
+    """``json.loads`` that refuses ``NaN``, ``Infinity`` and ``-Infinity``; a refusal is a
+    ``ValueError`` whose text says why (and where, for text that is not JSON) in the
+    words of JSON, not of Python (an integer past Python's digit limit)."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{exc.msg} (line {exc.lineno}, column {exc.colno})") from exc
+    except ValueError as exc:
+        if "integer string conversion" in str(exc):
+            raise ValueError(f"an integer of more than {MAX_INT_DIGITS} digits") from exc
+        raise
 
 
 #: A JSON string, escapes included; an unterminated one runs to the end (so a body with many

@@ -39,7 +39,14 @@ def test_400s(server: Server) -> None:
         content=b'{"type": ',
         headers={"Content-Type": "application/json", **idem()},
     )
-    error(r, 400, "malformed_json")
+    said = error(r, 400, "malformed_json")["message"]  # why, and where (a JSON-values pass)
+    assert said == "the request body is not valid JSON: Expecting value (line 1, column 10)"
+    huge = b'{"type": "test.simple", "payload": {"n": ' + b"1" * 5000 + b"}}"
+    r = c.post(
+        f"{PREFIX}/propose", content=huge, headers={"Content-Type": "application/json", **idem()}
+    )
+    said = error(r, 400, "malformed_json")["message"]  # not Python's advice (sys.set_int_...)
+    assert said == "the request body is not valid JSON: an integer of more than 4300 digits"
     r = c.post(
         f"{PREFIX}/propose",
         content=b"\xff\xfe",

@@ -13,7 +13,7 @@ from workmanager.cli.render import json_object
 @pytest.mark.parametrize(
     ("raw", "said"),
     [
-        ('{"a": ' + "9" * 5000 + "}", "Exceeds the limit (4300 digits)"),  # was a ValueError
+        ('{"a": ' + "9" * 5000 + "}", "an integer of more than 4300 digits"),  # was a ValueError
         ('{"a": NaN}', "NaN is not valid JSON"),  # was accepted here, refused further in
         ('{"a": 1', "Expecting"),
         ("[1]", "must be a JSON object"),

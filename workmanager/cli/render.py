@@ -99,8 +99,7 @@ def json_object(raw: str, max_depth: int, option: str) -> dict[str, Any]:
     try:
         value = loads(raw)
     except ValueError as exc:  # not JSON, NaN, an integer of more than 4,300 digits
-        why = str(exc).partition("; use sys.")[0]  # Python's advice is not the user's
-        raise click.BadParameter(f"not JSON: {why}", param_hint=option) from None
+        raise click.BadParameter(f"not JSON: {exc}", param_hint=option) from None
     if not isinstance(value, dict):
         raise click.BadParameter("must be a JSON object", param_hint=option)
     return value

@@ -136,8 +136,8 @@ def _strict_json(body: bytes, max_depth: int) -> MalformedJSON | None:
         return MalformedJSON("the request body is not UTF-8: send JSON as UTF-8 text")
     try:
         loads(text)
-    except ValueError:  # JSONDecodeError is a ValueError
-        return MalformedJSON("the request body is not valid JSON")
+    except ValueError as exc:  # the parser's reason, and where
+        return MalformedJSON(f"the request body is not valid JSON: {exc}")
     return None
 
 
