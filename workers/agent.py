@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,17 +36,17 @@ from workmanager import Settings, WorkManager
 from workmanager.db.session import display_url
 from workmanager.errors import (
     ConfigurationError,
-    InvalidAgentMetadata,
     LeaseConflict,
     LeaseExpired,
     NotFound,
     RateLimited,
     TransientError,
     WorkManagerError,
+    stopped_by_signal,
 )
 from workmanager.jsonvalues import failure_text
 from workmanager.states import LEASABLE_ORDER_STATES, ItemState
-from workmanager.types import NAME_MAX, AgentInfo
+from workmanager.types import AgentInfo
 
 from . import shutdown
 from .handlers import (
@@ -56,6 +57,7 @@ from .handlers import (
     load_handler,
     run_handler,
 )
+from .identity import RUNTIME_PREFIX, checked_identity
 
 log = logging.getLogger("workmanager.agent")
 
@@ -77,16 +79,24 @@ class AgentConsumer:
         self.wm, self.handler, self.agent, self.order_type = wm, handler, agent, order_type
         self.every = wm.settings.heartbeat_interval
         self.heartbeats = Heartbeats(wm, agent, self.every)
+        #: Set when the process's shutdown begins (``shutdown.install``): no handler starts.
+        self.stopping = threading.Event()
 
     def handle(self, item_id: uuid.UUID) -> tuple[str, float]:
         """Returns (outcome, retry-after seconds); the delay is > 0 only for ``later``.
         Over a checkout rate limit the message waits (``later``) the ``Retry-After`` the
         limiter gave: the item stays queued, nothing is marked failed."""
+        if self.stopping.is_set():  # the shutdown began: the item is another agent's
+            return "later", 0.0
         try:
             lease = self.wm.agent.checkout(self.agent, type=self.order_type, item_id=item_id)
         except RateLimited as exc:
             log.info("checkout of %s rate limited; again in %ss", item_id, exc.retry_after)
             return "later", float(exc.retry_after)
+        if lease is not None and self.stopping.is_set():
+            # the shutdown began during the checkout: no handler starts (one did, and ran
+            # past the grace, which it began without)
+            return self.give_back(lease, "the agent is shutting down"), 0.0
         if lease is not None:
             return self._work(lease), 0.0
         return self._not_leasable(item_id)
@@ -168,11 +178,24 @@ class AgentConsumer:
             except HandlerRaised as raised:
                 return self._handler_failed(lease, raised.error)
             except BaseException as exc:
+                if stopped_by_signal(exc):  # a pool child stopped: not the handler's failure
+                    self.give_back(lease, "the process is being stopped")
+                    raise
                 # whatever the handler raises is its failure, KeyboardInterrupt and trio's
                 # or gevent's cancellations too: let through, it hung a threads-pool slot
                 # for good (no log, no fail, the lease held to its TTL) and ended a
                 # solo-pool agent
                 return self._handler_failed(lease, exc)
+
+    def give_back(self, lease: Any, why: str) -> str:
+        """Release ``lease`` unworked (the attempt given back, the item announced again):
+        the process is ending, which is no failure of the item's."""
+        try:
+            self.wm.agent.release(lease, agent=self.agent)
+            log.warning("released %s unfinished: %s", lease.item_id, why)
+        except WorkManagerError as exc:
+            log.warning("could not release %s (%s): %s", lease.item_id, why, exc)
+        return "released"
 
     def _handler_failed(self, lease: Any, exc: BaseException) -> str:
         log.error("handler failed on %s", lease.item_id, exc_info=exc)
@@ -245,43 +268,6 @@ def build(
     consumer = AgentConsumer(manager, load_handler(handler_ref), agent, order_type)
     register_agent_task(app, order_type, consumer)
     return app, consumer
-
-
-#: Where each field of the agent's identity is set, for the start-up refusal.
-IDENTITY_SOURCES = {
-    "agent_id": "--agent-id",
-    "name": "WORK_MANAGER_AGENT_NAME",
-    "agent_version": "WORK_MANAGER_AGENT_VERSION",
-    "model_name": "WORK_MANAGER_AGENT_MODEL",
-    "runtime": "WORK_MANAGER_AGENT_RUNTIME",
-}
-
-
-def checked_identity(agent: AgentInfo) -> None:
-    """Refuse at start-up an identity provenance cannot store (every surface's rule:
-    ``services.inputs.check_agent_metadata``), naming where it was set: every item would
-    otherwise fail on its first write, its message lost."""
-    from workmanager.services.inputs import check_agent_metadata
-
-    try:
-        check_agent_metadata(agent.id, agent)
-    except InvalidAgentMetadata as exc:
-        problems = exc.details if isinstance(exc.details, list) else []
-        said = "; ".join(_where(p) for p in problems)
-        raise ConfigurationError(f"the agent's identity cannot be recorded: {said}") from exc
-
-
-def _where(problem: dict[str, str]) -> str:
-    """A problem of the identity, said of the value the person set."""
-    field = problem["field"]
-    message = problem["message"]
-    if field == "runtime":  # stored as "celery/<runtime>": the variable has that much less
-        message = message.replace(str(NAME_MAX), str(NAME_MAX - len(RUNTIME_PREFIX)))
-    return f"{IDENTITY_SOURCES.get(field, field)}: {message}"
-
-
-#: What a consumer agent's runtime is recorded under (``celery/<WORK_MANAGER_AGENT_RUNTIME>``).
-RUNTIME_PREFIX = "celery/"
 
 
 def at_least_one(text: str) -> int:

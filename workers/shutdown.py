@@ -35,27 +35,56 @@ def install(app: Celery, consumer: AgentConsumer, pool: str = "threads") -> None
     and only stops the worker, whose pool then waited for every handler without a limit
     (a worker bootstep, closed first whatever ended the worker)."""
     from celery import bootsteps
-    from celery.signals import worker_shutting_down
+    from celery.signals import worker_ready, worker_shutting_down
 
     started: list[threading.Thread] = []
+    restarting = threading.Event()
 
     def on_shutdown(*_: Any, **__: Any) -> None:
+        consumer.stopping.set()
         if not started:  # a second SIGTERM does not start a second countdown
             grace = consumer.wm.settings.agent_shutdown_grace_seconds
             log.info("shutdown: stopped taking messages; handlers have %.0fs to finish", grace)
-            started.append(begin(consumer, grace, children=pool == "prefork"))
+            ending = _restart if restarting.is_set() else os._exit
+            started.append(begin(consumer, grace, ending, children=pool == "prefork"))
 
     worker_shutting_down.connect(on_shutdown, weak=False)
+    worker_ready.connect(lambda **_: _hear_restarts(restarting), weak=False)
     closing = {"close": on_shutdown, "__module__": __name__}
     step = type("AgentGrace", (bootsteps.StartStopStep,), closing)
     app.steps["worker"].add(step)
 
 
+def _hear_restarts(restarting: threading.Event) -> None:
+    """Note a SIGHUP (Celery's restart: warm shutdown, then the command run again from
+    an exit function), so a grace that ends the process restarts it instead: it ended
+    the process with ``os._exit``, which runs no exit function, and the agent stayed down.
+    Celery installs its SIGHUP handler only when started without a terminal."""
+    previous = signal.getsignal(signal.SIGHUP)
+    if not callable(previous):
+        return
+
+    def on_hup(signum: int, frame: Any) -> None:
+        restarting.set()
+        previous(signum, frame)
+
+    with contextlib.suppress(ValueError):  # not the main thread: Celery's handler stays
+        signal.signal(signal.SIGHUP, on_hup)
+
+
+def _restart(code: int) -> None:
+    """Run the agent's command again in this process, as Celery's SIGHUP restart does."""
+    from celery.apps.worker import _reload_current_worker
+
+    _reload_current_worker()
+
+
 def begin(
     consumer: AgentConsumer, grace: float, exit_process: Any = os._exit, children: bool = False
 ) -> threading.Thread:
-    """Start the graceful end (from a thread): wait up to ``grace`` seconds for the
-    handlers to finish, then release every lease still held and end the process."""
+    """Start the graceful end (from a thread): after ``grace`` seconds (the process ends
+    before then once its handlers are done), release every lease still held and end the
+    process (``exit_process``: :func:`os._exit`, or the restart after a SIGHUP)."""
 
     def held() -> list[Any]:
         if not children:
@@ -66,9 +95,9 @@ def begin(
         return LeaseAdmin(consumer.wm.ctx).held(LeaseSelector(agent_id=consumer.agent.id))
 
     def run() -> None:
-        deadline = time.monotonic() + grace
-        while held() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        # the whole grace, whatever is held now: a handler whose checkout was under way
+        # when the signal came holds nothing yet, and ran on without a limit
+        time.sleep(grace)
         still = held()
         if not still:
             return  # every handler finished: Celery's warm shutdown ends the process

@@ -92,6 +92,14 @@ class PermanentError(WorkManagerError):
 USER_CODE_FAILURES = (Exception, SystemExit, asyncio.CancelledError, GeneratorExit)
 
 
+def stopped_by_signal(exc: BaseException) -> bool:
+    """The ``SystemExit`` a stop signal raises in a Celery pool child (billiard's handler
+    exits with ``-(256 - signal)``: -241 for SIGTERM, as a process group's stop sends it):
+    the process is being ended, not the user's code failing. A handler's own
+    ``sys.exit(n)`` is its failure (:data:`USER_CODE_FAILURES`)."""
+    return isinstance(exc, SystemExit) and isinstance(exc.code, int) and -256 < exc.code < 0
+
+
 class Unavailable(TransientError):
     """A backing service (database, Redis or broker) is unavailable."""
 

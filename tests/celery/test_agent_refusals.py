@@ -578,3 +578,57 @@ def test_a_handler_failure_saying_a_nul_is_still_reported(
     outcome, item = run(wm, "test.simple", says)
     assert outcome == "failed" and item["state"] == "queued", item
     assert [e["message"] for e, _ in reported] == ["tool said a\ufffdb"]
+
+
+def test_a_stop_signal_in_a_pool_child_gives_the_item_back_unspent(
+    wm: WorkManager, reported: list[tuple[Any, bool]]
+) -> None:
+    """A signals pass: a process group's SIGTERM reaches a prefork agent's children, where
+    billiard raises ``SystemExit(-241)`` in the handler. It was reported as the handler's
+    failure, its attempt spent: three stops failed an order for good. The lease is released
+    now (the attempt given back) and the exit goes on."""
+
+    def stopped(view: Any, lease: Any) -> dict[str, Any]:
+        raise SystemExit(-(256 - 15))
+
+    order_id = wm.propose("test.simple", {})
+    (item,) = wm.queries.order(order_id)["items"]
+    consumer = AgentConsumer(wm, stopped, AgentInfo(id="stopped-1"))
+    with pytest.raises(SystemExit):
+        consumer.handle(uuid.UUID(item["id"]))
+    after = wm.queries.item(uuid.UUID(item["id"]))
+    assert after["state"] == "queued" and after["attempts"] == 0, after
+    assert after["error"] is None and reported == []
+
+
+def test_no_handler_starts_once_the_shutdown_began(wm: WorkManager, monkeypatch) -> None:
+    """The same pass: a SIGTERM while a checkout was under way let its handler start after
+    the grace had been judged (nothing held yet), and run on without a limit. A message
+    the stopping agent meets is left to another agent; a lease its checkout got as the
+    shutdown began is given back, the handler never run."""
+    ran: list[str] = []
+
+    def handler(view: Any, lease: Any) -> dict[str, Any]:
+        ran.append(str(lease.item_id))
+        return {"answer": 1}
+
+    order_id = wm.propose("test.simple", {})
+    (item,) = wm.queries.order(order_id)["items"]
+    item_id = uuid.UUID(item["id"])
+    consumer = AgentConsumer(wm, handler, AgentInfo(id="stopping-1"))
+    consumer.stopping.set()
+    assert consumer.handle(item_id) == ("later", 0.0)
+    assert wm.queries.item(item_id)["state"] == "queued"
+
+    consumer.stopping.clear()
+    checkout = wm.agent.checkout
+
+    def signalled_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        lease = checkout(*args, **kwargs)
+        consumer.stopping.set()  # SIGTERM during the checkout's statement
+        return lease
+
+    monkeypatch.setattr(wm.agent, "checkout", signalled_meanwhile)
+    assert consumer.handle(item_id) == ("released", 0.0)
+    after = wm.queries.item(item_id)
+    assert ran == [] and after["state"] == "queued" and after["attempts"] == 0, after

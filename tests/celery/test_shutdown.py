@@ -276,3 +276,54 @@ def test_agent_json_keeps_stdout_for_json(make_stack, tmp_path: Path) -> None:
     for line in out.read_text().splitlines():
         json.loads(line)  # every line of stdout is JSON (there are none on a clean run)
     assert "celery@" not in out.read_text() and "[tasks]" not in out.read_text()
+
+
+def test_a_group_sigterm_on_a_prefork_agent_spends_no_attempt(make_stack, tmp_path) -> None:
+    """A signals pass: honcho, or a unit without ``KillMode=mixed``, sends SIGTERM to the
+    whole group, and billiard ends each pool child with ``SystemExit(-241)`` in its
+    handler, which the agent reported as the handler's failure: the attempt spent, and
+    three stops failed the order for good. The lease is given back now, unspent."""
+    stack = make_stack(agent_shutdown_grace_seconds="1")
+    stack.worker()
+    stack.agent("e2e.echo", GATED, concurrency=1, pool="prefork")
+    order_id = enqueue_order("e2e.echo", {"n": 1}, app=stack.app)
+    stack.wait_for(lambda: _started(stack, order_id), 60, "the handler to start")
+    proc = stack.procs.pop("agent")
+    os.killpg(proc.pid, signal.SIGTERM)  # the main process and its children alike
+    try:
+        proc.wait(timeout=60)
+    except Exception:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    item = stack.wait_for(
+        lambda: (i := item_of(stack, order_id)).state == ItemState.QUEUED and i,
+        30,
+        "the item back in the queue",
+    )
+    assert item.attempts == 0 and item.error is None, (item.attempts, item.error)
+    assert "failed" not in item_events(stack, order_id)
+    assert "handler failed" not in stack.log("agent")
+
+
+def test_sighup_past_the_grace_restarts_the_agent(make_stack, tmp_path) -> None:
+    """The same pass: SIGHUP (Celery's restart) with a handler running past the grace
+    released the lease and ended the agent with ``os._exit``, which runs no exit function:
+    the restart Celery had registered never ran, and the agent stayed down."""
+    stack = make_stack(agent_shutdown_grace_seconds="1")
+    stack.worker()
+    stack.agent("e2e.echo", GATED, concurrency=1)
+    order_id = enqueue_order("e2e.echo", {"n": 1}, app=stack.app)
+    stack.wait_for(lambda: _started(stack, order_id), 60, "the handler to start")
+    proc = stack.procs["agent"]
+    proc.send_signal(signal.SIGHUP)
+    stack.wait_for(
+        lambda: item_of(stack, order_id).state == ItemState.QUEUED, 30, "the lease released"
+    )
+    (tmp_path / "markers" / "go-all").touch()  # the restarted agent finishes the item
+    stack.wait_for(
+        lambda: stack.wm.queries.order(order_id)["state"] == OrderState.COMPLETED,
+        90,
+        "the restarted agent to do the released item",
+    )
+    assert proc.poll() is None, "the agent ended instead of restarting"
+    assert "Restarting celery worker" in stack.log("agent")

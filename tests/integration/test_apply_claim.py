@@ -294,3 +294,23 @@ def test_an_apply_or_a_hook_calling_sys_exit_is_a_recorded_failure(
         a.executor.apply(order_id)
     assert failed.value.details["exception"] == "SystemExit"
     assert a.queries.order(order_id)["state"] == "failed"
+
+
+def test_an_apply_stopped_by_a_signal_is_no_attempt(
+    workers: Callable[..., tuple[WorkManager, WorkManager]],
+) -> None:
+    """A signals pass: a process group's SIGTERM reaches a prefork worker's child, where
+    billiard raises ``SystemExit(-241)`` in the body: it was recorded as a failed attempt
+    (with no retries left, the order failed). The exit goes on; nothing is recorded, and
+    the claim lapses for the apply to be sent again, as after a crash."""
+
+    class Stopped(Gated):
+        def apply(self, order: Any, ctx: Any) -> Any:
+            raise SystemExit(-(256 - 15))
+
+    a, _ = workers(Stopped(), apply_max_retries=0)
+    order_id = approved_order(a)
+    with pytest.raises(SystemExit):
+        a.executor.apply(order_id)
+    assert a.queries.order(order_id)["state"] == "approved"
+    assert "apply_failed" not in events(a, order_id)

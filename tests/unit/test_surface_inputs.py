@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from workers.agent import checked_identity
+from workers.identity import checked_identity
 from workmanager.errors import ConfigurationError, InvalidQuery
 from workmanager.services.inputs import MAX_WAIT_SECONDS, checked_wait
 from workmanager.types import AgentInfo

@@ -56,7 +56,7 @@ from .. import deployment, tracing
 from ..db.models import Order
 from ..db.order_store import OrderRow, build_order_store
 from ..diff import Diff
-from ..errors import USER_CODE_FAILURES, ApplyFailed, IllegalStateTransition
+from ..errors import USER_CODE_FAILURES, ApplyFailed, IllegalStateTransition, stopped_by_signal
 from ..jsonvalues import failure_text, json_value
 from ..patience import Patience
 from ..settings import Settings
@@ -265,6 +265,8 @@ class ApplyService:
                 raise TypeError(f"{order_type!r}.apply() must return a Diff, got {diff!r}")
             json_value(diff.to_dict(), "the diff")  # stored as JSON: fail here, recorded
         except USER_CODE_FAILURES as exc:
+            if stopped_by_signal(exc):  # not an attempt: the claim lapses, the apply is re-sent
+                raise
             log.warning("apply of %s raised (attempt %d)", order_id, ctx.attempt, exc_info=True)
             final = self.record_failure(order_id, exc, ctx.attempt, claim)
             raise ApplyFailed(
