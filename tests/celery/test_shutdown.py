@@ -327,3 +327,58 @@ def test_sighup_past_the_grace_restarts_the_agent(make_stack, tmp_path) -> None:
     )
     assert proc.poll() is None, "the agent ended instead of restarting"
     assert "Restarting celery worker" in stack.log("agent")
+
+
+def test_a_request_the_grace_cuts_off_is_answered_in_the_envelope(make_stack) -> None:
+    """A signals pass: a request still running when ``API_SHUTDOWN_GRACE_SECONDS`` ran out
+    was cancelled by uvicorn, which answered a plain-text ``Internal Server Error`` and
+    logged a traceback. It is a 503 ``unavailable`` envelope now, saying the request may
+    or may not have been done."""
+    from sqlalchemy import text
+
+    stack = make_stack(auth="none", api_shutdown_grace_seconds="2")
+    port = free_port()
+    stack.start(
+        "api",
+        [str(Path(sys.executable).parent / "workmanager"), "serve", "--port", str(port)],
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    stack.wait_for(healthy, 60, "the API to answer")
+    stack.wm.propose("e2e.echo", {"n": 1})
+    answers: list[Any] = []
+
+    def checkout() -> None:
+        request = urllib.request.Request(
+            f"{base}/agent/work/checkout", method="POST", data=b"",
+            headers={"X-Idempotency-Key": uuid.uuid4().hex, "X-Agent-ID": "cut-off"},
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=60) as r:
+                answers.append((r.status, r.read()))
+        except urllib.error.HTTPError as exc:
+            answers.append((exc.code, exc.read()))
+
+    with stack.wm.db.engine.connect() as held:
+        held.execute(text("LOCK TABLE work_items IN ACCESS EXCLUSIVE MODE"))  # the checkout waits
+        caller = threading.Thread(target=checkout)
+        caller.start()
+        time.sleep(1.5)  # the request is in flight, waiting on the lock
+        proc = stack.procs.pop("api")
+        proc.send_signal(signal.SIGTERM)
+        caller.join(timeout=30)
+        held.rollback()
+    proc.wait(timeout=30)
+    assert answers, "no answer"
+    status, body = answers[0]
+    assert status == 503, answers
+    error = json.loads(body)["error"]
+    assert error["code"] == "unavailable" and "may have been done or not" in error["message"]
+    assert "Traceback" not in stack.log("api")

@@ -284,3 +284,18 @@ class RequestContextMiddleware:
             log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
             if not started:
                 await send_error(send, WorkManagerError("internal error"), echo)
+        except asyncio.CancelledError:
+            # the server's graceful shutdown ran out (API_SHUTDOWN_GRACE_SECONDS) with this
+            # request unfinished: uvicorn answered a plain-text 500 and logged a traceback
+            log.warning("%s %s cut off by the server's shutdown", scope.get("method"),
+                        scope.get("path"))  # fmt: skip
+            if not started:
+                await send_error(send, CUT_OFF, echo)
+
+
+#: The answer to a request the server's shutdown cut off: done or not, nobody knows.
+CUT_OFF = Unavailable(
+    "the server stopped before this request finished: it may have been done or not",
+    hint="retry it; with the same idempotency key, the retry is answered (the outcome, or"
+    " run anew) once the key's in-flight lock lapses",
+)
