@@ -193,8 +193,9 @@ def serve(env: Env, host: str, port: int, dispatcher_ref: str, log_level: str) -
     warn_if_open(wm.settings, "the HTTP API")
     check_bindable(host, port)
     # SIGTERM: stop accepting, let in-flight requests finish for the grace period (then
-    # they are cancelled, and answered 503: surface/middleware.CUT_OFF), then exit. Approvals waiting for their apply answer
-    # at once (operations.STOPPING), as when their wait runs out.
+    # they are cancelled, and answered 503: surface/middleware.CUT_OFF), then exit.
+    # Approvals waiting for their apply answer at once (operations.STOPPING), as when
+    # their wait runs out.
     from ..surface import operations
 
     class Server(uvicorn.Server):
