@@ -27,7 +27,7 @@ from .services.lease_admin import Sweeper
 from .services.maintenance import Maintenance
 from .services.orders import OrderService
 from .settings import Settings
-from .types import JSON, Actor
+from .types import JSON, Actor, AgentInfo
 
 
 class WorkManager:
@@ -100,16 +100,22 @@ class WorkManager:
         priority: int = 0,
         meta: JSON | None = None,
         dedupe_key: str | None = None,
-        **kwargs: Any,
+        *,
+        order_id: uuid.UUID | str | None = None,
+        tenant_id: str | None = None,
+        agent: AgentInfo | None = None,
+        requested_by: Actor | None = None,
     ) -> uuid.UUID:
         """Create and plan an order now; returns its id (an existing one for a known
-        ``dedupe_key``)."""
+        ``dedupe_key``). ``order_id``: the id you chose; ``agent`` or ``requested_by``:
+        who proposes (:meth:`OrderService.propose`)."""
         proposal = self.orders.propose(
-            type, payload, priority=priority, meta=meta, dedupe_key=dedupe_key, **kwargs
-        )
+            type, payload, priority=priority, meta=meta, dedupe_key=dedupe_key,
+            order_id=order_id, tenant_id=tenant_id, agent=agent, requested_by=requested_by,
+        )  # fmt: skip
         return uuid.UUID(proposal.order["id"])
 
-    def approve(self, order_id: uuid.UUID, actor: Actor | None = None) -> dict[str, Any]:
+    def approve(self, order_id: uuid.UUID | str, actor: Actor | None = None) -> dict[str, Any]:
         return self.orders.approve(order_id, actor or Actor("user", "library"))
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ honoured or refused (:mod:`.settings_upstream`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -160,6 +161,24 @@ class Settings:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # every value held to its variable's rule, however it was given: ``Settings(...)``
+        # and ``replace()`` took anything (``lease_backend="Memory"`` ran on Redis, a
+        # negative TTL granted leases already expired, text for a number failed deep in)
+        for spec in SPECS:
+            value, default = getattr(self, spec.field), _DEFAULTS.get(spec.field)
+            if value is None or value is default:  # unset, or the default
+                continue
+            if _number(value) and _number(default):
+                # a number from Python code: any size the code takes (a test's 0.3 s
+                # heartbeat), but a number of 0 or more
+                if not math.isfinite(value) or value < 0:
+                    raise ConfigurationError(
+                        f"{spec.names[0]}: expected a number of 0 or more, got {value!r}"
+                    )
+                continue
+            read = spec.parse(spec.names[0], value)  # as the variable's text is read
+            if read != value and not isinstance(read, ConnectionName):
+                object.__setattr__(self, spec.field, read)
         if self.redis_cluster:
             check_cluster(self.redis_url, self.redis_prefix)
         elif "," in self.redis_url.partition("://")[2].partition("/")[0].rpartition("@")[2]:
@@ -220,6 +239,16 @@ class Settings:
     @property
     def uses_embedded_broker(self) -> bool:
         return self.broker_url.startswith("sqla+sqlite")
+
+
+#: Each setting's default (checked once, by the tests: ``test_settings``).
+_DEFAULTS: dict[str, Any] = {
+    f.name: f.default for f in dataclasses.fields(Settings) if f.default is not dataclasses.MISSING
+}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _without_client_options(url: str) -> str:

@@ -230,7 +230,9 @@ def _optional_semver(name: str, value: Any) -> str | None:
 
 def _prefix(name: str, value: Any) -> str:
     """A mount path: ``/`` or a path starting with ``/``, its trailing ``/`` dropped
-    (``/`` itself mounts at the root)."""
+    (``/`` itself mounts at the root, held as ``""``, which is taken as it too)."""
+    if value == "":
+        return ""
     text = _str(name, value)
     if not text.startswith("/"):
         raise _fail(name, value, "a path starting with '/'")

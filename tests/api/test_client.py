@@ -22,7 +22,11 @@ def test_client_cycle(db_server: Server) -> None:
         assert wc.checkout(order["id"]) is None  # its only item is leased
         wait_for(lambda: lease.heartbeats >= 2, what="two background heartbeats")
         assert not lease.heartbeat_errors
-        lease.submit_part("a", {"v": 1})
+        lease.submit_part("a", {"v": 1}, evidence={"url": "u"}, notes="first")
+        [part] = wc.request("GET", f"/items/{lease.id}/parts")["parts"]
+        assert part["evidence"] == {"url": "u"} and part["notes"] == "first", part
+        with pytest.raises(TypeError):  # it took **extra and sent evidnce= to be ignored
+            lease.submit_part("b", {"w": 2}, evidnce={"url": "u"})  # type: ignore[call-arg]
         lease.submit_part("b", {"w": 2})
         done = lease.finalize()
         assert done["item"]["state"] == "submitted" and done["order_state"] == "submitted"

@@ -136,7 +136,7 @@ def test_one_token_cannot_fill_the_sessions_every_client_needs(make_wm, monkeypa
     from workmanager.services.tokens import TokenService
 
     monkeypatch.setattr(mcp_http_module.BearerGate, "MAX_SESSIONS_PER_PRINCIPAL", 3)
-    wm = make_wm(auth="token")
+    wm = make_wm(auth="tokens")
     tokens = TokenService(wm.ctx)
     greedy, other = tokens.create("greedy", ["view"])[0], tokens.create("other", ["view"])[0]
     app = mcp_http_module.http_app(wm, build_server(wm, require_token=True))

@@ -48,11 +48,20 @@ def test_unbound_agent_ids_share_one_series(make_wm: Any, pg_url: str) -> None:
             "/agent/work/propose", json={"type": "test.simple", "payload": {}}, headers=headers
         )
         assert client.post("/agent/work/checkout", headers=headers).status_code == 200
+        # the unbound token's own name (no X-Agent-ID) is the operator's, not invented: it
+        # keeps its series (a metrics pass: it was reported as `other`)
+        own = {"Authorization": f"Bearer {unbound}"}
+        client.post("/agent/work/propose", json={"type": "test.simple", "payload": {}}, headers=own)
+        assert client.post("/agent/work/checkout", headers=own).status_code == 200
         scraped = client.get("/metrics").text
     finally:
         client.close()
         wm.close()
-    assert agent_series(scraped, "work_manager_leases_acquired_total") == {"other", "bound-label-1"}
+    assert agent_series(scraped, "work_manager_leases_acquired_total") == {
+        "other",
+        "bound-label-1",
+        "label-free",
+    }
     other = re.search(
         r'^work_manager_leases_acquired_total\{[^}]*"other"[^}]*\} (\S+)', scraped, re.M
     )

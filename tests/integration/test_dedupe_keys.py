@@ -239,3 +239,19 @@ def test_a_refusal_goes_into_its_payloads_tenant_as_its_order_would(
     refused = ValidationFailed.at("payload.n", "must be at least 0", "minimum")
     wm.orders.refuse(refused, "test.simple", {"n": -1, "tenant_id": "A"}, order_id=order_id)
     assert wm.queries.order(order_id)["tenant_id"] == "A"
+
+
+def test_a_refusal_delivered_twice_is_recorded_and_counted_once(make_wm, database) -> None:
+    """A metrics pass: a refused create message delivered again (a worker died after the
+    refusal committed) found the failed order already there, yet counted
+    ``orders_refused_total`` a second time."""
+    from workmanager.errors import ValidationFailed
+
+    wm = make_wm(db=database, registry=Registry([Simple()]))
+    refused = ValidationFailed.at("payload.n", "must be an integer", "type")
+    order_id = uuid.uuid4()
+    for _ in range(2):
+        wm.orders.refuse(refused, "test.simple", {"n": "x"}, order_id=order_id)
+    assert wm.queries.order_state(order_id) == "failed"
+    counted = wm.metrics.driver.total("work_manager.orders_refused_total")
+    assert counted == 1, counted

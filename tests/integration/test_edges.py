@@ -698,3 +698,32 @@ def test_floats_written_out_past_the_limit_are_refused_and_change_nothing(
     assert wm.queries.item(lease.item_id)["state"] == "leased"
     wm.agent.submit(lease, {"answer": 1.5e-300})  # one such float is a number like any
     assert wm.queries.order_state(order_id) == "submitted"
+
+
+def test_who_acts_is_an_actor_or_an_agent_s_id_else_a_refusal(make_wm, database) -> None:
+    """A library pass: ``agent="a1"`` (as the agent calls take it) and ``actor="me"`` on
+    propose, approve, reject and retry were ``AttributeError``s deep inside."""
+    from workmanager.errors import ValidationFailed
+
+    wm = make_wm(db=database, registry=Registry([Simple()]))
+    proposal = wm.orders.propose("test.simple", {"n": 1}, agent="agent-text")
+    order_id = uuid.UUID(proposal.order["id"])
+    assert proposal.order["requested_by_id"] == "agent-text"
+    with pytest.raises(ValidationFailed) as refused:
+        wm.orders.propose("test.simple", {"n": 2}, requested_by="me")  # type: ignore[arg-type]
+    assert refused.value.details[0]["path"] == "requested_by"
+    lease = wm.agent.checkout("agent-text", order_id=order_id)
+    assert lease is not None
+    wm.agent.submit(lease, {"answer": 1})
+    for call in (
+        lambda: wm.approve(order_id, actor="me"),  # type: ignore[arg-type]
+        lambda: wm.orders.reject(order_id, [{"code": "x", "message": "y"}], "me"),  # type: ignore[arg-type]
+        lambda: wm.orders.retry(order_id, "me"),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(ValidationFailed) as refused:
+            call()
+        assert refused.value.details[0]["path"] == "actor"
+    assert wm.queries.order_state(order_id) == "submitted"
+    assert (
+        wm.orders.approve(order_id, Actor("user", "u"), agent="agent-text")["state"] == "approved"
+    )

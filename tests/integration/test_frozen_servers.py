@@ -106,7 +106,7 @@ def test_readyz_with_a_token_answers_while_the_database_is_frozen(
     from workmanager.api import create_app
     from workmanager.services.tokens import TokenService
 
-    wm = make_wm(db="sqlite", backend="database", auth="token")
+    wm = make_wm(db="sqlite", backend="database", auth="tokens")
     token, _ = TokenService(wm.ctx).create("ops", "view")
     client = TestClient(create_app(wm), headers={"Authorization": f"Bearer {token}"})
     assert client.get("/readyz").json()["checks"]["database"] == "ok"  # identified: reasons

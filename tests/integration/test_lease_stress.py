@@ -132,7 +132,7 @@ def pool(make_wm, request, tmp_path) -> Any:
             db=db,
             backend=backend,
             registry=Registry([Multi()]),
-            redis_url=url,
+            **({"redis_url": url} if url else {}),  # none: the default, unused
             redis_prefix=prefix,
             lease_ttl_seconds=ttl,
             default_max_attempts=50,

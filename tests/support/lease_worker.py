@@ -54,7 +54,7 @@ class Worker:
         settings = Settings(
             database_url=config["database_url"],
             lease_backend=config["backend"],
-            redis_url=config["redis_url"],
+            **({"redis_url": config["redis_url"]} if config["redis_url"] else {}),
             redis_prefix=config["redis_prefix"],
             redis_cluster=bool(config.get("redis_cluster")),
             lease_ttl_seconds=config["ttl"],

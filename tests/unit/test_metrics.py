@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from typing import Any
 
 import pytest
 
@@ -171,6 +172,24 @@ def test_prometheus_driver_exposes_counters_gauges_histograms() -> None:
     assert 'work_manager_orders_created_total{priority="0",type="t"} 1.0' in text
     assert 'work_manager_queue_depth{type="t"} 3.0' in text
     assert 'work_manager_order_apply_duration_seconds_count{type="t"} 1.0' in text
+    # an approval after an hour lands in a bucket, not +Inf (a metrics pass: the default
+    # buckets stopped at 10 s); the buckets are the StatsD exporter mapping's
+    metrics.histogram("order_time_to_approval_seconds", 3000.0, type="t")
+    text = generate_latest(driver.registry).decode()
+    assert 'work_manager_order_time_to_approval_seconds_bucket{le="3600.0",type="t"} 1.0' in text
+    assert 'work_manager_order_time_to_approval_seconds_bucket{le="300.0",type="t"} 0.0' in text
+
+
+def test_the_prometheus_buckets_are_the_statsd_exporters() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from workmanager.metrics.prometheus import BUCKETS
+
+    mapping = Path(__file__).resolve().parents[2] / "deploy/statsd-exporter/mapping.yml"
+    exported = yaml.safe_load(mapping.read_text())["defaults"]["histogram_options"]["buckets"]
+    assert [*exported, float("inf")] == list(BUCKETS)
 
 
 def test_factory_picks_drivers_by_alias_and_by_path() -> None:
@@ -256,3 +275,63 @@ def test_a_label_value_cannot_add_a_line_or_break_one(style: str) -> None:
         assert line.count(":") == (1 + line.count(",") + 1 if style == "dogstatsd" else 1), line
     assert "orders_approved_total" in lines[0] and "x_1_c_wm.orders_approved_total" in lines[0]
     assert "http_503" in lines[1] and "a_b_c_d__e" in lines[1]
+
+
+def test_a_driver_with_timing_gets_the_histograms_and_one_without_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A metrics pass: SPEC §4.8's protocol has ``histogram``/``timing``, yet a driver
+    with ``timing`` lost both histograms (a warning each), and any class at all started,
+    then dropped every metric."""
+    import sys
+    import types
+
+    class Timing:
+        def __init__(self) -> None:
+            self.seen: list[tuple[str, float]] = []
+
+        def increment(self, name: str, value: float = 1, labels: Any = None) -> None: ...
+
+        def gauge(self, name: str, value: float, labels: Any = None) -> None: ...
+
+        def timing(self, name: str, seconds: float, labels: Any = None) -> None:
+            self.seen.append((name, seconds))
+
+    class Nothing:
+        pass
+
+    module = types.ModuleType("wm_test_drivers")
+    module.Timing, module.Nothing = Timing, Nothing  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "wm_test_drivers", module)
+    metrics = build_metrics(Settings(metrics_driver="wm_test_drivers:Timing"))
+    metrics.histogram("order_apply_duration_seconds", 0.25, type="t")
+    assert metrics.driver.seen == [("work_manager.order_apply_duration_seconds", 0.25)]  # type: ignore[attr-defined]
+    with pytest.raises(ConfigurationError, match="has no increment, gauge, histogram"):
+        build_metrics(Settings(metrics_driver="wm_test_drivers:Nothing"))
+
+
+def test_the_apply_duration_is_the_body_s_time_not_the_recording_s(make_wm) -> None:
+    """A metrics pass: ``order_apply_duration_seconds`` ("time in before_apply + apply")
+    took in the recording after the body, and the waits of a database outage during it."""
+    import time
+
+    from tests.support.types import Simple
+
+    wm = make_wm(registry=Registry([Simple()]))
+    order_id = wm.propose("test.simple", {"n": 1})
+    lease = wm.agent.checkout("agent-1")
+    assert lease is not None
+    wm.agent.submit(lease, {"answer": 1})
+    wm.approve(order_id)
+    record = wm.executor.store.record_apply
+
+    def slow_record(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.5)
+        return record(*args, **kwargs)
+
+    wm.executor.store.record_apply = slow_record
+    assert wm.executor.apply(order_id).recorded
+    [(_, took)] = [
+        (k, v) for k, v in wm.metrics.driver.histograms.items() if "apply_duration" in k[0]
+    ] or [(None, None)]
+    assert took is not None and max(took) < 0.4, took

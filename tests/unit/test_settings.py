@@ -436,3 +436,36 @@ def test_usual_prefixes_and_header_names_are_taken() -> None:
         {"WORK_MANAGER_API_PREFIX": "/api/work-v1/", "WORK_MANAGER_IDEMPOTENCY_HEADER": "X-Idem"}
     )
     assert (s.api_prefix, s.idempotency_header) == ("/api/work-v1", "X-Idem")
+
+
+def test_settings_built_in_python_are_read_by_the_variables_rules() -> None:
+    """A library pass: ``Settings(...)`` and ``replace()`` took anything: a misspelled
+    backend ran on another one, a negative TTL granted leases already expired, text for
+    a number failed deep inside. Numbers from Python may be any size of 0 or more (a
+    test's 0.3 s heartbeat)."""
+    assert Settings(lease_backend="Memory").lease_backend == "memory"
+    assert Settings(lease_ttl_seconds="600").lease_ttl_seconds == 600  # type: ignore[arg-type]
+    assert Settings(heartbeat_every_seconds=0.3).heartbeat_every_seconds == 0.3  # type: ignore[arg-type]
+    for bad, variable in (
+        ({"lease_backend": "Memroy"}, "WORK_MANAGER_LEASE_BACKEND"),
+        ({"lease_ttl_seconds": -5}, "WORK_MANAGER_LEASE_TTL_SECONDS"),
+        ({"auth": "token"}, "WORK_MANAGER_AUTH"),
+        ({"max_json_depth": "deep"}, "WORK_MANAGER_MAX_JSON_DEPTH"),
+    ):
+        with pytest.raises(ConfigurationError, match=variable):
+            Settings(**bad)
+        with pytest.raises(ConfigurationError, match=variable):
+            Settings().replace(**bad)
+
+
+def test_the_client_without_httpx_names_its_extra() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['httpx'] = None; import workmanager.client"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "pip install 'workmanager[client]'" in done.stderr, done.stderr[-500:]
+    import workmanager.client
+
+    assert "ApiError" in workmanager.client.__all__  # as the docs import it

@@ -85,7 +85,11 @@ class Metrics:
         self._call("gauge", name, value, labels)
 
     def histogram(self, name: str, seconds: float, **labels: object) -> None:
-        self._call("histogram", name, seconds, labels)
+        # SPEC §4.8's protocol has ``histogram``/``timing``: a driver of the second name
+        # lost every histogram (its seconds, as ``histogram``'s)
+        self._call(
+            "histogram" if hasattr(self.driver, "histogram") else "timing", name, seconds, labels
+        )
 
     def _call(self, method: str, name: str, value: float, labels: dict[str, object]) -> None:
         if not self.enabled:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..errors import ConfigurationError
 from ..importing import import_object
 from ..settings import Settings
 from .base import Metrics, MetricsDriver
@@ -26,6 +27,16 @@ def _driver(settings: Settings) -> MetricsDriver:
 
         return PrometheusDriver()
     driver: MetricsDriver = import_object(name, "WORK_MANAGER_METRICS_DRIVER")()
+    lacking = [m for m in ("increment", "gauge") if not callable(getattr(driver, m, None))]
+    if not any(callable(getattr(driver, m, None)) for m in ("histogram", "timing")):
+        lacking.append("histogram (or timing)")
+    if lacking:  # it started, then dropped every metric with a warning each
+        raise ConfigurationError(
+            f"WORK_MANAGER_METRICS_DRIVER={name}: {type(driver).__name__} has no "
+            + ", ".join(lacking),
+            hint="a driver has increment(name, value, labels), gauge(name, value, labels)"
+            " and histogram(name, seconds, labels) (or timing: SPEC §4.8)",
+        )
     return driver
 
 

@@ -8,6 +8,11 @@ from typing import Any
 from ..importing import import_extra
 from .base import Labels
 
+#: The histograms' buckets in seconds, the same as deploy/statsd-exporter/mapping.yml's
+#: (a test pins them): prometheus_client's default stops at 10 s, so every approval a
+#: person made (minutes to days) fell in ``+Inf``.
+BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300, 3600, float("inf"))
+
 
 class PrometheusDriver:
     """Creates each metric on first use; expose ``registry`` with ``make_asgi_app``."""
@@ -29,7 +34,8 @@ class PrometheusDriver:
             metric = self._metrics.get(flat)
             if metric is None:
                 cls = getattr(self._prom, kind)
-                metric = cls(flat, flat, sorted(labels or {}), registry=self.registry)
+                options = {"buckets": BUCKETS} if kind == "Histogram" else {}
+                metric = cls(flat, flat, sorted(labels or {}), registry=self.registry, **options)
                 self._metrics[flat] = metric
         return metric.labels(**labels) if labels else metric
 

@@ -264,6 +264,7 @@ class ApplyService:
             if not isinstance(diff, Diff):
                 raise TypeError(f"{order_type!r}.apply() must return a Diff, got {diff!r}")
             json_value(diff.to_dict(), "the diff")  # stored as JSON: fail here, recorded
+            took = time.perf_counter() - t0  # the body's time, not the recording's waits
         except USER_CODE_FAILURES as exc:
             if stopped_by_signal(exc):  # not an attempt: the claim lapses, the apply is re-sent
                 raise
@@ -286,9 +287,7 @@ class ApplyService:
         else:
             outcome = ApplyOutcome(order_dict(row), stored, recorded=True)
         if outcome.recorded:
-            self.ctx.metrics.histogram(
-                "order_apply_duration_seconds", time.perf_counter() - t0, type=view.type
-            )
+            self.ctx.metrics.histogram("order_apply_duration_seconds", took, type=view.type)
             self._after(order_type.after_apply, view, diff)
         return outcome
 

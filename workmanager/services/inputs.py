@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
 from ..durations import MAX_WAIT_SECONDS
 from ..errors import InvalidAgentMetadata, InvalidQuery, ValidationFailed, problem
@@ -14,7 +14,7 @@ from ..jsonvalues import MAX_JSON_DEPTH_CEILING, json_fields
 from ..lease_tokens import Holder
 from ..leases.base import CheckoutQuery
 from ..semver import is_semver
-from ..types import NAME_MAX, AgentInfo, Lease, agent_id_problem, as_id, is_name
+from ..types import NAME_MAX, Actor, AgentInfo, Lease, agent_id_problem, as_id, is_name
 
 
 def require(condition: bool, path: str, message: str, validator: str = "type") -> None:
@@ -78,12 +78,29 @@ _TEXT = (
 )
 
 
-def checked_agent(agent: AgentInfo | None) -> AgentInfo | None:
-    """``agent`` (who proposes, approves or rejects, when a caller names one), checked by
+def checked_agent(agent: AgentInfo | str | None) -> AgentInfo | None:
+    """``agent`` (who proposes, approves or rejects, when a caller names one: an
+    :class:`AgentInfo` or its id, as the agent calls take), checked by
     :func:`check_agent_metadata`."""
+    if isinstance(agent, str):
+        check_agent_metadata(agent, None)
+        return AgentInfo(id=agent)
     if agent is not None:
-        check_agent_metadata(agent.id, agent)
+        check_agent_metadata(getattr(agent, "id", agent), agent)
     return agent
+
+
+_Who = TypeVar("_Who", bound=Actor | None)
+
+
+def checked_actor(actor: _Who, field: str = "actor") -> _Who:
+    """``actor`` when it is an :class:`Actor` (or ``None``, where one may be left out);
+    anything else is refused at ``field`` (a library caller's ``actor="me"`` was an
+    ``AttributeError`` deep inside)."""
+    if actor is None or isinstance(actor, Actor):
+        return actor
+    said = f"must be an Actor, e.g. Actor('user', 'alice'), not {type(actor).__name__}"
+    raise ValidationFailed.at(field, said, "type")
 
 
 def check_agent_metadata(agent_id: Any, meta: Any) -> None:

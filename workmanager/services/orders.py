@@ -30,7 +30,7 @@ from ..states import ItemState, OrderState
 from ..types import JSON, Actor, AgentInfo, OrderView, as_id
 from .context import ServiceContext
 from .idempotency import IdempotencyService
-from .inputs import checked_agent, reject_errors
+from .inputs import checked_actor, checked_agent, reject_errors
 from .proposals import build_order, check_proposal, order_id_for, proposed_id, same_proposal
 from .refusals import (
     droppable,
@@ -91,15 +91,14 @@ class OrderService:
         ``dedupe_key`` (or ``order_id``, a UUID or its text) returns the existing order when
         it has the same type, payload and tenant; else :class:`DedupeKeyReused`."""
         order_id, agent = proposed_id(order_id), checked_agent(agent)
-        actor = requested_by or (agent.actor if agent else Actor.system())
+        who = checked_actor(requested_by, "requested_by")
+        actor = who or (agent.actor if agent else Actor.system())
         order, items = self.planned(
             type, payload, priority, meta, dedupe_key, actor, order_id, tenant_id
         )
-        # A known id or dedupe key fails the insert (no read before it on the happy path),
-        # which then finds the order that holds it.
+        # a known id or dedupe key fails the insert (no read before it), then finds its order
         found = self._insert(order, items, actor, agent)
-        # A refused proposal's record gives its id to the corrected proposal: whoever drops
-        # it (others may send the same at once), each inserts again, finding their order.
+        # a refused proposal's record gives its id to the corrected one (each sender drops it)
         for _ in range(TAKEN_TRIES):
             if found is None or not replaceable(found, order.tenant_id):
                 break
@@ -171,10 +170,12 @@ class OrderService:
     ) -> dict[str, Any]:
         """Record a refused proposal (``proposal``: its ``priority``, ``meta``,
         ``requested_by``, ``tenant_id``) as a ``failed`` order under ``order_id``, the id
-        its producer got (:func:`~.refusals.refused_order`), counted in
+        its producer got (:func:`~.refusals.refused_order`), counted once in
         ``orders_refused_total``; an order already under the id is left and returned."""
-        self.count_refused(type, error)
-        return order_dict(self._refusal(error, type, payload, order_id, **proposal)[0])
+        row, created = self._refusal(error, type, payload, order_id, **proposal)
+        if created:  # not again for a redelivered message
+            self.count_refused(type, error)
+        return order_dict(row)
 
     def note_redelivery(
         self, order_id: uuid.UUID, type: str, payload: Any, **proposal: Any
@@ -206,20 +207,18 @@ class OrderService:
         return self.store.refuse(order, actor)
 
     def count_refused(self, type: Any, error: WorkManagerError) -> None:
-        """``orders_refused_total{type, reason}``; an unregistered type counts as
-        ``other`` (a typo must not mint a label)."""
+        """``orders_refused_total{type, reason}``; an unregistered type: ``other``."""
         label = type if isinstance(type, str) and type in self.ctx.registry else "other"
         self.ctx.metrics.increment("orders_refused_total", type=label, reason=error.code)
 
-    # --- approve ----------------------------------------------------------------------
     @tracing.traced("workmanager.approve", tracing.order_call)
     def approve(
         self, order_id: uuid.UUID | str, actor: Actor, agent: AgentInfo | None = None
     ) -> dict[str, Any]:
         """``submitted → approved`` (the store's ``approve``, :meth:`_ready` deciding from
         the locked order); then the apply is dispatched."""
-        order_id, agent = as_id(order_id, "order"), checked_agent(agent)
-        row = self.store.approve(order_id, self._plain_types(), self._ready, actor, agent)
+        order_id, agent, by = as_id(order_id, "order"), checked_agent(agent), checked_actor(actor)
+        row = self.store.approve(order_id, self._plain_types(), self._ready, by, agent)
         assert row is not None, "_ready approves or raises"
         order = order_dict(row)
         self._approved(order_id, order)
@@ -343,9 +342,9 @@ class OrderService:
         agent: AgentInfo | None = None,
     ) -> dict[str, Any]:
         """``submitted → rejected`` (items and parts too); with rework, back to ``queued``."""
-        errors, agent = reject_errors(errors), checked_agent(agent)
+        errors, agent, by = reject_errors(errors), checked_agent(agent), checked_actor(actor)
         json_value(errors, "errors", self.ctx.settings.max_json_depth)
-        change = self.store.reject(as_id(order_id, "order"), errors, actor, allow_rework, agent)
+        change = self.store.reject(as_id(order_id, "order"), errors, by, allow_rework, agent)
         order = order_dict(refused(change, OrderState.REJECTED))
         self.ctx.metrics.increment("orders_rejected_total", type=order["type"])
         if change.items:
@@ -356,7 +355,8 @@ class OrderService:
         """A failed order goes back to work: its failed items to ``queued`` (error cleared).
         An order that failed in apply, with every item submitted, goes back to ``submitted``
         (:func:`retry_target` decides, from the locked order)."""
-        change = self.store.retry(order_id := as_id(order_id, "order"), retry_target, actor)
+        order_id, by = as_id(order_id, "order"), checked_actor(actor)
+        change = self.store.retry(order_id, retry_target, by)
         order = order_dict(change.order)
         if change.items:
             self.ctx.dispatcher.items_available(order["type"], list(change.items))

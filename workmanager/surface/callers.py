@@ -91,6 +91,8 @@ def build_caller(
         idempotency_key_hash=idempotency_key_hash,
         extra=dict(meta.extra),
         headers=meta.headers,
-        self_named=principal.agent_id is None,
+        # chosen by the caller: X-Agent-ID (an MCP argument) under an unbound token; a
+        # token's own name, the operator's, is not (it was reported as `other`)
+        self_named=principal.agent_id is None and bool(meta.agent_id),
     )
     return Caller(principal, agent, read)
