@@ -9,15 +9,16 @@ has lost a lock the row still shows, the sweep treats that lease as expired.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
 from ..db.models import Item
-from ..errors import LeaseConflict, LeaseExpired
+from ..errors import LeaseConflict, LeaseExpired, Unavailable
 from ..lease_tokens import Holder
 from ..states import ItemState
 from .base import CheckoutQuery, Grant, LeaseStore, check_row
@@ -31,6 +32,39 @@ if TYPE_CHECKING:
 #: row it locked would be skipped by racing checkouts until it commits, so they would see
 #: "no items" while eligible items remain (SPEC §4.5 forbids that spurious answer).
 BATCH = 1
+
+
+class Unreached:
+    """The candidates of one checkout whose lock a sharded store (Redis Cluster) could not
+    reach. With one shard down (``cluster-require-full-coverage no``), its items' locks
+    answer ``unavailable`` while the others' answer; every checkout tried the queue's head
+    on the dead shard and failed, and nothing was granted anywhere. Such items are
+    skipped, up to :attr:`MOST`, then the outage is said; a store of one server says it at
+    once (every lock is down alike)."""
+
+    MOST = 3
+
+    def __init__(self, lock: object) -> None:
+        self.sharded = bool(getattr(lock, "sharded", False))  # a lock of its own: no
+        self.count = 0
+        self.outage: Unavailable | None = None
+
+    def acquire(self, call: Callable[..., int], *args: Any) -> int:
+        """``call(*args)``, the store's answer for one candidate; ``0`` (taken: the next
+        candidate is tried) when its lock could not be reached and it may be skipped."""
+        try:
+            return call(*args)
+        except Unavailable as outage:
+            self.count, self.outage = self.count + 1, outage
+            if not self.sharded or self.count > self.MOST:
+                raise
+            return 0
+
+    def none_left(self) -> None:
+        """No candidate left: the outage, when items were skipped for it (what is left
+        is on the dead shard), else ``None`` (nothing to lease)."""
+        if self.outage is not None:
+            raise self.outage
 
 
 class StoreLeaseBackend:
@@ -55,6 +89,11 @@ class StoreLeaseBackend:
         #: the lock the PostgreSQL store composes (:class:`.base.LeaseLock`): this backend
         self.lock: StoreLeaseBackend = self
 
+    @property
+    def sharded(self) -> bool:
+        """Whether its store's locks live on several shards (:class:`Unreached`)."""
+        return bool(getattr(self.store, "sharded", False))
+
     def close(self) -> None:
         """Let go of the store's connections (a store without any has no ``close``)."""
         close = getattr(self.store, "close", None)
@@ -77,10 +116,12 @@ class StoreLeaseBackend:
         counted = InSession(self.limits, session) if self.limits else None
         if self.agent_full(agent_id):  # before a row is locked: it is another agent's
             return None
+        unreached = Unreached(self)
         while not exhausted(query, blocked, full):
             stmt = _candidates(shape_of(query, blocked, tried, full), postgres)
             rows = list(session.scalars(stmt, params(query, now, blocked, tried, full)))
             if not rows:
+                unreached.none_left()  # raises when items were skipped for an outage
                 return None
             for item in rows:
                 tried.add(item.id)
@@ -92,7 +133,8 @@ class StoreLeaseBackend:
                 if over:
                     full.add(over.key)  # the tenant's: the only limit counted here
                     continue
-                token = self.store.acquire(
+                token = unreached.acquire(  # its shard down: 0, the next is tried
+                    self.store.acquire,
                     str(item.id),
                     agent_id,
                     ttl * 1000,

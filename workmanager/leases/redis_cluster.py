@@ -24,6 +24,7 @@ move or delete the zset members after the lock changed, in separate steps as wel
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -35,6 +36,10 @@ from .script import Script
 
 log = logging.getLogger("workmanager.leases")
 
+
+#: How long a lock on a shard that does not answer is read as alive (``pttl``) or ending
+#: from now (``pexpiretime``): kept held, its row's expiry moved no further than this.
+UNREACHED_MS = 1000
 
 #: The port of a listed node that names none.
 DEFAULT_PORT = 6379
@@ -116,6 +121,10 @@ def connect_cluster(url: str, timeout: float = 5.0) -> Any:
 class RedisClusterLeaseStore(RedisLeaseStore):
     """:class:`RedisLeaseStore` with one slot per script (see the module's docstring)."""
 
+    #: Its items' locks live on several shards: one down leaves the others' answering
+    #: (a checkout skips an item it cannot reach: ``keyed.Unreached``).
+    sharded = True
+
     def __init__(self, client: Any, prefix: str = "work:lease:", track_limits: bool = True) -> None:
 
         super().__init__(client, prefix, track_limits)
@@ -163,6 +172,52 @@ class RedisClusterLeaseStore(RedisLeaseStore):
         if granted <= 0:
             self._give_back(taken, member)
         return granted
+
+    def _per_item(self, command: str, item_ids: list[str]) -> list[Any]:
+        """``command`` on each item's lock, pipelined; when a shard does not answer, key by
+        key, an unreachable lock read as alive for :data:`UNREACHED_MS` (its lease neither
+        reclaimed nor renewed far until its shard answers): one dead shard failed the
+        whole batch, and the sweep reclaimed nothing on the live shards. Every key
+        unreachable: the outage, as before."""
+        try:
+            return super()._per_item(command, item_ids)
+        except Unavailable as outage:
+            if len(item_ids) <= 1:
+                raise
+            down = outage
+        read: list[Any] = []
+        dead: set[str | None] = set()  # nodes that did not answer: their keys not asked
+        answered = 0
+        for item_id in item_ids:
+            node = self._node_of(item_id)
+            if node not in dead:
+                try:
+                    read += super()._per_item(command, [item_id])
+                    answered += 1
+                    continue
+                except Unavailable:  # redis-py retried it: seconds a key
+                    dead.add(node)
+            now_ms = int(time.time() * 1000)
+            read.append(UNREACHED_MS if command == "pttl" else now_ms + UNREACHED_MS)
+        if not answered:
+            raise down
+        return read
+
+    def _node_of(self, item_id: str) -> str | None:
+        """The node serving the item's lock, as the client's slot map has it."""
+        try:
+            return str(self.client.get_node_from_key(self.keys.item(item_id)).name)
+        except Exception:  # no node known for the slot (SlotNotCoveredError): one group
+            return None
+
+    def marked(self) -> bool:
+        """The marker's shard down: no audit now (it runs once the shard answers), rather
+        than no sweep at all."""
+        try:
+            return super().marked()
+        except Unavailable:
+            log.warning("the lease marker's Redis shard does not answer; the audit waits")
+            return True
 
     def _drop_stale_places(self, item_id: str, token: int, order_type: str) -> None:
         """A stale lock of the item (under a fence up to ``token``: a grant that died

@@ -30,6 +30,7 @@ from ...errors import Contention, NotFound
 from ...lease_tokens import Holder, compose, new_secret
 from ...leases import limits
 from ...leases.base import CheckoutQuery, LeaseLock
+from ...leases.keyed import Unreached
 from ...leases.selection import shape_of
 from ...services.context import ServiceContext
 from ...services.views import item_view
@@ -225,9 +226,11 @@ class PostgresCheckout:
         if lock.agent_full(agent.id):  # asked before a row is locked (another's to have)
             _order_must_exist(conn, query)
             return None
+        unreached = Unreached(lock)
         while True:
             row = self._begin_grant(conn, cur, agent, query, values, full, tried)
             if row is None:
+                unreached.none_left()  # raises when items were skipped for an outage
                 return None
             over = self._refused(conn, values["now"], row)  # the tenant's, if set
             if over is not None:
@@ -236,7 +239,10 @@ class PostgresCheckout:
                 if full.covers(query):
                     return None
                 continue
-            token = lock.acquire(  # unavailable: the pool rolls the grant back
+            # unavailable: the pool rolls the grant back; a shard of a Redis Cluster down
+            # (0): this grant is rolled back below and the next item tried
+            token = unreached.acquire(
+                lock.acquire,
                 row["id"],
                 agent.id,
                 self.ctx.settings.lease_ttl_seconds * 1000,
