@@ -247,11 +247,22 @@ def _number_problems(
     why = _bad_number(v)
     if why is not None:
         return [problem(where, why, "type")], spelled
-    if isinstance(v, float) and v and not 1e-5 <= abs(v) < 1e16:  # Python writes 1e+16
-        spelled += abs(math.floor(math.log10(abs(v))))
+    if isinstance(v, float) and v and not 1e-4 <= abs(v) < 1e16:  # written with an exponent
+        spelled += _growth(v)
         if spelled > MAX_SPELLED_OUT:
             return [problem(path, _SPELLED_OUT, "maxLength")], -(2**62)
     return [], spelled
+
+
+def _growth(v: float) -> int:
+    """The characters ``v`` gains written out in full as PostgreSQL writes it
+    (``1.5e-06`` → ``0.0000015``: 2; ``1e+308`` → 309 digits: 303)."""
+    written = repr(abs(v))
+    mantissa, _, exponent = written.partition("e")
+    digits = len(mantissa.replace(".", "").rstrip("0") or "0")
+    power = int(exponent or 0)
+    plain = max(digits, power + 1) if power >= 0 else 1 - power + digits
+    return max(0, plain - len(written))
 
 
 def _bad_key(k: Any) -> tuple[str, str] | None:

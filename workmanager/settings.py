@@ -165,20 +165,19 @@ class Settings:
         # and ``replace()`` took anything (``lease_backend="Memory"`` ran on Redis, a
         # negative TTL granted leases already expired, text for a number failed deep in)
         for spec in SPECS:
-            value, default = getattr(self, spec.field), _DEFAULTS.get(spec.field)
-            if value is None or value is default:  # unset, or the default
-                continue
-            if _number(value) and _number(default):
+            value = getattr(self, spec.field)
+            if _number(value):
                 # a number from Python code: any size the code takes (a test's 0.3 s
                 # heartbeat), but a number of 0 or more
                 if not math.isfinite(value) or value < 0:
                     raise ConfigurationError(
                         f"{spec.names[0]}: expected a number of 0 or more, got {value!r}"
                     )
-                continue
-            read = spec.parse(spec.names[0], value)  # as the variable's text is read
-            if read != value and not isinstance(read, ConnectionName):
-                object.__setattr__(self, spec.field, read)
+            elif isinstance(value, str) and value is not _DEFAULTS.get(spec.field):
+                read = spec.parse(spec.names[0], value)  # as the variable's text is read
+                if read != value and not isinstance(read, ConnectionName):
+                    object.__setattr__(self, spec.field, read)
+            # other values (a Rate, a tuple, a bool) are Python's own: taken as given
         if self.redis_cluster:
             check_cluster(self.redis_url, self.redis_prefix)
         elif "," in self.redis_url.partition("://")[2].partition("/")[0].rpartition("@")[2]:

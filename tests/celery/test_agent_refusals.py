@@ -7,6 +7,7 @@ a handler that raises is still a crash (traceback, retryable). The consumer runs
 from __future__ import annotations
 
 import logging
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -599,6 +600,10 @@ def test_a_stop_signal_in_a_pool_child_gives_the_item_back_unspent(
     after = wm.queries.item(uuid.UUID(item["id"]))
     assert after["state"] == "queued" and after["attempts"] == 0, after
     assert after["error"] is None and reported == []
+    # a handler's own sys.exit(-1) is its failure still (a review pass: any negative code
+    # was taken for a stop, and the item given back for ever)
+    outcome, failed = run(wm, "test.simple", lambda view, lease: sys.exit(-1))
+    assert outcome == "failed" and failed["error"]["code"] == "SystemExit", failed
 
 
 def test_no_handler_starts_once_the_shutdown_began(wm: WorkManager, monkeypatch) -> None:

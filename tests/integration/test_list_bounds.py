@@ -74,6 +74,10 @@ def test_a_list_filter_given_twice_is_one_list_and_a_comparison_twice_a_range(
     ranged = orders.list([("filter[priority]", ">=2"), ("filter[priority]", "<=9")])
     assert [row["id"] for row in ranged["data"]] == [str(high)]
     assert items.list([("filter[priority]", ">=2"), ("filter[priority]", "<2")])["data"] == []
+    one = orders.list([("page[size]", "5"), ("page[size]", "1")])  # a page's: the last
+    assert one["meta"]["per_page"] == 1
+    both = orders.list([("filter[items.state]", "queued"), ("filter[items.state]", "leased")])
+    assert both["data"] == []  # over the items: each must hold (no order has both)
     resorted = orders.list([("sort", "-created_at"), ("sort", "priority")])  # one sort list
     assert [row["id"] for row in resorted["data"]] == [str(high), str(low)]
     half = ",".join(f"t{i}" for i in range(MAX_LIST_VALUES // 2 + 1))

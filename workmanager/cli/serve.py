@@ -194,13 +194,13 @@ def serve(env: Env, host: str, port: int, dispatcher_ref: str, log_level: str) -
     check_bindable(host, port)
     # SIGTERM: stop accepting, let in-flight requests finish for the grace period (then
     # they are cancelled, and answered 503: surface/middleware.CUT_OFF), then exit.
-    # Approvals waiting for their apply answer at once (operations.STOPPING), as when
+    # Approvals waiting for their apply answer at once (middleware.STOPPING), as when
     # their wait runs out.
-    from ..surface import operations
+    from ..surface import middleware
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
-            operations.STOPPING.set()
+            middleware.STOPPING.set()
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(

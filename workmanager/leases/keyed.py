@@ -9,21 +9,21 @@ has lost a lock the row still shows, the sweep treats that lease as expired.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
 from ..db.models import Item
-from ..errors import LeaseConflict, LeaseExpired, Unavailable
+from ..errors import LeaseConflict, LeaseExpired
 from ..lease_tokens import Holder
 from ..states import ItemState
 from .base import CheckoutQuery, Grant, LeaseStore, check_row
 from .limits import InSession, Limits, exhausted
 from .selection import Shape, eligible, params, shape_of
+from .unreached import Lately, Unreached
 
 if TYPE_CHECKING:
     from ..db.store import ItemRecord
@@ -32,39 +32,6 @@ if TYPE_CHECKING:
 #: row it locked would be skipped by racing checkouts until it commits, so they would see
 #: "no items" while eligible items remain (SPEC §4.5 forbids that spurious answer).
 BATCH = 1
-
-
-class Unreached:
-    """The candidates of one checkout whose lock a sharded store (Redis Cluster) could not
-    reach. With one shard down (``cluster-require-full-coverage no``), its items' locks
-    answer ``unavailable`` while the others' answer; every checkout tried the queue's head
-    on the dead shard and failed, and nothing was granted anywhere. Such items are
-    skipped, up to :attr:`MOST`, then the outage is said; a store of one server says it at
-    once (every lock is down alike)."""
-
-    MOST = 3
-
-    def __init__(self, lock: object) -> None:
-        self.sharded = bool(getattr(lock, "sharded", False))  # a lock of its own: no
-        self.count = 0
-        self.outage: Unavailable | None = None
-
-    def acquire(self, call: Callable[..., int], *args: Any) -> int:
-        """``call(*args)``, the store's answer for one candidate; ``0`` (taken: the next
-        candidate is tried) when its lock could not be reached and it may be skipped."""
-        try:
-            return call(*args)
-        except Unavailable as outage:
-            self.count, self.outage = self.count + 1, outage
-            if not self.sharded or self.count > self.MOST:
-                raise
-            return 0
-
-    def none_left(self) -> None:
-        """No candidate left: the outage, when items were skipped for it (what is left
-        is on the dead shard), else ``None`` (nothing to lease)."""
-        if self.outage is not None:
-            raise self.outage
 
 
 class StoreLeaseBackend:
@@ -88,6 +55,8 @@ class StoreLeaseBackend:
         self.limits = Limits(per_tenant=max_per_tenant)
         #: the lock the PostgreSQL store composes (:class:`.base.LeaseLock`): this backend
         self.lock: StoreLeaseBackend = self
+        #: items whose lock a sharded store could not reach lately (.unreached)
+        self.unreachable = Lately()
 
     @property
     def sharded(self) -> bool:
@@ -111,12 +80,12 @@ class StoreLeaseBackend:
     ) -> Grant | None:
         postgres = session.get_bind().dialect.name == "postgresql"
         blocked: set[str] = set()
-        tried: set[uuid.UUID] = set()
+        unreached = Unreached(self)
+        tried: set[uuid.UUID] = set(unreached.known())  # their shard down a moment ago
         full: set[str] = set()  # tenants at their limit (counted on the rows)
         counted = InSession(self.limits, session) if self.limits else None
         if self.agent_full(agent_id):  # before a row is locked: it is another agent's
             return None
-        unreached = Unreached(self)
         while not exhausted(query, blocked, full):
             stmt = _candidates(shape_of(query, blocked, tried, full), postgres)
             rows = list(session.scalars(stmt, params(query, now, blocked, tried, full)))

@@ -24,8 +24,10 @@ class Rate:
         return self.count / self.period
 
     def __str__(self) -> str:
-        unit = next(u for u, seconds in UNITS.items() if seconds == self.period)
-        return f"{self.count}/{unit}"
+        """As a setting writes it; a period no unit names (a ``Rate`` made in Python) as
+        its seconds, ``5/10s`` (it raised ``StopIteration``)."""
+        unit = next((u for u, seconds in UNITS.items() if seconds == self.period), None)
+        return f"{self.count}/{unit}" if unit else f"{self.count}/{self.period}s"
 
 
 def parse_rate(text: str) -> Rate:

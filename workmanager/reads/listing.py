@@ -325,7 +325,8 @@ def _at(column: Any) -> _Handler:
 
 
 #: The filters whose conditions each hold when given twice (params.merged): the
-#: comparisons (a range), ``meta`` (every pair) and ``has_available_items``.
+#: comparisons (a range), ``meta`` (every pair), ``has_available_items``, and those over
+#: an order's items and provenance (``agent_id=a&agent_id=b``: worked on by both).
 REPEATABLE = (
     "priority",
     "created_at",
@@ -334,6 +335,10 @@ REPEATABLE = (
     "completed_at",
     "meta",
     "has_available_items",
+    "items.state",
+    "agent_id",
+    "model_name",
+    "ip_address",
 )
 
 _FILTERS: dict[str, _Handler] = {

@@ -70,12 +70,13 @@ def merged(params: Iterable[tuple[str, str]], repeatable: Collection[str]) -> li
     sends a list; so is ``sort``), except the filters named in ``repeatable``, each of
     whose conditions must hold (a comparison given twice is a range:
     ``filter[created_at]=>=X&filter[created_at]=<Y``). A list given twice used to be
-    two conditions at once, so ``state`` given twice found nothing."""
+    two conditions at once, so ``state`` given twice found nothing. The page parameters
+    are left as they are (the last one given counts)."""
     lists: dict[str, list[str]] = {}
     out: list[tuple[str, str] | str] = []
     for param, value in params:
         match = _FILTER.match(param)
-        if (match.group(1) if match else param) in repeatable:
+        if (match.group(1) if match else param) in repeatable or param in _PAGING:
             out.append((param, value))
         elif param in lists:
             lists[param].append(value)
@@ -205,3 +206,7 @@ def uuids(value: str, param: str) -> list[Any]:
     except ValueError:
         # An id that is not a UUID matches no order (like a 404), rather than failing.
         return []
+
+
+#: The page parameters, which ``merged`` leaves alone.
+_PAGING = frozenset((*PAGE_SIZE, *PAGE_NUMBER))

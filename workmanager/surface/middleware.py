@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -285,6 +286,8 @@ class RequestContextMiddleware:
             if not started:
                 await send_error(send, WorkManagerError("internal error"), echo)
         except asyncio.CancelledError:
+            if not STOPPING.is_set():  # not `serve`'s shutdown: a cancellation as any
+                raise
             # the server's graceful shutdown ran out (API_SHUTDOWN_GRACE_SECONDS) with this
             # request unfinished: uvicorn answered a plain-text 500 and logged a traceback
             log.warning("%s %s cut off by the server's shutdown", scope.get("method"),
@@ -292,6 +295,10 @@ class RequestContextMiddleware:
             if not started:
                 await send_error(send, CUT_OFF, echo)
 
+
+#: Set when ``workmanager serve`` begins to stop: waiting approvals answer 202 at once
+#: (surface/operations.py), and a request the grace then cuts off is answered :data:`CUT_OFF`.
+STOPPING = threading.Event()
 
 #: The answer to a request the server's shutdown cut off: done or not, nobody knows.
 CUT_OFF = Unavailable(

@@ -33,14 +33,13 @@ from ..services.tokens import (
 from ..states import OrderState
 from ..types import JSON, Actor, Lease, as_id
 from .callers import Caller
+from .middleware import STOPPING
 from .no_items import sees_types, unknown_type
 from .shapes import finalize_answer, heartbeat_dict, lease_dict, part_answer, submit_answer
 
 Answer = tuple[int, dict[str, Any]]
 #: Order states after which an approved order's apply has finished, one way or the other.
 SETTLED = frozenset({OrderState.APPLIED, OrderState.COMPLETED, OrderState.FAILED})
-#: Set when ``workmanager serve`` begins to stop: waiting approvals answer 202 at once.
-STOPPING = threading.Event()
 
 
 def parse_token(value: str | int | None) -> str:

@@ -30,8 +30,8 @@ from ...errors import Contention, NotFound
 from ...lease_tokens import Holder, compose, new_secret
 from ...leases import limits
 from ...leases.base import CheckoutQuery, LeaseLock
-from ...leases.keyed import Unreached
 from ...leases.selection import shape_of
+from ...leases.unreached import Unreached
 from ...services.context import ServiceContext
 from ...services.views import item_view
 from ...types import AgentInfo, Lease
@@ -220,13 +220,13 @@ class PostgresCheckout:
         so nothing is written. A type at its limit is skipped and the next item tried."""
         assert self.lock is not None
         lock = self.lock
-        tried: list[uuid.UUID] = []
+        unreached = Unreached(lock)
+        tried = unreached.known()  # their shard down a moment ago: left out
         full = Full()  # types the store found at their limit, tenants the rows did
         cur = conn.cursor(row_factory=dict_row)
         if lock.agent_full(agent.id):  # asked before a row is locked (another's to have)
             _order_must_exist(conn, query)
             return None
-        unreached = Unreached(lock)
         while True:
             row = self._begin_grant(conn, cur, agent, query, values, full, tried)
             if row is None:
