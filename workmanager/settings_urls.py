@@ -11,7 +11,7 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import SplitResult, parse_qsl, urlsplit
+from urllib.parse import SplitResult, parse_qs, parse_qsl, urlsplit
 
 from .errors import ConfigurationError
 from .settings_values import PREFIX, _fail, _optional_str, _str
@@ -24,7 +24,8 @@ def check_cluster(url: str, prefix: str) -> None:
     if parts.scheme not in ("redis", "rediss"):
         raise _fail(PREFIX + "REDIS_URL", shown, "a redis:// or rediss:// URL of any cluster node")
     if parts.path.strip("/") not in ("", "0") or "db=" in parts.query:
-        said = shown + parts.path + ("?db=…" if "db=" in parts.query else "")  # what to drop
+        db = parse_qs(parts.query).get("db", [""])[0]  # the query may hold a password
+        said = shown + parts.path + (f"?db={db}" if db else "")  # what to drop
         raise _fail(PREFIX + "REDIS_URL", said, "no database number but 0 (Redis Cluster)")
     if "{" in prefix or "}" in prefix:
         raise _fail(

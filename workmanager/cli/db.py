@@ -102,6 +102,6 @@ def _broker_directory(broker_url: str) -> None:
         raise ConfigurationError(
             f"cannot make the embedded broker's directory {os.path.dirname(broker)}:"
             f" {exc.strerror or exc}",
-            hint=f"WORK_MANAGER_BROKER_URL names {display_url(broker_url.removeprefix('sqla+'))}:"
+            hint=f"WORK_MANAGER_BROKER_URL names {display_url(broker_url)}:"
             " point it at a directory this process can create, or at a running broker",
         ) from exc

@@ -169,7 +169,7 @@ def purge_keys(env: Env, older_than: timedelta, dry_run: bool, force: bool, as_j
     ttl = timedelta(hours=env.settings.idempotency_ttl_hours)
     if older_than < ttl and not force:
         raise click.BadParameter(
-            f"keys younger than the idempotency TTL ({env.settings.idempotency_ttl_hours}h,"
+            f"keys younger than the idempotency TTL ({env.settings.idempotency_ttl_hours:g}h,"
             " WORK_MANAGER_IDEMPOTENCY_TTL_HOURS) still answer retries; purged, a"
             " retry would run again. Use a longer cutoff, or --force",
             param_hint="--older-than",
