@@ -71,6 +71,11 @@ def test_400s(server: Server) -> None:
     said = error(c.get(f"{PREFIX}/orders", params={"filter[bogus]": "1"}), 400, "invalid_query")
     assert said["message"].startswith("unknown query parameter 'filter[bogus]'; the filters are")
     assert "filter[state]" in said["message"] and "page[size]" in said["message"]
+    # which state is unknown and which are known, not a Python list's print
+    said = error(
+        c.get(f"{PREFIX}/orders", params={"filter[state]": "queued,bogus"}), 400, "invalid_query"
+    )
+    assert said["message"].startswith("filter[state]: unknown state 'bogus'; one of queued, "), said
 
 
 def test_a_query_parameter_a_route_does_not_take_is_refused(server: Server) -> None:

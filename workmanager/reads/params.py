@@ -94,10 +94,12 @@ def csv(value: str) -> list[str]:
 
 
 def states(value: str, param: str, allowed: Iterable[str]) -> list[str]:
+    allowed = list(allowed)
     values, known = csv(value), set(allowed)
     unknown = [v for v in values if v not in known]
     if not values or unknown:
-        raise bad(f"{param}: unknown state(s) {unknown or value!r}", param)
+        said = ", ".join(repr(v) for v in unknown) or repr(value)  # not a Python list
+        raise bad(f"{param}: unknown state {said}; one of {', '.join(allowed)}", param)
     return values
 
 
