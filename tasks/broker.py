@@ -4,12 +4,12 @@ at start-up get one line (``error [unavailable]``) naming the broker and the fix
 
 from __future__ import annotations
 
-from workmanager.db.session import (
+from workmanager.db.embedded import (
     NO_EMBEDDED_DIRECTORY,
-    display_url,
     embedded_file,
     missing_embedded_directory,
 )
+from workmanager.db.session import display_url
 from workmanager.errors import BrokerRefused, DatabaseMissing, Unavailable
 from workmanager.saying import first_line
 

@@ -7,7 +7,6 @@ Tests that need a server skip with a reason when it is absent locally, and fail 
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -77,17 +76,9 @@ def redis_url() -> str:
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A Redis Cluster of our own (three masters with replicas), shared by the session's
     tests that need one and torn down at the end (``tests/support/redis_cluster.py``)."""
-    from tests.support.redis_cluster import LocalCluster, available
+    from tests.support.redis_cluster import started
 
-    reason = available()
-    if reason:
-        need("Redis Cluster", reason)
-    cluster = LocalCluster(tmp_path_factory.mktemp("redis-cluster"))
-    try:
-        cluster.start()
-    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-        cluster.stop()
-        need("Redis Cluster", str(exc))
+    cluster = started(tmp_path_factory.mktemp("redis-cluster"))
     yield cluster
     cluster.stop()
 

@@ -53,7 +53,7 @@ def _database_broker(url: str) -> None:
     from sqlalchemy import create_engine, text
     from sqlalchemy.pool import NullPool
 
-    from .db.session import NO_EMBEDDED_DIRECTORY, missing_embedded_directory
+    from .db.embedded import NO_EMBEDDED_DIRECTORY, missing_embedded_directory
 
     missing = missing_embedded_directory(url)
     if missing is not None:

@@ -158,23 +158,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_sigterm_on_the_api_drains_an_in_flight_request(make_stack) -> None:
-    stack = make_stack(auth="none", api_shutdown_grace_seconds="20")
+def healthy(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(base + "/healthz", timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def serve_api(stack: Any) -> str:
+    """Start ``workmanager serve`` in the stack on a free port; its base URL once it answers."""
     port = free_port()
     stack.start(
         "api",
         [str(Path(sys.executable).parent / "workmanager"), "serve", "--port", str(port)],
     )
     base = f"http://127.0.0.1:{port}"
+    stack.wait_for(lambda: healthy(base), 60, "the API to answer")
+    return base
 
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
 
-    stack.wait_for(healthy, 60, "the API to answer")
+def test_sigterm_on_the_api_drains_an_in_flight_request(make_stack) -> None:
+    stack = make_stack(auth="none", api_shutdown_grace_seconds="20")
+    base = serve_api(stack)
     order_id = stack.wm.propose("e2e.echo", {"n": 1})
     lease = stack.wm.agent.checkout("a", order_id=order_id)
     assert lease is not None
@@ -204,7 +210,7 @@ def test_sigterm_on_the_api_drains_an_in_flight_request(make_stack) -> None:
     proc = stack.procs.pop("api")
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.5)
-    assert not healthy(), "a new connection was accepted after SIGTERM"
+    assert not healthy(base), "a new connection was accepted after SIGTERM"
     code = proc.wait(timeout=30)
     caller.join(timeout=30)
     # uvicorn re-raises the SIGTERM it caught once it has drained, so the exit is by it.
@@ -337,21 +343,7 @@ def test_a_request_the_grace_cuts_off_is_answered_in_the_envelope(make_stack) ->
     from sqlalchemy import text
 
     stack = make_stack(auth="none", api_shutdown_grace_seconds="2")
-    port = free_port()
-    stack.start(
-        "api",
-        [str(Path(sys.executable).parent / "workmanager"), "serve", "--port", str(port)],
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    stack.wait_for(healthy, 60, "the API to answer")
+    base = serve_api(stack)
     stack.wm.propose("e2e.echo", {"n": 1})
     answers: list[Any] = []
 

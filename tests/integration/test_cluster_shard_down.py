@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from tests.support.redis_cluster import LocalCluster, available, cli
+from tests.support.redis_cluster import LocalCluster, cli, started
 from workmanager.errors import Unavailable
 from workmanager.leases.redis_cluster import (
     UNREACHED_MS,
@@ -28,17 +27,7 @@ pytestmark = [pytest.mark.redis]
 
 @pytest.fixture
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    from tests.conftest import need
-
-    reason = available()
-    if reason:
-        need("Redis Cluster", reason)  # skipped locally, a failure in CI
-    local = LocalCluster(tmp_path_factory.mktemp("shard-down-cluster"))
-    try:
-        local.start()
-    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-        local.stop()
-        need("Redis Cluster", str(exc))
+    local = started(tmp_path_factory.mktemp("shard-down-cluster"))
     try:
         for port in local.ports:
             cli(port, "config", "set", "cluster-require-full-coverage", "no")

@@ -828,9 +828,7 @@ def test_a_keyed_checkout_that_found_nothing_is_not_stored(wm: WorkManager) -> N
 
 
 @pytest.mark.parametrize("how", ["fetch-synced", "bulk-by-key"])
-def test_a_keyed_write_with_no_rows_to_judge_by_is_still_counted(
-    wm: WorkManager, how: str
-) -> None:
+def test_a_keyed_write_with_no_rows_to_judge_by_is_still_counted(wm: WorkManager, how: str) -> None:
     """The review of the change above: an update the ORM syncs by fetching what it
     changed, or a bulk update by key, hands back no rows to judge by; counted as no
     write, the key stayed unmarked and a retry after a crash would run again. Only a

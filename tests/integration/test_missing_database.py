@@ -58,6 +58,16 @@ def test_no_tables_is_schema_outdated_and_a_503_over_http(tmp_path: Path) -> Non
         wm.close()
 
 
+def postgres_answers() -> None:
+    """Skip (a failure when ``CI`` is set) unless the PostgreSQL server answers."""
+    try:
+        import psycopg
+
+        psycopg.connect(PG_ADMIN_DSN, connect_timeout=3).close()
+    except Exception as exc:
+        need("PostgreSQL", str(exc))
+
+
 def test_display_url_masks_the_password_and_makes_sqlite_absolute() -> None:
     shown = display_url("postgresql+psycopg://wm:hunter2@db.internal:5432/wm")
     assert "hunter2" not in shown and "db.internal" in shown
@@ -65,12 +75,7 @@ def test_display_url_masks_the_password_and_makes_sqlite_absolute() -> None:
 
 
 def test_a_missing_postgres_database_and_a_refused_connection() -> None:
-    try:
-        import psycopg
-
-        psycopg.connect(PG_ADMIN_DSN, connect_timeout=3).close()
-    except Exception as exc:
-        need("PostgreSQL", str(exc))
+    postgres_answers()
     missing = Database(f"{PG_HOST_URL}/wm_no_such_database_{uuid.uuid4().hex[:6]}")
     refused = Database("postgresql+psycopg://nobody@127.0.0.1:1/none")
     try:
@@ -89,12 +94,7 @@ def test_every_postgres_path_names_a_missing_database_and_a_refused_connection()
     """A review pass: the PostgreSQL store's own connections (``db/raw.py``: a propose,
     a lease call) said a bare "database unavailable" with no hint, where the ORM's path
     named the missing database and the fix; one set of rules now (``driver_errors``)."""
-    try:
-        import psycopg
-
-        psycopg.connect(PG_ADMIN_DSN, connect_timeout=3).close()
-    except Exception as exc:
-        need("PostgreSQL", str(exc))
+    postgres_answers()
     missing = manager(f"{PG_HOST_URL}/wm_no_such_database_{uuid.uuid4().hex[:6]}")
     refused = manager("postgresql+psycopg://nobody:hunter2@127.0.0.1:1/none")
     try:

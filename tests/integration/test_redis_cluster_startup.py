@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.support.redis_cluster import LocalCluster, available, cli, free_ports
+from tests.support.redis_cluster import LocalCluster, cli, free_ports, started
 from tests.support.types import Multi
 from workmanager import Registry, Settings, WorkManager
 from workmanager.db.session import Database
@@ -46,17 +46,7 @@ def node_url(*ports: int) -> str:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """A cluster of this module's own whose first node was SIGKILLed and failed over."""
-    from tests.conftest import need
-
-    reason = available()
-    if reason:
-        need("Redis Cluster", reason)  # skipped locally, a failure in CI
-    local = LocalCluster(tmp_path_factory.mktemp("startup-cluster"))
-    try:
-        local.start()
-    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-        local.stop()
-        need("Redis Cluster", str(exc))
+    local = started(tmp_path_factory.mktemp("startup-cluster"))
     try:
         dead = local.ports[0]
         os.kill(local.pids.pop(dead), signal.SIGKILL)

@@ -194,3 +194,20 @@ class LocalCluster:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             self.pids.pop(port)
+
+
+def started(tmp: Path) -> LocalCluster:
+    """A cluster of a test's own, started; skipped with the reason where none can be
+    (redis-server missing, a start that failed), a failure when ``CI`` is set."""
+    from tests.conftest import need
+
+    reason = available()
+    if reason:
+        need("Redis Cluster", reason)
+    cluster = LocalCluster(tmp)
+    try:
+        return cluster.start()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        cluster.stop()
+        need("Redis Cluster", str(exc))
+        raise

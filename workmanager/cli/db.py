@@ -6,7 +6,8 @@ import os
 
 import click
 
-from ..db.session import display_url, embedded_file
+from ..db.embedded import embedded_file
+from ..db.session import display_url
 from ..errors import ConfigurationError
 from .app import Env, cli, pass_env
 from .render import emit, json_option
