@@ -130,8 +130,16 @@ class Console:
         return self.stack.wait_for(predicate, timeout, what)
 
     def text(self, element_id: str) -> str:
+        """The element's text; one the dashboard's refresh replaced between the find and
+        the read is found again (a StaleElementReferenceException failed a run)."""
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.common.by import By
 
+        for _ in range(3):
+            try:
+                return str(self.driver.find_element(By.ID, element_id).text)
+            except StaleElementReferenceException:
+                continue
         return str(self.driver.find_element(By.ID, element_id).text)
 
     def has(self, element_id: str) -> bool:
