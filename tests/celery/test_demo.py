@@ -127,7 +127,8 @@ def test_a_demo_stopped_by_a_signal_stops_its_workers(tmp_path: Path) -> None:
         started = {pid: _started_at(pid) for pid in children}
         demo.send_signal(stop)
         out, err = demo.communicate(timeout=60)
-        assert demo.returncode == code, (out[-2000:], err[-2000:])
+        # the exit status, or death by the signal itself: a shell sees both as 128 + signal
+        assert demo.returncode in (code, -stop), (out[-2000:], err[-2000:])
         assert "Traceback" not in err, err[-2000:]
         assert said in err
         for pid in children:  # reaped by the demo: gone (or its pid reused), not orphaned
