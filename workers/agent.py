@@ -42,11 +42,11 @@ from workmanager.errors import (
     RateLimited,
     TransientError,
     WorkManagerError,
-    stopped_by_signal,
 )
 from workmanager.jsonvalues import failure_text
 from workmanager.states import LEASABLE_ORDER_STATES, ItemState
 from workmanager.types import AgentInfo
+from workmanager.usercode import stopped_by_signal
 
 from . import shutdown
 from .handlers import (

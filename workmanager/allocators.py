@@ -15,7 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .errors import USER_CODE_FAILURES, Unavailable, WorkManagerError
+from .errors import Unavailable, WorkManagerError
+from .usercode import USER_CODE_FAILURES
 
 if TYPE_CHECKING:
     from .services.context import ServiceContext

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .errors import (
-    USER_CODE_FAILURES,
     NotReadyForApproval,
     ValidationFailed,
     WorkManagerError,
@@ -31,6 +30,7 @@ from .errors import (
 )
 from .jsonvalues import readable, storable
 from .schema import schema_errors
+from .usercode import USER_CODE_FAILURES
 
 log = logging.getLogger("workmanager.hooks")
 T = TypeVar("T")

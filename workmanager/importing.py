@@ -11,7 +11,8 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from .errors import USER_CODE_FAILURES, ConfigurationError
+from .errors import ConfigurationError
+from .usercode import USER_CODE_FAILURES
 
 log = logging.getLogger("workmanager")
 

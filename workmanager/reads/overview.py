@@ -17,11 +17,12 @@ from sqlalchemy import ColumnElement, and_, func, or_, select
 from ..db.models import Event, Item, Order, Provenance
 from ..db.predicates import count_rows
 from ..diff import Diff
-from ..errors import USER_CODE_FAILURES, NotFound
+from ..errors import NotFound
 from ..jsonvalues import json_value
 from ..services.context import ServiceContext
 from ..services.views import iso, order_view
 from ..states import ItemState, OrderState
+from ..usercode import USER_CODE_FAILURES
 from .expiry import HELD, lock_ends
 from .queries import Queries
 

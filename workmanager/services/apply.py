@@ -56,12 +56,13 @@ from .. import deployment, tracing
 from ..db.models import Order
 from ..db.order_store import OrderRow, build_order_store
 from ..diff import Diff
-from ..errors import USER_CODE_FAILURES, ApplyFailed, IllegalStateTransition, stopped_by_signal
+from ..errors import ApplyFailed, IllegalStateTransition
 from ..jsonvalues import failure_text, json_value
 from ..patience import Patience
 from ..settings import Settings
 from ..states import OrderState
 from ..types import Actor, OrderView, as_id
+from ..usercode import USER_CODE_FAILURES, stopped_by_signal
 from .context import ServiceContext
 from .transitions import doubled
 from .views import order_dict
