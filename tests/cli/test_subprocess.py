@@ -178,3 +178,34 @@ def test_output_that_cannot_be_written_and_arguments_that_are_not_text(tmp_path:
     c_locale = "LC_ALL=C PYTHONCOERCECLOCALE=0 PYTHONUTF8=0"
     done = shell(f"{c_locale} {EXE} tokens create --name 'nö' --scopes view --json")
     assert done.returncode == 0 and json.loads(done.stdout)["name"] == "nö", done.stderr
+
+
+#: Ctrl-C arriving while the console's modules load: an import finder raises it as the
+#: interrupt would, at the command-line app's module (a real SIGINT's timing is a race).
+INTERRUPTED_WHILE_LOADING = """
+import sys
+
+class Interrupting:
+    def find_spec(self, name, path=None, target=None):
+        if name == "workmanager.cli.app":
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, Interrupting())
+from workmanager.cli import main
+main(["--help"])
+"""
+
+
+def test_ctrl_c_while_the_command_line_loads_is_one_line() -> None:
+    """Ctrl-C in the most of a second ``workmanager`` spends importing printed a
+    ``KeyboardInterrupt`` traceback: now the line every interrupted command prints, 130."""
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_WHILE_LOADING],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert (done.returncode, done.stdout) == (130, "")
+    assert done.stderr == "error [aborted]: interrupted (Ctrl-C)\n"

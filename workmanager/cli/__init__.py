@@ -7,13 +7,17 @@ import os
 import sys
 from collections.abc import Sequence
 
-import click
+try:  # the command line's modules load for most of a second: Ctrl-C then is one line too
+    import click
 
-from ..errors import Aborted, WorkManagerError
-from ..jsonvalues import readable
-from ..saying import first_line
-from .app import cli
-from .render import CannotWrite, report_error, usage_error_of
+    from ..errors import Aborted, WorkManagerError
+    from ..jsonvalues import readable
+    from ..saying import first_line
+    from .app import cli
+    from .render import CannotWrite, report_error, report_interrupt, usage_error_of
+except KeyboardInterrupt:
+    sys.stderr.write("error [aborted]: interrupted (Ctrl-C)\n")  # as report_interrupt says it
+    raise SystemExit(130) from None
 
 
 def wants_json(args: Sequence[str]) -> bool:
@@ -66,8 +70,7 @@ def main(args: Sequence[str] | None = None) -> None:
         sys.exit(1)
     except click.exceptions.Abort as exc:  # "Aborted!" alone, nothing on stdout under --json
         if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
-            report_error(Aborted("interrupted (Ctrl-C)", hint=""), wants_json(args))
-            sys.exit(130)  # the shell's convention for SIGINT
+            sys.exit(report_interrupt(wants_json(args)))
         said = Aborted("stopped: the question was not answered yes")
         report_error(said, wants_json(args))
         sys.exit(1)

@@ -10,10 +10,9 @@ from typing import Any
 import click
 
 from .. import tracing
-from ..errors import Aborted
 from ..importing import import_extra
 from .app import Env, cli, pass_env
-from .render import PORT, json_errors_option, report_error, warn_if_open
+from .render import PORT, json_errors_option, report_interrupt, warn_if_open
 
 
 @cli.command("mcp")
@@ -58,5 +57,4 @@ def _interrupted(_signum: int, _frame: Any) -> None:
     """Ctrl-C ends the stdio server at once, as it ends any command: the MCP SDK reads
     stdin from a thread, and the process waited for it until stdin closed (in a terminal
     it froze until Ctrl-D). A call under way is cut off."""
-    report_error(Aborted("interrupted (Ctrl-C)", hint=""), False)
-    os._exit(130)  # the reader thread holds the interpreter's exit: not waited for
+    os._exit(report_interrupt())  # the reader thread holds the interpreter's exit: not waited for

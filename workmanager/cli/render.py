@@ -293,5 +293,11 @@ def reporting_errors(entry: Callable[[], int | None], as_json: bool = False) -> 
         report_error(exc, as_json)
         return 1
     except KeyboardInterrupt:
-        report_error(Aborted("interrupted (Ctrl-C)", hint=""), as_json)
-        return 130  # the shell's convention for SIGINT
+        return report_interrupt(as_json)
+
+
+def report_interrupt(as_json: bool = False) -> int:
+    """Ctrl-C, as every command and process reports it: ``error [aborted]: interrupted
+    (Ctrl-C)``; returns 130, the shell's convention for SIGINT."""
+    report_error(Aborted("interrupted (Ctrl-C)", hint=""), as_json)
+    return 130
