@@ -37,9 +37,19 @@ T = TypeVar("T")
 
 
 def _as_errors(details: Any, path: str) -> list[dict[str, Any]]:
+    """A hook's refusal as details at ``path``: what it said at ``$`` (the value it was
+    given: ``ValidationFailed("why")`` alone) or under it (``$.answer``) is said where that
+    value stands in the request (``result``, ``result.answer``); other paths as written."""
     if isinstance(details, list) and all(isinstance(d, dict) for d in details):
-        return list(details)
+        return [{**d, "path": _rebased(d.get("path"), path)} for d in details]
     return [problem(path, str(details), "custom")]
+
+
+def _rebased(said: Any, path: str) -> Any:
+    if not path or not isinstance(said, str) or not said.startswith("$"):
+        return said
+    rest = said[1:]
+    return path + rest if rest[:1] in ("", ".", "[") else said
 
 
 def guarded(fn: Callable[[], T], path: str, hook: str = "check") -> T:

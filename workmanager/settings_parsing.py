@@ -173,7 +173,7 @@ SPECS: tuple[_Spec, ...] = (
     _spec("max_leases_per_tenant", _optional_limit),
     _spec("default_max_attempts", _int(1)),
     _spec("retry_backoff_seconds", _seconds),
-    _spec("retry_jitter_seconds", _seconds),
+    _spec("retry_jitter_seconds", _seconds, "RETRY_BACKOFF_JITTER_SECONDS"),  # SPEC §2 "…_JITTER"
     _spec("sweep_interval_seconds", _interval),
     _spec("maintenance_interval_seconds", _interval),
     _spec("sweep_batch_size", _int(1)),

@@ -235,6 +235,20 @@ def test_a_wrong_body_fails_the_declared_schema(db_server: Server) -> None:
         jsonschema.validate({"order": order}, schema)
 
 
+def test_two_different_keys_are_a_refusal_the_document_declares(db_server: Server) -> None:
+    """Both key headers naming different keys is 422 ``validation_failed`` on every POST
+    that reads a key; the document declared only ``idempotency_key_reused`` under 422 for
+    retry, approve and checkout (found by an adversarial pass)."""
+    doc = Document(db_server)
+    admin = db_server.client()
+    order = propose(admin)["id"]
+    two = {"X-Idempotency-Key": "k1", "Idempotency-Key": "k2"}
+    for path in ("/orders/{order_id}/retry", "/orders/{order_id}/approve", "/checkout"):
+        r = admin.post(PREFIX + path.format(order_id=order), headers=two)
+        body = doc.check(r, PREFIX + path, 422)
+        assert body["error"]["code"] == "validation_failed", body
+
+
 def test_responses_conform_to_the_document(db_server: Server) -> None:
     """Schemathesis, every operation: half the cases on a real order, item and lease, so
     successes are generated and their bodies checked too."""

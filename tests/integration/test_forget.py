@@ -103,7 +103,8 @@ def activity(wm: WorkManager) -> dict[str, str]:
     # U approves one, rejects another for rework, over HTTP; and signs in to the console
     u = {"Authorization": f"Bearer {u_token}"}
     approve = {**u, "Idempotency-Key": "u-1"}
-    assert http.post(f"/agent/work/orders/{first}/approve", headers=approve).status_code == 202
+    approved = http.post(f"/agent/work/orders/{first}/approve?wait=0.1", headers=approve)
+    assert approved.json()["order"]["events"], approved.text  # kept in the stored answer
     reject = {"errors": [{"code": "no", "message": "redo"}], "allow_rework": True}
     u = {**u, "Idempotency-Key": "u-2"}
     assert (
@@ -252,6 +253,13 @@ def test_the_work_is_left_alone_and_others_retries_still_replay(make_wm: Any) ->
     # a reviewer's words in a rejection are no work of the agent's: scrubbed
     rejection = {"code": "rejected", "errors": [{"message": "eve made this up"}]}
     assert scrub(rejection, "eve", "P")["errors"] == [{"message": "P made this up"}]
+    # an event inside a stored answer (approve?wait's order carries them): its payload is a
+    # record, scrubbed as the event row's is; the order's payload beside it is the work
+    event = {"event": "submitted", "actor_type": "agent", "actor_id": "eve", "payload": value}
+    answer = {"order": {"payload": {"by": "eve"}, "events": [event]}}
+    scrubbed = scrub(answer, "eve", "P")["order"]
+    assert scrubbed["payload"] == {"by": "eve"}
+    assert scrubbed["events"] == [{**event, "actor_id": "P", "payload": {**value, "agent_id": "P"}}]
 
     wm = make_wm(db="sqlite", backend="database", registry=Registry([Simple()]))
     tokens = TokenService(wm.ctx)

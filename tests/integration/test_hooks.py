@@ -132,3 +132,47 @@ def test_a_crashing_plan_is_named_in_the_error(make_wm, database, caplog) -> Non
         wm.propose("test.strict", {})
     assert caught.value.message == "the order type's plan() raised KeyError"
     assert "order-type hook plan() failed at plan" in caplog.text
+
+
+class Plain(OrderType):
+    """Hooks that refuse as the README's example does: ``ValidationFailed("why")`` alone,
+    or at ``$.field`` of the value they were given."""
+
+    type = "test.plain"
+
+    def plan(self, order: OrderView) -> list[ItemSpec]:
+        return [ItemSpec(input={}, parts_required=["p"])]
+
+    def validate_submission(self, item: ItemView, result: JSON) -> None:
+        raise ValidationFailed("the answer must cite a source")
+
+    def validate_part(self, item: ItemView, part_key: str, payload: JSON, seq: int | None) -> None:
+        if payload.get("veto"):
+            raise ValidationFailed.at("$.veto", "part vetoed", "custom")
+
+    def validate_assembled(self, item: ItemView, assembled: JSON) -> None:
+        raise ValidationFailed("not enough")
+
+    def apply(self, order: OrderView, ctx: ApplyContext) -> Diff:
+        return Diff.empty()
+
+
+def test_a_hooks_plain_refusal_says_where_the_value_stands(make_wm) -> None:
+    """A hook's ``ValidationFailed("why")`` was detailed at ``$`` under the message "in
+    payload[p]": the details now say where the value stands in the request, as the
+    schema's errors do (``$.veto`` of a part's payload is ``payload[p].veto``)."""
+    wm = make_wm(db="sqlite", registry=Registry([Plain()]))
+    wm.propose("test.plain", {})
+    lease = wm.agent.checkout("agent-1")
+    refusals = {
+        "result": lambda: wm.agent.submit(lease, {"answer": 1}),
+        "payload[p].veto": lambda: wm.agent.submit_part(lease, "p", {"veto": True}),
+    }
+    for path, call in refusals.items():
+        with pytest.raises(ValidationFailed) as caught:
+            call()
+        assert [e["path"] for e in caught.value.details] == [path], caught.value.details
+    wm.agent.submit_part(lease, "p", {"veto": False})
+    with pytest.raises(ValidationFailed) as caught:
+        wm.agent.finalize(lease)
+    assert [e["path"] for e in caught.value.details] == ["assembled_result"]

@@ -82,6 +82,9 @@ def test_settings_are_frozen() -> None:
         ("WORK_MANAGER_METRICS_DRIVER", "NULL", "metrics_driver", "null"),
         ("WORK_MANAGER_METRICS_DRIVER", "pkg.mod:Driver", "metrics_driver", "pkg.mod:Driver"),
         ("WORK_MANAGER_QUEUE_CONNECTION", "redis://q:6379/1", "broker_url", "redis://q:6379/1"),
+        # SPEC §2 names it "RETRY_BACKOFF_SECONDS / …_JITTER_SECONDS": either reading works
+        ("WORK_MANAGER_RETRY_BACKOFF_JITTER_SECONDS", "5", "retry_jitter_seconds", 5.0),
+        ("WORK_MANAGER_RETRY_JITTER_SECONDS", "6", "retry_jitter_seconds", 6.0),
         ("WORK_MANAGER_BROKER_URL", "amqp://guest@mq//", "broker_url", "amqp://guest@mq//"),
         ("WORK_MANAGER_METRICS_ENABLED", "false", "metrics_enabled", False),
         ("WORK_MANAGER_LEASE_TTL_SECONDS", "30", "lease_ttl_seconds", 30),

@@ -62,7 +62,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
 #: Every route under the API prefix: a caller's headers, token and scope; a backing service.
 API_ERRORS = ("invalid_agent_metadata", "unauthenticated", "forbidden", "unavailable")
 #: Every POST under the API prefix: the body, and the idempotency key (the 428 only where
-#: the key is enforced, from the settings).
+#: the key is enforced, from the settings; 422 ``validation_failed`` when both key headers
+#: name different keys).
 POST_ERRORS = (
     "malformed_json",
     "request_timeout",
@@ -70,6 +71,7 @@ POST_ERRORS = (
     "idempotency_in_flight",
     "idempotency_key_reused",
     "idempotency_key_required",
+    "validation_failed",
 )
 LEASE_ERRORS = (
     "not_found",

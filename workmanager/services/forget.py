@@ -153,11 +153,19 @@ def _scrub(value: Any, pattern: re.Pattern[str], new: str) -> Any:
     if isinstance(value, list):
         return [_scrub(v, pattern, new) for v in value]
     if isinstance(value, dict):
+        work = WORK - {"payload"} if _is_event(value) else WORK
         return {
-            _scrub(k, pattern, new): v if k in WORK else _scrub(v, pattern, new)
+            _scrub(k, pattern, new): v if k in work else _scrub(v, pattern, new)
             for k, v in value.items()
         }
     return value
+
+
+def _is_event(value: dict[str, Any]) -> bool:
+    """An event as answers carry it (``approve?wait``'s order, with its events): its
+    ``payload`` is the record of who did what (``{"agent_id": ...}``), scrubbed as the
+    event row's own is, the work under it still left alone."""
+    return "event" in value and "actor_type" in value
 
 
 class Forget:
