@@ -72,3 +72,39 @@ def test_finalize_meets_the_result_checks_a_submit_meets(make_wm, database, mode
     wm.agent.submit_part(parts_lease, "a", {"v": 1})
     wm.agent.submit_part(parts_lease, "b", {"x": 1})
     assert wm.agent.finalize(parts_lease, mode).item["state"] == "submitted"
+
+
+def test_a_refused_part_is_not_a_stored_answer_of_its_key(make_wm, database) -> None:
+    """SPEC §6.3: failures are not stored. A part refused by validation is stored
+    ``rejected`` (its slot taken), and its 422 was stored under the key too: the same key
+    answered that 422 again, and the corrected part under it 422 ``idempotency_key_reused``.
+    Now the key is freed: sent again the part is checked again, the corrected one taken."""
+    from fastapi.testclient import TestClient
+
+    from workmanager.api import create_app
+    from workmanager.services.tokens import TokenService
+
+    wm = make_wm(db=database, registry=Registry([Parts()]))
+    token, _ = TokenService(wm.ctx).create("agent-1", "propose,view,checkout,submit")
+    http = TestClient(create_app(wm))
+    auth = {"Authorization": f"Bearer {token}"}
+    order_id = wm.propose("test.parts", {})
+    leased = http.post(f"/agent/work/orders/{order_id}/checkout", headers=auth).json()["item"]
+    keyed = {**auth, "X-Lease-Token": str(leased["lease_token"]), "Idempotency-Key": "part-a"}
+    path = f"/agent/work/items/{leased['id']}/parts"
+    for _ in range(2):
+        refused = http.post(path, json={"part_key": "a", "payload": {"v": "x"}}, headers=keyed)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["code"] == "validation_failed"
+        assert "Idempotent-Replayed" not in refused.headers  # checked again, not replayed
+    assert statuses(wm) == ["rejected"]  # stored, its slot taken
+    taken = http.post(path, json={"part_key": "a", "payload": {"v": 1}}, headers=keyed)
+    assert taken.status_code == 202, taken.text
+    again = http.post(path, json={"part_key": "a", "payload": {"v": 1}}, headers=keyed)
+    assert again.headers.get("Idempotent-Replayed") == "true"  # a success is stored
+    assert statuses(wm) == ["validated"]  # the corrected part in the slot
+
+
+def statuses(wm: Any) -> list[str]:
+    with wm.db.transaction() as s:
+        return sorted(s.scalars(select(Part.status).where(Part.part_key == "a")))
