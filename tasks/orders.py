@@ -331,7 +331,7 @@ def apply(self: Task, approved: bool | None = None, order_id: str | None = None)
             log.error("apply of %s failed for good: %s", order_id, exc.message)
             return "failed"
         raise self.retry(
-            countdown=wm.executor.retry_delay(exc.details["attempt"]), max_retries=None
+            countdown=wm.executor.retry_delay(exc.details["failures"]), max_retries=None
         ) from exc
     except (IllegalStateTransition, NotFound) as exc:
         log.warning("apply of %s skipped: %s", order_id, exc.message)

@@ -210,6 +210,9 @@ class ApplyContext:
     #: external system that refuses writes carrying a lower number than it has seen.
     lease_tokens: dict[str, int]
     actor: Actor
+    #: earlier runs of this apply that raised (recorded failures; a run its process's end
+    #: cut short is not one): ``APPLY_MAX_RETRIES`` counts these
+    failures: int = 0
 
     @property
     def fences(self) -> dict[str, int]:

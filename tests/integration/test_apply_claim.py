@@ -314,3 +314,29 @@ def test_an_apply_stopped_by_a_signal_is_no_attempt(
         a.executor.apply(order_id)
     assert a.queries.order(order_id)["state"] == "approved"
     assert "apply_failed" not in events(a, order_id)
+
+
+def test_runs_cut_short_are_not_failures_of_the_retry_budget(
+    workers: Callable[..., tuple[WorkManager, WorkManager]],
+) -> None:
+    """An approval pass: three runs a rolling restart cut short (their claims lapsed, the
+    apply sent again) counted as attempts, so the first real failure after them failed the
+    order with no retry (``APPLY_MAX_RETRIES`` 3). The budget counts recorded failures:
+    each still gets its retry, the attempt number still counts every run."""
+    gated = Gated("die", "die", "die", "fail", "fail", "fail", "fail")
+    a, _ = workers(gated, apply_max_retries=3, apply_recovery_seconds=30)
+    order_id = approved_order(a)
+    for _ in range(3):
+        with pytest.raises(WorkerDied):
+            a.executor.apply(order_id)
+        a.ctx.clock.offset += timedelta(seconds=31)  # type: ignore[attr-defined]  # lapsed
+    finals = []
+    for _ in range(4):
+        with pytest.raises(ApplyFailed) as failed:
+            a.executor.apply(order_id)
+        finals.append((failed.value.details["failures"], failed.value.details["final"]))
+    assert finals == [(1, False), (2, False), (3, False), (4, True)]
+    assert failed.value.details["attempt"] == 7
+    assert events(a, order_id).count("apply_retrying") == 3
+    last_error = a.queries.order(order_id)["last_error"]
+    assert (last_error["attempt"], last_error["failures"]) == (7, 4)

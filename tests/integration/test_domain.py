@@ -662,6 +662,7 @@ def test_apply_failure_is_recorded_then_fails_the_order(
         assert info.value.details == {
             "exception": "RuntimeError",
             "attempt": attempt,
+            "failures": attempt,
             "final": False,
         }
         order = wm.queries.order(order_id)

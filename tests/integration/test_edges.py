@@ -119,6 +119,7 @@ def test_apply_whose_diff_cannot_be_stored_is_a_recorded_failure(make_wm, databa
         assert caught.value.details == {
             "exception": "ValidationFailed",
             "attempt": attempt,
+            "failures": attempt,  # no run was cut short
             "final": final,
         }
     assert events(wm, order_id)[-2:] == ["apply_retrying", "apply_failed"]

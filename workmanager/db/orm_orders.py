@@ -182,7 +182,12 @@ class OrmOrderStore(OrmOrderAdmin):
             s.scalars(select(Item).where(Item.order_id == order_id).order_by(Item.created_at))
         )
         tokens = {str(i.id): i.lease_token for i in items}
-        ctx = ApplyContext(attempt=order.apply_attempts, lease_tokens=tokens, actor=Actor.system())
+        ctx = ApplyContext(
+            attempt=order.apply_attempts,
+            lease_tokens=tokens,
+            actor=Actor.system(),
+            failures=apply.failures(order.last_error),
+        )
         return order_view(order, items), ctx
 
     def renew_apply(self, order_id: uuid.UUID, claim: str, expires: datetime) -> bool:

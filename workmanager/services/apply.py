@@ -61,7 +61,7 @@ from ..jsonvalues import failure_text, json_value
 from ..patience import Patience
 from ..settings import Settings
 from ..states import OrderState
-from ..types import Actor, OrderView, as_id
+from ..types import Actor, ApplyContext, OrderView, as_id
 from ..usercode import USER_CODE_FAILURES, stopped_by_signal
 from .context import ServiceContext
 from .transitions import doubled
@@ -99,6 +99,16 @@ RELEASED: dict[str, object] = {"apply_claim": None, "apply_claim_expires_at": No
 # PostgreSQL's apply statements write the same rule in SQL (``db/sql/queries.sql``:
 # ``start_apply`` claims when claimable, ``record_apply`` only for the holder and clears
 # the claim); tests/integration/test_apply_claim.py runs both stores through it.
+
+
+def failures(last_error: Any) -> int:
+    """The recorded failures of an order's apply so far, from its ``last_error`` (each
+    failure stores the count): the runs that raised, not those their process's end cut
+    short (a stop, a kill: no attempt of the retry budget, which a rolling restart spent)."""
+    if isinstance(last_error, dict) and last_error.get("code") == "apply_failed":
+        said = last_error.get("failures")
+        return said if isinstance(said, int) else 0
+    return 0
 
 
 def seconds_left(expires: datetime | None, now: datetime) -> float:
@@ -249,7 +259,7 @@ class ApplyService:
                 " APPLY_MAX_RETRIES allows"
             )
             log.error("apply of %s failed for good: %s", order_id, lost)
-            self.record_failure(order_id, lost, ctx.attempt, claim)
+            self.record_failure(order_id, lost, ctx, claim, final=True)
             raise ApplyFailed(
                 f"apply of {order_id} failed: {lost}",
                 details={"exception": "RuntimeError", "attempt": ctx.attempt, "final": True},
@@ -270,10 +280,15 @@ class ApplyService:
             if stopped_by_signal(exc):  # not an attempt: the claim lapses, the apply is re-sent
                 raise
             log.warning("apply of %s raised (attempt %d)", order_id, ctx.attempt, exc_info=True)
-            final = self.record_failure(order_id, exc, ctx.attempt, claim)
+            final = self.record_failure(order_id, exc, ctx, claim)
             raise ApplyFailed(
                 f"apply of {order_id} failed: {exc}",
-                details={"exception": type(exc).__name__, "attempt": ctx.attempt, "final": final},
+                details={
+                    "exception": type(exc).__name__,
+                    "attempt": ctx.attempt,
+                    "failures": ctx.failures + 1,
+                    "final": final,
+                },
             ) from exc
         # The body ran: a database away for a moment is waited for (the claim is this
         # run's), not left to the task's retry, whose new claim met this one's and backed
@@ -299,16 +314,30 @@ class ApplyService:
             log.exception("after_apply of %s raised", view.id)
 
     def record_failure(
-        self, order_id: uuid.UUID, exc: BaseException, attempt: int, claim: str
+        self,
+        order_id: uuid.UUID,
+        exc: BaseException,
+        ctx: ApplyContext,
+        claim: str,
+        final: bool | None = None,
     ) -> bool:
         """Record a failed apply attempt of the run holding ``claim``; fail the order once
-        retries are spent. The claim is released, so the retry can claim it at once.
+        retries are spent: more failures recorded than ``APPLY_MAX_RETRIES`` (runs a
+        stop or a kill cut short are none). The claim is released, so the retry can claim
+        it at once.
 
         Returns True when the order is now ``failed``; False also when nothing was recorded
         (the order moved on, or this run's claim lapsed and another run holds it)."""
-        final = attempt > self.ctx.settings.apply_max_retries
+        failed = ctx.failures + 1
+        if final is None:
+            final = failed > self.ctx.settings.apply_max_retries
         said = failure_text(exc, 2000)  # a NUL in it refused the record: the order stuck
-        info = {"exception": type(exc).__name__, "message": said, "attempt": attempt}
+        info = {
+            "exception": type(exc).__name__,
+            "message": said,
+            "attempt": ctx.attempt,
+            "failures": failed,
+        }
         change = RECORDING.call(
             lambda: self.store.fail_apply(order_id, claim, info, final, Actor.system()),
             f"the failed apply of {order_id}",
@@ -323,7 +352,7 @@ class ApplyService:
         return final
 
     def retry_delay(self, attempt: int) -> float:
-        """Seconds before apply attempt ``attempt + 1``: the backoff doubles each time, up
+        """Seconds before the retry after failure ``attempt``: the backoff doubles each time, up
         to a second short of ``APPLY_RECOVERY_SECONDS``. A longer wait left the order
         ``approved`` and untouched past maintenance's window, which sent the apply again
         before the retry was due (retries ran early, the order failed in half the time)."""

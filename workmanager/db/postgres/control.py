@@ -248,7 +248,10 @@ class PostgresOrderStore(PostgresOrderAdmin):
         view = rows.order_view(first, [rows.item_view(r, "i_", first["id"]) for r in items])
         tokens = {str(r["i_id"]): r["i_lease_token"] for r in items}
         ctx = ApplyContext(
-            attempt=first["apply_attempts"], lease_tokens=tokens, actor=Actor.system()
+            attempt=first["apply_attempts"],
+            lease_tokens=tokens,
+            actor=Actor.system(),
+            failures=apply.failures(first["last_error"]),
         )
         return view, ctx
 

@@ -378,7 +378,8 @@ WITH o AS (
   UPDATE work_orders o SET apply_attempts = o.apply_attempts + 1, updated_at = %(now)s,
          apply_claim = %(claim)s, apply_claim_expires_at = %(claim_expires)s
    WHERE o.id = %(order)s AND {claimable}
-  RETURNING o.id, o.type, o.state, o.priority, o.payload, o.meta, o.apply_attempts
+  RETURNING o.id, o.type, o.state, o.priority, o.payload, o.meta, o.apply_attempts,
+            o.last_error
 )
 SELECT o.*, {item_fields}
   FROM o LEFT JOIN work_items i ON i.order_id = o.id
