@@ -122,3 +122,41 @@ def test_keys_are_scoped_by_agent(wm: WorkManager) -> None:
     assert first["item"]["id"] != second["item"]["id"]
     leased = [wm.queries.item(uuid.UUID(a["item"]["id"])) for a in (first, second)]
     assert [i["leased_by_agent_id"] for i in leased] == ["agent-a", "agent-b"]
+
+
+def test_an_approval_key_sent_again_with_another_wait_is_reused(wm: WorkManager) -> None:
+    """An approvals pass: ``work.approve`` fingerprinted no arguments, so the key sent again
+    with ``wait`` replayed the first answer (no diff) instead of refusing the reuse. The same
+    holds over HTTP, where ``wait`` is a query parameter."""
+    from fastapi.testclient import TestClient
+
+    from workmanager.api import create_app
+    from workmanager.services.tokens import TokenService
+
+    def submitted() -> str:
+        order_id = wm.propose("test.simple", {})
+        lease = wm.agent.checkout("agent-1", order_id=order_id)
+        assert lease is not None
+        wm.agent.submit(lease, {"answer": 1})
+        return str(order_id)
+
+    over_mcp = submitted()
+
+    async def script(call: Call) -> list[dict[str, Any]]:
+        first = await call("work.approve", order_id=over_mcp, idempotency_key="ap-1")
+        again = await call("work.approve", order_id=over_mcp, idempotency_key="ap-1")
+        waiting = await call("work.approve", order_id=over_mcp, idempotency_key="ap-1", wait=1)
+        return [first, again, waiting]
+
+    first, again, waiting = session(wm, script)
+    assert first["success"] and again == first | {"replayed": True}
+    assert waiting["success"] is False and waiting["code"] == "idempotency_key_reused"
+
+    over_http = submitted()
+    token, _ = TokenService(wm.ctx).create("reviewer", "approve,view")
+    http = TestClient(create_app(wm))
+    keyed = {"Authorization": f"Bearer {token}", "Idempotency-Key": "ap-2"}
+    path = f"/agent/work/orders/{over_http}/approve"
+    assert http.post(path, headers=keyed).status_code == 202
+    reused = http.post(path + "?wait=1", headers=keyed)
+    assert reused.status_code == 422 and reused.json()["error"]["code"] == "idempotency_key_reused"

@@ -194,7 +194,7 @@ def _order_tools(server: MCPServer[Any], t: Tools) -> None:
             ctx,
             agent_meta(None),
             lambda c: ops.approve(c, order_id, wait),
-            Once(idempotency_key, "work.approve", order_id, {}),
+            Once(idempotency_key, "work.approve", order_id, ops.approve_request(wait)),
         )
 
     @server.tool("work.reject", description="Reject a submitted order, optionally for rework.")

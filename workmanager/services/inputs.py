@@ -226,27 +226,34 @@ def check_error(error: Any) -> None:
 
 def reject_errors(errors: Any) -> list[dict[str, Any]]:
     """A reject's ``errors`` as stored: each ``{code, message, field?}`` and nothing else
-    (``field`` left out when null), whichever surface sent them; else 422."""
-    ok = (
-        isinstance(errors, list)
-        and len(errors) >= 1
-        and all(
-            isinstance(e, dict)
-            and is_name(e.get("code"))
-            and isinstance(e.get("message"), str)
-            and (e.get("field") is None or isinstance(e.get("field"), str))
-            for e in errors
-        )
-    )
-    require(
-        ok,
-        "errors",
-        f"must be a list of at least one {{code, message, field?}} (code: 1 to {NAME_MAX}"
-        " characters)",
-        "minItems",
-    )
+    (``field`` left out when null), whichever surface sent them; else 422 naming each
+    entry's field that is wrong (``errors.0.code``), as HTTP's body check names it."""
+    shape = "a list of at least one {code, message, field?}"
+    if not isinstance(errors, list):
+        raise ValidationFailed.at("errors", f"must be {shape}", "type")
+    require(len(errors) >= 1, "errors", f"must be {shape}", "minItems")
+    found = [p for n, e in enumerate(errors) for p in _reject_error_problems(f"errors.{n}", e)]
+    if found:
+        raise ValidationFailed(found, f"{len(found)} validation error(s) in errors")
     kept = ("code", "message", "field")
     return [{k: e[k] for k in kept if e.get(k) is not None} for e in errors]
+
+
+def _reject_error_problems(at: str, entry: Any) -> list[dict[str, str]]:
+    if not isinstance(entry, dict):
+        return [problem(at, "must be an object {code, message, field?}", "type")]
+    found = []
+    if "code" not in entry:
+        found.append(problem(f"{at}.code", "required", "missing"))
+    elif not is_name(entry["code"]):
+        found.append(problem(f"{at}.code", f"must be text of 1 to {NAME_MAX} characters", "type"))
+    if "message" not in entry:
+        found.append(problem(f"{at}.message", "required", "missing"))
+    elif not isinstance(entry["message"], str):
+        found.append(problem(f"{at}.message", "must be text", "type"))
+    if entry.get("field") is not None and not isinstance(entry["field"], str):
+        found.append(problem(f"{at}.field", "must be text or null", "type"))
+    return found
 
 
 FINALIZE_MODES = ("strict", "best_effort")

@@ -141,6 +141,14 @@ class Operations:
         caller.principal.require("view")
         return 200, {"order": self.wm.queries.order(self.order_id(caller, order_id))}
 
+    @staticmethod
+    def approve_request(wait: Any) -> dict[str, Any]:
+        """What an approval's idempotency key fingerprints: its ``wait`` (a query parameter
+        over HTTP, an argument over MCP), so the key sent again with another ``wait`` is
+        ``idempotency_key_reused``, not the other call's answer replayed; none, or 0, is
+        no wait (the fingerprint of an approval without one, as before)."""
+        return {"wait": wait} if wait else {}
+
     def approve(self, caller: Caller, order_id: str, wait: float | None = None) -> Answer:
         caller.principal.require("approve")
         oid = self.order_id(caller, order_id)

@@ -100,8 +100,9 @@ def approve(
 ) -> JSONResponse:
     caller = auth.caller()
     ops = state(request).ops
+    asked = ops.approve_request(wait)
     return idempotent.run(
-        request, caller, "approve", order_id, {}, lambda c: ops.approve(c, order_id, wait)
+        request, caller, "approve", order_id, asked, lambda c: ops.approve(c, order_id, wait)
     )
 
 
