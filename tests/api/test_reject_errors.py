@@ -49,3 +49,22 @@ def test_each_wrong_field_is_named_as_http_names_it(make_wm: Any) -> None:
     assert reject_errors([{"code": "c", "message": "m", "field": None, "x": 1}]) == [
         {"code": "c", "message": "m"}
     ]
+
+
+@pytest.mark.parametrize("code", ["   ", "a\nb", "tab\there", "\x1b[31mred"])
+def test_a_blank_or_unprintable_error_code_is_refused_on_fail_and_reject(
+    make_wm: Any, code: str
+) -> None:
+    """A parts-and-fail pass: ``fail`` with ``error.code`` ``"   "`` or a line break in it
+    was stored on the item and the order and counted as a code; the reject's codes too."""
+    wm = make_wm(db="sqlite", registry=Registry([Simple()]))
+    order_id = wm.propose("test.simple", {})
+    lease = wm.agent.checkout("agent-1", order_id=order_id)
+    with pytest.raises(ValidationFailed) as refused:
+        wm.agent.fail(lease, {"code": code, "message": "m"})
+    assert refused.value.details[0]["path"] == "error"
+    assert wm.queries.item(lease.item_id)["state"] == "leased"  # nothing changed
+    with pytest.raises(ValidationFailed) as refused:
+        reject_errors([{"code": code, "message": "m"}])
+    assert refused.value.details[0]["path"] == "errors.0.code"
+    wm.agent.fail(lease, {"code": "rate limited", "message": "m"})  # spaces inside are text

@@ -214,13 +214,21 @@ def check_progress(progress: Any, checkpoint: Any) -> None:
         raise ValidationFailed(errors)
 
 
+def is_code(value: Any) -> bool:
+    """An error code an agent or a reviewer gives (a fail's, a reject's): 1 to
+    :data:`NAME_MAX` printable characters, not blank (``"   "``, or a line break in it, was
+    stored, logged and counted as a code)."""
+    return is_name(value) and value.isprintable() and bool(value.strip())
+
+
+CODE_RULE = f"printable text of 1 to {NAME_MAX} characters, not blank"
+
+
 def check_error(error: Any) -> None:
-    ok = isinstance(error, dict) and is_name(error.get("code"))
+    ok = isinstance(error, dict) and is_code(error.get("code"))
     if not ok or not isinstance(error.get("message"), str):
         raise ValidationFailed.at(
-            "error",
-            f"must be {{code, message}} strings, code 1 to {NAME_MAX} characters",
-            "required",
+            "error", f"must be {{code, message}} strings, code {CODE_RULE}", "required"
         )
 
 
@@ -245,8 +253,8 @@ def _reject_error_problems(at: str, entry: Any) -> list[dict[str, str]]:
     found = []
     if "code" not in entry:
         found.append(problem(f"{at}.code", "required", "missing"))
-    elif not is_name(entry["code"]):
-        found.append(problem(f"{at}.code", f"must be text of 1 to {NAME_MAX} characters", "type"))
+    elif not is_code(entry["code"]):
+        found.append(problem(f"{at}.code", f"must be {CODE_RULE}", "type"))
     if "message" not in entry:
         found.append(problem(f"{at}.message", "required", "missing"))
     elif not isinstance(entry["message"], str):
