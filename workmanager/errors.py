@@ -20,11 +20,6 @@ class WorkManagerError(Exception):
     http_status = 500
     #: What a person can do about it (the CLI prints it under the error line), or None.
     hint: str | None = None
-    #: Raised after its operation committed, and harmless to run again (a part stored
-    #: ``rejected``: sent again, it is checked again): its idempotency key is freed, as
-    #: for any failure (SPEC §6.3). Any other refusal after a commit keeps the key with
-    #: that refusal, so a retry never runs the committed work twice.
-    rerun_safe = False
 
     def __init__(
         self,

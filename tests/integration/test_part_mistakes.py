@@ -74,11 +74,14 @@ def test_finalize_meets_the_result_checks_a_submit_meets(make_wm, database, mode
     assert wm.agent.finalize(parts_lease, mode).item["state"] == "submitted"
 
 
-def test_a_refused_part_is_not_a_stored_answer_of_its_key(make_wm, database) -> None:
-    """SPEC §6.3: failures are not stored. A part refused by validation is stored
-    ``rejected`` (its slot taken), and its 422 was stored under the key too: the same key
-    answered that 422 again, and the corrected part under it 422 ``idempotency_key_reused``.
-    Now the key is freed: sent again the part is checked again, the corrected one taken."""
+def test_a_late_copy_of_a_refused_part_never_overwrites_the_corrected_one(
+    make_wm, database
+) -> None:
+    """A refused part is stored ``rejected`` (its slot taken): its 422 is the request's
+    committed outcome and stays under its key. A review found what freeing that key (as
+    for a failure that changed nothing) would do: the client's retry of the first request,
+    still queued when the agent sent the corrected part under a new key, ran again and
+    wrote the rejected part over the validated one."""
     from fastapi.testclient import TestClient
 
     from workmanager.api import create_app
@@ -90,21 +93,14 @@ def test_a_refused_part_is_not_a_stored_answer_of_its_key(make_wm, database) -> 
     auth = {"Authorization": f"Bearer {token}"}
     order_id = wm.propose("test.parts", {})
     leased = http.post(f"/agent/work/orders/{order_id}/checkout", headers=auth).json()["item"]
-    keyed = {**auth, "X-Lease-Token": str(leased["lease_token"]), "Idempotency-Key": "part-a"}
+    lease = {**auth, "X-Lease-Token": str(leased["lease_token"])}
     path = f"/agent/work/items/{leased['id']}/parts"
-    for _ in range(2):
-        refused = http.post(path, json={"part_key": "a", "payload": {"v": "x"}}, headers=keyed)
-        assert refused.status_code == 422, refused.text
-        assert refused.json()["error"]["code"] == "validation_failed"
-        assert "Idempotent-Replayed" not in refused.headers  # checked again, not replayed
-    assert statuses(wm) == ["rejected"]  # stored, its slot taken
-    taken = http.post(path, json={"part_key": "a", "payload": {"v": 1}}, headers=keyed)
+    wrong, right = {"part_key": "a", "payload": {"v": "x"}}, {"part_key": "a", "payload": {"v": 1}}
+    refused = http.post(path, json=wrong, headers={**lease, "Idempotency-Key": "k1"})
+    assert refused.status_code == 422, refused.text
+    taken = http.post(path, json=right, headers={**lease, "Idempotency-Key": "k2"})
     assert taken.status_code == 202, taken.text
-    again = http.post(path, json={"part_key": "a", "payload": {"v": 1}}, headers=keyed)
-    assert again.headers.get("Idempotent-Replayed") == "true"  # a success is stored
-    assert statuses(wm) == ["validated"]  # the corrected part in the slot
-
-
-def statuses(wm: Any) -> list[str]:
+    late = http.post(path, json=wrong, headers={**lease, "Idempotency-Key": "k1"})
+    assert late.status_code == 422 and late.headers.get("Idempotent-Replayed") == "true"
     with wm.db.transaction() as s:
-        return sorted(s.scalars(select(Part.status).where(Part.part_key == "a")))
+        assert list(s.scalars(select(Part.status).where(Part.part_key == "a"))) == ["validated"]

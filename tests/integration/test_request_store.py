@@ -93,16 +93,6 @@ def test_complete_and_abandon_touch_their_claim_only(wm: WorkManager, store: Req
     assert store.existing_key("k", NOW) == KeyRow("fp", "committed", 201, {"x": 1}, None)
 
 
-def test_free_deletes_its_claim_committed_or_not(wm: WorkManager, store: RequestStore) -> None:
-    """A part stored rejected: its refusal is not stored, its key used again runs again."""
-    old = ("k", claim(store, "k"), NOW)
-    set_key(wm, "k", status="committed")
-    store.free_key(("k", old[1] + 1, NOW))  # another claim's row: left alone
-    assert store.existing_key("k", NOW) is not None
-    store.free_key(old)
-    assert store.existing_key("k", NOW) is None
-
-
 def test_a_token_is_read_with_the_owner_of_the_agent_it_acts_as(
     wm: WorkManager, store: RequestStore
 ) -> None:

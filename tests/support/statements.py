@@ -87,7 +87,6 @@ def every_statement() -> dict[str, str]:
         "existing_key": requests.EXISTING_KEY,
         "complete_key": requests.COMPLETE_KEY,
         "abandon_key": requests.ABANDON_KEY,
-        "free_key": requests.FREE_KEY,
         "lease_row": requests.LEASE_ROW,
         "rate_take": take_sql(postgres=True),
     }

@@ -104,10 +104,6 @@ class OrmRequestStore:
                 .values(locked_until=None, expires_at=expires_at)
             )
 
-    def free_key(self, claim: ClaimId) -> None:
-        with self.db.transaction() as s:
-            s.execute(delete(IdempotencyKey).where(row_of(*claim)))
-
     def lease_row(self, item_id: uuid.UUID) -> LeaseRow | None:
         with self.db.transaction() as s:
             item = s.get(Item, item_id)

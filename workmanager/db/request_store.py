@@ -131,11 +131,6 @@ class RequestStore(Protocol):
         marked, and answers as recovered from now on, until ``expires_at``)."""
         ...
 
-    def free_key(self, claim: ClaimId) -> None:
-        """Delete the claim's row, committed or not: a refusal answered after its commit
-        (a part stored ``rejected``) is not stored (SPEC §6.3), the key used again runs."""
-        ...
-
     def lease_row(self, item_id: uuid.UUID) -> LeaseRow | None:
         """What a presented lease is rebuilt from (no lock)."""
         ...

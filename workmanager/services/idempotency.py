@@ -241,10 +241,9 @@ class IdempotencyService:
         self, claim: Claim, status: int, body: dict[str, Any], *, committed: bool = False
     ) -> None:
         """Store the response to replay. A failure (4xx/5xx) that changed nothing is not
-        stored (SPEC §6.3): the key is freed. One answered after its operation committed
-        (``committed``) is stored like a success, so a retry with the key gets the same
-        refusal, not a second run of what committed (unless it is ``rerun_safe``, then
-        :meth:`once` frees the key)."""
+        stored: the key is freed. One the operation answered after committing (``committed``:
+        a part stored as ``rejected`` and refused with 422) is stored like a success, so a
+        retry with the key gets the same refusal, not a second attempt."""
         if status >= 400 and not committed:
             self.abandon(claim)
             return
@@ -297,14 +296,9 @@ class IdempotencyService:
             with claims.holding(claim) as active:
                 status, payload = operation(dataclasses.replace(caller, agent=agent, read=read))
         except WorkManagerError as exc:
-            if active.marked and exc.http_status < 500 and exc.rerun_safe:
-                # a part stored rejected: a refusal is not stored (SPEC §6.3), the key is
-                # freed; sent again, the part is checked again (its slot rejected once
-                # more, or taken by the corrected part)
-                self.store.free_key(claim)
-            elif active.marked and exc.http_status < 500:
-                # it committed, then refused: that refusal is the answer, nothing committed
-                # runs twice. A transient error after the commit keeps the bare mark,
+            if active.marked and exc.http_status < 500:
+                # it committed, then refused (a part stored as rejected): that refusal is
+                # the answer. A transient error after the commit keeps the bare mark,
                 # unlocked by abandon: a retry gets the recovered answer at once.
                 self.complete(claim, exc.http_status, {"error": exc.to_dict()}, committed=True)
             else:

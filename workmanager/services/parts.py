@@ -272,7 +272,6 @@ def judge_part(
         )
         check(schema, payload, path, hook, proof, "validate_part()")
     except ValidationFailed as exc:
-        exc.rerun_safe = True  # stored rejected; sent again under its key, checked again
         return exc
     return None
 

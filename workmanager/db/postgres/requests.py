@@ -23,7 +23,6 @@ CLAIM_KEY = queries.text("claim_key")
 EXISTING_KEY = queries.text("existing_key")
 COMPLETE_KEY = queries.text("complete_key")
 ABANDON_KEY = queries.text("abandon_key")
-FREE_KEY = queries.text("free_key")
 LEASE_ROW = queries.template("lease_row", item_columns=ITEM_COLUMNS_SQL)
 #: The item's columns as ``lease_row`` reads them, named by table where a statement reads
 #: it beside another row (the token's, the key's claim).
@@ -99,9 +98,6 @@ class PostgresRequestStore:
 
     def abandon_key(self, claim: ClaimId, expires_at: datetime) -> None:
         self._one(ABANDON_KEY, _claim(claim) | {"expires_at": expires_at}, fetch=False)
-
-    def free_key(self, claim: ClaimId) -> None:
-        self._one(FREE_KEY, _claim(claim), fetch=False)
 
     def lease_row(self, item_id: uuid.UUID) -> LeaseRow | None:
         found = self._one(LEASE_ROW, {"id": item_id})

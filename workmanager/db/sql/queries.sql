@@ -899,12 +899,6 @@ UPDATE work_idempotency_keys SET locked_until = NULL, expires_at = %(expires_at)
  WHERE id = %(id)s AND key_hash = %(key_hash)s AND created_at = %(created_at)s
    AND status = 'committed'
 
--- name: free_key
--- A claim's row deleted whatever its mark: a refusal answered after its commit (a part
--- stored rejected) is not stored, so the key used again runs again.
-DELETE FROM work_idempotency_keys
- WHERE id = %(id)s AND key_hash = %(key_hash)s AND created_at = %(created_at)s
-
 -- name: lease_row
 -- What a presented lease is rebuilt from: its item, every column ({item_columns}), no lock
 -- (the view the lease carries; the store's guarded write checks the row is unchanged).
