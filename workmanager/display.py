@@ -5,7 +5,13 @@ Control characters (C0 but tab and newline, DEL, C1) move a terminal's cursor or
 it; bidi controls (the embeddings, overrides and isolates, the marks) reorder what
 follows, so ``account \u202e0001-9999`` read as ``account 9999-1000`` on a review
 page; a lone surrogate (a broken emoji escape in a JSON feed) cannot be written out as
-UTF-8 at all (a traceback where a table was).
+UTF-8 at all (a traceback where a table was). Format characters show nothing yet are
+there: zero-width spaces and joiners, the word joiner, the byte-order mark, soft hyphens,
+Unicode's tag characters and the variation selectors past the two emoji use (text hidden
+in them reads ``approve`` where ``approve and DROP TABLE users`` is stored), and the line
+and paragraph separators. Every character of Unicode's ``Cf``, ``Zl`` and ``Zp`` is
+escaped (a test holds the list to the running Python's Unicode); so is a zero-width joiner
+inside an emoji sequence, shown as its parts: a review page is no place for a guess.
 Agents, producers and reviewers write results, payloads, notes and reasons: every one of
 those is shown through :func:`shown`.
 """
@@ -15,7 +21,11 @@ from __future__ import annotations
 import re
 
 _HIDDEN = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2"
+    "\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufe00-\ufe0d\ufeff"
+    "\ufff9-\ufffb\ud800-\udfff\U000110bd\U000110cd\U00013430-\U0001343f"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f"
+    "\U000e0100-\U000e01ef]"
 )
 
 

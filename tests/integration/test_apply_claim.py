@@ -340,3 +340,20 @@ def test_runs_cut_short_are_not_failures_of_the_retry_budget(
     assert events(a, order_id).count("apply_retrying") == 3
     last_error = a.queries.order(order_id)["last_error"]
     assert (last_error["attempt"], last_error["failures"]) == (7, 4)
+
+
+def test_runs_that_raised_are_not_counted_as_runs_cut_short(
+    workers: Callable[..., tuple[WorkManager, WorkManager]],
+) -> None:
+    """A review of the budget's change: the cap on runs that ended without an outcome
+    compared every run with it, those that raised too, so three failures and five restarts
+    failed the order with "8 runs … ended without an outcome" and a retry still due."""
+    gated = Gated("fail", "fail", "fail", "die", "die", "die", "die", "die")
+    a, _ = workers(gated, apply_max_retries=3, apply_recovery_seconds=30)
+    order_id = approved_order(a)
+    for step in gated.script:
+        with pytest.raises(ApplyFailed if step == "fail" else WorkerDied):
+            a.executor.apply(order_id)
+        a.ctx.clock.offset += timedelta(seconds=31)  # type: ignore[attr-defined]  # lapsed
+    assert a.executor.apply(order_id).recorded  # the ninth run ran, and applied
+    assert gated.calls == 9

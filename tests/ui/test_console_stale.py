@@ -3,6 +3,8 @@ wrote without letting it act (found by a browser pass over the console)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from workmanager import WorkManager
@@ -109,6 +111,26 @@ def test_agent_text_cannot_reorder_or_bloat_a_page(wm: WorkManager, tokens: dict
         assert "\u2066" not in page.text
         if "item" not in path:
             assert "\u0627\u0644\u0633 😀" in page.text  # other scripts as they are
+
+
+def test_a_long_key_or_hidden_text_cannot_hide_what_is_approved(
+    wm: WorkManager, tokens: dict[str, str]
+) -> None:
+    """A console pass: a 30,000-character diff key pushed every row's before and after off
+    the screen (a key is never cut), and a result holding Unicode's tag characters read
+    ``approve`` while ``approve and DROP`` was stored (they were not escaped)."""
+    long_key = "k" * 30_000
+    order_id = wm.propose("ui.title", {"docs": [long_key]})
+    lease = wm.agent.checkout(AGENT, order_id=order_id)
+    assert lease is not None
+    hidden = "approve" + "".join(chr(0xE0000 + ord(c)) for c in " and DROP")
+    wm.agent.submit(lease, {"title": hidden + "\u200b"}, agent=AGENT)
+    page = sign_in(client_for(wm), tokens["reviewer"]).get(f"/ui/orders/{order_id}").text
+    assert "cut here: 500 of 30,000 characters shown" in page
+    [key_cell] = re.findall(r'<td class="mono key">(.*?)<span', page, re.S)
+    assert key_cell.startswith("k" * 500 + "\n… cut here"), key_cell[:600]
+    assert chr(0xE0020) not in page and "\\U000e0020" in page
+    assert "\u200b" not in page and "\\u200b" in page
 
 
 def test_shown_escapes_controls_and_bidi_and_keeps_scripts() -> None:

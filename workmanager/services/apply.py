@@ -249,12 +249,13 @@ class ApplyService:
             return _not_started(started, now)
         view, ctx = started
         # Runs that ended with their process (os._exit, a signal, a time limit, memory)
-        # record nothing; the retries allow as many again, for a run overtaken after a
-        # stall (its claim lapsed while it ran), then the order fails without a run.
-        spent = 2 * (self.ctx.settings.apply_max_retries + 1)
-        if ctx.attempt > spent:
+        # record nothing (the runs before this one, less those that raised); the retries
+        # allow twice as many, for a run overtaken after a stall (its claim lapsed while it
+        # ran), then the order fails without a run.
+        ended = ctx.attempt - 1 - ctx.failures
+        if ended >= 2 * (self.ctx.settings.apply_max_retries + 1):
             lost = RuntimeError(
-                f"{ctx.attempt - 1} runs of apply ended without an outcome: the process died"
+                f"{ended} runs of apply ended without an outcome: the process died"
                 " or stalled (os._exit, a signal, a time limit, memory); twice the runs"
                 " APPLY_MAX_RETRIES allows"
             )

@@ -71,16 +71,25 @@ class Console:
 SHOWN_CHARS = 16_384
 
 
-def _cut(value: Any) -> str:
-    """Text cut at :data:`SHOWN_CHARS` with a line saying so and where the whole value
-    is (an event's message, a note: agents and reviewers write them, up to megabytes)."""
+#: What a name-like value shows (a diff's key, its summary, a preview's error) before it
+#: is cut: a 30,000-character key pushed every row's before and after off the screen.
+SHOWN_NAME_CHARS = 500
+
+
+def _cut(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """Text cut at ``limit`` with a line saying so and where the whole value is (an
+    event's message, a note: agents and reviewers write them, up to megabytes)."""
     text = "" if value is None else str(value)
-    if len(text) <= SHOWN_CHARS:
+    if len(text) <= limit:
         return text
     return (
-        f"{text[:SHOWN_CHARS]}\n… cut here: {SHOWN_CHARS:,} of {len(text):,} characters shown;"
+        f"{text[:limit]}\n… cut here: {limit:,} of {len(text):,} characters shown;"
         " the whole value: `workmanager orders show ID --json`, or the HTTP API"
     )
+
+
+def _cut_name(value: Any) -> str:
+    return _cut(value, SHOWN_NAME_CHARS)
 
 
 def _pretty(value: Any) -> str:
@@ -121,6 +130,7 @@ def templates() -> Jinja2Templates:
     loaded.env.filters["pretty"] = _pretty
     loaded.env.filters["compact"] = _compact
     loaded.env.filters["cut"] = _cut
+    loaded.env.filters["cut_name"] = _cut_name
     loaded.env.filters["age"] = _age
     return loaded
 
