@@ -228,8 +228,6 @@ class WorkClient:
         return LeaseHandle(self, item, heartbeat, every)
 
 
-#: Answers to a lease call meaning the lease is gone (another holder, expired, the item no
-#: longer leased, not found, not ours): heartbeats stop and are not resumed.
 def _in_flight(response: httpx.Response) -> bool:
     if response.status_code != 409:
         return False

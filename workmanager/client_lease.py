@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 #: The shortest heartbeat interval a handle keeps (seconds).
 MIN_HEARTBEAT_EVERY = 0.05
-#: Answers that say the lease is gone: nothing more to heartbeat.
+#: Answers to a lease call meaning the lease is gone (another holder, expired, the item no
+#: longer leased, not found, not ours): heartbeats stop and are not resumed.
 LEASE_GONE_STATUSES = (403, 404, 409)
 
 

@@ -352,7 +352,9 @@ class MissingParts(PermanentError):
 
 
 class IdempotencyKeyReused(PermanentError):
-    """This idempotency key was used with a different request body."""
+    """This idempotency key was used with a different request.
+
+    Its fingerprint: the body, the lease token presented, an approval's ``wait``."""
 
     code = "idempotency_key_reused"
     http_status = 422

@@ -184,6 +184,7 @@ def test_output_that_cannot_be_written_and_arguments_that_are_not_text(tmp_path:
 #: interrupt would, at the command-line app's module (a real SIGINT's timing is a race).
 INTERRUPTED_WHILE_LOADING = """
 import sys
+sys.argv = ["workmanager", *sys.argv[1:]]
 
 class Interrupting:
     def find_spec(self, name, path=None, target=None):
@@ -197,15 +198,25 @@ main(["--help"])
 """
 
 
-def test_ctrl_c_while_the_command_line_loads_is_one_line() -> None:
+@pytest.mark.parametrize("args", [(), ("orders", "list", "--json")])
+def test_ctrl_c_while_the_command_line_loads_is_one_line(args: tuple[str, ...]) -> None:
     """Ctrl-C in the most of a second ``workmanager`` spends importing printed a
-    ``KeyboardInterrupt`` traceback: now the line every interrupted command prints, 130."""
+    ``KeyboardInterrupt`` traceback: now the line every interrupted command prints, 130,
+    and under ``--json`` the envelope an interrupted command prints on stdout."""
     done = subprocess.run(
-        [sys.executable, "-c", INTERRUPTED_WHILE_LOADING],
+        [sys.executable, "-c", INTERRUPTED_WHILE_LOADING, *args],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=ROOT,
     )
-    assert (done.returncode, done.stdout) == (130, "")
+    assert done.returncode == 130
     assert done.stderr == "error [aborted]: interrupted (Ctrl-C)\n"
+    if args:
+        from workmanager.cli.render import error_body
+        from workmanager.errors import Aborted
+
+        said = error_body(Aborted("interrupted (Ctrl-C)", hint=""))
+        assert json.loads(done.stdout) == said  # as report_interrupt(as_json=True) prints it
+    else:
+        assert done.stdout == ""

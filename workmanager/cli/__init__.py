@@ -15,8 +15,10 @@ try:  # the command line's modules load for most of a second: Ctrl-C then is one
     from ..saying import first_line
     from .app import cli
     from .render import CannotWrite, report_error, report_interrupt, usage_error_of
-except KeyboardInterrupt:
-    sys.stderr.write("error [aborted]: interrupted (Ctrl-C)\n")  # as report_interrupt says it
+except KeyboardInterrupt:  # said as report_interrupt says it, the envelope under --json
+    sys.stderr.write("error [aborted]: interrupted (Ctrl-C)\n")
+    if "--json" in sys.argv[1:]:
+        sys.stdout.write('{"error": {"code": "aborted", "message": "interrupted (Ctrl-C)"}}\n')
     raise SystemExit(130) from None
 
 

@@ -210,7 +210,8 @@ class IdempotencyService:
             return None
         if row.request_fingerprint != fp:
             raise IdempotencyKeyReused(
-                "this idempotency key was used with a different request body"
+                "this idempotency key was used with a different request (its body, lease"
+                " token, or an approval's wait)"
             )
         if row.status == IN_FLIGHT:
             raise IdempotencyInFlight()
