@@ -5,8 +5,7 @@ same way."""
 
 from __future__ import annotations
 
-import math
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..errors import WorkManagerError
@@ -14,8 +13,6 @@ from .store import holder_of
 
 if TYPE_CHECKING:
     from ..leases.base import LeaseLock
-
-LOCK_GRAIN = timedelta(milliseconds=1)
 
 
 #: Why a lease is not extended past what a date holds (each extend is at most ten years;
@@ -52,10 +49,14 @@ def extend_hold(
         new_expiry = pushed_out(ends, seconds)
         if new_expiry is None:
             return ends, PAST_DATES
-        # the lock store counts from its own clock when the call reaches it: from the
-        # time now, not the batch's start (a batch of 300 set locks up to 180 ms late)
-        ttl_ms = math.ceil((new_expiry - datetime.now(UTC)) / LOCK_GRAIN)
-        lock.extend_lock(row.id, holder_of(row), ttl_ms, row.order_type)
+        # the lock store counts its own time: the lock's new TTL is what it has left now,
+        # by its clock, plus the extension (this host's clock against the store's end made
+        # it negative, the lock deleted, when Redis's clock was behind this host's); read
+        # now, not at the batch's start (a batch of 300 set locks up to 180 ms late)
+        left = lock.alive([row.id]).get(row.id)
+        if left is None:
+            return row.lease_expires_at, "lease_expired: the lease has expired"
+        lock.extend_lock(row.id, holder_of(row), left + seconds * 1000, row.order_type)
     except WorkManagerError as exc:  # expired, or the store no longer holds it
         return row.lease_expires_at, f"{exc.code}: {exc.message}"
     return new_expiry, None
