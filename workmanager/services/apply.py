@@ -134,12 +134,19 @@ class ClaimRenewer:
     each claim every third of its lifetime, so it lapses only when the process stops
     renewing it (it died, or stalled for a lifetime). A renewal that finds the claim gone
     (the order recorded, or the claim taken after it lapsed) stops renewing it; one that
-    fails (the database unreachable) is tried again at the next round."""
+    fails (the database unreachable) is tried again at the next round.
+
+    A renewal's expiry is the wall clock when the body started (checked in step with the
+    database just before, by the claim) plus the monotonic time since: a host clock
+    stepped back while a long body ran wrote an expiry already past, and another worker
+    started the same apply beside it."""
 
     def __init__(self, ctx: ServiceContext, renew: Callable[[uuid.UUID, str, datetime], bool]):
         self.ctx, self.renew = ctx, renew
         self.every = lifetime(ctx.settings).total_seconds() / 3
         self._due: dict[tuple[uuid.UUID, str], float] = {}
+        #: per body: (the wall clock, the monotonic clock) when it started
+        self._started: dict[tuple[uuid.UUID, str], tuple[datetime, float]] = {}
         self._lock = threading.Condition()
         self._owner = 0  # the pid whose thread runs (0: none yet)
         self._wake_at = 0.0  # when the thread wakes next (0: it is not waiting)
@@ -148,6 +155,7 @@ class ClaimRenewer:
     def holding(self, order_id: uuid.UUID, claim: str) -> Iterator[None]:
         key = (order_id, claim)
         with self._lock:
+            self._started[key] = (self.ctx.clock(), time.monotonic())
             due = self._due[key] = time.monotonic() + self.every
             if self._owner != os.getpid():  # none yet, or the parent's before a fork
                 self._owner = os.getpid()
@@ -159,6 +167,7 @@ class ClaimRenewer:
         finally:
             with self._lock:
                 self._due.pop(key, None)
+                self._started.pop(key, None)
 
     def _run(self) -> None:
         try:
@@ -192,8 +201,14 @@ class ClaimRenewer:
 
     def _renew(self, key: tuple[uuid.UUID, str]) -> None:
         order_id, claim = key
+        with self._lock:
+            started = self._started.get(key)
+        if started is None:
+            return  # the body finished meanwhile
+        wall, mono = started
+        now = wall + timedelta(seconds=time.monotonic() - mono)  # not stepped with the host
         try:
-            kept = self.renew(order_id, claim, self.ctx.clock() + lifetime(self.ctx.settings))
+            kept = self.renew(order_id, claim, now + lifetime(self.ctx.settings))
         except Exception:  # the database away: the next round tries again
             log.warning("renewing the apply claim of %s failed", order_id, exc_info=True)
             kept = True
