@@ -357,3 +357,50 @@ def test_runs_that_raised_are_not_counted_as_runs_cut_short(
         a.ctx.clock.offset += timedelta(seconds=31)  # type: ignore[attr-defined]  # lapsed
     assert a.executor.apply(order_id).recorded  # the ninth run ran, and applied
     assert gated.calls == 9
+
+
+class TwoRuns(Gated):
+    """Run A's body fails once released; run B's (the second attempt) holds until told."""
+
+    def __init__(self) -> None:
+        super().__init__("wait-fail", "ok")
+        self.b_entered, self.b_release = threading.Event(), threading.Event()
+
+    def apply(self, order: Any, ctx: Any) -> Any:
+        if ctx.attempt == 2:
+            self.b_entered.set()
+            assert self.b_release.wait(30), "the test never released run B"
+        return super().apply(order, ctx)
+
+
+def test_a_run_that_lost_its_claim_cannot_fail_the_order_while_another_runs(
+    workers: Callable[..., tuple[WorkManager, WorkManager]],
+) -> None:
+    """A mutation pass: the claim check of a failure's record (``fail_apply``) could go
+    unnoticed, as A failed only after B had completed. Here A fails while B, which took
+    the lapsed claim, still runs: A's last failure must record nothing (the order would be
+    ``failed`` with B's work done, and an operator's retry apply it twice)."""
+    gated = TwoRuns()
+    a, b = workers(gated, apply_max_retries=0, apply_recovery_seconds=60)
+    order_id = approved_order(a)
+    outcome: dict[str, Any] = {}
+    thread_a = applying(a, order_id, outcome)
+    b_outcome: dict[str, Any] = {}
+    thread_b: threading.Thread | None = None
+    try:
+        assert gated.entered.wait(30)
+        b.ctx.clock.offset = timedelta(seconds=61)  # type: ignore[attr-defined]  # A lapsed
+        thread_b = applying(b, order_id, b_outcome)
+        assert gated.b_entered.wait(30), "run B never took the lapsed claim"
+        gated.release.set()  # A's body fails now, B's still runs
+        thread_a.join(30)
+        assert isinstance(outcome["a"], ApplyFailed) and outcome["a"].details["final"] is False
+        assert a.queries.order(order_id)["state"] == "approved"
+        assert "apply_failed" not in events(a, order_id)
+    finally:
+        gated.release.set()
+        gated.b_release.set()
+        thread_a.join(30)
+        if thread_b is not None:
+            thread_b.join(30)
+    assert b_outcome["a"].recorded and a.queries.order(order_id)["state"] == "completed"

@@ -19,7 +19,7 @@ from tests.ui.test_console import sign_in
 from workmanager import AgentInfo, Registry, WorkManager
 from workmanager.api import create_app
 from workmanager.cli.app import Env, cli
-from workmanager.db.models import Base, Event
+from workmanager.db.models import ApiToken, Base, Event, Provenance
 from workmanager.errors import LeaseConflict
 from workmanager.ratelimit.rate import Rate
 from workmanager.services import forget as forget_module
@@ -111,7 +111,7 @@ def activity(wm: WorkManager) -> dict[str, str]:
         http.post(f"/agent/work/orders/{parted}/reject", json=reject, headers=u).status_code == 200
     )
     sign_in(TestClient(create_app(wm), follow_redirects=False), u_token)
-    return {"admin": admin}
+    return {"admin": admin, "x": x_token}
 
 
 @pytest.mark.parametrize("batch", [2, 500])
@@ -181,8 +181,18 @@ def test_forgetting_an_agent_and_a_user_leaves_nothing_of_them(
     # the pseudonym is the same wherever X stood, and X's token no longer works
     actors = {r for r in after["work_events"] if '"actor_type": "agent"' in r}
     assert any("forgotten-" in r for r in actors)
-    wrong = http.post("/agent/work/checkout", headers={"Authorization": "Bearer nope"})
-    assert wrong.status_code == 401
+    revoked = http.post("/agent/work/checkout", headers={"Authorization": f"Bearer {made['x']}"})
+    assert revoked.status_code == 401, revoked.text  # revoked, not only renamed
+    with wm.db.transaction() as s:
+        tokens = list(s.scalars(select(ApiToken).where(ApiToken.name.like("forgotten-%"))))
+        assert tokens and all(t.revoked_at is not None for t in tokens)
+        # X's provenance rows keep their shape, the request's traces cleared (a mutation
+        # pass: its IP address was left and no test noticed)
+        rows = list(s.scalars(select(Provenance).where(Provenance.agent_id.like("forgotten-%"))))
+        assert rows
+        for row in rows:
+            traces = (row.ip_address, row.user_agent, row.request_id, row.agent_name)
+            assert traces == (None, None, None, None) and not row.extra, row.__dict__
 
 
 def test_forget_route_needs_admin_and_exactly_one_subject(make_wm: Any) -> None:

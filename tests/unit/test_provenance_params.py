@@ -75,3 +75,25 @@ def test_custom_enrichers_and_extra_fields_are_built_every_time() -> None:
     plain = ctx(DefaultEnricher())
     with_extra = AgentInfo(id="a-3", extra={"k": 1})
     assert provenance_params(plain, "submit", with_extra)["p_extra"].obj == {"k": 1}  # type: ignore[union-attr]
+
+
+def test_addresses_are_anonymised_to_their_network() -> None:
+    """SPEC §4.7: the last IPv4 octet zeroed, an IPv6 address kept to its /64 (a mutation
+    pass: storing IPv6 addresses whole went unnoticed, the tests knew only IPv4)."""
+    from workmanager.provenance.default import anonymize_ip
+
+    assert anonymize_ip("10.1.2.3") == "10.1.2.0"
+    assert anonymize_ip("2001:db8:1:2:3:4:5:6") == "2001:db8:1:2::"
+    assert anonymize_ip("::ffff:10.1.2.3") == "10.1.2.0"  # mapped: the IPv4 it is
+    assert anonymize_ip("not an address") is None and anonymize_ip(None) is None
+
+
+def test_a_parts_checksum_is_the_sha256_of_its_canonical_json() -> None:
+    """SPEC §3: an agent can check a part's checksum itself (a mutation pass: salting it
+    went unnoticed, the tests compared it only with the function's own output)."""
+    import hashlib
+
+    from workmanager.services.parts import checksum
+
+    expected = hashlib.sha256('{"a":[1,2.5],"b":"ü"}'.encode()).hexdigest()
+    assert checksum({"b": "ü", "a": [1, 2.5]}) == expected

@@ -21,13 +21,17 @@ def agent_type_of(agent_id: str | None) -> str | None:
 
 
 def anonymize_ip(ip: str | None) -> str | None:
-    """Zero the last IPv4 octet, or keep only the /64 of an IPv6 address."""
+    """Zero the last IPv4 octet, or keep only the /64 of an IPv6 address; an IPv4 address
+    mapped into IPv6 (``::ffff:10.1.2.3``, a dual-stack listener's) as the IPv4 it is (its
+    /64 was ``::``, nothing of it kept)."""
     if not ip:
         return None
     try:
-        address = ipaddress.ip_address(ip)
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(ip)
     except ValueError:
         return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
     prefix = 24 if address.version == 4 else 64
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
 
