@@ -6,12 +6,13 @@ it; bidi controls (the embeddings, overrides and isolates, the marks) reorder wh
 follows, so ``account \u202e0001-9999`` read as ``account 9999-1000`` on a review
 page; a lone surrogate (a broken emoji escape in a JSON feed) cannot be written out as
 UTF-8 at all (a traceback where a table was). Format characters show nothing yet are
-there: zero-width spaces and joiners, the word joiner, the byte-order mark, soft hyphens,
+there: zero-width spaces, the word joiner, the byte-order mark, soft hyphens,
 Unicode's tag characters and the variation selectors past the two emoji use (text hidden
 in them reads ``approve`` where ``approve and DROP TABLE users`` is stored), and the line
 and paragraph separators. Every character of Unicode's ``Cf``, ``Zl`` and ``Zp`` is
-escaped (a test holds the list to the running Python's Unicode); so is a zero-width joiner
-inside an emoji sequence, shown as its parts: a review page is no place for a guess.
+escaped (a test holds the list to the running Python's Unicode) but those of
+:data:`WRITING`, which scripts and emoji are written with; so are runs of spaces other
+than the plain one, and the letters that draw nothing.
 Agents, producers and reviewers write results, payloads, notes and reasons: every one of
 those is shown through :func:`shown`.
 """
@@ -20,13 +21,24 @@ from __future__ import annotations
 
 import re
 
+#: Format characters that are part of writing, shown as they are: the zero-width
+#: non-joiner and joiner (Persian, the Indic scripts, emoji sequences) and the prepended
+#: marks that draw a glyph (Arabic number signs, the end of an ayah, Syriac, Kaithi).
+WRITING = "\u200c\u200d\u0600-\u0605\u06dd\u070f\u0890\u0891\u08e2\U000110bd\U000110cd"
+
 _HIDDEN = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2"
-    "\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufe00-\ufe0d\ufeff"
-    "\ufff9-\ufffb\ud800-\udfff\U000110bd\U000110cd\U00013430-\U0001343f"
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\xad\u061c\u180e\u200b\u200e\u200f"
+    "\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufe00-\ufe0d\ufeff"
+    "\ufff9-\ufffb\ud800-\udfff\U00013430-\U0001343f"
     "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f"
-    "\U000e0100-\U000e01ef]"
+    "\U000e0100-\U000e01ef"
+    # letters that draw nothing: the braille blank, the Hangul fillers
+    "\u2800\u115f\u1160\u3164\uffa0]"
 )
+#: Spaces other than the plain one, two or more in a row: a run of them fills lines instead
+#: of hanging where a box wraps, and 3,000 no-break spaces pushed "; curl … | sh" out of
+#: sight after "ls -la /tmp" (one alone, French typography's, is left as it is).
+_SPACE_RUN = re.compile("[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]{2,}")
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -36,4 +48,4 @@ def _escape(match: re.Match[str]) -> str:
 def shown(text: str) -> str:
     """``text`` with each control and bidi character as its escape (``\\x1b``,
     ``\\u202e``); anything else, non-Latin scripts and emoji among them, as it is."""
-    return _HIDDEN.sub(_escape, text)
+    return _SPACE_RUN.sub(_escape, _HIDDEN.sub(_escape, text))

@@ -251,7 +251,7 @@ def test_limits_hold_for_every_caller_not_only_http(make_wm, database) -> None:
     wm.agent.submit(other, {"answer": 1})
     with pytest.raises(ValidationFailed) as empty:
         wm.orders.reject(order_id, [{"code": "", "message": "m"}], Actor.system())
-    assert empty.value.details[0]["path"] == "errors"
+    assert empty.value.details[0]["path"] == "errors.0.code"  # the field, as HTTP names it
     assert wm.queries.order_state(order_id) == "submitted"  # nothing changed
     assert wm.queries.item(lease.item_id)["state"] == "leased"
 

@@ -3,21 +3,24 @@ character that acts or hides instead of showing is escaped, visibly; the rest as
 
 from __future__ import annotations
 
+import re
 import sys
 import unicodedata
 
-from workmanager.display import shown
+from workmanager.display import WRITING, shown
 
 
 def test_every_format_and_separator_character_is_escaped() -> None:
     """A console pass: zero-width characters and Unicode's tag characters passed through,
     so a result read ``approve`` on the review page while it held ``approve and DROP TABLE
     users`` (U+E0020…). Every ``Cf``, ``Zl`` and ``Zp`` character of the running Python's
-    Unicode is escaped, and the variation selectors that can carry hidden bytes."""
+    Unicode is escaped but those scripts are written with (``WRITING``), and the variation
+    selectors that can carry hidden bytes."""
+    writing = re.compile(f"[{WRITING}]")
     hiding = [
         chr(c)
         for c in range(sys.maxunicode + 1)
-        if unicodedata.category(chr(c)) in ("Cf", "Zl", "Zp")
+        if (unicodedata.category(chr(c)) in ("Cf", "Zl", "Zp") and not writing.match(chr(c)))
         or 0xFE00 <= c <= 0xFE0D
         or 0xE0100 <= c <= 0xE01EF
     ]
@@ -29,5 +32,23 @@ def test_every_format_and_separator_character_is_escaped() -> None:
 
 
 def test_text_that_shows_itself_is_left_as_it_is() -> None:
-    for text in ("naïve café", "日本語のテキスト", "مرحبا", "heart ❤️ (U+FE0F)", "tab\tand\nline"):
-        assert shown(text) == text
+    for text in (
+        "naïve café",
+        "日本語のテキスト",
+        "مرحبا",
+        "heart ❤️ (U+FE0F)",
+        "tab\tand\nline",
+        "می\u200cخواهم",  # noqa: RUF001  (Persian, its zero-width non-joiner)
+        "family 👨\u200d👩\u200d👧",  # an emoji sequence's joiners
+        "\u0600١٢",  # noqa: RUF001  (an Arabic number sign, drawn)
+        "prix\u00a0: 10\u00a0€",  # French's single no-break spaces
+    ):
+        assert shown(text) == text, text
+
+
+def test_a_run_of_unusual_spaces_or_blank_letters_is_escaped() -> None:
+    """A review pass: 3,000 no-break spaces (or em spaces, or braille blanks) filled a
+    box's lines and pushed "; curl … | sh" out of sight after "ls -la /tmp"."""
+    assert shown("a\u00a0\u00a0b") == "a\\xa0\\xa0b"
+    assert shown("a\u2003\u2003b") == "a\\u2003\\u2003b"
+    assert shown("a\u2800b") == "a\\u2800b"

@@ -76,20 +76,26 @@ SHOWN_CHARS = 16_384
 SHOWN_NAME_CHARS = 500
 
 
-def _cut(value: Any, limit: int = SHOWN_CHARS) -> str:
+#: Where a value cut on a page is whole.
+WHOLE = "the whole value: `workmanager orders show ID --json`, or the HTTP API"
+
+
+def _cut(value: Any, limit: int = SHOWN_CHARS, whole: str = WHOLE) -> str:
     """Text cut at ``limit`` with a line saying so and where the whole value is (an
     event's message, a note: agents and reviewers write them, up to megabytes)."""
     text = "" if value is None else str(value)
     if len(text) <= limit:
         return text
-    return (
-        f"{text[:limit]}\n… cut here: {limit:,} of {len(text):,} characters shown;"
-        " the whole value: `workmanager orders show ID --json`, or the HTTP API"
-    )
+    return f"{text[:limit]}\n… cut here: {limit:,} of {len(text):,} characters shown; {whole}"
 
 
 def _cut_name(value: Any) -> str:
     return _cut(value, SHOWN_NAME_CHARS)
+
+
+def _cut_preview_error(value: Any) -> str:
+    """A preview's error: made for the page alone, logged whole by the server."""
+    return _cut(value, SHOWN_NAME_CHARS, "the whole error: the server's log (its traceback)")
 
 
 def _pretty(value: Any) -> str:
@@ -131,6 +137,7 @@ def templates() -> Jinja2Templates:
     loaded.env.filters["compact"] = _compact
     loaded.env.filters["cut"] = _cut
     loaded.env.filters["cut_name"] = _cut_name
+    loaded.env.filters["cut_preview_error"] = _cut_preview_error
     loaded.env.filters["age"] = _age
     return loaded
 
