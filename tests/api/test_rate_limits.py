@@ -106,6 +106,19 @@ def test_requests_per_agent_limit_every_route(serve: Callable[..., str]) -> None
         assert other.get("/orders").status_code == 200
 
 
+def test_checkouts_count_as_requests_without_a_checkout_limit(serve: Callable[..., str]) -> None:
+    """A mutation pass: with only a requests limit set, checkouts could go uncounted (their
+    deferred request tokens dropped) and no test noticed. Two checkouts spend the two
+    requests a minute; the third request is 429."""
+    url = serve(rate_limit_requests_per_agent=Rate(2, 60))
+    with httpx.Client(base_url=url, headers={"X-Agent-ID": "c1"}, timeout=10) as client:
+        for _ in range(2):
+            assert client.post("/checkout").status_code != 429
+        refused = client.get("/orders")
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["details"]["limit"] == "requests"
+
+
 def test_a_checkout_the_checkout_limit_refuses_takes_no_request_token(
     serve: Callable[..., str],
 ) -> None:

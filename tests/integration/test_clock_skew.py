@@ -103,3 +103,16 @@ def test_a_server_whose_clock_is_off_refuses_to_start(fresh_pg: str, tmp_path: P
     [line] = [x for x in done.stderr.splitlines() if x.startswith("error [")]
     assert line.startswith("error [configuration_error]: this host's clock is 1"), line
     assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_the_limit_is_the_setting_not_a_wider_one(
+    make_wm: Callable[..., WorkManager], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mutation pass: the check passed a skew ten times the limit unnoticed (the tests
+    knew only 120 s against 5). Within the limit and its margin it passes; past it, not."""
+    wm = make_wm(db="postgres", backend="database", registry=Registry([Simple()]))
+    behind(monkeypatch, 3)
+    deployment.check_clock(wm.db, wm.settings)  # 3 s behind, the limit 5: in step
+    behind(monkeypatch, 9)
+    with pytest.raises(ConfigurationError, match="clock is 9"):
+        deployment.check_clock(wm.db, wm.settings)

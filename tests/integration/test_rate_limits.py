@@ -97,6 +97,25 @@ def test_retry_after_is_when_a_token_is_back(store_wm: Any) -> None:
     wm.limits.checkout("a")
 
 
+def test_an_idle_bucket_refills_to_its_burst_and_no_further(store_wm: Any) -> None:
+    """A mutation pass: the refill's cap at the burst could be dropped unnoticed (a bucket
+    idle for longer than its refill then held more than its burst). 2/s, burst 2: spent,
+    idle 1.6 s (3.2 tokens' worth), then two are served and the third is refused."""
+    wm = store_wm(rate_limit_checkout_per_agent=Rate(2, 1), rate_limit_burst=2)
+    agent = f"idle-{uuid.uuid4().hex[:6]}"
+    for _ in range(2):
+        wm.limits.checkout(agent)
+    time.sleep(1.6)  # the refill is what is tested
+    served = 0
+    for _ in range(3):
+        try:
+            wm.limits.checkout(agent)
+            served += 1
+        except RateLimited:
+            break
+    assert served == 2
+
+
 def test_a_rate_changed_between_restarts_starts_with_full_buckets(store_wm: Any) -> None:
     """Emptied at 1/s, then the process restarted at 1/h: the database's row refilled
     at the new rate (an hour's wait) while Redis's key had expired (full again): every

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from workmanager.errors import InvalidQuery
-from workmanager.reads.params import as_datetime, operator_of
+from workmanager.reads.params import as_datetime, as_int, operator_of
 
 INSTANT = datetime(2026, 12, 7, 4, 21, 46, tzinfo=UTC)
 
@@ -43,3 +43,21 @@ def test_a_value_that_is_no_instant_says_why(raw: str, why: str) -> None:
     with pytest.raises(InvalidQuery) as info:
         operator_of(raw, "filter[created_at]", as_datetime)
     assert info.value.message.startswith(f"filter[created_at]: cannot read {raw!r}: {why}")
+
+
+@pytest.mark.parametrize(("raw", "number"), [("0", 1), ("-5", 1), ("3", 3)])
+def test_a_page_number_below_one_is_the_first_page(raw: str, number: int) -> None:
+    """A mutation pass: a page number below 1 (a negative offset for the database) went
+    unchecked by any test."""
+    from workmanager.reads.params import ListQuery, page
+
+    query = ListQuery(size=10)
+    assert page(query, "page[number]", raw, 100)
+    assert query.number == number
+
+
+@pytest.mark.parametrize("raw", ["2147483648", "-2147483648", "99999999999"])
+def test_an_integer_past_the_columns_range_is_a_400(raw: str) -> None:
+    """A mutation pass: ``priority>99999999999`` reached the integer column unchecked."""
+    with pytest.raises(InvalidQuery):
+        operator_of(f">{raw}", "filter[priority]", as_int)
