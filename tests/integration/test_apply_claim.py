@@ -255,6 +255,14 @@ def test_a_run_records_its_outcome_through_a_moment_the_database_is_away(
     assert claim_of(a, order_id) == (None, None)
 
 
+def cut_short(wm: WorkManager, order_id: uuid.UUID, runs: int) -> None:
+    """``runs`` applies whose process dies mid-body, each claim left to lapse (31 s on)."""
+    for _ in range(runs):
+        with pytest.raises(WorkerDied):
+            wm.executor.apply(order_id)
+        wm.ctx.clock.offset += timedelta(seconds=31)  # type: ignore[attr-defined]  # lapsed
+
+
 def test_an_apply_whose_process_dies_every_time_fails_once_its_retries_are_spent(
     workers: Callable[..., tuple[WorkManager, WorkManager]],
 ) -> None:
@@ -265,10 +273,7 @@ def test_an_apply_whose_process_dies_every_time_fails_once_its_retries_are_spent
     gated = Gated(*["die"] * 6)
     a, _ = workers(gated, apply_max_retries=2, apply_recovery_seconds=30)
     order_id = approved_order(a)
-    for _ in range(6):
-        with pytest.raises(WorkerDied):
-            a.executor.apply(order_id)
-        a.ctx.clock.offset += timedelta(seconds=31)  # type: ignore[attr-defined]  # lapsed
+    cut_short(a, order_id, 6)
     with pytest.raises(ApplyFailed) as failed:
         a.executor.apply(order_id)
     assert failed.value.details["final"] is True and "the process died" in failed.value.message
@@ -326,10 +331,7 @@ def test_runs_cut_short_are_not_failures_of_the_retry_budget(
     gated = Gated("die", "die", "die", "fail", "fail", "fail", "fail")
     a, _ = workers(gated, apply_max_retries=3, apply_recovery_seconds=30)
     order_id = approved_order(a)
-    for _ in range(3):
-        with pytest.raises(WorkerDied):
-            a.executor.apply(order_id)
-        a.ctx.clock.offset += timedelta(seconds=31)  # type: ignore[attr-defined]  # lapsed
+    cut_short(a, order_id, 3)
     finals = []
     for _ in range(4):
         with pytest.raises(ApplyFailed) as failed:
