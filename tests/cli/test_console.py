@@ -21,7 +21,7 @@ from workmanager import Registry
 from workmanager.allocators import AllocatorStrategy, OrderRequest
 from workmanager.db.models import Event, IdempotencyKey, Item, Order, Provenance, utcnow
 from workmanager.errors import IllegalStateTransition, NotFound, ValidationFailed
-from workmanager.services.maintenance import Housekeeping
+from workmanager.services.housekeeping import Housekeeping
 
 
 def _submitted(console: Console) -> uuid.UUID:
@@ -354,9 +354,9 @@ def test_ops_prune_walks_each_audit_row_once(
     minutes, slower with each batch. Batches go on from the last id deleted; with
     batches of two over interleaved orders, every old row of a settled order goes and
     every row of a waiting one stays."""
-    from workmanager.services import maintenance
+    from workmanager.services import housekeeping
 
-    monkeypatch.setattr(maintenance, "PRUNE_BATCH", 2)
+    monkeypatch.setattr(housekeeping, "PRUNE_BATCH", 2)
     console = console_for(db=db)
     settled, waiting = [], []
     for _ in range(3):
@@ -723,7 +723,7 @@ def test_ctrl_c_is_an_interruption_without_the_question_hint(
         raise KeyboardInterrupt
 
     monkeypatch.setenv("WORK_MANAGER_DATABASE_URL", console.wm.settings.database_url)
-    monkeypatch.setattr("workmanager.services.maintenance.Housekeeping.check", interrupted)
+    monkeypatch.setattr("workmanager.services.housekeeping.Housekeeping.check", interrupted)
     with pytest.raises(SystemExit) as exited:
         main(["ops", "check"])
     assert exited.value.code == 130

@@ -26,7 +26,7 @@ from workmanager.db.models import Item
 from workmanager.db.session import Database
 from workmanager.demo.types import register
 from workmanager.errors import ConfigurationError
-from workmanager.services.maintenance import Housekeeping
+from workmanager.services.housekeeping import Housekeeping
 
 EXE = Path(sys.executable).with_name("workmanager")
 PAYLOAD = {"company": "Acme", "questions": ["q"]}

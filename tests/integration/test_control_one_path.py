@@ -33,8 +33,8 @@ from workmanager.errors import (
     WorkManagerError,
 )
 from workmanager.services.admin import ItemAdmin, OrderAdmin
+from workmanager.services.housekeeping import Housekeeping
 from workmanager.services.idempotency import IN_FLIGHT_LOCK
-from workmanager.services.maintenance import Housekeeping
 from workmanager.services.tokens import Principal
 from workmanager.states import OPEN_ORDER_STATES
 from workmanager.surface.callers import AgentMetadata, Caller, build_caller

@@ -142,7 +142,7 @@ def test_reads_show_a_held_leases_expiry_from_its_lock(make_wm, db, lock) -> Non
         return datetime.fromisoformat(text)
 
     def leases() -> dict[str, int]:  # ``ops check``'s figures (an audit pass: from the row)
-        from workmanager.services.maintenance import Housekeeping
+        from workmanager.services.housekeeping import Housekeeping
 
         return dict(Housekeeping(wm.ctx).counts()["leases"])
 

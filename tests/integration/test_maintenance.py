@@ -18,8 +18,8 @@ from workmanager import Registry
 from workmanager.db.models import Order, utcnow
 from workmanager.db.order_store import build_order_store
 from workmanager.errors import Unavailable
-from workmanager.services import maintenance
-from workmanager.services.maintenance import PRUNABLE, Housekeeping
+from workmanager.services import housekeeping
+from workmanager.services.housekeeping import PRUNABLE, Housekeeping
 
 
 def later(wm, seconds: float) -> None:
@@ -246,7 +246,7 @@ def test_prune_counts_the_orders_it_deleted_not_those_it_listed(
             assert store.prune([ids[0]], states) == (1, 2)  # the other prune's share
             return store.prune(order_ids, states)
 
-    monkeypatch.setattr(maintenance, "build_order_store", lambda ctx: RacedStore())
+    monkeypatch.setattr(housekeeping, "build_order_store", lambda ctx: RacedStore())
     report = Housekeeping(wm.ctx).prune(timedelta(days=90))
     assert (report.orders, report.items) == (2, 4)
     assert store.prune(ids, PRUNABLE) == (0, 0)

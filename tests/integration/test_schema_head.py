@@ -23,7 +23,7 @@ from workmanager.api import create_app
 from workmanager.db.migrate import current, head, require_head, upgrade
 from workmanager.db.session import Database
 from workmanager.errors import SchemaBehind
-from workmanager.services.maintenance import Housekeeping
+from workmanager.services.housekeeping import Housekeeping
 
 from ..conftest import PG_ADMIN_DSN, PG_DB, PG_HOST_URL, need
 from .test_migrations import assert_delete_cascades

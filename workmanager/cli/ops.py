@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ..services.maintenance import MAX_TAIL, Housekeeping, PruneReport
+from ..services.housekeeping import MAX_TAIL, Housekeeping, PruneReport
 from .app import Env, cli, pass_env
 from .render import (
     DURATION,
