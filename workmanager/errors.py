@@ -352,7 +352,7 @@ class MissingParts(PermanentError):
 
 
 class IdempotencyKeyReused(PermanentError):
-    """This idempotency key was used with a different request.
+    """This idempotency key was used with a different request (body, lease token or wait).
 
     Its fingerprint: the body, the lease token presented, an approval's ``wait``."""
 

@@ -209,10 +209,7 @@ class IdempotencyService:
         if row is None:
             return None
         if row.request_fingerprint != fp:
-            raise IdempotencyKeyReused(
-                "this idempotency key was used with a different request (its body, lease"
-                " token, or an approval's wait)"
-            )
+            raise IdempotencyKeyReused()
         if row.status == IN_FLIGHT:
             raise IdempotencyInFlight()
         if row.status == COMMITTED and row.response_status is None and _still_locked(row, now):
