@@ -361,6 +361,34 @@ def test_runs_that_raised_are_not_counted_as_runs_cut_short(
     assert gated.calls == 9
 
 
+@pytest.mark.parametrize("said", ["missing", None, "3"])
+def test_an_upgrade_gives_no_retries_back_to_an_order_failing_its_apply(
+    workers: Callable[..., tuple[WorkManager, WorkManager]], said: Any
+) -> None:
+    """A review of the budget's change: a failure recorded before ``failures`` was stored
+    (a row from the version before, an old worker in a rolling deploy) counted as none, so
+    an order with its three retries spent got three more runs of a failing apply after the
+    upgrade. It counts as its run's ``attempt``, as the budget was counted then."""
+    gated = Gated(*["fail"] * 5)
+    a, _ = workers(gated, apply_max_retries=3)
+    order_id = approved_order(a)
+    for _ in range(3):
+        with pytest.raises(ApplyFailed):
+            a.executor.apply(order_id)
+        a.ctx.clock.offset += timedelta(hours=1)  # type: ignore[attr-defined]  # backoff over
+    with a.db.transaction() as s:
+        order = s.get(Order, order_id)
+        assert order is not None and order.last_error["failures"] == 3
+        old = {k: v for k, v in order.last_error.items() if k != "failures"}
+        if said != "missing":
+            old["failures"] = said
+        s.execute(update(Order).where(Order.id == order_id).values(last_error=old))
+    with pytest.raises(ApplyFailed) as failed:
+        a.executor.apply(order_id)
+    assert failed.value.details["final"] is True and gated.calls == 4
+    assert a.queries.order(order_id)["state"] == "failed"
+
+
 class TwoRuns(Gated):
     """Run A's body fails once released; run B's (the second attempt) holds until told."""
 

@@ -101,10 +101,14 @@ RELEASED: dict[str, object] = {"apply_claim": None, "apply_claim_expires_at": No
 def failures(last_error: Any) -> int:
     """The recorded failures of an order's apply so far, from its ``last_error`` (each
     failure stores the count): the runs that raised, not those their process's end cut
-    short (a stop, a kill: no attempt of the retry budget, which a rolling restart spent)."""
+    short (a stop, a kill: no attempt of the retry budget, which a rolling restart spent).
+    A failure recorded before the count existed (a row from an older version, or written
+    by an old worker during a rolling deploy) counts as its run's ``attempt``, as the
+    budget was counted then: an upgrade never gives an order's retries back."""
     if isinstance(last_error, dict) and last_error.get("code") == "apply_failed":
-        said = last_error.get("failures")
-        return said if isinstance(said, int) else 0
+        for said in (last_error.get("failures"), last_error.get("attempt")):
+            if isinstance(said, int) and not isinstance(said, bool) and said >= 0:
+                return said
     return 0
 
 
@@ -141,7 +145,7 @@ class ApplyService:
         #: The apply's claim, record and failure, one path per database (db/order_store.py).
         self.store = build_order_store(ctx)
         self.renewer = ClaimRenewer(ctx, self.store.renew_apply, lifetime(ctx.settings))
-        #: settings and clock compared with the deployment's (at start, then every minute)
+        #: settings and clock compared with the deployment's (at start, then every ten seconds)
         self.in_step = deployment.InStep(ctx.db, ctx.settings)
 
     @tracing.traced("workmanager.apply", tracing.order_call)
