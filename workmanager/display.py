@@ -12,7 +12,8 @@ in them reads ``approve`` where ``approve and DROP TABLE users`` is stored), and
 and paragraph separators. Every character of Unicode's ``Cf``, ``Zl`` and ``Zp`` is
 escaped (a test holds the list to the running Python's Unicode) but those of
 :data:`WRITING`, which scripts and emoji are written with; so are runs of spaces other
-than the plain one, and the letters that draw nothing.
+than the plain one, and the letters that draw nothing. Two sequences of them are writing and shown
+(:data:`_WRITTEN`): a CJK ideograph's variation selector and a subdivision's flag.
 Agents, producers and reviewers write results, payloads, notes and reasons: every one of
 those is shown through :func:`shown`.
 """
@@ -35,6 +36,15 @@ _HIDDEN = re.compile(
     # letters that draw nothing: the braille blank, the Hangul fillers
     "\u2800\u115f\u1160\u3164\uffa0]"
 )
+#: Sequences of the characters above that are writing, shown as they are: one ideographic
+#: variation selector right after a CJK ideograph (a name's registered glyph, 葛󠄀), and a
+#: subdivision flag (🏴, two to six tag letters or digits, the cancel tag: Scotland's).
+_WRITTEN = (
+    "[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]"
+    "[\ufe00-\ufe0d\U000e0100-\U000e01ef]"
+    "|\U0001f3f4[\U000e0030-\U000e0039\U000e0061-\U000e007a]{2,6}\U000e007f"
+)
+_SHOWN_OR_HIDDEN = re.compile(f"({_WRITTEN})|{_HIDDEN.pattern}")
 #: Spaces other than the plain one, two or more in a row: a run of them fills lines instead
 #: of hanging where a box wraps, and 3,000 no-break spaces pushed "; curl … | sh" out of
 #: sight after "ls -la /tmp" (one alone, French typography's, is left as it is).
@@ -45,7 +55,12 @@ def _escape(match: re.Match[str]) -> str:
     return match.group().encode("unicode_escape").decode("ascii")
 
 
+def _escape_hidden(match: re.Match[str]) -> str:
+    return match.group() if match.group(1) else _escape(match)
+
+
 def shown(text: str) -> str:
     """``text`` with each control and bidi character as its escape (``\\x1b``,
-    ``\\u202e``); anything else, non-Latin scripts and emoji among them, as it is."""
-    return _SPACE_RUN.sub(_escape, _HIDDEN.sub(_escape, text))
+    ``\\u202e``); anything else, non-Latin scripts and emoji (flags of subdivisions too)
+    among them, as it is."""
+    return _SPACE_RUN.sub(_escape, _SHOWN_OR_HIDDEN.sub(_escape_hidden, text))

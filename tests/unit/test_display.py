@@ -52,3 +52,16 @@ def test_a_run_of_unusual_spaces_or_blank_letters_is_escaped() -> None:
     assert shown("a\u00a0\u00a0b") == "a\\xa0\\xa0b"
     assert shown("a\u2003\u2003b") == "a\\u2003\\u2003b"
     assert shown("a\u2800b") == "a\\u2800b"
+
+
+def test_a_cjk_variation_and_a_subdivision_flag_are_writing() -> None:
+    """A review pass: a Japanese name's registered glyph (an ideograph and its variation
+    selector) and Scotland's flag (🏴 and tag letters) came out as escapes. Those two
+    sequences are shown; the same characters anywhere else are still escaped."""
+    ivs = "葛\U000e0100城"
+    flag = "\U0001f3f4" + "".join(chr(0xE0000 + ord(c)) for c in "gbsct") + "\U000e007f"
+    assert (shown(ivs), shown(flag)) == (ivs, flag)
+    assert shown("a\U000e0100") == "a\\U000e0100"  # not after an ideograph
+    assert shown("葛\U000e0100\U000e0100") == "葛\U000e0100\\U000e0100"  # one selector
+    hidden = "\U0001f3f4" + "".join(chr(0xE0000 + ord(c)) for c in "approved") + "\U000e007f"
+    assert shown(hidden).startswith("\U0001f3f4\\U000e0061")  # eight tags: not a flag
