@@ -15,7 +15,8 @@ from sqlalchemy import func, select
 from tests.support.types import Multi, Simple
 from workmanager import Registry, WorkManager
 from workmanager.db.models import Event, Item, Order
-from workmanager.errors import DedupeKeyReused
+from workmanager.errors import DedupeKeyReused, UnknownOrderType, ValidationFailed
+from workmanager.types import JSON
 
 PATHS = [
     pytest.param(("sqlite", "database"), id="sqlite"),
@@ -255,3 +256,38 @@ def test_a_refusal_delivered_twice_is_recorded_and_counted_once(make_wm, databas
     assert wm.queries.order_state(order_id) == "failed"
     counted = wm.metrics.driver.total("work_manager.orders_refused_total")
     assert counted == 1, counted
+
+
+class Stricter(Simple):
+    """``test.simple`` after its schema changed: a payload now needs ``m``."""
+
+    def schema(self) -> JSON:
+        return {"type": "object", "required": ["m"]}
+
+
+@pytest.mark.parametrize("now", ["stricter", "removed"])
+@pytest.mark.parametrize(
+    "db", [pytest.param(p.values[0][0], id=p.id, marks=p.marks) for p in PATHS]
+)
+def test_a_proposal_made_before_its_type_changed_finds_its_order(
+    make_wm: Callable[..., WorkManager], now: str, db: str
+) -> None:
+    """An order-type evolution pass: a producer retrying a proposal across a deploy that
+    changed (or removed) its type was told 422 ``validation_failed`` (or
+    ``unknown_order_type``) while its order, made before, was queued: the type's checks ran
+    before the key was looked up. SPEC §4.3: a known key returns the existing order."""
+    before = make_wm(db=db, backend="database", registry=Registry([Simple()]))
+    first = before.orders.propose("test.simple", {"n": 9}, dedupe_key="job-9")
+    after = make_wm(
+        db=db, backend="database", registry=Registry([Stricter()] if now == "stricter" else [])
+    )
+    again = after.orders.propose("test.simple", {"n": 9}, dedupe_key="job-9")
+    assert (again.created, again.order["id"]) == (False, first.order["id"])
+    by_id = after.orders.propose("test.simple", {"n": 9}, order_id=first.order["id"])
+    assert by_id.order["id"] == first.order["id"]
+    with pytest.raises(DedupeKeyReused):  # another payload under the key: as before
+        after.orders.propose("test.simple", {"n": 8}, dedupe_key="job-9")
+    refused = ValidationFailed if now == "stricter" else UnknownOrderType
+    with pytest.raises(refused):  # a new key: the type's checks, as before
+        after.orders.propose("test.simple", {"n": 9}, dedupe_key="job-10")
+    assert rows(after)[0] == 1

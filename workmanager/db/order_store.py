@@ -107,7 +107,7 @@ ORDER_ROW_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(OrderRow))
 ApprovalCheck = Callable[["OrderView"], bool]
 
 #: What ``retry`` asks of the locked order and its items' states: the state it goes back
-#: to (``submitted`` or ``queued``); raises to refuse (``orders.retry_target``).
+#: to (``submitted`` or ``queued``); raises to refuse (``transitions.retry_target``).
 RetryCheck = Callable[[OrderRow, list[str]], str]
 
 #: What ``drop_refused`` asks of the locked order and its items' states: whether it is a
@@ -124,7 +124,7 @@ class OrderChange:
     """What an admin change did: ``done``, the order as written and the items it put back
     in the queue (by id); or, when its guard matched nothing, ``done`` False, nothing
     written and the order as it is now, from which the service names the error
-    (``orders.refused``)."""
+    (``transitions.refused``)."""
 
     order: OrderRow
     done: bool

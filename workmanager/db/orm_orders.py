@@ -6,7 +6,7 @@ SQLite's one path (every transaction ``BEGIN IMMEDIATE``, so they are serialized
 PostgreSQL :class:`~workmanager.db.postgres.control.PostgresOrderStore` runs instead, never
 this one. See :class:`workmanager.db.order_store.OrderStore` for what each method locks and
 what is atomic. The rules that name an outcome are the services' (``OrderService._ready``,
-``orders.retry_target`` and ``refused``, ``executor._not_started`` and ``_not_recorded``)
+``transitions.retry_target`` and ``refused``, ``executor._not_started`` and ``_not_recorded``)
 and :mod:`workmanager.services.apply`'s, shared with the PostgreSQL store; a guard
 that matched nothing returns the order as it is (``OrderChange.done`` False), as there.
 """

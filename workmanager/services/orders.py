@@ -13,28 +13,27 @@ from sqlalchemy import select
 from .. import tracing
 from ..checks import can_approve
 from ..db.models import Item, Order
-from ..db.order_store import TAKEN_TRIES, OrderChange, OrderRow, build_order_store
+from ..db.order_store import TAKEN_TRIES, OrderRow, build_order_store
 from ..errors import (
-    IllegalStateTransition,
     NotFound,
     NotReadyForApproval,
     TransientError,
     UnknownOrderType,
+    ValidationFailed,
     WorkManagerError,
 )
 from ..jsonvalues import json_value
 from ..order_types import OrderType
 from ..registry import untold
 from ..state_machine import check_order
-from ..states import ItemState, OrderState
+from ..states import OrderState
 from ..types import JSON, Actor, AgentInfo, OrderView, as_id
 from .context import ServiceContext
 from .idempotency import IdempotencyService
 from .inputs import checked_actor, checked_agent, reject_errors
-from .proposals import build_order, check_proposal, order_id_for, proposed_id, same_proposal
+from .proposals import build_order, check_proposal, keyed_id, proposed_id, same_proposal
 from .refusals import (
     droppable,
-    is_refused,
     planning_lost,
     refusal_actor,
     refusal_tenant,
@@ -42,6 +41,7 @@ from .refusals import (
     replaceable,
 )
 from .tokens import checked_tenant, order_tenant
+from .transitions import refused, retry_target
 from .views import order_dict
 
 log = logging.getLogger("workmanager.orders")
@@ -93,9 +93,15 @@ class OrderService:
         order_id, agent = proposed_id(order_id), checked_agent(agent)
         who = checked_actor(requested_by, "requested_by")
         actor = who or (agent.actor if agent else Actor.system())
-        order, items = self.planned(
-            type, payload, priority, meta, dedupe_key, actor, order_id, tenant_id
-        )
+        try:
+            order, items = self.planned(
+                type, payload, priority, meta, dedupe_key, actor, order_id, tenant_id
+            )
+        except (UnknownOrderType, ValidationFailed):  # a proposal its type took before it
+            found = self.repeated(type, payload, dedupe_key, tenant_id, order_id)  # changed
+            if found is None:
+                raise
+            return Proposal(found, False)
         # a known id or dedupe key fails the insert (no read before it), then finds its order
         found = self._insert(order, items, actor, agent)
         # a refused proposal's record gives its id to the corrected one (each sender drops it)
@@ -145,13 +151,23 @@ class OrderService:
         return None if found is None else order_dict(found)
 
     def repeated(
-        self, type: str, payload: JSON, dedupe_key: str, tenant_id: str | None = None
+        self,
+        type: str,
+        payload: JSON,
+        dedupe_key: str | None,
+        tenant_id: str | None = None,
+        order_id: uuid.UUID | None = None,
     ) -> dict[str, Any] | None:
-        """The order :meth:`propose` would find for this proposal under ``dedupe_key``;
-        ``None`` when the key names no order yet (or a refused record the proposal replaces,
-        ``replaceable``); :class:`DedupeKeyReused` when it names another proposal's order:
-        for a producer that sends the proposal to a worker, which could only drop it."""
-        row = self.store.find(order_id_for(dedupe_key), dedupe_key)
+        """The order :meth:`propose` would find for this proposal under ``dedupe_key`` (or
+        ``order_id``); ``None`` when they name no order yet (or a refused record the
+        proposal replaces, ``replaceable``); :class:`DedupeKeyReused` when they name another
+        proposal's order. For a producer that sends the proposal to a worker, which could
+        only drop it; for a proposal its type refuses since it changed, made before it did
+        (SPEC §4.3: a known key returns the existing order)."""
+        keyed = order_id or keyed_id(dedupe_key)  # None: no key, or what cannot be one
+        if keyed is None:
+            return None
+        row = self.store.find(keyed, dedupe_key)
         found = None if row is None else order_dict(row)
         tenant = order_tenant(checked_tenant(tenant_id), payload)
         if found is None or replaceable(found, tenant):
@@ -363,38 +379,3 @@ class OrderService:
         if change.order.state == OrderState.SUBMITTED:
             self.ctx.dispatcher.order_submitted(order_id)
         return order
-
-
-def refused(change: OrderChange, to_state: str) -> OrderRow:
-    """The order an admin change wrote, or the error named from the order as it is."""
-    if change.done:
-        return change.order
-    check_order(change.order.state, to_state)  # raises: the state does not allow it
-    raise IllegalStateTransition(  # allowed now, but not when the change looked
-        kind="order", from_state=change.order.state, to_state=to_state
-    )
-
-
-def retry_target(order: OrderRow, item_states: list[str]) -> str:
-    """Where retry sends the locked failed order (``item_states``: its items'): back to
-    ``submitted`` when every item is submitted (it failed in apply), else ``queued``.
-    Refuses any other state, and a refused proposal's record."""
-    if order.state != OrderState.FAILED:  # retry is failed -> queued, nothing else
-        dead = "; `orders clone` proposes it again" if order.state == "dead_lettered" else ""
-        raise IllegalStateTransition(
-            f"only a failed order can be retried; this one is {order.state}{dead}",
-            kind="order",
-            from_state=order.state,
-            to_state=OrderState.QUEUED,
-        )
-    if is_refused({"state": order.state, "last_error": order.last_error}):
-        raise IllegalStateTransition(
-            "a refused proposal has nothing to retry: propose it again, corrected"
-            " (under the same dedupe key it takes this id)",
-            kind="order",
-            from_state=order.state,
-            to_state=OrderState.QUEUED,
-        )
-    if item_states and set(item_states) <= {ItemState.SUBMITTED.value}:
-        return OrderState.SUBMITTED.value
-    return OrderState.QUEUED.value

@@ -17,6 +17,8 @@ from sqlalchemy.orm import Session
 
 from ..db import pending
 from ..db.models import EVENTS_TABLE, Item, Order, utcnow
+from ..db.order_store import OrderChange, OrderRow
+from ..errors import IllegalStateTransition
 from ..settings import Settings
 from ..settings_values import MAX_DURATION_SECONDS
 from ..state_machine import check_item, check_order
@@ -192,3 +194,40 @@ def decide_ending(
         {**counted, "outcome": "failed", "error": reason},
         reason,
     )
+
+
+def refused(change: OrderChange, to_state: str) -> OrderRow:
+    """The order an admin change wrote, or the error named from the order as it is."""
+    if change.done:
+        return change.order
+    check_order(change.order.state, to_state)  # raises: the state does not allow it
+    raise IllegalStateTransition(  # allowed now, but not when the change looked
+        kind="order", from_state=change.order.state, to_state=to_state
+    )
+
+
+def retry_target(order: OrderRow, item_states: list[str]) -> str:
+    """Where retry sends the locked failed order (``item_states``: its items'): back to
+    ``submitted`` when every item is submitted (it failed in apply), else ``queued``.
+    Refuses any other state, and a refused proposal's record."""
+    if order.state != OrderState.FAILED:  # retry is failed -> queued, nothing else
+        dead = "; `orders clone` proposes it again" if order.state == "dead_lettered" else ""
+        raise IllegalStateTransition(
+            f"only a failed order can be retried; this one is {order.state}{dead}",
+            kind="order",
+            from_state=order.state,
+            to_state=OrderState.QUEUED,
+        )
+    from .refusals import is_refused  # here: refusals -> proposals -> parts -> this module
+
+    if is_refused({"state": order.state, "last_error": order.last_error}):
+        raise IllegalStateTransition(
+            "a refused proposal has nothing to retry: propose it again, corrected"
+            " (under the same dedupe key it takes this id)",
+            kind="order",
+            from_state=order.state,
+            to_state=OrderState.QUEUED,
+        )
+    if item_states and set(item_states) <= {ItemState.SUBMITTED.value}:
+        return OrderState.SUBMITTED.value
+    return OrderState.QUEUED.value
