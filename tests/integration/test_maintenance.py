@@ -92,6 +92,30 @@ def test_queue_depth_counts_only_items_a_checkout_will_take(make_wm, database) -
     assert gauges[("work_manager.queue_depth", (("type", "test.simple"),))] == 0
 
 
+def test_a_type_no_longer_registered_has_its_gauges_set_back_to_zero(make_wm, database) -> None:
+    """An order-type evolution pass: after a type was removed, its gauges kept the last
+    value once its items were gone (only registered types were reported at 0), so the
+    queue-depth alert fired for ever for a type with nothing queued."""
+    producer = make_wm(db=database, registry=Registry([Multi(), Simple()]))
+    wm = make_wm(db=database, registry=Registry([Simple()]))  # test.multi removed here
+    order = producer.propose("test.multi", {"count": 2})
+    held = producer.agent.checkout("agent-1", order_id=order)
+    wm.maintenance.run()
+    gauges = wm.metrics.driver.gauges
+    multi = (("type", "test.multi"),)
+    assert (
+        gauges[("work_manager.queue_depth", multi)],
+        gauges[("work_manager.leases_active", multi)],
+    ) == (1, 1)
+    producer.agent.submit(held, {"answer": 1})
+    producer.agent.submit(producer.agent.checkout("agent-1", order_id=order), {"answer": 2})
+    wm.maintenance.run()
+    assert (
+        gauges[("work_manager.queue_depth", multi)],
+        gauges[("work_manager.leases_active", multi)],
+    ) == (0, 0)
+
+
 def test_the_stale_orders_gauge_counts_past_the_ids_it_lists(make_wm) -> None:
     """It stopped at the 1,000 ids read for the log."""
     wm = make_wm(db="sqlite", registry=Registry([Simple()]), stale_order_hours=1)

@@ -61,6 +61,8 @@ class Maintenance:
         self.ctx = ctx
         #: Dead-lettering and the touches, one path per database (db/order_store.py).
         self.store = build_order_store(ctx)
+        #: the types whose gauges this process last reported above zero
+        self._gauged: set[str] = set()
 
     def run(
         self,
@@ -200,16 +202,20 @@ class Maintenance:
 
     def report_gauges(self) -> None:
         """``queue_depth`` (items a checkout will take: not the queued ones of a failed
-        order, until it is retried or dead-lettered) and ``leases_active`` per type."""
+        order, until it is retried or dead-lettered) and ``leases_active`` per type: 0 for
+        each registered type without any, and once for a type this process last reported
+        above 0 that has none now (no longer registered, its orders deleted: a gauge keeps
+        its last value, and the queue-depth alert fired for ever)."""
         counted = select(Item.order_type, func.count()).group_by(Item.order_type)
         with self.ctx.db.transaction() as s:
             queued = s.execute(counted.where(waiting())).all()
             holding = s.execute(counted.where(held())).all()
-        depth: dict[str, int] = {t: 0 for t in self.ctx.registry.names()}
+        depth: dict[str, int] = {t: 0 for t in (*self.ctx.registry.names(), *self._gauged)}
         active: dict[str, int] = dict(depth)
         for target, rows in ((depth, queued), (active, holding)):
             for order_type, n in rows:
                 target[order_type] = target.get(order_type, 0) + n
+        self._gauged = {t for t, n in (*depth.items(), *active.items()) if n}
         for order_type, n in depth.items():
             self.ctx.metrics.gauge("queue_depth", n, type=order_type)
         for order_type, n in active.items():
