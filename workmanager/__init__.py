@@ -1,66 +1,113 @@
-"""workmanager: a work-order control plane for AI agents and background services."""
+"""workmanager: a work-order control plane for AI agents and background services.
 
+The public names load on first use (PEP 562): importing a submodule (``workmanager.cli``,
+``workmanager.client``) runs nothing of the others, so the command line's loading, Ctrl-C
+included, is all its own (``cli/__init__.py``), and an agent on the HTTP client never
+loads the database layer (SQLAlchemy: a third of a second and ~25 MiB)."""
+
+import importlib as _importlib
 import typing as _typing
 
-from .diff import Diff
-from .errors import (
-    IllegalStateTransition,
-    LeaseConflict,
-    LeaseExpired,
-    NotFound,
-    TransientError,
-    ValidationFailed,
-    WorkManagerError,
-)
-from .order_types import ItemSpec, OrderType, Part
-from .registry import Registry
-from .settings import Settings
-from .states import ItemState, OrderState
-from .types import Actor, AgentInfo, ApplyContext, ItemView, Lease, OrderView
-
 if _typing.TYPE_CHECKING:
-    from .container import WorkManager
+    from .container import WorkManager as WorkManager
+    from .diff import Diff as Diff
+    from .errors import (
+        IllegalStateTransition as IllegalStateTransition,
+    )
+    from .errors import (
+        LeaseConflict as LeaseConflict,
+    )
+    from .errors import (
+        LeaseExpired as LeaseExpired,
+    )
+    from .errors import (
+        NotFound as NotFound,
+    )
+    from .errors import (
+        TransientError as TransientError,
+    )
+    from .errors import (
+        ValidationFailed as ValidationFailed,
+    )
+    from .errors import (
+        WorkManagerError as WorkManagerError,
+    )
+    from .order_types import (
+        ItemSpec as ItemSpec,
+    )
+    from .order_types import (
+        OrderType as OrderType,
+    )
+    from .order_types import (
+        Part as Part,
+    )
+    from .registry import Registry as Registry
+    from .settings import Settings as Settings
+    from .states import (
+        ItemState as ItemState,
+    )
+    from .states import (
+        OrderState as OrderState,
+    )
+    from .types import (
+        Actor as Actor,
+    )
+    from .types import (
+        AgentInfo as AgentInfo,
+    )
+    from .types import (
+        ApplyContext as ApplyContext,
+    )
+    from .types import (
+        ItemView as ItemView,
+    )
+    from .types import (
+        Lease as Lease,
+    )
+    from .types import (
+        OrderView as OrderView,
+    )
 
 __version__ = "0.1.0"
 
+#: Each public name and the module it lives in.
+_HOMES = {
+    "Actor": "types",
+    "AgentInfo": "types",
+    "ApplyContext": "types",
+    "Diff": "diff",
+    "IllegalStateTransition": "errors",
+    "ItemSpec": "order_types",
+    "ItemState": "states",
+    "ItemView": "types",
+    "Lease": "types",
+    "LeaseConflict": "errors",
+    "LeaseExpired": "errors",
+    "NotFound": "errors",
+    "OrderState": "states",
+    "OrderType": "order_types",
+    "OrderView": "types",
+    "Part": "order_types",
+    "Registry": "registry",
+    "Settings": "settings",
+    "TransientError": "errors",
+    "ValidationFailed": "errors",
+    "WorkManager": "container",
+    "WorkManagerError": "errors",
+}
+
 
 def __getattr__(name: str) -> _typing.Any:
-    """``WorkManager`` is imported on first use: it brings the database layer (SQLAlchemy,
-    a third of a second and ~25 MiB), which code that only names the public types (an
-    order-type module) or an agent on the HTTP client never needs."""
-    if name == "WorkManager":
-        from .container import WorkManager
-
-        return WorkManager
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), "WorkManager"})
+    return sorted({*globals(), *_HOMES})
 
 
-__all__ = [
-    "Actor",
-    "AgentInfo",
-    "ApplyContext",
-    "Diff",
-    "IllegalStateTransition",
-    "ItemSpec",
-    "ItemState",
-    "ItemView",
-    "Lease",
-    "LeaseConflict",
-    "LeaseExpired",
-    "NotFound",
-    "OrderState",
-    "OrderType",
-    "OrderView",
-    "Part",
-    "Registry",
-    "Settings",
-    "TransientError",
-    "ValidationFailed",
-    "WorkManager",
-    "WorkManagerError",
-    "__version__",
-]
+__all__ = [*_HOMES, "__version__"]

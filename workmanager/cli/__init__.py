@@ -7,6 +7,13 @@ import os
 import sys
 from collections.abc import Sequence
 
+
+def wants_json(args: Sequence[str]) -> bool:
+    """Whether the command line asks for JSON (``--json`` before any ``--``)."""
+    options = list(args)[: list(args).index("--")] if "--" in args else list(args)
+    return "--json" in options
+
+
 try:  # the command line's modules load for most of a second: Ctrl-C then is one line too
     import click
 
@@ -17,15 +24,9 @@ try:  # the command line's modules load for most of a second: Ctrl-C then is one
     from .render import CannotWrite, report_error, report_interrupt, usage_error_of
 except KeyboardInterrupt:  # said as report_interrupt says it, the envelope under --json
     sys.stderr.write("error [aborted]: interrupted (Ctrl-C)\n")
-    if "--json" in sys.argv[1:]:
+    if wants_json(sys.argv[1:]):
         sys.stdout.write('{"error": {"code": "aborted", "message": "interrupted (Ctrl-C)"}}\n')
     raise SystemExit(130) from None
-
-
-def wants_json(args: Sequence[str]) -> bool:
-    """Whether the command line asks for JSON (``--json`` before any ``--``)."""
-    options = list(args)[: list(args).index("--")] if "--" in args else list(args)
-    return "--json" in options
 
 
 class OneLineWarnings(logging.Handler):
