@@ -31,7 +31,14 @@ from ..types import JSON, Actor, AgentInfo, OrderView, as_id
 from .context import ServiceContext
 from .idempotency import IdempotencyService
 from .inputs import checked_actor, checked_agent, reject_errors
-from .proposals import build_order, check_proposal, keyed_id, proposed_id, same_proposal
+from .proposals import (
+    build_order,
+    check_proposal,
+    keyed_id,
+    order_id_for,
+    proposed_id,
+    same_proposal,
+)
 from .refusals import (
     droppable,
     planning_lost,
@@ -164,10 +171,10 @@ class OrderService:
         proposal's order. For a producer that sends the proposal to a worker, which could
         only drop it; for a proposal its type refuses since it changed, made before it did
         (SPEC §4.3: a known key returns the existing order)."""
-        keyed = order_id or keyed_id(dedupe_key)  # None: no key, or what cannot be one
-        if keyed is None:
+        key = dedupe_key if keyed_id(dedupe_key) else None  # None: what cannot be a key
+        if not (order_id or key):
             return None
-        row = self.store.find(keyed, dedupe_key)
+        row = self.store.find(order_id or order_id_for(key), key)
         found = None if row is None else order_dict(row)
         tenant = order_tenant(checked_tenant(tenant_id), payload)
         if found is None or replaceable(found, tenant):
