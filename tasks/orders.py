@@ -21,6 +21,7 @@ from workmanager.errors import (
     TransientError,
     ValidationFailed,
 )
+from workmanager.saying import logged
 from workmanager.services.proposals import keyed_id
 from workmanager.services.refusals import note_reused_key
 from workmanager.types import Actor
@@ -54,7 +55,10 @@ def task_id_arg(task: str, name: str, value: Any) -> uuid.UUID | None:
             return uuid.UUID(value)
         except ValueError:
             pass
-    log.error("%s refused [validation_failed]: %s must be a UUID string, got %r", task, name, value)
+    log.error(
+        "%s refused [validation_failed]: %s must be a UUID string, got %s",
+        task, name, logged(repr(value)),
+    )  # fmt: skip
     return None
 
 
@@ -151,7 +155,11 @@ def create(
         )
         where = f"written into order {taken}'s history" if noted else "nothing recorded"
         log.error(
-            "orders.create of %.200r refused [%s], %s: %s", type, exc.code, where, exc.message
+            "orders.create of %.200r refused [%s], %s: %s",
+            type,
+            exc.code,
+            where,
+            logged(exc.message),
         )
         return None
     except PermanentError as exc:
@@ -173,9 +181,9 @@ def create(
                 " [%s]: %s",
                 type,
                 exc.code,
-                exc.one_line(),
+                logged(exc.one_line()),
                 unstorable.code,
-                unstorable.message,
+                logged(unstorable.message),
             )
             return None
         log.error(
@@ -183,7 +191,7 @@ def create(
             type,
             exc.code,
             refused["id"],
-            exc.one_line(),
+            logged(exc.one_line()),
         )
         return str(refused["id"])
     if not proposal.created:

@@ -23,6 +23,21 @@ def one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+#: The most of a caller's text one log line carries: a 1 MB value, or a path of 60 KB
+#: sent before authentication, filled the log line after line.
+LOGGED_MAX = 500
+
+
+def logged(text: object, at_most: int = LOGGED_MAX) -> str:
+    """A caller's text as a log line carries it: on one line (a ``%0A`` in a path forged
+    a line of the server's own), its control and bidi characters escaped, at most
+    ``at_most`` characters and ``…``."""
+    said = str(text)
+    cut = len(said) > at_most
+    said = shown(one_line(said[: at_most * 2] if cut else said))
+    return f"{said[:at_most]}…" if cut or len(said) > at_most else said
+
+
 def first_line(exc: object) -> str:
     """An error as one line: the first line of its text, or its type's name when it has
     none (what a library's error says beside ours, without its traceback)."""

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
+
+import pytest
 
 from workmanager.surface.middleware import RequestContextMiddleware
 
@@ -75,6 +78,32 @@ def test_a_client_gone_before_its_body_arrived_is_not_acted_on() -> None:
     scope = {"type": "http", "method": "POST", "path": "/agent/work/propose", "headers": []}
     asyncio.run(asyncio.wait_for(middleware(scope, receive, send), 10))
     assert sent == []
+
+
+def test_the_path_of_a_client_gone_is_logged_on_one_short_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A pass at what a hostile caller costs the operator: before authentication, a path
+    with ``%0A`` in it (decoded) forged a line of the server's own in its log, and a path
+    of 60 KB wrote 60 KB a connection. The path is one line, escaped and cut."""
+    middleware = RequestContextMiddleware(
+        never_called, max_body_bytes=1_000, max_json_depth=64, body_timeout=5
+    )
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        raise AssertionError("no one is there to answer")
+
+    forged = "\n[2026-12-08 00:40:00,000: WARNING] workmanager.agent: order failed \u202e"
+    path = "/agent/work/propose" + forged + "x" * 60_000
+    scope = {"type": "http", "method": "POST", "path": path, "headers": []}
+    with caplog.at_level(logging.INFO, logger="workmanager.api"):
+        asyncio.run(asyncio.wait_for(middleware(scope, receive, send), 10))
+    (said,) = [r.getMessage() for r in caplog.records if "went before" in r.getMessage()]
+    assert "\n" not in said and "\u202e" not in said and "\\u202e" in said
+    assert len(said) < 700 and "/agent/work/propose [2026-12-08" in said
 
 
 def test_an_encoded_slash_in_the_path_is_no_route() -> None:

@@ -121,11 +121,19 @@ def test_arguments_a_task_cannot_use_are_one_logged_line_each(make_stack: Any) -
     send(CREATE, kwargs={"type": "e2e.echo", "payload": {}, "order_id": str(coloured),
                          "colour": "red"}, **control)  # fmt: skip
     send(CREATE, kwargs={"type": "e2e.echo", "order_id": str(bare)}, **control)
-    for refused in (martian, coloured, bare):
+    # A pass at what a hostile sender costs: the refused value went whole into one log line
+    # (a 1 MB id, a 1 MB string quoted by the schema's message): 1 MB of log a message.
+    huge = uuid.uuid4()
+    send(CREATE, kwargs={"type": "e2e.strict", "payload": {"n": "Z" * 100_000},
+                         "order_id": str(huge)}, **control)  # fmt: skip
+    send(CREATE, kwargs={"type": "e2e.echo", "payload": {}, "order_id": "Y" * 100_000}, **control)
+    for refused in (martian, coloured, bare, huge):
         stack.wait_for(lambda r=refused: order_state(stack, r) == "failed", 60, "refusals")
         order = stack.wm.queries.order(refused)
         assert order["last_error"]["code"] == "validation_failed", order["last_error"]
     assert "colour" in stack.wm.queries.order(coloured)["last_error"]["message"]
+    said = stack.wait_for(lambda: "got 'YYY" in (t := stack.log("control")) and t, 30, "Y")
+    assert max(map(len, said.splitlines())) < 2_000
     log = stack.wait_for(
         lambda: (text := stack.log("control")).count("refused [validation_failed]") >= 4 and text,
         30,

@@ -31,6 +31,7 @@ from ..errors import (
     WorkManagerError,
 )
 from ..jsonvalues import loads, raw_depth, too_deep
+from ..saying import logged
 from .callers import new_request_id
 
 log = logging.getLogger("workmanager.api")
@@ -231,7 +232,7 @@ class RequestContextMiddleware:
                 return
             except _Gone:
                 log.info("%s %s: the client went before its body arrived; not acted on",
-                         scope["method"], scope["path"])  # fmt: skip
+                         scope["method"], logged(scope["path"]))  # fmt: skip
                 return
             except TimeoutError:
                 late = RequestTimeout(
@@ -282,7 +283,9 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
-            log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            log.exception(
+                "unhandled error in %s %s", scope.get("method"), logged(scope.get("path"))
+            )
             if not started:
                 await send_error(send, WorkManagerError("internal error"), echo)
         except asyncio.CancelledError:
@@ -291,7 +294,7 @@ class RequestContextMiddleware:
             # the server's graceful shutdown ran out (API_SHUTDOWN_GRACE_SECONDS) with this
             # request unfinished: uvicorn answered a plain-text 500 and logged a traceback
             log.warning("%s %s cut off by the server's shutdown", scope.get("method"),
-                        scope.get("path"))  # fmt: skip
+                        logged(scope.get("path")))  # fmt: skip
             if not started:
                 await send_error(send, CUT_OFF, echo)
 
