@@ -10,8 +10,12 @@ from ..types import AgentInfo
 log = logging.getLogger("workmanager.metrics")
 
 Labels = dict[str, str]
-#: What the ``agent_id`` label of an agent whose id the caller chose itself reads.
-OTHER_AGENT = "other"
+#: What the ``agent_id`` label of an agent whose id the caller chose itself reads; and the
+#: ``priority`` label of a priority outside :data:`LABELLED_PRIORITIES`.
+OTHER_AGENT = OTHER = "other"
+#: The priorities the ``priority`` label names (a producer picks any 32-bit integer: one
+#: series each, 2,000 distinct priorities put 4,000 lines on ``/metrics`` for good).
+LABELLED_PRIORITIES = range(-100, 101)
 
 
 class MetricsDriver(Protocol):
@@ -35,7 +39,8 @@ class Metrics:
     a bare id its code vouches for, and ``agent_label`` says what is kept — ``bound``: ids a
     caller could not choose (a token's bound agent, a consumer agent, an in-process caller),
     the others as ``other``; ``all``; ``none``: no label. Every id a client invents would
-    otherwise be one more series in Prometheus. The ``tenant`` label (``none`` when the
+    otherwise be one more series in Prometheus. So is every ``priority`` a producer picks:
+    those outside -100…100 read ``other``. The ``tenant`` label (``none`` when the
     work belongs to no tenant) is kept unless ``tenant_label`` is off.
     """
 
@@ -64,6 +69,8 @@ class Metrics:
 
     def _labels(self, labels: dict[str, object]) -> Labels:
         out = {k: str(v) for k, v in labels.items() if k not in ("agent_id", "tenant")}
+        if "priority" in labels and labels["priority"] not in LABELLED_PRIORITIES:
+            out["priority"] = OTHER
         if "agent_id" in labels and self.agent_label != "none":
             out["agent_id"] = self._agent(labels["agent_id"])
         if "tenant" in labels and self.tenant_label:
