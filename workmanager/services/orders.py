@@ -25,6 +25,7 @@ from ..errors import (
 from ..jsonvalues import json_value
 from ..order_types import OrderType
 from ..registry import untold
+from ..saying import logged
 from ..state_machine import check_order
 from ..states import OrderState
 from ..types import JSON, Actor, AgentInfo, OrderView, as_id
@@ -334,7 +335,7 @@ class OrderService:
             if not isinstance(exc, WorkManagerError):
                 log.exception("auto-approval of %s raised", order_id)
                 exc = WorkManagerError(str(exc))
-            log.warning("auto-approval of %s refused: %s", order_id, exc.message)
+            log.warning("auto-approval of %s refused: %s", order_id, logged(exc.message))
             self.store.record_event(  # maintenance will not ask again
                 order_id,
                 "auto_approval_refused",
