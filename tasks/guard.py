@@ -51,6 +51,24 @@ def body_problem(payload: Any) -> str | None:
     return None
 
 
+def hybrid_problem(payload: Mapping[str, Any]) -> str | None:
+    """Why a hybrid body (protocol 2 headers, a protocol 1 object with ``args``) cannot be
+    read (``None`` when it can): ``args`` a list, ``kwargs`` (when given) an object; else
+    the task's call raised with a traceback and a create's proposal was lost."""
+    if not isinstance(payload["args"], list | tuple):
+        return "args is not a list"
+    if payload.get("kwargs") is not None and not isinstance(payload["kwargs"], Mapping):
+        return "kwargs is not an object"
+    return None
+
+
+def _arguments(payload: Any, hybrid: bool) -> tuple[Any, Any]:
+    """A readable body's ``args`` and ``kwargs``."""
+    if hybrid:
+        return payload["args"], payload.get("kwargs") or {}
+    return payload[0], payload[1]
+
+
 def arguments_problem(signature: inspect.Signature | None, args: Any, kwargs: Any) -> str | None:
     """Why ``args`` and ``kwargs`` cannot be passed to a task of ``signature`` (``None``
     when they can): a missing, extra or repeated argument would raise ``TypeError`` in
@@ -131,11 +149,14 @@ def guarded(task: Task, app: Any, consumer: Any, **options: Any) -> Callable[...
         where = f"{task.name} message {_message_id(message)}"
         payload = message.payload
         hybrid = isinstance(payload, Mapping) and "args" in payload  # protocol 1 fields
-        problem = None
-        if body is None and not hybrid:  # protocol 2
-            problem = body_problem(payload) or header_problem(message.headers)
+        # the headers whatever the body (a hybrid's ended the worker too), and a hybrid's
+        # own fields, which Celery reads as headers
+        problem = header_problem(message.headers) or (header_problem(payload) if hybrid else None)
+        if problem is None and body is None:
+            problem = hybrid_problem(payload) if hybrid else body_problem(payload)
             if problem is None:
-                problem = arguments_problem(signature, payload[0], payload[1])
+                args, kwargs = _arguments(payload, hybrid)
+                problem = arguments_problem(signature, args, kwargs)
         headers = message.headers if isinstance(message.headers, Mapping) else {}
         raw = None if headers.get("compression") else message.body  # compressed: walked
         if problem is None and _too_deep(raw, payload):

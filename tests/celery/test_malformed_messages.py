@@ -22,12 +22,14 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 CREATE = "workmanager.orders.create"
 
 
-def send_raw(stack: Stack, body: Any, **headers: Any) -> str:
-    """A ``workmanager.orders.create`` message as Celery builds it, its body (and headers)
-    then replaced: what a hand-built producer may send. Returns the message's task id."""
+def send_raw(stack: Stack, body: Any, without: str = "", **headers: Any) -> str:
+    """A ``workmanager.orders.create`` message as Celery builds it, its body (and headers;
+    ``without``: one taken out) then replaced: what a hand-built producer may send.
+    Returns the message's task id."""
     task_id = str(uuid.uuid4())
     message = stack.app.amqp.as_task_v2(task_id, CREATE, args=(), kwargs={})
     message.headers.update(headers)
+    message.headers.pop(without, None)
     tampered = message._replace(body=body)
     with stack.app.producer_or_acquire() as producer:
         stack.app.amqp.send_task_message(producer, CREATE, tampered, queue="workmanager")
@@ -48,7 +50,21 @@ def test_malformed_messages_are_discarded_and_the_worker_lives_on(make_stack: An
         send_raw(stack, [[], {"type": "e2e.echo", "payload": {}}, "oops"]),  # embed
         send_raw(stack, [[], {"type": "e2e.echo", "payload": {}}, {}], timelimit="x"),
         send_raw(stack, "not even a list"),
+        # a mutation pass: each of these ended the worker, or would have with one check less
+        send_raw(stack, [[], {"type": "e2e.echo", "payload": {}}, {}, "extra"]),
+        send_raw(stack, [[], {"type": "e2e.echo", "payload": {}}, {}], timelimit=[5]),
+        send_raw(stack, [[], {"type": "e2e.echo", "payload": {}}, {}], timelimit=[1, 2, 3]),
+        # a hybrid body (an object with "args") skipped the header checks: worker dead
+        send_raw(stack, {"args": [], "kwargs": {"type": "e2e.echo"}}, stamped_headers=5),
+        send_raw(stack, {"args": [], "kwargs": {"type": "e2e.echo"}}, timelimit="x"),
+        send_raw(stack, {"args": 5, "kwargs": {"type": "e2e.echo", "payload": {}}}),
     ]
+    # an id header that is no id, or none: the request could not be built (one line each)
+    unhashable = send_raw(stack, [[], {"type": "e2e.echo", "payload": {}}, {}], id=["x"])
+    send_raw(stack, [[], {"type": "e2e.echo", "payload": {}}, {}], without="id")
+    hybrid = uuid.uuid4()  # a readable hybrid is run as before
+    send_raw(stack, {"args": [], "kwargs": {"type": "e2e.echo", "payload": {},
+                                            "order_id": str(hybrid)}})  # fmt: skip
     # a task this worker does not have, and a body that is not JSON: Celery's dozen lines
     # with a traceback each, now one line too
     unknown = stack.app.send_task("workmanager.orders.nope", queue="workmanager").id
@@ -68,18 +84,22 @@ def test_malformed_messages_are_discarded_and_the_worker_lives_on(make_stack: An
         queue="workmanager",
     )
     stack.wait_for(lambda: order_state(stack, good) is not None, 60, "the valid order")
+    stack.wait_for(lambda: order_state(stack, hybrid) is not None, 30, "the hybrid order")
     proc = stack.procs["control"]
     assert proc.poll() is None, stack.log("control")[-3000:]  # still running
     log = stack.log("control")
     assert "Unrecoverable error" not in log, log[-3000:]
     for task_id in poisoned:
         assert f"{CREATE} message {task_id}" in log, (task_id, log[-3000:])
-    assert log.count("the message was discarded") == len(poisoned) + 2
+    assert f"{CREATE} message ['x'] cannot be read" in log and unhashable
+    assert f"{CREATE} message (no id) cannot be read" in log, log[-3000:]
+    assert log.count("the message was discarded") == len(poisoned) + 4
     assert "Traceback" not in log, log[-3000:]
     assert "the timelimit header is not [hard, soft] seconds" in log
     assert "no task named 'workmanager.orders.nope' on this worker" in log, log[-3000:]
     assert "a message of content type 'application/json' could not be decoded" in log
-    assert unknown and log.count("refused [invalid_message]") == len(poisoned) + 2
+    assert "the stamped_headers header is not a list of names" in log
+    assert unknown and log.count("refused [invalid_message]") == len(poisoned) + 4
     # nothing left behind: not queued again, not held unacknowledged
     broker = redis.Redis.from_url(stack.settings.broker_url)
     assert broker.llen("workmanager") == 0
