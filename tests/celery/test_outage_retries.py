@@ -13,6 +13,7 @@ import logging
 import uuid
 from typing import Any
 
+import pytest
 from celery import Celery
 from celery.app import trace
 
@@ -74,3 +75,34 @@ def test_outage_retries_are_said_once_a_while_and_others_each_time() -> None:
     assert outages[1].endswith("(and 2 more like it in the last 30 s)")
     assert all("\n" not in line for line in outages)
     assert len([line for line in said if "ValueError" in line]) == 2  # each, as Celery says
+
+
+@pytest.mark.parametrize("name", ["create", "check_auto_approval", "apply"])
+def test_an_outage_is_retried_however_long_it_lasts(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """docs/operations.md: "Celery tasks retry ``TransientError`` with exponential backoff
+    (capped at 60 s, no retry limit)". A mutation pass: without ``autoretry_for``, or
+    with a retry limit, the control tasks' outage ended them ``FAILURE`` (a create's
+    proposal lost) and no test failed. The eleventh try of each, through Celery's tracer,
+    is sent again (recorded here, not published)."""
+    import tasks.orders as orders
+    from tasks.app import app
+
+    def down() -> Any:
+        raise Unavailable("the database is away")
+
+    task = getattr(orders, name)
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(orders, "get_wm", down)
+    monkeypatch.setattr(task, "apply_async", lambda *a, **k: sent.append(k))
+    order_id = str(uuid.uuid4())
+    kwargs: dict[str, Any] = {"order_id": order_id}
+    if name == "create":
+        kwargs |= {"type": "e2e.echo", "payload": {}}
+    task_id = str(uuid.uuid4())
+    tracer = trace.build_tracer(task.name, task, app=app)
+    request = {"id": task_id, "retries": 10, "delivery_info": {}}
+    _, info, *_ = tracer(task_id, (), kwargs, request)
+    assert info is not None and info.state == "RETRY", info and info.state
+    assert len(sent) == 1 and 0 < sent[0]["countdown"] <= 60, sent
