@@ -7,6 +7,7 @@ failed. The consumer runs directly (no Celery) on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -16,9 +17,10 @@ from sqlalchemy import update
 
 from tests.support.types import Parts, Simple
 from workers.agent import AgentConsumer
+from workers.handlers import Heartbeats
 from workmanager import AgentInfo, Registry, WorkManager
 from workmanager.db.models import Item, Order, utcnow
-from workmanager.errors import RateLimited
+from workmanager.errors import RateLimited, Unavailable
 
 
 @pytest.fixture
@@ -92,3 +94,26 @@ def test_a_parts_handler_finalizes_in_its_finalize_mode(
     assert said == outcome
     state = wm.queries.item(item_id)["state"]
     assert state == ("submitted" if mode == "best_effort" else "failed"), state
+
+
+@pytest.mark.parametrize("failure", [Unavailable("the database is away"), RuntimeError("bug")])
+def test_a_heartbeat_that_failed_is_tried_again_a_beat_later(
+    wm: WorkManager, monkeypatch: pytest.MonkeyPatch, failure: Exception
+) -> None:
+    """Not at once: a beat left due after an outage's failure was sent again and again,
+    as fast as the thread could, for as long as the outage lasted (a mutation pass)."""
+    order_id, _ = one_item(wm)
+    lease = wm.agent.checkout("beats-1", order_id=order_id)
+    assert lease is not None
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        raise failure
+
+    monkeypatch.setattr(wm.agent, "heartbeat", failing)
+    beats = Heartbeats(wm, lease.agent, every=60)
+    with beats.holding(lease):
+        [key] = list(beats._due)
+        beats._due[key] = (time.monotonic(), lease)  # due now, as the thread found it
+        beats._beat(key, lease)
+        due, kept = beats._due[key]
+    assert due > time.monotonic() + 50 and kept == lease
