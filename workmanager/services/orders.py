@@ -35,6 +35,7 @@ from .inputs import checked_actor, checked_agent, reject_errors
 from .proposals import (
     build_order,
     check_proposal,
+    check_request,
     keyed_id,
     order_id_for,
     proposed_id,
@@ -105,8 +106,11 @@ class OrderService:
             order, items = self.planned(
                 type, payload, priority, meta, dedupe_key, actor, order_id, tenant_id
             )
-        except (UnknownOrderType, ValidationFailed):  # a proposal its type took before it
-            found = self.repeated(type, payload, dedupe_key, tenant_id, order_id)  # changed
+        except (UnknownOrderType, ValidationFailed):
+            found = self._made_before(
+                type, payload, dedupe_key, order_id, tenant_id,
+                priority=priority, meta=meta, requested_by=actor,
+            )  # fmt: skip
             if found is None:
                 raise
             return Proposal(found, False)
@@ -149,6 +153,21 @@ class OrderService:
             now=self.ctx.clock(), tenant_id=checked_tenant(tenant_id),
         )  # fmt: skip
 
+    def _made_before(
+        self, type: str, payload: Any, dedupe_key: Any, order_id: Any, tenant: Any, **rest: Any
+    ) -> dict[str, Any] | None:
+        """The order this very proposal made before its type changed (or went), which
+        its type's checks now refuse (SPEC §4.3: a known key returns the existing order);
+        ``None`` when the proposal is at fault whatever the type (its own refusal is the
+        answer: ``rest``, its other fields, checked) or names no order of its own."""
+        try:
+            check_request(
+                payload, dedupe_key=dedupe_key, max_depth=self.ctx.settings.max_json_depth, **rest
+            )
+            return self.repeated(type, payload, dedupe_key, tenant, order_id)
+        except WorkManagerError:
+            return None
+
     def _insert(
         self, order: Order, items: list[Item], actor: Actor, agent: AgentInfo | None
     ) -> dict[str, Any] | None:
@@ -167,11 +186,8 @@ class OrderService:
         order_id: uuid.UUID | None = None,
     ) -> dict[str, Any] | None:
         """The order :meth:`propose` would find for this proposal under ``dedupe_key`` (or
-        ``order_id``); ``None`` when they name no order yet (or a refused record the
-        proposal replaces, ``replaceable``); :class:`DedupeKeyReused` when they name another
-        proposal's order. For a producer that sends the proposal to a worker, which could
-        only drop it; for a proposal its type refuses since it changed, made before it did
-        (SPEC §4.3: a known key returns the existing order)."""
+        ``order_id``): ``None`` when none (or a refused record it replaces); else
+        :class:`DedupeKeyReused` for another proposal's (a producer's check before sending)."""
         key = dedupe_key if keyed_id(dedupe_key) else None  # None: what cannot be a key
         if not (order_id or key):
             return None

@@ -217,6 +217,25 @@ def check_proposal(
     """The order type of a valid proposal; else :class:`UnknownOrderType`,
     :class:`ValidationFailed` (with ``details``) or :class:`MalformedJSON`."""
     order_type = registry.get(type)
+    check_request(
+        payload, priority=priority, meta=meta, dedupe_key=dedupe_key,
+        requested_by=requested_by, max_depth=max_depth,
+    )  # fmt: skip
+    validate(guarded(order_type.schema, "payload", "schema()"), payload, "payload")
+    return order_type
+
+
+def check_request(
+    payload: Any,
+    *,
+    priority: Any = 0,
+    meta: Any = None,
+    dedupe_key: Any = None,
+    requested_by: Actor | None = None,
+    max_depth: int,
+) -> None:
+    """What :func:`check_proposal` checks whatever the order type is (the rest, the type
+    and its payload schema, changes with a deploy)."""
     requester = None if requested_by is None else requested_by.id
     require(
         requester is None or (isinstance(requester, str) and 0 < len(requester) <= 191),
@@ -237,8 +256,6 @@ def check_proposal(
     )
     proposed = {"payload": payload, "meta": meta, "dedupe_key": dedupe_key}
     json_fields({**proposed, "requested_by_id": requester}, max_depth)
-    validate(guarded(order_type.schema, "payload", "schema()"), payload, "payload")
-    return order_type
 
 
 def storable_int(value: Any) -> bool:
