@@ -7,6 +7,7 @@ loads the database layer (SQLAlchemy: a third of a second and ~25 MiB)."""
 
 import importlib as _importlib
 import typing as _typing
+from importlib.util import find_spec as _find_spec
 
 if _typing.TYPE_CHECKING:
     from .container import WorkManager as WorkManager
@@ -98,10 +99,15 @@ _HOMES = {
 
 
 def __getattr__(name: str) -> _typing.Any:
+    """A public name, from its home module; or a submodule (``workmanager.errors`` after
+    ``import workmanager``, as when this module imported them all)."""
     home = _HOMES.get(name)
-    if home is None:
+    if home is not None:
+        value = getattr(_importlib.import_module(f".{home}", __name__), name)
+    elif not name.startswith("_") and _find_spec(f"{__name__}.{name}") is not None:
+        value = _importlib.import_module(f".{name}", __name__)
+    else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(_importlib.import_module(f".{home}", __name__), name)
     globals()[name] = value
     return value
 
