@@ -218,6 +218,25 @@ def test_parts_that_are_not_pairs_are_refused(
     assert "parts() must yield (part_key, payload) pairs" in item["error"]["message"]
 
 
+class TripleParts:
+    """Yields a triple where a pair belongs (a mutation pass: its third value was dropped
+    and the part stored, the docs saying anything but a pair is refused)."""
+
+    def parts(self, item: Any, lease: Any) -> Iterator[Any]:
+        yield "a", {"v": 1}, "extra"
+
+
+def test_a_part_that_is_a_triple_is_refused(
+    wm: WorkManager, reported: list[tuple[Any, bool]]
+) -> None:
+    outcome, item = run(wm, "test.parts", TripleParts())
+    assert outcome == "refused" and item["state"] == "failed"
+    ((error, _),) = reported
+    assert error["message"] == (
+        "parts[0]: parts() must yield (part_key, payload) pairs, got tuple"
+    ), error
+
+
 class BadPart:
     """Part ``a`` must hold an integer ``v``."""
 
