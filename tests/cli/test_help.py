@@ -36,3 +36,15 @@ def test_the_agent_entry_point_help_does_not_cite_the_spec(
         agent.main(["--help"])
     shown = capsys.readouterr().out
     assert "--handler" in shown and "SPEC" not in shown and "§" not in shown
+
+
+@pytest.mark.parametrize("given", ["0", "-2", "two"])
+def test_the_agent_refuses_a_concurrency_below_one(
+    capsys: pytest.CaptureFixture[str], given: str
+) -> None:
+    """docs/agents.md: ``--concurrency`` must be at least 1 (Celery reads 0 as "one per
+    CPU"); a mutation pass found the check unguarded."""
+    with pytest.raises(SystemExit) as ended:
+        agent.main(["--type", "t", "--handler", "m:f", "--concurrency", given])
+    assert ended.value.code == 2
+    assert f"{given!r} is not a whole number of 1 or more" in capsys.readouterr().err
