@@ -19,7 +19,7 @@ from celery import Celery
 from workmanager.errors import WorkManagerError
 from workmanager.jsonvalues import MAX_JSON_DEPTH_CEILING, json_value
 from workmanager.registry import Registry
-from workmanager.services.proposals import check_proposal, order_id_for
+from workmanager.services.proposals import check_priority, check_proposal, order_id_for
 from workmanager.services.tokens import checked_tenant
 from workmanager.settings import Settings
 
@@ -70,6 +70,7 @@ def enqueue_order(
         # text, an integer of 5,000 digits raises), answered here even without the order
         # types (the worker applies WORK_MANAGER_MAX_JSON_DEPTH and the schemas itself).
         json_value(value, name, MAX_JSON_DEPTH_CEILING)
+    check_priority(priority)
     known, max_depth = (registry, MAX_JSON_DEPTH_CEILING) if registry else producer_registry()
     if known is not None:
         check_proposal(

@@ -69,3 +69,25 @@ def test_a_type_or_dedupe_key_no_database_stores_is_refused_before_sending() -> 
             enqueue_order(payload={}, app=app, **kwargs)
         assert caught.value.details[0]["path"] == field
     assert sent == []
+
+
+def test_a_priority_or_tenant_no_order_can_hold_is_refused_before_sending() -> None:
+    """A mutation pass: without the order types, a 5,000-digit priority raised a raw
+    ValueError out of Celery's encoder and an object a kombu EncodeError; an empty tenant
+    (an unset ``$TENANT``) must not be sent as "no tenant"."""
+    from workmanager.errors import ValidationFailed
+
+    app = Celery("producer-fields", broker="memory://")
+    sent: list[Any] = []
+    app.send_task = lambda *a, **k: sent.append((a, k))  # type: ignore[method-assign]
+    for field, kwargs in (
+        ("priority", {"priority": 10**5000}),
+        ("priority", {"priority": object()}),
+        ("priority", {"priority": True}),
+        ("tenant_id", {"tenant_id": ""}),
+        ("tenant_id", {"tenant_id": " acme"}),
+    ):
+        with pytest.raises(ValidationFailed) as caught:
+            enqueue_order("t.x", {}, app=app, **kwargs)
+        assert caught.value.details[0]["path"] == field, caught.value.details
+    assert sent == []
