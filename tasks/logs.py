@@ -26,7 +26,7 @@ from celery.signals import task_retry
 from celery.worker.consumer import consumer as celery_consumer
 
 from workmanager.errors import TransientError
-from workmanager.saying import Throttled, first_line, one_line
+from workmanager.saying import Throttled, first_line, logged, one_line
 
 
 class OneLineRefusals(logging.Filter):
@@ -44,7 +44,7 @@ class OneLineRefusals(logging.Filter):
 def _one_line(template: Any, args: Any) -> str | None:
     if not isinstance(args, tuple) or not args:
         return None
-    reason = first_line(args[0])[:500]
+    reason = logged(first_line(args[0]))
     if template is celery_consumer.INVALID_TASK_ERROR:
         return f"refused [invalid_message]: {reason}; the message was discarded"
     if template is celery_consumer.UNKNOWN_TASK_ERROR:
@@ -69,7 +69,7 @@ class OneLineBeatErrors(logging.Filter):
         if isinstance(record.msg, str) and record.msg.startswith("Message Error: %s"):
             exc = record.args[0] if isinstance(record.args, tuple) and record.args else None
             record.msg = "beat: a scheduled task could not be sent (%s: %s); sent again next time"
-            record.args = (type(exc).__name__, first_line(exc)[:500])
+            record.args = (type(exc).__name__, logged(first_line(exc)))
             record.exc_info, record.exc_text = None, None
         return True
 

@@ -32,10 +32,9 @@ def logged(text: object, at_most: int = LOGGED_MAX) -> str:
     """A caller's text as a log line carries it: on one line (a ``%0A`` in a path forged
     a line of the server's own), its control and bidi characters escaped, at most
     ``at_most`` characters and ``…``."""
-    said = str(text)
-    cut = len(said) > at_most
-    said = shown(one_line(said[: at_most * 2] if cut else said))
-    return f"{said[:at_most]}…" if cut or len(said) > at_most else said
+    whole = str(text)
+    said = shown(one_line(whole[: at_most * 2]))  # escapes lengthen: cut twice
+    return said if len(whole) <= at_most and len(said) <= at_most else f"{said[:at_most]}…"
 
 
 def first_line(exc: object) -> str:

@@ -35,3 +35,14 @@ def test_one_line_and_some() -> None:
     assert some(list(range(3))) == "0, 1, 2"
     assert some(list(range(12)), at_most=2) == "0, 1 …"
     assert some([]) == ""
+
+
+def test_a_callers_text_in_a_log_line_is_one_line_escaped_and_cut() -> None:
+    from workmanager.saying import logged
+
+    assert logged("GET /a\n[2026] WARNING forged") == "GET /a [2026] WARNING forged"
+    assert logged("a\u202eb") == "a\\u202eb"
+    assert logged("x" * 500) == "x" * 500
+    assert logged("x" * 501) == "x" * 500 + "…"
+    assert logged("\x1b" * 600) == "\\x1b" * 125 + "…"  # cut after escaping, and marked
+    assert len(logged("y" * 1_000_000)) == 501
